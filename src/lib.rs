@@ -1,0 +1,29 @@
+//! # cellsymphony
+//!
+//! Multimodal single-cell analysis of spatial transcriptomics.
+//!
+//! The crate compiles twice:
+//! - **natively** (features `train`, `cli`): data readers, burn models, training, export to
+//!   safetensors (fp32 and int8), and the same inference engine as the browser;
+//! - **to wasm32** (`--no-default-features`): the burn-free inference engine ([`engine`],
+//!   [`quant`], [`gpu`]) behind the wasm-bindgen API in `web.rs`.
+//!
+//! Layout, one folder per concept:
+//! - [`data`]: Xenium readers, DAPI image, nucleus-centred patches, reference labels.
+//! - [`engine`]: model file format (safetensors + JSON metadata) and the plain-Rust CPU forward.
+//! - [`quant`]: per-output-channel symmetric int8 quantisation and u32 packing.
+//! - [`gpu`]: wgpu context, WGSL kernel registry, one launcher per kernel beside its reference.
+//! - `model`, `train` (native only): burn modules, training loop, metrics, export.
+
+pub mod data;
+pub mod engine;
+pub mod gpu;
+pub mod quant;
+
+#[cfg(all(feature = "train", not(target_arch = "wasm32")))]
+pub mod model;
+#[cfg(all(feature = "train", not(target_arch = "wasm32")))]
+pub mod train;
+
+#[cfg(target_arch = "wasm32")]
+mod web;
