@@ -1,1 +1,672 @@
-fn main(){}
+//! `cellsymphony` command-line tool: label, train, eval, export, classify, and the full
+//! pipeline on the default Xenium crop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow_lite::{Context, Result};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cellsymphony::data::{self, default_data_dir};
+use cellsymphony::engine::{self, EngineModel};
+use cellsymphony::gpu::{GpuClassifier, GpuContext};
+use cellsymphony::model::convert::from_engine_model;
+use cellsymphony::model::GeneOnlyClassifierConfig;
+use cellsymphony::train::{
+    self, argmax_rows, export::export_fp32_and_int8, export::gene_only_meta, predict_logits,
+    prepare_crop, stratified_split, ClassificationReport, EpochStats, LabelOptions, PreparedCrop,
+    TrainConfig, TrainProgress, TrainSet,
+};
+
+mod anyhow_lite {
+    //! Minimal error plumbing for the binary: any error becomes a message with context.
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+    pub trait Context<T> {
+        fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+    }
+    impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+        fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+            self.map_err(|e| format!("{}: {e}", what()).into())
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "cellsymphony", version, about = "Multimodal single-cell classification for spatial transcriptomics (native training, int8 WGSL inference).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Label the crop's cells against the reference (SingleR-style) and print the label counts.
+    Label(LabelArgs),
+    /// Train the gene-only classifier; writes fp32 and int8 safetensors.
+    Train(TrainArgs),
+    /// Per-class precision/recall/F1 of a model on its held-out 20% of cells.
+    Eval(EvalArgs),
+    /// Convert an fp32 model file to int8 (per-output-channel symmetric).
+    Export(ExportArgs),
+    /// Classify every cell with the int8 engine (WGSL on GPU, or CPU) and write predictions.
+    Classify(ClassifyArgs),
+    /// The main job: label → train → eval → export → classify → report + web demo bundle.
+    Pipeline(PipelineArgs),
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Unpacked bidcell data folder (scripts/fetch_data.sh); default $CELLSYMPHONY_DATA or ~/.cache/cellsymphony/bidcell-1.0.3.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Cells with fewer transcripts are excluded.
+    #[arg(long, default_value_t = 10.0)]
+    min_counts: f32,
+    /// Classes with fewer labelled cells are excluded.
+    #[arg(long, default_value_t = 10)]
+    min_class_cells: usize,
+    /// Minimum score margin (best − second reference label) for a confident label.
+    #[arg(long)]
+    min_margin: Option<f32>,
+}
+
+impl DataArgs {
+    fn dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(default_data_dir)
+    }
+    fn options(&self) -> LabelOptions {
+        let mut o = LabelOptions { min_counts: self.min_counts, min_class_cells: self.min_class_cells, ..Default::default() };
+        if let Some(m) = self.min_margin {
+            o.singler.min_margin = m;
+        }
+        o
+    }
+    fn prepare(&self) -> Result<PreparedCrop> {
+        let dir = self.dir();
+        let t = Instant::now();
+        let crop = prepare_crop(&dir, &self.options()).context(|| format!("preparing data in {}", dir.display()))?;
+        print_labels(&crop);
+        eprintln!("data read and labelled in {:.2} s", t.elapsed().as_secs_f64());
+        Ok(crop)
+    }
+}
+
+#[derive(Args)]
+struct LabelArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Write `cell_id,label,best,delta` CSV here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum TrainBackend {
+    /// burn ndarray on the CPU.
+    Ndarray,
+    /// burn wgpu (needs `--features wgpu-backend`).
+    Wgpu,
+    /// burn CUDA (needs `--features cuda` and an NVIDIA GPU).
+    Cuda,
+}
+
+#[derive(Args, Clone)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output folder for model.safetensors, model.int8.safetensors and train.json.
+    #[arg(long, default_value = "runs/gene_only")]
+    out: PathBuf,
+    /// Training epochs (paper: 20).
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// AdamW learning rate (paper: 3e-5).
+    #[arg(long, default_value_t = 3e-5)]
+    lr: f64,
+    /// Batch size (paper: 64).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// AdamW weight decay (paper: 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f32,
+    /// Seed for initialisation, shuffling and the split.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Held-out fraction (paper: 0.2).
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Token width.
+    #[arg(long, default_value_t = 64)]
+    d_model: usize,
+    /// Encoder layers (paper: 6).
+    #[arg(long, default_value_t = 6)]
+    layers: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Feed-forward width.
+    #[arg(long, default_value_t = 128)]
+    d_ff: usize,
+    /// Tokens the gene embedding is split into (1 = the paper's single gene token).
+    #[arg(long, default_value_t = 4)]
+    gene_tokens: usize,
+    /// Dropout while training.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
+    /// Turn off inverse-frequency class weights in the loss.
+    #[arg(long)]
+    no_class_weights: bool,
+    /// burn backend.
+    #[arg(long, value_enum, default_value_t = TrainBackend::Ndarray)]
+    backend: TrainBackend,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Model file (fp32 runs through burn; int8 through the chosen engine).
+    #[arg(long, default_value = "runs/gene_only/model.safetensors")]
+    model: PathBuf,
+    /// Engine for the evaluation.
+    #[arg(long, value_enum, default_value_t = Engine::Burn)]
+    engine: Engine,
+    /// Write the per-class table as CSV here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Engine {
+    /// burn fp32 (ndarray, CPU).
+    Burn,
+    /// Plain-Rust CPU engine (same ops as the WGSL references).
+    Cpu,
+    /// WGSL kernels through wgpu (Vulkan/GL; lavapipe without a GPU).
+    Gpu,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// fp32 model file.
+    #[arg(long, default_value = "runs/gene_only/model.safetensors")]
+    model: PathBuf,
+    /// int8 output file.
+    #[arg(long, default_value = "runs/gene_only/model.int8.safetensors")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Model file (int8 recommended).
+    #[arg(long, default_value = "runs/gene_only/model.int8.safetensors")]
+    model: PathBuf,
+    /// Engine.
+    #[arg(long, value_enum, default_value_t = Engine::Gpu)]
+    engine: Engine,
+    /// Predictions CSV (`cell_id,x_um,y_um,predicted,confidence,reference_label`).
+    #[arg(long, default_value = "runs/gene_only/predictions.csv")]
+    out: PathBuf,
+    /// Also write the web-demo bundle (model, counts, centroids, DAPI PNG) to this folder.
+    #[arg(long)]
+    www: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct PipelineArgs {
+    #[command(flatten)]
+    train: TrainArgs,
+    /// Web-demo bundle folder.
+    #[arg(long, default_value = "www/data")]
+    www: PathBuf,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Label(a) => cmd_label(a),
+        Command::Train(a) => cmd_train(a).map(|_| ()),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Export(a) => cmd_export(a),
+        Command::Classify(a) => cmd_classify(a).map(|_| ()),
+        Command::Pipeline(a) => cmd_pipeline(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn print_labels(crop: &PreparedCrop) {
+    let s = &crop.summary;
+    println!("Reference labels (SingleR-style Spearman correlation to sc_breast.csv; no expert labels exist for this crop):");
+    println!("  cells read: {}   low counts (excluded): {}   ambiguous (excluded): {}", s.cells, s.low_counts, s.ambiguous);
+    for (name, n) in &s.class_counts {
+        println!("  {name:<16} {n:>5}");
+    }
+    for (name, n) in &s.rare_classes {
+        println!("  {name:<16} {n:>5}  (excluded: fewer than the minimum cells per class)");
+    }
+}
+
+fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+fn cmd_label(a: LabelArgs) -> Result<()> {
+    let crop = a.data.prepare()?;
+    if let Some(out) = a.out {
+        let mut s = String::from("cell_id,label,best,delta\n");
+        for i in 0..crop.table.n_cells() {
+            let label = crop.labels[i].map(|c| crop.class_names[c as usize].as_str()).unwrap_or("");
+            s += &format!("{},{},{},{:.4}\n", crop.table.cell_ids[i], label, crop.annotation.best[i], crop.annotation.delta[i]);
+        }
+        write_file(&out, s)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+struct BarProgress {
+    bar: ProgressBar,
+    epochs: usize,
+}
+
+impl TrainProgress for BarProgress {
+    fn batch(&mut self, epoch: usize, batch: usize, n_batches: usize, loss: f64) {
+        if batch == 1 {
+            self.bar.set_length(n_batches as u64);
+            self.bar.set_position(0);
+        }
+        self.bar.set_message(format!("epoch {epoch}/{} loss {loss:.4}", self.epochs));
+        self.bar.inc(1);
+    }
+    fn epoch(&mut self, s: &EpochStats) {
+        self.bar.println(format!(
+            "epoch {:>3}  train loss {:.4}  held-out macro-F1 {:.3}  accuracy {:.3}  ({:.1} s)",
+            s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy, s.seconds
+        ));
+    }
+}
+
+/// What training produced.
+struct Trained {
+    crop: PreparedCrop,
+    test_idx: Vec<usize>,
+    fp32: EngineModel,
+    files: train::export::ExportedFiles,
+    history: Vec<EpochStats>,
+    train_seconds: f64,
+}
+
+fn cmd_train(a: TrainArgs) -> Result<Trained> {
+    match a.backend {
+        TrainBackend::Ndarray => {
+            train_on::<burn::backend::Autodiff<burn::backend::NdArray>>(&a, &Default::default())
+        }
+        #[cfg(feature = "wgpu-backend")]
+        TrainBackend::Wgpu => {
+            train_on::<burn::backend::Autodiff<burn::backend::Wgpu>>(&a, &Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        TrainBackend::Cuda => {
+            train_on::<burn::backend::Autodiff<burn::backend::Cuda>>(&a, &Default::default())
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(format!(
+            "backend {other:?} is not compiled in: rebuild with `--features {}`",
+            if other == TrainBackend::Wgpu { "wgpu-backend" } else { "cuda" }
+        )
+        .into()),
+    }
+}
+
+fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) -> Result<Trained> {
+    let crop = a.data.prepare()?;
+    let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
+    let (train_idx, test_idx) = stratified_split(&crop.labels, a.test_fraction, a.seed);
+    let n_classes = crop.class_names.len();
+    if train_idx.len() < 20 || n_classes < 2 {
+        return Err(train::TrainError::TooFewCells { found: train_idx.len() + test_idx.len(), classes: n_classes, needed: 25 }.into());
+    }
+    let g = crop.table.n_genes();
+    let model_config = GeneOnlyClassifierConfig::new(g, n_classes)
+        .with_d_model(a.d_model)
+        .with_n_layers(a.layers)
+        .with_n_heads(a.heads)
+        .with_d_ff(a.d_ff)
+        .with_gene_tokens(a.gene_tokens)
+        .with_dropout(a.dropout);
+    if a.d_model % a.heads != 0 {
+        return Err(format!("--d-model {} must be divisible by --heads {}", a.d_model, a.heads).into());
+    }
+    let config = TrainConfig {
+        learning_rate: a.lr,
+        batch_size: a.batch_size,
+        weight_decay: a.weight_decay,
+        epochs: a.epochs,
+        seed: a.seed,
+        class_weighted: !a.no_class_weights,
+    };
+    println!(
+        "training gene-only transformer ({} layers, d_model {}, {} gene tokens) on {} cells, held out {} ({} classes), backend {:?}",
+        a.layers, a.d_model, a.gene_tokens, train_idx.len(), test_idx.len(), n_classes, a.backend
+    );
+    let set = TrainSet { x: &crop.x_norm, n_genes: g, labels: &labels, n_classes, train: &train_idx, test: &test_idx };
+    let bar = ProgressBar::new(1).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}").expect("valid template"),
+    );
+    let mut progress = BarProgress { bar, epochs: a.epochs };
+    let t = Instant::now();
+    let (model, history) = train::train_gene_only::<B>(&model_config, &config, &set, &crop.class_names, device, &mut progress);
+    progress.bar.finish_and_clear();
+    let train_seconds = t.elapsed().as_secs_f64();
+    let final_stats = history.last().cloned();
+    let training = serde_json::json!({
+        "labels_from": "SingleR-style Spearman correlation to bidcell sc_breast.csv reference (no expert labels)",
+        "backend": format!("{:?}", a.backend),
+        "train_config": config,
+        "dropout": a.dropout,
+        "split": {"kind": "stratified", "test_fraction": a.test_fraction, "seed": a.seed},
+        "test_cell_ids": test_idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect::<Vec<_>>(),
+        "label_summary": crop.summary,
+        "history": history,
+        "train_seconds": train_seconds,
+        "final": final_stats,
+    });
+    let meta = gene_only_meta(&model_config, &crop.table.genes, &crop.class_names, training);
+    let (fp32, files) = export_fp32_and_int8(&model, meta, &a.out)?;
+    println!(
+        "trained in {:.1} s; wrote {} and {}",
+        train_seconds,
+        files.fp32.display(),
+        files.int8.display()
+    );
+    Ok(Trained { crop, test_idx, fp32, files, history, train_seconds })
+}
+
+/// Indices of the model's held-out cells in `crop`, from the ids stored at training time.
+fn held_out_indices(model: &EngineModel, path: &Path, crop: &PreparedCrop) -> Result<Vec<usize>> {
+    let ids = model.meta.training.get("test_cell_ids").and_then(|v| v.as_array()).ok_or_else(|| {
+        train::TrainError::MissingTrainingField { path: path.display().to_string(), field: "test_cell_ids".into() }
+    })?;
+    let index: std::collections::HashMap<&str, usize> =
+        crop.table.cell_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = id.as_str().unwrap_or_default();
+        let i = *index.get(id).ok_or_else(|| format!("held-out cell `{id}` stored in {} is not in this dataset: evaluate on the data the model was trained on", path.display()))?;
+        out.push(i);
+    }
+    Ok(out)
+}
+
+/// Logits `[cells, classes]` of `model` on `x_norm` (already in the model's gene order).
+fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: Engine) -> Result<(Vec<f32>, String)> {
+    Ok(match engine {
+        Engine::Burn => {
+            type Cpu = burn::backend::NdArray;
+            let device = Default::default();
+            let m = from_engine_model::<Cpu>(model, 0.0, &device);
+            let idx: Vec<usize> = (0..n_cells).collect();
+            (predict_logits(&m, x_norm, model.meta.config.n_genes, &idx, 512, &device), "burn fp32 (ndarray, CPU)".into())
+        }
+        Engine::Cpu => (engine::cpu::forward_logits(model, x_norm, n_cells), format!("CPU engine ({})", model.meta.quantization)),
+        Engine::Gpu => {
+            let ctx = pollster::block_on(GpuContext::new()).context(|| "creating the GPU context".to_string())?;
+            let summary = ctx.adapter_summary();
+            let clf = GpuClassifier::new(Arc::new(ctx), model).context(|| "uploading the model to the GPU".to_string())?;
+            let logits = pollster::block_on(clf.logits(x_norm, n_cells)).context(|| "running the WGSL engine".to_string())?;
+            (logits, format!("WGSL engine int8 on {summary}"))
+        }
+    })
+}
+
+/// The crop's counts in the model's gene order, normalised.
+fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<Vec<f32>> {
+    let counts = engine::align_to_panel(&model.meta, &crop.table.genes, &crop.table.counts)?;
+    Ok(engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum))
+}
+
+fn evaluate(model: &EngineModel, path: &Path, crop: &PreparedCrop, engine: Engine) -> Result<(ClassificationReport, String)> {
+    let test_idx = held_out_indices(model, path, crop)?;
+    let x = model_inputs(model, crop)?;
+    let g = model.meta.config.n_genes;
+    let mut xt = Vec::with_capacity(test_idx.len() * g);
+    for &i in &test_idx {
+        xt.extend_from_slice(&x[i * g..(i + 1) * g]);
+    }
+    let (logits, engine_name) = engine_logits(model, &xt, test_idx.len(), engine)?;
+    let pred = argmax_rows(&logits, model.meta.classes.len());
+    let mut truth = Vec::with_capacity(test_idx.len());
+    for &i in &test_idx {
+        let label = crop.labels[i].map(|c| &crop.class_names[c as usize]);
+        let k = label.and_then(|l| model.meta.classes.iter().position(|c| c == l)).ok_or_else(|| {
+            format!("held-out cell {} has no label among the model's classes with these labelling options", crop.table.cell_ids[i])
+        })?;
+        truth.push(k as u32);
+    }
+    Ok((ClassificationReport::new(&truth, &pred, &model.meta.classes), engine_name))
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let model = EngineModel::load(&a.model)?;
+    let crop = a.data.prepare()?;
+    let (report, engine_name) = evaluate(&model, &a.model, &crop, a.engine)?;
+    println!("Held-out evaluation of {} with {engine_name}:\n{}", a.model.display(), report.to_table());
+    if let Some(csv) = a.csv {
+        write_file(&csv, report.to_csv())?;
+        println!("wrote {}", csv.display());
+    }
+    Ok(())
+}
+
+fn cmd_export(a: ExportArgs) -> Result<()> {
+    let model = EngineModel::load(&a.model)?;
+    let q = model.quantize_int8();
+    q.save_atomic(&a.out)?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({} bytes; fp32 file {} bytes)",
+        a.out.display(),
+        size(&a.out),
+        size(&a.model)
+    );
+    Ok(())
+}
+
+struct Classified {
+    pred: Vec<u32>,
+    logits: Vec<f32>,
+    engine_name: String,
+    seconds: f64,
+}
+
+fn softmax_max(row: &[f32]) -> f32 {
+    let m = row.iter().cloned().fold(f32::MIN, f32::max);
+    let s: f32 = row.iter().map(|v| (v - m).exp()).sum();
+    1.0 / s
+}
+
+fn classify_crop(model: &EngineModel, crop: &PreparedCrop, engine: Engine) -> Result<Classified> {
+    let x = model_inputs(model, crop)?;
+    let t = Instant::now();
+    let (logits, engine_name) = engine_logits(model, &x, crop.table.n_cells(), engine)?;
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(Classified { pred: argmax_rows(&logits, model.meta.classes.len()), logits, engine_name, seconds })
+}
+
+fn write_predictions(path: &Path, model: &EngineModel, crop: &PreparedCrop, c: &Classified) -> Result<()> {
+    let k = model.meta.classes.len();
+    let mut s = String::from("cell_id,x_um,y_um,predicted,confidence,reference_label\n");
+    for i in 0..crop.table.n_cells() {
+        let [x, y] = crop.table.centroids_um[i];
+        let reference = crop.labels[i].map(|c| crop.class_names[c as usize].as_str()).unwrap_or("");
+        s += &format!(
+            "{},{x:.2},{y:.2},{},{:.4},{reference}\n",
+            crop.table.cell_ids[i],
+            model.meta.classes[c.pred[i] as usize],
+            softmax_max(&c.logits[i * k..(i + 1) * k])
+        );
+    }
+    write_file(path, s)
+}
+
+/// Web-demo bundle: the int8 model, raw counts, cell table, DAPI PNG and native predictions.
+fn write_www_bundle(dir: &Path, data_dir: &Path, model_path: &Path, model: &EngineModel, crop: &PreparedCrop, native: &Classified) -> Result<()> {
+    std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    let bytes = std::fs::read(model_path).context(|| format!("reading {}", model_path.display()))?;
+    write_file(&dir.join("model.int8.safetensors"), bytes)?;
+    let counts: Vec<u8> = crop.table.counts.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_file(&dir.join("counts.f32"), counts)?;
+    let image_path = data_dir.join("dataset_xenium_breast1_small/morphology_mip_small.tif");
+    let image = data::read_tiff_gray16(&image_path)?;
+    let frame = data::XENIUM_CROP_FRAME;
+    let factor = 2usize;
+    let stretch = data::downsample_to_png(&image, factor, &dir.join("dapi.png"))?;
+    let json = serde_json::json!({
+        "dataset": "Xenium FFPE Human Breast Cancer Rep1 crop (bidcell 1.0.3)",
+        "labels_from": "SingleR-style reference correlation (no expert labels)",
+        "genes": crop.table.genes,
+        "cell_ids": crop.table.cell_ids,
+        "n_cells": crop.table.n_cells(),
+        "centroids_um": crop.table.centroids_um,
+        "reference_labels": crop.labels.iter().map(|l| l.map(|c| crop.class_names[c as usize].clone())).collect::<Vec<_>>(),
+        "classes": model.meta.classes,
+        "native_predictions": native.pred,
+        "native_engine": native.engine_name,
+        "image": {
+            "file": "dapi.png",
+            "width": image.width / factor,
+            "height": image.height / factor,
+            "um_per_px": frame.um_per_px * factor as f32,
+            "origin_um": frame.origin_um,
+            "stretch": stretch,
+        },
+    });
+    write_file(&dir.join("cells.json"), serde_json::to_string(&json).expect("json"))?;
+    println!("wrote web-demo bundle to {}", dir.display());
+    Ok(())
+}
+
+fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
+    let model = EngineModel::load(&a.model)?;
+    let crop = a.data.prepare()?;
+    let c = classify_crop(&model, &crop, a.engine)?;
+    println!(
+        "classified {} cells with {} in {:.3} s ({:.0} cells/s)",
+        crop.table.n_cells(),
+        c.engine_name,
+        c.seconds,
+        crop.table.n_cells() as f64 / c.seconds
+    );
+    print_prediction_counts(&model, &c.pred);
+    write_predictions(&a.out, &model, &crop, &c)?;
+    println!("wrote {}", a.out.display());
+    if let Some(www) = &a.www {
+        write_www_bundle(www, &a.data.dir(), &a.model, &model, &crop, &c)?;
+    }
+    Ok(c)
+}
+
+fn print_prediction_counts(model: &EngineModel, pred: &[u32]) {
+    let mut counts = vec![0usize; model.meta.classes.len()];
+    for &p in pred {
+        counts[p as usize] += 1;
+    }
+    for (name, n) in model.meta.classes.iter().zip(counts) {
+        println!("  {name:<16} {n:>5}");
+    }
+}
+
+fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
+    let t_all = Instant::now();
+    let trained = cmd_train(a.train.clone())?;
+    let crop = &trained.crop;
+    let int8 = EngineModel::load(&trained.files.int8)?;
+    let mut report = String::new();
+    report += "# cellsymphony report: gene-only classifier on the Xenium breast crop\n\n";
+    report += "Labels come from SingleR-style Spearman correlation to the bidcell `sc_breast.csv` reference; the crop has no expert labels.\n\n";
+    report += &format!("## Labels\n\ncells read {}, low counts excluded {}, ambiguous excluded {}\n\n| class | cells |\n|---|---|\n", crop.summary.cells, crop.summary.low_counts, crop.summary.ambiguous);
+    for (n, c) in &crop.summary.class_counts {
+        report += &format!("| {n} | {c} |\n");
+    }
+    for (n, c) in &crop.summary.rare_classes {
+        report += &format!("| {n} (excluded, rare) | {c} |\n");
+    }
+    report += &format!("\n## Training\n\n{} epochs, lr {}, batch {}, weight decay {}, seed {}; {:.1} s on burn {:?}\n\n| epoch | train loss | held-out macro-F1 | accuracy |\n|---|---|---|---|\n",
+        a.train.epochs, a.train.lr, a.train.batch_size, a.train.weight_decay, a.train.seed, trained.train_seconds, a.train.backend);
+    for s in &trained.history {
+        report += &format!("| {} | {:.4} | {:.3} | {:.3} |\n", s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy);
+    }
+    let mut engines = vec![(Engine::Burn, &trained.fp32, &trained.files.fp32), (Engine::Cpu, &int8, &trained.files.int8), (Engine::Gpu, &int8, &trained.files.int8)];
+    let mut gpu_ok = true;
+    report += "\n## Held-out evaluation (20%)\n\n";
+    let mut reports = Vec::new();
+    for (engine, model, path) in engines.drain(..) {
+        match evaluate(model, path, crop, engine) {
+            Ok((r, name)) => {
+                println!("Held-out evaluation with {name}:\n{}", r.to_table());
+                report += &format!("### {name}\n\n```\n{}```\n\n", r.to_table());
+                reports.push((engine, r));
+            }
+            Err(e) if engine == Engine::Gpu => {
+                gpu_ok = false;
+                eprintln!("warning: GPU engine unavailable ({e}); using the CPU engine for the web bundle");
+                report += &format!("### WGSL engine\n\nnot run: {e}\n\n");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some((_, r)) = reports.first() {
+        write_file(&a.train.out.join("eval_fp32.csv"), r.to_csv())?;
+    }
+    // Parity: fp32 burn vs int8 engines on the held-out cells.
+    let test_idx = &trained.test_idx;
+    let x = model_inputs(&int8, crop)?;
+    let g = int8.meta.config.n_genes;
+    let xt: Vec<f32> = test_idx.iter().flat_map(|&i| x[i * g..(i + 1) * g].iter().copied()).collect();
+    let (l_fp32, _) = engine_logits(&trained.fp32, &xt, test_idx.len(), Engine::Burn)?;
+    let (l_cpu, _) = engine_logits(&int8, &xt, test_idx.len(), Engine::Cpu)?;
+    let k = int8.meta.classes.len();
+    let agree = |a: &[f32], b: &[f32]| {
+        let (pa, pb) = (argmax_rows(a, k), argmax_rows(b, k));
+        let same = pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len().max(1) as f64;
+        let max_err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        (same, max_err)
+    };
+    let (same_cpu, err_cpu) = agree(&l_fp32, &l_cpu);
+    report += &format!("## Parity on held-out cells\n\n| comparison | same class | max |logit error| |\n|---|---|---|\n| burn fp32 vs int8 CPU engine | {:.2}% | {:.4} |\n", 100.0 * same_cpu, err_cpu);
+    let native = if gpu_ok {
+        let (l_gpu, _) = engine_logits(&int8, &xt, test_idx.len(), Engine::Gpu)?;
+        let (same_gpu, err_gpu) = agree(&l_fp32, &l_gpu);
+        let (same_cg, err_cg) = agree(&l_cpu, &l_gpu);
+        report += &format!("| burn fp32 vs int8 WGSL engine | {:.2}% | {:.4} |\n| int8 CPU vs int8 WGSL engine | {:.2}% | {:.5} |\n", 100.0 * same_gpu, err_gpu, 100.0 * same_cg, err_cg);
+        classify_crop(&int8, crop, Engine::Gpu)?
+    } else {
+        classify_crop(&int8, crop, Engine::Cpu)?
+    };
+    report += &format!("\n## Classification of all {} cells\n\n{}: {:.3} s ({:.0} cells/s)\n\n", crop.table.n_cells(), native.engine_name, native.seconds, crop.table.n_cells() as f64 / native.seconds);
+    let pred_path = a.train.out.join("predictions.csv");
+    write_predictions(&pred_path, &int8, crop, &native)?;
+    print_prediction_counts(&int8, &native.pred);
+    write_www_bundle(&a.www, &a.train.data.dir(), &trained.files.int8, &int8, crop, &native)?;
+    report += &format!("Files: `{}`, `{}`, `{}`, web bundle `{}`.\n\nOpen the demo: `scripts/build_wasm.sh && python3 -m http.server -d . 8000`, then http://127.0.0.1:8000/www/ in a browser with WebGPU (Chrome/Edge; Firefox Nightly).\n\nTotal pipeline time {:.1} s.\n",
+        trained.files.fp32.display(), trained.files.int8.display(), pred_path.display(), a.www.display(), t_all.elapsed().as_secs_f64());
+    let report_path = a.train.out.join("report.md");
+    write_file(&report_path, &report)?;
+    println!("wrote {} (total {:.1} s)", report_path.display(), t_all.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,1 +1,58 @@
-//! placeholder
+//! Native training: labelled data preparation, the training loop, metrics and export.
+//!
+//! - [`dataset`]: the Xenium crop → normalised expression + reference labels + split.
+//! - [`trainer`]: AdamW, class-weighted cross-entropy, per-epoch held-out evaluation.
+//! - [`metrics`]: per-class precision / recall / F1.
+//! - [`split`]: seeded stratified split and class weights.
+//! - [`export`]: model files (fp32 and int8 safetensors) with their metadata.
+
+pub mod dataset;
+pub mod export;
+pub mod metrics;
+pub mod split;
+pub mod trainer;
+
+pub use dataset::{prepare_crop, LabelOptions, PreparedCrop};
+pub use metrics::{ClassMetrics, ClassificationReport};
+pub use split::{balanced_class_weights, stratified_split, SplitMix64};
+pub use trainer::{
+    argmax_rows, predict_logits, train_gene_only, EpochStats, NoProgress, TrainConfig,
+    TrainProgress, TrainSet,
+};
+
+/// Errors of the training layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Reading or labelling the data failed.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// Reading or writing a model file failed.
+    #[error(transparent)]
+    Model(#[from] crate::engine::ModelFileError),
+    /// Too few labelled cells remain to train.
+    #[error("only {found} labelled cells in {classes} classes remain after excluding ambiguous, low-count and rare-class cells; need at least {needed}. Lower --min-class-cells or --min-margin, or use a larger dataset")]
+    TooFewCells {
+        /// Labelled cells left.
+        found: usize,
+        /// Classes left.
+        classes: usize,
+        /// Minimum required.
+        needed: usize,
+    },
+    /// A model file lacks the training metadata a command needs.
+    #[error("model file {path} has no `{field}` in its training metadata; it was not written by `cellsymphony train` (retrain it, or pass the cells to evaluate explicitly)")]
+    MissingTrainingField {
+        /// The model file.
+        path: String,
+        /// The missing field.
+        field: String,
+    },
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}

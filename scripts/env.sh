@@ -1,0 +1,17 @@
+# Shared environment of the project's scripts (sourced, not run).
+# Caches live outside the clone so fresh clones reuse builds; override with CELLSYMPHONY_CACHE.
+CELLSYMPHONY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CELLSYMPHONY_CACHE="${CELLSYMPHONY_CACHE:-$HOME/.cache/cellsymphony}"
+export CELLSYMPHONY_DATA="${CELLSYMPHONY_DATA:-$CELLSYMPHONY_CACHE}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CELLSYMPHONY_CACHE/target}"
+TOOLS="$CELLSYMPHONY_CACHE/tools"
+export PATH="$TOOLS/bin:$TOOLS/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+export NODE_PATH="$TOOLS/npm/node_modules"
+# Pinned tool versions (the wasm-bindgen CLI must equal the crate's `wasm-bindgen = "=…"`).
+WASM_BINDGEN_VERSION=0.2.130
+BINARYEN_VERSION=132.0.0
+PLAYWRIGHT_VERSION=1.65.1
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# How wasm32 is built: "rustup" (rustup's wasm32 std) or "debian" (rustc-web + build-std).
+wasm_route() { cat "$CELLSYMPHONY_CACHE/wasm_route" 2>/dev/null || echo rustup; }

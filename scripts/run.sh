@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The main job: set up, build, train the gene-only classifier on the real Xenium crop,
+# evaluate, export fp32 + int8, classify every cell with the WGSL engine, write the report and
+# the web-demo bundle, build the npm package, and benchmark the engines.
+# Extra arguments go to `cellsymphony pipeline` (e.g. --epochs 5, --lr 1e-3).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$CELLSYMPHONY_ROOT"
+bash scripts/setup.sh
+log "cargo build --release (native CLI)"
+cargo build --release --bins
+bin="$CARGO_TARGET_DIR/release"
+out="${CELLSYMPHONY_OUT:-runs/gene_only}"
+log "cellsymphony pipeline → $out"
+"$bin/cellsymphony" pipeline --out "$out" --www www/data "$@"
+log "building the npm package (pkg/)"
+bash scripts/build_wasm.sh
+log "benchmark: native engines (cells/s)"
+"$bin/bench_engine" --model "$out/model.int8.safetensors" --fp32 "$out/model.safetensors" | tee "$out/bench.txt"
+cat <<MSG
+
+Done. Report: $out/report.md   Predictions: $out/predictions.csv
+Open the browser demo (needs WebGPU: Chrome/Edge 113+, or it falls back to the CPU engine):
+  python3 -m http.server --bind 127.0.0.1 8000 --directory "$CELLSYMPHONY_ROOT"
+  then visit http://127.0.0.1:8000/www/
+MSG

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian 12: system packages, Rust targets, wasm tools, Python and Node
+# packages, and the real data. Everything comes from apt, crates.io, npm or PyPI.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+mkdir -p "$CELLSYMPHONY_CACHE" "$TOOLS"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq || true
+  if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+    log "apt failed; repairing and retrying once"
+    $SUDO dpkg --configure -a || true
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# Software Vulkan (lavapipe) for the native WGSL kernel tests; Chromium for the browser test.
+apt_install mesa-vulkan-drivers libvulkan1 vulkan-tools chromium ca-certificates unzip pkg-config
+
+# Rust: the machine's rustup toolchain, or Debian's rustc-web 1.96 when there is none.
+if ! command -v cargo >/dev/null 2>&1; then
+  log "no cargo on PATH: installing Debian's rustc-web toolchain"
+  apt_install rustc-web cargo-web rust-web-src rust-web-llvm lld-22
+  echo debian > "$CELLSYMPHONY_CACHE/wasm_route"
+fi
+
+# wasm32 target: rustup when it can fetch it, else Debian's std sources with build-std.
+if [ "$(wasm_route)" = rustup ]; then
+  if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown; then
+    echo rustup > "$CELLSYMPHONY_CACHE/wasm_route"
+  elif command -v rustup >/dev/null 2>&1 && timeout 300 rustup target add wasm32-unknown-unknown; then
+    echo rustup > "$CELLSYMPHONY_CACHE/wasm_route"
+  else
+    log "rustup cannot add wasm32: using Debian's rustc-web with -Zbuild-std"
+    apt_install rustc-web cargo-web rust-web-src rust-web-llvm lld-22
+    echo debian > "$CELLSYMPHONY_CACHE/wasm_route"
+  fi
+fi
+
+# wasm-bindgen CLI, pinned to the crate's version (no --locked: its lock file wants a crate
+# version the registry here lacks).
+if ! "$TOOLS/bin/wasm-bindgen" --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
+  log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 6–14 minutes on 2 cores)"
+  if [ "$(wasm_route)" = debian ] && ! command -v rustup >/dev/null; then
+    RUSTC=/usr/bin/rustc /usr/bin/cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$TOOLS"
+  else
+    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$TOOLS"
+  fi
+fi
+
+# Node tools: wasm-opt from npm binaryen (Debian's binaryen 108 writes broken wasm) and
+# playwright-core driving the system Chromium (never `playwright install`).
+if [ ! -x "$TOOLS/npm/node_modules/.bin/wasm-opt" ] || [ ! -d "$TOOLS/npm/node_modules/playwright-core" ]; then
+  log "npm install binaryen@$BINARYEN_VERSION playwright-core@$PLAYWRIGHT_VERSION"
+  mkdir -p "$TOOLS/npm"
+  npm install --prefix "$TOOLS/npm" --no-audit --no-fund --loglevel=error \
+    "binaryen@$BINARYEN_VERSION" "playwright-core@$PLAYWRIGHT_VERSION"
+fi
+
+# Python: safetensors + numpy for the cross-language model-file check.
+if ! python3 -c "import safetensors, numpy" 2>/dev/null; then
+  log "pip install safetensors numpy"
+  python3 -m pip install --quiet --disable-pip-version-check safetensors numpy
+fi
+
+# Real data (bidcell 1.0.3 wheel from PyPI).
+bash "$CELLSYMPHONY_ROOT/scripts/fetch_data.sh"
+log "setup done (cache: $CELLSYMPHONY_CACHE, wasm route: $(wasm_route))"

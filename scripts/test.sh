@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test: Rust unit + integration tests natively (WGSL kernels on software Vulkan), the
+# Python safetensors check, the wasm package in headless Chromium (WebGPU on SwiftShader).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$CELLSYMPHONY_ROOT"
+t0=$(date +%s)
+bash scripts/setup.sh
+log "setup: $(( $(date +%s) - t0 )) s"
+
+log "cargo test --release (native; kernels on $(vulkaninfo --summary 2>/dev/null | grep -m1 deviceName | sed 's/.*= //' || echo 'no Vulkan'))"
+t1=$(date +%s)
+cargo test --release --no-fail-fast
+log "cargo test: $(( $(date +%s) - t1 )) s"
+
+log "wasm package"
+bash scripts/build_wasm.sh
+
+log "browser test: quick model → web bundle → headless Chromium"
+out="out/test"
+rm -rf "$out"; mkdir -p "$out"
+bin="$CARGO_TARGET_DIR/release/cellsymphony"
+"$bin" pipeline --epochs 3 --lr 1e-3 --layers 2 --out "$out/run" --www "$out/www-data" > "$out/pipeline.log" 2>&1 \
+  || { cat "$out/pipeline.log"; die "pipeline for the browser test failed"; }
+node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"
+log "all tests passed in $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,136 @@
+//! From the Xenium crop to a labelled training set.
+//!
+//! Labels come from a reference by SingleR-style correlation (there are no expert labels for
+//! this crop); ambiguous cells (low score margin), cells with too few transcripts and classes
+//! with too few cells are excluded and counted.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::TrainError;
+use crate::data::{self, Annotation, CellTable, SingleROptions, TranscriptOptions};
+use crate::engine::normalise_log1p_cp10k;
+
+/// Target library size of the log1p-cp10k normalisation.
+pub const TARGET_SUM: f32 = 1e4;
+
+/// How cells are labelled and filtered.
+#[derive(Debug, Clone)]
+pub struct LabelOptions {
+    /// Transcript filter.
+    pub transcripts: TranscriptOptions,
+    /// Cells with fewer transcripts are excluded as low quality.
+    pub min_counts: f32,
+    /// Classes with fewer labelled cells are excluded (they cannot be split and learned).
+    pub min_class_cells: usize,
+    /// Reference annotation settings.
+    pub singler: SingleROptions,
+}
+
+impl Default for LabelOptions {
+    fn default() -> Self {
+        Self {
+            transcripts: TranscriptOptions::default(),
+            min_counts: 10.0,
+            min_class_cells: 10,
+            singler: SingleROptions::default(),
+        }
+    }
+}
+
+/// Why cells were left out, and what remains.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelSummary {
+    /// Cells read.
+    pub cells: usize,
+    /// Cells with fewer than `min_counts` transcripts.
+    pub low_counts: usize,
+    /// Cells whose best reference label was not clearly better than the runner-up.
+    pub ambiguous: usize,
+    /// Classes dropped for having fewer than `min_class_cells` cells, with their counts.
+    pub rare_classes: Vec<(String, usize)>,
+    /// Labelled cells per kept class, in class order.
+    pub class_counts: Vec<(String, usize)>,
+}
+
+/// The crop, normalised and labelled.
+pub struct PreparedCrop {
+    /// Cells × genes counts and centroids.
+    pub table: CellTable,
+    /// log1p-cp10k expression `[cells, genes]`.
+    pub x_norm: Vec<f32>,
+    /// Raw reference annotation for every cell.
+    pub annotation: Annotation,
+    /// Class index per cell, `None` when excluded.
+    pub labels: Vec<Option<u32>>,
+    /// Kept class names (sorted).
+    pub class_names: Vec<String>,
+    /// Counts of what was excluded and kept.
+    pub summary: LabelSummary,
+}
+
+/// Read `transcripts_small.csv` and `sc_breast.csv` under `data_dir` (the unpacked bidcell
+/// data, see `scripts/fetch_data.sh`), label cells and build the training set.
+pub fn prepare_crop(data_dir: &Path, opts: &LabelOptions) -> Result<PreparedCrop, TrainError> {
+    let table = data::read_transcripts_csv(
+        &data_dir.join("dataset_xenium_breast1_small/transcripts_small.csv"),
+        &opts.transcripts,
+    )?;
+    let reference = data::read_reference_csv(&data_dir.join("sc_references/sc_breast.csv"))?;
+    let g = table.n_genes();
+    let x_norm = normalise_log1p_cp10k(&table.counts, g, TARGET_SUM);
+    let annotation = data::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)?;
+    Ok(label_cells(table, x_norm, annotation, opts))
+}
+
+/// Turn an annotation into class indices, excluding low-count cells, ambiguous cells and rare
+/// classes.
+pub fn label_cells(table: CellTable, x_norm: Vec<f32>, annotation: Annotation, opts: &LabelOptions) -> PreparedCrop {
+    let g = table.n_genes();
+    let totals: Vec<f32> = table.counts.chunks(g).map(|r| r.iter().sum()).collect();
+    let mut low_counts = 0;
+    let mut ambiguous = 0;
+    let mut kept: Vec<Option<&str>> = Vec::with_capacity(totals.len());
+    for (i, &total) in totals.iter().enumerate() {
+        if total < opts.min_counts {
+            low_counts += 1;
+            kept.push(None);
+        } else if let Some(l) = &annotation.labels[i] {
+            kept.push(Some(l.as_str()));
+        } else {
+            ambiguous += 1;
+            kept.push(None);
+        }
+    }
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for l in kept.iter().flatten() {
+        *counts.entry(l).or_default() += 1;
+    }
+    let rare_classes: Vec<(String, usize)> = counts
+        .iter()
+        .filter(|(_, &n)| n < opts.min_class_cells)
+        .map(|(k, &n)| (k.to_string(), n))
+        .collect();
+    let class_names: Vec<String> = counts
+        .iter()
+        .filter(|(_, &n)| n >= opts.min_class_cells)
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let labels: Vec<Option<u32>> = kept
+        .iter()
+        .map(|l| l.and_then(|l| class_names.iter().position(|c| c == l).map(|p| p as u32)))
+        .collect();
+    let class_counts = class_names
+        .iter()
+        .map(|c| (c.clone(), counts[c.as_str()]))
+        .collect();
+    let summary = LabelSummary {
+        cells: totals.len(),
+        low_counts,
+        ambiguous,
+        rare_classes,
+        class_counts,
+    };
+    PreparedCrop { table, x_norm, annotation, labels, class_names, summary }
+}

@@ -1,0 +1,96 @@
+// Headless-Chromium test of the npm package: serves the repo on 127.0.0.1, opens www/ with a
+// web bundle, waits for classification, asserts the browser's classes equal the native
+// engine's, reports WebGPU vs CPU fallback, saves a screenshot.
+//   node tests/browser/browser_test.mjs --data ../out/test/www-data/ --screenshot out/test/screenshot.png
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { readFileSync, mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import net from "node:net";
+
+const require = createRequire(import.meta.url);
+let chromium;
+try {
+  ({ chromium } = require("playwright-core"));
+} catch (e) {
+  console.error("playwright-core not found: run scripts/setup.sh (it installs it under the cache; NODE_PATH points there)");
+  process.exit(2);
+}
+
+const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) =>
+  a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc, []));
+const root = resolve(dirname(new URL(import.meta.url).pathname), "../..");
+const dataParam = args.data || "data/";
+const screenshot = resolve(root, args.screenshot || "out/test/screenshot.png");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const timeoutMs = Number(args.timeout || 300000);
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); });
+    s.on("error", fail);
+  });
+}
+
+async function waitForServer(port) {
+  for (let i = 0; i < 100; i++) {
+    try { const r = await fetch(`http://127.0.0.1:${port}/www/index.html`); if (r.ok) return; } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("static server did not start");
+}
+
+const port = await freePort();
+const server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", root],
+  { stdio: "ignore" });
+let browser;
+let failed = 0;
+try {
+  await waitForServer(port);
+  // Flags that give WebGPU without a GPU (SwiftShader), see shared/TOOLCHAIN.md.
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ["--headless=new", "--no-sandbox", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--disable-quic", "--enable-unsafe-webgpu",
+      "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-angle=swiftshader"],
+  });
+  const page = await browser.newPage({ viewport: { width: 1560, height: 1040 } });
+  const consoleLines = [];
+  page.on("console", (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+  page.on("pageerror", (e) => consoleLines.push(`[pageerror] ${e.message}`));
+  const url = `http://127.0.0.1:${port}/www/index.html?data=${encodeURIComponent(dataParam)}`;
+  const t0 = Date.now();
+  await page.goto(url);
+  await page.waitForSelector("body[data-status=done], body[data-status=error]", { timeout: timeoutMs });
+  const result = await page.evaluate(() => window.__cellsymphony);
+  mkdirSync(dirname(screenshot), { recursive: true });
+  await page.screenshot({ path: screenshot, fullPage: true });
+  console.log(`screenshot: ${screenshot}`);
+  if (result.error) {
+    console.error(consoleLines.join("\n"));
+    throw new Error(`page reported an error: ${result.error}`);
+  }
+  const bundle = JSON.parse(readFileSync(resolve(root, "www", dataParam, "cells.json"), "utf8"));
+  const onGpu = result.backend.startsWith("webgpu");
+  console.log(`browser engine: ${result.backend}` + (onGpu ? "" : "  (CPU FALLBACK: WebGPU was not available)"));
+  if (result.adapter) console.log(`adapter: ${JSON.stringify(result.adapter)}`);
+  console.log(`cells: ${result.nCells}, first run ${result.coldMs.toFixed(0)} ms, warm ${result.warmMs.toFixed(0)} ms, ` +
+    `${(result.nCells / result.warmMs * 1000).toFixed(0)} cells/s in the browser; page done in ${Date.now() - t0} ms`);
+  let mismatches = [];
+  result.classes.forEach((c, i) => { if (c !== bundle.native_predictions[i]) mismatches.push(i); });
+  console.log(`native engine: ${bundle.native_engine}`);
+  console.log(`agreement with native predictions: ${result.nCells - mismatches.length}/${result.nCells}`);
+  if (result.classes.length !== bundle.n_cells) throw new Error(`browser classified ${result.classes.length} cells, expected ${bundle.n_cells}`);
+  if (mismatches.length > 0) throw new Error(`browser and native classes differ on ${mismatches.length} cells (first: ${mismatches.slice(0, 10)})`);
+  if (process.env.CELLSYMPHONY_REQUIRE_WEBGPU === "1" && !onGpu) throw new Error("WebGPU required but the page fell back to the CPU engine");
+} catch (e) {
+  failed = 1;
+  console.error(`browser test FAILED: ${e.message}`);
+} finally {
+  if (browser) await browser.close();
+  server.kill();
+}
+console.log(`browser: ${1 - failed} passed, ${failed} failed`);
+process.exit(failed);

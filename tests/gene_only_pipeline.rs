@@ -1,0 +1,163 @@
+//! End-to-end on the real Xenium crop: label → train (burn, CPU) → export fp32 + int8 →
+//! the int8 engines (plain-Rust CPU and WGSL on wgpu) agree with the fp32 burn model, and
+//! Python's `safetensors` reads both files.
+//!
+//! Needs the data (`scripts/fetch_data.sh`) and, for the WGSL part, a wgpu adapter (lavapipe
+//! here). Without an adapter the WGSL part FAILS unless CELLSYMPHONY_ALLOW_NO_GPU=1, in which
+//! case it prints SKIPPED.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use burn::backend::{Autodiff, NdArray};
+use cellsymphony::data::default_data_dir;
+use cellsymphony::engine::{self, EngineModel};
+use cellsymphony::gpu::{GpuClassifier, GpuContext};
+use cellsymphony::model::GeneOnlyClassifierConfig;
+use cellsymphony::train::{
+    argmax_rows, export::export_fp32_and_int8, export::gene_only_meta, predict_logits, prepare_crop,
+    stratified_split, train_gene_only, LabelOptions, NoProgress, PreparedCrop, TrainConfig, TrainSet,
+};
+
+/// Class agreement required between fp32 burn and the int8 engines on held-out cells.
+const MIN_AGREEMENT: f64 = 0.99;
+/// Bound on |fp32 logit − int8 logit| (int8 weights, fp32 activations, 6 layers).
+const MAX_INT8_LOGIT_ERROR: f32 = 0.25;
+/// Bound on |CPU int8 − WGSL int8| logits (same weights, float summation order differs).
+const MAX_ENGINE_LOGIT_ERROR: f32 = 2e-3;
+
+struct Fixture {
+    crop: PreparedCrop,
+    test_idx: Vec<usize>,
+    fp32_logits: Vec<f32>,
+    x_test: Vec<f32>,
+    int8: EngineModel,
+    files: (PathBuf, PathBuf),
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = default_data_dir();
+        assert!(
+            dir.join("dataset_xenium_breast1_small/transcripts_small.csv").exists(),
+            "real data missing under {}: run scripts/fetch_data.sh",
+            dir.display()
+        );
+        let crop = prepare_crop(&dir, &LabelOptions::default()).expect("crop prepares");
+        let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
+        let (train_idx, test_idx) = stratified_split(&crop.labels, 0.2, 42);
+        let g = crop.table.n_genes();
+        let k = crop.class_names.len();
+        let model_config = GeneOnlyClassifierConfig::new(g, k);
+        let config = TrainConfig { learning_rate: 1e-3, epochs: 4, ..Default::default() };
+        let set = TrainSet { x: &crop.x_norm, n_genes: g, labels: &labels, n_classes: k, train: &train_idx, test: &test_idx };
+        let device = Default::default();
+        let (model, history) = train_gene_only::<Autodiff<NdArray>>(&model_config, &config, &set, &crop.class_names, &device, &mut NoProgress);
+        eprintln!("trained: last epoch {:?}", history.last());
+        let out = std::env::temp_dir().join(format!("cellsymphony-test-{}", std::process::id()));
+        let meta = gene_only_meta(&model_config, &crop.table.genes, &crop.class_names, serde_json::json!({"test": true}));
+        let (_, files) = export_fp32_and_int8(&model, meta, &out).expect("export");
+        let int8 = EngineModel::load(&files.int8).expect("int8 file loads");
+        assert!(int8.is_int8());
+        use burn::module::AutodiffModule;
+        let fp32_logits = predict_logits(&model.valid(), &crop.x_norm, g, &test_idx, 256, &device);
+        let x_test: Vec<f32> = test_idx.iter().flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied()).collect();
+        Fixture { crop, test_idx, fp32_logits, x_test, int8, files: (files.fp32, files.int8) }
+    })
+}
+
+fn compare(name: &str, a: &[f32], b: &[f32], k: usize) -> (f64, f32) {
+    let (pa, pb) = (argmax_rows(a, k), argmax_rows(b, k));
+    let same = pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len() as f64;
+    let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    eprintln!("{name}: same class on {:.2}% of {} held-out cells, max |logit error| {err:.5}", 100.0 * same, pa.len());
+    (same, err)
+}
+
+#[test]
+fn int8_cpu_engine_agrees_with_fp32_burn_on_held_out_cells() {
+    let f = fixture();
+    let k = f.crop.class_names.len();
+    let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len());
+    let (same, err) = compare("burn fp32 vs CPU int8", &f.fp32_logits, &cpu, k);
+    assert!(same >= MIN_AGREEMENT, "agreement {same} < {MIN_AGREEMENT}");
+    assert!(err <= MAX_INT8_LOGIT_ERROR, "max logit error {err} > {MAX_INT8_LOGIT_ERROR}");
+}
+
+#[test]
+fn fp32_file_through_cpu_engine_matches_burn_exactly() {
+    let f = fixture();
+    let fp32 = EngineModel::load(&f.files.0).expect("fp32 loads");
+    let cpu = engine::cpu::forward_logits(&fp32, &f.x_test, f.test_idx.len());
+    let (same, err) = compare("burn fp32 vs CPU fp32", &f.fp32_logits, &cpu, f.crop.class_names.len());
+    assert_eq!(same, 1.0);
+    assert!(err <= 1e-3, "fp32 engine differs from burn by {err}");
+}
+
+#[test]
+fn wgsl_engine_agrees_with_fp32_burn_and_cpu_engine() {
+    let f = fixture();
+    let k = f.crop.class_names.len();
+    let ctx = match pollster::block_on(GpuContext::new()) {
+        Ok(ctx) => ctx,
+        Err(e) if std::env::var("CELLSYMPHONY_ALLOW_NO_GPU").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED (no GPU adapter): wgsl_engine_agrees_with_fp32_burn_and_cpu_engine: {e}");
+            return;
+        }
+        Err(e) => panic!("no wgpu adapter ({e}); install mesa-vulkan-drivers (scripts/setup.sh) or set CELLSYMPHONY_ALLOW_NO_GPU=1 to skip"),
+    };
+    eprintln!("adapter: {}", ctx.adapter_summary());
+    let clf = GpuClassifier::new(Arc::new(ctx), &f.int8).expect("upload");
+    let gpu = pollster::block_on(clf.logits(&f.x_test, f.test_idx.len())).expect("WGSL run");
+    let (same, err) = compare("burn fp32 vs WGSL int8", &f.fp32_logits, &gpu, k);
+    assert!(same >= MIN_AGREEMENT, "agreement {same} < {MIN_AGREEMENT}");
+    assert!(err <= MAX_INT8_LOGIT_ERROR, "max logit error {err} > {MAX_INT8_LOGIT_ERROR}");
+    let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len());
+    let (same, err) = compare("CPU int8 vs WGSL int8", &cpu, &gpu, k);
+    assert_eq!(same, 1.0, "engines disagree on a class");
+    assert!(err <= MAX_ENGINE_LOGIT_ERROR, "engines differ by {err} > {MAX_ENGINE_LOGIT_ERROR}");
+}
+
+#[test]
+fn python_safetensors_reads_both_files() {
+    let f = fixture();
+    let script = r#"
+import json, sys
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file
+fp32_path, int8_path = sys.argv[1], sys.argv[2]
+a = load_file(fp32_path); b = load_file(int8_path)
+with safe_open(int8_path, framework="np") as fh:
+    meta = json.loads(fh.metadata()["cellsymphony"])
+assert meta["architecture"] == "gene_only", meta["architecture"]
+assert meta["quantization"] == "int8_per_channel_symmetric", meta["quantization"]
+assert len(meta["genes"]) == meta["config"]["n_genes"]
+assert a["head.weight"].dtype == np.float32
+q, s = b["head.weight_q"], b["head.weight_scale"]
+assert q.dtype == np.int8 and s.dtype == np.float32 and s.shape == (q.shape[0],)
+err = np.abs(q.astype(np.float32) * s[:, None] - a["head.weight"]).max()
+assert err <= s.max() / 2 + 1e-7, err
+print("python safetensors OK:", len(a), "fp32 tensors,", len(b), "int8-file tensors, head dequant error", err)
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&f.files.0)
+        .arg(&f.files.1)
+        .output()
+        .expect("python3 runs (install it, then scripts/setup.sh for safetensors + numpy)");
+    eprintln!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the Python safetensors check failed (see above; scripts/setup.sh installs safetensors and numpy)");
+}
+
+#[test]
+fn model_from_another_gene_panel_is_a_typed_error() {
+    let f = fixture();
+    let mut genes = f.crop.table.genes.clone();
+    genes[0] = "NOT_A_GENE".into();
+    let err = engine::align_to_panel(&f.int8.meta, &genes, &f.crop.table.counts).expect_err("panel mismatch");
+    let msg = err.to_string();
+    assert!(msg.contains(&f.crop.table.genes[0]), "error should name the missing gene: {msg}");
+}
