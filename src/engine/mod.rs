@@ -1,1 +1,27 @@
-//! placeholder
+//! The burn-free inference engine: model file format, input preparation and the plain-Rust
+//! CPU forward pass of the gene-only transformer classifier.
+//!
+//! Pipeline for raw counts `[cells, input_genes]`:
+//! 1. [`align_to_panel`] reorders columns into the model's gene order → `[cells, G]`;
+//! 2. [`normalise_log1p_cp10k`] → `x = ln(1 + counts * 1e4 / max(total, 1))`;
+//! 3. [`cpu::forward_logits`] (or [`crate::gpu::GpuClassifier::logits`]) → logits `[cells, C]`;
+//! 4. [`cpu::argmax_rows`] → class index per cell (names in [`ModelMeta::classes`]).
+//!
+//! The model computed (per cell, `T` tokens of width `D`):
+//! `h = reshape(gene_embedding(x), [T, D]) + token_type`; `L` pre-norm encoder layers
+//! `h += attn(LN1(h))`, `h += fc2(GELU(fc1(LN2(h))))`; then `final_norm`, mean over tokens,
+//! and `head` → `[C]`. See [`format`] for the file layout.
+
+pub mod cpu;
+mod error;
+pub mod format;
+mod preprocess;
+pub mod rng;
+
+pub use error::ModelFileError;
+pub use format::{
+    expected_tensors, ClassifierConfig, EncoderLayerWeights, EngineModel, GeneOnlyWeights, LayerNormWeights, Linear,
+    LinearWeight, ModelMeta, Normalisation, Quantization, TensorSpec, ARCHITECTURE_GENE_ONLY, FORMAT_VERSION,
+    METADATA_KEY, NORMALISATION_LOG1P_CP10K,
+};
+pub use preprocess::{align_to_panel, normalise_log1p_cp10k, MAX_LISTED_MISSING_GENES};

@@ -1,1 +1,34 @@
-//! placeholder
+//! WebGPU inference: a [`GpuContext`] with a registry of compiled WGSL kernels, one launcher
+//! per kernel beside its plain-Rust `*_reference`, and the chunked [`GpuClassifier`].
+//!
+//! Kernels live in `kernels/*.wgsl` (one op per file) and are specialised only by replacing
+//! `{{NAME}}` placeholder tokens with constants (tile/workgroup sizes, activation and
+//! residual flags, attention dims). Everything targets the WebGPU default limits, so the same
+//! code runs natively (Vulkan, e.g. lavapipe) and in browsers (wasm32 + WebGPU).
+//!
+//! | kernel | launcher | reference |
+//! |---|---|---|
+//! | `matmul_int8.wgsl` (+ fused GELU, residual) | [`matmul_int8`] | [`matmul_int8_reference`] |
+//! | `attention.wgsl` | [`attention()`] | [`attention_reference`] |
+//! | `layernorm.wgsl` | [`layernorm()`] | [`layernorm_reference`] |
+//! | `mean_pool.wgsl` | [`mean_pool()`] | [`mean_pool_reference`] |
+//!
+//! All launchers and [`GpuClassifier::logits`] are `async`: results come back through
+//! `map_async` and a oneshot channel. Natively the device is driven with `Device::poll`;
+//! tests block with `pollster`.
+
+pub mod attention;
+mod classifier;
+mod context;
+mod error;
+pub mod layernorm;
+pub mod matmul;
+pub mod mean_pool;
+
+pub use attention::{attention, attention_reference};
+pub use classifier::{GpuClassifier, DEFAULT_CHUNK_CELLS};
+pub use context::GpuContext;
+pub use error::GpuError;
+pub use layernorm::{layernorm, layernorm_reference};
+pub use matmul::{erf_approx, gelu_reference, matmul_int8, matmul_int8_reference, Activation};
+pub use mean_pool::{mean_pool, mean_pool_reference};

@@ -1,0 +1,139 @@
+// Int8-weight matrix multiply with fused epilogue.
+//
+//   Y[n, out] = act(X[n, in] · dequant(Wq)ᵀ + bias)  (+ Y_old[n, out] if RESIDUAL)
+//
+// Weights: int8 values packed four per u32 along the input dimension (little endian: value
+// 4j+b of a row is byte b of word j), rows padded with zeros to `in_words * 4` inputs, plus
+// one f32 scale per output row (symmetric per-channel quantisation). The kernel accumulates
+// Σ_k x[k] * q[o,k] in f32 and applies `scale[o]` once in the epilogue.
+//
+// Residual: the output buffer is read_write; with RESIDUAL = 1 each output element adds the
+// value already stored there (e.g. the transformer's residual stream, updated in place).
+//
+// Tiling: a 16x16 workgroup computes a TILE_M x TILE_N output tile (4x4 values per thread,
+// strided by 16 so that shared-memory reads and global writes are contiguous), staging
+// TILE_M x TILE_K inputs and TILE_N x TILE_K dequantised weights in workgroup memory.
+// Dispatch: (ceil(out / TILE_N), ceil(n / TILE_M), 1).
+//
+// Placeholders substituted by the Rust launcher: {{TILE_M}} {{TILE_N}} {{TILE_K}} {{ACT}} {{RESIDUAL}}.
+
+struct Params {
+    n: u32,        // rows of X and Y
+    in_dim: u32,   // columns of X (unpadded)
+    in_words: u32, // u32 words per weight row (= padded in_dim / 4)
+    out_dim: u32,  // columns of Y
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;         // [n, in_dim]
+@group(0) @binding(2) var<storage, read> wq: array<u32>;        // [out_dim, in_words]
+@group(0) @binding(3) var<storage, read> scale: array<f32>;     // [out_dim]
+@group(0) @binding(4) var<storage, read> bias: array<f32>;      // [out_dim]
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;   // [n, out_dim]
+
+const TILE_M: u32 = {{TILE_M}}u;
+const TILE_N: u32 = {{TILE_N}}u;
+const TILE_K: u32 = {{TILE_K}}u;  // multiple of 4
+const ACT: u32 = {{ACT}}u;        // 0 = identity, 1 = GELU (erf form)
+const RESIDUAL: u32 = {{RESIDUAL}}u;
+const THREADS: u32 = 256u;        // 16 x 16
+const WORDS_K: u32 = TILE_K / 4u;
+
+var<workgroup> xs: array<f32, TILE_M * TILE_K>; // [TILE_M][TILE_K]
+var<workgroup> ws: array<f32, TILE_N * TILE_K>; // [TILE_N][TILE_K], int8 values as f32
+
+// erf(x) by Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7. Mirrored by `erf_approx` in
+// src/gpu/matmul.rs.
+fn erf_approx(v: f32) -> f32 {
+    let a = abs(v);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t;
+    let r = 1.0 - poly * exp(-a * a);
+    return select(-r, r, v >= 0.0);
+}
+
+fn gelu(v: f32) -> f32 {
+    return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752));
+}
+
+// Sign-extends byte `b` (0..3) of `word`.
+fn unpack_i8(word: u32, b: u32) -> f32 {
+    return f32(bitcast<i32>(word << (24u - 8u * b)) >> 24u);
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * TILE_M;
+    let col0 = wid.x * TILE_N;
+    let tid = lid.y * 16u + lid.x;
+
+    var acc: array<array<f32, 4>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            acc[i][j] = 0.0;
+        }
+    }
+
+    let n_k_tiles = (p.in_words + WORDS_K - 1u) / WORDS_K;
+    for (var kt = 0u; kt < n_k_tiles; kt++) {
+        let k0 = kt * TILE_K;
+        // Stage X: TILE_M * TILE_K values, THREADS at a time (zeros outside the matrix).
+        for (var e = tid; e < TILE_M * TILE_K; e += THREADS) {
+            let r = row0 + e / TILE_K;
+            let k = k0 + e % TILE_K;
+            var v = 0.0;
+            if (r < p.n && k < p.in_dim) {
+                v = x[r * p.in_dim + k];
+            }
+            xs[e] = v;
+        }
+        // Stage W: TILE_N rows x WORDS_K words, unpacked to 4 values each.
+        for (var e = tid; e < TILE_N * WORDS_K; e += THREADS) {
+            let c = e / WORDS_K;
+            let kw = e % WORDS_K;
+            let col = col0 + c;
+            let word_k = kt * WORDS_K + kw;
+            var word = 0u;
+            if (col < p.out_dim && word_k < p.in_words) {
+                word = wq[col * p.in_words + word_k];
+            }
+            for (var b = 0u; b < 4u; b++) {
+                ws[c * TILE_K + kw * 4u + b] = unpack_i8(word, b);
+            }
+        }
+        workgroupBarrier();
+
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            var a: array<f32, 4>;
+            var w: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = xs[(lid.y + 16u * i) * TILE_K + kk];
+                w[i] = ws[(lid.x + 16u * i) * TILE_K + kk];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] = fma(a[i], w[j], acc[i][j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < 4u; i++) {
+        let r = row0 + lid.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let c = col0 + lid.x + 16u * j;
+            if (r < p.n && c < p.out_dim) {
+                var v = acc[i][j] * scale[c] + bias[c];
+                if (ACT == 1u) {
+                    v = gelu(v);
+                }
+                let idx = r * p.out_dim + c;
+                if (RESIDUAL == 1u) {
+                    v = v + y[idx];
+                }
+                y[idx] = v;
+            }
+        }
+    }
+}

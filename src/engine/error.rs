@@ -1,0 +1,185 @@
+//! The error type of the engine layer (model files, metadata, input alignment).
+
+use std::path::PathBuf;
+
+/// Everything that can be wrong with a model file or with the counts given to a model.
+///
+/// Messages say what was wrong and what to do about it; tensor errors name the tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    /// Reading or writing a model file failed at the OS level.
+    #[error("cannot {action} model file {path}: {source}")]
+    Io {
+        /// What was being done (`read`, `write`, `rename`, ...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A model file at `path` failed to parse or validate; `source` says why.
+    #[error("{path}: {source}")]
+    InFile {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying problem.
+        #[source]
+        source: Box<ModelFileError>,
+    },
+
+    /// The bytes are not a well-formed safetensors file (truncated, corrupt header, ...).
+    #[error("not a valid safetensors model file ({reason}); the file is truncated or corrupt: re-download or re-export it")]
+    Safetensors {
+        /// The parser's description of the problem.
+        reason: String,
+    },
+
+    /// The safetensors header has no `__metadata__["cellsymphony"]` entry.
+    #[error("the safetensors file has no `__metadata__` entry \"cellsymphony\"; it was not exported by cellsymphony (export it with `cellsymphony export` or the Python exporter)")]
+    MissingMetadata,
+
+    /// The `cellsymphony` metadata entry is not the expected JSON.
+    #[error("invalid cellsymphony metadata JSON: {reason}; re-export the model with a matching exporter")]
+    InvalidMetadata {
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The metadata's `format_version` is not one this build can read.
+    #[error("model format_version {found} is not supported (this build reads version {supported}); update cellsymphony or re-export the model")]
+    UnsupportedVersion {
+        /// Version found in the file.
+        found: u64,
+        /// Version this build understands.
+        supported: u32,
+    },
+
+    /// The metadata names an architecture this engine cannot run.
+    #[error("model architecture {found:?} is not supported by the inference engine (supported: \"gene_only\")")]
+    UnsupportedArchitecture {
+        /// Architecture found in the file.
+        found: String,
+    },
+
+    /// The config or the gene/class lists in the metadata are inconsistent.
+    #[error("invalid model config: {reason}")]
+    InvalidConfig {
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A tensor required by the config is absent from the file.
+    #[error("missing tensor `{name}` (expected {expected}){hint}; the file does not match its own config: re-export the model")]
+    MissingTensor {
+        /// Tensor name.
+        name: String,
+        /// Expected dtype and shape, e.g. `F32 [64, 313]`.
+        expected: String,
+        /// Extra explanation (may be empty).
+        hint: String,
+    },
+
+    /// A tensor has the wrong element type.
+    #[error("tensor `{name}` has dtype {found}, expected {expected}; re-export the model")]
+    WrongDtype {
+        /// Tensor name.
+        name: String,
+        /// Expected dtype (`F32` or `I8`).
+        expected: String,
+        /// Dtype found.
+        found: String,
+    },
+
+    /// A tensor's shape does not match the config.
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?} from the model config; re-export the model")]
+    WrongShape {
+        /// Tensor name.
+        name: String,
+        /// Shape implied by the config.
+        expected: Vec<usize>,
+        /// Shape found.
+        found: Vec<usize>,
+    },
+
+    /// A tensor contains NaN or infinity.
+    #[error("tensor `{name}` contains a non-finite value at flat index {index}; the model diverged during training or the file is corrupt")]
+    NonFinite {
+        /// Tensor name.
+        name: String,
+        /// Flat index of the first bad value.
+        index: usize,
+    },
+
+    /// The file contains a tensor that the config does not explain.
+    #[error("unexpected tensor `{name}` for architecture gene_only with quantization {quantization}; the metadata does not match the tensors: re-export the model")]
+    UnexpectedTensor {
+        /// Tensor name.
+        name: String,
+        /// The metadata's quantization.
+        quantization: String,
+    },
+
+    /// An in-memory model is internally inconsistent (raised when saving or building one).
+    #[error("inconsistent model: {reason}")]
+    Inconsistent {
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The input lacks genes the model needs.
+    #[error("gene panel mismatch: the input lacks {n_missing} of the model's {n_model_genes} genes (first missing: {}){}; supply counts for these genes (zeros if they were not measured) or use a model trained on this panel", .missing.join(", "), if *.n_missing > .missing.len() { ", ..." } else { "" })]
+    GenePanelMismatch {
+        /// Names of the first (up to 20) missing genes, in model order.
+        missing: Vec<String>,
+        /// Total number of missing genes.
+        n_missing: usize,
+        /// Number of genes the model expects.
+        n_model_genes: usize,
+    },
+
+    /// The same gene name appears twice in the input's gene list.
+    #[error("input gene {name:?} appears more than once (columns {first} and {second}); merge or rename duplicated columns")]
+    DuplicateInputGene {
+        /// Duplicated gene name.
+        name: String,
+        /// First column.
+        first: usize,
+        /// Second column.
+        second: usize,
+    },
+
+    /// The counts slice does not have `cells * genes` values.
+    #[error("counts have {found} values, which is not a whole number of cells of {n_genes} genes; pass a row-major [cells, genes] matrix")]
+    CountsShape {
+        /// Number of values found.
+        found: usize,
+        /// Genes per cell (columns).
+        n_genes: usize,
+    },
+
+    /// A count is negative, NaN or infinite.
+    #[error("invalid count {value} for cell {cell}, gene {gene:?}: counts must be finite and >= 0 (raw counts, not log-transformed or scaled values)")]
+    InvalidCount {
+        /// Cell (row) index.
+        cell: usize,
+        /// Gene name.
+        gene: String,
+        /// The offending value.
+        value: f32,
+    },
+}
+
+impl ModelFileError {
+    /// Attaches a file path to the error (used by `load`).
+    pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
+        ModelFileError::InFile { path: path.into(), source: Box::new(self) }
+    }
+}
+
+impl From<safetensors::SafeTensorError> for ModelFileError {
+    fn from(e: safetensors::SafeTensorError) -> Self {
+        ModelFileError::Safetensors { reason: e.to_string() }
+    }
+}

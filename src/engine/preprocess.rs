@@ -1,0 +1,93 @@
+//! Input preparation: aligning an input gene panel to the model's, and normalisation.
+
+use std::collections::HashMap;
+
+use super::error::ModelFileError;
+use super::format::ModelMeta;
+
+/// How many missing gene names [`ModelFileError::GenePanelMismatch`] lists.
+pub const MAX_LISTED_MISSING_GENES: usize = 20;
+
+/// `x = ln(1 + counts * target_sum / max(total, 1))` per cell, where `total` is the cell's
+/// sum over genes ("log1p_cp10k" with `target_sum = 1e4`).
+///
+/// `counts` is `[cells, n_genes]` row-major; returns the same shape. The per-cell total is
+/// accumulated in f64.
+///
+/// # Panics
+/// If `n_genes == 0` while `counts` is not empty, or `counts.len()` is not a multiple of
+/// `n_genes` (use [`align_to_panel`] first, which validates its input).
+pub fn normalise_log1p_cp10k(counts: &[f32], n_genes: usize, target_sum: f32) -> Vec<f32> {
+    if counts.is_empty() {
+        return Vec::new();
+    }
+    assert!(n_genes > 0 && counts.len() % n_genes == 0, "normalise: {} values is not a whole number of cells of {n_genes} genes", counts.len());
+    let mut out = Vec::with_capacity(counts.len());
+    for row in counts.chunks_exact(n_genes) {
+        let total: f64 = row.iter().map(|&c| c as f64).sum();
+        let factor = (target_sum as f64 / total.max(1.0)) as f32;
+        out.extend(row.iter().map(|&c| (c * factor).ln_1p()));
+    }
+    out
+}
+
+/// Reorders the columns of `counts` `[cells, input_genes.len()]` into the model's gene order,
+/// returning `[cells, n_genes]`; input genes the model does not use are ignored.
+///
+/// Gene names are matched exactly (case-sensitive). Errors:
+/// - [`ModelFileError::GenePanelMismatch`] if any model gene is absent from `input_genes`
+///   (lists the first [`MAX_LISTED_MISSING_GENES`] in model order, plus the count);
+/// - [`ModelFileError::DuplicateInputGene`] if a model gene appears twice in the input;
+/// - [`ModelFileError::CountsShape`] if `counts.len()` is not `cells * input_genes.len()`;
+/// - [`ModelFileError::InvalidCount`] for a negative or non-finite count in a used column.
+pub fn align_to_panel(meta: &ModelMeta, input_genes: &[String], counts: &[f32]) -> Result<Vec<f32>, ModelFileError> {
+    let n_in = input_genes.len();
+    let whole_cells = if n_in == 0 { counts.is_empty() } else { counts.len() % n_in == 0 };
+    if !whole_cells {
+        return Err(ModelFileError::CountsShape { found: counts.len(), n_genes: n_in });
+    }
+    let mut column: HashMap<&str, usize> = HashMap::with_capacity(n_in);
+    let mut duplicates: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (j, g) in input_genes.iter().enumerate() {
+        if let Some(&first) = column.get(g.as_str()) {
+            duplicates.entry(g.as_str()).or_insert((first, j));
+        } else {
+            column.insert(g.as_str(), j);
+        }
+    }
+    let mut missing = Vec::new();
+    let mut n_missing = 0;
+    let mut cols = Vec::with_capacity(meta.genes.len());
+    for g in &meta.genes {
+        if let Some(&(first, second)) = duplicates.get(g.as_str()) {
+            return Err(ModelFileError::DuplicateInputGene { name: g.clone(), first, second });
+        }
+        match column.get(g.as_str()) {
+            Some(&j) => cols.push(j),
+            None => {
+                n_missing += 1;
+                if missing.len() < MAX_LISTED_MISSING_GENES {
+                    missing.push(g.clone());
+                }
+            }
+        }
+    }
+    if n_missing > 0 {
+        return Err(ModelFileError::GenePanelMismatch { missing, n_missing, n_model_genes: meta.genes.len() });
+    }
+    if n_in == 0 {
+        return Ok(Vec::new());
+    }
+    let n_cells = counts.len() / n_in;
+    let mut out = Vec::with_capacity(n_cells * cols.len());
+    for (cell, row) in counts.chunks_exact(n_in).enumerate() {
+        for (&j, gene) in cols.iter().zip(&meta.genes) {
+            let value = row[j];
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ModelFileError::InvalidCount { cell, gene: gene.clone(), value });
+            }
+            out.push(value);
+        }
+    }
+    Ok(out)
+}

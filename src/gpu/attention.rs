@@ -1,0 +1,108 @@
+//! `kernels/attention.wgsl`: multi-head self-attention over each cell's `T` tokens.
+
+use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, KernelKey};
+use super::error::GpuError;
+
+/// Invocations per workgroup.
+const WG: usize = 64;
+
+const TEMPLATE: &str = include_str!("../../kernels/attention.wgsl");
+
+/// `1 / sqrt(head_dim)`, the score scale (shared by kernel and reference).
+fn score_scale(head_dim: usize) -> f32 {
+    1.0 / (head_dim as f32).sqrt()
+}
+
+pub(crate) fn shader_source(tokens: u32, d_model: u32, n_heads: u32) -> String {
+    let head_dim = (d_model / n_heads.max(1)) as usize;
+    super::context::specialise(
+        TEMPLATE,
+        &[
+            ("WG", WG.to_string()),
+            ("TOKENS", tokens.to_string()),
+            ("D_MODEL", d_model.to_string()),
+            ("N_HEADS", n_heads.to_string()),
+            ("HEAD_DIM", head_dim.to_string()),
+            // `{:?}` prints an exact, round-trippable literal with a decimal point or exponent.
+            ("SCALE", format!("{:?}", score_scale(head_dim))),
+        ],
+    )
+}
+
+/// Plain-Rust reference of the attention kernel.
+///
+/// `qkv` is `[n_cells * tokens, 3 * d_model]` (per token: q, then k, then v); returns
+/// `[n_cells * tokens, d_model]` with heads concatenated. Per (cell, head, query i):
+/// `p = softmax_l((q_i · k_l) / sqrt(d_model / n_heads))` (two-pass, max subtracted) and
+/// `out_i = Σ_l p_l v_l`.
+///
+/// # Panics
+/// If `qkv` has the wrong length or `n_heads` does not divide `d_model`.
+pub fn attention_reference(qkv: &[f32], n_cells: usize, tokens: usize, d_model: usize, n_heads: usize) -> Vec<f32> {
+    assert!(n_heads > 0 && d_model % n_heads == 0, "attention reference: n_heads {n_heads} must divide d_model {d_model}");
+    assert_eq!(qkv.len(), n_cells * tokens * 3 * d_model, "attention reference: qkv must be [cells*T, 3D]");
+    let hd = d_model / n_heads;
+    let scale = score_scale(hd);
+    let stride = 3 * d_model;
+    let mut out = vec![0.0f32; n_cells * tokens * d_model];
+    let mut scores = vec![0.0f32; tokens];
+    for cell in 0..n_cells {
+        let rows = &qkv[cell * tokens * stride..(cell + 1) * tokens * stride];
+        for head in 0..n_heads {
+            let off = head * hd;
+            for i in 0..tokens {
+                let q = &rows[i * stride + off..i * stride + off + hd];
+                for (l, s) in scores.iter_mut().enumerate() {
+                    let k = &rows[l * stride + d_model + off..l * stride + d_model + off + hd];
+                    *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut denom = 0.0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    denom += *s;
+                }
+                let o = &mut out[(cell * tokens + i) * d_model + off..(cell * tokens + i) * d_model + off + hd];
+                for (l, &p) in scores.iter().enumerate() {
+                    let v = &rows[l * stride + 2 * d_model + off..l * stride + 2 * d_model + off + hd];
+                    for (oe, ve) in o.iter_mut().zip(v) {
+                        *oe += p / denom * ve;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One attention launch over `n_cells` cells, reading `qkv` and writing `out`.
+pub(crate) fn attention_dispatch(
+    ctx: &GpuContext,
+    qkv: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    n_cells: usize,
+    tokens: usize,
+    d_model: usize,
+    n_heads: usize,
+) -> Result<Dispatch, GpuError> {
+    let pipeline = ctx.pipeline(KernelKey::Attention { tokens: tokens as u32, d_model: d_model as u32, n_heads: n_heads as u32 })?;
+    let params = ctx.uniform("attention params", [n_cells as u32, 0, 0, 0]);
+    let bind_group = ctx.bind(&pipeline, "attention", &[&params, qkv, out]);
+    let invocations = n_cells * n_heads * tokens;
+    let workgroups = fold_workgroups(invocations.div_ceil(WG), "attention")?;
+    Ok(Dispatch { pipeline, bind_group, workgroups })
+}
+
+/// Runs `kernels/attention.wgsl` once on `qkv` `[n_cells * tokens, 3 * d_model]`; returns
+/// `[n_cells * tokens, d_model]`. Compare with [`attention_reference`].
+pub async fn attention(ctx: &GpuContext, qkv: &[f32], n_cells: usize, tokens: usize, d_model: usize, n_heads: usize) -> Result<Vec<f32>, GpuError> {
+    if n_heads == 0 || d_model % n_heads != 0 {
+        return Err(GpuError::InputShape { what: format!("attention: n_heads {n_heads} must divide d_model {d_model}"), expected: d_model, found: n_heads });
+    }
+    check_len(|| format!("attention qkv [cells*T={}, 3D={}]", n_cells * tokens, 3 * d_model), qkv.len(), n_cells * tokens * 3 * d_model)?;
+    let len = n_cells * tokens * d_model;
+    let qb = ctx.storage_init("attention qkv", bytemuck::cast_slice(qkv))?;
+    let ob = ctx.storage_zeroed("attention out", len)?;
+    let d = attention_dispatch(ctx, &qb, &ob, n_cells, tokens, d_model, n_heads)?;
+    ctx.run_and_read("attention", &[d], &ob, len).await
+}

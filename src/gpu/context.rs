@@ -1,0 +1,394 @@
+//! The GPU context (instance, adapter, device, queue), the kernel registry, and the small
+//! helpers every launcher uses (buffers, bind groups, dispatch sizes, async readback).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::error::GpuError;
+use super::matmul::Activation;
+
+/// Workgroups per dimension allowed by the WebGPU default limits.
+pub(crate) const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+
+/// Identifies one compiled pipeline: a kernel file plus the constants substituted into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum KernelKey {
+    /// `kernels/matmul_int8.wgsl` with its activation and residual flags.
+    MatmulInt8 { act: Activation, residual: bool },
+    /// `kernels/attention.wgsl` specialised to the model's sizes.
+    Attention { tokens: u32, d_model: u32, n_heads: u32 },
+    /// `kernels/layernorm.wgsl`.
+    LayerNorm,
+    /// `kernels/mean_pool.wgsl`.
+    MeanPool,
+}
+
+impl KernelKey {
+    fn label(&self) -> String {
+        match self {
+            KernelKey::MatmulInt8 { act, residual } => format!("matmul_int8(act={act:?}, residual={residual})"),
+            KernelKey::Attention { tokens, d_model, n_heads } => format!("attention(T={tokens}, D={d_model}, H={n_heads})"),
+            KernelKey::LayerNorm => "layernorm".to_string(),
+            KernelKey::MeanPool => "mean_pool".to_string(),
+        }
+    }
+
+    fn source(&self) -> String {
+        match *self {
+            KernelKey::MatmulInt8 { act, residual } => super::matmul::shader_source(act, residual),
+            KernelKey::Attention { tokens, d_model, n_heads } => super::attention::shader_source(tokens, d_model, n_heads),
+            KernelKey::LayerNorm => super::layernorm::shader_source(),
+            KernelKey::MeanPool => super::mean_pool::shader_source(),
+        }
+    }
+}
+
+/// Replaces each `{{NAME}}` placeholder of a kernel template with its value.
+pub(crate) fn specialise(template: &str, values: &[(&str, String)]) -> String {
+    let mut src = template.to_string();
+    for (name, value) in values {
+        src = src.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    src
+}
+
+/// A WebGPU device plus the compiled kernels, created once and shared (`Arc`) by
+/// classifiers and launchers.
+///
+/// Limits: the device is opened with exactly the WebGPU default limits
+/// (`wgpu::Limits::defaults()`: 128 MiB per storage binding, 256 MiB per buffer, 8 storage
+/// buffers per stage, 16 KiB workgroup memory, 256 invocations per workgroup, 65535
+/// workgroups per dimension), so whatever runs here also runs in a browser. Lavapipe
+/// (Mesa's software Vulkan) and every WebGPU-capable GPU provide them;
+/// `Limits::downlevel_defaults()` would not do, as the matmul kernel binds 5 storage
+/// buffers (downlevel allows 4).
+///
+/// Errors: wgpu validation/device errors that happen outside an error scope are captured
+/// (not panicked on) and returned as [`GpuError::Device`] by the next launcher or
+/// classifier call on this context.
+pub struct GpuContext {
+    /// The wgpu instance.
+    pub instance: wgpu::Instance,
+    /// The adapter the device was opened on.
+    pub adapter: wgpu::Adapter,
+    /// The device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    pipelines: Mutex<HashMap<KernelKey, wgpu::ComputePipeline>>,
+    first_error: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext").field("adapter", &self.adapter_summary()).finish_non_exhaustive()
+    }
+}
+
+impl GpuContext {
+    /// Opens the best available adapter (high-performance preference; primary backends,
+    /// i.e. Vulkan/Metal/DX12/browser WebGPU, unless the `WGPU_BACKEND` environment variable
+    /// says otherwise natively), creates the device
+    /// with the WebGPU default limits and compiles the fixed kernels.
+    ///
+    /// Errors: [`GpuError::NoAdapter`] when no adapter exists (e.g. no Vulkan driver),
+    /// [`GpuError::LimitsUnsupported`], [`GpuError::RequestDevice`], [`GpuError::Shader`].
+    pub async fn new() -> Result<GpuContext, GpuError> {
+        // Primary backends only (Vulkan, Metal, DX12, browser WebGPU): OpenGL cannot provide
+        // the WebGPU default compute limits, and probing it prints EGL noise on headless
+        // machines. WGPU_BACKEND overrides this natively.
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = wgpu::Backends::PRIMARY.with_env();
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter { reason: e.to_string() })?;
+        let summary = summarise(&adapter.get_info());
+
+        let required = wgpu::Limits::defaults();
+        let mut shortfalls = Vec::new();
+        required.check_limits_with_fail_fn(&adapter.limits(), false, |name, want, have| {
+            shortfalls.push(format!("{name}: need {want}, adapter has {have}"));
+        });
+        if !shortfalls.is_empty() {
+            return Err(GpuError::LimitsUnsupported { adapter: summary, reason: shortfalls.join("; ") });
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("cellsymphony"),
+                required_features: wgpu::Features::empty(),
+                required_limits: required,
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice { adapter: summary.clone(), reason: e.to_string() })?;
+
+        let first_error = Arc::new(Mutex::new(None::<String>));
+        let sink = Arc::clone(&first_error);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = sink.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+
+        let ctx = GpuContext { instance, adapter, device, queue, pipelines: Mutex::new(HashMap::new()), first_error };
+        // Compile the fixed kernels now, inside an error scope so that a compile error is
+        // reported here with the kernel's name.
+        let mut fixed = vec![KernelKey::LayerNorm, KernelKey::MeanPool];
+        for act in [Activation::None, Activation::Gelu] {
+            for residual in [false, true] {
+                fixed.push(KernelKey::MatmulInt8 { act, residual });
+            }
+        }
+        for key in fixed {
+            let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            ctx.pipeline(key)?;
+            if let Some(e) = scope.pop().await {
+                return Err(GpuError::Shader { kernel: key.label(), reason: e.to_string() });
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// One line describing the adapter: name, backend, device type, driver, and whether it
+    /// is a software (CPU) implementation such as lavapipe/llvmpipe.
+    pub fn adapter_summary(&self) -> String {
+        summarise(&self.adapter.get_info())
+    }
+
+    /// Whether the adapter is a software rasteriser running on the CPU.
+    pub fn is_software(&self) -> bool {
+        self.adapter.get_info().device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// The device's limits (the WebGPU defaults).
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// Largest buffer a kernel may bind as storage, in bytes.
+    pub(crate) fn max_binding_bytes(&self) -> u64 {
+        let l = self.device.limits();
+        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+    }
+
+    /// The pipeline for `key`, compiled on first use and cached for the context's lifetime.
+    pub(crate) fn pipeline(&self, key: KernelKey) -> Result<wgpu::ComputePipeline, GpuError> {
+        let mut cache = self.pipelines.lock().map_err(|_| GpuError::Device { message: "kernel registry lock poisoned".into() })?;
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let label = key.label();
+        let source = key.source();
+        if let Some(pos) = source.find("{{") {
+            let end = source[pos..].find("}}").map_or(source.len(), |e| pos + e + 2);
+            return Err(GpuError::Shader { kernel: label, reason: format!("unsubstituted placeholder {}", &source[pos..end]) });
+        }
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(Cow::Owned(source)),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        cache.insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Returns (and clears) the first wgpu error captured since the last call.
+    pub(crate) fn take_error(&self) -> Result<(), GpuError> {
+        let message = self.first_error.lock().ok().and_then(|mut slot| slot.take());
+        match message {
+            Some(message) => Err(GpuError::Device { message }),
+            None => Ok(()),
+        }
+    }
+
+    /// A storage buffer initialised with `data` (at least 4 bytes, zero-padded if empty).
+    pub(crate) fn storage_init(&self, label: &str, data: &[u8]) -> Result<wgpu::Buffer, GpuError> {
+        self.check_binding(label, data.len() as u64)?;
+        let padded;
+        let contents = if data.is_empty() {
+            padded = [0u8; 4];
+            &padded[..]
+        } else {
+            data
+        };
+        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        }))
+    }
+
+    /// An uninitialised (zeroed) storage buffer of `len_f32` floats (at least one).
+    pub(crate) fn storage_zeroed(&self, label: &str, len_f32: usize) -> Result<wgpu::Buffer, GpuError> {
+        let bytes = (len_f32.max(1) * 4) as u64;
+        self.check_binding(label, bytes)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A 16-byte uniform buffer holding four `u32` words (kernel `Params` structs).
+    pub(crate) fn uniform(&self, label: &str, words: [u32; 4]) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(&words),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    /// A buffer the CPU can map for reading, of `len_f32` floats.
+    pub(crate) fn readback_buffer(&self, label: &str, len_f32: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (len_f32.max(1) * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn check_binding(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
+        let limit = self.max_binding_bytes();
+        if bytes > limit {
+            return Err(GpuError::TooLarge { what: what.to_string(), bytes, limit });
+        }
+        Ok(())
+    }
+
+    /// Binds `buffers` to bindings 0, 1, 2, ... of group 0 of `pipeline`.
+    pub(crate) fn bind(&self, pipeline: &wgpu::ComputePipeline, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
+    /// Maps `staging` (already the target of a copy in `submission`), waits for it without
+    /// blocking on wasm (native: drives the device with `poll`), and returns its first `len`
+    /// floats. Also reports any captured wgpu error.
+    pub(crate) async fn map_read(&self, staging: &wgpu::Buffer, len: usize, submission: wgpu::SubmissionIndex) -> Result<Vec<f32>, GpuError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = (len * 4) as u64;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, ..bytes, move |result| {
+            // The receiver only disappears if the caller's future was dropped.
+            let _ = tx.send(result);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+            .map_err(|e| GpuError::Readback { reason: format!("waiting for the GPU failed: {e}") })?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission; // the browser drives mapping callbacks itself
+        let mapped = rx.await.map_err(|_| GpuError::Readback { reason: "the mapping callback was dropped (device lost?)".into() })?;
+        if let Err(e) = mapped {
+            self.take_error()?;
+            return Err(GpuError::Readback { reason: e.to_string() });
+        }
+        let out = {
+            let view = staging
+                .get_mapped_range(..bytes)
+                .map_err(|e| GpuError::Readback { reason: format!("mapped range unavailable: {e}") })?;
+            view.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        };
+        staging.unmap();
+        self.take_error()?;
+        Ok(out)
+    }
+
+    /// Records `dispatches` in one compute pass, copies the first `len` floats of `output` to
+    /// a fresh readback buffer, submits, and reads them back.
+    pub(crate) async fn run_and_read(&self, label: &str, dispatches: &[Dispatch], output: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
+        self.take_error()?;
+        let staging = self.readback_buffer(label, len);
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        if len > 0 {
+            encoder.copy_buffer_to_buffer(output, 0, &staging, 0, (len * 4) as u64);
+        }
+        let submission = self.queue.submit([encoder.finish()]);
+        self.map_read(&staging, len, submission).await
+    }
+}
+
+fn summarise(info: &wgpu::AdapterInfo) -> String {
+    let kind = if info.device_type == wgpu::DeviceType::Cpu { "software/CPU adapter" } else { "hardware adapter" };
+    let driver = match (info.driver.is_empty(), info.driver_info.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => format!(", driver {}", info.driver),
+        (false, false) => format!(", driver {} {}", info.driver, info.driver_info),
+    };
+    format!("{} ({:?}, {:?}{driver}; {kind})", info.name, info.backend, info.device_type)
+}
+
+/// One kernel launch: pipeline, bound resources and workgroup counts.
+pub(crate) struct Dispatch {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.workgroups[0], self.workgroups[1], self.workgroups[2]);
+    }
+}
+
+/// Workgroup counts for `total` workgroups of a 1-D problem, folded into two dimensions when
+/// `total` exceeds the per-dimension limit (kernels rebuild the flat index as
+/// `wid.y * num_workgroups.x + wid.x` and bounds-check it).
+pub(crate) fn fold_workgroups(total: usize, what: &str) -> Result<[u32; 3], GpuError> {
+    let max = MAX_WORKGROUPS_PER_DIM as usize;
+    let total = total.max(1);
+    if total <= max {
+        return Ok([total as u32, 1, 1]);
+    }
+    let y = total.div_ceil(max);
+    if y > max {
+        return Err(GpuError::TooLarge { what: format!("{what} ({total} workgroups)"), bytes: total as u64, limit: (max * max) as u64 });
+    }
+    Ok([max as u32, y as u32, 1])
+}
+
+/// Checks that a slice has `expected` values.
+pub(crate) fn check_len(what: impl FnOnce() -> String, found: usize, expected: usize) -> Result<(), GpuError> {
+    if found != expected {
+        return Err(GpuError::InputShape { what: what(), expected, found });
+    }
+    Ok(())
+}

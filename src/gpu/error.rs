@@ -1,0 +1,88 @@
+//! The error type of the GPU layer.
+
+use crate::engine::ModelFileError;
+
+/// Everything that can go wrong when setting up or using the GPU engine.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// No adapter (GPU or software rasteriser) is available.
+    #[error("no WebGPU/Vulkan adapter found ({reason}): install a GPU driver, or Mesa's software Vulkan (lavapipe: `apt install mesa-vulkan-drivers`); in a browser, use one with WebGPU enabled (recent Chrome/Edge, Firefox 141+, Safari 26+)")]
+    NoAdapter {
+        /// wgpu's description.
+        reason: String,
+    },
+
+    /// The adapter cannot provide the WebGPU default limits the engine is written for.
+    #[error("adapter {adapter} does not support the WebGPU default limits ({reason}); choose another adapter (e.g. WGPU_BACKEND=vulkan) or update the driver")]
+    LimitsUnsupported {
+        /// Adapter summary.
+        adapter: String,
+        /// Which limits fall short.
+        reason: String,
+    },
+
+    /// Opening the device failed.
+    #[error("could not open a device on adapter {adapter}: {reason}")]
+    RequestDevice {
+        /// Adapter summary.
+        adapter: String,
+        /// wgpu's description.
+        reason: String,
+    },
+
+    /// A WGSL kernel failed to compile or to build a pipeline.
+    #[error("WGSL kernel `{kernel}` failed to build: {reason} (a bug in cellsymphony or the driver; please report it with the adapter summary)")]
+    Shader {
+        /// Kernel label.
+        kernel: String,
+        /// Compiler/validation message.
+        reason: String,
+    },
+
+    /// wgpu reported a validation, out-of-memory or device-lost error.
+    #[error("GPU error: {message}")]
+    Device {
+        /// wgpu's description of the first error since the last check.
+        message: String,
+    },
+
+    /// Mapping a result buffer for reading failed.
+    #[error("reading results back from the GPU failed: {reason}")]
+    Readback {
+        /// What failed.
+        reason: String,
+    },
+
+    /// An input slice has the wrong length.
+    #[error("{what}: expected {expected} values, found {found}")]
+    InputShape {
+        /// Which input, with its expected shape.
+        what: String,
+        /// Expected number of values.
+        expected: usize,
+        /// Number found.
+        found: usize,
+    },
+
+    /// A layer has f32 weights where the GPU kernels need int8.
+    #[error("layer `{name}` has f32 weights but the GPU kernels use int8: quantise the model first (EngineModel::quantize_int8)")]
+    NotQuantized {
+        /// Layer name.
+        name: String,
+    },
+
+    /// One buffer would exceed the device's storage-binding limit.
+    #[error("{what} needs {bytes} bytes in one buffer, more than the device's storage-binding limit of {limit} bytes; use a smaller gene panel or model")]
+    TooLarge {
+        /// What the buffer holds.
+        what: String,
+        /// Bytes needed.
+        bytes: u64,
+        /// Device limit.
+        limit: u64,
+    },
+
+    /// The model given to the GPU engine is invalid.
+    #[error(transparent)]
+    Model(#[from] ModelFileError),
+}
