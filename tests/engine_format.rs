@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use cellsymphony::engine::rng::SplitMix64;
 use cellsymphony::engine::{
-    align_to_panel, expected_tensors, normalise_log1p_cp10k, ClassifierConfig, EngineModel, ModelFileError, ModelMeta,
-    Quantization, METADATA_KEY,
+    align_to_panel, expected_tensors, normalise_log1p_cp10k, ClassifierConfig, EngineModel,
+    ModelFileError, ModelMeta, Quantization, METADATA_KEY,
 };
 use safetensors::{Dtype, SafeTensors, View};
 
@@ -17,7 +17,10 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
 
 /// A small random model (G = 37, C = 5, 2 layers) with some training info.
 fn small_model() -> EngineModel {
-    let config = ClassifierConfig { n_layers: 2, ..ClassifierConfig::new(37, 5) };
+    let config = ClassifierConfig {
+        n_layers: 2,
+        ..ClassifierConfig::new(37, 5)
+    };
     let mut m = EngineModel::random_for_tests(config, names("G", 37), names("c", 5), 99);
     m.meta.training = serde_json::json!({"epochs": 3, "val_accuracy": 0.91, "notes": ["seeded"]});
     m
@@ -46,15 +49,30 @@ impl View for &T {
 }
 
 /// Re-serialises `bytes` after `edit` changes the tensor map and/or the metadata JSON.
-fn rewrite(bytes: &[u8], edit: impl FnOnce(&mut HashMap<String, T>, &mut Option<String>)) -> Vec<u8> {
+fn rewrite(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut HashMap<String, T>, &mut Option<String>),
+) -> Vec<u8> {
     let st = SafeTensors::deserialize(bytes).unwrap();
     let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
     let mut tensors: HashMap<String, T> = st
         .tensors()
         .into_iter()
-        .map(|(n, v)| (n, T { dtype: v.dtype(), shape: v.shape().to_vec(), data: v.data().to_vec() }))
+        .map(|(n, v)| {
+            (
+                n,
+                T {
+                    dtype: v.dtype(),
+                    shape: v.shape().to_vec(),
+                    data: v.data().to_vec(),
+                },
+            )
+        })
         .collect();
-    let mut meta = header.metadata().as_ref().and_then(|m| m.get(METADATA_KEY).cloned());
+    let mut meta = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(METADATA_KEY).cloned());
     edit(&mut tensors, &mut meta);
     let info = meta.map(|m| HashMap::from([(METADATA_KEY.to_string(), m)]));
     safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), info).unwrap()
@@ -94,7 +112,13 @@ fn roundtrip_int8() {
     let m = small_model().quantize_int8();
     assert!(m.is_int8());
     assert_eq!(m.meta.quantization, Quantization::Int8PerChannelSymmetric);
-    assert!(m.weights.layers.iter().all(|l| l.q.is_int8() && l.fc2.is_int8()) && m.weights.head.is_int8());
+    assert!(
+        m.weights
+            .layers
+            .iter()
+            .all(|l| l.q.is_int8() && l.fc2.is_int8())
+            && m.weights.head.is_int8()
+    );
     let bytes = m.to_safetensors_bytes().unwrap();
     let back = EngineModel::from_safetensors_bytes(&bytes).unwrap();
     assert_eq!(back, m);
@@ -110,12 +134,21 @@ fn files_contain_exactly_the_expected_tensors() {
         let specs = expected_tensors(m.config(), m.meta.quantization);
         assert_eq!(st.len(), specs.len());
         for s in &specs {
-            let v = st.tensor(&s.name).unwrap_or_else(|_| panic!("{} missing", s.name));
+            let v = st
+                .tensor(&s.name)
+                .unwrap_or_else(|_| panic!("{} missing", s.name));
             assert_eq!(v.shape(), s.shape.as_slice(), "{}", s.name);
             assert_eq!(v.dtype().to_string(), s.dtype, "{}", s.name);
         }
         // Spot-check names and shapes from the contract (T*D = 256, G = 37, D = 64, F = 128).
-        let find = |n: &str| specs.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("{n}")).shape.clone();
+        let find = |n: &str| {
+            specs
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+                .shape
+                .clone()
+        };
         if m.is_int8() {
             assert_eq!(find("gene_embedding.weight_q"), vec![256, 37]);
             assert_eq!(find("layers.1.ffn.fc2.weight_scale"), vec![64]);
@@ -128,24 +161,38 @@ fn files_contain_exactly_the_expected_tensors() {
         assert_eq!(find("head.bias"), vec![5]);
         // Metadata JSON carries the documented keys.
         let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-        let json: serde_json::Value = serde_json::from_str(&header.metadata().as_ref().unwrap()[METADATA_KEY]).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&header.metadata().as_ref().unwrap()[METADATA_KEY]).unwrap();
         assert_eq!(json["format_version"], 1);
         assert_eq!(json["architecture"], "gene_only");
         assert_eq!(json["config"]["d_model"], 64);
         assert_eq!(json["config"]["layer_norm_eps"], 1e-5);
         assert_eq!(json["normalisation"]["kind"], "log1p_cp10k");
         assert_eq!(json["normalisation"]["target_sum"], 10000.0);
-        assert_eq!(json["quantization"], if m.is_int8() { "int8_per_channel_symmetric" } else { "none" });
+        assert_eq!(
+            json["quantization"],
+            if m.is_int8() {
+                "int8_per_channel_symmetric"
+            } else {
+                "none"
+            }
+        );
         assert_eq!(json["genes"].as_array().unwrap().len(), 37);
     }
 }
 
 #[test]
 fn truncated_file_is_an_error_not_a_panic() {
-    let bytes = small_model().quantize_int8().to_safetensors_bytes().unwrap();
+    let bytes = small_model()
+        .quantize_int8()
+        .to_safetensors_bytes()
+        .unwrap();
     for cut in [0, 1, 7, 8, 9, 50, bytes.len() / 2, bytes.len() - 1] {
         let e = load_err(&bytes[..cut]);
-        assert!(matches!(e, ModelFileError::Safetensors { .. }), "cut at {cut}: {e}");
+        assert!(
+            matches!(e, ModelFileError::Safetensors { .. }),
+            "cut at {cut}: {e}"
+        );
     }
 }
 
@@ -171,7 +218,11 @@ fn corrupt_header_is_an_error_not_a_panic() {
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     for i in 0..300 {
         let mut b = bytes.clone();
-        let pos = if i % 2 == 0 { 8 + rng.below(header_len as u64) as usize } else { rng.below(bytes.len() as u64) as usize };
+        let pos = if i % 2 == 0 {
+            8 + rng.below(header_len as u64) as usize
+        } else {
+            rng.below(bytes.len() as u64) as usize
+        };
         b[pos] ^= 1 << rng.below(8);
         let _ = EngineModel::from_safetensors_bytes(&b);
     }
@@ -184,7 +235,10 @@ fn missing_tensor_is_named() {
         t.remove("layers.1.attn.k.bias");
     });
     let e = load_err(&b);
-    assert!(matches!(&e, ModelFileError::MissingTensor { name, .. } if name == "layers.1.attn.k.bias"), "{e}");
+    assert!(
+        matches!(&e, ModelFileError::MissingTensor { name, .. } if name == "layers.1.attn.k.bias"),
+        "{e}"
+    );
     assert!(e.to_string().contains("layers.1.attn.k.bias") && e.to_string().contains("[64]"));
 }
 
@@ -198,7 +252,11 @@ fn wrong_shape_is_named() {
     });
     let e = load_err(&b);
     match &e {
-        ModelFileError::WrongShape { name, expected, found } => {
+        ModelFileError::WrongShape {
+            name,
+            expected,
+            found,
+        } => {
             assert_eq!(name, "layers.0.ffn.fc1.weight");
             assert_eq!(expected, &vec![128, 64]);
             assert_eq!(found, &vec![128, 63]);
@@ -215,27 +273,48 @@ fn wrong_dtype_unexpected_tensor_and_nan_are_named() {
         let w = t.get_mut("final_norm.gamma").unwrap();
         w.dtype = Dtype::I32;
     });
-    assert!(matches!(load_err(&b), ModelFileError::WrongDtype { name, .. } if name == "final_norm.gamma"));
+    assert!(
+        matches!(load_err(&b), ModelFileError::WrongDtype { name, .. } if name == "final_norm.gamma")
+    );
 
     let b = rewrite(&bytes, |t, _| {
-        t.insert("extra.weight".into(), T { dtype: Dtype::F32, shape: vec![1], data: vec![0; 4] });
+        t.insert(
+            "extra.weight".into(),
+            T {
+                dtype: Dtype::F32,
+                shape: vec![1],
+                data: vec![0; 4],
+            },
+        );
     });
-    assert!(matches!(load_err(&b), ModelFileError::UnexpectedTensor { name, .. } if name == "extra.weight"));
+    assert!(
+        matches!(load_err(&b), ModelFileError::UnexpectedTensor { name, .. } if name == "extra.weight")
+    );
 
     let b = rewrite(&bytes, |t, _| {
         let w = t.get_mut("head.bias").unwrap();
         w.data[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
     });
-    assert!(matches!(load_err(&b), ModelFileError::NonFinite { name, index: 2 } if name == "head.bias"));
+    assert!(
+        matches!(load_err(&b), ModelFileError::NonFinite { name, index: 2 } if name == "head.bias")
+    );
 }
 
 #[test]
 fn quantization_flag_must_match_tensors() {
-    let bytes = small_model().quantize_int8().to_safetensors_bytes().unwrap();
+    let bytes = small_model()
+        .quantize_int8()
+        .to_safetensors_bytes()
+        .unwrap();
     let b = rewrite_meta(&bytes, |v| v["quantization"] = "none".into());
     let e = load_err(&b);
-    assert!(matches!(&e, ModelFileError::MissingTensor { name, .. } if name == "gene_embedding.weight"), "{e}");
-    assert!(e.to_string().contains("gene_embedding.weight_q") && e.to_string().contains("quantization"));
+    assert!(
+        matches!(&e, ModelFileError::MissingTensor { name, .. } if name == "gene_embedding.weight"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("gene_embedding.weight_q") && e.to_string().contains("quantization")
+    );
 }
 
 #[test]
@@ -244,13 +323,28 @@ fn metadata_problems_are_typed() {
     let b = rewrite(&bytes, |_, meta| *meta = None);
     assert!(matches!(load_err(&b), ModelFileError::MissingMetadata));
     let b = rewrite(&bytes, |_, meta| *meta = Some("{not json".into()));
-    assert!(matches!(load_err(&b), ModelFileError::InvalidMetadata { .. }));
+    assert!(matches!(
+        load_err(&b),
+        ModelFileError::InvalidMetadata { .. }
+    ));
     let b = rewrite_meta(&bytes, |v| v["format_version"] = 2.into());
-    assert!(matches!(load_err(&b), ModelFileError::UnsupportedVersion { found: 2, supported: 1 }));
+    assert!(matches!(
+        load_err(&b),
+        ModelFileError::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        }
+    ));
     let b = rewrite_meta(&bytes, |v| v["architecture"] = "multimodal".into());
-    assert!(matches!(load_err(&b), ModelFileError::UnsupportedArchitecture { .. }));
+    assert!(matches!(
+        load_err(&b),
+        ModelFileError::UnsupportedArchitecture { .. }
+    ));
     let b = rewrite_meta(&bytes, |v| v["quantization"] = "int4".into());
-    assert!(matches!(load_err(&b), ModelFileError::InvalidMetadata { .. }));
+    assert!(matches!(
+        load_err(&b),
+        ModelFileError::InvalidMetadata { .. }
+    ));
     let b = rewrite_meta(&bytes, |v| {
         v["genes"].as_array_mut().unwrap().pop();
     });
@@ -262,10 +356,15 @@ fn metadata_problems_are_typed() {
     let b = rewrite_meta(&bytes, |v| {
         v["config"].as_object_mut().unwrap().remove("d_ff");
     });
-    assert!(matches!(load_err(&b), ModelFileError::InvalidMetadata { .. }));
+    assert!(matches!(
+        load_err(&b),
+        ModelFileError::InvalidMetadata { .. }
+    ));
     // More layers in the config than tensors in the file: the first missing one is named.
     let b = rewrite_meta(&bytes, |v| v["config"]["n_layers"] = 3.into());
-    assert!(matches!(load_err(&b), ModelFileError::MissingTensor { name, .. } if name == "layers.2.norm1.gamma"));
+    assert!(
+        matches!(load_err(&b), ModelFileError::MissingTensor { name, .. } if name == "layers.2.norm1.gamma")
+    );
 }
 
 #[test]
@@ -273,10 +372,16 @@ fn in_memory_inconsistencies_are_rejected_on_save() {
     let mut m = small_model();
     m.weights.layers[1].fc1.bias.pop();
     let e = m.to_safetensors_bytes().unwrap_err();
-    assert!(matches!(&e, ModelFileError::WrongShape { name, .. } if name == "layers.1.ffn.fc1.bias"), "{e}");
+    assert!(
+        matches!(&e, ModelFileError::WrongShape { name, .. } if name == "layers.1.ffn.fc1.bias"),
+        "{e}"
+    );
     let mut m = small_model();
     m.meta.quantization = Quantization::Int8PerChannelSymmetric;
-    assert!(matches!(m.to_safetensors_bytes().unwrap_err(), ModelFileError::WrongDtype { .. }));
+    assert!(matches!(
+        m.to_safetensors_bytes().unwrap_err(),
+        ModelFileError::WrongDtype { .. }
+    ));
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -289,30 +394,50 @@ fn save_atomic_and_load_roundtrip_with_path_errors() {
     m.save_atomic(&path).unwrap();
     m.save_atomic(&path).unwrap(); // overwriting works
     assert_eq!(EngineModel::load(&path).unwrap(), m);
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers.len(), 1, "temporary files left behind: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "temporary files left behind: {leftovers:?}"
+    );
 
     let missing = dir.join("nope.safetensors");
     let e = EngineModel::load(&missing).unwrap_err();
-    assert!(matches!(e, ModelFileError::Io { .. }) && e.to_string().contains("nope.safetensors"), "{e}");
+    assert!(
+        matches!(e, ModelFileError::Io { .. }) && e.to_string().contains("nope.safetensors"),
+        "{e}"
+    );
 
     let bad = dir.join("bad.safetensors");
     std::fs::write(&bad, b"definitely not safetensors").unwrap();
     let e = EngineModel::load(&bad).unwrap_err();
     eprintln!("-> {e}");
-    assert!(matches!(e, ModelFileError::InFile { .. }) && e.to_string().contains("bad.safetensors"), "{e}");
+    assert!(
+        matches!(e, ModelFileError::InFile { .. }) && e.to_string().contains("bad.safetensors"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn meta_with_genes(genes: &[&str]) -> ModelMeta {
     let g: Vec<String> = genes.iter().map(|s| s.to_string()).collect();
-    ModelMeta::new(ClassifierConfig::new(g.len(), 2), g, vec!["a".into(), "b".into()])
+    ModelMeta::new(
+        ClassifierConfig::new(g.len(), 2),
+        g,
+        vec!["a".into(), "b".into()],
+    )
 }
 
 #[test]
 fn align_reorders_and_ignores_extra_genes() {
     let meta = meta_with_genes(&["CD3E", "MS4A1", "EPCAM"]);
-    let input: Vec<String> = ["EXTRA", "EPCAM", "CD3E", "MS4A1"].iter().map(|s| s.to_string()).collect();
+    let input: Vec<String> = ["EXTRA", "EPCAM", "CD3E", "MS4A1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     // Two cells.
     let counts = [9.0, 1.0, 2.0, 3.0, 8.0, 4.0, 5.0, 6.0];
     let aligned = align_to_panel(&meta, &input, &counts).unwrap();
@@ -322,14 +447,26 @@ fn align_reorders_and_ignores_extra_genes() {
 #[test]
 fn gene_panel_mismatch_names_missing_genes() {
     let genes = names("GENE", 40);
-    let meta = ModelMeta::new(ClassifierConfig::new(40, 2), genes.clone(), vec!["a".into(), "b".into()]);
+    let meta = ModelMeta::new(
+        ClassifierConfig::new(40, 2),
+        genes.clone(),
+        vec!["a".into(), "b".into()],
+    );
     // Drop GENE3 and GENE17.
-    let input: Vec<String> = genes.iter().filter(|g| *g != "GENE3" && *g != "GENE17").cloned().collect();
+    let input: Vec<String> = genes
+        .iter()
+        .filter(|g| *g != "GENE3" && *g != "GENE17")
+        .cloned()
+        .collect();
     let counts = vec![1.0; input.len() * 2];
     let e = align_to_panel(&meta, &input, &counts).unwrap_err();
     eprintln!("-> {e}");
     match &e {
-        ModelFileError::GenePanelMismatch { missing, n_missing, n_model_genes } => {
+        ModelFileError::GenePanelMismatch {
+            missing,
+            n_missing,
+            n_model_genes,
+        } => {
             assert_eq!(missing, &vec!["GENE3".to_string(), "GENE17".to_string()]);
             assert_eq!((*n_missing, *n_model_genes), (2, 40));
         }
@@ -339,9 +476,11 @@ fn gene_panel_mismatch_names_missing_genes() {
 
     // Many missing: the first 20 are listed, the count is complete.
     let input: Vec<String> = genes[..5].to_vec();
-    let e = align_to_panel(&meta, &input, &vec![1.0; 5]).unwrap_err();
+    let e = align_to_panel(&meta, &input, &[1.0; 5]).unwrap_err();
     match &e {
-        ModelFileError::GenePanelMismatch { missing, n_missing, .. } => {
+        ModelFileError::GenePanelMismatch {
+            missing, n_missing, ..
+        } => {
             assert_eq!(missing.len(), 20);
             assert_eq!(missing[0], "GENE5");
             assert_eq!(*n_missing, 35);
@@ -355,27 +494,77 @@ fn gene_panel_mismatch_names_missing_genes() {
 fn align_validates_counts() {
     let meta = meta_with_genes(&["A", "B"]);
     let input = vec!["B".to_string(), "A".to_string()];
-    assert!(matches!(align_to_panel(&meta, &input, &[1.0, 2.0, 3.0]), Err(ModelFileError::CountsShape { found: 3, n_genes: 2 })));
+    assert!(matches!(
+        align_to_panel(&meta, &input, &[1.0, 2.0, 3.0]),
+        Err(ModelFileError::CountsShape {
+            found: 3,
+            n_genes: 2
+        })
+    ));
     // Input columns are [B, A].
     let e = align_to_panel(&meta, &input, &[1.0, 2.0, 3.0, -1.0]).unwrap_err();
-    assert!(matches!(&e, ModelFileError::InvalidCount { cell: 1, gene, .. } if gene == "A"), "{e}");
+    assert!(
+        matches!(&e, ModelFileError::InvalidCount { cell: 1, gene, .. } if gene == "A"),
+        "{e}"
+    );
     let e = align_to_panel(&meta, &input, &[f32::NAN, 2.0, 3.0, 4.0]).unwrap_err();
-    assert!(matches!(&e, ModelFileError::InvalidCount { cell: 0, gene, .. } if gene == "B"), "{e}");
+    assert!(
+        matches!(&e, ModelFileError::InvalidCount { cell: 0, gene, .. } if gene == "B"),
+        "{e}"
+    );
     let e = align_to_panel(&meta, &input, &[1.0, 2.0, f32::INFINITY, 4.0]).unwrap_err();
-    assert!(matches!(&e, ModelFileError::InvalidCount { cell: 1, gene, .. } if gene == "B"), "{e}");
+    assert!(
+        matches!(&e, ModelFileError::InvalidCount { cell: 1, gene, .. } if gene == "B"),
+        "{e}"
+    );
     let dup = vec!["A".to_string(), "B".to_string(), "A".to_string()];
-    assert!(matches!(align_to_panel(&meta, &dup, &[1.0; 3]), Err(ModelFileError::DuplicateInputGene { first: 0, second: 2, .. })));
+    assert!(matches!(
+        align_to_panel(&meta, &dup, &[1.0; 3]),
+        Err(ModelFileError::DuplicateInputGene {
+            first: 0,
+            second: 2,
+            ..
+        })
+    ));
     // Zero cells is fine.
     assert!(align_to_panel(&meta, &input, &[]).unwrap().is_empty());
 }
 
 #[test]
 fn normalise_log1p_cp10k_values() {
-    let counts = [1.0, 0.0, 3.0, /* empty cell */ 0.0, 0.0, 0.0, /* total < 1 */ 0.5, 0.0, 0.0];
+    let counts = [
+        1.0, 0.0, 3.0, /* empty cell */ 0.0, 0.0, 0.0, /* total < 1 */ 0.5, 0.0, 0.0,
+    ];
     let x = normalise_log1p_cp10k(&counts, 3, 1e4);
-    let expect = [(1.0f32 + 2500.0).ln(), 0.0, (1.0f32 + 7500.0).ln(), 0.0, 0.0, 0.0, (1.0f32 + 5000.0).ln(), 0.0, 0.0];
+    let expect = [
+        (1.0f32 + 2500.0).ln(),
+        0.0,
+        (1.0f32 + 7500.0).ln(),
+        0.0,
+        0.0,
+        0.0,
+        (1.0f32 + 5000.0).ln(),
+        0.0,
+        0.0,
+    ];
     for (a, b) in x.iter().zip(expect) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
     assert!(normalise_log1p_cp10k(&[], 3, 1e4).is_empty());
+}
+
+#[test]
+fn prepare_counts_aligns_then_normalises() {
+    let m = small_model();
+    let mut genes = m.meta.genes.clone();
+    genes.reverse();
+    genes.push("NOT_IN_MODEL".into());
+    let cells = 3;
+    let counts = SplitMix64::new(8).counts(cells, genes.len(), 0.5, 20);
+    let x = m.prepare_counts(&genes, &counts).unwrap();
+    let aligned = align_to_panel(&m.meta, &genes, &counts).unwrap();
+    assert_eq!(x, normalise_log1p_cp10k(&aligned, 37, 1e4));
+    assert_eq!(x.len(), cells * 37);
+    // Column 0 of the model is the input's second-to-last column.
+    assert_eq!(aligned[0], counts[genes.len() - 2]);
 }

@@ -20,8 +20,8 @@ pub mod rng;
 
 pub use error::ModelFileError;
 pub use format::{
-    expected_tensors, ClassifierConfig, EncoderLayerWeights, EngineModel, GeneOnlyWeights, LayerNormWeights, Linear,
-    LinearWeight, ModelMeta, Normalisation, Quantization, TensorSpec, ARCHITECTURE_GENE_ONLY, FORMAT_VERSION,
-    METADATA_KEY, NORMALISATION_LOG1P_CP10K,
+    expected_tensors, ClassifierConfig, EncoderLayerWeights, EngineModel, GeneOnlyWeights,
+    LayerNormWeights, Linear, LinearWeight, ModelMeta, Normalisation, Quantization, TensorSpec,
+    ARCHITECTURE_GENE_ONLY, FORMAT_VERSION, METADATA_KEY, NORMALISATION_LOG1P_CP10K,
 };
 pub use preprocess::{align_to_panel, normalise_log1p_cp10k, MAX_LISTED_MISSING_GENES};
