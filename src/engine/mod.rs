@@ -10,7 +10,7 @@
 //! The model computed (per cell, `T` tokens of width `D`):
 //! `h = reshape(gene_embedding(x), [T, D]) + token_type`; `L` pre-norm encoder layers
 //! `h += attn(LN1(h))`, `h += fc2(GELU(fc1(LN2(h))))`; then `final_norm`, mean over tokens,
-//! and `head` → `[C]`. See [`format`] for the file layout.
+//! and `head` → `[C]`. See [`format`](mod@format) for the file layout.
 
 pub mod cpu;
 mod error;

@@ -83,22 +83,23 @@ impl GpuClassifier {
         let c = model.config().clone();
         let prepared = PreparedWeights::new(&model.weights);
         let w = &model.weights;
-        let c_ref = &*ctx;
-        let gene_embedding = GpuLinear::upload(c_ref, &prepared.gene_embedding, "gene_embedding")?;
+        let max_chunk_cells = max_chunk_cells(&c, ctx.max_binding_bytes())?;
+        let gpu = &*ctx;
+        let gene_embedding = GpuLinear::upload(gpu, &prepared.gene_embedding, "gene_embedding")?;
         let mut layers = Vec::with_capacity(c.n_layers);
         for (i, (l, qkv)) in w.layers.iter().zip(&prepared.qkv).enumerate() {
             let p = format!("layers.{i}");
             layers.push(GpuEncoderLayer {
-                norm1: GpuLayerNorm::upload(c_ref, &l.norm1, &format!("{p}.norm1"))?,
-                qkv: GpuLinear::upload(c_ref, qkv, &format!("{p}.attn.qkv"))?,
-                o: GpuLinear::upload(c_ref, &l.o, &format!("{p}.attn.o"))?,
-                norm2: GpuLayerNorm::upload(c_ref, &l.norm2, &format!("{p}.norm2"))?,
-                fc1: GpuLinear::upload(c_ref, &l.fc1, &format!("{p}.ffn.fc1"))?,
-                fc2: GpuLinear::upload(c_ref, &l.fc2, &format!("{p}.ffn.fc2"))?,
+                norm1: GpuLayerNorm::upload(gpu, &l.norm1, &format!("{p}.norm1"))?,
+                qkv: GpuLinear::upload(gpu, qkv, &format!("{p}.attn.qkv"))?,
+                o: GpuLinear::upload(gpu, &l.o, &format!("{p}.attn.o"))?,
+                norm2: GpuLayerNorm::upload(gpu, &l.norm2, &format!("{p}.norm2"))?,
+                fc1: GpuLinear::upload(gpu, &l.fc1, &format!("{p}.ffn.fc1"))?,
+                fc2: GpuLinear::upload(gpu, &l.fc2, &format!("{p}.ffn.fc2"))?,
             });
         }
-        let final_norm = GpuLayerNorm::upload(c_ref, &w.final_norm, "final_norm")?;
-        let head = GpuLinear::upload(c_ref, &w.head, "head")?;
+        let final_norm = GpuLayerNorm::upload(gpu, &w.final_norm, "final_norm")?;
+        let head = GpuLinear::upload(gpu, &w.head, "head")?;
         // Compile the model-specific attention kernel now rather than on the first call.
         ctx.pipeline(KernelKey::Attention {
             tokens: c.gene_tokens as u32,
@@ -107,7 +108,6 @@ impl GpuClassifier {
         })?;
         ctx.take_error()?;
 
-        let max_chunk_cells = max_chunk_cells(&c, ctx.max_binding_bytes())?;
         Ok(Self {
             eps: c.layer_norm_eps as f32,
             chunk_cells: DEFAULT_CHUNK_CELLS.min(max_chunk_cells),

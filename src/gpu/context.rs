@@ -107,15 +107,16 @@ impl std::fmt::Debug for GpuContext {
 impl GpuContext {
     /// Opens the best available adapter (high-performance preference; primary backends,
     /// i.e. Vulkan/Metal/DX12/browser WebGPU, unless the `WGPU_BACKEND` environment variable
-    /// says otherwise natively), creates the device
-    /// with the WebGPU default limits and compiles the fixed kernels.
+    /// says otherwise natively), creates the device with the WebGPU default limits and
+    /// compiles the fixed kernels (matmul variants, layernorm, mean_pool; attention is
+    /// compiled per model shape by [`crate::gpu::GpuClassifier::new`] or on first use).
     ///
     /// Errors: [`GpuError::NoAdapter`] when no adapter exists (e.g. no Vulkan driver),
     /// [`GpuError::LimitsUnsupported`], [`GpuError::RequestDevice`], [`GpuError::Shader`].
     pub async fn new() -> Result<GpuContext, GpuError> {
-        // Primary backends only (Vulkan, Metal, DX12, browser WebGPU): OpenGL cannot provide
-        // the WebGPU default compute limits, and probing it prints EGL noise on headless
-        // machines. WGPU_BACKEND overrides this natively.
+        // Primary backends only (Vulkan, Metal, DX12, browser WebGPU): wgpu's OpenGL backend
+        // cannot provide the WebGPU default compute limits. WGPU_BACKEND overrides this
+        // natively.
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         desc.backends = wgpu::Backends::PRIMARY.with_env();
         let instance = wgpu::Instance::new(desc);
