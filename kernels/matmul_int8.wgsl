@@ -11,8 +11,9 @@
 // value already stored there (e.g. the transformer's residual stream, updated in place).
 //
 // Tiling: a 16x16 workgroup computes a TILE_M x TILE_N output tile (4x4 values per thread,
-// strided by 16 so that shared-memory reads and global writes are contiguous), staging
-// TILE_M x TILE_K inputs and TILE_N x TILE_K dequantised weights in workgroup memory.
+// strided by 16 so that shared-memory reads and global writes are contiguous; hence
+// TILE_M = TILE_N = 64), staging TILE_M x TILE_K inputs and TILE_K x TILE_N dequantised
+// weights in workgroup memory (8 KiB for TILE_K = 16).
 // Dispatch: (ceil(out / TILE_N), ceil(n / TILE_M), 1).
 //
 // Placeholders substituted by the Rust launcher: {{TILE_M}} {{TILE_N}} {{TILE_K}} {{ACT}} {{RESIDUAL}}.
@@ -40,7 +41,9 @@ const THREADS: u32 = 256u;        // 16 x 16
 const WORDS_K: u32 = TILE_K / 4u;
 
 var<workgroup> xs: array<f32, TILE_M * TILE_K>; // [TILE_M][TILE_K]
-var<workgroup> ws: array<f32, TILE_N * TILE_K>; // [TILE_N][TILE_K], int8 values as f32
+// [TILE_K][TILE_N], int8 values as f32; k-major so that the 16 invocations of a row read
+// 16 consecutive words (no bank conflicts).
+var<workgroup> ws: array<f32, TILE_K * TILE_N>;
 
 // erf(x) by Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7. Mirrored by `erf_approx` in
 // src/gpu/matmul.rs.
@@ -67,12 +70,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let col0 = wid.x * TILE_N;
     let tid = lid.y * 16u + lid.x;
 
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
-    }
+    // acc[i][j] = output (row lid.y + 16i, column lid.x + 16j); vec4 over j.
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
 
     let n_k_tiles = (p.in_words + WORDS_K - 1u) / WORDS_K;
     for (var kt = 0u; kt < n_k_tiles; kt++) {
@@ -89,8 +88,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         // Stage W: TILE_N rows x WORDS_K words, unpacked to 4 values each.
         for (var e = tid; e < TILE_N * WORDS_K; e += THREADS) {
-            let c = e / WORDS_K;
-            let kw = e % WORDS_K;
+            let c = e % TILE_N;
+            let kw = e / TILE_N;
             let col = col0 + c;
             let word_k = kt * WORDS_K + kw;
             var word = 0u;
@@ -98,22 +97,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 word = wq[col * p.in_words + word_k];
             }
             for (var b = 0u; b < 4u; b++) {
-                ws[c * TILE_K + kw * 4u + b] = unpack_i8(word, b);
+                ws[(kw * 4u + b) * TILE_N + c] = unpack_i8(word, b);
             }
         }
         workgroupBarrier();
 
         for (var kk = 0u; kk < TILE_K; kk++) {
-            var a: array<f32, 4>;
-            var w: array<f32, 4>;
+            let wb = kk * TILE_N + lid.x;
+            let w = vec4<f32>(ws[wb], ws[wb + 16u], ws[wb + 32u], ws[wb + 48u]);
             for (var i = 0u; i < 4u; i++) {
-                a[i] = xs[(lid.y + 16u * i) * TILE_K + kk];
-                w[i] = ws[(lid.x + 16u * i) * TILE_K + kk];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(a[i], w[j], acc[i][j]);
-                }
+                acc[i] = fma(vec4<f32>(xs[(lid.y + 16u * i) * TILE_K + kk]), w, acc[i]);
             }
         }
         workgroupBarrier();

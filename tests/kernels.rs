@@ -25,10 +25,13 @@ use std::time::Instant;
 
 use cellsymphony::engine::cpu::{argmax_rows, forward_logits};
 use cellsymphony::engine::rng::SplitMix64;
-use cellsymphony::engine::{normalise_log1p_cp10k, ClassifierConfig, EngineModel, LayerNormWeights, Linear, LinearWeight};
+use cellsymphony::engine::{
+    normalise_log1p_cp10k, ClassifierConfig, EngineModel, LayerNormWeights, Linear, LinearWeight,
+};
 use cellsymphony::gpu::{
-    attention, attention_reference, layernorm, layernorm_reference, matmul_int8, matmul_int8_reference, mean_pool,
-    mean_pool_reference, Activation, GpuClassifier, GpuContext, GpuError,
+    attention, attention_reference, layernorm, layernorm_reference, matmul_int8,
+    matmul_int8_reference, mean_pool, mean_pool_reference, Activation, GpuClassifier, GpuContext,
+    GpuError,
 };
 
 /// Opens the GPU, or fails the test, or (with CELLSYMPHONY_ALLOW_NO_GPU=1) skips it loudly.
@@ -52,7 +55,10 @@ fn gpu(test: &str) -> Option<Arc<GpuContext>> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn max_abs(a: &[f32]) -> f32 {
@@ -62,10 +68,16 @@ fn max_abs(a: &[f32]) -> f32 {
 /// Asserts `|gpu - reference| <= rel_tol * max(1, max|reference|)` elementwise and that
 /// everything is finite; prints the max error.
 fn assert_close(what: &str, gpu: &[f32], reference: &[f32], rel_tol: f32) {
-    assert!(gpu.iter().all(|v| v.is_finite()), "{what}: GPU output has non-finite values");
+    assert!(
+        gpu.iter().all(|v| v.is_finite()),
+        "{what}: GPU output has non-finite values"
+    );
     let err = max_abs_diff(gpu, reference);
     let tol = rel_tol * max_abs(reference).max(1.0);
-    eprintln!("{what}: max abs error {err:.3e} (tolerance {tol:.3e}, max |ref| {:.3})", max_abs(reference));
+    eprintln!(
+        "{what}: max abs error {err:.3e} (tolerance {tol:.3e}, max |ref| {:.3})",
+        max_abs(reference)
+    );
     assert!(err <= tol, "{what}: max abs error {err} > tolerance {tol}");
 }
 
@@ -82,18 +94,31 @@ fn random_int8_linear(rng: &mut SplitMix64, out: usize, in_dim: usize) -> Linear
 
 #[test]
 fn matmul_int8_matches_reference() {
-    let Some(ctx) = gpu("matmul_int8_matches_reference") else { return };
+    let Some(ctx) = gpu("matmul_int8_matches_reference") else {
+        return;
+    };
     let mut rng = SplitMix64::new(0x5EED_0001);
     // (n, in, out): tile edges everywhere, plus exact multiples and degenerate sizes.
-    for &(n, in_dim, out) in &[(37, 313, 50), (1, 1, 1), (5, 7, 3), (130, 64, 192), (64, 128, 64), (200, 65, 17)] {
+    for &(n, in_dim, out) in &[
+        (37, 313, 50),
+        (1, 1, 1),
+        (5, 7, 3),
+        (130, 64, 192),
+        (64, 128, 64),
+        (200, 65, 17),
+    ] {
         let w = random_int8_linear(&mut rng, out, in_dim);
         let x = rng.uniform_vec(n * in_dim, -2.0, 2.0);
         let residual = rng.uniform_vec(n * out, -1.0, 1.0);
         for act in [Activation::None, Activation::Gelu] {
             for res in [None, Some(residual.as_slice())] {
-                let got = pollster::block_on(matmul_int8(&ctx, &x, n, &w, act, res)).expect("matmul_int8");
+                let got = pollster::block_on(matmul_int8(&ctx, &x, n, &w, act, res))
+                    .expect("matmul_int8");
                 let want = matmul_int8_reference(&x, n, &w, act, res);
-                let what = format!("matmul_int8 n={n} in={in_dim} out={out} act={act:?} residual={}", res.is_some());
+                let what = format!(
+                    "matmul_int8 n={n} in={in_dim} out={out} act={act:?} residual={}",
+                    res.is_some()
+                );
                 assert_close(&what, &got, &want, 1e-5);
             }
         }
@@ -102,13 +127,26 @@ fn matmul_int8_matches_reference() {
 
 #[test]
 fn gelu_epilogue_matches_reference() {
-    let Some(ctx) = gpu("gelu_epilogue_matches_reference") else { return };
+    let Some(ctx) = gpu("gelu_epilogue_matches_reference") else {
+        return;
+    };
     // A 1x1 layer with w = 127 * (1/127) passes x through; the epilogue applies GELU.
-    let w = Linear { out_dim: 1, in_dim: 1, weight: LinearWeight::Int8 { q: vec![127], scale: vec![1.0 / 127.0] }, bias: vec![0.0] };
+    let w = Linear {
+        out_dim: 1,
+        in_dim: 1,
+        weight: LinearWeight::Int8 {
+            q: vec![127],
+            scale: vec![1.0 / 127.0],
+        },
+        bias: vec![0.0],
+    };
     let mut rng = SplitMix64::new(0x5EED_0002);
     let n = 4001;
-    let x: Vec<f32> = (0..n).map(|i| -8.0 + 16.0 * i as f32 / (n - 1) as f32 + rng.uniform(-1e-3, 1e-3)).collect();
-    let got = pollster::block_on(matmul_int8(&ctx, &x, n, &w, Activation::Gelu, None)).expect("matmul_int8 gelu");
+    let x: Vec<f32> = (0..n)
+        .map(|i| -8.0 + 16.0 * i as f32 / (n - 1) as f32 + rng.uniform(-1e-3, 1e-3))
+        .collect();
+    let got = pollster::block_on(matmul_int8(&ctx, &x, n, &w, Activation::Gelu, None))
+        .expect("matmul_int8 gelu");
     let want = matmul_int8_reference(&x, n, &w, Activation::Gelu, None);
     let err = max_abs_diff(&got, &want);
     eprintln!("gelu epilogue on [-8, 8]: max abs error {err:.3e} (tolerance 2e-6)");
@@ -117,29 +155,64 @@ fn gelu_epilogue_matches_reference() {
 
 #[test]
 fn matmul_rejects_f32_weights_and_bad_shapes() {
-    let Some(ctx) = gpu("matmul_rejects_f32_weights_and_bad_shapes") else { return };
-    let w = Linear { out_dim: 2, in_dim: 3, weight: LinearWeight::F32(vec![0.5; 6]), bias: vec![0.1; 2] };
-    let err = pollster::block_on(matmul_int8(&ctx, &[1.0; 3], 1, &w, Activation::None, None)).unwrap_err();
+    let Some(ctx) = gpu("matmul_rejects_f32_weights_and_bad_shapes") else {
+        return;
+    };
+    let w = Linear {
+        out_dim: 2,
+        in_dim: 3,
+        weight: LinearWeight::F32(vec![0.5; 6]),
+        bias: vec![0.1; 2],
+    };
+    let err = pollster::block_on(matmul_int8(&ctx, &[1.0; 3], 1, &w, Activation::None, None))
+        .unwrap_err();
     assert!(matches!(err, GpuError::NotQuantized { .. }), "{err}");
-    let err = pollster::block_on(matmul_int8(&ctx, &[1.0; 4], 1, &w.quantized(), Activation::None, None)).unwrap_err();
-    assert!(matches!(err, GpuError::InputShape { expected: 3, found: 4, .. }), "{err}");
+    let err = pollster::block_on(matmul_int8(
+        &ctx,
+        &[1.0; 4],
+        1,
+        &w.quantized(),
+        Activation::None,
+        None,
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GpuError::InputShape {
+                expected: 3,
+                found: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn attention_matches_reference() {
-    let Some(ctx) = gpu("attention_matches_reference") else { return };
+    let Some(ctx) = gpu("attention_matches_reference") else {
+        return;
+    };
     let mut rng = SplitMix64::new(0x5EED_0003);
     for &(cells, t, d, h) in &[(37, 4, 64, 4), (19, 5, 24, 3), (7, 1, 16, 2), (3, 9, 8, 8)] {
         let qkv = rng.uniform_vec(cells * t * 3 * d, -3.0, 3.0);
         let got = pollster::block_on(attention(&ctx, &qkv, cells, t, d, h)).expect("attention");
         let want = attention_reference(&qkv, cells, t, d, h);
-        assert_close(&format!("attention cells={cells} T={t} D={d} H={h}"), &got, &want, 1e-5);
+        assert_close(
+            &format!("attention cells={cells} T={t} D={d} H={h}"),
+            &got,
+            &want,
+            1e-5,
+        );
     }
 }
 
 #[test]
 fn attention_softmax_is_stable_for_huge_scores() {
-    let Some(ctx) = gpu("attention_softmax_is_stable_for_huge_scores") else { return };
+    let Some(ctx) = gpu("attention_softmax_is_stable_for_huge_scores") else {
+        return;
+    };
     let mut rng = SplitMix64::new(0x5EED_0004);
     // Scores of order ±1e4: exp would overflow without subtracting the maximum.
     let (cells, t, d, h) = (11, 4, 64, 4);
@@ -153,7 +226,9 @@ fn attention_softmax_is_stable_for_huge_scores() {
 
 #[test]
 fn layernorm_matches_reference() {
-    let Some(ctx) = gpu("layernorm_matches_reference") else { return };
+    let Some(ctx) = gpu("layernorm_matches_reference") else {
+        return;
+    };
     let mut rng = SplitMix64::new(0x5EED_0005);
     for &(rows, dim) in &[(149, 64), (37, 50), (5, 313), (3, 1), (10, 128)] {
         // Offset mean and varied scale per row test the two-pass variance.
@@ -162,38 +237,68 @@ fn layernorm_matches_reference() {
             let (mu, sigma) = (rng.uniform(-10.0, 10.0), rng.uniform(0.1, 5.0));
             x.extend((0..dim).map(|_| mu + sigma * rng.normal()));
         }
-        let ln = LayerNormWeights { gamma: rng.uniform_vec(dim, 0.5, 1.5), beta: rng.uniform_vec(dim, -0.5, 0.5) };
+        let ln = LayerNormWeights {
+            gamma: rng.uniform_vec(dim, 0.5, 1.5),
+            beta: rng.uniform_vec(dim, -0.5, 0.5),
+        };
         let got = pollster::block_on(layernorm(&ctx, &x, rows, dim, &ln, 1e-5)).expect("layernorm");
         let want = layernorm_reference(&x, rows, dim, &ln, 1e-5);
-        assert_close(&format!("layernorm rows={rows} dim={dim}"), &got, &want, 1e-5);
+        assert_close(
+            &format!("layernorm rows={rows} dim={dim}"),
+            &got,
+            &want,
+            1e-5,
+        );
     }
 }
 
 #[test]
 fn layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups() {
-    let Some(ctx) = gpu("layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups") else { return };
+    let Some(ctx) = gpu("layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups") else {
+        return;
+    };
     let mut rng = SplitMix64::new(0x5EED_0006);
     // 70 001 rows = 70 001 layernorm workgroups (> 65535 → 2-D dispatch).
     let (rows, dim) = (70_001, 8);
     let x = rng.uniform_vec(rows * dim, -3.0, 3.0);
-    let ln = LayerNormWeights { gamma: rng.uniform_vec(dim, 0.5, 1.5), beta: rng.uniform_vec(dim, -0.5, 0.5) };
+    let ln = LayerNormWeights {
+        gamma: rng.uniform_vec(dim, 0.5, 1.5),
+        beta: rng.uniform_vec(dim, -0.5, 0.5),
+    };
     let got = pollster::block_on(layernorm(&ctx, &x, rows, dim, &ln, 1e-5)).expect("layernorm");
-    assert_close("layernorm 70001 rows", &got, &layernorm_reference(&x, rows, dim, &ln, 1e-5), 1e-5);
+    assert_close(
+        "layernorm 70001 rows",
+        &got,
+        &layernorm_reference(&x, rows, dim, &ln, 1e-5),
+        1e-5,
+    );
     // 70 001 * 64 outputs / 64 per workgroup = 70 001 workgroups.
     let (cells, t, d) = (70_001, 1, 64);
     let x = rng.uniform_vec(cells * t * d, -3.0, 3.0);
     let got = pollster::block_on(mean_pool(&ctx, &x, cells, t, d)).expect("mean_pool");
-    assert_close("mean_pool 70001 cells", &got, &mean_pool_reference(&x, cells, t, d), 1e-6);
+    assert_close(
+        "mean_pool 70001 cells",
+        &got,
+        &mean_pool_reference(&x, cells, t, d),
+        1e-6,
+    );
 }
 
 #[test]
 fn mean_pool_matches_reference() {
-    let Some(ctx) = gpu("mean_pool_matches_reference") else { return };
+    let Some(ctx) = gpu("mean_pool_matches_reference") else {
+        return;
+    };
     let mut rng = SplitMix64::new(0x5EED_0007);
     for &(cells, t, d) in &[(37, 4, 64), (13, 3, 50), (1, 7, 1)] {
         let x = rng.uniform_vec(cells * t * d, -5.0, 5.0);
         let got = pollster::block_on(mean_pool(&ctx, &x, cells, t, d)).expect("mean_pool");
-        assert_close(&format!("mean_pool cells={cells} T={t} D={d}"), &got, &mean_pool_reference(&x, cells, t, d), 1e-6);
+        assert_close(
+            &format!("mean_pool cells={cells} T={t} D={d}"),
+            &got,
+            &mean_pool_reference(&x, cells, t, d),
+            1e-6,
+        );
     }
 }
 
@@ -230,7 +335,9 @@ fn top2_gap(row: &[f32]) -> f32 {
 
 #[test]
 fn gpu_classifier_matches_cpu_forward() {
-    let Some(ctx) = gpu("gpu_classifier_matches_cpu_forward") else { return };
+    let Some(ctx) = gpu("gpu_classifier_matches_cpu_forward") else {
+        return;
+    };
     let model_f32 = test_model(0x5EED_0008);
     let model = model_f32.quantize_int8();
     let c = model.config().clone();
@@ -244,7 +351,11 @@ fn gpu_classifier_matches_cpu_forward() {
 
     let mut clf = GpuClassifier::new(ctx.clone(), &model).expect("GpuClassifier::new");
     assert!(clf.chunk_cells() >= 1024 && clf.chunk_cells() <= clf.max_chunk_cells());
-    eprintln!("default chunk {} cells, max {} cells", clf.chunk_cells(), clf.max_chunk_cells());
+    eprintln!(
+        "default chunk {} cells, max {} cells",
+        clf.chunk_cells(),
+        clf.max_chunk_cells()
+    );
     // Three chunks, the last one partial (1024 + 1024 + 952).
     assert_eq!(clf.set_chunk_cells(1024), 1024);
     let _warmup = pollster::block_on(clf.logits(&x[..c.n_genes * 8], 8)).expect("warm-up");
@@ -262,22 +373,38 @@ fn gpu_classifier_matches_cpu_forward() {
     assert_eq!(gpu_int8.len(), cells * c.n_classes);
     assert!(gpu_int8.iter().all(|v| v.is_finite()));
     let err = max_abs_diff(&gpu_int8, &cpu_int8);
-    eprintln!("GPU int8 vs CPU int8: max abs {err:.3e} (tolerance 1e-3), max |logit| {:.3}", max_abs(&cpu_int8));
+    eprintln!(
+        "GPU int8 vs CPU int8: max abs {err:.3e} (tolerance 1e-3), max |logit| {:.3}",
+        max_abs(&cpu_int8)
+    );
     assert!(err <= 1e-3, "GPU vs CPU int8 logits differ by {err}");
 
-    let (am_gpu, am_cpu) = (argmax_rows(&gpu_int8, c.n_classes), argmax_rows(&cpu_int8, c.n_classes));
+    let (am_gpu, am_cpu) = (
+        argmax_rows(&gpu_int8, c.n_classes),
+        argmax_rows(&cpu_int8, c.n_classes),
+    );
     for (i, (g, k)) in am_gpu.iter().zip(&am_cpu).enumerate() {
         let row = &cpu_int8[i * c.n_classes..(i + 1) * c.n_classes];
-        assert!(g == k || top2_gap(row) <= 1e-3, "cell {i}: GPU argmax {g} vs CPU {k} with top-2 gap {}", top2_gap(row));
+        assert!(
+            g == k || top2_gap(row) <= 1e-3,
+            "cell {i}: GPU argmax {g} vs CPU {k} with top-2 gap {}",
+            top2_gap(row)
+        );
     }
-    eprintln!("GPU vs CPU int8 argmax agreement: {:.4}", agreement(&am_gpu, &am_cpu));
+    eprintln!(
+        "GPU vs CPU int8 argmax agreement: {:.4}",
+        agreement(&am_gpu, &am_cpu)
+    );
 
     let q_err = max_abs_diff(&cpu_int8, &cpu_f32);
     let q_tol = 0.05 * max_abs(&cpu_f32);
     let am_f32 = argmax_rows(&cpu_f32, c.n_classes);
     let q_agree = agreement(&am_cpu, &am_f32);
     eprintln!("CPU int8 vs CPU f32: max abs {q_err:.3e} (tolerance {q_tol:.3e}), argmax agreement {q_agree:.4} (bound 0.97)");
-    assert!(q_err <= q_tol, "int8 vs f32 logits differ by {q_err} > {q_tol}");
+    assert!(
+        q_err <= q_tol,
+        "int8 vs f32 logits differ by {q_err} > {q_tol}"
+    );
     assert!(q_agree >= 0.97, "int8 vs f32 argmax agreement {q_agree}");
 
     // Chunking must not change results: one chunk gives the same logits.
@@ -290,7 +417,9 @@ fn gpu_classifier_matches_cpu_forward() {
 
 #[test]
 fn gpu_classifier_quantises_f32_models_and_handles_edge_inputs() {
-    let Some(ctx) = gpu("gpu_classifier_quantises_f32_models_and_handles_edge_inputs") else { return };
+    let Some(ctx) = gpu("gpu_classifier_quantises_f32_models_and_handles_edge_inputs") else {
+        return;
+    };
     let model_f32 = test_model(0x5EED_000A);
     let clf = GpuClassifier::new(ctx.clone(), &model_f32).expect("GpuClassifier::new (f32 model)");
     let g = model_f32.config().n_genes;
@@ -299,10 +428,14 @@ fn gpu_classifier_quantises_f32_models_and_handles_edge_inputs() {
     let got = pollster::block_on(clf.logits(&x, cells)).expect("logits");
     let want = forward_logits(&model_f32.quantize_int8(), &x, cells);
     let err = max_abs_diff(&got, &want);
-    eprintln!("f32 model uploaded as int8, 7 cells: max abs vs CPU int8 {err:.3e} (tolerance 1e-3)");
+    eprintln!(
+        "f32 model uploaded as int8, 7 cells: max abs vs CPU int8 {err:.3e} (tolerance 1e-3)"
+    );
     assert!(err <= 1e-3);
 
-    assert!(pollster::block_on(clf.logits(&[], 0)).expect("empty").is_empty());
+    assert!(pollster::block_on(clf.logits(&[], 0))
+        .expect("empty")
+        .is_empty());
     let e = pollster::block_on(clf.logits(&x[..g * 2 - 1], 2)).unwrap_err();
     assert!(matches!(e, GpuError::InputShape { .. }), "{e}");
     eprintln!("wrong input length -> {e}");
@@ -332,18 +465,37 @@ fn spec_forward_f64(model: &EngineModel, x: &[f32], cells: usize) -> Vec<f64> {
     let eps = c.layer_norm_eps;
     let lin = |l: &Linear, v: &[f64]| -> Vec<f64> {
         let wf = l.weight_f32();
-        (0..l.out_dim).map(|o| l.bias[o] as f64 + (0..l.in_dim).map(|k| wf[o * l.in_dim + k] as f64 * v[k]).sum::<f64>()).collect()
+        (0..l.out_dim)
+            .map(|o| {
+                l.bias[o] as f64
+                    + (0..l.in_dim)
+                        .map(|k| wf[o * l.in_dim + k] as f64 * v[k])
+                        .sum::<f64>()
+            })
+            .collect()
     };
     let norm = |n: &LayerNormWeights, v: &[f64]| -> Vec<f64> {
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / v.len() as f64;
-        v.iter().enumerate().map(|(j, a)| (a - mean) / (var + eps).sqrt() * n.gamma[j] as f64 + n.beta[j] as f64).collect()
+        v.iter()
+            .enumerate()
+            .map(|(j, a)| (a - mean) / (var + eps).sqrt() * n.gamma[j] as f64 + n.beta[j] as f64)
+            .collect()
     };
     let mut out = Vec::new();
     for cell in 0..cells {
-        let xin: Vec<f64> = x[cell * g..(cell + 1) * g].iter().map(|&v| v as f64).collect();
+        let xin: Vec<f64> = x[cell * g..(cell + 1) * g]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let e = lin(&w.gene_embedding, &xin);
-        let mut tok: Vec<Vec<f64>> = (0..t).map(|i| (0..d).map(|j| e[i * d + j] + w.token_type[i * d + j] as f64).collect()).collect();
+        let mut tok: Vec<Vec<f64>> = (0..t)
+            .map(|i| {
+                (0..d)
+                    .map(|j| e[i * d + j] + w.token_type[i * d + j] as f64)
+                    .collect()
+            })
+            .collect();
         for l in &w.layers {
             let a: Vec<Vec<f64>> = tok.iter().map(|v| norm(&l.norm1, v)).collect();
             let q: Vec<Vec<f64>> = a.iter().map(|v| lin(&l.q, v)).collect();
@@ -353,7 +505,11 @@ fn spec_forward_f64(model: &EngineModel, x: &[f32], cells: usize) -> Vec<f64> {
                 let mut att = vec![0.0; d];
                 for head in 0..h {
                     let r = head * hd..(head + 1) * hd;
-                    let s: Vec<f64> = (0..t).map(|m| r.clone().map(|e| q[i][e] * k[m][e]).sum::<f64>() / (hd as f64).sqrt()).collect();
+                    let s: Vec<f64> = (0..t)
+                        .map(|m| {
+                            r.clone().map(|e| q[i][e] * k[m][e]).sum::<f64>() / (hd as f64).sqrt()
+                        })
+                        .collect();
                     let mx = s.iter().cloned().fold(f64::MIN, f64::max);
                     let z: f64 = s.iter().map(|v| (v - mx).exp()).sum();
                     for m in 0..t {
@@ -368,13 +524,20 @@ fn spec_forward_f64(model: &EngineModel, x: &[f32], cells: usize) -> Vec<f64> {
             }
             for v in tok.iter_mut() {
                 let a = norm(&l.norm2, v);
-                let hid: Vec<f64> = lin(&l.fc1, &a).into_iter().map(|z| 0.5 * z * (1.0 + erf_exact(z / 2f64.sqrt()))).collect();
+                let hid: Vec<f64> = lin(&l.fc1, &a)
+                    .into_iter()
+                    .map(|z| 0.5 * z * (1.0 + erf_exact(z / 2f64.sqrt())))
+                    .collect();
                 assert_eq!(hid.len(), f);
-                v.iter_mut().zip(lin(&l.fc2, &hid)).for_each(|(a, b)| *a += b);
+                v.iter_mut()
+                    .zip(lin(&l.fc2, &hid))
+                    .for_each(|(a, b)| *a += b);
             }
         }
         let normed: Vec<Vec<f64>> = tok.iter().map(|v| norm(&w.final_norm, v)).collect();
-        let pooled: Vec<f64> = (0..d).map(|j| normed.iter().map(|v| v[j]).sum::<f64>() / t as f64).collect();
+        let pooled: Vec<f64> = (0..d)
+            .map(|j| normed.iter().map(|v| v[j]).sum::<f64>() / t as f64)
+            .collect();
         out.extend(lin(&w.head, &pooled));
     }
     out
@@ -387,7 +550,10 @@ fn cpu_forward_matches_independent_spec_implementation() {
     let x = test_inputs(0x5EED_000D, cells, model.config().n_genes);
     for (name, m) in [("f32", model.clone()), ("int8", model.quantize_int8())] {
         let got = forward_logits(&m, &x, cells);
-        let want: Vec<f32> = spec_forward_f64(&m, &x, cells).into_iter().map(|v| v as f32).collect();
+        let want: Vec<f32> = spec_forward_f64(&m, &x, cells)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
         let err = max_abs_diff(&got, &want);
         eprintln!("CPU forward ({name}) vs f64 exact-erf spec: max abs {err:.3e} (tolerance 1e-4)");
         assert!(err <= 1e-4, "{name}: {err}");

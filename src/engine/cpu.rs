@@ -9,7 +9,10 @@
 //! Single-threaded; cells are processed in blocks to bound memory.
 
 use super::format::{EncoderLayerWeights, EngineModel, GeneOnlyWeights, Linear};
-use crate::gpu::{attention_reference, layernorm_reference, matmul_int8_reference, mean_pool_reference, Activation};
+use crate::gpu::{
+    attention_reference, layernorm_reference, matmul_int8_reference, mean_pool_reference,
+    Activation,
+};
 
 /// Cells per block of the CPU forward (bounds the intermediate buffers to a few MiB).
 const CPU_BLOCK_CELLS: usize = 512;
@@ -76,13 +79,18 @@ impl<'a> PreparedWeights<'a> {
             *b += t;
         }
         let qkv = weights.layers.iter().map(fuse_qkv).collect();
-        Self { gene_embedding, qkv, weights }
+        Self {
+            gene_embedding,
+            qkv,
+            weights,
+        }
     }
 }
 
 /// q, k, v of a validated layer stacked into `[3D, D]`.
 fn fuse_qkv(layer: &EncoderLayerWeights) -> Linear {
-    Linear::concat_rows(&[&layer.q, &layer.k, &layer.v]).expect("validated model: q, k, v share in_dim and weight kind")
+    Linear::concat_rows(&[&layer.q, &layer.k, &layer.v])
+        .expect("validated model: q, k, v share in_dim and weight kind")
 }
 
 fn forward_block(model: &EngineModel, w: &PreparedWeights<'_>, x: &[f32], n: usize) -> Vec<f32> {
@@ -112,7 +120,10 @@ mod tests {
 
     #[test]
     fn argmax_first_max_and_nan() {
-        assert_eq!(argmax_rows(&[1.0, 3.0, 3.0, -1.0, f32::NAN, 2.0, 0.0, 5.0], 4), vec![1, 3]);
+        assert_eq!(
+            argmax_rows(&[1.0, 3.0, 3.0, -1.0, f32::NAN, 2.0, 0.0, 5.0], 4),
+            vec![1, 3]
+        );
         assert_eq!(argmax_rows(&[f32::NAN, 1.0], 2), vec![1]);
         assert!(argmax_rows(&[], 0).is_empty());
     }

@@ -174,12 +174,17 @@ pub enum ModelFileError {
 impl ModelFileError {
     /// Attaches a file path to the error (used by `load`).
     pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
-        ModelFileError::InFile { path: path.into(), source: Box::new(self) }
+        ModelFileError::InFile {
+            path: path.into(),
+            source: Box::new(self),
+        }
     }
 }
 
 impl From<safetensors::SafeTensorError> for ModelFileError {
     fn from(e: safetensors::SafeTensorError) -> Self {
-        ModelFileError::Safetensors { reason: e.to_string() }
+        ModelFileError::Safetensors {
+            reason: e.to_string(),
+        }
     }
 }

@@ -71,14 +71,27 @@ pub struct ClassifierConfig {
 impl Default for ClassifierConfig {
     /// The default hyperparameters with `n_genes = n_classes = 0` (set those before use).
     fn default() -> Self {
-        Self { n_genes: 0, n_classes: 0, d_model: 64, n_heads: 4, d_ff: 128, n_layers: 6, gene_tokens: 4, layer_norm_eps: 1e-5 }
+        Self {
+            n_genes: 0,
+            n_classes: 0,
+            d_model: 64,
+            n_heads: 4,
+            d_ff: 128,
+            n_layers: 6,
+            gene_tokens: 4,
+            layer_norm_eps: 1e-5,
+        }
     }
 }
 
 impl ClassifierConfig {
     /// Default hyperparameters for a panel of `n_genes` genes and `n_classes` classes.
     pub fn new(n_genes: usize, n_classes: usize) -> Self {
-        Self { n_genes, n_classes, ..Self::default() }
+        Self {
+            n_genes,
+            n_classes,
+            ..Self::default()
+        }
     }
 
     /// Size of one attention head, `d_model / n_heads`.
@@ -99,21 +112,31 @@ impl ClassifierConfig {
         ];
         for (name, v) in sizes {
             if v == 0 {
-                return Err(ModelFileError::InvalidConfig { reason: format!("config.{name} is 0; it must be positive") });
+                return Err(ModelFileError::InvalidConfig {
+                    reason: format!("config.{name} is 0; it must be positive"),
+                });
             }
             // Keeps every index computation (and the GPU's u32 indices) far from overflow.
             if v > 1 << 24 {
-                return Err(ModelFileError::InvalidConfig { reason: format!("config.{name} = {v} is implausibly large") });
+                return Err(ModelFileError::InvalidConfig {
+                    reason: format!("config.{name} = {v} is implausibly large"),
+                });
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(ModelFileError::InvalidConfig {
-                reason: format!("d_model {} is not divisible by n_heads {}", self.d_model, self.n_heads),
+                reason: format!(
+                    "d_model {} is not divisible by n_heads {}",
+                    self.d_model, self.n_heads
+                ),
             });
         }
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
             return Err(ModelFileError::InvalidConfig {
-                reason: format!("layer_norm_eps {} must be finite and > 0", self.layer_norm_eps),
+                reason: format!(
+                    "layer_norm_eps {} must be finite and > 0",
+                    self.layer_norm_eps
+                ),
             });
         }
         Ok(())
@@ -131,7 +154,10 @@ pub struct Normalisation {
 
 impl Default for Normalisation {
     fn default() -> Self {
-        Self { kind: NORMALISATION_LOG1P_CP10K.to_string(), target_sum: 1e4 }
+        Self {
+            kind: NORMALISATION_LOG1P_CP10K.to_string(),
+            target_sum: 1e4,
+        }
     }
 }
 
@@ -197,48 +223,76 @@ impl ModelMeta {
     /// then [`validate`](Self::validate)s it.
     pub fn from_json(json: &str) -> Result<Self, ModelFileError> {
         let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| ModelFileError::InvalidMetadata { reason: e.to_string() })?;
-        let version = value.get("format_version").ok_or_else(|| ModelFileError::InvalidMetadata {
-            reason: "missing field `format_version`".to_string(),
-        })?;
-        let version = version.as_u64().ok_or_else(|| ModelFileError::InvalidMetadata {
-            reason: format!("`format_version` must be an unsigned integer, found {version}"),
-        })?;
+            serde_json::from_str(json).map_err(|e| ModelFileError::InvalidMetadata {
+                reason: e.to_string(),
+            })?;
+        let version =
+            value
+                .get("format_version")
+                .ok_or_else(|| ModelFileError::InvalidMetadata {
+                    reason: "missing field `format_version`".to_string(),
+                })?;
+        let version = version
+            .as_u64()
+            .ok_or_else(|| ModelFileError::InvalidMetadata {
+                reason: format!("`format_version` must be an unsigned integer, found {version}"),
+            })?;
         if version != FORMAT_VERSION as u64 {
-            return Err(ModelFileError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+            return Err(ModelFileError::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         let meta: ModelMeta =
-            serde_json::from_value(value).map_err(|e| ModelFileError::InvalidMetadata { reason: e.to_string() })?;
+            serde_json::from_value(value).map_err(|e| ModelFileError::InvalidMetadata {
+                reason: e.to_string(),
+            })?;
         meta.validate()?;
         Ok(meta)
     }
 
     /// The metadata as compact JSON.
     pub fn to_json(&self) -> Result<String, ModelFileError> {
-        serde_json::to_string(self).map_err(|e| ModelFileError::InvalidMetadata { reason: e.to_string() })
+        serde_json::to_string(self).map_err(|e| ModelFileError::InvalidMetadata {
+            reason: e.to_string(),
+        })
     }
 
     /// Checks version, architecture, config, normalisation, and that the gene/class lists
     /// match the config and have no duplicates.
     pub fn validate(&self) -> Result<(), ModelFileError> {
         if self.format_version != FORMAT_VERSION {
-            return Err(ModelFileError::UnsupportedVersion { found: self.format_version as u64, supported: FORMAT_VERSION });
+            return Err(ModelFileError::UnsupportedVersion {
+                found: self.format_version as u64,
+                supported: FORMAT_VERSION,
+            });
         }
         if self.architecture != ARCHITECTURE_GENE_ONLY {
-            return Err(ModelFileError::UnsupportedArchitecture { found: self.architecture.clone() });
+            return Err(ModelFileError::UnsupportedArchitecture {
+                found: self.architecture.clone(),
+            });
         }
         self.config.validate()?;
         if self.normalisation.kind != NORMALISATION_LOG1P_CP10K {
             return Err(ModelFileError::InvalidConfig {
-                reason: format!("normalisation kind {:?} is not supported (supported: \"log1p_cp10k\")", self.normalisation.kind),
+                reason: format!(
+                    "normalisation kind {:?} is not supported (supported: \"log1p_cp10k\")",
+                    self.normalisation.kind
+                ),
             });
         }
         if !(self.normalisation.target_sum.is_finite() && self.normalisation.target_sum > 0.0) {
             return Err(ModelFileError::InvalidConfig {
-                reason: format!("normalisation target_sum {} must be finite and > 0", self.normalisation.target_sum),
+                reason: format!(
+                    "normalisation target_sum {} must be finite and > 0",
+                    self.normalisation.target_sum
+                ),
             });
         }
-        for (what, names, n) in [("genes", &self.genes, self.config.n_genes), ("classes", &self.classes, self.config.n_classes)] {
+        for (what, names, n) in [
+            ("genes", &self.genes, self.config.n_genes),
+            ("classes", &self.classes, self.config.n_classes),
+        ] {
             if names.len() != n {
                 return Err(ModelFileError::InvalidConfig {
                     reason: format!("metadata lists {} {what} but config says {n}", names.len()),
@@ -246,7 +300,9 @@ impl ModelMeta {
             }
             let mut seen = HashSet::with_capacity(names.len());
             if let Some(dup) = names.iter().find(|name| !seen.insert(name.as_str())) {
-                return Err(ModelFileError::InvalidConfig { reason: format!("{what} list contains {dup:?} twice") });
+                return Err(ModelFileError::InvalidConfig {
+                    reason: format!("{what} list contains {dup:?} twice"),
+                });
             }
         }
         Ok(())
@@ -290,7 +346,9 @@ impl Linear {
     pub fn weight_f32(&self) -> Cow<'_, [f32]> {
         match &self.weight {
             LinearWeight::F32(w) => Cow::Borrowed(w),
-            LinearWeight::Int8 { q, scale } => Cow::Owned(quant::dequantize(q, scale, self.out_dim, self.in_dim)),
+            LinearWeight::Int8 { q, scale } => {
+                Cow::Owned(quant::dequantize(q, scale, self.out_dim, self.in_dim))
+            }
         }
     }
 
@@ -298,8 +356,12 @@ impl Linear {
     pub fn quantized(&self) -> Linear {
         match &self.weight {
             LinearWeight::F32(w) => {
-                let (q, scale) = quant::quantize_per_channel_symmetric(w, self.out_dim, self.in_dim);
-                Linear { weight: LinearWeight::Int8 { q, scale }, ..self.clone() }
+                let (q, scale) =
+                    quant::quantize_per_channel_symmetric(w, self.out_dim, self.in_dim);
+                Linear {
+                    weight: LinearWeight::Int8 { q, scale },
+                    ..self.clone()
+                }
             }
             LinearWeight::Int8 { .. } => self.clone(),
         }
@@ -310,7 +372,10 @@ impl Linear {
     /// Exact for int8 because scales are per output row.
     pub fn concat_rows(parts: &[&Linear]) -> Option<Linear> {
         let first = parts.first()?;
-        if parts.iter().any(|p| p.in_dim != first.in_dim || p.is_int8() != first.is_int8()) {
+        if parts
+            .iter()
+            .any(|p| p.in_dim != first.in_dim || p.is_int8() != first.is_int8())
+        {
             return None;
         }
         let out_dim = parts.iter().map(|p| p.out_dim).sum();
@@ -326,9 +391,19 @@ impl Linear {
             }
             LinearWeight::Int8 { q, scale }
         } else {
-            LinearWeight::F32(parts.iter().flat_map(|p| p.weight_f32().into_owned()).collect())
+            LinearWeight::F32(
+                parts
+                    .iter()
+                    .flat_map(|p| p.weight_f32().into_owned())
+                    .collect(),
+            )
         };
-        Some(Linear { out_dim, in_dim: first.in_dim, weight, bias })
+        Some(Linear {
+            out_dim,
+            in_dim: first.in_dim,
+            weight,
+            bias,
+        })
     }
 }
 
@@ -400,10 +475,15 @@ pub struct TensorSpec {
 /// The complete list of tensors a file for `config` and `quantization` must contain.
 pub fn expected_tensors(config: &ClassifierConfig, quantization: Quantization) -> Vec<TensorSpec> {
     let mut specs = Vec::new();
-    let mut vector = |name: String, shape: Vec<usize>, dtype| specs.push(TensorSpec { name, dtype, shape });
+    let mut vector =
+        |name: String, shape: Vec<usize>, dtype| specs.push(TensorSpec { name, dtype, shape });
     for_each_param(config, &mut |p| match p {
         ParamSpec::Vector { name, shape } => vector(name, shape, "F32"),
-        ParamSpec::Linear { prefix, out, in_dim } => {
+        ParamSpec::Linear {
+            prefix,
+            out,
+            in_dim,
+        } => {
             match quantization {
                 Quantization::None => vector(format!("{prefix}.weight"), vec![out, in_dim], "F32"),
                 Quantization::Int8PerChannelSymmetric => {
@@ -419,15 +499,26 @@ pub fn expected_tensors(config: &ClassifierConfig, quantization: Quantization) -
 
 /// A parameter of the architecture, as implied by the config.
 enum ParamSpec {
-    Vector { name: String, shape: Vec<usize> },
-    Linear { prefix: String, out: usize, in_dim: usize },
+    Vector {
+        name: String,
+        shape: Vec<usize>,
+    },
+    Linear {
+        prefix: String,
+        out: usize,
+        in_dim: usize,
+    },
 }
 
 /// Visits every parameter of the architecture in file order (the single source of the names).
 fn for_each_param(c: &ClassifierConfig, f: &mut dyn FnMut(ParamSpec)) {
     let (d, t, ff) = (c.d_model, c.gene_tokens, c.d_ff);
     let vector = |name: String, shape: Vec<usize>| ParamSpec::Vector { name, shape };
-    let linear = |prefix: String, out, in_dim| ParamSpec::Linear { prefix, out, in_dim };
+    let linear = |prefix: String, out, in_dim| ParamSpec::Linear {
+        prefix,
+        out,
+        in_dim,
+    };
     f(linear("gene_embedding".into(), t * d, c.n_genes));
     f(vector("token_type".into(), vec![t, d]));
     for i in 0..c.n_layers {
@@ -456,14 +547,26 @@ enum ParamRef<'a> {
 impl GeneOnlyWeights {
     /// Every parameter in file order (matches [`for_each_param`] when `layers.len() == L`).
     fn param_refs(&self) -> Vec<ParamRef<'_>> {
-        let mut v = vec![ParamRef::Linear(&self.gene_embedding), ParamRef::Vector(&self.token_type)];
+        let mut v = vec![
+            ParamRef::Linear(&self.gene_embedding),
+            ParamRef::Vector(&self.token_type),
+        ];
         for l in &self.layers {
-            v.extend([ParamRef::Vector(&l.norm1.gamma), ParamRef::Vector(&l.norm1.beta)]);
+            v.extend([
+                ParamRef::Vector(&l.norm1.gamma),
+                ParamRef::Vector(&l.norm1.beta),
+            ]);
             v.extend([&l.q, &l.k, &l.v, &l.o].map(ParamRef::Linear));
-            v.extend([ParamRef::Vector(&l.norm2.gamma), ParamRef::Vector(&l.norm2.beta)]);
+            v.extend([
+                ParamRef::Vector(&l.norm2.gamma),
+                ParamRef::Vector(&l.norm2.beta),
+            ]);
             v.extend([&l.fc1, &l.fc2].map(ParamRef::Linear));
         }
-        v.extend([ParamRef::Vector(&self.final_norm.gamma), ParamRef::Vector(&self.final_norm.beta)]);
+        v.extend([
+            ParamRef::Vector(&self.final_norm.gamma),
+            ParamRef::Vector(&self.final_norm.beta),
+        ]);
         v.push(ParamRef::Linear(&self.head));
         v
     }
@@ -472,7 +575,9 @@ impl GeneOnlyWeights {
     fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let mut v = vec![&mut self.gene_embedding];
         for l in &mut self.layers {
-            v.extend([&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.fc1, &mut l.fc2]);
+            v.extend([
+                &mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.fc1, &mut l.fc2,
+            ]);
         }
         v.push(&mut self.head);
         v
@@ -508,7 +613,13 @@ struct TensorReader<'a> {
 }
 
 impl<'a> TensorReader<'a> {
-    fn view(&mut self, name: &str, dtype: Dtype, shape: &[usize], hint: impl FnOnce(&Self) -> String) -> Result<&'a [u8], ModelFileError> {
+    fn view(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[usize],
+        hint: impl FnOnce(&Self) -> String,
+    ) -> Result<&'a [u8], ModelFileError> {
         let view = match self.st.tensor(name) {
             Ok(v) => v,
             Err(_) => {
@@ -520,10 +631,18 @@ impl<'a> TensorReader<'a> {
             }
         };
         if view.dtype() != dtype {
-            return Err(ModelFileError::WrongDtype { name: name.to_string(), expected: dtype.to_string(), found: view.dtype().to_string() });
+            return Err(ModelFileError::WrongDtype {
+                name: name.to_string(),
+                expected: dtype.to_string(),
+                found: view.dtype().to_string(),
+            });
         }
         if view.shape() != shape {
-            return Err(ModelFileError::WrongShape { name: name.to_string(), expected: shape.to_vec(), found: view.shape().to_vec() });
+            return Err(ModelFileError::WrongShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: view.shape().to_vec(),
+            });
         }
         self.used.insert(name.to_string());
         Ok(view.data())
@@ -533,19 +652,38 @@ impl<'a> TensorReader<'a> {
         self.f32_hinted(name, shape, |_| String::new())
     }
 
-    fn f32_hinted(&mut self, name: &str, shape: &[usize], hint: impl FnOnce(&Self) -> String) -> Result<Vec<f32>, ModelFileError> {
+    fn f32_hinted(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        hint: impl FnOnce(&Self) -> String,
+    ) -> Result<Vec<f32>, ModelFileError> {
         let bytes = self.view(name, Dtype::F32, shape, hint)?;
-        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {
-            return Err(ModelFileError::NonFinite { name: name.to_string(), index });
+            return Err(ModelFileError::NonFinite {
+                name: name.to_string(),
+                index,
+            });
         }
         Ok(values)
     }
 
-    fn linear(&mut self, prefix: &str, out: usize, in_dim: usize, quant: Quantization) -> Result<Linear, ModelFileError> {
+    fn linear(
+        &mut self,
+        prefix: &str,
+        out: usize,
+        in_dim: usize,
+        quant: Quantization,
+    ) -> Result<Linear, ModelFileError> {
         let (name, alt) = match quant {
             Quantization::None => (format!("{prefix}.weight"), format!("{prefix}.weight_q")),
-            Quantization::Int8PerChannelSymmetric => (format!("{prefix}.weight_q"), format!("{prefix}.weight")),
+            Quantization::Int8PerChannelSymmetric => {
+                (format!("{prefix}.weight_q"), format!("{prefix}.weight"))
+            }
         };
         let hint = |r: &Self| {
             if r.st.tensor(&alt).is_ok() {
@@ -555,7 +693,9 @@ impl<'a> TensorReader<'a> {
             }
         };
         let weight = match quant {
-            Quantization::None => LinearWeight::F32(self.f32_hinted(&name, &[out, in_dim], hint)?),
+            Quantization::None => {
+                LinearWeight::F32(self.f32_hinted(&name, &[out, in_dim], hint)?)
+            }
             Quantization::Int8PerChannelSymmetric => {
                 let bytes = self.view(&name, Dtype::I8, &[out, in_dim], hint)?;
                 let q = bytes.iter().map(|&b| b as i8).collect();
@@ -564,11 +704,19 @@ impl<'a> TensorReader<'a> {
             }
         };
         let bias = self.f32(&format!("{prefix}.bias"), &[out])?;
-        Ok(Linear { out_dim: out, in_dim, weight, bias })
+        Ok(Linear {
+            out_dim: out,
+            in_dim,
+            weight,
+            bias,
+        })
     }
 
     fn layer_norm(&mut self, prefix: &str, d: usize) -> Result<LayerNormWeights, ModelFileError> {
-        Ok(LayerNormWeights { gamma: self.f32(&format!("{prefix}.gamma"), &[d])?, beta: self.f32(&format!("{prefix}.beta"), &[d])? })
+        Ok(LayerNormWeights {
+            gamma: self.f32(&format!("{prefix}.gamma"), &[d])?,
+            beta: self.f32(&format!("{prefix}.beta"), &[d])?,
+        })
     }
 }
 
@@ -597,7 +745,11 @@ impl EngineModel {
         let c = &self.meta.config;
         if self.weights.layers.len() != c.n_layers {
             return Err(ModelFileError::Inconsistent {
-                reason: format!("weights have {} encoder layers but config.n_layers = {}", self.weights.layers.len(), c.n_layers),
+                reason: format!(
+                    "weights have {} encoder layers but config.n_layers = {}",
+                    self.weights.layers.len(),
+                    c.n_layers
+                ),
             });
         }
         let quant = self.meta.quantization;
@@ -609,13 +761,26 @@ impl EngineModel {
                 (ParamSpec::Vector { name, shape }, ParamRef::Vector(data)) => {
                     let n: usize = shape.iter().product();
                     if data.len() != n {
-                        return Err(ModelFileError::WrongShape { name: name.clone(), expected: shape.clone(), found: vec![data.len()] });
+                        return Err(ModelFileError::WrongShape {
+                            name: name.clone(),
+                            expected: shape.clone(),
+                            found: vec![data.len()],
+                        });
                     }
                 }
-                (ParamSpec::Linear { prefix, out, in_dim }, ParamRef::Linear(lin)) => {
+                (
+                    ParamSpec::Linear {
+                        prefix,
+                        out,
+                        in_dim,
+                    },
+                    ParamRef::Linear(lin),
+                ) => {
                     check_linear(prefix, lin, *out, *in_dim, quant)?;
                 }
-                _ => unreachable!("for_each_param and param_refs list parameters in the same order"),
+                _ => {
+                    unreachable!("for_each_param and param_refs list parameters in the same order")
+                }
             }
         }
         Ok(())
@@ -629,11 +794,18 @@ impl EngineModel {
     pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, ModelFileError> {
         let st = SafeTensors::deserialize(bytes)?;
         let (_, header) = SafeTensors::read_metadata(bytes)?;
-        let json = header.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)).ok_or(ModelFileError::MissingMetadata)?;
+        let json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(METADATA_KEY))
+            .ok_or(ModelFileError::MissingMetadata)?;
         let meta = ModelMeta::from_json(json)?;
         let c = meta.config.clone();
         let quant = meta.quantization;
-        let mut r = TensorReader { st, used: HashSet::new() };
+        let mut r = TensorReader {
+            st,
+            used: HashSet::new(),
+        };
 
         let (d, t, ff) = (c.d_model, c.gene_tokens, c.d_ff);
         let gene_embedding = r.linear("gene_embedding", t * d, c.n_genes, quant)?;
@@ -658,9 +830,18 @@ impl EngineModel {
         let mut names = r.st.names();
         names.sort_unstable();
         if let Some(extra) = names.into_iter().find(|n| !r.used.contains(*n)) {
-            return Err(ModelFileError::UnexpectedTensor { name: extra.to_string(), quantization: quant.as_str().to_string() });
+            return Err(ModelFileError::UnexpectedTensor {
+                name: extra.to_string(),
+                quantization: quant.as_str().to_string(),
+            });
         }
-        let weights = GeneOnlyWeights { gene_embedding, token_type, layers, final_norm, head };
+        let weights = GeneOnlyWeights {
+            gene_embedding,
+            token_type,
+            layers,
+            final_norm,
+            head,
+        };
         Self::new(meta, weights)
     }
 
@@ -669,31 +850,70 @@ impl EngineModel {
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, ModelFileError> {
         self.validate()?;
         let mut tensors: Vec<(String, OwnedTensor)> = Vec::new();
-        let push_f32 = |tensors: &mut Vec<(String, OwnedTensor)>, name: String, shape: Vec<usize>, v: &[f32]| {
+        let push_f32 = |tensors: &mut Vec<(String, OwnedTensor)>,
+                        name: String,
+                        shape: Vec<usize>,
+                        v: &[f32]| {
             let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            tensors.push((name, OwnedTensor { dtype: Dtype::F32, shape, data }));
+            tensors.push((
+                name,
+                OwnedTensor {
+                    dtype: Dtype::F32,
+                    shape,
+                    data,
+                },
+            ));
         };
         let mut specs = Vec::new();
         for_each_param(&self.meta.config, &mut |s| specs.push(s));
         for (spec, param) in specs.into_iter().zip(self.weights.param_refs()) {
             match (spec, param) {
-                (ParamSpec::Vector { name, shape }, ParamRef::Vector(v)) => push_f32(&mut tensors, name, shape, v),
-                (ParamSpec::Linear { prefix, out, in_dim }, ParamRef::Linear(lin)) => {
+                (ParamSpec::Vector { name, shape }, ParamRef::Vector(v)) => {
+                    push_f32(&mut tensors, name, shape, v)
+                }
+                (
+                    ParamSpec::Linear {
+                        prefix,
+                        out,
+                        in_dim,
+                    },
+                    ParamRef::Linear(lin),
+                ) => {
                     match &lin.weight {
-                        LinearWeight::F32(w) => push_f32(&mut tensors, format!("{prefix}.weight"), vec![out, in_dim], w),
+                        LinearWeight::F32(w) => push_f32(
+                            &mut tensors,
+                            format!("{prefix}.weight"),
+                            vec![out, in_dim],
+                            w,
+                        ),
                         LinearWeight::Int8 { q, scale } => {
                             let data = q.iter().map(|&b| b as u8).collect();
-                            tensors.push((format!("{prefix}.weight_q"), OwnedTensor { dtype: Dtype::I8, shape: vec![out, in_dim], data }));
-                            push_f32(&mut tensors, format!("{prefix}.weight_scale"), vec![out], scale);
+                            tensors.push((
+                                format!("{prefix}.weight_q"),
+                                OwnedTensor {
+                                    dtype: Dtype::I8,
+                                    shape: vec![out, in_dim],
+                                    data,
+                                },
+                            ));
+                            push_f32(
+                                &mut tensors,
+                                format!("{prefix}.weight_scale"),
+                                vec![out],
+                                scale,
+                            );
                         }
                     }
                     push_f32(&mut tensors, format!("{prefix}.bias"), vec![out], &lin.bias);
                 }
-                _ => unreachable!("for_each_param and param_refs list parameters in the same order"),
+                _ => {
+                    unreachable!("for_each_param and param_refs list parameters in the same order")
+                }
             }
         }
         let metadata = HashMap::from([(METADATA_KEY.to_string(), self.meta.to_json()?)]);
-        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))?;
+        let bytes =
+            safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))?;
         Ok(bytes)
     }
 
@@ -712,7 +932,11 @@ impl EngineModel {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, ModelFileError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| ModelFileError::Io { action: "read", path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| ModelFileError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_safetensors_bytes(&bytes).map_err(|e| e.in_file(path))
     }
 
@@ -725,13 +949,20 @@ impl EngineModel {
         let bytes = self.to_safetensors_bytes()?;
         let io = |action: &'static str, p: &std::path::Path| {
             let p = p.to_path_buf();
-            move |source| ModelFileError::Io { action, path: p, source }
+            move |source| ModelFileError::Io {
+                action,
+                path: p,
+                source,
+            }
         };
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".to_string());
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".to_string());
         let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
         let result = (|| {
             let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
@@ -759,7 +990,12 @@ impl EngineModel {
     /// # Panics
     /// If `genes`/`classes` lengths disagree with `config` or the config is invalid.
     #[doc(hidden)]
-    pub fn random_for_tests(config: ClassifierConfig, genes: Vec<String>, classes: Vec<String>, seed: u64) -> EngineModel {
+    pub fn random_for_tests(
+        config: ClassifierConfig,
+        genes: Vec<String>,
+        classes: Vec<String>,
+        seed: u64,
+    ) -> EngineModel {
         let mut rng = SplitMix64::new(seed);
         let meta = ModelMeta::new(config.clone(), genes, classes);
         let c = &config;
@@ -776,47 +1012,99 @@ impl EngineModel {
         let gene_embedding = linear(t * d, c.n_genes);
         let mut layer_parts = Vec::new();
         for _ in 0..c.n_layers {
-            layer_parts.push((linear(d, d), linear(d, d), linear(d, d), linear(d, d), linear(ff, d), linear(d, ff)));
+            layer_parts.push((
+                linear(d, d),
+                linear(d, d),
+                linear(d, d),
+                linear(d, d),
+                linear(ff, d),
+                linear(d, ff),
+            ));
         }
         let head = linear(c.n_classes, d);
-        let mut norm = || LayerNormWeights { gamma: rng.uniform_vec(d, 0.8, 1.2), beta: rng.uniform_vec(d, -0.1, 0.1) };
+        let mut norm = || LayerNormWeights {
+            gamma: rng.uniform_vec(d, 0.8, 1.2),
+            beta: rng.uniform_vec(d, -0.1, 0.1),
+        };
         let layers = layer_parts
             .into_iter()
-            .map(|(q, k, v, o, fc1, fc2)| EncoderLayerWeights { norm1: norm(), q, k, v, o, norm2: norm(), fc1, fc2 })
+            .map(|(q, k, v, o, fc1, fc2)| EncoderLayerWeights {
+                norm1: norm(),
+                q,
+                k,
+                v,
+                o,
+                norm2: norm(),
+                fc1,
+                fc2,
+            })
             .collect();
         let final_norm = norm();
         let token_type = rng.uniform_vec(t * d, -0.1, 0.1);
-        let weights = GeneOnlyWeights { gene_embedding, token_type, layers, final_norm, head };
-        EngineModel::new(meta, weights).expect("random_for_tests: genes/classes must match the config")
+        let weights = GeneOnlyWeights {
+            gene_embedding,
+            token_type,
+            layers,
+            final_norm,
+            head,
+        };
+        EngineModel::new(meta, weights)
+            .expect("random_for_tests: genes/classes must match the config")
     }
 }
 
 /// Checks one linear layer against its expected shape and the model's quantisation.
-fn check_linear(prefix: &str, lin: &Linear, out: usize, in_dim: usize, quant: Quantization) -> Result<(), ModelFileError> {
+fn check_linear(
+    prefix: &str,
+    lin: &Linear,
+    out: usize,
+    in_dim: usize,
+    quant: Quantization,
+) -> Result<(), ModelFileError> {
     let (wname, expected_dtype) = match quant {
         Quantization::None => (format!("{prefix}.weight"), "F32"),
         Quantization::Int8PerChannelSymmetric => (format!("{prefix}.weight_q"), "I8"),
     };
     if lin.out_dim != out || lin.in_dim != in_dim {
-        return Err(ModelFileError::WrongShape { name: wname, expected: vec![out, in_dim], found: vec![lin.out_dim, lin.in_dim] });
+        return Err(ModelFileError::WrongShape {
+            name: wname,
+            expected: vec![out, in_dim],
+            found: vec![lin.out_dim, lin.in_dim],
+        });
     }
     let (found_dtype, n_weight) = match &lin.weight {
         LinearWeight::F32(w) => ("F32", w.len()),
         LinearWeight::Int8 { q, scale } => {
             if scale.len() != out {
-                return Err(ModelFileError::WrongShape { name: format!("{prefix}.weight_scale"), expected: vec![out], found: vec![scale.len()] });
+                return Err(ModelFileError::WrongShape {
+                    name: format!("{prefix}.weight_scale"),
+                    expected: vec![out],
+                    found: vec![scale.len()],
+                });
             }
             ("I8", q.len())
         }
     };
     if found_dtype != expected_dtype {
-        return Err(ModelFileError::WrongDtype { name: wname, expected: expected_dtype.to_string(), found: found_dtype.to_string() });
+        return Err(ModelFileError::WrongDtype {
+            name: wname,
+            expected: expected_dtype.to_string(),
+            found: found_dtype.to_string(),
+        });
     }
     if n_weight != out * in_dim {
-        return Err(ModelFileError::WrongShape { name: wname, expected: vec![out, in_dim], found: vec![n_weight] });
+        return Err(ModelFileError::WrongShape {
+            name: wname,
+            expected: vec![out, in_dim],
+            found: vec![n_weight],
+        });
     }
     if lin.bias.len() != out {
-        return Err(ModelFileError::WrongShape { name: format!("{prefix}.bias"), expected: vec![out], found: vec![lin.bias.len()] });
+        return Err(ModelFileError::WrongShape {
+            name: format!("{prefix}.bias"),
+            expected: vec![out],
+            found: vec![lin.bias.len()],
+        });
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! The model computed (per cell, `T` tokens of width `D`):
 //! `h = reshape(gene_embedding(x), [T, D]) + token_type`; `L` pre-norm encoder layers
 //! `h += attn(LN1(h))`, `h += fc2(GELU(fc1(LN2(h))))`; then `final_norm`, mean over tokens,
-//! and `head` → `[C]`. See [`format`] for the file layout.
+//! and `head` → `[C]`. See [`format`](mod@format) for the file layout.
 
 pub mod cpu;
 mod error;
@@ -20,8 +20,8 @@ pub mod rng;
 
 pub use error::ModelFileError;
 pub use format::{
-    expected_tensors, ClassifierConfig, EncoderLayerWeights, EngineModel, GeneOnlyWeights, LayerNormWeights, Linear,
-    LinearWeight, ModelMeta, Normalisation, Quantization, TensorSpec, ARCHITECTURE_GENE_ONLY, FORMAT_VERSION,
-    METADATA_KEY, NORMALISATION_LOG1P_CP10K,
+    expected_tensors, ClassifierConfig, EncoderLayerWeights, EngineModel, GeneOnlyWeights,
+    LayerNormWeights, Linear, LinearWeight, ModelMeta, Normalisation, Quantization, TensorSpec,
+    ARCHITECTURE_GENE_ONLY, FORMAT_VERSION, METADATA_KEY, NORMALISATION_LOG1P_CP10K,
 };
 pub use preprocess::{align_to_panel, normalise_log1p_cp10k, MAX_LISTED_MISSING_GENES};

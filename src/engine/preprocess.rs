@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::error::ModelFileError;
-use super::format::ModelMeta;
+use super::format::{EngineModel, ModelMeta};
 
 /// How many missing gene names [`ModelFileError::GenePanelMismatch`] lists.
 pub const MAX_LISTED_MISSING_GENES: usize = 20;
@@ -21,7 +21,11 @@ pub fn normalise_log1p_cp10k(counts: &[f32], n_genes: usize, target_sum: f32) ->
     if counts.is_empty() {
         return Vec::new();
     }
-    assert!(n_genes > 0 && counts.len() % n_genes == 0, "normalise: {} values is not a whole number of cells of {n_genes} genes", counts.len());
+    assert!(
+        n_genes > 0 && counts.len().is_multiple_of(n_genes),
+        "normalise: {} values is not a whole number of cells of {n_genes} genes",
+        counts.len()
+    );
     let mut out = Vec::with_capacity(counts.len());
     for row in counts.chunks_exact(n_genes) {
         let total: f64 = row.iter().map(|&c| c as f64).sum();
@@ -40,11 +44,22 @@ pub fn normalise_log1p_cp10k(counts: &[f32], n_genes: usize, target_sum: f32) ->
 /// - [`ModelFileError::DuplicateInputGene`] if a model gene appears twice in the input;
 /// - [`ModelFileError::CountsShape`] if `counts.len()` is not `cells * input_genes.len()`;
 /// - [`ModelFileError::InvalidCount`] for a negative or non-finite count in a used column.
-pub fn align_to_panel(meta: &ModelMeta, input_genes: &[String], counts: &[f32]) -> Result<Vec<f32>, ModelFileError> {
+pub fn align_to_panel(
+    meta: &ModelMeta,
+    input_genes: &[String],
+    counts: &[f32],
+) -> Result<Vec<f32>, ModelFileError> {
     let n_in = input_genes.len();
-    let whole_cells = if n_in == 0 { counts.is_empty() } else { counts.len() % n_in == 0 };
+    let whole_cells = if n_in == 0 {
+        counts.is_empty()
+    } else {
+        counts.len().is_multiple_of(n_in)
+    };
     if !whole_cells {
-        return Err(ModelFileError::CountsShape { found: counts.len(), n_genes: n_in });
+        return Err(ModelFileError::CountsShape {
+            found: counts.len(),
+            n_genes: n_in,
+        });
     }
     let mut column: HashMap<&str, usize> = HashMap::with_capacity(n_in);
     let mut duplicates: HashMap<&str, (usize, usize)> = HashMap::new();
@@ -60,7 +75,11 @@ pub fn align_to_panel(meta: &ModelMeta, input_genes: &[String], counts: &[f32]) 
     let mut cols = Vec::with_capacity(meta.genes.len());
     for g in &meta.genes {
         if let Some(&(first, second)) = duplicates.get(g.as_str()) {
-            return Err(ModelFileError::DuplicateInputGene { name: g.clone(), first, second });
+            return Err(ModelFileError::DuplicateInputGene {
+                name: g.clone(),
+                first,
+                second,
+            });
         }
         match column.get(g.as_str()) {
             Some(&j) => cols.push(j),
@@ -73,7 +92,11 @@ pub fn align_to_panel(meta: &ModelMeta, input_genes: &[String], counts: &[f32]) 
         }
     }
     if n_missing > 0 {
-        return Err(ModelFileError::GenePanelMismatch { missing, n_missing, n_model_genes: meta.genes.len() });
+        return Err(ModelFileError::GenePanelMismatch {
+            missing,
+            n_missing,
+            n_model_genes: meta.genes.len(),
+        });
     }
     if n_in == 0 {
         return Ok(Vec::new());
@@ -84,10 +107,32 @@ pub fn align_to_panel(meta: &ModelMeta, input_genes: &[String], counts: &[f32]) 
         for (&j, gene) in cols.iter().zip(&meta.genes) {
             let value = row[j];
             if !(value.is_finite() && value >= 0.0) {
-                return Err(ModelFileError::InvalidCount { cell, gene: gene.clone(), value });
+                return Err(ModelFileError::InvalidCount {
+                    cell,
+                    gene: gene.clone(),
+                    value,
+                });
             }
             out.push(value);
         }
     }
     Ok(out)
+}
+
+impl EngineModel {
+    /// Raw counts `[cells, input_genes.len()]` → model input `[cells, G]`:
+    /// [`align_to_panel`] to the model's genes, then [`normalise_log1p_cp10k`] with the
+    /// model's `target_sum`. The number of cells is `result.len() / G`.
+    pub fn prepare_counts(
+        &self,
+        input_genes: &[String],
+        counts: &[f32],
+    ) -> Result<Vec<f32>, ModelFileError> {
+        let aligned = align_to_panel(&self.meta, input_genes, counts)?;
+        Ok(normalise_log1p_cp10k(
+            &aligned,
+            self.meta.config.n_genes,
+            self.meta.normalisation.target_sum as f32,
+        ))
+    }
 }

@@ -38,9 +38,22 @@ pub(crate) fn shader_source(tokens: u32, d_model: u32, n_heads: u32) -> String {
 ///
 /// # Panics
 /// If `qkv` has the wrong length or `n_heads` does not divide `d_model`.
-pub fn attention_reference(qkv: &[f32], n_cells: usize, tokens: usize, d_model: usize, n_heads: usize) -> Vec<f32> {
-    assert!(n_heads > 0 && d_model % n_heads == 0, "attention reference: n_heads {n_heads} must divide d_model {d_model}");
-    assert_eq!(qkv.len(), n_cells * tokens * 3 * d_model, "attention reference: qkv must be [cells*T, 3D]");
+pub fn attention_reference(
+    qkv: &[f32],
+    n_cells: usize,
+    tokens: usize,
+    d_model: usize,
+    n_heads: usize,
+) -> Vec<f32> {
+    assert!(
+        n_heads > 0 && d_model.is_multiple_of(n_heads),
+        "attention reference: n_heads {n_heads} must divide d_model {d_model}"
+    );
+    assert_eq!(
+        qkv.len(),
+        n_cells * tokens * 3 * d_model,
+        "attention reference: qkv must be [cells*T, 3D]"
+    );
     let hd = d_model / n_heads;
     let scale = score_scale(hd);
     let stride = 3 * d_model;
@@ -62,9 +75,11 @@ pub fn attention_reference(qkv: &[f32], n_cells: usize, tokens: usize, d_model: 
                     *s = (*s - max).exp();
                     denom += *s;
                 }
-                let o = &mut out[(cell * tokens + i) * d_model + off..(cell * tokens + i) * d_model + off + hd];
+                let o = &mut out
+                    [(cell * tokens + i) * d_model + off..(cell * tokens + i) * d_model + off + hd];
                 for (l, &p) in scores.iter().enumerate() {
-                    let v = &rows[l * stride + 2 * d_model + off..l * stride + 2 * d_model + off + hd];
+                    let v =
+                        &rows[l * stride + 2 * d_model + off..l * stride + 2 * d_model + off + hd];
                     for (oe, ve) in o.iter_mut().zip(v) {
                         *oe += p / denom * ve;
                     }
@@ -85,21 +100,50 @@ pub(crate) fn attention_dispatch(
     d_model: usize,
     n_heads: usize,
 ) -> Result<Dispatch, GpuError> {
-    let pipeline = ctx.pipeline(KernelKey::Attention { tokens: tokens as u32, d_model: d_model as u32, n_heads: n_heads as u32 })?;
+    let pipeline = ctx.pipeline(KernelKey::Attention {
+        tokens: tokens as u32,
+        d_model: d_model as u32,
+        n_heads: n_heads as u32,
+    })?;
     let params = ctx.uniform("attention params", [n_cells as u32, 0, 0, 0]);
     let bind_group = ctx.bind(&pipeline, "attention", &[&params, qkv, out]);
     let invocations = n_cells * n_heads * tokens;
     let workgroups = fold_workgroups(invocations.div_ceil(WG), "attention")?;
-    Ok(Dispatch { pipeline, bind_group, workgroups })
+    Ok(Dispatch {
+        pipeline,
+        bind_group,
+        workgroups,
+    })
 }
 
 /// Runs `kernels/attention.wgsl` once on `qkv` `[n_cells * tokens, 3 * d_model]`; returns
 /// `[n_cells * tokens, d_model]`. Compare with [`attention_reference`].
-pub async fn attention(ctx: &GpuContext, qkv: &[f32], n_cells: usize, tokens: usize, d_model: usize, n_heads: usize) -> Result<Vec<f32>, GpuError> {
-    if n_heads == 0 || d_model % n_heads != 0 {
-        return Err(GpuError::InputShape { what: format!("attention: n_heads {n_heads} must divide d_model {d_model}"), expected: d_model, found: n_heads });
+pub async fn attention(
+    ctx: &GpuContext,
+    qkv: &[f32],
+    n_cells: usize,
+    tokens: usize,
+    d_model: usize,
+    n_heads: usize,
+) -> Result<Vec<f32>, GpuError> {
+    if n_heads == 0 || !d_model.is_multiple_of(n_heads) {
+        return Err(GpuError::InputShape {
+            what: format!("attention: n_heads {n_heads} must divide d_model {d_model}"),
+            expected: d_model,
+            found: n_heads,
+        });
     }
-    check_len(|| format!("attention qkv [cells*T={}, 3D={}]", n_cells * tokens, 3 * d_model), qkv.len(), n_cells * tokens * 3 * d_model)?;
+    check_len(
+        || {
+            format!(
+                "attention qkv [cells*T={}, 3D={}]",
+                n_cells * tokens,
+                3 * d_model
+            )
+        },
+        qkv.len(),
+        n_cells * tokens * 3 * d_model,
+    )?;
     let len = n_cells * tokens * d_model;
     let qb = ctx.storage_init("attention qkv", bytemuck::cast_slice(qkv))?;
     let ob = ctx.storage_zeroed("attention out", len)?;

@@ -83,27 +83,31 @@ impl GpuClassifier {
         let c = model.config().clone();
         let prepared = PreparedWeights::new(&model.weights);
         let w = &model.weights;
-        let c_ref = &*ctx;
-        let gene_embedding = GpuLinear::upload(c_ref, &prepared.gene_embedding, "gene_embedding")?;
+        let max_chunk_cells = max_chunk_cells(&c, ctx.max_binding_bytes())?;
+        let gpu = &*ctx;
+        let gene_embedding = GpuLinear::upload(gpu, &prepared.gene_embedding, "gene_embedding")?;
         let mut layers = Vec::with_capacity(c.n_layers);
         for (i, (l, qkv)) in w.layers.iter().zip(&prepared.qkv).enumerate() {
             let p = format!("layers.{i}");
             layers.push(GpuEncoderLayer {
-                norm1: GpuLayerNorm::upload(c_ref, &l.norm1, &format!("{p}.norm1"))?,
-                qkv: GpuLinear::upload(c_ref, qkv, &format!("{p}.attn.qkv"))?,
-                o: GpuLinear::upload(c_ref, &l.o, &format!("{p}.attn.o"))?,
-                norm2: GpuLayerNorm::upload(c_ref, &l.norm2, &format!("{p}.norm2"))?,
-                fc1: GpuLinear::upload(c_ref, &l.fc1, &format!("{p}.ffn.fc1"))?,
-                fc2: GpuLinear::upload(c_ref, &l.fc2, &format!("{p}.ffn.fc2"))?,
+                norm1: GpuLayerNorm::upload(gpu, &l.norm1, &format!("{p}.norm1"))?,
+                qkv: GpuLinear::upload(gpu, qkv, &format!("{p}.attn.qkv"))?,
+                o: GpuLinear::upload(gpu, &l.o, &format!("{p}.attn.o"))?,
+                norm2: GpuLayerNorm::upload(gpu, &l.norm2, &format!("{p}.norm2"))?,
+                fc1: GpuLinear::upload(gpu, &l.fc1, &format!("{p}.ffn.fc1"))?,
+                fc2: GpuLinear::upload(gpu, &l.fc2, &format!("{p}.ffn.fc2"))?,
             });
         }
-        let final_norm = GpuLayerNorm::upload(c_ref, &w.final_norm, "final_norm")?;
-        let head = GpuLinear::upload(c_ref, &w.head, "head")?;
+        let final_norm = GpuLayerNorm::upload(gpu, &w.final_norm, "final_norm")?;
+        let head = GpuLinear::upload(gpu, &w.head, "head")?;
         // Compile the model-specific attention kernel now rather than on the first call.
-        ctx.pipeline(KernelKey::Attention { tokens: c.gene_tokens as u32, d_model: c.d_model as u32, n_heads: c.n_heads as u32 })?;
+        ctx.pipeline(KernelKey::Attention {
+            tokens: c.gene_tokens as u32,
+            d_model: c.d_model as u32,
+            n_heads: c.n_heads as u32,
+        })?;
         ctx.take_error()?;
 
-        let max_chunk_cells = max_chunk_cells(&c, ctx.max_binding_bytes())?;
         Ok(Self {
             eps: c.layer_norm_eps as f32,
             chunk_cells: DEFAULT_CHUNK_CELLS.min(max_chunk_cells),
@@ -152,7 +156,11 @@ impl GpuClassifier {
     /// Never blocks on wasm32; natively it drives the device with `poll` while waiting.
     pub async fn logits(&self, x_norm: &[f32], n_cells: usize) -> Result<Vec<f32>, GpuError> {
         let c = &self.config;
-        check_len(|| format!("x_norm [cells={n_cells}, genes={}]", c.n_genes), x_norm.len(), n_cells * c.n_genes)?;
+        check_len(
+            || format!("x_norm [cells={n_cells}, genes={}]", c.n_genes),
+            x_norm.len(),
+            n_cells * c.n_genes,
+        )?;
         if n_cells == 0 {
             return Ok(Vec::new());
         }
@@ -161,7 +169,10 @@ impl GpuClassifier {
         let cap = n_cells.min(self.chunk_cells);
         let work = self.work_buffers(cap)?;
         let full_plan = self.plan(&work, cap)?;
-        let readback = [ctx.readback_buffer("logits readback 0", cap * c.n_classes), ctx.readback_buffer("logits readback 1", cap * c.n_classes)];
+        let readback = [
+            ctx.readback_buffer("logits readback 0", cap * c.n_classes),
+            ctx.readback_buffer("logits readback 1", cap * c.n_classes),
+        ];
 
         let mut out = vec![0.0f32; n_cells * c.n_classes];
         // (readback slot, submission, first cell, cells) of the chunk submitted last.
@@ -175,16 +186,33 @@ impl GpuClassifier {
                 partial_plan = self.plan(&work, n)?;
                 &partial_plan
             };
-            ctx.queue.write_buffer(&work.x, 0, bytemuck::cast_slice(&x_norm[start * c.n_genes..(start + n) * c.n_genes]));
-            let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("classifier chunk") });
+            ctx.queue.write_buffer(
+                &work.x,
+                0,
+                bytemuck::cast_slice(&x_norm[start * c.n_genes..(start + n) * c.n_genes]),
+            );
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("classifier chunk"),
+                });
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("classifier"), timestamp_writes: None });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("classifier"),
+                    timestamp_writes: None,
+                });
                 for d in plan {
                     d.record(&mut pass);
                 }
             }
             let slot = k % 2;
-            encoder.copy_buffer_to_buffer(&work.logits, 0, &readback[slot], 0, (n * c.n_classes * 4) as u64);
+            encoder.copy_buffer_to_buffer(
+                &work.logits,
+                0,
+                &readback[slot],
+                0,
+                (n * c.n_classes * 4) as u64,
+            );
             let submission = ctx.queue.submit([encoder.finish()]);
             if let Some(p) = pending.take() {
                 self.collect(&readback, p, &mut out).await?;
@@ -199,10 +227,18 @@ impl GpuClassifier {
     }
 
     /// Waits for a chunk's logits and copies them into `out`.
-    async fn collect(&self, readback: &[wgpu::Buffer; 2], pending: (usize, wgpu::SubmissionIndex, usize, usize), out: &mut [f32]) -> Result<(), GpuError> {
+    async fn collect(
+        &self,
+        readback: &[wgpu::Buffer; 2],
+        pending: (usize, wgpu::SubmissionIndex, usize, usize),
+        out: &mut [f32],
+    ) -> Result<(), GpuError> {
         let (slot, submission, start, n) = pending;
         let classes = self.config.n_classes;
-        let values = self.ctx.map_read(&readback[slot], n * classes, submission).await?;
+        let values = self
+            .ctx
+            .map_read(&readback[slot], n * classes, submission)
+            .await?;
         out[start * classes..(start + n) * classes].copy_from_slice(&values);
         Ok(())
     }
@@ -231,19 +267,48 @@ impl GpuClassifier {
         let none = Activation::None;
         let mut plan = Vec::with_capacity(3 + 7 * self.layers.len() + 3);
         // [cells, T*D] written as [cells*T, D]; token_type is in the bias.
-        plan.push(matmul_dispatch(ctx, &b.x, cells, &self.gene_embedding, &b.h, none, false)?);
+        plan.push(matmul_dispatch(
+            ctx,
+            &b.x,
+            cells,
+            &self.gene_embedding,
+            &b.h,
+            none,
+            false,
+        )?);
         for l in &self.layers {
             plan.push(layernorm_dispatch(ctx, &b.h, rows, &l.norm1, &b.a, eps)?);
-            plan.push(matmul_dispatch(ctx, &b.a, rows, &l.qkv, &b.qkv, none, false)?);
-            plan.push(attention_dispatch(ctx, &b.qkv, &b.a, cells, t, d, c.n_heads)?);
+            plan.push(matmul_dispatch(
+                ctx, &b.a, rows, &l.qkv, &b.qkv, none, false,
+            )?);
+            plan.push(attention_dispatch(
+                ctx, &b.qkv, &b.a, cells, t, d, c.n_heads,
+            )?);
             plan.push(matmul_dispatch(ctx, &b.a, rows, &l.o, &b.h, none, true)?);
             plan.push(layernorm_dispatch(ctx, &b.h, rows, &l.norm2, &b.a, eps)?);
-            plan.push(matmul_dispatch(ctx, &b.a, rows, &l.fc1, &b.ff, Activation::Gelu, false)?);
+            plan.push(matmul_dispatch(
+                ctx,
+                &b.a,
+                rows,
+                &l.fc1,
+                &b.ff,
+                Activation::Gelu,
+                false,
+            )?);
             plan.push(matmul_dispatch(ctx, &b.ff, rows, &l.fc2, &b.h, none, true)?);
         }
-        plan.push(layernorm_dispatch(ctx, &b.h, rows, &self.final_norm, &b.a, eps)?);
+        plan.push(layernorm_dispatch(
+            ctx,
+            &b.h,
+            rows,
+            &self.final_norm,
+            &b.a,
+            eps,
+        )?);
         plan.push(mean_pool_dispatch(ctx, &b.a, &b.pooled, cells, t, d)?);
-        plan.push(matmul_dispatch(ctx, &b.pooled, cells, &self.head, &b.logits, none, false)?);
+        plan.push(matmul_dispatch(
+            ctx, &b.pooled, cells, &self.head, &b.logits, none, false,
+        )?);
         Ok(plan)
     }
 }
@@ -260,10 +325,17 @@ fn max_chunk_cells(c: &ClassifierConfig, max_binding: u64) -> Result<usize, GpuE
         ("logits [cells, C]", c.n_classes),
     ]
     .map(|(what, floats)| (what, floats as u64 * 4));
-    let (what, widest) = per_cell_bytes.into_iter().max_by_key(|&(_, b)| b).unwrap_or(("", 4));
+    let (what, widest) = per_cell_bytes
+        .into_iter()
+        .max_by_key(|&(_, b)| b)
+        .unwrap_or(("", 4));
     let by_memory = (max_binding / widest.max(1)) as usize;
     if by_memory == 0 {
-        return Err(GpuError::TooLarge { what: format!("one cell's {what}"), bytes: widest, limit: max_binding });
+        return Err(GpuError::TooLarge {
+            what: format!("one cell's {what}"),
+            bytes: widest,
+            limit: max_binding,
+        });
     }
     let by_dispatch = TILE_M * MAX_WORKGROUPS_PER_DIM as usize / t.max(1);
     Ok(by_memory.min(by_dispatch))

@@ -19,7 +19,11 @@ pub(crate) enum KernelKey {
     /// `kernels/matmul_int8.wgsl` with its activation and residual flags.
     MatmulInt8 { act: Activation, residual: bool },
     /// `kernels/attention.wgsl` specialised to the model's sizes.
-    Attention { tokens: u32, d_model: u32, n_heads: u32 },
+    Attention {
+        tokens: u32,
+        d_model: u32,
+        n_heads: u32,
+    },
     /// `kernels/layernorm.wgsl`.
     LayerNorm,
     /// `kernels/mean_pool.wgsl`.
@@ -29,8 +33,14 @@ pub(crate) enum KernelKey {
 impl KernelKey {
     fn label(&self) -> String {
         match self {
-            KernelKey::MatmulInt8 { act, residual } => format!("matmul_int8(act={act:?}, residual={residual})"),
-            KernelKey::Attention { tokens, d_model, n_heads } => format!("attention(T={tokens}, D={d_model}, H={n_heads})"),
+            KernelKey::MatmulInt8 { act, residual } => {
+                format!("matmul_int8(act={act:?}, residual={residual})")
+            }
+            KernelKey::Attention {
+                tokens,
+                d_model,
+                n_heads,
+            } => format!("attention(T={tokens}, D={d_model}, H={n_heads})"),
             KernelKey::LayerNorm => "layernorm".to_string(),
             KernelKey::MeanPool => "mean_pool".to_string(),
         }
@@ -39,7 +49,11 @@ impl KernelKey {
     fn source(&self) -> String {
         match *self {
             KernelKey::MatmulInt8 { act, residual } => super::matmul::shader_source(act, residual),
-            KernelKey::Attention { tokens, d_model, n_heads } => super::attention::shader_source(tokens, d_model, n_heads),
+            KernelKey::Attention {
+                tokens,
+                d_model,
+                n_heads,
+            } => super::attention::shader_source(tokens, d_model, n_heads),
             KernelKey::LayerNorm => super::layernorm::shader_source(),
             KernelKey::MeanPool => super::mean_pool::shader_source(),
         }
@@ -84,22 +98,25 @@ pub struct GpuContext {
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuContext").field("adapter", &self.adapter_summary()).finish_non_exhaustive()
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.adapter_summary())
+            .finish_non_exhaustive()
     }
 }
 
 impl GpuContext {
     /// Opens the best available adapter (high-performance preference; primary backends,
     /// i.e. Vulkan/Metal/DX12/browser WebGPU, unless the `WGPU_BACKEND` environment variable
-    /// says otherwise natively), creates the device
-    /// with the WebGPU default limits and compiles the fixed kernels.
+    /// says otherwise natively), creates the device with the WebGPU default limits and
+    /// compiles the fixed kernels (matmul variants, layernorm, mean_pool; attention is
+    /// compiled per model shape by [`crate::gpu::GpuClassifier::new`] or on first use).
     ///
     /// Errors: [`GpuError::NoAdapter`] when no adapter exists (e.g. no Vulkan driver),
     /// [`GpuError::LimitsUnsupported`], [`GpuError::RequestDevice`], [`GpuError::Shader`].
     pub async fn new() -> Result<GpuContext, GpuError> {
-        // Primary backends only (Vulkan, Metal, DX12, browser WebGPU): OpenGL cannot provide
-        // the WebGPU default compute limits, and probing it prints EGL noise on headless
-        // machines. WGPU_BACKEND overrides this natively.
+        // Primary backends only (Vulkan, Metal, DX12, browser WebGPU): wgpu's OpenGL backend
+        // cannot provide the WebGPU default compute limits. WGPU_BACKEND overrides this
+        // natively.
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         desc.backends = wgpu::Backends::PRIMARY.with_env();
         let instance = wgpu::Instance::new(desc);
@@ -111,7 +128,9 @@ impl GpuContext {
                 ..Default::default()
             })
             .await
-            .map_err(|e| GpuError::NoAdapter { reason: e.to_string() })?;
+            .map_err(|e| GpuError::NoAdapter {
+                reason: e.to_string(),
+            })?;
         let summary = summarise(&adapter.get_info());
 
         let required = wgpu::Limits::defaults();
@@ -120,7 +139,10 @@ impl GpuContext {
             shortfalls.push(format!("{name}: need {want}, adapter has {have}"));
         });
         if !shortfalls.is_empty() {
-            return Err(GpuError::LimitsUnsupported { adapter: summary, reason: shortfalls.join("; ") });
+            return Err(GpuError::LimitsUnsupported {
+                adapter: summary,
+                reason: shortfalls.join("; "),
+            });
         }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -131,7 +153,10 @@ impl GpuContext {
                 ..Default::default()
             })
             .await
-            .map_err(|e| GpuError::RequestDevice { adapter: summary.clone(), reason: e.to_string() })?;
+            .map_err(|e| GpuError::RequestDevice {
+                adapter: summary.clone(),
+                reason: e.to_string(),
+            })?;
 
         let first_error = Arc::new(Mutex::new(None::<String>));
         let sink = Arc::clone(&first_error);
@@ -141,7 +166,14 @@ impl GpuContext {
             }
         }));
 
-        let ctx = GpuContext { instance, adapter, device, queue, pipelines: Mutex::new(HashMap::new()), first_error };
+        let ctx = GpuContext {
+            instance,
+            adapter,
+            device,
+            queue,
+            pipelines: Mutex::new(HashMap::new()),
+            first_error,
+        };
         // Compile the fixed kernels now, inside an error scope so that a compile error is
         // reported here with the kernel's name.
         let mut fixed = vec![KernelKey::LayerNorm, KernelKey::MeanPool];
@@ -154,7 +186,10 @@ impl GpuContext {
             let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
             ctx.pipeline(key)?;
             if let Some(e) = scope.pop().await {
-                return Err(GpuError::Shader { kernel: key.label(), reason: e.to_string() });
+                return Err(GpuError::Shader {
+                    kernel: key.label(),
+                    reason: e.to_string(),
+                });
             }
         }
         Ok(ctx)
@@ -184,35 +219,50 @@ impl GpuContext {
 
     /// The pipeline for `key`, compiled on first use and cached for the context's lifetime.
     pub(crate) fn pipeline(&self, key: KernelKey) -> Result<wgpu::ComputePipeline, GpuError> {
-        let mut cache = self.pipelines.lock().map_err(|_| GpuError::Device { message: "kernel registry lock poisoned".into() })?;
+        let mut cache = self.pipelines.lock().map_err(|_| GpuError::Device {
+            message: "kernel registry lock poisoned".into(),
+        })?;
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
         let label = key.label();
         let source = key.source();
         if let Some(pos) = source.find("{{") {
-            let end = source[pos..].find("}}").map_or(source.len(), |e| pos + e + 2);
-            return Err(GpuError::Shader { kernel: label, reason: format!("unsubstituted placeholder {}", &source[pos..end]) });
+            let end = source[pos..]
+                .find("}}")
+                .map_or(source.len(), |e| pos + e + 2);
+            return Err(GpuError::Shader {
+                kernel: label,
+                reason: format!("unsubstituted placeholder {}", &source[pos..end]),
+            });
         }
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(Cow::Owned(source)),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(Cow::Owned(source)),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         cache.insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
     /// Returns (and clears) the first wgpu error captured since the last call.
     pub(crate) fn take_error(&self) -> Result<(), GpuError> {
-        let message = self.first_error.lock().ok().and_then(|mut slot| slot.take());
+        let message = self
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
         match message {
             Some(message) => Err(GpuError::Device { message }),
             None => Ok(()),
@@ -229,32 +279,43 @@ impl GpuContext {
         } else {
             data
         };
-        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-        }))
+        Ok(self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+            }))
     }
 
     /// An uninitialised (zeroed) storage buffer of `len_f32` floats (at least one).
-    pub(crate) fn storage_zeroed(&self, label: &str, len_f32: usize) -> Result<wgpu::Buffer, GpuError> {
+    pub(crate) fn storage_zeroed(
+        &self,
+        label: &str,
+        len_f32: usize,
+    ) -> Result<wgpu::Buffer, GpuError> {
         let bytes = (len_f32.max(1) * 4) as u64;
         self.check_binding(label, bytes)?;
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         }))
     }
 
     /// A 16-byte uniform buffer holding four `u32` words (kernel `Params` structs).
     pub(crate) fn uniform(&self, label: &str, words: [u32; 4]) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(&words),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(&words),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
     }
 
     /// A buffer the CPU can map for reading, of `len_f32` floats.
@@ -270,17 +331,29 @@ impl GpuContext {
     fn check_binding(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
         let limit = self.max_binding_bytes();
         if bytes > limit {
-            return Err(GpuError::TooLarge { what: what.to_string(), bytes, limit });
+            return Err(GpuError::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+            });
         }
         Ok(())
     }
 
     /// Binds `buffers` to bindings 0, 1, 2, ... of group 0 of `pipeline`.
-    pub(crate) fn bind(&self, pipeline: &wgpu::ComputePipeline, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    pub(crate) fn bind(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        label: &str,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
             .collect();
         self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(label),
@@ -292,7 +365,12 @@ impl GpuContext {
     /// Maps `staging` (already the target of a copy in `submission`), waits for it without
     /// blocking on wasm (native: drives the device with `poll`), and returns its first `len`
     /// floats. Also reports any captured wgpu error.
-    pub(crate) async fn map_read(&self, staging: &wgpu::Buffer, len: usize, submission: wgpu::SubmissionIndex) -> Result<Vec<f32>, GpuError> {
+    pub(crate) async fn map_read(
+        &self,
+        staging: &wgpu::Buffer,
+        len: usize,
+        submission: wgpu::SubmissionIndex,
+    ) -> Result<Vec<f32>, GpuError> {
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -304,20 +382,33 @@ impl GpuContext {
         });
         #[cfg(not(target_arch = "wasm32"))]
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
-            .map_err(|e| GpuError::Readback { reason: format!("waiting for the GPU failed: {e}") })?;
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: None,
+            })
+            .map_err(|e| GpuError::Readback {
+                reason: format!("waiting for the GPU failed: {e}"),
+            })?;
         #[cfg(target_arch = "wasm32")]
         let _ = submission; // the browser drives mapping callbacks itself
-        let mapped = rx.await.map_err(|_| GpuError::Readback { reason: "the mapping callback was dropped (device lost?)".into() })?;
+        let mapped = rx.await.map_err(|_| GpuError::Readback {
+            reason: "the mapping callback was dropped (device lost?)".into(),
+        })?;
         if let Err(e) = mapped {
             self.take_error()?;
-            return Err(GpuError::Readback { reason: e.to_string() });
+            return Err(GpuError::Readback {
+                reason: e.to_string(),
+            });
         }
         let out = {
             let view = staging
                 .get_mapped_range(..bytes)
-                .map_err(|e| GpuError::Readback { reason: format!("mapped range unavailable: {e}") })?;
-            view.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+                .map_err(|e| GpuError::Readback {
+                    reason: format!("mapped range unavailable: {e}"),
+                })?;
+            view.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
         };
         staging.unmap();
         self.take_error()?;
@@ -326,12 +417,23 @@ impl GpuContext {
 
     /// Records `dispatches` in one compute pass, copies the first `len` floats of `output` to
     /// a fresh readback buffer, submits, and reads them back.
-    pub(crate) async fn run_and_read(&self, label: &str, dispatches: &[Dispatch], output: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
+    pub(crate) async fn run_and_read(
+        &self,
+        label: &str,
+        dispatches: &[Dispatch],
+        output: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<f32>, GpuError> {
         self.take_error()?;
         let staging = self.readback_buffer(label, len);
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
             for d in dispatches {
                 d.record(&mut pass);
             }
@@ -345,13 +447,20 @@ impl GpuContext {
 }
 
 fn summarise(info: &wgpu::AdapterInfo) -> String {
-    let kind = if info.device_type == wgpu::DeviceType::Cpu { "software/CPU adapter" } else { "hardware adapter" };
+    let kind = if info.device_type == wgpu::DeviceType::Cpu {
+        "software/CPU adapter"
+    } else {
+        "hardware adapter"
+    };
     let driver = match (info.driver.is_empty(), info.driver_info.is_empty()) {
         (true, _) => String::new(),
         (false, true) => format!(", driver {}", info.driver),
         (false, false) => format!(", driver {} {}", info.driver, info.driver_info),
     };
-    format!("{} ({:?}, {:?}{driver}; {kind})", info.name, info.backend, info.device_type)
+    format!(
+        "{} ({:?}, {:?}{driver}; {kind})",
+        info.name, info.backend, info.device_type
+    )
 }
 
 /// One kernel launch: pipeline, bound resources and workgroup counts.
@@ -380,15 +489,27 @@ pub(crate) fn fold_workgroups(total: usize, what: &str) -> Result<[u32; 3], GpuE
     }
     let y = total.div_ceil(max);
     if y > max {
-        return Err(GpuError::TooLarge { what: format!("{what} ({total} workgroups)"), bytes: total as u64, limit: (max * max) as u64 });
+        return Err(GpuError::DispatchTooLarge {
+            what: what.to_string(),
+            workgroups: total as u64,
+            limit: (max * max) as u64,
+        });
     }
     Ok([max as u32, y as u32, 1])
 }
 
 /// Checks that a slice has `expected` values.
-pub(crate) fn check_len(what: impl FnOnce() -> String, found: usize, expected: usize) -> Result<(), GpuError> {
+pub(crate) fn check_len(
+    what: impl FnOnce() -> String,
+    found: usize,
+    expected: usize,
+) -> Result<(), GpuError> {
     if found != expected {
-        return Err(GpuError::InputShape { what: what(), expected, found });
+        return Err(GpuError::InputShape {
+            what: what(),
+            expected,
+            found,
+        });
     }
     Ok(())
 }

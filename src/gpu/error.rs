@@ -82,6 +82,17 @@ pub enum GpuError {
         limit: u64,
     },
 
+    /// A launch would need more workgroups than WebGPU allows (65535 per dimension).
+    #[error("{what} needs {workgroups} workgroups, more than the {limit} one dispatch allows; split the input into smaller batches")]
+    DispatchTooLarge {
+        /// The launch.
+        what: String,
+        /// Workgroups needed.
+        workgroups: u64,
+        /// Most workgroups allowed.
+        limit: u64,
+    },
+
     /// The model given to the GPU engine is invalid.
     #[error(transparent)]
     Model(#[from] ModelFileError),

@@ -21,14 +21,26 @@
 /// # Panics
 /// If `w.len() != out * in_dim`.
 pub fn quantize_per_channel_symmetric(w: &[f32], out: usize, in_dim: usize) -> (Vec<i8>, Vec<f32>) {
-    assert_eq!(w.len(), out * in_dim, "quantize: weight has {} values, expected [out={out}, in={in_dim}]", w.len());
+    assert_eq!(
+        w.len(),
+        out * in_dim,
+        "quantize: weight has {} values, expected [out={out}, in={in_dim}]",
+        w.len()
+    );
     let mut q = Vec::with_capacity(w.len());
     let mut scale = Vec::with_capacity(out);
     for row in w.chunks_exact(in_dim.max(1)).take(out) {
         let max_abs = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let s = if max_abs > 0.0 && max_abs.is_finite() { max_abs / 127.0 } else { 1.0 };
+        let s = if max_abs > 0.0 && max_abs.is_finite() {
+            max_abs / 127.0
+        } else {
+            1.0
+        };
         scale.push(s);
-        q.extend(row.iter().map(|&v| (v / s).round().clamp(-127.0, 127.0) as i8));
+        q.extend(
+            row.iter()
+                .map(|&v| (v / s).round().clamp(-127.0, 127.0) as i8),
+        );
     }
     // `chunks_exact(1)` on an empty `in_dim` yields nothing; keep `scale` one per row.
     scale.resize(out, 1.0);
@@ -40,11 +52,25 @@ pub fn quantize_per_channel_symmetric(w: &[f32], out: usize, in_dim: usize) -> (
 /// # Panics
 /// If `q.len() != out * in_dim` or `scale.len() != out`.
 pub fn dequantize(q: &[i8], scale: &[f32], out: usize, in_dim: usize) -> Vec<f32> {
-    assert_eq!(q.len(), out * in_dim, "dequantize: q has {} values, expected [out={out}, in={in_dim}]", q.len());
-    assert_eq!(scale.len(), out, "dequantize: scale has {} values, expected [out={out}]", scale.len());
+    assert_eq!(
+        q.len(),
+        out * in_dim,
+        "dequantize: q has {} values, expected [out={out}, in={in_dim}]",
+        q.len()
+    );
+    assert_eq!(
+        scale.len(),
+        out,
+        "dequantize: scale has {} values, expected [out={out}]",
+        scale.len()
+    );
     let mut w = Vec::with_capacity(q.len());
     for (o, &s) in scale.iter().enumerate() {
-        w.extend(q[o * in_dim..(o + 1) * in_dim].iter().map(|&v| v as f32 * s));
+        w.extend(
+            q[o * in_dim..(o + 1) * in_dim]
+                .iter()
+                .map(|&v| v as f32 * s),
+        );
     }
     w
 }
@@ -61,7 +87,12 @@ pub fn padded_in_dim(in_dim: usize) -> usize {
 /// # Panics
 /// If `q.len() != out * in_dim`.
 pub fn pack_int8_rows_u32(q: &[i8], out: usize, in_dim: usize) -> (Vec<u32>, usize) {
-    assert_eq!(q.len(), out * in_dim, "pack: q has {} values, expected [out={out}, in={in_dim}]", q.len());
+    assert_eq!(
+        q.len(),
+        out * in_dim,
+        "pack: q has {} values, expected [out={out}, in={in_dim}]",
+        q.len()
+    );
     let in_padded = padded_in_dim(in_dim);
     let words_per_row = in_padded / 4;
     let mut words = vec![0u32; out * words_per_row];
@@ -81,7 +112,12 @@ pub fn pack_int8_rows_u32(q: &[i8], out: usize, in_dim: usize) -> (Vec<u32>, usi
 /// If `words.len() != out * padded_in_dim(in_dim) / 4`.
 pub fn unpack_int8_rows_u32(words: &[u32], out: usize, in_dim: usize) -> Vec<i8> {
     let words_per_row = padded_in_dim(in_dim) / 4;
-    assert_eq!(words.len(), out * words_per_row, "unpack: {} words, expected [out={out}, words={words_per_row}]", words.len());
+    assert_eq!(
+        words.len(),
+        out * words_per_row,
+        "unpack: {} words, expected [out={out}, words={words_per_row}]",
+        words.len()
+    );
     let mut q = Vec::with_capacity(out * in_dim);
     for o in 0..out {
         for k in 0..in_dim {
@@ -112,7 +148,11 @@ mod tests {
             for k in 0..in_dim {
                 let err = (deq[o * in_dim + k] - w[o * in_dim + k]).abs();
                 // Half a quantisation step, plus f32 rounding of the products.
-                assert!(err <= scale[o] * 0.5 * (1.0 + 1e-5), "row {o} col {k}: err {err} > scale/2 {}", scale[o] / 2.0);
+                assert!(
+                    err <= scale[o] * 0.5 * (1.0 + 1e-5),
+                    "row {o} col {k}: err {err} > scale/2 {}",
+                    scale[o] / 2.0
+                );
                 worst = worst.max(err / scale[o]);
             }
         }
@@ -124,7 +164,9 @@ mod tests {
     fn pack_unpack_roundtrip() {
         let mut rng = SplitMix64::new(11);
         for &(out, in_dim) in &[(1, 1), (3, 4), (5, 7), (50, 313)] {
-            let q: Vec<i8> = (0..out * in_dim).map(|_| (rng.below(255) as i32 - 127) as i8).collect();
+            let q: Vec<i8> = (0..out * in_dim)
+                .map(|_| (rng.below(255) as i32 - 127) as i8)
+                .collect();
             let (words, in_padded) = pack_int8_rows_u32(&q, out, in_dim);
             assert_eq!(in_padded % 4, 0);
             assert!(in_padded >= in_dim && in_padded < in_dim + 4);
