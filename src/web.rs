@@ -59,7 +59,7 @@ impl Classifier {
                 .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
             (Some(clf), backend)
         } else {
-            (None, format!("cpu ({})", model.meta.quantization))
+            (None, format!("cpu ({})", model.meta.quantization.as_str()))
         };
         Ok(Classifier { inner: Rc::new(Inner { model, gpu, backend }) })
     }
@@ -101,7 +101,7 @@ impl Classifier {
                 }
                 let aligned = engine::align_to_panel(meta, &genes, &counts)
                     .map_err(|e| JsError::new(&e.to_string()))?;
-                let x = engine::normalise_log1p_cp10k(&aligned, meta.config.n_genes, meta.normalisation.target_sum);
+                let x = engine::normalise_log1p_cp10k(&aligned, meta.config.n_genes, meta.normalisation.target_sum as f32);
                 let logits = match &inner.gpu {
                     Some(gpu) => gpu.logits(&x, n_cells).await.map_err(|e| JsError::new(&format!("WebGPU: {e}")))?,
                     None => engine::cpu::forward_logits(&inner.model, &x, n_cells),

@@ -39,11 +39,9 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let dir = default_data_dir();
-        assert!(
-            dir.join("dataset_xenium_breast1_small/transcripts_small.csv").exists(),
-            "real data missing under {}: run scripts/fetch_data.sh",
-            dir.display()
-        );
+        if let Err(e) = cellsymphony::data::BidcellData::locate(&dir) {
+            panic!("real data missing: {e}");
+        }
         let crop = prepare_crop(&dir, &LabelOptions::default()).expect("crop prepares");
         let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
         let (train_idx, test_idx) = stratified_split(&crop.labels, 0.2, 42);

@@ -51,10 +51,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let int8 = EngineModel::load(&a.model)?;
     let fp32 = EngineModel::load(&a.fp32)?;
     let dir = a.data.clone().unwrap_or_else(default_data_dir);
-    let table = data::read_transcripts_csv(&dir.join("dataset_xenium_breast1_small/transcripts_small.csv"), &TranscriptOptions::default())?;
+    let table = data::read_transcripts_csv(&data::BidcellData::locate(&dir)?.transcripts, &TranscriptOptions::default())?;
     let counts = engine::align_to_panel(&int8.meta, &table.genes, &table.counts)?;
     let g = int8.meta.config.n_genes;
-    let x_crop = engine::normalise_log1p_cp10k(&counts, g, int8.meta.normalisation.target_sum);
+    let x_crop = engine::normalise_log1p_cp10k(&counts, g, int8.meta.normalisation.target_sum as f32);
     let n_crop = table.n_cells();
     let n = a.cells;
     let x: Vec<f32> = (0..n).flat_map(|i| x_crop[(i % n_crop) * g..(i % n_crop + 1) * g].iter().copied()).collect();

@@ -423,7 +423,7 @@ fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: En
             let idx: Vec<usize> = (0..n_cells).collect();
             (predict_logits(&m, x_norm, model.meta.config.n_genes, &idx, 512, &device), "burn fp32 (ndarray, CPU)".into())
         }
-        Engine::Cpu => (engine::cpu::forward_logits(model, x_norm, n_cells), format!("CPU engine ({})", model.meta.quantization)),
+        Engine::Cpu => (engine::cpu::forward_logits(model, x_norm, n_cells), format!("CPU engine ({})", model.meta.quantization.as_str())),
         Engine::Gpu => {
             let ctx = pollster::block_on(GpuContext::new()).context(|| "creating the GPU context".to_string())?;
             let summary = ctx.adapter_summary();
@@ -437,7 +437,7 @@ fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: En
 /// The crop's counts in the model's gene order, normalised.
 fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<Vec<f32>> {
     let counts = engine::align_to_panel(&model.meta, &crop.table.genes, &crop.table.counts)?;
-    Ok(engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum))
+    Ok(engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum as f32))
 }
 
 fn evaluate(model: &EngineModel, path: &Path, crop: &PreparedCrop, engine: Engine) -> Result<(ClassificationReport, String)> {
@@ -531,7 +531,7 @@ fn write_www_bundle(dir: &Path, data_dir: &Path, model_path: &Path, model: &Engi
     write_file(&dir.join("model.int8.safetensors"), bytes)?;
     let counts: Vec<u8> = crop.table.counts.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_file(&dir.join("counts.f32"), counts)?;
-    let image_path = data_dir.join("dataset_xenium_breast1_small/morphology_mip_small.tif");
+    let image_path = data::BidcellData::locate(data_dir)?.morphology;
     let image = data::read_tiff_gray16(&image_path)?;
     let frame = data::XENIUM_CROP_FRAME;
     let factor = 2usize;

@@ -13,7 +13,7 @@ use super::encoder::EncoderLayer;
 use super::gene_only::{GeneOnlyClassifier, GeneOnlyClassifierConfig};
 use crate::engine::{
     EncoderLayerWeights, EngineModel, GeneOnlyWeights, LayerNormWeights, Linear as LinearW,
-    LinearWeight, ModelMeta,
+    LinearWeight, ModelFileError, ModelMeta,
 };
 
 fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -102,7 +102,11 @@ fn layer_out<B: Backend>(l: &EncoderLayer<B>) -> EncoderLayerWeights {
 
 /// Extract fp32 weights of a trained model into an [`EngineModel`] with the given metadata
 /// (`meta.config` must describe `model`).
-pub fn to_engine_model<B: Backend>(model: &GeneOnlyClassifier<B>, meta: ModelMeta) -> EngineModel {
+/// Fails when `meta` does not describe the module (shapes are checked tensor by tensor).
+pub fn to_engine_model<B: Backend>(
+    model: &GeneOnlyClassifier<B>,
+    meta: ModelMeta,
+) -> Result<EngineModel, ModelFileError> {
     let weights = GeneOnlyWeights {
         gene_embedding: linear_out(&model.gene_embedding),
         token_type: to_vec(model.token_type.val()),
@@ -110,7 +114,7 @@ pub fn to_engine_model<B: Backend>(model: &GeneOnlyClassifier<B>, meta: ModelMet
         final_norm: norm_out(&model.encoder.final_norm),
         head: linear_out(&model.head),
     };
-    EngineModel { meta, weights }
+    EngineModel::new(meta, weights)
 }
 
 /// Build a burn model holding the weights of `model` (int8 weights are dequantised).

@@ -58,7 +58,7 @@ impl GeneOnlyClassifierConfig {
             d_ff: self.d_ff,
             n_layers: self.n_layers,
             gene_tokens: self.gene_tokens,
-            layer_norm_eps: self.layer_norm_eps as f32,
+            layer_norm_eps: self.layer_norm_eps,
         }
     }
 
@@ -73,7 +73,7 @@ impl GeneOnlyClassifierConfig {
             n_layers: c.n_layers,
             gene_tokens: c.gene_tokens,
             dropout,
-            layer_norm_eps: c.layer_norm_eps as f64,
+            layer_norm_eps: c.layer_norm_eps,
         }
     }
 

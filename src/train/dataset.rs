@@ -73,11 +73,9 @@ pub struct PreparedCrop {
 /// Read `transcripts_small.csv` and `sc_breast.csv` under `data_dir` (the unpacked bidcell
 /// data, see `scripts/fetch_data.sh`), label cells and build the training set.
 pub fn prepare_crop(data_dir: &Path, opts: &LabelOptions) -> Result<PreparedCrop, TrainError> {
-    let table = data::read_transcripts_csv(
-        &data_dir.join("dataset_xenium_breast1_small/transcripts_small.csv"),
-        &opts.transcripts,
-    )?;
-    let reference = data::read_reference_csv(&data_dir.join("sc_references/sc_breast.csv"))?;
+    let files = data::BidcellData::locate(data_dir)?;
+    let table = data::read_transcripts_csv(&files.transcripts, &opts.transcripts)?;
+    let reference = data::read_reference_csv(&files.reference)?;
     let g = table.n_genes();
     let x_norm = normalise_log1p_cp10k(&table.counts, g, TARGET_SUM);
     let annotation = data::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)?;

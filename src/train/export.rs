@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 use crate::engine::{EngineModel, ModelMeta, Normalisation};
+use crate::engine::format::NORMALISATION_LOG1P_CP10K;
 use crate::model::convert::to_engine_model;
 use crate::model::{GeneOnlyClassifier, GeneOnlyClassifierConfig};
 
@@ -19,19 +20,13 @@ pub fn gene_only_meta(
     classes: &[String],
     training: serde_json::Value,
 ) -> ModelMeta {
-    ModelMeta {
-        format_version: 1,
-        architecture: "gene_only".to_string(),
-        config: config.to_engine_config(),
-        genes: genes.to_vec(),
-        classes: classes.to_vec(),
-        normalisation: Normalisation {
-            kind: "log1p_cp10k".to_string(),
-            target_sum: TARGET_SUM,
-        },
-        quantization: "none".to_string(),
-        training,
-    }
+    let mut meta = ModelMeta::new(config.to_engine_config(), genes.to_vec(), classes.to_vec());
+    meta.normalisation = Normalisation {
+        kind: NORMALISATION_LOG1P_CP10K.to_string(),
+        target_sum: TARGET_SUM as f64,
+    };
+    meta.training = training;
+    meta
 }
 
 /// Paths written by [`export_fp32_and_int8`].
@@ -54,7 +49,7 @@ pub fn export_fp32_and_int8<B: Backend>(
         path: dir.display().to_string(),
         source,
     })?;
-    let fp32 = to_engine_model(model, meta);
+    let fp32 = to_engine_model(model, meta)?;
     let files = ExportedFiles {
         fp32: dir.join("model.safetensors"),
         int8: dir.join("model.int8.safetensors"),
