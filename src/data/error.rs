@@ -1,0 +1,216 @@
+//! Error type of the data layer.
+//!
+//! Every message names the file (when there is one), the column or field and the offending
+//! value, and says what to do about it. No function of [`crate::data`] panics on bad input.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Errors raised while reading, checking or annotating data.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file could not be opened or read.
+    #[error("cannot read {}: {source}; check that the path exists and is readable", path.display())]
+    Io {
+        /// File being read.
+        path: PathBuf,
+        /// Underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The example data set is not where it should be.
+    #[error(
+        "example data not found: {} is missing; run scripts/fetch_data.sh \
+         (it installs into $CELLSYMPHONY_DATA, default ~/.cache/cellsymphony)",
+        path.display()
+    )]
+    DataMissing {
+        /// The missing file or directory.
+        path: PathBuf,
+    },
+
+    /// A required column is absent from a CSV header.
+    #[error(
+        "missing column `{column}` in {}: found columns [{}]; expected {expected}",
+        path.display(),
+        found.join(", ")
+    )]
+    MissingColumn {
+        /// CSV file.
+        path: PathBuf,
+        /// Name of the missing column.
+        column: String,
+        /// Columns present in the header.
+        found: Vec<String>,
+        /// What kind of file was expected.
+        expected: &'static str,
+    },
+
+    /// A CSV row could not be parsed (wrong number of fields, invalid UTF-8, ...).
+    #[error(
+        "malformed CSV in {} at line {line}: {message}; fix or re-export the file",
+        path.display()
+    )]
+    Csv {
+        /// CSV file.
+        path: PathBuf,
+        /// 1-based line number (0 when unknown).
+        line: u64,
+        /// Parser message.
+        message: String,
+    },
+
+    /// A field holds a value of the wrong kind (e.g. text where a number is expected).
+    #[error(
+        "bad value `{value}` in column `{column}` of {} at line {line}: expected {expected}",
+        path.display()
+    )]
+    BadValue {
+        /// CSV file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// Column name.
+        column: String,
+        /// The offending text.
+        value: String,
+        /// What was expected instead.
+        expected: &'static str,
+    },
+
+    /// The file parsed but holds nothing usable.
+    #[error("{}: {message}", path.display())]
+    Empty {
+        /// File read.
+        path: PathBuf,
+        /// What is missing, and what to check.
+        message: String,
+    },
+
+    /// The TIFF decoder failed (not a TIFF, truncated, unsupported compression, ...).
+    #[error(
+        "cannot decode TIFF {}: {message}; expected a baseline TIFF (uncompressed, LZW or deflate)",
+        path.display()
+    )]
+    Tiff {
+        /// Image file.
+        path: PathBuf,
+        /// Decoder message.
+        message: String,
+    },
+
+    /// The image decoded but is not single-channel 16-bit unsigned.
+    #[error(
+        "unsupported image format in {}: found {found}; expected single-channel 16-bit unsigned \
+         grayscale (the Xenium morphology / DAPI image); convert it, e.g. with tifffile or ImageJ",
+        path.display()
+    )]
+    ImageFormat {
+        /// Image file.
+        path: PathBuf,
+        /// Description of what was found.
+        found: String,
+    },
+
+    /// Writing a PNG failed.
+    #[error("cannot write PNG {}: {message}", path.display())]
+    Png {
+        /// Output file.
+        path: PathBuf,
+        /// Encoder message.
+        message: String,
+    },
+
+    /// Too few genes are shared by the cells and the reference.
+    #[error(
+        "only {n_common} genes in common with the reference, {required} required; \
+         {n_missing} reference genes are missing from the cells: [{}]; \
+         check that both use the same gene symbols or lower `min_common_genes`",
+        abbreviate(missing, 20)
+    )]
+    TooFewCommonGenes {
+        /// Number of shared genes.
+        n_common: usize,
+        /// Minimum requested.
+        required: usize,
+        /// Number of reference genes absent from the cells.
+        n_missing: usize,
+        /// Reference genes absent from the cells, in reference order.
+        missing: Vec<String>,
+    },
+
+    /// An in-memory buffer has the wrong length for the stated shape.
+    #[error("shape mismatch for {what}: expected {expected} values, found {found}")]
+    Shape {
+        /// Which buffer.
+        what: &'static str,
+        /// Expected number of values.
+        expected: usize,
+        /// Actual number of values.
+        found: usize,
+    },
+
+    /// An option or argument is out of range.
+    #[error("invalid argument `{name}` = {value}: {expected}")]
+    InvalidArgument {
+        /// Argument name.
+        name: &'static str,
+        /// Offending value, formatted.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+}
+
+impl DataError {
+    /// Wraps an I/O error with the path it concerns.
+    #[cfg(feature = "native-io")]
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Joins at most `max` names, then says how many were left out.
+fn abbreviate(names: &[String], max: usize) -> String {
+    let mut out = names
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > max {
+        let _ = write!(out, ", ... and {} more", names.len() - max);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_column_message_names_file_column_and_header() {
+        let e = DataError::MissingColumn {
+            path: PathBuf::from("/x/transcripts.csv"),
+            column: "feature_name".into(),
+            found: vec!["a".into(), "b".into()],
+            expected: "a Xenium transcripts CSV",
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("`feature_name`"), "{msg}");
+        assert!(msg.contains("/x/transcripts.csv"), "{msg}");
+        assert!(msg.contains("[a, b]"), "{msg}");
+    }
+
+    #[test]
+    fn long_gene_lists_are_abbreviated() {
+        let names: Vec<String> = (0..25).map(|i| format!("G{i}")).collect();
+        let s = abbreviate(&names, 20);
+        assert!(s.ends_with("G19, ... and 5 more"), "{s}");
+        assert_eq!(abbreviate(&names[..2], 20), "G0, G1");
+    }
+}
