@@ -45,7 +45,7 @@ fi
 
 # wasm-bindgen CLI, pinned to the crate's version (no --locked: its lock file wants a crate
 # version the registry here lacks).
-if ! "$TOOLS/bin/wasm-bindgen" --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
+if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 6–14 minutes on 2 cores)"
   if [ "$(wasm_route)" = debian ] && ! command -v rustup >/dev/null; then
     RUSTC=/usr/bin/rustc /usr/bin/cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$TOOLS"

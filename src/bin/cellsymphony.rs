@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow_lite::{Context, Result};
-use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -294,10 +293,16 @@ impl TrainProgress for BarProgress {
         self.bar.inc(1);
     }
     fn epoch(&mut self, s: &EpochStats) {
-        self.bar.println(format!(
+        let line = format!(
             "epoch {:>3}  train loss {:.4}  held-out macro-F1 {:.3}  accuracy {:.3}  ({:.1} s)",
             s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy, s.seconds
-        ));
+        );
+        // The bar is hidden when stdout is not a terminal (CI, logs): print plainly then.
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
     }
 }
 
