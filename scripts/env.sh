@@ -15,3 +15,6 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # How wasm32 is built: "rustup" (rustup's wasm32 std) or "debian" (rustc-web + build-std).
 wasm_route() { cat "$CELLSYMPHONY_CACHE/wasm_route" 2>/dev/null || echo rustup; }
+# Mesa's Vulkan loader complains on every device creation when this is unset.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/xdg-runtime-$(id -u)}"
+mkdir -p -m 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true

@@ -54,12 +54,12 @@ impl Classifier {
             let ctx = GpuContext::new()
                 .await
                 .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
-            let backend = format!("webgpu ({})", ctx.adapter_summary());
+            let backend = format!("webgpu: {}", ctx.adapter_summary());
             let clf = GpuClassifier::new(Arc::new(ctx), &model)
                 .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
             (Some(clf), backend)
         } else {
-            (None, format!("cpu ({})", model.meta.quantization.as_str()))
+            (None, format!("cpu: wasm engine, {} weights", model.meta.quantization.as_str()))
         };
         Ok(Classifier { inner: Rc::new(Inner { model, gpu, backend }) })
     }
@@ -76,7 +76,7 @@ impl Classifier {
         self.inner.model.meta.classes.clone()
     }
 
-    /// `"webgpu (<adapter>)"` or `"cpu (<quantization>)"`.
+    /// `"webgpu: <adapter>"` or `"cpu: wasm engine, <quantization> weights"`.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
         self.inner.backend.clone()

@@ -59,6 +59,7 @@ function legend(names, classes) {
 }
 
 async function main() {
+  statusEl.textContent = "";
   await init();
   const meta = await (await fetchOk(DATA + "cells.json")).json();
   const counts = new Float32Array(await (await fetchOk(DATA + "counts.f32")).arrayBuffer());
@@ -89,6 +90,20 @@ async function main() {
   classes.forEach((c, i) => { if (c === meta.native_predictions[i]) same++; });
   log(`agreement with the native engine (${meta.native_engine}): ${same}/${meta.n_cells}`);
 
+  // Optional: the wasm CPU engine on the same cells, as a peer for speed and agreement.
+  let cpu = null;
+  if (new URLSearchParams(location.search).get("compare") === "cpu") {
+    const cpuClf = await Classifier.load(modelBytes, false);
+    const t2 = performance.now();
+    const cpuRes = await cpuClf.classify(counts, meta.n_cells, meta.genes);
+    const cpuMs = performance.now() - t2;
+    const cpuClasses = Array.from(cpuRes.classes);
+    const agree = cpuClasses.filter((c, i) => c === classes[i]).length;
+    cpu = { backend: cpuClf.backend, ms: cpuMs, classes: cpuClasses, agreement: agree };
+    log(`CPU engine (${cpuClf.backend}): ${cpuMs.toFixed(0)} ms (${(meta.n_cells / cpuMs * 1000).toFixed(0)} cells/s), ` +
+        `same class as ${clf.backend.split(":")[0]} on ${agree}/${meta.n_cells}`);
+  }
+
   const show = { image: true, cells: true };
   const redraw = () => draw(meta, image, classes, show);
   document.getElementById("show-image").onchange = (e) => { show.image = e.target.checked; redraw(); };
@@ -97,7 +112,7 @@ async function main() {
   const perClass = legend(clf.classes, classes);
 
   window.__cellsymphony = { backend: clf.backend, adapter, classes, perClass, coldMs, warmMs,
-    nCells: meta.n_cells, agreement: same };
+    nCells: meta.n_cells, agreement: same, cpu };
   document.body.dataset.status = "done";
 }
 

@@ -596,6 +596,70 @@ fn print_prediction_counts(model: &EngineModel, pred: &[u32]) {
     }
 }
 
+/// Side of the nucleus-centred DAPI patches (px) and their resolution (µm/px).
+const PATCH_PX: usize = 48;
+const PATCH_UM_PER_PX: f32 = 0.5;
+
+/// Check the transcript ↔ DAPI alignment, extract nucleus-centred patches for every cell and
+/// write a mosaic of the first 64 (`patches.png`). Returns a Markdown section for the report.
+fn morphology_section(data_dir: &Path, crop: &PreparedCrop, out: &Path) -> Result<String> {
+    let files = data::BidcellData::locate(data_dir)?;
+    let transcripts = data::read_transcripts(&files.transcripts, &data::TranscriptOptions::default())?;
+    let image = data::read_tiff_gray16(&files.morphology)?;
+    let frame = data::XENIUM_CROP_FRAME;
+    let report = data::check_alignment(&transcripts, &image, &frame, 8);
+    println!(
+        "DAPI alignment: mean intensity under nucleus transcripts {:.0}, cytoplasm {:.0}, unassigned {:.0} (contrast {:.2}); best shift within ±8 px: {:?}",
+        report.nucleus_mean, report.cytoplasm_mean, report.unassigned_mean, report.contrast, report.best_shift_px
+    );
+    let scale = data::IntensityScale::global(&image);
+    let (mut kept, mut padded, mut dropped) = (0usize, 0usize, 0usize);
+    let mut mosaic_patches = Vec::new();
+    for i in 0..crop.table.n_cells() {
+        let centre = crop.table.nucleus_centroids_um[i].unwrap_or(crop.table.centroids_um[i]);
+        match data::extract_patch_scaled(&image, &frame, centre, PATCH_PX, PATCH_UM_PER_PX, data::EdgePolicy::Pad, &scale) {
+            Some(p) => {
+                kept += 1;
+                padded += p.padded as usize;
+                if mosaic_patches.len() < 64 && !p.padded {
+                    mosaic_patches.push(p);
+                }
+            }
+            None => dropped += 1,
+        }
+    }
+    let side = 8 * PATCH_PX;
+    let mut pixels = vec![0u8; side * side];
+    for (k, p) in mosaic_patches.iter().enumerate() {
+        let (oy, ox) = ((k / 8) * PATCH_PX, (k % 8) * PATCH_PX);
+        for y in 0..PATCH_PX {
+            for x in 0..PATCH_PX {
+                pixels[(oy + y) * side + ox + x] = (p.pixels[y * PATCH_PX + x].clamp(0.0, 1.0) * 255.0) as u8;
+            }
+        }
+    }
+    let path = out.join("patches.png");
+    let file = std::fs::File::create(&path).context(|| format!("creating {}", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), side as u32, side as u32);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()
+        .and_then(|mut w| w.write_image_data(&pixels))
+        .context(|| format!("writing {}", path.display()))?;
+    Ok(format!(
+        "## Morphology (DAPI)\n\nAlignment µm → px = (µm − {:?}) / {} (pixel centres). Mean DAPI under nucleus-overlapping transcripts {:.0}, cytoplasmic {:.0}, unassigned {:.0}, image {:.0}: contrast {:.2}; the best whole-pixel shift within ±8 px is {:?}.\n\nNucleus-centred patches ({PATCH_PX}×{PATCH_PX} px at {PATCH_UM_PER_PX} µm/px, zero-padded at the image edge): {kept} cells, {padded} padded, {dropped} outside. Mosaic of 64: `{}`.\n\n",
+        frame.origin_um, frame.um_per_px, report.nucleus_mean, report.cytoplasm_mean, report.unassigned_mean, report.image_mean, report.contrast, report.best_shift_px, path.display()
+    ))
+}
+
+/// Share of rows with the same argmax, and the largest absolute logit difference.
+fn parity(a: &[f32], b: &[f32], k: usize) -> (f64, f32) {
+    let (pa, pb) = (argmax_rows(a, k), argmax_rows(b, k));
+    let same = pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len().max(1) as f64;
+    let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    (same, err)
+}
+
 fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     let t_all = Instant::now();
     let trained = cmd_train(a.train.clone())?;
@@ -611,7 +675,9 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     for (n, c) in &crop.summary.rare_classes {
         report += &format!("| {n} (excluded, rare) | {c} |\n");
     }
-    report += &format!("\n## Training\n\n{} epochs, lr {}, batch {}, weight decay {}, seed {}; {:.1} s on burn {:?}\n\n| epoch | train loss | held-out macro-F1 | accuracy |\n|---|---|---|---|\n",
+    report += "\n";
+    report += &morphology_section(&a.train.data.dir(), crop, &a.train.out)?;
+    report += &format!("## Training\n\n{} epochs, lr {}, batch {}, weight decay {}, seed {}; {:.1} s on burn {:?}\n\n| epoch | train loss | held-out macro-F1 | accuracy |\n|---|---|---|---|\n",
         a.train.epochs, a.train.lr, a.train.batch_size, a.train.weight_decay, a.train.seed, trained.train_seconds, a.train.backend);
     for s in &trained.history {
         report += &format!("| {} | {:.4} | {:.3} | {:.3} |\n", s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy);
@@ -638,31 +704,32 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     if let Some((_, r)) = reports.first() {
         write_file(&a.train.out.join("eval_fp32.csv"), r.to_csv())?;
     }
-    // Parity: fp32 burn vs int8 engines on the held-out cells.
-    let test_idx = &trained.test_idx;
-    let x = model_inputs(&int8, crop)?;
-    let g = int8.meta.config.n_genes;
-    let xt: Vec<f32> = test_idx.iter().flat_map(|&i| x[i * g..(i + 1) * g].iter().copied()).collect();
-    let (l_fp32, _) = engine_logits(&trained.fp32, &xt, test_idx.len(), Engine::Burn)?;
-    let (l_cpu, _) = engine_logits(&int8, &xt, test_idx.len(), Engine::Cpu)?;
+    // Parity: fp32 burn vs the int8 engines on cells the model never saw: the labelled
+    // held-out 20%, and all cells not used for training (held-out + excluded cells).
     let k = int8.meta.classes.len();
-    let agree = |a: &[f32], b: &[f32]| {
-        let (pa, pb) = (argmax_rows(a, k), argmax_rows(b, k));
-        let same = pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len().max(1) as f64;
-        let max_err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-        (same, max_err)
-    };
-    let (same_cpu, err_cpu) = agree(&l_fp32, &l_cpu);
-    report += &format!("## Parity on held-out cells\n\n| comparison | same class | max |logit error| |\n|---|---|---|\n| burn fp32 vs int8 CPU engine | {:.2}% | {:.4} |\n", 100.0 * same_cpu, err_cpu);
-    let native = if gpu_ok {
-        let (l_gpu, _) = engine_logits(&int8, &xt, test_idx.len(), Engine::Gpu)?;
-        let (same_gpu, err_gpu) = agree(&l_fp32, &l_gpu);
-        let (same_cg, err_cg) = agree(&l_cpu, &l_gpu);
-        report += &format!("| burn fp32 vs int8 WGSL engine | {:.2}% | {:.4} |\n| int8 CPU vs int8 WGSL engine | {:.2}% | {:.5} |\n", 100.0 * same_gpu, err_gpu, 100.0 * same_cg, err_cg);
-        classify_crop(&int8, crop, Engine::Gpu)?
-    } else {
-        classify_crop(&int8, crop, Engine::Cpu)?
-    };
+    let g = int8.meta.config.n_genes;
+    let x = model_inputs(&int8, crop)?;
+    let test_set: std::collections::HashSet<usize> = trained.test_idx.iter().copied().collect();
+    let unseen: Vec<usize> = (0..crop.table.n_cells())
+        .filter(|i| crop.labels[*i].is_none() || test_set.contains(i))
+        .collect();
+    report += "## Parity: fp32 burn model vs int8 engines\n\n| cells | comparison | same class | max abs logit error |\n|---|---|---|---|\n";
+    for (set_name, idx) in [("labelled held-out", &trained.test_idx), ("all not used in training", &unseen)] {
+        let xs: Vec<f32> = idx.iter().flat_map(|&i| x[i * g..(i + 1) * g].iter().copied()).collect();
+        let (l_fp32, _) = engine_logits(&trained.fp32, &xs, idx.len(), Engine::Burn)?;
+        let (l_cpu, _) = engine_logits(&int8, &xs, idx.len(), Engine::Cpu)?;
+        let mut rows = vec![("burn fp32 vs int8 CPU engine", parity(&l_fp32, &l_cpu, k))];
+        if gpu_ok {
+            let (l_gpu, _) = engine_logits(&int8, &xs, idx.len(), Engine::Gpu)?;
+            rows.push(("burn fp32 vs int8 WGSL engine", parity(&l_fp32, &l_gpu, k)));
+            rows.push(("int8 CPU vs int8 WGSL engine", parity(&l_cpu, &l_gpu, k)));
+        }
+        for (name, (same, err)) in rows {
+            println!("parity on {} {set_name} cells: {name}: same class {:.2}%, max |logit error| {err:.5}", idx.len(), 100.0 * same);
+            report += &format!("| {} {set_name} | {name} | {:.2}% | {err:.5} |\n", idx.len(), 100.0 * same);
+        }
+    }
+    let native = classify_crop(&int8, crop, if gpu_ok { Engine::Gpu } else { Engine::Cpu })?;
     report += &format!("\n## Classification of all {} cells\n\n{}: {:.3} s ({:.0} cells/s)\n\n", crop.table.n_cells(), native.engine_name, native.seconds, crop.table.n_cells() as f64 / native.seconds);
     let pred_path = a.train.out.join("predictions.csv");
     write_predictions(&pred_path, &int8, crop, &native)?;

@@ -60,7 +60,7 @@ try {
   const consoleLines = [];
   page.on("console", (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
   page.on("pageerror", (e) => consoleLines.push(`[pageerror] ${e.message}`));
-  const url = `http://127.0.0.1:${port}/www/index.html?data=${encodeURIComponent(dataParam)}`;
+  const url = `http://127.0.0.1:${port}/www/index.html?compare=cpu&data=${encodeURIComponent(dataParam)}`;
   const t0 = Date.now();
   await page.goto(url);
   await page.waitForSelector("body[data-status=done], body[data-status=error]", { timeout: timeoutMs });
@@ -84,6 +84,12 @@ try {
   console.log(`agreement with native predictions: ${result.nCells - mismatches.length}/${result.nCells}`);
   if (result.classes.length !== bundle.n_cells) throw new Error(`browser classified ${result.classes.length} cells, expected ${bundle.n_cells}`);
   if (mismatches.length > 0) throw new Error(`browser and native classes differ on ${mismatches.length} cells (first: ${mismatches.slice(0, 10)})`);
+  if (result.cpu) {
+    console.log(`browser CPU engine (${result.cpu.backend}): ${result.cpu.ms.toFixed(0)} ms, ` +
+      `${(result.nCells / result.cpu.ms * 1000).toFixed(0)} cells/s; same class as the page's engine on ${result.cpu.agreement}/${result.nCells}`);
+    const cpuMismatch = result.cpu.classes.filter((c, i) => c !== bundle.native_predictions[i]).length;
+    if (cpuMismatch > 0) throw new Error(`browser CPU engine differs from native predictions on ${cpuMismatch} cells`);
+  }
   if (process.env.CELLSYMPHONY_REQUIRE_WEBGPU === "1" && !onGpu) throw new Error("WebGPU required but the page fell back to the CPU engine");
 } catch (e) {
   failed = 1;
