@@ -60,7 +60,7 @@ try {
   const consoleLines = [];
   page.on("console", (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
   page.on("pageerror", (e) => consoleLines.push(`[pageerror] ${e.message}`));
-  const url = `http://127.0.0.1:${port}/www/index.html?compare=cpu&data=${encodeURIComponent(dataParam)}`;
+  const url = `http://127.0.0.1:${port}/www/index.html?engine=webgpu&compare=cpu&data=${encodeURIComponent(dataParam)}`;
   const t0 = Date.now();
   await page.goto(url);
   await page.waitForSelector("body[data-status=done], body[data-status=error]", { timeout: timeoutMs });
