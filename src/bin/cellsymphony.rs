@@ -327,6 +327,7 @@ fn cmd_train(a: TrainArgs) -> Result<Trained> {
         }
         #[cfg(feature = "cuda")]
         TrainBackend::Cuda => {
+            cuda_driver_present()?;
             train_on::<burn::backend::Autodiff<burn::backend::Cuda>>(&a, &Default::default())
         }
         #[allow(unreachable_patterns)]
@@ -335,6 +336,27 @@ fn cmd_train(a: TrainArgs) -> Result<Trained> {
             if other == TrainBackend::Wgpu { "wgpu-backend" } else { "cuda" }
         )
         .into()),
+    }
+}
+
+/// burn's CUDA backend panics on a worker thread when the NVIDIA driver library is missing;
+/// look for it first so the user gets an error that says what to do.
+#[cfg(feature = "cuda")]
+fn cuda_driver_present() -> Result<()> {
+    let in_ld_cache = std::process::Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so"))
+        .unwrap_or(false);
+    let in_ld_path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default().split(':').any(|dir| {
+        std::fs::read_dir(dir).map_or(false, |entries| {
+            entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcuda.so"))
+        })
+    });
+    if in_ld_cache || in_ld_path {
+        Ok(())
+    } else {
+        Err("--backend cuda: no NVIDIA driver library (libcuda.so) found in the linker cache or LD_LIBRARY_PATH; install the NVIDIA driver, or train with --backend ndarray".into())
     }
 }
 
