@@ -16,14 +16,21 @@
 //   mode 2 (assignment):       out_pot = max_j P_ij / sum_j P_ij = 1 / sum_j exp(v_ij - max v),
 //                              out_aux = bitcast<f32>(argmax_j v_ij) (first maximum)
 //
-//   pts_row: [rows, STRIDE]; pts_col: [cols, STRIDE]; h: [cols]; logw, old: [rows];
+//   pts_row: [rows, S4] vec4; pts_col: [cols, S4] vec4 (coordinates zero-padded to a multiple of
+//   4, then one more vec4 (x, y, 0, 0) in µm when SPATIAL = 1); h: [cols]; logw, old: [rows];
 //   out_pot, out_aux: [rows]
 //
 // WG invocations per workgroup, one row each; the dispatch may be folded into 2-D when there
 // are more than 65535 workgroups (the row block is rebuilt from the workgroup id).
-// Workgroup memory: TILE * (STRIDE + 1) floats (≤ 16 KiB, the WebGPU default limit).
+// Workgroup memory: TILE * (4 * S4 + 1) floats (≤ 16 KiB, the WebGPU default limit).
 //
-// Placeholders: {{WG}}, {{TILE}}, {{DIM}}, {{STRIDE}}, {{SQUARED}}, {{SPATIAL}}.
+// The row point is held in D4 (+1) named vec4 registers and the distance loop is unrolled by
+// the host (LOAD_ROW, DISTANCE and SPATIAL_DISTANCE are generated statement lists), so no
+// private array is indexed dynamically (software rasterisers such as lavapipe turn that into
+// gathers).
+//
+// Placeholders (double braces): WG, TILE, S4, SQUARED, SPATIAL, LOAD_ROW, DISTANCE,
+// SPATIAL_DISTANCE.
 
 struct Params {
     rows: u32,
@@ -37,8 +44,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> pts_row: array<f32>;
-@group(0) @binding(2) var<storage, read> pts_col: array<f32>;
+@group(0) @binding(1) var<storage, read> pts_row: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> pts_col: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> h: array<f32>;
 @group(0) @binding(4) var<storage, read> logw: array<f32>;
 @group(0) @binding(5) var<storage, read> old: array<f32>;
@@ -47,14 +54,13 @@ struct Params {
 
 const WG: u32 = {{WG}}u;
 const TILE: u32 = {{TILE}}u;
-const DIM: u32 = {{DIM}}u;
-const STRIDE: u32 = {{STRIDE}}u;
+const S4: u32 = {{S4}}u;
 const SQUARED: u32 = {{SQUARED}}u;
 const SPATIAL: u32 = {{SPATIAL}}u;
 // Stands in for -infinity (WGSL has no infinity literals); every real v is far above it.
 const NEG_BIG: f32 = -1.0e30;
 
-var<workgroup> tile_pts: array<f32, TILE * STRIDE>;
+var<workgroup> tile_pts: array<vec4<f32>, TILE * S4>;
 var<workgroup> tile_h: array<f32, TILE>;
 
 // exp(x) - 1 without cancellation for small |x|.
@@ -73,14 +79,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return; // the whole workgroup is past the end: uniform
     }
     let row = block * WG + lid;
-    let active = row < p.rows;
+    let in_range = row < p.rows;
 
-    var xr: array<f32, STRIDE>;
-    if (active) {
-        for (var k = 0u; k < STRIDE; k++) {
-            xr[k] = pts_row[row * STRIDE + k];
-        }
-    }
+    // Out-of-range invocations read row 0 (never written back) so loads stay in bounds.
+    let rbase = select(0u, row, in_range) * S4;
+{{LOAD_ROW}}
 
     var mx = NEG_BIG;
     var s = 0.0;
@@ -88,48 +91,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var j0 = 0u; j0 < p.cols; j0 += TILE) {
         let len = min(TILE, p.cols - j0);
         // Cooperative load of the next tile of column points and potentials.
-        for (var idx = lid; idx < len * STRIDE; idx += WG) {
-            tile_pts[idx] = pts_col[j0 * STRIDE + idx];
+        for (var idx = lid; idx < len * S4; idx += WG) {
+            tile_pts[idx] = pts_col[j0 * S4 + idx];
         }
         for (var t = lid; t < len; t += WG) {
             tile_h[t] = h[j0 + t];
         }
         workgroupBarrier();
-        if (active) {
-            for (var t = 0u; t < len; t++) {
-                let base = t * STRIDE;
-                var acc = 0.0;
-                for (var k = 0u; k < DIM; k++) {
-                    let dk = xr[k] - tile_pts[base + k];
-                    acc = fma(dk, dk, acc);
-                }
-                var c = acc;
-                if (SQUARED == 0u) {
-                    c = sqrt(acc);
-                }
-                if (SPATIAL == 1u) {
-                    let dx = xr[DIM] - tile_pts[base + DIM];
-                    let dy = xr[DIM + 1u] - tile_pts[base + DIM + 1u];
-                    c += p.lambda * sqrt(dx * dx + dy * dy);
-                }
-                c *= p.inv_scale;
-                var v = c;
-                if (p.mode != 1u) {
-                    v = (tile_h[t] - c) * p.inv_eps;
-                }
-                if (v > mx) {
-                    s = s * exp(mx - v) + 1.0;
-                    mx = v;
-                    arg = j0 + t;
-                } else {
-                    s += exp(v - mx);
-                }
+        for (var t = 0u; t < len; t++) {
+            let base = t * S4;
+            var acc = 0.0;
+{{DISTANCE}}
+            var c = acc;
+            if (SQUARED == 0u) {
+                c = sqrt(acc);
             }
+            if (SPATIAL == 1u) {
+{{SPATIAL_DISTANCE}}
+            }
+            c *= p.inv_scale;
+            var v = c;
+            if (p.mode != 1u) {
+                v = (tile_h[t] - c) * p.inv_eps;
+            }
+            // Online log-sum-exp with one exp per pair, branch-free.
+            let e = exp(-abs(v - mx));
+            let above = v > mx;
+            s = select(s + e, fma(s, e, 1.0), above);
+            arg = select(arg, j0 + t, above);
+            mx = max(mx, v);
         }
         workgroupBarrier(); // everyone is done with the tile before it is overwritten
     }
 
-    if (!active) {
+    if (!in_range) {
         return;
     }
     if (p.mode == 0u) {

@@ -63,7 +63,7 @@ impl LseShape {
                 found: dim,
             });
         }
-        let stride = (dim + if spatial { 2 } else { 0 }) as u32;
+        let stride = (dim.div_ceil(4) * 4 + if spatial { 4 } else { 0 }) as u32;
         let tile = (WORKGROUP_BYTES / 4 / (stride + 1)).min(MAX_TILE);
         Ok(LseShape {
             dim: dim as u32,
@@ -83,17 +83,53 @@ pub(crate) fn lse_label(s: &LseShape) -> String {
 }
 
 pub(crate) fn lse_shader_source(s: &LseShape) -> String {
+    let d4 = s.dim.div_ceil(4);
+    let s4 = s.stride / 4;
+    let mut load_row = String::new();
+    let mut distance = String::new();
+    for k in 0..s4 {
+        load_row.push_str(&format!("    let x{k} = pts_row[rbase + {k}u];\n"));
+    }
+    for k in 0..d4 {
+        distance.push_str(&format!(
+            "            let d{k} = x{k} - tile_pts[base + {k}u];\n            acc += dot(d{k}, d{k});\n"
+        ));
+    }
+    let spatial = if s.spatial {
+        format!(
+            "                let ds = x{d4}.xy - tile_pts[base + {d4}u].xy;\n                c += p.lambda * length(ds);"
+        )
+    } else {
+        String::new()
+    };
     specialise(
         LSE_TEMPLATE,
         &[
             ("WG", WG.to_string()),
             ("TILE", s.tile.to_string()),
-            ("DIM", s.dim.to_string()),
-            ("STRIDE", s.stride.to_string()),
+            ("S4", s4.to_string()),
             ("SQUARED", u32::from(s.squared).to_string()),
             ("SPATIAL", u32::from(s.spatial).to_string()),
+            ("LOAD_ROW", load_row),
+            ("DISTANCE", distance),
+            ("SPATIAL_DISTANCE", spatial),
         ],
     )
+}
+
+/// Pads points `[len, dim]` (+ positions) to the kernel layout `[len, stride]`: coordinates
+/// zero-padded to a multiple of 4, then `(x, y, 0, 0)` when spatial.
+pub(crate) fn pad_points(pts: &[f32], len: usize, dim: usize, stride: usize, pos: Option<&[f32]>) -> Vec<f32> {
+    let mut out = vec![0f32; len * stride];
+    let d4 = dim.div_ceil(4) * 4;
+    for i in 0..len {
+        out[i * stride..i * stride + dim].copy_from_slice(&pts[i * dim..(i + 1) * dim]);
+        if let Some(pos) = pos {
+            out[i * stride + d4] = pos[2 * i];
+            out[i * stride + d4 + 1] = pos[2 * i + 1];
+        }
+    }
+    out
 }
 
 pub(crate) fn reduce_shader_source() -> String {
@@ -102,9 +138,9 @@ pub(crate) fn reduce_shader_source() -> String {
 
 /// The point clouds and cost parameters as given to [`GpuSinkhorn::new`].
 pub(crate) struct GpuCloudPair<'a> {
-    /// Source points `[n, stride]` (expression dims, then x/y in µm when `spatial`).
+    /// Source points `[n, dim (+ 2)]` (coordinates, then x/y in µm when `spatial`).
     pub xs: &'a [f32],
-    /// Target points `[m, stride]`.
+    /// Target points `[m, dim (+ 2)]`.
     pub ys: &'a [f32],
     pub n: usize,
     pub m: usize,
@@ -113,6 +149,23 @@ pub(crate) struct GpuCloudPair<'a> {
     pub spatial: bool,
     /// Spatial penalty per µm (ignored unless `spatial`).
     pub lambda: f32,
+}
+
+/// The pipeline for `key`, with validation errors of its first compilation reported as
+/// [`GpuError::Shader`].
+async fn compile(ctx: &GpuContext, key: KernelKey) -> Result<wgpu::ComputePipeline, GpuError> {
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let pipeline = ctx.pipeline(key)?;
+    if let Some(e) = scope.pop().await {
+        return Err(GpuError::Shader {
+            kernel: match key {
+                KernelKey::SinkhornLse(shape) => lse_label(&shape),
+                _ => "sinkhorn_reduce".to_string(),
+            },
+            reason: e.to_string(),
+        });
+    }
+    Ok(pipeline)
 }
 
 /// Solver state on the device: clouds, log-marginals, ping-pong potentials.
@@ -152,8 +205,8 @@ struct StageBinds {
 
 impl<'c> GpuSinkhorn<'c> {
     /// Uploads the clouds and log-marginals (`log_a` `[n]`, `log_b` `[m]`); potentials start
-    /// at zero.
-    pub(crate) fn new(
+    /// at zero. Compiles the kernels on first use (a compile error is [`GpuError::Shader`]).
+    pub(crate) async fn new(
         ctx: &'c GpuContext,
         clouds: &GpuCloudPair<'_>,
         log_a: &[f32],
@@ -161,11 +214,22 @@ impl<'c> GpuSinkhorn<'c> {
     ) -> Result<Self, GpuError> {
         ctx.take_error()?;
         let shape = LseShape::new(clouds.dim, clouds.squared, clouds.spatial)?;
-        let lse = ctx.pipeline(KernelKey::SinkhornLse(shape))?;
-        let reduce = ctx.pipeline(KernelKey::SinkhornReduce)?;
+        let lse = compile(ctx, KernelKey::SinkhornLse(shape)).await?;
+        let reduce = compile(ctx, KernelKey::SinkhornReduce).await?;
         let (n, m) = (clouds.n, clouds.m);
-        let px = ctx.storage_init("sinkhorn x", bytemuck::cast_slice(clouds.xs))?;
-        let py = ctx.storage_init("sinkhorn y", bytemuck::cast_slice(clouds.ys))?;
+        let padded = |pts: &[f32], len: usize| {
+            let aug = clouds.dim + if clouds.spatial { 2 } else { 0 };
+            let mut coords = Vec::with_capacity(len * clouds.dim);
+            let mut pos = Vec::with_capacity(if clouds.spatial { 2 * len } else { 0 });
+            for p in pts.chunks_exact(aug) {
+                coords.extend_from_slice(&p[..clouds.dim]);
+                pos.extend_from_slice(&p[clouds.dim..]);
+            }
+            let pos = clouds.spatial.then_some(pos.as_slice());
+            pad_points(&coords, len, clouds.dim, shape.stride as usize, pos)
+        };
+        let px = ctx.storage_init("sinkhorn x", bytemuck::cast_slice(&padded(clouds.xs, n)))?;
+        let py = ctx.storage_init("sinkhorn y", bytemuck::cast_slice(&padded(clouds.ys, m)))?;
         let log_a = ctx.storage_init("sinkhorn log a", bytemuck::cast_slice(log_a))?;
         let log_b = ctx.storage_init("sinkhorn log b", bytemuck::cast_slice(log_b))?;
         let f = [

@@ -690,7 +690,7 @@ impl Backend for GpuBackend<'_> {
     }
 }
 
-fn gpu_solver<'c>(ctx: &'c GpuContext, p: &Prepared) -> Result<GpuSinkhorn<'c>, OtError> {
+async fn gpu_solver<'c>(ctx: &'c GpuContext, p: &Prepared) -> Result<GpuSinkhorn<'c>, OtError> {
     let clouds = GpuCloudPair {
         xs: &p.xs,
         ys: &p.ys,
@@ -701,7 +701,7 @@ fn gpu_solver<'c>(ctx: &'c GpuContext, p: &Prepared) -> Result<GpuSinkhorn<'c>, 
         spatial: p.spec.spatial,
         lambda: p.spec.lambda,
     };
-    Ok(GpuSinkhorn::new(ctx, &clouds, &p.log_a, &p.log_b)?)
+    Ok(GpuSinkhorn::new(ctx, &clouds, &p.log_a, &p.log_b).await?)
 }
 
 /// Solves the entropic OT problem with the chosen engine.
@@ -727,7 +727,7 @@ pub async fn sinkhorn(
         }
         SinkhornEngine::Gpu(ctx) => {
             let mut backend = GpuBackend {
-                solver: gpu_solver(ctx, &prepared)?,
+                solver: gpu_solver(ctx, &prepared).await?,
             };
             drive(&mut backend, opts, &mut progress).await
         }
@@ -776,7 +776,7 @@ pub async fn assign(
             Ok(backend.assign(&result.g, result.epsilon))
         }
         SinkhornEngine::Gpu(ctx) => {
-            let mut solver = gpu_solver(ctx, &prepared)?;
+            let mut solver = gpu_solver(ctx, &prepared).await?;
             solver.set_inv_scale(1.0 / result.cost_scale);
             solver.set_potentials(&result.f, &result.g);
             let (target, confidence) = solver.assign(result.epsilon).await?;
