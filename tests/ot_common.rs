@@ -162,8 +162,8 @@ pub fn xenium_crop() -> Crop {
 }
 
 /// Rows `idx` of a row-major `[_, d]` matrix.
-pub fn take_rows<T: Copy>(data: &[T], d: usize, idx: &[usize]) -> Vec<T> {
-    idx.iter().flat_map(|&i| data[i * d..(i + 1) * d].iter().copied()).collect()
+pub fn take_rows<T: Clone>(data: &[T], d: usize, idx: &[usize]) -> Vec<T> {
+    idx.iter().flat_map(|&i| data[i * d..(i + 1) * d].iter().cloned()).collect()
 }
 
 /// A seeded random split of `0..n` into two halves.
