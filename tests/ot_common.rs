@@ -122,7 +122,14 @@ pub fn run_python(script: &str, dir: &Path) {
 
 /// `n` points in `d` dimensions drawn around `k` shared cluster centres (spread `spread`),
 /// plus `shift` on every coordinate: a stand-in for cell states in PCA space.
-pub fn clustered(rng: &mut SplitMix64, centres: &[f32], k: usize, n: usize, d: usize, shift: f32) -> Vec<f32> {
+pub fn clustered(
+    rng: &mut SplitMix64,
+    centres: &[f32],
+    k: usize,
+    n: usize,
+    d: usize,
+    shift: f32,
+) -> Vec<f32> {
     let mut out = Vec::with_capacity(n * d);
     for _ in 0..n {
         let c = rng.below(k as u64) as usize;
@@ -163,7 +170,9 @@ pub fn xenium_crop() -> Crop {
 
 /// Rows `idx` of a row-major `[_, d]` matrix.
 pub fn take_rows<T: Clone>(data: &[T], d: usize, idx: &[usize]) -> Vec<T> {
-    idx.iter().flat_map(|&i| data[i * d..(i + 1) * d].iter().cloned()).collect()
+    idx.iter()
+        .flat_map(|&i| data[i * d..(i + 1) * d].iter().cloned())
+        .collect()
 }
 
 /// A seeded random split of `0..n` into two halves.

@@ -36,7 +36,10 @@ fn solve(
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Runs both engines and checks the tolerances above; returns (reference, gpu).
@@ -63,7 +66,10 @@ fn gpu_vs_reference(
          Σ|ΔP| {plan_l1:.2e}",
         p.n, p.m, p.dim, r.iterations, r.error, g.iterations, g.error
     );
-    assert!(g.f.iter().chain(&g.g).all(|v| v.is_finite()), "{test}: non-finite potentials");
+    assert!(
+        g.f.iter().chain(&g.g).all(|v| v.is_finite()),
+        "{test}: non-finite potentials"
+    );
     assert_eq!(r.converged, g.converged, "{test}: convergence differs");
     assert!(
         r.iterations.abs_diff(g.iterations) <= o.check_every,
@@ -72,7 +78,10 @@ fn gpu_vs_reference(
         g.iterations
     );
     if r.iterations == g.iterations {
-        assert!(df <= 1e-4 * scale && dg <= 1e-4 * scale, "{test}: potentials differ: {df:e} {dg:e}");
+        assert!(
+            df <= 1e-4 * scale && dg <= 1e-4 * scale,
+            "{test}: potentials differ: {df:e} {dg:e}"
+        );
     }
     assert!(plan_l1 <= 1e-4, "{test}: plans differ by {plan_l1:e}");
     assert!((r.cost_scale - g.cost_scale).abs() <= 1e-5 * r.cost_scale);
@@ -90,7 +99,9 @@ fn clouds(seed: u64, n: usize, m: usize, d: usize, spread: f32) -> (Vec<f32>, Ve
 
 #[test]
 fn gpu_matches_reference_1000_by_777() {
-    let Some(ctx) = common::gpu("gpu_matches_reference_1000_by_777") else { return };
+    let Some(ctx) = common::gpu("gpu_matches_reference_1000_by_777") else {
+        return;
+    };
     let (n, m, d) = (1000, 777, 50);
     let (x, y) = clouds(21, n, m, d, 1.5);
     let p = SinkhornProblem::new(&x, n, &y, m, d);
@@ -110,10 +121,19 @@ fn gpu_matches_reference_1000_by_777() {
         let row = &plan[i * m..(i + 1) * m];
         let mut sorted = row.to_vec();
         sorted.sort_by(|a, b| b.total_cmp(a));
-        let best = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+        let best = row
+            .iter()
+            .enumerate()
+            .fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
         let conf = sorted[0] / row.iter().sum::<f64>();
-        assert!((ar.confidence[i] as f64 - conf).abs() < 1e-3, "ref confidence row {i}");
-        assert!((ag.confidence[i] - ar.confidence[i]).abs() < 1e-3, "gpu confidence row {i}");
+        assert!(
+            (ar.confidence[i] as f64 - conf).abs() < 1e-3,
+            "ref confidence row {i}"
+        );
+        assert!(
+            (ag.confidence[i] - ar.confidence[i]).abs() < 1e-3,
+            "gpu confidence row {i}"
+        );
         if sorted[0] - sorted[1] > 1e-3 * sorted[0] {
             assert_eq!(ar.target[i] as usize, best, "reference argmax row {i}");
             assert_eq!(ag.target[i], ar.target[i], "gpu argmax row {i}");
@@ -126,17 +146,26 @@ fn gpu_matches_reference_1000_by_777() {
 
 #[test]
 fn gpu_matches_reference_on_tile_edges() {
-    let Some(ctx) = common::gpu("gpu_matches_reference_on_tile_edges") else { return };
+    let Some(ctx) = common::gpu("gpu_matches_reference_on_tile_edges") else {
+        return;
+    };
     for (n, m, d) in [(1, 130, 3), (129, 3, 3), (65, 64, 1), (200, 333, 17)] {
         let (x, y) = clouds(22 + n as u64, n, m, d, 1.0);
         let p = SinkhornProblem::new(&x, n, &y, m, d);
-        gpu_vs_reference(&format!("edges {n}x{m}x{d}"), &ctx, &p, &SinkhornOptions::default());
+        gpu_vs_reference(
+            &format!("edges {n}x{m}x{d}"),
+            &ctx,
+            &p,
+            &SinkhornOptions::default(),
+        );
     }
 }
 
 #[test]
 fn gpu_matches_reference_squared_raw_weighted() {
-    let Some(ctx) = common::gpu("gpu_matches_reference_squared_raw_weighted") else { return };
+    let Some(ctx) = common::gpu("gpu_matches_reference_squared_raw_weighted") else {
+        return;
+    };
     let (n, m, d) = (300, 257, 7);
     let (mut x, mut y) = clouds(23, n, m, d, 1.0);
     for v in x.iter_mut().chain(y.iter_mut()) {
@@ -145,7 +174,11 @@ fn gpu_matches_reference_squared_raw_weighted() {
     let mut rng = SplitMix64::new(230);
     let a = rng.uniform_vec(n, 0.5, 2.0);
     let b = rng.uniform_vec(m, 0.5, 2.0);
-    let p = SinkhornProblem { a: Some(&a), b: Some(&b), ..SinkhornProblem::new(&x, n, &y, m, d) };
+    let p = SinkhornProblem {
+        a: Some(&a),
+        b: Some(&b),
+        ..SinkhornProblem::new(&x, n, &y, m, d)
+    };
     let o = SinkhornOptions {
         epsilon: 0.5,
         cost: GroundCost::SquaredEuclidean,
@@ -157,16 +190,25 @@ fn gpu_matches_reference_squared_raw_weighted() {
 
 #[test]
 fn gpu_matches_reference_with_spatial_penalty_and_epsilon_scaling() {
-    let Some(ctx) = common::gpu("gpu_matches_reference_with_spatial_penalty_and_epsilon_scaling") else {
+    let Some(ctx) = common::gpu("gpu_matches_reference_with_spatial_penalty_and_epsilon_scaling")
+    else {
         return;
     };
     let (n, m, d) = (400, 350, 30);
     let (x, y) = clouds(24, n, m, d, 2.0);
     let mut rng = SplitMix64::new(240);
-    let xs: Vec<[f32; 2]> = (0..n).map(|_| [rng.uniform(0.0, 800.0), rng.uniform(0.0, 800.0)]).collect();
-    let ys: Vec<[f32; 2]> = (0..m).map(|_| [rng.uniform(0.0, 800.0), rng.uniform(0.0, 800.0)]).collect();
+    let xs: Vec<[f32; 2]> = (0..n)
+        .map(|_| [rng.uniform(0.0, 800.0), rng.uniform(0.0, 800.0)])
+        .collect();
+    let ys: Vec<[f32; 2]> = (0..m)
+        .map(|_| [rng.uniform(0.0, 800.0), rng.uniform(0.0, 800.0)])
+        .collect();
     let p = SinkhornProblem {
-        spatial: Some(SpatialPenalty { x_um: &xs, y_um: &ys, lambda: 0.01 }),
+        spatial: Some(SpatialPenalty {
+            x_um: &xs,
+            y_um: &ys,
+            lambda: 0.01,
+        }),
         ..SinkhornProblem::new(&x, n, &y, m, d)
     };
     gpu_vs_reference("spatial", &ctx, &p, &SinkhornOptions::default());
@@ -179,14 +221,29 @@ fn gpu_matches_reference_with_spatial_penalty_and_epsilon_scaling() {
 
 #[test]
 fn gpu_reports_errors_without_panicking() {
-    let Some(ctx) = common::gpu("gpu_reports_errors_without_panicking") else { return };
+    let Some(ctx) = common::gpu("gpu_reports_errors_without_panicking") else {
+        return;
+    };
     let x = vec![0.0f32; 10];
     let p = SinkhornProblem::new(&x, 5, &x, 4, 2);
-    let err = block_on(sinkhorn(&p, &SinkhornOptions::default(), SinkhornEngine::Gpu(&ctx), |_, _| {}));
+    let err = block_on(sinkhorn(
+        &p,
+        &SinkhornOptions::default(),
+        SinkhornEngine::Gpu(&ctx),
+        |_, _| {},
+    ));
     assert!(err.is_err());
     let same = vec![1.0f32; 6];
     let p = SinkhornProblem::new(&same, 3, &same, 3, 2);
-    let err = block_on(sinkhorn(&p, &SinkhornOptions::default(), SinkhornEngine::Gpu(&ctx), |_, _| {}))
-        .unwrap_err();
-    assert!(matches!(err, cellsymphony::ot::OtError::DegenerateCost), "{err}");
+    let err = block_on(sinkhorn(
+        &p,
+        &SinkhornOptions::default(),
+        SinkhornEngine::Gpu(&ctx),
+        |_, _| {},
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(err, cellsymphony::ot::OtError::DegenerateCost),
+        "{err}"
+    );
 }

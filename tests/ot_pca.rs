@@ -25,7 +25,10 @@ fn compare_with_numpy(test: &str, x: &[f32], cells: usize, genes: usize, d: usiz
     }
     let t = std::time::Instant::now();
     let (model, coords) = pca(x, cells, genes, &PcaOptions { n_components: d }).unwrap();
-    eprintln!("{test}: PCA of [{cells}, {genes}] to {d} in {:?}", t.elapsed());
+    eprintln!(
+        "{test}: PCA of [{cells}, {genes}] to {d} in {:?}",
+        t.elapsed()
+    );
     let dir = Scratch::new(test);
     dir.write_f32("x.f32", x);
     dir.write_json(
@@ -52,8 +55,16 @@ fn compare_with_numpy(test: &str, x: &[f32], cells: usize, genes: usize, d: usiz
             var[k]
         );
         assert!((model.explained_variance_ratio[k] as f64 - ratio[k]).abs() <= 1e-6);
-        let gap_prev = if k == 0 { f64::INFINITY } else { var[k - 1] - var[k] };
-        let gap_next = if k + 1 < var.len() { var[k] - var[k + 1] } else { f64::INFINITY };
+        let gap_prev = if k == 0 {
+            f64::INFINITY
+        } else {
+            var[k - 1] - var[k]
+        };
+        let gap_next = if k + 1 < var.len() {
+            var[k] - var[k + 1]
+        } else {
+            f64::INFINITY
+        };
         if gap_prev.min(gap_next) < 1e-6 * top {
             skipped += 1;
             continue;
@@ -131,7 +142,9 @@ fn pca_is_deterministic_and_orthonormal() {
         }
         // Sign convention: the largest-magnitude loading is positive.
         let row = &a.components[i * genes..(i + 1) * genes];
-        let pivot = row.iter().fold(0f32, |b, &v| if v.abs() > b.abs() { v } else { b });
+        let pivot = row
+            .iter()
+            .fold(0f32, |b, &v| if v.abs() > b.abs() { v } else { b });
         assert!(pivot > 0.0);
     }
     for w in a.explained_variance.windows(2) {
@@ -144,11 +157,17 @@ fn pca_rejects_bad_input() {
     let x = vec![1.0f32; 20];
     let opts = PcaOptions { n_components: 2 };
     assert!(matches!(pca(&x, 5, 3, &opts), Err(OtError::Shape { .. })));
-    assert!(matches!(pca(&x, 1, 20, &opts), Err(OtError::InvalidOption { .. })));
+    assert!(matches!(
+        pca(&x, 1, 20, &opts),
+        Err(OtError::InvalidOption { .. })
+    ));
     assert!(matches!(pca(&[], 0, 0, &opts), Err(OtError::Empty { .. })));
     assert!(matches!(
         pca(&x, 5, 4, &PcaOptions { n_components: 5 }),
-        Err(OtError::InvalidOption { name: "n_components", .. })
+        Err(OtError::InvalidOption {
+            name: "n_components",
+            ..
+        })
     ));
     let mut bad = x.clone();
     bad[7] = f32::NAN;

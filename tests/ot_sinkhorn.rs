@@ -59,7 +59,10 @@ fn run_pot(test: &str, p: &SinkhornProblem<'_>, o: &SinkhornOptions, method: &st
     );
     run_python("pot_sinkhorn.py", dir.path());
     let r = dir.read_json("result.json");
-    assert_eq!(r["finite"], true, "{test}: POT produced non-finite potentials");
+    assert_eq!(
+        r["finite"], true,
+        "{test}: POT produced non-finite potentials"
+    );
     Pot {
         plan: dir.read_f64("plan.f64"),
         f: dir.read_f64("f.f64"),
@@ -85,7 +88,13 @@ fn compare(
         max_diff = max_diff.max((a - b).abs());
         l1 += (a - b).abs();
     }
-    let c: f64 = pot.f.iter().zip(&ours.f).map(|(&t, &s)| t - s as f64).sum::<f64>() / p.n as f64;
+    let c: f64 = pot
+        .f
+        .iter()
+        .zip(&ours.f)
+        .map(|(&t, &s)| t - s as f64)
+        .sum::<f64>()
+        / p.n as f64;
     let mut pot_err = 0f64;
     for (&s, &t) in ours.f.iter().zip(&pot.f) {
         pot_err = pot_err.max((s as f64 + c - t).abs());
@@ -105,11 +114,21 @@ fn compare(
         pot_err,
         scale_err
     );
-    assert!(scale_err < 1e-5, "{test}: cost scale {} vs {}", ours.cost_scale, pot.cost_scale);
+    assert!(
+        scale_err < 1e-5,
+        "{test}: cost scale {} vs {}",
+        ours.cost_scale,
+        pot.cost_scale
+    );
     (max_diff / max_pot, l1, pot_err)
 }
 
-fn assert_matches(test: &str, p: &SinkhornProblem<'_>, o: &SinkhornOptions, method: &str) -> SinkhornResult {
+fn assert_matches(
+    test: &str,
+    p: &SinkhornProblem<'_>,
+    o: &SinkhornOptions,
+    method: &str,
+) -> SinkhornResult {
     let ours = sinkhorn_log_domain_reference(p, o, |_, _| {}).unwrap();
     if !python_available(test) {
         return ours;
@@ -119,7 +138,10 @@ fn assert_matches(test: &str, p: &SinkhornProblem<'_>, o: &SinkhornOptions, meth
     assert!(rel <= 1e-4, "{test}: plan max rel error {rel:e}");
     assert!(l1 <= 1e-4, "{test}: plan L1 error {l1:e}");
     let max_f = ours.f.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-    assert!(pot_err <= 1e-5 * (1.0 + max_f), "{test}: potential error {pot_err:e}");
+    assert!(
+        pot_err <= 1e-5 * (1.0 + max_f),
+        "{test}: potential error {pot_err:e}"
+    );
     check_marginals(test, p, o, &ours);
     ours
 }
@@ -143,7 +165,10 @@ fn check_marginals(test: &str, p: &SinkhornProblem<'_>, o: &SinkhornOptions, r: 
         .sum();
     eprintln!("{test}: marginal L1 errors: rows {rows:.2e}, columns {cols:.2e}");
     assert!(rows <= 1e-5, "{test}: row marginal error {rows:e}");
-    assert!(cols <= 1.5 * o.tolerance as f64 + 2e-6, "{test}: column marginal error {cols:e}");
+    assert!(
+        cols <= 1.5 * o.tolerance as f64 + 2e-6,
+        "{test}: column marginal error {cols:e}"
+    );
 }
 
 fn clouds(seed: u64, n: usize, m: usize, d: usize, spread: f32) -> (Vec<f32>, Vec<f32>) {
@@ -175,7 +200,12 @@ fn matches_pot_sinkhorn_log_default_options() {
     let (n, m, d) = (300, 310, 50);
     let (x, y) = clouds(2, n, m, d, 1.0);
     let p = SinkhornProblem::new(&x, n, &y, m, d);
-    assert_matches("pot_log_default", &p, &SinkhornOptions::default(), "sinkhorn_log");
+    assert_matches(
+        "pot_log_default",
+        &p,
+        &SinkhornOptions::default(),
+        "sinkhorn_log",
+    );
 }
 
 #[test]
@@ -184,7 +214,10 @@ fn matches_pot_sinkhorn_knopp_where_it_converges() {
     let (n, m, d) = (250, 200, 20);
     let (x, y) = clouds(3, n, m, d, 1.0);
     let p = SinkhornProblem::new(&x, n, &y, m, d);
-    let o = SinkhornOptions { epsilon: 0.1, ..tight() };
+    let o = SinkhornOptions {
+        epsilon: 0.1,
+        ..tight()
+    };
     assert_matches("pot_knopp", &p, &o, "sinkhorn");
 }
 
@@ -218,10 +251,18 @@ fn matches_pot_with_spatial_penalty() {
     let (n, m, d) = (220, 180, 30);
     let (x, y) = clouds(5, n, m, d, 1.0);
     let mut rng = SplitMix64::new(50);
-    let xs: Vec<[f32; 2]> = (0..n).map(|_| [rng.uniform(0.0, 500.0), rng.uniform(0.0, 500.0)]).collect();
-    let ys: Vec<[f32; 2]> = (0..m).map(|_| [rng.uniform(0.0, 500.0), rng.uniform(0.0, 500.0)]).collect();
+    let xs: Vec<[f32; 2]> = (0..n)
+        .map(|_| [rng.uniform(0.0, 500.0), rng.uniform(0.0, 500.0)])
+        .collect();
+    let ys: Vec<[f32; 2]> = (0..m)
+        .map(|_| [rng.uniform(0.0, 500.0), rng.uniform(0.0, 500.0)])
+        .collect();
     let p = SinkhornProblem {
-        spatial: Some(SpatialPenalty { x_um: &xs, y_um: &ys, lambda: 0.02 }),
+        spatial: Some(SpatialPenalty {
+            x_um: &xs,
+            y_um: &ys,
+            lambda: 0.02,
+        }),
         ..SinkhornProblem::new(&x, n, &y, m, d)
     };
     assert_matches("pot_spatial", &p, &tight(), "sinkhorn_log");
@@ -237,7 +278,12 @@ fn matches_pot_on_xenium_crop_pca() {
     let y = common::take_rows(&coords, 50, &ib);
     let p = SinkhornProblem::new(&x, ia.len(), &y, ib.len(), 50);
     let r = assert_matches("pot_xenium", &p, &tight(), "sinkhorn_log");
-    eprintln!("pot_xenium: {} × {} cells, cost scale {}", ia.len(), ib.len(), r.cost_scale);
+    eprintln!(
+        "pot_xenium: {} × {} cells, cost scale {}",
+        ia.len(),
+        ib.len(),
+        r.cost_scale
+    );
 }
 
 #[test]
@@ -253,7 +299,10 @@ fn epsilon_scaling_gives_the_same_plan() {
     let mut calls = Vec::new();
     let scaled = sinkhorn_log_domain_reference(&p, &o, |it, err| calls.push((it, err))).unwrap();
     assert!(plain.converged && scaled.converged);
-    let (pa, pb) = (dense_plan(&p, &tight(), &plain).unwrap(), dense_plan(&p, &o, &scaled).unwrap());
+    let (pa, pb) = (
+        dense_plan(&p, &tight(), &plain).unwrap(),
+        dense_plan(&p, &o, &scaled).unwrap(),
+    );
     let l1: f64 = pa.iter().zip(&pb).map(|(a, b)| (a - b).abs()).sum();
     eprintln!(
         "epsilon_scaling: plain {} it, scaled {} it ({} checks), Σ|ΔP| = {l1:.2e}",
@@ -262,7 +311,10 @@ fn epsilon_scaling_gives_the_same_plan() {
         calls.len()
     );
     assert!(l1 <= 1e-4, "Σ|ΔP| = {l1:e}");
-    assert!(calls.windows(2).all(|w| w[0].0 < w[1].0), "progress iterations increase");
+    assert!(
+        calls.windows(2).all(|w| w[0].0 < w[1].0),
+        "progress iterations increase"
+    );
     check_marginals("epsilon_scaling", &p, &o, &scaled);
 }
 
@@ -272,11 +324,18 @@ fn error_norms_and_iteration_cap() {
     let (x, y) = clouds(7, n, m, d, 2.0);
     let p = SinkhornProblem::new(&x, n, &y, m, d);
     for norm in [ErrorNorm::L1, ErrorNorm::L2, ErrorNorm::LInf] {
-        let o = SinkhornOptions { error_norm: norm, ..tight() };
+        let o = SinkhornOptions {
+            error_norm: norm,
+            ..tight()
+        };
         let r = sinkhorn_log_domain_reference(&p, &o, |_, _| {}).unwrap();
         assert!(r.converged && r.error <= 1e-6, "{norm:?}: {r:?}");
     }
-    let o = SinkhornOptions { max_iterations: 7, check_every: 5, ..tight() };
+    let o = SinkhornOptions {
+        max_iterations: 7,
+        check_every: 5,
+        ..tight()
+    };
     let mut seen = Vec::new();
     let r = sinkhorn_log_domain_reference(&p, &o, |it, _| seen.push(it)).unwrap();
     assert_eq!(r.iterations, 7);
@@ -289,9 +348,17 @@ fn rejects_bad_input_with_typed_errors() {
     let x = vec![0.5f32; 12];
     let y = vec![1.5f32; 9];
     let o = SinkhornOptions::default();
-    let run = |p: &SinkhornProblem<'_>, o: &SinkhornOptions| sinkhorn_log_domain_reference(p, o, |_, _| {});
-    assert!(matches!(run(&SinkhornProblem::new(&x, 4, &y, 4, 3), &o), Err(OtError::Shape { .. })));
-    assert!(matches!(run(&SinkhornProblem::new(&x, 0, &y, 3, 3), &o), Err(OtError::Empty { .. })));
+    let run = |p: &SinkhornProblem<'_>, o: &SinkhornOptions| {
+        sinkhorn_log_domain_reference(p, o, |_, _| {})
+    };
+    assert!(matches!(
+        run(&SinkhornProblem::new(&x, 4, &y, 4, 3), &o),
+        Err(OtError::Shape { .. })
+    ));
+    assert!(matches!(
+        run(&SinkhornProblem::new(&x, 0, &y, 3, 3), &o),
+        Err(OtError::Empty { .. })
+    ));
     let mut nan = x.clone();
     nan[5] = f32::NAN;
     assert!(matches!(
@@ -299,16 +366,40 @@ fn rejects_bad_input_with_typed_errors() {
         Err(OtError::NonFinite { index: 5, .. })
     ));
     let zero_w = [1.0, 0.0, 1.0, 1.0];
-    let p = SinkhornProblem { a: Some(&zero_w), ..SinkhornProblem::new(&x, 4, &y, 3, 3) };
-    assert!(matches!(run(&p, &o), Err(OtError::Marginal { what: "a", .. })));
+    let p = SinkhornProblem {
+        a: Some(&zero_w),
+        ..SinkhornProblem::new(&x, 4, &y, 3, 3)
+    };
+    assert!(matches!(
+        run(&p, &o),
+        Err(OtError::Marginal { what: "a", .. })
+    ));
     for bad in [
-        SinkhornOptions { epsilon: 0.0, ..o.clone() },
-        SinkhornOptions { epsilon: f32::NAN, ..o.clone() },
-        SinkhornOptions { tolerance: -1.0, ..o.clone() },
-        SinkhornOptions { max_iterations: 0, ..o.clone() },
-        SinkhornOptions { check_every: 0, ..o.clone() },
         SinkhornOptions {
-            epsilon_scaling: Some(EpsilonScaling { factor: 1.5, ..EpsilonScaling::default() }),
+            epsilon: 0.0,
+            ..o.clone()
+        },
+        SinkhornOptions {
+            epsilon: f32::NAN,
+            ..o.clone()
+        },
+        SinkhornOptions {
+            tolerance: -1.0,
+            ..o.clone()
+        },
+        SinkhornOptions {
+            max_iterations: 0,
+            ..o.clone()
+        },
+        SinkhornOptions {
+            check_every: 0,
+            ..o.clone()
+        },
+        SinkhornOptions {
+            epsilon_scaling: Some(EpsilonScaling {
+                factor: 1.5,
+                ..EpsilonScaling::default()
+            }),
             ..o.clone()
         },
     ] {
@@ -322,10 +413,16 @@ fn rejects_bad_input_with_typed_errors() {
     let err = run(&SinkhornProblem::new(&same, 3, &same, 3, 3), &o).unwrap_err();
     assert!(matches!(err, OtError::DegenerateCost), "{err}");
     // ... but fine without scaling: the uniform plan.
-    let o_raw = SinkhornOptions { scale: CostScale::None, ..o };
+    let o_raw = SinkhornOptions {
+        scale: CostScale::None,
+        ..o
+    };
     let r = run(&SinkhornProblem::new(&same, 3, &same, 3, 3), &o_raw).unwrap();
     let plan = dense_plan(&SinkhornProblem::new(&same, 3, &same, 3, 3), &o_raw, &r).unwrap();
-    assert!(plan.iter().all(|&v| (v - 1.0 / 9.0).abs() < 1e-6), "{plan:?}");
+    assert!(
+        plan.iter().all(|&v| (v - 1.0 / 9.0).abs() < 1e-6),
+        "{plan:?}"
+    );
 }
 
 #[test]
@@ -334,9 +431,18 @@ fn cached_and_streamed_costs_agree() {
     let (x, y) = clouds(8, n, m, d, 1.5);
     let p = SinkhornProblem::new(&x, n, &y, m, d);
     let cached = sinkhorn_log_domain_reference(&p, &tight(), |_, _| {}).unwrap();
-    let o = SinkhornOptions { cpu_cost_cache_bytes: 0, threads: 1, ..tight() };
+    let o = SinkhornOptions {
+        cpu_cost_cache_bytes: 0,
+        threads: 1,
+        ..tight()
+    };
     let streamed = sinkhorn_log_domain_reference(&p, &o, |_, _| {}).unwrap();
     assert_eq!(cached.iterations, streamed.iterations);
-    let df = cached.f.iter().zip(&streamed.f).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let df = cached
+        .f
+        .iter()
+        .zip(&streamed.f)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(df < 1e-6, "f differs by {df}");
 }

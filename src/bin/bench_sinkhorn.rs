@@ -16,8 +16,9 @@
 //! the max-cost pass, the cost cache (CPU) and uploads/readbacks (GPU). Memory: POT's peak RSS
 //! of the python process (and the cost matrix size); ours, the engine's working buffers.
 //! POT above `--pot-max-n` and full GPU solves above `--gpu-full-max-n` are skipped (with the
-//! reason); for the latter, `--gpu-sample-iters` iterations are timed and the total is
-//! extrapolated to the reference's iteration count (marked `~`).
+//! reason); for the latter, `--gpu-sample-iters` iterations (fewer for large n, at least 2)
+//! are timed, including setup, and the total is extrapolated to the reference's iteration
+//! count (marked `~`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,7 +75,16 @@ fn parse_args() -> Result<Args, String> {
             "--no-pot" => a.pot = false,
             "--no-gpu" => a.gpu = false,
             "-h" | "--help" => {
-                println!("{}", include_str!("bench_sinkhorn.rs").lines().take(9).skip(4).map(|l| l.trim_start_matches("//! ")).collect::<Vec<_>>().join("\n"));
+                println!(
+                    "{}",
+                    include_str!("bench_sinkhorn.rs")
+                        .lines()
+                        .take(9)
+                        .skip(4)
+                        .map(|l| l.trim_start_matches("//! "))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -111,7 +121,14 @@ fn mib(bytes: f64) -> String {
     format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
 }
 
-fn run_pot(dir: &Path, x: &[f32], y: &[f32], n: usize, d: usize, a: &Args) -> Result<serde_json::Value, String> {
+fn run_pot(
+    dir: &Path,
+    x: &[f32],
+    y: &[f32],
+    n: usize,
+    d: usize,
+    a: &Args,
+) -> Result<serde_json::Value, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let write = |name: &str, v: &[f32]| {
         let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
@@ -131,7 +148,11 @@ fn run_pot(dir: &Path, x: &[f32], y: &[f32], n: usize, d: usize, a: &Args) -> Re
         .output()
         .map_err(|e| format!("python3: {e}"))?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").to_string());
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string());
     }
     let text = std::fs::read_to_string(dir.join("result.json")).map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| e.to_string())
@@ -166,7 +187,8 @@ fn main() {
     } else {
         None
     };
-    let scratch: PathBuf = std::env::temp_dir().join(format!("bench_sinkhorn-{}", std::process::id()));
+    let scratch: PathBuf =
+        std::env::temp_dir().join(format!("bench_sinkhorn-{}", std::process::id()));
     let mut rows = Vec::new();
     let mut centres_rng = SplitMix64::new(99);
     let centres: Vec<f32> = (0..10 * d).map(|_| 1.5 * centres_rng.normal()).collect();
@@ -220,7 +242,12 @@ fn main() {
         // Reference.
         eprintln!("n = {n}: reference ...");
         let t = Instant::now();
-        let r = pollster::block_on(sinkhorn(&problem, &opts, SinkhornEngine::Reference, |_, _| {}));
+        let r = pollster::block_on(sinkhorn(
+            &problem,
+            &opts,
+            SinkhornEngine::Reference,
+            |_, _| {},
+        ));
         let ref_secs = t.elapsed().as_secs_f64();
         let ref_iters = r.as_ref().map(|r| r.iterations).unwrap_or(0);
         rows.push(match r {
@@ -245,17 +272,28 @@ fn main() {
         };
         eprintln!("n = {n}: WGSL ...");
         let full = n <= args.gpu_full_max_n;
+        // Sampled runs: at most --gpu-sample-iters, fewer for large n (≈ 2.5e8 pairs per
+        // half-step budget, at least 2 iterations).
+        let sample = args
+            .gpu_sample_iters
+            .min((2.5e8 / (n as f64 * n as f64)) as usize)
+            .max(2);
         let gpu_opts = if full {
             opts.clone()
         } else {
             SinkhornOptions {
-                max_iterations: args.gpu_sample_iters,
-                check_every: args.gpu_sample_iters,
+                max_iterations: sample,
+                check_every: sample,
                 ..opts.clone()
             }
         };
         let t = Instant::now();
-        let r = pollster::block_on(sinkhorn(&problem, &gpu_opts, SinkhornEngine::Gpu(ctx), |_, _| {}));
+        let r = pollster::block_on(sinkhorn(
+            &problem,
+            &gpu_opts,
+            SinkhornEngine::Gpu(ctx),
+            |_, _| {},
+        ));
         let secs = t.elapsed().as_secs_f64();
         rows.push(match r {
             Ok(r) => {
@@ -274,7 +312,11 @@ fn main() {
                     } else {
                         format!("{} timed", r.iterations)
                     },
-                    error: if full { format!("{:.1e}", r.error) } else { "-".into() },
+                    error: if full {
+                        format!("{:.1e}", r.error)
+                    } else {
+                        "-".into()
+                    },
                     memory: mib(r.working_bytes as f64),
                     dispatches: format!("{:.2}", (r.dispatches as f64 - 1.0) / r.iterations as f64),
                     note: speedup(pot_seconds, total),
@@ -296,7 +338,9 @@ fn main() {
         "CPU threads: {}\n",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("| n = m | engine | time (s) | iterations | final err | memory | dispatches/it | note |");
+    println!(
+        "| n = m | engine | time (s) | iterations | final err | memory | dispatches/it | note |"
+    );
     println!("|---:|---|---:|---:|---:|---|---:|---|");
     for r in rows {
         let time = match r.seconds {

@@ -119,7 +119,13 @@ pub(crate) fn lse_shader_source(s: &LseShape) -> String {
 
 /// Pads points `[len, dim]` (+ positions) to the kernel layout `[len, stride]`: coordinates
 /// zero-padded to a multiple of 4, then `(x, y, 0, 0)` when spatial.
-pub(crate) fn pad_points(pts: &[f32], len: usize, dim: usize, stride: usize, pos: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn pad_points(
+    pts: &[f32],
+    len: usize,
+    dim: usize,
+    stride: usize,
+    pos: Option<&[f32]>,
+) -> Vec<f32> {
     let mut out = vec![0f32; len * stride];
     let d4 = dim.div_ceil(4) * 4;
     for i in 0..len {
@@ -334,7 +340,13 @@ impl<'c> GpuSinkhorn<'c> {
         self.inv_scale = saved;
         // f[1] and aux_f are scratch here: f[1] is written before it is read by any iteration.
         let bind = self.lse_bind(
-            &params, &self.px, &self.py, &self.g[0], &self.log_a, &self.f[0], &self.f[1],
+            &params,
+            &self.px,
+            &self.py,
+            &self.g[0],
+            &self.log_a,
+            &self.f[0],
+            &self.f[1],
             &self.aux_f,
         );
         let d = self.lse_dispatch(bind, self.n)?;
@@ -355,7 +367,13 @@ impl<'c> GpuSinkhorn<'c> {
         // g half-step at parity p: reads f[p], old g[p], writes g[1-p].
         let g_step = [0usize, 1].map(|p| {
             self.lse_bind(
-                &pg, &self.py, &self.px, &self.f[p], &self.log_b, &self.g[p], &self.g[1 - p],
+                &pg,
+                &self.py,
+                &self.px,
+                &self.f[p],
+                &self.log_b,
+                &self.g[p],
+                &self.g[1 - p],
                 &self.aux_g,
             )
         });
@@ -383,10 +401,17 @@ impl<'c> GpuSinkhorn<'c> {
     /// Runs `iterations` Sinkhorn iterations (g then f half-step) at `eps`, then measures the
     /// target-marginal error of the resulting plan. Returns `[Σ err, Σ err², max err]` over the
     /// `m` target points. One submission, `2 · iterations + 2` dispatches.
-    pub(crate) async fn iterate(&mut self, eps: f32, iterations: usize) -> Result<[f32; 3], GpuError> {
+    pub(crate) async fn iterate(
+        &mut self,
+        eps: f32,
+        iterations: usize,
+    ) -> Result<[f32; 3], GpuError> {
         self.ctx.take_error()?;
         self.stage_binds(eps);
-        let stage = self.stage.as_ref().expect("stage bind groups were just built");
+        let stage = self
+            .stage
+            .as_ref()
+            .expect("stage bind groups were just built");
         let g_wg = fold_workgroups(self.m.div_ceil(WG as usize), "sinkhorn g half-step")?;
         let f_wg = fold_workgroups(self.n.div_ceil(WG as usize), "sinkhorn f half-step")?;
         let mut encoder = self
@@ -503,8 +528,17 @@ impl<'c> GpuSinkhorn<'c> {
     /// Bytes of device memory held by the solver's buffers.
     pub(crate) fn device_bytes(&self) -> u64 {
         [
-            &self.px, &self.py, &self.log_a, &self.log_b, &self.f[0], &self.f[1], &self.g[0],
-            &self.g[1], &self.aux_f, &self.aux_g, &self.red_out,
+            &self.px,
+            &self.py,
+            &self.log_a,
+            &self.log_b,
+            &self.f[0],
+            &self.f[1],
+            &self.g[0],
+            &self.g[1],
+            &self.aux_f,
+            &self.aux_g,
+            &self.red_out,
         ]
         .iter()
         .map(|b| b.size())

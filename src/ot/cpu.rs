@@ -1,11 +1,19 @@
 //! The plain-Rust Sinkhorn engine: the same half-steps as `kernels/sinkhorn_lse.wgsl`, on
 //! CPU threads.
 //!
-//! Costs are computed in tiles of `RB` rows × `TC` columns from column-major ("transposed")
-//! copies of the clouds, so the inner loops vectorise; when both `C` and `Cᵀ` fit in
-//! [`super::SinkhornOptions::cpu_cost_cache_bytes`] they are computed once and streamed instead.
-//! The log-sum-exp is online per tile (max-subtracted), with a branch-free polynomial `exp`.
-//! On x86-64 the hot loops are compiled a second time for AVX2+FMA and picked at run time.
+//! Two paths:
+//! - **cached** (when `C` `[n, m]` fits [`super::SinkhornOptions::cpu_cost_cache_bytes`]):
+//!   costs are computed once; the f half-step reads rows of `C`, the g half-step reads column
+//!   blocks of the same `C` (no `Cᵀ`). Each log-sum-exp is a single pass shifted by the LSE
+//!   implied by the previous potential (`logw − old/ε`), which changes little between
+//!   iterations; if the shifted sum leaves `[e⁻⁶⁰, e⁶⁰]` (first iterations, ε changes) that
+//!   row/column is redone with a max-subtracted two-pass LSE. Same accuracy, half the passes.
+//! - **streamed**: costs are recomputed in tiles of `RB` rows × `TC` columns from
+//!   column-major copies of the clouds (so the inner loops vectorise), with an online
+//!   max-subtracted LSE per tile, like the WGSL kernel.
+//!
+//! `exp` is a branch-free polynomial so that loops vectorise. On x86-64 the hot loops are
+//! compiled a second time for AVX2+FMA and picked at run time.
 
 /// Rows per cost tile.
 const RB: usize = 4;
@@ -110,7 +118,9 @@ pub(crate) fn parallel_rows<T: Send>(
     let threads = if cfg!(target_arch = "wasm32") {
         1
     } else {
-        threads.clamp(1, (pairs / MIN_PAIRS_PER_THREAD).max(1)).min(rows.max(1))
+        threads
+            .clamp(1, (pairs / MIN_PAIRS_PER_THREAD).max(1))
+            .min(rows.max(1))
     };
     if threads <= 1 {
         work(0, out);
@@ -134,22 +144,30 @@ pub(crate) fn run_pass(pass: &Pass<'_>, states: &mut [RowState], threads: usize)
 }
 
 /// Fills `out` `[rows, cols]` with the scaled costs of rows `r0..` (a cache block).
-pub(crate) fn cost_rows(spec: &CostSpec, rows: &Cloud, cols: &Cloud, out: &mut [f32], threads: usize) {
+pub(crate) fn cost_rows(
+    spec: &CostSpec,
+    rows: &Cloud,
+    cols: &Cloud,
+    out: &mut [f32],
+    threads: usize,
+) {
     let nc = cols.len;
     let pairs = rows.len * nc;
     parallel_rows(out, nc, threads, pairs, |r0, chunk| {
-        let mut tile = vec![0f32; RB * TC];
-        let nr = chunk.len() / nc.max(1);
-        for b0 in (0..nr).step_by(RB) {
-            let rb = RB.min(nr - b0);
-            for j0 in (0..nc).step_by(TC) {
-                let tc = TC.min(nc - j0);
-                fill_costs(spec, rows, cols, r0 + b0, rb, j0, tc, &mut tile);
-                for rr in 0..rb {
-                    chunk[(b0 + rr) * nc + j0..][..tc].copy_from_slice(&tile[rr * TC..][..tc]);
+        with_simd(|| {
+            let mut tile = vec![0f32; RB * TC];
+            let nr = chunk.len() / nc.max(1);
+            for b0 in (0..nr).step_by(RB) {
+                let rb = RB.min(nr - b0);
+                for j0 in (0..nc).step_by(TC) {
+                    let tc = TC.min(nc - j0);
+                    fill_costs(spec, rows, cols, r0 + b0, rb, j0, tc, &mut tile);
+                    for rr in 0..rb {
+                        chunk[(b0 + rr) * nc + j0..][..tc].copy_from_slice(&tile[rr * TC..][..tc]);
+                    }
                 }
             }
-        }
+        })
     });
 }
 
@@ -189,7 +207,16 @@ fn pass_rows_impl(pass: &Pass<'_>, r0: usize, states: &mut [RowState]) {
                         tile[rr * TC..][..tc].copy_from_slice(&cache[row * nc + j0..][..tc]);
                     }
                 }
-                None => fill_costs(&pass.spec, pass.rows, pass.cols, r0 + b0, rb, j0, tc, &mut tile),
+                None => fill_costs(
+                    &pass.spec,
+                    pass.rows,
+                    pass.cols,
+                    r0 + b0,
+                    rb,
+                    j0,
+                    tc,
+                    &mut tile,
+                ),
             }
             for (rr, s) in st.iter_mut().enumerate() {
                 update_state(pass, s, &mut tile[rr * TC..][..tc], j0);
@@ -226,14 +253,12 @@ fn fill_costs(
             }
         }
     }
-    let ys = spec
-        .spatial
-        .then(|| {
-            (
-                &cols.cols[spec.dim * nc + j0..][..tc],
-                &cols.cols[(spec.dim + 1) * nc + j0..][..tc],
-            )
-        });
+    let ys = spec.spatial.then(|| {
+        (
+            &cols.cols[spec.dim * nc + j0..][..tc],
+            &cols.cols[(spec.dim + 1) * nc + j0..][..tc],
+        )
+    });
     for rr in 0..rb {
         let acc = &mut tile[rr * TC..][..tc];
         if !spec.squared {
@@ -316,6 +341,150 @@ fn sum_exp(v: &[f32], max: f32) -> f32 {
         s += fast_exp(x - max);
     }
     s
+}
+
+/// Log-sum-exp of each row `i` of `(h_j − C_ij)·inv_eps` over a cached `C` `[rows, cols]`,
+/// shifted by `shift[i]` (see the module docs). Returns `[rows]`.
+pub(crate) fn lse_cached_rows(
+    c: &[f32],
+    cols: usize,
+    h: &[f32],
+    shift: &[f32],
+    inv_eps: f32,
+    threads: usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; shift.len()];
+    parallel_rows(&mut out, 1, threads, c.len(), |r0, chunk| {
+        with_simd(|| {
+            for (k, o) in chunk.iter_mut().enumerate() {
+                let i = r0 + k;
+                let row = &c[i * cols..(i + 1) * cols];
+                *o = lse_row_shifted(row, h, shift[i], inv_eps)
+                    .unwrap_or_else(|| lse_row_two_pass(row, h, inv_eps));
+            }
+        })
+    });
+    out
+}
+
+/// Log-sum-exp of each column `j` of `(h_i − C_ij)·inv_eps` over a cached `C` `[rows, cols]`,
+/// shifted by `shift[j]`. Returns `[cols]`.
+pub(crate) fn lse_cached_cols(
+    c: &[f32],
+    cols: usize,
+    h: &[f32],
+    shift: &[f32],
+    inv_eps: f32,
+    threads: usize,
+) -> Vec<f32> {
+    const CB: usize = 1024; // columns per block (accumulators stay in L1)
+    const RCHUNK: usize = 256; // rows summed in f32 before adding into f64
+    let rows = h.len();
+    let mut out = vec![0f32; cols];
+    parallel_rows(&mut out, 1, threads, c.len(), |j0, chunk| {
+        with_simd(|| {
+            let mut acc32 = [0f32; CB];
+            let mut acc64 = [0f64; CB];
+            for (b, block) in chunk.chunks_mut(CB).enumerate() {
+                let jb = j0 + b * CB;
+                let w = block.len();
+                let sh = &shift[jb..jb + w];
+                acc64[..w].fill(0.0);
+                for i0 in (0..rows).step_by(RCHUNK) {
+                    acc32[..w].fill(0.0);
+                    let i1 = (i0 + RCHUNK).min(rows);
+                    let mut i = i0;
+                    // Four rows at a time: one load/store of the accumulators per four terms.
+                    while i + 4 <= i1 {
+                        let r = |k: usize| &c[(i + k) * cols + jb..(i + k) * cols + jb + w];
+                        let (c0, c1, c2, c3) = (r(0), r(1), r(2), r(3));
+                        let (h0, h1, h2, h3) = (h[i], h[i + 1], h[i + 2], h[i + 3]);
+                        let (acc, sh) = (&mut acc32[..w], &sh[..w]);
+                        for j in 0..w {
+                            let s = sh[j];
+                            acc[j] += (fast_exp((h0 - c0[j]) * inv_eps - s)
+                                + fast_exp((h1 - c1[j]) * inv_eps - s))
+                                + (fast_exp((h2 - c2[j]) * inv_eps - s)
+                                    + fast_exp((h3 - c3[j]) * inv_eps - s));
+                        }
+                        i += 4;
+                    }
+                    for i in i..i1 {
+                        let hi = h[i];
+                        let crow = &c[i * cols + jb..i * cols + jb + w];
+                        for ((a, &cij), &s) in acc32[..w].iter_mut().zip(crow).zip(sh) {
+                            *a += fast_exp((hi - cij) * inv_eps - s);
+                        }
+                    }
+                    for (a64, &a) in acc64[..w].iter_mut().zip(&acc32[..w]) {
+                        *a64 += a as f64;
+                    }
+                }
+                for (k, o) in block.iter_mut().enumerate() {
+                    let sum = acc64[k];
+                    *o = if (SHIFT_MIN..=SHIFT_MAX).contains(&sum) {
+                        sh[k] + sum.ln() as f32
+                    } else {
+                        let j = jb + k;
+                        let col = (0..rows).map(|i| (h[i] - c[i * cols + j]) * inv_eps);
+                        lse_two_pass_iter(col)
+                    };
+                }
+            }
+        })
+    });
+    out
+}
+
+/// Valid range of a shifted sum: `[e⁻⁶⁰, e⁶⁰]`.
+const SHIFT_MIN: f64 = 8.756_510_762_696_52e-27;
+const SHIFT_MAX: f64 = 1.142_007_389_815_684e26;
+
+#[inline(always)]
+fn lse_row_shifted(row: &[f32], h: &[f32], shift: f32, inv_eps: f32) -> Option<f32> {
+    let mut acc = [0f32; 16];
+    let (rc, hc) = (row.chunks_exact(16), h.chunks_exact(16));
+    let (rr, hr) = (rc.remainder(), hc.remainder());
+    for (cs, hs) in rc.zip(hc) {
+        for l in 0..16 {
+            acc[l] += fast_exp((hs[l] - cs[l]) * inv_eps - shift);
+        }
+    }
+    let mut sum: f64 = acc.iter().map(|&a| a as f64).sum();
+    for (&cij, &hj) in rr.iter().zip(hr) {
+        sum += fast_exp((hj - cij) * inv_eps - shift) as f64;
+    }
+    (SHIFT_MIN..=SHIFT_MAX)
+        .contains(&sum)
+        .then(|| shift + sum.ln() as f32)
+}
+
+fn lse_row_two_pass(row: &[f32], h: &[f32], inv_eps: f32) -> f32 {
+    lse_two_pass_iter(row.iter().zip(h).map(|(&cij, &hj)| (hj - cij) * inv_eps))
+}
+
+fn lse_two_pass_iter(values: impl Iterator<Item = f32> + Clone) -> f32 {
+    let max = values.clone().fold(NEG_BIG, f32::max);
+    let sum: f64 = values.map(|v| (v - max).exp() as f64).sum();
+    max + sum.ln() as f32
+}
+
+/// Runs `f` compiled for AVX2+FMA when the CPU has them.
+#[inline(always)]
+fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features `avx2` is compiled for.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
 }
 
 /// `exp(x)` for `x ≤ 0` in f32 (relative error ≲ 2e-7; `x < −87` gives ≈1e-38 instead of

@@ -23,12 +23,12 @@ pub mod signature;
 pub mod sinkhorn;
 
 pub use error::OtError;
+#[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
+pub use pairing::write_pairs_csv;
 pub use pairing::{
     pair_states, pairs_csv, PairRecord, Pairing, PairingOptions, StateCells,
     DEFAULT_MIN_CELLS_PER_STATE,
 };
-#[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
-pub use pairing::write_pairs_csv;
 pub use pca::{pca, Pca, PcaOptions, DEFAULT_PCA_COMPONENTS};
 pub use signature::{signature, GeneDelta, Signature};
 pub use sinkhorn::{

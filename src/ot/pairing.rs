@@ -198,7 +198,9 @@ pub fn pairs_csv(records: &[PairRecord]) -> String {
     let mut out =
         String::from("ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score\n");
     for r in records {
-        let dist = r.spatial_distance_um.map_or(String::new(), |d| d.to_string());
+        let dist = r
+            .spatial_distance_um
+            .map_or(String::new(), |d| d.to_string());
         out.push_str(&format!(
             "{},{},{},{},{},{},{}\n",
             csv_field(&r.ctrl_id),

@@ -139,7 +139,13 @@ impl Pca {
         }
         let explained_variance_ratio = explained_variance
             .iter()
-            .map(|&v| if total_var > 0.0 { (v / total_var) as f32 } else { 0.0 })
+            .map(|&v| {
+                if total_var > 0.0 {
+                    (v / total_var) as f32
+                } else {
+                    0.0
+                }
+            })
             .collect();
         Ok(Pca {
             n_genes: genes,

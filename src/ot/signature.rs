@@ -37,11 +37,21 @@ impl Signature {
 
     fn top(&self, k: usize, up: bool) -> Vec<GeneDelta> {
         let mut idx: Vec<usize> = (0..self.delta.len())
-            .filter(|&g| if up { self.delta[g] > 0.0 } else { self.delta[g] < 0.0 })
+            .filter(|&g| {
+                if up {
+                    self.delta[g] > 0.0
+                } else {
+                    self.delta[g] < 0.0
+                }
+            })
             .collect();
         idx.sort_by(|&a, &b| {
             let (da, db) = (self.delta[a], self.delta[b]);
-            let ord = if up { db.total_cmp(&da) } else { da.total_cmp(&db) };
+            let ord = if up {
+                db.total_cmp(&da)
+            } else {
+                da.total_cmp(&db)
+            };
             ord.then_with(|| self.genes[a].cmp(&self.genes[b]))
         });
         idx.into_iter()
@@ -59,7 +69,12 @@ impl Signature {
         let mut out = String::from("gene,delta,direction,rank\n");
         for (dir, list) in [("up", self.top_up(k)), ("down", self.top_down(k))] {
             for (r, gd) in list.iter().enumerate() {
-                out.push_str(&format!("{},{},{dir},{}\n", csv_field(&gd.gene), gd.delta, r + 1));
+                out.push_str(&format!(
+                    "{},{},{dir},{}\n",
+                    csv_field(&gd.gene),
+                    gd.delta,
+                    r + 1
+                ));
             }
         }
         out
@@ -90,13 +105,25 @@ pub fn signature(
 ) -> Result<Signature, OtError> {
     let g = genes.len();
     if g == 0 {
-        return Err(OtError::Empty { what: "gene list".into() });
+        return Err(OtError::Empty {
+            what: "gene list".into(),
+        });
     }
     if pairs.is_empty() {
-        return Err(OtError::Empty { what: "pair list".into() });
+        return Err(OtError::Empty {
+            what: "pair list".into(),
+        });
     }
-    check_shape(|| format!("control expression [{n_control}, {g}]"), control.len(), n_control * g)?;
-    check_shape(|| format!("target expression [{n_target}, {g}]"), target.len(), n_target * g)?;
+    check_shape(
+        || format!("control expression [{n_control}, {g}]"),
+        control.len(),
+        n_control * g,
+    )?;
+    check_shape(
+        || format!("target expression [{n_target}, {g}]"),
+        target.len(),
+        n_target * g,
+    )?;
     check_finite(|| "control expression".into(), control)?;
     check_finite(|| "target expression".into(), target)?;
     let mut sum = vec![0f64; g];

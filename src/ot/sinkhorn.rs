@@ -126,8 +126,8 @@ pub struct SinkhornOptions {
     pub epsilon_scaling: Option<EpsilonScaling>,
     /// CPU engine: worker threads (0 = all cores; always 1 on wasm32).
     pub threads: usize,
-    /// CPU engine: largest memory for caching `C` and `Cᵀ` (`8·n·m` bytes); above it costs
-    /// are recomputed every pass. Default 2 GiB natively, 256 MiB on wasm32.
+    /// CPU engine: largest memory for caching the cost matrix `C` (`4·n·m` bytes); above it
+    /// costs are recomputed every pass. Default 2 GiB natively, 256 MiB on wasm32.
     pub cpu_cost_cache_bytes: u64,
 }
 
@@ -274,12 +274,7 @@ fn weights(w: Option<&[f32]>, len: usize, what: &'static str) -> Result<Vec<f32>
     Ok(w.iter().map(|&v| (v as f64 / total) as f32).collect())
 }
 
-fn augment(
-    pts: &[f32],
-    len: usize,
-    dim: usize,
-    pos: Option<&[[f32; 2]]>,
-) -> Vec<f32> {
+fn augment(pts: &[f32], len: usize, dim: usize, pos: Option<&[[f32; 2]]>) -> Vec<f32> {
     match pos {
         None => pts.to_vec(),
         Some(pos) => {
@@ -312,8 +307,16 @@ impl Prepared {
                 reason: "point clouds are limited to 2^31 points".into(),
             });
         }
-        check_shape(|| format!("X [n={}, d={}]", p.n, p.dim), p.x.len(), p.n * p.dim)?;
-        check_shape(|| format!("Y [m={}, d={}]", p.m, p.dim), p.y.len(), p.m * p.dim)?;
+        check_shape(
+            || format!("X [n={}, d={}]", p.n, p.dim),
+            p.x.len(),
+            p.n * p.dim,
+        )?;
+        check_shape(
+            || format!("Y [m={}, d={}]", p.m, p.dim),
+            p.y.len(),
+            p.m * p.dim,
+        )?;
         check_finite(|| "X".into(), p.x)?;
         check_finite(|| "Y".into(), p.y)?;
         let a = weights(p.a, p.n, "a")?;
@@ -359,10 +362,16 @@ impl Prepared {
 fn validate_options(o: &SinkhornOptions) -> Result<(), OtError> {
     let bad = |name, reason: String| Err(OtError::InvalidOption { name, reason });
     if !(o.epsilon.is_finite() && o.epsilon > 0.0) {
-        return bad("epsilon", format!("must be finite and > 0, got {}", o.epsilon));
+        return bad(
+            "epsilon",
+            format!("must be finite and > 0, got {}", o.epsilon),
+        );
     }
     if !(o.tolerance.is_finite() && o.tolerance > 0.0) {
-        return bad("tolerance", format!("must be finite and > 0, got {}", o.tolerance));
+        return bad(
+            "tolerance",
+            format!("must be finite and > 0, got {}", o.tolerance),
+        );
     }
     if o.max_iterations == 0 {
         return bad("max_iterations", "must be at least 1".into());
@@ -372,7 +381,10 @@ fn validate_options(o: &SinkhornOptions) -> Result<(), OtError> {
     }
     if let Some(s) = o.epsilon_scaling {
         if !(s.factor > 0.0 && s.factor < 1.0) {
-            return bad("epsilon_scaling.factor", format!("must be in (0, 1), got {}", s.factor));
+            return bad(
+                "epsilon_scaling.factor",
+                format!("must be in (0, 1), got {}", s.factor),
+            );
         }
         if !(s.start_epsilon.is_finite() && s.start_epsilon > 0.0) {
             return bad(
@@ -381,7 +393,10 @@ fn validate_options(o: &SinkhornOptions) -> Result<(), OtError> {
             );
         }
         if s.stage_iterations == 0 {
-            return bad("epsilon_scaling.stage_iterations", "must be at least 1".into());
+            return bad(
+                "epsilon_scaling.stage_iterations",
+                "must be at least 1".into(),
+            );
         }
     }
     Ok(())
@@ -486,8 +501,8 @@ pub(crate) struct CpuBackend {
     log_b: Vec<f32>,
     a: Vec<f32>,
     b: Vec<f32>,
-    /// `(C [n, m], Cᵀ [m, n])`, scaled, when cached.
-    cache: Option<(Vec<f32>, Vec<f32>)>,
+    /// `C` `[n, m]`, scaled, when cached.
+    cache: Option<Vec<f32>>,
     cache_budget: u64,
     threads: usize,
     f: Vec<f32>,
@@ -521,16 +536,20 @@ impl CpuBackend {
     }
 
     fn pass(&self, x_rows: bool, h: &[f32], eps: f32, mode: Mode) -> Vec<RowState> {
-        let (rows, cols) = if x_rows { (&self.x, &self.y) } else { (&self.y, &self.x) };
+        let (rows, cols) = if x_rows {
+            (&self.x, &self.y)
+        } else {
+            (&self.y, &self.x)
+        };
         let cache = self
             .cache
-            .as_ref()
-            .map(|(c, ct)| if x_rows { c.as_slice() } else { ct.as_slice() });
+            .as_deref()
+            .filter(|_| x_rows && mode != Mode::MaxCost);
         let pass = Pass {
             spec: self.spec,
             rows,
             cols,
-            cache: if mode == Mode::MaxCost { None } else { cache },
+            cache,
             h,
             inv_eps: 1.0 / eps,
             mode,
@@ -548,12 +567,31 @@ impl CpuBackend {
         } else {
             (&self.f, &self.g, &self.log_b, &self.b)
         };
-        let states = self.pass(x_rows, h, eps, Mode::Lse);
         let inv_eps = 1.0 / eps;
+        let lse: Vec<f32> = match &self.cache {
+            Some(c) => {
+                // The LSE that produced the old potential: the shift of the one-pass sums.
+                let shift: Vec<f32> = logw
+                    .iter()
+                    .zip(old)
+                    .map(|(&lw, &o)| lw - o * inv_eps)
+                    .collect();
+                if x_rows {
+                    cpu::lse_cached_rows(c, self.y.len, h, &shift, inv_eps, self.threads)
+                } else {
+                    cpu::lse_cached_cols(c, self.y.len, h, &shift, inv_eps, self.threads)
+                }
+            }
+            None => self
+                .pass(x_rows, h, eps, Mode::Lse)
+                .iter()
+                .map(|s| s.max + s.sum.ln())
+                .collect(),
+        };
         let mut sums = [0f64; 3];
-        let mut new = Vec::with_capacity(states.len());
-        for (i, s) in states.iter().enumerate() {
-            let pot = eps * (logw[i] - (s.max + s.sum.ln()));
+        let mut new = Vec::with_capacity(lse.len());
+        for (i, &l) in lse.iter().enumerate() {
+            let pot = eps * (logw[i] - l);
             let delta = ((old[i] - pot) * inv_eps).min(80.0);
             let err = (w[i] * cpu::expm1_small(delta).abs()) as f64;
             sums[0] += err;
@@ -564,26 +602,15 @@ impl CpuBackend {
         (new, sums.map(|v| v as f32))
     }
 
+    /// Computes the unscaled cost matrix if it fits the budget.
     fn build_cache(&mut self) {
         let (n, m) = (self.x.len, self.y.len);
-        let bytes = 8 * n as u64 * m as u64;
-        if bytes > self.cache_budget {
+        if 4 * n as u64 * m as u64 > self.cache_budget {
             return;
         }
         let mut c = vec![0f32; n * m];
         cpu::cost_rows(&self.spec, &self.x, &self.y, &mut c, self.threads);
-        let mut ct = vec![0f32; n * m];
-        const B: usize = 64;
-        for i0 in (0..n).step_by(B) {
-            for j0 in (0..m).step_by(B) {
-                for i in i0..(i0 + B).min(n) {
-                    for j in j0..(j0 + B).min(m) {
-                        ct[j * n + i] = c[i * m + j];
-                    }
-                }
-            }
-        }
-        self.cache = Some((c, ct));
+        self.cache = Some(c);
     }
 
     /// Row-wise argmax of the plan for given potentials.
@@ -602,12 +629,19 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     async fn prepare_scale(&mut self, scale: CostScale) -> Result<f32, OtError> {
+        self.spec.inv_scale = 1.0;
+        self.cache = None;
+        self.build_cache();
         let divisor = match scale {
             CostScale::None => 1.0,
             CostScale::MaxCost => {
-                self.spec.inv_scale = 1.0;
-                let states = self.pass(true, &[], 1.0, Mode::MaxCost);
-                let max = states.iter().fold(0f32, |acc, s| acc.max(s.max));
+                let max = match &self.cache {
+                    Some(c) => c.iter().fold(0f32, |acc, &v| acc.max(v)),
+                    None => self
+                        .pass(true, &[], 1.0, Mode::MaxCost)
+                        .iter()
+                        .fold(0f32, |acc, s| acc.max(s.max)),
+                };
                 if max <= 0.0 || !max.is_finite() {
                     return Err(OtError::DegenerateCost);
                 }
@@ -615,8 +649,12 @@ impl Backend for CpuBackend {
             }
         };
         self.spec.inv_scale = 1.0 / divisor;
-        self.cache = None;
-        self.build_cache();
+        if let Some(c) = &mut self.cache {
+            if divisor != 1.0 {
+                let inv = 1.0 / divisor;
+                c.iter_mut().for_each(|v| *v *= inv);
+            }
+        }
         Ok(divisor)
     }
 
@@ -644,10 +682,7 @@ impl Backend for CpuBackend {
     fn working_bytes(&self) -> u64 {
         let clouds = 2 * 4 * (self.x.rows.len() + self.y.rows.len()) as u64;
         let vectors = 4 * 6 * (self.x.len + self.y.len) as u64;
-        let cache = self
-            .cache
-            .as_ref()
-            .map_or(0, |(c, ct)| 4 * (c.len() + ct.len()) as u64);
+        let cache = self.cache.as_ref().map_or(0, |c| 4 * c.len() as u64);
         clouds + vectors + cache
     }
 }
