@@ -3,7 +3,7 @@
 // For every row point r_i (one invocation each) and all column points c_j, with the cost
 //   C_ij = inv_scale * (base(r_i, c_j) + lambda * |s_i - s_j|),
 //   base = |r_i - c_j|_2 (SQUARED = 0) or |r_i - c_j|_2^2 (SQUARED = 1) over the first DIM
-//   coordinates, s = the 2 spatial coordinates that follow them when SPATIAL = 1,
+//   coordinates, s = the 2 spatial coordinates that follow them (spatial penalty only),
 // it streams the column points through workgroup memory in tiles of TILE points and keeps an
 // online, max-subtracted log-sum-exp (like flash attention) of
 //   v_ij = (h_j - C_ij) / eps            (mode 0 and 2)
@@ -17,20 +17,19 @@
 //                              out_aux = bitcast<f32>(argmax_j v_ij) (first maximum)
 //
 //   pts_row: [rows, S4] vec4; pts_col: [cols, S4] vec4 (coordinates zero-padded to a multiple of
-//   4, then one more vec4 (x, y, 0, 0) in µm when SPATIAL = 1); h: [cols]; logw, old: [rows];
+//   4, then one more vec4 (x, y, 0, 0) in µm with a spatial penalty); h: [cols]; logw, old: [rows];
 //   out_pot, out_aux: [rows]
 //
-// WG invocations per workgroup, one row each; the dispatch may be folded into 2-D when there
-// are more than 65535 workgroups (the row block is rebuilt from the workgroup id).
+// WG invocations per workgroup, ROWS rows each (register blocking: every tile value loaded
+// from workgroup memory serves ROWS rows); the dispatch may be folded into 2-D when there are
+// more than 65535 workgroups (the row block is rebuilt from the workgroup id).
 // Workgroup memory: TILE * (4 * S4 + 1) floats (≤ 16 KiB, the WebGPU default limit).
 //
-// The row point is held in D4 (+1) named vec4 registers and the distance loop is unrolled by
-// the host (LOAD_ROW, DISTANCE and SPATIAL_DISTANCE are generated statement lists), so no
-// private array is indexed dynamically (software rasterisers such as lavapipe turn that into
-// gathers).
+// The row points are held in named vec4 registers and the distance loop is unrolled by the
+// host (LOAD_ROWS, PAIRS and FINISH are generated statement lists), so no private array is
+// indexed dynamically (software rasterisers such as lavapipe turn that into gathers).
 //
-// Placeholders (double braces): WG, TILE, S4, SQUARED, SPATIAL, LOAD_ROW, DISTANCE,
-// SPATIAL_DISTANCE.
+// Placeholders (double braces): WG, ROWS, TILE, S4, SQUARED, LOAD_ROWS, PAIRS, FINISH.
 
 struct Params {
     rows: u32,
@@ -55,13 +54,20 @@ struct Params {
 const WG: u32 = {{WG}}u;
 const TILE: u32 = {{TILE}}u;
 const S4: u32 = {{S4}}u;
+const ROWS: u32 = {{ROWS}}u;
 const SQUARED: u32 = {{SQUARED}}u;
-const SPATIAL: u32 = {{SPATIAL}}u;
 // Stands in for -infinity (WGSL has no infinity literals); every real v is far above it.
 const NEG_BIG: f32 = -1.0e30;
 
 var<workgroup> tile_pts: array<vec4<f32>, TILE * S4>;
 var<workgroup> tile_h: array<f32, TILE>;
+
+// Online log-sum-exp state of one row.
+struct Lse {
+    mx: f32,
+    s: f32,
+    arg: u32,
+}
 
 // exp(x) - 1 without cancellation for small |x|.
 fn expm1_small(x: f32) -> f32 {
@@ -71,23 +77,59 @@ fn expm1_small(x: f32) -> f32 {
     return exp(x) - 1.0;
 }
 
+// Folds the pair (row, column j) with squared expression distance `sq` and spatial distance
+// `dist_um` into the row's state: one exp per pair, branch-free.
+fn fold(st: ptr<function, Lse>, sq: f32, dist_um: f32, h_j: f32, j: u32) {
+    var c = sq;
+    if (SQUARED == 0u) {
+        c = sqrt(sq);
+    }
+    c = (c + p.lambda * dist_um) * p.inv_scale;
+    var v = c;
+    if (p.mode != 1u) {
+        v = (h_j - c) * p.inv_eps;
+    }
+    let e = exp(-abs(v - (*st).mx));
+    let above = v > (*st).mx;
+    (*st).s = select((*st).s + e, fma((*st).s, e, 1.0), above);
+    (*st).arg = select((*st).arg, j, above);
+    (*st).mx = max((*st).mx, v);
+}
+
+// Writes the outputs of one row (see the header for each mode).
+fn finish(row: u32, st: Lse) {
+    if (row >= p.rows) {
+        return;
+    }
+    if (p.mode == 0u) {
+        let lw = logw[row];
+        let new_pot = p.eps * (lw - (st.mx + log(st.s)));
+        out_pot[row] = new_pot;
+        // Row sum of the plan with the old potential, relative to the marginal, minus one;
+        // clamped so that the first iterations (far from the marginal) stay finite.
+        let delta = min((old[row] - new_pot) * p.inv_eps, 80.0);
+        out_aux[row] = exp(lw) * abs(expm1_small(delta));
+    } else if (p.mode == 1u) {
+        out_pot[row] = st.mx;
+        out_aux[row] = 0.0;
+    } else {
+        out_pot[row] = 1.0 / st.s;
+        out_aux[row] = bitcast<f32>(st.arg);
+    }
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let block = wid.y * nwg.x + wid.x;
-    if (block * WG >= p.rows) {
+    if (block * WG * ROWS >= p.rows) {
         return; // the whole workgroup is past the end: uniform
     }
-    let row = block * WG + lid;
-    let in_range = row < p.rows;
+    // Invocation `lid` owns rows first + r * WG, r < ROWS. Out-of-range rows read row 0
+    // (never written back) so loads stay in bounds.
+    let first = block * WG * ROWS + lid;
+{{LOAD_ROWS}}
 
-    // Out-of-range invocations read row 0 (never written back) so loads stay in bounds.
-    let rbase = select(0u, row, in_range) * S4;
-{{LOAD_ROW}}
-
-    var mx = NEG_BIG;
-    var s = 0.0;
-    var arg = 0u;
     for (var j0 = 0u; j0 < p.cols; j0 += TILE) {
         let len = min(TILE, p.cols - j0);
         // Cooperative load of the next tile of column points and potentials.
@@ -100,46 +142,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         workgroupBarrier();
         for (var t = 0u; t < len; t++) {
             let base = t * S4;
-            var acc = 0.0;
-{{DISTANCE}}
-            var c = acc;
-            if (SQUARED == 0u) {
-                c = sqrt(acc);
-            }
-            if (SPATIAL == 1u) {
-{{SPATIAL_DISTANCE}}
-            }
-            c *= p.inv_scale;
-            var v = c;
-            if (p.mode != 1u) {
-                v = (tile_h[t] - c) * p.inv_eps;
-            }
-            // Online log-sum-exp with one exp per pair, branch-free.
-            let e = exp(-abs(v - mx));
-            let above = v > mx;
-            s = select(s + e, fma(s, e, 1.0), above);
-            arg = select(arg, j0 + t, above);
-            mx = max(mx, v);
+            let h_t = tile_h[t];
+{{PAIRS}}
         }
         workgroupBarrier(); // everyone is done with the tile before it is overwritten
     }
-
-    if (!in_range) {
-        return;
-    }
-    if (p.mode == 0u) {
-        let lw = logw[row];
-        let new_pot = p.eps * (lw - (mx + log(s)));
-        out_pot[row] = new_pot;
-        // Row sum of the plan with the old potential, relative to the marginal, minus one;
-        // clamped so that the first iterations (far from the marginal) stay finite.
-        let delta = min((old[row] - new_pot) * p.inv_eps, 80.0);
-        out_aux[row] = exp(lw) * abs(expm1_small(delta));
-    } else if (p.mode == 1u) {
-        out_pot[row] = mx;
-        out_aux[row] = 0.0;
-    } else {
-        out_pot[row] = 1.0 / s;
-        out_aux[row] = bitcast<f32>(arg);
-    }
+{{FINISH}}
 }

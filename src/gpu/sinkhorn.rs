@@ -10,17 +10,25 @@
 //! of the current plan is a by-product of the next g half-step, whose result is kept (ping-pong
 //! buffers) so the check costs no extra pass over the points.
 //!
-//! Buffers: points `[n, stride]` and `[m, stride]` (`stride = d`, or `d + 2` with the spatial
-//! penalty), and `O(n + m)` floats of potentials and errors; e.g. 100k × 100k at d = 50 needs
-//! ≈ 44 MB in all, far below the 128 MiB-per-binding WebGPU default.
+//! Buffers: points `[n, stride]` and `[m, stride]` (`stride = 4⌈d/4⌉`, plus 4 with the
+//! spatial penalty), and `O(n + m)` floats of potentials and errors; e.g. 100k × 100k at
+//! d = 50 needs ≈ 45 MB in all, far below the 128 MiB-per-binding WebGPU default, and
+//! ⌈100k / 128⌉ = 782 workgroups per dispatch.
+//!
+//! Kernel shape: 64 invocations per workgroup, each keeping 1, 2 or 4 row points in registers
+//! (≤ 128 floats: 2 rows at d = 50), and tiles of up to 64 column points in workgroup memory
+//! (≤ 16 KiB).
 
 use wgpu::util::DeviceExt;
 
 use super::context::{fold_workgroups, specialise, Dispatch, GpuContext, KernelKey};
 use super::error::GpuError;
 
-/// Rows (invocations) per workgroup of the LSE kernel.
+/// Invocations per workgroup of the LSE kernel.
 const WG: u32 = 64;
+/// Most row-point floats one invocation keeps in registers (`rows × stride`): register
+/// blocking up to this budget (d = 50 → 2 rows; d ≤ 32 → 4 rows).
+const ROW_REGISTER_FLOATS: u32 = 128;
 /// Invocations of the reduction kernel.
 const REDUCE_WG: u32 = 256;
 /// Upper bound on columns per shared tile.
@@ -48,6 +56,8 @@ pub(crate) struct LseShape {
     pub dim: u32,
     pub stride: u32,
     pub tile: u32,
+    /// Rows per invocation (1, 2 or 4).
+    pub rows: u32,
     pub squared: bool,
     pub spatial: bool,
 }
@@ -69,6 +79,11 @@ impl LseShape {
             dim: dim as u32,
             stride,
             tile,
+            rows: match ROW_REGISTER_FLOATS / stride {
+                0 | 1 => 1,
+                2 | 3 => 2,
+                _ => 4,
+            },
             squared,
             spatial,
         })
@@ -77,42 +92,61 @@ impl LseShape {
 
 pub(crate) fn lse_label(s: &LseShape) -> String {
     format!(
-        "sinkhorn_lse(dim={}, stride={}, tile={}, squared={}, spatial={})",
-        s.dim, s.stride, s.tile, s.squared, s.spatial
+        "sinkhorn_lse(dim={}, stride={}, tile={}, rows={}, squared={}, spatial={})",
+        s.dim, s.stride, s.tile, s.rows, s.squared, s.spatial
     )
 }
 
 pub(crate) fn lse_shader_source(s: &LseShape) -> String {
     let d4 = s.dim.div_ceil(4);
     let s4 = s.stride / 4;
-    let mut load_row = String::new();
-    let mut distance = String::new();
-    for k in 0..s4 {
-        load_row.push_str(&format!("    let x{k} = pts_row[rbase + {k}u];\n"));
+    let mut load = String::new();
+    let mut pairs = String::new();
+    let mut finish = String::new();
+    for r in 0..s.rows {
+        load.push_str(&format!(
+            "    let row{r} = first + {r}u * WG;\n    \
+             let base{r} = select(0u, row{r}, row{r} < p.rows) * S4;\n    \
+             var st{r} = Lse(NEG_BIG, 0.0, 0u);\n"
+        ));
+        for k in 0..s4 {
+            load.push_str(&format!("    let x{r}_{k} = pts_row[base{r} + {k}u];\n"));
+        }
+        finish.push_str(&format!("    finish(row{r}, st{r});\n"));
+    }
+    let indent = "            ";
+    for r in 0..s.rows {
+        pairs.push_str(&format!("{indent}var sq{r} = 0.0;\n"));
     }
     for k in 0..d4 {
-        distance.push_str(&format!(
-            "            let d{k} = x{k} - tile_pts[base + {k}u];\n            acc += dot(d{k}, d{k});\n"
+        pairs.push_str(&format!("{indent}let y{k} = tile_pts[base + {k}u];\n"));
+        for r in 0..s.rows {
+            pairs.push_str(&format!(
+                "{indent}let d{r}_{k} = x{r}_{k} - y{k};\n{indent}sq{r} += dot(d{r}_{k}, d{r}_{k});\n"
+            ));
+        }
+    }
+    for r in 0..s.rows {
+        let dist = if s.spatial {
+            format!("length(x{r}_{d4}.xy - tile_pts[base + {d4}u].xy)")
+        } else {
+            "0.0".to_string()
+        };
+        pairs.push_str(&format!(
+            "{indent}fold(&st{r}, sq{r}, {dist}, h_t, j0 + t);\n"
         ));
     }
-    let spatial = if s.spatial {
-        format!(
-            "                let ds = x{d4}.xy - tile_pts[base + {d4}u].xy;\n                c += p.lambda * length(ds);"
-        )
-    } else {
-        String::new()
-    };
     specialise(
         LSE_TEMPLATE,
         &[
             ("WG", WG.to_string()),
+            ("ROWS", s.rows.to_string()),
             ("TILE", s.tile.to_string()),
             ("S4", s4.to_string()),
             ("SQUARED", u32::from(s.squared).to_string()),
-            ("SPATIAL", u32::from(s.spatial).to_string()),
-            ("LOAD_ROW", load_row),
-            ("DISTANCE", distance),
-            ("SPATIAL_DISTANCE", spatial),
+            ("LOAD_ROWS", load),
+            ("PAIRS", pairs),
+            ("FINISH", finish),
         ],
     )
 }
@@ -177,6 +211,7 @@ async fn compile(ctx: &GpuContext, key: KernelKey) -> Result<wgpu::ComputePipeli
 /// Solver state on the device: clouds, log-marginals, ping-pong potentials.
 pub(crate) struct GpuSinkhorn<'c> {
     ctx: &'c GpuContext,
+    shape: LseShape,
     n: usize,
     m: usize,
     lambda: f32,
@@ -253,6 +288,7 @@ impl<'c> GpuSinkhorn<'c> {
         let red_bind = ctx.bind(&reduce, "sinkhorn reduce", &[&red_params, &aux_g, &red_out]);
         Ok(GpuSinkhorn {
             ctx,
+            shape,
             n,
             m,
             lambda: clouds.lambda,
@@ -328,7 +364,10 @@ impl<'c> GpuSinkhorn<'c> {
         Ok(Dispatch {
             pipeline: self.lse.clone(),
             bind_group,
-            workgroups: fold_workgroups(rows.div_ceil(WG as usize), "sinkhorn lse")?,
+            workgroups: fold_workgroups(
+                rows.div_ceil((WG * self.shape.rows) as usize),
+                "sinkhorn lse",
+            )?,
         })
     }
 
@@ -412,8 +451,9 @@ impl<'c> GpuSinkhorn<'c> {
             .stage
             .as_ref()
             .expect("stage bind groups were just built");
-        let g_wg = fold_workgroups(self.m.div_ceil(WG as usize), "sinkhorn g half-step")?;
-        let f_wg = fold_workgroups(self.n.div_ceil(WG as usize), "sinkhorn f half-step")?;
+        let rows_per_wg = (WG * self.shape.rows) as usize;
+        let g_wg = fold_workgroups(self.m.div_ceil(rows_per_wg), "sinkhorn g half-step")?;
+        let f_wg = fold_workgroups(self.n.div_ceil(rows_per_wg), "sinkhorn f half-step")?;
         let mut encoder = self
             .ctx
             .device

@@ -172,22 +172,7 @@ pub(crate) fn cost_rows(
 }
 
 fn pass_rows(pass: &Pass<'_>, r0: usize, states: &mut [RowState]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features this function is compiled for.
-            unsafe { pass_rows_avx2(pass, r0, states) };
-            return;
-        }
-    }
-    pass_rows_impl(pass, r0, states);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn pass_rows_avx2(pass: &Pass<'_>, r0: usize, states: &mut [RowState]) {
-    pass_rows_impl(pass, r0, states);
+    with_simd(|| pass_rows_impl(pass, r0, states));
 }
 
 #[inline(always)]
@@ -469,7 +454,8 @@ fn lse_two_pass_iter(values: impl Iterator<Item = f32> + Clone) -> f32 {
     max + sum.ln() as f32
 }
 
-/// Runs `f` compiled for AVX2+FMA when the CPU has them.
+/// Runs `f` (inlined) compiled for AVX2+FMA when the CPU has them, so that the loops
+/// inside vectorise 8 lanes wide. (An AVX-512 tier measured no faster on this workload.)
 #[inline(always)]
 fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -480,7 +466,7 @@ fn with_simd<R>(f: impl FnOnce() -> R) -> R {
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY: the CPU supports the features `avx2` is compiled for.
+            // SAFETY: the CPU supports every feature `avx2` is compiled for.
             return unsafe { avx2(f) };
         }
     }
