@@ -319,6 +319,7 @@ fn main() {
                     },
                     memory: mib(r.working_bytes as f64),
                     // Excluding the two one-off launches (max-cost pass, first g half-step).
+                    // Excluding the two one-off launches (max-cost pass, first g half-step).
                     dispatches: format!("{:.2}", (r.dispatches as f64 - 2.0) / r.iterations as f64),
                     note: speedup(pot_seconds, total),
                 }
@@ -340,7 +341,7 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "| n = m | engine | time (s) | iterations | final err | memory | dispatches/it | note |"
+        "| n = m | engine | time (s) | iterations | final err | memory | dispatches/it (steady) | note |"
     );
     println!("|---:|---|---:|---:|---:|---|---:|---|");
     for r in rows {

@@ -1,16 +1,17 @@
 //! Optimal-transport pairing of control and target cell states (SPATIA-style).
 //!
 //! Pipeline, one module per step:
-//! 1. [`pca`]: exact PCA of the union of the selected cells (`[cells, genes]` → `[cells, d]`,
-//!    d = 50 by default).
-//! 2. [`sinkhorn`]: entropic OT between the two states' clouds in PCA space (log domain,
-//!    ε = 0.05 of the max cost by default), with one API over three engines: plain Rust on CPU
-//!    threads ([`sinkhorn_log_domain_reference`]), and WGSL kernels on WebGPU — natively
-//!    through wgpu (Vulkan, e.g. lavapipe) or in the browser on wasm32. No engine stores the
-//!    `n × m` cost or plan.
+//! 1. [`pca`](mod@pca): exact PCA of the union of the selected cells
+//!    (`[cells, genes]` → `[cells, d]`, d = 50 by default).
+//! 2. [`sinkhorn`](mod@sinkhorn): entropic OT between the two states' clouds in PCA space
+//!    (log domain, ε = 0.05 of the max cost by default), with one API over three engines:
+//!    plain Rust on CPU threads ([`sinkhorn_log_domain_reference`]), and WGSL kernels on
+//!    WebGPU — natively through wgpu (Vulkan, e.g. lavapipe) or in the browser on wasm32. No
+//!    engine needs the `n × m` cost or plan (the CPU engine caches the cost when it fits).
 //! 3. [`pairing`]: hard assignment by plan-row argmax with a confidence score, QC (same
 //!    lineage, θ_min cells per state), optional spatial penalty; CSV output.
-//! 4. [`signature`]: mean paired expression difference per gene, top up/down genes.
+//! 4. [`signature`](mod@signature): mean paired expression difference per gene, top up/down
+//!    genes.
 //!
 //! Everything is `async` where a GPU may be involved, and long solves report progress through
 //! an `FnMut(iteration, error)` callback. Errors are [`OtError`]; nothing panics on bad input.

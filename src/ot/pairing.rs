@@ -3,7 +3,7 @@
 //!
 //! QC (from the paper): both states must be of the same lineage, and each must have at least
 //! `min_cells_per_state` (θ_min = 50) cells. An optional spatial penalty `λ · dist_µm` is added
-//! to the expression cost before scaling (see [`super::sinkhorn`]).
+//! to the expression cost before scaling (see [`super::sinkhorn`](mod@super::sinkhorn)).
 
 use super::error::{check_shape, OtError};
 use super::sinkhorn::{
