@@ -190,6 +190,8 @@ fn main() {
     let scratch: PathBuf =
         std::env::temp_dir().join(format!("bench_sinkhorn-{}", std::process::id()));
     let mut rows = Vec::new();
+    // (n, seconds per iteration, peak RSS / cost-matrix bytes) of the largest POT run.
+    let mut pot_measured: Option<(usize, f64, f64)> = None;
     let mut centres_rng = SplitMix64::new(99);
     let centres: Vec<f32> = (0..10 * d).map(|_| 1.5 * centres_rng.normal()).collect();
     for &n in &args.sizes {
@@ -202,23 +204,30 @@ fn main() {
         if !args.pot {
             rows.push(skip(n, "POT sinkhorn_log", "--no-pot"));
         } else if n > args.pot_max_n {
-            let gib = 8.0 * (n * n) as f64 / (1u64 << 30) as f64;
-            rows.push(skip(
-                n,
-                "POT sinkhorn_log",
-                &format!(
-                    "skipped: n > --pot-max-n; M alone is {gib:.1} GiB f64 and sinkhorn_log keeps ~4 such \
-                     temporaries (peak ≈ {:.0} GiB) at ≈ {:.0} s/iteration extrapolated from 5k",
-                    5.0 * gib,
-                    0.8 * (n as f64 / 5000.0).powi(2)
-                ),
-            ));
+            let m_gib = 8.0 * (n * n) as f64 / (1u64 << 30) as f64;
+            let why = match pot_measured {
+                Some((n0, per_iter, rss_over_m)) => {
+                    let f = (n as f64 / n0 as f64).powi(2);
+                    format!(
+                        "skipped (n > --pot-max-n): M alone is {m_gib:.1} GiB f64; scaling the n = {n0} \
+                         run gives a peak RSS ≈ {:.0} GiB and ≈ {:.0} s/iteration",
+                        rss_over_m * m_gib,
+                        per_iter * f
+                    )
+                }
+                None => format!("skipped (n > --pot-max-n): M alone is {m_gib:.1} GiB f64"),
+            };
+            rows.push(skip(n, "POT sinkhorn_log", &why));
         } else {
             eprintln!("n = {n}: POT ...");
             match run_pot(&scratch.join(format!("pot{n}")), &x, &y, n, d, &args) {
                 Ok(r) => {
                     let s = r["seconds"].as_f64().unwrap_or(f64::NAN);
                     pot_seconds = Some(s);
+                    let iters = r["niter"].as_f64().unwrap_or(1.0).max(1.0);
+                    let rss = r["peak_rss_bytes"].as_f64().unwrap_or(0.0);
+                    let m_bytes = r["matrix_bytes"].as_f64().unwrap_or(1.0).max(1.0);
+                    pot_measured = Some((n, s / iters, rss / m_bytes));
                     rows.push(Row {
                         n,
                         engine: "POT sinkhorn_log",
