@@ -427,22 +427,44 @@ fn rejects_bad_input_with_typed_errors() {
 
 #[test]
 fn cached_and_streamed_costs_agree() {
+    // The CPU engine's three paths: C and Cᵀ cached, C only (column-blocked g half-step), and
+    // costs recomputed in tiles; single- and multi-threaded.
     let (n, m, d) = (500, 450, 50);
     let (x, y) = clouds(8, n, m, d, 1.5);
     let p = SinkhornProblem::new(&x, n, &y, m, d);
-    let cached = sinkhorn_log_domain_reference(&p, &tight(), |_, _| {}).unwrap();
-    let o = SinkhornOptions {
-        cpu_cost_cache_bytes: 0,
-        threads: 1,
-        ..tight()
-    };
-    let streamed = sinkhorn_log_domain_reference(&p, &o, |_, _| {}).unwrap();
-    assert_eq!(cached.iterations, streamed.iterations);
-    let df = cached
-        .f
-        .iter()
-        .zip(&streamed.f)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(df < 1e-6, "f differs by {df}");
+    let both = sinkhorn_log_domain_reference(&p, &tight(), |_, _| {}).unwrap();
+    for (budget, threads) in [
+        (4 * (n * m) as u64, 0),
+        (4 * (n * m) as u64, 1),
+        (0, 1),
+        (0, 3),
+    ] {
+        let o = SinkhornOptions {
+            cpu_cost_cache_bytes: budget,
+            threads,
+            ..tight()
+        };
+        let r = sinkhorn_log_domain_reference(&p, &o, |_, _| {}).unwrap();
+        assert_eq!(
+            both.iterations, r.iterations,
+            "budget {budget}, threads {threads}"
+        );
+        let df = both
+            .f
+            .iter()
+            .zip(&r.f)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let dg = both
+            .g
+            .iter()
+            .zip(&r.g)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("budget {budget}, threads {threads}: max|Δf| {df:.1e}, max|Δg| {dg:.1e}");
+        assert!(
+            df < 1e-6 && dg < 1e-6,
+            "budget {budget}, threads {threads}: {df} {dg}"
+        );
+    }
 }

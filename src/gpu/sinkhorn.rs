@@ -397,10 +397,19 @@ impl<'c> GpuSinkhorn<'c> {
         Ok(row_max.into_iter().fold(0.0, f32::max))
     }
 
-    fn stage_binds(&mut self, eps: f32) {
-        if self.stage.as_ref().map(|s| s.eps_bits) == Some(eps.to_bits()) {
-            return;
+    /// Takes the bind groups for `eps` out of `self` (building them, and dropping the pending
+    /// g half-step of another ε, if needed); [`GpuSinkhorn::iterate`] puts them back.
+    fn take_stage(&mut self, eps: f32) -> StageBinds {
+        match self.stage.take() {
+            Some(stage) if stage.eps_bits == eps.to_bits() => stage,
+            _ => {
+                self.pending = None;
+                self.build_stage(eps)
+            }
         }
+    }
+
+    fn build_stage(&self, eps: f32) -> StageBinds {
         let pg = self.params(self.m, self.n, Mode::Update, eps);
         let pf = self.params(self.n, self.m, Mode::Update, eps);
         // g half-step at parity p: reads f[p], old g[p], writes g[1-p].
@@ -429,12 +438,11 @@ impl<'c> GpuSinkhorn<'c> {
                 &self.aux_f,
             )
         });
-        self.stage = Some(StageBinds {
+        StageBinds {
             eps_bits: eps.to_bits(),
             g_step,
             f_step,
-        });
-        self.pending = None;
+        }
     }
 
     /// Runs `iterations` Sinkhorn iterations (g then f half-step) at `eps`, then measures the
@@ -446,11 +454,7 @@ impl<'c> GpuSinkhorn<'c> {
         iterations: usize,
     ) -> Result<[f32; 3], GpuError> {
         self.ctx.take_error()?;
-        self.stage_binds(eps);
-        let stage = self
-            .stage
-            .as_ref()
-            .expect("stage bind groups were just built");
+        let stage = self.take_stage(eps);
         let rows_per_wg = (WG * self.shape.rows) as usize;
         let g_wg = fold_workgroups(self.m.div_ceil(rows_per_wg), "sinkhorn g half-step")?;
         let f_wg = fold_workgroups(self.n.div_ceil(rows_per_wg), "sinkhorn f half-step")?;
@@ -494,6 +498,7 @@ impl<'c> GpuSinkhorn<'c> {
         let submission = self.ctx.queue.submit([encoder.finish()]);
         self.parity = parity;
         self.pending = Some(eps.to_bits());
+        self.stage = Some(stage);
         self.dispatches += launched;
         let out = self.ctx.map_read(&staging, 4, submission).await?;
         Ok([out[0], out[1], out[2]])

@@ -421,6 +421,25 @@ pub(crate) fn lse_cached_cols(
     out
 }
 
+/// `Cᵀ` `[cols, rows]` of `c` `[rows, cols]` (blocked, on `threads` threads).
+pub(crate) fn transpose(c: &[f32], rows: usize, cols: usize, threads: usize) -> Vec<f32> {
+    const B: usize = 64;
+    let mut t = vec![0f32; c.len()];
+    parallel_rows(&mut t, rows, threads, c.len(), |j0, chunk| {
+        let nj = chunk.len() / rows.max(1);
+        for jb in (0..nj).step_by(B) {
+            for ib in (0..rows).step_by(B) {
+                for j in jb..(jb + B).min(nj) {
+                    for i in ib..(ib + B).min(rows) {
+                        chunk[j * rows + i] = c[i * cols + j0 + j];
+                    }
+                }
+            }
+        }
+    });
+    t
+}
+
 /// Valid range of a shifted sum: `[e⁻⁶⁰, e⁶⁰]`.
 const SHIFT_MIN: f64 = 8.756_510_762_696_52e-27;
 const SHIFT_MAX: f64 = 1.142_007_389_815_684e26;
