@@ -18,6 +18,7 @@
 pub mod data;
 pub mod engine;
 pub mod gpu;
+pub mod ot;
 pub mod quant;
 
 #[cfg(all(feature = "train", not(target_arch = "wasm32")))]

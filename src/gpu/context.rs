@@ -28,6 +28,10 @@ pub(crate) enum KernelKey {
     LayerNorm,
     /// `kernels/mean_pool.wgsl`.
     MeanPool,
+    /// `kernels/sinkhorn_lse.wgsl` specialised to the point dimension and cost.
+    SinkhornLse(super::sinkhorn::LseShape),
+    /// `kernels/sinkhorn_reduce.wgsl`.
+    SinkhornReduce,
 }
 
 impl KernelKey {
@@ -43,6 +47,8 @@ impl KernelKey {
             } => format!("attention(T={tokens}, D={d_model}, H={n_heads})"),
             KernelKey::LayerNorm => "layernorm".to_string(),
             KernelKey::MeanPool => "mean_pool".to_string(),
+            KernelKey::SinkhornLse(shape) => super::sinkhorn::lse_label(shape),
+            KernelKey::SinkhornReduce => "sinkhorn_reduce".to_string(),
         }
     }
 
@@ -56,6 +62,8 @@ impl KernelKey {
             } => super::attention::shader_source(tokens, d_model, n_heads),
             KernelKey::LayerNorm => super::layernorm::shader_source(),
             KernelKey::MeanPool => super::mean_pool::shader_source(),
+            KernelKey::SinkhornLse(shape) => super::sinkhorn::lse_shader_source(&shape),
+            KernelKey::SinkhornReduce => super::sinkhorn::reduce_shader_source(),
         }
     }
 }

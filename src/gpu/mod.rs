@@ -24,6 +24,7 @@ mod error;
 pub mod layernorm;
 pub mod matmul;
 pub mod mean_pool;
+pub(crate) mod sinkhorn;
 
 pub use attention::{attention, attention_reference};
 pub use classifier::{GpuClassifier, DEFAULT_CHUNK_CELLS};

@@ -1,0 +1,272 @@
+//! `ot::pairing` (QC, records, CSV) and `ot::signature`, on seeded data and on the Xenium
+//! crop (two random halves of the cells in a shared 50-d PCA).
+//!
+//! Tolerances: GPU and CPU engines must give the same matched target for ≥ 99 % of control
+//! cells (the rest are near-ties of the plan row), and match scores within 1e-3;
+//! signature values within 1e-6 of a direct f64 computation.
+
+#![cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
+
+#[path = "ot_common.rs"]
+mod common;
+
+use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::ot::{
+    pair_states, pairs_csv, pca, signature, OtError, PairingOptions, PcaOptions, SinkhornEngine,
+    StateCells,
+};
+use pollster::block_on;
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[test]
+fn qc_rejects_small_states_and_mixed_lineages() {
+    let d = 4;
+    let mut rng = SplitMix64::new(1);
+    let (a_ids, b_ids) = (ids("a", 60), ids("b", 49));
+    let a = rng.uniform_vec(60 * d, 0.0, 1.0);
+    let b = rng.uniform_vec(49 * d, 0.0, 1.0);
+    let ctrl = StateCells {
+        state: "normal",
+        lineage: "Epithelial",
+        ids: &a_ids,
+        coords: &a,
+        positions_um: None,
+    };
+    let tgt = StateCells {
+        state: "tumour",
+        lineage: "Epithelial",
+        ids: &b_ids,
+        coords: &b,
+        positions_um: None,
+    };
+    let opts = PairingOptions::default();
+    let err = block_on(pair_states(
+        &ctrl,
+        &tgt,
+        d,
+        &opts,
+        SinkhornEngine::Reference,
+        |_, _| {},
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OtError::TooFewCells {
+                found: 49,
+                min: 50,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("tumour"));
+
+    let other = StateCells {
+        lineage: "Immune",
+        ..ctrl
+    };
+    let err = block_on(pair_states(
+        &ctrl,
+        &other,
+        d,
+        &opts,
+        SinkhornEngine::Reference,
+        |_, _| {},
+    ))
+    .unwrap_err();
+    assert!(matches!(err, OtError::LineageMismatch { .. }), "{err}");
+
+    let relaxed = PairingOptions {
+        min_cells_per_state: 10,
+        spatial_lambda: Some(0.1),
+        ..opts
+    };
+    let err = block_on(pair_states(
+        &ctrl,
+        &tgt,
+        d,
+        &relaxed,
+        SinkhornEngine::Reference,
+        |_, _| {},
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OtError::InvalidOption {
+                name: "spatial_lambda",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let bad = StateCells {
+        coords: &a[..10],
+        ..ctrl
+    };
+    let err = block_on(pair_states(
+        &bad,
+        &tgt,
+        d,
+        &relaxed,
+        SinkhornEngine::Reference,
+        |_, _| {},
+    ))
+    .unwrap_err();
+    assert!(matches!(err, OtError::Shape { .. }), "{err}");
+}
+
+#[test]
+fn pairs_xenium_halves_on_cpu_and_gpu() {
+    let crop = common::xenium_crop();
+    let genes = crop.genes.len();
+    let (_, coords) = pca(&crop.expr, crop.cells, genes, &PcaOptions::default()).unwrap();
+    let (ia, ib) = common::random_halves(crop.cells, 5);
+    let (xa, xb) = (
+        common::take_rows(&coords, 50, &ia),
+        common::take_rows(&coords, 50, &ib),
+    );
+    let (ida, idb) = (
+        common::take_rows(&crop.ids, 1, &ia),
+        common::take_rows(&crop.ids, 1, &ib),
+    );
+    let (pa, pb) = (
+        common::take_rows(&crop.centroids, 1, &ia),
+        common::take_rows(&crop.centroids, 1, &ib),
+    );
+    let ctrl = StateCells {
+        state: "half_a",
+        lineage: "all",
+        ids: &ida,
+        coords: &xa,
+        positions_um: Some(&pa),
+    };
+    let tgt = StateCells {
+        state: "half_b",
+        lineage: "all",
+        ids: &idb,
+        coords: &xb,
+        positions_um: Some(&pb),
+    };
+    let opts = PairingOptions {
+        spatial_lambda: Some(0.01),
+        ..PairingOptions::default()
+    };
+    let mut checks = 0;
+    let cpu = block_on(pair_states(
+        &ctrl,
+        &tgt,
+        50,
+        &opts,
+        SinkhornEngine::Reference,
+        |_, _| checks += 1,
+    ))
+    .unwrap();
+    assert!(cpu.sinkhorn.converged && checks > 0);
+    assert_eq!(cpu.records.len(), ia.len());
+    for (r, &(i, j)) in cpu.records.iter().zip(&cpu.pairs) {
+        assert_eq!(r.ctrl_id, ida[i as usize]);
+        assert_eq!(r.tgt_id, idb[j as usize]);
+        assert!(r.match_score > 0.0 && r.match_score <= 1.0 + 1e-6, "{r:?}");
+        let dist = r.spatial_distance_um.unwrap();
+        let (p, q) = (pa[i as usize], pb[j as usize]);
+        assert!((dist - ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sqrt()).abs() < 1e-3);
+        assert_eq!(
+            (r.state_a.as_str(), r.state_b.as_str(), r.cell_type.as_str()),
+            ("half_a", "half_b", "all")
+        );
+    }
+    let csv = pairs_csv(&cpu.records);
+    assert!(csv
+        .starts_with("ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score\n"));
+    assert_eq!(csv.lines().count(), ia.len() + 1);
+    let mean_dist: f32 = cpu
+        .records
+        .iter()
+        .map(|r| r.spatial_distance_um.unwrap())
+        .sum::<f32>()
+        / ia.len() as f32;
+    let mean_score: f32 = cpu.records.iter().map(|r| r.match_score).sum::<f32>() / ia.len() as f32;
+    eprintln!(
+        "xenium pairing: {} × {} cells, {} iterations, mean match score {mean_score:.3}, mean distance {mean_dist:.1} µm",
+        ia.len(), ib.len(), cpu.sinkhorn.iterations
+    );
+
+    let Some(ctx) = common::gpu("pairs_xenium_halves_on_cpu_and_gpu") else {
+        return;
+    };
+    let gpu = block_on(pair_states(
+        &ctrl,
+        &tgt,
+        50,
+        &opts,
+        SinkhornEngine::Gpu(&ctx),
+        |_, _| {},
+    ))
+    .unwrap();
+    let same = cpu
+        .pairs
+        .iter()
+        .zip(&gpu.pairs)
+        .filter(|(a, b)| a == b)
+        .count();
+    let score_err = cpu
+        .records
+        .iter()
+        .zip(&gpu.records)
+        .map(|(a, b)| (a.match_score - b.match_score).abs())
+        .fold(0f32, f32::max);
+    eprintln!(
+        "xenium pairing: GPU agrees on {same}/{} pairs, max score difference {score_err:.2e}",
+        ia.len()
+    );
+    assert!(same as f64 >= 0.99 * ia.len() as f64);
+    assert!(score_err < 1e-3);
+}
+
+#[test]
+fn signature_is_the_mean_paired_difference() {
+    let genes: Vec<String> = ["A", "B", "C", "D"].iter().map(|s| s.to_string()).collect();
+    let ctrl = [1.0, 2.0, 3.0, 4.0, /**/ 0.0, 0.0, 1.0, 1.0];
+    let tgt = [
+        2.0, 2.0, 0.0, 4.0, /**/ 5.0, 1.0, 1.0, 0.5, /**/ 1.0, 1.0, 1.0, 1.0,
+    ];
+    let pairs = [(0u32, 1u32), (1, 0), (1, 2)];
+    let s = signature(&ctrl, 2, &tgt, 3, &genes, &pairs).unwrap();
+    // Differences: (4,-1,-2,-3.5), (2,2,-1,3), (1,1,0,0) → mean (7/3, 2/3, -1, -1/6).
+    let want = [7.0 / 3.0, 2.0 / 3.0, -1.0, -1.0 / 6.0];
+    for (g, w) in s.delta.iter().zip(want) {
+        assert!((g - w as f32).abs() < 1e-6, "{:?}", s.delta);
+    }
+    let up: Vec<_> = s.top_up(5).into_iter().map(|g| g.gene).collect();
+    let down: Vec<_> = s.top_down(1).into_iter().map(|g| g.gene).collect();
+    assert_eq!(up, ["A", "B"]);
+    assert_eq!(down, ["C"]);
+    let csv = s.to_csv(1);
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        [
+            "gene,delta,direction,rank",
+            "A,2.3333333,up,1",
+            "C,-1,down,1"
+        ]
+    );
+
+    assert!(matches!(
+        signature(&ctrl, 2, &tgt, 3, &genes, &[]),
+        Err(OtError::Empty { .. })
+    ));
+    assert!(matches!(
+        signature(&ctrl, 2, &tgt, 3, &genes, &[(2, 0)]),
+        Err(OtError::InvalidOption { .. })
+    ));
+    assert!(matches!(
+        signature(&ctrl[..7], 2, &tgt, 3, &genes, &pairs),
+        Err(OtError::Shape { .. })
+    ));
+}
