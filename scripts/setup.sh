@@ -63,10 +63,11 @@ if [ ! -x "$TOOLS/npm/node_modules/.bin/wasm-opt" ] || [ ! -d "$TOOLS/npm/node_m
     "binaryen@$BINARYEN_VERSION" "playwright-core@$PLAYWRIGHT_VERSION"
 fi
 
-# Python: safetensors + numpy for the cross-language model-file check.
-if ! python3 -c "import safetensors, numpy" 2>/dev/null; then
-  log "pip install safetensors numpy"
-  python3 -m pip install --quiet --disable-pip-version-check safetensors numpy
+# Python: safetensors + numpy for the cross-language model-file check; POT (Python Optimal
+# Transport) as the Sinkhorn reference the OT tests and benchmark compare against.
+if ! python3 -c "import safetensors, numpy, ot" 2>/dev/null; then
+  log "pip install safetensors numpy pot==0.9.7.post1"
+  python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1"
 fi
 
 # Real data (bidcell 1.0.3 wheel from PyPI).

@@ -12,6 +12,7 @@
 //! | `attention.wgsl` | [`attention()`] | [`attention_reference`] |
 //! | `layernorm.wgsl` | [`layernorm()`] | [`layernorm_reference`] |
 //! | `mean_pool.wgsl` | [`mean_pool()`] | [`mean_pool_reference`] |
+//! | `sinkhorn_lse.wgsl`, `sinkhorn_reduce.wgsl` | [`crate::ot::sinkhorn`] (GPU engine) | [`crate::ot::sinkhorn_log_domain_reference`] |
 //!
 //! All launchers and [`GpuClassifier::logits`] are `async`: results come back through
 //! `map_async` and a oneshot channel. Natively the device is driven with `Device::poll`;
