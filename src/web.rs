@@ -10,6 +10,18 @@
 //! res.logits       // Float32Array [cells*classes]
 //! res.confidence   // Float32Array [cells], softmax probability of the predicted class
 //! ```
+//!
+//! Optimal-transport pairing of two groups of cells (SPATIA-style):
+//! ```js
+//! import { pairCells } from "cellsymphony";
+//! const res = await pairCells(counts, nCells, geneNames, controlIdx /* Uint32Array */,
+//!   targetIdx /* Uint32Array */, { useGpu: true, epsilon: 0.05, pcaComponents: 50 },
+//!   (iteration, error) => console.log(iteration, error));
+//! res.target        // Uint32Array [controls]: index into targetIdx of each control's match
+//! res.matchScore    // Float32Array [controls]
+//! res.delta         // Float32Array [genes]: mean paired target − control expression (Δg)
+//! res.topUp, res.topDown  // [{gene, delta}] × 10
+//! ```
 //! Check for WebGPU in JS *before* asking for the GPU engine: wgpu cannot recover once it has
 //! started on a browser without WebGPU. Every error comes back as a rejected promise with a
 //! message; nothing panics across this boundary.
@@ -23,6 +35,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::engine::{self, EngineModel};
 use crate::gpu::{GpuClassifier, GpuContext};
+use crate::ot;
 
 struct Inner {
     model: EngineModel,
@@ -125,4 +138,142 @@ impl Classifier {
             result.map_err(JsValue::from)
         })
     }
+}
+
+/// Options of [`pair_cells`] (camelCase in JS; every field optional).
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct PairOptions {
+    use_gpu: bool,
+    epsilon: Option<f32>,
+    pca_components: Option<usize>,
+    min_cells: Option<usize>,
+    tolerance: Option<f32>,
+    max_iterations: Option<usize>,
+    squared: bool,
+    epsilon_scaling: bool,
+    top_genes: Option<usize>,
+}
+
+thread_local! {
+    /// The WebGPU context for pairing, created once on first use.
+    static PAIR_GPU: std::cell::RefCell<Option<Rc<GpuContext>>> = const { std::cell::RefCell::new(None) };
+}
+
+async fn pair_gpu_context() -> Result<Rc<GpuContext>, JsError> {
+    if let Some(ctx) = PAIR_GPU.with(|c| c.borrow().clone()) {
+        return Ok(ctx);
+    }
+    let ctx = Rc::new(GpuContext::new().await.map_err(|e| JsError::new(&format!("WebGPU: {e}")))?);
+    PAIR_GPU.with(|c| *c.borrow_mut() = Some(Rc::clone(&ctx)));
+    Ok(ctx)
+}
+
+fn top_list(v: Vec<ot::GeneDelta>) -> Result<JsValue, JsError> {
+    let arr = js_sys::Array::new();
+    for g in v {
+        let o = Object::new();
+        set(&o, "gene", &JsValue::from_str(&g.gene))?;
+        set(&o, "delta", &JsValue::from_f64(g.delta as f64))?;
+        arr.push(&o);
+    }
+    Ok(arr.into())
+}
+
+/// Pair each control cell with a target cell by entropic optimal transport: log1p-cp10k
+/// normalisation, PCA over both groups, log-domain Sinkhorn (WGSL on WebGPU with
+/// `useGpu`, else the CPU engine), plan-row argmax, and the Δg signature. `counts` is
+/// `[cells, genes]` row-major; `control`/`target` index its rows (each group needs at least
+/// `minCells`, default 50). `progress(iteration, marginalError)` is called while solving.
+#[wasm_bindgen(js_name = pairCells)]
+pub fn pair_cells(
+    counts: Vec<f32>,
+    n_cells: usize,
+    genes: Vec<String>,
+    control: Vec<u32>,
+    target: Vec<u32>,
+    options: JsValue,
+    progress: Option<js_sys::Function>,
+) -> Promise {
+    future_to_promise(async move {
+        let result: Result<JsValue, JsError> = async {
+            let opts: PairOptions = if options.is_undefined() || options.is_null() {
+                PairOptions::default()
+            } else {
+                serde_wasm_bindgen::from_value(options).map_err(|e| JsError::new(&format!("pairCells options: {e}")))?
+            };
+            let g = genes.len();
+            if g == 0 || counts.len() != n_cells * g {
+                return Err(JsError::new(&format!(
+                    "counts has {} values but n_cells × genes = {n_cells} × {g}: pass a row-major [cells, genes] array",
+                    counts.len()
+                )));
+            }
+            if let Some((i, v)) = counts.iter().enumerate().find(|(_, v)| !v.is_finite() || **v < 0.0) {
+                return Err(JsError::new(&format!("counts[cell {}, gene {}] = {v}: counts must be finite and ≥ 0", i / g, genes[i % g])));
+            }
+            for (name, idx) in [("control", &control), ("target", &target)] {
+                if let Some(&bad) = idx.iter().find(|&&i| i as usize >= n_cells) {
+                    return Err(JsError::new(&format!("{name} index {bad} is out of range (n_cells = {n_cells})")));
+                }
+            }
+            let x = engine::normalise_log1p_cp10k(&counts, g, 1e4);
+            let rows = |idx: &[u32]| -> Vec<f32> { idx.iter().flat_map(|&i| x[i as usize * g..(i as usize + 1) * g].iter().copied()).collect() };
+            let (xc, xt) = (rows(&control), rows(&target));
+            let union: Vec<f32> = xc.iter().chain(&xt).copied().collect();
+            let pca_opts = ot::PcaOptions { n_components: opts.pca_components.unwrap_or(ot::DEFAULT_PCA_COMPONENTS).min(g) };
+            let (pca, coords) = ot::pca(&union, control.len() + target.len(), g, &pca_opts).map_err(|e| JsError::new(&e.to_string()))?;
+            let d = pca.n_components;
+            let (cc, tc) = coords.split_at(control.len() * d);
+            let ids = |idx: &[u32]| -> Vec<String> { idx.iter().map(|i| i.to_string()).collect() };
+            let (ids_c, ids_t) = (ids(&control), ids(&target));
+            let a = ot::StateCells { state: "A", lineage: "user selection", ids: &ids_c, coords: cc, positions_um: None };
+            let b = ot::StateCells { state: "B", lineage: "user selection", ids: &ids_t, coords: tc, positions_um: None };
+            let mut sinkhorn = ot::SinkhornOptions::default();
+            if let Some(e) = opts.epsilon { sinkhorn.epsilon = e; }
+            if let Some(t) = opts.tolerance { sinkhorn.tolerance = t; }
+            if let Some(m) = opts.max_iterations { sinkhorn.max_iterations = m; }
+            if opts.squared { sinkhorn.cost = ot::GroundCost::SquaredEuclidean; }
+            if opts.epsilon_scaling { sinkhorn.epsilon_scaling = Some(ot::EpsilonScaling::default()); }
+            let pairing_opts = ot::PairingOptions {
+                sinkhorn,
+                min_cells_per_state: opts.min_cells.unwrap_or(ot::DEFAULT_MIN_CELLS_PER_STATE),
+                spatial_lambda: None,
+            };
+            let ctx = if opts.use_gpu { Some(pair_gpu_context().await?) } else { None };
+            let engine = match &ctx {
+                Some(c) => ot::SinkhornEngine::Gpu(c),
+                None => ot::SinkhornEngine::Reference,
+            };
+            let on_progress = |it: usize, err: f32| {
+                if let Some(f) = &progress {
+                    let _ = f.call2(&JsValue::NULL, &JsValue::from_f64(it as f64), &JsValue::from_f64(err as f64));
+                }
+            };
+            let pairing = ot::pair_states(&a, &b, d, &pairing_opts, engine, on_progress)
+                .await
+                .map_err(|e| JsError::new(&e.to_string()))?;
+            let sig = ot::signature(&xc, control.len(), &xt, target.len(), &genes, &pairing.pairs)
+                .map_err(|e| JsError::new(&e.to_string()))?;
+            let tgt: Vec<u32> = pairing.pairs.iter().map(|p| p.1).collect();
+            let score: Vec<f32> = pairing.records.iter().map(|r| r.match_score).collect();
+            let s = &pairing.sinkhorn;
+            let out = Object::new();
+            set(&out, "target", &Uint32Array::from(tgt.as_slice()).into())?;
+            set(&out, "matchScore", &Float32Array::from(score.as_slice()).into())?;
+            set(&out, "iterations", &JsValue::from_f64(s.iterations as f64))?;
+            set(&out, "error", &JsValue::from_f64(s.error as f64))?;
+            set(&out, "converged", &JsValue::from_bool(s.converged))?;
+            set(&out, "dispatches", &JsValue::from_f64(s.dispatches as f64))?;
+            set(&out, "pcaComponents", &JsValue::from_f64(d as f64))?;
+            set(&out, "backend", &JsValue::from_str(&ctx.as_ref().map_or("cpu".to_string(), |c| format!("webgpu: {}", c.adapter_summary()))))?;
+            set(&out, "delta", &Float32Array::from(sig.delta.as_slice()).into())?;
+            let k = opts.top_genes.unwrap_or(10);
+            set(&out, "topUp", &top_list(sig.top_up(k))?)?;
+            set(&out, "topDown", &top_list(sig.top_down(k))?)?;
+            Ok(out.into())
+        }
+        .await;
+        result.map_err(JsValue::from)
+    })
 }

@@ -1,6 +1,6 @@
 // cellsymphony web demo: load the int8 model and the crop's cells, classify on WebGPU
 // (CPU fallback), draw cells at their centroids over the DAPI image.
-import init, { Classifier } from "../pkg/cellsymphony.js";
+import init, { Classifier, pairCells } from "../pkg/cellsymphony.js";
 
 const PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0",
   "#f032e6", "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000",
@@ -28,6 +28,63 @@ async function webgpuAdapter() {
   } catch (e) { return null; }
 }
 
+// Lasso groups and pairing result, drawn over the cells.
+const lasso = { mode: null, A: [], B: [], drawing: null, pairs: null };
+const GROUP_COLOURS = { A: "#00e5ff", B: "#ff9100" };
+
+function cellPx(meta) {
+  const { um_per_px, origin_um } = meta.image;
+  return meta.centroids_um.map(([x, y]) => [(x - origin_um[0]) / um_per_px, (y - origin_um[1]) / um_per_px]);
+}
+
+function insidePolygon([x, y], poly) {
+  let inside = false;
+  for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
+    const [xi, yi] = poly[i], [xj, yj] = poly[j];
+    if ((yi > y) !== (yj > y) && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
+}
+
+function drawOverlay(ctx, meta) {
+  const px = cellPx(meta);
+  for (const g of ["A", "B"]) {
+    const poly = lasso.drawing && lasso.mode === g ? lasso.drawing : lasso[g];
+    if (poly.length < 2) continue;
+    ctx.strokeStyle = GROUP_COLOURS[g]; ctx.lineWidth = 2; ctx.setLineDash([6, 4]);
+    ctx.beginPath(); poly.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.closePath(); ctx.stroke();
+    ctx.setLineDash([]);
+  }
+  if (lasso.pairs) {
+    ctx.strokeStyle = "rgba(255,255,255,0.55)"; ctx.lineWidth = 1;
+    const { control, target, matches } = lasso.pairs;
+    control.forEach((ci, k) => {
+      const [x0, y0] = px[ci], [x1, y1] = px[target[matches[k]]];
+      ctx.beginPath(); ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); ctx.stroke();
+    });
+  }
+}
+
+function drawSignature(res) {
+  const c = document.getElementById("signature");
+  const ctx = c.getContext("2d");
+  ctx.clearRect(0, 0, c.width, c.height);
+  const rows = [...res.topUp, ...res.topDown.slice().reverse()];
+  const max = Math.max(1e-6, ...rows.map((r) => Math.abs(r.delta)));
+  const h = (c.height - 20) / rows.length, mid = 190;
+  ctx.font = "11px sans-serif"; ctx.textBaseline = "middle";
+  ctx.fillStyle = "#ccc"; ctx.fillText("Δg (B − A), top genes", 8, 9);
+  rows.forEach((r, i) => {
+    const y = 20 + i * h, w = (Math.abs(r.delta) / max) * 120;
+    ctx.fillStyle = r.delta >= 0 ? "#ff9100" : "#00e5ff";
+    ctx.fillRect(r.delta >= 0 ? mid : mid - w, y + 2, w, h - 4);
+    ctx.fillStyle = "#eee"; ctx.textAlign = "right";
+    ctx.fillText(r.gene, r.delta >= 0 ? mid - 4 : mid - w - 4, y + h / 2);
+    ctx.textAlign = "left";
+    ctx.fillText(r.delta.toFixed(2), r.delta >= 0 ? mid + w + 3 : mid + 3, y + h / 2);
+  });
+}
+
 function draw(meta, image, classes, show) {
   const canvas = document.getElementById("canvas");
   const { width, height, um_per_px, origin_um } = meta.image;
@@ -35,13 +92,15 @@ function draw(meta, image, classes, show) {
   const ctx = canvas.getContext("2d");
   ctx.fillStyle = "#000"; ctx.fillRect(0, 0, width, height);
   if (show.image) ctx.drawImage(image, 0, 0, width, height);
-  if (!show.cells) return;
-  ctx.lineWidth = 1.5;
-  meta.centroids_um.forEach(([x, y], i) => {
-    const px = (x - origin_um[0]) / um_per_px, py = (y - origin_um[1]) / um_per_px;
-    ctx.strokeStyle = PALETTE[classes[i] % PALETTE.length];
-    ctx.beginPath(); ctx.arc(px, py, 6, 0, 2 * Math.PI); ctx.stroke();
-  });
+  if (show.cells) {
+    ctx.lineWidth = 1.5;
+    meta.centroids_um.forEach(([x, y], i) => {
+      const px = (x - origin_um[0]) / um_per_px, py = (y - origin_um[1]) / um_per_px;
+      ctx.strokeStyle = PALETTE[classes[i] % PALETTE.length];
+      ctx.beginPath(); ctx.arc(px, py, 6, 0, 2 * Math.PI); ctx.stroke();
+    });
+  }
+  drawOverlay(ctx, meta);
 }
 
 function legend(names, classes) {
@@ -115,10 +174,75 @@ async function main() {
   document.getElementById("show-cells").onchange = (e) => { show.cells = e.target.checked; redraw(); };
   redraw();
   const perClass = legend(clf.classes, classes);
+  setUpPairing(meta, counts, useGpu, redraw);
 
   window.__cellsymphony = { backend: clf.backend, adapter, classes, perClass, coldMs, warmMs,
     nCells: meta.n_cells, agreement: same, cpu };
   document.body.dataset.status = "done";
+}
+
+function setUpPairing(meta, counts, useGpu, redraw) {
+  const canvas = document.getElementById("canvas");
+  const status = document.getElementById("pair-status");
+  const px = cellPx(meta);
+  const toImage = (e) => {
+    const r = canvas.getBoundingClientRect();
+    return [((e.clientX - r.left) * canvas.width) / r.width, ((e.clientY - r.top) * canvas.height) / r.height];
+  };
+  const pairButton = document.getElementById("pair");
+  const members = (g) => px.map((p, i) => (lasso[g].length > 2 && insidePolygon(p, lasso[g]) ? i : -1)).filter((i) => i >= 0);
+  const describe = () => {
+    const a = members("A"), b = members("B");
+    status.textContent = `group A: ${a.length} cells, group B: ${b.length} cells`;
+    pairButton.disabled = a.length === 0 || b.length === 0;
+  };
+  for (const g of ["A", "B"]) {
+    const btn = document.getElementById(`lasso-${g.toLowerCase()}`);
+    btn.onclick = () => {
+      lasso.mode = g;
+      document.querySelectorAll(".buttons button").forEach((b) => b.classList.remove("active"));
+      btn.classList.add("active");
+      canvas.style.cursor = "crosshair";
+    };
+  }
+  canvas.addEventListener("pointerdown", (e) => { if (lasso.mode) { lasso.drawing = [toImage(e)]; lasso.pairs = null; } });
+  canvas.addEventListener("pointermove", (e) => { if (lasso.drawing) { lasso.drawing.push(toImage(e)); redraw(); } });
+  canvas.addEventListener("pointerup", () => {
+    if (!lasso.drawing) return;
+    lasso[lasso.mode] = lasso.drawing; lasso.drawing = null; lasso.mode = null;
+    document.querySelectorAll(".buttons button").forEach((b) => b.classList.remove("active"));
+    canvas.style.cursor = "";
+    redraw(); describe();
+  });
+  pairButton.onclick = async () => {
+    const control = members("A"), target = members("B");
+    document.body.dataset.pairStatus = "running";
+    status.textContent = `pairing ${control.length} → ${target.length} cells…`;
+    try {
+      const t0 = performance.now();
+      const res = await pairCells(counts, meta.n_cells, meta.genes, Uint32Array.from(control), Uint32Array.from(target),
+        { useGpu }, (it, err) => { status.textContent = `Sinkhorn iteration ${it}, marginal error ${err.toExponential(2)}`; });
+      const ms = performance.now() - t0;
+      lasso.pairs = { control, target, matches: Array.from(res.target) };
+      redraw(); drawSignature(res);
+      status.textContent = `${control.length} A cells paired with ${new Set(res.target).size} distinct B cells ` +
+        `(${res.backend}; PCA ${res.pcaComponents}-d; ${res.iterations} iterations, marginal error ${res.error.toExponential(2)}` +
+        `${res.converged ? "" : ", NOT converged"}) in ${ms.toFixed(0)} ms`;
+      let cpu = null;
+      if (new URLSearchParams(location.search).get("compare") === "cpu" && useGpu) {
+        const r2 = await pairCells(counts, meta.n_cells, meta.genes, Uint32Array.from(control), Uint32Array.from(target), { useGpu: false });
+        cpu = { agreement: Array.from(r2.target).filter((t, k) => t === res.target[k]).length };
+      }
+      window.__cellsymphonyPair = { nA: control.length, nB: target.length, target: Array.from(res.target),
+        iterations: res.iterations, marginalError: res.error, converged: res.converged, backend: res.backend,
+        topUp: res.topUp, topDown: res.topDown, nDelta: res.delta.length, ms, cpu };
+      document.body.dataset.pairStatus = "done";
+    } catch (e) {
+      status.textContent = `error: ${e && e.message ? e.message : e}`;
+      window.__cellsymphonyPair = { failure: String(e && e.message ? e.message : e) };
+      document.body.dataset.pairStatus = "error";
+    }
+  };
 }
 
 main().catch((e) => {

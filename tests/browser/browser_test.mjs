@@ -90,6 +90,39 @@ try {
     const cpuMismatch = result.cpu.classes.filter((c, i) => c !== bundle.native_predictions[i]).length;
     if (cpuMismatch > 0) throw new Error(`browser CPU engine differs from native predictions on ${cpuMismatch} cells`);
   }
+  // Lasso flow: draw group A over the left part of the image and group B over the right part,
+  // pair them by OT, and check the result.
+  const box = await page.locator("#canvas").boundingBox();
+  async function drawLasso(button, x0, x1) {
+    await page.click(button);
+    const pts = [[x0, 0.08], [x1, 0.08], [x1, 0.92], [x0, 0.92], [x0, 0.1]];
+    await page.mouse.move(box.x + pts[0][0] * box.width, box.y + pts[0][1] * box.height);
+    await page.mouse.down();
+    for (const [fx, fy] of pts.slice(1)) {
+      await page.mouse.move(box.x + fx * box.width, box.y + fy * box.height, { steps: 8 });
+    }
+    await page.mouse.up();
+  }
+  await drawLasso("#lasso-a", 0.04, 0.38);
+  await drawLasso("#lasso-b", 0.62, 0.96);
+  await page.click("#pair");
+  await page.waitForSelector("body[data-pair-status=done], body[data-pair-status=error]", { timeout: timeoutMs });
+  const pair = await page.evaluate(() => window.__cellsymphonyPair);
+  const lassoShot = screenshot.replace(/\.png$/, "") + "-lasso.png";
+  await page.screenshot({ path: lassoShot, fullPage: true });
+  console.log(`lasso screenshot: ${lassoShot}`);
+  if (pair.failure) throw new Error(`pairing failed in the page: ${pair.failure}`);
+  console.log(`lasso pairing (${pair.backend}): ${pair.nA} A cells → ${pair.nB} B cells, ${pair.iterations} iterations, ` +
+    `marginal error ${pair.marginalError.toExponential(2)}, ${pair.ms.toFixed(0)} ms; top up in B: ` +
+    pair.topUp.slice(0, 5).map((g) => `${g.gene} ${g.delta.toFixed(2)}`).join(", "));
+  if (pair.nA < 50 || pair.nB < 50) throw new Error(`lasso groups too small: ${pair.nA}, ${pair.nB}`);
+  if (pair.target.length !== pair.nA || pair.target.some((t) => t >= pair.nB)) throw new Error("pair indices out of range");
+  if (!pair.converged) throw new Error("Sinkhorn did not converge in the page");
+  if (pair.nDelta !== bundle.genes.length) throw new Error(`signature has ${pair.nDelta} genes, expected ${bundle.genes.length}`);
+  if (pair.cpu) {
+    console.log(`lasso pairing: WebGPU and CPU engines agree on ${pair.cpu.agreement}/${pair.nA} pairs`);
+    if (pair.cpu.agreement < 0.99 * pair.nA) throw new Error("WebGPU and CPU pairings disagree on more than 1% of cells");
+  }
   if (process.env.CELLSYMPHONY_REQUIRE_WEBGPU === "1" && !onGpu) throw new Error("WebGPU required but the page fell back to the CPU engine");
 } catch (e) {
   failed = 1;
