@@ -13,10 +13,18 @@ bin="$CARGO_TARGET_DIR/release"
 out="${CELLSYMPHONY_OUT:-runs/gene_only}"
 log "cellsymphony pipeline → $out"
 "$bin/cellsymphony" pipeline --out "$out" --www www/data "$@"
+log "OT pairing: Epithelial → Malignant (PCA + log-domain Sinkhorn on the WGSL engine)"
+mkdir -p "$out/pairing"
+"$bin/cellsymphony" pair --control Epithelial --target Malignant --out "$out/pairing" | tee "$out/pairing/summary.txt" \
+  || "$bin/cellsymphony" pair --control Epithelial --target Malignant --engine cpu --out "$out/pairing"
 log "building the npm package (pkg/)"
 bash scripts/build_wasm.sh
 log "benchmark: native engines (cells/s)"
 "$bin/bench_engine" --model "$out/model.int8.safetensors" --fp32 "$out/model.safetensors" | tee "$out/bench.txt"
+if [ "${CELLSYMPHONY_BENCH_OT:-1}" = 1 ]; then
+  log "benchmark: Sinkhorn, POT vs ours (n = m = 500, 5000; set CELLSYMPHONY_BENCH_OT=0 to skip)"
+  "$bin/bench_sinkhorn" --sizes 500,5000 | tee "$out/bench_sinkhorn.txt"
+fi
 cat <<MSG
 
 Done. Report: $out/report.md   Predictions: $out/predictions.csv
