@@ -1,6 +1,6 @@
 //! A tiny deterministic PRNG (SplitMix64) for seeded test data and random test models.
 //!
-//! Not cryptographic and not meant for training; it exists so that tests and the
+//! Not cryptographic. Training uses it only to shuffle and split; it exists so that tests and the
 //! `random_for_tests` helper produce the same numbers on every platform (native and wasm32)
 //! without pulling in a `rand` dependency.
 
@@ -23,6 +23,14 @@ impl SplitMix64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Fisher–Yates shuffle (index drawn as `next_u64() % (i + 1)`).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
     }
 
     /// Uniform `f32` in `[0, 1)` (24 random mantissa bits).

@@ -14,7 +14,7 @@ pub mod trainer;
 
 pub use dataset::{prepare_crop, LabelOptions, PreparedCrop};
 pub use metrics::{ClassMetrics, ClassificationReport};
-pub use split::{balanced_class_weights, stratified_split, SplitMix64};
+pub use split::{balanced_class_weights, stratified_split};
 pub use trainer::{
     argmax_rows, predict_logits, train_gene_only, EpochStats, NoProgress, TrainConfig,
     TrainProgress, TrainSet,

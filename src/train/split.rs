@@ -1,27 +1,6 @@
 //! Seeded stratified train/test split and class weights.
 
-/// Small deterministic PRNG (SplitMix64) used for shuffling; reproducible across platforms.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Fisher–Yates shuffle.
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
+use crate::engine::rng::SplitMix64;
 
 /// Split the indices of labelled cells into train and test sets, per class, so each class keeps
 /// `test_fraction` of its cells (rounded, at least one in each set when the class has ≥ 2
@@ -34,7 +13,7 @@ pub fn stratified_split(labels: &[Option<u32>], test_fraction: f64, seed: u64) -
             by_class[*c as usize].push(i);
         }
     }
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for mut idx in by_class {
         rng.shuffle(&mut idx);

@@ -12,7 +12,8 @@ use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::ClassificationReport;
-use super::split::{balanced_class_weights, SplitMix64};
+use super::split::balanced_class_weights;
+use crate::engine::rng::SplitMix64;
 use crate::model::{GeneOnlyClassifier, GeneOnlyClassifierConfig};
 
 /// Optimisation settings. Defaults are the CellSymphony paper's: AdamW, lr 3e-5, batch 64,
@@ -155,7 +156,7 @@ pub fn train_gene_only<B: AutodiffBackend>(
     let test_truth: Vec<u32> = set.test.iter().map(|&i| set.labels[i]).collect();
 
     let mut order = set.train.to_vec();
-    let mut rng = SplitMix64(config.seed ^ 0x5EED_CE11);
+    let mut rng = SplitMix64::new(config.seed ^ 0x5EED_CE11);
     let n_batches = order.len().div_ceil(config.batch_size.max(1));
     let mut history = Vec::with_capacity(config.epochs);
     for epoch in 1..=config.epochs {
