@@ -161,6 +161,83 @@ pub enum DataError {
         /// What is allowed.
         expected: &'static str,
     },
+
+    /// A Matrix Market / MEX file (or a TSV beside it) is malformed.
+    #[error(
+        "malformed MEX file {} at line {line}: {message}; re-export the cell-feature matrix \
+         (10x MEX: matrix.mtx, features.tsv, barcodes.tsv, optionally gzipped)",
+        path.display()
+    )]
+    Mex {
+        /// File being read.
+        path: PathBuf,
+        /// 1-based line number (0 when the problem concerns the whole file).
+        line: u64,
+        /// What is wrong, with the offending value.
+        message: String,
+    },
+
+    /// Reading failed part-way through a file (truncated or corrupt gzip stream, I/O error).
+    #[error(
+        "cannot read {} after line {line}: {source}; the file is truncated or corrupt, \
+         copy or download it again",
+        path.display()
+    )]
+    ReadAt {
+        /// File being read.
+        path: PathBuf,
+        /// Last line read successfully (0 when none).
+        line: u64,
+        /// Underlying I/O or decompression error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Cells of a count table have no row in a cells table (e.g. `cells.csv`).
+    #[error(
+        "{n_missing} cells of the count table are missing from {}: [{}]; \
+         check that the matrix and cells.csv come from the same Xenium output bundle",
+        path.display(),
+        abbreviate(missing, 10)
+    )]
+    MissingCells {
+        /// Cells table file.
+        path: PathBuf,
+        /// Number of cell ids not found.
+        n_missing: usize,
+        /// Missing cell ids (all of them; the message shows the first 10).
+        missing: Vec<String>,
+    },
+
+    /// A JSON file (e.g. `experiment.xenium`) does not parse.
+    #[error(
+        "invalid JSON in {} at line {line}, column {column}: {message}; \
+         expected the experiment.xenium manifest of a Xenium output bundle",
+        path.display()
+    )]
+    Json {
+        /// JSON file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: u64,
+        /// 1-based column (0 when unknown).
+        column: u64,
+        /// Parser message.
+        message: String,
+    },
+
+    /// A manifest field holds a value of the wrong kind.
+    #[error("bad value `{value}` for field `{field}` in {}: expected {expected}", path.display())]
+    ManifestField {
+        /// Manifest file.
+        path: PathBuf,
+        /// Field name.
+        field: String,
+        /// The offending value, as JSON.
+        value: String,
+        /// What was expected instead.
+        expected: &'static str,
+    },
 }
 
 impl DataError {

@@ -12,11 +12,25 @@ pub mod alignment;
 pub mod error;
 pub mod image;
 pub mod labels;
+pub mod manifest;
 pub mod patches;
 pub mod xenium;
 
 #[cfg(feature = "native-io")]
 mod csv_util;
+
+// Xenium output-bundle readers: MEX cell-feature matrix, cells.csv, experiment.xenium.
+#[cfg(feature = "native-io")]
+pub mod cells_table;
+#[cfg(feature = "native-io")]
+pub mod mex;
+#[cfg(feature = "native-io")]
+pub use cells_table::{attach_centroids, read_cells_csv, write_cells_csv, CellsTable};
+pub use manifest::{parse_manifest, XeniumManifest, MANIFEST_FILE};
+#[cfg(feature = "native-io")]
+pub use manifest::{read_manifest, read_manifest_in};
+#[cfg(feature = "native-io")]
+pub use mex::{read_mex_dir, write_mex_dir};
 
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;

@@ -1,0 +1,186 @@
+//! Xenium `cells.csv` / `cells.csv.gz`: one row per segmented cell with its centroid.
+//!
+//! Columns are found by name, so extra columns and column order changes across Xenium
+//! Onboard Analysis versions are tolerated. Required: `cell_id`, `x_centroid`, `y_centroid`
+//! (µm); optional: `transcript_counts`, `cell_area`, `nucleus_area` (µm²).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::csv_util;
+use super::error::DataError;
+use super::mex::{create_text, open_raw};
+use super::xenium::CellTable;
+
+const CELLS_CSV: &str = "a Xenium cells.csv with columns cell_id, x_centroid, y_centroid \
+                         (optional: transcript_counts, cell_area, nucleus_area)";
+
+/// Contents of a Xenium `cells.csv`, as parallel arrays of length `n_cells()` in file order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CellsTable {
+    /// File read (named in errors of [`attach_centroids`]).
+    pub path: PathBuf,
+    /// Cell ids, length `n_cells`.
+    pub ids: Vec<String>,
+    /// Cell centroids `[x, y]` in µm, length `n_cells`.
+    pub centroids_um: Vec<[f32; 2]>,
+    /// Cell areas in µm², length `n_cells` when the column is present.
+    pub cell_area: Option<Vec<f32>>,
+    /// Nucleus areas in µm², length `n_cells` when the column is present.
+    pub nucleus_area: Option<Vec<f32>>,
+    /// Gene transcripts per cell, length `n_cells` when the column is present.
+    pub transcript_counts: Option<Vec<f32>>,
+}
+
+impl CellsTable {
+    /// Number of cells (rows).
+    pub fn n_cells(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// Reads `cells.csv` or `cells.csv.gz` (gzip detected by the `.gz` name).
+///
+/// Fails with [`DataError::MissingColumn`] when a required column is absent,
+/// [`DataError::BadValue`] (file, line, column, value) on a non-numeric or non-finite number,
+/// [`DataError::ReadAt`] on a truncated gzip stream and [`DataError::Empty`] without rows.
+/// An empty optional field (e.g. `nucleus_area` of a cell without nucleus) reads as NaN.
+pub fn read_cells_csv(path: &Path) -> Result<CellsTable, DataError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(open_raw(path)?);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| read_error(path, &e, 0))?
+        .iter()
+        .map(|s| s.trim().to_string())
+        .collect();
+    let col = |name: &str| csv_util::column(&header, name, path, CELLS_CSV);
+    let (c_id, c_x, c_y) = (col("cell_id")?, col("x_centroid")?, col("y_centroid")?);
+    let optional = |name: &str| header.iter().position(|h| h == name);
+    let opt_cols = [
+        (optional("cell_area"), "cell_area"),
+        (optional("nucleus_area"), "nucleus_area"),
+        (optional("transcript_counts"), "transcript_counts"),
+    ];
+    let mut opt_vals: [Option<Vec<f32>>; 3] =
+        std::array::from_fn(|k| opt_cols[k].0.map(|_| Vec::new()));
+
+    let mut out = CellsTable {
+        path: path.to_path_buf(),
+        ..CellsTable::default()
+    };
+    let mut record = csv::ByteRecord::new();
+    let mut last_line = 1u64;
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(read_error(path, &e, last_line)),
+        }
+        let line = record.position().map_or(0, csv::Position::line);
+        last_line = line;
+        let field = |i: usize| record.get(i).unwrap_or_default();
+        let raw_id = field(c_id).trim_ascii();
+        let id = std::str::from_utf8(raw_id)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| csv_util::bad_value(raw_id, path, line, "cell_id", "a cell id"))?;
+        let x = csv_util::parse_f32(field(c_x), path, line, "x_centroid")?;
+        let y = csv_util::parse_f32(field(c_y), path, line, "y_centroid")?;
+        for (k, (c, name)) in opt_cols.iter().enumerate() {
+            if let (Some(c), Some(vals)) = (c, opt_vals[k].as_mut()) {
+                let f = field(*c);
+                let v = if f.trim_ascii().is_empty() {
+                    f32::NAN
+                } else {
+                    csv_util::parse_f32(f, path, line, name)?
+                };
+                vals.push(v);
+            }
+        }
+        out.ids.push(id.to_string());
+        out.centroids_um.push([x, y]);
+    }
+    if out.ids.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            message: "no cell rows below the header; check that this is a cells.csv of a \
+                      segmented Xenium run"
+                .to_string(),
+        });
+    }
+    let [cell_area, nucleus_area, transcript_counts] = opt_vals;
+    out.cell_area = cell_area;
+    out.nucleus_area = nucleus_area;
+    out.transcript_counts = transcript_counts;
+    Ok(out)
+}
+
+/// Maps a csv error, turning I/O (e.g. gzip) failures into [`DataError::ReadAt`].
+fn read_error(path: &Path, err: &csv::Error, last_line: u64) -> DataError {
+    if let csv::ErrorKind::Io(io) = err.kind() {
+        return DataError::ReadAt {
+            path: path.to_path_buf(),
+            line: last_line,
+            source: std::io::Error::new(io.kind(), io.to_string()),
+        };
+    }
+    csv_util::csv_error(path, err)
+}
+
+/// Sets `table.centroids_um` from `cells` by cell id (`nucleus_centroids_um` is left as is).
+///
+/// Cells of `cells` absent from `table` are ignored; cells of `table` absent from `cells` are
+/// an error ([`DataError::MissingCells`], listing up to 10 of them), and `table` is then left
+/// unchanged.
+pub fn attach_centroids(table: &mut CellTable, cells: &CellsTable) -> Result<(), DataError> {
+    let index: HashMap<&str, usize> = cells
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut centroids = Vec::with_capacity(table.n_cells());
+    let mut missing = Vec::new();
+    for id in &table.cell_ids {
+        match index.get(id.as_str()) {
+            Some(&i) => centroids.push(cells.centroids_um[i]),
+            None => missing.push(id.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(DataError::MissingCells {
+            path: cells.path.clone(),
+            n_missing: missing.len(),
+            missing,
+        });
+    }
+    table.centroids_um = centroids;
+    Ok(())
+}
+
+/// Writes a `cells.csv` (gzip-compressed when `gzip`; the caller picks the file name) with
+/// columns `cell_id, x_centroid, y_centroid, transcript_counts` from `table` (centroids as
+/// stored, counts = row totals). Meant for fixtures; floats round-trip exactly.
+pub fn write_cells_csv(table: &CellTable, path: &Path, gzip: bool) -> Result<(), DataError> {
+    if table.centroids_um.len() != table.n_cells() {
+        return Err(DataError::Shape {
+            what: "CellTable centroids_um [n_cells]",
+            expected: table.n_cells(),
+            found: table.centroids_um.len(),
+        });
+    }
+    let totals = table.totals();
+    let mut w = create_text(path, gzip)?;
+    let mut body = || -> std::io::Result<()> {
+        writeln!(w, "cell_id,x_centroid,y_centroid,transcript_counts")?;
+        for (i, id) in table.cell_ids.iter().enumerate() {
+            let [x, y] = table.centroids_um[i];
+            writeln!(w, "{id},{x},{y},{}", totals[i])?;
+        }
+        w.flush()
+    };
+    body().map_err(|e| DataError::io(path, e))
+}

@@ -1,0 +1,416 @@
+//! 10x MEX cell-feature matrices (`cell_feature_matrix/` of a Xenium output bundle).
+//!
+//! A MEX folder holds three files, each optionally gzipped (detected by the `.gz` name):
+//!
+//! * `matrix.mtx(.gz)`: Matrix Market `coordinate` `integer` or `real` `general`, shape
+//!   `[n_features, n_barcodes]`, 1-based `row col value` entries;
+//! * `features.tsv(.gz)`: `id \t name \t type`, one line per matrix row;
+//! * `barcodes.tsv(.gz)`: one cell id per line, one line per matrix column.
+//!
+//! Only features of type `Gene Expression` whose name is not a control
+//! ([`super::xenium::is_control_feature`]) become genes; negative-control probes and
+//! codewords, unassigned codewords and genomic controls are dropped.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::error::DataError;
+use super::xenium::{is_control_feature, CellTable};
+
+/// Feature type kept as genes (third column of `features.tsv`).
+pub const GENE_EXPRESSION: &str = "Gene Expression";
+
+/// Opens `path` for buffered reading, decompressing it when the name ends in `.gz`.
+pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead>, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let is_gz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    Ok(if is_gz {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            BufReader::new(file),
+        )))
+    } else {
+        Box::new(BufReader::new(file))
+    })
+}
+
+/// Returns the raw reader (for the csv crate), decompressing `.gz` files.
+pub(crate) fn open_raw(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    Ok(Box::new(open_text(path)?))
+}
+
+/// Creates `path`, gzip-compressing what is written when `gzip`.
+pub(crate) fn create_text(path: &Path, gzip: bool) -> Result<Box<dyn Write>, DataError> {
+    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
+    let buf = std::io::BufWriter::new(file);
+    Ok(if gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            buf,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(buf)
+    })
+}
+
+/// Line-by-line reader that counts lines and names file + line in errors.
+struct Lines {
+    path: PathBuf,
+    reader: Box<dyn BufRead>,
+    line: u64,
+    buf: String,
+}
+
+impl Lines {
+    fn open(path: &Path) -> Result<Self, DataError> {
+        Ok(Lines {
+            path: path.to_path_buf(),
+            reader: open_text(path)?,
+            line: 0,
+            buf: String::new(),
+        })
+    }
+
+    /// Reads the next line into [`Lines::text`]; `false` at end of file.
+    fn next_line(&mut self) -> Result<bool, DataError> {
+        self.buf.clear();
+        match self.reader.read_line(&mut self.buf) {
+            Ok(0) => Ok(false),
+            Ok(_) => {
+                self.line += 1;
+                Ok(true)
+            }
+            Err(source) => Err(DataError::ReadAt {
+                path: self.path.clone(),
+                line: self.line,
+                source,
+            }),
+        }
+    }
+
+    /// The current line without its line ending.
+    fn text(&self) -> &str {
+        self.buf.trim_end_matches(['\n', '\r'])
+    }
+
+    fn err(&self, message: String) -> DataError {
+        DataError::Mex {
+            path: self.path.clone(),
+            line: self.line,
+            message,
+        }
+    }
+}
+
+/// Finds `dir/name` or `dir/name.gz`, preferring the gzipped file when both exist.
+fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
+    let gz = dir.join(format!("{name}.gz"));
+    if gz.is_file() {
+        return Ok(gz);
+    }
+    let plain = dir.join(name);
+    if plain.is_file() {
+        return Ok(plain);
+    }
+    Err(DataError::Io {
+        path: plain,
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("neither {name} nor {name}.gz is in this MEX folder"),
+        ),
+    })
+}
+
+/// One row of `features.tsv`.
+struct Feature {
+    name: String,
+    keep: bool,
+}
+
+fn read_features(path: &Path) -> Result<Vec<Feature>, DataError> {
+    let mut lines = Lines::open(path)?;
+    let mut out = Vec::new();
+    while lines.next_line()? {
+        let line = lines.text();
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 3 {
+            let msg = format!(
+                "`{line}` has {} tab-separated fields, expected 3 (id, name, type)",
+                cols.len()
+            );
+            return Err(lines.err(msg));
+        }
+        let name = cols[1].trim();
+        if name.is_empty() {
+            return Err(lines.err(format!("empty feature name in `{line}`")));
+        }
+        let keep = cols[2].trim() == GENE_EXPRESSION && !is_control_feature(name);
+        out.push(Feature {
+            name: name.to_string(),
+            keep,
+        });
+    }
+    Ok(out)
+}
+
+fn read_barcodes(path: &Path) -> Result<Vec<String>, DataError> {
+    let mut lines = Lines::open(path)?;
+    let mut out = Vec::new();
+    while lines.next_line()? {
+        let line = lines.text();
+        let id = line.split('\t').next().unwrap_or_default().trim();
+        if id.is_empty() {
+            continue;
+        }
+        out.push(id.to_string());
+    }
+    Ok(out)
+}
+
+/// Sorts names numerically when all are integers (when `numeric_if_possible`), else as
+/// strings; returns `new_index[old_index]`. Same order as the transcript reader.
+fn sort_order(names: &[String], numeric_if_possible: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    let numeric: Option<Vec<i64>> = if numeric_if_possible {
+        names.iter().map(|s| s.parse::<i64>().ok()).collect()
+    } else {
+        None
+    };
+    match numeric {
+        Some(keys) => order.sort_by_key(|&i| keys[i]),
+        None => order.sort_by(|&a, &b| names[a].cmp(&names[b])),
+    }
+    let mut new_index = vec![0usize; names.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_index[old] = new;
+    }
+    new_index
+}
+
+fn parse_index(tok: Option<&str>, lines: &Lines, what: &str) -> Result<usize, DataError> {
+    let tok = tok.ok_or_else(|| lines.err(format!("missing {what}")))?;
+    tok.parse::<usize>()
+        .map_err(|_| lines.err(format!("{what} `{tok}` is not a non-negative integer")))
+}
+
+/// Reads a 10x MEX folder (`matrix.mtx`, `features.tsv`, `barcodes.tsv`, each optionally
+/// `.gz`) into a [`CellTable`] of shape `[n_cells, n_genes]`.
+///
+/// * genes: kept features (type `Gene Expression`, not a control), **sorted alphabetically**
+///   like [`super::read_transcripts_csv`] so that [`CellTable::gene_index`] works;
+/// * cells: every barcode, sorted numerically when all are integers, else as strings (again
+///   as the transcript reader), including cells with no counts;
+/// * `centroids_um` is `[NaN, NaN]` and `nucleus_centroids_um` `None` for every cell: the
+///   matrix carries no positions. Fill them with [`super::attach_centroids`] from `cells.csv`.
+///
+/// Repeated `(row, col)` entries are summed. Fails with [`DataError::Mex`] (file and line)
+/// on a bad header, size line, index out of range, negative or non-finite value, wrong entry
+/// count or duplicate gene name; with [`DataError::ReadAt`] on a truncated gzip stream.
+pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
+    let features_path = find(dir, "features.tsv")?;
+    let barcodes_path = find(dir, "barcodes.tsv")?;
+    let matrix_path = find(dir, "matrix.mtx")?;
+    let features = read_features(&features_path)?;
+    let barcodes = read_barcodes(&barcodes_path)?;
+
+    // Kept genes, sorted; duplicates are an error.
+    let kept: Vec<usize> = (0..features.len()).filter(|&i| features[i].keep).collect();
+    let mut genes: Vec<String> = kept.iter().map(|&i| features[i].name.clone()).collect();
+    let gene_new = sort_order(&genes, false);
+    let mut feature_col: Vec<Option<usize>> = vec![None; features.len()];
+    for (k, &f) in kept.iter().enumerate() {
+        feature_col[f] = Some(gene_new[k]);
+    }
+    let mut sorted_genes = vec![String::new(); genes.len()];
+    for (k, g) in genes.drain(..).enumerate() {
+        sorted_genes[gene_new[k]] = g;
+    }
+    if let Some(w) = sorted_genes.windows(2).find(|w| w[0] == w[1]) {
+        return Err(DataError::Mex {
+            path: features_path,
+            line: 0,
+            message: format!("gene name `{}` appears on more than one line", w[0]),
+        });
+    }
+    let cell_new = sort_order(&barcodes, true);
+    let mut cell_ids = vec![String::new(); barcodes.len()];
+    for (k, b) in barcodes.iter().enumerate() {
+        cell_ids[cell_new[k]] = b.clone();
+    }
+    {
+        let mut seen: HashMap<&str, ()> = HashMap::with_capacity(cell_ids.len());
+        for id in &cell_ids {
+            if seen.insert(id.as_str(), ()).is_some() {
+                return Err(DataError::Mex {
+                    path: barcodes_path,
+                    line: 0,
+                    message: format!("barcode `{id}` appears on more than one line"),
+                });
+            }
+        }
+    }
+
+    let n_genes = sorted_genes.len();
+    let mut counts = vec![0f32; cell_ids.len() * n_genes];
+    let mut lines = Lines::open(&matrix_path)?;
+    if !lines.next_line()? {
+        return Err(lines.err("empty file, expected a `%%MatrixMarket` header".into()));
+    }
+    let header = lines.text().to_string();
+    let words: Vec<String> = header
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let ok_header = words.len() == 5
+        && words[0] == "%%matrixmarket"
+        && words[1] == "matrix"
+        && words[2] == "coordinate"
+        && matches!(words[3].as_str(), "integer" | "real")
+        && words[4] == "general";
+    if !ok_header {
+        return Err(lines.err(format!(
+            "header `{header}`, expected `%%MatrixMarket matrix coordinate integer general` \
+             (or `real`)"
+        )));
+    }
+    // Skip comments, then the size line `rows cols entries`.
+    let (n_rows, n_cols, n_entries) = loop {
+        if !lines.next_line()? {
+            return Err(lines.err("no size line `rows cols entries` after the header".into()));
+        }
+        let line = lines.text().trim();
+        if line.is_empty() || line.starts_with('%') {
+            continue;
+        }
+        let mut toks = line.split_whitespace();
+        let r = parse_index(toks.next(), &lines, "row count")?;
+        let c = parse_index(toks.next(), &lines, "column count")?;
+        let e = parse_index(toks.next(), &lines, "entry count")?;
+        if toks.next().is_some() {
+            return Err(lines.err("size line has more than 3 fields".into()));
+        }
+        break (r, c, e);
+    };
+    if n_rows != features.len() || n_cols != barcodes.len() {
+        return Err(lines.err(format!(
+            "matrix is {n_rows} x {n_cols} but {} lists {} features and {} lists {} barcodes",
+            features_path.display(),
+            features.len(),
+            barcodes_path.display(),
+            barcodes.len()
+        )));
+    }
+    let mut seen_entries = 0usize;
+    while lines.next_line()? {
+        let line = lines.text();
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('%') {
+            continue;
+        }
+        let mut toks = line.split_whitespace();
+        let r = parse_index(toks.next(), &lines, "row index")?;
+        let c = parse_index(toks.next(), &lines, "column index")?;
+        let v_tok = toks
+            .next()
+            .ok_or_else(|| lines.err(format!("entry `{line}` has no value")))?;
+        let v: f32 = v_tok
+            .parse::<f32>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| {
+                lines.err(format!(
+                    "value `{v_tok}` is not a finite non-negative count"
+                ))
+            })?;
+        if r == 0 || r > n_rows {
+            return Err(lines.err(format!("row index {r} out of range 1..={n_rows}")));
+        }
+        if c == 0 || c > n_cols {
+            return Err(lines.err(format!("column index {c} out of range 1..={n_cols}")));
+        }
+        seen_entries += 1;
+        if seen_entries > n_entries {
+            return Err(lines.err(format!(
+                "more entries than the {n_entries} announced on the size line"
+            )));
+        }
+        if let Some(g) = feature_col[r - 1] {
+            counts[cell_new[c - 1] * n_genes + g] += v;
+        }
+    }
+    if seen_entries != n_entries {
+        return Err(lines.err(format!(
+            "file ends after {seen_entries} entries but the size line announces {n_entries}; \
+             the file is truncated"
+        )));
+    }
+    let n_cells = cell_ids.len();
+    Ok(CellTable {
+        cell_ids,
+        genes: sorted_genes,
+        counts,
+        centroids_um: vec![[f32::NAN; 2]; n_cells],
+        nucleus_centroids_um: vec![None; n_cells],
+    })
+}
+
+/// Writes `table` as a MEX folder in `dir` (created if needed): `matrix.mtx`,
+/// `features.tsv`, `barcodes.tsv`, with a `.gz` suffix and gzip compression when `gzip`.
+///
+/// Rows are the genes of `table` in order (feature id = name, type `Gene Expression`), columns
+/// its cells in order; only non-zero counts are stored, as integers when every count is
+/// integral (`integer` header), else `real`. Centroids are not written (see
+/// [`super::write_cells_csv`]). Meant for fixtures and round trips.
+pub fn write_mex_dir(table: &CellTable, dir: &Path, gzip: bool) -> Result<(), DataError> {
+    let (n_cells, n_genes) = (table.n_cells(), table.n_genes());
+    if table.counts.len() != n_cells * n_genes {
+        return Err(DataError::Shape {
+            what: "CellTable counts [n_cells, n_genes]",
+            expected: n_cells * n_genes,
+            found: table.counts.len(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let suffix = if gzip { ".gz" } else { "" };
+    let write = |name: &str, body: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>| {
+        let path = dir.join(format!("{name}{suffix}"));
+        let mut w = create_text(&path, gzip)?;
+        body(&mut w)
+            .and_then(|()| w.flush())
+            .map_err(|e| DataError::io(&path, e))
+    };
+    write("features.tsv", &mut |w| {
+        for g in &table.genes {
+            writeln!(w, "{g}\t{g}\t{GENE_EXPRESSION}")?;
+        }
+        Ok(())
+    })?;
+    write("barcodes.tsv", &mut |w| {
+        for id in &table.cell_ids {
+            writeln!(w, "{id}")?;
+        }
+        Ok(())
+    })?;
+    let integral = table.counts.iter().all(|v| v.fract() == 0.0);
+    let nnz = table.counts.iter().filter(|&&v| v != 0.0).count();
+    write("matrix.mtx", &mut |w| {
+        let field = if integral { "integer" } else { "real" };
+        writeln!(w, "%%MatrixMarket matrix coordinate {field} general")?;
+        writeln!(w, "% written by cellsymphony")?;
+        writeln!(w, "{n_genes} {n_cells} {nnz}")?;
+        for c in 0..n_cells {
+            for (g, &v) in table.row(c).iter().enumerate() {
+                if v != 0.0 {
+                    writeln!(w, "{} {} {}", g + 1, c + 1, v)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
