@@ -9,9 +9,9 @@
 //! | kernel | launcher | reference |
 //! |---|---|---|
 //! | `matmul_int8.wgsl` (+ fused GELU, residual) | [`matmul_int8`] | [`matmul_int8_reference`] |
-//! | `attention.wgsl` | [`attention()`] | [`attention_reference`] |
-//! | `layernorm.wgsl` | [`layernorm()`] | [`layernorm_reference`] |
-//! | `mean_pool.wgsl` | [`mean_pool()`] | [`mean_pool_reference`] |
+//! | `attention.wgsl` | [`attention()`](fn@attention) | [`attention_reference`] |
+//! | `layernorm.wgsl` | [`layernorm()`](fn@layernorm) | [`layernorm_reference`] |
+//! | `mean_pool.wgsl` | [`mean_pool()`](fn@mean_pool) | [`mean_pool_reference`] |
 //! | `sinkhorn_lse.wgsl`, `sinkhorn_reduce.wgsl` | [`crate::ot::sinkhorn`] (GPU engine) | [`crate::ot::sinkhorn_log_domain_reference`] |
 //!
 //! All launchers and [`GpuClassifier::logits`] are `async`: results come back through
