@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::DataError;
-use super::xenium::{is_control_feature, CellTable};
+use super::xenium::{is_control_feature, sort_permutation, CellTable};
 
 /// Feature type kept as genes (third column of `features.tsv`).
 pub const GENE_EXPRESSION: &str = "Gene Expression";
@@ -172,26 +172,6 @@ fn read_barcodes(path: &Path) -> Result<Vec<String>, DataError> {
     Ok(out)
 }
 
-/// Sorts names numerically when all are integers (when `numeric_if_possible`), else as
-/// strings; returns `new_index[old_index]`. Same order as the transcript reader.
-fn sort_order(names: &[String], numeric_if_possible: bool) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..names.len()).collect();
-    let numeric: Option<Vec<i64>> = if numeric_if_possible {
-        names.iter().map(|s| s.parse::<i64>().ok()).collect()
-    } else {
-        None
-    };
-    match numeric {
-        Some(keys) => order.sort_by_key(|&i| keys[i]),
-        None => order.sort_by(|&a, &b| names[a].cmp(&names[b])),
-    }
-    let mut new_index = vec![0usize; names.len()];
-    for (new, &old) in order.iter().enumerate() {
-        new_index[old] = new;
-    }
-    new_index
-}
-
 fn parse_index(tok: Option<&str>, lines: &Lines, what: &str) -> Result<usize, DataError> {
     let tok = tok.ok_or_else(|| lines.err(format!("missing {what}")))?;
     tok.parse::<usize>()
@@ -221,7 +201,7 @@ pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
     // Kept genes, sorted; duplicates are an error.
     let kept: Vec<usize> = (0..features.len()).filter(|&i| features[i].keep).collect();
     let mut genes: Vec<String> = kept.iter().map(|&i| features[i].name.clone()).collect();
-    let gene_new = sort_order(&genes, false);
+    let gene_new = sort_permutation(&genes, false);
     let mut feature_col: Vec<Option<usize>> = vec![None; features.len()];
     for (k, &f) in kept.iter().enumerate() {
         feature_col[f] = Some(gene_new[k]);
@@ -237,7 +217,7 @@ pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
             message: format!("gene name `{}` appears on more than one line", w[0]),
         });
     }
-    let cell_new = sort_order(&barcodes, true);
+    let cell_new = sort_permutation(&barcodes, true);
     let mut cell_ids = vec![String::new(); barcodes.len()];
     for (k, b) in barcodes.iter().enumerate() {
         cell_ids[cell_new[k]] = b.clone();

@@ -187,10 +187,11 @@ fn mean(acc: &[f64; 3]) -> Option<[f32; 2]> {
     (acc[2] > 0.0).then(|| [(acc[0] / acc[2]) as f32, (acc[1] / acc[2]) as f32])
 }
 
-/// Sorts `names` in place, numerically when `numeric_if_possible` and every name is an
-/// integer, else lexicographically; returns the permutation `new_index[old_index]`.
+/// The canonical order of cell ids and gene names in a [`CellTable`]: numeric when
+/// `numeric_if_possible` and every name is an integer, else lexicographic. Returns the
+/// permutation `new_index[old_index]`. Every reader uses it, so all layouts agree.
 #[cfg(feature = "native-io")]
-fn sort_names(names: &mut Vec<String>, numeric_if_possible: bool) -> Vec<u32> {
+pub(crate) fn sort_permutation(names: &[String], numeric_if_possible: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..names.len()).collect();
     let numeric: Option<Vec<i64>> = if numeric_if_possible {
         names.iter().map(|s| s.parse::<i64>().ok()).collect()
@@ -201,15 +202,24 @@ fn sort_names(names: &mut Vec<String>, numeric_if_possible: bool) -> Vec<u32> {
         Some(keys) => order.sort_by_key(|&i| keys[i]),
         None => order.sort_by(|&a, &b| names[a].cmp(&names[b])),
     }
-    let mut new_index = vec![0u32; names.len()];
+    let mut new_index = vec![0usize; names.len()];
     for (new, &old) in order.iter().enumerate() {
-        new_index[old] = new as u32;
+        new_index[old] = new;
     }
-    *names = order
-        .iter()
-        .map(|&i| std::mem::take(&mut names[i]))
-        .collect();
     new_index
+}
+
+/// Sorts `names` in place into the canonical order ([`sort_permutation`]); returns
+/// `new_index[old_index]`.
+#[cfg(feature = "native-io")]
+fn sort_names(names: &mut Vec<String>, numeric_if_possible: bool) -> Vec<u32> {
+    let new_index = sort_permutation(names, numeric_if_possible);
+    let mut sorted = vec![String::new(); names.len()];
+    for (old, name) in names.drain(..).enumerate() {
+        sorted[new_index[old]] = name;
+    }
+    *names = sorted;
+    new_index.into_iter().map(|i| i as u32).collect()
 }
 
 #[cfg(feature = "native-io")]
