@@ -501,6 +501,17 @@ fn held_out_indices(model: &EngineModel, path: &Path, crop: &PreparedCrop) -> Re
     Ok(out)
 }
 
+/// The process's GPU context, created on first use and shared by every later GPU step
+/// (the pipeline evaluates, checks parity and classifies on one device).
+fn gpu_context() -> Result<Arc<GpuContext>> {
+    static CTX: std::sync::OnceLock<Arc<GpuContext>> = std::sync::OnceLock::new();
+    if let Some(ctx) = CTX.get() {
+        return Ok(Arc::clone(ctx));
+    }
+    let ctx = Arc::new(pollster::block_on(GpuContext::new()).context(|| "creating the GPU context".to_string())?);
+    Ok(Arc::clone(CTX.get_or_init(|| ctx)))
+}
+
 /// Logits `[cells, classes]` of `model` on `x_norm` (already in the model's gene order).
 fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: Engine) -> Result<(Vec<f32>, String)> {
     Ok(match engine {
@@ -513,9 +524,9 @@ fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: En
         }
         Engine::Cpu => (engine::cpu::forward_logits(model, x_norm, n_cells), format!("CPU engine ({})", model.meta.quantization.as_str())),
         Engine::Gpu => {
-            let ctx = pollster::block_on(GpuContext::new()).context(|| "creating the GPU context".to_string())?;
+            let ctx = gpu_context()?;
             let summary = ctx.adapter_summary();
-            let clf = GpuClassifier::new(Arc::new(ctx), model).context(|| "uploading the model to the GPU".to_string())?;
+            let clf = GpuClassifier::new(ctx, model).context(|| "uploading the model to the GPU".to_string())?;
             let logits = pollster::block_on(clf.logits(x_norm, n_cells)).context(|| "running the WGSL engine".to_string())?;
             (logits, format!("WGSL engine int8 on {summary}"))
         }
@@ -889,7 +900,7 @@ fn cmd_pair(a: PairArgs) -> Result<()> {
         100.0 * pca.explained_variance_ratio.iter().sum::<f32>()
     );
     let ctx = match a.engine {
-        OtEngine::Gpu => Some(pollster::block_on(GpuContext::new()).context(|| "creating the GPU context (use --engine cpu without one)".to_string())?),
+        OtEngine::Gpu => Some(gpu_context().map_err(|e| format!("{e} (use --engine cpu without a GPU)"))?),
         OtEngine::Cpu => None,
     };
     let engine = match &ctx {
