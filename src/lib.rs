@@ -26,5 +26,8 @@ pub mod model;
 #[cfg(all(feature = "train", not(target_arch = "wasm32")))]
 pub mod train;
 
+#[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
+pub mod fuzz_targets;
+
 #[cfg(target_arch = "wasm32")]
 mod web;

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use cellsymphony::data::{
     attach_centroids, parse_manifest, read_cells_csv, read_manifest_in, read_mex_dir,
-    read_transcripts_csv, write_cells_csv, write_mex_dir, BidcellData, CellTable, DataError,
-    TranscriptOptions,
+    read_mex_dir_csr, read_transcripts_csv, write_cells_csv, write_mex_dir, BidcellData, CellTable,
+    CsrCounts, DataError, TranscriptOptions,
 };
 
 /// The example data; fails (never skips) when it has not been fetched.
@@ -86,6 +86,47 @@ fn crop_round_trips_as_plain_mex_and_cells_csv() {
 #[test]
 fn crop_round_trips_as_gzipped_mex_and_cells_csv() {
     round_trip(true);
+}
+
+#[test]
+fn csr_reader_equals_dense_and_sums_unsorted_duplicates() {
+    let want = crop();
+    let dir = temp_dir("csr");
+    write_mex_dir(want, &dir, true).unwrap();
+    let m = read_mex_dir_csr(&dir).unwrap();
+    m.counts.validate("crop").unwrap();
+    assert_eq!(m.cell_ids, want.cell_ids);
+    assert_eq!(m.genes, want.genes);
+    assert_eq!(
+        m.counts,
+        CsrCounts::from_dense(&want.counts, want.n_genes())
+    );
+    assert!(
+        m.counts.heap_bytes() < want.counts.len() * 4,
+        "CSR should be smaller than dense"
+    );
+
+    // Entries in reverse file order with one (gene, cell) split in two: summed, sorted.
+    let dir = temp_dir("csr-dup");
+    std::fs::write(
+        dir.join("features.tsv"),
+        "g1\tB\tGene Expression\ng2\tA\tGene Expression\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("barcodes.tsv"), "c2\nc1\n").unwrap();
+    std::fs::write(
+        dir.join("matrix.mtx"),
+        "%%MatrixMarket matrix coordinate integer general\n2 2 4\n1 2 3\n2 2 1\n1 1 2\n1 1 5\n",
+    )
+    .unwrap();
+    let m = read_mex_dir_csr(&dir).unwrap();
+    assert_eq!(m.cell_ids, ["c1", "c2"]);
+    assert_eq!(m.genes, ["A", "B"]);
+    // c1 (column 2): g1=B → 3, g2=A → 1; c2 (column 1): B → 2 + 5.
+    assert_eq!(m.counts.indptr, [0, 2, 3]);
+    assert_eq!(m.counts.indices, [0, 1, 1]);
+    assert_eq!(m.counts.data, [1.0, 3.0, 7.0]);
+    assert_eq!(read_mex_dir(&dir).unwrap().counts, [1.0, 3.0, 0.0, 7.0]);
 }
 
 #[test]

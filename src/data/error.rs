@@ -177,6 +177,17 @@ pub enum DataError {
         message: String,
     },
 
+    /// A sparse (CSR) matrix breaks its invariants.
+    #[error(
+        "invalid sparse matrix ({what}): {message}; the source is corrupt or was built wrongly"
+    )]
+    Sparse {
+        /// Where the matrix came from (file and dataset, or API argument).
+        what: String,
+        /// Which invariant fails, with the offending values.
+        message: String,
+    },
+
     /// Reading failed part-way through a file (truncated or corrupt gzip stream, I/O error).
     #[error(
         "cannot read {} after line {line}: {source}; the file is truncated or corrupt, \

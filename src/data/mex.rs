@@ -16,6 +16,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::DataError;
+use super::sparse::CsrCounts;
 use super::xenium::{is_control_feature, sort_permutation, CellTable};
 
 /// Feature type kept as genes (third column of `features.tsv`).
@@ -61,6 +62,7 @@ struct Lines {
     reader: Box<dyn BufRead>,
     line: u64,
     buf: String,
+    bytes: Vec<u8>,
 }
 
 impl Lines {
@@ -70,6 +72,7 @@ impl Lines {
             reader: open_text(path)?,
             line: 0,
             buf: String::new(),
+            bytes: Vec::new(),
         })
     }
 
@@ -77,6 +80,23 @@ impl Lines {
     fn next_line(&mut self) -> Result<bool, DataError> {
         self.buf.clear();
         match self.reader.read_line(&mut self.buf) {
+            Ok(0) => Ok(false),
+            Ok(_) => {
+                self.line += 1;
+                Ok(true)
+            }
+            Err(source) => Err(DataError::ReadAt {
+                path: self.path.clone(),
+                line: self.line,
+                source,
+            }),
+        }
+    }
+
+    /// Reads the next line's raw bytes into `bytes`; `false` at end of file.
+    fn next_bytes(&mut self) -> Result<bool, DataError> {
+        self.bytes.clear();
+        match self.reader.read_until(b'\n', &mut self.bytes) {
             Ok(0) => Ok(false),
             Ok(_) => {
                 self.line += 1;
@@ -102,6 +122,53 @@ impl Lines {
             message,
         }
     }
+}
+
+/// One parsed entry line.
+enum Entry {
+    /// 1-based `(row, col, value)`.
+    Values(usize, usize, f32),
+    /// Blank or comment line.
+    Skip,
+}
+
+/// Parses `row col value` with integer indices and a small integer value (≤ 7 digits, exact
+/// in f32);
+/// `None` for anything else (the caller re-parses it as text to report the error).
+fn parse_entry_fast(line: &[u8]) -> Option<Entry> {
+    let mut i = 0;
+    let n = line.len();
+    let skip_ws = |i: &mut usize| {
+        while *i < n && matches!(line[*i], b' ' | b'\t' | b'\r' | b'\n') {
+            *i += 1;
+        }
+    };
+    let uint = |i: &mut usize| -> Option<usize> {
+        let start = *i;
+        let mut v: usize = 0;
+        while *i < n && line[*i].is_ascii_digit() {
+            v = v.checked_mul(10)?.checked_add((line[*i] - b'0') as usize)?;
+            *i += 1;
+        }
+        (*i > start).then_some(v)
+    };
+    skip_ws(&mut i);
+    if i == n || line[i] == b'%' {
+        return Some(Entry::Skip);
+    }
+    let r = uint(&mut i)?;
+    skip_ws(&mut i);
+    let c = uint(&mut i)?;
+    skip_ws(&mut i);
+    let start = i;
+    // Integer counts only (what Xenium writes); decimals go to the exact text parser.
+    let v = uint(&mut i)?;
+    let end = i;
+    skip_ws(&mut i);
+    if i != n || end - start > 7 {
+        return None;
+    }
+    Some(Entry::Values(r, c, v as f32))
 }
 
 /// Finds `dir/name` or `dir/name.gz`, preferring the gzipped file when both exist.
@@ -178,6 +245,33 @@ fn parse_index(tok: Option<&str>, lines: &Lines, what: &str) -> Result<usize, Da
         .map_err(|_| lines.err(format!("{what} `{tok}` is not a non-negative integer")))
 }
 
+/// A MEX matrix read as sparse counts: cells and genes in canonical order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseCellMatrix {
+    /// Cell ids (barcodes), length `n_cells`, sorted numerically when all are integers.
+    pub cell_ids: Vec<String>,
+    /// Kept gene names, length `n_genes`, sorted alphabetically.
+    pub genes: Vec<String>,
+    /// Counts `[n_cells, n_genes]` in CSR layout.
+    pub counts: CsrCounts,
+}
+
+impl SparseCellMatrix {
+    /// Converts to the dense [`CellTable`] (`[n_cells, n_genes]`); centroids are unknown
+    /// (`[NaN, NaN]`, nucleus `None`) until [`super::attach_centroids`] fills them.
+    pub fn into_cell_table(self) -> CellTable {
+        let n_cells = self.cell_ids.len();
+        let counts = self.counts.to_dense();
+        CellTable {
+            cell_ids: self.cell_ids,
+            genes: self.genes,
+            counts,
+            centroids_um: vec![[f32::NAN; 2]; n_cells],
+            nucleus_centroids_um: vec![None; n_cells],
+        }
+    }
+}
+
 /// Reads a 10x MEX folder (`matrix.mtx`, `features.tsv`, `barcodes.tsv`, each optionally
 /// `.gz`) into a [`CellTable`] of shape `[n_cells, n_genes]`.
 ///
@@ -191,7 +285,17 @@ fn parse_index(tok: Option<&str>, lines: &Lines, what: &str) -> Result<usize, Da
 /// Repeated `(row, col)` entries are summed. Fails with [`DataError::Mex`] (file and line)
 /// on a bad header, size line, index out of range, negative or non-finite value, wrong entry
 /// count or duplicate gene name; with [`DataError::ReadAt`] on a truncated gzip stream.
+/// For large slides use [`read_mex_dir_csr`], which never builds the dense matrix.
 pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
+    Ok(read_mex_dir_csr(dir)?.into_cell_table())
+}
+
+/// Reads a 10x MEX folder as sparse counts, holding about one copy of the CSR matrix.
+///
+/// Same files, filters, order and errors as [`read_mex_dir`]. The matrix file is read twice
+/// (a counting pass, then a filling pass straight into final CSR positions), so peak memory is
+/// the CSR arrays plus the barcode strings — no triplet list, no dense matrix, no second copy.
+pub fn read_mex_dir_csr(dir: &Path) -> Result<SparseCellMatrix, DataError> {
     let features_path = find(dir, "features.tsv")?;
     let barcodes_path = find(dir, "barcodes.tsv")?;
     let matrix_path = find(dir, "matrix.mtx")?;
@@ -202,9 +306,9 @@ pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
     let kept: Vec<usize> = (0..features.len()).filter(|&i| features[i].keep).collect();
     let mut genes: Vec<String> = kept.iter().map(|&i| features[i].name.clone()).collect();
     let gene_new = sort_permutation(&genes, false);
-    let mut feature_col: Vec<Option<usize>> = vec![None; features.len()];
+    let mut feature_col: Vec<Option<u32>> = vec![None; features.len()];
     for (k, &f) in kept.iter().enumerate() {
-        feature_col[f] = Some(gene_new[k]);
+        feature_col[f] = Some(gene_new[k] as u32);
     }
     let mut sorted_genes = vec![String::new(); genes.len()];
     for (k, g) in genes.drain(..).enumerate() {
@@ -218,9 +322,10 @@ pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
         });
     }
     let cell_new = sort_permutation(&barcodes, true);
-    let mut cell_ids = vec![String::new(); barcodes.len()];
-    for (k, b) in barcodes.iter().enumerate() {
-        cell_ids[cell_new[k]] = b.clone();
+    let n_barcodes = barcodes.len();
+    let mut cell_ids = vec![String::new(); n_barcodes];
+    for (k, b) in barcodes.into_iter().enumerate() {
+        cell_ids[cell_new[k]] = b;
     }
     {
         let mut seen: HashMap<&str, ()> = HashMap::with_capacity(cell_ids.len());
@@ -235,9 +340,85 @@ pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
         }
     }
 
-    let n_genes = sorted_genes.len();
-    let mut counts = vec![0f32; cell_ids.len() * n_genes];
-    let mut lines = Lines::open(&matrix_path)?;
+    // Pass 1: validate every entry and count the kept ones per (final) cell row.
+    let shape = (features.len(), n_barcodes);
+    let mut row_len = vec![0u64; n_barcodes + 1];
+    for_each_entry(
+        &matrix_path,
+        shape,
+        &features_path,
+        &barcodes_path,
+        |r, c, _v| {
+            if feature_col[r].is_some() {
+                row_len[cell_new[c] + 1] += 1;
+            }
+        },
+    )?;
+    for i in 0..n_barcodes {
+        row_len[i + 1] += row_len[i];
+    }
+    let indptr = row_len;
+    let nnz = indptr[n_barcodes] as usize;
+
+    // Pass 2: write each entry at its row's cursor.
+    let mut cursor: Vec<u64> = indptr[..n_barcodes].to_vec();
+    let mut indices = vec![0u32; nnz];
+    let mut data = vec![0f32; nnz];
+    let mut overflow = false;
+    for_each_entry(
+        &matrix_path,
+        shape,
+        &features_path,
+        &barcodes_path,
+        |r, c, v| {
+            if let Some(g) = feature_col[r] {
+                let row = cell_new[c];
+                let at = cursor[row];
+                // The file changed between passes if a row overflows its slot.
+                if at < indptr[row + 1] {
+                    indices[at as usize] = g;
+                    data[at as usize] = v;
+                    cursor[row] = at + 1;
+                } else {
+                    overflow = true;
+                }
+            }
+        },
+    )?;
+    drop(cursor);
+    if overflow {
+        return Err(DataError::Mex {
+            path: matrix_path,
+            line: 0,
+            message: "the file changed while it was being read (entry counts differ between \
+                      passes)"
+                .into(),
+        });
+    }
+    let mut counts = CsrCounts {
+        n_genes: sorted_genes.len(),
+        indptr,
+        indices,
+        data,
+    };
+    counts.canonicalise();
+    Ok(SparseCellMatrix {
+        cell_ids,
+        genes: sorted_genes,
+        counts,
+    })
+}
+
+/// Streams the entries of a Matrix Market `coordinate` file, validated, as 0-based
+/// `(feature row, barcode column, value)`; `shape` is `(features, barcodes)`.
+fn for_each_entry(
+    matrix_path: &Path,
+    shape: (usize, usize),
+    features_path: &Path,
+    barcodes_path: &Path,
+    mut f: impl FnMut(usize, usize, f32),
+) -> Result<(), DataError> {
+    let mut lines = Lines::open(matrix_path)?;
     if !lines.next_line()? {
         return Err(lines.err("empty file, expected a `%%MatrixMarket` header".into()));
     }
@@ -276,37 +457,46 @@ pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
         }
         break (r, c, e);
     };
-    if n_rows != features.len() || n_cols != barcodes.len() {
+    if (n_rows, n_cols) != shape {
         return Err(lines.err(format!(
             "matrix is {n_rows} x {n_cols} but {} lists {} features and {} lists {} barcodes",
             features_path.display(),
-            features.len(),
+            shape.0,
             barcodes_path.display(),
-            barcodes.len()
+            shape.1
         )));
     }
     let mut seen_entries = 0usize;
-    while lines.next_line()? {
-        let line = lines.text();
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('%') {
-            continue;
-        }
-        let mut toks = line.split_whitespace();
-        let r = parse_index(toks.next(), &lines, "row index")?;
-        let c = parse_index(toks.next(), &lines, "column index")?;
-        let v_tok = toks
-            .next()
-            .ok_or_else(|| lines.err(format!("entry `{line}` has no value")))?;
-        let v: f32 = v_tok
-            .parse::<f32>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .ok_or_else(|| {
-                lines.err(format!(
-                    "value `{v_tok}` is not a finite non-negative count"
-                ))
-            })?;
+    // Entry lines are parsed from bytes (no UTF-8 check, no String per line): the matrix of a
+    // 1M-cell slide has ~10^8 of them. Anything unusual falls back to the text path's errors.
+    while lines.next_bytes()? {
+        let (r, c, v) = match parse_entry_fast(&lines.bytes) {
+            Some(Entry::Values(r, c, v)) => (r, c, v),
+            Some(Entry::Skip) => continue,
+            None => {
+                let text = String::from_utf8_lossy(&lines.bytes).into_owned();
+                let line = text.trim();
+                if line.is_empty() || line.starts_with('%') {
+                    continue;
+                }
+                let mut toks = line.split_whitespace();
+                let r = parse_index(toks.next(), &lines, "row index")?;
+                let c = parse_index(toks.next(), &lines, "column index")?;
+                let v_tok = toks
+                    .next()
+                    .ok_or_else(|| lines.err(format!("entry `{line}` has no value")))?;
+                let v: f32 = v_tok
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| {
+                        lines.err(format!(
+                            "value `{v_tok}` is not a finite non-negative count"
+                        ))
+                    })?;
+                (r, c, v)
+            }
+        };
         if r == 0 || r > n_rows {
             return Err(lines.err(format!("row index {r} out of range 1..={n_rows}")));
         }
@@ -319,9 +509,7 @@ pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
                 "more entries than the {n_entries} announced on the size line"
             )));
         }
-        if let Some(g) = feature_col[r - 1] {
-            counts[cell_new[c - 1] * n_genes + g] += v;
-        }
+        f(r - 1, c - 1, v);
     }
     if seen_entries != n_entries {
         return Err(lines.err(format!(
@@ -329,14 +517,7 @@ pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
              the file is truncated"
         )));
     }
-    let n_cells = cell_ids.len();
-    Ok(CellTable {
-        cell_ids,
-        genes: sorted_genes,
-        counts,
-        centroids_um: vec![[f32::NAN; 2]; n_cells],
-        nucleus_centroids_um: vec![None; n_cells],
-    })
+    Ok(())
 }
 
 /// Writes `table` as a MEX folder in `dir` (created if needed): `matrix.mtx`,

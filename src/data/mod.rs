@@ -14,6 +14,7 @@ pub mod image;
 pub mod labels;
 pub mod manifest;
 pub mod patches;
+pub mod sparse;
 pub mod xenium;
 
 #[cfg(feature = "native-io")]
@@ -30,7 +31,7 @@ pub use manifest::{parse_manifest, XeniumManifest, MANIFEST_FILE};
 #[cfg(feature = "native-io")]
 pub use manifest::{read_manifest, read_manifest_in};
 #[cfg(feature = "native-io")]
-pub use mex::{read_mex_dir, write_mex_dir};
+pub use mex::{read_mex_dir, read_mex_dir_csr, write_mex_dir, SparseCellMatrix};
 
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;
@@ -40,6 +41,7 @@ pub use labels::{
     SingleROptions,
 };
 pub use patches::{extract_patch, extract_patch_scaled, EdgePolicy, Patch};
+pub use sparse::CsrCounts;
 pub use xenium::{CellTable, TranscriptOptions, Transcripts};
 
 #[cfg(feature = "native-io")]

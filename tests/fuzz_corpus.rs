@@ -1,0 +1,219 @@
+//! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`) and crashes found by fuzzing
+//! (`fuzz/regressions/<target>/`) through the fuzz entry points: the short fuzz smoke that
+//! runs in CI. The long runs (`scripts/fuzz.sh`, ≥ 10 minutes per target) stay out of CI.
+//!
+//! `CELLSYMPHONY_WRITE_FUZZ_SEEDS=1 cargo test --test fuzz_corpus` rewrites the seed files
+//! from the real BIDCell crop (small: a few cells, a few dozen lines).
+#![cfg(feature = "native-io")]
+
+use std::path::{Path, PathBuf};
+
+use cellsymphony::data::{
+    read_transcripts_csv, write_mex_dir, BidcellData, CellTable, TranscriptOptions,
+};
+use cellsymphony::engine::{ClassifierConfig, EngineModel};
+use cellsymphony::fuzz_targets::{self, FILE_SEPARATOR};
+
+const TARGETS: [(&str, fn(&[u8])); 3] = [
+    ("model_file", fuzz_targets::model_file),
+    ("mex_folder", fuzz_targets::mex_folder),
+    ("csv_tables", fuzz_targets::csv_tables),
+];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+fn head_lines(path: &Path, n: usize) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = String::new();
+    for line in text.lines().take(n) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn write_seeds() {
+    let data = BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
+    let crop = read_transcripts_csv(&data.transcripts, &TranscriptOptions::default()).unwrap();
+    let corpus = fuzz_dir().join("corpus");
+
+    // Model files: a tiny random model, f32 and int8.
+    let dir = corpus.join("model_file");
+    std::fs::create_dir_all(&dir).unwrap();
+    let genes: Vec<String> = crop.genes[..12].to_vec();
+    let mut cfg = ClassifierConfig::new(genes.len(), 3);
+    cfg.d_model = 8;
+    cfg.n_heads = 2;
+    cfg.d_ff = 16;
+    cfg.n_layers = 1;
+    cfg.gene_tokens = 2;
+    let classes = vec!["B".into(), "Epithelial".into(), "Malignant".into()];
+    let model = EngineModel::random_for_tests(cfg, genes, classes, 7);
+    std::fs::write(
+        dir.join("tiny_f32.safetensors"),
+        model.to_safetensors_bytes().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tiny_int8.safetensors"),
+        model.quantize_int8().to_safetensors_bytes().unwrap(),
+    )
+    .unwrap();
+
+    // MEX: the first 6 real cells, plain and gzipped, packed into one input.
+    let dir = corpus.join("mex_folder");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 6;
+    let g = crop.n_genes();
+    let small = CellTable {
+        cell_ids: crop.cell_ids[..n].to_vec(),
+        genes: crop.genes.clone(),
+        counts: crop.counts[..n * g].to_vec(),
+        centroids_um: crop.centroids_um[..n].to_vec(),
+        nucleus_centroids_um: crop.nucleus_centroids_um[..n].to_vec(),
+    };
+    let tmp = std::env::temp_dir().join(format!("cellsymphony-seeds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    write_mex_dir(&small, &tmp, false).unwrap();
+    let pack = |parts: [Vec<u8>; 3]| {
+        let mut out = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(FILE_SEPARATOR);
+            }
+            out.extend_from_slice(p);
+        }
+        out
+    };
+    let files =
+        ["features.tsv", "barcodes.tsv", "matrix.mtx"].map(|f| std::fs::read(tmp.join(f)).unwrap());
+    std::fs::write(dir.join("six_cells.mex"), pack(files.clone())).unwrap();
+    std::fs::write(dir.join("six_cells_gz.mex"), pack(files.map(|f| gzip(&f)))).unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    // CSV: heads of the real transcripts and reference tables.
+    let dir = corpus.join("csv_tables");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("transcripts_head.csv"),
+        head_lines(&data.transcripts, 40),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("reference_head.csv"),
+        head_lines(&data.reference, 4),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("cells.csv"),
+        b"cell_id,x_centroid,y_centroid,transcript_counts,cell_area\n\
+          aaaabaep-1,1100.5,230.25,12,40.1\naaaabaeq-1,1101.0,231.0,7,35.0\n",
+    )
+    .unwrap();
+}
+
+fn replay(dir: &Path, f: fn(&[u8])) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths.into_iter().filter(|p| p.is_file()) {
+        let bytes = std::fs::read(&p).unwrap();
+        let r = std::panic::catch_unwind(|| f(&bytes));
+        assert!(r.is_ok(), "{} panicked", p.display());
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn committed_corpora_and_regressions_do_not_crash() {
+    if std::env::var_os("CELLSYMPHONY_WRITE_FUZZ_SEEDS").is_some() {
+        write_seeds();
+    }
+    for (name, f) in TARGETS {
+        let seeds = replay(&fuzz_dir().join("corpus").join(name), f);
+        assert!(
+            seeds >= 2,
+            "fuzz/corpus/{name} has {seeds} seeds; regenerate them (see module docs)"
+        );
+        let regressions = replay(&fuzz_dir().join("regressions").join(name), f);
+        eprintln!("{name}: {seeds} seeds, {regressions} regression inputs replayed");
+    }
+}
+
+/// Seeded byte mutations of every seed (bit flips, truncations, splices): a short,
+/// deterministic fuzz smoke that needs no nightly toolchain.
+#[test]
+fn mutated_seeds_do_not_crash() {
+    let mut state = 0x5eed_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for (name, f) in TARGETS {
+        let dir = fuzz_dir().join("corpus").join(name);
+        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok())
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .collect();
+        seeds.sort();
+        let mut runs = 0;
+        for seed in &seeds {
+            for _ in 0..150 {
+                let mut b = seed.clone();
+                match next() % 4 {
+                    0 => {
+                        for _ in 0..1 + next() % 8 {
+                            if !b.is_empty() {
+                                let i = (next() % b.len() as u64) as usize;
+                                b[i] ^= 1 << (next() % 8);
+                            }
+                        }
+                    }
+                    1 => b.truncate((next() % (b.len() as u64 + 1)) as usize),
+                    2 => {
+                        if !b.is_empty() {
+                            let i = (next() % b.len() as u64) as usize;
+                            let digit = b"0123456789-.e,\t\n "[(next() % 17) as usize];
+                            b[i] = digit;
+                        }
+                    }
+                    _ => {
+                        let other = &seeds[(next() % seeds.len() as u64) as usize];
+                        let cut = (next() % (b.len() as u64 + 1)) as usize;
+                        let from = (next() % (other.len() as u64 + 1)) as usize;
+                        b.truncate(cut);
+                        b.extend_from_slice(&other[from..]);
+                    }
+                }
+                let r = std::panic::catch_unwind(|| f(&b));
+                if r.is_err() {
+                    let out = std::env::temp_dir().join(format!("cellsymphony-crash-{name}"));
+                    std::fs::write(&out, &b).unwrap();
+                    panic!(
+                        "{name}: a mutated seed panicked; input saved to {}",
+                        out.display()
+                    );
+                }
+                runs += 1;
+            }
+        }
+        eprintln!("{name}: {runs} mutated inputs");
+    }
+}
