@@ -72,21 +72,9 @@ impl Classifier {
                 .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
             (Some(clf), backend)
         } else {
-            (
-                None,
-                format!(
-                    "cpu: wasm engine, {} weights",
-                    model.meta.quantization.as_str()
-                ),
-            )
+            (None, format!("cpu: wasm engine, {} weights", model.meta.quantization.as_str()))
         };
-        Ok(Classifier {
-            inner: Rc::new(Inner {
-                model,
-                gpu,
-                backend,
-            }),
-        })
+        Ok(Classifier { inner: Rc::new(Inner { model, gpu, backend }) })
     }
 
     /// Gene panel of the model, in the order its weights expect.
@@ -176,11 +164,7 @@ async fn pair_gpu_context() -> Result<Rc<GpuContext>, JsError> {
     if let Some(ctx) = PAIR_GPU.with(|c| c.borrow().clone()) {
         return Ok(ctx);
     }
-    let ctx = Rc::new(
-        GpuContext::new()
-            .await
-            .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?,
-    );
+    let ctx = Rc::new(GpuContext::new().await.map_err(|e| JsError::new(&format!("WebGPU: {e}")))?);
     PAIR_GPU.with(|c| *c.borrow_mut() = Some(Rc::clone(&ctx)));
     Ok(ctx)
 }

@@ -13,10 +13,7 @@ fn every_subcommand_has_help() {
         let out = cli().args([sub, "--help"]).output().expect("binary runs");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{sub} --help failed");
-        assert!(
-            text.contains("Usage: cellsymphony"),
-            "{sub} --help printed: {text}"
-        );
+        assert!(text.contains("Usage: cellsymphony"), "{sub} --help printed: {text}");
     }
 }
 
@@ -35,15 +32,9 @@ fn truncated_model_file_is_a_clear_error() {
         .expect("binary runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert!(
-        err.contains("broken.safetensors"),
-        "error should name the file: {err}"
-    );
+    assert!(err.contains("broken.safetensors"), "error should name the file: {err}");
     assert!(!err.contains("panicked"), "must not panic: {err}");
-    assert!(
-        !dir.join("out.safetensors").exists(),
-        "no output may be written on error"
-    );
+    assert!(!dir.join("out.safetensors").exists(), "no output may be written on error");
 }
 
 #[test]
@@ -54,64 +45,28 @@ fn missing_data_folder_says_how_to_fetch_it() {
         .expect("binary runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert!(
-        err.contains("fetch_data.sh"),
-        "error should say how to get the data: {err}"
-    );
+    assert!(err.contains("fetch_data.sh"), "error should say how to get the data: {err}");
 }
 
 #[test]
 fn pair_writes_pairs_and_signature_and_refuses_bad_states() {
     let out_dir = std::env::temp_dir().join(format!("cellsymphony-pair-{}", std::process::id()));
     let out = cli()
-        .args([
-            "pair",
-            "--control",
-            "Epithelial",
-            "--target",
-            "Malignant",
-            "--engine",
-            "cpu",
-            "--out",
-        ])
+        .args(["pair", "--control", "Epithelial", "--target", "Malignant", "--engine", "cpu", "--out"])
         .arg(&out_dir)
         .output()
         .expect("binary runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pair failed: {}{}",
-        text,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "pair failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("converged"), "{text}");
     let pairs = std::fs::read_to_string(out_dir.join("pairs.csv")).expect("pairs.csv");
-    assert!(pairs
-        .starts_with("ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score"));
+    assert!(pairs.starts_with("ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score"));
     assert!(pairs.lines().count() > 50, "one pair per control cell");
-    assert!(std::fs::read_to_string(out_dir.join("signature.csv"))
-        .expect("signature.csv")
-        .contains(",up,"));
+    assert!(std::fs::read_to_string(out_dir.join("signature.csv")).expect("signature.csv").contains(",up,"));
 
     // Different lineages are refused, as are states with fewer than θ_min cells.
-    for (control, target, expect) in [
-        ("Epithelial", "Fibroblasts", "lineage"),
-        ("CD4Tconv/Treg", "CD8T/CD8Tex", "50"),
-    ] {
-        let out = cli()
-            .args([
-                "pair",
-                "--control",
-                control,
-                "--target",
-                target,
-                "--engine",
-                "cpu",
-                "--out",
-            ])
-            .arg(&out_dir)
-            .output()
-            .unwrap();
+    for (control, target, expect) in [("Epithelial", "Fibroblasts", "lineage"), ("CD4Tconv/Treg", "CD8T/CD8Tex", "50")] {
+        let out = cli().args(["pair", "--control", control, "--target", target, "--engine", "cpu", "--out"]).arg(&out_dir).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{control}→{target}: {err}");
         assert!(err.contains(expect), "{control}→{target}: {err}");

@@ -15,9 +15,8 @@ use cellsymphony::engine::{self, EngineModel};
 use cellsymphony::gpu::{GpuClassifier, GpuContext};
 use cellsymphony::model::GeneOnlyClassifierConfig;
 use cellsymphony::train::{
-    argmax_rows, export::export_fp32_and_int8, export::gene_only_meta, predict_logits,
-    prepare_crop, stratified_split, train_gene_only, LabelOptions, NoProgress, PreparedCrop,
-    TrainConfig, TrainSet,
+    argmax_rows, export::export_fp32_and_int8, export::gene_only_meta, predict_logits, prepare_crop,
+    stratified_split, train_gene_only, LabelOptions, NoProgress, PreparedCrop, TrainConfig, TrainSet,
 };
 
 /// Class agreement required between fp32 burn and the int8 engines on held-out cells.
@@ -50,68 +49,29 @@ fn fixture() -> &'static Fixture {
         let g = crop.table.n_genes();
         let k = crop.class_names.len();
         let model_config = GeneOnlyClassifierConfig::new(g, k);
-        let config = TrainConfig {
-            learning_rate: 1e-3,
-            epochs: 4,
-            ..Default::default()
-        };
-        let set = TrainSet {
-            x: &crop.x_norm,
-            n_genes: g,
-            labels: &labels,
-            n_classes: k,
-            train: &train_idx,
-            test: &test_idx,
-        };
+        let config = TrainConfig { learning_rate: 1e-3, epochs: 4, ..Default::default() };
+        let set = TrainSet { x: &crop.x_norm, n_genes: g, labels: &labels, n_classes: k, train: &train_idx, test: &test_idx };
         let device = Default::default();
-        let (model, history) = train_gene_only::<Autodiff<NdArray>>(
-            &model_config,
-            &config,
-            &set,
-            &crop.class_names,
-            &device,
-            &mut NoProgress,
-        );
+        let (model, history) = train_gene_only::<Autodiff<NdArray>>(&model_config, &config, &set, &crop.class_names, &device, &mut NoProgress);
         eprintln!("trained: last epoch {:?}", history.last());
         let out = std::env::temp_dir().join(format!("cellsymphony-test-{}", std::process::id()));
-        let meta = gene_only_meta(
-            &model_config,
-            &crop.table.genes,
-            &crop.class_names,
-            serde_json::json!({"test": true}),
-        );
+        let meta = gene_only_meta(&model_config, &crop.table.genes, &crop.class_names, serde_json::json!({"test": true}));
         let (_, files) = export_fp32_and_int8(&model, meta, &out).expect("export");
         let int8 = EngineModel::load(&files.int8).expect("int8 file loads");
         assert!(int8.is_int8());
         use burn::module::AutodiffModule;
         let train_set: std::collections::HashSet<usize> = train_idx.iter().copied().collect();
-        let test_idx: Vec<usize> = (0..crop.table.n_cells())
-            .filter(|i| !train_set.contains(i))
-            .collect();
+        let test_idx: Vec<usize> = (0..crop.table.n_cells()).filter(|i| !train_set.contains(i)).collect();
         let fp32_logits = predict_logits(&model.valid(), &crop.x_norm, g, &test_idx, 256, &device);
-        let x_test: Vec<f32> = test_idx
-            .iter()
-            .flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied())
-            .collect();
-        Fixture {
-            crop,
-            test_idx,
-            fp32_logits,
-            x_test,
-            int8,
-            files: (files.fp32, files.int8),
-        }
+        let x_test: Vec<f32> = test_idx.iter().flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied()).collect();
+        Fixture { crop, test_idx, fp32_logits, x_test, int8, files: (files.fp32, files.int8) }
     })
 }
 
 fn compare(name: &str, a: &[f32], b: &[f32], k: usize) -> (f64, f32) {
     let (pa, pb) = (argmax_rows(a, k), argmax_rows(b, k));
     let same = pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len() as f64;
-    let err = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     eprintln!("{name}: same class on {:.2}% of {} real cells not used in training, max |logit error| {err:.5}", 100.0 * same, pa.len());
     (same, err)
 }
@@ -123,10 +83,7 @@ fn int8_cpu_engine_agrees_with_fp32_burn_on_held_out_cells() {
     let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len());
     let (same, err) = compare("burn fp32 vs CPU int8", &f.fp32_logits, &cpu, k);
     assert!(same >= MIN_AGREEMENT, "agreement {same} < {MIN_AGREEMENT}");
-    assert!(
-        err <= MAX_INT8_LOGIT_ERROR,
-        "max logit error {err} > {MAX_INT8_LOGIT_ERROR}"
-    );
+    assert!(err <= MAX_INT8_LOGIT_ERROR, "max logit error {err} > {MAX_INT8_LOGIT_ERROR}");
 }
 
 #[test]
@@ -134,12 +91,7 @@ fn fp32_file_through_cpu_engine_matches_burn_exactly() {
     let f = fixture();
     let fp32 = EngineModel::load(&f.files.0).expect("fp32 loads");
     let cpu = engine::cpu::forward_logits(&fp32, &f.x_test, f.test_idx.len());
-    let (same, err) = compare(
-        "burn fp32 vs CPU fp32",
-        &f.fp32_logits,
-        &cpu,
-        f.crop.class_names.len(),
-    );
+    let (same, err) = compare("burn fp32 vs CPU fp32", &f.fp32_logits, &cpu, f.crop.class_names.len());
     assert_eq!(same, 1.0);
     assert!(err <= 1e-3, "fp32 engine differs from burn by {err}");
 }
@@ -161,17 +113,11 @@ fn wgsl_engine_agrees_with_fp32_burn_and_cpu_engine() {
     let gpu = pollster::block_on(clf.logits(&f.x_test, f.test_idx.len())).expect("WGSL run");
     let (same, err) = compare("burn fp32 vs WGSL int8", &f.fp32_logits, &gpu, k);
     assert!(same >= MIN_AGREEMENT, "agreement {same} < {MIN_AGREEMENT}");
-    assert!(
-        err <= MAX_INT8_LOGIT_ERROR,
-        "max logit error {err} > {MAX_INT8_LOGIT_ERROR}"
-    );
+    assert!(err <= MAX_INT8_LOGIT_ERROR, "max logit error {err} > {MAX_INT8_LOGIT_ERROR}");
     let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len());
     let (same, err) = compare("CPU int8 vs WGSL int8", &cpu, &gpu, k);
     assert_eq!(same, 1.0, "engines disagree on a class");
-    assert!(
-        err <= MAX_ENGINE_LOGIT_ERROR,
-        "engines differ by {err} > {MAX_ENGINE_LOGIT_ERROR}"
-    );
+    assert!(err <= MAX_ENGINE_LOGIT_ERROR, "engines differ by {err} > {MAX_ENGINE_LOGIT_ERROR}");
 }
 
 #[test]
@@ -203,11 +149,7 @@ print("python safetensors OK:", len(a), "fp32 tensors,", len(b), "int8-file tens
         .arg(&f.files.1)
         .output()
         .expect("python3 runs (install it, then scripts/setup.sh for safetensors + numpy)");
-    eprintln!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    eprintln!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the Python safetensors check failed (see above; scripts/setup.sh installs safetensors and numpy)");
 }
 
@@ -216,11 +158,7 @@ fn model_from_another_gene_panel_is_a_typed_error() {
     let f = fixture();
     let mut genes = f.crop.table.genes.clone();
     genes[0] = "NOT_A_GENE".into();
-    let err = engine::align_to_panel(&f.int8.meta, &genes, &f.crop.table.counts)
-        .expect_err("panel mismatch");
+    let err = engine::align_to_panel(&f.int8.meta, &genes, &f.crop.table.counts).expect_err("panel mismatch");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&f.crop.table.genes[0]),
-        "error should name the missing gene: {msg}"
-    );
+    assert!(msg.contains(&f.crop.table.genes[0]), "error should name the missing gene: {msg}");
 }

@@ -150,13 +150,7 @@ fn gpu_matches_reference_on_tile_edges() {
         return;
     };
     // d = 1, 3, 17: 4 rows per invocation; d = 100: 1 row and a 40-point tile.
-    for (n, m, d) in [
-        (1, 130, 3),
-        (129, 3, 3),
-        (65, 64, 1),
-        (200, 333, 17),
-        (70, 90, 100),
-    ] {
+    for (n, m, d) in [(1, 130, 3), (129, 3, 3), (65, 64, 1), (200, 333, 17), (70, 90, 100)] {
         let (x, y) = clouds(22 + n as u64, n, m, d, 1.0);
         let p = SinkhornProblem::new(&x, n, &y, m, d);
         gpu_vs_reference(

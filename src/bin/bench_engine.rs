@@ -17,9 +17,7 @@ use cellsymphony::model::convert::from_engine_model;
 use cellsymphony::train::predict_logits;
 
 #[derive(Parser)]
-#[command(
-    about = "Cells/s of burn fp32, the CPU int8 engine and the WGSL int8 engine on the real crop"
-)]
+#[command(about = "Cells/s of burn fp32, the CPU int8 engine and the WGSL int8 engine on the real crop")]
 struct Args {
     /// int8 model file.
     #[arg(long, default_value = "runs/gene_only/model.int8.safetensors")]
@@ -45,15 +43,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
-    median(
-        (0..reps.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+    median((0..reps.max(1)).map(|_| { let t = Instant::now(); f(); t.elapsed().as_secs_f64() }).collect())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -61,23 +51,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let int8 = EngineModel::load(&a.model)?;
     let fp32 = EngineModel::load(&a.fp32)?;
     let dir = a.data.clone().unwrap_or_else(default_data_dir);
-    let table = data::read_transcripts_csv(
-        &data::BidcellData::locate(&dir)?.transcripts,
-        &TranscriptOptions::default(),
-    )?;
+    let table = data::read_transcripts_csv(&data::BidcellData::locate(&dir)?.transcripts, &TranscriptOptions::default())?;
     let counts = engine::align_to_panel(&int8.meta, &table.genes, &table.counts)?;
     let g = int8.meta.config.n_genes;
-    let x_crop =
-        engine::normalise_log1p_cp10k(&counts, g, int8.meta.normalisation.target_sum as f32);
+    let x_crop = engine::normalise_log1p_cp10k(&counts, g, int8.meta.normalisation.target_sum as f32);
     let n_crop = table.n_cells();
     let n = a.cells;
-    let x: Vec<f32> = (0..n)
-        .flat_map(|i| {
-            x_crop[(i % n_crop) * g..(i % n_crop + 1) * g]
-                .iter()
-                .copied()
-        })
-        .collect();
+    let x: Vec<f32> = (0..n).flat_map(|i| x_crop[(i % n_crop) * g..(i % n_crop + 1) * g].iter().copied()).collect();
     println!("model: {} layers, d_model {}, {} gene tokens, {} genes, {} classes; {} cells (the crop's {} cells repeated)",
         int8.meta.config.n_layers, int8.meta.config.d_model, int8.meta.config.gene_tokens, g, int8.meta.classes.len(), n, n_crop);
 
@@ -87,36 +67,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let device = Default::default();
         let m = from_engine_model::<B>(&fp32, 0.0, &device);
         let idx: Vec<usize> = (0..n).collect();
-        let s = time(a.reps, || {
-            predict_logits(&m, &x, g, &idx, 1024, &device);
-        });
+        let s = time(a.reps, || { predict_logits(&m, &x, g, &idx, 1024, &device); });
         rows.push(("burn fp32, ndarray CPU (peer)".into(), s));
     }
-    let s = time(a.reps, || {
-        engine::cpu::forward_logits(&int8, &x, n);
-    });
+    let s = time(a.reps, || { engine::cpu::forward_logits(&int8, &x, n); });
     rows.push(("cellsymphony CPU engine, int8".into(), s));
     match pollster::block_on(GpuContext::new()) {
         Ok(ctx) => {
             let name = ctx.adapter_summary();
             let clf = GpuClassifier::new(Arc::new(ctx), &int8)?;
-            let s = time(a.reps, || {
-                pollster::block_on(clf.logits(&x, n)).expect("GPU engine run");
-            });
+            let s = time(a.reps, || { pollster::block_on(clf.logits(&x, n)).expect("GPU engine run"); });
             rows.push((format!("cellsymphony WGSL engine, int8 ({name})"), s));
         }
         Err(e) => println!("WGSL engine: SKIPPED (no adapter: {e})"),
     }
     let peer = rows[0].1;
-    println!(
-        "\n| engine | cells | median s | cells/s | speed vs burn fp32 |\n|---|---|---|---|---|"
-    );
+    println!("\n| engine | cells | median s | cells/s | speed vs burn fp32 |\n|---|---|---|---|---|");
     for (name, s) in &rows {
-        println!(
-            "| {name} | {n} | {s:.3} | {:.0} | {:.2}× |",
-            n as f64 / s,
-            peer / s
-        );
+        println!("| {name} | {n} | {s:.3} | {:.0} | {:.2}× |", n as f64 / s, peer / s);
     }
     Ok(())
 }

@@ -35,11 +35,7 @@ mod anyhow_lite {
 }
 
 #[derive(Parser)]
-#[command(
-    name = "cellsymphony",
-    version,
-    about = "Multimodal single-cell classification for spatial transcriptomics (native training, int8 WGSL inference)."
-)]
+#[command(name = "cellsymphony", version, about = "Multimodal single-cell classification for spatial transcriptomics (native training, int8 WGSL inference).")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -142,11 +138,7 @@ impl DataArgs {
         self.data.clone().unwrap_or_else(default_data_dir)
     }
     fn options(&self) -> LabelOptions {
-        let mut o = LabelOptions {
-            min_counts: self.min_counts,
-            min_class_cells: self.min_class_cells,
-            ..Default::default()
-        };
+        let mut o = LabelOptions { min_counts: self.min_counts, min_class_cells: self.min_class_cells, ..Default::default() };
         if let Some(m) = self.min_margin {
             o.singler.min_margin = m;
         }
@@ -155,13 +147,9 @@ impl DataArgs {
     fn prepare(&self) -> Result<PreparedCrop> {
         let dir = self.dir();
         let t = Instant::now();
-        let crop = prepare_crop(&dir, &self.options())
-            .context(|| format!("preparing data in {}", dir.display()))?;
+        let crop = prepare_crop(&dir, &self.options()).context(|| format!("preparing data in {}", dir.display()))?;
         print_labels(&crop);
-        eprintln!(
-            "data read and labelled in {:.2} s",
-            t.elapsed().as_secs_f64()
-        );
+        eprintln!("data read and labelled in {:.2} s", t.elapsed().as_secs_f64());
         Ok(crop)
     }
 }
@@ -318,10 +306,7 @@ fn main() {
 fn print_labels(crop: &PreparedCrop) {
     let s = &crop.summary;
     println!("Reference labels (SingleR-style Spearman correlation to sc_breast.csv; no expert labels exist for this crop):");
-    println!(
-        "  cells read: {}   low counts (excluded): {}   ambiguous (excluded): {}",
-        s.cells, s.low_counts, s.ambiguous
-    );
+    println!("  cells read: {}   low counts (excluded): {}   ambiguous (excluded): {}", s.cells, s.low_counts, s.ambiguous);
     for (name, n) in &s.class_counts {
         println!("  {name:<16} {n:>5}");
     }
@@ -345,13 +330,8 @@ fn cmd_label(a: LabelArgs) -> Result<()> {
     if let Some(out) = a.out {
         let mut s = String::from("cell_id,label,best,delta\n");
         for i in 0..crop.table.n_cells() {
-            let label = crop.labels[i]
-                .map(|c| crop.class_names[c as usize].as_str())
-                .unwrap_or("");
-            s += &format!(
-                "{},{},{},{:.4}\n",
-                crop.table.cell_ids[i], label, crop.annotation.best[i], crop.annotation.delta[i]
-            );
+            let label = crop.labels[i].map(|c| crop.class_names[c as usize].as_str()).unwrap_or("");
+            s += &format!("{},{},{},{:.4}\n", crop.table.cell_ids[i], label, crop.annotation.best[i], crop.annotation.delta[i]);
         }
         write_file(&out, s)?;
         println!("wrote {}", out.display());
@@ -370,8 +350,7 @@ impl TrainProgress for BarProgress {
             self.bar.set_length(n_batches as u64);
             self.bar.set_position(0);
         }
-        self.bar
-            .set_message(format!("epoch {epoch}/{} loss {loss:.4}", self.epochs));
+        self.bar.set_message(format!("epoch {epoch}/{} loss {loss:.4}", self.epochs));
         self.bar.inc(1);
     }
     fn epoch(&mut self, s: &EpochStats) {
@@ -415,11 +394,7 @@ fn cmd_train(a: TrainArgs) -> Result<Trained> {
         #[allow(unreachable_patterns)]
         other => Err(format!(
             "backend {other:?} is not compiled in: rebuild with `--features {}`",
-            if other == TrainBackend::Wgpu {
-                "wgpu-backend"
-            } else {
-                "cuda"
-            }
+            if other == TrainBackend::Wgpu { "wgpu-backend" } else { "cuda" }
         )
         .into()),
     }
@@ -434,16 +409,11 @@ fn cuda_driver_present() -> Result<()> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so"))
         .unwrap_or(false);
-    let in_ld_path = std::env::var("LD_LIBRARY_PATH")
-        .unwrap_or_default()
-        .split(':')
-        .any(|dir| {
-            std::fs::read_dir(dir).map_or(false, |entries| {
-                entries
-                    .flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with("libcuda.so"))
-            })
-        });
+    let in_ld_path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default().split(':').any(|dir| {
+        std::fs::read_dir(dir).map_or(false, |entries| {
+            entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcuda.so"))
+        })
+    });
     if in_ld_cache || in_ld_path {
         Ok(())
     } else {
@@ -457,12 +427,7 @@ fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) -> Result<Tra
     let (train_idx, test_idx) = stratified_split(&crop.labels, a.test_fraction, a.seed);
     let n_classes = crop.class_names.len();
     if train_idx.len() < 20 || n_classes < 2 {
-        return Err(train::TrainError::TooFewCells {
-            found: train_idx.len() + test_idx.len(),
-            classes: n_classes,
-            needed: 25,
-        }
-        .into());
+        return Err(train::TrainError::TooFewCells { found: train_idx.len() + test_idx.len(), classes: n_classes, needed: 25 }.into());
     }
     let g = crop.table.n_genes();
     let model_config = GeneOnlyClassifierConfig::new(g, n_classes)
@@ -473,11 +438,7 @@ fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) -> Result<Tra
         .with_gene_tokens(a.gene_tokens)
         .with_dropout(a.dropout);
     if a.d_model % a.heads != 0 {
-        return Err(format!(
-            "--d-model {} must be divisible by --heads {}",
-            a.d_model, a.heads
-        )
-        .into());
+        return Err(format!("--d-model {} must be divisible by --heads {}", a.d_model, a.heads).into());
     }
     let config = TrainConfig {
         learning_rate: a.lr,
@@ -491,31 +452,13 @@ fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) -> Result<Tra
         "training gene-only transformer ({} layers, d_model {}, {} gene tokens) on {} cells, held out {} ({} classes), backend {:?}",
         a.layers, a.d_model, a.gene_tokens, train_idx.len(), test_idx.len(), n_classes, a.backend
     );
-    let set = TrainSet {
-        x: &crop.x_norm,
-        n_genes: g,
-        labels: &labels,
-        n_classes,
-        train: &train_idx,
-        test: &test_idx,
-    };
+    let set = TrainSet { x: &crop.x_norm, n_genes: g, labels: &labels, n_classes, train: &train_idx, test: &test_idx };
     let bar = ProgressBar::new(1).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}").expect("valid template"),
     );
-    let mut progress = BarProgress {
-        bar,
-        epochs: a.epochs,
-    };
+    let mut progress = BarProgress { bar, epochs: a.epochs };
     let t = Instant::now();
-    let (model, history) = train::train_gene_only::<B>(
-        &model_config,
-        &config,
-        &set,
-        &crop.class_names,
-        device,
-        &mut progress,
-    );
+    let (model, history) = train::train_gene_only::<B>(&model_config, &config, &set, &crop.class_names, device, &mut progress);
     progress.bar.finish_and_clear();
     let train_seconds = t.elapsed().as_secs_f64();
     let final_stats = history.last().cloned();
@@ -531,12 +474,7 @@ fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) -> Result<Tra
         "train_seconds": train_seconds,
         "final": final_stats,
     });
-    let meta = gene_only_meta(
-        &model_config,
-        &crop.table.genes,
-        &crop.class_names,
-        training,
-    );
+    let meta = gene_only_meta(&model_config, &crop.table.genes, &crop.class_names, training);
     let (fp32, files) = export_fp32_and_int8(&model, meta, &a.out)?;
     println!(
         "trained in {:.1} s; wrote {} and {}",
@@ -544,34 +482,16 @@ fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) -> Result<Tra
         files.fp32.display(),
         files.int8.display()
     );
-    Ok(Trained {
-        crop,
-        test_idx,
-        fp32,
-        files,
-        history,
-        train_seconds,
-    })
+    Ok(Trained { crop, test_idx, fp32, files, history, train_seconds })
 }
 
 /// Indices of the model's held-out cells in `crop`, from the ids stored at training time.
 fn held_out_indices(model: &EngineModel, path: &Path, crop: &PreparedCrop) -> Result<Vec<usize>> {
-    let ids = model
-        .meta
-        .training
-        .get("test_cell_ids")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| train::TrainError::MissingTrainingField {
-            path: path.display().to_string(),
-            field: "test_cell_ids".into(),
-        })?;
-    let index: std::collections::HashMap<&str, usize> = crop
-        .table
-        .cell_ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
+    let ids = model.meta.training.get("test_cell_ids").and_then(|v| v.as_array()).ok_or_else(|| {
+        train::TrainError::MissingTrainingField { path: path.display().to_string(), field: "test_cell_ids".into() }
+    })?;
+    let index: std::collections::HashMap<&str, usize> =
+        crop.table.cell_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let id = id.as_str().unwrap_or_default();
@@ -588,41 +508,26 @@ fn gpu_context() -> Result<Arc<GpuContext>> {
     if let Some(ctx) = CTX.get() {
         return Ok(Arc::clone(ctx));
     }
-    let ctx = Arc::new(
-        pollster::block_on(GpuContext::new()).context(|| "creating the GPU context".to_string())?,
-    );
+    let ctx = Arc::new(pollster::block_on(GpuContext::new()).context(|| "creating the GPU context".to_string())?);
     Ok(Arc::clone(CTX.get_or_init(|| ctx)))
 }
 
 /// Logits `[cells, classes]` of `model` on `x_norm` (already in the model's gene order).
-fn engine_logits(
-    model: &EngineModel,
-    x_norm: &[f32],
-    n_cells: usize,
-    engine: Engine,
-) -> Result<(Vec<f32>, String)> {
+fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: Engine) -> Result<(Vec<f32>, String)> {
     Ok(match engine {
         Engine::Burn => {
             type Cpu = burn::backend::NdArray;
             let device = Default::default();
             let m = from_engine_model::<Cpu>(model, 0.0, &device);
             let idx: Vec<usize> = (0..n_cells).collect();
-            (
-                predict_logits(&m, x_norm, model.meta.config.n_genes, &idx, 512, &device),
-                "burn fp32 (ndarray, CPU)".into(),
-            )
+            (predict_logits(&m, x_norm, model.meta.config.n_genes, &idx, 512, &device), "burn fp32 (ndarray, CPU)".into())
         }
-        Engine::Cpu => (
-            engine::cpu::forward_logits(model, x_norm, n_cells),
-            format!("CPU engine ({})", model.meta.quantization.as_str()),
-        ),
+        Engine::Cpu => (engine::cpu::forward_logits(model, x_norm, n_cells), format!("CPU engine ({})", model.meta.quantization.as_str())),
         Engine::Gpu => {
             let ctx = gpu_context()?;
             let summary = ctx.adapter_summary();
-            let clf = GpuClassifier::new(ctx, model)
-                .context(|| "uploading the model to the GPU".to_string())?;
-            let logits = pollster::block_on(clf.logits(x_norm, n_cells))
-                .context(|| "running the WGSL engine".to_string())?;
+            let clf = GpuClassifier::new(ctx, model).context(|| "uploading the model to the GPU".to_string())?;
+            let logits = pollster::block_on(clf.logits(x_norm, n_cells)).context(|| "running the WGSL engine".to_string())?;
             (logits, format!("WGSL engine int8 on {summary}"))
         }
     })
@@ -631,19 +536,10 @@ fn engine_logits(
 /// The crop's counts in the model's gene order, normalised.
 fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<Vec<f32>> {
     let counts = engine::align_to_panel(&model.meta, &crop.table.genes, &crop.table.counts)?;
-    Ok(engine::normalise_log1p_cp10k(
-        &counts,
-        model.meta.config.n_genes,
-        model.meta.normalisation.target_sum as f32,
-    ))
+    Ok(engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum as f32))
 }
 
-fn evaluate(
-    model: &EngineModel,
-    path: &Path,
-    crop: &PreparedCrop,
-    engine: Engine,
-) -> Result<(ClassificationReport, String)> {
+fn evaluate(model: &EngineModel, path: &Path, crop: &PreparedCrop, engine: Engine) -> Result<(ClassificationReport, String)> {
     let test_idx = held_out_indices(model, path, crop)?;
     let x = model_inputs(model, crop)?;
     let g = model.meta.config.n_genes;
@@ -661,21 +557,14 @@ fn evaluate(
         })?;
         truth.push(k as u32);
     }
-    Ok((
-        ClassificationReport::new(&truth, &pred, &model.meta.classes),
-        engine_name,
-    ))
+    Ok((ClassificationReport::new(&truth, &pred, &model.meta.classes), engine_name))
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let model = EngineModel::load(&a.model)?;
     let crop = a.data.prepare()?;
     let (report, engine_name) = evaluate(&model, &a.model, &crop, a.engine)?;
-    println!(
-        "Held-out evaluation of {} with {engine_name}:\n{}",
-        a.model.display(),
-        report.to_table()
-    );
+    println!("Held-out evaluation of {} with {engine_name}:\n{}", a.model.display(), report.to_table());
     if let Some(csv) = a.csv {
         write_file(&csv, report.to_csv())?;
         println!("wrote {}", csv.display());
@@ -715,27 +604,15 @@ fn classify_crop(model: &EngineModel, crop: &PreparedCrop, engine: Engine) -> Re
     let t = Instant::now();
     let (logits, engine_name) = engine_logits(model, &x, crop.table.n_cells(), engine)?;
     let seconds = t.elapsed().as_secs_f64();
-    Ok(Classified {
-        pred: argmax_rows(&logits, model.meta.classes.len()),
-        logits,
-        engine_name,
-        seconds,
-    })
+    Ok(Classified { pred: argmax_rows(&logits, model.meta.classes.len()), logits, engine_name, seconds })
 }
 
-fn write_predictions(
-    path: &Path,
-    model: &EngineModel,
-    crop: &PreparedCrop,
-    c: &Classified,
-) -> Result<()> {
+fn write_predictions(path: &Path, model: &EngineModel, crop: &PreparedCrop, c: &Classified) -> Result<()> {
     let k = model.meta.classes.len();
     let mut s = String::from("cell_id,x_um,y_um,predicted,confidence,reference_label\n");
     for i in 0..crop.table.n_cells() {
         let [x, y] = crop.table.centroids_um[i];
-        let reference = crop.labels[i]
-            .map(|c| crop.class_names[c as usize].as_str())
-            .unwrap_or("");
+        let reference = crop.labels[i].map(|c| crop.class_names[c as usize].as_str()).unwrap_or("");
         s += &format!(
             "{},{x:.2},{y:.2},{},{:.4},{reference}\n",
             crop.table.cell_ids[i],
@@ -747,24 +624,11 @@ fn write_predictions(
 }
 
 /// Web-demo bundle: the int8 model, raw counts, cell table, DAPI PNG and native predictions.
-fn write_www_bundle(
-    dir: &Path,
-    data_dir: &Path,
-    model_path: &Path,
-    model: &EngineModel,
-    crop: &PreparedCrop,
-    native: &Classified,
-) -> Result<()> {
+fn write_www_bundle(dir: &Path, data_dir: &Path, model_path: &Path, model: &EngineModel, crop: &PreparedCrop, native: &Classified) -> Result<()> {
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
-    let bytes =
-        std::fs::read(model_path).context(|| format!("reading {}", model_path.display()))?;
+    let bytes = std::fs::read(model_path).context(|| format!("reading {}", model_path.display()))?;
     write_file(&dir.join("model.int8.safetensors"), bytes)?;
-    let counts: Vec<u8> = crop
-        .table
-        .counts
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let counts: Vec<u8> = crop.table.counts.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_file(&dir.join("counts.f32"), counts)?;
     let image_path = data::BidcellData::locate(data_dir)?.morphology;
     let image = data::read_tiff_gray16(&image_path)?;
@@ -791,10 +655,7 @@ fn write_www_bundle(
             "stretch": stretch,
         },
     });
-    write_file(
-        &dir.join("cells.json"),
-        serde_json::to_string(&json).expect("json"),
-    )?;
+    write_file(&dir.join("cells.json"), serde_json::to_string(&json).expect("json"))?;
     println!("wrote web-demo bundle to {}", dir.display());
     Ok(())
 }
@@ -837,8 +698,7 @@ const PATCH_UM_PER_PX: f32 = 0.5;
 /// write a mosaic of the first 64 (`patches.png`). Returns a Markdown section for the report.
 fn morphology_section(data_dir: &Path, crop: &PreparedCrop, out: &Path) -> Result<String> {
     let files = data::BidcellData::locate(data_dir)?;
-    let transcripts =
-        data::read_transcripts(&files.transcripts, &data::TranscriptOptions::default())?;
+    let transcripts = data::read_transcripts(&files.transcripts, &data::TranscriptOptions::default())?;
     let image = data::read_tiff_gray16(&files.morphology)?;
     let frame = data::XENIUM_CROP_FRAME;
     let report = data::check_alignment(&transcripts, &image, &frame, 8);
@@ -851,15 +711,7 @@ fn morphology_section(data_dir: &Path, crop: &PreparedCrop, out: &Path) -> Resul
     let mut mosaic_patches = Vec::new();
     for i in 0..crop.table.n_cells() {
         let centre = crop.table.nucleus_centroids_um[i].unwrap_or(crop.table.centroids_um[i]);
-        match data::extract_patch_scaled(
-            &image,
-            &frame,
-            centre,
-            PATCH_PX,
-            PATCH_UM_PER_PX,
-            data::EdgePolicy::Pad,
-            &scale,
-        ) {
+        match data::extract_patch_scaled(&image, &frame, centre, PATCH_PX, PATCH_UM_PER_PX, data::EdgePolicy::Pad, &scale) {
             Some(p) => {
                 kept += 1;
                 padded += p.padded as usize;
@@ -876,8 +728,7 @@ fn morphology_section(data_dir: &Path, crop: &PreparedCrop, out: &Path) -> Resul
         let (oy, ox) = ((k / 8) * PATCH_PX, (k % 8) * PATCH_PX);
         for y in 0..PATCH_PX {
             for x in 0..PATCH_PX {
-                pixels[(oy + y) * side + ox + x] =
-                    (p.pixels[y * PATCH_PX + x].clamp(0.0, 1.0) * 255.0) as u8;
+                pixels[(oy + y) * side + ox + x] = (p.pixels[y * PATCH_PX + x].clamp(0.0, 1.0) * 255.0) as u8;
             }
         }
     }
@@ -899,11 +750,7 @@ fn morphology_section(data_dir: &Path, crop: &PreparedCrop, out: &Path) -> Resul
 fn parity(a: &[f32], b: &[f32], k: usize) -> (f64, f32) {
     let (pa, pb) = (argmax_rows(a, k), argmax_rows(b, k));
     let same = pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len().max(1) as f64;
-    let err = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     (same, err)
 }
 
@@ -927,16 +774,9 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     report += &format!("## Training\n\n{} epochs, lr {}, batch {}, weight decay {}, seed {}; {:.1} s on burn {:?}\n\n| epoch | train loss | held-out macro-F1 | accuracy |\n|---|---|---|---|\n",
         a.train.epochs, a.train.lr, a.train.batch_size, a.train.weight_decay, a.train.seed, trained.train_seconds, a.train.backend);
     for s in &trained.history {
-        report += &format!(
-            "| {} | {:.4} | {:.3} | {:.3} |\n",
-            s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy
-        );
+        report += &format!("| {} | {:.4} | {:.3} | {:.3} |\n", s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy);
     }
-    let mut engines = vec![
-        (Engine::Burn, &trained.fp32, &trained.files.fp32),
-        (Engine::Cpu, &int8, &trained.files.int8),
-        (Engine::Gpu, &int8, &trained.files.int8),
-    ];
+    let mut engines = vec![(Engine::Burn, &trained.fp32, &trained.files.fp32), (Engine::Cpu, &int8, &trained.files.int8), (Engine::Gpu, &int8, &trained.files.int8)];
     let mut gpu_ok = true;
     report += "\n## Held-out evaluation (20%)\n\n";
     let mut reports = Vec::new();
@@ -968,14 +808,8 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
         .filter(|i| crop.labels[*i].is_none() || test_set.contains(i))
         .collect();
     report += "## Parity: fp32 burn model vs int8 engines\n\n| cells | comparison | same class | max abs logit error |\n|---|---|---|---|\n";
-    for (set_name, idx) in [
-        ("labelled held-out", &trained.test_idx),
-        ("all not used in training", &unseen),
-    ] {
-        let xs: Vec<f32> = idx
-            .iter()
-            .flat_map(|&i| x[i * g..(i + 1) * g].iter().copied())
-            .collect();
+    for (set_name, idx) in [("labelled held-out", &trained.test_idx), ("all not used in training", &unseen)] {
+        let xs: Vec<f32> = idx.iter().flat_map(|&i| x[i * g..(i + 1) * g].iter().copied()).collect();
         let (l_fp32, _) = engine_logits(&trained.fp32, &xs, idx.len(), Engine::Burn)?;
         let (l_cpu, _) = engine_logits(&int8, &xs, idx.len(), Engine::Cpu)?;
         let mut rows = vec![("burn fp32 vs int8 CPU engine", parity(&l_fp32, &l_cpu, k))];
@@ -986,41 +820,20 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
         }
         for (name, (same, err)) in rows {
             println!("parity on {} {set_name} cells: {name}: same class {:.2}%, max |logit error| {err:.5}", idx.len(), 100.0 * same);
-            report += &format!(
-                "| {} {set_name} | {name} | {:.2}% | {err:.5} |\n",
-                idx.len(),
-                100.0 * same
-            );
+            report += &format!("| {} {set_name} | {name} | {:.2}% | {err:.5} |\n", idx.len(), 100.0 * same);
         }
     }
     let native = classify_crop(&int8, crop, if gpu_ok { Engine::Gpu } else { Engine::Cpu })?;
-    report += &format!(
-        "\n## Classification of all {} cells\n\n{}: {:.3} s ({:.0} cells/s)\n\n",
-        crop.table.n_cells(),
-        native.engine_name,
-        native.seconds,
-        crop.table.n_cells() as f64 / native.seconds
-    );
+    report += &format!("\n## Classification of all {} cells\n\n{}: {:.3} s ({:.0} cells/s)\n\n", crop.table.n_cells(), native.engine_name, native.seconds, crop.table.n_cells() as f64 / native.seconds);
     let pred_path = a.train.out.join("predictions.csv");
     write_predictions(&pred_path, &int8, crop, &native)?;
     print_prediction_counts(&int8, &native.pred);
-    write_www_bundle(
-        &a.www,
-        &a.train.data.dir(),
-        &trained.files.int8,
-        &int8,
-        crop,
-        &native,
-    )?;
+    write_www_bundle(&a.www, &a.train.data.dir(), &trained.files.int8, &int8, crop, &native)?;
     report += &format!("Files: `{}`, `{}`, `{}`, web bundle `{}`.\n\nOpen the demo: `scripts/build_wasm.sh && python3 -m http.server -d . 8000`, then http://127.0.0.1:8000/www/ in a browser with WebGPU (Chrome/Edge; Firefox Nightly).\n\nTotal pipeline time {:.1} s.\n",
         trained.files.fp32.display(), trained.files.int8.display(), pred_path.display(), a.www.display(), t_all.elapsed().as_secs_f64());
     let report_path = a.train.out.join("report.md");
     write_file(&report_path, &report)?;
-    println!(
-        "wrote {} (total {:.1} s)",
-        report_path.display(),
-        t_all.elapsed().as_secs_f64()
-    );
+    println!("wrote {} (total {:.1} s)", report_path.display(), t_all.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -1044,86 +857,35 @@ fn cmd_pair(a: PairArgs) -> Result<()> {
     let n = crop.table.n_cells();
     let g = crop.table.n_genes();
     let cells_of = |state: &str| -> Vec<usize> {
-        (0..n)
-            .filter(|&i| crop.annotation.labels[i].as_deref() == Some(state))
-            .collect()
+        (0..n).filter(|&i| crop.annotation.labels[i].as_deref() == Some(state)).collect()
     };
     let (ci, ti) = (cells_of(&a.control), cells_of(&a.target));
     for (state, idx) in [(&a.control, &ci), (&a.target, &ti)] {
         if idx.is_empty() {
-            let mut names: Vec<String> = crop
-                .annotation
-                .summary()
-                .to_string()
-                .lines()
-                .map(str::to_string)
-                .collect();
+            let mut names: Vec<String> = crop.annotation.summary().to_string().lines().map(str::to_string).collect();
             names.truncate(30);
-            return Err(format!(
-                "no confidently labelled cells of state `{state}`; the labels are:\n{}",
-                names.join("\n")
-            )
-            .into());
+            return Err(format!("no confidently labelled cells of state `{state}`; the labels are:\n{}", names.join("\n")).into());
         }
     }
-    let rows = |idx: &[usize]| -> Vec<f32> {
-        idx.iter()
-            .flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied())
-            .collect()
-    };
+    let rows = |idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied()).collect() };
     let (xc, xt) = (rows(&ci), rows(&ti));
     let union: Vec<f32> = xc.iter().chain(&xt).copied().collect();
     let t = Instant::now();
-    let (pca, coords) = ot::pca(
-        &union,
-        ci.len() + ti.len(),
-        g,
-        &ot::PcaOptions {
-            n_components: a.pca.min(g),
-        },
-    )?;
+    let (pca, coords) = ot::pca(&union, ci.len() + ti.len(), g, &ot::PcaOptions { n_components: a.pca.min(g) })?;
     let d = pca.n_components;
     let pca_seconds = t.elapsed().as_secs_f64();
     let (cc, tc) = coords.split_at(ci.len() * d);
-    let ids = |idx: &[usize]| -> Vec<String> {
-        idx.iter()
-            .map(|&i| crop.table.cell_ids[i].clone())
-            .collect()
-    };
-    let pos = |idx: &[usize]| -> Vec<[f32; 2]> {
-        idx.iter().map(|&i| crop.table.centroids_um[i]).collect()
-    };
+    let ids = |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect() };
+    let pos = |idx: &[usize]| -> Vec<[f32; 2]> { idx.iter().map(|&i| crop.table.centroids_um[i]).collect() };
     let (ids_c, ids_t, pos_c, pos_t) = (ids(&ci), ids(&ti), pos(&ci), pos(&ti));
-    let lin_c = a
-        .lineage
-        .clone()
-        .unwrap_or_else(|| breast_lineage(&a.control));
-    let lin_t = a
-        .lineage
-        .clone()
-        .unwrap_or_else(|| breast_lineage(&a.target));
-    let control = ot::StateCells {
-        state: &a.control,
-        lineage: &lin_c,
-        ids: &ids_c,
-        coords: cc,
-        positions_um: Some(&pos_c),
-    };
-    let target = ot::StateCells {
-        state: &a.target,
-        lineage: &lin_t,
-        ids: &ids_t,
-        coords: tc,
-        positions_um: Some(&pos_t),
-    };
+    let lin_c = a.lineage.clone().unwrap_or_else(|| breast_lineage(&a.control));
+    let lin_t = a.lineage.clone().unwrap_or_else(|| breast_lineage(&a.target));
+    let control = ot::StateCells { state: &a.control, lineage: &lin_c, ids: &ids_c, coords: cc, positions_um: Some(&pos_c) };
+    let target = ot::StateCells { state: &a.target, lineage: &lin_t, ids: &ids_t, coords: tc, positions_um: Some(&pos_t) };
     let opts = ot::PairingOptions {
         sinkhorn: ot::SinkhornOptions {
             epsilon: a.epsilon,
-            cost: if a.squared {
-                ot::GroundCost::SquaredEuclidean
-            } else {
-                ot::GroundCost::Euclidean
-            },
+            cost: if a.squared { ot::GroundCost::SquaredEuclidean } else { ot::GroundCost::Euclidean },
             tolerance: a.tolerance,
             max_iterations: a.max_iterations,
             epsilon_scaling: a.epsilon_scaling.then(ot::EpsilonScaling::default),
@@ -1138,9 +900,7 @@ fn cmd_pair(a: PairArgs) -> Result<()> {
         100.0 * pca.explained_variance_ratio.iter().sum::<f32>()
     );
     let ctx = match a.engine {
-        OtEngine::Gpu => {
-            Some(gpu_context().map_err(|e| format!("{e} (use --engine cpu without a GPU)"))?)
-        }
+        OtEngine::Gpu => Some(gpu_context().map_err(|e| format!("{e} (use --engine cpu without a GPU)"))?),
         OtEngine::Cpu => None,
     };
     let engine = match &ctx {
@@ -1149,66 +909,28 @@ fn cmd_pair(a: PairArgs) -> Result<()> {
     };
     let bar = ProgressBar::new_spinner();
     let t = Instant::now();
-    let pairing = pollster::block_on(ot::pair_states(
-        &control,
-        &target,
-        d,
-        &opts,
-        engine,
-        |it, err| {
-            bar.set_message(format!("Sinkhorn iteration {it}, marginal error {err:.2e}"));
-            bar.tick();
-        },
-    ))?;
+    let pairing = pollster::block_on(ot::pair_states(&control, &target, d, &opts, engine, |it, err| {
+        bar.set_message(format!("Sinkhorn iteration {it}, marginal error {err:.2e}"));
+        bar.tick();
+    }))?;
     bar.finish_and_clear();
     let s = &pairing.sinkhorn;
     println!(
         "Sinkhorn ({}): {} iterations, marginal error {:.2e} ({}), {:.3} s, {} dispatches",
-        ctx.as_ref().map_or("CPU".to_string(), |c| format!(
-            "WGSL on {}",
-            c.adapter_summary()
-        )),
-        s.iterations,
-        s.error,
-        if s.converged {
-            "converged"
-        } else {
-            "NOT converged: raise --max-iterations or use --epsilon-scaling"
-        },
-        t.elapsed().as_secs_f64(),
-        s.dispatches
+        ctx.as_ref().map_or("CPU".to_string(), |c| format!("WGSL on {}", c.adapter_summary())),
+        s.iterations, s.error, if s.converged { "converged" } else { "NOT converged: raise --max-iterations or use --epsilon-scaling" },
+        t.elapsed().as_secs_f64(), s.dispatches
     );
-    let sig = ot::signature(
-        &xc,
-        ci.len(),
-        &xt,
-        ti.len(),
-        &crop.table.genes,
-        &pairing.pairs,
-    )?;
+    let sig = ot::signature(&xc, ci.len(), &xt, ti.len(), &crop.table.genes, &pairing.pairs)?;
     std::fs::create_dir_all(&a.out).context(|| format!("creating {}", a.out.display()))?;
     ot::write_pairs_csv(&a.out.join("pairs.csv"), &pairing.records)?;
     sig.write_csv(&a.out.join("signature.csv"), a.top)?;
-    let mean_score =
-        pairing.records.iter().map(|r| r.match_score).sum::<f32>() / pairing.records.len() as f32;
+    let mean_score = pairing.records.iter().map(|r| r.match_score).sum::<f32>() / pairing.records.len() as f32;
     let distinct: std::collections::HashSet<u32> = pairing.pairs.iter().map(|p| p.1).collect();
-    println!(
-        "{} pairs, {} distinct targets, mean match score {mean_score:.3}",
-        pairing.records.len(),
-        distinct.len()
-    );
-    let fmt = |v: Vec<ot::GeneDelta>| {
-        v.iter()
-            .map(|x| format!("{} {:+.2}", x.gene, x.delta))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    println!("{} pairs, {} distinct targets, mean match score {mean_score:.3}", pairing.records.len(), distinct.len());
+    let fmt = |v: Vec<ot::GeneDelta>| v.iter().map(|x| format!("{} {:+.2}", x.gene, x.delta)).collect::<Vec<_>>().join(", ");
     println!("Δg up in {}: {}", a.target, fmt(sig.top_up(10)));
     println!("Δg down in {}: {}", a.target, fmt(sig.top_down(10)));
-    println!(
-        "wrote {} and {}",
-        a.out.join("pairs.csv").display(),
-        a.out.join("signature.csv").display()
-    );
+    println!("wrote {} and {}", a.out.join("pairs.csv").display(), a.out.join("signature.csv").display());
     Ok(())
 }

@@ -11,11 +11,9 @@
 //! compiler vectorises it, and (natively) split over the available cores; a test holds the
 //! two together. Cells are processed in blocks to bound memory.
 
-use super::format::LinearWeight;
 use super::format::{EncoderLayerWeights, EngineModel, GeneOnlyWeights, Linear};
-use crate::gpu::{
-    attention_reference, gelu_reference, layernorm_reference, mean_pool_reference, Activation,
-};
+use super::format::LinearWeight;
+use crate::gpu::{attention_reference, gelu_reference, layernorm_reference, mean_pool_reference, Activation};
 
 /// Cells per block of the CPU forward (bounds the intermediate buffers to a few MiB).
 const CPU_BLOCK_CELLS: usize = 512;
@@ -118,23 +116,13 @@ fn dot8<W: Copy + Into<f32>>(x: &[f32], w: &[W]) -> f32 {
 /// Rows `y[r]` for `r` in the slice: `act(x·Wᵀ·scale + b) (+ residual)`.
 fn linear_rows(x: &[f32], w: &Linear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
     let (out_dim, in_dim) = (w.out_dim, w.in_dim);
-    for (r, (xr, yr)) in x
-        .chunks_exact(in_dim)
-        .zip(y.chunks_exact_mut(out_dim))
-        .enumerate()
-    {
+    for (r, (xr, yr)) in x.chunks_exact(in_dim).zip(y.chunks_exact_mut(out_dim)).enumerate() {
         for (o, yo) in yr.iter_mut().enumerate() {
             let pre = match &w.weight {
                 LinearWeight::F32(wf) => dot8(xr, &wf[o * in_dim..(o + 1) * in_dim]),
-                LinearWeight::Int8 { q, scale } => {
-                    dot8(xr, &q[o * in_dim..(o + 1) * in_dim]) * scale[o]
-                }
+                LinearWeight::Int8 { q, scale } => dot8(xr, &q[o * in_dim..(o + 1) * in_dim]) * scale[o],
             } + w.bias[o];
-            let v = if act == Activation::Gelu {
-                gelu_reference(pre)
-            } else {
-                pre
-            };
+            let v = if act == Activation::Gelu { gelu_reference(pre) } else { pre };
             *yo = residual.map_or(v, |res| v + res[r * out_dim + o]);
         }
     }
@@ -143,28 +131,15 @@ fn linear_rows(x: &[f32], w: &Linear, act: Activation, residual: Option<&[f32]>,
 /// `y = act(x·Wᵀ + b) (+ residual)` for `x: [n, in]` → `[n, out]`, int8 or f32 weights.
 /// Same result as [`crate::gpu::matmul_int8_reference`] up to summation order; natively the
 /// rows are split over the available cores.
-pub fn linear_forward(
-    x: &[f32],
-    n: usize,
-    w: &Linear,
-    act: Activation,
-    residual: Option<&[f32]>,
-) -> Vec<f32> {
-    assert_eq!(
-        x.len(),
-        n * w.in_dim,
-        "linear_forward: x is not [n={n}, in={}]",
-        w.in_dim
-    );
+pub fn linear_forward(x: &[f32], n: usize, w: &Linear, act: Activation, residual: Option<&[f32]>) -> Vec<f32> {
+    assert_eq!(x.len(), n * w.in_dim, "linear_forward: x is not [n={n}, in={}]", w.in_dim);
     let mut y = vec![0.0f32; n * w.out_dim];
     if n == 0 || w.out_dim == 0 {
         return y;
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |t| t.get())
-            .min(n);
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n);
         if threads > 1 && n * w.out_dim * w.in_dim > 1 << 18 {
             let rows = n.div_ceil(threads);
             std::thread::scope(|scope| {
@@ -216,29 +191,14 @@ mod tests {
         for &(n, i, o) in &[(37usize, 313usize, 50usize), (600, 64, 192), (3, 5, 2)] {
             let x = rng.uniform_vec(n * i, -2.0, 2.0);
             let res = rng.uniform_vec(n * o, -1.0, 1.0);
-            let f32w = Linear {
-                out_dim: o,
-                in_dim: i,
-                weight: LinearWeight::F32(rng.uniform_vec(o * i, -0.5, 0.5)),
-                bias: rng.uniform_vec(o, -0.1, 0.1),
-            };
+            let f32w = Linear { out_dim: o, in_dim: i, weight: LinearWeight::F32(rng.uniform_vec(o * i, -0.5, 0.5)), bias: rng.uniform_vec(o, -0.1, 0.1) };
             for w in [f32w.clone(), f32w.quantized()] {
-                for (act, r) in [
-                    (Activation::None, None),
-                    (Activation::Gelu, Some(res.as_slice())),
-                ] {
+                for (act, r) in [(Activation::None, None), (Activation::Gelu, Some(res.as_slice()))] {
                     let fast = linear_forward(&x, n, &w, act, r);
                     let slow = matmul_int8_reference(&x, n, &w, act, r);
-                    let err = fast
-                        .iter()
-                        .zip(&slow)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0f32, f32::max);
+                    let err = fast.iter().zip(&slow).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
                     // Only the summation order differs: ≤ 1e-5 relative to the dot-product scale.
-                    assert!(
-                        err <= 1e-5 * (i as f32).sqrt() * 2.0,
-                        "n={n} in={i} out={o} err={err}"
-                    );
+                    assert!(err <= 1e-5 * (i as f32).sqrt() * 2.0, "n={n} in={i} out={o} err={err}");
                 }
             }
         }

@@ -80,10 +80,7 @@ fn linear_in<B: Backend>(target: &mut Linear<B>, l: &LinearW, device: &B::Device
 
 fn norm_in<B: Backend>(target: &mut LayerNorm<B>, n: &LayerNormWeights, device: &B::Device) {
     let d = n.gamma.len();
-    target.gamma = Param::from_tensor(Tensor::from_data(
-        TensorData::new(n.gamma.clone(), [d]),
-        device,
-    ));
+    target.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(n.gamma.clone(), [d]), device));
     target.beta = Some(Param::from_tensor(Tensor::from_data(
         TensorData::new(n.beta.clone(), [d]),
         device,

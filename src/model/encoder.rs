@@ -40,17 +40,12 @@ impl<B: Backend> MultiHeadSelfAttention<B> {
         let q = split(self.q.forward(x.clone()));
         let k = split(self.k.forward(x.clone()));
         let v = split(self.v.forward(x));
-        let mut scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt());
+        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt());
         if let Some(bias) = bias {
             scores = scores + bias;
         }
         let probs = self.dropout.forward(softmax(scores, 3));
-        let out = probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, tokens, d_model]);
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([batch, tokens, d_model]);
         self.o.forward(out)
     }
 }
@@ -82,11 +77,7 @@ impl EncoderLayerConfig {
             self.n_heads
         );
         let lin = |i, o| LinearConfig::new(i, o).init(device);
-        let norm = || {
-            LayerNormConfig::new(self.d_model)
-                .with_epsilon(self.layer_norm_eps)
-                .init(device)
-        };
+        let norm = || LayerNormConfig::new(self.d_model).with_epsilon(self.layer_norm_eps).init(device);
         EncoderLayer {
             norm1: norm(),
             attn: MultiHeadSelfAttention {
@@ -127,9 +118,7 @@ impl<B: Backend> EncoderLayer<B> {
     pub fn forward(&self, h: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
         let a = self.attn.forward(self.norm1.forward(h.clone()), bias);
         let h = h + self.dropout.forward(a);
-        let f = self
-            .fc2
-            .forward(gelu(self.fc1.forward(self.norm2.forward(h.clone()))));
+        let f = self.fc2.forward(gelu(self.fc1.forward(self.norm2.forward(h.clone()))));
         h + self.dropout.forward(f)
     }
 }
@@ -148,9 +137,7 @@ impl TransformerEncoderConfig {
     /// Build the encoder on `device`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerEncoder<B> {
         TransformerEncoder {
-            layers: (0..self.n_layers)
-                .map(|_| self.layer.init(device))
-                .collect(),
+            layers: (0..self.n_layers).map(|_| self.layer.init(device)).collect(),
             final_norm: LayerNormConfig::new(self.layer.d_model)
                 .with_epsilon(self.layer.layer_norm_eps)
                 .init(device),

@@ -121,11 +121,11 @@ impl<B: Backend> GeneOnlyClassifier<B> {
     /// `x: [batch, genes]` (already log1p-cp10k normalised) → logits `[batch, classes]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [batch, _] = x.dims();
-        let tokens =
-            self.gene_embedding
-                .forward(x)
-                .reshape([batch, self.gene_tokens, self.d_model])
-                + self.token_type.val().unsqueeze_dim::<3>(0);
+        let tokens = self
+            .gene_embedding
+            .forward(x)
+            .reshape([batch, self.gene_tokens, self.d_model])
+            + self.token_type.val().unsqueeze_dim::<3>(0);
         let h = self.encoder.forward(tokens, None);
         let pooled = h.mean_dim(1).reshape([batch, self.d_model]);
         self.head.forward(pooled)

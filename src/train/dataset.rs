@@ -84,12 +84,7 @@ pub fn prepare_crop(data_dir: &Path, opts: &LabelOptions) -> Result<PreparedCrop
 
 /// Turn an annotation into class indices, excluding low-count cells, ambiguous cells and rare
 /// classes.
-pub fn label_cells(
-    table: CellTable,
-    x_norm: Vec<f32>,
-    annotation: Annotation,
-    opts: &LabelOptions,
-) -> PreparedCrop {
+pub fn label_cells(table: CellTable, x_norm: Vec<f32>, annotation: Annotation, opts: &LabelOptions) -> PreparedCrop {
     let g = table.n_genes();
     let totals: Vec<f32> = table.counts.chunks(g).map(|r| r.iter().sum()).collect();
     let mut low_counts = 0;
@@ -135,12 +130,5 @@ pub fn label_cells(
         rare_classes,
         class_counts,
     };
-    PreparedCrop {
-        table,
-        x_norm,
-        annotation,
-        labels,
-        class_names,
-        summary,
-    }
+    PreparedCrop { table, x_norm, annotation, labels, class_names, summary }
 }

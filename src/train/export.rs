@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
-use crate::engine::format::NORMALISATION_LOG1P_CP10K;
 use crate::engine::{EngineModel, ModelMeta, Normalisation};
+use crate::engine::format::NORMALISATION_LOG1P_CP10K;
 use crate::model::convert::to_engine_model;
 use crate::model::{GeneOnlyClassifier, GeneOnlyClassifierConfig};
 

@@ -37,11 +37,7 @@ pub struct ClassificationReport {
 impl ClassificationReport {
     /// Build the report from true and predicted class indices (`< class_names.len()`).
     pub fn new(truth: &[u32], pred: &[u32], class_names: &[String]) -> Self {
-        assert_eq!(
-            truth.len(),
-            pred.len(),
-            "truth and predictions differ in length"
-        );
+        assert_eq!(truth.len(), pred.len(), "truth and predictions differ in length");
         let c = class_names.len();
         let mut confusion = vec![0u32; c * c];
         for (&t, &p) in truth.iter().zip(pred) {
@@ -53,16 +49,8 @@ impl ClassificationReport {
             let tp = confusion[k * c + k] as f64;
             let support: u32 = (0..c).map(|p| confusion[k * c + p]).sum();
             let predicted: u32 = (0..c).map(|t| confusion[t * c + k]).sum();
-            let precision = if predicted > 0 {
-                tp / predicted as f64
-            } else {
-                0.0
-            };
-            let recall = if support > 0 {
-                tp / support as f64
-            } else {
-                0.0
-            };
+            let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
+            let recall = if support > 0 { tp / support as f64 } else { 0.0 };
             let f1 = if precision + recall > 0.0 {
                 2.0 * precision * recall / (precision + recall)
             } else {
@@ -87,11 +75,7 @@ impl ClassificationReport {
             classes,
             macro_f1: if f1_n > 0 { f1_sum / f1_n as f64 } else { 0.0 },
             weighted_f1: if n > 0 { weighted / n as f64 } else { 0.0 },
-            accuracy: if n > 0 {
-                correct as f64 / n as f64
-            } else {
-                0.0
-            },
+            accuracy: if n > 0 { correct as f64 / n as f64 } else { 0.0 },
             confusion,
             n_cells: n,
         }
@@ -99,13 +83,7 @@ impl ClassificationReport {
 
     /// A fixed-width text table: class, precision, recall, F1, support, then summary rows.
     pub fn to_table(&self) -> String {
-        let w = self
-            .classes
-            .iter()
-            .map(|c| c.name.len())
-            .max()
-            .unwrap_or(5)
-            .max(12);
+        let w = self.classes.iter().map(|c| c.name.len()).max().unwrap_or(5).max(12);
         let mut s = format!(
             "{:<w$}  {:>9}  {:>6}  {:>6}  {:>7}\n",
             "class", "precision", "recall", "f1", "support"
@@ -116,18 +94,9 @@ impl ClassificationReport {
                 c.name, c.precision, c.recall, c.f1, c.support
             );
         }
-        s += &format!(
-            "{:<w$}  {:>9}  {:>6}  {:>6.3}  {:>7}\n",
-            "macro avg", "", "", self.macro_f1, self.n_cells
-        );
-        s += &format!(
-            "{:<w$}  {:>9}  {:>6}  {:>6.3}  {:>7}\n",
-            "weighted avg", "", "", self.weighted_f1, self.n_cells
-        );
-        s += &format!(
-            "{:<w$}  {:>9}  {:>6}  {:>6.3}  {:>7}\n",
-            "accuracy", "", "", self.accuracy, self.n_cells
-        );
+        s += &format!("{:<w$}  {:>9}  {:>6}  {:>6.3}  {:>7}\n", "macro avg", "", "", self.macro_f1, self.n_cells);
+        s += &format!("{:<w$}  {:>9}  {:>6}  {:>6.3}  {:>7}\n", "weighted avg", "", "", self.weighted_f1, self.n_cells);
+        s += &format!("{:<w$}  {:>9}  {:>6}  {:>6.3}  {:>7}\n", "accuracy", "", "", self.accuracy, self.n_cells);
         s
     }
 
@@ -135,10 +104,7 @@ impl ClassificationReport {
     pub fn to_csv(&self) -> String {
         let mut s = String::from("class,precision,recall,f1,support\n");
         for c in &self.classes {
-            s += &format!(
-                "{},{:.4},{:.4},{:.4},{}\n",
-                c.name, c.precision, c.recall, c.f1, c.support
-            );
+            s += &format!("{},{:.4},{:.4},{:.4},{}\n", c.name, c.precision, c.recall, c.f1, c.support);
         }
         s += &format!("macro_avg,,,{:.4},{}\n", self.macro_f1, self.n_cells);
         s += &format!("weighted_avg,,,{:.4},{}\n", self.weighted_f1, self.n_cells);

@@ -5,17 +5,8 @@ use crate::engine::rng::SplitMix64;
 /// Split the indices of labelled cells into train and test sets, per class, so each class keeps
 /// `test_fraction` of its cells (rounded, at least one in each set when the class has ≥ 2
 /// cells). `labels[i] = None` cells are left out of both. Returns sorted index lists.
-pub fn stratified_split(
-    labels: &[Option<u32>],
-    test_fraction: f64,
-    seed: u64,
-) -> (Vec<usize>, Vec<usize>) {
-    let n_classes = labels
-        .iter()
-        .flatten()
-        .map(|&c| c as usize + 1)
-        .max()
-        .unwrap_or(0);
+pub fn stratified_split(labels: &[Option<u32>], test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let n_classes = labels.iter().flatten().map(|&c| c as usize + 1).max().unwrap_or(0);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
     for (i, l) in labels.iter().enumerate() {
         if let Some(c) = l {
@@ -51,13 +42,7 @@ pub fn balanced_class_weights(labels: &[u32], n_classes: usize) -> Vec<f32> {
     let present = counts.iter().filter(|&&c| c > 0).count().max(1);
     counts
         .iter()
-        .map(|&c| {
-            if c == 0 {
-                0.0
-            } else {
-                labels.len() as f32 / (present as f32 * c as f32)
-            }
-        })
+        .map(|&c| if c == 0 { 0.0 } else { labels.len() as f32 / (present as f32 * c as f32) })
         .collect()
 }
 
@@ -68,13 +53,7 @@ mod tests {
     #[test]
     fn split_is_stratified_disjoint_and_seeded() {
         let labels: Vec<Option<u32>> = (0..200)
-            .map(|i| {
-                if i % 17 == 0 {
-                    None
-                } else {
-                    Some((i % 3) as u32)
-                }
-            })
+            .map(|i| if i % 17 == 0 { None } else { Some((i % 3) as u32) })
             .collect();
         let (tr, te) = stratified_split(&labels, 0.2, 7);
         assert!(tr.iter().all(|i| !te.contains(i)));

@@ -92,12 +92,7 @@ pub struct NoProgress;
 impl TrainProgress for NoProgress {}
 
 /// Gather rows `idx` of `x: [cells, genes]` into a `[idx.len(), genes]` tensor.
-pub fn rows_tensor<B: Backend>(
-    x: &[f32],
-    n_genes: usize,
-    idx: &[usize],
-    device: &B::Device,
-) -> Tensor<B, 2> {
+pub fn rows_tensor<B: Backend>(x: &[f32], n_genes: usize, idx: &[usize], device: &B::Device) -> Tensor<B, 2> {
     let mut v = Vec::with_capacity(idx.len() * n_genes);
     for &i in idx {
         v.extend_from_slice(&x[i * n_genes..(i + 1) * n_genes]);
@@ -117,13 +112,7 @@ pub fn predict_logits<B: Backend>(
     let mut out = Vec::new();
     for chunk in idx.chunks(batch.max(1)) {
         let logits = model.forward(rows_tensor::<B>(x, n_genes, chunk, device));
-        out.extend(
-            logits
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .expect("f32 logits"),
-        );
+        out.extend(logits.into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits"));
     }
     out
 }
@@ -161,8 +150,7 @@ pub fn train_gene_only<B: AutodiffBackend>(
     let train_labels: Vec<u32> = set.train.iter().map(|&i| set.labels[i]).collect();
     let mut loss_config = CrossEntropyLossConfig::new();
     if config.class_weighted {
-        loss_config =
-            loss_config.with_weights(Some(balanced_class_weights(&train_labels, set.n_classes)));
+        loss_config = loss_config.with_weights(Some(balanced_class_weights(&train_labels, set.n_classes)));
     }
     let loss_fn = loss_config.init(device);
     let test_truth: Vec<u32> = set.test.iter().map(|&i| set.labels[i]).collect();
@@ -188,11 +176,7 @@ pub fn train_gene_only<B: AutodiffBackend>(
         }
         let inner = model.valid();
         let logits = predict_logits(&inner, set.x, set.n_genes, set.test, 512, device);
-        let report = ClassificationReport::new(
-            &test_truth,
-            &argmax_rows(&logits, set.n_classes),
-            class_names,
-        );
+        let report = ClassificationReport::new(&test_truth, &argmax_rows(&logits, set.n_classes), class_names);
         let stats = EpochStats {
             epoch,
             train_loss: loss_sum / n_batches.max(1) as f64,
