@@ -6,6 +6,9 @@
 //! const gpu = !!(navigator.gpu && await navigator.gpu.requestAdapter());
 //! const clf = await Classifier.load(modelBytes /* Uint8Array */, gpu);
 //! const res = await clf.classify(counts /* Float32Array [cells*genes] */, nCells, geneNames);
+//! // or sparse: clf.classifyCsr(indptr /* Uint32Array */, indices /* Uint32Array */,
+//! //   data /* Float32Array */, nCells, geneNames); both take optional centroids
+//! //   (Float32Array [cells*2], µm), patches (Float32Array [cells*size*size]) and patchSize.
 //! res.classes      // Uint32Array [cells], index into clf.classes
 //! res.logits       // Float32Array [cells*classes]
 //! res.confidence   // Float32Array [cells], softmax probability of the predicted class
@@ -33,6 +36,7 @@ use js_sys::{Float32Array, Object, Promise, Reflect, Uint32Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+use crate::data::{CellInput, CountsInput, PatchInput};
 use crate::engine::{self, EngineModel};
 use crate::gpu::{GpuClassifier, GpuContext};
 use crate::ot;
@@ -97,47 +101,104 @@ impl Classifier {
 
     /// Classify cells from raw counts `[cells, genes]` (row-major `Float32Array`) whose columns
     /// are named by `genes` (any order; extra genes are ignored, missing model genes are an
-    /// error naming them). Resolves to `{classes, logits, confidence}`.
-    pub fn classify(&self, counts: Vec<f32>, n_cells: usize, genes: Vec<String>) -> Promise {
-        let inner = Rc::clone(&self.inner);
-        future_to_promise(async move {
-            let result: Result<JsValue, JsError> = async {
-                let meta = &inner.model.meta;
-                if genes.is_empty() || counts.len() != n_cells * genes.len() {
-                    return Err(JsError::new(&format!(
-                        "counts has {} values but n_cells × genes = {} × {} = {}: pass a row-major [cells, genes] array",
-                        counts.len(),
-                        n_cells,
-                        genes.len(),
-                        n_cells * genes.len()
-                    )));
-                }
-                let aligned = engine::align_to_panel(meta, &genes, &counts)
-                    .map_err(|e| JsError::new(&e.to_string()))?;
-                let x = engine::normalise_log1p_cp10k(&aligned, meta.config.n_genes, meta.normalisation.target_sum as f32);
-                let logits = match &inner.gpu {
+    /// error naming them). Optional `centroids` (`Float32Array [cells, 2]`, x, y in µm) and
+    /// `patches` (`Float32Array [cells, patchSize, patchSize]`, intensities in [0, 1]) are
+    /// validated when given. Resolves to `{classes, logits, confidence}`; bad input (shapes,
+    /// NaN/Inf, negative counts, missing genes) rejects with a message naming the array,
+    /// element and value.
+    #[allow(clippy::too_many_arguments)]
+    pub fn classify(
+        &self,
+        counts: Vec<f32>,
+        n_cells: usize,
+        genes: Vec<String>,
+        centroids: Option<Vec<f32>>,
+        patches: Option<Vec<f32>>,
+        patch_size: Option<usize>,
+    ) -> Promise {
+        let input = CountsInput::Dense { values: &counts, n_cells, n_genes: genes.len() };
+        let x = prepare(&self.inner, input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
+        run_classify(Rc::clone(&self.inner), x, n_cells)
+    }
+
+    /// [`classify`](Self::classify) with counts in compressed sparse rows (scipy `csr_matrix`
+    /// layout): cell `c` has counts `data[indptr[c]..indptr[c+1]]` in the gene columns
+    /// `indices[indptr[c]..indptr[c+1]]` (`indptr: Uint32Array [cells+1]`,
+    /// `indices: Uint32Array [nnz]`, `data: Float32Array [nnz]`; each gene at most once per
+    /// cell, any order). Same result and errors as `classify`.
+    #[wasm_bindgen(js_name = classifyCsr)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn classify_csr(
+        &self,
+        indptr: Vec<u32>,
+        indices: Vec<u32>,
+        data: Vec<f32>,
+        n_cells: usize,
+        genes: Vec<String>,
+        centroids: Option<Vec<f32>>,
+        patches: Option<Vec<f32>>,
+        patch_size: Option<usize>,
+    ) -> Promise {
+        let input = CountsInput::Csr { indptr: &indptr, indices: &indices, data: &data, n_cells, n_genes: genes.len() };
+        let x = prepare(&self.inner, input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
+        run_classify(Rc::clone(&self.inner), x, n_cells)
+    }
+}
+
+/// Validates the input (shapes, values, CSR structure, gene names, optional centroids and
+/// patches), aligns it to the model's panel and normalises it: model input `[cells, G]`.
+fn prepare(
+    inner: &Inner,
+    counts: CountsInput<'_>,
+    genes: &[String],
+    centroids: Option<&[f32]>,
+    patches: Option<&[f32]>,
+    patch_size: Option<usize>,
+) -> Result<Vec<f32>, JsError> {
+    let patches = match (patches, patch_size) {
+        (Some(pixels), Some(size)) => Some(PatchInput { pixels, size }),
+        (Some(_), None) => return Err(JsError::new("patches were given without patchSize: pass the patch side length in pixels")),
+        (None, _) => None,
+    };
+    let input = CellInput { counts, genes, centroids_um: centroids, patches };
+    let valid = input.validate().map_err(|e| JsError::new(&e.to_string()))?;
+    let meta = &inner.model.meta;
+    let aligned = valid.align_to_panel(&meta.genes).map_err(|e| JsError::new(&e.to_string()))?;
+    Ok(engine::normalise_log1p_cp10k(&aligned, meta.config.n_genes, meta.normalisation.target_sum as f32))
+}
+
+/// Runs the model on prepared input `[cells, G]` and resolves to `{classes, logits, confidence}`.
+fn run_classify(inner: Rc<Inner>, x: Result<Vec<f32>, JsError>, n_cells: usize) -> Promise {
+    future_to_promise(async move {
+        let result: Result<JsValue, JsError> = async {
+            let x = x?;
+            let meta = &inner.model.meta;
+            let k = meta.classes.len();
+            let logits = if n_cells == 0 {
+                Vec::new()
+            } else {
+                match &inner.gpu {
                     Some(gpu) => gpu.logits(&x, n_cells).await.map_err(|e| JsError::new(&format!("WebGPU: {e}")))?,
                     None => engine::cpu::forward_logits(&inner.model, &x, n_cells),
-                };
-                let k = meta.classes.len();
-                let classes = engine::cpu::argmax_rows(&logits, k);
-                let confidence: Vec<f32> = logits
-                    .chunks(k)
-                    .map(|row| {
-                        let m = row.iter().cloned().fold(f32::MIN, f32::max);
-                        1.0 / row.iter().map(|v| (v - m).exp()).sum::<f32>()
-                    })
-                    .collect();
-                let out = Object::new();
-                set(&out, "classes", &Uint32Array::from(classes.as_slice()).into())?;
-                set(&out, "logits", &Float32Array::from(logits.as_slice()).into())?;
-                set(&out, "confidence", &Float32Array::from(confidence.as_slice()).into())?;
-                Ok(out.into())
-            }
-            .await;
-            result.map_err(JsValue::from)
-        })
-    }
+                }
+            };
+            let classes = engine::cpu::argmax_rows(&logits, k);
+            let confidence: Vec<f32> = logits
+                .chunks(k)
+                .map(|row| {
+                    let m = row.iter().cloned().fold(f32::MIN, f32::max);
+                    1.0 / row.iter().map(|v| (v - m).exp()).sum::<f32>()
+                })
+                .collect();
+            let out = Object::new();
+            set(&out, "classes", &Uint32Array::from(classes.as_slice()).into())?;
+            set(&out, "logits", &Float32Array::from(logits.as_slice()).into())?;
+            set(&out, "confidence", &Float32Array::from(confidence.as_slice()).into())?;
+            Ok(out.into())
+        }
+        .await;
+        result.map_err(JsValue::from)
+    })
 }
 
 /// Options of [`pair_cells`] (camelCase in JS; every field optional).

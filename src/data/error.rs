@@ -249,6 +249,58 @@ pub enum DataError {
         /// What was expected instead.
         expected: &'static str,
     },
+
+    /// One value of an in-memory input is invalid (NaN, infinite, negative, out of range).
+    #[error("{field} is {value}: expected {expected}")]
+    InvalidValue {
+        /// Which value, e.g. `counts[1234] (cell 3, gene "EPCAM")` or `centroids_um[7]`.
+        field: String,
+        /// The offending value, formatted.
+        value: String,
+        /// What is allowed, and what to do.
+        expected: String,
+    },
+
+    /// An in-memory array has the wrong length for the stated shape.
+    #[error("{field} has length {found}, expected {expected}")]
+    Length {
+        /// Which array, e.g. `indptr`.
+        field: &'static str,
+        /// Length found.
+        found: usize,
+        /// Expected length and how it follows from the shape, e.g. `n_cells + 1 = 11`.
+        expected: String,
+    },
+
+    /// Genes of a model's panel are absent from the input's gene names.
+    #[error(
+        "{n_missing} genes of the model's panel ({n_panel} genes) are missing from the input: \
+         {}; supply counts for them (zeros if they were not measured) or use a model trained \
+         on this panel",
+        abbreviate(missing, 20)
+    )]
+    MissingGenes {
+        /// Number of panel genes absent from the input.
+        n_missing: usize,
+        /// Number of genes in the panel.
+        n_panel: usize,
+        /// The absent genes, in panel order (all of them; the message shows the first 20).
+        missing: Vec<String>,
+    },
+
+    /// A gene name occurs twice in an input's gene list.
+    #[error(
+        "gene {name:?} appears more than once in genes (columns {first} and {second}); \
+         merge or rename the duplicated columns"
+    )]
+    DuplicateGene {
+        /// The duplicated name.
+        name: String,
+        /// First column holding it.
+        first: usize,
+        /// Second column holding it.
+        second: usize,
+    },
 }
 
 impl DataError {

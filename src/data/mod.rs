@@ -1,6 +1,9 @@
-//! Data layer: Xenium transcripts, the DAPI image, nucleus-centred patches and reference labels.
+//! Data layer: Xenium transcripts, the DAPI image, nucleus-centred patches, SPATIA niches and
+//! tissue regions, a spatial neighbour index, reference labels, and validation of in-memory
+//! (browser) inputs.
 //!
-//! Pure algorithms (count tables, alignment check, patch resampling, SingleR labels) build
+//! Pure algorithms (count tables, alignment check, patch resampling, niches, neighbours, input
+//! validation, SingleR labels) build
 //! everywhere, wasm32 included; file readers and writers need the `native-io` feature.
 //!
 //! The example data is the Xenium breast crop shipped in the `bidcell==1.0.3` wheel, installed
@@ -11,8 +14,11 @@
 pub mod alignment;
 pub mod error;
 pub mod image;
+pub mod input;
 pub mod labels;
 pub mod manifest;
+pub mod neighbors;
+pub mod niches;
 pub mod patches;
 pub mod sparse;
 pub mod xenium;
@@ -36,9 +42,14 @@ pub use mex::{read_mex_dir, read_mex_dir_csr, write_mex_dir, SparseCellMatrix};
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;
 pub use image::{DownsampledPng, GrayImage16, ImageFrame, IntensityScale, XENIUM_CROP_FRAME};
+pub use input::{CellInput, CountsInput, PatchInput, ValidatedInput};
 pub use labels::{
     annotate_singler, log_normalise, spearman, Annotation, AnnotationSummary, Reference,
     SingleROptions,
+};
+pub use neighbors::{squared_distance, Neighbor, SelfMatch, SpatialIndex};
+pub use niches::{
+    Niche, NicheGrid, NicheOptions, TissueRegion, DEFAULT_NICHE_TILE_PX, DEFAULT_REGION_NICHES,
 };
 pub use patches::{extract_patch, extract_patch_scaled, EdgePolicy, Patch};
 pub use sparse::CsrCounts;

@@ -90,6 +90,56 @@ try {
     const cpuMismatch = result.cpu.classes.filter((c, i) => c !== bundle.native_predictions[i]).length;
     if (cpuMismatch > 0) throw new Error(`browser CPU engine differs from native predictions on ${cpuMismatch} cells`);
   }
+  // Input API: CSR input gives the dense input's classes, and bad input rejects with messages
+  // that name the array, element and value (CPU engine, same wasm module as the page).
+  const api = await page.evaluate(async (data) => {
+    const m = await import("../pkg/cellsymphony.js");
+    const meta = await (await fetch(data + "cells.json")).json();
+    const counts = new Float32Array(await (await fetch(data + "counts.f32")).arrayBuffer());
+    const model = new Uint8Array(await (await fetch(data + "model.int8.safetensors")).arrayBuffer());
+    const clf = await m.Classifier.load(model, false);
+    const n = meta.n_cells, genes = meta.genes, g = genes.length;
+    const centroids = new Float32Array(meta.centroids_um.flat());
+    const dense = Array.from((await clf.classify(counts, n, genes, centroids)).classes);
+    const indptr = [0], indices = [], values = [];
+    for (let c = 0; c < n; c++) {
+      for (let j = g - 1; j >= 0; j--) { const v = counts[c * g + j]; if (v !== 0) { indices.push(j); values.push(v); } }
+      indptr.push(values.length);
+    }
+    const csr = () => [new Uint32Array(indptr), new Uint32Array(indices), new Float32Array(values)];
+    const csrClasses = Array.from((await clf.classifyCsr(...csr(), n, genes, centroids)).classes);
+    const failure = async (f) => { try { await f(); return "accepted"; } catch (e) { return String(e && e.message || e); } };
+    const nan = counts.slice(); nan[3 * g + 5] = NaN;
+    const [ip, ix, dv] = csr(); dv[7] = -1;
+    const renamed = genes.map((name, j) => (j < 12 ? `RENAMED_${j}` : name));
+    const messages = {
+      nan: await failure(() => clf.classify(nan, n, genes)),
+      shortIndptr: await failure(() => clf.classifyCsr(new Uint32Array(indptr.slice(1)), ...csr().slice(1), n, genes)),
+      negative: await failure(() => clf.classifyCsr(ip, ix, dv, n, genes)),
+      missingGenes: await failure(() => clf.classify(counts, n, renamed)),
+      centroids: await failure(() => clf.classify(counts, n, genes, centroids.subarray(2))),
+      patchSize: await failure(() => clf.classify(counts, n, genes, centroids, new Float32Array(n * 4), null)),
+      length: await failure(() => clf.classify(counts.subarray(1), n, genes)),
+    };
+    return { dense, csrClasses, messages, nanGene: genes[5], negGene: genes[indices[7]], nCells: n, nGenes: g };
+  }, dataParam);
+  const csrMismatch = api.csrClasses.filter((c, i) => c !== api.dense[i]).length;
+  console.log(`classifyCsr: same classes as classify on ${api.nCells - csrMismatch}/${api.nCells} cells`);
+  if (api.csrClasses.length !== api.nCells || csrMismatch > 0) throw new Error(`classifyCsr differs from classify on ${csrMismatch} cells`);
+  const g = api.nGenes;
+  const expectMessage = (name, parts) => {
+    const msg = api.messages[name];
+    console.log(`bad input (${name}): ${msg}`);
+    for (const p of parts) if (!msg.includes(p)) throw new Error(`bad input ${name}: message ${JSON.stringify(msg)} lacks ${JSON.stringify(p)}`);
+  };
+  expectMessage("nan", [`counts[${3 * g + 5}] (cell 3, gene ${JSON.stringify(api.nanGene)}) is NaN`]);
+  expectMessage("shortIndptr", [`indptr has length ${api.nCells}, expected n_cells + 1 = ${api.nCells + 1}`]);
+  expectMessage("negative", ["data[7] (cell", `gene ${JSON.stringify(api.negGene)}) is -1`]);
+  expectMessage("missingGenes", ["12 genes of the model's panel", "are missing from the input"]);
+  expectMessage("centroids", [`centroids has length ${2 * api.nCells - 2}`]);
+  expectMessage("patchSize", ["without patchSize"]);
+  expectMessage("length", [`counts has length ${api.nCells * g - 1}`]);
+
   // Lasso flow: draw group A over the left part of the image and group B over the right part,
   // pair them by OT, and check the result.
   const box = await page.locator("#canvas").boundingBox();
