@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Fetches the BIDCell example data (Xenium breast crop + single-cell reference) used by the
-# data-layer tests. Idempotent: re-running only verifies what is already there.
+# Fetches the BIDCell example data (Xenium breast crop + single-cell reference) and scanpy's
+# pbmc68k_reduced.h5ad used by the data-layer tests. Idempotent: re-running only verifies what is already there.
 #
 #   CELLSYMPHONY_DATA  cache root (default ~/.cache/cellsymphony)
 #
 # Layout: $CELLSYMPHONY_DATA/wheels/bidcell-1.0.3-py3-none-any.whl (downloaded, never installed)
 #         $CELLSYMPHONY_DATA/bidcell-1.0.3/data/{dataset_xenium_breast1_small,sc_references}/...
+#         $CELLSYMPHONY_DATA/wheels/scanpy-1.11.5-py3-none-any.whl
+#         $CELLSYMPHONY_DATA/scanpy-1.11.5/10x_pbmc68k_reduced.h5ad
 set -euo pipefail
 
 VERSION=1.0.3
@@ -78,6 +80,37 @@ done
 [[ $status -eq 0 ]] || die "verification failed; delete $DEST (and $WHEEL if corrupt) and re-run"
 
 echo "Data ready in $DEST"
+
+# scanpy's pbmc68k_reduced.h5ad (AnnData test file), from the scanpy wheel (downloaded, never
+# installed): $CELLSYMPHONY_DATA/scanpy-$SCANPY_VERSION/10x_pbmc68k_reduced.h5ad
+SCANPY_VERSION=1.11.5
+SCANPY_WHEEL="$WHEEL_DIR/scanpy-$SCANPY_VERSION-py3-none-any.whl"
+SCANPY_DEST="$CACHE/scanpy-$SCANPY_VERSION"
+PBMC_REL="scanpy/datasets/10x_pbmc68k_reduced.h5ad"
+PBMC="$SCANPY_DEST/10x_pbmc68k_reduced.h5ad"
+PBMC_SIZE=1772368
+PBMC_SHA=e71d41e737c941559b7c57c9243bdb3d2c889c2adfdf00e3422ac6b46783676f
+
+if check_file "$PBMC" "$PBMC_SIZE" "$PBMC_SHA" >/dev/null; then
+  echo "scanpy $SCANPY_VERSION pbmc68k_reduced.h5ad already present and verified."
+else
+  if ! { [[ -f "$SCANPY_WHEEL" ]] && unzip -tqq "$SCANPY_WHEEL" >/dev/null 2>&1; }; then
+    PIP=$(command -v pip3 || command -v pip || true)
+    [[ -n "$PIP" ]] || die "pip is required to download scanpy==$SCANPY_VERSION (only downloaded, not installed)"
+    mkdir -p "$WHEEL_DIR"
+    rm -f "$SCANPY_WHEEL"
+    echo "Downloading scanpy==$SCANPY_VERSION wheel into $WHEEL_DIR ..."
+    "$PIP" download --no-deps --only-binary=:all: -d "$WHEEL_DIR" "scanpy==$SCANPY_VERSION"
+    [[ -f "$SCANPY_WHEEL" ]] || die "pip did not produce $SCANPY_WHEEL"
+  fi
+  mkdir -p "$SCANPY_DEST"
+  unzip -o -q -j "$SCANPY_WHEEL" "$PBMC_REL" -d "$SCANPY_DEST"
+fi
+if problem=$(check_file "$PBMC" "$PBMC_SIZE" "$PBMC_SHA"); then
+  printf '  ok  %10d  %s\n' "$PBMC_SIZE" "$PBMC"
+else
+  die "$PBMC: $problem; delete it (and $SCANPY_WHEEL if corrupt) and re-run"
+fi
 if [[ -n "${CELLSYMPHONY_DATA:-}" ]]; then
   echo "Tests find it through CELLSYMPHONY_DATA=$CELLSYMPHONY_DATA"
 else

@@ -64,10 +64,12 @@ if [ ! -x "$TOOLS/npm/node_modules/.bin/wasm-opt" ] || [ ! -d "$TOOLS/npm/node_m
 fi
 
 # Python: safetensors + numpy for the cross-language model-file check; POT (Python Optimal
-# Transport) as the Sinkhorn reference the OT tests and benchmark compare against.
-if ! python3 -c "import safetensors, numpy, ot" 2>/dev/null; then
-  log "pip install safetensors numpy pot==0.9.7.post1"
-  python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1"
+# Transport) as the Sinkhorn reference the OT tests and benchmark compare against; h5py and
+# anndata write the HDF5 fixtures of tests/data_hdf5.rs and read back our .h5ad output.
+if ! python3 -c "import safetensors, numpy, ot, h5py, anndata" 2>/dev/null; then
+  log "pip install safetensors numpy pot==0.9.7.post1 h5py==3.16.0 anndata==0.12.19"
+  python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1" \
+    "h5py==3.16.0" "anndata==0.12.19"
 fi
 
 # Real data (bidcell 1.0.3 wheel from PyPI).

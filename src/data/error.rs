@@ -301,6 +301,31 @@ pub enum DataError {
         /// Second column holding it.
         second: usize,
     },
+
+    /// An HDF5 file (10x `cell_feature_matrix.h5`, AnnData `.h5ad`) cannot be opened, lacks
+    /// an object, or holds a value that breaks its layout.
+    #[error(
+        "malformed HDF5 file {} at `{object}`: {message}; re-export the file \
+         (Cell Ranger / Xenium Ranger cell_feature_matrix.h5, or anndata's write_h5ad)",
+        path.display()
+    )]
+    Hdf5 {
+        /// HDF5 file.
+        path: PathBuf,
+        /// Path of the group, dataset or attribute inside the file (`/` for the file itself).
+        object: String,
+        /// What is wrong, with the offending value.
+        message: String,
+    },
+
+    /// Writing an HDF5 file failed.
+    #[error("cannot write HDF5 file {}: {message}; check the directory is writable", path.display())]
+    Hdf5Write {
+        /// Output file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl DataError {

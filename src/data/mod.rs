@@ -39,6 +39,23 @@ pub use manifest::{read_manifest, read_manifest_in};
 #[cfg(feature = "native-io")]
 pub use mex::{read_mex_dir, read_mex_dir_csr, write_mex_dir, SparseCellMatrix};
 
+// HDF5 formats through the pure-Rust `hdf5-pure` crate: 10x cell_feature_matrix.h5 and
+// AnnData .h5ad; per-cell predictions as CSV or .h5ad.
+#[cfg(feature = "native-io")]
+pub mod anndata;
+#[cfg(feature = "native-io")]
+pub mod h5_10x;
+#[cfg(feature = "native-io")]
+mod hdf5;
+#[cfg(feature = "native-io")]
+pub mod predictions;
+#[cfg(feature = "native-io")]
+pub use anndata::{read_h5ad, AnnData, Categorical, Column, ColumnValues, Embedding, XMatrix};
+#[cfg(feature = "native-io")]
+pub use h5_10x::read_10x_h5;
+#[cfg(feature = "native-io")]
+pub use predictions::{write_predictions_csv, write_predictions_h5ad, Predictions};
+
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;
 pub use image::{DownsampledPng, GrayImage16, ImageFrame, IntensityScale, XENIUM_CROP_FRAME};
@@ -69,15 +86,20 @@ use std::path::{Path, PathBuf};
 /// `$CELLSYMPHONY_DATA/bidcell-1.0.3`, by default `~/.cache/cellsymphony/bidcell-1.0.3`.
 #[cfg(feature = "native-io")]
 pub fn default_data_dir() -> PathBuf {
-    let root = match std::env::var_os("CELLSYMPHONY_DATA") {
+    data_root().join("bidcell-1.0.3")
+}
+
+/// The data cache root: `$CELLSYMPHONY_DATA`, by default `~/.cache/cellsymphony`.
+#[cfg(feature = "native-io")]
+pub fn data_root() -> PathBuf {
+    match std::env::var_os("CELLSYMPHONY_DATA") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => std::env::var_os("HOME")
             .or_else(|| std::env::var_os("USERPROFILE"))
             .map_or_else(|| PathBuf::from("."), PathBuf::from)
             .join(".cache")
             .join("cellsymphony"),
-    };
-    root.join("bidcell-1.0.3")
+    }
 }
 
 /// Paths of the BIDCell example files (Xenium breast crop and single-cell reference).
@@ -115,5 +137,35 @@ impl BidcellData {
     /// [`BidcellData::locate`] in [`default_data_dir`].
     pub fn from_default_dir() -> Result<Self, DataError> {
         Self::locate(&default_data_dir())
+    }
+}
+
+/// scanpy's `10x_pbmc68k_reduced.h5ad` (700 cells × 765 genes, `bulk_labels`), taken from the
+/// `scanpy==1.11.5` wheel by `scripts/fetch_data.sh` into
+/// `$CELLSYMPHONY_DATA/scanpy-1.11.5/10x_pbmc68k_reduced.h5ad`.
+#[cfg(feature = "native-io")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanpyData {
+    /// `10x_pbmc68k_reduced.h5ad` (anndata < 0.7 layout: compound `obs`/`var`/`obsm`).
+    pub pbmc68k_reduced: PathBuf,
+}
+
+#[cfg(feature = "native-io")]
+impl ScanpyData {
+    /// Locates the file under `dir` (the `scanpy-1.11.5` folder), failing with
+    /// [`DataError::DataMissing`] ("run scripts/fetch_data.sh") when it is absent.
+    pub fn locate(dir: &Path) -> Result<Self, DataError> {
+        let pbmc68k_reduced = dir.join("10x_pbmc68k_reduced.h5ad");
+        if !pbmc68k_reduced.is_file() {
+            return Err(DataError::DataMissing {
+                path: pbmc68k_reduced,
+            });
+        }
+        Ok(ScanpyData { pbmc68k_reduced })
+    }
+
+    /// [`ScanpyData::locate`] in `$CELLSYMPHONY_DATA/scanpy-1.11.5` ([`data_root`]).
+    pub fn from_default_dir() -> Result<Self, DataError> {
+        Self::locate(&data_root().join("scanpy-1.11.5"))
     }
 }

@@ -1,0 +1,288 @@
+//! 10x Genomics HDF5 cell-feature matrices (`cell_feature_matrix.h5` of a Xenium output
+//! bundle, `filtered_feature_bc_matrix.h5` of Cell Ranger).
+//!
+//! Layout (HDF5 group `matrix`), a compressed-sparse-column matrix of shape
+//! `[n_features, n_barcodes]`:
+//!
+//! * `barcodes` `[n_barcodes]` strings (cell ids);
+//! * `data` `[nnz]` counts, `indices` `[nnz]` feature (row) indices, `indptr` `[n_barcodes + 1]`
+//!   offsets of each barcode's entries in `data`/`indices`;
+//! * `shape` `[2]` = `[n_features, n_barcodes]`;
+//! * `features/{id, name, feature_type, genome}` `[n_features]` strings.
+//!
+//! As with the MEX reader ([`super::read_mex_dir`]), only features of type `Gene Expression`
+//! whose name is not a control ([`super::xenium::is_control_feature`]) become genes; negative
+//! control probes and codewords, genomic controls and unassigned or deprecated codewords are
+//! dropped.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::error::DataError;
+use super::hdf5::{Kind, H5};
+use super::mex::GENE_EXPRESSION;
+use super::xenium::{is_control_feature, sort_permutation, CellTable};
+
+/// Cells and genes of a count table in the canonical order of every reader
+/// ([`sort_permutation`]: cells numeric when all ids are integers, genes alphabetical).
+pub(crate) struct CanonicalAxes {
+    /// Sorted cell ids.
+    pub(crate) cell_ids: Vec<String>,
+    /// Sorted kept gene names.
+    pub(crate) genes: Vec<String>,
+    /// `cell_row[i]`: row of input cell `i` in the table.
+    pub(crate) cell_row: Vec<usize>,
+    /// `gene_col[j]`: column of input feature `j`, `None` when dropped.
+    pub(crate) gene_col: Vec<Option<usize>>,
+}
+
+/// Sorts `cells` and the kept `features` into the canonical order; fails on a duplicate
+/// cell id or gene name with `dup_cell` / `dup_gene` (given the duplicated name).
+pub(crate) fn canonical_axes(
+    cells: &[String],
+    features: &[String],
+    keep: &[bool],
+    dup_cell: impl Fn(&str) -> DataError,
+    dup_gene: impl Fn(&str) -> DataError,
+) -> Result<CanonicalAxes, DataError> {
+    let kept: Vec<usize> = (0..features.len())
+        .filter(|&i| keep.get(i).copied().unwrap_or(false))
+        .collect();
+    let names: Vec<String> = kept.iter().map(|&i| features[i].clone()).collect();
+    let gene_new = sort_permutation(&names, false);
+    let mut genes = vec![String::new(); names.len()];
+    let mut gene_col = vec![None; features.len()];
+    for (k, &f) in kept.iter().enumerate() {
+        gene_col[f] = Some(gene_new[k]);
+        genes[gene_new[k]] = names[k].clone();
+    }
+    if let Some(w) = genes.windows(2).find(|w| w[0] == w[1]) {
+        return Err(dup_gene(&w[0]));
+    }
+    let cell_row = sort_permutation(cells, true);
+    let mut cell_ids = vec![String::new(); cells.len()];
+    for (k, id) in cells.iter().enumerate() {
+        cell_ids[cell_row[k]] = id.clone();
+    }
+    let mut seen = HashSet::with_capacity(cell_ids.len());
+    for id in &cell_ids {
+        if !seen.insert(id.as_str()) {
+            return Err(dup_cell(id));
+        }
+    }
+    Ok(CanonicalAxes {
+        cell_ids,
+        genes,
+        cell_row,
+        gene_col,
+    })
+}
+
+/// Checks compressed-sparse offsets and indices: `indptr` has `n_major + 1` entries, starts
+/// at 0, never decreases and ends at `nnz`; every index is in `0..n_minor`. Returns the
+/// offsets and indices as `usize`. `object` is the sparse group (for error paths).
+pub(crate) fn check_compressed(
+    h5: &H5,
+    object: &str,
+    indptr: &[i64],
+    indices: &[i64],
+    nnz: usize,
+    n_major: usize,
+    n_minor: usize,
+) -> Result<(Vec<usize>, Vec<usize>), DataError> {
+    let ip = format!("{object}/indptr");
+    let ix = format!("{object}/indices");
+    if Some(indptr.len()) != n_major.checked_add(1) {
+        return Err(h5.err(
+            &ip,
+            format!(
+                "has {} entries, expected {} (one more than the {n_major} {})",
+                indptr.len(),
+                n_major.saturating_add(1),
+                if object.ends_with("matrix") {
+                    "barcodes"
+                } else {
+                    "major-axis rows"
+                }
+            ),
+        ));
+    }
+    if indices.len() != nnz {
+        return Err(h5.err(
+            &ix,
+            format!("has {} entries but `data` has {nnz}", indices.len()),
+        ));
+    }
+    let mut offsets = Vec::with_capacity(indptr.len());
+    for (i, &p) in indptr.iter().enumerate() {
+        let p =
+            usize::try_from(p).map_err(|_| h5.err(&ip, format!("entry {i} is negative: {p}")))?;
+        if i == 0 && p != 0 {
+            return Err(h5.err(&ip, format!("starts at {p}, expected 0")));
+        }
+        if let Some(&prev) = offsets.last() {
+            if p < prev {
+                return Err(h5.err(
+                    &ip,
+                    format!(
+                        "not monotone: entry {i} = {p} is below entry {} = {prev}",
+                        i - 1
+                    ),
+                ));
+            }
+        }
+        if p > nnz {
+            return Err(h5.err(
+                &ip,
+                format!("entry {i} = {p} exceeds the {nnz} stored values"),
+            ));
+        }
+        offsets.push(p);
+    }
+    if offsets.last() != Some(&nnz) {
+        return Err(h5.err(
+            &ip,
+            format!(
+                "ends at {}, expected the number of stored values {nnz}",
+                offsets.last().copied().unwrap_or(0)
+            ),
+        ));
+    }
+    let mut idx = Vec::with_capacity(indices.len());
+    for (k, &j) in indices.iter().enumerate() {
+        match usize::try_from(j) {
+            Ok(j) if j < n_minor => idx.push(j),
+            _ => return Err(h5.err(&ix, format!("entry {k} = {j} is out of range 0..{n_minor}"))),
+        }
+    }
+    Ok((offsets, idx))
+}
+
+/// Reads a 10x HDF5 cell-feature matrix into a [`CellTable`] of shape `[n_cells, n_genes]`.
+///
+/// * genes: features of type `Gene Expression` that are not controls, sorted alphabetically
+///   (as every reader, so [`CellTable::gene_index`] works and layouts compare equal);
+/// * cells: every barcode, sorted numerically when all are integers, else as strings,
+///   including cells with no counts;
+/// * `centroids_um` is `[NaN, NaN]` and `nucleus_centroids_um` `None` for every cell, as in
+///   [`super::read_mex_dir`]: the matrix has no positions; fill them with
+///   [`super::attach_centroids`] from `cells.csv`.
+///
+/// Repeated `(feature, barcode)` entries are summed. Fails with [`DataError::Hdf5`] (file,
+/// dataset path and value) when the file is not HDF5 or truncated, a dataset is missing,
+/// `shape` disagrees with `barcodes`/`features`, `indptr` is not monotone or does not span
+/// `data`, an index is out of range, a count is negative or not finite, or a gene name or
+/// barcode repeats; with [`DataError::Io`] when the file does not exist.
+pub fn read_10x_h5(path: &Path) -> Result<CellTable, DataError> {
+    let h5 = H5::open(path)?;
+    if h5.kind("matrix")? != Some(Kind::Group) {
+        return Err(h5.err(
+            "matrix",
+            "group is missing: not a 10x cell_feature_matrix.h5 (expected matrix/{barcodes, \
+             data, indices, indptr, shape, features})",
+        ));
+    }
+    let shape = h5.read_i64("matrix/shape")?;
+    let dims: Option<Vec<usize>> = shape.iter().map(|&d| usize::try_from(d).ok()).collect();
+    let (n_features, n_barcodes) = match dims.as_deref() {
+        Some(&[f, b]) => (f, b),
+        _ => {
+            return Err(h5.err(
+                "matrix/shape",
+                format!(
+                    "is {shape:?}, expected [n_features, n_barcodes] (two non-negative integers)"
+                ),
+            ))
+        }
+    };
+    let barcodes = h5.read_strings("matrix/barcodes")?;
+    if barcodes.len() != n_barcodes {
+        return Err(h5.err(
+            "matrix/barcodes",
+            format!(
+                "has {} entries but matrix/shape says {n_barcodes} barcodes",
+                barcodes.len()
+            ),
+        ));
+    }
+    let names = h5.read_strings("matrix/features/name")?;
+    let types = h5.read_strings("matrix/features/feature_type")?;
+    for (object, len) in [
+        ("matrix/features/name", names.len()),
+        ("matrix/features/feature_type", types.len()),
+    ] {
+        if len != n_features {
+            return Err(h5.err(
+                object,
+                format!("has {len} entries but matrix/shape says {n_features} features"),
+            ));
+        }
+    }
+    let keep: Vec<bool> = names
+        .iter()
+        .zip(&types)
+        .map(|(n, t)| t == GENE_EXPRESSION && !is_control_feature(n))
+        .collect();
+    let axes = canonical_axes(
+        &barcodes,
+        &names,
+        &keep,
+        |id| {
+            h5.err(
+                "matrix/barcodes",
+                format!("barcode `{id}` appears more than once"),
+            )
+        },
+        |g| {
+            h5.err(
+                "matrix/features/name",
+                format!("gene name `{g}` appears more than once"),
+            )
+        },
+    )?;
+
+    let data = h5.read_f32("matrix/data")?;
+    let indptr = h5.read_i64("matrix/indptr")?;
+    let indices = h5.read_i64("matrix/indices")?;
+    let (offsets, rows) = check_compressed(
+        &h5,
+        "matrix",
+        &indptr,
+        &indices,
+        data.len(),
+        n_barcodes,
+        n_features,
+    )?;
+
+    let n_genes = axes.genes.len();
+    let n_cells = axes.cell_ids.len();
+    let size = n_cells.checked_mul(n_genes).ok_or_else(|| {
+        h5.err(
+            "matrix/shape",
+            format!("{n_cells} × {n_genes} is too large"),
+        )
+    })?;
+    let mut counts = vec![0f32; size];
+    for (b, w) in offsets.windows(2).enumerate() {
+        let base = axes.cell_row[b] * n_genes;
+        for k in w[0]..w[1] {
+            let v = data[k];
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(h5.err(
+                    "matrix/data",
+                    format!("entry {k} = {v} is not a finite non-negative count"),
+                ));
+            }
+            if let Some(g) = axes.gene_col[rows[k]] {
+                counts[base + g] += v;
+            }
+        }
+    }
+    Ok(CellTable {
+        cell_ids: axes.cell_ids,
+        genes: axes.genes,
+        counts,
+        centroids_um: vec![[f32::NAN; 2]; n_cells],
+        nucleus_centroids_um: vec![None; n_cells],
+    })
+}
