@@ -64,10 +64,12 @@ if [ ! -x "$TOOLS/npm/node_modules/.bin/wasm-opt" ] || [ ! -d "$TOOLS/npm/node_m
 fi
 
 # Python: safetensors + numpy for the cross-language model-file check; POT (Python Optimal
-# Transport) as the Sinkhorn reference the OT tests and benchmark compare against.
-if ! python3 -c "import safetensors, numpy, ot" 2>/dev/null; then
-  log "pip install safetensors numpy pot==0.9.7.post1"
-  python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1"
+# Transport) as the Sinkhorn reference the OT tests and benchmark compare against; tifffile
+# writes the OME-TIFF pyramid / H&E fixtures of tests/data_morphology.rs.
+if ! python3 -c "import safetensors, numpy, ot, tifffile" 2>/dev/null; then
+  log "pip install safetensors numpy pot==0.9.7.post1 tifffile==2026.3.3"
+  python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1" \
+    "tifffile==2026.3.3"
 fi
 
 # Real data (bidcell 1.0.3 wheel from PyPI).

@@ -1,4 +1,5 @@
-//! Data layer: Xenium transcripts, the DAPI image, nucleus-centred patches and reference labels.
+//! Data layer: Xenium transcripts, morphology (DAPI) and H&E images, cell patches and reference
+//! labels.
 //!
 //! Pure algorithms (count tables, alignment check, patch resampling, SingleR labels) build
 //! everywhere, wasm32 included; file readers and writers need the `native-io` feature.
@@ -10,14 +11,18 @@
 
 pub mod alignment;
 pub mod error;
+pub mod he;
 pub mod image;
 pub mod labels;
 pub mod manifest;
+pub mod morphology;
 pub mod patches;
 pub mod xenium;
 
 #[cfg(feature = "native-io")]
 mod csv_util;
+#[cfg(feature = "native-io")]
+mod tiff_ifd;
 
 // Xenium output-bundle readers: MEX cell-feature matrix, cells.csv, experiment.xenium.
 #[cfg(feature = "native-io")]
@@ -34,12 +39,25 @@ pub use mex::{read_mex_dir, write_mex_dir};
 
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;
+pub use he::{extract_he_patch, HeAlignment, Matrix3, RgbImage8, RgbPatch};
+#[cfg(feature = "native-io")]
+pub use he::{find_he_files, read_he_alignment_csv, read_he_level, HeFiles};
 pub use image::{DownsampledPng, GrayImage16, ImageFrame, IntensityScale, XENIUM_CROP_FRAME};
 pub use labels::{
     annotate_singler, log_normalise, spearman, Annotation, AnnotationSummary, Reference,
     SingleROptions,
 };
-pub use patches::{extract_patch, extract_patch_scaled, EdgePolicy, Patch};
+pub use morphology::{
+    choose_level, level_frame, max_projection, parse_ome_xml, LevelImage, MorphologyLayout,
+    OmeMetadata, PyramidLevel, ReadStats, LEGACY_FOCUS_CHANNELS, MORPHOLOGY_EXPECTED,
+};
+#[cfg(feature = "native-io")]
+pub use morphology::{find_morphology, MorphologyFiles, PyramidTiff};
+pub use patches::{
+    cellsymphony_crops, cellsymphony_he_crops, extents_from_area, extents_from_transcripts,
+    extract_patch, extract_patch_scaled, nucleus_centres, spatia_crops, CellExtent, CropSpec,
+    EdgePolicy, Patch, SpatiaCrop, SpatiaScale, MIN_CELL_SIDE_UM,
+};
 pub use xenium::{CellTable, TranscriptOptions, Transcripts};
 
 #[cfg(feature = "native-io")]
