@@ -251,6 +251,10 @@ impl PyramidTiff {
     /// Planes: with OME-XML, the first `SizeC·SizeZ·SizeT` pages; otherwise every page whose
     /// size equals the first page's. Levels of a plane: its SubIFDs, else the following
     /// pages of strictly decreasing size (a plain IFD-chain pyramid).
+    ///
+    /// Multi-file OME sets (pre-XOA-4 `morphology_focus_000N.ome.tif`) keep the full OME-XML
+    /// in file `0000` only; the others state no pixel size here (set it with
+    /// [`PyramidTiff::with_um_per_px`]) and their channel names come from [`find_morphology`].
     pub fn open(path: &Path) -> Result<Self, DataError> {
         let (header, pages) = tiff_ifd::read_structure(path)?;
         let ome = pages
@@ -289,7 +293,7 @@ impl PyramidTiff {
                 levels.truncate(1);
                 levels.extend(tiff_ifd::read_ifds(path, header, &subs)?);
             }
-            levels.sort_by(|a, b| b.width.cmp(&a.width));
+            levels.sort_by_key(|l| std::cmp::Reverse(l.width));
         }
         let um_per_px = ome.as_ref().and_then(|m| m.physical_size_x_um);
         Ok(PyramidTiff {
@@ -443,16 +447,9 @@ impl PyramidTiff {
         Ok(())
     }
 
-    fn level_image<T>(
-        &self,
-        plane: usize,
-        level: usize,
-        image: T,
-        stats: ReadStats,
-    ) -> LevelImage<T> {
+    fn level_image<T>(&self, level: usize, image: T, stats: ReadStats) -> LevelImage<T> {
         let info = self.levels();
         let downsample = info.get(level).map_or(1.0, |l| l.downsample);
-        let _ = plane;
         LevelImage {
             image,
             level,
@@ -488,7 +485,7 @@ impl PyramidTiff {
             file_bytes_read,
             decoded_bytes,
         };
-        Ok(self.level_image(plane, level, image, stats))
+        Ok(self.level_image(level, image, stats))
     }
 
     /// Decodes, for plane `plane`, the level [`PyramidTiff::level_for`] picks for
@@ -544,7 +541,7 @@ impl PyramidTiff {
             file_bytes_read,
             decoded_bytes,
         };
-        Ok(self.level_image(0, level, image, stats))
+        Ok(self.level_image(level, image, stats))
     }
 }
 
