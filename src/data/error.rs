@@ -326,6 +326,99 @@ pub enum DataError {
         /// What failed.
         message: String,
     },
+
+    /// A TIFF's directory structure is malformed (truncated, bad offsets, cycles).
+    #[error(
+        "malformed TIFF {} in field `{field}`: {message}; copy or export the file again",
+        path.display()
+    )]
+    TiffStructure {
+        /// Image file.
+        path: PathBuf,
+        /// TIFF field (tag name) or structure part concerned.
+        field: String,
+        /// What is wrong, with the offending value.
+        message: String,
+    },
+
+    /// A TIFF field holds a value this reader does not accept for the requested image kind.
+    #[error(
+        "unsupported image layout in {}: field `{field}` is {found}; expected {expected}; \
+         convert the image, e.g. with tifffile or bfconvert",
+        path.display()
+    )]
+    TiffField {
+        /// Image file.
+        path: PathBuf,
+        /// TIFF field (tag name).
+        field: String,
+        /// The value found.
+        found: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+
+    /// The chosen TIFF level uses a compression the decoder lacks (e.g. JPEG 2000).
+    #[error(
+        "{} uses {name} compression (TIFF Compression = {code}) in the IFD at offset {ifd_offset}, \
+         which cannot be decoded here (supported: none, LZW, deflate, PackBits, JPEG); convert it, \
+         e.g. `python -c \"import tifffile as t; t.imwrite('out.ome.tif', t.imread('in.ome.tif'), \
+         compression='zlib', tile=(512, 512))\"` (needs imagecodecs to read JPEG 2000) or \
+         `bfconvert -compression LZW -pyramid-resolutions 4 in.ome.tif out.ome.tif`",
+        path.display()
+    )]
+    UnsupportedCompression {
+        /// Image file.
+        path: PathBuf,
+        /// File offset of the directory concerned.
+        ifd_offset: u64,
+        /// TIFF Compression code.
+        code: u16,
+        /// Name of the compression.
+        name: &'static str,
+    },
+
+    /// The pixel size of an image is needed but the file does not state it.
+    #[error(
+        "{} states no pixel size (no OME-XML PhysicalSizeX in its ImageDescription); \
+         pass it explicitly (Xenium morphology images are 0.2125 µm/px)",
+        path.display()
+    )]
+    MissingPixelSize {
+        /// Image file.
+        path: PathBuf,
+    },
+
+    /// No morphology image was found in a Xenium output directory.
+    #[error(
+        "no morphology image in {}: found [{}]; expected {expected}",
+        dir.display(),
+        abbreviate(found, 20)
+    )]
+    MorphologyNotFound {
+        /// Directory searched.
+        dir: PathBuf,
+        /// Image-like entries that were present (file names, `morphology_focus/` contents).
+        found: Vec<String>,
+        /// The layouts looked for, in priority order.
+        expected: &'static str,
+    },
+
+    /// An H&E alignment matrix file is malformed.
+    #[error(
+        "malformed H&E alignment matrix in {} at line {line}: {message}; expected the 10x \
+         *he_imagealignment.csv: 3 lines of 3 comma-separated numbers (a 3x3 affine matrix \
+         mapping H&E pixels to morphology pixels, last row 0,0,1), optionally after a header line",
+        path.display()
+    )]
+    AlignmentMatrix {
+        /// CSV file.
+        path: PathBuf,
+        /// 1-based line (0 when the problem concerns the whole file).
+        line: u64,
+        /// What is wrong, with the offending value.
+        message: String,
+    },
 }
 
 impl DataError {

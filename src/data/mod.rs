@@ -1,6 +1,6 @@
-//! Data layer: Xenium transcripts, the DAPI image, nucleus-centred patches, SPATIA niches and
-//! tissue regions, a spatial neighbour index, reference labels, and validation of in-memory
-//! (browser) inputs.
+//! Data layer: Xenium bundles (transcripts, matrices, cells, morphology and H&E images),
+//! AnnData, cell patches, SPATIA niches and tissue regions, a spatial neighbour index,
+//! reference labels, and validation of in-memory (browser) inputs.
 //!
 //! Pure algorithms (count tables, alignment check, patch resampling, niches, neighbours, input
 //! validation, SingleR labels) build
@@ -13,18 +13,22 @@
 
 pub mod alignment;
 pub mod error;
+pub mod he;
 pub mod image;
 pub mod input;
 pub mod labels;
 pub mod manifest;
 pub mod neighbors;
 pub mod niches;
+pub mod morphology;
 pub mod patches;
 pub mod sparse;
 pub mod xenium;
 
 #[cfg(feature = "native-io")]
 mod csv_util;
+#[cfg(feature = "native-io")]
+mod tiff_ifd;
 
 // Xenium output-bundle readers: MEX cell-feature matrix, cells.csv, experiment.xenium.
 #[cfg(feature = "native-io")]
@@ -58,6 +62,9 @@ pub use predictions::{write_predictions_csv, write_predictions_h5ad, Predictions
 
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;
+pub use he::{extract_he_patch, HeAlignment, Matrix3, RgbImage8, RgbPatch};
+#[cfg(feature = "native-io")]
+pub use he::{find_he_files, read_he_alignment_csv, read_he_level, HeFiles};
 pub use image::{DownsampledPng, GrayImage16, ImageFrame, IntensityScale, XENIUM_CROP_FRAME};
 pub use input::{CellInput, CountsInput, PatchInput, ValidatedInput};
 pub use labels::{
@@ -68,8 +75,18 @@ pub use neighbors::{squared_distance, Neighbor, SelfMatch, SpatialIndex};
 pub use niches::{
     Niche, NicheGrid, NicheOptions, TissueRegion, DEFAULT_NICHE_TILE_PX, DEFAULT_REGION_NICHES,
 };
-pub use patches::{extract_patch, extract_patch_scaled, EdgePolicy, Patch};
 pub use sparse::CsrCounts;
+pub use morphology::{
+    choose_level, level_frame, max_projection, parse_ome_xml, LevelImage, MorphologyLayout,
+    OmeMetadata, PyramidLevel, ReadStats, LEGACY_FOCUS_CHANNELS, MORPHOLOGY_EXPECTED,
+};
+#[cfg(feature = "native-io")]
+pub use morphology::{find_morphology, MorphologyFiles, PyramidTiff};
+pub use patches::{
+    cellsymphony_crops, cellsymphony_he_crops, extents_from_area, extents_from_transcripts,
+    extract_patch, extract_patch_scaled, nucleus_centres, spatia_crops, CellExtent, CropSpec,
+    EdgePolicy, Patch, SpatiaCrop, SpatiaScale, MIN_CELL_SIDE_UM,
+};
 pub use xenium::{CellTable, TranscriptOptions, Transcripts};
 
 #[cfg(feature = "native-io")]

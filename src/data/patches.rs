@@ -1,6 +1,17 @@
 //! Fixed-size image patches around cells, resampled to a chosen pixel size.
+//!
+//! Two crop styles are provided on top of [`extract_patch_scaled`] / [`extract_he_patch`]:
+//! - **CellSymphony** ([`cellsymphony_crops`], [`cellsymphony_he_crops`]): nucleus-centred,
+//!   fixed pixel size and side ([`CropSpec::default`]: 224 × 224 px at 0.5 µm/px), from DAPI or
+//!   H&E.
+//! - **SPATIA** ([`spatia_crops`]): the minimal square around each cell ([`CellExtent`]),
+//!   resampled with ONE pixel size for all cells ([`SpatiaScale::fit`]: the chosen percentile
+//!   of cell sides fills the target size) and zero-padded, centred, to a fixed size.
 
+use super::error::DataError;
+use super::he::{extract_he_patch, HeAlignment, RgbImage8, RgbPatch};
 use super::image::{GrayImage16, ImageFrame, IntensityScale};
+use super::xenium::{CellTable, Transcripts};
 
 /// What to do when a patch reaches past the image border.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -146,6 +157,285 @@ fn bilinear(image: &GrayImage16, scale: &IntensityScale, col: f32, row: f32) -> 
     let top = at(0, 0) * (1.0 - fx) + at(1, 0) * fx;
     let bottom = at(0, 1) * (1.0 - fx) + at(1, 1) * fx;
     top * (1.0 - fy) + bottom * fy
+}
+
+/// Geometry of a CellSymphony crop.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CropSpec {
+    /// Side in output pixels.
+    pub size_px: usize,
+    /// Output pixel size in µm.
+    pub um_per_px: f32,
+    /// What to do at the image border.
+    pub edge: EdgePolicy,
+}
+
+impl Default for CropSpec {
+    /// 224 × 224 px at 0.5 µm/px (112 µm across), [`EdgePolicy::Pad`] (border cells are kept,
+    /// marked `padded`).
+    fn default() -> Self {
+        CropSpec {
+            size_px: 224,
+            um_per_px: 0.5,
+            edge: EdgePolicy::Pad,
+        }
+    }
+}
+
+/// Crop centre of each cell of `cells`: the nucleus centroid (mean of the cell's transcripts
+/// that overlap the nucleus) when there is one, else the centroid of all its transcripts.
+/// Shape `[cells]`; entries are NaN for cells with neither.
+pub fn nucleus_centres(cells: &CellTable) -> Vec<[f32; 2]> {
+    cells
+        .nucleus_centroids_um
+        .iter()
+        .zip(&cells.centroids_um)
+        .map(|(n, c)| n.unwrap_or(*c))
+        .collect()
+}
+
+/// CellSymphony crops from the DAPI image: one per centre (µm), `None` where the crop is
+/// dropped at the border ([`EdgePolicy::Drop`]) or the centre is not finite.
+pub fn cellsymphony_crops(
+    image: &GrayImage16,
+    frame: &ImageFrame,
+    centres_um: &[[f32; 2]],
+    spec: &CropSpec,
+    scale: &IntensityScale,
+) -> Vec<Option<Patch>> {
+    centres_um
+        .iter()
+        .map(|&c| {
+            extract_patch_scaled(
+                image,
+                frame,
+                c,
+                spec.size_px,
+                spec.um_per_px,
+                spec.edge,
+                scale,
+            )
+        })
+        .collect()
+}
+
+/// CellSymphony crops from H&E: one per centre (µm, slide frame), sampled through the
+/// alignment (see [`extract_he_patch`]); `frame` is the morphology image's frame.
+pub fn cellsymphony_he_crops(
+    he: &RgbImage8,
+    alignment: &HeAlignment,
+    frame: &ImageFrame,
+    centres_um: &[[f32; 2]],
+    spec: &CropSpec,
+) -> Vec<Option<RgbPatch>> {
+    centres_um
+        .iter()
+        .map(|&c| {
+            extract_he_patch(
+                he,
+                alignment,
+                frame,
+                c,
+                spec.size_px,
+                spec.um_per_px,
+                spec.edge,
+            )
+        })
+        .collect()
+}
+
+/// The minimal square around one cell, in µm.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CellExtent {
+    /// Square centre `[x, y]`.
+    pub centre_um: [f32; 2],
+    /// Square side.
+    pub side_um: f32,
+}
+
+/// Smallest side given to a cell's square, in µm (a cell with one transcript has no extent).
+pub const MIN_CELL_SIDE_UM: f32 = 1.0;
+
+/// Cell squares from the transcripts assigned to each cell: the bounding box of the cell's
+/// transcript positions, squared up around its centre (side = the longer box side, at least
+/// [`MIN_CELL_SIDE_UM`]). Xenium's `cells.csv` carries no boundary, and transcripts are the
+/// cell's extent that is at hand; this slightly underestimates the membrane-to-membrane
+/// extent. Indexed like `transcripts.cell_ids` (the rows of [`CellTable::from_transcripts`]);
+/// `None` for cells without transcripts.
+pub fn extents_from_transcripts(transcripts: &Transcripts) -> Vec<Option<CellExtent>> {
+    let n = transcripts.cell_ids.len();
+    let mut boxes: Vec<Option<[f32; 4]>> = vec![None; n];
+    for (cell, xy) in transcripts.cell_index.iter().zip(&transcripts.xy_um) {
+        let Some(b) = cell.and_then(|c| boxes.get_mut(c as usize)) else {
+            continue;
+        };
+        let [x, y] = *xy;
+        if !(x.is_finite() && y.is_finite()) {
+            continue;
+        }
+        *b = Some(match *b {
+            None => [x, y, x, y],
+            Some([x0, y0, x1, y1]) => [x0.min(x), y0.min(y), x1.max(x), y1.max(y)],
+        });
+    }
+    boxes
+        .into_iter()
+        .map(|b| {
+            b.map(|[x0, y0, x1, y1]| CellExtent {
+                centre_um: [(x0 + x1) / 2.0, (y0 + y1) / 2.0],
+                side_um: (x1 - x0).max(y1 - y0).max(MIN_CELL_SIDE_UM),
+            })
+        })
+        .collect()
+}
+
+/// Cell squares from centroids and areas (µm², e.g. `cell_area` of `cells.csv`) when no
+/// transcripts are at hand: the square around a disk of that area, side `2·sqrt(area/π)`.
+/// `None` where the area is missing, non-positive or the centre not finite.
+pub fn extents_from_area(
+    centres_um: &[[f32; 2]],
+    areas_um2: &[Option<f32>],
+) -> Vec<Option<CellExtent>> {
+    centres_um
+        .iter()
+        .zip(areas_um2)
+        .map(|(c, a)| {
+            let a = (*a)?;
+            (a.is_finite() && a > 0.0 && c.iter().all(|v| v.is_finite())).then(|| CellExtent {
+                centre_um: *c,
+                side_um: (2.0 * (a / std::f32::consts::PI).sqrt()).max(MIN_CELL_SIDE_UM),
+            })
+        })
+        .collect()
+}
+
+/// The one pixel size shared by all SPATIA crops of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpatiaScale {
+    /// Output pixel size in µm, the same for every cell.
+    pub um_per_px: f32,
+    /// Fixed output side in pixels.
+    pub size_px: usize,
+    /// Cell side (µm) that exactly fills `size_px`: the `percentile` of all cell sides.
+    pub reference_side_um: f32,
+    /// Percentile (`0..=100`) of cell sides used.
+    pub percentile: f32,
+}
+
+impl SpatiaScale {
+    /// Chooses the global scale so that the `percentile` of cell sides (100 = the largest
+    /// cell) fills `size_px`: `um_per_px = side_p / size_px`. Cells larger than that are
+    /// clipped to the central `size_px` square ([`SpatiaCrop::clipped`]).
+    pub fn fit(
+        extents: &[Option<CellExtent>],
+        size_px: usize,
+        percentile: f32,
+    ) -> Result<Self, DataError> {
+        let mut sides: Vec<f32> = extents
+            .iter()
+            .flatten()
+            .map(|e| e.side_um)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .collect();
+        if sides.is_empty() || size_px == 0 || !(0.0..=100.0).contains(&percentile) {
+            return Err(DataError::InvalidArgument {
+                name: "extents/size_px/percentile",
+                value: format!(
+                    "{} cells with an extent, size {size_px}, percentile {percentile}",
+                    sides.len()
+                ),
+                expected:
+                    "at least one cell with a positive side, size_px >= 1, percentile in 0..=100",
+            });
+        }
+        sides.sort_by(f32::total_cmp);
+        let rank = percentile / 100.0 * (sides.len() - 1) as f32;
+        let (lo, frac) = (rank.floor() as usize, rank - rank.floor());
+        let hi = (lo + 1).min(sides.len() - 1);
+        let side = sides[lo] + frac * (sides[hi] - sides[lo]);
+        Ok(SpatiaScale {
+            um_per_px: side / size_px as f32,
+            size_px,
+            reference_side_um: side,
+            percentile,
+        })
+    }
+}
+
+/// One SPATIA crop: the cell's square resampled at the global scale, centred in a zero canvas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpatiaCrop {
+    /// `[size_px, size_px]` canvas ([`SpatiaScale::size_px`]); `padded` refers to the cell
+    /// square reaching past the image border, not to the canvas margin.
+    pub patch: Patch,
+    /// Side of the cell square in output pixels (`round(side_um / um_per_px)`, clamped to
+    /// `1..=size_px`); it occupies rows/cols `[off, off + side)` with
+    /// `off = (size_px - side) / 2`.
+    pub cell_side_px: usize,
+    /// Whether the cell is larger than the canvas and was clipped to its central part.
+    pub clipped: bool,
+}
+
+/// SPATIA crops from the DAPI image, one per extent: the cell square (side
+/// `round(side_um / scale.um_per_px)` px) sampled at `scale.um_per_px` around the square's
+/// centre, placed in the middle of a `size_px × size_px` zero canvas. Edges: only the cell
+/// square is sampled, never shifted; with [`EdgePolicy::Drop`] a square reaching past the
+/// image gives `None`, with [`EdgePolicy::Pad`] the outside reads 0 and `patch.padded` is set.
+pub fn spatia_crops(
+    image: &GrayImage16,
+    frame: &ImageFrame,
+    extents: &[Option<CellExtent>],
+    scale: &SpatiaScale,
+    edge: EdgePolicy,
+    intensity: &IntensityScale,
+) -> Vec<Option<SpatiaCrop>> {
+    extents
+        .iter()
+        .map(|e| {
+            let e = e.as_ref()?;
+            let (side, clipped) = spatia_side(e, scale)?;
+            let inner = extract_patch_scaled(
+                image,
+                frame,
+                e.centre_um,
+                side,
+                scale.um_per_px,
+                edge,
+                intensity,
+            )?;
+            Some(embed(inner, scale.size_px, clipped))
+        })
+        .collect()
+}
+
+/// Side of the cell square in output pixels and whether it was clipped.
+fn spatia_side(e: &CellExtent, scale: &SpatiaScale) -> Option<(usize, bool)> {
+    let px = e.side_um / scale.um_per_px;
+    if !px.is_finite() || scale.size_px == 0 {
+        return None;
+    }
+    let side = (px.round() as usize).max(1);
+    Some((side.min(scale.size_px), side > scale.size_px))
+}
+
+/// Centres `inner` in a zero `size × size` canvas.
+fn embed(inner: Patch, size: usize, clipped: bool) -> SpatiaCrop {
+    let n = inner.size;
+    let off = (size - n) / 2;
+    let mut pixels = vec![0f32; size * size];
+    for (r, row) in inner.pixels.chunks_exact(n).enumerate() {
+        let start = (off + r) * size + off;
+        pixels[start..start + n].copy_from_slice(row);
+    }
+    SpatiaCrop {
+        patch: Patch {
+            pixels,
+            size,
+            padded: inner.padded,
+        },
+        cell_side_px: n,
+        clipped,
+    }
 }
 
 #[cfg(test)]
