@@ -129,3 +129,21 @@ pub fn csv_tables(data: &[u8]) {
         &dir.join("experiment.xenium"),
     );
 }
+
+/// HDF5 readers: the bytes as a 10x `cell_feature_matrix.h5` and as an AnnData `.h5ad`.
+/// A matrix that reads must be consistent with its own shape.
+pub fn hdf5_files(data: &[u8]) {
+    let dir = scratch_dir().join("hdf5");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = put(&dir, "cell_feature_matrix.h5", data);
+    if let Ok(t) = data::read_10x_h5(&path) {
+        assert_eq!(t.counts.len(), t.n_cells() * t.n_genes());
+    }
+    let path = put(&dir, "input.h5ad", data);
+    if let Ok(a) = data::read_h5ad(&path) {
+        if a.n_obs().saturating_mul(a.n_vars()) <= 1 << 22 {
+            let _ = a.dense_x();
+        }
+        let _ = a.spatial();
+    }
+}

@@ -9,15 +9,17 @@
 use std::path::{Path, PathBuf};
 
 use cellsymphony::data::{
-    read_transcripts_csv, write_mex_dir, BidcellData, CellTable, TranscriptOptions,
+    read_transcripts_csv, write_mex_dir, BidcellData, CellTable,
+    TranscriptOptions,
 };
 use cellsymphony::engine::{ClassifierConfig, EngineModel};
 use cellsymphony::fuzz_targets::{self, FILE_SEPARATOR};
 
-const TARGETS: [(&str, fn(&[u8])); 3] = [
+const TARGETS: [(&str, fn(&[u8])); 4] = [
     ("model_file", fuzz_targets::model_file),
     ("mex_folder", fuzz_targets::mex_folder),
     ("csv_tables", fuzz_targets::csv_tables),
+    ("hdf5_files", fuzz_targets::hdf5_files),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -113,6 +115,54 @@ fn write_seeds() {
         head_lines(&data.reference, 4),
     )
     .unwrap();
+    // HDF5: predictions of 3 cells as .h5ad (our writer), and a 10x matrix of 3 cells (h5py).
+    let dir_h5 = corpus.join("hdf5_files");
+    std::fs::create_dir_all(&dir_h5).unwrap();
+    let script = r#"
+import h5py, numpy as np, sys
+with h5py.File(sys.argv[1], "w") as f:
+    m = f.create_group("matrix")
+    m["barcodes"] = np.array([b"aaaabaep-1", b"aaaabaeq-1", b"aaaabaer-1"])
+    m["data"] = np.array([3, 1, 2, 5], dtype=np.int32)
+    m["indices"] = np.array([0, 2, 1, 3], dtype=np.int64)
+    m["indptr"] = np.array([0, 2, 3, 4], dtype=np.int64)
+    m["shape"] = np.array([4, 3], dtype=np.int32)
+    ft = m.create_group("features")
+    ft["id"] = np.array([b"ACTA2", b"EPCAM", b"KRT5", b"NegControlProbe_00042"])
+    ft["name"] = ft["id"][:]
+    ft["feature_type"] = np.array([b"Gene Expression"] * 3 + [b"Negative Control Probe"])
+    ft["genome"] = np.array([b"Unknown"] * 4)
+s = h5py.string_dtype()
+def enc(o, t, v):
+    o.attrs["encoding-type"] = t
+    o.attrs["encoding-version"] = v
+with h5py.File(sys.argv[2], "w") as f:
+    enc(f, "anndata", "0.1.0")
+    f["X"] = np.array([[0, 1.5, 2], [3, 0, 0]], dtype=np.float32)
+    enc(f["X"], "array", "0.2.0")
+    for name, index in [("obs", ["aaaabaep-1", "aaaabaeq-1"]), ("var", ["ACTA2", "EPCAM", "KRT5"])]:
+        g = f.create_group(name)
+        enc(g, "dataframe", "0.2.0")
+        g.attrs["_index"] = "_index"
+        g.attrs.create("column-order", ["label"] if name == "obs" else [], dtype=s)
+        g.create_dataset("_index", data=np.array(index, dtype=object), dtype=s)
+        enc(g["_index"], "string-array", "0.2.0")
+    c = f["obs"].create_group("label")
+    enc(c, "categorical", "0.2.0")
+    c.attrs["ordered"] = False
+    c["codes"] = np.array([1, 0], dtype=np.int8)
+    c.create_dataset("categories", data=np.array(["B", "Malignant"], dtype=object), dtype=s)
+    o = f.create_group("obsm")
+    enc(o, "dict", "0.1.0")
+    o["spatial"] = np.array([[1100.5, 230.25], [1101.0, 231.0]])
+"#;
+    let ok = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir_h5.join("tiny_10x.h5"))
+        .arg(dir_h5.join("tiny.h5ad"))
+        .status()
+        .unwrap();
+    assert!(ok.success(), "python3 with h5py is needed to write the 10x seed");
     std::fs::write(
         dir.join("cells.csv"),
         b"cell_id,x_centroid,y_centroid,transcript_counts,cell_area\n\
