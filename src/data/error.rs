@@ -419,6 +419,22 @@ pub enum DataError {
         /// What is wrong, with the offending value.
         message: String,
     },
+
+    /// A folder is not a Xenium output bundle this reader knows.
+    #[error(
+        "{} is not a Xenium output folder this reader knows: found [{}]; expected {expected}. \
+         Point to the Xenium Onboard Analysis output folder (the one holding experiment.xenium)",
+        dir.display(),
+        found.join(", ")
+    )]
+    UnknownLayout {
+        /// The folder.
+        dir: PathBuf,
+        /// Its entries (folders end in `/`).
+        found: Vec<String>,
+        /// The files that would have been accepted.
+        expected: String,
+    },
 }
 
 impl DataError {

@@ -32,9 +32,13 @@ mod tiff_ifd;
 
 // Xenium output-bundle readers: MEX cell-feature matrix, cells.csv, experiment.xenium.
 #[cfg(feature = "native-io")]
+pub mod bundle;
+#[cfg(feature = "native-io")]
 pub mod cells_table;
 #[cfg(feature = "native-io")]
 pub mod mex;
+#[cfg(feature = "native-io")]
+pub use bundle::{MatrixSource, XeniumBundle};
 #[cfg(feature = "native-io")]
 pub use cells_table::{attach_centroids, read_cells_csv, write_cells_csv, CellsTable};
 pub use manifest::{parse_manifest, XeniumManifest, MANIFEST_FILE};

@@ -1,0 +1,253 @@
+//! One-call reader for a Xenium output folder, whatever its Xenium Onboard Analysis version.
+//!
+//! [`XeniumBundle::open`] looks at the folder once and records which file provides each
+//! part; [`XeniumBundle::read_cells`] then reads the cells × genes matrix and positions:
+//!
+//! | part | tried in order |
+//! |---|---|
+//! | manifest | `experiment.xenium` |
+//! | matrix | `cell_feature_matrix.h5` (10x HDF5), `cell_feature_matrix/` (MEX), else counts aggregated from transcripts |
+//! | cell positions | `cells.parquet`, `cells.csv.gz`, `cells.csv`, else the mean of each cell's transcripts |
+//! | transcripts | `transcripts.parquet`, `transcripts.csv.gz`, `transcripts.csv` (also the BIDCell crop's `transcripts_small.csv`) |
+//! | morphology | see [`super::find_morphology`] |
+//! | H&E | `*he_image.ome.tif` with `*he_imagealignment.csv` |
+//!
+//! When nothing usable is there the error lists what was found and what was expected.
+
+use std::path::{Path, PathBuf};
+
+use super::error::DataError;
+use super::xenium::{CellTable, TranscriptOptions};
+
+/// Where a bundle's count matrix comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatrixSource {
+    /// `cell_feature_matrix.h5` (10x HDF5 layout).
+    Hdf5(PathBuf),
+    /// `cell_feature_matrix/` (MEX folder).
+    Mex(PathBuf),
+    /// Counts aggregated from this transcripts file.
+    Transcripts(PathBuf),
+}
+
+/// The files found in a Xenium output folder; see the module docs for the search order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XeniumBundle {
+    /// The folder.
+    pub dir: PathBuf,
+    /// `experiment.xenium`, parsed, when present.
+    pub manifest: Option<super::XeniumManifest>,
+    /// The matrix source chosen.
+    pub matrix: MatrixSource,
+    /// Per-cell table with centroids (`cells.parquet` / `cells.csv.gz` / `cells.csv`).
+    pub cells: Option<PathBuf>,
+    /// Transcripts file (used for nucleus centroids, and for counts when there is no matrix).
+    pub transcripts: Option<PathBuf>,
+    /// Morphology image(s), when any is found.
+    pub morphology: Option<super::MorphologyFiles>,
+    /// H&E image and its alignment CSV, when both are found.
+    pub he: Option<super::HeFiles>,
+}
+
+/// Files that can hold transcripts, in order of preference.
+pub const TRANSCRIPT_FILES: [&str; 4] = [
+    "transcripts.parquet",
+    "transcripts.csv.gz",
+    "transcripts.csv",
+    "transcripts_small.csv",
+];
+/// Files that can hold per-cell centroids, in order of preference.
+pub const CELLS_FILES: [&str; 3] = ["cells.parquet", "cells.csv.gz", "cells.csv"];
+
+fn first_file(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+/// File names in `dir` (sorted; folders get a trailing `/`), for error messages.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if e.path().is_dir() {
+                        format!("{name}/")
+                    } else {
+                        name
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+impl XeniumBundle {
+    /// Inspects `dir` (no large file is read). Fails with [`DataError::UnknownLayout`] when
+    /// neither a matrix nor transcripts are there, listing the folder's contents and the
+    /// expected names; with [`DataError::Io`] when `dir` is not a readable folder.
+    pub fn open(dir: &Path) -> Result<Self, DataError> {
+        if !dir.is_dir() {
+            return Err(DataError::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder"),
+            ));
+        }
+        let manifest = super::read_manifest_in(dir)?;
+        let transcripts = first_file(dir, &TRANSCRIPT_FILES);
+        let mex = dir.join("cell_feature_matrix");
+        let h5 = dir.join("cell_feature_matrix.h5");
+        let matrix = if h5.is_file() {
+            MatrixSource::Hdf5(h5)
+        } else if mex.is_dir() && ["matrix.mtx", "matrix.mtx.gz"].iter().any(|f| mex.join(f).is_file()) {
+            MatrixSource::Mex(mex)
+        } else if let Some(t) = &transcripts {
+            MatrixSource::Transcripts(t.clone())
+        } else {
+            return Err(DataError::UnknownLayout {
+                dir: dir.to_path_buf(),
+                found: listing(dir),
+                expected: "a cell × gene matrix (cell_feature_matrix.h5, or cell_feature_matrix/ \
+                           with matrix.mtx[.gz], features.tsv[.gz], barcodes.tsv[.gz]) or \
+                           transcripts (transcripts.parquet, transcripts.csv.gz, transcripts.csv)"
+                    .into(),
+            });
+        };
+        Ok(XeniumBundle {
+            dir: dir.to_path_buf(),
+            manifest,
+            matrix,
+            cells: first_file(dir, &CELLS_FILES),
+            transcripts,
+            morphology: super::morphology::find_morphology(dir).ok(),
+            he: super::find_he_files(dir).ok(),
+        })
+    }
+
+    /// One line per part: which file provides it, or "not found".
+    pub fn describe(&self) -> String {
+        let name = |p: &Path| {
+            p.strip_prefix(&self.dir)
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        };
+        let opt = |p: &Option<PathBuf>| p.as_deref().map_or("not found".to_string(), name);
+        let mut s = format!("Xenium bundle {}\n", self.dir.display());
+        if let Some(m) = &self.manifest {
+            let field = |v: &Option<String>| v.as_deref().unwrap_or("?").to_string();
+            s += &format!(
+                "  manifest:    experiment.xenium (XOA {}, panel {}, {} µm/px)\n",
+                field(&m.analysis_sw_version),
+                field(&m.panel_name),
+                m.pixel_size.map_or("?".into(), |p| p.to_string())
+            );
+        } else {
+            s += "  manifest:    not found\n";
+        }
+        s += &format!(
+            "  matrix:      {}\n",
+            match &self.matrix {
+                MatrixSource::Hdf5(p) => format!("{} (10x HDF5)", name(p)),
+                MatrixSource::Mex(p) => format!("{}/ (MEX)", name(p)),
+                MatrixSource::Transcripts(p) => format!("aggregated from {}", name(p)),
+            }
+        );
+        s += &format!("  cells:       {}\n", opt(&self.cells));
+        s += &format!("  transcripts: {}\n", opt(&self.transcripts));
+        s += &format!(
+            "  morphology:  {}\n",
+            self.morphology
+                .as_ref()
+                .map_or("not found".to_string(), |m| format!(
+                    "{:?}: {}",
+                    m.layout,
+                    m.files
+                        .iter()
+                        .zip(&m.channels)
+                        .map(|(f, c)| format!("{} ({c})", name(f)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+        );
+        s += &format!(
+            "  H&E:         {}\n",
+            self.he.as_ref().map_or("not found".to_string(), |h| format!(
+                "{} aligned by {}",
+                name(&h.image),
+                name(&h.alignment)
+            ))
+        );
+        s
+    }
+
+    /// Reads the cells × genes matrix with centroids, in the canonical order of every reader.
+    ///
+    /// Counts come from [`XeniumBundle::matrix`]; centroids from the cells table when there is
+    /// one, else from the transcripts; nucleus centroids (the patch centres) from the
+    /// transcripts' nucleus flags when transcripts are present. Transcript filters
+    /// (`opts.min_qv`) apply only when counts are aggregated from transcripts.
+    pub fn read_cells(&self, opts: &TranscriptOptions) -> Result<CellTable, DataError> {
+        let from_transcripts = match &self.transcripts {
+            Some(t) => Some(read_transcripts_table(t, opts)?),
+            None => None,
+        };
+        let mut table = match &self.matrix {
+            MatrixSource::Hdf5(p) => super::read_10x_h5(p)?,
+            MatrixSource::Mex(p) => super::read_mex_dir(p)?,
+            MatrixSource::Transcripts(_) => match &from_transcripts {
+                Some(t) => t.clone(),
+                None => unreachable_source(&self.dir)?,
+            },
+        };
+        if let Some(cells) = &self.cells {
+            let c = read_cells_table(cells)?;
+            super::attach_centroids(&mut table, &c)?;
+        } else if let Some(t) = &from_transcripts {
+            copy_positions(&mut table, t, false);
+        }
+        if let Some(t) = &from_transcripts {
+            copy_positions(&mut table, t, true);
+        }
+        Ok(table)
+    }
+}
+
+fn unreachable_source(dir: &Path) -> Result<CellTable, DataError> {
+    Err(DataError::UnknownLayout {
+        dir: dir.to_path_buf(),
+        found: listing(dir),
+        expected: "a transcripts file".into(),
+    })
+}
+
+/// Copies centroids (or nucleus centroids when `nucleus`) from `src` to the same cell ids of
+/// `dst`; cells absent from `src` keep what they have.
+fn copy_positions(dst: &mut CellTable, src: &CellTable, nucleus: bool) {
+    let index: std::collections::HashMap<&str, usize> = src
+        .cell_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    for (i, id) in dst.cell_ids.iter().enumerate() {
+        if let Some(&j) = index.get(id.as_str()) {
+            if nucleus {
+                dst.nucleus_centroids_um[i] = src.nucleus_centroids_um[j];
+            } else {
+                dst.centroids_um[i] = src.centroids_um[j];
+            }
+        }
+    }
+}
+
+/// Counts and centroids aggregated from a transcripts file (any supported format).
+fn read_transcripts_table(path: &Path, opts: &TranscriptOptions) -> Result<CellTable, DataError> {
+    Ok(CellTable::from_transcripts(&super::read_transcripts(path, opts)?))
+}
+
+/// The per-cell table (`cells.parquet`, `cells.csv.gz`, `cells.csv`).
+fn read_cells_table(path: &Path) -> Result<super::CellsTable, DataError> {
+    super::read_cells_csv(path)
+}
