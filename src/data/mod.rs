@@ -41,7 +41,10 @@ pub use mex::{read_mex_dir, read_mex_dir_csr, write_mex_dir, SparseCellMatrix};
 
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;
-pub use image::{DownsampledPng, GrayImage16, ImageFrame, IntensityScale, XENIUM_CROP_FRAME};
+pub use image::{
+    downsample_gray8, DownsampledPng, GrayImage16, GrayImage8, ImageFrame, IntensityScale,
+    XENIUM_CROP_FRAME,
+};
 pub use input::{CellInput, CountsInput, PatchInput, ValidatedInput};
 pub use labels::{
     annotate_singler, log_normalise, spearman, Annotation, AnnotationSummary, Reference,
@@ -56,7 +59,7 @@ pub use sparse::CsrCounts;
 pub use xenium::{CellTable, TranscriptOptions, Transcripts};
 
 #[cfg(feature = "native-io")]
-pub use image::{downsample_to_png, read_tiff_gray16};
+pub use image::{downsample_to_png, read_tiff_gray16, write_png_8bit};
 #[cfg(feature = "native-io")]
 pub use labels::read_reference_csv;
 #[cfg(feature = "native-io")]
