@@ -9,16 +9,20 @@
 //!   [`quant`], [`gpu`]) behind the wasm-bindgen API in `web.rs`.
 //!
 //! Layout, one folder per concept:
+//! - [`analysis`]: k-means, UMAP, cluster enrichment and quality metrics (pure Rust).
+//! - [`plot`]: PNG figures (scatter, spatial cluster map, heatmap) drawn in plain Rust.
 //! - [`data`]: Xenium readers, DAPI image, nucleus-centred patches, reference labels.
 //! - [`engine`]: model file format (safetensors + JSON metadata) and the plain-Rust CPU forward.
 //! - [`quant`]: per-output-channel symmetric int8 quantisation and u32 packing.
 //! - [`gpu`]: wgpu context, WGSL kernel registry, one launcher per kernel beside its reference.
 //! - `model`, `train` (native only): burn modules, training loop, metrics, export.
 
+pub mod analysis;
 pub mod data;
 pub mod engine;
 pub mod gpu;
 pub mod ot;
+pub mod plot;
 pub mod quant;
 
 #[cfg(all(feature = "train", not(target_arch = "wasm32")))]

@@ -255,17 +255,27 @@ pub struct DownsampledPng {
     pub stretch: IntensityScale,
 }
 
+/// An 8-bit grayscale raster, `pixels[row * width + col]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrayImage8 {
+    /// Number of columns.
+    pub width: usize,
+    /// Number of rows.
+    pub height: usize,
+    /// Intensities, shape `[height, width]`, row-major.
+    pub pixels: Vec<u8>,
+}
+
 /// Box-averages `image` by `factor` along both axes (edge blocks average the pixels they
-/// cover), stretches it (see [`IntensityScale::global`]) and writes an 8-bit grayscale PNG.
+/// cover) and stretches it to 8 bits (see [`IntensityScale::global`]); returns the raster and
+/// the stretch. Shared by [`downsample_to_png`] and the plot backgrounds.
 ///
-/// PNG pixel `(c, r)` covers source pixels `[c*factor, (c+1)*factor)`, so its centre is at
+/// Output pixel `(c, r)` covers source pixels `[c*factor, (c+1)*factor)`, so its centre is at
 /// source pixel coordinate `c*factor + (factor-1)/2`.
-#[cfg(feature = "native-io")]
-pub fn downsample_to_png(
+pub fn downsample_gray8(
     image: &GrayImage16,
     factor: usize,
-    path: &Path,
-) -> Result<DownsampledPng, DataError> {
+) -> Result<(GrayImage8, IntensityScale), DataError> {
     if factor == 0 || image.width == 0 || image.height == 0 {
         return Err(DataError::InvalidArgument {
             name: "factor",
@@ -292,33 +302,76 @@ pub fn downsample_to_png(
             bytes.push((stretch.apply(mean) * 255.0).round() as u8);
         }
     }
-    write_png_gray8(path, w, h, &bytes)?;
+    Ok((
+        GrayImage8 {
+            width: w,
+            height: h,
+            pixels: bytes,
+        },
+        stretch,
+    ))
+}
+
+/// Box-averages `image` by `factor` along both axes (edge blocks average the pixels they
+/// cover), stretches it (see [`IntensityScale::global`]) and writes an 8-bit grayscale PNG
+/// (atomically: a temporary file renamed into place).
+///
+/// PNG pixel `(c, r)` covers source pixels `[c*factor, (c+1)*factor)`, so its centre is at
+/// source pixel coordinate `c*factor + (factor-1)/2`.
+#[cfg(feature = "native-io")]
+pub fn downsample_to_png(
+    image: &GrayImage16,
+    factor: usize,
+    path: &Path,
+) -> Result<DownsampledPng, DataError> {
+    let (gray, stretch) = downsample_gray8(image, factor)?;
+    write_png_8bit(
+        path,
+        gray.width,
+        gray.height,
+        png::ColorType::Grayscale,
+        &gray.pixels,
+    )?;
     Ok(DownsampledPng {
-        width: w,
-        height: h,
+        width: gray.width,
+        height: gray.height,
         factor,
         stretch,
     })
 }
 
+/// Writes an 8-bit PNG (`Grayscale`: 1 byte per pixel, `Rgb`: 3, `Rgba`: 4; rows top to
+/// bottom) atomically: to `<path>.tmp-<pid>` first, then renamed over `path`.
 #[cfg(feature = "native-io")]
-fn write_png_gray8(
+pub fn write_png_8bit(
     path: &Path,
     width: usize,
     height: usize,
+    color: png::ColorType,
     bytes: &[u8],
 ) -> Result<(), DataError> {
     let png_err = |e: png::EncodingError| DataError::Png {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(png_err)?;
-    writer.write_image_data(bytes).map_err(png_err)?;
-    writer.finish().map_err(png_err)
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+        let mut encoder =
+            png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
+        encoder.set_color(color);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(png_err)?;
+        writer.write_image_data(bytes).map_err(png_err)?;
+        writer.finish().map_err(png_err)?;
+        std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -69,7 +69,10 @@ pub use error::DataError;
 pub use he::{extract_he_patch, HeAlignment, Matrix3, RgbImage8, RgbPatch};
 #[cfg(feature = "native-io")]
 pub use he::{find_he_files, read_he_alignment_csv, read_he_level, HeFiles};
-pub use image::{DownsampledPng, GrayImage16, ImageFrame, IntensityScale, XENIUM_CROP_FRAME};
+pub use image::{
+    downsample_gray8, DownsampledPng, GrayImage16, GrayImage8, ImageFrame, IntensityScale,
+    XENIUM_CROP_FRAME,
+};
 pub use input::{CellInput, CountsInput, PatchInput, ValidatedInput};
 pub use labels::{
     annotate_singler, log_normalise, spearman, Annotation, AnnotationSummary, Reference,
@@ -94,7 +97,7 @@ pub use patches::{
 pub use xenium::{CellTable, TranscriptOptions, Transcripts};
 
 #[cfg(feature = "native-io")]
-pub use image::{downsample_to_png, read_tiff_gray16};
+pub use image::{downsample_to_png, read_tiff_gray16, write_png_8bit};
 #[cfg(feature = "native-io")]
 pub use labels::read_reference_csv;
 #[cfg(feature = "native-io")]

@@ -1,0 +1,24 @@
+//! Figures as PNGs, drawn in plain Rust: an RGB [`Canvas`] with alpha-blended circles, lines,
+//! rectangles and a built-in 5 × 7 [`font`]; a categorical [`palette`]; and three charts:
+//! [`scatter_png`] (e.g. a UMAP coloured by cluster), [`spatial_map_png`] (clusters over the
+//! DAPI image) and [`heatmap_png`] (confusion matrices, enrichment tables).
+//!
+//! Rendering (`render_*`) is pure and builds everywhere; writing PNGs needs `native-io`.
+//! Files are written atomically (temporary file, then rename). Errors are [`PlotError`].
+
+pub mod canvas;
+pub mod charts;
+pub mod error;
+pub mod font;
+pub mod palette;
+
+pub use canvas::{Canvas, Rgb};
+#[cfg(feature = "native-io")]
+pub use charts::{heatmap_png, scatter_png, spatial_map_png};
+pub use charts::{
+    render_heatmap, render_scatter, render_spatial_map, Figure, SCATTER_PLOT_SIDE,
+    SPATIAL_MAP_MAX_SIDE,
+};
+pub use error::PlotError;
+pub use font::{text_height, text_width, GLYPH_ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH};
+pub use palette::{category_color, viridis, CATEGORICAL};
