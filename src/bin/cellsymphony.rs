@@ -58,6 +58,10 @@ enum Command {
     /// Pair control and target cell states by entropic OT (PCA + log-domain Sinkhorn) and
     /// write the pairs and the Δg signature.
     Pair(PairArgs),
+    /// Train all four classifiers (gene-only, spatial, dual-modality, multi-input) and a
+    /// logistic-regression baseline on one stratified split; write per-class tables (CSV +
+    /// Markdown), confusion-matrix PNGs, the models and summary.md.
+    Benchmark(BenchmarkArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -277,6 +281,102 @@ struct ClassifyArgs {
     www: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum BenchModel {
+    /// Genes only.
+    GeneOnly,
+    /// Genes + centroid token.
+    Spatial,
+    /// Genes + morphology token.
+    DualModality,
+    /// Genes + morphology + centroid with relative attention bias.
+    MultiInput,
+}
+
+#[derive(Args)]
+struct BenchmarkArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output folder (tables, PNGs, models, checkpoints, summary.md).
+    #[arg(long, default_value = "runs/benchmark")]
+    out: PathBuf,
+    /// Training epochs (paper: 20).
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// AdamW learning rate (paper: 3e-5).
+    #[arg(long, default_value_t = 3e-5)]
+    lr: f64,
+    /// Batch size (paper: 64).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// AdamW weight decay (paper: 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f32,
+    /// Seed for the split, initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Held-out fraction (paper: 0.2).
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Shared token width.
+    #[arg(long, default_value_t = 64)]
+    d_model: usize,
+    /// Encoder layers (paper: 6).
+    #[arg(long, default_value_t = 6)]
+    layers: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Feed-forward width.
+    #[arg(long, default_value_t = 128)]
+    d_ff: usize,
+    /// Gene tokens.
+    #[arg(long, default_value_t = 4)]
+    gene_tokens: usize,
+    /// Dropout while training.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
+    /// Turn off inverse-frequency class weights in the loss.
+    #[arg(long)]
+    no_class_weights: bool,
+    /// Morphology patch side in pixels (paper: 224).
+    #[arg(long, default_value_t = 32)]
+    patch_px: usize,
+    /// Morphology patch pixel size in µm (paper: 0.5).
+    #[arg(long, default_value_t = 0.75)]
+    patch_um_per_px: f32,
+    /// ViT patch side in pixels (must divide --patch-px).
+    #[arg(long, default_value_t = 8)]
+    vit_patch: usize,
+    /// ViT width.
+    #[arg(long, default_value_t = 64)]
+    vit_width: usize,
+    /// ViT block whose tokens form the cell embedding (blocks after it are not built).
+    #[arg(long, default_value_t = 2)]
+    vit_feature_layer: usize,
+    /// Tokens nearest the patch centre averaged into the cell embedding.
+    #[arg(long, default_value_t = 4)]
+    k_nearest: usize,
+    /// Classifiers to train (comma-separated; default all four).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    models: Vec<BenchModel>,
+    /// Logistic-regression inverse L2 strength C.
+    #[arg(long, default_value_t = 1.0)]
+    logreg_c: f64,
+    /// Logistic-regression gradient iterations.
+    #[arg(long, default_value_t = 500)]
+    logreg_iterations: usize,
+    /// Precomputed gene embedding [cells, d] (.npy or .safetensors) for the multimodal models.
+    #[arg(long)]
+    gene_embedding: Option<PathBuf>,
+    /// Precomputed image embedding [cells, d] (.npy or .safetensors, e.g. UNI2) replacing the patch ViT.
+    #[arg(long)]
+    morph_embedding: Option<PathBuf>,
+    /// Resume each model from <DIR>/<model>/checkpoint.bin (an earlier --out) and train up to --epochs.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
 #[derive(Args)]
 struct PipelineArgs {
     #[command(flatten)]
@@ -296,6 +396,7 @@ fn main() {
         Command::Classify(a) => cmd_classify(a).map(|_| ()),
         Command::Pipeline(a) => cmd_pipeline(a),
         Command::Pair(a) => cmd_pair(a),
+        Command::Benchmark(a) => cmd_benchmark(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -932,5 +1033,111 @@ fn cmd_pair(a: PairArgs) -> Result<()> {
     println!("Δg up in {}: {}", a.target, fmt(sig.top_up(10)));
     println!("Δg down in {}: {}", a.target, fmt(sig.top_down(10)));
     println!("wrote {} and {}", a.out.join("pairs.csv").display(), a.out.join("signature.csv").display());
+    Ok(())
+}
+
+struct EpochLines {
+    model: &'static str,
+    epochs: usize,
+}
+
+impl TrainProgress for EpochLines {
+    fn epoch(&mut self, s: &EpochStats) {
+        println!(
+            "[{:<13}] epoch {:>3}/{}  train loss {:.4}  val macro-F1 {:.3}  accuracy {:.3}  ({:.1} s)",
+            self.model, s.epoch, self.epochs, s.train_loss, s.test_macro_f1, s.test_accuracy, s.seconds
+        );
+    }
+}
+
+fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
+    use cellsymphony::train::benchmark::{run_benchmark, BenchmarkOptions, ModelKind};
+    let models = if a.models.is_empty() {
+        ModelKind::ALL.to_vec()
+    } else {
+        a.models
+            .iter()
+            .map(|m| match m {
+                BenchModel::GeneOnly => ModelKind::GeneOnly,
+                BenchModel::Spatial => ModelKind::Spatial,
+                BenchModel::DualModality => ModelKind::DualModality,
+                BenchModel::MultiInput => ModelKind::MultiInput,
+            })
+            .collect()
+    };
+    let opts = BenchmarkOptions {
+        data_dir: a.data.dir(),
+        labels: a.data.options(),
+        out: a.out.clone(),
+        train: TrainConfig {
+            learning_rate: a.lr,
+            batch_size: a.batch_size,
+            weight_decay: a.weight_decay,
+            epochs: a.epochs,
+            seed: a.seed,
+            class_weighted: !a.no_class_weights,
+        },
+        test_fraction: a.test_fraction,
+        d_model: a.d_model,
+        n_heads: a.heads,
+        d_ff: a.d_ff,
+        n_layers: a.layers,
+        gene_tokens: a.gene_tokens,
+        dropout: a.dropout,
+        morphology: cellsymphony::model::MorphologyEncoderConfig::new()
+            .with_image_size(a.patch_px)
+            .with_vit_patch(a.vit_patch)
+            .with_width(a.vit_width)
+            .with_feature_layer(a.vit_feature_layer)
+            .with_k_nearest(a.k_nearest)
+            .with_d_model(a.d_model),
+        patch_um_per_px: a.patch_um_per_px,
+        models,
+        logistic: train::logistic::LogisticOptions {
+            c: a.logreg_c,
+            iterations: a.logreg_iterations,
+            class_weighted: false,
+        },
+        gene_embedding: a.gene_embedding,
+        morph_embedding: a.morph_embedding,
+        resume: a.resume,
+    };
+    let t = Instant::now();
+    let device = Default::default();
+    let mut factory = |kind: ModelKind, epochs: usize| -> Box<dyn TrainProgress> {
+        println!("training {} ...", kind.title());
+        Box::new(EpochLines {
+            model: kind.name(),
+            epochs,
+        })
+    };
+    let result = run_benchmark::<burn::backend::Autodiff<burn::backend::NdArray>>(
+        &opts,
+        &device,
+        &mut factory,
+    )
+    .context(|| format!("benchmark on {}", opts.data_dir.display()))?;
+    println!(
+        "\nheld-out cells: {} (train {}); total {:.1} s",
+        result.n_test,
+        result.n_train,
+        t.elapsed().as_secs_f64()
+    );
+    println!("\n| Model | macro-F1 | weighted-F1 | accuracy | mean epoch (s) |\n|---|---:|---:|---:|---:|");
+    for r in &result.results {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.2} |",
+            r.title,
+            r.report.macro_f1,
+            r.report.weighted_f1,
+            r.report.accuracy,
+            r.mean_epoch_seconds
+        );
+    }
+    println!("\n{}", result.markdown);
+    println!(
+        "wrote {} (summary.md, per_class.csv, confusion_*.png, models)",
+        opts.out.display()
+    );
     Ok(())
 }

@@ -58,3 +58,86 @@ pub fn export_fp32_and_int8<B: Backend>(
     fp32.quantize_int8().save_atomic(&files.int8)?;
     Ok((fp32, files))
 }
+
+/// Collects every float parameter of a module under its dotted path
+/// (`core.encoder.layers.0.attn.q.weight`).
+struct NamedParams {
+    path: Vec<String>,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for NamedParams {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let t = param.val();
+        let shape = t.dims().to_vec();
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap_or_default();
+        self.tensors.push((self.path.join("."), shape, values));
+    }
+}
+
+/// Every float parameter of `model` as `(dotted path, shape, values)`, in module order.
+/// Linear weights are burn's `[in, out]`.
+pub fn named_parameters<B: Backend, M: burn::module::Module<B>>(
+    model: &M,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut v = NamedParams {
+        path: Vec::new(),
+        tensors: Vec::new(),
+    };
+    model.visit(&mut v);
+    v.tensors
+}
+
+/// Write every float parameter of `model` to a safetensors file (F32, names from
+/// [`named_parameters`]; Linear weights `[in, out]` as in burn), with string `metadata`,
+/// atomically (temporary file + rename).
+pub fn save_named_safetensors<B: Backend, M: burn::module::Module<B>>(
+    model: &M,
+    metadata: std::collections::HashMap<String, String>,
+    path: &Path,
+) -> Result<(), TrainError> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let params = named_parameters(model);
+    let bytes: Vec<Vec<u8>> = params
+        .iter()
+        .map(|(_, _, v)| bytemuck::cast_slice(v).to_vec())
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = params
+        .iter()
+        .zip(&bytes)
+        .filter_map(|((name, shape, _), b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b)
+                .ok()
+                .map(|v| (name.clone(), v))
+        })
+        .collect();
+    let out = safetensors::serialize(views, Some(metadata)).map_err(|e| TrainError::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    std::fs::write(&tmp, out).map_err(|source| TrainError::Io {
+        path: tmp.display().to_string(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| TrainError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}

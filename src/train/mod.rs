@@ -5,10 +5,20 @@
 //! - [`metrics`]: per-class precision / recall / F1.
 //! - [`split`]: seeded stratified split and class weights.
 //! - [`export`]: model files (fp32 and int8 safetensors) with their metadata.
+//! - [`cell_trainer`]: one training loop for all four classifiers, with checkpoints and resume.
+//! - [`embeddings`]: precomputed per-cell embeddings from `.npy` / `.safetensors`.
+//! - [`logistic`]: the multinomial logistic-regression baseline.
+//! - [`benchmark`]: all four classifiers and the baseline on one split, with tables and plots.
+//! - [`plot`]: confusion-matrix heatmaps as PNG with a built-in bitmap font.
 
+pub mod benchmark;
+pub mod cell_trainer;
 pub mod dataset;
+pub mod embeddings;
 pub mod export;
+pub mod logistic;
 pub mod metrics;
+pub mod plot;
 pub mod split;
 pub mod trainer;
 
@@ -47,6 +57,33 @@ pub enum TrainError {
         /// The missing field.
         field: String,
     },
+    /// A precomputed embedding file cannot be used.
+    #[error("embedding file {path}: {problem}")]
+    EmbeddingFile {
+        /// The file.
+        path: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// A model input is missing or has the wrong shape.
+    #[error("model input `{input}`: {detail}; provide it (e.g. patches from the DAPI image, --gene-embedding / --morph-embedding files with one row per cell) or choose a model that does not read it")]
+    MissingInput {
+        /// The input.
+        input: &'static str,
+        /// What was expected and found.
+        detail: String,
+    },
+    /// A checkpoint cannot be written, read or resumed.
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint {
+        /// The checkpoint file or folder.
+        path: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// Invalid options.
+    #[error("{0}")]
+    Options(String),
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

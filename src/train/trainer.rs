@@ -65,7 +65,7 @@ pub struct TrainSet<'a> {
 }
 
 /// What one epoch achieved.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochStats {
     /// 1-based epoch number.
     pub epoch: usize,
