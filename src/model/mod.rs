@@ -7,10 +7,12 @@
 //!   ViT, the sinusoidal centroid encoding).
 //! - [`classifiers`]: the spatial, dual-modality and multi-input classifiers and the
 //!   [`CellClassifier`] trait shared by all four classifiers.
+//! - [`contrastive`]: gene and morphology projection networks aligned by bidirectional InfoNCE.
 //! - [`convert`]: burn module ⇄ [`crate::engine::EngineModel`] (the safetensors format shared
 //!   with the browser engine).
 
 pub mod classifiers;
+pub mod contrastive;
 pub mod convert;
 pub mod encoder;
 pub mod encoders;
@@ -19,6 +21,9 @@ pub mod gene_only;
 pub use classifiers::{
     CellBatch, CellClassifier, DualModalityClassifier, DualModalityClassifierConfig, ModelInputs,
     MultiInputClassifier, MultiInputClassifierConfig, SpatialClassifier, SpatialClassifierConfig,
+};
+pub use contrastive::{
+    info_nce_loss, ContrastiveAligner, ContrastiveAlignerConfig, ProjectionNet, ProjectionNetConfig,
 };
 pub use encoders::{
     EmbeddingEncoder, EmbeddingEncoderConfig, GeneEncoder, GeneEncoderConfig, MorphologyEncoder,

@@ -13,6 +13,7 @@
 
 pub mod benchmark;
 pub mod cell_trainer;
+pub mod contrastive;
 pub mod dataset;
 pub mod embeddings;
 pub mod export;
@@ -84,6 +85,9 @@ pub enum TrainError {
     /// Invalid options.
     #[error("{0}")]
     Options(String),
+    /// Clustering, layout or plotting after training failed.
+    #[error("analysis: {0}")]
+    Analysis(String),
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {
