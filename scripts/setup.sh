@@ -64,10 +64,12 @@ if [ ! -x "$TOOLS/npm/node_modules/.bin/wasm-opt" ] || [ ! -d "$TOOLS/npm/node_m
 fi
 
 # Python: safetensors + numpy for the cross-language model-file check; POT (Python Optimal
-# Transport) as the Sinkhorn reference the OT tests and benchmark compare against.
-if ! python3 -c "import safetensors, numpy, ot" 2>/dev/null; then
-  log "pip install safetensors numpy pot==0.9.7.post1"
-  python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1"
+# Transport) as the Sinkhorn reference the OT tests and benchmark compare against; pyarrow
+# writes the parquet fixtures of tests/data_parquet.rs.
+if ! python3 -c "import safetensors, numpy, ot, pyarrow" 2>/dev/null; then
+  log "pip install safetensors numpy pot==0.9.7.post1 pyarrow==26.0.1"
+  python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1" \
+    "pyarrow==26.0.1"
 fi
 
 # Real data (bidcell 1.0.3 wheel from PyPI).

@@ -19,11 +19,18 @@ pub mod xenium;
 #[cfg(feature = "native-io")]
 mod csv_util;
 
-// Xenium output-bundle readers: MEX cell-feature matrix, cells.csv, experiment.xenium.
+// Xenium output-bundle readers: MEX cell-feature matrix, cells.csv / cells.parquet,
+// transcripts.parquet, experiment.xenium.
 #[cfg(feature = "native-io")]
 pub mod cells_table;
 #[cfg(feature = "native-io")]
 pub mod mex;
+#[cfg(feature = "native-io")]
+pub mod parquet;
+#[cfg(feature = "native-io")]
+pub use self::parquet::{
+    is_parquet_file, read_cells_parquet, read_transcripts_parquet, BATCH_ROWS, PARQUET_MAGIC,
+};
 #[cfg(feature = "native-io")]
 pub use cells_table::{attach_centroids, read_cells_csv, write_cells_csv, CellsTable};
 pub use manifest::{parse_manifest, XeniumManifest, MANIFEST_FILE};
@@ -40,7 +47,9 @@ pub use labels::{
     SingleROptions,
 };
 pub use patches::{extract_patch, extract_patch_scaled, EdgePolicy, Patch};
-pub use xenium::{CellTable, TranscriptOptions, Transcripts};
+pub use xenium::{
+    is_gene_codeword_category, keep_transcript, CellTable, TranscriptOptions, Transcripts,
+};
 
 #[cfg(feature = "native-io")]
 pub use image::{downsample_to_png, read_tiff_gray16};
