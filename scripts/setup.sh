@@ -66,11 +66,12 @@ fi
 # Python: safetensors + numpy for the cross-language model-file check; POT (Python Optimal
 # Transport) as the Sinkhorn reference the OT tests and benchmark compare against; h5py and
 # anndata write the HDF5 fixtures of tests/data_hdf5.rs and read back our .h5ad output;
-# tifffile writes the OME-TIFF pyramid / H&E fixtures of tests/data_morphology.rs.
-if ! python3 -c "import safetensors, numpy, ot, h5py, anndata, tifffile" 2>/dev/null; then
-  log "pip install safetensors numpy pot h5py anndata tifffile"
+# tifffile writes the OME-TIFF pyramid / H&E fixtures of tests/data_morphology.rs; pyarrow
+# writes the parquet fixtures of tests/data_parquet.rs.
+if ! python3 -c "import safetensors, numpy, ot, h5py, anndata, tifffile, pyarrow" 2>/dev/null; then
+  log "pip install safetensors numpy pot h5py anndata tifffile pyarrow"
   python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1" \
-    "h5py==3.16.0" "anndata==0.12.19" "tifffile==2026.3.3"
+    "h5py==3.16.0" "anndata==0.12.19" "tifffile==2026.3.3" "pyarrow==26.0.1"
 fi
 
 # Real data (bidcell 1.0.3 wheel from PyPI).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::csv_util;
 use super::error::DataError;
-use super::mex::{create_text, open_raw};
+use super::mex::create_text;
 use super::xenium::CellTable;
 
 const CELLS_CSV: &str = "a Xenium cells.csv with columns cell_id, x_centroid, y_centroid \
@@ -40,44 +40,81 @@ impl CellsTable {
     }
 }
 
-/// Reads `cells.csv` or `cells.csv.gz` (gzip detected by the `.gz` name).
+/// Optional numeric columns of a cells table, in the order of [`CellsTableBuilder`]'s values:
+/// `cell_area`, `nucleus_area` (µm²), `transcript_counts`.
+pub(crate) const OPTIONAL_CELL_COLUMNS: [&str; 3] =
+    ["cell_area", "nucleus_area", "transcript_counts"];
+
+/// Builds a [`CellsTable`] row by row; shared by the CSV and parquet readers.
+pub(crate) struct CellsTableBuilder {
+    table: CellsTable,
+    optional: [Option<Vec<f32>>; 3],
+}
+
+impl CellsTableBuilder {
+    /// An empty table for `path`; `present[k]` says whether [`OPTIONAL_CELL_COLUMNS`]`[k]` exists.
+    pub(crate) fn new(path: &Path, present: [bool; 3]) -> Self {
+        CellsTableBuilder {
+            table: CellsTable {
+                path: path.to_path_buf(),
+                ..CellsTable::default()
+            },
+            optional: present.map(|p| p.then(Vec::new)),
+        }
+    }
+
+    /// Adds a cell; `optional[k]` is stored when column k exists (`None` there reads as NaN).
+    pub(crate) fn push(&mut self, id: &str, centroid_um: [f32; 2], optional: [Option<f32>; 3]) {
+        self.table.ids.push(id.to_string());
+        self.table.centroids_um.push(centroid_um);
+        for (values, v) in self.optional.iter_mut().zip(optional) {
+            if let Some(values) = values {
+                values.push(v.unwrap_or(f32::NAN));
+            }
+        }
+    }
+
+    /// The table; [`DataError::Empty`] without rows.
+    pub(crate) fn finish(self) -> Result<CellsTable, DataError> {
+        let mut out = self.table;
+        if out.ids.is_empty() {
+            return Err(DataError::Empty {
+                path: out.path,
+                message: "no cell rows; check that this is a cells table of a segmented \
+                          Xenium run"
+                    .to_string(),
+            });
+        }
+        let [cell_area, nucleus_area, transcript_counts] = self.optional;
+        out.cell_area = cell_area;
+        out.nucleus_area = nucleus_area;
+        out.transcript_counts = transcript_counts;
+        Ok(out)
+    }
+}
+
+/// Reads `cells.csv` or `cells.csv.gz` (gzip recognised by its magic bytes).
 ///
 /// Fails with [`DataError::MissingColumn`] when a required column is absent,
 /// [`DataError::BadValue`] (file, line, column, value) on a non-numeric or non-finite number,
 /// [`DataError::ReadAt`] on a truncated gzip stream and [`DataError::Empty`] without rows.
 /// An empty optional field (e.g. `nucleus_area` of a cell without nucleus) reads as NaN.
+/// See [`super::parquet::read_cells_parquet`] for `cells.parquet`.
 pub fn read_cells_csv(path: &Path) -> Result<CellsTable, DataError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(open_raw(path)?);
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| read_error(path, &e, 0))?
-        .iter()
-        .map(|s| s.trim().to_string())
-        .collect();
+    let mut reader = csv_util::open(path)?;
+    let header = csv_util::header(&mut reader, path)?;
     let col = |name: &str| csv_util::column(&header, name, path, CELLS_CSV);
     let (c_id, c_x, c_y) = (col("cell_id")?, col("x_centroid")?, col("y_centroid")?);
-    let optional = |name: &str| header.iter().position(|h| h == name);
-    let opt_cols = [
-        (optional("cell_area"), "cell_area"),
-        (optional("nucleus_area"), "nucleus_area"),
-        (optional("transcript_counts"), "transcript_counts"),
-    ];
-    let mut opt_vals: [Option<Vec<f32>>; 3] =
-        std::array::from_fn(|k| opt_cols[k].0.map(|_| Vec::new()));
+    let opt_cols = OPTIONAL_CELL_COLUMNS.map(|name| header.iter().position(|h| h == name));
+    let mut builder = CellsTableBuilder::new(path, opt_cols.map(|c| c.is_some()));
 
-    let mut out = CellsTable {
-        path: path.to_path_buf(),
-        ..CellsTable::default()
-    };
     let mut record = csv::ByteRecord::new();
     let mut last_line = 1u64;
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => return Err(read_error(path, &e, last_line)),
+            Err(e) => return Err(csv_util::read_error(path, &e, last_line)),
         }
         let line = record.position().map_or(0, csv::Position::line);
         last_line = line;
@@ -89,45 +126,23 @@ pub fn read_cells_csv(path: &Path) -> Result<CellsTable, DataError> {
             .ok_or_else(|| csv_util::bad_value(raw_id, path, line, "cell_id", "a cell id"))?;
         let x = csv_util::parse_f32(field(c_x), path, line, "x_centroid")?;
         let y = csv_util::parse_f32(field(c_y), path, line, "y_centroid")?;
-        for (k, (c, name)) in opt_cols.iter().enumerate() {
-            if let (Some(c), Some(vals)) = (c, opt_vals[k].as_mut()) {
-                let f = field(*c);
-                let v = if f.trim_ascii().is_empty() {
-                    f32::NAN
-                } else {
-                    csv_util::parse_f32(f, path, line, name)?
-                };
-                vals.push(v);
+        let mut optional = [None; 3];
+        for (k, c) in opt_cols.iter().enumerate() {
+            if let Some(c) = *c {
+                let f = field(c);
+                if !f.trim_ascii().is_empty() {
+                    optional[k] = Some(csv_util::parse_f32(
+                        f,
+                        path,
+                        line,
+                        OPTIONAL_CELL_COLUMNS[k],
+                    )?);
+                }
             }
         }
-        out.ids.push(id.to_string());
-        out.centroids_um.push([x, y]);
+        builder.push(id, [x, y], optional);
     }
-    if out.ids.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            message: "no cell rows below the header; check that this is a cells.csv of a \
-                      segmented Xenium run"
-                .to_string(),
-        });
-    }
-    let [cell_area, nucleus_area, transcript_counts] = opt_vals;
-    out.cell_area = cell_area;
-    out.nucleus_area = nucleus_area;
-    out.transcript_counts = transcript_counts;
-    Ok(out)
-}
-
-/// Maps a csv error, turning I/O (e.g. gzip) failures into [`DataError::ReadAt`].
-fn read_error(path: &Path, err: &csv::Error, last_line: u64) -> DataError {
-    if let csv::ErrorKind::Io(io) = err.kind() {
-        return DataError::ReadAt {
-            path: path.to_path_buf(),
-            line: last_line,
-            source: std::io::Error::new(io.kind(), io.to_string()),
-        };
-    }
-    csv_util::csv_error(path, err)
+    builder.finish()
 }
 
 /// Sets `table.centroids_um` from `cells` by cell id (`nucleus_centroids_um` is left as is).

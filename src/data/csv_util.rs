@@ -1,24 +1,49 @@
 //! Small helpers shared by the CSV readers (native only).
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::error::DataError;
 
-/// Opens a CSV file with a header row, mapping open failures to [`DataError`].
-pub(crate) fn open(path: &Path) -> Result<csv::Reader<std::fs::File>, DataError> {
-    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    Ok(csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(file))
+/// A CSV reader over a plain or gzip-compressed file.
+pub(crate) type CsvReader = csv::Reader<Box<dyn Read>>;
+
+/// Opens a CSV file with a header row, decompressing it when it starts with the gzip magic
+/// bytes (whatever its name), and mapping open failures to [`DataError`].
+pub(crate) fn open(path: &Path) -> Result<CsvReader, DataError> {
+    let mut file = BufReader::new(std::fs::File::open(path).map_err(|e| DataError::io(path, e))?);
+    let is_gzip = file
+        .fill_buf()
+        .map_err(|e| DataError::io(path, e))?
+        .starts_with(&GZIP_MAGIC);
+    let raw: Box<dyn Read> = if is_gzip {
+        Box::new(flate2::bufread::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    Ok(csv::ReaderBuilder::new().has_headers(true).from_reader(raw))
 }
 
+/// First two bytes of every gzip stream.
+pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// Reads the header row as strings.
-pub(crate) fn header(
-    reader: &mut csv::Reader<std::fs::File>,
-    path: &Path,
-) -> Result<Vec<String>, DataError> {
-    let header = reader.headers().map_err(|e| csv_error(path, &e))?;
+pub(crate) fn header(reader: &mut CsvReader, path: &Path) -> Result<Vec<String>, DataError> {
+    let header = reader.headers().map_err(|e| read_error(path, &e, 0))?;
     Ok(header.iter().map(|s| s.trim().to_string()).collect())
+}
+
+/// Maps a csv error met after `last_line`, turning I/O (e.g. truncated gzip) failures into
+/// [`DataError::ReadAt`].
+pub(crate) fn read_error(path: &Path, err: &csv::Error, last_line: u64) -> DataError {
+    if let csv::ErrorKind::Io(io) = err.kind() {
+        return DataError::ReadAt {
+            path: path.to_path_buf(),
+            line: last_line,
+            source: std::io::Error::new(io.kind(), io.to_string()),
+        };
+    }
+    csv_error(path, err)
 }
 
 /// Index of column `name` in `header`, or a [`DataError::MissingColumn`] listing the header.

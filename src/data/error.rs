@@ -435,6 +435,55 @@ pub enum DataError {
         /// The files that would have been accepted.
         expected: String,
     },
+
+
+    /// A parquet file cannot be decoded (not parquet, truncated, corrupt, unsupported codec).
+    #[error(
+        "cannot read parquet file {}: {message}; the file is truncated, corrupt or not \
+         parquet: copy or export it again (codecs supported: uncompressed, snappy, gzip, zstd, lz4)",
+        path.display()
+    )]
+    Parquet {
+        /// Parquet file.
+        path: PathBuf,
+        /// Decoder message (with the row group and column when known).
+        message: String,
+    },
+
+    /// A column has a type the reader cannot use (e.g. `x_location` stored as text).
+    #[error(
+        "column `{column}` of {} has type {found}; expected {expected}; re-export the file \
+         with the Xenium column types",
+        path.display()
+    )]
+    ColumnType {
+        /// File read.
+        path: PathBuf,
+        /// Column name.
+        column: String,
+        /// Type found (physical and logical type).
+        found: String,
+        /// Types accepted.
+        expected: &'static str,
+    },
+
+    /// A parquet value is out of range or null where one is required.
+    #[error(
+        "bad value `{value}` in column `{column}` of {} at row {row}: expected {expected}",
+        path.display()
+    )]
+    ParquetValue {
+        /// Parquet file.
+        path: PathBuf,
+        /// 1-based row number over the whole file.
+        row: u64,
+        /// Column name.
+        column: String,
+        /// The offending value, formatted (`null` for a missing value).
+        value: String,
+        /// What was expected instead.
+        expected: &'static str,
+    },
 }
 
 impl DataError {

@@ -12,7 +12,7 @@
 //! codewords, unassigned codewords and genomic controls are dropped.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::DataError;
@@ -35,11 +35,6 @@ pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead>, DataError> {
     } else {
         Box::new(BufReader::new(file))
     })
-}
-
-/// Returns the raw reader (for the csv crate), decompressing `.gz` files.
-pub(crate) fn open_raw(path: &Path) -> Result<Box<dyn Read>, DataError> {
-    Ok(Box::new(open_text(path)?))
 }
 
 /// Creates `path`, gzip-compressing what is written when `gzip`.

@@ -30,7 +30,8 @@ mod csv_util;
 #[cfg(feature = "native-io")]
 mod tiff_ifd;
 
-// Xenium output-bundle readers: MEX cell-feature matrix, cells.csv, experiment.xenium.
+// Xenium output-bundle readers: MEX cell-feature matrix, cells.csv / cells.parquet,
+// transcripts.parquet, experiment.xenium.
 #[cfg(feature = "native-io")]
 pub mod bundle;
 #[cfg(feature = "native-io")]
@@ -39,6 +40,12 @@ pub mod cells_table;
 pub mod mex;
 #[cfg(feature = "native-io")]
 pub use bundle::{MatrixSource, XeniumBundle};
+#[cfg(feature = "native-io")]
+pub mod parquet;
+#[cfg(feature = "native-io")]
+pub use self::parquet::{
+    is_parquet_file, read_cells_parquet, read_transcripts_parquet, BATCH_ROWS, PARQUET_MAGIC,
+};
 #[cfg(feature = "native-io")]
 pub use cells_table::{attach_centroids, read_cells_csv, write_cells_csv, CellsTable};
 pub use manifest::{parse_manifest, XeniumManifest, MANIFEST_FILE};
@@ -94,7 +101,9 @@ pub use patches::{
     extract_patch, extract_patch_scaled, nucleus_centres, spatia_crops, CellExtent, CropSpec,
     EdgePolicy, Patch, SpatiaCrop, SpatiaScale, MIN_CELL_SIDE_UM,
 };
-pub use xenium::{CellTable, TranscriptOptions, Transcripts};
+pub use xenium::{
+    is_gene_codeword_category, keep_transcript, CellTable, TranscriptOptions, Transcripts,
+};
 
 #[cfg(feature = "native-io")]
 pub use image::{downsample_to_png, read_tiff_gray16, write_png_8bit};

@@ -222,27 +222,153 @@ fn sort_names(names: &mut Vec<String>, numeric_if_possible: bool) -> Vec<u32> {
     new_index.into_iter().map(|i| i as u32).collect()
 }
 
+/// Whether a Xenium ≥ 2 `codeword_category` value names a gene (`predesigned_gene`,
+/// `custom_gene`); control categories (`negative_control_probe`, `negative_control_codeword`,
+/// `genomic_control`, `unassigned_codeword`, `deprecated_codeword`, ...) do not.
+pub fn is_gene_codeword_category(category: &str) -> bool {
+    category == "gene" || category.ends_with("_gene")
+}
+
+/// The one per-transcript filter every reader applies: `true` when the transcript has
+/// `qv >= min_qv` and is a gene, i.e. its feature name is no control
+/// ([`is_control_feature`]), its `is_gene` flag (Xenium ≥ 2, when the column exists) is not
+/// `false` and its `codeword_category` (when the column exists and is non-empty) is a gene
+/// category ([`is_gene_codeword_category`]).
+pub fn keep_transcript(
+    opts: &TranscriptOptions,
+    qv: f32,
+    feature: &str,
+    is_gene: Option<bool>,
+    codeword_category: Option<&str>,
+) -> bool {
+    qv >= opts.min_qv
+        && !is_control_feature(feature)
+        && is_gene != Some(false)
+        && codeword_category.is_none_or(|c| c.is_empty() || is_gene_codeword_category(c))
+}
+
+/// Parses a text boolean as Xenium writes it: `0/1`, `0.0/1.0` or `true/false` (any case
+/// of the first letter, or all caps). `None` for anything else.
+#[cfg(feature = "native-io")]
+pub(crate) fn parse_bool_text(text: &[u8]) -> Option<bool> {
+    match text.trim_ascii() {
+        b"1" | b"1.0" | b"true" | b"True" | b"TRUE" => Some(true),
+        b"0" | b"0.0" | b"false" | b"False" | b"FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+/// Accumulates kept transcripts from any reader (CSV, gzipped CSV, parquet) and builds the
+/// [`Transcripts`] in the canonical gene/cell order.
+#[cfg(feature = "native-io")]
+pub(crate) struct TranscriptsBuilder {
+    opts: TranscriptOptions,
+    genes: std::collections::HashMap<String, u32>,
+    gene_names: Vec<String>,
+    cells: std::collections::HashMap<String, u32>,
+    cell_names: Vec<String>,
+    out: Transcripts,
+}
+
+#[cfg(feature = "native-io")]
+impl TranscriptsBuilder {
+    /// Checks the options; fails with [`DataError::InvalidArgument`] on a non-finite `min_qv`.
+    pub(crate) fn new(opts: &TranscriptOptions) -> Result<Self, DataError> {
+        if !opts.min_qv.is_finite() {
+            return Err(DataError::InvalidArgument {
+                name: "min_qv",
+                value: opts.min_qv.to_string(),
+                expected: "a finite quality threshold, e.g. 20",
+            });
+        }
+        Ok(TranscriptsBuilder {
+            opts: *opts,
+            genes: Default::default(),
+            gene_names: Vec::new(),
+            cells: Default::default(),
+            cell_names: Vec::new(),
+            out: Transcripts::default(),
+        })
+    }
+
+    /// [`keep_transcript`] with this builder's options.
+    pub(crate) fn keeps(
+        &self,
+        qv: f32,
+        feature: &str,
+        is_gene: Option<bool>,
+        codeword_category: Option<&str>,
+    ) -> bool {
+        keep_transcript(&self.opts, qv, feature, is_gene, codeword_category)
+    }
+
+    /// Adds a kept transcript; `cell_id` values of [`is_unassigned_cell_id`] mean no cell.
+    pub(crate) fn push(&mut self, feature: &str, cell_id: &str, xy_um: [f32; 2], nucleus: bool) {
+        let gene = intern(&mut self.genes, &mut self.gene_names, feature);
+        let cell = (!is_unassigned_cell_id(cell_id))
+            .then(|| intern(&mut self.cells, &mut self.cell_names, cell_id));
+        self.out.gene_index.push(gene);
+        self.out.cell_index.push(cell);
+        self.out.xy_um.push(xy_um);
+        self.out.overlaps_nucleus.push(nucleus);
+    }
+
+    /// Sorts genes and cells canonically ([`sort_permutation`]); fails with
+    /// [`DataError::Empty`] when no transcript was kept.
+    pub(crate) fn finish(mut self, path: &Path) -> Result<Transcripts, DataError> {
+        if self.out.xy_um.is_empty() {
+            return Err(DataError::Empty {
+                path: path.to_path_buf(),
+                message: format!(
+                    "no gene transcript with qv >= {} (control features excluded); \
+                     check the file or lower min_qv",
+                    self.opts.min_qv
+                ),
+            });
+        }
+        let gene_map = sort_names(&mut self.gene_names, false);
+        let cell_map = sort_names(&mut self.cell_names, true);
+        for g in &mut self.out.gene_index {
+            *g = gene_map[*g as usize];
+        }
+        for c in self.out.cell_index.iter_mut().flatten() {
+            *c = cell_map[*c as usize];
+        }
+        self.out.genes = self.gene_names;
+        self.out.cell_ids = self.cell_names;
+        Ok(self.out)
+    }
+}
+
 #[cfg(feature = "native-io")]
 const TRANSCRIPTS_CSV: &str = "a Xenium transcripts CSV with columns cell_id, overlaps_nucleus, \
                                feature_name, x_location, y_location, qv";
 
-/// Reads a Xenium `transcripts.csv`, keeping transcripts with `qv >= opts.min_qv` whose feature
-/// is a gene (see [`is_control_feature`]).
+/// Reads Xenium transcripts from `transcripts.csv`, `transcripts.csv.gz` or
+/// `transcripts.parquet` (the format is recognised by the file's first bytes, not its name),
+/// keeping transcripts that pass [`keep_transcript`]: `qv >= opts.min_qv`, not a control
+/// feature (feature-name prefixes, and the `is_gene` / `codeword_category` columns of
+/// Xenium ≥ 2 when present).
 ///
 /// Columns are found by name (`cell_id`, `overlaps_nucleus`, `feature_name`, `x_location`,
-/// `y_location`, `qv`); others are ignored. `overlaps_nucleus` accepts `0/1` or `true/false`.
+/// `y_location`, `qv`); others are ignored. `overlaps_nucleus` accepts `0/1` or `true/false`
+/// (or a boolean / integer parquet column); cell ids `-1`, `UNASSIGNED` or empty mean "no cell".
+/// See [`super::parquet::read_transcripts_parquet`] for the parquet column types accepted.
 #[cfg(feature = "native-io")]
 pub fn read_transcripts(path: &Path, opts: &TranscriptOptions) -> Result<Transcripts, DataError> {
-    use super::csv_util;
-    use std::collections::HashMap;
-
-    if !opts.min_qv.is_finite() {
-        return Err(DataError::InvalidArgument {
-            name: "min_qv",
-            value: opts.min_qv.to_string(),
-            expected: "a finite quality threshold, e.g. 20",
-        });
+    if super::parquet::is_parquet_file(path)? {
+        super::parquet::read_transcripts_parquet(path, opts)
+    } else {
+        read_transcripts_text(path, opts)
     }
+}
+
+/// The CSV (optionally gzipped, detected by its magic bytes) branch of [`read_transcripts`].
+#[cfg(feature = "native-io")]
+fn read_transcripts_text(path: &Path, opts: &TranscriptOptions) -> Result<Transcripts, DataError> {
+    use super::csv_util;
+
+    let mut builder = TranscriptsBuilder::new(opts)?;
     let mut reader = csv_util::open(path)?;
     let header = csv_util::header(&mut reader, path)?;
     let col = |name: &str| csv_util::column(&header, name, path, TRANSCRIPTS_CSV);
@@ -252,30 +378,28 @@ pub fn read_transcripts(path: &Path, opts: &TranscriptOptions) -> Result<Transcr
         col("feature_name")?,
     );
     let (c_x, c_y, c_qv) = (col("x_location")?, col("y_location")?, col("qv")?);
+    let c_is_gene = header.iter().position(|h| h == "is_gene");
+    let c_category = header.iter().position(|h| h == "codeword_category");
 
-    let mut genes: HashMap<String, u32> = HashMap::new();
-    let mut gene_names: Vec<String> = Vec::new();
-    let mut cells: HashMap<String, u32> = HashMap::new();
-    let mut cell_names: Vec<String> = Vec::new();
-    let mut out = Transcripts::default();
     let mut record = csv::ByteRecord::new();
+    let mut last_line = 1u64;
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => return Err(csv_util::csv_error(path, &e)),
+            Err(e) => return Err(csv_util::read_error(path, &e, last_line)),
         }
         let line = record.position().map_or(0, csv::Position::line);
+        last_line = line;
         let field = |i: usize| record.get(i).unwrap_or_default();
+        let text = |i: usize, column: &str| {
+            std::str::from_utf8(field(i))
+                .map(str::trim)
+                .map_err(|_| csv_util::bad_value(field(i), path, line, column, "UTF-8 text"))
+        };
 
-        if csv_util::parse_f32(field(c_qv), path, line, "qv")? < opts.min_qv {
-            continue;
-        }
-        let feature = std::str::from_utf8(field(c_feat))
-            .map_err(|_| {
-                csv_util::bad_value(field(c_feat), path, line, "feature_name", "UTF-8 text")
-            })?
-            .trim();
+        let qv = csv_util::parse_f32(field(c_qv), path, line, "qv")?;
+        let feature = text(c_feat, "feature_name")?;
         if feature.is_empty() {
             return Err(csv_util::bad_value(
                 b"",
@@ -285,58 +409,33 @@ pub fn read_transcripts(path: &Path, opts: &TranscriptOptions) -> Result<Transcr
                 "a gene name",
             ));
         }
-        if is_control_feature(feature) {
+        let is_gene = match c_is_gene {
+            Some(c) => Some(parse_bool_text(field(c)).ok_or_else(|| {
+                csv_util::bad_value(field(c), path, line, "is_gene", "true/false or 0/1")
+            })?),
+            None => None,
+        };
+        let category = c_category
+            .map(|c| text(c, "codeword_category"))
+            .transpose()?;
+        if !builder.keeps(qv, feature, is_gene, category) {
             continue;
         }
         let x = csv_util::parse_f32(field(c_x), path, line, "x_location")?;
         let y = csv_util::parse_f32(field(c_y), path, line, "y_location")?;
-        let nucleus = match field(c_nuc).trim_ascii() {
-            b"1" | b"1.0" | b"true" | b"True" | b"TRUE" => true,
-            b"0" | b"0.0" | b"false" | b"False" | b"FALSE" => false,
-            other => {
-                return Err(csv_util::bad_value(
-                    other,
-                    path,
-                    line,
-                    "overlaps_nucleus",
-                    "0/1 or true/false",
-                ))
-            }
-        };
-        let cell_raw = field(c_cell).trim_ascii();
-        let cell_id = std::str::from_utf8(cell_raw)
-            .map_err(|_| csv_util::bad_value(cell_raw, path, line, "cell_id", "UTF-8 text"))?;
-
-        let gene = intern(&mut genes, &mut gene_names, feature);
-        let cell =
-            (!is_unassigned_cell_id(cell_id)).then(|| intern(&mut cells, &mut cell_names, cell_id));
-        out.gene_index.push(gene);
-        out.cell_index.push(cell);
-        out.xy_um.push([x, y]);
-        out.overlaps_nucleus.push(nucleus);
+        let nucleus = parse_bool_text(field(c_nuc)).ok_or_else(|| {
+            csv_util::bad_value(
+                field(c_nuc).trim_ascii(),
+                path,
+                line,
+                "overlaps_nucleus",
+                "0/1 or true/false",
+            )
+        })?;
+        let cell_id = text(c_cell, "cell_id")?;
+        builder.push(feature, cell_id, [x, y], nucleus);
     }
-    if out.xy_um.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            message: format!(
-                "no gene transcript with qv >= {} (control features excluded); \
-                 check the file or lower min_qv",
-                opts.min_qv
-            ),
-        });
-    }
-
-    let gene_map = sort_names(&mut gene_names, false);
-    let cell_map = sort_names(&mut cell_names, true);
-    for g in &mut out.gene_index {
-        *g = gene_map[*g as usize];
-    }
-    for c in out.cell_index.iter_mut().flatten() {
-        *c = cell_map[*c as usize];
-    }
-    out.genes = gene_names;
-    out.cell_ids = cell_names;
-    Ok(out)
+    builder.finish(path)
 }
 
 /// Index of `name` in `names`, appending it on first sight.
@@ -355,8 +454,9 @@ fn intern(
     i
 }
 
-/// Reads a Xenium `transcripts.csv` into a [`CellTable`] (see [`read_transcripts`] for the
-/// filters). Fails with [`DataError::Empty`] when no transcript is assigned to a cell.
+/// Reads Xenium transcripts (`transcripts.csv`, `.csv.gz` or `.parquet`) into a [`CellTable`]
+/// (see [`read_transcripts`] for the formats and filters). Fails with [`DataError::Empty`]
+/// when no transcript is assigned to a cell.
 #[cfg(feature = "native-io")]
 pub fn read_transcripts_csv(path: &Path, opts: &TranscriptOptions) -> Result<CellTable, DataError> {
     let transcripts = read_transcripts(path, opts)?;
