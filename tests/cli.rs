@@ -9,7 +9,7 @@ fn cli() -> Command {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["label", "train", "eval", "export", "classify", "pipeline", "benchmark"] {
+    for sub in ["label", "train", "eval", "export", "classify", "pipeline", "benchmark", "align", "inspect", "pair"] {
         let out = cli().args([sub, "--help"]).output().expect("binary runs");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{sub} --help failed");
@@ -71,4 +71,23 @@ fn pair_writes_pairs_and_signature_and_refuses_bad_states() {
         assert_eq!(out.status.code(), Some(1), "{control}→{target}: {err}");
         assert!(err.contains(expect), "{control}→{target}: {err}");
     }
+}
+
+#[test]
+fn inspect_reads_the_crop_and_rejects_an_unknown_folder() {
+    let data = cellsymphony::data::BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
+    let crop = data.transcripts.parent().unwrap();
+    let out = cli().args(["inspect", "--read"]).arg(crop).output().expect("binary runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("aggregated from transcripts_small.csv"), "{text}");
+    assert!(text.contains("1135 cells × 313 genes"), "{text}");
+
+    let dir = std::env::temp_dir().join(format!("cellsymphony-cli-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "x").unwrap();
+    let out = cli().arg("inspect").arg(&dir).output().expect("binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("notes.txt") && err.contains("cell_feature_matrix.h5"), "{err}");
 }

@@ -66,6 +66,17 @@ enum Command {
     /// bidirectional InfoNCE), then k-means clusters of the morphology projections, UMAP,
     /// cell-type enrichment and figures (PNGs; a layer for the web demo with --www).
     Align(AlignArgs),
+    /// Show what a Xenium output folder holds and which file provides each part.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The Xenium output folder.
+    dir: PathBuf,
+    /// Also read the matrix and report its size.
+    #[arg(long)]
+    read: bool,
 }
 
 #[derive(Args)]
@@ -179,6 +190,15 @@ struct DataArgs {
     /// Unpacked bidcell data folder (scripts/fetch_data.sh); default $CELLSYMPHONY_DATA or ~/.cache/cellsymphony/bidcell-1.0.3.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// A Xenium output folder to read instead of the example crop (any XOA layout: MEX or
+    /// cell_feature_matrix.h5, cells.parquet/csv.gz, transcripts.parquet/csv.gz); genes-only
+    /// commands (label, train, eval, classify). See `cellsymphony inspect`.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Reference CSV for the SingleR-style labels (genes × profiles with a `cell_type`
+    /// column); default the example's sc_breast.csv.
+    #[arg(long)]
+    reference: Option<PathBuf>,
     /// Cells with fewer transcripts are excluded.
     #[arg(long, default_value_t = 10.0)]
     min_counts: f32,
@@ -204,7 +224,17 @@ impl DataArgs {
     fn prepare(&self) -> Result<PreparedCrop> {
         let dir = self.dir();
         let t = Instant::now();
-        let crop = prepare_crop(&dir, &self.options()).context(|| format!("preparing data in {}", dir.display()))?;
+        let crop = match &self.bundle {
+            Some(bundle) => {
+                let reference = match &self.reference {
+                    Some(r) => r.clone(),
+                    None => data::BidcellData::locate(&dir)?.reference,
+                };
+                train::dataset::prepare_bundle(bundle, &reference, &self.options())
+                    .context(|| format!("preparing data in {}", bundle.display()))?
+            }
+            None => prepare_crop(&dir, &self.options()).context(|| format!("preparing data in {}", dir.display()))?,
+        };
         print_labels(&crop);
         eprintln!("data read and labelled in {:.2} s", t.elapsed().as_secs_f64());
         Ok(crop)
@@ -332,6 +362,10 @@ struct ClassifyArgs {
     /// Also write the web-demo bundle (model, counts, centroids, DAPI PNG) to this folder.
     #[arg(long)]
     www: Option<PathBuf>,
+    /// Also write the predictions as an AnnData file (obs: predicted (categorical),
+    /// confidence; obsm['spatial']) readable by scanpy / anndata.
+    #[arg(long)]
+    h5ad: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -451,6 +485,7 @@ fn main() {
         Command::Pair(a) => cmd_pair(a),
         Command::Benchmark(a) => cmd_benchmark(a),
         Command::Align(a) => cmd_align(a),
+        Command::Inspect(a) => cmd_inspect(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -829,6 +864,17 @@ fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
     print_prediction_counts(&model, &c.pred);
     write_predictions(&a.out, &model, &crop, &c)?;
     println!("wrote {}", a.out.display());
+    if let Some(path) = &a.h5ad {
+        let k = model.meta.classes.len();
+        let p = data::Predictions {
+            cell_ids: crop.table.cell_ids.clone(),
+            predicted: c.pred.iter().map(|&i| model.meta.classes[i as usize].clone()).collect(),
+            confidence: c.logits.chunks(k).map(softmax_max).collect(),
+            centroids_um: Some(crop.table.centroids_um.clone()),
+        };
+        data::write_predictions_h5ad(path, &p)?;
+        println!("wrote {}", path.display());
+    }
     if let Some(www) = &a.www {
         write_www_bundle(www, &a.data.dir(), &a.model, &model, &crop, &c)?;
     }
@@ -1322,5 +1368,25 @@ fn cmd_align(a: AlignArgs) -> Result<()> {
         println!("wrote the alignment layer to {}", www.join("alignment.json").display());
     }
     println!("wrote {} in {:.1} s", a.out.display(), t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn cmd_inspect(a: InspectArgs) -> Result<()> {
+    let bundle = data::XeniumBundle::open(&a.dir)?;
+    print!("{}", bundle.describe());
+    if a.read {
+        let t = Instant::now();
+        let table = bundle.read_cells(&data::TranscriptOptions::default())?;
+        let nnz = table.counts.iter().filter(|&&v| v != 0.0).count();
+        let placed = table.centroids_um.iter().filter(|c| c[0].is_finite()).count();
+        let nuclei = table.nucleus_centroids_um.iter().filter(|c| c.is_some()).count();
+        println!(
+            "  read:        {} cells × {} genes, {nnz} non-zero counts, {placed} with centroids, \
+             {nuclei} with nucleus centroids ({:.2} s)",
+            table.n_cells(),
+            table.n_genes(),
+            t.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }

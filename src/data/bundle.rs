@@ -249,7 +249,7 @@ fn read_transcripts_table(path: &Path, opts: &TranscriptOptions) -> Result<CellT
 
 /// The per-cell table (`cells.parquet`, `cells.csv.gz`, `cells.csv`).
 fn read_cells_table(path: &Path) -> Result<super::CellsTable, DataError> {
-    if super::is_parquet_file(path) {
+    if super::is_parquet_file(path)? {
         super::read_cells_parquet(path)
     } else {
         super::read_cells_csv(path)

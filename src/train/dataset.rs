@@ -70,12 +70,22 @@ pub struct PreparedCrop {
     pub summary: LabelSummary,
 }
 
-/// Read `transcripts_small.csv` and `sc_breast.csv` under `data_dir` (the unpacked bidcell
-/// data, see `scripts/fetch_data.sh`), label cells and build the training set.
+/// Read the BIDCell crop under `data_dir` (the unpacked bidcell data, see
+/// `scripts/fetch_data.sh`) through the Xenium bundle reader, label its cells against
+/// `sc_breast.csv` and build the training set.
 pub fn prepare_crop(data_dir: &Path, opts: &LabelOptions) -> Result<PreparedCrop, TrainError> {
     let files = data::BidcellData::locate(data_dir)?;
-    let table = data::read_transcripts_csv(&files.transcripts, &opts.transcripts)?;
-    let reference = data::read_reference_csv(&files.reference)?;
+    let crop_dir = files.transcripts.parent().unwrap_or(data_dir);
+    prepare_bundle(crop_dir, &files.reference, opts)
+}
+
+/// Read any Xenium output folder with [`data::XeniumBundle`] (MEX / HDF5 matrix or
+/// transcripts, cells table, …), label its cells against the reference CSV `reference`
+/// (genes × profiles with a `cell_type` column) and build the training set.
+pub fn prepare_bundle(bundle_dir: &Path, reference: &Path, opts: &LabelOptions) -> Result<PreparedCrop, TrainError> {
+    let bundle = data::XeniumBundle::open(bundle_dir)?;
+    let table = bundle.read_cells(&opts.transcripts)?;
+    let reference = data::read_reference_csv(reference)?;
     let g = table.n_genes();
     let x_norm = normalise_log1p_cp10k(&table.counts, g, TARGET_SUM);
     let annotation = data::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)?;

@@ -1,0 +1,203 @@
+//! One-call Xenium bundle reader ([`XeniumBundle`]) on the real BIDCell crop rewritten as the
+//! output folders of several Xenium Onboard Analysis versions: every layout must give the same
+//! cells × genes matrix, centroids and nucleus centroids as the transcript reader, and a folder
+//! without a matrix or transcripts must get an error listing what was found and expected.
+//!
+//! The HDF5 and parquet files are written by `tests/python/write_bundle_fixtures.py` (h5py,
+//! pyarrow, scipy; installed by `scripts/setup.sh`); `CELLSYMPHONY_ALLOW_NO_PYTHON=1` skips
+//! the layouts that need them, loudly.
+#![cfg(feature = "native-io")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use cellsymphony::data::{
+    read_transcripts_csv, write_cells_csv, write_mex_dir, BidcellData, CellTable, DataError,
+    MatrixSource, MorphologyLayout, TranscriptOptions, XeniumBundle,
+};
+
+fn data() -> BidcellData {
+    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn crop() -> &'static CellTable {
+    static T: OnceLock<CellTable> = OnceLock::new();
+    T.get_or_init(|| read_transcripts_csv(&data().transcripts, &TranscriptOptions::default()).unwrap())
+}
+
+fn root() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bundles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fresh(name: &str) -> PathBuf {
+    let dir = root().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn gzip_file(src: &Path, dst: &Path) {
+    use std::io::Write;
+    let bytes = std::fs::read(src).unwrap();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&bytes).unwrap();
+    std::fs::write(dst, e.finish().unwrap()).unwrap();
+}
+
+const MANIFEST: &str = r#"{"xenium_version": "1.0", "analysis_sw_version": "xenium-1.0.2", "pixel_size": 0.2125, "panel_name": "Xenium Human Breast Panel", "run_name": "fixture"}"#;
+
+/// Files written by python (10x h5, cells.parquet, transcripts.parquet), or `None` when
+/// python is unavailable and skipping was allowed.
+fn python_files() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let src = fresh("python-src");
+        write_mex_dir(crop(), &src.join("mex"), true).unwrap();
+        write_cells_csv(crop(), &src.join("cells.csv"), false).unwrap();
+        let out = fresh("python-out");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/write_bundle_fixtures.py");
+        let status = Command::new("python3")
+            .arg(script)
+            .arg(src.join("mex"))
+            .arg(src.join("cells.csv"))
+            .arg(&data().transcripts)
+            .arg(&out)
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(out),
+            other => {
+                if std::env::var("CELLSYMPHONY_ALLOW_NO_PYTHON").as_deref() == Ok("1") {
+                    eprintln!("SKIPPED: python3 with h5py + pyarrow + scipy unavailable ({other:?})");
+                    None
+                } else {
+                    panic!(
+                        "python3 with h5py, pyarrow and scipy is needed to write the bundle fixtures \
+                         ({other:?}): run scripts/setup.sh; set CELLSYMPHONY_ALLOW_NO_PYTHON=1 to skip"
+                    );
+                }
+            }
+        }
+    })
+    .as_deref()
+}
+
+fn assert_same_cells(got: &CellTable, layout: &str) {
+    let want = crop();
+    assert_eq!(got.cell_ids, want.cell_ids, "{layout}: cell ids");
+    assert_eq!(got.genes, want.genes, "{layout}: genes");
+    assert_eq!(got.counts, want.counts, "{layout}: counts");
+    assert_eq!(got.nucleus_centroids_um, want.nucleus_centroids_um, "{layout}: nucleus centroids");
+    for (i, (g, w)) in got.centroids_um.iter().zip(&want.centroids_um).enumerate() {
+        assert!(
+            (g[0] - w[0]).abs() <= 1e-3 && (g[1] - w[1]).abs() <= 1e-3,
+            "{layout}: centroid of cell {i}: {g:?} vs {w:?}"
+        );
+    }
+}
+
+#[test]
+fn bidcell_crop_folder_is_a_bundle() {
+    let dir = data().transcripts.parent().unwrap().to_path_buf();
+    let b = XeniumBundle::open(&dir).unwrap();
+    assert!(matches!(b.matrix, MatrixSource::Transcripts(_)));
+    assert_eq!(b.morphology.as_ref().map(|m| m.layout), Some(MorphologyLayout::PlainTiff));
+    assert_same_cells(&b.read_cells(&TranscriptOptions::default()).unwrap(), "bidcell crop");
+    println!("{}", b.describe());
+}
+
+#[test]
+fn xoa1_layout_mex_cells_csv_gz_transcripts_csv_gz() {
+    let dir = fresh("xoa1");
+    std::fs::write(dir.join("experiment.xenium"), MANIFEST).unwrap();
+    write_mex_dir(crop(), &dir.join("cell_feature_matrix"), true).unwrap();
+    write_cells_csv(crop(), &dir.join("cells.csv.gz"), true).unwrap();
+    gzip_file(&data().transcripts, &dir.join("transcripts.csv.gz"));
+    std::fs::copy(&data().morphology, dir.join("morphology_mip.ome.tif")).unwrap();
+    let b = XeniumBundle::open(&dir).unwrap();
+    assert!(matches!(b.matrix, MatrixSource::Mex(_)), "{:?}", b.matrix);
+    assert_eq!(b.manifest.as_ref().and_then(|m| m.pixel_size), Some(0.2125));
+    assert_eq!(b.morphology.as_ref().map(|m| m.layout), Some(MorphologyLayout::Mip));
+    let text = b.describe();
+    assert!(text.contains("cell_feature_matrix/ (MEX)") && text.contains("cells.csv.gz"), "{text}");
+    assert_same_cells(&b.read_cells(&TranscriptOptions::default()).unwrap(), "XOA 1 (MEX)");
+}
+
+#[test]
+fn xoa2_layout_h5_cells_parquet_transcripts_parquet_focus_folder() {
+    let Some(py) = python_files() else { return };
+    let dir = fresh("xoa2");
+    std::fs::write(dir.join("experiment.xenium"), MANIFEST).unwrap();
+    for f in ["cell_feature_matrix.h5", "cells.parquet", "transcripts.parquet"] {
+        std::fs::copy(py.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("morphology_focus")).unwrap();
+    std::fs::copy(&data().morphology, dir.join("morphology_focus/morphology_focus_0000.ome.tif")).unwrap();
+    let b = XeniumBundle::open(&dir).unwrap();
+    assert!(matches!(b.matrix, MatrixSource::Hdf5(_)), "{:?}", b.matrix);
+    assert_eq!(b.morphology.as_ref().map(|m| m.layout), Some(MorphologyLayout::FocusLegacy));
+    assert_same_cells(&b.read_cells(&TranscriptOptions::default()).unwrap(), "XOA 2 (HDF5 + parquet)");
+}
+
+#[test]
+fn xoa4_layout_plain_mex_cells_parquet_channel_files() {
+    let Some(py) = python_files() else { return };
+    let dir = fresh("xoa4");
+    write_mex_dir(crop(), &dir.join("cell_feature_matrix"), false).unwrap();
+    for f in ["cells.parquet", "transcripts.parquet"] {
+        std::fs::copy(py.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("morphology_focus")).unwrap();
+    std::fs::copy(&data().morphology, dir.join("morphology_focus/ch0000_dapi.ome.tif")).unwrap();
+    std::fs::copy(&data().morphology, dir.join("morphology_focus/ch0001_atp1a1_cd45_e-cadherin.ome.tif")).unwrap();
+    let b = XeniumBundle::open(&dir).unwrap();
+    assert!(b.manifest.is_none());
+    let m = b.morphology.as_ref().unwrap();
+    assert_eq!(m.layout, MorphologyLayout::FocusChannels);
+    assert_eq!(m.files.len(), 2);
+    assert_same_cells(&b.read_cells(&TranscriptOptions::default()).unwrap(), "XOA 4 (MEX + parquet)");
+}
+
+#[test]
+fn transcripts_only_bundle_aggregates_counts() {
+    let Some(py) = python_files() else { return };
+    let dir = fresh("transcripts-only");
+    std::fs::copy(py.join("transcripts.parquet"), dir.join("transcripts.parquet")).unwrap();
+    let b = XeniumBundle::open(&dir).unwrap();
+    assert!(matches!(b.matrix, MatrixSource::Transcripts(_)));
+    assert!(b.cells.is_none() && b.morphology.is_none() && b.he.is_none());
+    let t = b.read_cells(&TranscriptOptions::default()).unwrap();
+    assert_same_cells(&t, "transcripts.parquet only");
+    // The qv filter applies when counts come from transcripts.
+    let strict = b.read_cells(&TranscriptOptions { min_qv: 30.0 }).unwrap();
+    let total = |t: &CellTable| t.counts.iter().sum::<f32>();
+    assert!(total(&strict) < total(&t), "qv ≥ 30 must drop transcripts");
+}
+
+#[test]
+fn unknown_layout_lists_found_and_expected() {
+    let dir = fresh("not-a-bundle");
+    std::fs::write(dir.join("notes.txt"), "hello").unwrap();
+    std::fs::create_dir_all(dir.join("analysis")).unwrap();
+    std::fs::write(dir.join("cells.csv.gz"), "").unwrap();
+    let err = XeniumBundle::open(&dir).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DataError::UnknownLayout { .. }), "{err:?}");
+    for want in ["analysis/", "cells.csv.gz", "notes.txt", "cell_feature_matrix.h5", "transcripts.parquet"] {
+        assert!(msg.contains(want), "`{want}` missing from: {msg}");
+    }
+    let missing = XeniumBundle::open(&root().join("does-not-exist")).unwrap_err();
+    assert!(missing.to_string().contains("does-not-exist"), "{missing}");
+}
+
+#[test]
+fn broken_part_names_its_file() {
+    let dir = fresh("broken-cells");
+    write_mex_dir(crop(), &dir.join("cell_feature_matrix"), true).unwrap();
+    std::fs::write(dir.join("cells.csv"), "cell_id,x_centroid\n1,2\n").unwrap();
+    let b = XeniumBundle::open(&dir).unwrap();
+    let err = b.read_cells(&TranscriptOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("cells.csv") && err.contains("y_centroid"), "{err}");
+}
