@@ -147,3 +147,18 @@ pub fn hdf5_files(data: &[u8]) {
         let _ = a.spatial();
     }
 }
+
+/// Parquet readers: the bytes as `transcripts.parquet` and `cells.parquet`.
+pub fn parquet_files(data: &[u8]) {
+    let dir = scratch_dir().join("parquet");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("transcripts.parquet");
+    let _ = std::fs::write(&path, data);
+    if let Ok(t) = data::read_transcripts_parquet(&path, &data::TranscriptOptions::default()) {
+        assert_eq!(t.xy_um.len(), t.gene_index.len());
+        assert_eq!(t.cell_index.len(), t.gene_index.len());
+    }
+    let path = dir.join("cells.parquet");
+    let _ = std::fs::write(&path, data);
+    let _ = data::read_cells_parquet(&path);
+}

@@ -15,7 +15,8 @@ use cellsymphony::data::{
 use cellsymphony::engine::{ClassifierConfig, EngineModel};
 use cellsymphony::fuzz_targets::{self, FILE_SEPARATOR};
 
-const TARGETS: [(&str, fn(&[u8])); 4] = [
+const TARGETS: [(&str, fn(&[u8])); 5] = [
+    ("parquet_files", fuzz_targets::parquet_files),
     ("model_file", fuzz_targets::model_file),
     ("mex_folder", fuzz_targets::mex_folder),
     ("csv_tables", fuzz_targets::csv_tables),
@@ -156,6 +157,25 @@ with h5py.File(sys.argv[2], "w") as f:
     enc(o, "dict", "0.1.0")
     o["spatial"] = np.array([[1100.5, 230.25], [1101.0, 231.0]])
 "#;
+    // Parquet: the first 30 transcripts (snappy, as XOA writes) and 3 cells, by pyarrow.
+    let dir_pq = corpus.join("parquet_files");
+    std::fs::create_dir_all(&dir_pq).unwrap();
+    let pq_script = r#"
+import sys, pyarrow as pa, pyarrow.csv as pacsv, pyarrow.parquet as pq
+t = pacsv.read_csv(sys.argv[1]).slice(0, 30)
+pq.write_table(t, sys.argv[2], compression="snappy")
+c = pa.table({"cell_id": ["aaaabaep-1", "aaaabaeq-1", "aaaabaer-1"], "x_centroid": [1100.5, 1101.0, 1102.0],
+              "y_centroid": [230.25, 231.0, 240.5], "transcript_counts": pa.array([12, 7, 9], pa.uint32())})
+pq.write_table(c, sys.argv[3], compression="zstd")
+"#;
+    let ok = std::process::Command::new("python3")
+        .args(["-c", pq_script])
+        .arg(&data.transcripts)
+        .arg(dir_pq.join("transcripts_head.parquet"))
+        .arg(dir_pq.join("cells.parquet"))
+        .status()
+        .unwrap();
+    assert!(ok.success(), "python3 with pyarrow is needed to write the parquet seeds");
     let ok = std::process::Command::new("python3")
         .args(["-c", script])
         .arg(dir_h5.join("tiny_10x.h5"))
