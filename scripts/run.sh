@@ -13,6 +13,13 @@ bin="$CARGO_TARGET_DIR/release"
 out="${CELLSYMPHONY_OUT:-runs/gene_only}"
 log "cellsymphony pipeline → $out"
 "$bin/cellsymphony" pipeline --out "$out" --www www/data "$@"
+log "contrastive alignment of expression and morphology → $out/alignment (figures, clusters, web layer)"
+"$bin/cellsymphony" align --out "$out/alignment" --www www/data | tee "$out/alignment.log"
+log "four-model benchmark on the crop (paper defaults) → $out/benchmark"
+"$bin/cellsymphony" benchmark --out "$out/benchmark" | tee "$out/benchmark.log"
+log "gene-only benchmark on scanpy's pbmc68k_reduced (expert bulk_labels) → $out/benchmark_pbmc"
+"$bin/cellsymphony" benchmark --h5ad "$CELLSYMPHONY_DATA/scanpy-1.11.5/10x_pbmc68k_reduced.h5ad" --models gene-only \
+  --out "$out/benchmark_pbmc" | tee "$out/benchmark_pbmc.log"
 log "OT pairing: Epithelial → Malignant (PCA + log-domain Sinkhorn on the WGSL engine)"
 mkdir -p "$out/pairing"
 "$bin/cellsymphony" pair --control Epithelial --target Malignant --out "$out/pairing" | tee "$out/pairing/summary.txt" \
@@ -21,6 +28,8 @@ log "building the npm package (pkg/)"
 bash scripts/build_wasm.sh
 log "benchmark: native engines (cells/s)"
 "$bin/bench_engine" --model "$out/model.int8.safetensors" --fp32 "$out/model.safetensors" | tee "$out/bench.txt"
+log "benchmark: reading a synthetic 1M-cell MEX matrix (peak memory vs scipy; generated once)"
+"$bin/bench_data_memory" | tee "$out/bench_data_memory.txt"
 if [ "${CELLSYMPHONY_BENCH_OT:-1}" = 1 ]; then
   log "benchmark: Sinkhorn, POT vs ours (n = m = 500, 5000; set CELLSYMPHONY_BENCH_OT=0 to skip)"
   "$bin/bench_sinkhorn" --sizes 500,5000 | tee "$out/bench_sinkhorn.txt"

@@ -22,6 +22,8 @@ rm -rf "$out"; mkdir -p "$out"
 bin="$CARGO_TARGET_DIR/release/cellsymphony"
 "$bin" pipeline --epochs 3 --lr 1e-3 --layers 2 --out "$out/run" --www "$out/www-data" > "$out/pipeline.log" 2>&1 \
   || { cat "$out/pipeline.log"; die "pipeline for the browser test failed"; }
+"$bin" align --epochs 3 --out "$out/align" --www "$out/www-data" > "$out/align.log" 2>&1 \
+  || { cat "$out/align.log"; die "alignment for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.
 CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"
 log "all tests passed in $(( $(date +%s) - t0 )) s"

@@ -91,3 +91,32 @@ fn inspect_reads_the_crop_and_rejects_an_unknown_folder() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("notes.txt") && err.contains("cell_feature_matrix.h5"), "{err}");
 }
+
+#[test]
+fn benchmark_on_pbmc68k_reduced_uses_the_expert_labels() {
+    let pbmc = cellsymphony::data::ScanpyData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
+    let out = std::env::temp_dir().join(format!("cellsymphony-cli-pbmc-{}", std::process::id()));
+    let run = cli()
+        .args(["benchmark", "--models", "gene-only", "--epochs", "2", "--layers", "1", "--h5ad"])
+        .arg(&pbmc.pbmc68k_reduced)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("binary runs");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(text.contains("CD19+ B") && text.contains("LogReg"), "{text}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("obs['bulk_labels']"), "{summary}");
+    // Spatial models need positions the file does not have: a clear error, no panic.
+    let bad = cli()
+        .args(["benchmark", "--models", "spatial", "--epochs", "1", "--h5ad"])
+        .arg(&pbmc.pbmc68k_reduced)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(err.contains("gene-only") && !err.contains("panicked"), "{err}");
+}

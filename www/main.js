@@ -168,17 +168,41 @@ async function main() {
         `same class as ${clf.backend.split(":")[0]} on ${agree}/${meta.n_cells}`);
   }
 
-  const show = { image: true, cells: true };
-  const redraw = () => draw(meta, image, classes, show);
+  // Optional layer: morphology clusters of the contrastive alignment (`cellsymphony align --www`).
+  const alignment = await loadAlignment(meta);
+  const layers = { class: { names: clf.classes, colours: classes } };
+  if (alignment) {
+    layers.cluster = { names: Array.from({ length: alignment.n_clusters }, (_, k) => `morphology cluster ${k}`),
+      colours: alignment.clusters };
+    const opt = document.createElement("option");
+    opt.value = "cluster"; opt.textContent = "morphology cluster (contrastive alignment)";
+    document.getElementById("colour-by").appendChild(opt);
+    log(`alignment layer: ${alignment.n_clusters} morphology clusters (ARI vs reference labels ${alignment.ari.toFixed(3)})`);
+  }
+  const show = { image: true, cells: true, layer: "class" };
+  const redraw = () => draw(meta, image, layers[show.layer].colours, show);
   document.getElementById("show-image").onchange = (e) => { show.image = e.target.checked; redraw(); };
   document.getElementById("show-cells").onchange = (e) => { show.cells = e.target.checked; redraw(); };
+  document.getElementById("colour-by").onchange = (e) => {
+    show.layer = e.target.value; redraw(); legend(layers[show.layer].names, layers[show.layer].colours);
+  };
   redraw();
   const perClass = legend(clf.classes, classes);
   setUpPairing(meta, counts, useGpu, redraw);
 
   window.__cellsymphony = { backend: clf.backend, adapter, classes, perClass, coldMs, warmMs,
-    nCells: meta.n_cells, agreement: same, cpu };
+    nCells: meta.n_cells, agreement: same, cpu,
+    alignment: alignment ? { nClusters: alignment.n_clusters, ari: alignment.ari, nCells: alignment.clusters.length } : null };
   document.body.dataset.status = "done";
+}
+
+async function loadAlignment(meta) {
+  const r = await fetch(DATA + "alignment.json");
+  if (!r.ok) return null; // the layer is optional
+  const a = await r.json();
+  const same = a.cell_ids.length === meta.cell_ids.length && a.cell_ids.every((id, i) => id === meta.cell_ids[i]);
+  if (!same) { log("alignment.json is for other cells than cells.json: layer skipped (re-run `cellsymphony align --www`)"); return null; }
+  return a;
 }
 
 function setUpPairing(meta, counts, useGpu, redraw) {

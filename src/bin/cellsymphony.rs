@@ -384,6 +384,13 @@ enum BenchModel {
 struct BenchmarkArgs {
     #[command(flatten)]
     data: DataArgs,
+    /// Benchmark on an AnnData .h5ad with expert labels instead of the Xenium crop (gene-only
+    /// model + baseline), e.g. scanpy's pbmc68k_reduced (see scripts/fetch_data.sh).
+    #[arg(long)]
+    h5ad: Option<PathBuf>,
+    /// obs column of --h5ad holding the expert labels.
+    #[arg(long, default_value = "bulk_labels")]
+    label_key: String,
     /// Output folder (tables, PNGs, models, checkpoints, summary.md).
     #[arg(long, default_value = "runs/benchmark")]
     out: PathBuf,
@@ -1201,6 +1208,8 @@ fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         gene_embedding: a.gene_embedding,
         morph_embedding: a.morph_embedding,
         resume: a.resume,
+        h5ad: a.h5ad,
+        label_key: a.label_key,
     };
     let t = Instant::now();
     let device = Default::default();

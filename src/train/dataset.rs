@@ -92,6 +92,61 @@ pub fn prepare_bundle(bundle_dir: &Path, reference: &Path, opts: &LabelOptions) 
     Ok(label_cells(table, x_norm, annotation, opts))
 }
 
+/// Read an AnnData `.h5ad` with expert labels in the categorical `obs[label_key]` column.
+///
+/// `X` is used as the model input **as stored** (e.g. scanpy's `pbmc68k_reduced` holds scaled
+/// log-normalised values, not counts), so `x_norm` is `X` and `table.counts` too; there are no
+/// positions (centroids NaN). The annotation records the expert labels (no reference scores).
+/// Cells without a label and classes with fewer than `opts.min_class_cells` cells are excluded.
+pub fn prepare_h5ad(path: &Path, label_key: &str, opts: &LabelOptions) -> Result<PreparedCrop, TrainError> {
+    let a = data::read_h5ad(path)?;
+    let x = a.dense_x()?;
+    let n = a.n_obs();
+    let column = a.obs_column(label_key).ok_or_else(|| {
+        TrainError::Options(format!(
+            "{}: obs has no column `{label_key}`; columns are [{}]",
+            path.display(),
+            a.obs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let labels: Vec<Option<String>> = match column {
+        data::ColumnValues::Categorical(c) => (0..n).map(|i| c.label(i).map(str::to_string)).collect(),
+        data::ColumnValues::Text(t) => t.iter().map(|v| Some(v.clone()).filter(|v| !v.is_empty())).collect(),
+        _ => {
+            return Err(TrainError::Options(format!(
+                "{}: obs column `{label_key}` is not categorical or text; pick a label column",
+                path.display()
+            )))
+        }
+    };
+    let table = CellTable {
+        cell_ids: a.obs_names.clone(),
+        genes: a.var_names.clone(),
+        counts: x.clone(),
+        centroids_um: vec![[f32::NAN; 2]; n],
+        nucleus_centroids_um: vec![None; n],
+    };
+    let mut names: Vec<String> = labels.iter().flatten().cloned().collect();
+    names.sort();
+    names.dedup();
+    let annotation = Annotation {
+        best: labels.iter().map(|l| l.clone().unwrap_or_default()).collect(),
+        next_best: vec![String::new(); n],
+        delta: vec![f32::NAN; n],
+        delta_median: vec![f32::NAN; n],
+        low_margin: vec![false; n],
+        pruned: labels.iter().map(Option::is_none).collect(),
+        scores: Vec::new(),
+        label_names: names,
+        n_common_genes: a.n_vars(),
+        n_marker_genes: 0,
+        labels,
+    };
+    // Expert labels: no count filter (X is not counts).
+    let opts = LabelOptions { min_counts: f32::NEG_INFINITY, ..opts.clone() };
+    Ok(label_cells(table, x, annotation, &opts))
+}
+
 /// Turn an annotation into class indices, excluding low-count cells, ambiguous cells and rare
 /// classes.
 pub fn label_cells(table: CellTable, x_norm: Vec<f32>, annotation: Annotation, opts: &LabelOptions) -> PreparedCrop {

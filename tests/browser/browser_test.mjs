@@ -4,7 +4,7 @@
 //   node tests/browser/browser_test.mjs --data ../out/test/www-data/ --screenshot out/test/screenshot.png
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
-import { readFileSync, mkdirSync } from "node:fs";
+import { readFileSync, mkdirSync, existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import net from "node:net";
 
@@ -89,6 +89,17 @@ try {
       `${(result.nCells / result.cpu.ms * 1000).toFixed(0)} cells/s; same class as the page's engine on ${result.cpu.agreement}/${result.nCells}`);
     const cpuMismatch = result.cpu.classes.filter((c, i) => c !== bundle.native_predictions[i]).length;
     if (cpuMismatch > 0) throw new Error(`browser CPU engine differs from native predictions on ${cpuMismatch} cells`);
+  }
+  // Contrastive-alignment layer: present when the bundle has alignment.json (test.sh writes it).
+  if (existsSync(resolve(root, "www", dataParam, "alignment.json"))) {
+    if (!result.alignment) throw new Error("alignment.json is in the bundle but the page did not load the layer");
+    if (result.alignment.nCells !== result.nCells) throw new Error(`alignment layer has ${result.alignment.nCells} cells, expected ${result.nCells}`);
+    await page.selectOption("#colour-by", "cluster");
+    const rows = await page.$$eval("#legend tbody tr", (trs) => trs.length);
+    if (rows !== result.alignment.nClusters) throw new Error(`legend shows ${rows} rows for ${result.alignment.nClusters} morphology clusters`);
+    await page.screenshot({ path: screenshot.replace(/\.png$/, "-alignment.png"), fullPage: true });
+    await page.selectOption("#colour-by", "class");
+    console.log(`alignment layer: ${result.alignment.nClusters} morphology clusters over ${result.alignment.nCells} cells (ARI ${result.alignment.ari.toFixed(3)})`);
   }
   // Input API: CSR input gives the dense input's classes, and bad input rejects with messages
   // that name the array, element and value (CPU engine, same wasm module as the page).
