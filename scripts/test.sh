@@ -22,6 +22,13 @@ rm -rf "$out"; mkdir -p "$out"
 bin="$CARGO_TARGET_DIR/release/cellsymphony"
 "$bin" pipeline --epochs 3 --lr 1e-3 --layers 2 --out "$out/run" --www "$out/www-data" > "$out/pipeline.log" 2>&1 \
   || { cat "$out/pipeline.log"; die "pipeline for the browser test failed"; }
+# The spatial classifier (genes + centroid token) in the browser: a short benchmark run exports
+# it in the engine format; the native CPU engine's predictions are what the page must match.
+"$bin" benchmark --models spatial --epochs 3 --layers 2 --lr 1e-3 --out "$out/bench" > "$out/bench.log" 2>&1 \
+  || { cat "$out/bench.log"; die "spatial benchmark for the browser test failed"; }
+cp "$out/bench/spatial/engine/model.int8.safetensors" "$out/www-data/spatial.int8.safetensors"
+"$bin" classify --model "$out/www-data/spatial.int8.safetensors" --engine cpu --out "$out/www-data/spatial_predictions.csv" > "$out/spatial_classify.log" 2>&1 \
+  || { cat "$out/spatial_classify.log"; die "classifying with the spatial model failed"; }
 "$bin" align --epochs 3 --out "$out/align" --www "$out/www-data" > "$out/align.log" 2>&1 \
   || { cat "$out/align.log"; die "alignment for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.

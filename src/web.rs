@@ -146,7 +146,8 @@ impl Classifier {
 }
 
 /// Validates the input (shapes, values, CSR structure, gene names, optional centroids and
-/// patches), aligns it to the model's panel and normalises it: model input `[cells, G]`.
+/// patches), aligns it to the model's panel and normalises it: model input `[cells, n_inputs]`
+/// (genes, plus centroid features for a spatial classifier, which then requires `centroids`).
 fn prepare(
     inner: &Inner,
     counts: CountsInput<'_>,
@@ -164,7 +165,10 @@ fn prepare(
     let valid = input.validate().map_err(|e| JsError::new(&e.to_string()))?;
     let meta = &inner.model.meta;
     let aligned = valid.align_to_panel(&meta.genes).map_err(|e| JsError::new(&e.to_string()))?;
-    Ok(engine::normalise_log1p_cp10k(&aligned, meta.config.n_genes, meta.normalisation.target_sum as f32))
+    let x = engine::normalise_log1p_cp10k(&aligned, meta.config.n_genes, meta.normalisation.target_sum as f32);
+    // A spatial classifier also reads each cell's centroid (sinusoidal features appended).
+    let centroids = valid.centroids_um();
+    engine::model_input(&meta.config, x, centroids.as_deref()).map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// Runs the model on prepared input `[cells, G]` and resolves to `{classes, logits, confidence}`.

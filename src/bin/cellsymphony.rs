@@ -713,6 +713,9 @@ fn gpu_context() -> Result<Arc<GpuContext>> {
 fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: Engine) -> Result<(Vec<f32>, String)> {
     Ok(match engine {
         Engine::Burn => {
+            if model.meta.config.spatial.is_some() {
+                return Err("--engine burn rebuilds gene-only models only; evaluate a spatial model with --engine cpu or gpu, or with `cellsymphony benchmark`".into());
+            }
             type Cpu = burn::backend::NdArray;
             let device = Default::default();
             let m = from_engine_model::<Cpu>(model, 0.0, &device);
@@ -730,16 +733,18 @@ fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: En
     })
 }
 
-/// The crop's counts in the model's gene order, normalised.
+/// The crop's counts in the model's gene order, normalised, plus the centroid features of a
+/// spatial model: `[cells, n_inputs]`.
 fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<Vec<f32>> {
     let counts = engine::align_to_panel(&model.meta, &crop.table.genes, &crop.table.counts)?;
-    Ok(engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum as f32))
+    let x = engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum as f32);
+    Ok(engine::model_input(&model.meta.config, x, Some(&crop.table.centroids_um))?)
 }
 
 fn evaluate(model: &EngineModel, path: &Path, crop: &PreparedCrop, engine: Engine) -> Result<(ClassificationReport, String)> {
     let test_idx = held_out_indices(model, path, crop)?;
     let x = model_inputs(model, crop)?;
-    let g = model.meta.config.n_genes;
+    let g = model.meta.config.n_inputs();
     let mut xt = Vec::with_capacity(test_idx.len() * g);
     for &i in &test_idx {
         xt.extend_from_slice(&x[i * g..(i + 1) * g]);
@@ -1009,7 +1014,7 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     // Parity: fp32 burn vs the int8 engines on cells the model never saw: the labelled
     // held-out 20%, and all cells not used for training (held-out + excluded cells).
     let k = int8.meta.classes.len();
-    let g = int8.meta.config.n_genes;
+    let g = int8.meta.config.n_inputs();
     let x = model_inputs(&int8, crop)?;
     let test_set: std::collections::HashSet<usize> = trained.test_idx.iter().copied().collect();
     let unseen: Vec<usize> = (0..crop.table.n_cells())

@@ -26,17 +26,17 @@ pub fn forward_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize) -> Ve
     let c = model.config();
     assert_eq!(
         x_norm.len(),
-        n_cells * c.n_genes,
+        n_cells * c.n_inputs(),
         "forward_logits: x_norm has {} values, expected [cells={n_cells}, genes={}]",
         x_norm.len(),
-        c.n_genes
+        c.n_inputs()
     );
     let prepared = PreparedWeights::new(&model.weights);
     let mut logits = Vec::with_capacity(n_cells * c.n_classes);
     let mut start = 0;
     while start < n_cells {
         let n = CPU_BLOCK_CELLS.min(n_cells - start);
-        let x = &x_norm[start * c.n_genes..(start + n) * c.n_genes];
+        let x = &x_norm[start * c.n_inputs()..(start + n) * c.n_inputs()];
         logits.extend(forward_block(model, &prepared, x, n));
         start += n;
     }
@@ -160,7 +160,7 @@ pub fn linear_forward(x: &[f32], n: usize, w: &Linear, act: Activation, residual
 
 fn forward_block(model: &EngineModel, w: &PreparedWeights<'_>, x: &[f32], n: usize) -> Vec<f32> {
     let c = model.config();
-    let (t, d) = (c.gene_tokens, c.d_model);
+    let (t, d) = (c.n_tokens(), c.d_model);
     let eps = c.layer_norm_eps as f32;
     let rows = n * t;
     // [n, T*D] is [n*T, D] row-major: token t of a cell is elements t*D..(t+1)*D.

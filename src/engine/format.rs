@@ -44,6 +44,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const METADATA_KEY: &str = "cellsymphony";
 /// The only architecture the engine runs.
 pub const ARCHITECTURE_GENE_ONLY: &str = "gene_only";
+/// Architecture name of the spatial classifier (gene tokens + a sinusoidal centroid token).
+pub const ARCHITECTURE_SPATIAL: &str = "spatial";
 /// The only normalisation kind: `x = ln(1 + counts * target_sum / max(total, 1))`.
 pub const NORMALISATION_LOG1P_CP10K: &str = "log1p_cp10k";
 
@@ -66,6 +68,25 @@ pub struct ClassifierConfig {
     pub gene_tokens: usize,
     /// LayerNorm epsilon (default 1e-5).
     pub layer_norm_eps: f64,
+    /// CellSymphony's spatial classifier: one extra token from a sinusoidal encoding of the
+    /// cell centroid (absent for the gene-only classifier). The model input is then
+    /// `[normalised genes (G), spatial features (4·n_frequencies)]` per cell, built by
+    /// [`crate::engine::model_input`], and the encoder sees `gene_tokens + 1` tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spatial: Option<SpatialTokenConfig>,
+}
+
+/// The sinusoidal centroid encoding of the spatial classifier: per axis, `sin` and `cos` of
+/// `ω_i · coordinate_µm` for `n_frequencies` wavelengths geometric from `min_wavelength_um`
+/// to `max_wavelength_um` (feature order: x-sin, x-cos, y-sin, y-cos, each over `i`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpatialTokenConfig {
+    /// Frequencies per axis `F` (the encoding has `4F` features).
+    pub n_frequencies: usize,
+    /// Shortest wavelength, µm.
+    pub min_wavelength_um: f64,
+    /// Longest wavelength, µm.
+    pub max_wavelength_um: f64,
 }
 
 impl Default for ClassifierConfig {
@@ -80,6 +101,7 @@ impl Default for ClassifierConfig {
             n_layers: 6,
             gene_tokens: 4,
             layer_norm_eps: 1e-5,
+            spatial: None,
         }
     }
 }
@@ -92,6 +114,17 @@ impl ClassifierConfig {
             n_classes,
             ..Self::default()
         }
+    }
+
+    /// Values per cell the model reads: `n_genes`, plus `4 · n_frequencies` spatial features
+    /// for the spatial classifier.
+    pub fn n_inputs(&self) -> usize {
+        self.n_genes + self.spatial.as_ref().map_or(0, |s| 4 * s.n_frequencies)
+    }
+
+    /// Tokens per cell: `gene_tokens`, plus one centroid token for the spatial classifier.
+    pub fn n_tokens(&self) -> usize {
+        self.gene_tokens + usize::from(self.spatial.is_some())
     }
 
     /// Size of one attention head, `d_model / n_heads`.
@@ -120,6 +153,21 @@ impl ClassifierConfig {
             if v > 1 << 24 {
                 return Err(ModelFileError::InvalidConfig {
                     reason: format!("config.{name} = {v} is implausibly large"),
+                });
+            }
+        }
+        if let Some(sp) = &self.spatial {
+            let ok = (1..=1024).contains(&sp.n_frequencies)
+                && sp.min_wavelength_um.is_finite()
+                && sp.max_wavelength_um.is_finite()
+                && sp.min_wavelength_um > 0.0
+                && sp.min_wavelength_um <= sp.max_wavelength_um;
+            if !ok {
+                return Err(ModelFileError::InvalidConfig {
+                    reason: format!(
+                        "config.spatial {sp:?}: need 1..=1024 frequencies and finite wavelengths \
+                         0 < min <= max"
+                    ),
                 });
             }
         }
@@ -209,7 +257,12 @@ impl ModelMeta {
     pub fn new(config: ClassifierConfig, genes: Vec<String>, classes: Vec<String>) -> Self {
         Self {
             format_version: FORMAT_VERSION,
-            architecture: ARCHITECTURE_GENE_ONLY.to_string(),
+            architecture: if config.spatial.is_some() {
+                ARCHITECTURE_SPATIAL
+            } else {
+                ARCHITECTURE_GENE_ONLY
+            }
+            .to_string(),
             config,
             genes,
             classes,
@@ -267,9 +320,18 @@ impl ModelMeta {
                 supported: FORMAT_VERSION,
             });
         }
-        if self.architecture != ARCHITECTURE_GENE_ONLY {
+        let expected = if self.config.spatial.is_some() {
+            ARCHITECTURE_SPATIAL
+        } else {
+            ARCHITECTURE_GENE_ONLY
+        };
+        if self.architecture != expected {
             return Err(ModelFileError::UnsupportedArchitecture {
-                found: self.architecture.clone(),
+                found: format!(
+                    "{} (config {} a spatial token, so expected {expected:?})",
+                    self.architecture,
+                    if self.config.spatial.is_some() { "has" } else { "has no" }
+                ),
             });
         }
         self.config.validate()?;
@@ -512,14 +574,14 @@ enum ParamSpec {
 
 /// Visits every parameter of the architecture in file order (the single source of the names).
 fn for_each_param(c: &ClassifierConfig, f: &mut dyn FnMut(ParamSpec)) {
-    let (d, t, ff) = (c.d_model, c.gene_tokens, c.d_ff);
+    let (d, t, ff) = (c.d_model, c.n_tokens(), c.d_ff);
     let vector = |name: String, shape: Vec<usize>| ParamSpec::Vector { name, shape };
     let linear = |prefix: String, out, in_dim| ParamSpec::Linear {
         prefix,
         out,
         in_dim,
     };
-    f(linear("gene_embedding".into(), t * d, c.n_genes));
+    f(linear("gene_embedding".into(), t * d, c.n_inputs()));
     f(vector("token_type".into(), vec![t, d]));
     for i in 0..c.n_layers {
         let p = format!("layers.{i}");
@@ -807,8 +869,8 @@ impl EngineModel {
             used: HashSet::new(),
         };
 
-        let (d, t, ff) = (c.d_model, c.gene_tokens, c.d_ff);
-        let gene_embedding = r.linear("gene_embedding", t * d, c.n_genes, quant)?;
+        let (d, t, ff) = (c.d_model, c.n_tokens(), c.d_ff);
+        let gene_embedding = r.linear("gene_embedding", t * d, c.n_inputs(), quant)?;
         let token_type = r.f32("token_type", &[t, d])?;
         let mut layers = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
@@ -999,7 +1061,7 @@ impl EngineModel {
         let mut rng = SplitMix64::new(seed);
         let meta = ModelMeta::new(config.clone(), genes, classes);
         let c = &config;
-        let (d, t, ff) = (c.d_model, c.gene_tokens, c.d_ff);
+        let (d, t, ff) = (c.d_model, c.n_tokens(), c.d_ff);
         let mut linear = |out: usize, in_dim: usize| {
             let bound = 1.0 / (in_dim as f32).sqrt();
             Linear {
@@ -1009,7 +1071,7 @@ impl EngineModel {
                 bias: rng.uniform_vec(out, -0.1, 0.1),
             }
         };
-        let gene_embedding = linear(t * d, c.n_genes);
+        let gene_embedding = linear(t * d, c.n_inputs());
         let mut layer_parts = Vec::new();
         for _ in 0..c.n_layers {
             layer_parts.push((

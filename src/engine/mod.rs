@@ -20,8 +20,11 @@ pub mod rng;
 
 pub use error::ModelFileError;
 pub use format::{
-    expected_tensors, ClassifierConfig, EncoderLayerWeights, EngineModel, GeneOnlyWeights,
+    expected_tensors, ClassifierConfig, SpatialTokenConfig, EncoderLayerWeights, EngineModel, GeneOnlyWeights,
     LayerNormWeights, Linear, LinearWeight, ModelMeta, Normalisation, Quantization, TensorSpec,
-    ARCHITECTURE_GENE_ONLY, FORMAT_VERSION, METADATA_KEY, NORMALISATION_LOG1P_CP10K,
+    ARCHITECTURE_GENE_ONLY, ARCHITECTURE_SPATIAL, FORMAT_VERSION, METADATA_KEY, NORMALISATION_LOG1P_CP10K,
 };
-pub use preprocess::{align_to_panel, normalise_log1p_cp10k, MAX_LISTED_MISSING_GENES};
+pub use preprocess::{
+    align_to_panel, model_input, normalise_log1p_cp10k, sinusoid_frequencies, spatial_features,
+    MAX_LISTED_MISSING_GENES,
+};

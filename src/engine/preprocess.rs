@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::error::ModelFileError;
-use super::format::{EngineModel, ModelMeta};
+use super::format::{ClassifierConfig, EngineModel, ModelMeta, SpatialTokenConfig};
 
 /// How many missing gene names [`ModelFileError::GenePanelMismatch`] lists.
 pub const MAX_LISTED_MISSING_GENES: usize = 20;
@@ -135,4 +135,76 @@ impl EngineModel {
             self.meta.normalisation.target_sum as f32,
         ))
     }
+}
+
+/// Angular frequencies `2π / λ_i` (radians per µm) of the spatial token: `n` wavelengths
+/// geometric from `min_um` to `max_um`. Shared by the burn model and the engines.
+pub fn sinusoid_frequencies(n: usize, min_um: f64, max_um: f64) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let t = if n <= 1 { 0.0 } else { i as f64 / (n - 1) as f64 };
+            let lambda = min_um * (max_um / min_um).powf(t);
+            (2.0 * std::f64::consts::PI / lambda) as f32
+        })
+        .collect()
+}
+
+/// Sinusoidal features `[cells, 4F]` of centroids (µm): per cell `sin(ω x)`, `cos(ω x)`,
+/// `sin(ω y)`, `cos(ω y)`, each over the `F` frequencies (the burn `SpatialEncoder` order).
+pub fn spatial_features(centroids_um: &[[f32; 2]], s: &SpatialTokenConfig) -> Vec<f32> {
+    let w = sinusoid_frequencies(s.n_frequencies, s.min_wavelength_um, s.max_wavelength_um);
+    let mut out = Vec::with_capacity(centroids_um.len() * 4 * w.len());
+    for c in centroids_um {
+        for &coord in c {
+            out.extend(w.iter().map(|&wi| (coord * wi).sin()));
+            out.extend(w.iter().map(|&wi| (coord * wi).cos()));
+        }
+    }
+    out
+}
+
+/// The model input `[cells, n_inputs]` from normalised genes `[cells, G]`: unchanged for the
+/// gene-only classifier; for the spatial classifier each row gets the centroid's
+/// [`spatial_features`] appended. Fails when the model needs centroids and none (or a
+/// non-finite one) is given, naming the cell.
+pub fn model_input(
+    config: &ClassifierConfig,
+    x_norm: Vec<f32>,
+    centroids_um: Option<&[[f32; 2]]>,
+) -> Result<Vec<f32>, ModelFileError> {
+    let Some(sp) = &config.spatial else {
+        return Ok(x_norm);
+    };
+    let g = config.n_genes;
+    let n_cells = if g == 0 { 0 } else { x_norm.len() / g };
+    let centroids = centroids_um.ok_or_else(|| ModelFileError::InvalidConfig {
+        reason: "this is a spatial classifier: it needs each cell's centroid (µm); pass the \
+                 centroids with the counts"
+            .into(),
+    })?;
+    if centroids.len() != n_cells {
+        return Err(ModelFileError::InvalidConfig {
+            reason: format!(
+                "{} centroids for {n_cells} cells; pass one [x, y] (µm) per cell",
+                centroids.len()
+            ),
+        });
+    }
+    if let Some(i) = centroids.iter().position(|c| !(c[0].is_finite() && c[1].is_finite())) {
+        return Err(ModelFileError::InvalidConfig {
+            reason: format!(
+                "centroid of cell {i} is {:?}; the spatial classifier needs a finite position \
+                 for every cell",
+                centroids[i]
+            ),
+        });
+    }
+    let feats = spatial_features(centroids, sp);
+    let f = 4 * sp.n_frequencies;
+    let mut out = Vec::with_capacity(n_cells * (g + f));
+    for i in 0..n_cells {
+        out.extend_from_slice(&x_norm[i * g..(i + 1) * g]);
+        out.extend_from_slice(&feats[i * f..(i + 1) * f]);
+    }
+    Ok(out)
 }

@@ -102,7 +102,7 @@ impl GpuClassifier {
         let head = GpuLinear::upload(gpu, &w.head, "head")?;
         // Compile the model-specific attention kernel now rather than on the first call.
         ctx.pipeline(KernelKey::Attention {
-            tokens: c.gene_tokens as u32,
+            tokens: c.n_tokens() as u32,
             d_model: c.d_model as u32,
             n_heads: c.n_heads as u32,
         })?;
@@ -157,9 +157,9 @@ impl GpuClassifier {
     pub async fn logits(&self, x_norm: &[f32], n_cells: usize) -> Result<Vec<f32>, GpuError> {
         let c = &self.config;
         check_len(
-            || format!("x_norm [cells={n_cells}, genes={}]", c.n_genes),
+            || format!("x_norm [cells={n_cells}, genes={}]", c.n_inputs()),
             x_norm.len(),
-            n_cells * c.n_genes,
+            n_cells * c.n_inputs(),
         )?;
         if n_cells == 0 {
             return Ok(Vec::new());
@@ -189,7 +189,7 @@ impl GpuClassifier {
             ctx.queue.write_buffer(
                 &work.x,
                 0,
-                bytemuck::cast_slice(&x_norm[start * c.n_genes..(start + n) * c.n_genes]),
+                bytemuck::cast_slice(&x_norm[start * c.n_inputs()..(start + n) * c.n_inputs()]),
             );
             let mut encoder = ctx
                 .device
@@ -245,10 +245,10 @@ impl GpuClassifier {
 
     fn work_buffers(&self, cells: usize) -> Result<WorkBuffers, GpuError> {
         let c = &self.config;
-        let rows = cells * c.gene_tokens;
+        let rows = cells * c.n_tokens();
         let ctx = &*self.ctx;
         Ok(WorkBuffers {
-            x: ctx.storage_zeroed("x_norm chunk", cells * c.n_genes)?,
+            x: ctx.storage_zeroed("x_norm chunk", cells * c.n_inputs())?,
             h: ctx.storage_zeroed("residual stream", rows * c.d_model)?,
             a: ctx.storage_zeroed("normed / attention out", rows * c.d_model)?,
             qkv: ctx.storage_zeroed("qkv", rows * 3 * c.d_model)?,
@@ -262,8 +262,8 @@ impl GpuClassifier {
     fn plan(&self, b: &WorkBuffers, cells: usize) -> Result<Vec<Dispatch>, GpuError> {
         let c = &self.config;
         let ctx = &*self.ctx;
-        let rows = cells * c.gene_tokens;
-        let (t, d, eps) = (c.gene_tokens, c.d_model, self.eps);
+        let rows = cells * c.n_tokens();
+        let (t, d, eps) = (c.n_tokens(), c.d_model, self.eps);
         let none = Activation::None;
         let mut plan = Vec::with_capacity(3 + 7 * self.layers.len() + 3);
         // [cells, T*D] written as [cells*T, D]; token_type is in the bias.
@@ -316,9 +316,9 @@ impl GpuClassifier {
 /// The largest chunk for which every per-chunk buffer fits `max_binding` bytes and every
 /// matmul fits the workgroup-count limit.
 fn max_chunk_cells(c: &ClassifierConfig, max_binding: u64) -> Result<usize, GpuError> {
-    let t = c.gene_tokens;
+    let t = c.n_tokens();
     let per_cell_bytes = [
-        ("input x_norm [cells, G]", c.n_genes),
+        ("input x_norm [cells, G]", c.n_inputs()),
         ("residual stream [cells*T, D]", t * c.d_model),
         ("qkv [cells*T, 3D]", t * 3 * c.d_model),
         ("ffn hidden [cells*T, F]", t * c.d_ff),

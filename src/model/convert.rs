@@ -146,3 +146,89 @@ pub fn from_engine_model<B: Backend>(
     linear_in(&mut m.head, &w.head, device);
     m
 }
+
+/// Extract a trained [`SpatialClassifier`](super::SpatialClassifier) (count input) into an
+/// [`EngineModel`] that the CPU and WGSL engines run unchanged.
+///
+/// The centroid token is folded into the gene-token matmul: the engine's input per cell is
+/// `[genes (G), spatial features (4F)]` ([`crate::engine::model_input`]) and
+/// `gene_embedding` is the block matrix `[[W_gene, 0], [0, W_spatial]]` of shape
+/// `[(T+1)·D, G+4F]`; `token_type` row `t < T` is the gene token-type row plus the gene
+/// modality row, row `T` the spatial modality row. `meta.config.spatial` must describe the
+/// model's sinusoid (`meta` from [`crate::engine::ModelMeta::new`] with that config).
+/// Fails for models reading a precomputed gene embedding (the engines take counts).
+pub fn spatial_to_engine_model<B: Backend>(
+    model: &super::SpatialClassifier<B>,
+    meta: ModelMeta,
+) -> Result<EngineModel, ModelFileError> {
+    let c = meta.config.clone();
+    let unsupported = |reason: String| ModelFileError::InvalidConfig { reason };
+    let sp = c
+        .spatial
+        .clone()
+        .ok_or_else(|| unsupported("meta.config.spatial is not set for a spatial classifier".into()))?;
+    let genes = model.genes.counts.as_ref().ok_or_else(|| {
+        unsupported(
+            "the engines run count-input models; this spatial classifier reads a precomputed \
+             gene embedding"
+                .into(),
+        )
+    })?;
+    if model.spatial.n_frequencies != sp.n_frequencies
+        || model.spatial.min_wavelength_um != sp.min_wavelength_um
+        || model.spatial.max_wavelength_um != sp.max_wavelength_um
+    {
+        return Err(unsupported(format!(
+            "meta.config.spatial {sp:?} differs from the model's sinusoid ({} frequencies, \
+             {}–{} µm)",
+            model.spatial.n_frequencies, model.spatial.min_wavelength_um, model.spatial.max_wavelength_um
+        )));
+    }
+    let (t, d, g, f) = (c.gene_tokens, c.d_model, c.n_genes, 4 * sp.n_frequencies);
+    let gene = linear_out(&genes.embedding);
+    let spat = linear_out(&model.spatial.projection);
+    if gene.out_dim != t * d || gene.in_dim != g || spat.out_dim != d || spat.in_dim != f {
+        return Err(unsupported(format!(
+            "shapes: gene embedding [{}, {}] (expected [{}, {g}]), spatial projection [{}, {}] \
+             (expected [{d}, {f}])",
+            gene.out_dim,
+            gene.in_dim,
+            t * d,
+            spat.out_dim,
+            spat.in_dim
+        )));
+    }
+    let (wg, ws) = (dense_weight(&gene), dense_weight(&spat));
+    let n_in = g + f;
+    let mut w = vec![0f32; (t + 1) * d * n_in];
+    for r in 0..t * d {
+        w[r * n_in..r * n_in + g].copy_from_slice(&wg[r * g..(r + 1) * g]);
+    }
+    for r in 0..d {
+        let row = (t * d + r) * n_in;
+        w[row + g..row + n_in].copy_from_slice(&ws[r * f..(r + 1) * f]);
+    }
+    let mut bias = gene.bias.clone();
+    bias.extend_from_slice(&spat.bias);
+    let modality = to_vec(model.modality.val());
+    let mut token_type = to_vec(genes.token_type.val());
+    for k in 0..t {
+        for j in 0..d {
+            token_type[k * d + j] += modality[j];
+        }
+    }
+    token_type.extend_from_slice(&modality[d..2 * d]);
+    let weights = GeneOnlyWeights {
+        gene_embedding: LinearW {
+            out_dim: (t + 1) * d,
+            in_dim: n_in,
+            weight: LinearWeight::F32(w),
+            bias,
+        },
+        token_type,
+        layers: model.core.encoder.layers.iter().map(layer_out).collect(),
+        final_norm: norm_out(&model.core.encoder.final_norm),
+        head: linear_out(&model.core.head),
+    };
+    EngineModel::new(meta, weights)
+}

@@ -352,21 +352,7 @@ impl SpatialEncoderConfig {
     }
 }
 
-/// Angular frequencies `2π / λ_i` (radians per µm), `n` wavelengths geometric from
-/// `min_um` to `max_um`.
-pub fn sinusoid_frequencies(n: usize, min_um: f64, max_um: f64) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            let t = if n <= 1 {
-                0.0
-            } else {
-                i as f64 / (n - 1) as f64
-            };
-            let lambda = min_um * (max_um / min_um).powf(t);
-            (2.0 * std::f64::consts::PI / lambda) as f32
-        })
-        .collect()
-}
+pub use crate::engine::sinusoid_frequencies;
 
 /// Spatial encoder: `[sin(ω x), cos(ω x), sin(ω y), cos(ω y)]` over fixed frequencies ω, then
 /// `Linear(4F → d_model)` → one token.

@@ -59,6 +59,7 @@ impl GeneOnlyClassifierConfig {
             n_layers: self.n_layers,
             gene_tokens: self.gene_tokens,
             layer_norm_eps: self.layer_norm_eps,
+            spatial: None,
         }
     }
 

@@ -582,7 +582,21 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     .with_dropout(dr)
                     .with_gene_embedding_dim(ge_dim);
                 let spec = serde_json::to_value(&c).unwrap_or_default();
-                train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?.0
+                let (r, model) =
+                    train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?;
+                // Engine files (count input only: the engines read counts + centroids).
+                if ge_dim.is_none() {
+                    let (_, ex) = super::export::export_spatial_fp32_and_int8(
+                        &model.valid(),
+                        &c,
+                        &crop.table.genes,
+                        &crop.class_names,
+                        serde_json::json!({"benchmark": true}),
+                        &opts.out.join(kind.name()).join("engine"),
+                    )?;
+                    files.extend([ex.fp32, ex.int8]);
+                }
+                r
             }
             ModelKind::DualModality => {
                 let c = DualModalityClassifierConfig::new(g, n_classes, vit.clone())
@@ -712,6 +726,6 @@ fn summary_markdown(opts: &BenchmarkOptions, crop: &PreparedCrop, r: &BenchmarkR
     }
     md += "\n## Per class (held out)\n\n";
     md += &r.markdown;
-    md += "\nFiles: `per_class.csv`, `per_class.md`, `confusion_<model>.png` (rows true, columns predicted, colour = row fraction), `<model>/model.safetensors` (all parameters, burn names), `<model>/checkpoint.bin` (resume with `--resume`), `gene_only/engine/model{,.int8}.safetensors` (browser engine format), `benchmark.json`.\n";
+    md += "\nFiles: `per_class.csv`, `per_class.md`, `confusion_<model>.png` (rows true, columns predicted, colour = row fraction), `<model>/model.safetensors` (all parameters, burn names), `<model>/checkpoint.bin` (resume with `--resume`), `gene_only/engine/model{,.int8}.safetensors` and `spatial/engine/…` (browser engine format), `benchmark.json`.\n";
     md
 }

@@ -50,12 +50,58 @@ pub fn export_fp32_and_int8<B: Backend>(
         source,
     })?;
     let fp32 = to_engine_model(model, meta)?;
+    let files = save_engine_files(&fp32, dir)?;
+    Ok((fp32, files))
+}
+
+/// Writes `dir/model.safetensors` (fp32) and `dir/model.int8.safetensors` atomically.
+fn save_engine_files(fp32: &EngineModel, dir: &Path) -> Result<ExportedFiles, TrainError> {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let files = ExportedFiles {
         fp32: dir.join("model.safetensors"),
         int8: dir.join("model.int8.safetensors"),
     };
     fp32.save_atomic(&files.fp32)?;
     fp32.quantize_int8().save_atomic(&files.int8)?;
+    Ok(files)
+}
+
+/// The spatial classifier in the engines' format (see
+/// [`crate::model::convert::spatial_to_engine_model`]), fp32 and int8, into `dir`.
+pub fn export_spatial_fp32_and_int8<B: Backend>(
+    model: &crate::model::SpatialClassifier<B>,
+    config: &crate::model::SpatialClassifierConfig,
+    genes: &[String],
+    classes: &[String],
+    training: serde_json::Value,
+    dir: &Path,
+) -> Result<(EngineModel, ExportedFiles), TrainError> {
+    let engine_config = crate::engine::ClassifierConfig {
+        n_genes: config.n_genes,
+        n_classes: config.n_classes,
+        d_model: config.d_model,
+        n_heads: config.n_heads,
+        d_ff: config.d_ff,
+        n_layers: config.n_layers,
+        gene_tokens: config.gene_tokens,
+        layer_norm_eps: config.layer_norm_eps,
+        spatial: Some(crate::engine::SpatialTokenConfig {
+            n_frequencies: model.spatial.n_frequencies,
+            min_wavelength_um: model.spatial.min_wavelength_um,
+            max_wavelength_um: model.spatial.max_wavelength_um,
+        }),
+    };
+    let mut meta = ModelMeta::new(engine_config, genes.to_vec(), classes.to_vec());
+    meta.normalisation = Normalisation {
+        kind: NORMALISATION_LOG1P_CP10K.to_string(),
+        target_sum: TARGET_SUM as f64,
+    };
+    meta.training = training;
+    let fp32 = crate::model::convert::spatial_to_engine_model(model, meta)?;
+    let files = save_engine_files(&fp32, dir)?;
     Ok((fp32, files))
 }
 

@@ -101,6 +101,39 @@ try {
     await page.selectOption("#colour-by", "class");
     console.log(`alignment layer: ${result.alignment.nClusters} morphology clusters over ${result.alignment.nCells} cells (ARI ${result.alignment.ari.toFixed(3)})`);
   }
+  // The spatial classifier (gene tokens + sinusoidal centroid token), int8, on the page's
+  // engine with the cells' centroids: classes must equal the native CPU engine's.
+  const spatialModel = resolve(root, "www", dataParam, "spatial.int8.safetensors");
+  if (existsSync(spatialModel)) {
+    const csv = readFileSync(resolve(root, "www", dataParam, "spatial_predictions.csv"), "utf8").trim().split("\n");
+    const col = csv[0].split(",").indexOf("predicted");
+    const native = csv.slice(1).map((l) => l.split(",")[col]);
+    const sp = await page.evaluate(async (data) => {
+      const m = await import("../pkg/cellsymphony.js");
+      const meta = await (await fetch(data + "cells.json")).json();
+      const counts = new Float32Array(await (await fetch(data + "counts.f32")).arrayBuffer());
+      const bytes = new Uint8Array(await (await fetch(data + "spatial.int8.safetensors")).arrayBuffer());
+      const centroids = Float32Array.from(meta.centroids_um.flat());
+      const out = {};
+      for (const gpu of [true, false]) {
+        const clf = await m.Classifier.load(bytes, gpu);
+        const t0 = performance.now();
+        const r = await clf.classify(counts, meta.n_cells, meta.genes, centroids);
+        out[gpu ? "gpu" : "cpu"] = { backend: clf.backend, ms: performance.now() - t0, names: Array.from(r.classes).map((c) => clf.classes[c]) };
+      }
+      let noCentroids = null;
+      try { await (await m.Classifier.load(bytes, false)).classify(counts, meta.n_cells, meta.genes); } catch (e) { noCentroids = String(e.message || e); }
+      out.noCentroids = noCentroids;
+      return out;
+    }, dataParam);
+    for (const key of ["gpu", "cpu"]) {
+      const r = sp[key];
+      const diff = r.names.filter((c, i) => c !== native[i]).length;
+      console.log(`spatial classifier in the browser (${r.backend}): ${r.names.length - diff}/${native.length} cells equal native, ${(native.length / r.ms * 1000).toFixed(0)} cells/s`);
+      if (r.names.length !== native.length || diff > 0) throw new Error(`spatial classifier (${r.backend}) differs from native on ${diff} cells`);
+    }
+    if (!sp.noCentroids || !sp.noCentroids.includes("centroid")) throw new Error(`spatial model without centroids should reject naming them, got: ${sp.noCentroids}`);
+  }
   // Input API: CSR input gives the dense input's classes, and bad input rejects with messages
   // that name the array, element and value (CPU engine, same wasm module as the page).
   const api = await page.evaluate(async (data) => {
