@@ -28,6 +28,8 @@ log "building the npm package (pkg/)"
 bash scripts/build_wasm.sh
 log "benchmark: native engines (cells/s)"
 "$bin/bench_engine" --model "$out/model.int8.safetensors" --fp32 "$out/model.safetensors" | tee "$out/bench.txt"
+log "benchmark: cells/s per classifier (burn fp32 vs our int8 engines)"
+"$bin/bench_models" | tee "$out/bench_models.txt"
 log "benchmark: reading a synthetic 1M-cell MEX matrix (peak memory vs scipy; generated once)"
 "$bin/bench_data_memory" | tee "$out/bench_data_memory.txt"
 if [ "${CELLSYMPHONY_BENCH_OT:-1}" = 1 ]; then

@@ -1,0 +1,174 @@
+//! Cells/s of each of CellSymphony's four classifiers, in one run, on the real crop's cells:
+//! burn fp32 (ndarray CPU, the named peer) for all four, and our int8 engines (plain-Rust CPU
+//! and WGSL through wgpu: a real GPU where there is one, lavapipe otherwise) for the models
+//! the engines run (gene-only, spatial). Throughput does not depend on the weights, so the
+//! models are freshly initialised (seeded) at the benchmark defaults (6 layers, d_model 64).
+//!
+//! `bench_models [--cells 4096] [--reps 3] [--layers 6]`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+
+use cellsymphony::engine::{self, EngineModel};
+use cellsymphony::gpu::{GpuClassifier, GpuContext};
+use cellsymphony::model::{
+    DualModalityClassifierConfig, GeneOnlyClassifierConfig, MorphologyEncoderConfig,
+    MultiInputClassifierConfig, SpatialClassifierConfig,
+};
+use cellsymphony::train::cell_trainer::{predict_cells, CellInputs, Rows};
+use cellsymphony::train::dataset::{prepare_crop, LabelOptions};
+
+#[derive(Parser)]
+#[command(about = "Cells/s per classifier: burn fp32 vs our CPU and WGSL int8 engines, on the real crop")]
+struct Args {
+    /// Cells per measurement (the crop's cells are repeated to reach it).
+    #[arg(long, default_value_t = 4096)]
+    cells: usize,
+    /// Timed repetitions after one warm-up; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Encoder layers.
+    #[arg(long, default_value_t = 6)]
+    layers: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..reps.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+type B = burn::backend::NdArray;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = Args::parse();
+    let crop = prepare_crop(&cellsymphony::data::default_data_dir(), &LabelOptions::default())?;
+    let (n_crop, g, k) = (crop.table.n_cells(), crop.table.n_genes(), crop.class_names.len());
+    let n = a.cells.max(1);
+    let rep = |v: &[f32], w: usize| -> Vec<f32> {
+        (0..n).flat_map(|i| v[(i % n_crop) * w..(i % n_crop + 1) * w].iter().copied()).collect()
+    };
+    let x = rep(&crop.x_norm, g);
+    let centroids_crop: Vec<f32> = crop.table.centroids_um.iter().flat_map(|c| [c[0], c[1]]).collect();
+    let centroids = rep(&centroids_crop, 2);
+    let side = 32;
+    let patches_crop = cellsymphony::train::benchmark::crop_patches(
+        &cellsymphony::data::default_data_dir(),
+        &crop,
+        side,
+        0.75,
+    )?;
+    let patches = rep(&patches_crop, side * side);
+    let inputs = CellInputs {
+        n_cells: n,
+        genes: Some(Rows { data: &x, cols: g }),
+        gene_embedding: None,
+        patches: Some(Rows { data: &patches, cols: side * side }),
+        morph_embedding: None,
+        centroids_um: Some(Rows { data: &centroids, cols: 2 }),
+    };
+    let idx: Vec<usize> = (0..n).collect();
+    let device = Default::default();
+    let vit = MorphologyEncoderConfig::new().with_image_size(side);
+    println!(
+        "{n} cells (the crop's {n_crop} repeated), {g} genes, {k} classes; {} layers, d_model 64; \
+         patches {side}×{side} px, ViT patch 8",
+        a.layers
+    );
+
+    let gpu = pollster::block_on(GpuContext::new()).map(Arc::new);
+    if let Err(e) = &gpu {
+        println!("WGSL engine: SKIPPED (no adapter: {e})");
+    }
+    let mut rows: Vec<(String, String, f64)> = Vec::new();
+    let engines = |name: &str, model: EngineModel, rows: &mut Vec<(String, String, f64)>| -> Result<(), Box<dyn std::error::Error>> {
+        let int8 = model.quantize_int8();
+        let xs = engine::model_input(
+            int8.config(),
+            x.clone(),
+            Some(&centroids.chunks(2).map(|c| [c[0], c[1]]).collect::<Vec<_>>()),
+        )?;
+        let s = time(a.reps, || {
+            engine::cpu::forward_logits(&int8, &xs, n);
+        });
+        rows.push((name.into(), "cellsymphony CPU engine, int8".into(), s));
+        if let Ok(ctx) = &gpu {
+            let clf = GpuClassifier::new(Arc::clone(ctx), &int8)?;
+            let s = time(a.reps, || {
+                pollster::block_on(clf.logits(&xs, n)).expect("WGSL engine run");
+            });
+            rows.push((name.into(), format!("cellsymphony WGSL engine, int8 ({})", ctx.adapter_summary()), s));
+        }
+        Ok(())
+    };
+
+    {
+        let c = GeneOnlyClassifierConfig::new(g, k).with_n_layers(a.layers);
+        let m = c.init::<B>(&device);
+        let s = time(a.reps, || {
+            predict_cells(&m, &inputs, &idx, 1024, &device);
+        });
+        rows.push(("gene-only".into(), "burn fp32, ndarray CPU (peer)".into(), s));
+        let meta = cellsymphony::train::export::gene_only_meta(&c, &crop.table.genes, &crop.class_names, serde_json::json!({}));
+        engines("gene-only", cellsymphony::model::convert::to_engine_model(&m, meta)?, &mut rows)?;
+    }
+    {
+        let c = SpatialClassifierConfig::new(g, k).with_n_layers(a.layers);
+        let m = c.init::<B>(&device);
+        let s = time(a.reps, || {
+            predict_cells(&m, &inputs, &idx, 1024, &device);
+        });
+        rows.push(("spatial".into(), "burn fp32, ndarray CPU (peer)".into(), s));
+        let dir = std::env::temp_dir().join(format!("cellsymphony-bench-models-{}", std::process::id()));
+        let (fp32, _) = cellsymphony::train::export::export_spatial_fp32_and_int8(
+            &m,
+            &c,
+            &crop.table.genes,
+            &crop.class_names,
+            serde_json::json!({}),
+            &dir,
+        )?;
+        let _ = std::fs::remove_dir_all(&dir);
+        engines("spatial", fp32, &mut rows)?;
+    }
+    {
+        let c = DualModalityClassifierConfig::new(g, k, vit.clone()).with_n_layers(a.layers);
+        let m = c.init::<B>(&device);
+        let s = time(a.reps, || {
+            predict_cells(&m, &inputs, &idx, 1024, &device);
+        });
+        rows.push(("dual-modality".into(), "burn fp32, ndarray CPU (peer)".into(), s));
+    }
+    {
+        let c = MultiInputClassifierConfig::new(g, k, vit).with_n_layers(a.layers);
+        let m = c.init::<B>(&device);
+        let s = time(a.reps, || {
+            predict_cells(&m, &inputs, &idx, 1024, &device);
+        });
+        rows.push(("multi-input".into(), "burn fp32, ndarray CPU (peer)".into(), s));
+    }
+    println!("\n| model | engine | median s | cells/s | vs burn fp32 |\n|---|---|---:|---:|---:|");
+    for (model, name, s) in &rows {
+        let peer = rows
+            .iter()
+            .find(|(m, e, _)| m == model && e.starts_with("burn"))
+            .map_or(*s, |r| r.2);
+        println!("| {model} | {name} | {s:.3} | {:.0} | {:.2}× |", n as f64 / s, peer / s);
+    }
+    println!("\ndual-modality and multi-input: not in the int8 engines yet (their morphology ViT path and the relative attention bias are not ported to WGSL); burn fp32 only.");
+    Ok(())
+}
