@@ -66,12 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let centroids_crop: Vec<f32> = crop.table.centroids_um.iter().flat_map(|c| [c[0], c[1]]).collect();
     let centroids = rep(&centroids_crop, 2);
     let side = 32;
-    let patches_crop = cellsymphony::train::benchmark::crop_patches(
-        &cellsymphony::data::default_data_dir(),
-        &crop,
-        side,
-        0.75,
-    )?;
+    let patches_crop = cellsymphony::train::benchmark::crop_patches(&crop, side, 0.75)?;
     let patches = rep(&patches_crop, side * side);
     let inputs = CellInputs {
         n_cells: n,

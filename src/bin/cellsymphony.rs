@@ -192,7 +192,8 @@ struct DataArgs {
     data: Option<PathBuf>,
     /// A Xenium output folder to read instead of the example crop (any XOA layout: MEX or
     /// cell_feature_matrix.h5, cells.parquet/csv.gz, transcripts.parquet/csv.gz); genes-only
-    /// commands (label, train, eval, classify). See `cellsymphony inspect`.
+    /// commands (label, train, eval, classify, benchmark, align; patches from its DAPI image).
+    /// See `cellsymphony inspect`.
     #[arg(long)]
     bundle: Option<PathBuf>,
     /// Reference CSV for the SingleR-style labels (genes × profiles with a `cell_type`
@@ -1215,6 +1216,8 @@ fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         resume: a.resume,
         h5ad: a.h5ad,
         label_key: a.label_key,
+        bundle: a.data.bundle.clone(),
+        reference: a.data.reference.clone(),
     };
     let t = Instant::now();
     let device = Default::default();
@@ -1265,9 +1268,8 @@ fn cmd_align(a: AlignArgs) -> Result<()> {
     type Ad = burn::backend::Autodiff<burn::backend::NdArray>;
     let t0 = Instant::now();
     let crop = a.data.prepare()?;
-    let dir = a.data.dir();
     std::fs::create_dir_all(&a.out).context(|| format!("creating {}", a.out.display()))?;
-    let patches = train::benchmark::crop_patches(&dir, &crop, a.patch_px, a.patch_um_per_px)?;
+    let patches = train::benchmark::crop_patches(&crop, a.patch_px, a.patch_um_per_px)?;
     let n = crop.table.n_cells();
     let g = crop.table.n_genes();
     let inputs = PairedInputs {
@@ -1320,12 +1322,11 @@ fn cmd_align(a: AlignArgs) -> Result<()> {
 
     let types: Vec<Option<u32>> = crop.labels.clone();
     let analysis = analyse_alignment(&trained.z_morph, trained.dim, a.clusters, &types, &crop.class_names, a.seed)?;
-    let files = data::BidcellData::locate(&dir)?;
-    let dapi = data::read_tiff_gray16(&files.morphology)?;
+    let (dapi, frame) = data::XeniumBundle::open(&crop.source)?.read_dapi(Some(0.5))?;
     let centres: Vec<[f32; 2]> = (0..n)
         .map(|i| crop.table.nucleus_centroids_um[i].unwrap_or(crop.table.centroids_um[i]))
         .collect();
-    write_alignment_figures(&a.out, &analysis, &types, &dapi, &data::XENIUM_CROP_FRAME, &centres)?;
+    write_alignment_figures(&a.out, &analysis, &types, &dapi, &frame, &centres)?;
     let mut csv = String::from("cell_id,cluster,umap_x,umap_y,reference_label\n");
     for i in 0..n {
         let label = types[i].map_or("", |t| crop.class_names[t as usize].as_str());

@@ -182,6 +182,50 @@ impl XeniumBundle {
         s
     }
 
+    /// The DAPI image at the pyramid level closest to (not coarser than) `target_um_per_px`
+    /// (full resolution when `None`) and its frame in slide µm.
+    ///
+    /// Xenium places morphology pixel `(c, r)` at `[c, r] · pixel_size` µm (corner origin),
+    /// with the pixel size from the OME-XML, else `experiment.xenium`. The BIDCell example
+    /// crop (`morphology_mip_small.tif`, a plain TIFF cut from the slide) has its own frame,
+    /// [`super::XENIUM_CROP_FRAME`]. Fails with [`DataError::MorphologyNotFound`] when the
+    /// bundle has no morphology image, and with [`DataError::MissingPixelSize`]-style errors
+    /// when no pixel size is known.
+    pub fn read_dapi(
+        &self,
+        target_um_per_px: Option<f32>,
+    ) -> Result<(super::GrayImage16, super::ImageFrame), DataError> {
+        let m = self.morphology.as_ref().ok_or_else(|| DataError::MorphologyNotFound {
+            dir: self.dir.clone(),
+            found: listing(&self.dir),
+            expected: super::MORPHOLOGY_EXPECTED,
+        })?;
+        let is_bidcell_crop = m
+            .dapi_path()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "morphology_mip_small.tif");
+        let (base, override_um) = if is_bidcell_crop {
+            (super::XENIUM_CROP_FRAME, Some(super::XENIUM_CROP_FRAME.um_per_px))
+        } else {
+            let manifest_um = self.manifest.as_ref().and_then(|m| m.pixel_size).map(|p| p as f32);
+            // The OME pixel size wins; the manifest's fills in for files without one.
+            let ome_um = m
+                .dapi_path()
+                .and_then(|p| super::PyramidTiff::open(p).ok())
+                .and_then(|t| t.ome().and_then(|o| o.physical_size_x_um));
+            let um = ome_um.or(manifest_um).ok_or_else(|| DataError::Empty {
+                path: m.dapi_path().map(Path::to_path_buf).unwrap_or_default(),
+                message: "no pixel size: the image has no OME PhysicalSizeX and there is no \
+                          experiment.xenium with pixel_size; add the manifest or convert the \
+                          image to OME-TIFF"
+                    .into(),
+            })?;
+            (super::ImageFrame::from_corner([0.0, 0.0], um), Some(um))
+        };
+        let level = m.read_dapi(target_um_per_px, override_um)?;
+        Ok((level.image, super::level_frame(&base, level.downsample)))
+    }
+
     /// Reads the cells × genes matrix with centroids, in the canonical order of every reader.
     ///
     /// Counts come from [`XeniumBundle::matrix`]; centroids from the cells table when there is

@@ -126,6 +126,10 @@ pub struct BenchmarkOptions {
     pub h5ad: Option<PathBuf>,
     /// `obs` column holding the expert labels of `h5ad`.
     pub label_key: String,
+    /// A Xenium output folder to read instead of the example crop.
+    pub bundle: Option<PathBuf>,
+    /// Reference CSV for the labels of `bundle` (default: the example's `sc_breast.csv`).
+    pub reference: Option<PathBuf>,
 }
 
 impl Default for BenchmarkOptions {
@@ -151,6 +155,8 @@ impl Default for BenchmarkOptions {
             resume: None,
             h5ad: None,
             label_key: "bulk_labels".into(),
+            bundle: None,
+            reference: None,
         }
     }
 }
@@ -205,17 +211,20 @@ fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), TrainError> 
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Nucleus-centred patches `[cells, size²]` (centroid where no nucleus transcript exists).
-pub fn crop_patches(
-    data_dir: &Path,
-    crop: &PreparedCrop,
-    size: usize,
-    um_per_px: f32,
-) -> Result<Vec<f32>, TrainError> {
-    let files = data::BidcellData::locate(data_dir)?;
-    let image = data::read_tiff_gray16(&files.morphology)?;
+/// Nucleus-centred DAPI patches `[cells, size²]` (centroid where no nucleus transcript
+/// exists) at `um_per_px`, from the morphology image of the folder the cells were read from
+/// ([`PreparedCrop::source`]), read at the pyramid level that resolution needs.
+pub fn crop_patches(crop: &PreparedCrop, size: usize, um_per_px: f32) -> Result<Vec<f32>, TrainError> {
+    if crop.source.as_os_str().is_empty() {
+        return Err(TrainError::Options(
+            "these cells were not read from a Xenium folder, so there is no morphology image for \
+             patches; use a gene-only model or give the cells' folder"
+                .into(),
+        ));
+    }
+    let bundle = data::XeniumBundle::open(&crop.source)?;
+    let (image, frame) = bundle.read_dapi(Some(um_per_px))?;
     let scale = data::IntensityScale::global(&image);
-    let frame = data::XENIUM_CROP_FRAME;
     let mut out = Vec::with_capacity(crop.table.n_cells() * size * size);
     for i in 0..crop.table.n_cells() {
         let centre = crop.table.nucleus_centroids_um[i].unwrap_or(crop.table.centroids_um[i]);
@@ -428,7 +437,16 @@ pub fn run_benchmark<B: AutodiffBackend>(
             }
             super::dataset::prepare_h5ad(path, &opts.label_key, &opts.labels)?
         }
-        None => prepare_crop(&opts.data_dir, &opts.labels)?,
+        None => match &opts.bundle {
+            Some(dir) => {
+                let reference = match &opts.reference {
+                    Some(r) => r.clone(),
+                    None => data::BidcellData::locate(&opts.data_dir)?.reference,
+                };
+                super::dataset::prepare_bundle(dir, &reference, &opts.labels)?
+            }
+            None => prepare_crop(&opts.data_dir, &opts.labels)?,
+        },
     };
     let n_cells = crop.table.n_cells();
     let g = crop.table.n_genes();
@@ -449,7 +467,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
             .any(|m| matches!(m, ModelKind::DualModality | ModelKind::MultiInput));
     let size = opts.morphology.image_size;
     let patches = if needs_patches {
-        crop_patches(&opts.data_dir, &crop, size, opts.patch_um_per_px)?
+        crop_patches(&crop, size, opts.patch_um_per_px)?
     } else {
         Vec::new()
     };

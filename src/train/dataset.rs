@@ -68,6 +68,9 @@ pub struct PreparedCrop {
     pub class_names: Vec<String>,
     /// Counts of what was excluded and kept.
     pub summary: LabelSummary,
+    /// The Xenium folder the cells were read from (morphology patches come from its DAPI
+    /// image, see [`data::XeniumBundle::read_dapi`]); empty when not read from a bundle.
+    pub source: std::path::PathBuf,
 }
 
 /// Read the BIDCell crop under `data_dir` (the unpacked bidcell data, see
@@ -89,7 +92,9 @@ pub fn prepare_bundle(bundle_dir: &Path, reference: &Path, opts: &LabelOptions) 
     let g = table.n_genes();
     let x_norm = normalise_log1p_cp10k(&table.counts, g, TARGET_SUM);
     let annotation = data::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)?;
-    Ok(label_cells(table, x_norm, annotation, opts))
+    let mut crop = label_cells(table, x_norm, annotation, opts);
+    crop.source = bundle_dir.to_path_buf();
+    Ok(crop)
 }
 
 /// Read an AnnData `.h5ad` with expert labels in the categorical `obs[label_key]` column.
@@ -195,5 +200,5 @@ pub fn label_cells(table: CellTable, x_norm: Vec<f32>, annotation: Annotation, o
         rare_classes,
         class_counts,
     };
-    PreparedCrop { table, x_norm, annotation, labels, class_names, summary }
+    PreparedCrop { table, x_norm, annotation, labels, class_names, summary, source: Default::default() }
 }
