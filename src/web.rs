@@ -25,6 +25,21 @@
 //! res.delta         // Float32Array [genes]: mean paired target − control expression (Δg)
 //! res.topUp, res.topDown  // [{gene, delta}] × 10
 //! ```
+//! Reading Xenium files the user dropped into the page (bytes; plain or gzipped), through the
+//! same parsers as the native readers:
+//! ```js
+//! import { readXeniumMex, readXeniumTranscripts, readXeniumCells } from "cellsymphony";
+//! const m = readXeniumMex(featuresBytes, barcodesBytes, matrixBytes, cellsCsvBytes /* optional */);
+//! // {cellIds, genes, nCells, nGenes, indptr, indices, data, centroidsUm?}: sparse counts
+//! const res = await clf.classifyCsr(m.indptr, m.indices, m.data, m.nCells, m.genes, m.centroidsUm);
+//! const t = readXeniumTranscripts(transcriptsCsvBytes, 20 /* minQv */, "transcripts.csv.gz");
+//! // {cellIds, genes, nCells, nGenes, counts [cells*genes], centroidsUm,
+//! //  nucleusCentroidsUm (NaN where a cell has too few nucleus transcripts)}
+//! const res2 = await clf.classify(t.counts, t.nCells, t.genes, t.centroidsUm);
+//! const xy = readXeniumCells(cellsCsvBytes, m.cellIds); // Float32Array [cells*2] in that order
+//! ```
+//! Bad files throw an `Error` naming the file and line.
+//!
 //! Check for WebGPU in JS *before* asking for the GPU engine: wgpu cannot recover once it has
 //! started on a browser without WebGPU. Every error comes back as a rejected promise with a
 //! message; nothing panics across this boundary.
@@ -36,7 +51,7 @@ use js_sys::{Float32Array, Object, Promise, Reflect, Uint32Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::data::{CellInput, CountsInput, PatchInput};
+use crate::data::{self, CellInput, CountsInput, PatchInput};
 use crate::engine::{self, EngineModel};
 use crate::gpu::{GpuClassifier, GpuContext};
 use crate::ot;
@@ -341,4 +356,101 @@ pub fn pair_cells(
         .await;
         result.map_err(JsValue::from)
     })
+}
+
+/// A JS array of strings.
+fn string_array(names: &[String]) -> js_sys::Array {
+    names.iter().map(|n| JsValue::from_str(n)).collect()
+}
+
+/// Flattens `[x, y]` pairs into `[cells*2]`.
+fn flat_xy(points: impl Iterator<Item = [f32; 2]>) -> Float32Array {
+    let flat: Vec<f32> = points.flat_map(|p| p).collect();
+    Float32Array::from(flat.as_slice())
+}
+
+/// Centroids (µm) of `cell_ids` from the bytes of a `cells.csv(.gz)`, `[cells*2]` in that order.
+fn centroids_for(cell_ids: &[String], cells: &[u8], name: &str) -> Result<Float32Array, JsError> {
+    let table = data::read_cells_csv_bytes(name, cells).map_err(|e| JsError::new(&e.to_string()))?;
+    let mut ids = data::CellTable { cell_ids: cell_ids.to_vec(), ..Default::default() };
+    data::attach_centroids(&mut ids, &table).map_err(|e| JsError::new(&e.to_string()))?;
+    Ok(flat_xy(ids.centroids_um.into_iter()))
+}
+
+/// Read a Xenium / 10x MEX cell-feature matrix from the bytes of `features.tsv`,
+/// `barcodes.tsv` and `matrix.mtx` (each plain or gzipped), with the native reader's parser:
+/// gene-expression features that are no controls, cells and genes in canonical order.
+/// Returns `{cellIds, genes, nCells, nGenes, indptr: Uint32Array [cells+1],
+/// indices: Uint32Array [nnz], data: Float32Array [nnz]}` (CSR, ready for `classifyCsr`);
+/// with the bytes of `cells.csv(.gz)` also `centroidsUm: Float32Array [cells*2]` (x, y µm).
+/// Throws an `Error` naming the file and line of the first problem.
+#[wasm_bindgen(js_name = readXeniumMex)]
+pub fn read_xenium_mex(
+    features: &[u8],
+    barcodes: &[u8],
+    matrix: &[u8],
+    cells: Option<Vec<u8>>,
+) -> Result<JsValue, JsError> {
+    let m = data::read_mex_bytes(features, barcodes, matrix).map_err(|e| JsError::new(&e.to_string()))?;
+    let indptr: Vec<u32> = m
+        .counts
+        .indptr
+        .iter()
+        .map(|&v| u32::try_from(v))
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            JsError::new(&format!(
+                "matrix.mtx: {} stored counts do not fit the Uint32Array indptr of classifyCsr (at most 4294967295); split the slide",
+                m.counts.data.len()
+            ))
+        })?;
+    let out = Object::new();
+    set(&out, "cellIds", &string_array(&m.cell_ids).into())?;
+    set(&out, "genes", &string_array(&m.genes).into())?;
+    set(&out, "nCells", &JsValue::from_f64(m.cell_ids.len() as f64))?;
+    set(&out, "nGenes", &JsValue::from_f64(m.genes.len() as f64))?;
+    set(&out, "indptr", &Uint32Array::from(indptr.as_slice()).into())?;
+    set(&out, "indices", &Uint32Array::from(m.counts.indices.as_slice()).into())?;
+    set(&out, "data", &Float32Array::from(m.counts.data.as_slice()).into())?;
+    if let Some(cells) = cells {
+        let name = if cells.starts_with(&[0x1f, 0x8b]) { "cells.csv.gz" } else { "cells.csv" };
+        set(&out, "centroidsUm", &centroids_for(&m.cell_ids, &cells, name)?.into())?;
+    }
+    Ok(out.into())
+}
+
+/// Read Xenium transcripts from the bytes of `transcripts.csv` or `transcripts.csv.gz`
+/// (parquet is native-only) with the native reader's parser and filters (`qv >= minQv`,
+/// default 20; no control features), aggregated per cell (unassigned transcripts dropped). `name` (default
+/// `transcripts.csv`) is the file named in errors. Returns `{cellIds, genes, nCells, nGenes,
+/// counts: Float32Array [cells*genes] (row-major, ready for `classify`),
+/// centroidsUm: Float32Array [cells*2], nucleusCentroidsUm: Float32Array [cells*2] (NaN for a
+/// cell with fewer than 3 nucleus transcripts)}`. Throws an `Error` naming the file and line.
+#[wasm_bindgen(js_name = readXeniumTranscripts)]
+pub fn read_xenium_transcripts(bytes: &[u8], min_qv: Option<f32>, name: Option<String>) -> Result<JsValue, JsError> {
+    let name = name.unwrap_or_else(|| "transcripts.csv".to_string());
+    let mut opts = data::TranscriptOptions::default();
+    if let Some(q) = min_qv {
+        opts.min_qv = q;
+    }
+    let table = data::read_transcripts_table_bytes(&name, bytes, &opts).map_err(|e| JsError::new(&e.to_string()))?;
+    let out = Object::new();
+    set(&out, "cellIds", &string_array(&table.cell_ids).into())?;
+    set(&out, "genes", &string_array(&table.genes).into())?;
+    set(&out, "nCells", &JsValue::from_f64(table.n_cells() as f64))?;
+    set(&out, "nGenes", &JsValue::from_f64(table.n_genes() as f64))?;
+    set(&out, "counts", &Float32Array::from(table.counts.as_slice()).into())?;
+    set(&out, "centroidsUm", &flat_xy(table.centroids_um.iter().copied()).into())?;
+    let nucleus = table.nucleus_centroids_um.iter().map(|c| c.unwrap_or([f32::NAN; 2]));
+    set(&out, "nucleusCentroidsUm", &flat_xy(nucleus).into())?;
+    Ok(out.into())
+}
+
+/// Centroids (x, y µm) of `cellIds` from the bytes of a Xenium `cells.csv(.gz)`, as a
+/// `Float32Array [cells*2]` in the order of `cellIds` (e.g. `readXeniumMex(...).cellIds`).
+/// Throws an `Error` naming the file and line of a bad row, or listing cells it lacks.
+#[wasm_bindgen(js_name = readXeniumCells)]
+pub fn read_xenium_cells(bytes: &[u8], cell_ids: Vec<String>, name: Option<String>) -> Result<Float32Array, JsError> {
+    let name = name.unwrap_or_else(|| if bytes.starts_with(&[0x1f, 0x8b]) { "cells.csv.gz" } else { "cells.csv" }.to_string());
+    centroids_for(&cell_ids, bytes, &name)
 }

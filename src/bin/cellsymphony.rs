@@ -833,6 +833,10 @@ fn write_www_bundle(dir: &Path, data_dir: &Path, model_path: &Path, model: &Engi
     write_file(&dir.join("model.int8.safetensors"), bytes)?;
     let counts: Vec<u8> = crop.table.counts.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_file(&dir.join("counts.f32"), counts)?;
+    // The same cells as Xenium files (MEX matrix + cells.csv, gzipped): the browser test reads
+    // them with readXeniumMex / readXeniumCells, like files a user drops into the page.
+    data::write_mex_dir(&crop.table, &dir.join("mex"), true)?;
+    data::write_cells_csv(&crop.table, &dir.join("cells.csv.gz"), true)?;
     let image_path = data::BidcellData::locate(data_dir)?.morphology;
     let image = data::read_tiff_gray16(&image_path)?;
     let frame = data::XENIUM_CROP_FRAME;

@@ -5,11 +5,13 @@
 //! (µm); optional: `transcript_counts`, `cell_area`, `nucleus_area` (µm²).
 
 use std::collections::HashMap;
+#[cfg(feature = "native-io")]
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::csv_util;
+use super::csv_util::{self, CsvReader};
 use super::error::DataError;
+#[cfg(feature = "native-io")]
 use super::mex::create_text;
 use super::xenium::CellTable;
 
@@ -100,8 +102,21 @@ impl CellsTableBuilder {
 /// [`DataError::ReadAt`] on a truncated gzip stream and [`DataError::Empty`] without rows.
 /// An empty optional field (e.g. `nucleus_area` of a cell without nucleus) reads as NaN.
 /// See [`super::parquet::read_cells_parquet`] for `cells.parquet`.
+#[cfg(feature = "native-io")]
 pub fn read_cells_csv(path: &Path) -> Result<CellsTable, DataError> {
-    let mut reader = csv_util::open(path)?;
+    read_cells_from(csv_util::open(path)?, path)
+}
+
+/// Reads a `cells.csv` from in-memory bytes (plain or gzip-compressed, recognised by the gzip
+/// magic bytes), e.g. a file dropped into a web page; `name` is the file named in errors and
+/// in [`CellsTable::path`]. The same parser and errors as [`read_cells_csv`].
+pub fn read_cells_csv_bytes(name: &str, bytes: &[u8]) -> Result<CellsTable, DataError> {
+    let path = Path::new(name);
+    read_cells_from(csv_util::from_bytes(bytes, path)?, path)
+}
+
+/// The one `cells.csv` parser behind [`read_cells_csv`] and [`read_cells_csv_bytes`].
+fn read_cells_from(mut reader: CsvReader<'_>, path: &Path) -> Result<CellsTable, DataError> {
     let header = csv_util::header(&mut reader, path)?;
     let col = |name: &str| csv_util::column(&header, name, path, CELLS_CSV);
     let (c_id, c_x, c_y) = (col("cell_id")?, col("x_centroid")?, col("y_centroid")?);
@@ -179,6 +194,7 @@ pub fn attach_centroids(table: &mut CellTable, cells: &CellsTable) -> Result<(),
 /// Writes a `cells.csv` (gzip-compressed when `gzip`; the caller picks the file name) with
 /// columns `cell_id, x_centroid, y_centroid, transcript_counts` from `table` (centroids as
 /// stored, counts = row totals). Meant for fixtures; floats round-trip exactly.
+#[cfg(feature = "native-io")]
 pub fn write_cells_csv(table: &CellTable, path: &Path, gzip: bool) -> Result<(), DataError> {
     if table.centroids_um.len() != table.n_cells() {
         return Err(DataError::Shape {

@@ -1,34 +1,72 @@
-//! Small helpers shared by the CSV readers (native only).
+//! Small helpers shared by the text readers (CSV, TSV, Matrix Market), over files (native)
+//! or in-memory bytes (everywhere, wasm32 included).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use super::error::DataError;
 
-/// A CSV reader over a plain or gzip-compressed file.
-pub(crate) type CsvReader = csv::Reader<Box<dyn Read>>;
-
-/// Opens a CSV file with a header row, decompressing it when it starts with the gzip magic
-/// bytes (whatever its name), and mapping open failures to [`DataError`].
-pub(crate) fn open(path: &Path) -> Result<CsvReader, DataError> {
-    let mut file = BufReader::new(std::fs::File::open(path).map_err(|e| DataError::io(path, e))?);
-    let is_gzip = file
-        .fill_buf()
-        .map_err(|e| DataError::io(path, e))?
-        .starts_with(&GZIP_MAGIC);
-    let raw: Box<dyn Read> = if is_gzip {
-        Box::new(flate2::bufread::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    Ok(csv::ReaderBuilder::new().has_headers(true).from_reader(raw))
-}
+/// A CSV reader over a plain or gzip-compressed source (a file or a byte slice).
+pub(crate) type CsvReader<'a> = csv::Reader<Box<dyn Read + 'a>>;
 
 /// First two bytes of every gzip stream.
 pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// Wraps `source` in a gzip decoder when it starts with [`GZIP_MAGIC`] (whatever the name
+/// says); concatenated gzip members are read as one stream. `name` is the file named in
+/// errors.
+pub(crate) fn decode<'a, R: BufRead + 'a>(
+    mut source: R,
+    name: &Path,
+) -> Result<Box<dyn BufRead + 'a>, DataError> {
+    let is_gzip = source
+        .fill_buf()
+        .map_err(|e| DataError::Io {
+            path: name.to_path_buf(),
+            source: e,
+        })?
+        .starts_with(&GZIP_MAGIC);
+    Ok(if is_gzip {
+        Box::new(std::io::BufReader::new(
+            flate2::bufread::MultiGzDecoder::new(source),
+        ))
+    } else {
+        Box::new(source)
+    })
+}
+
+/// Whether `bytes` is a gzip stream ([`GZIP_MAGIC`]).
+pub(crate) fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&GZIP_MAGIC)
+}
+
+/// Opens `path` for buffered reading, decompressing it when it starts with the gzip magic.
+#[cfg(feature = "native-io")]
+pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead>, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    decode(std::io::BufReader::new(file), path)
+}
+
+/// A CSV reader with a header row over a decoded text source.
+pub(crate) fn csv_reader<'a>(text: Box<dyn BufRead + 'a>) -> CsvReader<'a> {
+    let raw: Box<dyn Read + 'a> = Box::new(text);
+    csv::ReaderBuilder::new().has_headers(true).from_reader(raw)
+}
+
+/// Opens a CSV file with a header row, decompressing it when it starts with the gzip magic
+/// bytes (whatever its name), and mapping open failures to [`DataError`].
+#[cfg(feature = "native-io")]
+pub(crate) fn open(path: &Path) -> Result<CsvReader<'static>, DataError> {
+    Ok(csv_reader(open_text(path)?))
+}
+
+/// A CSV reader over in-memory bytes (gzip detected by its magic); `name` is used in errors.
+pub(crate) fn from_bytes<'a>(bytes: &'a [u8], name: &Path) -> Result<CsvReader<'a>, DataError> {
+    Ok(csv_reader(decode(bytes, name)?))
+}
+
 /// Reads the header row as strings.
-pub(crate) fn header(reader: &mut CsvReader, path: &Path) -> Result<Vec<String>, DataError> {
+pub(crate) fn header(reader: &mut CsvReader<'_>, path: &Path) -> Result<Vec<String>, DataError> {
     let header = reader.headers().map_err(|e| read_error(path, &e, 0))?;
     Ok(header.iter().map(|s| s.trim().to_string()).collect())
 }

@@ -1,6 +1,7 @@
 //! 10x MEX cell-feature matrices (`cell_feature_matrix/` of a Xenium output bundle).
 //!
-//! A MEX folder holds three files, each optionally gzipped (detected by the `.gz` name):
+//! A MEX folder holds three files, each optionally gzipped (recognised by the gzip magic
+//! bytes, whatever the name):
 //!
 //! * `matrix.mtx(.gz)`: Matrix Market `coordinate` `integer` or `real` `general`, shape
 //!   `[n_features, n_barcodes]`, 1-based `row col value` entries;
@@ -12,9 +13,12 @@
 //! codewords, unassigned codewords and genomic controls are dropped.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufRead;
+#[cfg(feature = "native-io")]
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::csv_util::{decode, is_gzip};
 use super::error::DataError;
 use super::sparse::CsrCounts;
 use super::xenium::{is_control_feature, sort_permutation, CellTable};
@@ -22,22 +26,8 @@ use super::xenium::{is_control_feature, sort_permutation, CellTable};
 /// Feature type kept as genes (third column of `features.tsv`).
 pub const GENE_EXPRESSION: &str = "Gene Expression";
 
-/// Opens `path` for buffered reading, decompressing it when the name ends in `.gz`.
-pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead>, DataError> {
-    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let is_gz = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    Ok(if is_gz {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
-            BufReader::new(file),
-        )))
-    } else {
-        Box::new(BufReader::new(file))
-    })
-}
-
 /// Creates `path`, gzip-compressing what is written when `gzip`.
+#[cfg(feature = "native-io")]
 pub(crate) fn create_text(path: &Path, gzip: bool) -> Result<Box<dyn Write>, DataError> {
     let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
     let buf = std::io::BufWriter::new(file);
@@ -52,23 +42,24 @@ pub(crate) fn create_text(path: &Path, gzip: bool) -> Result<Box<dyn Write>, Dat
 }
 
 /// Line-by-line reader that counts lines and names file + line in errors.
-struct Lines {
+struct Lines<'a> {
     path: PathBuf,
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + 'a>,
     line: u64,
     buf: String,
     bytes: Vec<u8>,
 }
 
-impl Lines {
-    fn open(path: &Path) -> Result<Self, DataError> {
-        Ok(Lines {
+impl<'a> Lines<'a> {
+    /// Lines of a decoded text source; `path` is the file named in errors.
+    fn new(path: &Path, reader: Box<dyn BufRead + 'a>) -> Self {
+        Lines {
             path: path.to_path_buf(),
-            reader: open_text(path)?,
+            reader,
             line: 0,
             buf: String::new(),
             bytes: Vec::new(),
-        })
+        }
     }
 
     /// Reads the next line into [`Lines::text`]; `false` at end of file.
@@ -167,6 +158,7 @@ fn parse_entry_fast(line: &[u8]) -> Option<Entry> {
 }
 
 /// Finds `dir/name` or `dir/name.gz`, preferring the gzipped file when both exist.
+#[cfg(feature = "native-io")]
 fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     let gz = dir.join(format!("{name}.gz"));
     if gz.is_file() {
@@ -191,8 +183,7 @@ struct Feature {
     keep: bool,
 }
 
-fn read_features(path: &Path) -> Result<Vec<Feature>, DataError> {
-    let mut lines = Lines::open(path)?;
+fn read_features(mut lines: Lines<'_>) -> Result<Vec<Feature>, DataError> {
     let mut out = Vec::new();
     while lines.next_line()? {
         let line = lines.text();
@@ -220,8 +211,7 @@ fn read_features(path: &Path) -> Result<Vec<Feature>, DataError> {
     Ok(out)
 }
 
-fn read_barcodes(path: &Path) -> Result<Vec<String>, DataError> {
-    let mut lines = Lines::open(path)?;
+fn read_barcodes(mut lines: Lines<'_>) -> Result<Vec<String>, DataError> {
     let mut out = Vec::new();
     while lines.next_line()? {
         let line = lines.text();
@@ -234,7 +224,7 @@ fn read_barcodes(path: &Path) -> Result<Vec<String>, DataError> {
     Ok(out)
 }
 
-fn parse_index(tok: Option<&str>, lines: &Lines, what: &str) -> Result<usize, DataError> {
+fn parse_index(tok: Option<&str>, lines: &Lines<'_>, what: &str) -> Result<usize, DataError> {
     let tok = tok.ok_or_else(|| lines.err(format!("missing {what}")))?;
     tok.parse::<usize>()
         .map_err(|_| lines.err(format!("{what} `{tok}` is not a non-negative integer")))
@@ -281,6 +271,7 @@ impl SparseCellMatrix {
 /// on a bad header, size line, index out of range, negative or non-finite value, wrong entry
 /// count or duplicate gene name; with [`DataError::ReadAt`] on a truncated gzip stream.
 /// For large slides use [`read_mex_dir_csr`], which never builds the dense matrix.
+#[cfg(feature = "native-io")]
 pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
     Ok(read_mex_dir_csr(dir)?.into_cell_table())
 }
@@ -290,12 +281,68 @@ pub fn read_mex_dir(dir: &Path) -> Result<CellTable, DataError> {
 /// Same files, filters, order and errors as [`read_mex_dir`]. The matrix file is read twice
 /// (a counting pass, then a filling pass straight into final CSR positions), so peak memory is
 /// the CSR arrays plus the barcode strings — no triplet list, no dense matrix, no second copy.
+#[cfg(feature = "native-io")]
 pub fn read_mex_dir_csr(dir: &Path) -> Result<SparseCellMatrix, DataError> {
     let features_path = find(dir, "features.tsv")?;
     let barcodes_path = find(dir, "barcodes.tsv")?;
     let matrix_path = find(dir, "matrix.mtx")?;
-    let features = read_features(&features_path)?;
-    let barcodes = read_barcodes(&barcodes_path)?;
+    let open = |path: &Path| -> Result<Lines<'static>, DataError> {
+        Ok(Lines::new(path, super::csv_util::open_text(path)?))
+    };
+    read_mex_csr(
+        open(&features_path)?,
+        open(&barcodes_path)?,
+        &matrix_path,
+        &|| open(&matrix_path),
+    )
+}
+
+/// Reads a MEX matrix from the bytes of its three files (each plain or gzip-compressed,
+/// recognised by the gzip magic bytes), e.g. files a user dropped into a web page.
+///
+/// The same parser as [`read_mex_dir_csr`]: same filters, canonical order and errors. Errors
+/// name the files `features.tsv`, `barcodes.tsv` and `matrix.mtx` (with `.gz` for gzip data)
+/// and the line. The matrix bytes are decoded twice (a counting pass, then a filling pass), so
+/// no decompressed copy is held.
+pub fn read_mex_bytes(
+    features: &[u8],
+    barcodes: &[u8],
+    matrix: &[u8],
+) -> Result<SparseCellMatrix, DataError> {
+    let name = |base: &str, bytes: &[u8]| {
+        PathBuf::from(if is_gzip(bytes) {
+            format!("{base}.gz")
+        } else {
+            base.to_string()
+        })
+    };
+    let matrix_path = name("matrix.mtx", matrix);
+    read_mex_csr(
+        lines_of(&name("features.tsv", features), features)?,
+        lines_of(&name("barcodes.tsv", barcodes), barcodes)?,
+        &matrix_path,
+        &|| lines_of(&matrix_path, matrix),
+    )
+}
+
+/// [`Lines`] over in-memory bytes, gunzipped when they start with the gzip magic.
+fn lines_of<'a>(path: &Path, bytes: &'a [u8]) -> Result<Lines<'a>, DataError> {
+    Ok(Lines::new(path, decode(bytes, path)?))
+}
+
+/// The one MEX parser behind [`read_mex_dir_csr`] and [`read_mex_bytes`]: `features` and
+/// `barcodes` are read once, the matrix (named `matrix_path` in errors) is opened twice through
+/// `open_matrix`.
+fn read_mex_csr<'a>(
+    features: Lines<'a>,
+    barcodes: Lines<'a>,
+    matrix_path: &Path,
+    open_matrix: &dyn Fn() -> Result<Lines<'a>, DataError>,
+) -> Result<SparseCellMatrix, DataError> {
+    let features_path = features.path.clone();
+    let barcodes_path = barcodes.path.clone();
+    let features = read_features(features)?;
+    let barcodes = read_barcodes(barcodes)?;
 
     // Kept genes, sorted; duplicates are an error.
     let kept: Vec<usize> = (0..features.len()).filter(|&i| features[i].keep).collect();
@@ -339,7 +386,7 @@ pub fn read_mex_dir_csr(dir: &Path) -> Result<SparseCellMatrix, DataError> {
     let shape = (features.len(), n_barcodes);
     let mut row_len = vec![0u64; n_barcodes + 1];
     for_each_entry(
-        &matrix_path,
+        open_matrix()?,
         shape,
         &features_path,
         &barcodes_path,
@@ -361,7 +408,7 @@ pub fn read_mex_dir_csr(dir: &Path) -> Result<SparseCellMatrix, DataError> {
     let mut data = vec![0f32; nnz];
     let mut overflow = false;
     for_each_entry(
-        &matrix_path,
+        open_matrix()?,
         shape,
         &features_path,
         &barcodes_path,
@@ -383,7 +430,7 @@ pub fn read_mex_dir_csr(dir: &Path) -> Result<SparseCellMatrix, DataError> {
     drop(cursor);
     if overflow {
         return Err(DataError::Mex {
-            path: matrix_path,
+            path: matrix_path.to_path_buf(),
             line: 0,
             message: "the file changed while it was being read (entry counts differ between \
                       passes)"
@@ -407,13 +454,12 @@ pub fn read_mex_dir_csr(dir: &Path) -> Result<SparseCellMatrix, DataError> {
 /// Streams the entries of a Matrix Market `coordinate` file, validated, as 0-based
 /// `(feature row, barcode column, value)`; `shape` is `(features, barcodes)`.
 fn for_each_entry(
-    matrix_path: &Path,
+    mut lines: Lines<'_>,
     shape: (usize, usize),
     features_path: &Path,
     barcodes_path: &Path,
     mut f: impl FnMut(usize, usize, f32),
 ) -> Result<(), DataError> {
-    let mut lines = Lines::open(matrix_path)?;
     if !lines.next_line()? {
         return Err(lines.err("empty file, expected a `%%MatrixMarket` header".into()));
     }
@@ -522,6 +568,7 @@ fn for_each_entry(
 /// its cells in order; only non-zero counts are stored, as integers when every count is
 /// integral (`integer` header), else `real`. Centroids are not written (see
 /// [`super::write_cells_csv`]). Meant for fixtures and round trips.
+#[cfg(feature = "native-io")]
 pub fn write_mex_dir(table: &CellTable, dir: &Path, gzip: bool) -> Result<(), DataError> {
     let (n_cells, n_genes) = (table.n_cells(), table.n_genes());
     if table.counts.len() != n_cells * n_genes {

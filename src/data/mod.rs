@@ -4,7 +4,9 @@
 //!
 //! Pure algorithms (count tables, alignment check, patch resampling, niches, neighbours, input
 //! validation, SingleR labels) build
-//! everywhere, wasm32 included; file readers and writers need the `native-io` feature.
+//! everywhere, wasm32 included, and so do the text parsers' in-memory entry points
+//! ([`read_mex_bytes`], [`read_cells_csv_bytes`], [`read_transcripts_csv_bytes`]: the same
+//! parsers as the file readers); file readers and writers need the `native-io` feature.
 //!
 //! The example data is the Xenium breast crop shipped in the `bidcell==1.0.3` wheel, installed
 //! by `scripts/fetch_data.sh` under [`default_data_dir`]; [`BidcellData`] locates its files.
@@ -25,7 +27,6 @@ pub mod patches;
 pub mod sparse;
 pub mod xenium;
 
-#[cfg(feature = "native-io")]
 mod csv_util;
 #[cfg(feature = "native-io")]
 mod tiff_ifd;
@@ -34,9 +35,7 @@ mod tiff_ifd;
 // transcripts.parquet, experiment.xenium.
 #[cfg(feature = "native-io")]
 pub mod bundle;
-#[cfg(feature = "native-io")]
 pub mod cells_table;
-#[cfg(feature = "native-io")]
 pub mod mex;
 #[cfg(feature = "native-io")]
 pub use bundle::{MatrixSource, XeniumBundle};
@@ -46,13 +45,15 @@ pub mod parquet;
 pub use self::parquet::{
     is_parquet_file, read_cells_parquet, read_transcripts_parquet, BATCH_ROWS, PARQUET_MAGIC,
 };
+pub use cells_table::{attach_centroids, read_cells_csv_bytes, CellsTable};
 #[cfg(feature = "native-io")]
-pub use cells_table::{attach_centroids, read_cells_csv, write_cells_csv, CellsTable};
+pub use cells_table::{read_cells_csv, write_cells_csv};
 pub use manifest::{parse_manifest, XeniumManifest, MANIFEST_FILE};
 #[cfg(feature = "native-io")]
 pub use manifest::{read_manifest, read_manifest_in};
+pub use mex::{read_mex_bytes, SparseCellMatrix};
 #[cfg(feature = "native-io")]
-pub use mex::{read_mex_dir, read_mex_dir_csr, write_mex_dir, SparseCellMatrix};
+pub use mex::{read_mex_dir, read_mex_dir_csr, write_mex_dir};
 
 // HDF5 formats through the pure-Rust `hdf5-pure` crate: 10x cell_feature_matrix.h5 and
 // AnnData .h5ad; per-cell predictions as CSV or .h5ad.
@@ -102,7 +103,8 @@ pub use patches::{
     EdgePolicy, Patch, SpatiaCrop, SpatiaScale, MIN_CELL_SIDE_UM,
 };
 pub use xenium::{
-    is_gene_codeword_category, keep_transcript, CellTable, TranscriptOptions, Transcripts,
+    is_gene_codeword_category, keep_transcript, read_transcripts_csv_bytes,
+    read_transcripts_table_bytes, CellTable, TranscriptOptions, Transcripts,
 };
 
 #[cfg(feature = "native-io")]

@@ -3,10 +3,9 @@
 //! Coordinates are in micrometres (µm) in the Xenium slide frame: `x` grows with the image
 //! column, `y` with the image row (see [`super::image::ImageFrame`]).
 
-#[cfg(feature = "native-io")]
 use std::path::Path;
 
-#[cfg(feature = "native-io")]
+use super::csv_util::{self, CsvReader};
 use super::error::DataError;
 
 /// Feature-name prefixes of Xenium control probes and codewords; these are not genes.
@@ -190,7 +189,6 @@ fn mean(acc: &[f64; 3]) -> Option<[f32; 2]> {
 /// The canonical order of cell ids and gene names in a [`CellTable`]: numeric when
 /// `numeric_if_possible` and every name is an integer, else lexicographic. Returns the
 /// permutation `new_index[old_index]`. Every reader uses it, so all layouts agree.
-#[cfg(feature = "native-io")]
 pub(crate) fn sort_permutation(names: &[String], numeric_if_possible: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..names.len()).collect();
     let numeric: Option<Vec<i64>> = if numeric_if_possible {
@@ -211,7 +209,6 @@ pub(crate) fn sort_permutation(names: &[String], numeric_if_possible: bool) -> V
 
 /// Sorts `names` in place into the canonical order ([`sort_permutation`]); returns
 /// `new_index[old_index]`.
-#[cfg(feature = "native-io")]
 fn sort_names(names: &mut Vec<String>, numeric_if_possible: bool) -> Vec<u32> {
     let new_index = sort_permutation(names, numeric_if_possible);
     let mut sorted = vec![String::new(); names.len()];
@@ -249,7 +246,6 @@ pub fn keep_transcript(
 
 /// Parses a text boolean as Xenium writes it: `0/1`, `0.0/1.0` or `true/false` (any case
 /// of the first letter, or all caps). `None` for anything else.
-#[cfg(feature = "native-io")]
 pub(crate) fn parse_bool_text(text: &[u8]) -> Option<bool> {
     match text.trim_ascii() {
         b"1" | b"1.0" | b"true" | b"True" | b"TRUE" => Some(true),
@@ -260,7 +256,6 @@ pub(crate) fn parse_bool_text(text: &[u8]) -> Option<bool> {
 
 /// Accumulates kept transcripts from any reader (CSV, gzipped CSV, parquet) and builds the
 /// [`Transcripts`] in the canonical gene/cell order.
-#[cfg(feature = "native-io")]
 pub(crate) struct TranscriptsBuilder {
     opts: TranscriptOptions,
     genes: std::collections::HashMap<String, u32>,
@@ -270,7 +265,6 @@ pub(crate) struct TranscriptsBuilder {
     out: Transcripts,
 }
 
-#[cfg(feature = "native-io")]
 impl TranscriptsBuilder {
     /// Checks the options; fails with [`DataError::InvalidArgument`] on a non-finite `min_qv`.
     pub(crate) fn new(opts: &TranscriptOptions) -> Result<Self, DataError> {
@@ -340,7 +334,6 @@ impl TranscriptsBuilder {
     }
 }
 
-#[cfg(feature = "native-io")]
 const TRANSCRIPTS_CSV: &str = "a Xenium transcripts CSV with columns cell_id, overlaps_nucleus, \
                                feature_name, x_location, y_location, qv";
 
@@ -359,17 +352,55 @@ pub fn read_transcripts(path: &Path, opts: &TranscriptOptions) -> Result<Transcr
     if super::parquet::is_parquet_file(path)? {
         super::parquet::read_transcripts_parquet(path, opts)
     } else {
-        read_transcripts_text(path, opts)
+        read_transcripts_from(csv_util::open(path)?, path, opts)
     }
 }
 
-/// The CSV (optionally gzipped, detected by its magic bytes) branch of [`read_transcripts`].
-#[cfg(feature = "native-io")]
-fn read_transcripts_text(path: &Path, opts: &TranscriptOptions) -> Result<Transcripts, DataError> {
-    use super::csv_util;
+/// First four bytes of a parquet file (`PAR1`).
+const PARQUET_START: &[u8; 4] = b"PAR1";
 
+/// Reads Xenium transcripts from the bytes of a `transcripts.csv` or `transcripts.csv.gz`
+/// (gzip recognised by its magic bytes), e.g. a file dropped into a web page; `name` is the
+/// file named in errors. The same parser, filters and errors as the CSV branch of
+/// [`read_transcripts`]. `transcripts.parquet` is read natively only: parquet bytes fail with
+/// [`DataError::InvalidArgument`] saying so.
+pub fn read_transcripts_csv_bytes(
+    name: &str,
+    bytes: &[u8],
+    opts: &TranscriptOptions,
+) -> Result<Transcripts, DataError> {
+    if bytes.starts_with(PARQUET_START) {
+        return Err(DataError::InvalidArgument {
+            name: "transcripts",
+            value: format!("{name} (a parquet file)"),
+            expected: "transcripts.csv or transcripts.csv.gz: parquet is read by the native \
+                       tools only (`cellsymphony` CLI); export the CSV or use the MEX matrix",
+        });
+    }
+    let path = Path::new(name);
+    read_transcripts_from(csv_util::from_bytes(bytes, path)?, path, opts)
+}
+
+/// [`read_transcripts_csv_bytes`] aggregated into a [`CellTable`] like
+/// [`read_transcripts_csv`]; fails with [`DataError::Empty`] when no transcript is assigned to
+/// a cell.
+pub fn read_transcripts_table_bytes(
+    name: &str,
+    bytes: &[u8],
+    opts: &TranscriptOptions,
+) -> Result<CellTable, DataError> {
+    let transcripts = read_transcripts_csv_bytes(name, bytes, opts)?;
+    cell_table_of(&transcripts, Path::new(name))
+}
+
+/// The one transcripts-CSV parser behind [`read_transcripts`] (CSV branch) and
+/// [`read_transcripts_csv_bytes`]; `path` is the file named in errors.
+fn read_transcripts_from(
+    mut reader: CsvReader<'_>,
+    path: &Path,
+    opts: &TranscriptOptions,
+) -> Result<Transcripts, DataError> {
     let mut builder = TranscriptsBuilder::new(opts)?;
-    let mut reader = csv_util::open(path)?;
     let header = csv_util::header(&mut reader, path)?;
     let col = |name: &str| csv_util::column(&header, name, path, TRANSCRIPTS_CSV);
     let (c_cell, c_nuc, c_feat) = (
@@ -439,7 +470,6 @@ fn read_transcripts_text(path: &Path, opts: &TranscriptOptions) -> Result<Transc
 }
 
 /// Index of `name` in `names`, appending it on first sight.
-#[cfg(feature = "native-io")]
 fn intern(
     index: &mut std::collections::HashMap<String, u32>,
     names: &mut Vec<String>,
@@ -460,7 +490,13 @@ fn intern(
 #[cfg(feature = "native-io")]
 pub fn read_transcripts_csv(path: &Path, opts: &TranscriptOptions) -> Result<CellTable, DataError> {
     let transcripts = read_transcripts(path, opts)?;
-    let table = CellTable::from_transcripts(&transcripts);
+    cell_table_of(&transcripts, path)
+}
+
+/// [`CellTable::from_transcripts`], failing with [`DataError::Empty`] (naming `path`) when no
+/// transcript is assigned to a cell.
+fn cell_table_of(transcripts: &Transcripts, path: &Path) -> Result<CellTable, DataError> {
+    let table = CellTable::from_transcripts(transcripts);
     if table.n_cells() == 0 {
         return Err(DataError::Empty {
             path: path.to_path_buf(),

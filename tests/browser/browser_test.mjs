@@ -184,6 +184,62 @@ try {
   expectMessage("patchSize", ["without patchSize"]);
   expectMessage("length", [`counts has length ${api.nCells * g - 1}`]);
 
+  // Xenium files dropped into the page: the bundle's mex/ folder (features.tsv.gz,
+  // barcodes.tsv.gz, matrix.mtx.gz) and cells.csv.gz, read from bytes with the native readers'
+  // parsers, classified through classifyCsr: the page's classes for every cell.
+  if (!existsSync(resolve(root, "www", dataParam, "mex", "matrix.mtx.gz"))) throw new Error("the bundle has no mex/ folder (cellsymphony pipeline writes it)");
+  const files = await page.evaluate(async (data) => {
+    const m = await import("../pkg/cellsymphony.js");
+    const bytes = async (f) => new Uint8Array(await (await fetch(data + f)).arrayBuffer());
+    const [features, barcodes, matrix, cells] = await Promise.all(
+      ["mex/features.tsv.gz", "mex/barcodes.tsv.gz", "mex/matrix.mtx.gz", "cells.csv.gz"].map(bytes));
+    const meta = await (await fetch(data + "cells.json")).json();
+    const clf = await m.Classifier.load(await bytes("model.int8.safetensors"), false);
+    const t0 = performance.now();
+    const mex = m.readXeniumMex(features, barcodes, matrix, cells);
+    const readMs = performance.now() - t0;
+    const res = await clf.classifyCsr(mex.indptr, mex.indices, mex.data, mex.nCells, mex.genes, mex.centroidsUm);
+    const xy = m.readXeniumCells(cells, mex.cellIds);
+    const maxCentroidDiff = Math.max(...meta.centroids_um.flat().map((v, i) => Math.abs(v - mex.centroidsUm[i])));
+    const failure = (f) => { try { f(); return "accepted"; } catch (e) { return String(e && e.message || e); } };
+    const csv = "cell_id,overlaps_nucleus,feature_name,x_location,y_location,qv\n" +
+      "7,1,EPCAM,1,2,30\n7,1,EPCAM,3,4,30\n7,0,KRT7,5,6,30\n9,1,KRT7,1,1,30\n-1,0,EPCAM,0,0,30\n8,1,EPCAM,0,0,5\n";
+    const tx = m.readXeniumTranscripts(new TextEncoder().encode(csv), 20, "drop.csv");
+    return {
+      classes: Array.from(res.classes), cellIds: mex.cellIds, sameIds: JSON.stringify(mex.cellIds) === JSON.stringify(meta.cell_ids),
+      sameGenes: JSON.stringify(mex.genes) === JSON.stringify(meta.genes), nnz: mex.data.length, readMs, maxCentroidDiff,
+      sameXy: xy.length === mex.centroidsUm.length && xy.every((v, i) => v === mex.centroidsUm[i]),
+      tx: { cellIds: tx.cellIds, genes: tx.genes, counts: Array.from(tx.counts), centroids: Array.from(tx.centroidsUm) },
+      messages: {
+        truncated: failure(() => m.readXeniumMex(features, barcodes, matrix.subarray(0, matrix.length >> 1))),
+        badLine: failure(() => m.readXeniumMex(features, barcodes, new TextEncoder().encode(
+          "%%MatrixMarket matrix coordinate integer general\n" + `${mex.nGenes} ${mex.nCells} 1\n1 1 two\n`))),
+        badCsv: failure(() => m.readXeniumTranscripts(new TextEncoder().encode(csv + "9,1,KRT7,1,1,abc\n"), 20, "drop.csv")),
+        missingCells: failure(() => m.readXeniumCells(cells, ["no-such-cell"])),
+      },
+    };
+  }, dataParam);
+  const fileMismatch = files.classes.filter((c, i) => c !== result.classes[i]).length;
+  console.log(`readXeniumMex: ${files.cellIds.length} cells, ${files.nnz} stored counts read in ${files.readMs.toFixed(0)} ms; ` +
+    `classifyCsr gives the page's class on ${files.classes.length - fileMismatch}/${result.nCells} cells`);
+  if (!files.sameIds || !files.sameGenes) throw new Error("readXeniumMex cells or genes differ from the bundle's (order included)");
+  if (files.classes.length !== result.nCells || fileMismatch > 0) throw new Error(`classes from the MEX files differ from the page's on ${fileMismatch} cells`);
+  if (!(files.maxCentroidDiff < 1e-3) || !files.sameXy) throw new Error(`cells.csv.gz centroids differ from the bundle's (max ${files.maxCentroidDiff})`);
+  const tx = files.tx;
+  if (JSON.stringify(tx.cellIds) !== '["7","9"]' || JSON.stringify(tx.genes) !== '["EPCAM","KRT7"]' ||
+      JSON.stringify(tx.counts) !== "[2,1,0,1]" || JSON.stringify(tx.centroids) !== "[3,4,1,1]") {
+    throw new Error(`readXeniumTranscripts on a planted CSV: ${JSON.stringify(tx)}`);
+  }
+  const expectFileMessage = (name, parts) => {
+    const msg = files.messages[name];
+    console.log(`bad file (${name}): ${msg}`);
+    for (const p of parts) if (!msg.includes(p)) throw new Error(`bad file ${name}: message ${JSON.stringify(msg)} lacks ${JSON.stringify(p)}`);
+  };
+  expectFileMessage("truncated", ["matrix.mtx.gz"]);
+  expectFileMessage("badLine", ["matrix.mtx at line 3", "`two`"]);
+  expectFileMessage("badCsv", ["drop.csv", "line 8", "`qv`", "`abc`"]);
+  expectFileMessage("missingCells", ["cells.csv.gz", "no-such-cell"]);
+
   // Lasso flow: draw group A over the left part of the image and group B over the right part,
   // pair them by OT, and check the result.
   const box = await page.locator("#canvas").boundingBox();
