@@ -86,8 +86,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let gpu = pollster::block_on(GpuContext::new()).map(Arc::new);
-    if let Err(e) = &gpu {
-        println!("WGSL engine: SKIPPED (no adapter: {e})");
+    match &gpu {
+        Ok(ctx) => println!("WGSL adapter: {}", ctx.adapter_summary()),
+        Err(e) => println!("WGSL engine: SKIPPED (no adapter: {e})"),
     }
     let mut rows: Vec<(String, String, f64)> = Vec::new();
     let engines = |name: &str, model: EngineModel, rows: &mut Vec<(String, String, f64)>| -> Result<(), Box<dyn std::error::Error>> {
@@ -106,7 +107,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let s = time(a.reps, || {
                 pollster::block_on(clf.logits(&xs, n)).expect("WGSL engine run");
             });
-            rows.push((name.into(), format!("cellsymphony WGSL engine, int8 ({})", ctx.adapter_summary()), s));
+            let adapter = ctx.adapter_summary();
+            let short = adapter.split(" (").next().unwrap_or(&adapter).to_string();
+            rows.push((name.into(), format!("cellsymphony WGSL engine, int8 ({short})"), s));
         }
         Ok(())
     };
