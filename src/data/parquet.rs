@@ -38,6 +38,10 @@ use super::xenium::{parse_bool_text, TranscriptOptions, Transcripts, Transcripts
 /// Rows decoded per column per step; bounds memory to a few MiB whatever the file size.
 pub const BATCH_ROWS: usize = 64 * 1024;
 
+/// Most rows per byte of file a footer may claim (real transcript and cell tables store
+/// several bytes per row; 64 leaves a wide margin for constant, run-length-encoded columns).
+const MAX_ROWS_PER_BYTE: i128 = 64;
+
 /// The 4 bytes every parquet file starts (and ends) with.
 pub const PARQUET_MAGIC: [u8; 4] = *b"PAR1";
 
@@ -262,6 +266,25 @@ impl ParquetTable {
             SerializedFileReader::new_with_options(file, options)
         })?
         .map_err(|e| parquet_error(path, &e, "reading the footer"))?;
+        // Plausibility of the footer's claims before any page is decoded: every row group
+        // stores at least one page header, and no Xenium table packs more than a few values
+        // per byte, so a claim of more than MAX_ROWS_PER_BYTE rows per file byte is corrupt
+        // metadata (found by fuzzing: a 1 KB file claiming hundreds of millions of rows took
+        // tens of seconds to reject).
+        let meta = reader.metadata();
+        let groups = meta.num_row_groups() as u64;
+        let rows: i128 = (0..meta.num_row_groups())
+            .map(|g| i128::from(meta.row_group(g).num_rows()))
+            .sum();
+        if groups > file_len || rows < 0 || rows > i128::from(file_len) * MAX_ROWS_PER_BYTE {
+            return Err(DataError::Parquet {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the footer claims {rows} rows in {groups} row groups for a {file_len}-byte \
+                     file; the metadata is corrupt"
+                ),
+            });
+        }
         Ok(ParquetTable {
             path: path.to_path_buf(),
             file_len,
