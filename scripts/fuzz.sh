@@ -4,6 +4,8 @@
 # cargo-fuzz from crates.io into the tool cache. Crashes are copied to
 # fuzz/regressions/<target>/ (commit them after the fix: tests/fuzz_corpus.rs replays them).
 #   bash scripts/fuzz.sh [SECONDS] [TARGET...]
+# A unit slower than FUZZ_TIMEOUT seconds (default 60) counts as a hang. parquet-rs needs ~5 s
+# for some crafted 1 KB footers (fuzz/regressions/parquet_files/timeout-*), so keep it > 10.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CELLSYMPHONY_ROOT"
@@ -23,7 +25,7 @@ for t in "${targets[@]}"; do
   # Safe Rust: panics, aborts, timeouts and memory blow-ups are the bugs, so no sanitizer.
   set +e
   cargo +nightly fuzz run --sanitizer none -O "$t" "$work/$t" "fuzz/corpus/$t" -- \
-    -max_total_time="$secs" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
+    -max_total_time="$secs" -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-60}" -print_final_stats=1 \
     > "out/fuzz/$t.log" 2>&1
   rc=$?
   set -e
