@@ -23,6 +23,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ::parquet::basic::Type as PhysicalType;
+use ::parquet::column::page::Page;
 use ::parquet::column::reader::ColumnReader;
 use ::parquet::data_type::ByteArray;
 use ::parquet::errors::ParquetError;
@@ -385,6 +386,37 @@ impl ParquetTable {
         }
     }
 
+    /// Checks the dictionary page of column `c` in row group `g`, if it has one: the parquet
+    /// crate allocates `num_values` slots from the page header before decoding, so a corrupt
+    /// header claiming billions of values aborts the process (out of memory; found by
+    /// fuzzing). Every dictionary value takes at least one byte of the page.
+    fn check_dictionary(
+        &self,
+        group: &dyn ::parquet::file::reader::RowGroupReader,
+        g: usize,
+        c: &Column,
+    ) -> Result<(), DataError> {
+        let path = &self.path;
+        let context = || format!("row group {g}, column `{}`", c.name);
+        let mut pages = guard(path, || group.get_column_page_reader(c.index))?
+            .map_err(|e| parquet_error(path, &e, &context()))?;
+        let first = guard(path, || pages.get_next_page())?.map_err(|e| parquet_error(path, &e, &context()))?;
+        if let Some(Page::DictionaryPage { buf, num_values, .. }) = first {
+            if num_values as usize > buf.len() {
+                return Err(DataError::Parquet {
+                    path: path.clone(),
+                    message: format!(
+                        "{}: the dictionary page claims {num_values} values in {} bytes; the \
+                         page header is corrupt",
+                        context(),
+                        buf.len()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `f(batch, first_row)` for consecutive batches of rows: `batch[k]` holds the
     /// values of `columns[k]`, all of the same length; `first_row` is the 0-based file row of
     /// the batch's first row.
@@ -403,6 +435,7 @@ impl ParquetTable {
             let mut readers = Vec::with_capacity(columns.len());
             for c in columns {
                 self.check_chunk(g, c)?;
+                self.check_dictionary(&*group, g, c)?;
                 let r = guard(path, || group.get_column_reader(c.index))?.map_err(|e| {
                     parquet_error(path, &e, &format!("row group {g}, column `{}`", c.name))
                 })?;
