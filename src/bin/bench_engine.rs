@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Parser;
 
@@ -36,15 +35,9 @@ struct Args {
     reps: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("finite times"));
-    v[v.len() / 2]
-}
-
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median((0..reps.max(1)).map(|_| { let t = Instant::now(); f(); t.elapsed().as_secs_f64() }).collect())
-}
+#[path = "shared/timing.rs"]
+mod timing;
+use timing::time;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();

@@ -7,7 +7,6 @@
 //! `bench_models [--cells 4096] [--reps 3] [--layers 6]`
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Parser;
 
@@ -34,23 +33,9 @@ struct Args {
     layers: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..reps.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
+#[path = "shared/timing.rs"]
+mod timing;
+use timing::time;
 
 type B = burn::backend::NdArray;
 

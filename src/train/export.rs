@@ -20,7 +20,17 @@ pub fn gene_only_meta(
     classes: &[String],
     training: serde_json::Value,
 ) -> ModelMeta {
-    let mut meta = ModelMeta::new(config.to_engine_config(), genes.to_vec(), classes.to_vec());
+    crop_meta(config.to_engine_config(), genes, classes, training)
+}
+
+/// Metadata of a model trained on crop inputs: log1p-cp10k with the training target sum.
+fn crop_meta(
+    config: crate::engine::ClassifierConfig,
+    genes: &[String],
+    classes: &[String],
+    training: serde_json::Value,
+) -> ModelMeta {
+    let mut meta = ModelMeta::new(config, genes.to_vec(), classes.to_vec());
     meta.normalisation = Normalisation {
         kind: NORMALISATION_LOG1P_CP10K.to_string(),
         target_sum: TARGET_SUM as f64,
@@ -94,12 +104,7 @@ pub fn export_spatial_fp32_and_int8<B: Backend>(
             max_wavelength_um: model.spatial.max_wavelength_um,
         }),
     };
-    let mut meta = ModelMeta::new(engine_config, genes.to_vec(), classes.to_vec());
-    meta.normalisation = Normalisation {
-        kind: NORMALISATION_LOG1P_CP10K.to_string(),
-        target_sum: TARGET_SUM as f64,
-    };
-    meta.training = training;
+    let meta = crop_meta(engine_config, genes, classes, training);
     let fp32 = crate::model::convert::spatial_to_engine_model(model, meta)?;
     let files = save_engine_files(&fp32, dir)?;
     Ok((fp32, files))
