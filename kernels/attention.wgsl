@@ -2,9 +2,11 @@
 //
 //   qkv: [n_cells * T, 3D]  (row = one token; columns 0..D = q, D..2D = k, 2D..3D = v)
 //   out: [n_cells * T, D]   (heads concatenated: head j occupies columns j*HD..(j+1)*HD)
+//   bias: [H, T, T]         additive score bias shared by all cells (zeros for none; the
+//                           multi-input classifier's relative positional bias)
 //
 // One invocation per (cell, head, query token i): scores s_l = (q_i · k_l) * SCALE over the
-// head's slice, with SCALE = 1/sqrt(HD); softmax over l computed online (running maximum
+// head's slice, with SCALE = 1/sqrt(HD), plus bias[head, i, l]; softmax over l computed online (running maximum
 // subtracted before every exp, so no overflow), out_i = Σ_l softmax(s)_l v_l.
 // Invocation index = cell * (H * T) + head * T + i. The dispatch may be 2-D when the
 // invocation count needs more than 65535 workgroups; the flat index is rebuilt below.
@@ -21,6 +23,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
 
 const WG: u32 = {{WG}}u;
 const T: u32 = {{TOKENS}}u;
@@ -41,6 +44,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let cell = idx / (T * H);
     let row_stride = 3u * D;
     let q_base = (cell * T + i) * row_stride + head * HD;
+    let bias_base = (head * T + i) * T;
 
     var q: array<f32, HD>;
     var acc: array<f32, HD>;
@@ -58,7 +62,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var e = 0u; e < HD; e++) {
             dot = fma(q[e], qkv[k_base + e], dot);
         }
-        let score = dot * SCALE;
+        let score = dot * SCALE + bias[bias_base + l];
         let m_new = max(m, score);
         let correction = exp(m - m_new);
         let w = exp(score - m_new);

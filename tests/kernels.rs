@@ -11,7 +11,8 @@
 //! - matmul_int8 (incl. fused GELU and residual): `1e-5 * scale` (same f32 math, different
 //!   summation order);
 //! - GELU epilogue over [-8, 8]: `2e-6`;
-//! - attention: `1e-5 * scale`; layernorm: `1e-5 * scale`; mean_pool: `1e-6 * scale`;
+//! - attention (with and without a score bias): `1e-5 * scale`; layernorm: `1e-5 * scale`;
+//!   mean_pool and token_gather_mean: `1e-6 * scale`;
 //! - whole model, GPU int8 vs CPU int8 (3000 cells): max abs `1e-3`, argmax agreement on
 //!   every cell whose top-2 logit gap exceeds 1e-3;
 //! - whole model, CPU int8 vs CPU f32: max abs `0.05 * max|f32 logit|` and argmax
@@ -29,8 +30,9 @@ use cellsymphony::engine::{
     normalise_log1p_cp10k, ClassifierConfig, EngineModel, LayerNormWeights, Linear, LinearWeight,
 };
 use cellsymphony::gpu::{
-    attention, attention_reference, layernorm, layernorm_reference, matmul_int8,
-    matmul_int8_reference, mean_pool, mean_pool_reference, Activation, GpuClassifier, GpuContext,
+    attention, attention_biased, attention_biased_reference, attention_reference, layernorm,
+    layernorm_reference, matmul_int8, matmul_int8_reference, mean_pool, mean_pool_reference,
+    token_gather_mean, token_gather_mean_reference, Activation, GpuClassifier, GpuContext,
     GpuError,
 };
 
@@ -206,6 +208,53 @@ fn attention_matches_reference() {
             1e-5,
         );
     }
+}
+
+#[test]
+fn attention_with_bias_matches_reference() {
+    let Some(ctx) = gpu("attention_with_bias_matches_reference") else {
+        return;
+    };
+    let mut rng = SplitMix64::new(0x5EED_0013);
+    for &(cells, t, d, h) in &[(37, 4, 64, 4), (19, 6, 24, 3), (5, 16, 32, 4)] {
+        let qkv = rng.uniform_vec(cells * t * 3 * d, -3.0, 3.0);
+        // Biases of the size of the scores, so they move the softmax.
+        let bias = rng.uniform_vec(h * t * t, -4.0, 4.0);
+        let got = pollster::block_on(attention_biased(&ctx, &qkv, Some(&bias), cells, t, d, h)).expect("attention");
+        let want = attention_biased_reference(&qkv, Some(&bias), cells, t, d, h);
+        let unbiased = attention_reference(&qkv, cells, t, d, h);
+        // The bias matters: without it the reference is far from the biased one.
+        assert!(max_abs_diff(&want, &unbiased) > 0.1, "bias had no effect");
+        assert_close(&format!("biased attention cells={cells} T={t} D={d} H={h}"), &got, &want, 1e-5);
+    }
+    // A bias of the wrong length is a typed error, not a panic.
+    let qkv = rng.uniform_vec(2 * 3 * 3 * 8, -1.0, 1.0);
+    let e = pollster::block_on(attention_biased(&ctx, &qkv, Some(&[0.0; 5]), 2, 3, 8, 2)).unwrap_err();
+    assert!(e.to_string().contains("bias"), "{e}");
+}
+
+#[test]
+fn token_gather_mean_matches_reference() {
+    let Some(ctx) = gpu("token_gather_mean_matches_reference") else {
+        return;
+    };
+    let mut rng = SplitMix64::new(0x5EED_0014);
+    for &(cells, t, d, ref idx, stride, offset) in &[
+        (37usize, 16usize, 64usize, vec![5usize, 6, 9, 10], 313 + 64, 313),
+        (1000, 49, 24, vec![24], 24, 0),
+        (3, 4, 7, vec![3, 0, 2], 20, 9),
+    ] {
+        let x = rng.uniform_vec(cells * t * d, -2.0, 2.0);
+        let init = rng.uniform_vec(cells * stride, -1.0, 1.0);
+        let got = pollster::block_on(token_gather_mean(&ctx, &x, cells, t, d, idx, &init, stride, offset)).expect("token_gather_mean");
+        let mut want = init.clone();
+        token_gather_mean_reference(&x, cells, t, d, idx, &mut want, stride, offset);
+        // Columns outside offset..offset+d keep their values.
+        assert_eq!(got[..offset], init[..offset]);
+        assert_close(&format!("token_gather_mean cells={cells} T={t} D={d} k={}", idx.len()), &got, &want, 1e-6);
+    }
+    let e = pollster::block_on(token_gather_mean(&ctx, &[0.5; 8], 1, 4, 2, &[4], &[0.0; 2], 2, 0)).unwrap_err();
+    assert!(e.to_string().contains("indices"), "{e}");
 }
 
 #[test]
@@ -558,4 +607,61 @@ fn cpu_forward_matches_independent_spec_implementation() {
         eprintln!("CPU forward ({name}) vs f64 exact-erf spec: max abs {err:.3e} (tolerance 1e-4)");
         assert!(err <= 1e-4, "{name}: {err}");
     }
+}
+
+/// A random multi-input model (morphology ViT + centroid token + attention bias): the WGSL
+/// engine matches the CPU engine across chunk boundaries, and the file round-trips.
+#[test]
+fn multi_input_model_gpu_matches_cpu_across_chunks() {
+    use cellsymphony::engine::{model_input, MorphologyTokenConfig, SpatialTokenConfig};
+    let mut config = ClassifierConfig::new(60, 7);
+    config.d_model = 32;
+    config.n_layers = 2;
+    config.d_ff = 48;
+    config.gene_tokens = 2;
+    config.spatial = Some(SpatialTokenConfig { n_frequencies: 4, min_wavelength_um: 8.0, max_wavelength_um: 4000.0 });
+    config.morphology = Some(MorphologyTokenConfig {
+        image_size: 24,
+        vit_patch: 6,
+        width: 16,
+        n_heads: 2,
+        d_ff: 24,
+        n_layers: 2,
+        k_nearest: 4,
+        um_per_px: 0.75,
+    });
+    config.attention_bias = true;
+    let model = EngineModel::random_for_tests(config.clone(), names("G", 60), names("c", 7), 5);
+    assert_eq!(model.meta.architecture, "multi_input");
+    let back = EngineModel::from_safetensors_bytes(&model.to_safetensors_bytes().unwrap()).unwrap();
+    assert_eq!(back, model);
+    let int8 = model.quantize_int8();
+    let back8 = EngineModel::from_safetensors_bytes(&int8.to_safetensors_bytes().unwrap()).unwrap();
+    assert_eq!(back8, int8);
+
+    let cells = 301;
+    let mut rng = SplitMix64::new(0x5EED_0015);
+    let x = test_inputs(17, cells, 60);
+    let centroids: Vec<[f32; 2]> = (0..cells).map(|_| [rng.uniform(0.0, 3000.0), rng.uniform(0.0, 3000.0)]).collect();
+    let x = model_input(&config, x, Some(&centroids)).unwrap();
+    let patches = rng.uniform_vec(cells * 24 * 24, 0.0, 1.0);
+    let cpu_int8 = cellsymphony::engine::cpu::forward_logits_with_patches(&int8, &x, Some(&patches), cells);
+    let cpu_f32 = cellsymphony::engine::cpu::forward_logits_with_patches(&model, &x, Some(&patches), cells);
+    let agree = agreement(&argmax_rows(&cpu_int8, 7), &argmax_rows(&cpu_f32, 7));
+    eprintln!("multi-input random model: CPU int8 vs f32 argmax agreement {agree:.3}");
+    assert!(agree >= 0.9, "int8 vs f32 agreement {agree}");
+    // Patches change the answer (the ViT path is live).
+    let other = rng.uniform_vec(cells * 24 * 24, 0.0, 1.0);
+    let moved = cellsymphony::engine::cpu::forward_logits_with_patches(&int8, &x, Some(&other), cells);
+    assert!(max_abs_diff(&moved, &cpu_int8) > 1e-3, "patches had no effect");
+
+    let Some(ctx) = gpu("multi_input_model_gpu_matches_cpu_across_chunks") else {
+        return;
+    };
+    let mut clf = GpuClassifier::new(ctx, &int8).expect("upload");
+    clf.set_chunk_cells(128);
+    let got = pollster::block_on(clf.logits_with_patches(&x, Some(&patches), cells)).expect("logits");
+    assert_close("multi-input GPU int8 vs CPU int8", &got, &cpu_int8, 1e-4);
+    let e = pollster::block_on(clf.logits_with_patches(&x, Some(&patches[1..]), cells)).unwrap_err();
+    assert!(e.to_string().contains("patches"), "{e}");
 }

@@ -1,4 +1,4 @@
-//! Plain-Rust forward pass of the gene-only classifier.
+//! Plain-Rust forward pass of the classifiers (gene-only, spatial, dual-modality, multi-input).
 //!
 //! Built from the same reference ops the GPU kernel tests compare against
 //! ([`crate::gpu::attention_reference`],
@@ -11,33 +11,61 @@
 //! compiler vectorises it, and (natively) split over the available cores; a test holds the
 //! two together. Cells are processed in blocks to bound memory.
 
-use super::format::{EncoderLayerWeights, EngineModel, GeneOnlyWeights, Linear};
+use super::format::{centre_token_indices, EncoderLayerWeights, EngineModel, ClassifierWeights, Linear};
 use super::format::LinearWeight;
-use crate::gpu::{attention_reference, gelu_reference, layernorm_reference, mean_pool_reference, Activation};
+use super::preprocess::vit_patch_rows;
+use crate::gpu::{
+    attention_biased_reference, gelu_reference, layernorm_reference, mean_pool_reference,
+    token_gather_mean_reference, Activation,
+};
 
 /// Cells per block of the CPU forward (bounds the intermediate buffers to a few MiB).
 const CPU_BLOCK_CELLS: usize = 512;
 
-/// Logits `[cells, C]` for normalised inputs `x_norm` `[cells, G]`.
+/// Logits `[cells, C]` for model input `x_norm` `[cells, n_inputs]` of a model without a
+/// morphology token ([`forward_logits_with_patches`] runs every model).
 ///
 /// # Panics
-/// If `x_norm.len() != n_cells * G` (the model itself was validated when it was built).
+/// If `x_norm.len() != n_cells * n_inputs` or the model reads patches (the model itself was
+/// validated when it was built).
 pub fn forward_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize) -> Vec<f32> {
+    forward_logits_with_patches(model, x_norm, None, n_cells)
+}
+
+/// Logits `[cells, C]` for model input `x_norm` `[cells, n_inputs]` (normalised genes, plus
+/// sinusoid features for a centroid token: [`crate::engine::model_input`]) and, for a model
+/// with a morphology token, nucleus-centred patches `[cells, S, S]` (check them with
+/// [`crate::engine::check_patches`]).
+///
+/// # Panics
+/// If `x_norm` or `patches` has the wrong length, or a morphology model gets no patches.
+pub fn forward_logits_with_patches(
+    model: &EngineModel,
+    x_norm: &[f32],
+    patches: Option<&[f32]>,
+    n_cells: usize,
+) -> Vec<f32> {
     let c = model.config();
     assert_eq!(
         x_norm.len(),
         n_cells * c.n_inputs(),
-        "forward_logits: x_norm has {} values, expected [cells={n_cells}, genes={}]",
+        "forward_logits: x_norm has {} values, expected [cells={n_cells}, inputs={}]",
         x_norm.len(),
         c.n_inputs()
     );
+    let pixels = c.morphology.as_ref().map(|m| m.pixels());
+    if let Some(px) = pixels {
+        let p = patches.expect("forward_logits: this model has a morphology token and needs patches");
+        assert_eq!(p.len(), n_cells * px, "forward_logits: patches are not [cells={n_cells}, S, S]");
+    }
     let prepared = PreparedWeights::new(&model.weights);
     let mut logits = Vec::with_capacity(n_cells * c.n_classes);
     let mut start = 0;
     while start < n_cells {
         let n = CPU_BLOCK_CELLS.min(n_cells - start);
         let x = &x_norm[start * c.n_inputs()..(start + n) * c.n_inputs()];
-        logits.extend(forward_block(model, &prepared, x, n));
+        let p = pixels.and_then(|px| patches.map(|p| &p[start * px..(start + n) * px]));
+        logits.extend(forward_block(model, &prepared, x, p, n));
         start += n;
     }
     logits
@@ -69,20 +97,24 @@ pub(crate) struct PreparedWeights<'a> {
     pub gene_embedding: Linear,
     /// Per layer, q, k and v stacked into one `[3D, D]` layer.
     pub qkv: Vec<Linear>,
+    /// Per morphology ViT block, q, k and v stacked into one `[3W, W]` layer.
+    pub vit_qkv: Vec<Linear>,
     /// The original weights (norms, o, fc1, fc2, final norm, head).
-    pub weights: &'a GeneOnlyWeights,
+    pub weights: &'a ClassifierWeights,
 }
 
 impl<'a> PreparedWeights<'a> {
-    pub(crate) fn new(weights: &'a GeneOnlyWeights) -> Self {
+    pub(crate) fn new(weights: &'a ClassifierWeights) -> Self {
         let mut gene_embedding = weights.gene_embedding.clone();
         for (b, t) in gene_embedding.bias.iter_mut().zip(&weights.token_type) {
             *b += t;
         }
         let qkv = weights.layers.iter().map(fuse_qkv).collect();
+        let vit_qkv = weights.morphology.iter().flat_map(|m| m.layers.iter().map(fuse_qkv)).collect();
         Self {
             gene_embedding,
             qkv,
+            vit_qkv,
             weights,
         }
     }
@@ -158,21 +190,70 @@ pub fn linear_forward(x: &[f32], n: usize, w: &Linear, act: Activation, residual
     y
 }
 
-fn forward_block(model: &EngineModel, w: &PreparedWeights<'_>, x: &[f32], n: usize) -> Vec<f32> {
+/// One pre-norm encoder layer on `h` `[n·t, d]` in place (q, k, v fused as `qkv`), with an
+/// optional attention bias `[heads, t, t]`.
+#[allow(clippy::too_many_arguments)]
+fn encoder_layer(
+    h: &mut Vec<f32>,
+    n: usize,
+    t: usize,
+    d: usize,
+    heads: usize,
+    eps: f32,
+    layer: &EncoderLayerWeights,
+    qkv: &Linear,
+    bias: Option<&[f32]>,
+) {
+    let rows = n * t;
+    let a = layernorm_reference(h, rows, d, &layer.norm1, eps);
+    let qkv_out = linear_forward(&a, rows, qkv, Activation::None, None);
+    let att = attention_biased_reference(&qkv_out, bias, n, t, d, heads);
+    *h = linear_forward(&att, rows, &layer.o, Activation::None, Some(h));
+    let a = layernorm_reference(h, rows, d, &layer.norm2, eps);
+    let f = linear_forward(&a, rows, &layer.fc1, Activation::Gelu, None);
+    *h = linear_forward(&f, rows, &layer.fc2, Activation::None, Some(h));
+}
+
+fn forward_block(
+    model: &EngineModel,
+    w: &PreparedWeights<'_>,
+    x: &[f32],
+    patches: Option<&[f32]>,
+    n: usize,
+) -> Vec<f32> {
     let c = model.config();
     let (t, d) = (c.n_tokens(), c.d_model);
     let eps = c.layer_norm_eps as f32;
     let rows = n * t;
+    // The morphology ViT: its pooled centre tokens `[n, W]` are appended to each input row.
+    let widened;
+    let x = match (&c.morphology, &w.weights.morphology, patches) {
+        (Some(m), Some(vit), Some(p)) => {
+            let g2 = m.n_vit_tokens();
+            let patch_rows = vit_patch_rows(p, n, m);
+            let mut vh = linear_forward(&patch_rows, n * g2, &vit.patch_embedding, Activation::None, None);
+            for (layer, qkv) in vit.layers.iter().zip(&w.vit_qkv) {
+                encoder_layer(&mut vh, n, g2, m.width, m.n_heads, eps, layer, qkv, None);
+            }
+            let va = layernorm_reference(&vh, n * g2, m.width, &vit.norm, eps);
+            let (n_in, stride) = (c.n_inputs(), c.n_embedding_inputs());
+            let mut out = vec![0.0f32; n * stride];
+            for (o, xr) in out.chunks_exact_mut(stride).zip(x.chunks_exact(n_in)) {
+                o[..n_in].copy_from_slice(xr);
+            }
+            let idx = centre_token_indices(m.grid(), m.k_nearest);
+            token_gather_mean_reference(&va, n, g2, m.width, &idx, &mut out, stride, n_in);
+            widened = out;
+            widened.as_slice()
+        }
+        (None, None, _) => x,
+        _ => panic!("forward_block: a morphology model needs its ViT weights and patches"),
+    };
     // [n, T*D] is [n*T, D] row-major: token t of a cell is elements t*D..(t+1)*D.
     let mut h = linear_forward(x, n, &w.gene_embedding, Activation::None, None);
+    let bias = w.weights.attention_bias.as_deref();
     for (layer, qkv) in w.weights.layers.iter().zip(&w.qkv) {
-        let a = layernorm_reference(&h, rows, d, &layer.norm1, eps);
-        let qkv_out = linear_forward(&a, rows, qkv, Activation::None, None);
-        let att = attention_reference(&qkv_out, n, t, d, c.n_heads);
-        h = linear_forward(&att, rows, &layer.o, Activation::None, Some(&h));
-        let a = layernorm_reference(&h, rows, d, &layer.norm2, eps);
-        let f = linear_forward(&a, rows, &layer.fc1, Activation::Gelu, None);
-        h = linear_forward(&f, rows, &layer.fc2, Activation::None, Some(&h));
+        encoder_layer(&mut h, n, t, d, c.n_heads, eps, layer, qkv, bias);
     }
     let a = layernorm_reference(&h, rows, d, &w.weights.final_norm, eps);
     let pooled = mean_pool_reference(&a, n, t, d);

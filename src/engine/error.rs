@@ -57,7 +57,7 @@ pub enum ModelFileError {
     },
 
     /// The metadata names an architecture this engine cannot run.
-    #[error("model architecture {found:?} is not supported by the inference engine (supported: \"gene_only\")")]
+    #[error("model architecture {found:?} is not supported by the inference engine (supported: \"gene_only\", \"spatial\", \"dual_modality\", \"multi_input\"); export the model with this version of cellsymphony")]
     UnsupportedArchitecture {
         /// Architecture found in the file.
         found: String,

@@ -46,6 +46,11 @@ pub const METADATA_KEY: &str = "cellsymphony";
 pub const ARCHITECTURE_GENE_ONLY: &str = "gene_only";
 /// Architecture name of the spatial classifier (gene tokens + a sinusoidal centroid token).
 pub const ARCHITECTURE_SPATIAL: &str = "spatial";
+/// Architecture name of the dual-modality classifier (gene tokens + a ViT morphology token).
+pub const ARCHITECTURE_DUAL_MODALITY: &str = "dual_modality";
+/// Architecture name of the multi-input classifier (gene, morphology and centroid tokens with a
+/// learned additive attention bias).
+pub const ARCHITECTURE_MULTI_INPUT: &str = "multi_input";
 /// The only normalisation kind: `x = ln(1 + counts * target_sum / max(total, 1))`.
 pub const NORMALISATION_LOG1P_CP10K: &str = "log1p_cp10k";
 
@@ -74,6 +79,79 @@ pub struct ClassifierConfig {
     /// [`crate::engine::model_input`], and the encoder sees `gene_tokens + 1` tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spatial: Option<SpatialTokenConfig>,
+    /// CellSymphony's morphology token (dual-modality and multi-input classifiers): a ViT over
+    /// a nucleus-centred DAPI patch whose centre tokens are pooled (absent otherwise). The
+    /// host passes the patches `[cells, S, S]` next to the model input; the engines run the
+    /// ViT and append the pooled `[cells, width]` features to the model input, so the token
+    /// projection is part of the `gene_embedding` block matrix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub morphology: Option<MorphologyTokenConfig>,
+    /// A learned additive attention bias `[n_heads, n_tokens, n_tokens]` shared by every
+    /// encoder layer (the multi-input classifier's relative positional bias, expanded from
+    /// its bucket table at export).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention_bias: bool,
+}
+
+/// The morphology token's ViT (MEB): `image_size`² px patches cut into `vit_patch`² px ViT
+/// patches (a `grid × grid` token grid), `n_layers` pre-norm blocks of width `width`, a
+/// LayerNorm, and the mean of the `k_nearest` tokens nearest the patch centre.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MorphologyTokenConfig {
+    /// Patch side `S` in pixels (a multiple of `vit_patch`).
+    pub image_size: usize,
+    /// ViT patch side `p` in pixels.
+    pub vit_patch: usize,
+    /// ViT token width `W`.
+    pub width: usize,
+    /// ViT attention heads (divides `width`).
+    pub n_heads: usize,
+    /// ViT feed-forward width.
+    pub d_ff: usize,
+    /// ViT blocks (up to the feature layer).
+    pub n_layers: usize,
+    /// Tokens nearest the patch centre averaged into the cell's morphology features.
+    pub k_nearest: usize,
+    /// Pixel size the patches were cut at in training (µm per pixel); patches given to the
+    /// engines must use the same.
+    pub um_per_px: f64,
+}
+
+impl MorphologyTokenConfig {
+    /// Tokens per side of the ViT grid, `S / p`.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.vit_patch.max(1)
+    }
+
+    /// ViT tokens per cell, `grid²`.
+    pub fn n_vit_tokens(&self) -> usize {
+        self.grid() * self.grid()
+    }
+
+    /// Width of one unfolded ViT patch row: `p²` pixels then a one-hot token position
+    /// (`grid²`), so the learned position embedding is part of the patch-embedding matmul.
+    pub fn patch_row_width(&self) -> usize {
+        self.vit_patch * self.vit_patch + self.n_vit_tokens()
+    }
+
+    /// Pixels per cell, `S²`.
+    pub fn pixels(&self) -> usize {
+        self.image_size * self.image_size
+    }
+}
+
+/// Indices (row-major) of the `k` tokens of a `grid × grid` token grid whose centres are
+/// nearest the image centre; ties broken by index. Shared by the burn ViT and the engines.
+pub fn centre_token_indices(grid: usize, k: usize) -> Vec<usize> {
+    let c = grid as f64 / 2.0;
+    let mut idx: Vec<(f64, usize)> = (0..grid * grid)
+        .map(|t| {
+            let (r, q) = ((t / grid) as f64 + 0.5, (t % grid) as f64 + 0.5);
+            ((r - c).powi(2) + (q - c).powi(2), t)
+        })
+        .collect();
+    idx.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    idx.into_iter().take(k).map(|(_, t)| t).collect()
 }
 
 /// The sinusoidal centroid encoding of the spatial classifier: per axis, `sin` and `cos` of
@@ -102,6 +180,8 @@ impl Default for ClassifierConfig {
             gene_tokens: 4,
             layer_norm_eps: 1e-5,
             spatial: None,
+            morphology: None,
+            attention_bias: false,
         }
     }
 }
@@ -116,15 +196,42 @@ impl ClassifierConfig {
         }
     }
 
-    /// Values per cell the model reads: `n_genes`, plus `4 · n_frequencies` spatial features
-    /// for the spatial classifier.
+    /// Values per cell the host passes as model input ([`crate::engine::model_input`]):
+    /// `n_genes`, plus `4 · n_frequencies` spatial features when the model has a centroid
+    /// token. (Patches for a morphology token are passed separately.)
     pub fn n_inputs(&self) -> usize {
         self.n_genes + self.spatial.as_ref().map_or(0, |s| 4 * s.n_frequencies)
     }
 
-    /// Tokens per cell: `gene_tokens`, plus one centroid token for the spatial classifier.
+    /// Input width of the token matmul `gene_embedding`: [`n_inputs`](Self::n_inputs) plus
+    /// the ViT width `W` of a morphology token (its pooled features are appended per cell).
+    pub fn n_embedding_inputs(&self) -> usize {
+        self.n_inputs() + self.morphology.as_ref().map_or(0, |m| m.width)
+    }
+
+    /// Tokens per cell, in order: `gene_tokens` gene tokens, the morphology token (if any),
+    /// the centroid token (if any).
     pub fn n_tokens(&self) -> usize {
-        self.gene_tokens + usize::from(self.spatial.is_some())
+        self.gene_tokens + usize::from(self.morphology.is_some()) + usize::from(self.spatial.is_some())
+    }
+
+    /// The architecture name these options describe: gene-only, spatial (centroid token),
+    /// dual-modality (morphology token) or multi-input (both, plus the attention bias).
+    /// Errors for other combinations.
+    pub fn architecture(&self) -> Result<&'static str, ModelFileError> {
+        match (self.morphology.is_some(), self.spatial.is_some(), self.attention_bias) {
+            (false, false, false) => Ok(ARCHITECTURE_GENE_ONLY),
+            (false, true, false) => Ok(ARCHITECTURE_SPATIAL),
+            (true, false, false) => Ok(ARCHITECTURE_DUAL_MODALITY),
+            (true, true, true) => Ok(ARCHITECTURE_MULTI_INPUT),
+            (m, s, b) => Err(ModelFileError::InvalidConfig {
+                reason: format!(
+                    "config has morphology: {m}, spatial: {s}, attention_bias: {b}; supported are \
+                     gene-only (none), spatial (spatial), dual-modality (morphology) and \
+                     multi-input (all three)"
+                ),
+            }),
+        }
     }
 
     /// Size of one attention head, `d_model / n_heads`.
@@ -171,6 +278,41 @@ impl ClassifierConfig {
                 });
             }
         }
+        if let Some(m) = &self.morphology {
+            let sizes = [
+                ("image_size", m.image_size),
+                ("vit_patch", m.vit_patch),
+                ("width", m.width),
+                ("n_heads", m.n_heads),
+                ("d_ff", m.d_ff),
+                ("n_layers", m.n_layers),
+                ("k_nearest", m.k_nearest),
+            ];
+            for (name, v) in sizes {
+                if v == 0 || v > 1 << 16 {
+                    return Err(ModelFileError::InvalidConfig {
+                        reason: format!("config.morphology.{name} = {v}; it must be in 1..=65536"),
+                    });
+                }
+            }
+            let problem = if !m.image_size.is_multiple_of(m.vit_patch) {
+                Some(format!("image_size {} is not a multiple of vit_patch {}", m.image_size, m.vit_patch))
+            } else if !m.width.is_multiple_of(m.n_heads) {
+                Some(format!("width {} is not divisible by n_heads {}", m.width, m.n_heads))
+            } else if m.k_nearest > m.n_vit_tokens() {
+                Some(format!("k_nearest {} exceeds the {} ViT tokens", m.k_nearest, m.n_vit_tokens()))
+            } else if m.n_vit_tokens() > 4096 {
+                Some(format!("{} ViT tokens per cell is more than the engines support (4096)", m.n_vit_tokens()))
+            } else if !(m.um_per_px.is_finite() && m.um_per_px > 0.0) {
+                Some(format!("um_per_px {} must be finite and > 0", m.um_per_px))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return Err(ModelFileError::InvalidConfig { reason: format!("config.morphology: {p}") });
+            }
+        }
+        self.architecture()?;
         if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(ModelFileError::InvalidConfig {
                 reason: format!(
@@ -257,12 +399,7 @@ impl ModelMeta {
     pub fn new(config: ClassifierConfig, genes: Vec<String>, classes: Vec<String>) -> Self {
         Self {
             format_version: FORMAT_VERSION,
-            architecture: if config.spatial.is_some() {
-                ARCHITECTURE_SPATIAL
-            } else {
-                ARCHITECTURE_GENE_ONLY
-            }
-            .to_string(),
+            architecture: config.architecture().unwrap_or(ARCHITECTURE_GENE_ONLY).to_string(),
             config,
             genes,
             classes,
@@ -320,17 +457,16 @@ impl ModelMeta {
                 supported: FORMAT_VERSION,
             });
         }
-        let expected = if self.config.spatial.is_some() {
-            ARCHITECTURE_SPATIAL
-        } else {
-            ARCHITECTURE_GENE_ONLY
-        };
+        let expected = self.config.architecture()?;
         if self.architecture != expected {
             return Err(ModelFileError::UnsupportedArchitecture {
                 found: format!(
-                    "{} (config {} a spatial token, so expected {expected:?})",
+                    "{} (config has {} spatial token, {} morphology token and {} attention bias, \
+                     so expected {expected:?})",
                     self.architecture,
-                    if self.config.spatial.is_some() { "has" } else { "has no" }
+                    if self.config.spatial.is_some() { "a" } else { "no" },
+                    if self.config.morphology.is_some() { "a" } else { "no" },
+                    if self.config.attention_bias { "an" } else { "no" },
                 ),
             });
         }
@@ -499,13 +635,20 @@ pub struct EncoderLayerWeights {
     pub fc2: Linear,
 }
 
-/// All weights of the gene-only transformer classifier.
+/// All weights of a transformer classifier (gene-only, spatial, dual-modality, multi-input).
 #[derive(Clone, Debug, PartialEq)]
-pub struct GeneOnlyWeights {
-    /// `G → T*D`; output row `t` of a cell is elements `t*D..(t+1)*D`.
+pub struct ClassifierWeights {
+    /// The token matmul `[T*D, n_embedding_inputs]`: output row `t` of a cell is elements
+    /// `t*D..(t+1)*D`. For multimodal models a block matrix: gene-token rows read the genes,
+    /// the morphology row the pooled ViT features, the centroid row the sinusoid features.
     pub gene_embedding: Linear,
-    /// Per-token type embedding `[T, D]`, added after the gene embedding.
+    /// Per-token type embedding `[T, D]`, added after the token matmul (gene token types plus
+    /// the modality embeddings).
     pub token_type: Vec<f32>,
+    /// Additive attention bias `[H, T, T]` of every encoder layer (multi-input only).
+    pub attention_bias: Option<Vec<f32>>,
+    /// The morphology token's ViT (dual-modality and multi-input only).
+    pub morphology: Option<VitWeights>,
     /// `L` encoder layers.
     pub layers: Vec<EncoderLayerWeights>,
     /// LayerNorm applied to every token before pooling.
@@ -514,13 +657,27 @@ pub struct GeneOnlyWeights {
     pub head: Linear,
 }
 
+/// The morphology ViT (see [`MorphologyTokenConfig`]): with `P = p² + grid²`, `W = width`,
+/// `Fv = d_ff`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VitWeights {
+    /// Patch embedding `[W, P]`: columns `0..p²` are the stride-p convolution over a ViT patch's
+    /// pixels (row-major), columns `p²..P` the learned position embedding (transposed), read
+    /// through a one-hot token position appended to each unfolded patch.
+    pub patch_embedding: Linear,
+    /// Pre-norm blocks of width `W` (feed-forward `Fv`).
+    pub layers: Vec<EncoderLayerWeights>,
+    /// LayerNorm on the tokens before the centre tokens are averaged `[W]`.
+    pub norm: LayerNormWeights,
+}
+
 /// A loaded model: metadata plus weights, validated against each other.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineModel {
     /// Metadata (config, genes, classes, ...).
     pub meta: ModelMeta,
     /// Weights.
-    pub weights: GeneOnlyWeights,
+    pub weights: ClassifierWeights,
 }
 
 /// Name, dtype and shape of one tensor in a model file.
@@ -581,23 +738,40 @@ fn for_each_param(c: &ClassifierConfig, f: &mut dyn FnMut(ParamSpec)) {
         out,
         in_dim,
     };
-    f(linear("gene_embedding".into(), t * d, c.n_inputs()));
+    f(linear("gene_embedding".into(), t * d, c.n_embedding_inputs()));
     f(vector("token_type".into(), vec![t, d]));
-    for i in 0..c.n_layers {
-        let p = format!("layers.{i}");
-        f(vector(format!("{p}.norm1.gamma"), vec![d]));
-        f(vector(format!("{p}.norm1.beta"), vec![d]));
-        for proj in ["q", "k", "v", "o"] {
-            f(linear(format!("{p}.attn.{proj}"), d, d));
+    if c.attention_bias {
+        f(vector("attention_bias".into(), vec![c.n_heads, t, t]));
+    }
+    if let Some(m) = &c.morphology {
+        f(linear("morphology.patch_embedding".into(), m.width, m.patch_row_width()));
+        for i in 0..m.n_layers {
+            layer_params(&format!("morphology.layers.{i}"), m.width, m.d_ff, f);
         }
-        f(vector(format!("{p}.norm2.gamma"), vec![d]));
-        f(vector(format!("{p}.norm2.beta"), vec![d]));
-        f(linear(format!("{p}.ffn.fc1"), ff, d));
-        f(linear(format!("{p}.ffn.fc2"), d, ff));
+        f(vector("morphology.norm.gamma".into(), vec![m.width]));
+        f(vector("morphology.norm.beta".into(), vec![m.width]));
+    }
+    for i in 0..c.n_layers {
+        layer_params(&format!("layers.{i}"), d, ff, f);
     }
     f(vector("final_norm.gamma".into(), vec![d]));
     f(vector("final_norm.beta".into(), vec![d]));
     f(linear("head".into(), c.n_classes, d));
+}
+
+/// The parameters of one encoder layer of width `d` and feed-forward width `ff`.
+fn layer_params(p: &str, d: usize, ff: usize, f: &mut dyn FnMut(ParamSpec)) {
+    let vector = |name: String| ParamSpec::Vector { name, shape: vec![d] };
+    let linear = |prefix: String, out, in_dim| ParamSpec::Linear { prefix, out, in_dim };
+    f(vector(format!("{p}.norm1.gamma")));
+    f(vector(format!("{p}.norm1.beta")));
+    for proj in ["q", "k", "v", "o"] {
+        f(linear(format!("{p}.attn.{proj}"), d, d));
+    }
+    f(vector(format!("{p}.norm2.gamma")));
+    f(vector(format!("{p}.norm2.beta")));
+    f(linear(format!("{p}.ffn.fc1"), ff, d));
+    f(linear(format!("{p}.ffn.fc2"), d, ff));
 }
 
 /// A reference to a parameter of a built model, in the order of [`for_each_param`].
@@ -606,24 +780,40 @@ enum ParamRef<'a> {
     Linear(&'a Linear),
 }
 
-impl GeneOnlyWeights {
-    /// Every parameter in file order (matches [`for_each_param`] when `layers.len() == L`).
+impl EncoderLayerWeights {
+    /// The layer's parameters in file order (see `layer_params`).
+    fn param_refs<'a>(&'a self, v: &mut Vec<ParamRef<'a>>) {
+        v.extend([ParamRef::Vector(&self.norm1.gamma), ParamRef::Vector(&self.norm1.beta)]);
+        v.extend([&self.q, &self.k, &self.v, &self.o].map(ParamRef::Linear));
+        v.extend([ParamRef::Vector(&self.norm2.gamma), ParamRef::Vector(&self.norm2.beta)]);
+        v.extend([&self.fc1, &self.fc2].map(ParamRef::Linear));
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 6] {
+        [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.fc1, &mut self.fc2]
+    }
+}
+
+impl ClassifierWeights {
+    /// Every parameter in file order (matches [`for_each_param`] when the optional parts and
+    /// layer counts agree with the config; `validate` checks that first).
     fn param_refs(&self) -> Vec<ParamRef<'_>> {
         let mut v = vec![
             ParamRef::Linear(&self.gene_embedding),
             ParamRef::Vector(&self.token_type),
         ];
+        if let Some(b) = &self.attention_bias {
+            v.push(ParamRef::Vector(b));
+        }
+        if let Some(m) = &self.morphology {
+            v.push(ParamRef::Linear(&m.patch_embedding));
+            for l in &m.layers {
+                l.param_refs(&mut v);
+            }
+            v.extend([ParamRef::Vector(&m.norm.gamma), ParamRef::Vector(&m.norm.beta)]);
+        }
         for l in &self.layers {
-            v.extend([
-                ParamRef::Vector(&l.norm1.gamma),
-                ParamRef::Vector(&l.norm1.beta),
-            ]);
-            v.extend([&l.q, &l.k, &l.v, &l.o].map(ParamRef::Linear));
-            v.extend([
-                ParamRef::Vector(&l.norm2.gamma),
-                ParamRef::Vector(&l.norm2.beta),
-            ]);
-            v.extend([&l.fc1, &l.fc2].map(ParamRef::Linear));
+            l.param_refs(&mut v);
         }
         v.extend([
             ParamRef::Vector(&self.final_norm.gamma),
@@ -636,10 +826,14 @@ impl GeneOnlyWeights {
     /// Every linear layer, mutable (for quantisation).
     fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let mut v = vec![&mut self.gene_embedding];
+        if let Some(m) = &mut self.morphology {
+            v.push(&mut m.patch_embedding);
+            for l in &mut m.layers {
+                v.extend(l.linears_mut());
+            }
+        }
         for l in &mut self.layers {
-            v.extend([
-                &mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.fc1, &mut l.fc2,
-            ]);
+            v.extend(l.linears_mut());
         }
         v.push(&mut self.head);
         v
@@ -780,11 +974,30 @@ impl<'a> TensorReader<'a> {
             beta: self.f32(&format!("{prefix}.beta"), &[d])?,
         })
     }
+
+    fn encoder_layer(
+        &mut self,
+        p: &str,
+        d: usize,
+        ff: usize,
+        quant: Quantization,
+    ) -> Result<EncoderLayerWeights, ModelFileError> {
+        Ok(EncoderLayerWeights {
+            norm1: self.layer_norm(&format!("{p}.norm1"), d)?,
+            q: self.linear(&format!("{p}.attn.q"), d, d, quant)?,
+            k: self.linear(&format!("{p}.attn.k"), d, d, quant)?,
+            v: self.linear(&format!("{p}.attn.v"), d, d, quant)?,
+            o: self.linear(&format!("{p}.attn.o"), d, d, quant)?,
+            norm2: self.layer_norm(&format!("{p}.norm2"), d)?,
+            fc1: self.linear(&format!("{p}.ffn.fc1"), ff, d, quant)?,
+            fc2: self.linear(&format!("{p}.ffn.fc2"), d, ff, quant)?,
+        })
+    }
 }
 
 impl EngineModel {
     /// Builds a model after checking the weights against the metadata.
-    pub fn new(meta: ModelMeta, weights: GeneOnlyWeights) -> Result<Self, ModelFileError> {
+    pub fn new(meta: ModelMeta, weights: ClassifierWeights) -> Result<Self, ModelFileError> {
         let model = Self { meta, weights };
         model.validate()?;
         Ok(model)
@@ -813,6 +1026,32 @@ impl EngineModel {
                     c.n_layers
                 ),
             });
+        }
+        let present = |what: &str, has: bool, wants: bool| {
+            if has == wants {
+                Ok(())
+            } else {
+                Err(ModelFileError::Inconsistent {
+                    reason: format!(
+                        "weights {} {what} but the config {} one",
+                        if has { "have" } else { "lack" },
+                        if wants { "needs" } else { "has no" }
+                    ),
+                })
+            }
+        };
+        present("an attention bias", self.weights.attention_bias.is_some(), c.attention_bias)?;
+        present("a morphology ViT", self.weights.morphology.is_some(), c.morphology.is_some())?;
+        if let (Some(m), Some(mc)) = (&self.weights.morphology, &c.morphology) {
+            if m.layers.len() != mc.n_layers {
+                return Err(ModelFileError::Inconsistent {
+                    reason: format!(
+                        "the morphology ViT has {} blocks but config.morphology.n_layers = {}",
+                        m.layers.len(),
+                        mc.n_layers
+                    ),
+                });
+            }
         }
         let quant = self.meta.quantization;
         let refs = self.weights.param_refs();
@@ -870,22 +1109,26 @@ impl EngineModel {
         };
 
         let (d, t, ff) = (c.d_model, c.n_tokens(), c.d_ff);
-        let gene_embedding = r.linear("gene_embedding", t * d, c.n_inputs(), quant)?;
+        let gene_embedding = r.linear("gene_embedding", t * d, c.n_embedding_inputs(), quant)?;
         let token_type = r.f32("token_type", &[t, d])?;
-        let mut layers = Vec::with_capacity(c.n_layers);
-        for i in 0..c.n_layers {
-            let p = format!("layers.{i}");
-            layers.push(EncoderLayerWeights {
-                norm1: r.layer_norm(&format!("{p}.norm1"), d)?,
-                q: r.linear(&format!("{p}.attn.q"), d, d, quant)?,
-                k: r.linear(&format!("{p}.attn.k"), d, d, quant)?,
-                v: r.linear(&format!("{p}.attn.v"), d, d, quant)?,
-                o: r.linear(&format!("{p}.attn.o"), d, d, quant)?,
-                norm2: r.layer_norm(&format!("{p}.norm2"), d)?,
-                fc1: r.linear(&format!("{p}.ffn.fc1"), ff, d, quant)?,
-                fc2: r.linear(&format!("{p}.ffn.fc2"), d, ff, quant)?,
-            });
-        }
+        let attention_bias = if c.attention_bias {
+            Some(r.f32("attention_bias", &[c.n_heads, t, t])?)
+        } else {
+            None
+        };
+        let morphology = match &c.morphology {
+            Some(m) => Some(VitWeights {
+                patch_embedding: r.linear("morphology.patch_embedding", m.width, m.patch_row_width(), quant)?,
+                layers: (0..m.n_layers)
+                    .map(|i| r.encoder_layer(&format!("morphology.layers.{i}"), m.width, m.d_ff, quant))
+                    .collect::<Result<_, _>>()?,
+                norm: r.layer_norm("morphology.norm", m.width)?,
+            }),
+            None => None,
+        };
+        let layers = (0..c.n_layers)
+            .map(|i| r.encoder_layer(&format!("layers.{i}"), d, ff, quant))
+            .collect::<Result<Vec<_>, _>>()?;
         let final_norm = r.layer_norm("final_norm", d)?;
         let head = r.linear("head", c.n_classes, d, quant)?;
 
@@ -897,9 +1140,11 @@ impl EngineModel {
                 quantization: quant.as_str().to_string(),
             });
         }
-        let weights = GeneOnlyWeights {
+        let weights = ClassifierWeights {
             gene_embedding,
             token_type,
+            attention_bias,
+            morphology,
             layers,
             final_norm,
             head,
@@ -1062,56 +1307,60 @@ impl EngineModel {
         let meta = ModelMeta::new(config.clone(), genes, classes);
         let c = &config;
         let (d, t, ff) = (c.d_model, c.n_tokens(), c.d_ff);
-        let mut linear = |out: usize, in_dim: usize| {
-            let bound = 1.0 / (in_dim as f32).sqrt();
-            Linear {
-                out_dim: out,
-                in_dim,
-                weight: LinearWeight::F32(rng.uniform_vec(out * in_dim, -bound, bound)),
-                bias: rng.uniform_vec(out, -0.1, 0.1),
-            }
-        };
-        let gene_embedding = linear(t * d, c.n_inputs());
-        let mut layer_parts = Vec::new();
-        for _ in 0..c.n_layers {
-            layer_parts.push((
-                linear(d, d),
-                linear(d, d),
-                linear(d, d),
-                linear(d, d),
-                linear(ff, d),
-                linear(d, ff),
-            ));
-        }
-        let head = linear(c.n_classes, d);
-        let mut norm = || LayerNormWeights {
-            gamma: rng.uniform_vec(d, 0.8, 1.2),
-            beta: rng.uniform_vec(d, -0.1, 0.1),
-        };
-        let layers = layer_parts
-            .into_iter()
-            .map(|(q, k, v, o, fc1, fc2)| EncoderLayerWeights {
-                norm1: norm(),
-                q,
-                k,
-                v,
-                o,
-                norm2: norm(),
-                fc1,
-                fc2,
-            })
-            .collect();
-        let final_norm = norm();
+        let gene_embedding = random_linear(&mut rng, t * d, c.n_embedding_inputs());
         let token_type = rng.uniform_vec(t * d, -0.1, 0.1);
-        let weights = GeneOnlyWeights {
+        let attention_bias = c.attention_bias.then(|| rng.uniform_vec(c.n_heads * t * t, -1.0, 1.0));
+        let morphology = c.morphology.as_ref().map(|m| VitWeights {
+            patch_embedding: random_linear(&mut rng, m.width, m.patch_row_width()),
+            layers: (0..m.n_layers).map(|_| random_layer(&mut rng, m.width, m.d_ff)).collect(),
+            norm: random_norm(&mut rng, m.width),
+        });
+        let layers = (0..c.n_layers).map(|_| random_layer(&mut rng, d, ff)).collect();
+        let final_norm = random_norm(&mut rng, d);
+        let head = random_linear(&mut rng, c.n_classes, d);
+        let weights = ClassifierWeights {
             gene_embedding,
             token_type,
+            attention_bias,
+            morphology,
             layers,
             final_norm,
             head,
         };
         EngineModel::new(meta, weights)
             .expect("random_for_tests: genes/classes must match the config")
+    }
+}
+
+/// A random linear layer: weights uniform in `±1/sqrt(in)`, bias in `±0.1`.
+fn random_linear(rng: &mut SplitMix64, out: usize, in_dim: usize) -> Linear {
+    let bound = 1.0 / (in_dim as f32).sqrt();
+    Linear {
+        out_dim: out,
+        in_dim,
+        weight: LinearWeight::F32(rng.uniform_vec(out * in_dim, -bound, bound)),
+        bias: rng.uniform_vec(out, -0.1, 0.1),
+    }
+}
+
+/// Random LayerNorm weights: `gamma` in `1 ± 0.2`, `beta` in `±0.1`.
+fn random_norm(rng: &mut SplitMix64, d: usize) -> LayerNormWeights {
+    LayerNormWeights {
+        gamma: rng.uniform_vec(d, 0.8, 1.2),
+        beta: rng.uniform_vec(d, -0.1, 0.1),
+    }
+}
+
+fn random_layer(rng: &mut SplitMix64, d: usize, ff: usize) -> EncoderLayerWeights {
+    EncoderLayerWeights {
+        q: random_linear(rng, d, d),
+        k: random_linear(rng, d, d),
+        v: random_linear(rng, d, d),
+        o: random_linear(rng, d, d),
+        fc1: random_linear(rng, ff, d),
+        fc2: random_linear(rng, d, ff),
+        norm1: random_norm(rng, d),
+        norm2: random_norm(rng, d),
     }
 }
 

@@ -20,11 +20,13 @@ pub mod rng;
 
 pub use error::ModelFileError;
 pub use format::{
-    expected_tensors, ClassifierConfig, SpatialTokenConfig, EncoderLayerWeights, EngineModel, GeneOnlyWeights,
-    LayerNormWeights, Linear, LinearWeight, ModelMeta, Normalisation, Quantization, TensorSpec,
-    ARCHITECTURE_GENE_ONLY, ARCHITECTURE_SPATIAL, FORMAT_VERSION, METADATA_KEY, NORMALISATION_LOG1P_CP10K,
+    centre_token_indices, expected_tensors, ClassifierConfig, ClassifierWeights, EncoderLayerWeights,
+    EngineModel, LayerNormWeights, Linear, LinearWeight, ModelMeta, MorphologyTokenConfig,
+    Normalisation, Quantization, SpatialTokenConfig, TensorSpec, VitWeights,
+    ARCHITECTURE_DUAL_MODALITY, ARCHITECTURE_GENE_ONLY, ARCHITECTURE_MULTI_INPUT,
+    ARCHITECTURE_SPATIAL, FORMAT_VERSION, METADATA_KEY, NORMALISATION_LOG1P_CP10K,
 };
 pub use preprocess::{
-    align_to_panel, model_input, normalise_log1p_cp10k, sinusoid_frequencies, spatial_features,
-    MAX_LISTED_MISSING_GENES,
+    align_to_panel, check_patches, model_input, normalise_log1p_cp10k, sinusoid_frequencies,
+    spatial_features, vit_patch_rows, MAX_LISTED_MISSING_GENES,
 };

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::error::ModelFileError;
-use super::format::{ClassifierConfig, EngineModel, ModelMeta, SpatialTokenConfig};
+use super::format::{ClassifierConfig, EngineModel, ModelMeta, MorphologyTokenConfig, SpatialTokenConfig};
 
 /// How many missing gene names [`ModelFileError::GenePanelMismatch`] lists.
 pub const MAX_LISTED_MISSING_GENES: usize = 20;
@@ -207,4 +207,76 @@ pub fn model_input(
         out.extend_from_slice(&feats[i * f..(i + 1) * f]);
     }
     Ok(out)
+}
+
+/// Checks the patches a model with a morphology token reads: `[cells, S, S]` (`S =
+/// config.morphology.image_size`), finite values. Models without a morphology token accept
+/// (and ignore) any patches.
+pub fn check_patches(
+    config: &ClassifierConfig,
+    patches: Option<&[f32]>,
+    n_cells: usize,
+) -> Result<(), ModelFileError> {
+    let Some(m) = &config.morphology else {
+        return Ok(());
+    };
+    let patches = patches.ok_or_else(|| ModelFileError::InvalidConfig {
+        reason: format!(
+            "this model has a morphology token: it needs each cell's nucleus-centred DAPI patch \
+             ({0}×{0} px at {1} µm/px, intensities in [0, 1]); pass the patches with the counts",
+            m.image_size, m.um_per_px
+        ),
+    })?;
+    if patches.len() != n_cells * m.pixels() {
+        return Err(ModelFileError::InvalidConfig {
+            reason: format!(
+                "patches have {} values for {n_cells} cells; the model reads {s}×{s} px per cell \
+                 ({px} values) at {um} µm/px",
+                patches.len(),
+                s = m.image_size,
+                px = m.pixels(),
+                um = m.um_per_px,
+            ),
+        });
+    }
+    if let Some(i) = patches.iter().position(|v| !v.is_finite()) {
+        return Err(ModelFileError::InvalidConfig {
+            reason: format!(
+                "patch pixel {} of cell {} is {}; pixels must be finite",
+                i % m.pixels(),
+                i / m.pixels(),
+                patches[i]
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Unfolds patches `[cells, S, S]` into ViT patch rows `[cells·grid², p² + grid²]`: row
+/// `c·grid² + r·grid + q` holds the pixels of ViT patch `(r, q)` of cell `c` (row-major, the
+/// burn `MorphologyEncoder::unfold` order) followed by the one-hot position of that token, so
+/// one matmul with [`crate::engine::VitWeights::patch_embedding`] adds the position embedding.
+///
+/// # Panics
+/// If `patches.len() != n_cells · S²`.
+pub fn vit_patch_rows(patches: &[f32], n_cells: usize, m: &MorphologyTokenConfig) -> Vec<f32> {
+    let (s, p, g) = (m.image_size, m.vit_patch, m.grid());
+    assert_eq!(patches.len(), n_cells * s * s, "vit_patch_rows: patches are not [cells={n_cells}, {s}, {s}]");
+    let width = m.patch_row_width();
+    let mut out = vec![0.0f32; n_cells * g * g * width];
+    for c in 0..n_cells {
+        let img = &patches[c * s * s..(c + 1) * s * s];
+        for r in 0..g {
+            for q in 0..g {
+                let tok = r * g + q;
+                let row = &mut out[(c * g * g + tok) * width..(c * g * g + tok + 1) * width];
+                for y in 0..p {
+                    let src = (r * p + y) * s + q * p;
+                    row[y * p..(y + 1) * p].copy_from_slice(&img[src..src + p]);
+                }
+                row[p * p + tok] = 1.0;
+            }
+        }
+    }
+    out
 }

@@ -1,4 +1,5 @@
-//! The whole gene-only classifier on the GPU: weights uploaded once, cells streamed in chunks.
+//! The whole classifier on the GPU (gene-only, spatial, dual-modality, multi-input): weights
+//! uploaded once, cells streamed in chunks.
 
 use std::sync::Arc;
 
@@ -8,8 +9,9 @@ use super::error::GpuError;
 use super::layernorm::{layernorm_dispatch, GpuLayerNorm};
 use super::matmul::{matmul_dispatch, Activation, GpuLinear, TILE_M};
 use super::mean_pool::mean_pool_dispatch;
+use super::token_gather_mean::token_gather_mean_dispatch;
 use crate::engine::cpu::PreparedWeights;
-use crate::engine::{ClassifierConfig, EngineModel};
+use crate::engine::{centre_token_indices, vit_patch_rows, ClassifierConfig, EncoderLayerWeights, EngineModel, Linear};
 
 /// Default number of cells per chunk (one command buffer with all layers per chunk).
 pub const DEFAULT_CHUNK_CELLS: usize = 8192;
@@ -24,11 +26,29 @@ struct GpuEncoderLayer {
     fc2: GpuLinear,
 }
 
-/// The int8 gene-only classifier resident on a [`GpuContext`].
+/// The morphology ViT on the GPU.
+struct GpuVit {
+    patch_embedding: GpuLinear,
+    layers: Vec<GpuEncoderLayer>,
+    norm: GpuLayerNorm,
+    /// Centre-token indices `[k]` (u32).
+    centre: wgpu::Buffer,
+    k: usize,
+    /// Zero attention bias `[Hv, g², g²]` (the ViT has none).
+    zero_bias: wgpu::Buffer,
+}
+
+/// An int8 classifier resident on a [`GpuContext`].
 ///
 /// Upload-time rewrites (exact): `token_type` `[T, D]` is folded into the gene-embedding
 /// bias `[T*D]`, and each layer's q, k, v are stacked into one `[3D, D]` int8 layer (scales
 /// are per output row, so stacking changes nothing).
+///
+/// A morphology token runs the ViT first: patches are unfolded on the host into ViT patch
+/// rows with a one-hot position ([`crate::engine::vit_patch_rows`]), one int8 matmul embeds
+/// them (position included), the blocks run on the same matmul/attention/layernorm kernels,
+/// and `token_gather_mean.wgsl` writes the mean of the centre tokens into the model-input
+/// columns the token matmul reads.
 ///
 /// [`logits`](Self::logits) streams cells in chunks of [`chunk_cells`](Self::chunk_cells):
 /// each chunk is one upload, one command buffer holding every layer's dispatches, and one
@@ -42,8 +62,25 @@ pub struct GpuClassifier {
     layers: Vec<GpuEncoderLayer>,
     final_norm: GpuLayerNorm,
     head: GpuLinear,
+    /// The encoder's attention bias `[H, T, T]` (zeros when the model has none).
+    attention_bias: wgpu::Buffer,
+    vit: Option<GpuVit>,
     chunk_cells: usize,
     max_chunk_cells: usize,
+}
+
+/// Per-call ViT activation buffers (morphology models), sized for `cells` cells.
+struct VitBuffers {
+    /// Unfolded patch rows `[cells*g², p²+g²]`.
+    patch_rows: wgpu::Buffer,
+    /// Residual stream `[cells*g², W]`.
+    h: wgpu::Buffer,
+    /// LayerNorm / attention output `[cells*g², W]`.
+    a: wgpu::Buffer,
+    /// Fused q|k|v `[cells*g², 3W]`.
+    qkv: wgpu::Buffer,
+    /// Feed-forward hidden `[cells*g², Fv]`.
+    ff: wgpu::Buffer,
 }
 
 /// Per-call activation buffers, sized for `cells` cells.
@@ -62,6 +99,54 @@ struct WorkBuffers {
     pooled: wgpu::Buffer,
     /// Logits `[cells, C]`.
     logits: wgpu::Buffer,
+    /// The morphology ViT's buffers.
+    vit: Option<VitBuffers>,
+}
+
+/// Uploads one encoder layer (q, k, v already fused) under `prefix`.
+fn upload_layer(ctx: &GpuContext, l: &EncoderLayerWeights, qkv: &Linear, p: &str) -> Result<GpuEncoderLayer, GpuError> {
+    Ok(GpuEncoderLayer {
+        norm1: GpuLayerNorm::upload(ctx, &l.norm1, &format!("{p}.norm1"))?,
+        qkv: GpuLinear::upload(ctx, qkv, &format!("{p}.attn.qkv"))?,
+        o: GpuLinear::upload(ctx, &l.o, &format!("{p}.attn.o"))?,
+        norm2: GpuLayerNorm::upload(ctx, &l.norm2, &format!("{p}.norm2"))?,
+        fc1: GpuLinear::upload(ctx, &l.fc1, &format!("{p}.ffn.fc1"))?,
+        fc2: GpuLinear::upload(ctx, &l.fc2, &format!("{p}.ffn.fc2"))?,
+    })
+}
+
+/// The buffers one encoder layer works in.
+struct LayerBuffers<'a> {
+    h: &'a wgpu::Buffer,
+    a: &'a wgpu::Buffer,
+    qkv: &'a wgpu::Buffer,
+    ff: &'a wgpu::Buffer,
+    bias: &'a wgpu::Buffer,
+}
+
+/// The seven dispatches of one pre-norm encoder layer over `cells` cells of `t` tokens.
+#[allow(clippy::too_many_arguments)]
+fn push_layer(
+    plan: &mut Vec<Dispatch>,
+    ctx: &GpuContext,
+    l: &GpuEncoderLayer,
+    b: &LayerBuffers<'_>,
+    cells: usize,
+    t: usize,
+    d: usize,
+    heads: usize,
+    eps: f32,
+) -> Result<(), GpuError> {
+    let rows = cells * t;
+    let none = Activation::None;
+    plan.push(layernorm_dispatch(ctx, b.h, rows, &l.norm1, b.a, eps)?);
+    plan.push(matmul_dispatch(ctx, b.a, rows, &l.qkv, b.qkv, none, false)?);
+    plan.push(attention_dispatch(ctx, b.qkv, b.bias, b.a, cells, t, d, heads)?);
+    plan.push(matmul_dispatch(ctx, b.a, rows, &l.o, b.h, none, true)?);
+    plan.push(layernorm_dispatch(ctx, b.h, rows, &l.norm2, b.a, eps)?);
+    plan.push(matmul_dispatch(ctx, b.a, rows, &l.fc1, b.ff, Activation::Gelu, false)?);
+    plan.push(matmul_dispatch(ctx, b.ff, rows, &l.fc2, b.h, none, true)?);
+    Ok(())
 }
 
 impl GpuClassifier {
@@ -88,21 +173,38 @@ impl GpuClassifier {
         let gene_embedding = GpuLinear::upload(gpu, &prepared.gene_embedding, "gene_embedding")?;
         let mut layers = Vec::with_capacity(c.n_layers);
         for (i, (l, qkv)) in w.layers.iter().zip(&prepared.qkv).enumerate() {
-            let p = format!("layers.{i}");
-            layers.push(GpuEncoderLayer {
-                norm1: GpuLayerNorm::upload(gpu, &l.norm1, &format!("{p}.norm1"))?,
-                qkv: GpuLinear::upload(gpu, qkv, &format!("{p}.attn.qkv"))?,
-                o: GpuLinear::upload(gpu, &l.o, &format!("{p}.attn.o"))?,
-                norm2: GpuLayerNorm::upload(gpu, &l.norm2, &format!("{p}.norm2"))?,
-                fc1: GpuLinear::upload(gpu, &l.fc1, &format!("{p}.ffn.fc1"))?,
-                fc2: GpuLinear::upload(gpu, &l.fc2, &format!("{p}.ffn.fc2"))?,
-            });
+            layers.push(upload_layer(gpu, l, qkv, &format!("layers.{i}"))?);
         }
         let final_norm = GpuLayerNorm::upload(gpu, &w.final_norm, "final_norm")?;
         let head = GpuLinear::upload(gpu, &w.head, "head")?;
+        let t = c.n_tokens();
+        let attention_bias = match &w.attention_bias {
+            Some(b) => gpu.storage_init("attention bias", bytemuck::cast_slice(b))?,
+            None => gpu.storage_zeroed("attention bias (none)", c.n_heads * t * t)?,
+        };
+        let vit = match (&c.morphology, &w.morphology) {
+            (Some(m), Some(v)) => {
+                let mut vl = Vec::with_capacity(v.layers.len());
+                for (i, (l, qkv)) in v.layers.iter().zip(&prepared.vit_qkv).enumerate() {
+                    vl.push(upload_layer(gpu, l, qkv, &format!("morphology.layers.{i}"))?);
+                }
+                let idx: Vec<u32> = centre_token_indices(m.grid(), m.k_nearest).into_iter().map(|i| i as u32).collect();
+                let g2 = m.n_vit_tokens();
+                ctx.pipeline(KernelKey::Attention { tokens: g2 as u32, d_model: m.width as u32, n_heads: m.n_heads as u32 })?;
+                Some(GpuVit {
+                    patch_embedding: GpuLinear::upload(gpu, &v.patch_embedding, "morphology.patch_embedding")?,
+                    layers: vl,
+                    norm: GpuLayerNorm::upload(gpu, &v.norm, "morphology.norm")?,
+                    centre: gpu.storage_init("ViT centre tokens", bytemuck::cast_slice(&idx))?,
+                    k: idx.len(),
+                    zero_bias: gpu.storage_zeroed("ViT attention bias (none)", m.n_heads * g2 * g2)?,
+                })
+            }
+            _ => None,
+        };
         // Compile the model-specific attention kernel now rather than on the first call.
         ctx.pipeline(KernelKey::Attention {
-            tokens: c.n_tokens() as u32,
+            tokens: t as u32,
             d_model: c.d_model as u32,
             n_heads: c.n_heads as u32,
         })?;
@@ -118,6 +220,8 @@ impl GpuClassifier {
             layers,
             final_norm,
             head,
+            attention_bias,
+            vit,
         })
     }
 
@@ -150,17 +254,48 @@ impl GpuClassifier {
         &self.ctx
     }
 
-    /// Logits `[cells, C]` for normalised inputs `x_norm` `[cells, G]` (see
-    /// [`crate::engine::normalise_log1p_cp10k`]).
+    /// Logits `[cells, C]` for model input `x_norm` `[cells, n_inputs]` (see
+    /// [`crate::engine::model_input`]) of a model without a morphology token.
     ///
     /// Never blocks on wasm32; natively it drives the device with `poll` while waiting.
     pub async fn logits(&self, x_norm: &[f32], n_cells: usize) -> Result<Vec<f32>, GpuError> {
+        self.logits_with_patches(x_norm, None, n_cells).await
+    }
+
+    /// Logits `[cells, C]` for model input `x_norm` `[cells, n_inputs]` and, for a model with a
+    /// morphology token, nucleus-centred patches `[cells, S, S]` (intensities in `[0, 1]`).
+    /// Same arithmetic as [`crate::engine::cpu::forward_logits_with_patches`] on the int8
+    /// model.
+    pub async fn logits_with_patches(
+        &self,
+        x_norm: &[f32],
+        patches: Option<&[f32]>,
+        n_cells: usize,
+    ) -> Result<Vec<f32>, GpuError> {
         let c = &self.config;
         check_len(
-            || format!("x_norm [cells={n_cells}, genes={}]", c.n_inputs()),
+            || format!("x_norm [cells={n_cells}, inputs={}]", c.n_inputs()),
             x_norm.len(),
             n_cells * c.n_inputs(),
         )?;
+        if let Some(m) = &c.morphology {
+            let Some(p) = patches else {
+                return Err(GpuError::InputShape {
+                    what: format!(
+                        "this model has a morphology token: pass patches [cells, {0}, {0}] \
+                         (nucleus-centred, {1} µm/px)",
+                        m.image_size, m.um_per_px
+                    ),
+                    expected: n_cells * m.pixels(),
+                    found: 0,
+                });
+            };
+            check_len(
+                || format!("patches [cells={n_cells}, {0}, {0}]", m.image_size),
+                p.len(),
+                n_cells * m.pixels(),
+            )?;
+        }
         if n_cells == 0 {
             return Ok(Vec::new());
         }
@@ -186,11 +321,21 @@ impl GpuClassifier {
                 partial_plan = self.plan(&work, n)?;
                 &partial_plan
             };
-            ctx.queue.write_buffer(
-                &work.x,
-                0,
-                bytemuck::cast_slice(&x_norm[start * c.n_inputs()..(start + n) * c.n_inputs()]),
-            );
+            let x_chunk = &x_norm[start * c.n_inputs()..(start + n) * c.n_inputs()];
+            match (&c.morphology, &work.vit, patches) {
+                (Some(m), Some(vb), Some(p)) => {
+                    // Rows of n_embedding_inputs: the ViT writes the trailing W columns.
+                    let (n_in, stride) = (c.n_inputs(), c.n_embedding_inputs());
+                    let mut wide = vec![0.0f32; n * stride];
+                    for (o, xr) in wide.chunks_exact_mut(stride).zip(x_chunk.chunks_exact(n_in)) {
+                        o[..n_in].copy_from_slice(xr);
+                    }
+                    ctx.queue.write_buffer(&work.x, 0, bytemuck::cast_slice(&wide));
+                    let rows = vit_patch_rows(&p[start * m.pixels()..(start + n) * m.pixels()], n, m);
+                    ctx.queue.write_buffer(&vb.patch_rows, 0, bytemuck::cast_slice(&rows));
+                }
+                _ => ctx.queue.write_buffer(&work.x, 0, bytemuck::cast_slice(x_chunk)),
+            }
             let mut encoder = ctx
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -247,14 +392,28 @@ impl GpuClassifier {
         let c = &self.config;
         let rows = cells * c.n_tokens();
         let ctx = &*self.ctx;
+        let vit = match &c.morphology {
+            Some(m) => {
+                let vr = cells * m.n_vit_tokens();
+                Some(VitBuffers {
+                    patch_rows: ctx.storage_zeroed("ViT patch rows", vr * m.patch_row_width())?,
+                    h: ctx.storage_zeroed("ViT residual stream", vr * m.width)?,
+                    a: ctx.storage_zeroed("ViT normed / attention out", vr * m.width)?,
+                    qkv: ctx.storage_zeroed("ViT qkv", vr * 3 * m.width)?,
+                    ff: ctx.storage_zeroed("ViT ffn hidden", vr * m.d_ff)?,
+                })
+            }
+            None => None,
+        };
         Ok(WorkBuffers {
-            x: ctx.storage_zeroed("x_norm chunk", cells * c.n_inputs())?,
+            x: ctx.storage_zeroed("model input chunk", cells * c.n_embedding_inputs())?,
             h: ctx.storage_zeroed("residual stream", rows * c.d_model)?,
             a: ctx.storage_zeroed("normed / attention out", rows * c.d_model)?,
             qkv: ctx.storage_zeroed("qkv", rows * 3 * c.d_model)?,
             ff: ctx.storage_zeroed("ffn hidden", rows * c.d_ff)?,
             pooled: ctx.storage_zeroed("pooled", cells * c.d_model)?,
             logits: ctx.storage_zeroed("logits", cells * c.n_classes)?,
+            vit,
         })
     }
 
@@ -266,49 +425,38 @@ impl GpuClassifier {
         let (t, d, eps) = (c.n_tokens(), c.d_model, self.eps);
         let none = Activation::None;
         let mut plan = Vec::with_capacity(3 + 7 * self.layers.len() + 3);
-        // [cells, T*D] written as [cells*T, D]; token_type is in the bias.
-        plan.push(matmul_dispatch(
-            ctx,
-            &b.x,
-            cells,
-            &self.gene_embedding,
-            &b.h,
-            none,
-            false,
-        )?);
-        for l in &self.layers {
-            plan.push(layernorm_dispatch(ctx, &b.h, rows, &l.norm1, &b.a, eps)?);
-            plan.push(matmul_dispatch(
-                ctx, &b.a, rows, &l.qkv, &b.qkv, none, false,
-            )?);
-            plan.push(attention_dispatch(
-                ctx, &b.qkv, &b.a, cells, t, d, c.n_heads,
-            )?);
-            plan.push(matmul_dispatch(ctx, &b.a, rows, &l.o, &b.h, none, true)?);
-            plan.push(layernorm_dispatch(ctx, &b.h, rows, &l.norm2, &b.a, eps)?);
-            plan.push(matmul_dispatch(
+        if let (Some(m), Some(vit), Some(vb)) = (&c.morphology, &self.vit, &b.vit) {
+            let g2 = m.n_vit_tokens();
+            // Patch + position embedding in one matmul, then the blocks, the norm, and the
+            // centre-token mean into the model-input columns n_inputs..n_embedding_inputs.
+            plan.push(matmul_dispatch(ctx, &vb.patch_rows, cells * g2, &vit.patch_embedding, &vb.h, none, false)?);
+            let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias };
+            for l in &vit.layers {
+                push_layer(&mut plan, ctx, l, &lb, cells, g2, m.width, m.n_heads, eps)?;
+            }
+            plan.push(layernorm_dispatch(ctx, &vb.h, cells * g2, &vit.norm, &vb.a, eps)?);
+            plan.push(token_gather_mean_dispatch(
                 ctx,
-                &b.a,
-                rows,
-                &l.fc1,
-                &b.ff,
-                Activation::Gelu,
-                false,
+                &vb.a,
+                &vit.centre,
+                vit.k,
+                &b.x,
+                cells,
+                g2,
+                m.width,
+                c.n_embedding_inputs(),
+                c.n_inputs(),
             )?);
-            plan.push(matmul_dispatch(ctx, &b.ff, rows, &l.fc2, &b.h, none, true)?);
         }
-        plan.push(layernorm_dispatch(
-            ctx,
-            &b.h,
-            rows,
-            &self.final_norm,
-            &b.a,
-            eps,
-        )?);
+        // [cells, T*D] written as [cells*T, D]; token_type is in the bias.
+        plan.push(matmul_dispatch(ctx, &b.x, cells, &self.gene_embedding, &b.h, none, false)?);
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias };
+        for l in &self.layers {
+            push_layer(&mut plan, ctx, l, &lb, cells, t, d, c.n_heads, eps)?;
+        }
+        plan.push(layernorm_dispatch(ctx, &b.h, rows, &self.final_norm, &b.a, eps)?);
         plan.push(mean_pool_dispatch(ctx, &b.a, &b.pooled, cells, t, d)?);
-        plan.push(matmul_dispatch(
-            ctx, &b.pooled, cells, &self.head, &b.logits, none, false,
-        )?);
+        plan.push(matmul_dispatch(ctx, &b.pooled, cells, &self.head, &b.logits, none, false)?);
         Ok(plan)
     }
 }
@@ -317,12 +465,17 @@ impl GpuClassifier {
 /// matmul fits the workgroup-count limit.
 fn max_chunk_cells(c: &ClassifierConfig, max_binding: u64) -> Result<usize, GpuError> {
     let t = c.n_tokens();
+    let g2 = c.morphology.as_ref().map_or(0, |m| m.n_vit_tokens());
+    let (pw, vw, vf) = c.morphology.as_ref().map_or((0, 0, 0), |m| (m.patch_row_width(), m.width, m.d_ff));
     let per_cell_bytes = [
-        ("input x_norm [cells, G]", c.n_inputs()),
+        ("model input [cells, n_embedding_inputs]", c.n_embedding_inputs()),
         ("residual stream [cells*T, D]", t * c.d_model),
         ("qkv [cells*T, 3D]", t * 3 * c.d_model),
         ("ffn hidden [cells*T, F]", t * c.d_ff),
         ("logits [cells, C]", c.n_classes),
+        ("ViT patch rows [cells*g², p²+g²]", g2 * pw),
+        ("ViT qkv [cells*g², 3W]", g2 * 3 * vw),
+        ("ViT ffn hidden [cells*g², Fv]", g2 * vf),
     ]
     .map(|(what, floats)| (what, floats as u64 * 4));
     let (what, widest) = per_cell_bytes
@@ -337,6 +490,6 @@ fn max_chunk_cells(c: &ClassifierConfig, max_binding: u64) -> Result<usize, GpuE
             limit: max_binding,
         });
     }
-    let by_dispatch = TILE_M * MAX_WORKGROUPS_PER_DIM as usize / t.max(1);
+    let by_dispatch = TILE_M * MAX_WORKGROUPS_PER_DIM as usize / t.max(g2).max(1);
     Ok(by_memory.min(by_dispatch))
 }

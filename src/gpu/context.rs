@@ -28,6 +28,8 @@ pub(crate) enum KernelKey {
     LayerNorm,
     /// `kernels/mean_pool.wgsl`.
     MeanPool,
+    /// `kernels/token_gather_mean.wgsl` specialised to the token count and width.
+    TokenGatherMean { tokens: u32, dim: u32 },
     /// `kernels/sinkhorn_lse.wgsl` specialised to the point dimension and cost.
     SinkhornLse(super::sinkhorn::LseShape),
     /// `kernels/sinkhorn_reduce.wgsl`.
@@ -47,6 +49,7 @@ impl KernelKey {
             } => format!("attention(T={tokens}, D={d_model}, H={n_heads})"),
             KernelKey::LayerNorm => "layernorm".to_string(),
             KernelKey::MeanPool => "mean_pool".to_string(),
+            KernelKey::TokenGatherMean { tokens, dim } => format!("token_gather_mean(T={tokens}, D={dim})"),
             KernelKey::SinkhornLse(shape) => super::sinkhorn::lse_label(shape),
             KernelKey::SinkhornReduce => "sinkhorn_reduce".to_string(),
         }
@@ -62,6 +65,7 @@ impl KernelKey {
             } => super::attention::shader_source(tokens, d_model, n_heads),
             KernelKey::LayerNorm => super::layernorm::shader_source(),
             KernelKey::MeanPool => super::mean_pool::shader_source(),
+            KernelKey::TokenGatherMean { tokens, dim } => super::token_gather_mean::shader_source(tokens, dim),
             KernelKey::SinkhornLse(shape) => super::sinkhorn::lse_shader_source(&shape),
             KernelKey::SinkhornReduce => super::sinkhorn::reduce_shader_source(),
         }

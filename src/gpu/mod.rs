@@ -9,9 +9,10 @@
 //! | kernel | launcher | reference |
 //! |---|---|---|
 //! | `matmul_int8.wgsl` (+ fused GELU, residual) | [`matmul_int8`] | [`matmul_int8_reference`] |
-//! | `attention.wgsl` | [`attention()`](fn@attention) | [`attention_reference`] |
+//! | `attention.wgsl` (+ additive score bias) | [`attention()`](fn@attention), [`attention_biased`] | [`attention_reference`], [`attention_biased_reference`] |
 //! | `layernorm.wgsl` | [`layernorm()`](fn@layernorm) | [`layernorm_reference`] |
 //! | `mean_pool.wgsl` | [`mean_pool()`](fn@mean_pool) | [`mean_pool_reference`] |
+//! | `token_gather_mean.wgsl` (ViT centre tokens) | [`token_gather_mean()`](fn@token_gather_mean) | [`token_gather_mean_reference`] |
 //! | `sinkhorn_lse.wgsl`, `sinkhorn_reduce.wgsl` | [`crate::ot::sinkhorn`] (GPU engine) | [`crate::ot::sinkhorn_log_domain_reference`] |
 //!
 //! All launchers and [`GpuClassifier::logits`] are `async`: results come back through
@@ -26,11 +27,13 @@ pub mod layernorm;
 pub mod matmul;
 pub mod mean_pool;
 pub(crate) mod sinkhorn;
+pub mod token_gather_mean;
 
-pub use attention::{attention, attention_reference};
+pub use attention::{attention, attention_biased, attention_biased_reference, attention_reference};
 pub use classifier::{GpuClassifier, DEFAULT_CHUNK_CELLS};
 pub use context::GpuContext;
 pub use error::GpuError;
 pub use layernorm::{layernorm, layernorm_reference};
 pub use matmul::{erf_approx, gelu_reference, matmul_int8, matmul_int8_reference, Activation};
 pub use mean_pool::{mean_pool, mean_pool_reference};
+pub use token_gather_mean::{token_gather_mean, token_gather_mean_reference};

@@ -241,19 +241,7 @@ impl MorphologyEncoderConfig {
     }
 }
 
-/// Indices (row-major) of the `k` tokens of a `grid × grid` token grid whose centres are nearest
-/// the image centre; ties broken by index.
-pub fn centre_token_indices(grid: usize, k: usize) -> Vec<usize> {
-    let c = grid as f64 / 2.0;
-    let mut idx: Vec<(f64, usize)> = (0..grid * grid)
-        .map(|t| {
-            let (r, q) = ((t / grid) as f64 + 0.5, (t % grid) as f64 + 0.5);
-            ((r - c).powi(2) + (q - c).powi(2), t)
-        })
-        .collect();
-    idx.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    idx.into_iter().take(k).map(|(_, t)| t).collect()
-}
+pub use crate::engine::centre_token_indices;
 
 /// Morphology encoder (MEB): a small ViT over a nucleus-centred patch.
 ///

@@ -60,6 +60,8 @@ impl GeneOnlyClassifierConfig {
             gene_tokens: self.gene_tokens,
             layer_norm_eps: self.layer_norm_eps,
             spatial: None,
+            morphology: None,
+            attention_bias: false,
         }
     }
 

@@ -627,7 +627,22 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     .with_gene_embedding_dim(ge_dim)
                     .with_morph_embedding_dim(me_dim);
                 let spec = serde_json::to_value(&c).unwrap_or_default();
-                train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?.0
+                let (r, model) =
+                    train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?;
+                // Engine files (count input + patch ViT: what the engines run).
+                if ge_dim.is_none() && me_dim.is_none() {
+                    let (_, ex) = super::export::export_dual_fp32_and_int8(
+                        &model.valid(),
+                        &c,
+                        opts.patch_um_per_px,
+                        &crop.table.genes,
+                        &crop.class_names,
+                        serde_json::json!({"benchmark": true}),
+                        &opts.out.join(kind.name()).join("engine"),
+                    )?;
+                    files.extend([ex.fp32, ex.int8]);
+                }
+                r
             }
             ModelKind::MultiInput => {
                 let c = MultiInputClassifierConfig::new(g, n_classes, vit.clone())
@@ -640,7 +655,21 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     .with_gene_embedding_dim(ge_dim)
                     .with_morph_embedding_dim(me_dim);
                 let spec = serde_json::to_value(&c).unwrap_or_default();
-                train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?.0
+                let (r, model) =
+                    train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?;
+                if ge_dim.is_none() && me_dim.is_none() {
+                    let (_, ex) = super::export::export_multi_fp32_and_int8(
+                        &model.valid(),
+                        &c,
+                        opts.patch_um_per_px,
+                        &crop.table.genes,
+                        &crop.class_names,
+                        serde_json::json!({"benchmark": true}),
+                        &opts.out.join(kind.name()).join("engine"),
+                    )?;
+                    files.extend([ex.fp32, ex.int8]);
+                }
+                r
             }
         };
         files.push(opts.out.join(kind.name()).join("model.safetensors"));

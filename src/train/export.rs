@@ -79,6 +79,64 @@ fn save_engine_files(fp32: &EngineModel, dir: &Path) -> Result<ExportedFiles, Tr
     Ok(files)
 }
 
+/// Writes `dir/model.safetensors` (fp32) and `dir/model.int8.safetensors` of an engine model
+/// atomically.
+pub fn export_engine_model(fp32: &EngineModel, dir: &Path) -> Result<ExportedFiles, TrainError> {
+    save_engine_files(fp32, dir)
+}
+
+/// The shared part of the engine config of a multimodal classifier.
+#[allow(clippy::too_many_arguments)]
+fn multimodal_engine_config(
+    n_genes: usize,
+    n_classes: usize,
+    d_model: usize,
+    n_heads: usize,
+    d_ff: usize,
+    n_layers: usize,
+    gene_tokens: usize,
+    layer_norm_eps: f64,
+) -> crate::engine::ClassifierConfig {
+    crate::engine::ClassifierConfig {
+        n_genes,
+        n_classes,
+        d_model,
+        n_heads,
+        d_ff,
+        n_layers,
+        gene_tokens,
+        layer_norm_eps,
+        spatial: None,
+        morphology: None,
+        attention_bias: false,
+    }
+}
+
+/// The engine's description of a morphology ViT trained on patches cut at `um_per_px`.
+pub fn morphology_token_config(
+    m: &crate::model::MorphologyEncoderConfig,
+    um_per_px: f32,
+) -> crate::engine::MorphologyTokenConfig {
+    crate::engine::MorphologyTokenConfig {
+        image_size: m.image_size,
+        vit_patch: m.vit_patch,
+        width: m.width,
+        n_heads: m.n_heads,
+        d_ff: m.d_ff,
+        n_layers: m.feature_layer,
+        k_nearest: m.k_nearest,
+        um_per_px: um_per_px as f64,
+    }
+}
+
+fn spatial_token_config<B: Backend>(s: &crate::model::SpatialEncoder<B>) -> crate::engine::SpatialTokenConfig {
+    crate::engine::SpatialTokenConfig {
+        n_frequencies: s.n_frequencies,
+        min_wavelength_um: s.min_wavelength_um,
+        max_wavelength_um: s.max_wavelength_um,
+    }
+}
+
 /// The spatial classifier in the engines' format (see
 /// [`crate::model::convert::spatial_to_engine_model`]), fp32 and int8, into `dir`.
 pub fn export_spatial_fp32_and_int8<B: Backend>(
@@ -89,23 +147,63 @@ pub fn export_spatial_fp32_and_int8<B: Backend>(
     training: serde_json::Value,
     dir: &Path,
 ) -> Result<(EngineModel, ExportedFiles), TrainError> {
-    let engine_config = crate::engine::ClassifierConfig {
-        n_genes: config.n_genes,
-        n_classes: config.n_classes,
-        d_model: config.d_model,
-        n_heads: config.n_heads,
-        d_ff: config.d_ff,
-        n_layers: config.n_layers,
-        gene_tokens: config.gene_tokens,
-        layer_norm_eps: config.layer_norm_eps,
-        spatial: Some(crate::engine::SpatialTokenConfig {
-            n_frequencies: model.spatial.n_frequencies,
-            min_wavelength_um: model.spatial.min_wavelength_um,
-            max_wavelength_um: model.spatial.max_wavelength_um,
-        }),
-    };
+    let c = config;
+    let mut engine_config = multimodal_engine_config(
+        c.n_genes, c.n_classes, c.d_model, c.n_heads, c.d_ff, c.n_layers, c.gene_tokens, c.layer_norm_eps,
+    );
+    engine_config.spatial = Some(spatial_token_config(&model.spatial));
     let meta = crop_meta(engine_config, genes, classes, training);
     let fp32 = crate::model::convert::spatial_to_engine_model(model, meta)?;
+    let files = save_engine_files(&fp32, dir)?;
+    Ok((fp32, files))
+}
+
+/// The dual-modality classifier (count input, patch ViT trained on patches cut at
+/// `patch_um_per_px`) in the engines' format (see
+/// [`crate::model::convert::dual_to_engine_model`]), fp32 and int8, into `dir`.
+#[allow(clippy::too_many_arguments)]
+pub fn export_dual_fp32_and_int8<B: Backend>(
+    model: &crate::model::DualModalityClassifier<B>,
+    config: &crate::model::DualModalityClassifierConfig,
+    patch_um_per_px: f32,
+    genes: &[String],
+    classes: &[String],
+    training: serde_json::Value,
+    dir: &Path,
+) -> Result<(EngineModel, ExportedFiles), TrainError> {
+    let c = config;
+    let mut engine_config = multimodal_engine_config(
+        c.n_genes, c.n_classes, c.d_model, c.n_heads, c.d_ff, c.n_layers, c.gene_tokens, c.layer_norm_eps,
+    );
+    engine_config.morphology = Some(morphology_token_config(&c.morphology, patch_um_per_px));
+    let meta = crop_meta(engine_config, genes, classes, training);
+    let fp32 = crate::model::convert::dual_to_engine_model(model, meta)?;
+    let files = save_engine_files(&fp32, dir)?;
+    Ok((fp32, files))
+}
+
+/// The multi-input classifier (count input, patch ViT trained on patches cut at
+/// `patch_um_per_px`) in the engines' format (see
+/// [`crate::model::convert::multi_to_engine_model`]), fp32 and int8, into `dir`.
+#[allow(clippy::too_many_arguments)]
+pub fn export_multi_fp32_and_int8<B: Backend>(
+    model: &crate::model::MultiInputClassifier<B>,
+    config: &crate::model::MultiInputClassifierConfig,
+    patch_um_per_px: f32,
+    genes: &[String],
+    classes: &[String],
+    training: serde_json::Value,
+    dir: &Path,
+) -> Result<(EngineModel, ExportedFiles), TrainError> {
+    let c = config;
+    let mut engine_config = multimodal_engine_config(
+        c.n_genes, c.n_classes, c.d_model, c.n_heads, c.d_ff, c.n_layers, c.gene_tokens, c.layer_norm_eps,
+    );
+    engine_config.spatial = Some(spatial_token_config(&model.spatial));
+    engine_config.morphology = Some(morphology_token_config(&c.morphology, patch_um_per_px));
+    engine_config.attention_bias = true;
+    let meta = crop_meta(engine_config, genes, classes, training);
+    let fp32 = crate::model::convert::multi_to_engine_model(model, meta)?;
     let files = save_engine_files(&fp32, dir)?;
     Ok((fp32, files))
 }

@@ -1,0 +1,117 @@
+//! `kernels/token_gather_mean.wgsl`: mean over a subset of each cell's tokens (the morphology
+//! ViT's centre tokens), written into chosen columns of a wider output row.
+
+use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, KernelKey};
+use super::error::GpuError;
+
+/// Invocations per workgroup.
+const WG: usize = 64;
+
+const TEMPLATE: &str = include_str!("../../kernels/token_gather_mean.wgsl");
+
+pub(crate) fn shader_source(tokens: u32, dim: u32) -> String {
+    super::context::specialise(
+        TEMPLATE,
+        &[("WG", WG.to_string()), ("TOKENS", tokens.to_string()), ("DIM", dim.to_string())],
+    )
+}
+
+/// Plain-Rust reference: for every cell `c` of `x` `[n_cells, tokens, dim]`,
+/// `out[c·out_stride + out_offset + d] = mean_k x[c, idx[k], d]`; other columns of `out` are
+/// left as they are.
+///
+/// # Panics
+/// If `x` is not `[n_cells, tokens, dim]`, `idx` is empty or has an index `>= tokens`, or
+/// `out` is shorter than `n_cells` rows of `out_stride` or the columns do not fit a row.
+#[allow(clippy::too_many_arguments)]
+pub fn token_gather_mean_reference(
+    x: &[f32],
+    n_cells: usize,
+    tokens: usize,
+    dim: usize,
+    idx: &[usize],
+    out: &mut [f32],
+    out_stride: usize,
+    out_offset: usize,
+) {
+    assert_eq!(x.len(), n_cells * tokens * dim, "token_gather_mean reference: x must be [cells, T, D]");
+    assert!(!idx.is_empty() && idx.iter().all(|&t| t < tokens), "token_gather_mean reference: bad idx {idx:?}");
+    assert!(out_offset + dim <= out_stride && out.len() >= n_cells * out_stride, "token_gather_mean reference: out too small");
+    for c in 0..n_cells {
+        for d in 0..dim {
+            let sum: f32 = idx.iter().map(|&t| x[(c * tokens + t) * dim + d]).sum();
+            out[c * out_stride + out_offset + d] = sum / idx.len() as f32;
+        }
+    }
+}
+
+/// One launch: `out` rows of `out_stride` floats get columns `out_offset..out_offset+dim`.
+/// `idx` is a `u32` storage buffer of `k` token indices.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn token_gather_mean_dispatch(
+    ctx: &GpuContext,
+    x: &wgpu::Buffer,
+    idx: &wgpu::Buffer,
+    k: usize,
+    out: &wgpu::Buffer,
+    n_cells: usize,
+    tokens: usize,
+    dim: usize,
+    out_stride: usize,
+    out_offset: usize,
+) -> Result<Dispatch, GpuError> {
+    let pipeline = ctx.pipeline(KernelKey::TokenGatherMean { tokens: tokens as u32, dim: dim as u32 })?;
+    let params = ctx.uniform(
+        "token_gather_mean params",
+        [n_cells as u32, k as u32, out_stride as u32, out_offset as u32],
+    );
+    let bind_group = ctx.bind(&pipeline, "token_gather_mean", &[&params, x, idx, out]);
+    Ok(Dispatch {
+        pipeline,
+        bind_group,
+        workgroups: fold_workgroups((n_cells * dim).div_ceil(WG), "token_gather_mean")?,
+    })
+}
+
+/// Runs `kernels/token_gather_mean.wgsl` once and returns the whole output `out_init` after
+/// the kernel wrote its columns. Compare with [`token_gather_mean_reference`].
+#[allow(clippy::too_many_arguments)]
+pub async fn token_gather_mean(
+    ctx: &GpuContext,
+    x: &[f32],
+    n_cells: usize,
+    tokens: usize,
+    dim: usize,
+    idx: &[usize],
+    out_init: &[f32],
+    out_stride: usize,
+    out_offset: usize,
+) -> Result<Vec<f32>, GpuError> {
+    check_len(
+        || format!("token_gather_mean x [cells={n_cells}, T={tokens}, D={dim}]"),
+        x.len(),
+        n_cells * tokens * dim,
+    )?;
+    check_len(
+        || format!("token_gather_mean out [cells={n_cells}, stride={out_stride}]"),
+        out_init.len(),
+        n_cells * out_stride,
+    )?;
+    if idx.is_empty() || idx.iter().any(|&t| t >= tokens) || out_offset + dim > out_stride {
+        return Err(GpuError::InputShape {
+            what: format!(
+                "token_gather_mean: indices {idx:?} must be non-empty and < {tokens}, and columns \
+                 {out_offset}..{} must fit a row of {out_stride}",
+                out_offset + dim
+            ),
+            expected: tokens,
+            found: idx.iter().copied().max().unwrap_or(0),
+        });
+    }
+    let xb = ctx.storage_init("token_gather_mean x", bytemuck::cast_slice(x))?;
+    let idx_u32: Vec<u32> = idx.iter().map(|&t| t as u32).collect();
+    let ib = ctx.storage_init("token_gather_mean idx", bytemuck::cast_slice(&idx_u32))?;
+    let ob = ctx.storage_init("token_gather_mean out", bytemuck::cast_slice(out_init))?;
+    let d = token_gather_mean_dispatch(ctx, &xb, &ib, idx.len(), &ob, n_cells, tokens, dim, out_stride, out_offset)?;
+    ctx.run_and_read("token_gather_mean", &[d], &ob, n_cells * out_stride).await
+}

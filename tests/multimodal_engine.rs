@@ -1,0 +1,303 @@
+//! The multimodal classifiers in the engines: spatial (gene tokens + a sinusoidal centroid
+//! token), dual-modality (gene tokens + a patch-ViT morphology token) and multi-input (gene,
+//! morphology and centroid tokens with a relative attention bias). Each burn model is trained
+//! briefly on the real crop (patches from its DAPI image), exported (fp32 and int8
+//! safetensors) and must agree with the CPU engine and the WGSL engine on held-out cells.
+//!
+//! Tolerances: burn fp32 vs CPU engine fp32: max abs logit error ≤ 1e-3 (same maths, f32,
+//! different summation order) and identical classes; burn fp32 vs int8 engines: same class on
+//! ≥ 99 % of the held-out cells; CPU int8 vs WGSL int8: max abs ≤ 1e-3 and identical classes.
+//! The WGSL part fails without a GPU adapter unless `CELLSYMPHONY_ALLOW_NO_GPU=1` (then it
+//! prints SKIPPED).
+#![cfg(feature = "train")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::AutodiffModule;
+
+use cellsymphony::engine::{self, EngineModel};
+use cellsymphony::gpu::{GpuClassifier, GpuContext, GpuError};
+use cellsymphony::model::{
+    DualModalityClassifierConfig, MorphologyEncoderConfig, MultiInputClassifierConfig,
+    SpatialClassifierConfig,
+};
+use cellsymphony::train::benchmark::crop_patches;
+use cellsymphony::train::cell_trainer::{
+    predict_cells, train_classifier, CellInputs, CheckpointOptions, LabelledSplit, Rows,
+};
+use cellsymphony::train::dataset::{prepare_crop, LabelOptions, PreparedCrop};
+use cellsymphony::train::export::{
+    export_dual_fp32_and_int8, export_multi_fp32_and_int8, export_spatial_fp32_and_int8,
+};
+use cellsymphony::train::split::stratified_split;
+use cellsymphony::train::{NoProgress, TrainConfig};
+
+type Ad = Autodiff<NdArray>;
+
+/// Patch geometry of these tests: 32 px at 0.75 µm/px, ViT patch 8 (16 tokens), 2 blocks.
+const PATCH_PX: usize = 32;
+const PATCH_UM_PER_PX: f32 = 0.75;
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn same_class(a: &[f32], b: &[f32], k: usize) -> usize {
+    let pa = engine::cpu::argmax_rows(a, k);
+    let pb = engine::cpu::argmax_rows(b, k);
+    pa.iter().zip(&pb).filter(|(x, y)| x == y).count()
+}
+
+/// The real crop, its split, and every per-cell input.
+struct Fixture {
+    crop: PreparedCrop,
+    labels: Vec<u32>,
+    train: Vec<usize>,
+    test: Vec<usize>,
+    centroids: Vec<f32>,
+    patches: Vec<f32>,
+}
+
+impl Fixture {
+    fn load() -> Self {
+        let dir = cellsymphony::data::default_data_dir();
+        let crop = prepare_crop(&dir, &LabelOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
+        let (train, test) = stratified_split(&crop.labels, 0.2, 42);
+        let centroids = crop.table.centroids_um.iter().flat_map(|c| [c[0], c[1]]).collect();
+        let patches = crop_patches(&crop, PATCH_PX, PATCH_UM_PER_PX).unwrap_or_else(|e| panic!("{e}"));
+        Self { crop, labels, train, test, centroids, patches }
+    }
+
+    fn inputs(&self) -> CellInputs<'_> {
+        CellInputs {
+            n_cells: self.crop.table.n_cells(),
+            genes: Some(Rows { data: &self.crop.x_norm, cols: self.crop.table.n_genes() }),
+            gene_embedding: None,
+            patches: Some(Rows { data: &self.patches, cols: PATCH_PX * PATCH_PX }),
+            morph_embedding: None,
+            centroids_um: Some(Rows { data: &self.centroids, cols: 2 }),
+        }
+    }
+
+    fn split(&self) -> LabelledSplit<'_> {
+        LabelledSplit {
+            labels: &self.labels,
+            n_classes: self.crop.class_names.len(),
+            train: &self.train,
+            test: &self.test,
+        }
+    }
+
+    fn out_dir(&self, name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("cellsymphony-{name}-engine-{}", std::process::id()))
+    }
+}
+
+fn train_config() -> TrainConfig {
+    TrainConfig { learning_rate: 1e-3, batch_size: 64, weight_decay: 0.01, epochs: 4, seed: 7, class_weighted: true }
+}
+
+fn vit() -> MorphologyEncoderConfig {
+    MorphologyEncoderConfig::new().with_image_size(PATCH_PX).with_vit_patch(8).with_width(32).with_d_ff(64)
+}
+
+/// Engine input of the held-out cells (counts in the model's order, normalised, + centroid
+/// features when the model has a centroid token) and their patches.
+fn engine_inputs(f: &Fixture, model: &EngineModel) -> (Vec<f32>, Vec<f32>) {
+    let t = &f.crop.table;
+    let aligned = engine::align_to_panel(&model.meta, &t.genes, &t.counts).unwrap();
+    let x = engine::normalise_log1p_cp10k(&aligned, t.n_genes(), 1e4);
+    let x = engine::model_input(model.config(), x, Some(&t.centroids_um)).unwrap();
+    let w = model.config().n_inputs();
+    let px = PATCH_PX * PATCH_PX;
+    let xt = f.test.iter().flat_map(|&i| x[i * w..(i + 1) * w].iter().copied()).collect();
+    let pt = f.test.iter().flat_map(|&i| f.patches[i * px..(i + 1) * px].iter().copied()).collect();
+    (xt, pt)
+}
+
+/// Loads the exported files back and checks burn vs CPU fp32, burn vs CPU int8 and CPU int8
+/// vs WGSL int8 on the held-out cells.
+fn check_parity(name: &str, f: &Fixture, files: &cellsymphony::train::export::ExportedFiles, burn_logits: &[f32]) {
+    let k = f.crop.class_names.len();
+    let n = f.test.len();
+    let fp32 = EngineModel::load(&files.fp32).unwrap();
+    let int8 = EngineModel::load(&files.int8).unwrap();
+    assert!(int8.is_int8() && !fp32.is_int8());
+    let (xt, pt) = engine_inputs(f, &int8);
+    let patches = int8.config().morphology.as_ref().map(|_| pt.as_slice());
+    engine::check_patches(int8.config(), patches, n).unwrap();
+
+    let cpu_fp32 = engine::cpu::forward_logits_with_patches(&fp32, &xt, patches, n);
+    let err = max_abs(burn_logits, &cpu_fp32);
+    eprintln!("{name}: burn fp32 vs CPU engine fp32 on {n} held-out cells: max |Δlogit| {err:.2e}");
+    assert!(err <= 1e-3, "{name}: burn vs CPU fp32 logits differ by {err}");
+    assert_eq!(same_class(burn_logits, &cpu_fp32, k), n, "{name}: classes differ");
+
+    let cpu_int8 = engine::cpu::forward_logits_with_patches(&int8, &xt, patches, n);
+    let agree = same_class(burn_logits, &cpu_int8, k);
+    eprintln!("{name}: burn fp32 vs CPU int8: same class {agree}/{n}, max |Δlogit| {:.3}", max_abs(burn_logits, &cpu_int8));
+    assert!(agree as f64 >= 0.99 * n as f64, "{name}: int8 agrees on {agree}/{n}");
+
+    match pollster::block_on(GpuContext::new()) {
+        Ok(ctx) => {
+            let gpu = GpuClassifier::new(Arc::new(ctx), &int8).unwrap();
+            let gpu_logits = pollster::block_on(gpu.logits_with_patches(&xt, patches, n)).unwrap();
+            let err = max_abs(&cpu_int8, &gpu_logits);
+            eprintln!("{name}: CPU int8 vs WGSL int8: max |Δlogit| {err:.2e}");
+            assert!(err <= 1e-3, "{name}: CPU vs WGSL int8 logits differ by {err}");
+            assert_eq!(same_class(&cpu_int8, &gpu_logits, k), n);
+            if patches.is_some() {
+                // A morphology model refuses to run without patches, saying what it needs.
+                let e = pollster::block_on(gpu.logits(&xt, n)).unwrap_err().to_string();
+                assert!(e.contains("morphology") && e.contains("patches"), "{e}");
+            }
+        }
+        Err(e @ GpuError::NoAdapter { .. }) => {
+            if std::env::var("CELLSYMPHONY_ALLOW_NO_GPU").as_deref() == Ok("1") {
+                eprintln!("SKIPPED (no GPU adapter): WGSL part of the {name} parity test");
+            } else {
+                panic!("{e}\n(set CELLSYMPHONY_ALLOW_NO_GPU=1 to skip GPU tests on a machine without any adapter)");
+            }
+        }
+        Err(e) => panic!("GPU context creation failed: {e}"),
+    }
+    let _ = std::fs::remove_dir_all(files.fp32.parent().unwrap());
+}
+
+#[test]
+fn spatial_classifier_runs_in_the_engines_with_parity() {
+    let f = Fixture::load();
+    let (g, k) = (f.crop.table.n_genes(), f.crop.class_names.len());
+    let config = SpatialClassifierConfig::new(g, k)
+        .with_d_model(32)
+        .with_n_heads(4)
+        .with_d_ff(64)
+        .with_n_layers(2)
+        .with_gene_tokens(2)
+        .with_n_frequencies(8);
+    let device = Default::default();
+    let trained = train_classifier::<Ad, _>(
+        |d| config.init(d),
+        serde_json::json!({"test": "spatial_engine"}),
+        &train_config(),
+        &f.inputs(),
+        &f.split(),
+        &f.crop.class_names,
+        &CheckpointOptions::default(),
+        &device,
+        &mut NoProgress,
+    )
+    .unwrap();
+    let model = trained.model.valid();
+    let burn_logits = predict_cells(&model, &f.inputs(), &f.test, 128, &device);
+    let (fp32, files) = export_spatial_fp32_and_int8(
+        &model,
+        &config,
+        &f.crop.table.genes,
+        &f.crop.class_names,
+        serde_json::json!({}),
+        &f.out_dir("spatial"),
+    )
+    .unwrap();
+    assert_eq!(fp32.meta.architecture, engine::ARCHITECTURE_SPATIAL);
+    assert_eq!(fp32.config().n_inputs(), g + 4 * 8);
+    assert_eq!(fp32.config().n_tokens(), 3);
+    // A spatial model refuses input without centroids, naming what is missing.
+    let err = engine::model_input(fp32.config(), vec![0.0; g], None).unwrap_err().to_string();
+    assert!(err.contains("centroid"), "{err}");
+    check_parity("spatial", &f, &files, &burn_logits);
+}
+
+#[test]
+fn dual_modality_classifier_runs_in_the_engines_with_parity() {
+    let f = Fixture::load();
+    let (g, k) = (f.crop.table.n_genes(), f.crop.class_names.len());
+    let config = DualModalityClassifierConfig::new(g, k, vit())
+        .with_d_model(32)
+        .with_n_heads(4)
+        .with_d_ff(64)
+        .with_n_layers(2)
+        .with_gene_tokens(2);
+    let device = Default::default();
+    let trained = train_classifier::<Ad, _>(
+        |d| config.init(d),
+        serde_json::json!({"test": "dual_engine"}),
+        &train_config(),
+        &f.inputs(),
+        &f.split(),
+        &f.crop.class_names,
+        &CheckpointOptions::default(),
+        &device,
+        &mut NoProgress,
+    )
+    .unwrap();
+    let model = trained.model.valid();
+    let burn_logits = predict_cells(&model, &f.inputs(), &f.test, 128, &device);
+    let (fp32, files) = export_dual_fp32_and_int8(
+        &model,
+        &config,
+        PATCH_UM_PER_PX,
+        &f.crop.table.genes,
+        &f.crop.class_names,
+        serde_json::json!({}),
+        &f.out_dir("dual"),
+    )
+    .unwrap();
+    assert_eq!(fp32.meta.architecture, engine::ARCHITECTURE_DUAL_MODALITY);
+    let c = fp32.config();
+    assert_eq!((c.n_inputs(), c.n_embedding_inputs(), c.n_tokens()), (g, g + 32, 3));
+    // Missing patches are an error naming what the model reads.
+    let e = engine::check_patches(c, None, 3).unwrap_err().to_string();
+    assert!(e.contains("32×32") && e.contains("0.75"), "{e}");
+    check_parity("dual-modality", &f, &files, &burn_logits);
+}
+
+#[test]
+fn multi_input_classifier_runs_in_the_engines_with_parity() {
+    let f = Fixture::load();
+    let (g, k) = (f.crop.table.n_genes(), f.crop.class_names.len());
+    let config = MultiInputClassifierConfig::new(g, k, vit())
+        .with_d_model(32)
+        .with_n_heads(4)
+        .with_d_ff(64)
+        .with_n_layers(2)
+        .with_gene_tokens(2)
+        .with_n_frequencies(8);
+    let device = Default::default();
+    let trained = train_classifier::<Ad, _>(
+        |d| config.init(d),
+        serde_json::json!({"test": "multi_engine"}),
+        &train_config(),
+        &f.inputs(),
+        &f.split(),
+        &f.crop.class_names,
+        &CheckpointOptions::default(),
+        &device,
+        &mut NoProgress,
+    )
+    .unwrap();
+    let model = trained.model.valid();
+    // The relative bias was trained away from its zero initialisation, so the bias path of
+    // the attention kernel is exercised with real values.
+    let bias = model.attention_bias().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    assert!(bias.iter().any(|v| v.abs() > 1e-4), "relative bias stayed at zero");
+    let burn_logits = predict_cells(&model, &f.inputs(), &f.test, 128, &device);
+    let (fp32, files) = export_multi_fp32_and_int8(
+        &model,
+        &config,
+        PATCH_UM_PER_PX,
+        &f.crop.table.genes,
+        &f.crop.class_names,
+        serde_json::json!({}),
+        &f.out_dir("multi"),
+    )
+    .unwrap();
+    assert_eq!(fp32.meta.architecture, engine::ARCHITECTURE_MULTI_INPUT);
+    let c = fp32.config();
+    assert_eq!((c.n_inputs(), c.n_embedding_inputs(), c.n_tokens()), (g + 32, g + 32 + 32, 4));
+    assert_eq!(fp32.weights.attention_bias.as_ref().map(Vec::len), Some(4 * 4 * 4));
+    check_parity("multi-input", &f, &files, &burn_logits);
+}
