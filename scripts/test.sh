@@ -22,15 +22,19 @@ rm -rf "$out"; mkdir -p "$out"
 bin="$CARGO_TARGET_DIR/release/cellsymphony"
 "$bin" pipeline --epochs 3 --lr 1e-3 --layers 2 --out "$out/run" --www "$out/www-data" > "$out/pipeline.log" 2>&1 \
   || { cat "$out/pipeline.log"; die "pipeline for the browser test failed"; }
-# The spatial classifier (genes + centroid token) in the browser: a short benchmark run exports
-# it in the engine format; the native CPU engine's predictions are what the page must match.
-"$bin" benchmark --models spatial --epochs 3 --layers 2 --lr 1e-3 --out "$out/bench" > "$out/bench.log" 2>&1 \
-  || { cat "$out/bench.log"; die "spatial benchmark for the browser test failed"; }
-cp "$out/bench/spatial/engine/model.int8.safetensors" "$out/www-data/spatial.int8.safetensors"
-"$bin" classify --model "$out/www-data/spatial.int8.safetensors" --engine cpu --out "$out/www-data/spatial_predictions.csv" > "$out/spatial_classify.log" 2>&1 \
-  || { cat "$out/spatial_classify.log"; die "classifying with the spatial model failed"; }
+# The multimodal classifiers in the browser: a short benchmark run trains and exports spatial,
+# dual-modality and multi-input in the engine format; the native CPU engine's predictions (and
+# the DAPI patches it read) are what the page must match.
+"$bin" benchmark --models spatial,dual-modality,multi-input --epochs 3 --layers 2 --lr 1e-3 --out "$out/bench" > "$out/bench.log" 2>&1 \
+  || { cat "$out/bench.log"; die "multimodal benchmark for the browser test failed"; }
+for name in spatial dual_modality multi_input; do
+  cp "$out/bench/$name/engine/model.int8.safetensors" "$out/www-data/$name.int8.safetensors"
+  patches=(); [ "$name" = spatial ] || patches=(--patches-out "$out/www-data/${name}_patches.f32")
+  "$bin" classify --model "$out/www-data/$name.int8.safetensors" --engine cpu --out "$out/www-data/${name}_predictions.csv" "${patches[@]}" > "$out/${name}_classify.log" 2>&1 \
+    || { cat "$out/${name}_classify.log"; die "classifying with the $name model failed"; }
+done
 "$bin" align --epochs 3 --out "$out/align" --www "$out/www-data" > "$out/align.log" 2>&1 \
   || { cat "$out/align.log"; die "alignment for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.
-CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"
+CELLSYMPHONY_REQUIRE_MODELS=1 CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"
 log "all tests passed in $(( $(date +%s) - t0 )) s"

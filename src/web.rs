@@ -9,6 +9,8 @@
 //! // or sparse: clf.classifyCsr(indptr /* Uint32Array */, indices /* Uint32Array */,
 //! //   data /* Float32Array */, nCells, geneNames); both take optional centroids
 //! //   (Float32Array [cells*2], µm), patches (Float32Array [cells*size*size]) and patchSize.
+//! // Spatial and multi-input models need centroids; dual-modality and multi-input models need
+//! // nucleus-centred DAPI patches of clf.patchSize px at clf.patchUmPerPx µm/px.
 //! res.classes      // Uint32Array [cells], index into clf.classes
 //! res.logits       // Float32Array [cells*classes]
 //! res.confidence   // Float32Array [cells], softmax probability of the predicted class
@@ -108,6 +110,31 @@ impl Classifier {
         self.inner.model.meta.classes.clone()
     }
 
+    /// `"gene_only"`, `"spatial"`, `"dual_modality"` or `"multi_input"`.
+    #[wasm_bindgen(getter)]
+    pub fn architecture(&self) -> String {
+        self.inner.model.meta.architecture.clone()
+    }
+
+    /// Side in pixels of the nucleus-centred patches the model reads (`undefined` when it
+    /// reads none).
+    #[wasm_bindgen(getter, js_name = patchSize)]
+    pub fn patch_size(&self) -> Option<usize> {
+        self.inner.model.meta.config.morphology.as_ref().map(|m| m.image_size)
+    }
+
+    /// Pixel size in µm the patches must be cut at (`undefined` when the model reads none).
+    #[wasm_bindgen(getter, js_name = patchUmPerPx)]
+    pub fn patch_um_per_px(&self) -> Option<f64> {
+        self.inner.model.meta.config.morphology.as_ref().map(|m| m.um_per_px)
+    }
+
+    /// Whether the model reads cell centroids (spatial and multi-input models).
+    #[wasm_bindgen(getter, js_name = needsCentroids)]
+    pub fn needs_centroids(&self) -> bool {
+        self.inner.model.meta.config.spatial.is_some()
+    }
+
     /// `"webgpu: <adapter>"` or `"cpu: wasm engine, <quantization> weights"`.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
@@ -160,9 +187,17 @@ impl Classifier {
     }
 }
 
+/// Validated model input: `[cells, n_inputs]` and, for a model with a morphology token, the
+/// patches `[cells, S, S]`.
+struct Prepared {
+    x: Vec<f32>,
+    patches: Option<Vec<f32>>,
+}
+
 /// Validates the input (shapes, values, CSR structure, gene names, optional centroids and
 /// patches), aligns it to the model's panel and normalises it: model input `[cells, n_inputs]`
-/// (genes, plus centroid features for a spatial classifier, which then requires `centroids`).
+/// (genes, plus centroid features for a model with a centroid token, which then requires
+/// `centroids`); a model with a morphology token requires `patches` of its patch size.
 fn prepare(
     inner: &Inner,
     counts: CountsInput<'_>,
@@ -170,7 +205,8 @@ fn prepare(
     centroids: Option<&[f32]>,
     patches: Option<&[f32]>,
     patch_size: Option<usize>,
-) -> Result<Vec<f32>, JsError> {
+) -> Result<Prepared, JsError> {
+    let n_cells = counts.n_cells();
     let patches = match (patches, patch_size) {
         (Some(pixels), Some(size)) => Some(PatchInput { pixels, size }),
         (Some(_), None) => return Err(JsError::new("patches were given without patchSize: pass the patch side length in pixels")),
@@ -183,22 +219,43 @@ fn prepare(
     let x = engine::normalise_log1p_cp10k(&aligned, meta.config.n_genes, meta.normalisation.target_sum as f32);
     // A spatial classifier also reads each cell's centroid (sinusoidal features appended).
     let centroids = valid.centroids_um();
-    engine::model_input(&meta.config, x, centroids.as_deref()).map_err(|e| JsError::new(&e.to_string()))
+    let x = engine::model_input(&meta.config, x, centroids.as_deref()).map_err(|e| JsError::new(&e.to_string()))?;
+    let patches = match &meta.config.morphology {
+        Some(m) => {
+            if let Some(p) = &patches {
+                if p.size != m.image_size {
+                    return Err(JsError::new(&format!(
+                        "patchSize is {} but this model reads {1}×{1} px patches (at {2} µm/px); cut the patches at that size",
+                        p.size, m.image_size, m.um_per_px
+                    )));
+                }
+            }
+            let pixels = patches.map(|p| p.pixels);
+            engine::check_patches(&meta.config, pixels, n_cells).map_err(|e| JsError::new(&e.to_string()))?;
+            pixels.map(<[f32]>::to_vec)
+        }
+        None => None,
+    };
+    Ok(Prepared { x, patches })
 }
 
-/// Runs the model on prepared input `[cells, G]` and resolves to `{classes, logits, confidence}`.
-fn run_classify(inner: Rc<Inner>, x: Result<Vec<f32>, JsError>, n_cells: usize) -> Promise {
+/// Runs the model on prepared input and resolves to `{classes, logits, confidence}`.
+fn run_classify(inner: Rc<Inner>, x: Result<Prepared, JsError>, n_cells: usize) -> Promise {
     future_to_promise(async move {
         let result: Result<JsValue, JsError> = async {
-            let x = x?;
+            let Prepared { x, patches } = x?;
+            let patches = patches.as_deref();
             let meta = &inner.model.meta;
             let k = meta.classes.len();
             let logits = if n_cells == 0 {
                 Vec::new()
             } else {
                 match &inner.gpu {
-                    Some(gpu) => gpu.logits(&x, n_cells).await.map_err(|e| JsError::new(&format!("WebGPU: {e}")))?,
-                    None => engine::cpu::forward_logits(&inner.model, &x, n_cells),
+                    Some(gpu) => gpu
+                        .logits_with_patches(&x, patches, n_cells)
+                        .await
+                        .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?,
+                    None => engine::cpu::forward_logits_with_patches(&inner.model, &x, patches, n_cells),
                 }
             };
             let classes = engine::cpu::argmax_rows(&logits, k);

@@ -367,6 +367,11 @@ struct ClassifyArgs {
     /// confidence; obsm['spatial']) readable by scanpy / anndata.
     #[arg(long)]
     h5ad: Option<PathBuf>,
+    /// For a model with a morphology token: also write the nucleus-centred DAPI patches it
+    /// read, f32 little-endian `[cells, S, S]` in the predictions' cell order (the web demo
+    /// passes them to `classify`).
+    #[arg(long)]
+    patches_out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -710,12 +715,17 @@ fn gpu_context() -> Result<Arc<GpuContext>> {
     Ok(Arc::clone(CTX.get_or_init(|| ctx)))
 }
 
-/// Logits `[cells, classes]` of `model` on `x_norm` (already in the model's gene order).
-fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: Engine) -> Result<(Vec<f32>, String)> {
+/// Logits `[cells, classes]` of `model` on `x_norm` (already in the model's gene order) and,
+/// for a model with a morphology token, the cells' patches `[cells, S, S]`.
+fn engine_logits(model: &EngineModel, x_norm: &[f32], patches: Option<&[f32]>, n_cells: usize, engine: Engine) -> Result<(Vec<f32>, String)> {
     Ok(match engine {
         Engine::Burn => {
-            if model.meta.config.spatial.is_some() {
-                return Err("--engine burn rebuilds gene-only models only; evaluate a spatial model with --engine cpu or gpu, or with `cellsymphony benchmark`".into());
+            if model.meta.architecture != engine::ARCHITECTURE_GENE_ONLY {
+                return Err(format!(
+                    "--engine burn rebuilds gene-only models only; evaluate this {} model with --engine cpu or gpu, or with `cellsymphony benchmark`",
+                    model.meta.architecture
+                )
+                .into());
             }
             type Cpu = burn::backend::NdArray;
             let device = Default::default();
@@ -723,34 +733,56 @@ fn engine_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize, engine: En
             let idx: Vec<usize> = (0..n_cells).collect();
             (predict_logits(&m, x_norm, model.meta.config.n_genes, &idx, 512, &device), "burn fp32 (ndarray, CPU)".into())
         }
-        Engine::Cpu => (engine::cpu::forward_logits(model, x_norm, n_cells), format!("CPU engine ({})", model.meta.quantization.as_str())),
+        Engine::Cpu => {
+            engine::check_patches(&model.meta.config, patches, n_cells)?;
+            (
+                engine::cpu::forward_logits_with_patches(model, x_norm, patches, n_cells),
+                format!("CPU engine ({})", model.meta.quantization.as_str()),
+            )
+        }
         Engine::Gpu => {
             let ctx = gpu_context()?;
             let summary = ctx.adapter_summary();
             let clf = GpuClassifier::new(ctx, model).context(|| "uploading the model to the GPU".to_string())?;
-            let logits = pollster::block_on(clf.logits(x_norm, n_cells)).context(|| "running the WGSL engine".to_string())?;
+            let logits = pollster::block_on(clf.logits_with_patches(x_norm, patches, n_cells))
+                .context(|| "running the WGSL engine".to_string())?;
             (logits, format!("WGSL engine int8 on {summary}"))
         }
     })
 }
 
 /// The crop's counts in the model's gene order, normalised, plus the centroid features of a
-/// spatial model: `[cells, n_inputs]`.
-fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<Vec<f32>> {
+/// model with a centroid token: `[cells, n_inputs]`; and for a model with a morphology token
+/// the nucleus-centred DAPI patches `[cells, S, S]` at the model's µm/px.
+fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
     let counts = engine::align_to_panel(&model.meta, &crop.table.genes, &crop.table.counts)?;
     let x = engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum as f32);
-    Ok(engine::model_input(&model.meta.config, x, Some(&crop.table.centroids_um))?)
+    let x = engine::model_input(&model.meta.config, x, Some(&crop.table.centroids_um))?;
+    let patches = match &model.meta.config.morphology {
+        Some(m) => Some(cellsymphony::train::benchmark::crop_patches(crop, m.image_size, m.um_per_px as f32)?),
+        None => None,
+    };
+    Ok((x, patches))
+}
+
+/// Rows `idx` of a row-major `[rows, width]` array.
+fn gather_rows(values: &[f32], width: usize, idx: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(idx.len() * width);
+    for &i in idx {
+        out.extend_from_slice(&values[i * width..(i + 1) * width]);
+    }
+    out
 }
 
 fn evaluate(model: &EngineModel, path: &Path, crop: &PreparedCrop, engine: Engine) -> Result<(ClassificationReport, String)> {
     let test_idx = held_out_indices(model, path, crop)?;
-    let x = model_inputs(model, crop)?;
-    let g = model.meta.config.n_inputs();
-    let mut xt = Vec::with_capacity(test_idx.len() * g);
-    for &i in &test_idx {
-        xt.extend_from_slice(&x[i * g..(i + 1) * g]);
-    }
-    let (logits, engine_name) = engine_logits(model, &xt, test_idx.len(), engine)?;
+    let (x, patches) = model_inputs(model, crop)?;
+    let xt = gather_rows(&x, model.meta.config.n_inputs(), &test_idx);
+    let pt = match (&patches, &model.meta.config.morphology) {
+        (Some(p), Some(m)) => Some(gather_rows(p, m.pixels(), &test_idx)),
+        _ => None,
+    };
+    let (logits, engine_name) = engine_logits(model, &xt, pt.as_deref(), test_idx.len(), engine)?;
     let pred = argmax_rows(&logits, model.meta.classes.len());
     let mut truth = Vec::with_capacity(test_idx.len());
     for &i in &test_idx {
@@ -802,10 +834,14 @@ fn softmax_max(row: &[f32]) -> f32 {
     1.0 / s
 }
 
-fn classify_crop(model: &EngineModel, crop: &PreparedCrop, engine: Engine) -> Result<Classified> {
-    let x = model_inputs(model, crop)?;
+fn classify_crop(model: &EngineModel, crop: &PreparedCrop, engine: Engine, patches_out: Option<&Path>) -> Result<Classified> {
+    let (x, patches) = model_inputs(model, crop)?;
+    if let (Some(path), Some(p)) = (patches_out, &patches) {
+        write_file(path, p.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+        println!("wrote the {} cells' patches the model reads to {}", crop.table.n_cells(), path.display());
+    }
     let t = Instant::now();
-    let (logits, engine_name) = engine_logits(model, &x, crop.table.n_cells(), engine)?;
+    let (logits, engine_name) = engine_logits(model, &x, patches.as_deref(), crop.table.n_cells(), engine)?;
     let seconds = t.elapsed().as_secs_f64();
     Ok(Classified { pred: argmax_rows(&logits, model.meta.classes.len()), logits, engine_name, seconds })
 }
@@ -870,7 +906,10 @@ fn write_www_bundle(dir: &Path, data_dir: &Path, model_path: &Path, model: &Engi
 fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
     let model = EngineModel::load(&a.model)?;
     let crop = a.data.prepare()?;
-    let c = classify_crop(&model, &crop, a.engine)?;
+    if a.patches_out.is_some() && model.meta.config.morphology.is_none() {
+        return Err(format!("--patches-out: the {} model reads no patches", model.meta.architecture).into());
+    }
+    let c = classify_crop(&model, &crop, a.engine, a.patches_out.as_deref())?;
     println!(
         "classified {} cells with {} in {:.3} s ({:.0} cells/s)",
         crop.table.n_cells(),
@@ -1020,19 +1059,19 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     // held-out 20%, and all cells not used for training (held-out + excluded cells).
     let k = int8.meta.classes.len();
     let g = int8.meta.config.n_inputs();
-    let x = model_inputs(&int8, crop)?;
+    let (x, _) = model_inputs(&int8, crop)?; // gene-only: no patches
     let test_set: std::collections::HashSet<usize> = trained.test_idx.iter().copied().collect();
     let unseen: Vec<usize> = (0..crop.table.n_cells())
         .filter(|i| crop.labels[*i].is_none() || test_set.contains(i))
         .collect();
     report += "## Parity: fp32 burn model vs int8 engines\n\n| cells | comparison | same class | max abs logit error |\n|---|---|---|---|\n";
     for (set_name, idx) in [("labelled held-out", &trained.test_idx), ("all not used in training", &unseen)] {
-        let xs: Vec<f32> = idx.iter().flat_map(|&i| x[i * g..(i + 1) * g].iter().copied()).collect();
-        let (l_fp32, _) = engine_logits(&trained.fp32, &xs, idx.len(), Engine::Burn)?;
-        let (l_cpu, _) = engine_logits(&int8, &xs, idx.len(), Engine::Cpu)?;
+        let xs = gather_rows(&x, g, idx);
+        let (l_fp32, _) = engine_logits(&trained.fp32, &xs, None, idx.len(), Engine::Burn)?;
+        let (l_cpu, _) = engine_logits(&int8, &xs, None, idx.len(), Engine::Cpu)?;
         let mut rows = vec![("burn fp32 vs int8 CPU engine", parity(&l_fp32, &l_cpu, k))];
         if gpu_ok {
-            let (l_gpu, _) = engine_logits(&int8, &xs, idx.len(), Engine::Gpu)?;
+            let (l_gpu, _) = engine_logits(&int8, &xs, None, idx.len(), Engine::Gpu)?;
             rows.push(("burn fp32 vs int8 WGSL engine", parity(&l_fp32, &l_gpu, k)));
             rows.push(("int8 CPU vs int8 WGSL engine", parity(&l_cpu, &l_gpu, k)));
         }
@@ -1041,7 +1080,7 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
             report += &format!("| {} {set_name} | {name} | {:.2}% | {err:.5} |\n", idx.len(), 100.0 * same);
         }
     }
-    let native = classify_crop(&int8, crop, if gpu_ok { Engine::Gpu } else { Engine::Cpu })?;
+    let native = classify_crop(&int8, crop, if gpu_ok { Engine::Gpu } else { Engine::Cpu }, None)?;
     report += &format!("\n## Classification of all {} cells\n\n{}: {:.3} s ({:.0} cells/s)\n\n", crop.table.n_cells(), native.engine_name, native.seconds, crop.table.n_cells() as f64 / native.seconds);
     let pred_path = a.train.out.join("predictions.csv");
     write_predictions(&pred_path, &int8, crop, &native)?;

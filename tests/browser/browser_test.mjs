@@ -101,38 +101,53 @@ try {
     await page.selectOption("#colour-by", "class");
     console.log(`alignment layer: ${result.alignment.nClusters} morphology clusters over ${result.alignment.nCells} cells (ARI ${result.alignment.ari.toFixed(3)})`);
   }
-  // The spatial classifier (gene tokens + sinusoidal centroid token), int8, on the page's
-  // engine with the cells' centroids: classes must equal the native CPU engine's.
-  const spatialModel = resolve(root, "www", dataParam, "spatial.int8.safetensors");
-  if (existsSync(spatialModel)) {
-    const csv = readFileSync(resolve(root, "www", dataParam, "spatial_predictions.csv"), "utf8").trim().split("\n");
+  // The multimodal classifiers, int8, on the page's engines with the cells' centroids and
+  // nucleus-centred DAPI patches: spatial (centroid token), dual-modality (ViT morphology
+  // token), multi-input (both + relative attention bias). Classes must equal the native CPU
+  // engine's on every cell, on WebGPU and on the wasm CPU engine.
+  for (const name of ["spatial", "dual_modality", "multi_input"]) {
+    const modelPath = resolve(root, "www", dataParam, `${name}.int8.safetensors`);
+    if (!existsSync(modelPath)) {
+      if (process.env.CELLSYMPHONY_REQUIRE_MODELS === "1") throw new Error(`${modelPath} is missing: scripts/test.sh exports it from a short benchmark run`);
+      continue;
+    }
+    const csv = readFileSync(resolve(root, "www", dataParam, `${name}_predictions.csv`), "utf8").trim().split("\n");
     const col = csv[0].split(",").indexOf("predicted");
     const native = csv.slice(1).map((l) => l.split(",")[col]);
-    const sp = await page.evaluate(async (data) => {
+    const sp = await page.evaluate(async ([data, name]) => {
       const m = await import("../pkg/cellsymphony.js");
       const meta = await (await fetch(data + "cells.json")).json();
       const counts = new Float32Array(await (await fetch(data + "counts.f32")).arrayBuffer());
-      const bytes = new Uint8Array(await (await fetch(data + "spatial.int8.safetensors")).arrayBuffer());
+      const bytes = new Uint8Array(await (await fetch(data + `${name}.int8.safetensors`)).arrayBuffer());
       const centroids = Float32Array.from(meta.centroids_um.flat());
-      const out = {};
+      const probe = await m.Classifier.load(bytes, false);
+      const patchSize = probe.patchSize;
+      const patches = patchSize ? new Float32Array(await (await fetch(data + `${name}_patches.f32`)).arrayBuffer()) : undefined;
+      const out = { architecture: probe.architecture, patchSize, needsCentroids: probe.needsCentroids };
       for (const gpu of [true, false]) {
         const clf = await m.Classifier.load(bytes, gpu);
         const t0 = performance.now();
-        const r = await clf.classify(counts, meta.n_cells, meta.genes, centroids);
+        const r = await clf.classify(counts, meta.n_cells, meta.genes, centroids, patches, patchSize);
         out[gpu ? "gpu" : "cpu"] = { backend: clf.backend, ms: performance.now() - t0, names: Array.from(r.classes).map((c) => clf.classes[c]) };
       }
-      let noCentroids = null;
-      try { await (await m.Classifier.load(bytes, false)).classify(counts, meta.n_cells, meta.genes); } catch (e) { noCentroids = String(e.message || e); }
-      out.noCentroids = noCentroids;
+      const reject = async (...args) => {
+        try { await probe.classify(counts, meta.n_cells, meta.genes, ...args); return null; } catch (e) { return String(e.message || e); }
+      };
+      out.noCentroids = probe.needsCentroids ? await reject(undefined, patches, patchSize) : "n/a";
+      out.noPatches = patchSize ? await reject(centroids) : "n/a";
+      out.wrongPatchSize = patchSize ? await reject(centroids, patches.subarray(0, meta.n_cells * 4), 2) : "n/a";
       return out;
-    }, dataParam);
+    }, [dataParam, name]);
+    if (sp.architecture !== name) throw new Error(`${name}.int8.safetensors loads as architecture ${sp.architecture}`);
     for (const key of ["gpu", "cpu"]) {
       const r = sp[key];
       const diff = r.names.filter((c, i) => c !== native[i]).length;
-      console.log(`spatial classifier in the browser (${r.backend}): ${r.names.length - diff}/${native.length} cells equal native, ${(native.length / r.ms * 1000).toFixed(0)} cells/s`);
-      if (r.names.length !== native.length || diff > 0) throw new Error(`spatial classifier (${r.backend}) differs from native on ${diff} cells`);
+      console.log(`${name} classifier in the browser (${r.backend}${sp.patchSize ? `, ${sp.patchSize} px patches` : ""}): ${r.names.length - diff}/${native.length} cells equal native, ${(native.length / r.ms * 1000).toFixed(0)} cells/s`);
+      if (r.names.length !== native.length || diff > 0) throw new Error(`${name} classifier (${r.backend}) differs from native on ${diff} cells`);
     }
-    if (!sp.noCentroids || !sp.noCentroids.includes("centroid")) throw new Error(`spatial model without centroids should reject naming them, got: ${sp.noCentroids}`);
+    if (sp.noCentroids !== "n/a" && !(sp.noCentroids || "").includes("centroid")) throw new Error(`${name} model without centroids should reject naming them, got: ${sp.noCentroids}`);
+    if (sp.noPatches !== "n/a" && !(sp.noPatches || "").includes("patches")) throw new Error(`${name} model without patches should reject naming them, got: ${sp.noPatches}`);
+    if (sp.wrongPatchSize !== "n/a" && !(sp.wrongPatchSize || "").includes("patchSize")) throw new Error(`${name} model with 2 px patches should reject naming patchSize, got: ${sp.wrongPatchSize}`);
   }
   // Input API: CSR input gives the dense input's classes, and bad input rejects with messages
   // that name the array, element and value (CPU engine, same wasm module as the page).
