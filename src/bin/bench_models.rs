@@ -1,8 +1,9 @@
 //! Cells/s of each of CellSymphony's four classifiers, in one run, on the real crop's cells:
 //! burn fp32 (ndarray CPU, the named peer) for all four, and our int8 engines (plain-Rust CPU
-//! and WGSL through wgpu: a real GPU where there is one, lavapipe otherwise) for the models
-//! the engines run (gene-only, spatial). Throughput does not depend on the weights, so the
-//! models are freshly initialised (seeded) at the benchmark defaults (6 layers, d_model 64).
+//! and WGSL through wgpu: a real GPU where there is one, lavapipe otherwise) for all four
+//! (dual-modality and multi-input run the morphology ViT over each cell's patch). Throughput
+//! does not depend on the weights, so the models are freshly initialised (seeded) at the
+//! benchmark defaults (6 layers, d_model 64; ViT 32 px patches, patch 8, width 64, 2 blocks).
 //!
 //! `bench_models [--cells 4096] [--reps 3] [--layers 6]`
 
@@ -83,14 +84,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             x.clone(),
             Some(&centroids.chunks(2).map(|c| [c[0], c[1]]).collect::<Vec<_>>()),
         )?;
+        let p = int8.config().morphology.as_ref().map(|_| patches.as_slice());
         let s = time(a.reps, || {
-            engine::cpu::forward_logits(&int8, &xs, n);
+            engine::cpu::forward_logits_with_patches(&int8, &xs, p, n);
         });
         rows.push((name.into(), "cellsymphony CPU engine, int8".into(), s));
         if let Ok(ctx) = &gpu {
             let clf = GpuClassifier::new(Arc::clone(ctx), &int8)?;
             let s = time(a.reps, || {
-                pollster::block_on(clf.logits(&xs, n)).expect("WGSL engine run");
+                pollster::block_on(clf.logits_with_patches(&xs, p, n)).expect("WGSL engine run");
             });
             let adapter = ctx.adapter_summary();
             let short = adapter.split(" (").next().unwrap_or(&adapter).to_string();
@@ -135,6 +137,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             predict_cells(&m, &inputs, &idx, 1024, &device);
         });
         rows.push(("dual-modality".into(), "burn fp32, ndarray CPU (peer)".into(), s));
+        let dir = std::env::temp_dir().join(format!("cellsymphony-bench-models-dual-{}", std::process::id()));
+        let (fp32, _) = cellsymphony::train::export::export_dual_fp32_and_int8(
+            &m, &c, 0.75, &crop.table.genes, &crop.class_names, serde_json::json!({}), &dir,
+        )?;
+        let _ = std::fs::remove_dir_all(&dir);
+        engines("dual-modality", fp32, &mut rows)?;
     }
     {
         let c = MultiInputClassifierConfig::new(g, k, vit).with_n_layers(a.layers);
@@ -143,6 +151,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             predict_cells(&m, &inputs, &idx, 1024, &device);
         });
         rows.push(("multi-input".into(), "burn fp32, ndarray CPU (peer)".into(), s));
+        let dir = std::env::temp_dir().join(format!("cellsymphony-bench-models-multi-{}", std::process::id()));
+        let (fp32, _) = cellsymphony::train::export::export_multi_fp32_and_int8(
+            &m, &c, 0.75, &crop.table.genes, &crop.class_names, serde_json::json!({}), &dir,
+        )?;
+        let _ = std::fs::remove_dir_all(&dir);
+        engines("multi-input", fp32, &mut rows)?;
     }
     println!("\n| model | engine | median s | cells/s | vs burn fp32 |\n|---|---|---:|---:|---:|");
     for (model, name, s) in &rows {
@@ -152,6 +166,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_or(*s, |r| r.2);
         println!("| {model} | {name} | {s:.3} | {:.0} | {:.2}× |", n as f64 / s, peer / s);
     }
-    println!("\ndual-modality and multi-input: not in the int8 engines yet (their morphology ViT path and the relative attention bias are not ported to WGSL); burn fp32 only.");
     Ok(())
 }
