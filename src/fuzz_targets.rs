@@ -67,18 +67,25 @@ fn split_files(data: &[u8], n: usize) -> Vec<&[u8]> {
 }
 
 /// Model file loader: [`EngineModel::from_safetensors_bytes`]; a model that loads is also run
-/// on two cells by the CPU engine (small models only) and must give finite-or-not logits of
-/// the announced shape without panicking.
+/// on two cells by the CPU engine (small models only; with patches when it has a morphology
+/// token) and must give finite-or-not logits of the announced shape without panicking.
 pub fn model_file(data: &[u8]) {
     if let Ok(model) = EngineModel::from_safetensors_bytes(data) {
         let cfg = model.config().clone();
         let params = cfg
-            .n_genes
+            .n_embedding_inputs()
             .saturating_mul(cfg.d_model)
-            .saturating_mul(cfg.gene_tokens.max(1));
-        if params <= 1 << 20 && cfg.n_layers <= 8 {
-            let x = vec![0.5f32; 2 * cfg.n_genes];
-            let logits = crate::engine::cpu::forward_logits(&model, &x, 2);
+            .saturating_mul(cfg.n_tokens().max(1));
+        let vit_work = cfg.morphology.as_ref().map_or(0, |m| {
+            m.n_vit_tokens()
+                .saturating_mul(m.patch_row_width().max(m.width).max(m.d_ff))
+                .saturating_mul(m.width)
+                .saturating_mul(m.n_layers)
+        });
+        if params <= 1 << 20 && vit_work <= 1 << 22 && cfg.n_layers <= 8 {
+            let x = vec![0.5f32; 2 * cfg.n_inputs()];
+            let patches = cfg.morphology.as_ref().map(|m| vec![0.25f32; 2 * m.pixels()]);
+            let logits = crate::engine::cpu::forward_logits_with_patches(&model, &x, patches.as_deref(), 2);
             assert_eq!(logits.len(), 2 * cfg.n_classes);
         }
         // Whatever loads must also save and load back.

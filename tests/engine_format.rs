@@ -568,3 +568,90 @@ fn prepare_counts_aligns_then_normalises() {
     // Column 0 of the model is the input's second-to-last column.
     assert_eq!(aligned[0], counts[genes.len() - 2]);
 }
+
+/// A small random multi-input model (morphology ViT, centroid token, attention bias).
+fn multi_model() -> EngineModel {
+    use cellsymphony::engine::{MorphologyTokenConfig, SpatialTokenConfig};
+    let config = ClassifierConfig {
+        n_layers: 1,
+        d_model: 16,
+        d_ff: 24,
+        gene_tokens: 2,
+        spatial: Some(SpatialTokenConfig { n_frequencies: 3, min_wavelength_um: 8.0, max_wavelength_um: 800.0 }),
+        morphology: Some(MorphologyTokenConfig {
+            image_size: 16,
+            vit_patch: 4,
+            width: 8,
+            n_heads: 2,
+            d_ff: 12,
+            n_layers: 1,
+            k_nearest: 4,
+            um_per_px: 0.75,
+        }),
+        attention_bias: true,
+        ..ClassifierConfig::new(37, 5)
+    };
+    EngineModel::random_for_tests(config, names("G", 37), names("c", 5), 3)
+}
+
+#[test]
+fn multimodal_files_roundtrip_and_name_their_tensors() {
+    let m = multi_model();
+    assert_eq!(m.meta.architecture, "multi_input");
+    let c = m.config();
+    assert_eq!((c.n_tokens(), c.n_inputs(), c.n_embedding_inputs()), (4, 37 + 12, 37 + 12 + 8));
+    let names: Vec<String> = expected_tensors(c, Quantization::None).into_iter().map(|t| t.name).collect();
+    for want in ["attention_bias", "morphology.patch_embedding.weight", "morphology.layers.0.attn.q.weight", "morphology.norm.gamma"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    for q in [m.clone(), m.quantize_int8()] {
+        let bytes = q.to_safetensors_bytes().unwrap();
+        assert_eq!(EngineModel::from_safetensors_bytes(&bytes).unwrap(), q);
+        // Every tensor the config implies is in the file, and nothing else.
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.names().len(), expected_tensors(q.config(), q.meta.quantization).len());
+    }
+    let bytes = m.to_safetensors_bytes().unwrap();
+    // A missing ViT tensor is named.
+    let e = load_err(&rewrite(&bytes, |t, _| {
+        t.remove("morphology.norm.gamma");
+    }));
+    assert!(e.to_string().contains("morphology.norm.gamma"), "{e}");
+    // A bias of the wrong shape is named.
+    let e = load_err(&rewrite(&bytes, |t, _| {
+        let b = t.get_mut("attention_bias").unwrap();
+        b.shape = vec![4, 16];
+    }));
+    assert!(e.to_string().contains("attention_bias"), "{e}");
+    // Metadata claiming another architecture, or an unsupported combination, is rejected.
+    let e = load_err(&rewrite_meta(&bytes, |j| j["architecture"] = "dual_modality".into()));
+    assert!(e.to_string().contains("multi_input"), "{e}");
+    let e = load_err(&rewrite_meta(&bytes, |j| j["config"]["attention_bias"] = false.into()));
+    assert!(e.to_string().contains("attention_bias"), "{e}");
+    let e = load_err(&rewrite_meta(&bytes, |j| j["config"]["morphology"]["vit_patch"] = 5.into()));
+    assert!(e.to_string().contains("vit_patch"), "{e}");
+    // Patches: missing, wrong length and NaN are typed errors naming what the model reads.
+    let c = m.config();
+    let e = cellsymphony::engine::check_patches(c, None, 2).unwrap_err().to_string();
+    assert!(e.contains("16×16") && e.contains("0.75"), "{e}");
+    let e = cellsymphony::engine::check_patches(c, Some(&[0.5; 100]), 2).unwrap_err().to_string();
+    assert!(e.contains("100 values"), "{e}");
+    let mut p = vec![0.5f32; 2 * 256];
+    p[300] = f32::NAN;
+    let e = cellsymphony::engine::check_patches(c, Some(&p), 2).unwrap_err().to_string();
+    assert!(e.contains("pixel 44 of cell 1"), "{e}");
+}
+
+/// The host unfold puts ViT patch (r, q)'s pixels row-major, then a one-hot position.
+#[test]
+fn vit_patch_rows_unfold_in_burn_order() {
+    use cellsymphony::engine::{vit_patch_rows, MorphologyTokenConfig};
+    let m = MorphologyTokenConfig { image_size: 6, vit_patch: 3, width: 4, n_heads: 1, d_ff: 4, n_layers: 1, k_nearest: 1, um_per_px: 1.0 };
+    let img: Vec<f32> = (0..2 * 36).map(|v| v as f32).collect();
+    let rows = vit_patch_rows(&img, 2, &m);
+    assert_eq!(rows.len(), 2 * 4 * (9 + 4));
+    // Cell 1, token 3 = (r 1, q 1): pixels (3..6) × (3..6) of image 1, then one-hot position 3.
+    let row = &rows[(4 + 3) * 13..(4 + 4) * 13];
+    assert_eq!(&row[..9], &[57.0, 58.0, 59.0, 63.0, 64.0, 65.0, 69.0, 70.0, 71.0]);
+    assert_eq!(&row[9..], &[0.0, 0.0, 0.0, 1.0]);
+}

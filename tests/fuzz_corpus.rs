@@ -71,6 +71,30 @@ fn write_seeds() {
         model.quantize_int8().to_safetensors_bytes().unwrap(),
     )
     .unwrap();
+    // A tiny multi-input model: morphology ViT, centroid token and attention bias.
+    let mut cfg = model.meta.config.clone();
+    cfg.spatial = Some(cellsymphony::engine::SpatialTokenConfig {
+        n_frequencies: 2,
+        min_wavelength_um: 8.0,
+        max_wavelength_um: 800.0,
+    });
+    cfg.morphology = Some(cellsymphony::engine::MorphologyTokenConfig {
+        image_size: 8,
+        vit_patch: 4,
+        width: 4,
+        n_heads: 2,
+        d_ff: 8,
+        n_layers: 1,
+        k_nearest: 2,
+        um_per_px: 0.75,
+    });
+    cfg.attention_bias = true;
+    let multi = EngineModel::random_for_tests(cfg, model.meta.genes.clone(), model.meta.classes.clone(), 8);
+    std::fs::write(
+        dir.join("tiny_multi_input_int8.safetensors"),
+        multi.quantize_int8().to_safetensors_bytes().unwrap(),
+    )
+    .unwrap();
 
     // MEX: the first 6 real cells, plain and gzipped, packed into one input.
     let dir = corpus.join("mex_folder");

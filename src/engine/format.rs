@@ -19,6 +19,18 @@
 //! | `final_norm.gamma`, `.beta` | `[D]` |
 //! | `head.weight`, `head.bias` | `[C, D]`, `[C]` |
 //!
+//! Here `T = n_tokens()` (gene tokens, then a morphology token, then a centroid token, as the
+//! config has them) and the token matmul reads `n_embedding_inputs()` values per cell: the
+//! genes, the sinusoid features of a centroid token (`4F`), then the pooled ViT features
+//! (`W`). Multimodal architectures add:
+//!
+//! | name | shape | when |
+//! |---|---|---|
+//! | `attention_bias` | `[H, T, T]` | multi-input: added to every layer's attention scores |
+//! | `morphology.patch_embedding.weight`, `.bias` | `[W, p² + g²]`, `[W]` | morphology token: pixels then one-hot position (`g = S/p`) |
+//! | `morphology.layers.{i}.…` | as `layers.{i}` with width `W`, feed-forward `Fv` | morphology token |
+//! | `morphology.norm.gamma`, `.beta` | `[W]` | morphology token |
+//!
 //! In the int8 variant every `X.weight` is replaced by `X.weight_q` (`I8`, `[out, in]`) and
 //! `X.weight_scale` (`F32`, `[out]`), symmetric per output channel (see [`crate::quant`]).
 //!
@@ -42,7 +54,7 @@ use crate::quant;
 pub const FORMAT_VERSION: u32 = 1;
 /// Key of the JSON entry in the safetensors `__metadata__` map.
 pub const METADATA_KEY: &str = "cellsymphony";
-/// The only architecture the engine runs.
+/// Architecture name of the gene-only classifier.
 pub const ARCHITECTURE_GENE_ONLY: &str = "gene_only";
 /// Architecture name of the spatial classifier (gene tokens + a sinusoidal centroid token).
 pub const ARCHITECTURE_SPATIAL: &str = "spatial";
@@ -54,7 +66,8 @@ pub const ARCHITECTURE_MULTI_INPUT: &str = "multi_input";
 /// The only normalisation kind: `x = ln(1 + counts * target_sum / max(total, 1))`.
 pub const NORMALISATION_LOG1P_CP10K: &str = "log1p_cp10k";
 
-/// Hyperparameters of the gene-only transformer classifier.
+/// Hyperparameters of a transformer classifier (gene-only unless `spatial` / `morphology` /
+/// `attention_bias` are set).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierConfig {
     /// Number of input genes `G` (columns of the counts matrix).
@@ -457,12 +470,23 @@ impl ModelMeta {
                 supported: FORMAT_VERSION,
             });
         }
+        let known = [
+            ARCHITECTURE_GENE_ONLY,
+            ARCHITECTURE_SPATIAL,
+            ARCHITECTURE_DUAL_MODALITY,
+            ARCHITECTURE_MULTI_INPUT,
+        ];
+        if !known.contains(&self.architecture.as_str()) {
+            return Err(ModelFileError::UnsupportedArchitecture {
+                found: self.architecture.clone(),
+            });
+        }
         let expected = self.config.architecture()?;
         if self.architecture != expected {
-            return Err(ModelFileError::UnsupportedArchitecture {
-                found: format!(
-                    "{} (config has {} spatial token, {} morphology token and {} attention bias, \
-                     so expected {expected:?})",
+            return Err(ModelFileError::InvalidMetadata {
+                reason: format!(
+                    "architecture is {:?} but the config has {} centroid token, {} morphology \
+                     token and {} attention bias, which is {expected:?}; re-export the model",
                     self.architecture,
                     if self.config.spatial.is_some() { "a" } else { "no" },
                     if self.config.morphology.is_some() { "a" } else { "no" },
