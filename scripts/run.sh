@@ -17,6 +17,8 @@ log "contrastive alignment of expression and morphology → $out/alignment (figu
 "$bin/cellsymphony" align --out "$out/alignment" --www www/data | tee "$out/alignment.log"
 log "four-model benchmark on the crop (paper defaults) → $out/benchmark"
 "$bin/cellsymphony" benchmark --out "$out/benchmark" | tee "$out/benchmark.log"
+log "web demo: the spatial, dual-modality and multi-input models as layers (www/data/models.json)"
+bash scripts/export_www_models.sh "$bin/cellsymphony" "$out/benchmark" www/data "$out/www_models"
 log "gene-only benchmark on scanpy's pbmc68k_reduced (expert bulk_labels) → $out/benchmark_pbmc"
 "$bin/cellsymphony" benchmark --h5ad "$CELLSYMPHONY_DATA/scanpy-1.11.5/10x_pbmc68k_reduced.h5ad" --models gene-only \
   --out "$out/benchmark_pbmc" | tee "$out/benchmark_pbmc.log"

@@ -27,12 +27,7 @@ bin="$CARGO_TARGET_DIR/release/cellsymphony"
 # the DAPI patches it read) are what the page must match.
 "$bin" benchmark --models spatial,dual-modality,multi-input --epochs 3 --layers 2 --lr 1e-3 --out "$out/bench" > "$out/bench.log" 2>&1 \
   || { cat "$out/bench.log"; die "multimodal benchmark for the browser test failed"; }
-for name in spatial dual_modality multi_input; do
-  cp "$out/bench/$name/engine/model.int8.safetensors" "$out/www-data/$name.int8.safetensors"
-  patches=(); [ "$name" = spatial ] || patches=(--patches-out "$out/www-data/${name}_patches.f32")
-  "$bin" classify --model "$out/www-data/$name.int8.safetensors" --engine cpu --out "$out/www-data/${name}_predictions.csv" "${patches[@]}" > "$out/${name}_classify.log" 2>&1 \
-    || { cat "$out/${name}_classify.log"; die "classifying with the $name model failed"; }
-done
+bash scripts/export_www_models.sh "$bin" "$out/bench" "$out/www-data" "$out"
 "$bin" align --epochs 3 --out "$out/align" --www "$out/www-data" > "$out/align.log" 2>&1 \
   || { cat "$out/align.log"; die "alignment for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.

@@ -179,6 +179,15 @@ async function main() {
     document.getElementById("colour-by").appendChild(opt);
     log(`alignment layer: ${alignment.n_clusters} morphology clusters (ARI vs reference labels ${alignment.ari.toFixed(3)})`);
   }
+  // Optional layers: the multimodal classifiers (spatial, dual-modality, multi-input) listed in
+  // models.json, run on the same engine with the cells' centroids and DAPI patches.
+  const models = await loadModelLayers(meta, counts, useGpu, classes.map((c) => clf.classes[c]));
+  for (const m of models) {
+    layers[m.name] = { names: m.classes, colours: m.colours };
+    const opt = document.createElement("option");
+    opt.value = m.name; opt.textContent = `${m.title} prediction`;
+    document.getElementById("colour-by").appendChild(opt);
+  }
   const show = { image: true, cells: true, layer: "class" };
   const redraw = () => draw(meta, image, layers[show.layer].colours, show);
   document.getElementById("show-image").onchange = (e) => { show.image = e.target.checked; redraw(); };
@@ -192,8 +201,37 @@ async function main() {
 
   window.__cellsymphony = { backend: clf.backend, adapter, classes, perClass, coldMs, warmMs,
     nCells: meta.n_cells, agreement: same, cpu,
+    models: models.map((m) => ({ name: m.name, architecture: m.architecture, nCells: m.colours.length, ms: m.ms, sameAsMain: m.sameAsMain })),
     alignment: alignment ? { nClusters: alignment.n_clusters, ari: alignment.ari, nCells: alignment.clusters.length } : null };
   document.body.dataset.status = "done";
+}
+
+/// Classifies every cell with each model of `models.json` ([{name, title, model, patches?}]:
+/// file names in the data folder; `patches` is f32 [cells, S, S] as `cellsymphony classify
+/// --patches-out` writes it). Missing file: no layers.
+async function loadModelLayers(meta, counts, useGpu, mainNames) {
+  const r = await fetch(DATA + "models.json");
+  if (!r.ok) return [];
+  const centroids = Float32Array.from(meta.centroids_um.flat());
+  const out = [];
+  for (const entry of await r.json()) {
+    try {
+      const bytes = new Uint8Array(await (await fetchOk(DATA + entry.model)).arrayBuffer());
+      const clf = await Classifier.load(bytes, useGpu);
+      const patches = entry.patches ? new Float32Array(await (await fetchOk(DATA + entry.patches)).arrayBuffer()) : undefined;
+      const t0 = performance.now();
+      const res = await clf.classify(counts, meta.n_cells, meta.genes, centroids, patches, clf.patchSize);
+      const ms = performance.now() - t0;
+      const colours = Array.from(res.classes);
+      const sameAsMain = colours.filter((c, i) => clf.classes[c] === mainNames[i]).length;
+      out.push({ name: entry.name, title: entry.title || entry.name, architecture: clf.architecture, classes: clf.classes, colours, ms, sameAsMain });
+      log(`${entry.title || entry.name} (${clf.architecture}${clf.patchSize ? `, ${clf.patchSize} px DAPI patches at ${clf.patchUmPerPx} µm/px` : ""}): ` +
+          `${meta.n_cells} cells in ${ms.toFixed(0)} ms; same class as the gene-only model on ${sameAsMain}/${meta.n_cells}`);
+    } catch (e) {
+      log(`model ${entry.name}: ${e.message || e}`);
+    }
+  }
+  return out;
 }
 
 async function loadAlignment(meta) {

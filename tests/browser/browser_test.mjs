@@ -90,6 +90,21 @@ try {
     const cpuMismatch = result.cpu.classes.filter((c, i) => c !== bundle.native_predictions[i]).length;
     if (cpuMismatch > 0) throw new Error(`browser CPU engine differs from native predictions on ${cpuMismatch} cells`);
   }
+  // Multimodal model layers: present when the bundle has models.json (test.sh writes it).
+  const modelsJson = resolve(root, "www", dataParam, "models.json");
+  if (existsSync(modelsJson)) {
+    const listed = JSON.parse(readFileSync(modelsJson, "utf8"));
+    const got = result.models || [];
+    for (const entry of listed) {
+      const m = got.find((x) => x.name === entry.name);
+      if (!m) throw new Error(`models.json lists ${entry.name} but the page did not add its layer:\n${consoleLines.join("\n")}`);
+      if (m.architecture !== entry.name || m.nCells !== result.nCells) throw new Error(`${entry.name} layer: architecture ${m.architecture}, ${m.nCells} cells`);
+      console.log(`page layer ${entry.name}: ${m.nCells} cells in ${m.ms.toFixed(0)} ms; same class as the gene-only model on ${m.sameAsMain}/${m.nCells}`);
+    }
+    await page.selectOption("#colour-by", listed[listed.length - 1].name);
+    await page.screenshot({ path: screenshot.replace(/\.png$/, "-multimodal.png"), fullPage: true });
+    await page.selectOption("#colour-by", "class");
+  }
   // Contrastive-alignment layer: present when the bundle has alignment.json (test.sh writes it).
   if (existsSync(resolve(root, "www", dataParam, "alignment.json"))) {
     if (!result.alignment) throw new Error("alignment.json is in the bundle but the page did not load the layer");
