@@ -160,7 +160,7 @@ impl Classifier {
     ) -> Promise {
         let input = CountsInput::Dense { values: &counts, n_cells, n_genes: genes.len() };
         let x = prepare(&self.inner, input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
-        run_classify(Rc::clone(&self.inner), x, n_cells)
+        run_classify(Rc::clone(&self.inner), x, patches, n_cells)
     }
 
     /// [`classify`](Self::classify) with counts in compressed sparse rows (scipy `csr_matrix`
@@ -183,21 +183,15 @@ impl Classifier {
     ) -> Promise {
         let input = CountsInput::Csr { indptr: &indptr, indices: &indices, data: &data, n_cells, n_genes: genes.len() };
         let x = prepare(&self.inner, input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
-        run_classify(Rc::clone(&self.inner), x, n_cells)
+        run_classify(Rc::clone(&self.inner), x, patches, n_cells)
     }
-}
-
-/// Validated model input: `[cells, n_inputs]` and, for a model with a morphology token, the
-/// patches `[cells, S, S]`.
-struct Prepared {
-    x: Vec<f32>,
-    patches: Option<Vec<f32>>,
 }
 
 /// Validates the input (shapes, values, CSR structure, gene names, optional centroids and
 /// patches), aligns it to the model's panel and normalises it: model input `[cells, n_inputs]`
 /// (genes, plus centroid features for a model with a centroid token, which then requires
-/// `centroids`); a model with a morphology token requires `patches` of its patch size.
+/// `centroids`); a model with a morphology token requires `patches` of its patch size (checked
+/// here, passed on to [`run_classify`] without a copy).
 fn prepare(
     inner: &Inner,
     counts: CountsInput<'_>,
@@ -205,7 +199,7 @@ fn prepare(
     centroids: Option<&[f32]>,
     patches: Option<&[f32]>,
     patch_size: Option<usize>,
-) -> Result<Prepared, JsError> {
+) -> Result<Vec<f32>, JsError> {
     let n_cells = counts.n_cells();
     let patches = match (patches, patch_size) {
         (Some(pixels), Some(size)) => Some(PatchInput { pixels, size }),
@@ -220,31 +214,27 @@ fn prepare(
     // A spatial classifier also reads each cell's centroid (sinusoidal features appended).
     let centroids = valid.centroids_um();
     let x = engine::model_input(&meta.config, x, centroids.as_deref()).map_err(|e| JsError::new(&e.to_string()))?;
-    let patches = match &meta.config.morphology {
-        Some(m) => {
-            if let Some(p) = &patches {
-                if p.size != m.image_size {
-                    return Err(JsError::new(&format!(
-                        "patchSize is {} but this model reads {1}×{1} px patches (at {2} µm/px); cut the patches at that size",
-                        p.size, m.image_size, m.um_per_px
-                    )));
-                }
+    if let Some(m) = &meta.config.morphology {
+        if let Some(p) = &patches {
+            if p.size != m.image_size {
+                return Err(JsError::new(&format!(
+                    "patchSize is {} but this model reads {1}×{1} px patches (at {2} µm/px); cut the patches at that size",
+                    p.size, m.image_size, m.um_per_px
+                )));
             }
-            let pixels = patches.map(|p| p.pixels);
-            engine::check_patches(&meta.config, pixels, n_cells).map_err(|e| JsError::new(&e.to_string()))?;
-            pixels.map(<[f32]>::to_vec)
         }
-        None => None,
-    };
-    Ok(Prepared { x, patches })
+        engine::check_patches(&meta.config, patches.map(|p| p.pixels), n_cells).map_err(|e| JsError::new(&e.to_string()))?;
+    }
+    Ok(x)
 }
 
-/// Runs the model on prepared input and resolves to `{classes, logits, confidence}`.
-fn run_classify(inner: Rc<Inner>, x: Result<Prepared, JsError>, n_cells: usize) -> Promise {
+/// Runs the model on prepared input (and, for a model with a morphology token, the patches
+/// [`prepare`] checked) and resolves to `{classes, logits, confidence}`.
+fn run_classify(inner: Rc<Inner>, x: Result<Vec<f32>, JsError>, patches: Option<Vec<f32>>, n_cells: usize) -> Promise {
     future_to_promise(async move {
         let result: Result<JsValue, JsError> = async {
-            let Prepared { x, patches } = x?;
-            let patches = patches.as_deref();
+            let x = x?;
+            let patches = inner.model.meta.config.morphology.as_ref().and(patches.as_deref());
             let meta = &inner.model.meta;
             let k = meta.classes.len();
             let logits = if n_cells == 0 {

@@ -16,11 +16,12 @@ use std::sync::Arc;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
+use burn::backend::ndarray::NdArrayDevice;
 
 use cellsymphony::engine::{self, EngineModel};
 use cellsymphony::gpu::{GpuClassifier, GpuContext, GpuError};
 use cellsymphony::model::{
-    DualModalityClassifierConfig, MorphologyEncoderConfig, MultiInputClassifierConfig,
+    CellClassifier, DualModalityClassifierConfig, MorphologyEncoderConfig, MultiInputClassifierConfig,
     SpatialClassifierConfig,
 };
 use cellsymphony::train::benchmark::crop_patches;
@@ -96,8 +97,30 @@ impl Fixture {
     }
 }
 
-fn train_config() -> TrainConfig {
-    TrainConfig { learning_rate: 1e-3, batch_size: 64, weight_decay: 0.01, epochs: 4, seed: 7, class_weighted: true }
+/// Trains a classifier for 4 epochs on the fixture's split; returns the inference model and
+/// its burn fp32 logits on the held-out cells.
+fn train_model<M>(f: &Fixture, name: &str, init: impl FnOnce(&NdArrayDevice) -> M) -> (M::InnerModule, Vec<f32>)
+where
+    M: AutodiffModule<Ad> + CellClassifier<Ad>,
+    M::InnerModule: CellClassifier<NdArray>,
+{
+    let config = TrainConfig { learning_rate: 1e-3, batch_size: 64, weight_decay: 0.01, epochs: 4, seed: 7, class_weighted: true };
+    let device = Default::default();
+    let trained = train_classifier::<Ad, _>(
+        init,
+        serde_json::json!({ "test": name }),
+        &config,
+        &f.inputs(),
+        &f.split(),
+        &f.crop.class_names,
+        &CheckpointOptions::default(),
+        &device,
+        &mut NoProgress,
+    )
+    .unwrap();
+    let model = trained.model.valid();
+    let logits = predict_cells(&model, &f.inputs(), &f.test, 128, &device);
+    (model, logits)
 }
 
 fn vit() -> MorphologyEncoderConfig {
@@ -178,21 +201,7 @@ fn spatial_classifier_runs_in_the_engines_with_parity() {
         .with_n_layers(2)
         .with_gene_tokens(2)
         .with_n_frequencies(8);
-    let device = Default::default();
-    let trained = train_classifier::<Ad, _>(
-        |d| config.init(d),
-        serde_json::json!({"test": "spatial_engine"}),
-        &train_config(),
-        &f.inputs(),
-        &f.split(),
-        &f.crop.class_names,
-        &CheckpointOptions::default(),
-        &device,
-        &mut NoProgress,
-    )
-    .unwrap();
-    let model = trained.model.valid();
-    let burn_logits = predict_cells(&model, &f.inputs(), &f.test, 128, &device);
+    let (model, burn_logits) = train_model(&f, "spatial_engine", |d| config.init(d));
     let (fp32, files) = export_spatial_fp32_and_int8(
         &model,
         &config,
@@ -221,21 +230,7 @@ fn dual_modality_classifier_runs_in_the_engines_with_parity() {
         .with_d_ff(64)
         .with_n_layers(2)
         .with_gene_tokens(2);
-    let device = Default::default();
-    let trained = train_classifier::<Ad, _>(
-        |d| config.init(d),
-        serde_json::json!({"test": "dual_engine"}),
-        &train_config(),
-        &f.inputs(),
-        &f.split(),
-        &f.crop.class_names,
-        &CheckpointOptions::default(),
-        &device,
-        &mut NoProgress,
-    )
-    .unwrap();
-    let model = trained.model.valid();
-    let burn_logits = predict_cells(&model, &f.inputs(), &f.test, 128, &device);
+    let (model, burn_logits) = train_model(&f, "dual_engine", |d| config.init(d));
     let (fp32, files) = export_dual_fp32_and_int8(
         &model,
         &config,
@@ -266,25 +261,11 @@ fn multi_input_classifier_runs_in_the_engines_with_parity() {
         .with_n_layers(2)
         .with_gene_tokens(2)
         .with_n_frequencies(8);
-    let device = Default::default();
-    let trained = train_classifier::<Ad, _>(
-        |d| config.init(d),
-        serde_json::json!({"test": "multi_engine"}),
-        &train_config(),
-        &f.inputs(),
-        &f.split(),
-        &f.crop.class_names,
-        &CheckpointOptions::default(),
-        &device,
-        &mut NoProgress,
-    )
-    .unwrap();
-    let model = trained.model.valid();
+    let (model, burn_logits) = train_model(&f, "multi_engine", |d| config.init(d));
     // The relative bias was trained away from its zero initialisation, so the bias path of
     // the attention kernel is exercised with real values.
     let bias = model.attention_bias().into_data().convert::<f32>().into_vec::<f32>().unwrap();
     assert!(bias.iter().any(|v| v.abs() > 1e-4), "relative bias stayed at zero");
-    let burn_logits = predict_cells(&model, &f.inputs(), &f.test, 128, &device);
     let (fp32, files) = export_multi_fp32_and_int8(
         &model,
         &config,

@@ -79,13 +79,7 @@ fn save_engine_files(fp32: &EngineModel, dir: &Path) -> Result<ExportedFiles, Tr
     Ok(files)
 }
 
-/// Writes `dir/model.safetensors` (fp32) and `dir/model.int8.safetensors` of an engine model
-/// atomically.
-pub fn export_engine_model(fp32: &EngineModel, dir: &Path) -> Result<ExportedFiles, TrainError> {
-    save_engine_files(fp32, dir)
-}
-
-/// The shared part of the engine config of a multimodal classifier.
+/// The engine config shared by the multimodal classifiers (no optional token set yet).
 #[allow(clippy::too_many_arguments)]
 fn multimodal_engine_config(
     n_genes: usize,
@@ -137,6 +131,21 @@ fn spatial_token_config<B: Backend>(s: &crate::model::SpatialEncoder<B>) -> crat
     }
 }
 
+/// Builds the metadata from `engine_config`, converts with `convert` and writes the fp32 and
+/// int8 files into `dir` (the body of the three multimodal exports).
+fn export_converted(
+    engine_config: crate::engine::ClassifierConfig,
+    genes: &[String],
+    classes: &[String],
+    training: serde_json::Value,
+    dir: &Path,
+    convert: impl FnOnce(ModelMeta) -> Result<EngineModel, crate::engine::ModelFileError>,
+) -> Result<(EngineModel, ExportedFiles), TrainError> {
+    let fp32 = convert(crop_meta(engine_config, genes, classes, training))?;
+    let files = save_engine_files(&fp32, dir)?;
+    Ok((fp32, files))
+}
+
 /// The spatial classifier in the engines' format (see
 /// [`crate::model::convert::spatial_to_engine_model`]), fp32 and int8, into `dir`.
 pub fn export_spatial_fp32_and_int8<B: Backend>(
@@ -148,14 +157,13 @@ pub fn export_spatial_fp32_and_int8<B: Backend>(
     dir: &Path,
 ) -> Result<(EngineModel, ExportedFiles), TrainError> {
     let c = config;
-    let mut engine_config = multimodal_engine_config(
+    let mut ec = multimodal_engine_config(
         c.n_genes, c.n_classes, c.d_model, c.n_heads, c.d_ff, c.n_layers, c.gene_tokens, c.layer_norm_eps,
     );
-    engine_config.spatial = Some(spatial_token_config(&model.spatial));
-    let meta = crop_meta(engine_config, genes, classes, training);
-    let fp32 = crate::model::convert::spatial_to_engine_model(model, meta)?;
-    let files = save_engine_files(&fp32, dir)?;
-    Ok((fp32, files))
+    ec.spatial = Some(spatial_token_config(&model.spatial));
+    export_converted(ec, genes, classes, training, dir, |meta| {
+        crate::model::convert::spatial_to_engine_model(model, meta)
+    })
 }
 
 /// The dual-modality classifier (count input, patch ViT trained on patches cut at
@@ -172,14 +180,13 @@ pub fn export_dual_fp32_and_int8<B: Backend>(
     dir: &Path,
 ) -> Result<(EngineModel, ExportedFiles), TrainError> {
     let c = config;
-    let mut engine_config = multimodal_engine_config(
+    let mut ec = multimodal_engine_config(
         c.n_genes, c.n_classes, c.d_model, c.n_heads, c.d_ff, c.n_layers, c.gene_tokens, c.layer_norm_eps,
     );
-    engine_config.morphology = Some(morphology_token_config(&c.morphology, patch_um_per_px));
-    let meta = crop_meta(engine_config, genes, classes, training);
-    let fp32 = crate::model::convert::dual_to_engine_model(model, meta)?;
-    let files = save_engine_files(&fp32, dir)?;
-    Ok((fp32, files))
+    ec.morphology = Some(morphology_token_config(&c.morphology, patch_um_per_px));
+    export_converted(ec, genes, classes, training, dir, |meta| {
+        crate::model::convert::dual_to_engine_model(model, meta)
+    })
 }
 
 /// The multi-input classifier (count input, patch ViT trained on patches cut at
@@ -196,16 +203,15 @@ pub fn export_multi_fp32_and_int8<B: Backend>(
     dir: &Path,
 ) -> Result<(EngineModel, ExportedFiles), TrainError> {
     let c = config;
-    let mut engine_config = multimodal_engine_config(
+    let mut ec = multimodal_engine_config(
         c.n_genes, c.n_classes, c.d_model, c.n_heads, c.d_ff, c.n_layers, c.gene_tokens, c.layer_norm_eps,
     );
-    engine_config.spatial = Some(spatial_token_config(&model.spatial));
-    engine_config.morphology = Some(morphology_token_config(&c.morphology, patch_um_per_px));
-    engine_config.attention_bias = true;
-    let meta = crop_meta(engine_config, genes, classes, training);
-    let fp32 = crate::model::convert::multi_to_engine_model(model, meta)?;
-    let files = save_engine_files(&fp32, dir)?;
-    Ok((fp32, files))
+    ec.spatial = Some(spatial_token_config(&model.spatial));
+    ec.morphology = Some(morphology_token_config(&c.morphology, patch_um_per_px));
+    ec.attention_bias = true;
+    export_converted(ec, genes, classes, training, dir, |meta| {
+        crate::model::convert::multi_to_engine_model(model, meta)
+    })
 }
 
 /// Collects every float parameter of a module under its dotted path
