@@ -15,6 +15,28 @@ fn every_subcommand_has_help() {
         assert!(out.status.success(), "{sub} --help failed");
         assert!(text.contains("Usage: cellsymphony"), "{sub} --help printed: {text}");
     }
+    // `train` resumes from a checkpoint; `benchmark` resumes each model and picks the models.
+    for (sub, flags) in [("train", &["--resume", "--out"][..]), ("benchmark", &["--resume", "--models"][..])] {
+        let out = cli().args([sub, "--help"]).output().expect("binary runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for flag in flags {
+            assert!(text.contains(flag), "{sub} --help lacks {flag}: {text}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_model_name_is_refused_listing_the_four() {
+    // Both spellings of an architecture parse; anything else is a usage error naming the choices
+    // before any data is read.
+    let out = cli()
+        .args(["benchmark", "--models", "gene-only,triple", "--data", "/nonexistent/cellsymphony-data"])
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("triple") && err.contains("dual-modality") && err.contains("multi-input"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -11,12 +11,13 @@ use std::sync::{Arc, OnceLock};
 
 use burn::backend::{Autodiff, NdArray};
 use cellsymphony::data::default_data_dir;
-use cellsymphony::engine::{self, EngineModel};
+use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, TokenSources};
 use cellsymphony::gpu::{GpuClassifier, GpuContext};
-use cellsymphony::model::GeneOnlyClassifierConfig;
+use cellsymphony::model::ClassifierOptions;
 use cellsymphony::train::{
-    argmax_rows, export::export_fp32_and_int8, export::gene_only_meta, predict_logits, prepare_crop,
-    stratified_split, train_gene_only, LabelOptions, NoProgress, PreparedCrop, TrainConfig, TrainSet,
+    argmax_rows, export::export_fp32_and_int8, export::model_meta, predict_cells, prepare_crop,
+    stratified_split, train_classifier, CellInputs, CheckpointOptions, LabelOptions, LabelledSplit,
+    NoProgress, PreparedCrop, TrainConfig,
 };
 
 /// Class agreement required between fp32 burn and the int8 engines on held-out cells.
@@ -48,21 +49,37 @@ fn fixture() -> &'static Fixture {
         let (train_idx, test_idx) = stratified_split(&crop.labels, 0.2, 42);
         let g = crop.table.n_genes();
         let k = crop.class_names.len();
-        let model_config = GeneOnlyClassifierConfig::new(g, k);
+        // The paper's gene-only classifier with the default hyperparameters (dropout 0.1).
+        let spec = ClassifierConfig::new(g, k).for_architecture(Architecture::GeneOnly, &TokenSources::default());
+        assert_eq!(spec.kind().unwrap(), Architecture::GeneOnly);
+        let options = ClassifierOptions::new(spec);
         let config = TrainConfig { learning_rate: 1e-3, epochs: 4, ..Default::default() };
-        let set = TrainSet { x: &crop.x_norm, n_genes: g, labels: &labels, n_classes: k, train: &train_idx, test: &test_idx };
+        let inputs = CellInputs::genes(&crop.x_norm, g);
+        let split = LabelledSplit { labels: &labels, n_classes: k, train: &train_idx, test: &test_idx };
         let device = Default::default();
-        let (model, history) = train_gene_only::<Autodiff<NdArray>>(&model_config, &config, &set, &crop.class_names, &device, &mut NoProgress);
-        eprintln!("trained: last epoch {:?}", history.last());
+        let trained = train_classifier::<Autodiff<NdArray>>(
+            &options,
+            &config,
+            &inputs,
+            &split,
+            &crop.class_names,
+            &CheckpointOptions::default(),
+            &device,
+            &mut NoProgress,
+        )
+        .expect("training runs");
+        eprintln!("trained: last epoch {:?}", trained.history.last());
+        assert_eq!(trained.history.len(), 4);
+        use burn::module::AutodiffModule;
+        let model = trained.model.valid();
         let out = std::env::temp_dir().join(format!("cellsymphony-test-{}", std::process::id()));
-        let meta = gene_only_meta(&model_config, &crop.table.genes, &crop.class_names, serde_json::json!({"test": true}));
+        let meta = model_meta(&model, &crop.table.genes, &crop.class_names, crop.normalisation.clone(), serde_json::json!({"test": true}));
         let (_, files) = export_fp32_and_int8(&model, meta, &out).expect("export");
         let int8 = EngineModel::load(&files.int8).expect("int8 file loads");
         assert!(int8.is_int8());
-        use burn::module::AutodiffModule;
         let train_set: std::collections::HashSet<usize> = train_idx.iter().copied().collect();
         let test_idx: Vec<usize> = (0..crop.table.n_cells()).filter(|i| !train_set.contains(i)).collect();
-        let fp32_logits = predict_logits(&model.valid(), &crop.x_norm, g, &test_idx, 256, &device);
+        let fp32_logits = predict_cells(&model, &inputs, &test_idx, 256, &device);
         let x_test: Vec<f32> = test_idx.iter().flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied()).collect();
         Fixture { crop, test_idx, fp32_logits, x_test, int8, files: (files.fp32, files.int8) }
     })

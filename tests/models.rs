@@ -10,18 +10,18 @@ use burn::module::AutodiffModule;
 use burn::prelude::*;
 
 use cellsymphony::engine::rng::SplitMix64;
-use cellsymphony::model::classifiers::{relative_bias_buckets, relative_bias_index};
-use cellsymphony::model::encoders::centre_token_indices;
-use cellsymphony::model::{
-    CellBatch, CellClassifier, DualModalityClassifierConfig, GeneOnlyClassifierConfig,
-    MorphologyEncoderConfig, MultiInputClassifierConfig, SpatialClassifierConfig,
-    SpatialEncoderConfig,
+use cellsymphony::engine::{
+    centre_token_indices, Architecture, ClassifierConfig, MorphologyTokenConfig, TokenSources,
 };
-use cellsymphony::train::cell_trainer::{
-    train_classifier, CellInputs, CheckpointOptions, LabelledSplit, Rows,
+use cellsymphony::model::classifier::{relative_bias_buckets, relative_bias_index};
+use cellsymphony::model::{
+    CellBatch, Classifier, ClassifierOptions, MorphologyEncoderConfig, SpatialEncoderConfig,
 };
 use cellsymphony::train::embeddings::{read_embeddings, write_npy};
 use cellsymphony::train::export::named_parameters;
+use cellsymphony::train::trainer::{
+    train_classifier, CellInputs, CheckpointOptions, LabelledSplit, Rows,
+};
 use cellsymphony::train::{NoProgress, TrainConfig, TrainError};
 
 type B = NdArray<f32>;
@@ -48,6 +48,45 @@ fn vit(size: usize, patch: usize) -> MorphologyEncoderConfig {
         .with_feature_layer(1)
 }
 
+/// The spec form of [`vit`]: the morphology token of the classifiers below.
+fn morph(size: usize, patch: usize) -> MorphologyTokenConfig {
+    MorphologyTokenConfig {
+        image_size: size,
+        vit_patch: patch,
+        width: 16,
+        n_heads: 2,
+        d_ff: 32,
+        n_layers: 1,
+        k_nearest: 4,
+        um_per_px: 0.75,
+    }
+}
+
+/// `arch` over `genes` genes and `classes` classes: width 16, 2 heads, feed-forward 32,
+/// `layers` layers, 4 gene tokens, a [`morph`]`(size, 4)` ViT and the default centroid
+/// sinusoid where the architecture has those tokens; dropout `dropout`.
+fn options(
+    arch: Architecture,
+    genes: usize,
+    classes: usize,
+    size: usize,
+    layers: usize,
+    dropout: f64,
+) -> ClassifierOptions {
+    let spec = ClassifierConfig {
+        d_model: 16,
+        n_heads: 2,
+        d_ff: 32,
+        n_layers: layers,
+        ..ClassifierConfig::new(genes, classes)
+    };
+    let sources = TokenSources {
+        morphology: morph(size, 4),
+        ..TokenSources::default()
+    };
+    ClassifierOptions::new(spec.for_architecture(arch, &sources)).with_dropout(dropout)
+}
+
 fn batch(n: usize, genes: usize, size: usize, device: &burn::tensor::Device<B>) -> CellBatch<B> {
     let mut rng = SplitMix64::new(1);
     let mut t2 = |cols: usize| {
@@ -71,35 +110,22 @@ fn every_classifier_maps_a_batch_to_class_logits() {
     let device = Default::default();
     let b = batch(3, 10, 16, &device);
     let (g, k) = (10, 5);
-    let go = GeneOnlyClassifierConfig::new(g, k)
-        .with_d_model(16)
-        .with_n_heads(2)
-        .with_d_ff(32)
-        .with_n_layers(2)
-        .init::<B>(&device);
-    let sp = SpatialClassifierConfig::new(g, k)
-        .with_d_model(16)
-        .with_n_heads(2)
-        .with_d_ff(32)
-        .with_n_layers(2)
-        .init::<B>(&device);
-    let du = DualModalityClassifierConfig::new(g, k, vit(16, 4))
-        .with_d_model(16)
-        .with_n_heads(2)
-        .with_d_ff(32)
-        .with_n_layers(2)
-        .init::<B>(&device);
-    let mi = MultiInputClassifierConfig::new(g, k, vit(16, 4))
-        .with_d_model(16)
-        .with_n_heads(2)
-        .with_d_ff(32)
-        .with_n_layers(2)
-        .init::<B>(&device);
+    let init = |arch: Architecture| -> Classifier<B> {
+        let m = options(arch, g, k, 16, 2, 0.1)
+            .init::<B>(&device)
+            .unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert_eq!(m.spec.kind().unwrap(), arch);
+        m
+    };
+    let go = init(Architecture::GeneOnly);
+    let sp = init(Architecture::Spatial);
+    let du = init(Architecture::DualModality);
+    let mi = init(Architecture::MultiInput);
     for (name, logits) in [
-        ("gene-only", go.forward_batch(&b)),
-        ("spatial", sp.forward_batch(&b)),
-        ("dual", du.forward_batch(&b)),
-        ("multi", mi.forward_batch(&b)),
+        ("gene-only", go.forward(&b)),
+        ("spatial", sp.forward(&b)),
+        ("dual", du.forward(&b)),
+        ("multi", mi.forward(&b)),
     ] {
         assert_eq!(logits.dims(), [3, k], "{name}");
         let v = logits.into_data().into_vec::<f32>().unwrap();
@@ -114,14 +140,28 @@ fn every_classifier_maps_a_batch_to_class_logits() {
         du.inputs().patches == Some(16) && du.inputs().genes == Some(10) && !du.inputs().centroids
     );
     assert!(mi.inputs().centroids && sp.inputs().centroids && sp.inputs().patches.is_none());
+    assert!(
+        go.inputs().genes == Some(10) && go.inputs().patches.is_none() && !go.inputs().centroids
+    );
 
-    // Morphology encoder: one cell token per cell.
+    // Morphology encoder: one cell token per cell; the builder and the spec describe the same ViT.
+    assert_eq!(vit(16, 4).to_spec(0.75), morph(16, 4));
+    assert_eq!(
+        MorphologyEncoderConfig::from_spec(&morph(16, 4), 16, 0.1, 1e-5).to_spec(0.75),
+        morph(16, 4)
+    );
     let m = vit(16, 4).with_d_model(16).init::<B>(&device);
     assert_eq!(m.forward(b.patches.clone().unwrap()).dims(), [3, 1, 16]);
     assert_eq!(m.tokens(b.patches.clone().unwrap()).dims(), [3, 16, 16]);
 
     // Multi-input: the relative bias has one [heads, n, n] slice per pair of the 4 + 2 tokens.
-    assert_eq!(mi.attention_bias().dims(), [2, 6, 6]);
+    // Only the multi-input architecture has one.
+    assert_eq!(mi.attention_bias().map(|t| t.dims()), Some([2, 6, 6]));
+    assert!(
+        go.attention_bias().is_none()
+            && sp.attention_bias().is_none()
+            && du.attention_bias().is_none()
+    );
     let names: Vec<(String, Vec<usize>)> = named_parameters(&mi)
         .into_iter()
         .map(|(n, s, _)| (n, s))
@@ -141,6 +181,36 @@ fn every_classifier_maps_a_batch_to_class_logits() {
             .iter()
             .any(|(n, _)| n == "core.encoder.layers.1.attn.q.weight"),
         "{names:?}"
+    );
+    // Every token source of the one module under its own path (burn's Linear is [in, out]):
+    // gene tokens, centroid token, and the modality table (gene, morphology, spatial rows).
+    for (name, shape) in [
+        ("genes.counts.embedding.weight", vec![g, 4 * 16]),
+        ("genes.counts.token_type", vec![4, 16]),
+        ("spatial.projection.weight", vec![4 * 16, 16]),
+        ("modality", vec![3, 16]),
+        ("core.head.weight", vec![16, k]),
+    ] {
+        assert!(
+            names.iter().any(|(n, s)| n == name && s == &shape),
+            "{name} {shape:?}: {names:?}"
+        );
+    }
+    // The gene-only architecture is the paper's unimodal model: gene tokens, encoder and
+    // head only — no modality table, bias, ViT or centroid projection.
+    let gene_only: Vec<String> = named_parameters(&go)
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    assert!(
+        gene_only
+            .iter()
+            .all(|n| n.starts_with("genes.counts.") || n.starts_with("core.")),
+        "{gene_only:?}"
+    );
+    assert!(
+        gene_only.iter().any(|n| n == "core.head.weight"),
+        "{gene_only:?}"
     );
 }
 
@@ -295,15 +365,9 @@ fn morphology_is_needed_and_used_when_only_the_patch_holds_the_class() {
         seed: 5,
         class_weighted: true,
     };
-    let gene_cfg = GeneOnlyClassifierConfig::new(G, 3)
-        .with_d_model(16)
-        .with_n_heads(2)
-        .with_d_ff(32)
-        .with_n_layers(2)
-        .with_dropout(0.0);
-    let gene = train_classifier::<AB, _>(
-        |d| gene_cfg.init(d),
-        serde_json::json!("gene"),
+    let gene_cfg = options(Architecture::GeneOnly, G, 3, S, 2, 0.0);
+    let gene = train_classifier::<AB>(
+        &gene_cfg,
         &config,
         &data.inputs(),
         &data.split(),
@@ -313,15 +377,9 @@ fn morphology_is_needed_and_used_when_only_the_patch_holds_the_class() {
         &mut NoProgress,
     )
     .unwrap();
-    let dual_cfg = DualModalityClassifierConfig::new(G, 3, vit(S, 4))
-        .with_d_model(16)
-        .with_n_heads(2)
-        .with_d_ff(32)
-        .with_n_layers(2)
-        .with_dropout(0.0);
-    let dual = train_classifier::<AB, _>(
-        |d| dual_cfg.init(d),
-        serde_json::json!("dual"),
+    let dual_cfg = options(Architecture::DualModality, G, 3, S, 2, 0.0);
+    let dual = train_classifier::<AB>(
+        &dual_cfg,
         &config,
         &data.inputs(),
         &data.split(),
@@ -360,12 +418,7 @@ fn two_epochs_then_resume_two_equals_four_straight() {
     let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let data = planted(120);
     let device = Default::default();
-    let cfg = MultiInputClassifierConfig::new(G, 3, vit(S, 4))
-        .with_d_model(16)
-        .with_n_heads(2)
-        .with_d_ff(32)
-        .with_n_layers(2);
-    let spec = serde_json::to_value(&cfg).unwrap();
+    let cfg = options(Architecture::MultiInput, G, 3, S, 2, 0.1);
     let config = |epochs| TrainConfig {
         learning_rate: 1e-3,
         batch_size: 16,
@@ -375,9 +428,8 @@ fn two_epochs_then_resume_two_equals_four_straight() {
         class_weighted: true,
     };
     let run = |epochs, ckpt: &CheckpointOptions| {
-        train_classifier::<AB, _>(
-            |d| cfg.init(d),
-            spec.clone(),
+        train_classifier::<AB>(
+            &cfg,
             &config(epochs),
             &data.inputs(),
             &data.split(),
@@ -433,14 +485,9 @@ fn two_epochs_then_resume_two_equals_four_straight() {
     assert!(max_param_diff(&first.model.valid(), &resumed.model.valid()) > 1e-4);
 
     // A different architecture or learning rate refuses the checkpoint, naming it.
-    let other = MultiInputClassifierConfig::new(G, 3, vit(S, 4))
-        .with_d_model(16)
-        .with_n_heads(2)
-        .with_d_ff(32)
-        .with_n_layers(1);
-    let err = train_classifier::<AB, _>(
-        |d| other.init(d),
-        serde_json::to_value(&other).unwrap(),
+    let other = options(Architecture::MultiInput, G, 3, S, 1, 0.1);
+    let err = train_classifier::<AB>(
+        &other,
         &config(4),
         &data.inputs(),
         &data.split(),
@@ -460,9 +507,8 @@ fn two_epochs_then_resume_two_equals_four_straight() {
     );
     let mut lr = config(4);
     lr.learning_rate = 1e-2;
-    let err = train_classifier::<AB, _>(
-        |d| cfg.init(d),
-        spec.clone(),
+    let err = train_classifier::<AB>(
+        &cfg,
         &lr,
         &data.inputs(),
         &data.split(),
@@ -504,14 +550,9 @@ fn a_model_without_its_input_is_refused_before_training() {
         data: &data.genes[..30 * (G - 1)],
         cols: G - 1,
     });
-    let cfg = DualModalityClassifierConfig::new(G, 3, vit(S, 4))
-        .with_d_model(16)
-        .with_n_heads(2)
-        .with_d_ff(32)
-        .with_n_layers(1);
-    let err = train_classifier::<AB, _>(
-        |d| cfg.init(d),
-        serde_json::json!(1),
+    let cfg = options(Architecture::DualModality, G, 3, S, 1, 0.1);
+    let err = train_classifier::<AB>(
+        &cfg,
         &TrainConfig::default(),
         &inputs,
         &data.split(),
@@ -532,9 +573,8 @@ fn a_model_without_its_input_is_refused_before_training() {
         ),
         "{err}"
     );
-    let err = train_classifier::<AB, _>(
-        |d| cfg.init(d),
-        serde_json::json!(1),
+    let err = train_classifier::<AB>(
+        &cfg,
         &TrainConfig::default(),
         &wrong_genes,
         &data.split(),

@@ -16,22 +16,19 @@ use std::sync::Arc;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
-use burn::backend::ndarray::NdArrayDevice;
 
-use cellsymphony::engine::{self, EngineModel};
-use cellsymphony::gpu::{GpuClassifier, GpuContext, GpuError};
-use cellsymphony::model::{
-    CellClassifier, DualModalityClassifierConfig, MorphologyEncoderConfig, MultiInputClassifierConfig,
-    SpatialClassifierConfig,
+use cellsymphony::engine::{
+    self, Architecture, ClassifierConfig, EngineModel, MorphologyTokenConfig, SpatialTokenConfig,
+    TokenSources,
 };
+use cellsymphony::gpu::{GpuClassifier, GpuContext, GpuError};
+use cellsymphony::model::{Classifier, ClassifierOptions};
 use cellsymphony::train::benchmark::crop_patches;
-use cellsymphony::train::cell_trainer::{
+use cellsymphony::train::trainer::{
     predict_cells, train_classifier, CellInputs, CheckpointOptions, LabelledSplit, Rows,
 };
 use cellsymphony::train::dataset::{prepare_crop, LabelOptions, PreparedCrop};
-use cellsymphony::train::export::{
-    export_dual_fp32_and_int8, export_multi_fp32_and_int8, export_spatial_fp32_and_int8,
-};
+use cellsymphony::train::export::{export_fp32_and_int8, model_meta, ExportedFiles};
 use cellsymphony::train::split::stratified_split;
 use cellsymphony::train::{NoProgress, TrainConfig};
 
@@ -99,16 +96,11 @@ impl Fixture {
 
 /// Trains a classifier for 4 epochs on the fixture's split; returns the inference model and
 /// its burn fp32 logits on the held-out cells.
-fn train_model<M>(f: &Fixture, name: &str, init: impl FnOnce(&NdArrayDevice) -> M) -> (M::InnerModule, Vec<f32>)
-where
-    M: AutodiffModule<Ad> + CellClassifier<Ad>,
-    M::InnerModule: CellClassifier<NdArray>,
-{
+fn train_model(f: &Fixture, options: &ClassifierOptions) -> (Classifier<NdArray>, Vec<f32>) {
     let config = TrainConfig { learning_rate: 1e-3, batch_size: 64, weight_decay: 0.01, epochs: 4, seed: 7, class_weighted: true };
     let device = Default::default();
-    let trained = train_classifier::<Ad, _>(
-        init,
-        serde_json::json!({ "test": name }),
+    let trained = train_classifier::<Ad>(
+        options,
         &config,
         &f.inputs(),
         &f.split(),
@@ -123,8 +115,41 @@ where
     (model, logits)
 }
 
-fn vit() -> MorphologyEncoderConfig {
-    MorphologyEncoderConfig::new().with_image_size(PATCH_PX).with_vit_patch(8).with_width(32).with_d_ff(64)
+/// `arch` on the crop's genes and classes: width 32, 4 heads, feed-forward 64, 2 layers,
+/// 2 gene tokens; a centroid sinusoid of 8 frequencies and a ViT over 32 px patches at
+/// 0.75 µm/px (8 px ViT patches, width 32, 4 heads, feed-forward 64, 2 blocks, 4 centre
+/// tokens) where the architecture has those tokens; dropout 0.1.
+fn options(f: &Fixture, arch: Architecture) -> ClassifierOptions {
+    let spec = ClassifierConfig {
+        d_model: 32,
+        n_heads: 4,
+        d_ff: 64,
+        n_layers: 2,
+        gene_tokens: 2,
+        ..ClassifierConfig::new(f.crop.table.n_genes(), f.crop.class_names.len())
+    };
+    let sources = TokenSources {
+        morphology: MorphologyTokenConfig {
+            image_size: PATCH_PX,
+            vit_patch: 8,
+            width: 32,
+            n_heads: 4,
+            d_ff: 64,
+            n_layers: 2,
+            k_nearest: 4,
+            um_per_px: PATCH_UM_PER_PX as f64,
+        },
+        spatial: SpatialTokenConfig { n_frequencies: 8, ..SpatialTokenConfig::default() },
+        ..TokenSources::default()
+    };
+    ClassifierOptions::new(spec.for_architecture(arch, &sources)).with_dropout(0.1)
+}
+
+/// Writes the fp32 and int8 files of `model` (with the crop's genes, classes and
+/// normalisation) to a fresh folder named after `name`.
+fn export(f: &Fixture, model: &Classifier<NdArray>, name: &str) -> (EngineModel, ExportedFiles) {
+    let meta = model_meta(model, &f.crop.table.genes, &f.crop.class_names, f.crop.normalisation.clone(), serde_json::json!({}));
+    export_fp32_and_int8(model, meta, &f.out_dir(name)).unwrap()
 }
 
 /// Engine input of the held-out cells (counts in the model's order, normalised, + centroid
@@ -143,7 +168,7 @@ fn engine_inputs(f: &Fixture, model: &EngineModel) -> (Vec<f32>, Vec<f32>) {
 
 /// Loads the exported files back and checks burn vs CPU fp32, burn vs CPU int8 and CPU int8
 /// vs WGSL int8 on the held-out cells.
-fn check_parity(name: &str, f: &Fixture, files: &cellsymphony::train::export::ExportedFiles, burn_logits: &[f32]) {
+fn check_parity(name: &str, f: &Fixture, files: &ExportedFiles, burn_logits: &[f32]) {
     let k = f.crop.class_names.len();
     let n = f.test.len();
     let fp32 = EngineModel::load(&files.fp32).unwrap();
@@ -194,23 +219,9 @@ fn check_parity(name: &str, f: &Fixture, files: &cellsymphony::train::export::Ex
 fn spatial_classifier_runs_in_the_engines_with_parity() {
     let f = Fixture::load();
     let (g, k) = (f.crop.table.n_genes(), f.crop.class_names.len());
-    let config = SpatialClassifierConfig::new(g, k)
-        .with_d_model(32)
-        .with_n_heads(4)
-        .with_d_ff(64)
-        .with_n_layers(2)
-        .with_gene_tokens(2)
-        .with_n_frequencies(8);
-    let (model, burn_logits) = train_model(&f, "spatial_engine", |d| config.init(d));
-    let (fp32, files) = export_spatial_fp32_and_int8(
-        &model,
-        &config,
-        &f.crop.table.genes,
-        &f.crop.class_names,
-        serde_json::json!({}),
-        &f.out_dir("spatial"),
-    )
-    .unwrap();
+    let (model, burn_logits) = train_model(&f, &options(&f, Architecture::Spatial));
+    assert_eq!(burn_logits.len(), f.test.len() * k);
+    let (fp32, files) = export(&f, &model, "spatial");
     assert_eq!(fp32.meta.architecture, engine::ARCHITECTURE_SPATIAL);
     assert_eq!(fp32.config().n_inputs(), g + 4 * 8);
     assert_eq!(fp32.config().n_tokens(), 3);
@@ -224,23 +235,9 @@ fn spatial_classifier_runs_in_the_engines_with_parity() {
 fn dual_modality_classifier_runs_in_the_engines_with_parity() {
     let f = Fixture::load();
     let (g, k) = (f.crop.table.n_genes(), f.crop.class_names.len());
-    let config = DualModalityClassifierConfig::new(g, k, vit())
-        .with_d_model(32)
-        .with_n_heads(4)
-        .with_d_ff(64)
-        .with_n_layers(2)
-        .with_gene_tokens(2);
-    let (model, burn_logits) = train_model(&f, "dual_engine", |d| config.init(d));
-    let (fp32, files) = export_dual_fp32_and_int8(
-        &model,
-        &config,
-        PATCH_UM_PER_PX,
-        &f.crop.table.genes,
-        &f.crop.class_names,
-        serde_json::json!({}),
-        &f.out_dir("dual"),
-    )
-    .unwrap();
+    let (model, burn_logits) = train_model(&f, &options(&f, Architecture::DualModality));
+    assert_eq!(burn_logits.len(), f.test.len() * k);
+    let (fp32, files) = export(&f, &model, "dual");
     assert_eq!(fp32.meta.architecture, engine::ARCHITECTURE_DUAL_MODALITY);
     let c = fp32.config();
     assert_eq!((c.n_inputs(), c.n_embedding_inputs(), c.n_tokens()), (g, g + 32, 3));
@@ -254,28 +251,19 @@ fn dual_modality_classifier_runs_in_the_engines_with_parity() {
 fn multi_input_classifier_runs_in_the_engines_with_parity() {
     let f = Fixture::load();
     let (g, k) = (f.crop.table.n_genes(), f.crop.class_names.len());
-    let config = MultiInputClassifierConfig::new(g, k, vit())
-        .with_d_model(32)
-        .with_n_heads(4)
-        .with_d_ff(64)
-        .with_n_layers(2)
-        .with_gene_tokens(2)
-        .with_n_frequencies(8);
-    let (model, burn_logits) = train_model(&f, "multi_engine", |d| config.init(d));
+    let (model, burn_logits) = train_model(&f, &options(&f, Architecture::MultiInput));
+    assert_eq!(burn_logits.len(), f.test.len() * k);
     // The relative bias was trained away from its zero initialisation, so the bias path of
     // the attention kernel is exercised with real values.
-    let bias = model.attention_bias().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    let bias = model
+        .attention_bias()
+        .expect("the multi-input model has an attention bias")
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap();
     assert!(bias.iter().any(|v| v.abs() > 1e-4), "relative bias stayed at zero");
-    let (fp32, files) = export_multi_fp32_and_int8(
-        &model,
-        &config,
-        PATCH_UM_PER_PX,
-        &f.crop.table.genes,
-        &f.crop.class_names,
-        serde_json::json!({}),
-        &f.out_dir("multi"),
-    )
-    .unwrap();
+    let (fp32, files) = export(&f, &model, "multi");
     assert_eq!(fp32.meta.architecture, engine::ARCHITECTURE_MULTI_INPUT);
     let c = fp32.config();
     assert_eq!((c.n_inputs(), c.n_embedding_inputs(), c.n_tokens()), (g + 32, g + 32 + 32, 4));

@@ -13,7 +13,7 @@ use cellsymphony::data::{self, default_data_dir, TranscriptOptions};
 use cellsymphony::engine::{self, EngineModel};
 use cellsymphony::gpu::{GpuClassifier, GpuContext};
 use cellsymphony::model::convert::from_engine_model;
-use cellsymphony::train::predict_logits;
+use cellsymphony::train::{predict_cells, CellInputs};
 
 #[derive(Parser)]
 #[command(about = "Cells/s of burn fp32, the CPU int8 engine and the WGSL int8 engine on the real crop")]
@@ -58,9 +58,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         type B = burn::backend::NdArray;
         let device = Default::default();
-        let m = from_engine_model::<B>(&fp32, 0.0, &device);
+        let m = from_engine_model::<B>(&fp32, 0.0, &device)?;
         let idx: Vec<usize> = (0..n).collect();
-        let s = time(a.reps, || { predict_logits(&m, &x, g, &idx, 1024, &device); });
+        let inputs = CellInputs::genes(&x, g);
+        let s = time(a.reps, || { predict_cells(&m, &inputs, &idx, 1024, &device); });
         rows.push(("burn fp32, ndarray CPU (peer)".into(), s));
     }
     let s = time(a.reps, || { engine::cpu::forward_logits(&int8, &x, n); });

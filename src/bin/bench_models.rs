@@ -11,13 +11,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use cellsymphony::engine::{self, EngineModel};
+use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, TokenSources};
 use cellsymphony::gpu::{GpuClassifier, GpuContext};
-use cellsymphony::model::{
-    DualModalityClassifierConfig, GeneOnlyClassifierConfig, MorphologyEncoderConfig,
-    MultiInputClassifierConfig, SpatialClassifierConfig,
-};
-use cellsymphony::train::cell_trainer::{predict_cells, CellInputs, Rows};
+use cellsymphony::model::ClassifierOptions;
+use cellsymphony::train::{predict_cells, CellInputs, Rows};
 use cellsymphony::train::dataset::{prepare_crop, LabelOptions};
 
 #[derive(Parser)]
@@ -51,8 +48,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = rep(&crop.x_norm, g);
     let centroids_crop: Vec<f32> = crop.table.centroids_um.iter().flat_map(|c| [c[0], c[1]]).collect();
     let centroids = rep(&centroids_crop, 2);
-    let side = 32;
-    let patches_crop = cellsymphony::train::benchmark::crop_patches(&crop, side, 0.75)?;
+    let sources = TokenSources::default();
+    let side = sources.morphology.image_size;
+    let patches_crop = cellsymphony::train::benchmark::crop_patches(&crop, side, sources.morphology.um_per_px as f32)?;
     let patches = rep(&patches_crop, side * side);
     let inputs = CellInputs {
         n_cells: n,
@@ -64,7 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let idx: Vec<usize> = (0..n).collect();
     let device = Default::default();
-    let vit = MorphologyEncoderConfig::new().with_image_size(side);
+    let base = ClassifierConfig { n_layers: a.layers, ..ClassifierConfig::new(g, k) };
     println!(
         "{n} cells (the crop's {n_crop} repeated), {g} genes, {k} classes; {} layers, d_model 64; \
          patches {side}×{side} px, ViT patch 8",
@@ -101,62 +99,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     };
 
-    {
-        let c = GeneOnlyClassifierConfig::new(g, k).with_n_layers(a.layers);
-        let m = c.init::<B>(&device);
+    for arch in Architecture::ALL {
+        let name = arch.title().to_lowercase();
+        let m = ClassifierOptions::new(base.clone().for_architecture(arch, &sources)).init::<B>(&device)?;
         let s = time(a.reps, || {
             predict_cells(&m, &inputs, &idx, 1024, &device);
         });
-        rows.push(("gene-only".into(), "burn fp32, ndarray CPU (peer)".into(), s));
-        let meta = cellsymphony::train::export::gene_only_meta(&c, &crop.table.genes, &crop.class_names, serde_json::json!({}));
-        engines("gene-only", cellsymphony::model::convert::to_engine_model(&m, meta)?, &mut rows)?;
-    }
-    {
-        let c = SpatialClassifierConfig::new(g, k).with_n_layers(a.layers);
-        let m = c.init::<B>(&device);
-        let s = time(a.reps, || {
-            predict_cells(&m, &inputs, &idx, 1024, &device);
-        });
-        rows.push(("spatial".into(), "burn fp32, ndarray CPU (peer)".into(), s));
-        let dir = std::env::temp_dir().join(format!("cellsymphony-bench-models-{}", std::process::id()));
-        let (fp32, _) = cellsymphony::train::export::export_spatial_fp32_and_int8(
+        rows.push((name.clone(), "burn fp32, ndarray CPU (peer)".into(), s));
+        let meta = cellsymphony::train::export::model_meta(
             &m,
-            &c,
             &crop.table.genes,
             &crop.class_names,
+            crop.normalisation.clone(),
             serde_json::json!({}),
-            &dir,
-        )?;
-        let _ = std::fs::remove_dir_all(&dir);
-        engines("spatial", fp32, &mut rows)?;
-    }
-    {
-        let c = DualModalityClassifierConfig::new(g, k, vit.clone()).with_n_layers(a.layers);
-        let m = c.init::<B>(&device);
-        let s = time(a.reps, || {
-            predict_cells(&m, &inputs, &idx, 1024, &device);
-        });
-        rows.push(("dual-modality".into(), "burn fp32, ndarray CPU (peer)".into(), s));
-        let dir = std::env::temp_dir().join(format!("cellsymphony-bench-models-dual-{}", std::process::id()));
-        let (fp32, _) = cellsymphony::train::export::export_dual_fp32_and_int8(
-            &m, &c, 0.75, &crop.table.genes, &crop.class_names, serde_json::json!({}), &dir,
-        )?;
-        let _ = std::fs::remove_dir_all(&dir);
-        engines("dual-modality", fp32, &mut rows)?;
-    }
-    {
-        let c = MultiInputClassifierConfig::new(g, k, vit).with_n_layers(a.layers);
-        let m = c.init::<B>(&device);
-        let s = time(a.reps, || {
-            predict_cells(&m, &inputs, &idx, 1024, &device);
-        });
-        rows.push(("multi-input".into(), "burn fp32, ndarray CPU (peer)".into(), s));
-        let dir = std::env::temp_dir().join(format!("cellsymphony-bench-models-multi-{}", std::process::id()));
-        let (fp32, _) = cellsymphony::train::export::export_multi_fp32_and_int8(
-            &m, &c, 0.75, &crop.table.genes, &crop.class_names, serde_json::json!({}), &dir,
-        )?;
-        let _ = std::fs::remove_dir_all(&dir);
-        engines("multi-input", fp32, &mut rows)?;
+        );
+        engines(&name, cellsymphony::model::convert::to_engine_model(&m, meta)?, &mut rows)?;
     }
     println!("\n| model | engine | median s | cells/s | vs burn fp32 |\n|---|---|---:|---:|---:|");
     for (model, name, s) in &rows {

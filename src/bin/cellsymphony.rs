@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow_lite::{Context, Result};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,12 +14,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use cellsymphony::data::{self, default_data_dir};
 use cellsymphony::engine::{self, EngineModel};
 use cellsymphony::gpu::{GpuClassifier, GpuContext};
+use cellsymphony::engine::{Architecture, ClassifierConfig};
 use cellsymphony::model::convert::from_engine_model;
-use cellsymphony::model::GeneOnlyClassifierConfig;
+use cellsymphony::model::ClassifierOptions;
 use cellsymphony::train::{
-    self, argmax_rows, export::export_fp32_and_int8, export::gene_only_meta, predict_logits,
-    prepare_crop, stratified_split, ClassificationReport, EpochStats, LabelOptions, PreparedCrop,
-    TrainConfig, TrainProgress, TrainSet,
+    self, argmax_rows, export::export_fp32_and_int8, export::model_meta, predict_cells,
+    prepare_crop, stratified_split, CellInputs, CheckpointOptions, ClassificationReport,
+    EpochStats, LabelOptions, LabelledSplit, PreparedCrop, Rows, TrainConfig, TrainProgress,
 };
 
 mod anyhow_lite {
@@ -261,13 +263,10 @@ enum TrainBackend {
     Cuda,
 }
 
+/// Optimisation and architecture flags shared by `train`, `pipeline` and `benchmark`
+/// (defaults: the CellSymphony paper's optimiser settings).
 #[derive(Args, Clone)]
-struct TrainArgs {
-    #[command(flatten)]
-    data: DataArgs,
-    /// Output folder for model.safetensors, model.int8.safetensors and train.json.
-    #[arg(long, default_value = "runs/gene_only")]
-    out: PathBuf,
+struct TrainingFlags {
     /// Training epochs (paper: 20).
     #[arg(long, default_value_t = 20)]
     epochs: usize,
@@ -280,13 +279,13 @@ struct TrainArgs {
     /// AdamW weight decay (paper: 0.01).
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f32,
-    /// Seed for initialisation, shuffling and the split.
+    /// Seed for the split, initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Held-out fraction (paper: 0.2).
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
-    /// Token width.
+    /// Shared token width.
     #[arg(long, default_value_t = 64)]
     d_model: usize,
     /// Encoder layers (paper: 6).
@@ -307,6 +306,45 @@ struct TrainArgs {
     /// Turn off inverse-frequency class weights in the loss.
     #[arg(long)]
     no_class_weights: bool,
+}
+
+impl TrainingFlags {
+    fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            learning_rate: self.lr,
+            batch_size: self.batch_size,
+            weight_decay: self.weight_decay,
+            epochs: self.epochs,
+            seed: self.seed,
+            class_weighted: !self.no_class_weights,
+        }
+    }
+
+    /// The width/depth part of the spec (`n_genes`, `n_classes` and token sources unset).
+    fn architecture(&self) -> ClassifierConfig {
+        ClassifierConfig {
+            d_model: self.d_model,
+            n_heads: self.heads,
+            d_ff: self.d_ff,
+            n_layers: self.layers,
+            gene_tokens: self.gene_tokens,
+            ..ClassifierConfig::default()
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output folder for model.safetensors, model.int8.safetensors and checkpoint.bin.
+    #[arg(long, default_value = "runs/gene_only")]
+    out: PathBuf,
+    #[command(flatten)]
+    training: TrainingFlags,
+    /// Continue from <DIR>/checkpoint.bin (an earlier --out) up to --epochs.
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// burn backend.
     #[arg(long, value_enum, default_value_t = TrainBackend::Ndarray)]
     backend: TrainBackend,
@@ -374,18 +412,6 @@ struct ClassifyArgs {
     patches_out: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-enum BenchModel {
-    /// Genes only.
-    GeneOnly,
-    /// Genes + centroid token.
-    Spatial,
-    /// Genes + morphology token.
-    DualModality,
-    /// Genes + morphology + centroid with relative attention bias.
-    MultiInput,
-}
-
 #[derive(Args)]
 struct BenchmarkArgs {
     #[command(flatten)]
@@ -400,45 +426,8 @@ struct BenchmarkArgs {
     /// Output folder (tables, PNGs, models, checkpoints, summary.md).
     #[arg(long, default_value = "runs/benchmark")]
     out: PathBuf,
-    /// Training epochs (paper: 20).
-    #[arg(long, default_value_t = 20)]
-    epochs: usize,
-    /// AdamW learning rate (paper: 3e-5).
-    #[arg(long, default_value_t = 3e-5)]
-    lr: f64,
-    /// Batch size (paper: 64).
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    /// AdamW weight decay (paper: 0.01).
-    #[arg(long, default_value_t = 0.01)]
-    weight_decay: f32,
-    /// Seed for the split, initialisation, shuffling and dropout.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Held-out fraction (paper: 0.2).
-    #[arg(long, default_value_t = 0.2)]
-    test_fraction: f64,
-    /// Shared token width.
-    #[arg(long, default_value_t = 64)]
-    d_model: usize,
-    /// Encoder layers (paper: 6).
-    #[arg(long, default_value_t = 6)]
-    layers: usize,
-    /// Attention heads.
-    #[arg(long, default_value_t = 4)]
-    heads: usize,
-    /// Feed-forward width.
-    #[arg(long, default_value_t = 128)]
-    d_ff: usize,
-    /// Gene tokens.
-    #[arg(long, default_value_t = 4)]
-    gene_tokens: usize,
-    /// Dropout while training.
-    #[arg(long, default_value_t = 0.1)]
-    dropout: f64,
-    /// Turn off inverse-frequency class weights in the loss.
-    #[arg(long)]
-    no_class_weights: bool,
+    #[command(flatten)]
+    training: TrainingFlags,
     /// Morphology patch side in pixels (paper: 224).
     #[arg(long, default_value_t = 32)]
     patch_px: usize,
@@ -457,9 +446,10 @@ struct BenchmarkArgs {
     /// Tokens nearest the patch centre averaged into the cell embedding.
     #[arg(long, default_value_t = 4)]
     k_nearest: usize,
-    /// Classifiers to train (comma-separated; default all four).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    models: Vec<BenchModel>,
+    /// Classifiers to train, comma-separated: gene-only, spatial, dual-modality, multi-input
+    /// (default all four).
+    #[arg(long, value_delimiter = ',', value_parser = parse_architecture)]
+    models: Vec<Architecture>,
     /// Logistic-regression inverse L2 strength C.
     #[arg(long, default_value_t = 1.0)]
     logreg_c: f64,
@@ -484,6 +474,10 @@ struct PipelineArgs {
     /// Web-demo bundle folder.
     #[arg(long, default_value = "www/data")]
     www: PathBuf,
+}
+
+fn parse_architecture(s: &str) -> std::result::Result<Architecture, String> {
+    s.parse()
 }
 
 fn main() {
@@ -626,58 +620,48 @@ fn cuda_driver_present() -> Result<()> {
 
 fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) -> Result<Trained> {
     let crop = a.data.prepare()?;
+    let t = &a.training;
     let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
-    let (train_idx, test_idx) = stratified_split(&crop.labels, a.test_fraction, a.seed);
+    let (train_idx, test_idx) = stratified_split(&crop.labels, t.test_fraction, t.seed);
     let n_classes = crop.class_names.len();
     if train_idx.len() < 20 || n_classes < 2 {
         return Err(train::TrainError::TooFewCells { found: train_idx.len() + test_idx.len(), classes: n_classes, needed: 25 }.into());
     }
     let g = crop.table.n_genes();
-    let model_config = GeneOnlyClassifierConfig::new(g, n_classes)
-        .with_d_model(a.d_model)
-        .with_n_layers(a.layers)
-        .with_n_heads(a.heads)
-        .with_d_ff(a.d_ff)
-        .with_gene_tokens(a.gene_tokens)
-        .with_dropout(a.dropout);
-    if a.d_model % a.heads != 0 {
-        return Err(format!("--d-model {} must be divisible by --heads {}", a.d_model, a.heads).into());
-    }
-    let config = TrainConfig {
-        learning_rate: a.lr,
-        batch_size: a.batch_size,
-        weight_decay: a.weight_decay,
-        epochs: a.epochs,
-        seed: a.seed,
-        class_weighted: !a.no_class_weights,
-    };
+    let spec = ClassifierConfig { n_genes: g, n_classes, ..t.architecture() };
+    let options = ClassifierOptions::new(spec).with_dropout(t.dropout);
+    options.spec.validate()?;
+    let config = t.train_config();
     println!(
         "training gene-only transformer ({} layers, d_model {}, {} gene tokens) on {} cells, held out {} ({} classes), backend {:?}",
-        a.layers, a.d_model, a.gene_tokens, train_idx.len(), test_idx.len(), n_classes, a.backend
+        t.layers, t.d_model, t.gene_tokens, train_idx.len(), test_idx.len(), n_classes, a.backend
     );
-    let set = TrainSet { x: &crop.x_norm, n_genes: g, labels: &labels, n_classes, train: &train_idx, test: &test_idx };
+    let inputs = CellInputs::genes(&crop.x_norm, g);
+    let split = LabelledSplit { labels: &labels, n_classes, train: &train_idx, test: &test_idx };
+    let checkpoint = CheckpointOptions { dir: Some(a.out.clone()), resume: a.resume.clone() };
     let bar = ProgressBar::new(1).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}").expect("valid template"),
     );
-    let mut progress = BarProgress { bar, epochs: a.epochs };
-    let t = Instant::now();
-    let (model, history) = train::train_gene_only::<B>(&model_config, &config, &set, &crop.class_names, device, &mut progress);
+    let mut progress = BarProgress { bar, epochs: t.epochs };
+    let started = Instant::now();
+    let trained = train::train_classifier::<B>(&options, &config, &inputs, &split, &crop.class_names, &checkpoint, device, &mut progress)?;
     progress.bar.finish_and_clear();
-    let train_seconds = t.elapsed().as_secs_f64();
-    let final_stats = history.last().cloned();
+    let train_seconds = started.elapsed().as_secs_f64();
+    let history = trained.history;
     let training = serde_json::json!({
         "labels_from": "SingleR-style Spearman correlation to bidcell sc_breast.csv reference (no expert labels)",
         "backend": format!("{:?}", a.backend),
         "train_config": config,
-        "dropout": a.dropout,
-        "split": {"kind": "stratified", "test_fraction": a.test_fraction, "seed": a.seed},
+        "dropout": t.dropout,
+        "split": {"kind": "stratified", "test_fraction": t.test_fraction, "seed": t.seed},
         "test_cell_ids": test_idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect::<Vec<_>>(),
         "label_summary": crop.summary,
         "history": history,
         "train_seconds": train_seconds,
-        "final": final_stats,
+        "final": history.last(),
     });
-    let meta = gene_only_meta(&model_config, &crop.table.genes, &crop.class_names, training);
+    let model = trained.model.valid();
+    let meta = model_meta(&model, &crop.table.genes, &crop.class_names, crop.normalisation.clone(), training);
     let (fp32, files) = export_fp32_and_int8(&model, meta, &a.out)?;
     println!(
         "trained in {:.1} s; wrote {} and {}",
@@ -715,54 +699,68 @@ fn gpu_context() -> Result<Arc<GpuContext>> {
     Ok(Arc::clone(CTX.get_or_init(|| ctx)))
 }
 
-/// Logits `[cells, classes]` of `model` on `x_norm` (already in the model's gene order) and,
-/// for a model with a morphology token, the cells' patches `[cells, S, S]`.
-fn engine_logits(model: &EngineModel, x_norm: &[f32], patches: Option<&[f32]>, n_cells: usize, engine: Engine) -> Result<(Vec<f32>, String)> {
+/// A dataset's cells as a model reads them: normalised expression in the model's gene order
+/// `[cells, G]`, centroids `[cells, 2]` µm and, for a model with a morphology token, the
+/// nucleus-centred DAPI patches `[cells, S, S]` at the model's µm/px.
+struct CellData {
+    genes: Vec<f32>,
+    centroids: Vec<f32>,
+    patches: Option<Vec<f32>>,
+}
+
+/// Logits `[idx.len(), classes]` of `model` on cells `idx` of `data`.
+fn engine_logits(model: &EngineModel, data: &CellData, idx: &[usize], engine: Engine) -> Result<(Vec<f32>, String)> {
+    let c = &model.meta.config;
+    let pixels = c.morphology.as_ref().map_or(0, |m| m.pixels());
     Ok(match engine {
         Engine::Burn => {
-            if model.meta.architecture != engine::ARCHITECTURE_GENE_ONLY {
-                return Err(format!(
-                    "--engine burn rebuilds gene-only models only; evaluate this {} model with --engine cpu or gpu, or with `cellsymphony benchmark`",
-                    model.meta.architecture
-                )
-                .into());
-            }
             type Cpu = burn::backend::NdArray;
             let device = Default::default();
-            let m = from_engine_model::<Cpu>(model, 0.0, &device);
-            let idx: Vec<usize> = (0..n_cells).collect();
-            (predict_logits(&m, x_norm, model.meta.config.n_genes, &idx, 512, &device), "burn fp32 (ndarray, CPU)".into())
+            let m = from_engine_model::<Cpu>(model, 0.0, &device)?;
+            let inputs = CellInputs {
+                n_cells: data.genes.len() / c.n_genes.max(1),
+                genes: Some(Rows { data: &data.genes, cols: c.n_genes }),
+                gene_embedding: None,
+                patches: data.patches.as_deref().map(|p| Rows { data: p, cols: pixels }),
+                morph_embedding: None,
+                centroids_um: Some(Rows { data: &data.centroids, cols: 2 }),
+            };
+            inputs.check(&m.inputs())?;
+            (predict_cells(&m, &inputs, idx, 512, &device), "burn fp32 (ndarray, CPU)".into())
         }
-        Engine::Cpu => {
-            engine::check_patches(&model.meta.config, patches, n_cells)?;
-            (
-                engine::cpu::forward_logits_with_patches(model, x_norm, patches, n_cells),
-                format!("CPU engine ({})", model.meta.quantization.as_str()),
-            )
-        }
-        Engine::Gpu => {
-            let ctx = gpu_context()?;
-            let summary = ctx.adapter_summary();
-            let clf = GpuClassifier::new(ctx, model).context(|| "uploading the model to the GPU".to_string())?;
-            let logits = pollster::block_on(clf.logits_with_patches(x_norm, patches, n_cells))
-                .context(|| "running the WGSL engine".to_string())?;
-            (logits, format!("WGSL engine int8 on {summary}"))
+        Engine::Cpu | Engine::Gpu => {
+            let centroids: Vec<[f32; 2]> = idx.iter().map(|&i| [data.centroids[2 * i], data.centroids[2 * i + 1]]).collect();
+            let x = engine::model_input(c, gather_rows(&data.genes, c.n_genes, idx), Some(&centroids))?;
+            let patches = data.patches.as_deref().map(|p| gather_rows(p, pixels, idx));
+            let n_cells = idx.len();
+            if engine == Engine::Cpu {
+                engine::check_patches(c, patches.as_deref(), n_cells)?;
+                (
+                    engine::cpu::forward_logits_with_patches(model, &x, patches.as_deref(), n_cells),
+                    format!("CPU engine ({})", model.meta.quantization.as_str()),
+                )
+            } else {
+                let ctx = gpu_context()?;
+                let summary = ctx.adapter_summary();
+                let clf = GpuClassifier::new(ctx, model).context(|| "uploading the model to the GPU".to_string())?;
+                let logits = pollster::block_on(clf.logits_with_patches(&x, patches.as_deref(), n_cells))
+                    .context(|| "running the WGSL engine".to_string())?;
+                (logits, format!("WGSL engine int8 on {summary}"))
+            }
         }
     })
 }
 
-/// The crop's counts in the model's gene order, normalised, plus the centroid features of a
-/// model with a centroid token: `[cells, n_inputs]`; and for a model with a morphology token
-/// the nucleus-centred DAPI patches `[cells, S, S]` at the model's µm/px.
-fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+/// The crop's cells as `model` reads them (see [`CellData`]).
+fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<CellData> {
     let counts = engine::align_to_panel(&model.meta, &crop.table.genes, &crop.table.counts)?;
-    let x = engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum as f32);
-    let x = engine::model_input(&model.meta.config, x, Some(&crop.table.centroids_um))?;
+    let genes = engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum as f32);
+    let centroids = crop.table.centroids_um.iter().flat_map(|c| [c[0], c[1]]).collect();
     let patches = match &model.meta.config.morphology {
         Some(m) => Some(cellsymphony::train::benchmark::crop_patches(crop, m.image_size, m.um_per_px as f32)?),
         None => None,
     };
-    Ok((x, patches))
+    Ok(CellData { genes, centroids, patches })
 }
 
 /// Rows `idx` of a row-major `[rows, width]` array.
@@ -776,13 +774,8 @@ fn gather_rows(values: &[f32], width: usize, idx: &[usize]) -> Vec<f32> {
 
 fn evaluate(model: &EngineModel, path: &Path, crop: &PreparedCrop, engine: Engine) -> Result<(ClassificationReport, String)> {
     let test_idx = held_out_indices(model, path, crop)?;
-    let (x, patches) = model_inputs(model, crop)?;
-    let xt = gather_rows(&x, model.meta.config.n_inputs(), &test_idx);
-    let pt = match (&patches, &model.meta.config.morphology) {
-        (Some(p), Some(m)) => Some(gather_rows(p, m.pixels(), &test_idx)),
-        _ => None,
-    };
-    let (logits, engine_name) = engine_logits(model, &xt, pt.as_deref(), test_idx.len(), engine)?;
+    let data = model_inputs(model, crop)?;
+    let (logits, engine_name) = engine_logits(model, &data, &test_idx, engine)?;
     let pred = argmax_rows(&logits, model.meta.classes.len());
     let mut truth = Vec::with_capacity(test_idx.len());
     for &i in &test_idx {
@@ -835,13 +828,14 @@ fn softmax_max(row: &[f32]) -> f32 {
 }
 
 fn classify_crop(model: &EngineModel, crop: &PreparedCrop, engine: Engine, patches_out: Option<&Path>) -> Result<Classified> {
-    let (x, patches) = model_inputs(model, crop)?;
-    if let (Some(path), Some(p)) = (patches_out, &patches) {
+    let data = model_inputs(model, crop)?;
+    if let (Some(path), Some(p)) = (patches_out, &data.patches) {
         write_file(path, p.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
         println!("wrote the {} cells' patches the model reads to {}", crop.table.n_cells(), path.display());
     }
     let t = Instant::now();
-    let (logits, engine_name) = engine_logits(model, &x, patches.as_deref(), crop.table.n_cells(), engine)?;
+    let all: Vec<usize> = (0..crop.table.n_cells()).collect();
+    let (logits, engine_name) = engine_logits(model, &data, &all, engine)?;
     let seconds = t.elapsed().as_secs_f64();
     Ok(Classified { pred: argmax_rows(&logits, model.meta.classes.len()), logits, engine_name, seconds })
 }
@@ -1029,7 +1023,7 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     report += "\n";
     report += &morphology_section(&a.train.data.dir(), crop, &a.train.out)?;
     report += &format!("## Training\n\n{} epochs, lr {}, batch {}, weight decay {}, seed {}; {:.1} s on burn {:?}\n\n| epoch | train loss | held-out macro-F1 | accuracy |\n|---|---|---|---|\n",
-        a.train.epochs, a.train.lr, a.train.batch_size, a.train.weight_decay, a.train.seed, trained.train_seconds, a.train.backend);
+        a.train.training.epochs, a.train.training.lr, a.train.training.batch_size, a.train.training.weight_decay, a.train.training.seed, trained.train_seconds, a.train.backend);
     for s in &trained.history {
         report += &format!("| {} | {:.4} | {:.3} | {:.3} |\n", s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy);
     }
@@ -1058,20 +1052,18 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     // Parity: fp32 burn vs the int8 engines on cells the model never saw: the labelled
     // held-out 20%, and all cells not used for training (held-out + excluded cells).
     let k = int8.meta.classes.len();
-    let g = int8.meta.config.n_inputs();
-    let (x, _) = model_inputs(&int8, crop)?; // gene-only: no patches
+    let data = model_inputs(&int8, crop)?;
     let test_set: std::collections::HashSet<usize> = trained.test_idx.iter().copied().collect();
     let unseen: Vec<usize> = (0..crop.table.n_cells())
         .filter(|i| crop.labels[*i].is_none() || test_set.contains(i))
         .collect();
     report += "## Parity: fp32 burn model vs int8 engines\n\n| cells | comparison | same class | max abs logit error |\n|---|---|---|---|\n";
     for (set_name, idx) in [("labelled held-out", &trained.test_idx), ("all not used in training", &unseen)] {
-        let xs = gather_rows(&x, g, idx);
-        let (l_fp32, _) = engine_logits(&trained.fp32, &xs, None, idx.len(), Engine::Burn)?;
-        let (l_cpu, _) = engine_logits(&int8, &xs, None, idx.len(), Engine::Cpu)?;
+        let (l_fp32, _) = engine_logits(&trained.fp32, &data, idx, Engine::Burn)?;
+        let (l_cpu, _) = engine_logits(&int8, &data, idx, Engine::Cpu)?;
         let mut rows = vec![("burn fp32 vs int8 CPU engine", parity(&l_fp32, &l_cpu, k))];
         if gpu_ok {
-            let (l_gpu, _) = engine_logits(&int8, &xs, None, idx.len(), Engine::Gpu)?;
+            let (l_gpu, _) = engine_logits(&int8, &data, idx, Engine::Gpu)?;
             rows.push(("burn fp32 vs int8 WGSL engine", parity(&l_fp32, &l_gpu, k)));
             rows.push(("int8 CPU vs int8 WGSL engine", parity(&l_cpu, &l_gpu, k)));
         }
@@ -1207,48 +1199,28 @@ impl TrainProgress for EpochLines {
 }
 
 fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
-    use cellsymphony::train::benchmark::{run_benchmark, BenchmarkOptions, ModelKind};
-    let models = if a.models.is_empty() {
-        ModelKind::ALL.to_vec()
-    } else {
-        a.models
-            .iter()
-            .map(|m| match m {
-                BenchModel::GeneOnly => ModelKind::GeneOnly,
-                BenchModel::Spatial => ModelKind::Spatial,
-                BenchModel::DualModality => ModelKind::DualModality,
-                BenchModel::MultiInput => ModelKind::MultiInput,
-            })
-            .collect()
-    };
+    use cellsymphony::train::benchmark::{run_benchmark, BenchmarkOptions};
     let opts = BenchmarkOptions {
         data_dir: a.data.dir(),
         labels: a.data.options(),
         out: a.out.clone(),
-        train: TrainConfig {
-            learning_rate: a.lr,
-            batch_size: a.batch_size,
-            weight_decay: a.weight_decay,
-            epochs: a.epochs,
-            seed: a.seed,
-            class_weighted: !a.no_class_weights,
+        train: a.training.train_config(),
+        test_fraction: a.training.test_fraction,
+        architecture: a.training.architecture(),
+        sources: engine::TokenSources {
+            morphology: engine::MorphologyTokenConfig {
+                image_size: a.patch_px,
+                vit_patch: a.vit_patch,
+                width: a.vit_width,
+                n_layers: a.vit_feature_layer,
+                k_nearest: a.k_nearest,
+                um_per_px: a.patch_um_per_px as f64,
+                ..Default::default()
+            },
+            ..Default::default()
         },
-        test_fraction: a.test_fraction,
-        d_model: a.d_model,
-        n_heads: a.heads,
-        d_ff: a.d_ff,
-        n_layers: a.layers,
-        gene_tokens: a.gene_tokens,
-        dropout: a.dropout,
-        morphology: cellsymphony::model::MorphologyEncoderConfig::new()
-            .with_image_size(a.patch_px)
-            .with_vit_patch(a.vit_patch)
-            .with_width(a.vit_width)
-            .with_feature_layer(a.vit_feature_layer)
-            .with_k_nearest(a.k_nearest)
-            .with_d_model(a.d_model),
-        patch_um_per_px: a.patch_um_per_px,
-        models,
+        dropout: a.training.dropout,
+        models: if a.models.is_empty() { Architecture::ALL.to_vec() } else { a.models.clone() },
         logistic: train::logistic::LogisticOptions {
             c: a.logreg_c,
             iterations: a.logreg_iterations,
@@ -1264,7 +1236,7 @@ fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
     };
     let t = Instant::now();
     let device = Default::default();
-    let mut factory = |kind: ModelKind, epochs: usize| -> Box<dyn TrainProgress> {
+    let mut factory = |kind: Architecture, epochs: usize| -> Box<dyn TrainProgress> {
         println!("training {} ...", kind.title());
         Box::new(EpochLines {
             model: kind.name(),

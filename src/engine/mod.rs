@@ -25,12 +25,13 @@ mod error;
 pub mod format;
 mod preprocess;
 pub mod rng;
+pub mod spec;
 
 pub use error::ModelFileError;
 pub use format::{
-    centre_token_indices, expected_tensors, ClassifierConfig, ClassifierWeights, EncoderLayerWeights,
+    centre_token_indices, expected_tensors, Architecture, ClassifierConfig, ClassifierWeights, EncoderLayerWeights,
     EngineModel, LayerNormWeights, Linear, LinearWeight, ModelMeta, MorphologyTokenConfig,
-    Normalisation, Quantization, SpatialTokenConfig, TensorSpec, VitWeights,
+    Normalisation, Quantization, SpatialTokenConfig, TensorSpec, TokenSources, VitWeights,
     ARCHITECTURE_DUAL_MODALITY, ARCHITECTURE_GENE_ONLY, ARCHITECTURE_MULTI_INPUT,
     ARCHITECTURE_SPATIAL, FORMAT_VERSION, METADATA_KEY, NORMALISATION_LOG1P_CP10K,
 };

@@ -1,16 +1,27 @@
-//! Conversion between the burn [`GeneOnlyClassifier`] and the burn-free
-//! [`EngineModel`](crate::engine::EngineModel) stored in safetensors.
+//! Conversion between the burn [`Classifier`] and the burn-free
+//! [`EngineModel`](crate::engine::EngineModel) stored in safetensors — one export and one
+//! import for every architecture.
 //!
 //! burn's `Linear` keeps its weight as `[d_input, d_output]`; model files store PyTorch-style
 //! `[out, in]`, so weights are transposed on the way out and back in. Int8 files are
 //! dequantised when loaded into burn.
+//!
+//! The engines run one token matmul per cell: its input is `[genes (G) | centroid sinusoid
+//! (4F) | pooled ViT features (W)]` and its weight `gene_embedding` the block matrix whose
+//! row blocks are the gene tokens `[T·D, G]`, the morphology token `[D, W]` and the centroid
+//! token `[D, 4F]` (token order genes, morphology, centroid). `token_type` rows are the gene
+//! token-type rows plus the gene modality row, then the other modality rows; the relative
+//! bias table is expanded to `attention_bias [H, n, n]`; the ViT's position table is folded
+//! into its patch-embedding matmul (one-hot position columns). Import undoes each step.
+
+use std::ops::Range;
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 
+use super::classifier::{relative_bias_buckets, relative_bias_index, Classifier, ClassifierOptions};
 use super::encoder::EncoderLayer;
-use super::gene_only::{GeneOnlyClassifier, GeneOnlyClassifierConfig};
 use crate::engine::{
     ClassifierWeights, EncoderLayerWeights, EngineModel, LayerNormWeights, Linear as LinearW,
     LinearWeight, ModelFileError, ModelMeta, MorphologyTokenConfig, VitWeights,
@@ -47,20 +58,8 @@ fn norm_out<B: Backend>(n: &LayerNorm<B>) -> LayerNormWeights {
     LayerNormWeights { gamma, beta }
 }
 
-/// Dense `[out, in]` f32 weights of a stored linear layer (int8 is dequantised).
-fn dense_weight(l: &LinearW) -> Vec<f32> {
-    match &l.weight {
-        LinearWeight::F32(w) => w.clone(),
-        LinearWeight::Int8 { q, scale } => q
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| v as f32 * scale[i / l.in_dim])
-            .collect(),
-    }
-}
-
 fn linear_in<B: Backend>(target: &mut Linear<B>, l: &LinearW, device: &B::Device) {
-    let w = dense_weight(l);
+    let w = l.weight_f32();
     // [out, in] → burn's [in, out]
     let mut t = vec![0.0f32; w.len()];
     for o in 0..l.out_dim {
@@ -100,139 +99,6 @@ fn layer_out<B: Backend>(l: &EncoderLayer<B>) -> EncoderLayerWeights {
     }
 }
 
-/// Extract fp32 weights of a trained model into an [`EngineModel`] with the given metadata
-/// (`meta.config` must describe `model`).
-/// Fails when `meta` does not describe the module (shapes are checked tensor by tensor).
-pub fn to_engine_model<B: Backend>(
-    model: &GeneOnlyClassifier<B>,
-    meta: ModelMeta,
-) -> Result<EngineModel, ModelFileError> {
-    let weights = ClassifierWeights {
-        gene_embedding: linear_out(&model.gene_embedding),
-        token_type: to_vec(model.token_type.val()),
-        attention_bias: None,
-        morphology: None,
-        layers: model.encoder.layers.iter().map(layer_out).collect(),
-        final_norm: norm_out(&model.encoder.final_norm),
-        head: linear_out(&model.head),
-    };
-    EngineModel::new(meta, weights)
-}
-
-/// Build a burn model holding the weights of `model` (int8 weights are dequantised).
-/// `dropout` only matters if the result is trained further.
-pub fn from_engine_model<B: Backend>(
-    model: &EngineModel,
-    dropout: f64,
-    device: &B::Device,
-) -> GeneOnlyClassifier<B> {
-    let config = GeneOnlyClassifierConfig::from_engine_config(&model.meta.config, dropout);
-    let mut m = config.init::<B>(device);
-    let w = &model.weights;
-    linear_in(&mut m.gene_embedding, &w.gene_embedding, device);
-    m.token_type = Param::from_tensor(Tensor::from_data(
-        TensorData::new(w.token_type.clone(), [config.gene_tokens, config.d_model]),
-        device,
-    ));
-    for (layer, lw) in m.encoder.layers.iter_mut().zip(&w.layers) {
-        norm_in(&mut layer.norm1, &lw.norm1, device);
-        linear_in(&mut layer.attn.q, &lw.q, device);
-        linear_in(&mut layer.attn.k, &lw.k, device);
-        linear_in(&mut layer.attn.v, &lw.v, device);
-        linear_in(&mut layer.attn.o, &lw.o, device);
-        norm_in(&mut layer.norm2, &lw.norm2, device);
-        linear_in(&mut layer.fc1, &lw.fc1, device);
-        linear_in(&mut layer.fc2, &lw.fc2, device);
-    }
-    norm_in(&mut m.encoder.final_norm, &w.final_norm, device);
-    linear_in(&mut m.head, &w.head, device);
-    m
-}
-
-/// Extract a trained [`SpatialClassifier`](super::SpatialClassifier) (count input) into an
-/// [`EngineModel`] that the CPU and WGSL engines run unchanged.
-///
-/// The centroid token is folded into the gene-token matmul: the engine's input per cell is
-/// `[genes (G), spatial features (4F)]` ([`crate::engine::model_input`]) and
-/// `gene_embedding` is the block matrix `[[W_gene, 0], [0, W_spatial]]` of shape
-/// `[(T+1)·D, G+4F]`; `token_type` row `t < T` is the gene token-type row plus the gene
-/// modality row, row `T` the spatial modality row. `meta.config.spatial` must describe the
-/// model's sinusoid (`meta` from [`crate::engine::ModelMeta::new`] with that config).
-/// Fails for models reading a precomputed gene embedding (the engines take counts).
-pub fn spatial_to_engine_model<B: Backend>(
-    model: &super::SpatialClassifier<B>,
-    meta: ModelMeta,
-) -> Result<EngineModel, ModelFileError> {
-    multimodal_to_engine_model(
-        TokenParts {
-            genes: &model.genes,
-            morphology: None,
-            spatial: Some(&model.spatial),
-            modality: to_vec(model.modality.val()),
-            attention_bias: None,
-            core: &model.core,
-        },
-        meta,
-    )
-}
-
-/// Extract a trained [`DualModalityClassifier`](super::DualModalityClassifier) (count input,
-/// patch ViT) into an [`EngineModel`]: the ViT is stored as [`VitWeights`] (its position
-/// embedding folded into the patch-embedding matmul), and the morphology token's projection
-/// becomes the block of `gene_embedding` that reads the pooled ViT features, so the token
-/// matmul is `[(T+1)·D, G+W]`. `meta.config.morphology` must describe the ViT.
-/// Fails for models reading precomputed embeddings.
-pub fn dual_to_engine_model<B: Backend>(
-    model: &super::DualModalityClassifier<B>,
-    meta: ModelMeta,
-) -> Result<EngineModel, ModelFileError> {
-    multimodal_to_engine_model(
-        TokenParts {
-            genes: &model.genes,
-            morphology: Some(&model.morphology),
-            spatial: None,
-            modality: to_vec(model.modality.val()),
-            attention_bias: None,
-            core: &model.core,
-        },
-        meta,
-    )
-}
-
-/// Extract a trained [`MultiInputClassifier`](super::MultiInputClassifier) (count input,
-/// patch ViT) into an [`EngineModel`]: gene, morphology and centroid tokens as in
-/// [`dual_to_engine_model`] and [`spatial_to_engine_model`] (token matmul
-/// `[(T+2)·D, G+4F+W]`), and the relative positional bias table expanded to the attention
-/// bias `[H, T+2, T+2]` every layer adds to its scores.
-pub fn multi_to_engine_model<B: Backend>(
-    model: &super::MultiInputClassifier<B>,
-    meta: ModelMeta,
-) -> Result<EngineModel, ModelFileError> {
-    multimodal_to_engine_model(
-        TokenParts {
-            genes: &model.genes,
-            morphology: Some(&model.morphology),
-            spatial: Some(&model.spatial),
-            modality: to_vec(model.modality.val()),
-            attention_bias: Some(to_vec(model.attention_bias())),
-            core: &model.core,
-        },
-        meta,
-    )
-}
-
-/// The modules of a multimodal classifier that the engine format folds together.
-struct TokenParts<'a, B: Backend> {
-    genes: &'a super::classifiers::GeneSource<B>,
-    morphology: Option<&'a super::classifiers::MorphologySource<B>>,
-    spatial: Option<&'a super::SpatialEncoder<B>>,
-    /// Modality rows `[modalities, D]`: gene, then morphology (if any), then spatial (if any).
-    modality: Vec<f32>,
-    /// `[H, n, n]`.
-    attention_bias: Option<Vec<f32>>,
-    core: &'a super::classifiers::PooledHead<B>,
-}
-
 /// The ViT of a morphology encoder in engine form, checked against `m`.
 fn vit_out<B: Backend>(
     vit: &super::MorphologyEncoder<B>,
@@ -256,7 +122,7 @@ fn vit_out<B: Backend>(
     }
     let (w, p2, g2) = (m.width, m.vit_patch * m.vit_patch, m.n_vit_tokens());
     let position = to_vec(vit.position.val()); // [g², W]
-    let dense = dense_weight(&pe); // [W, p²]
+    let dense = pe.weight_f32().into_owned(); // [W, p²]
     let cols = m.patch_row_width();
     let mut weight = vec![0f32; w * cols];
     for o in 0..w {
@@ -272,128 +138,238 @@ fn vit_out<B: Backend>(
     })
 }
 
-/// Folds gene, morphology and centroid tokens into one block token matmul (see the public
-/// wrappers) and builds the [`EngineModel`].
-fn multimodal_to_engine_model<B: Backend>(
-    p: TokenParts<'_, B>,
+
+fn invalid(reason: String) -> ModelFileError {
+    ModelFileError::InvalidConfig { reason }
+}
+
+/// Column ranges of the token matmul's input blocks for a spec: genes, centroid sinusoid,
+/// pooled ViT features.
+struct InputColumns {
+    genes: Range<usize>,
+    spatial: Range<usize>,
+    morphology: Range<usize>,
+}
+
+impl InputColumns {
+    fn of(c: &crate::engine::ClassifierConfig) -> Self {
+        let g = c.n_genes;
+        let f = c.spatial.as_ref().map_or(0, |s| 4 * s.n_frequencies);
+        let w = c.morphology.as_ref().map_or(0, |m| m.width);
+        Self { genes: 0..g, spatial: g..g + f, morphology: g + f..g + f + w }
+    }
+}
+
+/// Extract the weights of a trained [`Classifier`] into an [`EngineModel`] with the given
+/// metadata; `meta.config` must be the model's spec. Fails (naming the reason) for specs the
+/// engines cannot run (precomputed embeddings).
+pub fn to_engine_model<B: Backend>(
+    model: &Classifier<B>,
     meta: ModelMeta,
 ) -> Result<EngineModel, ModelFileError> {
     let c = meta.config.clone();
-    let unsupported = |reason: String| ModelFileError::InvalidConfig { reason };
-    let genes = p.genes.counts.as_ref().ok_or_else(|| {
-        unsupported(
-            "the engines run count-input models; this classifier reads a precomputed gene \
-             embedding"
-                .into(),
-        )
-    })?;
-    if p.spatial.is_some() != c.spatial.is_some() || p.morphology.is_some() != c.morphology.is_some() {
-        return Err(unsupported(format!(
-            "meta.config (spatial {}, morphology {}) does not describe the model (spatial {}, \
-             morphology {})",
-            c.spatial.is_some(),
-            c.morphology.is_some(),
-            p.spatial.is_some(),
-            p.morphology.is_some()
+    if c != model.spec {
+        return Err(invalid(format!(
+            "meta.config {c:?} is not the model's spec {:?}; build the metadata from model.spec",
+            model.spec
         )));
     }
-    let (t, d, g) = (c.gene_tokens, c.d_model, c.n_genes);
-    let f = c.spatial.as_ref().map_or(0, |s| 4 * s.n_frequencies);
+    c.check_engine_inputs()?;
+    let genes = model
+        .genes
+        .counts
+        .as_ref()
+        .ok_or_else(|| invalid("the model reads a precomputed gene embedding".into()))?;
+    let (t, d) = (c.gene_tokens, c.d_model);
+    let cols = InputColumns::of(&c);
     let n_in = c.n_embedding_inputs();
-    let gene = linear_out(&genes.embedding);
-    if gene.out_dim != t * d || gene.in_dim != g {
-        return Err(unsupported(format!(
-            "gene embedding [{}, {}], expected [{}, {g}]",
-            gene.out_dim,
-            gene.in_dim,
-            t * d
-        )));
-    }
-    // Token blocks: (rows' first column, in-width, weight [D or T·D, in], bias).
-    let mut blocks = vec![(0usize, g, dense_weight(&gene), gene.bias.clone())];
-    let mut modality_rows = vec![0usize];
-    let mut next_modality = 1;
-    let morphology = match (p.morphology, &c.morphology) {
-        (Some(src), Some(m)) => {
-            let vit = src.vit.as_ref().ok_or_else(|| {
-                unsupported(
-                    "the engines run the patch ViT; this classifier reads a precomputed image \
-                     embedding"
-                        .into(),
-                )
-            })?;
-            let proj = linear_out(&vit.projection);
-            if proj.out_dim != d || proj.in_dim != m.width {
-                return Err(unsupported(format!(
-                    "morphology projection [{}, {}], expected [{d}, {}]",
-                    proj.out_dim, proj.in_dim, m.width
-                )));
-            }
-            blocks.push((g + f, m.width, dense_weight(&proj), proj.bias.clone()));
-            modality_rows.push(next_modality);
-            next_modality += 1;
-            Some(vit_out(vit, m)?)
-        }
-        _ => None,
-    };
-    if let (Some(enc), Some(sp)) = (p.spatial, &c.spatial) {
-        if enc.n_frequencies != sp.n_frequencies
-            || enc.min_wavelength_um != sp.min_wavelength_um
-            || enc.max_wavelength_um != sp.max_wavelength_um
-        {
-            return Err(unsupported(format!(
-                "meta.config.spatial {sp:?} differs from the model's sinusoid ({} frequencies, \
-                 {}–{} µm)",
-                enc.n_frequencies, enc.min_wavelength_um, enc.max_wavelength_um
-            )));
-        }
-        let spat = linear_out(&enc.projection);
-        if spat.out_dim != d || spat.in_dim != f {
-            return Err(unsupported(format!(
-                "spatial projection [{}, {}], expected [{d}, {f}]",
-                spat.out_dim, spat.in_dim
-            )));
-        }
-        blocks.push((g, f, dense_weight(&spat), spat.bias.clone()));
-        modality_rows.push(next_modality);
-    }
     let n_tok = c.n_tokens();
+    // Row blocks in token order: (columns, dense weight [rows, cols.len()], bias [rows]).
+    let gene = linear_out(&genes.embedding);
+    let mut blocks = vec![(cols.genes.clone(), gene.weight_f32().into_owned(), gene.bias.clone())];
+    let mut morphology = None;
+    if let (Some(src), Some(m)) = (&model.morphology, &c.morphology) {
+        let vit = src
+            .vit
+            .as_ref()
+            .ok_or_else(|| invalid("the model reads a precomputed image embedding".into()))?;
+        let proj = linear_out(&vit.projection);
+        blocks.push((cols.morphology.clone(), proj.weight_f32().into_owned(), proj.bias.clone()));
+        morphology = Some(vit_out(vit, m)?);
+    }
+    if let Some(enc) = &model.spatial {
+        let spat = linear_out(&enc.projection);
+        blocks.push((cols.spatial.clone(), spat.weight_f32().into_owned(), spat.bias.clone()));
+    }
     let mut w = vec![0f32; n_tok * d * n_in];
     let mut bias = Vec::with_capacity(n_tok * d);
     let mut row = 0;
-    for (col, width, wb, bb) in &blocks {
+    for (range, wb, bb) in &blocks {
+        let width = range.len();
+        if wb.len() != bb.len() * width {
+            return Err(invalid(format!(
+                "token block at columns {range:?} has {} weights for {} rows",
+                wb.len(),
+                bb.len()
+            )));
+        }
         for r in 0..bb.len() {
-            let dst = (row + r) * n_in + col;
+            let dst = (row + r) * n_in + range.start;
             w[dst..dst + width].copy_from_slice(&wb[r * width..(r + 1) * width]);
         }
         bias.extend_from_slice(bb);
         row += bb.len();
     }
-    if p.modality.len() != modality_rows.len() * d {
-        return Err(unsupported(format!(
-            "modality table has {} values, expected [{}, {d}]",
-            p.modality.len(),
-            modality_rows.len()
-        )));
-    }
-    let modality = |i: usize| &p.modality[i * d..(i + 1) * d];
     let mut token_type = to_vec(genes.token_type.val());
-    for k in 0..t {
-        for (j, m) in modality(0).iter().enumerate() {
-            token_type[k * d + j] += m;
+    if let Some(table) = &model.modality {
+        let modality = to_vec(table.val());
+        for k in 0..t {
+            for j in 0..d {
+                token_type[k * d + j] += modality[j];
+            }
         }
-    }
-    for &i in &modality_rows[1..] {
-        token_type.extend_from_slice(modality(i));
+        token_type.extend_from_slice(&modality[d..]);
     }
     let weights = ClassifierWeights {
         gene_embedding: LinearW { out_dim: n_tok * d, in_dim: n_in, weight: LinearWeight::F32(w), bias },
         token_type,
-        attention_bias: p.attention_bias,
+        attention_bias: model.attention_bias().map(to_vec),
         morphology,
-        layers: p.core.encoder.layers.iter().map(layer_out).collect(),
-        final_norm: norm_out(&p.core.encoder.final_norm),
-        head: linear_out(&p.core.head),
+        layers: model.core.encoder.layers.iter().map(layer_out).collect(),
+        final_norm: norm_out(&model.core.encoder.final_norm),
+        head: linear_out(&model.core.head),
     };
     EngineModel::new(meta, weights)
+}
+
+/// Rows `rows` and columns `cols` of a dense `[out, n_in]` weight as a linear layer.
+fn block(dense: &[f32], n_in: usize, rows: Range<usize>, cols: Range<usize>, bias: &[f32]) -> LinearW {
+    let mut w = Vec::with_capacity(rows.len() * cols.len());
+    for r in rows.clone() {
+        w.extend_from_slice(&dense[r * n_in + cols.start..r * n_in + cols.end]);
+    }
+    LinearW {
+        out_dim: rows.len(),
+        in_dim: cols.len(),
+        weight: LinearWeight::F32(w),
+        bias: bias[rows].to_vec(),
+    }
+}
+
+fn param2<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Param<Tensor<B, 2>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// Build a burn [`Classifier`] holding the weights of an engine model file (int8 weights are
+/// dequantised) — every architecture. `dropout` only matters if the result is trained further.
+/// Fails when the file's token matmul is not the block matrix the exporter writes.
+pub fn from_engine_model<B: Backend>(
+    file: &EngineModel,
+    dropout: f64,
+    device: &B::Device,
+) -> Result<Classifier<B>, ModelFileError> {
+    let c = file.meta.config.clone();
+    let mut m = ClassifierOptions::new(c.clone()).with_dropout(dropout).init::<B>(device)?;
+    let w = &file.weights;
+    let (t, d) = (c.gene_tokens, c.d_model);
+    let cols = InputColumns::of(&c);
+    let n_in = c.n_embedding_inputs();
+    let dense = w.gene_embedding.weight_f32().into_owned();
+    // Row blocks in token order, checked to be zero outside their columns.
+    let mut row_blocks = vec![(0..t * d, cols.genes.clone())];
+    if c.morphology.is_some() {
+        row_blocks.push((t * d..(t + 1) * d, cols.morphology.clone()));
+    }
+    if c.spatial.is_some() {
+        let start = row_blocks.last().map_or(0, |b| b.0.end);
+        row_blocks.push((start..start + d, cols.spatial.clone()));
+    }
+    for (rows, cs) in &row_blocks {
+        for r in rows.clone() {
+            if let Some(col) = (0..n_in).find(|&k| !cs.contains(&k) && dense[r * n_in + k] != 0.0) {
+                return Err(ModelFileError::Inconsistent {
+                    reason: format!(
+                        "gene_embedding.weight[{r}, {col}] is non-zero outside its token's input \
+                         block; only files written by cellsymphony's exporter load into burn"
+                    ),
+                });
+            }
+        }
+    }
+    let bias = &w.gene_embedding.bias;
+    let genes = m.genes.counts.as_mut().ok_or_else(|| invalid("no count gene source".into()))?;
+    linear_in(&mut genes.embedding, &block(&dense, n_in, row_blocks[0].0.clone(), row_blocks[0].1.clone(), bias), device);
+    genes.token_type = param2(w.token_type[..t * d].to_vec(), [t, d], device);
+    let mut next = 1;
+    if let (Some(src), Some(mc), Some(vw)) = (m.morphology.as_mut(), &c.morphology, &w.morphology) {
+        let vit = src.vit.as_mut().ok_or_else(|| invalid("no patch ViT".into()))?;
+        let (rows, cs) = row_blocks[next].clone();
+        linear_in(&mut vit.projection, &block(&dense, n_in, rows, cs, bias), device);
+        vit_in(vit, vw, mc, device);
+        next += 1;
+    }
+    if let Some(enc) = m.spatial.as_mut() {
+        let (rows, cs) = row_blocks[next].clone();
+        linear_in(&mut enc.projection, &block(&dense, n_in, rows, cs, bias), device);
+    }
+    if let Some(table) = m.modality.as_mut() {
+        // The gene modality row is already in the gene token-type rows.
+        let mut rows = vec![0f32; d];
+        rows.extend_from_slice(&w.token_type[t * d..]);
+        let n = rows.len() / d;
+        *table = param2(rows, [n, d], device);
+    }
+    if let (Some(table), Some(expanded)) = (m.relative_bias.as_mut(), &w.attention_bias) {
+        let (h, n) = (c.n_heads, c.n_tokens());
+        let mut values = vec![0f32; relative_bias_buckets(t) * h];
+        for (pair, &bucket) in relative_bias_index(t).iter().enumerate() {
+            for head in 0..h {
+                values[bucket * h + head] = expanded[head * n * n + pair];
+            }
+        }
+        *table = param2(values, [relative_bias_buckets(t), h], device);
+    }
+    for (layer, lw) in m.core.encoder.layers.iter_mut().zip(&w.layers) {
+        layer_in(layer, lw, device);
+    }
+    norm_in(&mut m.core.encoder.final_norm, &w.final_norm, device);
+    linear_in(&mut m.core.head, &w.head, device);
+    Ok(m)
+}
+
+fn layer_in<B: Backend>(layer: &mut EncoderLayer<B>, lw: &EncoderLayerWeights, device: &B::Device) {
+    norm_in(&mut layer.norm1, &lw.norm1, device);
+    linear_in(&mut layer.attn.q, &lw.q, device);
+    linear_in(&mut layer.attn.k, &lw.k, device);
+    linear_in(&mut layer.attn.v, &lw.v, device);
+    linear_in(&mut layer.attn.o, &lw.o, device);
+    norm_in(&mut layer.norm2, &lw.norm2, device);
+    linear_in(&mut layer.fc1, &lw.fc1, device);
+    linear_in(&mut layer.fc2, &lw.fc2, device);
+}
+
+/// The ViT from its engine form: the patch-embedding matmul `[W, p² + g²]` splits into the
+/// pixel weights `[W, p²]` and the position table `[g², W]`.
+fn vit_in<B: Backend>(
+    vit: &mut super::MorphologyEncoder<B>,
+    vw: &VitWeights,
+    m: &MorphologyTokenConfig,
+    device: &B::Device,
+) {
+    let (width, p2, g2) = (m.width, m.vit_patch * m.vit_patch, m.n_vit_tokens());
+    let cols = m.patch_row_width();
+    let dense = vw.patch_embedding.weight_f32().into_owned();
+    let pixels = block(&dense, cols, 0..width, 0..p2, &vw.patch_embedding.bias);
+    linear_in(&mut vit.patch_embedding, &pixels, device);
+    let mut position = vec![0f32; g2 * width];
+    for o in 0..width {
+        for tok in 0..g2 {
+            position[tok * width + o] = dense[o * cols + p2 + tok];
+        }
+    }
+    vit.position = param2(position, [g2, width], device);
+    for (layer, lw) in vit.blocks.iter_mut().zip(&vw.layers) {
+        layer_in(layer, lw, device);
+    }
+    norm_in(&mut vit.norm, &vw.norm, device);
 }

@@ -60,7 +60,7 @@ impl GeneEncoderConfig {
 }
 
 /// Gene expression encoder (GEB): `Linear(genes → tokens·d_model)`, reshaped, plus a learned
-/// token-type embedding. Identical to the input stage of [`super::GeneOnlyClassifier`].
+/// token-type embedding. The gene-token source of [`super::Classifier`].
 #[derive(Module, Debug)]
 pub struct GeneEncoder<B: Backend> {
     /// Projection `[genes → tokens·d_model]`.
@@ -182,6 +182,41 @@ pub struct MorphologyEncoderConfig {
 }
 
 impl MorphologyEncoderConfig {
+    /// The ViT a spec's morphology token describes, projecting to `d_model`.
+    pub fn from_spec(
+        m: &crate::engine::MorphologyTokenConfig,
+        d_model: usize,
+        dropout: f64,
+        layer_norm_eps: f64,
+    ) -> Self {
+        Self {
+            image_size: m.image_size,
+            vit_patch: m.vit_patch,
+            width: m.width,
+            n_heads: m.n_heads,
+            d_ff: m.d_ff,
+            feature_layer: m.n_layers,
+            k_nearest: m.k_nearest,
+            d_model,
+            dropout,
+            layer_norm_eps,
+        }
+    }
+
+    /// The spec's description of this ViT trained on patches cut at `um_per_px`.
+    pub fn to_spec(&self, um_per_px: f64) -> crate::engine::MorphologyTokenConfig {
+        crate::engine::MorphologyTokenConfig {
+            image_size: self.image_size,
+            vit_patch: self.vit_patch,
+            width: self.width,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            n_layers: self.feature_layer,
+            k_nearest: self.k_nearest,
+            um_per_px,
+        }
+    }
+
     /// Tokens per side of the ViT grid.
     pub fn grid(&self) -> usize {
         self.image_size / self.vit_patch.max(1)

@@ -1,27 +1,23 @@
-//! burn modules (native only). Each module has a `Config` with `init(&device)`.
+//! burn modules (native only), built from the architecture spec shared with the engines
+//! ([`crate::engine::ClassifierConfig`]).
 //!
 //! - [`encoder`]: pre-norm transformer encoder (multi-head self-attention + GELU FFN), written
 //!   out explicitly so the WGSL engine can mirror it operation for operation.
-//! - [`gene_only`]: CellSymphony's unimodal (gene-only) classifier.
-//! - [`encoders`]: per-modality input encoders (genes, precomputed embeddings, the morphology
+//! - [`encoders`]: per-modality token sources (genes, precomputed embeddings, the morphology
 //!   ViT, the sinusoidal centroid encoding).
-//! - [`classifiers`]: the spatial, dual-modality and multi-input classifiers and the
-//!   [`CellClassifier`] trait shared by all four classifiers.
+//! - [`classifier`]: the one [`Classifier`] module: the spec's token sources as optional parts,
+//!   modality embeddings, an optional relative attention bias, encoder, pool and head.
 //! - [`contrastive`]: gene and morphology projection networks aligned by bidirectional InfoNCE.
-//! - [`convert`]: burn module ⇄ [`crate::engine::EngineModel`] (the safetensors format shared
-//!   with the browser engine).
+//! - [`convert`]: [`Classifier`] ⇄ [`crate::engine::EngineModel`] (the safetensors format
+//!   shared with the browser engine), for every architecture.
 
-pub mod classifiers;
+pub mod classifier;
 pub mod contrastive;
 pub mod convert;
 pub mod encoder;
 pub mod encoders;
-pub mod gene_only;
 
-pub use classifiers::{
-    CellBatch, CellClassifier, DualModalityClassifier, DualModalityClassifierConfig, ModelInputs,
-    MultiInputClassifier, MultiInputClassifierConfig, SpatialClassifier, SpatialClassifierConfig,
-};
+pub use classifier::{CellBatch, Classifier, ClassifierOptions, ModelInputs};
 pub use contrastive::{
     info_nce_loss, ContrastiveAligner, ContrastiveAlignerConfig, ProjectionNet, ProjectionNetConfig,
 };
@@ -31,4 +27,3 @@ pub use encoders::{
 };
 
 pub use encoder::{EncoderLayer, EncoderLayerConfig, TransformerEncoder, TransformerEncoderConfig};
-pub use gene_only::{GeneOnlyClassifier, GeneOnlyClassifierConfig};

@@ -18,6 +18,7 @@
 
 pub(crate) mod cpu;
 pub mod error;
+pub mod lineage;
 pub mod pairing;
 pub mod pca;
 pub mod signature;

@@ -19,68 +19,23 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::cell_trainer::{
-    train_classifier, CellInputs, CheckpointOptions, LabelledSplit, Rows, CHECKPOINT_FILE,
-};
 use super::dataset::{prepare_crop, LabelOptions, PreparedCrop};
 use super::embeddings::{read_embeddings, Embeddings};
-use super::export::{export_fp32_and_int8, gene_only_meta, save_named_safetensors};
+use super::export::{export_fp32_and_int8, model_meta, save_named_safetensors};
 use super::logistic::{LogisticOptions, LogisticRegression};
 use super::metrics::ClassificationReport;
 use super::plot::confusion_png;
 use super::split::stratified_split;
-use super::trainer::{argmax_rows, EpochStats, TrainConfig, TrainProgress};
+use super::trainer::{
+    argmax_rows, train_classifier, CellInputs, CheckpointOptions, EpochStats, LabelledSplit, Rows,
+    TrainConfig, TrainProgress, CHECKPOINT_FILE,
+};
 use super::TrainError;
 use crate::data;
-use crate::model::{
-    CellClassifier, DualModalityClassifierConfig, GeneOnlyClassifierConfig,
-    MorphologyEncoderConfig, MultiInputClassifierConfig, SpatialClassifierConfig,
-};
-
-/// The four classifiers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ModelKind {
-    /// Genes only.
-    GeneOnly,
-    /// Genes + centroid.
-    Spatial,
-    /// Genes + morphology.
-    DualModality,
-    /// Genes + morphology + centroid with relative attention bias.
-    MultiInput,
-}
-
-impl ModelKind {
-    /// All four, in table order.
-    pub const ALL: [ModelKind; 4] = [
-        ModelKind::GeneOnly,
-        ModelKind::Spatial,
-        ModelKind::DualModality,
-        ModelKind::MultiInput,
-    ];
-
-    /// File-system name (`gene_only`, `spatial`, `dual_modality`, `multi_input`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::GeneOnly => "gene_only",
-            ModelKind::Spatial => "spatial",
-            ModelKind::DualModality => "dual_modality",
-            ModelKind::MultiInput => "multi_input",
-        }
-    }
-
-    /// Table title.
-    pub fn title(self) -> &'static str {
-        match self {
-            ModelKind::GeneOnly => "Gene-only",
-            ModelKind::Spatial => "Spatial",
-            ModelKind::DualModality => "Dual-modality",
-            ModelKind::MultiInput => "Multi-input",
-        }
-    }
-}
+use crate::engine::{Architecture, ClassifierConfig, TokenSources};
+use crate::model::{Classifier, ClassifierOptions};
 
 /// Everything [`run_benchmark`] needs.
 #[derive(Debug, Clone)]
@@ -95,24 +50,16 @@ pub struct BenchmarkOptions {
     pub train: TrainConfig,
     /// Held-out fraction.
     pub test_fraction: f64,
-    /// Shared token width.
-    pub d_model: usize,
-    /// Attention heads.
-    pub n_heads: usize,
-    /// Feed-forward width.
-    pub d_ff: usize,
-    /// Encoder layers.
-    pub n_layers: usize,
-    /// Gene tokens.
-    pub gene_tokens: usize,
+    /// Width, depth, heads and gene tokens shared by every classifier (`n_genes`,
+    /// `n_classes` and the token sources are set per model).
+    pub architecture: ClassifierConfig,
+    /// Token-source options: the morphology ViT (its `image_size` is the patch side in pixels,
+    /// `um_per_px` the patch pixel size) and the centroid sinusoid.
+    pub sources: TokenSources,
     /// Dropout.
     pub dropout: f64,
-    /// Morphology ViT (`image_size` is the patch side in pixels).
-    pub morphology: MorphologyEncoderConfig,
-    /// Patch pixel size in µm.
-    pub patch_um_per_px: f32,
     /// Classifiers to train.
-    pub models: Vec<ModelKind>,
+    pub models: Vec<Architecture>,
     /// Logistic-regression baseline.
     pub logistic: LogisticOptions,
     /// Precomputed gene embedding `[cells, d]` replacing the count GEB of the multimodal models.
@@ -140,15 +87,10 @@ impl Default for BenchmarkOptions {
             out: PathBuf::from("runs/benchmark"),
             train: TrainConfig::default(),
             test_fraction: 0.2,
-            d_model: 64,
-            n_heads: 4,
-            d_ff: 128,
-            n_layers: 6,
-            gene_tokens: 4,
+            architecture: ClassifierConfig::default(),
+            sources: TokenSources::default(),
             dropout: 0.1,
-            morphology: MorphologyEncoderConfig::new(),
-            patch_um_per_px: 0.75,
-            models: ModelKind::ALL.to_vec(),
+            models: Architecture::ALL.to_vec(),
             logistic: LogisticOptions::default(),
             gene_embedding: None,
             morph_embedding: None,
@@ -196,7 +138,7 @@ pub struct BenchmarkResult {
 }
 
 /// Per-model progress sink factory.
-pub type ProgressFactory<'a> = dyn FnMut(ModelKind, usize) -> Box<dyn TrainProgress> + 'a;
+pub type ProgressFactory<'a> = dyn FnMut(Architecture, usize) -> Box<dyn TrainProgress> + 'a;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
@@ -205,7 +147,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), TrainError> {
+pub(crate) fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), TrainError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
@@ -329,19 +271,13 @@ struct Shared<'a, 'b> {
     crop: &'a PreparedCrop,
 }
 
-fn train_one<B, M>(
-    kind: ModelKind,
-    init: impl FnOnce(&B::Device) -> M,
-    spec: serde_json::Value,
+fn train_one<B: AutodiffBackend>(
+    kind: Architecture,
+    options: &ClassifierOptions,
     s: &Shared<'_, '_>,
     device: &B::Device,
     progress: &mut dyn TrainProgress,
-) -> Result<(ModelResult, M), TrainError>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B> + CellClassifier<B>,
-    M::InnerModule: CellClassifier<B::InnerBackend>,
-{
+) -> Result<(ModelResult, Classifier<B>), TrainError> {
     let dir = s.opts.out.join(kind.name());
     let resume = s
         .opts
@@ -354,9 +290,8 @@ where
         resume,
     };
     let t = Instant::now();
-    let trained = train_classifier::<B, M>(
-        init,
-        spec.clone(),
+    let trained = train_classifier::<B>(
+        options,
         &s.opts.train,
         &s.inputs,
         &s.split,
@@ -369,6 +304,7 @@ where
     let inner = trained.model.valid();
     let mut meta = HashMap::new();
     meta.insert("model".to_string(), kind.name().to_string());
+    let spec = serde_json::to_value(options).map_err(|e| TrainError::Options(e.to_string()))?;
     meta.insert("config".to_string(), spec.to_string());
     meta.insert(
         "classes".to_string(),
@@ -378,10 +314,13 @@ where
         "genes".to_string(),
         serde_json::to_string(&s.crop.table.genes).unwrap_or_default(),
     );
-    meta.insert("normalisation".to_string(), "log1p_cp10k".to_string());
+    meta.insert(
+        "normalisation".to_string(),
+        serde_json::to_string(&s.crop.normalisation).unwrap_or_default(),
+    );
     meta.insert(
         "patch_um_per_px".to_string(),
-        s.opts.patch_um_per_px.to_string(),
+        s.opts.sources.morphology.um_per_px.to_string(),
     );
     meta.insert(
         "weights_layout".to_string(),
@@ -418,17 +357,16 @@ pub fn run_benchmark<B: AutodiffBackend>(
     device: &B::Device,
     make_progress: &mut ProgressFactory<'_>,
 ) -> Result<BenchmarkResult, TrainError> {
-    opts.morphology.check().map_err(TrainError::Options)?;
-    if opts.n_heads == 0 || !opts.d_model.is_multiple_of(opts.n_heads) {
-        return Err(TrainError::Options(format!(
-            "d_model {} must be divisible by heads {}",
-            opts.d_model, opts.n_heads
-        )));
+    // Every architecture's spec must be valid before any data is read.
+    for &kind in &opts.models {
+        let mut spec = opts.architecture.clone().for_architecture(kind, &opts.sources);
+        (spec.n_genes, spec.n_classes) = (spec.n_genes.max(1), spec.n_classes.max(1));
+        spec.validate()?;
     }
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let crop = match &opts.h5ad {
         Some(path) => {
-            if let Some(m) = opts.models.iter().find(|m| **m != ModelKind::GeneOnly) {
+            if let Some(m) = opts.models.iter().find(|m| **m != Architecture::GeneOnly) {
                 return Err(TrainError::Options(format!(
                     "{} needs morphology or positions, which {} does not have; use --models gene-only",
                     m.title(),
@@ -464,10 +402,10 @@ pub fn run_benchmark<B: AutodiffBackend>(
         && opts
             .models
             .iter()
-            .any(|m| matches!(m, ModelKind::DualModality | ModelKind::MultiInput));
-    let size = opts.morphology.image_size;
+            .any(|m| m.has_morphology());
+    let size = opts.sources.morphology.image_size;
     let patches = if needs_patches {
-        crop_patches(&crop, size, opts.patch_um_per_px)?
+        crop_patches(&crop, size, opts.sources.morphology.um_per_px as f32)?
     } else {
         Vec::new()
     };
@@ -549,129 +487,32 @@ pub fn run_benchmark<B: AutodiffBackend>(
         mean_epoch_seconds: 0.0,
     }];
 
-    let (d, h, ff, nl, gt, dr) = (
-        opts.d_model,
-        opts.n_heads,
-        opts.d_ff,
-        opts.n_layers,
-        opts.gene_tokens,
-        opts.dropout,
-    );
-    let ge_dim = gene_emb.as_ref().map(|e| e.dim);
-    let me_dim = morph_emb.as_ref().map(|e| e.dim);
-    let vit = opts.morphology.clone().with_dropout(dr);
+    let mut base = opts.architecture.clone();
+    (base.n_genes, base.n_classes) = (g, n_classes);
+    let sources = TokenSources {
+        gene_embedding_dim: gene_emb.as_ref().map(|e| e.dim),
+        morph_embedding_dim: morph_emb.as_ref().map(|e| e.dim),
+        ..opts.sources.clone()
+    };
     for &kind in &opts.models {
         let mut progress = make_progress(kind, opts.train.epochs);
-        let p = progress.as_mut();
-        let result = match kind {
-            ModelKind::GeneOnly => {
-                let c = GeneOnlyClassifierConfig::new(g, n_classes)
-                    .with_d_model(d)
-                    .with_n_heads(h)
-                    .with_d_ff(ff)
-                    .with_n_layers(nl)
-                    .with_gene_tokens(gt)
-                    .with_dropout(dr);
-                let spec = serde_json::to_value(&c).unwrap_or_default();
-                let (r, model) =
-                    train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?;
-                // Also the engine's fp32 + int8 files (browser / WGSL classifier).
-                let meta = gene_only_meta(
-                    &c,
-                    &crop.table.genes,
-                    &crop.class_names,
-                    serde_json::json!({"benchmark": true}),
-                );
-                let (_, ex) = export_fp32_and_int8(
-                    &model.valid(),
-                    meta,
-                    &opts.out.join(kind.name()).join("engine"),
-                )?;
-                files.extend([ex.fp32, ex.int8]);
-                r
-            }
-            ModelKind::Spatial => {
-                let c = SpatialClassifierConfig::new(g, n_classes)
-                    .with_d_model(d)
-                    .with_n_heads(h)
-                    .with_d_ff(ff)
-                    .with_n_layers(nl)
-                    .with_gene_tokens(gt)
-                    .with_dropout(dr)
-                    .with_gene_embedding_dim(ge_dim);
-                let spec = serde_json::to_value(&c).unwrap_or_default();
-                let (r, model) =
-                    train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?;
-                // Engine files (count input only: the engines read counts + centroids).
-                if ge_dim.is_none() {
-                    let (_, ex) = super::export::export_spatial_fp32_and_int8(
-                        &model.valid(),
-                        &c,
-                        &crop.table.genes,
-                        &crop.class_names,
-                        serde_json::json!({"benchmark": true}),
-                        &opts.out.join(kind.name()).join("engine"),
-                    )?;
-                    files.extend([ex.fp32, ex.int8]);
-                }
-                r
-            }
-            ModelKind::DualModality => {
-                let c = DualModalityClassifierConfig::new(g, n_classes, vit.clone())
-                    .with_d_model(d)
-                    .with_n_heads(h)
-                    .with_d_ff(ff)
-                    .with_n_layers(nl)
-                    .with_gene_tokens(gt)
-                    .with_dropout(dr)
-                    .with_gene_embedding_dim(ge_dim)
-                    .with_morph_embedding_dim(me_dim);
-                let spec = serde_json::to_value(&c).unwrap_or_default();
-                let (r, model) =
-                    train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?;
-                // Engine files (count input + patch ViT: what the engines run).
-                if ge_dim.is_none() && me_dim.is_none() {
-                    let (_, ex) = super::export::export_dual_fp32_and_int8(
-                        &model.valid(),
-                        &c,
-                        opts.patch_um_per_px,
-                        &crop.table.genes,
-                        &crop.class_names,
-                        serde_json::json!({"benchmark": true}),
-                        &opts.out.join(kind.name()).join("engine"),
-                    )?;
-                    files.extend([ex.fp32, ex.int8]);
-                }
-                r
-            }
-            ModelKind::MultiInput => {
-                let c = MultiInputClassifierConfig::new(g, n_classes, vit.clone())
-                    .with_d_model(d)
-                    .with_n_heads(h)
-                    .with_d_ff(ff)
-                    .with_n_layers(nl)
-                    .with_gene_tokens(gt)
-                    .with_dropout(dr)
-                    .with_gene_embedding_dim(ge_dim)
-                    .with_morph_embedding_dim(me_dim);
-                let spec = serde_json::to_value(&c).unwrap_or_default();
-                let (r, model) =
-                    train_one::<B, _>(kind, |dev| c.init(dev), spec, &shared, device, p)?;
-                if ge_dim.is_none() && me_dim.is_none() {
-                    let (_, ex) = super::export::export_multi_fp32_and_int8(
-                        &model.valid(),
-                        &c,
-                        opts.patch_um_per_px,
-                        &crop.table.genes,
-                        &crop.class_names,
-                        serde_json::json!({"benchmark": true}),
-                        &opts.out.join(kind.name()).join("engine"),
-                    )?;
-                    files.extend([ex.fp32, ex.int8]);
-                }
-                r
-            }
-        };
+        let options = ClassifierOptions::new(base.clone().for_architecture(kind, &sources))
+            .with_dropout(opts.dropout);
+        let (result, model) = train_one::<B>(kind, &options, &shared, device, progress.as_mut())?;
+        // The engines' fp32 + int8 files (browser / WGSL classifier) for models that read
+        // counts and patches.
+        if options.spec.check_engine_inputs().is_ok() {
+            let inner = model.valid();
+            let meta = model_meta(
+                &inner,
+                &crop.table.genes,
+                &crop.class_names,
+                crop.normalisation.clone(),
+                serde_json::json!({"benchmark": true}),
+            );
+            let (_, ex) = export_fp32_and_int8(&inner, meta, &opts.out.join(kind.name()).join("engine"))?;
+            files.extend([ex.fp32, ex.int8]);
+        }
         files.push(opts.out.join(kind.name()).join("model.safetensors"));
         results.push(result);
     }
@@ -705,9 +546,9 @@ pub fn run_benchmark<B: AutodiffBackend>(
         "result": &result,
         "label_summary": &crop.summary,
         "train_config": &opts.train,
-        "architecture": {"d_model": d, "n_heads": h, "d_ff": ff, "n_layers": nl, "gene_tokens": gt, "dropout": dr},
-        "morphology": &opts.morphology,
-        "patch_um_per_px": opts.patch_um_per_px,
+        "architecture": &base,
+        "dropout": opts.dropout,
+        "sources": &opts.sources,
         "logistic": &opts.logistic,
         "split": {"kind": "stratified", "test_fraction": opts.test_fraction, "seed": opts.train.seed},
     });
@@ -734,7 +575,7 @@ fn summary_markdown(opts: &BenchmarkOptions, crop: &PreparedCrop, r: &BenchmarkR
         md += &format!(
             "Training: AdamW lr {}, batch {}, weight decay {}, {} epochs, class-weighted CE: {}. Encoder: {} layers, d_model {}, {} heads.\n\n",
             opts.train.learning_rate, opts.train.batch_size, opts.train.weight_decay, opts.train.epochs,
-            opts.train.class_weighted, opts.n_layers, opts.d_model, opts.n_heads
+            opts.train.class_weighted, opts.architecture.n_layers, opts.architecture.d_model, opts.architecture.n_heads
         );
         return md + &tables(&r.class_names, &r.results).1;
     }
@@ -747,12 +588,12 @@ fn summary_markdown(opts: &BenchmarkOptions, crop: &PreparedCrop, r: &BenchmarkR
     md += &format!(
         "Training: AdamW lr {}, batch {}, weight decay {}, {} epochs, class-weighted CE: {}. Encoder: {} layers, d_model {}, {} heads, d_ff {}, {} gene tokens, dropout {}.\n\n",
         opts.train.learning_rate, opts.train.batch_size, opts.train.weight_decay, opts.train.epochs, opts.train.class_weighted,
-        opts.n_layers, opts.d_model, opts.n_heads, opts.d_ff, opts.gene_tokens, opts.dropout
+        opts.architecture.n_layers, opts.architecture.d_model, opts.architecture.n_heads, opts.architecture.d_ff, opts.architecture.gene_tokens, opts.dropout
     );
-    let m = &opts.morphology;
+    let m = &opts.sources.morphology;
     md += &format!(
         "Morphology: {}×{} px DAPI patches at {} µm/px ({} µm field) centred on the nucleus centroid; ViT patch {} px ({}×{} tokens), width {}, cell token = mean of the {} tokens nearest the centre after block {}.{}\n\n",
-        m.image_size, m.image_size, opts.patch_um_per_px, m.image_size as f32 * opts.patch_um_per_px, m.vit_patch, m.grid(), m.grid(), m.width, m.k_nearest, m.feature_layer,
+        m.image_size, m.image_size, m.um_per_px, m.image_size as f64 * m.um_per_px, m.vit_patch, m.grid(), m.grid(), m.width, m.k_nearest, m.n_layers,
         opts.morph_embedding.as_ref().map(|p| format!(" Image embedding from {} used instead.", p.display())).unwrap_or_default()
     );
     md += &format!(
@@ -773,6 +614,6 @@ fn summary_markdown(opts: &BenchmarkOptions, crop: &PreparedCrop, r: &BenchmarkR
     }
     md += "\n## Per class (held out)\n\n";
     md += &r.markdown;
-    md += "\nFiles: `per_class.csv`, `per_class.md`, `confusion_<model>.png` (rows true, columns predicted, colour = row fraction), `<model>/model.safetensors` (all parameters, burn names), `<model>/checkpoint.bin` (resume with `--resume`), `gene_only/engine/model{,.int8}.safetensors` and `spatial/engine/…` (browser engine format), `benchmark.json`.\n";
+    md += "\nFiles: `per_class.csv`, `per_class.md`, `confusion_<model>.png` (rows true, columns predicted, colour = row fraction), `<model>/model.safetensors` (all parameters, burn names), `<model>/checkpoint.bin` (resume with `--resume`), `<model>/engine/model{,.int8}.safetensors` (engine format, every model that reads counts and patches), `benchmark.json`.\n";
     md
 }

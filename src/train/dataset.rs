@@ -58,8 +58,11 @@ pub struct LabelSummary {
 pub struct PreparedCrop {
     /// Cells × genes counts and centroids.
     pub table: CellTable,
-    /// log1p-cp10k expression `[cells, genes]`.
+    /// Model input `[cells, genes]`: `table.counts` transformed by `normalisation`.
     pub x_norm: Vec<f32>,
+    /// How `x_norm` was made from `table.counts`; recorded in exported model files so every
+    /// engine feeds the model the same transform.
+    pub normalisation: crate::engine::Normalisation,
     /// Raw reference annotation for every cell.
     pub annotation: Annotation,
     /// Class index per cell, `None` when excluded.
@@ -200,5 +203,14 @@ pub fn label_cells(table: CellTable, x_norm: Vec<f32>, annotation: Annotation, o
         rare_classes,
         class_counts,
     };
-    PreparedCrop { table, x_norm, annotation, labels, class_names, summary, source: Default::default() }
+    PreparedCrop {
+        table,
+        x_norm,
+        normalisation: crate::engine::Normalisation::default(),
+        annotation,
+        labels,
+        class_names,
+        summary,
+        source: Default::default(),
+    }
 }

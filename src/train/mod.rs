@@ -1,18 +1,20 @@
 //! Native training: labelled data preparation, the training loop, metrics and export.
 //!
 //! - [`dataset`]: the Xenium crop → normalised expression + reference labels + split.
-//! - [`trainer`]: AdamW, class-weighted cross-entropy, per-epoch held-out evaluation.
+//! - [`trainer`]: the one training loop (AdamW, class-weighted cross-entropy, per-epoch
+//!   held-out evaluation, atomic checkpoints and exact resume) behind `train`, `pipeline` and
+//!   `benchmark`.
 //! - [`metrics`]: per-class precision / recall / F1.
 //! - [`split`]: seeded stratified split and class weights.
 //! - [`export`]: model files (fp32 and int8 safetensors) with their metadata.
-//! - [`cell_trainer`]: one training loop for all four classifiers, with checkpoints and resume.
 //! - [`embeddings`]: precomputed per-cell embeddings from `.npy` / `.safetensors`.
 //! - [`logistic`]: the multinomial logistic-regression baseline.
 //! - [`benchmark`]: all four classifiers and the baseline on one split, with tables and plots.
 //! - [`plot`]: confusion-matrix heatmaps as PNG with a built-in bitmap font.
+//! - [`report`]: the morphology section of the main job's report (alignment check, patch mosaic).
+//! - [`www`]: the web demo's data bundle.
 
 pub mod benchmark;
-pub mod cell_trainer;
 pub mod contrastive;
 pub mod dataset;
 pub mod embeddings;
@@ -20,15 +22,17 @@ pub mod export;
 pub mod logistic;
 pub mod metrics;
 pub mod plot;
+pub mod report;
 pub mod split;
 pub mod trainer;
+pub mod www;
 
 pub use dataset::{prepare_crop, LabelOptions, PreparedCrop};
 pub use metrics::{ClassMetrics, ClassificationReport};
 pub use split::{balanced_class_weights, stratified_split};
 pub use trainer::{
-    argmax_rows, predict_logits, train_gene_only, EpochStats, NoProgress, TrainConfig,
-    TrainProgress, TrainSet,
+    argmax_rows, predict_cells, train_classifier, CellInputs, CheckpointOptions, EpochStats,
+    LabelledSplit, NoProgress, Rows, TrainConfig, TrainProgress, TrainedClassifier,
 };
 
 /// Errors of the training layer.

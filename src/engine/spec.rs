@@ -1,0 +1,502 @@
+//! The one architecture spec shared by burn ([`crate::model::Classifier`]) and the engines
+//! (CPU and WGSL): which token sources a classifier has, its width, depth and heads.
+//!
+//! A classifier is `tokens → N pre-norm encoder layers (+ optional additive attention bias)
+//! → mean pool → linear head`. Its tokens come from the sources the spec names, in this order:
+//!
+//! | source | spec field | tokens | engines |
+//! |---|---|---|---|
+//! | normalised counts (GEB) | always (unless `gene_embedding_dim`) | `gene_tokens` | yes |
+//! | precomputed gene embedding | `gene_embedding_dim` | `gene_tokens` | no (burn only) |
+//! | morphology ViT over a nucleus patch (MEB) | `morphology` | 1 | yes |
+//! | precomputed image embedding (e.g. UNI2) | `morph_embedding_dim` | 1 | no (burn only) |
+//! | sinusoidal centroid | `spatial` | 1 | yes |
+//! | relative positional attention bias | `attention_bias` | — | yes |
+//!
+//! The four CellSymphony classifiers are four [`Architecture`]s of this one spec; adding an
+//! architecture means one variant here, one token source in the burn module, one in the
+//! engines (and a kernel if it needs one).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ModelFileError;
+
+/// Architecture name of the gene-only classifier.
+pub const ARCHITECTURE_GENE_ONLY: &str = "gene_only";
+/// Architecture name of the spatial classifier (gene tokens + a sinusoidal centroid token).
+pub const ARCHITECTURE_SPATIAL: &str = "spatial";
+/// Architecture name of the dual-modality classifier (gene tokens + a ViT morphology token).
+pub const ARCHITECTURE_DUAL_MODALITY: &str = "dual_modality";
+/// Architecture name of the multi-input classifier (gene, morphology and centroid tokens with a
+/// learned additive attention bias).
+pub const ARCHITECTURE_MULTI_INPUT: &str = "multi_input";
+
+/// The four CellSymphony classifiers: named combinations of the spec's token sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// Gene tokens only.
+    GeneOnly,
+    /// Gene tokens + a sinusoidal centroid token.
+    Spatial,
+    /// Gene tokens + a morphology token.
+    DualModality,
+    /// Gene, morphology and centroid tokens with a learned relative attention bias.
+    MultiInput,
+}
+
+impl Architecture {
+    /// All four, in table order.
+    pub const ALL: [Architecture; 4] = [
+        Architecture::GeneOnly,
+        Architecture::Spatial,
+        Architecture::DualModality,
+        Architecture::MultiInput,
+    ];
+
+    /// The name in model files and on disk (`gene_only`, `spatial`, `dual_modality`,
+    /// `multi_input`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::GeneOnly => ARCHITECTURE_GENE_ONLY,
+            Architecture::Spatial => ARCHITECTURE_SPATIAL,
+            Architecture::DualModality => ARCHITECTURE_DUAL_MODALITY,
+            Architecture::MultiInput => ARCHITECTURE_MULTI_INPUT,
+        }
+    }
+
+    /// Table title (`Gene-only`, …).
+    pub fn title(self) -> &'static str {
+        match self {
+            Architecture::GeneOnly => "Gene-only",
+            Architecture::Spatial => "Spatial",
+            Architecture::DualModality => "Dual-modality",
+            Architecture::MultiInput => "Multi-input",
+        }
+    }
+
+    /// Whether the classifier has a morphology token.
+    pub fn has_morphology(self) -> bool {
+        matches!(self, Architecture::DualModality | Architecture::MultiInput)
+    }
+
+    /// Whether the classifier has a centroid token.
+    pub fn has_centroid(self) -> bool {
+        matches!(self, Architecture::Spatial | Architecture::MultiInput)
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = String;
+    /// Accepts the file name (`dual_modality`) or the CLI spelling (`dual-modality`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let key = s.trim().to_ascii_lowercase().replace('-', "_");
+        Architecture::ALL
+            .into_iter()
+            .find(|a| a.name() == key)
+            .ok_or_else(|| {
+                format!(
+                    "unknown model {s:?}; choose one of gene-only, spatial, dual-modality, multi-input"
+                )
+            })
+    }
+}
+
+
+/// Hyperparameters of a transformer classifier (gene-only unless `spatial` / `morphology` /
+/// `attention_bias` are set).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierConfig {
+    /// Number of input genes `G` (columns of the counts matrix).
+    pub n_genes: usize,
+    /// Number of output classes `C`.
+    pub n_classes: usize,
+    /// Model width `D` (default 64).
+    pub d_model: usize,
+    /// Attention heads `H` (default 4); must divide `d_model`.
+    pub n_heads: usize,
+    /// Feed-forward width `F` (default 128).
+    pub d_ff: usize,
+    /// Encoder layers `L` (default 6).
+    pub n_layers: usize,
+    /// Tokens `T` the gene embedding produces per cell (default 4).
+    pub gene_tokens: usize,
+    /// LayerNorm epsilon (default 1e-5).
+    pub layer_norm_eps: f64,
+    /// CellSymphony's spatial classifier: one extra token from a sinusoidal encoding of the
+    /// cell centroid (absent for the gene-only classifier). The model input is then
+    /// `[normalised genes (G), spatial features (4·n_frequencies)]` per cell, built by
+    /// [`crate::engine::model_input`], and the encoder sees `gene_tokens + 1` tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spatial: Option<SpatialTokenConfig>,
+    /// CellSymphony's morphology token (dual-modality and multi-input classifiers): a ViT over
+    /// a nucleus-centred DAPI patch whose centre tokens are pooled (absent otherwise). The
+    /// host passes the patches `[cells, S, S]` next to the model input; the engines run the
+    /// ViT and append the pooled `[cells, width]` features to the model input, so the token
+    /// projection is part of the `gene_embedding` block matrix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub morphology: Option<MorphologyTokenConfig>,
+    /// A learned additive attention bias `[n_heads, n_tokens, n_tokens]` shared by every
+    /// encoder layer (the multi-input classifier's relative positional bias, expanded from
+    /// its bucket table at export).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention_bias: bool,
+    /// Burn only: the gene tokens read a precomputed per-cell gene embedding of this width
+    /// (e.g. scGPT) instead of normalised counts. The engines reject such files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gene_embedding_dim: Option<usize>,
+    /// Burn only: the morphology token reads a precomputed image embedding of this width
+    /// (e.g. UNI2, 1536) instead of running the patch ViT (`morphology` is then absent). The
+    /// engines reject such files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub morph_embedding_dim: Option<usize>,
+}
+
+/// The morphology token's ViT (MEB): `image_size`² px patches cut into `vit_patch`² px ViT
+/// patches (a `grid × grid` token grid), `n_layers` pre-norm blocks of width `width`, a
+/// LayerNorm, and the mean of the `k_nearest` tokens nearest the patch centre.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MorphologyTokenConfig {
+    /// Patch side `S` in pixels (a multiple of `vit_patch`).
+    pub image_size: usize,
+    /// ViT patch side `p` in pixels.
+    pub vit_patch: usize,
+    /// ViT token width `W`.
+    pub width: usize,
+    /// ViT attention heads (divides `width`).
+    pub n_heads: usize,
+    /// ViT feed-forward width.
+    pub d_ff: usize,
+    /// ViT blocks (up to the feature layer).
+    pub n_layers: usize,
+    /// Tokens nearest the patch centre averaged into the cell's morphology features.
+    pub k_nearest: usize,
+    /// Pixel size the patches were cut at in training (µm per pixel); patches given to the
+    /// engines must use the same.
+    pub um_per_px: f64,
+}
+
+impl MorphologyTokenConfig {
+    /// Tokens per side of the ViT grid, `S / p`.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.vit_patch.max(1)
+    }
+
+    /// ViT tokens per cell, `grid²`.
+    pub fn n_vit_tokens(&self) -> usize {
+        self.grid() * self.grid()
+    }
+
+    /// Width of one unfolded ViT patch row: `p²` pixels then a one-hot token position
+    /// (`grid²`), so the learned position embedding is part of the patch-embedding matmul.
+    pub fn patch_row_width(&self) -> usize {
+        self.vit_patch * self.vit_patch + self.n_vit_tokens()
+    }
+
+    /// Pixels per cell, `S²`.
+    pub fn pixels(&self) -> usize {
+        self.image_size * self.image_size
+    }
+}
+
+/// Indices (row-major) of the `k` tokens of a `grid × grid` token grid whose centres are
+/// nearest the image centre; ties broken by index. Shared by the burn ViT and the engines.
+pub fn centre_token_indices(grid: usize, k: usize) -> Vec<usize> {
+    let c = grid as f64 / 2.0;
+    let mut idx: Vec<(f64, usize)> = (0..grid * grid)
+        .map(|t| {
+            let (r, q) = ((t / grid) as f64 + 0.5, (t % grid) as f64 + 0.5);
+            ((r - c).powi(2) + (q - c).powi(2), t)
+        })
+        .collect();
+    idx.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    idx.into_iter().take(k).map(|(_, t)| t).collect()
+}
+
+/// The sinusoidal centroid encoding of the spatial classifier: per axis, `sin` and `cos` of
+/// `ω_i · coordinate_µm` for `n_frequencies` wavelengths geometric from `min_wavelength_um`
+/// to `max_wavelength_um` (feature order: x-sin, x-cos, y-sin, y-cos, each over `i`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpatialTokenConfig {
+    /// Frequencies per axis `F` (the encoding has `4F` features).
+    pub n_frequencies: usize,
+    /// Shortest wavelength, µm.
+    pub min_wavelength_um: f64,
+    /// Longest wavelength, µm.
+    pub max_wavelength_um: f64,
+}
+
+impl Default for ClassifierConfig {
+    /// The default hyperparameters with `n_genes = n_classes = 0` (set those before use).
+    fn default() -> Self {
+        Self {
+            n_genes: 0,
+            n_classes: 0,
+            d_model: 64,
+            n_heads: 4,
+            d_ff: 128,
+            n_layers: 6,
+            gene_tokens: 4,
+            layer_norm_eps: 1e-5,
+            spatial: None,
+            morphology: None,
+            attention_bias: false,
+            gene_embedding_dim: None,
+            morph_embedding_dim: None,
+        }
+    }
+}
+
+impl ClassifierConfig {
+    /// Default hyperparameters for a panel of `n_genes` genes and `n_classes` classes.
+    pub fn new(n_genes: usize, n_classes: usize) -> Self {
+        Self {
+            n_genes,
+            n_classes,
+            ..Self::default()
+        }
+    }
+
+    /// Values per cell the host passes as model input ([`crate::engine::model_input`]):
+    /// `n_genes`, plus `4 · n_frequencies` spatial features when the model has a centroid
+    /// token. (Patches for a morphology token are passed separately.)
+    pub fn n_inputs(&self) -> usize {
+        self.n_genes + self.spatial.as_ref().map_or(0, |s| 4 * s.n_frequencies)
+    }
+
+    /// Input width of the token matmul `gene_embedding`: [`n_inputs`](Self::n_inputs) plus
+    /// the ViT width `W` of a morphology token (its pooled features are appended per cell).
+    pub fn n_embedding_inputs(&self) -> usize {
+        self.n_inputs() + self.morphology.as_ref().map_or(0, |m| m.width)
+    }
+
+    /// Tokens per cell, in order: `gene_tokens` gene tokens, the morphology token (if any),
+    /// the centroid token (if any).
+    pub fn n_tokens(&self) -> usize {
+        self.gene_tokens + usize::from(self.has_morphology_token()) + usize::from(self.spatial.is_some())
+    }
+
+    /// Whether the classifier has a morphology token (patch ViT or precomputed image embedding).
+    pub fn has_morphology_token(&self) -> bool {
+        self.morphology.is_some() || self.morph_embedding_dim.is_some()
+    }
+
+    /// The architecture these options describe: gene-only, spatial (centroid token),
+    /// dual-modality (morphology token) or multi-input (both, plus the attention bias).
+    /// Errors for other combinations.
+    pub fn kind(&self) -> Result<Architecture, ModelFileError> {
+        match (self.has_morphology_token(), self.spatial.is_some(), self.attention_bias) {
+            (false, false, false) => Ok(Architecture::GeneOnly),
+            (false, true, false) => Ok(Architecture::Spatial),
+            (true, false, false) => Ok(Architecture::DualModality),
+            (true, true, true) => Ok(Architecture::MultiInput),
+            (m, s, b) => Err(ModelFileError::InvalidConfig {
+                reason: format!(
+                    "config has morphology: {m}, spatial: {s}, attention_bias: {b}; supported are \
+                     gene-only (none), spatial (spatial), dual-modality (morphology) and \
+                     multi-input (all three)"
+                ),
+            }),
+        }
+    }
+
+    /// The architecture's file name ([`Architecture::name`]).
+    pub fn architecture(&self) -> Result<&'static str, ModelFileError> {
+        self.kind().map(Architecture::name)
+    }
+
+    /// This config's width, depth, heads and gene tokens with the token sources `arch` reads,
+    /// taken from `sources` (a morphology token is the patch ViT unless
+    /// `sources.morph_embedding_dim` is set; a precomputed gene embedding applies to the
+    /// multimodal architectures only, as CellSymphony's foundation-model variants do).
+    pub fn for_architecture(mut self, arch: Architecture, sources: &TokenSources) -> Self {
+        let multimodal = arch != Architecture::GeneOnly;
+        self.spatial = arch.has_centroid().then(|| sources.spatial.clone());
+        self.morph_embedding_dim = if arch.has_morphology() { sources.morph_embedding_dim } else { None };
+        self.morphology = (arch.has_morphology() && self.morph_embedding_dim.is_none())
+            .then(|| sources.morphology.clone());
+        self.attention_bias = arch == Architecture::MultiInput;
+        self.gene_embedding_dim = if multimodal { sources.gene_embedding_dim } else { None };
+        self
+    }
+
+    /// Errors unless the engines (CPU, WGSL) can run this spec: they read counts and patches,
+    /// not precomputed embeddings.
+    pub fn check_engine_inputs(&self) -> Result<(), ModelFileError> {
+        let problem = match (self.gene_embedding_dim, self.morph_embedding_dim) {
+            (Some(d), _) => format!("a precomputed gene embedding ({d}-d)"),
+            (None, Some(d)) => format!("a precomputed image embedding ({d}-d)"),
+            (None, None) => return Ok(()),
+        };
+        Err(ModelFileError::InvalidConfig {
+            reason: format!(
+                "the engines run models that read counts (and patches); this one reads {problem}, \
+                 so it runs in burn only (train it without --gene-embedding / --morph-embedding \
+                 for the engines)"
+            ),
+        })
+    }
+
+    /// Size of one attention head, `d_model / n_heads`.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads.max(1)
+    }
+
+    /// Checks that all sizes are positive, `n_heads` divides `d_model` and eps is positive.
+    pub fn validate(&self) -> Result<(), ModelFileError> {
+        let sizes = [
+            ("n_genes", self.n_genes),
+            ("n_classes", self.n_classes),
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("d_ff", self.d_ff),
+            ("n_layers", self.n_layers),
+            ("gene_tokens", self.gene_tokens),
+        ];
+        for (name, v) in sizes {
+            if v == 0 {
+                return Err(ModelFileError::InvalidConfig {
+                    reason: format!("config.{name} is 0; it must be positive"),
+                });
+            }
+            // Keeps every index computation (and the GPU's u32 indices) far from overflow.
+            if v > 1 << 24 {
+                return Err(ModelFileError::InvalidConfig {
+                    reason: format!("config.{name} = {v} is implausibly large"),
+                });
+            }
+        }
+        if let Some(sp) = &self.spatial {
+            let ok = (1..=1024).contains(&sp.n_frequencies)
+                && sp.min_wavelength_um.is_finite()
+                && sp.max_wavelength_um.is_finite()
+                && sp.min_wavelength_um > 0.0
+                && sp.min_wavelength_um <= sp.max_wavelength_um;
+            if !ok {
+                return Err(ModelFileError::InvalidConfig {
+                    reason: format!(
+                        "config.spatial {sp:?}: need 1..=1024 frequencies and finite wavelengths \
+                         0 < min <= max"
+                    ),
+                });
+            }
+        }
+        if let Some(m) = &self.morphology {
+            let sizes = [
+                ("image_size", m.image_size),
+                ("vit_patch", m.vit_patch),
+                ("width", m.width),
+                ("n_heads", m.n_heads),
+                ("d_ff", m.d_ff),
+                ("n_layers", m.n_layers),
+                ("k_nearest", m.k_nearest),
+            ];
+            for (name, v) in sizes {
+                if v == 0 || v > 1 << 16 {
+                    return Err(ModelFileError::InvalidConfig {
+                        reason: format!("config.morphology.{name} = {v}; it must be in 1..=65536"),
+                    });
+                }
+            }
+            let problem = if !m.image_size.is_multiple_of(m.vit_patch) {
+                Some(format!("image_size {} is not a multiple of vit_patch {}", m.image_size, m.vit_patch))
+            } else if !m.width.is_multiple_of(m.n_heads) {
+                Some(format!("width {} is not divisible by n_heads {}", m.width, m.n_heads))
+            } else if m.k_nearest > m.n_vit_tokens() {
+                Some(format!("k_nearest {} exceeds the {} ViT tokens", m.k_nearest, m.n_vit_tokens()))
+            } else if m.n_vit_tokens() > 4096 {
+                Some(format!("{} ViT tokens per cell is more than the engines support (4096)", m.n_vit_tokens()))
+            } else if !(m.um_per_px.is_finite() && m.um_per_px > 0.0) {
+                Some(format!("um_per_px {} must be finite and > 0", m.um_per_px))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return Err(ModelFileError::InvalidConfig { reason: format!("config.morphology: {p}") });
+            }
+        }
+        if self.morphology.is_some() && self.morph_embedding_dim.is_some() {
+            return Err(ModelFileError::InvalidConfig {
+                reason: "config has both a morphology ViT and morph_embedding_dim; the morphology \
+                         token reads one or the other"
+                    .into(),
+            });
+        }
+        for (name, dim) in [("gene_embedding_dim", self.gene_embedding_dim), ("morph_embedding_dim", self.morph_embedding_dim)] {
+            if let Some(d) = dim.filter(|d| *d == 0 || *d > 1 << 20) {
+                return Err(ModelFileError::InvalidConfig {
+                    reason: format!("config.{name} = {d}; it must be in 1..=1048576"),
+                });
+            }
+        }
+        self.kind()?;
+        if !self.d_model.is_multiple_of(self.n_heads) {
+            return Err(ModelFileError::InvalidConfig {
+                reason: format!(
+                    "d_model {} is not divisible by n_heads {}",
+                    self.d_model, self.n_heads
+                ),
+            });
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(ModelFileError::InvalidConfig {
+                reason: format!(
+                    "layer_norm_eps {} must be finite and > 0",
+                    self.layer_norm_eps
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+
+/// The token-source options [`ClassifierConfig::for_architecture`] picks from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct TokenSources {
+    /// The patch ViT of a morphology token.
+    pub morphology: MorphologyTokenConfig,
+    /// The sinusoid of a centroid token.
+    pub spatial: SpatialTokenConfig,
+    /// Width of a precomputed gene embedding replacing the counts (multimodal models).
+    pub gene_embedding_dim: Option<usize>,
+    /// Width of a precomputed image embedding replacing the patch ViT.
+    pub morph_embedding_dim: Option<usize>,
+}
+
+impl Default for MorphologyTokenConfig {
+    /// 32 × 32 px patches at 0.75 µm/px, 8 px ViT patches (a 4 × 4 grid), width 64, 4 heads,
+    /// feed-forward 128, 2 blocks, the 4 centre tokens pooled.
+    fn default() -> Self {
+        Self {
+            image_size: 32,
+            vit_patch: 8,
+            width: 64,
+            n_heads: 4,
+            d_ff: 128,
+            n_layers: 2,
+            k_nearest: 4,
+            um_per_px: 0.75,
+        }
+    }
+}
+
+impl Default for SpatialTokenConfig {
+    /// 16 frequencies per axis, wavelengths 8 µm (a nucleus) to 8 mm (a section).
+    fn default() -> Self {
+        Self {
+            n_frequencies: 16,
+            min_wavelength_um: 8.0,
+            max_wavelength_um: 8000.0,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! burn ⇄ engines parity for EVERY architecture, with no download: a seeded random burn
+//! [`Classifier`] (relative bias and modality rows randomised too) → export fp32 + int8 →
+//! - burn fp32 vs the CPU engine on the fp32 file: max |Δlogit| ≤ 1e-5 · max(1, |logit|);
+//! - the CPU engine vs the WGSL engine on the int8 file: ≤ 1e-4 · max(1, |logit|);
+//! - burn fp32 vs the int8 file: ≥ 99 % of random cells get the same class;
+//! - import (engine file → burn) then export again gives the same file, and the imported
+//!   burn model computes the same logits (the `--engine burn` path for every model).
+//!
+//! The WGSL part runs on lavapipe here; without an adapter it FAILS unless
+//! CELLSYMPHONY_ALLOW_NO_GPU=1, in which case it prints SKIPPED.
+
+use std::sync::{Arc, Mutex};
+
+use burn::backend::NdArray;
+use burn::module::Param;
+use burn::prelude::*;
+
+use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::engine::{
+    self, Architecture, ClassifierConfig, EngineModel, ModelMeta, MorphologyTokenConfig,
+    TokenSources,
+};
+use cellsymphony::gpu::{GpuClassifier, GpuContext};
+use cellsymphony::model::convert::{from_engine_model, to_engine_model};
+use cellsymphony::model::{CellBatch, Classifier, ClassifierOptions};
+
+type B = NdArray<f32>;
+
+/// burn's ndarray RNG is process-global: seeded inits run one at a time.
+static RNG: Mutex<()> = Mutex::new(());
+
+const GENES: usize = 12;
+const CLASSES: usize = 5;
+const SIDE: usize = 16;
+
+fn spec(arch: Architecture) -> ClassifierConfig {
+    let sources = TokenSources {
+        morphology: MorphologyTokenConfig {
+            image_size: SIDE,
+            vit_patch: 4,
+            width: 16,
+            n_heads: 2,
+            d_ff: 32,
+            n_layers: 1,
+            k_nearest: 4,
+            um_per_px: 0.75,
+        },
+        ..TokenSources::default()
+    };
+    ClassifierConfig {
+        d_model: 16,
+        n_heads: 2,
+        d_ff: 32,
+        n_layers: 2,
+        gene_tokens: 3,
+        ..ClassifierConfig::new(GENES, CLASSES)
+    }
+    .for_architecture(arch, &sources)
+}
+
+/// A seeded random model; the zero-initialised relative bias gets random values so the bias
+/// path carries signal.
+fn random_model(arch: Architecture, seed: u64) -> Classifier<B> {
+    let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    B::seed(&device, seed);
+    let mut m = ClassifierOptions::new(spec(arch))
+        .with_dropout(0.0)
+        .init::<B>(&device)
+        .expect("valid spec");
+    if let Some(table) = m.relative_bias.as_mut() {
+        let [rows, heads] = table.dims();
+        let v = SplitMix64::new(seed).uniform_vec(rows * heads, -2.0, 2.0);
+        *table = Param::from_tensor(Tensor::from_data(TensorData::new(v, [rows, heads]), &device));
+    }
+    m
+}
+
+/// Random cells: normalised genes `[n, G]` in [0, 4), centroids `[n, 2]` in [0, 5000) µm,
+/// patches `[n, S, S]` in [0, 1).
+struct Cells {
+    n: usize,
+    genes: Vec<f32>,
+    centroids: Vec<[f32; 2]>,
+    patches: Vec<f32>,
+}
+
+fn cells(n: usize, seed: u64) -> Cells {
+    let mut rng = SplitMix64::new(seed);
+    let genes = rng.uniform_vec(n * GENES, 0.0, 4.0);
+    let c = rng.uniform_vec(n * 2, 0.0, 5000.0);
+    let patches = rng.uniform_vec(n * SIDE * SIDE, 0.0, 1.0);
+    Cells { n, genes, centroids: c.chunks(2).map(|p| [p[0], p[1]]).collect(), patches }
+}
+
+fn burn_logits(m: &Classifier<B>, c: &Cells) -> Vec<f32> {
+    let device = Default::default();
+    let t2 = |v: &[f32], cols: usize| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), [c.n, cols]), &device);
+    let flat: Vec<f32> = c.centroids.iter().flat_map(|p| *p).collect();
+    let batch = CellBatch {
+        genes: Some(t2(&c.genes, GENES)),
+        gene_embedding: None,
+        patches: Some(Tensor::from_data(TensorData::new(c.patches.clone(), [c.n, SIDE, SIDE]), &device)),
+        morph_embedding: None,
+        centroids_um: Some(t2(&flat, 2)),
+    };
+    m.forward(&batch).into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits")
+}
+
+/// The engines' input `[n, n_inputs]` and patches (for a morphology model).
+fn engine_input(model: &EngineModel, c: &Cells) -> (Vec<f32>, Option<Vec<f32>>) {
+    let x = engine::model_input(model.config(), c.genes.clone(), Some(&c.centroids)).expect("model input");
+    (x, model.config().morphology.as_ref().map(|_| c.patches.clone()))
+}
+
+fn cpu_logits(model: &EngineModel, c: &Cells) -> Vec<f32> {
+    let (x, p) = engine_input(model, c);
+    engine::cpu::forward_logits_with_patches(model, &x, p.as_deref(), c.n)
+}
+
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().chain(b).fold(1.0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+}
+
+fn argmax(logits: &[f32]) -> Vec<usize> {
+    logits
+        .chunks(CLASSES)
+        .map(|r| (0..r.len()).fold(0, |best, k| if r[k] > r[best] { k } else { best }))
+        .collect()
+}
+
+fn export(m: &Classifier<B>) -> EngineModel {
+    let genes = (0..GENES).map(|i| format!("g{i}")).collect();
+    let classes = (0..CLASSES).map(|i| format!("c{i}")).collect();
+    to_engine_model(m, ModelMeta::new(m.spec.clone(), genes, classes)).expect("export")
+}
+
+fn gpu() -> Option<Arc<GpuContext>> {
+    match pollster::block_on(GpuContext::new()) {
+        Ok(ctx) => Some(Arc::new(ctx)),
+        Err(e) if std::env::var("CELLSYMPHONY_ALLOW_NO_GPU").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED: WGSL parity (no GPU adapter: {e})");
+            None
+        }
+        Err(e) => panic!("no GPU adapter ({e}); install lavapipe (scripts/setup.sh) or set CELLSYMPHONY_ALLOW_NO_GPU=1 to skip loudly"),
+    }
+}
+
+#[test]
+fn every_architecture_burn_cpu_wgsl_and_int8_agree() {
+    let ctx = gpu();
+    for arch in Architecture::ALL {
+        let m = random_model(arch, 7);
+        let fp32 = export(&m);
+        assert_eq!(fp32.meta.architecture, arch.name());
+        let c = cells(64, 11);
+        let burn = burn_logits(&m, &c);
+        let cpu = cpu_logits(&fp32, &c);
+        let e = max_rel_diff(&burn, &cpu);
+        eprintln!("{arch}: burn fp32 vs CPU fp32 max rel |Δlogit| {e:.2e}");
+        assert!(e <= 1e-5, "{arch}: burn fp32 vs CPU fp32 differ by {e:.2e} (> 1e-5)");
+
+        let int8 = fp32.quantize_int8();
+        let cpu8 = cpu_logits(&int8, &c);
+        if let Some(ctx) = &ctx {
+            let clf = GpuClassifier::new(Arc::clone(ctx), &int8).expect("upload");
+            let (x, p) = engine_input(&int8, &c);
+            let gpu8 = pollster::block_on(clf.logits_with_patches(&x, p.as_deref(), c.n)).expect("WGSL run");
+            let e = max_rel_diff(&cpu8, &gpu8);
+            eprintln!("{arch}: CPU int8 vs WGSL int8 max rel |Δlogit| {e:.2e}");
+            assert!(e <= 1e-4, "{arch}: CPU int8 vs WGSL int8 differ by {e:.2e} (> 1e-4)");
+        }
+
+        let many = cells(1000, 13);
+        let (a, b) = (argmax(&burn_logits(&m, &many)), argmax(&cpu_logits(&int8, &many)));
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
+        eprintln!("{arch}: burn fp32 vs int8 same class on {} random cells: {:.1} %", a.len(), 100.0 * same);
+        assert!(same >= 0.99, "{arch}: only {:.1} % same class fp32 vs int8", 100.0 * same);
+    }
+}
+
+#[test]
+fn every_architecture_imports_into_burn_and_exports_back_unchanged() {
+    let device = Default::default();
+    for arch in Architecture::ALL {
+        let m = random_model(arch, 21);
+        let file = export(&m);
+        let imported = from_engine_model::<B>(&file, 0.0, &device).expect("import");
+        assert_eq!(imported.spec, m.spec, "{arch}");
+        let again = export(&imported);
+        // Same tensors, value for value (the block matrix, folded modality and position rows
+        // and the expanded bias are all undone exactly).
+        let (a, b) = (file.to_safetensors_bytes().unwrap(), again.to_safetensors_bytes().unwrap());
+        assert!(a == b, "{arch}: re-exported file differs from the original");
+        let c = cells(32, 5);
+        let e = max_rel_diff(&burn_logits(&m, &c), &burn_logits(&imported, &c));
+        assert!(e <= 1e-5, "{arch}: imported burn model differs by {e:.2e}");
+        // int8 files import too (dequantised) and then agree with the int8 CPU engine.
+        let int8 = file.quantize_int8();
+        let from8 = from_engine_model::<B>(&int8, 0.0, &device).expect("int8 import");
+        let e = max_rel_diff(&burn_logits(&from8, &c), &cpu_logits(&int8, &c));
+        assert!(e <= 1e-5, "{arch}: dequantised burn vs int8 CPU engine differ by {e:.2e}");
+    }
+}
+
+#[test]
+fn a_token_matmul_that_is_not_block_diagonal_is_refused_on_import() {
+    let device = Default::default();
+    let m = random_model(Architecture::Spatial, 3);
+    let mut file = export(&m);
+    // Row 0 (a gene token) reading a centroid feature column: not what the exporter writes.
+    if let engine::LinearWeight::F32(w) = &mut file.weights.gene_embedding.weight {
+        w[GENES] = 0.5;
+    }
+    let err = from_engine_model::<B>(&file, 0.0, &device).err().expect("refused");
+    assert!(err.to_string().contains("gene_embedding.weight[0, 12]"), "{err}");
+}
+
+#[test]
+fn specs_with_precomputed_embeddings_train_in_burn_but_are_refused_by_the_engines() {
+    let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    let sources = TokenSources { gene_embedding_dim: Some(8), morph_embedding_dim: Some(6), ..TokenSources::default() };
+    let spec = ClassifierConfig::new(GENES, CLASSES).for_architecture(Architecture::MultiInput, &sources);
+    assert_eq!(spec.kind().unwrap(), Architecture::MultiInput);
+    assert!(spec.morphology.is_none());
+    let m = ClassifierOptions::new(spec.clone()).init::<B>(&device).expect("burn builds it");
+    assert_eq!(m.inputs().gene_embedding, Some(8));
+    assert_eq!(m.inputs().morph_embedding, Some(6));
+    assert_eq!(m.inputs().genes, None);
+    let meta = ModelMeta::new(spec, (0..GENES).map(|i| format!("g{i}")).collect(), (0..CLASSES).map(|i| format!("c{i}")).collect());
+    let err = to_engine_model(&m, meta).err().expect("engines refuse it");
+    assert!(err.to_string().contains("precomputed gene embedding"), "{err}");
+    // And the spec says which architecture a name is, both spellings.
+    assert_eq!("dual-modality".parse::<Architecture>().unwrap(), Architecture::DualModality);
+    assert!("triple".parse::<Architecture>().unwrap_err().contains("gene-only"));
+}
