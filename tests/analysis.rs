@@ -15,10 +15,9 @@ use cellsymphony::analysis::{
     knn_exact, knn_label_agreement, ln_gamma, silhouette_score, trustworthiness, umap,
     AnalysisError, KMeansOptions, Umap, UmapOptions,
 };
-use common::{crop_cells, crop_files, dapi, scratch, Scratch};
+use common::{crop_cells, crop_dapi, crop_files, scratch, Scratch};
 use cellsymphony::data::{
-    annotate_singler, read_reference_csv, read_tiff_gray16, read_transcripts_csv, BidcellData,
-    CellTable, GrayImage16, SingleROptions, TranscriptOptions, XENIUM_CROP_FRAME,
+    annotate_singler, read_reference_csv, SingleROptions, XENIUM_CROP_FRAME,
 };
 use cellsymphony::engine::rng::SplitMix64;
 use cellsymphony::plot::{
@@ -741,14 +740,15 @@ fn scatter_png_draws_every_point_and_a_legend() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("umap.png")]);
+    let gone = dir.join("x.png");
     keep_or_remove(dir);
-    assert!(scatter_png(&dir.join("x.png"), &xy, &labels, &names[..3], "t").is_err());
+    assert!(scatter_png(&gone, &xy, &labels, &names[..3], "t").is_err());
 }
 
 #[test]
 fn spatial_map_png_puts_clusters_over_the_dapi_image() {
     let t = crop_cells();
-    let img = dapi();
+    let img = crop_dapi();
     let (n, d) = (t.n_cells(), t.n_genes());
     let x = t.log_normalised(1e4);
     let k = 8;

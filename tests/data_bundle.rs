@@ -11,12 +11,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{crop_cells, crop_files, fixture_dir, gzip, python_or_skip, run_python, scratch};
 use cellsymphony::data::{
-    read_transcripts_csv, write_cells_csv, write_mex_dir, BidcellData, CellTable, DataError,
+    write_cells_csv, write_mex_dir, CellTable, DataError,
     MatrixSource, MorphologyLayout, TranscriptOptions, XeniumBundle,
 };
 

@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use common::{crop_cells, crop_files, gzip, scratch};
 use cellsymphony::data::{
     read_cells_csv, read_cells_csv_bytes, read_mex_bytes, read_mex_dir_csr, read_transcripts,
-    read_transcripts_csv, read_transcripts_csv_bytes, read_transcripts_table_bytes,
-    write_cells_csv, write_mex_dir, BidcellData, CellTable, DataError, TranscriptOptions,
+    read_transcripts_csv_bytes, read_transcripts_table_bytes,
+    write_cells_csv, write_mex_dir, DataError, TranscriptOptions,
 };
 
 fn read(dir: &std::path::Path, name: &str) -> Vec<u8> {

@@ -6,13 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use common::{crop_cells, scratch};
+use common::{crop_cells, scratch, Scratch};
 use cellsymphony::data::{
     attach_centroids, parse_manifest, read_cells_csv, read_manifest_in, read_mex_dir,
-    read_mex_dir_csr, read_transcripts_csv, write_cells_csv, write_mex_dir, BidcellData, CellTable,
-    CsrCounts, DataError, TranscriptOptions,
+    read_mex_dir_csr, write_cells_csv, write_mex_dir, CellTable, CsrCounts, DataError,
 };
 
 fn assert_same_matrix(got: &CellTable, want: &CellTable) {
@@ -151,7 +149,7 @@ fn control_features_are_dropped() {
 }
 
 /// A 2-cell × 2-gene MEX folder (plain) and its matrix path.
-fn small_mex(name: &str) -> (PathBuf, PathBuf) {
+fn small_mex(name: &str) -> (Scratch, PathBuf) {
     let table = CellTable {
         cell_ids: vec!["1".into(), "2".into()],
         genes: vec!["A".into(), "B".into()],

@@ -11,14 +11,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{crop_cells, fixture_dir, python_or_skip, run_python, scanpy_files, scratch};
 use cellsymphony::data::{
-    attach_centroids, read_10x_h5, read_cells_csv, read_h5ad, read_transcripts_csv,
-    write_cells_csv, write_predictions_csv, write_predictions_h5ad, BidcellData, CellTable,
-    ColumnValues, DataError, Predictions, ScanpyData, TranscriptOptions, XMatrix,
+    attach_centroids, read_10x_h5, read_cells_csv, read_h5ad,
+    write_cells_csv, write_predictions_csv, write_predictions_h5ad, CellTable,
+    ColumnValues, DataError, Predictions, XMatrix,
 };
 
 const SCRIPT: &str = "write_h5_fixtures.py";

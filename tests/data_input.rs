@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::sync::OnceLock;
 
-use common::{crop_cells};
+use common::crop_cells;
 use cellsymphony::data::{
-    read_transcripts_csv, BidcellData, CellInput, CellTable, CountsInput, DataError, PatchInput,
-    TranscriptOptions,
+    CellInput, CountsInput, DataError, PatchInput,
 };
 use cellsymphony::engine::rng::SplitMix64;
 

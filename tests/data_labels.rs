@@ -5,10 +5,10 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{crop_files};
+use common::crop_files;
 use cellsymphony::data::{
     annotate_singler, log_normalise, read_reference_csv, read_transcripts_csv, spearman,
-    Annotation, BidcellData, CellTable, Reference, SingleROptions, TranscriptOptions,
+    Annotation, CellTable, Reference, SingleROptions, TranscriptOptions,
 };
 
 struct Loaded {

@@ -8,17 +8,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{crop_cells, crop_files, crop_transcripts, dapi, fixture_dir, run_python};
+use common::{crop_cells, crop_dapi, crop_files, crop_transcripts, fixture_dir, run_python};
 use cellsymphony::data::{
     cellsymphony_crops, cellsymphony_he_crops, extents_from_area, extents_from_transcripts,
     extract_he_patch, extract_patch_scaled, find_he_files, find_morphology, nucleus_centres,
-    read_he_alignment_csv, read_he_level, read_tiff_gray16, read_transcripts, spatia_crops,
-    BidcellData, CellTable, CropSpec, DataError, EdgePolicy, GrayImage16, HeAlignment,
-    IntensityScale, MorphologyLayout, Patch, PyramidTiff, SpatiaScale, TranscriptOptions,
-    Transcripts, XENIUM_CROP_FRAME,
+    read_he_alignment_csv, read_he_level, spatia_crops, CropSpec, DataError, EdgePolicy, GrayImage16, HeAlignment,
+    IntensityScale, MorphologyLayout, Patch, PyramidTiff, SpatiaScale, XENIUM_CROP_FRAME,
 };
 
 /// Fixture directory, written once per test binary run (fails when python3/tifffile are
@@ -62,7 +59,7 @@ fn subifd_pyramid_full_resolution_equals_the_crop() {
     let full = tiff.read_gray(0, 0).unwrap();
     assert_eq!(full.level, 0);
     assert!(
-        full.image == *dapi(),
+        full.image == *crop_dapi(),
         "level 0 differs from read_tiff_gray16"
     );
 }
@@ -110,7 +107,7 @@ fn plain_ifd_chain_pyramid_needs_a_pixel_size() {
     let read = tiff.read_gray_at(0, 0.9).unwrap();
     assert_eq!(read.level, 2);
     assert!(read.image == raw_u16(&fixtures().join("level2.u16"), 600, 450));
-    assert!(tiff.read_gray(0, 0).unwrap().image == *dapi());
+    assert!(tiff.read_gray(0, 0).unwrap().image == *crop_dapi());
 }
 
 #[test]
@@ -120,7 +117,7 @@ fn xoa4_focus_layout_has_priority_and_channel_names() {
     assert_eq!(found.channels, vec!["dapi", "atp1a1_cd45_e-cadherin"]);
     assert!(found.files[0].ends_with("morphology_focus/ch0000_dapi.ome.tif"));
     let dapi = found.read_dapi(None, None).unwrap();
-    assert!(dapi.image == *dapi());
+    assert!(dapi.image == *crop_dapi());
     let coarse = found.read_dapi(Some(0.5), None).unwrap();
     assert_eq!((coarse.level, coarse.image.width), (1, 1200));
     let second = PyramidTiff::open(&found.files[1]).unwrap();
@@ -128,7 +125,7 @@ fn xoa4_focus_layout_has_priority_and_channel_names() {
     let px = second.read_gray(0, 0).unwrap().image.pixels;
     assert!(px
         .iter()
-        .zip(&dapi().pixels)
+        .zip(&crop_dapi().pixels)
         .all(|(a, b)| *a == b / 2));
 }
 
@@ -138,7 +135,7 @@ fn legacy_focus_layout_is_found() {
     assert_eq!(found.layout, MorphologyLayout::FocusLegacy);
     assert_eq!(found.channels, vec!["DAPI", "ATP1A1/CD45/E-Cadherin"]);
     assert!(found.files[0].ends_with("morphology_focus/morphology_focus_0000.ome.tif"));
-    assert!(found.read_dapi(None, None).unwrap().image == *dapi());
+    assert!(found.read_dapi(None, None).unwrap().image == *crop_dapi());
 }
 
 #[test]
@@ -166,7 +163,7 @@ fn mip_uint8_and_plain_crop_layouts() {
     let crop_dir = crop_files().morphology.parent().unwrap().to_path_buf();
     let found = find_morphology(&crop_dir).unwrap();
     assert_eq!(found.layout, MorphologyLayout::PlainTiff);
-    assert!(found.read_dapi(None, None).unwrap().image == *dapi());
+    assert!(found.read_dapi(None, None).unwrap().image == *crop_dapi());
     assert!(matches!(
         found.read_dapi(Some(0.5), None),
         Err(DataError::MissingPixelSize { .. })
@@ -202,12 +199,12 @@ fn zstack_max_projection_is_the_crop() {
         assert!(tiff.read_gray(0, 0).is_ok());
         let p = tiff.read_gray(plane, 0).unwrap().image;
         assert!(
-            p != *dapi(),
+            p != *crop_dapi(),
             "plane {plane} alone equals the projection"
         );
     }
     let proj = found.read_dapi(None, None).unwrap();
-    assert!(proj.image == *dapi());
+    assert!(proj.image == *crop_dapi());
     assert_eq!(proj.stats.decoded_bytes, 3 * 2400 * 1800 * 2);
 }
 
@@ -242,8 +239,8 @@ fn he_dapi_correlations(alignment: &HeAlignment, spec: &CropSpec) -> (Vec<f64>, 
     let (he, level_alignment) = read_he_level(&tiff, alignment, 0.2125, spec.um_per_px).unwrap();
     assert_eq!(he.level, 1, "0.34 µm/px H&E level for 0.5 µm/px output");
     let centres = nucleus_centres(crop_cells());
-    let scale = IntensityScale::global(dapi());
-    let dapi = cellsymphony_crops(dapi(), &XENIUM_CROP_FRAME, &centres, spec, &scale);
+    let scale = IntensityScale::global(crop_dapi());
+    let dapi = cellsymphony_crops(crop_dapi(), &XENIUM_CROP_FRAME, &centres, spec, &scale);
     let hes = cellsymphony_he_crops(
         &he.image,
         &level_alignment,
@@ -325,8 +322,8 @@ fn default_cellsymphony_crops_are_224_at_half_micron() {
         (224, 0.5, EdgePolicy::Pad)
     );
     let centres: Vec<[f32; 2]> = nucleus_centres(crop_cells()).into_iter().take(40).collect();
-    let scale = IntensityScale::global(dapi());
-    let dapi = cellsymphony_crops(dapi(), &XENIUM_CROP_FRAME, &centres, &spec, &scale);
+    let scale = IntensityScale::global(crop_dapi());
+    let dapi = cellsymphony_crops(crop_dapi(), &XENIUM_CROP_FRAME, &centres, &spec, &scale);
     assert!(dapi
         .iter()
         .all(|p| p.as_ref().is_some_and(|p| p.pixels.len() == 224 * 224)));
@@ -336,7 +333,7 @@ fn default_cellsymphony_crops_are_224_at_half_micron() {
         edge: EdgePolicy::Drop,
         ..spec
     };
-    let dropped = cellsymphony_crops(dapi(), &XENIUM_CROP_FRAME, &centres, &drop, &scale);
+    let dropped = cellsymphony_crops(crop_dapi(), &XENIUM_CROP_FRAME, &centres, &drop, &scale);
     assert_eq!(dropped.iter().filter(|p| p.is_none()).count(), n_padded);
     let al = read_he_alignment_csv(&find_he_files(fixtures()).unwrap().alignment).unwrap();
     let tiff = PyramidTiff::open(&find_he_files(fixtures()).unwrap().image).unwrap();
@@ -364,9 +361,9 @@ fn spatia_crops_share_one_scale_and_a_fixed_size() {
         "SPATIA: 95th pct cell side {:.2} µm -> {:.4} µm/px",
         scale.reference_side_um, scale.um_per_px
     );
-    let intensity = IntensityScale::global(dapi());
+    let intensity = IntensityScale::global(crop_dapi());
     let padded = spatia_crops(
-        dapi(),
+        crop_dapi(),
         &XENIUM_CROP_FRAME,
         &extents,
         &scale,
@@ -374,7 +371,7 @@ fn spatia_crops_share_one_scale_and_a_fixed_size() {
         &intensity,
     );
     let dropped = spatia_crops(
-        dapi(),
+        crop_dapi(),
         &XENIUM_CROP_FRAME,
         &extents,
         &scale,
@@ -428,7 +425,7 @@ fn spatia_crops_share_one_scale_and_a_fixed_size() {
         .unwrap();
     let e = extents[i].unwrap();
     let inner: Patch = extract_patch_scaled(
-        dapi(),
+        crop_dapi(),
         &XENIUM_CROP_FRAME,
         e.centre_um,
         p.cell_side_px,
@@ -449,7 +446,7 @@ fn spatia_crops_share_one_scale_and_a_fixed_size() {
     // Percentile 100: nothing clipped. Area-based extents: side 2·sqrt(A/π).
     let all = SpatiaScale::fit(&extents, size, 100.0).unwrap();
     let crops = spatia_crops(
-        dapi(),
+        crop_dapi(),
         &XENIUM_CROP_FRAME,
         &extents,
         &all,

@@ -4,19 +4,18 @@
 
 mod common;
 
-use std::sync::OnceLock;
 
-use common::{crop_cells, dapi};
+use common::{crop_cells, crop_dapi};
 use cellsymphony::data::{
-    read_tiff_gray16, read_transcripts_csv, squared_distance, BidcellData, CellTable, DataError,
+    squared_distance, DataError,
     EdgePolicy, GrayImage16, Neighbor, NicheGrid, NicheOptions, SelfMatch, SpatialIndex,
-    TranscriptOptions, XENIUM_CROP_FRAME,
+    XENIUM_CROP_FRAME,
 };
 use cellsymphony::engine::rng::SplitMix64;
 
 fn grid(edge: EdgePolicy) -> NicheGrid {
     let t = crop_cells();
-    let img = dapi();
+    let img = crop_dapi();
     let opts = NicheOptions {
         edge,
         ..NicheOptions::default()
@@ -49,7 +48,7 @@ fn centroid_pixels() -> Vec<[i64; 2]> {
 #[test]
 fn every_cell_lands_in_exactly_one_niche() {
     let t = crop_cells();
-    let img = dapi();
+    let img = crop_dapi();
     assert_eq!((img.width, img.height), (2400, 1800));
     assert_eq!(t.n_cells(), 1135);
     let g = grid(EdgePolicy::Pad);
@@ -143,7 +142,7 @@ fn niche_gene_sums_add_up_to_the_matrix() {
 
 #[test]
 fn niche_patches_equal_the_image() {
-    let img = dapi();
+    let img = crop_dapi();
     for edge in [EdgePolicy::Pad, EdgePolicy::Drop] {
         let g = grid(edge);
         for (n, niche) in g.niches.iter().enumerate() {

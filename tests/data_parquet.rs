@@ -7,15 +7,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use common::{crop_cells, crop_files, crop_transcripts, fixture_dir, python_or_skip, run_python};
 use cellsymphony::data::{
     attach_centroids, read_cells_parquet, read_transcripts, read_transcripts_csv,
-    read_transcripts_parquet, write_cells_csv, BidcellData, CellTable, DataError,
-    TranscriptOptions, Transcripts,
+    read_transcripts_parquet, write_cells_csv, CellTable, DataError,
+    TranscriptOptions,
 };
 
 const PY_HELP: &str = "python3 with pyarrow writes the parquet fixtures: run scripts/setup.sh \

@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use common::{crop_cells, crop_files, crop_transcripts};
 use cellsymphony::data::{
-    read_tiff_gray16, read_transcripts, read_transcripts_csv, BidcellData, CellTable, DataError,
-    TranscriptOptions, Transcripts, XENIUM_CROP_FRAME,
+    read_tiff_gray16, read_transcripts, read_transcripts_csv, DataError,
+    TranscriptOptions, XENIUM_CROP_FRAME,
 };
 
 #[test]

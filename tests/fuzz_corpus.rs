@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::{crop_cells, crop_files, gzip, scratch};
 use cellsymphony::data::{
-    read_transcripts_csv, write_mex_dir, BidcellData, CellTable,
-    TranscriptOptions,
+    write_mex_dir, CellTable,
 };
 use cellsymphony::engine::{ClassifierConfig, EngineModel};
 use cellsymphony::fuzz_targets::{self, FILE_SEPARATOR};

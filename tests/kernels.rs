@@ -23,7 +23,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use common::{gpu_or_skip, max_abs_diff, names, random_model};
@@ -35,7 +34,7 @@ use cellsymphony::engine::{
 use cellsymphony::gpu::{
     attention, attention_biased, attention_biased_reference, attention_reference, layernorm,
     layernorm_reference, matmul_int8, matmul_int8_reference, mean_pool, mean_pool_reference,
-    token_gather_mean, token_gather_mean_reference, Activation, GpuClassifier, GpuContext,
+    token_gather_mean, token_gather_mean_reference, Activation, GpuClassifier,
     GpuError,
 };
 

@@ -55,7 +55,7 @@ pub fn crop_cells() -> &'static CellTable {
 }
 
 /// The crop's DAPI image (2400 × 1800, 16 bit), read once.
-pub fn dapi() -> &'static GrayImage16 {
+pub fn crop_dapi() -> &'static GrayImage16 {
     static I: OnceLock<GrayImage16> = OnceLock::new();
     I.get_or_init(|| {
         read_tiff_gray16(&crop_files().morphology)
