@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{crop_cells, crop_files, crop_transcripts};
+use common::{crop_cells, crop_files, crop_nuclei, crop_transcripts};
 use cellsymphony::data::{
     read_tiff_gray16, read_transcripts, read_transcripts_csv, DataError,
     TranscriptOptions, XENIUM_CROP_FRAME,
@@ -67,12 +67,7 @@ fn centroids_fall_inside_the_image() {
         off.len()
     };
     assert_eq!(outside(&table.centroids_um), 4);
-    let nuclei: Vec<[f32; 2]> = table
-        .nucleus_centroids_um
-        .iter()
-        .flatten()
-        .copied()
-        .collect();
+    let nuclei = crop_nuclei();
     // 49 cells have fewer than 3 nucleus-overlapping transcripts.
     assert_eq!(nuclei.len(), 1_086);
     assert!(outside(&nuclei) <= 4);

@@ -27,7 +27,9 @@ pub mod scratch;
 pub mod synth;
 
 #[cfg(feature = "native-io")]
-pub use data::{crop_cells, crop_dapi, crop_files, crop_transcripts, data_dir, scanpy_files};
+pub use data::{
+    crop_cells, crop_dapi, crop_files, crop_nuclei, crop_transcripts, data_dir, scanpy_files,
+};
 #[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 pub use gpu::gpu_or_skip;
 pub use python::{python_or_skip, python_script, run_python};
