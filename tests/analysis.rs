@@ -5,6 +5,8 @@
 //! from scipy / scikit-learn / umap-learn, with the producing Python line beside each.
 #![cfg(feature = "native-io")]
 
+mod common;
+
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -13,31 +15,15 @@ use cellsymphony::analysis::{
     knn_exact, knn_label_agreement, ln_gamma, silhouette_score, trustworthiness, umap,
     AnalysisError, KMeansOptions, Umap, UmapOptions,
 };
+use common::{crop_cells, crop_dapi, crop_files, scratch, Scratch};
 use cellsymphony::data::{
-    annotate_singler, read_reference_csv, read_tiff_gray16, read_transcripts_csv, BidcellData,
-    CellTable, GrayImage16, SingleROptions, TranscriptOptions, XENIUM_CROP_FRAME,
+    annotate_singler, read_reference_csv, SingleROptions, XENIUM_CROP_FRAME,
 };
 use cellsymphony::engine::rng::SplitMix64;
 use cellsymphony::plot::{
     category_color, heatmap_png, scatter_png, spatial_map_png, text_height, text_width, viridis,
     Canvas, Rgb,
 };
-
-fn data() -> BidcellData {
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn crop() -> &'static CellTable {
-    static T: OnceLock<CellTable> = OnceLock::new();
-    T.get_or_init(|| {
-        read_transcripts_csv(&data().transcripts, &TranscriptOptions::default()).unwrap()
-    })
-}
-
-fn image() -> &'static GrayImage16 {
-    static I: OnceLock<GrayImage16> = OnceLock::new();
-    I.get_or_init(|| read_tiff_gray16(&data().morphology).unwrap())
-}
 
 /// `clusters × per` points in `d` dimensions around centres uniform in `[-spread, spread]^d`,
 /// unit-variance noise; returns (points `[n, d]`, true labels).
@@ -59,21 +45,10 @@ fn planted(clusters: usize, per: usize, d: usize, spread: f32, seed: u64) -> (Ve
     (x, labels)
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "cellsymphony-analysis-{name}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Removes a test's output folder unless `CELLSYMPHONY_KEEP_PLOTS` is set (then prints it).
-fn keep_or_remove(dir: &std::path::Path) {
+fn keep_or_remove(dir: Scratch) {
     if std::env::var_os("CELLSYMPHONY_KEEP_PLOTS").is_some() {
-        println!("figures kept in {}", dir.display());
-    } else {
-        std::fs::remove_dir_all(dir).ok();
+        println!("figures kept in {}", dir.keep().display());
     }
 }
 
@@ -417,14 +392,14 @@ const CROP_TRUSTWORTHINESS_MIN: f64 = 0.85;
 /// The crop's log-normalised expression `[cells, genes]` (`ln(1 + cp10k)`).
 fn crop_log() -> &'static [f32] {
     static X: OnceLock<Vec<f32>> = OnceLock::new();
-    X.get_or_init(|| crop().log_normalised(1e4))
+    X.get_or_init(|| crop_cells().log_normalised(1e4))
 }
 
 /// Default UMAP of [`crop_log`] and the seconds it took.
 fn crop_umap() -> &'static (Umap, f64) {
     static U: OnceLock<(Umap, f64)> = OnceLock::new();
     U.get_or_init(|| {
-        let t = crop();
+        let t = crop_cells();
         let start = Instant::now();
         let fit = umap(
             crop_log(),
@@ -439,7 +414,7 @@ fn crop_umap() -> &'static (Umap, f64) {
 
 #[test]
 fn umap_on_real_crop_is_trustworthy() {
-    let t = crop();
+    let t = crop_cells();
     let (n, d) = (t.n_cells(), t.n_genes());
     assert_eq!(n, 1135);
     let x = crop_log();
@@ -455,7 +430,7 @@ fn umap_on_real_crop_is_trustworthy() {
 
     // Optional: umap-learn on the same matrix (not installed by setup.sh: it pulls numba).
     let python = std::env::var("CELLSYMPHONY_UMAP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let dir = temp_dir("umap-compare");
+    let dir = scratch("umap-compare");
     let (data_path, ours_path) = (dir.join("x.f32"), dir.join("ours.f32"));
     let le = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(&data_path, le(x)).unwrap();
@@ -471,7 +446,6 @@ fn umap_on_real_crop_is_trustworthy() {
         .arg(ours_path.to_str().unwrap())
         .arg(k.to_string())
         .output();
-    std::fs::remove_dir_all(&dir).ok();
     match out {
         Ok(o) if o.status.success() => {
             let v: serde_json::Value = serde_json::from_slice(o.stdout.trim_ascii())
@@ -602,9 +576,9 @@ fn benjamini_hochberg_by_hand() {
 /// by cluster and the enrichment heatmap (kept with `CELLSYMPHONY_KEEP_PLOTS=1`).
 #[test]
 fn crop_clusters_are_enriched_for_singler_types() {
-    let t = crop();
+    let t = crop_cells();
     let (n, d) = (t.n_cells(), t.n_genes());
-    let reference = read_reference_csv(&data().reference).unwrap();
+    let reference = read_reference_csv(&crop_files().reference).unwrap();
     let annotation = annotate_singler(
         &t.genes,
         &t.log_normalised(100.0),
@@ -649,7 +623,7 @@ fn crop_clusters_are_enriched_for_singler_types() {
     );
     assert!(ari > 0.1, "ARI {ari}");
 
-    let dir = temp_dir("crop");
+    let dir = scratch("crop");
     let cluster_names: Vec<String> = (0..k).map(|c| format!("cluster {c}")).collect();
     let (fit, _) = crop_umap();
     scatter_png(
@@ -686,7 +660,7 @@ fn crop_clusters_are_enriched_for_singler_types() {
         let (w, h, _) = read_png_rgb(&dir.join(f));
         assert!(w > 100 && h > 100, "{f}: {w}x{h}");
     }
-    keep_or_remove(&dir);
+    keep_or_remove(dir);
 }
 
 // ---------------------------------------------------------------- plots
@@ -735,7 +709,7 @@ fn scatter_png_draws_every_point_and_a_legend() {
     }
     xy[1] = 60.0;
     let names: Vec<String> = (0..k).map(|c| format!("cluster {c}")).collect();
-    let dir = temp_dir("scatter");
+    let dir = scratch("scatter");
     let path = dir.join("umap.png");
     let fig = scatter_png(&path, &xy, &labels, &names, "UMAP of planted clusters").unwrap();
     let (w, h, bytes) = read_png_rgb(&path);
@@ -766,20 +740,21 @@ fn scatter_png_draws_every_point_and_a_legend() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("umap.png")]);
-    keep_or_remove(&dir);
-    assert!(scatter_png(&dir.join("x.png"), &xy, &labels, &names[..3], "t").is_err());
+    let gone = dir.join("x.png");
+    keep_or_remove(dir);
+    assert!(scatter_png(&gone, &xy, &labels, &names[..3], "t").is_err());
 }
 
 #[test]
 fn spatial_map_png_puts_clusters_over_the_dapi_image() {
-    let t = crop();
-    let img = image();
+    let t = crop_cells();
+    let img = crop_dapi();
     let (n, d) = (t.n_cells(), t.n_genes());
     let x = t.log_normalised(1e4);
     let k = 8;
     let fit = kmeans(&x, n, d, &KMeansOptions::new(k)).unwrap();
     let names: Vec<String> = (0..k).map(|c| format!("k-means {c}")).collect();
-    let dir = temp_dir("spatial");
+    let dir = scratch("spatial");
     let path = dir.join("spatial.png");
     let fig = spatial_map_png(
         &path,
@@ -829,7 +804,7 @@ fn spatial_map_png_puts_clusters_over_the_dapi_image() {
     assert!(greys.len() > 800 * 600 / 3, "{} grey pixels", greys.len());
     let (lo, hi) = (greys.iter().min().unwrap(), greys.iter().max().unwrap());
     assert!(hi - lo > 150, "DAPI range {lo}..{hi}");
-    keep_or_remove(&dir);
+    keep_or_remove(dir);
 }
 
 #[test]
@@ -853,7 +828,7 @@ fn heatmap_png_colours_cells_by_value_and_annotates() {
         10.0,
         f64::NAN,
     ];
-    let dir = temp_dir("heatmap");
+    let dir = scratch("heatmap");
     let plain = heatmap_png(
         &dir.join("plain.png"),
         &m,
@@ -895,5 +870,5 @@ fn heatmap_png_colours_cells_by_value_and_annotates() {
         assert!(ink_pixels >= 3, "cell {i}: {ink_pixels} text pixels");
     }
     assert!(heatmap_png(&dir.join("bad.png"), &m[..11], &rows, &cols, "t", false).is_err());
-    keep_or_remove(&dir);
+    keep_or_remove(dir);
 }

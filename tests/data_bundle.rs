@@ -8,84 +8,47 @@
 //! the layouts that need them, loudly.
 #![cfg(feature = "native-io")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+use common::{crop_cells, crop_files, fixture_dir, gzip, python_or_skip, run_python, scratch};
 use cellsymphony::data::{
-    read_transcripts_csv, write_cells_csv, write_mex_dir, BidcellData, CellTable, DataError,
+    write_cells_csv, write_mex_dir, CellTable, DataError,
     MatrixSource, MorphologyLayout, TranscriptOptions, XeniumBundle,
 };
 
-fn data() -> BidcellData {
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn crop() -> &'static CellTable {
-    static T: OnceLock<CellTable> = OnceLock::new();
-    T.get_or_init(|| read_transcripts_csv(&data().transcripts, &TranscriptOptions::default()).unwrap())
-}
-
-fn root() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bundles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn fresh(name: &str) -> PathBuf {
-    let dir = root().join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn gzip_file(src: &Path, dst: &Path) {
-    use std::io::Write;
-    let bytes = std::fs::read(src).unwrap();
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(&bytes).unwrap();
-    std::fs::write(dst, e.finish().unwrap()).unwrap();
-}
-
 const MANIFEST: &str = r#"{"xenium_version": "1.0", "analysis_sw_version": "xenium-1.0.2", "pixel_size": 0.2125, "panel_name": "Xenium Human Breast Panel", "run_name": "fixture"}"#;
+
+const PY_HELP: &str = "python3 with h5py, pyarrow and scipy writes the bundle fixtures: run \
+scripts/setup.sh";
 
 /// Files written by python (10x h5, cells.parquet, transcripts.parquet), or `None` when
 /// python is unavailable and skipping was allowed.
 fn python_files() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
-        let src = fresh("python-src");
-        write_mex_dir(crop(), &src.join("mex"), true).unwrap();
-        write_cells_csv(crop(), &src.join("cells.csv"), false).unwrap();
-        let out = fresh("python-out");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/write_bundle_fixtures.py");
-        let status = Command::new("python3")
-            .arg(script)
-            .arg(src.join("mex"))
-            .arg(src.join("cells.csv"))
-            .arg(&data().transcripts)
-            .arg(&out)
-            .status();
-        match status {
-            Ok(s) if s.success() => Some(out),
-            other => {
-                if std::env::var("CELLSYMPHONY_ALLOW_NO_PYTHON").as_deref() == Ok("1") {
-                    eprintln!("SKIPPED: python3 with h5py + pyarrow + scipy unavailable ({other:?})");
-                    None
-                } else {
-                    panic!(
-                        "python3 with h5py, pyarrow and scipy is needed to write the bundle fixtures \
-                         ({other:?}): run scripts/setup.sh; set CELLSYMPHONY_ALLOW_NO_PYTHON=1 to skip"
-                    );
-                }
-            }
+        if !python_or_skip("bundle fixtures", "h5py, pyarrow, scipy", PY_HELP) {
+            return None;
         }
+        let src = fixture_dir("bundle-python-src");
+        write_mex_dir(crop_cells(), &src.join("mex"), true).unwrap();
+        write_cells_csv(crop_cells(), &src.join("cells.csv"), false).unwrap();
+        let out = fixture_dir("bundle-python-out");
+        let transcripts = crop_files().transcripts;
+        run_python(
+            "write_bundle_fixtures.py",
+            &[src.join("mex").as_os_str(), src.join("cells.csv").as_os_str(), transcripts.as_os_str(), out.as_os_str()],
+            PY_HELP,
+        );
+        Some(out)
     })
     .as_deref()
 }
 
 fn assert_same_cells(got: &CellTable, layout: &str) {
-    let want = crop();
+    let want = crop_cells();
     assert_eq!(got.cell_ids, want.cell_ids, "{layout}: cell ids");
     assert_eq!(got.genes, want.genes, "{layout}: genes");
     assert_eq!(got.counts, want.counts, "{layout}: counts");
@@ -100,7 +63,7 @@ fn assert_same_cells(got: &CellTable, layout: &str) {
 
 #[test]
 fn bidcell_crop_folder_is_a_bundle() {
-    let dir = data().transcripts.parent().unwrap().to_path_buf();
+    let dir = crop_files().transcripts.parent().unwrap().to_path_buf();
     let b = XeniumBundle::open(&dir).unwrap();
     assert!(matches!(b.matrix, MatrixSource::Transcripts(_)));
     assert_eq!(b.morphology.as_ref().map(|m| m.layout), Some(MorphologyLayout::PlainTiff));
@@ -110,12 +73,12 @@ fn bidcell_crop_folder_is_a_bundle() {
 
 #[test]
 fn xoa1_layout_mex_cells_csv_gz_transcripts_csv_gz() {
-    let dir = fresh("xoa1");
+    let dir = scratch("xoa1");
     std::fs::write(dir.join("experiment.xenium"), MANIFEST).unwrap();
-    write_mex_dir(crop(), &dir.join("cell_feature_matrix"), true).unwrap();
-    write_cells_csv(crop(), &dir.join("cells.csv.gz"), true).unwrap();
-    gzip_file(&data().transcripts, &dir.join("transcripts.csv.gz"));
-    std::fs::copy(&data().morphology, dir.join("morphology_mip.ome.tif")).unwrap();
+    write_mex_dir(crop_cells(), &dir.join("cell_feature_matrix"), true).unwrap();
+    write_cells_csv(crop_cells(), &dir.join("cells.csv.gz"), true).unwrap();
+    std::fs::write(dir.join("transcripts.csv.gz"), gzip(&std::fs::read(crop_files().transcripts).unwrap())).unwrap();
+    std::fs::copy(&crop_files().morphology, dir.join("morphology_mip.ome.tif")).unwrap();
     let b = XeniumBundle::open(&dir).unwrap();
     assert!(matches!(b.matrix, MatrixSource::Mex(_)), "{:?}", b.matrix);
     assert_eq!(b.manifest.as_ref().and_then(|m| m.pixel_size), Some(0.2125));
@@ -128,13 +91,13 @@ fn xoa1_layout_mex_cells_csv_gz_transcripts_csv_gz() {
 #[test]
 fn xoa2_layout_h5_cells_parquet_transcripts_parquet_focus_folder() {
     let Some(py) = python_files() else { return };
-    let dir = fresh("xoa2");
+    let dir = scratch("xoa2");
     std::fs::write(dir.join("experiment.xenium"), MANIFEST).unwrap();
     for f in ["cell_feature_matrix.h5", "cells.parquet", "transcripts.parquet"] {
         std::fs::copy(py.join(f), dir.join(f)).unwrap();
     }
     std::fs::create_dir_all(dir.join("morphology_focus")).unwrap();
-    std::fs::copy(&data().morphology, dir.join("morphology_focus/morphology_focus_0000.ome.tif")).unwrap();
+    std::fs::copy(&crop_files().morphology, dir.join("morphology_focus/morphology_focus_0000.ome.tif")).unwrap();
     let b = XeniumBundle::open(&dir).unwrap();
     assert!(matches!(b.matrix, MatrixSource::Hdf5(_)), "{:?}", b.matrix);
     assert_eq!(b.morphology.as_ref().map(|m| m.layout), Some(MorphologyLayout::FocusLegacy));
@@ -144,14 +107,14 @@ fn xoa2_layout_h5_cells_parquet_transcripts_parquet_focus_folder() {
 #[test]
 fn xoa4_layout_plain_mex_cells_parquet_channel_files() {
     let Some(py) = python_files() else { return };
-    let dir = fresh("xoa4");
-    write_mex_dir(crop(), &dir.join("cell_feature_matrix"), false).unwrap();
+    let dir = scratch("xoa4");
+    write_mex_dir(crop_cells(), &dir.join("cell_feature_matrix"), false).unwrap();
     for f in ["cells.parquet", "transcripts.parquet"] {
         std::fs::copy(py.join(f), dir.join(f)).unwrap();
     }
     std::fs::create_dir_all(dir.join("morphology_focus")).unwrap();
-    std::fs::copy(&data().morphology, dir.join("morphology_focus/ch0000_dapi.ome.tif")).unwrap();
-    std::fs::copy(&data().morphology, dir.join("morphology_focus/ch0001_atp1a1_cd45_e-cadherin.ome.tif")).unwrap();
+    std::fs::copy(&crop_files().morphology, dir.join("morphology_focus/ch0000_dapi.ome.tif")).unwrap();
+    std::fs::copy(&crop_files().morphology, dir.join("morphology_focus/ch0001_atp1a1_cd45_e-cadherin.ome.tif")).unwrap();
     let b = XeniumBundle::open(&dir).unwrap();
     assert!(b.manifest.is_none());
     let m = b.morphology.as_ref().unwrap();
@@ -163,7 +126,7 @@ fn xoa4_layout_plain_mex_cells_parquet_channel_files() {
 #[test]
 fn transcripts_only_bundle_aggregates_counts() {
     let Some(py) = python_files() else { return };
-    let dir = fresh("transcripts-only");
+    let dir = scratch("transcripts-only");
     std::fs::copy(py.join("transcripts.parquet"), dir.join("transcripts.parquet")).unwrap();
     let b = XeniumBundle::open(&dir).unwrap();
     assert!(matches!(b.matrix, MatrixSource::Transcripts(_)));
@@ -178,7 +141,7 @@ fn transcripts_only_bundle_aggregates_counts() {
 
 #[test]
 fn unknown_layout_lists_found_and_expected() {
-    let dir = fresh("not-a-bundle");
+    let dir = scratch("not-a-bundle");
     std::fs::write(dir.join("notes.txt"), "hello").unwrap();
     std::fs::create_dir_all(dir.join("analysis")).unwrap();
     std::fs::write(dir.join("cells.csv.gz"), "").unwrap();
@@ -188,14 +151,14 @@ fn unknown_layout_lists_found_and_expected() {
     for want in ["analysis/", "cells.csv.gz", "notes.txt", "cell_feature_matrix.h5", "transcripts.parquet"] {
         assert!(msg.contains(want), "`{want}` missing from: {msg}");
     }
-    let missing = XeniumBundle::open(&root().join("does-not-exist")).unwrap_err();
+    let missing = XeniumBundle::open(&dir.join("does-not-exist")).unwrap_err();
     assert!(missing.to_string().contains("does-not-exist"), "{missing}");
 }
 
 #[test]
 fn broken_part_names_its_file() {
-    let dir = fresh("broken-cells");
-    write_mex_dir(crop(), &dir.join("cell_feature_matrix"), true).unwrap();
+    let dir = scratch("broken-cells");
+    write_mex_dir(crop_cells(), &dir.join("cell_feature_matrix"), true).unwrap();
     std::fs::write(dir.join("cells.csv"), "cell_id,x_centroid\n1,2\n").unwrap();
     let b = XeniumBundle::open(&dir).unwrap();
     let err = b.read_cells(&TranscriptOptions::default()).unwrap_err().to_string();

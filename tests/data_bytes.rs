@@ -4,42 +4,16 @@
 //! and gzipped bytes; malformed bytes give errors that name the file and line.
 #![cfg(feature = "native-io")]
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod common;
 
+use std::path::PathBuf;
+
+use common::{crop_cells, crop_files, gzip, scratch};
 use cellsymphony::data::{
     read_cells_csv, read_cells_csv_bytes, read_mex_bytes, read_mex_dir_csr, read_transcripts,
-    read_transcripts_csv, read_transcripts_csv_bytes, read_transcripts_table_bytes,
-    write_cells_csv, write_mex_dir, BidcellData, CellTable, DataError, TranscriptOptions,
+    read_transcripts_csv_bytes, read_transcripts_table_bytes,
+    write_cells_csv, write_mex_dir, DataError, TranscriptOptions,
 };
-
-/// The example data; fails (never skips) when it has not been fetched.
-fn data() -> BidcellData {
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn crop() -> &'static CellTable {
-    static T: OnceLock<CellTable> = OnceLock::new();
-    T.get_or_init(|| {
-        read_transcripts_csv(&data().transcripts, &TranscriptOptions::default()).unwrap()
-    })
-}
-
-/// A fresh, empty temporary directory for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("cellsymphony-bytes-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
 
 fn read(dir: &std::path::Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
@@ -47,9 +21,9 @@ fn read(dir: &std::path::Path, name: &str) -> Vec<u8> {
 
 #[test]
 fn mex_and_cells_bytes_equal_path_readers_on_the_crop() {
-    let want = crop();
+    let want = crop_cells();
     for gz in [true, false] {
-        let dir = temp_dir(if gz { "gz" } else { "plain" });
+        let dir = scratch(if gz { "gz" } else { "plain" });
         write_mex_dir(want, &dir, gz).unwrap();
         let cells_name = if gz { "cells.csv.gz" } else { "cells.csv" };
         write_cells_csv(want, &dir.join(cells_name), gz).unwrap();
@@ -80,7 +54,7 @@ fn mex_and_cells_bytes_equal_path_readers_on_the_crop() {
 
 #[test]
 fn transcripts_bytes_equal_path_reader_on_the_crop() {
-    let path = data().transcripts;
+    let path = crop_files().transcripts;
     let plain = std::fs::read(&path).unwrap();
     for opts in [
         TranscriptOptions::default(),
@@ -93,7 +67,7 @@ fn transcripts_bytes_equal_path_reader_on_the_crop() {
     let opts = TranscriptOptions::default();
     let gz = gzip(&plain);
     let table = read_transcripts_table_bytes("transcripts.csv.gz", &gz, &opts).unwrap();
-    assert_eq!(&table, crop());
+    assert_eq!(&table, crop_cells());
     assert_eq!(table.n_cells(), 1135);
 }
 

@@ -2,8 +2,11 @@
 //! name the file, the column and the value.
 #![cfg(feature = "native-io")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{scratch, Scratch};
 use cellsymphony::data::{
     annotate_singler, downsample_to_png, read_reference_csv, read_tiff_gray16, read_transcripts,
     read_transcripts_csv, BidcellData, DataError, GrayImage16, Reference, SingleROptions,
@@ -11,34 +14,10 @@ use cellsymphony::data::{
 };
 use tiff::encoder::{colortype, TiffEncoder};
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("cellsymphony-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, file: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(file);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 const HEADER: &str =
     ",transcript_id,cell_id,overlaps_nucleus,feature_name,x_location,y_location,z_location,qv\n";
 
-fn transcripts_csv(dir: &TempDir, rows: &str) -> PathBuf {
+fn transcripts_csv(dir: &Scratch, rows: &str) -> PathBuf {
     dir.write("transcripts.csv", &format!("{HEADER}{rows}"))
 }
 
@@ -48,7 +27,7 @@ fn read(path: &Path) -> Result<cellsymphony::data::CellTable, DataError> {
 
 #[test]
 fn valid_small_file_filters_controls_unassigned_and_low_quality() {
-    let dir = TempDir::new("valid");
+    let dir = scratch("valid");
     let path = transcripts_csv(
         &dir,
         "0,1,7,1,EPCAM,10.0,20.0,1.0,40.0\n\
@@ -94,7 +73,7 @@ fn missing_file() {
 
 #[test]
 fn missing_column_lists_the_header() {
-    let dir = TempDir::new("missing-column");
+    let dir = scratch("missing-column");
     let path = dir.write(
         "transcripts.csv",
         "cell_id,overlaps_nucleus,gene,x_location,y_location,qv\n1,0,A,1,1,40\n",
@@ -115,7 +94,7 @@ fn missing_column_lists_the_header() {
 
 #[test]
 fn malformed_row_reports_its_line() {
-    let dir = TempDir::new("malformed");
+    let dir = scratch("malformed");
     let path = transcripts_csv(
         &dir,
         "0,1,7,1,EPCAM,10.0,20.0,1.0,40.0\n1,2,7,1,EPCAM,12.0\n",
@@ -130,7 +109,7 @@ fn malformed_row_reports_its_line() {
 
 #[test]
 fn bad_numbers_name_column_value_and_line() {
-    let dir = TempDir::new("bad-number");
+    let dir = scratch("bad-number");
     for (row, column, value) in [
         ("0,1,7,1,EPCAM,abc,20.0,1.0,40.0", "x_location", "abc"),
         ("0,1,7,1,EPCAM,1.0,NaN,1.0,40.0", "y_location", "NaN"),
@@ -163,7 +142,7 @@ fn bad_numbers_name_column_value_and_line() {
 
 #[test]
 fn nothing_assigned_is_an_error_not_an_empty_table() {
-    let dir = TempDir::new("unassigned");
+    let dir = scratch("unassigned");
     let path = transcripts_csv(
         &dir,
         "0,1,-1,0,EPCAM,1.0,2.0,1.0,40.0\n1,2,UNASSIGNED,0,KRT8,1.0,2.0,1.0,40.0\n",
@@ -178,7 +157,7 @@ fn nothing_assigned_is_an_error_not_an_empty_table() {
 
 #[test]
 fn invalid_min_qv_is_rejected() {
-    let dir = TempDir::new("min-qv");
+    let dir = scratch("min-qv");
     let path = transcripts_csv(&dir, "0,1,7,1,EPCAM,10.0,20.0,1.0,40.0\n");
     let err = read_transcripts(&path, &TranscriptOptions { min_qv: f32::NAN }).unwrap_err();
     assert!(
@@ -197,8 +176,8 @@ where
 
 #[test]
 fn tiff_formats() {
-    let dir = TempDir::new("tiff");
-    let good = dir.0.join("gray16.tif");
+    let dir = scratch("tiff");
+    let good = dir.join("gray16.tif");
     write_tiff::<colortype::Gray16>(&good, 3, 2, &[1, 2, 3, 4, 5, 65535]);
     let img = read_tiff_gray16(&good).unwrap();
     assert_eq!(
@@ -206,25 +185,25 @@ fn tiff_formats() {
         (3, 2, vec![1, 2, 3, 4, 5, 65535])
     );
 
-    let float = dir.0.join("float.tif");
+    let float = dir.join("float.tif");
     write_tiff::<colortype::Gray32Float>(&float, 2, 2, &[0.0, 0.5, 1.0, 2.0]);
     let err = read_tiff_gray16(&float).unwrap_err();
     assert!(matches!(err, DataError::ImageFormat { .. }), "{err}");
     assert!(err.to_string().contains("float.tif"), "{err}");
 
-    let signed = dir.0.join("signed.tif");
+    let signed = dir.join("signed.tif");
     write_tiff::<colortype::GrayI16>(&signed, 2, 1, &[-1, 1]);
     let err = read_tiff_gray16(&signed).unwrap_err();
     assert!(err.to_string().contains("signed integer"), "{err}");
 
     for (name, result) in [
         ("gray8.tif", {
-            let p = dir.0.join("gray8.tif");
+            let p = dir.join("gray8.tif");
             write_tiff::<colortype::Gray8>(&p, 2, 1, &[1, 2]);
             read_tiff_gray16(&p)
         }),
         ("rgb16.tif", {
-            let p = dir.0.join("rgb16.tif");
+            let p = dir.join("rgb16.tif");
             write_tiff::<colortype::RGB16>(&p, 1, 1, &[1, 2, 3]);
             read_tiff_gray16(&p)
         }),
@@ -240,7 +219,7 @@ fn tiff_formats() {
     let err = read_tiff_gray16(&not_tiff).unwrap_err();
     assert!(matches!(err, DataError::Tiff { .. }), "{err}");
     assert!(err.to_string().contains("fake.tif"), "{err}");
-    let truncated = dir.0.join("truncated.tif");
+    let truncated = dir.join("truncated.tif");
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     assert!(read_tiff_gray16(&truncated).is_err());
@@ -248,7 +227,7 @@ fn tiff_formats() {
 
 #[test]
 fn reference_errors() {
-    let dir = TempDir::new("reference");
+    let dir = scratch("reference");
     let ok = dir.write(
         "ok.csv",
         ",A,B,ct_idx,cell_type,atlas\n0,0.5,0.0,1.0,T,x\n1,0.0,2.0,2.0,B,x\n",
@@ -340,8 +319,8 @@ fn singler_input_errors() {
 
 #[test]
 fn missing_data_says_what_to_run() {
-    let dir = TempDir::new("no-data");
-    let err = BidcellData::locate(&dir.0).unwrap_err();
+    let dir = scratch("no-data");
+    let err = BidcellData::locate(&dir).unwrap_err();
     assert!(matches!(err, DataError::DataMissing { .. }), "{err}");
     assert!(
         err.to_string().contains("run scripts/fetch_data.sh"),

@@ -3,38 +3,15 @@
 //! and compared with the transcript reader; malformed files give typed errors.
 #![cfg(feature = "native-io")]
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{crop_cells, scratch, Scratch};
 use cellsymphony::data::{
     attach_centroids, parse_manifest, read_cells_csv, read_manifest_in, read_mex_dir,
-    read_mex_dir_csr, read_transcripts_csv, write_cells_csv, write_mex_dir, BidcellData, CellTable,
-    CsrCounts, DataError, TranscriptOptions,
+    read_mex_dir_csr, write_cells_csv, write_mex_dir, CellTable, CsrCounts, DataError,
 };
-
-/// The example data; fails (never skips) when it has not been fetched.
-fn data() -> BidcellData {
-    // DataMissing says "run scripts/fetch_data.sh".
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn crop() -> &'static CellTable {
-    static T: OnceLock<CellTable> = OnceLock::new();
-    T.get_or_init(|| {
-        read_transcripts_csv(&data().transcripts, &TranscriptOptions::default()).unwrap()
-    })
-}
-
-/// A fresh, empty temporary directory for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "cellsymphony-formats-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn assert_same_matrix(got: &CellTable, want: &CellTable) {
     assert_eq!(got.cell_ids, want.cell_ids);
@@ -43,8 +20,8 @@ fn assert_same_matrix(got: &CellTable, want: &CellTable) {
 }
 
 fn round_trip(gzip: bool) {
-    let want = crop();
-    let dir = temp_dir(if gzip { "gz" } else { "plain" });
+    let want = crop_cells();
+    let dir = scratch(if gzip { "gz" } else { "plain" });
     write_mex_dir(want, &dir, gzip).unwrap();
     let cells_name = if gzip { "cells.csv.gz" } else { "cells.csv" };
     write_cells_csv(want, &dir.join(cells_name), gzip).unwrap();
@@ -75,7 +52,6 @@ fn round_trip(gzip: bool) {
         "centroids round-trip exactly"
     );
     assert_eq!(got.gene_index("EPCAM"), want.gene_index("EPCAM"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -90,8 +66,8 @@ fn crop_round_trips_as_gzipped_mex_and_cells_csv() {
 
 #[test]
 fn csr_reader_equals_dense_and_sums_unsorted_duplicates() {
-    let want = crop();
-    let dir = temp_dir("csr");
+    let want = crop_cells();
+    let dir = scratch("csr");
     write_mex_dir(want, &dir, true).unwrap();
     let m = read_mex_dir_csr(&dir).unwrap();
     m.counts.validate("crop").unwrap();
@@ -107,7 +83,7 @@ fn csr_reader_equals_dense_and_sums_unsorted_duplicates() {
     );
 
     // Entries in reverse file order with one (gene, cell) split in two: summed, sorted.
-    let dir = temp_dir("csr-dup");
+    let dir = scratch("csr-dup");
     std::fs::write(
         dir.join("features.tsv"),
         "g1\tB\tGene Expression\ng2\tA\tGene Expression\n",
@@ -131,7 +107,7 @@ fn csr_reader_equals_dense_and_sums_unsorted_duplicates() {
 
 #[test]
 fn control_features_are_dropped() {
-    let want = crop();
+    let want = crop_cells();
     // The crop plus four non-gene features, each with non-zero counts in every cell.
     let extra = [
         "NegControlProbe_00042",
@@ -150,7 +126,7 @@ fn control_features_are_dropped() {
         })
         .collect();
     assert_eq!(table.counts.len(), n * (g + 4));
-    let dir = temp_dir("controls");
+    let dir = scratch("controls");
     write_mex_dir(&table, &dir, false).unwrap();
     // Mark two of them with Xenium's non-gene feature types (names alone look like genes).
     let features = std::fs::read_to_string(dir.join("features.tsv")).unwrap();
@@ -170,11 +146,10 @@ fn control_features_are_dropped() {
     for name in extra {
         assert!(!got.genes.iter().any(|x| x == name), "{name} kept");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A 2-cell × 2-gene MEX folder (plain) and its matrix path.
-fn small_mex(name: &str) -> (PathBuf, PathBuf) {
+fn small_mex(name: &str) -> (Scratch, PathBuf) {
     let table = CellTable {
         cell_ids: vec!["1".into(), "2".into()],
         genes: vec!["A".into(), "B".into()],
@@ -182,7 +157,7 @@ fn small_mex(name: &str) -> (PathBuf, PathBuf) {
         centroids_um: vec![[0.0, 0.0], [1.0, 1.0]],
         nucleus_centroids_um: vec![None, None],
     };
-    let dir = temp_dir(name);
+    let dir = scratch(name);
     write_mex_dir(&table, &dir, false).unwrap();
     let matrix = dir.join("matrix.mtx");
     (dir, matrix)
@@ -215,7 +190,6 @@ fn small_mex_reads() {
     let (dir, _) = small_mex("small");
     let t = read_mex_dir(&dir).unwrap();
     assert_eq!(t.counts, vec![1.0, 0.0, 2.0, 3.0]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -224,7 +198,6 @@ fn bad_matrix_header_is_reported() {
     replace_line(&matrix, 1, "%%MatrixMarket matrix array real general");
     let err = read_mex_dir(&dir).unwrap_err();
     assert_mex_error(err, &matrix, 1, "array");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -234,7 +207,6 @@ fn index_out_of_range_is_reported() {
     replace_line(&matrix, 5, "1 7 2");
     let err = read_mex_dir(&dir).unwrap_err();
     assert_mex_error(err, &matrix, 5, "column index 7");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -243,7 +215,6 @@ fn negative_value_is_reported() {
     replace_line(&matrix, 6, "2 2 -3");
     let err = read_mex_dir(&dir).unwrap_err();
     assert_mex_error(err, &matrix, 6, "`-3`");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -254,15 +225,14 @@ fn missing_entries_are_reported() {
     std::fs::write(&matrix, kept.join("\n") + "\n").unwrap();
     let err = read_mex_dir(&dir).unwrap_err();
     assert_mex_error(err, &matrix, 5, "announces 3");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn truncated_gzip_is_reported() {
-    let dir = temp_dir("truncated");
-    write_mex_dir(crop(), &dir, true).unwrap();
+    let dir = scratch("truncated");
+    write_mex_dir(crop_cells(), &dir, true).unwrap();
     let cells = dir.join("cells.csv.gz");
-    write_cells_csv(crop(), &cells, true).unwrap();
+    write_cells_csv(crop_cells(), &cells, true).unwrap();
     for path in [dir.join("matrix.mtx.gz"), cells.clone()] {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -285,12 +255,11 @@ fn truncated_gzip_is_reported() {
         matches!(err, DataError::ReadAt { line, .. } if line > 1),
         "{err:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn cells_csv_columns_by_name_and_missing_column() {
-    let dir = temp_dir("cells-columns");
+    let dir = scratch("cells-columns");
     // XOA 2.x-like order with extra columns; an empty nucleus_area reads as NaN.
     let path = dir.join("cells.csv");
     std::fs::write(
@@ -351,12 +320,11 @@ fn cells_csv_columns_by_name_and_missing_column() {
         ),
         other => panic!("expected BadValue, got {other:?}"),
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn manifest_parses_known_and_unknown_fields() {
-    let dir = temp_dir("manifest");
+    let dir = scratch("manifest");
     assert_eq!(
         read_manifest_in(&dir).unwrap(),
         None,
@@ -406,5 +374,4 @@ fn manifest_parses_known_and_unknown_fields() {
     let err = parse_manifest("{\n  \"a\": ,\n}", Path::new("e.xenium")).unwrap_err();
     assert!(matches!(err, DataError::Json { line: 2, .. }), "{err:?}");
     assert!(err.to_string().contains("e.xenium"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,27 +8,21 @@
 //! `CELLSYMPHONY_ALLOW_NO_PYTHON=1` skips the tests that need it, loudly.
 #![cfg(feature = "native-io")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+use common::{crop_cells, fixture_dir, python_or_skip, run_python, scanpy_files, scratch};
 use cellsymphony::data::{
-    attach_centroids, read_10x_h5, read_cells_csv, read_h5ad, read_transcripts_csv,
-    write_cells_csv, write_predictions_csv, write_predictions_h5ad, BidcellData, CellTable,
-    ColumnValues, DataError, Predictions, ScanpyData, TranscriptOptions, XMatrix,
+    attach_centroids, read_10x_h5, read_cells_csv, read_h5ad,
+    write_cells_csv, write_predictions_csv, write_predictions_h5ad, CellTable,
+    ColumnValues, DataError, Predictions, XMatrix,
 };
 
 const SCRIPT: &str = "write_h5_fixtures.py";
 const PY_HELP: &str = "python3 with numpy, h5py and anndata is needed (scripts/setup.sh \
-installs them: `pip install h5py anndata`); set CELLSYMPHONY_ALLOW_NO_PYTHON=1 to skip";
-
-fn crop() -> &'static CellTable {
-    static T: OnceLock<CellTable> = OnceLock::new();
-    T.get_or_init(|| {
-        let data = BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
-        read_transcripts_csv(&data.transcripts, &TranscriptOptions::default()).unwrap()
-    })
-}
+installs them: `pip install h5py anndata`)";
 
 /// Planted categorical label of each crop cell: its most-counted gene ("none" when empty).
 fn labels(t: &CellTable) -> Vec<String> {
@@ -51,53 +45,19 @@ fn labels(t: &CellTable) -> Vec<String> {
 
 /// Whether python3 with numpy, h5py and anndata can be used; fails (or skips loudly).
 fn python_available(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import numpy, h5py, anndata, scipy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return true;
-    }
-    if std::env::var("CELLSYMPHONY_ALLOW_NO_PYTHON").as_deref() == Ok("1") {
-        eprintln!("SKIPPED (no python3 + h5py + anndata): {test}");
-        false
-    } else {
-        panic!("{test}: {PY_HELP}");
-    }
+    python_or_skip(test, "numpy, h5py, anndata, scipy", PY_HELP)
 }
 
-fn run_python(args: &[&std::ffi::OsStr]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("python")
-        .join(SCRIPT);
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}; {PY_HELP}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cellsymphony-hdf5-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn run_script(args: &[&std::ffi::OsStr]) {
+    run_python(SCRIPT, args, PY_HELP);
 }
 
 /// The crop written by the Python script, once per test process.
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let t = crop();
-        let dir = temp_dir("fixtures");
+        let t = crop_cells();
+        let dir = fixture_dir("hdf5-fixtures");
         let meta = serde_json::json!({
             "cell_ids": t.cell_ids,
             "genes": t.genes,
@@ -107,7 +67,7 @@ fn fixtures() -> &'static Path {
         std::fs::write(dir.join("crop.json"), meta.to_string()).unwrap();
         let bytes: Vec<u8> = t.counts.iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(dir.join("counts.f32"), bytes).unwrap();
-        run_python(&["crop".as_ref(), dir.as_os_str()]);
+        run_script(&["crop".as_ref(), dir.as_os_str()]);
         dir
     })
 }
@@ -123,7 +83,7 @@ fn tenx_h5_gives_the_transcript_matrix_and_drops_controls() {
     if !python_available("tenx_h5") {
         return;
     }
-    let want = crop();
+    let want = crop_cells();
     let path = fixtures().join("matrix.h5");
     let mut got = read_10x_h5(&path).unwrap();
     assert_same_matrix(&got, want, "matrix.h5");
@@ -146,7 +106,7 @@ fn tenx_h5_gives_the_transcript_matrix_and_drops_controls() {
 }
 
 fn check_h5ad(name: &str, layout: &str) {
-    let want = crop();
+    let want = crop_cells();
     let path = fixtures().join(name);
     let a = read_h5ad(&path).unwrap();
     assert_eq!((a.n_obs(), a.n_vars()), (1135, 313), "{name}");
@@ -217,7 +177,7 @@ fn h5ad_other_obs_columns_decode() {
     if !python_available("h5ad_columns") {
         return;
     }
-    let want = crop();
+    let want = crop_cells();
     let a = read_h5ad(&fixtures().join("csr.h5ad")).unwrap();
     assert!(a.skipped.is_empty(), "{:?}", a.skipped);
     let names: Vec<&str> = a.obs.iter().map(|c| c.name.as_str()).collect();
@@ -245,11 +205,9 @@ fn scanpy_pbmc68k_reduced_matches_h5py() {
     if !python_available("pbmc68k") {
         return;
     }
-    let file = ScanpyData::from_default_dir()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .pbmc68k_reduced;
-    let out = temp_dir("pbmc");
-    run_python(&["pbmc".as_ref(), file.as_os_str(), out.as_os_str()]);
+    let file = scanpy_files().pbmc68k_reduced;
+    let out = scratch("pbmc");
+    run_script(&["pbmc".as_ref(), file.as_os_str(), out.as_os_str()]);
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("pbmc.json")).unwrap()).unwrap();
     let x_ref: Vec<f32> = std::fs::read(out.join("X.f32"))
@@ -331,7 +289,6 @@ fn scanpy_pbmc68k_reduced_matches_h5py() {
         err.contains("/X") && err.contains("not a finite non-negative count"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(out);
 }
 
 /// The error of reading `path` with `read`, as text, after checking it is `DataError::Hdf5`.
@@ -392,7 +349,7 @@ fn malformed_10x_files_give_typed_errors() {
 
     // Truncated copies of a good file, cut at several points, never panic.
     let good = std::fs::read(dir.join("matrix.h5")).unwrap();
-    let cut_dir = temp_dir("truncated");
+    let cut_dir = scratch("truncated");
     for frac in [0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99] {
         let p = cut_dir.join(format!("cut_{frac}.h5"));
         std::fs::write(&p, &good[..(good.len() as f64 * frac) as usize]).unwrap();
@@ -418,11 +375,10 @@ fn malformed_10x_files_give_typed_errors() {
     hdf5_error(read_10x_h5(&p), &p, "/matrix", &["missing"]);
     let p = dir.join("matrix.h5");
     hdf5_error(read_h5ad(&p), &p, "/obs", &["dataframe is missing"]);
-    let _ = std::fs::remove_dir_all(cut_dir);
 }
 
 fn predictions() -> Predictions {
-    let t = crop();
+    let t = crop_cells();
     let labels = labels(t);
     Predictions {
         cell_ids: t.cell_ids.clone(),
@@ -437,7 +393,7 @@ fn predictions() -> Predictions {
 #[test]
 fn predictions_csv_is_keyed_by_cell_id() {
     let p = predictions();
-    let dir = temp_dir("pred_csv");
+    let dir = scratch("pred_csv");
     let path = dir.join("out").join("predictions.csv");
     write_predictions_csv(&path, &p).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -461,13 +417,12 @@ fn predictions_csv_is_keyed_by_cell_id() {
         Err(DataError::Shape { .. })
     ));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn predictions_h5ad_reads_back_here_and_in_anndata() {
     let p = predictions();
-    let dir = temp_dir("pred_h5ad");
+    let dir = scratch("pred_h5ad");
     let path = dir.join("predictions.h5ad");
     write_predictions_h5ad(&path, &p).unwrap();
 
@@ -492,7 +447,7 @@ fn predictions_h5ad_reads_back_here_and_in_anndata() {
 
     if python_available("predictions_h5ad_anndata") {
         let out = dir.join("anndata.json");
-        run_python(&[
+        run_script(&[
             "read_predictions".as_ref(),
             path.as_os_str(),
             out.as_os_str(),
@@ -510,7 +465,6 @@ fn predictions_h5ad_reads_back_here_and_in_anndata() {
         let spatial: Vec<[f32; 2]> = serde_json::from_value(got["spatial"].clone()).unwrap();
         assert_eq!(spatial, p.centroids_um.clone().unwrap());
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -518,7 +472,7 @@ fn corrupted_bytes_never_panic() {
     if !python_available("corrupted_bytes") {
         return;
     }
-    let dir = temp_dir("corrupt");
+    let dir = scratch("corrupt");
     let mut outcomes = [0usize; 2];
     for (name, read) in [
         (
@@ -554,5 +508,4 @@ fn corrupted_bytes_never_panic() {
         outcomes[0], outcomes[1]
     );
     assert!(outcomes[1] > 0);
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,28 +1,14 @@
 //! DAPI image, alignment and patches on the real BIDCell Xenium breast crop.
 #![cfg(feature = "native-io")]
 
-use std::sync::OnceLock;
+mod common;
 
+
+use common::{crop_dapi, crop_nuclei, crop_transcripts, scratch};
 use cellsymphony::data::{
-    check_alignment, downsample_to_png, extract_patch, extract_patch_scaled, read_tiff_gray16,
-    read_transcripts, BidcellData, CellTable, EdgePolicy, GrayImage16, IntensityScale,
-    TranscriptOptions, Transcripts, XENIUM_CROP_FRAME,
+    check_alignment, downsample_to_png, extract_patch, extract_patch_scaled,
+    EdgePolicy, IntensityScale, XENIUM_CROP_FRAME,
 };
-
-/// The example data; fails (never skips) when it has not been fetched.
-fn data() -> BidcellData {
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn image() -> &'static GrayImage16 {
-    static I: OnceLock<GrayImage16> = OnceLock::new();
-    I.get_or_init(|| read_tiff_gray16(&data().morphology).unwrap())
-}
-
-fn transcripts() -> &'static Transcripts {
-    static T: OnceLock<Transcripts> = OnceLock::new();
-    T.get_or_init(|| read_transcripts(&data().transcripts, &TranscriptOptions::default()).unwrap())
-}
 
 /// Patch geometry used below: 48 px at 0.5 µm/px = 24 µm, about two nuclei across.
 const SIZE: usize = 48;
@@ -30,7 +16,7 @@ const UM_PER_PX: f32 = 0.5;
 
 #[test]
 fn tiff_is_2400_wide_1800_high() {
-    let img = image();
+    let img = crop_dapi();
     assert_eq!((img.width, img.height), (2400, 1800));
     // 2400 px * 0.2125 µm = 510 µm wide, matching the transcripts' x extent (1062-1571 µm).
     let p = img.percentiles(&[0.5, 50.0, 99.5]);
@@ -39,7 +25,7 @@ fn tiff_is_2400_wide_1800_high() {
 
 #[test]
 fn transcripts_are_registered_with_the_image() {
-    let report = check_alignment(transcripts(), image(), &XENIUM_CROP_FRAME, 40);
+    let report = check_alignment(crop_transcripts(), crop_dapi(), &XENIUM_CROP_FRAME, 40);
     println!(
         "nucleus {:.1} cytoplasm {:.1} unassigned {:.1} image {:.1} contrast {:.3} best {:?} ({:.3})",
         report.nucleus_mean,
@@ -71,7 +57,7 @@ fn transcripts_are_registered_with_the_image() {
 #[test]
 fn a_wrong_frame_is_detected_and_corrected() {
     let wrong = XENIUM_CROP_FRAME.shifted([12.0, -7.0]);
-    let report = check_alignment(transcripts(), image(), &wrong, 40);
+    let report = check_alignment(crop_transcripts(), crop_dapi(), &wrong, 40);
     assert_eq!(report.best_shift_px, [-12, 7]);
     assert!(report.contrast < report.best_contrast - 0.3);
     let fixed = wrong.shifted([-12.0, 7.0]);
@@ -82,7 +68,7 @@ fn a_wrong_frame_is_detected_and_corrected() {
 /// Mean intensity of the central 12 × 12 px (6 µm) and of the outer 4 px frame of the patches
 /// centred on `centres` that fit in the image, and how many fitted.
 fn centre_and_border(centres: &[[f32; 2]]) -> (f64, f64, usize) {
-    let img = image();
+    let img = crop_dapi();
     let scale = IntensityScale::global(img);
     let (mut centre, mut border, mut n) = (0.0f64, 0.0f64, 0usize);
     for &c in centres {
@@ -118,13 +104,7 @@ fn centre_and_border(centres: &[[f32; 2]]) -> (f64, f64, usize) {
 
 #[test]
 fn nucleus_centred_patches_are_bright_in_the_centre() {
-    let table = CellTable::from_transcripts(transcripts());
-    let nuclei: Vec<[f32; 2]> = table
-        .nucleus_centroids_um
-        .iter()
-        .flatten()
-        .copied()
-        .collect();
+    let nuclei = crop_nuclei();
     let (centre, border, n) = centre_and_border(&nuclei);
     println!("{n} nucleus patches: centre {centre:.3}, border {border:.3}");
     // Measured: 962 of 1,086 fit; centre 0.383, border 0.210; grid control 0.167 / 0.167.
@@ -145,7 +125,7 @@ fn nucleus_centred_patches_are_bright_in_the_centre() {
 
 #[test]
 fn border_cells_pad_or_drop_but_never_shift() {
-    let img = image();
+    let img = crop_dapi();
     let scale = IntensityScale::global(img);
     // A point 2 µm from the left edge: a 24 µm patch reaches 10 µm past it.
     let near_edge = XENIUM_CROP_FRAME.px_to_um([2.0 / 0.2125, 900.0]);
@@ -214,8 +194,9 @@ fn border_cells_pad_or_drop_but_never_shift() {
 
 #[test]
 fn downsampled_png_for_the_viewer() {
-    let img = image();
-    let path = std::env::temp_dir().join(format!("cellsymphony-dapi-{}.png", std::process::id()));
+    let img = crop_dapi();
+    let dir = scratch("dapi-png");
+    let path = dir.join("dapi.png");
     let written = downsample_to_png(img, 4, &path).unwrap();
     assert_eq!(
         (written.width, written.height, written.factor),
@@ -228,7 +209,6 @@ fn downsampled_png_for_the_viewer() {
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0u8; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
-    std::fs::remove_file(&path).unwrap();
     assert_eq!((info.width, info.height), (600, 450));
     assert_eq!(
         (info.color_type, info.bit_depth),

@@ -3,21 +3,14 @@
 //! every kind of bad input is an error naming the array, element and value.
 #![cfg(feature = "native-io")]
 
-use std::sync::OnceLock;
+mod common;
 
+
+use common::crop_cells;
 use cellsymphony::data::{
-    read_transcripts_csv, BidcellData, CellInput, CellTable, CountsInput, DataError, PatchInput,
-    TranscriptOptions,
+    CellInput, CountsInput, DataError, PatchInput,
 };
 use cellsymphony::engine::rng::SplitMix64;
-
-fn crop() -> &'static CellTable {
-    static T: OnceLock<CellTable> = OnceLock::new();
-    T.get_or_init(|| {
-        let data = BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
-        read_transcripts_csv(&data.transcripts, &TranscriptOptions::default()).unwrap()
-    })
-}
 
 /// The crop as CSR, each row's entries in a seeded random order (CSR need not be sorted).
 struct Csr {
@@ -27,7 +20,7 @@ struct Csr {
 }
 
 fn crop_csr() -> Csr {
-    let t = crop();
+    let t = crop_cells();
     let mut rng = SplitMix64::new(7);
     let mut csr = Csr {
         indptr: vec![0],
@@ -94,7 +87,7 @@ fn assert_contains(msg: &str, parts: &[&str]) {
 
 #[test]
 fn dense_and_csr_forms_of_the_crop_agree() {
-    let t = crop();
+    let t = crop_cells();
     let c = crop_csr();
     let nnz = c.data.len();
     println!(
@@ -129,7 +122,7 @@ fn dense_and_csr_forms_of_the_crop_agree() {
 
 #[test]
 fn bad_dense_counts_name_the_element() {
-    let t = crop();
+    let t = crop_cells();
     let g = t.n_genes();
     for (value, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (-1.0, "-1")] {
         let mut counts = t.counts.clone();
@@ -200,7 +193,7 @@ fn bad_dense_counts_name_the_element() {
 
 #[test]
 fn bad_csr_structure_names_the_array() {
-    let t = crop();
+    let t = crop_cells();
     let n = t.n_cells();
     let good = crop_csr();
     let edit = |f: &dyn Fn(&mut Csr)| {
@@ -289,7 +282,7 @@ fn bad_csr_structure_names_the_array() {
 
 #[test]
 fn bad_centroids_and_patches_name_the_element() {
-    let t = crop();
+    let t = crop_cells();
     let centroids: Vec<f32> = t.centroids_um.iter().flatten().copied().collect();
     let with = |c: &'static [f32]| CellInput {
         centroids_um: Some(c),
@@ -332,7 +325,7 @@ fn bad_centroids_and_patches_name_the_element() {
 
 #[test]
 fn panel_mismatch_names_every_missing_gene() {
-    let t = crop();
+    let t = crop_cells();
     let v = dense(&t.counts, &t.genes).validate().unwrap();
     let mut panel = t.genes.clone();
     let extra: Vec<String> = (0..12).map(|i| format!("NOT_MEASURED_{i}")).collect();

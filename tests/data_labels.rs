@@ -1,17 +1,15 @@
 //! Reference reader and SingleR labels on the real BIDCell Xenium breast crop.
 #![cfg(feature = "native-io")]
 
+mod common;
+
 use std::sync::OnceLock;
 
+use common::crop_files;
 use cellsymphony::data::{
     annotate_singler, log_normalise, read_reference_csv, read_transcripts_csv, spearman,
-    Annotation, BidcellData, CellTable, Reference, SingleROptions, TranscriptOptions,
+    Annotation, CellTable, Reference, SingleROptions, TranscriptOptions,
 };
-
-/// The example data; fails (never skips) when it has not been fetched.
-fn data() -> BidcellData {
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
 
 struct Loaded {
     table: CellTable,
@@ -23,7 +21,7 @@ struct Loaded {
 fn loaded() -> &'static Loaded {
     static L: OnceLock<Loaded> = OnceLock::new();
     L.get_or_init(|| {
-        let d = data();
+        let d = crop_files();
         let table = read_transcripts_csv(&d.transcripts, &TranscriptOptions::default()).unwrap();
         let reference = read_reference_csv(&d.reference).unwrap();
         let log = table.log_normalised(100.0);

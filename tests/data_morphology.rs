@@ -5,59 +5,30 @@
 //! (max projection = the crop), the H&E affine (rotation 5°, scale 0.8, shift (-150, 60) px).
 #![cfg(feature = "native-io")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+use common::{crop_cells, crop_dapi, crop_files, crop_transcripts, fixture_dir, run_python};
 use cellsymphony::data::{
     cellsymphony_crops, cellsymphony_he_crops, extents_from_area, extents_from_transcripts,
     extract_he_patch, extract_patch_scaled, find_he_files, find_morphology, nucleus_centres,
-    read_he_alignment_csv, read_he_level, read_tiff_gray16, read_transcripts, spatia_crops,
-    BidcellData, CellTable, CropSpec, DataError, EdgePolicy, GrayImage16, HeAlignment,
-    IntensityScale, MorphologyLayout, Patch, PyramidTiff, SpatiaScale, TranscriptOptions,
-    Transcripts, XENIUM_CROP_FRAME,
+    read_he_alignment_csv, read_he_level, spatia_crops, CropSpec, DataError, EdgePolicy, GrayImage16, HeAlignment,
+    IntensityScale, MorphologyLayout, Patch, PyramidTiff, SpatiaScale, XENIUM_CROP_FRAME,
 };
-
-fn data() -> BidcellData {
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn crop_image() -> &'static GrayImage16 {
-    static I: OnceLock<GrayImage16> = OnceLock::new();
-    I.get_or_init(|| read_tiff_gray16(&data().morphology).unwrap())
-}
-
-fn transcripts() -> &'static Transcripts {
-    static T: OnceLock<Transcripts> = OnceLock::new();
-    T.get_or_init(|| read_transcripts(&data().transcripts, &TranscriptOptions::default()).unwrap())
-}
-
-fn cells() -> &'static CellTable {
-    static C: OnceLock<CellTable> = OnceLock::new();
-    C.get_or_init(|| CellTable::from_transcripts(transcripts()))
-}
 
 /// Fixture directory, written once per test binary run (fails when python3/tifffile are
 /// missing: `scripts/setup.sh` installs them).
 fn fixtures() -> &'static Path {
     static D: OnceLock<PathBuf> = OnceLock::new();
     D.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("data_morphology_fixtures");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/write_tiff_fixtures.py");
-        let out = Command::new("python3")
-            .arg(&script)
-            .arg(&dir)
-            .arg(&data().morphology)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run python3: {e}; run scripts/setup.sh"));
-        assert!(
-            out.status.success(),
-            "{} failed (needs numpy + tifffile: run scripts/setup.sh):\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
+        let dir = fixture_dir("data_morphology_fixtures");
+        let morphology = crop_files().morphology;
+        run_python(
+            "write_tiff_fixtures.py",
+            &[dir.as_os_str(), morphology.as_os_str()],
+            "needs python3 with numpy + tifffile: run scripts/setup.sh",
         );
         dir
     })
@@ -88,7 +59,7 @@ fn subifd_pyramid_full_resolution_equals_the_crop() {
     let full = tiff.read_gray(0, 0).unwrap();
     assert_eq!(full.level, 0);
     assert!(
-        full.image == *crop_image(),
+        full.image == *crop_dapi(),
         "level 0 differs from read_tiff_gray16"
     );
 }
@@ -136,7 +107,7 @@ fn plain_ifd_chain_pyramid_needs_a_pixel_size() {
     let read = tiff.read_gray_at(0, 0.9).unwrap();
     assert_eq!(read.level, 2);
     assert!(read.image == raw_u16(&fixtures().join("level2.u16"), 600, 450));
-    assert!(tiff.read_gray(0, 0).unwrap().image == *crop_image());
+    assert!(tiff.read_gray(0, 0).unwrap().image == *crop_dapi());
 }
 
 #[test]
@@ -146,7 +117,7 @@ fn xoa4_focus_layout_has_priority_and_channel_names() {
     assert_eq!(found.channels, vec!["dapi", "atp1a1_cd45_e-cadherin"]);
     assert!(found.files[0].ends_with("morphology_focus/ch0000_dapi.ome.tif"));
     let dapi = found.read_dapi(None, None).unwrap();
-    assert!(dapi.image == *crop_image());
+    assert!(dapi.image == *crop_dapi());
     let coarse = found.read_dapi(Some(0.5), None).unwrap();
     assert_eq!((coarse.level, coarse.image.width), (1, 1200));
     let second = PyramidTiff::open(&found.files[1]).unwrap();
@@ -154,7 +125,7 @@ fn xoa4_focus_layout_has_priority_and_channel_names() {
     let px = second.read_gray(0, 0).unwrap().image.pixels;
     assert!(px
         .iter()
-        .zip(&crop_image().pixels)
+        .zip(&crop_dapi().pixels)
         .all(|(a, b)| *a == b / 2));
 }
 
@@ -164,7 +135,7 @@ fn legacy_focus_layout_is_found() {
     assert_eq!(found.layout, MorphologyLayout::FocusLegacy);
     assert_eq!(found.channels, vec!["DAPI", "ATP1A1/CD45/E-Cadherin"]);
     assert!(found.files[0].ends_with("morphology_focus/morphology_focus_0000.ome.tif"));
-    assert!(found.read_dapi(None, None).unwrap().image == *crop_image());
+    assert!(found.read_dapi(None, None).unwrap().image == *crop_dapi());
 }
 
 #[test]
@@ -189,10 +160,10 @@ fn mip_uint8_and_plain_crop_layouts() {
         .zip(&want)
         .all(|(a, b)| *a == u16::from(*b)));
     // The BIDCell crop directory: a plain TIFF without OME-XML.
-    let crop_dir = data().morphology.parent().unwrap().to_path_buf();
+    let crop_dir = crop_files().morphology.parent().unwrap().to_path_buf();
     let found = find_morphology(&crop_dir).unwrap();
     assert_eq!(found.layout, MorphologyLayout::PlainTiff);
-    assert!(found.read_dapi(None, None).unwrap().image == *crop_image());
+    assert!(found.read_dapi(None, None).unwrap().image == *crop_dapi());
     assert!(matches!(
         found.read_dapi(Some(0.5), None),
         Err(DataError::MissingPixelSize { .. })
@@ -228,12 +199,12 @@ fn zstack_max_projection_is_the_crop() {
         assert!(tiff.read_gray(0, 0).is_ok());
         let p = tiff.read_gray(plane, 0).unwrap().image;
         assert!(
-            p != *crop_image(),
+            p != *crop_dapi(),
             "plane {plane} alone equals the projection"
         );
     }
     let proj = found.read_dapi(None, None).unwrap();
-    assert!(proj.image == *crop_image());
+    assert!(proj.image == *crop_dapi());
     assert_eq!(proj.stats.decoded_bytes, 3 * 2400 * 1800 * 2);
 }
 
@@ -267,9 +238,9 @@ fn he_dapi_correlations(alignment: &HeAlignment, spec: &CropSpec) -> (Vec<f64>, 
     let tiff = PyramidTiff::open(&files.image).unwrap();
     let (he, level_alignment) = read_he_level(&tiff, alignment, 0.2125, spec.um_per_px).unwrap();
     assert_eq!(he.level, 1, "0.34 µm/px H&E level for 0.5 µm/px output");
-    let centres = nucleus_centres(cells());
-    let scale = IntensityScale::global(crop_image());
-    let dapi = cellsymphony_crops(crop_image(), &XENIUM_CROP_FRAME, &centres, spec, &scale);
+    let centres = nucleus_centres(crop_cells());
+    let scale = IntensityScale::global(crop_dapi());
+    let dapi = cellsymphony_crops(crop_dapi(), &XENIUM_CROP_FRAME, &centres, spec, &scale);
     let hes = cellsymphony_he_crops(
         &he.image,
         &level_alignment,
@@ -350,9 +321,9 @@ fn default_cellsymphony_crops_are_224_at_half_micron() {
         (spec.size_px, spec.um_per_px, spec.edge),
         (224, 0.5, EdgePolicy::Pad)
     );
-    let centres: Vec<[f32; 2]> = nucleus_centres(cells()).into_iter().take(40).collect();
-    let scale = IntensityScale::global(crop_image());
-    let dapi = cellsymphony_crops(crop_image(), &XENIUM_CROP_FRAME, &centres, &spec, &scale);
+    let centres: Vec<[f32; 2]> = nucleus_centres(crop_cells()).into_iter().take(40).collect();
+    let scale = IntensityScale::global(crop_dapi());
+    let dapi = cellsymphony_crops(crop_dapi(), &XENIUM_CROP_FRAME, &centres, &spec, &scale);
     assert!(dapi
         .iter()
         .all(|p| p.as_ref().is_some_and(|p| p.pixels.len() == 224 * 224)));
@@ -362,7 +333,7 @@ fn default_cellsymphony_crops_are_224_at_half_micron() {
         edge: EdgePolicy::Drop,
         ..spec
     };
-    let dropped = cellsymphony_crops(crop_image(), &XENIUM_CROP_FRAME, &centres, &drop, &scale);
+    let dropped = cellsymphony_crops(crop_dapi(), &XENIUM_CROP_FRAME, &centres, &drop, &scale);
     assert_eq!(dropped.iter().filter(|p| p.is_none()).count(), n_padded);
     let al = read_he_alignment_csv(&find_he_files(fixtures()).unwrap().alignment).unwrap();
     let tiff = PyramidTiff::open(&find_he_files(fixtures()).unwrap().image).unwrap();
@@ -382,17 +353,17 @@ fn default_cellsymphony_crops_are_224_at_half_micron() {
 
 #[test]
 fn spatia_crops_share_one_scale_and_a_fixed_size() {
-    let extents = extents_from_transcripts(transcripts());
-    assert_eq!(extents.len(), cells().n_cells());
+    let extents = extents_from_transcripts(crop_transcripts());
+    assert_eq!(extents.len(), crop_cells().n_cells());
     let size = 64;
     let scale = SpatiaScale::fit(&extents, size, 95.0).unwrap();
     println!(
         "SPATIA: 95th pct cell side {:.2} µm -> {:.4} µm/px",
         scale.reference_side_um, scale.um_per_px
     );
-    let intensity = IntensityScale::global(crop_image());
+    let intensity = IntensityScale::global(crop_dapi());
     let padded = spatia_crops(
-        crop_image(),
+        crop_dapi(),
         &XENIUM_CROP_FRAME,
         &extents,
         &scale,
@@ -400,7 +371,7 @@ fn spatia_crops_share_one_scale_and_a_fixed_size() {
         &intensity,
     );
     let dropped = spatia_crops(
-        crop_image(),
+        crop_dapi(),
         &XENIUM_CROP_FRAME,
         &extents,
         &scale,
@@ -454,7 +425,7 @@ fn spatia_crops_share_one_scale_and_a_fixed_size() {
         .unwrap();
     let e = extents[i].unwrap();
     let inner: Patch = extract_patch_scaled(
-        crop_image(),
+        crop_dapi(),
         &XENIUM_CROP_FRAME,
         e.centre_um,
         p.cell_side_px,
@@ -475,7 +446,7 @@ fn spatia_crops_share_one_scale_and_a_fixed_size() {
     // Percentile 100: nothing clipped. Area-based extents: side 2·sqrt(A/π).
     let all = SpatiaScale::fit(&extents, size, 100.0).unwrap();
     let crops = spatia_crops(
-        crop_image(),
+        crop_dapi(),
         &XENIUM_CROP_FRAME,
         &extents,
         &all,
@@ -518,7 +489,7 @@ fn malformed_tiffs_and_alignment_files_are_typed_errors() {
         "{msg}"
     );
     // Not a TIFF at all.
-    let err = PyramidTiff::open(&data().transcripts).unwrap_err();
+    let err = PyramidTiff::open(&crop_files().transcripts).unwrap_err();
     assert!(err.to_string().contains("not a TIFF"), "{err}");
     // RGB where gray is expected.
     let err = PyramidTiff::open(&fx.join("rgb.tif"))

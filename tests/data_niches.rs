@@ -2,35 +2,20 @@
 //! breast crop (`scripts/fetch_data.sh`): 1,135 cells over the 2400 × 1800 px DAPI image.
 #![cfg(feature = "native-io")]
 
-use std::sync::OnceLock;
+mod common;
 
+
+use common::{crop_cells, crop_dapi};
 use cellsymphony::data::{
-    read_tiff_gray16, read_transcripts_csv, squared_distance, BidcellData, CellTable, DataError,
+    squared_distance, DataError,
     EdgePolicy, GrayImage16, Neighbor, NicheGrid, NicheOptions, SelfMatch, SpatialIndex,
-    TranscriptOptions, XENIUM_CROP_FRAME,
+    XENIUM_CROP_FRAME,
 };
 use cellsymphony::engine::rng::SplitMix64;
 
-/// The example data; fails (never skips) when it has not been fetched.
-fn data() -> BidcellData {
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn crop() -> &'static CellTable {
-    static T: OnceLock<CellTable> = OnceLock::new();
-    T.get_or_init(|| {
-        read_transcripts_csv(&data().transcripts, &TranscriptOptions::default()).unwrap()
-    })
-}
-
-fn image() -> &'static GrayImage16 {
-    static I: OnceLock<GrayImage16> = OnceLock::new();
-    I.get_or_init(|| read_tiff_gray16(&data().morphology).unwrap())
-}
-
 fn grid(edge: EdgePolicy) -> NicheGrid {
-    let t = crop();
-    let img = image();
+    let t = crop_cells();
+    let img = crop_dapi();
     let opts = NicheOptions {
         edge,
         ..NicheOptions::default()
@@ -49,7 +34,7 @@ fn grid(edge: EdgePolicy) -> NicheGrid {
 /// The pixel `[col, row]` containing each centroid (pixel `c` spans `[c - 0.5, c + 0.5)`),
 /// computed independently of the grid.
 fn centroid_pixels() -> Vec<[i64; 2]> {
-    crop()
+    crop_cells()
         .centroids_um
         .iter()
         .map(|&um| {
@@ -62,8 +47,8 @@ fn centroid_pixels() -> Vec<[i64; 2]> {
 
 #[test]
 fn every_cell_lands_in_exactly_one_niche() {
-    let t = crop();
-    let img = image();
+    let t = crop_cells();
+    let img = crop_dapi();
     assert_eq!((img.width, img.height), (2400, 1800));
     assert_eq!(t.n_cells(), 1135);
     let g = grid(EdgePolicy::Pad);
@@ -112,7 +97,7 @@ fn every_cell_lands_in_exactly_one_niche() {
 
 #[test]
 fn niche_gene_sums_add_up_to_the_matrix() {
-    let t = crop();
+    let t = crop_cells();
     let g = grid(EdgePolicy::Pad);
     let genes = t.n_genes();
     assert_eq!(g.gene_sums.len(), g.len() * genes);
@@ -157,7 +142,7 @@ fn niche_gene_sums_add_up_to_the_matrix() {
 
 #[test]
 fn niche_patches_equal_the_image() {
-    let img = image();
+    let img = crop_dapi();
     for edge in [EdgePolicy::Pad, EdgePolicy::Drop] {
         let g = grid(edge);
         for (n, niche) in g.niches.iter().enumerate() {
@@ -185,7 +170,7 @@ fn niche_patches_equal_the_image() {
 
 #[test]
 fn drop_policy_leaves_out_partial_edge_tiles() {
-    let t = crop();
+    let t = crop_cells();
     let g = grid(EdgePolicy::Drop);
     assert_eq!((g.n_cols, g.n_rows), (9, 7));
     assert!(g
@@ -243,7 +228,7 @@ fn tissue_regions_tile_the_niche_grid() {
 
 #[test]
 fn bad_parameters_are_typed_errors_naming_field_and_value() {
-    let t = crop();
+    let t = crop_cells();
     let build = |opts: NicheOptions, centroids: &[[f32; 2]]| {
         NicheGrid::build(
             centroids,
@@ -395,7 +380,7 @@ fn check_against_brute_force(
 
 #[test]
 fn neighbours_of_crop_centroids_equal_brute_force() {
-    let points = &crop().centroids_um;
+    let points = &crop_cells().centroids_um;
     let all: Vec<usize> = (0..points.len()).collect();
     let free = [
         [1300.0, 400.0],

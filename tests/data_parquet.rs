@@ -4,78 +4,45 @@
 //! variant must give exactly the table the CSV reader gives. Malformed files give typed errors.
 #![cfg(feature = "native-io")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use common::{crop_cells, crop_files, crop_transcripts, fixture_dir, python_or_skip, run_python};
 use cellsymphony::data::{
     attach_centroids, read_cells_parquet, read_transcripts, read_transcripts_csv,
-    read_transcripts_parquet, write_cells_csv, BidcellData, CellTable, DataError,
-    TranscriptOptions, Transcripts,
+    read_transcripts_parquet, write_cells_csv, CellTable, DataError,
+    TranscriptOptions,
 };
 
-const PY_HELP: &str = "python3 with pyarrow is needed to write the parquet fixtures: run \
-scripts/setup.sh or `python3 -m pip install pyarrow`; set CELLSYMPHONY_ALLOW_NO_PYTHON=1 to skip";
-
-/// The example data; fails (never skips) when it has not been fetched.
-fn data() -> BidcellData {
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn crop_transcripts() -> &'static Transcripts {
-    static T: OnceLock<Transcripts> = OnceLock::new();
-    T.get_or_init(|| read_transcripts(&data().transcripts, &TranscriptOptions::default()).unwrap())
-}
-
-fn crop() -> &'static CellTable {
-    static T: OnceLock<CellTable> = OnceLock::new();
-    T.get_or_init(|| CellTable::from_transcripts(crop_transcripts()))
-}
+const PY_HELP: &str = "python3 with pyarrow writes the parquet fixtures: run scripts/setup.sh \
+or `python3 -m pip install pyarrow`";
 
 /// The fixture folder (written once per test process), or `None` when python3 + pyarrow are
 /// missing and CELLSYMPHONY_ALLOW_NO_PYTHON=1 (fails otherwise).
 fn fixtures(test: &str) -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        let ok = Command::new("python3")
-            .args(["-c", "import pyarrow"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            if std::env::var("CELLSYMPHONY_ALLOW_NO_PYTHON").as_deref() == Ok("1") {
-                return None;
-            }
-            panic!("{PY_HELP}");
+        if !python_or_skip("parquet fixtures", "pyarrow", PY_HELP) {
+            return None;
         }
-        // One fixed folder under cargo's per-target scratch space, rewritten on every run, so
-        // that runs do not pile up ~60 MB copies.
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parquet-fixtures");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        write_cells_csv(crop(), &dir.join("cells.csv"), false).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests")
-            .join("python")
-            .join("write_parquet_fixtures.py");
-        let out = Command::new("python3")
-            .arg(&script)
-            .arg(&data().transcripts)
-            .arg(dir.join("cells.csv"))
-            .arg(&dir)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}; {PY_HELP}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed:\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
+        // One folder per process under cargo's target tmp dir (stale ones removed), so that
+        // runs do not pile up ~60 MB copies.
+        let dir = fixture_dir("parquet-fixtures");
+        let cells = dir.join("cells.csv");
+        write_cells_csv(crop_cells(), &cells, false).unwrap();
+        let transcripts = crop_files().transcripts;
+        run_python(
+            "write_parquet_fixtures.py",
+            &[transcripts.as_os_str(), cells.as_os_str(), dir.as_os_str()],
+            PY_HELP,
         );
         Some(dir)
     });
     if dir.is_none() {
-        eprintln!("SKIPPED (no python3 + pyarrow): {test}");
+        eprintln!("SKIPPED: no python3 with pyarrow: {test}");
     }
     dir.as_deref()
 }
@@ -95,7 +62,7 @@ fn every_variant_gives_the_csv_table() {
         return;
     };
     let opts = TranscriptOptions::default();
-    let want = crop();
+    let want = crop_cells();
     assert_eq!((want.n_cells(), want.n_genes()), (1_135, 313));
     for name in [
         "transcripts_snappy.parquet", // cell_id int64, overlaps_nucleus int64
@@ -139,7 +106,7 @@ fn min_qv_30_matches_the_python_count() {
         crop_transcripts().n_transcripts()
     );
     let opts = TranscriptOptions { min_qv: 30.0 };
-    let from_csv = read_transcripts(&data().transcripts, &opts).unwrap();
+    let from_csv = read_transcripts(&crop_files().transcripts, &opts).unwrap();
     let from_parquet = read_transcripts(&dir.join("transcripts_snappy.parquet"), &opts).unwrap();
     let from_f32 = read_transcripts(&dir.join("transcripts_zstd.parquet"), &opts).unwrap();
     for (what, t) in [
@@ -172,7 +139,7 @@ fn xenium2_is_gene_and_codeword_category_drop_controls() {
     assert_eq!(t.n_transcripts(), count(&e, "xoa2", "kept"));
     assert_eq!(t.n_assigned(), count(&e, "xoa2", "assigned"));
     let got = CellTable::from_transcripts(&t);
-    let want = crop();
+    let want = crop_cells();
     assert_eq!(got.n_genes(), 311);
     assert_eq!(got.gene_index("EPCAM"), None, "is_gene = false dropped");
     assert_eq!(
@@ -194,7 +161,7 @@ fn cells_parquet_string_and_binary_ids() {
     let Some(dir) = fixtures("cells_parquet_string_and_binary_ids") else {
         return;
     };
-    let want = crop();
+    let want = crop_cells();
     let s = read_cells_parquet(&dir.join("cells_string.parquet")).unwrap();
     assert_eq!(s.ids, want.cell_ids);
     assert_eq!(s.centroids_um, want.centroids_um, "float32 centroids");
@@ -443,7 +410,7 @@ fn read_speed_csv_vs_parquet() {
     let n = crop_transcripts().n_transcripts() as f64;
     let mut report = Vec::new();
     for (what, path) in [
-        ("csv", data().transcripts.clone()),
+        ("csv", crop_files().transcripts.clone()),
         ("csv.gz", dir.join("transcripts.csv.gz")),
         ("parquet snappy", dir.join("transcripts_snappy.parquet")),
         ("parquet zstd f32", dir.join("transcripts_zstd.parquet")),

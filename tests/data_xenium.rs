@@ -1,36 +1,23 @@
 //! Transcript reader on the real BIDCell Xenium breast crop (`scripts/fetch_data.sh`).
 #![cfg(feature = "native-io")]
 
-use std::sync::OnceLock;
+mod common;
+
 use std::time::Instant;
 
+use common::{crop_cells, crop_files, crop_nuclei, crop_transcripts};
 use cellsymphony::data::{
-    read_tiff_gray16, read_transcripts, read_transcripts_csv, BidcellData, CellTable, DataError,
-    TranscriptOptions, Transcripts, XENIUM_CROP_FRAME,
+    read_tiff_gray16, read_transcripts, read_transcripts_csv, DataError,
+    TranscriptOptions, XENIUM_CROP_FRAME,
 };
-
-/// The example data; fails (never skips) when it has not been fetched.
-fn data() -> BidcellData {
-    BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn transcripts() -> &'static Transcripts {
-    static T: OnceLock<Transcripts> = OnceLock::new();
-    T.get_or_init(|| read_transcripts(&data().transcripts, &TranscriptOptions::default()).unwrap())
-}
-
-fn table() -> &'static CellTable {
-    static T: OnceLock<CellTable> = OnceLock::new();
-    T.get_or_init(|| CellTable::from_transcripts(transcripts()))
-}
 
 #[test]
 fn counts_match_the_file() {
-    let t = transcripts();
+    let t = crop_transcripts();
     // 186,146 rows, all with qv >= 20 and no control feature; 2,773 have cell_id -1.
     assert_eq!(t.n_transcripts(), 186_146);
     assert_eq!(t.n_assigned(), 183_373);
-    let table = table();
+    let table = crop_cells();
     // 1,136 distinct cell_id values in the file, one of which is -1 (unassigned).
     assert_eq!(table.n_cells(), 1_135);
     assert_eq!(table.n_genes(), 313);
@@ -41,7 +28,7 @@ fn counts_match_the_file() {
 
 #[test]
 fn unassigned_dropped_and_order_deterministic() {
-    let table = table();
+    let table = crop_cells();
     assert!(!table.cell_ids.iter().any(|id| id == "-1"));
     let ids: Vec<i64> = table.cell_ids.iter().map(|s| s.parse().unwrap()).collect();
     assert!(
@@ -54,14 +41,14 @@ fn unassigned_dropped_and_order_deterministic() {
         assert!(table.gene_index(gene).is_some(), "{gene} in panel");
     }
     // Re-reading through the one-call API gives the same table.
-    let again = read_transcripts_csv(&data().transcripts, &TranscriptOptions::default()).unwrap();
+    let again = read_transcripts_csv(&crop_files().transcripts, &TranscriptOptions::default()).unwrap();
     assert_eq!(&again, table);
 }
 
 #[test]
 fn centroids_fall_inside_the_image() {
-    let table = table();
-    let image = read_tiff_gray16(&data().morphology).unwrap();
+    let table = crop_cells();
+    let image = read_tiff_gray16(&crop_files().morphology).unwrap();
     // The transcript crop starts at 1062.0 / 212.0 µm, half a micron before the image edge
     // (1062.5 / 212.5 µm): a few tiny edge cells have centroids in that strip, nothing else
     // falls outside.
@@ -80,12 +67,7 @@ fn centroids_fall_inside_the_image() {
         off.len()
     };
     assert_eq!(outside(&table.centroids_um), 4);
-    let nuclei: Vec<[f32; 2]> = table
-        .nucleus_centroids_um
-        .iter()
-        .flatten()
-        .copied()
-        .collect();
+    let nuclei = crop_nuclei();
     // 49 cells have fewer than 3 nucleus-overlapping transcripts.
     assert_eq!(nuclei.len(), 1_086);
     assert!(outside(&nuclei) <= 4);
@@ -100,17 +82,17 @@ fn centroids_fall_inside_the_image() {
 #[test]
 fn quality_filter_applies() {
     let strict =
-        read_transcripts(&data().transcripts, &TranscriptOptions { min_qv: 30.0 }).unwrap();
+        read_transcripts(&crop_files().transcripts, &TranscriptOptions { min_qv: 30.0 }).unwrap();
     assert_eq!(strict.n_transcripts(), 149_758);
     assert_eq!(strict.n_assigned(), 147_535);
-    let none = read_transcripts_csv(&data().transcripts, &TranscriptOptions { min_qv: 1000.0 });
+    let none = read_transcripts_csv(&crop_files().transcripts, &TranscriptOptions { min_qv: 1000.0 });
     assert!(matches!(none, Err(DataError::Empty { .. })), "{none:?}");
 }
 
 #[test]
 fn reading_is_fast() {
     let start = Instant::now();
-    let table = read_transcripts_csv(&data().transcripts, &TranscriptOptions::default()).unwrap();
+    let table = read_transcripts_csv(&crop_files().transcripts, &TranscriptOptions::default()).unwrap();
     let elapsed = start.elapsed();
     println!(
         "read 14 MB transcripts into {} cells in {elapsed:?}",

@@ -1,6 +1,8 @@
 //! Model file format (safetensors + metadata), input alignment and normalisation.
 //! CPU only; no GPU needed.
 
+mod common;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -9,11 +11,8 @@ use cellsymphony::engine::{
     align_to_panel, expected_tensors, normalise_log1p_cp10k, ClassifierConfig, EngineModel,
     ModelFileError, ModelMeta, Quantization, METADATA_KEY,
 };
+use common::{names, random_model};
 use safetensors::{Dtype, SafeTensors, View};
-
-fn names(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i}")).collect()
-}
 
 /// A small random model (G = 37, C = 5, 2 layers) with some training info.
 fn small_model() -> EngineModel {
@@ -21,7 +20,7 @@ fn small_model() -> EngineModel {
         n_layers: 2,
         ..ClassifierConfig::new(37, 5)
     };
-    let mut m = EngineModel::random_for_tests(config, names("G", 37), names("c", 5), 99);
+    let mut m = random_model(config, 99);
     m.meta.training = serde_json::json!({"epochs": 3, "val_accuracy": 0.91, "notes": ["seeded"]});
     m
 }
@@ -387,8 +386,7 @@ fn in_memory_inconsistencies_are_rejected_on_save() {
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn save_atomic_and_load_roundtrip_with_path_errors() {
-    let dir = std::env::temp_dir().join(format!("cellsymphony-format-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("format-test");
     let path = dir.join("model.safetensors");
     let m = small_model().quantize_int8();
     m.save_atomic(&path).unwrap();
@@ -419,7 +417,6 @@ fn save_atomic_and_load_roundtrip_with_path_errors() {
         matches!(e, ModelFileError::InFile { .. }) && e.to_string().contains("bad.safetensors"),
         "{e}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn meta_with_genes(genes: &[&str]) -> ModelMeta {
@@ -591,7 +588,7 @@ fn multi_model() -> EngineModel {
         attention_bias: true,
         ..ClassifierConfig::new(37, 5)
     };
-    EngineModel::random_for_tests(config, names("G", 37), names("c", 5), 3)
+    random_model(config, 3)
 }
 
 #[test]

@@ -6,11 +6,13 @@
 //! from the real BIDCell crop (small: a few cells, a few dozen lines).
 #![cfg(feature = "native-io")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{crop_cells, crop_files, gzip, scratch};
 use cellsymphony::data::{
-    read_transcripts_csv, write_mex_dir, BidcellData, CellTable,
-    TranscriptOptions,
+    write_mex_dir, CellTable,
 };
 use cellsymphony::engine::{ClassifierConfig, EngineModel};
 use cellsymphony::fuzz_targets::{self, FILE_SEPARATOR};
@@ -37,16 +39,9 @@ fn head_lines(path: &Path, n: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
 fn write_seeds() {
-    let data = BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
-    let crop = read_transcripts_csv(&data.transcripts, &TranscriptOptions::default()).unwrap();
+    let data = crop_files();
+    let crop = crop_cells();
     let corpus = fuzz_dir().join("corpus");
 
     // Model files: a tiny random model, f32 and int8.
@@ -108,8 +103,7 @@ fn write_seeds() {
         centroids_um: crop.centroids_um[..n].to_vec(),
         nucleus_centroids_um: crop.nucleus_centroids_um[..n].to_vec(),
     };
-    let tmp = std::env::temp_dir().join(format!("cellsymphony-seeds-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let tmp = scratch("seeds");
     write_mex_dir(&small, &tmp, false).unwrap();
     let pack = |parts: [Vec<u8>; 3]| {
         let mut out = Vec::new();
@@ -125,7 +119,6 @@ fn write_seeds() {
         ["features.tsv", "barcodes.tsv", "matrix.mtx"].map(|f| std::fs::read(tmp.join(f)).unwrap());
     std::fs::write(dir.join("six_cells.mex"), pack(files.clone())).unwrap();
     std::fs::write(dir.join("six_cells_gz.mex"), pack(files.map(|f| gzip(&f)))).unwrap();
-    let _ = std::fs::remove_dir_all(&tmp);
 
     // CSV: heads of the real transcripts and reference tables.
     let dir = corpus.join("csv_tables");

@@ -5,7 +5,7 @@
 //!
 //! GPU tests need an adapter (lavapipe works). Without one they FAIL, unless
 //! `CELLSYMPHONY_ALLOW_NO_GPU=1`, in which case they print
-//! `SKIPPED (no GPU adapter): <test>` to stderr and return.
+//! `SKIPPED: no GPU adapter: …` to stderr and return (`common::gpu_or_skip`).
 //!
 //! Tolerances (absolute, `scale = max(1, max |reference|)`):
 //! - matmul_int8 (incl. fused GELU and residual): `1e-5 * scale` (same f32 math, different
@@ -21,9 +21,11 @@
 
 #![cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Instant;
 
+use common::{gpu_or_skip, max_abs_diff, names, random_model};
 use cellsymphony::engine::cpu::{argmax_rows, forward_logits};
 use cellsymphony::engine::rng::SplitMix64;
 use cellsymphony::engine::{
@@ -32,36 +34,9 @@ use cellsymphony::engine::{
 use cellsymphony::gpu::{
     attention, attention_biased, attention_biased_reference, attention_reference, layernorm,
     layernorm_reference, matmul_int8, matmul_int8_reference, mean_pool, mean_pool_reference,
-    token_gather_mean, token_gather_mean_reference, Activation, GpuClassifier, GpuContext,
+    token_gather_mean, token_gather_mean_reference, Activation, GpuClassifier,
     GpuError,
 };
-
-/// Opens the GPU, or fails the test, or (with CELLSYMPHONY_ALLOW_NO_GPU=1) skips it loudly.
-fn gpu(test: &str) -> Option<Arc<GpuContext>> {
-    match pollster::block_on(GpuContext::new()) {
-        Ok(ctx) => {
-            eprintln!("{test}: adapter {}", ctx.adapter_summary());
-            Some(Arc::new(ctx))
-        }
-        Err(e @ GpuError::NoAdapter { .. }) => {
-            if std::env::var("CELLSYMPHONY_ALLOW_NO_GPU").as_deref() == Ok("1") {
-                eprintln!("SKIPPED (no GPU adapter): {test}");
-                None
-            } else {
-                panic!("{test}: {e}\n(set CELLSYMPHONY_ALLOW_NO_GPU=1 to skip GPU tests on a machine without any adapter)");
-            }
-        }
-        Err(e) => panic!("{test}: GPU context creation failed: {e}"),
-    }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn max_abs(a: &[f32]) -> f32 {
     a.iter().map(|v| v.abs()).fold(0.0, f32::max)
@@ -96,7 +71,7 @@ fn random_int8_linear(rng: &mut SplitMix64, out: usize, in_dim: usize) -> Linear
 
 #[test]
 fn matmul_int8_matches_reference() {
-    let Some(ctx) = gpu("matmul_int8_matches_reference") else {
+    let Some(ctx) = gpu_or_skip("matmul_int8_matches_reference") else {
         return;
     };
     let mut rng = SplitMix64::new(0x5EED_0001);
@@ -129,7 +104,7 @@ fn matmul_int8_matches_reference() {
 
 #[test]
 fn gelu_epilogue_matches_reference() {
-    let Some(ctx) = gpu("gelu_epilogue_matches_reference") else {
+    let Some(ctx) = gpu_or_skip("gelu_epilogue_matches_reference") else {
         return;
     };
     // A 1x1 layer with w = 127 * (1/127) passes x through; the epilogue applies GELU.
@@ -157,7 +132,7 @@ fn gelu_epilogue_matches_reference() {
 
 #[test]
 fn matmul_rejects_f32_weights_and_bad_shapes() {
-    let Some(ctx) = gpu("matmul_rejects_f32_weights_and_bad_shapes") else {
+    let Some(ctx) = gpu_or_skip("matmul_rejects_f32_weights_and_bad_shapes") else {
         return;
     };
     let w = Linear {
@@ -193,7 +168,7 @@ fn matmul_rejects_f32_weights_and_bad_shapes() {
 
 #[test]
 fn attention_matches_reference() {
-    let Some(ctx) = gpu("attention_matches_reference") else {
+    let Some(ctx) = gpu_or_skip("attention_matches_reference") else {
         return;
     };
     let mut rng = SplitMix64::new(0x5EED_0003);
@@ -212,7 +187,7 @@ fn attention_matches_reference() {
 
 #[test]
 fn attention_with_bias_matches_reference() {
-    let Some(ctx) = gpu("attention_with_bias_matches_reference") else {
+    let Some(ctx) = gpu_or_skip("attention_with_bias_matches_reference") else {
         return;
     };
     let mut rng = SplitMix64::new(0x5EED_0013);
@@ -235,7 +210,7 @@ fn attention_with_bias_matches_reference() {
 
 #[test]
 fn token_gather_mean_matches_reference() {
-    let Some(ctx) = gpu("token_gather_mean_matches_reference") else {
+    let Some(ctx) = gpu_or_skip("token_gather_mean_matches_reference") else {
         return;
     };
     let mut rng = SplitMix64::new(0x5EED_0014);
@@ -259,7 +234,7 @@ fn token_gather_mean_matches_reference() {
 
 #[test]
 fn attention_softmax_is_stable_for_huge_scores() {
-    let Some(ctx) = gpu("attention_softmax_is_stable_for_huge_scores") else {
+    let Some(ctx) = gpu_or_skip("attention_softmax_is_stable_for_huge_scores") else {
         return;
     };
     let mut rng = SplitMix64::new(0x5EED_0004);
@@ -275,7 +250,7 @@ fn attention_softmax_is_stable_for_huge_scores() {
 
 #[test]
 fn layernorm_matches_reference() {
-    let Some(ctx) = gpu("layernorm_matches_reference") else {
+    let Some(ctx) = gpu_or_skip("layernorm_matches_reference") else {
         return;
     };
     let mut rng = SplitMix64::new(0x5EED_0005);
@@ -303,7 +278,7 @@ fn layernorm_matches_reference() {
 
 #[test]
 fn layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups() {
-    let Some(ctx) = gpu("layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups") else {
+    let Some(ctx) = gpu_or_skip("layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups") else {
         return;
     };
     let mut rng = SplitMix64::new(0x5EED_0006);
@@ -335,7 +310,7 @@ fn layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups() {
 
 #[test]
 fn mean_pool_matches_reference() {
-    let Some(ctx) = gpu("mean_pool_matches_reference") else {
+    let Some(ctx) = gpu_or_skip("mean_pool_matches_reference") else {
         return;
     };
     let mut rng = SplitMix64::new(0x5EED_0007);
@@ -349,10 +324,6 @@ fn mean_pool_matches_reference() {
             1e-6,
         );
     }
-}
-
-fn names(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
 
 /// The test model: G = 313, C = 12, default hyperparameters.
@@ -384,7 +355,7 @@ fn top2_gap(row: &[f32]) -> f32 {
 
 #[test]
 fn gpu_classifier_matches_cpu_forward() {
-    let Some(ctx) = gpu("gpu_classifier_matches_cpu_forward") else {
+    let Some(ctx) = gpu_or_skip("gpu_classifier_matches_cpu_forward") else {
         return;
     };
     let model_f32 = test_model(0x5EED_0008);
@@ -466,7 +437,7 @@ fn gpu_classifier_matches_cpu_forward() {
 
 #[test]
 fn gpu_classifier_quantises_f32_models_and_handles_edge_inputs() {
-    let Some(ctx) = gpu("gpu_classifier_quantises_f32_models_and_handles_edge_inputs") else {
+    let Some(ctx) = gpu_or_skip("gpu_classifier_quantises_f32_models_and_handles_edge_inputs") else {
         return;
     };
     let model_f32 = test_model(0x5EED_000A);
@@ -631,7 +602,7 @@ fn multi_input_model_gpu_matches_cpu_across_chunks() {
         um_per_px: 0.75,
     });
     config.attention_bias = true;
-    let model = EngineModel::random_for_tests(config.clone(), names("G", 60), names("c", 7), 5);
+    let model = random_model(config.clone(), 5);
     assert_eq!(model.meta.architecture, "multi_input");
     let back = EngineModel::from_safetensors_bytes(&model.to_safetensors_bytes().unwrap()).unwrap();
     assert_eq!(back, model);
@@ -655,7 +626,7 @@ fn multi_input_model_gpu_matches_cpu_across_chunks() {
     let moved = cellsymphony::engine::cpu::forward_logits_with_patches(&int8, &x, Some(&other), cells);
     assert!(max_abs_diff(&moved, &cpu_int8) > 1e-3, "patches had no effect");
 
-    let Some(ctx) = gpu("multi_input_model_gpu_matches_cpu_across_chunks") else {
+    let Some(ctx) = gpu_or_skip("multi_input_model_gpu_matches_cpu_across_chunks") else {
         return;
     };
     let mut clf = GpuClassifier::new(ctx, &int8).expect("upload");

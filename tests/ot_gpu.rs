@@ -10,11 +10,10 @@
 //!   more than 1e-3 (relative), confidence within 1e-3 absolute.
 //!
 //! GPU tests need an adapter (lavapipe works). Without one they FAIL, unless
-//! `CELLSYMPHONY_ALLOW_NO_GPU=1`, in which case they print `SKIPPED (no GPU adapter): <test>`.
+//! `CELLSYMPHONY_ALLOW_NO_GPU=1`, in which case they print `SKIPPED: no GPU adapter: …` (`common::gpu_or_skip`).
 
 #![cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 
-#[path = "ot_common.rs"]
 mod common;
 
 use cellsymphony::engine::rng::SplitMix64;
@@ -23,6 +22,7 @@ use cellsymphony::ot::{
     assign, dense_plan, sinkhorn, CostScale, EpsilonScaling, GroundCost, SinkhornEngine,
     SinkhornOptions, SinkhornProblem, SinkhornResult, SpatialPenalty,
 };
+use common::max_abs_diff;
 use pollster::block_on;
 
 fn solve(
@@ -33,13 +33,6 @@ fn solve(
     let t = std::time::Instant::now();
     let r = block_on(sinkhorn(p, o, engine, |_, _| {})).unwrap();
     (r, t.elapsed())
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Runs both engines and checks the tolerances above; returns (reference, gpu).
@@ -90,16 +83,16 @@ fn gpu_vs_reference(
 
 fn clouds(seed: u64, n: usize, m: usize, d: usize, spread: f32) -> (Vec<f32>, Vec<f32>) {
     let mut rng = SplitMix64::new(seed);
-    let c = common::centres(&mut rng, 8, d, spread);
+    let c = common::ot::centres(&mut rng, 8, d, spread);
     (
-        common::clustered(&mut rng, &c, 8, n, d, 0.0),
-        common::clustered(&mut rng, &c, 8, m, d, 0.3),
+        common::ot::clustered(&mut rng, &c, 8, n, d, 0.0),
+        common::ot::clustered(&mut rng, &c, 8, m, d, 0.3),
     )
 }
 
 #[test]
 fn gpu_matches_reference_1000_by_777() {
-    let Some(ctx) = common::gpu("gpu_matches_reference_1000_by_777") else {
+    let Some(ctx) = common::gpu_or_skip("gpu_matches_reference_1000_by_777") else {
         return;
     };
     let (n, m, d) = (1000, 777, 50);
@@ -146,7 +139,7 @@ fn gpu_matches_reference_1000_by_777() {
 
 #[test]
 fn gpu_matches_reference_on_tile_edges() {
-    let Some(ctx) = common::gpu("gpu_matches_reference_on_tile_edges") else {
+    let Some(ctx) = common::gpu_or_skip("gpu_matches_reference_on_tile_edges") else {
         return;
     };
     // d = 1, 3, 17: 4 rows per invocation; d = 100: 1 row and a 40-point tile.
@@ -164,7 +157,7 @@ fn gpu_matches_reference_on_tile_edges() {
 
 #[test]
 fn gpu_matches_reference_squared_raw_weighted() {
-    let Some(ctx) = common::gpu("gpu_matches_reference_squared_raw_weighted") else {
+    let Some(ctx) = common::gpu_or_skip("gpu_matches_reference_squared_raw_weighted") else {
         return;
     };
     let (n, m, d) = (300, 257, 7);
@@ -191,7 +184,7 @@ fn gpu_matches_reference_squared_raw_weighted() {
 
 #[test]
 fn gpu_matches_reference_with_spatial_penalty_and_epsilon_scaling() {
-    let Some(ctx) = common::gpu("gpu_matches_reference_with_spatial_penalty_and_epsilon_scaling")
+    let Some(ctx) = common::gpu_or_skip("gpu_matches_reference_with_spatial_penalty_and_epsilon_scaling")
     else {
         return;
     };
@@ -222,7 +215,7 @@ fn gpu_matches_reference_with_spatial_penalty_and_epsilon_scaling() {
 
 #[test]
 fn gpu_reports_errors_without_panicking() {
-    let Some(ctx) = common::gpu("gpu_reports_errors_without_panicking") else {
+    let Some(ctx) = common::gpu_or_skip("gpu_reports_errors_without_panicking") else {
         return;
     };
     let x = vec![0.0f32; 10];

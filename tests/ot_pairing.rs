@@ -7,7 +7,6 @@
 
 #![cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 
-#[path = "ot_common.rs"]
 mod common;
 
 use cellsymphony::engine::rng::SplitMix64;
@@ -123,21 +122,21 @@ fn qc_rejects_small_states_and_mixed_lineages() {
 
 #[test]
 fn pairs_xenium_halves_on_cpu_and_gpu() {
-    let crop = common::xenium_crop();
+    let crop = common::ot::xenium_crop();
     let genes = crop.genes.len();
     let (_, coords) = pca(&crop.expr, crop.cells, genes, &PcaOptions::default()).unwrap();
-    let (ia, ib) = common::random_halves(crop.cells, 5);
+    let (ia, ib) = common::ot::random_halves(crop.cells, 5);
     let (xa, xb) = (
-        common::take_rows(&coords, 50, &ia),
-        common::take_rows(&coords, 50, &ib),
+        common::ot::take_rows(&coords, 50, &ia),
+        common::ot::take_rows(&coords, 50, &ib),
     );
     let (ida, idb) = (
-        common::take_rows(&crop.ids, 1, &ia),
-        common::take_rows(&crop.ids, 1, &ib),
+        common::ot::take_rows(&crop.ids, 1, &ia),
+        common::ot::take_rows(&crop.ids, 1, &ib),
     );
     let (pa, pb) = (
-        common::take_rows(&crop.centroids, 1, &ia),
-        common::take_rows(&crop.centroids, 1, &ib),
+        common::ot::take_rows(&crop.centroids, 1, &ia),
+        common::ot::take_rows(&crop.centroids, 1, &ib),
     );
     let ctrl = StateCells {
         state: "half_a",
@@ -197,7 +196,7 @@ fn pairs_xenium_halves_on_cpu_and_gpu() {
         ia.len(), ib.len(), cpu.sinkhorn.iterations
     );
 
-    let Some(ctx) = common::gpu("pairs_xenium_halves_on_cpu_and_gpu") else {
+    let Some(ctx) = common::gpu_or_skip("pairs_xenium_halves_on_cpu_and_gpu") else {
         return;
     };
     let gpu = block_on(pair_states(

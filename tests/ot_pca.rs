@@ -11,16 +11,16 @@
 
 #![cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 
-#[path = "ot_common.rs"]
 mod common;
 
 use cellsymphony::engine::normalise_log1p_cp10k;
 use cellsymphony::engine::rng::SplitMix64;
 use cellsymphony::ot::{pca, OtError, Pca, PcaOptions};
-use common::{python_available, run_python, Scratch};
+use common::ot::{pot_available, run_reference};
+use common::Scratch;
 
 fn compare_with_numpy(test: &str, x: &[f32], cells: usize, genes: usize, d: usize) {
-    if !python_available(test) {
+    if !pot_available(test) {
         return;
     }
     let t = std::time::Instant::now();
@@ -35,7 +35,7 @@ fn compare_with_numpy(test: &str, x: &[f32], cells: usize, genes: usize, d: usiz
         "meta.json",
         &serde_json::json!({"cells": cells, "genes": genes, "d": d}),
     );
-    run_python("numpy_pca.py", dir.path());
+    run_reference("numpy_pca.py", dir.path());
     let comps = dir.read_f64("components.f64");
     let var = dir.read_f64("variance.f64");
     let ratio = dir.read_f64("ratio.f64");
@@ -115,7 +115,7 @@ fn pca_matches_numpy_on_seeded_counts() {
 
 #[test]
 fn pca_matches_numpy_on_xenium_crop() {
-    let crop = common::xenium_crop();
+    let crop = common::ot::xenium_crop();
     compare_with_numpy(
         "pca_matches_numpy_on_xenium_crop",
         &crop.expr,

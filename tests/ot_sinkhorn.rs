@@ -14,7 +14,6 @@
 
 #![cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 
-#[path = "ot_common.rs"]
 mod common;
 
 use cellsymphony::engine::rng::SplitMix64;
@@ -23,7 +22,8 @@ use cellsymphony::ot::{
     GroundCost, OtError, PcaOptions, SinkhornOptions, SinkhornProblem, SinkhornResult,
     SpatialPenalty,
 };
-use common::{python_available, run_python, Scratch};
+use common::ot::{pot_available, run_reference};
+use common::Scratch;
 
 struct Pot {
     plan: Vec<f64>,
@@ -57,7 +57,7 @@ fn run_pot(test: &str, p: &SinkhornProblem<'_>, o: &SinkhornOptions, method: &st
             "write_plan": true,
         }),
     );
-    run_python("pot_sinkhorn.py", dir.path());
+    run_reference("pot_sinkhorn.py", dir.path());
     let r = dir.read_json("result.json");
     assert_eq!(
         r["finite"], true,
@@ -130,7 +130,7 @@ fn assert_matches(
     method: &str,
 ) -> SinkhornResult {
     let ours = sinkhorn_log_domain_reference(p, o, |_, _| {}).unwrap();
-    if !python_available(test) {
+    if !pot_available(test) {
         return ours;
     }
     let pot = run_pot(test, p, o, method);
@@ -173,9 +173,9 @@ fn check_marginals(test: &str, p: &SinkhornProblem<'_>, o: &SinkhornOptions, r: 
 
 fn clouds(seed: u64, n: usize, m: usize, d: usize, spread: f32) -> (Vec<f32>, Vec<f32>) {
     let mut rng = SplitMix64::new(seed);
-    let c = common::centres(&mut rng, 8, d, spread);
-    let x = common::clustered(&mut rng, &c, 8, n, d, 0.0);
-    let y = common::clustered(&mut rng, &c, 8, m, d, 0.3);
+    let c = common::ot::centres(&mut rng, 8, d, spread);
+    let x = common::ot::clustered(&mut rng, &c, 8, n, d, 0.0);
+    let y = common::ot::clustered(&mut rng, &c, 8, m, d, 0.3);
     (x, y)
 }
 
@@ -270,12 +270,12 @@ fn matches_pot_with_spatial_penalty() {
 
 #[test]
 fn matches_pot_on_xenium_crop_pca() {
-    let crop = common::xenium_crop();
+    let crop = common::ot::xenium_crop();
     let genes = crop.genes.len();
     let (_, coords) = pca(&crop.expr, crop.cells, genes, &PcaOptions::default()).unwrap();
-    let (ia, ib) = common::random_halves(crop.cells, 11);
-    let x = common::take_rows(&coords, 50, &ia);
-    let y = common::take_rows(&coords, 50, &ib);
+    let (ia, ib) = common::ot::random_halves(crop.cells, 11);
+    let x = common::ot::take_rows(&coords, 50, &ia);
+    let y = common::ot::take_rows(&coords, 50, &ib);
     let p = SinkhornProblem::new(&x, ia.len(), &y, ib.len(), 50);
     let r = assert_matches("pot_xenium", &p, &tight(), "sinkhorn_log");
     eprintln!(
