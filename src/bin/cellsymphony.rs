@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cellsymphony::data::{self, default_data_dir};
-use cellsymphony::engine::{self, EngineModel};
-use cellsymphony::gpu::{GpuClassifier, GpuContext};
+use cellsymphony::engine::{self, EngineModel, PreparedCells};
+use cellsymphony::gpu::GpuContext;
 use cellsymphony::model::convert::from_engine_model;
 use cellsymphony::model::GeneOnlyClassifierConfig;
 use cellsymphony::train::{
@@ -715,10 +715,9 @@ fn gpu_context() -> Result<Arc<GpuContext>> {
     Ok(Arc::clone(CTX.get_or_init(|| ctx)))
 }
 
-/// Logits `[cells, classes]` of `model` on `x_norm` (already in the model's gene order) and,
-/// for a model with a morphology token, the cells' patches `[cells, S, S]`.
-fn engine_logits(model: &EngineModel, x_norm: &[f32], patches: Option<&[f32]>, n_cells: usize, engine: Engine) -> Result<(Vec<f32>, String)> {
-    Ok(match engine {
+/// Logits `[cells, classes]` of `model` on cells prepared by [`model_inputs`].
+fn engine_logits(model: &EngineModel, cells: &PreparedCells<'_>, engine: Engine) -> Result<(Vec<f32>, String)> {
+    let clf = match engine {
         Engine::Burn => {
             if model.meta.architecture != engine::ARCHITECTURE_GENE_ONLY {
                 return Err(format!(
@@ -730,59 +729,39 @@ fn engine_logits(model: &EngineModel, x_norm: &[f32], patches: Option<&[f32]>, n
             type Cpu = burn::backend::NdArray;
             let device = Default::default();
             let m = from_engine_model::<Cpu>(model, 0.0, &device);
-            let idx: Vec<usize> = (0..n_cells).collect();
-            (predict_logits(&m, x_norm, model.meta.config.n_genes, &idx, 512, &device), "burn fp32 (ndarray, CPU)".into())
+            let idx: Vec<usize> = (0..cells.n_cells).collect();
+            return Ok((predict_logits(&m, &cells.x, model.meta.config.n_genes, &idx, 512, &device), "burn fp32 (ndarray, CPU)".into()));
         }
-        Engine::Cpu => {
-            engine::check_patches(&model.meta.config, patches, n_cells)?;
-            (
-                engine::cpu::forward_logits_with_patches(model, x_norm, patches, n_cells),
-                format!("CPU engine ({})", model.meta.quantization.as_str()),
-            )
-        }
-        Engine::Gpu => {
-            let ctx = gpu_context()?;
-            let summary = ctx.adapter_summary();
-            let clf = GpuClassifier::new(ctx, model).context(|| "uploading the model to the GPU".to_string())?;
-            let logits = pollster::block_on(clf.logits_with_patches(x_norm, patches, n_cells))
-                .context(|| "running the WGSL engine".to_string())?;
-            (logits, format!("WGSL engine int8 on {summary}"))
-        }
-    })
+        Engine::Cpu => engine::Classifier::cpu(model.clone())?,
+        Engine::Gpu => engine::Classifier::gpu(model.clone(), gpu_context()?).context(|| "uploading the model to the GPU".to_string())?,
+    };
+    let logits = pollster::block_on(clf.logits(cells)).context(|| format!("running the {}", clf.engine_name()))?;
+    Ok((logits, clf.engine_name()))
 }
 
-/// The crop's counts in the model's gene order, normalised, plus the centroid features of a
-/// model with a centroid token: `[cells, n_inputs]`; and for a model with a morphology token
-/// the nucleus-centred DAPI patches `[cells, S, S]` at the model's µm/px.
-fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-    let counts = engine::align_to_panel(&model.meta, &crop.table.genes, &crop.table.counts)?;
-    let x = engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum as f32);
-    let x = engine::model_input(&model.meta.config, x, Some(&crop.table.centroids_um))?;
+/// The crop's cells through the engine's `prepare`: counts in the model's gene order,
+/// normalised as the model file records, plus the centroid features of a model with a
+/// centroid token (`x` `[cells, n_inputs]`); and for a model with a morphology token the
+/// nucleus-centred DAPI patches `[cells, S, S]` at the model's µm/px.
+fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<PreparedCells<'static>> {
     let patches = match &model.meta.config.morphology {
-        Some(m) => Some(cellsymphony::train::benchmark::crop_patches(crop, m.image_size, m.um_per_px as f32)?),
+        Some(m) => Some((cellsymphony::train::benchmark::crop_patches(crop, m.image_size, m.um_per_px as f32)?, m.image_size)),
         None => None,
     };
-    Ok((x, patches))
-}
-
-/// Rows `idx` of a row-major `[rows, width]` array.
-fn gather_rows(values: &[f32], width: usize, idx: &[usize]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(idx.len() * width);
-    for &i in idx {
-        out.extend_from_slice(&values[i * width..(i + 1) * width]);
-    }
-    out
+    let centroids: Vec<f32> = crop.table.centroids_um.iter().flatten().copied().collect();
+    let input = cellsymphony::data::CellInput {
+        counts: cellsymphony::data::CountsInput::Dense { values: &crop.table.counts, n_cells: crop.table.n_cells(), n_genes: crop.table.genes.len() },
+        genes: &crop.table.genes,
+        centroids_um: Some(&centroids),
+        patches: patches.as_ref().map(|(pixels, size)| cellsymphony::data::PatchInput { pixels, size: *size }),
+    };
+    Ok(model.prepare(input)?.into_owned())
 }
 
 fn evaluate(model: &EngineModel, path: &Path, crop: &PreparedCrop, engine: Engine) -> Result<(ClassificationReport, String)> {
     let test_idx = held_out_indices(model, path, crop)?;
-    let (x, patches) = model_inputs(model, crop)?;
-    let xt = gather_rows(&x, model.meta.config.n_inputs(), &test_idx);
-    let pt = match (&patches, &model.meta.config.morphology) {
-        (Some(p), Some(m)) => Some(gather_rows(p, m.pixels(), &test_idx)),
-        _ => None,
-    };
-    let (logits, engine_name) = engine_logits(model, &xt, pt.as_deref(), test_idx.len(), engine)?;
+    let cells = model_inputs(model, crop)?.select(&test_idx)?;
+    let (logits, engine_name) = engine_logits(model, &cells, engine)?;
     let pred = argmax_rows(&logits, model.meta.classes.len());
     let mut truth = Vec::with_capacity(test_idx.len());
     for &i in &test_idx {
@@ -835,13 +814,13 @@ fn softmax_max(row: &[f32]) -> f32 {
 }
 
 fn classify_crop(model: &EngineModel, crop: &PreparedCrop, engine: Engine, patches_out: Option<&Path>) -> Result<Classified> {
-    let (x, patches) = model_inputs(model, crop)?;
-    if let (Some(path), Some(p)) = (patches_out, &patches) {
+    let cells = model_inputs(model, crop)?;
+    if let (Some(path), Some(p)) = (patches_out, &cells.patches) {
         write_file(path, p.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
         println!("wrote the {} cells' patches the model reads to {}", crop.table.n_cells(), path.display());
     }
     let t = Instant::now();
-    let (logits, engine_name) = engine_logits(model, &x, patches.as_deref(), crop.table.n_cells(), engine)?;
+    let (logits, engine_name) = engine_logits(model, &cells, engine)?;
     let seconds = t.elapsed().as_secs_f64();
     Ok(Classified { pred: argmax_rows(&logits, model.meta.classes.len()), logits, engine_name, seconds })
 }
@@ -1058,20 +1037,19 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     // Parity: fp32 burn vs the int8 engines on cells the model never saw: the labelled
     // held-out 20%, and all cells not used for training (held-out + excluded cells).
     let k = int8.meta.classes.len();
-    let g = int8.meta.config.n_inputs();
-    let (x, _) = model_inputs(&int8, crop)?; // gene-only: no patches
+    let cells = model_inputs(&int8, crop)?; // gene-only: no patches
     let test_set: std::collections::HashSet<usize> = trained.test_idx.iter().copied().collect();
     let unseen: Vec<usize> = (0..crop.table.n_cells())
         .filter(|i| crop.labels[*i].is_none() || test_set.contains(i))
         .collect();
     report += "## Parity: fp32 burn model vs int8 engines\n\n| cells | comparison | same class | max abs logit error |\n|---|---|---|---|\n";
     for (set_name, idx) in [("labelled held-out", &trained.test_idx), ("all not used in training", &unseen)] {
-        let xs = gather_rows(&x, g, idx);
-        let (l_fp32, _) = engine_logits(&trained.fp32, &xs, None, idx.len(), Engine::Burn)?;
-        let (l_cpu, _) = engine_logits(&int8, &xs, None, idx.len(), Engine::Cpu)?;
+        let xs = cells.select(idx)?;
+        let (l_fp32, _) = engine_logits(&trained.fp32, &xs, Engine::Burn)?;
+        let (l_cpu, _) = engine_logits(&int8, &xs, Engine::Cpu)?;
         let mut rows = vec![("burn fp32 vs int8 CPU engine", parity(&l_fp32, &l_cpu, k))];
         if gpu_ok {
-            let (l_gpu, _) = engine_logits(&int8, &xs, None, idx.len(), Engine::Gpu)?;
+            let (l_gpu, _) = engine_logits(&int8, &xs, Engine::Gpu)?;
             rows.push(("burn fp32 vs int8 WGSL engine", parity(&l_fp32, &l_gpu, k)));
             rows.push(("int8 CPU vs int8 WGSL engine", parity(&l_cpu, &l_gpu, k)));
         }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 use crate::engine::{EngineModel, ModelMeta, Normalisation};
-use crate::engine::format::NORMALISATION_LOG1P_CP10K;
 use crate::model::convert::to_engine_model;
 use crate::model::{GeneOnlyClassifier, GeneOnlyClassifierConfig};
 
@@ -31,10 +30,7 @@ fn crop_meta(
     training: serde_json::Value,
 ) -> ModelMeta {
     let mut meta = ModelMeta::new(config, genes.to_vec(), classes.to_vec());
-    meta.normalisation = Normalisation {
-        kind: NORMALISATION_LOG1P_CP10K.to_string(),
-        target_sum: TARGET_SUM as f64,
-    };
+    meta.normalisation = Normalisation::log1p_with_target_sum(TARGET_SUM as f64);
     meta.training = training;
     meta
 }
