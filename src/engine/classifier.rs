@@ -196,3 +196,87 @@ pub fn softmax_max(row: &[f32]) -> f32 {
     let m = row.iter().cloned().fold(f32::MIN, f32::max);
     1.0 / row.iter().map(|v| (v - m).exp()).sum::<f32>()
 }
+
+#[cfg(all(test, feature = "native-io", not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::data::{CountsInput, PatchInput};
+    use crate::engine::{ClassifierConfig, MorphologyTokenConfig, Normalisation, SpatialTokenConfig};
+
+    fn names(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    fn model(config: ClassifierConfig) -> EngineModel {
+        let (g, c) = (config.n_genes, config.n_classes);
+        EngineModel::random_for_tests(config, names("g", g), names("c", c), 17)
+    }
+
+    fn small() -> ClassifierConfig {
+        ClassifierConfig { n_layers: 1, d_model: 8, n_heads: 2, d_ff: 16, gene_tokens: 2, ..ClassifierConfig::new(3, 4) }
+    }
+
+    fn dense<'a>(values: &'a [f32], genes: &'a [String]) -> CellInput<'a> {
+        let counts = CountsInput::Dense { values, n_cells: values.len() / genes.len(), n_genes: genes.len() };
+        CellInput { counts, genes, centroids_um: None, patches: None }
+    }
+
+    #[test]
+    fn prepare_aligns_and_normalises_as_the_file_records() {
+        let mut m = model(small());
+        m.meta.normalisation = Normalisation::as_stored().with_standardisation(vec![1.0, 0.0, -1.0], vec![2.0, 1.0, 0.5]);
+        let clf = Classifier::cpu(m).unwrap();
+        // Input columns g2, extra, g0, g1; scaled values may be negative.
+        let genes = vec!["g2".to_string(), "x".to_string(), "g0".to_string(), "g1".to_string()];
+        let cells = clf.prepare(dense(&[-1.5, 9.0, 3.0, -0.5], &genes)).unwrap();
+        assert_eq!(cells.n_cells, 1);
+        assert_eq!(cells.x, vec![1.0, -0.5, -1.0]);
+        let logits = pollster::block_on(clf.logits(&cells)).unwrap();
+        let p = clf.predict(&logits).unwrap();
+        assert_eq!(p.classes, argmax_rows(&logits, 4));
+        assert!((p.confidence[0] - softmax_max(&logits)).abs() < 1e-7 && p.confidence[0] > 0.25);
+        // The same values under log1p_cp10k are not counts.
+        let counts_model = Classifier::cpu(model(small())).unwrap();
+        assert!(matches!(counts_model.prepare(dense(&[-1.5, 9.0, 3.0, -0.5], &genes)), Err(EngineError::Input(_))));
+    }
+
+    #[test]
+    fn centroids_and_patches_are_required_where_the_model_reads_them() {
+        let spatial = ClassifierConfig {
+            spatial: Some(SpatialTokenConfig { n_frequencies: 2, min_wavelength_um: 10.0, max_wavelength_um: 100.0 }),
+            ..small()
+        };
+        let clf = Classifier::cpu(model(spatial)).unwrap();
+        let genes = names("g", 3);
+        assert!(clf.prepare(dense(&[1.0, 2.0, 3.0], &genes)).is_err());
+        let centroids = [5.0, 7.0];
+        let cells = clf.prepare(CellInput { centroids_um: Some(&centroids), ..dense(&[1.0, 2.0, 3.0], &genes) }).unwrap();
+        assert_eq!(cells.x.len(), 3 + 8);
+
+        let morphology = ClassifierConfig {
+            morphology: Some(MorphologyTokenConfig { image_size: 4, vit_patch: 2, width: 4, n_heads: 2, d_ff: 8, n_layers: 1, k_nearest: 2, um_per_px: 0.5 }),
+            ..small()
+        };
+        let clf = Classifier::cpu(model(morphology)).unwrap();
+        assert!(clf.prepare(dense(&[1.0, 2.0, 3.0], &genes)).is_err());
+        let pixels = [0.5f32; 9];
+        let wrong_size = PatchInput { pixels: &pixels, size: 3 };
+        assert!(clf.prepare(CellInput { patches: Some(wrong_size), ..dense(&[1.0, 2.0, 3.0], &genes) }).is_err());
+        let pixels = [0.5f32; 16];
+        let patches = PatchInput { pixels: &pixels, size: 4 };
+        let cells = clf.prepare(CellInput { patches: Some(patches), ..dense(&[1.0, 2.0, 3.0], &genes) }).unwrap();
+        assert!(matches!(cells.patches, Some(Cow::Borrowed(_))));
+        assert_eq!(pollster::block_on(clf.logits(&cells)).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let clf = Classifier::cpu(model(small())).unwrap();
+        let bad = PreparedCells { x: vec![0.0; 5], patches: None, n_cells: 2 };
+        assert!(matches!(pollster::block_on(clf.logits(&bad)), Err(EngineError::InputShape { expected: 6, found: 5, .. })));
+        assert!(matches!(clf.predict(&[0.0; 5]), Err(EngineError::InputShape { .. })));
+        let cells = PreparedCells { x: vec![0.0; 6], patches: None, n_cells: 2 };
+        assert!(matches!(cells.select(&[0, 2]), Err(EngineError::InputShape { .. })));
+        assert_eq!(cells.select(&[1, 1, 0]).unwrap().x.len(), 9);
+    }
+}

@@ -1597,3 +1597,101 @@ fn check_linear(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod normalisation_tests {
+    use super::*;
+
+    fn names(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn log1p_cp10k_on_a_hand_computed_example() {
+        // Cell totals 4 and 0 (an empty cell stays 0: the total is clamped to 1).
+        let x = Normalisation::log1p_cp10k().apply(&[1.0, 3.0, 0.0, 0.0], 2, &[]).unwrap();
+        close(&x, &[2501f32.ln(), 7501f32.ln(), 0.0, 0.0]);
+        let e = Normalisation::log1p_cp10k().apply(&[1.0, -1.0], 2, &names("g", 2)).unwrap_err();
+        assert!(matches!(&e, ModelFileError::InvalidCount { cell: 0, gene, .. } if gene == "g1"), "{e}");
+    }
+
+    #[test]
+    fn as_stored_and_arcsinh_on_hand_computed_examples() {
+        let v = [-1.5, 0.0, 2.0, 7.25];
+        close(&Normalisation::as_stored().apply(&v, 2, &[]).unwrap(), &v);
+        // asinh(v / 5) = ln(v/5 + sqrt((v/5)² + 1)).
+        let want: Vec<f32> = [-0.3f64, 0.0, 0.4, 1.45].iter().map(|u| (u + (u * u + 1.0).sqrt()).ln() as f32).collect();
+        close(&Normalisation::arcsinh(5.0).apply(&v, 2, &[]).unwrap(), &want);
+        let e = Normalisation::as_stored().apply(&[f32::NAN, 1.0], 2, &[]).unwrap_err();
+        assert!(matches!(e, ModelFileError::InvalidCount { cell: 0, .. }), "{e}");
+    }
+
+    #[test]
+    fn standardisation_follows_the_transform() {
+        let n = Normalisation::as_stored().with_standardisation(vec![1.0, -2.0], vec![2.0, 0.5]);
+        // Gene 0: (x − 1) / 2; gene 1: (x + 2) / 0.5.
+        close(&n.apply(&[3.0, -1.0, 1.0, -2.0], 2, &[]).unwrap(), &[1.0, 2.0, 0.0, 0.0]);
+        let wrong_len = Normalisation::as_stored().with_standardisation(vec![0.0; 3], vec![1.0; 3]);
+        assert!(matches!(wrong_len.apply(&[1.0, 2.0], 2, &[]), Err(ModelFileError::InvalidNormalisation { .. })));
+    }
+
+    #[test]
+    fn old_style_json_still_loads() {
+        let json = r#"{"kind":"log1p_cp10k","target_sum":10000.0}"#;
+        let n: Normalisation = serde_json::from_str(json).unwrap();
+        assert_eq!(n, Normalisation::log1p_cp10k());
+        assert_eq!(serde_json::to_string(&n).unwrap(), json);
+        let meta = ModelMeta::new(ClassifierConfig::new(2, 2), names("g", 2), names("c", 2));
+        let mut v = serde_json::to_value(&meta).unwrap();
+        v["normalisation"] = serde_json::from_str(json).unwrap();
+        assert_eq!(ModelMeta::from_json(&v.to_string()).unwrap().normalisation, Normalisation::log1p_cp10k());
+    }
+
+    #[test]
+    fn invalid_normalisation_names_the_field_and_value() {
+        let meta = ModelMeta::new(ClassifierConfig::new(2, 2), names("g", 2), names("c", 2));
+        let load = |n: serde_json::Value| {
+            let mut v = serde_json::to_value(&meta).unwrap();
+            v["normalisation"] = n;
+            ModelMeta::from_json(&v.to_string()).unwrap_err()
+        };
+        let field_of = |e: ModelFileError| match e {
+            ModelFileError::InvalidNormalisation { field, value, .. } => (field, value),
+            other => panic!("expected InvalidNormalisation, got {other}"),
+        };
+        let cases = [
+            (serde_json::json!({"kind": "zscore"}), "normalisation.kind", "\"zscore\""),
+            (serde_json::json!({"kind": "log1p_cp10k"}), "normalisation.target_sum", "missing"),
+            (serde_json::json!({"kind": "arcsinh", "cofactor": -5.0}), "normalisation.cofactor", "-5"),
+            (serde_json::json!({"kind": "as_stored", "mean": [0.0, 0.0]}), "normalisation.std", "missing"),
+            (serde_json::json!({"kind": "as_stored", "mean": [0.0, 0.0], "std": [1.0, 0.0]}), "normalisation.std[1]", "0"),
+            (serde_json::json!({"kind": "as_stored", "mean": [0.0], "std": [1.0]}), "normalisation.mean", "1 values"),
+        ];
+        for (json, field, value) in cases {
+            assert_eq!(field_of(load(json.clone())), (field.to_string(), value.to_string()), "{json}");
+        }
+    }
+
+    #[test]
+    fn as_stored_with_standardisation_round_trips_through_safetensors() {
+        let config = ClassifierConfig { n_layers: 1, d_model: 8, n_heads: 2, d_ff: 16, gene_tokens: 2, ..ClassifierConfig::new(3, 2) };
+        let mut model = EngineModel::random_for_tests(config, names("g", 3), names("c", 2), 5);
+        model.meta.normalisation = Normalisation::as_stored().with_standardisation(vec![0.5, -1.0, 2.0], vec![1.0, 0.25, 3.0]);
+        let bytes = model.to_safetensors_bytes().unwrap();
+        let back = EngineModel::from_safetensors_bytes(&bytes).unwrap();
+        assert_eq!(back.meta.normalisation, model.meta.normalisation);
+        assert_eq!(back, model);
+        let json = back.meta.to_json().unwrap();
+        assert!(json.contains(r#""normalisation":{"kind":"as_stored","mean":[0.5,-1.0,2.0],"std":[1.0,0.25,3.0]}"#), "{json}");
+        // A standardisation of the wrong length is refused when the model is built.
+        model.meta.normalisation = Normalisation::arcsinh(5.0).with_standardisation(vec![0.0; 2], vec![1.0; 2]);
+        assert!(matches!(model.to_safetensors_bytes(), Err(ModelFileError::InvalidNormalisation { .. })));
+    }
+}
