@@ -513,6 +513,31 @@ impl Normalisation {
         Self { standardisation: Some(Standardisation { mean, std }), ..self }
     }
 
+    /// The same transform standardised with the per-gene mean and standard deviation
+    /// (population, f64 sums) of the transformed `training` values `[cells, n_genes]`; a gene
+    /// with zero (or non-finite) spread gets `std = 1` (as scikit-learn's `StandardScaler`).
+    /// Errors as [`apply`](Self::apply).
+    pub fn fit_standardisation(self, training: &[f32], n_genes: usize) -> Result<Self, ModelFileError> {
+        let plain = Self { standardisation: None, ..self };
+        let x = plain.apply(training, n_genes, &[])?;
+        let n_cells = (x.len() / n_genes.max(1)).max(1) as f64;
+        let mut sum = vec![0.0f64; n_genes];
+        let mut sum_sq = vec![0.0f64; n_genes];
+        for row in x.chunks_exact(n_genes.max(1)) {
+            for ((s, q), &v) in sum.iter_mut().zip(&mut sum_sq).zip(row) {
+                *s += v as f64;
+                *q += v as f64 * v as f64;
+            }
+        }
+        let mean: Vec<f32> = sum.iter().map(|s| (s / n_cells) as f32).collect();
+        let std = sum.iter().zip(&sum_sq).map(|(s, q)| {
+            let m = s / n_cells;
+            let sd = (q / n_cells - m * m).max(0.0).sqrt() as f32;
+            if sd.is_finite() && sd > 0.0 { sd } else { 1.0 }
+        });
+        Ok(plain.with_standardisation(mean, std.collect()))
+    }
+
     /// The metadata's `kind` string.
     pub fn kind(&self) -> &'static str {
         match self.transform {
@@ -1640,6 +1665,16 @@ mod normalisation_tests {
         close(&n.apply(&[3.0, -1.0, 1.0, -2.0], 2, &[]).unwrap(), &[1.0, 2.0, 0.0, 0.0]);
         let wrong_len = Normalisation::as_stored().with_standardisation(vec![0.0; 3], vec![1.0; 3]);
         assert!(matches!(wrong_len.apply(&[1.0, 2.0], 2, &[]), Err(ModelFileError::InvalidNormalisation { .. })));
+    }
+
+    #[test]
+    fn fitted_standardisation_centres_and_scales_the_training_values() {
+        // Gene 0: 1, 3 → mean 2, std 1; gene 1 is constant → std 1.
+        let n = Normalisation::as_stored().fit_standardisation(&[1.0, 5.0, 3.0, 5.0], 2).unwrap();
+        let s = n.standardisation.as_ref().unwrap();
+        close(&s.mean, &[2.0, 5.0]);
+        close(&s.std, &[1.0, 1.0]);
+        close(&n.apply(&[1.0, 5.0, 3.0, 5.0], 2, &[]).unwrap(), &[-1.0, 0.0, 1.0, 0.0]);
     }
 
     #[test]
