@@ -22,8 +22,8 @@ const TEMPLATE: &str = include_str!("../../kernels/matmul_int8.wgsl");
 pub enum Activation {
     /// Identity.
     None,
-    /// GELU, erf form `x/2 · (1 + erf(x/√2))`, with erf by Abramowitz & Stegun 7.1.26 (`engine::ops::erf_approx`
-    /// mirrors the kernel's arithmetic).
+    /// GELU, erf form `x/2 · (1 + erf(x/√2))`, with erf by Abramowitz & Stegun 7.1.26
+    /// (`engine::ops::erf_approx` mirrors the kernel's arithmetic).
     Gelu,
 }
 
