@@ -151,9 +151,11 @@ impl Classifier {
     /// are named by `genes` (any order; extra genes are ignored, missing model genes are an
     /// error naming them). Optional `centroids` (`Float32Array [cells, 2]`, x, y in µm) and
     /// `patches` (`Float32Array [cells, patchSize, patchSize]`, intensities in [0, 1]) are
-    /// validated when given. Resolves to `{classes, logits, confidence}`; bad input (shapes,
-    /// NaN/Inf, negative counts, missing genes) rejects with a message naming the array,
-    /// element and value.
+    /// validated when given. The values are normalised exactly as the model file records
+    /// (raw counts for a `log1p_cp10k` model; for an `as_stored` or `arcsinh` model, the
+    /// values it was trained on, any finite number). Resolves to `{classes, logits,
+    /// confidence}`; bad input (shapes, NaN/Inf, negative counts for a counts model, missing
+    /// genes) rejects with a message naming the array, element and value.
     #[allow(clippy::too_many_arguments)]
     pub fn classify(
         &self,
