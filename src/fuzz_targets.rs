@@ -85,7 +85,8 @@ pub fn model_file(data: &[u8]) {
         if params <= 1 << 20 && vit_work <= 1 << 22 && cfg.n_layers <= 8 {
             let x = vec![0.5f32; 2 * cfg.n_inputs()];
             let patches = cfg.morphology.as_ref().map(|m| vec![0.25f32; 2 * m.pixels()]);
-            let logits = crate::engine::cpu::forward_logits_with_patches(&model, &x, patches.as_deref(), 2);
+            let logits = crate::engine::cpu::forward_logits_with_patches(&model, &x, patches.as_deref(), 2)
+                .expect("the CPU forward reads input of the model's own shape");
             assert_eq!(logits.len(), 2 * cfg.n_classes);
         }
         // Whatever loads must also save and load back.

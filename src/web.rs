@@ -55,12 +55,11 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::data::{self, CellInput, CountsInput, PatchInput};
 use crate::engine::{self, EngineModel};
-use crate::gpu::{GpuClassifier, GpuContext};
+use crate::gpu::GpuContext;
 use crate::ot;
 
 struct Inner {
-    model: EngineModel,
-    gpu: Option<GpuClassifier>,
+    classifier: engine::Classifier,
     backend: String,
 }
 
@@ -68,6 +67,12 @@ struct Inner {
 #[wasm_bindgen]
 pub struct Classifier {
     inner: Rc<Inner>,
+}
+
+impl Classifier {
+    fn model(&self) -> &EngineModel {
+        self.inner.classifier.model()
+    }
 }
 
 fn set(obj: &Object, key: &str, value: &JsValue) -> Result<(), JsError> {
@@ -84,55 +89,56 @@ impl Classifier {
     pub async fn load(model_bytes: Vec<u8>, use_gpu: bool) -> Result<Classifier, JsError> {
         let model = EngineModel::from_safetensors_bytes(&model_bytes)
             .map_err(|e| JsError::new(&format!("model file: {e}")))?;
-        let (gpu, backend) = if use_gpu {
+        let (classifier, backend) = if use_gpu {
             let ctx = GpuContext::new()
                 .await
                 .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
             let backend = format!("webgpu: {}", ctx.adapter_summary());
-            let clf = GpuClassifier::new(Arc::new(ctx), &model)
+            let clf = engine::Classifier::gpu(model, Arc::new(ctx))
                 .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
-            (Some(clf), backend)
+            (clf, backend)
         } else {
-            (None, format!("cpu: wasm engine, {} weights", model.meta.quantization.as_str()))
+            let backend = format!("cpu: wasm engine, {} weights", model.meta.quantization.as_str());
+            (engine::Classifier::cpu(model).map_err(|e| JsError::new(&format!("model file: {e}")))?, backend)
         };
-        Ok(Classifier { inner: Rc::new(Inner { model, gpu, backend }) })
+        Ok(Classifier { inner: Rc::new(Inner { classifier, backend }) })
     }
 
     /// Gene panel of the model, in the order its weights expect.
     #[wasm_bindgen(getter)]
     pub fn genes(&self) -> Vec<String> {
-        self.inner.model.meta.genes.clone()
+        self.model().meta.genes.clone()
     }
 
     /// Class names; `classify` returns indices into this list.
     #[wasm_bindgen(getter)]
     pub fn classes(&self) -> Vec<String> {
-        self.inner.model.meta.classes.clone()
+        self.model().meta.classes.clone()
     }
 
     /// `"gene_only"`, `"spatial"`, `"dual_modality"` or `"multi_input"`.
     #[wasm_bindgen(getter)]
     pub fn architecture(&self) -> String {
-        self.inner.model.meta.architecture.clone()
+        self.model().meta.architecture.clone()
     }
 
     /// Side in pixels of the nucleus-centred patches the model reads (`undefined` when it
     /// reads none).
     #[wasm_bindgen(getter, js_name = patchSize)]
     pub fn patch_size(&self) -> Option<usize> {
-        self.inner.model.meta.config.morphology.as_ref().map(|m| m.image_size)
+        self.model().meta.config.morphology.as_ref().map(|m| m.image_size)
     }
 
     /// Pixel size in µm the patches must be cut at (`undefined` when the model reads none).
     #[wasm_bindgen(getter, js_name = patchUmPerPx)]
     pub fn patch_um_per_px(&self) -> Option<f64> {
-        self.inner.model.meta.config.morphology.as_ref().map(|m| m.um_per_px)
+        self.model().meta.config.morphology.as_ref().map(|m| m.um_per_px)
     }
 
     /// Whether the model reads cell centroids (spatial and multi-input models).
     #[wasm_bindgen(getter, js_name = needsCentroids)]
     pub fn needs_centroids(&self) -> bool {
-        self.inner.model.meta.config.spatial.is_some()
+        self.model().meta.config.spatial.is_some()
     }
 
     /// `"webgpu: <adapter>"` or `"cpu: wasm engine, <quantization> weights"`.
@@ -145,9 +151,11 @@ impl Classifier {
     /// are named by `genes` (any order; extra genes are ignored, missing model genes are an
     /// error naming them). Optional `centroids` (`Float32Array [cells, 2]`, x, y in µm) and
     /// `patches` (`Float32Array [cells, patchSize, patchSize]`, intensities in [0, 1]) are
-    /// validated when given. Resolves to `{classes, logits, confidence}`; bad input (shapes,
-    /// NaN/Inf, negative counts, missing genes) rejects with a message naming the array,
-    /// element and value.
+    /// validated when given. The values are normalised exactly as the model file records
+    /// (raw counts for a `log1p_cp10k` model; for an `as_stored` or `arcsinh` model, the
+    /// values it was trained on, any finite number). Resolves to `{classes, logits,
+    /// confidence}`; bad input (shapes, NaN/Inf, negative counts for a counts model, missing
+    /// genes) rejects with a message naming the array, element and value.
     #[allow(clippy::too_many_arguments)]
     pub fn classify(
         &self,
@@ -158,9 +166,12 @@ impl Classifier {
         patches: Option<Vec<f32>>,
         patch_size: Option<usize>,
     ) -> Promise {
-        let input = CountsInput::Dense { values: &counts, n_cells, n_genes: genes.len() };
-        let x = prepare(&self.inner, input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
-        run_classify(Rc::clone(&self.inner), x, patches, n_cells)
+        let inner = Rc::clone(&self.inner);
+        future_to_promise(async move {
+            let input = CountsInput::Dense { values: &counts, n_cells, n_genes: genes.len() };
+            let cells = cell_input(input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
+            classify_cells(&inner, cells).await.map_err(JsValue::from)
+        })
     }
 
     /// [`classify`](Self::classify) with counts in compressed sparse rows (scipy `csr_matrix`
@@ -181,90 +192,57 @@ impl Classifier {
         patches: Option<Vec<f32>>,
         patch_size: Option<usize>,
     ) -> Promise {
-        let input = CountsInput::Csr { indptr: &indptr, indices: &indices, data: &data, n_cells, n_genes: genes.len() };
-        let x = prepare(&self.inner, input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
-        run_classify(Rc::clone(&self.inner), x, patches, n_cells)
+        let inner = Rc::clone(&self.inner);
+        future_to_promise(async move {
+            let input = CountsInput::Csr { indptr: &indptr, indices: &indices, data: &data, n_cells, n_genes: genes.len() };
+            let cells = cell_input(input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
+            classify_cells(&inner, cells).await.map_err(JsValue::from)
+        })
     }
 }
 
-/// Validates the input (shapes, values, CSR structure, gene names, optional centroids and
-/// patches), aligns it to the model's panel and normalises it: model input `[cells, n_inputs]`
-/// (genes, plus centroid features for a model with a centroid token, which then requires
-/// `centroids`); a model with a morphology token requires `patches` of its patch size (checked
-/// here, passed on to [`run_classify`] without a copy).
-fn prepare(
-    inner: &Inner,
-    counts: CountsInput<'_>,
-    genes: &[String],
-    centroids: Option<&[f32]>,
-    patches: Option<&[f32]>,
+/// The JS arguments as the engine's [`CellInput`] (no copy); patches need their `patchSize`.
+fn cell_input<'a>(
+    counts: CountsInput<'a>,
+    genes: &'a [String],
+    centroids: Option<&'a [f32]>,
+    patches: Option<&'a [f32]>,
     patch_size: Option<usize>,
-) -> Result<Vec<f32>, JsError> {
-    let n_cells = counts.n_cells();
+) -> Result<CellInput<'a>, JsError> {
     let patches = match (patches, patch_size) {
         (Some(pixels), Some(size)) => Some(PatchInput { pixels, size }),
         (Some(_), None) => return Err(JsError::new("patches were given without patchSize: pass the patch side length in pixels")),
         (None, _) => None,
     };
-    let input = CellInput { counts, genes, centroids_um: centroids, patches };
-    let valid = input.validate().map_err(|e| JsError::new(&e.to_string()))?;
-    let meta = &inner.model.meta;
-    let aligned = valid.align_to_panel(&meta.genes).map_err(|e| JsError::new(&e.to_string()))?;
-    let x = engine::normalise_log1p_cp10k(&aligned, meta.config.n_genes, meta.normalisation.target_sum as f32);
-    // A spatial classifier also reads each cell's centroid (sinusoidal features appended).
-    let centroids = valid.centroids_um();
-    let x = engine::model_input(&meta.config, x, centroids.as_deref()).map_err(|e| JsError::new(&e.to_string()))?;
-    if let Some(m) = &meta.config.morphology {
-        if let Some(p) = &patches {
-            if p.size != m.image_size {
-                return Err(JsError::new(&format!(
-                    "patchSize is {} but this model reads {1}×{1} px patches (at {2} µm/px); cut the patches at that size",
-                    p.size, m.image_size, m.um_per_px
-                )));
-            }
-        }
-        engine::check_patches(&meta.config, patches.map(|p| p.pixels), n_cells).map_err(|e| JsError::new(&e.to_string()))?;
-    }
-    Ok(x)
+    Ok(CellInput { counts, genes, centroids_um: centroids, patches })
 }
 
-/// Runs the model on prepared input (and, for a model with a morphology token, the patches
-/// [`prepare`] checked) and resolves to `{classes, logits, confidence}`.
-fn run_classify(inner: Rc<Inner>, x: Result<Vec<f32>, JsError>, patches: Option<Vec<f32>>, n_cells: usize) -> Promise {
-    future_to_promise(async move {
-        let result: Result<JsValue, JsError> = async {
-            let x = x?;
-            let patches = inner.model.meta.config.morphology.as_ref().and(patches.as_deref());
-            let meta = &inner.model.meta;
-            let k = meta.classes.len();
-            let logits = if n_cells == 0 {
-                Vec::new()
-            } else {
-                match &inner.gpu {
-                    Some(gpu) => gpu
-                        .logits_with_patches(&x, patches, n_cells)
-                        .await
-                        .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?,
-                    None => engine::cpu::forward_logits_with_patches(&inner.model, &x, patches, n_cells),
-                }
-            };
-            let classes = engine::cpu::argmax_rows(&logits, k);
-            let confidence: Vec<f32> = logits
-                .chunks(k)
-                .map(|row| {
-                    let m = row.iter().cloned().fold(f32::MIN, f32::max);
-                    1.0 / row.iter().map(|v| (v - m).exp()).sum::<f32>()
-                })
-                .collect();
-            let out = Object::new();
-            set(&out, "classes", &Uint32Array::from(classes.as_slice()).into())?;
-            set(&out, "logits", &Float32Array::from(logits.as_slice()).into())?;
-            set(&out, "confidence", &Float32Array::from(confidence.as_slice()).into())?;
-            Ok(out.into())
+/// Classifies `cells` through [`engine::Classifier`] (validation, panel alignment, the model
+/// file's normalisation, centroid features and patch checks in `prepare`, then the forward
+/// pass and the prediction); resolves to `{classes, logits, confidence}`.
+async fn classify_cells(inner: &Inner, cells: Result<CellInput<'_>, JsError>) -> Result<JsValue, JsError> {
+    let cells = cells?;
+    let clf = &inner.classifier;
+    if let (Some(m), Some(p)) = (&clf.model().meta.config.morphology, &cells.patches) {
+        if p.size != m.image_size {
+            return Err(JsError::new(&format!(
+                "patchSize is {} but this model reads {1}×{1} px patches (at {2} µm/px); cut the patches at that size",
+                p.size, m.image_size, m.um_per_px
+            )));
         }
-        .await;
-        result.map_err(JsValue::from)
-    })
+    }
+    let prepared = clf.prepare(cells).map_err(|e| JsError::new(&e.to_string()))?;
+    let engine_error = |e: engine::EngineError| match clf.backend() {
+        engine::Backend::Gpu(_) => JsError::new(&format!("WebGPU: {e}")),
+        engine::Backend::Cpu => JsError::new(&e.to_string()),
+    };
+    let logits = clf.logits(&prepared).await.map_err(engine_error)?;
+    let prediction = clf.predict(&logits).map_err(engine_error)?;
+    let out = Object::new();
+    set(&out, "classes", &Uint32Array::from(prediction.classes.as_slice()).into())?;
+    set(&out, "logits", &Float32Array::from(logits.as_slice()).into())?;
+    set(&out, "confidence", &Float32Array::from(prediction.confidence.as_slice()).into())?;
+    Ok(out.into())
 }
 
 /// Options of [`pair_cells`] (camelCase in JS; every field optional).

@@ -351,7 +351,11 @@ fn metadata_problems_are_typed() {
     let b = rewrite_meta(&bytes, |v| v["config"]["n_heads"] = 3.into());
     assert!(matches!(load_err(&b), ModelFileError::InvalidConfig { .. }));
     let b = rewrite_meta(&bytes, |v| v["normalisation"]["kind"] = "log1p_cp1m".into());
-    assert!(matches!(load_err(&b), ModelFileError::InvalidConfig { .. }));
+    assert!(matches!(
+        load_err(&b),
+        ModelFileError::InvalidNormalisation { field, value, .. }
+            if field == "normalisation.kind" && value.contains("log1p_cp1m")
+    ));
     let b = rewrite_meta(&bytes, |v| {
         v["config"].as_object_mut().unwrap().remove("d_ff");
     });

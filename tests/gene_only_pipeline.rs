@@ -11,8 +11,8 @@ use std::sync::{Arc, OnceLock};
 
 use burn::backend::{Autodiff, NdArray};
 use cellsymphony::data::default_data_dir;
-use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, TokenSources};
-use cellsymphony::gpu::{GpuClassifier, GpuContext};
+use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, GpuClassifier, TokenSources};
+use cellsymphony::gpu::GpuContext;
 use cellsymphony::model::ClassifierOptions;
 use cellsymphony::train::{
     argmax_rows, export::export_fp32_and_int8, export::model_meta, predict_cells, prepare_crop,
@@ -97,7 +97,7 @@ fn compare(name: &str, a: &[f32], b: &[f32], k: usize) -> (f64, f32) {
 fn int8_cpu_engine_agrees_with_fp32_burn_on_held_out_cells() {
     let f = fixture();
     let k = f.crop.class_names.len();
-    let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len());
+    let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len()).expect("CPU forward");
     let (same, err) = compare("burn fp32 vs CPU int8", &f.fp32_logits, &cpu, k);
     assert!(same >= MIN_AGREEMENT, "agreement {same} < {MIN_AGREEMENT}");
     assert!(err <= MAX_INT8_LOGIT_ERROR, "max logit error {err} > {MAX_INT8_LOGIT_ERROR}");
@@ -107,7 +107,7 @@ fn int8_cpu_engine_agrees_with_fp32_burn_on_held_out_cells() {
 fn fp32_file_through_cpu_engine_matches_burn_exactly() {
     let f = fixture();
     let fp32 = EngineModel::load(&f.files.0).expect("fp32 loads");
-    let cpu = engine::cpu::forward_logits(&fp32, &f.x_test, f.test_idx.len());
+    let cpu = engine::cpu::forward_logits(&fp32, &f.x_test, f.test_idx.len()).expect("CPU forward");
     let (same, err) = compare("burn fp32 vs CPU fp32", &f.fp32_logits, &cpu, f.crop.class_names.len());
     assert_eq!(same, 1.0);
     assert!(err <= 1e-3, "fp32 engine differs from burn by {err}");
@@ -131,7 +131,7 @@ fn wgsl_engine_agrees_with_fp32_burn_and_cpu_engine() {
     let (same, err) = compare("burn fp32 vs WGSL int8", &f.fp32_logits, &gpu, k);
     assert!(same >= MIN_AGREEMENT, "agreement {same} < {MIN_AGREEMENT}");
     assert!(err <= MAX_INT8_LOGIT_ERROR, "max logit error {err} > {MAX_INT8_LOGIT_ERROR}");
-    let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len());
+    let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len()).expect("CPU forward");
     let (same, err) = compare("CPU int8 vs WGSL int8", &cpu, &gpu, k);
     assert_eq!(same, 1.0, "engines disagree on a class");
     assert!(err <= MAX_ENGINE_LOGIT_ERROR, "engines differ by {err} > {MAX_ENGINE_LOGIT_ERROR}");

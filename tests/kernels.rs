@@ -28,13 +28,16 @@ use std::time::Instant;
 use common::{gpu_or_skip, max_abs_diff, names, random_model};
 use cellsymphony::engine::cpu::{argmax_rows, forward_logits};
 use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::engine::ops::{
+    attention_biased_reference, attention_reference, layernorm_reference, matmul_int8_reference,
+    mean_pool_reference, token_gather_mean_reference,
+};
 use cellsymphony::engine::{
-    normalise_log1p_cp10k, ClassifierConfig, EngineModel, LayerNormWeights, Linear, LinearWeight,
+    normalise_log1p_cp10k, ClassifierConfig, EngineModel, GpuClassifier, LayerNormWeights, Linear,
+    LinearWeight,
 };
 use cellsymphony::gpu::{
-    attention, attention_biased, attention_biased_reference, attention_reference, layernorm,
-    layernorm_reference, matmul_int8, matmul_int8_reference, mean_pool, mean_pool_reference,
-    token_gather_mean, token_gather_mean_reference, Activation, GpuClassifier,
+    attention, attention_biased, layernorm, matmul_int8, mean_pool, token_gather_mean, Activation,
     GpuError,
 };
 
@@ -265,7 +268,7 @@ fn layernorm_matches_reference() {
             gamma: rng.uniform_vec(dim, 0.5, 1.5),
             beta: rng.uniform_vec(dim, -0.5, 0.5),
         };
-        let got = pollster::block_on(layernorm(&ctx, &x, rows, dim, &ln, 1e-5)).expect("layernorm");
+        let got = pollster::block_on(layernorm(&ctx, &x, rows, dim, &ln.gamma, &ln.beta, 1e-5)).expect("layernorm");
         let want = layernorm_reference(&x, rows, dim, &ln, 1e-5);
         assert_close(
             &format!("layernorm rows={rows} dim={dim}"),
@@ -289,7 +292,7 @@ fn layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups() {
         gamma: rng.uniform_vec(dim, 0.5, 1.5),
         beta: rng.uniform_vec(dim, -0.5, 0.5),
     };
-    let got = pollster::block_on(layernorm(&ctx, &x, rows, dim, &ln, 1e-5)).expect("layernorm");
+    let got = pollster::block_on(layernorm(&ctx, &x, rows, dim, &ln.gamma, &ln.beta, 1e-5)).expect("layernorm");
     assert_close(
         "layernorm 70001 rows",
         &got,
@@ -365,9 +368,9 @@ fn gpu_classifier_matches_cpu_forward() {
     let x = test_inputs(0x5EED_0009, cells, c.n_genes);
 
     let t0 = Instant::now();
-    let cpu_int8 = forward_logits(&model, &x, cells);
+    let cpu_int8 = forward_logits(&model, &x, cells).expect("CPU forward");
     let cpu_int8_s = t0.elapsed().as_secs_f64();
-    let cpu_f32 = forward_logits(&model_f32, &x, cells);
+    let cpu_f32 = forward_logits(&model_f32, &x, cells).expect("CPU forward");
 
     let mut clf = GpuClassifier::new(ctx.clone(), &model).expect("GpuClassifier::new");
     assert!(clf.chunk_cells() >= 1024 && clf.chunk_cells() <= clf.max_chunk_cells());
@@ -446,7 +449,7 @@ fn gpu_classifier_quantises_f32_models_and_handles_edge_inputs() {
     let cells = 7;
     let x = test_inputs(0x5EED_000B, cells, g);
     let got = pollster::block_on(clf.logits(&x, cells)).expect("logits");
-    let want = forward_logits(&model_f32.quantize_int8(), &x, cells);
+    let want = forward_logits(&model_f32.quantize_int8(), &x, cells).expect("CPU forward");
     let err = max_abs_diff(&got, &want);
     eprintln!(
         "f32 model uploaded as int8, 7 cells: max abs vs CPU int8 {err:.3e} (tolerance 1e-3)"
@@ -569,7 +572,7 @@ fn cpu_forward_matches_independent_spec_implementation() {
     let cells = 20;
     let x = test_inputs(0x5EED_000D, cells, model.config().n_genes);
     for (name, m) in [("f32", model.clone()), ("int8", model.quantize_int8())] {
-        let got = forward_logits(&m, &x, cells);
+        let got = forward_logits(&m, &x, cells).expect("CPU forward");
         let want: Vec<f32> = spec_forward_f64(&m, &x, cells)
             .into_iter()
             .map(|v| v as f32)
@@ -616,14 +619,14 @@ fn multi_input_model_gpu_matches_cpu_across_chunks() {
     let centroids: Vec<[f32; 2]> = (0..cells).map(|_| [rng.uniform(0.0, 3000.0), rng.uniform(0.0, 3000.0)]).collect();
     let x = model_input(&config, x, Some(&centroids)).unwrap();
     let patches = rng.uniform_vec(cells * 24 * 24, 0.0, 1.0);
-    let cpu_int8 = cellsymphony::engine::cpu::forward_logits_with_patches(&int8, &x, Some(&patches), cells);
-    let cpu_f32 = cellsymphony::engine::cpu::forward_logits_with_patches(&model, &x, Some(&patches), cells);
+    let cpu_int8 = cellsymphony::engine::cpu::forward_logits_with_patches(&int8, &x, Some(&patches), cells).expect("CPU forward");
+    let cpu_f32 = cellsymphony::engine::cpu::forward_logits_with_patches(&model, &x, Some(&patches), cells).expect("CPU forward");
     let agree = agreement(&argmax_rows(&cpu_int8, 7), &argmax_rows(&cpu_f32, 7));
     eprintln!("multi-input random model: CPU int8 vs f32 argmax agreement {agree:.3}");
     assert!(agree >= 0.9, "int8 vs f32 agreement {agree}");
     // Patches change the answer (the ViT path is live).
     let other = rng.uniform_vec(cells * 24 * 24, 0.0, 1.0);
-    let moved = cellsymphony::engine::cpu::forward_logits_with_patches(&int8, &x, Some(&other), cells);
+    let moved = cellsymphony::engine::cpu::forward_logits_with_patches(&int8, &x, Some(&other), cells).expect("CPU forward");
     assert!(max_abs_diff(&moved, &cpu_int8) > 1e-3, "patches had no effect");
 
     let Some(ctx) = gpu_or_skip("multi_input_model_gpu_matches_cpu_across_chunks") else {

@@ -6,10 +6,12 @@
 //! - import (engine file → burn) then export again gives the same file, and the imported
 //!   burn model computes the same logits (the `--engine burn` path for every model).
 //!
-//! The WGSL part runs on lavapipe here; without an adapter it FAILS unless
-//! CELLSYMPHONY_ALLOW_NO_GPU=1, in which case it prints SKIPPED.
+//! The WGSL part runs on lavapipe here; without an adapter it fails unless
+//! CELLSYMPHONY_ALLOW_NO_GPU=1, in which case it prints SKIPPED (see `tests/common/gpu.rs`).
 
 use std::sync::{Arc, Mutex};
+
+mod common;
 
 use burn::backend::NdArray;
 use burn::module::Param;
@@ -17,10 +19,9 @@ use burn::prelude::*;
 
 use cellsymphony::engine::rng::SplitMix64;
 use cellsymphony::engine::{
-    self, Architecture, ClassifierConfig, EngineModel, ModelMeta, MorphologyTokenConfig,
-    TokenSources,
+    self, Architecture, ClassifierConfig, EngineModel, GpuClassifier, ModelMeta,
+    MorphologyTokenConfig, TokenSources,
 };
-use cellsymphony::gpu::{GpuClassifier, GpuContext};
 use cellsymphony::model::convert::{from_engine_model, to_engine_model};
 use cellsymphony::model::{CellBatch, Classifier, ClassifierOptions};
 
@@ -115,7 +116,7 @@ fn engine_input(model: &EngineModel, c: &Cells) -> (Vec<f32>, Option<Vec<f32>>) 
 
 fn cpu_logits(model: &EngineModel, c: &Cells) -> Vec<f32> {
     let (x, p) = engine_input(model, c);
-    engine::cpu::forward_logits_with_patches(model, &x, p.as_deref(), c.n)
+    engine::cpu::forward_logits_with_patches(model, &x, p.as_deref(), c.n).expect("CPU forward")
 }
 
 fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -137,20 +138,9 @@ fn export(m: &Classifier<B>) -> EngineModel {
     to_engine_model(m, ModelMeta::new(m.spec.clone(), genes, classes)).expect("export")
 }
 
-fn gpu() -> Option<Arc<GpuContext>> {
-    match pollster::block_on(GpuContext::new()) {
-        Ok(ctx) => Some(Arc::new(ctx)),
-        Err(e) if std::env::var("CELLSYMPHONY_ALLOW_NO_GPU").as_deref() == Ok("1") => {
-            eprintln!("SKIPPED: WGSL parity (no GPU adapter: {e})");
-            None
-        }
-        Err(e) => panic!("no GPU adapter ({e}); install lavapipe (scripts/setup.sh) or set CELLSYMPHONY_ALLOW_NO_GPU=1 to skip loudly"),
-    }
-}
-
 #[test]
 fn every_architecture_burn_cpu_wgsl_and_int8_agree() {
-    let ctx = gpu();
+    let ctx = common::gpu_or_skip("every_architecture_burn_cpu_wgsl_and_int8_agree");
     for arch in Architecture::ALL {
         let m = random_model(arch, 7);
         let fp32 = export(&m);

@@ -18,10 +18,10 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 
 use cellsymphony::engine::{
-    self, Architecture, ClassifierConfig, EngineModel, MorphologyTokenConfig, SpatialTokenConfig,
-    TokenSources,
+    self, Architecture, ClassifierConfig, EngineModel, GpuClassifier, MorphologyTokenConfig,
+    SpatialTokenConfig, TokenSources,
 };
-use cellsymphony::gpu::{GpuClassifier, GpuContext, GpuError};
+use cellsymphony::gpu::{GpuContext, GpuError};
 use cellsymphony::model::{Classifier, ClassifierOptions};
 use cellsymphony::train::benchmark::crop_patches;
 use cellsymphony::train::trainer::{
@@ -178,13 +178,13 @@ fn check_parity(name: &str, f: &Fixture, files: &ExportedFiles, burn_logits: &[f
     let patches = int8.config().morphology.as_ref().map(|_| pt.as_slice());
     engine::check_patches(int8.config(), patches, n).unwrap();
 
-    let cpu_fp32 = engine::cpu::forward_logits_with_patches(&fp32, &xt, patches, n);
+    let cpu_fp32 = engine::cpu::forward_logits_with_patches(&fp32, &xt, patches, n).expect("CPU forward");
     let err = max_abs(burn_logits, &cpu_fp32);
     eprintln!("{name}: burn fp32 vs CPU engine fp32 on {n} held-out cells: max |Δlogit| {err:.2e}");
     assert!(err <= 1e-3, "{name}: burn vs CPU fp32 logits differ by {err}");
     assert_eq!(same_class(burn_logits, &cpu_fp32, k), n, "{name}: classes differ");
 
-    let cpu_int8 = engine::cpu::forward_logits_with_patches(&int8, &xt, patches, n);
+    let cpu_int8 = engine::cpu::forward_logits_with_patches(&int8, &xt, patches, n).expect("CPU forward");
     let agree = same_class(burn_logits, &cpu_int8, k);
     eprintln!("{name}: burn fp32 vs CPU int8: same class {agree}/{n}, max |Δlogit| {:.3}", max_abs(burn_logits, &cpu_int8));
     assert!(agree as f64 >= 0.99 * n as f64, "{name}: int8 agrees on {agree}/{n}");

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use cellsymphony::data::{self, default_data_dir, TranscriptOptions};
-use cellsymphony::engine::{self, EngineModel};
-use cellsymphony::gpu::{GpuClassifier, GpuContext};
+use cellsymphony::data::{self, default_data_dir, CellInput, CountsInput, TranscriptOptions};
+use cellsymphony::engine::{Classifier, EngineModel};
+use cellsymphony::gpu::GpuContext;
 use cellsymphony::model::convert::from_engine_model;
 use cellsymphony::train::{predict_cells, CellInputs};
 
@@ -45,12 +45,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fp32 = EngineModel::load(&a.fp32)?;
     let dir = a.data.clone().unwrap_or_else(default_data_dir);
     let table = data::read_transcripts_csv(&data::BidcellData::locate(&dir)?.transcripts, &TranscriptOptions::default())?;
-    let counts = engine::align_to_panel(&int8.meta, &table.genes, &table.counts)?;
+    let cpu = Classifier::cpu(int8.clone())?;
+    let counts = CountsInput::Dense { values: &table.counts, n_cells: table.n_cells(), n_genes: table.genes.len() };
+    let crop = cpu.prepare(CellInput { counts, genes: &table.genes, centroids_um: None, patches: None })?;
     let g = int8.meta.config.n_genes;
-    let x_crop = engine::normalise_log1p_cp10k(&counts, g, int8.meta.normalisation.target_sum as f32);
     let n_crop = table.n_cells();
     let n = a.cells;
-    let x: Vec<f32> = (0..n).flat_map(|i| x_crop[(i % n_crop) * g..(i % n_crop + 1) * g].iter().copied()).collect();
+    let repeated: Vec<usize> = (0..n).map(|i| i % n_crop).collect();
+    let cells = crop.select(&repeated)?;
     println!("model: {} layers, d_model {}, {} gene tokens, {} genes, {} classes; {} cells (the crop's {} cells repeated)",
         int8.meta.config.n_layers, int8.meta.config.d_model, int8.meta.config.gene_tokens, g, int8.meta.classes.len(), n, n_crop);
 
@@ -60,17 +62,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let device = Default::default();
         let m = from_engine_model::<B>(&fp32, 0.0, &device)?;
         let idx: Vec<usize> = (0..n).collect();
-        let inputs = CellInputs::genes(&x, g);
+        let inputs = CellInputs::genes(&cells.x, g);
         let s = time(a.reps, || { predict_cells(&m, &inputs, &idx, 1024, &device); });
         rows.push(("burn fp32, ndarray CPU (peer)".into(), s));
     }
-    let s = time(a.reps, || { engine::cpu::forward_logits(&int8, &x, n); });
+    let s = time(a.reps, || { pollster::block_on(cpu.logits(&cells)).expect("CPU engine run"); });
     rows.push(("cellsymphony CPU engine, int8".into(), s));
     match pollster::block_on(GpuContext::new()) {
         Ok(ctx) => {
             let name = ctx.adapter_summary();
-            let clf = GpuClassifier::new(Arc::new(ctx), &int8)?;
-            let s = time(a.reps, || { pollster::block_on(clf.logits(&x, n)).expect("GPU engine run"); });
+            let clf = Classifier::gpu(int8.clone(), Arc::new(ctx))?;
+            let s = time(a.reps, || { pollster::block_on(clf.logits(&cells)).expect("GPU engine run"); });
             rows.push((format!("cellsymphony WGSL engine, int8 ({name})"), s));
         }
         Err(e) => println!("WGSL engine: SKIPPED (no adapter: {e})"),

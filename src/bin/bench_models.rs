@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, TokenSources};
-use cellsymphony::gpu::{GpuClassifier, GpuContext};
+use cellsymphony::data::{CellInput, CountsInput, PatchInput};
+use cellsymphony::engine::{Architecture, Classifier, ClassifierConfig, EngineModel, TokenSources};
+use cellsymphony::gpu::GpuContext;
 use cellsymphony::model::ClassifierOptions;
 use cellsymphony::train::{predict_cells, CellInputs, Rows};
 use cellsymphony::train::dataset::{prepare_crop, LabelOptions};
@@ -46,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (0..n).flat_map(|i| v[(i % n_crop) * w..(i % n_crop + 1) * w].iter().copied()).collect()
     };
     let x = rep(&crop.x_norm, g);
+    let counts = rep(&crop.table.counts, g);
     let centroids_crop: Vec<f32> = crop.table.centroids_um.iter().flat_map(|c| [c[0], c[1]]).collect();
     let centroids = rep(&centroids_crop, 2);
     let sources = TokenSources::default();
@@ -77,20 +79,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rows: Vec<(String, String, f64)> = Vec::new();
     let engines = |name: &str, model: EngineModel, rows: &mut Vec<(String, String, f64)>| -> Result<(), Box<dyn std::error::Error>> {
         let int8 = model.quantize_int8();
-        let xs = engine::model_input(
-            int8.config(),
-            x.clone(),
-            Some(&centroids.chunks(2).map(|c| [c[0], c[1]]).collect::<Vec<_>>()),
-        )?;
-        let p = int8.config().morphology.as_ref().map(|_| patches.as_slice());
+        let input = CellInput {
+            counts: CountsInput::Dense { values: &counts, n_cells: n, n_genes: g },
+            genes: &crop.table.genes,
+            centroids_um: Some(&centroids),
+            patches: int8.config().morphology.as_ref().map(|_| PatchInput { pixels: &patches, size: side }),
+        };
+        let cpu = Classifier::cpu(int8.clone())?;
+        let cells = cpu.prepare(input)?;
         let s = time(a.reps, || {
-            engine::cpu::forward_logits_with_patches(&int8, &xs, p, n);
+            pollster::block_on(cpu.logits(&cells)).expect("CPU engine run");
         });
         rows.push((name.into(), "cellsymphony CPU engine, int8".into(), s));
         if let Ok(ctx) = &gpu {
-            let clf = GpuClassifier::new(Arc::clone(ctx), &int8)?;
+            let clf = Classifier::gpu(int8, Arc::clone(ctx))?;
             let s = time(a.reps, || {
-                pollster::block_on(clf.logits_with_patches(&xs, p, n)).expect("WGSL engine run");
+                pollster::block_on(clf.logits(&cells)).expect("WGSL engine run");
             });
             let adapter = ctx.adapter_summary();
             let short = adapter.split(" (").next().unwrap_or(&adapter).to_string();

@@ -12,9 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cellsymphony::data::{self, default_data_dir};
-use cellsymphony::engine::{self, EngineModel};
-use cellsymphony::gpu::{GpuClassifier, GpuContext};
-use cellsymphony::engine::{Architecture, ClassifierConfig};
+use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, PreparedCells};
+use cellsymphony::gpu::GpuContext;
 use cellsymphony::model::convert::from_engine_model;
 use cellsymphony::model::ClassifierOptions;
 use cellsymphony::train::{
@@ -699,77 +698,62 @@ fn gpu_context() -> Result<Arc<GpuContext>> {
     Ok(Arc::clone(CTX.get_or_init(|| ctx)))
 }
 
-/// A dataset's cells as a model reads them: normalised expression in the model's gene order
-/// `[cells, G]`, centroids `[cells, 2]` µm and, for a model with a morphology token, the
-/// nucleus-centred DAPI patches `[cells, S, S]` at the model's µm/px.
+/// A dataset's cells as a model reads them: the engine's prepared input (`x` `[cells,
+/// n_inputs]`: genes in the model's order, normalised as the model file records, then the
+/// centroid features; patches `[cells, S, S]` for a morphology model) and the centroids
+/// `[cells, 2]` µm that burn's spatial encoder reads.
 struct CellData {
-    genes: Vec<f32>,
+    cells: PreparedCells<'static>,
     centroids: Vec<f32>,
-    patches: Option<Vec<f32>>,
 }
 
 /// Logits `[idx.len(), classes]` of `model` on cells `idx` of `data`.
 fn engine_logits(model: &EngineModel, data: &CellData, idx: &[usize], engine: Engine) -> Result<(Vec<f32>, String)> {
-    let c = &model.meta.config;
-    let pixels = c.morphology.as_ref().map_or(0, |m| m.pixels());
-    Ok(match engine {
+    let clf = match engine {
         Engine::Burn => {
             type Cpu = burn::backend::NdArray;
             let device = Default::default();
+            let c = &model.meta.config;
             let m = from_engine_model::<Cpu>(model, 0.0, &device)?;
+            // burn computes the centroid sinusoid itself: give it the genes block of `x`.
+            let width = c.n_inputs();
+            let genes: Vec<f32> = data.cells.x.chunks(width).flat_map(|row| row[..c.n_genes].iter().copied()).collect();
+            let pixels = c.morphology.as_ref().map_or(0, |m| m.pixels());
             let inputs = CellInputs {
-                n_cells: data.genes.len() / c.n_genes.max(1),
-                genes: Some(Rows { data: &data.genes, cols: c.n_genes }),
+                n_cells: data.cells.n_cells,
+                genes: Some(Rows { data: &genes, cols: c.n_genes }),
                 gene_embedding: None,
-                patches: data.patches.as_deref().map(|p| Rows { data: p, cols: pixels }),
+                patches: data.cells.patches.as_deref().map(|p| Rows { data: p, cols: pixels }),
                 morph_embedding: None,
                 centroids_um: Some(Rows { data: &data.centroids, cols: 2 }),
             };
             inputs.check(&m.inputs())?;
-            (predict_cells(&m, &inputs, idx, 512, &device), "burn fp32 (ndarray, CPU)".into())
+            return Ok((predict_cells(&m, &inputs, idx, 512, &device), "burn fp32 (ndarray, CPU)".into()));
         }
-        Engine::Cpu | Engine::Gpu => {
-            let centroids: Vec<[f32; 2]> = idx.iter().map(|&i| [data.centroids[2 * i], data.centroids[2 * i + 1]]).collect();
-            let x = engine::model_input(c, gather_rows(&data.genes, c.n_genes, idx), Some(&centroids))?;
-            let patches = data.patches.as_deref().map(|p| gather_rows(p, pixels, idx));
-            let n_cells = idx.len();
-            if engine == Engine::Cpu {
-                engine::check_patches(c, patches.as_deref(), n_cells)?;
-                (
-                    engine::cpu::forward_logits_with_patches(model, &x, patches.as_deref(), n_cells),
-                    format!("CPU engine ({})", model.meta.quantization.as_str()),
-                )
-            } else {
-                let ctx = gpu_context()?;
-                let summary = ctx.adapter_summary();
-                let clf = GpuClassifier::new(ctx, model).context(|| "uploading the model to the GPU".to_string())?;
-                let logits = pollster::block_on(clf.logits_with_patches(&x, patches.as_deref(), n_cells))
-                    .context(|| "running the WGSL engine".to_string())?;
-                (logits, format!("WGSL engine int8 on {summary}"))
-            }
-        }
-    })
+        Engine::Cpu => engine::Classifier::cpu(model.clone())?,
+        Engine::Gpu => engine::Classifier::gpu(model.clone(), gpu_context()?).context(|| "uploading the model to the GPU".to_string())?,
+    };
+    let cells = data.cells.select(idx)?;
+    let logits = pollster::block_on(clf.logits(&cells)).context(|| format!("running the {}", clf.engine_name()))?;
+    Ok((logits, clf.engine_name()))
 }
 
-/// The crop's cells as `model` reads them (see [`CellData`]).
+/// The crop's cells through the engine's `prepare` (see [`CellData`]), with the
+/// nucleus-centred DAPI patches at the model's µm/px for a morphology model.
 fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<CellData> {
-    let counts = engine::align_to_panel(&model.meta, &crop.table.genes, &crop.table.counts)?;
-    let genes = engine::normalise_log1p_cp10k(&counts, model.meta.config.n_genes, model.meta.normalisation.target_sum as f32);
-    let centroids = crop.table.centroids_um.iter().flat_map(|c| [c[0], c[1]]).collect();
     let patches = match &model.meta.config.morphology {
-        Some(m) => Some(cellsymphony::train::benchmark::crop_patches(crop, m.image_size, m.um_per_px as f32)?),
+        Some(m) => Some((cellsymphony::train::benchmark::crop_patches(crop, m.image_size, m.um_per_px as f32)?, m.image_size)),
         None => None,
     };
-    Ok(CellData { genes, centroids, patches })
-}
-
-/// Rows `idx` of a row-major `[rows, width]` array.
-fn gather_rows(values: &[f32], width: usize, idx: &[usize]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(idx.len() * width);
-    for &i in idx {
-        out.extend_from_slice(&values[i * width..(i + 1) * width]);
-    }
-    out
+    let centroids: Vec<f32> = crop.table.centroids_um.iter().flatten().copied().collect();
+    let input = cellsymphony::data::CellInput {
+        counts: cellsymphony::data::CountsInput::Dense { values: &crop.table.counts, n_cells: crop.table.n_cells(), n_genes: crop.table.genes.len() },
+        genes: &crop.table.genes,
+        centroids_um: Some(&centroids),
+        patches: patches.as_ref().map(|(pixels, size)| cellsymphony::data::PatchInput { pixels, size: *size }),
+    };
+    let cells = model.prepare(input)?.into_owned();
+    Ok(CellData { cells, centroids })
 }
 
 fn evaluate(model: &EngineModel, path: &Path, crop: &PreparedCrop, engine: Engine) -> Result<(ClassificationReport, String)> {
@@ -829,7 +813,7 @@ fn softmax_max(row: &[f32]) -> f32 {
 
 fn classify_crop(model: &EngineModel, crop: &PreparedCrop, engine: Engine, patches_out: Option<&Path>) -> Result<Classified> {
     let data = model_inputs(model, crop)?;
-    if let (Some(path), Some(p)) = (patches_out, &data.patches) {
+    if let (Some(path), Some(p)) = (patches_out, &data.cells.patches) {
         write_file(path, p.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
         println!("wrote the {} cells' patches the model reads to {}", crop.table.n_cells(), path.display());
     }

@@ -84,20 +84,31 @@ pub struct ValidatedInput<'a> {
     input: CellInput<'a>,
 }
 
-/// What a valid count is, for error messages.
-const COUNT_EXPECTED: &str =
-    "a finite count >= 0 (raw counts, not log-transformed or scaled values)";
-
-fn count_error(array: &str, flat: usize, cell: usize, gene: &str, value: f32) -> DataError {
-    DataError::InvalidValue {
-        field: format!("{array}[{flat}] (cell {cell}, gene {gene:?})"),
-        value: value.to_string(),
-        expected: COUNT_EXPECTED.into(),
-    }
+/// What the count values (dense `values` or CSR `data`) may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputValues {
+    /// Raw counts: finite and `>= 0` ([`CellInput::validate`]).
+    Counts,
+    /// Any finite value: data already transformed, e.g. an h5ad's scaled `X`.
+    Finite,
 }
 
-fn valid_count(v: f32) -> bool {
-    v.is_finite() && v >= 0.0
+impl InputValues {
+    fn accepts(self, v: f32) -> bool {
+        v.is_finite() && (self == InputValues::Finite || v >= 0.0)
+    }
+
+    fn error(self, array: &str, flat: usize, cell: usize, gene: &str, value: f32) -> DataError {
+        DataError::InvalidValue {
+            field: format!("{array}[{flat}] (cell {cell}, gene {gene:?})"),
+            value: value.to_string(),
+            expected: match self {
+                InputValues::Counts => "a finite count >= 0 (raw counts, not log-transformed or scaled values)",
+                InputValues::Finite => "a finite value",
+            }
+            .into(),
+        }
+    }
 }
 
 impl<'a> CellInput<'a> {
@@ -109,6 +120,12 @@ impl<'a> CellInput<'a> {
     /// negative count, a malformed CSR offset or column, a non-finite centroid, a patch pixel
     /// outside `[0, 1]` or an empty gene name; `DuplicateGene` for a repeated gene name.
     pub fn validate(self) -> Result<ValidatedInput<'a>, DataError> {
+        self.validate_as(InputValues::Counts)
+    }
+
+    /// [`validate`](Self::validate) with the count values held to `values` instead of raw
+    /// counts (e.g. [`InputValues::Finite`] for a model that reads scaled values).
+    pub fn validate_as(self, values: InputValues) -> Result<ValidatedInput<'a>, DataError> {
         let n_cells = self.counts.n_cells();
         let n_genes = self.counts.n_genes();
         if n_genes == 0 {
@@ -134,20 +151,20 @@ impl<'a> CellInput<'a> {
                 expected: "a matrix size that fits in memory",
             })?;
         match self.counts {
-            CountsInput::Dense { values, .. } => {
-                if values.len() != size {
+            CountsInput::Dense { values: counts, .. } => {
+                if counts.len() != size {
                     return Err(DataError::Length {
                         field: "counts",
-                        found: values.len(),
+                        found: counts.len(),
                         expected: format!(
                             "n_cells × n_genes = {n_cells} × {n_genes} = {size} \
                              (row-major [cells, genes])"
                         ),
                     });
                 }
-                if let Some((i, &v)) = values.iter().enumerate().find(|(_, v)| !valid_count(**v)) {
+                if let Some((i, &v)) = counts.iter().enumerate().find(|(_, v)| !values.accepts(**v)) {
                     let g = &self.genes[i % n_genes];
-                    return Err(count_error("counts", i, i / n_genes, g, v));
+                    return Err(values.error("counts", i, i / n_genes, g, v));
                 }
             }
             CountsInput::Csr {
@@ -155,7 +172,7 @@ impl<'a> CellInput<'a> {
                 indices,
                 data,
                 ..
-            } => check_csr(indptr, indices, data, n_cells, self.genes)?,
+            } => check_csr(indptr, indices, data, n_cells, self.genes, values)?,
         }
         if let Some(c) = self.centroids_um {
             check_centroids(c, n_cells)?;
@@ -195,6 +212,7 @@ fn check_csr(
     data: &[f32],
     n_cells: usize,
     genes: &[String],
+    values: InputValues,
 ) -> Result<(), DataError> {
     let n_genes = genes.len();
     if indptr.len() != n_cells + 1 {
@@ -266,8 +284,8 @@ fn check_csr(
             }
             seen_in_row[j] = c + 1;
             seen_at[j] = k;
-            if !valid_count(data[k]) {
-                return Err(count_error("data", k, c, &genes[j], data[k]));
+            if !values.accepts(data[k]) {
+                return Err(values.error("data", k, c, &genes[j], data[k]));
             }
         }
     }

@@ -81,7 +81,7 @@ pub use image::{
     downsample_gray8, DownsampledPng, GrayImage16, GrayImage8, ImageFrame, IntensityScale,
     XENIUM_CROP_FRAME,
 };
-pub use input::{CellInput, CountsInput, PatchInput, ValidatedInput};
+pub use input::{CellInput, CountsInput, InputValues, PatchInput, ValidatedInput};
 pub use labels::{
     annotate_singler, log_normalise, spearman, Annotation, AnnotationSummary, Reference,
     SingleROptions,

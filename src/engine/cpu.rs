@@ -1,23 +1,24 @@
 //! Plain-Rust forward pass of the classifiers (gene-only, spatial, dual-modality, multi-input).
 //!
 //! Built from the same reference ops the GPU kernel tests compare against
-//! ([`crate::gpu::attention_reference`],
-//! [`crate::gpu::layernorm_reference`], [`crate::gpu::mean_pool_reference`]) and the same
+//! ([`super::ops::attention_biased_reference`], [`super::ops::layernorm_reference`],
+//! [`super::ops::mean_pool_reference`]) and the same
 //! weight preparation as the GPU upload (token type folded into the embedding bias, q/k/v
 //! fused into one `[3D, D]` layer), so CPU and GPU compute the same arithmetic up to
 //! summation order. Works for f32 and int8 models (int8: `acc = Σ x·q`, `y = acc·scale + b`).
 //! Linear layers use [`linear_forward`], the same arithmetic as
-//! [`crate::gpu::matmul_int8_reference`] but with eight independent accumulators so the
+//! [`super::ops::matmul_int8_reference`] but with eight independent accumulators so the
 //! compiler vectorises it, and (natively) split over the available cores; a test holds the
 //! two together. Cells are processed in blocks to bound memory.
 
-use super::format::{centre_token_indices, EncoderLayerWeights, EngineModel, ClassifierWeights, Linear};
-use super::format::LinearWeight;
-use super::preprocess::vit_patch_rows;
-use crate::gpu::{
+use super::error::EngineError;
+use super::format::{centre_token_indices, ClassifierWeights, EncoderLayerWeights, EngineModel, Linear, LinearWeight};
+use super::ops::{
     attention_biased_reference, gelu_reference, layernorm_reference, mean_pool_reference,
-    token_gather_mean_reference, Activation,
+    token_gather_mean_reference,
 };
+use super::preprocess::vit_patch_rows;
+use crate::gpu::Activation;
 
 /// Cells per block of the CPU forward (bounds the intermediate buffers to a few MiB).
 const CPU_BLOCK_CELLS: usize = 512;
@@ -25,10 +26,9 @@ const CPU_BLOCK_CELLS: usize = 512;
 /// Logits `[cells, C]` for model input `x_norm` `[cells, n_inputs]` of a model without a
 /// morphology token ([`forward_logits_with_patches`] runs every model).
 ///
-/// # Panics
-/// If `x_norm.len() != n_cells * n_inputs` or the model reads patches (the model itself was
-/// validated when it was built).
-pub fn forward_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize) -> Vec<f32> {
+/// Errors with [`EngineError::InputShape`] if `x_norm.len() != n_cells * n_inputs` or the
+/// model reads patches.
+pub fn forward_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize) -> Result<Vec<f32>, EngineError> {
     forward_logits_with_patches(model, x_norm, None, n_cells)
 }
 
@@ -37,26 +37,33 @@ pub fn forward_logits(model: &EngineModel, x_norm: &[f32], n_cells: usize) -> Ve
 /// with a morphology token, nucleus-centred patches `[cells, S, S]` (check them with
 /// [`crate::engine::check_patches`]).
 ///
-/// # Panics
-/// If `x_norm` or `patches` has the wrong length, or a morphology model gets no patches.
+/// Errors with [`EngineError::InputShape`] if `x_norm` or `patches` has the wrong length, or
+/// a morphology model gets no patches (patch values are checked by `check_patches`).
 pub fn forward_logits_with_patches(
     model: &EngineModel,
     x_norm: &[f32],
     patches: Option<&[f32]>,
     n_cells: usize,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, EngineError> {
     let c = model.config();
-    assert_eq!(
-        x_norm.len(),
-        n_cells * c.n_inputs(),
-        "forward_logits: x_norm has {} values, expected [cells={n_cells}, inputs={}]",
-        x_norm.len(),
-        c.n_inputs()
-    );
+    let shape_error = |what: String, expected: usize, found: usize| EngineError::InputShape { what, expected, found };
+    if x_norm.len() != n_cells * c.n_inputs() {
+        return Err(shape_error(
+            format!("model input x_norm [cells={n_cells}, inputs={}]", c.n_inputs()),
+            n_cells * c.n_inputs(),
+            x_norm.len(),
+        ));
+    }
     let pixels = c.morphology.as_ref().map(|m| m.pixels());
-    if let Some(px) = pixels {
-        let p = patches.expect("forward_logits: this model has a morphology token and needs patches");
-        assert_eq!(p.len(), n_cells * px, "forward_logits: patches are not [cells={n_cells}, S, S]");
+    if let Some((m, px)) = c.morphology.as_ref().zip(pixels) {
+        let found = patches.map_or(0, <[f32]>::len);
+        if patches.is_none() || found != n_cells * px {
+            return Err(shape_error(
+                format!("patches [cells={n_cells}, {0}, {0}] (this model has a morphology token)", m.image_size),
+                n_cells * px,
+                found,
+            ));
+        }
     }
     let prepared = PreparedWeights::new(&model.weights);
     let mut logits = Vec::with_capacity(n_cells * c.n_classes);
@@ -68,7 +75,7 @@ pub fn forward_logits_with_patches(
         logits.extend(forward_block(model, &prepared, x, p, n));
         start += n;
     }
-    logits
+    Ok(logits)
 }
 
 /// Index of the largest value of each row of `logits` `[rows, n_classes]` (first one on
@@ -161,7 +168,7 @@ fn linear_rows(x: &[f32], w: &Linear, act: Activation, residual: Option<&[f32]>,
 }
 
 /// `y = act(x·Wᵀ + b) (+ residual)` for `x: [n, in]` → `[n, out]`, int8 or f32 weights.
-/// Same result as [`crate::gpu::matmul_int8_reference`] up to summation order; natively the
+/// Same result as [`super::ops::matmul_int8_reference`] up to summation order; natively the
 /// rows are split over the available cores.
 pub fn linear_forward(x: &[f32], n: usize, w: &Linear, act: Activation, residual: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(x.len(), n * w.in_dim, "linear_forward: x is not [n={n}, in={}]", w.in_dim);
@@ -264,7 +271,7 @@ fn forward_block(
 mod tests {
     use super::*;
     use crate::engine::rng::SplitMix64;
-    use crate::gpu::matmul_int8_reference;
+    use crate::engine::ops::matmul_int8_reference;
 
     #[test]
     fn linear_forward_matches_the_reference() {

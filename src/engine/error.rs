@@ -1,12 +1,21 @@
-//! The error type of the engine layer (model files, metadata, input alignment).
+//! The error type of the engine layer (model files, metadata, input preparation, the CPU and
+//! GPU forward passes).
 
 use std::path::PathBuf;
 
-/// Everything that can be wrong with a model file or with the counts given to a model.
+use crate::data::DataError;
+use crate::gpu::GpuError;
+
+/// The engine's error under its former name (every variant is the same); code that reads or
+/// writes model files may keep using it.
+pub type ModelFileError = EngineError;
+
+/// Everything that can be wrong with a model file, with the cells given to a model, or with
+/// running it on the CPU or the GPU.
 ///
 /// Messages say what was wrong and what to do about it; tensor errors name the tensor.
 #[derive(Debug, thiserror::Error)]
-pub enum ModelFileError {
+pub enum EngineError {
     /// Reading or writing a model file failed at the OS level.
     #[error("cannot {action} model file {path}: {source}")]
     Io {
@@ -26,7 +35,7 @@ pub enum ModelFileError {
         path: PathBuf,
         /// The underlying problem.
         #[source]
-        source: Box<ModelFileError>,
+        source: Box<EngineError>,
     },
 
     /// The bytes are not a well-formed safetensors file (truncated, corrupt header, ...).
@@ -159,8 +168,9 @@ pub enum ModelFileError {
         n_genes: usize,
     },
 
-    /// A count is negative, NaN or infinite.
-    #[error("invalid count {value} for cell {cell}, gene {gene:?}: counts must be finite and >= 0 (raw counts, not log-transformed or scaled values)")]
+    /// An input value is not what the model's normalisation reads: a negative, NaN or infinite
+    /// count for `log1p_cp10k`, a non-finite value for `as_stored` or `arcsinh`.
+    #[error("invalid input value {value} for cell {cell}, gene {gene:?}: this model reads {expected}")]
     InvalidCount {
         /// Cell (row) index.
         cell: usize,
@@ -168,22 +178,58 @@ pub enum ModelFileError {
         gene: String,
         /// The offending value.
         value: f32,
+        /// What the model's normalisation reads, e.g. "raw counts (finite, >= 0)".
+        expected: &'static str,
     },
+
+    /// The metadata's `normalisation` entry is invalid: an unknown kind, a missing or
+    /// out-of-range parameter, or standardisation vectors of the wrong length or with a
+    /// non-finite or non-positive value.
+    #[error("invalid model normalisation: `{field}` is {value}; expected {expected}; re-export the model")]
+    InvalidNormalisation {
+        /// The offending field, e.g. `normalisation.kind` or `normalisation.std[3]`.
+        field: String,
+        /// Its value as found.
+        value: String,
+        /// What is accepted there.
+        expected: String,
+    },
+
+    /// The cells handed to [`crate::engine::Classifier::prepare`] are malformed (shapes,
+    /// CSR structure, gene names, centroids, patches).
+    #[error(transparent)]
+    Input(#[from] DataError),
+
+    /// Model input of the wrong shape reached a forward pass (inputs not made by
+    /// [`crate::engine::Classifier::prepare`]).
+    #[error("{what}: expected {expected} values, found {found}")]
+    InputShape {
+        /// Which input, with its expected shape.
+        what: String,
+        /// Expected number of values.
+        expected: usize,
+        /// Number found.
+        found: usize,
+    },
+
+    /// The GPU engine failed (no adapter, device limits, kernel build, readback, ...).
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
 }
 
-impl ModelFileError {
+impl EngineError {
     /// Attaches a file path to the error (used by `load`).
     pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
-        ModelFileError::InFile {
+        EngineError::InFile {
             path: path.into(),
             source: Box::new(self),
         }
     }
 }
 
-impl From<safetensors::SafeTensorError> for ModelFileError {
+impl From<safetensors::SafeTensorError> for EngineError {
     fn from(e: safetensors::SafeTensorError) -> Self {
-        ModelFileError::Safetensors {
+        EngineError::Safetensors {
             reason: e.to_string(),
         }
     }

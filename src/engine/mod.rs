@@ -1,16 +1,20 @@
-//! The burn-free inference engine: model file format, input preparation and the plain-Rust
-//! CPU forward pass of the transformer classifiers (gene-only, spatial, dual-modality,
+//! The burn-free inference engine: model file format, input preparation, the plain-Rust
+//! reference ops and CPU forward pass, and the GPU classifier built on the [`crate::gpu`]
+//! kernel launchers, for the transformer classifiers (gene-only, spatial, dual-modality,
 //! multi-input).
 //!
-//! Pipeline for raw counts `[cells, input_genes]`:
-//! 1. [`align_to_panel`] reorders columns into the model's gene order → `[cells, G]`;
-//! 2. [`normalise_log1p_cp10k`] → `x = ln(1 + counts * 1e4 / max(total, 1))`;
-//! 3. [`model_input`] appends the centroid's sinusoid features for a model with a centroid
-//!    token; a model with a morphology token also takes nucleus-centred patches `[cells, S, S]`
-//!    ([`check_patches`]);
-//! 4. [`cpu::forward_logits_with_patches`] (or
-//!    [`crate::gpu::GpuClassifier::logits_with_patches`]) → logits `[cells, C]`;
-//! 5. [`cpu::argmax_rows`] → class index per cell (names in [`ModelMeta::classes`]).
+//! One entry point, [`Classifier`] (CPU or GPU backend), takes the cells a caller holds
+//! (dense or CSR values `[cells, input_genes]`, gene names, optional centroids and patches):
+//! 1. [`Classifier::prepare`] validates them, reorders the columns into the model's gene order
+//!    ([`align_to_panel`]), applies the model file's [`Normalisation`] (log1p-CP10k of raw
+//!    counts, values as stored, or arcsinh, each optionally standardised per gene), appends
+//!    the centroid's sinusoid features for a model with a centroid token ([`model_input`])
+//!    and checks the nucleus-centred patches `[cells, S, S]` of a model with a morphology
+//!    token ([`check_patches`]);
+//! 2. [`Classifier::logits`] runs [`cpu::forward_logits_with_patches`] or
+//!    [`GpuClassifier::logits_with_patches`] → logits `[cells, C]`;
+//! 3. [`Classifier::predict`] → class index (names in [`ModelMeta::classes`]) and softmax
+//!    confidence per cell.
 //!
 //! The model computed (per cell, `T` tokens of width `D`):
 //! `h = reshape(gene_embedding(x), [T, D]) + token_type`; `L` pre-norm encoder layers
@@ -20,21 +24,27 @@
 //! `patch_embedding(unfold(patch) ‖ one-hot position)`, the ViT blocks, `morphology.norm`,
 //! and the mean of the `k_nearest` tokens nearest the patch centre. See [`format`](mod@format) for the file layout.
 
+mod classifier;
 pub mod cpu;
 mod error;
 pub mod format;
+mod gpu;
+pub mod ops;
 mod preprocess;
 pub mod rng;
 pub mod spec;
 
-pub use error::ModelFileError;
+pub use classifier::{softmax_max, Backend, Classifier, Prediction, PreparedCells};
+pub use error::{EngineError, ModelFileError};
 pub use format::{
     centre_token_indices, expected_tensors, Architecture, ClassifierConfig, ClassifierWeights, EncoderLayerWeights,
     EngineModel, LayerNormWeights, Linear, LinearWeight, ModelMeta, MorphologyTokenConfig,
-    Normalisation, Quantization, SpatialTokenConfig, TensorSpec, TokenSources, VitWeights,
-    ARCHITECTURE_DUAL_MODALITY, ARCHITECTURE_GENE_ONLY, ARCHITECTURE_MULTI_INPUT,
-    ARCHITECTURE_SPATIAL, FORMAT_VERSION, METADATA_KEY, NORMALISATION_LOG1P_CP10K,
+    Normalisation, Quantization, SpatialTokenConfig, Standardisation, TensorSpec, TokenSources,
+    Transform, VitWeights, ARCHITECTURE_DUAL_MODALITY, ARCHITECTURE_GENE_ONLY,
+    ARCHITECTURE_MULTI_INPUT, ARCHITECTURE_SPATIAL, FORMAT_VERSION, METADATA_KEY,
+    NORMALISATION_ARCSINH, NORMALISATION_AS_STORED, NORMALISATION_LOG1P_CP10K,
 };
+pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};
 pub use preprocess::{
     align_to_panel, check_patches, model_input, normalise_log1p_cp10k, sinusoid_frequencies,
     spatial_features, vit_patch_rows, MAX_LISTED_MISSING_GENES,

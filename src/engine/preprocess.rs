@@ -43,7 +43,8 @@ pub fn normalise_log1p_cp10k(counts: &[f32], n_genes: usize, target_sum: f32) ->
 ///   (lists the first [`MAX_LISTED_MISSING_GENES`] in model order, plus the count);
 /// - [`ModelFileError::DuplicateInputGene`] if a model gene appears twice in the input;
 /// - [`ModelFileError::CountsShape`] if `counts.len()` is not `cells * input_genes.len()`;
-/// - [`ModelFileError::InvalidCount`] for a negative or non-finite count in a used column.
+/// - [`ModelFileError::InvalidCount`] for a value in a used column that the model's
+///   normalisation does not read (non-finite; negative too for raw counts).
 pub fn align_to_panel(
     meta: &ModelMeta,
     input_genes: &[String],
@@ -102,15 +103,17 @@ pub fn align_to_panel(
         return Ok(Vec::new());
     }
     let n_cells = counts.len() / n_in;
+    let reads_counts = meta.normalisation.reads_counts();
     let mut out = Vec::with_capacity(n_cells * cols.len());
     for (cell, row) in counts.chunks_exact(n_in).enumerate() {
         for (&j, gene) in cols.iter().zip(&meta.genes) {
             let value = row[j];
-            if !(value.is_finite() && value >= 0.0) {
+            if !(value.is_finite() && (value >= 0.0 || !reads_counts)) {
                 return Err(ModelFileError::InvalidCount {
                     cell,
                     gene: gene.clone(),
                     value,
+                    expected: meta.normalisation.expected_values(),
                 });
             }
             out.push(value);
@@ -120,20 +123,17 @@ pub fn align_to_panel(
 }
 
 impl EngineModel {
-    /// Raw counts `[cells, input_genes.len()]` → model input `[cells, G]`:
-    /// [`align_to_panel`] to the model's genes, then [`normalise_log1p_cp10k`] with the
-    /// model's `target_sum`. The number of cells is `result.len() / G`.
+    /// Values `[cells, input_genes.len()]` → normalised genes `[cells, G]`: [`align_to_panel`]
+    /// to the model's genes, then the model's [`Normalisation`](super::Normalisation). The
+    /// number of cells is `result.len() / G`. (The model input adds centroid features for a
+    /// spatial model: [`crate::engine::Classifier::prepare`] does both.)
     pub fn prepare_counts(
         &self,
         input_genes: &[String],
         counts: &[f32],
     ) -> Result<Vec<f32>, ModelFileError> {
         let aligned = align_to_panel(&self.meta, input_genes, counts)?;
-        Ok(normalise_log1p_cp10k(
-            &aligned,
-            self.meta.config.n_genes,
-            self.meta.normalisation.target_sum as f32,
-        ))
+        self.meta.normalisation.apply(&aligned, self.meta.config.n_genes, &self.meta.genes)
     }
 }
 

@@ -9,7 +9,7 @@ const WG: usize = 64;
 const TEMPLATE: &str = include_str!("../../kernels/attention.wgsl");
 
 /// `1 / sqrt(head_dim)`, the score scale (shared by kernel and reference).
-fn score_scale(head_dim: usize) -> f32 {
+pub(crate) fn score_scale(head_dim: usize) -> f32 {
     1.0 / (head_dim as f32).sqrt()
 }
 
@@ -29,83 +29,15 @@ pub(crate) fn shader_source(tokens: u32, d_model: u32, n_heads: u32) -> String {
     )
 }
 
-/// Plain-Rust reference of the attention kernel without a bias
-/// ([`attention_biased_reference`] with `None`).
-pub fn attention_reference(
-    qkv: &[f32],
-    n_cells: usize,
-    tokens: usize,
-    d_model: usize,
-    n_heads: usize,
-) -> Vec<f32> {
-    attention_biased_reference(qkv, None, n_cells, tokens, d_model, n_heads)
-}
-
-/// Plain-Rust reference of the attention kernel.
-///
-/// `qkv` is `[n_cells * tokens, 3 * d_model]` (per token: q, then k, then v); returns
-/// `[n_cells * tokens, d_model]` with heads concatenated. Per (cell, head, query i):
-/// `p = softmax_l((q_i · k_l) / sqrt(d_model / n_heads) + bias[head, i, l])` (two-pass, max
-/// subtracted) and `out_i = Σ_l p_l v_l`. `bias` is `[n_heads, tokens, tokens]`, shared by
-/// all cells.
-///
-/// # Panics
-/// If `qkv` or `bias` has the wrong length or `n_heads` does not divide `d_model`.
-pub fn attention_biased_reference(
-    qkv: &[f32],
-    bias: Option<&[f32]>,
-    n_cells: usize,
-    tokens: usize,
-    d_model: usize,
-    n_heads: usize,
-) -> Vec<f32> {
-    if let Some(b) = bias {
-        assert_eq!(b.len(), n_heads * tokens * tokens, "attention reference: bias must be [H, T, T]");
-    }
-    assert!(
-        n_heads > 0 && d_model.is_multiple_of(n_heads),
-        "attention reference: n_heads {n_heads} must divide d_model {d_model}"
-    );
-    assert_eq!(
-        qkv.len(),
-        n_cells * tokens * 3 * d_model,
-        "attention reference: qkv must be [cells*T, 3D]"
-    );
-    let hd = d_model / n_heads;
-    let scale = score_scale(hd);
-    let stride = 3 * d_model;
-    let mut out = vec![0.0f32; n_cells * tokens * d_model];
-    let mut scores = vec![0.0f32; tokens];
-    for cell in 0..n_cells {
-        let rows = &qkv[cell * tokens * stride..(cell + 1) * tokens * stride];
-        for head in 0..n_heads {
-            let off = head * hd;
-            for i in 0..tokens {
-                let q = &rows[i * stride + off..i * stride + off + hd];
-                for (l, s) in scores.iter_mut().enumerate() {
-                    let k = &rows[l * stride + d_model + off..l * stride + d_model + off + hd];
-                    *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
-                        + bias.map_or(0.0, |b| b[(head * tokens + i) * tokens + l]);
-                }
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut denom = 0.0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    denom += *s;
-                }
-                let o = &mut out
-                    [(cell * tokens + i) * d_model + off..(cell * tokens + i) * d_model + off + hd];
-                for (l, &p) in scores.iter().enumerate() {
-                    let v =
-                        &rows[l * stride + 2 * d_model + off..l * stride + 2 * d_model + off + hd];
-                    for (oe, ve) in o.iter_mut().zip(v) {
-                        *oe += p / denom * ve;
-                    }
-                }
-            }
-        }
-    }
-    out
+/// Builds the attention pipeline for `tokens` tokens of width `d_model` over `n_heads` heads
+/// now (e.g. when a model is uploaded), so the first forward pass does not compile it.
+pub(crate) fn compile_attention(ctx: &GpuContext, tokens: usize, d_model: usize, n_heads: usize) -> Result<(), GpuError> {
+    ctx.pipeline(KernelKey::Attention {
+        tokens: tokens as u32,
+        d_model: d_model as u32,
+        n_heads: n_heads as u32,
+    })
+    .map(|_| ())
 }
 
 /// One attention launch over `n_cells` cells, reading `qkv` and the score bias `bias`
@@ -138,7 +70,7 @@ pub(crate) fn attention_dispatch(
 }
 
 /// Runs `kernels/attention.wgsl` once on `qkv` `[n_cells * tokens, 3 * d_model]` without a
-/// bias; returns `[n_cells * tokens, d_model]`. Compare with [`attention_reference`].
+/// bias; returns `[n_cells * tokens, d_model]`. Compare with `engine::ops::attention_reference`.
 pub async fn attention(
     ctx: &GpuContext,
     qkv: &[f32],
@@ -152,7 +84,7 @@ pub async fn attention(
 
 /// Runs `kernels/attention.wgsl` once on `qkv` `[n_cells * tokens, 3 * d_model]` with an
 /// optional additive score bias `[n_heads, tokens, tokens]`; returns
-/// `[n_cells * tokens, d_model]`. Compare with [`attention_biased_reference`].
+/// `[n_cells * tokens, d_model]`. Compare with `engine::ops::attention_biased_reference`.
 pub async fn attention_biased(
     ctx: &GpuContext,
     qkv: &[f32],

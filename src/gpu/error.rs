@@ -1,7 +1,5 @@
 //! The error type of the GPU layer.
 
-use crate::engine::ModelFileError;
-
 /// Everything that can go wrong when setting up or using the GPU engine.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -92,8 +90,4 @@ pub enum GpuError {
         /// Most workgroups allowed.
         limit: u64,
     },
-
-    /// The model given to the GPU engine is invalid.
-    #[error(transparent)]
-    Model(#[from] ModelFileError),
 }

@@ -2,7 +2,6 @@
 
 use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, KernelKey};
 use super::error::GpuError;
-use crate::engine::LayerNormWeights;
 
 /// Invocations per workgroup (one workgroup per row; a power of two).
 const WG: usize = 64;
@@ -11,41 +10,6 @@ const TEMPLATE: &str = include_str!("../../kernels/layernorm.wgsl");
 
 pub(crate) fn shader_source() -> String {
     super::context::specialise(TEMPLATE, &[("WG", WG.to_string())])
-}
-
-/// Plain-Rust reference: `y = (x - mean) / sqrt(var + eps) * gamma + beta` per row of `x`
-/// `[rows, dim]`, biased variance, two passes in f32. Returns `[rows, dim]`.
-///
-/// # Panics
-/// If `x.len() != rows * dim` or gamma/beta are not `[dim]`.
-pub fn layernorm_reference(
-    x: &[f32],
-    rows: usize,
-    dim: usize,
-    ln: &LayerNormWeights,
-    eps: f32,
-) -> Vec<f32> {
-    assert_eq!(
-        x.len(),
-        rows * dim,
-        "layernorm reference: x must be [rows, dim]"
-    );
-    assert!(
-        ln.gamma.len() == dim && ln.beta.len() == dim,
-        "layernorm reference: gamma/beta must be [dim]"
-    );
-    let mut y = Vec::with_capacity(x.len());
-    for row in x.chunks_exact(dim.max(1)).take(rows) {
-        let mean = row.iter().sum::<f32>() / dim as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-        let inv_std = 1.0 / (var + eps).sqrt();
-        y.extend(
-            row.iter()
-                .zip(ln.gamma.iter().zip(&ln.beta))
-                .map(|(v, (g, b))| (v - mean) * inv_std * g + b),
-        );
-    }
-    y
 }
 
 /// LayerNorm parameters resident on the GPU.
@@ -58,18 +22,19 @@ pub(crate) struct GpuLayerNorm {
 impl GpuLayerNorm {
     pub(crate) fn upload(
         ctx: &GpuContext,
-        ln: &LayerNormWeights,
+        gamma: &[f32],
+        beta: &[f32],
         name: &str,
     ) -> Result<Self, GpuError> {
         check_len(
             || format!("{name}.beta (same length as gamma)"),
-            ln.beta.len(),
-            ln.gamma.len(),
+            beta.len(),
+            gamma.len(),
         )?;
         Ok(Self {
-            gamma: ctx.storage_init(&format!("{name}.gamma"), bytemuck::cast_slice(&ln.gamma))?,
-            beta: ctx.storage_init(&format!("{name}.beta"), bytemuck::cast_slice(&ln.beta))?,
-            dim: ln.gamma.len(),
+            gamma: ctx.storage_init(&format!("{name}.gamma"), bytemuck::cast_slice(gamma))?,
+            beta: ctx.storage_init(&format!("{name}.beta"), bytemuck::cast_slice(beta))?,
+            dim: gamma.len(),
         })
     }
 }
@@ -100,14 +65,15 @@ pub(crate) fn layernorm_dispatch(
     })
 }
 
-/// Runs `kernels/layernorm.wgsl` once on `x` `[rows, dim]`; returns `[rows, dim]`.
-/// Compare with [`layernorm_reference`].
+/// Runs `kernels/layernorm.wgsl` once on `x` `[rows, dim]` with scale `gamma` `[dim]` and
+/// shift `beta` `[dim]`; returns `[rows, dim]`. Compare with `engine::ops::layernorm_reference`.
 pub async fn layernorm(
     ctx: &GpuContext,
     x: &[f32],
     rows: usize,
     dim: usize,
-    ln: &LayerNormWeights,
+    gamma: &[f32],
+    beta: &[f32],
     eps: f32,
 ) -> Result<Vec<f32>, GpuError> {
     check_len(
@@ -117,10 +83,10 @@ pub async fn layernorm(
     )?;
     check_len(
         || format!("layernorm gamma [dim={dim}]"),
-        ln.gamma.len(),
+        gamma.len(),
         dim,
     )?;
-    let g = GpuLayerNorm::upload(ctx, ln, "layernorm")?;
+    let g = GpuLayerNorm::upload(ctx, gamma, beta, "layernorm")?;
     let xb = ctx.storage_init("layernorm x", bytemuck::cast_slice(x))?;
     let yb = ctx.storage_zeroed("layernorm y", rows * dim)?;
     let d = layernorm_dispatch(ctx, &xb, rows, &g, &yb, eps)?;

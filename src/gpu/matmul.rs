@@ -4,8 +4,7 @@
 
 use super::context::{check_len, Dispatch, GpuContext, KernelKey};
 use super::error::GpuError;
-use crate::engine::{Linear, LinearWeight};
-use crate::quant;
+use crate::quant::{self, Linear, LinearWeight};
 
 /// Output rows per workgroup tile.
 pub(crate) const TILE_M: usize = 64;
@@ -23,7 +22,8 @@ const TEMPLATE: &str = include_str!("../../kernels/matmul_int8.wgsl");
 pub enum Activation {
     /// Identity.
     None,
-    /// GELU, erf form `x/2 · (1 + erf(x/√2))`, with erf from [`erf_approx`].
+    /// GELU, erf form `x/2 · (1 + erf(x/√2))`, with erf by Abramowitz & Stegun 7.1.26
+    /// (`engine::ops::erf_approx` mirrors the kernel's arithmetic).
     Gelu,
 }
 
@@ -41,113 +41,6 @@ pub(crate) fn shader_source(act: Activation, residual: bool) -> String {
             ("RESIDUAL", (residual as u32).to_string()),
         ],
     )
-}
-
-/// erf(x) by Abramowitz & Stegun formula 7.1.26 (|error| ≤ 1.5e-7 in exact arithmetic,
-/// < 6e-7 evaluated in f32: measured 4.7e-7 on [-4, 4]), with the same operations as the
-/// WGSL kernel. WGSL has no erf, so both the
-/// kernel and this reference (hence the CPU forward) use this approximation; the
-/// `erf_approx_accuracy` unit test checks it against a high-precision series.
-pub fn erf_approx(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
-        + 0.254_829_6)
-        * t;
-    let r = 1.0 - poly * (-a * a).exp();
-    if x >= 0.0 {
-        r
-    } else {
-        -r
-    }
-}
-
-/// GELU (erf form) with [`erf_approx`]: `x/2 · (1 + erf(x/√2))`; the error vs exact GELU
-/// is at most `|x|/2` times erf_approx's error, i.e. below 1e-6 for |x| < 3 and vanishing
-/// beyond (where erf saturates).
-pub fn gelu_reference(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// Plain-Rust reference of the matmul kernel: `x` `[n, in]` times `w`ᵀ plus bias, then
-/// `act`, then `+ residual` `[n, out]` if given. Returns `[n, out]`.
-///
-/// For int8 weights it computes exactly what the kernel does, `acc = Σ_k x·q` in f32 and
-/// `y = acc · scale + bias`; for f32 weights (the CPU forward of unquantised models),
-/// `y = Σ_k x·w + bias`.
-///
-/// # Panics
-/// If `x.len() != n * in`, the residual is not `[n, out]`, or `w`'s vectors disagree with its
-/// dims.
-pub fn matmul_int8_reference(
-    x: &[f32],
-    n: usize,
-    w: &Linear,
-    act: Activation,
-    residual: Option<&[f32]>,
-) -> Vec<f32> {
-    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
-    assert_eq!(
-        x.len(),
-        n * in_dim,
-        "matmul reference: x has {} values, expected [n={n}, in={in_dim}]",
-        x.len()
-    );
-    assert_eq!(w.bias.len(), out_dim, "matmul reference: bias length");
-    if let Some(r) = residual {
-        assert_eq!(
-            r.len(),
-            n * out_dim,
-            "matmul reference: residual has {} values, expected [n={n}, out={out_dim}]",
-            r.len()
-        );
-    }
-    let mut y = vec![0.0f32; n * out_dim];
-    // Epilogue shared with the kernel: activation, then residual add.
-    let apply = |pre: f32, idx: usize| {
-        let v = if act == Activation::Gelu {
-            gelu_reference(pre)
-        } else {
-            pre
-        };
-        residual.map_or(v, |r| v + r[idx])
-    };
-    match &w.weight {
-        LinearWeight::F32(wf) => {
-            assert_eq!(
-                wf.len(),
-                out_dim * in_dim,
-                "matmul reference: weight length"
-            );
-            for (r, xr) in x.chunks_exact(in_dim.max(1)).take(n).enumerate() {
-                for o in 0..out_dim {
-                    let wr = &wf[o * in_dim..(o + 1) * in_dim];
-                    let acc: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
-                    y[r * out_dim + o] = apply(acc + w.bias[o], r * out_dim + o);
-                }
-            }
-        }
-        LinearWeight::Int8 { q, scale } => {
-            assert_eq!(q.len(), out_dim * in_dim, "matmul reference: q length");
-            assert_eq!(scale.len(), out_dim, "matmul reference: scale length");
-            for (r, xr) in x.chunks_exact(in_dim.max(1)).take(n).enumerate() {
-                for o in 0..out_dim {
-                    let qr = &q[o * in_dim..(o + 1) * in_dim];
-                    let acc: f32 = xr.iter().zip(qr).map(|(a, &b)| a * b as f32).sum();
-                    y[r * out_dim + o] = apply(acc * scale[o] + w.bias[o], r * out_dim + o);
-                }
-            }
-        }
-    }
-    if in_dim == 0 {
-        // No inputs: y = act(bias) (+ residual).
-        for r in 0..n {
-            for o in 0..out_dim {
-                y[r * out_dim + o] = apply(w.bias[o], r * out_dim + o);
-            }
-        }
-    }
-    y
 }
 
 /// An int8 linear layer resident on the GPU: packed weights `[out, in_padded/4]` (u32),
@@ -246,7 +139,7 @@ pub(crate) fn matmul_dispatch(
 
 /// Runs `kernels/matmul_int8.wgsl` once: `x` `[n, in]`, int8 layer `w` (`[out, in]` with
 /// per-row scales), optional `residual` `[n, out]`; returns `[n, out]`.
-/// Compare with [`matmul_int8_reference`].
+/// Compare with `engine::ops::matmul_int8_reference`.
 pub async fn matmul_int8(
     ctx: &GpuContext,
     x: &[f32],
@@ -276,61 +169,4 @@ pub async fn matmul_int8(
     let d = matmul_dispatch(ctx, &xb, n, &gw, &yb, act, residual.is_some())?;
     ctx.run_and_read("matmul_int8", &[d], &yb, n * w.out_dim)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// erf by its Maclaurin series in f64 (accurate to ~1e-12 for |x| <= 4).
-    fn erf_series(x: f64) -> f64 {
-        let mut term = x;
-        let mut sum = x;
-        let mut n = 0.0;
-        while term.abs() > 1e-17 {
-            n += 1.0;
-            term *= -x * x / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    }
-
-    #[test]
-    fn erf_approx_accuracy() {
-        let mut worst = 0.0f64;
-        for i in -4000..=4000 {
-            let x = i as f32 / 1000.0;
-            worst = worst.max((erf_approx(x) as f64 - erf_series(x as f64)).abs());
-        }
-        eprintln!("erf_approx max abs error on [-4, 4]: {worst:.3e}");
-        // 1.5e-7 for the formula plus f32 evaluation error (cancellation in `1 - poly·exp`
-        // near 0); measured 4.7e-7.
-        assert!(worst < 6e-7, "erf_approx error {worst}");
-        assert_eq!(erf_approx(10.0), 1.0);
-        assert_eq!(erf_approx(-10.0), -1.0);
-    }
-
-    #[test]
-    fn reference_int8_equals_dequantised_f32() {
-        use crate::engine::rng::SplitMix64;
-        let mut rng = SplitMix64::new(3);
-        let (n, out, inp) = (5, 7, 9);
-        let wf = Linear {
-            out_dim: out,
-            in_dim: inp,
-            weight: LinearWeight::F32(rng.uniform_vec(out * inp, -1.0, 1.0)),
-            bias: rng.uniform_vec(out, -1.0, 1.0),
-        };
-        let wq = wf.quantized();
-        let wdq = Linear {
-            weight: LinearWeight::F32(wq.weight_f32().into_owned()),
-            ..wf.clone()
-        };
-        let x = rng.uniform_vec(n * inp, -2.0, 2.0);
-        let a = matmul_int8_reference(&x, n, &wq, Activation::Gelu, None);
-        let b = matmul_int8_reference(&x, n, &wdq, Activation::Gelu, None);
-        for (u, v) in a.iter().zip(&b) {
-            assert!((u - v).abs() < 1e-5, "{u} vs {v}");
-        }
-    }
 }

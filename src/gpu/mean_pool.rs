@@ -12,27 +12,6 @@ pub(crate) fn shader_source() -> String {
     super::context::specialise(TEMPLATE, &[("WG", WG.to_string())])
 }
 
-/// Plain-Rust reference: `out[c, d] = (1/T) Σ_t x[c, t, d]` for `x` `[n_cells, tokens, dim]`;
-/// returns `[n_cells, dim]`.
-///
-/// # Panics
-/// If `x.len() != n_cells * tokens * dim`.
-pub fn mean_pool_reference(x: &[f32], n_cells: usize, tokens: usize, dim: usize) -> Vec<f32> {
-    assert_eq!(
-        x.len(),
-        n_cells * tokens * dim,
-        "mean_pool reference: x must be [cells, T, D]"
-    );
-    let mut out = vec![0.0f32; n_cells * dim];
-    for c in 0..n_cells {
-        for d in 0..dim {
-            let sum: f32 = (0..tokens).map(|t| x[(c * tokens + t) * dim + d]).sum();
-            out[c * dim + d] = sum / tokens as f32;
-        }
-    }
-    out
-}
-
 /// One mean-pool launch: `out[n_cells, dim] = mean_t x[n_cells, tokens, dim]`.
 pub(crate) fn mean_pool_dispatch(
     ctx: &GpuContext,
@@ -56,7 +35,7 @@ pub(crate) fn mean_pool_dispatch(
 }
 
 /// Runs `kernels/mean_pool.wgsl` once on `x` `[n_cells, tokens, dim]`; returns `[n_cells, dim]`.
-/// Compare with [`mean_pool_reference`].
+/// Compare with `engine::ops::mean_pool_reference`.
 pub async fn mean_pool(
     ctx: &GpuContext,
     x: &[f32],

@@ -1,26 +1,26 @@
-//! WebGPU inference: a [`GpuContext`] with a registry of compiled WGSL kernels, one launcher
-//! per kernel beside its plain-Rust `*_reference`, and the chunked [`GpuClassifier`].
+//! WebGPU compute: a [`GpuContext`] with a registry of compiled WGSL kernels and one launcher
+//! per kernel. The plain-Rust references the kernels are tested against live beside the CPU
+//! engine (`engine::ops`); the whole classifier on the GPU is `engine::GpuClassifier`, built
+//! on the `pub(crate)` upload and dispatch helpers here. Nothing here knows about model files.
 //!
 //! Kernels live in `kernels/*.wgsl` (one op per file) and are specialised only by replacing
 //! `{{NAME}}` placeholder tokens with constants (tile/workgroup sizes, activation and
 //! residual flags, attention dims). Everything targets the WebGPU default limits, so the same
 //! code runs natively (Vulkan, e.g. lavapipe) and in browsers (wasm32 + WebGPU).
 //!
-//! | kernel | launcher | reference |
+//! | kernel | launcher | reference (`engine::ops`) |
 //! |---|---|---|
-//! | `matmul_int8.wgsl` (+ fused GELU, residual) | [`matmul_int8`] | [`matmul_int8_reference`] |
-//! | `attention.wgsl` (+ additive score bias) | [`attention()`](fn@attention), [`attention_biased`] | [`attention_reference`], [`attention_biased_reference`] |
-//! | `layernorm.wgsl` | [`layernorm()`](fn@layernorm) | [`layernorm_reference`] |
-//! | `mean_pool.wgsl` | [`mean_pool()`](fn@mean_pool) | [`mean_pool_reference`] |
-//! | `token_gather_mean.wgsl` (ViT centre tokens) | [`token_gather_mean()`](fn@token_gather_mean) | [`token_gather_mean_reference`] |
-//! | `sinkhorn_lse.wgsl`, `sinkhorn_reduce.wgsl` | [`crate::ot::sinkhorn`] (GPU engine) | [`crate::ot::sinkhorn_log_domain_reference`] |
+//! | `matmul_int8.wgsl` (+ fused GELU, residual) | [`matmul_int8`] | `matmul_int8_reference` |
+//! | `attention.wgsl` (+ additive score bias) | [`attention()`](fn@attention), [`attention_biased`] | `attention_reference`, `attention_biased_reference` |
+//! | `layernorm.wgsl` | [`layernorm()`](fn@layernorm) | `layernorm_reference` |
+//! | `mean_pool.wgsl` | [`mean_pool()`](fn@mean_pool) | `mean_pool_reference` |
+//! | `token_gather_mean.wgsl` (ViT centre tokens) | [`token_gather_mean()`](fn@token_gather_mean) | `token_gather_mean_reference` |
+//! | `sinkhorn_lse.wgsl`, `sinkhorn_reduce.wgsl` | `ot::sinkhorn` (GPU engine) | `ot::sinkhorn_log_domain_reference` |
 //!
-//! All launchers and [`GpuClassifier::logits`] are `async`: results come back through
-//! `map_async` and a oneshot channel. Natively the device is driven with `Device::poll`;
-//! tests block with `pollster`.
+//! All launchers are `async`: results come back through `map_async` and a oneshot channel.
+//! Natively the device is driven with `Device::poll`; tests block with `pollster`.
 
 pub mod attention;
-mod classifier;
 mod context;
 mod error;
 pub mod layernorm;
@@ -29,11 +29,11 @@ pub mod mean_pool;
 pub(crate) mod sinkhorn;
 pub mod token_gather_mean;
 
-pub use attention::{attention, attention_biased, attention_biased_reference, attention_reference};
-pub use classifier::{GpuClassifier, DEFAULT_CHUNK_CELLS};
+pub use attention::{attention, attention_biased};
+pub(crate) use context::{check_len, Dispatch, MAX_WORKGROUPS_PER_DIM};
 pub use context::GpuContext;
 pub use error::GpuError;
-pub use layernorm::{layernorm, layernorm_reference};
-pub use matmul::{erf_approx, gelu_reference, matmul_int8, matmul_int8_reference, Activation};
-pub use mean_pool::{mean_pool, mean_pool_reference};
-pub use token_gather_mean::{token_gather_mean, token_gather_mean_reference};
+pub use layernorm::layernorm;
+pub use matmul::{matmul_int8, Activation};
+pub use mean_pool::mean_pool;
+pub use token_gather_mean::token_gather_mean;

@@ -16,35 +16,6 @@ pub(crate) fn shader_source(tokens: u32, dim: u32) -> String {
     )
 }
 
-/// Plain-Rust reference: for every cell `c` of `x` `[n_cells, tokens, dim]`,
-/// `out[c·out_stride + out_offset + d] = mean_k x[c, idx[k], d]`; other columns of `out` are
-/// left as they are.
-///
-/// # Panics
-/// If `x` is not `[n_cells, tokens, dim]`, `idx` is empty or has an index `>= tokens`, or
-/// `out` is shorter than `n_cells` rows of `out_stride` or the columns do not fit a row.
-#[allow(clippy::too_many_arguments)]
-pub fn token_gather_mean_reference(
-    x: &[f32],
-    n_cells: usize,
-    tokens: usize,
-    dim: usize,
-    idx: &[usize],
-    out: &mut [f32],
-    out_stride: usize,
-    out_offset: usize,
-) {
-    assert_eq!(x.len(), n_cells * tokens * dim, "token_gather_mean reference: x must be [cells, T, D]");
-    assert!(!idx.is_empty() && idx.iter().all(|&t| t < tokens), "token_gather_mean reference: bad idx {idx:?}");
-    assert!(out_offset + dim <= out_stride && out.len() >= n_cells * out_stride, "token_gather_mean reference: out too small");
-    for c in 0..n_cells {
-        for d in 0..dim {
-            let sum: f32 = idx.iter().map(|&t| x[(c * tokens + t) * dim + d]).sum();
-            out[c * out_stride + out_offset + d] = sum / idx.len() as f32;
-        }
-    }
-}
-
 /// One launch: `out` rows of `out_stride` floats get columns `out_offset..out_offset+dim`.
 /// `idx` is a `u32` storage buffer of `k` token indices.
 #[allow(clippy::too_many_arguments)]
@@ -74,7 +45,7 @@ pub(crate) fn token_gather_mean_dispatch(
 }
 
 /// Runs `kernels/token_gather_mean.wgsl` once and returns the whole output `out_init` after
-/// the kernel wrote its columns. Compare with [`token_gather_mean_reference`].
+/// the kernel wrote its columns. Compare with `engine::ops::token_gather_mean_reference`.
 #[allow(clippy::too_many_arguments)]
 pub async fn token_gather_mean(
     ctx: &GpuContext,

@@ -13,6 +13,10 @@
 //! The functions here take already-validated slices; length mismatches are programming
 //! errors and panic with a message (see each `# Panics`).
 
+mod linear;
+
+pub use linear::{Linear, LinearWeight};
+
 /// Quantises `w` `[out, in]` per output channel; returns `(q [out, in], scale [out])`.
 ///
 /// Rounding is `f32::round` (half away from zero); the exporter in Python may round half to

@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::TrainError;
 use crate::data::{self, Annotation, CellTable, SingleROptions, TranscriptOptions};
-use crate::engine::normalise_log1p_cp10k;
 
 /// Target library size of the log1p-cp10k normalisation.
 pub const TARGET_SUM: f32 = 1e4;
@@ -93,7 +92,8 @@ pub fn prepare_bundle(bundle_dir: &Path, reference: &Path, opts: &LabelOptions) 
     let table = bundle.read_cells(&opts.transcripts)?;
     let reference = data::read_reference_csv(reference)?;
     let g = table.n_genes();
-    let x_norm = normalise_log1p_cp10k(&table.counts, g, TARGET_SUM);
+    let normalisation = crate::engine::Normalisation::log1p_with_target_sum(TARGET_SUM as f64);
+    let x_norm = normalisation.apply(&table.counts, g, &table.genes)?;
     let annotation = data::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)?;
     let mut crop = label_cells(table, x_norm, annotation, opts);
     crop.source = bundle_dir.to_path_buf();
@@ -152,7 +152,10 @@ pub fn prepare_h5ad(path: &Path, label_key: &str, opts: &LabelOptions) -> Result
     };
     // Expert labels: no count filter (X is not counts).
     let opts = LabelOptions { min_counts: f32::NEG_INFINITY, ..opts.clone() };
-    Ok(label_cells(table, x, annotation, &opts))
+    let mut prepared = label_cells(table, x, annotation, &opts);
+    // The model input is X itself: every engine must feed it unchanged.
+    prepared.normalisation = crate::engine::Normalisation::as_stored();
+    Ok(prepared)
 }
 
 /// Turn an annotation into class indices, excluding low-count cells, ambiguous cells and rare
@@ -206,7 +209,7 @@ pub fn label_cells(table: CellTable, x_norm: Vec<f32>, annotation: Annotation, o
     PreparedCrop {
         table,
         x_norm,
-        normalisation: crate::engine::Normalisation::default(),
+        normalisation: crate::engine::Normalisation::log1p_with_target_sum(TARGET_SUM as f64),
         annotation,
         labels,
         class_names,

@@ -1,17 +1,19 @@
 //! The whole classifier on the GPU (gene-only, spatial, dual-modality, multi-input): weights
-//! uploaded once, cells streamed in chunks.
+//! uploaded once, cells streamed in chunks. Built on the kernel launchers of [`crate::gpu`];
+//! the engine's entry point is [`super::Classifier`].
 
 use std::sync::Arc;
 
-use super::attention::attention_dispatch;
-use super::context::{check_len, Dispatch, GpuContext, KernelKey, MAX_WORKGROUPS_PER_DIM};
-use super::error::GpuError;
-use super::layernorm::{layernorm_dispatch, GpuLayerNorm};
-use super::matmul::{matmul_dispatch, Activation, GpuLinear, TILE_M};
-use super::mean_pool::mean_pool_dispatch;
-use super::token_gather_mean::token_gather_mean_dispatch;
-use crate::engine::cpu::PreparedWeights;
-use crate::engine::{centre_token_indices, vit_patch_rows, ClassifierConfig, EncoderLayerWeights, EngineModel, Linear};
+use super::cpu::PreparedWeights;
+use super::error::EngineError;
+use super::format::{centre_token_indices, ClassifierConfig, EncoderLayerWeights, EngineModel, LayerNormWeights, Linear};
+use super::preprocess::vit_patch_rows;
+use crate::gpu::attention::{attention_dispatch, compile_attention};
+use crate::gpu::layernorm::{layernorm_dispatch, GpuLayerNorm};
+use crate::gpu::matmul::{matmul_dispatch, Activation, GpuLinear, TILE_M};
+use crate::gpu::mean_pool::mean_pool_dispatch;
+use crate::gpu::token_gather_mean::token_gather_mean_dispatch;
+use crate::gpu::{check_len, Dispatch, GpuContext, GpuError, MAX_WORKGROUPS_PER_DIM};
 
 /// Default number of cells per chunk (one command buffer with all layers per chunk).
 pub const DEFAULT_CHUNK_CELLS: usize = 8192;
@@ -45,7 +47,7 @@ struct GpuVit {
 /// are per output row, so stacking changes nothing).
 ///
 /// A morphology token runs the ViT first: patches are unfolded on the host into ViT patch
-/// rows with a one-hot position ([`crate::engine::vit_patch_rows`]), one int8 matmul embeds
+/// rows with a one-hot position ([`super::vit_patch_rows`]), one int8 matmul embeds
 /// them (position included), the blocks run on the same matmul/attention/layernorm kernels,
 /// and `token_gather_mean.wgsl` writes the mean of the centre tokens into the model-input
 /// columns the token matmul reads.
@@ -103,13 +105,18 @@ struct WorkBuffers {
     vit: Option<VitBuffers>,
 }
 
+/// Uploads LayerNorm parameters under `name`.
+fn upload_norm(ctx: &GpuContext, ln: &LayerNormWeights, name: &str) -> Result<GpuLayerNorm, GpuError> {
+    GpuLayerNorm::upload(ctx, &ln.gamma, &ln.beta, name)
+}
+
 /// Uploads one encoder layer (q, k, v already fused) under `prefix`.
 fn upload_layer(ctx: &GpuContext, l: &EncoderLayerWeights, qkv: &Linear, p: &str) -> Result<GpuEncoderLayer, GpuError> {
     Ok(GpuEncoderLayer {
-        norm1: GpuLayerNorm::upload(ctx, &l.norm1, &format!("{p}.norm1"))?,
+        norm1: upload_norm(ctx, &l.norm1, &format!("{p}.norm1"))?,
         qkv: GpuLinear::upload(ctx, qkv, &format!("{p}.attn.qkv"))?,
         o: GpuLinear::upload(ctx, &l.o, &format!("{p}.attn.o"))?,
-        norm2: GpuLayerNorm::upload(ctx, &l.norm2, &format!("{p}.norm2"))?,
+        norm2: upload_norm(ctx, &l.norm2, &format!("{p}.norm2"))?,
         fc1: GpuLinear::upload(ctx, &l.fc1, &format!("{p}.ffn.fc1"))?,
         fc2: GpuLinear::upload(ctx, &l.fc2, &format!("{p}.ffn.fc2"))?,
     })
@@ -154,9 +161,10 @@ impl GpuClassifier {
     /// [`EngineModel::quantize_int8`] (per-output-channel symmetric int8), so its logits
     /// match the int8 model's, not the f32 one's.
     ///
-    /// Errors: an invalid model ([`GpuError::Model`]), a layer too large for one storage
-    /// binding ([`GpuError::TooLarge`]), kernel build failures.
-    pub fn new(ctx: Arc<GpuContext>, model: &EngineModel) -> Result<Self, GpuError> {
+    /// Errors: an invalid model ([`EngineError`]'s model-file variants), a layer too large for
+    /// one storage binding ([`GpuError::TooLarge`] in [`EngineError::Gpu`]), kernel build
+    /// failures.
+    pub fn new(ctx: Arc<GpuContext>, model: &EngineModel) -> Result<Self, EngineError> {
         model.validate()?;
         let quantized;
         let model = if model.is_int8() {
@@ -175,7 +183,7 @@ impl GpuClassifier {
         for (i, (l, qkv)) in w.layers.iter().zip(&prepared.qkv).enumerate() {
             layers.push(upload_layer(gpu, l, qkv, &format!("layers.{i}"))?);
         }
-        let final_norm = GpuLayerNorm::upload(gpu, &w.final_norm, "final_norm")?;
+        let final_norm = upload_norm(gpu, &w.final_norm, "final_norm")?;
         let head = GpuLinear::upload(gpu, &w.head, "head")?;
         let t = c.n_tokens();
         let attention_bias = match &w.attention_bias {
@@ -190,11 +198,11 @@ impl GpuClassifier {
                 }
                 let idx: Vec<u32> = centre_token_indices(m.grid(), m.k_nearest).into_iter().map(|i| i as u32).collect();
                 let g2 = m.n_vit_tokens();
-                ctx.pipeline(KernelKey::Attention { tokens: g2 as u32, d_model: m.width as u32, n_heads: m.n_heads as u32 })?;
+                compile_attention(gpu, g2, m.width, m.n_heads)?;
                 Some(GpuVit {
                     patch_embedding: GpuLinear::upload(gpu, &v.patch_embedding, "morphology.patch_embedding")?,
                     layers: vl,
-                    norm: GpuLayerNorm::upload(gpu, &v.norm, "morphology.norm")?,
+                    norm: upload_norm(gpu, &v.norm, "morphology.norm")?,
                     centre: gpu.storage_init("ViT centre tokens", bytemuck::cast_slice(&idx))?,
                     k: idx.len(),
                     zero_bias: gpu.storage_zeroed("ViT attention bias (none)", m.n_heads * g2 * g2)?,
@@ -203,11 +211,7 @@ impl GpuClassifier {
             _ => None,
         };
         // Compile the model-specific attention kernel now rather than on the first call.
-        ctx.pipeline(KernelKey::Attention {
-            tokens: t as u32,
-            d_model: c.d_model as u32,
-            n_heads: c.n_heads as u32,
-        })?;
+        compile_attention(gpu, t, c.d_model, c.n_heads)?;
         ctx.take_error()?;
 
         Ok(Self {
@@ -255,7 +259,7 @@ impl GpuClassifier {
     }
 
     /// Logits `[cells, C]` for model input `x_norm` `[cells, n_inputs]` (see
-    /// [`crate::engine::model_input`]) of a model without a morphology token.
+    /// [`super::model_input`]) of a model without a morphology token.
     ///
     /// Never blocks on wasm32; natively it drives the device with `poll` while waiting.
     pub async fn logits(&self, x_norm: &[f32], n_cells: usize) -> Result<Vec<f32>, GpuError> {
@@ -264,7 +268,7 @@ impl GpuClassifier {
 
     /// Logits `[cells, C]` for model input `x_norm` `[cells, n_inputs]` and, for a model with a
     /// morphology token, nucleus-centred patches `[cells, S, S]` (intensities in `[0, 1]`).
-    /// Same arithmetic as [`crate::engine::cpu::forward_logits_with_patches`] on the int8
+    /// Same arithmetic as [`super::cpu::forward_logits_with_patches`] on the int8
     /// model.
     pub async fn logits_with_patches(
         &self,

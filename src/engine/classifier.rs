@@ -1,0 +1,282 @@
+//! The engine's one inference entry point, used by the CLI, the wasm API and the benchmarks:
+//! [`Classifier::prepare`] (validate, align the panel, normalise as the model file records,
+//! add centroid features, check patches) → [`Classifier::logits`] (CPU or GPU forward) →
+//! [`Classifier::predict`] (class and confidence per cell). Every step returns
+//! `Result<_, EngineError>`; none panics on bad input.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use super::cpu::{argmax_rows, forward_logits_with_patches};
+use super::error::EngineError;
+use super::format::EngineModel;
+use super::gpu::GpuClassifier;
+use super::preprocess::{check_patches, model_input};
+use crate::data::{CellInput, InputValues};
+use crate::gpu::GpuContext;
+
+/// Where a [`Classifier`] runs the forward pass.
+pub enum Backend {
+    /// The plain-Rust CPU forward ([`super::cpu`]) on the weights as stored (f32 or int8).
+    Cpu,
+    /// The WGSL engine on a GPU (int8; an f32 file is quantised at upload).
+    Gpu(Box<GpuClassifier>),
+}
+
+/// A loaded model plus the engine that runs it.
+pub struct Classifier {
+    model: EngineModel,
+    backend: Backend,
+}
+
+/// Cells ready for [`Classifier::logits`]: the model input and, for a model with a morphology
+/// token, the patches.
+#[derive(Clone, Debug)]
+pub struct PreparedCells<'a> {
+    /// Model input `[cells, n_inputs]`: normalised genes in the model's order, then the
+    /// centroid's sinusoid features for a model with a centroid token.
+    pub x: Vec<f32>,
+    /// Nucleus-centred patches `[cells, S, S]` for a model with a morphology token (borrowed
+    /// from the caller where possible), `None` otherwise.
+    pub patches: Option<Cow<'a, [f32]>>,
+    /// Number of cells.
+    pub n_cells: usize,
+}
+
+impl PreparedCells<'_> {
+    /// The same cells owning their patches (copied if they were borrowed).
+    pub fn into_owned(self) -> PreparedCells<'static> {
+        PreparedCells {
+            x: self.x,
+            patches: self.patches.map(|p| Cow::Owned(p.into_owned())),
+            n_cells: self.n_cells,
+        }
+    }
+
+    /// The cells `idx` (in that order), e.g. a held-out subset: `x` `[idx.len(), n_inputs]`
+    /// and patches `[idx.len(), S, S]`. Errors with [`EngineError::InputShape`] for an index
+    /// `>= n_cells`.
+    pub fn select(&self, idx: &[usize]) -> Result<PreparedCells<'static>, EngineError> {
+        if let Some(&bad) = idx.iter().find(|&&i| i >= self.n_cells) {
+            return Err(EngineError::InputShape {
+                what: format!("cell index {bad} of a selection"),
+                expected: self.n_cells,
+                found: bad,
+            });
+        }
+        let rows = |v: &[f32]| -> Vec<f32> {
+            let width = v.len() / self.n_cells.max(1);
+            idx.iter().flat_map(|&i| v[i * width..(i + 1) * width].iter().copied()).collect()
+        };
+        Ok(PreparedCells {
+            x: rows(&self.x),
+            patches: self.patches.as_deref().map(|p| Cow::Owned(rows(p))),
+            n_cells: idx.len(),
+        })
+    }
+}
+
+/// The prediction for each cell.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// Class index per cell `[cells]` (into the model's `meta.classes`; the first largest
+    /// logit wins, NaN never does).
+    pub classes: Vec<u32>,
+    /// Softmax probability of the predicted class per cell `[cells]`.
+    pub confidence: Vec<f32>,
+}
+
+impl Classifier {
+    /// Runs `model` on the CPU (weights as stored). Errors if the model is inconsistent.
+    pub fn cpu(model: EngineModel) -> Result<Self, EngineError> {
+        model.validate()?;
+        Ok(Self { model, backend: Backend::Cpu })
+    }
+
+    /// Uploads `model` to the GPU of `ctx` (quantised to int8 first if it is f32). Errors
+    /// if the model is inconsistent or does not fit the device ([`EngineError::Gpu`]).
+    pub fn gpu(model: EngineModel, ctx: Arc<GpuContext>) -> Result<Self, EngineError> {
+        let gpu = GpuClassifier::new(ctx, &model)?;
+        Ok(Self { model, backend: Backend::Gpu(Box::new(gpu)) })
+    }
+
+    /// The model (metadata: genes, classes, normalisation, config; weights).
+    pub fn model(&self) -> &EngineModel {
+        &self.model
+    }
+
+    /// The engine that runs the forward pass.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// What runs the model, for reports: `"CPU engine (int8_per_channel_symmetric)"` or
+    /// `"WGSL engine int8 on <adapter>"`.
+    pub fn engine_name(&self) -> String {
+        match &self.backend {
+            Backend::Cpu => format!("CPU engine ({})", self.model.meta.quantization.as_str()),
+            Backend::Gpu(g) => format!("WGSL engine int8 on {}", g.context().adapter_summary()),
+        }
+    }
+
+    /// Model input for `cells` exactly as the model file records it
+    /// ([`EngineModel::prepare`]).
+    pub fn prepare<'a>(&self, cells: CellInput<'a>) -> Result<PreparedCells<'a>, EngineError> {
+        self.model.prepare(cells)
+    }
+
+    /// Logits `[cells, C]` of prepared cells. Never blocks on wasm32 (the GPU result comes
+    /// back through a future); natively block on it with `pollster::block_on`.
+    pub async fn logits(&self, cells: &PreparedCells<'_>) -> Result<Vec<f32>, EngineError> {
+        let patches = cells.patches.as_deref();
+        match &self.backend {
+            Backend::Cpu => forward_logits_with_patches(&self.model, &cells.x, patches, cells.n_cells),
+            Backend::Gpu(g) => Ok(g.logits_with_patches(&cells.x, patches, cells.n_cells).await?),
+        }
+    }
+
+    /// Class index and softmax confidence per cell from logits `[cells, C]`. Errors with
+    /// [`EngineError::InputShape`] if `logits` is not whole rows of `C`.
+    pub fn predict(&self, logits: &[f32]) -> Result<Prediction, EngineError> {
+        let k = self.model.meta.classes.len();
+        if k == 0 || !logits.len().is_multiple_of(k) {
+            return Err(EngineError::InputShape {
+                what: format!("logits [cells, classes={k}]"),
+                expected: logits.len().div_ceil(k.max(1)) * k,
+                found: logits.len(),
+            });
+        }
+        let confidence = logits.chunks_exact(k).map(softmax_max).collect();
+        Ok(Prediction { classes: argmax_rows(logits, k), confidence })
+    }
+}
+
+impl EngineModel {
+    /// Model input for `cells` exactly as the model file records it (what
+    /// [`Classifier::prepare`] runs; callers that feed several engines prepare once here):
+    /// 1. validates the input (shapes, CSR structure, gene names, centroids, patches; values
+    ///    must be raw counts for `log1p_cp10k`, any finite value otherwise);
+    /// 2. aligns the columns to the model's gene order (input genes the model does not use
+    ///    are ignored; missing ones are an error naming them);
+    /// 3. applies the model's [`Normalisation`](super::Normalisation);
+    /// 4. appends the centroid features of a model with a centroid token (which then needs
+    ///    `centroids_um`), and checks the patches of a model with a morphology token (which
+    ///    then needs patches of its `image_size`; they are borrowed, not copied).
+    pub fn prepare<'a>(&self, cells: CellInput<'a>) -> Result<PreparedCells<'a>, EngineError> {
+        let meta = &self.meta;
+        let config = &meta.config;
+        let values = if meta.normalisation.reads_counts() { InputValues::Counts } else { InputValues::Finite };
+        let valid = cells.validate_as(values)?;
+        let n_cells = valid.n_cells();
+        let aligned = valid.align_to_panel(&meta.genes)?;
+        let x = meta.normalisation.apply(&aligned, config.n_genes, &meta.genes)?;
+        let x = model_input(config, x, valid.centroids_um().as_deref())?;
+        let patches = match (&config.morphology, cells.patches) {
+            (None, _) => None,
+            (Some(m), Some(p)) if p.size != m.image_size => {
+                return Err(EngineError::InvalidConfig {
+                    reason: format!(
+                        "the patches are {0}×{0} px but this model reads {1}×{1} px patches (at {2} µm/px); cut them at that size",
+                        p.size, m.image_size, m.um_per_px
+                    ),
+                })
+            }
+            (Some(_), p) => {
+                let pixels = p.map(|p| p.pixels);
+                check_patches(config, pixels, n_cells)?;
+                pixels.map(Cow::Borrowed)
+            }
+        };
+        Ok(PreparedCells { x, patches, n_cells })
+    }
+}
+
+/// The largest softmax probability of a row of logits, `1 / Σ exp(v − max)`.
+pub fn softmax_max(row: &[f32]) -> f32 {
+    let m = row.iter().cloned().fold(f32::MIN, f32::max);
+    1.0 / row.iter().map(|v| (v - m).exp()).sum::<f32>()
+}
+
+#[cfg(all(test, feature = "native-io", not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::data::{CountsInput, PatchInput};
+    use crate::engine::{ClassifierConfig, MorphologyTokenConfig, Normalisation, SpatialTokenConfig};
+
+    fn names(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    fn model(config: ClassifierConfig) -> EngineModel {
+        let (g, c) = (config.n_genes, config.n_classes);
+        EngineModel::random_for_tests(config, names("g", g), names("c", c), 17)
+    }
+
+    fn small() -> ClassifierConfig {
+        ClassifierConfig { n_layers: 1, d_model: 8, n_heads: 2, d_ff: 16, gene_tokens: 2, ..ClassifierConfig::new(3, 4) }
+    }
+
+    fn dense<'a>(values: &'a [f32], genes: &'a [String]) -> CellInput<'a> {
+        let counts = CountsInput::Dense { values, n_cells: values.len() / genes.len(), n_genes: genes.len() };
+        CellInput { counts, genes, centroids_um: None, patches: None }
+    }
+
+    #[test]
+    fn prepare_aligns_and_normalises_as_the_file_records() {
+        let mut m = model(small());
+        m.meta.normalisation = Normalisation::as_stored().with_standardisation(vec![1.0, 0.0, -1.0], vec![2.0, 1.0, 0.5]);
+        let clf = Classifier::cpu(m).unwrap();
+        // Input columns g2, extra, g0, g1; scaled values may be negative.
+        let genes = vec!["g2".to_string(), "x".to_string(), "g0".to_string(), "g1".to_string()];
+        let cells = clf.prepare(dense(&[-1.5, 9.0, 3.0, -0.5], &genes)).unwrap();
+        assert_eq!(cells.n_cells, 1);
+        assert_eq!(cells.x, vec![1.0, -0.5, -1.0]);
+        let logits = pollster::block_on(clf.logits(&cells)).unwrap();
+        let p = clf.predict(&logits).unwrap();
+        assert_eq!(p.classes, argmax_rows(&logits, 4));
+        assert!((p.confidence[0] - softmax_max(&logits)).abs() < 1e-7 && p.confidence[0] > 0.25);
+        // The same values under log1p_cp10k are not counts.
+        let counts_model = Classifier::cpu(model(small())).unwrap();
+        assert!(matches!(counts_model.prepare(dense(&[-1.5, 9.0, 3.0, -0.5], &genes)), Err(EngineError::Input(_))));
+    }
+
+    #[test]
+    fn centroids_and_patches_are_required_where_the_model_reads_them() {
+        let spatial = ClassifierConfig {
+            spatial: Some(SpatialTokenConfig { n_frequencies: 2, min_wavelength_um: 10.0, max_wavelength_um: 100.0 }),
+            ..small()
+        };
+        let clf = Classifier::cpu(model(spatial)).unwrap();
+        let genes = names("g", 3);
+        assert!(clf.prepare(dense(&[1.0, 2.0, 3.0], &genes)).is_err());
+        let centroids = [5.0, 7.0];
+        let cells = clf.prepare(CellInput { centroids_um: Some(&centroids), ..dense(&[1.0, 2.0, 3.0], &genes) }).unwrap();
+        assert_eq!(cells.x.len(), 3 + 8);
+
+        let morphology = ClassifierConfig {
+            morphology: Some(MorphologyTokenConfig { image_size: 4, vit_patch: 2, width: 4, n_heads: 2, d_ff: 8, n_layers: 1, k_nearest: 2, um_per_px: 0.5 }),
+            ..small()
+        };
+        let clf = Classifier::cpu(model(morphology)).unwrap();
+        assert!(clf.prepare(dense(&[1.0, 2.0, 3.0], &genes)).is_err());
+        let pixels = [0.5f32; 9];
+        let wrong_size = PatchInput { pixels: &pixels, size: 3 };
+        assert!(clf.prepare(CellInput { patches: Some(wrong_size), ..dense(&[1.0, 2.0, 3.0], &genes) }).is_err());
+        let pixels = [0.5f32; 16];
+        let patches = PatchInput { pixels: &pixels, size: 4 };
+        let cells = clf.prepare(CellInput { patches: Some(patches), ..dense(&[1.0, 2.0, 3.0], &genes) }).unwrap();
+        assert!(matches!(cells.patches, Some(Cow::Borrowed(_))));
+        assert_eq!(pollster::block_on(clf.logits(&cells)).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let clf = Classifier::cpu(model(small())).unwrap();
+        let bad = PreparedCells { x: vec![0.0; 5], patches: None, n_cells: 2 };
+        assert!(matches!(pollster::block_on(clf.logits(&bad)), Err(EngineError::InputShape { expected: 6, found: 5, .. })));
+        assert!(matches!(clf.predict(&[0.0; 5]), Err(EngineError::InputShape { .. })));
+        let cells = PreparedCells { x: vec![0.0; 6], patches: None, n_cells: 2 };
+        assert!(matches!(cells.select(&[0, 2]), Err(EngineError::InputShape { .. })));
+        assert_eq!(cells.select(&[1, 1, 0]).unwrap().x.len(), 9);
+    }
+}

@@ -1,0 +1,344 @@
+//! Plain-Rust reference ops of the CPU engine: each computes what one WGSL kernel of
+//! [`crate::gpu`] computes, in the same f32 arithmetic (summation order aside), so the kernel
+//! tests compare a launcher with its reference here and [`super::cpu`] runs the model on them.
+//!
+//! | op | reference | GPU launcher |
+//! |---|---|---|
+//! | int8/f32 linear (+ fused GELU, residual) | [`matmul_int8_reference`] | [`crate::gpu::matmul_int8`] |
+//! | GELU epilogue | [`gelu_reference`] (erf by [`erf_approx`]) | inside `matmul_int8.wgsl` |
+//! | attention (+ additive score bias) | [`attention_reference`], [`attention_biased_reference`] | [`crate::gpu::attention()`](fn@crate::gpu::attention), [`crate::gpu::attention_biased`] |
+//! | LayerNorm | [`layernorm_reference`] | [`crate::gpu::layernorm()`](fn@crate::gpu::layernorm) |
+//! | mean over tokens | [`mean_pool_reference`] | [`crate::gpu::mean_pool()`](fn@crate::gpu::mean_pool) |
+//! | mean of chosen tokens (ViT centre) | [`token_gather_mean_reference`] | [`crate::gpu::token_gather_mean()`](fn@crate::gpu::token_gather_mean) |
+
+use super::format::{LayerNormWeights, Linear, LinearWeight};
+use crate::gpu::attention::score_scale;
+use crate::gpu::Activation;
+
+/// erf(x) by Abramowitz & Stegun formula 7.1.26 (|error| ≤ 1.5e-7 in exact arithmetic,
+/// < 6e-7 evaluated in f32: measured 4.7e-7 on [-4, 4]), with the same operations as the
+/// WGSL kernel. WGSL has no erf, so both the
+/// kernel and this reference (hence the CPU forward) use this approximation; the
+/// `erf_approx_accuracy` unit test checks it against a high-precision series.
+pub fn erf_approx(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
+        + 0.254_829_6)
+        * t;
+    let r = 1.0 - poly * (-a * a).exp();
+    if x >= 0.0 {
+        r
+    } else {
+        -r
+    }
+}
+
+/// GELU (erf form) with [`erf_approx`]: `x/2 · (1 + erf(x/√2))`; the error vs exact GELU
+/// is at most `|x|/2` times erf_approx's error, i.e. below 1e-6 for |x| < 3 and vanishing
+/// beyond (where erf saturates).
+pub fn gelu_reference(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Plain-Rust reference of the matmul kernel: `x` `[n, in]` times `w`ᵀ plus bias, then
+/// `act`, then `+ residual` `[n, out]` if given. Returns `[n, out]`.
+///
+/// For int8 weights it computes exactly what the kernel does, `acc = Σ_k x·q` in f32 and
+/// `y = acc · scale + bias`; for f32 weights (the CPU forward of unquantised models),
+/// `y = Σ_k x·w + bias`.
+///
+/// # Panics
+/// If `x.len() != n * in`, the residual is not `[n, out]`, or `w`'s vectors disagree with its
+/// dims.
+pub fn matmul_int8_reference(
+    x: &[f32],
+    n: usize,
+    w: &Linear,
+    act: Activation,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+    assert_eq!(
+        x.len(),
+        n * in_dim,
+        "matmul reference: x has {} values, expected [n={n}, in={in_dim}]",
+        x.len()
+    );
+    assert_eq!(w.bias.len(), out_dim, "matmul reference: bias length");
+    if let Some(r) = residual {
+        assert_eq!(
+            r.len(),
+            n * out_dim,
+            "matmul reference: residual has {} values, expected [n={n}, out={out_dim}]",
+            r.len()
+        );
+    }
+    let mut y = vec![0.0f32; n * out_dim];
+    // Epilogue shared with the kernel: activation, then residual add.
+    let apply = |pre: f32, idx: usize| {
+        let v = if act == Activation::Gelu {
+            gelu_reference(pre)
+        } else {
+            pre
+        };
+        residual.map_or(v, |r| v + r[idx])
+    };
+    match &w.weight {
+        LinearWeight::F32(wf) => {
+            assert_eq!(
+                wf.len(),
+                out_dim * in_dim,
+                "matmul reference: weight length"
+            );
+            for (r, xr) in x.chunks_exact(in_dim.max(1)).take(n).enumerate() {
+                for o in 0..out_dim {
+                    let wr = &wf[o * in_dim..(o + 1) * in_dim];
+                    let acc: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+                    y[r * out_dim + o] = apply(acc + w.bias[o], r * out_dim + o);
+                }
+            }
+        }
+        LinearWeight::Int8 { q, scale } => {
+            assert_eq!(q.len(), out_dim * in_dim, "matmul reference: q length");
+            assert_eq!(scale.len(), out_dim, "matmul reference: scale length");
+            for (r, xr) in x.chunks_exact(in_dim.max(1)).take(n).enumerate() {
+                for o in 0..out_dim {
+                    let qr = &q[o * in_dim..(o + 1) * in_dim];
+                    let acc: f32 = xr.iter().zip(qr).map(|(a, &b)| a * b as f32).sum();
+                    y[r * out_dim + o] = apply(acc * scale[o] + w.bias[o], r * out_dim + o);
+                }
+            }
+        }
+    }
+    if in_dim == 0 {
+        // No inputs: y = act(bias) (+ residual).
+        for r in 0..n {
+            for o in 0..out_dim {
+                y[r * out_dim + o] = apply(w.bias[o], r * out_dim + o);
+            }
+        }
+    }
+    y
+}
+
+/// Plain-Rust reference of the attention kernel without a bias
+/// ([`attention_biased_reference`] with `None`).
+pub fn attention_reference(
+    qkv: &[f32],
+    n_cells: usize,
+    tokens: usize,
+    d_model: usize,
+    n_heads: usize,
+) -> Vec<f32> {
+    attention_biased_reference(qkv, None, n_cells, tokens, d_model, n_heads)
+}
+
+/// Plain-Rust reference of the attention kernel.
+///
+/// `qkv` is `[n_cells * tokens, 3 * d_model]` (per token: q, then k, then v); returns
+/// `[n_cells * tokens, d_model]` with heads concatenated. Per (cell, head, query i):
+/// `p = softmax_l((q_i · k_l) / sqrt(d_model / n_heads) + bias[head, i, l])` (two-pass, max
+/// subtracted) and `out_i = Σ_l p_l v_l`. `bias` is `[n_heads, tokens, tokens]`, shared by
+/// all cells.
+///
+/// # Panics
+/// If `qkv` or `bias` has the wrong length or `n_heads` does not divide `d_model`.
+pub fn attention_biased_reference(
+    qkv: &[f32],
+    bias: Option<&[f32]>,
+    n_cells: usize,
+    tokens: usize,
+    d_model: usize,
+    n_heads: usize,
+) -> Vec<f32> {
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n_heads * tokens * tokens, "attention reference: bias must be [H, T, T]");
+    }
+    assert!(
+        n_heads > 0 && d_model.is_multiple_of(n_heads),
+        "attention reference: n_heads {n_heads} must divide d_model {d_model}"
+    );
+    assert_eq!(
+        qkv.len(),
+        n_cells * tokens * 3 * d_model,
+        "attention reference: qkv must be [cells*T, 3D]"
+    );
+    let hd = d_model / n_heads;
+    let scale = score_scale(hd);
+    let stride = 3 * d_model;
+    let mut out = vec![0.0f32; n_cells * tokens * d_model];
+    let mut scores = vec![0.0f32; tokens];
+    for cell in 0..n_cells {
+        let rows = &qkv[cell * tokens * stride..(cell + 1) * tokens * stride];
+        for head in 0..n_heads {
+            let off = head * hd;
+            for i in 0..tokens {
+                let q = &rows[i * stride + off..i * stride + off + hd];
+                for (l, s) in scores.iter_mut().enumerate() {
+                    let k = &rows[l * stride + d_model + off..l * stride + d_model + off + hd];
+                    *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
+                        + bias.map_or(0.0, |b| b[(head * tokens + i) * tokens + l]);
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut denom = 0.0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    denom += *s;
+                }
+                let o = &mut out
+                    [(cell * tokens + i) * d_model + off..(cell * tokens + i) * d_model + off + hd];
+                for (l, &p) in scores.iter().enumerate() {
+                    let v =
+                        &rows[l * stride + 2 * d_model + off..l * stride + 2 * d_model + off + hd];
+                    for (oe, ve) in o.iter_mut().zip(v) {
+                        *oe += p / denom * ve;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Plain-Rust reference: `y = (x - mean) / sqrt(var + eps) * gamma + beta` per row of `x`
+/// `[rows, dim]`, biased variance, two passes in f32. Returns `[rows, dim]`.
+///
+/// # Panics
+/// If `x.len() != rows * dim` or gamma/beta are not `[dim]`.
+pub fn layernorm_reference(
+    x: &[f32],
+    rows: usize,
+    dim: usize,
+    ln: &LayerNormWeights,
+    eps: f32,
+) -> Vec<f32> {
+    assert_eq!(
+        x.len(),
+        rows * dim,
+        "layernorm reference: x must be [rows, dim]"
+    );
+    assert!(
+        ln.gamma.len() == dim && ln.beta.len() == dim,
+        "layernorm reference: gamma/beta must be [dim]"
+    );
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(dim.max(1)).take(rows) {
+        let mean = row.iter().sum::<f32>() / dim as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+        let inv_std = 1.0 / (var + eps).sqrt();
+        y.extend(
+            row.iter()
+                .zip(ln.gamma.iter().zip(&ln.beta))
+                .map(|(v, (g, b))| (v - mean) * inv_std * g + b),
+        );
+    }
+    y
+}
+
+/// Plain-Rust reference: `out[c, d] = (1/T) Σ_t x[c, t, d]` for `x` `[n_cells, tokens, dim]`;
+/// returns `[n_cells, dim]`.
+///
+/// # Panics
+/// If `x.len() != n_cells * tokens * dim`.
+pub fn mean_pool_reference(x: &[f32], n_cells: usize, tokens: usize, dim: usize) -> Vec<f32> {
+    assert_eq!(
+        x.len(),
+        n_cells * tokens * dim,
+        "mean_pool reference: x must be [cells, T, D]"
+    );
+    let mut out = vec![0.0f32; n_cells * dim];
+    for c in 0..n_cells {
+        for d in 0..dim {
+            let sum: f32 = (0..tokens).map(|t| x[(c * tokens + t) * dim + d]).sum();
+            out[c * dim + d] = sum / tokens as f32;
+        }
+    }
+    out
+}
+
+/// Plain-Rust reference: for every cell `c` of `x` `[n_cells, tokens, dim]`,
+/// `out[c·out_stride + out_offset + d] = mean_k x[c, idx[k], d]`; other columns of `out` are
+/// left as they are.
+///
+/// # Panics
+/// If `x` is not `[n_cells, tokens, dim]`, `idx` is empty or has an index `>= tokens`, or
+/// `out` is shorter than `n_cells` rows of `out_stride` or the columns do not fit a row.
+#[allow(clippy::too_many_arguments)]
+pub fn token_gather_mean_reference(
+    x: &[f32],
+    n_cells: usize,
+    tokens: usize,
+    dim: usize,
+    idx: &[usize],
+    out: &mut [f32],
+    out_stride: usize,
+    out_offset: usize,
+) {
+    assert_eq!(x.len(), n_cells * tokens * dim, "token_gather_mean reference: x must be [cells, T, D]");
+    assert!(!idx.is_empty() && idx.iter().all(|&t| t < tokens), "token_gather_mean reference: bad idx {idx:?}");
+    assert!(out_offset + dim <= out_stride && out.len() >= n_cells * out_stride, "token_gather_mean reference: out too small");
+    for c in 0..n_cells {
+        for d in 0..dim {
+            let sum: f32 = idx.iter().map(|&t| x[(c * tokens + t) * dim + d]).sum();
+            out[c * out_stride + out_offset + d] = sum / idx.len() as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// erf by its Maclaurin series in f64 (accurate to ~1e-12 for |x| <= 4).
+    fn erf_series(x: f64) -> f64 {
+        let mut term = x;
+        let mut sum = x;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 {
+            n += 1.0;
+            term *= -x * x / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn erf_approx_accuracy() {
+        let mut worst = 0.0f64;
+        for i in -4000..=4000 {
+            let x = i as f32 / 1000.0;
+            worst = worst.max((erf_approx(x) as f64 - erf_series(x as f64)).abs());
+        }
+        eprintln!("erf_approx max abs error on [-4, 4]: {worst:.3e}");
+        // 1.5e-7 for the formula plus f32 evaluation error (cancellation in `1 - poly·exp`
+        // near 0); measured 4.7e-7.
+        assert!(worst < 6e-7, "erf_approx error {worst}");
+        assert_eq!(erf_approx(10.0), 1.0);
+        assert_eq!(erf_approx(-10.0), -1.0);
+    }
+
+    #[test]
+    fn reference_int8_equals_dequantised_f32() {
+        use crate::engine::rng::SplitMix64;
+        let mut rng = SplitMix64::new(3);
+        let (n, out, inp) = (5, 7, 9);
+        let wf = Linear {
+            out_dim: out,
+            in_dim: inp,
+            weight: LinearWeight::F32(rng.uniform_vec(out * inp, -1.0, 1.0)),
+            bias: rng.uniform_vec(out, -1.0, 1.0),
+        };
+        let wq = wf.quantized();
+        let wdq = Linear {
+            weight: LinearWeight::F32(wq.weight_f32().into_owned()),
+            ..wf.clone()
+        };
+        let x = rng.uniform_vec(n * inp, -2.0, 2.0);
+        let a = matmul_int8_reference(&x, n, &wq, Activation::Gelu, None);
+        let b = matmul_int8_reference(&x, n, &wdq, Activation::Gelu, None);
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() < 1e-5, "{u} vs {v}");
+        }
+    }
+}
