@@ -1,0 +1,157 @@
+//! `cellsymphony benchmark`: the four classifiers and the baseline on one split.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use cellsymphony::engine::{self, Architecture};
+use cellsymphony::train::{self, EpochStats, TrainProgress};
+
+use crate::common::*;
+
+#[derive(Args)]
+pub(crate) struct BenchmarkArgs {
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Benchmark on an AnnData .h5ad with expert labels instead of the Xenium crop (gene-only
+    /// model + baseline), e.g. scanpy's pbmc68k_reduced (see scripts/fetch_data.sh).
+    #[arg(long)]
+    pub(crate) h5ad: Option<PathBuf>,
+    /// obs column of --h5ad holding the expert labels.
+    #[arg(long, default_value = "bulk_labels")]
+    pub(crate) label_key: String,
+    /// Output folder (tables, PNGs, models, checkpoints, summary.md).
+    #[arg(long, default_value = "runs/benchmark")]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) training: TrainingFlags,
+    /// Morphology patch side in pixels (paper: 224).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) patch_px: usize,
+    /// Morphology patch pixel size in µm (paper: 0.5).
+    #[arg(long, default_value_t = 0.75)]
+    pub(crate) patch_um_per_px: f32,
+    /// ViT patch side in pixels (must divide --patch-px).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) vit_patch: usize,
+    /// ViT width.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) vit_width: usize,
+    /// ViT block whose tokens form the cell embedding (blocks after it are not built).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) vit_feature_layer: usize,
+    /// Tokens nearest the patch centre averaged into the cell embedding.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) k_nearest: usize,
+    /// Classifiers to train, comma-separated: gene-only, spatial, dual-modality, multi-input
+    /// (default all four).
+    #[arg(long, value_delimiter = ',', value_parser = parse_architecture)]
+    pub(crate) models: Vec<Architecture>,
+    /// Logistic-regression inverse L2 strength C.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) logreg_c: f64,
+    /// Logistic-regression gradient iterations.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) logreg_iterations: usize,
+    /// Precomputed gene embedding [cells, d] (.npy or .safetensors) for the multimodal models.
+    #[arg(long)]
+    pub(crate) gene_embedding: Option<PathBuf>,
+    /// Precomputed image embedding [cells, d] (.npy or .safetensors, e.g. UNI2) replacing the patch ViT.
+    #[arg(long)]
+    pub(crate) morph_embedding: Option<PathBuf>,
+    /// Resume each model from <DIR>/<model>/checkpoint.bin (an earlier --out) and train up to --epochs.
+    #[arg(long)]
+    pub(crate) resume: Option<PathBuf>,
+}
+
+pub(crate) struct EpochLines {
+    pub(crate) model: &'static str,
+    pub(crate) epochs: usize,
+}
+
+impl TrainProgress for EpochLines {
+    fn epoch(&mut self, s: &EpochStats) {
+        println!(
+            "[{:<13}] epoch {:>3}/{}  train loss {:.4}  val macro-F1 {:.3}  accuracy {:.3}  ({:.1} s)",
+            self.model, s.epoch, self.epochs, s.train_loss, s.test_macro_f1, s.test_accuracy, s.seconds
+        );
+    }
+}
+
+pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
+    use cellsymphony::train::benchmark::{run_benchmark, BenchmarkOptions};
+    let opts = BenchmarkOptions {
+        data_dir: a.data.dir(),
+        labels: a.data.options(),
+        out: a.out.clone(),
+        train: a.training.train_config(),
+        test_fraction: a.training.test_fraction,
+        architecture: a.training.architecture(),
+        sources: engine::TokenSources {
+            morphology: engine::MorphologyTokenConfig {
+                image_size: a.patch_px,
+                vit_patch: a.vit_patch,
+                width: a.vit_width,
+                n_layers: a.vit_feature_layer,
+                k_nearest: a.k_nearest,
+                um_per_px: a.patch_um_per_px as f64,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        dropout: a.training.dropout,
+        models: if a.models.is_empty() { Architecture::ALL.to_vec() } else { a.models.clone() },
+        logistic: train::logistic::LogisticOptions {
+            c: a.logreg_c,
+            iterations: a.logreg_iterations,
+            class_weighted: false,
+        },
+        gene_embedding: a.gene_embedding,
+        morph_embedding: a.morph_embedding,
+        resume: a.resume,
+        h5ad: a.h5ad,
+        label_key: a.label_key,
+        bundle: a.data.bundle.clone(),
+        reference: a.data.reference.clone(),
+    };
+    let t = Instant::now();
+    let device = Default::default();
+    let mut factory = |kind: Architecture, epochs: usize| -> Box<dyn TrainProgress> {
+        println!("training {} ...", kind.title());
+        Box::new(EpochLines {
+            model: kind.name(),
+            epochs,
+        })
+    };
+    let result = run_benchmark::<burn::backend::Autodiff<burn::backend::NdArray>>(
+        &opts,
+        &device,
+        &mut factory,
+    )
+    .with_context(|| format!("benchmark on {}", opts.data_dir.display()))?;
+    println!(
+        "\nheld-out cells: {} (train {}); total {:.1} s",
+        result.n_test,
+        result.n_train,
+        t.elapsed().as_secs_f64()
+    );
+    println!("\n| Model | macro-F1 | weighted-F1 | accuracy | mean epoch (s) |\n|---|---:|---:|---:|---:|");
+    for r in &result.results {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.2} |",
+            r.title,
+            r.report.macro_f1,
+            r.report.weighted_f1,
+            r.report.accuracy,
+            r.mean_epoch_seconds
+        );
+    }
+    println!("\n{}", result.markdown);
+    println!(
+        "wrote {} (summary.md, per_class.csv, confusion_*.png, models)",
+        opts.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `cellsymphony classify`: every cell with a model file, predictions CSV / h5ad / web bundle.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+
+use cellsymphony::data;
+use cellsymphony::engine::{softmax_max, EngineModel};
+use cellsymphony::train::{argmax_rows, PreparedCrop};
+
+use crate::infer::{engine_logits, model_inputs};
+
+use crate::common::*;
+
+#[derive(Args)]
+pub(crate) struct ClassifyArgs {
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Model file (int8 recommended).
+    #[arg(long, default_value = "runs/gene_only/model.int8.safetensors")]
+    pub(crate) model: PathBuf,
+    /// Engine.
+    #[arg(long, value_enum, default_value_t = Engine::Gpu)]
+    pub(crate) engine: Engine,
+    /// Predictions CSV (`cell_id,x_um,y_um,predicted,confidence,reference_label`).
+    #[arg(long, default_value = "runs/gene_only/predictions.csv")]
+    pub(crate) out: PathBuf,
+    /// Also write the web-demo bundle (model, counts, centroids, DAPI PNG) to this folder.
+    #[arg(long)]
+    pub(crate) www: Option<PathBuf>,
+    /// Also write the predictions as an AnnData file (obs: predicted (categorical),
+    /// confidence; obsm['spatial']) readable by scanpy / anndata.
+    #[arg(long)]
+    pub(crate) h5ad: Option<PathBuf>,
+    /// For a model with a morphology token: also write the nucleus-centred DAPI patches it
+    /// read, f32 little-endian `[cells, S, S]` in the predictions' cell order (the web demo
+    /// passes them to `classify`).
+    #[arg(long)]
+    pub(crate) patches_out: Option<PathBuf>,
+}
+
+pub(crate) struct Classified {
+    pub(crate) pred: Vec<u32>,
+    pub(crate) logits: Vec<f32>,
+    pub(crate) engine_name: String,
+    pub(crate) seconds: f64,
+}
+
+pub(crate) fn classify_crop(model: &EngineModel, crop: &PreparedCrop, engine: Engine, patches_out: Option<&Path>) -> Result<Classified> {
+    let data = model_inputs(model, crop)?;
+    if let (Some(path), Some(p)) = (patches_out, &data.cells.patches) {
+        write_file(path, p.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+        println!("wrote the {} cells' patches the model reads to {}", crop.table.n_cells(), path.display());
+    }
+    let t = Instant::now();
+    let all: Vec<usize> = (0..crop.table.n_cells()).collect();
+    let (logits, engine_name) = engine_logits(model, &data, &all, engine)?;
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(Classified { pred: argmax_rows(&logits, model.meta.classes.len()), logits, engine_name, seconds })
+}
+
+pub(crate) fn write_predictions(path: &Path, model: &EngineModel, crop: &PreparedCrop, c: &Classified) -> Result<()> {
+    let k = model.meta.classes.len();
+    let mut s = String::from("cell_id,x_um,y_um,predicted,confidence,reference_label\n");
+    for i in 0..crop.table.n_cells() {
+        let [x, y] = crop.table.centroids_um[i];
+        let reference = crop.labels[i].map(|c| crop.class_names[c as usize].as_str()).unwrap_or("");
+        s += &format!(
+            "{},{x:.2},{y:.2},{},{:.4},{reference}\n",
+            crop.table.cell_ids[i],
+            model.meta.classes[c.pred[i] as usize],
+            softmax_max(&c.logits[i * k..(i + 1) * k])
+        );
+    }
+    write_file(path, s)
+}
+
+pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
+    let model = EngineModel::load(&a.model)?;
+    let crop = a.data.prepare()?;
+    if a.patches_out.is_some() && model.meta.config.morphology.is_none() {
+        anyhow::bail!("--patches-out: the {} model reads no patches", model.meta.architecture);
+    }
+    let c = classify_crop(&model, &crop, a.engine, a.patches_out.as_deref())?;
+    println!(
+        "classified {} cells with {} in {:.3} s ({:.0} cells/s)",
+        crop.table.n_cells(),
+        c.engine_name,
+        c.seconds,
+        crop.table.n_cells() as f64 / c.seconds
+    );
+    print_prediction_counts(&model, &c.pred);
+    write_predictions(&a.out, &model, &crop, &c)?;
+    println!("wrote {}", a.out.display());
+    if let Some(path) = &a.h5ad {
+        let k = model.meta.classes.len();
+        let p = data::Predictions {
+            cell_ids: crop.table.cell_ids.clone(),
+            predicted: c.pred.iter().map(|&i| model.meta.classes[i as usize].clone()).collect(),
+            confidence: c.logits.chunks(k).map(softmax_max).collect(),
+            centroids_um: Some(crop.table.centroids_um.clone()),
+        };
+        data::write_predictions_h5ad(path, &p)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(www) = &a.www {
+        cellsymphony::train::www::write_www_bundle(www, &a.data.dir(), &a.model, &model, &crop, &c.pred, &c.engine_name)?;
+        println!("wrote web-demo bundle to {}", www.display());
+    }
+    Ok(c)
+}
+
+pub(crate) fn print_prediction_counts(model: &EngineModel, pred: &[u32]) {
+    let mut counts = vec![0usize; model.meta.classes.len()];
+    for &p in pred {
+        counts[p as usize] += 1;
+    }
+    for (name, n) in model.meta.classes.iter().zip(counts) {
+        println!("  {name:<16} {n:>5}");
+    }
+}

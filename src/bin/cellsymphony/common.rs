@@ -1,0 +1,188 @@
+//! What several subcommands share: the data flags, the training flags, the engine choice,
+//! the process's GPU context and file writing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+
+use cellsymphony::data::{self, default_data_dir};
+use cellsymphony::engine::{Architecture, ClassifierConfig};
+use cellsymphony::gpu::GpuContext;
+use cellsymphony::train::{self, prepare_crop, LabelOptions, PreparedCrop, TrainConfig};
+
+#[derive(Args, Clone)]
+pub(crate) struct DataArgs {
+    /// Unpacked bidcell data folder (scripts/fetch_data.sh); default $CELLSYMPHONY_DATA or ~/.cache/cellsymphony/bidcell-1.0.3.
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
+    /// A Xenium output folder to read instead of the example crop (any XOA layout: MEX or
+    /// cell_feature_matrix.h5, cells.parquet/csv.gz, transcripts.parquet/csv.gz); genes-only
+    /// commands (label, train, eval, classify, benchmark, align; patches from its DAPI image).
+    /// See `cellsymphony inspect`.
+    #[arg(long)]
+    pub(crate) bundle: Option<PathBuf>,
+    /// Reference CSV for the SingleR-style labels (genes × profiles with a `cell_type`
+    /// column); default the example's sc_breast.csv.
+    #[arg(long)]
+    pub(crate) reference: Option<PathBuf>,
+    /// Cells with fewer transcripts are excluded.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) min_counts: f32,
+    /// Classes with fewer labelled cells are excluded.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) min_class_cells: usize,
+    /// Minimum score margin (best − second reference label) for a confident label.
+    #[arg(long)]
+    pub(crate) min_margin: Option<f32>,
+}
+
+impl DataArgs {
+    pub(crate) fn dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(default_data_dir)
+    }
+    pub(crate) fn options(&self) -> LabelOptions {
+        let mut o = LabelOptions { min_counts: self.min_counts, min_class_cells: self.min_class_cells, ..Default::default() };
+        if let Some(m) = self.min_margin {
+            o.singler.min_margin = m;
+        }
+        o
+    }
+    pub(crate) fn prepare(&self) -> Result<PreparedCrop> {
+        let dir = self.dir();
+        let t = Instant::now();
+        let crop = match &self.bundle {
+            Some(bundle) => {
+                let reference = match &self.reference {
+                    Some(r) => r.clone(),
+                    None => data::BidcellData::locate(&dir)?.reference,
+                };
+                train::dataset::prepare_bundle(bundle, &reference, &self.options())
+                    .with_context(|| format!("preparing data in {}", bundle.display()))?
+            }
+            None => prepare_crop(&dir, &self.options()).with_context(|| format!("preparing data in {}", dir.display()))?,
+        };
+        print_labels(&crop);
+        eprintln!("data read and labelled in {:.2} s", t.elapsed().as_secs_f64());
+        Ok(crop)
+    }
+}
+
+/// Optimisation and architecture flags shared by `train`, `pipeline` and `benchmark`
+/// (defaults: the CellSymphony paper's optimiser settings).
+#[derive(Args, Clone)]
+pub(crate) struct TrainingFlags {
+    /// Training epochs (paper: 20).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) epochs: usize,
+    /// AdamW learning rate (paper: 3e-5).
+    #[arg(long, default_value_t = 3e-5)]
+    pub(crate) lr: f64,
+    /// Batch size (paper: 64).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) batch_size: usize,
+    /// AdamW weight decay (paper: 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    pub(crate) weight_decay: f32,
+    /// Seed for the split, initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Held-out fraction (paper: 0.2).
+    #[arg(long, default_value_t = 0.2)]
+    pub(crate) test_fraction: f64,
+    /// Shared token width.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) d_model: usize,
+    /// Encoder layers (paper: 6).
+    #[arg(long, default_value_t = 6)]
+    pub(crate) layers: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) heads: usize,
+    /// Feed-forward width.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) d_ff: usize,
+    /// Tokens the gene embedding is split into (1 = the paper's single gene token).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) gene_tokens: usize,
+    /// Dropout while training.
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) dropout: f64,
+    /// Turn off inverse-frequency class weights in the loss.
+    #[arg(long)]
+    pub(crate) no_class_weights: bool,
+}
+
+impl TrainingFlags {
+    pub(crate) fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            learning_rate: self.lr,
+            batch_size: self.batch_size,
+            weight_decay: self.weight_decay,
+            epochs: self.epochs,
+            seed: self.seed,
+            class_weighted: !self.no_class_weights,
+        }
+    }
+
+    /// The width/depth part of the spec (`n_genes`, `n_classes` and token sources unset).
+    pub(crate) fn architecture(&self) -> ClassifierConfig {
+        ClassifierConfig {
+            d_model: self.d_model,
+            n_heads: self.heads,
+            d_ff: self.d_ff,
+            n_layers: self.layers,
+            gene_tokens: self.gene_tokens,
+            ..ClassifierConfig::default()
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub(crate) enum Engine {
+    /// burn fp32 (ndarray, CPU).
+    Burn,
+    /// Plain-Rust CPU engine (same ops as the WGSL references).
+    Cpu,
+    /// WGSL kernels through wgpu (Vulkan/GL; lavapipe without a GPU).
+    Gpu,
+}
+
+pub(crate) fn print_labels(crop: &PreparedCrop) {
+    let s = &crop.summary;
+    println!("Reference labels (SingleR-style Spearman correlation to sc_breast.csv; no expert labels exist for this crop):");
+    println!("  cells read: {}   low counts (excluded): {}   ambiguous (excluded): {}", s.cells, s.low_counts, s.ambiguous);
+    for (name, n) in &s.class_counts {
+        println!("  {name:<16} {n:>5}");
+    }
+    for (name, n) in &s.rare_classes {
+        println!("  {name:<16} {n:>5}  (excluded: fewer than the minimum cells per class)");
+    }
+}
+
+pub(crate) fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// The process's GPU context, created on first use and shared by every later GPU step
+/// (the pipeline evaluates, checks parity and classifies on one device).
+pub(crate) fn gpu_context() -> Result<Arc<GpuContext>> {
+    static CTX: std::sync::OnceLock<Arc<GpuContext>> = std::sync::OnceLock::new();
+    if let Some(ctx) = CTX.get() {
+        return Ok(Arc::clone(ctx));
+    }
+    let ctx = Arc::new(pollster::block_on(GpuContext::new()).with_context(|| "creating the GPU context".to_string())?);
+    Ok(Arc::clone(CTX.get_or_init(|| ctx)))
+}
+
+pub(crate) fn parse_architecture(s: &str) -> std::result::Result<Architecture, String> {
+    s.parse()
+}

@@ -1,0 +1,178 @@
+//! `cellsymphony train`: the gene-only classifier through the one training loop (checkpoints, resume).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cellsymphony::engine::{ClassifierConfig, EngineModel};
+use cellsymphony::model::ClassifierOptions;
+use cellsymphony::train::{self, export::export_fp32_and_int8, export::model_meta, stratified_split, CellInputs, CheckpointOptions, EpochStats, LabelledSplit, PreparedCrop, TrainProgress};
+
+use crate::common::*;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub(crate) enum TrainBackend {
+    /// burn ndarray on the CPU.
+    Ndarray,
+    /// burn wgpu (needs `--features wgpu-backend`).
+    Wgpu,
+    /// burn CUDA (needs `--features cuda` and an NVIDIA GPU).
+    Cuda,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct TrainArgs {
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Output folder for model.safetensors, model.int8.safetensors and checkpoint.bin.
+    #[arg(long, default_value = "runs/gene_only")]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) training: TrainingFlags,
+    /// Continue from <DIR>/checkpoint.bin (an earlier --out) up to --epochs.
+    #[arg(long)]
+    pub(crate) resume: Option<PathBuf>,
+    /// burn backend.
+    #[arg(long, value_enum, default_value_t = TrainBackend::Ndarray)]
+    pub(crate) backend: TrainBackend,
+}
+
+pub(crate) struct BarProgress {
+    pub(crate) bar: ProgressBar,
+    pub(crate) epochs: usize,
+}
+
+impl TrainProgress for BarProgress {
+    fn batch(&mut self, epoch: usize, batch: usize, n_batches: usize, loss: f64) {
+        if batch == 1 {
+            self.bar.set_length(n_batches as u64);
+            self.bar.set_position(0);
+        }
+        self.bar.set_message(format!("epoch {epoch}/{} loss {loss:.4}", self.epochs));
+        self.bar.inc(1);
+    }
+    fn epoch(&mut self, s: &EpochStats) {
+        let line = format!(
+            "epoch {:>3}  train loss {:.4}  held-out macro-F1 {:.3}  accuracy {:.3}  ({:.1} s)",
+            s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy, s.seconds
+        );
+        // The bar is hidden when stdout is not a terminal (CI, logs): print plainly then.
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
+/// What training produced.
+pub(crate) struct Trained {
+    pub(crate) crop: PreparedCrop,
+    pub(crate) test_idx: Vec<usize>,
+    pub(crate) fp32: EngineModel,
+    pub(crate) files: train::export::ExportedFiles,
+    pub(crate) history: Vec<EpochStats>,
+    pub(crate) train_seconds: f64,
+}
+
+pub(crate) fn cmd_train(a: TrainArgs) -> Result<Trained> {
+    match a.backend {
+        TrainBackend::Ndarray => {
+            train_on::<burn::backend::Autodiff<burn::backend::NdArray>>(&a, &Default::default())
+        }
+        #[cfg(feature = "wgpu-backend")]
+        TrainBackend::Wgpu => {
+            train_on::<burn::backend::Autodiff<burn::backend::Wgpu>>(&a, &Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        TrainBackend::Cuda => {
+            cuda_driver_present()?;
+            train_on::<burn::backend::Autodiff<burn::backend::Cuda>>(&a, &Default::default())
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(anyhow::anyhow!(
+            "backend {other:?} is not compiled in: rebuild with `--features {}`",
+            if other == TrainBackend::Wgpu { "wgpu-backend" } else { "cuda" }
+        )),
+    }
+}
+
+/// burn's CUDA backend panics on a worker thread when the NVIDIA driver library is missing;
+/// look for it first so the user gets an error that says what to do.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_driver_present() -> Result<()> {
+    let in_ld_cache = std::process::Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so"))
+        .unwrap_or(false);
+    let in_ld_path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default().split(':').any(|dir| {
+        std::fs::read_dir(dir).map_or(false, |entries| {
+            entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcuda.so"))
+        })
+    });
+    if in_ld_cache || in_ld_path {
+        Ok(())
+    } else {
+        anyhow::bail!("--backend cuda: no NVIDIA driver library (libcuda.so) found in the linker cache or LD_LIBRARY_PATH; install the NVIDIA driver, or train with --backend ndarray")
+    }
+}
+
+pub(crate) fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) -> Result<Trained> {
+    let crop = a.data.prepare()?;
+    let t = &a.training;
+    let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
+    let (train_idx, test_idx) = stratified_split(&crop.labels, t.test_fraction, t.seed);
+    let n_classes = crop.class_names.len();
+    if train_idx.len() < 20 || n_classes < 2 {
+        return Err(train::TrainError::TooFewCells { found: train_idx.len() + test_idx.len(), classes: n_classes, needed: 25 }.into());
+    }
+    let g = crop.table.n_genes();
+    let spec = ClassifierConfig { n_genes: g, n_classes, ..t.architecture() };
+    let options = ClassifierOptions::new(spec).with_dropout(t.dropout);
+    options.spec.validate()?;
+    let config = t.train_config();
+    println!(
+        "training gene-only transformer ({} layers, d_model {}, {} gene tokens) on {} cells, held out {} ({} classes), backend {:?}",
+        t.layers, t.d_model, t.gene_tokens, train_idx.len(), test_idx.len(), n_classes, a.backend
+    );
+    let inputs = CellInputs::genes(&crop.x_norm, g);
+    let split = LabelledSplit { labels: &labels, n_classes, train: &train_idx, test: &test_idx };
+    let checkpoint = CheckpointOptions { dir: Some(a.out.clone()), resume: a.resume.clone() };
+    let bar = ProgressBar::new(1).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}").expect("valid template"),
+    );
+    let mut progress = BarProgress { bar, epochs: t.epochs };
+    let started = Instant::now();
+    let trained = train::train_classifier::<B>(&options, &config, &inputs, &split, &crop.class_names, &checkpoint, device, &mut progress)?;
+    progress.bar.finish_and_clear();
+    let train_seconds = started.elapsed().as_secs_f64();
+    let history = trained.history;
+    let training = serde_json::json!({
+        "labels_from": "SingleR-style Spearman correlation to bidcell sc_breast.csv reference (no expert labels)",
+        "backend": format!("{:?}", a.backend),
+        "train_config": config,
+        "dropout": t.dropout,
+        "split": {"kind": "stratified", "test_fraction": t.test_fraction, "seed": t.seed},
+        "test_cell_ids": test_idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect::<Vec<_>>(),
+        "label_summary": crop.summary,
+        "history": history,
+        "train_seconds": train_seconds,
+        "final": history.last(),
+    });
+    let model = trained.model.valid();
+    let meta = model_meta(&model, &crop.table.genes, &crop.class_names, crop.normalisation.clone(), training);
+    let (fp32, files) = export_fp32_and_int8(&model, meta, &a.out)?;
+    println!(
+        "trained in {:.1} s; wrote {} and {}",
+        train_seconds,
+        files.fp32.display(),
+        files.int8.display()
+    );
+    Ok(Trained { crop, test_idx, fp32, files, history, train_seconds })
+}
