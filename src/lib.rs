@@ -16,6 +16,7 @@
 //! - [`quant`]: per-output-channel symmetric int8 quantisation and u32 packing.
 //! - [`gpu`]: wgpu context, WGSL kernel registry, one launcher per kernel beside its reference.
 //! - `model`, `train` (native only): burn modules, training loop, metrics, export.
+//! - [`util`]: the bottom layer: seeded RNG, row-parallel loops, atomic file writes, argmax.
 
 pub mod analysis;
 pub mod data;
@@ -24,6 +25,7 @@ pub mod gpu;
 pub mod ot;
 pub mod plot;
 pub mod quant;
+pub mod util;
 
 #[cfg(all(feature = "train", not(target_arch = "wasm32")))]
 pub mod model;

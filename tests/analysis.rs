@@ -17,7 +17,7 @@ use cellsymphony::data::{
     annotate_singler, read_reference_csv, read_tiff_gray16, read_transcripts_csv, BidcellData,
     CellTable, GrayImage16, SingleROptions, TranscriptOptions, XENIUM_CROP_FRAME,
 };
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::plot::{
     category_color, heatmap_png, scatter_png, spatial_map_png, text_height, text_width, viridis,
     Canvas, Rgb,

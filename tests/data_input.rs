@@ -9,7 +9,7 @@ use cellsymphony::data::{
     read_transcripts_csv, BidcellData, CellInput, CellTable, CountsInput, DataError, PatchInput,
     TranscriptOptions,
 };
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 
 fn crop() -> &'static CellTable {
     static T: OnceLock<CellTable> = OnceLock::new();

@@ -9,7 +9,7 @@ use cellsymphony::data::{
     EdgePolicy, GrayImage16, Neighbor, NicheGrid, NicheOptions, SelfMatch, SpatialIndex,
     TranscriptOptions, XENIUM_CROP_FRAME,
 };
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 
 /// The example data; fails (never skips) when it has not been fetched.
 fn data() -> BidcellData {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cellsymphony::engine::cpu::{argmax_rows, forward_logits};
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::engine::{
     normalise_log1p_cp10k, ClassifierConfig, EngineModel, LayerNormWeights, Linear, LinearWeight,
 };

@@ -9,7 +9,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::model::classifiers::{relative_bias_buckets, relative_bias_index};
 use cellsymphony::model::encoders::centre_token_indices;
 use cellsymphony::model::{

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use cellsymphony::data::{read_transcripts_csv, BidcellData, TranscriptOptions};
 use cellsymphony::engine::normalise_log1p_cp10k;
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::gpu::{GpuContext, GpuError};
 
 /// Opens the GPU, or fails the test, or (with CELLSYMPHONY_ALLOW_NO_GPU=1) skips it loudly.

@@ -10,7 +10,7 @@
 #[path = "ot_common.rs"]
 mod common;
 
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::ot::{
     pair_states, pairs_csv, pca, signature, OtError, PairingOptions, PcaOptions, SinkhornEngine,
     StateCells,

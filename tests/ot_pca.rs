@@ -15,7 +15,7 @@
 mod common;
 
 use cellsymphony::engine::normalise_log1p_cp10k;
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::ot::{pca, OtError, Pca, PcaOptions};
 use common::{python_available, run_python, Scratch};
 

@@ -1,6 +1,6 @@
 //! Analysis of learned representations: clustering, 2-D layouts, cluster composition and
 //! quality measures. Pure Rust, builds everywhere (wasm32 included, where the parallel loops
-//! run on one thread).
+//! of [`crate::util::parallel`] run on one thread).
 //!
 //! - [`kmeans`](mod@kmeans): k-means++ / Lloyd with restarts → labels, centroids `[k, d]`.
 //! - [`umap`](mod@umap): UMAP layout `[n, d]` → `[n, 2]` (exact kNN, PCA initialisation).
@@ -17,7 +17,6 @@ pub mod error;
 pub mod kmeans;
 pub mod knn;
 pub mod metrics;
-mod parallel;
 pub mod umap;
 
 pub use enrichment::{

@@ -497,6 +497,17 @@ impl DataError {
     }
 }
 
+/// A failed atomic write (image, predictions) as [`DataError::Io`] on the target file.
+#[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
+impl From<crate::util::AtomicWriteError> for DataError {
+    fn from(e: crate::util::AtomicWriteError) -> Self {
+        DataError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Joins at most `max` names, then says how many were left out.
 fn abbreviate(names: &[String], max: usize) -> String {
     let mut out = names

@@ -24,7 +24,6 @@ pub mod cpu;
 mod error;
 pub mod format;
 mod preprocess;
-pub mod rng;
 
 pub use error::ModelFileError;
 pub use format::{

@@ -29,7 +29,7 @@ use super::metrics::ClassificationReport;
 use super::split::balanced_class_weights;
 use super::trainer::{argmax_rows, EpochStats, TrainConfig, TrainProgress};
 use super::TrainError;
-use crate::engine::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 use crate::model::{CellBatch, CellClassifier, ModelInputs};
 
 /// A borrowed row-major matrix `[rows, cols]`.

@@ -17,7 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::TrainError;
 use crate::analysis::{self, ClusterEnrichment, KMeansOptions, UmapOptions};
-use crate::engine::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 use crate::model::{ContrastiveAligner, ContrastiveAlignerConfig};
 
 /// Optimisation settings of [`train_alignment`].

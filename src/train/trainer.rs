@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::ClassificationReport;
 use super::split::balanced_class_weights;
-use crate::engine::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 use crate::model::{GeneOnlyClassifier, GeneOnlyClassifierConfig};
 
 /// Optimisation settings. Defaults are the CellSymphony paper's: AdamW, lr 3e-5, batch 64,
@@ -117,21 +117,7 @@ pub fn predict_logits<B: Backend>(
     out
 }
 
-/// Row-wise argmax of `[rows, classes]` logits.
-pub fn argmax_rows(logits: &[f32], n_classes: usize) -> Vec<u32> {
-    logits
-        .chunks(n_classes)
-        .map(|row| {
-            let mut best = 0;
-            for (k, &v) in row.iter().enumerate() {
-                if v > row[best] {
-                    best = k;
-                }
-            }
-            best as u32
-        })
-        .collect()
-}
+pub use crate::util::argmax_rows;
 
 /// Train a fresh [`GeneOnlyClassifier`] and evaluate on `set.test` after every epoch.
 pub fn train_gene_only<B: AutodiffBackend>(
