@@ -9,13 +9,13 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use cellsymphony::analysis::{
-    adjusted_rand_index, benjamini_hochberg, cluster_enrichment, fit_ab, hypergeometric_sf, kmeans,
+    adjusted_rand_index, annotate_singler, benjamini_hochberg, cluster_enrichment, fit_ab, hypergeometric_sf, kmeans,
     knn_exact, knn_label_agreement, ln_gamma, silhouette_score, trustworthiness, umap,
-    AnalysisError, KMeansOptions, Umap, UmapOptions,
+    AnalysisError, KMeansOptions, SingleROptions, Umap, UmapOptions,
 };
 use cellsymphony::data::{
-    annotate_singler, read_reference_csv, read_tiff_gray16, read_transcripts_csv, BidcellData,
-    CellTable, GrayImage16, SingleROptions, TranscriptOptions, XENIUM_CROP_FRAME,
+    read_reference_csv, read_tiff_gray16, read_transcripts_csv, BidcellData, CellTable,
+    GrayImage16, TranscriptOptions, XENIUM_CROP_FRAME,
 };
 use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::plot::{

@@ -122,24 +122,6 @@ pub enum DataError {
         message: String,
     },
 
-    /// Too few genes are shared by the cells and the reference.
-    #[error(
-        "only {n_common} genes in common with the reference, {required} required; \
-         {n_missing} reference genes are missing from the cells: [{}]; \
-         check that both use the same gene symbols or lower `min_common_genes`",
-        abbreviate(missing, 20)
-    )]
-    TooFewCommonGenes {
-        /// Number of shared genes.
-        n_common: usize,
-        /// Minimum requested.
-        required: usize,
-        /// Number of reference genes absent from the cells.
-        n_missing: usize,
-        /// Reference genes absent from the cells, in reference order.
-        missing: Vec<String>,
-    },
-
     /// An in-memory buffer has the wrong length for the stated shape.
     #[error("shape mismatch for {what}: expected {expected} values, found {found}")]
     Shape {
@@ -509,7 +491,7 @@ impl From<crate::util::AtomicWriteError> for DataError {
 }
 
 /// Joins at most `max` names, then says how many were left out.
-fn abbreviate(names: &[String], max: usize) -> String {
+pub(crate) fn abbreviate(names: &[String], max: usize) -> String {
     let mut out = names
         .iter()
         .take(max)

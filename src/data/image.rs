@@ -369,6 +369,45 @@ pub fn write_png_8bit(
     file.commit().map_err(DataError::from)
 }
 
+/// An 8-bit RGB image, `pixels[(row * width + col) * 3 + channel]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage8 {
+    /// Number of columns.
+    pub width: usize,
+    /// Number of rows.
+    pub height: usize,
+    /// Samples, shape `[height, width, 3]`, row-major, channels R, G, B.
+    pub pixels: Vec<u8>,
+}
+
+impl RgbImage8 {
+    /// Wraps a sample buffer, checking that it holds `width * height * 3` values.
+    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<Self, DataError> {
+        let expected = width.saturating_mul(height).saturating_mul(3);
+        if pixels.len() != expected {
+            return Err(DataError::Shape {
+                what: "RGB image samples",
+                expected,
+                found: pixels.len(),
+            });
+        }
+        Ok(RgbImage8 {
+            width,
+            height,
+            pixels,
+        })
+    }
+
+    /// RGB at integer pixel `(col, row)`, `None` outside the image.
+    pub fn get(&self, col: isize, row: isize) -> Option<[u8; 3]> {
+        if col < 0 || row < 0 || col as usize >= self.width || row as usize >= self.height {
+            return None;
+        }
+        let i = (row as usize * self.width + col as usize) * 3;
+        self.pixels.get(i..i + 3).map(|s| [s[0], s[1], s[2]])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

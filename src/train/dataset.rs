@@ -9,7 +9,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::TrainError;
-use crate::data::{self, Annotation, CellTable, SingleROptions, TranscriptOptions};
+use crate::analysis::{self, Annotation, SingleROptions};
+use crate::data::{self, CellTable, TranscriptOptions};
 use crate::engine::normalise_log1p_cp10k;
 
 /// Target library size of the log1p-cp10k normalisation.
@@ -91,7 +92,8 @@ pub fn prepare_bundle(bundle_dir: &Path, reference: &Path, opts: &LabelOptions) 
     let reference = data::read_reference_csv(reference)?;
     let g = table.n_genes();
     let x_norm = normalise_log1p_cp10k(&table.counts, g, TARGET_SUM);
-    let annotation = data::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)?;
+    let annotation = analysis::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)
+        .map_err(|e| TrainError::Analysis(e.to_string()))?;
     let mut crop = label_cells(table, x_norm, annotation, opts);
     crop.source = bundle_dir.to_path_buf();
     Ok(crop)
