@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::attention::attention_dispatch;
-use super::context::{check_len, Dispatch, GpuContext, KernelKey, MAX_WORKGROUPS_PER_DIM};
+use super::context::{check_len, Dispatch, GpuContext, MAX_WORKGROUPS_PER_DIM};
 use super::error::GpuError;
 use super::layernorm::{layernorm_dispatch, GpuLayerNorm};
 use super::matmul::{matmul_dispatch, Activation, GpuLinear, TILE_M};
@@ -190,7 +190,7 @@ impl GpuClassifier {
                 }
                 let idx: Vec<u32> = centre_token_indices(m.grid(), m.k_nearest).into_iter().map(|i| i as u32).collect();
                 let g2 = m.n_vit_tokens();
-                ctx.pipeline(KernelKey::Attention { tokens: g2 as u32, d_model: m.width as u32, n_heads: m.n_heads as u32 })?;
+                ctx.pipeline(&super::attention::kernel(g2 as u32, m.width as u32, m.n_heads as u32))?;
                 Some(GpuVit {
                     patch_embedding: GpuLinear::upload(gpu, &v.patch_embedding, "morphology.patch_embedding")?,
                     layers: vl,
@@ -203,11 +203,7 @@ impl GpuClassifier {
             _ => None,
         };
         // Compile the model-specific attention kernel now rather than on the first call.
-        ctx.pipeline(KernelKey::Attention {
-            tokens: t as u32,
-            d_model: c.d_model as u32,
-            n_heads: c.n_heads as u32,
-        })?;
+        ctx.pipeline(&super::attention::kernel(t as u32, c.d_model as u32, c.n_heads as u32))?;
         ctx.take_error()?;
 
         Ok(Self {

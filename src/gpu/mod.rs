@@ -1,5 +1,10 @@
-//! WebGPU inference: a [`GpuContext`] with a registry of compiled WGSL kernels, one launcher
+//! WebGPU inference: a [`GpuContext`] with a cache of compiled WGSL kernels, one launcher
 //! per kernel beside its plain-Rust `*_reference`, and the chunked [`GpuClassifier`].
+//!
+//! Kernels register themselves: each launcher file declares its WGSL (`include_str!`) and
+//! constants as a `Kernel`, and the context compiles and caches pipelines by key (kernel
+//! name + constants, as web-rwkv does); the context holds no list of kernels. Adding a kernel
+//! touches only its `.wgsl` file and its launcher.
 //!
 //! Kernels live in `kernels/*.wgsl` (one op per file) and are specialised only by replacing
 //! `{{NAME}}` placeholder tokens with constants (tile/workgroup sizes, activation and
@@ -23,6 +28,7 @@ pub mod attention;
 mod classifier;
 mod context;
 mod error;
+mod fixed_kernels;
 pub mod layernorm;
 pub mod matmul;
 pub mod mean_pool;
