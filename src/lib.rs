@@ -9,13 +9,16 @@
 //!   [`quant`], [`gpu`]) behind the wasm-bindgen API in `web.rs`.
 //!
 //! Layout, one folder per concept:
-//! - [`analysis`]: k-means, UMAP, cluster enrichment and quality metrics (pure Rust).
+//! - [`analysis`]: k-means, UMAP, SingleR-style reference annotation, cluster enrichment and
+//!   quality metrics (pure Rust).
 //! - [`plot`]: PNG figures (scatter, spatial cluster map, heatmap) drawn in plain Rust.
-//! - [`data`]: Xenium readers, DAPI image, nucleus-centred patches, reference labels.
+//! - [`data`]: Xenium readers, DAPI image, nucleus-centred patches, reference profiles.
 //! - [`engine`]: model file format (safetensors + JSON metadata) and the plain-Rust CPU forward.
 //! - [`quant`]: per-output-channel symmetric int8 quantisation and u32 packing.
-//! - [`gpu`]: wgpu context, WGSL kernel registry, one launcher per kernel beside its reference.
+//! - [`gpu`]: wgpu context with a pipeline cache; each kernel's launcher declares its WGSL and
+//!   constants, beside its reference.
 //! - `model`, `train` (native only): burn modules, training loop, metrics, export.
+//! - [`util`]: the bottom layer: seeded RNG, row-parallel loops, atomic file writes, argmax.
 
 pub mod analysis;
 pub mod data;
@@ -24,6 +27,7 @@ pub mod gpu;
 pub mod ot;
 pub mod plot;
 pub mod quant;
+pub mod util;
 
 #[cfg(all(feature = "train", not(target_arch = "wasm32")))]
 pub mod model;

@@ -11,15 +11,15 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use cellsymphony::analysis::{
-    adjusted_rand_index, benjamini_hochberg, cluster_enrichment, fit_ab, hypergeometric_sf, kmeans,
+    adjusted_rand_index, annotate_singler, benjamini_hochberg, cluster_enrichment, fit_ab, hypergeometric_sf, kmeans,
     knn_exact, knn_label_agreement, ln_gamma, silhouette_score, trustworthiness, umap,
-    AnalysisError, KMeansOptions, Umap, UmapOptions,
+    AnalysisError, KMeansOptions, SingleROptions, Umap, UmapOptions,
 };
 use common::{crop_cells, crop_dapi, crop_files, scratch, Scratch};
 use cellsymphony::data::{
-    annotate_singler, read_reference_csv, SingleROptions, XENIUM_CROP_FRAME,
+    read_reference_csv, XENIUM_CROP_FRAME,
 };
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::plot::{
     category_color, heatmap_png, scatter_png, spatial_map_png, text_height, text_width, viridis,
     Canvas, Rgb,

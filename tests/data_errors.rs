@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::{scratch, Scratch};
 use cellsymphony::data::{
-    annotate_singler, downsample_to_png, read_reference_csv, read_tiff_gray16, read_transcripts,
-    read_transcripts_csv, BidcellData, DataError, GrayImage16, Reference, SingleROptions,
-    TranscriptOptions,
+    downsample_to_png, read_reference_csv, read_tiff_gray16, read_transcripts,
+    read_transcripts_csv, BidcellData, DataError, GrayImage16, TranscriptOptions,
 };
 use tiff::encoder::{colortype, TiffEncoder};
 
@@ -265,55 +264,6 @@ fn reference_errors() {
     assert!(matches!(
         read_reference_csv(&ragged),
         Err(DataError::Csv { line: 2, .. })
-    ));
-}
-
-#[test]
-fn singler_input_errors() {
-    let reference = Reference {
-        genes: (0..5).map(|i| format!("G{i}")).collect(),
-        profiles: vec![1.0, 0.0, 0.0, 2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0],
-        labels: vec!["X".into(), "Y".into()],
-    };
-    let genes = vec!["G0".to_string(), "OTHER".into()];
-    let err =
-        annotate_singler(&genes, &[1.0, 2.0], &reference, &SingleROptions::default()).unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            DataError::TooFewCommonGenes {
-                n_common: 1,
-                required: 100,
-                ..
-            }
-        ),
-        "{msg}"
-    );
-    assert!(msg.contains("G1, G2, G3, G4"), "{msg}");
-
-    let genes: Vec<String> = reference.genes.clone();
-    let opts = SingleROptions {
-        min_common_genes: 5,
-        ..Default::default()
-    };
-    let err = annotate_singler(&genes, &[0.0; 7], &reference, &opts).unwrap_err();
-    assert!(matches!(err, DataError::Shape { .. }), "{err}");
-    let one_label = Reference {
-        labels: vec!["X".into(), "X".into()],
-        ..reference.clone()
-    };
-    assert!(matches!(
-        annotate_singler(&genes, &[0.0; 5], &one_label, &opts),
-        Err(DataError::InvalidArgument { .. })
-    ));
-    let bad_q = SingleROptions {
-        quantile: 1.5,
-        ..opts
-    };
-    assert!(matches!(
-        annotate_singler(&genes, &[0.0; 5], &reference, &bad_q),
-        Err(DataError::InvalidArgument { .. })
     ));
 }
 

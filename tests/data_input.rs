@@ -10,7 +10,7 @@ use common::crop_cells;
 use cellsymphony::data::{
     CellInput, CountsInput, DataError, PatchInput,
 };
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 
 /// The crop as CSR, each row's entries in a seeded random order (CSR need not be sorted).
 struct Csr {

@@ -11,7 +11,7 @@ use cellsymphony::data::{
     EdgePolicy, GrayImage16, Neighbor, NicheGrid, NicheOptions, SelfMatch, SpatialIndex,
     XENIUM_CROP_FRAME,
 };
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 
 fn grid(edge: EdgePolicy) -> NicheGrid {
     let t = crop_cells();

@@ -6,7 +6,7 @@ mod common;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::engine::{
     align_to_panel, expected_tensors, normalise_log1p_cp10k, ClassifierConfig, EngineModel,
     ModelFileError, ModelMeta, Quantization, METADATA_KEY,

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use common::{gpu_or_skip, max_abs_diff, names, random_model};
 use cellsymphony::engine::cpu::{argmax_rows, forward_logits};
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::engine::ops::{
     attention_biased_reference, attention_reference, layernorm_reference, matmul_int8_reference,
     mean_pool_reference, token_gather_mean_reference,

@@ -17,7 +17,7 @@ use burn::backend::NdArray;
 use burn::module::Param;
 use burn::prelude::*;
 
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::engine::{
     self, Architecture, ClassifierConfig, EngineModel, GpuClassifier, ModelMeta,
     MorphologyTokenConfig, TokenSources,

@@ -9,7 +9,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::engine::{
     centre_token_indices, Architecture, ClassifierConfig, MorphologyTokenConfig, TokenSources,
 };

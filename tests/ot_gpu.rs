@@ -16,7 +16,7 @@
 
 mod common;
 
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::gpu::GpuContext;
 use cellsymphony::ot::{
     assign, dense_plan, sinkhorn, CostScale, EpsilonScaling, GroundCost, SinkhornEngine,

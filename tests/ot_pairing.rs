@@ -9,7 +9,7 @@
 
 mod common;
 
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::ot::{
     pair_states, pairs_csv, pca, signature, OtError, PairingOptions, PcaOptions, SinkhornEngine,
     StateCells,

@@ -14,7 +14,7 @@
 mod common;
 
 use cellsymphony::engine::normalise_log1p_cp10k;
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::ot::{pca, OtError, Pca, PcaOptions};
 use common::ot::{pot_available, run_reference};
 use common::Scratch;

@@ -16,7 +16,7 @@
 
 mod common;
 
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::ot::{
     dense_plan, pca, sinkhorn_log_domain_reference, CostScale, EpsilonScaling, ErrorNorm,
     GroundCost, OtError, PcaOptions, SinkhornOptions, SinkhornProblem, SinkhornResult,

@@ -48,6 +48,24 @@ pub enum AnalysisError {
         expected: String,
     },
 
+    /// Too few genes are shared by the cells and the reference.
+    #[error(
+        "only {n_common} genes in common with the reference, {required} required; \
+         {n_missing} reference genes are missing from the cells: [{}]; \
+         check that both use the same gene symbols or lower `min_common_genes`",
+        crate::data::error::abbreviate(missing, 20)
+    )]
+    TooFewCommonGenes {
+        /// Number of shared genes.
+        n_common: usize,
+        /// Minimum requested.
+        required: usize,
+        /// Number of reference genes absent from the cells.
+        n_missing: usize,
+        /// Reference genes absent from the cells, in reference order.
+        missing: Vec<String>,
+    },
+
     /// A label is not below the number of categories it should index.
     #[error("{what}[{index}] = {label} is out of range: expected a label below {n_categories}; pass the right category count")]
     LabelOutOfRange {

@@ -2,8 +2,8 @@
 
 use super::error::{check_matrix, AnalysisError};
 use super::knn::squared_euclidean;
-use super::parallel::map_row_chunks;
-use crate::engine::rng::SplitMix64;
+use crate::util::parallel::map_row_chunks;
+use crate::util::rng::SplitMix64;
 
 /// Default number of restarts (scikit-learn's classic `n_init`).
 pub const DEFAULT_KMEANS_RESTARTS: usize = 10;

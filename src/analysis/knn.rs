@@ -1,7 +1,7 @@
 //! Exact k-nearest neighbours by brute force (Euclidean), parallel over query rows.
 
 use super::error::{check_matrix, AnalysisError};
-use super::parallel::map_row_chunks;
+use crate::util::parallel::map_row_chunks;
 
 /// The `k` nearest other points of every point, nearest first.
 #[derive(Debug, Clone, PartialEq)]

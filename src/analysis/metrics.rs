@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::error::{check_matrix, AnalysisError};
 use super::knn::{knn_exact, squared_euclidean};
-use super::parallel::map_row_chunks;
+use crate::util::parallel::map_row_chunks;
 
 /// Adjusted Rand index (Hubert & Arabie 1985) between two labelings of the same `n` items,
 /// as `sklearn.metrics.adjusted_rand_score`: 1 for identical partitions (up to renaming),

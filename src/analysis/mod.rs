@@ -1,10 +1,12 @@
 //! Analysis of learned representations: clustering, 2-D layouts, cluster composition and
 //! quality measures. Pure Rust, builds everywhere (wasm32 included, where the parallel loops
-//! run on one thread).
+//! of [`crate::util::parallel`] run on one thread).
 //!
 //! - [`kmeans`](mod@kmeans): k-means++ / Lloyd with restarts → labels, centroids `[k, d]`.
 //! - [`umap`](mod@umap): UMAP layout `[n, d]` → `[n, 2]` (exact kNN, PCA initialisation).
 //! - [`knn`]: exact brute-force k-nearest neighbours.
+//! - [`annotation`](mod@annotation): SingleR-style reference labels of cells (Spearman
+//!   correlation to reference profiles with fine-tuning and pruning).
 //! - [`enrichment`]: per-cluster cell-type counts, fractions, observed/expected and
 //!   hypergeometric p-values.
 //! - [`metrics`]: adjusted Rand index, silhouette, trustworthiness, kNN label agreement.
@@ -12,14 +14,18 @@
 //! Matrices are row-major `f32` slices with their shape passed beside them (`[n, d]`);
 //! labels are `u32` in `0..n_categories`. Errors are [`AnalysisError`].
 
+pub mod annotation;
 pub mod enrichment;
 pub mod error;
 pub mod kmeans;
 pub mod knn;
 pub mod metrics;
-mod parallel;
 pub mod umap;
 
+pub use annotation::{
+    annotate_singler, default_marker_count, spearman, Annotation, AnnotationSummary,
+    SingleROptions,
+};
 pub use enrichment::{
     benjamini_hochberg, cluster_enrichment, hypergeometric_sf, ln_gamma, ClusterEnrichment,
 };

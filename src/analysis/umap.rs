@@ -22,7 +22,7 @@
 
 use super::error::{check_matrix, AnalysisError};
 use super::knn::{knn_exact, KnnGraph};
-use crate::engine::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// Options of [`umap`]; [`UmapOptions::default`] matches umap-learn's defaults (except the
 /// PCA initialisation).

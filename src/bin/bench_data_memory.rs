@@ -27,7 +27,7 @@ use std::time::Instant;
 use cellsymphony::data::{
     read_mex_dir, read_mex_dir_csr, read_transcripts_csv, BidcellData, TranscriptOptions,
 };
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 
 struct Args {
     cells: usize,

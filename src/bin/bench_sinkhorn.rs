@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::gpu::GpuContext;
 use cellsymphony::ot::{sinkhorn, ErrorNorm, SinkhornEngine, SinkhornOptions, SinkhornProblem};
 
@@ -347,7 +347,7 @@ fn main() {
     }
     println!(
         "CPU threads: {}\n",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        cellsymphony::util::parallel::worker_count()
     );
     println!(
         "| n = m | engine | time (s) | iterations | final err | memory | dispatches/it (steady) | note |"

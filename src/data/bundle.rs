@@ -17,7 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use super::error::DataError;
-use super::xenium::{CellTable, TranscriptOptions};
+use super::parquet::{is_parquet_file, read_transcripts_parquet};
+use super::xenium::{cell_table_of, read_transcripts_csv_file, CellTable, TranscriptOptions, Transcripts};
 
 /// Where a bundle's count matrix comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,7 +289,7 @@ fn copy_positions(dst: &mut CellTable, src: &CellTable, nucleus: bool) {
 
 /// Counts and centroids aggregated from a transcripts file (any supported format).
 fn read_transcripts_table(path: &Path, opts: &TranscriptOptions) -> Result<CellTable, DataError> {
-    Ok(CellTable::from_transcripts(&super::read_transcripts(path, opts)?))
+    Ok(CellTable::from_transcripts(&read_transcripts(path, opts)?))
 }
 
 /// The per-cell table (`cells.parquet`, `cells.csv.gz`, `cells.csv`).
@@ -298,4 +299,30 @@ fn read_cells_table(path: &Path) -> Result<super::CellsTable, DataError> {
     } else {
         super::read_cells_csv(path)
     }
+}
+
+/// Reads Xenium transcripts from `transcripts.csv`, `transcripts.csv.gz` or
+/// `transcripts.parquet` (the format is recognised by the file's first bytes, not its name),
+/// keeping transcripts that pass [`super::keep_transcript`]: `qv >= opts.min_qv`, not a control
+/// feature (feature-name prefixes, and the `is_gene` / `codeword_category` columns of
+/// Xenium ≥ 2 when present).
+///
+/// Columns are found by name (`cell_id`, `overlaps_nucleus`, `feature_name`, `x_location`,
+/// `y_location`, `qv`); others are ignored. `overlaps_nucleus` accepts `0/1` or `true/false`
+/// (or a boolean / integer parquet column); cell ids `-1`, `UNASSIGNED` or empty mean "no cell".
+/// See [`super::parquet::read_transcripts_parquet`] for the parquet column types accepted.
+pub fn read_transcripts(path: &Path, opts: &TranscriptOptions) -> Result<Transcripts, DataError> {
+    if is_parquet_file(path)? {
+        read_transcripts_parquet(path, opts)
+    } else {
+        read_transcripts_csv_file(path, opts)
+    }
+}
+
+/// Reads Xenium transcripts (`transcripts.csv`, `.csv.gz` or `.parquet`) into a [`CellTable`]
+/// (see [`read_transcripts`] for the formats and filters). Fails with [`DataError::Empty`]
+/// when no transcript is assigned to a cell.
+pub fn read_transcripts_csv(path: &Path, opts: &TranscriptOptions) -> Result<CellTable, DataError> {
+    let transcripts = read_transcripts(path, opts)?;
+    cell_table_of(&transcripts, path)
 }

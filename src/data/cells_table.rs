@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::csv_util::{self, CsvReader};
 use super::error::DataError;
 #[cfg(feature = "native-io")]
-use super::mex::create_text;
+use super::csv_util::create_text;
 use super::xenium::CellTable;
 
 const CELLS_CSV: &str = "a Xenium cells.csv with columns cell_id, x_centroid, y_centroid \

@@ -1,5 +1,6 @@
 //! Small helpers shared by the text readers (CSV, TSV, Matrix Market), over files (native)
-//! or in-memory bytes (everywhere, wasm32 included).
+//! or in-memory bytes (everywhere, wasm32 included), and the text writer of the MEX and
+//! cells.csv writers.
 
 use std::io::{BufRead, Read};
 use std::path::Path;
@@ -156,4 +157,19 @@ pub(crate) fn bad_value(
         value: String::from_utf8_lossy(field).into_owned(),
         expected,
     }
+}
+
+/// Creates `path`, gzip-compressing what is written when `gzip`.
+#[cfg(feature = "native-io")]
+pub(crate) fn create_text(path: &Path, gzip: bool) -> Result<Box<dyn std::io::Write>, DataError> {
+    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
+    let buf = std::io::BufWriter::new(file);
+    Ok(if gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            buf,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(buf)
+    })
 }

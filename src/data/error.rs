@@ -122,24 +122,6 @@ pub enum DataError {
         message: String,
     },
 
-    /// Too few genes are shared by the cells and the reference.
-    #[error(
-        "only {n_common} genes in common with the reference, {required} required; \
-         {n_missing} reference genes are missing from the cells: [{}]; \
-         check that both use the same gene symbols or lower `min_common_genes`",
-        abbreviate(missing, 20)
-    )]
-    TooFewCommonGenes {
-        /// Number of shared genes.
-        n_common: usize,
-        /// Minimum requested.
-        required: usize,
-        /// Number of reference genes absent from the cells.
-        n_missing: usize,
-        /// Reference genes absent from the cells, in reference order.
-        missing: Vec<String>,
-    },
-
     /// An in-memory buffer has the wrong length for the stated shape.
     #[error("shape mismatch for {what}: expected {expected} values, found {found}")]
     Shape {
@@ -497,8 +479,19 @@ impl DataError {
     }
 }
 
+/// A failed atomic write (image, predictions) as [`DataError::Io`] on the target file.
+#[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
+impl From<crate::util::AtomicWriteError> for DataError {
+    fn from(e: crate::util::AtomicWriteError) -> Self {
+        DataError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Joins at most `max` names, then says how many were left out.
-fn abbreviate(names: &[String], max: usize) -> String {
+pub(crate) fn abbreviate(names: &[String], max: usize) -> String {
     let mut out = names
         .iter()
         .take(max)

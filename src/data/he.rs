@@ -1,54 +1,15 @@
-//! H&E images registered to the morphology image: the RGB image type, the 10x alignment
-//! matrix (`*he_imagealignment.csv`, H&E px → morphology px) and patch extraction from H&E at
-//! slide positions in µm.
+//! H&E images registered to the morphology image: the 10x alignment matrix
+//! (`*he_imagealignment.csv`, H&E px → morphology px), finding and reading the H&E pyramid.
+//! The RGB image type is [`RgbImage8`]; patches are cut by [`super::patches::extract_he_patch`].
 //!
 //! Coordinates: pixel `(c, r)` has its centre at continuous `[c, r]` in both images (the
-//! convention of [`ImageFrame`]); the matrix acts on homogeneous `[col, row, 1]` (x = column,
+//! convention of [`super::ImageFrame`]); the matrix acts on homogeneous `[col, row, 1]` (x = column,
 //! y = row), as in 10x's files. A slide position maps µm → morphology px with the morphology
-//! [`ImageFrame`], then morphology px → H&E px with the inverse matrix.
+//! [`super::ImageFrame`], then morphology px → H&E px with the inverse matrix.
 
 use super::error::DataError;
-use super::image::ImageFrame;
-use super::patches::{EdgePolicy, Patch, MAX_SUBSAMPLES};
-
-/// An 8-bit RGB image, `pixels[(row * width + col) * 3 + channel]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage8 {
-    /// Number of columns.
-    pub width: usize,
-    /// Number of rows.
-    pub height: usize,
-    /// Samples, shape `[height, width, 3]`, row-major, channels R, G, B.
-    pub pixels: Vec<u8>,
-}
-
-impl RgbImage8 {
-    /// Wraps a sample buffer, checking that it holds `width * height * 3` values.
-    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<Self, DataError> {
-        let expected = width.saturating_mul(height).saturating_mul(3);
-        if pixels.len() != expected {
-            return Err(DataError::Shape {
-                what: "RGB image samples",
-                expected,
-                found: pixels.len(),
-            });
-        }
-        Ok(RgbImage8 {
-            width,
-            height,
-            pixels,
-        })
-    }
-
-    /// RGB at integer pixel `(col, row)`, `None` outside the image.
-    pub fn get(&self, col: isize, row: isize) -> Option<[u8; 3]> {
-        if col < 0 || row < 0 || col as usize >= self.width || row as usize >= self.height {
-            return None;
-        }
-        let i = (row as usize * self.width + col as usize) * 3;
-        self.pixels.get(i..i + 3).map(|s| [s[0], s[1], s[2]])
-    }
-}
+#[cfg(feature = "native-io")]
+use super::image::RgbImage8;
 
 /// A 3×3 affine matrix, row-major, acting on `[col, row, 1]`.
 pub type Matrix3 = [[f64; 3]; 3];
@@ -200,131 +161,6 @@ fn matmul(a: &Matrix3, b: &Matrix3) -> Matrix3 {
     out
 }
 
-/// A square RGB patch with intensities in `[0, 1]` (sample / 255).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RgbPatch {
-    /// Samples, shape `[size, size, 3]`, row-major (rows follow slide `y`).
-    pub pixels: Vec<f32>,
-    /// Side length in pixels.
-    pub size: usize,
-    /// Whether part of the patch lies outside the H&E image (read as 0).
-    pub padded: bool,
-}
-
-impl RgbPatch {
-    /// Mean of R, G and B per pixel, as a gray [`Patch`] (`[size, size]`).
-    pub fn to_gray(&self) -> Patch {
-        Patch {
-            pixels: self
-                .pixels
-                .chunks_exact(3)
-                .map(|p| (p[0] + p[1] + p[2]) / 3.0)
-                .collect(),
-            size: self.size,
-            padded: self.padded,
-        }
-    }
-}
-
-/// Extracts a `size_px × size_px` RGB patch from H&E, axis-aligned in the slide frame,
-/// centred on `centre_um`, with output pixels of `out_um_per_px` µm.
-///
-/// Each output sample's slide position goes µm → morphology px (`frame`) → H&E px
-/// (`alignment.morphology_to_he`), where the H&E image is sampled bilinearly. When output
-/// pixels are larger than H&E pixels, each averages a `k × k` grid of samples with
-/// `k = ceil(out_um_per_px / he_um_per_px)` (at most [`MAX_SUBSAMPLES`]). Edges as in
-/// [`super::patches::extract_patch_scaled`]: never shifted; [`EdgePolicy::Drop`] returns
-/// `None` if any sample falls outside the H&E image, [`EdgePolicy::Pad`] reads 0 there.
-/// `None` also for invalid geometry (zero size, non-positive or non-finite pixel sizes).
-pub fn extract_he_patch(
-    he: &RgbImage8,
-    alignment: &HeAlignment,
-    frame: &ImageFrame,
-    centre_um: [f32; 2],
-    size_px: usize,
-    out_um_per_px: f32,
-    edge: EdgePolicy,
-) -> Option<RgbPatch> {
-    let he_um = alignment.he_um_per_px(frame.um_per_px);
-    let valid = size_px > 0
-        && out_um_per_px.is_finite()
-        && out_um_per_px > 0.0
-        && frame.um_per_px.is_finite()
-        && frame.um_per_px > 0.0
-        && he_um.is_finite()
-        && he_um > 0.0
-        && centre_um.iter().all(|v| v.is_finite());
-    if !valid {
-        return None;
-    }
-    let n_sub = (out_um_per_px / he_um - 1e-3)
-        .ceil()
-        .clamp(1.0, MAX_SUBSAMPLES as f32) as usize;
-    let half = size_px as f32 / 2.0;
-    let offsets: Vec<f32> = (0..size_px)
-        .flat_map(|i| {
-            (0..n_sub).map(move |s| {
-                let within = (s as f32 + 0.5) / n_sub as f32 - 0.5;
-                (i as f32 + 0.5 + within - half) * out_um_per_px
-            })
-        })
-        .collect();
-    // H&E position of every (row offset, col offset) sample, row-major.
-    let to_he = |dx: f32, dy: f32| {
-        let p = frame.um_to_px([centre_um[0] + dx, centre_um[1] + dy]);
-        alignment.morphology_to_he_px([f64::from(p[0]), f64::from(p[1])])
-    };
-    const EPS: f64 = 1e-3;
-    let (w, h) = (he.width as f64, he.height as f64);
-    let mut padded = false;
-    let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
-    for (dx, dy) in [(first, first), (first, last), (last, first), (last, last)] {
-        let [c, r] = to_he(dx, dy);
-        padded |= !(c >= -EPS && r >= -EPS && c <= w - 1.0 + EPS && r <= h - 1.0 + EPS);
-    }
-    if padded && edge == EdgePolicy::Drop {
-        return None;
-    }
-    let norm = 1.0 / (n_sub * n_sub * 255) as f32;
-    let mut pixels = Vec::with_capacity(size_px * size_px * 3);
-    for row_block in offsets.chunks_exact(n_sub) {
-        for col_block in offsets.chunks_exact(n_sub) {
-            let mut acc = [0f32; 3];
-            for &dy in row_block {
-                for &dx in col_block {
-                    let [c, r] = to_he(dx, dy);
-                    let v = bilinear_rgb(he, c as f32, r as f32);
-                    for k in 0..3 {
-                        acc[k] += v[k];
-                    }
-                }
-            }
-            pixels.extend(acc.iter().map(|a| a * norm));
-        }
-    }
-    Some(RgbPatch {
-        pixels,
-        size: size_px,
-        padded,
-    })
-}
-
-/// Bilinear RGB (0-255 scale) at continuous `[col, row]`, pixels outside reading as 0.
-fn bilinear_rgb(image: &RgbImage8, col: f32, row: f32) -> [f32; 3] {
-    let (c0, r0) = (col.floor(), row.floor());
-    let (fx, fy) = (col - c0, row - r0);
-    let (c, r) = (c0 as isize, r0 as isize);
-    let at = |dc: isize, dr: isize| image.get(c + dc, r + dr).unwrap_or([0; 3]);
-    let (a, b, d, e) = (at(0, 0), at(1, 0), at(0, 1), at(1, 1));
-    let mut out = [0f32; 3];
-    for k in 0..3 {
-        let top = f32::from(a[k]) * (1.0 - fx) + f32::from(b[k]) * fx;
-        let bottom = f32::from(d[k]) * (1.0 - fx) + f32::from(e[k]) * fx;
-        out[k] = top * (1.0 - fy) + bottom * fy;
-    }
-    out
-}
-
 /// Reads a 10x `*he_imagealignment.csv` (see [`HeAlignment::parse_csv`]).
 #[cfg(feature = "native-io")]
 pub fn read_he_alignment_csv(path: &std::path::Path) -> Result<HeAlignment, DataError> {
@@ -442,29 +278,5 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("`x2`"), "{e}");
         assert!(HeAlignment::parse_csv("1,0,5\n2,0,6\n0,0,1\n", p).is_err());
         assert!(HeAlignment::parse_csv("1,0,5\n0,1,6\n1,0,1\n", p).is_err());
-    }
-
-    #[test]
-    fn he_patch_samples_through_the_inverse() {
-        // H&E = 2x upsampled morphology grid: M = diag(0.5, 0.5).
-        let al =
-            HeAlignment::from_matrix([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 1.0]]).unwrap();
-        let (w, h) = (20, 20);
-        let pixels = (0..h)
-            .flat_map(|r| (0..w).flat_map(move |c| [(10 * c) as u8, r as u8, 7]))
-            .collect();
-        let he = RgbImage8::new(w, h, pixels).unwrap();
-        let frame = ImageFrame {
-            origin_um: [0.0, 0.0],
-            um_per_px: 1.0,
-        };
-        // Slide (3, 4) µm = morphology px (3, 4) = H&E px (6, 8).
-        let p = extract_he_patch(&he, &al, &frame, [3.0, 4.0], 1, 0.5, EdgePolicy::Drop).unwrap();
-        assert!((p.pixels[0] * 255.0 - 60.0).abs() < 1e-3, "{:?}", p.pixels);
-        assert!((p.pixels[1] * 255.0 - 8.0).abs() < 1e-3, "{:?}", p.pixels);
-        assert!(extract_he_patch(&he, &al, &frame, [0.0, 4.0], 4, 0.5, EdgePolicy::Drop).is_none());
-        let padded =
-            extract_he_patch(&he, &al, &frame, [0.0, 4.0], 4, 0.5, EdgePolicy::Pad).unwrap();
-        assert!(padded.padded);
     }
 }

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use super::error::DataError;
+#[cfg(feature = "native-io")]
+use crate::util::AtomicFile;
 
 /// A single-channel 16-bit image, `pixels[row * width + col]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,7 +343,7 @@ pub fn downsample_to_png(
 }
 
 /// Writes an 8-bit PNG (`Grayscale`: 1 byte per pixel, `Rgb`: 3, `Rgba`: 4; rows top to
-/// bottom) atomically: to `<path>.tmp-<pid>` first, then renamed over `path`.
+/// bottom) atomically ([`AtomicFile`]: a temporary file beside `path`, renamed over it).
 #[cfg(feature = "native-io")]
 pub fn write_png_8bit(
     path: &Path,
@@ -354,24 +356,56 @@ pub fn write_png_8bit(
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        let mut encoder =
-            png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-        encoder.set_color(color);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(png_err)?;
-        writer.write_image_data(bytes).map_err(png_err)?;
-        writer.finish().map_err(png_err)?;
-        std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut file = AtomicFile::create(path).map_err(DataError::from)?;
+    let mut buffered = std::io::BufWriter::new(&mut file);
+    let mut encoder = png::Encoder::new(&mut buffered, width as u32, height as u32);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(png_err)?;
+    writer.write_image_data(bytes).map_err(png_err)?;
+    writer.finish().map_err(png_err)?;
+    std::io::Write::flush(&mut buffered).map_err(|e| DataError::io(path, e))?;
+    drop(buffered);
+    file.commit().map_err(DataError::from)
+}
+
+/// An 8-bit RGB image, `pixels[(row * width + col) * 3 + channel]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage8 {
+    /// Number of columns.
+    pub width: usize,
+    /// Number of rows.
+    pub height: usize,
+    /// Samples, shape `[height, width, 3]`, row-major, channels R, G, B.
+    pub pixels: Vec<u8>,
+}
+
+impl RgbImage8 {
+    /// Wraps a sample buffer, checking that it holds `width * height * 3` values.
+    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<Self, DataError> {
+        let expected = width.saturating_mul(height).saturating_mul(3);
+        if pixels.len() != expected {
+            return Err(DataError::Shape {
+                what: "RGB image samples",
+                expected,
+                found: pixels.len(),
+            });
+        }
+        Ok(RgbImage8 {
+            width,
+            height,
+            pixels,
+        })
     }
-    result
+
+    /// RGB at integer pixel `(col, row)`, `None` outside the image.
+    pub fn get(&self, col: isize, row: isize) -> Option<[u8; 3]> {
+        if col < 0 || row < 0 || col as usize >= self.width || row as usize >= self.height {
+            return None;
+        }
+        let i = (row as usize * self.width + col as usize) * 3;
+        self.pixels.get(i..i + 3).map(|s| [s[0], s[1], s[2]])
+    }
 }
 
 #[cfg(test)]

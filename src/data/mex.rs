@@ -18,6 +18,8 @@ use std::io::BufRead;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "native-io")]
+use super::csv_util::create_text;
 use super::csv_util::{decode, is_gzip};
 use super::error::DataError;
 use super::sparse::CsrCounts;
@@ -25,21 +27,6 @@ use super::xenium::{is_control_feature, sort_permutation, CellTable};
 
 /// Feature type kept as genes (third column of `features.tsv`).
 pub const GENE_EXPRESSION: &str = "Gene Expression";
-
-/// Creates `path`, gzip-compressing what is written when `gzip`.
-#[cfg(feature = "native-io")]
-pub(crate) fn create_text(path: &Path, gzip: bool) -> Result<Box<dyn Write>, DataError> {
-    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
-    let buf = std::io::BufWriter::new(file);
-    Ok(if gzip {
-        Box::new(flate2::write::GzEncoder::new(
-            buf,
-            flate2::Compression::fast(),
-        ))
-    } else {
-        Box::new(buf)
-    })
-}
 
 /// Line-by-line reader that counts lines and names file + line in errors.
 struct Lines<'a> {

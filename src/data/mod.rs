@@ -1,9 +1,10 @@
 //! Data layer: Xenium bundles (transcripts, matrices, cells, morphology and H&E images),
 //! AnnData, cell patches, SPATIA niches and tissue regions, a spatial neighbour index,
-//! reference labels, and validation of in-memory (browser) inputs.
+//! reference profiles (read here; the SingleR-style labelling is
+//! [`crate::analysis::annotate_singler`]), and validation of in-memory (browser) inputs.
 //!
 //! Pure algorithms (count tables, alignment check, patch resampling, niches, neighbours, input
-//! validation, SingleR labels) build
+//! validation) build
 //! everywhere, wasm32 included, and so do the text parsers' in-memory entry points
 //! ([`read_mex_bytes`], [`read_cells_csv_bytes`], [`read_transcripts_csv_bytes`]: the same
 //! parsers as the file readers); file readers and writers need the `native-io` feature.
@@ -18,12 +19,12 @@ pub mod error;
 pub mod he;
 pub mod image;
 pub mod input;
-pub mod labels;
 pub mod manifest;
 pub mod neighbors;
 pub mod niches;
 pub mod morphology;
 pub mod patches;
+pub mod reference;
 pub mod sparse;
 pub mod xenium;
 
@@ -74,18 +75,15 @@ pub use predictions::{write_predictions_csv, write_predictions_h5ad, Predictions
 
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;
-pub use he::{extract_he_patch, HeAlignment, Matrix3, RgbImage8, RgbPatch};
+pub use he::{HeAlignment, Matrix3};
 #[cfg(feature = "native-io")]
 pub use he::{find_he_files, read_he_alignment_csv, read_he_level, HeFiles};
 pub use image::{
     downsample_gray8, DownsampledPng, GrayImage16, GrayImage8, ImageFrame, IntensityScale,
-    XENIUM_CROP_FRAME,
+    RgbImage8, XENIUM_CROP_FRAME,
 };
 pub use input::{CellInput, CountsInput, InputValues, PatchInput, ValidatedInput};
-pub use labels::{
-    annotate_singler, log_normalise, spearman, Annotation, AnnotationSummary, Reference,
-    SingleROptions,
-};
+pub use reference::{Reference, REFERENCE_METADATA_COLUMNS};
 pub use neighbors::{squared_distance, Neighbor, SelfMatch, SpatialIndex};
 pub use niches::{
     Niche, NicheGrid, NicheOptions, TissueRegion, DEFAULT_NICHE_TILE_PX, DEFAULT_REGION_NICHES,
@@ -99,20 +97,21 @@ pub use morphology::{
 pub use morphology::{find_morphology, MorphologyFiles, PyramidTiff};
 pub use patches::{
     cellsymphony_crops, cellsymphony_he_crops, extents_from_area, extents_from_transcripts,
-    extract_patch, extract_patch_scaled, nucleus_centres, spatia_crops, CellExtent, CropSpec,
-    EdgePolicy, Patch, SpatiaCrop, SpatiaScale, MIN_CELL_SIDE_UM,
+    extract_he_patch, extract_patch, extract_patch_scaled, nucleus_centres, spatia_crops,
+    CellExtent, CropSpec, EdgePolicy, Patch, RgbPatch, SpatiaCrop, SpatiaScale,
+    MIN_CELL_SIDE_UM,
 };
 pub use xenium::{
-    is_gene_codeword_category, keep_transcript, read_transcripts_csv_bytes,
+    is_gene_codeword_category, keep_transcript, log_normalise, read_transcripts_csv_bytes,
     read_transcripts_table_bytes, CellTable, TranscriptOptions, Transcripts,
 };
 
 #[cfg(feature = "native-io")]
 pub use image::{downsample_to_png, read_tiff_gray16, write_png_8bit};
 #[cfg(feature = "native-io")]
-pub use labels::read_reference_csv;
+pub use reference::read_reference_csv;
 #[cfg(feature = "native-io")]
-pub use xenium::{read_transcripts, read_transcripts_csv};
+pub use bundle::{read_transcripts, read_transcripts_csv};
 
 #[cfg(feature = "native-io")]
 use std::path::{Path, PathBuf};

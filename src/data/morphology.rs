@@ -522,7 +522,7 @@ impl PyramidTiff {
 
     /// Decodes level `level` of plane 0 as 8-bit RGB (3 interleaved samples per pixel, e.g.
     /// an H&E image).
-    pub fn read_rgb(&self, level: usize) -> Result<LevelImage<super::he::RgbImage8>, DataError> {
+    pub fn read_rgb(&self, level: usize) -> Result<LevelImage<super::image::RgbImage8>, DataError> {
         const EXPECTED: &str = "an 8-bit RGB image (3 interleaved samples per pixel)";
         let ifd = self.ifd(0, level)?;
         self.check(ifd, 3, EXPECTED)?;
@@ -536,7 +536,7 @@ impl PyramidTiff {
             });
         };
         let decoded_bytes = pixels.len() as u64;
-        let image = super::he::RgbImage8::new(ifd.width as usize, ifd.height as usize, pixels)?;
+        let image = super::image::RgbImage8::new(ifd.width as usize, ifd.height as usize, pixels)?;
         let stats = ReadStats {
             file_bytes_read,
             decoded_bytes,

@@ -2,8 +2,7 @@
 //! `anndata.read_h5ad`). Both writers are atomic: they write a temporary file beside the
 //! target and rename it, so a reader never sees a half-written file.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hdf5_pure::{AttrValue, FileBuilder};
 
@@ -64,28 +63,13 @@ impl Predictions {
     }
 }
 
-/// `dir/.name.tmp-<pid>` beside `path`.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map_or_else(
-        || "predictions".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` atomically (temporary file beside it, then rename), creating the
+/// directory first.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     }
-    let tmp = temp_path(path);
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        DataError::io(path, e)
-    })
+    crate::util::write_atomic(path, bytes).map_err(DataError::from)
 }
 
 /// Writes `cell_id,[x_um,y_um,]predicted,confidence` (x/y only when centroids are known), one

@@ -129,9 +129,9 @@ impl CellTable {
     }
 
     /// Library-size normalised `ln(1 + count / total * target_sum)`, shape `[n_cells, n_genes]`.
-    /// See [`super::labels::log_normalise`].
+    /// See [`log_normalise`].
     pub fn log_normalised(&self, target_sum: f32) -> Vec<f32> {
-        super::labels::log_normalise(&self.counts, self.n_genes(), target_sum)
+        log_normalise(&self.counts, self.n_genes(), target_sum)
     }
 
     /// Aggregates assigned transcripts into a table (unassigned ones are ignored).
@@ -174,6 +174,22 @@ impl CellTable {
             nucleus_centroids_um,
         }
     }
+}
+
+/// `ln(1 + count / total * target_sum)` per cell (row of `n_genes` values); rows with no
+/// counts stay 0. Output has the shape of `counts`.
+pub fn log_normalise(counts: &[f32], n_genes: usize, target_sum: f32) -> Vec<f32> {
+    if n_genes == 0 {
+        return Vec::new();
+    }
+    counts
+        .chunks(n_genes)
+        .flat_map(|row| {
+            let total: f32 = row.iter().sum();
+            let factor = if total > 0.0 { target_sum / total } else { 0.0 };
+            row.iter().map(move |&c| (c * factor).ln_1p())
+        })
+        .collect()
 }
 
 fn accumulate(acc: &mut [f64; 3], x: f32, y: f32) {
@@ -337,23 +353,14 @@ impl TranscriptsBuilder {
 const TRANSCRIPTS_CSV: &str = "a Xenium transcripts CSV with columns cell_id, overlaps_nucleus, \
                                feature_name, x_location, y_location, qv";
 
-/// Reads Xenium transcripts from `transcripts.csv`, `transcripts.csv.gz` or
-/// `transcripts.parquet` (the format is recognised by the file's first bytes, not its name),
-/// keeping transcripts that pass [`keep_transcript`]: `qv >= opts.min_qv`, not a control
-/// feature (feature-name prefixes, and the `is_gene` / `codeword_category` columns of
-/// Xenium ≥ 2 when present).
-///
-/// Columns are found by name (`cell_id`, `overlaps_nucleus`, `feature_name`, `x_location`,
-/// `y_location`, `qv`); others are ignored. `overlaps_nucleus` accepts `0/1` or `true/false`
-/// (or a boolean / integer parquet column); cell ids `-1`, `UNASSIGNED` or empty mean "no cell".
-/// See [`super::parquet::read_transcripts_parquet`] for the parquet column types accepted.
+/// The CSV branch of [`super::read_transcripts`]: reads `transcripts.csv` or
+/// `transcripts.csv.gz` (gzip recognised by its magic bytes) with its filters.
 #[cfg(feature = "native-io")]
-pub fn read_transcripts(path: &Path, opts: &TranscriptOptions) -> Result<Transcripts, DataError> {
-    if super::parquet::is_parquet_file(path)? {
-        super::parquet::read_transcripts_parquet(path, opts)
-    } else {
-        read_transcripts_from(csv_util::open(path)?, path, opts)
-    }
+pub(crate) fn read_transcripts_csv_file(
+    path: &Path,
+    opts: &TranscriptOptions,
+) -> Result<Transcripts, DataError> {
+    read_transcripts_from(csv_util::open(path)?, path, opts)
 }
 
 /// First four bytes of a parquet file (`PAR1`).
@@ -484,18 +491,9 @@ fn intern(
     i
 }
 
-/// Reads Xenium transcripts (`transcripts.csv`, `.csv.gz` or `.parquet`) into a [`CellTable`]
-/// (see [`read_transcripts`] for the formats and filters). Fails with [`DataError::Empty`]
-/// when no transcript is assigned to a cell.
-#[cfg(feature = "native-io")]
-pub fn read_transcripts_csv(path: &Path, opts: &TranscriptOptions) -> Result<CellTable, DataError> {
-    let transcripts = read_transcripts(path, opts)?;
-    cell_table_of(&transcripts, path)
-}
-
 /// [`CellTable::from_transcripts`], failing with [`DataError::Empty`] (naming `path`) when no
 /// transcript is assigned to a cell.
-fn cell_table_of(transcripts: &Transcripts, path: &Path) -> Result<CellTable, DataError> {
+pub(crate) fn cell_table_of(transcripts: &Transcripts, path: &Path) -> Result<CellTable, DataError> {
     let table = CellTable::from_transcripts(transcripts);
     if table.n_cells() == 0 {
         return Err(DataError::Empty {
@@ -511,6 +509,12 @@ fn cell_table_of(transcripts: &Transcripts, path: &Path) -> Result<CellTable, Da
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_normalise_rows() {
+        let out = log_normalise(&[1.0, 3.0, 0.0, 0.0], 2, 4.0);
+        assert_eq!(out, vec![1f32.ln_1p(), 3f32.ln_1p(), 0.0, 0.0]);
+    }
 
     fn tiny() -> Transcripts {
         // Two cells (ids "10" and "9", sorted numerically: 9 then 10), genes A, B.

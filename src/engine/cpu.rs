@@ -13,6 +13,7 @@
 
 use super::error::EngineError;
 use super::format::{centre_token_indices, ClassifierWeights, EncoderLayerWeights, EngineModel, Linear, LinearWeight};
+use crate::util::parallel::{for_each_row_chunk, worker_count};
 use super::ops::{
     attention_biased_reference, gelu_reference, layernorm_reference, mean_pool_reference,
     token_gather_mean_reference,
@@ -78,25 +79,9 @@ pub fn forward_logits_with_patches(
     Ok(logits)
 }
 
-/// Index of the largest value of each row of `logits` `[rows, n_classes]` (first one on
-/// ties; NaN never wins). Returns `[rows]`; empty if `n_classes == 0`.
-pub fn argmax_rows(logits: &[f32], n_classes: usize) -> Vec<u32> {
-    if n_classes == 0 {
-        return Vec::new();
-    }
-    logits
-        .chunks_exact(n_classes)
-        .map(|row| {
-            let mut best = 0;
-            for (j, &v) in row.iter().enumerate() {
-                if v > row[best] || row[best].is_nan() {
-                    best = j;
-                }
-            }
-            best as u32
-        })
-        .collect()
-}
+/// Class index per row of logits `[rows, C]` → `[rows]`: first maximum, NaN never wins, an
+/// all-NaN row gives 0 ([`crate::util::argmax_rows`]).
+pub use crate::util::argmax_rows;
 
 /// Weights rearranged for inference, shared by the CPU forward and the GPU upload.
 pub(crate) struct PreparedWeights<'a> {
@@ -176,22 +161,16 @@ pub fn linear_forward(x: &[f32], n: usize, w: &Linear, act: Activation, residual
     if n == 0 || w.out_dim == 0 {
         return y;
     }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n);
-        if threads > 1 && n * w.out_dim * w.in_dim > 1 << 18 {
-            let rows = n.div_ceil(threads);
-            std::thread::scope(|scope| {
-                for (i, yc) in y.chunks_mut(rows * w.out_dim).enumerate() {
-                    let r0 = i * rows;
-                    let nr = yc.len() / w.out_dim;
-                    let xc = &x[r0 * w.in_dim..(r0 + nr) * w.in_dim];
-                    let rc = residual.map(|res| &res[r0 * w.out_dim..(r0 + nr) * w.out_dim]);
-                    scope.spawn(move || linear_rows(xc, w, act, rc, yc));
-                }
-            });
-            return y;
-        }
+    let threads = worker_count().min(n);
+    if threads > 1 && n * w.out_dim * w.in_dim > 1 << 18 {
+        let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+        for_each_row_chunk(&mut y, out_dim, n.div_ceil(threads), |r0, yc| {
+            let nr = yc.len() / out_dim;
+            let xc = &x[r0 * in_dim..(r0 + nr) * in_dim];
+            let rc = residual.map(|res| &res[r0 * out_dim..(r0 + nr) * out_dim]);
+            linear_rows(xc, w, act, rc, yc);
+        });
+        return y;
     }
     linear_rows(x, w, act, residual, &mut y);
     y
@@ -270,7 +249,7 @@ fn forward_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rng::SplitMix64;
+    use crate::util::rng::SplitMix64;
     use crate::engine::ops::matmul_int8_reference;
 
     #[test]
@@ -290,15 +269,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn argmax_first_max_and_nan() {
-        assert_eq!(
-            argmax_rows(&[1.0, 3.0, 3.0, -1.0, f32::NAN, 2.0, 0.0, 5.0], 4),
-            vec![1, 3]
-        );
-        assert_eq!(argmax_rows(&[f32::NAN, 1.0], 2), vec![1]);
-        assert!(argmax_rows(&[], 0).is_empty());
     }
 }

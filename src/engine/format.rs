@@ -47,7 +47,7 @@ use safetensors::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 
 use super::error::ModelFileError;
-use super::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 pub use super::spec::{
     centre_token_indices, Architecture, ClassifierConfig, MorphologyTokenConfig, SpatialTokenConfig,
     TokenSources, ARCHITECTURE_DUAL_MODALITY, ARCHITECTURE_GENE_ONLY, ARCHITECTURE_MULTI_INPUT,
@@ -1171,42 +1171,12 @@ impl EngineModel {
     /// rename over `path` (readers never see a partial file).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn save_atomic(&self, path: impl AsRef<std::path::Path>) -> Result<(), ModelFileError> {
-        use std::io::Write;
-        let path = path.as_ref();
         let bytes = self.to_safetensors_bytes()?;
-        let io = |action: &'static str, p: &std::path::Path| {
-            let p = p.to_path_buf();
-            move |source| ModelFileError::Io {
-                action,
-                path: p,
-                source,
-            }
-        };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".to_string());
-        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-            f.write_all(&bytes).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("fsync", &tmp))?;
-            drop(f);
-            std::fs::rename(&tmp, path).map_err(io("rename temporary file onto", path))?;
-            // Persist the rename itself; not all platforms can open a directory, so best effort.
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::util::write_atomic(path.as_ref(), &bytes).map_err(|e| ModelFileError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        })
     }
 
     /// A random f32 model (seeded, deterministic) for tests and benchmarks.

@@ -31,7 +31,6 @@ pub mod format;
 mod gpu;
 pub mod ops;
 mod preprocess;
-pub mod rng;
 pub mod spec;
 
 pub use classifier::{softmax_max, Backend, Classifier, Prediction, PreparedCells};

@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn reference_int8_equals_dequantised_f32() {
-        use crate::engine::rng::SplitMix64;
+        use crate::util::rng::SplitMix64;
         let mut rng = SplitMix64::new(3);
         let (n, out, inp) = (5, 7, 9);
         let wf = Linear {

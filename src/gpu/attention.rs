@@ -1,6 +1,6 @@
 //! `kernels/attention.wgsl`: multi-head self-attention over each cell's `T` tokens.
 
-use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, KernelKey};
+use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
 
 /// Invocations per workgroup.
@@ -13,31 +13,24 @@ pub(crate) fn score_scale(head_dim: usize) -> f32 {
     1.0 / (head_dim as f32).sqrt()
 }
 
-pub(crate) fn shader_source(tokens: u32, d_model: u32, n_heads: u32) -> String {
+/// The kernel specialised to `tokens` tokens of width `d_model` in `n_heads` heads.
+pub(crate) fn kernel(tokens: u32, d_model: u32, n_heads: u32) -> Kernel {
     let head_dim = (d_model / n_heads.max(1)) as usize;
-    super::context::specialise(
-        TEMPLATE,
-        &[
-            ("WG", WG.to_string()),
-            ("TOKENS", tokens.to_string()),
-            ("D_MODEL", d_model.to_string()),
-            ("N_HEADS", n_heads.to_string()),
-            ("HEAD_DIM", head_dim.to_string()),
-            // `{:?}` prints an exact, round-trippable literal with a decimal point or exponent.
-            ("SCALE", format!("{:?}", score_scale(head_dim))),
-        ],
-    )
+    Kernel::new("attention", TEMPLATE)
+        .constant("WG", WG)
+        .constant("TOKENS", tokens)
+        .constant("D_MODEL", d_model)
+        .constant("N_HEADS", n_heads)
+        .constant("HEAD_DIM", head_dim)
+        // `{:?}` prints an exact, round-trippable literal with a decimal point or exponent.
+        .constant("SCALE", format!("{:?}", score_scale(head_dim)))
 }
 
 /// Builds the attention pipeline for `tokens` tokens of width `d_model` over `n_heads` heads
 /// now (e.g. when a model is uploaded), so the first forward pass does not compile it.
 pub(crate) fn compile_attention(ctx: &GpuContext, tokens: usize, d_model: usize, n_heads: usize) -> Result<(), GpuError> {
-    ctx.pipeline(KernelKey::Attention {
-        tokens: tokens as u32,
-        d_model: d_model as u32,
-        n_heads: n_heads as u32,
-    })
-    .map(|_| ())
+    ctx.pipeline(&kernel(tokens as u32, d_model as u32, n_heads as u32))
+        .map(|_| ())
 }
 
 /// One attention launch over `n_cells` cells, reading `qkv` and the score bias `bias`
@@ -53,11 +46,7 @@ pub(crate) fn attention_dispatch(
     d_model: usize,
     n_heads: usize,
 ) -> Result<Dispatch, GpuError> {
-    let pipeline = ctx.pipeline(KernelKey::Attention {
-        tokens: tokens as u32,
-        d_model: d_model as u32,
-        n_heads: n_heads as u32,
-    })?;
+    let pipeline = ctx.pipeline(&kernel(tokens as u32, d_model as u32, n_heads as u32))?;
     let params = ctx.uniform("attention params", [n_cells as u32, 0, 0, 0]);
     let bind_group = ctx.bind(&pipeline, "attention", &[&params, qkv, out, bias]);
     let invocations = n_cells * n_heads * tokens;

@@ -1,4 +1,5 @@
-//! The GPU context (instance, adapter, device, queue), the kernel registry, and the small
+//! The GPU context (instance, adapter, device, queue), the pipeline cache keyed by kernel
+//! name + constants (kernels declare themselves: [`Kernel`]), and the small
 //! helpers every launcher uses (buffers, bind groups, dispatch sizes, async readback).
 
 use std::borrow::Cow;
@@ -8,72 +9,74 @@ use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 use super::error::GpuError;
-use super::matmul::Activation;
 
 /// Workgroups per dimension allowed by the WebGPU default limits.
 pub(crate) const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
 
-/// Identifies one compiled pipeline: a kernel file plus the constants substituted into it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum KernelKey {
-    /// `kernels/matmul_int8.wgsl` with its activation and residual flags.
-    MatmulInt8 { act: Activation, residual: bool },
-    /// `kernels/attention.wgsl` specialised to the model's sizes.
-    Attention {
-        tokens: u32,
-        d_model: u32,
-        n_heads: u32,
-    },
-    /// `kernels/layernorm.wgsl`.
-    LayerNorm,
-    /// `kernels/mean_pool.wgsl`.
-    MeanPool,
-    /// `kernels/token_gather_mean.wgsl` specialised to the token count and width.
-    TokenGatherMean { tokens: u32, dim: u32 },
-    /// `kernels/sinkhorn_lse.wgsl` specialised to the point dimension and cost.
-    SinkhornLse(super::sinkhorn::LseShape),
-    /// `kernels/sinkhorn_reduce.wgsl`.
-    SinkhornReduce,
+/// Identifies one compiled pipeline, like web-rwkv's `PipelineKey`: the kernel's name plus
+/// the constants substituted into its template, in the order the launcher gives them. Equal
+/// keys share one pipeline in [`GpuContext`]'s cache.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct KernelKey {
+    /// The kernel file's stem under `kernels/`, e.g. `"matmul_int8"`.
+    pub name: &'static str,
+    /// `(PLACEHOLDER, value)` pairs: each `{{PLACEHOLDER}}` of the template becomes `value`.
+    pub constants: Vec<(&'static str, String)>,
 }
 
-impl KernelKey {
-    fn label(&self) -> String {
-        match self {
-            KernelKey::MatmulInt8 { act, residual } => {
-                format!("matmul_int8(act={act:?}, residual={residual})")
-            }
-            KernelKey::Attention {
-                tokens,
-                d_model,
-                n_heads,
-            } => format!("attention(T={tokens}, D={d_model}, H={n_heads})"),
-            KernelKey::LayerNorm => "layernorm".to_string(),
-            KernelKey::MeanPool => "mean_pool".to_string(),
-            KernelKey::TokenGatherMean { tokens, dim } => format!("token_gather_mean(T={tokens}, D={dim})"),
-            KernelKey::SinkhornLse(shape) => super::sinkhorn::lse_label(shape),
-            KernelKey::SinkhornReduce => "sinkhorn_reduce".to_string(),
+/// A WGSL kernel as a launcher declares it: its template (`include_str!` of
+/// `kernels/<name>.wgsl`) and the constants that specialise it. The context knows no kernel
+/// in advance; it compiles whatever [`Kernel`] a launcher asks for, once per [`KernelKey`].
+#[derive(Clone, Debug)]
+pub(crate) struct Kernel {
+    /// Name and constants: what the compiled pipeline is cached under.
+    pub key: KernelKey,
+    template: &'static str,
+}
+
+impl Kernel {
+    /// The kernel `name` with WGSL `template`, no constants yet.
+    pub(crate) fn new(name: &'static str, template: &'static str) -> Self {
+        Self {
+            key: KernelKey {
+                name,
+                constants: Vec::new(),
+            },
+            template,
         }
     }
 
-    fn source(&self) -> String {
-        match *self {
-            KernelKey::MatmulInt8 { act, residual } => super::matmul::shader_source(act, residual),
-            KernelKey::Attention {
-                tokens,
-                d_model,
-                n_heads,
-            } => super::attention::shader_source(tokens, d_model, n_heads),
-            KernelKey::LayerNorm => super::layernorm::shader_source(),
-            KernelKey::MeanPool => super::mean_pool::shader_source(),
-            KernelKey::TokenGatherMean { tokens, dim } => super::token_gather_mean::shader_source(tokens, dim),
-            KernelKey::SinkhornLse(shape) => super::sinkhorn::lse_shader_source(&shape),
-            KernelKey::SinkhornReduce => super::sinkhorn::reduce_shader_source(),
+    /// Adds the substitution `{{placeholder}}` → `value`.
+    pub(crate) fn constant(mut self, placeholder: &'static str, value: impl ToString) -> Self {
+        self.key.constants.push((placeholder, value.to_string()));
+        self
+    }
+
+    /// `name(A=1, B=2)` for pipeline labels and errors; generated multi-line code
+    /// snippets (as Sinkhorn substitutes) are left out of the label (not of the key).
+    pub(crate) fn label(&self) -> String {
+        let shown: Vec<String> = self
+            .key
+            .constants
+            .iter()
+            .filter(|(_, v)| !v.contains('\n'))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if shown.is_empty() {
+            self.key.name.to_string()
+        } else {
+            format!("{}({})", self.key.name, shown.join(", "))
         }
+    }
+
+    /// The WGSL source: the template with every constant substituted.
+    pub(crate) fn source(&self) -> String {
+        specialise(self.template, &self.key.constants)
     }
 }
 
 /// Replaces each `{{NAME}}` placeholder of a kernel template with its value.
-pub(crate) fn specialise(template: &str, values: &[(&str, String)]) -> String {
+fn specialise(template: &str, values: &[(&str, String)]) -> String {
     let mut src = template.to_string();
     for (name, value) in values {
         src = src.replace(&format!("{{{{{name}}}}}"), value);
@@ -119,13 +122,12 @@ impl std::fmt::Debug for GpuContext {
 impl GpuContext {
     /// Opens the best available adapter (high-performance preference; primary backends,
     /// i.e. Vulkan/Metal/DX12/browser WebGPU, unless the `WGPU_BACKEND` environment variable
-    /// says otherwise natively), creates the device with the WebGPU default limits and
-    /// compiles the fixed kernels (matmul variants, layernorm, mean_pool; attention is
-    /// compiled per model shape by [`crate::gpu::GpuClassifier::new`] or on first use).
+    /// says otherwise natively) and creates the device with the WebGPU default limits; no
+    /// kernel is compiled yet ([`GpuContext::new`] adds the fixed ones).
     ///
     /// Errors: [`GpuError::NoAdapter`] when no adapter exists (e.g. no Vulkan driver),
-    /// [`GpuError::LimitsUnsupported`], [`GpuError::RequestDevice`], [`GpuError::Shader`].
-    pub async fn new() -> Result<GpuContext, GpuError> {
+    /// [`GpuError::LimitsUnsupported`], [`GpuError::RequestDevice`].
+    pub(crate) async fn open_device() -> Result<GpuContext, GpuError> {
         // Primary backends only (Vulkan, Metal, DX12, browser WebGPU): wgpu's OpenGL backend
         // cannot provide the WebGPU default compute limits. WGPU_BACKEND overrides this
         // natively.
@@ -178,33 +180,32 @@ impl GpuContext {
             }
         }));
 
-        let ctx = GpuContext {
+        Ok(GpuContext {
             instance,
             adapter,
             device,
             queue,
             pipelines: Mutex::new(HashMap::new()),
             first_error,
-        };
-        // Compile the fixed kernels now, inside an error scope so that a compile error is
-        // reported here with the kernel's name.
-        let mut fixed = vec![KernelKey::LayerNorm, KernelKey::MeanPool];
-        for act in [Activation::None, Activation::Gelu] {
-            for residual in [false, true] {
-                fixed.push(KernelKey::MatmulInt8 { act, residual });
-            }
+        })
+    }
+
+    /// [`GpuContext::pipeline`] inside a validation error scope, so that a compile error of
+    /// `kernel` is returned here as [`GpuError::Shader`] naming the kernel (rather than as a
+    /// [`GpuError::Device`] on a later call).
+    pub(crate) async fn compile_checked(
+        &self,
+        kernel: &Kernel,
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self.pipeline(kernel)?;
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError::Shader {
+                kernel: kernel.label(),
+                reason: e.to_string(),
+            });
         }
-        for key in fixed {
-            let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            ctx.pipeline(key)?;
-            if let Some(e) = scope.pop().await {
-                return Err(GpuError::Shader {
-                    kernel: key.label(),
-                    reason: e.to_string(),
-                });
-            }
-        }
-        Ok(ctx)
+        Ok(pipeline)
     }
 
     /// One line describing the adapter: name, backend, device type, driver, and whether it
@@ -229,16 +230,17 @@ impl GpuContext {
         l.max_storage_buffer_binding_size.min(l.max_buffer_size)
     }
 
-    /// The pipeline for `key`, compiled on first use and cached for the context's lifetime.
-    pub(crate) fn pipeline(&self, key: KernelKey) -> Result<wgpu::ComputePipeline, GpuError> {
+    /// The pipeline of `kernel`, compiled on first use and cached under its [`KernelKey`] for
+    /// the context's lifetime.
+    pub(crate) fn pipeline(&self, kernel: &Kernel) -> Result<wgpu::ComputePipeline, GpuError> {
         let mut cache = self.pipelines.lock().map_err(|_| GpuError::Device {
             message: "kernel registry lock poisoned".into(),
         })?;
-        if let Some(p) = cache.get(&key) {
+        if let Some(p) = cache.get(&kernel.key) {
             return Ok(p.clone());
         }
-        let label = key.label();
-        let source = key.source();
+        let label = kernel.label();
+        let source = kernel.source();
         if let Some(pos) = source.find("{{") {
             let end = source[pos..]
                 .find("}}")
@@ -264,7 +266,7 @@ impl GpuContext {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        cache.insert(key, pipeline.clone());
+        cache.insert(kernel.key.clone(), pipeline.clone());
         Ok(pipeline)
     }
 

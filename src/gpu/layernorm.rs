@@ -1,6 +1,6 @@
 //! `kernels/layernorm.wgsl`: LayerNorm over the last dimension.
 
-use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, KernelKey};
+use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
 
 /// Invocations per workgroup (one workgroup per row; a power of two).
@@ -8,8 +8,9 @@ const WG: usize = 64;
 
 const TEMPLATE: &str = include_str!("../../kernels/layernorm.wgsl");
 
-pub(crate) fn shader_source() -> String {
-    super::context::specialise(TEMPLATE, &[("WG", WG.to_string())])
+/// The layernorm kernel (one specialisation).
+pub(crate) fn kernel() -> Kernel {
+    Kernel::new("layernorm", TEMPLATE).constant("WG", WG)
 }
 
 /// LayerNorm parameters resident on the GPU.
@@ -48,7 +49,7 @@ pub(crate) fn layernorm_dispatch(
     y: &wgpu::Buffer,
     eps: f32,
 ) -> Result<Dispatch, GpuError> {
-    let pipeline = ctx.pipeline(KernelKey::LayerNorm)?;
+    let pipeline = ctx.pipeline(&kernel())?;
     let params = ctx.uniform(
         "layernorm params",
         [rows as u32, ln.dim as u32, eps.to_bits(), 0],

@@ -2,7 +2,7 @@
 //!
 //! `Y[n, out] = act(X[n, in] · (q · scale)ᵀ + bias) (+ residual[n, out])`.
 
-use super::context::{check_len, Dispatch, GpuContext, KernelKey};
+use super::context::{check_len, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
 use crate::quant::{self, Linear, LinearWeight};
 
@@ -27,20 +27,22 @@ pub enum Activation {
     Gelu,
 }
 
-pub(crate) fn shader_source(act: Activation, residual: bool) -> String {
-    super::context::specialise(
-        TEMPLATE,
-        &[
-            ("TILE_M", TILE_M.to_string()),
-            ("TILE_N", TILE_N.to_string()),
-            ("TILE_K", TILE_K.to_string()),
-            (
-                "ACT",
-                if act == Activation::Gelu { "1" } else { "0" }.to_string(),
-            ),
-            ("RESIDUAL", (residual as u32).to_string()),
-        ],
-    )
+/// The kernel with activation `act` and, when `residual`, the residual add.
+pub(crate) fn kernel(act: Activation, residual: bool) -> Kernel {
+    Kernel::new("matmul_int8", TEMPLATE)
+        .constant("TILE_M", TILE_M)
+        .constant("TILE_N", TILE_N)
+        .constant("TILE_K", TILE_K)
+        .constant("ACT", u32::from(act == Activation::Gelu))
+        .constant("RESIDUAL", u32::from(residual))
+}
+
+/// Every specialisation (activation × residual), compiled up front by [`GpuContext::new`].
+pub(crate) fn all_kernels() -> Vec<Kernel> {
+    [Activation::None, Activation::Gelu]
+        .into_iter()
+        .flat_map(|act| [false, true].map(|residual| kernel(act, residual)))
+        .collect()
 }
 
 /// An int8 linear layer resident on the GPU: packed weights `[out, in_padded/4]` (u32),
@@ -115,7 +117,7 @@ pub(crate) fn matmul_dispatch(
             limit: max as u64,
         });
     }
-    let pipeline = ctx.pipeline(KernelKey::MatmulInt8 { act, residual })?;
+    let pipeline = ctx.pipeline(&kernel(act, residual))?;
     let params = ctx.uniform(
         "matmul params",
         [

@@ -1,6 +1,6 @@
 //! `kernels/mean_pool.wgsl`: mean over each cell's tokens, `[n, T, D] → [n, D]`.
 
-use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, KernelKey};
+use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
 
 /// Invocations per workgroup.
@@ -8,8 +8,9 @@ const WG: usize = 64;
 
 const TEMPLATE: &str = include_str!("../../kernels/mean_pool.wgsl");
 
-pub(crate) fn shader_source() -> String {
-    super::context::specialise(TEMPLATE, &[("WG", WG.to_string())])
+/// The mean-pool kernel (one specialisation).
+pub(crate) fn kernel() -> Kernel {
+    Kernel::new("mean_pool", TEMPLATE).constant("WG", WG)
 }
 
 /// One mean-pool launch: `out[n_cells, dim] = mean_t x[n_cells, tokens, dim]`.
@@ -21,7 +22,7 @@ pub(crate) fn mean_pool_dispatch(
     tokens: usize,
     dim: usize,
 ) -> Result<Dispatch, GpuError> {
-    let pipeline = ctx.pipeline(KernelKey::MeanPool)?;
+    let pipeline = ctx.pipeline(&kernel())?;
     let params = ctx.uniform(
         "mean_pool params",
         [n_cells as u32, tokens as u32, dim as u32, 0],

@@ -3,6 +3,11 @@
 //! engine (`engine::ops`); the whole classifier on the GPU is `engine::GpuClassifier`, built
 //! on the `pub(crate)` upload and dispatch helpers here. Nothing here knows about model files.
 //!
+//! Kernels register themselves: each launcher file declares its WGSL (`include_str!`) and
+//! constants as a `Kernel`, and the context compiles and caches pipelines by key (kernel
+//! name + constants, as web-rwkv does); the context holds no list of kernels. Adding a kernel
+//! touches only its `.wgsl` file and its launcher.
+//!
 //! Kernels live in `kernels/*.wgsl` (one op per file) and are specialised only by replacing
 //! `{{NAME}}` placeholder tokens with constants (tile/workgroup sizes, activation and
 //! residual flags, attention dims). Everything targets the WebGPU default limits, so the same
@@ -23,6 +28,7 @@
 pub mod attention;
 mod context;
 mod error;
+mod fixed_kernels;
 pub mod layernorm;
 pub mod matmul;
 pub mod mean_pool;

@@ -21,7 +21,7 @@
 
 use wgpu::util::DeviceExt;
 
-use super::context::{fold_workgroups, specialise, Dispatch, GpuContext, KernelKey};
+use super::context::{fold_workgroups, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
 
 /// Invocations per workgroup of the LSE kernel.
@@ -90,14 +90,9 @@ impl LseShape {
     }
 }
 
-pub(crate) fn lse_label(s: &LseShape) -> String {
-    format!(
-        "sinkhorn_lse(dim={}, stride={}, tile={}, rows={}, squared={}, spatial={})",
-        s.dim, s.stride, s.tile, s.rows, s.squared, s.spatial
-    )
-}
-
-pub(crate) fn lse_shader_source(s: &LseShape) -> String {
+/// The LSE kernel specialised to `s`: the shape's constants plus the generated code that
+/// loads the row points, folds one tile column per row and writes the results.
+pub(crate) fn lse_kernel(s: &LseShape) -> Kernel {
     let d4 = s.dim.div_ceil(4);
     let s4 = s.stride / 4;
     let mut load = String::new();
@@ -136,19 +131,15 @@ pub(crate) fn lse_shader_source(s: &LseShape) -> String {
             "{indent}fold(&st{r}, sq{r}, {dist}, h_t, j0 + t);\n"
         ));
     }
-    specialise(
-        LSE_TEMPLATE,
-        &[
-            ("WG", WG.to_string()),
-            ("ROWS", s.rows.to_string()),
-            ("TILE", s.tile.to_string()),
-            ("S4", s4.to_string()),
-            ("SQUARED", u32::from(s.squared).to_string()),
-            ("LOAD_ROWS", load),
-            ("PAIRS", pairs),
-            ("FINISH", finish),
-        ],
-    )
+    Kernel::new("sinkhorn_lse", LSE_TEMPLATE)
+        .constant("WG", WG)
+        .constant("ROWS", s.rows)
+        .constant("TILE", s.tile)
+        .constant("S4", s4)
+        .constant("SQUARED", u32::from(s.squared))
+        .constant("LOAD_ROWS", load)
+        .constant("PAIRS", pairs)
+        .constant("FINISH", finish)
 }
 
 /// Pads points `[len, dim]` (+ positions) to the kernel layout `[len, stride]`: coordinates
@@ -172,8 +163,9 @@ pub(crate) fn pad_points(
     out
 }
 
-pub(crate) fn reduce_shader_source() -> String {
-    specialise(REDUCE_TEMPLATE, &[("WG", REDUCE_WG.to_string())])
+/// The reduction kernel of the marginal error (one specialisation).
+pub(crate) fn reduce_kernel() -> Kernel {
+    Kernel::new("sinkhorn_reduce", REDUCE_TEMPLATE).constant("WG", REDUCE_WG)
 }
 
 /// The point clouds and cost parameters as given to [`GpuSinkhorn::new`].
@@ -189,23 +181,6 @@ pub(crate) struct GpuCloudPair<'a> {
     pub spatial: bool,
     /// Spatial penalty per µm (ignored unless `spatial`).
     pub lambda: f32,
-}
-
-/// The pipeline for `key`, with validation errors of its first compilation reported as
-/// [`GpuError::Shader`].
-async fn compile(ctx: &GpuContext, key: KernelKey) -> Result<wgpu::ComputePipeline, GpuError> {
-    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let pipeline = ctx.pipeline(key)?;
-    if let Some(e) = scope.pop().await {
-        return Err(GpuError::Shader {
-            kernel: match key {
-                KernelKey::SinkhornLse(shape) => lse_label(&shape),
-                _ => "sinkhorn_reduce".to_string(),
-            },
-            reason: e.to_string(),
-        });
-    }
-    Ok(pipeline)
 }
 
 /// Solver state on the device: clouds, log-marginals, ping-pong potentials.
@@ -255,8 +230,8 @@ impl<'c> GpuSinkhorn<'c> {
     ) -> Result<Self, GpuError> {
         ctx.take_error()?;
         let shape = LseShape::new(clouds.dim, clouds.squared, clouds.spatial)?;
-        let lse = compile(ctx, KernelKey::SinkhornLse(shape)).await?;
-        let reduce = compile(ctx, KernelKey::SinkhornReduce).await?;
+        let lse = ctx.compile_checked(&lse_kernel(&shape)).await?;
+        let reduce = ctx.compile_checked(&reduce_kernel()).await?;
         let (n, m) = (clouds.n, clouds.m);
         let padded = |pts: &[f32], len: usize| {
             let aug = clouds.dim + if clouds.spatial { 2 } else { 0 };

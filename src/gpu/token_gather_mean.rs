@@ -1,7 +1,7 @@
 //! `kernels/token_gather_mean.wgsl`: mean over a subset of each cell's tokens (the morphology
 //! ViT's centre tokens), written into chosen columns of a wider output row.
 
-use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, KernelKey};
+use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
 
 /// Invocations per workgroup.
@@ -9,11 +9,12 @@ const WG: usize = 64;
 
 const TEMPLATE: &str = include_str!("../../kernels/token_gather_mean.wgsl");
 
-pub(crate) fn shader_source(tokens: u32, dim: u32) -> String {
-    super::context::specialise(
-        TEMPLATE,
-        &[("WG", WG.to_string()), ("TOKENS", tokens.to_string()), ("DIM", dim.to_string())],
-    )
+/// The kernel specialised to `tokens` per cell of width `dim`.
+pub(crate) fn kernel(tokens: u32, dim: u32) -> Kernel {
+    Kernel::new("token_gather_mean", TEMPLATE)
+        .constant("WG", WG)
+        .constant("TOKENS", tokens)
+        .constant("DIM", dim)
 }
 
 /// One launch: `out` rows of `out_stride` floats get columns `out_offset..out_offset+dim`.
@@ -31,7 +32,7 @@ pub(crate) fn token_gather_mean_dispatch(
     out_stride: usize,
     out_offset: usize,
 ) -> Result<Dispatch, GpuError> {
-    let pipeline = ctx.pipeline(KernelKey::TokenGatherMean { tokens: tokens as u32, dim: dim as u32 })?;
+    let pipeline = ctx.pipeline(&kernel(tokens as u32, dim as u32))?;
     let params = ctx.uniform(
         "token_gather_mean params",
         [n_cells as u32, k as u32, out_stride as u32, out_offset as u32],

@@ -96,17 +96,14 @@ pub(crate) struct Pass<'a> {
     pub mode: Mode,
 }
 
-/// Number of worker threads to use (1 on wasm32, which has no threads).
+/// Number of worker threads to use: rayon's pool size (1 on wasm32, which has no threads).
 pub(crate) fn default_threads() -> usize {
-    if cfg!(target_arch = "wasm32") {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
+    crate::util::parallel::worker_count()
 }
 
-/// Splits `out` (one item per row, `per_row` values each) into contiguous chunks, one per
-/// thread, and calls `work(first_row, chunk)` on each.
+/// Splits `out` (one item per row, `per_row` values each) into `threads` contiguous chunks
+/// (row counts a multiple of the row block `RB`) and calls `work(first_row, chunk)` on each, on
+/// rayon's pool.
 pub(crate) fn parallel_rows<T: Send>(
     out: &mut [T],
     per_row: usize,
@@ -115,24 +112,12 @@ pub(crate) fn parallel_rows<T: Send>(
     work: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let rows = out.len() / per_row.max(1);
-    let threads = if cfg!(target_arch = "wasm32") {
-        1
-    } else {
-        threads
-            .clamp(1, (pairs / MIN_PAIRS_PER_THREAD).max(1))
-            .min(rows.max(1))
-    };
-    if threads <= 1 {
-        work(0, out);
-        return;
-    }
+    let threads = threads
+        .clamp(1, (pairs / MIN_PAIRS_PER_THREAD).max(1))
+        .min(rows.max(1));
+    // One chunk (threads == 1) is one call on the whole of `out`.
     let chunk_rows = rows.div_ceil(threads).next_multiple_of(RB);
-    std::thread::scope(|scope| {
-        for (t, chunk) in out.chunks_mut(chunk_rows * per_row).enumerate() {
-            let work = &work;
-            scope.spawn(move || work(t * chunk_rows, chunk));
-        }
-    });
+    crate::util::parallel::for_each_row_chunk(out, per_row, chunk_rows, work);
 }
 
 /// Runs a pass over all rows: `states[i]` for row `i`.

@@ -135,7 +135,7 @@ pub fn unpack_int8_rows_u32(words: &[u32], out: usize, in_dim: usize) -> Vec<i8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rng::SplitMix64;
+    use crate::util::rng::SplitMix64;
 
     #[test]
     fn quantize_dequantize_error_within_half_scale() {

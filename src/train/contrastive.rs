@@ -20,7 +20,7 @@ use super::dataset::PreparedCrop;
 use super::TrainError;
 use crate::data;
 use crate::analysis::{self, ClusterEnrichment, KMeansOptions, UmapOptions};
-use crate::engine::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 use crate::model::{ContrastiveAligner, ContrastiveAlignerConfig};
 
 /// Optimisation settings of [`train_alignment`].

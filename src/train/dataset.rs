@@ -9,7 +9,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::TrainError;
-use crate::data::{self, Annotation, CellTable, SingleROptions, TranscriptOptions};
+use crate::analysis::{self, Annotation, SingleROptions};
+use crate::data::{self, CellTable, TranscriptOptions};
 
 /// Target library size of the log1p-cp10k normalisation.
 pub const TARGET_SUM: f32 = 1e4;
@@ -94,7 +95,8 @@ pub fn prepare_bundle(bundle_dir: &Path, reference: &Path, opts: &LabelOptions) 
     let g = table.n_genes();
     let normalisation = crate::engine::Normalisation::log1p_with_target_sum(TARGET_SUM as f64);
     let x_norm = normalisation.apply(&table.counts, g, &table.genes)?;
-    let annotation = data::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)?;
+    let annotation = analysis::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)
+        .map_err(|e| TrainError::Analysis(e.to_string()))?;
     let mut crop = label_cells(table, x_norm, annotation, opts);
     crop.source = bundle_dir.to_path_buf();
     Ok(crop)

@@ -216,7 +216,7 @@ impl LogisticRegression {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rng::SplitMix64;
+    use crate::util::rng::SplitMix64;
 
     #[test]
     fn separates_planted_classes_and_penalty_shrinks_weights() {

@@ -1,6 +1,6 @@
 //! Seeded stratified train/test split and class weights.
 
-use crate::engine::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// Split the indices of labelled cells into train and test sets, per class, so each class keeps
 /// `test_fraction` of its cells (rounded, at least one in each set when the class has ≥ 2

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::metrics::ClassificationReport;
 use super::split::balanced_class_weights;
 use super::TrainError;
-use crate::engine::rng::SplitMix64;
 use crate::model::{CellBatch, Classifier, ClassifierOptions, ModelInputs};
+use crate::util::rng::SplitMix64;
 
 /// Optimisation settings. Defaults are the CellSymphony paper's: AdamW, lr 3e-5, batch 64,
 /// weight decay 0.01, 20 epochs, class-weighted cross-entropy.
@@ -89,21 +89,7 @@ pub trait TrainProgress {
 pub struct NoProgress;
 impl TrainProgress for NoProgress {}
 
-/// Row-wise argmax of `[rows, classes]` logits.
-pub fn argmax_rows(logits: &[f32], n_classes: usize) -> Vec<u32> {
-    logits
-        .chunks(n_classes)
-        .map(|row| {
-            let mut best = 0;
-            for (k, &v) in row.iter().enumerate() {
-                if v > row[best] {
-                    best = k;
-                }
-            }
-            best as u32
-        })
-        .collect()
-}
+pub use crate::util::argmax_rows;
 
 /// A borrowed row-major matrix `[rows, cols]`.
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use cellsymphony::engine::normalise_log1p_cp10k;
-use cellsymphony::engine::rng::SplitMix64;
+use cellsymphony::util::rng::SplitMix64;
 
 use super::{crop_cells, python_or_skip, run_python};
 

@@ -1,4 +1,5 @@
-//! Reference reader and SingleR labels on the real BIDCell Xenium breast crop.
+//! Reference reader and SingleR labels on the real BIDCell Xenium breast crop, and the
+//! labelling's input errors.
 #![cfg(feature = "native-io")]
 
 mod common;
@@ -6,9 +7,12 @@ mod common;
 use std::sync::OnceLock;
 
 use common::crop_files;
+use cellsymphony::analysis::{
+    annotate_singler, spearman, AnalysisError, Annotation, SingleROptions,
+};
 use cellsymphony::data::{
-    annotate_singler, log_normalise, read_reference_csv, read_transcripts_csv, spearman,
-    Annotation, CellTable, Reference, SingleROptions, TranscriptOptions,
+    log_normalise, read_reference_csv, read_transcripts_csv, CellTable, Reference,
+    TranscriptOptions,
 };
 
 struct Loaded {
@@ -247,4 +251,53 @@ fn fine_tuning_can_be_disabled() {
         .filter(|&i| plain.best[i] == annotation.best[i])
         .count();
     assert!(agree > plain.n_cells() * 8 / 10, "{agree}");
+}
+
+#[test]
+fn singler_input_errors() {
+    let reference = Reference {
+        genes: (0..5).map(|i| format!("G{i}")).collect(),
+        profiles: vec![1.0, 0.0, 0.0, 2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0],
+        labels: vec!["X".into(), "Y".into()],
+    };
+    let genes = vec!["G0".to_string(), "OTHER".into()];
+    let err =
+        annotate_singler(&genes, &[1.0, 2.0], &reference, &SingleROptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            AnalysisError::TooFewCommonGenes {
+                n_common: 1,
+                required: 100,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("G1, G2, G3, G4"), "{msg}");
+
+    let genes: Vec<String> = reference.genes.clone();
+    let opts = SingleROptions {
+        min_common_genes: 5,
+        ..Default::default()
+    };
+    let err = annotate_singler(&genes, &[0.0; 7], &reference, &opts).unwrap_err();
+    assert!(matches!(err, AnalysisError::Shape { .. }), "{err}");
+    let one_label = Reference {
+        labels: vec!["X".into(), "X".into()],
+        ..reference.clone()
+    };
+    assert!(matches!(
+        annotate_singler(&genes, &[0.0; 5], &one_label, &opts),
+        Err(AnalysisError::InvalidParameter { .. })
+    ));
+    let bad_q = SingleROptions {
+        quantile: 1.5,
+        ..opts
+    };
+    assert!(matches!(
+        annotate_singler(&genes, &[0.0; 5], &reference, &bad_q),
+        Err(AnalysisError::InvalidParameter { .. })
+    ));
 }

@@ -1,4 +1,5 @@
 //! Reference-based cell labels, following SingleR (Aran et al. 2019, `de.method = "classic"`).
+//! The reference profiles are read by [`crate::data::read_reference_csv`].
 //!
 //! 1. Restrict cells and reference to their common genes.
 //! 2. Markers: for every ordered pair of labels `(a, b)`, the `n` genes with the largest
@@ -16,117 +17,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-#[cfg(feature = "native-io")]
-use std::path::Path;
-
-use super::error::DataError;
-
-/// Reference expression profiles (e.g. pseudo-bulk log-expression per cell type and atlas).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reference {
-    /// Gene names, length `n_genes`.
-    pub genes: Vec<String>,
-    /// Expression, shape `[n_profiles, n_genes]`, row-major, on a log scale.
-    pub profiles: Vec<f32>,
-    /// Label of each profile, length `n_profiles`.
-    pub labels: Vec<String>,
-}
-
-impl Reference {
-    /// Number of profiles (rows).
-    pub fn n_profiles(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Number of genes (columns).
-    pub fn n_genes(&self) -> usize {
-        self.genes.len()
-    }
-
-    /// Distinct labels, sorted.
-    pub fn label_names(&self) -> Vec<String> {
-        let mut names = self.labels.clone();
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    /// Expression of profile `i`, length `n_genes`.
-    ///
-    /// # Panics
-    /// If `i >= n_profiles()`.
-    pub fn profile(&self, i: usize) -> &[f32] {
-        let g = self.n_genes();
-        &self.profiles[i * g..(i + 1) * g]
-    }
-}
-
-/// Non-gene columns of a BIDCell reference CSV (besides the unnamed index column).
-pub const REFERENCE_METADATA_COLUMNS: [&str; 3] = ["ct_idx", "cell_type", "atlas"];
-
-/// Reads a BIDCell-style reference CSV: an unnamed index column, one column per gene, and the
-/// metadata columns `ct_idx`, `cell_type` (the label) and `atlas`.
-#[cfg(feature = "native-io")]
-pub fn read_reference_csv(path: &Path) -> Result<Reference, DataError> {
-    use super::csv_util;
-    const EXPECTED: &str = "a reference CSV with one column per gene and a `cell_type` column";
-
-    let mut reader = csv_util::open(path)?;
-    let header = csv_util::header(&mut reader, path)?;
-    let label_col = csv_util::column(&header, "cell_type", path, EXPECTED)?;
-    let is_gene = |i: usize| {
-        let is_index = i == 0 && header[0].is_empty();
-        !(is_index || REFERENCE_METADATA_COLUMNS.contains(&header[i].as_str()))
-    };
-    let gene_cols: Vec<usize> = (0..header.len()).filter(|&i| is_gene(i)).collect();
-    if gene_cols.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            message: format!("no gene column; expected {EXPECTED}"),
-        });
-    }
-    let mut reference = Reference {
-        genes: gene_cols.iter().map(|&i| header[i].clone()).collect(),
-        profiles: Vec::new(),
-        labels: Vec::new(),
-    };
-    let mut record = csv::StringRecord::new();
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => return Err(csv_util::csv_error(path, &e)),
-        }
-        let line = record.position().map_or(0, csv::Position::line);
-        let label = record.get(label_col).unwrap_or_default().trim();
-        if label.is_empty() {
-            return Err(csv_util::bad_value(
-                b"",
-                path,
-                line,
-                "cell_type",
-                "a cell-type label",
-            ));
-        }
-        reference.labels.push(label.to_string());
-        for &c in &gene_cols {
-            let field = record.get(c).unwrap_or_default();
-            reference.profiles.push(csv_util::parse_f32(
-                field.as_bytes(),
-                path,
-                line,
-                &header[c],
-            )?);
-        }
-    }
-    if reference.labels.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            message: "no reference profile (header only)".into(),
-        });
-    }
-    Ok(reference)
-}
+use super::error::AnalysisError;
+use crate::data::Reference;
 
 /// Options of [`annotate_singler`].
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -260,22 +152,6 @@ impl fmt::Display for AnnotationSummary {
     }
 }
 
-/// `ln(1 + count / total * target_sum)` per cell (row of `n_genes` values); rows with no
-/// counts stay 0. Output has the shape of `counts`.
-pub fn log_normalise(counts: &[f32], n_genes: usize, target_sum: f32) -> Vec<f32> {
-    if n_genes == 0 {
-        return Vec::new();
-    }
-    counts
-        .chunks(n_genes)
-        .flat_map(|row| {
-            let total: f32 = row.iter().sum();
-            let factor = if total > 0.0 { target_sum / total } else { 0.0 };
-            row.iter().map(move |&c| (c * factor).ln_1p())
-        })
-        .collect()
-}
-
 /// Spearman rank correlation of two equal-length samples, ties given their average rank.
 /// Returns 0 when either sample is constant (correlation undefined) or lengths differ.
 pub fn spearman(a: &[f32], b: &[f32]) -> f32 {
@@ -358,7 +234,7 @@ fn train(
     cell_genes: &[String],
     reference: &Reference,
     opts: &SingleROptions,
-) -> Result<Trained, DataError> {
+) -> Result<Trained, AnalysisError> {
     let mut column_of: HashMap<&str, usize> = HashMap::with_capacity(cell_genes.len());
     for (i, g) in cell_genes.iter().enumerate() {
         column_of.entry(g.as_str()).or_insert(i);
@@ -374,7 +250,7 @@ fn train(
         }
     }
     if ref_column.len() < opts.min_common_genes.max(1) {
-        return Err(DataError::TooFewCommonGenes {
+        return Err(AnalysisError::TooFewCommonGenes {
             n_common: ref_column.len(),
             required: opts.min_common_genes.max(1),
             n_missing: missing.len(),
@@ -576,24 +452,24 @@ fn prune(best: &[usize], delta_median: &[f32], n_labels: usize, nmads: f32) -> V
 /// Labels cells against `reference` as SingleR does (see the module documentation).
 ///
 /// `log_expr` is `[n_cells, cell_genes.len()]` row-major log-normalised expression (e.g.
-/// [`log_normalise`]); only the per-cell gene ranks matter. Cells with too few counts should
+/// [`crate::data::log_normalise`]); only the per-cell gene ranks matter. Cells with too few counts should
 /// be filtered or flagged by the caller: with few transcripts most genes tie at 0.
 pub fn annotate_singler(
     cell_genes: &[String],
     log_expr: &[f32],
     reference: &Reference,
     opts: &SingleROptions,
-) -> Result<Annotation, DataError> {
+) -> Result<Annotation, AnalysisError> {
     let n_genes = cell_genes.len();
     if n_genes == 0 || !log_expr.len().is_multiple_of(n_genes) {
-        return Err(DataError::Shape {
-            what: "log_expr ([cells, genes])",
+        return Err(AnalysisError::Shape {
+            what: "log_expr ([cells, genes])".to_string(),
             expected: log_expr.len().div_ceil(n_genes.max(1)) * n_genes,
             found: log_expr.len(),
         });
     }
     if let Some(i) = log_expr.iter().position(|v| !v.is_finite()) {
-        return Err(DataError::InvalidArgument {
+        return Err(AnalysisError::InvalidParameter {
             name: "log_expr",
             value: format!(
                 "{} at cell {}, gene {}",
@@ -601,33 +477,34 @@ pub fn annotate_singler(
                 i / n_genes,
                 cell_genes[i % n_genes]
             ),
-            expected: "finite values",
+            expected: "finite values".into(),
         });
     }
     let expected_ref = reference.n_profiles() * reference.n_genes();
     if reference.profiles.len() != expected_ref {
-        return Err(DataError::Shape {
-            what: "reference profiles",
+        return Err(AnalysisError::Shape {
+            what: "reference profiles ([profiles, genes])".to_string(),
             expected: expected_ref,
             found: reference.profiles.len(),
         });
     }
     if reference.label_names().len() < 2 {
-        return Err(DataError::InvalidArgument {
+        return Err(AnalysisError::InvalidParameter {
             name: "reference",
             value: format!("{} label(s)", reference.label_names().len()),
-            expected: "a reference with at least 2 labels",
+            expected: "a reference with at least 2 labels".into(),
         });
     }
     let valid_quantiles = (0.0..=1.0).contains(&opts.quantile)
         && opts.tune_threshold >= 0.0
         && opts.prune_nmads >= 0.0;
     if !valid_quantiles || !opts.min_margin.is_finite() {
-        return Err(DataError::InvalidArgument {
+        return Err(AnalysisError::InvalidParameter {
             name: "opts",
             value: format!("{opts:?}"),
             expected:
-                "quantile in [0, 1], non-negative tune_threshold and prune_nmads, finite min_margin",
+                "quantile in [0, 1], non-negative tune_threshold and prune_nmads, finite min_margin"
+                    .into(),
         });
     }
 
@@ -705,12 +582,6 @@ mod tests {
     }
 
     #[test]
-    fn log_normalise_rows() {
-        let out = log_normalise(&[1.0, 3.0, 0.0, 0.0], 2, 4.0);
-        assert_eq!(out, vec![1f32.ln_1p(), 3f32.ln_1p(), 0.0, 0.0]);
-    }
-
-    #[test]
     fn prune_flags_low_outliers_per_label() {
         let best = [0, 0, 0, 0, 0, 1];
         let delta = [0.30, 0.31, 0.29, 0.30, 0.05, -0.01];
@@ -784,7 +655,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                DataError::TooFewCommonGenes {
+                AnalysisError::TooFewCommonGenes {
                     n_common: 1,
                     n_missing: 29,
                     ..
@@ -804,13 +675,13 @@ mod tests {
         };
         assert!(matches!(
             annotate_singler(&genes, &[0.0; 31], &reference, &opts),
-            Err(DataError::Shape { .. })
+            Err(AnalysisError::Shape { .. })
         ));
         let mut nan = vec![0.0; 30];
         nan[3] = f32::NAN;
         assert!(matches!(
             annotate_singler(&genes, &nan, &reference, &opts),
-            Err(DataError::InvalidArgument { .. })
+            Err(AnalysisError::InvalidParameter { .. })
         ));
     }
 }

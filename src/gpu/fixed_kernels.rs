@@ -1,0 +1,31 @@
+//! [`GpuContext::new`]: the device plus the kernels every classifier runs (the matmul
+//! variants, layernorm, mean_pool), compiled up front so that a compile error is reported at
+//! start-up with the kernel's name. Attention is specialised per model shape and compiled by
+//! [`crate::gpu::GpuClassifier::new`] or on first use.
+//!
+//! This sits above the launchers (it asks each for its kernels) and above the context (which
+//! knows no kernel), so the context ↔ launcher imports stay one-way.
+
+use super::context::GpuContext;
+use super::error::GpuError;
+use super::{layernorm, matmul, mean_pool};
+
+impl GpuContext {
+    /// Opens the best available adapter (high-performance preference; primary backends,
+    /// i.e. Vulkan/Metal/DX12/browser WebGPU, unless the `WGPU_BACKEND` environment variable
+    /// says otherwise natively), creates the device with the WebGPU default limits and
+    /// compiles the fixed kernels (matmul variants, layernorm, mean_pool; attention is
+    /// compiled per model shape by [`crate::gpu::GpuClassifier::new`] or on first use).
+    ///
+    /// Errors: [`GpuError::NoAdapter`] when no adapter exists (e.g. no Vulkan driver),
+    /// [`GpuError::LimitsUnsupported`], [`GpuError::RequestDevice`], [`GpuError::Shader`].
+    pub async fn new() -> Result<GpuContext, GpuError> {
+        let ctx = GpuContext::open_device().await?;
+        let mut fixed = vec![layernorm::kernel(), mean_pool::kernel()];
+        fixed.extend(matmul::all_kernels());
+        for kernel in &fixed {
+            ctx.compile_checked(kernel).await?;
+        }
+        Ok(ctx)
+    }
+}
