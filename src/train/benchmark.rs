@@ -147,10 +147,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
+/// `bytes` to `path` atomically ([`crate::util::write_atomic`]).
 pub(crate) fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    Ok(crate::util::write_atomic(path, bytes.as_ref())?)
 }
 
 /// Nucleus-centred DAPI patches `[cells, size²]` (centroid where no nucleus transcript

@@ -130,13 +130,5 @@ pub fn save_named_safetensors<B: Backend, M: burn::module::Module<B>>(
             source,
         })?;
     }
-    let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, out).map_err(|source| TrainError::Io {
-        path: tmp.display().to_string(),
-        source,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| TrainError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    Ok(crate::util::write_atomic(path, &out)?)
 }

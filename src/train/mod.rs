@@ -92,6 +92,9 @@ pub enum TrainError {
     /// Clustering, layout or plotting after training failed.
     #[error("analysis: {0}")]
     Analysis(String),
+    /// An atomic write (temporary file + rename) failed.
+    #[error(transparent)]
+    Write(#[from] crate::util::AtomicWriteError),
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

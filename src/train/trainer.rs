@@ -310,7 +310,7 @@ fn bad_checkpoint(path: &Path, problem: impl Into<String>) -> TrainError {
     }
 }
 
-/// Write the checkpoint atomically: `dir/checkpoint.bin.tmp`, then rename.
+/// Write the checkpoint atomically (a temporary file beside it, then rename).
 fn write_checkpoint(
     dir: &Path,
     header: &CheckpointHeader,
@@ -324,10 +324,7 @@ fn write_checkpoint(
         out.extend_from_slice(&(part.len() as u64).to_le_bytes());
         out.extend_from_slice(part);
     }
-    let path = dir.join(CHECKPOINT_FILE);
-    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-    std::fs::write(&tmp, out).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    Ok(crate::util::write_atomic(&dir.join(CHECKPOINT_FILE), &out)?)
 }
 
 /// Read `dir/checkpoint.bin` into its header and the model and optimizer record bytes.
