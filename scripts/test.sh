@@ -29,6 +29,23 @@ bin="$CARGO_TARGET_DIR/release/cellsymphony"
 "$bin" benchmark --models spatial,dual-modality,multi-input --epochs 3 --layers 2 --lr 1e-3 --out "$out/bench" > "$out/bench.log" 2>&1 \
   || { cat "$out/bench.log"; die "multimodal benchmark for the browser test failed"; }
 bash scripts/export_www_models.sh "$bin" "$out/bench" "$out/www-data" "$out"
+# The input contract: a gene-only model on pbmc68k_reduced's scaled X (recorded `as_stored`),
+# the native CPU engine's classes, and X itself for the page.
+pbmc=$(ls "$CELLSYMPHONY_DATA"/scanpy-*/10x_pbmc68k_reduced.h5ad 2>/dev/null | head -1 || true)
+[ -f "$pbmc" ] || die "pbmc68k_reduced.h5ad is missing under $CELLSYMPHONY_DATA: run scripts/fetch_data.sh"
+"$bin" benchmark --models gene-only --epochs 3 --layers 1 --lr 1e-3 --h5ad "$pbmc" --out "$out/scaled" > "$out/scaled.log" 2>&1 \
+  || { cat "$out/scaled.log"; die "pbmc68k_reduced benchmark for the browser test failed"; }
+mkdir -p "$out/www-data/scaled_x"
+cp "$out/scaled/gene_only/engine/model.int8.safetensors" "$out/www-data/scaled_x/"
+"$bin" classify --anndata "$pbmc" --model "$out/www-data/scaled_x/model.int8.safetensors" --engine cpu --out "$out/www-data/scaled_x/predictions.csv" > "$out/scaled_classify.log" 2>&1 \
+  || { cat "$out/scaled_classify.log"; die "classifying pbmc68k_reduced's X failed"; }
+python3 - "$pbmc" "$out/www-data/scaled_x" <<'PY'
+import json, sys, anndata, numpy as np
+a = anndata.read_h5ad(sys.argv[1])
+x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
+x.astype("<f4").tofile(sys.argv[2] + "/x.f32")
+json.dump(list(map(str, a.var_names)), open(sys.argv[2] + "/genes.json", "w"))
+PY
 "$bin" align --epochs 3 --out "$out/align" --www "$out/www-data" > "$out/align.log" 2>&1 \
   || { cat "$out/align.log"; die "alignment for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.

@@ -142,3 +142,84 @@ fn benchmark_on_pbmc68k_reduced_uses_the_expert_labels() {
     assert_eq!(bad.status.code(), Some(1), "{err}");
     assert!(err.contains("gene-only") && !err.contains("panicked"), "{err}");
 }
+
+/// Predicted class column of a `classify --out` CSV.
+fn predicted(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().skip(1).map(|l| l.split(',').nth(3).unwrap_or_default().to_string()).collect()
+}
+
+/// The input contract on data that is not counts: pbmc68k_reduced's `X` is scaled (negative
+/// values), so a model trained on it must be fed `X` as stored. The exported file records
+/// `as_stored`; burn, the CPU engine and the WGSL engine then classify the same `X` with the
+/// same classes, and the held-out evaluation through the file equals the benchmark's own.
+#[test]
+fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
+    let pbmc = cellsymphony::data::ScanpyData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
+    let out = std::env::temp_dir().join(format!("cellsymphony-cli-scaled-{}", std::process::id()));
+    let run = cli()
+        .args(["benchmark", "--models", "gene-only", "--epochs", "3", "--layers", "1", "--lr", "1e-3", "--h5ad"])
+        .arg(&pbmc.pbmc68k_reduced)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("binary runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let engine_dir = out.join("gene_only").join("engine");
+    let (fp32, int8) = (engine_dir.join("model.safetensors"), engine_dir.join("model.int8.safetensors"));
+    let meta = cellsymphony::engine::EngineModel::load(&fp32).expect("fp32 file loads").meta;
+    assert_eq!(meta.normalisation, cellsymphony::engine::Normalisation::as_stored(), "the file must record X as stored");
+
+    // Held-out evaluation through the file (burn, fp32) = the benchmark's held-out report.
+    let csv = out.join("eval_burn.csv");
+    let eval = cli()
+        .args(["eval", "--engine", "burn", "--anndata"])
+        .arg(&pbmc.pbmc68k_reduced)
+        .arg("--model")
+        .arg(&fp32)
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .expect("binary runs");
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let macro_f1 = |text: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with("macro_avg")).expect("macro row");
+        line.split(',').nth(3).unwrap().parse().unwrap()
+    };
+    let evaluated = macro_f1(&std::fs::read_to_string(&csv).unwrap());
+    let bench: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("benchmark.json")).unwrap()).unwrap();
+    let trained = bench["result"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "gene_only")
+        .map(|r| r["report"]["macro_f1"].as_f64().unwrap())
+        .unwrap();
+    assert!((evaluated - trained).abs() < 1e-4, "held-out macro-F1 through the file {evaluated} vs at training {trained}");
+
+    // Every cell through every engine.
+    let classify = |model: &std::path::Path, engine: &str| -> Vec<String> {
+        let path = out.join(format!("pred_{engine}_{}.csv", model.file_stem().unwrap().to_string_lossy()));
+        let run = cli()
+            .args(["classify", "--engine", engine, "--anndata"])
+            .arg(&pbmc.pbmc68k_reduced)
+            .arg("--model")
+            .arg(model)
+            .arg("--out")
+            .arg(&path)
+            .output()
+            .expect("binary runs");
+        assert!(run.status.success(), "{engine}: {}", String::from_utf8_lossy(&run.stderr));
+        predicted(&path)
+    };
+    let burn = classify(&fp32, "burn");
+    let cpu = classify(&fp32, "cpu");
+    assert_eq!(burn.len(), 700, "pbmc68k_reduced has 700 cells");
+    assert_eq!(burn, cpu, "burn and the CPU engine classify X differently");
+    let cpu8 = classify(&int8, "cpu");
+    let gpu8 = classify(&int8, "gpu");
+    assert_eq!(cpu8, gpu8, "the CPU and WGSL engines classify X differently");
+    let same = burn.iter().zip(&cpu8).filter(|(a, b)| a == b).count();
+    assert!(same as f64 >= 0.99 * burn.len() as f64, "fp32 vs int8: {same}/{} same class", burn.len());
+    let _ = std::fs::remove_dir_all(&out);
+}

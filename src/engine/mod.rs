@@ -29,6 +29,7 @@ pub mod cpu;
 mod error;
 pub mod format;
 mod gpu;
+pub mod normalisation;
 pub mod ops;
 mod preprocess;
 pub mod spec;

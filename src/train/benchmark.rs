@@ -507,7 +507,11 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 &crop.table.genes,
                 &crop.class_names,
                 crop.normalisation.clone(),
-                serde_json::json!({"benchmark": true}),
+                serde_json::json!({
+                    "benchmark": true,
+                    "split": {"kind": "stratified", "test_fraction": opts.test_fraction, "seed": opts.train.seed},
+                    "test_cell_ids": test_idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect::<Vec<_>>(),
+                }),
             );
             let (_, ex) = export_fp32_and_int8(&inner, meta, &opts.out.join(kind.name()).join("engine"))?;
             files.extend([ex.fp32, ex.int8]);

@@ -164,6 +164,38 @@ try {
     if (sp.noPatches !== "n/a" && !(sp.noPatches || "").includes("patches")) throw new Error(`${name} model without patches should reject naming them, got: ${sp.noPatches}`);
     if (sp.wrongPatchSize !== "n/a" && !(sp.wrongPatchSize || "").includes("patchSize")) throw new Error(`${name} model with 2 px patches should reject naming patchSize, got: ${sp.wrongPatchSize}`);
   }
+  // The input contract in the browser: a model trained on pbmc68k_reduced's scaled X (values
+  // below zero; the file records `as_stored`) classifies the same X with the native CPU
+  // engine's classes on WebGPU and on the wasm CPU engine (test.sh writes scaled_x/).
+  const scaledDir = resolve(root, "www", dataParam, "scaled_x");
+  if (existsSync(resolve(scaledDir, "model.int8.safetensors"))) {
+    const csv = readFileSync(resolve(scaledDir, "predictions.csv"), "utf8").trim().split("\n");
+    const col = csv[0].split(",").indexOf("predicted");
+    const native = csv.slice(1).map((l) => l.split(",")[col]);
+    const sx = await page.evaluate(async (data) => {
+      const m = await import("../pkg/cellsymphony.js");
+      const dir = data + "scaled_x/";
+      const bytes = new Uint8Array(await (await fetch(dir + "model.int8.safetensors")).arrayBuffer());
+      const x = new Float32Array(await (await fetch(dir + "x.f32")).arrayBuffer());
+      const genes = await (await fetch(dir + "genes.json")).json();
+      const out = { negative: x.some((v) => v < 0) };
+      for (const gpu of [true, false]) {
+        const clf = await m.Classifier.load(bytes, gpu);
+        const r = await clf.classify(x, x.length / genes.length, genes);
+        out[gpu ? "gpu" : "cpu"] = { backend: clf.backend, names: Array.from(r.classes).map((c) => clf.classes[c]) };
+      }
+      return out;
+    }, dataParam);
+    if (!sx.negative) throw new Error("scaled_x/x.f32 has no negative values: it is not the scaled X");
+    for (const key of ["gpu", "cpu"]) {
+      const r = sx[key];
+      const diff = r.names.filter((c, i) => c !== native[i]).length;
+      console.log(`scaled-X model (as_stored) in the browser (${r.backend}): ${r.names.length - diff}/${native.length} cells equal native`);
+      if (r.names.length !== native.length || diff > 0) throw new Error(`scaled-X model (${r.backend}) differs from native on ${diff} cells`);
+    }
+  } else if (process.env.CELLSYMPHONY_REQUIRE_MODELS === "1") {
+    throw new Error(`${scaledDir}/model.int8.safetensors is missing: scripts/test.sh writes it from a short pbmc68k_reduced benchmark`);
+  }
   // Input API: CSR input gives the dense input's classes, and bad input rejects with messages
   // that name the array, element and value (CPU engine, same wasm module as the page).
   const api = await page.evaluate(async (data) => {

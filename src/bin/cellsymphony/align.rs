@@ -41,15 +41,8 @@ pub(crate) struct AlignArgs {
     /// Seed of split, batches, initialisation, k-means and UMAP.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,
-    /// Patch side in pixels (nucleus-centred DAPI crop).
-    #[arg(long, default_value_t = 32)]
-    pub(crate) patch_px: usize,
-    /// Patch resolution in µm per pixel.
-    #[arg(long, default_value_t = 0.75)]
-    pub(crate) patch_um_per_px: f32,
-    /// ViT patch size in pixels.
-    #[arg(long, default_value_t = 8)]
-    pub(crate) vit_patch: usize,
+    #[command(flatten)]
+    pub(crate) patch: PatchFlags,
     /// ViT token width (also the morphology embedding width).
     #[arg(long, default_value_t = 64)]
     pub(crate) d_model: usize,
@@ -67,7 +60,7 @@ pub(crate) fn cmd_align(a: AlignArgs) -> Result<()> {
     let t0 = Instant::now();
     let crop = a.data.prepare()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let patches = train::benchmark::crop_patches(&crop, a.patch_px, a.patch_um_per_px)?;
+    let patches = train::benchmark::crop_patches(&crop, a.patch.patch_px, a.patch.patch_um_per_px)?;
     let n = crop.table.n_cells();
     let g = crop.table.n_genes();
     let inputs = PairedInputs {
@@ -75,11 +68,11 @@ pub(crate) fn cmd_align(a: AlignArgs) -> Result<()> {
         genes: &crop.x_norm,
         d_gene: g,
         morph: &patches,
-        d_morph: a.patch_px * a.patch_px,
+        d_morph: a.patch.patch_px * a.patch.patch_px,
     };
     let morphology = MorphologyEncoderConfig::new()
-        .with_image_size(a.patch_px)
-        .with_vit_patch(a.vit_patch)
+        .with_image_size(a.patch.patch_px)
+        .with_vit_patch(a.patch.vit_patch)
         .with_width(a.d_model)
         .with_d_model(a.d_model);
     morphology
@@ -101,8 +94,8 @@ pub(crate) fn cmd_align(a: AlignArgs) -> Result<()> {
         "contrastive alignment: {n} cells, genes {g} → {d}, {p}×{p} px DAPI patches at {u} µm/px → {d}; \
          {e} epochs, batch {b}, τ = {tau}",
         d = a.projection_dim,
-        p = a.patch_px,
-        u = a.patch_um_per_px,
+        p = a.patch.patch_px,
+        u = a.patch.patch_um_per_px,
         e = a.epochs,
         b = a.batch_size,
         tau = a.temperature

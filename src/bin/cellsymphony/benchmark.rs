@@ -27,15 +27,8 @@ pub(crate) struct BenchmarkArgs {
     pub(crate) out: PathBuf,
     #[command(flatten)]
     pub(crate) training: TrainingFlags,
-    /// Morphology patch side in pixels (paper: 224).
-    #[arg(long, default_value_t = 32)]
-    pub(crate) patch_px: usize,
-    /// Morphology patch pixel size in µm (paper: 0.5).
-    #[arg(long, default_value_t = 0.75)]
-    pub(crate) patch_um_per_px: f32,
-    /// ViT patch side in pixels (must divide --patch-px).
-    #[arg(long, default_value_t = 8)]
-    pub(crate) vit_patch: usize,
+    #[command(flatten)]
+    pub(crate) patch: PatchFlags,
     /// ViT width.
     #[arg(long, default_value_t = 64)]
     pub(crate) vit_width: usize,
@@ -91,12 +84,12 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         architecture: a.training.architecture(),
         sources: engine::TokenSources {
             morphology: engine::MorphologyTokenConfig {
-                image_size: a.patch_px,
-                vit_patch: a.vit_patch,
+                image_size: a.patch.patch_px,
+                vit_patch: a.patch.vit_patch,
                 width: a.vit_width,
                 n_layers: a.vit_feature_layer,
                 k_nearest: a.k_nearest,
-                um_per_px: a.patch_um_per_px as f64,
+                um_per_px: a.patch.patch_um_per_px as f64,
                 ..Default::default()
             },
             ..Default::default()

@@ -18,6 +18,8 @@ use crate::common::*;
 pub(crate) struct ClassifyArgs {
     #[command(flatten)]
     pub(crate) data: DataArgs,
+    #[command(flatten)]
+    pub(crate) anndata: AnnDataArgs,
     /// Model file (int8 recommended).
     #[arg(long, default_value = "runs/gene_only/model.int8.safetensors")]
     pub(crate) model: PathBuf,
@@ -79,7 +81,10 @@ pub(crate) fn write_predictions(path: &Path, model: &EngineModel, crop: &Prepare
 
 pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
     let model = EngineModel::load(&a.model)?;
-    let crop = a.data.prepare()?;
+    if a.anndata.anndata.is_some() && a.www.is_some() {
+        anyhow::bail!("--www writes the Xenium demo bundle; it cannot be built from --anndata cells");
+    }
+    let crop = a.anndata.prepare_or(&a.data)?;
     if a.patches_out.is_some() && model.meta.config.morphology.is_none() {
         anyhow::bail!("--patches-out: the {} model reads no patches", model.meta.architecture);
     }

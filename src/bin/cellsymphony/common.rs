@@ -70,6 +70,56 @@ impl DataArgs {
     }
 }
 
+/// The nucleus-centred DAPI patches and the ViT patch size, shared by `benchmark` and `align`
+/// (the paper uses 224 px at 0.5 µm/px; the defaults train in minutes on 2 cores).
+#[derive(Args, Clone)]
+pub(crate) struct PatchFlags {
+    /// Morphology patch side in pixels (paper: 224).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) patch_px: usize,
+    /// Morphology patch pixel size in µm (paper: 0.5).
+    #[arg(long, default_value_t = 0.75)]
+    pub(crate) patch_um_per_px: f32,
+    /// ViT patch side in pixels (must divide --patch-px).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) vit_patch: usize,
+}
+
+/// An AnnData file as the source of cells, for `eval` and `classify` of models trained with
+/// `benchmark --h5ad`.
+#[derive(Args, Clone)]
+pub(crate) struct AnnDataArgs {
+    /// Read the cells from an AnnData .h5ad (X as stored, labels in obs) instead of a Xenium
+    /// folder; the model file says how X is transformed.
+    #[arg(long)]
+    pub(crate) anndata: Option<PathBuf>,
+    /// obs column of --anndata holding the labels.
+    #[arg(long, default_value = "bulk_labels")]
+    pub(crate) anndata_labels: String,
+}
+
+impl AnnDataArgs {
+    /// The cells of `--anndata` if given, else those `data` names.
+    pub(crate) fn prepare_or(&self, data: &DataArgs) -> Result<PreparedCrop> {
+        match &self.anndata {
+            Some(path) => {
+                let crop = train::dataset::prepare_h5ad(path, &self.anndata_labels, &data.options())
+                    .with_context(|| format!("reading {}", path.display()))?;
+                println!(
+                    "{}: {} cells, {} labelled in {} classes (obs['{}'])",
+                    path.display(),
+                    crop.table.n_cells(),
+                    crop.labels.iter().flatten().count(),
+                    crop.class_names.len(),
+                    self.anndata_labels
+                );
+                Ok(crop)
+            }
+            None => data.prepare(),
+        }
+    }
+}
+
 /// Optimisation and architecture flags shared by `train`, `pipeline` and `benchmark`
 /// (defaults: the CellSymphony paper's optimiser settings).
 #[derive(Args, Clone)]

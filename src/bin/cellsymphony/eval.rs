@@ -15,6 +15,8 @@ use crate::common::*;
 pub(crate) struct EvalArgs {
     #[command(flatten)]
     pub(crate) data: DataArgs,
+    #[command(flatten)]
+    pub(crate) anndata: AnnDataArgs,
     /// Model file (fp32 runs through burn; int8 through the chosen engine).
     #[arg(long, default_value = "runs/gene_only/model.safetensors")]
     pub(crate) model: PathBuf,
@@ -28,7 +30,7 @@ pub(crate) struct EvalArgs {
 
 pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
     let model = EngineModel::load(&a.model)?;
-    let crop = a.data.prepare()?;
+    let crop = a.anndata.prepare_or(&a.data)?;
     let (report, engine_name) = evaluate(&model, &a.model, &crop, a.engine)?;
     println!("Held-out evaluation of {} with {engine_name}:\n{}", a.model.display(), report.to_table());
     if let Some(csv) = a.csv {

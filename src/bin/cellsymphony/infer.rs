@@ -77,7 +77,8 @@ pub(crate) fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<C
     let input = cellsymphony::data::CellInput {
         counts: cellsymphony::data::CountsInput::Dense { values: &crop.table.counts, n_cells: crop.table.n_cells(), n_genes: crop.table.genes.len() },
         genes: &crop.table.genes,
-        centroids_um: Some(&centroids),
+        // Only a model with a centroid token reads them (AnnData cells have none).
+        centroids_um: model.meta.config.spatial.as_ref().map(|_| centroids.as_slice()),
         patches: patches.as_ref().map(|(pixels, size)| cellsymphony::data::PatchInput { pixels, size: *size }),
     };
     let cells = model.prepare(input)?.into_owned();
