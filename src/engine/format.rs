@@ -148,7 +148,7 @@ impl ModelMeta {
         // The normalisation first, so its errors keep their type (field and value) rather
         // than becoming serde's message.
         if let Some(n) = value.get("normalisation") {
-            let json: NormalisationJson = serde_json::from_value(n.clone()).map_err(|e| {
+            let json: super::normalisation::NormalisationJson = serde_json::from_value(n.clone()).map_err(|e| {
                 ModelFileError::InvalidMetadata { reason: format!("normalisation: {e}") }
             })?;
             Normalisation::try_from(json)?;

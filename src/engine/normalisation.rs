@@ -65,7 +65,7 @@ pub struct Standardisation {
 
 /// The JSON form of [`Normalisation`] (every parameter optional, checked by `TryFrom`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct NormalisationJson {
+pub(crate) struct NormalisationJson {
     kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     target_sum: Option<f64>,
