@@ -1,6 +1,8 @@
 //! The `cellsymphony` binary: help on every subcommand, and clear errors (not panics) for a
 //! corrupt model file and a missing data folder.
 
+mod common;
+
 use std::process::Command;
 
 fn cli() -> Command {
@@ -41,8 +43,7 @@ fn an_unknown_model_name_is_refused_listing_the_four() {
 
 #[test]
 fn truncated_model_file_is_a_clear_error() {
-    let dir = std::env::temp_dir().join(format!("cellsymphony-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("cli-model");
     let path = dir.join("broken.safetensors");
     std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
     let out = cli()
@@ -72,10 +73,10 @@ fn missing_data_folder_says_how_to_fetch_it() {
 
 #[test]
 fn pair_writes_pairs_and_signature_and_refuses_bad_states() {
-    let out_dir = std::env::temp_dir().join(format!("cellsymphony-pair-{}", std::process::id()));
+    let out_dir = common::scratch("pair");
     let out = cli()
         .args(["pair", "--control", "Epithelial", "--target", "Malignant", "--engine", "cpu", "--out"])
-        .arg(&out_dir)
+        .arg(out_dir.as_os_str())
         .output()
         .expect("binary runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -88,7 +89,7 @@ fn pair_writes_pairs_and_signature_and_refuses_bad_states() {
 
     // Different lineages are refused, as are states with fewer than θ_min cells.
     for (control, target, expect) in [("Epithelial", "Fibroblasts", "lineage"), ("CD4Tconv/Treg", "CD8T/CD8Tex", "50")] {
-        let out = cli().args(["pair", "--control", control, "--target", target, "--engine", "cpu", "--out"]).arg(&out_dir).output().unwrap();
+        let out = cli().args(["pair", "--control", control, "--target", target, "--engine", "cpu", "--out"]).arg(out_dir.as_os_str()).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{control}→{target}: {err}");
         assert!(err.contains(expect), "{control}→{target}: {err}");
@@ -97,7 +98,7 @@ fn pair_writes_pairs_and_signature_and_refuses_bad_states() {
 
 #[test]
 fn inspect_reads_the_crop_and_rejects_an_unknown_folder() {
-    let data = cellsymphony::data::BidcellData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
+    let data = common::crop_files();
     let crop = data.transcripts.parent().unwrap();
     let out = cli().args(["inspect", "--read"]).arg(crop).output().expect("binary runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -105,10 +106,9 @@ fn inspect_reads_the_crop_and_rejects_an_unknown_folder() {
     assert!(text.contains("aggregated from transcripts_small.csv"), "{text}");
     assert!(text.contains("1135 cells × 313 genes"), "{text}");
 
-    let dir = std::env::temp_dir().join(format!("cellsymphony-cli-inspect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("cli-inspect");
     std::fs::write(dir.join("notes.txt"), "x").unwrap();
-    let out = cli().arg("inspect").arg(&dir).output().expect("binary runs");
+    let out = cli().arg("inspect").arg(dir.as_os_str()).output().expect("binary runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("notes.txt") && err.contains("cell_feature_matrix.h5"), "{err}");
@@ -116,13 +116,13 @@ fn inspect_reads_the_crop_and_rejects_an_unknown_folder() {
 
 #[test]
 fn benchmark_on_pbmc68k_reduced_uses_the_expert_labels() {
-    let pbmc = cellsymphony::data::ScanpyData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
-    let out = std::env::temp_dir().join(format!("cellsymphony-cli-pbmc-{}", std::process::id()));
+    let pbmc = common::scanpy_files();
+    let out = common::scratch("pbmc");
     let run = cli()
         .args(["benchmark", "--models", "gene-only", "--epochs", "2", "--layers", "1", "--h5ad"])
         .arg(&pbmc.pbmc68k_reduced)
         .arg("--out")
-        .arg(&out)
+        .arg(out.as_os_str())
         .output()
         .expect("binary runs");
     let text = String::from_utf8_lossy(&run.stdout);
@@ -135,7 +135,7 @@ fn benchmark_on_pbmc68k_reduced_uses_the_expert_labels() {
         .args(["benchmark", "--models", "spatial", "--epochs", "1", "--h5ad"])
         .arg(&pbmc.pbmc68k_reduced)
         .arg("--out")
-        .arg(&out)
+        .arg(out.as_os_str())
         .output()
         .expect("binary runs");
     let err = String::from_utf8_lossy(&bad.stderr);
@@ -155,13 +155,13 @@ fn predicted(path: &std::path::Path) -> Vec<String> {
 /// same classes, and the held-out evaluation through the file equals the benchmark's own.
 #[test]
 fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
-    let pbmc = cellsymphony::data::ScanpyData::from_default_dir().unwrap_or_else(|e| panic!("{e}"));
-    let out = std::env::temp_dir().join(format!("cellsymphony-cli-scaled-{}", std::process::id()));
+    let pbmc = common::scanpy_files();
+    let out = common::scratch("scaled");
     let run = cli()
         .args(["benchmark", "--models", "gene-only", "--epochs", "3", "--layers", "1", "--lr", "1e-3", "--h5ad"])
         .arg(&pbmc.pbmc68k_reduced)
         .arg("--out")
-        .arg(&out)
+        .arg(out.as_os_str())
         .output()
         .expect("binary runs");
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -221,5 +221,4 @@ fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
     assert_eq!(cpu8, gpu8, "the CPU and WGSL engines classify X differently");
     let same = burn.iter().zip(&cpu8).filter(|(a, b)| a == b).count();
     assert!(same as f64 >= 0.99 * burn.len() as f64, "fp32 vs int8: {same}/{} same class", burn.len());
-    let _ = std::fs::remove_dir_all(&out);
 }

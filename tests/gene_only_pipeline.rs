@@ -6,13 +6,13 @@
 //! here). Without an adapter the WGSL part FAILS unless CELLSYMPHONY_ALLOW_NO_GPU=1, in which
 //! case it prints SKIPPED.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use burn::backend::{Autodiff, NdArray};
-use cellsymphony::data::default_data_dir;
 use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, GpuClassifier, TokenSources};
-use cellsymphony::gpu::GpuContext;
 use cellsymphony::model::ClassifierOptions;
 use cellsymphony::train::{
     argmax_rows, export::export_fp32_and_int8, export::model_meta, predict_cells, prepare_crop,
@@ -40,10 +40,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = default_data_dir();
-        if let Err(e) = cellsymphony::data::BidcellData::locate(&dir) {
-            panic!("real data missing: {e}");
-        }
+        let dir = common::data_dir();
         let crop = prepare_crop(&dir, &LabelOptions::default()).expect("crop prepares");
         let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
         let (train_idx, test_idx) = stratified_split(&crop.labels, 0.2, 42);
@@ -72,7 +69,7 @@ fn fixture() -> &'static Fixture {
         assert_eq!(trained.history.len(), 4);
         use burn::module::AutodiffModule;
         let model = trained.model.valid();
-        let out = std::env::temp_dir().join(format!("cellsymphony-test-{}", std::process::id()));
+        let out = common::fixture_dir("gene-only-pipeline");
         let meta = model_meta(&model, &crop.table.genes, &crop.class_names, crop.normalisation.clone(), serde_json::json!({"test": true}));
         let (_, files) = export_fp32_and_int8(&model, meta, &out).expect("export");
         let int8 = EngineModel::load(&files.int8).expect("int8 file loads");
@@ -117,16 +114,8 @@ fn fp32_file_through_cpu_engine_matches_burn_exactly() {
 fn wgsl_engine_agrees_with_fp32_burn_and_cpu_engine() {
     let f = fixture();
     let k = f.crop.class_names.len();
-    let ctx = match pollster::block_on(GpuContext::new()) {
-        Ok(ctx) => ctx,
-        Err(e) if std::env::var("CELLSYMPHONY_ALLOW_NO_GPU").as_deref() == Ok("1") => {
-            eprintln!("SKIPPED (no GPU adapter): wgsl_engine_agrees_with_fp32_burn_and_cpu_engine: {e}");
-            return;
-        }
-        Err(e) => panic!("no wgpu adapter ({e}); install mesa-vulkan-drivers (scripts/setup.sh) or set CELLSYMPHONY_ALLOW_NO_GPU=1 to skip"),
-    };
-    eprintln!("adapter: {}", ctx.adapter_summary());
-    let clf = GpuClassifier::new(Arc::new(ctx), &f.int8).expect("upload");
+    let Some(ctx) = common::gpu_or_skip("wgsl_engine_agrees_with_fp32_burn_and_cpu_engine") else { return };
+    let clf = GpuClassifier::new(ctx, &f.int8).expect("upload");
     let gpu = pollster::block_on(clf.logits(&f.x_test, f.test_idx.len())).expect("WGSL run");
     let (same, err) = compare("burn fp32 vs WGSL int8", &f.fp32_logits, &gpu, k);
     assert!(same >= MIN_AGREEMENT, "agreement {same} < {MIN_AGREEMENT}");

@@ -1,6 +1,8 @@
 //! The four classifiers, their encoders, the shared trainer (checkpoint + exact resume), the
 //! embedding reader, and the `benchmark` subcommand end to end on the real crop.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -31,12 +33,6 @@ type AB = Autodiff<NdArray<f32>>;
 /// one at a time.
 static RNG: Mutex<()> = Mutex::new(());
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cellsymphony-models-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn vit(size: usize, patch: usize) -> MorphologyEncoderConfig {
     MorphologyEncoderConfig::new()
@@ -440,22 +436,28 @@ fn two_epochs_then_resume_two_equals_four_straight() {
         )
     };
     let straight = run(4, &CheckpointOptions::default()).unwrap();
-    let dir = tmp("resume");
+    let dir = common::scratch("resume");
     let first = run(
         2,
         &CheckpointOptions {
-            dir: Some(dir.clone()),
+            dir: Some(dir.to_path_buf()),
             resume: None,
         },
     )
     .unwrap();
     assert_eq!(first.history.len(), 2);
-    assert!(dir.join("checkpoint.bin").exists() && !dir.join("checkpoint.bin.tmp").exists());
+    assert!(dir.join("checkpoint.bin").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&*dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left beside the checkpoint: {leftovers:?}");
     let resumed = run(
         4,
         &CheckpointOptions {
-            dir: Some(dir.clone()),
-            resume: Some(dir.clone()),
+            dir: Some(dir.to_path_buf()),
+            resume: Some(dir.to_path_buf()),
         },
     )
     .unwrap();
@@ -494,7 +496,7 @@ fn two_epochs_then_resume_two_equals_four_straight() {
         &names(),
         &CheckpointOptions {
             dir: None,
-            resume: Some(dir.clone()),
+            resume: Some(dir.to_path_buf()),
         },
         &device,
         &mut NoProgress,
@@ -515,7 +517,7 @@ fn two_epochs_then_resume_two_equals_four_straight() {
         &names(),
         &CheckpointOptions {
             dir: None,
-            resume: Some(dir.clone()),
+            resume: Some(dir.to_path_buf()),
         },
         &device,
         &mut NoProgress,
@@ -531,7 +533,7 @@ fn two_epochs_then_resume_two_equals_four_straight() {
         4,
         &CheckpointOptions {
             dir: None,
-            resume: Some(dir.clone()),
+            resume: Some(dir.to_path_buf()),
         },
     )
     .err()
@@ -594,7 +596,7 @@ fn a_model_without_its_input_is_refused_before_training() {
 
 #[test]
 fn embeddings_read_from_npy_and_safetensors_with_clear_errors() {
-    let dir = tmp("emb");
+    let dir = common::scratch("emb");
     let values: Vec<f32> = (0..12).map(|v| v as f32 * 0.5 - 1.0).collect();
     let npy = dir.join("e.npy");
     write_npy(&npy, &values, 4, 3).unwrap();
@@ -667,10 +669,10 @@ fn read_png_size(path: &Path) -> (u32, u32) {
 
 #[test]
 fn benchmark_subcommand_writes_tables_pngs_models_and_summary_on_the_crop() {
-    let out = tmp("bench");
+    let out = common::scratch("bench");
     let run = Command::new(env!("CARGO_BIN_EXE_cellsymphony"))
         .args(["benchmark", "--epochs", "1", "--layers", "1", "--out"])
-        .arg(&out)
+        .arg(out.as_os_str())
         .output()
         .expect("binary runs");
     let stdout = String::from_utf8_lossy(&run.stdout);

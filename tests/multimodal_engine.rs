@@ -11,6 +11,8 @@
 //! prints SKIPPED).
 #![cfg(feature = "train")]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,7 +23,6 @@ use cellsymphony::engine::{
     self, Architecture, ClassifierConfig, EngineModel, GpuClassifier, MorphologyTokenConfig,
     SpatialTokenConfig, TokenSources,
 };
-use cellsymphony::gpu::{GpuContext, GpuError};
 use cellsymphony::model::{Classifier, ClassifierOptions};
 use cellsymphony::train::benchmark::crop_patches;
 use cellsymphony::train::trainer::{
@@ -60,7 +61,7 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Self {
-        let dir = cellsymphony::data::default_data_dir();
+        let dir = common::data_dir();
         let crop = prepare_crop(&dir, &LabelOptions::default()).unwrap_or_else(|e| panic!("{e}"));
         let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
         let (train, test) = stratified_split(&crop.labels, 0.2, 42);
@@ -90,7 +91,7 @@ impl Fixture {
     }
 
     fn out_dir(&self, name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("cellsymphony-{name}-engine-{}", std::process::id()))
+        common::fixture_dir(&format!("{name}-engine"))
     }
 }
 
@@ -189,28 +190,18 @@ fn check_parity(name: &str, f: &Fixture, files: &ExportedFiles, burn_logits: &[f
     eprintln!("{name}: burn fp32 vs CPU int8: same class {agree}/{n}, max |Δlogit| {:.3}", max_abs(burn_logits, &cpu_int8));
     assert!(agree as f64 >= 0.99 * n as f64, "{name}: int8 agrees on {agree}/{n}");
 
-    match pollster::block_on(GpuContext::new()) {
-        Ok(ctx) => {
-            let gpu = GpuClassifier::new(Arc::new(ctx), &int8).unwrap();
-            let gpu_logits = pollster::block_on(gpu.logits_with_patches(&xt, patches, n)).unwrap();
-            let err = max_abs(&cpu_int8, &gpu_logits);
-            eprintln!("{name}: CPU int8 vs WGSL int8: max |Δlogit| {err:.2e}");
-            assert!(err <= 1e-3, "{name}: CPU vs WGSL int8 logits differ by {err}");
-            assert_eq!(same_class(&cpu_int8, &gpu_logits, k), n);
-            if patches.is_some() {
-                // A morphology model refuses to run without patches, saying what it needs.
-                let e = pollster::block_on(gpu.logits(&xt, n)).unwrap_err().to_string();
-                assert!(e.contains("morphology") && e.contains("patches"), "{e}");
-            }
+    if let Some(ctx) = common::gpu_or_skip(&format!("{name} parity")) {
+        let gpu = GpuClassifier::new(ctx, &int8).unwrap();
+        let gpu_logits = pollster::block_on(gpu.logits_with_patches(&xt, patches, n)).unwrap();
+        let err = max_abs(&cpu_int8, &gpu_logits);
+        eprintln!("{name}: CPU int8 vs WGSL int8: max |Δlogit| {err:.2e}");
+        assert!(err <= 1e-3, "{name}: CPU vs WGSL int8 logits differ by {err}");
+        assert_eq!(same_class(&cpu_int8, &gpu_logits, k), n);
+        if patches.is_some() {
+            // A morphology model refuses to run without patches, saying what it needs.
+            let e = pollster::block_on(gpu.logits(&xt, n)).unwrap_err().to_string();
+            assert!(e.contains("morphology") && e.contains("patches"), "{e}");
         }
-        Err(e @ GpuError::NoAdapter { .. }) => {
-            if std::env::var("CELLSYMPHONY_ALLOW_NO_GPU").as_deref() == Ok("1") {
-                eprintln!("SKIPPED (no GPU adapter): WGSL part of the {name} parity test");
-            } else {
-                panic!("{e}\n(set CELLSYMPHONY_ALLOW_NO_GPU=1 to skip GPU tests on a machine without any adapter)");
-            }
-        }
-        Err(e) => panic!("GPU context creation failed: {e}"),
     }
     let _ = std::fs::remove_dir_all(files.fp32.parent().unwrap());
 }
