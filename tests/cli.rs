@@ -222,3 +222,45 @@ fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
     let same = burn.iter().zip(&cpu8).filter(|(a, b)| a == b).count();
     assert!(same as f64 >= 0.99 * burn.len() as f64, "fp32 vs int8: {same}/{} same class", burn.len());
 }
+
+/// Training flags that used to do nothing silently now stop before any epoch runs.
+#[test]
+fn resume_and_output_mistakes_stop_before_training() {
+    let scratch = common::scratch("cli-resume");
+    let missing = scratch.join("no-such-run");
+    let run = cli()
+        .args(["benchmark", "--models", "gene-only", "--epochs", "1", "--layers", "1", "--resume"])
+        .arg(&missing)
+        .arg("--out")
+        .arg(scratch.join("out"))
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("no-such-run") && err.contains("--resume"), "{err}");
+    assert!(!String::from_utf8_lossy(&run.stdout).contains("epoch"), "no epoch may run");
+
+    let run = cli()
+        .args(["train", "--epochs", "1", "--layers", "1", "--resume"])
+        .arg(&missing)
+        .arg("--out")
+        .arg(scratch.join("train"))
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("no-such-run"), "{err}");
+
+    // An output folder that cannot be written fails before training, naming it.
+    let blocked = scratch.join("a-file");
+    std::fs::write(&blocked, "x").unwrap();
+    let run = cli()
+        .args(["train", "--epochs", "1", "--layers", "1", "--out"])
+        .arg(blocked.join("model"))
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("a-file"), "{err}");
+    assert!(!String::from_utf8_lossy(&run.stdout).contains("epoch "), "no epoch may run");
+}

@@ -526,6 +526,29 @@ fn two_epochs_then_resume_two_equals_four_straight() {
     .expect("changed settings must be refused");
     assert!(err.to_string().contains("same settings"), "{err}");
 
+    // Fewer epochs than the checkpoint holds would silently keep the longer model: refused.
+    let err = run(
+        1,
+        &CheckpointOptions {
+            dir: None,
+            resume: Some(dir.to_path_buf()),
+        },
+    )
+    .err()
+    .expect("fewer epochs than the checkpoint must be refused");
+    assert!(err.to_string().contains("holds 4 trained epochs") && err.to_string().contains("--epochs 4"), "{err}");
+    // A missing checkpoint is an error naming it, not a fresh start.
+    let err = run(
+        1,
+        &CheckpointOptions {
+            dir: None,
+            resume: Some(dir.join("nowhere")),
+        },
+    )
+    .err()
+    .expect("missing checkpoint must be refused");
+    assert!(err.to_string().contains("nowhere"), "{err}");
+
     // A truncated checkpoint is a clear error, not a panic.
     let bytes = std::fs::read(dir.join("checkpoint.bin")).unwrap();
     std::fs::write(dir.join("checkpoint.bin"), &bytes[..bytes.len() / 2]).unwrap();

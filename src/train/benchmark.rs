@@ -278,6 +278,8 @@ fn train_one<B: AutodiffBackend>(
     progress: &mut dyn TrainProgress,
 ) -> Result<(ModelResult, Classifier<B>), TrainError> {
     let dir = s.opts.out.join(kind.name());
+    // A model the earlier run did not train starts fresh; the folder itself must exist
+    // (checked in run_benchmark).
     let resume = s
         .opts
         .resume
@@ -362,7 +364,15 @@ pub fn run_benchmark<B: AutodiffBackend>(
         (spec.n_genes, spec.n_classes) = (spec.n_genes.max(1), spec.n_classes.max(1));
         spec.validate()?;
     }
-    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    if let Some(dir) = &opts.resume {
+        if !dir.is_dir() {
+            return Err(TrainError::Checkpoint {
+                path: dir.display().to_string(),
+                problem: "--resume names no folder; give the --out folder of an earlier benchmark run".into(),
+            });
+        }
+    }
+    super::trainer::check_writable(&opts.out)?;
     let crop = match &opts.h5ad {
         Some(path) => {
             if let Some(m) = opts.models.iter().find(|m| **m != Architecture::GeneOnly) {

@@ -327,6 +327,18 @@ fn write_checkpoint(
     Ok(crate::util::write_atomic(&dir.join(CHECKPOINT_FILE), &out)?)
 }
 
+/// Creates `dir` if needed and checks that a file can be written in it, so a run fails before
+/// its epochs rather than after them.
+pub fn check_writable(dir: &Path) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    tempfile::NamedTempFile::new_in(dir)
+        .map(drop)
+        .map_err(|source| TrainError::Io {
+            path: format!("{} (output folder is not writable)", dir.display()),
+            source,
+        })
+}
+
 /// Read `dir/checkpoint.bin` into its header and the model and optimizer record bytes.
 pub fn read_checkpoint(dir: &Path) -> Result<(CheckpointHeader, Vec<u8>, Vec<u8>), TrainError> {
     let path = dir.join(CHECKPOINT_FILE);
@@ -372,6 +384,9 @@ pub fn train_classifier<B: AutodiffBackend>(
     progress: &mut dyn TrainProgress,
 ) -> Result<TrainedClassifier<Classifier<B>>, TrainError> {
     let model_spec = serde_json::to_value(options).map_err(|e| TrainError::Options(e.to_string()))?;
+    if let Some(dir) = &checkpoint.dir {
+        check_writable(dir)?;
+    }
     B::seed(device, config.seed);
     let mut model = options.init::<B>(device)?;
     let needs = model.inputs();
@@ -393,6 +408,12 @@ pub fn train_classifier<B: AutodiffBackend>(
         same.epochs = config.epochs;
         if serde_json::to_value(&same).ok() != serde_json::to_value(config).ok() {
             return Err(bad_checkpoint(&path, format!("was written with training settings {} but this run uses {}; resume with the same settings", serde_json::to_string(&header.train_config).unwrap_or_default(), serde_json::to_string(config).unwrap_or_default())));
+        }
+        if header.epoch > config.epochs {
+            return Err(bad_checkpoint(&path, format!(
+                "holds {} trained epochs but this run asks for {}; resume with --epochs {} or more (a resumed run never discards epochs)",
+                header.epoch, config.epochs, header.epoch
+            )));
         }
         let record = Recorder::<B>::load(&recorder, model_bytes, device)
             .map_err(|e| bad_checkpoint(&path, format!("model record does not load ({e})")))?;
