@@ -656,3 +656,43 @@ fn vit_patch_rows_unfold_in_burn_order() {
     assert_eq!(&row[..9], &[57.0, 58.0, 59.0, 63.0, 64.0, 65.0, 69.0, 70.0, 71.0]);
     assert_eq!(&row[9..], &[0.0, 0.0, 0.0, 1.0]);
 }
+
+/// Issue 13, point 4: a plausible corrupt model must not load. One flipped bit anywhere in the
+/// tensors breaks the content checksum; a file without a checksum (written before it existed)
+/// still cannot smuggle in an implausible value such as a scale of 3.4e35.
+#[test]
+fn a_flipped_bit_or_an_implausible_value_is_refused_at_load() {
+    let model = random_model(cellsymphony::engine::ClassifierConfig::new(6, 3), 5).quantize_int8();
+    let bytes = model.to_safetensors_bytes().unwrap();
+    assert!(EngineModel::from_safetensors_bytes(&bytes).is_ok());
+    // Flip the lowest bit of the last byte (tensor data sits at the end of the file).
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let err = EngineModel::from_safetensors_bytes(&flipped).unwrap_err();
+    assert!(matches!(err, ModelFileError::ChecksumMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+
+    // Re-serialise without the checksum, with head.weight_scale[0] = 3.4e35.
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata: HashMap<String, String> = header.metadata().clone().unwrap();
+    assert!(metadata.remove("cellsymphony_crc32").is_some(), "export writes the checksum");
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    let views = |owned: &Vec<(String, Dtype, Vec<usize>, Vec<u8>)>| -> Vec<u8> {
+        let v: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(v, Some(metadata.clone())).unwrap()
+    };
+    // Without a checksum the file still loads (older exports).
+    assert!(EngineModel::from_safetensors_bytes(&views(&owned)).is_ok());
+    let scale = owned.iter_mut().find(|(n, ..)| n == "head.weight_scale").unwrap();
+    scale.3[..4].copy_from_slice(&3.4e35f32.to_le_bytes());
+    let err = EngineModel::from_safetensors_bytes(&views(&owned)).unwrap_err();
+    assert!(matches!(err, ModelFileError::ImplausibleValue { ref name, .. } if name == "head.weight_scale"), "{err}");
+}

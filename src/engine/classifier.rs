@@ -129,10 +129,16 @@ impl Classifier {
     /// back through a future); natively block on it with `pollster::block_on`.
     pub async fn logits(&self, cells: &PreparedCells<'_>) -> Result<Vec<f32>, EngineError> {
         let patches = cells.patches.as_deref();
-        match &self.backend {
-            Backend::Cpu => forward_logits_with_patches(&self.model, &cells.x, patches, cells.n_cells),
-            Backend::Gpu(g) => Ok(g.logits_with_patches(&cells.x, patches, cells.n_cells).await?),
+        let logits = match &self.backend {
+            Backend::Cpu => forward_logits_with_patches(&self.model, &cells.x, patches, cells.n_cells)?,
+            Backend::Gpu(g) => g.logits_with_patches(&cells.x, patches, cells.n_cells).await?,
+        };
+        // A corrupt (but loadable) model or extreme inputs must not become confident labels.
+        let k = self.model.meta.classes.len().max(1);
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::NonFiniteOutput { cell: i / k, value: logits[i] });
         }
+        Ok(logits)
     }
 
     /// Class index and softmax confidence per cell from logits `[cells, C]`. Errors with

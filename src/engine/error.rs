@@ -122,6 +122,34 @@ pub enum EngineError {
     },
 
     /// The file contains a tensor that the config does not explain.
+    #[error("tensor `{name}` holds {value:e} at flat index {index}, beyond the plausible range ±{limit:e} of a trained model; the file is corrupt: re-download or re-export it")]
+    ImplausibleValue {
+        /// Tensor name.
+        name: String,
+        /// Flat index of the first implausible value.
+        index: usize,
+        /// The value.
+        value: f32,
+        /// The bound.
+        limit: f32,
+    },
+    /// The forward pass produced a non-finite logit.
+    #[error("the model produced a non-finite logit ({value}) for cell {cell}; the model file is corrupt or the cell's input holds extreme values: check the file (re-export it) and the input")]
+    NonFiniteOutput {
+        /// First cell (row) with a non-finite logit.
+        cell: usize,
+        /// The value.
+        value: f32,
+    },
+    /// The tensors do not hash to the checksum the exporter stored: the file was altered.
+    #[error("model file content checksum mismatch (stored crc32 {stored}, computed {computed}): the tensors were altered after export (bit flip, partial copy); re-download or re-export the model")]
+    ChecksumMismatch {
+        /// The checksum in the file's metadata.
+        stored: String,
+        /// The checksum of the tensors read.
+        computed: String,
+    },
+    /// A tensor that the config does not explain.
     #[error("unexpected tensor `{name}` for architecture gene_only with quantization {quantization}; the metadata does not match the tensors: re-export the model")]
     UnexpectedTensor {
         /// Tensor name.

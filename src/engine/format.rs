@@ -59,6 +59,25 @@ pub use super::normalisation::{
     NORMALISATION_LOG1P_CP10K,
 };
 
+/// Largest magnitude a stored f32 parameter may have. Trained weights, biases, LayerNorm
+/// parameters and int8 scales are orders of magnitude below this; a flipped exponent bit is
+/// not (e.g. a scale of 3.4e35).
+pub const MAX_PARAMETER_MAGNITUDE: f32 = 1e6;
+/// Metadata key of the content checksum: CRC-32 (hex) over every tensor's name and bytes in
+/// name order, written at export and verified at load (files without it load unchecked).
+pub const CHECKSUM_KEY: &str = "cellsymphony_crc32";
+
+/// CRC-32 over `(name, bytes)` pairs in name order (the caller sorts).
+fn content_checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    for (name, data) in tensors {
+        h.update(name.as_bytes());
+        h.update(&(data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    format!("{:08x}", h.finalize())
+}
+
 /// The `format_version` this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// Key of the JSON entry in the safetensors `__metadata__` map.
@@ -544,6 +563,14 @@ impl<'a> TensorReader<'a> {
                 index,
             });
         }
+        if let Some(index) = values.iter().position(|v| v.abs() > MAX_PARAMETER_MAGNITUDE) {
+            return Err(ModelFileError::ImplausibleValue {
+                name: name.to_string(),
+                index,
+                value: values[index],
+                limit: MAX_PARAMETER_MAGNITUDE,
+            });
+        }
         Ok(values)
     }
 
@@ -720,6 +747,16 @@ impl EngineModel {
             .and_then(|m| m.get(METADATA_KEY))
             .ok_or(ModelFileError::MissingMetadata)?;
         let meta = ModelMeta::from_json(json)?;
+        if let Some(stored) = header.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) {
+            let mut names = st.names();
+            names.sort_unstable();
+            let views: Vec<(&str, safetensors::tensor::TensorView<'_>)> =
+                names.iter().filter_map(|n| st.tensor(n).ok().map(|t| (*n as &str, t))).collect();
+            let computed = content_checksum(views.iter().map(|(n, t)| (*n, t.data())));
+            if &computed != stored {
+                return Err(ModelFileError::ChecksumMismatch { stored: stored.clone(), computed });
+            }
+        }
         let c = meta.config.clone();
         let quant = meta.quantization;
         let mut r = TensorReader {
@@ -837,7 +874,12 @@ impl EngineModel {
                 }
             }
         }
-        let metadata = HashMap::from([(METADATA_KEY.to_string(), self.meta.to_json()?)]);
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let checksum = content_checksum(tensors.iter().map(|(n, t)| (n.as_str(), t.data.as_slice())));
+        let metadata = HashMap::from([
+            (METADATA_KEY.to_string(), self.meta.to_json()?),
+            (CHECKSUM_KEY.to_string(), checksum),
+        ]);
         let bytes =
             safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))?;
         Ok(bytes)
