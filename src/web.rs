@@ -247,7 +247,7 @@ async fn classify_cells(inner: &Inner, cells: Result<CellInput<'_>, JsError>) ->
 
 /// Options of [`pair_cells`] (camelCase in JS; every field optional).
 #[derive(serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 struct PairOptions {
     use_gpu: bool,
     epsilon: Option<f32>,
@@ -258,6 +258,7 @@ struct PairOptions {
     squared: bool,
     epsilon_scaling: bool,
     top_genes: Option<usize>,
+    allow_unconverged: bool,
 }
 
 thread_local! {
@@ -344,6 +345,7 @@ pub fn pair_cells(
                 sinkhorn,
                 min_cells_per_state: opts.min_cells.unwrap_or(ot::DEFAULT_MIN_CELLS_PER_STATE),
                 spatial_lambda: None,
+                allow_unconverged: opts.allow_unconverged,
             };
             let ctx = if opts.use_gpu { Some(pair_gpu_context().await?) } else { None };
             let engine = match &ctx {

@@ -182,7 +182,7 @@ fn pairs_xenium_halves_on_cpu_and_gpu() {
     }
     let csv = pairs_csv(&cpu.records);
     assert!(csv
-        .starts_with("ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score\n"));
+        .starts_with("ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score,converged\n"));
     assert_eq!(csv.lines().count(), ia.len() + 1);
     let mean_dist: f32 = cpu
         .records
@@ -268,4 +268,34 @@ fn signature_is_the_mean_paired_difference() {
         signature(&ctrl[..7], 2, &tgt, 3, &genes, &pairs),
         Err(OtError::Shape { .. })
     ));
+}
+
+/// Issue 13, point 3: an unconverged transport is an error by default and flagged when
+/// allowed; groups sharing cells are refused instead of pairing cells with themselves.
+#[test]
+fn unconverged_transport_and_overlapping_groups_are_not_written_silently() {
+    let d = 4;
+    let mut rng = SplitMix64::new(9);
+    let (a_ids, b_ids) = (ids("a", 60), ids("b", 60));
+    let (a, b) = (rng.uniform_vec(60 * d, 0.0, 1.0), rng.uniform_vec(60 * d, 0.0, 1.0));
+    let state = |name, ids, coords| StateCells { state: name, lineage: "x", ids, coords, positions_um: None };
+    let (ctrl, tgt) = (state("a", &a_ids, &a), state("b", &b_ids, &b));
+    let mut opts = PairingOptions::default();
+    opts.sinkhorn.epsilon = 1e-6;
+    opts.sinkhorn.max_iterations = 5;
+    let err = block_on(pair_states(&ctrl, &tgt, d, &opts, SinkhornEngine::Reference, |_, _| {})).unwrap_err();
+    assert!(matches!(err, OtError::NotConverged { iterations: 5, .. }), "{err}");
+    assert!(err.to_string().contains("--allow-unconverged"), "{err}");
+    opts.allow_unconverged = true;
+    let flagged = block_on(pair_states(&ctrl, &tgt, d, &opts, SinkhornEngine::Reference, |_, _| {})).unwrap();
+    assert!(!flagged.sinkhorn.converged);
+    assert!(flagged.records.iter().all(|r| !r.converged));
+    assert!(pairs_csv(&flagged.records).lines().nth(1).unwrap().ends_with(",false"));
+
+    // The same cells on both sides (the same label, or overlapping lassos).
+    let mixed: Vec<String> = b_ids.iter().take(59).cloned().chain([a_ids[3].clone()]).collect();
+    let overlap = state("b", &mixed, &b);
+    let err = block_on(pair_states(&ctrl, &overlap, d, &PairingOptions::default(), SinkhornEngine::Reference, |_, _| {})).unwrap_err();
+    assert!(matches!(err, OtError::OverlappingStates { shared: 1, .. }), "{err}");
+    assert!(err.to_string().contains("a3"), "{err}");
 }

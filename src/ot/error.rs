@@ -58,6 +58,24 @@ pub enum OtError {
     #[error("every pairwise cost is zero (all points coincide); use CostScale::None or check the coordinates")]
     DegenerateCost,
 
+    /// Sinkhorn stopped before the marginals converged; the plan is not a transport plan.
+    #[error("Sinkhorn did not converge: marginal error {error:.2e} after {iterations} iterations (tolerance {tolerance:.1e}); raise max_iterations (--max-iterations), use epsilon scaling (--epsilon-scaling) or a larger epsilon, or accept flagged results (--allow-unconverged / allowUnconverged)")]
+    NotConverged {
+        /// Iterations run.
+        iterations: usize,
+        /// Final marginal error.
+        error: f32,
+        /// The tolerance asked for.
+        tolerance: f32,
+    },
+    /// The control and target groups share cells, which would be paired with themselves.
+    #[error("control and target share {shared} cells (first: {first}); pair two different states or two disjoint selections")]
+    OverlappingStates {
+        /// Cells in both groups.
+        shared: usize,
+        /// The first shared cell id.
+        first: String,
+    },
     /// A cell state has fewer cells than the pairing QC requires.
     #[error("state `{state}` has {found} cells, fewer than the minimum of {min} required for OT pairing; merge it with a similar state, select more cells, or lower `min_cells_per_state`")]
     TooFewCells {

@@ -41,6 +41,9 @@ pub struct PairingOptions {
     /// λ of the spatial penalty `λ · dist_µm` (cost units per µm, before scaling); `None` for
     /// none. Needs positions for both states.
     pub spatial_lambda: Option<f32>,
+    /// Return a pairing whose Sinkhorn did not converge (its records are flagged
+    /// `converged = false`) instead of [`OtError::NotConverged`]. Default false.
+    pub allow_unconverged: bool,
 }
 
 impl Default for PairingOptions {
@@ -49,6 +52,7 @@ impl Default for PairingOptions {
             sinkhorn: SinkhornOptions::default(),
             min_cells_per_state: DEFAULT_MIN_CELLS_PER_STATE,
             spatial_lambda: None,
+            allow_unconverged: false,
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct PairRecord {
     pub spatial_distance_um: Option<f32>,
     /// `max_j P_ij / Σ_j P_ij` of the control cell's plan row, in (0, 1].
     pub match_score: f32,
+    /// Whether Sinkhorn converged (false only with [`PairingOptions::allow_unconverged`]).
+    pub converged: bool,
 }
 
 /// The result of [`pair_states`].
@@ -127,6 +133,13 @@ pub async fn pair_states(
             lineage_b: target.lineage.to_string(),
         });
     }
+    {
+        let targets: std::collections::HashSet<&String> = target.ids.iter().collect();
+        let shared: Vec<&String> = control.ids.iter().filter(|id| targets.contains(id)).collect();
+        if let Some(first) = shared.first() {
+            return Err(OtError::OverlappingStates { shared: shared.len(), first: first.to_string() });
+        }
+    }
     let min = opts.min_cells_per_state.max(1);
     let n = check_state(control, dim, min)?;
     let m = check_state(target, dim, min)?;
@@ -147,6 +160,13 @@ pub async fn pair_states(
         ..SinkhornProblem::new(control.coords, n, target.coords, m, dim)
     };
     let solution = sinkhorn(&problem, &opts.sinkhorn, engine, progress).await?;
+    if !solution.converged && !opts.allow_unconverged {
+        return Err(OtError::NotConverged {
+            iterations: solution.iterations,
+            error: solution.error,
+            tolerance: opts.sinkhorn.tolerance,
+        });
+    }
     let assignment = assign(&problem, &opts.sinkhorn, &solution, engine).await?;
     let mut records = Vec::with_capacity(n);
     let mut pairs = Vec::with_capacity(n);
@@ -172,6 +192,7 @@ pub async fn pair_states(
             cell_type: control.lineage.to_string(),
             spatial_distance_um: distance,
             match_score: score,
+            converged: solution.converged,
         });
         pairs.push((i as u32, j_idx as u32));
     }
@@ -192,24 +213,25 @@ pub(crate) fn csv_field(s: &str) -> String {
 }
 
 /// The pairs as CSV text: header
-/// `ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score`, one line per
-/// record (an unknown distance is an empty field).
+/// `ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score,converged`, one
+/// line per record (an unknown distance is an empty field).
 pub fn pairs_csv(records: &[PairRecord]) -> String {
     let mut out =
-        String::from("ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score\n");
+        String::from("ctrl_id,tgt_id,state_a,state_b,cell_type,spatial_distance_um,match_score,converged\n");
     for r in records {
         let dist = r
             .spatial_distance_um
             .map_or(String::new(), |d| d.to_string());
         out.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{}\n",
             csv_field(&r.ctrl_id),
             csv_field(&r.tgt_id),
             csv_field(&r.state_a),
             csv_field(&r.state_b),
             csv_field(&r.cell_type),
             dist,
-            r.match_score
+            r.match_score,
+            r.converged
         ));
     }
     out

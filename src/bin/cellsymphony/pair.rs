@@ -23,6 +23,10 @@ pub(crate) enum OtEngine {
 pub(crate) struct PairArgs {
     #[command(flatten)]
     pub(crate) data: DataArgs,
+    /// Write the pairs even when Sinkhorn does not converge (flagged `converged=false` in
+    /// pairs.csv); by default that is an error.
+    #[arg(long)]
+    pub(crate) allow_unconverged: bool,
     /// Control state: a reference label of the cells (e.g. Epithelial).
     #[arg(long)]
     pub(crate) control: String,
@@ -70,6 +74,9 @@ pub(crate) struct PairArgs {
 
 pub(crate) fn cmd_pair(a: PairArgs) -> Result<()> {
     use cellsymphony::ot;
+    if a.control == a.target {
+        anyhow::bail!("--control and --target are both `{}`: pair two different states", a.control);
+    }
     let crop = a.data.prepare()?;
     let n = crop.table.n_cells();
     let g = crop.table.n_genes();
@@ -110,6 +117,7 @@ pub(crate) fn cmd_pair(a: PairArgs) -> Result<()> {
         },
         min_cells_per_state: a.min_cells,
         spatial_lambda: a.spatial_lambda,
+        allow_unconverged: a.allow_unconverged,
     };
     println!(
         "pairing {} {} cells → {} {} cells (lineage {lin_c}); PCA {g} genes → {d} components ({:.1}% variance) in {pca_seconds:.2} s",
