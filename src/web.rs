@@ -237,9 +237,11 @@ async fn classify_cells(inner: &Inner, cells: Result<CellInput<'_>, JsError>) ->
         engine::Backend::Cpu => JsError::new(&e.to_string()),
     };
     let logits = clf.logits(&prepared).await.map_err(engine_error)?;
-    let prediction = clf.predict(&logits).map_err(engine_error)?;
+    let prediction = clf.predict(&logits, &prepared).map_err(engine_error)?;
     let out = Object::new();
     set(&out, "classes", &Uint32Array::from(prediction.classes.as_slice()).into())?;
+    let unclassified: Vec<u8> = prediction.classes.iter().map(|&c| u8::from(c == engine::UNCLASSIFIED)).collect();
+    set(&out, "unclassified", &js_sys::Uint8Array::from(unclassified.as_slice()).into())?;
     set(&out, "logits", &Float32Array::from(logits.as_slice()).into())?;
     set(&out, "confidence", &Float32Array::from(prediction.confidence.as_slice()).into())?;
     Ok(out.into())

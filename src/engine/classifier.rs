@@ -41,7 +41,17 @@ pub struct PreparedCells<'a> {
     pub patches: Option<Cow<'a, [f32]>>,
     /// Number of cells.
     pub n_cells: usize,
+    /// Per cell: no counts at all over the model's genes (a count model then has nothing to
+    /// classify; [`Classifier::predict`] marks the cell [`UNCLASSIFIED`]). Empty means none.
+    pub no_counts: Vec<bool>,
 }
+
+/// The class index [`Classifier::predict`] gives a cell it cannot classify (no counts over the
+/// model's genes); its confidence is 0. JS sees 4294967295 and `unclassified[i] = 1`.
+pub const UNCLASSIFIED: u32 = u32::MAX;
+
+/// What a CSV or report says for an [`UNCLASSIFIED`] cell.
+pub const UNCLASSIFIED_LABEL: &str = "unclassified: no counts";
 
 impl PreparedCells<'_> {
     /// The same cells owning their patches (copied if they were borrowed).
@@ -50,6 +60,7 @@ impl PreparedCells<'_> {
             x: self.x,
             patches: self.patches.map(|p| Cow::Owned(p.into_owned())),
             n_cells: self.n_cells,
+            no_counts: self.no_counts,
         }
     }
 
@@ -72,6 +83,7 @@ impl PreparedCells<'_> {
             x: rows(&self.x),
             patches: self.patches.as_deref().map(|p| Cow::Owned(rows(p))),
             n_cells: idx.len(),
+            no_counts: if self.no_counts.is_empty() { Vec::new() } else { idx.iter().map(|&i| self.no_counts[i]).collect() },
         })
     }
 }
@@ -143,7 +155,7 @@ impl Classifier {
 
     /// Class index and softmax confidence per cell from logits `[cells, C]`. Errors with
     /// [`EngineError::InputShape`] if `logits` is not whole rows of `C`.
-    pub fn predict(&self, logits: &[f32]) -> Result<Prediction, EngineError> {
+    pub fn predict(&self, logits: &[f32], cells: &PreparedCells<'_>) -> Result<Prediction, EngineError> {
         let k = self.model.meta.classes.len();
         if k == 0 || !logits.len().is_multiple_of(k) {
             return Err(EngineError::InputShape {
@@ -152,8 +164,15 @@ impl Classifier {
                 found: logits.len(),
             });
         }
-        let confidence = logits.chunks_exact(k).map(softmax_max).collect();
-        Ok(Prediction { classes: argmax_rows(logits, k), confidence })
+        let mut classes = argmax_rows(logits, k);
+        let mut confidence: Vec<f32> = logits.chunks_exact(k).map(softmax_max).collect();
+        for (i, _) in cells.no_counts.iter().enumerate().filter(|(_, &none)| none) {
+            if i < classes.len() {
+                classes[i] = UNCLASSIFIED;
+                confidence[i] = 0.0;
+            }
+        }
+        Ok(Prediction { classes, confidence })
     }
 }
 
@@ -175,6 +194,11 @@ impl EngineModel {
         let valid = cells.validate_as(values)?;
         let n_cells = valid.n_cells();
         let aligned = valid.align_to_panel(&meta.genes)?;
+        let no_counts = if meta.normalisation.reads_counts() {
+            aligned.chunks(config.n_genes.max(1)).map(|row| row.iter().all(|&v| v == 0.0)).collect()
+        } else {
+            Vec::new()
+        };
         let x = meta.normalisation.apply(&aligned, config.n_genes, &meta.genes)?;
         let x = model_input(config, x, valid.centroids_um().as_deref())?;
         let patches = match (&config.morphology, cells.patches) {
@@ -193,7 +217,7 @@ impl EngineModel {
                 pixels.map(Cow::Borrowed)
             }
         };
-        Ok(PreparedCells { x, patches, n_cells })
+        Ok(PreparedCells { x, patches, n_cells, no_counts })
     }
 }
 
@@ -238,7 +262,7 @@ mod tests {
         assert_eq!(cells.n_cells, 1);
         assert_eq!(cells.x, vec![1.0, -0.5, -1.0]);
         let logits = pollster::block_on(clf.logits(&cells)).unwrap();
-        let p = clf.predict(&logits).unwrap();
+        let p = clf.predict(&logits, &cells).unwrap();
         assert_eq!(p.classes, argmax_rows(&logits, 4));
         assert!((p.confidence[0] - softmax_max(&logits)).abs() < 1e-7 && p.confidence[0] > 0.25);
         // The same values under log1p_cp10k are not counts.
@@ -275,13 +299,27 @@ mod tests {
         assert_eq!(pollster::block_on(clf.logits(&cells)).unwrap().len(), 4);
     }
 
+    /// Issue 13, point 2: a cell without counts gets no class, never a confident label.
+    #[test]
+    fn a_cell_without_counts_is_unclassified() {
+        let clf = Classifier::cpu(model(small())).unwrap();
+        let genes = names("g", 3);
+        let cells = clf.prepare(dense(&[1.0, 2.0, 3.0, 0.0, 0.0, 0.0], &genes)).unwrap();
+        assert_eq!(cells.no_counts, vec![false, true]);
+        let logits = pollster::block_on(clf.logits(&cells)).unwrap();
+        let p = clf.predict(&logits, &cells).unwrap();
+        assert!(p.classes[0] < 4 && p.confidence[0] > 0.0);
+        assert_eq!((p.classes[1], p.confidence[1]), (UNCLASSIFIED, 0.0));
+        assert_eq!(cells.select(&[1, 0]).unwrap().no_counts, vec![true, false]);
+    }
+
     #[test]
     fn bad_shapes_are_errors_not_panics() {
         let clf = Classifier::cpu(model(small())).unwrap();
-        let bad = PreparedCells { x: vec![0.0; 5], patches: None, n_cells: 2 };
+        let bad = PreparedCells { x: vec![0.0; 5], patches: None, n_cells: 2, no_counts: Vec::new() };
         assert!(matches!(pollster::block_on(clf.logits(&bad)), Err(EngineError::InputShape { expected: 6, found: 5, .. })));
-        assert!(matches!(clf.predict(&[0.0; 5]), Err(EngineError::InputShape { .. })));
-        let cells = PreparedCells { x: vec![0.0; 6], patches: None, n_cells: 2 };
+        assert!(matches!(clf.predict(&[0.0; 5], &bad), Err(EngineError::InputShape { .. })));
+        let cells = PreparedCells { x: vec![0.0; 6], patches: None, n_cells: 2, no_counts: Vec::new() };
         assert!(matches!(cells.select(&[0, 2]), Err(EngineError::InputShape { .. })));
         assert_eq!(cells.select(&[1, 1, 0]).unwrap().x.len(), 9);
     }

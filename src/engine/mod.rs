@@ -34,7 +34,9 @@ pub mod ops;
 mod preprocess;
 pub mod spec;
 
-pub use classifier::{softmax_max, Backend, Classifier, Prediction, PreparedCells};
+pub use classifier::{
+    softmax_max, Backend, Classifier, Prediction, PreparedCells, UNCLASSIFIED, UNCLASSIFIED_LABEL,
+};
 pub use error::{EngineError, ModelFileError};
 pub use format::{
     centre_token_indices, expected_tensors, Architecture, ClassifierConfig, ClassifierWeights, EncoderLayerWeights,

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use cellsymphony::data;
-use cellsymphony::engine::{softmax_max, EngineModel};
+use cellsymphony::engine::{softmax_max, EngineModel, UNCLASSIFIED, UNCLASSIFIED_LABEL};
 use cellsymphony::train::{argmax_rows, PreparedCrop};
 
 use crate::infer::{engine_logits, model_inputs};
@@ -60,7 +60,12 @@ pub(crate) fn classify_crop(model: &EngineModel, crop: &PreparedCrop, engine: En
     let all: Vec<usize> = (0..crop.table.n_cells()).collect();
     let (logits, engine_name) = engine_logits(model, &data, &all, engine)?;
     let seconds = t.elapsed().as_secs_f64();
-    Ok(Classified { pred: argmax_rows(&logits, model.meta.classes.len()), logits, engine_name, seconds })
+    let mut pred = argmax_rows(&logits, model.meta.classes.len());
+    // A cell without counts over the model's genes gets no class (engine::Classifier::predict).
+    for (p, _) in pred.iter_mut().zip(&data.cells.no_counts).filter(|(_, &none)| none) {
+        *p = UNCLASSIFIED;
+    }
+    Ok(Classified { pred, logits, engine_name, seconds })
 }
 
 pub(crate) fn write_predictions(path: &Path, model: &EngineModel, crop: &PreparedCrop, c: &Classified) -> Result<()> {
@@ -69,12 +74,11 @@ pub(crate) fn write_predictions(path: &Path, model: &EngineModel, crop: &Prepare
     for i in 0..crop.table.n_cells() {
         let [x, y] = crop.table.centroids_um[i];
         let reference = crop.labels[i].map(|c| crop.class_names[c as usize].as_str()).unwrap_or("");
-        s += &format!(
-            "{},{x:.2},{y:.2},{},{:.4},{reference}\n",
-            crop.table.cell_ids[i],
-            model.meta.classes[c.pred[i] as usize],
-            softmax_max(&c.logits[i * k..(i + 1) * k])
-        );
+        let (predicted, confidence) = match model.meta.classes.get(c.pred[i] as usize) {
+            Some(name) => (name.as_str(), format!("{:.4}", softmax_max(&c.logits[i * k..(i + 1) * k]))),
+            None => (UNCLASSIFIED_LABEL, String::new()),
+        };
+        s += &format!("{},{x:.2},{y:.2},{predicted},{confidence},{reference}\n", crop.table.cell_ids[i]);
     }
     write_file(path, s)
 }
@@ -103,8 +107,17 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
         let k = model.meta.classes.len();
         let p = data::Predictions {
             cell_ids: crop.table.cell_ids.clone(),
-            predicted: c.pred.iter().map(|&i| model.meta.classes[i as usize].clone()).collect(),
-            confidence: c.logits.chunks(k).map(softmax_max).collect(),
+            predicted: c
+                .pred
+                .iter()
+                .map(|&i| model.meta.classes.get(i as usize).map_or(UNCLASSIFIED_LABEL, String::as_str).to_string())
+                .collect(),
+            confidence: c
+                .pred
+                .iter()
+                .zip(c.logits.chunks(k))
+                .map(|(&i, row)| if i == UNCLASSIFIED { 0.0 } else { softmax_max(row) })
+                .collect(),
             centroids_um: Some(crop.table.centroids_um.clone()),
         };
         data::write_predictions_h5ad(path, &p)?;
@@ -119,10 +132,17 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
 
 pub(crate) fn print_prediction_counts(model: &EngineModel, pred: &[u32]) {
     let mut counts = vec![0usize; model.meta.classes.len()];
+    let mut unclassified = 0;
     for &p in pred {
-        counts[p as usize] += 1;
+        match counts.get_mut(p as usize) {
+            Some(n) => *n += 1,
+            None => unclassified += 1,
+        }
     }
     for (name, n) in model.meta.classes.iter().zip(counts) {
         println!("  {name:<16} {n:>5}");
+    }
+    if unclassified > 0 {
+        println!("  {UNCLASSIFIED_LABEL}: {unclassified}");
     }
 }
