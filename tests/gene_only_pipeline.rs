@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use burn::backend::{Autodiff, NdArray};
 use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, GpuClassifier, TokenSources};

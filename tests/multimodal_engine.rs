@@ -14,7 +14,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
