@@ -19,6 +19,39 @@ pub struct AtomicWriteError {
     pub source: std::io::Error,
 }
 
+/// The file an atomic write replaces: `target`, or the file a symlink at `target` points to
+/// (followed to its end). Errors if that exists and is not a regular file.
+fn resolve_target(target: &Path) -> Result<PathBuf, AtomicWriteError> {
+    let refuse = |path: &Path, what: &str| AtomicWriteError {
+        action: "replace",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(format!(
+            "it is {what}, not a regular file; only regular files are replaced: choose a file path"
+        )),
+    };
+    let resolved = match std::fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(target) {
+            Ok(p) => p,
+            // A dangling link: create the file it names.
+            Err(_) => {
+                let link = std::fs::read_link(target).map_err(|source| AtomicWriteError {
+                    action: "read the symlink",
+                    path: target.to_path_buf(),
+                    source,
+                })?;
+                target.parent().map_or(link.clone(), |d| d.join(link))
+            }
+        },
+        _ => target.to_path_buf(),
+    };
+    match std::fs::metadata(&resolved) {
+        Ok(m) if m.is_file() => Ok(resolved),
+        Ok(m) if m.is_dir() => Err(refuse(&resolved, "a directory")),
+        Ok(_) => Err(refuse(&resolved, "a FIFO, socket or device")),
+        Err(_) => Ok(resolved),
+    }
+}
+
 /// A file being written atomically: write to it (it is a [`Write`]), then [`commit`] it.
 /// Dropped without `commit`, the temporary file is removed and the target is left untouched.
 ///
@@ -35,7 +68,12 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     /// Creates the temporary file beside `target`. The target's directory must exist.
+    ///
+    /// A symlink is written through (the file it points to is replaced, the link kept); a
+    /// target that exists but is not a regular file (a FIFO, a device such as `/dev/full`, a
+    /// directory) is refused, so nothing but a regular file is ever replaced.
     pub fn create(target: &Path) -> Result<Self, AtomicWriteError> {
+        let target = &resolve_target(target)?;
         let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -123,6 +161,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13, point 1: links are written through, non-regular files are never replaced.
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_followed_and_special_files_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.csv");
+        std::fs::write(&real, "old").unwrap();
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link is kept");
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        // A directory (and, on Linux, a device) is refused and left as it was.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let err = write_atomic(&sub, b"x").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(sub.is_dir());
+        if Path::new("/dev/null").exists() {
+            let err = write_atomic(Path::new("/dev/null"), b"x").unwrap_err();
+            assert!(err.to_string().contains("device"), "{err}");
+        }
+        // Nothing is left behind by a refused or failed write.
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 
     #[test]
     fn replaces_the_target_and_leaves_no_temporary_file() {
