@@ -94,6 +94,24 @@ fn pair_writes_pairs_and_signature_and_refuses_bad_states() {
         assert_eq!(out.status.code(), Some(1), "{control}→{target}: {err}");
         assert!(err.contains(expect), "{control}→{target}: {err}");
     }
+
+    // The same state on both sides, and a transport that cannot converge: errors, nothing
+    // written; with --allow-unconverged the pairs are written flagged.
+    let out = cli().args(["pair", "--control", "Malignant", "--target", "Malignant", "--engine", "cpu", "--out"]).arg(out_dir.as_os_str()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("both `Malignant`"), "{err}");
+    let stuck = common::scratch("pair-stuck");
+    let args = ["pair", "--control", "Epithelial", "--target", "Malignant", "--engine", "cpu", "--epsilon", "1e-6", "--max-iterations", "5", "--out"];
+    let out = cli().args(args).arg(stuck.as_os_str()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not converge") && err.contains("--allow-unconverged"), "{err}");
+    assert!(!stuck.join("pairs.csv").exists(), "no pairs may be written for an unconverged transport");
+    let out = cli().args(args).arg(stuck.as_os_str()).arg("--allow-unconverged").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let flagged = std::fs::read_to_string(stuck.join("pairs.csv")).unwrap();
+    assert!(flagged.lines().skip(1).all(|l| l.ends_with(",false")), "{}", &flagged[..200.min(flagged.len())]);
 }
 
 #[test]
