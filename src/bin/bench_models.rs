@@ -87,14 +87,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let cpu = Classifier::cpu(int8.clone())?;
         let cells = cpu.prepare(input)?;
+        pollster::block_on(cpu.logits(&cells))?; // surfaces an engine error before timing
         let s = time(a.reps, || {
-            pollster::block_on(cpu.logits(&cells)).expect("CPU engine run");
+            let _ = pollster::block_on(cpu.logits(&cells));
         });
         rows.push((name.into(), "cellsymphony CPU engine, int8".into(), s));
         if let Ok(ctx) = &gpu {
             let clf = Classifier::gpu(int8, Arc::clone(ctx))?;
+            pollster::block_on(clf.logits(&cells))?; // surfaces an engine error before timing
             let s = time(a.reps, || {
-                pollster::block_on(clf.logits(&cells)).expect("WGSL engine run");
+                let _ = pollster::block_on(clf.logits(&cells));
             });
             let adapter = ctx.adapter_summary();
             let short = adapter.split(" (").next().unwrap_or(&adapter).to_string();
