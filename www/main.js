@@ -1,6 +1,8 @@
 // cellsymphony web demo: load the int8 model and the crop's cells, classify on WebGPU
-// (CPU fallback), draw cells at their centroids over the DAPI image.
-import init, { Classifier, pairCells } from "../pkg/cellsymphony.js";
+// (CPU fallback), draw cells at their centroids over the DAPI image. Classification and
+// pairing run in the package's module Worker (?mode=main: on this thread, the main-thread
+// mode), with a progress bar and a Cancel button.
+import { CellSymphonyWorker, CellSymphonyMainThread } from "../pkg/client.js";
 
 const PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0",
   "#f032e6", "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000",
@@ -10,6 +12,51 @@ const PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4
 const DATA = new URLSearchParams(location.search).get("data") || "data/";
 const statusEl = document.getElementById("status");
 function log(line) { statusEl.textContent += line + "\n"; }
+
+const MODE = new URLSearchParams(location.search).get("mode") === "main" ? "main-thread" : "worker";
+const runner = MODE === "worker" ? new CellSymphonyWorker() : new CellSymphonyMainThread();
+
+/// Shows the progress bar for one long call: returns its `{signal, onProgress}` options and
+/// `done()`. Classification moves the bar by cells; pairing by the Sinkhorn marginal error on a
+/// log scale towards the tolerance (1e-5). Cancel aborts the call.
+function track(what) {
+  const box = document.getElementById("progress-box"), bar = document.getElementById("progress");
+  const label = document.getElementById("progress-label"), cancel = document.getElementById("cancel");
+  const ac = new AbortController();
+  let firstError = null;
+  box.hidden = false; cancel.disabled = false; bar.max = 1; bar.value = 0;
+  label.textContent = what;
+  cancel.onclick = () => { cancel.disabled = true; ac.abort(); };
+  document.body.dataset.progress = "running";
+  return {
+    signal: ac.signal,
+    onProgress: (p) => {
+      if (p.phase === "classify") {
+        bar.max = p.total; bar.value = p.done;
+        label.textContent = `${what}: ${p.done} / ${p.total} cells`;
+      } else {
+        firstError ??= p.error;
+        const span = Math.log10(firstError / 1e-5);
+        bar.max = 1; bar.value = span > 0 ? Math.min(1, Math.max(0, Math.log10(firstError / p.error) / span)) : 1;
+        label.textContent = `${what}: Sinkhorn iteration ${p.iteration}, marginal error ${p.error.toExponential(2)}`;
+      }
+    },
+    done: () => { box.hidden = true; cancel.onclick = null; document.body.dataset.progress = "idle"; },
+  };
+}
+
+/// Runs `call(progressOptions)` under a progress bar; resolves to null when the user cancelled.
+async function withProgress(what, call) {
+  const t = track(what);
+  try {
+    return await call({ signal: t.signal, onProgress: t.onProgress });
+  } catch (e) {
+    if (e && e.name === "AbortError") { log(`${what}: cancelled`); return null; }
+    throw e;
+  } finally {
+    t.done();
+  }
+}
 
 async function fetchOk(url) {
   const r = await fetch(url);
@@ -119,7 +166,6 @@ function legend(names, classes) {
 
 async function main() {
   statusEl.textContent = "";
-  await init();
   const meta = await (await fetchOk(DATA + "cells.json")).json();
   const counts = new Float32Array(await (await fetchOk(DATA + "counts.f32")).arrayBuffer());
   const modelBytes = new Uint8Array(await (await fetchOk(DATA + "model.int8.safetensors")).arrayBuffer());
@@ -136,15 +182,22 @@ async function main() {
   const forced = new URLSearchParams(location.search).get("engine");
   const useGpu = adapter !== null && (forced === "webgpu" || (forced !== "cpu" && !adapter.isFallbackAdapter));
   if (adapter && adapter.isFallbackAdapter && !useGpu) log("software WebGPU adapter: using the faster CPU engine (?engine=webgpu to override)");
-  const clf = await Classifier.load(modelBytes, useGpu);
-  log(`engine: ${clf.backend}`);
+  const clf = await runner.loadClassifier(modelBytes, { useGpu });
+  log(`engine: ${clf.backend} (${MODE === "worker" ? "in a module Worker" : "on the main thread"})`);
   log(`model: ${clf.genes.length} genes, ${clf.classes.length} classes`);
 
+  // `transfer: false`: the page keeps `counts` (the layers and pairing read it again).
   const t0 = performance.now();
-  const res = await clf.classify(counts, meta.n_cells, meta.genes);
+  const res = await withProgress("classifying", (p) => clf.classify(counts, meta.n_cells, meta.genes, { ...p, transfer: false }));
   const coldMs = performance.now() - t0;
+  if (!res) {
+    log("classification cancelled: reload the page to run it again");
+    window.__cellsymphony = { cancelled: true, mode: MODE };
+    document.body.dataset.status = "cancelled";
+    return;
+  }
   const t1 = performance.now();
-  await clf.classify(counts, meta.n_cells, meta.genes);
+  await clf.classify(counts, meta.n_cells, meta.genes, { transfer: false });
   const warmMs = performance.now() - t1;
   const classes = Array.from(res.classes);
   log(`classified ${meta.n_cells} cells: first ${coldMs.toFixed(0)} ms, warm ${warmMs.toFixed(0)} ms ` +
@@ -157,9 +210,9 @@ async function main() {
   // Optional: the wasm CPU engine on the same cells, as a peer for speed and agreement.
   let cpu = null;
   if (new URLSearchParams(location.search).get("compare") === "cpu") {
-    const cpuClf = await Classifier.load(modelBytes, false);
+    const cpuClf = await runner.loadClassifier(modelBytes, { useGpu: false });
     const t2 = performance.now();
-    const cpuRes = await cpuClf.classify(counts, meta.n_cells, meta.genes);
+    const cpuRes = await cpuClf.classify(counts, meta.n_cells, meta.genes, { transfer: false });
     const cpuMs = performance.now() - t2;
     const cpuClasses = Array.from(cpuRes.classes);
     const agree = cpuClasses.filter((c, i) => c === classes[i]).length;
@@ -199,7 +252,7 @@ async function main() {
   const perClass = legend(clf.classes, classes);
   setUpPairing(meta, counts, useGpu, redraw);
 
-  window.__cellsymphony = { backend: clf.backend, adapter, classes, perClass, coldMs, warmMs,
+  window.__cellsymphony = { backend: clf.backend, mode: MODE, adapter, classes, perClass, coldMs, warmMs,
     nCells: meta.n_cells, agreement: same, cpu,
     models: models.map((m) => ({ name: m.name, architecture: m.architecture, nCells: m.colours.length, ms: m.ms, sameAsMain: m.sameAsMain })),
     alignment: alignment ? { nClusters: alignment.n_clusters, ari: alignment.ari, nCells: alignment.clusters.length } : null };
@@ -217,10 +270,12 @@ async function loadModelLayers(meta, counts, useGpu, mainNames) {
   for (const entry of await r.json()) {
     try {
       const bytes = new Uint8Array(await (await fetchOk(DATA + entry.model)).arrayBuffer());
-      const clf = await Classifier.load(bytes, useGpu);
+      const clf = await runner.loadClassifier(bytes, { useGpu });
       const patches = entry.patches ? new Float32Array(await (await fetchOk(DATA + entry.patches)).arrayBuffer()) : undefined;
       const t0 = performance.now();
-      const res = await clf.classify(counts, meta.n_cells, meta.genes, centroids, patches, clf.patchSize);
+      const res = await withProgress(`${entry.title || entry.name}`, (p) =>
+        clf.classify(counts, meta.n_cells, meta.genes, { centroids, patches, patchSize: clf.patchSize, transfer: false, ...p }));
+      if (!res) continue;
       const ms = performance.now() - t0;
       const colours = Array.from(res.classes);
       const sameAsMain = colours.filter((c, i) => clf.classes[c] === mainNames[i]).length;
@@ -282,9 +337,17 @@ function setUpPairing(meta, counts, useGpu, redraw) {
     status.textContent = `pairing ${control.length} → ${target.length} cells…`;
     try {
       const t0 = performance.now();
-      const res = await pairCells(counts, meta.n_cells, meta.genes, Uint32Array.from(control), Uint32Array.from(target),
-        { useGpu }, (it, err) => { status.textContent = `Sinkhorn iteration ${it}, marginal error ${err.toExponential(2)}`; });
+      pairButton.disabled = true;
+      const res = await withProgress("pairing", (p) => runner.pairCells(counts, meta.n_cells, meta.genes,
+        Uint32Array.from(control), Uint32Array.from(target), { useGpu }, { ...p, transfer: false }));
+      pairButton.disabled = false;
       const ms = performance.now() - t0;
+      if (!res) {
+        status.textContent = "pairing cancelled";
+        window.__cellsymphonyPair = { cancelled: true };
+        document.body.dataset.pairStatus = "cancelled";
+        return;
+      }
       lasso.pairs = { control, target, matches: Array.from(res.target) };
       redraw(); drawSignature(res);
       status.textContent = `${control.length} A cells paired with ${new Set(res.target).size} distinct B cells ` +
@@ -292,7 +355,8 @@ function setUpPairing(meta, counts, useGpu, redraw) {
         `${res.converged ? "" : ", NOT converged"}) in ${ms.toFixed(0)} ms`;
       let cpu = null;
       if (new URLSearchParams(location.search).get("compare") === "cpu" && useGpu) {
-        const r2 = await pairCells(counts, meta.n_cells, meta.genes, Uint32Array.from(control), Uint32Array.from(target), { useGpu: false });
+        const r2 = await runner.pairCells(counts, meta.n_cells, meta.genes, Uint32Array.from(control), Uint32Array.from(target),
+          { useGpu: false }, { transfer: false });
         cpu = { agreement: Array.from(r2.target).filter((t, k) => t === res.target[k]).length };
       }
       window.__cellsymphonyPair = { nA: control.length, nB: target.length, target: Array.from(res.target),
@@ -300,6 +364,7 @@ function setUpPairing(meta, counts, useGpu, redraw) {
         topUp: res.topUp, topDown: res.topDown, nDelta: res.delta.length, ms, cpu };
       document.body.dataset.pairStatus = "done";
     } catch (e) {
+      pairButton.disabled = false;
       status.textContent = `error: ${e && e.message ? e.message : e}`;
       window.__cellsymphonyPair = { failure: String(e && e.message ? e.message : e) };
       document.body.dataset.pairStatus = "error";

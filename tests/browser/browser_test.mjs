@@ -7,6 +7,7 @@ import { createRequire } from "node:module";
 import { readFileSync, mkdirSync, existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import net from "node:net";
+import { workerChecks } from "./worker_checks.mjs";
 
 const require = createRequire(import.meta.url);
 let chromium;
@@ -130,7 +131,7 @@ try {
     const col = csv[0].split(",").indexOf("predicted");
     const native = csv.slice(1).map((l) => l.split(",")[col]);
     const sp = await page.evaluate(async ([data, name]) => {
-      const m = await import("../pkg/cellsymphony.js");
+      const m = await import("../pkg/cellsymphony.js"); await m.default();
       const meta = await (await fetch(data + "cells.json")).json();
       const counts = new Float32Array(await (await fetch(data + "counts.f32")).arrayBuffer());
       const bytes = new Uint8Array(await (await fetch(data + `${name}.int8.safetensors`)).arrayBuffer());
@@ -173,7 +174,7 @@ try {
     const col = csv[0].split(",").indexOf("predicted");
     const native = csv.slice(1).map((l) => l.split(",")[col]);
     const sx = await page.evaluate(async (data) => {
-      const m = await import("../pkg/cellsymphony.js");
+      const m = await import("../pkg/cellsymphony.js"); await m.default();
       const dir = data + "scaled_x/";
       const bytes = new Uint8Array(await (await fetch(dir + "model.int8.safetensors")).arrayBuffer());
       const x = new Float32Array(await (await fetch(dir + "x.f32")).arrayBuffer());
@@ -199,7 +200,7 @@ try {
   // Input API: CSR input gives the dense input's classes, and bad input rejects with messages
   // that name the array, element and value (CPU engine, same wasm module as the page).
   const api = await page.evaluate(async (data) => {
-    const m = await import("../pkg/cellsymphony.js");
+    const m = await import("../pkg/cellsymphony.js"); await m.default();
     const meta = await (await fetch(data + "cells.json")).json();
     const counts = new Float32Array(await (await fetch(data + "counts.f32")).arrayBuffer());
     const model = new Uint8Array(await (await fetch(data + "model.int8.safetensors")).arrayBuffer());
@@ -251,7 +252,7 @@ try {
   // parsers, classified through classifyCsr: the page's classes for every cell.
   if (!existsSync(resolve(root, "www", dataParam, "mex", "matrix.mtx.gz"))) throw new Error("the bundle has no mex/ folder (cellsymphony pipeline writes it)");
   const files = await page.evaluate(async (data) => {
-    const m = await import("../pkg/cellsymphony.js");
+    const m = await import("../pkg/cellsymphony.js"); await m.default();
     const bytes = async (f) => new Uint8Array(await (await fetch(data + f)).arrayBuffer());
     const [features, barcodes, matrix, cells] = await Promise.all(
       ["mex/features.tsv.gz", "mex/barcodes.tsv.gz", "mex/matrix.mtx.gz", "cells.csv.gz"].map(bytes));
@@ -335,6 +336,7 @@ try {
     console.log(`lasso pairing: WebGPU and CPU engines agree on ${pair.cpu.agreement}/${pair.nA} pairs`);
     if (pair.cpu.agreement < 0.99 * pair.nA) throw new Error("WebGPU and CPU pairings disagree on more than 1% of cells");
   }
+  await workerChecks({ page, dataParam, bundle, result, log: console.log });
   if (process.env.CELLSYMPHONY_REQUIRE_WEBGPU === "1" && !onGpu) throw new Error("WebGPU required but the page fell back to the CPU engine");
 } catch (e) {
   failed = 1;

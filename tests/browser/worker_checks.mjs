@@ -1,0 +1,165 @@
+// Worker mode of the npm package (pkg/client.js + pkg/worker.js), checked in the page opened by
+// browser_test.mjs: classes through the worker equal the main thread's (and the native
+// engine's), progress is monotonic and ends at the total, a cancel rejects with AbortError and
+// the worker stays usable, engine errors keep their message, pairing through the worker gives
+// the main thread's pairs, and the page's timers and frames keep running while the worker
+// classifies (the wasm API called directly on the main thread is the peer that blocks them).
+//   await workerChecks({ page, dataParam, bundle, result, log: console.log });   // throws on a failure
+// (`result`: the page's window.__cellsymphony, whose classes the caller already compared with native)
+
+/** Runs in the page: every measurement, no assertion. */
+async function inPage(data) {
+  const client = await import("../pkg/client.js");
+  const m = await import("../pkg/cellsymphony.js");
+  await m.default();
+  const meta = await (await fetch(data + "cells.json")).json();
+  const counts0 = new Float32Array(await (await fetch(data + "counts.f32")).arrayBuffer());
+  const model = new Uint8Array(await (await fetch(data + "model.int8.safetensors")).arrayBuffer());
+  const n = meta.n_cells, genes = meta.genes, g = genes.length;
+  const failure = async (f) => { try { await f(); return { name: "resolved", message: "" }; } catch (e) { return { name: e.name, message: String(e.message) }; } };
+  const out = { n };
+
+  // The peer: the wasm API on the main thread.
+  const main = await m.Classifier.load(model, false);
+  const mainRes = await main.classify(counts0, n, genes);
+  out.main = Array.from(mainRes.classes);
+
+  const cs = new client.CellSymphonyWorker();
+  const clf = await cs.loadClassifier(model, { useGpu: false });
+  out.backend = clf.backend;
+  out.sameInfo = JSON.stringify([clf.genes, clf.classes, clf.architecture]) === JSON.stringify([main.genes, main.classes, main.architecture]);
+
+  // Dense counts in chunks of 256 cells, transferred.
+  const counts = counts0.slice();
+  const events = [];
+  const r = await clf.classify(counts, n, genes, { chunkCells: 256, onProgress: (p) => events.push(p) });
+  out.detached = counts.byteLength === 0;
+  out.worker = Array.from(r.classes);
+  out.chunks = r.chunks;
+  out.events = events;
+  out.maxLogitDiff = r.logits.reduce((mx, v, i) => Math.max(mx, Math.abs(v - mainRes.logits[i])), 0);
+  out.logitsLength = [r.logits.length, mainRes.logits.length];
+  out.wasmMemoryBytes = r.wasmMemoryBytes;
+
+  // CSR, sliced by rows (chunks of 300), copied instead of transferred.
+  const indptr = [0], indices = [], values = [];
+  for (let c = 0; c < n; c++) {
+    for (let j = 0; j < g; j++) { const v = counts0[c * g + j]; if (v !== 0) { indices.push(j); values.push(v); } }
+    indptr.push(values.length);
+  }
+  const ip = new Uint32Array(indptr);
+  const rc = await clf.classifyCsr(ip, new Uint32Array(indices), new Float32Array(values), n, genes, { chunkCells: 300, transfer: false });
+  out.csr = Array.from(rc.classes);
+  out.csrKept = ip.length === n + 1;
+
+  // The main-thread mode of the client (same chunks, on this thread).
+  const local = await new client.CellSymphonyMainThread().loadClassifier(model, { useGpu: false });
+  out.mainMode = Array.from((await local.classify(counts0, n, genes, { chunkCells: 256 })).classes);
+
+  // Engine errors: the same message as on the main thread (first chunk or whole-input errors),
+  // the chunk named for a later chunk.
+  const renamed = genes.map((name, j) => (j < 12 ? `RENAMED_${j}` : name));
+  out.missing = { worker: await failure(() => clf.classify(counts0, n, renamed, { transfer: false })),
+    main: await failure(() => main.classify(counts0, n, renamed)) };
+  out.length = { worker: await failure(() => clf.classify(counts0.subarray(1), n, genes, { transfer: false })),
+    main: await failure(() => main.classify(counts0.subarray(1), n, genes)) };
+  const nan = counts0.slice(); nan[700 * g + 5] = NaN;
+  out.nanLate = await failure(() => clf.classify(nan, n, genes, { chunkCells: 256 }));
+
+  // Cancel: 8 copies of the crop in chunks of 512; abort after the first progress event.
+  const big = new Float32Array(8 * n * g);
+  for (let k = 0; k < 8; k++) big.set(counts0, k * n * g);
+  const ac = new AbortController();
+  const cancelEvents = [];
+  const t0 = performance.now();
+  out.cancel = await failure(() => clf.classify(big.slice(), 8 * n, genes, { chunkCells: 512, signal: ac.signal,
+    onProgress: (p) => { cancelEvents.push(p.done); if (cancelEvents.length === 1) ac.abort(); } }));
+  out.cancelMs = performance.now() - t0;
+  out.cancelEvents = cancelEvents;
+  out.preAborted = await failure(() => clf.classify(counts0, n, genes, { signal: AbortSignal.abort(), transfer: false }));
+  out.afterCancel = Array.from((await clf.classify(counts0, n, genes, { transfer: false })).classes);
+
+  // Responsiveness: a 10 ms timer and requestAnimationFrame count while 8 × the crop is
+  // classified in the worker, then while the wasm API classifies it on this thread.
+  const counter = () => {
+    let timer = 0, frames = 0, stop = false;
+    const iv = setInterval(() => timer++, 10);
+    const raf = () => { if (!stop) { frames++; requestAnimationFrame(raf); } };
+    requestAnimationFrame(raf);
+    return () => { stop = true; clearInterval(iv); return { timer, frames }; };
+  };
+  await new Promise((ok) => setTimeout(ok, 50));
+  let stop = counter(), t1 = performance.now();
+  const bigWorker = await clf.classify(big.slice(), 8 * n, genes, { chunkCells: 2048 });
+  out.responsive = { worker: { ms: performance.now() - t1, ...stop() } };
+  await new Promise((ok) => setTimeout(ok, 50));
+  stop = counter(); t1 = performance.now();
+  const bigMain = await main.classify(big, 8 * n, genes);
+  out.responsive.main = { ms: performance.now() - t1, ...stop() };
+  out.bigSame = bigWorker.classes.every((c, i) => c === bigMain.classes[i]);
+
+  // Pairing: the 300 leftmost cells (control) with the 300 rightmost (target), CPU Sinkhorn.
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => meta.centroids_um[a][0] - meta.centroids_um[b][0]);
+  const control = Uint32Array.from(order.slice(0, 300)), target = Uint32Array.from(order.slice(n - 300));
+  const pairMain = await m.pairCells(counts0, n, genes, control, target, { useGpu: false });
+  const pairEvents = [];
+  const pw = await cs.pairCells(counts0.slice(), n, genes, control.slice(), target.slice(), { useGpu: false },
+    { onProgress: (p) => pairEvents.push(p) });
+  out.pair = { main: Array.from(pairMain.target), worker: Array.from(pw.target), iterations: [pairMain.iterations, pw.iterations],
+    converged: pw.converged, events: pairEvents, deltaDiff: pw.delta.reduce((mx, v, i) => Math.max(mx, Math.abs(v - pairMain.delta[i])), 0) };
+  const pac = new AbortController();
+  out.pairCancel = await failure(() => cs.pairCells(counts0.slice(), n, genes, control.slice(), target.slice(), { useGpu: false },
+    { signal: pac.signal, onProgress: () => pac.abort() }));
+  out.pairAgain = Array.from((await cs.pairCells(counts0, n, genes, control, target, { useGpu: false }, { transfer: false })).target);
+  out.afterRestart = Array.from((await clf.classify(counts0, n, genes, { transfer: false })).classes);
+  cs.terminate();
+  return out;
+}
+
+const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+
+export async function workerChecks({ page, dataParam, bundle, result, log = console.log }) {
+  const fail = (msg) => { throw new Error(`worker mode: ${msg}`); };
+  // The demo page classified (on its engine: WebGPU in the test) and paired in the worker.
+  if (result && result.mode !== "worker") fail(`the demo page ran in mode ${result.mode}, expected its default, the worker`);
+  const r = await page.evaluate(inPage, dataParam);
+  const n = r.n;
+  const native = bundle.native_predictions;
+  const diff = (a) => a.filter((c, i) => c !== native[i]).length;
+  log(`worker mode (${r.backend}): ${n - diff(r.worker)}/${n} cells equal native, ${r.chunks} chunks of 256; ` +
+    `main thread ${n - diff(r.main)}/${n}; max |Δlogit| worker vs main thread ${r.maxLogitDiff}; worker wasm memory ${(r.wasmMemoryBytes / 2 ** 20).toFixed(1)} MiB`);
+  if (!r.sameInfo) fail("the worker's classifier reports other genes, classes or architecture than the wasm Classifier");
+  if (r.worker.length !== n || !same(r.worker, r.main) || diff(r.worker) > 0) fail(`classes differ from the main thread on ${r.worker.filter((c, i) => c !== r.main[i]).length} cells, from native on ${diff(r.worker)}`);
+  if (r.logitsLength[0] !== r.logitsLength[1] || !(r.maxLogitDiff <= 1e-6)) fail(`logits differ from the main thread's (max ${r.maxLogitDiff}, lengths ${r.logitsLength})`);
+  if (!r.detached) fail("the counts given to the worker were not transferred (their buffer is still attached)");
+  if (!same(r.csr, r.main) || !r.csrKept) fail("classifyCsr in the worker differs from the main thread (or transfer: false detached the input)");
+  if (!same(r.mainMode, r.main)) fail("the client's main-thread mode differs from the wasm API");
+  const done = r.events.map((e) => e.done);
+  log(`progress events: ${done.join(", ")}`);
+  if (r.events.length !== Math.ceil(n / 256) || r.events.some((e) => e.total !== n || e.phase !== "classify") ||
+      done.some((d, i) => i > 0 && d <= done[i - 1]) || done[done.length - 1] !== n) fail(`progress is not monotonic up to ${n}: ${JSON.stringify(r.events)}`);
+  for (const key of ["missing", "length"]) {
+    const { worker, main } = r[key];
+    log(`error through the worker (${key}): ${worker.message}`);
+    if (main.name === "resolved" || worker.message !== main.message) fail(`${key}: worker message ${JSON.stringify(worker.message)} ≠ main thread ${JSON.stringify(main.message)}`);
+  }
+  log(`error in a later chunk: ${r.nanLate.message}`);
+  if (!r.nanLate.message.includes("is NaN") || !r.nanLate.message.includes("in the chunk of cells 512..767")) fail(`NaN in cell 700: ${r.nanLate.message}`);
+  log(`cancel: ${r.cancel.name} after ${r.cancelMs.toFixed(0)} ms (progress ${r.cancelEvents.join(", ")} of ${8 * n}); aborted signal: ${r.preAborted.name}`);
+  if (r.cancel.name !== "AbortError" || r.preAborted.name !== "AbortError") fail(`a cancel should reject with AbortError, got ${r.cancel.name} / ${r.preAborted.name}`);
+  if (r.cancelEvents.length > 2) fail(`progress kept coming after the cancel: ${r.cancelEvents}`);
+  if (!same(r.afterCancel, r.main)) fail("classify after a cancel differs from the main thread");
+  const { worker: w, main: mt } = r.responsive;
+  log(`responsiveness, ${8 * n} cells: in the worker ${w.ms.toFixed(0)} ms with ${w.timer} timer ticks (10 ms) and ${w.frames} frames on the page; ` +
+    `wasm API on the main thread ${mt.ms.toFixed(0)} ms with ${mt.timer} ticks and ${mt.frames} frames`);
+  if (!r.bigSame) fail("8 × the crop: worker and main-thread classes differ");
+  if (w.timer < Math.max(5, 0.2 * (w.ms / 10)) || w.frames < 3) fail(`the page's timer/frames stalled while the worker classified (${w.timer} ticks, ${w.frames} frames in ${w.ms.toFixed(0)} ms)`);
+  const p = r.pair;
+  const its = p.events.map((e) => e.iteration);
+  log(`pairing through the worker: ${p.worker.filter((t, i) => t === p.main[i]).length}/${p.main.length} pairs equal the main thread's, ` +
+    `iterations ${p.iterations[1]} (main ${p.iterations[0]}), ${p.events.length} progress events, max |ΔΔg| ${p.deltaDiff}; cancel: ${r.pairCancel.name}`);
+  if (!same(p.worker, p.main) || p.iterations[0] !== p.iterations[1] || !(p.deltaDiff <= 1e-6)) fail("pairs through the worker differ from the main thread's");
+  if (!p.converged || p.events.length === 0 || its.some((it, i) => i > 0 && it < its[i - 1]) || p.events.some((e) => e.phase !== "pair")) fail(`pairing progress: ${JSON.stringify(p.events)}`);
+  if (r.pairCancel.name !== "AbortError") fail(`cancelling pairing should reject with AbortError, got ${r.pairCancel.name}: ${r.pairCancel.message}`);
+  if (!same(r.pairAgain, p.main) || !same(r.afterRestart, r.main)) fail("pairing or classify after a pairing cancel differ from the main thread");
+}
