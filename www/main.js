@@ -15,6 +15,7 @@ function log(line) { statusEl.textContent += line + "\n"; }
 
 const MODE = new URLSearchParams(location.search).get("mode") === "main" ? "main-thread" : "worker";
 const runner = MODE === "worker" ? new CellSymphonyWorker() : new CellSymphonyMainThread();
+window.__cellsymphonyProgress = []; // every progress event shown, for the browser test
 
 /// Shows the progress bar for one long call: returns its `{signal, onProgress}` options and
 /// `done()`. Classification moves the bar by cells; pairing by the Sinkhorn marginal error on a
@@ -31,6 +32,7 @@ function track(what) {
   return {
     signal: ac.signal,
     onProgress: (p) => {
+      window.__cellsymphonyProgress.push({ what, ...p });
       if (p.phase === "classify") {
         bar.max = p.total; bar.value = p.done;
         label.textContent = `${what}: ${p.done} / ${p.total} cells`;
@@ -188,7 +190,9 @@ async function main() {
 
   // `transfer: false`: the page keeps `counts` (the layers and pairing read it again).
   const t0 = performance.now();
-  const res = await withProgress("classifying", (p) => clf.classify(counts, meta.n_cells, meta.genes, { ...p, transfer: false }));
+  // Chunks of a tenth of the cells (at least 128), so the bar moves on a small crop too.
+  const chunkCells = Math.max(128, Math.ceil(meta.n_cells / 10));
+  const res = await withProgress("classifying", (p) => clf.classify(counts, meta.n_cells, meta.genes, { ...p, chunkCells, transfer: false }));
   const coldMs = performance.now() - t0;
   if (!res) {
     log("classification cancelled: reload the page to run it again");
@@ -263,6 +267,7 @@ async function main() {
 /// file names in the data folder; `patches` is f32 [cells, S, S] as `cellsymphony classify
 /// --patches-out` writes it). Missing file: no layers.
 async function loadModelLayers(meta, counts, useGpu, mainNames) {
+  const chunkCells = Math.max(128, Math.ceil(meta.n_cells / 10));
   const r = await fetch(DATA + "models.json");
   if (!r.ok) return [];
   const centroids = Float32Array.from(meta.centroids_um.flat());
@@ -274,7 +279,7 @@ async function loadModelLayers(meta, counts, useGpu, mainNames) {
       const patches = entry.patches ? new Float32Array(await (await fetchOk(DATA + entry.patches)).arrayBuffer()) : undefined;
       const t0 = performance.now();
       const res = await withProgress(`${entry.title || entry.name}`, (p) =>
-        clf.classify(counts, meta.n_cells, meta.genes, { centroids, patches, patchSize: clf.patchSize, transfer: false, ...p }));
+        clf.classify(counts, meta.n_cells, meta.genes, { centroids, patches, patchSize: clf.patchSize, chunkCells, transfer: false, ...p }));
       if (!res) continue;
       const ms = performance.now() - t0;
       const colours = Array.from(res.classes);

@@ -1,6 +1,7 @@
 // Whole-slide scale in headless Chromium: the crop's cells replicated to N cells as CSR,
 // classified through the package's module Worker in chunks (pkg/client.js), with the wasm API
-// called once on the main thread as the peer (same run, same cells). One fresh browser per
+// called once on the main thread as the peer (same run, same cells), and the client's
+// main-thread mode (same chunks, no worker) to separate the cost of chunking from the worker's. One fresh browser per
 // row, so each row's peak memory is its own: the tab's renderer process (page + worker + wasm)
 // peak RSS (VmHWM from /proc), the worker's wasm memory, the main thread's JS heap.
 //   node tests/browser/bench_web_scale.mjs --data ../out/test/www-data/ [--cells 100000,1000000] [--peer-cells 100000] [--webgpu-cells 8192] [--chunk 2048]
@@ -53,16 +54,17 @@ function kib(pid, key) {
   } catch { return 0; }
 }
 
-/** Renderer processes (and all descendants) of the browser `pid`, with their peak RSS so far. */
+/** Peak RSS so far of the renderer processes under `pid`, and the RSS of all Chromium processes under it. */
 function rendererPeaks(pid) {
   const procs = processes();
   const desc = [];
   const walk = (p) => { for (const [c, info] of procs) if (info.ppid === p) { desc.push([c, info]); walk(c); } };
   walk(pid);
+  const chromiumProcs = desc.filter(([, i]) => i.cmd.includes(chromiumPath) || i.cmd.includes("--type="));
   const renderers = desc.filter(([, i]) => i.cmd.includes("--type=renderer"));
   return {
     rendererHwmKiB: Math.max(0, ...renderers.map(([p]) => kib(p, "VmHWM"))),
-    allRssKiB: desc.reduce((s, [p]) => s + kib(p, "VmRSS"), kib(pid, "VmRSS")),
+    allRssKiB: chromiumProcs.reduce((s, [p]) => s + kib(p, "VmRSS"), 0),
   };
 }
 
@@ -87,8 +89,8 @@ async function inPage({ data, nCells, how, useGpu, chunk }) {
   const heap = () => (performance.memory ? performance.memory.usedJSHeapSize : 0);
   const crop = async (clf) => Array.from((await clf.classifyCsr(indptr.subarray(0, n0 + 1), indices.subarray(0, indptr[n0]), values.subarray(0, indptr[n0]), n0, genes, { transfer: false })).classes);
   let res, ms, backend, wasmMemoryBytes, chunks = 1, progressEvents = 0, reference;
-  if (how === "worker") {
-    const cs = new client.CellSymphonyWorker();
+  if (how === "worker" || how === "main-chunked") {
+    const cs = how === "worker" ? new client.CellSymphonyWorker() : new client.CellSymphonyMainThread();
     const clf = await cs.loadClassifier(model, { useGpu });
     backend = clf.backend;
     reference = await crop(clf);
@@ -120,6 +122,7 @@ async function inPage({ data, nCells, how, useGpu, chunk }) {
 
 const runs = [
   ...sizes.map((n) => ({ n, how: "worker", useGpu: false })),
+  ...peerSizes.map((n) => ({ n, how: "main thread, client in chunks", useGpu: false })),
   ...peerSizes.map((n) => ({ n, how: "main-thread wasm API, one call", useGpu: false })),
   ...gpuSizes.map((n) => ({ n, how: "worker", useGpu: true })),
 ];
@@ -136,14 +139,14 @@ try {
         "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-angle=swiftshader",
         "--enable-precise-memory-info", "--js-flags=--max-old-space-size=4096"],
     });
-    const pid = browser.process().pid;
+    const pid = process.pid; // Chromium's processes are this script's descendants
     let peakAll = 0;
     const sampler = setInterval(() => { peakAll = Math.max(peakAll, rendererPeaks(pid).allRssKiB); }, 250);
     try {
       const page = await browser.newPage();
       await page.goto(`http://127.0.0.1:${port}/tests/browser/blank.html`);
       const t0 = Date.now();
-      const r = await page.evaluate(inPage, { data: "../../www/" + dataParam, nCells: run.n, how: run.how === "worker" ? "worker" : "main", useGpu: run.useGpu, chunk });
+      const r = await page.evaluate(inPage, { data: "../../www/" + dataParam, nCells: run.n, how: { worker: "worker", "main thread, client in chunks": "main-chunked" }[run.how] ?? "main", useGpu: run.useGpu, chunk });
       const peaks = rendererPeaks(pid);
       const row = { ...run, ...r, rendererHwmMiB: peaks.rendererHwmKiB / 1024, browserPeakMiB: Math.max(peakAll, peaks.allRssKiB) / 1024, wallS: (Date.now() - t0) / 1000 };
       rows.push(row);
@@ -157,7 +160,7 @@ try {
   server.kill();
 }
 const mib = (b) => (b / 2 ** 20).toFixed(0);
-console.log(`\nWhole-slide scale in headless Chromium (${chromiumPath}); cells = the crop's ${rows[0]?.nnz ? "" : ""}cells cycled, CSR input; ` +
+console.log(`\nWhole-slide scale in headless Chromium (${chromiumPath}); cells = the crop's cells cycled, CSR input; ` +
   `peer: the wasm API in one call on the main thread, same cells, same run. ${new Date().toISOString()}, load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
 console.log("\n| path | engine | cells | chunk | s | cells/s | same class as the crop cell | input CSR MiB | wasm memory MiB | tab (renderer) peak RSS MiB | all Chromium processes peak RSS MiB |");
 console.log("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -167,7 +170,7 @@ for (const r of rows) {
     console.log(`| ${r.how} | ${engine} | ${r.n} | — | failed: ${r.failure} | | | ${r.inputMiB.toFixed(0)} | ${mib(r.wasmMemoryBytes)} | ${r.rendererHwmMiB.toFixed(0)} | ${r.browserPeakMiB.toFixed(0)} |`);
     continue;
   }
-  const chunkCells = r.how === "worker" ? (chunk || (r.useGpu ? 8192 : 2048)) : r.n;
+  const chunkCells = r.chunks > 1 ? (chunk || (r.useGpu ? 8192 : 2048)) : r.n;
   console.log(`| ${r.how} | ${engine} | ${r.n} | ${chunkCells} | ${(r.ms / 1000).toFixed(1)} | ${(r.n / r.ms * 1000).toFixed(0)} | ${r.same}/${r.n} | ` +
     `${r.inputMiB.toFixed(0)} | ${mib(r.wasmMemoryBytes)} | ${r.rendererHwmMiB.toFixed(0)} | ${r.browserPeakMiB.toFixed(0)} |`);
 }

@@ -122,6 +122,19 @@ export async function workerChecks({ page, dataParam, bundle, result, log = cons
   const fail = (msg) => { throw new Error(`worker mode: ${msg}`); };
   // The demo page classified (on its engine: WebGPU in the test) and paired in the worker.
   if (result && result.mode !== "worker") fail(`the demo page ran in mode ${result.mode}, expected its default, the worker`);
+  // The demo's progress bar: the classification's events ended at every cell; a pairing
+  // started with the lasso groups the caller drew shows the bar, and Cancel stops it.
+  const shown = await page.evaluate(() => window.__cellsymphonyProgress);
+  const main = shown.filter((p) => p.what === "classifying");
+  if (result && (main.length === 0 || main[main.length - 1].done !== result.nCells)) fail(`the demo's progress bar did not reach ${result.nCells} cells: ${JSON.stringify(main)}`);
+  await page.click("#pair");
+  await page.waitForSelector("#progress-box:not([hidden])", { timeout: 10000 });
+  await page.click("#cancel");
+  await page.waitForSelector("body[data-pair-status=cancelled], body[data-pair-status=done], body[data-pair-status=error]", { timeout: 60000 });
+  const demo = await page.evaluate(() => ({ status: document.body.dataset.pairStatus, hidden: document.getElementById("progress-box").hidden,
+    text: document.getElementById("pair-status").textContent }));
+  log(`demo: classification progress ${main.map((p) => p.done).join(", ")}; Pair then Cancel → ${demo.status} ("${demo.text}")`);
+  if (demo.status !== "cancelled" || !demo.hidden) fail(`Cancel during the demo's pairing: status ${demo.status}, progress bar hidden ${demo.hidden}`);
   const r = await page.evaluate(inPage, dataParam);
   const n = r.n;
   const native = bundle.native_predictions;
