@@ -25,7 +25,7 @@ log "wasm-opt -O3"
 wasm-opt -O3 pkg/cellsymphony_bg.wasm -o pkg/cellsymphony_bg.opt.wasm
 mv pkg/cellsymphony_bg.opt.wasm pkg/cellsymphony_bg.wasm
 # The hand-written worker API (js/: module Worker, client, shared chunking, the one wasm import).
-cp js/*.js pkg/
+cp js/*.js js/*.d.ts pkg/
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 cat > pkg/package.json <<JSON
 {
@@ -37,7 +37,7 @@ cat > pkg/package.json <<JSON
   "module": "cellsymphony.js",
   "main": "cellsymphony.js",
   "types": "cellsymphony.d.ts",
-  "files": ["cellsymphony_bg.wasm", "cellsymphony.js", "cellsymphony.d.ts", "cellsymphony_bg.wasm.d.ts", "client.js", "worker.js", "chunked.js", "wasm.js", "README.md"],
+  "files": ["cellsymphony_bg.wasm", "cellsymphony.js", "cellsymphony.d.ts", "cellsymphony_bg.wasm.d.ts", "client.js", "client.d.ts", "worker.js", "chunked.js", "wasm.js", "README.md"],
   "sideEffects": ["./snippets/*"]
 }
 JSON
