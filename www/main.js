@@ -190,8 +190,9 @@ async function main() {
 
   // `transfer: false`: the page keeps `counts` (the layers and pairing read it again).
   const t0 = performance.now();
-  // Chunks of a tenth of the cells (at least 128), so the bar moves on a small crop too.
-  const chunkCells = Math.max(128, Math.ceil(meta.n_cells / 10));
+  // On the CPU engine, chunks of a tenth of the cells (at least 128) so the bar moves on a
+  // small crop too; on WebGPU the default chunk (every wasm call sets up its GPU buffers).
+  const chunkCells = useGpu ? undefined : Math.max(128, Math.ceil(meta.n_cells / 10));
   const res = await withProgress("classifying", (p) => clf.classify(counts, meta.n_cells, meta.genes, { ...p, chunkCells, transfer: false }));
   const coldMs = performance.now() - t0;
   if (!res) {
@@ -267,7 +268,6 @@ async function main() {
 /// file names in the data folder; `patches` is f32 [cells, S, S] as `cellsymphony classify
 /// --patches-out` writes it). Missing file: no layers.
 async function loadModelLayers(meta, counts, useGpu, mainNames) {
-  const chunkCells = Math.max(128, Math.ceil(meta.n_cells / 10));
   const r = await fetch(DATA + "models.json");
   if (!r.ok) return [];
   const centroids = Float32Array.from(meta.centroids_um.flat());
@@ -279,7 +279,7 @@ async function loadModelLayers(meta, counts, useGpu, mainNames) {
       const patches = entry.patches ? new Float32Array(await (await fetchOk(DATA + entry.patches)).arrayBuffer()) : undefined;
       const t0 = performance.now();
       const res = await withProgress(`${entry.title || entry.name}`, (p) =>
-        clf.classify(counts, meta.n_cells, meta.genes, { centroids, patches, patchSize: clf.patchSize, chunkCells, transfer: false, ...p }));
+        clf.classify(counts, meta.n_cells, meta.genes, { centroids, patches, patchSize: clf.patchSize, transfer: false, ...p }));
       if (!res) continue;
       const ms = performance.now() - t0;
       const colours = Array.from(res.classes);

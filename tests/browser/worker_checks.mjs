@@ -66,20 +66,22 @@ async function inPage(data) {
   const nan = counts0.slice(); nan[700 * g + 5] = NaN;
   out.nanLate = await failure(() => clf.classify(nan, n, genes, { chunkCells: 256 }));
 
-  // Cancel: 8 copies of the crop in chunks of 512; abort after the first progress event.
-  const big = new Float32Array(8 * n * g);
-  for (let k = 0; k < 8; k++) big.set(counts0, k * n * g);
+  // Cancel: 4 copies of the crop in chunks of 512; abort after the first progress event.
+  const COPIES = 4;
+  const big = new Float32Array(COPIES * n * g);
+  for (let k = 0; k < COPIES; k++) big.set(counts0, k * n * g);
   const ac = new AbortController();
   const cancelEvents = [];
   const t0 = performance.now();
-  out.cancel = await failure(() => clf.classify(big.slice(), 8 * n, genes, { chunkCells: 512, signal: ac.signal,
+  out.cancel = await failure(() => clf.classify(big.slice(), COPIES * n, genes, { chunkCells: 512, signal: ac.signal,
     onProgress: (p) => { cancelEvents.push(p.done); if (cancelEvents.length === 1) ac.abort(); } }));
   out.cancelMs = performance.now() - t0;
   out.cancelEvents = cancelEvents;
+  out.copies = COPIES;
   out.preAborted = await failure(() => clf.classify(counts0, n, genes, { signal: AbortSignal.abort(), transfer: false }));
   out.afterCancel = Array.from((await clf.classify(counts0, n, genes, { transfer: false })).classes);
 
-  // Responsiveness: a 10 ms timer and requestAnimationFrame count while 8 × the crop is
+  // Responsiveness: a 10 ms timer and requestAnimationFrame count while 4 × the crop is
   // classified in the worker, then while the wasm API classifies it on this thread.
   const counter = () => {
     let timer = 0, frames = 0, stop = false;
@@ -90,11 +92,11 @@ async function inPage(data) {
   };
   await new Promise((ok) => setTimeout(ok, 50));
   let stop = counter(), t1 = performance.now();
-  const bigWorker = await clf.classify(big.slice(), 8 * n, genes, { chunkCells: 2048 });
+  const bigWorker = await clf.classify(big.slice(), COPIES * n, genes, { chunkCells: 2048 });
   out.responsive = { worker: { ms: performance.now() - t1, ...stop() } };
   await new Promise((ok) => setTimeout(ok, 50));
   stop = counter(); t1 = performance.now();
-  const bigMain = await main.classify(big, 8 * n, genes);
+  const bigMain = await main.classify(big, COPIES * n, genes);
   out.responsive.main = { ms: performance.now() - t1, ...stop() };
   out.bigSame = bigWorker.classes.every((c, i) => c === bigMain.classes[i]);
 
@@ -158,14 +160,14 @@ export async function workerChecks({ page, dataParam, bundle, result, log = cons
   }
   log(`error in a later chunk: ${r.nanLate.message}`);
   if (!r.nanLate.message.includes("is NaN") || !r.nanLate.message.includes("in the chunk of cells 512..767")) fail(`NaN in cell 700: ${r.nanLate.message}`);
-  log(`cancel: ${r.cancel.name} after ${r.cancelMs.toFixed(0)} ms (progress ${r.cancelEvents.join(", ")} of ${8 * n}); aborted signal: ${r.preAborted.name}`);
+  log(`cancel: ${r.cancel.name} after ${r.cancelMs.toFixed(0)} ms (progress ${r.cancelEvents.join(", ")} of ${r.copies * n}); aborted signal: ${r.preAborted.name}`);
   if (r.cancel.name !== "AbortError" || r.preAborted.name !== "AbortError") fail(`a cancel should reject with AbortError, got ${r.cancel.name} / ${r.preAborted.name}`);
   if (r.cancelEvents.length > 2) fail(`progress kept coming after the cancel: ${r.cancelEvents}`);
   if (!same(r.afterCancel, r.main)) fail("classify after a cancel differs from the main thread");
   const { worker: w, main: mt } = r.responsive;
-  log(`responsiveness, ${8 * n} cells: in the worker ${w.ms.toFixed(0)} ms with ${w.timer} timer ticks (10 ms) and ${w.frames} frames on the page; ` +
+  log(`responsiveness, ${r.copies * n} cells: in the worker ${w.ms.toFixed(0)} ms with ${w.timer} timer ticks (10 ms) and ${w.frames} frames on the page; ` +
     `wasm API on the main thread ${mt.ms.toFixed(0)} ms with ${mt.timer} ticks and ${mt.frames} frames`);
-  if (!r.bigSame) fail("8 × the crop: worker and main-thread classes differ");
+  if (!r.bigSame) fail("4 × the crop: worker and main-thread classes differ");
   if (w.timer < Math.max(5, 0.2 * (w.ms / 10)) || w.frames < 3) fail(`the page's timer/frames stalled while the worker classified (${w.timer} ticks, ${w.frames} frames in ${w.ms.toFixed(0)} ms)`);
   const p = r.pair;
   const its = p.events.map((e) => e.iteration);
