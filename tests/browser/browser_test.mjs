@@ -24,7 +24,7 @@ const root = resolve(dirname(new URL(import.meta.url).pathname), "../..");
 const dataParam = args.data || "data/";
 const screenshot = resolve(root, args.screenshot || "out/test/screenshot.png");
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
-const timeoutMs = Number(args.timeout || 300000);
+const timeoutMs = Number(args.timeout || 600000); // SwiftShader runs the multimodal layers for minutes on a loaded machine
 
 function freePort() {
   return new Promise((ok, fail) => {
