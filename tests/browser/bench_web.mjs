@@ -137,8 +137,8 @@ lines.push(`Chromium headless (${userAgent.match(/Chrome\/[\d.]+/)?.[0] ?? "?"})
   `model ${meta.config.n_layers} layers, d_model ${meta.config.d_model}, ${meta.config.gene_tokens} gene tokens, ` +
   `${meta.genes.length} genes, ${meta.classes.length} classes; cells: the crop's cells repeated. Every arm goes ` +
   `from raw counts to classes (ours: Classifier.classify; onnxruntime-web: the same normalisation in JS, ` +
-  `session.run, argmax); one warm-up run per arm, then one timed run per size. WebGPU is SwiftShader ` +
-  `(software), so its arms run ${gpuSizes.join(", ")} cells only.`, "");
+  `session.run, argmax); one warm-up run per arm, then one timed run per size.` +
+  (withGpu ? ` WebGPU is SwiftShader (software) here, so its arms run ${gpuSizes.join(", ")} cells only.` : " No WebGPU arms (--no-gpu)."), "");
 lines.push("| engine | threads | cells | seconds | cells/s | vs onnxruntime-web (equal threads, precision) |");
 lines.push("|---|---:|---:|---:|---:|---|");
 for (const r of results) {
