@@ -11,6 +11,8 @@ export NODE_PATH="$TOOLS/npm/node_modules"
 WASM_BINDGEN_VERSION=0.2.130
 BINARYEN_VERSION=132.0.0
 PLAYWRIGHT_VERSION=1.65.1
+# onnxruntime-web, the peer of scripts/bench_web.sh (npm; installed by that script).
+ORT_WEB_VERSION=1.31.1
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # How wasm32 is built: "rustup" (rustup's wasm32 std) or "debian" (rustc-web + build-std).

@@ -28,6 +28,9 @@ mkdir -p "$out/pairing"
   || "$bin/cellsymphony" pair --control Epithelial --target Malignant --engine cpu --out "$out/pairing"
 log "building the npm package (pkg/)"
 bash scripts/build_wasm.sh
+log "benchmark: our package vs onnxruntime-web in headless Chromium (cells/s) → $out/bench_web.md"
+bash scripts/bench_web.sh "$out/model.safetensors" "$out/model.int8.safetensors" "$out/bench_web.md" \
+  | tee "$out/bench_web.log" || log "bench_web failed (see $out/bench_web.log); continuing"
 log "benchmark: native engines (cells/s)"
 "$bin/bench_engine" --model "$out/model.int8.safetensors" --fp32 "$out/model.safetensors" | tee "$out/bench.txt"
 log "benchmark: cells/s per classifier (burn fp32 vs our int8 engines)"

@@ -67,11 +67,13 @@ fi
 # Transport) as the Sinkhorn reference the OT tests and benchmark compare against; h5py and
 # anndata write the HDF5 fixtures of tests/data_hdf5.rs and read back our .h5ad output;
 # tifffile writes the OME-TIFF pyramid / H&E fixtures of tests/data_morphology.rs; pyarrow
-# writes the parquet fixtures of tests/data_parquet.rs.
-if ! python3 -c "import safetensors, numpy, ot, h5py, anndata, tifffile, pyarrow" 2>/dev/null; then
-  log "pip install safetensors numpy pot h5py anndata tifffile pyarrow"
+# writes the parquet fixtures of tests/data_parquet.rs; onnx + onnxruntime build and check the
+# ONNX copy of our models (scripts/onnx_export.py, tests/onnx_export.rs, scripts/bench_web.sh).
+if ! python3 -c "import safetensors, numpy, ot, h5py, anndata, tifffile, pyarrow, onnx, onnxruntime" 2>/dev/null; then
+  log "pip install safetensors numpy pot h5py anndata tifffile pyarrow onnx onnxruntime"
   python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1" \
-    "h5py==3.16.0" "anndata==0.12.19" "tifffile==2026.3.3" "pyarrow==26.0.1"
+    "h5py==3.16.0" "anndata==0.12.19" "tifffile==2026.3.3" "pyarrow==26.0.1" \
+    "onnx==1.23.2" "onnxruntime==1.31.1"
 fi
 
 # Real data (bidcell 1.0.3 wheel from PyPI).

@@ -147,6 +147,16 @@ impl Classifier {
         self.inner.backend.clone()
     }
 
+    /// Compute dispatches per encoder layer of the WebGPU engine (`undefined` on the CPU
+    /// engine): a benchmark figure.
+    #[wasm_bindgen(js_name = dispatchesPerLayer)]
+    pub fn dispatches_per_layer(&self) -> Result<Option<usize>, JsError> {
+        match self.inner.classifier.backend() {
+            engine::Backend::Gpu(g) => g.dispatches_per_layer().map(Some).map_err(|e| JsError::new(&format!("WebGPU: {e}"))),
+            _ => Ok(None),
+        }
+    }
+
     /// Classify cells from raw counts `[cells, genes]` (row-major `Float32Array`) whose columns
     /// are named by `genes` (any order; extra genes are ignored, missing model genes are an
     /// error naming them). Optional `centroids` (`Float32Array [cells, 2]`, x, y in µm) and

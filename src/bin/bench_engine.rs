@@ -1,5 +1,5 @@
 //! Benchmark of the inference engines on the real crop's cells, in one run:
-//! burn fp32 (ndarray, the named peer) vs our plain-Rust CPU engine (int8) vs our WGSL engine
+//! burn fp32 (ndarray, the named peer) vs our plain-Rust CPU engine (int8 and fp32 files) vs our WGSL engine
 //! (int8, wgpu: a real GPU where there is one, lavapipe otherwise). Prints a table.
 //!
 //! `bench_engine --model runs/gene_only/model.int8.safetensors --fp32 runs/gene_only/model.safetensors`
@@ -10,13 +10,13 @@ use std::sync::Arc;
 use clap::Parser;
 
 use cellsymphony::data::{self, default_data_dir, CellInput, CountsInput, TranscriptOptions};
-use cellsymphony::engine::{Classifier, EngineModel};
+use cellsymphony::engine::{Backend, Classifier, EngineModel};
 use cellsymphony::gpu::GpuContext;
 use cellsymphony::model::convert::from_engine_model;
 use cellsymphony::train::{predict_cells, CellInputs};
 
 #[derive(Parser)]
-#[command(about = "Cells/s of burn fp32, the CPU int8 engine and the WGSL int8 engine on the real crop")]
+#[command(about = "Cells/s of burn fp32, the CPU engine (int8, fp32) and the WGSL int8 engine on the real crop")]
 struct Args {
     /// int8 model file.
     #[arg(long, default_value = "runs/gene_only/model.int8.safetensors")]
@@ -69,10 +69,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pollster::block_on(cpu.logits(&cells))?; // surfaces an engine error before timing
     let s = time(a.reps, || { let _ = pollster::block_on(cpu.logits(&cells)); });
     rows.push(("cellsymphony CPU engine, int8".into(), s));
+    let cpu32 = Classifier::cpu(fp32.clone())?;
+    pollster::block_on(cpu32.logits(&cells))?; // surfaces an engine error before timing
+    let s = time(a.reps, || { let _ = pollster::block_on(cpu32.logits(&cells)); });
+    rows.push(("cellsymphony CPU engine, fp32".into(), s));
     match pollster::block_on(GpuContext::new()) {
         Ok(ctx) => {
             let name = ctx.adapter_summary();
             let clf = Classifier::gpu(int8.clone(), Arc::new(ctx))?;
+            if let Backend::Gpu(g) = clf.backend() {
+                println!("WGSL engine: {} compute dispatches per encoder layer", g.dispatches_per_layer()?);
+            }
             pollster::block_on(clf.logits(&cells))?; // surfaces an engine error before timing
             let s = time(a.reps, || { let _ = pollster::block_on(clf.logits(&cells)); });
             rows.push((format!("cellsymphony WGSL engine, int8 ({name})"), s));

@@ -248,6 +248,18 @@ impl GpuClassifier {
         self.chunk_cells
     }
 
+    /// Compute dispatches one encoder layer records per chunk (the benchmarks' "dispatches
+    /// per layer"; counted from the plan, so it follows the kernels actually launched).
+    pub fn dispatches_per_layer(&self) -> Result<usize, GpuError> {
+        let Some(l) = self.layers.first() else { return Ok(0) };
+        let c = &self.config;
+        let b = self.work_buffers(1)?;
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias };
+        let mut plan = Vec::new();
+        push_layer(&mut plan, &self.ctx, l, &lb, 1, c.n_tokens(), c.d_model, c.n_heads, self.eps)?;
+        Ok(plan.len())
+    }
+
     /// The model's hyperparameters.
     pub fn config(&self) -> &ClassifierConfig {
         &self.config
