@@ -15,13 +15,21 @@ log "cellsymphony pipeline → $out"
 "$bin/cellsymphony" pipeline --out "$out" --www www/data "$@"
 log "contrastive alignment of expression and morphology → $out/alignment (figures, clusters, web layer)"
 "$bin/cellsymphony" align --out "$out/alignment" --www www/data | tee "$out/alignment.log"
-log "four-model benchmark on the crop (paper defaults) → $out/benchmark"
+log "four-model benchmark on the crop (default recipe, one split; spatial models on spatial blocks) → $out/benchmark"
 "$bin/cellsymphony" benchmark --out "$out/benchmark" | tee "$out/benchmark.log"
 log "web demo: the spatial, dual-modality and multi-input models as layers (www/data/models.json)"
 bash scripts/export_www_models.sh "$bin/cellsymphony" "$out/benchmark" www/data "$out/www_models"
 log "gene-only benchmark on scanpy's pbmc68k_reduced (expert bulk_labels) → $out/benchmark_pbmc"
 "$bin/cellsymphony" benchmark --h5ad "$CELLSYMPHONY_DATA/scanpy-1.11.5/10x_pbmc68k_reduced.h5ad" --models gene-only \
   --out "$out/benchmark_pbmc" | tee "$out/benchmark_pbmc.log"
+# Issue 11: 5-fold cross-validation, gene-only transformer vs logistic regression on identical
+# folds, default recipe beside the paper's (mean ± sd in summary.md).
+log "5-fold gene-only benchmark on the crop, default and paper recipes → $out/benchmark_folds"
+"$bin/cellsymphony" benchmark --models gene-only --folds 5 --recipes default,paper \
+  --out "$out/benchmark_folds" | tee "$out/benchmark_folds.log"
+log "5-fold gene-only benchmark on pbmc68k_reduced, default and paper recipes → $out/benchmark_pbmc_folds"
+"$bin/cellsymphony" benchmark --h5ad "$CELLSYMPHONY_DATA/scanpy-1.11.5/10x_pbmc68k_reduced.h5ad" --models gene-only \
+  --folds 5 --recipes default,paper --out "$out/benchmark_pbmc_folds" | tee "$out/benchmark_pbmc_folds.log"
 log "OT pairing: Epithelial → Malignant (PCA + log-domain Sinkhorn on the WGSL engine)"
 mkdir -p "$out/pairing"
 "$bin/cellsymphony" pair --control Epithelial --target Malignant --out "$out/pairing" | tee "$out/pairing/summary.txt" \

@@ -161,6 +161,67 @@ fn benchmark_on_pbmc68k_reduced_uses_the_expert_labels() {
     assert!(err.contains("gene-only") && !err.contains("panicked"), "{err}");
 }
 
+/// `benchmark --folds 2`: both recipes on identical folds beside LogReg, mean ± sd rows, pooled
+/// per-class table, fold lists whose test sets partition the labelled cells; a spatial model
+/// runs on spatial blocks, with LogReg on the same folds.
+#[test]
+fn benchmark_folds_report_mean_and_sd_per_model_and_recipe() {
+    let pbmc = common::scanpy_files();
+    let out = common::scratch("folds");
+    let run = cli()
+        .args(["benchmark", "--models", "gene-only", "--folds", "2", "--recipes", "default,paper", "--epochs", "2", "--layers", "1", "--h5ad"])
+        .arg(&pbmc.pbmc68k_reduced)
+        .arg("--out")
+        .arg(out.as_os_str())
+        .output()
+        .expect("binary runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("val macro-F1") && stdout.contains("fold 2/2"), "{stdout}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let row = |title: &str, recipe: &str| {
+        summary
+            .lines()
+            .find(|l| l.starts_with(&format!("| {title}")) && l.contains(&format!("| {recipe} |")))
+            .unwrap_or_else(|| panic!("no {title} / {recipe} row in\n{summary}"))
+            .to_string()
+    };
+    for (title, recipe) in [("LogReg", "–"), ("Gene-only", "default"), ("Gene-only", "paper")] {
+        let r = row(title, recipe);
+        assert!(r.contains("| random |") && r.contains("| 2 |"), "{r}");
+        assert_eq!(r.matches(" ± ").count(), 2, "macro-F1 and accuracy mean ± sd: {r}");
+    }
+    assert!(out.join("per_class.md").exists() && out.join("confusion_gene_only_paper.png").exists());
+    let folds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("folds_random.json")).unwrap()).unwrap();
+    let folds = folds.as_array().unwrap();
+    assert_eq!(folds.len(), 2);
+    let mut tested: Vec<String> = folds.iter().flat_map(|f| f["test"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string())).collect();
+    let n = tested.len();
+    tested.sort();
+    tested.dedup();
+    assert_eq!(tested.len(), n, "a cell is tested in two folds");
+    for f in folds {
+        let test: std::collections::HashSet<&str> = f["test"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert!(f["val"].as_array().unwrap().iter().all(|v| !test.contains(v.as_str().unwrap())), "validation cell in the test set");
+        assert!(!f["val"].as_array().unwrap().is_empty());
+    }
+
+    // A model that reads centroids: spatial blocks, LogReg on the same folds.
+    let out = common::scratch("folds-spatial");
+    let run = cli()
+        .args(["benchmark", "--models", "spatial", "--folds", "2", "--epochs", "1", "--layers", "1", "--d-model", "16", "--out"])
+        .arg(out.as_os_str())
+        .output()
+        .expect("binary runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    for title in ["LogReg", "Spatial"] {
+        let r = summary.lines().find(|l| l.starts_with(&format!("| {title}"))).unwrap_or_else(|| panic!("{title}: {summary}"));
+        assert!(r.contains("| spatial-blocks |") && r.contains(" ± "), "{r}");
+    }
+    assert!(out.join("spatial").join("engine").join("model.int8.safetensors").exists(), "fold-0 engine export");
+}
+
 /// Predicted class column of a `classify --out` CSV.
 fn predicted(path: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

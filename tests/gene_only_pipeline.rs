@@ -52,7 +52,7 @@ fn fixture() -> &'static Fixture {
         let options = ClassifierOptions::new(spec);
         let config = TrainConfig { learning_rate: 1e-3, epochs: 4, ..Default::default() };
         let inputs = CellInputs::genes(&crop.x_norm, g);
-        let split = LabelledSplit { labels: &labels, n_classes: k, train: &train_idx, test: &test_idx };
+        let split = LabelledSplit { labels: &labels, n_classes: k, train: &train_idx, val: &[], test: &test_idx };
         let device = Default::default();
         let trained = train_classifier::<Autodiff<NdArray>>(
             &options,

@@ -22,9 +22,9 @@ use cellsymphony::model::{
 use cellsymphony::train::embeddings::{read_embeddings, write_npy};
 use cellsymphony::train::export::named_parameters;
 use cellsymphony::train::trainer::{
-    train_classifier, CellInputs, CheckpointOptions, LabelledSplit, Rows,
+    predict_cells, read_checkpoint, train_classifier, CellInputs, CheckpointOptions, LabelledSplit, Rows,
 };
-use cellsymphony::train::{NoProgress, TrainConfig, TrainError};
+use cellsymphony::train::{ClassWeighting, LrSchedule, NoProgress, TrainConfig, TrainError};
 
 type B = NdArray<f32>;
 type AB = Autodiff<NdArray<f32>>;
@@ -336,8 +336,13 @@ impl Planted {
             labels: &self.labels,
             n_classes: 3,
             train: &self.train,
+            val: &[],
             test: &self.test,
         }
+    }
+    /// Validation cells (i % 5 == 1) carved from the training cells.
+    fn val(&self) -> (Vec<usize>, Vec<usize>) {
+        self.train.iter().partition(|&&i| i % 5 != 1)
     }
 }
 
@@ -359,7 +364,7 @@ fn morphology_is_needed_and_used_when_only_the_patch_holds_the_class() {
         weight_decay: 0.01,
         epochs: 12,
         seed: 5,
-        class_weighted: true,
+        ..TrainConfig::paper()
     };
     let gene_cfg = options(Architecture::GeneOnly, G, 3, S, 2, 0.0);
     let gene = train_classifier::<AB>(
@@ -415,20 +420,30 @@ fn two_epochs_then_resume_two_equals_four_straight() {
     let data = planted(120);
     let device = Default::default();
     let cfg = options(Architecture::MultiInput, G, 3, S, 2, 0.1);
+    // Smoothing, sqrt weights and a validation set whose best epoch is kept (tracked across
+    // the resume). The schedule is constant here: a warmup/cosine schedule spans
+    // `config.epochs`, so a 2-epoch run continued to 4 follows a different schedule than a
+    // straight 4-epoch run by design.
     let config = |epochs| TrainConfig {
         learning_rate: 1e-3,
         batch_size: 16,
         weight_decay: 0.01,
         epochs,
         seed: 9,
-        class_weighted: true,
+        class_weighting: ClassWeighting::SqrtBalanced,
+        schedule: LrSchedule::Constant,
+        warmup_fraction: 0.0,
+        label_smoothing: 0.1,
+        patience: Some(10),
     };
+    let (train, val) = data.val();
+    let split = LabelledSplit { labels: &data.labels, n_classes: 3, train: &train, val: &val, test: &data.test };
     let run = |epochs, ckpt: &CheckpointOptions| {
         train_classifier::<AB>(
             &cfg,
             &config(epochs),
             &data.inputs(),
-            &data.split(),
+            &split,
             &names(),
             ckpt,
             &device,
@@ -447,6 +462,7 @@ fn two_epochs_then_resume_two_equals_four_straight() {
     .unwrap();
     assert_eq!(first.history.len(), 2);
     assert!(dir.join("checkpoint.bin").exists());
+    let after_two = read_checkpoint(&dir).unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(&*dir)
         .unwrap()
         .flatten()
@@ -474,17 +490,19 @@ fn two_epochs_then_resume_two_equals_four_straight() {
             b.train_loss
         );
         // Epochs 1–2 of the resumed run come from the checkpoint's JSON header.
-        assert!(
-            (a.test_macro_f1 - b.test_macro_f1).abs() <= 1e-12,
-            "epoch {}: {} vs {}",
-            a.epoch,
-            a.test_macro_f1,
-            b.test_macro_f1
-        );
+        assert_eq!(a.val_macro_f1, b.val_macro_f1, "epoch {}", a.epoch);
+        assert!(a.val_macro_f1.is_some());
     }
+    assert_eq!(straight.best_epoch, resumed.best_epoch, "best validation epoch");
     assert_eq!(straight.report.confusion, resumed.report.confusion);
-    // Training actually moved the weights between epoch 2 and 4 (the test is not vacuous).
-    assert!(max_param_diff(&first.model.valid(), &resumed.model.valid()) > 1e-4);
+    // Training actually moved the weights between epoch 2 and 4 (the test is not vacuous), and
+    // the checkpoint names the kept epoch and holds its weights.
+    let after_four = read_checkpoint(&dir).unwrap();
+    assert_ne!(after_two.model, after_four.model);
+    assert_eq!(after_four.header.best_epoch, resumed.best_epoch);
+    assert!(!after_four.best.is_empty());
+    let best_f1 = resumed.history[resumed.best_epoch - 1].val_macro_f1.unwrap();
+    assert!(resumed.history.iter().all(|h| h.val_macro_f1.unwrap() <= best_f1));
 
     // A different architecture or learning rate refuses the checkpoint, naming it.
     let other = options(Architecture::MultiInput, G, 3, S, 1, 0.1);
@@ -492,7 +510,7 @@ fn two_epochs_then_resume_two_equals_four_straight() {
         &other,
         &config(4),
         &data.inputs(),
-        &data.split(),
+        &split,
         &names(),
         &CheckpointOptions {
             dir: None,
@@ -513,7 +531,7 @@ fn two_epochs_then_resume_two_equals_four_straight() {
         &cfg,
         &lr,
         &data.inputs(),
-        &data.split(),
+        &split,
         &names(),
         &CheckpointOptions {
             dir: None,
@@ -562,6 +580,46 @@ fn two_epochs_then_resume_two_equals_four_straight() {
     .err()
     .expect("truncated");
     assert!(err.to_string().contains("file ends first"), "{err}");
+}
+
+/// The kept model is the best validation epoch's (first maximum), early stopping ends the run
+/// `patience` epochs after it, and test cells can never double as validation cells.
+#[test]
+fn best_validation_epoch_is_kept_and_early_stopping_ends_the_run() {
+    let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let data = planted(150);
+    let device = Default::default();
+    // Gene-only on noise genes: the validation score wanders, so patience 2 stops the run.
+    let cfg = options(Architecture::GeneOnly, G, 3, S, 1, 0.0);
+    let config = TrainConfig {
+        learning_rate: 3e-3,
+        batch_size: 16,
+        epochs: 25,
+        seed: 3,
+        patience: Some(2),
+        ..TrainConfig::paper()
+    };
+    let (train, val) = data.val();
+    let split = LabelledSplit { labels: &data.labels, n_classes: 3, train: &train, val: &val, test: &data.test };
+    let t = train_classifier::<AB>(&cfg, &config, &data.inputs(), &split, &names(), &CheckpointOptions::default(), &device, &mut NoProgress).unwrap();
+    let scores: Vec<f64> = t.history.iter().map(|h| h.val_macro_f1.unwrap()).collect();
+    let best = scores.iter().cloned().fold(f64::MIN, f64::max);
+    let first_best = scores.iter().position(|&s| s == best).unwrap() + 1;
+    assert_eq!(t.best_epoch, first_best, "{scores:?}");
+    assert!(t.stopped_early && t.history.len() < 25, "ran {} epochs: {scores:?}", t.history.len());
+    assert_eq!(t.history.len(), t.best_epoch + 2, "stops `patience` epochs after the best: {scores:?}");
+    // The returned weights are the best epoch's: they reproduce its validation score.
+    let inner = t.model.valid();
+    let logits = predict_cells(&inner, &data.inputs(), &val, 64, &device);
+    let truth: Vec<u32> = val.iter().map(|&i| data.labels[i]).collect();
+    let pred = cellsymphony::train::argmax_rows(&logits, 3);
+    let again = cellsymphony::train::ClassificationReport::new(&truth, &pred, &names()).macro_f1;
+    assert!((again - best).abs() < 1e-12, "kept weights give {again}, best epoch had {best}");
+    // A validation set overlapping the test set is refused.
+    let overlap = [val.as_slice(), &data.test[..1]].concat();
+    let bad = LabelledSplit { val: &overlap, ..split };
+    let err = train_classifier::<AB>(&cfg, &config, &data.inputs(), &bad, &names(), &CheckpointOptions::default(), &device, &mut NoProgress).err().expect("overlap refused");
+    assert!(err.to_string().contains("validation and the test set"), "{err}");
 }
 
 #[test]

@@ -85,6 +85,7 @@ impl Fixture {
             labels: &self.labels,
             n_classes: self.crop.class_names.len(),
             train: &self.train,
+            val: &[],
             test: &self.test,
         }
     }
@@ -97,7 +98,7 @@ impl Fixture {
 /// Trains a classifier for 4 epochs on the fixture's split; returns the inference model and
 /// its burn fp32 logits on the held-out cells.
 fn train_model(f: &Fixture, options: &ClassifierOptions) -> (Classifier<NdArray>, Vec<f32>) {
-    let config = TrainConfig { learning_rate: 1e-3, batch_size: 64, weight_decay: 0.01, epochs: 4, seed: 7, class_weighted: true };
+    let config = TrainConfig { learning_rate: 1e-3, batch_size: 64, weight_decay: 0.01, epochs: 4, seed: 7, ..TrainConfig::paper() };
     let device = Default::default();
     let trained = train_classifier::<Ad>(
         options,

@@ -1,5 +1,15 @@
-//! The four CellSymphony classifiers and a logistic-regression baseline on one shared split of
-//! the Xenium crop, reported per class in the layout of the paper's Tables 1–2.
+//! The four CellSymphony classifiers and the baselines (our logistic regression first; more
+//! named per-fold predictions can be pushed, see [`baselines`]) on identical folds of the
+//! Xenium crop or an AnnData file, reported as mean ± sd over folds and per class (pooled over
+//! folds) in the layout of the paper's Tables 1–2.
+//!
+//! Splits: `folds = 1` is one stratified split holding out `test_fraction`; `folds = K ≥ 2` is
+//! K-fold cross-validation (each labelled cell tested once). Every fold carves validation cells
+//! from its non-test cells; models keep their best validation epoch, the test cells choose
+//! nothing. [`SplitChoice::Auto`] draws folds at random (stratified) for the gene-only model and
+//! as spatial grid blocks held out whole for models that read centroids or images; the
+//! baselines and the gene-only model are run on every split in use, so each row has its peers
+//! on the same folds.
 //!
 //! Inputs per cell: log1p-cp10k genes, the centroid (µm), and a nucleus-centred DAPI patch
 //! extracted with [`crate::data::extract_patch_scaled`] (global 0.5/99.5 % stretch, zero
@@ -27,11 +37,12 @@ use super::export::{export_fp32_and_int8, model_meta, save_named_safetensors};
 use super::logistic::{LogisticOptions, LogisticRegression};
 use super::metrics::ClassificationReport;
 use super::plot::confusion_png;
-use super::split::stratified_split;
+use super::split::{make_folds, Fold, FoldPlan, SplitKind};
 use super::trainer::{
     argmax_rows, train_classifier, CellInputs, CheckpointOptions, EpochStats, LabelledSplit, Rows,
     TrainConfig, TrainProgress, CHECKPOINT_FILE,
 };
+use super::tune::{tune_config, TuneTrial};
 use super::TrainError;
 use crate::data;
 use crate::engine::{Architecture, ClassifierConfig, TokenSources};
@@ -46,10 +57,24 @@ pub struct BenchmarkOptions {
     pub labels: LabelOptions,
     /// Output folder.
     pub out: PathBuf,
-    /// Optimisation (paper defaults via `TrainConfig::default()`).
-    pub train: TrainConfig,
-    /// Held-out fraction.
+    /// Optimisation recipes, each run on every fold (name, settings); the first is the one
+    /// whose fold-0 models are exported.
+    pub recipes: Vec<(String, TrainConfig)>,
+    /// Held-out fraction of the single split (`folds = 1`).
     pub test_fraction: f64,
+    /// 1 = one split; K ≥ 2 = K-fold cross-validation.
+    pub folds: usize,
+    /// Which splits the models (and the baselines) are run on.
+    pub split: SplitChoice,
+    /// Side of the spatial grid blocks in µm.
+    pub block_um: f64,
+    /// Share of each fold's training cells used for validation (epoch selection).
+    pub val_fraction: f64,
+    /// Seed of the folds.
+    pub seed: u64,
+    /// Search learning rate × class weighting × label smoothing on each fold's validation
+    /// cells before training (see [`super::tune`]).
+    pub tune: bool,
     /// Width, depth, heads and gene tokens shared by every classifier (`n_genes`,
     /// `n_classes` and the token sources are set per model).
     pub architecture: ClassifierConfig,
@@ -85,8 +110,14 @@ impl Default for BenchmarkOptions {
             data_dir: data::default_data_dir(),
             labels: LabelOptions::default(),
             out: PathBuf::from("runs/benchmark"),
-            train: TrainConfig::default(),
+            recipes: vec![("default".into(), super::Recipe::Default.config(42))],
             test_fraction: 0.2,
+            folds: 1,
+            split: SplitChoice::Auto,
+            block_um: DEFAULT_BLOCK_UM,
+            val_fraction: 0.15,
+            seed: 42,
+            tune: false,
             architecture: ClassifierConfig::default(),
             sources: TokenSources::default(),
             dropout: 0.1,
@@ -103,21 +134,188 @@ impl Default for BenchmarkOptions {
     }
 }
 
-/// One evaluated model.
+/// Default side of the spatial grid blocks: the crop (510 × 383 µm) gives 20 blocks, 4 per
+/// fold at K = 5.
+pub const DEFAULT_BLOCK_UM: f64 = 100.0;
+
+/// Which splits a benchmark runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitChoice {
+    /// Random (stratified) for gene-only models, spatial blocks for models that read
+    /// centroids or images (gene-only and the baselines then run on both).
+    Auto,
+    /// Everything on one kind of split.
+    Only(SplitKind),
+    /// Every model on both kinds.
+    Both,
+}
+
+impl std::str::FromStr for SplitChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "both" => Ok(Self::Both),
+            other => other.parse::<SplitKind>().map(Self::Only).map_err(|e| format!("{e}, auto or both")),
+        }
+    }
+}
+
+/// One method on one fold.
+#[derive(Debug, Clone, Serialize)]
+pub struct FoldOutcome {
+    /// Fold index.
+    pub fold: usize,
+    /// Predicted class per test cell of the fold (in the fold's `test` order).
+    #[serde(skip)]
+    pub pred: Vec<u32>,
+    /// Test report of the fold.
+    pub report: ClassificationReport,
+    /// Wall-clock seconds to fit (and tune).
+    pub seconds: f64,
+    /// Epoch whose weights were kept (models only).
+    pub best_epoch: Option<usize>,
+    /// Per-epoch statistics (models only).
+    pub history: Vec<EpochStats>,
+    /// The settings trained (models only; after `--tune`, the chosen ones).
+    pub config: Option<TrainConfig>,
+    /// The `--tune` trials and their validation macro-F1.
+    pub tune: Vec<TuneTrial>,
+}
+
+/// One method (a model under a recipe, or a baseline) on every fold of one split.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelResult {
-    /// File-system name.
+    /// File-system name (`logistic`, `gene_only`, …).
     pub name: String,
     /// Table title.
     pub title: String,
-    /// Held-out report.
+    /// The split the folds came from.
+    pub split: SplitKind,
+    /// Recipe (models only).
+    pub recipe: Option<String>,
+    /// Per-class report pooled over folds (every fold's test predictions together).
     pub report: ClassificationReport,
-    /// Per-epoch statistics (empty for the baseline).
+    /// Per fold.
+    pub folds: Vec<FoldOutcome>,
+    /// Per-epoch statistics of fold 0 (empty for baselines).
     pub history: Vec<EpochStats>,
-    /// Wall-clock training seconds.
+    /// Wall-clock training seconds summed over folds.
     pub train_seconds: f64,
-    /// Mean seconds per epoch (training + held-out evaluation).
+    /// Mean seconds per epoch (training + validation).
     pub mean_epoch_seconds: f64,
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, sd)
+}
+
+impl ModelResult {
+    /// A method from its per-fold test predictions (`preds[f]` in `folds[f].test` order,
+    /// with the seconds each fold took).
+    pub fn from_predictions(
+        name: &str,
+        title: &str,
+        ctx: &SplitContext<'_>,
+        preds: Vec<(Vec<u32>, f64)>,
+    ) -> Self {
+        let outcomes = preds
+            .into_iter()
+            .enumerate()
+            .map(|(f, (pred, seconds))| {
+                let truth: Vec<u32> = ctx.folds[f].test.iter().map(|&i| ctx.labels[i]).collect();
+                FoldOutcome {
+                    fold: f,
+                    report: ClassificationReport::new(&truth, &pred, ctx.class_names),
+                    pred,
+                    seconds,
+                    best_epoch: None,
+                    history: Vec::new(),
+                    config: None,
+                    tune: Vec::new(),
+                }
+            })
+            .collect();
+        Self::from_outcomes(name, title, ctx, None, outcomes)
+    }
+
+    fn from_outcomes(
+        name: &str,
+        title: &str,
+        ctx: &SplitContext<'_>,
+        recipe: Option<String>,
+        folds: Vec<FoldOutcome>,
+    ) -> Self {
+        let (mut truth, mut pred) = (Vec::new(), Vec::new());
+        for o in &folds {
+            truth.extend(ctx.folds[o.fold].test.iter().map(|&i| ctx.labels[i]));
+            pred.extend_from_slice(&o.pred);
+        }
+        let epochs: Vec<f64> = folds.iter().flat_map(|o| o.history.iter().map(|h| h.seconds)).collect();
+        Self {
+            name: name.into(),
+            title: title.into(),
+            split: ctx.kind,
+            recipe,
+            report: ClassificationReport::new(&truth, &pred, ctx.class_names),
+            history: folds.first().map(|o| o.history.clone()).unwrap_or_default(),
+            train_seconds: folds.iter().map(|o| o.seconds).sum(),
+            mean_epoch_seconds: epochs.iter().sum::<f64>() / epochs.len().max(1) as f64,
+            folds,
+        }
+    }
+
+    /// (mean, sd) over folds of macro-F1 and of accuracy.
+    pub fn fold_stats(&self) -> ((f64, f64), (f64, f64)) {
+        let f1: Vec<f64> = self.folds.iter().map(|o| o.report.macro_f1).collect();
+        let acc: Vec<f64> = self.folds.iter().map(|o| o.report.accuracy).collect();
+        (mean_sd(&f1), mean_sd(&acc))
+    }
+}
+
+/// What a baseline needs from one split: the folds and the exact normalised feature matrix the
+/// models' gene input is (`x`, `[cells, n_genes]`).
+pub struct SplitContext<'a> {
+    /// Kind of split.
+    pub kind: SplitKind,
+    /// Folds: train / validation / test cell indices.
+    pub folds: &'a [Fold],
+    /// Normalised expression `[cells, n_genes]`, as the models read it.
+    pub x: &'a [f32],
+    /// Genes (columns of `x`).
+    pub n_genes: usize,
+    /// Class per cell (meaningful only at fold indices).
+    pub labels: &'a [u32],
+    /// Classes.
+    pub n_classes: usize,
+    /// Class names.
+    pub class_names: &'a [String],
+    /// Logistic-regression settings.
+    pub logistic: &'a LogisticOptions,
+}
+
+/// The baselines on one split, each a list of per-fold test predictions; our logistic
+/// regression first (fit on each fold's `train ∪ val`: it selects nothing, so it learns from
+/// every non-test cell). More peers are added by pushing entries made with
+/// [`ModelResult::from_predictions`].
+pub fn baselines(ctx: &SplitContext<'_>) -> Result<Vec<ModelResult>, TrainError> {
+    let mut preds = Vec::with_capacity(ctx.folds.len());
+    for fold in ctx.folds {
+        let t = Instant::now();
+        let lr = LogisticRegression::fit(ctx.x, ctx.n_genes, ctx.labels, ctx.n_classes, &fold.fit_cells(), ctx.logistic);
+        let pred = argmax_rows(&lr.logits(ctx.x, &fold.test), ctx.n_classes);
+        preds.push((pred, t.elapsed().as_secs_f64()));
+    }
+    Ok(vec![ModelResult::from_predictions("logistic", "LogReg", ctx, preds)])
 }
 
 /// What [`run_benchmark`] produced.
@@ -125,11 +323,13 @@ pub struct ModelResult {
 pub struct BenchmarkResult {
     /// Class names (table rows).
     pub class_names: Vec<String>,
-    /// Training / held-out cells.
+    /// Training + validation cells of fold 0 of the first split.
     pub n_train: usize,
-    /// Held-out cells.
+    /// Test cells of fold 0 of the first split.
     pub n_test: usize,
-    /// Baseline first, then the classifiers in order.
+    /// Folds per split.
+    pub n_folds: usize,
+    /// Per split: baselines first, then the classifiers (per recipe) in order.
     pub results: Vec<ModelResult>,
     /// The per-class table as Markdown.
     pub markdown: String,
@@ -137,8 +337,27 @@ pub struct BenchmarkResult {
     pub files: Vec<PathBuf>,
 }
 
-/// Per-model progress sink factory.
-pub type ProgressFactory<'a> = dyn FnMut(Architecture, usize) -> Box<dyn TrainProgress> + 'a;
+/// Identifies one training run for progress output.
+#[derive(Debug, Clone)]
+pub struct RunLabel {
+    /// Architecture.
+    pub model: Architecture,
+    /// Split kind.
+    pub split: SplitKind,
+    /// Recipe name.
+    pub recipe: String,
+    /// Fold and folds.
+    pub fold: usize,
+    /// Folds in the split.
+    pub n_folds: usize,
+    /// Epochs (at most).
+    pub epochs: usize,
+    /// Whether this is a `--tune` trial.
+    pub trial: bool,
+}
+
+/// Per-run progress sink factory.
+pub type ProgressFactory<'a> = dyn FnMut(&RunLabel) -> Box<dyn TrainProgress> + 'a;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
@@ -266,87 +485,116 @@ pub fn tables(class_names: &[String], results: &[ModelResult]) -> (String, Strin
 struct Shared<'a, 'b> {
     opts: &'a BenchmarkOptions,
     inputs: CellInputs<'b>,
-    split: LabelledSplit<'b>,
+    labels: &'b [u32],
+    n_classes: usize,
     crop: &'a PreparedCrop,
 }
 
+/// Where a run writes (and resumes from): the exported run (first recipe, the model's primary
+/// split, fold 0) in `<model>/`, every other run in `<model>/runs/<split>-<recipe>-fold<k>/`.
+fn run_dir(kind: Architecture, primary: bool, split: SplitKind, recipe: &str, fold: usize) -> PathBuf {
+    let base = PathBuf::from(kind.name());
+    if primary {
+        base
+    } else {
+        base.join("runs").join(format!("{}-{recipe}-fold{fold}", split.name()))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn train_one<B: AutodiffBackend>(
     kind: Architecture,
     options: &ClassifierOptions,
+    config: &TrainConfig,
+    fold: &Fold,
+    rel_dir: &Path,
     s: &Shared<'_, '_>,
     device: &B::Device,
     progress: &mut dyn TrainProgress,
-) -> Result<(ModelResult, Classifier<B>), TrainError> {
-    let dir = s.opts.out.join(kind.name());
-    // A model the earlier run did not train starts fresh; the folder itself must exist
+    write_model: bool,
+) -> Result<(super::TrainedClassifier<Classifier<B>>, f64), TrainError> {
+    let dir = s.opts.out.join(rel_dir);
+    // A run the earlier benchmark did not reach starts fresh; the folder itself must exist
     // (checked in run_benchmark).
     let resume = s
         .opts
         .resume
         .as_ref()
-        .map(|r| r.join(kind.name()))
+        .map(|r| r.join(rel_dir))
         .filter(|d| d.join(CHECKPOINT_FILE).exists());
     let ckpt = CheckpointOptions {
         dir: Some(dir.clone()),
         resume,
     };
+    let split = LabelledSplit {
+        labels: s.labels,
+        n_classes: s.n_classes,
+        train: &fold.train,
+        val: &fold.val,
+        test: &fold.test,
+    };
     let t = Instant::now();
     let trained = train_classifier::<B>(
         options,
-        &s.opts.train,
+        config,
         &s.inputs,
-        &s.split,
+        &split,
         &s.crop.class_names,
         &ckpt,
         device,
         progress,
     )?;
     let train_seconds = t.elapsed().as_secs_f64();
-    let inner = trained.model.valid();
-    let mut meta = HashMap::new();
-    meta.insert("model".to_string(), kind.name().to_string());
-    let spec = serde_json::to_value(options).map_err(|e| TrainError::Options(e.to_string()))?;
-    meta.insert("config".to_string(), spec.to_string());
-    meta.insert(
-        "classes".to_string(),
-        serde_json::to_string(&s.crop.class_names).unwrap_or_default(),
-    );
-    meta.insert(
-        "genes".to_string(),
-        serde_json::to_string(&s.crop.table.genes).unwrap_or_default(),
-    );
-    meta.insert(
-        "normalisation".to_string(),
-        serde_json::to_string(&s.crop.normalisation).unwrap_or_default(),
-    );
-    meta.insert(
-        "patch_um_per_px".to_string(),
-        s.opts.sources.morphology.um_per_px.to_string(),
-    );
-    meta.insert(
-        "weights_layout".to_string(),
-        "burn Linear weights are [in, out]".to_string(),
-    );
-    save_named_safetensors(&inner, meta, &dir.join("model.safetensors"))?;
-    std::fs::write(
-        dir.join("model.json"),
-        serde_json::to_string_pretty(&spec).unwrap_or_default(),
-    )
-    .map_err(io(&dir))?;
-    let history = trained.history;
-    let mean_epoch_seconds =
-        history.iter().map(|h| h.seconds).sum::<f64>() / history.len().max(1) as f64;
-    Ok((
-        ModelResult {
-            name: kind.name().into(),
-            title: kind.title().into(),
-            report: trained.report,
-            history,
-            train_seconds,
-            mean_epoch_seconds,
-        },
-        trained.model,
-    ))
+    if write_model {
+        let inner = trained.model.valid();
+        let mut meta = HashMap::new();
+        meta.insert("model".to_string(), kind.name().to_string());
+        let spec = serde_json::to_value(options).map_err(|e| TrainError::Options(e.to_string()))?;
+        meta.insert("config".to_string(), spec.to_string());
+        meta.insert(
+            "classes".to_string(),
+            serde_json::to_string(&s.crop.class_names).unwrap_or_default(),
+        );
+        meta.insert(
+            "genes".to_string(),
+            serde_json::to_string(&s.crop.table.genes).unwrap_or_default(),
+        );
+        meta.insert(
+            "normalisation".to_string(),
+            serde_json::to_string(&s.crop.normalisation).unwrap_or_default(),
+        );
+        meta.insert(
+            "patch_um_per_px".to_string(),
+            s.opts.sources.morphology.um_per_px.to_string(),
+        );
+        meta.insert(
+            "weights_layout".to_string(),
+            "burn Linear weights are [in, out]".to_string(),
+        );
+        meta.insert(
+            "training".to_string(),
+            serde_json::json!({"train_config": config, "history": &trained.history, "best_epoch": trained.best_epoch}).to_string(),
+        );
+        save_named_safetensors(&inner, meta, &dir.join("model.safetensors"))?;
+        std::fs::write(
+            dir.join("model.json"),
+            serde_json::to_string_pretty(&spec).unwrap_or_default(),
+        )
+        .map_err(io(&dir))?;
+    }
+    Ok((trained, train_seconds))
+}
+
+/// The splits a model runs on, the first being its primary (exported) one.
+fn model_splits(choice: SplitChoice, kind: Architecture, any_spatial: bool) -> Vec<SplitKind> {
+    use SplitKind::*;
+    match choice {
+        SplitChoice::Only(k) => vec![k],
+        SplitChoice::Both => vec![Random, SpatialBlocks],
+        SplitChoice::Auto if kind == Architecture::GeneOnly && any_spatial => vec![Random, SpatialBlocks],
+        SplitChoice::Auto if kind == Architecture::GeneOnly => vec![Random],
+        SplitChoice::Auto => vec![SpatialBlocks],
+    }
 }
 
 /// Label the crop, split it once (stratified), train the baseline and every requested
@@ -399,13 +647,55 @@ pub fn run_benchmark<B: AutodiffBackend>(
     let g = crop.table.n_genes();
     let n_classes = crop.class_names.len();
     let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
-    let (train_idx, test_idx) = stratified_split(&crop.labels, opts.test_fraction, opts.train.seed);
-    if train_idx.len() < 20 || n_classes < 2 {
-        return Err(TrainError::TooFewCells {
-            found: train_idx.len() + test_idx.len(),
-            classes: n_classes,
-            needed: 25,
-        });
+    if opts.recipes.is_empty() {
+        return Err(TrainError::Options("no recipe to train; give --recipes default, paper or both".into()));
+    }
+    let any_spatial = opts.models.iter().any(|m| *m != Architecture::GeneOnly);
+    let mut kinds: Vec<SplitKind> = Vec::new();
+    for &m in &opts.models {
+        for k in model_splits(opts.split, m, any_spatial) {
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+    }
+    if kinds.is_empty() {
+        kinds = match opts.split {
+            SplitChoice::Only(k) => vec![k],
+            SplitChoice::Both => vec![SplitKind::Random, SplitKind::SpatialBlocks],
+            SplitChoice::Auto => vec![SplitKind::Random],
+        };
+    }
+    kinds.sort_by_key(|k| *k == SplitKind::SpatialBlocks);
+    let has_positions = opts.h5ad.is_none() && crop.table.centroids_um.iter().all(|c| c[0].is_finite() && c[1].is_finite());
+    if kinds.contains(&SplitKind::SpatialBlocks) && !has_positions {
+        return Err(TrainError::Options(
+            "spatial-block splits need cell centroids, which this data set does not have; use --split random".into(),
+        ));
+    }
+    let mut splits: Vec<(SplitKind, Vec<Fold>)> = Vec::new();
+    for &kind in &kinds {
+        let plan = FoldPlan {
+            kind,
+            k: opts.folds,
+            test_fraction: opts.test_fraction,
+            val_fraction: opts.val_fraction,
+            block_um: opts.block_um,
+            centroids: has_positions.then_some(crop.table.centroids_um.as_slice()),
+            seed: opts.seed,
+        };
+        let folds = make_folds(&crop.labels, &plan).map_err(TrainError::Options)?;
+        if let Some(f) = folds.iter().find(|f| f.train.len() < 20 || f.test.is_empty()) {
+            return Err(TrainError::TooFewCells {
+                found: f.train.len() + f.val.len() + f.test.len(),
+                classes: n_classes,
+                needed: 25,
+            });
+        }
+        splits.push((kind, folds));
+    }
+    if n_classes < 2 {
+        return Err(TrainError::TooFewCells { found: crop.labels.iter().flatten().count(), classes: n_classes, needed: 25 });
     }
     let needs_patches = opts.morph_embedding.is_none()
         && opts
@@ -457,44 +747,15 @@ pub fn run_benchmark<B: AutodiffBackend>(
             cols: 2,
         }),
     };
-    let split = LabelledSplit {
-        labels: &labels,
-        n_classes,
-        train: &train_idx,
-        test: &test_idx,
-    };
     let shared = Shared {
         opts,
         inputs,
-        split,
+        labels: &labels,
+        n_classes,
         crop: &crop,
     };
     let mut files = Vec::new();
-
-    // Baseline.
-    let t = Instant::now();
-    let lr = LogisticRegression::fit(
-        &crop.x_norm,
-        g,
-        &labels,
-        n_classes,
-        &train_idx,
-        &opts.logistic,
-    );
-    let truth: Vec<u32> = test_idx.iter().map(|&i| labels[i]).collect();
-    let lr_report = ClassificationReport::new(
-        &truth,
-        &argmax_rows(&lr.logits(&crop.x_norm, &test_idx), n_classes),
-        &crop.class_names,
-    );
-    let mut results = vec![ModelResult {
-        name: "logistic".into(),
-        title: "LogReg".into(),
-        report: lr_report,
-        history: Vec::new(),
-        train_seconds: t.elapsed().as_secs_f64(),
-        mean_epoch_seconds: 0.0,
-    }];
+    let mut results: Vec<ModelResult> = Vec::new();
 
     let mut base = opts.architecture.clone();
     (base.n_genes, base.n_classes) = (g, n_classes);
@@ -503,53 +764,130 @@ pub fn run_benchmark<B: AutodiffBackend>(
         morph_embedding_dim: morph_emb.as_ref().map(|e| e.dim),
         ..opts.sources.clone()
     };
-    for &kind in &opts.models {
-        let mut progress = make_progress(kind, opts.train.epochs);
-        let options = ClassifierOptions::new(base.clone().for_architecture(kind, &sources))
-            .with_dropout(opts.dropout);
-        let (result, model) = train_one::<B>(kind, &options, &shared, device, progress.as_mut())?;
-        // The engines' fp32 + int8 files (browser / WGSL classifier) for models that read
-        // counts and patches.
-        if options.spec.check_engine_inputs().is_ok() {
-            let inner = model.valid();
-            let meta = model_meta(
-                &inner,
-                &crop.table.genes,
-                &crop.class_names,
-                crop.normalisation.clone(),
-                serde_json::json!({
-                    "benchmark": true,
-                    "split": {"kind": "stratified", "test_fraction": opts.test_fraction, "seed": opts.train.seed},
-                    "test_cell_ids": test_idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect::<Vec<_>>(),
-                }),
-            );
-            let (_, ex) = export_fp32_and_int8(&inner, meta, &opts.out.join(kind.name()).join("engine"))?;
-            files.extend([ex.fp32, ex.int8]);
+    let multi_recipe = opts.recipes.len() > 1;
+    for (kind_of_split, folds) in &splits {
+        let ctx = SplitContext {
+            kind: *kind_of_split,
+            folds,
+            x: &crop.x_norm,
+            n_genes: g,
+            labels: &labels,
+            n_classes,
+            class_names: &crop.class_names,
+            logistic: &opts.logistic,
+        };
+        results.extend(baselines(&ctx)?);
+        let folds_path = opts.out.join(format!("folds_{}.json", kind_of_split.name()));
+        let ids = |idx: &[usize]| idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect::<Vec<_>>();
+        let folds_json: Vec<_> = folds
+            .iter()
+            .map(|f| serde_json::json!({"train": ids(&f.train), "val": ids(&f.val), "test": ids(&f.test)}))
+            .collect();
+        write_atomic(&folds_path, serde_json::to_string(&folds_json).unwrap_or_default())?;
+        files.push(folds_path);
+        for (ri, (recipe, config)) in opts.recipes.iter().enumerate() {
+            for &kind in &opts.models {
+                let model_kinds = model_splits(opts.split, kind, any_spatial);
+                if !model_kinds.contains(kind_of_split) {
+                    continue;
+                }
+                let options = ClassifierOptions::new(base.clone().for_architecture(kind, &sources))
+                    .with_dropout(opts.dropout);
+                let mut outcomes = Vec::with_capacity(folds.len());
+                for (f, fold) in folds.iter().enumerate() {
+                    let primary = ri == 0 && model_kinds[0] == *kind_of_split && f == 0;
+                    let rel = run_dir(kind, primary, *kind_of_split, recipe, f);
+                    let label = |epochs: usize, trial: bool| RunLabel {
+                        model: kind,
+                        split: *kind_of_split,
+                        recipe: recipe.clone(),
+                        fold: f,
+                        n_folds: folds.len(),
+                        epochs,
+                        trial,
+                    };
+                    let t = Instant::now();
+                    let (config, trials) = if opts.tune {
+                        let mut trial_progress = |c: &TrainConfig| make_progress(&label(c.epochs, true));
+                        tune_config::<B>(&options, config, &shared.inputs, shared.labels, n_classes, fold, &crop.class_names, device, &mut trial_progress)?
+                    } else {
+                        (config.clone(), Vec::new())
+                    };
+                    let tune_seconds = t.elapsed().as_secs_f64();
+                    let mut progress = make_progress(&label(config.epochs, false));
+                    let (trained, seconds) = train_one::<B>(kind, &options, &config, fold, &rel, &shared, device, progress.as_mut(), primary)?;
+                    if primary {
+                        files.push(opts.out.join(&rel).join("model.safetensors"));
+                        // The engines' fp32 + int8 files (browser / WGSL classifier) for models
+                        // that read counts and patches.
+                        if options.spec.check_engine_inputs().is_ok() {
+                            let inner = trained.model.valid();
+                            let meta = model_meta(
+                                &inner,
+                                &crop.table.genes,
+                                &crop.class_names,
+                                crop.normalisation.clone(),
+                                serde_json::json!({
+                                    "benchmark": true,
+                                    "recipe": recipe,
+                                    "train_config": &config,
+                                    "split": {"kind": kind_of_split.name(), "folds": folds.len(), "fold": 0, "test_fraction": opts.test_fraction, "val_fraction": opts.val_fraction, "block_um": opts.block_um, "seed": opts.seed},
+                                    "history": &trained.history,
+                                    "best_epoch": trained.best_epoch,
+                                    "stopped_early": trained.stopped_early,
+                                    "tune": &trials,
+                                    "test_cell_ids": ids(&fold.test),
+                                }),
+                            );
+                            let (_, ex) = export_fp32_and_int8(&inner, meta, &opts.out.join(&rel).join("engine"))?;
+                            files.extend([ex.fp32, ex.int8]);
+                        }
+                    }
+                    outcomes.push(FoldOutcome {
+                        fold: f,
+                        pred: argmax_rows(&trained.test_logits, n_classes),
+                        report: trained.report,
+                        seconds: seconds + tune_seconds,
+                        best_epoch: Some(trained.best_epoch),
+                        history: trained.history,
+                        config: Some(config),
+                        tune: trials,
+                    });
+                }
+                let recipe_name = if opts.tune { format!("{recipe}+tune") } else { recipe.clone() };
+                let _ = multi_recipe;
+                results.push(ModelResult::from_outcomes(kind.name(), kind.title(), &ctx, Some(recipe_name), outcomes));
+            }
         }
-        files.push(opts.out.join(kind.name()).join("model.safetensors"));
-        results.push(result);
     }
 
+    let (multi_split, multi_recipe) = (splits.len() > 1, opts.recipes.len() > 1 || opts.tune);
     for r in &results {
-        let path = opts.out.join(format!("confusion_{}.png", r.name));
+        let path = opts.out.join(format!("confusion_{}.png", file_tag(r, multi_split, multi_recipe)));
         confusion_png(
             &path,
-            &format!("{} (held out, n={})", r.title, r.report.n_cells),
+            &format!("{} (test, pooled over {} folds, n={})", row_title(r, multi_split, multi_recipe), r.folds.len(), r.report.n_cells),
             &crop.class_names,
             &r.report.confusion,
         )?;
         files.push(path);
     }
-    let (csv, md) = tables(&crop.class_names, &results);
+    let titled: Vec<ModelResult> = results
+        .iter()
+        .map(|r| ModelResult { title: row_title(r, multi_split, multi_recipe), ..r.clone() })
+        .collect();
+    let (csv, md) = tables(&crop.class_names, &titled);
     for (name, text) in [("per_class.csv", &csv), ("per_class.md", &md)] {
         let path = opts.out.join(name);
         write_atomic(&path, text)?;
         files.push(path);
     }
+    let first = &splits[0].1[0];
     let result = BenchmarkResult {
         class_names: crop.class_names.clone(),
-        n_train: train_idx.len(),
-        n_test: test_idx.len(),
+        n_train: first.train.len() + first.val.len(),
+        n_test: first.test.len(),
+        n_folds: splits[0].1.len(),
         results,
         markdown: md,
         files: files.clone(),
@@ -558,75 +896,143 @@ pub fn run_benchmark<B: AutodiffBackend>(
     let json = serde_json::json!({
         "result": &result,
         "label_summary": &crop.summary,
-        "train_config": &opts.train,
+        "recipes": &opts.recipes,
+        "tune": opts.tune,
         "architecture": &base,
         "dropout": opts.dropout,
         "sources": &opts.sources,
         "logistic": &opts.logistic,
-        "split": {"kind": "stratified", "test_fraction": opts.test_fraction, "seed": opts.train.seed},
+        "splits": splits.iter().map(|(k, f)| serde_json::json!({
+            "kind": k.name(), "folds": f.len(), "test_fraction": opts.test_fraction, "val_fraction": opts.val_fraction,
+            "block_um": opts.block_um, "seed": opts.seed,
+            "sizes": f.iter().map(|f| [f.train.len(), f.val.len(), f.test.len()]).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     });
     write_atomic(
         &json_path,
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )?;
     let summary_path = opts.out.join("summary.md");
-    write_atomic(&summary_path, summary_markdown(opts, &crop, &result))?;
+    write_atomic(&summary_path, summary_markdown(opts, &crop, &result, &splits))?;
     let mut result = result;
     result.files.extend([json_path, summary_path]);
     Ok(result)
 }
 
-fn summary_markdown(opts: &BenchmarkOptions, crop: &PreparedCrop, r: &BenchmarkResult) -> String {
-    let s = &crop.summary;
-    if let Some(path) = &opts.h5ad {
-        let mut md = format!("# CellSymphony benchmark ({})\n\n", path.display());
-        md += &format!(
-            "Labels: expert annotation `obs['{}']`. Input: `X` as stored (not re-normalised). {} cells; rare classes excluded {:?}. \
-             One stratified split (seed {}): {} training / {} held-out cells, {} classes.\n\n",
-            opts.label_key, s.cells, s.rare_classes, opts.train.seed, r.n_train, r.n_test, r.class_names.len()
-        );
-        md += &format!(
-            "Training: AdamW lr {}, batch {}, weight decay {}, {} epochs, class-weighted CE: {}. Encoder: {} layers, d_model {}, {} heads.\n\n",
-            opts.train.learning_rate, opts.train.batch_size, opts.train.weight_decay, opts.train.epochs,
-            opts.train.class_weighted, opts.architecture.n_layers, opts.architecture.d_model, opts.architecture.n_heads
-        );
-        return md + &tables(&r.class_names, &r.results).1;
+/// `name[_split][_recipe]` for file names.
+fn file_tag(r: &ModelResult, multi_split: bool, multi_recipe: bool) -> String {
+    let mut t = r.name.clone();
+    if multi_split {
+        t += &format!("_{}", r.split.name().replace('-', "_"));
     }
-    let mut md = String::from("# CellSymphony benchmark (Xenium breast crop)\n\n");
+    if let (true, Some(rec)) = (multi_recipe, &r.recipe) {
+        t += &format!("_{}", rec.replace('+', "_"));
+    }
+    t
+}
+
+/// Row title: the method, then split and recipe where a benchmark has several.
+fn row_title(r: &ModelResult, multi_split: bool, multi_recipe: bool) -> String {
+    let mut parts = Vec::new();
+    if multi_split {
+        parts.push(r.split.name().to_string());
+    }
+    if let (true, Some(rec)) = (multi_recipe, &r.recipe) {
+        parts.push(rec.clone());
+    }
+    if parts.is_empty() {
+        r.title.clone()
+    } else {
+        format!("{} ({})", r.title, parts.join(", "))
+    }
+}
+
+fn summary_markdown(
+    opts: &BenchmarkOptions,
+    crop: &PreparedCrop,
+    r: &BenchmarkResult,
+    splits: &[(SplitKind, Vec<Fold>)],
+) -> String {
+    let s = &crop.summary;
+    let mut md = match &opts.h5ad {
+        Some(path) => format!(
+            "# CellSymphony benchmark ({})\n\nLabels: expert annotation `obs['{}']`. Input: `X` as stored (not re-normalised). {} cells; rare classes excluded {:?}; {} classes.\n\n",
+            path.display(), opts.label_key, s.cells, s.rare_classes, r.class_names.len()
+        ),
+        None => format!(
+            "# CellSymphony benchmark (Xenium breast crop)\n\nLabels: SingleR-style Spearman correlation to the bidcell `sc_breast.csv` reference (no expert labels exist for this crop). \
+             {} cells read; excluded: {} low-count, {} ambiguous, rare classes {:?}; {} classes.\n\n",
+            s.cells, s.low_counts, s.ambiguous, s.rare_classes, r.class_names.len()
+        ),
+    };
+    for (kind, folds) in splits {
+        let sizes: Vec<String> = folds.iter().map(|f| format!("{}/{}/{}", f.train.len(), f.val.len(), f.test.len())).collect();
+        let how = match kind {
+            SplitKind::Random => "stratified by class".to_string(),
+            SplitKind::SpatialBlocks => format!("{} µm grid blocks of the cell centroids held out whole, folds balanced by cell count", opts.block_um),
+        };
+        md += &if folds.len() > 1 {
+            format!("Split **{}**: {}-fold cross-validation, {how}, seed {}; each fold's validation cells ({:.0} % of its non-test cells, {}) pick the kept epoch; the test cells choose nothing. Cells train/val/test per fold: {}.\n\n",
+                kind.name(), folds.len(), opts.seed, 100.0 * opts.val_fraction, if *kind == SplitKind::Random { "stratified" } else { "whole blocks" }, sizes.join(", "))
+        } else {
+            format!("Split **{}**: one split holding out {:.0} % ({how}), seed {}; validation {:.0} % of the non-test cells picks the kept epoch. Cells train/val/test: {}.\n\n",
+                kind.name(), 100.0 * opts.test_fraction, opts.seed, 100.0 * opts.val_fraction, sizes.join(", "))
+        };
+    }
+    for (name, c) in &opts.recipes {
+        md += &format!(
+            "Recipe **{name}**: AdamW peak lr {}, {} schedule, warmup {} of the steps, batch {}, weight decay {}, up to {} epochs, patience {}, class weights {}, label smoothing {}.{}\n\n",
+            c.learning_rate, match c.schedule { super::LrSchedule::Constant => "constant", super::LrSchedule::Cosine => "cosine" }, c.warmup_fraction,
+            c.batch_size, c.weight_decay, c.epochs, c.patience.map_or("none".to_string(), |p| p.to_string()), c.class_weighting, c.label_smoothing,
+            if opts.tune { " `--tune`: learning rate × class weighting × label smoothing searched on each fold's validation cells (short runs), then the chosen settings trained." } else { "" }
+        );
+    }
     md += &format!(
-        "Labels: SingleR-style Spearman correlation to the bidcell `sc_breast.csv` reference (no expert labels exist for this crop). \
-         {} cells read; excluded: {} low-count, {} ambiguous, rare classes {:?}. One stratified split (seed {}): {} training / {} held-out cells, {} classes.\n\n",
-        s.cells, s.low_counts, s.ambiguous, s.rare_classes, opts.train.seed, r.n_train, r.n_test, r.class_names.len()
-    );
-    md += &format!(
-        "Training: AdamW lr {}, batch {}, weight decay {}, {} epochs, class-weighted CE: {}. Encoder: {} layers, d_model {}, {} heads, d_ff {}, {} gene tokens, dropout {}.\n\n",
-        opts.train.learning_rate, opts.train.batch_size, opts.train.weight_decay, opts.train.epochs, opts.train.class_weighted,
+        "Encoder: {} layers, d_model {}, {} heads, d_ff {}, {} gene tokens, dropout {}.\n\n",
         opts.architecture.n_layers, opts.architecture.d_model, opts.architecture.n_heads, opts.architecture.d_ff, opts.architecture.gene_tokens, opts.dropout
     );
-    let m = &opts.sources.morphology;
+    if opts.h5ad.is_none() && opts.models.iter().any(|m| m.has_morphology()) {
+        let m = &opts.sources.morphology;
+        md += &format!(
+            "Morphology: {}×{} px DAPI patches at {} µm/px ({} µm field) centred on the nucleus centroid; ViT patch {} px ({}×{} tokens), width {}, cell token = mean of the {} tokens nearest the centre after block {}.{}\n\n",
+            m.image_size, m.image_size, m.um_per_px, m.image_size as f64 * m.um_per_px, m.vit_patch, m.grid(), m.grid(), m.width, m.k_nearest, m.n_layers,
+            opts.morph_embedding.as_ref().map(|p| format!(" Image embedding from {} used instead.", p.display())).unwrap_or_default()
+        );
+    }
     md += &format!(
-        "Morphology: {}×{} px DAPI patches at {} µm/px ({} µm field) centred on the nucleus centroid; ViT patch {} px ({}×{} tokens), width {}, cell token = mean of the {} tokens nearest the centre after block {}.{}\n\n",
-        m.image_size, m.image_size, m.um_per_px, m.image_size as f64 * m.um_per_px, m.vit_patch, m.grid(), m.grid(), m.width, m.k_nearest, m.n_layers,
-        opts.morph_embedding.as_ref().map(|p| format!(" Image embedding from {} used instead.", p.display())).unwrap_or_default()
-    );
-    md += &format!(
-        "Baseline: multinomial logistic regression, L2 (C = {}), z-scored log1p-CP10k genes, {} accelerated-gradient iterations, class weights: {}.\n\n",
+        "Baseline (peer in the same run, same folds): multinomial logistic regression, L2 (C = {}), z-scored input genes, {} accelerated-gradient iterations, class weights: {}; fit on each fold's training + validation cells.\n\n",
         opts.logistic.c, opts.logistic.iterations, opts.logistic.class_weighted
     );
-    md += "| Model | macro-F1 | weighted-F1 | accuracy | mean epoch (s) | train (s) |\n|---|---:|---:|---:|---:|---:|\n";
+    let multi_split = splits.len() > 1;
+    let multi_recipe = opts.recipes.len() > 1 || opts.tune;
+    md += "| Model | split | recipe | folds | macro-F1 mean ± sd | accuracy mean ± sd | pooled macro-F1 | per-fold macro-F1 | kept epochs | train (s) |\n|---|---|---|---:|---:|---:|---:|---|---|---:|\n";
     for x in &r.results {
+        let ((f1, f1_sd), (acc, acc_sd)) = x.fold_stats();
+        let per: Vec<String> = x.folds.iter().map(|o| format!("{:.3}", o.report.macro_f1)).collect();
+        let kept: Vec<String> = x.folds.iter().filter_map(|o| o.best_epoch.map(|e| format!("{e}/{}", o.history.last().map_or(0, |h| h.epoch)))).collect();
         md += &format!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.3} | {} | {} | {:.1} |\n",
             x.title,
+            x.split.name(),
+            x.recipe.as_deref().unwrap_or("–"),
+            x.folds.len(),
+            f1, f1_sd, acc, acc_sd,
             x.report.macro_f1,
-            x.report.weighted_f1,
-            x.report.accuracy,
-            x.mean_epoch_seconds,
+            per.join(" "),
+            if kept.is_empty() { "–".to_string() } else { kept.join(" ") },
             x.train_seconds
         );
     }
-    md += "\n## Per class (held out)\n\n";
+    md += "\nsd: sample standard deviation over folds. Kept epochs: best validation epoch / epochs run, per fold.\n";
+    md += &format!(
+        "\n## Per class (test cells pooled over folds{})\n\n",
+        if r.n_folds > 1 { ": each labelled cell is tested exactly once" } else { "" }
+    );
     md += &r.markdown;
-    md += "\nFiles: `per_class.csv`, `per_class.md`, `confusion_<model>.png` (rows true, columns predicted, colour = row fraction), `<model>/model.safetensors` (all parameters, burn names), `<model>/checkpoint.bin` (resume with `--resume`), `<model>/engine/model{,.int8}.safetensors` (engine format, every model that reads counts and patches), `benchmark.json`.\n";
+    md += &format!(
+        "\nFiles: `per_class.csv`, `per_class.md` (pooled over folds{}), `confusion_<model>{}.png` (rows true, columns predicted, colour = row fraction), `folds_<split>.json` (cell ids per fold), `<model>/model.safetensors` and `<model>/engine/model{{,.int8}}.safetensors` (first recipe, the model's primary split, fold 0: the exported model; engine files for every model that reads counts and patches), `<model>/checkpoint.bin` and `<model>/runs/<split>-<recipe>-fold<k>/checkpoint.bin` (resume with `--resume`), `benchmark.json`.\n",
+        if multi_split || multi_recipe { "; rows per split and recipe" } else { "" },
+        match (multi_split, multi_recipe) { (true, true) => "_<split>_<recipe>", (true, false) => "_<split>", (false, true) => "_<recipe>", _ => "" }
+    );
     md
 }

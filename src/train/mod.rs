@@ -5,11 +5,13 @@
 //!   held-out evaluation, atomic checkpoints and exact resume) behind `train`, `pipeline` and
 //!   `benchmark`.
 //! - [`metrics`]: per-class precision / recall / F1.
-//! - [`split`]: seeded stratified split and class weights.
+//! - [`split`]: seeded stratified split, K folds (stratified or spatial blocks), validation
+//!   carving and class weights.
 //! - [`export`]: model files (fp32 and int8 safetensors) with their metadata.
 //! - [`embeddings`]: precomputed per-cell embeddings from `.npy` / `.safetensors`.
 //! - [`logistic`]: the multinomial logistic-regression baseline.
 //! - [`benchmark`]: all four classifiers and the baseline on one split, with tables and plots.
+//! - [`tune`]: `--tune`, a small learning-rate × weighting × smoothing search on validation cells.
 //! - [`plot`]: confusion-matrix heatmaps as PNG with a built-in bitmap font.
 //! - [`report`]: the morphology section of the main job's report (alignment check, patch mosaic).
 //! - [`www`]: the web demo's data bundle.
@@ -25,14 +27,19 @@ pub mod plot;
 pub mod report;
 pub mod split;
 pub mod trainer;
+pub mod tune;
 pub mod www;
 
 pub use dataset::{prepare_crop, LabelOptions, PreparedCrop};
 pub use metrics::{ClassMetrics, ClassificationReport};
-pub use split::{balanced_class_weights, stratified_split};
+pub use split::{
+    balanced_class_weights, carve_validation, make_folds, spatial_block_folds, stratified_folds,
+    stratified_split, Fold, FoldPlan, SplitKind,
+};
 pub use trainer::{
-    argmax_rows, predict_cells, train_classifier, CellInputs, CheckpointOptions, EpochStats,
-    LabelledSplit, NoProgress, Rows, TrainConfig, TrainProgress, TrainedClassifier,
+    argmax_rows, predict_cells, train_classifier, CellInputs, CheckpointOptions, ClassWeighting,
+    EpochStats, LabelledSplit, LrSchedule, NoProgress, Recipe, Rows, TrainConfig, TrainProgress,
+    TrainedClassifier,
 };
 
 /// Errors of the training layer.

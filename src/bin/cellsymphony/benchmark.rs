@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use cellsymphony::engine::{self, Architecture};
-use cellsymphony::train::{self, EpochStats, TrainProgress};
+use cellsymphony::train::benchmark::{RunLabel, SplitChoice};
+use cellsymphony::train::{self, EpochStats, Recipe, TrainProgress};
 
 use crate::common::*;
 
@@ -54,22 +55,42 @@ pub(crate) struct BenchmarkArgs {
     /// Precomputed image embedding [cells, d] (.npy or .safetensors, e.g. UNI2) replacing the patch ViT.
     #[arg(long)]
     pub(crate) morph_embedding: Option<PathBuf>,
-    /// Resume each model from <DIR>/<model>/checkpoint.bin (an earlier --out) and train up to --epochs.
+    /// Resume each run from the checkpoints of an earlier --out (<DIR>/<model>/checkpoint.bin,
+    /// <DIR>/<model>/runs/<split>-<recipe>-fold<k>/checkpoint.bin) and train up to --epochs.
     #[arg(long)]
     pub(crate) resume: Option<PathBuf>,
+    /// Folds: 1 = one split holding out --test-fraction; K ≥ 2 = stratified (or spatial-block)
+    /// K-fold cross-validation, reported as mean ± sd over folds.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) folds: usize,
+    /// Split: auto (random for gene-only, spatial-blocks for models reading centroids or
+    /// images; gene-only and the baselines then run on both), random, spatial-blocks or both.
+    #[arg(long, default_value = "auto", value_parser = parse_split)]
+    pub(crate) split: SplitChoice,
+    /// Side of the spatial grid blocks in µm.
+    #[arg(long, default_value_t = cellsymphony::train::benchmark::DEFAULT_BLOCK_UM)]
+    pub(crate) block_um: f64,
+    /// Recipes to run side by side, comma-separated (e.g. default,paper); default: --recipe.
+    #[arg(long, value_delimiter = ',', value_parser = parse_recipe)]
+    pub(crate) recipes: Vec<Recipe>,
+    /// Before each model × fold, search learning rate × class weighting × label smoothing (8
+    /// short runs) on the fold's validation cells, then train the chosen settings.
+    #[arg(long)]
+    pub(crate) tune: bool,
+}
+
+fn parse_split(s: &str) -> std::result::Result<SplitChoice, String> {
+    s.parse()
 }
 
 pub(crate) struct EpochLines {
-    pub(crate) model: &'static str,
+    pub(crate) tag: String,
     pub(crate) epochs: usize,
 }
 
 impl TrainProgress for EpochLines {
     fn epoch(&mut self, s: &EpochStats) {
-        println!(
-            "[{:<13}] epoch {:>3}/{}  train loss {:.4}  val macro-F1 {:.3}  accuracy {:.3}  ({:.1} s)",
-            self.model, s.epoch, self.epochs, s.train_loss, s.test_macro_f1, s.test_accuracy, s.seconds
-        );
+        println!("[{}] {}", self.tag, crate::train::epoch_line(s, self.epochs));
     }
 }
 
@@ -79,8 +100,17 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         data_dir: a.data.dir(),
         labels: a.data.options(),
         out: a.out.clone(),
-        train: a.training.train_config(),
+        recipes: if a.recipes.is_empty() { vec![a.training.recipe] } else { a.recipes.clone() }
+            .into_iter()
+            .map(|r| (r.name().to_string(), a.training.config_for(r)))
+            .collect(),
         test_fraction: a.training.test_fraction,
+        folds: a.folds.max(1),
+        split: a.split,
+        block_um: a.block_um,
+        val_fraction: a.training.val_fraction,
+        seed: a.training.seed,
+        tune: a.tune,
         architecture: a.training.architecture(),
         sources: engine::TokenSources {
             morphology: engine::MorphologyTokenConfig {
@@ -111,12 +141,12 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
     };
     let t = Instant::now();
     let device = Default::default();
-    let mut factory = |kind: Architecture, epochs: usize| -> Box<dyn TrainProgress> {
-        println!("training {} ...", kind.title());
-        Box::new(EpochLines {
-            model: kind.name(),
-            epochs,
-        })
+    let mut factory = |l: &RunLabel| -> Box<dyn TrainProgress> {
+        let tag = format!("{} {} {} fold {}/{}{}", l.model.name(), l.split.name(), l.recipe, l.fold + 1, l.n_folds, if l.trial { " tune" } else { "" });
+        if !l.trial {
+            println!("training {} ({}, recipe {}, fold {}/{}) ...", l.model.title(), l.split.name(), l.recipe, l.fold + 1, l.n_folds);
+        }
+        Box::new(EpochLines { tag, epochs: l.epochs })
     };
     let result = run_benchmark::<burn::backend::Autodiff<burn::backend::NdArray>>(
         &opts,
@@ -125,20 +155,24 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
     )
     .with_context(|| format!("benchmark on {}", opts.data_dir.display()))?;
     println!(
-        "\nheld-out cells: {} (train {}); total {:.1} s",
+        "\n{} fold(s); fold 0: test cells {} (train + validation {}); total {:.1} s",
+        result.n_folds,
         result.n_test,
         result.n_train,
         t.elapsed().as_secs_f64()
     );
-    println!("\n| Model | macro-F1 | weighted-F1 | accuracy | mean epoch (s) |\n|---|---:|---:|---:|---:|");
+    println!("\n| Model | split | recipe | macro-F1 mean ± sd | accuracy mean ± sd | pooled weighted-F1 | mean epoch (s) | train (s) |\n|---|---|---|---:|---:|---:|---:|---:|");
     for r in &result.results {
+        let ((f1, f1_sd), (acc, acc_sd)) = r.fold_stats();
         println!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.2} |",
+            "| {} | {} | {} | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.3} | {:.2} | {:.1} |",
             r.title,
-            r.report.macro_f1,
+            r.split.name(),
+            r.recipe.as_deref().unwrap_or("–"),
+            f1, f1_sd, acc, acc_sd,
             r.report.weighted_f1,
-            r.report.accuracy,
-            r.mean_epoch_seconds
+            r.mean_epoch_seconds,
+            r.train_seconds
         );
     }
     println!("\n{}", result.markdown);

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use cellsymphony::data::{self, default_data_dir};
 use cellsymphony::engine::{Architecture, ClassifierConfig};
 use cellsymphony::gpu::GpuContext;
-use cellsymphony::train::{self, prepare_crop, LabelOptions, PreparedCrop, TrainConfig};
+use cellsymphony::train::{self, prepare_crop, ClassWeighting, LabelOptions, LrSchedule, PreparedCrop, Recipe, TrainConfig};
 
 #[derive(Args, Clone)]
 pub(crate) struct DataArgs {
@@ -120,26 +120,54 @@ impl AnnDataArgs {
     }
 }
 
-/// Optimisation and architecture flags shared by `train`, `pipeline` and `benchmark`
-/// (defaults: the CellSymphony paper's optimiser settings).
+/// Optimisation and architecture flags shared by `train`, `pipeline` and `benchmark`.
+/// `--recipe` sets the optimisation defaults; each explicit flag overrides its field.
 #[derive(Args, Clone)]
 pub(crate) struct TrainingFlags {
-    /// Training epochs (paper: 20).
-    #[arg(long, default_value_t = 20)]
-    pub(crate) epochs: usize,
-    /// AdamW learning rate (paper: 3e-5).
-    #[arg(long, default_value_t = 3e-5)]
-    pub(crate) lr: f64,
-    /// Batch size (paper: 64).
-    #[arg(long, default_value_t = 64)]
-    pub(crate) batch_size: usize,
-    /// AdamW weight decay (paper: 0.01).
-    #[arg(long, default_value_t = 0.01)]
-    pub(crate) weight_decay: f32,
+    /// Optimisation recipe: `default` (from-scratch: lr 1e-3, warmup + cosine, AdamW weight
+    /// decay 0.05, sqrt-balanced class weights, label smoothing 0.1, ≤ 40 epochs with patience
+    /// 10) or `paper` (lr 3e-5, constant, weight decay 0.01, balanced weights, 20 epochs).
+    #[arg(long, default_value = "default", value_parser = parse_recipe)]
+    pub(crate) recipe: Recipe,
+    /// Training epochs (at most, with early stopping; recipe default 40, paper 20).
+    #[arg(long)]
+    pub(crate) epochs: Option<usize>,
+    /// AdamW peak learning rate (default 1e-3, paper 3e-5).
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Batch size (64).
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
+    /// AdamW decoupled weight decay (default 0.05, paper 0.01).
+    #[arg(long)]
+    pub(crate) weight_decay: Option<f32>,
+    /// Learning-rate schedule after warmup: constant or cosine (default cosine, paper constant).
+    #[arg(long, value_parser = parse_schedule)]
+    pub(crate) schedule: Option<LrSchedule>,
+    /// Share of all steps spent in linear warmup (default 0.05, paper 0).
+    #[arg(long)]
+    pub(crate) warmup: Option<f64>,
+    /// Label smoothing (default 0.1, paper 0).
+    #[arg(long)]
+    pub(crate) label_smoothing: Option<f32>,
+    /// Class weights in the loss: none, balanced or sqrt-balanced (default sqrt-balanced, paper balanced).
+    #[arg(long, value_parser = parse_weighting)]
+    pub(crate) class_weights: Option<ClassWeighting>,
+    /// Same as --class-weights none.
+    #[arg(long)]
+    pub(crate) no_class_weights: bool,
+    /// Stop after this many epochs without a better validation macro-F1 (default 10; 0 = never;
+    /// paper: never).
+    #[arg(long)]
+    pub(crate) patience: Option<usize>,
+    /// Share of the training cells carved off (stratified; spatially blocked for spatial
+    /// splits) as the validation set that picks the kept epoch. 0 = keep the last epoch.
+    #[arg(long, default_value_t = 0.15)]
+    pub(crate) val_fraction: f64,
     /// Seed for the split, initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,
-    /// Held-out fraction (paper: 0.2).
+    /// Held-out (test) fraction of a single split (paper: 0.2).
     #[arg(long, default_value_t = 0.2)]
     pub(crate) test_fraction: f64,
     /// Shared token width.
@@ -160,21 +188,29 @@ pub(crate) struct TrainingFlags {
     /// Dropout while training.
     #[arg(long, default_value_t = 0.1)]
     pub(crate) dropout: f64,
-    /// Turn off inverse-frequency class weights in the loss.
-    #[arg(long)]
-    pub(crate) no_class_weights: bool,
 }
 
 impl TrainingFlags {
+    /// The settings of `self.recipe` with the explicit flags applied.
     pub(crate) fn train_config(&self) -> TrainConfig {
-        TrainConfig {
-            learning_rate: self.lr,
-            batch_size: self.batch_size,
-            weight_decay: self.weight_decay,
-            epochs: self.epochs,
-            seed: self.seed,
-            class_weighted: !self.no_class_weights,
-        }
+        self.config_for(self.recipe)
+    }
+
+    /// The settings of `recipe` with the explicit flags applied.
+    pub(crate) fn config_for(&self, recipe: Recipe) -> TrainConfig {
+        let mut c = recipe.config(self.seed);
+        if let Some(v) = self.epochs { c.epochs = v; }
+        if let Some(v) = self.lr { c.learning_rate = v; }
+        if let Some(v) = self.batch_size { c.batch_size = v; }
+        if let Some(v) = self.weight_decay { c.weight_decay = v; }
+        if let Some(v) = self.schedule { c.schedule = v; }
+        if let Some(v) = self.warmup { c.warmup_fraction = v; }
+        if let Some(v) = self.label_smoothing { c.label_smoothing = v; }
+        if let Some(v) = self.class_weights { c.class_weighting = v; }
+        if self.no_class_weights { c.class_weighting = ClassWeighting::None; }
+        if let Some(p) = self.patience { c.patience = (p > 0).then_some(p); }
+        if self.val_fraction <= 0.0 { c.patience = None; }
+        c
     }
 
     /// The width/depth part of the spec (`n_genes`, `n_classes` and token sources unset).
@@ -233,4 +269,20 @@ pub(crate) fn gpu_context() -> Result<Arc<GpuContext>> {
 
 pub(crate) fn parse_architecture(s: &str) -> std::result::Result<Architecture, String> {
     s.parse()
+}
+
+pub(crate) fn parse_recipe(s: &str) -> std::result::Result<Recipe, String> {
+    s.parse()
+}
+
+pub(crate) fn parse_weighting(s: &str) -> std::result::Result<ClassWeighting, String> {
+    s.parse()
+}
+
+pub(crate) fn parse_schedule(s: &str) -> std::result::Result<LrSchedule, String> {
+    match s {
+        "constant" => Ok(LrSchedule::Constant),
+        "cosine" => Ok(LrSchedule::Cosine),
+        _ => Err(format!("unknown schedule `{s}`; use constant or cosine")),
+    }
 }

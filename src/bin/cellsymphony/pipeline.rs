@@ -49,10 +49,12 @@ pub(crate) fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     }
     report += "\n";
     report += &train::report::morphology_section(&a.train.data.dir(), crop, &a.train.out)?;
-    report += &format!("## Training\n\n{} epochs, lr {}, batch {}, weight decay {}, seed {}; {:.1} s on burn {:?}\n\n| epoch | train loss | held-out macro-F1 | accuracy |\n|---|---|---|---|\n",
-        a.train.training.epochs, a.train.training.lr, a.train.training.batch_size, a.train.training.weight_decay, a.train.training.seed, trained.train_seconds, a.train.backend);
+    let c = &trained.config;
+    report += &format!("## Training\n\nrecipe {}: up to {} epochs, peak lr {}, {:?} schedule with {} warmup, batch {}, weight decay {}, class weights {}, label smoothing {}, patience {:?}, seed {}; {:.1} s on burn {:?}. Kept epoch {} (best macro-F1 on the validation cells, which are {} of the training cells; the test cells choose nothing).\n\n| epoch | train loss | lr | val macro-F1 | val accuracy |\n|---|---|---|---|---|\n",
+        a.train.training.recipe.name(), c.epochs, c.learning_rate, c.schedule, c.warmup_fraction, c.batch_size, c.weight_decay, c.class_weighting, c.label_smoothing, c.patience, c.seed, trained.train_seconds, a.train.backend, trained.best_epoch, a.train.training.val_fraction);
+    let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
     for s in &trained.history {
-        report += &format!("| {} | {:.4} | {:.3} | {:.3} |\n", s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy);
+        report += &format!("| {} | {:.4} | {:.2e} | {} | {} |\n", s.epoch, s.train_loss, s.lr, opt(s.val_macro_f1), opt(s.val_accuracy));
     }
     let mut engines = vec![(Engine::Burn, &trained.fp32, &trained.files.fp32), (Engine::Cpu, &int8, &trained.files.int8), (Engine::Gpu, &int8, &trained.files.int8)];
     let mut gpu_ok = true;

@@ -57,10 +57,7 @@ impl TrainProgress for BarProgress {
         self.bar.inc(1);
     }
     fn epoch(&mut self, s: &EpochStats) {
-        let line = format!(
-            "epoch {:>3}  train loss {:.4}  held-out macro-F1 {:.3}  accuracy {:.3}  ({:.1} s)",
-            s.epoch, s.train_loss, s.test_macro_f1, s.test_accuracy, s.seconds
-        );
+        let line = epoch_line(s, self.epochs);
         // The bar is hidden when stdout is not a terminal (CI, logs): print plainly then.
         if self.bar.is_hidden() {
             println!("{line}");
@@ -70,6 +67,15 @@ impl TrainProgress for BarProgress {
     }
 }
 
+/// One line per epoch: train loss, learning rate, validation macro-F1 / accuracy.
+pub(crate) fn epoch_line(s: &EpochStats, epochs: usize) -> String {
+    let val = match (s.val_macro_f1, s.val_accuracy) {
+        (Some(f), Some(a)) => format!("val macro-F1 {f:.3}  val accuracy {a:.3}"),
+        _ => "no validation set".to_string(),
+    };
+    format!("epoch {:>3}/{epochs}  train loss {:.4}  lr {:.2e}  {val}  ({:.1} s)", s.epoch, s.train_loss, s.lr, s.seconds)
+}
+
 /// What training produced.
 pub(crate) struct Trained {
     pub(crate) crop: PreparedCrop,
@@ -77,6 +83,8 @@ pub(crate) struct Trained {
     pub(crate) fp32: EngineModel,
     pub(crate) files: train::export::ExportedFiles,
     pub(crate) history: Vec<EpochStats>,
+    pub(crate) best_epoch: usize,
+    pub(crate) config: train::TrainConfig,
     pub(crate) train_seconds: f64,
 }
 
@@ -127,27 +135,31 @@ pub(crate) fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) ->
     let crop = a.data.prepare()?;
     let t = &a.training;
     let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
-    let (train_idx, test_idx) = stratified_split(&crop.labels, t.test_fraction, t.seed);
+    let (fit_idx, test_idx) = stratified_split(&crop.labels, t.test_fraction, t.seed);
     let n_classes = crop.class_names.len();
-    if train_idx.len() < 20 || n_classes < 2 {
-        return Err(train::TrainError::TooFewCells { found: train_idx.len() + test_idx.len(), classes: n_classes, needed: 25 }.into());
+    if fit_idx.len() < 20 || n_classes < 2 {
+        return Err(train::TrainError::TooFewCells { found: fit_idx.len() + test_idx.len(), classes: n_classes, needed: 25 }.into());
     }
+    // Validation cells come from the training cells only (the test cells choose nothing).
+    let (train_idx, val_idx) = train::carve_validation(&fit_idx, &crop.labels, train::SplitKind::Random, None, 1.0, t.val_fraction, t.seed)
+        .map_err(train::TrainError::Options)?;
     let g = crop.table.n_genes();
     let spec = ClassifierConfig { n_genes: g, n_classes, ..t.architecture() };
     let options = ClassifierOptions::new(spec).with_dropout(t.dropout);
     options.spec.validate()?;
     let config = t.train_config();
     println!(
-        "training gene-only transformer ({} layers, d_model {}, {} gene tokens) on {} cells, held out {} ({} classes), backend {:?}",
-        t.layers, t.d_model, t.gene_tokens, train_idx.len(), test_idx.len(), n_classes, a.backend
+        "training gene-only transformer ({} layers, d_model {}, {} gene tokens) on {} cells, validation {}, test {} ({} classes), backend {:?}",
+        t.layers, t.d_model, t.gene_tokens, train_idx.len(), val_idx.len(), test_idx.len(), n_classes, a.backend
     );
+    println!("recipe {}: {}", t.recipe.name(), serde_json::to_string(&config).unwrap_or_default());
     let inputs = CellInputs::genes(&crop.x_norm, g);
-    let split = LabelledSplit { labels: &labels, n_classes, train: &train_idx, test: &test_idx };
+    let split = LabelledSplit { labels: &labels, n_classes, train: &train_idx, val: &val_idx, test: &test_idx };
     let checkpoint = CheckpointOptions { dir: Some(a.out.clone()), resume: a.resume.clone() };
     let bar = ProgressBar::new(1).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}").expect("valid template"),
     );
-    let mut progress = BarProgress { bar, epochs: t.epochs };
+    let mut progress = BarProgress { bar, epochs: config.epochs };
     let started = Instant::now();
     let trained = train::train_classifier::<B>(&options, &config, &inputs, &split, &crop.class_names, &checkpoint, device, &mut progress)?;
     progress.bar.finish_and_clear();
@@ -156,23 +168,30 @@ pub(crate) fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) ->
     let training = serde_json::json!({
         "labels_from": "SingleR-style Spearman correlation to bidcell sc_breast.csv reference (no expert labels)",
         "backend": format!("{:?}", a.backend),
+        "recipe": t.recipe.name(),
         "train_config": config,
         "dropout": t.dropout,
-        "split": {"kind": "stratified", "test_fraction": t.test_fraction, "seed": t.seed},
+        "split": {"kind": "stratified", "test_fraction": t.test_fraction, "val_fraction": t.val_fraction, "val_from": "training cells only", "seed": t.seed},
         "test_cell_ids": test_idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect::<Vec<_>>(),
         "label_summary": crop.summary,
         "history": history,
+        "best_epoch": trained.best_epoch,
+        "stopped_early": trained.stopped_early,
         "train_seconds": train_seconds,
-        "final": history.last(),
+        "kept": history.iter().find(|h| h.epoch == trained.best_epoch),
+        "test_macro_f1": trained.report.macro_f1,
     });
     let model = trained.model.valid();
     let meta = model_meta(&model, &crop.table.genes, &crop.class_names, crop.normalisation.clone(), training);
     let (fp32, files) = export_fp32_and_int8(&model, meta, &a.out)?;
     println!(
-        "trained in {:.1} s; wrote {} and {}",
+        "trained in {:.1} s; kept epoch {} (best validation macro-F1{}); test macro-F1 {:.3}; wrote {} and {}",
         train_seconds,
+        trained.best_epoch,
+        if trained.stopped_early { ", stopped early" } else { "" },
+        trained.report.macro_f1,
         files.fp32.display(),
         files.int8.display()
     );
-    Ok(Trained { crop, test_idx, fp32, files, history, train_seconds })
+    Ok(Trained { crop, test_idx, fp32, files, history, best_epoch: trained.best_epoch, config, train_seconds })
 }
