@@ -33,6 +33,9 @@ struct Args {
     /// Timed repetitions (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Skip the WGSL engine (on a software adapter it takes minutes).
+    #[arg(long)]
+    no_gpu: bool,
 }
 
 #[path = "shared/timing.rs"]
@@ -73,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pollster::block_on(cpu32.logits(&cells))?; // surfaces an engine error before timing
     let s = time(a.reps, || { let _ = pollster::block_on(cpu32.logits(&cells)); });
     rows.push(("cellsymphony CPU engine, fp32".into(), s));
-    match pollster::block_on(GpuContext::new()) {
+    match if a.no_gpu { Err("--no-gpu".to_string()) } else { pollster::block_on(GpuContext::new()).map_err(|e| e.to_string()) } {
         Ok(ctx) => {
             let name = ctx.adapter_summary();
             let clf = Classifier::gpu(int8.clone(), Arc::new(ctx))?;
@@ -84,9 +87,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let s = time(a.reps, || { let _ = pollster::block_on(clf.logits(&cells)); });
             rows.push((format!("cellsymphony WGSL engine, int8 ({name})"), s));
         }
-        Err(e) => println!("WGSL engine: SKIPPED (no adapter: {e})"),
+        Err(e) => println!("WGSL engine: SKIPPED ({e})"),
     }
     let peer = rows[0].1;
+    let load = std::fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "n/a".into());
+    println!("\nthreads: {} (rayon pool; RAYON_NUM_THREADS sets it), cores: {}, load average after: {load}",
+        rayon::current_num_threads(), std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!("\n| engine | cells | median s | cells/s | speed vs burn fp32 |\n|---|---|---|---|---|");
     for (name, s) in &rows {
         println!("| {name} | {n} | {s:.3} | {:.0} | {:.2}× |", n as f64 / s, peer / s);

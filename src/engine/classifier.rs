@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::cpu::{argmax_rows, forward_logits_with_patches};
+use super::cpu::{argmax_rows, forward_logits_packed, CpuWeights};
 use super::error::EngineError;
 use super::format::EngineModel;
 use super::gpu::GpuClassifier;
@@ -27,6 +27,8 @@ pub enum Backend {
 pub struct Classifier {
     model: EngineModel,
     backend: Backend,
+    /// The CPU backend's packed weights (built once at construction).
+    cpu_weights: Option<CpuWeights>,
 }
 
 /// Cells ready for [`Classifier::logits`]: the model input and, for a model with a morphology
@@ -102,14 +104,15 @@ impl Classifier {
     /// Runs `model` on the CPU (weights as stored). Errors if the model is inconsistent.
     pub fn cpu(model: EngineModel) -> Result<Self, EngineError> {
         model.validate()?;
-        Ok(Self { model, backend: Backend::Cpu })
+        let cpu_weights = Some(CpuWeights::new(&model));
+        Ok(Self { model, backend: Backend::Cpu, cpu_weights })
     }
 
     /// Uploads `model` to the GPU of `ctx` (quantised to int8 first if it is f32). Errors
     /// if the model is inconsistent or does not fit the device ([`EngineError::Gpu`]).
     pub fn gpu(model: EngineModel, ctx: Arc<GpuContext>) -> Result<Self, EngineError> {
         let gpu = GpuClassifier::new(ctx, &model)?;
-        Ok(Self { model, backend: Backend::Gpu(Box::new(gpu)) })
+        Ok(Self { model, backend: Backend::Gpu(Box::new(gpu)), cpu_weights: None })
     }
 
     /// The model (metadata: genes, classes, normalisation, config; weights).
@@ -142,7 +145,10 @@ impl Classifier {
     pub async fn logits(&self, cells: &PreparedCells<'_>) -> Result<Vec<f32>, EngineError> {
         let patches = cells.patches.as_deref();
         let logits = match &self.backend {
-            Backend::Cpu => forward_logits_with_patches(&self.model, &cells.x, patches, cells.n_cells)?,
+            Backend::Cpu => {
+                let packed = self.cpu_weights.as_ref().expect("a CPU classifier packs its weights at construction");
+                forward_logits_packed(&self.model, packed, &cells.x, patches, cells.n_cells)?
+            }
             Backend::Gpu(g) => g.logits_with_patches(&cells.x, patches, cells.n_cells).await?,
         };
         // A corrupt (but loadable) model or extreme inputs must not become confident labels.

@@ -6,17 +6,17 @@
 //! weight preparation as the GPU upload (token type folded into the embedding bias, q/k/v
 //! fused into one `[3D, D]` layer), so CPU and GPU compute the same arithmetic up to
 //! summation order. Works for f32 and int8 models (int8: `acc = Σ x·q`, `y = acc·scale + b`).
-//! Linear layers use [`linear_forward`], the same arithmetic as
-//! [`super::ops::matmul_int8_reference`] but with eight independent accumulators so the
-//! compiler vectorises it, and (natively) split over the available cores; a test holds the
-//! two together. Cells are processed in blocks to bound memory.
+//! Linear layers run on all the block's tokens at once through the register-tiled GEMM of
+//! [`super::gemm`] (weights packed once per model in [`CpuWeights`]), the same arithmetic as
+//! [`super::ops::matmul_int8_reference`] in the same summation order (bit-exact with the
+//! portable and wasm SIMD128 kernels; fused multiply-adds with AVX2+FMA natively), split over
+//! the available cores natively. Cells are processed in blocks to bound memory.
 
 use super::error::EngineError;
-use super::format::{centre_token_indices, ClassifierWeights, EncoderLayerWeights, EngineModel, Linear, LinearWeight};
-use crate::util::parallel::{for_each_row_chunk, worker_count};
+use super::format::{centre_token_indices, ClassifierWeights, EncoderLayerWeights, EngineModel, Linear};
+use super::gemm::{gemm, PackedLinear};
 use super::ops::{
-    attention_biased_reference, gelu_reference, layernorm_reference, mean_pool_reference,
-    token_gather_mean_reference,
+    attention_biased_reference, layernorm_reference, mean_pool_reference, token_gather_mean_reference,
 };
 use super::preprocess::vit_patch_rows;
 use crate::gpu::Activation;
@@ -46,6 +46,11 @@ pub fn forward_logits_with_patches(
     patches: Option<&[f32]>,
     n_cells: usize,
 ) -> Result<Vec<f32>, EngineError> {
+    forward_logits_packed(model, &CpuWeights::new(model), x_norm, patches, n_cells)
+}
+
+/// The input checks of [`forward_logits_packed`].
+fn check_input(model: &EngineModel, x_norm: &[f32], patches: Option<&[f32]>, n_cells: usize) -> Result<(), EngineError> {
     let c = model.config();
     let shape_error = |what: String, expected: usize, found: usize| EngineError::InputShape { what, expected, found };
     if x_norm.len() != n_cells * c.n_inputs() {
@@ -66,14 +71,30 @@ pub fn forward_logits_with_patches(
             ));
         }
     }
-    let prepared = PreparedWeights::new(&model.weights);
+    Ok(())
+}
+
+/// [`forward_logits_with_patches`] on weights packed once ([`CpuWeights::new`] of the same
+/// `model`).
+///
+/// Errors as [`forward_logits_with_patches`].
+pub fn forward_logits_packed(
+    model: &EngineModel,
+    packed: &CpuWeights,
+    x_norm: &[f32],
+    patches: Option<&[f32]>,
+    n_cells: usize,
+) -> Result<Vec<f32>, EngineError> {
+    let c = model.config();
+    check_input(model, x_norm, patches, n_cells)?;
+    let pixels = c.morphology.as_ref().map(|m| m.pixels());
     let mut logits = Vec::with_capacity(n_cells * c.n_classes);
     let mut start = 0;
     while start < n_cells {
         let n = CPU_BLOCK_CELLS.min(n_cells - start);
         let x = &x_norm[start * c.n_inputs()..(start + n) * c.n_inputs()];
         let p = pixels.and_then(|px| patches.map(|p| &p[start * px..(start + n) * px]));
-        logits.extend(forward_block(model, &prepared, x, p, n));
+        logits.extend(forward_block(model, packed, x, p, n));
         start += n;
     }
     Ok(logits)
@@ -92,6 +113,7 @@ pub(crate) struct PreparedWeights<'a> {
     /// Per morphology ViT block, q, k and v stacked into one `[3W, W]` layer.
     pub vit_qkv: Vec<Linear>,
     /// The original weights (norms, o, fc1, fc2, final norm, head).
+    #[allow(dead_code)]
     pub weights: &'a ClassifierWeights,
 }
 
@@ -118,62 +140,52 @@ fn fuse_qkv(layer: &EncoderLayerWeights) -> Linear {
         .expect("validated model: q, k, v share in_dim and weight kind")
 }
 
-/// Dot product with eight independent accumulators (vectorisable; the summation order differs
-/// from a serial sum by rounding only).
-#[inline]
-fn dot8<W: Copy + Into<f32>>(x: &[f32], w: &[W]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (xc, xr) = x.split_at(x.len() / 8 * 8);
-    let (wc, wr) = w.split_at(xc.len());
-    for (a, b) in xc.chunks_exact(8).zip(wc.chunks_exact(8)) {
-        for k in 0..8 {
-            acc[k] += a[k] * b[k].into();
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (a, b) in xr.iter().zip(wr) {
-        s += a * (*b).into();
-    }
-    s
+/// A model's linear layers packed once for the CPU GEMM ([`super::gemm`]): the embedding
+/// (token type folded into its bias), per layer q/k/v fused, o, fc1, fc2, the ViT's, and the
+/// head. Build it once per model ([`CpuWeights::new`]) and reuse it for every batch
+/// ([`forward_logits_packed`]).
+#[derive(Clone, Debug)]
+pub struct CpuWeights {
+    gene_embedding: PackedLinear,
+    layers: Vec<PackedLayer>,
+    vit_patch_embedding: Option<PackedLinear>,
+    vit_layers: Vec<PackedLayer>,
+    head: PackedLinear,
 }
 
-/// Rows `y[r]` for `r` in the slice: `act(x·Wᵀ·scale + b) (+ residual)`.
-fn linear_rows(x: &[f32], w: &Linear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
-    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
-    for (r, (xr, yr)) in x.chunks_exact(in_dim).zip(y.chunks_exact_mut(out_dim)).enumerate() {
-        for (o, yo) in yr.iter_mut().enumerate() {
-            let pre = match &w.weight {
-                LinearWeight::F32(wf) => dot8(xr, &wf[o * in_dim..(o + 1) * in_dim]),
-                LinearWeight::Int8 { q, scale } => dot8(xr, &q[o * in_dim..(o + 1) * in_dim]) * scale[o],
-            } + w.bias[o];
-            let v = if act == Activation::Gelu { gelu_reference(pre) } else { pre };
-            *yo = residual.map_or(v, |res| v + res[r * out_dim + o]);
+#[derive(Clone, Debug)]
+struct PackedLayer {
+    qkv: PackedLinear,
+    o: PackedLinear,
+    fc1: PackedLinear,
+    fc2: PackedLinear,
+}
+
+impl PackedLayer {
+    fn new(layer: &EncoderLayerWeights, qkv: &Linear) -> Self {
+        Self {
+            qkv: PackedLinear::new(qkv),
+            o: PackedLinear::new(&layer.o),
+            fc1: PackedLinear::new(&layer.fc1),
+            fc2: PackedLinear::new(&layer.fc2),
         }
     }
 }
 
-/// `y = act(x·Wᵀ + b) (+ residual)` for `x: [n, in]` → `[n, out]`, int8 or f32 weights.
-/// Same result as [`super::ops::matmul_int8_reference`] up to summation order; natively the
-/// rows are split over the available cores.
-pub fn linear_forward(x: &[f32], n: usize, w: &Linear, act: Activation, residual: Option<&[f32]>) -> Vec<f32> {
-    assert_eq!(x.len(), n * w.in_dim, "linear_forward: x is not [n={n}, in={}]", w.in_dim);
-    let mut y = vec![0.0f32; n * w.out_dim];
-    if n == 0 || w.out_dim == 0 {
-        return y;
+impl CpuWeights {
+    /// Packs the weights of a validated `model`.
+    pub fn new(model: &EngineModel) -> Self {
+        let w = &model.weights;
+        let prepared = PreparedWeights::new(w);
+        let vit_layers = w.morphology.iter().flat_map(|m| m.layers.iter()).zip(&prepared.vit_qkv).map(|(l, q)| PackedLayer::new(l, q)).collect();
+        Self {
+            gene_embedding: PackedLinear::new(&prepared.gene_embedding),
+            layers: w.layers.iter().zip(&prepared.qkv).map(|(l, q)| PackedLayer::new(l, q)).collect(),
+            vit_patch_embedding: w.morphology.as_ref().map(|m| PackedLinear::new(&m.patch_embedding)),
+            vit_layers,
+            head: PackedLinear::new(&w.head),
+        }
     }
-    let threads = worker_count().min(n);
-    if threads > 1 && n * w.out_dim * w.in_dim > 1 << 18 {
-        let (in_dim, out_dim) = (w.in_dim, w.out_dim);
-        for_each_row_chunk(&mut y, out_dim, n.div_ceil(threads), |r0, yc| {
-            let nr = yc.len() / out_dim;
-            let xc = &x[r0 * in_dim..(r0 + nr) * in_dim];
-            let rc = residual.map(|res| &res[r0 * out_dim..(r0 + nr) * out_dim]);
-            linear_rows(xc, w, act, rc, yc);
-        });
-        return y;
-    }
-    linear_rows(x, w, act, residual, &mut y);
-    y
 }
 
 /// One pre-norm encoder layer on `h` `[n·t, d]` in place (q, k, v fused as `qkv`), with an
@@ -187,39 +199,40 @@ fn encoder_layer(
     heads: usize,
     eps: f32,
     layer: &EncoderLayerWeights,
-    qkv: &Linear,
+    packed: &PackedLayer,
     bias: Option<&[f32]>,
 ) {
     let rows = n * t;
     let a = layernorm_reference(h, rows, d, &layer.norm1, eps);
-    let qkv_out = linear_forward(&a, rows, qkv, Activation::None, None);
+    let qkv_out = gemm(&a, rows, &packed.qkv, Activation::None, None);
     let att = attention_biased_reference(&qkv_out, bias, n, t, d, heads);
-    *h = linear_forward(&att, rows, &layer.o, Activation::None, Some(h));
+    *h = gemm(&att, rows, &packed.o, Activation::None, Some(h));
     let a = layernorm_reference(h, rows, d, &layer.norm2, eps);
-    let f = linear_forward(&a, rows, &layer.fc1, Activation::Gelu, None);
-    *h = linear_forward(&f, rows, &layer.fc2, Activation::None, Some(h));
+    let f = gemm(&a, rows, &packed.fc1, Activation::Gelu, None);
+    *h = gemm(&f, rows, &packed.fc2, Activation::None, Some(h));
 }
 
 fn forward_block(
     model: &EngineModel,
-    w: &PreparedWeights<'_>,
+    w: &CpuWeights,
     x: &[f32],
     patches: Option<&[f32]>,
     n: usize,
 ) -> Vec<f32> {
+    let weights = &model.weights;
     let c = model.config();
     let (t, d) = (c.n_tokens(), c.d_model);
     let eps = c.layer_norm_eps as f32;
     let rows = n * t;
     // The morphology ViT: its pooled centre tokens `[n, W]` are appended to each input row.
     let widened;
-    let x = match (&c.morphology, &w.weights.morphology, patches) {
-        (Some(m), Some(vit), Some(p)) => {
+    let x = match (&c.morphology, &weights.morphology, &w.vit_patch_embedding, patches) {
+        (Some(m), Some(vit), Some(patch_embedding), Some(p)) => {
             let g2 = m.n_vit_tokens();
             let patch_rows = vit_patch_rows(p, n, m);
-            let mut vh = linear_forward(&patch_rows, n * g2, &vit.patch_embedding, Activation::None, None);
-            for (layer, qkv) in vit.layers.iter().zip(&w.vit_qkv) {
-                encoder_layer(&mut vh, n, g2, m.width, m.n_heads, eps, layer, qkv, None);
+            let mut vh = gemm(&patch_rows, n * g2, patch_embedding, Activation::None, None);
+            for (layer, packed) in vit.layers.iter().zip(&w.vit_layers) {
+                encoder_layer(&mut vh, n, g2, m.width, m.n_heads, eps, layer, packed, None);
             }
             let va = layernorm_reference(&vh, n * g2, m.width, &vit.norm, eps);
             let (n_in, stride) = (c.n_inputs(), c.n_embedding_inputs());
@@ -232,42 +245,16 @@ fn forward_block(
             widened = out;
             widened.as_slice()
         }
-        (None, None, _) => x,
+        (None, None, None, _) => x,
         _ => panic!("forward_block: a morphology model needs its ViT weights and patches"),
     };
     // [n, T*D] is [n*T, D] row-major: token t of a cell is elements t*D..(t+1)*D.
-    let mut h = linear_forward(x, n, &w.gene_embedding, Activation::None, None);
-    let bias = w.weights.attention_bias.as_deref();
-    for (layer, qkv) in w.weights.layers.iter().zip(&w.qkv) {
-        encoder_layer(&mut h, n, t, d, c.n_heads, eps, layer, qkv, bias);
+    let mut h = gemm(x, n, &w.gene_embedding, Activation::None, None);
+    let bias = weights.attention_bias.as_deref();
+    for (layer, packed) in weights.layers.iter().zip(&w.layers) {
+        encoder_layer(&mut h, n, t, d, c.n_heads, eps, layer, packed, bias);
     }
-    let a = layernorm_reference(&h, rows, d, &w.weights.final_norm, eps);
+    let a = layernorm_reference(&h, rows, d, &weights.final_norm, eps);
     let pooled = mean_pool_reference(&a, n, t, d);
-    linear_forward(&pooled, n, &w.weights.head, Activation::None, None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::util::rng::SplitMix64;
-    use crate::engine::ops::matmul_int8_reference;
-
-    #[test]
-    fn linear_forward_matches_the_reference() {
-        let mut rng = SplitMix64::new(11);
-        for &(n, i, o) in &[(37usize, 313usize, 50usize), (600, 64, 192), (3, 5, 2)] {
-            let x = rng.uniform_vec(n * i, -2.0, 2.0);
-            let res = rng.uniform_vec(n * o, -1.0, 1.0);
-            let f32w = Linear { out_dim: o, in_dim: i, weight: LinearWeight::F32(rng.uniform_vec(o * i, -0.5, 0.5)), bias: rng.uniform_vec(o, -0.1, 0.1) };
-            for w in [f32w.clone(), f32w.quantized()] {
-                for (act, r) in [(Activation::None, None), (Activation::Gelu, Some(res.as_slice()))] {
-                    let fast = linear_forward(&x, n, &w, act, r);
-                    let slow = matmul_int8_reference(&x, n, &w, act, r);
-                    let err = fast.iter().zip(&slow).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-                    // Only the summation order differs: ≤ 1e-5 relative to the dot-product scale.
-                    assert!(err <= 1e-5 * (i as f32).sqrt() * 2.0, "n={n} in={i} out={o} err={err}");
-                }
-            }
-        }
-    }
+    gemm(&pooled, n, &w.head, Activation::None, None)
 }

@@ -28,6 +28,7 @@ mod classifier;
 pub mod cpu;
 mod error;
 pub mod format;
+pub mod gemm;
 mod gpu;
 pub mod normalisation;
 pub mod ops;
