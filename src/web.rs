@@ -471,9 +471,15 @@ fn load_options(v: &JsValue) -> Result<bool, JsError> {
     if !v.is_object() || js_sys::Array::is_array(v) {
         return Err(JsError::new(&format!("`useGpu` is {}: pass true/false or {{useGpu: true/false}}", describe(v))));
     }
-    serde_wasm_bindgen::from_value::<LoadOptions>(v.clone())
-        .map(|o| o.use_gpu)
-        .map_err(|e| JsError::new(&format!("Classifier.load options: {e} (the only key is `useGpu`)")))
+    options_from::<LoadOptions>("Classifier.load options", v.clone()).map(|o| o.use_gpu)
+}
+
+/// An options object as `T` (`deny_unknown_fields`): an unknown key is an error listing the
+/// allowed keys. serde-wasm-bindgen reads only the fields a struct names (unknown keys would
+/// pass unseen), so the object goes through a `serde_json::Value`, which keeps every key.
+fn options_from<T: serde::de::DeserializeOwned>(what: &str, v: JsValue) -> Result<T, JsError> {
+    let json: serde_json::Value = serde_wasm_bindgen::from_value(v).map_err(|e| JsError::new(&format!("{what}: {e}")))?;
+    serde_json::from_value(json).map_err(|e| JsError::new(&format!("{what}: {e}")))
 }
 
 /// The optional `centroids`, `patches` and `patchSize` of `classify`/`classifyCsr`, checked
@@ -617,7 +623,7 @@ pub fn pair_cells(
         } else if !options.is_object() || js_sys::Array::is_array(&options) {
             return Err(JsError::new(&format!("pairCells options is {}: pass an object such as {{useGpu: true}}", describe(&options))));
         } else {
-            serde_wasm_bindgen::from_value(options).map_err(|e| JsError::new(&format!("pairCells options: {e}")))?
+            options_from("pairCells options", options)?
         };
         let progress = match progress {
             p if p.is_undefined() || p.is_null() => None,

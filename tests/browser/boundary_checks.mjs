@@ -90,6 +90,8 @@ export async function boundaryChecks(page, dataParam) {
       pairNCellsOver: [() => m.pairCells(counts, 2 ** 32 + 40, genes, control, target), ["nCells", "4294967336"]],
       pairControlNull: [() => m.pairCells(counts, n, genes, null, target), ["`control` is missing"]],
       pairNegativeIndex: [() => m.pairCells(counts, n, genes, [-1, ...Array.from(control.subarray(1))], target), ["control[0]", "-1"]],
+      pairOptionOver: [() => m.pairCells(counts, n, genes, control, target, { useGpu: false, pcaComponents: 2 ** 32 + 40 }), ["pairCells options", "4294967336"]],
+      pairOptionFraction: [() => m.pairCells(counts, n, genes, control, target, { useGpu: false, minCells: 2.5 }), ["pairCells options", "2.5"]],
       pairOptionsString: [() => m.pairCells(counts, n, genes, control, target, "fast"), ["pairCells options", "string"]],
       pairProgressNotFunction: [() => m.pairCells(counts, n, genes, control, target, {}, 5), ["`progress`", "function"]],
       pairTooManyCells: [() => m.pairCells(counts, big, genes, control, target), ["pair in chunks of at most"]],

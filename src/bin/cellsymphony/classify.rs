@@ -109,6 +109,13 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
         crop.table.n_cells() as f64 / c.seconds
     );
     print_prediction_counts(&model, &c.pred);
+    let unclassified = c.pred.iter().filter(|&&p| p == UNCLASSIFIED).count();
+    if unclassified > 0 {
+        eprintln!(
+            "warning: {unclassified} of {} cells have no counts over the model's genes: written as \"{UNCLASSIFIED_LABEL}\" (no class, no confidence)",
+            crop.table.n_cells()
+        );
+    }
     write_predictions(&a.out, &model, &crop, &c)?;
     println!("wrote {}", a.out.display());
     if let Some(path) = &a.h5ad {
