@@ -367,9 +367,12 @@ impl Classifier {
     /// `patches` (`Float32Array [cells, patchSize, patchSize]`, intensities in [0, 1]) are
     /// validated when given. The values are normalised exactly as the model file records
     /// (raw counts for a `log1p_cp10k` model; for an `as_stored` or `arcsinh` model, the
-    /// values it was trained on, any finite number). Resolves to `{classes, logits,
-    /// confidence}`; bad input (shapes, NaN/Inf, negative counts for a counts model, missing
-    /// genes) rejects with a message naming the array, element and value.
+    /// values it was trained on, any finite number). Resolves to `{classes, unclassified,
+    /// logits, confidence}` (a cell without counts over the model's genes has class
+    /// 4294967295, `unclassified[i] = 1` and confidence 0); bad input (shapes, NaN/Inf,
+    /// negative counts for a counts model, missing genes) rejects with a message naming the
+    /// array, element and value. `nCells` must be an exact integer; a call needing more than
+    /// [`WASM_CALL_BUDGET_BYTES`] rejects up front with the largest chunk that fits.
     #[allow(clippy::too_many_arguments)]
     pub fn classify(
         &self,
