@@ -43,8 +43,17 @@
 //! Bad files throw an `Error` naming the file and line.
 //!
 //! Check for WebGPU in JS *before* asking for the GPU engine: wgpu cannot recover once it has
-//! started on a browser without WebGPU. Every error comes back as a rejected promise with a
-//! message; nothing panics across this boundary.
+//! started on a browser without WebGPU. Every error comes back as a rejected promise (the
+//! readers throw) with a message; nothing panics across this boundary.
+//!
+//! Arguments are checked before anything is copied into wasm memory: every size (`nCells`,
+//! `patchSize`, indices) must be an exact non-negative integer in range (`2**32 + 40` is an
+//! error, never 40); a `null`/`undefined` required argument is an error naming it; option
+//! objects (`load`'s `{useGpu}`, `pairCells`' options) with an unknown key are errors listing
+//! the allowed keys; and a call whose inputs would need more than [`WASM_CALL_BUDGET_BYTES`]
+//! of wasm memory is refused up front, saying how many cells fit in one call ("classify in
+//! chunks of at most N cells"). Every buffer a call copies in is freed when it returns, so
+//! repeated calls of one size do not grow the wasm memory (which can grow but never shrink).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -75,6 +84,203 @@ impl Classifier {
     }
 }
 
+/// Most wasm memory one call may need (1.5 GiB): the inputs copied in, the engine's
+/// intermediate arrays and the results. wasm32 memory ends at 4 GiB, can grow but never
+/// shrink, and a failed growth aborts the module (`RuntimeError: unreachable`), so a call
+/// that would need more is refused up front with the number of cells that fit.
+pub const WASM_CALL_BUDGET_BYTES: u64 = 3 << 29;
+
+/// Most bytes of files one reader call takes (256 MiB; a gzipped file is inflated and parsed,
+/// which takes several times its size): read a smaller region or slide beyond that.
+pub const WASM_READER_MAX_INPUT_BYTES: u64 = 1 << 28;
+
+/// The largest `nCells` (and cell index) the API takes: indices travel as `Uint32Array`.
+const MAX_COUNT: u64 = u32::MAX as u64;
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// What a bad argument was, for messages: `null`, `undefined`, `a string "…"`, `an object`.
+fn describe(v: &JsValue) -> String {
+    if v.is_null() {
+        "null".into()
+    } else if v.is_undefined() {
+        "undefined".into()
+    } else if let Some(s) = v.as_string() {
+        format!("the string {s:?}")
+    } else if let Some(f) = v.as_f64() {
+        format!("{f}")
+    } else if v.is_bigint() {
+        "a BigInt".into()
+    } else if js_sys::Array::is_array(v) {
+        "an Array".into()
+    } else {
+        format!("a value of type {}", v.js_typeof().as_string().unwrap_or_default())
+    }
+}
+
+fn missing(name: &str, what: &str) -> JsError {
+    JsError::new(&format!("`{name}` is missing (null or undefined): pass {what}"))
+}
+
+/// A JS number that must be an exact integer in `0..=max` (`2**32 + 40`, `-1`, `1.5`, `NaN`,
+/// a string or a BigInt are errors naming `name`, never truncated).
+fn size_arg(name: &str, v: &JsValue, max: u64) -> Result<usize, JsError> {
+    if v.is_null() || v.is_undefined() {
+        return Err(missing(name, "a non-negative integer"));
+    }
+    let Some(f) = v.as_f64() else {
+        return Err(JsError::new(&format!("`{name}` is {}: pass a non-negative integer (a number)", describe(v))));
+    };
+    if !(f.is_finite() && f.fract() == 0.0 && (0.0..=max as f64).contains(&f)) {
+        return Err(JsError::new(&format!("`{name}` = {f} is not an integer in 0..={max}: pass an exact non-negative integer")));
+    }
+    usize::try_from(f as u64).map_err(|_| JsError::new(&format!("`{name}` = {f} does not fit this platform's sizes")))
+}
+
+/// An optional size argument (`undefined`/`null` mean absent).
+fn optional_size_arg(name: &str, v: &JsValue, max: u64) -> Result<Option<usize>, JsError> {
+    if v.is_null() || v.is_undefined() {
+        Ok(None)
+    } else {
+        size_arg(name, v, max).map(Some)
+    }
+}
+
+/// A `Float32Array` argument (a plain `Array` or another typed array is converted; its
+/// values are checked by the engine). Not yet copied into wasm memory.
+fn f32_arg(name: &str, v: &JsValue, what: &str) -> Result<Float32Array, JsError> {
+    if v.is_null() || v.is_undefined() {
+        return Err(missing(name, what));
+    }
+    if let Some(a) = v.dyn_ref::<Float32Array>() {
+        return Ok(a.clone());
+    }
+    if js_sys::Array::is_array(v) || v.is_instance_of::<js_sys::Float64Array>() || v.is_instance_of::<Uint32Array>() {
+        return Ok(Float32Array::new(v));
+    }
+    Err(JsError::new(&format!("`{name}` is {}: pass {what}", describe(v))))
+}
+
+/// An optional `Float32Array` argument (`undefined`/`null` mean absent).
+fn optional_f32_arg(name: &str, v: &JsValue, what: &str) -> Result<Option<Float32Array>, JsError> {
+    if v.is_null() || v.is_undefined() {
+        Ok(None)
+    } else {
+        f32_arg(name, v, what).map(Some)
+    }
+}
+
+/// `v.length` of an array-like argument (0 when it has none), before any copy.
+fn js_length(v: &JsValue) -> u64 {
+    Reflect::get(v, &JsValue::from_str("length")).ok().and_then(|l| l.as_f64()).map_or(0, |l| l.max(0.0) as u64)
+}
+
+/// A `Uint32Array` argument of indices; a plain `Array` must hold exact integers in
+/// `0..=u32::MAX` (checked element by element, never wrapped modulo 2^32).
+fn u32_arg(name: &str, v: &JsValue, what: &str) -> Result<Vec<u32>, JsError> {
+    if v.is_null() || v.is_undefined() {
+        return Err(missing(name, what));
+    }
+    if let Some(a) = v.dyn_ref::<Uint32Array>() {
+        return Ok(a.to_vec());
+    }
+    if let Some(a) = v.dyn_ref::<js_sys::Array>() {
+        return a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| size_arg(&format!("{name}[{i}]"), &x, MAX_COUNT).map(|n| n as u32))
+            .collect();
+    }
+    Err(JsError::new(&format!("`{name}` is {}: pass {what}", describe(v))))
+}
+
+/// An array of strings (e.g. gene names); an element that is not a string is an error naming it.
+fn strings_arg(name: &str, v: &JsValue) -> Result<Vec<String>, JsError> {
+    if v.is_null() || v.is_undefined() {
+        return Err(missing(name, "an array of strings"));
+    }
+    let Some(a) = v.dyn_ref::<js_sys::Array>() else {
+        return Err(JsError::new(&format!("`{name}` is {}: pass an array of strings", describe(v))));
+    };
+    a.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            x.as_string()
+                .ok_or_else(|| JsError::new(&format!("`{name}[{i}]` is {}: pass an array of strings", describe(&x))))
+        })
+        .collect()
+}
+
+/// File bytes: a `Uint8Array` or an `ArrayBuffer`. Not yet copied into wasm memory.
+fn bytes_arg(name: &str, v: &JsValue) -> Result<js_sys::Uint8Array, JsError> {
+    if v.is_null() || v.is_undefined() {
+        return Err(missing(name, "the file's bytes (Uint8Array)"));
+    }
+    if let Some(a) = v.dyn_ref::<js_sys::Uint8Array>() {
+        return Ok(a.clone());
+    }
+    if v.is_instance_of::<js_sys::ArrayBuffer>() {
+        return Ok(js_sys::Uint8Array::new(v));
+    }
+    Err(JsError::new(&format!("`{name}` is {}: pass the file's bytes (Uint8Array)", describe(v))))
+}
+
+/// Refuses reader input over [`WASM_READER_MAX_INPUT_BYTES`], naming the call.
+fn check_reader_bytes(call: &str, files: &[&js_sys::Uint8Array]) -> Result<(), JsError> {
+    let total: u64 = files.iter().map(|f| u64::from(f.length())).sum();
+    if total > WASM_READER_MAX_INPUT_BYTES {
+        return Err(JsError::new(&format!(
+            "{call}: the files are {} but one call reads at most {} in the browser; read a smaller region (or use the native CLI)",
+            mib(total),
+            mib(WASM_READER_MAX_INPUT_BYTES)
+        )));
+    }
+    Ok(())
+}
+
+/// A call's wasm-memory need: the inputs copied in (`input_bytes` as passed, at least
+/// `per_cell_input` per cell) plus `per_cell_work` bytes of intermediate arrays and results for
+/// each of `n_cells` cells.
+struct CallSize {
+    n_cells: u64,
+    per_cell_input: u64,
+    per_cell_work: u64,
+    input_bytes: u64,
+}
+
+impl CallSize {
+    fn bytes(&self) -> u64 {
+        let input = self.input_bytes.max(self.n_cells.saturating_mul(self.per_cell_input));
+        input.saturating_add(self.n_cells.saturating_mul(self.per_cell_work))
+    }
+
+    /// Refuses the call if it needs more than [`WASM_CALL_BUDGET_BYTES`], saying how many
+    /// cells of this shape fit (`verb` e.g. "classify").
+    fn check(&self, call: &str, verb: &str, shape: &str) -> Result<(), JsError> {
+        let need = self.bytes();
+        if need <= WASM_CALL_BUDGET_BYTES {
+            return Ok(());
+        }
+        let fit = WASM_CALL_BUDGET_BYTES / (self.per_cell_input + self.per_cell_work).max(1);
+        Err(JsError::new(&format!(
+            "{call}: {} cells ({shape}) need about {} of wasm memory, over the {} one call may use; {verb} in chunks of at most {fit} cells",
+            self.n_cells,
+            mib(need),
+            mib(WASM_CALL_BUDGET_BYTES)
+        )))
+    }
+}
+
+/// Bytes per cell the classifier needs beyond its input: the aligned counts, the normalised
+/// values and the model input (`[cells, n_inputs]` f32 each), logits `[cells, classes]` and
+/// their copy for JS, class, confidence and flag.
+fn classify_bytes_per_cell(model: &EngineModel) -> u64 {
+    let c = &model.meta.config;
+    4 * (3 * c.n_inputs() as u64 + 2 * c.n_classes as u64 + 2) + 1
+}
+
 fn set(obj: &Object, key: &str, value: &JsValue) -> Result<(), JsError> {
     Reflect::set(obj, &JsValue::from_str(key), value)
         .map(|_| ())
@@ -84,11 +290,19 @@ fn set(obj: &Object, key: &str, value: &JsValue) -> Result<(), JsError> {
 #[wasm_bindgen]
 impl Classifier {
     /// Load a model file (safetensors bytes written by `cellsymphony train`/`export`).
-    /// With `use_gpu` the WGSL engine runs on WebGPU (fp32 files are quantised to int8 first);
-    /// otherwise the plain-Rust CPU engine runs the file as stored.
-    pub async fn load(model_bytes: Vec<u8>, use_gpu: bool) -> Result<Classifier, JsError> {
+    /// `useGpu` is `true`/`false` or an options object `{useGpu}` (an unknown key is an
+    /// error listing the allowed ones). With `useGpu` the WGSL engine runs on WebGPU (fp32
+    /// files are quantised to int8 first); otherwise the plain-Rust CPU engine runs the file
+    /// as stored.
+    pub async fn load(
+        #[wasm_bindgen(js_name = modelBytes, unchecked_param_type = "Uint8Array")] model_bytes: JsValue,
+        #[wasm_bindgen(js_name = useGpu, unchecked_param_type = "boolean | { useGpu: boolean }")] use_gpu: JsValue,
+    ) -> Result<Classifier, JsError> {
+        let use_gpu = load_options(&use_gpu)?;
+        let model_bytes = bytes_arg("modelBytes", &model_bytes)?.to_vec();
         let model = EngineModel::from_safetensors_bytes(&model_bytes)
             .map_err(|e| JsError::new(&format!("model file: {e}")))?;
+        drop(model_bytes);
         let (classifier, backend) = if use_gpu {
             let ctx = GpuContext::new()
                 .await
@@ -163,20 +377,41 @@ impl Classifier {
     /// `patches` (`Float32Array [cells, patchSize, patchSize]`, intensities in [0, 1]) are
     /// validated when given. The values are normalised exactly as the model file records
     /// (raw counts for a `log1p_cp10k` model; for an `as_stored` or `arcsinh` model, the
-    /// values it was trained on, any finite number). Resolves to `{classes, logits,
-    /// confidence}`; bad input (shapes, NaN/Inf, negative counts for a counts model, missing
-    /// genes) rejects with a message naming the array, element and value.
+    /// values it was trained on, any finite number). Resolves to `{classes, unclassified,
+    /// logits, confidence}` (a cell without counts over the model's genes has class
+    /// 4294967295, `unclassified[i] = 1` and confidence 0); bad input (shapes, NaN/Inf,
+    /// negative counts for a counts model, missing genes) rejects with a message naming the
+    /// array, element and value. `nCells` must be an exact integer; a call needing more than
+    /// [`WASM_CALL_BUDGET_BYTES`] rejects up front with the largest chunk that fits.
     #[allow(clippy::too_many_arguments)]
     pub fn classify(
         &self,
-        counts: Vec<f32>,
-        n_cells: usize,
-        genes: Vec<String>,
-        centroids: Option<Vec<f32>>,
-        patches: Option<Vec<f32>>,
-        patch_size: Option<usize>,
+        #[wasm_bindgen(unchecked_param_type = "Float32Array")] counts: JsValue,
+        #[wasm_bindgen(js_name = nCells, unchecked_param_type = "number")] n_cells: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string[]")] genes: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] centroids: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] patches: JsValue,
+        #[wasm_bindgen(js_name = patchSize, unchecked_param_type = "number | undefined")] patch_size: JsValue,
     ) -> Promise {
+        let args = (|| -> Result<_, JsError> {
+            let n_cells = size_arg("nCells", &n_cells, MAX_COUNT)?;
+            let genes = strings_arg("genes", &genes)?;
+            let counts = f32_arg("counts", &counts, "a Float32Array [cells*genes] of counts")?;
+            let extras = Extras::new(&centroids, &patches, &patch_size)?;
+            let size = CallSize {
+                n_cells: n_cells as u64,
+                per_cell_input: 4 * (genes.len() as u64 + extras.values_per_cell()),
+                per_cell_work: classify_bytes_per_cell(self.model()),
+                input_bytes: 4 * u64::from(counts.length()) + extras.bytes(),
+            };
+            size.check("classify", "classify", &format!("{} genes", genes.len()))?;
+            Ok((counts.to_vec(), n_cells, genes, extras.copy_in()))
+        })();
         let inner = Rc::clone(&self.inner);
+        let (counts, n_cells, genes, (centroids, patches, patch_size)) = match args {
+            Ok(a) => a,
+            Err(e) => return Promise::reject(&e.into()),
+        };
         future_to_promise(async move {
             let input = CountsInput::Dense { values: &counts, n_cells, n_genes: genes.len() };
             let cells = cell_input(input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
@@ -193,21 +428,103 @@ impl Classifier {
     #[allow(clippy::too_many_arguments)]
     pub fn classify_csr(
         &self,
-        indptr: Vec<u32>,
-        indices: Vec<u32>,
-        data: Vec<f32>,
-        n_cells: usize,
-        genes: Vec<String>,
-        centroids: Option<Vec<f32>>,
-        patches: Option<Vec<f32>>,
-        patch_size: Option<usize>,
+        #[wasm_bindgen(unchecked_param_type = "Uint32Array")] indptr: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Uint32Array")] indices: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Float32Array")] data: JsValue,
+        #[wasm_bindgen(js_name = nCells, unchecked_param_type = "number")] n_cells: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string[]")] genes: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] centroids: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] patches: JsValue,
+        #[wasm_bindgen(js_name = patchSize, unchecked_param_type = "number | undefined")] patch_size: JsValue,
     ) -> Promise {
+        let args = (|| -> Result<_, JsError> {
+            let n_cells = size_arg("nCells", &n_cells, MAX_COUNT)?;
+            let genes = strings_arg("genes", &genes)?;
+            let data = f32_arg("data", &data, "a Float32Array [nnz] of counts")?;
+            let extras = Extras::new(&centroids, &patches, &patch_size)?;
+            let nnz = u64::from(data.length());
+            let size = CallSize {
+                n_cells: n_cells as u64,
+                // indptr, and the stored counts spread over the cells (indices + data).
+                per_cell_input: 4 * (1 + extras.values_per_cell()) + 8 * nnz.div_ceil((n_cells as u64).max(1)),
+                per_cell_work: classify_bytes_per_cell(self.model()),
+                input_bytes: 8 * nnz + 4 * js_length(&indptr) + extras.bytes(),
+            };
+            size.check("classifyCsr", "classify", &format!("{nnz} stored counts, {} genes", genes.len()))?;
+            let indptr = u32_arg("indptr", &indptr, "a Uint32Array [cells+1]")?;
+            let indices = u32_arg("indices", &indices, "a Uint32Array [nnz] of gene columns")?;
+            Ok((indptr, indices, data.to_vec(), n_cells, genes, extras.copy_in()))
+        })();
         let inner = Rc::clone(&self.inner);
+        let (indptr, indices, data, n_cells, genes, (centroids, patches, patch_size)) = match args {
+            Ok(a) => a,
+            Err(e) => return Promise::reject(&e.into()),
+        };
         future_to_promise(async move {
             let input = CountsInput::Csr { indptr: &indptr, indices: &indices, data: &data, n_cells, n_genes: genes.len() };
             let cells = cell_input(input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
             classify_cells(&inner, cells).await.map_err(JsValue::from)
         })
+    }
+}
+
+/// `load`'s second argument: `true`/`false` or `{useGpu}`.
+fn load_options(v: &JsValue) -> Result<bool, JsError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct LoadOptions {
+        use_gpu: bool,
+    }
+    if let Some(b) = v.as_bool() {
+        return Ok(b);
+    }
+    if v.is_null() || v.is_undefined() {
+        return Err(missing("useGpu", "true to run on WebGPU or false for the CPU engine (or {useGpu})"));
+    }
+    if !v.is_object() || js_sys::Array::is_array(v) {
+        return Err(JsError::new(&format!("`useGpu` is {}: pass true/false or {{useGpu: true/false}}", describe(v))));
+    }
+    options_from::<LoadOptions>("Classifier.load options", v.clone()).map(|o| o.use_gpu)
+}
+
+/// An options object as `T` (`deny_unknown_fields`): an unknown key is an error listing the
+/// allowed keys. serde-wasm-bindgen reads only the fields a struct names (unknown keys would
+/// pass unseen), so the object goes through a `serde_json::Value`, which keeps every key.
+fn options_from<T: serde::de::DeserializeOwned>(what: &str, v: JsValue) -> Result<T, JsError> {
+    let json: serde_json::Value = serde_wasm_bindgen::from_value(v).map_err(|e| JsError::new(&format!("{what}: {e}")))?;
+    serde_json::from_value(json).map_err(|e| JsError::new(&format!("{what}: {e}")))
+}
+
+/// The optional `centroids`, `patches` and `patchSize` of `classify`/`classifyCsr`, checked
+/// but not yet copied into wasm memory.
+struct Extras {
+    centroids: Option<Float32Array>,
+    patches: Option<Float32Array>,
+    patch_size: Option<usize>,
+}
+
+impl Extras {
+    fn new(centroids: &JsValue, patches: &JsValue, patch_size: &JsValue) -> Result<Self, JsError> {
+        Ok(Self {
+            centroids: optional_f32_arg("centroids", centroids, "a Float32Array [cells*2] (x, y µm) or undefined")?,
+            patches: optional_f32_arg("patches", patches, "a Float32Array [cells*patchSize*patchSize] or undefined")?,
+            patch_size: optional_size_arg("patchSize", patch_size, 1 << 16)?,
+        })
+    }
+
+    /// Input values per cell the extras add (2 centroid values, `patchSize²` pixels).
+    fn values_per_cell(&self) -> u64 {
+        let px = self.patch_size.map_or(0, |s| (s * s) as u64);
+        2 * u64::from(self.centroids.is_some()) + if self.patches.is_some() { px } else { 0 }
+    }
+
+    /// Bytes of the extras as passed.
+    fn bytes(&self) -> u64 {
+        4 * [&self.centroids, &self.patches].iter().map(|a| a.as_ref().map_or(0, |a| u64::from(a.length()))).sum::<u64>()
+    }
+
+    fn copy_in(self) -> (Option<Vec<f32>>, Option<Vec<f32>>, Option<usize>) {
+        (self.centroids.map(|a| a.to_vec()), self.patches.map(|a| a.to_vec()), self.patch_size)
     }
 }
 
@@ -305,23 +622,53 @@ fn top_list(v: Vec<ot::GeneDelta>) -> Result<JsValue, JsError> {
 /// `minCells`, default 50). `progress(iteration, marginalError)` is called while solving.
 #[wasm_bindgen(js_name = pairCells)]
 pub fn pair_cells(
-    counts: Vec<f32>,
-    n_cells: usize,
-    genes: Vec<String>,
-    control: Vec<u32>,
-    target: Vec<u32>,
-    options: JsValue,
-    progress: Option<js_sys::Function>,
+    #[wasm_bindgen(unchecked_param_type = "Float32Array")] counts: JsValue,
+    #[wasm_bindgen(js_name = nCells, unchecked_param_type = "number")] n_cells: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "string[]")] genes: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Uint32Array")] control: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Uint32Array")] target: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "object | undefined")] options: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "((iteration: number, error: number) => void) | undefined")] progress: JsValue,
 ) -> Promise {
+    let args = (|| -> Result<_, JsError> {
+        let opts: PairOptions = if options.is_undefined() || options.is_null() {
+            PairOptions::default()
+        } else if !options.is_object() || js_sys::Array::is_array(&options) {
+            return Err(JsError::new(&format!("pairCells options is {}: pass an object such as {{useGpu: true}}", describe(&options))));
+        } else {
+            options_from("pairCells options", options)?
+        };
+        let progress = match progress {
+            p if p.is_undefined() || p.is_null() => None,
+            p => Some(p.dyn_into::<js_sys::Function>().map_err(|p| {
+                JsError::new(&format!("`progress` is {}: pass a function (iteration, error) or undefined", describe(&p)))
+            })?),
+        };
+        let n_cells = size_arg("nCells", &n_cells, MAX_COUNT)?;
+        let genes = strings_arg("genes", &genes)?;
+        let counts = f32_arg("counts", &counts, "a Float32Array [cells*genes] of counts")?;
+        let control = u32_arg("control", &control, "a Uint32Array of row indices")?;
+        let target = u32_arg("target", &target, "a Uint32Array of row indices")?;
+        let g = genes.len() as u64;
+        // counts and their normalised copy [cells, genes]; the two groups' rows, their union
+        // and the PCA input [cells in groups, genes].
+        let size = CallSize {
+            n_cells: n_cells as u64,
+            per_cell_input: 4 * g,
+            per_cell_work: 4 * g + 12 * g * (control.len() + target.len()) as u64 / (n_cells as u64).max(1),
+            input_bytes: 4 * u64::from(counts.length()),
+        };
+        size.check("pairCells", "pair", &format!("{g} genes"))?;
+        Ok((counts.to_vec(), n_cells, genes, control, target, opts, progress))
+    })();
+    let (counts, n_cells, genes, control, target, opts, progress) = match args {
+        Ok(a) => a,
+        Err(e) => return Promise::reject(&e.into()),
+    };
     future_to_promise(async move {
         let result: Result<JsValue, JsError> = async {
-            let opts: PairOptions = if options.is_undefined() || options.is_null() {
-                PairOptions::default()
-            } else {
-                serde_wasm_bindgen::from_value(options).map_err(|e| JsError::new(&format!("pairCells options: {e}")))?
-            };
             let g = genes.len();
-            if g == 0 || counts.len() != n_cells * g {
+            if g == 0 || Some(counts.len()) != n_cells.checked_mul(g) {
                 return Err(JsError::new(&format!(
                     "counts has {} values but n_cells × genes = {n_cells} × {g}: pass a row-major [cells, genes] array",
                     counts.len()
@@ -425,12 +772,20 @@ fn centroids_for(cell_ids: &[String], cells: &[u8], name: &str) -> Result<Float3
 /// Throws an `Error` naming the file and line of the first problem.
 #[wasm_bindgen(js_name = readXeniumMex)]
 pub fn read_xenium_mex(
-    features: &[u8],
-    barcodes: &[u8],
-    matrix: &[u8],
-    cells: Option<Vec<u8>>,
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] features: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] barcodes: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] matrix: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array | undefined")] cells: JsValue,
 ) -> Result<JsValue, JsError> {
-    let m = data::read_mex_bytes(features, barcodes, matrix).map_err(|e| JsError::new(&e.to_string()))?;
+    let features = bytes_arg("features", &features)?;
+    let barcodes = bytes_arg("barcodes", &barcodes)?;
+    let matrix = bytes_arg("matrix", &matrix)?;
+    let cells = if cells.is_null() || cells.is_undefined() { None } else { Some(bytes_arg("cells", &cells)?) };
+    let mut files = vec![&features, &barcodes, &matrix];
+    files.extend(cells.as_ref());
+    check_reader_bytes("readXeniumMex", &files)?;
+    let cells = cells.map(|c| c.to_vec());
+    let m = data::read_mex_bytes(&features.to_vec(), &barcodes.to_vec(), &matrix.to_vec()).map_err(|e| JsError::new(&e.to_string()))?;
     let indptr: Vec<u32> = m
         .counts
         .indptr
@@ -466,13 +821,22 @@ pub fn read_xenium_mex(
 /// centroidsUm: Float32Array [cells*2], nucleusCentroidsUm: Float32Array [cells*2] (NaN for a
 /// cell with fewer than 3 nucleus transcripts)}`. Throws an `Error` naming the file and line.
 #[wasm_bindgen(js_name = readXeniumTranscripts)]
-pub fn read_xenium_transcripts(bytes: &[u8], min_qv: Option<f32>, name: Option<String>) -> Result<JsValue, JsError> {
-    let name = name.unwrap_or_else(|| "transcripts.csv".to_string());
+pub fn read_xenium_transcripts(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] bytes: JsValue,
+    #[wasm_bindgen(js_name = minQv, unchecked_param_type = "number | undefined")] min_qv: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "string | undefined")] name: JsValue,
+) -> Result<JsValue, JsError> {
+    let bytes = bytes_arg("bytes", &bytes)?;
+    check_reader_bytes("readXeniumTranscripts", &[&bytes])?;
+    let name = optional_string_arg("name", &name)?.unwrap_or_else(|| "transcripts.csv".to_string());
     let mut opts = data::TranscriptOptions::default();
-    if let Some(q) = min_qv {
-        opts.min_qv = q;
+    if !(min_qv.is_undefined() || min_qv.is_null()) {
+        match min_qv.as_f64() {
+            Some(q) if q.is_finite() => opts.min_qv = q as f32,
+            _ => return Err(JsError::new(&format!("`minQv` is {}: pass a finite number (default 20) or undefined", describe(&min_qv)))),
+        }
     }
-    let table = data::read_transcripts_table_bytes(&name, bytes, &opts).map_err(|e| JsError::new(&e.to_string()))?;
+    let table = data::read_transcripts_table_bytes(&name, &bytes.to_vec(), &opts).map_err(|e| JsError::new(&e.to_string()))?;
     let out = Object::new();
     set(&out, "cellIds", &string_array(&table.cell_ids).into())?;
     set(&out, "genes", &string_array(&table.genes).into())?;
@@ -489,7 +853,24 @@ pub fn read_xenium_transcripts(bytes: &[u8], min_qv: Option<f32>, name: Option<S
 /// `Float32Array [cells*2]` in the order of `cellIds` (e.g. `readXeniumMex(...).cellIds`).
 /// Throws an `Error` naming the file and line of a bad row, or listing cells it lacks.
 #[wasm_bindgen(js_name = readXeniumCells)]
-pub fn read_xenium_cells(bytes: &[u8], cell_ids: Vec<String>, name: Option<String>) -> Result<Float32Array, JsError> {
-    let name = name.unwrap_or_else(|| if bytes.starts_with(&[0x1f, 0x8b]) { "cells.csv.gz" } else { "cells.csv" }.to_string());
-    centroids_for(&cell_ids, bytes, &name)
+pub fn read_xenium_cells(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] bytes: JsValue,
+    #[wasm_bindgen(js_name = cellIds, unchecked_param_type = "string[]")] cell_ids: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "string | undefined")] name: JsValue,
+) -> Result<Float32Array, JsError> {
+    let bytes = bytes_arg("bytes", &bytes)?;
+    check_reader_bytes("readXeniumCells", &[&bytes])?;
+    let cell_ids = strings_arg("cellIds", &cell_ids)?;
+    let bytes = bytes.to_vec();
+    let name = optional_string_arg("name", &name)?
+        .unwrap_or_else(|| if bytes.starts_with(&[0x1f, 0x8b]) { "cells.csv.gz" } else { "cells.csv" }.to_string());
+    centroids_for(&cell_ids, &bytes, &name)
+}
+
+/// An optional string argument (`undefined`/`null` mean absent).
+fn optional_string_arg(name: &str, v: &JsValue) -> Result<Option<String>, JsError> {
+    if v.is_null() || v.is_undefined() {
+        return Ok(None);
+    }
+    v.as_string().map(Some).ok_or_else(|| JsError::new(&format!("`{name}` is {}: pass a string or undefined", describe(v))))
 }

@@ -343,3 +343,84 @@ fn resume_and_output_mistakes_stop_before_training() {
     assert!(err.contains("a-file"), "{err}");
     assert!(!String::from_utf8_lossy(&run.stdout).contains("epoch "), "no epoch may run");
 }
+
+/// A Xenium-style bundle (MEX matrix + cells.csv.gz) of the crop's first `n` cells, with
+/// every count set to zero when `zero`, and a small random model file over `model_genes`.
+fn zero_bundle_and_model(name: &str, n: usize, model_genes: Vec<String>) -> (common::Scratch, std::path::PathBuf, std::path::PathBuf) {
+    use cellsymphony::data::{write_cells_csv, write_mex_dir, CellTable};
+    use cellsymphony::engine::{ClassifierConfig, EngineModel};
+    let crop = common::crop_cells();
+    let g = crop.n_genes();
+    let table = CellTable {
+        cell_ids: crop.cell_ids[..n].to_vec(),
+        genes: crop.genes.clone(),
+        counts: vec![0.0; n * g],
+        centroids_um: crop.centroids_um[..n].to_vec(),
+        nucleus_centroids_um: crop.nucleus_centroids_um[..n].to_vec(),
+    };
+    let dir = common::scratch(name);
+    let bundle = dir.join("bundle");
+    write_mex_dir(&table, &bundle.join("cell_feature_matrix"), false).unwrap();
+    write_cells_csv(&table, &bundle.join("cells.csv.gz"), true).unwrap();
+    let config = ClassifierConfig { n_layers: 1, d_model: 16, n_heads: 2, d_ff: 32, ..ClassifierConfig::new(model_genes.len(), 4) };
+    let model = EngineModel::random_for_tests(config, model_genes, common::names("class", 4), 5);
+    let path = dir.join("model.safetensors");
+    model.save_atomic(&path).unwrap();
+    (dir, bundle, path)
+}
+
+/// Issue 13, point 2: a bundle whose counts are all zero is classified with no class for any
+/// cell ("unclassified: no counts", empty confidence), exit 0 with a warning giving the count.
+#[test]
+fn classify_leaves_cells_without_counts_unclassified() {
+    let n = 40;
+    let (dir, bundle, model) = zero_bundle_and_model("cli-zero", n, common::crop_cells().genes.clone());
+    let out_csv = dir.join("pred.csv");
+    let run = cli()
+        .args(["classify", "--engine", "cpu", "--data"])
+        .arg(common::data_dir())
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&out_csv)
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(err.contains(&format!("warning: {n} of {n} cells have no counts")), "{err}");
+    let csv = std::fs::read_to_string(&out_csv).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), n);
+    for row in rows {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!((cols[3], cols[4]), ("unclassified: no counts", ""), "{row}");
+    }
+}
+
+/// Issue 13, point 7: a panel sharing no genes with the model is blamed on the data vs the
+/// model (both named, with genes of each), before the cells are labelled against the reference.
+#[test]
+fn classify_blames_a_panel_model_mismatch_on_both_files() {
+    let (_dir, bundle, model) = zero_bundle_and_model("cli-panel", 20, common::names("NOTAGENE", 12));
+    let run = cli()
+        .args(["classify", "--engine", "cpu", "--data"])
+        .arg(common::data_dir())
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(bundle.join("pred.csv"))
+        .output()
+        .expect("binary runs");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    let first_gene = &common::crop_cells().genes[0];
+    for part in [&bundle.display().to_string(), &model.display().to_string(), "shares 0 of the 12 genes", "NOTAGENE0", first_gene.as_str()] {
+        assert!(err.contains(part), "error lacks {part:?}: {err}");
+    }
+    assert!(!err.contains("reference"), "the reference is not the problem: {err}");
+    assert!(!bundle.join("pred.csv").exists());
+}

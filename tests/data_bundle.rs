@@ -164,3 +164,50 @@ fn broken_part_names_its_file() {
     let err = b.read_cells(&TranscriptOptions::default()).unwrap_err().to_string();
     assert!(err.contains("cells.csv") && err.contains("y_centroid"), "{err}");
 }
+
+/// Issue 13, point 7: random bytes named `cells.parquet` are reported as a file that is not
+/// parquet (naming it and the bytes found), not as a malformed CSV.
+#[test]
+fn random_bytes_named_cells_parquet_are_not_parquet_not_malformed_csv() {
+    let dir = scratch("not-parquet");
+    write_mex_dir(crop_cells(), &dir.join("cell_feature_matrix"), false).unwrap();
+    let mut rng = cellsymphony::util::rng::SplitMix64::new(13);
+    let junk: Vec<u8> = (0..4096).map(|_| (rng.next_u64() & 0xff) as u8).collect();
+    std::fs::write(dir.join("cells.parquet"), &junk).unwrap();
+    let err = XeniumBundle::open(&dir).unwrap().read_cells(&TranscriptOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DataError::Parquet { ref path, .. } if path.ends_with("cells.parquet")), "{msg}");
+    assert!(msg.contains("not a parquet file") && msg.contains(&format!("{:02x}", junk[0])), "{msg}");
+    assert!(!msg.contains("malformed CSV"), "{msg}");
+}
+
+/// Issue 13, point 7: a gene listed twice in `features.tsv` is reported at its real lines
+/// (both), naming the file and the gene, never "at line 0"; the same for a barcode.
+#[test]
+fn duplicate_gene_and_barcode_name_their_lines() {
+    let dir = scratch("mex-dup");
+    let mex = dir.join("cell_feature_matrix");
+    write_mex_dir(crop_cells(), &mex, false).unwrap();
+    let features = std::fs::read_to_string(mex.join("features.tsv")).unwrap();
+    let mut lines: Vec<String> = features.lines().map(str::to_string).collect();
+    let gene = lines[1].split('\t').nth(1).unwrap().to_string();
+    let mut cols: Vec<String> = lines[6].split('\t').map(str::to_string).collect();
+    cols[1] = gene.clone();
+    lines[6] = cols.join("\t");
+    std::fs::write(mex.join("features.tsv"), lines.join("\n") + "\n").unwrap();
+    let err = cellsymphony::data::read_mex_dir(&mex).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DataError::Mex { line: 7, .. }), "{msg}");
+    assert!(msg.contains("features.tsv") && msg.contains(&format!("`{gene}`")) && msg.contains("lines 2 and 7"), "{msg}");
+    assert!(!msg.contains("line 0"), "{msg}");
+
+    write_mex_dir(crop_cells(), &mex, false).unwrap();
+    let barcodes = std::fs::read_to_string(mex.join("barcodes.tsv")).unwrap();
+    let mut lines: Vec<String> = barcodes.lines().map(str::to_string).collect();
+    lines[9] = lines[3].clone();
+    std::fs::write(mex.join("barcodes.tsv"), lines.join("\n") + "\n").unwrap();
+    let err = cellsymphony::data::read_mex_dir(&mex).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DataError::Mex { line: 10, .. }), "{msg}");
+    assert!(msg.contains("barcodes.tsv") && msg.contains("lines 4 and 10"), "{msg}");
+}

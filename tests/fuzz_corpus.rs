@@ -39,7 +39,79 @@ fn head_lines(path: &Path, n: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The crafted model-loader seeds (issue 13): a tiny int8 model with a valid content checksum,
+/// the same file with one flipped bit (wrong checksum), and one with an implausible
+/// `head.weight_scale` (3.4e35) under a recomputed, valid checksum — so the fuzzer starts from
+/// inputs that reach each of the loader's checks. A few KB each.
+fn crafted_model_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use safetensors::{tensor::TensorView, SafeTensors};
+    let config = ClassifierConfig { n_layers: 1, d_model: 8, n_heads: 2, d_ff: 16, gene_tokens: 2, ..ClassifierConfig::new(12, 3) };
+    let model = EngineModel::random_for_tests(config, common::names("G", 12), common::names("class", 3), 13).quantize_int8();
+    let ok = model.to_safetensors_bytes().unwrap();
+    let mut wrong = ok.clone();
+    *wrong.last_mut().unwrap() ^= 1;
+    let st = SafeTensors::deserialize(&ok).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&ok).unwrap();
+    let mut metadata = header.metadata().clone().unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec())).collect();
+    owned.sort_by(|a, b| a.0.cmp(&b.0));
+    let scale = owned.iter_mut().find(|(n, ..)| n == "head.weight_scale").unwrap();
+    scale.3[..4].copy_from_slice(&3.4e35f32.to_le_bytes());
+    // The exporter's checksum (CRC-32 over name, length, bytes in name order), recomputed.
+    let mut h = crc32fast::Hasher::new();
+    for (name, _, _, data) in &owned {
+        h.update(name.as_bytes());
+        h.update(&(data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    metadata.insert(cellsymphony::engine::CHECKSUM_KEY.into(), format!("{:08x}", h.finalize()));
+    let views: Vec<(String, TensorView<'_>)> =
+        owned.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let implausible = safetensors::serialize(views, Some(metadata)).unwrap();
+    vec![
+        ("checksum_ok_int8.safetensors", ok),
+        ("checksum_wrong_int8.safetensors", wrong),
+        ("implausible_scale_int8.safetensors", implausible),
+    ]
+}
+
+fn write_model_seeds() {
+    let dir = fuzz_dir().join("corpus").join("model_file");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in crafted_model_seeds() {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// The committed crafted seeds reach the loader's checks: the checksummed file loads, the
+/// flipped bit is a checksum mismatch, the implausible scale (under a valid checksum) is an
+/// implausible value naming the tensor; and the fuzz entry point survives each.
+#[test]
+fn crafted_model_seeds_give_their_typed_errors() {
+    use cellsymphony::engine::ModelFileError;
+    if std::env::var_os("CELLSYMPHONY_WRITE_FUZZ_SEEDS").is_some() {
+        write_model_seeds();
+    }
+    let dir = fuzz_dir().join("corpus").join("model_file");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fuzz/corpus/model_file/{name}: {e}; regenerate the seeds (module docs)"));
+    let ok = read("checksum_ok_int8.safetensors");
+    assert!(ok.len() < 16 << 10, "seeds stay small");
+    let model = EngineModel::from_safetensors_bytes(&ok).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&ok).unwrap();
+    assert!(header.metadata().as_ref().unwrap().contains_key(cellsymphony::engine::CHECKSUM_KEY));
+    assert_eq!(model.meta.genes.len(), 12);
+    let err = EngineModel::from_safetensors_bytes(&read("checksum_wrong_int8.safetensors")).unwrap_err();
+    assert!(matches!(err, ModelFileError::ChecksumMismatch { .. }), "{err}");
+    let err = EngineModel::from_safetensors_bytes(&read("implausible_scale_int8.safetensors")).unwrap_err();
+    assert!(matches!(err, ModelFileError::ImplausibleValue { ref name, .. } if name == "head.weight_scale"), "{err}");
+    for name in ["checksum_ok_int8.safetensors", "checksum_wrong_int8.safetensors", "implausible_scale_int8.safetensors"] {
+        fuzz_targets::model_file(&read(name));
+    }
+}
+
 fn write_seeds() {
+    write_model_seeds();
     let data = crop_files();
     let crop = crop_cells();
     let corpus = fuzz_dir().join("corpus");

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::DataError;
-use super::parquet::{is_parquet_file, read_transcripts_parquet};
+use super::parquet::read_transcripts_parquet;
 use super::xenium::{cell_table_of, read_transcripts_csv_file, CellTable, TranscriptOptions, Transcripts};
 
 /// Where a bundle's count matrix comes from.
@@ -294,7 +294,7 @@ fn read_transcripts_table(path: &Path, opts: &TranscriptOptions) -> Result<CellT
 
 /// The per-cell table (`cells.parquet`, `cells.csv.gz`, `cells.csv`).
 fn read_cells_table(path: &Path) -> Result<super::CellsTable, DataError> {
-    if super::is_parquet_file(path)? {
+    if super::parquet::parquet_by_content(path)? {
         super::read_cells_parquet(path)
     } else {
         super::read_cells_csv(path)
@@ -312,7 +312,7 @@ fn read_cells_table(path: &Path) -> Result<super::CellsTable, DataError> {
 /// (or a boolean / integer parquet column); cell ids `-1`, `UNASSIGNED` or empty mean "no cell".
 /// See [`super::parquet::read_transcripts_parquet`] for the parquet column types accepted.
 pub fn read_transcripts(path: &Path, opts: &TranscriptOptions) -> Result<Transcripts, DataError> {
-    if is_parquet_file(path)? {
+    if super::parquet::parquet_by_content(path)? {
         read_transcripts_parquet(path, opts)
     } else {
         read_transcripts_csv_file(path, opts)

@@ -270,6 +270,37 @@ pub enum DataError {
         missing: Vec<String>,
     },
 
+    /// The panel of a data source lacks genes of the model that is to classify it (the
+    /// data and the model do not match; not a problem of the reference).
+    #[error(
+        "the panel of {} ({n_panel} genes, e.g. {}) shares {n_shared} of the {n_model} genes of \
+         the model {} (e.g. {}); missing from the data: {}; classify with a model trained on \
+         this panel, or supply counts for the missing genes",
+        data.display(),
+        abbreviate(panel_examples, 5),
+        model.display(),
+        abbreviate(model_examples, 5),
+        abbreviate(missing, 10)
+    )]
+    PanelMismatch {
+        /// The data source (folder or file) whose panel was read.
+        data: PathBuf,
+        /// The model file.
+        model: PathBuf,
+        /// Genes in the data's panel.
+        n_panel: usize,
+        /// Genes in the model's panel.
+        n_model: usize,
+        /// Model genes present in the data.
+        n_shared: usize,
+        /// The data's first few genes.
+        panel_examples: Vec<String>,
+        /// The model's first few genes.
+        model_examples: Vec<String>,
+        /// Model genes absent from the data, in model order.
+        missing: Vec<String>,
+    },
+
     /// A gene name occurs twice in an input's gene list.
     #[error(
         "gene {name:?} appears more than once in genes (columns {first} and {second}); \

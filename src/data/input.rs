@@ -7,6 +7,7 @@
 //! the array, the element (with its cell and gene) and the offending value.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use super::error::DataError;
 
@@ -452,4 +453,25 @@ impl<'a> ValidatedInput<'a> {
         }
         out
     }
+}
+
+/// Checks that the panel `genes` read from `source` holds every gene of the model file
+/// `model` (its panel `model_genes`), before any other work on the data: a mismatch is
+/// [`DataError::PanelMismatch`], naming both files and a few genes of each.
+pub fn check_model_panel(genes: &[String], source: &Path, model_genes: &[String], model: &Path) -> Result<(), DataError> {
+    let have: std::collections::HashSet<&str> = genes.iter().map(String::as_str).collect();
+    let missing: Vec<String> = model_genes.iter().filter(|g| !have.contains(g.as_str())).cloned().collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(DataError::PanelMismatch {
+        data: source.to_path_buf(),
+        model: model.to_path_buf(),
+        n_panel: genes.len(),
+        n_model: model_genes.len(),
+        n_shared: model_genes.len() - missing.len(),
+        panel_examples: genes.iter().take(5).cloned().collect(),
+        model_examples: model_genes.iter().take(5).cloned().collect(),
+        missing,
+    })
 }

@@ -168,6 +168,8 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
 struct Feature {
     name: String,
     keep: bool,
+    /// 1-based line of `features.tsv` it was read from (named in errors).
+    line: u64,
 }
 
 fn read_features(mut lines: Lines<'_>) -> Result<Vec<Feature>, DataError> {
@@ -193,18 +195,24 @@ fn read_features(mut lines: Lines<'_>) -> Result<Vec<Feature>, DataError> {
         out.push(Feature {
             name: name.to_string(),
             keep,
+            line: lines.line,
         });
     }
     Ok(out)
 }
 
+/// The barcodes in file order; a barcode on two lines is an error naming both lines.
 fn read_barcodes(mut lines: Lines<'_>) -> Result<Vec<String>, DataError> {
     let mut out = Vec::new();
+    let mut seen: HashMap<String, u64> = HashMap::new();
     while lines.next_line()? {
         let line = lines.text();
         let id = line.split('\t').next().unwrap_or_default().trim();
         if id.is_empty() {
             continue;
+        }
+        if let Some(first) = seen.insert(id.to_string(), lines.line) {
+            return Err(lines.err(format!("barcode `{id}` appears on lines {first} and {}; each cell must be listed once", lines.line)));
         }
         out.push(id.to_string());
     }
@@ -331,7 +339,22 @@ fn read_mex_csr<'a>(
     let features = read_features(features)?;
     let barcodes = read_barcodes(barcodes)?;
 
-    // Kept genes, sorted; duplicates are an error.
+    // Kept genes, sorted; a duplicate is an error naming both lines.
+    {
+        let mut seen: HashMap<&str, u64> = HashMap::new();
+        for f in features.iter().filter(|f| f.keep) {
+            if let Some(first) = seen.insert(f.name.as_str(), f.line) {
+                return Err(DataError::Mex {
+                    path: features_path,
+                    line: f.line,
+                    message: format!(
+                        "gene name `{}` appears on lines {first} and {}; each gene must be listed once (merge or rename one)",
+                        f.name, f.line
+                    ),
+                });
+            }
+        }
+    }
     let kept: Vec<usize> = (0..features.len()).filter(|&i| features[i].keep).collect();
     let mut genes: Vec<String> = kept.iter().map(|&i| features[i].name.clone()).collect();
     let gene_new = sort_permutation(&genes, false);
@@ -343,30 +366,11 @@ fn read_mex_csr<'a>(
     for (k, g) in genes.drain(..).enumerate() {
         sorted_genes[gene_new[k]] = g;
     }
-    if let Some(w) = sorted_genes.windows(2).find(|w| w[0] == w[1]) {
-        return Err(DataError::Mex {
-            path: features_path,
-            line: 0,
-            message: format!("gene name `{}` appears on more than one line", w[0]),
-        });
-    }
     let cell_new = sort_permutation(&barcodes, true);
     let n_barcodes = barcodes.len();
     let mut cell_ids = vec![String::new(); n_barcodes];
     for (k, b) in barcodes.into_iter().enumerate() {
         cell_ids[cell_new[k]] = b;
-    }
-    {
-        let mut seen: HashMap<&str, ()> = HashMap::with_capacity(cell_ids.len());
-        for id in &cell_ids {
-            if seen.insert(id.as_str(), ()).is_some() {
-                return Err(DataError::Mex {
-                    path: barcodes_path,
-                    line: 0,
-                    message: format!("barcode `{id}` appears on more than one line"),
-                });
-            }
-        }
     }
 
     // Pass 1: validate every entry and count the kept ones per (final) cell row.

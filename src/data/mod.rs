@@ -44,7 +44,7 @@ pub use bundle::{MatrixSource, XeniumBundle};
 pub mod parquet;
 #[cfg(feature = "native-io")]
 pub use self::parquet::{
-    is_parquet_file, read_cells_parquet, read_transcripts_parquet, BATCH_ROWS, PARQUET_MAGIC,
+    is_parquet_file, parquet_by_content, read_cells_parquet, read_transcripts_parquet, BATCH_ROWS, PARQUET_MAGIC,
 };
 pub use cells_table::{attach_centroids, read_cells_csv_bytes, CellsTable};
 #[cfg(feature = "native-io")]
@@ -82,7 +82,7 @@ pub use image::{
     downsample_gray8, DownsampledPng, GrayImage16, GrayImage8, ImageFrame, IntensityScale,
     RgbImage8, XENIUM_CROP_FRAME,
 };
-pub use input::{CellInput, CountsInput, InputValues, PatchInput, ValidatedInput};
+pub use input::{check_model_panel, CellInput, CountsInput, InputValues, PatchInput, ValidatedInput};
 pub use reference::{Reference, REFERENCE_METADATA_COLUMNS};
 pub use neighbors::{squared_distance, Neighbor, SelfMatch, SpatialIndex};
 pub use niches::{

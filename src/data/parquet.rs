@@ -51,6 +51,30 @@ const TRANSCRIPTS_PARQUET: &str = "a Xenium transcripts.parquet with columns cel
 const CELLS_PARQUET: &str = "a Xenium cells.parquet with columns cell_id, x_centroid, y_centroid \
                              (optional: transcript_counts, cell_area, nucleus_area)";
 
+/// Whether `path` is to be read as parquet: its first bytes are the parquet magic `PAR1`.
+/// A file *named* `*.parquet` without them is an error ([`DataError::Parquet`], naming the
+/// bytes found), not a CSV to misread; any other file is read as CSV (`false`).
+pub fn parquet_by_content(path: &Path) -> Result<bool, DataError> {
+    if is_parquet_file(path)? {
+        return Ok(true);
+    }
+    let named_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if !named_parquet {
+        return Ok(false);
+    }
+    let mut head = Vec::with_capacity(4);
+    File::open(path).and_then(|f| f.take(4).read_to_end(&mut head)).map_err(|e| DataError::io(path, e))?;
+    let shown: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+    Err(DataError::Parquet {
+        path: path.to_path_buf(),
+        message: format!(
+            "not a parquet file: it starts with the bytes [{}], not the parquet magic `PAR1` \
+             (if it is a CSV, name it .csv or .csv.gz)",
+            shown.join(" ")
+        ),
+    })
+}
+
 /// Whether `path` starts with the parquet magic bytes `PAR1` ([`DataError::Io`] when it
 /// cannot be opened).
 pub fn is_parquet_file(path: &Path) -> Result<bool, DataError> {

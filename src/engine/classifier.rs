@@ -152,9 +152,20 @@ impl Classifier {
             Backend::Gpu(g) => g.logits_with_patches(&cells.x, patches, cells.n_cells).await?,
         };
         // A corrupt (but loadable) model or extreme inputs must not become confident labels.
+        // The check runs once, on the logits; only on failure is the first bad cell re-run on
+        // the CPU reference, layer by layer, to name the layer where it goes non-finite.
         let k = self.model.meta.classes.len().max(1);
         if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
-            return Err(EngineError::NonFiniteOutput { cell: i / k, value: logits[i] });
+            let cell = i / k;
+            let n_in = self.model.meta.config.n_inputs();
+            let px = self.model.meta.config.morphology.as_ref().map_or(0, |m| m.pixels());
+            let x = cells.x.get(cell * n_in..(cell + 1) * n_in).unwrap_or_default();
+            let p = patches.and_then(|p| p.get(cell * px..(cell + 1) * px));
+            let stage = super::cpu::first_non_finite_stage(&self.model, x, p).unwrap_or_else(|| match &self.backend {
+                Backend::Gpu(_) => "the GPU engine only (the CPU reference stays finite for this cell: a GPU engine fault)".into(),
+                Backend::Cpu => "no single stage (every stage is finite when the cell is run alone)".into(),
+            });
+            return Err(EngineError::NonFiniteOutput { cell, value: logits[i], stage });
         }
         Ok(logits)
     }
@@ -328,5 +339,31 @@ mod tests {
         let cells = PreparedCells { x: vec![0.0; 6], patches: None, n_cells: 2, no_counts: Vec::new() };
         assert!(matches!(cells.select(&[0, 2]), Err(EngineError::InputShape { .. })));
         assert_eq!(cells.select(&[1, 1, 0]).unwrap().x.len(), 9);
+    }
+
+    /// Issue 13, point 4: a non-finite logit is an error naming the cell and the layer where
+    /// the cell first goes non-finite (found by re-running the CPU reference layer by layer).
+    #[test]
+    fn a_non_finite_output_names_the_cell_and_the_layer() {
+        let mut m = model(ClassifierConfig { n_layers: 2, ..small() });
+        m.meta.normalisation = Normalisation::as_stored();
+        // (The loader bounds every parameter by ±1e6, and layer norms bound what reaches the
+        // head, so a loadable model overflows through its input.)
+        for (m, input, cell, stage) in [
+            // Extreme (but finite) input values overflow the token embedding.
+            (m.clone(), [0.5, 1.0, -1.0, 3e38, -3e38, 3e38], 1, "token embedding"),
+            // Large values that the embedding still holds overflow inside the first layer.
+            (m.clone(), [f32::MAX, 1.0, -f32::MAX, 0.5, 1.0, -1.0], 0, "encoder layer 0 (attention block)"),
+        ] {
+            let clf = Classifier::cpu(m).unwrap();
+            let genes = names("g", 3);
+            let cells = clf.prepare(dense(&input, &genes)).unwrap();
+            let err = pollster::block_on(clf.logits(&cells)).unwrap_err();
+            assert!(matches!(&err, EngineError::NonFiniteOutput { cell: c, stage: s, .. } if *c == cell && s.contains(stage)), "{err}");
+            assert!(err.to_string().contains(stage), "{err}");
+        }
+        // A finite pass reports no stage.
+        let x = [0.5f32, 1.0, -1.0];
+        assert_eq!(super::super::cpu::first_non_finite_stage(&m, &x, None), None);
     }
 }

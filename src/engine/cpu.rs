@@ -94,7 +94,7 @@ pub fn forward_logits_packed(
         let n = CPU_BLOCK_CELLS.min(n_cells - start);
         let x = &x_norm[start * c.n_inputs()..(start + n) * c.n_inputs()];
         let p = pixels.and_then(|px| patches.map(|p| &p[start * px..(start + n) * px]));
-        logits.extend(forward_block(model, packed, x, p, n));
+        logits.extend(forward_block(model, packed, x, p, n, &mut |_, _| true));
         start += n;
     }
     Ok(logits)
@@ -189,7 +189,9 @@ impl CpuWeights {
 }
 
 /// One pre-norm encoder layer on `h` `[n·t, d]` in place (q, k, v fused as `qkv`), with an
-/// optional attention bias `[heads, t, t]`.
+/// optional attention bias `[heads, t, t]`; `stage` sees the attention block's and the
+/// feed-forward block's outputs (named `"{at} (… block)"`). Returns `false` if `stage` stopped
+/// the pass.
 #[allow(clippy::too_many_arguments)]
 fn encoder_layer(
     h: &mut Vec<f32>,
@@ -201,23 +203,54 @@ fn encoder_layer(
     layer: &EncoderLayerWeights,
     packed: &PackedLayer,
     bias: Option<&[f32]>,
-) {
+    at: &str,
+    stage: &mut Stage<'_>,
+) -> bool {
     let rows = n * t;
     let a = layernorm_reference(h, rows, d, &layer.norm1, eps);
     let qkv_out = gemm(&a, rows, &packed.qkv, Activation::None, None);
     let att = attention_biased_reference(&qkv_out, bias, n, t, d, heads);
     *h = gemm(&att, rows, &packed.o, Activation::None, Some(h));
+    if !stage(&|| format!("{at} (attention block)"), h) {
+        return false;
+    }
     let a = layernorm_reference(h, rows, d, &layer.norm2, eps);
     let f = gemm(&a, rows, &packed.fc1, Activation::Gelu, None);
     *h = gemm(&f, rows, &packed.fc2, Activation::None, Some(h));
+    stage(&|| format!("{at} (feed-forward block)"), h)
 }
 
+/// An observer of the forward's intermediate outputs: `(stage name, values)` → continue?
+type Stage<'a> = dyn FnMut(&dyn Fn() -> String, &[f32]) -> bool + 'a;
+
+/// The first stage of the CPU forward of one cell (`x` `[1, n_inputs]`, `patches` `[1, S, S]`
+/// for a morphology model) whose output holds a non-finite value, e.g. `"encoder layer 2
+/// (feed-forward block)"`; `None` if every stage stays finite. Used to name the layer when an
+/// engine's logits are not finite (the check itself runs once, on the logits).
+pub fn first_non_finite_stage(model: &EngineModel, x: &[f32], patches: Option<&[f32]>) -> Option<String> {
+    let packed = CpuWeights::new(model);
+    let mut found = None;
+    let mut stage = |name: &dyn Fn() -> String, v: &[f32]| {
+        if v.iter().all(|x| x.is_finite()) {
+            true
+        } else {
+            found = Some(name());
+            false
+        }
+    };
+    forward_block(model, &packed, x, patches, 1, &mut stage);
+    found
+}
+
+/// Logits `[n, C]` of one block of cells; `stage` sees every stage's output (returning
+/// `false` stops the pass early with what was computed so far).
 fn forward_block(
     model: &EngineModel,
     w: &CpuWeights,
     x: &[f32],
     patches: Option<&[f32]>,
     n: usize,
+    stage: &mut Stage<'_>,
 ) -> Vec<f32> {
     let weights = &model.weights;
     let c = model.config();
@@ -231,8 +264,13 @@ fn forward_block(
             let g2 = m.n_vit_tokens();
             let patch_rows = vit_patch_rows(p, n, m);
             let mut vh = gemm(&patch_rows, n * g2, patch_embedding, Activation::None, None);
-            for (layer, packed) in vit.layers.iter().zip(&w.vit_layers) {
-                encoder_layer(&mut vh, n, g2, m.width, m.n_heads, eps, layer, packed, None);
+            if !stage(&|| "morphology ViT patch embedding".into(), &vh) {
+                return Vec::new();
+            }
+            for (i, (layer, packed)) in vit.layers.iter().zip(&w.vit_layers).enumerate() {
+                if !encoder_layer(&mut vh, n, g2, m.width, m.n_heads, eps, layer, packed, None, &format!("morphology ViT layer {i}"), stage) {
+                    return Vec::new();
+                }
             }
             let va = layernorm_reference(&vh, n * g2, m.width, &vit.norm, eps);
             let (n_in, stride) = (c.n_inputs(), c.n_embedding_inputs());
@@ -250,11 +288,21 @@ fn forward_block(
     };
     // [n, T*D] is [n*T, D] row-major: token t of a cell is elements t*D..(t+1)*D.
     let mut h = gemm(x, n, &w.gene_embedding, Activation::None, None);
+    if !stage(&|| "the token embedding (gene_embedding)".into(), &h) {
+        return Vec::new();
+    }
     let bias = weights.attention_bias.as_deref();
-    for (layer, packed) in weights.layers.iter().zip(&w.layers) {
-        encoder_layer(&mut h, n, t, d, c.n_heads, eps, layer, packed, bias);
+    for (i, (layer, packed)) in weights.layers.iter().zip(&w.layers).enumerate() {
+        if !encoder_layer(&mut h, n, t, d, c.n_heads, eps, layer, packed, bias, &format!("encoder layer {i}"), stage) {
+            return Vec::new();
+        }
     }
     let a = layernorm_reference(&h, rows, d, &weights.final_norm, eps);
+    if !stage(&|| "the final layer norm".into(), &a) {
+        return Vec::new();
+    }
     let pooled = mean_pool_reference(&a, n, t, d);
-    gemm(&pooled, n, &w.head, Activation::None, None)
+    let logits = gemm(&pooled, n, &w.head, Activation::None, None);
+    stage(&|| "the classification head".into(), &logits);
+    logits
 }

@@ -134,12 +134,15 @@ pub enum EngineError {
         limit: f32,
     },
     /// The forward pass produced a non-finite logit.
-    #[error("the model produced a non-finite logit ({value}) for cell {cell}; the model file is corrupt or the cell's input holds extreme values: check the file (re-export it) and the input")]
+    #[error("the model produced a non-finite logit ({value}) for cell {cell}; the first non-finite value appears in {stage}; the model file is corrupt or the cell's input holds extreme values: check the file (re-export it) and the input")]
     NonFiniteOutput {
         /// First cell (row) with a non-finite logit.
         cell: usize,
         /// The value.
         value: f32,
+        /// The layer / stage of the forward where the cell's first non-finite value appears
+        /// (found by re-running the CPU reference on that cell, layer by layer).
+        stage: String,
     },
     /// The tensors do not hash to the checksum the exporter stored: the file was altered.
     #[error("model file content checksum mismatch (stored crc32 {stored}, computed {computed}): the tensors were altered after export (bit flip, partial copy); re-download or re-export the model")]

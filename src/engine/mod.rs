@@ -44,7 +44,7 @@ pub use format::{
     EngineModel, LayerNormWeights, Linear, LinearWeight, ModelMeta, MorphologyTokenConfig,
     Normalisation, Quantization, SpatialTokenConfig, Standardisation, TensorSpec, TokenSources,
     Transform, VitWeights, ARCHITECTURE_DUAL_MODALITY, ARCHITECTURE_GENE_ONLY,
-    ARCHITECTURE_MULTI_INPUT, ARCHITECTURE_SPATIAL, FORMAT_VERSION, METADATA_KEY,
+    ARCHITECTURE_MULTI_INPUT, ARCHITECTURE_SPATIAL, CHECKSUM_KEY, FORMAT_VERSION, MAX_PARAMETER_MAGNITUDE, METADATA_KEY,
     NORMALISATION_ARCSINH, NORMALISATION_AS_STORED, NORMALISATION_LOG1P_CP10K,
 };
 pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};

@@ -26,6 +26,19 @@ pub struct LabelOptions {
     pub min_class_cells: usize,
     /// Reference annotation settings.
     pub singler: SingleROptions,
+    /// The model that will classify these cells (`classify`): its panel is checked against
+    /// the data's right after reading, before the cells are labelled against the reference,
+    /// so a data/model mismatch is reported as such ([`data::DataError::PanelMismatch`]).
+    pub model_panel: Option<ModelPanel>,
+}
+
+/// A model file's gene panel, for [`LabelOptions::model_panel`].
+#[derive(Debug, Clone)]
+pub struct ModelPanel {
+    /// The model's genes.
+    pub genes: Vec<String>,
+    /// The model file (named in errors).
+    pub path: std::path::PathBuf,
 }
 
 impl Default for LabelOptions {
@@ -35,6 +48,7 @@ impl Default for LabelOptions {
             min_counts: 10.0,
             min_class_cells: 10,
             singler: SingleROptions::default(),
+            model_panel: None,
         }
     }
 }
@@ -91,6 +105,9 @@ pub fn prepare_crop(data_dir: &Path, opts: &LabelOptions) -> Result<PreparedCrop
 pub fn prepare_bundle(bundle_dir: &Path, reference: &Path, opts: &LabelOptions) -> Result<PreparedCrop, TrainError> {
     let bundle = data::XeniumBundle::open(bundle_dir)?;
     let table = bundle.read_cells(&opts.transcripts)?;
+    if let Some(m) = &opts.model_panel {
+        data::check_model_panel(&table.genes, bundle_dir, &m.genes, &m.path)?;
+    }
     let reference = data::read_reference_csv(reference)?;
     let g = table.n_genes();
     let normalisation = crate::engine::Normalisation::log1p_with_target_sum(TARGET_SUM as f64);

@@ -8,6 +8,7 @@ import { readFileSync, mkdirSync, existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import net from "node:net";
 import { workerChecks } from "./worker_checks.mjs";
+import { boundaryChecks } from "./boundary_checks.mjs";
 
 const require = createRequire(import.meta.url);
 let chromium;
@@ -246,6 +247,8 @@ try {
   expectMessage("centroids", [`centroids has length ${2 * api.nCells - 2}`]);
   expectMessage("patchSize", ["without patchSize"]);
   expectMessage("length", [`counts has length ${api.nCells * g - 1}`]);
+
+  await boundaryChecks(page, dataParam);
 
   // Xenium files dropped into the page: the bundle's mex/ folder (features.tsv.gz,
   // barcodes.tsv.gz, matrix.mtx.gz) and cells.csv.gz, read from bytes with the native readers'

@@ -8,7 +8,7 @@ use clap::Args;
 
 use cellsymphony::data;
 use cellsymphony::engine::{softmax_max, EngineModel, UNCLASSIFIED, UNCLASSIFIED_LABEL};
-use cellsymphony::train::{argmax_rows, PreparedCrop};
+use cellsymphony::train::{argmax_rows, LabelOptions, PreparedCrop};
 
 use crate::infer::{engine_logits, model_inputs};
 
@@ -88,7 +88,15 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
     if a.anndata.anndata.is_some() && a.www.is_some() {
         anyhow::bail!("--www writes the Xenium demo bundle; it cannot be built from --anndata cells");
     }
-    let crop = a.anndata.prepare_or(&a.data)?;
+    // The data's panel is checked against the model before the cells are labelled against
+    // the reference, so a data/model mismatch is not blamed on the reference.
+    let crop = match &a.anndata.anndata {
+        Some(_) => a.anndata.prepare_or(&a.data)?,
+        None => {
+            let panel = cellsymphony::train::dataset::ModelPanel { genes: model.meta.genes.clone(), path: a.model.clone() };
+            a.data.prepare_with(&LabelOptions { model_panel: Some(panel), ..a.data.options() })?
+        }
+    };
     if a.patches_out.is_some() && model.meta.config.morphology.is_none() {
         anyhow::bail!("--patches-out: the {} model reads no patches", model.meta.architecture);
     }
@@ -101,6 +109,13 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
         crop.table.n_cells() as f64 / c.seconds
     );
     print_prediction_counts(&model, &c.pred);
+    let unclassified = c.pred.iter().filter(|&&p| p == UNCLASSIFIED).count();
+    if unclassified > 0 {
+        eprintln!(
+            "warning: {unclassified} of {} cells have no counts over the model's genes: written as \"{UNCLASSIFIED_LABEL}\" (no class, no confidence)",
+            crop.table.n_cells()
+        );
+    }
     write_predictions(&a.out, &model, &crop, &c)?;
     println!("wrote {}", a.out.display());
     if let Some(path) = &a.h5ad {

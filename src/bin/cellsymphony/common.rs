@@ -51,6 +51,10 @@ impl DataArgs {
         o
     }
     pub(crate) fn prepare(&self) -> Result<PreparedCrop> {
+        self.prepare_with(&self.options())
+    }
+    /// [`prepare`](Self::prepare) with these label options (e.g. a model panel to check).
+    pub(crate) fn prepare_with(&self, options: &LabelOptions) -> Result<PreparedCrop> {
         let dir = self.dir();
         let t = Instant::now();
         let crop = match &self.bundle {
@@ -59,10 +63,10 @@ impl DataArgs {
                     Some(r) => r.clone(),
                     None => data::BidcellData::locate(&dir)?.reference,
                 };
-                train::dataset::prepare_bundle(bundle, &reference, &self.options())
+                train::dataset::prepare_bundle(bundle, &reference, options)
                     .with_context(|| format!("preparing data in {}", bundle.display()))?
             }
-            None => prepare_crop(&dir, &self.options()).with_context(|| format!("preparing data in {}", dir.display()))?,
+            None => prepare_crop(&dir, options).with_context(|| format!("preparing data in {}", dir.display()))?,
         };
         print_labels(&crop);
         eprintln!("data read and labelled in {:.2} s", t.elapsed().as_secs_f64());
