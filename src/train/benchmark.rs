@@ -73,6 +73,9 @@ pub struct BenchmarkOptions {
     pub h5ad: Option<PathBuf>,
     /// `obs` column holding the expert labels of `h5ad`.
     pub label_key: String,
+    /// How `X` of `h5ad` becomes the model input (recorded in the model files): `as_stored`
+    /// (default), `log1p_cp10k` for counts, `arcsinh` for protein intensities.
+    pub h5ad_normalisation: crate::engine::Normalisation,
     /// A Xenium output folder to read instead of the example crop.
     pub bundle: Option<PathBuf>,
     /// Reference CSV for the labels of `bundle` (default: the example's `sc_breast.csv`).
@@ -97,6 +100,7 @@ impl Default for BenchmarkOptions {
             resume: None,
             h5ad: None,
             label_key: "bulk_labels".into(),
+            h5ad_normalisation: crate::engine::Normalisation::as_stored(),
             bundle: None,
             reference: None,
         }
@@ -382,7 +386,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     path.display()
                 )));
             }
-            super::dataset::prepare_h5ad(path, &opts.label_key, &opts.labels)?
+            super::dataset::prepare_h5ad_with(path, &opts.label_key, &opts.labels, &opts.h5ad_normalisation)?
         }
         None => match &opts.bundle {
             Some(dir) => {
@@ -581,9 +585,9 @@ fn summary_markdown(opts: &BenchmarkOptions, crop: &PreparedCrop, r: &BenchmarkR
     if let Some(path) = &opts.h5ad {
         let mut md = format!("# CellSymphony benchmark ({})\n\n", path.display());
         md += &format!(
-            "Labels: expert annotation `obs['{}']`. Input: `X` as stored (not re-normalised). {} cells; rare classes excluded {:?}. \
+            "Labels: expert annotation `obs['{}']`. Input: `X` normalised as {}. {} cells; rare classes excluded {:?}. \
              One stratified split (seed {}): {} training / {} held-out cells, {} classes.\n\n",
-            opts.label_key, s.cells, s.rare_classes, opts.train.seed, r.n_train, r.n_test, r.class_names.len()
+            opts.label_key, serde_json::to_string(&opts.h5ad_normalisation).unwrap_or_default(), s.cells, s.rare_classes, opts.train.seed, r.n_train, r.n_test, r.class_names.len()
         );
         md += &format!(
             "Training: AdamW lr {}, batch {}, weight decay {}, {} epochs, class-weighted CE: {}. Encoder: {} layers, d_model {}, {} heads.\n\n",

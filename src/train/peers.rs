@@ -241,6 +241,20 @@ pub fn run_python_peers(
     peers: &[Peer],
     work_dir: &Path,
 ) -> Result<Vec<PeerFoldResult>, PeerError> {
+    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into());
+    run_python_peers_with(&python, None, input, peers, work_dir)
+}
+
+/// [`run_python_peers`] with the interpreter `python` (a command on `PATH` or a path) and, when
+/// `threads` is given, `OMP_NUM_THREADS` / `OPENBLAS_NUM_THREADS` / `MKL_NUM_THREADS` set to it
+/// (gradient boosting and BLAS otherwise use every core, which oversubscribes a shared machine).
+pub fn run_python_peers_with(
+    python: &str,
+    threads: Option<usize>,
+    input: &PeerInput<'_>,
+    peers: &[Peer],
+    work_dir: &Path,
+) -> Result<Vec<PeerFoldResult>, PeerError> {
     let n = check_input(input)?;
     if peers.is_empty() {
         return Ok(Vec::new());
@@ -269,8 +283,13 @@ pub fn run_python_peers(
     let script = work_dir.join("peers.py");
     std::fs::write(&script, PEERS_SCRIPT).map_err(io_err(&script))?;
 
-    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into());
-    let status = Command::new(&python)
+    let mut command = Command::new(python);
+    if let Some(t) = threads {
+        for var in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"] {
+            command.env(var, t.max(1).to_string());
+        }
+    }
+    let status = command
         .arg(&script)
         .arg(work_dir)
         .stdin(Stdio::null())
@@ -278,7 +297,7 @@ pub fn run_python_peers(
         .stderr(Stdio::inherit())
         .status()
         .map_err(|source| PeerError::NoPython {
-            python: python.clone(),
+            python: python.to_string(),
             source,
         })?;
     if !status.success() {
