@@ -68,7 +68,7 @@ def celltypist_fold(x_fit, x_test, y_fit, genes, has_counts, seed):
     """CellTypist trained from scratch (C = 1, its default scaling), best match, no majority
     voting. On log1p-CP10k input it annotates through celltypist.annotate; on other input
     (check_expression=False) through the trained model's own predict, as annotate refuses
-    values outside log1p-CP10k."""
+    values outside log1p-CP10k (the same scaling and clipping as annotate)."""
     import anndata as ad
     import celltypist
     import numpy as np
@@ -81,7 +81,12 @@ def celltypist_fold(x_fit, x_test, y_fit, genes, has_counts, seed):
         query.var_names = genes
         result = celltypist.annotate(query, model=model, majority_voting=False)
         return np.asarray(result.predicted_labels["predicted_labels"].astype(str))
-    return np.asarray(model.predict_labels_and_prob(x_test)[2]).astype(str)
+    # What celltypist.annotate does after its input check: the model's own scaling of the
+    # training genes (same order here), values clipped at 10, best match.
+    scaler = model.scaler
+    z = (x_test - (scaler.mean_ if scaler.with_mean else 0)) / scaler.scale_
+    z[z > 10] = 10
+    return np.asarray(model.predict_labels_and_prob(z)[2]).astype(str)
 
 
 def main():
