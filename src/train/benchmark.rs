@@ -98,6 +98,9 @@ pub struct BenchmarkOptions {
     pub h5ad: Option<PathBuf>,
     /// `obs` column holding the expert labels of `h5ad`.
     pub label_key: String,
+    /// How `X` of `h5ad` becomes the model input (recorded in the model files): `as_stored`
+    /// (default), `log1p_cp10k` for counts, `arcsinh` for protein intensities.
+    pub h5ad_normalisation: crate::engine::Normalisation,
     /// A Xenium output folder to read instead of the example crop.
     pub bundle: Option<PathBuf>,
     /// Reference CSV for the labels of `bundle` (default: the example's `sc_breast.csv`).
@@ -128,6 +131,7 @@ impl Default for BenchmarkOptions {
             resume: None,
             h5ad: None,
             label_key: "bulk_labels".into(),
+            h5ad_normalisation: crate::engine::Normalisation::as_stored(),
             bundle: None,
             reference: None,
         }
@@ -630,7 +634,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     path.display()
                 )));
             }
-            super::dataset::prepare_h5ad(path, &opts.label_key, &opts.labels)?
+            super::dataset::prepare_h5ad_with(path, &opts.label_key, &opts.labels, &opts.h5ad_normalisation)?
         }
         None => match &opts.bundle {
             Some(dir) => {
@@ -956,8 +960,8 @@ fn summary_markdown(
     let s = &crop.summary;
     let mut md = match &opts.h5ad {
         Some(path) => format!(
-            "# CellSymphony benchmark ({})\n\nLabels: expert annotation `obs['{}']`. Input: `X` as stored (not re-normalised). {} cells; rare classes excluded {:?}; {} classes.\n\n",
-            path.display(), opts.label_key, s.cells, s.rare_classes, r.class_names.len()
+            "# CellSymphony benchmark ({})\n\nLabels: expert annotation `obs['{}']`. Input: `X` normalised as {}. {} cells; rare classes excluded {:?}; {} classes.\n\n",
+            path.display(), opts.label_key, serde_json::to_string(&opts.h5ad_normalisation).unwrap_or_default(), s.cells, s.rare_classes, r.class_names.len()
         ),
         None => format!(
             "# CellSymphony benchmark (Xenium breast crop)\n\nLabels: SingleR-style Spearman correlation to the bidcell `sc_breast.csv` reference (no expert labels exist for this crop). \

@@ -122,10 +122,25 @@ pub fn prepare_bundle(bundle_dir: &Path, reference: &Path, opts: &LabelOptions) 
 /// Read an AnnData `.h5ad` with expert labels in the categorical `obs[label_key]` column.
 ///
 /// `X` is used as the model input **as stored** (e.g. scanpy's `pbmc68k_reduced` holds scaled
-/// log-normalised values, not counts), so `x_norm` is `X` and `table.counts` too; there are no
-/// positions (centroids NaN). The annotation records the expert labels (no reference scores).
-/// Cells without a label and classes with fewer than `opts.min_class_cells` cells are excluded.
+/// log-normalised values, not counts), so `x_norm` is `X` and `table.counts` too. The
+/// annotation records the expert labels (no reference scores). Cells without a label and
+/// classes with fewer than `opts.min_class_cells` cells are excluded. Same as
+/// [`prepare_h5ad_with`] with [`crate::engine::Normalisation::as_stored`].
 pub fn prepare_h5ad(path: &Path, label_key: &str, opts: &LabelOptions) -> Result<PreparedCrop, TrainError> {
+    prepare_h5ad_with(path, label_key, opts, &crate::engine::Normalisation::as_stored())
+}
+
+/// [`prepare_h5ad`] with the model input `x_norm = normalisation.apply(X)`: `log1p_cp10k` for
+/// counts, `arcsinh` (with a cofactor) for protein intensities, `as_stored` for values already
+/// normalised. `table.counts` keeps `X` as read and `normalisation` is recorded (exported
+/// model files apply it to the caller's values). Centroids come from `obsm['spatial']` (the
+/// file's units) when present, else NaN.
+pub fn prepare_h5ad_with(
+    path: &Path,
+    label_key: &str,
+    opts: &LabelOptions,
+    normalisation: &crate::engine::Normalisation,
+) -> Result<PreparedCrop, TrainError> {
     let a = data::read_h5ad(path)?;
     let x = a.dense_x()?;
     let n = a.n_obs();
@@ -150,9 +165,16 @@ pub fn prepare_h5ad(path: &Path, label_key: &str, opts: &LabelOptions) -> Result
         cell_ids: a.obs_names.clone(),
         genes: a.var_names.clone(),
         counts: x.clone(),
-        centroids_um: vec![[f32::NAN; 2]; n],
+        centroids_um: a.spatial().unwrap_or_else(|| vec![[f32::NAN; 2]; n]),
         nucleus_centroids_um: vec![None; n],
     };
+    let x = normalisation.apply(&x, table.n_genes(), &table.genes).map_err(|e| {
+        TrainError::Options(format!(
+            "{}: X cannot be normalised as {}: {e}; pick another --normalisation",
+            path.display(),
+            serde_json::to_string(normalisation).unwrap_or_default()
+        ))
+    })?;
     let mut names: Vec<String> = labels.iter().flatten().cloned().collect();
     names.sort();
     names.dedup();
@@ -172,8 +194,8 @@ pub fn prepare_h5ad(path: &Path, label_key: &str, opts: &LabelOptions) -> Result
     // Expert labels: no count filter (X is not counts).
     let opts = LabelOptions { min_counts: f32::NEG_INFINITY, ..opts.clone() };
     let mut prepared = label_cells(table, x, annotation, &opts);
-    // The model input is X itself: every engine must feed it unchanged.
-    prepared.normalisation = crate::engine::Normalisation::as_stored();
+    // Every engine feeds the model X through the same transform.
+    prepared.normalisation = normalisation.clone();
     Ok(prepared)
 }
 

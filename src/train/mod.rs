@@ -10,6 +10,7 @@
 //! - [`export`]: model files (fp32 and int8 safetensors) with their metadata.
 //! - [`embeddings`]: precomputed per-cell embeddings from `.npy` / `.safetensors`.
 //! - [`logistic`]: the multinomial logistic-regression baseline.
+//! - [`peers`]: scikit-learn and CellTypist peers on the same folds, through python.
 //! - [`benchmark`]: all four classifiers and the baseline on one split, with tables and plots.
 //! - [`tune`]: `--tune`, a small learning-rate × weighting × smoothing search on validation cells.
 //! - [`plot`]: confusion-matrix heatmaps as PNG with a built-in bitmap font.
@@ -23,6 +24,7 @@ pub mod embeddings;
 pub mod export;
 pub mod logistic;
 pub mod metrics;
+pub mod peers;
 pub mod plot;
 pub mod report;
 pub mod split;
@@ -96,6 +98,9 @@ pub enum TrainError {
     /// Invalid options.
     #[error("{0}")]
     Options(String),
+    /// The python peers (scikit-learn, CellTypist) failed.
+    #[error(transparent)]
+    Peer(#[from] peers::PeerError),
     /// Clustering, layout or plotting after training failed.
     #[error("analysis: {0}")]
     Analysis(String),

@@ -23,6 +23,10 @@ pub(crate) struct BenchmarkArgs {
     /// obs column of --h5ad holding the expert labels.
     #[arg(long, default_value = "bulk_labels")]
     pub(crate) label_key: String,
+    /// How X of --h5ad becomes the model input (recorded in the model files): as_stored,
+    /// log1p_cp10k (counts), or arcsinh:COFACTOR (protein intensities, e.g. arcsinh:5).
+    #[arg(long, default_value = "as_stored", value_parser = parse_normalisation)]
+    pub(crate) normalisation: engine::Normalisation,
     /// Output folder (tables, PNGs, models, checkpoints, summary.md).
     #[arg(long, default_value = "runs/benchmark")]
     pub(crate) out: PathBuf,
@@ -136,6 +140,7 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         resume: a.resume,
         h5ad: a.h5ad,
         label_key: a.label_key,
+        h5ad_normalisation: a.normalisation,
         bundle: a.data.bundle.clone(),
         reference: a.data.reference.clone(),
     };
@@ -181,4 +186,17 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         opts.out.display()
     );
     Ok(())
+}
+
+/// `as_stored`, `log1p_cp10k` (target sum 1e4) or `arcsinh:COFACTOR` (COFACTOR > 0).
+fn parse_normalisation(s: &str) -> std::result::Result<engine::Normalisation, String> {
+    match s.split_once(':') {
+        None if s == "as_stored" => Ok(engine::Normalisation::as_stored()),
+        None if s == "log1p_cp10k" => Ok(engine::Normalisation::log1p_with_target_sum(1e4)),
+        Some(("arcsinh", c)) => match c.parse::<f64>() {
+            Ok(c) if c.is_finite() && c > 0.0 => Ok(engine::Normalisation::arcsinh(c)),
+            _ => Err(format!("arcsinh cofactor `{c}` must be a number > 0, e.g. arcsinh:5")),
+        },
+        _ => Err(format!("`{s}`: use as_stored, log1p_cp10k or arcsinh:COFACTOR (e.g. arcsinh:5)")),
+    }
 }
