@@ -26,14 +26,14 @@ bin="$CARGO_TARGET_DIR/release/cellsymphony"
 # The multimodal classifiers in the browser: a short benchmark run trains and exports spatial,
 # dual-modality and multi-input in the engine format; the native CPU engine's predictions (and
 # the DAPI patches it read) are what the page must match.
-"$bin" benchmark --models spatial,dual-modality,multi-input --epochs 3 --layers 2 --lr 1e-3 --out "$out/bench" > "$out/bench.log" 2>&1 \
+"$bin" benchmark --peers none --models spatial,dual-modality,multi-input --epochs 3 --layers 2 --lr 1e-3 --out "$out/bench" > "$out/bench.log" 2>&1 \
   || { cat "$out/bench.log"; die "multimodal benchmark for the browser test failed"; }
 bash scripts/export_www_models.sh "$bin" "$out/bench" "$out/www-data" "$out"
 # The input contract: a gene-only model on pbmc68k_reduced's scaled X (recorded `as_stored`),
 # the native CPU engine's classes, and X itself for the page.
 pbmc=$(ls "$CELLSYMPHONY_DATA"/scanpy-*/10x_pbmc68k_reduced.h5ad 2>/dev/null | head -1 || true)
 [ -f "$pbmc" ] || die "pbmc68k_reduced.h5ad is missing under $CELLSYMPHONY_DATA: run scripts/fetch_data.sh"
-"$bin" benchmark --models gene-only --epochs 3 --layers 1 --lr 1e-3 --h5ad "$pbmc" --out "$out/scaled" > "$out/scaled.log" 2>&1 \
+"$bin" benchmark --peers none --models gene-only --epochs 3 --layers 1 --lr 1e-3 --h5ad "$pbmc" --out "$out/scaled" > "$out/scaled.log" 2>&1 \
   || { cat "$out/scaled.log"; die "pbmc68k_reduced benchmark for the browser test failed"; }
 mkdir -p "$out/www-data/scaled_x"
 cp "$out/scaled/gene_only/engine/model.int8.safetensors" "$out/www-data/scaled_x/"

@@ -137,7 +137,7 @@ fn benchmark_on_pbmc68k_reduced_uses_the_expert_labels() {
     let pbmc = common::scanpy_files();
     let out = common::scratch("pbmc");
     let run = cli()
-        .args(["benchmark", "--models", "gene-only", "--epochs", "2", "--layers", "1", "--h5ad"])
+        .args(["benchmark", "--peers", "none", "--models", "gene-only", "--epochs", "2", "--layers", "1", "--h5ad"])
         .arg(&pbmc.pbmc68k_reduced)
         .arg("--out")
         .arg(out.as_os_str())
@@ -150,7 +150,7 @@ fn benchmark_on_pbmc68k_reduced_uses_the_expert_labels() {
     assert!(summary.contains("obs['bulk_labels']"), "{summary}");
     // Spatial models need positions the file does not have: a clear error, no panic.
     let bad = cli()
-        .args(["benchmark", "--models", "spatial", "--epochs", "1", "--h5ad"])
+        .args(["benchmark", "--peers", "none", "--models", "spatial", "--epochs", "1", "--h5ad"])
         .arg(&pbmc.pbmc68k_reduced)
         .arg("--out")
         .arg(out.as_os_str())
@@ -168,8 +168,11 @@ fn benchmark_on_pbmc68k_reduced_uses_the_expert_labels() {
 fn benchmark_folds_report_mean_and_sd_per_model_and_recipe() {
     let pbmc = common::scanpy_files();
     let out = common::scratch("folds");
+    // The python peers on the identical folds (skipped loudly only where python may be missing).
+    let peers = common::python_or_skip("benchmark --peers", "sklearn,celltypist", "bash scripts/setup.sh installs them");
     let run = cli()
-        .args(["benchmark", "--models", "gene-only", "--folds", "2", "--recipes", "default,paper", "--epochs", "2", "--layers", "1", "--h5ad"])
+        .args(["benchmark", "--peers", if peers { "logreg,celltypist" } else { "none" }])
+        .args(["--models", "gene-only", "--folds", "2", "--recipes", "default,paper", "--epochs", "2", "--layers", "1", "--h5ad"])
         .arg(&pbmc.pbmc68k_reduced)
         .arg("--out")
         .arg(out.as_os_str())
@@ -186,7 +189,12 @@ fn benchmark_folds_report_mean_and_sd_per_model_and_recipe() {
             .unwrap_or_else(|| panic!("no {title} / {recipe} row in\n{summary}"))
             .to_string()
     };
-    for (title, recipe) in [("LogReg", "–"), ("Gene-only", "default"), ("Gene-only", "paper")] {
+    let titles: &[(&str, &str)] = if peers {
+        &[("LogReg", "–"), ("sklearn LogReg", "–"), ("CellTypist", "–"), ("Gene-only", "default"), ("Gene-only", "paper")]
+    } else {
+        &[("LogReg", "–"), ("Gene-only", "default"), ("Gene-only", "paper")]
+    };
+    for &(title, recipe) in titles {
         let r = row(title, recipe);
         assert!(r.contains("| random |") && r.contains("| 2 |"), "{r}");
         assert_eq!(r.matches(" ± ").count(), 2, "macro-F1 and accuracy mean ± sd: {r}");
@@ -209,7 +217,7 @@ fn benchmark_folds_report_mean_and_sd_per_model_and_recipe() {
     // A model that reads centroids: spatial blocks, LogReg on the same folds.
     let out = common::scratch("folds-spatial");
     let run = cli()
-        .args(["benchmark", "--models", "spatial", "--folds", "2", "--epochs", "1", "--layers", "1", "--d-model", "16", "--out"])
+        .args(["benchmark", "--peers", "none", "--models", "spatial", "--folds", "2", "--epochs", "1", "--layers", "1", "--d-model", "16", "--out"])
         .arg(out.as_os_str())
         .output()
         .expect("binary runs");
@@ -237,7 +245,7 @@ fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
     let pbmc = common::scanpy_files();
     let out = common::scratch("scaled");
     let run = cli()
-        .args(["benchmark", "--models", "gene-only", "--epochs", "3", "--layers", "1", "--lr", "1e-3", "--h5ad"])
+        .args(["benchmark", "--peers", "none", "--models", "gene-only", "--epochs", "3", "--layers", "1", "--lr", "1e-3", "--h5ad"])
         .arg(&pbmc.pbmc68k_reduced)
         .arg("--out")
         .arg(out.as_os_str())
@@ -308,7 +316,7 @@ fn resume_and_output_mistakes_stop_before_training() {
     let scratch = common::scratch("cli-resume");
     let missing = scratch.join("no-such-run");
     let run = cli()
-        .args(["benchmark", "--models", "gene-only", "--epochs", "1", "--layers", "1", "--resume"])
+        .args(["benchmark", "--peers", "none", "--models", "gene-only", "--epochs", "1", "--layers", "1", "--resume"])
         .arg(&missing)
         .arg("--out")
         .arg(scratch.join("out"))

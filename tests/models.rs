@@ -752,7 +752,7 @@ fn read_png_size(path: &Path) -> (u32, u32) {
 fn benchmark_subcommand_writes_tables_pngs_models_and_summary_on_the_crop() {
     let out = common::scratch("bench");
     let run = Command::new(env!("CARGO_BIN_EXE_cellsymphony"))
-        .args(["benchmark", "--epochs", "1", "--layers", "1", "--out"])
+        .args(["benchmark", "--peers", "none", "--epochs", "1", "--layers", "1", "--out"])
         .arg(out.as_os_str())
         .output()
         .expect("binary runs");

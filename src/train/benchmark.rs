@@ -101,6 +101,9 @@ pub struct BenchmarkOptions {
     /// How `X` of `h5ad` becomes the model input (recorded in the model files): `as_stored`
     /// (default), `log1p_cp10k` for counts, `arcsinh` for protein intensities.
     pub h5ad_normalisation: crate::engine::Normalisation,
+    /// Python peers (scikit-learn, CellTypist: [`super::peers`]) run on the identical folds
+    /// beside our logistic regression; empty = none.
+    pub peers: Vec<super::peers::Peer>,
     /// A Xenium output folder to read instead of the example crop.
     pub bundle: Option<PathBuf>,
     /// Reference CSV for the labels of `bundle` (default: the example's `sc_breast.csv`).
@@ -132,6 +135,7 @@ impl Default for BenchmarkOptions {
             h5ad: None,
             label_key: "bulk_labels".into(),
             h5ad_normalisation: crate::engine::Normalisation::as_stored(),
+            peers: Vec::new(),
             bundle: None,
             reference: None,
         }
@@ -320,6 +324,40 @@ pub fn baselines(ctx: &SplitContext<'_>) -> Result<Vec<ModelResult>, TrainError>
         preds.push((pred, t.elapsed().as_secs_f64()));
     }
     Ok(vec![ModelResult::from_predictions("logistic", "LogReg", ctx, preds)])
+}
+
+/// The python peers ([`super::peers::run_python_peers`]) on the folds of `ctx`, each fit on a
+/// fold's `train ∪ val` (they select their own settings inside those cells) and scored on its
+/// test cells, as [`ModelResult`]s beside our logistic regression. `log1p_cp10k`: the
+/// expression CellTypist expects `[cells, genes]`, when the data are counts.
+pub fn python_peers(
+    ctx: &SplitContext<'_>,
+    peers: &[super::peers::Peer],
+    log1p_cp10k: Option<&[f32]>,
+    seed: u64,
+    work_dir: &Path,
+) -> Result<Vec<ModelResult>, TrainError> {
+    let folds: Vec<super::peers::PeerFold> =
+        ctx.folds.iter().map(|f| super::peers::PeerFold { train: f.fit_cells(), test: f.test.clone() }).collect();
+    let input = super::peers::PeerInput {
+        x: ctx.x,
+        n_features: ctx.n_genes,
+        counts_log1p_cp10k: log1p_cp10k,
+        labels: ctx.labels,
+        class_names: ctx.class_names,
+        folds: &folds,
+        seed,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let python = std::env::var(super::peers::PYTHON_ENV).unwrap_or_else(|_| "python3".into());
+    let out = super::peers::run_python_peers_with(&python, Some(threads), &input, peers, work_dir)?;
+    Ok(peers
+        .iter()
+        .map(|&p| {
+            let preds = out.iter().filter(|r| r.peer == p).map(|r| (r.test_predictions.clone(), r.fit_seconds)).collect();
+            ModelResult::from_predictions(p.key(), p.title(), ctx, preds)
+        })
+        .collect())
 }
 
 /// What [`run_benchmark`] produced.
@@ -781,6 +819,14 @@ pub fn run_benchmark<B: AutodiffBackend>(
             logistic: &opts.logistic,
         };
         results.extend(baselines(&ctx)?);
+        if !opts.peers.is_empty() {
+            // CellTypist wants log1p-CP10k expression: that is `x_norm` itself when the counts
+            // were normalised so without standardisation; otherwise it trains on `x` as given.
+            let log1p = matches!(crop.normalisation.transform, crate::engine::Transform::Log1pCp10k { target_sum } if target_sum == 1e4)
+                && crop.normalisation.standardisation.is_none();
+            let work = opts.out.join(format!("peers_{}", kind_of_split.name()));
+            results.extend(python_peers(&ctx, &opts.peers, log1p.then_some(crop.x_norm.as_slice()), opts.seed, &work)?);
+        }
         let folds_path = opts.out.join(format!("folds_{}.json", kind_of_split.name()));
         let ids = |idx: &[usize]| idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect::<Vec<_>>();
         let folds_json: Vec<_> = folds

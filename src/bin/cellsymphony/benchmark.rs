@@ -8,6 +8,7 @@ use clap::Args;
 
 use cellsymphony::engine::{self, Architecture};
 use cellsymphony::train::benchmark::{RunLabel, SplitChoice};
+use cellsymphony::train::peers::Peer;
 use cellsymphony::train::{self, EpochStats, Recipe, TrainProgress};
 
 use crate::common::*;
@@ -63,6 +64,11 @@ pub(crate) struct BenchmarkArgs {
     /// <DIR>/<model>/runs/<split>-<recipe>-fold<k>/checkpoint.bin) and train up to --epochs.
     #[arg(long)]
     pub(crate) resume: Option<PathBuf>,
+    /// Python peers run on the identical folds beside our LogReg, comma-separated: logreg,
+    /// mlp, hgb, celltypist (scikit-learn and CellTypist, pinned by scripts/setup.sh), all, or
+    /// none.
+    #[arg(long, value_delimiter = ',', default_value = "all", value_parser = parse_peer)]
+    pub(crate) peers: Vec<PeerChoice>,
     /// Folds: 1 = one split holding out --test-fraction; K ≥ 2 = stratified (or spatial-block)
     /// K-fold cross-validation, reported as mean ± sd over folds.
     #[arg(long, default_value_t = 1)]
@@ -141,6 +147,7 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         h5ad: a.h5ad,
         label_key: a.label_key,
         h5ad_normalisation: a.normalisation,
+        peers: peer_list(&a.peers),
         bundle: a.data.bundle.clone(),
         reference: a.data.reference.clone(),
     };
@@ -189,6 +196,46 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
 }
 
 /// `as_stored`, `log1p_cp10k` (target sum 1e4) or `arcsinh:COFACTOR` (COFACTOR > 0).
+/// One `--peers` entry.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PeerChoice {
+    One(Peer),
+    All,
+    None,
+}
+
+fn parse_peer(s: &str) -> std::result::Result<PeerChoice, String> {
+    match s {
+        "all" => Ok(PeerChoice::All),
+        "none" => Ok(PeerChoice::None),
+        _ => Peer::ALL.iter().find(|p| p.key() == s).map(|&p| PeerChoice::One(p)).ok_or_else(|| {
+            format!("unknown peer `{s}`: expected all, none or a comma-separated list of {}",
+                Peer::ALL.iter().map(|p| p.key()).collect::<Vec<_>>().join(", "))
+        }),
+    }
+}
+
+/// The peers named by `--peers` (`none` anywhere wins; `all` expands to every peer).
+fn peer_list(choices: &[PeerChoice]) -> Vec<Peer> {
+    if choices.iter().any(|c| matches!(c, PeerChoice::None)) {
+        return Vec::new();
+    }
+    let mut out: Vec<Peer> = Vec::new();
+    for c in choices {
+        let add: &[Peer] = match c {
+            PeerChoice::All => &Peer::ALL,
+            PeerChoice::One(p) => std::slice::from_ref(p),
+            PeerChoice::None => &[],
+        };
+        for p in add {
+            if !out.contains(p) {
+                out.push(*p);
+            }
+        }
+    }
+    out
+}
+
 fn parse_normalisation(s: &str) -> std::result::Result<engine::Normalisation, String> {
     match s.split_once(':') {
         None if s == "as_stored" => Ok(engine::Normalisation::as_stored()),
