@@ -351,6 +351,11 @@ pub fn python_peers(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let python = std::env::var(super::peers::PYTHON_ENV).unwrap_or_else(|_| "python3".into());
     let out = super::peers::run_python_peers_with(&python, Some(threads), &input, peers, work_dir)?;
+    for p in peers {
+        if let Some(r) = out.iter().find(|r| r.peer == *p && !r.note.is_empty()) {
+            eprintln!("note: {}: {}", p.title(), r.note);
+        }
+    }
     Ok(peers
         .iter()
         .map(|&p| {
