@@ -177,13 +177,14 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
     for r in &result.results {
         let ((f1, f1_sd), (acc, acc_sd)) = r.fold_stats();
         println!(
-            "| {} | {} | {} | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.3} | {:.2} | {:.1} |",
+            "| {} | {} | {} | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.3} | {} | {:.1} |",
             r.title,
             r.split.name(),
             r.recipe.as_deref().unwrap_or("–"),
             f1, f1_sd, acc, acc_sd,
             r.report.weighted_f1,
-            r.mean_epoch_seconds,
+            // Baselines have no epochs.
+            if r.recipe.is_some() { format!("{:.2}", r.mean_epoch_seconds) } else { "–".into() },
             r.train_seconds
         );
     }
