@@ -377,6 +377,21 @@ fn zero_bundle_and_model(name: &str, n: usize, model_genes: Vec<String>) -> (com
     (dir, bundle, path)
 }
 
+/// `cellsymphony classify --engine cpu` of a Xenium `bundle` with `model`, predictions to `out`.
+fn classify_bundle_on_cpu(bundle: &std::path::Path, model: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    cli()
+        .args(["classify", "--engine", "cpu", "--data"])
+        .arg(common::data_dir())
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--model")
+        .arg(model)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("binary runs")
+}
+
 /// Issue 13, point 2: a bundle whose counts are all zero is classified with no class for any
 /// cell ("unclassified: no counts", empty confidence), exit 0 with a warning giving the count.
 #[test]
@@ -384,17 +399,7 @@ fn classify_leaves_cells_without_counts_unclassified() {
     let n = 40;
     let (dir, bundle, model) = zero_bundle_and_model("cli-zero", n, common::crop_cells().genes.clone());
     let out_csv = dir.join("pred.csv");
-    let run = cli()
-        .args(["classify", "--engine", "cpu", "--data"])
-        .arg(common::data_dir())
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg("--model")
-        .arg(&model)
-        .arg("--out")
-        .arg(&out_csv)
-        .output()
-        .expect("binary runs");
+    let run = classify_bundle_on_cpu(&bundle, &model, &out_csv);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{err}");
     assert!(err.contains(&format!("warning: {n} of {n} cells have no counts")), "{err}");
@@ -412,17 +417,7 @@ fn classify_leaves_cells_without_counts_unclassified() {
 #[test]
 fn classify_blames_a_panel_model_mismatch_on_both_files() {
     let (_dir, bundle, model) = zero_bundle_and_model("cli-panel", 20, common::names("NOTAGENE", 12));
-    let run = cli()
-        .args(["classify", "--engine", "cpu", "--data"])
-        .arg(common::data_dir())
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg("--model")
-        .arg(&model)
-        .arg("--out")
-        .arg(bundle.join("pred.csv"))
-        .output()
-        .expect("binary runs");
+    let run = classify_bundle_on_cpu(&bundle, &model, &bundle.join("pred.csv"));
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{err}");
     let first_gene = &common::crop_cells().genes[0];

@@ -240,8 +240,8 @@ pub fn parse_safetensors(
     Ok(Embeddings { rows, dim, values })
 }
 
-/// Write `[rows, dim]` f32 values as a version-1 `.npy` file (for tests and exports).
-pub fn write_npy(path: &Path, values: &[f32], rows: usize, dim: usize) -> Result<(), TrainError> {
+/// `[rows, dim]` f32 values as the bytes of a version-1 `.npy` file (little-endian `<f4`).
+pub fn npy_f32_bytes(values: &[f32], rows: usize, dim: usize) -> Vec<u8> {
     let mut header =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
@@ -255,7 +255,12 @@ pub fn write_npy(path: &Path, values: &[f32], rows: usize, dim: usize) -> Result
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    std::fs::write(path, out).map_err(|source| TrainError::Io {
+    out
+}
+
+/// Write `[rows, dim]` f32 values as a version-1 `.npy` file (for tests and exports).
+pub fn write_npy(path: &Path, values: &[f32], rows: usize, dim: usize) -> Result<(), TrainError> {
+    std::fs::write(path, npy_f32_bytes(values, rows, dim)).map_err(|source| TrainError::Io {
         path: path.display().to_string(),
         source,
     })

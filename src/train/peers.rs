@@ -176,18 +176,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PeerError + '_ {
 
 /// `[rows, cols]` f32 values as a version-1 `.npy` file.
 fn write_npy_f32(path: &Path, values: &[f32], rows: usize, cols: usize) -> Result<(), PeerError> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(bytemuck::cast_slice(values));
-    std::fs::write(path, out).map_err(io_err(path))
+    std::fs::write(path, super::embeddings::npy_f32_bytes(values, rows, cols)).map_err(io_err(path))
 }
 
 fn check_input(input: &PeerInput<'_>) -> Result<usize, PeerError> {
