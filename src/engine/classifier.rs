@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::cpu::{argmax_rows, forward_logits_packed, CpuWeights};
+use super::cpu::{argmax_rows, forward_logits_packed, forward_logits_with_patches, CpuWeights};
 use super::error::EngineError;
 use super::format::EngineModel;
 use super::gpu::GpuClassifier;
@@ -145,10 +145,12 @@ impl Classifier {
     pub async fn logits(&self, cells: &PreparedCells<'_>) -> Result<Vec<f32>, EngineError> {
         let patches = cells.patches.as_deref();
         let logits = match &self.backend {
-            Backend::Cpu => {
-                let packed = self.cpu_weights.as_ref().expect("a CPU classifier packs its weights at construction");
-                forward_logits_packed(&self.model, packed, &cells.x, patches, cells.n_cells)?
-            }
+            // `Classifier::cpu` packs the weights once; packing per call is the (never taken)
+            // fallback instead of a panic.
+            Backend::Cpu => match &self.cpu_weights {
+                Some(packed) => forward_logits_packed(&self.model, packed, &cells.x, patches, cells.n_cells)?,
+                None => forward_logits_with_patches(&self.model, &cells.x, patches, cells.n_cells)?,
+            },
             Backend::Gpu(g) => g.logits_with_patches(&cells.x, patches, cells.n_cells).await?,
         };
         // A corrupt (but loadable) model or extreme inputs must not become confident labels.
