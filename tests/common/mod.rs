@@ -8,6 +8,7 @@
 //!   returns; `CELLSYMPHONY_REQUIRE_GPU=1` (set by `scripts/test.sh`) always fails without one.
 //! - [`python`]: python3 reference scripts of `tests/python/`, failing with install
 //!   instructions, or skipping loudly with `CELLSYMPHONY_ALLOW_NO_PYTHON=1`.
+//! - [`quant`]: fp32-vs-int8 checks (logit bound, class flips only on near ties).
 //! - [`scratch`]: [`Scratch`] (a `tempfile::TempDir`, removed on drop) and [`fixture_dir`]
 //!   (per-process fixture folders under cargo's target tmp dir, written once per binary).
 //! - [`synth`]: small seeded synthetic inputs several suites build (names, random engine
@@ -23,6 +24,7 @@ pub mod gpu;
 #[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 pub mod ot;
 pub mod python;
+pub mod quant;
 pub mod scratch;
 pub mod synth;
 
