@@ -62,10 +62,22 @@ impl H5 {
     /// Opens `path`; fails with [`DataError::Io`] when it does not exist and
     /// [`DataError::Hdf5`] (object `/`) when it is not a readable HDF5 file.
     pub(crate) fn open(path: &Path) -> Result<Self, DataError> {
+        Self::open_with(path, false)
+    }
+
+    /// [`open`](Self::open) without buffering the file: metadata and dataset chunks are read
+    /// from disk on demand, so memory follows what is read (for windowed reads of large
+    /// matrices, see [`read_f32_rows`](Self::read_f32_rows)).
+    pub(crate) fn open_streaming(path: &Path) -> Result<Self, DataError> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, streaming: bool) -> Result<Self, DataError> {
         let len = std::fs::metadata(path)
             .map_err(|e| DataError::io(path, e))?
             .len();
-        let file = File::open(path).map_err(|e| DataError::Hdf5 {
+        let file = if streaming { File::open_streaming(path) } else { File::open(path) };
+        let file = file.map_err(|e| DataError::Hdf5 {
             path: path.to_path_buf(),
             object: "/".into(),
             message: format!("not a readable HDF5 file ({e}); the file may be truncated"),
@@ -215,6 +227,17 @@ impl H5 {
     /// All values of integer dataset `object` as `i64`.
     pub(crate) fn read_i64(&self, object: &str) -> Result<Vec<i64>, DataError> {
         self.read_with(object, "integers", Dataset::read_i64)
+    }
+
+    /// Values `start..start + len` of 1-D numeric dataset `object` as `f32` (only the chunks
+    /// that window overlaps are read).
+    pub(crate) fn read_f32_rows(&self, object: &str, start: usize, len: usize) -> Result<Vec<f32>, DataError> {
+        self.read_with(object, "numbers", |d| d.read_f32_rows(start as u64, len as u64))
+    }
+
+    /// Values `start..start + len` of 1-D integer dataset `object` as `i64`.
+    pub(crate) fn read_i64_rows(&self, object: &str, start: usize, len: usize) -> Result<Vec<i64>, DataError> {
+        self.read_with(object, "integers", |d| d.read_i64_rows(start as u64, len as u64))
     }
 
     /// All values of a fixed- or variable-length string dataset.

@@ -69,7 +69,7 @@ pub mod predictions;
 #[cfg(feature = "native-io")]
 pub use anndata::{read_h5ad, AnnData, Categorical, Column, ColumnValues, Embedding, XMatrix};
 #[cfg(feature = "native-io")]
-pub use h5_10x::read_10x_h5;
+pub use h5_10x::{read_10x_h5, write_10x_h5, TenxH5Cells};
 #[cfg(feature = "native-io")]
 pub use predictions::{write_predictions_csv, write_predictions_h5ad, Predictions};
 

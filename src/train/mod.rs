@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod peers;
 pub mod plot;
 pub mod report;
+pub mod slide;
 pub mod split;
 pub mod trainer;
 pub mod tune;

@@ -10,7 +10,7 @@ use cellsymphony::data;
 use cellsymphony::engine::{softmax_max, EngineModel, UNCLASSIFIED, UNCLASSIFIED_LABEL};
 use cellsymphony::train::{argmax_rows, LabelOptions, PreparedCrop};
 
-use crate::infer::{engine_logits, model_inputs};
+use crate::infer::{block_forward, engine_logits, model_inputs};
 
 use crate::common::*;
 
@@ -41,6 +41,15 @@ pub(crate) struct ClassifyArgs {
     /// passes them to `classify`).
     #[arg(long)]
     pub(crate) patches_out: Option<PathBuf>,
+    /// Whole slide: stream the --bundle's matrix (cell_feature_matrix.h5 read a block at a
+    /// time, or a MEX matrix held as CSR) through the model in blocks of --block-cells, so
+    /// memory grows only with the per-cell output. Cells are not labelled against the
+    /// reference (the CSV's reference_label column is empty); count models only.
+    #[arg(long)]
+    pub(crate) stream: bool,
+    /// Cells per block with --stream.
+    #[arg(long, default_value_t = 16384)]
+    pub(crate) block_cells: usize,
 }
 
 pub(crate) struct Classified {
@@ -85,6 +94,9 @@ pub(crate) fn write_predictions(path: &Path, model: &EngineModel, crop: &Prepare
 
 pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
     let model = EngineModel::load(&a.model)?;
+    if a.stream {
+        return cmd_classify_stream(&a, &model);
+    }
     if a.anndata.anndata.is_some() && a.www.is_some() {
         anyhow::bail!("--www writes the Xenium demo bundle; it cannot be built from --anndata cells");
     }
@@ -160,4 +172,65 @@ pub(crate) fn print_prediction_counts(model: &EngineModel, pred: &[u32]) {
     if unclassified > 0 {
         println!("  {UNCLASSIFIED_LABEL}: {unclassified}");
     }
+}
+
+/// `classify --stream`: the whole slide in blocks ([`cellsymphony::train::slide`]), with a
+/// progress bar (plain lines every ~10 % when stderr is not a terminal) and the process's peak
+/// resident memory at the end.
+fn cmd_classify_stream(a: &ClassifyArgs, model: &EngineModel) -> Result<Classified> {
+    let Some(bundle) = &a.data.bundle else {
+        anyhow::bail!("--stream reads a Xenium output folder: pass --bundle DIR (with cell_feature_matrix.h5 or cell_feature_matrix/)");
+    };
+    for (given, flag) in [(a.www.is_some(), "--www"), (a.h5ad.is_some(), "--h5ad"), (a.patches_out.is_some(), "--patches-out"), (a.anndata.anndata.is_some(), "--anndata")] {
+        if given {
+            anyhow::bail!("{flag} is not available with --stream (whole-slide output is the predictions CSV); run without --stream");
+        }
+    }
+    if a.block_cells == 0 {
+        anyhow::bail!("--block-cells must be at least 1");
+    }
+    let (mut forward, engine_name) = block_forward(model, a.engine)?;
+    let t = Instant::now();
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cells  {per_sec}  eta {eta}").expect("valid template"),
+    );
+    let mut next_report = 0.1;
+    let mut progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        if bar.is_hidden() && done as f64 >= next_report * total as f64 {
+            eprintln!("classified {done} / {total} cells ({:.0} cells/s)", done as f64 / t.elapsed().as_secs_f64());
+            next_report = (done as f64 / total as f64 * 10.0).floor() / 10.0 + 0.1;
+        }
+    };
+    let p = cellsymphony::train::slide::classify_slide(bundle, model, &a.model, a.block_cells, &mut forward, &mut progress)?;
+    bar.finish_and_clear();
+    let seconds = t.elapsed().as_secs_f64();
+    let n = p.cell_ids.len();
+    println!(
+        "classified {n} cells ({} stored values) with {engine_name} in {seconds:.3} s ({:.0} cells/s; forward pass {:.3} s, reading and preparing {:.3} s), streamed in blocks of {}",
+        p.nnz,
+        n as f64 / seconds,
+        p.forward_seconds,
+        seconds - p.forward_seconds,
+        a.block_cells
+    );
+    print_prediction_counts(model, &p.classes);
+    let unclassified = p.classes.iter().filter(|&&c| c == UNCLASSIFIED).count();
+    if unclassified > 0 {
+        eprintln!("warning: {unclassified} of {n} cells have no counts over the model's genes: written as \"{UNCLASSIFIED_LABEL}\" (no class, no confidence)");
+    }
+    cellsymphony::train::slide::write_slide_predictions(&a.out, &p, &model.meta.classes)?;
+    println!("wrote {}", a.out.display());
+    if let Some(peak) = peak_rss_bytes() {
+        println!("peak RSS {:.1} MiB (VmHWM)", peak as f64 / (1u64 << 20) as f64);
+    }
+    Ok(Classified { pred: p.classes, logits: Vec::new(), engine_name, seconds })
+}
+
+/// This process's peak resident memory (`VmHWM` of /proc/self/status), where there is one.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

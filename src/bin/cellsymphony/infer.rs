@@ -100,3 +100,43 @@ pub(crate) fn evaluate(model: &EngineModel, path: &Path, crop: &PreparedCrop, en
     }
     Ok((ClassificationReport::new(&truth, &pred, &model.meta.classes), engine_name))
 }
+
+/// The forward pass of `engine` for [`train::slide::classify_slide`], built once (model
+/// upload, weight packing) and run on every block; with the engine's name for reports.
+pub(crate) type BlockForward = Box<dyn FnMut(&train::slide::SlideBlock<'_>) -> std::result::Result<Vec<f32>, train::TrainError>>;
+
+pub(crate) fn block_forward(model: &EngineModel, engine: Engine) -> Result<(BlockForward, String)> {
+    Ok(match engine {
+        Engine::Burn => {
+            type Cpu = burn::backend::NdArray;
+            let device = burn::backend::ndarray::NdArrayDevice::default();
+            let m = from_engine_model::<Cpu>(model, 0.0, &device)?;
+            let c = model.meta.config.clone();
+            let f: BlockForward = Box::new(move |block| {
+                let width = c.n_inputs();
+                let genes: Vec<f32> = block.cells.x.chunks(width).flat_map(|row| row[..c.n_genes].iter().copied()).collect();
+                let inputs = CellInputs {
+                    n_cells: block.cells.n_cells,
+                    genes: Some(Rows { data: &genes, cols: c.n_genes }),
+                    gene_embedding: None,
+                    patches: None,
+                    morph_embedding: None,
+                    centroids_um: Some(Rows { data: &block.centroids_um, cols: 2 }),
+                };
+                inputs.check(&m.inputs())?;
+                let idx: Vec<usize> = (0..block.cells.n_cells).collect();
+                Ok(predict_cells(&m, &inputs, &idx, 512, &device))
+            });
+            (f, "burn fp32 (ndarray, CPU)".into())
+        }
+        Engine::Cpu | Engine::Gpu => {
+            let clf = match engine {
+                Engine::Cpu => engine::Classifier::cpu(model.clone())?,
+                _ => engine::Classifier::gpu(model.clone(), gpu_context()?).with_context(|| "uploading the model to the GPU".to_string())?,
+            };
+            let name = clf.engine_name();
+            let f: BlockForward = Box::new(move |block| Ok(pollster::block_on(clf.logits(&block.cells))?));
+            (f, name)
+        }
+    })
+}
