@@ -45,6 +45,9 @@ log "benchmark: cells/s per classifier (burn fp32 vs our int8 engines)"
 "$bin/bench_models" | tee "$out/bench_models.txt"
 log "benchmark: reading a synthetic 1M-cell MEX matrix (peak memory vs scipy; generated once)"
 "$bin/bench_data_memory" | tee "$out/bench_data_memory.txt"
+log "benchmark: whole slide, classify --stream on a synthetic 1M-cell Xenium bundle vs burn (time, peak RSS) → $out/bench_scale.md"
+bash scripts/bench_scale.sh "$out/model.int8.safetensors" "$out/model.safetensors" "$out/bench_scale.md" \
+  | tee "$out/bench_scale.log" || log "bench_scale failed (see $out/bench_scale.log); continuing"
 if [ "${CELLSYMPHONY_BENCH_OT:-1}" = 1 ]; then
   log "benchmark: Sinkhorn, POT vs ours (n = m = 500, 5000; set CELLSYMPHONY_BENCH_OT=0 to skip)"
   "$bin/bench_sinkhorn" --sizes 500,5000 | tee "$out/bench_sinkhorn.txt"
