@@ -163,3 +163,27 @@ fn streamed_classify_refuses_what_it_cannot_stream() {
         assert!(!out.exists());
     }
 }
+
+/// A MEX bundle (the crop's cells) streams too: the matrix is read once as CSR, then run in
+/// blocks; same predictions as the in-memory path.
+#[test]
+fn streamed_classify_of_a_mex_bundle_matches_the_in_memory_classify() {
+    use cellsymphony::data::{write_cells_csv, write_mex_dir};
+    let scratch = common::scratch("slide-mex");
+    let crop = common::crop_cells();
+    let bundle = scratch.join("bundle");
+    write_mex_dir(crop, &bundle.join("cell_feature_matrix"), true).unwrap();
+    write_cells_csv(crop, &bundle.join("cells.csv.gz"), true).unwrap();
+    let genes = crop.genes.clone();
+    let config = ClassifierConfig { n_layers: 1, d_model: 16, n_heads: 2, d_ff: 32, ..ClassifierConfig::new(genes.len(), 4) };
+    let model = scratch.join("model.safetensors");
+    EngineModel::random_for_tests(config, genes, common::names("class", 4), 9).save_atomic(&model).unwrap();
+    let (streamed, in_memory) = (scratch.join("s.csv"), scratch.join("m.csv"));
+    let run = classify(&bundle, &model, &streamed, &["--stream", "--block-cells", "300"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = classify(&bundle, &model, &in_memory, &[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let s = predictions(&streamed);
+    assert_eq!(s.len(), crop.n_cells());
+    assert_eq!(s, predictions(&in_memory));
+}
