@@ -187,3 +187,36 @@ fn streamed_classify_of_a_mex_bundle_matches_the_in_memory_classify() {
     assert_eq!(s.len(), crop.n_cells());
     assert_eq!(s, predictions(&in_memory));
 }
+
+/// `write_10x_h5` → both readers: repeated `(gene, cell)` entries are summed, control features
+/// dropped, cells in canonical (numeric) order although the file lists them out of order, and
+/// a negative count is an error naming the dataset and entry.
+#[test]
+fn windowed_and_whole_file_h5_readers_agree_on_a_hand_made_matrix() {
+    use cellsymphony::data::{read_10x_h5, write_10x_h5, CsrCounts};
+    let scratch = common::scratch("slide-h5");
+    let path = scratch.join("m.h5");
+    let barcodes: Vec<String> = ["30", "4", "100"].iter().map(|s| s.to_string()).collect();
+    let features: Vec<String> = ["GeneB", "NegControlProbe_1", "GeneA"].iter().map(|s| s.to_string()).collect();
+    let types: Vec<String> =
+        ["Gene Expression", "Negative Control Probe", "Gene Expression"].iter().map(|s| s.to_string()).collect();
+    // Cell "30": GeneB 2 + 3 (repeated), control 1; cell "4": GeneA 5; cell "100": nothing.
+    let counts = CsrCounts { n_genes: 3, indptr: vec![0, 3, 4, 4], indices: vec![0, 1, 0, 2], data: vec![2.0, 1.0, 3.0, 5.0] };
+    write_10x_h5(&path, &barcodes, &features, &types, &counts).unwrap();
+    let whole = read_10x_h5(&path).unwrap();
+    assert_eq!(whole.cell_ids, ["4", "30", "100"]);
+    assert_eq!(whole.genes, ["GeneA", "GeneB"]);
+    assert_eq!(whole.counts, [5.0, 0.0, 0.0, 5.0, 0.0, 0.0]);
+    let h5 = TenxH5Cells::open(&path).unwrap();
+    assert_eq!((h5.cell_ids(), h5.genes(), h5.nnz()), (&whole.cell_ids[..], &whole.genes[..], 4));
+    for (start, end) in [(0, 3), (0, 1), (1, 3), (2, 3)] {
+        let block = h5.read_cells(start..end).unwrap();
+        for (j, row) in block.dense_rows(0..end - start).chunks(2).enumerate() {
+            assert_eq!(row, whole.row(h5.canonical_row(start + j)), "block {start}..{end}, cell {}", start + j);
+        }
+    }
+    let bad = CsrCounts { data: vec![2.0, 1.0, -3.0, 5.0], ..counts };
+    write_10x_h5(&path, &barcodes, &features, &types, &bad).unwrap();
+    let err = TenxH5Cells::open(&path).unwrap().read_cells(0..3).unwrap_err().to_string();
+    assert!(err.contains("matrix/data") && err.contains("entry 2 = -3"), "{err}");
+}
