@@ -1,6 +1,13 @@
-// Int8-weight matrix multiply with fused epilogue.
+// Int8-weight matrix multiply with an optional LayerNorm prologue and a fused epilogue.
 //
-//   Y[n, out] = act(X[n, in] · dequant(Wq)ᵀ + bias)  (+ Y_old[n, out] if RESIDUAL)
+//   Y[n, out] = act(LN?(X)[n, in] · dequant(Wq)ᵀ + bias)  (+ Y_old[n, out] if RESIDUAL)
+//
+// LayerNorm prologue (NORM = 1): each row of X is normalised over its `in_dim` values
+// (biased variance, two passes, eps from Params) and scaled by gamma / shifted by beta
+// `[in_dim]` while it is staged, so a pre-norm transformer needs no separate LayerNorm
+// dispatch. The row statistics of the tile's TILE_M rows are computed first, 4 invocations
+// per row (strided partial sums, reduced in workgroup memory). With NORM = 0 the gamma/beta
+// bindings are bound to any buffer and never read.
 //
 // Weights: int8 values packed four per u32 along the input dimension (little endian: value
 // 4j+b of a row is byte b of word j), rows padded with zeros to `in_words * 4` inputs, plus
@@ -16,13 +23,18 @@
 // weights in workgroup memory (8 KiB for TILE_K = 16).
 // Dispatch: (ceil(out / TILE_N), ceil(n / TILE_M), 1).
 //
-// Placeholders substituted by the Rust launcher: {{TILE_M}} {{TILE_N}} {{TILE_K}} {{ACT}} {{RESIDUAL}}.
+// Placeholders substituted by the Rust launcher: {{TILE_M}} {{TILE_N}} {{TILE_K}} {{ACT}} {{RESIDUAL}}
+// {{NORM}}.
 
 struct Params {
     n: u32,        // rows of X and Y
     in_dim: u32,   // columns of X (unpadded)
     in_words: u32, // u32 words per weight row (= padded in_dim / 4)
     out_dim: u32,  // columns of Y
+    eps: f32,      // LayerNorm epsilon (NORM = 1)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,12 +43,15 @@ struct Params {
 @group(0) @binding(3) var<storage, read> scale: array<f32>;     // [out_dim]
 @group(0) @binding(4) var<storage, read> bias: array<f32>;      // [out_dim]
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;   // [n, out_dim]
+@group(0) @binding(6) var<storage, read> gamma: array<f32>;     // [in_dim] (NORM = 1)
+@group(0) @binding(7) var<storage, read> beta: array<f32>;      // [in_dim] (NORM = 1)
 
 const TILE_M: u32 = {{TILE_M}}u;
 const TILE_N: u32 = {{TILE_N}}u;
 const TILE_K: u32 = {{TILE_K}}u;  // multiple of 4
 const ACT: u32 = {{ACT}}u;        // 0 = identity, 1 = GELU (erf form)
 const RESIDUAL: u32 = {{RESIDUAL}}u;
+const NORM: u32 = {{NORM}}u;      // 1 = LayerNorm prologue on X
 const THREADS: u32 = 256u;        // 16 x 16
 const WORDS_K: u32 = TILE_K / 4u;
 
@@ -44,6 +59,10 @@ var<workgroup> xs: array<f32, TILE_M * TILE_K>; // [TILE_M][TILE_K]
 // [TILE_K][TILE_N], int8 values as f32; k-major so that the 16 invocations of a row read
 // 16 consecutive words (no bank conflicts).
 var<workgroup> ws: array<f32, TILE_K * TILE_N>;
+// LayerNorm prologue: partial sums (4 per row), then each row's mean and 1/std.
+var<workgroup> red: array<f32, THREADS>;
+var<workgroup> row_mean: array<f32, TILE_M>;
+var<workgroup> row_inv: array<f32, TILE_M>;
 
 // erf(x) by Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7. Mirrored by `erf_approx` in
 // src/gpu/matmul.rs.
@@ -73,6 +92,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // acc[i][j] = output (row lid.y + 16i, column lid.x + 16j); vec4 over j.
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
 
+    if (NORM == 1u) {
+        // Row statistics: invocation tid sums columns tid%4, tid%4 + 4, ... of tile row tid/4.
+        let sr = tid / 4u;
+        let sl = tid % 4u;
+        let srow = row0 + sr;
+        let dim = f32(p.in_dim);
+        var part = 0.0;
+        if (srow < p.n) {
+            for (var k = sl; k < p.in_dim; k += 4u) {
+                part += x[srow * p.in_dim + k];
+            }
+        }
+        red[tid] = part;
+        workgroupBarrier();
+        if (sl == 0u) {
+            row_mean[sr] = (((red[tid] + red[tid + 1u]) + red[tid + 2u]) + red[tid + 3u]) / dim;
+        }
+        workgroupBarrier();
+        let mean = row_mean[sr];
+        var part_sq = 0.0;
+        if (srow < p.n) {
+            for (var k = sl; k < p.in_dim; k += 4u) {
+                let dv = x[srow * p.in_dim + k] - mean;
+                part_sq += dv * dv;
+            }
+        }
+        red[tid] = part_sq;
+        workgroupBarrier();
+        if (sl == 0u) {
+            let var_ = (((red[tid] + red[tid + 1u]) + red[tid + 2u]) + red[tid + 3u]) / dim;
+            row_inv[sr] = 1.0 / sqrt(var_ + p.eps);
+        }
+        workgroupBarrier();
+    }
+
     let n_k_tiles = (p.in_words + WORDS_K - 1u) / WORDS_K;
     for (var kt = 0u; kt < n_k_tiles; kt++) {
         let k0 = kt * TILE_K;
@@ -83,6 +137,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             var v = 0.0;
             if (r < p.n && k < p.in_dim) {
                 v = x[r * p.in_dim + k];
+                if (NORM == 1u) {
+                    let tr = e / TILE_K;
+                    v = (v - row_mean[tr]) * row_inv[tr] * gamma[k] + beta[k];
+                }
             }
             xs[e] = v;
         }

@@ -12,6 +12,9 @@
 //!   summation order);
 //! - GELU epilogue over [-8, 8]: `2e-6`;
 //! - attention (with and without a score bias): `1e-5 * scale`; layernorm: `1e-5 * scale`;
+//! - matmul_int8 with the LayerNorm prologue (+ GELU): `1e-5 * scale` vs layernorm then
+//!   matmul in f32; attention_out (attention, output projection, residual): `1e-5 * scale`
+//!   vs attention then matmul;
 //!   mean_pool and token_gather_mean: `1e-6 * scale`;
 //! - whole model, GPU int8 vs CPU int8 (3000 cells): max abs `1e-3`, argmax agreement on
 //!   every cell whose top-2 logit gap exceeds 1e-3;
@@ -29,7 +32,8 @@ use common::{gpu_or_skip, max_abs_diff, names, random_model};
 use cellsymphony::engine::cpu::{argmax_rows, forward_logits};
 use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::engine::ops::{
-    attention_biased_reference, attention_reference, layernorm_reference, matmul_int8_reference,
+    attention_biased_reference, attention_out_reference, attention_reference,
+    layernorm_matmul_int8_reference, layernorm_reference, matmul_int8_reference,
     mean_pool_reference, token_gather_mean_reference,
 };
 use cellsymphony::engine::{
@@ -37,8 +41,8 @@ use cellsymphony::engine::{
     LinearWeight,
 };
 use cellsymphony::gpu::{
-    attention, attention_biased, layernorm, matmul_int8, mean_pool, token_gather_mean, Activation,
-    GpuError,
+    attention, attention_biased, attention_out, layernorm, layernorm_matmul_int8, matmul_int8,
+    mean_pool, token_gather_mean, Activation, GpuError,
 };
 
 fn max_abs(a: &[f32]) -> f32 {
@@ -280,6 +284,79 @@ fn layernorm_matches_reference() {
 }
 
 #[test]
+fn layernorm_matmul_prologue_matches_reference() {
+    let Some(ctx) = gpu_or_skip("layernorm_matmul_prologue_matches_reference") else {
+        return;
+    };
+    let mut rng = SplitMix64::new(0x5EED_0021);
+    // (n, in, out): tile edges (rows and columns not multiples of 64, in not of 4 or 16).
+    for &(n, in_dim, out) in &[(149, 64, 192), (37, 50, 17), (5, 313, 70), (3, 1, 2), (130, 32, 64)] {
+        let mut x = Vec::with_capacity(n * in_dim);
+        for _ in 0..n {
+            let (mu, sigma) = (rng.uniform(-10.0, 10.0), rng.uniform(0.1, 5.0));
+            x.extend((0..in_dim).map(|_| mu + sigma * rng.normal()));
+        }
+        let ln = LayerNormWeights {
+            gamma: rng.uniform_vec(in_dim, 0.5, 1.5),
+            beta: rng.uniform_vec(in_dim, -0.5, 0.5),
+        };
+        let w = random_int8_linear(&mut rng, out, in_dim);
+        for act in [Activation::None, Activation::Gelu] {
+            let got = pollster::block_on(layernorm_matmul_int8(&ctx, &x, n, &ln.gamma, &ln.beta, 1e-5, &w, act))
+                .expect("layernorm_matmul_int8");
+            let want = layernorm_matmul_int8_reference(&x, n, &ln, 1e-5, &w, act);
+            // The prologue matters: the un-normalised product is far away.
+            let raw = matmul_int8_reference(&x, n, &w, act, None);
+            assert!(max_abs_diff(&raw, &want) > 0.1, "LayerNorm prologue had no effect");
+            assert_close(&format!("layernorm+matmul_int8 n={n} in={in_dim} out={out} act={act:?}"), &got, &want, 1e-5);
+        }
+    }
+    // gamma of the wrong width is a typed error.
+    let w = random_int8_linear(&mut rng, 4, 8);
+    let e = pollster::block_on(layernorm_matmul_int8(&ctx, &[0.5; 16], 2, &[1.0; 7], &[0.0; 7], 1e-5, &w, Activation::None))
+        .unwrap_err();
+    assert!(matches!(e, GpuError::InputShape { .. }), "{e}");
+}
+
+#[test]
+fn attention_out_matches_reference() {
+    let Some(ctx) = gpu_or_skip("attention_out_matches_reference") else {
+        return;
+    };
+    let mut rng = SplitMix64::new(0x5EED_0022);
+    // (cells, T, D, H, out): the gene-only shape, odd head widths (HD = 6, 8, 3), the ViT's
+    // 16 tokens, rows not a multiple of 64, out over one column tile, HD = 48 (the largest).
+    for &(cells, t, d, h, out) in &[
+        (37, 4, 64, 4, 64),
+        (19, 6, 24, 4, 24),
+        (21, 16, 32, 4, 32),
+        (7, 5, 9, 3, 70),
+        (3, 1, 48, 1, 48),
+        (5, 3, 96, 2, 96),
+    ] {
+        let qkv = rng.uniform_vec(cells * t * 3 * d, -3.0, 3.0);
+        let bias = rng.uniform_vec(h * t * t, -4.0, 4.0);
+        let wo = random_int8_linear(&mut rng, out, d);
+        let residual = rng.uniform_vec(cells * t * out, -1.0, 1.0);
+        for b in [None, Some(bias.as_slice())] {
+            let got = pollster::block_on(attention_out(&ctx, &qkv, b, cells, t, d, h, &wo, &residual))
+                .expect("attention_out");
+            let want = attention_out_reference(&qkv, b, cells, t, d, h, &wo, &residual);
+            assert_close(
+                &format!("attention_out cells={cells} T={t} D={d} H={h} out={out} bias={}", b.is_some()),
+                &got,
+                &want,
+                1e-5,
+            );
+        }
+    }
+    // Heads wider than the fused kernel takes are a typed error (the classifier falls back).
+    let wo = random_int8_linear(&mut rng, 64, 64);
+    let e = pollster::block_on(attention_out(&ctx, &[0.0; 3 * 64], None, 1, 1, 64, 1, &wo, &[0.0; 64])).unwrap_err();
+    assert!(e.to_string().contains("at most 48"), "{e}");
+}
+
+#[test]
 fn layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups() {
     let Some(ctx) = gpu_or_skip("layernorm_and_mean_pool_fold_dispatch_beyond_65535_workgroups") else {
         return;
@@ -373,6 +450,8 @@ fn gpu_classifier_matches_cpu_forward() {
     let cpu_f32 = forward_logits(&model_f32, &x, cells).expect("CPU forward");
 
     let mut clf = GpuClassifier::new(ctx.clone(), &model).expect("GpuClassifier::new");
+    // LayerNorms in the matmul prologues, attention fused with its output projection.
+    assert_eq!(clf.dispatches_per_layer().expect("dispatch count"), 4);
     assert!(clf.chunk_cells() >= 1024 && clf.chunk_cells() <= clf.max_chunk_cells());
     eprintln!(
         "default chunk {} cells, max {} cells",

@@ -79,6 +79,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match if a.no_gpu { Err("--no-gpu".to_string()) } else { pollster::block_on(GpuContext::new()).map_err(|e| e.to_string()) } {
         Ok(ctx) => {
             let name = ctx.adapter_summary();
+            // The optional fast paths' features (none is used yet): whether this adapter has them.
+            let f = ctx.adapter.features();
+            println!(
+                "adapter features: shader-f16 {}, subgroups {} (WGSL packed_4x8_integer_dot_product is a language extension)",
+                f.contains(wgpu::Features::SHADER_F16),
+                f.contains(wgpu::Features::SUBGROUP)
+            );
             let clf = Classifier::gpu(int8.clone(), Arc::new(ctx))?;
             if let Backend::Gpu(g) = clf.backend() {
                 println!("WGSL engine: {} compute dispatches per encoder layer", g.dispatches_per_layer()?);

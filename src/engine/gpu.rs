@@ -9,8 +9,9 @@ use super::error::EngineError;
 use super::format::{centre_token_indices, ClassifierConfig, EncoderLayerWeights, EngineModel, LayerNormWeights, Linear};
 use super::preprocess::vit_patch_rows;
 use crate::gpu::attention::{attention_dispatch, compile_attention};
+use crate::gpu::attention_out::{self, attention_out_dispatch, compile_attention_out};
 use crate::gpu::layernorm::{layernorm_dispatch, GpuLayerNorm};
-use crate::gpu::matmul::{matmul_dispatch, Activation, GpuLinear, TILE_M};
+use crate::gpu::matmul::{matmul_dispatch, matmul_norm_dispatch, Activation, GpuLinear, TILE_M};
 use crate::gpu::mean_pool::mean_pool_dispatch;
 use crate::gpu::token_gather_mean::token_gather_mean_dispatch;
 use crate::gpu::{check_len, Dispatch, GpuContext, GpuError, MAX_WORKGROUPS_PER_DIM};
@@ -52,10 +53,17 @@ struct GpuVit {
 /// and `token_gather_mean.wgsl` writes the mean of the centre tokens into the model-input
 /// columns the token matmul reads.
 ///
+/// Each encoder layer is four dispatches ([`dispatches_per_layer`](Self::dispatches_per_layer)):
+/// the LayerNorms run in the prologues of the matmuls that follow them, residual adds in
+/// the matmul epilogues, and attention is fused with its output projection
+/// (`attention_out.wgsl`; heads wider than 48 fall back to separate attention and
+/// projection dispatches, five per layer).
+///
 /// [`logits`](Self::logits) streams cells in chunks of [`chunk_cells`](Self::chunk_cells):
 /// each chunk is one upload, one command buffer holding every layer's dispatches, and one
-/// copy into a mappable buffer; two readback buffers alternate so the next chunk is
-/// submitted before the previous one is read.
+/// copy into a mappable buffer. Input, logits and readback buffers are double-buffered: chunk
+/// k+1 is uploaded into the other slot and submitted before chunk k's logits are mapped, so
+/// the upload and the readback overlap compute.
 pub struct GpuClassifier {
     ctx: Arc<GpuContext>,
     config: ClassifierConfig,
@@ -73,8 +81,6 @@ pub struct GpuClassifier {
 
 /// Per-call ViT activation buffers (morphology models), sized for `cells` cells.
 struct VitBuffers {
-    /// Unfolded patch rows `[cells*g², p²+g²]`.
-    patch_rows: wgpu::Buffer,
     /// Residual stream `[cells*g², W]`.
     h: wgpu::Buffer,
     /// LayerNorm / attention output `[cells*g², W]`.
@@ -85,10 +91,24 @@ struct VitBuffers {
     ff: wgpu::Buffer,
 }
 
+/// One chunk's input and output buffers; [`GpuClassifier::logits_with_patches`] alternates
+/// two of them so that uploading chunk k+1 and reading back chunk k overlap chunk k+1's
+/// compute.
+struct SlotBuffers {
+    /// Model input `[cells, n_embedding_inputs]`.
+    x: wgpu::Buffer,
+    /// Unfolded ViT patch rows `[cells*g², p²+g²]` (morphology models).
+    patch_rows: Option<wgpu::Buffer>,
+    /// Logits `[cells, C]`.
+    logits: wgpu::Buffer,
+    /// Mappable copy of the logits `[cells, C]`.
+    readback: wgpu::Buffer,
+}
+
 /// Per-call activation buffers, sized for `cells` cells.
 struct WorkBuffers {
-    /// Normalised input `[cells, G]`.
-    x: wgpu::Buffer,
+    /// Input/output slots (one or two).
+    slots: Vec<SlotBuffers>,
     /// Residual stream `[cells*T, D]`.
     h: wgpu::Buffer,
     /// LayerNorm output, reused for the attention output `[cells*T, D]`.
@@ -99,8 +119,6 @@ struct WorkBuffers {
     ff: wgpu::Buffer,
     /// Pooled tokens `[cells, D]`.
     pooled: wgpu::Buffer,
-    /// Logits `[cells, C]`.
-    logits: wgpu::Buffer,
     /// The morphology ViT's buffers.
     vit: Option<VitBuffers>,
 }
@@ -131,7 +149,14 @@ struct LayerBuffers<'a> {
     bias: &'a wgpu::Buffer,
 }
 
-/// The seven dispatches of one pre-norm encoder layer over `cells` cells of `t` tokens.
+/// The dispatches of one pre-norm encoder layer over `cells` cells of `t` tokens: four when
+/// the head width allows the fused attention kernel ([`attention_out::supports`]), else
+/// five:
+/// 1. q|k|v matmul with the first LayerNorm in its prologue (`matmul_int8.wgsl`, NORM);
+/// 2. attention + output projection + residual add into `h` (`attention_out.wgsl`), or
+///    attention into `a` and a residual matmul;
+/// 3. first feed-forward matmul with the second LayerNorm in its prologue and GELU;
+/// 4. second feed-forward matmul with the residual add into `h`.
 #[allow(clippy::too_many_arguments)]
 fn push_layer(
     plan: &mut Vec<Dispatch>,
@@ -146,12 +171,14 @@ fn push_layer(
 ) -> Result<(), GpuError> {
     let rows = cells * t;
     let none = Activation::None;
-    plan.push(layernorm_dispatch(ctx, b.h, rows, &l.norm1, b.a, eps)?);
-    plan.push(matmul_dispatch(ctx, b.a, rows, &l.qkv, b.qkv, none, false)?);
-    plan.push(attention_dispatch(ctx, b.qkv, b.bias, b.a, cells, t, d, heads)?);
-    plan.push(matmul_dispatch(ctx, b.a, rows, &l.o, b.h, none, true)?);
-    plan.push(layernorm_dispatch(ctx, b.h, rows, &l.norm2, b.a, eps)?);
-    plan.push(matmul_dispatch(ctx, b.a, rows, &l.fc1, b.ff, Activation::Gelu, false)?);
+    plan.push(matmul_norm_dispatch(ctx, b.h, rows, Some((&l.norm1, eps)), &l.qkv, b.qkv, none, false)?);
+    if attention_out::supports(d, heads) {
+        plan.push(attention_out_dispatch(ctx, b.qkv, b.bias, &l.o, b.h, cells, t, d, heads)?);
+    } else {
+        plan.push(attention_dispatch(ctx, b.qkv, b.bias, b.a, cells, t, d, heads)?);
+        plan.push(matmul_dispatch(ctx, b.a, rows, &l.o, b.h, none, true)?);
+    }
+    plan.push(matmul_norm_dispatch(ctx, b.h, rows, Some((&l.norm2, eps)), &l.fc1, b.ff, Activation::Gelu, false)?);
     plan.push(matmul_dispatch(ctx, b.ff, rows, &l.fc2, b.h, none, true)?);
     Ok(())
 }
@@ -198,7 +225,7 @@ impl GpuClassifier {
                 }
                 let idx: Vec<u32> = centre_token_indices(m.grid(), m.k_nearest).into_iter().map(|i| i as u32).collect();
                 let g2 = m.n_vit_tokens();
-                compile_attention(gpu, g2, m.width, m.n_heads)?;
+                compile_layer_attention(gpu, g2, m.width, m.n_heads)?;
                 Some(GpuVit {
                     patch_embedding: GpuLinear::upload(gpu, &v.patch_embedding, "morphology.patch_embedding")?,
                     layers: vl,
@@ -211,7 +238,7 @@ impl GpuClassifier {
             _ => None,
         };
         // Compile the model-specific attention kernel now rather than on the first call.
-        compile_attention(gpu, t, c.d_model, c.n_heads)?;
+        compile_layer_attention(gpu, t, c.d_model, c.n_heads)?;
         ctx.take_error()?;
 
         Ok(Self {
@@ -253,7 +280,7 @@ impl GpuClassifier {
     pub fn dispatches_per_layer(&self) -> Result<usize, GpuError> {
         let Some(l) = self.layers.first() else { return Ok(0) };
         let c = &self.config;
-        let b = self.work_buffers(1)?;
+        let b = self.work_buffers(1, 1)?;
         let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias };
         let mut plan = Vec::new();
         push_layer(&mut plan, &self.ctx, l, &lb, 1, c.n_tokens(), c.d_model, c.n_heads, self.eps)?;
@@ -318,39 +345,42 @@ impl GpuClassifier {
         self.ctx.take_error()?;
         let ctx = &*self.ctx;
         let cap = n_cells.min(self.chunk_cells);
-        let work = self.work_buffers(cap)?;
-        let full_plan = self.plan(&work, cap)?;
-        let readback = [
-            ctx.readback_buffer("logits readback 0", cap * c.n_classes),
-            ctx.readback_buffer("logits readback 1", cap * c.n_classes),
-        ];
+        // Two input/output slots when there is more than one chunk: chunk k+1's upload goes
+        // into the slot chunk k does not read, while chunk k computes.
+        let n_slots = if n_cells > cap { 2 } else { 1 };
+        let work = self.work_buffers(cap, n_slots)?;
+        let full_plans = (0..n_slots)
+            .map(|slot| self.plan(&work, slot, cap))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let mut out = vec![0.0f32; n_cells * c.n_classes];
-        // (readback slot, submission, first cell, cells) of the chunk submitted last.
+        // (slot, submission, first cell, cells) of the chunk submitted last.
         let mut pending: Option<(usize, wgpu::SubmissionIndex, usize, usize)> = None;
         for (k, start) in (0..n_cells).step_by(cap).enumerate() {
             let n = cap.min(n_cells - start);
+            let slot = k % n_slots;
+            let io = &work.slots[slot];
             let partial_plan;
             let plan = if n == cap {
-                &full_plan
+                &full_plans[slot]
             } else {
-                partial_plan = self.plan(&work, n)?;
+                partial_plan = self.plan(&work, slot, n)?;
                 &partial_plan
             };
             let x_chunk = &x_norm[start * c.n_inputs()..(start + n) * c.n_inputs()];
-            match (&c.morphology, &work.vit, patches) {
-                (Some(m), Some(vb), Some(p)) => {
+            match (&c.morphology, &io.patch_rows, patches) {
+                (Some(m), Some(patch_rows), Some(p)) => {
                     // Rows of n_embedding_inputs: the ViT writes the trailing W columns.
                     let (n_in, stride) = (c.n_inputs(), c.n_embedding_inputs());
                     let mut wide = vec![0.0f32; n * stride];
                     for (o, xr) in wide.chunks_exact_mut(stride).zip(x_chunk.chunks_exact(n_in)) {
                         o[..n_in].copy_from_slice(xr);
                     }
-                    ctx.queue.write_buffer(&work.x, 0, bytemuck::cast_slice(&wide));
+                    ctx.queue.write_buffer(&io.x, 0, bytemuck::cast_slice(&wide));
                     let rows = vit_patch_rows(&p[start * m.pixels()..(start + n) * m.pixels()], n, m);
-                    ctx.queue.write_buffer(&vb.patch_rows, 0, bytemuck::cast_slice(&rows));
+                    ctx.queue.write_buffer(patch_rows, 0, bytemuck::cast_slice(&rows));
                 }
-                _ => ctx.queue.write_buffer(&work.x, 0, bytemuck::cast_slice(x_chunk)),
+                _ => ctx.queue.write_buffer(&io.x, 0, bytemuck::cast_slice(x_chunk)),
             }
             let mut encoder = ctx
                 .device
@@ -366,22 +396,16 @@ impl GpuClassifier {
                     d.record(&mut pass);
                 }
             }
-            let slot = k % 2;
-            encoder.copy_buffer_to_buffer(
-                &work.logits,
-                0,
-                &readback[slot],
-                0,
-                (n * c.n_classes * 4) as u64,
-            );
+            encoder.copy_buffer_to_buffer(&io.logits, 0, &io.readback, 0, (n * c.n_classes * 4) as u64);
             let submission = ctx.queue.submit([encoder.finish()]);
+            // The previous chunk's readback is mapped while this one runs.
             if let Some(p) = pending.take() {
-                self.collect(&readback, p, &mut out).await?;
+                self.collect(&work, p, &mut out).await?;
             }
             pending = Some((slot, submission, start, n));
         }
         if let Some(p) = pending {
-            self.collect(&readback, p, &mut out).await?;
+            self.collect(&work, p, &mut out).await?;
         }
         ctx.take_error()?;
         Ok(out)
@@ -390,7 +414,7 @@ impl GpuClassifier {
     /// Waits for a chunk's logits and copies them into `out`.
     async fn collect(
         &self,
-        readback: &[wgpu::Buffer; 2],
+        work: &WorkBuffers,
         pending: (usize, wgpu::SubmissionIndex, usize, usize),
         out: &mut [f32],
     ) -> Result<(), GpuError> {
@@ -398,21 +422,36 @@ impl GpuClassifier {
         let classes = self.config.n_classes;
         let values = self
             .ctx
-            .map_read(&readback[slot], n * classes, submission)
+            .map_read(&work.slots[slot].readback, n * classes, submission)
             .await?;
         out[start * classes..(start + n) * classes].copy_from_slice(&values);
         Ok(())
     }
 
-    fn work_buffers(&self, cells: usize) -> Result<WorkBuffers, GpuError> {
+    fn work_buffers(&self, cells: usize, n_slots: usize) -> Result<WorkBuffers, GpuError> {
         let c = &self.config;
         let rows = cells * c.n_tokens();
         let ctx = &*self.ctx;
+        let slots = (0..n_slots)
+            .map(|i| {
+                Ok(SlotBuffers {
+                    x: ctx.storage_zeroed(&format!("model input chunk {i}"), cells * c.n_embedding_inputs())?,
+                    patch_rows: match &c.morphology {
+                        Some(m) => Some(ctx.storage_zeroed(
+                            &format!("ViT patch rows {i}"),
+                            cells * m.n_vit_tokens() * m.patch_row_width(),
+                        )?),
+                        None => None,
+                    },
+                    logits: ctx.storage_zeroed(&format!("logits {i}"), cells * c.n_classes)?,
+                    readback: ctx.readback_buffer(&format!("logits readback {i}"), cells * c.n_classes),
+                })
+            })
+            .collect::<Result<Vec<_>, GpuError>>()?;
         let vit = match &c.morphology {
             Some(m) => {
                 let vr = cells * m.n_vit_tokens();
                 Some(VitBuffers {
-                    patch_rows: ctx.storage_zeroed("ViT patch rows", vr * m.patch_row_width())?,
                     h: ctx.storage_zeroed("ViT residual stream", vr * m.width)?,
                     a: ctx.storage_zeroed("ViT normed / attention out", vr * m.width)?,
                     qkv: ctx.storage_zeroed("ViT qkv", vr * 3 * m.width)?,
@@ -422,30 +461,31 @@ impl GpuClassifier {
             None => None,
         };
         Ok(WorkBuffers {
-            x: ctx.storage_zeroed("model input chunk", cells * c.n_embedding_inputs())?,
+            slots,
             h: ctx.storage_zeroed("residual stream", rows * c.d_model)?,
             a: ctx.storage_zeroed("normed / attention out", rows * c.d_model)?,
             qkv: ctx.storage_zeroed("qkv", rows * 3 * c.d_model)?,
             ff: ctx.storage_zeroed("ffn hidden", rows * c.d_ff)?,
             pooled: ctx.storage_zeroed("pooled", cells * c.d_model)?,
-            logits: ctx.storage_zeroed("logits", cells * c.n_classes)?,
             vit,
         })
     }
 
-    /// All dispatches of the forward pass for a chunk of `cells` cells, in order.
-    fn plan(&self, b: &WorkBuffers, cells: usize) -> Result<Vec<Dispatch>, GpuError> {
+    /// All dispatches of the forward pass for a chunk of `cells` cells in input/output slot
+    /// `slot`, in order.
+    fn plan(&self, b: &WorkBuffers, slot: usize, cells: usize) -> Result<Vec<Dispatch>, GpuError> {
+        let io = &b.slots[slot];
         let c = &self.config;
         let ctx = &*self.ctx;
         let rows = cells * c.n_tokens();
         let (t, d, eps) = (c.n_tokens(), c.d_model, self.eps);
         let none = Activation::None;
-        let mut plan = Vec::with_capacity(3 + 7 * self.layers.len() + 3);
-        if let (Some(m), Some(vit), Some(vb)) = (&c.morphology, &self.vit, &b.vit) {
+        let mut plan = Vec::with_capacity(3 + 5 * self.layers.len() + 3);
+        if let (Some(m), Some(vit), Some(vb), Some(patch_rows)) = (&c.morphology, &self.vit, &b.vit, &io.patch_rows) {
             let g2 = m.n_vit_tokens();
             // Patch + position embedding in one matmul, then the blocks, the norm, and the
             // centre-token mean into the model-input columns n_inputs..n_embedding_inputs.
-            plan.push(matmul_dispatch(ctx, &vb.patch_rows, cells * g2, &vit.patch_embedding, &vb.h, none, false)?);
+            plan.push(matmul_dispatch(ctx, patch_rows, cells * g2, &vit.patch_embedding, &vb.h, none, false)?);
             let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias };
             for l in &vit.layers {
                 push_layer(&mut plan, ctx, l, &lb, cells, g2, m.width, m.n_heads, eps)?;
@@ -456,7 +496,7 @@ impl GpuClassifier {
                 &vb.a,
                 &vit.centre,
                 vit.k,
-                &b.x,
+                &io.x,
                 cells,
                 g2,
                 m.width,
@@ -465,15 +505,25 @@ impl GpuClassifier {
             )?);
         }
         // [cells, T*D] written as [cells*T, D]; token_type is in the bias.
-        plan.push(matmul_dispatch(ctx, &b.x, cells, &self.gene_embedding, &b.h, none, false)?);
+        plan.push(matmul_dispatch(ctx, &io.x, cells, &self.gene_embedding, &b.h, none, false)?);
         let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias };
         for l in &self.layers {
             push_layer(&mut plan, ctx, l, &lb, cells, t, d, c.n_heads, eps)?;
         }
         plan.push(layernorm_dispatch(ctx, &b.h, rows, &self.final_norm, &b.a, eps)?);
         plan.push(mean_pool_dispatch(ctx, &b.a, &b.pooled, cells, t, d)?);
-        plan.push(matmul_dispatch(ctx, &b.pooled, cells, &self.head, &b.logits, none, false)?);
+        plan.push(matmul_dispatch(ctx, &b.pooled, cells, &self.head, &io.logits, none, false)?);
         Ok(plan)
+    }
+}
+
+/// Compiles the attention kernel [`push_layer`] uses for this shape (fused with the output
+/// projection where [`attention_out::supports`] it).
+fn compile_layer_attention(ctx: &GpuContext, tokens: usize, d: usize, heads: usize) -> Result<(), GpuError> {
+    if attention_out::supports(d, heads) {
+        compile_attention_out(ctx, tokens, d, heads)
+    } else {
+        compile_attention(ctx, tokens, d, heads)
     }
 }
 

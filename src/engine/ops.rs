@@ -9,6 +9,8 @@
 //! | attention (+ additive score bias) | [`attention_reference`], [`attention_biased_reference`] | [`crate::gpu::attention()`](fn@crate::gpu::attention), [`crate::gpu::attention_biased`] |
 //! | LayerNorm | [`layernorm_reference`] | [`crate::gpu::layernorm()`](fn@crate::gpu::layernorm) |
 //! | mean over tokens | [`mean_pool_reference`] | [`crate::gpu::mean_pool()`](fn@crate::gpu::mean_pool) |
+//! | LayerNorm then int8 linear (matmul prologue) | [`layernorm_matmul_int8_reference`] | [`crate::gpu::layernorm_matmul_int8`] |
+//! | attention, output projection, residual add | [`attention_out_reference`] | [`crate::gpu::attention_out()`](fn@crate::gpu::attention_out) |
 //! | mean of chosen tokens (ViT centre) | [`token_gather_mean_reference`] | [`crate::gpu::token_gather_mean()`](fn@crate::gpu::token_gather_mean) |
 
 use super::format::{LayerNormWeights, Linear, LinearWeight};
@@ -341,4 +343,44 @@ mod tests {
             assert!((u - v).abs() < 1e-5, "{u} vs {v}");
         }
     }
+}
+
+/// Plain-Rust reference of `matmul_int8.wgsl` with its LayerNorm prologue:
+/// [`layernorm_reference`] of `x` `[n, in]` (`ln`, `eps`), then [`matmul_int8_reference`]
+/// with `w` and `act` (no residual). Returns `[n, out]`.
+///
+/// # Panics
+/// As the two references do.
+pub fn layernorm_matmul_int8_reference(
+    x: &[f32],
+    n: usize,
+    ln: &LayerNormWeights,
+    eps: f32,
+    w: &Linear,
+    act: Activation,
+) -> Vec<f32> {
+    let normed = layernorm_reference(x, n, w.in_dim, ln, eps);
+    matmul_int8_reference(&normed, n, w, act, None)
+}
+
+/// Plain-Rust reference of `attention_out.wgsl`: [`attention_biased_reference`] of `qkv`
+/// `[n_cells * tokens, 3 * d_model]` (optional `bias` `[n_heads, tokens, tokens]`), then
+/// [`matmul_int8_reference`] with the output projection `wo` and `residual`
+/// `[n_cells * tokens, out]`. Returns `[n_cells * tokens, out]`.
+///
+/// # Panics
+/// As the two references do.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_out_reference(
+    qkv: &[f32],
+    bias: Option<&[f32]>,
+    n_cells: usize,
+    tokens: usize,
+    d_model: usize,
+    n_heads: usize,
+    wo: &Linear,
+    residual: &[f32],
+) -> Vec<f32> {
+    let a = attention_biased_reference(qkv, bias, n_cells, tokens, d_model, n_heads);
+    matmul_int8_reference(&a, n_cells * tokens, wo, Activation::None, Some(residual))
 }

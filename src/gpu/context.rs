@@ -324,10 +324,17 @@ impl GpuContext {
 
     /// A 16-byte uniform buffer holding four `u32` words (kernel `Params` structs).
     pub(crate) fn uniform(&self, label: &str, words: [u32; 4]) -> wgpu::Buffer {
+        self.uniform_words(label, &words)
+    }
+
+    /// A uniform buffer holding `words` (a multiple of four `u32` words: WGSL uniform
+    /// structs are 16-byte aligned).
+    pub(crate) fn uniform_words(&self, label: &str, words: &[u32]) -> wgpu::Buffer {
+        debug_assert!(words.len().is_multiple_of(4) && !words.is_empty());
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
-                contents: bytemuck::cast_slice(&words),
+                contents: bytemuck::cast_slice(words),
                 usage: wgpu::BufferUsages::UNIFORM,
             })
     }

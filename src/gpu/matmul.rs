@@ -1,9 +1,11 @@
-//! `kernels/matmul_int8.wgsl`: int8-weight linear layer with fused GELU and residual add.
+//! `kernels/matmul_int8.wgsl`: int8-weight linear layer with an optional LayerNorm prologue
+//! and fused GELU and residual add.
 //!
-//! `Y[n, out] = act(X[n, in] · (q · scale)ᵀ + bias) (+ residual[n, out])`.
+//! `Y[n, out] = act(LN?(X)[n, in] · (q · scale)ᵀ + bias) (+ residual[n, out])`.
 
 use super::context::{check_len, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
+use super::layernorm::GpuLayerNorm;
 use crate::quant::{self, Linear, LinearWeight};
 
 /// Output rows per workgroup tile.
@@ -27,22 +29,27 @@ pub enum Activation {
     Gelu,
 }
 
-/// The kernel with activation `act` and, when `residual`, the residual add.
-pub(crate) fn kernel(act: Activation, residual: bool) -> Kernel {
+/// The kernel with activation `act`, when `residual` the residual add, and when `norm` the
+/// LayerNorm prologue.
+pub(crate) fn kernel(act: Activation, residual: bool, norm: bool) -> Kernel {
     Kernel::new("matmul_int8", TEMPLATE)
         .constant("TILE_M", TILE_M)
         .constant("TILE_N", TILE_N)
         .constant("TILE_K", TILE_K)
         .constant("ACT", u32::from(act == Activation::Gelu))
         .constant("RESIDUAL", u32::from(residual))
+        .constant("NORM", u32::from(norm))
 }
 
-/// Every specialisation (activation × residual), compiled up front by [`GpuContext::new`].
+/// The specialisations the classifier uses, compiled up front by [`GpuContext::new`]:
+/// activation × residual without the prologue, and LayerNorm + activation without residual
+/// (a pre-norm layer's q|k|v and first feed-forward matmuls). Others compile on first use.
 pub(crate) fn all_kernels() -> Vec<Kernel> {
-    [Activation::None, Activation::Gelu]
+    let plain = [Activation::None, Activation::Gelu]
         .into_iter()
-        .flat_map(|act| [false, true].map(|residual| kernel(act, residual)))
-        .collect()
+        .flat_map(|act| [false, true].map(|residual| kernel(act, residual, false)));
+    let normed = [Activation::None, Activation::Gelu].map(|act| kernel(act, false, true));
+    plain.chain(normed).collect()
 }
 
 /// An int8 linear layer resident on the GPU: packed weights `[out, in_padded/4]` (u32),
@@ -105,6 +112,26 @@ pub(crate) fn matmul_dispatch(
     act: Activation,
     residual: bool,
 ) -> Result<Dispatch, GpuError> {
+    matmul_norm_dispatch(ctx, x, rows, None, w, y, act, residual)
+}
+
+/// One matmul launch with an optional LayerNorm prologue:
+/// `y[rows, out] (+)= act(LN(x)[rows, in] · wᵀ + b)`, `norm = Some((ln, eps))` with
+/// `ln.dim == in`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_norm_dispatch(
+    ctx: &GpuContext,
+    x: &wgpu::Buffer,
+    rows: usize,
+    norm: Option<(&GpuLayerNorm, f32)>,
+    w: &GpuLinear,
+    y: &wgpu::Buffer,
+    act: Activation,
+    residual: bool,
+) -> Result<Dispatch, GpuError> {
+    if let Some((ln, _)) = norm {
+        check_len(|| format!("matmul LayerNorm prologue gamma [in={}]", w.in_dim), ln.dim, w.in_dim)?;
+    }
     let (row_tiles, col_tiles) = (rows.div_ceil(TILE_M), w.out_dim.div_ceil(TILE_N));
     let max = super::context::MAX_WORKGROUPS_PER_DIM as usize;
     if row_tiles > max || col_tiles > max {
@@ -117,20 +144,27 @@ pub(crate) fn matmul_dispatch(
             limit: max as u64,
         });
     }
-    let pipeline = ctx.pipeline(&kernel(act, residual))?;
-    let params = ctx.uniform(
+    let pipeline = ctx.pipeline(&kernel(act, residual, norm.is_some()))?;
+    let eps = norm.map_or(0.0, |(_, e)| e);
+    let params = ctx.uniform_words(
         "matmul params",
-        [
+        &[
             rows as u32,
             w.in_dim as u32,
             w.in_words as u32,
             w.out_dim as u32,
+            eps.to_bits(),
+            0,
+            0,
+            0,
         ],
     );
+    // Without the prologue gamma/beta are never read: bind the layer's own vectors.
+    let (gamma, beta) = norm.map_or((&w.scale, &w.bias), |(ln, _)| (&ln.gamma, &ln.beta));
     let bind_group = ctx.bind(
         &pipeline,
         "matmul",
-        &[&params, x, &w.words, &w.scale, &w.bias, y],
+        &[&params, x, &w.words, &w.scale, &w.bias, y, gamma, beta],
     );
     Ok(Dispatch {
         pipeline,
@@ -170,5 +204,34 @@ pub async fn matmul_int8(
     };
     let d = matmul_dispatch(ctx, &xb, n, &gw, &yb, act, residual.is_some())?;
     ctx.run_and_read("matmul_int8", &[d], &yb, n * w.out_dim)
+        .await
+}
+
+/// Runs `kernels/matmul_int8.wgsl` once with the LayerNorm prologue: `x` `[n, in]`
+/// normalised per row (scale `gamma` `[in]`, shift `beta` `[in]`, `eps`), then the int8 layer
+/// `w` and `act`; returns `[n, out]`. Compare with
+/// `engine::ops::layernorm_matmul_int8_reference`.
+#[allow(clippy::too_many_arguments)]
+pub async fn layernorm_matmul_int8(
+    ctx: &GpuContext,
+    x: &[f32],
+    n: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    w: &Linear,
+    act: Activation,
+) -> Result<Vec<f32>, GpuError> {
+    check_len(
+        || format!("matmul input x [n={n}, in={}]", w.in_dim),
+        x.len(),
+        n * w.in_dim,
+    )?;
+    let ln = GpuLayerNorm::upload(ctx, gamma, beta, "matmul prologue")?;
+    let gw = GpuLinear::upload(ctx, w, "matmul")?;
+    let xb = ctx.storage_init("matmul x", bytemuck::cast_slice(x))?;
+    let yb = ctx.storage_zeroed("matmul y", n * w.out_dim)?;
+    let d = matmul_norm_dispatch(ctx, &xb, n, Some((&ln, eps)), &gw, &yb, act, false)?;
+    ctx.run_and_read("layernorm_matmul_int8", &[d], &yb, n * w.out_dim)
         .await
 }

@@ -16,6 +16,8 @@
 //! | kernel | launcher | reference (`engine::ops`) |
 //! |---|---|---|
 //! | `matmul_int8.wgsl` (+ fused GELU, residual) | [`matmul_int8`] | `matmul_int8_reference` |
+//! | `matmul_int8.wgsl` with its LayerNorm prologue | [`layernorm_matmul_int8`] | `layernorm_matmul_int8_reference` |
+//! | `attention_out.wgsl` (attention + output projection + residual) | [`attention_out()`](fn@attention_out) | `attention_out_reference` |
 //! | `attention.wgsl` (+ additive score bias) | [`attention()`](fn@attention), [`attention_biased`] | `attention_reference`, `attention_biased_reference` |
 //! | `layernorm.wgsl` | [`layernorm()`](fn@layernorm) | `layernorm_reference` |
 //! | `mean_pool.wgsl` | [`mean_pool()`](fn@mean_pool) | `mean_pool_reference` |
@@ -26,6 +28,7 @@
 //! Natively the device is driven with `Device::poll`; tests block with `pollster`.
 
 pub mod attention;
+pub mod attention_out;
 mod context;
 mod error;
 mod fixed_kernels;
@@ -36,10 +39,11 @@ pub(crate) mod sinkhorn;
 pub mod token_gather_mean;
 
 pub use attention::{attention, attention_biased};
+pub use attention_out::attention_out;
 pub(crate) use context::{check_len, Dispatch, MAX_WORKGROUPS_PER_DIM};
 pub use context::GpuContext;
 pub use error::GpuError;
 pub use layernorm::layernorm;
-pub use matmul::{matmul_int8, Activation};
+pub use matmul::{layernorm_matmul_int8, matmul_int8, Activation};
 pub use mean_pool::mean_pool;
 pub use token_gather_mean::token_gather_mean;
