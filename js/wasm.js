@@ -2,8 +2,13 @@
 // scripts/build_wasm.sh builds it twice with the same API: SIMD128 (cellsymphony_simd.js, the
 // CPU engine's SIMD kernels) and scalar (cellsymphony_scalar.js). The SIMD build is loaded
 // where the engine validates a tiny SIMD module (every current browser, Node ≥ 16), the
-// scalar build otherwise. Set `globalThis.CELLSYMPHONY_WASM_SIMD = false` before the first
-// import (in the page, or in the worker's global scope) to force the scalar build.
+// scalar build otherwise. To force the scalar build (tests, benchmarks): set
+// `globalThis.CELLSYMPHONY_WASM_SIMD = false` before the first import, or add
+// `?cellsymphony-wasm=scalar` to the page's URL (main-thread mode) or to the worker's URL
+// (`new CellSymphonyWorker({workerUrl})`).
+
+import * as simdBuild from "./cellsymphony_simd.js";
+import * as scalarBuild from "./cellsymphony_scalar.js";
 
 // A minimal module using v128 (i32.const 0; i8x16.splat; i8x16.popcnt), as wasm-feature-detect.
 const SIMD_PROBE = new Uint8Array([
@@ -14,9 +19,13 @@ const SIMD_PROBE = new Uint8Array([
 export const simdSupported = WebAssembly.validate(SIMD_PROBE);
 
 /** Whether the SIMD128 build was loaded. */
-export const simd = globalThis.CELLSYMPHONY_WASM_SIMD !== false && simdSupported;
+export const simd = simdSupported && globalThis.CELLSYMPHONY_WASM_SIMD !== false &&
+  new URLSearchParams(globalThis.location?.search ?? "").get("cellsymphony-wasm") !== "scalar";
 
-const m = simd ? await import("./cellsymphony_simd.js") : await import("./cellsymphony_scalar.js");
+// Both glue modules are imported statically (small JS; only the chosen build's .wasm is ever
+// fetched, by `init`): a top-level `await import()` here closed the page in Chromium 156 when
+// wasm.js ran in a module Worker.
+const m = simd ? simdBuild : scalarBuild;
 
 // Keep this list equal to the wasm-bindgen module's exports (scripts/build_wasm.sh checks it).
 export const { Classifier, initSync, pairCells, readXeniumCells, readXeniumMex, readXeniumTranscripts } = m;
