@@ -166,12 +166,26 @@ pub fn gemm_with(
         let nr = yc.len() / out_dim;
         let xc = &x[r0 * in_dim..(r0 + nr) * in_dim];
         let rc = residual.map(|res| &res[r0 * out_dim..(r0 + nr) * out_dim]);
-        gemm_rows(kernel, xc, nr, w, act, rc, yc);
+        match kernel {
+            // Safe to call on wasm32: the SIMD128 build only instantiates where the engine
+            // validated SIMD (js/wasm.js), so these instructions never meet an engine without it.
+            #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+            Kernel::Simd128 => gemm_rows_simd128(xc, nr, w, act, rc, yc),
+            _ => gemm_rows(kernel, xc, nr, w, act, rc, yc),
+        }
     });
     y
 }
 
+/// [`gemm_rows`] compiled with SIMD128 enabled (the epilogue and tail copies vectorise too).
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+#[target_feature(enable = "simd128")]
+fn gemm_rows_simd128(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
+    gemm_rows(Kernel::Simd128, x, n, w, act, residual, y);
+}
+
 /// The serial GEMM over rows `x` `[n, in]` into `y` `[n, out]`.
+#[inline(always)]
 fn gemm_rows(
     kernel: Kernel,
     x: &[f32],
@@ -222,7 +236,7 @@ fn gemm_rows(
 }
 
 /// `acc[i][j] = Σ_k x[i·k_len + k] · panel[k·NR + j]`, summed over `k` in order.
-#[inline]
+#[inline(always)]
 fn micro_kernel(kernel: Kernel, x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32; NR]; MR]) {
     debug_assert!(x.len() >= MR * k_len && panel.len() >= k_len * NR);
     match kernel {
@@ -233,10 +247,9 @@ fn micro_kernel(kernel: Kernel, x: &[f32], k_len: usize, panel: &[f32], acc: &mu
         // (asserted above and by construction in `gemm_rows`).
         Kernel::Avx2Fma => unsafe { micro_avx2_fma(x, k_len, panel, acc) },
         #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-        // SAFETY: this kernel exists only in the SIMD128 build (cargo feature `simd128`), which
-        // the package loads only where `WebAssembly.validate` accepted a SIMD module
-        // (js/wasm.js); a wasm engine without SIMD cannot instantiate it at all.
-        Kernel::Simd128 => unsafe { micro_simd128(x, k_len, panel, acc) },
+        // Only in the SIMD128 build (cargo feature `simd128`), which the package loads only
+        // where `WebAssembly.validate` accepted a SIMD module (js/wasm.js).
+        Kernel::Simd128 => micro_simd128(x, k_len, panel, acc),
     }
 }
 
