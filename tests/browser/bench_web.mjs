@@ -74,8 +74,8 @@ const warm = Math.min(...sizes);
 const gpuWarm = Math.min(...gpuSizes);
 // Page groups: ORT's thread count is fixed once per page.
 // Our CPU arms: a pool of 1 and 2 module workers (SIMD128 build), and the scalar fallback build
-// on 1 worker at the middle size only.
-const scalarSizes = [sizes[Math.floor(sizes.length / 2)]];
+// on 1 worker at 8,192 cells only (or the smallest size when 8,192 is not among them).
+const scalarSizes = [sizes.includes(8192) ? 8192 : sizes[0]];
 const groups = [
   [
     { name: "ours, wasm CPU engine, int8 file", kind: "ours", file: "/__files/model.int8.safetensors", threads: 1, sizes, warm },
