@@ -166,13 +166,13 @@ pub fn gemm_with(
         let nr = yc.len() / out_dim;
         let xc = &x[r0 * in_dim..(r0 + nr) * in_dim];
         let rc = residual.map(|res| &res[r0 * out_dim..(r0 + nr) * out_dim]);
-        match kernel {
-            // Safe to call on wasm32: the SIMD128 build only instantiates where the engine
-            // validated SIMD (js/wasm.js), so these instructions never meet an engine without it.
-            #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-            Kernel::Simd128 => gemm_rows_simd128(xc, nr, w, act, rc, yc),
-            _ => gemm_rows(kernel, xc, nr, w, act, rc, yc),
+        // Safe to call on wasm32: the SIMD128 build only instantiates where the engine
+        // validated SIMD (js/wasm.js), so these instructions never meet an engine without it.
+        #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+        if kernel == Kernel::Simd128 {
+            return gemm_rows_simd128(xc, nr, w, act, rc, yc);
         }
+        gemm_rows(kernel, xc, nr, w, act, rc, yc);
     });
     y
 }
