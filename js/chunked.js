@@ -35,7 +35,7 @@ const isArrayLike = (a) => a !== undefined && a !== null;
 
 /** Whether the input's array shapes are consistent, so rows can be sliced into chunks.
  * When not, the whole input goes to the wasm API in one call and its error comes back verbatim. */
-function sliceable(input) {
+export function sliceable(input) {
   const n = input.nCells, g = input.genes?.length ?? 0;
   if (!Number.isInteger(n) || n <= 0 || g === 0 || !Array.isArray(input.genes)) return false;
   if (input.kind === "dense") {
@@ -52,6 +52,26 @@ function sliceable(input) {
     if (!Number.isInteger(s) || s <= 0 || input.patches.length !== n * s * s) return false;
   }
   return true;
+}
+
+/** Rows `start..end` of a {@link sliceable} `input` as a new input of copied arrays (so they
+ * can be transferred to a worker); CSR `indptr` rebased to 0. */
+export function sliceInput(input, start, end) {
+  const n = end - start;
+  const rows = (a, width) => (isArrayLike(a) ? a.slice(start * width, end * width) : a);
+  const out = { ...input, nCells: n };
+  out.centroids = rows(input.centroids, 2);
+  out.patches = rows(input.patches, input.patchSize ? input.patchSize * input.patchSize : 0);
+  if (input.kind === "dense") {
+    out.counts = rows(input.counts, input.genes.length);
+  } else {
+    const base = input.indptr[start], stop = input.indptr[end];
+    out.indptr = new Uint32Array(n + 1);
+    for (let i = 0; i <= n; i++) out.indptr[i] = input.indptr[start + i] - base;
+    out.indices = input.indices.slice(base, stop);
+    out.data = input.data.slice(base, stop);
+  }
+  return out;
 }
 
 /** One wasm call on rows `start..end` of `input` (the whole input when `start`/`end` are undefined). */

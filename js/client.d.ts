@@ -58,8 +58,10 @@ export interface ChunkedClassifier {
   readonly patchSize?: number;
   readonly patchUmPerPx?: number;
   readonly needsCentroids: boolean;
+  /** Whether the wasm SIMD128 build runs this classifier (js/wasm.js chose it). */
+  readonly wasmSimd: boolean;
   /** Set by createClassifier. */
-  runner?: CellSymphonyWorker | CellSymphonyMainThread;
+  runner?: CellSymphonyWorker | CellSymphonyWorkerPool | CellSymphonyMainThread;
   classify(counts: Float32Array, nCells: number, genes: string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
   classifyCsr(indptr: Uint32Array, indices: Uint32Array, data: Float32Array, nCells: number, genes: string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
   free(): Promise<void>;
@@ -79,7 +81,7 @@ export interface PairOptions {
 }
 
 interface Runner {
-  readonly mode: "worker" | "main-thread";
+  readonly mode: "worker" | "worker-pool" | "main-thread";
   loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
   pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
     options?: PairOptions, call?: CallOptions): Promise<PairResult>;
@@ -98,6 +100,25 @@ export declare class CellSymphonyWorker implements Runner {
   terminate(): void;
 }
 
+/** Worker threads a pool uses by default: the logical cores (at most 8) where the page is
+ * cross-origin isolated, 1 otherwise. */
+export declare function defaultThreads(): number;
+
+/** A pool of module Workers: a CPU classifier is loaded in each and `classify` spreads its
+ * chunks over them (with more than one worker the chunks are copies: the caller's arrays are
+ * not transferred); WebGPU classifiers and
+ * pairing use the first worker. */
+export declare class CellSymphonyWorkerPool implements Runner {
+  constructor(opts?: { threads?: number; workerUrl?: string | URL });
+  readonly mode: "worker-pool";
+  readonly threads: number;
+  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
+  pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
+    options?: PairOptions, call?: CallOptions): Promise<PairResult>;
+  memory(): Promise<{ wasmMemoryBytes: number }>;
+  terminate(): void;
+}
+
 /** The same API on the calling thread (the main-thread mode). */
 export declare class CellSymphonyMainThread implements Runner {
   constructor();
@@ -109,5 +130,6 @@ export declare class CellSymphonyMainThread implements Runner {
   terminate(): void;
 }
 
-/** One classifier in a fresh worker (default) or on this thread (`worker: false`). */
-export declare function createClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean; worker?: boolean }): Promise<ChunkedClassifier>;
+/** One classifier in fresh workers (default: a pool of `threads` workers, default
+ * {@link defaultThreads}; one worker when that is 1) or on this thread (`worker: false`). */
+export declare function createClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean; worker?: boolean; threads?: number }): Promise<ChunkedClassifier>;

@@ -12,7 +12,7 @@
 // detached here) unless `transfer: false` (then they are copied). Results come back
 // transferred. Errors of the engine reject with an `Error` carrying its message; a cancel
 // rejects with a `DOMException` named "AbortError".
-import { classifyInChunks, abortError, enqueue, yieldToEventLoop, DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./chunked.js";
+import { classifyInChunks, abortError, enqueue, yieldToEventLoop, sliceable, sliceInput, DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./chunked.js";
 
 export { DEFAULT_CHUNK_CELLS, defaultChunkCells };
 
@@ -208,15 +208,140 @@ export class CellSymphonyWorker {
   }
 }
 
+/** Worker threads a {@link CellSymphonyWorkerPool} uses by default: the page's logical cores
+ * (at most 8) where it is cross-origin isolated, 1 otherwise. */
+export function defaultThreads() {
+  if (globalThis.crossOriginIsolated !== true) return 1;
+  return Math.max(1, Math.min(8, Math.floor(globalThis.navigator?.hardwareConcurrency ?? 1)));
+}
+
+/** A classifier loaded in every worker of a {@link CellSymphonyWorkerPool}: `classify` splits
+ * the cells into chunks and hands them to whichever worker is free (results in input order). */
+class PoolClassifier {
+  constructor(members) {
+    this._members = members;
+    const { _owner, _modelBytes, _useGpu, _handle, _generation, ...props } = members[0];
+    Object.assign(this, props);
+  }
+
+  classify(counts, nCells, genes, opts = {}) {
+    return this._classify("dense", [counts, nCells, genes], opts);
+  }
+
+  classifyCsr(indptr, indices, data, nCells, genes, opts = {}) {
+    return this._classify("csr", [indptr, indices, data, nCells, genes], opts);
+  }
+
+  async _classify(kind, args, opts) {
+    if (opts.signal?.aborted) throw abortError();
+    const input = classifyInput(kind, args, opts);
+    const chunk = Math.max(1, Math.floor(opts.chunkCells || defaultChunkCells(this.backend)));
+    const total = input.nCells;
+    if (this._members.length === 1 || !sliceable(input) || total <= chunk) {
+      return this._members[0]._classify(kind, args, opts);
+    }
+    const k = this.classes.length;
+    const out = {
+      classes: new Uint32Array(total),
+      unclassified: new Uint8Array(total),
+      logits: new Float32Array(total * k),
+      confidence: new Float32Array(total),
+      chunks: 0,
+      wasmMemoryBytes: 0,
+    };
+    // One abort for the whole call: the caller's signal, or the first failing chunk.
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    let next = 0, done = 0;
+    const run = async (member) => {
+      while (next < total && !stop.signal.aborted) {
+        const start = next, end = Math.min(total, start + chunk);
+        next = end;
+        const part = sliceInput(input, start, end);
+        const r = await member._classify(part.kind, part.kind === "dense"
+          ? [part.counts, part.nCells, part.genes]
+          : [part.indptr, part.indices, part.data, part.nCells, part.genes],
+        { centroids: part.centroids, patches: part.patches, patchSize: part.patchSize, chunkCells: chunk, signal: stop.signal })
+          .catch((e) => {
+            if (e instanceof Error && start > 0 && e.name !== "AbortError") {
+              const err = new Error(`${e.message} [in the chunk of cells ${start}..${end - 1}: cell and element indices in this message count from cell ${start}]`);
+              err.cause = e;
+              throw err;
+            }
+            throw e;
+          });
+        out.classes.set(r.classes, start);
+        out.unclassified.set(r.unclassified, start);
+        out.logits.set(r.logits, start * k);
+        out.confidence.set(r.confidence, start);
+        out.chunks += r.chunks;
+        out.wasmMemoryBytes = Math.max(out.wasmMemoryBytes, r.wasmMemoryBytes);
+        done += end - start;
+        try { opts.onProgress?.({ phase: "classify", done, total }); } catch (e) { console.error(e); }
+      }
+    };
+    try {
+      const runs = this._members.map((m) => run(m).catch((e) => { stop.abort(); throw e; }));
+      const settled = await Promise.allSettled(runs);
+      if (opts.signal?.aborted) throw abortError();
+      const failed = settled.find((s) => s.status === "rejected" && s.reason?.name !== "AbortError") ?? settled.find((s) => s.status === "rejected");
+      if (failed) throw failed.reason;
+      return out;
+    } finally {
+      opts.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async free() {
+    await Promise.all(this._members.map((m) => m.free()));
+  }
+}
+
+/**
+ * The package in a pool of `threads` module Workers (default {@link defaultThreads}): a CPU
+ * classifier is loaded in every worker and `classify` spreads its chunks over them (no wasm
+ * threads or SharedArrayBuffer: each worker runs its own single-threaded engine; with more
+ * than one worker each chunk is a copy, so the caller's arrays are not transferred). A WebGPU
+ * classifier and pairing use the first worker only.
+ */
+export class CellSymphonyWorkerPool {
+  constructor({ threads = defaultThreads(), workerUrl } = {}) {
+    this.threads = Math.max(1, Math.floor(threads));
+    this._workers = Array.from({ length: this.threads }, () => new CellSymphonyWorker({ workerUrl }));
+    this.mode = "worker-pool";
+  }
+
+  async loadClassifier(modelBytes, { useGpu = false } = {}) {
+    const members = useGpu ? this._workers.slice(0, 1) : this._workers;
+    return new PoolClassifier(await Promise.all(members.map((w) => w.loadClassifier(modelBytes, { useGpu }))));
+  }
+
+  pairCells(counts, nCells, genes, control, target, options = {}, call = {}) {
+    return this._workers[0].pairCells(counts, nCells, genes, control, target, options, call);
+  }
+
+  /** `{wasmMemoryBytes}`: the workers' wasm memories together. */
+  async memory() {
+    const all = await Promise.all(this._workers.map((w) => w.memory()));
+    return { wasmMemoryBytes: all.reduce((a, m) => a + m.wasmMemoryBytes, 0) };
+  }
+
+  terminate() {
+    for (const w of this._workers) w.terminate();
+  }
+}
+
 /** A wasm `Classifier` on the calling thread with the {@link WorkerClassifier} methods: the same
  * chunks, progress and cancel (between chunks it yields to the event loop, so a page can paint),
  * but every chunk runs on this thread. */
 class MainThreadClassifier {
-  constructor(clf, memory) {
+  constructor(clf, memory, simd) {
     this.wasm = clf;
     this._memory = memory;
     this._queue = { tail: Promise.resolve() };
     for (const k of ["genes", "classes", "architecture", "backend", "patchSize", "patchUmPerPx", "needsCentroids"]) this[k] = clf[k];
+    this.wasmSimd = simd;
   }
 
   classify(counts, nCells, genes, opts = {}) {
@@ -267,7 +392,7 @@ export class CellSymphonyMainThread {
 
   async loadClassifier(modelBytes, { useGpu = false } = {}) {
     const { m, memory } = await this._load();
-    return new MainThreadClassifier(await m.Classifier.load(new Uint8Array(modelBytes), useGpu), memory);
+    return new MainThreadClassifier(await m.Classifier.load(new Uint8Array(modelBytes), useGpu), memory, m.simd);
   }
 
   async pairCells(counts, nCells, genes, control, target, options = {}, { onProgress, signal } = {}) {
@@ -287,10 +412,13 @@ export class CellSymphonyMainThread {
   terminate() {}
 }
 
-/** One classifier in a fresh worker (`worker: true`, default) or on this thread
- * (`worker: false`); the worker or main-thread runner is `clf.runner`. */
-export async function createClassifier(modelBytes, { useGpu = false, worker = true } = {}) {
-  const runner = worker ? new CellSymphonyWorker() : new CellSymphonyMainThread();
+/** One classifier in fresh workers (`worker: true`, default: a {@link CellSymphonyWorkerPool}
+ * of `threads` workers, default {@link defaultThreads}, or one {@link CellSymphonyWorker} when
+ * that is 1 or the model runs on WebGPU) or on this thread (`worker: false`); the runner is
+ * `clf.runner`. */
+export async function createClassifier(modelBytes, { useGpu = false, worker = true, threads = defaultThreads() } = {}) {
+  const runner = !worker ? new CellSymphonyMainThread()
+    : threads > 1 && !useGpu ? new CellSymphonyWorkerPool({ threads }) : new CellSymphonyWorker();
   const clf = await runner.loadClassifier(modelBytes, { useGpu });
   clf.runner = runner;
   return clf;

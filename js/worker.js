@@ -4,7 +4,7 @@
 //   main → worker: {id, op: "load" | "classify" | "pair" | "free" | "memory", …} and {op: "cancel", target}
 //   worker → main: {id, type: "progress", progress}, {id, type: "result", value} (typed arrays
 //   transferred), {id, type: "error", name, message} (an engine JsError's message verbatim).
-import { init, Classifier, pairCells } from "./wasm.js";
+import { init, Classifier, pairCells, simd } from "./wasm.js";
 import { classifyInChunks, enqueue, yieldToEventLoop, abortError } from "./chunked.js";
 
 let exports = null;
@@ -26,6 +26,7 @@ function describe(clf) {
   return {
     genes: clf.genes, classes: clf.classes, architecture: clf.architecture, backend: clf.backend,
     patchSize: clf.patchSize, patchUmPerPx: clf.patchUmPerPx, needsCentroids: clf.needsCentroids,
+    wasmSimd: simd,
   };
 }
 

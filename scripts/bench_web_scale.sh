@@ -8,7 +8,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CELLSYMPHONY_ROOT"
-[ -f pkg/client.js ] && [ -f pkg/cellsymphony_bg.wasm ] || die "pkg/ is not built: run scripts/build_wasm.sh"
+[ -f pkg/client.js ] && [ -f pkg/cellsymphony_simd_bg.wasm ] || die "pkg/ is not built: run scripts/build_wasm.sh"
 data="www/data/"
 for ((i = 1; i <= $#; i++)); do [ "${!i}" = "--data" ] && { j=$((i + 1)); data="www/${!j}"; }; done
 [ -f "$data/cells.json" ] && [ -f "$data/model.int8.safetensors" ] || die "$data has no web bundle (cells.json, counts.f32, model.int8.safetensors): run scripts/run.sh, or pass --data ../out/test/www-data/"

@@ -1,15 +1,18 @@
 // Benchmark page: times our package (wasm CPU engine, WebGPU engine) and onnxruntime-web
 // (WASM EP, WebGPU EP) on the same model and the same cells. Driven by
 // tests/browser/bench_web.mjs, which calls `window.runBench(plan)` with
-//   {arms: [{name, kind: "ours"|"ort", file, gpu, threads, sizes: [cells…], warm: cells}],
+//   {arms: [{name, kind: "ours"|"ort", file, gpu, threads, scalar, sizes: [cells…], warm: cells}],
 //    data: {counts, cells}, meta}
 // and gets, per arm, {name, backend, threads, dispatchesPerLayer, runs: [{cells, ms}],
 // classes: first cells' classes of the largest run}. Every arm starts from the raw counts
-// `[cells, genes]` (the crop's cells repeated) and ends with classes: ours through
-// `Classifier.classify` (normalisation, checks, forward, argmax), onnxruntime with the same
-// normalisation in JS, `session.run` and an argmax. One warm-up run per arm, then one timed
-// run per size.
+// `[cells, genes]` (the crop's cells repeated) and ends with classes: ours on the CPU through a
+// pool of `threads` module workers (pkg/client.js CellSymphonyWorkerPool: chunks of 2,048
+// cells, each through `Classifier.classify`: normalisation, checks, forward, argmax; `scalar`
+// forces the scalar wasm build in the workers), ours on WebGPU on the page's thread;
+// onnxruntime with the same normalisation in JS, `session.run` and an argmax. One warm-up run
+// per arm, then one timed run per size.
 import init, { Classifier } from "../pkg/cellsymphony.js";
+import { CellSymphonyWorkerPool } from "../pkg/client.js";
 
 const log = (s) => { document.getElementById("log").textContent += s + "\n"; console.log(s); };
 
@@ -66,16 +69,27 @@ async function runOurs(arm, data) {
   if (arm.gpu && !(navigator.gpu && await navigator.gpu.requestAdapter())) {
     return { name: arm.name, error: "no WebGPU adapter" };
   }
-  const clf = await Classifier.load(bytes, !!arm.gpu);
+  const threads = arm.gpu ? 1 : (arm.threads ?? 1);
+  let pool = null, clf, backend;
+  if (arm.gpu) {
+    clf = await Classifier.load(bytes, true);
+    backend = clf.backend;
+  } else {
+    const workerUrl = new URL(`../pkg/worker.js${arm.scalar ? "?cellsymphony-wasm=scalar" : ""}`, import.meta.url);
+    pool = new CellSymphonyWorkerPool({ threads, workerUrl });
+    clf = await pool.loadClassifier(bytes);
+    backend = `${clf.backend}, ${clf.wasmSimd ? "SIMD128" : "scalar"} wasm build, ${threads} worker(s)`;
+    if (!!clf.wasmSimd === !!arm.scalar) throw new Error(`the workers loaded the ${clf.wasmSimd ? "SIMD128" : "scalar"} build, not the one this arm asks for`);
+  }
   const classify = async (n) => {
     const counts = repeatRows(data.counts, data.nCrop, data.genes.length, n);
     const t0 = performance.now();
     const res = await clf.classify(counts, n, data.genes);
     return { ms: performance.now() - t0, classes: res.classes };
   };
-  const out = { name: arm.name, backend: clf.backend, threads: 1, runs: [] };
-  out.dispatchesPerLayer = clf.dispatchesPerLayer() ?? null;
-  log(`${arm.name}: ${clf.backend}; warm-up ${arm.warm} cells`);
+  const out = { name: arm.name, backend, threads, runs: [] };
+  out.dispatchesPerLayer = arm.gpu ? (clf.dispatchesPerLayer() ?? null) : null;
+  log(`${arm.name}: ${backend}; warm-up ${arm.warm} cells`);
   out.warmMs = (await classify(arm.warm)).ms;
   for (const n of arm.sizes) {
     const r = await classify(n);
@@ -83,7 +97,8 @@ async function runOurs(arm, data) {
     if (!out.classes || n > out.classesFrom) { out.classes = Array.from(r.classes.subarray(0, Math.min(n, data.nCrop))); out.classesFrom = n; }
     log(`${arm.name}: ${n} cells in ${r.ms.toFixed(0)} ms`);
   }
-  clf.free();
+  await clf.free();
+  pool?.terminate();
   return out;
 }
 

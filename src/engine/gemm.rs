@@ -88,7 +88,7 @@ pub enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
     /// wasm32 SIMD128 (separate multiply and add, bit-exact with the reference).
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
     Simd128,
 }
 
@@ -107,11 +107,11 @@ impl Kernel {
                 }
             })
         }
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
         {
             Kernel::Simd128
         }
-        #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+        #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))))]
         {
             Kernel::Portable
         }
@@ -166,12 +166,26 @@ pub fn gemm_with(
         let nr = yc.len() / out_dim;
         let xc = &x[r0 * in_dim..(r0 + nr) * in_dim];
         let rc = residual.map(|res| &res[r0 * out_dim..(r0 + nr) * out_dim]);
+        // Safe to call on wasm32: the SIMD128 build only instantiates where the engine
+        // validated SIMD (js/wasm.js), so these instructions never meet an engine without it.
+        #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+        if kernel == Kernel::Simd128 {
+            return gemm_rows_simd128(xc, nr, w, act, rc, yc);
+        }
         gemm_rows(kernel, xc, nr, w, act, rc, yc);
     });
     y
 }
 
+/// [`gemm_rows`] compiled with SIMD128 enabled (the epilogue and tail copies vectorise too).
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+#[target_feature(enable = "simd128")]
+fn gemm_rows_simd128(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
+    gemm_rows(Kernel::Simd128, x, n, w, act, residual, y);
+}
+
 /// The serial GEMM over rows `x` `[n, in]` into `y` `[n, out]`.
+#[inline(always)]
 fn gemm_rows(
     kernel: Kernel,
     x: &[f32],
@@ -222,7 +236,7 @@ fn gemm_rows(
 }
 
 /// `acc[i][j] = Σ_k x[i·k_len + k] · panel[k·NR + j]`, summed over `k` in order.
-#[inline]
+#[inline(always)]
 fn micro_kernel(kernel: Kernel, x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32; NR]; MR]) {
     debug_assert!(x.len() >= MR * k_len && panel.len() >= k_len * NR);
     match kernel {
@@ -232,7 +246,9 @@ fn micro_kernel(kernel: Kernel, x: &[f32], k_len: usize, panel: &[f32], acc: &mu
         // `is_x86_feature_detected!` confirmed avx2 and fma; the slices are long enough
         // (asserted above and by construction in `gemm_rows`).
         Kernel::Avx2Fma => unsafe { micro_avx2_fma(x, k_len, panel, acc) },
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+        // Only in the SIMD128 build (cargo feature `simd128`), which the package loads only
+        // where `WebAssembly.validate` accepted a SIMD module (js/wasm.js).
         Kernel::Simd128 => micro_simd128(x, k_len, panel, acc),
     }
 }
@@ -288,29 +304,39 @@ unsafe fn micro_avx2_fma(x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32
     }
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+#[target_feature(enable = "simd128")]
 fn micro_simd128(x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32; NR]; MR]) {
     use core::arch::wasm32::*;
     assert!(x.len() >= MR * k_len && panel.len() >= k_len * NR);
-    let mut c = [[f32x4_splat(0.0); 2]; MR];
+    let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+    let z = f32x4_splat(0.0);
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21, mut c30, mut c31) = (z, z, z, z, z, z, z, z);
     for k in 0..k_len {
-        // SAFETY: k·NR + 8 ≤ k_len·NR = the panel's length (asserted); v128_load reads 16
-        // unaligned bytes.
-        let (w0, w1) = unsafe {
-            let p = panel.as_ptr().add(k * NR);
-            (v128_load(p as *const v128), v128_load(p.add(4) as *const v128))
-        };
-        for (i, ci) in c.iter_mut().enumerate() {
-            let xv = f32x4_splat(x[i * k_len + k]);
-            ci[0] = f32x4_add(ci[0], f32x4_mul(xv, w0));
-            ci[1] = f32x4_add(ci[1], f32x4_mul(xv, w1));
+        // SAFETY: k < k_len, so k·NR + 8 ≤ the panel's k_len·NR values and i·k_len + k <
+        // MR·k_len ≤ x.len() (asserted); v128_load reads 16 unaligned bytes.
+        unsafe {
+            let w = wp.add(k * NR);
+            let (w0, w1) = (v128_load(w as *const v128), v128_load(w.add(4) as *const v128));
+            let x0 = f32x4_splat(*xp.add(k));
+            c00 = f32x4_add(c00, f32x4_mul(x0, w0));
+            c01 = f32x4_add(c01, f32x4_mul(x0, w1));
+            let x1 = f32x4_splat(*xp.add(k_len + k));
+            c10 = f32x4_add(c10, f32x4_mul(x1, w0));
+            c11 = f32x4_add(c11, f32x4_mul(x1, w1));
+            let x2 = f32x4_splat(*xp.add(2 * k_len + k));
+            c20 = f32x4_add(c20, f32x4_mul(x2, w0));
+            c21 = f32x4_add(c21, f32x4_mul(x2, w1));
+            let x3 = f32x4_splat(*xp.add(3 * k_len + k));
+            c30 = f32x4_add(c30, f32x4_mul(x3, w0));
+            c31 = f32x4_add(c31, f32x4_mul(x3, w1));
         }
     }
-    for (row, ci) in acc.iter_mut().zip(c) {
+    for (row, (lo, hi)) in acc.iter_mut().zip([(c00, c01), (c10, c11), (c20, c21), (c30, c31)]) {
         // SAFETY: a row holds NR = 8 f32: two 16-byte stores.
         unsafe {
-            v128_store(row.as_mut_ptr() as *mut v128, ci[0]);
-            v128_store(row.as_mut_ptr().add(4) as *mut v128, ci[1]);
+            v128_store(row.as_mut_ptr() as *mut v128, lo);
+            v128_store(row.as_mut_ptr().add(4) as *mut v128, hi);
         }
     }
 }

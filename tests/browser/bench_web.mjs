@@ -73,10 +73,16 @@ const base = `http://127.0.0.1:${server.address().port}`;
 const warm = Math.min(...sizes);
 const gpuWarm = Math.min(...gpuSizes);
 // Page groups: ORT's thread count is fixed once per page.
+// Our CPU arms: a pool of 1 and 2 module workers (SIMD128 build), and the scalar fallback build
+// on 1 worker at 8,192 cells only (or the smallest size when 8,192 is not among them).
+const scalarSizes = [sizes.includes(8192) ? 8192 : sizes[0]];
 const groups = [
   [
-    { name: "ours, wasm CPU engine, int8 file", kind: "ours", file: "/__files/model.int8.safetensors", sizes, warm },
-    { name: "ours, wasm CPU engine, fp32 file", kind: "ours", file: "/__files/model.safetensors", sizes, warm },
+    { name: "ours, wasm CPU engine, int8 file", kind: "ours", file: "/__files/model.int8.safetensors", threads: 1, sizes, warm },
+    { name: "ours, wasm CPU engine, fp32 file", kind: "ours", file: "/__files/model.safetensors", threads: 1, sizes, warm },
+    { name: "ours, wasm CPU engine, int8 file", kind: "ours", file: "/__files/model.int8.safetensors", threads: 2, sizes, warm },
+    { name: "ours, wasm CPU engine, fp32 file", kind: "ours", file: "/__files/model.safetensors", threads: 2, sizes, warm },
+    { name: "ours, wasm CPU engine (scalar build), int8 file", kind: "ours", scalar: true, file: "/__files/model.int8.safetensors", threads: 1, sizes: scalarSizes, warm },
   ],
   [
     { name: "onnxruntime-web WASM EP, fp32", kind: "ort", file: "/__files/model.onnx", threads: 1, sizes, warm },
@@ -103,6 +109,8 @@ const results = [];
 let isolated = null;
 let userAgent = "";
 const t0 = Date.now();
+const loadavg = () => { try { return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "); } catch { return "?"; } };
+const loadBefore = loadavg();
 try {
   for (const arms of groups) {
     const page = await browser.newPage();
@@ -136,8 +144,9 @@ const lines = [];
 lines.push(`Chromium headless (${userAgent.match(/Chrome\/[\d.]+/)?.[0] ?? "?"}), crossOriginIsolated=${isolated}; ` +
   `model ${meta.config.n_layers} layers, d_model ${meta.config.d_model}, ${meta.config.gene_tokens} gene tokens, ` +
   `${meta.genes.length} genes, ${meta.classes.length} classes; cells: the crop's cells repeated. Every arm goes ` +
-  `from raw counts to classes (ours: Classifier.classify; onnxruntime-web: the same normalisation in JS, ` +
-  `session.run, argmax); one warm-up run per arm, then one timed run per size.` +
+  `from raw counts to classes (ours on the CPU: a pool of 1 or 2 module workers, pkg/client.js, chunks of 2,048 cells ` +
+  `through Classifier.classify, SIMD128 wasm build unless named scalar; onnxruntime-web: the same normalisation in JS, ` +
+  `session.run, argmax, its own wasm threads); one warm-up run per arm, then one timed run per size.` +
   (withGpu ? ` WebGPU is SwiftShader (software) here, so its arms run ${gpuSizes.join(", ")} cells only.` : " No WebGPU arms (--no-gpu)."), "");
 lines.push("| engine | threads | cells | seconds | cells/s | vs onnxruntime-web (equal threads, precision) |");
 lines.push("|---|---:|---:|---:|---:|---|");
@@ -175,7 +184,9 @@ for (const r of results.filter((x) => isOurs(x) && !x.error)) {
     if (precision(r.name) === "fp32" && !gpu(r) && a.same !== a.n) fp32Mismatch = true;
   }
 }
-lines.push("", `Whole browser run: ${((Date.now() - t0) / 1000).toFixed(0)} s.`);
+for (const r of results.filter((x) => isOurs(x) && !x.error && !gpu(x))) lines.push(`${r.name}, ${r.threads} thr: ${r.backend}.`);
+lines.push("", `Whole browser run: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average before ${loadBefore}, after ${loadavg()} ` +
+  `(${(await import("node:os")).cpus().length} logical cores).`);
 const text = lines.join("\n") + "\n";
 console.log("\n" + text);
 mkdirSync(dirname(resolve(args.out)), { recursive: true });

@@ -3,7 +3,9 @@
 // engine's), progress is monotonic and ends at the total, a cancel rejects with AbortError and
 // the worker stays usable, engine errors keep their message, pairing through the worker gives
 // the main thread's pairs, and the page's timers and frames keep running while the worker
-// classifies (the wasm API called directly on the main thread is the peer that blocks them).
+// classifies (the wasm API called directly on the main thread is the peer that blocks them);
+// a pool of 2 workers gives the main thread's classes, and the scalar fallback build (forced
+// in a worker) gives the SIMD128 build's logits bit for bit.
 //   await workerChecks({ page, dataParam, bundle, result, log: console.log });   // throws on a failure
 // (`result`: the page's window.__cellsymphony, whose classes the caller already compared with native)
 
@@ -51,6 +53,25 @@ async function inPage(data) {
   const rc = await clf.classifyCsr(ip, new Uint32Array(indices), new Float32Array(values), n, genes, { chunkCells: 300, transfer: false });
   out.csr = Array.from(rc.classes);
   out.csrKept = ip.length === n + 1;
+
+  // A pool of 2 workers (chunks of 200 cells spread over them; the input is copied, not
+  // transferred) and a worker forced onto the scalar wasm build (the fallback for engines
+  // without SIMD; the SIMD128 kernels multiply and add separately in the same order, so the
+  // logits must be bit-identical).
+  out.mainSimd = m.simd;
+  const pool = new client.CellSymphonyWorkerPool({ threads: 2 });
+  const pclf = await pool.loadClassifier(model, { useGpu: false });
+  const poolEvents = [];
+  const pr = await pclf.classify(counts0, n, genes, { chunkCells: 200, onProgress: (p) => poolEvents.push(p.done) });
+  out.pool = { classes: Array.from(pr.classes), simd: pclf.wasmSimd, events: poolEvents, kept: counts0.byteLength > 0, chunks: pr.chunks,
+    maxLogitDiff: pr.logits.reduce((mx, v, i) => Math.max(mx, Math.abs(v - mainRes.logits[i])), 0) };
+  pool.terminate();
+  const scalarWorker = new client.CellSymphonyWorker({ workerUrl: new URL("../pkg/worker.js?cellsymphony-wasm=scalar", location.href) });
+  const sclf = await scalarWorker.loadClassifier(model, { useGpu: false });
+  const sr = await sclf.classify(counts0, n, genes, { transfer: false });
+  out.scalar = { classes: Array.from(sr.classes), simd: sclf.wasmSimd, backend: sclf.backend,
+    maxLogitDiff: sr.logits.reduce((mx, v, i) => Math.max(mx, Math.abs(v - mainRes.logits[i])), 0) };
+  scalarWorker.terminate();
 
   // The main-thread mode of the client (same chunks, on this thread).
   const local = await new client.CellSymphonyMainThread().loadClassifier(model, { useGpu: false });
@@ -149,6 +170,15 @@ export async function workerChecks({ page, dataParam, bundle, result, log = cons
   if (!r.detached) fail("the counts given to the worker were not transferred (their buffer is still attached)");
   if (!same(r.csr, r.main) || !r.csrKept) fail("classifyCsr in the worker differs from the main thread (or transfer: false detached the input)");
   if (!same(r.mainMode, r.main)) fail("the client's main-thread mode differs from the wasm API");
+  const pool = r.pool;
+  log(`worker pool of 2: ${pool.classes.filter((c, i) => c === r.main[i]).length}/${n} cells equal the main thread, ${pool.chunks} chunks, ` +
+    `max |Δlogit| ${pool.maxLogitDiff}, SIMD128 build ${pool.simd}; progress ${pool.events.join(", ")}`);
+  if (!r.mainSimd || !pool.simd) fail(`Chromium supports wasm SIMD, but the page (${r.mainSimd}) or the pool (${pool.simd}) did not load the SIMD128 build`);
+  if (!same(pool.classes, r.main) || !(pool.maxLogitDiff <= 1e-6) || !pool.kept) fail("the worker pool differs from the main thread (or detached the input)");
+  if (pool.events.some((d, i) => i > 0 && d <= pool.events[i - 1]) || pool.events[pool.events.length - 1] !== n) fail(`pool progress is not monotonic up to ${n}: ${pool.events}`);
+  log(`scalar fallback build (forced, ${r.scalar.backend}): ${r.scalar.classes.filter((c, i) => c === r.main[i]).length}/${n} cells equal the SIMD128 build, max |Δlogit| ${r.scalar.maxLogitDiff}`);
+  if (r.scalar.simd !== false) fail("?cellsymphony-wasm=scalar on the worker's URL did not load the scalar build");
+  if (!same(r.scalar.classes, r.main) || r.scalar.maxLogitDiff !== 0) fail(`the scalar build's logits differ from the SIMD128 build's (max ${r.scalar.maxLogitDiff}; they must be bit-identical)`);
   const done = r.events.map((e) => e.done);
   log(`progress events: ${done.join(", ")}`);
   if (r.events.length !== Math.ceil(n / 256) || r.events.some((e) => e.total !== n || e.phase !== "classify") ||
