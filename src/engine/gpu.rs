@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use super::cpu::PreparedWeights;
 use super::error::EngineError;
-use super::format::{centre_token_indices, ClassifierConfig, EncoderLayerWeights, EngineModel, LayerNormWeights, Linear};
+use super::cpu::FLASH_MIN_TOKENS;
+use super::format::{centre_token_indices, ClassifierConfig, EncoderLayerWeights, EngineModel, LayerNormWeights, Linear, LinearWeight};
 use super::preprocess::vit_patch_rows;
 use crate::gpu::attention::{attention_dispatch, compile_attention};
+use crate::gpu::flash_attention::{compile_flash_attention, flash_attention_dispatch};
+use crate::gpu::gene_token_embedding::GpuGeneTokens;
 use crate::gpu::layernorm::{layernorm_dispatch, GpuLayerNorm};
 use crate::gpu::matmul::{matmul_dispatch, Activation, GpuLinear, TILE_M};
 use crate::gpu::mean_pool::mean_pool_dispatch;
@@ -42,6 +45,11 @@ struct GpuVit {
 
 /// An int8 classifier resident on a [`GpuContext`].
 ///
+/// A gene-token model embeds its tokens with `gene_token_embedding.wgsl` (one value vector
+/// per chosen gene) and, like every model of at least [`FLASH_MIN_TOKENS`] tokens without an
+/// attention bias, runs its attention as `flash_attention.wgsl` (online softmax over key
+/// tiles in workgroup memory; no `T × T` scores).
+///
 /// Upload-time rewrites (exact): `token_type` `[T, D]` is folded into the gene-embedding
 /// bias `[T*D]`, and each layer's q, k, v are stacked into one `[3D, D]` int8 layer (scales
 /// are per output row, so stacking changes nothing).
@@ -60,7 +68,13 @@ pub struct GpuClassifier {
     ctx: Arc<GpuContext>,
     config: ClassifierConfig,
     eps: f32,
-    gene_embedding: GpuLinear,
+    /// The token matmul (absent for a gene-token model, which uses `gene_tokens`).
+    gene_embedding: Option<GpuLinear>,
+    /// A gene-token model's columns and value vectors (`gene_token_embedding.wgsl`).
+    gene_tokens: Option<GpuGeneTokens>,
+    /// Whether the encoder's attention runs `flash_attention.wgsl` (at least
+    /// [`FLASH_MIN_TOKENS`] tokens and no attention bias), as the CPU engine does.
+    flash: bool,
     layers: Vec<GpuEncoderLayer>,
     final_norm: GpuLayerNorm,
     head: GpuLinear,
@@ -129,6 +143,8 @@ struct LayerBuffers<'a> {
     qkv: &'a wgpu::Buffer,
     ff: &'a wgpu::Buffer,
     bias: &'a wgpu::Buffer,
+    /// Run `flash_attention.wgsl` (no bias) instead of `attention.wgsl`.
+    flash: bool,
 }
 
 /// The seven dispatches of one pre-norm encoder layer over `cells` cells of `t` tokens.
@@ -148,7 +164,11 @@ fn push_layer(
     let none = Activation::None;
     plan.push(layernorm_dispatch(ctx, b.h, rows, &l.norm1, b.a, eps)?);
     plan.push(matmul_dispatch(ctx, b.a, rows, &l.qkv, b.qkv, none, false)?);
-    plan.push(attention_dispatch(ctx, b.qkv, b.bias, b.a, cells, t, d, heads)?);
+    plan.push(if b.flash {
+        flash_attention_dispatch(ctx, b.qkv, b.a, cells, t, d, heads)?
+    } else {
+        attention_dispatch(ctx, b.qkv, b.bias, b.a, cells, t, d, heads)?
+    });
     plan.push(matmul_dispatch(ctx, b.a, rows, &l.o, b.h, none, true)?);
     plan.push(layernorm_dispatch(ctx, b.h, rows, &l.norm2, b.a, eps)?);
     plan.push(matmul_dispatch(ctx, b.a, rows, &l.fc1, b.ff, Activation::Gelu, false)?);
@@ -178,7 +198,17 @@ impl GpuClassifier {
         let w = &model.weights;
         let max_chunk_cells = max_chunk_cells(&c, ctx.max_binding_bytes())?;
         let gpu = &*ctx;
-        let gene_embedding = GpuLinear::upload(gpu, &prepared.gene_embedding, "gene_embedding")?;
+        let (gene_embedding, gene_tokens) = match &c.gene_token_panel {
+            Some(panel) => {
+                let ge = &prepared.gene_embedding;
+                let LinearWeight::Int8 { q, scale } = &ge.weight else {
+                    return Err(EngineError::Inconsistent { reason: "the GPU engine got f32 gene-token weights after quantisation".into() });
+                };
+                let qf: Vec<f32> = q.iter().map(|&v| f32::from(v)).collect();
+                (None, Some(GpuGeneTokens::upload(gpu, &panel.genes, c.n_inputs(), &qf, scale, &ge.bias)?))
+            }
+            None => (Some(GpuLinear::upload(gpu, &prepared.gene_embedding, "gene_embedding")?), None),
+        };
         let mut layers = Vec::with_capacity(c.n_layers);
         for (i, (l, qkv)) in w.layers.iter().zip(&prepared.qkv).enumerate() {
             layers.push(upload_layer(gpu, l, qkv, &format!("layers.{i}"))?);
@@ -211,7 +241,12 @@ impl GpuClassifier {
             _ => None,
         };
         // Compile the model-specific attention kernel now rather than on the first call.
-        compile_attention(gpu, t, c.d_model, c.n_heads)?;
+        let flash = w.attention_bias.is_none() && t >= FLASH_MIN_TOKENS;
+        if flash {
+            compile_flash_attention(gpu, t, c.d_model, c.n_heads)?;
+        } else {
+            compile_attention(gpu, t, c.d_model, c.n_heads)?;
+        }
         ctx.take_error()?;
 
         Ok(Self {
@@ -221,6 +256,8 @@ impl GpuClassifier {
             config: c,
             ctx,
             gene_embedding,
+            gene_tokens,
+            flash,
             layers,
             final_norm,
             head,
@@ -254,7 +291,7 @@ impl GpuClassifier {
         let Some(l) = self.layers.first() else { return Ok(0) };
         let c = &self.config;
         let b = self.work_buffers(1)?;
-        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias };
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash };
         let mut plan = Vec::new();
         push_layer(&mut plan, &self.ctx, l, &lb, 1, c.n_tokens(), c.d_model, c.n_heads, self.eps)?;
         Ok(plan.len())
@@ -446,7 +483,7 @@ impl GpuClassifier {
             // Patch + position embedding in one matmul, then the blocks, the norm, and the
             // centre-token mean into the model-input columns n_inputs..n_embedding_inputs.
             plan.push(matmul_dispatch(ctx, &vb.patch_rows, cells * g2, &vit.patch_embedding, &vb.h, none, false)?);
-            let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias };
+            let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias, flash: false };
             for l in &vit.layers {
                 push_layer(&mut plan, ctx, l, &lb, cells, g2, m.width, m.n_heads, eps)?;
             }
@@ -465,8 +502,12 @@ impl GpuClassifier {
             )?);
         }
         // [cells, T*D] written as [cells*T, D]; token_type is in the bias.
-        plan.push(matmul_dispatch(ctx, &b.x, cells, &self.gene_embedding, &b.h, none, false)?);
-        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias };
+        match (&self.gene_tokens, &self.gene_embedding) {
+            (Some(gt), _) => plan.push(gt.dispatch(ctx, &b.x, &b.h, cells)?),
+            (None, Some(ge)) => plan.push(matmul_dispatch(ctx, &b.x, cells, ge, &b.h, none, false)?),
+            (None, None) => unreachable!("GpuClassifier::new uploads one token embedding"),
+        }
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash };
         for l in &self.layers {
             push_layer(&mut plan, ctx, l, &lb, cells, t, d, c.n_heads, eps)?;
         }

@@ -26,6 +26,8 @@
 //! Natively the device is driven with `Device::poll`; tests block with `pollster`.
 
 pub mod attention;
+pub mod flash_attention;
+pub mod gene_token_embedding;
 mod context;
 mod error;
 mod fixed_kernels;
@@ -36,6 +38,8 @@ pub(crate) mod sinkhorn;
 pub mod token_gather_mean;
 
 pub use attention::{attention, attention_biased};
+pub use flash_attention::flash_attention;
+pub use gene_token_embedding::gene_token_embedding;
 pub(crate) use context::{check_len, Dispatch, MAX_WORKGROUPS_PER_DIM};
 pub use context::GpuContext;
 pub use error::GpuError;
