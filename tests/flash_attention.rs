@@ -6,7 +6,7 @@
 //! - flash reference vs the two-pass attention reference: `1e-5 · scale` (same maths, the
 //!   softmax rescaled per tile);
 //! - WGSL flash attention vs its reference: `1e-5 · scale`, for T in {1, 7, 64, 300, 513} and
-//!   head dims 4, 16, 32, 64 and 128 (the widest uses 16-key tiles to stay in 16 KiB of
+//!   head dims 4, 8, 16, 64 and 128 (the widest uses 16-key tiles to stay in 16 KiB of
 //!   workgroup memory);
 //! - WGSL gene-token embedding vs its reference: `1e-6 · scale`.
 //!
@@ -22,7 +22,7 @@ use cellsymphony::gpu::{flash_attention, gene_token_embedding};
 use cellsymphony::util::rng::SplitMix64;
 use common::{gpu_or_skip, max_abs_diff};
 
-/// (tokens, d_model, heads): every T of the brief with head dims 4 … 128.
+/// (tokens, d_model, heads): T in {1, 7, 64, 300, 513} with head dims 4, 8, 16, 64 and 128.
 const SHAPES: [(usize, usize, usize); 8] =
     [(1, 16, 4), (7, 16, 2), (64, 32, 2), (300, 64, 4), (513, 32, 2), (300, 64, 1), (64, 128, 1), (513, 16, 4)];
 
