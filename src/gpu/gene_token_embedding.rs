@@ -64,6 +64,7 @@ impl GpuGeneTokens {
 
 /// Runs `kernels/gene_token_embedding.wgsl` once on `x` `[n_cells, n_inputs]`; returns
 /// `[n_cells · T, D]`. Compare with `engine::ops::gene_token_embedding_reference`.
+#[allow(clippy::too_many_arguments)]
 pub async fn gene_token_embedding(
     ctx: &GpuContext,
     x: &[f32],
