@@ -326,12 +326,12 @@ fn metadata_problems_are_typed() {
         load_err(&b),
         ModelFileError::InvalidMetadata { .. }
     ));
-    let b = rewrite_meta(&bytes, |v| v["format_version"] = 2.into());
+    let b = rewrite_meta(&bytes, |v| v["format_version"] = 3.into());
     assert!(matches!(
         load_err(&b),
         ModelFileError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     ));
     let b = rewrite_meta(&bytes, |v| v["architecture"] = "multimodal".into());

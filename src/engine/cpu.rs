@@ -16,13 +16,36 @@ use super::error::EngineError;
 use super::format::{centre_token_indices, ClassifierWeights, EncoderLayerWeights, EngineModel, Linear};
 use super::gemm::{gemm, PackedLinear};
 use super::ops::{
-    attention_biased_reference, layernorm_reference, mean_pool_reference, token_gather_mean_reference,
+    attention_biased_reference, flash_attention_cell, gene_token_embedding_reference, layernorm_reference,
+    mean_pool_reference, token_gather_mean_reference,
 };
 use super::preprocess::vit_patch_rows;
 use crate::gpu::Activation;
 
 /// Cells per block of the CPU forward (bounds the intermediate buffers to a few MiB).
 const CPU_BLOCK_CELLS: usize = 512;
+/// From this many tokens per cell on (gene-token models), unbiased attention runs as flash
+/// attention ([`super::ops::flash_attention_reference`]: online softmax over key tiles, one
+/// tile of scores per query), split over the cores by cell; shorter sequences keep the
+/// two-pass reference.
+pub const FLASH_MIN_TOKENS: usize = 32;
+
+/// Attention over `qkv` `[n·t, 3d]` → `[n·t, d]`: flash attention (parallel over cells) for
+/// long unbiased sequences, else the two-pass reference.
+fn attention(qkv: &[f32], bias: Option<&[f32]>, n: usize, t: usize, d: usize, heads: usize) -> Vec<f32> {
+    if bias.is_some() || t < FLASH_MIN_TOKENS {
+        return attention_biased_reference(qkv, bias, n, t, d, heads);
+    }
+    let mut out = vec![0.0f32; n * t * d];
+    let cells_per_chunk = n.div_ceil(4 * crate::util::parallel::worker_count()).max(1);
+    crate::util::parallel::for_each_row_chunk(&mut out, t * d, cells_per_chunk, |first, chunk| {
+        for (i, o) in chunk.chunks_exact_mut(t * d).enumerate() {
+            let cell = first + i;
+            flash_attention_cell(&qkv[cell * t * 3 * d..(cell + 1) * t * 3 * d], o, t, d, heads);
+        }
+    });
+    out
+}
 
 /// Logits `[cells, C]` for model input `x_norm` `[cells, n_inputs]` of a model without a
 /// morphology token ([`forward_logits_with_patches`] runs every model).
@@ -147,6 +170,9 @@ fn fuse_qkv(layer: &EncoderLayerWeights) -> Linear {
 #[derive(Clone, Debug)]
 pub struct CpuWeights {
     gene_embedding: PackedLinear,
+    /// A gene-token model's `[T·D, 1]` value vectors, token type folded into the bias (the
+    /// embedding is elementwise, not a GEMM).
+    gene_tokens: Option<Linear>,
     layers: Vec<PackedLayer>,
     vit_patch_embedding: Option<PackedLinear>,
     vit_layers: Vec<PackedLayer>,
@@ -178,8 +204,10 @@ impl CpuWeights {
         let w = &model.weights;
         let prepared = PreparedWeights::new(w);
         let vit_layers = w.morphology.iter().flat_map(|m| m.layers.iter()).zip(&prepared.vit_qkv).map(|(l, q)| PackedLayer::new(l, q)).collect();
+        let gene_tokens = model.config().gene_token_panel.as_ref().map(|_| prepared.gene_embedding.clone());
         Self {
             gene_embedding: PackedLinear::new(&prepared.gene_embedding),
+            gene_tokens,
             layers: w.layers.iter().zip(&prepared.qkv).map(|(l, q)| PackedLayer::new(l, q)).collect(),
             vit_patch_embedding: w.morphology.as_ref().map(|m| PackedLinear::new(&m.patch_embedding)),
             vit_layers,
@@ -209,7 +237,7 @@ fn encoder_layer(
     let rows = n * t;
     let a = layernorm_reference(h, rows, d, &layer.norm1, eps);
     let qkv_out = gemm(&a, rows, &packed.qkv, Activation::None, None);
-    let att = attention_biased_reference(&qkv_out, bias, n, t, d, heads);
+    let att = attention(&qkv_out, bias, n, t, d, heads);
     *h = gemm(&att, rows, &packed.o, Activation::None, Some(h));
     if !stage(&|| format!("{at} (attention block)"), h) {
         return false;
@@ -287,7 +315,10 @@ fn forward_block(
         _ => panic!("forward_block: a morphology model needs its ViT weights and patches"),
     };
     // [n, T*D] is [n*T, D] row-major: token t of a cell is elements t*D..(t+1)*D.
-    let mut h = gemm(x, n, &w.gene_embedding, Activation::None, None);
+    let mut h = match (&c.gene_token_panel, &w.gene_tokens) {
+        (Some(p), Some(gt)) => gene_token_embedding_reference(x, n, c.n_inputs(), &p.genes, gt),
+        _ => gemm(x, n, &w.gene_embedding, Activation::None, None),
+    };
     if !stage(&|| "the token embedding (gene_embedding)".into(), &h) {
         return Vec::new();
     }

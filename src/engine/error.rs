@@ -57,7 +57,7 @@ pub enum EngineError {
     },
 
     /// The metadata's `format_version` is not one this build can read.
-    #[error("model format_version {found} is not supported (this build reads version {supported}); update cellsymphony or re-export the model")]
+    #[error("model format_version {found} is not supported (this build reads versions 1 to {supported}); update cellsymphony or re-export the model")]
     UnsupportedVersion {
         /// Version found in the file.
         found: u64,

@@ -49,7 +49,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ModelFileError;
 use crate::util::rng::SplitMix64;
 pub use super::spec::{
-    centre_token_indices, Architecture, ClassifierConfig, MorphologyTokenConfig, SpatialTokenConfig,
+    centre_token_indices, Architecture, ClassifierConfig, GeneEncoderKind, GeneSelection, GeneTokenPanel,
+    DEFAULT_MAX_GENE_TOKENS, MAX_GENE_TOKENS, MorphologyTokenConfig, SpatialTokenConfig,
     TokenSources, ARCHITECTURE_DUAL_MODALITY, ARCHITECTURE_GENE_ONLY, ARCHITECTURE_MULTI_INPUT,
     ARCHITECTURE_SPATIAL,
 };
@@ -78,8 +79,10 @@ fn content_checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> S
     format!("{:08x}", h.finalize())
 }
 
-/// The `format_version` this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest `format_version` this build reads and writes: 1 (summary gene tokens) and 2
+/// (adds `config.gene_token_panel`) are read; a file is written with the version its config
+/// needs ([`ClassifierConfig::format_version`]).
+pub const FORMAT_VERSION: u32 = 2;
 /// Key of the JSON entry in the safetensors `__metadata__` map.
 pub const METADATA_KEY: &str = "cellsymphony";
 /// Weight storage of a model file.
@@ -129,7 +132,7 @@ impl ModelMeta {
     /// Metadata for a new f32 model with default normalisation and empty training info.
     pub fn new(config: ClassifierConfig, genes: Vec<String>, classes: Vec<String>) -> Self {
         Self {
-            format_version: FORMAT_VERSION,
+            format_version: config.format_version(),
             architecture: config.architecture().unwrap_or(ARCHITECTURE_GENE_ONLY).to_string(),
             config,
             genes,
@@ -158,7 +161,7 @@ impl ModelMeta {
             .ok_or_else(|| ModelFileError::InvalidMetadata {
                 reason: format!("`format_version` must be an unsigned integer, found {version}"),
             })?;
-        if version != FORMAT_VERSION as u64 {
+        if !(1..=FORMAT_VERSION as u64).contains(&version) {
             return Err(ModelFileError::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,
@@ -190,10 +193,19 @@ impl ModelMeta {
     /// Checks version, architecture, config, normalisation, and that the gene/class lists
     /// match the config and have no duplicates.
     pub fn validate(&self) -> Result<(), ModelFileError> {
-        if self.format_version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&self.format_version) {
             return Err(ModelFileError::UnsupportedVersion {
                 found: self.format_version as u64,
                 supported: FORMAT_VERSION,
+            });
+        }
+        if self.format_version < self.config.format_version() {
+            return Err(ModelFileError::InvalidMetadata {
+                reason: format!(
+                    "format_version = {} but config.gene_token_panel needs format_version {}; re-export the model",
+                    self.format_version,
+                    self.config.format_version()
+                ),
             });
         }
         let known = [
@@ -376,7 +388,7 @@ fn for_each_param(c: &ClassifierConfig, f: &mut dyn FnMut(ParamSpec)) {
         out,
         in_dim,
     };
-    f(linear("gene_embedding".into(), t * d, c.n_embedding_inputs()));
+    f(linear("gene_embedding".into(), t * d, c.token_embedding_inputs()));
     f(vector("token_type".into(), vec![t, d]));
     if c.attention_bias {
         f(vector("attention_bias".into(), vec![c.n_heads, t, t]));
@@ -765,7 +777,7 @@ impl EngineModel {
         };
 
         let (d, t, ff) = (c.d_model, c.n_tokens(), c.d_ff);
-        let gene_embedding = r.linear("gene_embedding", t * d, c.n_embedding_inputs(), quant)?;
+        let gene_embedding = r.linear("gene_embedding", t * d, c.token_embedding_inputs(), quant)?;
         let token_type = r.f32("token_type", &[t, d])?;
         let attention_bias = if c.attention_bias {
             Some(r.f32("attention_bias", &[c.n_heads, t, t])?)

@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use super::cpu::PreparedWeights;
 use super::error::EngineError;
-use super::format::{centre_token_indices, ClassifierConfig, EncoderLayerWeights, EngineModel, LayerNormWeights, Linear};
+use super::cpu::FLASH_MIN_TOKENS;
+use super::format::{centre_token_indices, ClassifierConfig, EncoderLayerWeights, EngineModel, LayerNormWeights, Linear, LinearWeight};
 use super::preprocess::vit_patch_rows;
 use crate::gpu::attention::{attention_dispatch, compile_attention};
 use crate::gpu::attention_out::{self, attention_out_dispatch, compile_attention_out};
+use crate::gpu::flash_attention::{compile_flash_attention, flash_attention_dispatch};
+use crate::gpu::gene_token_embedding::GpuGeneTokens;
 use crate::gpu::layernorm::{layernorm_dispatch, GpuLayerNorm};
 use crate::gpu::matmul::{matmul_dispatch, matmul_norm_dispatch, Activation, GpuLinear, TILE_M};
 use crate::gpu::mean_pool::mean_pool_dispatch;
@@ -41,7 +44,20 @@ struct GpuVit {
     zero_bias: wgpu::Buffer,
 }
 
+/// How a [`GpuClassifier`] turns its model input into tokens.
+enum TokenEmbedding {
+    /// The summary-token matmul (`[cells, inputs] → [cells, T·D]`; the paper's GEB).
+    Summary(GpuLinear),
+    /// A gene-token model's gene columns and value vectors (`gene_token_embedding.wgsl`).
+    GeneTokens(GpuGeneTokens),
+}
+
 /// An int8 classifier resident on a [`GpuContext`].
+///
+/// A gene-token model embeds its tokens with `gene_token_embedding.wgsl` (one value vector
+/// per chosen gene) and, like every model of at least [`FLASH_MIN_TOKENS`] tokens without an
+/// attention bias, runs its attention as `flash_attention.wgsl` (online softmax over key
+/// tiles in workgroup memory; no `T × T` scores).
 ///
 /// Upload-time rewrites (exact): `token_type` `[T, D]` is folded into the gene-embedding
 /// bias `[T*D]`, and each layer's q, k, v are stacked into one `[3D, D]` int8 layer (scales
@@ -68,7 +84,11 @@ pub struct GpuClassifier {
     ctx: Arc<GpuContext>,
     config: ClassifierConfig,
     eps: f32,
-    gene_embedding: GpuLinear,
+    /// How the model input becomes tokens.
+    token_embedding: TokenEmbedding,
+    /// Whether the encoder's attention runs `flash_attention.wgsl` (at least
+    /// [`FLASH_MIN_TOKENS`] tokens and no attention bias), as the CPU engine does.
+    flash: bool,
     layers: Vec<GpuEncoderLayer>,
     final_norm: GpuLayerNorm,
     head: GpuLinear,
@@ -147,6 +167,8 @@ struct LayerBuffers<'a> {
     qkv: &'a wgpu::Buffer,
     ff: &'a wgpu::Buffer,
     bias: &'a wgpu::Buffer,
+    /// Run `flash_attention.wgsl` (no bias) instead of `attention.wgsl`.
+    flash: bool,
 }
 
 /// The dispatches of one pre-norm encoder layer over `cells` cells of `t` tokens: four when
@@ -172,7 +194,10 @@ fn push_layer(
     let rows = cells * t;
     let none = Activation::None;
     plan.push(matmul_norm_dispatch(ctx, b.h, rows, Some((&l.norm1, eps)), &l.qkv, b.qkv, none, false)?);
-    if attention_out::supports(d, heads) {
+    if b.flash {
+        plan.push(flash_attention_dispatch(ctx, b.qkv, b.a, cells, t, d, heads)?);
+        plan.push(matmul_dispatch(ctx, b.a, rows, &l.o, b.h, none, true)?);
+    } else if attention_out::supports(d, heads) {
         plan.push(attention_out_dispatch(ctx, b.qkv, b.bias, &l.o, b.h, cells, t, d, heads)?);
     } else {
         plan.push(attention_dispatch(ctx, b.qkv, b.bias, b.a, cells, t, d, heads)?);
@@ -205,7 +230,17 @@ impl GpuClassifier {
         let w = &model.weights;
         let max_chunk_cells = max_chunk_cells(&c, ctx.max_binding_bytes())?;
         let gpu = &*ctx;
-        let gene_embedding = GpuLinear::upload(gpu, &prepared.gene_embedding, "gene_embedding")?;
+        let token_embedding = match &c.gene_token_panel {
+            Some(panel) => {
+                let ge = &prepared.gene_embedding;
+                let LinearWeight::Int8 { q, scale } = &ge.weight else {
+                    return Err(EngineError::Inconsistent { reason: "the GPU engine got f32 gene-token weights after quantisation".into() });
+                };
+                let qf: Vec<f32> = q.iter().map(|&v| f32::from(v)).collect();
+                TokenEmbedding::GeneTokens(GpuGeneTokens::upload(gpu, &panel.genes, c.n_inputs(), &qf, scale, &ge.bias)?)
+            }
+            None => TokenEmbedding::Summary(GpuLinear::upload(gpu, &prepared.gene_embedding, "gene_embedding")?),
+        };
         let mut layers = Vec::with_capacity(c.n_layers);
         for (i, (l, qkv)) in w.layers.iter().zip(&prepared.qkv).enumerate() {
             layers.push(upload_layer(gpu, l, qkv, &format!("layers.{i}"))?);
@@ -238,7 +273,12 @@ impl GpuClassifier {
             _ => None,
         };
         // Compile the model-specific attention kernel now rather than on the first call.
-        compile_layer_attention(gpu, t, c.d_model, c.n_heads)?;
+        let flash = w.attention_bias.is_none() && t >= FLASH_MIN_TOKENS;
+        if flash {
+            compile_flash_attention(gpu, t, c.d_model, c.n_heads)?;
+        } else {
+            compile_layer_attention(gpu, t, c.d_model, c.n_heads)?;
+        }
         ctx.take_error()?;
 
         Ok(Self {
@@ -247,7 +287,8 @@ impl GpuClassifier {
             max_chunk_cells,
             config: c,
             ctx,
-            gene_embedding,
+            token_embedding,
+            flash,
             layers,
             final_norm,
             head,
@@ -281,7 +322,7 @@ impl GpuClassifier {
         let Some(l) = self.layers.first() else { return Ok(0) };
         let c = &self.config;
         let b = self.work_buffers(1, 1)?;
-        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias };
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash };
         let mut plan = Vec::new();
         push_layer(&mut plan, &self.ctx, l, &lb, 1, c.n_tokens(), c.d_model, c.n_heads, self.eps)?;
         Ok(plan.len())
@@ -486,7 +527,7 @@ impl GpuClassifier {
             // Patch + position embedding in one matmul, then the blocks, the norm, and the
             // centre-token mean into the model-input columns n_inputs..n_embedding_inputs.
             plan.push(matmul_dispatch(ctx, patch_rows, cells * g2, &vit.patch_embedding, &vb.h, none, false)?);
-            let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias };
+            let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias, flash: false };
             for l in &vit.layers {
                 push_layer(&mut plan, ctx, l, &lb, cells, g2, m.width, m.n_heads, eps)?;
             }
@@ -505,8 +546,11 @@ impl GpuClassifier {
             )?);
         }
         // [cells, T*D] written as [cells*T, D]; token_type is in the bias.
-        plan.push(matmul_dispatch(ctx, &io.x, cells, &self.gene_embedding, &b.h, none, false)?);
-        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias };
+        plan.push(match &self.token_embedding {
+            TokenEmbedding::GeneTokens(gt) => gt.dispatch(ctx, &io.x, &b.h, cells)?,
+            TokenEmbedding::Summary(ge) => matmul_dispatch(ctx, &io.x, cells, ge, &b.h, none, false)?,
+        });
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash };
         for l in &self.layers {
             push_layer(&mut plan, ctx, l, &lb, cells, t, d, c.n_heads, eps)?;
         }

@@ -41,6 +41,7 @@ pub use classifier::{
 pub use error::{EngineError, ModelFileError};
 pub use format::{
     centre_token_indices, expected_tensors, Architecture, ClassifierConfig, ClassifierWeights, EncoderLayerWeights,
+    GeneEncoderKind, GeneSelection, GeneTokenPanel, DEFAULT_MAX_GENE_TOKENS, MAX_GENE_TOKENS,
     EngineModel, LayerNormWeights, Linear, LinearWeight, ModelMeta, MorphologyTokenConfig,
     Normalisation, Quantization, SpatialTokenConfig, Standardisation, TensorSpec, TokenSources,
     Transform, VitWeights, ARCHITECTURE_DUAL_MODALITY, ARCHITECTURE_GENE_ONLY,

@@ -11,6 +11,8 @@
 //! | mean over tokens | [`mean_pool_reference`] | [`crate::gpu::mean_pool()`](fn@crate::gpu::mean_pool) |
 //! | LayerNorm then int8 linear (matmul prologue) | [`layernorm_matmul_int8_reference`] | [`crate::gpu::layernorm_matmul_int8`] |
 //! | attention, output projection, residual add | [`attention_out_reference`] | [`crate::gpu::attention_out()`](fn@crate::gpu::attention_out) |
+//! | attention, online softmax over key tiles (long token sequences) | [`flash_attention_reference`] | [`crate::gpu::flash_attention()`](fn@crate::gpu::flash_attention) |
+//! | gene tokens (gather + per-token value vector) | [`gene_token_embedding_reference`] | [`crate::gpu::gene_token_embedding()`](fn@crate::gpu::gene_token_embedding) |
 //! | mean of chosen tokens (ViT centre) | [`token_gather_mean_reference`] | [`crate::gpu::token_gather_mean()`](fn@crate::gpu::token_gather_mean) |
 
 use super::format::{LayerNormWeights, Linear, LinearWeight};
@@ -201,6 +203,114 @@ pub fn attention_biased_reference(
         }
     }
     out
+}
+
+/// Most keys per tile of the online-softmax attention ([`flash_attention_reference`] and
+/// `kernels/flash_attention.wgsl`).
+pub const FLASH_KEY_TILE: usize = crate::gpu::flash_attention::MAX_KEY_TILE;
+
+/// Keys per tile for heads of `head_dim`: [`FLASH_KEY_TILE`], fewer for wide heads so the
+/// kernel's key and value tiles (`2 · tile · head_dim` f32) fit WebGPU's default 16 KiB of
+/// workgroup memory.
+pub fn flash_key_tile(head_dim: usize) -> usize {
+    crate::gpu::flash_attention::key_tile(head_dim)
+}
+
+/// Plain-Rust reference of `kernels/flash_attention.wgsl`: the same result as
+/// [`attention_reference`] (no bias) computed as flash attention does, never holding more
+/// than one tile of [`flash_key_tile`] scores per query.
+///
+/// `qkv` is `[n_cells * tokens, 3 * d_model]` (per token q, k, v); returns
+/// `[n_cells * tokens, d_model]`. Per (cell, head, query i) it keeps a running max `m`, a
+/// running denominator `l` and an unnormalised output `acc`; for each key tile it computes the
+/// tile's scores `s_l = q_i · k_l / sqrt(head_dim)`, `m' = max(m, max_l s_l)`, rescales
+/// `l` and `acc` by `exp(m − m')` and adds `exp(s_l − m')` and `exp(s_l − m') v_l`; at the end
+/// `out_i = acc / l`.
+///
+/// # Panics
+/// If `qkv` has the wrong length or `n_heads` does not divide `d_model`.
+pub fn flash_attention_reference(qkv: &[f32], n_cells: usize, tokens: usize, d_model: usize, n_heads: usize) -> Vec<f32> {
+    assert!(n_heads > 0 && d_model.is_multiple_of(n_heads), "flash attention reference: n_heads {n_heads} must divide d_model {d_model}");
+    assert_eq!(qkv.len(), n_cells * tokens * 3 * d_model, "flash attention reference: qkv must be [cells*T, 3D]");
+    let mut out = vec![0.0f32; n_cells * tokens * d_model];
+    for (cell, o) in out.chunks_exact_mut((tokens * d_model).max(1)).enumerate().take(n_cells) {
+        flash_attention_cell(&qkv[cell * tokens * 3 * d_model..(cell + 1) * tokens * 3 * d_model], o, tokens, d_model, n_heads);
+    }
+    out
+}
+
+/// [`flash_attention_reference`] of one cell: `qkv` `[tokens, 3D]` → `out` `[tokens, D]`.
+pub(crate) fn flash_attention_cell(qkv: &[f32], out: &mut [f32], tokens: usize, d_model: usize, n_heads: usize) {
+    let hd = d_model / n_heads;
+    let scale = score_scale(hd);
+    let stride = 3 * d_model;
+    let tile = flash_key_tile(hd);
+    let mut s = [0.0f32; FLASH_KEY_TILE];
+    let mut acc = vec![0.0f32; hd];
+    for head in 0..n_heads {
+        let off = head * hd;
+        for i in 0..tokens {
+            let q = &qkv[i * stride + off..i * stride + off + hd];
+            let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for k0 in (0..tokens).step_by(tile) {
+                let kn = tile.min(tokens - k0);
+                let mut tile_max = f32::NEG_INFINITY;
+                for (j, sj) in s.iter_mut().enumerate().take(kn) {
+                    let r = (k0 + j) * stride + d_model + off;
+                    let k = &qkv[r..r + hd];
+                    *sj = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    tile_max = tile_max.max(*sj);
+                }
+                let m_new = m.max(tile_max);
+                let corr = (m - m_new).exp();
+                l *= corr;
+                acc.iter_mut().for_each(|a| *a *= corr);
+                for (j, &sj) in s.iter().enumerate().take(kn) {
+                    let p = (sj - m_new).exp();
+                    l += p;
+                    let r = (k0 + j) * stride + 2 * d_model + off;
+                    for (a, v) in acc.iter_mut().zip(&qkv[r..r + hd]) {
+                        *a += p * v;
+                    }
+                }
+                m = m_new;
+            }
+            let o = &mut out[i * d_model + off..i * d_model + off + hd];
+            for (oe, a) in o.iter_mut().zip(&acc) {
+                *oe = a / l;
+            }
+        }
+    }
+}
+
+/// Plain-Rust reference of `kernels/gene_token_embedding.wgsl`: the tokens of a gene-token
+/// model. `x` `[n_cells, n_inputs]`, `genes` `[T]` (columns of `x`, one token each), `w` the
+/// `[T·D, 1]` value vectors with the identity embedding (and token type) in its bias; returns
+/// `[n_cells · T, D]` with token `t` of cell `c` = `x[c, genes[t]] · w[t] + bias[t]` (int8:
+/// `(x · q) · scale + bias`, as [`matmul_int8_reference`] with one input).
+///
+/// # Panics
+/// If `x` is not `[n_cells, n_inputs]`, `w` is not `[T·D, 1]` or a gene is `>= n_inputs`.
+pub fn gene_token_embedding_reference(x: &[f32], n_cells: usize, n_inputs: usize, genes: &[usize], w: &Linear) -> Vec<f32> {
+    assert_eq!(x.len(), n_cells * n_inputs, "gene token reference: x must be [cells, inputs]");
+    assert!(w.in_dim == 1 && !genes.is_empty() && w.out_dim.is_multiple_of(genes.len()), "gene token reference: w must be [T*D, 1]");
+    assert!(genes.iter().all(|&g| g < n_inputs), "gene token reference: gene index out of range");
+    let d = w.out_dim / genes.len();
+    let mut y = vec![0.0f32; n_cells * w.out_dim];
+    for (row, yr) in y.chunks_exact_mut(w.out_dim).enumerate() {
+        let xr = &x[row * n_inputs..(row + 1) * n_inputs];
+        for (t, &g) in genes.iter().enumerate() {
+            let v = xr[g];
+            for j in t * d..(t + 1) * d {
+                yr[j] = match &w.weight {
+                    LinearWeight::F32(wf) => v * wf[j] + w.bias[j],
+                    LinearWeight::Int8 { q, scale } => (v * f32::from(q[j])) * scale[j] + w.bias[j],
+                };
+            }
+        }
+    }
+    y
 }
 
 /// Plain-Rust reference: `y = (x - mean) / sqrt(var + eps) * gamma + beta` per row of `x`

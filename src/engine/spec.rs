@@ -6,7 +6,8 @@
 //!
 //! | source | spec field | tokens | engines |
 //! |---|---|---|---|
-//! | normalised counts (GEB) | always (unless `gene_embedding_dim`) | `gene_tokens` | yes |
+//! | normalised counts (GEB) | always (unless `gene_embedding_dim` or `gene_token_panel`) | `gene_tokens` | yes |
+//! | one token per gene (identity + value embedding) | `gene_token_panel` | one per listed gene | yes |
 //! | precomputed gene embedding | `gene_embedding_dim` | `gene_tokens` | no (burn only) |
 //! | morphology ViT over a nucleus patch (MEB) | `morphology` | 1 | yes |
 //! | precomputed image embedding (e.g. UNI2) | `morph_embedding_dim` | 1 | no (burn only) |
@@ -159,6 +160,96 @@ pub struct ClassifierConfig {
     /// engines reject such files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub morph_embedding_dim: Option<usize>,
+    /// Gene tokens (FT-Transformer style) instead of the summary tokens: one token per listed
+    /// gene, `x[gene] · value[token] + identity[token]` (learned `[T, D]` tables), so attention
+    /// runs over genes; `gene_tokens` then equals the number of listed genes. Absent: the
+    /// summary encoder (GEB). Gene-only architecture; model files holding it are
+    /// `format_version` 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gene_token_panel: Option<GeneTokenPanel>,
+}
+
+/// Most gene tokens a model may have (keeps attention and the GPU's workgroup counts in
+/// bounds; the default cap is [`DEFAULT_MAX_GENE_TOKENS`]).
+pub const MAX_GENE_TOKENS: usize = 4096;
+/// Default cap on gene tokens: panels up to this size use every gene.
+pub const DEFAULT_MAX_GENE_TOKENS: usize = 512;
+
+/// How the genes of a gene-token model were chosen from the panel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneSelection {
+    /// Every gene of the panel (the panel fits under the cap).
+    All,
+    /// The genes of largest variance of the normalised expression over the training cells.
+    HighlyVariable,
+    /// The genes of largest mean normalised expression over the training cells.
+    TopExpressed,
+}
+
+impl GeneSelection {
+    /// The name in model files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            GeneSelection::All => "all",
+            GeneSelection::HighlyVariable => "highly_variable",
+            GeneSelection::TopExpressed => "top_expressed",
+        }
+    }
+}
+
+impl FromStr for GeneSelection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "all" => Ok(GeneSelection::All),
+            "highly_variable" | "hvg" => Ok(GeneSelection::HighlyVariable),
+            "top_expressed" => Ok(GeneSelection::TopExpressed),
+            _ => Err(format!("unknown gene selection {s:?}; choose highly-variable or top-expressed")),
+        }
+    }
+}
+
+/// The genes a gene-token model reads, one token each, in token order (recorded in the model
+/// file so inference uses the genes training chose).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneTokenPanel {
+    /// How they were chosen.
+    pub selection: GeneSelection,
+    /// Indices into the model's gene list (`genes`), strictly increasing.
+    pub genes: Vec<usize>,
+}
+
+/// Which gene encoder a classifier uses (the CLI's `--gene-encoder`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneEncoderKind {
+    /// `gene_tokens` summary tokens from one matmul over all genes (GEB, the paper's).
+    #[default]
+    Summary,
+    /// One token per gene ([`GeneTokenPanel`]).
+    Tokens,
+}
+
+impl GeneEncoderKind {
+    /// `summary` or `tokens`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GeneEncoderKind::Summary => "summary",
+            GeneEncoderKind::Tokens => "tokens",
+        }
+    }
+}
+
+impl FromStr for GeneEncoderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "summary" => Ok(GeneEncoderKind::Summary),
+            "tokens" | "gene_tokens" | "gene-tokens" => Ok(GeneEncoderKind::Tokens),
+            _ => Err(format!("unknown gene encoder {s:?}; choose summary or tokens")),
+        }
+    }
 }
 
 /// The morphology token's ViT (MEB): `image_size`² px patches cut into `vit_patch`² px ViT
@@ -252,6 +343,7 @@ impl Default for ClassifierConfig {
             attention_bias: false,
             gene_embedding_dim: None,
             morph_embedding_dim: None,
+            gene_token_panel: None,
         }
     }
 }
@@ -277,6 +369,35 @@ impl ClassifierConfig {
     /// the ViT width `W` of a morphology token (its pooled features are appended per cell).
     pub fn n_embedding_inputs(&self) -> usize {
         self.n_inputs() + self.morphology.as_ref().map_or(0, |m| m.width)
+    }
+
+    /// Input width of the `gene_embedding` weight as stored: 1 for a gene-token model (row
+    /// block `t` is token `t`'s value vector, its bias the identity embedding), otherwise
+    /// [`n_embedding_inputs`](Self::n_embedding_inputs).
+    pub fn token_embedding_inputs(&self) -> usize {
+        if self.gene_token_panel.is_some() {
+            1
+        } else {
+            self.n_embedding_inputs()
+        }
+    }
+
+    /// The model-file `format_version` this config needs: 2 with gene tokens, else 1 (so
+    /// summary-token files stay readable by older builds).
+    pub fn format_version(&self) -> u32 {
+        if self.gene_token_panel.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// This config with one token per gene of `genes` (indices into the panel, strictly
+    /// increasing) chosen by `selection`.
+    pub fn with_gene_token_panel(mut self, selection: GeneSelection, genes: Vec<usize>) -> Self {
+        self.gene_tokens = genes.len();
+        self.gene_token_panel = Some(GeneTokenPanel { selection, genes });
+        self
     }
 
     /// Tokens per cell, in order: `gene_tokens` gene tokens, the morphology token (if any),
@@ -439,6 +560,9 @@ impl ClassifierConfig {
             }
         }
         self.kind()?;
+        if let Some(p) = &self.gene_token_panel {
+            self.validate_gene_token_panel(p)?;
+        }
         if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(ModelFileError::InvalidConfig {
                 reason: format!(
@@ -459,6 +583,37 @@ impl ClassifierConfig {
     }
 }
 
+
+impl ClassifierConfig {
+    /// Checks a gene-token panel: non-empty, at most [`MAX_GENE_TOKENS`], indices strictly
+    /// increasing and inside the panel, `gene_tokens` equal to its length, gene-only
+    /// architecture reading counts.
+    fn validate_gene_token_panel(&self, p: &GeneTokenPanel) -> Result<(), ModelFileError> {
+        let bad = |reason: String| Err(ModelFileError::InvalidConfig { reason: format!("config.gene_token_panel: {reason}") });
+        let n = p.genes.len();
+        if n == 0 || n > MAX_GENE_TOKENS {
+            return bad(format!("{n} genes; it must list 1..={MAX_GENE_TOKENS} (choose a smaller --max-gene-tokens)"));
+        }
+        if self.gene_tokens != n {
+            return bad(format!("lists {n} genes but config.gene_tokens = {}; they must be equal", self.gene_tokens));
+        }
+        if let Some(i) = p.genes.iter().position(|&g| g >= self.n_genes) {
+            return bad(format!("genes[{i}] = {} is outside the panel of n_genes = {}", p.genes[i], self.n_genes));
+        }
+        if let Some(i) = p.genes.windows(2).position(|w| w[0] >= w[1]) {
+            return bad(format!(
+                "genes[{}] = {} is not above genes[{i}] = {}; the indices must be strictly increasing",
+                i + 1,
+                p.genes[i + 1],
+                p.genes[i]
+            ));
+        }
+        if self.spatial.is_some() || self.has_morphology_token() || self.attention_bias || self.gene_embedding_dim.is_some() {
+            return bad("gene tokens are supported for the gene-only classifier reading counts; train the other architectures with --gene-encoder summary".into());
+        }
+        Ok(())
+    }
+}
 
 /// The token-source options [`ClassifierConfig::for_architecture`] picks from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]

@@ -29,6 +29,8 @@
 
 pub mod attention;
 pub mod attention_out;
+pub mod flash_attention;
+pub mod gene_token_embedding;
 mod context;
 mod error;
 mod fixed_kernels;
@@ -40,6 +42,8 @@ pub mod token_gather_mean;
 
 pub use attention::{attention, attention_biased};
 pub use attention_out::attention_out;
+pub use flash_attention::flash_attention;
+pub use gene_token_embedding::gene_token_embedding;
 pub(crate) use context::{check_len, Dispatch, MAX_WORKGROUPS_PER_DIM};
 pub use context::GpuContext;
 pub use error::GpuError;

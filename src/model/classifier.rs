@@ -7,7 +7,7 @@
 //!
 //! | part | spec | tokens |
 //! |---|---|---|
-//! | [`GeneSource`] | always: counts ([`GeneEncoder`]) or `gene_embedding_dim` ([`EmbeddingEncoder`]) | `gene_tokens` |
+//! | [`GeneSource`] | always: counts ([`GeneEncoder`]), one token per gene (`gene_token_panel`, [`GeneTokenEncoder`]) or `gene_embedding_dim` ([`EmbeddingEncoder`]) | `gene_tokens` |
 //! | [`MorphologySource`] | `morphology` (patch ViT, [`MorphologyEncoder`]) or `morph_embedding_dim` | 1 |
 //! | `spatial` ([`SpatialEncoder`]) | `spatial` | 1 |
 //! | `modality` `[modalities, d_model]` | any token besides genes | added per modality |
@@ -24,7 +24,7 @@ use burn::prelude::*;
 
 use super::encoder::{EncoderLayerConfig, TransformerEncoder, TransformerEncoderConfig};
 use super::encoders::{
-    token_table, EmbeddingEncoder, EmbeddingEncoderConfig, GeneEncoder, GeneEncoderConfig,
+    token_table, EmbeddingEncoder, EmbeddingEncoderConfig, GeneEncoder, GeneEncoderConfig, GeneTokenEncoder,
     MorphologyEncoder, MorphologyEncoderConfig, SpatialEncoder, SpatialEncoderConfig,
 };
 use crate::engine::{ClassifierConfig, ModelFileError};
@@ -85,20 +85,27 @@ impl ModelInputs {
     }
 }
 
-/// Gene tokens from counts or from a precomputed embedding (exactly one is set).
+/// Gene tokens from counts (summary tokens or one token per gene) or from a precomputed
+/// embedding (exactly one is set).
 #[derive(Module, Debug)]
 pub struct GeneSource<B: Backend> {
     /// GEB over normalised counts.
     pub counts: Option<GeneEncoder<B>>,
     /// Encoder of a precomputed gene embedding.
     pub embedding: Option<EmbeddingEncoder<B>>,
+    /// One token per gene (`spec.gene_token_panel`).
+    pub tokens: Option<GeneTokenEncoder<B>>,
 }
 
 impl<B: Backend> GeneSource<B> {
     fn init(spec: &ClassifierConfig, device: &B::Device) -> Self {
+        if let Some(p) = &spec.gene_token_panel {
+            return Self { counts: None, embedding: None, tokens: Some(GeneTokenEncoder::new(&p.genes, spec.d_model, device)) };
+        }
         match spec.gene_embedding_dim {
             Some(dim) => Self {
                 counts: None,
+                tokens: None,
                 embedding: Some(
                     EmbeddingEncoderConfig::new(dim, spec.d_model)
                         .with_tokens(spec.gene_tokens)
@@ -113,12 +120,16 @@ impl<B: Backend> GeneSource<B> {
                         .init(device),
                 ),
                 embedding: None,
+                tokens: None,
             },
         }
     }
 
     /// `[batch, gene_tokens, d_model]`.
     pub fn forward(&self, batch: &CellBatch<B>) -> Tensor<B, 3> {
+        if let Some(enc) = &self.tokens {
+            return enc.forward(batch.genes.clone().expect("model needs `genes`"));
+        }
         match (&self.counts, &self.embedding) {
             (Some(enc), _) => enc.forward(batch.genes.clone().expect("model needs `genes`")),
             (None, Some(enc)) => enc.forward(

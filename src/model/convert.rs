@@ -175,6 +175,9 @@ pub fn to_engine_model<B: Backend>(
         )));
     }
     c.check_engine_inputs()?;
+    if let Some(enc) = &model.genes.tokens {
+        return gene_token_model_out(model, enc, meta);
+    }
     let genes = model
         .genes
         .counts
@@ -242,6 +245,27 @@ pub fn to_engine_model<B: Backend>(
     EngineModel::new(meta, weights)
 }
 
+/// The engine form of a gene-token model: `gene_embedding` `[T·D, 1]` = the value vectors,
+/// bias zero, `token_type` = the identity embeddings.
+fn gene_token_model_out<B: Backend>(
+    model: &Classifier<B>,
+    enc: &super::GeneTokenEncoder<B>,
+    meta: ModelMeta,
+) -> Result<EngineModel, ModelFileError> {
+    let value = to_vec(enc.value.val());
+    let n = value.len();
+    let weights = ClassifierWeights {
+        gene_embedding: LinearW { out_dim: n, in_dim: 1, weight: LinearWeight::F32(value), bias: vec![0.0; n] },
+        token_type: to_vec(enc.identity.val()),
+        attention_bias: None,
+        morphology: None,
+        layers: model.core.encoder.layers.iter().map(layer_out).collect(),
+        final_norm: norm_out(&model.core.encoder.final_norm),
+        head: linear_out(&model.core.head),
+    };
+    EngineModel::new(meta, weights)
+}
+
 /// Rows `rows` and columns `cols` of a dense `[out, n_in]` weight as a linear layer.
 fn block(dense: &[f32], n_in: usize, rows: Range<usize>, cols: Range<usize>, bias: &[f32]) -> LinearW {
     let mut w = Vec::with_capacity(rows.len() * cols.len());
@@ -272,6 +296,19 @@ pub fn from_engine_model<B: Backend>(
     let mut m = ClassifierOptions::new(c.clone()).with_dropout(dropout).init::<B>(device)?;
     let w = &file.weights;
     let (t, d) = (c.gene_tokens, c.d_model);
+    if let Some(enc) = m.genes.tokens.as_mut() {
+        // Value vectors with the (exported-zero) bias folded into the identity embedding.
+        let value = w.gene_embedding.weight_f32().into_owned();
+        let identity: Vec<f32> = w.token_type.iter().zip(&w.gene_embedding.bias).map(|(a, b)| a + b).collect();
+        enc.value = param2(value, [t, d], device);
+        enc.identity = param2(identity, [t, d], device);
+        for (layer, lw) in m.core.encoder.layers.iter_mut().zip(&w.layers) {
+            layer_in(layer, lw, device);
+        }
+        norm_in(&mut m.core.encoder.final_norm, &w.final_norm, device);
+        linear_in(&mut m.core.head, &w.head, device);
+        return Ok(m);
+    }
     let cols = InputColumns::of(&c);
     let n_in = c.n_embedding_inputs();
     let dense = w.gene_embedding.weight_f32().into_owned();

@@ -84,6 +84,40 @@ impl<B: Backend> GeneEncoder<B> {
     }
 }
 
+/// Gene-token encoder (FT-Transformer style): one token per chosen gene,
+/// `x[gene_t] · value[t] + identity[t]` with learned `[T, d_model]` tables, so attention runs
+/// over genes. The gene-token source of [`super::Classifier`] when the spec has a
+/// `gene_token_panel`.
+#[derive(Module, Debug)]
+pub struct GeneTokenEncoder<B: Backend> {
+    /// Value vector per token `[T, d_model]` (scaled by the gene's normalised expression).
+    pub value: Param<Tensor<B, 2>>,
+    /// Identity embedding per token `[T, d_model]`.
+    pub identity: Param<Tensor<B, 2>>,
+    /// Input columns read, one per token `[T]`.
+    pub genes: Vec<usize>,
+}
+
+impl<B: Backend> GeneTokenEncoder<B> {
+    /// Tables for the tokens of `genes`, uniform in `±1/sqrt(d_model)` (FT-Transformer's
+    /// initialisation).
+    pub fn new(genes: &[usize], d_model: usize, device: &B::Device) -> Self {
+        let bound = 1.0 / (d_model as f64).sqrt();
+        let table = || Param::from_tensor(Tensor::random([genes.len(), d_model], Distribution::Uniform(-bound, bound), device));
+        Self { value: table(), identity: table(), genes: genes.to_vec() }
+    }
+
+    /// `x: [batch, genes]` → `[batch, T, d_model]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 3> {
+        let device = x.device();
+        let t = self.genes.len();
+        let idx: Vec<i64> = self.genes.iter().map(|&g| g as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [t]), &device);
+        let v = x.select(1, idx).unsqueeze_dim::<3>(2); // [batch, T, 1]
+        v * self.value.val().unsqueeze_dim::<3>(0) + self.identity.val().unsqueeze_dim::<3>(0)
+    }
+}
+
 /// Configuration of [`EmbeddingEncoder`].
 #[derive(Config, Debug)]
 pub struct EmbeddingEncoderConfig {

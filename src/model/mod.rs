@@ -22,7 +22,7 @@ pub use contrastive::{
     info_nce_loss, ContrastiveAligner, ContrastiveAlignerConfig, ProjectionNet, ProjectionNetConfig,
 };
 pub use encoders::{
-    EmbeddingEncoder, EmbeddingEncoderConfig, GeneEncoder, GeneEncoderConfig, MorphologyEncoder,
+    EmbeddingEncoder, EmbeddingEncoderConfig, GeneEncoder, GeneEncoderConfig, GeneTokenEncoder, MorphologyEncoder,
     MorphologyEncoderConfig, SpatialEncoder, SpatialEncoderConfig,
 };
 

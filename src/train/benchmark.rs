@@ -85,6 +85,10 @@ pub struct BenchmarkOptions {
     pub dropout: f64,
     /// Classifiers to train.
     pub models: Vec<Architecture>,
+    /// Gene encoders the gene-only classifier is trained with, one table row each (summary
+    /// tokens and/or one token per gene, the genes chosen from each fold's training cells);
+    /// the other architectures use summary tokens.
+    pub gene_encoders: Vec<super::GeneEncoderOptions>,
     /// Logistic-regression baseline.
     pub logistic: LogisticOptions,
     /// Precomputed gene embedding `[cells, d]` replacing the count GEB of the multimodal models.
@@ -128,6 +132,7 @@ impl Default for BenchmarkOptions {
             sources: TokenSources::default(),
             dropout: 0.1,
             models: Architecture::ALL.to_vec(),
+            gene_encoders: vec![super::GeneEncoderOptions::default()],
             logistic: LogisticOptions::default(),
             gene_embedding: None,
             morph_embedding: None,
@@ -539,8 +544,8 @@ struct Shared<'a, 'b> {
 
 /// Where a run writes (and resumes from): the exported run (first recipe, the model's primary
 /// split, fold 0) in `<model>/`, every other run in `<model>/runs/<split>-<recipe>-fold<k>/`.
-fn run_dir(kind: Architecture, primary: bool, split: SplitKind, recipe: &str, fold: usize) -> PathBuf {
-    let base = PathBuf::from(kind.name());
+fn run_dir(name: &str, primary: bool, split: SplitKind, recipe: &str, fold: usize) -> PathBuf {
+    let base = PathBuf::from(name);
     if primary {
         base
     } else {
@@ -846,12 +851,23 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 if !model_kinds.contains(kind_of_split) {
                     continue;
                 }
-                let options = ClassifierOptions::new(base.clone().for_architecture(kind, &sources))
+                let summary_only = [super::GeneEncoderOptions::default()];
+                let encoders = if kind == Architecture::GeneOnly && !opts.gene_encoders.is_empty() { opts.gene_encoders.as_slice() } else { &summary_only[..] };
+                for encoder in encoders {
+                let tokens = encoder.kind == crate::engine::GeneEncoderKind::Tokens;
+                let (model_name, model_title) = if tokens {
+                    (format!("{}_tokens", kind.name()), format!("{} (gene tokens)", kind.title()))
+                } else {
+                    (kind.name().to_string(), kind.title().to_string())
+                };
+                let base_options = ClassifierOptions::new(base.clone().for_architecture(kind, &sources))
                     .with_dropout(opts.dropout);
                 let mut outcomes = Vec::with_capacity(folds.len());
                 for (f, fold) in folds.iter().enumerate() {
+                    // Gene tokens: the genes are chosen from this fold's training cells only.
+                    let options = ClassifierOptions { spec: encoder.apply(base_options.spec.clone(), &crop.x_norm, g, &fold.train), ..base_options.clone() };
                     let primary = ri == 0 && model_kinds[0] == *kind_of_split && f == 0;
-                    let rel = run_dir(kind, primary, *kind_of_split, recipe, f);
+                    let rel = run_dir(&model_name, primary, *kind_of_split, recipe, f);
                     let label = |epochs: usize, trial: bool| RunLabel {
                         model: kind,
                         split: *kind_of_split,
@@ -911,7 +927,8 @@ pub fn run_benchmark<B: AutodiffBackend>(
                 }
                 let recipe_name = if opts.tune { format!("{recipe}+tune") } else { recipe.clone() };
                 let _ = multi_recipe;
-                results.push(ModelResult::from_outcomes(kind.name(), kind.title(), &ctx, Some(recipe_name), outcomes));
+                results.push(ModelResult::from_outcomes(&model_name, &model_title, &ctx, Some(recipe_name), outcomes));
+                }
             }
         }
     }
@@ -954,6 +971,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
         "recipes": &opts.recipes,
         "tune": opts.tune,
         "architecture": &base,
+        "gene_encoders": &opts.gene_encoders,
         "dropout": opts.dropout,
         "sources": &opts.sources,
         "logistic": &opts.logistic,

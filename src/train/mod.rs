@@ -7,6 +7,7 @@
 //! - [`metrics`]: per-class precision / recall / F1.
 //! - [`split`]: seeded stratified split, K folds (stratified or spatial blocks), validation
 //!   carving and class weights.
+//! - [`gene_tokens`]: the gene encoder option (summary tokens or one token per gene, chosen from training cells).
 //! - [`export`]: model files (fp32 and int8 safetensors) with their metadata.
 //! - [`embeddings`]: precomputed per-cell embeddings from `.npy` / `.safetensors`.
 //! - [`logistic`]: the multinomial logistic-regression baseline.
@@ -22,6 +23,7 @@ pub mod contrastive;
 pub mod dataset;
 pub mod embeddings;
 pub mod export;
+pub mod gene_tokens;
 pub mod logistic;
 pub mod metrics;
 pub mod peers;
@@ -34,6 +36,7 @@ pub mod tune;
 pub mod www;
 
 pub use dataset::{prepare_crop, LabelOptions, PreparedCrop};
+pub use gene_tokens::{select_genes, GeneEncoderOptions};
 pub use metrics::{ClassMetrics, ClassificationReport};
 pub use split::{
     balanced_class_weights, carve_validation, make_folds, spatial_block_folds, stratified_folds,

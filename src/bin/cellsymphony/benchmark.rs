@@ -136,6 +136,7 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         },
         dropout: a.training.dropout,
         models: if a.models.is_empty() { Architecture::ALL.to_vec() } else { a.models.clone() },
+        gene_encoders: a.training.gene_encoders(),
         logistic: train::logistic::LogisticOptions {
             c: a.logreg_c,
             iterations: a.logreg_iterations,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use cellsymphony::data::{self, default_data_dir};
-use cellsymphony::engine::{Architecture, ClassifierConfig};
+use cellsymphony::engine::{self, Architecture, ClassifierConfig};
 use cellsymphony::gpu::GpuContext;
 use cellsymphony::train::{self, prepare_crop, ClassWeighting, LabelOptions, LrSchedule, PreparedCrop, Recipe, TrainConfig};
 
@@ -189,6 +189,18 @@ pub(crate) struct TrainingFlags {
     /// Tokens the gene embedding is split into (1 = the paper's single gene token).
     #[arg(long, default_value_t = 4)]
     pub(crate) gene_tokens: usize,
+    /// Gene encoder: `summary` (--gene-tokens summary tokens from one matmul over all genes)
+    /// or `tokens` (one token per gene, FT-Transformer style; gene-only model). `benchmark`
+    /// takes a comma list (`summary,tokens`) and trains the gene-only model with each.
+    #[arg(long, value_delimiter = ',', default_value = "summary", value_parser = parse_gene_encoder)]
+    pub(crate) gene_encoder: Vec<engine::GeneEncoderKind>,
+    /// Most gene tokens (`--gene-encoder tokens`): panels up to this size use every gene,
+    /// larger ones the chosen genes (computed from the training cells, recorded in the model).
+    #[arg(long, default_value_t = engine::DEFAULT_MAX_GENE_TOKENS)]
+    pub(crate) max_gene_tokens: usize,
+    /// How a panel larger than --max-gene-tokens is cut: highly-variable or top-expressed.
+    #[arg(long, default_value = "highly-variable", value_parser = parse_gene_selection)]
+    pub(crate) gene_selection: engine::GeneSelection,
     /// Dropout while training.
     #[arg(long, default_value_t = 0.1)]
     pub(crate) dropout: f64,
@@ -215,6 +227,14 @@ impl TrainingFlags {
         if let Some(p) = self.patience { c.patience = (p > 0).then_some(p); }
         if self.val_fraction <= 0.0 { c.patience = None; }
         c
+    }
+
+    /// The gene encoders given (`--gene-encoder`, with the cap and selection).
+    pub(crate) fn gene_encoders(&self) -> Vec<train::GeneEncoderOptions> {
+        self.gene_encoder
+            .iter()
+            .map(|&kind| train::GeneEncoderOptions { kind, max_tokens: self.max_gene_tokens, selection: self.gene_selection })
+            .collect()
     }
 
     /// The width/depth part of the spec (`n_genes`, `n_classes` and token sources unset).
@@ -272,6 +292,14 @@ pub(crate) fn gpu_context() -> Result<Arc<GpuContext>> {
 }
 
 pub(crate) fn parse_architecture(s: &str) -> std::result::Result<Architecture, String> {
+    s.parse()
+}
+
+pub(crate) fn parse_gene_encoder(s: &str) -> std::result::Result<engine::GeneEncoderKind, String> {
+    s.parse()
+}
+
+pub(crate) fn parse_gene_selection(s: &str) -> std::result::Result<engine::GeneSelection, String> {
     s.parse()
 }
 

@@ -144,13 +144,18 @@ pub(crate) fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) ->
     let (train_idx, val_idx) = train::carve_validation(&fit_idx, &crop.labels, train::SplitKind::Random, None, 1.0, t.val_fraction, t.seed)
         .map_err(train::TrainError::Options)?;
     let g = crop.table.n_genes();
-    let spec = ClassifierConfig { n_genes: g, n_classes, ..t.architecture() };
+    let encoder = match t.gene_encoders().as_slice() {
+        [one] => *one,
+        _ => anyhow::bail!("train takes one --gene-encoder (summary or tokens); benchmark compares several"),
+    };
+    // Gene tokens: the genes are chosen from the training cells (never validation or test).
+    let spec = encoder.apply(ClassifierConfig { n_genes: g, n_classes, ..t.architecture() }, &crop.x_norm, g, &train_idx);
     let options = ClassifierOptions::new(spec).with_dropout(t.dropout);
     options.spec.validate()?;
     let config = t.train_config();
     println!(
-        "training gene-only transformer ({} layers, d_model {}, {} gene tokens) on {} cells, validation {}, test {} ({} classes), backend {:?}",
-        t.layers, t.d_model, t.gene_tokens, train_idx.len(), val_idx.len(), test_idx.len(), n_classes, a.backend
+        "training gene-only transformer ({} layers, d_model {}, {}) on {} cells, validation {}, test {} ({} classes), backend {:?}",
+        t.layers, t.d_model, encoder.label(t.gene_tokens), train_idx.len(), val_idx.len(), test_idx.len(), n_classes, a.backend
     );
     println!("recipe {}: {}", t.recipe.name(), serde_json::to_string(&config).unwrap_or_default());
     let inputs = CellInputs::genes(&crop.x_norm, g);
