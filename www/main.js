@@ -235,7 +235,7 @@ async function main() {
     const opt = document.createElement("option");
     opt.value = "cluster"; opt.textContent = "morphology cluster (contrastive alignment)";
     document.getElementById("colour-by").appendChild(opt);
-    log(`alignment layer: ${alignment.n_clusters} morphology clusters (ARI vs reference labels ${alignment.ari.toFixed(3)})`);
+    log(`alignment layer: ${alignment.n_clusters} morphology clusters (k-means fitted on the held-out cells; their ARI vs reference labels ${alignment.ari.toFixed(3)})`);
   }
   // Optional layers: the multimodal classifiers (spatial, dual-modality, multi-input) listed in
   // models.json, run on the same engine with the cells' centroids and DAPI patches.

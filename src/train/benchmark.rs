@@ -32,7 +32,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use super::dataset::{prepare_crop, LabelOptions, PreparedCrop};
-use super::embeddings::{read_embeddings, Embeddings};
+use super::embeddings::{read_embeddings_for_cells, Embeddings};
 use super::export::{export_fp32_and_int8, model_meta, save_named_safetensors};
 use super::logistic::{LogisticOptions, LogisticRegression};
 use super::metrics::ClassificationReport;
@@ -95,6 +95,11 @@ pub struct BenchmarkOptions {
     pub gene_embedding: Option<PathBuf>,
     /// Precomputed image embedding `[cells, d]` replacing the patch ViT.
     pub morph_embedding: Option<PathBuf>,
+    /// Cell ids of `gene_embedding`'s rows (see [`read_embeddings_for_cells`]); `None`: ids
+    /// stored in the safetensors file, else rows in the cell table's order.
+    pub gene_embedding_ids: Option<PathBuf>,
+    /// Cell ids of `morph_embedding`'s rows, as `gene_embedding_ids`.
+    pub morph_embedding_ids: Option<PathBuf>,
     /// Resume each model from `resume/<model>/checkpoint.bin` where present.
     pub resume: Option<PathBuf>,
     /// Benchmark on an AnnData file with expert labels instead of the Xenium crop (only the
@@ -136,6 +141,8 @@ impl Default for BenchmarkOptions {
             logistic: LogisticOptions::default(),
             gene_embedding: None,
             morph_embedding: None,
+            gene_embedding_ids: None,
+            morph_embedding_ids: None,
             resume: None,
             h5ad: None,
             label_key: "bulk_labels".into(),
@@ -456,15 +463,8 @@ pub fn crop_patches(crop: &PreparedCrop, size: usize, um_per_px: f32) -> Result<
     Ok(out)
 }
 
-fn load_embedding(path: &Path, n_cells: usize) -> Result<Embeddings, TrainError> {
-    let e = read_embeddings(path, None)?;
-    if e.rows != n_cells {
-        return Err(TrainError::EmbeddingFile {
-            path: path.display().to_string(),
-            problem: format!("has {} rows but the crop has {n_cells} cells; write one row per cell in the crop's cell order", e.rows),
-        });
-    }
-    Ok(e)
+fn load_embedding(path: &Path, ids: Option<&Path>, cell_ids: &[String]) -> Result<Embeddings, TrainError> {
+    read_embeddings_for_cells(path, None, ids, cell_ids)
 }
 
 /// Macro and support-weighted means of precision, recall and F1 over classes with support.
@@ -769,12 +769,12 @@ pub fn run_benchmark<B: AutodiffBackend>(
     let gene_emb = opts
         .gene_embedding
         .as_deref()
-        .map(|p| load_embedding(p, n_cells))
+        .map(|p| load_embedding(p, opts.gene_embedding_ids.as_deref(), &crop.table.cell_ids))
         .transpose()?;
     let morph_emb = opts
         .morph_embedding
         .as_deref()
-        .map(|p| load_embedding(p, n_cells))
+        .map(|p| load_embedding(p, opts.morph_embedding_ids.as_deref(), &crop.table.cell_ids))
         .transpose()?;
     let inputs = CellInputs {
         n_cells,

@@ -1,11 +1,13 @@
 //! Training and analysis of the contrastive alignment ([`ContrastiveAligner`]).
 //!
 //! [`train_alignment`] fits the two projection networks with bidirectional InfoNCE on the
-//! training cells and reports, per epoch, the held-out loss and the cross-modal retrieval
+//! fit cells only and reports, per epoch, the held-out loss and the cross-modal retrieval
 //! accuracy (for a held-out cell's gene projection, is its own patch among the k most similar
-//! held-out patches? chance = k / n). [`analyse_alignment`] then clusters the morphology
-//! projections (k-means), lays them out in 2-D (UMAP), tests each cluster for enrichment of the
-//! reference cell types (hypergeometric, Benjamini–Hochberg), and draws the figures.
+//! held-out patches? chance = k / n). [`evaluate_held_out`] then evaluates on the **held-out
+//! cells only** (cells the projections never saw): it clusters their morphology projections
+//! (k-means), lays them out in 2-D (UMAP), tests each cluster for enrichment of the reference
+//! cell types (hypergeometric, Benjamini–Hochberg), and measures kNN label agreement and
+//! k-means ARI of the projections beside the same measures on the raw inputs (the peers).
 
 use std::path::Path;
 use std::time::Instant;
@@ -77,8 +79,10 @@ pub struct TrainedAligner<B: Backend> {
     pub model: ContrastiveAligner<B>,
     /// Per-epoch statistics.
     pub history: Vec<AlignEpoch>,
-    /// Held-out cell indices.
+    /// Held-out cell indices (never seen by the optimiser; the only cells evaluated).
     pub held_out: Vec<usize>,
+    /// Cells the projections were fitted on, ascending.
+    pub fit_cells: Vec<usize>,
     /// Gene projections of all cells `[cells, d_projection]`, unit norm.
     pub z_gene: Vec<f32>,
     /// Morphology projections of all cells `[cells, d_projection]`, unit norm.
@@ -244,24 +248,29 @@ pub fn train_alignment<B: AutodiffBackend>(
     let model = model.valid();
     let all: Vec<usize> = (0..n).collect();
     let (z_gene, z_morph) = project_cells(&model, inputs, &all, device);
+    train.sort_unstable();
     Ok(TrainedAligner {
         model,
         history,
         held_out,
+        fit_cells: train,
         z_gene,
         z_morph,
         dim: config.d_projection,
     })
 }
 
-/// Clusters, layout and enrichment of the morphology projections.
+/// Clusters, layout and enrichment of the morphology projections of a set of cells (the rows
+/// of `z` given to [`analyse_alignment`]; the held-out cells in [`evaluate_held_out`]).
 #[derive(Debug, Clone)]
 pub struct AlignmentAnalysis {
-    /// k-means cluster per cell.
+    /// k-means cluster per row.
     pub clusters: Vec<u32>,
+    /// The k-means fit (centres `[n_clusters, dim]`), to assign other cells for display.
+    pub kmeans: analysis::KMeans,
     /// Number of clusters.
     pub n_clusters: usize,
-    /// UMAP layout `[cells, 2]`.
+    /// UMAP layout `[rows, 2]`.
     pub umap: Vec<f32>,
     /// Enrichment of `type_names` over clusters, computed on labelled cells only.
     pub enrichment: ClusterEnrichment,
@@ -285,7 +294,8 @@ pub fn analyse_alignment(
     let err = |e: analysis::AnalysisError| TrainError::Analysis(e.to_string());
     let mut km = KMeansOptions::new(n_clusters);
     km.seed = seed;
-    let clusters = analysis::kmeans(z, n, dim, &km).map_err(err)?.labels;
+    let kmeans = analysis::kmeans(z, n, dim, &km).map_err(err)?;
+    let clusters = kmeans.labels.clone();
     let umap = analysis::umap(z, n, dim, &UmapOptions { seed, ..Default::default() })
         .map_err(err)?
         .embedding;
@@ -300,12 +310,142 @@ pub fn analyse_alignment(
     let ari = analysis::adjusted_rand_index(&c, &t).map_err(err)?;
     Ok(AlignmentAnalysis {
         clusters,
+        kmeans,
         n_clusters,
         umap,
         enrichment,
         type_names: type_names.to_vec(),
         ari,
     })
+}
+
+/// One representation's label structure on the held-out cells (a row of the evaluation table).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RepresentationScore {
+    /// What was measured, e.g. `morphology projection` or `patch pixels (input)`.
+    pub representation: String,
+    /// Width of the representation.
+    pub dim: usize,
+    /// Mean fraction of each labelled held-out cell's `k` nearest labelled held-out neighbours
+    /// (Euclidean) with its reference label.
+    pub knn_label_agreement: f64,
+    /// ARI between k-means (`n_clusters`, same seed) of the labelled held-out cells and their
+    /// reference labels.
+    pub kmeans_ari: f64,
+}
+
+/// Everything [`evaluate_held_out`] measures, on held-out cells only.
+#[derive(Debug, Clone)]
+pub struct HeldOutEvaluation {
+    /// The evaluated cells (indices into the cell table): the aligner's held-out cells.
+    pub cells: Vec<usize>,
+    /// Cells the projections were fitted on (not evaluated), for the record.
+    pub n_fit_cells: usize,
+    /// Clusters, UMAP and enrichment of the held-out morphology projections (rows = `cells`).
+    pub analysis: AlignmentAnalysis,
+    /// Gene→morphology retrieval among the held-out cells: own patch most similar.
+    pub top1: f64,
+    /// Same, within the 5 most similar.
+    pub top5: f64,
+    /// Neighbours of the kNN label agreement.
+    pub k_neighbours: usize,
+    /// Labelled held-out cells (kNN agreement, ARI and enrichment use these).
+    pub n_labelled: usize,
+    /// Expected kNN agreement of a representation with no label structure: Σ p², p the
+    /// label frequencies of the labelled held-out cells.
+    pub chance_agreement: f64,
+    /// Projections first, then the raw inputs they were computed from (the peers).
+    pub scores: Vec<RepresentationScore>,
+}
+
+/// Evaluate `trained` on its held-out cells only: k-means + UMAP + enrichment of their
+/// morphology projections ([`analyse_alignment`]), gene→morphology retrieval among them, and
+/// kNN label agreement / k-means ARI (labelled held-out cells, `types[i]` per cell of the
+/// table) for the two projections and, as peers measured in the same call, the raw inputs of
+/// `inputs` (gene side and morphology side). The fit cells are never used.
+pub fn evaluate_held_out<B: Backend>(
+    trained: &TrainedAligner<B>,
+    inputs: &PairedInputs<'_>,
+    types: &[Option<u32>],
+    type_names: &[String],
+    n_clusters: usize,
+    k_neighbours: usize,
+    seed: u64,
+) -> Result<HeldOutEvaluation, TrainError> {
+    let mut cells = trained.held_out.clone();
+    cells.sort_unstable();
+    let labelled: Vec<usize> = cells.iter().copied().filter(|&i| types.get(i).copied().flatten().is_some()).collect();
+    let need = n_clusters.max(k_neighbours + 1).max(2);
+    if labelled.len() < need || types.len() != inputs.n_cells {
+        return Err(TrainError::Options(format!(
+            "the alignment holds out {} cells ({} labelled, of {} labels for {} cells); the evaluation needs at \
+             least {need} labelled held-out cells ({n_clusters} clusters, {k_neighbours} neighbours): raise the \
+             held-out fraction or lower --clusters",
+            cells.len(),
+            labelled.len(),
+            types.len(),
+            inputs.n_cells
+        )));
+    }
+    let dim = trained.dim;
+    let z_morph = gather(&trained.z_morph, dim, &cells);
+    let z_gene = gather(&trained.z_gene, dim, &cells);
+    let held_types: Vec<Option<u32>> = cells.iter().map(|&i| types[i]).collect();
+    let analysis = analyse_alignment(&z_morph, dim, n_clusters, &held_types, type_names, seed)?;
+    let top1 = retrieval_accuracy(&z_gene, &z_morph, dim, 1);
+    let top5 = retrieval_accuracy(&z_gene, &z_morph, dim, 5);
+
+    let labels: Vec<u32> = labelled.iter().map(|&i| types[i].unwrap_or(0)).collect();
+    let mut freq = vec![0usize; type_names.len().max(1 + labels.iter().copied().max().unwrap_or(0) as usize)];
+    for &l in &labels {
+        freq[l as usize] += 1;
+    }
+    let m = labels.len() as f64;
+    let chance_agreement = freq.iter().map(|&c| (c as f64 / m).powi(2)).sum();
+    let err = |e: analysis::AnalysisError| TrainError::Analysis(e.to_string());
+    let score = |name: &str, x: &[f32], d: usize| -> Result<RepresentationScore, TrainError> {
+        let rows = gather(x, d, &labelled);
+        let agreement = analysis::knn_label_agreement(&rows, labelled.len(), d, &labels, k_neighbours).map_err(err)?;
+        let mut km = KMeansOptions::new(n_clusters);
+        km.seed = seed;
+        let clusters = analysis::kmeans(&rows, labelled.len(), d, &km).map_err(err)?.labels;
+        Ok(RepresentationScore {
+            representation: name.to_string(),
+            dim: d,
+            knn_label_agreement: agreement,
+            kmeans_ari: analysis::adjusted_rand_index(&clusters, &labels).map_err(err)?,
+        })
+    };
+    let scores = vec![
+        score("morphology projection", &trained.z_morph, dim)?,
+        score("gene projection", &trained.z_gene, dim)?,
+        score("morphology input (peer)", inputs.morph, inputs.d_morph)?,
+        score("gene input (peer)", inputs.genes, inputs.d_gene)?,
+    ];
+    Ok(HeldOutEvaluation {
+        n_fit_cells: trained.fit_cells.len(),
+        cells,
+        analysis,
+        top1,
+        top5,
+        k_neighbours,
+        n_labelled: labelled.len(),
+        chance_agreement,
+        scores,
+    })
+}
+
+/// Markdown table of [`HeldOutEvaluation::scores`] (chance agreement in the caption line).
+pub fn representation_table(e: &HeldOutEvaluation) -> String {
+    let mut s = format!(
+        "{} labelled held-out cells, {} neighbours (chance agreement Σp² = {:.3}), k-means k = {}:\n\n\
+         | representation | dim | kNN label agreement | k-means ARI |\n|---|---:|---:|---:|\n",
+        e.n_labelled, e.k_neighbours, e.chance_agreement, e.analysis.n_clusters
+    );
+    for r in &e.scores {
+        s += &format!("| {} | {} | {:.3} | {:.3} |\n", r.representation, r.dim, r.knn_label_agreement, r.kmeans_ari);
+    }
+    s
 }
 
 /// Markdown table of the most enriched cell type of each cluster.
@@ -389,10 +529,13 @@ pub fn write_alignment_figures(
     Ok(())
 }
 
-/// Everything `align` writes after training, into `out`: `clusters.csv` (cluster and UMAP per
-/// cell), the figures, `summary.md`, `history.json`, `model.safetensors`, and with `www` the
-/// demo's `alignment.json` layer. `types` are the cells' reference labels. Returns the
-/// cluster × cell-type enrichment table (Markdown).
+/// Everything `align` writes after training, into `out`: `clusters.csv` (cluster and UMAP of
+/// each **held-out** cell), the figures (held-out cells only), `summary.md`, `evaluation.json`,
+/// `history.json`, `model.safetensors`, and with `www` the demo's `alignment.json` layer (every
+/// cell, each assigned to the nearest centre of the k-means fitted on the held-out cells, with
+/// a `held_out` flag; ARI and retrieval there are the held-out ones). `types` are the cells'
+/// reference labels, `source` names the morphology input in the summary. Returns the summary
+/// text (Markdown).
 #[allow(clippy::too_many_arguments)]
 pub fn write_alignment_outputs<B: Backend>(
     out: &Path,
@@ -400,50 +543,75 @@ pub fn write_alignment_outputs<B: Backend>(
     crop: &PreparedCrop,
     types: &[Option<u32>],
     trained: &TrainedAligner<B>,
-    analysis: &AlignmentAnalysis,
+    eval: &HeldOutEvaluation,
     config: &ContrastiveAlignerConfig,
     epochs: usize,
+    source: &str,
 ) -> Result<String, TrainError> {
     let n = crop.table.n_cells();
-    let h = trained.held_out.len().max(1) as f64;
+    let analysis = &eval.analysis;
+    let h = eval.cells.len().max(1) as f64;
     let (dapi, frame) = data::XeniumBundle::open(&crop.source)?.read_dapi(Some(0.5))?;
-    let centres: Vec<[f32; 2]> = (0..n)
-        .map(|i| crop.table.nucleus_centroids_um[i].unwrap_or(crop.table.centroids_um[i]))
+    let centres: Vec<[f32; 2]> = eval
+        .cells
+        .iter()
+        .map(|&i| crop.table.nucleus_centroids_um[i].unwrap_or(crop.table.centroids_um[i]))
         .collect();
-    write_alignment_figures(out, analysis, types, &dapi, &frame, &centres)?;
+    let held_types: Vec<Option<u32>> = eval.cells.iter().map(|&i| types[i]).collect();
+    write_alignment_figures(out, analysis, &held_types, &dapi, &frame, &centres)?;
     let mut csv = String::from("cell_id,cluster,umap_x,umap_y,reference_label\n");
-    for i in 0..n {
+    for (r, &i) in eval.cells.iter().enumerate() {
         let label = types[i].map_or("", |t| crop.class_names[t as usize].as_str());
         csv += &format!(
             "{},{},{},{},{}\n",
             crop.table.cell_ids[i],
-            analysis.clusters[i],
-            analysis.umap[2 * i],
-            analysis.umap[2 * i + 1],
+            analysis.clusters[r],
+            analysis.umap[2 * r],
+            analysis.umap[2 * r + 1],
             label
         );
     }
     write_atomic(&out.join("clusters.csv"), csv)?;
     let table = enrichment_table(analysis);
+    let scores = representation_table(eval);
     let last = trained.history.last();
     let summary = format!(
-        "# Contrastive alignment (CellSymphony)\n\nData: Xenium breast crop, {n} cells; labels for \
-         the enrichment are SingleR-style reference labels (no expert labels).\n\n\
-         Held-out cross-modal retrieval after {} epochs ({} cells): gene→patch top-1 {:.3} \
-         (chance {:.3}), top-5 {:.3} (chance {:.3}); held-out InfoNCE {:.4}.\n\n\
-         k-means (k = {}) of the morphology projections vs reference cell types: ARI {:.3}.\n\n{table}\n\
-         Figures: umap_clusters.png, umap_cell_types.png, spatial_clusters.png, enrichment.png.\n",
-        epochs,
-        trained.held_out.len(),
-        last.map_or(f64::NAN, |e| e.top1),
+        "# Contrastive alignment (CellSymphony)\n\nData: Xenium breast crop, {n} cells; morphology input: \
+         {source}. Labels for the enrichment are SingleR-style reference labels (no expert labels).\n\n\
+         **Held-out evaluation.** The projections were fitted on {fit} cells; every number, table and \
+         figure below is computed on the other {held} cells only (held out at random before training, \
+         never seen by the optimiser; nothing was selected on them: the epoch count is fixed).\n\n\
+         Held-out cross-modal retrieval after {epochs} epochs: gene→patch top-1 {:.3} (chance {:.3}), \
+         top-5 {:.3} (chance {:.3}); held-out InfoNCE {:.4}.\n\n\
+         Label structure of the held-out cells (projections vs the raw inputs they came from, same cells, \
+         same k): {scores}\n\
+         k-means (k = {}) of the held-out morphology projections vs reference cell types: ARI {:.3}.\n\n{table}\n\
+         Figures (held-out cells): umap_clusters.png, umap_cell_types.png, spatial_clusters.png, \
+         enrichment.png. clusters.csv lists the held-out cells.\n",
+        eval.top1,
         1.0 / h,
-        last.map_or(f64::NAN, |e| e.top5),
+        eval.top5,
         5.0 / h,
         last.map_or(f64::NAN, |e| e.held_out_loss),
         analysis.n_clusters,
-        analysis.ari
+        analysis.ari,
+        fit = eval.n_fit_cells,
+        held = eval.cells.len(),
     );
     write_atomic(&out.join("summary.md"), &summary)?;
+    let evaluation = serde_json::json!({
+        "evaluated_on": "held_out",
+        "held_out_cell_ids": eval.cells.iter().map(|&i| &crop.table.cell_ids[i]).collect::<Vec<_>>(),
+        "n_fit_cells": eval.n_fit_cells,
+        "n_labelled_held_out": eval.n_labelled,
+        "top1": eval.top1,
+        "top5": eval.top5,
+        "k_neighbours": eval.k_neighbours,
+        "chance_agreement": eval.chance_agreement,
+        "ari_morphology_clusters": analysis.ari,
+        "scores": eval.scores,
+    });
+    write_atomic(&out.join("evaluation.json"), serde_json::to_string_pretty(&evaluation).unwrap_or_default())?;
     write_atomic(
         &out.join("history.json"),
         serde_json::to_string_pretty(&trained.history).unwrap_or_default(),
@@ -454,15 +622,23 @@ pub fn write_alignment_outputs<B: Backend>(
     )]);
     super::export::save_named_safetensors::<B, _>(&trained.model, meta, &out.join("model.safetensors"))?;
     if let Some(www) = www {
+        let all_clusters = analysis
+            .kmeans
+            .predict(&trained.z_morph, n)
+            .map_err(|e| TrainError::Analysis(e.to_string()))?;
+        let mut held_out = vec![false; n];
+        for &i in &eval.cells {
+            held_out[i] = true;
+        }
         let layer = serde_json::json!({
             "cell_ids": crop.table.cell_ids,
-            "clusters": analysis.clusters,
+            "clusters": all_clusters,
+            "held_out": held_out,
             "n_clusters": analysis.n_clusters,
-            "umap": analysis.umap,
             "ari": analysis.ari,
-            "top1": last.map(|e| e.top1),
+            "top1": eval.top1,
         });
         write_atomic(&www.join("alignment.json"), layer.to_string())?;
     }
-    Ok(table)
+    Ok(summary)
 }

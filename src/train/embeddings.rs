@@ -6,8 +6,16 @@
 //! - `.safetensors`: the tensor named `tensor` (or the file's only tensor), 2-D, `F32`, `F64`,
 //!   `F16` or `BF16` (converted to `f32`).
 //!
-//! Row `i` belongs to cell `i` of the cell table the embedding was computed for (the caller
-//! checks the row count against its cells).
+//! Rows are matched to cells in one of two ways ([`read_embeddings_for_cells`]):
+//!
+//! - **by cell id** (preferred): the rows' cell ids come from an ids file (`--*-embedding-ids`:
+//!   `.npy` 1-D strings or integers, `.csv`/`.tsv` with a `cell_id` column, or plain text with
+//!   one id per line), or from the safetensors file itself (`__metadata__["cell_ids"]`, a JSON
+//!   array of strings, or an integer tensor `cell_ids` `[rows]`). Rows may be in any order and
+//!   the file may hold extra cells; every cell of the table needs a row, else
+//!   [`TrainError::UnmatchedEmbeddingIds`] names the file, the count and the first few ids.
+//! - **by position** (no ids anywhere): row `i` is cell `i` of the cell table, and the row
+//!   count must equal the cell count.
 
 use std::path::Path;
 
@@ -192,9 +200,11 @@ pub fn parse_safetensors(
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(path, format!("not a readable safetensors file ({e})")))?;
     let names = st.names();
+    // A `cell_ids` tensor holds the rows' ids, not values.
+    let value_names: Vec<&str> = names.iter().map(|n| &n[..]).filter(|n| *n != IDS_TENSOR).collect();
     let name = match tensor {
         Some(n) => n.to_string(),
-        None if names.len() == 1 => names[0].to_string(),
+        None if value_names.len() == 1 => value_names[0].to_string(),
         None => {
             return Err(bad(
                 path,
@@ -238,6 +248,206 @@ pub fn parse_safetensors(
         }
     };
     Ok(Embeddings { rows, dim, values })
+}
+
+/// Name of the safetensors tensor (and `__metadata__` key) holding the rows' cell ids.
+pub const IDS_TENSOR: &str = "cell_ids";
+
+fn io_error(path: &Path, source: std::io::Error) -> TrainError {
+    TrainError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Cell ids from an ids file, in row order: `.npy` (1-D; unicode `<U`, bytes `|S` or
+/// integers), `.csv` / `.tsv` (the `cell_id` column of a header row; a single column of any
+/// name otherwise), else plain text with one id per line (surrounding whitespace trimmed).
+pub fn read_row_ids(path: &Path) -> Result<Vec<String>, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("npy") => npy_ids(path, &bytes),
+        Some(e @ ("csv" | "tsv")) => {
+            let delimiter = if e == "tsv" { b'\t' } else { b',' };
+            let mut r = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(&bytes[..]);
+            let header = r.headers().map_err(|e| bad(path, format!("unreadable header ({e})")))?.clone();
+            let col = match header.iter().position(|h| h.trim() == "cell_id") {
+                Some(c) => c,
+                None if header.len() == 1 => 0,
+                None => {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "has no `cell_id` column (columns: {}); name the id column `cell_id`",
+                            header.iter().collect::<Vec<_>>().join(", ")
+                        ),
+                    ))
+                }
+            };
+            let mut ids = Vec::new();
+            for (line, rec) in r.records().enumerate() {
+                let rec = rec.map_err(|e| bad(path, format!("row {}: {e}", line + 2)))?;
+                ids.push(rec.get(col).unwrap_or("").trim().to_string());
+            }
+            Ok(ids)
+        }
+        _ => {
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| bad(path, "is not UTF-8 text; write one cell id per line (or a .npy / .csv)"))?;
+            Ok(text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        }
+    }
+}
+
+fn npy_ids(path: &Path, bytes: &[u8]) -> Result<Vec<String>, TrainError> {
+    let open = || npyz::NpyFile::new(bytes).map_err(|e| bad(path, format!("not a readable .npy file ({e})")));
+    let npy = open()?;
+    if npy.shape().len() != 1 {
+        return Err(bad(path, format!("ids have shape {:?}; expected 1-D [rows]", npy.shape())));
+    }
+    let dtype = npy.dtype().descr();
+    if let Ok(v) = open()?.into_vec::<String>() {
+        return Ok(v);
+    }
+    if let Ok(v) = open()?.into_vec::<Vec<u8>>() {
+        return v
+            .into_iter()
+            .map(|b| {
+                let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                String::from_utf8(b[..end].to_vec()).map_err(|_| bad(path, "a byte-string id is not UTF-8"))
+            })
+            .collect();
+    }
+    macro_rules! ints {
+        ($($t:ty),*) => {$(
+            if let Ok(v) = open()?.into_vec::<$t>() {
+                return Ok(v.into_iter().map(|x| x.to_string()).collect());
+            }
+        )*};
+    }
+    ints!(i64, i32, i16, i8, u64, u32, u16, u8);
+    Err(bad(
+        path,
+        format!("ids have dtype {dtype}; save them as strings (np.array(ids, dtype=str)) or integers"),
+    ))
+}
+
+/// The rows' cell ids stored in a safetensors file, if any: `__metadata__["cell_ids"]` (JSON
+/// array of strings) or an integer tensor `cell_ids` `[rows]`.
+pub fn safetensors_row_ids(path: &Path, bytes: &[u8]) -> Result<Option<Vec<String>>, TrainError> {
+    use safetensors::{Dtype, SafeTensors};
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(path, format!("not a readable safetensors file ({e})")))?;
+    if let Some(text) = meta.metadata().as_ref().and_then(|m| m.get(IDS_TENSOR)) {
+        let ids: Vec<String> = serde_json::from_str(text).map_err(|e| {
+            bad(path, format!("__metadata__[\"{IDS_TENSOR}\"] is not a JSON array of strings ({e})"))
+        })?;
+        return Ok(Some(ids));
+    }
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(path, format!("not a readable safetensors file ({e})")))?;
+    let Ok(view) = st.tensor(IDS_TENSOR) else {
+        return Ok(None);
+    };
+    if view.shape().len() != 1 {
+        return Err(bad(path, format!("tensor `{IDS_TENSOR}` has shape {:?}; expected [rows]", view.shape())));
+    }
+    let d = view.data();
+    let ids = match view.dtype() {
+        Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])).to_string()).collect(),
+        Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])).to_string()).collect(),
+        Dtype::U32 => d.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])).to_string()).collect(),
+        Dtype::U64 => d.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])).to_string()).collect(),
+        other => {
+            return Err(bad(
+                path,
+                format!(
+                    "tensor `{IDS_TENSOR}` has dtype {other:?}; store integer ids as I64, or string ids as \
+                     __metadata__[\"{IDS_TENSOR}\"] (a JSON array)"
+                ),
+            ))
+        }
+    };
+    Ok(Some(ids))
+}
+
+/// Read the embedding in `path` (tensor `tensor` of a safetensors file with several) and
+/// return one row per cell of `cell_ids`, in that order. Rows are matched by cell id when
+/// `ids` names an ids file ([`read_row_ids`]) or the safetensors file carries ids
+/// ([`safetensors_row_ids`]); otherwise by position (row count must equal the cell count).
+/// See the module docs for the formats.
+///
+/// Errors: [`TrainError::UnmatchedEmbeddingIds`] (cells without a row: count and the first
+/// five ids), [`TrainError::EmbeddingFile`] (ids count ≠ rows, a duplicated id, a positional
+/// file with another row count, unreadable files).
+pub fn read_embeddings_for_cells(
+    path: &Path,
+    tensor: Option<&str>,
+    ids: Option<&Path>,
+    cell_ids: &[String],
+) -> Result<Embeddings, TrainError> {
+    let e = read_embeddings(path, tensor)?;
+    let is_st = path.extension().and_then(|x| x.to_str()).is_some_and(|x| x.eq_ignore_ascii_case("safetensors"));
+    let (row_ids, ids_from) = match ids {
+        Some(p) => (Some(read_row_ids(p)?), p.display().to_string()),
+        None if is_st => {
+            let bytes = std::fs::read(path).map_err(|err| io_error(path, err))?;
+            (safetensors_row_ids(path, &bytes)?, format!("{}'s `{IDS_TENSOR}`", path.display()))
+        }
+        None => (None, String::new()),
+    };
+    let n = cell_ids.len();
+    let Some(row_ids) = row_ids else {
+        if e.rows != n {
+            return Err(bad(
+                path,
+                format!(
+                    "has {} rows but the cell table has {n} cells and the rows carry no cell ids; pass an ids \
+                     file (one cell id per row) or write one row per cell in the table's order",
+                    e.rows
+                ),
+            ));
+        }
+        return Ok(e);
+    };
+    if row_ids.len() != e.rows {
+        return Err(bad(
+            path,
+            format!("has {} rows but {ids_from} lists {} ids; give one id per row", e.rows, row_ids.len()),
+        ));
+    }
+    let mut row_of = std::collections::HashMap::with_capacity(row_ids.len());
+    for (r, id) in row_ids.iter().enumerate() {
+        if let Some(first) = row_of.insert(id.as_str(), r) {
+            return Err(bad(
+                path,
+                format!("cell id {id:?} names rows {first} and {r} (ids from {ids_from}); each cell needs exactly one row"),
+            ));
+        }
+    }
+    let mut missing = Vec::new();
+    let mut values = Vec::with_capacity(n * e.dim);
+    for id in cell_ids {
+        match row_of.get(id.as_str()) {
+            Some(&r) => values.extend_from_slice(&e.values[r * e.dim..(r + 1) * e.dim]),
+            None => missing.push(id.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        let mut first = missing.iter().take(5).map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+        if missing.len() > 5 {
+            first += ", …";
+        }
+        return Err(TrainError::UnmatchedEmbeddingIds {
+            path: path.display().to_string(),
+            ids_from,
+            missing: missing.len(),
+            n_cells: n,
+            first,
+        });
+    }
+    Ok(Embeddings { rows: n, dim: e.dim, values })
 }
 
 /// `[rows, dim]` f32 values as the bytes of a version-1 `.npy` file (little-endian `<f4`).

@@ -83,6 +83,20 @@ pub enum TrainError {
         /// What is wrong and what to do.
         problem: String,
     },
+    /// Cells of the cell table have no row in an embedding file matched by cell id.
+    #[error("embedding file {path}: {missing} of {n_cells} cells have no row (row ids from {ids_from}; first missing: {first}); write a row for every cell of the table with its cell id (as in the cell table / predictions CSV), or pass the ids file that belongs to this embedding")]
+    UnmatchedEmbeddingIds {
+        /// The embedding file.
+        path: String,
+        /// Where the row ids were read from.
+        ids_from: String,
+        /// Cells without a row.
+        missing: usize,
+        /// Cells in the table.
+        n_cells: usize,
+        /// The first few missing cell ids, comma-separated.
+        first: String,
+    },
     /// A model input is missing or has the wrong shape.
     #[error("model input `{input}`: {detail}; provide it (e.g. patches from the DAPI image, --gene-embedding / --morph-embedding files with one row per cell) or choose a model that does not read it")]
     MissingInput {

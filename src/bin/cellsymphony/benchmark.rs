@@ -60,6 +60,14 @@ pub(crate) struct BenchmarkArgs {
     /// Precomputed image embedding [cells, d] (.npy or .safetensors, e.g. UNI2) replacing the patch ViT.
     #[arg(long)]
     pub(crate) morph_embedding: Option<PathBuf>,
+    /// Cell ids of --gene-embedding's rows: .npy (strings or integers), .csv/.tsv with a `cell_id`
+    /// column, or text with one id per line. Without it: ids stored in a .safetensors file
+    /// (`__metadata__["cell_ids"]` or tensor `cell_ids`), else rows in the cell table's order.
+    #[arg(long)]
+    pub(crate) gene_embedding_ids: Option<PathBuf>,
+    /// Cell ids of --morph-embedding's rows (as --gene-embedding-ids).
+    #[arg(long)]
+    pub(crate) morph_embedding_ids: Option<PathBuf>,
     /// Resume each run from the checkpoints of an earlier --out (<DIR>/<model>/checkpoint.bin,
     /// <DIR>/<model>/runs/<split>-<recipe>-fold<k>/checkpoint.bin) and train up to --epochs.
     #[arg(long)]
@@ -144,6 +152,8 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         },
         gene_embedding: a.gene_embedding,
         morph_embedding: a.morph_embedding,
+        gene_embedding_ids: a.gene_embedding_ids,
+        morph_embedding_ids: a.morph_embedding_ids,
         resume: a.resume,
         h5ad: a.h5ad,
         label_key: a.label_key,
