@@ -107,32 +107,3 @@ pub fn match_centroids(
         max_distance,
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn greedy_matching_is_one_to_one_and_nearest_first() {
-        // Two detections near one reference: only the nearer one matches; a far one does not.
-        let det = [[0.0, 0.0], [1.0, 0.0], [50.0, 50.0]];
-        let refs = [[0.9, 0.0], [10.0, 10.0]];
-        let r = match_centroids(&det, &refs, 3.0).unwrap();
-        assert_eq!(r.n_matched, 1);
-        assert!((r.mean_distance - 0.1).abs() < 1e-6, "{}", r.mean_distance);
-        assert!((r.precision - 1.0 / 3.0).abs() < 1e-12);
-        assert!((r.recall - 0.5).abs() < 1e-12);
-        assert!((r.f1 - 0.4).abs() < 1e-12);
-        // Neighbouring grid cells are searched (points on either side of a cell border).
-        let r = match_centroids(&[[2.9, 2.9]], &[[3.1, 3.1]], 3.0).unwrap();
-        assert_eq!(r.n_matched, 1);
-    }
-
-    #[test]
-    fn bad_inputs_are_named() {
-        let e = match_centroids(&[[0.0, 0.0]], &[[0.0, 0.0]], 0.0).unwrap_err().to_string();
-        assert!(e.contains("max_distance"), "{e}");
-        let e = match_centroids(&[[0.0, f32::NAN]], &[], 3.0).unwrap_err().to_string();
-        assert!(e.contains("detected centroids") && e.contains("row 0"), "{e}");
-    }
-}
