@@ -9,6 +9,8 @@
 //!   correlation to reference profiles with fine-tuning and pruning).
 //! - [`enrichment`]: per-cluster cell-type counts, fractions, observed/expected and
 //!   hypergeometric p-values.
+//! - [`nuclei`]: nucleus centroids from a DAPI image (LoG maxima in tiles) and their
+//!   precision/recall against reference nuclei.
 //! - [`metrics`]: adjusted Rand index, silhouette, trustworthiness, kNN label agreement.
 //!
 //! Matrices are row-major `f32` slices with their shape passed beside them (`[n, d]`);
@@ -20,6 +22,7 @@ pub mod error;
 pub mod kmeans;
 pub mod knn;
 pub mod metrics;
+pub mod nuclei;
 pub mod umap;
 
 pub use annotation::{

@@ -10,6 +10,7 @@ mod export;
 mod infer;
 mod inspect;
 mod label;
+mod nuclei;
 mod pair;
 mod pipeline;
 mod train;
@@ -23,6 +24,7 @@ use eval::{cmd_eval, EvalArgs};
 use export::{cmd_export, ExportArgs};
 use inspect::{cmd_inspect, InspectArgs};
 use label::{cmd_label, LabelArgs};
+use nuclei::{cmd_detect_nuclei, DetectNucleiArgs};
 use pair::{cmd_pair, PairArgs};
 use pipeline::{cmd_pipeline, PipelineArgs};
 use train::{cmd_train, TrainArgs};
@@ -61,6 +63,9 @@ enum Command {
     Align(AlignArgs),
     /// Show what a Xenium output folder holds and which file provides each part.
     Inspect(InspectArgs),
+    /// Find nucleus centroids in a DAPI image (LoG maxima at the nucleus scale, in tiles),
+    /// write them as CSV, and score them against the bundle's nuclei when it has them.
+    DetectNuclei(DetectNucleiArgs),
 }
 
 fn main() {
@@ -76,6 +81,7 @@ fn main() {
         Command::Benchmark(a) => cmd_benchmark(a),
         Command::Align(a) => cmd_align(a),
         Command::Inspect(a) => cmd_inspect(a),
+        Command::DetectNuclei(a) => cmd_detect_nuclei(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,344 @@
+//! Nucleus centroids from a DAPI image: scale-normalised Laplacian-of-Gaussian (LoG) maxima.
+//!
+//! 1. σ from the expected nucleus diameter `d`: a disk of radius `r = d/2` gives the strongest
+//!    scale-normalised LoG response at `σ = r/√2`; in pixels `σ = d / (2√2 · µm/px)`.
+//! 2. Gaussian smoothing `G = g_σ * I` (separable, kernel radius `⌈3σ⌉`, edge pixels
+//!    replicated), then `L = -σ²·∇²G` (5-point Laplacian): bright blobs give positive peaks.
+//! 3. Threshold: Otsu `t` on the image's intensity histogram (foreground vs background, with
+//!    background mean `b`), times [`NucleusOptions::threshold_scale`], carried to the smoothed
+//!    image as a disk of that intensity would be, `b + (1 - e⁻¹)(t - b)`; a peak is kept only
+//!    where `G ≥` that and `L > 0`.
+//! 4. Non-maximum suppression: a peak is kept when it beats every pixel of `L` within
+//!    [`NucleusOptions::min_distance_um`] (ties broken by raster index, so plateaus give one
+//!    peak), then refined to sub-pixel by a parabola through its neighbours on each axis.
+//!
+//! The image is processed in square tiles with a halo of `⌈3σ⌉ + 1 + ⌈min distance⌉ + 1`
+//! pixels, so every value a tile's decision reads is computed exactly as on the whole image:
+//! the output does not depend on the tile size (tested).
+
+use crate::analysis::error::AnalysisError;
+use crate::data::image::GrayImage16;
+use crate::util::parallel::map_row_chunks;
+
+/// Default expected nucleus diameter in µm (breast tissue nuclei are about 6-10 µm).
+pub const DEFAULT_NUCLEUS_DIAMETER_UM: f32 = 8.0;
+
+/// Options of [`detect_nuclei`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NucleusOptions {
+    /// Expected nucleus diameter in µm; sets the LoG scale.
+    pub diameter_um: f32,
+    /// Minimum distance between two detected nuclei in µm (the suppression radius); `None`
+    /// means half the diameter.
+    pub min_distance_um: Option<f32>,
+    /// Multiplies the Otsu intensity threshold (lower finds dimmer nuclei).
+    pub threshold_scale: f32,
+    /// Side of the square tiles in pixels (memory, not results).
+    pub tile_px: usize,
+}
+
+impl Default for NucleusOptions {
+    fn default() -> Self {
+        NucleusOptions {
+            diameter_um: DEFAULT_NUCLEUS_DIAMETER_UM,
+            min_distance_um: None,
+            threshold_scale: 1.0,
+            tile_px: 512,
+        }
+    }
+}
+
+/// One detected nucleus.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Nucleus {
+    /// Centroid `[col, row]` in continuous pixel coordinates (pixel centres at integers).
+    pub px: [f32; 2],
+    /// Scale-normalised LoG response at the peak (blob contrast in intensity units).
+    pub response: f32,
+    /// Smoothed intensity at the peak.
+    pub intensity: f32,
+}
+
+/// What [`detect_nuclei`] found and the parameters it derived.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NucleusDetection {
+    /// Nuclei in raster order of their peak pixel.
+    pub nuclei: Vec<Nucleus>,
+    /// LoG scale in pixels.
+    pub sigma_px: f32,
+    /// Suppression radius in pixels.
+    pub min_distance_px: f32,
+    /// Intensity threshold applied to the smoothed image (from Otsu × `threshold_scale`).
+    pub threshold: f32,
+    /// Halo around each tile, pixels.
+    pub halo_px: usize,
+    /// Tiles processed.
+    pub n_tiles: usize,
+    /// Working memory of one tile (three `f32` buffers), bytes.
+    pub tile_bytes: usize,
+}
+
+impl NucleusDetection {
+    /// Centroids `[col, row]` in pixels, `[nuclei, 2]`.
+    pub fn centroids_px(&self) -> Vec<[f32; 2]> {
+        self.nuclei.iter().map(|n| n.px).collect()
+    }
+}
+
+/// Otsu's threshold of a 16-bit image: the intensity `t` that maximises the between-class
+/// variance of the histogram (pixels `> t` are foreground), and the background class mean.
+/// `(0, 0)` for an empty or flat image.
+pub fn otsu_threshold(image: &GrayImage16) -> (f32, f32) {
+    let mut hist = vec![0u64; 1 << 16];
+    for &p in &image.pixels {
+        hist[usize::from(p)] += 1;
+    }
+    let total = image.pixels.len() as f64;
+    if total == 0.0 {
+        return (0.0, 0.0);
+    }
+    let sum_all: f64 = hist.iter().enumerate().map(|(v, &c)| v as f64 * c as f64).sum();
+    let (mut w0, mut sum0) = (0.0f64, 0.0f64);
+    let (mut best, mut best_t, mut best_m0) = (-1.0f64, 0usize, 0.0f64);
+    for (t, &c) in hist.iter().enumerate() {
+        w0 += c as f64;
+        sum0 += t as f64 * c as f64;
+        let w1 = total - w0;
+        if w0 == 0.0 || w1 == 0.0 {
+            continue;
+        }
+        let m0 = sum0 / w0;
+        let m1 = (sum_all - sum0) / w1;
+        let between = w0 * w1 * (m0 - m1) * (m0 - m1);
+        if between > best {
+            best = between;
+            best_t = t;
+            best_m0 = m0;
+        }
+    }
+    (best_t as f32, best_m0 as f32)
+}
+
+/// Finds nucleus centroids in a DAPI image with pixels of `um_per_px` µm (see the module
+/// documentation for the method).
+///
+/// Fails with [`AnalysisError::Empty`] for an empty image and with
+/// [`AnalysisError::InvalidParameter`] naming the option for a pixel size, diameter,
+/// distance, threshold scale or tile size that is not positive and finite, or a nucleus
+/// scale under one pixel (read a finer pyramid level).
+pub fn detect_nuclei(
+    image: &GrayImage16,
+    um_per_px: f32,
+    opts: &NucleusOptions,
+) -> Result<NucleusDetection, AnalysisError> {
+    let positive = |name: &'static str, v: f32, what: &str| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(AnalysisError::param(name, v, format!("a positive, finite {what}")))
+        }
+    };
+    positive("um_per_px", um_per_px, "pixel size in µm (Xenium: 0.2125)")?;
+    positive("diameter_um", opts.diameter_um, "nucleus diameter in µm (e.g. 8)")?;
+    positive("threshold_scale", opts.threshold_scale, "factor on the Otsu threshold (1 = Otsu)")?;
+    let min_distance_um = opts.min_distance_um.unwrap_or(opts.diameter_um / 2.0);
+    positive("min_distance_um", min_distance_um, "suppression distance in µm")?;
+    if opts.tile_px < 16 {
+        return Err(AnalysisError::param("tile_px", opts.tile_px, "at least 16 pixels (512 is a good default)"));
+    }
+    if image.width == 0 || image.height == 0 {
+        return Err(AnalysisError::Empty {
+            what: format!("DAPI image [{}, {}]", image.height, image.width),
+        });
+    }
+    let sigma = opts.diameter_um / (2.0 * std::f32::consts::SQRT_2 * um_per_px);
+    if sigma < 1.0 {
+        return Err(AnalysisError::param(
+            "diameter_um",
+            format!("{} (σ = {sigma:.2} px at {um_per_px} µm/px)", opts.diameter_um),
+            "a nucleus scale of at least 1 pixel: read a finer pyramid level or check the pixel size",
+        ));
+    }
+    let min_distance_px = min_distance_um / um_per_px;
+    let kernel = gaussian_kernel(sigma);
+    let radius = kernel.len() / 2;
+    let nms = min_distance_px.ceil() as usize;
+    let halo = radius + 1 + nms + 1;
+    // A disk of radius r = σ√2 at intensity n on background b smooths to b + (1 - e⁻¹)(n - b)
+    // at its centre: the raw Otsu threshold, carried to the smoothed image the same way.
+    let (otsu, background) = otsu_threshold(image);
+    let threshold = background + (1.0 - (-1.0f32).exp()) * (otsu * opts.threshold_scale - background);
+    let tile = opts.tile_px;
+    let (tiles_x, tiles_y) = (image.width.div_ceil(tile), image.height.div_ceil(tile));
+    let n_tiles = tiles_x * tiles_y;
+    let side = tile + 2 * halo;
+    let ctx = TileContext {
+        image,
+        kernel: &kernel,
+        sigma,
+        threshold,
+        nms_r2: min_distance_px * min_distance_px,
+        nms,
+        halo,
+        tile,
+    };
+    let mut nuclei = map_row_chunks(n_tiles, 2, |range| {
+        range.flat_map(|t| ctx.run(t % tiles_x, t / tiles_x)).collect::<Vec<_>>()
+    });
+    nuclei.sort_by_key(|&(idx, _)| idx);
+    Ok(NucleusDetection {
+        nuclei: nuclei.into_iter().map(|(_, n)| n).collect(),
+        sigma_px: sigma,
+        min_distance_px,
+        threshold,
+        halo_px: halo,
+        n_tiles,
+        tile_bytes: 3 * side * side * std::mem::size_of::<f32>(),
+    })
+}
+
+/// Normalised Gaussian taps, radius `⌈3σ⌉`.
+fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let r = (3.0 * sigma).ceil() as isize;
+    let mut k: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let s: f32 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= s);
+    k
+}
+
+struct TileContext<'a> {
+    image: &'a GrayImage16,
+    kernel: &'a [f32],
+    sigma: f32,
+    threshold: f32,
+    nms_r2: f32,
+    nms: usize,
+    halo: usize,
+    tile: usize,
+}
+
+impl TileContext<'_> {
+    /// Nuclei whose peak lies in tile `(tx, ty)`, with their global raster index.
+    fn run(&self, tx: usize, ty: usize) -> Vec<(usize, Nucleus)> {
+        let img = self.image;
+        let (w, h) = (img.width as isize, img.height as isize);
+        let halo = self.halo as isize;
+        // Region in global coordinates: core ± halo (may extend past the image; those pixels
+        // replicate the nearest edge pixel, as whole-image processing would).
+        let x0 = (tx * self.tile) as isize - halo;
+        let y0 = (ty * self.tile) as isize - halo;
+        let core_w = self.tile.min(img.width - tx * self.tile);
+        let core_h = self.tile.min(img.height - ty * self.tile);
+        let rw = core_w + 2 * self.halo;
+        let rh = core_h + 2 * self.halo;
+        let mut raw = vec![0f32; rw * rh];
+        for r in 0..rh {
+            let gy = (y0 + r as isize).clamp(0, h - 1) as usize;
+            let row = &img.pixels[gy * img.width..(gy + 1) * img.width];
+            for c in 0..rw {
+                let gx = (x0 + c as isize).clamp(0, w - 1) as usize;
+                raw[r * rw + c] = f32::from(row[gx]);
+            }
+        }
+        // Separable Gaussian; taps beyond the region clamp to its edge (those values only
+        // reach halo pixels that no decision reads).
+        let k = self.kernel;
+        let kr = (k.len() / 2) as isize;
+        let mut tmp = vec![0f32; rw * rh];
+        for r in 0..rh {
+            let src = &raw[r * rw..(r + 1) * rw];
+            for c in 0..rw {
+                let mut acc = 0.0f32;
+                for (i, &kv) in k.iter().enumerate() {
+                    let cc = (c as isize + i as isize - kr).clamp(0, rw as isize - 1) as usize;
+                    acc += kv * src[cc];
+                }
+                tmp[r * rw + c] = acc;
+            }
+        }
+        let mut g = raw; // reuse the buffer
+        for r in 0..rh {
+            for c in 0..rw {
+                let mut acc = 0.0f32;
+                for (i, &kv) in k.iter().enumerate() {
+                    let rr = (r as isize + i as isize - kr).clamp(0, rh as isize - 1) as usize;
+                    acc += kv * tmp[rr * rw + c];
+                }
+                g[r * rw + c] = acc;
+            }
+        }
+        // L = -σ² ∇² G on the region minus its outer ring.
+        let s2 = self.sigma * self.sigma;
+        let mut lap = tmp; // reuse
+        lap.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+        for r in 1..rh - 1 {
+            for c in 1..rw - 1 {
+                let i = r * rw + c;
+                let sum = g[i - 1] + g[i + 1] + g[i - rw] + g[i + rw] - 4.0 * g[i];
+                lap[i] = -s2 * sum;
+            }
+        }
+        let global = |r: usize, c: usize| -> (isize, isize) { (y0 + r as isize, x0 + c as isize) };
+        let index = |gy: isize, gx: isize| (gy * w + gx) as usize;
+        // p beats q when its response is larger, or equal with a smaller raster index.
+        let beats = |lp: f32, ip: usize, lq: f32, iq: usize| lp > lq || (lp == lq && ip < iq);
+        let nms = self.nms as isize;
+        let mut found = Vec::new();
+        for r in self.halo..self.halo + core_h {
+            for c in self.halo..self.halo + core_w {
+                let i = r * rw + c;
+                let l = lap[i];
+                if !(l > 0.0) || g[i] < self.threshold {
+                    continue;
+                }
+                let (gy, gx) = global(r, c);
+                let ip = index(gy, gx);
+                let mut keep = true;
+                // 3×3 first (cheap), then the whole disk.
+                'outer: for pass in 0..2 {
+                    let reach = if pass == 0 { 1 } else { nms };
+                    for dy in -reach..=reach {
+                        for dx in -reach..=reach {
+                            if (dx == 0 && dy == 0) || (pass == 1 && (dx * dx + dy * dy) as f32 > self.nms_r2) {
+                                continue;
+                            }
+                            let (qy, qx) = (gy + dy, gx + dx);
+                            if qy < 0 || qx < 0 || qy >= h || qx >= w {
+                                continue;
+                            }
+                            let j = (r as isize + dy) as usize * rw + (c as isize + dx) as usize;
+                            if !beats(l, ip, lap[j], index(qy, qx)) {
+                                keep = false;
+                                break 'outer;
+                            }
+                        }
+                    }
+                }
+                if !keep {
+                    continue;
+                }
+                // Sub-pixel peak: parabola through the neighbours on each axis (those at the
+                // image edge replicate, giving a zero offset there).
+                let offset = |lm: f32, lc: f32, lp: f32| -> f32 {
+                    let den = lm - 2.0 * lc + lp;
+                    if den < 0.0 {
+                        (0.5 * (lm - lp) / den).clamp(-0.5, 0.5)
+                    } else {
+                        0.0
+                    }
+                };
+                let ox = if gx > 0 && gx < w - 1 { offset(lap[i - 1], l, lap[i + 1]) } else { 0.0 };
+                let oy = if gy > 0 && gy < h - 1 { offset(lap[i - rw], l, lap[i + rw]) } else { 0.0 };
+                found.push((
+                    ip,
+                    Nucleus {
+                        px: [gx as f32 + ox, gy as f32 + oy],
+                        response: l,
+                        intensity: g[i],
+                    },
+                ));
+            }
+        }
+        found
+    }
+}
