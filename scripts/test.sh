@@ -46,6 +46,14 @@ x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
 x.astype("<f4").tofile(sys.argv[2] + "/x.f32")
 json.dump(list(map(str, a.var_names)), open(sys.argv[2] + "/genes.json", "w"))
 PY
+# Gene tokens in the browser: a small gene-token model (the 64 most variable genes as tokens, so
+# attention runs as flash attention) and the native CPU engine's classes on every crop cell.
+"$bin" benchmark --peers none --models gene-only --gene-encoder tokens --max-gene-tokens 64 --epochs 3 --layers 1 --lr 1e-3 --out "$out/genetok" > "$out/genetok.log" 2>&1 \
+  || { cat "$out/genetok.log"; die "gene-token benchmark for the browser test failed"; }
+mkdir -p "$out/www-data/gene_tokens"
+cp "$out/genetok/gene_only_tokens/engine/model.int8.safetensors" "$out/www-data/gene_tokens/"
+"$bin" classify --model "$out/www-data/gene_tokens/model.int8.safetensors" --engine cpu --out "$out/www-data/gene_tokens/predictions.csv" > "$out/genetok_classify.log" 2>&1 \
+  || { cat "$out/genetok_classify.log"; die "classifying the crop with the gene-token model failed"; }
 "$bin" align --epochs 3 --out "$out/align" --www "$out/www-data" > "$out/align.log" 2>&1 \
   || { cat "$out/align.log"; die "alignment for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.

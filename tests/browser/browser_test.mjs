@@ -198,6 +198,37 @@ try {
   } else if (process.env.CELLSYMPHONY_REQUIRE_MODELS === "1") {
     throw new Error(`${scaledDir}/model.int8.safetensors is missing: scripts/test.sh writes it from a short pbmc68k_reduced benchmark`);
   }
+  // Gene tokens: a model whose genes are tokens (64 of the crop's genes, flash attention) gives
+  // the native CPU engine's classes on every crop cell, on WebGPU and on the wasm CPU engine
+  // (test.sh writes gene_tokens/).
+  const geneTokDir = resolve(root, "www", dataParam, "gene_tokens");
+  if (existsSync(resolve(geneTokDir, "model.int8.safetensors"))) {
+    const csv = readFileSync(resolve(geneTokDir, "predictions.csv"), "utf8").trim().split("\n");
+    const col = csv[0].split(",").indexOf("predicted");
+    const native = csv.slice(1).map((l) => l.split(",")[col]);
+    const gt = await page.evaluate(async (data) => {
+      const m = await import("../pkg/cellsymphony.js"); await m.default();
+      const meta = await (await fetch(data + "cells.json")).json();
+      const counts = new Float32Array(await (await fetch(data + "counts.f32")).arrayBuffer());
+      const bytes = new Uint8Array(await (await fetch(data + "gene_tokens/model.int8.safetensors")).arrayBuffer());
+      const out = {};
+      for (const gpu of [true, false]) {
+        const clf = await m.Classifier.load(bytes, gpu);
+        const t0 = performance.now();
+        const r = await clf.classify(counts, meta.n_cells, meta.genes);
+        out[gpu ? "gpu" : "cpu"] = { backend: clf.backend, ms: performance.now() - t0, architecture: clf.architecture, names: Array.from(r.classes).map((c) => clf.classes[c]) };
+      }
+      return out;
+    }, dataParam);
+    for (const key of ["gpu", "cpu"]) {
+      const r = gt[key];
+      const diff = r.names.filter((c, i) => c !== native[i]).length;
+      console.log(`gene-token model in the browser (${r.backend}, architecture ${r.architecture}): ${r.names.length - diff}/${native.length} cells equal native, ${(native.length / r.ms * 1000).toFixed(0)} cells/s`);
+      if (r.names.length !== native.length || diff > 0) throw new Error(`gene-token model (${r.backend}) differs from native on ${diff} cells`);
+    }
+  } else if (process.env.CELLSYMPHONY_REQUIRE_MODELS === "1") {
+    throw new Error(`${geneTokDir}/model.int8.safetensors is missing: scripts/test.sh writes it from a short gene-token benchmark`);
+  }
   // Input API: CSR input gives the dense input's classes, and bad input rejects with messages
   // that name the array, element and value (CPU engine, same wasm module as the page).
   const api = await page.evaluate(async (data) => {
