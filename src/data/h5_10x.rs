@@ -171,23 +171,10 @@ pub(crate) fn check_compressed(
     Ok((offsets, idx))
 }
 
-/// Reads a 10x HDF5 cell-feature matrix into a [`CellTable`] of shape `[n_cells, n_genes]`.
-///
-/// * genes: features of type `Gene Expression` that are not controls, sorted alphabetically
-///   (as every reader, so [`CellTable::gene_index`] works and layouts compare equal);
-/// * cells: every barcode, sorted numerically when all are integers, else as strings,
-///   including cells with no counts;
-/// * `centroids_um` is `[NaN, NaN]` and `nucleus_centroids_um` `None` for every cell, as in
-///   [`super::read_mex_dir`]: the matrix has no positions; fill them with
-///   [`super::attach_centroids`] from `cells.csv`.
-///
-/// Repeated `(feature, barcode)` entries are summed. Fails with [`DataError::Hdf5`] (file,
-/// dataset path and value) when the file is not HDF5 or truncated, a dataset is missing,
-/// `shape` disagrees with `barcodes`/`features`, `indptr` is not monotone or does not span
-/// `data`, an index is out of range, a count is negative or not finite, or a gene name or
-/// barcode repeats; with [`DataError::Io`] when the file does not exist.
-pub fn read_10x_h5(path: &Path) -> Result<CellTable, DataError> {
-    let h5 = H5::open(path)?;
+/// Reads and checks a 10x file's axes (shared by the whole-file and the streaming reader):
+/// `matrix/shape` as `(n_features, n_barcodes)`, the barcodes and feature names/types, and
+/// the canonical order of the cells and of the kept genes (gene expression, controls dropped).
+fn read_matrix_axes(h5: &H5) -> Result<(usize, usize, CanonicalAxes), DataError> {
     if h5.kind("matrix")? != Some(Kind::Group) {
         return Err(h5.err(
             "matrix",
@@ -253,6 +240,27 @@ pub fn read_10x_h5(path: &Path) -> Result<CellTable, DataError> {
             )
         },
     )?;
+    Ok((n_features, n_barcodes, axes))
+}
+
+/// Reads a 10x HDF5 cell-feature matrix into a [`CellTable`] of shape `[n_cells, n_genes]`.
+///
+/// * genes: features of type `Gene Expression` that are not controls, sorted alphabetically
+///   (as every reader, so [`CellTable::gene_index`] works and layouts compare equal);
+/// * cells: every barcode, sorted numerically when all are integers, else as strings,
+///   including cells with no counts;
+/// * `centroids_um` is `[NaN, NaN]` and `nucleus_centroids_um` `None` for every cell, as in
+///   [`super::read_mex_dir`]: the matrix has no positions; fill them with
+///   [`super::attach_centroids`] from `cells.csv`.
+///
+/// Repeated `(feature, barcode)` entries are summed. Fails with [`DataError::Hdf5`] (file,
+/// dataset path and value) when the file is not HDF5 or truncated, a dataset is missing,
+/// `shape` disagrees with `barcodes`/`features`, `indptr` is not monotone or does not span
+/// `data`, an index is out of range, a count is negative or not finite, or a gene name or
+/// barcode repeats; with [`DataError::Io`] when the file does not exist.
+pub fn read_10x_h5(path: &Path) -> Result<CellTable, DataError> {
+    let h5 = H5::open(path)?;
+    let (n_features, n_barcodes, axes) = read_matrix_axes(&h5)?;
 
     let data = h5.read_f32("matrix/data")?;
     let indptr = h5.read_i64("matrix/indptr")?;
@@ -324,48 +332,7 @@ impl TenxH5Cells {
     /// errors as [`read_10x_h5`] for a bad layout, shape, offsets or duplicate names.
     pub fn open(path: &Path) -> Result<Self, DataError> {
         let h5 = H5::open_streaming(path)?;
-        if h5.kind("matrix")? != Some(Kind::Group) {
-            return Err(h5.err(
-                "matrix",
-                "group is missing: not a 10x cell_feature_matrix.h5 (expected matrix/{barcodes, \
-                 data, indices, indptr, shape, features})",
-            ));
-        }
-        let shape = h5.read_i64("matrix/shape")?;
-        let dims: Option<Vec<usize>> = shape.iter().map(|&d| usize::try_from(d).ok()).collect();
-        let (n_features, n_barcodes) = match dims.as_deref() {
-            Some(&[f, b]) => (f, b),
-            _ => {
-                return Err(h5.err(
-                    "matrix/shape",
-                    format!("is {shape:?}, expected [n_features, n_barcodes] (two non-negative integers)"),
-                ))
-            }
-        };
-        let barcodes = h5.read_strings("matrix/barcodes")?;
-        if barcodes.len() != n_barcodes {
-            return Err(h5.err(
-                "matrix/barcodes",
-                format!("has {} entries but matrix/shape says {n_barcodes} barcodes", barcodes.len()),
-            ));
-        }
-        let names = h5.read_strings("matrix/features/name")?;
-        let types = h5.read_strings("matrix/features/feature_type")?;
-        for (object, len) in [("matrix/features/name", names.len()), ("matrix/features/feature_type", types.len())] {
-            if len != n_features {
-                return Err(h5.err(object, format!("has {len} entries but matrix/shape says {n_features} features")));
-            }
-        }
-        let keep: Vec<bool> =
-            names.iter().zip(&types).map(|(n, t)| t == GENE_EXPRESSION && !is_control_feature(n)).collect();
-        let axes = canonical_axes(
-            &barcodes,
-            &names,
-            &keep,
-            |id| h5.err("matrix/barcodes", format!("barcode `{id}` appears more than once")),
-            |g| h5.err("matrix/features/name", format!("gene name `{g}` appears more than once")),
-        )?;
-        drop(barcodes);
+        let (n_features, n_barcodes, axes) = read_matrix_axes(&h5)?;
         let nnz = h5.shape("matrix/data")?.iter().product::<usize>();
         let indices_len = h5.shape("matrix/indices")?.iter().product::<usize>();
         if indices_len != nnz {
