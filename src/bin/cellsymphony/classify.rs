@@ -192,7 +192,7 @@ fn cmd_classify_stream(a: &ClassifyArgs, model: &EngineModel) -> Result<Classifi
     let (mut forward, engine_name) = block_forward(model, a.engine)?;
     let t = Instant::now();
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cells  {per_sec}  eta {eta}").expect("valid template"),
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cells  {per_sec}  eta {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut next_report = 0.1;
     let mut progress = |done: usize, total: usize| {
