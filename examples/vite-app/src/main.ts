@@ -14,6 +14,9 @@ export interface AppResult {
   nCells: number;
   classNames: string[];
   main: { device: string; backend: string; classes: number[]; ms: number };
+  /** `device: "webgpu"` on the first 256 cells where Chromium offers any adapter (null without
+   * one; a software adapter classifies ~100 cells/s). */
+  webgpu: { backend: string; classes: number[]; ms: number } | null;
   worker: { device: string; classes: number[]; progress: number[]; detached: boolean; ms: number };
   cancel: string;
   badModel: { name: string; code: string; message: string };
@@ -61,6 +64,19 @@ async function run(): Promise<AppResult> {
   const main = { device: clf.device, backend: clf.backend, classes: Array.from(res.classes), ms: performance.now() - t0 };
   log(`main thread: ${n} cells on ${clf.device} (${clf.backend}) in ${main.ms.toFixed(0)} ms`);
 
+  // WebGPU asked for explicitly (a software adapter too), when there is an adapter: the first 256 cells.
+  let webgpu: AppResult["webgpu"] = null;
+  const gpu = (navigator as Navigator & { gpu?: { requestAdapter(): Promise<object | null> } }).gpu;
+  if (await gpu?.requestAdapter()) {
+    t0 = performance.now();
+    const gclf = await Classifier.load(model, { device: "webgpu" });
+    const m = Math.min(n, 256);
+    const gres = await gclf.classify(counts.subarray(0, m * bundle.genes.length), m, bundle.genes);
+    webgpu = { backend: gclf.backend, classes: Array.from(gres.classes), ms: performance.now() - t0 };
+    await gclf.free();
+    log(`webgpu: ${webgpu.backend} in ${webgpu.ms.toFixed(0)} ms`);
+  }
+
   // Worker entry: progress, transferred input, then a cancelled call.
   t0 = performance.now();
   const wclf = await WorkerClassifier.load(model, { device: "cpu", threads: 1 });
@@ -100,7 +116,7 @@ async function run(): Promise<AppResult> {
   await clf.free();
   await wclf.free();
   wclf.runner?.terminate();
-  return { nCells: n, classNames: clf.classes, main, worker, cancel, badModel, pairing };
+  return { nCells: n, classNames: clf.classes, main, webgpu, worker, cancel, badModel, pairing };
 }
 
 run().then(
