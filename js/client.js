@@ -43,9 +43,10 @@ const INPUT_ARRAYS = ["counts", "indptr", "indices", "data", "centroids", "patch
 /** A classifier loaded in a {@link CellSymphonyWorker}; `genes`, `classes`, `architecture`,
  * `backend`, `patchSize`, `patchUmPerPx`, `needsCentroids` as on the wasm `Classifier`. */
 class WorkerClassifier {
-  constructor(owner, modelBytes, info) {
+  constructor(owner, modelBytes, options, info) {
     this._owner = owner;
     this._modelBytes = modelBytes; // kept to reload after a worker restart (pairing cancel)
+    this._options = options;
     this._setInfo(info);
   }
 
@@ -59,7 +60,7 @@ class WorkerClassifier {
   async _ensureLoaded() {
     if (this._generation === this._owner._generation && this._handle != null) return;
     const bytes = this._modelBytes.slice();
-    this._setInfo(await this._owner._request({ op: "load", modelBytes: bytes, device: this.device }, [bytes.buffer]));
+    this._setInfo(await this._owner._request({ op: "load", modelBytes: bytes, options: { ...this._options, device: this.device } }, [bytes.buffer]));
   }
 
   /** Classify dense counts `[cells*genes]` (row-major `Float32Array`) in chunks in the worker.
@@ -188,8 +189,11 @@ export class CellSymphonyWorker {
   async loadClassifier(modelBytes, options = {}) {
     const keep = new Uint8Array(modelBytes).slice();
     const bytes = keep.slice();
-    const info = await this._request({ op: "load", modelBytes: bytes, device: requestedDevice(options) }, [bytes.buffer]);
-    return new WorkerClassifier(this, keep, info);
+    // The load options travel as they are (index.js's Classifier.load reads them in the worker).
+    const { useGpu, ...rest } = options;
+    const opts = { ...rest, device: requestedDevice(options) };
+    const info = await this._request({ op: "load", modelBytes: bytes, options: opts }, [bytes.buffer]);
+    return new WorkerClassifier(this, keep, opts, info);
   }
 
   /** `pairCells` of the wasm API in the worker: `options` as there; `onProgress({phase:
@@ -226,7 +230,7 @@ export function defaultThreads() {
 class PoolClassifier {
   constructor(members) {
     this._members = members;
-    const { _owner, _modelBytes, _handle, _generation, ...props } = members[0];
+    const { _owner, _modelBytes, _options, _handle, _generation, ...props } = members[0];
     Object.assign(this, props);
   }
 
@@ -315,7 +319,7 @@ export class CellSymphonyWorkerPool {
   async loadClassifier(modelBytes, options = {}) {
     const first = await this._workers[0].loadClassifier(modelBytes, options);
     const rest = first.device === "cpu" ? this._workers.slice(1) : [];
-    return new PoolClassifier([first, ...await Promise.all(rest.map((w) => w.loadClassifier(modelBytes, { device: "cpu" })))]);
+    return new PoolClassifier([first, ...await Promise.all(rest.map((w) => w.loadClassifier(modelBytes, { ...options, useGpu: undefined, device: "cpu" })))]);
   }
 
   pairCells(counts, nCells, genes, control, target, options = {}, call = {}) {
@@ -348,7 +352,7 @@ export class CellSymphonyMainThread {
 
   async loadClassifier(modelBytes, options = {}) {
     const { Classifier } = await this._main();
-    return Classifier.load(modelBytes, { device: requestedDevice(options) });
+    return Classifier.load(modelBytes, options);
   }
 
   async pairCells(counts, nCells, genes, control, target, options = {}, { onProgress, signal } = {}) {

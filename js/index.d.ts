@@ -97,28 +97,18 @@ export interface ClassifierMethods {
   free(): Promise<void>;
 }
 
-/** A cell-type classifier on the calling thread. */
-export declare class Classifier implements ClassifierInfo, ClassifierMethods {
+/** A cell-type classifier on the calling thread (its properties and `classify`,
+ * `classifyCsr`, `free`: {@link ClassifierInfo}, {@link ClassifierMethods}). */
+export declare class Classifier {
   private constructor();
   /** Loads a model file (safetensors bytes written by `cellsymphony train`/`export`) on
    * `options.device` (default "auto"); the wasm module is loaded on first use. Rejects with a
    * {@link CellSymphonyError} (code "model", "device" or "options"). */
   static load(modelBytes: Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<Classifier>;
-  readonly genes: string[];
-  readonly classes: string[];
-  readonly architecture: Architecture;
-  readonly backend: string;
-  readonly device: LoadedDevice;
-  readonly patchSize: number | undefined;
-  readonly patchUmPerPx: number | undefined;
-  readonly needsCentroids: boolean;
-  readonly wasmSimd: boolean;
-  classify(counts: Float32Array, nCells: number, genes: readonly string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
-  classifyCsr(indptr: Uint32Array, indices: Uint32Array, data: Float32Array, nCells: number, genes: readonly string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
   /** Compute dispatches per encoder layer on WebGPU (`undefined` on the CPU engine). */
   dispatchesPerLayer(): number | undefined;
-  free(): Promise<void>;
 }
+export interface Classifier extends ClassifierInfo, ClassifierMethods {}
 
 export interface PairEngineOptions {
   /** Where Sinkhorn runs (default "cpu"; `useGpu` is the older spelling). */

@@ -29,6 +29,9 @@ export async function wasmMemoryBytes() {
   return (await wasmReady())();
 }
 
+/** The keys `Classifier.load` reads (an unknown key is a CellSymphonyError "options"). */
+const LOAD_OPTIONS = ["device", "useGpu"];
+
 const INFO = ["genes", "classes", "architecture", "backend", "patchSize", "patchUmPerPx", "needsCentroids"];
 
 /** A cell-type classifier on this thread. `classify` runs in chunks with progress and cancel
@@ -51,6 +54,10 @@ export class Classifier {
    * file the engine cannot load, "device" for "webgpu" without an adapter, "options" for an
    * unknown device. `useGpu` (boolean) is the older spelling of `device`. */
   static async load(modelBytes, options = {}) {
+    const unknown = Object.keys(options ?? {}).filter((k) => !LOAD_OPTIONS.includes(k));
+    if (unknown.length > 0) {
+      throw new CellSymphonyError("options", `Classifier.load: unknown option ${unknown.map((k) => JSON.stringify(k)).join(", ")}; the options are ${LOAD_OPTIONS.join(", ")}`);
+    }
     const device = await pickDevice(requestedDevice(options));
     if (!(modelBytes instanceof Uint8Array || modelBytes instanceof ArrayBuffer)) {
       throw new CellSymphonyError("model", `modelBytes is ${modelBytes === null ? "null" : typeof modelBytes}: pass the model file's bytes as a Uint8Array or ArrayBuffer`);

@@ -24,8 +24,8 @@ function entry(handle) {
   return clf;
 }
 
-async function load({ modelBytes, device }) {
-  const clf = await Classifier.load(modelBytes, { device });
+async function load({ modelBytes, options }) {
+  const clf = await Classifier.load(modelBytes, options);
   const handle = nextHandle++;
   classifiers.set(handle, clf);
   return { value: { handle, ...describe(clf) } };
