@@ -82,7 +82,7 @@ export interface PairOptions {
 
 interface Runner {
   readonly mode: "worker" | "worker-pool" | "main-thread";
-  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
+  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean; int8Gemm?: "f32" | "w8a8" }): Promise<ChunkedClassifier>;
   pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
     options?: PairOptions, call?: CallOptions): Promise<PairResult>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
@@ -93,7 +93,7 @@ interface Runner {
 export declare class CellSymphonyWorker implements Runner {
   constructor(opts?: { workerUrl?: string | URL });
   readonly mode: "worker";
-  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
+  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean; int8Gemm?: "f32" | "w8a8" }): Promise<ChunkedClassifier>;
   pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
     options?: PairOptions, call?: CallOptions): Promise<PairResult>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
@@ -112,7 +112,7 @@ export declare class CellSymphonyWorkerPool implements Runner {
   constructor(opts?: { threads?: number; workerUrl?: string | URL });
   readonly mode: "worker-pool";
   readonly threads: number;
-  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
+  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean; int8Gemm?: "f32" | "w8a8" }): Promise<ChunkedClassifier>;
   pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
     options?: PairOptions, call?: CallOptions): Promise<PairResult>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
@@ -123,7 +123,7 @@ export declare class CellSymphonyWorkerPool implements Runner {
 export declare class CellSymphonyMainThread implements Runner {
   constructor();
   readonly mode: "main-thread";
-  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
+  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean; int8Gemm?: "f32" | "w8a8" }): Promise<ChunkedClassifier>;
   pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
     options?: PairOptions, call?: CallOptions): Promise<PairResult>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
@@ -132,4 +132,4 @@ export declare class CellSymphonyMainThread implements Runner {
 
 /** One classifier in fresh workers (default: a pool of `threads` workers, default
  * {@link defaultThreads}; one worker when that is 1) or on this thread (`worker: false`). */
-export declare function createClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean; worker?: boolean; threads?: number }): Promise<ChunkedClassifier>;
+export declare function createClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean; worker?: boolean; threads?: number; int8Gemm?: "f32" | "w8a8" }): Promise<ChunkedClassifier>;

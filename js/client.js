@@ -41,10 +41,11 @@ const INPUT_ARRAYS = ["counts", "indptr", "indices", "data", "centroids", "patch
 /** A classifier loaded in a {@link CellSymphonyWorker}; `genes`, `classes`, `architecture`,
  * `backend`, `patchSize`, `patchUmPerPx`, `needsCentroids` as on the wasm `Classifier`. */
 class WorkerClassifier {
-  constructor(owner, modelBytes, useGpu, info) {
+  constructor(owner, modelBytes, useGpu, info, int8Gemm) {
     this._owner = owner;
     this._modelBytes = modelBytes; // kept to reload after a worker restart (pairing cancel)
     this._useGpu = useGpu;
+    this._int8Gemm = int8Gemm;
     this._setInfo(info);
   }
 
@@ -58,7 +59,7 @@ class WorkerClassifier {
   async _ensureLoaded() {
     if (this._generation === this._owner._generation && this._handle != null) return;
     const bytes = this._modelBytes.slice();
-    this._setInfo(await this._owner._request({ op: "load", modelBytes: bytes, useGpu: this._useGpu }, [bytes.buffer]));
+    this._setInfo(await this._owner._request({ op: "load", modelBytes: bytes, useGpu: this._useGpu, int8Gemm: this._int8Gemm }, [bytes.buffer]));
   }
 
   /** Classify dense counts `[cells*genes]` (row-major `Float32Array`) in chunks in the worker.
@@ -178,12 +179,13 @@ export class CellSymphonyWorker {
   }
 
   /** Loads a model file (safetensors bytes) in the worker; `useGpu` runs it on WebGPU there
-   * (rejects when the worker has no adapter). The bytes are copied (kept for reloads). */
-  async loadClassifier(modelBytes, { useGpu = false } = {}) {
+   * (rejects when the worker has no adapter); `int8Gemm` ("f32" default, "w8a8") picks the CPU
+   * engine's int8 GEMM. The bytes are copied (kept for reloads). */
+  async loadClassifier(modelBytes, { useGpu = false, int8Gemm } = {}) {
     const keep = new Uint8Array(modelBytes).slice();
     const bytes = keep.slice();
-    const info = await this._request({ op: "load", modelBytes: bytes, useGpu }, [bytes.buffer]);
-    return new WorkerClassifier(this, keep, useGpu, info);
+    const info = await this._request({ op: "load", modelBytes: bytes, useGpu, int8Gemm }, [bytes.buffer]);
+    return new WorkerClassifier(this, keep, useGpu, info, int8Gemm);
   }
 
   /** `pairCells` of the wasm API in the worker: `options` as there; `onProgress({phase:
@@ -312,9 +314,9 @@ export class CellSymphonyWorkerPool {
     this.mode = "worker-pool";
   }
 
-  async loadClassifier(modelBytes, { useGpu = false } = {}) {
+  async loadClassifier(modelBytes, { useGpu = false, int8Gemm } = {}) {
     const members = useGpu ? this._workers.slice(0, 1) : this._workers;
-    return new PoolClassifier(await Promise.all(members.map((w) => w.loadClassifier(modelBytes, { useGpu }))));
+    return new PoolClassifier(await Promise.all(members.map((w) => w.loadClassifier(modelBytes, { useGpu, int8Gemm }))));
   }
 
   pairCells(counts, nCells, genes, control, target, options = {}, call = {}) {
@@ -390,9 +392,10 @@ export class CellSymphonyMainThread {
     return this._wasm;
   }
 
-  async loadClassifier(modelBytes, { useGpu = false } = {}) {
+  async loadClassifier(modelBytes, { useGpu = false, int8Gemm } = {}) {
     const { m, memory } = await this._load();
-    return new MainThreadClassifier(await m.Classifier.load(new Uint8Array(modelBytes), useGpu), memory, m.simd);
+    const opts = int8Gemm === undefined ? useGpu : { useGpu, int8Gemm };
+    return new MainThreadClassifier(await m.Classifier.load(new Uint8Array(modelBytes), opts), memory, m.simd);
   }
 
   async pairCells(counts, nCells, genes, control, target, options = {}, { onProgress, signal } = {}) {
@@ -416,10 +419,10 @@ export class CellSymphonyMainThread {
  * of `threads` workers, default {@link defaultThreads}, or one {@link CellSymphonyWorker} when
  * that is 1 or the model runs on WebGPU) or on this thread (`worker: false`); the runner is
  * `clf.runner`. */
-export async function createClassifier(modelBytes, { useGpu = false, worker = true, threads = defaultThreads() } = {}) {
+export async function createClassifier(modelBytes, { useGpu = false, worker = true, threads = defaultThreads(), int8Gemm } = {}) {
   const runner = !worker ? new CellSymphonyMainThread()
     : threads > 1 && !useGpu ? new CellSymphonyWorkerPool({ threads }) : new CellSymphonyWorker();
-  const clf = await runner.loadClassifier(modelBytes, { useGpu });
+  const clf = await runner.loadClassifier(modelBytes, { useGpu, int8Gemm });
   clf.runner = runner;
   return clf;
 }

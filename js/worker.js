@@ -36,13 +36,13 @@ function entry(handle) {
   return e;
 }
 
-async function load({ modelBytes, useGpu }) {
+async function load({ modelBytes, useGpu, int8Gemm }) {
   if (useGpu) {
     // wgpu cannot recover once it has started without WebGPU: check in JS first.
     const adapter = self.navigator?.gpu ? await self.navigator.gpu.requestAdapter().catch(() => null) : null;
     if (!adapter) throw new Error("WebGPU: no adapter in this worker (navigator.gpu is missing or gave none); load with useGpu: false for the CPU engine");
   }
-  const clf = await Classifier.load(modelBytes, !!useGpu);
+  const clf = await Classifier.load(modelBytes, int8Gemm === undefined ? !!useGpu : { useGpu: !!useGpu, int8Gemm });
   const handle = nextHandle++;
   classifiers.set(handle, { clf, queue: { tail: Promise.resolve() } });
   return { value: { handle, ...describe(clf) } };

@@ -16,7 +16,7 @@ use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, Gp
 use cellsymphony::model::ClassifierOptions;
 use cellsymphony::train::{
     argmax_rows, export::export_fp32_and_int8, export::model_meta, predict_cells, prepare_crop,
-    stratified_split, train_classifier, CellInputs, CheckpointOptions, LabelOptions, LabelledSplit,
+    stratified_split, train_classifier, CellInputs, CheckpointOptions, ClassificationReport, LabelOptions, LabelledSplit,
     NoProgress, PreparedCrop, TrainConfig,
 };
 
@@ -27,6 +27,12 @@ const MIN_AGREEMENT: f64 = 0.98;
 const MAX_INT8_LOGIT_ERROR: f32 = 0.25;
 /// Bound on |CPU int8 − WGSL int8| logits (same weights, float summation order differs).
 const MAX_ENGINE_LOGIT_ERROR: f32 = 2e-3;
+/// Bound on |fp32 logit − W8A8 logit| (int8 weights AND int8 activations, quantised per row:
+/// the CPU engine's `Int8Gemm::W8A8`). Not bit-exact with the WGSL int8 engine (f32
+/// activations): it is held to the fp32 model by this tolerance instead.
+const MAX_W8A8_LOGIT_ERROR: f32 = 0.35;
+/// Largest drop in macro-F1 (labelled held-out cells) from fp32 to W8A8.
+const MAX_W8A8_MACRO_F1_DROP: f64 = 0.02;
 
 struct Fixture {
     crop: PreparedCrop,
@@ -97,6 +103,27 @@ fn int8_cpu_engine_agrees_with_fp32_burn_on_held_out_cells() {
     let k = f.crop.class_names.len();
     let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len()).expect("CPU forward");
     common::quant::assert_int8_follows_fp32("burn fp32 vs CPU int8", &f.fp32_logits, &cpu, k, MAX_INT8_LOGIT_ERROR, MIN_AGREEMENT);
+}
+
+#[test]
+fn w8a8_cpu_engine_follows_fp32_burn_on_held_out_cells() {
+    let f = fixture();
+    let k = f.crop.class_names.len();
+    let n = f.test_idx.len();
+    let packed = engine::cpu::CpuWeights::with_int8_gemm(&f.int8, engine::Int8Gemm::W8A8);
+    let w8a8 = engine::cpu::forward_logits_packed(&f.int8, &packed, &f.x_test, None, n).expect("CPU W8A8 forward");
+    common::quant::assert_int8_follows_fp32("burn fp32 vs CPU W8A8", &f.fp32_logits, &w8a8, k, MAX_W8A8_LOGIT_ERROR, MIN_AGREEMENT);
+    // Macro-F1 on the labelled held-out cells: W8A8 keeps fp32's within MAX_W8A8_MACRO_F1_DROP.
+    let labelled: Vec<usize> = (0..n).filter(|&i| f.crop.labels[f.test_idx[i]].is_some()).collect();
+    let truth: Vec<u32> = labelled.iter().map(|&i| f.crop.labels[f.test_idx[i]].unwrap()).collect();
+    let f1 = |logits: &[f32]| {
+        let pred = argmax_rows(logits, k);
+        let pred: Vec<u32> = labelled.iter().map(|&i| pred[i]).collect();
+        ClassificationReport::new(&truth, &pred, &f.crop.class_names).macro_f1
+    };
+    let (f1_fp32, f1_w8a8) = (f1(&f.fp32_logits), f1(&w8a8));
+    eprintln!("macro-F1 on {} labelled held-out cells: burn fp32 {f1_fp32:.4}, CPU W8A8 {f1_w8a8:.4}", truth.len());
+    assert!(f1_w8a8 >= f1_fp32 - MAX_W8A8_MACRO_F1_DROP, "W8A8 macro-F1 {f1_w8a8} < fp32 {f1_fp32} − {MAX_W8A8_MACRO_F1_DROP}");
 }
 
 #[test]

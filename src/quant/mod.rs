@@ -51,6 +51,42 @@ pub fn quantize_per_channel_symmetric(w: &[f32], out: usize, in_dim: usize) -> (
     (q, scale)
 }
 
+/// Quantises one activation row `x` `[in]` to int8 in `out` `[in]`; returns its scale (the
+/// per-row activation quantisation of the W8A8 GEMMs: the CPU engine's
+/// `engine::gemm` i8×i8→i32 kernels and the WGSL `dot4I8Packed` path implement exactly this).
+///
+/// - `amax = max_k |x[k]|`;
+/// - `amax == 0`: scale 1, every `out[k] = 0`;
+/// - otherwise `scale = amax / 127`, `inv = 127 / amax`,
+///   `out[k] = clamp(round_ties_even(x[k] · inv), -127, 127)` (so `x ≈ out · scale`).
+///
+/// A layer then computes `y[o] = (Σ_k out[k]·q[o,k]) as f32 · (scale · w_scale[o]) + b[o]`.
+///
+/// Non-finite input (NaN or ±∞ anywhere in `x`) returns scale NaN with `out` all zeros, so
+/// every output of that row is NaN and the engine's non-finite check names the layer (the
+/// plain formula would silently map NaN to 0).
+///
+/// # Panics
+/// If `out.len() != x.len()`.
+pub fn quantize_row_i8(x: &[f32], out: &mut [i8]) -> f32 {
+    assert_eq!(out.len(), x.len(), "quantize_row_i8: out has {} values for a row of {}", out.len(), x.len());
+    let mut amax = 0.0f32;
+    let mut finite = true;
+    for &v in x {
+        finite &= v.is_finite();
+        amax = amax.max(v.abs());
+    }
+    if !finite || amax == 0.0 {
+        out.fill(0);
+        return if finite { 1.0 } else { f32::NAN };
+    }
+    let inv = 127.0 / amax;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+    }
+    amax / 127.0
+}
+
 /// Dequantises `q` `[out, in]` with per-row `scale` `[out]`: `w[o,k] = q[o,k] * scale[o]`.
 ///
 /// # Panics
@@ -162,6 +198,39 @@ mod tests {
         }
         eprintln!("quantize->dequantize max error = {worst:.4} * scale (bound 0.5)");
         assert!(q.iter().all(|&v| v >= -127));
+    }
+
+    #[test]
+    fn quantize_row_i8_follows_the_scheme() {
+        // Ties go to even, the row's largest magnitude maps to ±127, zeros stay zero.
+        let x = [0.0f32, 1.27, -1.27, 0.005, 0.015, -0.025, 0.635];
+        let mut q = [0i8; 7];
+        let s = quantize_row_i8(&x, &mut q);
+        assert_eq!(s, 1.27f32 / 127.0);
+        let inv = 127.0f32 / 1.27;
+        let expect: Vec<i8> = x.iter().map(|&v| (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8).collect();
+        assert_eq!(q.to_vec(), expect);
+        assert_eq!((q[0], q[1], q[2]), (0, 127, -127));
+        // round_ties_even, not round: 0.5 → 0, 1.5 → 2, 2.5 → 2, -0.5 → 0 (scale 1 via amax 127).
+        let mut q = [0i8; 5];
+        assert_eq!(quantize_row_i8(&[0.5, 1.5, 2.5, -0.5, 127.0], &mut q), 1.0);
+        assert_eq!(q, [0, 2, 2, 0, 127]);
+        // All zeros: scale 1; non-finite: scale NaN, zeros.
+        let mut q = [5i8; 3];
+        assert_eq!(quantize_row_i8(&[0.0, -0.0, 0.0], &mut q), 1.0);
+        assert_eq!(q, [0, 0, 0]);
+        let mut q = [5i8; 3];
+        assert!(quantize_row_i8(&[1.0, f32::NAN, 2.0], &mut q).is_nan());
+        assert_eq!(q, [0, 0, 0]);
+        assert!(quantize_row_i8(&[1.0, f32::INFINITY, 2.0], &mut q).is_nan());
+        // Error bound: |x − q·scale| ≤ scale / 2 (plus rounding of the product).
+        let mut rng = SplitMix64::new(3);
+        let x: Vec<f32> = (0..257).map(|_| rng.normal() * 3.0).collect();
+        let mut q = vec![0i8; x.len()];
+        let s = quantize_row_i8(&x, &mut q);
+        for (&v, &qv) in x.iter().zip(&q) {
+            assert!((v - f32::from(qv) * s).abs() <= s * 0.5 * (1.0 + 1e-5), "{v} vs {qv}·{s}");
+        }
     }
 
     #[test]
