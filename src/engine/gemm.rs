@@ -247,13 +247,20 @@ pub(super) fn epilogue(
     residual: Option<&[f32]>,
     pre: impl Fn(usize, usize) -> f32,
 ) {
+    // Whole NR-wide rows first (fixed length: vectorises), then GELU, residual and store.
     for i in 0..rows {
         let row = (r + i) * out_dim + o0;
+        let mut v = [0.0f32; NR];
+        for (j, vj) in v.iter_mut().enumerate() {
+            *vj = pre(i, j);
+        }
+        if act == Activation::Gelu {
+            v[..cols].iter_mut().for_each(|vj| *vj = gelu_reference(*vj));
+        }
         let yr = &mut y[row..row + cols];
-        for (j, yo) in yr.iter_mut().enumerate() {
-            let p = pre(i, j);
-            let v = if act == Activation::Gelu { gelu_reference(p) } else { p };
-            *yo = residual.map_or(v, |res| v + res[row + j]);
+        match residual {
+            Some(res) => yr.iter_mut().zip(&v).zip(&res[row..row + cols]).for_each(|((yo, vj), rj)| *yo = vj + rj),
+            None => yr.copy_from_slice(&v[..cols]),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The W8A8 GEMM of the CPU engine: int8 weights × int8 activations → i32, for int8 model
 //! layers packed with [`PackedLinear::new_w8a8`].
 //!
-//! Each row of `x` `[n, in]` is quantised on the fly with [`quantize_row_i8`] (one scale per
+//! Each row of `x` `[n, in]` is quantised on the fly with `quant::quantize_row_i8`'s scheme (one scale per
 //! row: `amax / 127`), the i8×i8 products are summed in i32 — exactly, so every kernel gives
 //! the same accumulators bit for bit whatever its order — and the epilogue computes
 //! `y = act((acc as f32) · (row_scale · w_scale[o]) + b[o]) (+ residual)`, the same f32 code on
@@ -22,22 +22,20 @@
 
 use super::gemm::{epilogue, Kernel, PackedLinear, Panels, MR, NR, ROW_BLOCK};
 use crate::gpu::Activation;
-use crate::quant::quantize_row_i8;
+use crate::quant::quantize_row_into;
 
-/// Quantises the rows of `x` `[n, in]` ([`quantize_row_i8`]) into i16 rows `[n.div_ceil(MR)·MR,
-/// in.div_ceil(2)·2]` (zero padding: whole micro-tiles, even length) and their scales `[n]`.
-fn quantize_rows_i16(x: &[f32], n: usize, in_dim: usize) -> (Vec<i16>, Vec<f32>) {
+/// Quantises the rows of `x` `[rows, in]` ([`crate::quant::quantize_row_i8`]'s scheme) into `xq`, i16 rows
+/// `[rows.div_ceil(MR)·MR, in.div_ceil(2)·2]` (zero padding: whole micro-tiles, even length),
+/// and their scales into `scales` `[rows]`.
+#[inline(always)]
+fn quantize_rows_i16(x: &[f32], rows: usize, in_dim: usize, xq: &mut Vec<i16>, scales: &mut Vec<f32>) {
     let stride = in_dim.div_ceil(2) * 2;
-    let mut xq = vec![0i16; n.div_ceil(MR) * MR * stride];
-    let mut scales = vec![0.0f32; n];
-    let mut row = vec![0i8; in_dim];
-    for (r, s) in scales.iter_mut().enumerate() {
-        *s = quantize_row_i8(&x[r * in_dim..(r + 1) * in_dim], &mut row);
-        for (d, &q) in xq[r * stride..].iter_mut().zip(&row) {
-            *d = i16::from(q);
-        }
+    xq.clear();
+    xq.resize(rows.div_ceil(MR) * MR * stride, 0);
+    scales.clear();
+    for r in 0..rows {
+        scales.push(quantize_row_into(&x[r * in_dim..(r + 1) * in_dim], &mut xq[r * stride..(r + 1) * stride]));
     }
-    (xq, scales)
 }
 
 /// The W8A8 GEMM over rows `x` `[n, in]` into `y` `[n, out]` with `kernel` (serial; the caller
@@ -57,7 +55,20 @@ pub(super) fn gemm_i8_rows_dispatch(
     if kernel == Kernel::Simd128 {
         return gemm_i8_rows_simd128(x, n, w, act, residual, y);
     }
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2Fma {
+        // SAFETY: `Kernel::Avx2Fma` is only handed out after avx2 and fma were detected.
+        return unsafe { gemm_i8_rows_avx2(x, n, w, act, residual, y) };
+    }
     gemm_i8_rows(kernel, x, n, w, act, residual, y);
+}
+
+/// [`gemm_i8_rows`] compiled with AVX2 (quantisation and epilogue vectorise too; no float
+/// contraction, so the epilogue rounds as the portable one).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_i8_rows_avx2(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
+    gemm_i8_rows(Kernel::Avx2Fma, x, n, w, act, residual, y);
 }
 
 /// [`gemm_i8_rows`] compiled with SIMD128 enabled.
@@ -81,22 +92,24 @@ fn gemm_i8_rows(
     let (in_dim, out_dim) = (w.in_dim, w.out_dim);
     let k_pairs = in_dim.div_ceil(2);
     let stride = 2 * k_pairs;
-    let (xq, xs) = quantize_rows_i16(x, n, in_dim);
     let panel_len = k_pairs * NR * 2;
     let mut acc = [[0i32; NR]; MR];
+    // One row block at a time is quantised (it stays in L1/L2 while every panel passes).
+    let (mut xq, mut xs) = (Vec::new(), Vec::new());
     let mut b0 = 0;
     while b0 < n {
         let b1 = (b0 + ROW_BLOCK).min(n);
+        quantize_rows_i16(&x[b0 * in_dim..b1 * in_dim], b1 - b0, in_dim, &mut xq, &mut xs);
         for p in 0..out_dim.div_ceil(NR) {
             let panel = &panels[p * panel_len..(p + 1) * panel_len];
             let o0 = p * NR;
             let cols = NR.min(out_dim - o0);
-            // Row tiles start at multiples of MR and `xq` holds whole tiles.
-            let mut r = b0;
-            while r < b1 {
-                let rows = MR.min(b1 - r);
+            // Row tiles start at multiples of MR from b0 and `xq` holds whole tiles.
+            let mut r = 0;
+            while r < b1 - b0 {
+                let rows = MR.min(b1 - b0 - r);
                 micro_i8(kernel, &xq[r * stride..(r + MR) * stride], k_pairs, panel, &mut acc);
-                epilogue(y, out_dim, r, rows, o0, cols, act, residual, |i, j| {
+                epilogue(y, out_dim, b0 + r, rows, o0, cols, act, residual, |i, j| {
                     (acc[i][j] as f32) * (xs[r + i] * w.scale[o0 + j]) + w.bias[o0 + j]
                 });
                 r += rows;
@@ -237,7 +250,7 @@ mod tests {
         let mut row = vec![0i8; i];
         let mut y = Vec::with_capacity(n * o);
         for r in 0..n {
-            let s = quantize_row_i8(&x[r * i..(r + 1) * i], &mut row);
+            let s = crate::quant::quantize_row_i8(&x[r * i..(r + 1) * i], &mut row);
             for c in 0..o {
                 let acc: i32 = (0..i).map(|k| i32::from(row[k]) * i32::from(q[c * i + k])).sum();
                 let pre = (acc as f32) * (s * scale[c]) + w.bias[c];
