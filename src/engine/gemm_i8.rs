@@ -17,8 +17,7 @@
 //! Compared with the f32 path ([`PackedLinear::new`]: int8 weight values times f32
 //! activations) this adds the activation's rounding (≤ `row_scale / 2` per value), so its
 //! logits follow the fp32 model within a stated tolerance instead of matching the WGSL
-//! engine bit for bit; the tests in `tests/gene_only_pipeline.rs` and `tests/models.rs` state
-//! it.
+//! engine bit for bit; `tests/gene_only_pipeline.rs` states it (crop and pbmc68k_reduced).
 
 use super::gemm::{epilogue, Kernel, PackedLinear, Panels, MR, NR, ROW_BLOCK};
 use crate::gpu::Activation;
