@@ -26,6 +26,10 @@ export interface LoadOptions {
   device?: Device;
   /** The older spelling: `true` = "webgpu", `false` = "cpu" (`device` wins). */
   useGpu?: boolean;
+  /** The CPU engine's int8 GEMM for int8 model files: "f32" (default: int8 weights × f32
+   * activations, bit-identical to WebGPU) or "w8a8" (int8 activations too; faster, classes
+   * within a stated tolerance). */
+  int8Gemm?: "f32" | "w8a8";
 }
 
 export type ClassifyProgress = { phase: "classify"; done: number; total: number };

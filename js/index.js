@@ -30,7 +30,7 @@ export async function wasmMemoryBytes() {
 }
 
 /** The keys `Classifier.load` reads (an unknown key is a CellSymphonyError "options"). */
-const LOAD_OPTIONS = ["device", "useGpu"];
+const LOAD_OPTIONS = ["device", "useGpu", "int8Gemm"];
 
 const INFO = ["genes", "classes", "architecture", "backend", "patchSize", "patchUmPerPx", "needsCentroids"];
 
@@ -52,7 +52,8 @@ export class Classifier {
   /** Loads a model file (safetensors bytes written by `cellsymphony train`/`export`) on
    * `device` ("auto" by default). Rejects with a `CellSymphonyError`: code "model" for a
    * file the engine cannot load, "device" for "webgpu" without an adapter, "options" for an
-   * unknown device. `useGpu` (boolean) is the older spelling of `device`. */
+   * unknown device. `useGpu` (boolean) is the older spelling of `device`; `int8Gemm`
+   * ("f32" default, "w8a8") picks the CPU engine's int8 GEMM (int8 activations with "w8a8"). */
   static async load(modelBytes, options = {}) {
     const unknown = Object.keys(options ?? {}).filter((k) => !LOAD_OPTIONS.includes(k));
     if (unknown.length > 0) {
@@ -65,7 +66,9 @@ export class Classifier {
     const memory = await wasmReady();
     let clf;
     try {
-      clf = await wasm.Classifier.load(new Uint8Array(modelBytes), device === "webgpu");
+      const useGpu = device === "webgpu";
+      // `int8Gemm` ("f32" default, "w8a8") picks the CPU engine's int8 GEMM; the engine checks the value.
+      clf = await wasm.Classifier.load(new Uint8Array(modelBytes), options?.int8Gemm === undefined ? useGpu : { useGpu, int8Gemm: options.int8Gemm });
     } catch (e) {
       throw asCellSymphonyError(e, "model");
     }

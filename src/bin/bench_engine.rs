@@ -1,5 +1,6 @@
 //! Benchmark of the inference engines on the real crop's cells, in one run:
-//! burn fp32 (ndarray, the named peer) vs our plain-Rust CPU engine (int8 and fp32 files) vs our WGSL engine
+//! burn fp32 (ndarray, the named peer) vs our plain-Rust CPU engine (int8 file with f32 or int8 (W8A8)
+//! activations, fp32 file) vs our WGSL engine
 //! (int8, wgpu: a real GPU where there is one, lavapipe otherwise). Prints a table.
 //!
 //! `bench_engine --model runs/gene_only/model.int8.safetensors --fp32 runs/gene_only/model.safetensors`
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use clap::Parser;
 
 use cellsymphony::data::{self, default_data_dir, CellInput, CountsInput, TranscriptOptions};
-use cellsymphony::engine::{Backend, Classifier, EngineModel};
+use cellsymphony::engine::cpu::argmax_rows;
+use cellsymphony::engine::{Backend, Classifier, EngineModel, Int8Gemm};
 use cellsymphony::gpu::GpuContext;
 use cellsymphony::model::convert::from_engine_model;
 use cellsymphony::train::{predict_cells, CellInputs};
@@ -72,10 +74,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pollster::block_on(cpu.logits(&cells))?; // surfaces an engine error before timing
     let s = time(a.reps, || { let _ = pollster::block_on(cpu.logits(&cells)); });
     rows.push(("cellsymphony CPU engine, int8".into(), s));
+    let w8a8 = Classifier::cpu_with(int8.clone(), Int8Gemm::W8A8)?;
+    let w8a8_logits = pollster::block_on(w8a8.logits(&cells))?; // surfaces an engine error before timing
+    let s = time(a.reps, || { let _ = pollster::block_on(w8a8.logits(&cells)); });
+    rows.push(("cellsymphony CPU engine, int8 W8A8 (int8 activations)".into(), s));
     let cpu32 = Classifier::cpu(fp32.clone())?;
-    pollster::block_on(cpu32.logits(&cells))?; // surfaces an engine error before timing
+    let fp32_logits = pollster::block_on(cpu32.logits(&cells))?; // surfaces an engine error before timing
     let s = time(a.reps, || { let _ = pollster::block_on(cpu32.logits(&cells)); });
     rows.push(("cellsymphony CPU engine, fp32".into(), s));
+    let k = int8.meta.classes.len();
+    let same = argmax_rows(&w8a8_logits, k).iter().zip(argmax_rows(&fp32_logits, k)).filter(|(a, b)| **a == *b).count();
+    println!("CPU W8A8 vs CPU fp32 file: same class on {same}/{n} cells");
     match if a.no_gpu { Err("--no-gpu".to_string()) } else { pollster::block_on(GpuContext::new()).map_err(|e| e.to_string()) } {
         Ok(ctx) => {
             let name = ctx.adapter_summary();
