@@ -295,15 +295,15 @@ async function loadModelLayers(meta, counts, useGpu, mainNames) {
   return out;
 }
 
-/// The loaded model's evaluation (`evaluation.json`, written by `cellsymphony pipeline`): a
+/// The loaded model's evaluation (`model_evaluation.json`, written by `cellsymphony pipeline`): a
 /// per-class precision / recall / F1 table and the confusion matrix as a heatmap table. Missing
 /// file or another model's classes: the section stays hidden. Returns the rendered row counts.
 async function loadEvaluation(classNames) {
-  const r = await fetch(DATA + "evaluation.json");
+  const r = await fetch(DATA + "model_evaluation.json");
   if (!r.ok) return null;
   const ev = await r.json();
   const same = ev.classes.length === classNames.length && ev.classes.every((c, i) => c === classNames[i]);
-  if (!same) { log("evaluation.json is for another model's classes: not shown"); return null; }
+  if (!same) { log("model_evaluation.json is for another model's classes: not shown"); return null; }
   const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
   const f3 = (v) => v.toFixed(3);
   document.getElementById("evaluation-note").textContent =

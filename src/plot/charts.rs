@@ -25,14 +25,15 @@ const PAD: usize = 10;
 const LEGEND_MAX_TEXT: usize = 260;
 /// Legends with more entries than this use the small font.
 const LEGEND_LARGE_MAX: usize = 24;
-/// Widest heatmap row label / tallest column label (pixels) before an ellipsis.
-const ROW_LABEL_MAX: usize = 260;
-const COL_LABEL_MAX: usize = 200;
+/// Widest heatmap row label (pixels) before an ellipsis.
+pub const HEATMAP_ROW_LABEL_MAX: usize = 320;
+/// Tallest heatmap column label (written vertically, pixels) before an ellipsis.
+pub const HEATMAP_COL_LABEL_MAX: usize = 200;
 /// Widest a title alone makes a heatmap (pixels); longer titles wrap.
 const TITLE_MAX_WIDTH: usize = 640;
 
-/// A title wrapped to a width: up to 3 lines at [`TITLE_SCALE`], or, when that would cut it,
-/// up to 4 lines at scale 1 (then an ellipsis ends the last line).
+/// A title wrapped to a width: up to 4 lines at [`TITLE_SCALE`], or, when that would cut it,
+/// up to 5 lines at scale 1 (then an ellipsis ends the last line).
 struct TitleLayout {
     lines: Vec<String>,
     scale: usize,
@@ -42,12 +43,12 @@ impl TitleLayout {
     fn new(title: &str, width: usize) -> Self {
         let width = width.max(1);
         let whole: Vec<&str> = title.split_whitespace().collect();
-        let large = wrap_text(title, width, TITLE_SCALE, 3);
+        let large = wrap_text(title, width, TITLE_SCALE, 4);
         let joined = large.join(" ");
         if joined.split_whitespace().eq(whole.iter().copied()) {
             return TitleLayout { lines: large, scale: TITLE_SCALE };
         }
-        TitleLayout { lines: wrap_text(title, width, 1, 4), scale: 1 }
+        TitleLayout { lines: wrap_text(title, width, 1, 5), scale: 1 }
     }
 
     fn line_height(&self) -> usize {
@@ -122,7 +123,7 @@ fn legend_size(names: &[String], scale: usize) -> (usize, usize) {
         .map(|n| text_width(n, scale))
         .max()
         .unwrap_or(0);
-    (w + 4 * scale + 2 * PAD + 8, names.len() * line + PAD)
+    (w + 4 * scale + 2 * PAD + 12, names.len() * line + PAD)
 }
 
 /// Draws a legend (coloured dot + name per category) with its top-left corner at `(x, y)`.
@@ -133,7 +134,7 @@ fn draw_legend(canvas: &mut Canvas, x: usize, y: usize, names: &[String], scale:
         let r = 2.0 * scale as f32;
         canvas.fill_circle([(x + PAD) as f32 + r, cy as f32], r, category_color(i), 1.0);
         canvas.text(
-            (x + PAD + 4 * scale + 6) as isize,
+            (x + PAD + 4 * scale + 10) as isize,
             (cy - text_height(scale) / 2 + scale / 2) as isize,
             name,
             Rgb::BLACK,
@@ -433,11 +434,11 @@ pub fn render_heatmap(
     };
     let row_names: Vec<String> = row_names
         .iter()
-        .map(|n| fit_text(n, ROW_LABEL_MAX, label_scale))
+        .map(|n| fit_text(n, HEATMAP_ROW_LABEL_MAX, label_scale))
         .collect();
     let col_names: Vec<String> = col_names
         .iter()
-        .map(|n| fit_text(n, COL_LABEL_MAX, label_scale))
+        .map(|n| fit_text(n, HEATMAP_COL_LABEL_MAX, label_scale))
         .collect();
     let row_label_w = row_names
         .iter()

@@ -20,7 +20,8 @@ pub use canvas::{Canvas, Rgb, TextBox};
 #[cfg(feature = "native-io")]
 pub use charts::{heatmap_png, scatter_png, spatial_map_png};
 pub use charts::{
-    render_heatmap, render_scatter, render_spatial_map, Figure, SCATTER_PLOT_SIDE,
+    render_heatmap, render_scatter, render_spatial_map, Figure, HEATMAP_COL_LABEL_MAX,
+    HEATMAP_ROW_LABEL_MAX, SCATTER_PLOT_SIDE,
     SPATIAL_MAP_MAX_SIDE,
 };
 pub use error::PlotError;

@@ -69,10 +69,10 @@ pub fn write_www_bundle(
 }
 
 /// File of [`write_www_evaluation`] in the web-demo bundle.
-pub const WWW_EVALUATION_FILE: &str = "evaluation.json";
+pub const WWW_EVALUATION_FILE: &str = "model_evaluation.json";
 
 /// The bundle model's evaluation, which the page shows as a per-class table and a confusion
-/// heatmap: `evaluation.json` in `dir` with `model` (file name in the bundle), `evaluated_on`
+/// heatmap: `model_evaluation.json` in `dir` with `model` (file name in the bundle), `evaluated_on`
 /// (which cells, e.g. the held-out 20 %), `engine`, `classes`, `confusion` (`[true class]
 /// [predicted class]` counts, nested rows), `per_class` (`name, precision, recall, f1,
 /// support`), `macro_f1`, `weighted_f1`, `accuracy` and `n_cells`. Write it after

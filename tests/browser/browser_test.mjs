@@ -93,8 +93,8 @@ try {
     if (cpuMismatch > 0) throw new Error(`browser CPU engine differs from native predictions on ${cpuMismatch} cells`);
   }
   // The model's evaluation (per-class table + confusion heatmap): present when the bundle has
-  // evaluation.json (`cellsymphony pipeline` writes it); one row per class in both tables.
-  if (existsSync(resolve(root, "www", dataParam, "evaluation.json"))) {
+  // model_evaluation.json (`cellsymphony pipeline` writes it); one row per class in both tables.
+  if (existsSync(resolve(root, "www", dataParam, "model_evaluation.json"))) {
     const ev = result.evaluation;
     const k = bundle.classes.length;
     if (!ev || ev.perClassRows !== k || ev.confusionRows !== k) throw new Error(`evaluation tables: ${JSON.stringify(ev)}, expected ${k} rows each`);
