@@ -72,6 +72,10 @@ pub use anndata::{read_h5ad, AnnData, Categorical, Column, ColumnValues, Embeddi
 pub use h5_10x::{read_10x_h5, write_10x_h5, TenxH5Cells};
 #[cfg(feature = "native-io")]
 pub use predictions::{write_predictions_csv, write_predictions_h5ad, Predictions};
+#[cfg(feature = "native-io")]
+pub mod xenium_explorer;
+#[cfg(feature = "native-io")]
+pub use xenium_explorer::{write_xenium_explorer_groups, XENIUM_EXPLORER_MIN_CONFIDENCE};
 
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;

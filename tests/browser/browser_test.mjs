@@ -56,6 +56,16 @@ try {
     const cpuMismatch = result.cpu.classes.filter((c, i) => c !== bundle.native_predictions[i]).length;
     if (cpuMismatch > 0) throw new Error(`browser CPU engine differs from native predictions on ${cpuMismatch} cells`);
   }
+  // The model's evaluation (per-class table + confusion heatmap): present when the bundle has
+  // model_evaluation.json (`cellsymphony pipeline` writes it); one row per class in both tables.
+  if (existsSync(resolve(root, "www", dataParam, "model_evaluation.json"))) {
+    const ev = result.evaluation;
+    const k = bundle.classes.length;
+    if (!ev || ev.perClassRows !== k || ev.confusionRows !== k) throw new Error(`evaluation tables: ${JSON.stringify(ev)}, expected ${k} rows each`);
+    const shown = await page.locator("#per-class tbody tr").count();
+    if (shown !== k || !(await page.locator("#confusion").isVisible())) throw new Error(`evaluation section: ${shown} per-class rows visible, expected ${k}`);
+    console.log(`evaluation tables: ${k} classes (per-class P/R/F1 and confusion matrix)`);
+  }
   // Multimodal model layers: present when the bundle has models.json (test.sh writes it).
   const modelsJson = resolve(root, "www", dataParam, "models.json");
   if (existsSync(modelsJson)) {
