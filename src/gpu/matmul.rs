@@ -129,6 +129,21 @@ pub(crate) fn matmul_norm_dispatch(
     act: Activation,
     residual: bool,
 ) -> Result<Dispatch, GpuError> {
+    matmul_launch(ctx, &kernel(act, residual, norm.is_some()), x, rows, norm, w, y)
+}
+
+/// One launch of a matmul `kernel` (this file's or `matmul_dot4.wgsl`, which share the
+/// bindings, `Params` and the 64 x 64 output tiles): `y[rows, out] (+)= …` of `x`
+/// `[rows, in]`, with the LayerNorm prologue `norm` when the kernel has one.
+pub(crate) fn matmul_launch(
+    ctx: &GpuContext,
+    kernel: &Kernel,
+    x: &wgpu::Buffer,
+    rows: usize,
+    norm: Option<(&GpuLayerNorm, f32)>,
+    w: &GpuLinear,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
     if let Some((ln, _)) = norm {
         check_len(|| format!("matmul LayerNorm prologue gamma [in={}]", w.in_dim), ln.dim, w.in_dim)?;
     }
@@ -144,7 +159,7 @@ pub(crate) fn matmul_norm_dispatch(
             limit: max as u64,
         });
     }
-    let pipeline = ctx.pipeline(&kernel(act, residual, norm.is_some()))?;
+    let pipeline = ctx.pipeline(kernel)?;
     let eps = norm.map_or(0.0, |(_, e)| e);
     let params = ctx.uniform_words(
         "matmul params",

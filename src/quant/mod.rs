@@ -13,8 +13,10 @@
 //! The functions here take already-validated slices; length mismatches are programming
 //! errors and panic with a message (see each `# Panics`).
 
+mod activation;
 mod linear;
 
+pub use activation::quantize_row_i8;
 pub use linear::{Linear, LinearWeight};
 
 /// Quantises `w` `[out, in]` per output channel; returns `(q [out, in], scale [out])`.
