@@ -32,10 +32,15 @@ pub enum Activation {
 /// The kernel with activation `act`, when `residual` the residual add, and when `norm` the
 /// LayerNorm prologue.
 pub(crate) fn kernel(act: Activation, residual: bool, norm: bool) -> Kernel {
-    Kernel::new("matmul_int8", TEMPLATE)
-        .constant("TILE_M", TILE_M)
+    specialise(Kernel::new("matmul_int8", TEMPLATE), TILE_K, act, residual, norm)
+}
+
+/// Substitutes the constants every matmul template shares (this file's and
+/// `matmul_dot4.wgsl`): the 64 x 64 output tile, `tile_k`, and the epilogue/prologue flags.
+pub(crate) fn specialise(k: Kernel, tile_k: usize, act: Activation, residual: bool, norm: bool) -> Kernel {
+    k.constant("TILE_M", TILE_M)
         .constant("TILE_N", TILE_N)
-        .constant("TILE_K", TILE_K)
+        .constant("TILE_K", tile_k)
         .constant("ACT", u32::from(act == Activation::Gelu))
         .constant("RESIDUAL", u32::from(residual))
         .constant("NORM", u32::from(norm))

@@ -13,7 +13,7 @@
 use super::context::{check_len, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
 use super::layernorm::GpuLayerNorm;
-use super::matmul::{matmul_launch, Activation, GpuLinear, TILE_M, TILE_N};
+use super::matmul::{matmul_launch, specialise, Activation, GpuLinear, TILE_M, TILE_N};
 use crate::quant::Linear;
 
 /// Input values staged per step (8 packed words per row).
@@ -26,13 +26,7 @@ const TEMPLATE: &str = include_str!("../../kernels/matmul_dot4.wgsl");
 /// The kernel with activation `act`, when `residual` the residual add, and when `norm` the
 /// LayerNorm prologue.
 pub(crate) fn kernel(act: Activation, residual: bool, norm: bool) -> Kernel {
-    Kernel::new("matmul_dot4", TEMPLATE)
-        .constant("TILE_M", TILE_M)
-        .constant("TILE_N", TILE_N)
-        .constant("TILE_K", TILE_K)
-        .constant("ACT", u32::from(act == Activation::Gelu))
-        .constant("RESIDUAL", u32::from(residual))
-        .constant("NORM", u32::from(norm))
+    specialise(Kernel::new("matmul_dot4", TEMPLATE), TILE_K, act, residual, norm)
 }
 
 /// The specialisations a pre-norm encoder layer uses (LayerNorm + identity for q|k|v,
