@@ -1,12 +1,16 @@
-//! `cellsymphony spatia pretrain → finetune → embed` on one tissue region of the crop: each
-//! step succeeds and the embeddings have the shapes of the cells and niches.
+//! SPATIA: the regions the model reads agree with `data::niches`, and `cellsymphony spatia
+//! pretrain → finetune → embed` on one tissue region of the crop succeeds and writes
+//! embeddings of the shapes of the cells and niches.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
+use cellsymphony::data::{self, ImageFrame, NicheGrid, NicheOptions};
 use cellsymphony::train::embeddings::parse_npy;
+use cellsymphony::train::spatia::region_assignment;
+use cellsymphony::util::rng::SplitMix64;
 
 fn spatia(args: &[&str], data: &Path, out: &Path) {
     let res = Command::new(env!("CARGO_BIN_EXE_cellsymphony"))
@@ -68,4 +72,39 @@ fn pretrain_finetune_embed_on_one_region() {
         assert_eq!((rows, d), (n_niches, 64), "{name}");
         assert!(v.iter().any(|x| *x != 0.0) && v.iter().all(|x| x.is_finite()), "{name}");
     }
+}
+
+/// The regions the model reads agree with `data::niches`: every assigned cell sits in its
+/// grid niche, in the slot of that niche's grid position, in the region that holds it.
+#[test]
+fn region_assignment_matches_the_niche_grid() {
+    let mut rng = SplitMix64::new(7);
+    let n = 400;
+    let centroids: Vec<[f32; 2]> = (0..n).map(|_| [rng.uniform(-5.0, 230.0), rng.uniform(-5.0, 170.0)]).collect();
+    let counts = vec![1.0f32; n * 2];
+    let frame = ImageFrame::from_corner([0.0, 0.0], 1.0);
+    let opts = NicheOptions { tile_px: 20, edge: data::EdgePolicy::Pad, region_niches: 3 };
+    let grid = NicheGrid::build(&centroids, &counts, 2, &frame, [210, 150], &opts).unwrap();
+    let regions = grid.tissue_regions(3).unwrap();
+    let rc = region_assignment(&grid, 3).unwrap();
+    let mut seen = vec![0usize; n];
+    for r in &rc {
+        let region = &regions[r.region];
+        for (k, &cell) in r.cells.iter().enumerate() {
+            seen[cell] += 1;
+            let niche = r.niches[r.cell_niche[k]];
+            assert_eq!(grid.niche_of_cell[cell], Some(niche as u32), "cell {cell}");
+            let slot = r.slots[r.cell_niche[k]];
+            assert_eq!(region.niches[slot], Some(niche));
+            let nc = &grid.niches[niche];
+            assert_eq!((nc.niche_col / 3, nc.niche_row / 3), (region.region_col, region.region_row));
+            assert_eq!(slot, (nc.niche_row % 3) * 3 + nc.niche_col % 3);
+        }
+    }
+    for (cell, &s) in seen.iter().enumerate() {
+        let expected = usize::from(grid.niche_of_cell[cell].is_some());
+        assert_eq!(s, expected, "cell {cell} appears {s} times");
+    }
+    assert!(!grid.unassigned.is_empty(), "the test should include cells outside the image");
+    assert!(rc.len() > 1);
 }

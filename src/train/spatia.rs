@@ -27,7 +27,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 
-use super::benchmark::crop_patches;
+use super::benchmark::{crop_patches, mean_sd};
 use super::dataset::PreparedCrop;
 use super::embeddings::npy_f32_bytes;
 use super::logistic::{LogisticOptions, LogisticRegression};
@@ -626,14 +626,6 @@ pub struct AblationRow {
     pub seconds: Vec<f64>,
 }
 
-/// Mean and sample standard deviation.
-pub fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-    (m, var.sqrt())
-}
-
 /// The ablation table as Markdown: `| model | macro-F1 (mean ± sd) | per fold | s/fold |`.
 pub fn ablation_markdown(rows: &[AblationRow], test_cells: &[usize]) -> String {
     let mut md = format!("Test macro-F1 over {} spatially blocked folds (test cells per fold: {:?}).\n\n", test_cells.len(), test_cells);
@@ -698,45 +690,4 @@ pub fn run_ablation<B: AutodiffBackend>(
         rows.push(row);
     }
     Ok((rows, folds.iter().map(|f| f.test.len()).collect()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::data::ImageFrame;
-
-    /// The regions the model reads agree with `data::niches`: every assigned cell sits in its
-    /// grid niche, in the slot of that niche's grid position, in the region that holds it.
-    #[test]
-    fn region_assignment_matches_the_niche_grid() {
-        let mut rng = SplitMix64::new(7);
-        let n = 400;
-        let centroids: Vec<[f32; 2]> = (0..n).map(|_| [rng.uniform(-5.0, 230.0), rng.uniform(-5.0, 170.0)]).collect();
-        let counts = vec![1.0f32; n * 2];
-        let frame = ImageFrame::from_corner([0.0, 0.0], 1.0);
-        let opts = NicheOptions { tile_px: 20, edge: data::EdgePolicy::Pad, region_niches: 3 };
-        let grid = NicheGrid::build(&centroids, &counts, 2, &frame, [210, 150], &opts).unwrap();
-        let regions = grid.tissue_regions(3).unwrap();
-        let rc = region_assignment(&grid, 3).unwrap();
-        let mut seen = vec![0usize; n];
-        for r in &rc {
-            let region = &regions[r.region];
-            for (k, &cell) in r.cells.iter().enumerate() {
-                seen[cell] += 1;
-                let niche = r.niches[r.cell_niche[k]];
-                assert_eq!(grid.niche_of_cell[cell], Some(niche as u32), "cell {cell}");
-                let slot = r.slots[r.cell_niche[k]];
-                assert_eq!(region.niches[slot], Some(niche));
-                let nc = &grid.niches[niche];
-                assert_eq!((nc.niche_col / 3, nc.niche_row / 3), (region.region_col, region.region_row));
-                assert_eq!(slot, (nc.niche_row % 3) * 3 + nc.niche_col % 3);
-            }
-        }
-        for (cell, &s) in seen.iter().enumerate() {
-            let expected = usize::from(grid.niche_of_cell[cell].is_some());
-            assert_eq!(s, expected, "cell {cell} appears {s} times");
-        }
-        assert!(!grid.unassigned.is_empty(), "the test should include cells outside the image");
-        assert!(rc.len() > 1);
-    }
 }
