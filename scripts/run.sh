@@ -30,6 +30,13 @@ log "5-fold gene-only benchmark on the crop, default and paper recipes → $out/
 log "5-fold gene-only benchmark on pbmc68k_reduced, default and paper recipes → $out/benchmark_pbmc_folds"
 "$bin/cellsymphony" benchmark --h5ad "$CELLSYMPHONY_DATA/scanpy-1.11.5/10x_pbmc68k_reduced.h5ad" --models gene-only \
   --folds 5 --recipes default,paper --out "$out/benchmark_pbmc_folds" | tee "$out/benchmark_pbmc_folds.log"
+# Issue 14: SPATIA's multi-scale model on the crop: masked-reconstruction pre-training,
+# fine-tuning on one spatially blocked split (test macro-F1 printed), embeddings (≈ 1–2 min).
+log "SPATIA pretrain → finetune → embed on the crop → $out/spatia"
+"$bin/cellsymphony" spatia pretrain --out "$out/spatia/pretrain" 2> "$out/spatia_pretrain.log"
+"$bin/cellsymphony" spatia finetune --pretrained "$out/spatia/pretrain" --out "$out/spatia" 2> "$out/spatia_finetune.log" \
+  | tee "$out/spatia_finetune.txt"
+"$bin/cellsymphony" spatia embed --model "$out/spatia" --out "$out/spatia/embed"
 log "OT pairing: Epithelial → Malignant (PCA + log-domain Sinkhorn on the WGSL engine)"
 mkdir -p "$out/pairing"
 "$bin/cellsymphony" pair --control Epithelial --target Malignant --out "$out/pairing" | tee "$out/pairing/summary.txt" \

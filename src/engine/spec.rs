@@ -655,3 +655,232 @@ impl Default for SpatialTokenConfig {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// SPATIA's multi-scale model (issue 14). Kept in this one block so the engines can follow.
+// ---------------------------------------------------------------------------------------------
+
+/// Which levels of SPATIA's hierarchy a model has (the ablation's rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpatiaLevels {
+    /// Cell level only: `z = z_cell`.
+    Cell,
+    /// Cell + niche: `z_cell` attends to `[z_niche]`.
+    Niche,
+    /// Cell + niche + tissue: `z_cell` attends to `[z_niche, z_tissue]`.
+    Tissue,
+}
+
+impl SpatiaLevels {
+    /// All three, in ablation order.
+    pub const ALL: [SpatiaLevels; 3] = [SpatiaLevels::Cell, SpatiaLevels::Niche, SpatiaLevels::Tissue];
+
+    /// `cell`, `niche`, `tissue`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpatiaLevels::Cell => "cell",
+            SpatiaLevels::Niche => "niche",
+            SpatiaLevels::Tissue => "tissue",
+        }
+    }
+
+    /// Whether the model has a niche encoder.
+    pub fn has_niche(self) -> bool {
+        !matches!(self, SpatiaLevels::Cell)
+    }
+
+    /// Whether the model has a tissue transformer.
+    pub fn has_tissue(self) -> bool {
+        matches!(self, SpatiaLevels::Tissue)
+    }
+
+    /// Context tokens the fused cell embedding attends to (0, 1 or 2).
+    pub fn context_tokens(self) -> usize {
+        usize::from(self.has_niche()) + usize::from(self.has_tissue())
+    }
+}
+
+impl FromStr for SpatiaLevels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SpatiaLevels::ALL
+            .into_iter()
+            .find(|l| l.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown SPATIA levels {s:?}; choose cell, niche or tissue"))
+    }
+}
+
+/// The architecture of SPATIA's multi-scale model (`crate::model::spatia`).
+///
+/// ```text
+/// cell:   ViT(nucleus patch [S, S]) → image tokens [g², D] ; GEB(genes [G]) → gene tokens [T, D]
+///         z_cell = LN(mean(CrossBlock(Q = image tokens, K = V = gene tokens)))          [D]
+/// niche:  ViT'(niche tile, downsampled to [S', S']) → niche tokens [g'², D]
+///         z_niche = LN(mean(CrossBlock(Q = niche tokens, K = V = [mean of its cells' z_cell])))
+/// tissue: TransformerEncoder(z_niche + PE2D(slot) over the region's side² slots, absent masked)
+///         → z_tissue per niche                                                        [D]
+/// fusion: z = LN(CrossBlock(Q = z_cell, K = V = [z_niche, z_tissue]))                 [D]
+/// heads:  cell type Linear(D → C) on z ; niche composition Linear(D → C) on z_niche
+/// ```
+/// `CrossBlock(x, c) = x + Attn(LN(x), LN(c)); x + FFN(LN(x))` (pre-norm, multi-head).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpatiaSpec {
+    /// Input genes `G`.
+    pub n_genes: usize,
+    /// Cell classes `C`.
+    pub n_classes: usize,
+    /// Shared width `D`.
+    pub d_model: usize,
+    /// Attention heads (divide `d_model`).
+    pub n_heads: usize,
+    /// Feed-forward width of every block.
+    pub d_ff: usize,
+    /// Gene tokens `T` (the summary gene encoder, keys and values of the cell level).
+    pub gene_tokens: usize,
+    /// The nucleus-patch ViT (`k_nearest` unused: every image token is a query).
+    pub cell_image: MorphologyTokenConfig,
+    /// The niche ViT over the niche tile downsampled to `image_size` px
+    /// (`um_per_px` = DAPI µm/px × `niche_tile_px / image_size`).
+    pub niche_image: MorphologyTokenConfig,
+    /// Niche side in DAPI pixels (SPATIA: 256).
+    pub niche_tile_px: usize,
+    /// DAPI resolution the niche tiles are cut at, µm/px (Xenium's native 0.2125).
+    pub niche_dapi_um_per_px: f64,
+    /// Tissue-region side in niches (SPATIA: 4).
+    pub region_niches: usize,
+    /// Layers of the tissue transformer.
+    pub tissue_layers: usize,
+    /// Which levels exist.
+    pub levels: SpatiaLevels,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+}
+
+impl SpatiaSpec {
+    /// The CPU default (trains on 2 cores in minutes on the crop): D 64, 4 heads, FFN 128,
+    /// 8 gene tokens, 32 px nucleus patches at 0.75 µm/px in 8 px ViT patches (16 tokens,
+    /// 1 block), 256 px niches at 0.2125 µm/px downsampled to 32 px (16 tokens, 1 block),
+    /// 4 × 4 regions, 1 tissue layer.
+    pub fn small(n_genes: usize, n_classes: usize, levels: SpatiaLevels) -> Self {
+        let vit = |image_size: usize, um_per_px: f64| MorphologyTokenConfig {
+            image_size,
+            vit_patch: 8,
+            width: 64,
+            n_heads: 4,
+            d_ff: 128,
+            n_layers: 1,
+            k_nearest: 4,
+            um_per_px,
+        };
+        Self {
+            n_genes,
+            n_classes,
+            d_model: 64,
+            n_heads: 4,
+            d_ff: 128,
+            gene_tokens: 8,
+            cell_image: vit(32, 0.75),
+            niche_image: vit(32, 0.2125 * 8.0),
+            niche_tile_px: 256,
+            niche_dapi_um_per_px: 0.2125,
+            region_niches: 4,
+            tissue_layers: 1,
+            levels,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    /// The GPU-scale option (our choice, not the paper's exact sizes): D 256, 8 heads, FFN 1024,
+    /// 16 gene tokens, 64 px nucleus patches at 0.5 µm/px in 8 px ViT patches (64 tokens,
+    /// 4 blocks, width 256), niches downsampled to 128 px (16 px patches, 64 tokens, 4 blocks),
+    /// 2 tissue layers.
+    pub fn large(n_genes: usize, n_classes: usize, levels: SpatiaLevels) -> Self {
+        let vit = |image_size: usize, vit_patch: usize, um_per_px: f64| MorphologyTokenConfig {
+            image_size,
+            vit_patch,
+            width: 256,
+            n_heads: 8,
+            d_ff: 1024,
+            n_layers: 4,
+            k_nearest: 4,
+            um_per_px,
+        };
+        Self {
+            d_model: 256,
+            n_heads: 8,
+            d_ff: 1024,
+            gene_tokens: 16,
+            cell_image: vit(64, 8, 0.5),
+            niche_image: vit(128, 16, 0.2125 * 2.0),
+            tissue_layers: 2,
+            ..Self::small(n_genes, n_classes, levels)
+        }
+    }
+
+    /// Why this spec cannot be built, naming the field.
+    pub fn validate(&self) -> Result<(), ModelFileError> {
+        let bad = |reason: String| Err(ModelFileError::InvalidConfig { reason });
+        for (name, v) in [
+            ("n_genes", self.n_genes),
+            ("n_classes", self.n_classes),
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("d_ff", self.d_ff),
+            ("gene_tokens", self.gene_tokens),
+            ("niche_tile_px", self.niche_tile_px),
+            ("region_niches", self.region_niches),
+            ("tissue_layers", self.tissue_layers),
+        ] {
+            if v == 0 {
+                return bad(format!("spatia.{name} must be at least 1"));
+            }
+        }
+        if !self.d_model.is_multiple_of(self.n_heads) || !self.d_model.is_multiple_of(4) {
+            return bad(format!(
+                "spatia.d_model {} must be a multiple of 4 (2-D positional encoding) and of n_heads {}",
+                self.d_model, self.n_heads
+            ));
+        }
+        for (name, v) in [("cell_image", &self.cell_image), ("niche_image", &self.niche_image)] {
+            if v.vit_patch == 0 || v.image_size == 0 || !v.image_size.is_multiple_of(v.vit_patch) {
+                return bad(format!("spatia.{name}.image_size {} must be a positive multiple of vit_patch {}", v.image_size, v.vit_patch));
+            }
+            if v.n_heads == 0 || !v.width.is_multiple_of(v.n_heads) || v.n_layers == 0 {
+                return bad(format!("spatia.{name}: width {} must be divisible by n_heads {} and n_layers ≥ 1", v.width, v.n_heads));
+            }
+        }
+        if !self.niche_tile_px.is_multiple_of(self.niche_image.image_size) {
+            return bad(format!(
+                "spatia.niche_tile_px {} must be a multiple of niche_image.image_size {} (integer downsampling)",
+                self.niche_tile_px, self.niche_image.image_size
+            ));
+        }
+        if !(self.niche_dapi_um_per_px > 0.0 && self.niche_dapi_um_per_px.is_finite()) {
+            return bad(format!("spatia.niche_dapi_um_per_px {} must be positive", self.niche_dapi_um_per_px));
+        }
+        Ok(())
+    }
+}
+
+/// Fixed 2-D sinusoidal encoding of the `side × side` slots of a tissue region, `[side², d]`
+/// row-major (slot `r · side + c`): for `i < d/4`, `ω_i = 10000^(−i/(d/4))`, features
+/// `[sin(c ω_i), cos(c ω_i), sin(r ω_i), cos(r ω_i)]` in blocks of `d/4`. `d` must be a
+/// multiple of 4.
+pub fn grid_positional_encoding(side: usize, d: usize) -> Vec<f32> {
+    let q = d / 4;
+    let mut out = vec![0.0f32; side * side * d];
+    for r in 0..side {
+        for c in 0..side {
+            let row = &mut out[(r * side + c) * d..(r * side + c + 1) * d];
+            for i in 0..q {
+                let w = 10000f64.powf(-(i as f64) / q.max(1) as f64);
+                row[i] = (c as f64 * w).sin() as f32;
+                row[q + i] = (c as f64 * w).cos() as f32;
+                row[2 * q + i] = (r as f64 * w).sin() as f32;
+                row[3 * q + i] = (r as f64 * w).cos() as f32;
+            }
+        }
+    }
+    out
+}

@@ -8,6 +8,8 @@
 //! - [`classifier`]: the one [`Classifier`] module: the spec's token sources as optional parts,
 //!   modality embeddings, an optional relative attention bias, encoder, pool and head.
 //! - [`contrastive`]: gene and morphology projection networks aligned by bidirectional InfoNCE.
+//! - [`spatia`]: SPATIA's multi-scale model (cell cross-attention, niche and tissue levels,
+//!   fusion, masked-reconstruction decoders), built from [`crate::engine::spec::SpatiaSpec`].
 //! - [`convert`]: [`Classifier`] ⇄ [`crate::engine::EngineModel`] (the safetensors format
 //!   shared with the browser engine), for every architecture.
 
@@ -16,6 +18,7 @@ pub mod contrastive;
 pub mod convert;
 pub mod encoder;
 pub mod encoders;
+pub mod spatia;
 
 pub use classifier::{CellBatch, Classifier, ClassifierOptions, ModelInputs};
 pub use contrastive::{

@@ -13,6 +13,8 @@
 //! - [`logistic`]: the multinomial logistic-regression baseline.
 //! - [`peers`]: scikit-learn and CellTypist peers on the same folds, through python.
 //! - [`benchmark`]: all four classifiers and the baseline on one split, with tables and plots.
+//! - [`spatia`]: SPATIA's multi-scale model: region data, masked-reconstruction pre-training,
+//!   fine-tuning, embeddings and the level ablation.
 //! - [`tune`]: `--tune`, a small learning-rate × weighting × smoothing search on validation cells.
 //! - [`plot`]: confusion-matrix heatmaps as PNG with a built-in bitmap font.
 //! - [`report`]: the morphology section of the main job's report (alignment check, patch mosaic).
@@ -30,6 +32,7 @@ pub mod peers;
 pub mod plot;
 pub mod report;
 pub mod slide;
+pub mod spatia;
 pub mod split;
 pub mod trainer;
 pub mod tune;

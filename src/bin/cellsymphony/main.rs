@@ -13,6 +13,7 @@ mod label;
 mod nuclei;
 mod pair;
 mod pipeline;
+mod spatia;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,7 @@ use label::{cmd_label, LabelArgs};
 use nuclei::{cmd_detect_nuclei, DetectNucleiArgs};
 use pair::{cmd_pair, PairArgs};
 use pipeline::{cmd_pipeline, PipelineArgs};
+use spatia::{cmd_spatia, SpatiaArgs};
 use train::{cmd_train, TrainArgs};
 
 #[derive(Parser)]
@@ -66,6 +68,9 @@ enum Command {
     /// Find nucleus centroids in a DAPI image (LoG maxima at the nucleus scale, in tiles),
     /// write them as CSV, and score them against the bundle's nuclei when it has them.
     DetectNuclei(DetectNucleiArgs),
+    /// SPATIA's multi-scale model (cell cross-attention, niche and tissue levels, fusion):
+    /// masked-reconstruction pre-training, fine-tuning, embeddings and the level ablation.
+    Spatia(SpatiaArgs),
 }
 
 fn main() {
@@ -82,6 +87,7 @@ fn main() {
         Command::Align(a) => cmd_align(a),
         Command::Inspect(a) => cmd_inspect(a),
         Command::DetectNuclei(a) => cmd_detect_nuclei(a),
+        Command::Spatia(a) => cmd_spatia(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,259 @@
+//! `cellsymphony spatia pretrain|finetune|embed|ablation`: SPATIA's multi-scale model
+//! (flags here, everything else in `train::spatia`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+use cellsymphony::engine::spec::{SpatiaLevels, SpatiaSpec};
+use cellsymphony::train::spatia::{self, FinetuneConfig, PretrainConfig, SpatiaData, SpatiaHeader};
+use cellsymphony::train::{make_folds, FoldPlan, PreparedCrop, SplitKind};
+
+use crate::common::*;
+
+type Ad = burn::backend::Autodiff<burn::backend::NdArray>;
+type Cpu = burn::backend::NdArray;
+
+#[derive(Args)]
+pub(crate) struct SpatiaArgs {
+    #[command(subcommand)]
+    command: SpatiaCommand,
+}
+
+#[derive(Subcommand)]
+enum SpatiaCommand {
+    /// Masked-reconstruction pre-training of the cell level on every cell (no labels):
+    /// writes spatia_pretrain.{json,bin} and pretrain_loss.csv.
+    Pretrain(PretrainArgs),
+    /// Fine-tune on the labelled cells of one split (validation for the epoch, test reported
+    /// once): writes spatia_model.{json,bin} and finetune_history.csv.
+    Finetune(FinetuneArgs),
+    /// Write z_cell / z / z_niche / z_tissue (.npy) with cells.csv and niches.csv.
+    Embed(EmbedArgs),
+    /// The level ablation on K spatially blocked folds with our LogReg on the same folds:
+    /// writes ablation.md and ablation.json.
+    Ablation(AblationArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Scale {
+    /// The CPU default (see README: SPATIA).
+    Small,
+    /// The GPU-scale configuration.
+    Large,
+}
+
+#[derive(Args, Clone)]
+struct ModelFlags {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Model size.
+    #[arg(long, value_enum, default_value = "small")]
+    scale: Scale,
+    /// Hierarchy levels: cell, niche or tissue (cell + niche + tissue).
+    #[arg(long, default_value = "tissue")]
+    levels: SpatiaLevels,
+    /// Use only the first N tissue regions with cells (a quick subset).
+    #[arg(long)]
+    max_regions: Option<usize>,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+impl ModelFlags {
+    fn prepare(&self) -> Result<(PreparedCrop, SpatiaSpec, SpatiaData)> {
+        let crop = self.data.prepare()?;
+        let (g, c) = (crop.table.n_genes(), crop.class_names.len());
+        let spec = match self.scale {
+            Scale::Small => SpatiaSpec::small(g, c, self.levels),
+            Scale::Large => SpatiaSpec::large(g, c, self.levels),
+        };
+        let data = SpatiaData::build(&crop, &spec, self.max_regions).context("building SPATIA niches and regions")?;
+        eprintln!(
+            "SPATIA data: {} niches of {} px, {} regions with cells, {} of {} cells in a region",
+            data.grid.niches.len(),
+            spec.niche_tile_px,
+            data.regions.len(),
+            data.assigned.iter().filter(|&&a| a).count(),
+            data.n_cells()
+        );
+        Ok((crop, spec, data))
+    }
+}
+
+fn log(line: String) {
+    eprintln!("{line}");
+}
+
+#[derive(Args)]
+struct PretrainArgs {
+    #[command(flatten)]
+    model: ModelFlags,
+    /// Output folder.
+    #[arg(long, default_value = "runs/spatia")]
+    out: PathBuf,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Share of genes masked.
+    #[arg(long, default_value_t = 0.25)]
+    gene_mask: f64,
+    /// Share of ViT patches masked.
+    #[arg(long, default_value_t = 0.5)]
+    image_mask: f64,
+}
+
+#[derive(Args, Clone)]
+struct SplitFlags {
+    /// random or spatial-blocks.
+    #[arg(long, default_value = "spatial-blocks")]
+    split: SplitKind,
+    /// Spatial block side in µm.
+    #[arg(long, default_value_t = 100.0)]
+    block_um: f64,
+    /// Held-out share of the single split.
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Share of the training cells used for validation.
+    #[arg(long, default_value_t = 0.15)]
+    val_fraction: f64,
+    /// Fine-tuning epochs (at most; patience 8 on validation macro-F1).
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+}
+
+impl SplitFlags {
+    fn plan<'a>(&self, k: usize, crop: &'a PreparedCrop, seed: u64) -> FoldPlan<'a> {
+        FoldPlan {
+            kind: self.split,
+            k,
+            test_fraction: self.test_fraction,
+            val_fraction: self.val_fraction,
+            block_um: self.block_um,
+            centroids: Some(&crop.table.centroids_um),
+            seed,
+        }
+    }
+}
+
+#[derive(Args)]
+struct FinetuneArgs {
+    #[command(flatten)]
+    model: ModelFlags,
+    #[command(flatten)]
+    split: SplitFlags,
+    /// Folder of `spatia pretrain` to start the cell level from.
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long, default_value = "runs/spatia")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Folder holding spatia_model.{json,bin}.
+    #[arg(long, default_value = "runs/spatia")]
+    model: PathBuf,
+    /// Use only the first N tissue regions with cells.
+    #[arg(long)]
+    max_regions: Option<usize>,
+    /// Output folder.
+    #[arg(long, default_value = "runs/spatia/embed")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct AblationArgs {
+    #[command(flatten)]
+    model: ModelFlags,
+    #[command(flatten)]
+    split: SplitFlags,
+    /// Folds.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Pre-training epochs.
+    #[arg(long, default_value_t = 10)]
+    pretrain_epochs: usize,
+    /// Output folder.
+    #[arg(long, default_value = "runs/spatia")]
+    out: PathBuf,
+}
+
+pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
+    let device = Default::default();
+    match a.command {
+        SpatiaCommand::Pretrain(a) => {
+            let (_, spec, data) = a.model.prepare()?;
+            let config = PretrainConfig { epochs: a.epochs, gene_mask: a.gene_mask, image_mask: a.image_mask, seed: a.model.seed, ..Default::default() };
+            let pre = spatia::pretrain::<Ad>(&data, &spec, &config, &device, &mut log)?;
+            let mut csv = String::from("epoch,gene_mse,pixel_mse,seconds\n");
+            for e in &pre.history {
+                csv += &format!("{},{:.6},{:.6},{:.2}\n", e.epoch, e.gene_loss, e.image_loss, e.seconds);
+            }
+            let training = serde_json::json!({ "pretrain": config, "history": pre.history });
+            spatia::save::<Cpu, _>(&a.out, "spatia_pretrain", &SpatiaHeader { spec, class_names: vec![], training }, &pre.cell)?;
+            write_file(&a.out.join("pretrain_loss.csv"), csv.as_bytes())?;
+            println!("pre-trained cell level written to {}", a.out.display());
+        }
+        SpatiaCommand::Finetune(a) => {
+            let (crop, spec, data) = a.model.prepare()?;
+            let pre = match &a.pretrained {
+                Some(dir) => Some(spatia::load_pretrained::<Cpu>(dir, &spec, &device)?),
+                None => None,
+            };
+            let labels: Vec<Option<u32>> = crop.labels.iter().zip(&data.assigned).map(|(l, &x)| if x { *l } else { None }).collect();
+            let folds = make_folds(&labels, &a.split.plan(1, &crop, a.model.seed)).map_err(anyhow::Error::msg)?;
+            let Some(fold) = folds.first() else { bail!("no fold could be made from the labelled cells") };
+            let config = FinetuneConfig::new(a.split.epochs, a.model.seed);
+            let ft = spatia::finetune::<Ad>(&data, &labels, &crop.class_names, fold, &spec, &config, pre.as_ref(), &device, &mut log)?;
+            println!(
+                "SPATIA ({}) test macro-F1 {:.3} on {} test cells ({} split), best epoch {}",
+                spec.levels.name(), ft.report.macro_f1, ft.test_cells.len(), a.split.split.name(), ft.best_epoch
+            );
+            let mut csv = String::from("epoch,loss,val_macro_f1,seconds\n");
+            for e in &ft.history {
+                csv += &format!("{},{:.6},{},{:.2}\n", e.epoch, e.loss, e.val_macro_f1.map_or(String::new(), |v| format!("{v:.4}")), e.seconds);
+            }
+            let training = serde_json::json!({
+                "finetune": config, "history": ft.history, "best_epoch": ft.best_epoch,
+                "split": a.split.split.name(), "test_cells": ft.test_cells.len(), "test_macro_f1": ft.report.macro_f1,
+                "pretrained": a.pretrained.as_ref().map(|p| p.display().to_string()),
+            });
+            spatia::save::<Cpu, _>(&a.out, "spatia_model", &SpatiaHeader { spec, class_names: crop.class_names.clone(), training }, &ft.model)?;
+            write_file(&a.out.join("finetune_history.csv"), csv.as_bytes())?;
+            println!("model written to {}", a.out.display());
+        }
+        SpatiaCommand::Embed(a) => {
+            let (header, model) = spatia::load_model::<Cpu>(&a.model, &device)?;
+            let crop = a.data.prepare()?;
+            if crop.class_names != header.class_names {
+                bail!("{}: the model was trained on classes {:?} but these cells are labelled {:?}; embed the data it was trained on", a.model.display(), header.class_names, crop.class_names);
+            }
+            let data = SpatiaData::build(&crop, &header.spec, a.max_regions)?;
+            let e = spatia::embed(&model, &data, header.spec.n_classes, header.spec.d_model, &device);
+            spatia::write_embeddings(&a.out, &e, &data, &crop.table.cell_ids, &header.class_names)?;
+            println!("embeddings of {} cells and {} niches written to {}", data.n_cells(), data.grid.niches.len(), a.out.display());
+        }
+        SpatiaCommand::Ablation(a) => {
+            let (crop, spec, data) = a.model.prepare()?;
+            let config = FinetuneConfig::new(a.split.epochs, a.model.seed);
+            let pre = PretrainConfig { epochs: a.pretrain_epochs, seed: a.model.seed, ..Default::default() };
+            let t = std::time::Instant::now();
+            let plan = a.split.plan(a.folds, &crop, a.model.seed);
+            let (rows, test) = spatia::run_ablation::<Ad>(&crop, &data, &spec, &config, &pre, &plan, &device, &mut log)?;
+            let mut md = spatia::ablation_markdown(&rows, &test);
+            md += &format!("\nSplit {} ({} µm blocks), seed {}, {} epochs at most (patience 8), pre-training {} epochs; total {:.0} s.\n",
+                a.split.split.name(), a.split.block_um, a.model.seed, a.split.epochs, a.pretrain_epochs, t.elapsed().as_secs_f64());
+            print!("{md}");
+            std::fs::create_dir_all(&a.out)?;
+            write_file(&a.out.join("ablation.md"), md.as_bytes())?;
+            write_file(&a.out.join("ablation.json"), serde_json::to_string_pretty(&serde_json::json!({ "rows": rows, "test_cells": test, "spec": spec }))?.as_bytes())?;
+        }
+    }
+    Ok(())
+}

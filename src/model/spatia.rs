@@ -1,0 +1,350 @@
+//! SPATIA's multi-scale model (issue 14) as burn modules, built from
+//! [`crate::engine::spec::SpatiaSpec`] (the spec documents the exact computation).
+//!
+//! - [`CellEncoder`]: nucleus-patch ViT tokens (queries) cross-attending to gene tokens (keys
+//!   and values), mean-pooled to `z_cell`; with the masked-reconstruction decoders (genes from
+//!   `z_cell`, pixels of each ViT patch from its token, MAE-style).
+//! - [`NicheEncoder`]: niche-tile ViT tokens cross-attending to the mean `z_cell` of the
+//!   niche's cells → `z_niche`. With one key the softmax is 1, so this block adds a learned
+//!   projection of the mean cell embedding to every niche token before the FFN and pooling.
+//! - tissue: a [`TransformerEncoder`] over a region's `side²` niche slots plus a fixed 2-D
+//!   sinusoidal encoding ([`grid_positional_encoding`]), absent slots masked → `z_tissue`.
+//! - fusion: `z_cell` cross-attends to `[z_niche, z_tissue]`; heads for cell type (on the fused
+//!   `z`) and niche composition (on `z_niche`).
+//!
+//! One forward pass is one tissue region ([`RegionInputs`]): all cells of its niches, so the
+//! niche means and the tissue transformer see the whole region.
+
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+
+use super::encoder::{EncoderLayerConfig, TransformerEncoder, TransformerEncoderConfig};
+use super::encoders::{GeneEncoder, GeneEncoderConfig, MorphologyEncoder, MorphologyEncoderConfig};
+use crate::engine::spec::{grid_positional_encoding, SpatiaSpec};
+use crate::engine::{ModelFileError, MorphologyTokenConfig};
+
+/// Additive score for masked keys (large negative, finite so a fully masked row stays finite).
+pub const MASKED_SCORE: f32 = -1.0e4;
+
+/// Multi-head attention of queries `[b, nq, d]` over a separate key/value set `[b, nk, d]`.
+#[derive(Module, Debug)]
+pub struct CrossAttention<B: Backend> {
+    /// Query projection `[d → d]`.
+    pub q: Linear<B>,
+    /// Key projection `[d → d]`.
+    pub k: Linear<B>,
+    /// Value projection `[d → d]`.
+    pub v: Linear<B>,
+    /// Output projection `[d → d]`.
+    pub o: Linear<B>,
+    /// Heads.
+    pub n_heads: usize,
+}
+
+impl<B: Backend> CrossAttention<B> {
+    /// `x: [b, nq, d]`, `ctx: [b, nk, d]` → `[b, nq, d]`.
+    pub fn forward(&self, x: Tensor<B, 3>, ctx: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, nq, d] = x.dims();
+        let [_, nk, _] = ctx.dims();
+        let h = self.n_heads;
+        let hd = d / h;
+        let q = self.q.forward(x).reshape([b, nq, h, hd]).swap_dims(1, 2);
+        let k = self.k.forward(ctx.clone()).reshape([b, nk, h, hd]).swap_dims(1, 2);
+        let v = self.v.forward(ctx).reshape([b, nk, h, hd]).swap_dims(1, 2);
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
+        let out = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, nq, d]);
+        self.o.forward(out)
+    }
+}
+
+/// Pre-norm cross-attention block: `x = x + Attn(LN(x), LN(ctx)); x = x + FFN(LN(x))`.
+#[derive(Module, Debug)]
+pub struct CrossBlock<B: Backend> {
+    /// LayerNorm of the queries.
+    pub norm_q: LayerNorm<B>,
+    /// LayerNorm of the keys/values.
+    pub norm_kv: LayerNorm<B>,
+    /// Attention.
+    pub attn: CrossAttention<B>,
+    /// LayerNorm before the FFN.
+    pub norm_ff: LayerNorm<B>,
+    /// FFN expansion `[d → d_ff]`.
+    pub fc1: Linear<B>,
+    /// FFN projection `[d_ff → d]`.
+    pub fc2: Linear<B>,
+    /// Residual dropout (training only).
+    pub dropout: Dropout,
+}
+
+fn norm<B: Backend>(d: usize, eps: f64, device: &B::Device) -> LayerNorm<B> {
+    LayerNormConfig::new(d).with_epsilon(eps).init(device)
+}
+
+fn cross_block<B: Backend>(spec: &SpatiaSpec, dropout: f64, device: &B::Device) -> CrossBlock<B> {
+    let d = spec.d_model;
+    let lin = |i, o| LinearConfig::new(i, o).init(device);
+    CrossBlock {
+        norm_q: norm(d, spec.layer_norm_eps, device),
+        norm_kv: norm(d, spec.layer_norm_eps, device),
+        attn: CrossAttention { q: lin(d, d), k: lin(d, d), v: lin(d, d), o: lin(d, d), n_heads: spec.n_heads },
+        norm_ff: norm(d, spec.layer_norm_eps, device),
+        fc1: lin(d, spec.d_ff),
+        fc2: lin(spec.d_ff, d),
+        dropout: DropoutConfig::new(dropout).init(),
+    }
+}
+
+impl<B: Backend> CrossBlock<B> {
+    /// `x: [b, nq, d]`, `ctx: [b, nk, d]` → `[b, nq, d]`.
+    pub fn forward(&self, x: Tensor<B, 3>, ctx: Tensor<B, 3>) -> Tensor<B, 3> {
+        let a = self.attn.forward(self.norm_q.forward(x.clone()), self.norm_kv.forward(ctx));
+        let x = x + self.dropout.forward(a);
+        let f = self.fc2.forward(gelu(self.fc1.forward(self.norm_ff.forward(x.clone()))));
+        x + self.dropout.forward(f)
+    }
+}
+
+fn vit<B: Backend>(m: &MorphologyTokenConfig, spec: &SpatiaSpec, dropout: f64, device: &B::Device) -> MorphologyEncoder<B> {
+    MorphologyEncoderConfig::from_spec(m, spec.d_model, dropout, spec.layer_norm_eps).init(device)
+}
+
+/// `[b, d]` mean over the tokens of `[b, n, d]`.
+fn pool<B: Backend>(h: Tensor<B, 3>) -> Tensor<B, 2> {
+    let [b, _, d] = h.dims();
+    h.mean_dim(1).reshape([b, d])
+}
+
+/// The cell level and its pre-training decoders.
+#[derive(Module, Debug)]
+pub struct CellEncoder<B: Backend> {
+    /// Gene tokens `[b, T, D]` from normalised expression.
+    pub genes: GeneEncoder<B>,
+    /// Nucleus-patch ViT (its `projection` maps every token to `D`).
+    pub vit: MorphologyEncoder<B>,
+    /// Image tokens attend to gene tokens.
+    pub cross: CrossBlock<B>,
+    /// LayerNorm of the pooled `z_cell`.
+    pub norm: LayerNorm<B>,
+    /// Masked-gene decoder `[D → G]` on `z_cell`.
+    pub gene_decoder: Linear<B>,
+    /// Pixel decoder, hidden layer `[D → d_ff]` per image token.
+    pub pixel_hidden: Linear<B>,
+    /// Pixel decoder, output `[d_ff → p²]` per image token.
+    pub pixel_out: Linear<B>,
+}
+
+impl<B: Backend> CellEncoder<B> {
+    /// Build from the spec.
+    pub fn init(spec: &SpatiaSpec, dropout: f64, device: &B::Device) -> Self {
+        let p = spec.cell_image.vit_patch;
+        Self {
+            genes: GeneEncoderConfig::new(spec.n_genes, spec.d_model).with_tokens(spec.gene_tokens).init(device),
+            vit: vit(&spec.cell_image, spec, dropout, device),
+            cross: cross_block(spec, dropout, device),
+            norm: norm(spec.d_model, spec.layer_norm_eps, device),
+            gene_decoder: LinearConfig::new(spec.d_model, spec.n_genes).init(device),
+            pixel_hidden: LinearConfig::new(spec.d_model, spec.d_ff).init(device),
+            pixel_out: LinearConfig::new(spec.d_ff, p * p).init(device),
+        }
+    }
+
+    /// Fused image tokens `[b, g², D]` of `genes: [b, G]`, `patches: [b, S, S]`.
+    pub fn tokens(&self, genes: Tensor<B, 2>, patches: Tensor<B, 3>) -> Tensor<B, 3> {
+        let img = self.vit.projection.forward(self.vit.tokens(patches));
+        self.cross.forward(img, self.genes.forward(genes))
+    }
+
+    /// `z_cell: [b, D]`.
+    pub fn forward(&self, genes: Tensor<B, 2>, patches: Tensor<B, 3>) -> Tensor<B, 2> {
+        self.norm.forward(pool(self.tokens(genes, patches)))
+    }
+
+    /// Masked reconstruction from masked inputs: predicted genes `[b, G]` (from `z_cell`) and
+    /// predicted pixels `[b, g², p²]` of every ViT patch (from its fused token; row-major
+    /// pixels, the layout of [`MorphologyEncoder::unfold`]).
+    pub fn reconstruct(&self, genes: Tensor<B, 2>, patches: Tensor<B, 3>) -> (Tensor<B, 2>, Tensor<B, 3>) {
+        let h = self.tokens(genes, patches);
+        let z = self.norm.forward(pool(h.clone()));
+        let pixels = self.pixel_out.forward(gelu(self.pixel_hidden.forward(h)));
+        (self.gene_decoder.forward(z), pixels)
+    }
+}
+
+/// The niche level.
+#[derive(Module, Debug)]
+pub struct NicheEncoder<B: Backend> {
+    /// Niche-tile ViT.
+    pub vit: MorphologyEncoder<B>,
+    /// Niche tokens attend to the mean cell embedding.
+    pub cross: CrossBlock<B>,
+    /// LayerNorm of the pooled `z_niche`.
+    pub norm: LayerNorm<B>,
+}
+
+impl<B: Backend> NicheEncoder<B> {
+    /// `images: [n, S', S']`, `cell_mean: [n, D]` → `z_niche: [n, D]`.
+    pub fn forward(&self, images: Tensor<B, 3>, cell_mean: Tensor<B, 2>) -> Tensor<B, 2> {
+        let t = self.vit.projection.forward(self.vit.tokens(images));
+        self.norm.forward(pool(self.cross.forward(t, cell_mean.unsqueeze_dim::<3>(1))))
+    }
+}
+
+/// One tissue region's inputs: its cells (every cell of its non-empty niches) and niches.
+#[derive(Debug, Clone)]
+pub struct RegionInputs<B: Backend> {
+    /// Normalised expression `[cells, G]`.
+    pub genes: Tensor<B, 2>,
+    /// Nucleus patches `[cells, S, S]` in `[0, 1]`.
+    pub patches: Tensor<B, 3>,
+    /// Niche tiles `[niches, S', S']` in `[0, 1]`.
+    pub niche_images: Tensor<B, 3>,
+    /// Local niche (row of `niche_images`) of each cell, `[cells]`.
+    pub cell_niche: Vec<usize>,
+    /// Region slot (`row · side + col`) of each niche, `[niches]`, distinct.
+    pub niche_slot: Vec<usize>,
+}
+
+/// What a forward pass over one region yields.
+#[derive(Debug, Clone)]
+pub struct SpatiaOutput<B: Backend> {
+    /// `[cells, D]`.
+    pub z_cell: Tensor<B, 2>,
+    /// `[niches, D]` (niche level only).
+    pub z_niche: Option<Tensor<B, 2>>,
+    /// `[niches, D]` (tissue level only).
+    pub z_tissue: Option<Tensor<B, 2>>,
+    /// Fused cell embedding `[cells, D]` (`z_cell` without context levels).
+    pub z: Tensor<B, 2>,
+    /// Cell-type logits `[cells, C]`.
+    pub logits: Tensor<B, 2>,
+    /// Niche-composition logits `[niches, C]` (niche level only).
+    pub composition: Option<Tensor<B, 2>>,
+}
+
+/// SPATIA's model (see the module docs and [`SpatiaSpec`]).
+#[derive(Module, Debug)]
+pub struct SpatiaModel<B: Backend> {
+    /// Cell level (+ pre-training decoders).
+    pub cell: CellEncoder<B>,
+    /// Niche level.
+    pub niche: Option<NicheEncoder<B>>,
+    /// Tissue transformer.
+    pub tissue: Option<TransformerEncoder<B>>,
+    /// Fusion of `z_cell` with its context tokens.
+    pub fusion: Option<CrossBlock<B>>,
+    /// LayerNorm of the fused embedding.
+    pub fusion_norm: Option<LayerNorm<B>>,
+    /// Cell-type head `[D → C]`.
+    pub type_head: Linear<B>,
+    /// Niche-composition head `[D → C]`.
+    pub composition_head: Option<Linear<B>>,
+    /// Attention heads (for the tissue mask).
+    pub n_heads: usize,
+    /// Region side in niches.
+    pub region_side: usize,
+}
+
+impl<B: Backend> SpatiaModel<B> {
+    /// Build from `spec` with fresh weights; errors (naming the field) for an invalid spec or
+    /// dropout.
+    pub fn init(spec: &SpatiaSpec, dropout: f64, device: &B::Device) -> Result<Self, ModelFileError> {
+        spec.validate()?;
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(ModelFileError::InvalidConfig { reason: format!("dropout {dropout} must be in [0, 1)") });
+        }
+        let levels = spec.levels;
+        let d = spec.d_model;
+        let niche = levels.has_niche().then(|| NicheEncoder {
+            vit: vit(&spec.niche_image, spec, dropout, device),
+            cross: cross_block(spec, dropout, device),
+            norm: norm(d, spec.layer_norm_eps, device),
+        });
+        let tissue = levels.has_tissue().then(|| {
+            let layer = EncoderLayerConfig::new(d, spec.n_heads, spec.d_ff)
+                .with_dropout(dropout)
+                .with_layer_norm_eps(spec.layer_norm_eps);
+            TransformerEncoderConfig::new(layer).with_n_layers(spec.tissue_layers).init(device)
+        });
+        Ok(Self {
+            cell: CellEncoder::init(spec, dropout, device),
+            niche,
+            tissue,
+            fusion: levels.has_niche().then(|| cross_block(spec, dropout, device)),
+            fusion_norm: levels.has_niche().then(|| norm(d, spec.layer_norm_eps, device)),
+            type_head: LinearConfig::new(d, spec.n_classes).init(device),
+            composition_head: levels.has_niche().then(|| LinearConfig::new(d, spec.n_classes).init(device)),
+            n_heads: spec.n_heads,
+            region_side: spec.region_niches,
+        })
+    }
+
+    /// One region's forward pass.
+    pub fn forward(&self, x: &RegionInputs<B>) -> SpatiaOutput<B> {
+        let device = x.genes.device();
+        let z_cell = self.cell.forward(x.genes.clone(), x.patches.clone());
+        let [n_cells, d] = z_cell.dims();
+        let n_niches = x.niche_slot.len();
+        let (mut z_niche, mut z_tissue, mut composition) = (None, None, None);
+        let mut z = z_cell.clone();
+        if let (Some(niche), Some(fusion), Some(fusion_norm)) = (&self.niche, &self.fusion, &self.fusion_norm) {
+            // Mean of each niche's cells: [niches, cells] averaging matrix × z_cell.
+            let mut counts = vec![0usize; n_niches];
+            for &k in &x.cell_niche {
+                counts[k] += 1;
+            }
+            let mut avg = vec![0f32; n_niches * n_cells];
+            for (c, &k) in x.cell_niche.iter().enumerate() {
+                avg[k * n_cells + c] = 1.0 / counts[k] as f32;
+            }
+            let avg = Tensor::<B, 2>::from_data(TensorData::new(avg, [n_niches, n_cells]), &device);
+            let zn = niche.forward(x.niche_images.clone(), avg.matmul(z_cell.clone()));
+            let idx: Vec<i64> = x.cell_niche.iter().map(|&k| k as i64).collect();
+            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n_cells]), &device);
+            let mut ctx = vec![zn.clone().select(0, idx.clone()).unsqueeze_dim::<3>(1)];
+            if let Some(tissue) = &self.tissue {
+                let zt = self.tissue_forward(tissue, zn.clone(), &x.niche_slot);
+                ctx.push(zt.clone().select(0, idx).unsqueeze_dim::<3>(1));
+                z_tissue = Some(zt);
+            }
+            let fused = fusion.forward(z_cell.clone().unsqueeze_dim::<3>(1), Tensor::cat(ctx, 1));
+            z = fusion_norm.forward(fused.reshape([n_cells, d]));
+            composition = self.composition_head.as_ref().map(|h| h.forward(zn.clone()));
+            z_niche = Some(zn);
+        }
+        let logits = self.type_head.forward(z.clone());
+        SpatiaOutput { z_cell, z_niche, z_tissue, z, logits, composition }
+    }
+
+    /// `z_niche: [niches, D]` placed in the region's `side²` slots (+ the 2-D encoding), the
+    /// transformer with absent slots masked as keys, read back per niche → `[niches, D]`.
+    fn tissue_forward(&self, tissue: &TransformerEncoder<B>, z_niche: Tensor<B, 2>, slots: &[usize]) -> Tensor<B, 2> {
+        let device = z_niche.device();
+        let [n, d] = z_niche.dims();
+        let s2 = self.region_side * self.region_side;
+        let mut place = vec![0f32; s2 * n];
+        let mut present = vec![false; s2];
+        for (k, &s) in slots.iter().enumerate() {
+            place[s * n + k] = 1.0;
+            present[s] = true;
+        }
+        let place = Tensor::<B, 2>::from_data(TensorData::new(place, [s2, n]), &device);
+        let pe = grid_positional_encoding(self.region_side, d);
+        let pe = Tensor::<B, 2>::from_data(TensorData::new(pe, [s2, d]), &device);
+        let h = (place.clone().matmul(z_niche) + pe).unsqueeze_dim::<3>(0);
+        let mut bias = vec![0f32; s2 * s2];
+        for q in 0..s2 {
+            for k in 0..s2 {
+                if !present[k] {
+                    bias[q * s2 + k] = MASKED_SCORE;
+                }
+            }
+        }
+        let bias = Tensor::<B, 2>::from_data(TensorData::new(bias, [s2, s2]), &device)
+            .unsqueeze_dim::<3>(0)
+            .unsqueeze_dim::<4>(0)
+            .expand([1, self.n_heads, s2, s2]);
+        let out = tissue.forward(h, Some(bias)).reshape([s2, d]);
+        place.transpose().matmul(out)
+    }
+}

@@ -1,0 +1,693 @@
+//! SPATIA (issue 14): data for the multi-scale model ([`crate::model::spatia`]), masked
+//! reconstruction pre-training, fine-tuning on a fold, embeddings and the level ablation.
+//!
+//! Data ([`SpatiaData::build`]): nucleus-centred DAPI patches per cell
+//! ([`super::benchmark::crop_patches`]), the niche grid of the DAPI image at
+//! `spec.niche_dapi_um_per_px` ([`data::NicheGrid`], cells by centroid), each niche tile
+//! downsampled by block means to `spec.niche_image.image_size` px, and its tissue regions.
+//! One optimisation step is one region ([`RegionCells`]: every cell of its non-empty niches).
+//! Cells in no niche (centroid outside the image) are in no region: they are not trained on,
+//! not predicted, and left out of the ablation's folds (counted).
+//!
+//! Pre-training is label-free and reads every cell (test cells' expression and images too,
+//! never a label); fine-tuning sees the labels of its fold's training cells only, selects the
+//! epoch on its validation cells and reports its test cells once. The niche-composition target
+//! of a niche is the class fractions among its *training* cells.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ElementConversion;
+use serde::{Deserialize, Serialize};
+
+use super::benchmark::{crop_patches, mean_sd};
+use super::dataset::PreparedCrop;
+use super::embeddings::npy_f32_bytes;
+use super::logistic::{LogisticOptions, LogisticRegression};
+use super::metrics::ClassificationReport;
+use super::split::{make_folds, Fold, FoldPlan};
+use super::trainer::{argmax_rows, TrainConfig};
+use super::TrainError;
+use crate::data::{self, NicheGrid, NicheOptions};
+use crate::engine::spec::SpatiaSpec;
+use crate::model::spatia::{CellEncoder, RegionInputs, SpatiaModel};
+use crate::util::rng::SplitMix64;
+
+/// One tissue region as the model reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionCells {
+    /// Index into [`NicheGrid::tissue_regions`].
+    pub region: usize,
+    /// Grid indices of the region's non-empty niches (ascending slot order).
+    pub niches: Vec<usize>,
+    /// Slot (`row · side + col` inside the region) of each niche.
+    pub slots: Vec<usize>,
+    /// Cells (indices into the cell table), grouped by niche.
+    pub cells: Vec<usize>,
+    /// Local niche (index into `niches`) of each cell.
+    pub cell_niche: Vec<usize>,
+}
+
+/// The regions the model reads: for every region with at least one cell, its non-empty niches
+/// in slot order and their cells, from the niche grid's own assignment.
+pub fn region_assignment(grid: &NicheGrid, side: usize) -> Result<Vec<RegionCells>, TrainError> {
+    let regions = grid.tissue_regions(side)?;
+    let mut out = Vec::new();
+    for (r, region) in regions.iter().enumerate() {
+        let mut rc = RegionCells { region: r, niches: vec![], slots: vec![], cells: vec![], cell_niche: vec![] };
+        for (slot, niche) in region.niches.iter().enumerate() {
+            let Some(n) = *niche else { continue };
+            if !region.mask[slot] {
+                continue;
+            }
+            let local = rc.niches.len();
+            rc.niches.push(n);
+            rc.slots.push(slot);
+            for &c in &grid.niches[n].cells {
+                rc.cells.push(c as usize);
+                rc.cell_niche.push(local);
+            }
+        }
+        if !rc.cells.is_empty() {
+            out.push(rc);
+        }
+    }
+    Ok(out)
+}
+
+/// Everything the model reads, for every cell and niche of one slide.
+pub struct SpatiaData {
+    /// Genes `G`.
+    pub n_genes: usize,
+    /// Normalised expression `[cells, G]`.
+    pub x: Vec<f32>,
+    /// Nucleus patches `[cells, S²]` in `[0, 1]`.
+    pub patches: Vec<f32>,
+    /// Patch side `S`.
+    pub patch_px: usize,
+    /// Niche tiles `[niches, S'²]` in `[0, 1]` (block means of the DAPI tile).
+    pub niche_images: Vec<f32>,
+    /// Niche tile side `S'`.
+    pub niche_px: usize,
+    /// The niche grid.
+    pub grid: NicheGrid,
+    /// Regions with cells.
+    pub regions: Vec<RegionCells>,
+    /// Whether each cell lies in one of `regions`, `[cells]`.
+    pub assigned: Vec<bool>,
+}
+
+impl SpatiaData {
+    /// Patches, niche grid, niche tiles and regions of `crop` for `spec`; with `max_regions`,
+    /// only the first regions with cells are kept (a quick subset for tests).
+    pub fn build(crop: &PreparedCrop, spec: &SpatiaSpec, max_regions: Option<usize>) -> Result<Self, TrainError> {
+        spec.validate().map_err(|e| TrainError::Options(e.to_string()))?;
+        let g = crop.table.n_genes();
+        if g != spec.n_genes {
+            return Err(TrainError::Options(format!("the cells have {g} genes but the SPATIA spec expects {}; use the panel the model was trained on", spec.n_genes)));
+        }
+        let patch_px = spec.cell_image.image_size;
+        let patches = crop_patches(crop, patch_px, spec.cell_image.um_per_px as f32)?;
+        let bundle = data::XeniumBundle::open(&crop.source)?;
+        let (image, frame) = bundle.read_dapi(Some(spec.niche_dapi_um_per_px as f32))?;
+        let opts = NicheOptions { tile_px: spec.niche_tile_px, edge: data::EdgePolicy::Pad, region_niches: spec.region_niches };
+        let grid = NicheGrid::build(&crop.table.centroids_um, &crop.table.counts, g, &frame, [image.width, image.height], &opts)?;
+        let scale = data::IntensityScale::global(&image);
+        let niche_px = spec.niche_image.image_size;
+        let f = spec.niche_tile_px / niche_px;
+        let mut niche_images = Vec::with_capacity(grid.niches.len() * niche_px * niche_px);
+        for n in 0..grid.niches.len() {
+            let tile = grid.patch(&image, n)?;
+            for r in 0..niche_px {
+                for c in 0..niche_px {
+                    let mut s = 0.0f32;
+                    for dr in 0..f {
+                        for dc in 0..f {
+                            s += scale.apply(tile.pixels[(r * f + dr) * tile.width + c * f + dc] as f32);
+                        }
+                    }
+                    niche_images.push(s / (f * f) as f32);
+                }
+            }
+        }
+        let mut regions = region_assignment(&grid, spec.region_niches)?;
+        if let Some(m) = max_regions {
+            regions.truncate(m.max(1));
+        }
+        let mut assigned = vec![false; crop.table.n_cells()];
+        for r in &regions {
+            for &c in &r.cells {
+                assigned[c] = true;
+            }
+        }
+        Ok(Self { n_genes: g, x: crop.x_norm.clone(), patches, patch_px, niche_images, niche_px, grid, regions, assigned })
+    }
+
+    /// Cells.
+    pub fn n_cells(&self) -> usize {
+        self.assigned.len()
+    }
+
+    fn rows<B: Backend>(values: &[f32], width: usize, idx: &[usize], device: &B::Device) -> Tensor<B, 2> {
+        let mut v = Vec::with_capacity(idx.len() * width);
+        for &i in idx {
+            v.extend_from_slice(&values[i * width..(i + 1) * width]);
+        }
+        Tensor::from_data(TensorData::new(v, [idx.len(), width]), device)
+    }
+
+    /// Expression `[n, G]` and patches `[n, S, S]` of cells `idx`.
+    pub fn cell_tensors<B: Backend>(&self, idx: &[usize], device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 3>) {
+        let s = self.patch_px;
+        let genes = Self::rows::<B>(&self.x, self.n_genes, idx, device);
+        let patches = Self::rows::<B>(&self.patches, s * s, idx, device).reshape([idx.len(), s, s]);
+        (genes, patches)
+    }
+
+    /// The model inputs of region `r` (an index into `regions`).
+    pub fn region_inputs<B: Backend>(&self, r: usize, device: &B::Device) -> RegionInputs<B> {
+        let rc = &self.regions[r];
+        let (genes, patches) = self.cell_tensors::<B>(&rc.cells, device);
+        let s = self.niche_px;
+        let niche_images = Self::rows::<B>(&self.niche_images, s * s, &rc.niches, device).reshape([rc.niches.len(), s, s]);
+        RegionInputs { genes, patches, niche_images, cell_niche: rc.cell_niche.clone(), niche_slot: rc.slots.clone() }
+    }
+}
+
+/// Masked-reconstruction pre-training settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainConfig {
+    /// Passes over all cells.
+    pub epochs: usize,
+    /// Cells per step.
+    pub batch_size: usize,
+    /// AdamW learning rate (constant).
+    pub learning_rate: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f32,
+    /// Share of genes masked per cell (set to 0 in the input, predicted from the rest).
+    pub gene_mask: f64,
+    /// Share of ViT patches masked per cell (pixels set to 0, reconstructed).
+    pub image_mask: f64,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for PretrainConfig {
+    /// 10 epochs, batch 64, lr 1e-3, weight decay 0.05, 25 % of genes and 50 % of patches masked.
+    fn default() -> Self {
+        Self { epochs: 10, batch_size: 64, learning_rate: 1e-3, weight_decay: 0.05, gene_mask: 0.25, image_mask: 0.5, seed: 42 }
+    }
+}
+
+/// One pre-training epoch's mean losses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainEpoch {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean squared error on masked genes.
+    pub gene_loss: f64,
+    /// Mean squared error on the pixels of masked patches.
+    pub image_loss: f64,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// A pre-trained cell level.
+pub struct Pretrained<B: Backend> {
+    /// The cell encoder (with its decoders).
+    pub cell: CellEncoder<B>,
+    /// Loss curve.
+    pub history: Vec<PretrainEpoch>,
+}
+
+/// Masked reconstruction of the cell level on every cell of `data`.
+pub fn pretrain<B: AutodiffBackend>(
+    data: &SpatiaData,
+    spec: &SpatiaSpec,
+    config: &PretrainConfig,
+    device: &B::Device,
+    log: &mut dyn FnMut(String),
+) -> Result<Pretrained<B::InnerBackend>, TrainError> {
+    spec.validate().map_err(|e| TrainError::Options(e.to_string()))?;
+    for (name, v) in [("gene mask", config.gene_mask), ("image mask", config.image_mask)] {
+        if !(0.0..1.0).contains(&v) {
+            return Err(TrainError::Options(format!("{name} {v} must be in [0, 1)")));
+        }
+    }
+    B::seed(device, config.seed);
+    let mut cell = CellEncoder::<B>::init(spec, 0.1, device);
+    let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay).init::<B, CellEncoder<B>>();
+    let mut rng = SplitMix64::new(config.seed ^ 0x5A7_1A);
+    let (s, p, g) = (data.patch_px, spec.cell_image.vit_patch, data.n_genes);
+    let grid = s / p;
+    let mut history = Vec::new();
+    let mut order: Vec<usize> = (0..data.n_cells()).collect();
+    for epoch in 1..=config.epochs {
+        let t = Instant::now();
+        rng.shuffle(&mut order);
+        let (mut lg, mut li, mut steps) = (0.0, 0.0, 0usize);
+        for chunk in order.chunks(config.batch_size.max(1)) {
+            let b = chunk.len();
+            let (genes, patches) = data.cell_tensors::<B>(chunk, device);
+            let gm: Vec<f32> = (0..b * g).map(|_| f32::from(rng.next_f64() < config.gene_mask)).collect();
+            let tm: Vec<f32> = (0..b * grid * grid).map(|_| f32::from(rng.next_f64() < config.image_mask)).collect();
+            let mut pm = vec![0f32; b * s * s];
+            for (i, m) in pm.iter_mut().enumerate() {
+                let (cell_i, r, c) = (i / (s * s), (i / s) % s, i % s);
+                *m = tm[cell_i * grid * grid + (r / p) * grid + c / p];
+            }
+            let (n_gm, n_tm) = (gm.iter().sum::<f32>().max(1.0), tm.iter().sum::<f32>().max(1.0));
+            let gm = Tensor::<B, 2>::from_data(TensorData::new(gm, [b, g]), device);
+            let tm = Tensor::<B, 2>::from_data(TensorData::new(tm, [b, grid * grid]), device);
+            let pm = Tensor::<B, 3>::from_data(TensorData::new(pm, [b, s, s]), device);
+            let target = cell.vit.unfold(patches.clone());
+            let (pg, pi) = cell.reconstruct(genes.clone() * (gm.clone().neg() + 1.0), patches * (pm.neg() + 1.0));
+            let eg = pg - genes;
+            let gene_loss = (eg.clone() * eg * gm).sum().div_scalar(n_gm);
+            let ei = pi - target;
+            let image_loss = (ei.clone() * ei * tm.unsqueeze_dim::<3>(2)).sum().div_scalar(n_tm * (p * p) as f32);
+            lg += gene_loss.clone().into_scalar().elem::<f64>();
+            li += image_loss.clone().into_scalar().elem::<f64>();
+            steps += 1;
+            let loss = gene_loss + image_loss;
+            let grads = GradientsParams::from_grads(loss.backward(), &cell);
+            cell = optim.step(config.learning_rate, cell, grads);
+        }
+        let e = PretrainEpoch { epoch, gene_loss: lg / steps.max(1) as f64, image_loss: li / steps.max(1) as f64, seconds: t.elapsed().as_secs_f64() };
+        log(format!("pretrain epoch {epoch}/{}: masked-gene MSE {:.4}, masked-pixel MSE {:.4} ({:.1} s)", config.epochs, e.gene_loss, e.image_loss, e.seconds));
+        history.push(e);
+    }
+    Ok(Pretrained { cell: cell.valid(), history })
+}
+
+/// Fine-tuning settings: the optimisation fields of [`TrainConfig`] (lr with warmup + cosine,
+/// weight decay, class weighting, label smoothing, epochs, patience, seed; `batch_size` unused:
+/// a step is one region) plus the weight of the niche-composition loss and dropout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    /// Optimisation.
+    pub train: TrainConfig,
+    /// Weight of the niche-composition cross-entropy (niche level only).
+    pub composition_weight: f32,
+    /// Dropout while training.
+    pub dropout: f64,
+}
+
+impl FinetuneConfig {
+    /// The `default` recipe (lr 1e-3, 5 % warmup + cosine, weight decay 0.05, sqrt-balanced
+    /// weights, smoothing 0.1) with `epochs` and patience 8; composition weight 0.5, dropout 0.1.
+    pub fn new(epochs: usize, seed: u64) -> Self {
+        let mut train = super::trainer::Recipe::Default.config(seed);
+        train.epochs = epochs;
+        train.patience = Some(8);
+        Self { train, composition_weight: 0.5, dropout: 0.1 }
+    }
+}
+
+/// One fine-tuning epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinetuneEpoch {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss (cell type + weighted composition).
+    pub loss: f64,
+    /// Validation macro-F1.
+    pub val_macro_f1: Option<f64>,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// A fine-tuned model (best validation epoch) and its test report.
+pub struct Finetuned<B: Backend> {
+    /// Weights of the best validation epoch.
+    pub model: SpatiaModel<B>,
+    /// Per-epoch history.
+    pub history: Vec<FinetuneEpoch>,
+    /// Epoch whose weights were kept.
+    pub best_epoch: usize,
+    /// Test cells evaluated (the fold's test cells in a region).
+    pub test_cells: Vec<usize>,
+    /// Report on them.
+    pub report: ClassificationReport,
+}
+
+/// Logits `[cells, C]` of every cell in a region (0 elsewhere) and the model's outputs.
+pub struct SpatiaEmbeddings {
+    /// Classes `C`.
+    pub n_classes: usize,
+    /// Width `D`.
+    pub d_model: usize,
+    /// `[cells, C]`.
+    pub logits: Vec<f32>,
+    /// `[cells, D]`.
+    pub z_cell: Vec<f32>,
+    /// Fused `[cells, D]`.
+    pub z: Vec<f32>,
+    /// `[niches, D]` (zeros for empty niches or without the niche level).
+    pub z_niche: Vec<f32>,
+    /// `[niches, D]` (zeros for empty niches or without the tissue level).
+    pub z_tissue: Vec<f32>,
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default()
+}
+
+/// Run `model` over every region of `data`.
+pub fn embed<B: Backend>(model: &SpatiaModel<B>, data: &SpatiaData, n_classes: usize, d: usize, device: &B::Device) -> SpatiaEmbeddings {
+    let (n, nn) = (data.n_cells(), data.grid.niches.len());
+    let mut e = SpatiaEmbeddings {
+        n_classes,
+        d_model: d,
+        logits: vec![0.0; n * n_classes],
+        z_cell: vec![0.0; n * d],
+        z: vec![0.0; n * d],
+        z_niche: vec![0.0; nn * d],
+        z_tissue: vec![0.0; nn * d],
+    };
+    for r in 0..data.regions.len() {
+        let rc = &data.regions[r];
+        let out = model.forward(&data.region_inputs::<B>(r, device));
+        let scatter = |dst: &mut Vec<f32>, src: Vec<f32>, rows: &[usize], w: usize| {
+            for (k, &i) in rows.iter().enumerate() {
+                dst[i * w..(i + 1) * w].copy_from_slice(&src[k * w..(k + 1) * w]);
+            }
+        };
+        scatter(&mut e.logits, to_vec(out.logits), &rc.cells, n_classes);
+        scatter(&mut e.z_cell, to_vec(out.z_cell), &rc.cells, d);
+        scatter(&mut e.z, to_vec(out.z), &rc.cells, d);
+        if let Some(zn) = out.z_niche {
+            scatter(&mut e.z_niche, to_vec(zn), &rc.niches, d);
+        }
+        if let Some(zt) = out.z_tissue {
+            scatter(&mut e.z_tissue, to_vec(zt), &rc.niches, d);
+        }
+    }
+    e
+}
+
+/// The pre-trained cell level's record must fit `spec` (same cell-level sizes).
+fn check_pretrained(pre: &SpatiaSpec, spec: &SpatiaSpec, path: &Path) -> Result<(), TrainError> {
+    let same = pre.n_genes == spec.n_genes
+        && pre.d_model == spec.d_model
+        && pre.n_heads == spec.n_heads
+        && pre.d_ff == spec.d_ff
+        && pre.gene_tokens == spec.gene_tokens
+        && pre.cell_image == spec.cell_image;
+    if same {
+        Ok(())
+    } else {
+        Err(TrainError::Options(format!(
+            "{}: the pre-trained cell level (genes {}, d_model {}, gene tokens {}, patch {} px) does not fit this model (genes {}, d_model {}, gene tokens {}, patch {} px); fine-tune with the sizes it was pre-trained with",
+            path.display(), pre.n_genes, pre.d_model, pre.gene_tokens, pre.cell_image.image_size, spec.n_genes, spec.d_model, spec.gene_tokens, spec.cell_image.image_size
+        )))
+    }
+}
+
+/// Fine-tune a SPATIA model on `fold` (labels of `fold.train` only; epoch chosen on `fold.val`;
+/// `fold.test` reported once). `pretrained`: a cell level to start from.
+#[allow(clippy::too_many_arguments)]
+pub fn finetune<B: AutodiffBackend>(
+    data: &SpatiaData,
+    labels: &[Option<u32>],
+    class_names: &[String],
+    fold: &Fold,
+    spec: &SpatiaSpec,
+    config: &FinetuneConfig,
+    pretrained: Option<&CellEncoder<B::InnerBackend>>,
+    device: &B::Device,
+    log: &mut dyn FnMut(String),
+) -> Result<Finetuned<B::InnerBackend>, TrainError> {
+    let c = spec.n_classes;
+    let tc = &config.train;
+    B::seed(device, tc.seed);
+    let mut model = SpatiaModel::<B>::init(spec, config.dropout, device).map_err(|e| TrainError::Options(e.to_string()))?;
+    if let Some(cell) = pretrained {
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes = Recorder::<B::InnerBackend>::record(&recorder, cell.clone().into_record(), ()).map_err(|e| TrainError::Options(e.to_string()))?;
+        let record = Recorder::<B>::load(&recorder, bytes, device).map_err(|e| TrainError::Options(format!("pre-trained cell level does not load: {e}")))?;
+        model.cell = model.cell.load_record(record);
+    }
+    let mut is_train = vec![false; labels.len()];
+    for &i in &fold.train {
+        is_train[i] = true;
+    }
+    let train_labels: Vec<u32> = fold.train.iter().filter_map(|&i| labels[i]).collect();
+    let mut loss_cfg = CrossEntropyLossConfig::new().with_weights(tc.class_weighting.weights(&train_labels, c));
+    if tc.label_smoothing > 0.0 {
+        loss_cfg = loss_cfg.with_smoothing(Some(tc.label_smoothing));
+    }
+    let loss_fn = loss_cfg.init(device);
+    let mut optim = AdamWConfig::new().with_weight_decay(tc.weight_decay).init::<B, SpatiaModel<B>>();
+    let n_regions = data.regions.len();
+    let total_steps = n_regions * tc.epochs;
+    let assigned = |idx: &[usize]| -> Vec<usize> { idx.iter().copied().filter(|&i| data.assigned[i]).collect() };
+    let (val, test) = (assigned(&fold.val), assigned(&fold.test));
+    let report_on = |m: &SpatiaModel<B::InnerBackend>, cells: &[usize]| {
+        let e = embed(m, data, c, spec.d_model, device);
+        let truth: Vec<u32> = cells.iter().map(|&i| labels[i].unwrap_or(0)).collect();
+        let rows: Vec<f32> = cells.iter().flat_map(|&i| e.logits[i * c..(i + 1) * c].to_vec()).collect();
+        ClassificationReport::new(&truth, &argmax_rows(&rows, c), class_names)
+    };
+    let mut rng = SplitMix64::new(tc.seed ^ 0xF1_7E);
+    let mut history: Vec<FinetuneEpoch> = Vec::new();
+    let mut best: Option<(usize, f64, SpatiaModel<B::InnerBackend>)> = None;
+    let mut order: Vec<usize> = (0..n_regions).collect();
+    for epoch in 1..=tc.epochs {
+        let t = Instant::now();
+        rng.shuffle(&mut order);
+        let (mut loss_sum, mut steps) = (0.0, 0usize);
+        for (b, &r) in order.clone().iter().enumerate() {
+            let rc = &data.regions[r];
+            let local: Vec<usize> = (0..rc.cells.len()).filter(|&k| is_train[rc.cells[k]] && labels[rc.cells[k]].is_some()).collect();
+            if local.is_empty() {
+                continue;
+            }
+            let out = model.forward(&data.region_inputs::<B>(r, device));
+            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(local.iter().map(|&k| k as i64).collect::<Vec<_>>(), [local.len()]), device);
+            let y: Vec<i64> = local.iter().map(|&k| labels[rc.cells[k]].unwrap_or(0) as i64).collect();
+            let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [local.len()]), device);
+            let mut loss = loss_fn.forward(out.logits.select(0, idx), y);
+            if let Some(comp) = out.composition {
+                // Class fractions among each niche's training cells.
+                let mut frac = vec![0f32; rc.niches.len() * c];
+                let mut count = vec![0f32; rc.niches.len()];
+                for &k in &local {
+                    let n = rc.cell_niche[k];
+                    frac[n * c + labels[rc.cells[k]].unwrap_or(0) as usize] += 1.0;
+                    count[n] += 1.0;
+                }
+                let with: Vec<usize> = (0..rc.niches.len()).filter(|&n| count[n] > 0.0).collect();
+                let mut target = Vec::with_capacity(with.len() * c);
+                for &n in &with {
+                    target.extend(frac[n * c..(n + 1) * c].iter().map(|v| v / count[n]));
+                }
+                let nidx = Tensor::<B, 1, Int>::from_data(TensorData::new(with.iter().map(|&n| n as i64).collect::<Vec<_>>(), [with.len()]), device);
+                let target = Tensor::<B, 2>::from_data(TensorData::new(target, [with.len(), c]), device);
+                let ce = (log_softmax(comp.select(0, nidx), 1) * target).sum().neg().div_scalar(with.len() as f32);
+                loss = loss + ce.mul_scalar(config.composition_weight);
+            }
+            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            steps += 1;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let lr = tc.lr_at((epoch - 1) * n_regions + b, total_steps);
+            model = optim.step(lr, model, grads);
+        }
+        let val_f1 = (!val.is_empty()).then(|| report_on(&model.valid(), &val).macro_f1);
+        if let Some(f1) = val_f1 {
+            if best.as_ref().is_none_or(|(_, s, _)| f1 > *s) {
+                best = Some((epoch, f1, model.valid()));
+            }
+        }
+        let e = FinetuneEpoch { epoch, loss: loss_sum / steps.max(1) as f64, val_macro_f1: val_f1, seconds: t.elapsed().as_secs_f64() };
+        log(format!(
+            "finetune ({}) epoch {epoch}/{}: loss {:.4}, val macro-F1 {} ({:.1} s)",
+            spec.levels.name(), tc.epochs, e.loss, val_f1.map_or("-".into(), |v| format!("{v:.3}")), e.seconds
+        ));
+        history.push(e);
+        if let (Some(p), Some((be, _, _))) = (tc.patience, &best) {
+            if epoch - be >= p {
+                break;
+            }
+        }
+    }
+    let last = history.last().map_or(0, |h| h.epoch);
+    let (best_epoch, model) = match best {
+        Some((e, _, m)) => (e, m),
+        None => (last, model.valid()),
+    };
+    let report = report_on(&model, &test);
+    Ok(Finetuned { model, history, best_epoch, test_cells: test, report })
+}
+
+/// What a saved SPATIA model or pre-trained cell level holds besides its weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpatiaHeader {
+    /// Architecture.
+    pub spec: SpatiaSpec,
+    /// Class names (empty for a pre-trained cell level).
+    pub class_names: Vec<String>,
+    /// Free-form training record (configs, loss curve, split, test macro-F1).
+    pub training: serde_json::Value,
+}
+
+/// File names of a saved model (`spatia_model`) or pre-trained cell level (`spatia_pretrain`).
+pub fn file_paths(dir: &Path, stem: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    (dir.join(format!("{stem}.json")), dir.join(format!("{stem}.bin")))
+}
+
+/// Write `header` (JSON) and `record` (burn bincode, full precision) atomically.
+pub fn save<B: Backend, M: Module<B>>(dir: &Path, stem: &str, header: &SpatiaHeader, module: &M) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+    let (json, bin) = file_paths(dir, stem);
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = Recorder::<B>::record(&recorder, module.clone().into_record(), ()).map_err(|e| TrainError::Options(e.to_string()))?;
+    crate::util::write_atomic(&bin, &bytes)?;
+    let text = serde_json::to_string_pretty(header).map_err(|e| TrainError::Options(e.to_string()))?;
+    crate::util::write_atomic(&json, text.as_bytes())?;
+    Ok(())
+}
+
+/// Read a header and the record bytes written by [`save`].
+pub fn load_parts(dir: &Path, stem: &str) -> Result<(SpatiaHeader, Vec<u8>), TrainError> {
+    let (json, bin) = file_paths(dir, stem);
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |source| TrainError::Io { path: p, source }
+    };
+    let text = std::fs::read_to_string(&json).map_err(io(&json))?;
+    let header: SpatiaHeader = serde_json::from_str(&text).map_err(|e| TrainError::Options(format!("{}: not a SPATIA header ({e}); write it with `cellsymphony spatia`", json.display())))?;
+    let bytes = std::fs::read(&bin).map_err(io(&bin))?;
+    Ok((header, bytes))
+}
+
+/// Load a pre-trained cell level for `spec`.
+pub fn load_pretrained<B: Backend>(dir: &Path, spec: &SpatiaSpec, device: &B::Device) -> Result<CellEncoder<B>, TrainError> {
+    let (header, bytes) = load_parts(dir, "spatia_pretrain")?;
+    check_pretrained(&header.spec, spec, &file_paths(dir, "spatia_pretrain").0)?;
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let record = Recorder::<B>::load(&recorder, bytes, device).map_err(|e| TrainError::Options(format!("{}: record does not load ({e})", dir.display())))?;
+    Ok(CellEncoder::init(spec, 0.0, device).load_record(record))
+}
+
+/// Load a fine-tuned model and its header.
+pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(SpatiaHeader, SpatiaModel<B>), TrainError> {
+    let (header, bytes) = load_parts(dir, "spatia_model")?;
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let record = Recorder::<B>::load(&recorder, bytes, device).map_err(|e| TrainError::Options(format!("{}: record does not load ({e})", dir.display())))?;
+    let model = SpatiaModel::init(&header.spec, 0.0, device).map_err(|e| TrainError::Options(e.to_string()))?.load_record(record);
+    Ok((header, model))
+}
+
+/// Write `z_cell.npy`, `z.npy` (`[cells, D]`), `z_niche.npy`, `z_tissue.npy` (`[niches, D]`),
+/// `cells.csv` (`cell_id,niche,predicted`; empty niche/prediction for cells in no region) and
+/// `niches.csv` (`niche,col,row,cells`), atomically.
+pub fn write_embeddings(dir: &Path, e: &SpatiaEmbeddings, data: &SpatiaData, cell_ids: &[String], class_names: &[String]) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+    let (n, nn, d) = (data.n_cells(), data.grid.niches.len(), e.d_model);
+    for (name, v, rows) in [("z_cell", &e.z_cell, n), ("z", &e.z, n), ("z_niche", &e.z_niche, nn), ("z_tissue", &e.z_tissue, nn)] {
+        crate::util::write_atomic(&dir.join(format!("{name}.npy")), &npy_f32_bytes(v, rows, d))?;
+    }
+    let pred = argmax_rows(&e.logits, e.n_classes);
+    let mut cells = String::from("cell_id,niche,predicted\n");
+    for i in 0..n {
+        if data.assigned[i] {
+            let niche = data.grid.niche_of_cell[i].map_or(String::new(), |k| k.to_string());
+            cells += &format!("{},{niche},{}\n", cell_ids[i], class_names[pred[i] as usize]);
+        } else {
+            cells += &format!("{},,\n", cell_ids[i]);
+        }
+    }
+    crate::util::write_atomic(&dir.join("cells.csv"), cells.as_bytes())?;
+    let mut niches = String::from("niche,col,row,cells\n");
+    for (k, nc) in data.grid.niches.iter().enumerate() {
+        niches += &format!("{k},{},{},{}\n", nc.niche_col, nc.niche_row, nc.cells.len());
+    }
+    crate::util::write_atomic(&dir.join("niches.csv"), niches.as_bytes())?;
+    Ok(())
+}
+
+/// One row of the ablation table: per-fold test macro-F1.
+#[derive(Debug, Clone, Serialize)]
+pub struct AblationRow {
+    /// Row name.
+    pub name: String,
+    /// Test macro-F1 per fold.
+    pub macro_f1: Vec<f64>,
+    /// Seconds per fold.
+    pub seconds: Vec<f64>,
+}
+
+/// The ablation table as Markdown: `| model | macro-F1 (mean ± sd) | per fold | s/fold |`.
+pub fn ablation_markdown(rows: &[AblationRow], test_cells: &[usize]) -> String {
+    let mut md = format!("Test macro-F1 over {} spatially blocked folds (test cells per fold: {:?}).\n\n", test_cells.len(), test_cells);
+    md += "| model | macro-F1 (mean ± sd) | per fold | s / fold |\n|---|---:|---|---:|\n";
+    for r in rows {
+        let (m, s) = mean_sd(&r.macro_f1);
+        let folds: Vec<String> = r.macro_f1.iter().map(|v| format!("{v:.3}")).collect();
+        md += &format!("| {} | {m:.3} ± {s:.3} | {} | {:.1} |\n", r.name, folds.join(", "), mean_sd(&r.seconds).0);
+    }
+    md
+}
+
+/// SPATIA's ablation on the folds of `plan` (cells in no region are left out of every fold):
+/// our logistic regression (the peer, same folds), then cell, + niche, + niche + tissue, and
+/// + niche + tissue from a cell level pre-trained once (label-free) on all cells.
+#[allow(clippy::too_many_arguments)]
+pub fn run_ablation<B: AutodiffBackend>(
+    crop: &PreparedCrop,
+    data: &SpatiaData,
+    spec: &SpatiaSpec,
+    config: &FinetuneConfig,
+    pretrain_config: &PretrainConfig,
+    plan: &FoldPlan<'_>,
+    device: &B::Device,
+    log: &mut dyn FnMut(String),
+) -> Result<(Vec<AblationRow>, Vec<usize>), TrainError> {
+    let labels: Vec<Option<u32>> = crop.labels.iter().zip(&data.assigned).map(|(l, &a)| if a { *l } else { None }).collect();
+    let folds = make_folds(&labels, plan).map_err(TrainError::Options)?;
+    let c = crop.class_names.len();
+    let dense: Vec<u32> = labels.iter().map(|l| l.unwrap_or(0)).collect();
+    let mut rows = vec![AblationRow { name: "LogReg (ours, genes)".into(), macro_f1: vec![], seconds: vec![] }];
+    for fold in &folds {
+        let t = Instant::now();
+        let lr = LogisticRegression::fit(&crop.x_norm, data.n_genes, &dense, c, &fold.fit_cells(), &LogisticOptions::default());
+        let pred = argmax_rows(&lr.logits(&crop.x_norm, &fold.test), c);
+        let truth: Vec<u32> = fold.test.iter().map(|&i| dense[i]).collect();
+        rows[0].macro_f1.push(ClassificationReport::new(&truth, &pred, &crop.class_names).macro_f1);
+        rows[0].seconds.push(t.elapsed().as_secs_f64());
+    }
+    let t = Instant::now();
+    let pre = pretrain::<B>(data, spec, pretrain_config, device, log)?;
+    let pretrain_s = t.elapsed().as_secs_f64();
+    log(format!("pre-training took {pretrain_s:.1} s (once, shared by every fold)"));
+    use crate::engine::spec::SpatiaLevels;
+    let variants = [
+        ("SPATIA cell level", SpatiaLevels::Cell, false),
+        ("+ niche", SpatiaLevels::Niche, false),
+        ("+ niche + tissue", SpatiaLevels::Tissue, false),
+        ("+ niche + tissue + pre-training", SpatiaLevels::Tissue, true),
+    ];
+    for (name, levels, use_pre) in variants {
+        let spec = SpatiaSpec { levels, ..spec.clone() };
+        let mut row = AblationRow { name: name.into(), macro_f1: vec![], seconds: vec![] };
+        for (f, fold) in folds.iter().enumerate() {
+            let t = Instant::now();
+            let ft = finetune::<B>(data, &labels, &crop.class_names, fold, &spec, config, use_pre.then_some(&pre.cell), device, &mut |_| {})?;
+            let s = t.elapsed().as_secs_f64();
+            log(format!("{name}: fold {}/{} test macro-F1 {:.3} (best epoch {}, {s:.1} s)", f + 1, folds.len(), ft.report.macro_f1, ft.best_epoch));
+            row.macro_f1.push(ft.report.macro_f1);
+            row.seconds.push(s);
+        }
+        rows.push(row);
+    }
+    Ok((rows, folds.iter().map(|f| f.test.len()).collect()))
+}
