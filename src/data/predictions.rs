@@ -27,7 +27,7 @@ impl Predictions {
         self.cell_ids.len()
     }
 
-    fn check(&self) -> Result<(), DataError> {
+    pub(crate) fn check(&self) -> Result<(), DataError> {
         let n = self.n_cells();
         let lens = [
             ("Predictions.predicted [n_cells]", self.predicted.len()),
@@ -50,7 +50,7 @@ impl Predictions {
     }
 
     /// Distinct class names, sorted, and the code of each cell into them.
-    fn categories(&self) -> (Vec<String>, Vec<i32>) {
+    pub(crate) fn categories(&self) -> (Vec<String>, Vec<i32>) {
         let mut classes: Vec<String> = self.predicted.clone();
         classes.sort();
         classes.dedup();

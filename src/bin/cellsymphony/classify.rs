@@ -36,6 +36,10 @@ pub(crate) struct ClassifyArgs {
     /// confidence; obsm['spatial']) readable by scanpy / anndata.
     #[arg(long)]
     pub(crate) h5ad: Option<PathBuf>,
+    /// Also write the predictions as an AnnData-zarr store (folder OUT.zarr; same obs / obsm as
+    /// --h5ad) for Vitessce, SpatialData or `anndata.read_zarr`.
+    #[arg(long, value_name = "OUT.zarr")]
+    pub(crate) anndata_zarr: Option<PathBuf>,
     /// For a model with a morphology token: also write the nucleus-centred DAPI patches it
     /// read, f32 little-endian `[cells, S, S]` in the predictions' cell order (the web demo
     /// passes them to `classify`).
@@ -130,7 +134,7 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
     }
     write_predictions(&a.out, &model, &crop, &c)?;
     println!("wrote {}", a.out.display());
-    if let Some(path) = &a.h5ad {
+    if a.h5ad.is_some() || a.anndata_zarr.is_some() {
         let k = model.meta.classes.len();
         let p = data::Predictions {
             cell_ids: crop.table.cell_ids.clone(),
@@ -147,8 +151,14 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
                 .collect(),
             centroids_um: Some(crop.table.centroids_um.clone()),
         };
-        data::write_predictions_h5ad(path, &p)?;
-        println!("wrote {}", path.display());
+        if let Some(path) = &a.h5ad {
+            data::write_predictions_h5ad(path, &p)?;
+            println!("wrote {}", path.display());
+        }
+        if let Some(path) = &a.anndata_zarr {
+            data::write_predictions_anndata_zarr(path, &p)?;
+            println!("wrote {}", path.display());
+        }
     }
     if let Some(www) = &a.www {
         cellsymphony::train::www::write_www_bundle(www, &a.data.dir(), &a.model, &model, &crop, &c.pred, &c.engine_name)?;
@@ -181,7 +191,7 @@ fn cmd_classify_stream(a: &ClassifyArgs, model: &EngineModel) -> Result<Classifi
     let Some(bundle) = &a.data.bundle else {
         anyhow::bail!("--stream reads a Xenium output folder: pass --bundle DIR (with cell_feature_matrix.h5 or cell_feature_matrix/)");
     };
-    for (given, flag) in [(a.www.is_some(), "--www"), (a.h5ad.is_some(), "--h5ad"), (a.patches_out.is_some(), "--patches-out"), (a.anndata.anndata.is_some(), "--anndata")] {
+    for (given, flag) in [(a.www.is_some(), "--www"), (a.h5ad.is_some(), "--h5ad"), (a.anndata_zarr.is_some(), "--anndata-zarr"), (a.patches_out.is_some(), "--patches-out"), (a.anndata.anndata.is_some(), "--anndata")] {
         if given {
             anyhow::bail!("{flag} is not available with --stream (whole-slide output is the predictions CSV); run without --stream");
         }
