@@ -174,3 +174,27 @@ fn anndata_zarr_predictions_read_back_by_python_anndata() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
     assert!(leftovers.is_empty(), "temporary folders left: {leftovers:?}");
 }
+
+#[test]
+fn version_strings_that_are_not_numbers_are_accepted() {
+    use cellsymphony::data::parse_manifest;
+    let parse = |v: &str| parse_manifest(&format!(r#"{{"analysis_sw_version": {v}}}"#), Path::new("experiment.xenium")).unwrap();
+    assert_eq!(parse(r#""xenium-2.0.0.6-35-ga7e17149a""#).analysis_version(), Some([2, 0, 0]));
+    assert_eq!(parse(r#""4.0""#).analysis_version(), Some([4, 0, 0]));
+    assert_eq!(parse("3.1").analysis_version(), Some([3, 1, 0]), "a JSON number");
+    let rd = parse(r#""R&D""#);
+    assert_eq!((rd.analysis_sw_version.as_deref(), rd.analysis_version()), (Some("R&D"), None));
+}
+
+#[test]
+fn protein_arcsinh_is_the_cytometry_normalisation() {
+    let p = ProteinMatrix {
+        cell_ids: vec!["a".into()],
+        markers: vec!["CD45".into(), "PanCK".into()],
+        values: vec![5.0, -2.5],
+        scaling_factor: 10.0,
+        scaling_source: ScalingSource::Hdf5Attribute,
+    };
+    let a = p.arcsinh(5.0);
+    assert!((a[0] - 1f32.asinh()).abs() < 1e-6 && (a[1] - (-0.5f32).asinh()).abs() < 1e-6, "{a:?}");
+}
