@@ -3,6 +3,7 @@
 // of rows at a time (CSR sliced by rows), the results are written into preallocated arrays,
 // and the caller's `yieldBetween` runs between chunks so progress can be shown and a cancel
 // message (or a click) can arrive.
+import { CellSymphonyError, asCellSymphonyError } from "./errors.js";
 
 /** Cells per wasm call by default: CPU engine 2048 (≈1 s on one slow core), WebGPU 8192
  * (the engine's own command-buffer chunk). */
@@ -97,13 +98,12 @@ function callRows(clf, input, start, end) {
   return clf.classifyCsr(indptr, indices, data, n, input.genes, centroids, patches, input.patchSize ?? undefined);
 }
 
-/** Error of a chunk after the first: the engine's message, with the chunk it refers to
- * (its cell and element indices count from the chunk's first cell). */
-function chunkError(e, start, end) {
-  if (start === 0 || !(e instanceof Error)) return e;
-  const err = new Error(`${e.message} [in the chunk of cells ${start}..${end - 1}: cell and element indices in this message count from cell ${start}]`);
-  err.cause = e;
-  return err;
+/** Error of a chunk as a `CellSymphonyError` (code "input", or the code it has): the engine's
+ * message, after the first chunk with the chunk it refers to (its cell and element indices
+ * count from the chunk's first cell). Shared by the pool in client.js. */
+export function chunkError(e, start, end) {
+  if (start === 0 || !(e instanceof Error) || e.name === "AbortError") return asCellSymphonyError(e, "input");
+  return new CellSymphonyError(e.code ?? "input", `${e.message} [in the chunk of cells ${start}..${end - 1}: cell and element indices in this message count from cell ${start}]`, { cause: e });
 }
 
 /**
@@ -119,7 +119,7 @@ export async function classifyInChunks(clf, input, { chunkCells, onProgress, isC
   const total = input.nCells;
   if (!sliceable(input)) {
     // Inconsistent shapes: one call, so the engine's error names the real arrays and lengths.
-    const r = await callRows(clf, input);
+    const r = await callRows(clf, input).catch((e) => { throw chunkError(e, 0, total); });
     onProgress?.({ phase: "classify", done: r.classes.length, total: r.classes.length });
     return { classes: r.classes, unclassified: r.unclassified, logits: r.logits, confidence: r.confidence, chunks: 1 };
   }

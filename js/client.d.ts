@@ -1,101 +1,47 @@
-// Types of client.js (the worker API of the cellsymphony package).
+// Types of client.js: the worker entry of the cellsymphony package ("cellsymphony/worker").
+import type {
+  ClassifierInfo, ClassifierMethods, ClassifyResult, ClassifyOptions, CallOptions, LoadOptions, Device,
+  PairEngineOptions, PairProgress, PairResult, Classifier as MainThreadClassifier,
+} from "./index.js";
 
-export declare const DEFAULT_CHUNK_CELLS: Readonly<{ cpu: number; webgpu: number }>;
-/** Default cells per wasm call for a classifier's `backend` ("webgpu: …" or "cpu: …"). */
-export declare function defaultChunkCells(backend: string): number;
+export type {
+  Architecture, CallOptions, ClassifierInfo, ClassifyOptions, ClassifyProgress, ClassifyResult, Device, ErrorCode,
+  GeneDelta, LoadedDevice, LoadOptions, PairEngineOptions, PairOptions, PairProgress, PairResult, Progress,
+} from "./index.js";
+export { CellSymphonyError, DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./index.js";
 
-export type Progress =
-  | { phase: "classify"; done: number; total: number }
-  | { phase: "pair"; iteration: number; error: number };
-
-export interface CallOptions {
-  onProgress?: (p: Progress) => void;
-  /** Aborting rejects with a DOMException named "AbortError". */
-  signal?: AbortSignal;
-  /** Worker mode: move the input buffers to the worker (default true) or copy them (false). */
+/** Options of a pairing call through a runner. */
+export interface PairCallOptions extends CallOptions<PairProgress> {
+  /** Worker mode: move `counts`, `control` and `target` to the worker (default true) or copy them. */
   transfer?: boolean;
 }
 
-export interface ClassifyOptions extends CallOptions {
-  /** Float32Array [cells*2], x, y in µm (spatial and multi-input models). */
-  centroids?: Float32Array;
-  /** Float32Array [cells*patchSize*patchSize] (dual-modality and multi-input models). */
-  patches?: Float32Array;
-  patchSize?: number;
-  /** Cells per wasm call (default: CPU 2048, WebGPU 8192). */
-  chunkCells?: number;
+/** A classifier loaded by a runner: in a worker, in a pool of workers, or on this thread. */
+export interface ChunkedClassifier extends ClassifierInfo, ClassifierMethods {
+  /** Set by createClassifier / Classifier.load. */
+  runner?: Runner;
 }
 
-export interface ClassifyResult {
-  classes: Uint32Array;
-  unclassified: Uint8Array;
-  logits: Float32Array;
-  confidence: Float32Array;
-  chunks: number;
-  wasmMemoryBytes: number;
-}
-
-export interface PairResult {
-  target: Uint32Array;
-  matchScore: Float32Array;
-  iterations: number;
-  error: number;
-  converged: boolean;
-  dispatches: number;
-  pcaComponents: number;
-  backend: string;
-  delta: Float32Array;
-  topUp: { gene: string; delta: number }[];
-  topDown: { gene: string; delta: number }[];
-  wasmMemoryBytes: number;
-}
-
-export interface ChunkedClassifier {
-  readonly genes: string[];
-  readonly classes: string[];
-  readonly architecture: string;
-  readonly backend: string;
-  readonly patchSize?: number;
-  readonly patchUmPerPx?: number;
-  readonly needsCentroids: boolean;
-  /** Whether the wasm SIMD128 build runs this classifier (js/wasm.js chose it). */
-  readonly wasmSimd: boolean;
-  /** Set by createClassifier. */
-  runner?: CellSymphonyWorker | CellSymphonyWorkerPool | CellSymphonyMainThread;
-  classify(counts: Float32Array, nCells: number, genes: string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
-  classifyCsr(indptr: Uint32Array, indices: Uint32Array, data: Float32Array, nCells: number, genes: string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
-  free(): Promise<void>;
-}
-
-export interface PairOptions {
-  useGpu?: boolean;
-  epsilon?: number;
-  pcaComponents?: number;
-  minCells?: number;
-  tolerance?: number;
-  maxIterations?: number;
-  squared?: boolean;
-  epsilonScaling?: boolean;
-  topGenes?: number;
-  allowUnconverged?: boolean;
-}
-
-interface Runner {
+export interface Runner {
   readonly mode: "worker" | "worker-pool" | "main-thread";
-  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
-  pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
-    options?: PairOptions, call?: CallOptions): Promise<PairResult>;
+  /** Loads a model file on `options.device` (default "auto", picked where the engine runs). */
+  loadClassifier(modelBytes: Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<ChunkedClassifier>;
+  /** `options.device` (default "cpu") picks where Sinkhorn runs; a cancel of a worker's
+   * pairing restarts the worker (classifiers reload themselves on their next call). */
+  pairCells(counts: Float32Array, nCells: number, genes: readonly string[], control: Uint32Array, target: Uint32Array,
+    options?: PairEngineOptions, call?: PairCallOptions): Promise<PairResult>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
   terminate(): void;
 }
 
-/** The package in a module Worker (worker.js next to client.js unless `workerUrl`). */
+/** The package in a module Worker (bundlers emit worker.js and its wasm files from the
+ * `new Worker(new URL("./worker.js", import.meta.url))` in client.js; `workerUrl` overrides). */
 export declare class CellSymphonyWorker implements Runner {
   constructor(opts?: { workerUrl?: string | URL });
   readonly mode: "worker";
-  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
-  pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
-    options?: PairOptions, call?: CallOptions): Promise<PairResult>;
+  loadClassifier(modelBytes: Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<ChunkedClassifier>;
+  pairCells(counts: Float32Array, nCells: number, genes: readonly string[], control: Uint32Array, target: Uint32Array,
+    options?: PairEngineOptions, call?: PairCallOptions): Promise<PairResult>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
   terminate(): void;
 }
@@ -106,30 +52,42 @@ export declare function defaultThreads(): number;
 
 /** A pool of module Workers: a CPU classifier is loaded in each and `classify` spreads its
  * chunks over them (with more than one worker the chunks are copies: the caller's arrays are
- * not transferred); WebGPU classifiers and
- * pairing use the first worker. */
+ * not transferred); WebGPU classifiers and pairing use the first worker. */
 export declare class CellSymphonyWorkerPool implements Runner {
   constructor(opts?: { threads?: number; workerUrl?: string | URL });
   readonly mode: "worker-pool";
   readonly threads: number;
-  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
-  pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
-    options?: PairOptions, call?: CallOptions): Promise<PairResult>;
+  loadClassifier(modelBytes: Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<ChunkedClassifier>;
+  pairCells(counts: Float32Array, nCells: number, genes: readonly string[], control: Uint32Array, target: Uint32Array,
+    options?: PairEngineOptions, call?: PairCallOptions): Promise<PairResult>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
   terminate(): void;
 }
 
-/** The same API on the calling thread (the main-thread mode). */
+/** The same API on the calling thread (the main-thread mode; classifiers are the main entry's `Classifier`). */
 export declare class CellSymphonyMainThread implements Runner {
   constructor();
   readonly mode: "main-thread";
-  loadClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean }): Promise<ChunkedClassifier>;
-  pairCells(counts: Float32Array, nCells: number, genes: string[], control: Uint32Array, target: Uint32Array,
-    options?: PairOptions, call?: CallOptions): Promise<PairResult>;
+  loadClassifier(modelBytes: Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<MainThreadClassifier & ChunkedClassifier>;
+  pairCells(counts: Float32Array, nCells: number, genes: readonly string[], control: Uint32Array, target: Uint32Array,
+    options?: PairEngineOptions, call?: PairCallOptions): Promise<PairResult>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
   terminate(): void;
 }
 
-/** One classifier in fresh workers (default: a pool of `threads` workers, default
- * {@link defaultThreads}; one worker when that is 1) or on this thread (`worker: false`). */
-export declare function createClassifier(modelBytes: Uint8Array, opts?: { useGpu?: boolean; worker?: boolean; threads?: number }): Promise<ChunkedClassifier>;
+export interface CreateOptions extends LoadOptions {
+  /** Default true: in workers; false: on this thread. */
+  worker?: boolean;
+  /** Workers in the pool (default {@link defaultThreads}). */
+  threads?: number;
+}
+
+/** One classifier in fresh workers (default: a pool of `threads` workers; one worker when that
+ * is 1) or on this thread (`worker: false`), on `device` (default "auto"). */
+export declare function createClassifier(modelBytes: Uint8Array | ArrayBuffer, options?: CreateOptions): Promise<ChunkedClassifier>;
+
+/** The main entry's `Classifier.load`, in workers: {@link createClassifier}. */
+export declare const Classifier: {
+  readonly load: (modelBytes: Uint8Array | ArrayBuffer, options?: CreateOptions) => Promise<ChunkedClassifier>;
+};
+

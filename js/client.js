@@ -1,20 +1,22 @@
-// Client API of the cellsymphony package: classification and OT pairing in a module Worker
-// (default) or on the calling thread, with the same methods either way.
+// The worker entry of the cellsymphony package ("cellsymphony/worker"): classification and OT
+// pairing in a module Worker (default) or on the calling thread, with the same methods either way.
 //
-//   import { CellSymphonyWorker } from "cellsymphony/client.js";
-//   const cs = new CellSymphonyWorker();
-//   const clf = await cs.loadClassifier(modelBytes, { useGpu: false });
+//   import { Classifier } from "cellsymphony/worker";
+//   const clf = await Classifier.load(modelBytes, { device: "auto" });
 //   const ac = new AbortController();
 //   const res = await clf.classify(counts, nCells, genes, {
 //     onProgress: ({ done, total }) => bar.value = done / total, signal: ac.signal });
 //
 // Typed arrays given to the worker are transferred (their buffers move to the worker and are
 // detached here) unless `transfer: false` (then they are copied). Results come back
-// transferred. Errors of the engine reject with an `Error` carrying its message; a cancel
-// rejects with a `DOMException` named "AbortError".
-import { classifyInChunks, abortError, enqueue, yieldToEventLoop, sliceable, sliceInput, DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./chunked.js";
+// transferred. Failures reject with a `CellSymphonyError` (its `code` and the engine's message);
+// a cancel rejects with a `DOMException` named "AbortError". Types: client.d.ts.
+import { abortError, sliceable, sliceInput, chunkError, DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./chunked.js";
+import { CellSymphonyError } from "./errors.js";
+import { requestedDevice } from "./device.js";
 
 export { DEFAULT_CHUNK_CELLS, defaultChunkCells };
+export { CellSymphonyError } from "./errors.js";
 
 /** Buffers of `arrays` for a transfer list (each once; shared memory and wasm memory are never transferred). */
 function buffersOf(arrays) {
@@ -41,10 +43,10 @@ const INPUT_ARRAYS = ["counts", "indptr", "indices", "data", "centroids", "patch
 /** A classifier loaded in a {@link CellSymphonyWorker}; `genes`, `classes`, `architecture`,
  * `backend`, `patchSize`, `patchUmPerPx`, `needsCentroids` as on the wasm `Classifier`. */
 class WorkerClassifier {
-  constructor(owner, modelBytes, useGpu, info) {
+  constructor(owner, modelBytes, options, info) {
     this._owner = owner;
     this._modelBytes = modelBytes; // kept to reload after a worker restart (pairing cancel)
-    this._useGpu = useGpu;
+    this._options = options;
     this._setInfo(info);
   }
 
@@ -58,7 +60,7 @@ class WorkerClassifier {
   async _ensureLoaded() {
     if (this._generation === this._owner._generation && this._handle != null) return;
     const bytes = this._modelBytes.slice();
-    this._setInfo(await this._owner._request({ op: "load", modelBytes: bytes, useGpu: this._useGpu }, [bytes.buffer]));
+    this._setInfo(await this._owner._request({ op: "load", modelBytes: bytes, options: { ...this._options, device: this.device } }, [bytes.buffer]));
   }
 
   /** Classify dense counts `[cells*genes]` (row-major `Float32Array`) in chunks in the worker.
@@ -102,7 +104,7 @@ class WorkerClassifier {
 export class CellSymphonyWorker {
   /** `workerUrl`: where worker.js is served (default: next to this file). */
   constructor({ workerUrl } = {}) {
-    this._url = workerUrl ?? new URL("./worker.js", import.meta.url);
+    this._url = workerUrl ?? null;
     this._pending = new Map();
     this._nextId = 1;
     this._generation = 0;
@@ -111,13 +113,17 @@ export class CellSymphonyWorker {
   }
 
   _spawn() {
-    const w = new Worker(this._url, { type: "module", name: "cellsymphony" });
+    // The literal `new Worker(new URL(…, import.meta.url))` is what bundlers (Vite, webpack,
+    // esbuild plugins) recognise to bundle worker.js and its wasm files as a worker.
+    const w = this._url
+      ? new Worker(this._url, { type: "module", name: "cellsymphony" })
+      : new Worker(new URL("./worker.js", import.meta.url), { type: "module", name: "cellsymphony" });
     w.onmessage = ({ data }) => this._onMessage(data);
     w.onerror = (e) => {
       e.preventDefault?.();
-      this._failAll(new Error(`cellsymphony worker: ${e.message || "failed to start (is worker.js served next to client.js?)"}`));
+      this._failAll(new CellSymphonyError("worker", `cellsymphony worker: ${e.message || "failed to start (is worker.js served next to client.js?)"}`));
     };
-    w.onmessageerror = () => this._failAll(new Error("cellsymphony worker: a message could not be deserialised"));
+    w.onmessageerror = () => this._failAll(new CellSymphonyError("worker", "cellsymphony worker: a message could not be deserialised"));
     this._worker = w;
     this._generation++;
   }
@@ -141,7 +147,7 @@ export class CellSymphonyWorker {
     p.cleanup();
     if (msg.type === "result") p.resolve(msg.value);
     else if (msg.name === "AbortError") p.reject(new DOMException(msg.message, "AbortError"));
-    else p.reject(new Error(msg.message));
+    else p.reject(msg.code ? new CellSymphonyError(msg.code, msg.message) : new Error(msg.message));
   }
 
   /** Sends a request; `cancel`: "message" (classify: the worker stops at a chunk boundary) or
@@ -177,13 +183,17 @@ export class CellSymphonyWorker {
     });
   }
 
-  /** Loads a model file (safetensors bytes) in the worker; `useGpu` runs it on WebGPU there
-   * (rejects when the worker has no adapter). The bytes are copied (kept for reloads). */
-  async loadClassifier(modelBytes, { useGpu = false } = {}) {
+  /** Loads a model file (safetensors bytes) in the worker on `device` ("auto", default:
+   * WebGPU where the worker finds a hardware adapter, else CPU; "webgpu"; "cpu"; or the older
+   * `useGpu` boolean). The bytes are copied (kept for reloads). */
+  async loadClassifier(modelBytes, options = {}) {
     const keep = new Uint8Array(modelBytes).slice();
     const bytes = keep.slice();
-    const info = await this._request({ op: "load", modelBytes: bytes, useGpu }, [bytes.buffer]);
-    return new WorkerClassifier(this, keep, useGpu, info);
+    // The load options travel as they are (index.js's Classifier.load reads them in the worker).
+    const { useGpu, ...rest } = options;
+    const opts = { ...rest, device: requestedDevice(options) };
+    const info = await this._request({ op: "load", modelBytes: bytes, options: opts }, [bytes.buffer]);
+    return new WorkerClassifier(this, keep, opts, info);
   }
 
   /** `pairCells` of the wasm API in the worker: `options` as there; `onProgress({phase:
@@ -220,7 +230,7 @@ export function defaultThreads() {
 class PoolClassifier {
   constructor(members) {
     this._members = members;
-    const { _owner, _modelBytes, _useGpu, _handle, _generation, ...props } = members[0];
+    const { _owner, _modelBytes, _options, _handle, _generation, ...props } = members[0];
     Object.assign(this, props);
   }
 
@@ -263,14 +273,7 @@ class PoolClassifier {
           ? [part.counts, part.nCells, part.genes]
           : [part.indptr, part.indices, part.data, part.nCells, part.genes],
         { centroids: part.centroids, patches: part.patches, patchSize: part.patchSize, chunkCells: chunk, signal: stop.signal })
-          .catch((e) => {
-            if (e instanceof Error && start > 0 && e.name !== "AbortError") {
-              const err = new Error(`${e.message} [in the chunk of cells ${start}..${end - 1}: cell and element indices in this message count from cell ${start}]`);
-              err.cause = e;
-              throw err;
-            }
-            throw e;
-          });
+          .catch((e) => { throw chunkError(e, start, end); });
         out.classes.set(r.classes, start);
         out.unclassified.set(r.unclassified, start);
         out.logits.set(r.logits, start * k);
@@ -312,9 +315,11 @@ export class CellSymphonyWorkerPool {
     this.mode = "worker-pool";
   }
 
-  async loadClassifier(modelBytes, { useGpu = false } = {}) {
-    const members = useGpu ? this._workers.slice(0, 1) : this._workers;
-    return new PoolClassifier(await Promise.all(members.map((w) => w.loadClassifier(modelBytes, { useGpu }))));
+  /** The first worker picks the device; a CPU classifier is then loaded in the others too. */
+  async loadClassifier(modelBytes, options = {}) {
+    const first = await this._workers[0].loadClassifier(modelBytes, options);
+    const rest = first.device === "cpu" ? this._workers.slice(1) : [];
+    return new PoolClassifier([first, ...await Promise.all(rest.map((w) => w.loadClassifier(modelBytes, { ...options, useGpu: undefined, device: "cpu" })))]);
   }
 
   pairCells(counts, nCells, genes, control, target, options = {}, call = {}) {
@@ -332,81 +337,31 @@ export class CellSymphonyWorkerPool {
   }
 }
 
-/** A wasm `Classifier` on the calling thread with the {@link WorkerClassifier} methods: the same
- * chunks, progress and cancel (between chunks it yields to the event loop, so a page can paint),
- * but every chunk runs on this thread. */
-class MainThreadClassifier {
-  constructor(clf, memory, simd) {
-    this.wasm = clf;
-    this._memory = memory;
-    this._queue = { tail: Promise.resolve() };
-    for (const k of ["genes", "classes", "architecture", "backend", "patchSize", "patchUmPerPx", "needsCentroids"]) this[k] = clf[k];
-    this.wasmSimd = simd;
-  }
-
-  classify(counts, nCells, genes, opts = {}) {
-    return this._classify("dense", [counts, nCells, genes], opts);
-  }
-
-  classifyCsr(indptr, indices, data, nCells, genes, opts = {}) {
-    return this._classify("csr", [indptr, indices, data, nCells, genes], opts);
-  }
-
-  _classify(kind, args, opts) {
-    if (opts.signal?.aborted) return Promise.reject(abortError());
-    const input = classifyInput(kind, args, opts);
-    return enqueue(this._queue, async () => {
-      const r = await classifyInChunks(this.wasm, input, {
-        chunkCells: opts.chunkCells,
-        onProgress: opts.onProgress,
-        isCancelled: () => !!opts.signal?.aborted,
-        yieldBetween: yieldToEventLoop,
-      });
-      return { ...r, wasmMemoryBytes: this._memory() };
-    });
-  }
-
-  async free() {
-    await this._queue.tail;
-    this.wasm.free();
-  }
-}
-
-/** The package on the calling thread (the main-thread mode), with the methods of
- * {@link CellSymphonyWorker}. Pairing runs to its end even when cancelled (the promise
- * rejects at once). */
+/** The package on the calling thread (the main-thread mode): the main entry's `Classifier`
+ * and `pairCells` (index.js) with the methods of {@link CellSymphonyWorker}. Pairing runs to
+ * its end even when cancelled (the promise rejects at once). */
 export class CellSymphonyMainThread {
   constructor() {
     this.mode = "main-thread";
-    this._wasm = null;
   }
 
-  async _load() {
-    if (!this._wasm) {
-      const m = await import("./wasm.js");
-      const exports = await m.init();
-      this._wasm = { m, memory: () => exports?.memory?.buffer?.byteLength ?? 0 };
-    }
-    return this._wasm;
+  _main() {
+    this._module ??= import("./index.js");
+    return this._module;
   }
 
-  async loadClassifier(modelBytes, { useGpu = false } = {}) {
-    const { m, memory } = await this._load();
-    return new MainThreadClassifier(await m.Classifier.load(new Uint8Array(modelBytes), useGpu), memory, m.simd);
+  async loadClassifier(modelBytes, options = {}) {
+    const { Classifier } = await this._main();
+    return Classifier.load(modelBytes, options);
   }
 
   async pairCells(counts, nCells, genes, control, target, options = {}, { onProgress, signal } = {}) {
-    if (signal?.aborted) throw abortError("pairing");
-    const { m, memory } = await this._load();
-    const run = m.pairCells(counts, nCells, Array.from(genes), control, target, options,
-      (iteration, error) => onProgress?.({ phase: "pair", iteration, error }));
-    const aborted = new Promise((_, reject) => signal?.addEventListener("abort", () => reject(abortError("pairing")), { once: true }));
-    const res = await Promise.race([run, aborted]);
-    return { ...res, wasmMemoryBytes: memory() };
+    const { pairCells } = await this._main();
+    return pairCells(counts, nCells, genes, control, target, { ...options, onProgress, signal });
   }
 
   async memory() {
-    return { wasmMemoryBytes: (await this._load()).memory() };
+    return { wasmMemoryBytes: await (await this._main()).wasmMemoryBytes() };
   }
 
   terminate() {}
@@ -414,12 +369,16 @@ export class CellSymphonyMainThread {
 
 /** One classifier in fresh workers (`worker: true`, default: a {@link CellSymphonyWorkerPool}
  * of `threads` workers, default {@link defaultThreads}, or one {@link CellSymphonyWorker} when
- * that is 1 or the model runs on WebGPU) or on this thread (`worker: false`); the runner is
- * `clf.runner`. */
-export async function createClassifier(modelBytes, { useGpu = false, worker = true, threads = defaultThreads() } = {}) {
+ * that is 1) or on this thread (`worker: false`), on `device` (default "auto"); the runner is
+ * `clf.runner` (a WebGPU classifier uses the pool's first worker). */
+export async function createClassifier(modelBytes, { worker = true, threads = defaultThreads(), ...options } = {}) {
   const runner = !worker ? new CellSymphonyMainThread()
-    : threads > 1 && !useGpu ? new CellSymphonyWorkerPool({ threads }) : new CellSymphonyWorker();
-  const clf = await runner.loadClassifier(modelBytes, { useGpu });
+    : threads > 1 ? new CellSymphonyWorkerPool({ threads }) : new CellSymphonyWorker();
+  const clf = await runner.loadClassifier(modelBytes, options);
   clf.runner = runner;
   return clf;
 }
+
+/** `Classifier.load(modelBytes, {device, threads, worker})`: the main entry's call, in workers
+ * ({@link createClassifier}). */
+export const Classifier = Object.freeze({ load: createClassifier });

@@ -9,7 +9,8 @@
 # crop's cells of the web bundle (CELLSYMPHONY_BENCH_DATA, default www/data, written by
 # `cellsymphony pipeline --www www/data`) repeated to CELLSYMPHONY_BENCH_SIZES (default
 # 1024,8192,65536); WebGPU runs on SwiftShader here, so its arms get CELLSYMPHONY_BENCH_GPU_SIZES
-# (default 1024) only. CELLSYMPHONY_BENCH_GPU=0 leaves the WebGPU arms out.
+# (default 1024) only. CELLSYMPHONY_BENCH_GPU=0 leaves the WebGPU arms out; CELLSYMPHONY_BENCH_THREADS
+# (default 1,2) keeps only the CPU arms with those thread counts.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CELLSYMPHONY_ROOT"

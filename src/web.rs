@@ -290,15 +290,16 @@ fn set(obj: &Object, key: &str, value: &JsValue) -> Result<(), JsError> {
 #[wasm_bindgen]
 impl Classifier {
     /// Load a model file (safetensors bytes written by `cellsymphony train`/`export`).
-    /// `useGpu` is `true`/`false` or an options object `{useGpu}` (an unknown key is an
-    /// error listing the allowed ones). With `useGpu` the WGSL engine runs on WebGPU (fp32
+    /// `useGpu` is `true`/`false` or an options object `{useGpu, int8Gemm}` (an unknown key is
+    /// an error listing the allowed ones; `int8Gemm: "w8a8"` runs an int8 file's CPU layers on
+    /// int8 activations, `"f32"` (default) on f32 ones). With `useGpu` the WGSL engine runs on WebGPU (fp32
     /// files are quantised to int8 first); otherwise the plain-Rust CPU engine runs the file
     /// as stored.
     pub async fn load(
         #[wasm_bindgen(js_name = modelBytes, unchecked_param_type = "Uint8Array")] model_bytes: JsValue,
-        #[wasm_bindgen(js_name = useGpu, unchecked_param_type = "boolean | { useGpu: boolean }")] use_gpu: JsValue,
+        #[wasm_bindgen(js_name = useGpu, unchecked_param_type = "boolean | { useGpu: boolean, int8Gemm?: \"f32\" | \"w8a8\" }")] use_gpu: JsValue,
     ) -> Result<Classifier, JsError> {
-        let use_gpu = load_options(&use_gpu)?;
+        let (use_gpu, int8_gemm) = load_options(&use_gpu)?;
         let model_bytes = bytes_arg("modelBytes", &model_bytes)?.to_vec();
         let model = EngineModel::from_safetensors_bytes(&model_bytes)
             .map_err(|e| JsError::new(&format!("model file: {e}")))?;
@@ -312,8 +313,9 @@ impl Classifier {
                 .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
             (clf, backend)
         } else {
-            let backend = format!("cpu: wasm engine, {} weights", model.meta.quantization.as_str());
-            (engine::Classifier::cpu(model).map_err(|e| JsError::new(&format!("model file: {e}")))?, backend)
+            let w8a8 = int8_gemm == engine::Int8Gemm::W8A8 && model.meta.quantization != engine::Quantization::None;
+            let backend = format!("cpu: wasm engine, {} weights{}", model.meta.quantization.as_str(), if w8a8 { ", int8 activations (w8a8)" } else { "" });
+            (engine::Classifier::cpu_with(model, int8_gemm).map_err(|e| JsError::new(&format!("model file: {e}")))?, backend)
         };
         Ok(Classifier { inner: Rc::new(Inner { classifier, backend }) })
     }
@@ -468,15 +470,18 @@ impl Classifier {
     }
 }
 
-/// `load`'s second argument: `true`/`false` or `{useGpu}`.
-fn load_options(v: &JsValue) -> Result<bool, JsError> {
+/// `load`'s second argument: `true`/`false` or `{useGpu, int8Gemm?}` (`int8Gemm`: `"f32"`, the
+/// default, or `"w8a8"`, see [`engine::Int8Gemm`]).
+fn load_options(v: &JsValue) -> Result<(bool, engine::Int8Gemm), JsError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     struct LoadOptions {
         use_gpu: bool,
+        #[serde(default)]
+        int8_gemm: Option<String>,
     }
     if let Some(b) = v.as_bool() {
-        return Ok(b);
+        return Ok((b, engine::Int8Gemm::default()));
     }
     if v.is_null() || v.is_undefined() {
         return Err(missing("useGpu", "true to run on WebGPU or false for the CPU engine (or {useGpu})"));
@@ -484,7 +489,14 @@ fn load_options(v: &JsValue) -> Result<bool, JsError> {
     if !v.is_object() || js_sys::Array::is_array(v) {
         return Err(JsError::new(&format!("`useGpu` is {}: pass true/false or {{useGpu: true/false}}", describe(v))));
     }
-    options_from::<LoadOptions>("Classifier.load options", v.clone()).map(|o| o.use_gpu)
+    let o = options_from::<LoadOptions>("Classifier.load options", v.clone())?;
+    let int8 = match o.int8_gemm.as_deref() {
+        None => engine::Int8Gemm::default(),
+        Some(name) => engine::Int8Gemm::parse(name).ok_or_else(|| {
+            JsError::new(&format!("Classifier.load options: int8Gemm is {name:?}: pass \"f32\" (int8 weights × f32 activations, the default) or \"w8a8\" (int8 activations too, faster)"))
+        })?,
+    };
+    Ok((o.use_gpu, int8))
 }
 
 /// An options object as `T` (`deny_unknown_fields`): an unknown key is an error listing the

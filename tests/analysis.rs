@@ -22,7 +22,7 @@ use cellsymphony::data::{
 use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::plot::{
     category_color, heatmap_png, scatter_png, spatial_map_png, text_height, text_width, viridis,
-    Canvas, Rgb,
+    Canvas, Figure, Rgb,
 };
 
 /// `clusters × per` points in `d` dimensions around centres uniform in `[-spread, spread]^d`,
@@ -870,5 +870,83 @@ fn heatmap_png_colours_cells_by_value_and_annotates() {
         assert!(ink_pixels >= 3, "cell {i}: {ink_pixels} text pixels");
     }
     assert!(heatmap_png(&dir.join("bad.png"), &m[..11], &rows, &cols, "t", false).is_err());
+    keep_or_remove(dir);
+}
+
+/// Issue 17, point 6: every text box of `fig` lies inside the canvas, no font pixel was
+/// clipped, and no two text boxes overlap; `must_show` strings are drawn (possibly shortened).
+fn assert_text_layout(what: &str, fig: &Figure) {
+    let c = &fig.canvas;
+    assert_eq!(c.text_pixels_clipped, 0, "{what}: font pixels outside the {}x{} canvas", c.width, c.height);
+    assert!(!c.text_boxes.is_empty(), "{what}: no text recorded");
+    for b in &c.text_boxes {
+        assert!(b.inside(c.width, c.height), "{what}: {b:?} leaves the {}x{} canvas", c.width, c.height);
+    }
+    for (i, a) in c.text_boxes.iter().enumerate() {
+        for b in &c.text_boxes[i + 1..] {
+            assert!(!a.overlaps(b), "{what}: {a:?} overlaps {b:?}");
+        }
+    }
+}
+
+#[test]
+fn plots_keep_long_titles_and_class_names_inside_without_overlap() {
+    use cellsymphony::data::{GrayImage16, ImageFrame};
+    use cellsymphony::plot::{render_heatmap, render_scatter, render_spatial_map};
+    let names: Vec<String> = [
+        "B",
+        "CD4+ T cells, conventional and regulatory (CD4Tconv/Treg)",
+        "Myofibroblasts",
+        "Malignant epithelial cells of the invasive ductal carcinoma region",
+        "Mono/Macro",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let long_title = "Gene-only transformer, held-out cells (n=134) of the Xenium FFPE human breast crop - rows: true class, columns: predicted class, value: fraction of the row's cells";
+    let k = names.len();
+    let mut rng = SplitMix64::new(7);
+    let (xy, labels): (Vec<f32>, Vec<u32>) = {
+        let mut xy = Vec::new();
+        let mut l = Vec::new();
+        for i in 0..200 {
+            xy.extend([rng.normal() * 5.0 + (i % k) as f32 * 10.0, rng.normal() * 1e3]);
+            l.push((i % k) as u32);
+        }
+        (xy, l)
+    };
+    let dir = scratch("plots-layout");
+    let scatter = render_scatter(&xy, &labels, &names, long_title).unwrap();
+    assert_text_layout("scatter", &scatter);
+    // Long names are shortened with an ellipsis, short ones kept.
+    let texts: Vec<&str> = scatter.canvas.text_boxes.iter().map(|b| b.text.as_str()).collect();
+    assert!(texts.contains(&"Myofibroblasts") && texts.iter().any(|t| t.starts_with("Malignant") && t.ends_with("...")), "{texts:?}");
+    // The title wraps instead of widening the figure: more than one title line.
+    assert!(texts.iter().filter(|t| long_title.contains(**t) && t.len() > 10).count() >= 2, "{texts:?}");
+
+    let (w, h) = (300, 200);
+    let image = GrayImage16 { width: w, height: h, pixels: (0..w * h).map(|i| (i % 997) as u16 * 50).collect() };
+    let frame = ImageFrame { origin_um: [0.0, 0.0], um_per_px: 0.5 };
+    let centroids: Vec<[f32; 2]> = (0..50).map(|i| [(i * 3) as f32, (i * 2) as f32]).collect();
+    let spatial_labels: Vec<u32> = (0..50).map(|i| (i % k) as u32).collect();
+    let spatial = render_spatial_map(&image, &frame, &centroids, &spatial_labels, &names, long_title).unwrap();
+    assert_text_layout("spatial", &spatial);
+
+    let confusion: Vec<f64> = (0..k * k).map(|i| if i % (k + 1) == 0 { 0.8 } else { 0.05 }).collect();
+    let rows: Vec<String> = names.iter().map(|n| format!("{n} (n=123)")).collect();
+    for (what, title, annotate) in [("confusion", long_title, true), ("heatmap, short title", "t", false)] {
+        let fig = render_heatmap(&confusion, &rows, &names, title, annotate).unwrap();
+        assert_text_layout(what, &fig);
+        assert!(fig.canvas.width <= 1200, "{what}: {} px wide", fig.canvas.width);
+    }
+    // One class: the colour bar still has room for both of its labels.
+    let one = render_heatmap(&[1.0, 0.0], &names[..1], &names[..2], long_title, true).unwrap();
+    assert_text_layout("1x2 heatmap", &one);
+    if std::env::var_os("CELLSYMPHONY_KEEP_PLOTS").is_some() {
+        scatter.canvas.write_png(&dir.join("scatter_long_names.png")).unwrap();
+        spatial.canvas.write_png(&dir.join("spatial_long_names.png")).unwrap();
+        let fig = render_heatmap(&confusion, &rows, &names, long_title, true).unwrap();
+        fig.canvas.write_png(&dir.join("confusion_long_names.png")).unwrap();
+    }
     keep_or_remove(dir);
 }

@@ -354,7 +354,7 @@ fn resume_and_output_mistakes_stop_before_training() {
 
 /// A Xenium-style bundle (MEX matrix + cells.csv.gz) of the crop's first `n` cells, with
 /// every count set to zero when `zero`, and a small random model file over `model_genes`.
-fn zero_bundle_and_model(name: &str, n: usize, model_genes: Vec<String>) -> (common::Scratch, std::path::PathBuf, std::path::PathBuf) {
+fn zero_bundle_and_model(name: &str, n: usize, model_genes: Vec<String>, zero: bool) -> (common::Scratch, std::path::PathBuf, std::path::PathBuf) {
     use cellsymphony::data::{write_cells_csv, write_mex_dir, CellTable};
     use cellsymphony::engine::{ClassifierConfig, EngineModel};
     let crop = common::crop_cells();
@@ -362,7 +362,7 @@ fn zero_bundle_and_model(name: &str, n: usize, model_genes: Vec<String>) -> (com
     let table = CellTable {
         cell_ids: crop.cell_ids[..n].to_vec(),
         genes: crop.genes.clone(),
-        counts: vec![0.0; n * g],
+        counts: if zero { vec![0.0; n * g] } else { crop.counts[..n * g].to_vec() },
         centroids_um: crop.centroids_um[..n].to_vec(),
         nucleus_centroids_um: crop.nucleus_centroids_um[..n].to_vec(),
     };
@@ -397,7 +397,7 @@ fn classify_bundle_on_cpu(bundle: &std::path::Path, model: &std::path::Path, out
 #[test]
 fn classify_leaves_cells_without_counts_unclassified() {
     let n = 40;
-    let (dir, bundle, model) = zero_bundle_and_model("cli-zero", n, common::crop_cells().genes.clone());
+    let (dir, bundle, model) = zero_bundle_and_model("cli-zero", n, common::crop_cells().genes.clone(), true);
     let out_csv = dir.join("pred.csv");
     let run = classify_bundle_on_cpu(&bundle, &model, &out_csv);
     let err = String::from_utf8_lossy(&run.stderr);
@@ -416,7 +416,7 @@ fn classify_leaves_cells_without_counts_unclassified() {
 /// model (both named, with genes of each), before the cells are labelled against the reference.
 #[test]
 fn classify_blames_a_panel_model_mismatch_on_both_files() {
-    let (_dir, bundle, model) = zero_bundle_and_model("cli-panel", 20, common::names("NOTAGENE", 12));
+    let (_dir, bundle, model) = zero_bundle_and_model("cli-panel", 20, common::names("NOTAGENE", 12), true);
     let run = classify_bundle_on_cpu(&bundle, &model, &bundle.join("pred.csv"));
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{err}");
@@ -426,4 +426,63 @@ fn classify_blames_a_panel_model_mismatch_on_both_files() {
     }
     assert!(!err.contains("reference"), "the reference is not the problem: {err}");
     assert!(!bundle.join("pred.csv").exists());
+}
+
+/// Issue 17, point 3: `classify --xenium-explorer` writes Xenium Explorer's cell-groups CSV
+/// (`cell_id,group`, the bundle's ids in the predictions' order, one group per class) and the
+/// confidence-thresholded grouping beside it; both agree with predictions.csv. The threshold is
+/// the median confidence of a first run, so both sides of it are populated.
+#[test]
+fn classify_writes_xenium_explorer_cell_groups() {
+    let n = 60;
+    let (dir, bundle, model) = zero_bundle_and_model("cli-xe", n, common::crop_cells().genes.clone(), false);
+    let out_csv = dir.join("pred.csv");
+    let read_pred = || -> Vec<Vec<String>> {
+        let mut r = csv::Reader::from_path(&out_csv).unwrap();
+        r.records().map(|row| row.unwrap().iter().map(str::to_string).collect()).collect()
+    };
+    let first = classify_bundle_on_cpu(&bundle, &model, &out_csv);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let mut conf: Vec<f32> = read_pred().iter().map(|r| r[4].parse().unwrap()).collect();
+    conf.sort_by(f32::total_cmp);
+    let t = format!("{:.3}", conf[n / 2]);
+    let groups = dir.join("explorer").join("groups.csv");
+    let run = cli()
+        .args(["classify", "--engine", "cpu", "--data"])
+        .arg(common::data_dir())
+        .args(["--bundle".as_ref(), bundle.as_os_str(), "--model".as_ref(), model.as_os_str(), "--out".as_ref(), out_csv.as_os_str()])
+        .args(["--xenium-explorer".as_ref(), groups.as_os_str(), "--xenium-explorer-min-confidence".as_ref(), t.as_ref()])
+        .output()
+        .expect("binary runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows = |p: &std::path::Path| -> Vec<Vec<String>> {
+        let mut r = csv::Reader::from_path(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), ["cell_id", "group"], "{}", p.display());
+        r.records().map(|row| row.unwrap().iter().map(str::to_string).collect()).collect()
+    };
+    let pred = read_pred();
+    let by_class = rows(&groups);
+    let confident = rows(&dir.join("explorer").join("groups_confident.csv"));
+    let ids: Vec<&str> = pred.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(ids, common::crop_cells().cell_ids[..n].iter().map(String::as_str).collect::<Vec<_>>(), "predictions keep the bundle's ids");
+    for file in [&by_class, &confident] {
+        assert_eq!(file.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ids, "ids as the bundle writes them, in order");
+    }
+    let count = |v: Vec<&str>| v.into_iter().fold(std::collections::BTreeMap::<String, usize>::new(), |mut m, g| {
+        *m.entry(g.to_string()).or_default() += 1;
+        m
+    });
+    assert_eq!(count(by_class.iter().map(|r| r[1].as_str()).collect()), count(pred.iter().map(|r| r[3].as_str()).collect()));
+    // Per cell: the class when confident, else the low-confidence group (the CSV rounds the
+    // confidence to 4 decimals, so cells within 1e-4 of the threshold are not judged).
+    let (t, low) = (t.parse::<f32>().unwrap(), format!("low confidence (< {})", t.parse::<f32>().unwrap()));
+    let mut n_low = 0;
+    for (p, g) in pred.iter().zip(&confident) {
+        let c: f32 = p[4].parse().unwrap();
+        if (c - t).abs() > 1e-4 {
+            assert_eq!(g[1], if c >= t { p[3].as_str() } else { low.as_str() }, "{p:?}");
+        }
+        n_low += usize::from(g[1] == low);
+    }
+    assert!(n_low > 0 && n_low < n, "the median splits the cells: {n_low} of {n} low");
 }

@@ -15,8 +15,8 @@ use burn::backend::{Autodiff, NdArray};
 use cellsymphony::engine::{self, Architecture, ClassifierConfig, EngineModel, GpuClassifier, TokenSources};
 use cellsymphony::model::ClassifierOptions;
 use cellsymphony::train::{
-    argmax_rows, export::export_fp32_and_int8, export::model_meta, predict_cells, prepare_crop,
-    stratified_split, train_classifier, CellInputs, CheckpointOptions, LabelOptions, LabelledSplit,
+    argmax_rows, dataset::prepare_h5ad, export::export_fp32_and_int8, export::model_meta, predict_cells, prepare_crop,
+    stratified_split, train_classifier, CellInputs, CheckpointOptions, ClassificationReport, LabelOptions, LabelledSplit,
     NoProgress, PreparedCrop, TrainConfig,
 };
 
@@ -27,6 +27,14 @@ const MIN_AGREEMENT: f64 = 0.98;
 const MAX_INT8_LOGIT_ERROR: f32 = 0.25;
 /// Bound on |CPU int8 − WGSL int8| logits (same weights, float summation order differs).
 const MAX_ENGINE_LOGIT_ERROR: f32 = 2e-3;
+/// Bound on |fp32 logit − W8A8 logit| (int8 weights AND int8 activations, quantised per row:
+/// the CPU engine's `Int8Gemm::W8A8`). Not bit-exact with the WGSL int8 engine (f32
+/// activations): it is held to the fp32 model by this tolerance instead.
+const MAX_W8A8_LOGIT_ERROR: f32 = 0.35;
+/// Class agreement floor for W8A8 on pbmc68k_reduced's ~150 held-out cells (see the test).
+const MIN_AGREEMENT_PBMC: f64 = 0.95;
+/// Largest drop in macro-F1 (labelled held-out cells) from fp32 to W8A8.
+const MAX_W8A8_MACRO_F1_DROP: f64 = 0.02;
 
 struct Fixture {
     crop: PreparedCrop,
@@ -41,46 +49,61 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = common::data_dir();
-        let crop = prepare_crop(&dir, &LabelOptions::default()).expect("crop prepares");
-        let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
-        let (train_idx, test_idx) = stratified_split(&crop.labels, 0.2, 42);
-        let g = crop.table.n_genes();
-        let k = crop.class_names.len();
-        // The paper's gene-only classifier with the default hyperparameters (dropout 0.1).
-        let spec = ClassifierConfig::new(g, k).for_architecture(Architecture::GeneOnly, &TokenSources::default());
-        assert_eq!(spec.kind().unwrap(), Architecture::GeneOnly);
-        let options = ClassifierOptions::new(spec);
-        let config = TrainConfig { learning_rate: 1e-3, epochs: 4, ..Default::default() };
-        let inputs = CellInputs::genes(&crop.x_norm, g);
-        let split = LabelledSplit { labels: &labels, n_classes: k, train: &train_idx, val: &[], test: &test_idx };
-        let device = Default::default();
-        let trained = train_classifier::<Autodiff<NdArray>>(
-            &options,
-            &config,
-            &inputs,
-            &split,
-            &crop.class_names,
-            &CheckpointOptions::default(),
-            &device,
-            &mut NoProgress,
-        )
-        .expect("training runs");
-        eprintln!("trained: last epoch {:?}", trained.history.last());
-        assert_eq!(trained.history.len(), 4);
-        use burn::module::AutodiffModule;
-        let model = trained.model.valid();
-        let out = common::fixture_dir("gene-only-pipeline");
-        let meta = model_meta(&model, &crop.table.genes, &crop.class_names, crop.normalisation.clone(), serde_json::json!({"test": true}));
-        let (_, files) = export_fp32_and_int8(&model, meta, &out).expect("export");
-        let int8 = EngineModel::load(&files.int8).expect("int8 file loads");
-        assert!(int8.is_int8());
-        let train_set: std::collections::HashSet<usize> = train_idx.iter().copied().collect();
-        let test_idx: Vec<usize> = (0..crop.table.n_cells()).filter(|i| !train_set.contains(i)).collect();
-        let fp32_logits = predict_cells(&model, &inputs, &test_idx, 256, &device);
-        let x_test: Vec<f32> = test_idx.iter().flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied()).collect();
-        Fixture { crop, test_idx, fp32_logits, x_test, int8, files: (files.fp32, files.int8) }
+        let crop = prepare_crop(&common::data_dir(), &LabelOptions::default()).expect("crop prepares");
+        train_and_export(crop, "gene-only-pipeline")
     })
+}
+
+/// scanpy's pbmc68k_reduced (expert `bulk_labels`, values as stored) through the same recipe.
+fn pbmc_fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let pbmc = common::scanpy_files();
+        let data = prepare_h5ad(&pbmc.pbmc68k_reduced, "bulk_labels", &LabelOptions::default()).expect("pbmc prepares");
+        train_and_export(data, "gene-only-pipeline-pbmc")
+    })
+}
+
+/// Trains the paper's gene-only classifier (4 epochs) on 80 % of the labelled cells, exports
+/// fp32 + int8 to fixture folder `name`, and keeps burn's fp32 logits on the other cells.
+fn train_and_export(crop: PreparedCrop, name: &str) -> Fixture {
+    let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
+    let (train_idx, test_idx) = stratified_split(&crop.labels, 0.2, 42);
+    let g = crop.table.n_genes();
+    let k = crop.class_names.len();
+    // The paper's gene-only classifier with the default hyperparameters (dropout 0.1).
+    let spec = ClassifierConfig::new(g, k).for_architecture(Architecture::GeneOnly, &TokenSources::default());
+    assert_eq!(spec.kind().unwrap(), Architecture::GeneOnly);
+    let options = ClassifierOptions::new(spec);
+    let config = TrainConfig { learning_rate: 1e-3, epochs: 4, ..Default::default() };
+    let inputs = CellInputs::genes(&crop.x_norm, g);
+    let split = LabelledSplit { labels: &labels, n_classes: k, train: &train_idx, val: &[], test: &test_idx };
+    let device = Default::default();
+    let trained = train_classifier::<Autodiff<NdArray>>(
+        &options,
+        &config,
+        &inputs,
+        &split,
+        &crop.class_names,
+        &CheckpointOptions::default(),
+        &device,
+        &mut NoProgress,
+    )
+    .expect("training runs");
+    eprintln!("trained: last epoch {:?}", trained.history.last());
+    assert_eq!(trained.history.len(), 4);
+    use burn::module::AutodiffModule;
+    let model = trained.model.valid();
+    let out = common::fixture_dir(name);
+    let meta = model_meta(&model, &crop.table.genes, &crop.class_names, crop.normalisation.clone(), serde_json::json!({"test": true}));
+    let (_, files) = export_fp32_and_int8(&model, meta, &out).expect("export");
+    let int8 = EngineModel::load(&files.int8).expect("int8 file loads");
+    assert!(int8.is_int8());
+    let train_set: std::collections::HashSet<usize> = train_idx.iter().copied().collect();
+    let test_idx: Vec<usize> = (0..crop.table.n_cells()).filter(|i| !train_set.contains(i)).collect();
+    let fp32_logits = predict_cells(&model, &inputs, &test_idx, 256, &device);
+    let x_test: Vec<f32> = test_idx.iter().flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied()).collect();
+    Fixture { crop, test_idx, fp32_logits, x_test, int8, files: (files.fp32, files.int8) }
 }
 
 fn compare(name: &str, a: &[f32], b: &[f32], k: usize) -> (f64, f32) {
@@ -97,6 +120,41 @@ fn int8_cpu_engine_agrees_with_fp32_burn_on_held_out_cells() {
     let k = f.crop.class_names.len();
     let cpu = engine::cpu::forward_logits(&f.int8, &f.x_test, f.test_idx.len()).expect("CPU forward");
     common::quant::assert_int8_follows_fp32("burn fp32 vs CPU int8", &f.fp32_logits, &cpu, k, MAX_INT8_LOGIT_ERROR, MIN_AGREEMENT);
+}
+
+/// The CPU engine's W8A8 GEMM (int8 activations) on `f`'s held-out cells follows burn fp32
+/// (`assert_int8_follows_fp32`) and keeps its macro-F1 on the labelled ones.
+fn assert_w8a8_follows_fp32(name: &str, f: &Fixture, min_agreement: f64) {
+    let k = f.crop.class_names.len();
+    let n = f.test_idx.len();
+    // For comparison: the default int8 path (f32 activations) on the same cells.
+    let int8 = engine::cpu::forward_logits(&f.int8, &f.x_test, n).expect("CPU forward");
+    compare(&format!("{name}: burn fp32 vs CPU int8 (f32 activations)"), &f.fp32_logits, &int8, k);
+    let packed = engine::cpu::CpuWeights::with_int8_gemm(&f.int8, engine::Int8Gemm::W8A8);
+    let w8a8 = engine::cpu::forward_logits_packed(&f.int8, &packed, &f.x_test, None, n).expect("CPU W8A8 forward");
+    common::quant::assert_int8_follows_fp32(&format!("{name}: burn fp32 vs CPU W8A8"), &f.fp32_logits, &w8a8, k, MAX_W8A8_LOGIT_ERROR, min_agreement);
+    let labelled: Vec<usize> = (0..n).filter(|&i| f.crop.labels[f.test_idx[i]].is_some()).collect();
+    let truth: Vec<u32> = labelled.iter().map(|&i| f.crop.labels[f.test_idx[i]].unwrap()).collect();
+    let f1 = |logits: &[f32]| {
+        let pred = argmax_rows(logits, k);
+        let pred: Vec<u32> = labelled.iter().map(|&i| pred[i]).collect();
+        ClassificationReport::new(&truth, &pred, &f.crop.class_names).macro_f1
+    };
+    let (f1_fp32, f1_w8a8) = (f1(&f.fp32_logits), f1(&w8a8));
+    eprintln!("{name}: macro-F1 on {} labelled held-out cells: burn fp32 {f1_fp32:.4}, CPU W8A8 {f1_w8a8:.4}", truth.len());
+    assert!(f1_w8a8 >= f1_fp32 - MAX_W8A8_MACRO_F1_DROP, "{name}: W8A8 macro-F1 {f1_w8a8} < fp32 {f1_fp32} − {MAX_W8A8_MACRO_F1_DROP}");
+}
+
+#[test]
+fn w8a8_cpu_engine_follows_fp32_burn_on_held_out_cells() {
+    assert_w8a8_follows_fp32("crop", fixture(), MIN_AGREEMENT);
+}
+
+#[test]
+fn w8a8_cpu_engine_follows_fp32_burn_on_pbmc68k_reduced() {
+    // ~150 held-out cells of a 4-epoch model with small margins: one flip is 0.7 %, so the
+    // floor is looser; every flip must still be a near tie under the measured logit error.
+    assert_w8a8_follows_fp32("pbmc68k_reduced", pbmc_fixture(), MIN_AGREEMENT_PBMC);
 }
 
 #[test]

@@ -33,16 +33,17 @@ use cellsymphony::engine::cpu::{argmax_rows, forward_logits};
 use cellsymphony::util::rng::SplitMix64;
 use cellsymphony::engine::ops::{
     attention_biased_reference, attention_out_reference, attention_reference,
-    layernorm_matmul_int8_reference, layernorm_reference, matmul_int8_reference,
-    mean_pool_reference, token_gather_mean_reference,
+    layernorm_matmul_int8_reference, layernorm_reference, matmul_dot4_reference,
+    matmul_dot4_sums_reference, matmul_int8_reference, mean_pool_reference,
+    token_gather_mean_reference,
 };
 use cellsymphony::engine::{
     normalise_log1p_cp10k, ClassifierConfig, EngineModel, GpuClassifier, LayerNormWeights, Linear,
     LinearWeight,
 };
 use cellsymphony::gpu::{
-    attention, attention_biased, attention_out, layernorm, layernorm_matmul_int8, matmul_int8,
-    mean_pool, token_gather_mean, Activation, GpuError,
+    attention, attention_biased, attention_out, layernorm, layernorm_matmul_int8, matmul_dot4,
+    matmul_int8, mean_pool, token_gather_mean, Activation, GpuError,
 };
 
 fn max_abs(a: &[f32]) -> f32 {
@@ -717,4 +718,133 @@ fn multi_input_model_gpu_matches_cpu_across_chunks() {
     assert_close("multi-input GPU int8 vs CPU int8", &got, &cpu_int8, 1e-4);
     let e = pollster::block_on(clf.logits_with_patches(&x, Some(&patches[1..]), cells)).unwrap_err();
     assert!(e.to_string().contains("patches"), "{e}");
+}
+
+// ---- int8 activations (`matmul_dot4.wgsl`, WGSL dot4I8Packed) ----------------------------
+//
+// Tolerances:
+// - integer sums: bit for bit (inputs whose row quantisation is exact: integers, amax 127);
+// - random inputs vs `matmul_dot4_reference`: `1e-5 * scale` on at least 99 % of the outputs
+//   (the rest: an input that lands within float rounding of a rounding tie, or a LayerNorm
+//   value that differs in the last bit, may quantise one step apart; each such input moves an
+//   output by at most `127 · sx · sw`, and the bound allows two);
+// - whole model, int8 vs f32 activations: `assert_int8_follows_fp32`, max |Δlogit| ≤ 0.05,
+//   class flips only on near ties, agreement ≥ 95 % (measured on lavapipe: 0.0046, 256/256 cells).
+
+/// The GPU context with the int8-activation kernels, which wgpu's native WGSL front end
+/// always implements (SPIR-V OpSDot or a polyfill): their absence here is a failure.
+fn int8_dot_context(test: &str) -> Option<std::sync::Arc<cellsymphony::gpu::GpuContext>> {
+    let ctx = gpu_or_skip(test)?;
+    assert!(ctx.supports_int8_dot(), "{test}: int8 activations unavailable: {}", ctx.int8_dot_status());
+    Some(ctx)
+}
+
+#[test]
+fn dot4_matmul_integer_sums_are_exact() {
+    let Some(ctx) = int8_dot_context("dot4_matmul_integer_sums_are_exact") else {
+        return;
+    };
+    let mut rng = SplitMix64::new(0x5EED_0D04);
+    // in = 131: not a multiple of 4 (padding) nor of the 32-input k tile; rows and columns
+    // cross the 64-wide tiles.
+    let (n, in_dim, out) = (70, 131, 75);
+    let mut x: Vec<f32> = (0..n * in_dim).map(|_| rng.below(255) as f32 - 127.0).collect();
+    for r in 0..n {
+        // amax = 127 in every row (so the row's quantisation is the identity)…
+        x[r * in_dim + r % in_dim] = if r % 2 == 0 { 127.0 } else { -127.0 };
+    }
+    // …except row 5, all zeros (scale 1, q 0).
+    x[5 * in_dim..6 * in_dim].iter_mut().for_each(|v| *v = 0.0);
+    let q: Vec<i8> = (0..out * in_dim).map(|_| (rng.below(255) as i32 - 127) as i8).collect();
+    let w = Linear { out_dim: out, in_dim, weight: LinearWeight::Int8 { q, scale: vec![1.0; out] }, bias: vec![0.0; out] };
+    let (sums, row_scales) = matmul_dot4_sums_reference(&x, n, &w);
+    assert!(row_scales.iter().all(|&s| s == 1.0));
+    let got = pollster::block_on(matmul_dot4(&ctx, &x, n, None, &w, Activation::None, None)).expect("matmul_dot4");
+    // y = f32(sum) · (1 · 1) + 0: the kernel's integer sums come back exactly (|sum| < 2²¹,
+    // so one rounding of the unit scale cannot reach ±0.5).
+    let mut worst = 0.0f32;
+    for (i, (&y, &s)) in got.iter().zip(&sums).enumerate() {
+        assert_eq!(y.round() as i64, i64::from(s), "output {i}: GPU {y} vs integer sum {s}");
+        worst = worst.max((y - s as f32).abs());
+    }
+    let biggest = sums.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    eprintln!("dot4 integer sums: {} of {} equal (largest |sum| {biggest}, max |y - sum| {worst:.3e})", got.len(), got.len());
+    assert!(biggest > 100_000, "test inputs too small to exercise the integer range");
+}
+
+#[test]
+fn dot4_matmul_matches_reference() {
+    let Some(ctx) = int8_dot_context("dot4_matmul_matches_reference") else {
+        return;
+    };
+    let mut rng = SplitMix64::new(0x5EED_0D05);
+    for &(n, in_dim, out) in &[(37, 313, 50), (1, 1, 1), (130, 64, 192), (149, 50, 17)] {
+        let w = random_int8_linear(&mut rng, out, in_dim);
+        let mut x = Vec::with_capacity(n * in_dim);
+        for _ in 0..n {
+            let (mu, sigma) = (rng.uniform(-3.0, 3.0), rng.uniform(0.1, 3.0));
+            x.extend((0..in_dim).map(|_| mu + sigma * rng.normal()));
+        }
+        let ln = LayerNormWeights { gamma: rng.uniform_vec(in_dim, 0.5, 1.5), beta: rng.uniform_vec(in_dim, -0.5, 0.5) };
+        let residual = rng.uniform_vec(n * out, -1.0, 1.0);
+        let LinearWeight::Int8 { scale: sw, .. } = &w.weight else { unreachable!() };
+        let sw_max = sw.iter().copied().fold(0.0f32, f32::max);
+        for (act, res, norm) in [
+            (Activation::None, None, false),
+            (Activation::Gelu, None, false),
+            (Activation::None, Some(residual.as_slice()), false),
+            (Activation::None, None, true),
+            (Activation::Gelu, None, true),
+        ] {
+            let norm_ref = norm.then_some((&ln, 1e-5f32));
+            let want = matmul_dot4_reference(&x, n, norm_ref, &w, act, res);
+            let gpu_norm = norm.then_some((ln.gamma.as_slice(), ln.beta.as_slice(), 1e-5f32));
+            let got = pollster::block_on(matmul_dot4(&ctx, &x, n, gpu_norm, &w, act, res)).expect("matmul_dot4");
+            let what = format!("matmul_dot4 n={n} in={in_dim} out={out} act={act:?} residual={} norm={norm}", res.is_some());
+            assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+            let staged = if norm { layernorm_reference(&x, n, in_dim, &ln, 1e-5) } else { x.clone() };
+            let (_, sx) = matmul_dot4_sums_reference(&staged, n, &w);
+            let sx_max = sx.iter().copied().fold(0.0f32, f32::max);
+            let tight = 1e-5 * max_abs(&want).max(1.0);
+            let loose = tight + 2.0 * 127.0 * sx_max * sw_max * 1.2;
+            let err = max_abs_diff(&got, &want);
+            let exact = got.iter().zip(&want).filter(|(a, b)| (*a - *b).abs() <= tight).count();
+            eprintln!("{what}: max abs error {err:.3e} (bound {loose:.3e}), {exact}/{} within {tight:.1e}", got.len());
+            assert!(err <= loose, "{what}: max abs error {err} > {loose}");
+            assert!(exact as f64 >= 0.99 * got.len() as f64, "{what}: only {exact}/{} outputs within {tight}", got.len());
+            // Quantising the activations is visible: f32 activations give other values.
+            if in_dim > 1 {
+                let f32_act = matmul_int8_reference(&staged, n, &w, act, res);
+                assert!(max_abs_diff(&f32_act, &want) > tight, "{what}: int8 activations changed nothing");
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_classifier_int8_activations_follow_default_path() {
+    let Some(ctx) = int8_dot_context("gpu_classifier_int8_activations_follow_default_path") else {
+        return;
+    };
+    let model = test_model(0x5EED_0D06).quantize_int8();
+    let c = model.config().clone();
+    let cells = 256;
+    let x = test_inputs(0x5EED_0D07, cells, c.n_genes);
+    let mut clf = GpuClassifier::new(ctx, &model).expect("GpuClassifier::new");
+    assert!(!clf.int8_activations(), "int8 activations must be opt-in");
+    let t0 = Instant::now();
+    let default = pollster::block_on(clf.logits(&x, cells)).expect("default path");
+    let default_s = t0.elapsed().as_secs_f64();
+    assert!(clf.set_int8_activations(true));
+    assert_eq!(clf.dispatches_per_layer().expect("dispatch count"), 4);
+    let t0 = Instant::now();
+    let int8 = pollster::block_on(clf.logits(&x, cells)).expect("int8 activations");
+    let int8_s = t0.elapsed().as_secs_f64();
+    eprintln!("{cells} cells: default path {default_s:.2} s, int8 activations {int8_s:.2} s (timing only; load varies)");
+    common::quant::assert_int8_follows_fp32("GPU int8 vs f32 activations", &default, &int8, c.n_classes, 0.05, 0.95);
+    assert!(max_abs_diff(&default, &int8) > 1e-4, "int8 activations changed nothing");
+    // Off again: today's path, bit for bit.
+    assert!(!clf.set_int8_activations(false));
+    let again = pollster::block_on(clf.logits(&x, cells)).expect("default path again");
+    assert_eq!(again, default);
 }

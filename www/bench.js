@@ -77,7 +77,7 @@ async function runOurs(arm, data) {
   } else {
     const workerUrl = new URL(`../pkg/worker.js${arm.scalar ? "?cellsymphony-wasm=scalar" : ""}`, import.meta.url);
     pool = new CellSymphonyWorkerPool({ threads, workerUrl });
-    clf = await pool.loadClassifier(bytes);
+    clf = await pool.loadClassifier(bytes, arm.int8Gemm ? { device: "cpu", int8Gemm: arm.int8Gemm } : { device: "cpu" });
     backend = `${clf.backend}, ${clf.wasmSimd ? "SIMD128" : "scalar"} wasm build, ${threads} worker(s)`;
     if (!!clf.wasmSimd === !!arm.scalar) throw new Error(`the workers loaded the ${clf.wasmSimd ? "SIMD128" : "scalar"} build, not the one this arm asks for`);
   }

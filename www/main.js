@@ -255,10 +255,11 @@ async function main() {
   };
   redraw();
   const perClass = legend(clf.classes, classes);
+  const evaluation = await loadEvaluation(clf.classes);
   setUpPairing(meta, counts, useGpu, redraw);
 
   window.__cellsymphony = { backend: clf.backend, mode: MODE, adapter, classes, perClass, coldMs, warmMs,
-    nCells: meta.n_cells, agreement: same, cpu,
+    nCells: meta.n_cells, agreement: same, cpu, evaluation,
     models: models.map((m) => ({ name: m.name, architecture: m.architecture, nCells: m.colours.length, ms: m.ms, sameAsMain: m.sameAsMain })),
     alignment: alignment ? { nClusters: alignment.n_clusters, ari: alignment.ari, nCells: alignment.clusters.length } : null };
   document.body.dataset.status = "done";
@@ -292,6 +293,37 @@ async function loadModelLayers(meta, counts, useGpu, mainNames) {
     }
   }
   return out;
+}
+
+/// The loaded model's evaluation (`model_evaluation.json`, written by `cellsymphony pipeline`): a
+/// per-class precision / recall / F1 table and the confusion matrix as a heatmap table. Missing
+/// file or another model's classes: the section stays hidden. Returns the rendered row counts.
+async function loadEvaluation(classNames) {
+  const r = await fetch(DATA + "model_evaluation.json");
+  if (!r.ok) return null;
+  const ev = await r.json();
+  const same = ev.classes.length === classNames.length && ev.classes.every((c, i) => c === classNames[i]);
+  if (!same) { log("model_evaluation.json is for another model's classes: not shown"); return null; }
+  const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
+  const f3 = (v) => v.toFixed(3);
+  document.getElementById("evaluation-note").textContent =
+    `${ev.evaluated_on}; ${ev.engine}. Accuracy ${f3(ev.accuracy)}, macro-F1 ${f3(ev.macro_f1)}, weighted F1 ${f3(ev.weighted_f1)}.`;
+  const body = document.querySelector("#per-class tbody");
+  body.innerHTML = ev.per_class.map((c, k) =>
+    `<tr><td><span class="swatch" style="background:${PALETTE[k % PALETTE.length]}"></span> ${esc(c.name)}</td>` +
+    `<td class="n">${f3(c.precision)}</td><td class="n">${f3(c.recall)}</td><td class="n">${f3(c.f1)}</td><td class="n">${c.support}</td></tr>`).join("");
+  const table = document.getElementById("confusion");
+  table.querySelector("thead").innerHTML = "<tr><th></th>" + ev.classes.map((c) => `<th class="col" title="${esc(c)}">${esc(c)}</th>`).join("") + "</tr>";
+  table.querySelector("tbody").innerHTML = ev.confusion.map((row, t) => {
+    const total = row.reduce((a, b) => a + b, 0);
+    return `<tr><th class="row" title="${esc(ev.classes[t])}">${esc(ev.classes[t])}</th>` + row.map((n) => {
+      const share = total > 0 ? n / total : 0;
+      const ink = share > 0.55 ? "#000" : "#eee";
+      return `<td style="background:rgba(102,204,102,${share.toFixed(3)});color:${ink}" title="${share.toFixed(2)} of the row">${n}</td>`;
+    }).join("") + "</tr>";
+  }).join("");
+  document.getElementById("evaluation").hidden = false;
+  return { perClassRows: body.rows.length, confusionRows: table.tBodies[0].rows.length, classes: ev.classes.length };
 }
 
 async function loadAlignment(meta) {

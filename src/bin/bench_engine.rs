@@ -1,5 +1,6 @@
 //! Benchmark of the inference engines on the real crop's cells, in one run:
-//! burn fp32 (ndarray, the named peer) vs our plain-Rust CPU engine (int8 and fp32 files) vs our WGSL engine
+//! burn fp32 (ndarray, the named peer) vs our plain-Rust CPU engine (int8 file with f32 or int8 (W8A8)
+//! activations, fp32 file) vs our WGSL engine
 //! (int8, wgpu: a real GPU where there is one, lavapipe otherwise). Prints a table.
 //!
 //! `bench_engine --model runs/gene_only/model.int8.safetensors --fp32 runs/gene_only/model.safetensors`
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use clap::Parser;
 
 use cellsymphony::data::{self, default_data_dir, CellInput, CountsInput, TranscriptOptions};
-use cellsymphony::engine::{Backend, Classifier, EngineModel};
+use cellsymphony::engine::cpu::argmax_rows;
+use cellsymphony::engine::{Backend, Classifier, EngineModel, GpuClassifier, Int8Gemm};
 use cellsymphony::gpu::GpuContext;
 use cellsymphony::model::convert::from_engine_model;
 use cellsymphony::train::{predict_cells, CellInputs};
@@ -72,27 +74,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pollster::block_on(cpu.logits(&cells))?; // surfaces an engine error before timing
     let s = time(a.reps, || { let _ = pollster::block_on(cpu.logits(&cells)); });
     rows.push(("cellsymphony CPU engine, int8".into(), s));
+    let w8a8 = Classifier::cpu_with(int8.clone(), Int8Gemm::W8A8)?;
+    let w8a8_logits = pollster::block_on(w8a8.logits(&cells))?; // surfaces an engine error before timing
+    let s = time(a.reps, || { let _ = pollster::block_on(w8a8.logits(&cells)); });
+    rows.push(("cellsymphony CPU engine, int8 W8A8 (int8 activations)".into(), s));
     let cpu32 = Classifier::cpu(fp32.clone())?;
-    pollster::block_on(cpu32.logits(&cells))?; // surfaces an engine error before timing
+    let fp32_logits = pollster::block_on(cpu32.logits(&cells))?; // surfaces an engine error before timing
     let s = time(a.reps, || { let _ = pollster::block_on(cpu32.logits(&cells)); });
     rows.push(("cellsymphony CPU engine, fp32".into(), s));
+    let k = int8.meta.classes.len();
+    let same = argmax_rows(&w8a8_logits, k).iter().zip(argmax_rows(&fp32_logits, k)).filter(|(a, b)| **a == *b).count();
+    println!("CPU W8A8 vs CPU fp32 file: same class on {same}/{n} cells");
     match if a.no_gpu { Err("--no-gpu".to_string()) } else { pollster::block_on(GpuContext::new()).map_err(|e| e.to_string()) } {
         Ok(ctx) => {
             let name = ctx.adapter_summary();
-            // The optional fast paths' features (none is used yet): whether this adapter has them.
+            // The optional fast paths' features: whether this adapter has them (only the
+            // int8-activation path, a WGSL language extension, is built).
             let f = ctx.adapter.features();
             println!(
-                "adapter features: shader-f16 {}, subgroups {} (WGSL packed_4x8_integer_dot_product is a language extension)",
+                "adapter features: shader-f16 {}, subgroups {}; int8 activations (WGSL dot4I8Packed): {}",
                 f.contains(wgpu::Features::SHADER_F16),
-                f.contains(wgpu::Features::SUBGROUP)
+                f.contains(wgpu::Features::SUBGROUP),
+                ctx.int8_dot_status()
             );
-            let clf = Classifier::gpu(int8.clone(), Arc::new(ctx))?;
+            let ctx = Arc::new(ctx);
+            let clf = Classifier::gpu(int8.clone(), ctx.clone())?;
             if let Backend::Gpu(g) = clf.backend() {
                 println!("WGSL engine: {} compute dispatches per encoder layer", g.dispatches_per_layer()?);
             }
-            pollster::block_on(clf.logits(&cells))?; // surfaces an engine error before timing
+            let default_logits = pollster::block_on(clf.logits(&cells))?; // surfaces an engine error before timing
             let s = time(a.reps, || { let _ = pollster::block_on(clf.logits(&cells)); });
             rows.push((format!("cellsymphony WGSL engine, int8 ({name})"), s));
+            // Same engine with int8 activations (matmul_dot4.wgsl), where the adapter has it.
+            let mut g8 = GpuClassifier::new(ctx, &int8)?;
+            if g8.set_int8_activations(true) {
+                println!("WGSL engine, int8 activations: {} compute dispatches per encoder layer", g8.dispatches_per_layer()?);
+                let l8 = pollster::block_on(g8.logits(&cells.x, n))?;
+                let k = int8.meta.classes.len();
+                let (a0, a8) = (argmax_rows(&default_logits, k), argmax_rows(&l8, k));
+                let same = a0.iter().zip(&a8).filter(|(x, y)| x == y).count();
+                let dmax = default_logits.iter().zip(&l8).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                println!("int8 vs f32 activations on the WGSL engine: same class on {same}/{n} cells, max |Δlogit| {dmax:.4}");
+                let s = time(a.reps, || { let _ = pollster::block_on(g8.logits(&cells.x, n)); });
+                rows.push((format!("cellsymphony WGSL engine, int8 weights + int8 activations ({name})"), s));
+            }
         }
         Err(e) => println!("WGSL engine: SKIPPED ({e})"),
     }

@@ -80,6 +80,10 @@ pub use h5_10x::{read_10x_h5, read_10x_h5_protein, write_10x_h5, TenxH5Cells};
 pub use predictions::{write_predictions_csv, write_predictions_h5ad, Predictions};
 #[cfg(feature = "native-io")]
 pub use anndata_zarr::write_predictions_anndata_zarr;
+#[cfg(feature = "native-io")]
+pub mod xenium_explorer;
+#[cfg(feature = "native-io")]
+pub use xenium_explorer::{write_xenium_explorer_groups, XENIUM_EXPLORER_MIN_CONFIDENCE};
 
 pub use alignment::{check_alignment, AlignmentReport};
 pub use error::DataError;

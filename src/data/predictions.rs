@@ -65,7 +65,7 @@ impl Predictions {
 
 /// Writes `bytes` to `path` atomically (temporary file beside it, then rename), creating the
 /// directory first.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     }

@@ -7,9 +7,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::cpu::{argmax_rows, forward_logits_packed, forward_logits_with_patches, CpuWeights};
+use super::cpu::{argmax_rows, forward_logits_packed, forward_logits_with_patches, CpuWeights, Int8Gemm};
 use super::error::EngineError;
-use super::format::EngineModel;
+use super::format::{EngineModel, Quantization};
 use super::gpu::GpuClassifier;
 use super::preprocess::{check_patches, model_input};
 use crate::data::{CellInput, InputValues};
@@ -29,6 +29,8 @@ pub struct Classifier {
     backend: Backend,
     /// The CPU backend's packed weights (built once at construction).
     cpu_weights: Option<CpuWeights>,
+    /// The CPU backend's int8 GEMM.
+    int8: Int8Gemm,
 }
 
 /// Cells ready for [`Classifier::logits`]: the model input and, for a model with a morphology
@@ -103,16 +105,22 @@ pub struct Prediction {
 impl Classifier {
     /// Runs `model` on the CPU (weights as stored). Errors if the model is inconsistent.
     pub fn cpu(model: EngineModel) -> Result<Self, EngineError> {
+        Self::cpu_with(model, Int8Gemm::default())
+    }
+
+    /// Runs `model` on the CPU with the int8 GEMM `int8` ([`Int8Gemm::W8A8`]: int8
+    /// activations too; no effect on an f32 model). Errors if the model is inconsistent.
+    pub fn cpu_with(model: EngineModel, int8: Int8Gemm) -> Result<Self, EngineError> {
         model.validate()?;
-        let cpu_weights = Some(CpuWeights::new(&model));
-        Ok(Self { model, backend: Backend::Cpu, cpu_weights })
+        let cpu_weights = Some(CpuWeights::with_int8_gemm(&model, int8));
+        Ok(Self { model, backend: Backend::Cpu, cpu_weights, int8 })
     }
 
     /// Uploads `model` to the GPU of `ctx` (quantised to int8 first if it is f32). Errors
     /// if the model is inconsistent or does not fit the device ([`EngineError::Gpu`]).
     pub fn gpu(model: EngineModel, ctx: Arc<GpuContext>) -> Result<Self, EngineError> {
         let gpu = GpuClassifier::new(ctx, &model)?;
-        Ok(Self { model, backend: Backend::Gpu(Box::new(gpu)), cpu_weights: None })
+        Ok(Self { model, backend: Backend::Gpu(Box::new(gpu)), cpu_weights: None, int8: Int8Gemm::default() })
     }
 
     /// The model (metadata: genes, classes, normalisation, config; weights).
@@ -129,6 +137,9 @@ impl Classifier {
     /// `"WGSL engine int8 on <adapter>"`.
     pub fn engine_name(&self) -> String {
         match &self.backend {
+            Backend::Cpu if self.int8 == Int8Gemm::W8A8 && self.model.meta.quantization != Quantization::None => {
+                format!("CPU engine ({}, W8A8)", self.model.meta.quantization.as_str())
+            }
             Backend::Cpu => format!("CPU engine ({})", self.model.meta.quantization.as_str()),
             Backend::Gpu(g) => format!("WGSL engine int8 on {}", g.context().adapter_summary()),
         }

@@ -188,30 +188,69 @@ struct PackedLayer {
 }
 
 impl PackedLayer {
-    fn new(layer: &EncoderLayerWeights, qkv: &Linear) -> Self {
-        Self {
-            qkv: PackedLinear::new(qkv),
-            o: PackedLinear::new(&layer.o),
-            fc1: PackedLinear::new(&layer.fc1),
-            fc2: PackedLinear::new(&layer.fc2),
+    fn new(layer: &EncoderLayerWeights, qkv: &Linear, pack: fn(&Linear) -> PackedLinear) -> Self {
+        Self { qkv: pack(qkv), o: pack(&layer.o), fc1: pack(&layer.fc1), fc2: pack(&layer.fc2) }
+    }
+}
+
+/// How the CPU engine multiplies an int8 model's linear layers (f32 models always run in f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Int8Gemm {
+    /// int8 weight values times f32 activations, scale and bias in the epilogue: the
+    /// arithmetic of [`super::ops::matmul_int8_reference`] and of the WGSL engine
+    /// (bit-exact on the portable and SIMD128 kernels).
+    #[default]
+    F32Activations,
+    /// W8A8: each activation row quantised to int8 ([`crate::quant::quantize_row_i8`]) and
+    /// multiplied in integers (i8×i8→i32, [`PackedLinear::new_w8a8`]); logits follow the f32
+    /// path within a stated tolerance (the tests' `assert_int8_follows_fp32`).
+    W8A8,
+}
+
+impl Int8Gemm {
+    /// Parses `"f32"` / `"w8a8"` (the CLI's and the JS option's names).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "f32" => Some(Self::F32Activations),
+            "w8a8" => Some(Self::W8A8),
+            _ => None,
+        }
+    }
+
+    /// The name [`Int8Gemm::parse`] reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32Activations => "f32",
+            Self::W8A8 => "w8a8",
         }
     }
 }
 
 impl CpuWeights {
-    /// Packs the weights of a validated `model`.
+    /// Packs the weights of a validated `model` for the default int8 GEMM
+    /// ([`Int8Gemm::F32Activations`]).
     pub fn new(model: &EngineModel) -> Self {
+        Self::with_int8_gemm(model, Int8Gemm::default())
+    }
+
+    /// Packs the weights of a validated `model`, int8 layers for `int8` (no effect on an f32
+    /// model).
+    pub fn with_int8_gemm(model: &EngineModel, int8: Int8Gemm) -> Self {
+        let pack: fn(&Linear) -> PackedLinear = match int8 {
+            Int8Gemm::F32Activations => PackedLinear::new,
+            Int8Gemm::W8A8 => PackedLinear::new_w8a8,
+        };
         let w = &model.weights;
         let prepared = PreparedWeights::new(w);
-        let vit_layers = w.morphology.iter().flat_map(|m| m.layers.iter()).zip(&prepared.vit_qkv).map(|(l, q)| PackedLayer::new(l, q)).collect();
+        let vit_layers = w.morphology.iter().flat_map(|m| m.layers.iter()).zip(&prepared.vit_qkv).map(|(l, q)| PackedLayer::new(l, q, pack)).collect();
         let gene_tokens = model.config().gene_token_panel.as_ref().map(|_| prepared.gene_embedding.clone());
         Self {
-            gene_embedding: PackedLinear::new(&prepared.gene_embedding),
+            gene_embedding: pack(&prepared.gene_embedding),
             gene_tokens,
-            layers: w.layers.iter().zip(&prepared.qkv).map(|(l, q)| PackedLayer::new(l, q)).collect(),
-            vit_patch_embedding: w.morphology.as_ref().map(|m| PackedLinear::new(&m.patch_embedding)),
+            layers: w.layers.iter().zip(&prepared.qkv).map(|(l, q)| PackedLayer::new(l, q, pack)).collect(),
+            vit_patch_embedding: w.morphology.as_ref().map(|m| pack(&m.patch_embedding)),
             vit_layers,
-            head: PackedLinear::new(&w.head),
+            head: pack(&w.head),
         }
     }
 }

@@ -22,6 +22,7 @@ use super::ops::gelu_reference;
 use crate::gpu::Activation;
 use crate::util::parallel::{for_each_row_chunk, worker_count};
 
+
 /// Outputs per packed panel (columns of a micro-tile): two AVX 8-lane registers natively,
 /// two SIMD128 4-lane registers on wasm32.
 #[cfg(not(target_arch = "wasm32"))]
@@ -33,37 +34,44 @@ pub const NR: usize = 8;
 pub const MR: usize = 4;
 /// Rows per cache block: the block of `x` (`ROW_BLOCK × in` f32) stays in L1/L2 while every
 /// panel of the weights passes over it.
-const ROW_BLOCK: usize = 64;
+pub(super) const ROW_BLOCK: usize = 64;
 
-/// A linear layer `[out, in]` packed for [`gemm`]: f32 panels `[out.div_ceil(NR)][in][NR]`,
-/// per-output `scale` and `bias` `[out.div_ceil(NR)·NR]` (padding: weight 0, scale 1, bias 0).
+/// A linear layer `[out, in]` packed for [`gemm`], per-output `scale` and `bias`
+/// `[out.div_ceil(NR)·NR]` (padding: weight 0, scale 1, bias 0), and the weights either as
+/// f32 panels `[out.div_ceil(NR)][in][NR]` ([`PackedLinear::new`]) or, for an int8 layer in
+/// W8A8 mode ([`PackedLinear::new_w8a8`]), as i8 panels `[out.div_ceil(NR)][in.div_ceil(2)][NR][2]`
+/// (pairs of inputs per output, the operand layout of `i32x4.dot_i16x8` / `vpmaddwd`; see
+/// [`super::gemm_i8`]).
 #[derive(Clone, Debug)]
 pub struct PackedLinear {
     /// Outputs.
     pub out_dim: usize,
     /// Inputs.
     pub in_dim: usize,
-    panels: Vec<f32>,
-    scale: Vec<f32>,
-    bias: Vec<f32>,
+    pub(super) panels: Panels,
+    pub(super) scale: Vec<f32>,
+    pub(super) bias: Vec<f32>,
+}
+
+/// The packed weight values of a [`PackedLinear`].
+#[derive(Clone, Debug)]
+pub(super) enum Panels {
+    /// `[out/NR][in][NR]` f32 (int8 weights as their integer values).
+    F32(Vec<f32>),
+    /// `[out/NR][in.div_ceil(2)][NR][2]` i8 (W8A8: activations quantised per row).
+    I8(Vec<i8>),
 }
 
 impl PackedLinear {
-    /// Packs `w` (int8: integer values plus scale; f32: values with scale 1).
+    /// Packs `w` (int8: integer values plus scale; f32: values with scale 1) as f32 panels:
+    /// the GEMM multiplies f32 activations by the int8 values (bit-exact with
+    /// [`super::ops::matmul_int8_reference`] on the portable and SIMD128 kernels).
     pub fn new(w: &Linear) -> Self {
         let (out_dim, in_dim) = (w.out_dim, w.in_dim);
-        let n_panels = out_dim.div_ceil(NR);
-        let padded = n_panels * NR;
-        let mut panels = vec![0.0f32; n_panels * in_dim * NR];
-        let mut scale = vec![1.0f32; padded];
-        let mut bias = vec![0.0f32; padded];
-        bias[..out_dim].copy_from_slice(&w.bias);
+        let mut panels = vec![0.0f32; out_dim.div_ceil(NR) * in_dim * NR];
         let value: Box<dyn Fn(usize) -> f32 + '_> = match &w.weight {
             LinearWeight::F32(wf) => Box::new(move |i| wf[i]),
-            LinearWeight::Int8 { q, scale: s } => {
-                scale[..out_dim].copy_from_slice(s);
-                Box::new(move |i| f32::from(q[i]))
-            }
+            LinearWeight::Int8 { q, .. } => Box::new(move |i| f32::from(q[i])),
         };
         for o in 0..out_dim {
             let (p, j) = (o / NR, o % NR);
@@ -71,11 +79,47 @@ impl PackedLinear {
                 panels[(p * in_dim + k) * NR + j] = value(o * in_dim + k);
             }
         }
-        Self { out_dim, in_dim, panels, scale, bias }
+        Self::with_panels(w, Panels::F32(panels))
+    }
+
+    /// Packs an int8 `w` for the W8A8 GEMM (i8 weights × per-row int8 activations → i32,
+    /// [`super::gemm_i8`]); an f32 `w` is packed as by [`PackedLinear::new`].
+    pub fn new_w8a8(w: &Linear) -> Self {
+        let LinearWeight::Int8 { q, .. } = &w.weight else {
+            return Self::new(w);
+        };
+        let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+        let k_pairs = in_dim.div_ceil(2);
+        let mut panels = vec![0i8; out_dim.div_ceil(NR) * k_pairs * NR * 2];
+        for o in 0..out_dim {
+            let (p, j) = (o / NR, o % NR);
+            for k in 0..in_dim {
+                panels[((p * k_pairs + k / 2) * NR + j) * 2 + k % 2] = q[o * in_dim + k];
+            }
+        }
+        Self::with_panels(w, Panels::I8(panels))
+    }
+
+    fn with_panels(w: &Linear, panels: Panels) -> Self {
+        let padded = w.out_dim.div_ceil(NR) * NR;
+        let mut scale = vec![1.0f32; padded];
+        let mut bias = vec![0.0f32; padded];
+        bias[..w.out_dim].copy_from_slice(&w.bias);
+        if let LinearWeight::Int8 { scale: s, .. } = &w.weight {
+            scale[..w.out_dim].copy_from_slice(s);
+        }
+        Self { out_dim: w.out_dim, in_dim: w.in_dim, panels, scale, bias }
+    }
+
+    /// Whether this layer runs the W8A8 integer GEMM ([`PackedLinear::new_w8a8`] of an int8
+    /// layer).
+    pub fn is_w8a8(&self) -> bool {
+        matches!(self.panels, Panels::I8(_))
     }
 
     fn panel(&self, p: usize) -> &[f32] {
-        &self.panels[p * self.in_dim * NR..(p + 1) * self.in_dim * NR]
+        let Panels::F32(panels) = &self.panels else { unreachable!("f32 panel of a W8A8 layer") };
+        &panels[p * self.in_dim * NR..(p + 1) * self.in_dim * NR]
     }
 }
 
@@ -154,18 +198,15 @@ pub fn gemm_with(
     if n == 0 || out_dim == 0 {
         return y;
     }
-    let threads = worker_count();
-    let rows_per_chunk = if threads > 1 && n * out_dim * in_dim.max(1) > 1 << 17 {
-        // About four chunks per worker, whole row blocks where possible.
-        let c = n.div_ceil(threads * 4);
-        if c >= ROW_BLOCK { c.div_ceil(ROW_BLOCK) * ROW_BLOCK } else { c.div_ceil(MR) * MR }
-    } else {
-        n
-    };
+    let rows_per_chunk = rows_per_chunk(n, in_dim, out_dim);
+    let w8a8 = w.is_w8a8();
     for_each_row_chunk(&mut y, out_dim, rows_per_chunk, |r0, yc| {
         let nr = yc.len() / out_dim;
         let xc = &x[r0 * in_dim..(r0 + nr) * in_dim];
         let rc = residual.map(|res| &res[r0 * out_dim..(r0 + nr) * out_dim]);
+        if w8a8 {
+            return super::gemm_i8::gemm_i8_rows_dispatch(kernel, xc, nr, w, act, rc, yc);
+        }
         // Safe to call on wasm32: the SIMD128 build only instantiates where the engine
         // validated SIMD (js/wasm.js), so these instructions never meet an engine without it.
         #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
@@ -175,6 +216,53 @@ pub fn gemm_with(
         gemm_rows(kernel, xc, nr, w, act, rc, yc);
     });
     y
+}
+
+/// Rows per parallel chunk of a GEMM of `x` `[n, in]` → `[n, out]`: about four chunks per
+/// worker (whole row blocks where possible), or all rows at once on one worker or a small
+/// product.
+fn rows_per_chunk(n: usize, in_dim: usize, out_dim: usize) -> usize {
+    let threads = worker_count();
+    if threads > 1 && n * out_dim * in_dim.max(1) > 1 << 17 {
+        let c = n.div_ceil(threads * 4);
+        if c >= ROW_BLOCK { c.div_ceil(ROW_BLOCK) * ROW_BLOCK } else { c.div_ceil(MR) * MR }
+    } else {
+        n
+    }
+}
+
+/// The GEMM epilogue of one micro-tile: for rows `i < rows` and columns `j < cols` of the tile
+/// at row `r`, output column `o0`, `y = act(pre(i, j)) (+ residual)` where `pre` is the
+/// pre-activation (`acc·scale + b`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn epilogue(
+    y: &mut [f32],
+    out_dim: usize,
+    r: usize,
+    rows: usize,
+    o0: usize,
+    cols: usize,
+    act: Activation,
+    residual: Option<&[f32]>,
+    pre: impl Fn(usize, usize) -> f32,
+) {
+    // Whole NR-wide rows first (fixed length: vectorises), then GELU, residual and store.
+    for i in 0..rows {
+        let row = (r + i) * out_dim + o0;
+        let mut v = [0.0f32; NR];
+        for (j, vj) in v.iter_mut().enumerate() {
+            *vj = pre(i, j);
+        }
+        if act == Activation::Gelu {
+            v[..cols].iter_mut().for_each(|vj| *vj = gelu_reference(*vj));
+        }
+        let yr = &mut y[row..row + cols];
+        match residual {
+            Some(res) => yr.iter_mut().zip(&v).zip(&res[row..row + cols]).for_each(|((yo, vj), rj)| *yo = vj + rj),
+            None => yr.copy_from_slice(&v[..cols]),
+        }
+    }
 }
 
 /// [`gemm_rows`] compiled with SIMD128 enabled (the epilogue and tail copies vectorise too).
@@ -219,15 +307,7 @@ fn gemm_rows(
                 };
                 micro_kernel(kernel, xt, in_dim, panel, &mut acc);
                 // Epilogue: the reference's `acc·scale + b`, then GELU, then the residual.
-                for (i, a) in acc.iter().enumerate().take(rows) {
-                    let row = (r + i) * out_dim + o0;
-                    let yr = &mut y[row..row + cols];
-                    for (j, yo) in yr.iter_mut().enumerate() {
-                        let pre = a[j] * w.scale[o0 + j] + w.bias[o0 + j];
-                        let v = if act == Activation::Gelu { gelu_reference(pre) } else { pre };
-                        *yo = residual.map_or(v, |res| v + res[row + j]);
-                    }
-                }
+                epilogue(y, out_dim, r, rows, o0, cols, act, residual, |i, j| acc[i][j] * w.scale[o0 + j] + w.bias[o0 + j]);
                 r += rows;
             }
         }

@@ -15,6 +15,7 @@ use crate::gpu::flash_attention::{compile_flash_attention, flash_attention_dispa
 use crate::gpu::gene_token_embedding::GpuGeneTokens;
 use crate::gpu::layernorm::{layernorm_dispatch, GpuLayerNorm};
 use crate::gpu::matmul::{matmul_dispatch, matmul_norm_dispatch, Activation, GpuLinear, TILE_M};
+use crate::gpu::matmul_dot4::matmul_dot4_dispatch;
 use crate::gpu::mean_pool::mean_pool_dispatch;
 use crate::gpu::token_gather_mean::token_gather_mean_dispatch;
 use crate::gpu::{check_len, Dispatch, GpuContext, GpuError, MAX_WORKGROUPS_PER_DIM};
@@ -95,6 +96,9 @@ pub struct GpuClassifier {
     /// The encoder's attention bias `[H, T, T]` (zeros when the model has none).
     attention_bias: wgpu::Buffer,
     vit: Option<GpuVit>,
+    /// Whether the encoder layers' matmuls quantise their activations to int8 and run
+    /// `matmul_dot4.wgsl` ([`set_int8_activations`](Self::set_int8_activations)).
+    int8_activations: bool,
     chunk_cells: usize,
     max_chunk_cells: usize,
 }
@@ -169,6 +173,8 @@ struct LayerBuffers<'a> {
     bias: &'a wgpu::Buffer,
     /// Run `flash_attention.wgsl` (no bias) instead of `attention.wgsl`.
     flash: bool,
+    /// Int8 activations: the matmuls run `matmul_dot4.wgsl` instead of `matmul_int8.wgsl`.
+    dot4: bool,
 }
 
 /// The dispatches of one pre-norm encoder layer over `cells` cells of `t` tokens: four when
@@ -179,6 +185,9 @@ struct LayerBuffers<'a> {
 ///    attention into `a` and a residual matmul;
 /// 3. first feed-forward matmul with the second LayerNorm in its prologue and GELU;
 /// 4. second feed-forward matmul with the residual add into `h`.
+///
+/// With `b.dot4` every matmul here (not the one inside `attention_out.wgsl`) runs with int8
+/// activations (`matmul_dot4.wgsl`), same dispatch count.
 #[allow(clippy::too_many_arguments)]
 fn push_layer(
     plan: &mut Vec<Dispatch>,
@@ -193,18 +202,19 @@ fn push_layer(
 ) -> Result<(), GpuError> {
     let rows = cells * t;
     let none = Activation::None;
-    plan.push(matmul_norm_dispatch(ctx, b.h, rows, Some((&l.norm1, eps)), &l.qkv, b.qkv, none, false)?);
+    let matmul = if b.dot4 { matmul_dot4_dispatch } else { matmul_norm_dispatch };
+    plan.push(matmul(ctx, b.h, rows, Some((&l.norm1, eps)), &l.qkv, b.qkv, none, false)?);
     if b.flash {
         plan.push(flash_attention_dispatch(ctx, b.qkv, b.a, cells, t, d, heads)?);
-        plan.push(matmul_dispatch(ctx, b.a, rows, &l.o, b.h, none, true)?);
+        plan.push(matmul(ctx, b.a, rows, None, &l.o, b.h, none, true)?);
     } else if attention_out::supports(d, heads) {
         plan.push(attention_out_dispatch(ctx, b.qkv, b.bias, &l.o, b.h, cells, t, d, heads)?);
     } else {
         plan.push(attention_dispatch(ctx, b.qkv, b.bias, b.a, cells, t, d, heads)?);
-        plan.push(matmul_dispatch(ctx, b.a, rows, &l.o, b.h, none, true)?);
+        plan.push(matmul(ctx, b.a, rows, None, &l.o, b.h, none, true)?);
     }
-    plan.push(matmul_norm_dispatch(ctx, b.h, rows, Some((&l.norm2, eps)), &l.fc1, b.ff, Activation::Gelu, false)?);
-    plan.push(matmul_dispatch(ctx, b.ff, rows, &l.fc2, b.h, none, true)?);
+    plan.push(matmul(ctx, b.h, rows, Some((&l.norm2, eps)), &l.fc1, b.ff, Activation::Gelu, false)?);
+    plan.push(matmul(ctx, b.ff, rows, None, &l.fc2, b.h, none, true)?);
     Ok(())
 }
 
@@ -294,7 +304,28 @@ impl GpuClassifier {
             head,
             attention_bias,
             vit,
+            int8_activations: false,
         })
+    }
+
+    /// Whether the encoder layers run with int8 activations (off unless
+    /// [`set_int8_activations`](Self::set_int8_activations) turned it on).
+    pub fn int8_activations(&self) -> bool {
+        self.int8_activations
+    }
+
+    /// Turns int8 activations on or off for the encoder layers' matmuls (q|k|v with its
+    /// LayerNorm prologue, fc1 with LayerNorm + GELU, fc2 and, where attention is not fused
+    /// with it, the output projection): each row is quantised with
+    /// [`crate::quant::quantize_row_i8`]'s scheme inside `matmul_dot4.wgsl` and multiplied
+    /// with `dot4I8Packed`. Only where the context [supports it](GpuContext::supports_int8_dot);
+    /// elsewhere the request is ignored and today's f32-activation kernels run. Returns the
+    /// value in effect. The embedding, the attention and the head keep f32 activations;
+    /// logits move by the activation quantisation error (`tests/kernels_dot4.rs` states the
+    /// bound), so classes follow the default path except on near ties.
+    pub fn set_int8_activations(&mut self, on: bool) -> bool {
+        self.int8_activations = on && self.ctx.supports_int8_dot();
+        self.int8_activations
     }
 
     /// Cells processed per chunk (per command buffer).
@@ -322,7 +353,7 @@ impl GpuClassifier {
         let Some(l) = self.layers.first() else { return Ok(0) };
         let c = &self.config;
         let b = self.work_buffers(1, 1)?;
-        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash };
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash, dot4: self.int8_activations };
         let mut plan = Vec::new();
         push_layer(&mut plan, &self.ctx, l, &lb, 1, c.n_tokens(), c.d_model, c.n_heads, self.eps)?;
         Ok(plan.len())
@@ -527,7 +558,7 @@ impl GpuClassifier {
             // Patch + position embedding in one matmul, then the blocks, the norm, and the
             // centre-token mean into the model-input columns n_inputs..n_embedding_inputs.
             plan.push(matmul_dispatch(ctx, patch_rows, cells * g2, &vit.patch_embedding, &vb.h, none, false)?);
-            let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias, flash: false };
+            let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias, flash: false, dot4: self.int8_activations };
             for l in &vit.layers {
                 push_layer(&mut plan, ctx, l, &lb, cells, g2, m.width, m.n_heads, eps)?;
             }
@@ -550,7 +581,7 @@ impl GpuClassifier {
             TokenEmbedding::GeneTokens(gt) => gt.dispatch(ctx, &io.x, &b.h, cells)?,
             TokenEmbedding::Summary(ge) => matmul_dispatch(ctx, &io.x, cells, ge, &b.h, none, false)?,
         });
-        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash };
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash, dot4: self.int8_activations };
         for l in &self.layers {
             push_layer(&mut plan, ctx, l, &lb, cells, t, d, c.n_heads, eps)?;
         }

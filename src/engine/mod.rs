@@ -29,6 +29,7 @@ pub mod cpu;
 mod error;
 pub mod format;
 pub mod gemm;
+mod gemm_i8;
 mod gpu;
 pub mod normalisation;
 pub mod ops;
@@ -38,6 +39,7 @@ pub mod spec;
 pub use classifier::{
     softmax_max, Backend, Classifier, Prediction, PreparedCells, UNCLASSIFIED, UNCLASSIFIED_LABEL,
 };
+pub use cpu::Int8Gemm;
 pub use error::{EngineError, ModelFileError};
 pub use format::{
     centre_token_indices, expected_tensors, Architecture, ClassifierConfig, ClassifierWeights, EncoderLayerWeights,

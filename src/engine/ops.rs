@@ -14,6 +14,7 @@
 //! | attention, online softmax over key tiles (long token sequences) | [`flash_attention_reference`] | [`crate::gpu::flash_attention()`](fn@crate::gpu::flash_attention) |
 //! | gene tokens (gather + per-token value vector) | [`gene_token_embedding_reference`] | [`crate::gpu::gene_token_embedding()`](fn@crate::gpu::gene_token_embedding) |
 //! | mean of chosen tokens (ViT centre) | [`token_gather_mean_reference`] | [`crate::gpu::token_gather_mean()`](fn@crate::gpu::token_gather_mean) |
+//! | int8 activations × int8 weights (`dot4I8Packed`, + LayerNorm prologue) | [`matmul_dot4_reference`], [`matmul_dot4_sums_reference`] | [`crate::gpu::matmul_dot4()`](fn@crate::gpu::matmul_dot4) |
 
 use super::format::{LayerNormWeights, Linear, LinearWeight};
 use crate::gpu::attention::score_scale;
@@ -493,4 +494,70 @@ pub fn attention_out_reference(
 ) -> Vec<f32> {
     let a = attention_biased_reference(qkv, bias, n_cells, tokens, d_model, n_heads);
     matmul_int8_reference(&a, n_cells * tokens, wo, Activation::None, Some(residual))
+}
+
+/// The integer part of `matmul_dot4.wgsl`: each row of `x` `[n, in]` quantised with
+/// [`crate::quant::quantize_row_i8`], times the int8 weights of `w` `[out, in]`. Returns the
+/// exact sums `Σ_k qx[r,k]·qw[o,k]` `[n, out]` and the row scales `[n]`.
+///
+/// # Panics
+/// If `x.len() != n * in` or `w` has f32 weights.
+pub fn matmul_dot4_sums_reference(x: &[f32], n: usize, w: &Linear) -> (Vec<i32>, Vec<f32>) {
+    let (out_dim, in_dim) = (w.out_dim, w.in_dim);
+    assert_eq!(x.len(), n * in_dim, "dot4 reference: x has {} values, expected [n={n}, in={in_dim}]", x.len());
+    let LinearWeight::Int8 { q, .. } = &w.weight else {
+        panic!("dot4 reference: int8 weights required");
+    };
+    let mut sums = vec![0i32; n * out_dim];
+    let mut scales = vec![1.0f32; n];
+    let mut qx = vec![0i8; in_dim];
+    for r in 0..n {
+        scales[r] = crate::quant::quantize_row_i8(&x[r * in_dim..(r + 1) * in_dim], &mut qx);
+        for o in 0..out_dim {
+            let qw = &q[o * in_dim..(o + 1) * in_dim];
+            sums[r * out_dim + o] = qx.iter().zip(qw).map(|(&a, &b)| i32::from(a) * i32::from(b)).sum();
+        }
+    }
+    (sums, scales)
+}
+
+/// Plain-Rust reference of `matmul_dot4.wgsl`: `x` `[n, in]`, LayerNorm'd first when `norm`
+/// is given ([`layernorm_reference`]), rows quantised to int8
+/// ([`matmul_dot4_sums_reference`]), then `y = f32(sum) · (row scale · weight scale[o]) +
+/// bias[o]`, `act`, `+ residual` `[n, out]`. Returns `[n, out]`.
+///
+/// # Panics
+/// As [`matmul_dot4_sums_reference`]; if the residual is not `[n, out]`.
+pub fn matmul_dot4_reference(
+    x: &[f32],
+    n: usize,
+    norm: Option<(&LayerNormWeights, f32)>,
+    w: &Linear,
+    act: Activation,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let normed;
+    let x = match norm {
+        Some((ln, eps)) => {
+            normed = layernorm_reference(x, n, w.in_dim, ln, eps);
+            &normed[..]
+        }
+        None => x,
+    };
+    let (sums, row_scales) = matmul_dot4_sums_reference(x, n, w);
+    let LinearWeight::Int8 { scale, .. } = &w.weight else {
+        unreachable!("checked by matmul_dot4_sums_reference");
+    };
+    let out_dim = w.out_dim;
+    if let Some(r) = residual {
+        assert_eq!(r.len(), n * out_dim, "dot4 reference: residual must be [n={n}, out={out_dim}]");
+    }
+    let mut y = vec![0.0f32; n * out_dim];
+    for (idx, v) in y.iter_mut().enumerate() {
+        let (r, o) = (idx / out_dim.max(1), idx % out_dim.max(1));
+        let pre = sums[idx] as f32 * (row_scales[r] * scale[o]) + w.bias[o];
+        let a = if act == Activation::Gelu { gelu_reference(pre) } else { pre };
+        *v = residual.map_or(a, |res| a + res[idx]);
+    }
+    y
 }

@@ -109,6 +109,9 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pipelines: Mutex<HashMap<KernelKey, wgpu::ComputePipeline>>,
     first_error: Arc<Mutex<Option<String>>>,
+    /// Whether `dot4I8Packed` kernels can run (`Ok`), else why not; detected once when the
+    /// context is built ([`GpuContext::supports_int8_dot`]).
+    pub(crate) int8_dot: Result<(), String>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -180,6 +183,18 @@ impl GpuContext {
             }
         }));
 
+        // `dot4I8Packed` is a WGSL language extension: natively naga always implements it
+        // (SPIR-V `OpSDot` where the driver has shaderIntegerDotProduct, a bit-extract
+        // polyfill otherwise); in a browser, `navigator.gpu.wgslLanguageFeatures` says.
+        let int8_dot = if instance
+            .wgsl_language_features()
+            .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct)
+        {
+            Ok(())
+        } else {
+            Err("the WGSL language extension packed_4x8_integer_dot_product is not available".to_string())
+        };
+
         Ok(GpuContext {
             instance,
             adapter,
@@ -187,6 +202,7 @@ impl GpuContext {
             queue,
             pipelines: Mutex::new(HashMap::new()),
             first_error,
+            int8_dot,
         })
     }
 
@@ -212,6 +228,30 @@ impl GpuContext {
     /// is a software (CPU) implementation such as lavapipe/llvmpipe.
     pub fn adapter_summary(&self) -> String {
         summarise(&self.adapter.get_info())
+    }
+
+    /// Whether int8-activation kernels (`matmul_dot4.wgsl`, WGSL `dot4I8Packed` from the
+    /// language extension `packed_4x8_integer_dot_product`) run on this context: the
+    /// extension is available and the kernels compiled when the context was built.
+    pub fn supports_int8_dot(&self) -> bool {
+        self.int8_dot.is_ok()
+    }
+
+    /// `"available"`, or why the int8-activation kernels are off on this context.
+    pub fn int8_dot_status(&self) -> &str {
+        match &self.int8_dot {
+            Ok(()) => "available",
+            Err(reason) => reason,
+        }
+    }
+
+    /// `Ok` when [`GpuContext::supports_int8_dot`], else [`GpuError::Unsupported`].
+    pub(crate) fn require_int8_dot(&self) -> Result<(), GpuError> {
+        self.int8_dot.clone().map_err(|reason| GpuError::Unsupported {
+            feature: "int8 activations (WGSL dot4I8Packed)".into(),
+            adapter: self.adapter_summary(),
+            reason,
+        })
     }
 
     /// Whether the adapter is a software rasteriser running on the CPU.

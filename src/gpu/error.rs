@@ -37,6 +37,17 @@ pub enum GpuError {
         reason: String,
     },
 
+    /// An optional GPU capability was asked for on a context that does not have it.
+    #[error("{feature} is not available on adapter {adapter}: {reason}; use the default path (e.g. GpuClassifier::set_int8_activations(false)) or another adapter")]
+    Unsupported {
+        /// The capability.
+        feature: String,
+        /// Adapter summary.
+        adapter: String,
+        /// Why it is unavailable.
+        reason: String,
+    },
+
     /// wgpu reported a validation, out-of-memory or device-lost error.
     #[error("GPU error: {message}")]
     Device {

@@ -1,5 +1,6 @@
 //! [`GpuContext::new`]: the device plus the kernels every classifier runs (the matmul
-//! variants, layernorm, mean_pool), compiled up front so that a compile error is reported at
+//! variants, layernorm, mean_pool, and the int8-activation matmuls where the adapter
+//! supports them), compiled up front so that a compile error is reported at
 //! start-up with the kernel's name. Attention is specialised per model shape and compiled by
 //! [`crate::gpu::GpuClassifier::new`] or on first use.
 //!
@@ -8,7 +9,7 @@
 
 use super::context::GpuContext;
 use super::error::GpuError;
-use super::{layernorm, matmul, mean_pool};
+use super::{layernorm, matmul, matmul_dot4, mean_pool};
 
 impl GpuContext {
     /// Opens the best available adapter (high-performance preference; primary backends,
@@ -20,11 +21,21 @@ impl GpuContext {
     /// Errors: [`GpuError::NoAdapter`] when no adapter exists (e.g. no Vulkan driver),
     /// [`GpuError::LimitsUnsupported`], [`GpuError::RequestDevice`], [`GpuError::Shader`].
     pub async fn new() -> Result<GpuContext, GpuError> {
-        let ctx = GpuContext::open_device().await?;
+        let mut ctx = GpuContext::open_device().await?;
         let mut fixed = vec![layernorm::kernel(), mean_pool::kernel()];
         fixed.extend(matmul::all_kernels());
         for kernel in &fixed {
             ctx.compile_checked(kernel).await?;
+        }
+        // Optional int8-activation kernels: a compile failure turns the fast path off (the
+        // reason is kept for `int8_dot_status`) instead of failing the context.
+        if ctx.int8_dot.is_ok() {
+            for kernel in &matmul_dot4::layer_kernels() {
+                if let Err(e) = ctx.compile_checked(kernel).await {
+                    ctx.int8_dot = Err(e.to_string());
+                    break;
+                }
+            }
         }
         Ok(ctx)
     }

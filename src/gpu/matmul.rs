@@ -32,10 +32,15 @@ pub enum Activation {
 /// The kernel with activation `act`, when `residual` the residual add, and when `norm` the
 /// LayerNorm prologue.
 pub(crate) fn kernel(act: Activation, residual: bool, norm: bool) -> Kernel {
-    Kernel::new("matmul_int8", TEMPLATE)
-        .constant("TILE_M", TILE_M)
+    specialise(Kernel::new("matmul_int8", TEMPLATE), TILE_K, act, residual, norm)
+}
+
+/// Substitutes the constants every matmul template shares (this file's and
+/// `matmul_dot4.wgsl`): the 64 x 64 output tile, `tile_k`, and the epilogue/prologue flags.
+pub(crate) fn specialise(k: Kernel, tile_k: usize, act: Activation, residual: bool, norm: bool) -> Kernel {
+    k.constant("TILE_M", TILE_M)
         .constant("TILE_N", TILE_N)
-        .constant("TILE_K", TILE_K)
+        .constant("TILE_K", tile_k)
         .constant("ACT", u32::from(act == Activation::Gelu))
         .constant("RESIDUAL", u32::from(residual))
         .constant("NORM", u32::from(norm))
@@ -129,6 +134,21 @@ pub(crate) fn matmul_norm_dispatch(
     act: Activation,
     residual: bool,
 ) -> Result<Dispatch, GpuError> {
+    matmul_launch(ctx, &kernel(act, residual, norm.is_some()), x, rows, norm, w, y)
+}
+
+/// One launch of a matmul `kernel` (this file's or `matmul_dot4.wgsl`, which share the
+/// bindings, `Params` and the 64 x 64 output tiles): `y[rows, out] (+)= …` of `x`
+/// `[rows, in]`, with the LayerNorm prologue `norm` when the kernel has one.
+pub(crate) fn matmul_launch(
+    ctx: &GpuContext,
+    kernel: &Kernel,
+    x: &wgpu::Buffer,
+    rows: usize,
+    norm: Option<(&GpuLayerNorm, f32)>,
+    w: &GpuLinear,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
     if let Some((ln, _)) = norm {
         check_len(|| format!("matmul LayerNorm prologue gamma [in={}]", w.in_dim), ln.dim, w.in_dim)?;
     }
@@ -144,7 +164,7 @@ pub(crate) fn matmul_norm_dispatch(
             limit: max as u64,
         });
     }
-    let pipeline = ctx.pipeline(&kernel(act, residual, norm.is_some()))?;
+    let pipeline = ctx.pipeline(kernel)?;
     let eps = norm.map_or(0.0, |(_, e)| e);
     let params = ctx.uniform_words(
         "matmul params",

@@ -17,6 +17,7 @@
 //! |---|---|---|
 //! | `matmul_int8.wgsl` (+ fused GELU, residual) | [`matmul_int8`] | `matmul_int8_reference` |
 //! | `matmul_int8.wgsl` with its LayerNorm prologue | [`layernorm_matmul_int8`] | `layernorm_matmul_int8_reference` |
+//! | `matmul_dot4.wgsl` (int8 activations, `dot4I8Packed`; optional, [`GpuContext::supports_int8_dot`]) | [`matmul_dot4()`](fn@matmul_dot4) | `matmul_dot4_reference` |
 //! | `attention_out.wgsl` (attention + output projection + residual) | [`attention_out()`](fn@attention_out) | `attention_out_reference` |
 //! | `attention.wgsl` (+ additive score bias) | [`attention()`](fn@attention), [`attention_biased`] | `attention_reference`, `attention_biased_reference` |
 //! | `layernorm.wgsl` | [`layernorm()`](fn@layernorm) | `layernorm_reference` |
@@ -36,6 +37,7 @@ mod error;
 mod fixed_kernels;
 pub mod layernorm;
 pub mod matmul;
+pub mod matmul_dot4;
 pub mod mean_pool;
 pub(crate) mod sinkhorn;
 pub mod token_gather_mean;
@@ -49,5 +51,6 @@ pub use context::GpuContext;
 pub use error::GpuError;
 pub use layernorm::layernorm;
 pub use matmul::{layernorm_matmul_int8, matmul_int8, Activation};
+pub use matmul_dot4::matmul_dot4;
 pub use mean_pool::mean_pool;
 pub use token_gather_mean::token_gather_mean;

@@ -26,7 +26,41 @@ impl Rgb {
     }
 }
 
-/// An RGB image, `pixels[(row * width + col) * 3 + channel]`, origin top-left.
+/// The pixel rectangle a piece of text covers: top-left `(x, y)`, size `w × h` (may reach
+/// outside the canvas when the text did not fit; a figure's layout must keep it inside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextBox {
+    /// Left column.
+    pub x: isize,
+    /// Top row.
+    pub y: isize,
+    /// Width in pixels.
+    pub w: usize,
+    /// Height in pixels.
+    pub h: usize,
+    /// The text drawn.
+    pub text: String,
+}
+
+impl TextBox {
+    /// Whether the box lies entirely inside a `width × height` canvas.
+    pub fn inside(&self, width: usize, height: usize) -> bool {
+        self.x >= 0
+            && self.y >= 0
+            && self.x as usize + self.w <= width
+            && self.y as usize + self.h <= height
+    }
+
+    /// Whether two boxes share a pixel.
+    pub fn overlaps(&self, other: &TextBox) -> bool {
+        let (ax1, ay1) = (self.x + self.w as isize, self.y + self.h as isize);
+        let (bx1, by1) = (other.x + other.w as isize, other.y + other.h as isize);
+        self.x < bx1 && other.x < ax1 && self.y < by1 && other.y < ay1
+    }
+}
+
+/// An RGB image, `pixels[(row * width + col) * 3 + channel]`, origin top-left, with the layout
+/// of the text drawn on it (for tests: nothing clipped, nothing overlapping).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Canvas {
     /// Number of columns.
@@ -35,6 +69,10 @@ pub struct Canvas {
     pub height: usize,
     /// RGB bytes, shape `[height, width, 3]`, row-major.
     pub pixels: Vec<u8>,
+    /// Box of every non-empty [`Canvas::text`] / [`Canvas::text_vertical`] call, in order.
+    pub text_boxes: Vec<TextBox>,
+    /// Font pixels that fell outside the canvas (clipped text); 0 in a good layout.
+    pub text_pixels_clipped: usize,
 }
 
 impl Canvas {
@@ -48,6 +86,8 @@ impl Canvas {
             width,
             height,
             pixels,
+            text_boxes: Vec::new(),
+            text_pixels_clipped: 0,
         }
     }
 
@@ -140,23 +180,38 @@ impl Canvas {
         }
     }
 
+    /// One font pixel: a `s × s` block at `(x, y)`, counted in
+    /// [`Canvas::text_pixels_clipped`] when any of it is off the canvas.
+    fn font_pixel(&mut self, x: isize, y: isize, s: usize, color: Rgb) {
+        let inside = x >= 0
+            && y >= 0
+            && x as usize + s <= self.width
+            && y as usize + s <= self.height;
+        if !inside {
+            self.text_pixels_clipped += 1;
+        }
+        self.fill_rect(x, y, s, s, color, 1.0);
+    }
+
+    fn record_text(&mut self, x: isize, y: isize, w: usize, h: usize, text: &str) {
+        if !text.is_empty() {
+            self.text_boxes.push(TextBox { x, y, w, h, text: text.to_string() });
+        }
+    }
+
     /// Draws `text` with its top-left corner at `(x, y)`, each font pixel a `scale × scale`
-    /// block; returns the drawn width ([`super::font::text_width`]).
+    /// block; returns the drawn width ([`super::font::text_width`]). The box
+    /// (`text_width × text_height`) is recorded in [`Canvas::text_boxes`].
     pub fn text(&mut self, x: isize, y: isize, text: &str, color: Rgb, scale: usize) -> usize {
         let s = scale.max(1) as isize;
+        let w = super::font::text_width(text, scale.max(1));
+        self.record_text(x, y, w, GLYPH_HEIGHT * s as usize, text);
         for (i, ch) in text.chars().enumerate() {
             let gx = x + (i * GLYPH_ADVANCE) as isize * s;
             for (col, bits) in glyph(ch).iter().enumerate() {
                 for row in 0..GLYPH_HEIGHT {
                     if bits >> row & 1 == 1 {
-                        self.fill_rect(
-                            gx + col as isize * s,
-                            y + row as isize * s,
-                            s as usize,
-                            s as usize,
-                            color,
-                            1.0,
-                        );
+                        self.font_pixel(gx + col as isize * s, y + row as isize * s, s as usize, color);
                     }
                 }
             }
@@ -165,23 +220,20 @@ impl Canvas {
     }
 
     /// Draws `text` rotated 90° counter-clockwise (reading bottom to top), with the glyph tops
-    /// at column `x` and the first character's baseline end at row `y`.
+    /// at column `x` and the first character's baseline end at row `y`. The box
+    /// (`text_height` wide, `text_width` tall, bottom row `y`) is recorded in
+    /// [`Canvas::text_boxes`].
     pub fn text_vertical(&mut self, x: isize, y: isize, text: &str, color: Rgb, scale: usize) {
         let s = scale.max(1) as isize;
+        let w = super::font::text_width(text, scale.max(1));
+        self.record_text(x, y - w as isize + 1, GLYPH_HEIGHT * s as usize, w, text);
         for (i, ch) in text.chars().enumerate() {
             let gy = y - (i * GLYPH_ADVANCE) as isize * s;
             for (col, bits) in glyph(ch).iter().enumerate() {
                 for row in 0..GLYPH_HEIGHT {
                     if bits >> row & 1 == 1 {
                         // Glyph (col, row) → canvas (x + row, y - col).
-                        self.fill_rect(
-                            x + row as isize * s,
-                            gy - col as isize * s - (s - 1),
-                            s as usize,
-                            s as usize,
-                            color,
-                            1.0,
-                        );
+                        self.font_pixel(x + row as isize * s, gy - col as isize * s - (s - 1), s as usize, color);
                     }
                 }
             }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::canvas::{Canvas, Rgb};
 use super::error::PlotError;
-use super::font::{text_height, text_width};
+use super::font::{fit_text, text_height, text_width, wrap_text};
 use super::palette::{category_color, viridis};
 use crate::data::{downsample_gray8, GrayImage16, ImageFrame};
 
@@ -21,6 +21,57 @@ pub const SCATTER_PLOT_SIDE: usize = 640;
 const BACKGROUND: Rgb = Rgb::WHITE;
 const TITLE_SCALE: usize = 2;
 const PAD: usize = 10;
+/// Widest legend entry (pixels); longer class names end in an ellipsis.
+const LEGEND_MAX_TEXT: usize = 260;
+/// Legends with more entries than this use the small font.
+const LEGEND_LARGE_MAX: usize = 24;
+/// Widest heatmap row label (pixels) before an ellipsis.
+pub const HEATMAP_ROW_LABEL_MAX: usize = 320;
+/// Tallest heatmap column label (written vertically, pixels) before an ellipsis.
+pub const HEATMAP_COL_LABEL_MAX: usize = 200;
+/// Widest a title alone makes a heatmap (pixels); longer titles wrap.
+const TITLE_MAX_WIDTH: usize = 640;
+
+/// A title wrapped to a width: up to 4 lines at [`TITLE_SCALE`], or, when that would cut it,
+/// up to 5 lines at scale 1 (then an ellipsis ends the last line).
+struct TitleLayout {
+    lines: Vec<String>,
+    scale: usize,
+}
+
+impl TitleLayout {
+    fn new(title: &str, width: usize) -> Self {
+        let width = width.max(1);
+        let whole: Vec<&str> = title.split_whitespace().collect();
+        let large = wrap_text(title, width, TITLE_SCALE, 4);
+        let joined = large.join(" ");
+        if joined.split_whitespace().eq(whole.iter().copied()) {
+            return TitleLayout { lines: large, scale: TITLE_SCALE };
+        }
+        TitleLayout { lines: wrap_text(title, width, 1, 5), scale: 1 }
+    }
+
+    fn line_height(&self) -> usize {
+        text_height(self.scale) + 2 * self.scale
+    }
+
+    /// Height of the title block in pixels.
+    fn height(&self) -> usize {
+        self.lines.len() * self.line_height()
+    }
+
+    fn draw(&self, canvas: &mut Canvas, x: usize, y: usize) {
+        for (i, line) in self.lines.iter().enumerate() {
+            canvas.text(x as isize, (y + i * self.line_height()) as isize, line, Rgb::BLACK, self.scale);
+        }
+    }
+}
+
+/// Legend entries as drawn (names shortened to [`LEGEND_MAX_TEXT`]) and their font scale.
+fn legend_names(names: &[String]) -> (Vec<String>, usize) {
+    let scale = if names.len() <= LEGEND_LARGE_MAX { 2 } else { 1 };
+    (names.iter().map(|n| fit_text(n, LEGEND_MAX_TEXT, scale)).collect(), scale)
+}
 
 /// A rendered figure.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +123,7 @@ fn legend_size(names: &[String], scale: usize) -> (usize, usize) {
         .map(|n| text_width(n, scale))
         .max()
         .unwrap_or(0);
-    (w + 4 * scale + 2 * PAD + 8, names.len() * line + PAD)
+    (w + 4 * scale + 2 * PAD + 12, names.len() * line + PAD)
 }
 
 /// Draws a legend (coloured dot + name per category) with its top-left corner at `(x, y)`.
@@ -83,7 +134,7 @@ fn draw_legend(canvas: &mut Canvas, x: usize, y: usize, names: &[String], scale:
         let r = 2.0 * scale as f32;
         canvas.fill_circle([(x + PAD) as f32 + r, cy as f32], r, category_color(i), 1.0);
         canvas.text(
-            (x + PAD + 4 * scale + 6) as isize,
+            (x + PAD + 4 * scale + 10) as isize,
             (cy - text_height(scale) / 2 + scale / 2) as isize,
             name,
             Rgb::BLACK,
@@ -170,15 +221,22 @@ pub fn render_scatter(
     let centre = [(lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0];
     let view_lo = [centre[0] - span / 2.0, centre[1] - span / 2.0];
     let side = SCATTER_PLOT_SIDE;
-    let legend_scale = 2;
-    let (legend_w, legend_h) = legend_size(names, legend_scale);
-    let left = 60;
-    let top = PAD + text_height(TITLE_SCALE) + PAD;
+    let (legend, legend_scale) = legend_names(names);
+    let (legend_w, legend_h) = legend_size(&legend, legend_scale);
+    let y_ticks = nice_ticks(view_lo[1], view_lo[1] + span, 5);
+    let y_label_w = y_ticks
+        .iter()
+        .map(|&t| text_width(&format_number(f64::from(t)), 1))
+        .max()
+        .unwrap_or(0);
+    let left = (PAD + y_label_w + 8).max(40);
     let bottom = 40;
     let width = left + side + PAD + legend_w;
+    let title = TitleLayout::new(title, width - left - PAD);
+    let top = PAD + title.height() + PAD;
     let height = (top + side + bottom).max(top + legend_h + PAD);
     let mut canvas = Canvas::new(width, height, BACKGROUND);
-    canvas.text(left as isize, PAD as isize, title, Rgb::BLACK, TITLE_SCALE);
+    title.draw(&mut canvas, left, PAD);
     let to_px = |x: f32, y: f32| -> [f32; 2] {
         [
             left as f32 + (x - view_lo[0]) / span * (side - 1) as f32,
@@ -202,7 +260,7 @@ pub fn render_scatter(
             1,
         );
     }
-    for t in nice_ticks(view_lo[1], view_lo[1] + span, 5) {
+    for t in y_ticks {
         let [_, py] = to_px(view_lo[0], t);
         let l = left as f32;
         canvas.line([l - 5.0, py], [l - 1.0, py], Rgb::GREY, 1.0);
@@ -223,7 +281,7 @@ pub fn render_scatter(
         canvas.fill_circle(px, r, category_color(l as usize), 0.85);
         points_px.push(px);
     }
-    draw_legend(&mut canvas, left + side + PAD, top, names, legend_scale);
+    draw_legend(&mut canvas, left + side + PAD, top, &legend, legend_scale);
     Ok(Figure { canvas, points_px })
 }
 
@@ -264,14 +322,15 @@ pub fn render_spatial_map(
         .div_ceil(SPATIAL_MAP_MAX_SIDE)
         .max(1);
     let (gray, _) = downsample_gray8(background, factor)?;
-    let legend_scale = 2;
-    let (legend_w, legend_h) = legend_size(names, legend_scale);
+    let (legend, legend_scale) = legend_names(names);
+    let (legend_w, legend_h) = legend_size(&legend, legend_scale);
     let left = PAD;
-    let top = PAD + text_height(TITLE_SCALE) + PAD;
     let width = left + gray.width + PAD + legend_w;
+    let title = TitleLayout::new(title, width - 2 * PAD);
+    let top = PAD + title.height() + PAD;
     let height = (top + gray.height + PAD).max(top + legend_h + PAD);
     let mut canvas = Canvas::new(width, height, BACKGROUND);
-    canvas.text(left as isize, PAD as isize, title, Rgb::BLACK, TITLE_SCALE);
+    title.draw(&mut canvas, left, PAD);
     canvas.draw_gray(
         left as isize,
         top as isize,
@@ -308,7 +367,7 @@ pub fn render_spatial_map(
         &mut canvas,
         left + gray.width + PAD,
         top,
-        names,
+        &legend,
         legend_scale,
     );
     Ok(Figure { canvas, points_px })
@@ -373,6 +432,14 @@ pub fn render_heatmap(
     } else {
         (base, base)
     };
+    let row_names: Vec<String> = row_names
+        .iter()
+        .map(|n| fit_text(n, HEATMAP_ROW_LABEL_MAX, label_scale))
+        .collect();
+    let col_names: Vec<String> = col_names
+        .iter()
+        .map(|n| fit_text(n, HEATMAP_COL_LABEL_MAX, label_scale))
+        .collect();
     let row_label_w = row_names
         .iter()
         .map(|s| text_width(s, label_scale))
@@ -384,7 +451,6 @@ pub fn render_heatmap(
         .max()
         .unwrap_or(0);
     let left = PAD + row_label_w + 6;
-    let top = PAD + text_height(TITLE_SCALE) + PAD + col_label_h + 6;
     let grid_w = cols * cell_w;
     let grid_h = rows * cell_h;
     let bar_w = 16;
@@ -394,11 +460,15 @@ pub fn render_heatmap(
         .map(|l| text_width(l, 1))
         .max()
         .unwrap_or(0);
+    // The colour bar needs room for its two labels, one above the other.
+    let bar_h = grid_h.max(2 * text_height(1) + 2);
     let width = (left + grid_w + 2 * PAD + bar_w + 4 + bar_label_w + PAD)
-        .max(PAD + text_width(title, TITLE_SCALE) + PAD);
-    let height = top + grid_h + PAD;
+        .max((2 * PAD + text_width(title, TITLE_SCALE)).min(TITLE_MAX_WIDTH));
+    let title = TitleLayout::new(title, width - 2 * PAD);
+    let top = PAD + title.height() + PAD + col_label_h + 6;
+    let height = top + bar_h + PAD;
     let mut canvas = Canvas::new(width, height, BACKGROUND);
-    canvas.text(PAD as isize, PAD as isize, title, Rgb::BLACK, TITLE_SCALE);
+    title.draw(&mut canvas, PAD, PAD);
     let scale = |v: f64| -> f32 {
         if !v.is_finite() {
             f32::NAN
@@ -463,8 +533,8 @@ pub fn render_heatmap(
     }
     // Colour bar.
     let bx = left + grid_w + 2 * PAD;
-    for y in 0..grid_h {
-        let t = 1.0 - y as f32 / (grid_h.max(2) - 1) as f32;
+    for y in 0..bar_h {
+        let t = 1.0 - y as f32 / (bar_h.max(2) - 1) as f32;
         canvas.fill_rect(bx as isize, (top + y) as isize, bar_w, 1, viridis(t), 1.0);
     }
     canvas.text(
@@ -476,7 +546,7 @@ pub fn render_heatmap(
     );
     canvas.text(
         (bx + bar_w + 4) as isize,
-        (top + grid_h - text_height(1)) as isize,
+        (top + bar_h - text_height(1)) as isize,
         &bar_labels[1],
         Rgb::BLACK,
         1,

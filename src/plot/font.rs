@@ -136,3 +136,98 @@ pub fn text_width(text: &str, scale: usize) -> usize {
 pub fn text_height(scale: usize) -> usize {
     GLYPH_HEIGHT * scale
 }
+
+/// Marker appended to text shortened by [`fit_text`].
+pub const ELLIPSIS: &str = "...";
+
+/// `text` unchanged when it is at most `max_width` pixels wide at `scale`, otherwise its
+/// longest prefix that fits with [`ELLIPSIS`] appended (just the ellipsis, or nothing, when even
+/// that is too wide).
+pub fn fit_text(text: &str, max_width: usize, scale: usize) -> String {
+    if text_width(text, scale) <= max_width {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    for keep in (0..chars.len()).rev() {
+        let mut s: String = chars[..keep].iter().collect::<String>().trim_end().to_string();
+        s.push_str(ELLIPSIS);
+        if text_width(&s, scale) <= max_width {
+            return s;
+        }
+    }
+    String::new()
+}
+
+/// Greedy word wrap of `text` into lines at most `max_width` pixels wide at `scale`, at most
+/// `max_lines` lines: a word wider than a line is shortened with [`fit_text`], and when the
+/// text needs more lines the last one ends in [`ELLIPSIS`]. Returns at least one line.
+pub fn wrap_text(text: &str, max_width: usize, scale: usize, max_lines: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    let mut overflow = false;
+    for word in text.split_whitespace() {
+        let candidate = if line.is_empty() { word.to_string() } else { format!("{line} {word}") };
+        if text_width(&candidate, scale) <= max_width {
+            line = candidate;
+            continue;
+        }
+        if !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        if lines.len() == max_lines.max(1) {
+            overflow = true;
+            break;
+        }
+        line = fit_text(word, max_width, scale);
+    }
+    if !overflow && !line.is_empty() {
+        if lines.len() == max_lines.max(1) {
+            overflow = true;
+        } else {
+            lines.push(line);
+        }
+    }
+    if lines.is_empty() {
+        lines.push(String::new());
+    }
+    if overflow {
+        let last = lines.last_mut().expect("at least one line");
+        let marked = format!("{last}{ELLIPSIS}");
+        *last = if text_width(&marked, scale) <= max_width {
+            marked
+        } else {
+            let shortened = fit_text(&format!("{last} xxxx"), max_width, scale);
+            if shortened.ends_with(ELLIPSIS) { shortened } else { fit_text(last, max_width, scale) }
+        };
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_text_shortens_with_an_ellipsis() {
+        assert_eq!(fit_text("Fibroblasts", 1000, 1), "Fibroblasts");
+        let w = text_width("Fibro...", 2);
+        assert_eq!(fit_text("Fibroblasts", w, 2), "Fibro...");
+        assert!(fit_text("Fibroblasts", w - 1, 2).len() < "Fibro...".len());
+        assert_eq!(fit_text("abc", 1, 1), "");
+    }
+
+    #[test]
+    fn wrap_text_fits_every_line_and_marks_the_cut() {
+        let text = "Gene-only (held out, n=134) - rows: true class, columns: predicted, value: fraction of row";
+        for (width, lines) in [(200, 3), (400, 2), (120, 9)] {
+            let wrapped = wrap_text(text, width, 2, lines);
+            assert!(wrapped.len() <= lines, "{wrapped:?}");
+            assert!(wrapped.iter().all(|l| text_width(l, 2) <= width), "{wrapped:?}");
+        }
+        let cut = wrap_text(text, 200, 2, 2);
+        assert!(cut.last().unwrap().ends_with(ELLIPSIS), "{cut:?}");
+        let all = wrap_text(text, 2000, 1, 1);
+        assert_eq!(all, vec![text.to_string()]);
+        assert_eq!(wrap_text("", 100, 1, 2), vec![String::new()]);
+    }
+}

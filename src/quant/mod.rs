@@ -51,6 +51,54 @@ pub fn quantize_per_channel_symmetric(w: &[f32], out: usize, in_dim: usize) -> (
     (q, scale)
 }
 
+/// Quantises one activation row `x` `[in]` to int8 in `out` `[in]`; returns its scale (the
+/// per-row activation quantisation of the W8A8 GEMMs: the CPU engine's
+/// `engine::gemm` i8×i8→i32 kernels and the WGSL `dot4I8Packed` path implement exactly this).
+///
+/// - `amax = max_k |x[k]|`;
+/// - `amax == 0`: scale 1, every `out[k] = 0`;
+/// - otherwise `scale = amax / 127`, `inv = 127 / amax`,
+///   `out[k] = clamp(round_ties_even(x[k] · inv), -127, 127)` (so `x ≈ out · scale`).
+///
+/// A layer then computes `y[o] = (Σ_k out[k]·q[o,k]) as f32 · (scale · w_scale[o]) + b[o]`.
+///
+/// Non-finite input (NaN or ±∞ anywhere in `x`) returns scale NaN with `out` all zeros, so
+/// every output of that row is NaN and the engine's non-finite check names the layer (the
+/// plain formula would silently map NaN to 0).
+///
+/// # Panics
+/// If `out.len() != x.len()`.
+pub fn quantize_row_i8(x: &[f32], out: &mut [i8]) -> f32 {
+    assert_eq!(out.len(), x.len(), "quantize_row_i8: out has {} values for a row of {}", out.len(), x.len());
+    quantize_row_into(x, out)
+}
+
+/// [`quantize_row_i8`] writing each value as any integer type that holds an `i8` (the CPU
+/// GEMM widens to i16 in the same pass). `out` may be longer than `x`; the rest is untouched.
+///
+/// Vectorisable: `max|x|` is taken on the bit patterns (for non-negative floats the integer
+/// order is the numeric order, and a pattern ≥ that of +∞ means NaN or ∞), and the rounding
+/// of `v ∈ [-127, 127]` is `(v + 1.5·2²³) − 1.5·2²³`, which is round-half-to-even exactly
+/// (the sum's unit in the last place is 1) without a libm call.
+#[inline]
+pub(crate) fn quantize_row_into<T: From<i8>>(x: &[f32], out: &mut [T]) -> f32 {
+    const ABS: u32 = 0x7fff_ffff;
+    const INF: u32 = 0x7f80_0000;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
+    let amax_bits = x.iter().fold(0u32, |m, v| m.max(v.to_bits() & ABS));
+    if amax_bits >= INF || amax_bits == 0 {
+        out[..x.len()].iter_mut().for_each(|o| *o = T::from(0));
+        return if amax_bits == 0 { 1.0 } else { f32::NAN };
+    }
+    let amax = f32::from_bits(amax_bits);
+    let inv = 127.0 / amax;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let r = ((v * inv).clamp(-127.0, 127.0) + ROUND) - ROUND;
+        *o = T::from(r as i32 as i8);
+    }
+    amax / 127.0
+}
+
 /// Dequantises `q` `[out, in]` with per-row `scale` `[out]`: `w[o,k] = q[o,k] * scale[o]`.
 ///
 /// # Panics
@@ -162,6 +210,52 @@ mod tests {
         }
         eprintln!("quantize->dequantize max error = {worst:.4} * scale (bound 0.5)");
         assert!(q.iter().all(|&v| v >= -127));
+    }
+
+    #[test]
+    fn quantize_row_i8_follows_the_scheme() {
+        // Ties go to even, the row's largest magnitude maps to ±127, zeros stay zero.
+        let x = [0.0f32, 1.27, -1.27, 0.005, 0.015, -0.025, 0.635];
+        let mut q = [0i8; 7];
+        let s = quantize_row_i8(&x, &mut q);
+        assert_eq!(s, 1.27f32 / 127.0);
+        let inv = 127.0f32 / 1.27;
+        let expect: Vec<i8> = x.iter().map(|&v| (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8).collect();
+        assert_eq!(q.to_vec(), expect);
+        assert_eq!((q[0], q[1], q[2]), (0, 127, -127));
+        // round_ties_even, not round: 0.5 → 0, 1.5 → 2, 2.5 → 2, -0.5 → 0 (scale 1 via amax 127).
+        let mut q = [0i8; 5];
+        assert_eq!(quantize_row_i8(&[0.5, 1.5, 2.5, -0.5, 127.0], &mut q), 1.0);
+        assert_eq!(q, [0, 2, 2, 0, 127]);
+        // All zeros: scale 1; non-finite: scale NaN, zeros.
+        let mut q = [5i8; 3];
+        assert_eq!(quantize_row_i8(&[0.0, -0.0, 0.0], &mut q), 1.0);
+        assert_eq!(q, [0, 0, 0]);
+        let mut q = [5i8; 3];
+        assert!(quantize_row_i8(&[1.0, f32::NAN, 2.0], &mut q).is_nan());
+        assert_eq!(q, [0, 0, 0]);
+        assert!(quantize_row_i8(&[1.0, f32::INFINITY, 2.0], &mut q).is_nan());
+        // The vectorisable rounding equals round_ties_even(clamp(x·inv)) on every value.
+        let mut rng = SplitMix64::new(9);
+        let mut x: Vec<f32> = (0..20_000).map(|_| rng.normal() * 40.0).collect();
+        x.extend((-300..=300).map(|i| i as f32 * 0.5)); // exact ties at amax 127 → inv 1
+        x.push(127.0);
+        let mut q = vec![0i8; x.len()];
+        let s = quantize_row_i8(&x, &mut q);
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert_eq!(s, amax / 127.0);
+        let inv = 127.0 / amax;
+        for (&v, &qv) in x.iter().zip(&q) {
+            assert_eq!(qv, (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8, "x = {v}");
+        }
+        // Error bound: |x − q·scale| ≤ scale / 2 (plus rounding of the product).
+        let mut rng = SplitMix64::new(3);
+        let x: Vec<f32> = (0..257).map(|_| rng.normal() * 3.0).collect();
+        let mut q = vec![0i8; x.len()];
+        let s = quantize_row_i8(&x, &mut q);
+        for (&v, &qv) in x.iter().zip(&q) {
+            assert!((v - f32::from(qv) * s).abs() <= s * 0.5 * (1.0 + 1e-5), "{v} vs {qv}·{s}");
+        }
     }
 
     #[test]

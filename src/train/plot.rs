@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::TrainError;
+use crate::plot;
 
 /// Writes a confusion matrix as a PNG heatmap: rows are true classes, columns predicted
 /// classes, each cell the fraction of the row's cells (recall on the diagonal), annotated.
@@ -35,7 +36,13 @@ pub fn confusion_png(
     let rows: Vec<String> = classes
         .iter()
         .enumerate()
-        .map(|(r, c)| format!("{c} (n={})", confusion[r * k..(r + 1) * k].iter().sum::<u32>()))
+        .map(|(r, c)| {
+            // Shorten the class name, not the count: the label must fit the heatmap's row
+            // labels (measured at the large label font, the widest it is drawn).
+            let n = format!(" (n={})", confusion[r * k..(r + 1) * k].iter().sum::<u32>());
+            let room = plot::HEATMAP_ROW_LABEL_MAX.saturating_sub(plot::text_width(&n, 2));
+            format!("{}{n}", plot::fit_text(c, room, 2))
+        })
         .collect();
     let title = format!("{title} - rows: true class, columns: predicted, value: fraction of row");
     crate::plot::heatmap_png(path, &fractions, &rows, classes, &title, true)

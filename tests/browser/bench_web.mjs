@@ -79,8 +79,10 @@ const scalarSizes = [sizes.includes(8192) ? 8192 : sizes[0]];
 const groups = [
   [
     { name: "ours, wasm CPU engine, int8 file", kind: "ours", file: "/__files/model.int8.safetensors", threads: 1, sizes, warm },
+    { name: "ours, wasm CPU engine, int8 file, W8A8 (int8Gemm: w8a8)", kind: "ours", int8Gemm: "w8a8", file: "/__files/model.int8.safetensors", threads: 1, sizes, warm },
     { name: "ours, wasm CPU engine, fp32 file", kind: "ours", file: "/__files/model.safetensors", threads: 1, sizes, warm },
     { name: "ours, wasm CPU engine, int8 file", kind: "ours", file: "/__files/model.int8.safetensors", threads: 2, sizes, warm },
+    { name: "ours, wasm CPU engine, int8 file, W8A8 (int8Gemm: w8a8)", kind: "ours", int8Gemm: "w8a8", file: "/__files/model.int8.safetensors", threads: 2, sizes, warm },
     { name: "ours, wasm CPU engine, fp32 file", kind: "ours", file: "/__files/model.safetensors", threads: 2, sizes, warm },
     { name: "ours, wasm CPU engine (scalar build), int8 file", kind: "ours", scalar: true, file: "/__files/model.int8.safetensors", threads: 1, sizes: scalarSizes, warm },
   ],
@@ -93,6 +95,10 @@ const groups = [
     { name: "onnxruntime-web WASM EP, int8 (quantize_dynamic)", kind: "ort", file: "/__files/model.int8.onnx", threads: 2, sizes, warm },
   ],
 ];
+// CELLSYMPHONY_BENCH_THREADS (default "1,2"): only the CPU arms with these thread counts.
+const threadSet = (process.env.CELLSYMPHONY_BENCH_THREADS || "1,2").split(",").map(Number);
+for (const g of groups) g.splice(0, g.length, ...g.filter((a) => threadSet.includes(a.threads ?? 1)));
+groups.splice(0, groups.length, ...groups.filter((g) => g.length));
 if (withGpu) {
   groups.push([{ name: "ours, WebGPU engine (int8)", kind: "ours", gpu: true, file: "/__files/model.int8.safetensors", sizes: gpuSizes, warm: gpuWarm }]);
   groups.push([{ name: "onnxruntime-web WebGPU EP, fp32", kind: "ort", gpu: true, file: "/__files/model.onnx", threads: 1, sizes: gpuSizes, warm: gpuWarm }]);

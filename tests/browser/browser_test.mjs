@@ -2,67 +2,31 @@
 // web bundle, waits for classification, asserts the browser's classes equal the native
 // engine's, reports WebGPU vs CPU fallback, saves a screenshot.
 //   node tests/browser/browser_test.mjs --data ../out/test/www-data/ --screenshot out/test/screenshot.png
-import { spawn } from "node:child_process";
-import { createRequire } from "node:module";
 import { readFileSync, mkdirSync, existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import net from "node:net";
 import { workerChecks } from "./worker_checks.mjs";
 import { boundaryChecks } from "./boundary_checks.mjs";
+import { launchChromium, playwrightChromium, serveStatic } from "./launch.mjs";
 
-const require = createRequire(import.meta.url);
-let chromium;
-try {
-  ({ chromium } = require("playwright-core"));
-} catch (e) {
-  console.error("playwright-core not found: run scripts/setup.sh (it installs it under the cache; NODE_PATH points there)");
-  process.exit(2);
-}
+playwrightChromium(); // exits with what to run when playwright-core is missing
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) =>
   a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc, []));
 const root = resolve(dirname(new URL(import.meta.url).pathname), "../..");
 const dataParam = args.data || "data/";
 const screenshot = resolve(root, args.screenshot || "out/test/screenshot.png");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const timeoutMs = Number(args.timeout || 600000); // SwiftShader runs the multimodal layers for minutes on a loaded machine
 
-function freePort() {
-  return new Promise((ok, fail) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); });
-    s.on("error", fail);
-  });
-}
-
-async function waitForServer(port) {
-  for (let i = 0; i < 100; i++) {
-    try { const r = await fetch(`http://127.0.0.1:${port}/www/index.html`); if (r.ok) return; } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("static server did not start");
-}
-
-const port = await freePort();
-const server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", root],
-  { stdio: "ignore" });
+const server = await serveStatic(root, "www/index.html");
 let browser;
 let failed = 0;
 try {
-  await waitForServer(port);
-  // Flags that give WebGPU without a GPU (SwiftShader), see shared/TOOLCHAIN.md.
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: ["--headless=new", "--no-sandbox", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--disable-quic", "--enable-unsafe-webgpu",
-      "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-angle=swiftshader"],
-  });
+  browser = await launchChromium();
   const page = await browser.newPage({ viewport: { width: 1560, height: 1040 } });
   const consoleLines = [];
   page.on("console", (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
   page.on("pageerror", (e) => consoleLines.push(`[pageerror] ${e.message}`));
-  const url = `http://127.0.0.1:${port}/www/index.html?engine=webgpu&compare=cpu&data=${encodeURIComponent(dataParam)}`;
+  const url = `${server.base}www/index.html?engine=webgpu&compare=cpu&data=${encodeURIComponent(dataParam)}`;
   const t0 = Date.now();
   await page.goto(url);
   await page.waitForSelector("body[data-status=done], body[data-status=error]", { timeout: timeoutMs });
@@ -91,6 +55,16 @@ try {
       `${(result.nCells / result.cpu.ms * 1000).toFixed(0)} cells/s; same class as the page's engine on ${result.cpu.agreement}/${result.nCells}`);
     const cpuMismatch = result.cpu.classes.filter((c, i) => c !== bundle.native_predictions[i]).length;
     if (cpuMismatch > 0) throw new Error(`browser CPU engine differs from native predictions on ${cpuMismatch} cells`);
+  }
+  // The model's evaluation (per-class table + confusion heatmap): present when the bundle has
+  // model_evaluation.json (`cellsymphony pipeline` writes it); one row per class in both tables.
+  if (existsSync(resolve(root, "www", dataParam, "model_evaluation.json"))) {
+    const ev = result.evaluation;
+    const k = bundle.classes.length;
+    if (!ev || ev.perClassRows !== k || ev.confusionRows !== k) throw new Error(`evaluation tables: ${JSON.stringify(ev)}, expected ${k} rows each`);
+    const shown = await page.locator("#per-class tbody tr").count();
+    if (shown !== k || !(await page.locator("#confusion").isVisible())) throw new Error(`evaluation section: ${shown} per-class rows visible, expected ${k}`);
+    console.log(`evaluation tables: ${k} classes (per-class P/R/F1 and confusion matrix)`);
   }
   // Multimodal model layers: present when the bundle has models.json (test.sh writes it).
   const modelsJson = resolve(root, "www", dataParam, "models.json");
@@ -377,7 +351,7 @@ try {
   console.error(`browser test FAILED: ${e.message}`);
 } finally {
   if (browser) await browser.close();
-  server.kill();
+  server.close();
 }
 console.log(`browser: ${1 - failed} passed, ${failed} failed`);
 process.exit(failed);

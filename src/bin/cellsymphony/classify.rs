@@ -40,6 +40,15 @@ pub(crate) struct ClassifyArgs {
     /// --h5ad) for Vitessce, SpatialData or `anndata.read_zarr`.
     #[arg(long, value_name = "OUT.zarr")]
     pub(crate) anndata_zarr: Option<PathBuf>,
+    /// Also write Xenium Explorer cell groups (Cell > Groups > Upload): `cell_id,group`, one
+    /// group per predicted class, and beside it `<stem>_confident.csv` with cells below
+    /// --xenium-explorer-min-confidence in a "low confidence (< t)" group.
+    #[arg(long)]
+    pub(crate) xenium_explorer: Option<PathBuf>,
+    /// Confidence (top softmax probability) below which --xenium-explorer's second grouping
+    /// puts a cell in "low confidence (< t)".
+    #[arg(long, default_value_t = data::XENIUM_EXPLORER_MIN_CONFIDENCE)]
+    pub(crate) xenium_explorer_min_confidence: f32,
     /// For a model with a morphology token: also write the nucleus-centred DAPI patches it
     /// read, f32 little-endian `[cells, S, S]` in the predictions' cell order (the web demo
     /// passes them to `classify`).
@@ -96,6 +105,18 @@ pub(crate) fn write_predictions(path: &Path, model: &EngineModel, crop: &Prepare
     write_file(path, s)
 }
 
+/// The crop's predictions as [`data::Predictions`] (class names, top softmax probability, 0
+/// for cells without a class; centroids) for the `.h5ad` and Xenium Explorer writers.
+pub(crate) fn predictions_table(model: &EngineModel, crop: &PreparedCrop, c: &Classified) -> data::Predictions {
+    let k = model.meta.classes.len();
+    data::Predictions {
+        cell_ids: crop.table.cell_ids.clone(),
+        predicted: c.pred.iter().map(|&i| model.meta.classes.get(i as usize).map_or(UNCLASSIFIED_LABEL, String::as_str).to_string()).collect(),
+        confidence: c.pred.iter().zip(c.logits.chunks(k)).map(|(&i, row)| if i == UNCLASSIFIED { 0.0 } else { softmax_max(row) }).collect(),
+        centroids_um: Some(crop.table.centroids_um.clone()),
+    }
+}
+
 pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
     let model = EngineModel::load(&a.model)?;
     if a.stream {
@@ -134,31 +155,17 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
     }
     write_predictions(&a.out, &model, &crop, &c)?;
     println!("wrote {}", a.out.display());
-    if a.h5ad.is_some() || a.anndata_zarr.is_some() {
-        let k = model.meta.classes.len();
-        let p = data::Predictions {
-            cell_ids: crop.table.cell_ids.clone(),
-            predicted: c
-                .pred
-                .iter()
-                .map(|&i| model.meta.classes.get(i as usize).map_or(UNCLASSIFIED_LABEL, String::as_str).to_string())
-                .collect(),
-            confidence: c
-                .pred
-                .iter()
-                .zip(c.logits.chunks(k))
-                .map(|(&i, row)| if i == UNCLASSIFIED { 0.0 } else { softmax_max(row) })
-                .collect(),
-            centroids_um: Some(crop.table.centroids_um.clone()),
-        };
-        if let Some(path) = &a.h5ad {
-            data::write_predictions_h5ad(path, &p)?;
-            println!("wrote {}", path.display());
-        }
-        if let Some(path) = &a.anndata_zarr {
-            data::write_predictions_anndata_zarr(path, &p)?;
-            println!("wrote {}", path.display());
-        }
+    if let Some(path) = &a.h5ad {
+        data::write_predictions_h5ad(path, &predictions_table(&model, &crop, &c))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.anndata_zarr {
+        data::write_predictions_anndata_zarr(path, &predictions_table(&model, &crop, &c))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.xenium_explorer {
+        let written = data::write_xenium_explorer_groups(path, &predictions_table(&model, &crop, &c), a.xenium_explorer_min_confidence)?;
+        println!("wrote Xenium Explorer cell groups {} and {}", written[0].display(), written[1].display());
     }
     if let Some(www) = &a.www {
         cellsymphony::train::www::write_www_bundle(www, &a.data.dir(), &a.model, &model, &crop, &c.pred, &c.engine_name)?;
@@ -191,7 +198,7 @@ fn cmd_classify_stream(a: &ClassifyArgs, model: &EngineModel) -> Result<Classifi
     let Some(bundle) = &a.data.bundle else {
         anyhow::bail!("--stream reads a Xenium output folder: pass --bundle DIR (with cell_feature_matrix.h5 or cell_feature_matrix/)");
     };
-    for (given, flag) in [(a.www.is_some(), "--www"), (a.h5ad.is_some(), "--h5ad"), (a.anndata_zarr.is_some(), "--anndata-zarr"), (a.patches_out.is_some(), "--patches-out"), (a.anndata.anndata.is_some(), "--anndata")] {
+    for (given, flag) in [(a.www.is_some(), "--www"), (a.h5ad.is_some(), "--h5ad"), (a.anndata_zarr.is_some(), "--anndata-zarr"), (a.xenium_explorer.is_some(), "--xenium-explorer"), (a.patches_out.is_some(), "--patches-out"), (a.anndata.anndata.is_some(), "--anndata")] {
         if given {
             anyhow::bail!("{flag} is not available with --stream (whole-slide output is the predictions CSV); run without --stream");
         }

@@ -256,6 +256,8 @@ pub(crate) enum Engine {
     Burn,
     /// Plain-Rust CPU engine (same ops as the WGSL references).
     Cpu,
+    /// The CPU engine with int8 activations too (W8A8: i8×i8→i32 GEMM; int8 files only differ).
+    CpuW8a8,
     /// WGSL kernels through wgpu (Vulkan/GL; lavapipe without a GPU).
     Gpu,
 }

@@ -59,6 +59,7 @@ pub(crate) fn engine_logits(model: &EngineModel, data: &CellData, idx: &[usize],
             return Ok((predict_cells(&m, &inputs, idx, 512, &device), "burn fp32 (ndarray, CPU)".into()));
         }
         Engine::Cpu => engine::Classifier::cpu(model.clone())?,
+        Engine::CpuW8a8 => engine::Classifier::cpu_with(model.clone(), engine::Int8Gemm::W8A8)?,
         Engine::Gpu => engine::Classifier::gpu(model.clone(), gpu_context()?).with_context(|| "uploading the model to the GPU".to_string())?,
     };
     let cells = data.cells.select(idx)?;
@@ -129,9 +130,10 @@ pub(crate) fn block_forward(model: &EngineModel, engine: Engine) -> Result<(Bloc
             });
             (f, "burn fp32 (ndarray, CPU)".into())
         }
-        Engine::Cpu | Engine::Gpu => {
+        Engine::Cpu | Engine::CpuW8a8 | Engine::Gpu => {
             let clf = match engine {
                 Engine::Cpu => engine::Classifier::cpu(model.clone())?,
+                Engine::CpuW8a8 => engine::Classifier::cpu_with(model.clone(), engine::Int8Gemm::W8A8)?,
                 _ => engine::Classifier::gpu(model.clone(), gpu_context()?).with_context(|| "uploading the model to the GPU".to_string())?,
             };
             let name = clf.engine_name();

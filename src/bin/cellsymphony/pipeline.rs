@@ -9,7 +9,7 @@ use clap::Args;
 use cellsymphony::engine::EngineModel;
 use cellsymphony::train::{self, argmax_rows};
 
-use crate::classify::{classify_crop, print_prediction_counts, write_predictions};
+use crate::classify::{classify_crop, predictions_table, print_prediction_counts, write_predictions};
 use crate::infer::{engine_logits, evaluate, model_inputs};
 use crate::train::{cmd_train, TrainArgs};
 
@@ -22,6 +22,10 @@ pub(crate) struct PipelineArgs {
     /// Web-demo bundle folder.
     #[arg(long, default_value = "www/data")]
     pub(crate) www: PathBuf,
+    /// Also write Xenium Explorer cell groups of all cells (as `classify --xenium-explorer`,
+    /// threshold 0.5 for the `_confident` grouping).
+    #[arg(long)]
+    pub(crate) xenium_explorer: Option<PathBuf>,
 }
 
 /// Share of rows with the same argmax, and the largest absolute logit difference.
@@ -106,8 +110,19 @@ pub(crate) fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     let pred_path = a.train.out.join("predictions.csv");
     write_predictions(&pred_path, &int8, crop, &native)?;
     print_prediction_counts(&int8, &native.pred);
+    if let Some(path) = &a.xenium_explorer {
+        let p = predictions_table(&int8, crop, &native);
+        let written = cellsymphony::data::write_xenium_explorer_groups(path, &p, cellsymphony::data::XENIUM_EXPLORER_MIN_CONFIDENCE)?;
+        println!("wrote Xenium Explorer cell groups {} and {}", written[0].display(), written[1].display());
+    }
     train::www::write_www_bundle(&a.www, &a.train.data.dir(), &trained.files.int8, &int8, crop, &native.pred, &native.engine_name)?;
     println!("wrote web-demo bundle to {}", a.www.display());
+    // The page shows the bundle model's held-out evaluation: the int8 CPU engine's, the same
+    // int8 model file the page loads.
+    if let Some((_, r)) = reports.iter().find(|(e, _)| *e == Engine::Cpu) {
+        let on = format!("{} labelled held-out cells (20%), never seen in training or model selection", r.n_cells);
+        train::www::write_www_evaluation(&a.www, r, &on, "int8 CPU engine")?;
+    }
     report += &format!("Files: `{}`, `{}`, `{}`, web bundle `{}`.\n\nOpen the demo: `scripts/build_wasm.sh && python3 -m http.server -d . 8000`, then http://127.0.0.1:8000/www/ in a browser with WebGPU (Chrome/Edge; Firefox Nightly).\n\nTotal pipeline time {:.1} s.\n",
         trained.files.fp32.display(), trained.files.int8.display(), pred_path.display(), a.www.display(), t_all.elapsed().as_secs_f64());
     let report_path = a.train.out.join("report.md");

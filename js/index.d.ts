@@ -1,0 +1,213 @@
+// Types of the cellsymphony package's main entry (index.js); the worker entry
+// ("cellsymphony/worker", client.d.ts) shares them.
+
+/** Where a classifier runs: "auto" = WebGPU where a hardware adapter is found, else the CPU
+ * engine (a software adapter such as SwiftShader counts as none); "webgpu" requires an adapter. */
+export type Device = "auto" | "webgpu" | "cpu";
+/** The device a classifier was loaded on. */
+export type LoadedDevice = "webgpu" | "cpu";
+export type Architecture = "gene_only" | "spatial" | "dual_modality" | "multi_input";
+
+/** What a {@link CellSymphonyError} says to fix. */
+export type ErrorCode = "model" | "device" | "options" | "input" | "worker";
+
+/** Every failure of the package's calls (a cancel rejects with a `DOMException` named "AbortError"). */
+export declare class CellSymphonyError extends Error {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown });
+  readonly name: "CellSymphonyError";
+  /** "model": the file cannot be loaded; "device": "webgpu" without an adapter; "options": an
+   * unknown device or option; "input": arrays rejected by the engine (the message names the
+   * array, element and value); "worker": the worker failed or was terminated. */
+  readonly code: ErrorCode;
+}
+
+export interface LoadOptions {
+  /** Default "auto". */
+  device?: Device;
+  /** The older spelling: `true` = "webgpu", `false` = "cpu" (`device` wins). */
+  useGpu?: boolean;
+  /** The CPU engine's int8 GEMM for int8 model files: "f32" (default: int8 weights × f32
+   * activations, bit-identical to WebGPU) or "w8a8" (int8 activations too; faster, classes
+   * within a stated tolerance). */
+  int8Gemm?: "f32" | "w8a8";
+}
+
+export type ClassifyProgress = { phase: "classify"; done: number; total: number };
+export type PairProgress = { phase: "pair"; iteration: number; error: number };
+export type Progress = ClassifyProgress | PairProgress;
+
+export interface CallOptions<P extends Progress = Progress> {
+  onProgress?: (p: P) => void;
+  /** Aborting rejects with a DOMException named "AbortError". */
+  signal?: AbortSignal;
+}
+
+export interface ClassifyOptions extends CallOptions<ClassifyProgress> {
+  /** Float32Array [cells*2], x, y in µm (spatial and multi-input models). */
+  centroids?: Float32Array;
+  /** Float32Array [cells*patchSize*patchSize], intensities in [0, 1] (dual-modality and multi-input models). */
+  patches?: Float32Array;
+  patchSize?: number;
+  /** Cells per wasm call (default: CPU 2048, WebGPU 8192). */
+  chunkCells?: number;
+  /** Worker entry: move the input buffers to the worker (default true) or copy them (false). */
+  transfer?: boolean;
+}
+
+export interface ClassifyResult {
+  /** [cells] indices into `classifier.classes` (4294967295 for a cell without counts over the model's genes). */
+  classes: Uint32Array;
+  /** [cells] 1 where the cell had no counts over the model's genes. */
+  unclassified: Uint8Array;
+  /** [cells*classes] row-major. */
+  logits: Float32Array;
+  /** [cells] softmax probability of the predicted class (0 when unclassified). */
+  confidence: Float32Array;
+  /** Wasm calls the cells went through. */
+  chunks: number;
+  /** Size of the wasm memory that ran the call. */
+  wasmMemoryBytes: number;
+}
+
+/** What every classifier tells about its model and engine. */
+export interface ClassifierInfo {
+  /** Gene panel of the model, in the order its weights expect. */
+  readonly genes: string[];
+  /** Class names; `classify` returns indices into this list. */
+  readonly classes: string[];
+  readonly architecture: Architecture;
+  /** `"webgpu: <adapter>"` or `"cpu: wasm engine, <quantization> weights"`. */
+  readonly backend: string;
+  /** The device chosen at load. */
+  readonly device: LoadedDevice;
+  /** Side in pixels of the patches the model reads (`undefined` when it reads none). */
+  readonly patchSize: number | undefined;
+  /** Pixel size in µm the patches must be cut at (`undefined` when the model reads none). */
+  readonly patchUmPerPx: number | undefined;
+  /** Whether the model reads cell centroids (spatial and multi-input models). */
+  readonly needsCentroids: boolean;
+  /** Whether the wasm SIMD128 build runs this classifier. */
+  readonly wasmSimd: boolean;
+}
+
+/** The classification methods, on this thread (Classifier) or in workers (worker entry). */
+export interface ClassifierMethods {
+  /** Dense counts `[cells*genes]` (row-major) whose columns are named by `genes` (any order;
+   * extra genes are ignored, missing model genes are an error naming them). */
+  classify(counts: Float32Array, nCells: number, genes: readonly string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
+  /** CSR counts (scipy `csr_matrix` layout): `indptr` [cells+1], `indices` [nnz], `data` [nnz]. */
+  classifyCsr(indptr: Uint32Array, indices: Uint32Array, data: Float32Array, nCells: number, genes: readonly string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
+  /** Frees the engine's memory (after any call in flight). */
+  free(): Promise<void>;
+}
+
+/** A cell-type classifier on the calling thread (its properties and `classify`,
+ * `classifyCsr`, `free`: {@link ClassifierInfo}, {@link ClassifierMethods}). */
+export declare class Classifier {
+  private constructor();
+  /** Loads a model file (safetensors bytes written by `cellsymphony train`/`export`) on
+   * `options.device` (default "auto"); the wasm module is loaded on first use. Rejects with a
+   * {@link CellSymphonyError} (code "model", "device" or "options"). */
+  static load(modelBytes: Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<Classifier>;
+  /** Compute dispatches per encoder layer on WebGPU (`undefined` on the CPU engine). */
+  dispatchesPerLayer(): number | undefined;
+}
+export interface Classifier extends ClassifierInfo, ClassifierMethods {}
+
+export interface PairEngineOptions {
+  /** Where Sinkhorn runs (default "cpu"; `useGpu` is the older spelling). */
+  device?: Device;
+  useGpu?: boolean;
+  /** Entropic regularisation. */
+  epsilon?: number;
+  pcaComponents?: number;
+  /** Cells each group needs at least (default 50). */
+  minCells?: number;
+  tolerance?: number;
+  maxIterations?: number;
+  /** Squared Euclidean ground cost instead of Euclidean. */
+  squared?: boolean;
+  epsilonScaling?: boolean;
+  /** Genes in `topUp` / `topDown`. */
+  topGenes?: number;
+  /** Return the pairs of a solve that did not reach `tolerance` instead of rejecting. */
+  allowUnconverged?: boolean;
+}
+
+export interface PairOptions extends PairEngineOptions, CallOptions<PairProgress> {}
+
+export interface GeneDelta {
+  gene: string;
+  delta: number;
+}
+
+export interface PairResult {
+  /** [control cells] the matched cell of each control cell, as an index into `target`. */
+  target: Uint32Array;
+  /** [control cells] the match score of each pair (as `match_score` in `cellsymphony pair` output). */
+  matchScore: Float32Array;
+  iterations: number;
+  /** Marginal error at the end. */
+  error: number;
+  converged: boolean;
+  dispatches: number;
+  pcaComponents: number;
+  /** "cpu" or "webgpu: <adapter>". */
+  backend: string;
+  /** [genes] mean Δ log1p-cp10k expression, target minus control, over the pairs. */
+  delta: Float32Array;
+  topUp: GeneDelta[];
+  topDown: GeneDelta[];
+  wasmMemoryBytes: number;
+}
+
+/** Pairs each control cell with a target cell by entropic optimal transport: log1p-cp10k
+ * normalisation, PCA over both groups, log-domain Sinkhorn, plan-row argmax and the Δg
+ * signature. `counts` is `[cells*genes]` row-major; `control`/`target` index its rows. A
+ * cancel rejects at once (the solve itself runs to its end on this thread). */
+export declare function pairCells(counts: Float32Array, nCells: number, genes: readonly string[], control: Uint32Array, target: Uint32Array, options?: PairOptions): Promise<PairResult>;
+
+/** A cells × genes matrix read from Xenium / 10x files. */
+export interface XeniumTable {
+  cellIds: string[];
+  genes: string[];
+  nCells: number;
+  nGenes: number;
+}
+
+/** CSR counts, ready for `classifyCsr`. */
+export interface XeniumMexMatrix extends XeniumTable {
+  indptr: Uint32Array;
+  indices: Uint32Array;
+  data: Float32Array;
+  /** [cells*2] x, y µm, when `cells.csv(.gz)` was given. */
+  centroidsUm?: Float32Array;
+}
+
+/** Dense counts per cell, ready for `classify`. */
+export interface XeniumTranscriptsTable extends XeniumTable {
+  counts: Float32Array;
+  /** [cells*2] x, y µm. */
+  centroidsUm: Float32Array;
+  /** [cells*2] x, y µm (NaN for a cell with fewer than 3 nucleus transcripts). */
+  nucleusCentroidsUm: Float32Array;
+}
+
+/** Reads a Xenium / 10x MEX cell-feature matrix from the bytes of `features.tsv`,
+ * `barcodes.tsv` and `matrix.mtx` (plain or gzipped), optionally with `cells.csv(.gz)` for
+ * centroids. Rejects with a {@link CellSymphonyError} (code "input") naming the file and line. */
+export declare function readXeniumMex(features: Uint8Array, barcodes: Uint8Array, matrix: Uint8Array, cells?: Uint8Array): Promise<XeniumMexMatrix>;
+/** Reads `transcripts.csv(.gz)` bytes aggregated per cell (`qv >= minQv`, default 20). */
+export declare function readXeniumTranscripts(bytes: Uint8Array, minQv?: number, name?: string): Promise<XeniumTranscriptsTable>;
+/** Centroids (x, y µm) of `cellIds` from `cells.csv(.gz)` bytes: Float32Array [cells*2]. */
+export declare function readXeniumCells(bytes: Uint8Array, cellIds: readonly string[], name?: string): Promise<Float32Array>;
+
+/** Bytes of the wasm memory on this thread. */
+export declare function wasmMemoryBytes(): Promise<number>;
+/** Whether the SIMD128 build is used on this thread. */
+export declare const simd: boolean;
+/** Whether this wasm engine supports SIMD128. */
+export declare const simdSupported: boolean;
+export declare const DEFAULT_CHUNK_CELLS: Readonly<{ cpu: number; webgpu: number }>;
+/** Default cells per wasm call for a classifier's `backend` ("webgpu: …" or "cpu: …"). */
+export declare function defaultChunkCells(backend: string): number;

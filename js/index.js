@@ -1,0 +1,166 @@
+// The cellsymphony package's main entry (`import { Classifier } from "cellsymphony"`): the
+// engine on the calling thread, loaded on first use (no `init()` to call) on the device the
+// caller asks for ("auto": WebGPU where a hardware adapter is found, else the CPU engine).
+//
+//   const clf = await Classifier.load(modelBytes);            // {device: "auto"} by default
+//   const { classes, confidence } = await clf.classify(counts, nCells, genes, { onProgress, signal });
+//   clf.classes[classes[0]], clf.device                        // "webgpu" | "cpu"
+//
+// The same API runs in a module Worker from "cellsymphony/worker" (client.js). Types: index.d.ts.
+import * as wasm from "./wasm.js";
+import { classifyInChunks, abortError, enqueue, yieldToEventLoop } from "./chunked.js";
+import { CellSymphonyError, asCellSymphonyError } from "./errors.js";
+import { pickDevice, requestedDevice } from "./device.js";
+
+export { CellSymphonyError } from "./errors.js";
+export { DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./chunked.js";
+export const { simd, simdSupported } = wasm;
+
+let ready = null;
+/** Instantiates the wasm module once (the SIMD128 or the scalar build, see wasm.js); resolves
+ * to a function giving the size of its memory in bytes. */
+function wasmReady() {
+  ready ??= wasm.init().then((exports) => () => exports?.memory?.buffer?.byteLength ?? 0);
+  return ready;
+}
+
+/** Bytes of the wasm memory on this thread (0 before the first call: it only grows). */
+export async function wasmMemoryBytes() {
+  return (await wasmReady())();
+}
+
+/** The keys `Classifier.load` reads (an unknown key is a CellSymphonyError "options"). */
+const LOAD_OPTIONS = ["device", "useGpu", "int8Gemm"];
+
+const INFO = ["genes", "classes", "architecture", "backend", "patchSize", "patchUmPerPx", "needsCentroids"];
+
+/** A cell-type classifier on this thread. `classify` runs in chunks with progress and cancel
+ * between them (yielding to the event loop, so a page can paint); calls on one classifier
+ * run one after another. */
+export class Classifier {
+  /** Use {@link Classifier.load}. */
+  constructor(clf, device, memory) {
+    if (!clf) throw new CellSymphonyError("options", "use `await Classifier.load(modelBytes, {device})` to create a Classifier");
+    this._wasm = clf;
+    this._memory = memory;
+    this._queue = { tail: Promise.resolve() };
+    for (const k of INFO) this[k] = clf[k];
+    this.device = device;
+    this.wasmSimd = wasm.simd;
+  }
+
+  /** Loads a model file (safetensors bytes written by `cellsymphony train`/`export`) on
+   * `device` ("auto" by default). Rejects with a `CellSymphonyError`: code "model" for a
+   * file the engine cannot load, "device" for "webgpu" without an adapter, "options" for an
+   * unknown device. `useGpu` (boolean) is the older spelling of `device`; `int8Gemm`
+   * ("f32" default, "w8a8") picks the CPU engine's int8 GEMM (int8 activations with "w8a8"). */
+  static async load(modelBytes, options = {}) {
+    const unknown = Object.keys(options ?? {}).filter((k) => !LOAD_OPTIONS.includes(k));
+    if (unknown.length > 0) {
+      throw new CellSymphonyError("options", `Classifier.load: unknown option ${unknown.map((k) => JSON.stringify(k)).join(", ")}; the options are ${LOAD_OPTIONS.join(", ")}`);
+    }
+    const device = await pickDevice(requestedDevice(options));
+    if (!(modelBytes instanceof Uint8Array || modelBytes instanceof ArrayBuffer)) {
+      throw new CellSymphonyError("model", `modelBytes is ${modelBytes === null ? "null" : typeof modelBytes}: pass the model file's bytes as a Uint8Array or ArrayBuffer`);
+    }
+    const memory = await wasmReady();
+    let clf;
+    try {
+      const useGpu = device === "webgpu";
+      // `int8Gemm` ("f32" default, "w8a8") picks the CPU engine's int8 GEMM; the engine checks the value.
+      clf = await wasm.Classifier.load(new Uint8Array(modelBytes), options?.int8Gemm === undefined ? useGpu : { useGpu, int8Gemm: options.int8Gemm });
+    } catch (e) {
+      throw asCellSymphonyError(e, "model");
+    }
+    return new Classifier(clf, device, memory);
+  }
+
+  /** Classifies dense counts `[cells*genes]` (row-major `Float32Array`, columns named by
+   * `genes`). Resolves to `{classes, unclassified, logits, confidence, chunks, wasmMemoryBytes}`. */
+  classify(counts, nCells, genes, opts = {}) {
+    return this._classify({ kind: "dense", counts, nCells, genes }, opts);
+  }
+
+  /** {@link classify} from CSR counts (`indptr: Uint32Array [cells+1]`, `indices`, `data`). */
+  classifyCsr(indptr, indices, data, nCells, genes, opts = {}) {
+    return this._classify({ kind: "csr", indptr, indices, data, nCells, genes }, opts);
+  }
+
+  _classify(input, opts) {
+    if (opts.signal?.aborted) return Promise.reject(abortError());
+    input.genes = Array.isArray(input.genes) ? input.genes : Array.from(input.genes ?? []);
+    for (const k of ["centroids", "patches", "patchSize"]) if (opts[k] != null) input[k] = opts[k];
+    return enqueue(this._queue, async () => {
+      const r = await classifyInChunks(this._wasm, input, {
+        chunkCells: opts.chunkCells,
+        onProgress: opts.onProgress,
+        isCancelled: () => !!opts.signal?.aborted,
+        yieldBetween: yieldToEventLoop,
+      });
+      return { ...r, wasmMemoryBytes: this._memory() };
+    });
+  }
+
+  /** Compute dispatches per encoder layer on WebGPU (`undefined` on the CPU engine). */
+  dispatchesPerLayer() {
+    return this._wasm.dispatchesPerLayer();
+  }
+
+  /** Frees the engine's memory (after any call in flight). */
+  async free() {
+    await this._queue.tail;
+    this._wasm.free();
+  }
+}
+
+/** Splits `device` off pairing options (the engine takes `useGpu`). */
+async function pairEngineOptions({ device, onProgress, signal, ...options } = {}) {
+  if (device !== undefined) {
+    options.useGpu = (await pickDevice(device)) === "webgpu";
+  }
+  return options;
+}
+
+/** Pairs each control cell with a target cell by entropic optimal transport (see index.d.ts).
+ * `options.device` (default "cpu"; or the older `useGpu`), `onProgress({phase: "pair",
+ * iteration, error})`; `signal` rejects the promise at once (the solve runs to its end). */
+export async function pairCells(counts, nCells, genes, control, target, options = {}) {
+  const { onProgress, signal } = options;
+  if (signal?.aborted) throw abortError("pairing");
+  const engineOptions = await pairEngineOptions(options);
+  const memory = await wasmReady();
+  const run = wasm.pairCells(counts, nCells, Array.from(genes), control, target, engineOptions,
+    (iteration, error) => onProgress?.({ phase: "pair", iteration, error }));
+  let onAbort;
+  const aborted = new Promise((_, reject) => {
+    onAbort = () => reject(abortError("pairing"));
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    const res = await Promise.race([run, aborted]);
+    return { ...res, wasmMemoryBytes: memory() };
+  } catch (e) {
+    throw asCellSymphonyError(e, "input");
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** A reader of the wasm API with the module loaded first and errors typed (code "input"). */
+function reader(name) {
+  return async (...args) => {
+    await wasmReady();
+    try {
+      return wasm[name](...args);
+    } catch (e) {
+      throw asCellSymphonyError(e, "input");
+    }
+  };
+}
+
+/** Xenium / 10x MEX cell-feature matrix from the files' bytes (see index.d.ts). */
+export const readXeniumMex = reader("readXeniumMex");
+/** Xenium transcripts aggregated per cell from `transcripts.csv(.gz)` bytes (see index.d.ts). */
+export const readXeniumTranscripts = reader("readXeniumTranscripts");
+/** Cell centroids from `cells.csv(.gz)` bytes in the order of `cellIds` (see index.d.ts). */
+export const readXeniumCells = reader("readXeniumCells");
