@@ -68,12 +68,14 @@ fi
 # anndata write the HDF5 fixtures of tests/data_hdf5.rs and read back our .h5ad output;
 # tifffile writes the OME-TIFF pyramid / H&E fixtures of tests/data_morphology.rs; pyarrow
 # writes the parquet fixtures of tests/data_parquet.rs; onnx + onnxruntime build and check the
-# ONNX copy of our models (scripts/onnx_export.py, tests/onnx_export.rs, scripts/bench_web.sh).
-if ! python3 -c "import safetensors, numpy, ot, h5py, anndata, tifffile, pyarrow, onnx, onnxruntime" 2>/dev/null; then
+# ONNX copy of our models (scripts/onnx_export.py, tests/onnx_export.rs, scripts/bench_web.sh);
+# zarr + numcodecs (zarr 3 API, Zarr v2 stores) write the Xenium zarr fixtures of
+# tests/data_zarr.rs, whose AnnData-zarr output anndata reads back.
+if ! python3 -c "import safetensors, numpy, ot, h5py, anndata, tifffile, pyarrow, onnx, onnxruntime, zarr, numcodecs; assert int(zarr.__version__.split('.')[0]) >= 3" 2>/dev/null; then
   log "pip install safetensors numpy pot h5py anndata tifffile pyarrow onnx onnxruntime"
   python3 -m pip install --quiet --disable-pip-version-check safetensors numpy "pot==0.9.7.post1" \
     "h5py==3.16.0" "anndata==0.12.19" "tifffile==2026.3.3" "pyarrow==26.0.1" \
-    "onnx==1.23.2" "onnxruntime==1.31.1"
+    "onnx==1.23.2" "onnxruntime==1.31.1" "zarr==3.1.6" "numcodecs==0.16.6"
 fi
 
 # Peers of the benchmark (src/train/peers.rs runs scripts/peers.py): scikit-learn

@@ -879,6 +879,54 @@ pub fn read_xenium_cells(
     centroids_for(&cell_ids, &bytes, &name)
 }
 
+/// Read Xenium's zarr outputs from the bytes of `cell_feature_matrix.zarr.zip` and
+/// optionally `cells.zarr.zip`, with the native reader: gene-expression features that are no
+/// controls, cells and genes in canonical order. Returns `{cellIds, genes, nCells, nGenes,
+/// counts: Float32Array [cells*genes] (row-major, ready for `classify`)}`, with the cells
+/// store also `centroidsUm: Float32Array [cells*2]`, and `protein` = `null` or (XOA ≥ 4)
+/// `{markers: string[], values: Float32Array [cells*markers] (row-major, divided by the
+/// scaling factor), scalingFactor: number}`. Throws an `Error` naming the file, the zarr array
+/// or attribute, and what it holds.
+#[wasm_bindgen(js_name = readXeniumZarr)]
+pub fn read_xenium_zarr(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] matrix: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array | undefined")] cells: JsValue,
+) -> Result<JsValue, JsError> {
+    let matrix = bytes_arg("matrix", &matrix)?;
+    let cells = if cells.is_null() || cells.is_undefined() { None } else { Some(bytes_arg("cells", &cells)?) };
+    let mut files = vec![&matrix];
+    files.extend(cells.as_ref());
+    check_reader_bytes("readXeniumZarr", &files)?;
+    let (matrix, cells) = (matrix.to_vec(), cells.map(|c| c.to_vec()));
+    let (table, protein) = data::read_xenium_zarr_bytes(
+        data::CELL_FEATURE_MATRIX_ZARR,
+        &matrix,
+        cells.as_deref().map(|c| (data::CELLS_ZARR, c)),
+    )
+    .map_err(|e| JsError::new(&e.to_string()))?;
+    let out = Object::new();
+    set(&out, "cellIds", &string_array(&table.cell_ids).into())?;
+    set(&out, "genes", &string_array(&table.genes).into())?;
+    set(&out, "nCells", &JsValue::from_f64(table.n_cells() as f64))?;
+    set(&out, "nGenes", &JsValue::from_f64(table.n_genes() as f64))?;
+    set(&out, "counts", &Float32Array::from(table.counts.as_slice()).into())?;
+    if cells.is_some() {
+        set(&out, "centroidsUm", &flat_xy(table.centroids_um.iter().copied()).into())?;
+    }
+    let protein_js = match protein {
+        None => JsValue::NULL,
+        Some(p) => {
+            let o = Object::new();
+            set(&o, "markers", &string_array(&p.markers).into())?;
+            set(&o, "values", &Float32Array::from(p.values.as_slice()).into())?;
+            set(&o, "scalingFactor", &JsValue::from_f64(f64::from(p.scaling_factor)))?;
+            o.into()
+        }
+    };
+    set(&out, "protein", &protein_js)?;
+    Ok(out.into())
+}
+
 /// An optional string argument (`undefined`/`null` mean absent).
 fn optional_string_arg(name: &str, v: &JsValue) -> Result<Option<String>, JsError> {
     if v.is_null() || v.is_undefined() {

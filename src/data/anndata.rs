@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use hdf5_pure::DType;
 
 use super::error::DataError;
-use super::h5_10x::{canonical_axes, check_compressed};
+use super::h5_10x::check_compressed;
+use super::xenium::canonical_axes;
 use super::hdf5::{child, Field, Kind, H5};
 use super::xenium::{is_control_feature, CellTable};
 

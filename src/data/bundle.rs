@@ -6,8 +6,9 @@
 //! | part | tried in order |
 //! |---|---|
 //! | manifest | `experiment.xenium` |
-//! | matrix | `cell_feature_matrix.h5` (10x HDF5), `cell_feature_matrix/` (MEX), else counts aggregated from transcripts |
-//! | cell positions | `cells.parquet`, `cells.csv.gz`, `cells.csv`, else the mean of each cell's transcripts |
+//! | matrix | `cell_feature_matrix.h5` (10x HDF5), `cell_feature_matrix/` (MEX), `cell_feature_matrix.zarr.zip` (zarr), else counts aggregated from transcripts |
+//! | cell positions | `cells.parquet`, `cells.csv.gz`, `cells.csv`, `cells.zarr.zip`, else the mean of each cell's transcripts |
+//! | protein channels | the `Protein Expression` features of the HDF5 or zarr matrix (XOA ≥ 4), see [`XeniumBundle::read_protein`] |
 //! | transcripts | `transcripts.parquet`, `transcripts.csv.gz`, `transcripts.csv` (also the BIDCell crop's `transcripts_small.csv`) |
 //! | morphology | see [`super::find_morphology`] |
 //! | H&E | `*he_image.ome.tif` with `*he_imagealignment.csv` |
@@ -27,6 +28,8 @@ pub enum MatrixSource {
     Hdf5(PathBuf),
     /// `cell_feature_matrix/` (MEX folder).
     Mex(PathBuf),
+    /// `cell_feature_matrix.zarr.zip` (Xenium's zarr store, see [`super::xenium_zarr`]).
+    Zarr(PathBuf),
     /// Counts aggregated from this transcripts file.
     Transcripts(PathBuf),
 }
@@ -40,7 +43,8 @@ pub struct XeniumBundle {
     pub manifest: Option<super::XeniumManifest>,
     /// The matrix source chosen.
     pub matrix: MatrixSource,
-    /// Per-cell table with centroids (`cells.parquet` / `cells.csv.gz` / `cells.csv`).
+    /// Per-cell table with centroids (`cells.parquet` / `cells.csv.gz` / `cells.csv` /
+    /// `cells.zarr.zip`).
     pub cells: Option<PathBuf>,
     /// Transcripts file (used for nucleus centroids, and for counts when there is no matrix).
     pub transcripts: Option<PathBuf>,
@@ -58,7 +62,7 @@ pub const TRANSCRIPT_FILES: [&str; 4] = [
     "transcripts_small.csv",
 ];
 /// Files that can hold per-cell centroids, in order of preference.
-pub const CELLS_FILES: [&str; 3] = ["cells.parquet", "cells.csv.gz", "cells.csv"];
+pub const CELLS_FILES: [&str; 4] = ["cells.parquet", "cells.csv.gz", "cells.csv", super::CELLS_ZARR];
 
 fn first_file(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
@@ -99,19 +103,23 @@ impl XeniumBundle {
         let transcripts = first_file(dir, &TRANSCRIPT_FILES);
         let mex = dir.join("cell_feature_matrix");
         let h5 = dir.join("cell_feature_matrix.h5");
+        let zarr = dir.join(super::CELL_FEATURE_MATRIX_ZARR);
         let matrix = if h5.is_file() {
             MatrixSource::Hdf5(h5)
         } else if mex.is_dir() && ["matrix.mtx", "matrix.mtx.gz"].iter().any(|f| mex.join(f).is_file()) {
             MatrixSource::Mex(mex)
+        } else if zarr.is_file() {
+            MatrixSource::Zarr(zarr)
         } else if let Some(t) = &transcripts {
             MatrixSource::Transcripts(t.clone())
         } else {
             return Err(DataError::UnknownLayout {
                 dir: dir.to_path_buf(),
                 found: listing(dir),
-                expected: "a cell × gene matrix (cell_feature_matrix.h5, or cell_feature_matrix/ \
-                           with matrix.mtx[.gz], features.tsv[.gz], barcodes.tsv[.gz]) or \
-                           transcripts (transcripts.parquet, transcripts.csv.gz, transcripts.csv)"
+                expected: "a cell × gene matrix (cell_feature_matrix.h5, cell_feature_matrix/ \
+                           with matrix.mtx[.gz], features.tsv[.gz], barcodes.tsv[.gz], or \
+                           cell_feature_matrix.zarr.zip) or transcripts (transcripts.parquet, \
+                           transcripts.csv.gz, transcripts.csv)"
                     .into(),
             });
         };
@@ -138,9 +146,13 @@ impl XeniumBundle {
         let mut s = format!("Xenium bundle {}\n", self.dir.display());
         if let Some(m) = &self.manifest {
             let field = |v: &Option<String>| v.as_deref().unwrap_or("?").to_string();
+            let version = match (&m.analysis_sw_version, m.analysis_version()) {
+                (Some(text), None) => format!("{text:?}, not a release number: layouts recognised by content"),
+                (text, _) => field(text),
+            };
             s += &format!(
                 "  manifest:    experiment.xenium (XOA {}, panel {}, {} µm/px)\n",
-                field(&m.analysis_sw_version),
+                version,
                 field(&m.panel_name),
                 m.pixel_size.map_or("?".into(), |p| p.to_string())
             );
@@ -152,6 +164,7 @@ impl XeniumBundle {
             match &self.matrix {
                 MatrixSource::Hdf5(p) => format!("{} (10x HDF5)", name(p)),
                 MatrixSource::Mex(p) => format!("{}/ (MEX)", name(p)),
+                MatrixSource::Zarr(p) => format!("{} (zarr)", name(p)),
                 MatrixSource::Transcripts(p) => format!("aggregated from {}", name(p)),
             }
         );
@@ -241,6 +254,7 @@ impl XeniumBundle {
         let mut table = match &self.matrix {
             MatrixSource::Hdf5(p) => super::read_10x_h5(p)?,
             MatrixSource::Mex(p) => super::read_mex_dir(p)?,
+            MatrixSource::Zarr(p) => super::read_cell_feature_matrix_zarr_file(p)?.0,
             MatrixSource::Transcripts(_) => match &from_transcripts {
                 Some(t) => t.clone(),
                 None => unreachable_source(&self.dir)?,
@@ -256,6 +270,24 @@ impl XeniumBundle {
             copy_positions(&mut table, t, true);
         }
         Ok(table)
+    }
+}
+
+impl XeniumBundle {
+    /// The protein channels (XOA ≥ 4 `Protein Expression` features) in the cell order of
+    /// [`read_cells`](Self::read_cells), from `cell_feature_matrix.h5` or
+    /// `cell_feature_matrix.zarr.zip` (whichever the bundle has, the HDF5 first); `None` when
+    /// neither holds protein features (gene-only runs, MEX-only or transcripts-only bundles).
+    pub fn read_protein(&self) -> Result<Option<super::ProteinMatrix>, DataError> {
+        let h5 = self.dir.join("cell_feature_matrix.h5");
+        let zarr = self.dir.join(super::CELL_FEATURE_MATRIX_ZARR);
+        if h5.is_file() {
+            super::read_10x_h5_protein(&h5)
+        } else if zarr.is_file() {
+            Ok(super::read_cell_feature_matrix_zarr_file(&zarr)?.1)
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -292,9 +324,11 @@ fn read_transcripts_table(path: &Path, opts: &TranscriptOptions) -> Result<CellT
     Ok(CellTable::from_transcripts(&read_transcripts(path, opts)?))
 }
 
-/// The per-cell table (`cells.parquet`, `cells.csv.gz`, `cells.csv`).
-fn read_cells_table(path: &Path) -> Result<super::CellsTable, DataError> {
-    if super::parquet::parquet_by_content(path)? {
+/// The per-cell table (`cells.parquet`, `cells.csv.gz`, `cells.csv`, `cells.zarr.zip`).
+pub fn read_cells_table(path: &Path) -> Result<super::CellsTable, DataError> {
+    if path.to_string_lossy().ends_with(".zarr.zip") || path.is_dir() {
+        super::read_cells_zarr_file(path)
+    } else if super::parquet::parquet_by_content(path)? {
         super::read_cells_parquet(path)
     } else {
         super::read_cells_csv(path)

@@ -450,6 +450,37 @@ pub enum DataError {
     },
 
 
+    /// A zip archive (`*.zarr.zip`) cannot be read: not a zip, truncated, or an entry stored
+    /// with a compression method other than stored / deflate.
+    #[error(
+        "cannot read zip archive {}: {message}; copy or export the file again (entries must be \
+         stored or deflated, as zarr's ZipStore and Xenium write them)",
+        path.display()
+    )]
+    Zip {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong (entry name and value when known).
+        message: String,
+    },
+
+    /// A zarr store holds something other than the expected layout: an array or attribute
+    /// missing, or of another kind, shape, data type or codec.
+    #[error(
+        "unexpected zarr layout in {}: `{field}` is {found}; expected {expected}",
+        path.display()
+    )]
+    ZarrLayout {
+        /// The store (`*.zarr.zip` or folder).
+        path: PathBuf,
+        /// Array, group or attribute (e.g. `cell_features/indptr`, `cell_features/.zattrs:feature_types`).
+        field: String,
+        /// What was found there.
+        found: String,
+        /// What the reader accepts.
+        expected: String,
+    },
+
     /// A parquet file cannot be decoded (not parquet, truncated, corrupt, unsupported codec).
     #[error(
         "cannot read parquet file {}: {message}; the file is truncated, corrupt or not \

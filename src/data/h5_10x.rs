@@ -15,68 +15,12 @@
 //! control probes and codewords, genomic controls and unassigned or deprecated codewords are
 //! dropped.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use super::error::DataError;
 use super::hdf5::{Kind, H5};
 use super::mex::GENE_EXPRESSION;
-use super::xenium::{is_control_feature, sort_permutation, CellTable};
-
-/// Cells and genes of a count table in the canonical order of every reader
-/// ([`sort_permutation`]: cells numeric when all ids are integers, genes alphabetical).
-pub(crate) struct CanonicalAxes {
-    /// Sorted cell ids.
-    pub(crate) cell_ids: Vec<String>,
-    /// Sorted kept gene names.
-    pub(crate) genes: Vec<String>,
-    /// `cell_row[i]`: row of input cell `i` in the table.
-    pub(crate) cell_row: Vec<usize>,
-    /// `gene_col[j]`: column of input feature `j`, `None` when dropped.
-    pub(crate) gene_col: Vec<Option<usize>>,
-}
-
-/// Sorts `cells` and the kept `features` into the canonical order; fails on a duplicate
-/// cell id or gene name with `dup_cell` / `dup_gene` (given the duplicated name).
-pub(crate) fn canonical_axes(
-    cells: &[String],
-    features: &[String],
-    keep: &[bool],
-    dup_cell: impl Fn(&str) -> DataError,
-    dup_gene: impl Fn(&str) -> DataError,
-) -> Result<CanonicalAxes, DataError> {
-    let kept: Vec<usize> = (0..features.len())
-        .filter(|&i| keep.get(i).copied().unwrap_or(false))
-        .collect();
-    let names: Vec<String> = kept.iter().map(|&i| features[i].clone()).collect();
-    let gene_new = sort_permutation(&names, false);
-    let mut genes = vec![String::new(); names.len()];
-    let mut gene_col = vec![None; features.len()];
-    for (k, &f) in kept.iter().enumerate() {
-        gene_col[f] = Some(gene_new[k]);
-        genes[gene_new[k]] = names[k].clone();
-    }
-    if let Some(w) = genes.windows(2).find(|w| w[0] == w[1]) {
-        return Err(dup_gene(&w[0]));
-    }
-    let cell_row = sort_permutation(cells, true);
-    let mut cell_ids = vec![String::new(); cells.len()];
-    for (k, id) in cells.iter().enumerate() {
-        cell_ids[cell_row[k]] = id.clone();
-    }
-    let mut seen = HashSet::with_capacity(cell_ids.len());
-    for id in &cell_ids {
-        if !seen.insert(id.as_str()) {
-            return Err(dup_cell(id));
-        }
-    }
-    Ok(CanonicalAxes {
-        cell_ids,
-        genes,
-        cell_row,
-        gene_col,
-    })
-}
+use super::xenium::{canonical_axes, is_control_feature, CanonicalAxes, CellTable};
 
 /// Checks compressed-sparse offsets: `indptr` has `n_major + 1` entries, starts at 0, never
 /// decreases and ends at `nnz`. Returns them as `usize`.
@@ -306,6 +250,50 @@ pub fn read_10x_h5(path: &Path) -> Result<CellTable, DataError> {
         centroids_um: vec![[f32::NAN; 2]; n_cells],
         nucleus_centroids_um: vec![None; n_cells],
     })
+}
+
+/// The `Protein Expression` features of a 10x HDF5 matrix (XOA ≥ 4) as a [`super::ProteinMatrix`]
+/// (`[n_cells, n_markers]`, cells in [`read_10x_h5`]'s order), divided by the file's root
+/// attribute `protein_scaling_factor` (XOA's 10 when the attribute is absent); `None` when the
+/// file has no protein feature. Fails with the same [`DataError::Hdf5`] errors as
+/// [`read_10x_h5`].
+pub fn read_10x_h5_protein(path: &Path) -> Result<Option<super::ProteinMatrix>, DataError> {
+    use super::protein::{ScalingSource, PROTEIN_EXPRESSION, XOA_PROTEIN_SCALING_FACTOR};
+    let h5 = H5::open(path)?;
+    let types = h5.read_strings("matrix/features/feature_type")?;
+    if !types.iter().any(|t| t == PROTEIN_EXPRESSION) {
+        return Ok(None);
+    }
+    let (n_features, n_barcodes, _) = read_matrix_axes(&h5)?;
+    let names = h5.read_strings("matrix/features/name")?;
+    let barcodes = h5.read_strings("matrix/barcodes")?;
+    let factor = match h5.attrs("")?.get("protein_scaling_factor") {
+        None => None,
+        Some(v) => Some(match v {
+            hdf5_pure::AttrValue::F64(f) => *f,
+            hdf5_pure::AttrValue::F32(f) => f64::from(*f),
+            hdf5_pure::AttrValue::I64(i) => *i as f64,
+            hdf5_pure::AttrValue::I32(i) => f64::from(*i),
+            hdf5_pure::AttrValue::U32(i) => f64::from(*i),
+            hdf5_pure::AttrValue::U64(i) => *i as f64,
+            other => return Err(h5.err("@protein_scaling_factor", format!("attribute is {other:?}, expected a number"))),
+        }),
+    };
+    let (factor, source) = match factor {
+        Some(f) if f > 0.0 => (f as f32, ScalingSource::Hdf5Attribute),
+        Some(f) => return Err(h5.err("@protein_scaling_factor", format!("is {f}, expected a positive number"))),
+        None => (XOA_PROTEIN_SCALING_FACTOR, ScalingSource::XoaDefault),
+    };
+    let data = h5.read_f32("matrix/data")?;
+    let indptr = h5.read_i64("matrix/indptr")?;
+    let indices = h5.read_i64("matrix/indices")?;
+    let (offsets, rows) = check_compressed(&h5, "matrix", &indptr, &indices, data.len(), n_barcodes, n_features)?;
+    let entries = offsets
+        .windows(2)
+        .enumerate()
+        .flat_map(|(b, w)| (w[0]..w[1]).map(move |k| (b, k)))
+        .map(|(b, k)| (b, rows[k], data[k]));
+    Ok(super::ProteinMatrix::from_entries(&barcodes, &names, &types, entries, factor, source))
 }
 
 /// A 10x HDF5 cell-feature matrix opened for reading a block of cells at a time, for slides

@@ -35,6 +35,22 @@ pub struct XeniumManifest {
     pub raw: Value,
 }
 
+impl XeniumManifest {
+    /// The Xenium Onboard Analysis release of `analysis_sw_version` (e.g. `xenium-2.0.0.6-35-g…`
+    /// → `[2, 0, 0]`, `4.0` → `[4, 0, 0]`); `None` for text that names no release, such as the
+    /// `"R&D"` of some public bundles. Readers never depend on it: they recognise each layout
+    /// by what the files hold, so a bundle with an unparsable version reads like the latest.
+    pub fn analysis_version(&self) -> Option<[u32; 3]> {
+        let text = self.analysis_sw_version.as_deref()?.trim();
+        let text = text.strip_prefix("xenium-").or_else(|| text.strip_prefix("Xenium-")).unwrap_or(text);
+        let mut parts = text.split(|c: char| !c.is_ascii_digit());
+        let major: u32 = parts.next()?.parse().ok()?;
+        let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        Some([major, minor, patch])
+    }
+}
+
 /// Text of a string or number field (versions appear as both).
 fn text(v: &Value) -> Option<String> {
     match v {

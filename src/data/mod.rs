@@ -27,6 +27,10 @@ pub mod patches;
 pub mod reference;
 pub mod sparse;
 pub mod xenium;
+// Xenium's zarr outputs (a minimal Zarr v2 reader) and protein channels (XOA 4).
+pub mod protein;
+pub mod xenium_zarr;
+pub mod zarr;
 
 mod csv_util;
 #[cfg(feature = "native-io")]
@@ -61,6 +65,8 @@ pub use mex::{read_mex_dir, read_mex_dir_csr, write_mex_dir};
 #[cfg(feature = "native-io")]
 pub mod anndata;
 #[cfg(feature = "native-io")]
+pub mod anndata_zarr;
+#[cfg(feature = "native-io")]
 pub mod h5_10x;
 #[cfg(feature = "native-io")]
 mod hdf5;
@@ -69,9 +75,11 @@ pub mod predictions;
 #[cfg(feature = "native-io")]
 pub use anndata::{read_h5ad, AnnData, Categorical, Column, ColumnValues, Embedding, XMatrix};
 #[cfg(feature = "native-io")]
-pub use h5_10x::{read_10x_h5, write_10x_h5, TenxH5Cells};
+pub use h5_10x::{read_10x_h5, read_10x_h5_protein, write_10x_h5, TenxH5Cells};
 #[cfg(feature = "native-io")]
 pub use predictions::{write_predictions_csv, write_predictions_h5ad, Predictions};
+#[cfg(feature = "native-io")]
+pub use anndata_zarr::write_predictions_anndata_zarr;
 #[cfg(feature = "native-io")]
 pub mod xenium_explorer;
 #[cfg(feature = "native-io")]
@@ -93,6 +101,14 @@ pub use niches::{
     Niche, NicheGrid, NicheOptions, TissueRegion, DEFAULT_NICHE_TILE_PX, DEFAULT_REGION_NICHES,
 };
 pub use sparse::CsrCounts;
+pub use protein::{ProteinMatrix, ScalingSource, PROTEIN_EXPRESSION};
+pub use xenium_zarr::{
+    cell_id_string, read_cell_feature_matrix_zarr, read_cells_zarr, read_xenium_zarr_bytes, CELLS_ZARR,
+    CELL_FEATURE_MATRIX_ZARR,
+};
+#[cfg(feature = "native-io")]
+pub use xenium_zarr::{read_cell_feature_matrix_zarr_file, read_cells_zarr_file};
+pub use zarr::ZarrStore;
 pub use morphology::{
     choose_level, level_frame, max_projection, parse_ome_xml, LevelImage, MorphologyLayout,
     OmeMetadata, PyramidLevel, ReadStats, LEGACY_FOCUS_CHANNELS, MORPHOLOGY_EXPECTED,
@@ -115,7 +131,7 @@ pub use image::{downsample_to_png, read_tiff_gray16, write_png_8bit};
 #[cfg(feature = "native-io")]
 pub use reference::read_reference_csv;
 #[cfg(feature = "native-io")]
-pub use bundle::{read_transcripts, read_transcripts_csv};
+pub use bundle::{read_cells_table, read_transcripts, read_transcripts_csv};
 
 #[cfg(feature = "native-io")]
 use std::path::{Path, PathBuf};

@@ -50,7 +50,7 @@ impl Predictions {
     }
 
     /// Distinct class names, sorted, and the code of each cell into them.
-    fn categories(&self) -> (Vec<String>, Vec<i32>) {
+    pub(crate) fn categories(&self) -> (Vec<String>, Vec<i32>) {
         let mut classes: Vec<String> = self.predicted.clone();
         classes.sort();
         classes.dedup();

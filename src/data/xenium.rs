@@ -223,6 +223,61 @@ pub(crate) fn sort_permutation(names: &[String], numeric_if_possible: bool) -> V
     new_index
 }
 
+/// Cells and genes of a count table in the canonical order of every reader
+/// ([`sort_permutation`]: cells numeric when all ids are integers, genes alphabetical).
+pub(crate) struct CanonicalAxes {
+    /// Sorted cell ids.
+    pub(crate) cell_ids: Vec<String>,
+    /// Sorted kept gene names.
+    pub(crate) genes: Vec<String>,
+    /// `cell_row[i]`: row of input cell `i` in the table.
+    pub(crate) cell_row: Vec<usize>,
+    /// `gene_col[j]`: column of input feature `j`, `None` when dropped.
+    pub(crate) gene_col: Vec<Option<usize>>,
+}
+
+/// Sorts `cells` and the kept `features` into the canonical order; fails on a duplicate
+/// cell id or gene name with `dup_cell` / `dup_gene` (given the duplicated name).
+pub(crate) fn canonical_axes(
+    cells: &[String],
+    features: &[String],
+    keep: &[bool],
+    dup_cell: impl Fn(&str) -> DataError,
+    dup_gene: impl Fn(&str) -> DataError,
+) -> Result<CanonicalAxes, DataError> {
+    let kept: Vec<usize> = (0..features.len())
+        .filter(|&i| keep.get(i).copied().unwrap_or(false))
+        .collect();
+    let names: Vec<String> = kept.iter().map(|&i| features[i].clone()).collect();
+    let gene_new = sort_permutation(&names, false);
+    let mut genes = vec![String::new(); names.len()];
+    let mut gene_col = vec![None; features.len()];
+    for (k, &f) in kept.iter().enumerate() {
+        gene_col[f] = Some(gene_new[k]);
+        genes[gene_new[k]] = names[k].clone();
+    }
+    if let Some(w) = genes.windows(2).find(|w| w[0] == w[1]) {
+        return Err(dup_gene(&w[0]));
+    }
+    let cell_row = sort_permutation(cells, true);
+    let mut cell_ids = vec![String::new(); cells.len()];
+    for (k, id) in cells.iter().enumerate() {
+        cell_ids[cell_row[k]] = id.clone();
+    }
+    let mut seen = std::collections::HashSet::with_capacity(cell_ids.len());
+    for id in &cell_ids {
+        if !seen.insert(id.as_str()) {
+            return Err(dup_cell(id));
+        }
+    }
+    Ok(CanonicalAxes {
+        cell_ids,
+        genes,
+        cell_row,
+        gene_col,
+    })
+}
+
 /// Sorts `names` in place into the canonical order ([`sort_permutation`]); returns
 /// `new_index[old_index]`.
 fn sort_names(names: &mut Vec<String>, numeric_if_possible: bool) -> Vec<u32> {

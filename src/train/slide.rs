@@ -117,6 +117,11 @@ pub fn classify_slide(
     let matrix = match &bundle.matrix {
         MatrixSource::Hdf5(p) => SlideMatrix::H5(TenxH5Cells::open(p)?),
         MatrixSource::Mex(p) => SlideMatrix::Csr(data::read_mex_dir_csr(p)?),
+        MatrixSource::Zarr(p) => {
+            let t = data::read_cell_feature_matrix_zarr_file(p)?.0;
+            let counts = data::CsrCounts::from_dense(&t.counts, t.n_genes());
+            SlideMatrix::Csr(data::SparseCellMatrix { cell_ids: t.cell_ids, genes: t.genes, counts })
+        }
         MatrixSource::Transcripts(p) => {
             return Err(TrainError::Options(format!(
                 "{}: the bundle has no cell_feature_matrix.h5 or cell_feature_matrix/, only transcripts ({}); \
@@ -130,7 +135,7 @@ pub fn classify_slide(
     let n = matrix.n_cells();
     let centroids = match &bundle.cells {
         Some(p) => {
-            let cells = if data::parquet_by_content(p)? { data::read_cells_parquet(p)? } else { data::read_cells_csv(p)? };
+            let cells = data::read_cells_table(p)?;
             centroids_by_id(matrix.cell_ids(), &cells)?
         }
         None => vec![[f32::NAN; 2]; n],

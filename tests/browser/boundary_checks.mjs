@@ -58,7 +58,7 @@ export async function boundaryChecks(page, dataParam) {
       return bad;
     };
     const familyOf = (name) => name.startsWith("csr") ? ["classifyCsr"] : name.startsWith("load") ? ["load", "gpu"]
-      : name.startsWith("pair") ? ["pair"] : /^(mex|transcripts|cells)/.test(name) ? ["read"] : ["classify"];
+      : name.startsWith("pair") ? ["pair"] : /^(mex|transcripts|cells|zarr)/.test(name) ? ["read"] : ["classify"];
     await goodCalls(); // warm-up: the wasm memory reaches the size these calls need
     await goodCalls();
     const memoryBefore = memory();
@@ -99,6 +99,7 @@ export async function boundaryChecks(page, dataParam) {
       transcriptsUndefined: [() => m.readXeniumTranscripts(undefined), ["`bytes` is missing"]],
       transcriptsMinQvString: [() => m.readXeniumTranscripts(new TextEncoder().encode("cell_id\n"), "20"), ["minQv", "string"]],
       cellsIdsNull: [() => m.readXeniumCells(features, null), ["`cellIds` is missing"]],
+      zarrNotZip: [() => m.readXeniumZarr(new Uint8Array([80, 65, 82, 49])), ["cell_feature_matrix.zarr.zip", "not a zip"]],
     };
     const messages = {};
     const afterBad = {};

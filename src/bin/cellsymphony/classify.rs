@@ -36,6 +36,10 @@ pub(crate) struct ClassifyArgs {
     /// confidence; obsm['spatial']) readable by scanpy / anndata.
     #[arg(long)]
     pub(crate) h5ad: Option<PathBuf>,
+    /// Also write the predictions as an AnnData-zarr store (folder OUT.zarr; same obs / obsm as
+    /// --h5ad) for Vitessce, SpatialData or `anndata.read_zarr`.
+    #[arg(long, value_name = "OUT.zarr")]
+    pub(crate) anndata_zarr: Option<PathBuf>,
     /// Also write Xenium Explorer cell groups (Cell > Groups > Upload): `cell_id,group`, one
     /// group per predicted class, and beside it `<stem>_confident.csv` with cells below
     /// --xenium-explorer-min-confidence in a "low confidence (< t)" group.
@@ -155,6 +159,10 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
         data::write_predictions_h5ad(path, &predictions_table(&model, &crop, &c))?;
         println!("wrote {}", path.display());
     }
+    if let Some(path) = &a.anndata_zarr {
+        data::write_predictions_anndata_zarr(path, &predictions_table(&model, &crop, &c))?;
+        println!("wrote {}", path.display());
+    }
     if let Some(path) = &a.xenium_explorer {
         let written = data::write_xenium_explorer_groups(path, &predictions_table(&model, &crop, &c), a.xenium_explorer_min_confidence)?;
         println!("wrote Xenium Explorer cell groups {} and {}", written[0].display(), written[1].display());
@@ -190,7 +198,7 @@ fn cmd_classify_stream(a: &ClassifyArgs, model: &EngineModel) -> Result<Classifi
     let Some(bundle) = &a.data.bundle else {
         anyhow::bail!("--stream reads a Xenium output folder: pass --bundle DIR (with cell_feature_matrix.h5 or cell_feature_matrix/)");
     };
-    for (given, flag) in [(a.www.is_some(), "--www"), (a.h5ad.is_some(), "--h5ad"), (a.xenium_explorer.is_some(), "--xenium-explorer"), (a.patches_out.is_some(), "--patches-out"), (a.anndata.anndata.is_some(), "--anndata")] {
+    for (given, flag) in [(a.www.is_some(), "--www"), (a.h5ad.is_some(), "--h5ad"), (a.anndata_zarr.is_some(), "--anndata-zarr"), (a.xenium_explorer.is_some(), "--xenium-explorer"), (a.patches_out.is_some(), "--patches-out"), (a.anndata.anndata.is_some(), "--anndata")] {
         if given {
             anyhow::bail!("{flag} is not available with --stream (whole-slide output is the predictions CSV); run without --stream");
         }

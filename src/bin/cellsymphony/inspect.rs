@@ -34,6 +34,17 @@ pub(crate) fn cmd_inspect(a: InspectArgs) -> Result<()> {
             table.n_genes(),
             t.elapsed().as_secs_f64()
         );
+        match bundle.read_protein()? {
+            Some(p) => println!(
+                "  protein:     {} markers ({}), {} cells, stored values divided by {} ({:?})",
+                p.n_markers(),
+                p.markers.join(", "),
+                p.n_cells(),
+                p.scaling_factor,
+                p.scaling_source
+            ),
+            None => println!("  protein:     none (no \"Protein Expression\" features)"),
+        }
     }
     Ok(())
 }
