@@ -202,6 +202,29 @@ export declare function readXeniumTranscripts(bytes: Uint8Array, minQv?: number,
 /** Centroids (x, y µm) of `cellIds` from `cells.csv(.gz)` bytes: Float32Array [cells*2]. */
 export declare function readXeniumCells(bytes: Uint8Array, cellIds: readonly string[], name?: string): Promise<Float32Array>;
 
+/** Protein channels of an XOA ≥ 4 bundle ("Protein Expression" features), scaled back. */
+export interface XeniumProtein {
+  markers: string[];
+  /** [cells*markers] row-major, divided by the scaling factor. */
+  values: Float32Array;
+  scalingFactor: number;
+}
+
+/** Dense counts read from Xenium's zarr outputs, ready for `classify`. */
+export interface XeniumZarrTable extends XeniumTable {
+  /** [cells*genes] row-major. */
+  counts: Float32Array;
+  /** [cells*2] x, y µm, when `cells.zarr.zip` was given. */
+  centroidsUm?: Float32Array;
+  /** null unless the matrix holds "Protein Expression" features. */
+  protein: XeniumProtein | null;
+}
+
+/** Reads `cell_feature_matrix.zarr.zip` bytes (and optionally `cells.zarr.zip` for centroids).
+ * Rejects with a {@link CellSymphonyError} (code "input") naming the file, the zarr array or
+ * attribute, and what it holds. */
+export declare function readXeniumZarr(matrix: Uint8Array, cells?: Uint8Array): Promise<XeniumZarrTable>;
+
 /** Bytes of the wasm memory on this thread. */
 export declare function wasmMemoryBytes(): Promise<number>;
 /** Whether the SIMD128 build is used on this thread. */

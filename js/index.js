@@ -164,3 +164,5 @@ export const readXeniumMex = reader("readXeniumMex");
 export const readXeniumTranscripts = reader("readXeniumTranscripts");
 /** Cell centroids from `cells.csv(.gz)` bytes in the order of `cellIds` (see index.d.ts). */
 export const readXeniumCells = reader("readXeniumCells");
+/** Xenium zarr outputs (`cell_feature_matrix.zarr.zip`, optionally `cells.zarr.zip`) from their bytes (see index.d.ts). */
+export const readXeniumZarr = reader("readXeniumZarr");
