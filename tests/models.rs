@@ -435,6 +435,7 @@ fn two_epochs_then_resume_two_equals_four_straight() {
         warmup_fraction: 0.0,
         label_smoothing: 0.1,
         patience: Some(10),
+        min_steps: None,
     };
     let (train, val) = data.val();
     let split = LabelledSplit { labels: &data.labels, n_classes: 3, train: &train, val: &val, test: &data.test };
