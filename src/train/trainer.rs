@@ -839,20 +839,6 @@ mod tests {
     }
 
     #[test]
-    fn step_budget_sets_the_epochs() {
-        let c = TrainConfig { epochs: 40, batch_size: 64, min_steps: Some(3000), ..TrainConfig::paper() };
-        // 455 cells: 8 steps per epoch, ⌈3000 / 8⌉ = 375 epochs.
-        assert_eq!(c.budget_epochs(455), 375);
-        // 2,050 cells: 33 steps per epoch, ⌈3000 / 33⌉ = 91 epochs.
-        assert_eq!(c.budget_epochs(2050), 91);
-        // 200,000 cells: 3,125 steps per epoch already exceed the budget; `epochs` decides.
-        assert_eq!(c.budget_epochs(200_000), 40);
-        // No budget: `epochs`.
-        assert_eq!(TrainConfig { min_steps: None, ..c.clone() }.budget_epochs(455), 40);
-        assert_eq!(TrainConfig { min_steps: Some(0), ..c }.budget_epochs(455), 40);
-    }
-
-    #[test]
     fn class_weightings() {
         let labels = [0, 0, 0, 0, 1];
         assert_eq!(ClassWeighting::None.weights(&labels, 3), None);
