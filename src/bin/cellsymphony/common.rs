@@ -208,9 +208,11 @@ pub(crate) struct TrainingFlags {
     /// Dropout while training.
     #[arg(long, default_value_t = 0.1)]
     pub(crate) dropout: f64,
-    /// Add a linear ("wide") path beside the transformer: logits = head(encoder) + W·x on the
+    /// Linear ("wide") path beside the transformer: logits = head(encoder) + W·x on the
     /// normalised genes, zero-initialised (stored in the model file; every engine runs it).
-    #[arg(long)]
+    /// Default on (chosen on validation macro-F1, see README); `--linear-path false` trains the
+    /// transformer alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub(crate) linear_path: bool,
 }
 
