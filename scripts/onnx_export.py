@@ -156,6 +156,9 @@ def build(m: Model) -> onnx.ModelProto:
     a = g.layernorm(h, m, "final_norm", eps)
     pooled = g.op("ReduceMean", [a], "pool", axes=[1], keepdims=0)  # [cells, D]
     logits = g.linear(pooled, *m.linear("head"), "head")
+    if c.get("linear_path"):
+        # The linear ("wide") path on the model input, added to the head's logits.
+        logits = g.op("Add", [logits, g.linear("x", *m.linear("linear_path"), "linear_path")], "head_plus_linear_path")
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
 
     graph = helper.make_graph(

@@ -435,6 +435,7 @@ fn two_epochs_then_resume_two_equals_four_straight() {
         warmup_fraction: 0.0,
         label_smoothing: 0.1,
         patience: Some(10),
+        min_steps: None,
     };
     let (train, val) = data.val();
     let split = LabelledSplit { labels: &data.labels, n_classes: 3, train: &train, val: &val, test: &data.test };
@@ -581,6 +582,47 @@ fn two_epochs_then_resume_two_equals_four_straight() {
     .err()
     .expect("truncated");
     assert!(err.to_string().contains("file ends first"), "{err}");
+}
+
+/// The step budget: `budget_epochs = max(epochs, ⌈min_steps / ⌈n_train / batch⌉⌉)`, and the
+/// trainer runs exactly that many epochs (no early stopping here), its cosine reaching 0 at
+/// the budget's last step.
+#[test]
+fn the_step_budget_sets_the_epochs_the_trainer_runs() {
+    let c = TrainConfig { epochs: 40, batch_size: 64, min_steps: Some(3000), ..TrainConfig::paper() };
+    // 455 cells: 8 steps per epoch, ⌈3000 / 8⌉ = 375 epochs; 2,050 cells: 33 steps, 91 epochs.
+    assert_eq!(c.budget_epochs(455), 375);
+    assert_eq!(c.budget_epochs(2050), 91);
+    // 200,000 cells: 3,125 steps per epoch already exceed the budget; `epochs` decides.
+    assert_eq!(c.budget_epochs(200_000), 40);
+    assert_eq!(TrainConfig { min_steps: None, ..c.clone() }.budget_epochs(455), 40);
+    assert_eq!(TrainConfig { min_steps: Some(0), ..c }.budget_epochs(455), 40);
+
+    let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let data = planted(150);
+    let device = Default::default();
+    let cfg = options(Architecture::GeneOnly, G, 3, S, 1, 0.0);
+    let (train, val) = data.val();
+    let steps_per_epoch = train.len().div_ceil(32);
+    let config = TrainConfig {
+        learning_rate: 1e-3,
+        batch_size: 32,
+        epochs: 2,
+        seed: 3,
+        schedule: LrSchedule::Cosine,
+        min_steps: Some(4 * steps_per_epoch + 1),
+        ..TrainConfig::paper()
+    };
+    assert_eq!(config.budget_epochs(train.len()), 5);
+    let split = LabelledSplit { labels: &data.labels, n_classes: 3, train: &train, val: &val, test: &data.test };
+    let t = train_classifier::<AB>(&cfg, &config, &data.inputs(), &split, &names(), &CheckpointOptions::default(), &device, &mut NoProgress).unwrap();
+    assert_eq!(t.history.len(), 5, "a 2-epoch recipe with a {}-step budget runs 5 epochs", 4 * steps_per_epoch + 1);
+    // The cosine spans the budget's steps, not the recipe's 2 epochs.
+    let total = 5 * steps_per_epoch;
+    for h in &t.history {
+        assert_eq!(h.lr, config.lr_at(h.epoch * steps_per_epoch - 1, total), "epoch {}", h.epoch);
+    }
+    assert!(t.history[1].lr > 0.5 * config.learning_rate, "epoch 2 is mid-schedule: {}", t.history[1].lr);
 }
 
 /// The kept model is the best validation epoch's (first maximum), early stopping ends the run

@@ -6,7 +6,8 @@
 //!   approximation vs ONNX's exact `Erf` differ; measured ≤ 5.7e-7) and the same class on every
 //!   cell;
 //! - int8 file (exported dequantised): the same bound against our int8 CPU engine;
-//! - gene-only and spatial (centroid sinusoid features in the model input) models.
+//! - gene-only and spatial (centroid sinusoid features in the model input) models, and a
+//!   spatial model with the linear path.
 //!
 //! onnxruntime's own int8 copy (`quantize_dynamic`, the benchmark's ORT int8 arm) is a
 //! different quantisation (per-tensor, activations quantised per run): only its class
@@ -77,8 +78,9 @@ fn check(what: &str, model: EngineModel) {
     assert!(agree >= 0.8, "{what}: onnxruntime's int8 copy agrees with us on only {:.1} % of cells", agree * 100.0);
 }
 
-fn crop_model(arch: Architecture, seed: u64) -> EngineModel {
-    let config = ClassifierConfig::new(crop_cells().n_genes(), 10).for_architecture(arch, &TokenSources::default());
+fn crop_model(arch: Architecture, linear_path: bool, seed: u64) -> EngineModel {
+    let config = ClassifierConfig { linear_path, ..ClassifierConfig::new(crop_cells().n_genes(), 10) }
+        .for_architecture(arch, &TokenSources::default());
     EngineModel::random_for_tests(config, crop_cells().genes.clone(), names("c", 10), seed)
 }
 
@@ -87,8 +89,10 @@ fn onnx_export_matches_our_engine_on_the_crop() {
     if !python_or_skip("onnx_export_matches_our_engine_on_the_crop", "onnx, onnxruntime, safetensors, numpy", PY_HELP) {
         return;
     }
-    let gene_only = crop_model(Architecture::GeneOnly, 7);
+    let gene_only = crop_model(Architecture::GeneOnly, false, 7);
     check("gene-only fp32", gene_only.clone());
     check("gene-only int8", gene_only.quantize_int8());
-    check("spatial fp32", crop_model(Architecture::Spatial, 8));
+    check("spatial fp32", crop_model(Architecture::Spatial, false, 8));
+    // The linear path reads the whole model input (zero weights on the sinusoid columns).
+    check("spatial + linear path fp32", crop_model(Architecture::Spatial, true, 9));
 }

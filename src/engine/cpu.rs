@@ -177,6 +177,8 @@ pub struct CpuWeights {
     vit_patch_embedding: Option<PackedLinear>,
     vit_layers: Vec<PackedLayer>,
     head: PackedLinear,
+    /// The linear path `[C, n_inputs]`, added to the head's logits.
+    linear_path: Option<PackedLinear>,
 }
 
 #[derive(Clone, Debug)]
@@ -251,6 +253,7 @@ impl CpuWeights {
             vit_patch_embedding: w.morphology.as_ref().map(|m| pack(&m.patch_embedding)),
             vit_layers,
             head: pack(&w.head),
+            linear_path: w.linear_path.as_ref().map(pack),
         }
     }
 }
@@ -324,6 +327,7 @@ fn forward_block(
     let (t, d) = (c.n_tokens(), c.d_model);
     let eps = c.layer_norm_eps as f32;
     let rows = n * t;
+    let model_input = x;
     // The morphology ViT: its pooled centre tokens `[n, W]` are appended to each input row.
     let widened;
     let x = match (&c.morphology, &weights.morphology, &w.vit_patch_embedding, patches) {
@@ -372,7 +376,11 @@ fn forward_block(
         return Vec::new();
     }
     let pooled = mean_pool_reference(&a, n, t, d);
-    let logits = gemm(&pooled, n, &w.head, Activation::None, None);
+    let mut logits = gemm(&pooled, n, &w.head, Activation::None, None);
+    if let Some(lp) = &w.linear_path {
+        // The wide path on the model input `[n, n_inputs]`, accumulated onto the head's logits.
+        logits = gemm(model_input, n, lp, Activation::None, Some(&logits));
+    }
     stage(&|| "the classification head".into(), &logits);
     logits
 }

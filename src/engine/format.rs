@@ -18,6 +18,7 @@
 //! | `layers.{i}.ffn.fc2.weight`, `.bias` | `[D, F]`, `[D]` |
 //! | `final_norm.gamma`, `.beta` | `[D]` |
 //! | `head.weight`, `head.bias` | `[C, D]`, `[C]` |
+//! | `linear_path.weight`, `.bias` | `[C, n_inputs]`, `[C]` (only with `config.linear_path`: added to the head's logits) |
 //!
 //! Here `T = n_tokens()` (gene tokens, then a morphology token, then a centroid token, as the
 //! config has them) and the token matmul reads `n_embedding_inputs()` values per cell: the
@@ -305,6 +306,9 @@ pub struct ClassifierWeights {
     pub final_norm: LayerNormWeights,
     /// Classifier `D → C`.
     pub head: Linear,
+    /// The linear ("wide") path `[C, n_inputs]` on the model input, added to the head's
+    /// logits (`config.linear_path` only).
+    pub linear_path: Option<Linear>,
 }
 
 /// The morphology ViT (see [`MorphologyTokenConfig`]): with `P = p² + grid²`, `W = width`,
@@ -407,6 +411,9 @@ fn for_each_param(c: &ClassifierConfig, f: &mut dyn FnMut(ParamSpec)) {
     f(vector("final_norm.gamma".into(), vec![d]));
     f(vector("final_norm.beta".into(), vec![d]));
     f(linear("head".into(), c.n_classes, d));
+    if c.linear_path {
+        f(linear("linear_path".into(), c.n_classes, c.n_inputs()));
+    }
 }
 
 /// The parameters of one encoder layer of width `d` and feed-forward width `ff`.
@@ -470,6 +477,7 @@ impl ClassifierWeights {
             ParamRef::Vector(&self.final_norm.beta),
         ]);
         v.push(ParamRef::Linear(&self.head));
+        v.extend(self.linear_path.as_ref().map(ParamRef::Linear));
         v
     }
 
@@ -486,6 +494,7 @@ impl ClassifierWeights {
             v.extend(l.linears_mut());
         }
         v.push(&mut self.head);
+        v.extend(self.linear_path.as_mut());
         v
     }
 }
@@ -700,6 +709,7 @@ impl EngineModel {
         };
         present("an attention bias", self.weights.attention_bias.is_some(), c.attention_bias)?;
         present("a morphology ViT", self.weights.morphology.is_some(), c.morphology.is_some())?;
+        present("a linear path", self.weights.linear_path.is_some(), c.linear_path)?;
         if let (Some(m), Some(mc)) = (&self.weights.morphology, &c.morphology) {
             if m.layers.len() != mc.n_layers {
                 return Err(ModelFileError::Inconsistent {
@@ -799,6 +809,11 @@ impl EngineModel {
             .collect::<Result<Vec<_>, _>>()?;
         let final_norm = r.layer_norm("final_norm", d)?;
         let head = r.linear("head", c.n_classes, d, quant)?;
+        let linear_path = if c.linear_path {
+            Some(r.linear("linear_path", c.n_classes, c.n_inputs(), quant)?)
+        } else {
+            None
+        };
 
         let mut names = r.st.names();
         names.sort_unstable();
@@ -816,6 +831,7 @@ impl EngineModel {
             layers,
             final_norm,
             head,
+            linear_path,
         };
         Self::new(meta, weights)
     }
@@ -961,6 +977,7 @@ impl EngineModel {
         let layers = (0..c.n_layers).map(|_| random_layer(&mut rng, d, ff)).collect();
         let final_norm = random_norm(&mut rng, d);
         let head = random_linear(&mut rng, c.n_classes, d);
+        let linear_path = c.linear_path.then(|| random_linear(&mut rng, c.n_classes, c.n_inputs()));
         let weights = ClassifierWeights {
             gene_embedding,
             token_type,
@@ -969,6 +986,7 @@ impl EngineModel {
             layers,
             final_norm,
             head,
+            linear_path,
         };
         EngineModel::new(meta, weights)
             .expect("random_for_tests: genes/classes must match the config")

@@ -93,6 +93,9 @@ pub struct GpuClassifier {
     layers: Vec<GpuEncoderLayer>,
     final_norm: GpuLayerNorm,
     head: GpuLinear,
+    /// The linear path, zero-padded to the model-input row width `n_embedding_inputs`, added
+    /// onto the head's logits.
+    linear_path: Option<GpuLinear>,
     /// The encoder's attention bias `[H, T, T]` (zeros when the model has none).
     attention_bias: wgpu::Buffer,
     vit: Option<GpuVit>,
@@ -257,6 +260,10 @@ impl GpuClassifier {
         }
         let final_norm = upload_norm(gpu, &w.final_norm, "final_norm")?;
         let head = GpuLinear::upload(gpu, &w.head, "head")?;
+        let linear_path = match &w.linear_path {
+            Some(lp) => Some(GpuLinear::upload(gpu, &lp.zero_padded_inputs(c.n_embedding_inputs()), "linear_path")?),
+            None => None,
+        };
         let t = c.n_tokens();
         let attention_bias = match &w.attention_bias {
             Some(b) => gpu.storage_init("attention bias", bytemuck::cast_slice(b))?,
@@ -302,6 +309,7 @@ impl GpuClassifier {
             layers,
             final_norm,
             head,
+            linear_path,
             attention_bias,
             vit,
             int8_activations: false,
@@ -588,6 +596,10 @@ impl GpuClassifier {
         plan.push(layernorm_dispatch(ctx, &b.h, rows, &self.final_norm, &b.a, eps)?);
         plan.push(mean_pool_dispatch(ctx, &b.a, &b.pooled, cells, t, d)?);
         plan.push(matmul_dispatch(ctx, &b.pooled, cells, &self.head, &io.logits, none, false)?);
+        if let Some(lp) = &self.linear_path {
+            // The wide path on the model input rows, accumulated onto the logits.
+            plan.push(matmul_dispatch(ctx, &io.x, cells, lp, &io.logits, none, true)?);
+        }
         Ok(plan)
     }
 }

@@ -167,6 +167,13 @@ pub struct ClassifierConfig {
     /// `format_version` 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gene_token_panel: Option<GeneTokenPanel>,
+    /// A linear ("wide") path beside the transformer: logits = head(encoder) + `linear_path`
+    /// · x, where x is the model input `[n_inputs]` (normalised, standardised genes; a
+    /// centroid model's sinusoid columns get zero weights), weight `[C, n_inputs]`,
+    /// zero-initialised so training starts from the transformer alone. Reads counts (not
+    /// `gene_embedding_dim`). Absent in older model files: no linear path.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub linear_path: bool,
 }
 
 /// Most gene tokens a model may have (keeps attention and the GPU's workgroup counts in
@@ -344,6 +351,7 @@ impl Default for ClassifierConfig {
             gene_embedding_dim: None,
             morph_embedding_dim: None,
             gene_token_panel: None,
+            linear_path: false,
         }
     }
 }
@@ -560,6 +568,13 @@ impl ClassifierConfig {
             }
         }
         self.kind()?;
+        if self.linear_path && self.gene_embedding_dim.is_some() {
+            return Err(ModelFileError::InvalidConfig {
+                reason: "config.linear_path reads the normalised genes but the model reads a \
+                         precomputed gene embedding (gene_embedding_dim); drop one of them"
+                    .into(),
+            });
+        }
         if let Some(p) = &self.gene_token_panel {
             self.validate_gene_token_panel(p)?;
         }

@@ -12,6 +12,7 @@
 //! | `spatial` ([`SpatialEncoder`]) | `spatial` | 1 |
 //! | `modality` `[modalities, d_model]` | any token besides genes | added per modality |
 //! | `relative_bias` `[buckets, heads]` | `attention_bias` | added to every layer's scores |
+//! | `linear_path` `[genes → classes]` | `linear_path` | none: its logits are added to the head's |
 //!
 //! Token order is genes, morphology, centroid — the engines' order. The gene-only
 //! architecture has no modality table, so it computes exactly the paper's unimodal model.
@@ -268,6 +269,9 @@ pub struct Classifier<B: Backend> {
     pub relative_bias: Option<Param<Tensor<B, 2>>>,
     /// Encoder + pool + head.
     pub core: PooledHead<B>,
+    /// The linear ("wide") path `[genes → classes]` on the normalised genes, added to the
+    /// head's logits (`spec.linear_path`; zero-initialised).
+    pub linear_path: Option<Linear<B>>,
     /// The architecture spec the module was built from (not a parameter).
     pub spec: ClassifierConfig,
 }
@@ -327,6 +331,11 @@ impl ClassifierOptions {
             modality,
             relative_bias,
             core: PooledHead::init(spec, self.dropout, device),
+            linear_path: spec.linear_path.then(|| {
+                LinearConfig::new(spec.n_genes, spec.n_classes)
+                    .with_initializer(burn::nn::Initializer::Zeros)
+                    .init(device)
+            }),
             spec: spec.clone(),
         })
     }
@@ -386,6 +395,10 @@ impl<B: Backend> Classifier<B> {
             let [b, n, _] = tokens.dims();
             bias.unsqueeze_dim::<4>(0).expand([b, self.spec.n_heads, n, n])
         });
-        self.core.forward(tokens, bias)
+        let logits = self.core.forward(tokens, bias);
+        match &self.linear_path {
+            Some(wide) => logits + wide.forward(batch.genes.clone().expect("model needs `genes`")),
+            None => logits,
+        }
     }
 }

@@ -241,6 +241,7 @@ pub fn to_engine_model<B: Backend>(
         layers: model.core.encoder.layers.iter().map(layer_out).collect(),
         final_norm: norm_out(&model.core.encoder.final_norm),
         head: linear_out(&model.core.head),
+        linear_path: linear_path_out(model),
     };
     EngineModel::new(meta, weights)
 }
@@ -262,8 +263,42 @@ fn gene_token_model_out<B: Backend>(
         layers: model.core.encoder.layers.iter().map(layer_out).collect(),
         final_norm: norm_out(&model.core.encoder.final_norm),
         head: linear_out(&model.core.head),
+        linear_path: linear_path_out(model),
     };
     EngineModel::new(meta, weights)
+}
+
+/// The engine form of the linear path: burn's `[G → C]` as `[C, n_inputs]`, zero weights on
+/// a centroid model's sinusoid columns.
+fn linear_path_out<B: Backend>(model: &Classifier<B>) -> Option<LinearW> {
+    model.linear_path.as_ref().map(|l| linear_out(l).zero_padded_inputs(model.spec.n_inputs()))
+}
+
+/// Loads the file's linear path `[C, n_inputs]` into burn's `[G → C]`; errors if a column past
+/// the genes is non-zero (the exporter writes zeros there).
+fn linear_path_in<B: Backend>(
+    m: &mut Classifier<B>,
+    w: &ClassifierWeights,
+    c: &crate::engine::ClassifierConfig,
+    device: &B::Device,
+) -> Result<(), ModelFileError> {
+    let (Some(target), Some(lp)) = (m.linear_path.as_mut(), &w.linear_path) else {
+        return Ok(());
+    };
+    let (n_in, g) = (c.n_inputs(), c.n_genes);
+    let dense = lp.weight_f32();
+    if let Some(k) = (0..dense.len()).find(|&k| k % n_in >= g && dense[k] != 0.0) {
+        return Err(ModelFileError::Inconsistent {
+            reason: format!(
+                "linear_path.weight[{}, {}] is non-zero past the {g} genes; only files written by \
+                 cellsymphony's exporter load into burn",
+                k / n_in,
+                k % n_in
+            ),
+        });
+    }
+    linear_in(target, &block(&dense, n_in, 0..c.n_classes, 0..g, &lp.bias), device);
+    Ok(())
 }
 
 /// Rows `rows` and columns `cols` of a dense `[out, n_in]` weight as a linear layer.
@@ -307,6 +342,7 @@ pub fn from_engine_model<B: Backend>(
         }
         norm_in(&mut m.core.encoder.final_norm, &w.final_norm, device);
         linear_in(&mut m.core.head, &w.head, device);
+        linear_path_in(&mut m, w, &c, device)?;
         return Ok(m);
     }
     let cols = InputColumns::of(&c);
@@ -371,6 +407,7 @@ pub fn from_engine_model<B: Backend>(
     }
     norm_in(&mut m.core.encoder.final_norm, &w.final_norm, device);
     linear_in(&mut m.core.head, &w.head, device);
+    linear_path_in(&mut m, w, &c, device)?;
     Ok(m)
 }
 

@@ -61,6 +61,25 @@ impl Linear {
         }
     }
 
+    /// A copy whose input is widened to `in_dim` columns (`>= self.in_dim`), the new columns
+    /// weighted 0 (int8: q = 0, same scales), e.g. to read a prefix of wider input rows.
+    pub fn zero_padded_inputs(&self, in_dim: usize) -> Linear {
+        fn pad<T: Copy>(w: &[T], rows: usize, from: usize, to: usize, zero: T) -> Vec<T> {
+            let mut out = vec![zero; rows * to];
+            for r in 0..rows {
+                out[r * to..r * to + from].copy_from_slice(&w[r * from..(r + 1) * from]);
+            }
+            out
+        }
+        let (rows, from) = (self.out_dim, self.in_dim);
+        let to = in_dim.max(from);
+        let weight = match &self.weight {
+            LinearWeight::F32(w) => LinearWeight::F32(pad(w, rows, from, to, 0.0)),
+            LinearWeight::Int8 { q, scale } => LinearWeight::Int8 { q: pad(q, rows, from, to, 0), scale: scale.clone() },
+        };
+        Linear { in_dim: to, weight, ..self.clone() }
+    }
+
     /// Stacks the output rows of layers with the same `in_dim` and weight kind, e.g. q, k, v
     /// into one `[3D, D]` layer. Returns `None` if the parts disagree or `parts` is empty.
     /// Exact for int8 because scales are per output row.

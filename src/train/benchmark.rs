@@ -879,13 +879,13 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     };
                     let t = Instant::now();
                     let (config, trials) = if opts.tune {
-                        let mut trial_progress = |c: &TrainConfig| make_progress(&label(c.epochs, true));
+                        let mut trial_progress = |c: &TrainConfig| make_progress(&label(c.budget_epochs(fold.train.len()), true));
                         tune_config::<B>(&options, config, &shared.inputs, shared.labels, n_classes, fold, &crop.class_names, device, &mut trial_progress)?
                     } else {
                         (config.clone(), Vec::new())
                     };
                     let tune_seconds = t.elapsed().as_secs_f64();
-                    let mut progress = make_progress(&label(config.epochs, false));
+                    let mut progress = make_progress(&label(config.budget_epochs(fold.train.len()), false));
                     let (trained, seconds) = train_one::<B>(kind, &options, &config, fold, &rel, &shared, device, progress.as_mut(), primary)?;
                     if primary {
                         files.push(opts.out.join(&rel).join("model.safetensors"));
@@ -1054,15 +1054,18 @@ fn summary_markdown(
     }
     for (name, c) in &opts.recipes {
         md += &format!(
-            "Recipe **{name}**: AdamW peak lr {}, {} schedule, warmup {} of the steps, batch {}, weight decay {}, up to {} epochs, patience {}, class weights {}, label smoothing {}.{}\n\n",
+            "Recipe **{name}**: AdamW peak lr {}, {} schedule, warmup {} of the steps, batch {}, weight decay {}, up to {} epochs{}, patience {}, class weights {}, label smoothing {}.{}\n\n",
             c.learning_rate, match c.schedule { super::LrSchedule::Constant => "constant", super::LrSchedule::Cosine => "cosine" }, c.warmup_fraction,
-            c.batch_size, c.weight_decay, c.epochs, c.patience.map_or("none".to_string(), |p| p.to_string()), c.class_weighting, c.label_smoothing,
+            c.batch_size, c.weight_decay, c.epochs,
+            c.min_steps.map_or(String::new(), |m| format!(" or at least {m} optimisation steps (epochs = max({}, ⌈{m} / steps per epoch⌉))", c.epochs)),
+            c.patience.map_or("none".to_string(), |p| p.to_string()), c.class_weighting, c.label_smoothing,
             if opts.tune { " `--tune`: learning rate × class weighting × label smoothing searched on each fold's validation cells (short runs), then the chosen settings trained." } else { "" }
         );
     }
     md += &format!(
-        "Encoder: {} layers, d_model {}, {} heads, d_ff {}, {} gene tokens, dropout {}.\n\n",
-        opts.architecture.n_layers, opts.architecture.d_model, opts.architecture.n_heads, opts.architecture.d_ff, opts.architecture.gene_tokens, opts.dropout
+        "Encoder: {} layers, d_model {}, {} heads, d_ff {}, {} gene tokens, dropout {}{}.\n\n",
+        opts.architecture.n_layers, opts.architecture.d_model, opts.architecture.n_heads, opts.architecture.d_ff, opts.architecture.gene_tokens, opts.dropout,
+        if opts.architecture.linear_path { "; plus a linear path (logits = head + W·x on the normalised genes, W zero-initialised)" } else { "" }
     );
     if opts.h5ad.is_none() && opts.models.iter().any(|m| m.has_morphology()) {
         let m = &opts.sources.morphology;

@@ -128,6 +128,11 @@ pub struct TrainConfig {
     /// validation set; `None` trains every epoch).
     #[serde(default)]
     pub patience: Option<usize>,
+    /// Step budget: train at least this many optimisation steps, i.e. for
+    /// [`budget_epochs`](Self::budget_epochs) `= max(epochs, ⌈min_steps / steps per epoch⌉)`
+    /// epochs (early stopping still ends the run); `None`: `epochs` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_steps: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -150,7 +155,16 @@ impl TrainConfig {
             warmup_fraction: 0.0,
             label_smoothing: 0.0,
             patience: None,
+            min_steps: None,
         }
+    }
+
+    /// Epochs a run over `n_train` training cells gets: `max(epochs, ⌈min_steps /
+    /// steps_per_epoch⌉)` with `steps_per_epoch = ⌈n_train / batch_size⌉` (at least 1), so a
+    /// small set still trains `min_steps` steps and a large one at least `epochs` passes.
+    pub fn budget_epochs(&self, n_train: usize) -> usize {
+        let steps_per_epoch = n_train.div_ceil(self.batch_size.max(1)).max(1);
+        self.epochs.max(self.min_steps.map_or(0, |s| s.div_ceil(steps_per_epoch)))
     }
 
     /// Learning rate of optimisation step `step` (0-based) of a run of `total_steps`: linear
@@ -210,6 +224,7 @@ impl Recipe {
                 warmup_fraction: 0.05,
                 label_smoothing: 0.1,
                 patience: Some(10),
+                min_steps: None,
             },
         }
     }
@@ -608,6 +623,8 @@ pub fn train_classifier<B: AutodiffBackend>(
 ) -> Result<TrainedClassifier<Classifier<B>>, TrainError> {
     let model_spec = serde_json::to_value(options).map_err(|e| TrainError::Options(e.to_string()))?;
     split.check_disjoint()?;
+    // The step budget fixes the run's epochs (and so the schedule) from the training cells.
+    let config = &TrainConfig { epochs: config.budget_epochs(split.train.len()), ..config.clone() };
     if !(0.0..1.0).contains(&config.label_smoothing) {
         return Err(TrainError::Options(format!(
             "label smoothing {} is outside [0, 1); use e.g. 0.1",

@@ -41,6 +41,7 @@ pub fn tune_grid(base: &TrainConfig) -> Vec<TrainConfig> {
     let short = TrainConfig {
         epochs: (base.epochs / 2).max(5),
         patience: Some(base.patience.unwrap_or(5).min(5)),
+        min_steps: base.min_steps.map(|s| s / 2),
         ..base.clone()
     };
     let other_weighting = if base.class_weighting == ClassWeighting::None {

@@ -164,6 +164,10 @@ pub(crate) struct TrainingFlags {
     /// paper: never).
     #[arg(long)]
     pub(crate) patience: Option<usize>,
+    /// Step budget: train max(--epochs, ⌈N / steps per epoch⌉) epochs, so small sets get at
+    /// least N optimisation steps (early stopping still applies; 0 = none; recipe default: none).
+    #[arg(long)]
+    pub(crate) min_steps: Option<usize>,
     /// Share of the training cells carved off (stratified; spatially blocked for spatial
     /// splits) as the validation set that picks the kept epoch. 0 = keep the last epoch.
     #[arg(long, default_value_t = 0.15)]
@@ -204,6 +208,11 @@ pub(crate) struct TrainingFlags {
     /// Dropout while training.
     #[arg(long, default_value_t = 0.1)]
     pub(crate) dropout: f64,
+    /// Add a linear ("wide") path beside the transformer: logits = head(encoder) + W·x on the
+    /// normalised genes, zero-initialised (stored in the model file; every engine runs it).
+    /// Off by default (it did not win validation macro-F1 on every set; see README).
+    #[arg(long)]
+    pub(crate) linear_path: bool,
 }
 
 impl TrainingFlags {
@@ -225,6 +234,7 @@ impl TrainingFlags {
         if let Some(v) = self.class_weights { c.class_weighting = v; }
         if self.no_class_weights { c.class_weighting = ClassWeighting::None; }
         if let Some(p) = self.patience { c.patience = (p > 0).then_some(p); }
+        if let Some(m) = self.min_steps { c.min_steps = (m > 0).then_some(m); }
         if self.val_fraction <= 0.0 { c.patience = None; }
         c
     }
@@ -245,6 +255,7 @@ impl TrainingFlags {
             d_ff: self.d_ff,
             n_layers: self.layers,
             gene_tokens: self.gene_tokens,
+            linear_path: self.linear_path,
             ..ClassifierConfig::default()
         }
     }

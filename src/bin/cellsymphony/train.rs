@@ -164,7 +164,7 @@ pub(crate) fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) ->
     let bar = ProgressBar::new(1).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}").expect("valid template"),
     );
-    let mut progress = BarProgress { bar, epochs: config.epochs };
+    let mut progress = BarProgress { bar, epochs: config.budget_epochs(train_idx.len()) };
     let started = Instant::now();
     let trained = train::train_classifier::<B>(&options, &config, &inputs, &split, &crop.class_names, &checkpoint, device, &mut progress)?;
     progress.bar.finish_and_clear();
