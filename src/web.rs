@@ -762,6 +762,18 @@ fn string_array(names: &[String]) -> js_sys::Array {
 }
 
 /// Flattens `[x, y]` pairs into `[cells*2]`.
+/// `{cellIds, genes, nCells, nGenes, counts}` of a dense table, `counts` `[cells*genes]`
+/// row-major (the part `readXeniumTranscripts` and `readXeniumZarr` share).
+fn dense_table_object(cell_ids: &[String], genes: &[String], counts: &[f32]) -> Result<Object, JsError> {
+    let out = Object::new();
+    set(&out, "cellIds", &string_array(cell_ids).into())?;
+    set(&out, "genes", &string_array(genes).into())?;
+    set(&out, "nCells", &JsValue::from_f64(cell_ids.len() as f64))?;
+    set(&out, "nGenes", &JsValue::from_f64(genes.len() as f64))?;
+    set(&out, "counts", &Float32Array::from(counts).into())?;
+    Ok(out)
+}
+
 fn flat_xy(points: impl Iterator<Item = [f32; 2]>) -> Float32Array {
     let flat: Vec<f32> = points.flat_map(|p| p).collect();
     Float32Array::from(flat.as_slice())
@@ -849,12 +861,7 @@ pub fn read_xenium_transcripts(
         }
     }
     let table = data::read_transcripts_table_bytes(&name, &bytes.to_vec(), &opts).map_err(|e| JsError::new(&e.to_string()))?;
-    let out = Object::new();
-    set(&out, "cellIds", &string_array(&table.cell_ids).into())?;
-    set(&out, "genes", &string_array(&table.genes).into())?;
-    set(&out, "nCells", &JsValue::from_f64(table.n_cells() as f64))?;
-    set(&out, "nGenes", &JsValue::from_f64(table.n_genes() as f64))?;
-    set(&out, "counts", &Float32Array::from(table.counts.as_slice()).into())?;
+    let out = dense_table_object(&table.cell_ids, &table.genes, &table.counts)?;
     set(&out, "centroidsUm", &flat_xy(table.centroids_um.iter().copied()).into())?;
     let nucleus = table.nucleus_centroids_um.iter().map(|c| c.unwrap_or([f32::NAN; 2]));
     set(&out, "nucleusCentroidsUm", &flat_xy(nucleus).into())?;
@@ -904,12 +911,7 @@ pub fn read_xenium_zarr(
         cells.as_deref().map(|c| (data::CELLS_ZARR, c)),
     )
     .map_err(|e| JsError::new(&e.to_string()))?;
-    let out = Object::new();
-    set(&out, "cellIds", &string_array(&table.cell_ids).into())?;
-    set(&out, "genes", &string_array(&table.genes).into())?;
-    set(&out, "nCells", &JsValue::from_f64(table.n_cells() as f64))?;
-    set(&out, "nGenes", &JsValue::from_f64(table.n_genes() as f64))?;
-    set(&out, "counts", &Float32Array::from(table.counts.as_slice()).into())?;
+    let out = dense_table_object(&table.cell_ids, &table.genes, &table.counts)?;
     if cells.is_some() {
         set(&out, "centroidsUm", &flat_xy(table.centroids_um.iter().copied()).into())?;
     }
