@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The npm package's hand-written part, over the two wasm-bindgen builds scripts/build_wasm.sh
 # left in pkg/: copies js/ (main entry index.js, worker entry client.js + worker.js, shared
-# chunking, device choice and errors, the one wasm import wasm.js), checks the builds' APIs
-# against wasm.js, writes package.json (exports "." and "./worker") and logs each file's gzip size.
+# chunking, device choice and errors, the one wasm import wasm.js; the deck.gl entry deck.js),
+# checks the builds' APIs against wasm.js, writes package.json (exports ".", "./worker" and
+# "./deck"; deck.gl an optional peer dependency) and logs each file's gzip size.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CELLSYMPHONY_ROOT"
@@ -35,7 +36,7 @@ JS
   echo '/** The wasm-bindgen init function (also the default export). */'
   echo 'export const init: typeof __wbg_init;'; } > pkg/cellsymphony.d.ts
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-files=(index.js index.d.ts client.js client.d.ts worker.js chunked.js device.js errors.js wasm.js
+files=(index.js index.d.ts client.js client.d.ts worker.js chunked.js device.js errors.js wasm.js deck.js deck.d.ts
   cellsymphony_simd.js cellsymphony_simd_bg.wasm cellsymphony_scalar.js cellsymphony_scalar_bg.wasm)
 for f in "${files[@]}"; do [ -f "pkg/$f" ] || die "pkg/$f is missing"; done
 for f in js/*.js; do
@@ -56,10 +57,13 @@ cat > pkg/package.json <<JSON
     ".": { "types": "./index.d.ts", "default": "./index.js" },
     "./worker": { "types": "./client.d.ts", "default": "./client.js" },
     "./worker.js": "./worker.js",
+    "./deck": { "types": "./deck.d.ts", "default": "./deck.js" },
     "./package.json": "./package.json"
   },
   "files": [$list],
-  "sideEffects": ["./worker.js"]
+  "sideEffects": ["./worker.js"],
+  "peerDependencies": { "@deck.gl/core": "^9.0.0", "@deck.gl/layers": "^9.0.0" },
+  "peerDependenciesMeta": { "@deck.gl/core": { "optional": true }, "@deck.gl/layers": { "optional": true } }
 }
 JSON
 for f in "${files[@]}"; do
