@@ -58,7 +58,8 @@ cp "$out/genetok/gene_only_tokens/engine/model.int8.safetensors" "$out/www-data/
   || { cat "$out/align.log"; die "alignment for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.
 CELLSYMPHONY_REQUIRE_MODELS=1 CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"
-# The npm package as a JS developer installs it: npm pack → a Vite + TypeScript app (tsc, vite
-# build) → its build classifies the crop and pairs cells in headless Chromium.
-CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" bash scripts/test_vite_app.sh "$out/www-data"
+# The npm package as a JS developer installs it: npm pack → Vite + TypeScript apps (tsc, vite
+# build) → their builds classify the crop and pair cells in headless Chromium, and the deck.gl
+# app draws CellSymphonyLayer over the DAPI image (pixels and picking checked; screenshot).
+CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" bash scripts/test_vite_app.sh "$out/www-data" "$out/deckgl_app.png"
 log "all tests passed in $(( $(date +%s) - t0 )) s"
