@@ -6,10 +6,9 @@
 //   node tests/browser/deckgl_app.mjs --dist <app>/dist --data out/test/www-data [--screenshot out/test/deckgl_app.png]
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { launchChromium, serveStatic } from "./launch.mjs";
+import { launchChromium, parseArgs, runPage, serveStatic } from "./launch.mjs";
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) =>
-  a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc, []));
+const args = parseArgs();
 const bundle = JSON.parse(readFileSync(resolve(args.data, "cells.json"), "utf8"));
 const timeoutMs = Number(args.timeout || 120000);
 const fail = (msg) => { throw new Error(msg); };
@@ -52,15 +51,8 @@ const server = await serveStatic(resolve(args.dist), "index.html");
 let browser;
 try {
   browser = await launchChromium();
-  const page = await browser.newPage({ viewport: { width: 1280, height: 760 } });
-  const lines = [];
-  page.on("console", (m) => lines.push(`[${m.type()}] ${m.text()}`));
-  page.on("pageerror", (e) => lines.push(`[pageerror] ${e.message}`));
-  const t0 = Date.now();
-  await page.goto(`${server.base}index.html?data=data/`);
-  await page.waitForSelector("body[data-status=done], body[data-status=error]", { timeout: timeoutMs });
-  const r = await page.evaluate(() => window.__app);
-  if (r.error) fail(`the app failed: ${r.error}\n${lines.join("\n")}`);
+  const { page, result: r, ms } = await runPage(browser, `${server.base}index.html?data=data/`,
+    { global: "__app", timeoutMs, viewport: { width: 1280, height: 760 } });
   const gl = await page.evaluate(() => {
     const c = document.querySelector("#deck canvas");
     const ctx = c?.getContext("webgl2");
@@ -69,7 +61,7 @@ try {
   });
   console.log(`deck.gl app: ${r.nCells} cells on ${r.device}, ${r.pairs.control} Epithelial → ${r.pairs.target} Malignant pairs ` +
     `(converged ${r.pairs.converged}); ` +
-    `load + classify ${r.ms.classify.toFixed(0)} ms, pair ${r.ms.pair.toFixed(0)} ms, first frame ${r.ms.firstFrame.toFixed(0)} ms, page done in ${Date.now() - t0} ms; ${gl}`);
+    `load + classify ${r.ms.classify.toFixed(0)} ms, pair ${r.ms.pair.toFixed(0)} ms, first frame ${r.ms.firstFrame.toFixed(0)} ms, page done in ${ms} ms; ${gl}`);
   if (r.nCells !== bundle.n_cells) fail(`the app drew ${r.nCells} cells, the bundle has ${bundle.n_cells}`);
   const diff = r.classes.filter((c, i) => c !== bundle.native_predictions[i]).length;
   if (diff > 0) fail(`${diff} of ${r.nCells} classes differ from the native CPU engine's`);

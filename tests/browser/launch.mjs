@@ -50,3 +50,24 @@ export async function serveStatic(dir, probePath) {
   close();
   throw new Error(`static server for ${dir} did not start`);
 }
+
+/** `--name value` pairs of the command line as an object. */
+export function parseArgs(argv = process.argv.slice(2)) {
+  return Object.fromEntries(argv.reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
+}
+
+/** Opens `url` in a new page of `browser` and waits (up to `timeoutMs`) for the page to set
+ * `body[data-status]` to "done" or "error". Returns `{page, result, lines, ms}`: `result` is
+ * `window[global]` (an Error is thrown when it has an `error`), `lines` the console so far. */
+export async function runPage(browser, url, { global, timeoutMs, viewport }) {
+  const page = await browser.newPage(viewport ? { viewport } : {});
+  const lines = [];
+  page.on("console", (m) => lines.push(`[${m.type()}] ${m.text()}`));
+  page.on("pageerror", (e) => lines.push(`[pageerror] ${e.message}`));
+  const t0 = Date.now();
+  await page.goto(url);
+  await page.waitForSelector("body[data-status=done], body[data-status=error]", { timeout: timeoutMs });
+  const result = await page.evaluate((g) => window[g], global);
+  if (!result || result.error) throw new Error(`the app failed: ${result?.error}\n${lines.join("\n")}`);
+  return { page, result, lines, ms: Date.now() - t0 };
+}

@@ -5,10 +5,9 @@
 //   node tests/browser/vite_app.mjs --dist <app>/dist --data out/test/www-data
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { launchChromium, serveStatic } from "./launch.mjs";
+import { launchChromium, parseArgs, runPage, serveStatic } from "./launch.mjs";
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) =>
-  a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc, []));
+const args = parseArgs();
 const dist = resolve(args.dist);
 const bundle = JSON.parse(readFileSync(resolve(args.data, "cells.json"), "utf8"));
 const timeoutMs = Number(args.timeout || 120000);
@@ -18,15 +17,7 @@ const server = await serveStatic(dist, "index.html");
 let browser;
 try {
   browser = await launchChromium();
-  const page = await browser.newPage();
-  const lines = [];
-  page.on("console", (m) => lines.push(`[${m.type()}] ${m.text()}`));
-  page.on("pageerror", (e) => lines.push(`[pageerror] ${e.message}`));
-  const t0 = Date.now();
-  await page.goto(`${server.base}index.html?data=data/`);
-  await page.waitForSelector("body[data-status=done], body[data-status=error]", { timeout: timeoutMs });
-  const r = await page.evaluate(() => window.__app);
-  if (r.error) fail(`the app failed: ${r.error}\n${lines.join("\n")}`);
+  const { page, result: r, ms } = await runPage(browser, `${server.base}index.html?data=data/`, { global: "__app", timeoutMs });
   // "auto" must pick WebGPU exactly when Chromium offers a hardware adapter.
   const adapter = await page.evaluate(async () => {
     const a = await navigator.gpu?.requestAdapter();
@@ -34,7 +25,7 @@ try {
   });
   const want = adapter && !adapter.fallback ? "webgpu" : "cpu";
   console.log(`vite app: ${r.nCells} cells; main entry on ${r.main.device} (${r.main.backend}, adapter ${JSON.stringify(adapter)}) ` +
-    `${r.main.ms.toFixed(0)} ms; worker entry ${r.worker.ms.toFixed(0)} ms; page done in ${Date.now() - t0} ms`);
+    `${r.main.ms.toFixed(0)} ms; worker entry ${r.worker.ms.toFixed(0)} ms; page done in ${ms} ms`);
   if (r.main.device !== want) fail(`device "auto" chose ${r.main.device}, expected ${want} for adapter ${JSON.stringify(adapter)}`);
   if (r.nCells !== bundle.n_cells) fail(`the app classified ${r.nCells} cells, the bundle has ${bundle.n_cells}`);
   if (!r.webgpu && process.env.CELLSYMPHONY_REQUIRE_WEBGPU === "1") fail("no WebGPU adapter in Chromium (CELLSYMPHONY_REQUIRE_WEBGPU=1)");
