@@ -123,7 +123,7 @@ export type CellSymphonyPickingInfo = PickingInfo<CellSymphonyPick>;
 /** Cells coloured by predicted class over a morphology image, OT pairs as lines; picking gives
  * a {@link CellSymphonyPick} as `info.object`. Sub-layers: `<id>-image` (BitmapLayer),
  * `<id>-pairs` (LineLayer), `<id>-cells` (ScatterplotLayer). A prop of the wrong length makes
- * deck.gl report a `CellSymphonyError` ("input") naming it through `onError`. */
+ * deck.gl call `onError` with an Error whose `cause` is a `CellSymphonyError` ("input") naming it. */
 export declare class CellSymphonyLayer extends CompositeLayer<CellSymphonyLayerOwnProps> {
   static layerName: string;
   static defaultProps: DefaultProps<CellSymphonyLayerProps>;

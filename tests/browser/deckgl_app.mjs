@@ -65,6 +65,9 @@ try {
   if (r.nCells !== bundle.n_cells) fail(`the app drew ${r.nCells} cells, the bundle has ${bundle.n_cells}`);
   const diff = r.classes.filter((c, i) => c !== bundle.native_predictions[i]).length;
   if (diff > 0) fail(`${diff} of ${r.nCells} classes differ from the native CPU engine's`);
+  const bad = r.badInput;
+  if (bad.name !== "CellSymphonyError" || bad.code !== "input" || !bad.message.includes("positions")) fail(`a layer with 5 positions gave ${JSON.stringify(bad)}`);
+  console.log(`bad input: ${bad.code}: ${bad.message}`);
   if (r.pairs.source.length !== r.pairs.control || r.pairs.control === 0) fail(`${r.pairs.source.length} pairs for ${r.pairs.control} control cells`);
 
   // The canvas as the user sees it: a screenshot of its box.

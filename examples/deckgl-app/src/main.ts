@@ -6,7 +6,7 @@
 // result goes to `window.__app` (and the view to `window.__view`) for the test.
 import { Deck, OrthographicView } from "@deck.gl/core";
 import type { OrthographicViewState } from "@deck.gl/core";
-import { Classifier, pairCells } from "cellsymphony";
+import { CellSymphonyError, Classifier, pairCells } from "cellsymphony";
 import { CellSymphonyLayer, legend, pairsFromResult, type CellSymphonyPick, type CellSymphonyPickingInfo, type LegendEntry } from "cellsymphony/deck";
 
 interface Bundle {
@@ -34,6 +34,8 @@ export interface AppResult {
   /** Pairs as cell rows. */
   pairs: { control: number; target: number; source: number[]; dest: number[]; converged: boolean };
   canvas: { width: number; height: number };
+  /** The error deck.gl's onError got for a layer with positions of the wrong length. */
+  badInput: { name: string; code: string; message: string };
   /** Milliseconds: load + classify, pairing, the layer's first frame. */
   ms: { classify: number; pair: number; firstFrame: number };
   error?: string;
@@ -115,18 +117,26 @@ async function run(): Promise<AppResult> {
   const viewState: OrthographicViewState = { target: [x0 + w / 2, y0 + h / 2, 0], zoom: Math.log2(Math.min(WIDTH / w, HEIGHT / h)) };
   let rendered!: () => void;
   const firstFrame = new Promise<void>((ok) => { rendered = ok; });
-  let failed: ((e: Error) => void) | null = null;
-  const renderError = new Promise<never>((_, fail) => { failed = fail; });
+  let onError: (e: Error) => void = () => {};
+  // First a copy of the layer with positions of the wrong length: deck.gl reports the layer's
+  // typed error through onError (the test checks it); then the real layer.
   const deck = new Deck<OrthographicView>({
     parent: document.querySelector<HTMLDivElement>("#deck")!, width: WIDTH, height: HEIGHT,
-    views: new OrthographicView({ id: "ortho" }), initialViewState: viewState, controller: true, layers: [layer],
+    views: new OrthographicView({ id: "ortho" }), initialViewState: viewState, controller: true,
+    layers: [layer.clone({ id: "bad-input", positions: positions.subarray(0, 10) })],
     // Thin pair lines are easier to hover within a few pixels (the nearest object wins).
     pickingRadius: 4,
     onHover: (info: CellSymphonyPickingInfo) => { picks.hover = info.object ?? null; show(picks.hover); },
     onClick: (info: CellSymphonyPickingInfo) => { picks.click = info.object ?? null; show(picks.click); },
     onAfterRender: () => { if (layer.isLoaded) rendered(); },
-    onError: (e: Error) => { failed?.(e); },
+    onError: (e: Error) => onError(e),
   });
+  const bad = await new Promise<Error | null>((ok) => { onError = ok; setTimeout(() => ok(null), 10000); });
+  // deck.gl wraps a layer's error ("initialization of CellSymphonyLayer(…): …"); ours is the cause.
+  const cause = bad?.cause;
+  const badInput = cause instanceof CellSymphonyError ? { name: cause.name, code: cause.code, message: cause.message } : { name: String(bad), code: "", message: "" };
+  const renderError = new Promise<never>((_, fail) => { onError = fail; });
+  deck.setProps({ layers: [layer] });
   await Promise.race([firstFrame, renderError]);
   ms.firstFrame = performance.now() - t0;
   window.__view = {
@@ -146,7 +156,7 @@ async function run(): Promise<AppResult> {
     nCells: n, device: clf.device, classNames: clf.classes, classes: Array.from(res.classes), confidence: Array.from(res.confidence),
     cellIds: bundle.cell_ids, minConfidence: MIN_CONFIDENCE, cellRadius: CELL_RADIUS_UM, legend: rows, pairColor: PAIR_COLOR,
     pairs: { control: control.length, target: target.length, source: Array.from(pairs.source), dest: Array.from(pairs.target), converged: pr.converged },
-    canvas: { width: WIDTH, height: HEIGHT }, ms,
+    canvas: { width: WIDTH, height: HEIGHT }, badInput, ms,
   };
 }
 
