@@ -48,6 +48,7 @@ export function sliceable(input) {
     for (let c = 0; c < n; c++) if (indptr[c + 1] < indptr[c]) return false;
   }
   if (isArrayLike(input.centroids) && input.centroids.length !== 2 * n) return false;
+  if (isArrayLike(input.proteins) && (!Array.isArray(input.proteinMarkers) || input.proteins.length !== n * input.proteinMarkers.length)) return false;
   if (isArrayLike(input.patches)) {
     const s = input.patchSize;
     if (!Number.isInteger(s) || s <= 0 || input.patches.length !== n * s * s) return false;
@@ -63,6 +64,7 @@ export function sliceInput(input, start, end) {
   const out = { ...input, nCells: n };
   out.centroids = rows(input.centroids, 2);
   out.patches = rows(input.patches, input.patchSize ? input.patchSize * input.patchSize : 0);
+  out.proteins = rows(input.proteins, input.proteinMarkers?.length ?? 0);
   if (input.kind === "dense") {
     out.counts = rows(input.counts, input.genes.length);
   } else {
@@ -83,8 +85,11 @@ function callRows(clf, input, start, end) {
   const pixels = input.patchSize ? input.patchSize * input.patchSize : 0;
   const centroids = rows(input.centroids, 2);
   const patches = rows(input.patches, pixels);
+  // Protein intensities [cells*proteinMarkers.length] (models trained with --protein).
+  const proteins = rows(input.proteins, input.proteinMarkers?.length ?? 0);
+  const markers = input.proteinMarkers ?? undefined;
   if (input.kind === "dense") {
-    return clf.classify(rows(input.counts, input.genes.length), n, input.genes, centroids, patches, input.patchSize ?? undefined);
+    return clf.classify(rows(input.counts, input.genes.length), n, input.genes, centroids, patches, input.patchSize ?? undefined, proteins, markers);
   }
   let { indptr, indices, data } = input;
   if (!whole) {
@@ -95,7 +100,7 @@ function callRows(clf, input, start, end) {
     indices = indices.subarray(base, stop);
     data = data.subarray(base, stop);
   }
-  return clf.classifyCsr(indptr, indices, data, n, input.genes, centroids, patches, input.patchSize ?? undefined);
+  return clf.classifyCsr(indptr, indices, data, n, input.genes, centroids, patches, input.patchSize ?? undefined, proteins, markers);
 }
 
 /** Error of a chunk as a `CellSymphonyError` (code "input", or the code it has): the engine's
@@ -108,7 +113,8 @@ export function chunkError(e, start, end) {
 
 /**
  * Classifies `input` on the wasm `clf` in chunks of `chunkCells` rows.
- * `input`: `{kind: "dense", counts: Float32Array [cells*genes], nCells, genes, centroids?, patches?, patchSize?}`
+ * `input`: `{kind: "dense", counts: Float32Array [cells*genes], nCells, genes, centroids?, patches?, patchSize?,
+ * proteins?: Float32Array [cells*proteinMarkers.length], proteinMarkers?}`
  * or `{kind: "csr", indptr: Uint32Array [cells+1], indices: Uint32Array [nnz], data: Float32Array [nnz], nCells, genes, …}`.
  * Resolves to `{classes: Uint32Array [cells], unclassified: Uint8Array [cells], logits: Float32Array [cells*classes],
  * confidence: Float32Array [cells], chunks}`; `onProgress({phase: "classify", done, total})` after every chunk;

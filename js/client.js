@@ -35,13 +35,15 @@ function classifyInput(kind, args, opts) {
   if (opts.centroids != null) input.centroids = opts.centroids;
   if (opts.patches != null) input.patches = opts.patches;
   if (opts.patchSize != null) input.patchSize = opts.patchSize;
+  if (opts.proteins != null) input.proteins = opts.proteins;
+  if (opts.proteinMarkers != null) input.proteinMarkers = Array.from(opts.proteinMarkers);
   return input;
 }
 
-const INPUT_ARRAYS = ["counts", "indptr", "indices", "data", "centroids", "patches"];
+const INPUT_ARRAYS = ["counts", "indptr", "indices", "data", "centroids", "patches", "proteins"];
 
 /** A classifier loaded in a {@link CellSymphonyWorker}; `genes`, `classes`, `architecture`,
- * `backend`, `patchSize`, `patchUmPerPx`, `needsCentroids` as on the wasm `Classifier`. */
+ * `backend`, `patchSize`, `patchUmPerPx`, `needsCentroids`, `proteinMarkers` as on the wasm `Classifier`. */
 class WorkerClassifier {
   constructor(owner, modelBytes, options, info) {
     this._owner = owner;
@@ -64,7 +66,7 @@ class WorkerClassifier {
   }
 
   /** Classify dense counts `[cells*genes]` (row-major `Float32Array`) in chunks in the worker.
-   * `opts`: `centroids`, `patches`, `patchSize` (as the wasm `classify`), `chunkCells`
+   * `opts`: `centroids`, `patches`, `patchSize`, `proteins`, `proteinMarkers` (as the wasm `classify`), `chunkCells`
    * (default {@link defaultChunkCells}), `onProgress({phase: "classify", done, total})`,
    * `signal` (AbortSignal), `transfer` (default true). Resolves to `{classes, unclassified,
    * logits, confidence, chunks, wasmMemoryBytes}`. */
@@ -272,7 +274,7 @@ class PoolClassifier {
         const r = await member._classify(part.kind, part.kind === "dense"
           ? [part.counts, part.nCells, part.genes]
           : [part.indptr, part.indices, part.data, part.nCells, part.genes],
-        { centroids: part.centroids, patches: part.patches, patchSize: part.patchSize, chunkCells: chunk, signal: stop.signal })
+        { centroids: part.centroids, patches: part.patches, patchSize: part.patchSize, proteins: part.proteins, proteinMarkers: part.proteinMarkers, chunkCells: chunk, signal: stop.signal })
           .catch((e) => { throw chunkError(e, start, end); });
         out.classes.set(r.classes, start);
         out.unclassified.set(r.unclassified, start);

@@ -48,6 +48,11 @@ export interface ClassifyOptions extends CallOptions<ClassifyProgress> {
   /** Float32Array [cells*patchSize*patchSize], intensities in [0, 1] (dual-modality and multi-input models). */
   patches?: Float32Array;
   patchSize?: number;
+  /** Float32Array [cells*proteinMarkers.length] protein intensities (models trained with
+   * `--protein`, see `ClassifierInfo.proteinMarkers`; e.g. `readXeniumZarr(...).protein.values`). */
+  proteins?: Float32Array;
+  /** Marker names of the `proteins` columns (any order; extra markers are ignored). */
+  proteinMarkers?: readonly string[];
   /** Cells per wasm call (default: CPU 2048, WebGPU 8192). */
   chunkCells?: number;
   /** Worker entry: move the input buffers to the worker (default true) or copy them (false). */
@@ -86,6 +91,8 @@ export interface ClassifierInfo {
   readonly patchUmPerPx: number | undefined;
   /** Whether the model reads cell centroids (spatial and multi-input models). */
   readonly needsCentroids: boolean;
+  /** Protein markers the model reads beside the genes (trained with `--protein`; empty otherwise). */
+  readonly proteinMarkers: string[];
   /** Whether the wasm SIMD128 build runs this classifier. */
   readonly wasmSimd: boolean;
 }

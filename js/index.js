@@ -32,7 +32,7 @@ export async function wasmMemoryBytes() {
 /** The keys `Classifier.load` reads (an unknown key is a CellSymphonyError "options"). */
 const LOAD_OPTIONS = ["device", "useGpu", "int8Gemm"];
 
-const INFO = ["genes", "classes", "architecture", "backend", "patchSize", "patchUmPerPx", "needsCentroids"];
+const INFO = ["genes", "classes", "architecture", "backend", "patchSize", "patchUmPerPx", "needsCentroids", "proteinMarkers"];
 
 /** A cell-type classifier on this thread. `classify` runs in chunks with progress and cancel
  * between them (yielding to the event loop, so a page can paint); calls on one classifier
@@ -89,7 +89,7 @@ export class Classifier {
   _classify(input, opts) {
     if (opts.signal?.aborted) return Promise.reject(abortError());
     input.genes = Array.isArray(input.genes) ? input.genes : Array.from(input.genes ?? []);
-    for (const k of ["centroids", "patches", "patchSize"]) if (opts[k] != null) input[k] = opts[k];
+    for (const k of ["centroids", "patches", "patchSize", "proteins", "proteinMarkers"]) if (opts[k] != null) input[k] = opts[k];
     return enqueue(this._queue, async () => {
       const r = await classifyInChunks(this._wasm, input, {
         chunkCells: opts.chunkCells,

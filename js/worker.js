@@ -14,8 +14,8 @@ let nextHandle = 1;
 const running = new Map(); // request id → AbortController
 
 function describe(clf) {
-  const { genes, classes, architecture, backend, patchSize, patchUmPerPx, needsCentroids, device, wasmSimd } = clf;
-  return { genes, classes, architecture, backend, patchSize, patchUmPerPx, needsCentroids, device, wasmSimd };
+  const { genes, classes, architecture, backend, patchSize, patchUmPerPx, needsCentroids, proteinMarkers, device, wasmSimd } = clf;
+  return { genes, classes, architecture, backend, patchSize, patchUmPerPx, needsCentroids, proteinMarkers, device, wasmSimd };
 }
 
 function entry(handle) {
@@ -34,7 +34,7 @@ async function load({ modelBytes, options }) {
 async function classify(id, signal, { handle, input, chunkCells }) {
   const clf = entry(handle);
   const onProgress = (progress) => self.postMessage({ id, type: "progress", progress });
-  const opts = { chunkCells, signal, centroids: input.centroids, patches: input.patches, patchSize: input.patchSize };
+  const opts = { chunkCells, signal, centroids: input.centroids, patches: input.patches, patchSize: input.patchSize, proteins: input.proteins, proteinMarkers: input.proteinMarkers };
   const r = input.kind === "dense"
     ? await clf.classify(input.counts, input.nCells, input.genes, { ...opts, onProgress })
     : await clf.classifyCsr(input.indptr, input.indices, input.data, input.nCells, input.genes, { ...opts, onProgress });

@@ -62,7 +62,7 @@ use js_sys::{Float32Array, Object, Promise, Reflect, Uint32Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::data::{self, CellInput, CountsInput, PatchInput};
+use crate::data::{self, CellInput, CountsInput, PatchInput, ProteinInput};
 use crate::engine::{self, EngineModel};
 use crate::gpu::GpuContext;
 use crate::ot;
@@ -351,6 +351,13 @@ impl Classifier {
         self.model().meta.config.morphology.as_ref().map(|m| m.um_per_px)
     }
 
+    /// Protein markers the model reads beside the genes (trained with `--protein`; empty
+    /// otherwise): pass their intensities as `classify`'s `proteins` with `proteinMarkers`.
+    #[wasm_bindgen(getter, js_name = proteinMarkers)]
+    pub fn protein_markers(&self) -> Vec<String> {
+        self.model().meta.proteins.as_ref().map_or_else(Vec::new, |p| p.markers.clone())
+    }
+
     /// Whether the model reads cell centroids (spatial and multi-input models).
     #[wasm_bindgen(getter, js_name = needsCentroids)]
     pub fn needs_centroids(&self) -> bool {
@@ -377,7 +384,11 @@ impl Classifier {
     /// are named by `genes` (any order; extra genes are ignored, missing model genes are an
     /// error naming them). Optional `centroids` (`Float32Array [cells, 2]`, x, y in µm) and
     /// `patches` (`Float32Array [cells, patchSize, patchSize]`, intensities in [0, 1]) are
-    /// validated when given. The values are normalised exactly as the model file records
+    /// validated when given. A model trained with `--protein` (see `proteinMarkers`) also
+    /// needs `proteins` (`Float32Array [cells, proteinMarkers.length]`, intensities as
+    /// `readXeniumZarr(...).protein.values` holds them) and their `proteinMarkers` (any order;
+    /// a missing marker rejects naming it); other models ignore them.
+    /// The values are normalised exactly as the model file records
     /// (raw counts for a `log1p_cp10k` model; for an `as_stored` or `arcsinh` model, the
     /// values it was trained on, any finite number). Resolves to `{classes, unclassified,
     /// logits, confidence}` (a cell without counts over the model's genes has class
@@ -394,12 +405,14 @@ impl Classifier {
         #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] centroids: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] patches: JsValue,
         #[wasm_bindgen(js_name = patchSize, unchecked_param_type = "number | undefined")] patch_size: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] proteins: JsValue,
+        #[wasm_bindgen(js_name = proteinMarkers, unchecked_param_type = "string[] | undefined")] protein_markers: JsValue,
     ) -> Promise {
         let args = (|| -> Result<_, JsError> {
             let n_cells = size_arg("nCells", &n_cells, MAX_COUNT)?;
             let genes = strings_arg("genes", &genes)?;
             let counts = f32_arg("counts", &counts, "a Float32Array [cells*genes] of counts")?;
-            let extras = Extras::new(&centroids, &patches, &patch_size)?;
+            let extras = Extras::new(&centroids, &patches, &patch_size, &proteins, &protein_markers)?;
             let size = CallSize {
                 n_cells: n_cells as u64,
                 per_cell_input: 4 * (genes.len() as u64 + extras.values_per_cell()),
@@ -410,13 +423,14 @@ impl Classifier {
             Ok((counts.to_vec(), n_cells, genes, extras.copy_in()))
         })();
         let inner = Rc::clone(&self.inner);
-        let (counts, n_cells, genes, (centroids, patches, patch_size)) = match args {
+        let (counts, n_cells, genes, (centroids, patches, patch_size, proteins)) = match args {
             Ok(a) => a,
             Err(e) => return Promise::reject(&e.into()),
         };
         future_to_promise(async move {
             let input = CountsInput::Dense { values: &counts, n_cells, n_genes: genes.len() };
-            let cells = cell_input(input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
+            let proteins = proteins.as_ref().map(|(values, markers)| ProteinInput { values, markers });
+            let cells = cell_input(input, &genes, centroids.as_deref(), patches.as_deref(), patch_size, proteins);
             classify_cells(&inner, cells).await.map_err(JsValue::from)
         })
     }
@@ -438,12 +452,14 @@ impl Classifier {
         #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] centroids: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] patches: JsValue,
         #[wasm_bindgen(js_name = patchSize, unchecked_param_type = "number | undefined")] patch_size: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Float32Array | undefined")] proteins: JsValue,
+        #[wasm_bindgen(js_name = proteinMarkers, unchecked_param_type = "string[] | undefined")] protein_markers: JsValue,
     ) -> Promise {
         let args = (|| -> Result<_, JsError> {
             let n_cells = size_arg("nCells", &n_cells, MAX_COUNT)?;
             let genes = strings_arg("genes", &genes)?;
             let data = f32_arg("data", &data, "a Float32Array [nnz] of counts")?;
-            let extras = Extras::new(&centroids, &patches, &patch_size)?;
+            let extras = Extras::new(&centroids, &patches, &patch_size, &proteins, &protein_markers)?;
             let nnz = u64::from(data.length());
             let size = CallSize {
                 n_cells: n_cells as u64,
@@ -458,13 +474,14 @@ impl Classifier {
             Ok((indptr, indices, data.to_vec(), n_cells, genes, extras.copy_in()))
         })();
         let inner = Rc::clone(&self.inner);
-        let (indptr, indices, data, n_cells, genes, (centroids, patches, patch_size)) = match args {
+        let (indptr, indices, data, n_cells, genes, (centroids, patches, patch_size, proteins)) = match args {
             Ok(a) => a,
             Err(e) => return Promise::reject(&e.into()),
         };
         future_to_promise(async move {
             let input = CountsInput::Csr { indptr: &indptr, indices: &indices, data: &data, n_cells, n_genes: genes.len() };
-            let cells = cell_input(input, &genes, centroids.as_deref(), patches.as_deref(), patch_size);
+            let proteins = proteins.as_ref().map(|(values, markers)| ProteinInput { values, markers });
+            let cells = cell_input(input, &genes, centroids.as_deref(), patches.as_deref(), patch_size, proteins);
             classify_cells(&inner, cells).await.map_err(JsValue::from)
         })
     }
@@ -513,30 +530,48 @@ struct Extras {
     centroids: Option<Float32Array>,
     patches: Option<Float32Array>,
     patch_size: Option<usize>,
+    /// `proteins` `[cells, proteinMarkers.length]` and their marker names.
+    proteins: Option<(Float32Array, Vec<String>)>,
 }
 
+/// Copied extras: centroids, patches, patch size, proteins with their markers.
+type ExtraValues = (Option<Vec<f32>>, Option<Vec<f32>>, Option<usize>, Option<(Vec<f32>, Vec<String>)>);
+
 impl Extras {
-    fn new(centroids: &JsValue, patches: &JsValue, patch_size: &JsValue) -> Result<Self, JsError> {
+    fn new(centroids: &JsValue, patches: &JsValue, patch_size: &JsValue, proteins: &JsValue, markers: &JsValue) -> Result<Self, JsError> {
+        let proteins = match optional_f32_arg("proteins", proteins, "a Float32Array [cells*proteinMarkers.length] of protein intensities or undefined")? {
+            Some(values) => Some((values, strings_arg("proteinMarkers", markers)?)),
+            None => None,
+        };
         Ok(Self {
             centroids: optional_f32_arg("centroids", centroids, "a Float32Array [cells*2] (x, y µm) or undefined")?,
             patches: optional_f32_arg("patches", patches, "a Float32Array [cells*patchSize*patchSize] or undefined")?,
             patch_size: optional_size_arg("patchSize", patch_size, 1 << 16)?,
+            proteins,
         })
     }
 
-    /// Input values per cell the extras add (2 centroid values, `patchSize²` pixels).
+    /// Input values per cell the extras add (2 centroid values, `patchSize²` pixels, one per
+    /// protein marker).
     fn values_per_cell(&self) -> u64 {
         let px = self.patch_size.map_or(0, |s| (s * s) as u64);
-        2 * u64::from(self.centroids.is_some()) + if self.patches.is_some() { px } else { 0 }
+        let markers = self.proteins.as_ref().map_or(0, |(_, m)| m.len() as u64);
+        2 * u64::from(self.centroids.is_some()) + if self.patches.is_some() { px } else { 0 } + markers
     }
 
     /// Bytes of the extras as passed.
     fn bytes(&self) -> u64 {
-        4 * [&self.centroids, &self.patches].iter().map(|a| a.as_ref().map_or(0, |a| u64::from(a.length()))).sum::<u64>()
+        let protein = self.proteins.as_ref().map(|(v, _)| v);
+        4 * [self.centroids.as_ref(), self.patches.as_ref(), protein].iter().map(|a| a.map_or(0, |a| u64::from(a.length()))).sum::<u64>()
     }
 
-    fn copy_in(self) -> (Option<Vec<f32>>, Option<Vec<f32>>, Option<usize>) {
-        (self.centroids.map(|a| a.to_vec()), self.patches.map(|a| a.to_vec()), self.patch_size)
+    fn copy_in(self) -> ExtraValues {
+        (
+            self.centroids.map(|a| a.to_vec()),
+            self.patches.map(|a| a.to_vec()),
+            self.patch_size,
+            self.proteins.map(|(v, m)| (v.to_vec(), m)),
+        )
     }
 }
 
@@ -547,13 +582,14 @@ fn cell_input<'a>(
     centroids: Option<&'a [f32]>,
     patches: Option<&'a [f32]>,
     patch_size: Option<usize>,
+    proteins: Option<ProteinInput<'a>>,
 ) -> Result<CellInput<'a>, JsError> {
     let patches = match (patches, patch_size) {
         (Some(pixels), Some(size)) => Some(PatchInput { pixels, size }),
         (Some(_), None) => return Err(JsError::new("patches were given without patchSize: pass the patch side length in pixels")),
         (None, _) => None,
     };
-    Ok(CellInput { counts, genes, centroids_um: centroids, patches })
+    Ok(CellInput { counts, genes, centroids_um: centroids, patches, proteins })
 }
 
 /// Classifies `cells` through [`engine::Classifier`] (validation, panel alignment, the model

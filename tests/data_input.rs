@@ -53,6 +53,7 @@ fn dense<'a>(values: &'a [f32], genes: &'a [String]) -> CellInput<'a> {
         genes,
         centroids_um: None,
         patches: None,
+        proteins: None,
     }
 }
 
@@ -68,6 +69,7 @@ fn csr<'a>(c: &'a Csr, n_cells: usize, genes: &'a [String]) -> CellInput<'a> {
         genes,
         centroids_um: None,
         patches: None,
+        proteins: None,
     }
 }
 

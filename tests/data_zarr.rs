@@ -198,3 +198,38 @@ fn protein_arcsinh_is_the_cytometry_normalisation() {
     let a = p.arcsinh(5.0);
     assert!((a[0] - 1f32.asinh()).abs() < 1e-6 && (a[1] - (-0.5f32).asinh()).abs() < 1e-6, "{a:?}");
 }
+
+/// `train --protein`'s data path on the XOA-4-style fixture (the crop's genes + two protein
+/// markers stored ×10): the prepared crop carries the proteins in its cell order, and the
+/// model input is each cell's genes followed by the standardised channels (mean 0 over the
+/// training cells); a crop without proteins is refused naming the bundle.
+#[cfg(feature = "train")]
+#[test]
+fn protein_bundle_prepares_the_model_input_genes_then_proteins() {
+    use cellsymphony::train::dataset::{prepare_bundle, with_protein_channels};
+    let Some(py) = fixtures() else { return };
+    let dir = scratch("protein-train-bundle");
+    std::fs::write(dir.join("experiment.xenium"), r#"{"analysis_sw_version": "R&D", "pixel_size": 0.2125}"#).unwrap();
+    for f in ["cell_feature_matrix.zarr.zip", "cells.zarr.zip"] {
+        std::fs::copy(py.join(f), dir.join(f)).unwrap();
+    }
+    let opts = cellsymphony::train::LabelOptions { proteins: true, ..Default::default() };
+    let mut crop = prepare_bundle(&dir, &common::crop_files().reference, &opts).unwrap();
+    assert_expected_protein(crop.protein.as_ref().expect("protein channels read"), py, "prepared bundle");
+    let (n, g) = (crop.table.n_cells(), crop.table.n_genes());
+    let train: Vec<usize> = (0..n).step_by(2).collect();
+    let (x, channels) = with_protein_channels(&crop, &train, 5.0).unwrap();
+    assert_eq!(channels.markers, ["CD45", "PanCK"]);
+    assert_eq!(x.len(), n * (g + 2));
+    assert_eq!(&x[g + 2..2 * g + 2], &crop.x_norm[g..2 * g], "cell 1: its genes first");
+    for m in 0..2 {
+        let mean = train.iter().map(|&i| x[i * (g + 2) + g + m]).sum::<f32>() / train.len() as f32;
+        assert!(mean.abs() < 1e-3, "marker {m}: mean {mean} over the training cells");
+        let v = crop.protein.as_ref().unwrap().values[2 + m];
+        let want = ((v / 5.0).asinh() - channels.mean[m]) / channels.std[m];
+        assert!((x[g + 2 + g + m] - want).abs() < 1e-5, "cell 1 marker {m}");
+    }
+    crop.protein = None;
+    let err = with_protein_channels(&crop, &train, 5.0).unwrap_err().to_string();
+    assert!(err.contains("--protein needs") && err.contains("protein-train-bundle"), "{err}");
+}

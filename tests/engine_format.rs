@@ -696,3 +696,36 @@ fn a_flipped_bit_or_an_implausible_value_is_refused_at_load() {
     let err = EngineModel::from_safetensors_bytes(&views(&owned)).unwrap_err();
     assert!(matches!(err, ModelFileError::ImplausibleValue { ref name, .. } if name == "head.weight_scale"), "{err}");
 }
+
+/// Protein channels (`meta.proteins`): fitted on the training cells only, aligned by marker
+/// name, typed errors naming what is missing or bad.
+#[test]
+fn protein_channels_fit_on_training_cells_and_align_by_marker_name() {
+    use cellsymphony::data::ProteinInput;
+    use cellsymphony::engine::{ProteinChannels, MIN_PROTEIN_STD};
+    let strings = |v: &[&str]| -> Vec<String> { v.iter().map(|x| x.to_string()).collect() };
+    // 3 cells × 2 markers; fit on cells 0 and 2 only.
+    let values = [0.0, 5.0, 100.0, 7.0, 10.0, 5.0];
+    let pc = ProteinChannels::fit(strings(&["CD45", "PanCK"]), &values, &[0, 2], 5.0);
+    let a0 = 0f32.asinh();
+    let a2 = 2f32.asinh();
+    assert!((pc.mean[0] - (a0 + a2) / 2.0).abs() < 1e-6);
+    assert_eq!(pc.std[1], MIN_PROTEIN_STD, "a constant marker gets the floor");
+    pc.validate().unwrap();
+    let x = pc.apply(&values);
+    assert!((x[0] + 1.0).abs() < 1e-5 && (x[4] - 1.0).abs() < 1e-5, "{x:?}");
+
+    // Input in another order with an extra marker.
+    let markers = strings(&["X", "PanCK", "CD45"]);
+    let input = [9.0, 5.0, 0.0, 9.0, 7.0, 100.0];
+    let got = pc.align(Some(&ProteinInput { values: &input, markers: &markers }), 2).unwrap();
+    assert_eq!(got, vec![0.0, 5.0, 100.0, 7.0]);
+    let e = pc.align(Some(&ProteinInput { values: &input[..4], markers: &markers[..2] }), 2).unwrap_err();
+    assert!(e.to_string().contains("CD45") && e.to_string().contains("--protein"), "{e}");
+    let e = pc.align(None, 2).unwrap_err();
+    assert!(matches!(&e, ModelFileError::ProteinPanelMismatch { n_missing: 2, .. }), "{e}");
+    let nan = [9.0, f32::NAN, 0.0, 9.0, 7.0, 100.0];
+    let e = pc.align(Some(&ProteinInput { values: &nan, markers: &markers }), 2).unwrap_err();
+    assert!(e.to_string().contains("cell 0"), "{e}");
+    assert_eq!(ProteinChannels::append(&[1.0, 2.0, 3.0, 4.0], 2, &[9.0, 8.0], 1), vec![1.0, 2.0, 9.0, 3.0, 4.0, 8.0]);
+}

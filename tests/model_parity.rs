@@ -268,3 +268,78 @@ fn specs_with_precomputed_embeddings_train_in_burn_but_are_refused_by_the_engine
     assert_eq!("dual-modality".parse::<Architecture>().unwrap(), Architecture::DualModality);
     assert!("triple".parse::<Architecture>().unwrap_err().contains("gene-only"));
 }
+
+/// Protein channels as model input (`train --protein`): 9 genes + 3 markers are the 12 inputs
+/// of the gene embedding. The engines' `prepare` (caller's markers in another order, plus one
+/// the model does not read) must build the trainer's input
+/// (`ProteinChannels::append(genes, apply(proteins))`, what `with_protein_channels` feeds
+/// burn) to 1e-6, and burn fp32, the CPU engine (fp32 ≤ 1e-5, same classes) and the WGSL
+/// engine (int8 vs CPU int8 ≤ 1e-4) agree on it. Without the markers: a typed error naming them.
+#[test]
+fn protein_channels_enter_burn_and_every_engine_identically() {
+    let ctx = common::gpu_or_skip("protein_channels_enter_burn_and_every_engine_identically");
+    const P: usize = 3;
+    let (g, n) = (GENES - P, 48);
+    let mut rng = SplitMix64::new(31);
+    let counts: Vec<f32> = rng.uniform_vec(n * g, 0.0, 20.0).iter().map(|v| v.floor()).collect();
+    // Intensities as XOA 4 stores them divided by protein_scaling_factor (background-subtracted: some < 0).
+    let values = rng.uniform_vec(n * P, -5.0, 300.0);
+    let markers: Vec<String> = ["CD45", "PanCK", "aSMA"].map(String::from).to_vec();
+    let genes: Vec<String> = (0..g).map(|i| format!("g{i}")).collect();
+    let classes: Vec<String> = (0..CLASSES).map(|i| format!("c{i}")).collect();
+    let train: Vec<usize> = (0..n).step_by(2).collect();
+    let channels = engine::ProteinChannels::fit(markers.clone(), &values, &train, 5.0);
+    let norm = engine::Normalisation::log1p_with_target_sum(1e4);
+    let x_genes = norm.apply(&counts, g, &genes).unwrap();
+    let x = engine::ProteinChannels::append(&x_genes, g, &channels.apply(&values), P);
+    // The caller's columns: [extra, aSMA, CD45, PanCK].
+    let input_markers: Vec<String> = ["Vimentin", "aSMA", "CD45", "PanCK"].map(String::from).to_vec();
+    let shuffled: Vec<f32> = values.chunks(P).flat_map(|r| [7.0, r[2], r[0], r[1]]).collect();
+    let mut c = cells(n, 33);
+    c.genes = x.clone();
+    let flat: Vec<f32> = c.centroids.iter().flat_map(|p| *p).collect();
+    for (arch, linear) in [(Architecture::GeneOnly, true), (Architecture::Spatial, false)] {
+        let m = random_model(arch, linear, 41);
+        let mut meta = ModelMeta::new(m.spec.clone(), genes.clone(), classes.clone());
+        meta.normalisation = norm.clone();
+        meta.proteins = Some(channels.clone());
+        let exported = to_engine_model(&m, meta).expect("export");
+        let file = EngineModel::from_safetensors_bytes(&exported.to_safetensors_bytes().unwrap()).unwrap();
+        assert_eq!(file.meta.proteins.as_ref(), Some(&channels), "{arch}: recorded in the file");
+        let input = cellsymphony::data::CellInput {
+            counts: cellsymphony::data::CountsInput::Dense { values: &counts, n_cells: n, n_genes: g },
+            genes: &genes,
+            centroids_um: Some(&flat),
+            patches: None,
+            proteins: Some(cellsymphony::data::ProteinInput { values: &shuffled, markers: &input_markers }),
+        };
+        let prepared = file.prepare(input).expect("prepare with proteins");
+        let (want, _) = engine_input(&file, &c);
+        let dx = prepared.x.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert_eq!(prepared.x.len(), want.len());
+        assert!(dx <= 1e-6, "{arch}: engine prepare vs trainer input differ by {dx:.2e}");
+        let burn = burn_logits(&m, &c);
+        let cpu = engine::cpu::forward_logits_with_patches(&file, &prepared.x, None, n).expect("CPU forward");
+        let e = max_rel_diff(&burn, &cpu);
+        eprintln!("{arch} + 3 proteins: burn fp32 vs CPU fp32 max rel |Δlogit| {e:.2e}");
+        assert!(e <= 1e-5, "{arch}: burn vs CPU differ by {e:.2e}");
+        assert_eq!(engine::cpu::argmax_rows(&burn, CLASSES), engine::cpu::argmax_rows(&cpu, CLASSES), "{arch}: classes");
+        if let Some(ctx) = &ctx {
+            let int8 = file.quantize_int8();
+            let x8 = int8.prepare(input).expect("prepare int8").x;
+            let cpu8 = engine::cpu::forward_logits_with_patches(&int8, &x8, None, n).expect("CPU int8");
+            let clf = GpuClassifier::new(Arc::clone(ctx), &int8).expect("upload");
+            let gpu8 = pollster::block_on(clf.logits_with_patches(&x8, None, n)).expect("WGSL run");
+            let e = max_rel_diff(&cpu8, &gpu8);
+            eprintln!("{arch} + 3 proteins: CPU int8 vs WGSL int8 max rel |Δlogit| {e:.2e}");
+            assert!(e <= 1e-4, "{arch}: CPU int8 vs WGSL int8 differ by {e:.2e}");
+        }
+        // A bundle without those channels: a typed error naming the missing markers.
+        let err = file.prepare(cellsymphony::data::CellInput { proteins: None, ..input }).unwrap_err();
+        assert!(matches!(err, engine::EngineError::ProteinPanelMismatch { n_missing: 3, .. }), "{err}");
+        assert!(err.to_string().contains("CD45, PanCK, aSMA"), "{err}");
+        let partial = cellsymphony::data::ProteinInput { values: &shuffled[..n * 2], markers: &input_markers[..2] };
+        let err = file.prepare(cellsymphony::data::CellInput { proteins: Some(partial), ..input }).unwrap_err();
+        assert!(err.to_string().contains("lacks 2 (first missing: CD45, PanCK)"), "{err}");
+    }
+}

@@ -41,7 +41,7 @@ fn check(what: &str, model: EngineModel) {
     let clf = engine::Classifier::cpu(model.clone()).unwrap();
     let counts = CountsInput::Dense { values: &crop.counts, n_cells: n, n_genes: crop.n_genes() };
     let cells = clf
-        .prepare(CellInput { counts, genes: &crop.genes, centroids_um: Some(&centroids), patches: None })
+        .prepare(CellInput { counts, genes: &crop.genes, centroids_um: Some(&centroids), patches: None, proteins: None })
         .unwrap();
     let ours = engine::cpu::forward_logits(&model, &cells.x, n).unwrap();
 

@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let table = data::read_transcripts_csv(&data::BidcellData::locate(&dir)?.transcripts, &TranscriptOptions::default())?;
     let cpu = Classifier::cpu(int8.clone())?;
     let counts = CountsInput::Dense { values: &table.counts, n_cells: table.n_cells(), n_genes: table.genes.len() };
-    let crop = cpu.prepare(CellInput { counts, genes: &table.genes, centroids_um: None, patches: None })?;
+    let crop = cpu.prepare(CellInput { counts, genes: &table.genes, centroids_um: None, patches: None, proteins: None })?;
     let g = int8.meta.config.n_genes;
     let n_crop = table.n_cells();
     let n = a.cells;

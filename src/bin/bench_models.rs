@@ -84,6 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             genes: &crop.table.genes,
             centroids_um: Some(&centroids),
             patches: int8.config().morphology.as_ref().map(|_| PatchInput { pixels: &patches, size: side }),
+            proteins: None,
         };
         let cpu = Classifier::cpu(int8.clone())?;
         let cells = cpu.prepare(input)?;

@@ -77,6 +77,18 @@ pub struct CellInput<'a> {
     pub centroids_um: Option<&'a [f32]>,
     /// Optional image patches.
     pub patches: Option<PatchInput<'a>>,
+    /// Optional protein channels (read by models trained with `--protein`, ignored otherwise).
+    pub proteins: Option<ProteinInput<'a>>,
+}
+
+/// Protein intensities of the cells (XOA ≥ 4 "Protein Expression" features divided by
+/// `protein_scaling_factor`, as [`super::ProteinMatrix::values`] holds them).
+#[derive(Debug, Clone, Copy)]
+pub struct ProteinInput<'a> {
+    /// `[n_cells, markers.len()]` row-major intensities.
+    pub values: &'a [f32],
+    /// `[n_markers]` marker names of the columns.
+    pub markers: &'a [String],
 }
 
 /// A [`CellInput`] that passed [`CellInput::validate`].

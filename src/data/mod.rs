@@ -94,7 +94,7 @@ pub use image::{
     downsample_gray8, DownsampledPng, GrayImage16, GrayImage8, ImageFrame, IntensityScale,
     RgbImage8, XENIUM_CROP_FRAME,
 };
-pub use input::{check_model_panel, CellInput, CountsInput, InputValues, PatchInput, ValidatedInput};
+pub use input::{check_model_panel, CellInput, CountsInput, InputValues, PatchInput, ProteinInput, ValidatedInput};
 pub use reference::{Reference, REFERENCE_METADATA_COLUMNS};
 pub use neighbors::{squared_distance, Neighbor, SelfMatch, SpatialIndex};
 pub use niches::{

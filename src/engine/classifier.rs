@@ -214,7 +214,9 @@ impl EngineModel {
     /// 2. aligns the columns to the model's gene order (input genes the model does not use
     ///    are ignored; missing ones are an error naming them);
     /// 3. applies the model's [`Normalisation`](super::Normalisation);
-    /// 4. appends the centroid features of a model with a centroid token (which then needs
+    /// 4. appends the standardised arcsinh protein channels of a model trained with
+    ///    `--protein` (`meta.proteins`; the input must then carry those markers);
+    /// 5. appends the centroid features of a model with a centroid token (which then needs
     ///    `centroids_um`), and checks the patches of a model with a morphology token (which
     ///    then needs patches of its `image_size`; they are borrowed, not copied).
     pub fn prepare<'a>(&self, cells: CellInput<'a>) -> Result<PreparedCells<'a>, EngineError> {
@@ -224,12 +226,20 @@ impl EngineModel {
         let valid = cells.validate_as(values)?;
         let n_cells = valid.n_cells();
         let aligned = valid.align_to_panel(&meta.genes)?;
+        let g = meta.genes.len();
         let no_counts = if meta.normalisation.reads_counts() {
-            aligned.chunks(config.n_genes.max(1)).map(|row| row.iter().all(|&v| v == 0.0)).collect()
+            aligned.chunks(g.max(1)).map(|row| row.iter().all(|&v| v == 0.0)).collect()
         } else {
             Vec::new()
         };
-        let x = meta.normalisation.apply(&aligned, config.n_genes, &meta.genes)?;
+        let x = meta.normalisation.apply(&aligned, g, &meta.genes)?;
+        let x = match &meta.proteins {
+            Some(p) => {
+                let values = p.align(cells.proteins.as_ref(), n_cells)?;
+                super::ProteinChannels::append(&x, g, &p.apply(&values), p.len())
+            }
+            None => x,
+        };
         let x = model_input(config, x, valid.centroids_um().as_deref())?;
         let patches = match (&config.morphology, cells.patches) {
             (None, _) => None,
@@ -278,7 +288,7 @@ mod tests {
 
     fn dense<'a>(values: &'a [f32], genes: &'a [String]) -> CellInput<'a> {
         let counts = CountsInput::Dense { values, n_cells: values.len() / genes.len(), n_genes: genes.len() };
-        CellInput { counts, genes, centroids_um: None, patches: None }
+        CellInput { counts, genes, centroids_um: None, patches: None, proteins: None }
     }
 
     #[test]

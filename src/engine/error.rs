@@ -213,6 +213,25 @@ pub enum EngineError {
         expected: &'static str,
     },
 
+    /// The model reads protein channels (`meta.proteins`, trained with `--protein`) that the
+    /// input lacks.
+    #[error("protein channels missing: the model reads {n_model_markers} protein markers beside the genes and the input lacks {} (first missing: {}); pass the bundle's \"Protein Expression\" features (XOA ≥ 4: cell_feature_matrix.h5 or .zarr.zip) with the counts, or use a model trained without --protein", .n_missing, .missing.join(", "))]
+    ProteinPanelMismatch {
+        /// Names of the first (up to 20) missing markers, in model order.
+        missing: Vec<String>,
+        /// Total number of missing markers.
+        n_missing: usize,
+        /// Number of markers the model reads.
+        n_model_markers: usize,
+    },
+
+    /// Protein values that are not `[cells, markers]` or not finite.
+    #[error("invalid protein input: {reason}")]
+    ProteinInput {
+        /// What is wrong, naming the marker, cell and value.
+        reason: String,
+    },
+
     /// The metadata's `normalisation` entry is invalid: an unknown kind, a missing or
     /// out-of-range parameter, or standardisation vectors of the wrong length or with a
     /// non-finite or non-positive value.

@@ -124,6 +124,11 @@ pub struct ModelMeta {
     pub normalisation: Normalisation,
     /// Weight storage.
     pub quantization: Quantization,
+    /// Protein channels read beside the genes (models trained with `--protein`): the model
+    /// input is `[genes (G), proteins (P)]` and `config.n_genes = G + P` (see
+    /// [`super::ProteinChannels`]). Absent for gene-only inputs and in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proteins: Option<super::ProteinChannels>,
     /// Free-form training information (kept verbatim).
     #[serde(default)]
     pub training: serde_json::Value,
@@ -140,6 +145,7 @@ impl ModelMeta {
             classes,
             normalisation: Normalisation::default(),
             quantization: Quantization::None,
+            proteins: None,
             training: serde_json::Value::Object(Default::default()),
         }
     }
@@ -182,6 +188,12 @@ impl ModelMeta {
             })?;
         meta.validate()?;
         Ok(meta)
+    }
+
+    /// Genes `G` of the model input (`config.n_genes` less the protein markers read beside
+    /// them).
+    pub fn n_rna_genes(&self) -> usize {
+        self.config.n_genes - self.proteins.as_ref().map_or(0, |p| p.len())
     }
 
     /// The metadata as compact JSON.
@@ -235,9 +247,25 @@ impl ModelMeta {
         }
         self.config.validate()?;
         self.config.check_engine_inputs()?;
-        self.normalisation.validate(Some(self.config.n_genes))?;
+        let n_markers = match &self.proteins {
+            Some(p) => {
+                p.validate()?;
+                if p.len() >= self.config.n_genes {
+                    return Err(ModelFileError::InvalidConfig {
+                        reason: format!(
+                            "{} protein markers but config.n_genes = {}; n_genes counts the genes plus the markers",
+                            p.len(),
+                            self.config.n_genes
+                        ),
+                    });
+                }
+                p.len()
+            }
+            None => 0,
+        };
+        self.normalisation.validate(Some(self.n_rna_genes()))?;
         for (what, names, n) in [
-            ("genes", &self.genes, self.config.n_genes),
+            ("genes", &self.genes, self.config.n_genes - n_markers),
             ("classes", &self.classes, self.config.n_classes),
         ] {
             if names.len() != n {

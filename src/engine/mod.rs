@@ -34,6 +34,7 @@ mod gpu;
 pub mod normalisation;
 pub mod ops;
 mod preprocess;
+mod protein;
 pub mod spec;
 
 pub use classifier::{
@@ -50,6 +51,7 @@ pub use format::{
     ARCHITECTURE_MULTI_INPUT, ARCHITECTURE_SPATIAL, CHECKSUM_KEY, FORMAT_VERSION, MAX_PARAMETER_MAGNITUDE, METADATA_KEY,
     NORMALISATION_ARCSINH, NORMALISATION_AS_STORED, NORMALISATION_LOG1P_CP10K,
 };
+pub use protein::{ProteinChannels, MIN_PROTEIN_STD};
 pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};
 pub use preprocess::{
     align_to_panel, check_patches, model_input, normalise_log1p_cp10k, sinusoid_frequencies,

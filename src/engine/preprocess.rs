@@ -133,7 +133,7 @@ impl EngineModel {
         counts: &[f32],
     ) -> Result<Vec<f32>, ModelFileError> {
         let aligned = align_to_panel(&self.meta, input_genes, counts)?;
-        self.meta.normalisation.apply(&aligned, self.meta.config.n_genes, &self.meta.genes)
+        self.meta.normalisation.apply(&aligned, self.meta.genes.len(), &self.meta.genes)
     }
 }
 

@@ -30,6 +30,9 @@ pub struct LabelOptions {
     /// the data's right after reading, before the cells are labelled against the reference,
     /// so a data/model mismatch is reported as such ([`data::DataError::PanelMismatch`]).
     pub model_panel: Option<ModelPanel>,
+    /// Read the bundle's protein channels (XOA ≥ 4 "Protein Expression" features) into
+    /// [`PreparedCrop::protein`]; a bundle without them is then an error.
+    pub proteins: bool,
 }
 
 /// A model file's gene panel, for [`LabelOptions::model_panel`].
@@ -49,6 +52,7 @@ impl Default for LabelOptions {
             min_class_cells: 10,
             singler: SingleROptions::default(),
             model_panel: None,
+            proteins: false,
         }
     }
 }
@@ -88,6 +92,9 @@ pub struct PreparedCrop {
     /// The Xenium folder the cells were read from (morphology patches come from its DAPI
     /// image, see [`data::XeniumBundle::read_dapi`]); empty when not read from a bundle.
     pub source: std::path::PathBuf,
+    /// The protein channels, rows in `table.cell_ids` order (read when
+    /// [`LabelOptions::proteins`] is set), else `None`.
+    pub protein: Option<data::ProteinMatrix>,
 }
 
 /// Read the BIDCell crop under `data_dir` (the unpacked bidcell data, see
@@ -114,9 +121,62 @@ pub fn prepare_bundle(bundle_dir: &Path, reference: &Path, opts: &LabelOptions) 
     let x_norm = normalisation.apply(&table.counts, g, &table.genes)?;
     let annotation = analysis::annotate_singler(&table.genes, &x_norm, &reference, &opts.singler)
         .map_err(|e| TrainError::Analysis(e.to_string()))?;
+    let protein = if opts.proteins { read_protein_rows(&bundle, bundle_dir, &table.cell_ids)? } else { None };
     let mut crop = label_cells(table, x_norm, annotation, opts);
     crop.source = bundle_dir.to_path_buf();
+    crop.protein = protein;
     Ok(crop)
+}
+
+/// The bundle's protein channels with rows in the order of `cell_ids` (the gene table's);
+/// `None` when the bundle has no protein features. Errors when a cell has no protein row.
+fn read_protein_rows(bundle: &data::XeniumBundle, dir: &Path, cell_ids: &[String]) -> Result<Option<data::ProteinMatrix>, TrainError> {
+    let Some(p) = bundle.read_protein()? else {
+        return Ok(None);
+    };
+    if p.cell_ids == cell_ids {
+        return Ok(Some(p));
+    }
+    let row: std::collections::HashMap<&str, usize> = p.cell_ids.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let m = p.n_markers();
+    let mut values = Vec::with_capacity(cell_ids.len() * m);
+    for id in cell_ids {
+        let r = *row.get(id.as_str()).ok_or_else(|| {
+            TrainError::Options(format!(
+                "{}: cell {id:?} has counts but no row in the protein matrix ({} cells); the protein channels must cover every cell",
+                dir.display(),
+                p.n_cells()
+            ))
+        })?;
+        values.extend_from_slice(&p.values[r * m..(r + 1) * m]);
+    }
+    Ok(Some(data::ProteinMatrix { cell_ids: cell_ids.to_vec(), values, ..p }))
+}
+
+/// The model input with protein channels appended, `[cells, G + P]`: each row of
+/// `crop.x_norm` followed by the cell's `(asinh(v / cofactor) − mean) / std` per marker, with
+/// mean and std from the training cells `train_idx` only. Returns it with the
+/// [`crate::engine::ProteinChannels`] to record in the model file (`meta.proteins`), which
+/// every engine applies the same way. Errors when `crop.protein` is `None` (the data has no
+/// protein channels, or they were not read).
+pub fn with_protein_channels(
+    crop: &PreparedCrop,
+    train_idx: &[usize],
+    cofactor: f64,
+) -> Result<(Vec<f32>, crate::engine::ProteinChannels), TrainError> {
+    let p = crop.protein.as_ref().ok_or_else(|| {
+        TrainError::Options(format!(
+            "{}: --protein needs \"Protein Expression\" features (Xenium In Situ Gene and Protein, XOA ≥ 4) in \
+             cell_feature_matrix.h5 or cell_feature_matrix.zarr.zip, and none were read; train without --protein",
+            crop.source.display()
+        ))
+    })?;
+    if !(cofactor.is_finite() && cofactor > 0.0) {
+        return Err(TrainError::Options(format!("--protein-cofactor {cofactor}: pass a finite number > 0 (e.g. 5)")));
+    }
+    let channels = crate::engine::ProteinChannels::fit(p.markers.clone(), &p.values, train_idx, cofactor);
+    let x = crate::engine::ProteinChannels::append(&crop.x_norm, crop.table.n_genes(), &channels.apply(&p.values), p.n_markers());
+    Ok((x, channels))
 }
 
 /// Read an AnnData `.h5ad` with expert labels in the categorical `obs[label_key]` column.
@@ -256,5 +316,6 @@ pub fn label_cells(table: CellTable, x_norm: Vec<f32>, annotation: Annotation, o
         class_names,
         summary,
         source: Default::default(),
+        protein: None,
     }
 }

@@ -158,6 +158,7 @@ pub fn classify_slide(
             genes: matrix.genes(),
             centroids_um: spatial.then_some(centroids_um.as_slice()),
             patches: None,
+            proteins: None,
         };
         let cells = model.prepare(input)?.into_owned();
         let block = SlideBlock { cells, centroids_um };

@@ -131,7 +131,7 @@ pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
         Some(_) => a.anndata.prepare_or(&a.data)?,
         None => {
             let panel = cellsymphony::train::dataset::ModelPanel { genes: model.meta.genes.clone(), path: a.model.clone() };
-            a.data.prepare_with(&LabelOptions { model_panel: Some(panel), ..a.data.options() })?
+            a.data.prepare_with(&LabelOptions { model_panel: Some(panel), proteins: model.meta.proteins.is_some(), ..a.data.options() })?
         }
     };
     if a.patches_out.is_some() && model.meta.config.morphology.is_none() {

@@ -81,6 +81,8 @@ pub(crate) fn model_inputs(model: &EngineModel, crop: &PreparedCrop) -> Result<C
         // Only a model with a centroid token reads them (AnnData cells have none).
         centroids_um: model.meta.config.spatial.as_ref().map(|_| centroids.as_slice()),
         patches: patches.as_ref().map(|(pixels, size)| cellsymphony::data::PatchInput { pixels, size: *size }),
+        // Only a model trained with --protein reads them.
+        proteins: crop.protein.as_ref().map(|p| cellsymphony::data::ProteinInput { values: &p.values, markers: &p.markers }),
     };
     let cells = model.prepare(input)?.into_owned();
     Ok(CellData { cells, centroids })

@@ -40,6 +40,14 @@ pub(crate) struct TrainArgs {
     /// burn backend.
     #[arg(long, value_enum, default_value_t = TrainBackend::Ndarray)]
     pub(crate) backend: TrainBackend,
+    /// Feed the bundle's protein channels (XOA ≥ 4 "Protein Expression" features, needs
+    /// --bundle) into the classifier beside the genes: `asinh(v / cofactor)` standardised on
+    /// the training cells, appended to the gene input (README: "Protein channels as model input").
+    #[arg(long)]
+    pub(crate) protein: bool,
+    /// The arcsinh cofactor of --protein.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) protein_cofactor: f64,
 }
 
 pub(crate) struct BarProgress {
@@ -132,7 +140,10 @@ pub(crate) fn cuda_driver_present() -> Result<()> {
 }
 
 pub(crate) fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) -> Result<Trained> {
-    let crop = a.data.prepare()?;
+    if a.protein && a.data.bundle.is_none() {
+        anyhow::bail!("--protein reads the protein channels of a Xenium In Situ Gene and Protein bundle: pass --bundle <DIR> (the example crop has no proteins)");
+    }
+    let crop = a.data.prepare_with(&train::LabelOptions { proteins: a.protein, ..a.data.options() })?;
     let t = &a.training;
     let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
     let (fit_idx, test_idx) = stratified_split(&crop.labels, t.test_fraction, t.seed);
@@ -143,13 +154,22 @@ pub(crate) fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) ->
     // Validation cells come from the training cells only (the test cells choose nothing).
     let (train_idx, val_idx) = train::carve_validation(&fit_idx, &crop.labels, train::SplitKind::Random, None, 1.0, t.val_fraction, t.seed)
         .map_err(train::TrainError::Options)?;
-    let g = crop.table.n_genes();
+    // The model input: normalised genes, then (--protein) the standardised protein channels
+    // fitted on the training cells.
+    let (x_in, proteins) = if a.protein {
+        let (x, p) = train::dataset::with_protein_channels(&crop, &train_idx, a.protein_cofactor)?;
+        println!("protein channels as model input: {} markers ({}), asinh(v / {}) standardised on the training cells", p.len(), p.markers.join(", "), p.cofactor);
+        (std::borrow::Cow::Owned(x), Some(p))
+    } else {
+        (std::borrow::Cow::Borrowed(crop.x_norm.as_slice()), None)
+    };
+    let g = crop.table.n_genes() + proteins.as_ref().map_or(0, |p| p.len());
     let encoder = match t.gene_encoders().as_slice() {
         [one] => *one,
         _ => anyhow::bail!("train takes one --gene-encoder (summary or tokens); benchmark compares several"),
     };
     // Gene tokens: the genes are chosen from the training cells (never validation or test).
-    let spec = encoder.apply(ClassifierConfig { n_genes: g, n_classes, ..t.architecture() }, &crop.x_norm, g, &train_idx);
+    let spec = encoder.apply(ClassifierConfig { n_genes: g, n_classes, ..t.architecture() }, &x_in, g, &train_idx);
     let options = ClassifierOptions::new(spec).with_dropout(t.dropout);
     options.spec.validate()?;
     let config = t.train_config();
@@ -158,7 +178,7 @@ pub(crate) fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) ->
         t.layers, t.d_model, encoder.label(t.gene_tokens), train_idx.len(), val_idx.len(), test_idx.len(), n_classes, a.backend
     );
     println!("recipe {}: {}", t.recipe.name(), serde_json::to_string(&config).unwrap_or_default());
-    let inputs = CellInputs::genes(&crop.x_norm, g);
+    let inputs = CellInputs::genes(&x_in, g);
     let split = LabelledSplit { labels: &labels, n_classes, train: &train_idx, val: &val_idx, test: &test_idx };
     let checkpoint = CheckpointOptions { dir: Some(a.out.clone()), resume: a.resume.clone() };
     let bar = ProgressBar::new(1).with_style(
@@ -187,7 +207,8 @@ pub(crate) fn train_on<B: AutodiffBackend>(a: &TrainArgs, device: &B::Device) ->
         "test_macro_f1": trained.report.macro_f1,
     });
     let model = trained.model.valid();
-    let meta = model_meta(&model, &crop.table.genes, &crop.class_names, crop.normalisation.clone(), training);
+    let mut meta = model_meta(&model, &crop.table.genes, &crop.class_names, crop.normalisation.clone(), training);
+    meta.proteins = proteins;
     let (fp32, files) = export_fp32_and_int8(&model, meta, &a.out)?;
     println!(
         "trained in {:.1} s; kept epoch {} (best validation macro-F1{}); test macro-F1 {:.3}; wrote {} and {}",
