@@ -19,6 +19,7 @@
 pub mod annotation;
 pub mod enrichment;
 pub mod error;
+pub mod generative;
 pub mod kmeans;
 pub mod knn;
 pub mod metrics;

@@ -18,6 +18,7 @@ pub mod contrastive;
 pub mod convert;
 pub mod encoder;
 pub mod encoders;
+pub mod flow;
 pub mod spatia;
 
 pub use classifier::{CellBatch, Classifier, ClassifierOptions, ModelInputs};
