@@ -137,12 +137,12 @@ pub struct FlowConfig {
 }
 
 impl Default for FlowConfig {
-    /// The CPU default: autoencoder 40 epochs at lr 2e-3, flow 1500 steps at lr 1e-3, batch
+    /// The CPU default: autoencoder 12 epochs at lr 2e-3, flow 1500 steps at lr 1e-3, batch
     /// 64, ρ = 0.05, Heun with 20 steps, 20 % of pairs held out in 100 µm blocks, 15 %
     /// corrupted pairs for the robustness row, 16 Δg components.
     fn default() -> Self {
         Self {
-            ae_epochs: 40,
+            ae_epochs: 12,
             ae_lr: 2e-3,
             flow_steps: 1500,
             flow_lr: 1e-3,
@@ -710,7 +710,8 @@ pub fn crop_flow_data(
     let opts = ot::PairingOptions { spatial_lambda, ..Default::default() };
     let pairing = pollster::block_on(ot::pair_states(&cs, &ts, d, &opts, ot::SinkhornEngine::Reference, |_, _| {}))?;
     let mean_um = pairing.records.iter().filter_map(|r| r.spatial_distance_um).sum::<f32>() / pairing.records.len().max(1) as f32;
-    log(format!("{} {control} → {} {target} pairs (lineage {lin_c}), spatial λ {:?} per µm, mean pair distance {mean_um:.1} µm", pairing.pairs.len(), pairing.pairs.iter().map(|p| p.1).collect::<std::collections::HashSet<_>>().len(), spatial_lambda));
+    let distinct = pairing.pairs.iter().map(|p| p.1).collect::<std::collections::HashSet<_>>().len();
+    log(format!("{} pairs {control} → {target} ({distinct} distinct targets; lineage {lin_c}), spatial λ {spatial_lambda:?} per µm, mean pair distance {mean_um:.1} µm", pairing.pairs.len()));
     let pairs = pairing.pairs.iter().map(|&(a, b)| FlowPair { ctrl: ci[a as usize], tgt: ti[b as usize], token: 0 }).collect();
     let expression_pca = cell_embedding.is_none().then_some(pca);
     let data = crop_cells_data(crop, patch_px, um_per_px, cell_embedding, expression_pca.as_ref(), pairs, vec![format!("{control} → {target}")])?;

@@ -92,7 +92,7 @@ struct TrainFlowArgs {
     #[arg(long, default_value_t = 0.5)]
     um_per_px: f32,
     /// Autoencoder epochs.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 12)]
     ae_epochs: usize,
     /// Flow optimisation steps (each flow).
     #[arg(long, default_value_t = 1500)]
