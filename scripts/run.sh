@@ -41,6 +41,12 @@ log "OT pairing: Epithelial → Malignant (PCA + log-domain Sinkhorn on the WGSL
 mkdir -p "$out/pairing"
 "$bin/cellsymphony" pair --control Epithelial --target Malignant --out "$out/pairing" | tee "$out/pairing/summary.txt" \
   || "$bin/cellsymphony" pair --control Epithelial --target Malignant --engine cpu --out "$out/pairing"
+# Issue 16: morphology generation, Epithelial → Malignant OT pairs (spatial term on), the
+# flow conditioned on SPATIA's z_cell; metrics.md (with its baselines) and grid.png (≈ 2 min).
+log "morphology generation: flow train + sample (Epithelial → Malignant) → $out/flow"
+"$bin/cellsymphony" flow train --cell-embedding "$out/spatia/embed/z_cell.npy" --out "$out/flow" 2> "$out/flow.log" \
+  | tee "$out/flow.txt"
+"$bin/cellsymphony" flow sample --model "$out/flow" --cell-embedding "$out/spatia/embed/z_cell.npy" --out "$out/flow/samples"
 log "building the npm package (pkg/)"
 bash scripts/build_wasm.sh
 log "benchmark: our package vs onnxruntime-web in headless Chromium (cells/s) → $out/bench_web.md"

@@ -1,6 +1,8 @@
 //! SPATIA: the regions the model reads agree with `data::niches`, and `cellsymphony spatia
 //! pretrain → finetune → embed` on one tissue region of the crop succeeds and writes
-//! embeddings of the shapes of the cells and niches.
+//! embeddings of the shapes of the cells and niches. Morphology generation (issue 16): a tiny
+//! flow on a synthetic fixture learns (its loss falls), is deterministic for a seed, and its
+//! checkpoint reloads to the same samples.
 
 mod common;
 
@@ -107,4 +109,128 @@ fn region_assignment_matches_the_niche_grid() {
     }
     assert!(!grid.unassigned.is_empty(), "the test should include cells outside the image");
     assert!(rc.len() > 1);
+}
+
+/// A synthetic fixture: 24 control cells with small dim nuclei paired with 24 target cells
+/// with large bright ones (8-px patches), on a 6 × 8 grid of 60 µm.
+fn flow_fixture() -> cellsymphony::train::flow::FlowData {
+    use cellsymphony::train::flow::{FlowData, FlowPair};
+    let (s, n, g, z) = (8usize, 48usize, 6usize, 4usize);
+    let mut rng = SplitMix64::new(11);
+    let mut patches = Vec::with_capacity(n * s * s);
+    let mut x = Vec::with_capacity(n * g);
+    for c in 0..n {
+        let target = c >= n / 2;
+        let (radius, level) = if target { (3.0 + rng.uniform(0.0, 0.5), 0.9) } else { (1.5 + rng.uniform(0.0, 0.5), 0.5) };
+        for k in 0..s * s {
+            let (r, col) = ((k / s) as f32 - 3.5, (k % s) as f32 - 3.5);
+            patches.push(if r * r + col * col <= radius * radius { level } else { 0.05 } + rng.uniform(0.0, 0.05));
+        }
+        for j in 0..g {
+            x.push(if target && j < 3 { 2.0 } else { 0.5 } + rng.uniform(0.0, 0.3));
+        }
+    }
+    let cell_emb = rng.uniform_vec(n * z, -1.0, 1.0);
+    let positions_um = (0..n).map(|c| [((c % 24) % 6) as f32 * 60.0 + 5.0, ((c % 24) / 6) as f32 * 60.0 + 5.0]).collect();
+    let pairs = (0..n / 2).map(|c| FlowPair { ctrl: c, tgt: n / 2 + c, token: 0 }).collect();
+    FlowData { patch_px: s, patches, n_genes: g, x, cell_dim: z, cell_emb, positions_um, pairs, transitions: vec!["A → B".into()] }
+}
+
+#[test]
+fn tiny_flow_learns_is_deterministic_and_reloads() {
+    use cellsymphony::model::flow::FlowSpec;
+    use cellsymphony::train::flow::{self, FlowConfig};
+    type Ad = burn::backend::Autodiff<burn::backend::NdArray>;
+    type Cpu = burn::backend::NdArray;
+    let data = flow_fixture();
+    let spec = FlowSpec { channels: 4, latent: 8, hidden: 32, blocks: 2, pert_dim: 8, time_dim: 8, ..FlowSpec::small(1, 4) };
+    let config = FlowConfig { ae_epochs: 4, flow_steps: 80, batch: 8, sample_steps: 4, test_fraction: 0.25, block_um: 100.0, baselines: false, dg_components: 3, ..Default::default() };
+    let device = Default::default();
+    let run = |seed: u64| flow::run_flow::<Ad>(&data, spec, &FlowConfig { seed, ..config.clone() }, &device, &mut |_| {}).unwrap();
+    let a = run(3);
+    let (first, last) = (a.flow_history.first().unwrap().flow_matching, a.flow_history.last().unwrap().flow_matching);
+    assert!(last < 0.8 * first, "flow-matching loss falls: {first} → {last}");
+    assert!(a.ae_history.last().unwrap() < a.ae_history.first().unwrap(), "{:?}", a.ae_history);
+    assert!(!a.test.is_empty() && a.generated.len() == a.test.len() * 64);
+    assert!(a.generated.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
+    // The main flow, identity and nearest-target rows, each with 6 morphology features.
+    assert_eq!(a.metrics.len(), 3);
+    assert!(a.metrics.iter().all(|m| m.ks.len() == 6 && m.fid.is_finite() && m.kid.is_finite()));
+    let b = run(3);
+    assert_eq!(a.generated, b.generated, "same seed, same samples");
+    assert_eq!((a.train.clone(), a.test.clone()), (b.train.clone(), b.test.clone()));
+
+    let dir = common::scratch("flow");
+    flow::save::<Cpu>(dir.path(), &a.header, &a.model).unwrap();
+    let (header, model) = flow::load::<Cpu>(dir.path(), &device).unwrap();
+    let pairs: Vec<_> = a.test.iter().map(|&i| data.pairs[i]).collect();
+    let again = flow::sample_with(&model, &header, &data, &pairs, &header.config, &device).unwrap();
+    let diff = common::max_abs_diff(&again, &a.generated);
+    assert!(diff < 1e-5, "reloaded checkpoint samples within 1e-5 of the trained model's: {diff}");
+    let wrong = flow::FlowData { cell_dim: 5, cell_emb: vec![0.0; 48 * 5], ..data.clone() };
+    assert!(flow::sample_with(&model, &header, &wrong, &pairs, &header.config, &device).is_err());
+}
+
+mod generative_metrics {
+    //! KS / W1 / FID / KID and nucleus features on known inputs.
+    use cellsymphony::analysis::generative::*;
+    use cellsymphony::util::rng::SplitMix64;
+
+    fn normal_rows(rng: &mut SplitMix64, n: usize, d: usize, shift: f32) -> Vec<f32> {
+        (0..n * d).map(|_| rng.normal() + shift).collect()
+    }
+
+    #[test]
+    fn identical_sets_are_at_distance_zero_and_shifted_sets_are_not() {
+        let mut rng = SplitMix64::new(7);
+        let a: Vec<f64> = (0..200).map(|_| rng.normal() as f64).collect();
+        assert_eq!(ks_statistic(&a, &a), 0.0);
+        assert!(wasserstein_1d(&a, &a).abs() < 1e-12);
+        let b: Vec<f64> = a.iter().map(|x| x + 0.5).collect();
+        assert!(ks_statistic(&a, &b) > 0.1);
+        // W1 of a pure shift is the shift.
+        assert!((wasserstein_1d(&a, &b) - 0.5).abs() < 1e-9, "{}", wasserstein_1d(&a, &b));
+        // Disjoint ranges: KS = 1.
+        let c: Vec<f64> = a.iter().map(|x| x + 100.0).collect();
+        assert_eq!(ks_statistic(&a, &c), 1.0);
+
+        let d = 4;
+        let x = normal_rows(&mut rng, 300, d, 0.0);
+        assert!(frechet_distance(&x, &x, d).unwrap() < 1e-6);
+        let y: Vec<f32> = x.iter().map(|v| v + 1.0).collect();
+        // A pure mean shift of 1 in each of d dimensions: FID = d (tolerance 1e-6 relative).
+        let f = frechet_distance(&x, &y, d).unwrap();
+        assert!((f - d as f64).abs() < 1e-6 * d as f64, "{f}");
+        let z = normal_rows(&mut rng, 300, d, 1.0);
+        assert!(frechet_distance(&x, &z, d).unwrap() > 1.0);
+        let kid_same = kernel_distance(&x, &x, d).unwrap();
+        let kid_shift = kernel_distance(&x, &z, d).unwrap();
+        assert!(kid_same.abs() < 0.1 && kid_shift > 0.5, "KID same {kid_same}, shifted {kid_shift}");
+        assert!(matches!(frechet_distance(&x[..d], &x, d), Err(cellsymphony::analysis::AnalysisError::InvalidParameter { .. })));
+        assert!(matches!(kernel_distance(&x[..d + 1], &x, d), Err(cellsymphony::analysis::AnalysisError::Shape { .. })));
+    }
+
+    #[test]
+    fn nucleus_features_of_a_drawn_disc_and_ellipse() {
+        let side = 32;
+        let draw = |ra: f64, rb: f64| -> Vec<f32> {
+            (0..side * side)
+                .map(|k| {
+                    let (r, c) = ((k / side) as f64 - 15.5, (k % side) as f64 - 15.5);
+                    if (r / ra).powi(2) + (c / rb).powi(2) <= 1.0 { 0.8 } else { 0.1 }
+                })
+                .collect()
+        };
+        let disc = nucleus_features(&draw(8.0, 8.0), side).unwrap();
+        assert!((disc.area - std::f64::consts::PI * 64.0).abs() < 12.0, "{disc:?}");
+        assert!(disc.eccentricity < 0.2 && disc.solidity > 0.85, "{disc:?}");
+        assert!((disc.mean_intensity - 0.8).abs() < 1e-6 && disc.std_intensity < 1e-6, "{disc:?}");
+        assert!(disc.perimeter > 2.0 * std::f64::consts::PI * 8.0 * 0.9, "{disc:?}");
+        let ellipse = nucleus_features(&draw(10.0, 4.0), side).unwrap();
+        // √(1 − (4/10)²) ≈ 0.92.
+        assert!((ellipse.eccentricity - 0.917).abs() < 0.05, "{ellipse:?}");
+        let blank = nucleus_features(&vec![0.3; side * side], side).unwrap();
+        assert_eq!(blank, NucleusFeatures::default());
+        assert!(nucleus_features(&[0.0; 10], side).is_err());
+    }
 }

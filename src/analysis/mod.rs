@@ -11,6 +11,8 @@
 //!   hypergeometric p-values.
 //! - [`nuclei`]: nucleus centroids from a DAPI image (LoG maxima in tiles) and their
 //!   precision/recall against reference nuclei.
+//! - [`generative`]: generated-vs-real image metrics: KS / 1-D Wasserstein per feature, FID /
+//!   KID on given features, nucleus morphology features from a threshold segmentation.
 //! - [`metrics`]: adjusted Rand index, silhouette, trustworthiness, kNN label agreement.
 //!
 //! Matrices are row-major `f32` slices with their shape passed beside them (`[n, d]`);
@@ -19,6 +21,7 @@
 pub mod annotation;
 pub mod enrichment;
 pub mod error;
+pub mod generative;
 pub mod kmeans;
 pub mod knn;
 pub mod metrics;

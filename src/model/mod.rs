@@ -10,6 +10,8 @@
 //! - [`contrastive`]: gene and morphology projection networks aligned by bidirectional InfoNCE.
 //! - [`spatia`]: SPATIA's multi-scale model (cell cross-attention, niche and tissue levels,
 //!   fusion, masked-reconstruction decoders), built from [`crate::engine::spec::SpatiaSpec`].
+//! - [`flow`]: morphology generation: the patch autoencoder, the perturbation encoder and the
+//!   FiLM-conditioned velocity network of the conditional flow ([`crate::train::flow`]).
 //! - [`convert`]: [`Classifier`] ⇄ [`crate::engine::EngineModel`] (the safetensors format
 //!   shared with the browser engine), for every architecture.
 
@@ -18,6 +20,7 @@ pub mod contrastive;
 pub mod convert;
 pub mod encoder;
 pub mod encoders;
+pub mod flow;
 pub mod spatia;
 
 pub use classifier::{CellBatch, Classifier, ClassifierOptions, ModelInputs};

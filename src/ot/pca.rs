@@ -198,7 +198,7 @@ pub fn pca(
 /// Eigendecomposition of the symmetric `n × n` matrix `a` (row-major, consumed): eigenvalues
 /// ascending, and eigenvectors as the rows of the returned `[n, n]` matrix (row `k` pairs with
 /// value `k`). Householder tridiagonalisation (`tred2`) + implicit QL (`tql2`).
-fn symmetric_eigen(a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
+pub fn symmetric_eigen(a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
     let mut v = a; // v[r * n + c] = V[r][c]
     let mut d = vec![0f64; n];
     let mut e = vec![0f64; n];

@@ -132,3 +132,57 @@ pub fn save_named_safetensors<B: Backend, M: burn::module::Module<B>>(
     }
     Ok(crate::util::write_atomic(path, &out)?)
 }
+
+/// Replaces every float parameter of a module by the tensor of the same dotted path in a
+/// safetensors file; records the names that are missing or have another shape.
+struct LoadNamed<'a> {
+    path: Vec<String>,
+    file: &'a safetensors::SafeTensors<'a>,
+    problems: Vec<String>,
+}
+
+impl<B: Backend> burn::module::ModuleMapper<B> for LoadNamed<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<B, D>>) -> burn::module::Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let name = self.path.join(".");
+        let shape = tensor.dims().to_vec();
+        let loaded = match self.file.tensor(&name) {
+            Ok(view) if view.dtype() == safetensors::Dtype::F32 && view.shape() == shape.as_slice() => {
+                let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                Some(Tensor::<B, D>::from_data(TensorData::new(values, shape.clone()), &tensor.device()))
+            }
+            Ok(view) => {
+                self.problems.push(format!("{name}: {:?} {:?} in the file, F32 {shape:?} expected", view.dtype(), view.shape()));
+                None
+            }
+            Err(_) => {
+                self.problems.push(format!("{name}: missing"));
+                None
+            }
+        };
+        burn::module::Param::from_mapped_value(id, loaded.unwrap_or(tensor), mapper)
+    }
+}
+
+/// Loads the float parameters of `model` (an initialised module of the same architecture)
+/// from a file written by [`save_named_safetensors`]. Every parameter must be present with
+/// its shape, else [`TrainError::Checkpoint`] lists the first mismatches.
+pub fn load_named_safetensors<B: Backend, M: burn::module::Module<B>>(model: M, path: &Path) -> Result<M, TrainError> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io { path: path.display().to_string(), source })?;
+    let bad = |problem: String| TrainError::Checkpoint { path: path.display().to_string(), problem };
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a readable safetensors file ({e}); write it again")))?;
+    let mut mapper = LoadNamed { path: Vec::new(), file: &file, problems: Vec::new() };
+    let model = model.map(&mut mapper);
+    if !mapper.problems.is_empty() {
+        let n = mapper.problems.len();
+        mapper.problems.truncate(5);
+        return Err(bad(format!("{n} parameters do not match this architecture ({}); load it with the spec it was saved with", mapper.problems.join("; "))));
+    }
+    Ok(model)
+}

@@ -15,6 +15,8 @@
 //! - [`benchmark`]: all four classifiers and the baseline on one split, with tables and plots.
 //! - [`spatia`]: SPATIA's multi-scale model: region data, masked-reconstruction pre-training,
 //!   fine-tuning, embeddings and the level ablation.
+//! - [`flow`]: morphology generation by conditional contrastive flow matching on OT pairs
+//!   (patch autoencoder, velocity network, Euler/Heun sampling, FID/KID and morphology metrics).
 //! - [`tune`]: `--tune`, a small learning-rate × weighting × smoothing search on validation cells.
 //! - [`plot`]: confusion-matrix heatmaps as PNG with a built-in bitmap font.
 //! - [`report`]: the morphology section of the main job's report (alignment check, patch mosaic).
@@ -25,6 +27,7 @@ pub mod contrastive;
 pub mod dataset;
 pub mod embeddings;
 pub mod export;
+pub mod flow;
 pub mod gene_tokens;
 pub mod logistic;
 pub mod metrics;
@@ -128,6 +131,9 @@ pub enum TrainError {
     /// An atomic write (temporary file + rename) failed.
     #[error(transparent)]
     Write(#[from] crate::util::AtomicWriteError),
+    /// OT pairing failed (see [`crate::ot::OtError`]).
+    #[error(transparent)]
+    Ot(#[from] crate::ot::OtError),
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

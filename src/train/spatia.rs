@@ -155,7 +155,8 @@ impl SpatiaData {
         self.assigned.len()
     }
 
-    fn rows<B: Backend>(values: &[f32], width: usize, idx: &[usize], device: &B::Device) -> Tensor<B, 2> {
+    /// Rows `idx` of the row-major `[_, width]` matrix `values` as a tensor `[idx.len(), width]`.
+    pub(crate) fn rows<B: Backend>(values: &[f32], width: usize, idx: &[usize], device: &B::Device) -> Tensor<B, 2> {
         let mut v = Vec::with_capacity(idx.len() * width);
         for &i in idx {
             v.extend_from_slice(&values[i * width..(i + 1) * width]);

@@ -7,6 +7,7 @@ mod classify;
 mod common;
 mod eval;
 mod export;
+mod flow;
 mod infer;
 mod inspect;
 mod label;
@@ -23,6 +24,7 @@ use benchmark::{cmd_benchmark, BenchmarkArgs};
 use classify::{cmd_classify, ClassifyArgs};
 use eval::{cmd_eval, EvalArgs};
 use export::{cmd_export, ExportArgs};
+use flow::{cmd_flow, FlowArgs};
 use inspect::{cmd_inspect, InspectArgs};
 use label::{cmd_label, LabelArgs};
 use nuclei::{cmd_detect_nuclei, DetectNucleiArgs};
@@ -71,6 +73,10 @@ enum Command {
     /// SPATIA's multi-scale model (cell cross-attention, niche and tissue levels, fusion):
     /// masked-reconstruction pre-training, fine-tuning, embeddings and the level ablation.
     Spatia(SpatiaArgs),
+    /// Morphology generation (SPATIA's third part): conditional contrastive flow matching from
+    /// control to target nuclei on OT pairs; `flow train` (metrics, grid, checkpoint) and
+    /// `flow sample`.
+    Flow(FlowArgs),
 }
 
 fn main() {
@@ -88,6 +94,7 @@ fn main() {
         Command::Inspect(a) => cmd_inspect(a),
         Command::DetectNuclei(a) => cmd_detect_nuclei(a),
         Command::Spatia(a) => cmd_spatia(a),
+        Command::Flow(a) => cmd_flow(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
