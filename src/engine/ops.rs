@@ -20,18 +20,66 @@ use super::format::{LayerNormWeights, Linear, LinearWeight};
 use crate::gpu::attention::score_scale;
 use crate::gpu::Activation;
 
+/// Lowest argument [`exp_approx`] evaluates; below it the result is 0 (true `exp` < 1.2e-38).
+const EXP_MIN: f32 = -87.336_55;
+/// Arguments above this are clamped by [`exp_approx`] (exp ≈ 1.65e38); above `EXP_MAX_INF`
+/// it returns +∞.
+const EXP_MAX: f32 = 88.0;
+const EXP_MAX_INF: f32 = 88.722_84;
+
+/// `exp(x)` in f32 without a library call and without branches (so it vectorises, e.g. in the
+/// GEMM's GELU epilogue on wasm SIMD128 and AVX2): Cody–Waite reduction `x = n·ln2 + r`
+/// (`n` rounded half to even), Cephes' degree-6 polynomial for `exp(r)`, then `2ⁿ` built in
+/// the exponent bits. Relative error ≤ 2 ulp on [-87, 88] (the `exp_approx_accuracy` unit
+/// test: measured against f64). NaN stays NaN; below [`EXP_MIN`] (−87.34) it gives 0 (no
+/// subnormals), above 88.72 +∞, and on (88, 88.72] it under-reads (argument clamped to 88):
+/// the engine only calls it on arguments ≤ 0 (softmax, erf). Every kernel of the CPU engine
+/// and its references use it, so they stay bit-identical to each other; the WGSL kernels use
+/// the GPU's `exp` (compared with a tolerance).
+#[inline]
+pub fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5·2²³: adding and subtracting it rounds to an integer, half to even.
+    const ROUND: f32 = 12_582_912.0;
+    // Comparisons keep NaN (a NaN argument is neither below nor above the bounds).
+    let xc = if x < EXP_MIN { EXP_MIN } else if x > EXP_MAX { EXP_MAX } else { x };
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let z = r * r;
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5)
+        * z
+        + r
+        + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let y = p * scale;
+    if x < EXP_MIN {
+        0.0
+    } else if x > EXP_MAX_INF {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
 /// erf(x) by Abramowitz & Stegun formula 7.1.26 (|error| ≤ 1.5e-7 in exact arithmetic,
 /// < 6e-7 evaluated in f32: measured 4.7e-7 on [-4, 4]), with the same operations as the
-/// WGSL kernel. WGSL has no erf, so both the
-/// kernel and this reference (hence the CPU forward) use this approximation; the
-/// `erf_approx_accuracy` unit test checks it against a high-precision series.
+/// WGSL kernel (whose `exp` is the GPU's; here it is [`exp_approx`], which vectorises). WGSL
+/// has no erf, so both the kernel and this reference (hence the CPU forward) use this
+/// approximation; the `erf_approx_accuracy` unit test checks it against a high-precision
+/// series.
+#[inline]
 pub fn erf_approx(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
         + 0.254_829_6)
         * t;
-    let r = 1.0 - poly * (-a * a).exp();
+    let r = 1.0 - poly * exp_approx(-a * a);
     if x >= 0.0 {
         r
     } else {
@@ -42,6 +90,7 @@ pub fn erf_approx(x: f32) -> f32 {
 /// GELU (erf form) with [`erf_approx`]: `x/2 · (1 + erf(x/√2))`; the error vs exact GELU
 /// is at most `|x|/2` times erf_approx's error, i.e. below 1e-6 for |x| < 3 and vanishing
 /// beyond (where erf saturates).
+#[inline]
 pub fn gelu_reference(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))
 }
@@ -188,7 +237,7 @@ pub fn attention_biased_reference(
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut denom = 0.0f32;
                 for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
+                    *s = exp_approx(*s - max);
                     denom += *s;
                 }
                 let o = &mut out
@@ -264,11 +313,11 @@ pub(crate) fn flash_attention_cell(qkv: &[f32], out: &mut [f32], tokens: usize, 
                     tile_max = tile_max.max(*sj);
                 }
                 let m_new = m.max(tile_max);
-                let corr = (m - m_new).exp();
+                let corr = exp_approx(m - m_new);
                 l *= corr;
                 acc.iter_mut().for_each(|a| *a *= corr);
                 for (j, &sj) in s.iter().enumerate().take(kn) {
-                    let p = (sj - m_new).exp();
+                    let p = exp_approx(sj - m_new);
                     l += p;
                     let r = (k0 + j) * stride + 2 * d_model + off;
                     for (a, v) in acc.iter_mut().zip(&qkv[r..r + hd]) {
@@ -429,6 +478,29 @@ mod tests {
         assert!(worst < 6e-7, "erf_approx error {worst}");
         assert_eq!(erf_approx(10.0), 1.0);
         assert_eq!(erf_approx(-10.0), -1.0);
+    }
+
+    #[test]
+    fn exp_approx_accuracy() {
+        // Every 97th f32 bit pattern's worth of arguments on [-87, 88]: relative error vs f64.
+        let (mut worst, mut at) = (0.0f64, 0.0f32);
+        let n = 400_000;
+        for i in 0..=n {
+            let x = -87.0 + 175.0 * (i as f32 / n as f32);
+            let want = (x as f64).exp();
+            let rel = ((exp_approx(x) as f64 - want) / want).abs();
+            if rel > worst {
+                (worst, at) = (rel, x);
+            }
+        }
+        eprintln!("exp_approx max relative error on [-87, 88]: {worst:.3e} at {at}");
+        // 2 ulp of f32 (2^-23 ≈ 1.19e-7 each).
+        assert!(worst <= 2.4e-7, "exp_approx error {worst} at {at}");
+        assert_eq!(exp_approx(0.0), 1.0);
+        assert_eq!(exp_approx(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_approx(-100.0), 0.0);
+        assert_eq!(exp_approx(f32::INFINITY), f32::INFINITY);
+        assert!(exp_approx(f32::NAN).is_nan());
     }
 
     #[test]
