@@ -18,7 +18,6 @@
 //! one thread.
 
 use super::format::{Linear, LinearWeight};
-use super::ops::gelu_reference;
 use crate::gpu::Activation;
 use crate::util::parallel::{for_each_row_chunk, worker_count};
 
@@ -349,9 +348,8 @@ pub(super) fn epilogue(
             *vj = pre(i, j);
         }
         if act == Activation::Gelu {
-            // All NR lanes (fixed length, branch-free `exp_approx`: vectorises); padding
-            // lanes are discarded below.
-            v.iter_mut().for_each(|vj| *vj = gelu_reference(*vj));
+            // All NR lanes (padding lanes are discarded below).
+            gelu_lanes(&mut v);
         }
         let yr = &mut y[row..row + cols];
         match residual {
@@ -359,6 +357,22 @@ pub(super) fn epilogue(
             None => yr.copy_from_slice(&v[..cols]),
         }
     }
+}
+
+/// [`super::ops::gelu_reference`] on each of the NR values (branch-free, inlined `exp_approx`).
+#[inline(always)]
+fn gelu_lanes(v: &mut [f32; NR]) {
+    #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+    {
+        use core::arch::wasm32::{v128, v128_load, v128_store};
+        for c in v.chunks_exact_mut(4) {
+            // SAFETY: `c` holds 4 f32 (16 bytes; unaligned v128 loads and stores are allowed).
+            // The SIMD128 build only runs where the engine validated SIMD (js/wasm.js).
+            unsafe { v128_store(c.as_mut_ptr() as *mut v128, super::ops::gelu_f32x4(v128_load(c.as_ptr() as *const v128))) };
+        }
+    }
+    #[cfg(not(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128"))))]
+    v.iter_mut().for_each(|vj| *vj = super::ops::gelu_reference(*vj));
 }
 
 /// [`gemm_rows`] compiled with SIMD128 enabled (the epilogue and tail copies vectorise too).
