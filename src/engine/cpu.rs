@@ -14,7 +14,7 @@
 
 use super::error::EngineError;
 use super::format::{centre_token_indices, ClassifierWeights, EncoderLayerWeights, EngineModel, Linear};
-use super::gemm::{gemm, PackedLinear};
+use super::gemm::{gemm, gemm_sparse_input, PackedLinear};
 use super::ops::{
     attention_biased_reference, flash_attention_cell, gene_token_embedding_reference, layernorm_reference,
     mean_pool_reference, token_gather_mean_reference,
@@ -360,7 +360,9 @@ fn forward_block(
     // [n, T*D] is [n*T, D] row-major: token t of a cell is elements t*D..(t+1)*D.
     let mut h = match (&c.gene_token_panel, &w.gene_tokens) {
         (Some(p), Some(gt)) => gene_token_embedding_reference(x, n, c.n_inputs(), &p.genes, gt),
-        _ => gemm(x, n, &w.gene_embedding, Activation::None, None),
+        // Counts are sparse (a cell expresses a fraction of the panel; log1p keeps zeros):
+        // only non-zero inputs are multiplied, bit-identical to the dense GEMM.
+        _ => gemm_sparse_input(x, n, &w.gene_embedding, Activation::None, None),
     };
     if !stage(&|| "the token embedding (gene_embedding)".into(), &h) {
         return Vec::new();
@@ -379,7 +381,7 @@ fn forward_block(
     let mut logits = gemm(&pooled, n, &w.head, Activation::None, None);
     if let Some(lp) = &w.linear_path {
         // The wide path on the model input `[n, n_inputs]`, accumulated onto the head's logits.
-        logits = gemm(model_input, n, lp, Activation::None, Some(&logits));
+        logits = gemm_sparse_input(model_input, n, lp, Activation::None, Some(&logits));
     }
     stage(&|| "the classification head".into(), &logits);
     logits

@@ -18,7 +18,6 @@
 //! one thread.
 
 use super::format::{Linear, LinearWeight};
-use super::ops::gelu_reference;
 use crate::gpu::Activation;
 use crate::util::parallel::{for_each_row_chunk, worker_count};
 
@@ -218,6 +217,100 @@ pub fn gemm_with(
     y
 }
 
+/// [`gemm`] for an `x` `[n, in]` made mostly of exact zeros (the model input of sparse
+/// counts: log1p keeps zeros zero): with at least half of `x` zero, each row's non-zero
+/// inputs are gathered and only their weights are read (cost ∝ non-zeros, not `in`); else, or
+/// for a W8A8 layer, it is [`gemm`].
+///
+/// Bit-identical to [`gemm`] with the same kernel: the kept products are summed in the same
+/// order from the same `+0` start, and a skipped term `0·w` (finite `w`: validated models) is
+/// `±0`, which leaves a sum unchanged (a round-to-nearest sum is never `−0` from a `+0` start),
+/// also under a fused multiply-add.
+///
+/// # Panics
+/// As [`gemm`].
+pub fn gemm_sparse_input(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>) -> Vec<f32> {
+    gemm_sparse_input_with(Kernel::best(), x, n, w, act, residual)
+}
+
+/// [`gemm_sparse_input`] with a chosen kernel ([`Kernel::available`]).
+pub fn gemm_sparse_input_with(
+    kernel: Kernel,
+    x: &[f32],
+    n: usize,
+    w: &PackedLinear,
+    act: Activation,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let zeros = x.iter().filter(|v| **v == 0.0).count();
+    if w.is_w8a8() || 2 * zeros < x.len() || w.in_dim == 0 {
+        return gemm_with(kernel, x, n, w, act, residual);
+    }
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    assert_eq!(x.len(), n * in_dim, "gemm: x is not [n={n}, in={in_dim}]");
+    if let Some(r) = residual {
+        assert_eq!(r.len(), n * out_dim, "gemm: residual is not [n={n}, out={out_dim}]");
+    }
+    let mut y = vec![0.0f32; n * out_dim];
+    if n == 0 || out_dim == 0 {
+        return y;
+    }
+    let rows_per_chunk = rows_per_chunk(n, in_dim - zeros / n.max(1), out_dim);
+    for_each_row_chunk(&mut y, out_dim, rows_per_chunk, |r0, yc| {
+        let nr = yc.len() / out_dim;
+        let xc = &x[r0 * in_dim..(r0 + nr) * in_dim];
+        let rc = residual.map(|res| &res[r0 * out_dim..(r0 + nr) * out_dim]);
+        match kernel {
+            // SAFETY: `Kernel::Avx2Fma` is only handed out after avx2 and fma were detected.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => unsafe { sparse_rows_avx2_fma(xc, nr, w, act, rc, yc) },
+            #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+            Kernel::Simd128 => sparse_rows_simd128(xc, nr, w, act, rc, yc),
+            Kernel::Portable => sparse_rows::<false>(xc, nr, w, act, rc, yc),
+        }
+    });
+    y
+}
+
+/// [`sparse_rows`] with fused multiply-adds (as the AVX2+FMA dense kernel).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sparse_rows_avx2_fma(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
+    sparse_rows::<true>(x, n, w, act, residual, y);
+}
+
+/// [`sparse_rows`] compiled with SIMD128 (separate multiply and add, as the dense kernel).
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+#[target_feature(enable = "simd128")]
+fn sparse_rows_simd128(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
+    sparse_rows::<false>(x, n, w, act, residual, y);
+}
+
+/// The serial sparse-input GEMM over rows `x` `[n, in]` into `y` `[n, out]`: per row, the
+/// non-zero inputs `(k, x_k)` in order, then per panel of NR outputs `acc += x_k · w[k]`
+/// (fused when `FMA`), then the shared epilogue.
+#[inline(always)]
+fn sparse_rows<const FMA: bool>(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    let mut nz: Vec<(usize, f32)> = Vec::with_capacity(in_dim);
+    for r in 0..n {
+        nz.clear();
+        nz.extend(x[r * in_dim..(r + 1) * in_dim].iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(k, v)| (k, *v)));
+        for p in 0..out_dim.div_ceil(NR) {
+            let panel = w.panel(p);
+            let o0 = p * NR;
+            let mut acc = [0.0f32; NR];
+            for &(k, v) in &nz {
+                let wk: &[f32; NR] = panel[k * NR..(k + 1) * NR].try_into().expect("panel row of NR values");
+                for (a, wj) in acc.iter_mut().zip(wk) {
+                    *a = if FMA { v.mul_add(*wj, *a) } else { *a + v * wj };
+                }
+            }
+            epilogue(y, out_dim, r, 1, o0, NR.min(out_dim - o0), act, residual, |_, j| acc[j] * w.scale[o0 + j] + w.bias[o0 + j]);
+        }
+    }
+}
+
 /// Rows per parallel chunk of a GEMM of `x` `[n, in]` → `[n, out]`: about four chunks per
 /// worker (whole row blocks where possible), or all rows at once on one worker or a small
 /// product.
@@ -255,7 +348,8 @@ pub(super) fn epilogue(
             *vj = pre(i, j);
         }
         if act == Activation::Gelu {
-            v[..cols].iter_mut().for_each(|vj| *vj = gelu_reference(*vj));
+            // All NR lanes (padding lanes are discarded below).
+            gelu_lanes(&mut v);
         }
         let yr = &mut y[row..row + cols];
         match residual {
@@ -263,6 +357,22 @@ pub(super) fn epilogue(
             None => yr.copy_from_slice(&v[..cols]),
         }
     }
+}
+
+/// [`super::ops::gelu_reference`] on each of the NR values (branch-free, inlined `exp_approx`).
+#[inline(always)]
+fn gelu_lanes(v: &mut [f32; NR]) {
+    #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+    {
+        use core::arch::wasm32::{v128, v128_load, v128_store};
+        for c in v.chunks_exact_mut(4) {
+            // SAFETY: `c` holds 4 f32 (16 bytes; unaligned v128 loads and stores are allowed).
+            // The SIMD128 build only runs where the engine validated SIMD (js/wasm.js).
+            unsafe { v128_store(c.as_mut_ptr() as *mut v128, super::ops::gelu_f32x4(v128_load(c.as_ptr() as *const v128))) };
+        }
+    }
+    #[cfg(not(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128"))))]
+    v.iter_mut().for_each(|vj| *vj = super::ops::gelu_reference(*vj));
 }
 
 /// [`gemm_rows`] compiled with SIMD128 enabled (the epilogue and tail copies vectorise too).
@@ -426,6 +536,28 @@ mod tests {
     use super::*;
     use crate::engine::ops::matmul_int8_reference;
     use crate::util::rng::SplitMix64;
+
+    #[test]
+    fn sparse_input_gemm_is_bit_identical_to_the_dense_gemm() {
+        let mut rng = SplitMix64::new(31);
+        for &(n, i, o) in &[(37usize, 313usize, 256usize), (5, 64, 20), (1, 3, 1)] {
+            // ~80 % exact zeros (as log1p of sparse counts), negative and positive values.
+            let x: Vec<f32> = rng.uniform_vec(n * i, -1.0, 4.0).into_iter().map(|v| if v < 3.0 { 0.0 } else { v - 3.5 }).collect();
+            let res = rng.uniform_vec(n * o, -1.0, 1.0);
+            let f32w = Linear { out_dim: o, in_dim: i, weight: LinearWeight::F32(rng.uniform_vec(o * i, -0.5, 0.5)), bias: rng.uniform_vec(o, -0.1, 0.1) };
+            for w in [f32w.clone(), f32w.quantized()] {
+                let packed = PackedLinear::new(&w);
+                for kernel in Kernel::available() {
+                    for (act, r) in [(Activation::None, None), (Activation::Gelu, Some(res.as_slice()))] {
+                        let dense = gemm_with(kernel, &x, n, &packed, act, r);
+                        let sparse = gemm_sparse_input_with(kernel, &x, n, &packed, act, r);
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&sparse), bits(&dense), "{kernel:?} n={n} in={i} out={o} {act:?}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn gemm_matches_the_reference_on_every_kernel() {
