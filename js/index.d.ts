@@ -232,6 +232,124 @@ export interface XeniumZarrTable extends XeniumTable {
  * attribute, and what it holds. */
 export declare function readXeniumZarr(matrix: Uint8Array, cells?: Uint8Array): Promise<XeniumZarrTable>;
 
+/** Options of {@link readTiff}. */
+export interface ReadTiffOptions {
+  /** Read the coarsest pyramid level whose pixels are at most this size (µm); default full
+   * resolution. Needs a pixel size (OME `PhysicalSizeX` or `umPerPx`). */
+  targetUmPerPx?: number;
+  /** Full-resolution pixel size in µm (overrides the OME-XML; needed for plain TIFFs). */
+  umPerPx?: number;
+  /** Plane (page of the main IFD chain: channel × z × t), default 0. */
+  plane?: number;
+  /** The file named in errors, default "image.tif". */
+  name?: string;
+}
+
+/** One pyramid level of a TIFF plane. */
+export interface TiffLevelInfo {
+  width: number;
+  height: number;
+  /** Full-resolution pixels per level pixel. */
+  downsample: number;
+  /** µm per pixel, or null when the file states no pixel size. */
+  umPerPx: number | null;
+  /** Compressed bytes of the level's strips or tiles. */
+  storedBytes: number;
+}
+
+/** A grayscale image, row-major `[height*width]`. */
+export interface GrayImage {
+  width: number;
+  height: number;
+  pixels: Uint16Array | Uint8Array;
+}
+
+/** What {@link readTiff} returns: the level read and what it cost. */
+export interface TiffImage extends GrayImage {
+  /** [height*width] row-major (8-bit samples widened unchanged). */
+  pixels: Uint16Array;
+  /** Index of the level read (0 = full resolution). */
+  level: number;
+  downsample: number;
+  /** µm per pixel of this level, or null when unknown. */
+  umPerPx: number | null;
+  /** Slide position [x, y] (µm) of pixel (0, 0)'s centre (the file's corner at 0), or null. */
+  originUm: [number, number] | null;
+  nPlanes: number;
+  /** OME channel name of the plane ("" when unknown). */
+  channelName: string;
+  /** Every level of plane 0, finest first. */
+  levels: TiffLevelInfo[];
+  /** Bytes copied out of the file (directories + this level's strips/tiles). */
+  fileBytesRead: number;
+  decodedBytes: number;
+}
+
+/** Reads one pyramid level (SubIFDs of OME-TIFF, or a plain page chain) of one grayscale 8/16-bit
+ * plane from a TIFF's bytes. The file stays in JS: only the directories and the chosen level's
+ * strips/tiles are copied into wasm memory. A level over 512 MiB decoded is refused (pick a
+ * coarser `targetUmPerPx`); an unsupported compression (e.g. JPEG 2000) or layout rejects with
+ * a {@link CellSymphonyError} (code "input") naming the TIFF field and value. */
+export declare function readTiff(bytes: Uint8Array | ArrayBuffer, options?: ReadTiffOptions): Promise<TiffImage>;
+
+/** Options of {@link detectNuclei}. */
+export interface DetectNucleiOptions {
+  /** µm per pixel of the image (required; `readTiff(...).umPerPx`). */
+  pixelSizeUm: number;
+  /** Expected nucleus diameter in µm (sets the LoG scale), default 8. */
+  diameterUm?: number;
+  /** Minimum distance between nuclei in µm, default half the diameter. */
+  minDistanceUm?: number;
+  /** Factor on the Otsu threshold (lower finds dimmer nuclei), default 1. */
+  thresholdScale?: number;
+  /** Tile side in pixels (working memory only; results do not depend on it), default 512. */
+  tilePx?: number;
+  /** Slide position [x, y] (µm) of pixel (0, 0)'s centre, default [0, 0] (`readTiff(...).originUm`). */
+  originUm?: [number, number];
+}
+
+/** Detected nuclei, in the order of the native `detect-nuclei` CSV. */
+export interface NucleusDetection {
+  nNuclei: number;
+  /** [n*2] (col, row) pixel coordinates, pixel centres at integers. */
+  centroidsPx: Float32Array;
+  /** [n*2] (x, y) µm: px · pixelSizeUm + originUm. */
+  centroidsUm: Float32Array;
+  /** [n] scale-normalised LoG response at the peak. */
+  response: Float32Array;
+  /** [n] smoothed intensity at the peak. */
+  intensity: Float32Array;
+  /** LoG scale in pixels: diameterUm / (2√2 · pixelSizeUm). */
+  sigmaPx: number;
+  /** Intensity threshold on the smoothed image (from Otsu). */
+  threshold: number;
+  nTiles: number;
+  /** Working bytes per tile. */
+  tileBytes: number;
+}
+
+/** Finds nucleus centroids in a DAPI image with the native `detect-nuclei` method and output
+ * (LoG maxima at the nucleus scale above an Otsu threshold, in tiles with a halo). */
+export declare function detectNuclei(image: GrayImage, options: DetectNucleiOptions): Promise<NucleusDetection>;
+
+/** Options of {@link cutPatches}. */
+export interface CutPatchesOptions {
+  /** µm per pixel of the image. */
+  pixelSizeUm: number;
+  /** Slide position [x, y] (µm) of pixel (0, 0)'s centre, default [0, 0]. */
+  originUm?: [number, number];
+  /** Patch side in pixels (a classifier's `patchSize`). */
+  patchSize: number;
+  /** Patch pixel size in µm (a classifier's `patchUmPerPx`). */
+  patchUmPerPx: number;
+}
+
+/** Cuts the patches a morphology classifier reads at `centresUm` ([n*2] x, y µm, e.g.
+ * `detectNuclei(...).centroidsUm`) with the native patch code (global 0.5/99.5 percentile
+ * stretch, anti-aliased bilinear, zero-padded at the border): `Float32Array
+ * [n*patchSize*patchSize]`, the `patches` argument of `classify`. */
+export declare function cutPatches(image: GrayImage, centresUm: Float32Array, options: CutPatchesOptions): Promise<Float32Array>;
+
 /** Bytes of the wasm memory on this thread. */
 export declare function wasmMemoryBytes(): Promise<number>;
 /** Whether the SIMD128 build is used on this thread. */

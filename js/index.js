@@ -166,3 +166,9 @@ export const readXeniumTranscripts = reader("readXeniumTranscripts");
 export const readXeniumCells = reader("readXeniumCells");
 /** Xenium zarr outputs (`cell_feature_matrix.zarr.zip`, optionally `cells.zarr.zip`) from their bytes (see index.d.ts). */
 export const readXeniumZarr = reader("readXeniumZarr");
+/** One pyramid level of a (OME-)TIFF from its bytes, reading only that level (see index.d.ts). */
+export const readTiff = reader("readTiff");
+/** Nucleus centroids in a DAPI image, as the native `detect-nuclei` (see index.d.ts). */
+export const detectNuclei = reader("detectNuclei");
+/** Classifier patches cut at centres (µm) of an image with the native patch code (see index.d.ts). */
+export const cutPatches = reader("cutPatches");

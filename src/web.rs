@@ -972,3 +972,272 @@ fn optional_string_arg(name: &str, v: &JsValue) -> Result<Option<String>, JsErro
     }
     v.as_string().map(Some).ok_or_else(|| JsError::new(&format!("`{name}` is {}: pass a string or undefined", describe(v))))
 }
+
+/// Most bytes of decoded samples `readTiff` produces in one call (512 MiB: a 16-bit level of
+/// up to 268 million pixels, e.g. 16,384 × 16,384). Larger levels are refused before decoding
+/// ("read a coarser level"); pick one with `targetUmPerPx`.
+pub const WASM_TIFF_MAX_DECODED_BYTES: u64 = 1 << 29;
+
+/// A JS `Uint8Array` as a TIFF source: the bytes stay in JS and each read copies only the
+/// requested range into wasm memory (directories, then the chosen level's strips or tiles).
+#[derive(Debug, Clone)]
+struct JsBytes(js_sys::Uint8Array);
+
+/// A position in a [`JsBytes`].
+struct JsBytesReader {
+    bytes: js_sys::Uint8Array,
+    pos: u64,
+    len: u64,
+}
+
+impl std::io::Read for JsBytesReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        if n > 0 {
+            let end = self.pos + n as u64;
+            self.bytes.subarray(self.pos as u32, end as u32).copy_to(&mut buf[..n]);
+            self.pos = end;
+        }
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for JsBytesReader {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match pos {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before byte 0"))?;
+        Ok(self.pos)
+    }
+}
+
+impl data::TiffSource for JsBytes {
+    type Reader = JsBytesReader;
+    fn reader(&self) -> std::io::Result<JsBytesReader> {
+        Ok(JsBytesReader { bytes: self.0.clone(), pos: 0, len: u64::from(self.0.length()) })
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(u64::from(self.0.length()))
+    }
+}
+
+/// Options of [`read_tiff`] (camelCase in JS; every field optional).
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+struct ReadTiffOptions {
+    target_um_per_px: Option<f32>,
+    um_per_px: Option<f32>,
+    plane: usize,
+    name: Option<String>,
+}
+
+/// Read one pyramid level of one plane of a (OME-)TIFF from its bytes (`Uint8Array` or
+/// `ArrayBuffer`), grayscale 8- or 16-bit: only the directories and that level's strips or
+/// tiles are copied into wasm memory (the file itself stays in JS), so a whole-slide file
+/// costs the size of the level read. `options`: `targetUmPerPx` (read the coarsest level whose
+/// pixels are at most this size; default full resolution; needs a pixel size), `umPerPx`
+/// (full-resolution pixel size, overrides the OME-XML; needed for plain TIFFs), `plane`
+/// (default 0), `name` (the file named in errors, default `image.tif`). Returns `{width,
+/// height, pixels: Uint16Array [height*width] (row-major), level, downsample, umPerPx (of the
+/// level, or null), originUm: [x, y] (slide position of pixel (0, 0)'s centre, the file's
+/// top-left corner at 0), nPlanes, channelName, levels: [{width, height, downsample, umPerPx,
+/// storedBytes}], fileBytesRead, decodedBytes}`. A level over
+/// [`WASM_TIFF_MAX_DECODED_BYTES`] is refused; an unsupported layout or compression throws an
+/// `Error` naming the TIFF field.
+#[wasm_bindgen(js_name = readTiff)]
+pub fn read_tiff(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] bytes: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "{ targetUmPerPx?: number, umPerPx?: number, plane?: number, name?: string } | undefined")]
+    options: JsValue,
+) -> Result<JsValue, JsError> {
+    let bytes = bytes_arg("bytes", &bytes)?;
+    let opts: ReadTiffOptions = if options.is_null() || options.is_undefined() { ReadTiffOptions::default() } else { options_from("readTiff options", options)? };
+    let name = opts.name.clone().unwrap_or_else(|| "image.tif".to_string());
+    let err = |e: data::DataError| JsError::new(&e.to_string());
+    let mut tiff = data::PyramidTiff::from_source(&name, JsBytes(bytes)).map_err(err)?.with_max_decoded_bytes(WASM_TIFF_MAX_DECODED_BYTES);
+    if let Some(um) = opts.um_per_px {
+        if !(um.is_finite() && um > 0.0) {
+            return Err(JsError::new(&format!("readTiff: `umPerPx` = {um}: pass a positive pixel size in µm (Xenium: 0.2125)")));
+        }
+        tiff = tiff.with_um_per_px(um);
+    }
+    let level = match opts.target_um_per_px {
+        Some(t) => tiff.level_for(t).map_err(err)?,
+        None => 0,
+    };
+    let read = tiff.read_gray(opts.plane, level).map_err(err)?;
+    let out = Object::new();
+    set(&out, "width", &JsValue::from_f64(read.image.width as f64))?;
+    set(&out, "height", &JsValue::from_f64(read.image.height as f64))?;
+    set(&out, "pixels", &js_sys::Uint16Array::from(read.image.pixels.as_slice()).into())?;
+    set(&out, "level", &JsValue::from_f64(level as f64))?;
+    set(&out, "downsample", &JsValue::from_f64(f64::from(read.downsample)))?;
+    let level_um = read.um_per_px.map_or(JsValue::NULL, |u| JsValue::from_f64(f64::from(u)));
+    set(&out, "umPerPx", &level_um)?;
+    let origin = match tiff.um_per_px() {
+        Some(base) => {
+            let frame = data::morphology::level_frame(&data::ImageFrame::from_corner([0.0, 0.0], base), read.downsample);
+            js_sys::Array::of2(&JsValue::from_f64(f64::from(frame.origin_um[0])), &JsValue::from_f64(f64::from(frame.origin_um[1]))).into()
+        }
+        None => JsValue::NULL,
+    };
+    set(&out, "originUm", &origin)?;
+    set(&out, "nPlanes", &JsValue::from_f64(tiff.n_planes() as f64))?;
+    set(&out, "channelName", &JsValue::from_str(&tiff.channel_name(opts.plane)))?;
+    let levels = js_sys::Array::new();
+    for l in tiff.levels() {
+        let o = Object::new();
+        set(&o, "width", &JsValue::from_f64(l.width as f64))?;
+        set(&o, "height", &JsValue::from_f64(l.height as f64))?;
+        set(&o, "downsample", &JsValue::from_f64(f64::from(l.downsample)))?;
+        set(&o, "umPerPx", &l.um_per_px.map_or(JsValue::NULL, |u| JsValue::from_f64(f64::from(u))))?;
+        set(&o, "storedBytes", &JsValue::from_f64(l.stored_bytes as f64))?;
+        levels.push(&o);
+    }
+    set(&out, "levels", &levels.into())?;
+    set(&out, "fileBytesRead", &JsValue::from_f64(read.stats.file_bytes_read as f64))?;
+    set(&out, "decodedBytes", &JsValue::from_f64(read.stats.decoded_bytes as f64))?;
+    Ok(out.into())
+}
+
+/// A grayscale image argument `{width, height, pixels: Uint16Array | Uint8Array}`, checked
+/// (sizes, pixel count, at most [`WASM_TIFF_MAX_DECODED_BYTES`]) and copied into wasm memory.
+fn gray_image_arg(call: &str, image: &JsValue) -> Result<data::GrayImage16, JsError> {
+    if image.is_null() || image.is_undefined() {
+        return Err(missing("image", "{width, height, pixels: Uint16Array}"));
+    }
+    let field = |k: &str| Reflect::get(image, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
+    let width = size_arg("image.width", &field("width"), MAX_COUNT)?;
+    let height = size_arg("image.height", &field("height"), MAX_COUNT)?;
+    let pixels_js = field("pixels");
+    let n = width as u64 * height as u64;
+    if n.saturating_mul(2) > WASM_TIFF_MAX_DECODED_BYTES {
+        return Err(JsError::new(&format!("{call}: a {width} x {height} px image is over the {} limit; read a coarser level", mib(WASM_TIFF_MAX_DECODED_BYTES))));
+    }
+    let length = js_length(&pixels_js);
+    let wrong_length = || JsError::new(&format!("{call}: `image.pixels` has length {length}, expected width * height = {n}"));
+    let pixels: Vec<u16> = if let Some(a) = pixels_js.dyn_ref::<js_sys::Uint16Array>() {
+        if length != n {
+            return Err(wrong_length());
+        }
+        a.to_vec()
+    } else if let Some(a) = pixels_js.dyn_ref::<js_sys::Uint8Array>() {
+        if length != n {
+            return Err(wrong_length());
+        }
+        a.to_vec().into_iter().map(u16::from).collect()
+    } else {
+        return Err(JsError::new(&format!("{call}: `image.pixels` is {}: pass a Uint16Array or Uint8Array [height*width]", describe(&pixels_js))));
+    };
+    data::GrayImage16::new(width, height, pixels).map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// Options of [`cut_patches`] (camelCase in JS).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CutPatchesOptions {
+    pixel_size_um: f32,
+    #[serde(default)]
+    origin_um: [f32; 2],
+    patch_size: usize,
+    patch_um_per_px: f32,
+}
+
+/// Cut the patches a morphology classifier reads, centred on `centresUm` (`Float32Array
+/// [n*2]`, x, y µm, e.g. `detectNuclei(...).centroidsUm`), with the native patch code (the
+/// image's global 0.5/99.5 percentile stretch, bilinear with anti-aliasing, zero-padded at the
+/// border). `options`: `pixelSizeUm` and `originUm` of the image (as for `detectNuclei`),
+/// `patchSize` and `patchUmPerPx` (a classifier's `patchSize`/`patchUmPerPx`). Returns
+/// `Float32Array [n*patchSize*patchSize]`, ready for `classify(..., patches, patchSize)`.
+#[wasm_bindgen(js_name = cutPatches)]
+pub fn cut_patches(
+    #[wasm_bindgen(unchecked_param_type = "{ width: number, height: number, pixels: Uint16Array | Uint8Array }")] image: JsValue,
+    #[wasm_bindgen(js_name = centresUm, unchecked_param_type = "Float32Array")] centres_um: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "{ pixelSizeUm: number, originUm?: [number, number], patchSize: number, patchUmPerPx: number }")]
+    options: JsValue,
+) -> Result<Float32Array, JsError> {
+    let centres = f32_arg("centresUm", &centres_um, "a Float32Array [n*2] of x, y µm")?;
+    if centres.length() % 2 != 0 {
+        return Err(JsError::new(&format!("cutPatches: `centresUm` has length {}, expected 2 per centre (x, y µm)", centres.length())));
+    }
+    if options.is_null() || options.is_undefined() {
+        return Err(missing("options", "{pixelSizeUm, patchSize, patchUmPerPx}"));
+    }
+    let o: CutPatchesOptions = options_from("cutPatches options", options)?;
+    let n = u64::from(centres.length() / 2);
+    let per_cell = (o.patch_size as u64).saturating_mul(o.patch_size as u64).saturating_mul(8);
+    CallSize { n_cells: n, per_cell_input: 8, per_cell_work: per_cell, input_bytes: 0 }.check("cutPatches", "cut patches", &format!("{} px patches", o.patch_size))?;
+    if !(o.pixel_size_um.is_finite() && o.pixel_size_um > 0.0 && o.patch_um_per_px.is_finite() && o.patch_um_per_px > 0.0 && o.patch_size > 0) {
+        return Err(JsError::new(&format!(
+            "cutPatches: pixelSizeUm = {}, patchSize = {}, patchUmPerPx = {}: pass positive numbers (a classifier's patchSize and patchUmPerPx)",
+            o.pixel_size_um, o.patch_size, o.patch_um_per_px
+        )));
+    }
+    let image = gray_image_arg("cutPatches", &image)?;
+    let flat = centres.to_vec();
+    let centres: Vec<[f32; 2]> = flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+    let frame = data::ImageFrame { origin_um: o.origin_um, um_per_px: o.pixel_size_um };
+    let patches = data::model_patches(&image, &frame, &centres, o.patch_size, o.patch_um_per_px);
+    Ok(Float32Array::from(patches.as_slice()))
+}
+
+/// Options of [`detect_nuclei_js`] (camelCase in JS).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DetectNucleiOptions {
+    pixel_size_um: f32,
+    diameter_um: Option<f32>,
+    min_distance_um: Option<f32>,
+    threshold_scale: Option<f32>,
+    tile_px: Option<usize>,
+    #[serde(default)]
+    origin_um: [f32; 2],
+}
+
+/// Find nucleus centroids in a DAPI image with the native `detect-nuclei` (scale-normalised
+/// LoG maxima at the nucleus scale above an Otsu threshold, processed in tiles; identical
+/// output). `image` is `{width, height, pixels: Uint16Array | Uint8Array [height*width]}`
+/// (e.g. `readTiff`'s result). `options`: `pixelSizeUm` (required), `diameterUm` (default 8),
+/// `minDistanceUm` (default half the diameter), `thresholdScale` (default 1), `tilePx`
+/// (default 512), `originUm` ([x, y] of pixel (0, 0)'s centre; default [0, 0]). Returns
+/// `{nNuclei, centroidsPx: Float32Array [n*2] (col, row), centroidsUm: Float32Array [n*2]
+/// (x, y = px · pixelSizeUm + originUm), response: Float32Array [n], intensity: Float32Array
+/// [n], sigmaPx, threshold, nTiles, tileBytes}`.
+#[wasm_bindgen(js_name = detectNuclei)]
+pub fn detect_nuclei_js(
+    #[wasm_bindgen(unchecked_param_type = "{ width: number, height: number, pixels: Uint16Array | Uint8Array }")] image: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "{ pixelSizeUm: number, diameterUm?: number, minDistanceUm?: number, thresholdScale?: number, tilePx?: number, originUm?: [number, number] }")]
+    options: JsValue,
+) -> Result<JsValue, JsError> {
+    use crate::analysis::nuclei::{detect_nuclei, NucleusOptions};
+    let image = gray_image_arg("detectNuclei", &image)?;
+    if options.is_null() || options.is_undefined() {
+        return Err(missing("options", "{pixelSizeUm} at least"));
+    }
+    let o: DetectNucleiOptions = options_from("detectNuclei options", options)?;
+    let defaults = NucleusOptions::default();
+    let opts = NucleusOptions {
+        diameter_um: o.diameter_um.unwrap_or(defaults.diameter_um),
+        min_distance_um: o.min_distance_um,
+        threshold_scale: o.threshold_scale.unwrap_or(defaults.threshold_scale),
+        tile_px: o.tile_px.unwrap_or(defaults.tile_px),
+    };
+    let det = detect_nuclei(&image, o.pixel_size_um, &opts).map_err(|e| JsError::new(&format!("detectNuclei: {e}")))?;
+    let frame = data::ImageFrame { origin_um: o.origin_um, um_per_px: o.pixel_size_um };
+    let out = Object::new();
+    set(&out, "nNuclei", &JsValue::from_f64(det.nuclei.len() as f64))?;
+    set(&out, "centroidsPx", &flat_xy(det.nuclei.iter().map(|n| n.px)).into())?;
+    set(&out, "centroidsUm", &flat_xy(det.nuclei.iter().map(|n| frame.px_to_um(n.px))).into())?;
+    let response: Vec<f32> = det.nuclei.iter().map(|n| n.response).collect();
+    let intensity: Vec<f32> = det.nuclei.iter().map(|n| n.intensity).collect();
+    set(&out, "response", &Float32Array::from(response.as_slice()).into())?;
+    set(&out, "intensity", &Float32Array::from(intensity.as_slice()).into())?;
+    set(&out, "sigmaPx", &JsValue::from_f64(f64::from(det.sigma_px)))?;
+    set(&out, "threshold", &JsValue::from_f64(f64::from(det.threshold)))?;
+    set(&out, "nTiles", &JsValue::from_f64(det.n_tiles as f64))?;
+    set(&out, "tileBytes", &JsValue::from_f64(det.tile_bytes as f64))?;
+    Ok(out.into())
+}

@@ -15,7 +15,7 @@ use cellsymphony::data::{
     cellsymphony_crops, cellsymphony_he_crops, extents_from_area, extents_from_transcripts,
     extract_he_patch, extract_patch_scaled, find_he_files, find_morphology, nucleus_centres,
     read_he_alignment_csv, read_he_level, spatia_crops, CropSpec, DataError, EdgePolicy, GrayImage16, HeAlignment,
-    IntensityScale, MorphologyLayout, Patch, PyramidTiff, SpatiaScale, XENIUM_CROP_FRAME,
+    IntensityScale, MorphologyLayout, Patch, PyramidTiff, SpatiaScale, XENIUM_CROP_FRAME, BytesSource,
 };
 
 /// Fixture directory, written once per test binary run (fails when python3/tifffile are
@@ -93,6 +93,27 @@ fn level_for_0_85_um_is_level_2_and_only_it_is_decoded() {
     assert_eq!(mid.level, 1);
     assert!(mid.image == raw_u16(&fixtures().join("level1.u16"), 1200, 900));
     assert_eq!(tiff.read_gray_at(0, 0.1).unwrap().level, 0);
+}
+
+/// The reader the browser uses (bytes, not a file): the same level, the same bytes read, and
+/// a level over the decoded-size limit refused before decoding, naming the level and limit.
+#[test]
+fn pyramid_from_bytes_equals_the_file_and_the_limit_is_typed() {
+    let path = fixtures().join("pyramid.ome.tif");
+    let file = PyramidTiff::open(&path).unwrap().read_gray_at(0, 0.85).unwrap();
+    let bytes: std::sync::Arc<[u8]> = std::fs::read(&path).unwrap().into();
+    let tiff = PyramidTiff::from_source("dropped.ome.tif", BytesSource(bytes)).unwrap();
+    let read = tiff.read_gray_at(0, 0.85).unwrap();
+    assert_eq!((read.level, read.um_per_px), (2, Some(0.85)));
+    assert!(read.image == file.image, "bytes and file readers differ on level 2");
+    assert_eq!(read.stats, file.stats);
+    let level2 = 600 * 450 * 2;
+    let exact = tiff.clone().with_max_decoded_bytes(level2).read_gray(0, 2).unwrap();
+    assert!(exact.image == file.image);
+    let err = tiff.with_max_decoded_bytes(level2 - 1).read_gray(0, 2).unwrap_err();
+    assert!(matches!(err, DataError::LevelTooLarge { level: 2, width: 600, height: 450, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("dropped.ome.tif") && msg.contains(&format!("{}-byte limit", level2 - 1)) && msg.contains("coarser level"), "{msg}");
 }
 
 #[test]

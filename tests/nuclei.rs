@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Instant;
 
-use cellsymphony::analysis::nuclei::{detect_nuclei, match_centroids, NucleusOptions};
+use cellsymphony::analysis::nuclei::{
+    deconvolve_pixel, detect_nuclei, haematoxylin, match_centroids, watershed_nuclei, NucleusOptions, DEFAULT_NUCLEUS_DIAMETER_UM,
+    RGB_FROM_HED,
+};
 use cellsymphony::data::image::{GrayImage16, XENIUM_CROP_FRAME};
 use cellsymphony::util::rng::SplitMix64;
 
@@ -156,4 +159,92 @@ fn bad_inputs_are_named() {
     assert!(e.contains("max_distance"), "{e}");
     let e = match_centroids(&[[0.0, f32::NAN]], &[], 3.0).unwrap_err().to_string();
     assert!(e.contains("detected centroids") && e.contains("row 0"), "{e}");
+}
+
+/// Disks of radius `r_px` (intensity 1000 on 100) at `centres`, `[col, row]`.
+fn disks(width: usize, height: usize, centres: &[[f32; 2]], r_px: f32) -> GrayImage16 {
+    let mut pixels = vec![100u16; width * height];
+    for (p, v) in pixels.iter_mut().enumerate() {
+        let (x, y) = ((p % width) as f32, (p / width) as f32);
+        if centres.iter().any(|c| (x - c[0]).powi(2) + (y - c[1]).powi(2) <= r_px * r_px) {
+            *v = 1000;
+        }
+    }
+    GrayImage16::new(width, height, pixels).unwrap()
+}
+
+#[test]
+fn watershed_splits_touching_nuclei_with_their_areas() {
+    let r = 4.0 / UM_PER_PX; // 8 µm nuclei
+    let centres = [[100.0, 100.0], [100.0 + 2.0 * r, 100.0], [260.0, 200.0]];
+    let image = disks(360, 300, &centres, r);
+    let det = detect_nuclei(&image, UM_PER_PX, &NucleusOptions::default()).unwrap();
+    assert_eq!(det.nuclei.len(), 3, "{:?}", det.centroids_px());
+    let masks = watershed_nuclei(&image, &det, UM_PER_PX, DEFAULT_NUCLEUS_DIAMETER_UM).unwrap();
+    let disk = std::f32::consts::PI * r * r;
+    for (i, (&a, c)) in masks.area_px.iter().zip(&masks.centroid_px).enumerate() {
+        // The nearest true centre: its mask has about the disk's area and centre.
+        let t = centres.iter().min_by(|p, q| {
+            let d = |z: &[f32; 2]| (z[0] - c[0]).powi(2) + (z[1] - c[1]).powi(2);
+            d(p).total_cmp(&d(q))
+        }).unwrap();
+        let off = ((t[0] - c[0]).powi(2) + (t[1] - c[1]).powi(2)).sqrt();
+        println!("nucleus {i}: area {a} px (disk {disk:.0}), centroid {c:?}, {off:.2} px from the disk centre");
+        assert!((a as f32 - disk).abs() <= 0.2 * disk, "nucleus {i}: area {a} px vs disk {disk:.0} px");
+        assert!(off <= 2.0, "nucleus {i}: mask centroid {off:.2} px from its disk");
+    }
+    assert_eq!(masks.area_px.iter().map(|&a| a as usize).sum::<usize>(), masks.labels.iter().filter(|&&l| l != 0).count());
+    let um2 = masks.area_um2(UM_PER_PX);
+    assert!((um2[2] - std::f32::consts::PI * 16.0).abs() < 0.2 * std::f32::consts::PI * 16.0, "{um2:?}");
+}
+
+#[test]
+fn haematoxylin_deconvolution_recovers_stains_and_nuclei() {
+    // Beer-Lambert: I = 256·exp(-(h·H + e·E)) - 1 per channel, rounded to 8 bits.
+    let render = |h: f64, e: f64| -> [u8; 3] {
+        std::array::from_fn(|c| (256.0 * (-(h * RGB_FROM_HED[0][c] + e * RGB_FROM_HED[1][c])).exp() - 1.0).round().clamp(0.0, 255.0) as u8)
+    };
+    for (h, e) in [(0.0, 0.0), (0.3, 0.1), (0.8, 0.2), (0.1, 0.6), (1.2, 0.4)] {
+        let got = deconvolve_pixel(render(h, e));
+        assert!((got[0] - h).abs() < 0.03 && (got[1] - e).abs() < 0.03 && got[2].abs() < 0.03, "h {h} e {e}: {got:?}");
+    }
+    // Haematoxylin disks on eosin-stained tissue: nuclei found where the disks are.
+    let r = 4.0 / UM_PER_PX;
+    let centres = [[80.0, 90.0], [220.0, 150.0], [120.0, 230.0]];
+    let (w, h) = (320, 300);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for p in 0..w * h {
+        let (x, y) = ((p % w) as f32, (p / w) as f32);
+        let inside = centres.iter().any(|c| (x - c[0]).powi(2) + (y - c[1]).powi(2) <= r * r);
+        rgb.extend_from_slice(&render(if inside { 0.9 } else { 0.05 }, 0.35));
+    }
+    let image = cellsymphony::data::image::RgbImage8::new(w, h, rgb).unwrap();
+    let hx = haematoxylin(&image);
+    let det = detect_nuclei(&hx, UM_PER_PX, &NucleusOptions::default()).unwrap();
+    let report = match_centroids(&det.centroids_px(), &centres, 3.0).unwrap();
+    assert_eq!((report.n_detected, report.n_matched), (3, 3), "{report:?}");
+}
+
+/// With and without watershed on the crop: the mask centroids as the nucleus positions.
+#[test]
+fn crop_watershed_masks_and_their_centroids() {
+    let image = common::crop_dapi();
+    let reference = common::crop_nuclei();
+    let um = XENIUM_CROP_FRAME.um_per_px;
+    let det = detect_nuclei(image, um, &NucleusOptions::default()).unwrap();
+    let t = Instant::now();
+    let masks = watershed_nuclei(image, &det, um, DEFAULT_NUCLEUS_DIAMETER_UM).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let peaks: Vec<[f32; 2]> = det.nuclei.iter().map(|n| XENIUM_CROP_FRAME.px_to_um(n.px)).collect();
+    let mask_centres: Vec<[f32; 2]> = masks.centroid_px.iter().map(|&c| XENIUM_CROP_FRAME.px_to_um(c)).collect();
+    let without = match_centroids(&peaks, &reference, 3.0).unwrap();
+    let with = match_centroids(&mask_centres, &reference, 3.0).unwrap();
+    let mut areas = masks.area_um2(um);
+    areas.sort_by(f32::total_cmp);
+    let q = |p: f32| areas[((areas.len() - 1) as f32 * p) as usize];
+    println!("watershed {secs:.2} s; nucleus area µm² p10 {:.1} median {:.1} p90 {:.1}", q(0.1), q(0.5), q(0.9));
+    println!("peaks (no watershed): {without:?}");
+    println!("watershed mask centroids: {with:?}");
+    assert!(q(0.5) > 10.0 && q(0.5) < 120.0, "median nucleus area {} µm²", q(0.5));
+    assert!(with.f1 >= F1_FLOOR, "{with:?}");
 }

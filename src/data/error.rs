@@ -391,6 +391,28 @@ pub enum DataError {
         name: &'static str,
     },
 
+    /// A pyramid level is too large to decode within the memory limit of this reader.
+    #[error(
+        "{}: pyramid level {level} is {width} x {height} px = {bytes} bytes of decoded samples, \
+         over the {limit}-byte limit of this reader; read a coarser level (a larger target \
+         µm/px) or a smaller region of the slide",
+        path.display()
+    )]
+    LevelTooLarge {
+        /// Image file.
+        path: PathBuf,
+        /// Pyramid level index (0 = full resolution).
+        level: usize,
+        /// Level width in pixels.
+        width: u64,
+        /// Level height in pixels.
+        height: u64,
+        /// Decoded size in bytes.
+        bytes: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+
     /// The pixel size of an image is needed but the file does not state it.
     #[error(
         "{} states no pixel size (no OME-XML PhysicalSizeX in its ImageDescription); \
@@ -532,7 +554,6 @@ pub enum DataError {
 
 impl DataError {
     /// Wraps an I/O error with the path it concerns.
-    #[cfg(feature = "native-io")]
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.to_path_buf(),

@@ -218,8 +218,8 @@ pub fn find_he_files(dir: &std::path::Path) -> Result<HeFiles, DataError> {
 /// `target_um_per_px` (H&E pixel size from the alignment and the morphology pixel size) and
 /// returns it with the alignment of that level ([`HeAlignment::for_he_level`]).
 #[cfg(feature = "native-io")]
-pub fn read_he_level(
-    tiff: &super::morphology::PyramidTiff,
+pub fn read_he_level<S: super::morphology::TiffSource>(
+    tiff: &super::morphology::PyramidTiff<S>,
     alignment: &HeAlignment,
     morphology_um_per_px: f32,
     target_um_per_px: f32,

@@ -33,7 +33,6 @@ pub mod xenium_zarr;
 pub mod zarr;
 
 mod csv_util;
-#[cfg(feature = "native-io")]
 mod tiff_ifd;
 
 // Xenium output-bundle readers: MEX cell-feature matrix, cells.csv / cells.parquet,
@@ -113,11 +112,12 @@ pub use morphology::{
     choose_level, level_frame, max_projection, parse_ome_xml, LevelImage, MorphologyLayout,
     OmeMetadata, PyramidLevel, ReadStats, LEGACY_FOCUS_CHANNELS, MORPHOLOGY_EXPECTED,
 };
+pub use morphology::{BytesSource, FileSource, PyramidTiff, TiffSource, DEFAULT_MAX_DECODED_BYTES};
 #[cfg(feature = "native-io")]
-pub use morphology::{find_morphology, MorphologyFiles, PyramidTiff};
+pub use morphology::{find_morphology, MorphologyFiles};
 pub use patches::{
     cellsymphony_crops, cellsymphony_he_crops, extents_from_area, extents_from_transcripts,
-    extract_he_patch, extract_patch, extract_patch_scaled, nucleus_centres, spatia_crops,
+    extract_he_patch, extract_patch, extract_patch_scaled, model_patches, nucleus_centres, spatia_crops,
     CellExtent, CropSpec, EdgePolicy, Patch, RgbPatch, SpatiaCrop, SpatiaScale,
     MIN_CELL_SIDE_UM,
 };

@@ -15,16 +15,58 @@
 //! for ([`PyramidTiff::read_gray_at`] picks the coarsest level that is at least as fine as the
 //! requested µm/px).
 //!
-//! Pure parts ([`parse_ome_xml`], [`choose_level`], [`level_frame`], [`max_projection`]) build
-//! everywhere; file reading needs the `native-io` feature.
+//! [`PyramidTiff`] reads through any [`TiffSource`] (random access to the file's bytes): a
+//! file ([`FileSource`], [`PyramidTiff::open`]), a byte buffer ([`BytesSource`]), or in the
+//! browser a JS `Uint8Array` (web.rs), so it builds everywhere, wasm32 included. Only the
+//! directories and the chosen level's strips/tiles are read; a level whose decoded samples
+//! exceed [`PyramidTiff::with_max_decoded_bytes`] is refused before decoding
+//! ([`DataError::LevelTooLarge`]). Locating files in a Xenium folder needs `native-io`.
 
-#[cfg(feature = "native-io")]
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::error::DataError;
 use super::image::{GrayImage16, ImageFrame};
-#[cfg(feature = "native-io")]
 use super::tiff_ifd::{self, IfdInfo, Samples, TiffHeader};
+
+/// Random access to the bytes of a TIFF file: each call opens an independent reader.
+pub trait TiffSource {
+    /// A reader positioned anywhere in the file.
+    type Reader: Read + Seek;
+    /// Opens a reader on the file's bytes.
+    fn reader(&self) -> std::io::Result<Self::Reader>;
+    /// The file's size in bytes.
+    fn len(&self) -> std::io::Result<u64>;
+}
+
+/// A TIFF on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSource(pub PathBuf);
+
+impl TiffSource for FileSource {
+    type Reader = std::fs::File;
+    fn reader(&self) -> std::io::Result<std::fs::File> {
+        std::fs::File::open(&self.0)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        std::fs::metadata(&self.0).map(|m| m.len())
+    }
+}
+
+/// A TIFF held in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BytesSource(pub Arc<[u8]>);
+
+impl TiffSource for BytesSource {
+    type Reader = std::io::Cursor<Arc<[u8]>>;
+    fn reader(&self) -> std::io::Result<Self::Reader> {
+        Ok(std::io::Cursor::new(self.0.clone()))
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+}
 
 /// Pixel size and channels stated by the OME-XML of an OME-TIFF (first `<Image>` only).
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -233,10 +275,13 @@ pub struct LevelImage<T> {
 
 /// An (OME-)TIFF opened for reading single levels: its planes (pages), each plane's pyramid
 /// levels, and its OME metadata. Opening reads directories only.
-#[cfg(feature = "native-io")]
 #[derive(Debug, Clone)]
-pub struct PyramidTiff {
+pub struct PyramidTiff<S: TiffSource = FileSource> {
+    /// The file named in errors.
     path: PathBuf,
+    source: S,
+    /// Most bytes of decoded samples one read may produce.
+    max_decoded_bytes: u64,
     header: TiffHeader,
     /// `planes[plane][level]`, levels finest first.
     planes: Vec<Vec<IfdInfo>>,
@@ -244,9 +289,18 @@ pub struct PyramidTiff {
     um_per_px: Option<f32>,
 }
 
-#[cfg(feature = "native-io")]
-impl PyramidTiff {
-    /// Parses the directories of `path`.
+/// Default limit on the decoded samples of one level read ([`PyramidTiff::with_max_decoded_bytes`]).
+pub const DEFAULT_MAX_DECODED_BYTES: u64 = 16 << 30;
+
+impl PyramidTiff<FileSource> {
+    /// Parses the directories of the file at `path` (see [`PyramidTiff::from_source`]).
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        Self::from_source(path, FileSource(path.to_path_buf()))
+    }
+}
+
+impl<S: TiffSource> PyramidTiff<S> {
+    /// Parses the directories of the TIFF in `source`; `name` is the file named in errors.
     ///
     /// Planes: with OME-XML, the first `SizeC·SizeZ·SizeT` pages; otherwise every page whose
     /// size equals the first page's. Levels of a plane: its SubIFDs, else the following
@@ -255,8 +309,11 @@ impl PyramidTiff {
     /// Multi-file OME sets (pre-XOA-4 `morphology_focus_000N.ome.tif`) keep the full OME-XML
     /// in file `0000` only; the others state no pixel size here (set it with
     /// [`PyramidTiff::with_um_per_px`]) and their channel names come from [`find_morphology`].
-    pub fn open(path: &Path) -> Result<Self, DataError> {
-        let (header, pages) = tiff_ifd::read_structure(path)?;
+    pub fn from_source(name: impl AsRef<Path>, source: S) -> Result<Self, DataError> {
+        let path = name.as_ref();
+        let io = |e| DataError::io(path, e);
+        let len = source.len().map_err(io)?;
+        let (header, pages) = tiff_ifd::read_structure(path, source.reader().map_err(io)?, len)?;
         let ome = pages
             .first()
             .and_then(|p| p.description.as_deref())
@@ -291,13 +348,15 @@ impl PyramidTiff {
                 .unwrap_or_default();
             if !subs.is_empty() {
                 levels.truncate(1);
-                levels.extend(tiff_ifd::read_ifds(path, header, &subs)?);
+                levels.extend(tiff_ifd::read_ifds(path, source.reader().map_err(io)?, len, header, &subs)?);
             }
             levels.sort_by_key(|l| std::cmp::Reverse(l.width));
         }
         let um_per_px = ome.as_ref().and_then(|m| m.physical_size_x_um);
         Ok(PyramidTiff {
             path: path.to_path_buf(),
+            source,
+            max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
             header,
             planes,
             ome,
@@ -324,6 +383,35 @@ impl PyramidTiff {
     /// [`PyramidTiff::with_um_per_px`].
     pub fn um_per_px(&self) -> Option<f32> {
         self.um_per_px
+    }
+
+    /// Limits the decoded samples of one level read to `bytes` (default
+    /// [`DEFAULT_MAX_DECODED_BYTES`]): a larger level fails with [`DataError::LevelTooLarge`]
+    /// before anything is decoded. Working memory of a read is about this plus one strip/tile.
+    pub fn with_max_decoded_bytes(mut self, bytes: u64) -> Self {
+        self.max_decoded_bytes = bytes;
+        self
+    }
+
+    /// Decodes the samples of `ifd` (level `level`), refusing it when over the limit.
+    fn decode(&self, level: usize, ifd: &IfdInfo) -> Result<(Samples, u64), DataError> {
+        let bytes = ifd
+            .width
+            .saturating_mul(ifd.height)
+            .saturating_mul(u64::from(ifd.samples_per_pixel))
+            .saturating_mul(u64::from(ifd.bits_per_sample.div_ceil(8)));
+        if bytes > self.max_decoded_bytes {
+            return Err(DataError::LevelTooLarge {
+                path: self.path.clone(),
+                level,
+                width: ifd.width,
+                height: ifd.height,
+                bytes,
+                limit: self.max_decoded_bytes,
+            });
+        }
+        let reader = self.source.reader().map_err(|e| DataError::io(&self.path, e))?;
+        tiff_ifd::decode_ifd(&self.path, reader, self.header, ifd, self.max_decoded_bytes)
     }
 
     /// Sets the full-resolution pixel size (for plain TIFFs, or to override the OME value).
@@ -469,7 +557,7 @@ impl PyramidTiff {
         const EXPECTED: &str = "a single-channel 8- or 16-bit unsigned grayscale image";
         let ifd = self.ifd(plane, level)?;
         self.check(ifd, 1, EXPECTED)?;
-        let (samples, file_bytes_read) = tiff_ifd::decode_ifd(&self.path, self.header, ifd)?;
+        let (samples, file_bytes_read) = self.decode(level, ifd)?;
         let (pixels, decoded_bytes) = match samples {
             Samples::U16(v) => {
                 let n = v.len() as u64 * 2;
@@ -526,7 +614,7 @@ impl PyramidTiff {
         const EXPECTED: &str = "an 8-bit RGB image (3 interleaved samples per pixel)";
         let ifd = self.ifd(0, level)?;
         self.check(ifd, 3, EXPECTED)?;
-        let (samples, file_bytes_read) = tiff_ifd::decode_ifd(&self.path, self.header, ifd)?;
+        let (samples, file_bytes_read) = self.decode(level, ifd)?;
         let Samples::U8(pixels) = samples else {
             return Err(DataError::TiffField {
                 path: self.path.clone(),

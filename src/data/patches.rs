@@ -159,6 +159,29 @@ fn bilinear(image: &GrayImage16, scale: &IntensityScale, col: f32, row: f32) -> 
     top * (1.0 - fy) + bottom * fy
 }
 
+/// The patches a morphology model reads: one `size_px × size_px` patch per centre (µm) at
+/// `um_per_px`, stretched with the image's global 0.5/99.5 percentiles, zero-padded at the
+/// border ([`EdgePolicy::Pad`]) and all zero for a non-finite centre. Shape
+/// `[centres, size_px, size_px]`, row-major (what `classify --patches-out` writes and the
+/// classifiers take as `patches`).
+pub fn model_patches(
+    image: &GrayImage16,
+    frame: &ImageFrame,
+    centres_um: &[[f32; 2]],
+    size_px: usize,
+    um_per_px: f32,
+) -> Vec<f32> {
+    let scale = IntensityScale::global(image);
+    let mut out = Vec::with_capacity(centres_um.len() * size_px * size_px);
+    for &centre in centres_um {
+        match extract_patch_scaled(image, frame, centre, size_px, um_per_px, EdgePolicy::Pad, &scale) {
+            Some(p) => out.extend_from_slice(&p.pixels),
+            None => out.extend(std::iter::repeat_n(0.0, size_px * size_px)),
+        }
+    }
+    out
+}
+
 /// Geometry of a CellSymphony crop.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CropSpec {

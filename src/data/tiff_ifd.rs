@@ -6,9 +6,12 @@
 //! module walks the directories itself (metadata only, no pixel data) and decodes one chosen
 //! IFD by handing the decoder a view of the file whose header points at that IFD
 //! ([`RetargetedTiff`]). Only the chosen IFD's strips or tiles are read.
+//!
+//! Everything reads through `Read + Seek` (a file, a byte buffer, or a browser `Uint8Array`
+//! in the wasm build); `name` is the file named in errors. The crate and its decompressors
+//! (weezl LZW, flate2/miniz_oxide deflate, fax, zune-jpeg) are pure Rust and build for wasm32.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -103,12 +106,14 @@ pub(crate) fn compression_name(code: u16) -> &'static str {
 
 /// Reads a whole TIFF's directory structure: the header and every page of the main chain,
 /// each with its SubIFD offsets. Pixel data is not touched.
-pub(crate) fn read_structure(path: &Path) -> Result<(TiffHeader, Vec<IfdInfo>), DataError> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
+pub(crate) fn read_structure<R: Read + Seek>(
+    path: &Path,
+    reader: R,
+    len: u64,
+) -> Result<(TiffHeader, Vec<IfdInfo>), DataError> {
     let mut walker = Walker {
         path: path.to_path_buf(),
-        reader: BufReader::new(file),
+        reader: BufReader::new(reader),
         len,
         header: TiffHeader {
             big_endian: false,
@@ -124,30 +129,30 @@ pub(crate) fn read_structure(path: &Path) -> Result<(TiffHeader, Vec<IfdInfo>), 
 }
 
 /// Reads the directories at `offsets` (e.g. a page's SubIFDs), without following their chains.
-pub(crate) fn read_ifds(
+pub(crate) fn read_ifds<R: Read + Seek>(
     path: &Path,
+    reader: R,
+    len: u64,
     header: TiffHeader,
     offsets: &[u64],
 ) -> Result<Vec<IfdInfo>, DataError> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
     let mut walker = Walker {
         path: path.to_path_buf(),
-        reader: BufReader::new(file),
+        reader: BufReader::new(reader),
         len,
         header,
     };
     offsets.iter().map(|&o| walker.read_ifd(o)).collect()
 }
 
-struct Walker {
+struct Walker<R> {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: BufReader<R>,
     len: u64,
     header: TiffHeader,
 }
 
-impl Walker {
+impl<R: Read + Seek> Walker<R> {
     fn error(&self, field: &str, message: String) -> DataError {
         DataError::TiffStructure {
             path: self.path.clone(),
@@ -510,21 +515,23 @@ pub(crate) enum Samples {
     U16(Vec<u16>),
 }
 
-/// Decodes the image of the directory at `ifd.offset` and only that one. Returns the samples
-/// and the number of bytes read from the file.
-pub(crate) fn decode_ifd(
+/// Decodes the image of the directory at `ifd.offset` and only that one, from `reader` (the
+/// whole file). Returns the samples and the number of bytes read from the file. The decoder
+/// refuses a decoded image over `max_decoded_bytes` (its buffer limit).
+pub(crate) fn decode_ifd<R: Read + Seek>(
     path: &Path,
+    reader: R,
     header: TiffHeader,
     ifd: &IfdInfo,
+    max_decoded_bytes: u64,
 ) -> Result<(Samples, u64), DataError> {
     use tiff::decoder::{Decoder, DecodingResult, Limits};
     let tiff_err = |e: tiff::TiffError| DataError::Tiff {
         path: path.to_path_buf(),
         message: format!("IFD at offset {}: {e}", ifd.offset),
     };
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let counting = CountingReader {
-        inner: file,
+        inner: reader,
         bytes_read: 0,
     };
     let retargeted = RetargetedTiff::new(
@@ -535,7 +542,11 @@ pub(crate) fn decode_ifd(
     .map_err(|e| DataError::io(path, e))?;
     let mut decoder = Decoder::new(retargeted)
         .map_err(tiff_err)?
-        .with_limits(Limits::unlimited());
+        .with_limits({
+            let mut limits = Limits::unlimited();
+            limits.decoding_buffer_size = usize::try_from(max_decoded_bytes).unwrap_or(usize::MAX);
+            limits
+        });
     let result = decoder.read_image().map_err(tiff_err)?;
     let bytes_read = decoder.inner().inner.get_ref().bytes_read;
     let samples = match result {

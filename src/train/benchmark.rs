@@ -443,23 +443,10 @@ pub fn crop_patches(crop: &PreparedCrop, size: usize, um_per_px: f32) -> Result<
     }
     let bundle = data::XeniumBundle::open(&crop.source)?;
     let (image, frame) = bundle.read_dapi(Some(um_per_px))?;
-    let scale = data::IntensityScale::global(&image);
-    let mut out = Vec::with_capacity(crop.table.n_cells() * size * size);
-    for i in 0..crop.table.n_cells() {
-        let centre = crop.table.nucleus_centroids_um[i].unwrap_or(crop.table.centroids_um[i]);
-        match data::extract_patch_scaled(
-            &image,
-            &frame,
-            centre,
-            size,
-            um_per_px,
-            data::EdgePolicy::Pad,
-            &scale,
-        ) {
-            Some(p) => out.extend_from_slice(&p.pixels),
-            None => out.extend(std::iter::repeat_n(0.0, size * size)),
-        }
-    }
+    let centres: Vec<[f32; 2]> = (0..crop.table.n_cells())
+        .map(|i| crop.table.nucleus_centroids_um[i].unwrap_or(crop.table.centroids_um[i]))
+        .collect();
+    let out = data::model_patches(&image, &frame, &centres, size, um_per_px);
     Ok(out)
 }
 

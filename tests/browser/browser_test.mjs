@@ -6,6 +6,7 @@ import { readFileSync, mkdirSync, existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { workerChecks } from "./worker_checks.mjs";
 import { boundaryChecks } from "./boundary_checks.mjs";
+import { nucleiChecks } from "./nuclei_checks.mjs";
 import { launchChromium, playwrightChromium, serveStatic } from "./launch.mjs";
 
 playwrightChromium(); // exits with what to run when playwright-core is missing
@@ -310,6 +311,10 @@ try {
   expectFileMessage("badLine", ["matrix.mtx at line 3", "`two`"]);
   expectFileMessage("badCsv", ["drop.csv", "line 8", "`qv`", "`abc`"]);
   expectFileMessage("missingCells", ["cells.csv.gz", "no-such-cell"]);
+
+  // Image-only slide: the crop's DAPI TIFF bytes through readTiff + detectNuclei in wasm give
+  // the native detect-nuclei centroids (test.sh writes nuclei/).
+  await nucleiChecks({ page, dataParam, root, log: console.log });
 
   // Lasso flow: draw group A over the left part of the image and group B over the right part,
   // pair them by OT, and check the result.

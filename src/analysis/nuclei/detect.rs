@@ -167,7 +167,7 @@ pub fn detect_nuclei(
     // A disk of radius r = σ√2 at intensity n on background b smooths to b + (1 - e⁻¹)(n - b)
     // at its centre: the raw Otsu threshold, carried to the smoothed image the same way.
     let (otsu, background) = otsu_threshold(image);
-    let threshold = background + (1.0 - (-1.0f32).exp()) * (otsu * opts.threshold_scale - background);
+    let threshold = background + (1.0 - (-1.0f64).exp()) as f32 * (otsu * opts.threshold_scale - background);
     let tile = opts.tile_px;
     let (tiles_x, tiles_y) = (image.width.div_ceil(tile), image.height.div_ceil(tile));
     let n_tiles = tiles_x * tiles_y;
@@ -197,13 +197,15 @@ pub fn detect_nuclei(
     })
 }
 
-/// Normalised Gaussian taps, radius `⌈3σ⌉`.
-fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+/// Normalised Gaussian taps, radius `⌈3σ⌉`. Computed in f64 and rounded once to f32, so the
+/// taps are the same on every platform (an f32 `exp` may differ by an ulp between libms, and
+/// the Laplacian's cancellation magnifies that into visible sub-pixel shifts).
+pub(crate) fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     let r = (3.0 * sigma).ceil() as isize;
-    let mut k: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
-    let s: f32 = k.iter().sum();
-    k.iter_mut().for_each(|v| *v /= s);
-    k
+    let s2 = 2.0 * f64::from(sigma) * f64::from(sigma);
+    let k: Vec<f64> = (-r..=r).map(|i| (-((i * i) as f64) / s2).exp()).collect();
+    let sum: f64 = k.iter().sum();
+    k.iter().map(|v| (v / sum) as f32).collect()
 }
 
 struct TileContext<'a> {

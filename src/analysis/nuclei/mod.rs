@@ -4,11 +4,15 @@
 //! - [`detect`](mod@detect): scale-normalised Laplacian-of-Gaussian maxima at the nucleus
 //!   scale, an Otsu intensity threshold and non-maximum suppression, processed in tiles with a
 //!   halo → nucleus centroids in pixels.
+//! - [`watershed`]: marker-controlled watershed from the detected peaks → nucleus masks,
+//!   areas and mask centroids.
+//! - [`stain`]: H&E colour deconvolution (Ruifrok–Johnston) to a haematoxylin image that
+//!   detection takes like DAPI.
 //! - [`evaluate`]: one-to-one greedy matching of detected to reference centroids within a
 //!   distance → precision, recall, F1.
 //!
 //! Plain Rust on [`GrayImage16`](crate::data::image::GrayImage16); builds everywhere, wasm32
-//! included. H&E (colour deconvolution to haematoxylin) is not handled yet: pass a DAPI image.
+//! included. For H&E, detect on [`stain::haematoxylin`] of the RGB image.
 //!
 //! **Memory.** The input image is held whole as `u16` (2 bytes/px: read a coarser pyramid level
 //! for whole slides, e.g. 0.425 µm/px, which still resolves nuclei); the filters work on one
@@ -18,9 +22,13 @@
 
 pub mod detect;
 pub mod evaluate;
+pub mod stain;
+pub mod watershed;
 
 pub use detect::{
     detect_nuclei, otsu_threshold, Nucleus, NucleusDetection, NucleusOptions,
     DEFAULT_NUCLEUS_DIAMETER_UM,
 };
 pub use evaluate::{match_centroids, MatchReport};
+pub use stain::{deconvolve_pixel, haematoxylin, RGB_FROM_HED};
+pub use watershed::{watershed_nuclei, NucleusMasks};

@@ -98,7 +98,7 @@ pub(crate) fn cmd_detect_nuclei(a: DetectNucleiArgs) -> Result<()> {
     for (i, n) in det.nuclei.iter().enumerate() {
         let um = frame.px_to_um(n.px);
         centroids_um.push(um);
-        writeln!(csv, "{i},{:.3},{:.3},{:.2},{:.2},{:.2},{:.2}", um[0], um[1], n.px[0], n.px[1], n.response, n.intensity)?;
+        writeln!(csv, "{i},{:.4},{:.4},{:.4},{:.4},{:.3},{:.2}", um[0], um[1], n.px[0], n.px[1], n.response, n.intensity)?;
     }
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
