@@ -7,6 +7,7 @@ mod classify;
 mod common;
 mod eval;
 mod export;
+mod image_only;
 mod infer;
 mod inspect;
 mod label;
@@ -23,6 +24,7 @@ use benchmark::{cmd_benchmark, BenchmarkArgs};
 use classify::{cmd_classify, ClassifyArgs};
 use eval::{cmd_eval, EvalArgs};
 use export::{cmd_export, ExportArgs};
+use image_only::{cmd_image_only, ImageOnlyArgs};
 use inspect::{cmd_inspect, InspectArgs};
 use label::{cmd_label, LabelArgs};
 use nuclei::{cmd_detect_nuclei, DetectNucleiArgs};
@@ -71,6 +73,10 @@ enum Command {
     /// SPATIA's multi-scale model (cell cross-attention, niche and tissue levels, fusion):
     /// masked-reconstruction pre-training, fine-tuning, embeddings and the level ablation.
     Spatia(SpatiaArgs),
+    /// Image-only (CUCA-style) cell types from nucleus-centred DAPI patches: the ViT trained with
+    /// CE + InfoNCE to an expression encoder + distillation, on spatial-block folds beside
+    /// gene-based peers and ablations; per-class tables, niche abundance r, predictions.csv.
+    ImageOnly(ImageOnlyArgs),
 }
 
 fn main() {
@@ -88,6 +94,7 @@ fn main() {
         Command::Inspect(a) => cmd_inspect(a),
         Command::DetectNuclei(a) => cmd_detect_nuclei(a),
         Command::Spatia(a) => cmd_spatia(a),
+        Command::ImageOnly(a) => cmd_image_only(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
