@@ -398,8 +398,8 @@ pub struct ImageOnlyRunOptions {
     pub gene_transformer: Option<(ClassifierConfig, TrainConfig)>,
     /// Logistic regression (on genes, and on the random ViT's features).
     pub logistic: LogisticOptions,
-    /// Niche side in pixels of the DAPI image read at `um_per_px`.
-    pub niche_tile_px: usize,
+    /// Niche side in µm (rounded to whole pixels of the DAPI level read).
+    pub niche_um: f64,
     /// Niches with fewer evaluated cells are left out of the abundance correlation.
     pub min_niche_cells: usize,
 }
@@ -537,9 +537,12 @@ pub fn run_image_only<B: AutodiffBackend>(
 
     // Per-niche abundance of each method's pooled test predictions vs the reference labels.
     let (image, frame) = data::XeniumBundle::open(&crop.source)?.read_dapi(Some(opts.um_per_px))?;
-    let niche_opts = data::NicheOptions { tile_px: opts.niche_tile_px, ..Default::default() };
+    // The DAPI level read need not be at `um_per_px`: the niche side is set in µm.
+    let px_um = frame.um_per_px as f64;
+    let tile_px = (opts.niche_um / px_um).round().max(1.0) as usize;
+    let niche_opts = data::NicheOptions { tile_px, ..Default::default() };
     let grid = data::NicheGrid::build(&crop.table.centroids_um, &crop.x_norm, g, &frame, [image.width, image.height], &niche_opts)?;
-    let niche_um = opts.niche_tile_px as f64 * frame.um_per_px as f64;
+    let niche_um = tile_px as f64 * px_um;
     let tested: Vec<usize> = folds.iter().flat_map(|f| f.test.iter().copied()).collect();
     let reference: Vec<u32> = tested.iter().map(|&i| labels[i]).collect();
     let abundance: Vec<AbundanceCorrelation> = results

@@ -59,10 +59,9 @@ pub(crate) struct ImageOnlyArgs {
     /// Epochs of the gene-only transformer peer (default recipe otherwise); 0 skips it.
     #[arg(long, default_value_t = 20)]
     pub(crate) gene_transformer_epochs: usize,
-    /// Niche side in pixels of the DAPI image read at --patch-um-per-px (our niche grid; 72 px
-    /// at 0.75 µm/px = 54 µm, the side of the 256 px niches at full resolution).
-    #[arg(long, default_value_t = 72)]
-    pub(crate) niche_px: usize,
+    /// Niche side in µm of our niche grid (54 µm = the 256 px niches at 0.2125 µm/px).
+    #[arg(long, default_value_t = 54.0)]
+    pub(crate) niche_um: f64,
     /// Niches with fewer held-out cells are left out of the abundance correlation.
     #[arg(long, default_value_t = 5)]
     pub(crate) min_niche_cells: usize,
@@ -103,7 +102,7 @@ pub(crate) fn cmd_image_only(a: ImageOnlyArgs) -> Result<()> {
         },
         gene_transformer: (a.gene_transformer_epochs > 0).then(|| (ClassifierConfig::default(), gene_config)),
         logistic: Default::default(),
-        niche_tile_px: a.niche_px,
+        niche_um: a.niche_um,
         min_niche_cells: a.min_niche_cells,
     };
     let device = Default::default();
