@@ -17,7 +17,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::benchmark::{baselines, crop_patches, mean_sd, tables, write_atomic, ModelResult, SplitContext};
+use super::benchmark::{baselines, crop_patches, tables, write_atomic, ModelResult, SplitContext};
 use super::dataset::PreparedCrop;
 use super::logistic::{LogisticOptions, LogisticRegression};
 use super::metrics::ClassificationReport;
@@ -649,9 +649,7 @@ fn summary(
         if opts.gene_transformer.is_some() { " and the gene-only transformer (default recipe)" } else { "" },
         t.seed,
     );
-    s += &format!(
-        "| method | macro-F1 mean ± sd over folds | pooled macro-F1 | accuracy | niche abundance r (mean over types) | train (s) |\n|---|---:|---:|---:|---:|---:|\n"
-    );
+    s += "| method | macro-F1 mean ± sd over folds | pooled macro-F1 | accuracy | niche abundance r (mean over types) | train (s) |\n|---|---:|---:|---:|---:|---:|\n";
     for (r, a) in results.iter().zip(abundance) {
         let ((f1, sd), _) = r.fold_stats();
         s += &format!(
@@ -659,7 +657,6 @@ fn summary(
             r.title, f1, sd, r.report.macro_f1, r.report.accuracy, fmt_r(a.mean), r.train_seconds
         );
     }
-    let _ = mean_sd;
     s += &format!(
         "\n## Per-niche cell-type abundance (Pearson r per type, predicted vs reference fractions)\n\n\
          Niches: our niche grid, {:.0} µm tiles ({n_niches} tiles); those with ≥ {} held-out cells used ({} for each method).\n\n| type |",
