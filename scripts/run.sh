@@ -37,6 +37,9 @@ log "SPATIA pretrain → finetune → embed on the crop → $out/spatia"
 "$bin/cellsymphony" spatia finetune --pretrained "$out/spatia/pretrain" --out "$out/spatia" 2> "$out/spatia_finetune.log" \
   | tee "$out/spatia_finetune.txt"
 "$bin/cellsymphony" spatia embed --model "$out/spatia" --out "$out/spatia/embed"
+log "image-only (CUCA-style) classifier vs gene-based peers on 5 spatial-block folds (≈ 3 min) → $out/image_only"
+"$bin/cellsymphony" image-only --folds 5 --epochs 20 --gene-transformer-epochs 16 --out "$out/image_only" \
+  > "$out/image_only.log"
 log "OT pairing: Epithelial → Malignant (PCA + log-domain Sinkhorn on the WGSL engine)"
 mkdir -p "$out/pairing"
 "$bin/cellsymphony" pair --control Epithelial --target Malignant --out "$out/pairing" | tee "$out/pairing/summary.txt" \

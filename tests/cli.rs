@@ -11,7 +11,7 @@ fn cli() -> Command {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["label", "train", "eval", "export", "classify", "pipeline", "benchmark", "align", "inspect", "pair", "spatia"] {
+    for sub in ["label", "train", "eval", "export", "classify", "pipeline", "benchmark", "align", "inspect", "pair", "spatia", "image-only"] {
         let out = cli().args([sub, "--help"]).output().expect("binary runs");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{sub} --help failed");

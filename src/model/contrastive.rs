@@ -124,7 +124,7 @@ pub struct ContrastiveAligner<B: Backend> {
 }
 
 /// Rows scaled to unit L2 norm.
-fn l2_normalise<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+pub(crate) fn l2_normalise<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-6);
     x / norm
 }

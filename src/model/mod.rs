@@ -8,6 +8,8 @@
 //! - [`classifier`]: the one [`Classifier`] module: the spec's token sources as optional parts,
 //!   modality embeddings, an optional relative attention bias, encoder, pool and head.
 //! - [`contrastive`]: gene and morphology projection networks aligned by bidirectional InfoNCE.
+//! - [`image_only`]: the image-only (CUCA-style) classifier: patch ViT + head, aligned to
+//!   and distilled from an expression encoder while training.
 //! - [`spatia`]: SPATIA's multi-scale model (cell cross-attention, niche and tissue levels,
 //!   fusion, masked-reconstruction decoders), built from [`crate::engine::spec::SpatiaSpec`].
 //! - [`flow`]: morphology generation: the patch autoencoder, the perturbation encoder and the
@@ -21,6 +23,7 @@ pub mod convert;
 pub mod encoder;
 pub mod encoders;
 pub mod flow;
+pub mod image_only;
 pub mod spatia;
 
 pub use classifier::{CellBatch, Classifier, ClassifierOptions, ModelInputs};
@@ -31,5 +34,7 @@ pub use encoders::{
     EmbeddingEncoder, EmbeddingEncoderConfig, GeneEncoder, GeneEncoderConfig, GeneTokenEncoder, MorphologyEncoder,
     MorphologyEncoderConfig, SpatialEncoder, SpatialEncoderConfig,
 };
+
+pub use image_only::{ImageOnlyConfig, ImageOnlyLosses, ImageOnlyModel};
 
 pub use encoder::{EncoderLayer, EncoderLayerConfig, TransformerEncoder, TransformerEncoderConfig};

@@ -13,6 +13,8 @@
 //! - [`logistic`]: the multinomial logistic-regression baseline.
 //! - [`peers`]: scikit-learn and CellTypist peers on the same folds, through python.
 //! - [`benchmark`]: all four classifiers and the baseline on one split, with tables and plots.
+//! - [`image_only`]: the image-only (CUCA-style) classifier: joint CE + InfoNCE + distillation
+//!   training, evaluation on spatial-block folds with gene-based peers and ablations, niche abundance.
 //! - [`spatia`]: SPATIA's multi-scale model: region data, masked-reconstruction pre-training,
 //!   fine-tuning, embeddings and the level ablation.
 //! - [`flow`]: morphology generation by conditional contrastive flow matching on OT pairs
@@ -29,6 +31,7 @@ pub mod embeddings;
 pub mod export;
 pub mod flow;
 pub mod gene_tokens;
+pub mod image_only;
 pub mod logistic;
 pub mod metrics;
 pub mod peers;

@@ -8,6 +8,7 @@ mod common;
 mod eval;
 mod export;
 mod flow;
+mod image_only;
 mod infer;
 mod inspect;
 mod label;
@@ -25,6 +26,7 @@ use classify::{cmd_classify, ClassifyArgs};
 use eval::{cmd_eval, EvalArgs};
 use export::{cmd_export, ExportArgs};
 use flow::{cmd_flow, FlowArgs};
+use image_only::{cmd_image_only, ImageOnlyArgs};
 use inspect::{cmd_inspect, InspectArgs};
 use label::{cmd_label, LabelArgs};
 use nuclei::{cmd_detect_nuclei, DetectNucleiArgs};
@@ -77,6 +79,10 @@ enum Command {
     /// control to target nuclei on OT pairs; `flow train` (metrics, grid, checkpoint) and
     /// `flow sample`.
     Flow(FlowArgs),
+    /// Image-only (CUCA-style) cell types from nucleus-centred DAPI patches: the ViT trained with
+    /// CE + InfoNCE to an expression encoder + distillation, on spatial-block folds beside
+    /// gene-based peers and ablations; per-class tables, niche abundance r, predictions.csv.
+    ImageOnly(ImageOnlyArgs),
 }
 
 fn main() {
@@ -95,6 +101,7 @@ fn main() {
         Command::DetectNuclei(a) => cmd_detect_nuclei(a),
         Command::Spatia(a) => cmd_spatia(a),
         Command::Flow(a) => cmd_flow(a),
+        Command::ImageOnly(a) => cmd_image_only(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
