@@ -179,6 +179,15 @@ pub fn gemm(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Op
     gemm_with(Kernel::best(), x, n, w, act, residual)
 }
 
+/// Panics unless `x` is `[n, w.in_dim]` and `residual` (if any) is `[n, w.out_dim]`.
+fn assert_gemm_shapes(x: &[f32], n: usize, w: &PackedLinear, residual: Option<&[f32]>) {
+    let (in_dim, out_dim) = (w.in_dim, w.out_dim);
+    assert_eq!(x.len(), n * in_dim, "gemm: x is not [n={n}, in={in_dim}]");
+    if let Some(r) = residual {
+        assert_eq!(r.len(), n * out_dim, "gemm: residual is not [n={n}, out={out_dim}]");
+    }
+}
+
 /// [`gemm`] with a chosen kernel (the caller checks it is available: [`Kernel::available`]).
 pub fn gemm_with(
     kernel: Kernel,
@@ -189,10 +198,7 @@ pub fn gemm_with(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let (in_dim, out_dim) = (w.in_dim, w.out_dim);
-    assert_eq!(x.len(), n * in_dim, "gemm: x is not [n={n}, in={in_dim}]");
-    if let Some(r) = residual {
-        assert_eq!(r.len(), n * out_dim, "gemm: residual is not [n={n}, out={out_dim}]");
-    }
+    assert_gemm_shapes(x, n, w, residual);
     let mut y = vec![0.0f32; n * out_dim];
     if n == 0 || out_dim == 0 {
         return y;
@@ -247,10 +253,7 @@ pub fn gemm_sparse_input_with(
         return gemm_with(kernel, x, n, w, act, residual);
     }
     let (in_dim, out_dim) = (w.in_dim, w.out_dim);
-    assert_eq!(x.len(), n * in_dim, "gemm: x is not [n={n}, in={in_dim}]");
-    if let Some(r) = residual {
-        assert_eq!(r.len(), n * out_dim, "gemm: residual is not [n={n}, out={out_dim}]");
-    }
+    assert_gemm_shapes(x, n, w, residual);
     let mut y = vec![0.0f32; n * out_dim];
     if n == 0 || out_dim == 0 {
         return y;
