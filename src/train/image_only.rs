@@ -83,6 +83,20 @@ impl Default for ImageOnlyOptions {
     }
 }
 
+impl ImageOnlyOptions {
+    /// Rejects options no training can run with: batch size < 2 (InfoNCE needs in-batch
+    /// negatives) or 0 epochs.
+    pub fn check(&self) -> Result<(), TrainError> {
+        if self.batch_size < 2 || self.epochs == 0 {
+            return Err(TrainError::Options(format!(
+                "image-only training needs a batch size (--batch-size) ≥ 2 (got {}: InfoNCE needs in-batch negatives) and --epochs ≥ 1 (got {})",
+                self.batch_size, self.epochs
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Per-epoch statistics of [`train_image_only`] (training losses are batch means).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageOnlyEpoch {
@@ -206,13 +220,9 @@ pub fn train_image_only<B: AutodiffBackend>(
             config.n_classes, config.n_genes, config.morphology.image_size, data.n_classes, data.n_genes, data.side
         )));
     }
-    if options.batch_size < 2 || options.epochs == 0 || train.len() < 2 {
-        return Err(TrainError::Options(format!(
-            "image-only training needs batch size ≥ 2 (got {}), epochs ≥ 1 (got {}) and ≥ 2 training cells (got {})",
-            options.batch_size,
-            options.epochs,
-            train.len()
-        )));
+    options.check()?;
+    if train.len() < 2 {
+        return Err(TrainError::Options(format!("image-only training needs ≥ 2 training cells (got {})", train.len())));
     }
     if let Some(&i) = train.iter().chain(val).find(|&&i| i >= data.n_cells || data.labels[i] as usize >= data.n_classes) {
         return Err(TrainError::Options(format!(
@@ -430,6 +440,8 @@ pub fn run_image_only<B: AutodiffBackend>(
     mut log: impl FnMut(&str),
 ) -> Result<ImageOnlyReport, TrainError> {
     super::trainer::check_writable(&opts.out)?;
+    // Checked before any fold trains (the gene-based peers run first and take minutes).
+    opts.train.check()?;
     let n = crop.table.n_cells();
     let g = crop.table.n_genes();
     let class_names = &crop.class_names;
