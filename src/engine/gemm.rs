@@ -304,7 +304,7 @@ fn sparse_rows<const FMA: bool>(x: &[f32], n: usize, w: &PackedLinear, act: Acti
             let o0 = p * NR;
             let mut acc = [0.0f32; NR];
             for &(k, v) in &nz {
-                let wk: &[f32; NR] = panel[k * NR..(k + 1) * NR].try_into().expect("panel row of NR values");
+                let wk = &panel[k * NR..(k + 1) * NR];
                 for (a, wj) in acc.iter_mut().zip(wk) {
                     *a = if FMA { v.mul_add(*wj, *a) } else { *a + v * wj };
                 }

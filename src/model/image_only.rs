@@ -55,24 +55,23 @@ impl ImageOnlyConfig {
         Ok(())
     }
 
-    /// Build the model on `device`. Panics on a configuration [`Self::check`] rejects.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ImageOnlyModel<B> {
-        if let Err(e) = self.check() {
-            panic!("{e}");
-        }
+    /// Build the model on `device`; a configuration [`Self::check`] rejects is returned as
+    /// its message.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<ImageOnlyModel<B>, String> {
+        self.check()?;
         let proj = |d_input| {
             ProjectionNetConfig::new(d_input)
                 .with_d_hidden(self.d_hidden)
                 .with_d_output(self.d_projection)
                 .init(device)
         };
-        ImageOnlyModel {
+        Ok(ImageOnlyModel {
             vit: self.morphology.init(device),
             head: LinearConfig::new(self.morphology.d_model, self.n_classes).init(device),
             morph_projection: proj(self.morphology.d_model),
             gene_projection: proj(self.n_genes),
             temperature: self.temperature,
-        }
+        })
     }
 }
 

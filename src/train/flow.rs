@@ -621,11 +621,11 @@ pub fn run_flow<B: AutodiffBackend>(
     let pool: Vec<usize> = { let mut v: Vec<usize> = train.iter().map(|&i| data.pairs[i].tgt).collect(); v.sort_unstable(); v.dedup(); v };
     let nearest: Vec<usize> = test.iter().map(|&i| {
         let q = &data.x[data.pairs[i].tgt * g..(data.pairs[i].tgt + 1) * g];
-        *pool.iter().min_by(|&&a, &&b| {
+        pool.iter().copied().min_by(|&a, &b| {
             let d = |c: usize| data.x[c * g..(c + 1) * g].iter().zip(q).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
             d(a).total_cmp(&d(b))
-        }).expect("at least two training pairs")
-    }).collect();
+        }).ok_or_else(|| TrainError::Options("no training pairs left for the nearest-target baseline; use smaller --block-um or more pairs".into()))
+    }).collect::<Result<_, _>>()?;
     metrics.push(evaluate("nearest real target in expression", &ae, &PairInputs::rows(&data.patches, s * s, &nearest), &real, s, inner)?);
     let header = FlowHeader {
         spec,
@@ -641,7 +641,7 @@ pub fn run_flow<B: AutodiffBackend>(
         pairing: serde_json::Value::Null,
         metrics: serde_json::json!({ "reconstruction_mse": mse, "reconstruction_psnr_db": psnr, "methods": metrics }),
     };
-    let net = main_net.expect("the main flow is always trained");
+    let net = main_net.ok_or_else(|| TrainError::Options("no flow variant was trained".into()))?;
     Ok(FlowRun { model: FlowModel { ae, net }, header, train, test, ae_history, flow_history, reconstruction: (mse, psnr), metrics, generated })
 }
 

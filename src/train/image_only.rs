@@ -235,7 +235,7 @@ pub fn train_image_only<B: AutodiffBackend>(
     let class_weights = options.class_weighting.weights(&train_labels, data.n_classes);
     B::seed(device, options.seed);
     let mut rng = SplitMix64::new(options.seed ^ 0x1_4A6E);
-    let mut model: ImageOnlyModel<B> = config.init(device);
+    let mut model: ImageOnlyModel<B> = config.init(device).map_err(|e| TrainError::Options(format!("image-only model: {e}")))?;
     let mut optim = AdamWConfig::new()
         .with_weight_decay(options.weight_decay as f32)
         .init::<B, ImageOnlyModel<B>>();
