@@ -258,31 +258,7 @@ fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
     assert_eq!(meta.normalisation, cellsymphony::engine::Normalisation::as_stored(), "the file must record X as stored");
 
     // Held-out evaluation through the file (burn, fp32) = the benchmark's held-out report.
-    let csv = out.join("eval_burn.csv");
-    let eval = cli()
-        .args(["eval", "--engine", "burn", "--anndata"])
-        .arg(&pbmc.pbmc68k_reduced)
-        .arg("--model")
-        .arg(&fp32)
-        .arg("--csv")
-        .arg(&csv)
-        .output()
-        .expect("binary runs");
-    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
-    let macro_f1 = |text: &str| -> f64 {
-        let line = text.lines().find(|l| l.starts_with("macro_avg")).expect("macro row");
-        line.split(',').nth(3).unwrap().parse().unwrap()
-    };
-    let evaluated = macro_f1(&std::fs::read_to_string(&csv).unwrap());
-    let bench: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("benchmark.json")).unwrap()).unwrap();
-    let trained = bench["result"]["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "gene_only")
-        .map(|r| r["report"]["macro_f1"].as_f64().unwrap())
-        .unwrap();
-    assert!((evaluated - trained).abs() < 1e-4, "held-out macro-F1 through the file {evaluated} vs at training {trained}");
+    assert_file_reproduces_held_out_macro_f1(&out, &pbmc.pbmc68k_reduced, &fp32);
 
     // Every cell through every engine.
     let classify = |model: &std::path::Path, engine: &str| -> Vec<String> {
@@ -308,6 +284,80 @@ fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
     assert_eq!(cpu8, gpu8, "the CPU and WGSL engines classify X differently");
     let same = burn.iter().zip(&cpu8).filter(|(a, b)| a == b).count();
     assert!(same as f64 >= 0.99 * burn.len() as f64, "fp32 vs int8: {same}/{} same class", burn.len());
+}
+
+/// `eval --engine burn` of the benchmark's exported fp32 file on `h5ad` gives the held-out
+/// (test-cell) macro-F1 the benchmark in `out` reported for the gene-only model.
+fn assert_file_reproduces_held_out_macro_f1(out: &std::path::Path, h5ad: &std::path::Path, fp32: &std::path::Path) {
+    let csv = out.join("eval_burn.csv");
+    let eval = cli()
+        .args(["eval", "--engine", "burn", "--anndata"])
+        .arg(h5ad)
+        .arg("--model")
+        .arg(fp32)
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .expect("binary runs");
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let line = std::fs::read_to_string(&csv).unwrap().lines().find(|l| l.starts_with("macro_avg")).expect("macro row").to_string();
+    let evaluated: f64 = line.split(',').nth(3).unwrap().parse().unwrap();
+    let bench: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("benchmark.json")).unwrap()).unwrap();
+    let trained = bench["result"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "gene_only")
+        .map(|r| r["report"]["macro_f1"].as_f64().unwrap())
+        .unwrap();
+    assert!((evaluated - trained).abs() < 1e-4, "held-out macro-F1 through the file {evaluated} vs at training {trained}");
+}
+
+/// `benchmark --standardise`: the exported file records a per-gene standardisation whose means
+/// are those of the exported fold's training cells only (not of all cells), and evaluation
+/// through the file, which applies it, reproduces the benchmark's held-out macro-F1.
+#[test]
+fn standardise_fits_on_the_training_cells_and_the_file_applies_it() {
+    let pbmc = common::scanpy_files();
+    let out = common::scratch("standardise");
+    let run = cli()
+        .args(["benchmark", "--peers", "none", "--models", "gene-only", "--epochs", "2", "--layers", "1", "--standardise", "--h5ad"])
+        .arg(&pbmc.pbmc68k_reduced)
+        .arg("--out")
+        .arg(out.as_os_str())
+        .output()
+        .expect("binary runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("--standardise"));
+    let fp32 = out.join("gene_only").join("engine").join("model.safetensors");
+    let meta = cellsymphony::engine::EngineModel::load(&fp32).expect("fp32 file loads").meta;
+    let sd = meta.normalisation.standardisation.expect("the file must record the standardisation");
+
+    let crop = cellsymphony::train::dataset::prepare_h5ad(&pbmc.pbmc68k_reduced, "bulk_labels", &Default::default()).unwrap();
+    let g = crop.table.n_genes();
+    let folds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("folds_random.json")).unwrap()).unwrap();
+    let train: Vec<usize> = folds[0]["train"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| crop.table.cell_ids.iter().position(|c| c == id.as_str().unwrap()).expect("fold ids are cell ids"))
+        .collect();
+    let mean_over = |rows: &mut dyn Iterator<Item = usize>, n: usize| -> Vec<f64> {
+        let mut m = vec![0.0f64; g];
+        for i in rows {
+            for (a, &v) in m.iter_mut().zip(&crop.x_norm[i * g..(i + 1) * g]) {
+                *a += v as f64 / n as f64;
+            }
+        }
+        m
+    };
+    let train_mean = mean_over(&mut train.iter().copied(), train.len());
+    let all_mean = mean_over(&mut (0..crop.table.n_cells()), crop.table.n_cells());
+    let gap = |m: &[f64]| m.iter().zip(&sd.mean).map(|(a, &b)| (a - b as f64).abs()).fold(0.0, f64::max);
+    assert_eq!(sd.mean.len(), g);
+    assert!(gap(&train_mean) < 1e-4, "means differ from the training cells' by {}", gap(&train_mean));
+    assert!(gap(&all_mean) > 1e-3, "the means look fitted on all cells, test cells included");
+    assert_file_reproduces_held_out_macro_f1(&out, &pbmc.pbmc68k_reduced, &fp32);
 }
 
 /// Training flags that used to do nothing silently now stop before any epoch runs.

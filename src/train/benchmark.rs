@@ -117,6 +117,10 @@ pub struct BenchmarkOptions {
     pub bundle: Option<PathBuf>,
     /// Reference CSV for the labels of `bundle` (default: the example's `sc_breast.csv`).
     pub reference: Option<PathBuf>,
+    /// Standardise the transformers' gene input per gene, `(x − mean) / sd`, with statistics
+    /// of each fold's training cells only; recorded in the model files' normalisation (every
+    /// engine applies it). Off by default (see README "Per-gene standardisation").
+    pub standardise: bool,
 }
 
 impl Default for BenchmarkOptions {
@@ -150,6 +154,7 @@ impl Default for BenchmarkOptions {
             peers: Vec::new(),
             bundle: None,
             reference: None,
+            standardise: false,
         }
     }
 }
@@ -527,6 +532,20 @@ struct Shared<'a, 'b> {
     labels: &'b [u32],
     n_classes: usize,
     crop: &'a PreparedCrop,
+    /// The model input's normalisation as recorded in the model files (the crop's, plus a
+    /// fold's standardisation under `--standardise`).
+    normalisation: crate::engine::Normalisation,
+}
+
+/// `crop`'s normalisation followed by a per-gene standardisation fitted on the `train` cells'
+/// values only, and the model input `[cells, genes]` of every cell under it.
+fn standardised_for_fold(crop: &PreparedCrop, train: &[usize]) -> Result<(crate::engine::Normalisation, Vec<f32>), TrainError> {
+    let g = crop.table.n_genes();
+    let raw = &crop.table.counts;
+    let rows: Vec<f32> = train.iter().flat_map(|&i| raw[i * g..(i + 1) * g].iter().copied()).collect();
+    let norm = crop.normalisation.clone().fit_standardisation(&rows, g)?;
+    let x = norm.apply(raw, g, &crop.table.genes)?;
+    Ok((norm, x))
 }
 
 /// Where a run writes (and resumes from): the exported run (first recipe, the model's primary
@@ -600,7 +619,7 @@ fn train_one<B: AutodiffBackend>(
         );
         meta.insert(
             "normalisation".to_string(),
-            serde_json::to_string(&s.crop.normalisation).unwrap_or_default(),
+            serde_json::to_string(&s.normalisation).unwrap_or_default(),
         );
         meta.insert(
             "patch_um_per_px".to_string(),
@@ -792,6 +811,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
         labels: &labels,
         n_classes,
         crop: &crop,
+        normalisation: crop.normalisation.clone(),
     };
     let mut files = Vec::new();
     let mut results: Vec<ModelResult> = Vec::new();
@@ -864,6 +884,14 @@ pub fn run_benchmark<B: AutodiffBackend>(
                         epochs,
                         trial,
                     };
+                    // --standardise: this fold's input, standardised with its training cells.
+                    let fold_input = if opts.standardise { Some(standardised_for_fold(&crop, &fold.train)?) } else { None };
+                    let fold_shared = fold_input.as_ref().map(|(normalisation, x)| Shared {
+                        inputs: CellInputs { genes: Some(Rows { data: x, cols: g }), ..shared.inputs },
+                        normalisation: normalisation.clone(),
+                        ..shared
+                    });
+                    let shared = fold_shared.as_ref().unwrap_or(&shared);
                     let t = Instant::now();
                     let (config, trials) = if opts.tune {
                         let mut trial_progress = |c: &TrainConfig| make_progress(&label(c.budget_epochs(fold.train.len()), true));
@@ -873,7 +901,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     };
                     let tune_seconds = t.elapsed().as_secs_f64();
                     let mut progress = make_progress(&label(config.budget_epochs(fold.train.len()), false));
-                    let (trained, seconds) = train_one::<B>(kind, &options, &config, fold, &rel, &shared, device, progress.as_mut(), primary)?;
+                    let (trained, seconds) = train_one::<B>(kind, &options, &config, fold, &rel, shared, device, progress.as_mut(), primary)?;
                     if primary {
                         files.push(opts.out.join(&rel).join("model.safetensors"));
                         // The engines' fp32 + int8 files (browser / WGSL classifier) for models
@@ -884,7 +912,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                                 &inner,
                                 &crop.table.genes,
                                 &crop.class_names,
-                                crop.normalisation.clone(),
+                                shared.normalisation.clone(),
                                 serde_json::json!({
                                     "benchmark": true,
                                     "recipe": recipe,
@@ -1054,6 +1082,9 @@ fn summary_markdown(
         opts.architecture.n_layers, opts.architecture.d_model, opts.architecture.n_heads, opts.architecture.d_ff, opts.architecture.gene_tokens, opts.dropout,
         if opts.architecture.linear_path { "; plus a linear path (logits = head + W·x on the normalised genes, W zero-initialised)" } else { "" }
     );
+    if opts.standardise {
+        md += "Input standardisation (`--standardise`): the transformers read every gene as (x − mean) / sd with the mean and sd of each fold's training cells (after the normalisation above); the baselines read their own inputs as before.\n\n";
+    }
     if opts.h5ad.is_none() && opts.models.iter().any(|m| m.has_morphology()) {
         let m = &opts.sources.morphology;
         md += &format!(

@@ -28,6 +28,11 @@ pub(crate) struct BenchmarkArgs {
     /// log1p_cp10k (counts), or arcsinh:COFACTOR (protein intensities, e.g. arcsinh:5).
     #[arg(long, default_value = "as_stored", value_parser = parse_normalisation)]
     pub(crate) normalisation: engine::Normalisation,
+    /// Standardise the transformers' gene input per gene, (x − mean) / sd, with the statistics
+    /// of each fold's training cells (recorded in the model files; every engine applies it).
+    /// Off by default; see README "Per-gene standardisation (`--standardise`)".
+    #[arg(long)]
+    pub(crate) standardise: bool,
     /// Output folder (tables, PNGs, models, checkpoints, summary.md).
     #[arg(long, default_value = "runs/benchmark")]
     pub(crate) out: PathBuf,
@@ -161,6 +166,7 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         peers: peer_list(&a.peers),
         bundle: a.data.bundle.clone(),
         reference: a.data.reference.clone(),
+        standardise: a.standardise,
     };
     let t = Instant::now();
     let device = Default::default();
