@@ -244,14 +244,7 @@ fn predicted(path: &std::path::Path) -> Vec<String> {
 fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
     let pbmc = common::scanpy_files();
     let out = common::scratch("scaled");
-    let run = cli()
-        .args(["benchmark", "--peers", "none", "--models", "gene-only", "--epochs", "3", "--layers", "1", "--lr", "1e-3", "--h5ad"])
-        .arg(&pbmc.pbmc68k_reduced)
-        .arg("--out")
-        .arg(out.as_os_str())
-        .output()
-        .expect("binary runs");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    gene_only_benchmark(&pbmc.pbmc68k_reduced, &out, &["--epochs", "3", "--layers", "1", "--lr", "1e-3"]);
     let engine_dir = out.join("gene_only").join("engine");
     let (fp32, int8) = (engine_dir.join("model.safetensors"), engine_dir.join("model.int8.safetensors"));
     let meta = cellsymphony::engine::EngineModel::load(&fp32).expect("fp32 file loads").meta;
@@ -284,6 +277,20 @@ fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
     assert_eq!(cpu8, gpu8, "the CPU and WGSL engines classify X differently");
     let same = burn.iter().zip(&cpu8).filter(|(a, b)| a == b).count();
     assert!(same as f64 >= 0.99 * burn.len() as f64, "fp32 vs int8: {same}/{} same class", burn.len());
+}
+
+/// `benchmark --peers none --models gene-only FLAGS --h5ad H5AD --out OUT`, which must succeed.
+fn gene_only_benchmark(h5ad: &std::path::Path, out: &std::path::Path, flags: &[&str]) {
+    let run = cli()
+        .args(["benchmark", "--peers", "none", "--models", "gene-only"])
+        .args(flags)
+        .arg("--h5ad")
+        .arg(h5ad)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("binary runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 }
 
 /// `eval --engine burn` of the benchmark's exported fp32 file on `h5ad` gives the held-out
@@ -320,14 +327,7 @@ fn assert_file_reproduces_held_out_macro_f1(out: &std::path::Path, h5ad: &std::p
 fn standardise_fits_on_the_training_cells_and_the_file_applies_it() {
     let pbmc = common::scanpy_files();
     let out = common::scratch("standardise");
-    let run = cli()
-        .args(["benchmark", "--peers", "none", "--models", "gene-only", "--epochs", "2", "--layers", "1", "--standardise", "--h5ad"])
-        .arg(&pbmc.pbmc68k_reduced)
-        .arg("--out")
-        .arg(out.as_os_str())
-        .output()
-        .expect("binary runs");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    gene_only_benchmark(&pbmc.pbmc68k_reduced, &out, &["--epochs", "2", "--layers", "1", "--standardise"]);
     assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("--standardise"));
     let fp32 = out.join("gene_only").join("engine").join("model.safetensors");
     let meta = cellsymphony::engine::EngineModel::load(&fp32).expect("fp32 file loads").meta;
