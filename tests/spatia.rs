@@ -1,8 +1,9 @@
 //! SPATIA: the regions the model reads agree with `data::niches`, and `cellsymphony spatia
 //! pretrain → finetune → embed` on one tissue region of the crop succeeds and writes
-//! embeddings of the shapes of the cells and niches. Morphology generation (issue 16): a tiny
-//! flow on a synthetic fixture learns (its loss falls), is deterministic for a seed, and its
-//! checkpoint reloads to the same samples.
+//! embeddings of the shapes of the cells and niches, niche clusters (k by silhouette), their
+//! cell-type enrichment and the niche map; the cell level in the CPU engine matches burn.
+//! Morphology generation (issue 16): a tiny flow on a synthetic fixture learns (its loss
+//! falls), is deterministic for a seed, and its checkpoint reloads to the same samples.
 
 mod common;
 
@@ -73,6 +74,103 @@ fn pretrain_finetune_embed_on_one_region() {
         let (rows, d, v) = npy(&emb.join(name));
         assert_eq!((rows, d), (n_niches, 64), "{name}");
         assert!(v.iter().any(|x| *x != 0.0) && v.iter().all(|x| x.is_finite()), "{name}");
+    }
+
+    // Niche clusters: exactly the embedded niches get a cluster, k in 3..=8 is the best
+    // silhouette, and the enrichment counts every labelled cell of a clustered niche once.
+    let (_, d, z_niche) = npy(&emb.join("z_niche.npy"));
+    let embedded: Vec<bool> = z_niche.chunks(d).map(|r| r.iter().any(|v| *v != 0.0)).collect();
+    let clusters = std::fs::read_to_string(emb.join("niche_clusters.csv")).unwrap();
+    assert_eq!(clusters.lines().next(), Some("niche,col,row,cells,cluster"));
+    let assigned: Vec<Option<usize>> = clusters.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse().ok()).collect();
+    assert_eq!(assigned.len(), n_niches);
+    assert_eq!(assigned.iter().map(Option::is_some).collect::<Vec<_>>(), embedded, "clustered niches = embedded niches");
+    let sil = std::fs::read_to_string(emb.join("niche_silhouette.csv")).unwrap();
+    let scores: Vec<(usize, f64)> = sil.lines().skip(1).map(|l| {
+        let (k, s) = l.split_once(',').unwrap();
+        (k.parse().unwrap(), s.parse().unwrap())
+    }).collect();
+    let k = assigned.iter().flatten().max().unwrap() + 1;
+    let best = scores.iter().copied().fold((0, f64::NEG_INFINITY), |b, (k, s)| if s > b.1 { (k, s) } else { b });
+    assert!((3..=8).contains(&k) && scores.first().map(|s| s.0) == Some(3), "k {k}, scores {scores:?}");
+    assert_eq!(k, best.0, "k is the best silhouette of {scores:?}");
+    let enrichment = std::fs::read_to_string(emb.join("niche_enrichment.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = enrichment.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let classes = rows.len() / best.0;
+    assert_eq!(rows.len(), best.0 * classes, "one row per (cluster, type)");
+    let observed: u64 = rows.iter().map(|r| r[2].parse::<u64>().unwrap()).sum();
+    let expected: f64 = rows.iter().map(|r| r[3].parse::<f64>().unwrap()).sum();
+    assert!(observed > 0 && (expected - observed as f64).abs() < 1e-2 * observed as f64, "observed {observed}, expected {expected}");
+    assert!(rows.iter().all(|r| (0.0..=1.0).contains(&r[6].parse::<f64>().unwrap())), "p-values in [0, 1]");
+    let md = std::fs::read_to_string(emb.join("niche_enrichment.md")).unwrap();
+    assert!(md.contains("| cluster | niches |") && md.contains("by the best mean silhouette"), "{md}");
+    let png = std::fs::read(emb.join("niche_map.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 1000);
+}
+
+/// SPATIA's cell level in the burn-free CPU engine matches burn on seeded random inputs:
+/// exported to safetensors and read back, `z_cell` and the cell-type logits agree within
+/// `1e-5 · max(1, max |burn|)` (fp32), an int8 export within `5e-2 · max(1, max |burn|)`; a
+/// tissue-level model exports `z_cell` only (its head reads the fused embedding).
+#[test]
+fn cpu_engine_cell_level_matches_burn() {
+    use burn::prelude::*;
+    use cellsymphony::engine::spec::{SpatiaLevels, SpatiaSpec};
+    use cellsymphony::engine::SpatiaCellModel;
+    use cellsymphony::model::spatia::SpatiaModel;
+    type Cpu = burn::backend::NdArray;
+    let device = Default::default();
+    let (g, c, n) = (23, 5, 11);
+    let classes: Vec<String> = (0..c).map(|i| format!("type {i}")).collect();
+    let mut rng = SplitMix64::new(0x5AA7);
+    let rel = |got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len());
+        assert!(got.iter().all(|v| v.is_finite()));
+        common::max_abs_diff(got, want) / want.iter().fold(1f32, |m, v| m.max(v.abs()))
+    };
+    let to_vec = |t: Tensor<Cpu, 2>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    for levels in [SpatiaLevels::Cell, SpatiaLevels::Tissue] {
+        let spec = SpatiaSpec::small(g, c, levels);
+        let s = spec.cell_image.image_size;
+        let genes = rng.uniform_vec(n * g, 0.0, 3.0);
+        let patches = rng.uniform_vec(n * s * s, 0.0, 1.0);
+        let model = SpatiaModel::<Cpu>::init(&spec, 0.0, &device).unwrap();
+        let z = model.cell.forward(
+            Tensor::from_data(TensorData::new(genes.clone(), [n, g]), &device),
+            Tensor::from_data(TensorData::new(patches.clone(), [n, s, s]), &device),
+        );
+        let logits = to_vec(model.type_head.forward(z.clone()));
+        let z = to_vec(z);
+        let engine = model.cell_level_to_engine(&spec, classes.clone()).unwrap();
+        let fp32 = SpatiaCellModel::from_safetensors_bytes(&engine.to_safetensors_bytes().unwrap()).unwrap();
+        assert_eq!(fp32, engine, "safetensors round trip");
+        let out = fp32.forward(&genes, &patches, n).unwrap();
+        let e = rel(&out.z_cell, &z);
+        eprintln!("SPATIA cell level ({}) CPU engine vs burn: z_cell relative error {e:.2e}", levels.name());
+        assert!(e <= 1e-5, "z_cell {e}");
+        let int8 = SpatiaCellModel::from_safetensors_bytes(&engine.quantize_int8().to_safetensors_bytes().unwrap()).unwrap();
+        assert!(int8.is_int8());
+        let out8 = int8.forward(&genes, &patches, n).unwrap();
+        let e8 = rel(&out8.z_cell, &z);
+        eprintln!("  int8: z_cell relative error {e8:.2e}");
+        assert!(e8 <= 5e-2, "int8 z_cell {e8}");
+        match levels {
+            SpatiaLevels::Cell => {
+                let (l32, l8) = (out.logits.unwrap(), out8.logits.unwrap());
+                let (e, e8) = (rel(&l32, &logits), rel(&l8, &logits));
+                eprintln!("  logits relative error fp32 {e:.2e}, int8 {e8:.2e}");
+                assert!(e <= 1e-5 && e8 <= 5e-2, "logits fp32 {e}, int8 {e8}");
+            }
+            _ => assert!(out.logits.is_none() && engine.weights.type_head.is_none()),
+        }
+        // Bad inputs and files are errors, not panics.
+        assert!(fp32.forward(&genes[1..], &patches, n).is_err());
+        assert!(fp32.forward(&genes, &patches[..s], n).is_err());
+        let mut bytes = engine.to_safetensors_bytes().unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        assert!(SpatiaCellModel::from_safetensors_bytes(&bytes).is_err(), "a corrupted tensor fails the checksum");
+        assert!(SpatiaCellModel::from_safetensors_bytes(&bytes[..bytes.len() / 2]).is_err());
     }
 }
 

@@ -240,3 +240,41 @@ fn lloyd(
         converged,
     }
 }
+
+/// k-means with `k` chosen by the mean silhouette of the clustering itself (never by labels):
+/// every `k` in `k_range` capped at `n - 1` (the silhouette needs a point outside each
+/// cluster) is clustered with `opts` (its `k` ignored) and scored with
+/// [`super::metrics::silhouette_score`]; the highest score wins, the smaller `k` on a tie.
+///
+/// Returns the kept clustering and `(k, silhouette)` of every `k` tried, in order. Errors:
+/// those of [`kmeans`], and fewer than 3 points or an empty range (no `k >= 2` to try).
+pub fn kmeans_by_silhouette(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    k_range: std::ops::RangeInclusive<usize>,
+    opts: &KMeansOptions,
+) -> Result<(KMeans, Vec<(usize, f64)>), AnalysisError> {
+    let lo = (*k_range.start()).max(2);
+    let hi = (*k_range.end()).min(n.saturating_sub(1));
+    if lo > hi {
+        return Err(AnalysisError::param(
+            "k range",
+            format!("{k_range:?} with n = {n} points"),
+            "a range holding some 2 <= k <= n - 1 (at least 3 points)",
+        ));
+    }
+    let mut scores = Vec::with_capacity(hi - lo + 1);
+    let mut best: Option<(KMeans, f64)> = None;
+    for k in lo..=hi {
+        let km = kmeans(x, n, d, &KMeansOptions { k, ..opts.clone() })?;
+        // Coinciding points can leave fewer than 2 used clusters: score that k as -1.
+        let s = super::metrics::silhouette_score(x, n, d, &km.labels, k).unwrap_or(-1.0);
+        scores.push((k, s));
+        if best.as_ref().is_none_or(|(_, b)| s > *b) {
+            best = Some((km, s));
+        }
+    }
+    let (km, _) = best.ok_or_else(|| AnalysisError::param("k range", format!("{k_range:?}"), "a non-empty range"))?;
+    Ok((km, scores))
+}

@@ -37,7 +37,8 @@ pub use enrichment::{
 };
 pub use error::AnalysisError;
 pub use kmeans::{
-    kmeans, KMeans, KMeansOptions, DEFAULT_KMEANS_MAX_ITERATIONS, DEFAULT_KMEANS_RESTARTS,
+    kmeans, kmeans_by_silhouette, KMeans, KMeansOptions, DEFAULT_KMEANS_MAX_ITERATIONS,
+    DEFAULT_KMEANS_RESTARTS,
 };
 pub use knn::{knn_exact, KnnGraph};
 pub use metrics::{adjusted_rand_index, knn_label_agreement, silhouette_score, trustworthiness};

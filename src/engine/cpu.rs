@@ -158,7 +158,7 @@ impl<'a> PreparedWeights<'a> {
 }
 
 /// q, k, v of a validated layer stacked into `[3D, D]`.
-fn fuse_qkv(layer: &EncoderLayerWeights) -> Linear {
+pub(crate) fn fuse_qkv(layer: &EncoderLayerWeights) -> Linear {
     Linear::concat_rows(&[&layer.q, &layer.k, &layer.v])
         .expect("validated model: q, k, v share in_dim and weight kind")
 }
@@ -182,7 +182,7 @@ pub struct CpuWeights {
 }
 
 #[derive(Clone, Debug)]
-struct PackedLayer {
+pub(crate) struct PackedLayer {
     qkv: PackedLinear,
     o: PackedLinear,
     fc1: PackedLinear,
@@ -190,7 +190,7 @@ struct PackedLayer {
 }
 
 impl PackedLayer {
-    fn new(layer: &EncoderLayerWeights, qkv: &Linear, pack: fn(&Linear) -> PackedLinear) -> Self {
+    pub(crate) fn new(layer: &EncoderLayerWeights, qkv: &Linear, pack: fn(&Linear) -> PackedLinear) -> Self {
         Self { qkv: pack(qkv), o: pack(&layer.o), fc1: pack(&layer.fc1), fc2: pack(&layer.fc2) }
     }
 }
@@ -288,6 +288,12 @@ fn encoder_layer(
     let f = gemm(&a, rows, &packed.fc1, Activation::Gelu, None);
     *h = gemm(&f, rows, &packed.fc2, Activation::None, Some(h));
     stage(&|| format!("{at} (feed-forward block)"), h)
+}
+
+/// [`encoder_layer`] without a bias or an observer (SPATIA's ViT, [`super::spatia`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_encoder_layer(h: &mut Vec<f32>, n: usize, t: usize, d: usize, heads: usize, eps: f32, layer: &EncoderLayerWeights, packed: &PackedLayer) {
+    encoder_layer(h, n, t, d, heads, eps, layer, packed, None, "", &mut |_, _| true);
 }
 
 /// An observer of the forward's intermediate outputs: `(stage name, values)` → continue?

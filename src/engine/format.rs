@@ -549,13 +549,105 @@ impl View for &OwnedTensor {
     }
 }
 
+/// Collects named tensors and serialises them with a JSON metadata entry and the content
+/// checksum (tensors sorted by name).
+#[derive(Default)]
+pub(super) struct TensorWriter {
+    tensors: Vec<(String, OwnedTensor)>,
+}
+
+impl TensorWriter {
+    /// An `F32` tensor.
+    pub(super) fn f32(&mut self, name: String, shape: Vec<usize>, v: &[f32]) {
+        let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.tensors.push((name, OwnedTensor { dtype: Dtype::F32, shape, data }));
+    }
+
+    /// `{prefix}.weight` `[out, in]` (f32) or `{prefix}.weight_q` (int8) + `.weight_scale`
+    /// `[out]`, then `{prefix}.bias` `[out]`.
+    pub(super) fn linear(&mut self, prefix: &str, lin: &Linear) {
+        let shape = vec![lin.out_dim, lin.in_dim];
+        match &lin.weight {
+            LinearWeight::F32(w) => self.f32(format!("{prefix}.weight"), shape, w),
+            LinearWeight::Int8 { q, scale } => {
+                let data = q.iter().map(|&b| b as u8).collect();
+                self.tensors.push((format!("{prefix}.weight_q"), OwnedTensor { dtype: Dtype::I8, shape, data }));
+                self.f32(format!("{prefix}.weight_scale"), vec![lin.out_dim], scale);
+            }
+        }
+        self.f32(format!("{prefix}.bias"), vec![lin.out_dim], &lin.bias);
+    }
+
+    /// `{prefix}.gamma` and `{prefix}.beta` `[D]`.
+    pub(super) fn layer_norm(&mut self, prefix: &str, n: &LayerNormWeights) {
+        self.f32(format!("{prefix}.gamma"), vec![n.gamma.len()], &n.gamma);
+        self.f32(format!("{prefix}.beta"), vec![n.beta.len()], &n.beta);
+    }
+
+    /// One encoder layer under the names [`TensorReader::encoder_layer`] reads.
+    pub(super) fn encoder_layer(&mut self, p: &str, l: &EncoderLayerWeights) {
+        self.layer_norm(&format!("{p}.norm1"), &l.norm1);
+        for (name, lin) in [("attn.q", &l.q), ("attn.k", &l.k), ("attn.v", &l.v), ("attn.o", &l.o)] {
+            self.linear(&format!("{p}.{name}"), lin);
+        }
+        self.layer_norm(&format!("{p}.norm2"), &l.norm2);
+        self.linear(&format!("{p}.ffn.fc1"), &l.fc1);
+        self.linear(&format!("{p}.ffn.fc2"), &l.fc2);
+    }
+
+    /// Safetensors bytes with metadata `{key: json, CHECKSUM_KEY: crc}`.
+    pub(super) fn finish(mut self, key: &str, json: String) -> Result<Vec<u8>, ModelFileError> {
+        self.tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let checksum = content_checksum(self.tensors.iter().map(|(n, t)| (n.as_str(), t.data.as_slice())));
+        let metadata = HashMap::from([(key.to_string(), json), (CHECKSUM_KEY.to_string(), checksum)]);
+        Ok(safetensors::serialize(self.tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))?)
+    }
+}
+
 /// Reads and checks tensors by name, remembering which ones were used.
-struct TensorReader<'a> {
+pub(super) struct TensorReader<'a> {
     st: SafeTensors<'a>,
     used: HashSet<String>,
 }
 
 impl<'a> TensorReader<'a> {
+    /// Parses `bytes`, returns the reader and the JSON metadata entry `key`, after checking
+    /// the content checksum when the file stores one.
+    pub(super) fn open(bytes: &'a [u8], key: &str) -> Result<(Self, String), ModelFileError> {
+        let st = SafeTensors::deserialize(bytes)?;
+        let (_, header) = SafeTensors::read_metadata(bytes)?;
+        let json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .ok_or(ModelFileError::MissingMetadata)?
+            .clone();
+        if let Some(stored) = header.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) {
+            let mut names = st.names();
+            names.sort_unstable();
+            let views: Vec<(&str, safetensors::tensor::TensorView<'_>)> =
+                names.iter().filter_map(|n| st.tensor(n).ok().map(|t| (*n as &str, t))).collect();
+            let computed = content_checksum(views.iter().map(|(n, t)| (*n, t.data())));
+            if &computed != stored {
+                return Err(ModelFileError::ChecksumMismatch { stored: stored.clone(), computed });
+            }
+        }
+        Ok((TensorReader { st, used: HashSet::new() }, json))
+    }
+
+    /// Errors on the first tensor (by name) that no read used.
+    pub(super) fn check_all_used(&self, quant: Quantization) -> Result<(), ModelFileError> {
+        let mut names = self.st.names();
+        names.sort_unstable();
+        if let Some(extra) = names.into_iter().find(|n| !self.used.contains(*n)) {
+            return Err(ModelFileError::UnexpectedTensor {
+                name: extra.to_string(),
+                quantization: quant.as_str().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn view(
         &mut self,
         name: &str,
@@ -591,7 +683,7 @@ impl<'a> TensorReader<'a> {
         Ok(view.data())
     }
 
-    fn f32(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelFileError> {
+    pub(super) fn f32(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelFileError> {
         self.f32_hinted(name, shape, |_| String::new())
     }
 
@@ -623,7 +715,7 @@ impl<'a> TensorReader<'a> {
         Ok(values)
     }
 
-    fn linear(
+    pub(super) fn linear(
         &mut self,
         prefix: &str,
         out: usize,
@@ -663,14 +755,14 @@ impl<'a> TensorReader<'a> {
         })
     }
 
-    fn layer_norm(&mut self, prefix: &str, d: usize) -> Result<LayerNormWeights, ModelFileError> {
+    pub(super) fn layer_norm(&mut self, prefix: &str, d: usize) -> Result<LayerNormWeights, ModelFileError> {
         Ok(LayerNormWeights {
             gamma: self.f32(&format!("{prefix}.gamma"), &[d])?,
             beta: self.f32(&format!("{prefix}.beta"), &[d])?,
         })
     }
 
-    fn encoder_layer(
+    pub(super) fn encoder_layer(
         &mut self,
         p: &str,
         d: usize,
@@ -789,30 +881,10 @@ impl EngineModel {
     /// config and gene/class lists) and every tensor's presence, dtype, shape and finiteness;
     /// rejects tensors the config does not explain. Never panics on malformed bytes.
     pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, ModelFileError> {
-        let st = SafeTensors::deserialize(bytes)?;
-        let (_, header) = SafeTensors::read_metadata(bytes)?;
-        let json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(METADATA_KEY))
-            .ok_or(ModelFileError::MissingMetadata)?;
-        let meta = ModelMeta::from_json(json)?;
-        if let Some(stored) = header.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) {
-            let mut names = st.names();
-            names.sort_unstable();
-            let views: Vec<(&str, safetensors::tensor::TensorView<'_>)> =
-                names.iter().filter_map(|n| st.tensor(n).ok().map(|t| (*n as &str, t))).collect();
-            let computed = content_checksum(views.iter().map(|(n, t)| (*n, t.data())));
-            if &computed != stored {
-                return Err(ModelFileError::ChecksumMismatch { stored: stored.clone(), computed });
-            }
-        }
+        let (mut r, json) = TensorReader::open(bytes, METADATA_KEY)?;
+        let meta = ModelMeta::from_json(&json)?;
         let c = meta.config.clone();
         let quant = meta.quantization;
-        let mut r = TensorReader {
-            st,
-            used: HashSet::new(),
-        };
 
         let (d, t, ff) = (c.d_model, c.n_tokens(), c.d_ff);
         let gene_embedding = r.linear("gene_embedding", t * d, c.token_embedding_inputs(), quant)?;
@@ -843,14 +915,7 @@ impl EngineModel {
             None
         };
 
-        let mut names = r.st.names();
-        names.sort_unstable();
-        if let Some(extra) = names.into_iter().find(|n| !r.used.contains(*n)) {
-            return Err(ModelFileError::UnexpectedTensor {
-                name: extra.to_string(),
-                quantization: quant.as_str().to_string(),
-            });
-        }
+        r.check_all_used(quant)?;
         let weights = ClassifierWeights {
             gene_embedding,
             token_type,
@@ -868,77 +933,19 @@ impl EngineModel {
     /// whatever this writes [`from_safetensors_bytes`](Self::from_safetensors_bytes) reads.
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, ModelFileError> {
         self.validate()?;
-        let mut tensors: Vec<(String, OwnedTensor)> = Vec::new();
-        let push_f32 = |tensors: &mut Vec<(String, OwnedTensor)>,
-                        name: String,
-                        shape: Vec<usize>,
-                        v: &[f32]| {
-            let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            tensors.push((
-                name,
-                OwnedTensor {
-                    dtype: Dtype::F32,
-                    shape,
-                    data,
-                },
-            ));
-        };
+        let mut w = TensorWriter::default();
         let mut specs = Vec::new();
         for_each_param(&self.meta.config, &mut |s| specs.push(s));
         for (spec, param) in specs.into_iter().zip(self.weights.param_refs()) {
             match (spec, param) {
-                (ParamSpec::Vector { name, shape }, ParamRef::Vector(v)) => {
-                    push_f32(&mut tensors, name, shape, v)
-                }
-                (
-                    ParamSpec::Linear {
-                        prefix,
-                        out,
-                        in_dim,
-                    },
-                    ParamRef::Linear(lin),
-                ) => {
-                    match &lin.weight {
-                        LinearWeight::F32(w) => push_f32(
-                            &mut tensors,
-                            format!("{prefix}.weight"),
-                            vec![out, in_dim],
-                            w,
-                        ),
-                        LinearWeight::Int8 { q, scale } => {
-                            let data = q.iter().map(|&b| b as u8).collect();
-                            tensors.push((
-                                format!("{prefix}.weight_q"),
-                                OwnedTensor {
-                                    dtype: Dtype::I8,
-                                    shape: vec![out, in_dim],
-                                    data,
-                                },
-                            ));
-                            push_f32(
-                                &mut tensors,
-                                format!("{prefix}.weight_scale"),
-                                vec![out],
-                                scale,
-                            );
-                        }
-                    }
-                    push_f32(&mut tensors, format!("{prefix}.bias"), vec![out], &lin.bias);
-                }
+                (ParamSpec::Vector { name, shape }, ParamRef::Vector(v)) => w.f32(name, shape, v),
+                (ParamSpec::Linear { prefix, .. }, ParamRef::Linear(lin)) => w.linear(&prefix, lin),
                 _ => {
                     unreachable!("for_each_param and param_refs list parameters in the same order")
                 }
             }
         }
-        tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        let checksum = content_checksum(tensors.iter().map(|(n, t)| (n.as_str(), t.data.as_slice())));
-        let metadata = HashMap::from([
-            (METADATA_KEY.to_string(), self.meta.to_json()?),
-            (CHECKSUM_KEY.to_string(), checksum),
-        ]);
-        let bytes =
-            safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))?;
-        Ok(bytes)
+        w.finish(METADATA_KEY, self.meta.to_json()?)
     }
 
     /// A copy with every linear weight quantised to int8 (per output channel, symmetric) and

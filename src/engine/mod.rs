@@ -35,6 +35,7 @@ pub mod normalisation;
 pub mod ops;
 mod preprocess;
 mod protein;
+pub mod spatia;
 pub mod spec;
 
 pub use classifier::{
@@ -52,6 +53,7 @@ pub use format::{
     NORMALISATION_ARCSINH, NORMALISATION_AS_STORED, NORMALISATION_LOG1P_CP10K,
 };
 pub use protein::{ProteinChannels, MIN_PROTEIN_STD};
+pub use spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SpatiaCellWeights, SPATIA_METADATA_KEY};
 pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};
 pub use preprocess::{
     align_to_panel, check_patches, model_input, normalise_log1p_cp10k, sinusoid_frequencies,

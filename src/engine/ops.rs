@@ -12,6 +12,7 @@
 //! | LayerNorm then int8 linear (matmul prologue) | [`layernorm_matmul_int8_reference`] | [`crate::gpu::layernorm_matmul_int8`] |
 //! | attention, output projection, residual add | [`attention_out_reference`] | [`crate::gpu::attention_out()`](fn@crate::gpu::attention_out) |
 //! | attention, online softmax over key tiles (long token sequences) | [`flash_attention_reference`] | [`crate::gpu::flash_attention()`](fn@crate::gpu::flash_attention) |
+//! | cross-attention (queries from one buffer, keys/values from another), online softmax | [`cross_attention_reference`] | [`crate::gpu::cross_attention()`](fn@crate::gpu::cross_attention) |
 //! | gene tokens (gather + per-token value vector) | [`gene_token_embedding_reference`] | [`crate::gpu::gene_token_embedding()`](fn@crate::gpu::gene_token_embedding) |
 //! | mean of chosen tokens (ViT centre) | [`token_gather_mean_reference`] | [`crate::gpu::token_gather_mean()`](fn@crate::gpu::token_gather_mean) |
 //! | int8 activations × int8 weights (`dot4I8Packed`, + LayerNorm prologue) | [`matmul_dot4_reference`], [`matmul_dot4_sums_reference`] | [`crate::gpu::matmul_dot4()`](fn@crate::gpu::matmul_dot4) |
@@ -328,44 +329,107 @@ pub fn flash_attention_reference(qkv: &[f32], n_cells: usize, tokens: usize, d_m
 /// [`flash_attention_reference`] of one cell: `qkv` `[tokens, 3D]` → `out` `[tokens, D]`.
 pub(crate) fn flash_attention_cell(qkv: &[f32], out: &mut [f32], tokens: usize, d_model: usize, n_heads: usize) {
     let hd = d_model / n_heads;
-    let scale = score_scale(hd);
     let stride = 3 * d_model;
-    let tile = flash_key_tile(hd);
-    let mut s = [0.0f32; FLASH_KEY_TILE];
     let mut acc = vec![0.0f32; hd];
     for head in 0..n_heads {
         let off = head * hd;
+        let keys = KeyRows { rows: qkv, stride, k_off: d_model + off, v_off: 2 * d_model + off, tokens, hd };
         for i in 0..tokens {
             let q = &qkv[i * stride + off..i * stride + off + hd];
-            let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for k0 in (0..tokens).step_by(tile) {
-                let kn = tile.min(tokens - k0);
-                let mut tile_max = f32::NEG_INFINITY;
-                for (j, sj) in s.iter_mut().enumerate().take(kn) {
-                    let r = (k0 + j) * stride + d_model + off;
-                    let k = &qkv[r..r + hd];
-                    *sj = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                    tile_max = tile_max.max(*sj);
-                }
-                let m_new = m.max(tile_max);
-                let corr = exp_approx(m - m_new);
-                l *= corr;
-                acc.iter_mut().for_each(|a| *a *= corr);
-                for (j, &sj) in s.iter().enumerate().take(kn) {
-                    let p = exp_approx(sj - m_new);
-                    l += p;
-                    let r = (k0 + j) * stride + 2 * d_model + off;
-                    for (a, v) in acc.iter_mut().zip(&qkv[r..r + hd]) {
-                        *a += p * v;
-                    }
-                }
-                m = m_new;
+            online_softmax_row(q, &keys, &mut acc, &mut out[i * d_model + off..i * d_model + off + hd]);
+        }
+    }
+}
+
+/// One head's keys and values of one cell: key `j` is `rows[j·stride + k_off ..][..hd]`,
+/// its value `rows[j·stride + v_off ..][..hd]`.
+struct KeyRows<'a> {
+    rows: &'a [f32],
+    stride: usize,
+    k_off: usize,
+    v_off: usize,
+    tokens: usize,
+    hd: usize,
+}
+
+/// Attention of one query `q` `[hd]` over `keys` with an online softmax over key tiles of
+/// [`flash_key_tile`] (running max `m`, denominator `l`, unnormalised `acc`, rescaled by
+/// `exp(m − m')` per tile), written to `out` `[hd]`. Shared by the flash and cross-attention
+/// references, in the order of operations of their kernels.
+fn online_softmax_row(q: &[f32], keys: &KeyRows<'_>, acc: &mut [f32], out: &mut [f32]) {
+    let (hd, stride) = (keys.hd, keys.stride);
+    let scale = score_scale(hd);
+    let tile = flash_key_tile(hd);
+    let mut s = [0.0f32; FLASH_KEY_TILE];
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
+    acc.iter_mut().for_each(|a| *a = 0.0);
+    for k0 in (0..keys.tokens).step_by(tile) {
+        let kn = tile.min(keys.tokens - k0);
+        let mut tile_max = f32::NEG_INFINITY;
+        for (j, sj) in s.iter_mut().enumerate().take(kn) {
+            let r = (k0 + j) * stride + keys.k_off;
+            let k = &keys.rows[r..r + hd];
+            *sj = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+            tile_max = tile_max.max(*sj);
+        }
+        let m_new = m.max(tile_max);
+        let corr = exp_approx(m - m_new);
+        l *= corr;
+        acc.iter_mut().for_each(|a| *a *= corr);
+        for (j, &sj) in s.iter().enumerate().take(kn) {
+            let p = exp_approx(sj - m_new);
+            l += p;
+            let r = (k0 + j) * stride + keys.v_off;
+            for (a, v) in acc.iter_mut().zip(&keys.rows[r..r + hd]) {
+                *a += p * v;
             }
-            let o = &mut out[i * d_model + off..i * d_model + off + hd];
-            for (oe, a) in o.iter_mut().zip(&acc) {
-                *oe = a / l;
-            }
+        }
+        m = m_new;
+    }
+    for (oe, a) in out.iter_mut().zip(acc.iter()) {
+        *oe = a / l;
+    }
+}
+
+/// Plain-Rust reference of `kernels/cross_attention.wgsl`: multi-head attention of queries
+/// from one buffer over keys and values from another, with the online softmax of
+/// [`flash_attention_reference`] over key tiles of [`flash_key_tile`] (no `Tq × Tk` scores
+/// held).
+///
+/// `q` is `[n · tq, D]` (`[n, Tq, H, hd]`: heads concatenated), `kv` `[n · tk, 2D]` (per key
+/// row its key, then its value, each `[H, hd]`); returns `[n · tq, D]`: per (cell, head, query
+/// i) `out_i = Σ_j softmax_j(q_i · k_j / sqrt(hd)) v_j` over the cell's `tk` keys.
+///
+/// # Panics
+/// If `q` or `kv` has the wrong length, `tk == 0`, or `n_heads` does not divide `d_model`.
+pub fn cross_attention_reference(q: &[f32], kv: &[f32], n: usize, tq: usize, tk: usize, d_model: usize, n_heads: usize) -> Vec<f32> {
+    assert!(n_heads > 0 && d_model.is_multiple_of(n_heads), "cross attention reference: n_heads {n_heads} must divide d_model {d_model}");
+    assert!(tk > 0, "cross attention reference: at least one key");
+    assert_eq!(q.len(), n * tq * d_model, "cross attention reference: q must be [n*Tq, D]");
+    assert_eq!(kv.len(), n * tk * 2 * d_model, "cross attention reference: kv must be [n*Tk, 2D]");
+    let mut out = vec![0.0f32; n * tq * d_model];
+    for cell in 0..n {
+        cross_attention_cell(
+            &q[cell * tq * d_model..(cell + 1) * tq * d_model],
+            &kv[cell * tk * 2 * d_model..(cell + 1) * tk * 2 * d_model],
+            &mut out[cell * tq * d_model..(cell + 1) * tq * d_model],
+            tk,
+            d_model,
+            n_heads,
+        );
+    }
+    out
+}
+
+/// [`cross_attention_reference`] of one cell: `q` `[Tq, D]`, `kv` `[tk, 2D]` → `out` `[Tq, D]`.
+pub(crate) fn cross_attention_cell(q: &[f32], kv: &[f32], out: &mut [f32], tk: usize, d_model: usize, n_heads: usize) {
+    let hd = d_model / n_heads;
+    let mut acc = vec![0.0f32; hd];
+    for head in 0..n_heads {
+        let off = head * hd;
+        let keys = KeyRows { rows: kv, stride: 2 * d_model, k_off: off, v_off: d_model + off, tokens: tk, hd };
+        for (qi, oi) in q.chunks_exact(d_model).zip(out.chunks_exact_mut(d_model)) {
+            online_softmax_row(&qi[off..off + hd], &keys, &mut acc, &mut oi[off..off + hd]);
         }
     }
 }

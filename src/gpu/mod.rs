@@ -20,6 +20,7 @@
 //! | `matmul_dot4.wgsl` (int8 activations, `dot4I8Packed`; optional, [`GpuContext::supports_int8_dot`]) | [`matmul_dot4()`](fn@matmul_dot4) | `matmul_dot4_reference` |
 //! | `attention_out.wgsl` (attention + output projection + residual) | [`attention_out()`](fn@attention_out) | `attention_out_reference` |
 //! | `attention.wgsl` (+ additive score bias) | [`attention()`](fn@attention), [`attention_biased`] | `attention_reference`, `attention_biased_reference` |
+//! | `cross_attention.wgsl` (queries from one buffer, keys/values from another; online softmax) | [`cross_attention()`](fn@cross_attention) | `cross_attention_reference` |
 //! | `layernorm.wgsl` | [`layernorm()`](fn@layernorm) | `layernorm_reference` |
 //! | `mean_pool.wgsl` | [`mean_pool()`](fn@mean_pool) | `mean_pool_reference` |
 //! | `token_gather_mean.wgsl` (ViT centre tokens) | [`token_gather_mean()`](fn@token_gather_mean) | `token_gather_mean_reference` |
@@ -30,6 +31,7 @@
 
 pub mod attention;
 pub mod attention_out;
+pub mod cross_attention;
 pub mod flash_attention;
 pub mod gene_token_embedding;
 mod context;
@@ -44,6 +46,7 @@ pub mod token_gather_mean;
 
 pub use attention::{attention, attention_biased};
 pub use attention_out::attention_out;
+pub use cross_attention::cross_attention;
 pub use flash_attention::flash_attention;
 pub use gene_token_embedding::gene_token_embedding;
 pub(crate) use context::{check_len, Dispatch, MAX_WORKGROUPS_PER_DIM};

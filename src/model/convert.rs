@@ -34,7 +34,7 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .expect("f32 tensor data converts to Vec<f32>")
 }
 
-fn linear_out<B: Backend>(l: &Linear<B>) -> LinearW {
+pub(crate) fn linear_out<B: Backend>(l: &Linear<B>) -> LinearW {
     let [d_in, d_out] = l.weight.val().dims();
     LinearW {
         out_dim: d_out,
@@ -48,7 +48,7 @@ fn linear_out<B: Backend>(l: &Linear<B>) -> LinearW {
     }
 }
 
-fn norm_out<B: Backend>(n: &LayerNorm<B>) -> LayerNormWeights {
+pub(crate) fn norm_out<B: Backend>(n: &LayerNorm<B>) -> LayerNormWeights {
     let gamma = to_vec(n.gamma.val());
     let beta = n
         .beta
@@ -86,7 +86,7 @@ fn norm_in<B: Backend>(target: &mut LayerNorm<B>, n: &LayerNormWeights, device: 
     )));
 }
 
-fn layer_out<B: Backend>(l: &EncoderLayer<B>) -> EncoderLayerWeights {
+pub(crate) fn layer_out<B: Backend>(l: &EncoderLayer<B>) -> EncoderLayerWeights {
     EncoderLayerWeights {
         norm1: norm_out(&l.norm1),
         q: linear_out(&l.attn.q),
@@ -100,7 +100,7 @@ fn layer_out<B: Backend>(l: &EncoderLayer<B>) -> EncoderLayerWeights {
 }
 
 /// The ViT of a morphology encoder in engine form, checked against `m`.
-fn vit_out<B: Backend>(
+pub(crate) fn vit_out<B: Backend>(
     vit: &super::MorphologyEncoder<B>,
     m: &MorphologyTokenConfig,
 ) -> Result<VitWeights, ModelFileError> {

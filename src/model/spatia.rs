@@ -22,7 +22,8 @@ use burn::tensor::activation::{gelu, softmax};
 use super::encoder::{EncoderLayerConfig, TransformerEncoder, TransformerEncoderConfig};
 use super::encoders::{GeneEncoder, GeneEncoderConfig, MorphologyEncoder, MorphologyEncoderConfig};
 use crate::engine::spec::{grid_positional_encoding, SpatiaSpec};
-use crate::engine::{ModelFileError, MorphologyTokenConfig};
+use crate::engine::spatia::SPATIA_FORMAT_VERSION;
+use crate::engine::{CrossBlockWeights, ModelFileError, MorphologyTokenConfig, Quantization, SpatiaCellMeta, SpatiaCellModel, SpatiaCellWeights};
 
 /// Additive score for masked keys (large negative, finite so a fully masked row stays finite).
 pub const MASKED_SCORE: f32 = -1.0e4;
@@ -346,5 +347,45 @@ impl<B: Backend> SpatiaModel<B> {
             .expand([1, self.n_heads, s2, s2]);
         let out = tissue.forward(h, Some(bias)).reshape([s2, d]);
         place.transpose().matmul(out)
+    }
+}
+
+impl<B: Backend> SpatiaModel<B> {
+    /// The cell level (and, for a `--levels cell` model, its cell-type head) as the burn-free
+    /// engine's [`SpatiaCellModel`] (f32; `quantize_int8` for int8), with `spec` the model's
+    /// spec and `classes` its class names. The gene encoder's token-type table is folded into
+    /// its bias and the ViT's position table into its patch embedding.
+    ///
+    /// Errors: `classes` not matching `spec.n_classes`, a ViT that differs from
+    /// `spec.cell_image`.
+    pub fn cell_level_to_engine(&self, spec: &SpatiaSpec, classes: Vec<String>) -> Result<SpatiaCellModel, ModelFileError> {
+        use super::convert::{linear_out, norm_out, vit_out};
+        let cell = &self.cell;
+        let mut gene_embedding = linear_out(&cell.genes.embedding);
+        let token_type: Vec<f32> = cell.genes.token_type.val().into_data().convert::<f32>().into_vec::<f32>().map_err(|e| ModelFileError::InvalidConfig { reason: format!("token_type: {e:?}") })?;
+        for (b, t) in gene_embedding.bias.iter_mut().zip(&token_type) {
+            *b += t;
+        }
+        let x = &cell.cross;
+        let meta = SpatiaCellMeta { format_version: SPATIA_FORMAT_VERSION, spec: spec.clone(), classes, quantization: Quantization::None };
+        let weights = SpatiaCellWeights {
+            gene_embedding,
+            vit: vit_out(&cell.vit, &spec.cell_image)?,
+            vit_projection: linear_out(&cell.vit.projection),
+            cross: CrossBlockWeights {
+                norm_q: norm_out(&x.norm_q),
+                norm_kv: norm_out(&x.norm_kv),
+                q: linear_out(&x.attn.q),
+                k: linear_out(&x.attn.k),
+                v: linear_out(&x.attn.v),
+                o: linear_out(&x.attn.o),
+                norm_ff: norm_out(&x.norm_ff),
+                fc1: linear_out(&x.fc1),
+                fc2: linear_out(&x.fc2),
+            },
+            norm: norm_out(&cell.norm),
+            type_head: (spec.levels == crate::engine::spec::SpatiaLevels::Cell).then(|| linear_out(&self.type_head)),
+        };
+        SpatiaCellModel::new(meta, weights)
     }
 }

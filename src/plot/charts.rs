@@ -1,4 +1,5 @@
-//! Figures: a labelled 2-D scatter, clusters over the DAPI image, and an annotated heatmap.
+//! Figures: a labelled 2-D scatter, clusters over the DAPI image (cells as dots or tiles such
+//! as niches as squares), and an annotated heatmap.
 //!
 //! Each figure has a `render_*` function returning a [`Figure`] (the canvas plus where each
 //! data point landed, for overlays and tests) and a `*_png` wrapper that writes it atomically.
@@ -316,30 +317,7 @@ pub fn render_spatial_map(
     title: &str,
 ) -> Result<Figure, PlotError> {
     check_labels(labels, centroids_um.len(), names)?;
-    let factor = background
-        .width
-        .max(background.height)
-        .div_ceil(SPATIAL_MAP_MAX_SIDE)
-        .max(1);
-    let (gray, _) = downsample_gray8(background, factor)?;
-    let (legend, legend_scale) = legend_names(names);
-    let (legend_w, legend_h) = legend_size(&legend, legend_scale);
-    let left = PAD;
-    let width = left + gray.width + PAD + legend_w;
-    let title = TitleLayout::new(title, width - 2 * PAD);
-    let top = PAD + title.height() + PAD;
-    let height = (top + gray.height + PAD).max(top + legend_h + PAD);
-    let mut canvas = Canvas::new(width, height, BACKGROUND);
-    title.draw(&mut canvas, left, PAD);
-    canvas.draw_gray(
-        left as isize,
-        top as isize,
-        gray.width,
-        gray.height,
-        &gray.pixels,
-    )?;
-    // Source pixel p lands at downsampled (p - (factor - 1) / 2) / factor.
-    let half = (factor as f32 - 1.0) / 2.0;
+    let mut map = MapLayout::new(background, names, title)?;
     let r = 3.5;
     let mut points_px = Vec::with_capacity(centroids_um.len());
     for (&um, &l) in centroids_um.iter().zip(labels) {
@@ -347,30 +325,119 @@ pub fn render_spatial_map(
             points_px.push([f32::NAN; 2]);
             continue;
         }
-        let [c, rr] = frame.um_to_px(um);
-        let px = [
-            left as f32 + (c - half) / factor as f32,
-            top as f32 + (rr - half) / factor as f32,
-        ];
-        canvas.fill_circle(px, r, category_color(l as usize), 0.9);
+        let px = map.to_canvas(frame.um_to_px(um));
+        map.canvas.fill_circle(px, r, category_color(l as usize), 0.9);
         points_px.push(px);
     }
-    // 50 µm scale bar, bottom-left of the image.
-    let bar_px = 50.0 / (frame.um_per_px * factor as f32);
-    if bar_px.is_finite() && bar_px >= 4.0 && bar_px < gray.width as f32 / 2.0 {
-        let y = (top + gray.height) as f32 - 12.0;
-        let x0 = (left + 10) as f32;
-        canvas.line([x0, y], [x0 + bar_px, y], Rgb::WHITE, 3.0);
-        canvas.text(x0 as isize, (y - 14.0) as isize, "50 um", Rgb::WHITE, 1);
+    Ok(Figure { canvas: map.finish(frame), points_px })
+}
+
+/// Renders image tiles (e.g. niches) as translucent squares coloured by `labels` (named by
+/// `names`) over the DAPI image `background` placed by `frame`, with a legend, a 50 µm scale
+/// bar and `title`. `tiles_px` holds `[col, row, width, height]` of each tile in pixels of
+/// `background`; the DAPI shows through (fill alpha 0.45, outlined in the tile's colour).
+///
+/// `points_px` of the result is the canvas centre of each tile. Errors: length mismatches, a
+/// label without a name, an empty image, a non-finite tile.
+pub fn render_tile_map(
+    background: &GrayImage16,
+    frame: &ImageFrame,
+    tiles_px: &[[f32; 4]],
+    labels: &[u32],
+    names: &[String],
+    title: &str,
+) -> Result<Figure, PlotError> {
+    check_labels(labels, tiles_px.len(), names)?;
+    if let Some((i, t)) = tiles_px.iter().enumerate().find(|(_, t)| !t.iter().all(|v| v.is_finite()) || t[2] < 0.0 || t[3] < 0.0) {
+        return Err(PlotError::InvalidArgument {
+            name: "tiles_px",
+            value: format!("tiles_px[{i}] = {t:?}"),
+            expected: "finite [col, row, width, height] with width, height >= 0".to_string(),
+        });
     }
-    draw_legend(
-        &mut canvas,
-        left + gray.width + PAD,
-        top,
-        &legend,
-        legend_scale,
-    );
-    Ok(Figure { canvas, points_px })
+    let mut map = MapLayout::new(background, names, title)?;
+    let mut points_px = Vec::with_capacity(tiles_px.len());
+    for (t, &l) in tiles_px.iter().zip(labels) {
+        // Tile edges: pixel centres t[0] - 0.5 .. t[0] + t[2] - 0.5 in the source image.
+        let a = map.to_canvas([t[0] - 0.5, t[1] - 0.5]);
+        let b = map.to_canvas([t[0] + t[2] - 0.5, t[1] + t[3] - 0.5]);
+        let (x, y) = (a[0].round() as isize, a[1].round() as isize);
+        let (w, h) = ((b[0] - a[0]).round().max(1.0) as usize, (b[1] - a[1]).round().max(1.0) as usize);
+        let color = category_color(l as usize);
+        map.canvas.fill_rect(x, y, w, h, color, 0.45);
+        map.canvas.stroke_rect(x, y, w, h, color);
+        points_px.push([(a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0]);
+    }
+    Ok(Figure { canvas: map.finish(frame), points_px })
+}
+
+/// What the maps over the DAPI image share: the canvas with the title, the downsampled and
+/// contrast-stretched background and the legend drawn; marks go on top, then
+/// [`MapLayout::finish`] adds the scale bar.
+struct MapLayout {
+    canvas: Canvas,
+    left: usize,
+    top: usize,
+    factor: usize,
+    image_size: [usize; 2],
+}
+
+impl MapLayout {
+    fn new(background: &GrayImage16, names: &[String], title: &str) -> Result<Self, PlotError> {
+        let factor = background
+            .width
+            .max(background.height)
+            .div_ceil(SPATIAL_MAP_MAX_SIDE)
+            .max(1);
+        let (gray, _) = downsample_gray8(background, factor)?;
+        let (legend, legend_scale) = legend_names(names);
+        let (legend_w, legend_h) = legend_size(&legend, legend_scale);
+        let left = PAD;
+        let width = left + gray.width + PAD + legend_w;
+        let title = TitleLayout::new(title, width - 2 * PAD);
+        let top = PAD + title.height() + PAD;
+        let height = (top + gray.height + PAD).max(top + legend_h + PAD);
+        let mut canvas = Canvas::new(width, height, BACKGROUND);
+        title.draw(&mut canvas, left, PAD);
+        canvas.draw_gray(
+            left as isize,
+            top as isize,
+            gray.width,
+            gray.height,
+            &gray.pixels,
+        )?;
+        draw_legend(
+            &mut canvas,
+            left + gray.width + PAD,
+            top,
+            &legend,
+            legend_scale,
+        );
+        Ok(MapLayout { canvas, left, top, factor, image_size: [gray.width, gray.height] })
+    }
+
+    /// Canvas position of source-image pixel `[col, row]`: source pixel p lands at
+    /// downsampled `(p - (factor - 1) / 2) / factor`.
+    fn to_canvas(&self, px: [f32; 2]) -> [f32; 2] {
+        let half = (self.factor as f32 - 1.0) / 2.0;
+        [
+            self.left as f32 + (px[0] - half) / self.factor as f32,
+            self.top as f32 + (px[1] - half) / self.factor as f32,
+        ]
+    }
+
+    /// Adds the 50 µm scale bar (bottom-left of the image) and returns the canvas.
+    fn finish(mut self, frame: &ImageFrame) -> Canvas {
+        let [gw, gh] = self.image_size;
+        let bar_px = 50.0 / (frame.um_per_px * self.factor as f32);
+        if bar_px.is_finite() && bar_px >= 4.0 && bar_px < gw as f32 / 2.0 {
+            let y = (self.top + gh) as f32 - 12.0;
+            let x0 = (self.left + 10) as f32;
+            self.canvas.line([x0, y], [x0 + bar_px, y], Rgb::WHITE, 3.0);
+            self.canvas.text(x0 as isize, (y - 14.0) as isize, "50 um", Rgb::WHITE, 1);
+        }
+        self.canvas
+    }
 }
 
 /// [`render_spatial_map`] written to `path` as an RGB PNG (atomically).
@@ -385,6 +452,22 @@ pub fn spatial_map_png(
     title: &str,
 ) -> Result<Figure, PlotError> {
     let fig = render_spatial_map(background, frame, centroids_um, labels, names, title)?;
+    fig.canvas.write_png(path)?;
+    Ok(fig)
+}
+
+/// [`render_tile_map`] written to `path` as an RGB PNG (atomically).
+#[cfg(feature = "native-io")]
+pub fn tile_map_png(
+    path: &Path,
+    background: &GrayImage16,
+    frame: &ImageFrame,
+    tiles_px: &[[f32; 4]],
+    labels: &[u32],
+    names: &[String],
+    title: &str,
+) -> Result<Figure, PlotError> {
+    let fig = render_tile_map(background, frame, tiles_px, labels, names, title)?;
     fig.canvas.write_png(path)?;
     Ok(fig)
 }

@@ -1,7 +1,7 @@
 //! Figures as PNGs, drawn in plain Rust: an RGB [`Canvas`] with alpha-blended circles, lines,
-//! rectangles and a built-in 5 × 7 [`font`]; a categorical [`palette`]; and three charts:
+//! rectangles and a built-in 5 × 7 [`font`]; a categorical [`palette`]; and charts:
 //! [`scatter_png`] (e.g. a UMAP coloured by cluster), [`spatial_map_png`] (clusters over the
-//! DAPI image) and [`heatmap_png`] (confusion matrices, enrichment tables).
+//! DAPI image), [`tile_map_png`] (tiles such as niches coloured by cluster over it) and [`heatmap_png`] (confusion matrices, enrichment tables).
 //!
 //! Text never leaves the canvas: titles wrap (or shrink) to the figure's width, long class
 //! names end in an ellipsis, and every text box is recorded in [`Canvas::text_boxes`] so tests
@@ -18,9 +18,9 @@ pub mod palette;
 
 pub use canvas::{Canvas, Rgb, TextBox};
 #[cfg(feature = "native-io")]
-pub use charts::{heatmap_png, scatter_png, spatial_map_png};
+pub use charts::{heatmap_png, scatter_png, spatial_map_png, tile_map_png};
 pub use charts::{
-    render_heatmap, render_scatter, render_spatial_map, Figure, HEATMAP_COL_LABEL_MAX,
+    render_heatmap, render_scatter, render_spatial_map, render_tile_map, Figure, HEATMAP_COL_LABEL_MAX,
     HEATMAP_ROW_LABEL_MAX, SCATTER_PLOT_SIDE,
     SPATIAL_MAP_MAX_SIDE,
 };

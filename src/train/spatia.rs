@@ -35,6 +35,7 @@ use super::metrics::ClassificationReport;
 use super::split::{make_folds, Fold, FoldPlan};
 use super::trainer::{argmax_rows, TrainConfig};
 use super::TrainError;
+use crate::analysis::{self, ClusterEnrichment, KMeansOptions};
 use crate::data::{self, NicheGrid, NicheOptions};
 use crate::engine::spec::SpatiaSpec;
 use crate::model::spatia::{CellEncoder, RegionInputs, SpatiaModel};
@@ -102,6 +103,10 @@ pub struct SpatiaData {
     pub regions: Vec<RegionCells>,
     /// Whether each cell lies in one of `regions`, `[cells]`.
     pub assigned: Vec<bool>,
+    /// The DAPI image the niches were cut from (at `spec.niche_dapi_um_per_px`).
+    pub dapi: data::GrayImage16,
+    /// Where `dapi` lies on the slide.
+    pub dapi_frame: data::ImageFrame,
 }
 
 impl SpatiaData {
@@ -147,7 +152,7 @@ impl SpatiaData {
                 assigned[c] = true;
             }
         }
-        Ok(Self { n_genes: g, x: crop.x_norm.clone(), patches, patch_px, niche_images, niche_px, grid, regions, assigned })
+        Ok(Self { n_genes: g, x: crop.x_norm.clone(), patches, patch_px, niche_images, niche_px, grid, regions, assigned, dapi: image, dapi_frame: frame })
     }
 
     /// Cells.
@@ -613,6 +618,174 @@ pub fn write_embeddings(dir: &Path, e: &SpatiaEmbeddings, data: &SpatiaData, cel
         niches += &format!("{k},{},{},{}\n", nc.niche_col, nc.niche_row, nc.cells.len());
     }
     crate::util::write_atomic(&dir.join("niches.csv"), niches.as_bytes())?;
+    Ok(())
+}
+
+/// Numbers of niche clusters tried by [`niche_clusters`] (the best mean silhouette wins).
+pub const NICHE_K_RANGE: std::ops::RangeInclusive<usize> = 3..=8;
+
+/// Clusters of the niches' `z_niche` and the cell types they hold.
+#[derive(Debug, Clone)]
+pub struct NicheClusters {
+    /// Niches clustered (grid indices, ascending): those the model embedded (in a region).
+    pub niches: Vec<usize>,
+    /// Cluster of each of `niches`, `< k`.
+    pub clusters: Vec<u32>,
+    /// Clusters.
+    pub k: usize,
+    /// `(k, mean silhouette)` of every `k` tried, on `z_niche`.
+    pub silhouette: Vec<(usize, f64)>,
+    /// Cell types over clusters: each typed cell of a clustered niche counts for its niche's
+    /// cluster (`type_names` columns).
+    pub enrichment: ClusterEnrichment,
+    /// Cell-type names.
+    pub type_names: Vec<String>,
+    /// Where the types come from: `reference labels` or `predicted` (when no cell is labelled).
+    pub type_source: &'static str,
+}
+
+/// k-means of `z_niche` (rows of the niches in a region) with `k` in [`NICHE_K_RANGE`] chosen
+/// by the mean silhouette on the embedding ([`analysis::kmeans_by_silhouette`]; labels are
+/// never looked at), then the enrichment of cell types per niche cluster
+/// ([`analysis::cluster_enrichment`]: observed / expected, one-sided hypergeometric p, BH q).
+/// Types are `labels` (reference labels; unlabelled cells left out) or, when no embedded cell
+/// is labelled, the model's predictions for every embedded cell.
+///
+/// Errors: a model without the niche level (all `z_niche` zero), fewer than 4 embedded niches.
+pub fn niche_clusters(
+    e: &SpatiaEmbeddings,
+    data: &SpatiaData,
+    labels: &[Option<u32>],
+    type_names: &[String],
+    seed: u64,
+) -> Result<NicheClusters, TrainError> {
+    let d = e.d_model;
+    let mut niches: Vec<usize> = data.regions.iter().flat_map(|r| r.niches.iter().copied()).collect();
+    niches.sort_unstable();
+    niches.dedup();
+    let z: Vec<f32> = niches.iter().flat_map(|&k| e.z_niche[k * d..(k + 1) * d].iter().copied()).collect();
+    if z.iter().all(|v| *v == 0.0) {
+        return Err(TrainError::Options("the model has no niche level (z_niche is zero): fine-tune with --levels niche or tissue to cluster niches".into()));
+    }
+    if niches.len() < 4 {
+        return Err(TrainError::Options(format!(
+            "only {} niches are embedded; niche clusters need at least 4 (use more regions than --max-regions {})",
+            niches.len(),
+            data.regions.len()
+        )));
+    }
+    let err = |e: analysis::AnalysisError| TrainError::Analysis(e.to_string());
+    let opts = KMeansOptions { seed, ..KMeansOptions::new(NICHE_K_RANGE.start().to_owned()) };
+    let (km, silhouette) = analysis::kmeans_by_silhouette(&z, niches.len(), d, NICHE_K_RANGE, &opts).map_err(err)?;
+    let mut cluster_of = vec![None; data.grid.niches.len()];
+    for (&k, &c) in niches.iter().zip(&km.labels) {
+        cluster_of[k] = Some(c);
+    }
+    let cells: Vec<(usize, u32)> = data.regions.iter().flat_map(|r| r.cells.iter().zip(&r.cell_niche).map(move |(&c, &n)| (c, r.niches[n]))).filter_map(|(c, n)| cluster_of[n].map(|k| (c, k))).collect();
+    let any_label = cells.iter().any(|&(c, _)| labels.get(c).copied().flatten().is_some());
+    let pred = argmax_rows(&e.logits, e.n_classes);
+    let (mut cl, mut ty) = (Vec::new(), Vec::new());
+    for &(c, k) in &cells {
+        let t = if any_label { labels.get(c).copied().flatten() } else { Some(pred[c]) };
+        if let Some(t) = t {
+            cl.push(k);
+            ty.push(t);
+        }
+    }
+    let enrichment = analysis::cluster_enrichment(&cl, km.k, &ty, type_names.len()).map_err(err)?;
+    Ok(NicheClusters {
+        niches,
+        clusters: km.labels,
+        k: km.k,
+        silhouette,
+        enrichment,
+        type_names: type_names.to_vec(),
+        type_source: if any_label { "reference labels" } else { "predicted" },
+    })
+}
+
+impl NicheClusters {
+    /// Markdown: the silhouette per `k`, then per cluster its niches, typed cells and most
+    /// enriched type (observed, expected, observed / expected, hypergeometric p, BH q).
+    pub fn markdown(&self) -> String {
+        let e = &self.enrichment;
+        let sil: Vec<String> = self.silhouette.iter().map(|(k, s)| format!("k={k}: {s:.3}")).collect();
+        let mut md = format!(
+            "Niche clusters: k-means of z_niche over {} niches, k = {} by the best mean silhouette ({}).\n\
+             Cell types: {} ({} cells). Enrichment = observed / expected (expected = cluster size × type share); \
+             p = one-sided hypergeometric P(X ≥ observed), q = Benjamini–Hochberg over the whole table.\n\n\
+             | cluster | niches | cells | most enriched type | observed | expected | obs/exp | p | q |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
+            self.niches.len(), self.k, sil.join(", "), self.type_source, e.cluster_sizes.iter().sum::<u64>()
+        );
+        for c in 0..self.k {
+            let niches = self.clusters.iter().filter(|&&k| k as usize == c).count();
+            let row = c * e.n_types;
+            let best = (0..e.n_types).filter(|&t| e.counts[row + t] > 0).max_by(|&a, &b| e.enrichment[row + a].total_cmp(&e.enrichment[row + b]));
+            match best {
+                Some(t) => {
+                    let i = row + t;
+                    md += &format!(
+                        "| {c} | {niches} | {} | {} | {} | {:.1} | {:.2} | {:.2e} | {:.2e} |\n",
+                        e.cluster_sizes[c], self.type_names[t], e.counts[i], e.expected[i], e.enrichment[i], e.p_value[i], e.q_value[i]
+                    );
+                }
+                None => md += &format!("| {c} | {niches} | 0 | - | | | | | |\n"),
+            }
+        }
+        md
+    }
+
+    /// Long-format CSV of the enrichment table:
+    /// `cluster,cell_type,observed,expected,obs_over_exp,fraction,p_value,q_value`.
+    pub fn enrichment_csv(&self) -> String {
+        let e = &self.enrichment;
+        let mut csv = String::from("cluster,cell_type,observed,expected,obs_over_exp,fraction,p_value,q_value\n");
+        for c in 0..e.n_clusters {
+            for t in 0..e.n_types {
+                let i = c * e.n_types + t;
+                csv += &format!(
+                    "{c},{},{},{:.4},{:.4},{:.4},{:.6e},{:.6e}\n",
+                    crate::ot::pairing::csv_field(&self.type_names[t]), e.counts[i], e.expected[i], e.enrichment[i], e.fraction[i], e.p_value[i], e.q_value[i]
+                );
+            }
+        }
+        csv
+    }
+}
+
+/// Write `niche_clusters.csv` (`niche,col,row,cells,cluster`; empty cluster for niches not
+/// embedded), `niche_silhouette.csv`, `niche_enrichment.csv` / `.md` and `niche_map.png` (niches
+/// coloured by cluster over the DAPI image), atomically.
+pub fn write_niche_clusters(dir: &Path, nc: &NicheClusters, data: &SpatiaData) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+    let mut cluster_of = vec![None; data.grid.niches.len()];
+    for (&k, &c) in nc.niches.iter().zip(&nc.clusters) {
+        cluster_of[k] = Some(c);
+    }
+    let mut csv = String::from("niche,col,row,cells,cluster\n");
+    for (k, n) in data.grid.niches.iter().enumerate() {
+        csv += &format!("{k},{},{},{},{}\n", n.niche_col, n.niche_row, n.cells.len(), cluster_of[k].map_or(String::new(), |c| c.to_string()));
+    }
+    crate::util::write_atomic(&dir.join("niche_clusters.csv"), csv.as_bytes())?;
+    let mut sil = String::from("k,silhouette\n");
+    for (k, s) in &nc.silhouette {
+        sil += &format!("{k},{s:.6}\n");
+    }
+    crate::util::write_atomic(&dir.join("niche_silhouette.csv"), sil.as_bytes())?;
+    crate::util::write_atomic(&dir.join("niche_enrichment.csv"), nc.enrichment_csv().as_bytes())?;
+    crate::util::write_atomic(&dir.join("niche_enrichment.md"), nc.markdown().as_bytes())?;
+    let tiles: Vec<[f32; 4]> = nc
+        .niches
+        .iter()
+        .map(|&k| {
+            let n = &data.grid.niches[k];
+            [n.origin_px[0] as f32, n.origin_px[1] as f32, n.extent_px[0] as f32, n.extent_px[1] as f32]
+        })
+        .collect();
+    let names: Vec<String> = (0..nc.k).map(|c| format!("niche cluster {c}")).collect();
+    let title = format!("SPATIA niche clusters (k-means of z_niche, k = {} by silhouette) over DAPI", nc.k);
+    crate::plot::tile_map_png(&dir.join("niche_map.png"), &data.dapi, &data.dapi_frame, &tiles, &nc.clusters, &names, &title)
+        .map_err(|e| TrainError::Analysis(e.to_string()))?;
     Ok(())
 }
 

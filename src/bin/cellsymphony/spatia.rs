@@ -1,4 +1,4 @@
-//! `cellsymphony spatia pretrain|finetune|embed|ablation`: SPATIA's multi-scale model
+//! `cellsymphony spatia pretrain|finetune|embed|export|ablation`: SPATIA's multi-scale model
 //! (flags here, everything else in `train::spatia`).
 
 use std::path::PathBuf;
@@ -29,8 +29,13 @@ enum SpatiaCommand {
     /// Fine-tune on the labelled cells of one split (validation for the epoch, test reported
     /// once): writes spatia_model.{json,bin} and finetune_history.csv.
     Finetune(FinetuneArgs),
-    /// Write z_cell / z / z_niche / z_tissue (.npy) with cells.csv and niches.csv.
+    /// Write z_cell / z / z_niche / z_tissue (.npy) with cells.csv and niches.csv; with the
+    /// niche level also niche clusters (k by silhouette), their cell-type enrichment and
+    /// niche_map.png.
     Embed(EmbedArgs),
+    /// Export the cell level (and a cell-level model's type head) as a safetensors file the
+    /// burn-free engine runs (`engine::SpatiaCellModel`).
+    Export(ExportArgs),
     /// The level ablation on K spatially blocked folds with our LogReg on the same folds:
     /// writes ablation.md and ablation.json.
     Ablation(AblationArgs),
@@ -165,6 +170,22 @@ struct EmbedArgs {
     /// Output folder.
     #[arg(long, default_value = "runs/spatia/embed")]
     out: PathBuf,
+    /// Seed of the niche k-means.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Folder holding spatia_model.{json,bin}.
+    #[arg(long, default_value = "runs/spatia")]
+    model: PathBuf,
+    /// Output file.
+    #[arg(long, default_value = "runs/spatia/spatia_cell.safetensors")]
+    out: PathBuf,
+    /// Quantise the linear weights to int8 (per output channel, symmetric).
+    #[arg(long)]
+    int8: bool,
 }
 
 #[derive(Args)]
@@ -238,6 +259,28 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
             let e = spatia::embed(&model, &data, header.spec.n_classes, header.spec.d_model, &device);
             spatia::write_embeddings(&a.out, &e, &data, &crop.table.cell_ids, &header.class_names)?;
             println!("embeddings of {} cells and {} niches written to {}", data.n_cells(), data.grid.niches.len(), a.out.display());
+            if header.spec.levels.has_niche() {
+                let nc = spatia::niche_clusters(&e, &data, &crop.labels, &header.class_names, a.seed).context("clustering the niches")?;
+                spatia::write_niche_clusters(&a.out, &nc, &data)?;
+                print!("{}", nc.markdown());
+                println!("niche clusters, enrichment and niche_map.png written to {}", a.out.display());
+            } else {
+                println!("no niche clusters: the model has no niche level (--levels {})", header.spec.levels.name());
+            }
+        }
+        SpatiaCommand::Export(a) => {
+            let (header, model) = spatia::load_model::<Cpu>(&a.model, &device)?;
+            let mut engine = model.cell_level_to_engine(&header.spec, header.class_names.clone())?;
+            if a.int8 {
+                engine = engine.quantize_int8();
+            }
+            engine.save_atomic(&a.out)?;
+            println!(
+                "SPATIA cell level ({}, {}) written to {}",
+                if engine.weights.type_head.is_some() { "with its cell-type head" } else { "z_cell only: the type head reads the fused embedding" },
+                engine.meta.quantization.as_str(),
+                a.out.display()
+            );
         }
         SpatiaCommand::Ablation(a) => {
             let (crop, spec, data) = a.model.prepare()?;

@@ -1,0 +1,124 @@
+// Multi-head cross-attention: the queries come from one buffer, the keys and values from
+// another (SPATIA's cell level: image tokens query gene tokens). Keys and values are streamed
+// through workgroup memory one tile of KT keys at a time and each query keeps an online
+// softmax (running max m, running denominator l, unnormalised output acc), so no Tq×Tk score
+// matrix is ever written to global memory (a query holds one tile of KT scores).
+//
+//   q:   [n * TQ, D]   (row = one query token; head j in columns j*HD..(j+1)*HD)
+//   kv:  [n * TK, 2D]  (row = one key token; columns 0..D = key, D..2D = value)
+//   out: [n * TQ, D]   (heads concatenated)
+//
+// One workgroup per (cell, head, block of WG queries); invocation i of the block owns query
+// block * WG + i. Per key tile (all invocations load it together, then barrier):
+//   s_j = (q · k_j) * SCALE,  m' = max(m, max_j s_j),  c = exp(m - m'),
+//   l = l * c + Σ_j exp(s_j - m'),  acc = acc * c + Σ_j exp(s_j - m') v_j,  m = m'
+// and finally out = acc / l: the log-sum-exp always subtracts the running max, so huge scores
+// stay finite. Same order of operations as engine::ops::cross_attention_reference.
+//
+// Workgroup memory: 2 * KT * HD floats (KT * HD <= 2048, i.e. <= 16 KiB, WebGPU's default
+// limit). Workgroup index = cell * (H * QB) + head * QB + block with QB = ceil(TQ / WG); the
+// dispatch may be 2-D when that needs more than 65535 workgroups (rebuilt below).
+//
+// Placeholders: {{WG}} {{Q_TOKENS}} {{KV_TOKENS}} {{D_MODEL}} {{N_HEADS}} {{HEAD_DIM}}
+// {{KEY_TILE}} {{SCALE}}.
+
+struct Params {
+    n_cells: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q_in: array<f32>;
+@group(0) @binding(2) var<storage, read> kv: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = {{WG}}u;
+const TQ: u32 = {{Q_TOKENS}}u;
+const TK: u32 = {{KV_TOKENS}}u;
+const D: u32 = {{D_MODEL}}u;
+const H: u32 = {{N_HEADS}}u;
+const HD: u32 = {{HEAD_DIM}}u;
+const KT: u32 = {{KEY_TILE}}u;
+const SCALE: f32 = {{SCALE}};
+const QB: u32 = (TQ + WG - 1u) / WG;
+
+var<workgroup> k_tile: array<f32, KT * HD>;
+var<workgroup> v_tile: array<f32, KT * HD>;
+
+@compute @workgroup_size(WG, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    // Workgroup-uniform: the whole workgroup returns or none of it does (barriers below).
+    let w = wid.y * nwg.x + wid.x;
+    if (w >= p.n_cells * H * QB) {
+        return;
+    }
+    let block = w % QB;
+    let head = (w / QB) % H;
+    let cell = w / (QB * H);
+    let i = block * WG + lid;
+    let valid = i < TQ;
+    let kv_base = cell * TK * 2u * D;
+
+    var q: array<f32, HD>;
+    var acc: array<f32, HD>;
+    var s: array<f32, KT>;
+    let q_base = (cell * TQ + min(i, TQ - 1u)) * D + head * HD;
+    for (var e = 0u; e < HD; e++) {
+        q[e] = select(0.0, q_in[q_base + e], valid);
+        acc[e] = 0.0;
+    }
+    var m = -3.0e38; // running maximum of the scores (finite, so m - m' is never inf - inf)
+    var l = 0.0;     // running Σ exp(score - m)
+    var first = true;
+
+    for (var k0 = 0u; k0 < TK; k0 += KT) {
+        let kn = min(KT, TK - k0);
+        workgroupBarrier();
+        for (var x = lid; x < kn * HD; x += WG) {
+            let j = x / HD;
+            let e = x % HD;
+            let r = kv_base + (k0 + j) * 2u * D + head * HD + e;
+            k_tile[x] = kv[r];
+            v_tile[x] = kv[r + D];
+        }
+        workgroupBarrier();
+        var tile_max = -3.0e38;
+        for (var j = 0u; j < kn; j++) {
+            var dot = 0.0;
+            for (var e = 0u; e < HD; e++) {
+                dot += q[e] * k_tile[j * HD + e];
+            }
+            s[j] = dot * SCALE;
+            tile_max = max(tile_max, s[j]);
+        }
+        let m_new = max(m, tile_max);
+        let c = select(exp(m - m_new), 0.0, first);
+        first = false;
+        l = l * c;
+        for (var e = 0u; e < HD; e++) {
+            acc[e] = acc[e] * c;
+        }
+        for (var j = 0u; j < kn; j++) {
+            let pj = exp(s[j] - m_new);
+            l += pj;
+            for (var e = 0u; e < HD; e++) {
+                acc[e] += pj * v_tile[j * HD + e];
+            }
+        }
+        m = m_new;
+    }
+
+    if (valid) {
+        let inv = 1.0 / l;
+        let o_base = (cell * TQ + i) * D + head * HD;
+        for (var e = 0u; e < HD; e++) {
+            out[o_base + e] = acc[e] * inv;
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! SPATIA's cell level (issue 14) in the burn-free engine: the nucleus-patch ViT's tokens
+//! cross-attend to the gene tokens, mean-pooled and normalised to `z_cell`, and (for a model
+//! fine-tuned with `--levels cell`) the cell-type head, from a safetensors file of its own.
+//!
+//! ```text
+//! gene tokens  g = reshape(gene_embedding(x), [T, D])            (token type in the bias)
+//! image tokens v = vit.norm(ViT blocks(patch_embedding(unfold(patch) ‖ one-hot position)))
+//!              i = vit.projection(v)                                           [g², D]
+//! cross block  i += o(Attn(q(LN_q(i)), k(LN_kv(g)), v(LN_kv(g))));  i += fc2(GELU(fc1(LN_ff(i))))
+//! z_cell       = norm(mean over the g² tokens of i)                            [D]
+//! logits       = type_head(z_cell)                                             [C]
+//! ```
+//!
+//! The niche and tissue levels and the fusion are not here: a model fine-tuned with them has
+//! its cell-type head on the fused embedding, so its file holds the cell level only (no head).
+//!
+//! File: tensors `gene_embedding`, `vit.patch_embedding`, `vit.layers.{i}.*`, `vit.norm`,
+//! `vit.projection`, `cross.norm_q`, `cross.norm_kv`, `cross.attn.{q,k,v,o}`, `cross.norm_ff`,
+//! `cross.ffn.{fc1,fc2}`, `norm`, and `type_head` (cell-level models), named and stored as in
+//! [`super::format`] (linears `[out, in]`, f32 or int8 per output channel); metadata key
+//! [`SPATIA_METADATA_KEY`] holds [`SpatiaCellMeta`] as JSON, plus the content checksum.
+
+use serde::{Deserialize, Serialize};
+
+use super::cpu::{fuse_qkv, run_encoder_layer, PackedLayer};
+use super::error::{EngineError, ModelFileError};
+use super::format::{EncoderLayerWeights, LayerNormWeights, Quantization, TensorReader, TensorWriter, VitWeights};
+use super::gemm::{gemm, PackedLinear};
+use super::ops::{cross_attention_cell, layernorm_reference, mean_pool_reference};
+use super::preprocess::vit_patch_rows;
+use super::spec::{SpatiaLevels, SpatiaSpec};
+use crate::gpu::Activation;
+use crate::quant::Linear;
+
+/// Key of the JSON entry in the safetensors `__metadata__` map of a SPATIA cell-level file.
+pub const SPATIA_METADATA_KEY: &str = "cellsymphony_spatia_cell";
+/// Version of the SPATIA cell-level file layout.
+pub const SPATIA_FORMAT_VERSION: u32 = 1;
+/// Cells per block of the CPU forward.
+const BLOCK_CELLS: usize = 256;
+
+/// Everything in the [`SPATIA_METADATA_KEY`] entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpatiaCellMeta {
+    /// [`SPATIA_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The architecture (only its cell-level fields and `levels` are read here).
+    pub spec: SpatiaSpec,
+    /// Class names, `spec.n_classes` of them.
+    pub classes: Vec<String>,
+    /// Weight storage.
+    pub quantization: Quantization,
+}
+
+/// The cell level's cross-attention block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrossBlockWeights {
+    /// LayerNorm of the queries (image tokens) `[D]`.
+    pub norm_q: LayerNormWeights,
+    /// LayerNorm of the keys/values (gene tokens) `[D]`.
+    pub norm_kv: LayerNormWeights,
+    /// Query projection `[D, D]`.
+    pub q: Linear,
+    /// Key projection `[D, D]`.
+    pub k: Linear,
+    /// Value projection `[D, D]`.
+    pub v: Linear,
+    /// Output projection `[D, D]`.
+    pub o: Linear,
+    /// LayerNorm before the feed-forward block `[D]`.
+    pub norm_ff: LayerNormWeights,
+    /// Feed-forward expansion `[F, D]` (then GELU).
+    pub fc1: Linear,
+    /// Feed-forward projection `[D, F]`.
+    pub fc2: Linear,
+}
+
+/// All weights of SPATIA's cell level.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpatiaCellWeights {
+    /// Gene tokens `[T·D, G]`, the token-type table folded into the bias.
+    pub gene_embedding: Linear,
+    /// The nucleus-patch ViT (position table folded into the patch embedding, as the
+    /// classifiers' morphology token stores it).
+    pub vit: VitWeights,
+    /// Projection of every ViT token `[D, W]`.
+    pub vit_projection: Linear,
+    /// Image tokens attend to gene tokens.
+    pub cross: CrossBlockWeights,
+    /// LayerNorm of the pooled `z_cell` `[D]`.
+    pub norm: LayerNormWeights,
+    /// Cell-type head `[C, D]` on `z_cell` (models fine-tuned with `--levels cell` only).
+    pub type_head: Option<Linear>,
+}
+
+impl SpatiaCellWeights {
+    fn linears(&self) -> Vec<&Linear> {
+        let mut v = vec![&self.gene_embedding, &self.vit.patch_embedding, &self.vit_projection];
+        for l in &self.vit.layers {
+            v.extend([&l.q, &l.k, &l.v, &l.o, &l.fc1, &l.fc2]);
+        }
+        let c = &self.cross;
+        v.extend([&c.q, &c.k, &c.v, &c.o, &c.fc1, &c.fc2]);
+        v.extend(self.type_head.as_ref());
+        v
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v = vec![&mut self.gene_embedding, &mut self.vit.patch_embedding, &mut self.vit_projection];
+        for l in &mut self.vit.layers {
+            v.extend([&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.fc1, &mut l.fc2]);
+        }
+        let c = &mut self.cross;
+        v.extend([&mut c.q, &mut c.k, &mut c.v, &mut c.o, &mut c.fc1, &mut c.fc2]);
+        v.extend(self.type_head.as_mut());
+        v
+    }
+}
+
+/// A SPATIA cell-level model: metadata and weights, checked against each other.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpatiaCellModel {
+    /// Metadata.
+    pub meta: SpatiaCellMeta,
+    /// Weights.
+    pub weights: SpatiaCellWeights,
+}
+
+/// What the CPU forward of the cell level yields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpatiaCellOutput {
+    /// `z_cell` `[cells, D]`.
+    pub z_cell: Vec<f32>,
+    /// Cell-type logits `[cells, C]` (cell-level models only).
+    pub logits: Option<Vec<f32>>,
+}
+
+fn invalid(reason: String) -> ModelFileError {
+    ModelFileError::InvalidConfig { reason }
+}
+
+impl SpatiaCellModel {
+    /// Builds a model after checking the weights against the metadata.
+    pub fn new(meta: SpatiaCellMeta, weights: SpatiaCellWeights) -> Result<Self, ModelFileError> {
+        let model = Self { meta, weights };
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Checks the spec, the class list, the head's presence and every tensor's shape and
+    /// storage kind.
+    pub fn validate(&self) -> Result<(), ModelFileError> {
+        let m = &self.meta;
+        if m.format_version != SPATIA_FORMAT_VERSION {
+            return Err(invalid(format!(
+                "SPATIA cell file version {} is not supported (this build reads {SPATIA_FORMAT_VERSION}); re-export it with `cellsymphony spatia export`",
+                m.format_version
+            )));
+        }
+        m.spec.validate()?;
+        if m.classes.len() != m.spec.n_classes {
+            return Err(invalid(format!("meta.classes has {} names but spec.n_classes is {}", m.classes.len(), m.spec.n_classes)));
+        }
+        let has_head = self.weights.type_head.is_some();
+        if has_head != (m.spec.levels == SpatiaLevels::Cell) {
+            return Err(invalid(format!(
+                "a type_head is stored only for --levels cell (spec.levels = {}, type_head present: {has_head})",
+                m.spec.levels.name()
+            )));
+        }
+        let want_int8 = m.quantization == Quantization::Int8PerChannelSymmetric;
+        for (i, l) in self.weights.linears().into_iter().enumerate() {
+            if l.is_int8() != want_int8 {
+                return Err(invalid(format!("linear layer {i} is {} but meta.quantization is {}", if l.is_int8() { "int8" } else { "f32" }, m.quantization.as_str())));
+            }
+        }
+        // Shapes: re-reading the tensors checks them; here the in-memory form is compared.
+        let s = &m.spec;
+        let (d, t, ci) = (s.d_model, s.gene_tokens, &s.cell_image);
+        let shape = |name: &str, l: &Linear, out: usize, in_dim: usize| {
+            if (l.out_dim, l.in_dim) == (out, in_dim) && l.bias.len() == out {
+                Ok(())
+            } else {
+                Err(ModelFileError::WrongShape { name: name.to_string(), expected: vec![out, in_dim], found: vec![l.out_dim, l.in_dim] })
+            }
+        };
+        let w = &self.weights;
+        shape("gene_embedding", &w.gene_embedding, t * d, s.n_genes)?;
+        shape("vit.patch_embedding", &w.vit.patch_embedding, ci.width, ci.patch_row_width())?;
+        if w.vit.layers.len() != ci.n_layers {
+            return Err(invalid(format!("spec.cell_image.n_layers is {} but {} ViT layers are stored", ci.n_layers, w.vit.layers.len())));
+        }
+        shape("vit.projection", &w.vit_projection, d, ci.width)?;
+        shape("cross.attn.q", &w.cross.q, d, d)?;
+        shape("cross.attn.k", &w.cross.k, d, d)?;
+        shape("cross.attn.v", &w.cross.v, d, d)?;
+        shape("cross.attn.o", &w.cross.o, d, d)?;
+        shape("cross.ffn.fc1", &w.cross.fc1, s.d_ff, d)?;
+        shape("cross.ffn.fc2", &w.cross.fc2, d, s.d_ff)?;
+        if let Some(h) = &w.type_head {
+            shape("type_head", h, s.n_classes, d)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the linear weights are int8.
+    pub fn is_int8(&self) -> bool {
+        self.meta.quantization == Quantization::Int8PerChannelSymmetric
+    }
+
+    /// A copy with every linear weight quantised to int8 (per output channel, symmetric).
+    pub fn quantize_int8(&self) -> Self {
+        let mut model = self.clone();
+        for l in model.weights.linears_mut() {
+            *l = l.quantized();
+        }
+        model.meta.quantization = Quantization::Int8PerChannelSymmetric;
+        model
+    }
+
+    /// Serialises the model (validated first).
+    pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, ModelFileError> {
+        self.validate()?;
+        let w = &self.weights;
+        let mut t = TensorWriter::default();
+        t.linear("gene_embedding", &w.gene_embedding);
+        t.linear("vit.patch_embedding", &w.vit.patch_embedding);
+        for (i, l) in w.vit.layers.iter().enumerate() {
+            t.encoder_layer(&format!("vit.layers.{i}"), l);
+        }
+        t.layer_norm("vit.norm", &w.vit.norm);
+        t.linear("vit.projection", &w.vit_projection);
+        let c = &w.cross;
+        t.layer_norm("cross.norm_q", &c.norm_q);
+        t.layer_norm("cross.norm_kv", &c.norm_kv);
+        for (name, l) in [("q", &c.q), ("k", &c.k), ("v", &c.v), ("o", &c.o)] {
+            t.linear(&format!("cross.attn.{name}"), l);
+        }
+        t.layer_norm("cross.norm_ff", &c.norm_ff);
+        t.linear("cross.ffn.fc1", &c.fc1);
+        t.linear("cross.ffn.fc2", &c.fc2);
+        t.layer_norm("norm", &w.norm);
+        if let Some(h) = &w.type_head {
+            t.linear("type_head", h);
+        }
+        let json = serde_json::to_string(&self.meta).map_err(|e| invalid(format!("metadata does not serialise: {e}")))?;
+        t.finish(SPATIA_METADATA_KEY, json)
+    }
+
+    /// Parses and validates a SPATIA cell-level file held in memory (never panics on
+    /// malformed bytes; tensors the metadata does not explain are errors).
+    pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, ModelFileError> {
+        let (mut r, json) = TensorReader::open(bytes, SPATIA_METADATA_KEY)?;
+        let meta: SpatiaCellMeta = serde_json::from_str(&json).map_err(|e| invalid(format!("{SPATIA_METADATA_KEY} metadata is not a SPATIA cell-level header ({e}); export it with `cellsymphony spatia export`")))?;
+        meta.spec.validate()?;
+        let (s, q) = (&meta.spec, meta.quantization);
+        let (d, ci) = (s.d_model, &s.cell_image);
+        let vit = VitWeights {
+            patch_embedding: r.linear("vit.patch_embedding", ci.width, ci.patch_row_width(), q)?,
+            layers: (0..ci.n_layers).map(|i| r.encoder_layer(&format!("vit.layers.{i}"), ci.width, ci.d_ff, q)).collect::<Result<_, _>>()?,
+            norm: r.layer_norm("vit.norm", ci.width)?,
+        };
+        let cross = CrossBlockWeights {
+            norm_q: r.layer_norm("cross.norm_q", d)?,
+            norm_kv: r.layer_norm("cross.norm_kv", d)?,
+            q: r.linear("cross.attn.q", d, d, q)?,
+            k: r.linear("cross.attn.k", d, d, q)?,
+            v: r.linear("cross.attn.v", d, d, q)?,
+            o: r.linear("cross.attn.o", d, d, q)?,
+            norm_ff: r.layer_norm("cross.norm_ff", d)?,
+            fc1: r.linear("cross.ffn.fc1", s.d_ff, d, q)?,
+            fc2: r.linear("cross.ffn.fc2", d, s.d_ff, q)?,
+        };
+        let weights = SpatiaCellWeights {
+            gene_embedding: r.linear("gene_embedding", s.gene_tokens * d, s.n_genes, q)?,
+            vit,
+            vit_projection: r.linear("vit.projection", d, ci.width, q)?,
+            cross,
+            norm: r.layer_norm("norm", d)?,
+            type_head: if s.levels == SpatiaLevels::Cell { Some(r.linear("type_head", s.n_classes, d, q)?) } else { None },
+        };
+        r.check_all_used(q)?;
+        Self::new(meta, weights)
+    }
+
+    /// Reads and validates a file; errors carry the path.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, ModelFileError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| ModelFileError::Io { action: "read", path: path.to_path_buf(), source })?;
+        Self::from_safetensors_bytes(&bytes).map_err(|e| e.in_file(path))
+    }
+
+    /// Writes the file atomically.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save_atomic(&self, path: impl AsRef<std::path::Path>) -> Result<(), ModelFileError> {
+        let bytes = self.to_safetensors_bytes()?;
+        crate::util::write_atomic(path.as_ref(), &bytes).map_err(|e| ModelFileError::Io { action: e.action, path: e.path, source: e.source })
+    }
+
+    /// `z_cell` (and logits) of `n` cells: `genes` `[n, G]` normalised as in training,
+    /// `patches` `[n, S, S]` in `[0, 1]`. Linear layers run through the packed GEMM of
+    /// [`super::gemm`] (int8 weights: f32 activations), attention through
+    /// [`super::ops::cross_attention_reference`]'s online softmax.
+    ///
+    /// Errors with [`EngineError::InputShape`] for mis-sized inputs.
+    pub fn forward(&self, genes: &[f32], patches: &[f32], n: usize) -> Result<SpatiaCellOutput, EngineError> {
+        let s = &self.meta.spec;
+        let px = s.cell_image.image_size * s.cell_image.image_size;
+        if genes.len() != n * s.n_genes {
+            return Err(EngineError::InputShape { what: format!("SPATIA genes [cells={n}, genes={}]", s.n_genes), expected: n * s.n_genes, found: genes.len() });
+        }
+        if patches.len() != n * px {
+            return Err(EngineError::InputShape { what: format!("SPATIA patches [cells={n}, {0}, {0}]", s.cell_image.image_size), expected: n * px, found: patches.len() });
+        }
+        let packed = Packed::new(&self.weights);
+        let mut z_cell = Vec::with_capacity(n * s.d_model);
+        let mut logits = self.weights.type_head.as_ref().map(|_| Vec::with_capacity(n * s.n_classes));
+        for start in (0..n).step_by(BLOCK_CELLS) {
+            let b = BLOCK_CELLS.min(n - start);
+            let z = self.forward_block(&packed, &genes[start * s.n_genes..(start + b) * s.n_genes], &patches[start * px..(start + b) * px], b);
+            if let (Some(l), Some(h)) = (logits.as_mut(), &packed.type_head) {
+                l.extend(gemm(&z, b, h, Activation::None, None));
+            }
+            z_cell.extend(z);
+        }
+        Ok(SpatiaCellOutput { z_cell, logits })
+    }
+
+    /// `z_cell` `[b, D]` of one block.
+    fn forward_block(&self, p: &Packed, genes: &[f32], patches: &[f32], b: usize) -> Vec<f32> {
+        let (s, w) = (&self.meta.spec, &self.weights);
+        let (d, t, ci) = (s.d_model, s.gene_tokens, &s.cell_image);
+        let eps = s.layer_norm_eps as f32;
+        let g2 = ci.n_vit_tokens();
+        // Gene tokens [b·T, D] (the [b, T·D] output read row-major).
+        let gene_tokens = gemm(genes, b, &p.gene_embedding, Activation::None, None);
+        // Image tokens [b·g², W] → [b·g², D].
+        let rows = vit_patch_rows(patches, b, ci);
+        let mut vh = gemm(&rows, b * g2, &p.patch_embedding, Activation::None, None);
+        for (layer, packed) in w.vit.layers.iter().zip(&p.vit_layers) {
+            run_encoder_layer(&mut vh, b, g2, ci.width, ci.n_heads, eps, layer, packed);
+        }
+        let va = layernorm_reference(&vh, b * g2, ci.width, &w.vit.norm, eps);
+        let mut h = gemm(&va, b * g2, &p.vit_projection, Activation::None, None);
+        // Cross block: queries from the image tokens, keys/values from the gene tokens.
+        let c = &w.cross;
+        let a = layernorm_reference(&h, b * g2, d, &c.norm_q, eps);
+        let q = gemm(&a, b * g2, &p.q, Activation::None, None);
+        let g = layernorm_reference(&gene_tokens, b * t, d, &c.norm_kv, eps);
+        let kv = gemm(&g, b * t, &p.kv, Activation::None, None);
+        let mut att = vec![0.0f32; b * g2 * d];
+        crate::util::parallel::for_each_row_chunk(&mut att, g2 * d, b.div_ceil(4 * crate::util::parallel::worker_count()).max(1), |first, chunk| {
+            for (i, o) in chunk.chunks_exact_mut(g2 * d).enumerate() {
+                let cell = first + i;
+                cross_attention_cell(&q[cell * g2 * d..(cell + 1) * g2 * d], &kv[cell * t * 2 * d..(cell + 1) * t * 2 * d], o, t, d, s.n_heads);
+            }
+        });
+        h = gemm(&att, b * g2, &p.o, Activation::None, Some(&h));
+        let a = layernorm_reference(&h, b * g2, d, &c.norm_ff, eps);
+        let f = gemm(&a, b * g2, &p.fc1, Activation::Gelu, None);
+        h = gemm(&f, b * g2, &p.fc2, Activation::None, Some(&h));
+        let pooled = mean_pool_reference(&h, b, g2, d);
+        layernorm_reference(&pooled, b, d, &w.norm, eps)
+    }
+}
+
+/// The cell level's linears packed for the GEMM (ViT q/k/v fused, cross k/v fused).
+struct Packed {
+    gene_embedding: PackedLinear,
+    patch_embedding: PackedLinear,
+    vit_layers: Vec<PackedLayer>,
+    vit_projection: PackedLinear,
+    q: PackedLinear,
+    kv: PackedLinear,
+    o: PackedLinear,
+    fc1: PackedLinear,
+    fc2: PackedLinear,
+    type_head: Option<PackedLinear>,
+}
+
+impl Packed {
+    fn new(w: &SpatiaCellWeights) -> Self {
+        let c = &w.cross;
+        let kv = Linear::concat_rows(&[&c.k, &c.v]).expect("validated model: k and v share in_dim and weight kind");
+        let layer = |l: &EncoderLayerWeights| PackedLayer::new(l, &fuse_qkv(l), PackedLinear::new);
+        Self {
+            gene_embedding: PackedLinear::new(&w.gene_embedding),
+            patch_embedding: PackedLinear::new(&w.vit.patch_embedding),
+            vit_layers: w.vit.layers.iter().map(layer).collect(),
+            vit_projection: PackedLinear::new(&w.vit_projection),
+            q: PackedLinear::new(&c.q),
+            kv: PackedLinear::new(&kv),
+            o: PackedLinear::new(&c.o),
+            fc1: PackedLinear::new(&c.fc1),
+            fc2: PackedLinear::new(&c.fc2),
+            type_head: w.type_head.as_ref().map(PackedLinear::new),
+        }
+    }
+}
