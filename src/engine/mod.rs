@@ -27,6 +27,7 @@
 mod classifier;
 pub mod cpu;
 mod error;
+pub mod flow;
 pub mod format;
 pub mod gemm;
 mod gemm_i8;

@@ -121,9 +121,14 @@ struct TrainFlowArgs {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Output folder.
+    /// Output folder (also receives flow_checkpoint.bin after every autoencoder epoch and
+    /// every tenth of each flow's steps).
     #[arg(long, default_value = "runs/flow")]
     out: PathBuf,
+    /// Continue from --out's flow_checkpoint.bin (same data and flags); the result equals an
+    /// uninterrupted run's.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args)]
@@ -180,7 +185,8 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
                 ..Default::default()
             };
             let t = std::time::Instant::now();
-            let run = flow::run_flow::<Ad>(&data, FlowSpec::small(1, data.cell_dim), &config, &device, &mut log)?;
+            let checkpoint = flow::FlowCheckpoint { dir: Some(a.out.clone()), resume: a.resume, stop_after: None };
+            let run = flow::run_flow::<Ad>(&data, FlowSpec::small(1, data.cell_dim), &config, &checkpoint, &device, &mut log)?;
             let mut header = run.header.clone();
             header.cell_embedding = a.embedding.cell_embedding.as_ref().map_or("expression PCA (50 components of the paired states)".to_string(), |p| p.display().to_string());
             header.expression_pca = expression_pca;
