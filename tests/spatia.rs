@@ -234,6 +234,14 @@ fn flow_resumed_after_interruptions_equals_an_uninterrupted_run() {
     let other = FlowConfig { flow_steps: 50, ..config.clone() };
     let err = flow::run_flow::<Ad>(&data, spec, &other, &ck, &device, &mut |_| {}).err();
     assert!(matches!(err, Some(TrainError::Checkpoint { .. })), "{err:?}");
+    // So is a damaged one (one flipped byte), before anything is decoded.
+    let file = dir.path().join(flow::FLOW_CHECKPOINT_FILE);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    let err = flow::run_flow::<Ad>(&data, spec, &config, &ck, &device, &mut |_| {}).err();
+    assert!(matches!(&err, Some(TrainError::Checkpoint { problem, .. }) if problem.contains("checksum")), "{err:?}");
 }
 
 mod generative_metrics {

@@ -230,18 +230,31 @@ pub struct FlowCheckpoint {
 /// File name of the flow checkpoint inside [`FlowCheckpoint::dir`].
 pub const FLOW_CHECKPOINT_FILE: &str = "flow_checkpoint.bin";
 
-const CHECKPOINT_PARTS: [&str; 6] = ["progress", "autoencoder record", "autoencoder optimizer record", "flow record", "flow optimizer record", "main flow record"];
+const CHECKPOINT_PARTS: [&str; 7] = ["progress (bincode)", "autoencoder record", "autoencoder optimizer record", "flow record", "flow optimizer record", "main flow record", "crc32 of the parts"];
+
+/// crc32 of the checkpoint's parts (checked before decoding, whose bincode reader panics on
+/// corrupt bytes).
+fn parts_crc(parts: &[&[u8]]) -> [u8; 4] {
+    let mut h = crc32fast::Hasher::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().to_le_bytes()
+}
 const AE: usize = 0;
 const AE_OPTIM: usize = 1;
 const NET: usize = 2;
 const NET_OPTIM: usize = 3;
 const MAIN: usize = 4;
 
-/// Progress of a flow run (the checkpoint's JSON part).
+/// Progress of a flow run (the checkpoint's first part, bincode so that every float comes
+/// back bit for bit).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct FlowProgress {
-    /// Settings, sizes and a checksum of the pairs the run started with (compared on resume).
-    run: serde_json::Value,
+    /// Settings, sizes and a checksum of the pairs the run started with, as JSON (compared on
+    /// resume).
+    run: String,
     /// Autoencoder epochs done, their losses, and the shuffling state after them.
     ae_epochs: usize,
     ae_history: Vec<f64>,
@@ -269,7 +282,7 @@ struct Checkpointer<'a> {
 impl<'a> Checkpointer<'a> {
     /// A fresh checkpointer, or the checkpoint of `opts.dir` when resuming (refused when it was
     /// written for other settings or data).
-    fn start(opts: &'a FlowCheckpoint, run: serde_json::Value) -> Result<Self, TrainError> {
+    fn start(opts: &'a FlowCheckpoint, run: String) -> Result<Self, TrainError> {
         let mut ck = Self { opts, progress: FlowProgress { run, ..Default::default() }, parts: Default::default(), written: 0 };
         let Some(dir) = &opts.dir else { return Ok(ck) };
         super::trainer::check_writable(dir)?;
@@ -279,7 +292,12 @@ impl<'a> Checkpointer<'a> {
         }
         let bad = |problem: String| TrainError::Checkpoint { path: path.display().to_string(), problem };
         let mut parts = super::trainer::read_parts(&path, &CHECKPOINT_PARTS)?;
-        let progress: FlowProgress = serde_json::from_slice(&parts[0]).map_err(|e| bad(format!("progress is not valid JSON ({e}); delete it to start afresh")))?;
+        let stored = parts.pop().unwrap_or_default();
+        if stored != parts_crc(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>()) {
+            return Err(bad("its checksum does not match (a damaged or partial copy); delete it to start afresh".into()));
+        }
+        let progress: FlowProgress = Recorder::<burn::backend::NdArray>::load_item(&BinBytesRecorder::<FullPrecisionSettings>::default(), &mut parts[0])
+            .map_err(|e| bad(format!("progress does not decode ({e}); delete it to start afresh")))?;
         if progress.run != ck.progress.run {
             return Err(bad(format!("was written for the run {} but this run is {}; resume with the same data and settings, or delete the checkpoint", progress.run, ck.progress.run)));
         }
@@ -310,9 +328,12 @@ impl<'a> Checkpointer<'a> {
     fn save(&mut self) -> Result<(), TrainError> {
         let Some(dir) = &self.opts.dir else { return Ok(()) };
         let path = dir.join(FLOW_CHECKPOINT_FILE);
-        let json = serde_json::to_vec(&self.progress).map_err(|e| TrainError::Checkpoint { path: path.display().to_string(), problem: e.to_string() })?;
-        let mut parts: Vec<&[u8]> = vec![&json];
+        let progress = Recorder::<burn::backend::NdArray>::save_item(&BinBytesRecorder::<FullPrecisionSettings>::default(), self.progress.clone(), ())
+            .map_err(|e| TrainError::Checkpoint { path: path.display().to_string(), problem: e.to_string() })?;
+        let mut parts: Vec<&[u8]> = vec![&progress];
         parts.extend(self.parts.iter().map(Vec::as_slice));
+        let crc = parts_crc(&parts);
+        parts.push(&crc);
         super::trainer::write_parts(&path, &parts)?;
         self.written += 1;
         if self.opts.stop_after == Some(self.written) {
@@ -674,7 +695,7 @@ pub fn run_flow<B: AutodiffBackend>(
             crc.update(&v.to_le_bytes());
         }
     }
-    let run_id = serde_json::json!({ "config": config, "spec": template, "cells": data.n_cells(), "pairs": data.pairs.len(), "pairs_crc32": crc.finalize() });
+    let run_id = serde_json::json!({ "config": config, "spec": template, "cells": data.n_cells(), "pairs": data.pairs.len(), "pairs_crc32": crc.finalize() }).to_string();
     let mut ck = Checkpointer::start(checkpoint, run_id)?;
     let (train, test) = split_pairs(data, config.test_fraction, config.block_um, config.seed)?;
     log(format!("{} pairs: {} training, {} held out ({} µm blocks)", data.pairs.len(), train.len(), test.len(), config.block_um));
