@@ -244,16 +244,16 @@ fn tiny_flow_learns_is_deterministic_and_reloads() {
     let spec = FlowSpec { channels: 4, latent: 8, hidden: 32, blocks: 2, pert_dim: 8, time_dim: 8, ..FlowSpec::small(1, 4) };
     let config = FlowConfig { ae_epochs: 4, flow_steps: 80, batch: 8, sample_steps: 4, test_fraction: 0.25, block_um: 100.0, baselines: false, dg_components: 3, ..Default::default() };
     let device = Default::default();
-    let run = |seed: u64| flow::run_flow::<Ad>(&data, spec, &FlowConfig { seed, ..config.clone() }, &device, &mut |_| {}).unwrap();
+    let run = |seed: u64| flow::run_flow::<Ad>(&data, spec, &FlowConfig { seed, ..config.clone() }, &Default::default(), &device, &mut |_| {}).unwrap();
     let a = run(3);
     let (first, last) = (a.flow_history.first().unwrap().flow_matching, a.flow_history.last().unwrap().flow_matching);
     assert!(last < 0.8 * first, "flow-matching loss falls: {first} → {last}");
     assert!(a.ae_history.last().unwrap() < a.ae_history.first().unwrap(), "{:?}", a.ae_history);
     assert!(!a.test.is_empty() && a.generated.len() == a.test.len() * 64);
     assert!(a.generated.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
-    // The main flow, identity and nearest-target rows, each with 6 morphology features.
+    // The main flow, identity and nearest-target rows, each with 9 morphology / texture features.
     assert_eq!(a.metrics.len(), 3);
-    assert!(a.metrics.iter().all(|m| m.ks.len() == 6 && m.fid.is_finite() && m.kid.is_finite()));
+    assert!(a.metrics.iter().all(|m| m.ks.len() == 9 && m.fid.is_finite() && m.kid.is_finite()));
     let b = run(3);
     assert_eq!(a.generated, b.generated, "same seed, same samples");
     assert_eq!((a.train.clone(), a.test.clone()), (b.train.clone(), b.test.clone()));
@@ -267,6 +267,79 @@ fn tiny_flow_learns_is_deterministic_and_reloads() {
     assert!(diff < 1e-5, "reloaded checkpoint samples within 1e-5 of the trained model's: {diff}");
     let wrong = flow::FlowData { cell_dim: 5, cell_emb: vec![0.0; 48 * 5], ..data.clone() };
     assert!(flow::sample_with(&model, &header, &wrong, &pairs, &header.config, &device).is_err());
+
+    // The burn-free sampler (engine::flow) on the saved file: same inputs, same steps → the
+    // same latents and patches as burn's sampler within 1e-4 (f32, different summation order).
+    use cellsymphony::engine::flow::{FlowCondition, FlowSampler};
+    let sampler = FlowSampler::from_safetensors(&std::fs::read(dir.path().join("model.safetensors")).unwrap()).unwrap();
+    let sz = sampler.sizes();
+    assert_eq!((sz.patch_px, sz.channels, sz.latent, sz.hidden, sz.blocks, sz.pert_dim, sz.cell_dim, sz.time_dim), (8, 4, 8, 32, 2, 8, 4, 8));
+    assert_eq!(sz.dg_components, header.spec.dg_components);
+    let (tokens, dg, cell) = flow::pair_condition(&header, &data, &pairs).unwrap();
+    let ctrl: Vec<f32> = pairs.iter().flat_map(|p| data.patches[p.ctrl * 64..(p.ctrl + 1) * 64].to_vec()).collect();
+    let cond = FlowCondition { tokens: &tokens, dg: &dg, cell: &cell };
+    for solver in [flow::Solver::Heun, flow::Solver::Euler] {
+        let config = flow::FlowConfig { solver, sample_steps: 6, ..header.config.clone() };
+        let (lat, img) = flow::sample_latents_with(&model, &header, &data, &pairs, &config, &device).unwrap();
+        let out = sampler.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, 6, solver).unwrap();
+        let (dl, di) = (common::max_abs_diff(&out.latents, &lat), common::max_abs_diff(&out.patches, &img));
+        eprintln!("engine vs burn flow sampling ({solver:?}, 6 steps): latents max |Δ| {dl:.2e}, patches max |Δ| {di:.2e}");
+        assert!(dl < 1e-4 && di < 1e-4, "{solver:?}: latents {dl}, patches {di}");
+    }
+    let bad = FlowCondition { tokens: &vec![1; tokens.len()], ..cond };
+    assert!(matches!(sampler.sample(&ctrl, &bad, &header.latent_mean, header.latent_scale, 6, flow::Solver::Euler), Err(cellsymphony::engine::EngineError::FlowInput { .. })));
+    assert!(FlowSampler::from_safetensors(b"not a model").is_err());
+}
+
+#[test]
+fn flow_resumed_after_interruptions_equals_an_uninterrupted_run() {
+    use cellsymphony::model::flow::FlowSpec;
+    use cellsymphony::train::flow::{self, FlowCheckpoint, FlowConfig};
+    use cellsymphony::train::TrainError;
+    type Ad = burn::backend::Autodiff<burn::backend::NdArray>;
+    type Cpu = burn::backend::NdArray;
+    let data = flow_fixture();
+    let spec = FlowSpec { channels: 4, latent: 8, hidden: 16, blocks: 1, pert_dim: 8, time_dim: 8, ..FlowSpec::small(1, 4) };
+    // All four flows (main, ρ = 0, unconditional, corrupted) so that resuming skips finished rows.
+    let config = FlowConfig { ae_epochs: 4, flow_steps: 40, batch: 8, sample_steps: 3, test_fraction: 0.25, block_um: 100.0, dg_components: 3, seed: 5, ..Default::default() };
+    let device = Default::default();
+    let whole = flow::run_flow::<Ad>(&data, spec, &config, &FlowCheckpoint::default(), &device, &mut |_| {}).unwrap();
+    // Checkpoints: 4 autoencoder epochs, then per flow 9 windows of 4 steps + 1 finished row.
+    // Stop mid-autoencoder (2), mid main flow (4 + 3), after the main flow and inside the
+    // second (4 + 10 + 2), then finish.
+    let dir = common::scratch("flow-resume");
+    let mut written = 0;
+    for stop in [2, 7, 16] {
+        let ck = FlowCheckpoint { dir: Some(dir.path().to_path_buf()), resume: written > 0, stop_after: Some(stop - written) };
+        match flow::run_flow::<Ad>(&data, spec, &config, &ck, &device, &mut |_| {}) {
+            Err(TrainError::Interrupted { written: w, .. }) => assert_eq!(w, stop - written),
+            other => panic!("expected an interruption after checkpoint {stop}, got {:?}", other.err()),
+        }
+        written = stop;
+    }
+    let ck = FlowCheckpoint { dir: Some(dir.path().to_path_buf()), resume: true, stop_after: None };
+    let resumed = flow::run_flow::<Ad>(&data, spec, &config, &ck, &device, &mut |_| {}).unwrap();
+    assert_eq!(resumed.ae_history, whole.ae_history);
+    assert_eq!(format!("{:?}", resumed.flow_history), format!("{:?}", whole.flow_history));
+    assert_eq!(resumed.generated, whole.generated, "bit-identical samples after resuming");
+    assert_eq!(serde_json::to_value(&resumed.metrics).unwrap(), serde_json::to_value(&whole.metrics).unwrap());
+    let (a, b) = (common::scratch("flow-whole"), common::scratch("flow-resumed"));
+    flow::save::<Cpu>(a.path(), &whole.header, &whole.model).unwrap();
+    flow::save::<Cpu>(b.path(), &resumed.header, &resumed.model).unwrap();
+    let bytes = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(bytes(a.path()) == bytes(b.path()), "identical weights");
+    // A checkpoint of other settings is refused with a typed error.
+    let other = FlowConfig { flow_steps: 50, ..config.clone() };
+    let err = flow::run_flow::<Ad>(&data, spec, &other, &ck, &device, &mut |_| {}).err();
+    assert!(matches!(err, Some(TrainError::Checkpoint { .. })), "{err:?}");
+    // So is a damaged one (one flipped byte), before anything is decoded.
+    let file = dir.path().join(flow::FLOW_CHECKPOINT_FILE);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    let err = flow::run_flow::<Ad>(&data, spec, &config, &ck, &device, &mut |_| {}).err();
+    assert!(matches!(&err, Some(TrainError::Checkpoint { problem, .. }) if problem.contains("checksum")), "{err:?}");
 }
 
 mod generative_metrics {
@@ -327,6 +400,13 @@ mod generative_metrics {
         let ellipse = nucleus_features(&draw(10.0, 4.0), side).unwrap();
         // √(1 − (4/10)²) ≈ 0.92.
         assert!((ellipse.eccentricity - 0.917).abs() < 0.05, "{ellipse:?}");
+        // Texture: a flat disc has GLCM contrast 0 and homogeneity 1; a checkered one (levels
+        // 0.7 / 0.95 alternate, two GLCM levels apart) has contrast 4 inside and a larger gradient.
+        assert!(disc.glcm_contrast == 0.0 && disc.glcm_homogeneity == 1.0, "{disc:?}");
+        let checkered: Vec<f32> = draw(8.0, 8.0).iter().enumerate().map(|(k, &v)| if v > 0.5 && (k / side + k % side) % 2 == 0 { 0.95 } else if v > 0.5 { 0.7 } else { v }).collect();
+        let rough = nucleus_features(&checkered, side).unwrap();
+        assert!((rough.glcm_contrast - 4.0).abs() < 1e-9 && (rough.glcm_homogeneity - 1.0 / 3.0).abs() < 1e-9, "{rough:?}");
+        assert!(rough.gradient_mean > 2.0 * disc.gradient_mean, "{rough:?} vs {disc:?}");
         let blank = nucleus_features(&vec![0.3; side * side], side).unwrap();
         assert_eq!(blank, NucleusFeatures::default());
         assert!(nucleus_features(&[0.0; 10], side).is_err());

@@ -2,7 +2,8 @@
 //! Kolmogorov–Smirnov statistic and 1-D Wasserstein distance, Fréchet distance (FID) and
 //! kernel distance (KID, unbiased MMD² with the cubic polynomial kernel) between feature sets,
 //! and morphology features of the centre nucleus of a patch from a simple threshold
-//! segmentation (Otsu threshold, the 4-connected component nearest the centre).
+//! segmentation (Otsu threshold, the 4-connected component nearest the centre), with texture
+//! features inside it (mean gradient magnitude, GLCM contrast and homogeneity).
 //!
 //! FID/KID here are computed on whatever features the caller passes (the flow's own image
 //! encoder, not Inception: no Inception weights exist on these machines).
@@ -10,7 +11,11 @@
 use super::AnalysisError;
 
 /// Names of [`NucleusFeatures::values`], in order.
-pub const NUCLEUS_FEATURES: [&str; 6] = ["area", "perimeter", "eccentricity", "solidity", "mean_intensity", "std_intensity"];
+pub const NUCLEUS_FEATURES: [&str; 9] =
+    ["area", "perimeter", "eccentricity", "solidity", "mean_intensity", "std_intensity", "gradient_mean", "glcm_contrast", "glcm_homogeneity"];
+
+/// Grey levels of the co-occurrence matrix behind [`NucleusFeatures::glcm_contrast`].
+pub const GLCM_LEVELS: usize = 8;
 
 /// Two-sample Kolmogorov–Smirnov statistic `sup_x |F_a(x) − F_b(x)|` (0 for identical
 /// samples, 1 for disjoint ranges; 0 when either is empty).
@@ -187,13 +192,73 @@ pub struct NucleusFeatures {
     pub mean_intensity: f64,
     /// Standard deviation of the intensity inside the mask.
     pub std_intensity: f64,
+    /// Mean gradient magnitude (forward differences, intensity per pixel) over the mask's
+    /// pixels: sharp edges and grainy chromatin raise it, blur lowers it.
+    pub gradient_mean: f64,
+    /// GLCM contrast `Σ p(i, j) (i − j)²` of the mask: intensities quantised to
+    /// [`GLCM_LEVELS`] levels, symmetric co-occurrence of horizontal and vertical neighbours that
+    /// are both in the mask, normalised (0 for a flat nucleus).
+    pub glcm_contrast: f64,
+    /// GLCM homogeneity `Σ p(i, j) / (1 + |i − j|)` of the same matrix (1 for a flat nucleus).
+    pub glcm_homogeneity: f64,
 }
 
 impl NucleusFeatures {
     /// The features in the order of [`NUCLEUS_FEATURES`].
-    pub fn values(&self) -> [f64; 6] {
-        [self.area, self.perimeter, self.eccentricity, self.solidity, self.mean_intensity, self.std_intensity]
+    pub fn values(&self) -> [f64; 9] {
+        [
+            self.area,
+            self.perimeter,
+            self.eccentricity,
+            self.solidity,
+            self.mean_intensity,
+            self.std_intensity,
+            self.gradient_mean,
+            self.glcm_contrast,
+            self.glcm_homogeneity,
+        ]
     }
+}
+
+/// Texture of `patch` `[side, side]` inside `mask`: mean gradient magnitude over the mask's
+/// pixels, then GLCM contrast and homogeneity (see [`NucleusFeatures`]).
+fn texture(patch: &[f32], mask: &[bool], side: usize) -> (f64, f64, f64) {
+    let at = |r: usize, c: usize| patch[r * side + c] as f64;
+    let (mut grad, mut n) = (0.0, 0usize);
+    let level = |v: f32| ((v.clamp(0.0, 1.0) * GLCM_LEVELS as f32) as usize).min(GLCM_LEVELS - 1);
+    let mut glcm = [[0f64; GLCM_LEVELS]; GLCM_LEVELS];
+    for r in 0..side {
+        for c in 0..side {
+            if !mask[r * side + c] {
+                continue;
+            }
+            let gx = at(r, (c + 1).min(side - 1)) - at(r, c);
+            let gy = at((r + 1).min(side - 1), c) - at(r, c);
+            grad += (gx * gx + gy * gy).sqrt();
+            n += 1;
+            let a = level(patch[r * side + c]);
+            for (rr, cc) in [(r, c + 1), (r + 1, c)] {
+                if rr < side && cc < side && mask[rr * side + cc] {
+                    let b = level(patch[rr * side + cc]);
+                    glcm[a][b] += 1.0;
+                    glcm[b][a] += 1.0;
+                }
+            }
+        }
+    }
+    let total: f64 = glcm.iter().flatten().sum();
+    if total == 0.0 {
+        return (grad / n.max(1) as f64, 0.0, 1.0);
+    }
+    let (mut contrast, mut homogeneity) = (0.0, 0.0);
+    for (i, row) in glcm.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let d = i.abs_diff(j) as f64;
+            contrast += v / total * d * d;
+            homogeneity += v / total / (1.0 + d);
+        }
+    }
+    (grad / n.max(1) as f64, contrast, homogeneity)
 }
 
 /// Otsu's threshold of values in `[0, 1]` (64 bins); `None` when all values share a bin.
@@ -250,7 +315,7 @@ fn hull_area(mut pts: Vec<(i64, i64)>) -> f64 {
 
 /// Morphology features of the centre nucleus of `patch` `[side, side]` (values in `[0, 1]`):
 /// Otsu threshold, then the 4-connected foreground component holding the foreground pixel
-/// nearest the centre. All zeros when nothing is above the threshold.
+/// nearest the centre; texture inside that mask. All zeros when nothing is above the threshold.
 pub fn nucleus_features(patch: &[f32], side: usize) -> Result<NucleusFeatures, AnalysisError> {
     if patch.len() != side * side || side == 0 {
         return Err(AnalysisError::Shape { what: format!("patch [{side}, {side}]"), expected: side * side, found: patch.len() });
@@ -315,5 +380,6 @@ pub fn nucleus_features(patch: &[f32], side: usize) -> Result<NucleusFeatures, A
     let solidity = if hull > 0.0 { area / hull } else { 0.0 };
     let mean = idx.iter().map(|&k| patch[k] as f64).sum::<f64>() / area;
     let var = idx.iter().map(|&k| (patch[k] as f64 - mean).powi(2)).sum::<f64>() / area;
-    Ok(NucleusFeatures { area, perimeter, eccentricity, solidity, mean_intensity: mean, std_intensity: var.sqrt() })
+    let (gradient_mean, glcm_contrast, glcm_homogeneity) = texture(patch, &mask, side);
+    Ok(NucleusFeatures { area, perimeter, eccentricity, solidity, mean_intensity: mean, std_intensity: var.sqrt(), gradient_mean, glcm_contrast, glcm_homogeneity })
 }

@@ -161,6 +161,13 @@ pub enum EngineError {
         quantization: String,
     },
 
+    /// Inputs of flow sampling (`FlowSampler::sample`) that cannot be used.
+    #[error("invalid flow sampling input: {reason}")]
+    FlowInput {
+        /// What is wrong and what to pass instead.
+        reason: String,
+    },
+
     /// An in-memory model is internally inconsistent (raised when saving or building one).
     #[error("inconsistent model: {reason}")]
     Inconsistent {

@@ -23,10 +23,14 @@
 //! With a morphology token, `x` is first widened by the ViT's pooled centre tokens:
 //! `patch_embedding(unfold(patch) ‖ one-hot position)`, the ViT blocks, `morphology.norm`,
 //! and the mean of the `k_nearest` tokens nearest the patch centre. See [`format`](mod@format) for the file layout.
+//!
+//! Besides the classifiers, [`flow`](mod@flow) samples the flow-matching morphology generator
+//! (`cellsymphony flow`) without burn.
 
 mod classifier;
 pub mod cpu;
 mod error;
+pub mod flow;
 pub mod format;
 pub mod gemm;
 mod gemm_i8;

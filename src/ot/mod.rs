@@ -3,6 +3,7 @@
 //! Pipeline, one module per step:
 //! 1. [`pca`](mod@pca): exact PCA of the union of the selected cells
 //!    (`[cells, genes]` → `[cells, d]`, d = 50 by default).
+//!    [`states`]: both states' cells, ids, centroids and lineages around that PCA.
 //! 2. [`sinkhorn`](mod@sinkhorn): entropic OT between the two states' clouds in PCA space
 //!    (log domain, ε = 0.05 of the max cost by default), with one API over three engines:
 //!    plain Rust on CPU threads ([`sinkhorn_log_domain_reference`]), and WGSL kernels on
@@ -23,6 +24,7 @@ pub mod pairing;
 pub mod pca;
 pub mod signature;
 pub mod sinkhorn;
+pub mod states;
 
 pub use error::OtError;
 #[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
@@ -33,6 +35,7 @@ pub use pairing::{
 };
 pub use pca::{pca, Pca, PcaOptions, DEFAULT_PCA_COMPONENTS};
 pub use signature::{signature, GeneDelta, Signature};
+pub use states::{state_pca, StatePca};
 pub use sinkhorn::{
     assign, dense_plan, sinkhorn, sinkhorn_log_domain_reference, Assignment, CostScale,
     EpsilonScaling, ErrorNorm, GroundCost, SinkhornEngine, SinkhornOptions, SinkhornProblem,

@@ -14,17 +14,21 @@
 //!    `ℓ_t = (1 − t) ℓ_ctrl + t ℓ_tgt`: `‖v − (ℓ_tgt − ℓ_ctrl)‖² − ρ ‖v − (ℓ'_tgt − ℓ'_ctrl)‖²`
 //!    with the negative `'` another pair of the batch (contrastive flow matching; ρ ∈ [0, 1)).
 //! 5. **Sampling**: Euler or Heun from `ℓ_ctrl`, decoded.
+//! 5b. **Resume** ([`FlowCheckpoint`]): one atomic checkpoint file after every autoencoder
+//!    epoch and every tenth of each flow's steps (weights, AdamW state, RNG states, loss
+//!    history, finished rows); a resumed run continues bit for bit.
 //! 6. **Metrics** on held-out pairs against their real targets ([`evaluate`]): FID / KID on
 //!    the autoencoder's encoder features (our own image encoder, not Inception), latent and
 //!    pixel MSE to the paired target, and KS / W1 per nucleus morphology feature; baselines
 //!    in the same table (identity, nearest real target in expression, unconditional flow,
 //!    ρ = 0, corrupted pairs).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Record, Recorder};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
@@ -94,14 +98,8 @@ impl FlowData {
     }
 }
 
-/// ODE solver of the sampler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Solver {
-    /// Forward Euler (one velocity per step).
-    Euler,
-    /// Heun's method (two velocities per step, second order).
-    Heun,
-}
+/// ODE solver of the sampler (shared with the burn-free sampler).
+pub use crate::engine::flow::FlowSolver as Solver;
 
 /// Training, sampling and evaluation settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +214,135 @@ pub struct FlowHeader {
     pub metrics: serde_json::Value,
 }
 
+/// Where [`run_flow`] writes its checkpoint and whether it resumes from it.
+#[derive(Debug, Clone, Default)]
+pub struct FlowCheckpoint {
+    /// Folder receiving [`FLOW_CHECKPOINT_FILE`] (atomically) after every autoencoder epoch,
+    /// every tenth of each flow's steps and every finished flow; `None` writes nothing.
+    pub dir: Option<PathBuf>,
+    /// Continue from the checkpoint in `dir` when there is one (a fresh start otherwise).
+    pub resume: bool,
+    /// Stop with [`TrainError::Interrupted`] right after writing this many checkpoints (tests,
+    /// time-boxed runs).
+    pub stop_after: Option<usize>,
+}
+
+/// File name of the flow checkpoint inside [`FlowCheckpoint::dir`].
+pub const FLOW_CHECKPOINT_FILE: &str = "flow_checkpoint.bin";
+
+const CHECKPOINT_PARTS: [&str; 7] = ["progress (bincode)", "autoencoder record", "autoencoder optimizer record", "flow record", "flow optimizer record", "main flow record", "crc32 of the parts"];
+
+/// crc32 of the checkpoint's parts (checked before decoding, whose bincode reader panics on
+/// corrupt bytes).
+fn parts_crc(parts: &[&[u8]]) -> [u8; 4] {
+    let mut h = crc32fast::Hasher::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().to_le_bytes()
+}
+const AE: usize = 0;
+const AE_OPTIM: usize = 1;
+const NET: usize = 2;
+const NET_OPTIM: usize = 3;
+const MAIN: usize = 4;
+
+/// Progress of a flow run (the checkpoint's first part, bincode so that every float comes
+/// back bit for bit).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct FlowProgress {
+    /// Settings, sizes and a checksum of the pairs the run started with, as JSON (compared on
+    /// resume).
+    run: String,
+    /// Autoencoder epochs done, their losses, and the shuffling state after them.
+    ae_epochs: usize,
+    ae_history: Vec<f64>,
+    ae_rng: u64,
+    ae_order: Vec<usize>,
+    /// Flow variants finished (main flow first) and their metrics rows.
+    variants: usize,
+    metrics: Vec<MethodMetrics>,
+    main_history: Vec<FlowLoss>,
+    /// Steps done in the current variant, its sampling state and loss windows.
+    flow_steps: usize,
+    flow_rng: u64,
+    flow_history: Vec<FlowLoss>,
+}
+
+/// Keeps the progress and records of a run and writes them as one file.
+struct Checkpointer<'a> {
+    opts: &'a FlowCheckpoint,
+    progress: FlowProgress,
+    /// Records (burn bincode, full precision) in the order of `CHECKPOINT_PARTS[1..]`.
+    parts: [Vec<u8>; 5],
+    written: usize,
+}
+
+impl<'a> Checkpointer<'a> {
+    /// A fresh checkpointer, or the checkpoint of `opts.dir` when resuming (refused when it was
+    /// written for other settings or data).
+    fn start(opts: &'a FlowCheckpoint, run: String) -> Result<Self, TrainError> {
+        let mut ck = Self { opts, progress: FlowProgress { run, ..Default::default() }, parts: Default::default(), written: 0 };
+        let Some(dir) = &opts.dir else { return Ok(ck) };
+        super::trainer::check_writable(dir)?;
+        let path = dir.join(FLOW_CHECKPOINT_FILE);
+        if !opts.resume || !path.exists() {
+            return Ok(ck);
+        }
+        let bad = |problem: String| TrainError::Checkpoint { path: path.display().to_string(), problem };
+        let mut parts = super::trainer::read_parts(&path, &CHECKPOINT_PARTS)?;
+        let stored = parts.pop().unwrap_or_default();
+        if stored != parts_crc(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>()) {
+            return Err(bad("its checksum does not match (a damaged or partial copy); delete it to start afresh".into()));
+        }
+        let progress: FlowProgress = Recorder::<burn::backend::NdArray>::load_item(&BinBytesRecorder::<FullPrecisionSettings>::default(), &mut parts[0])
+            .map_err(|e| bad(format!("progress does not decode ({e}); delete it to start afresh")))?;
+        if progress.run != ck.progress.run {
+            return Err(bad(format!("was written for the run {} but this run is {}; resume with the same data and settings, or delete the checkpoint", progress.run, ck.progress.run)));
+        }
+        ck.progress = progress;
+        for (slot, part) in ck.parts.iter_mut().zip(parts.drain(1..)) {
+            *slot = part;
+        }
+        Ok(ck)
+    }
+
+    fn record<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8>, TrainError> {
+        Recorder::<B>::record(&BinBytesRecorder::<FullPrecisionSettings>::default(), record, ()).map_err(|e| TrainError::Checkpoint { path: "(in memory)".into(), problem: e.to_string() })
+    }
+
+    /// The record in part `k`.
+    fn load<B: Backend, R: Record<B>>(&self, k: usize, device: &B::Device) -> Result<R, TrainError> {
+        let path = self.opts.dir.as_deref().unwrap_or(Path::new(".")).join(FLOW_CHECKPOINT_FILE);
+        Recorder::<B>::load(&BinBytesRecorder::<FullPrecisionSettings>::default(), self.parts[k].clone(), device)
+            .map_err(|e| TrainError::Checkpoint { path: path.display().to_string(), problem: format!("the {} does not load ({e}); delete the checkpoint to start afresh", CHECKPOINT_PARTS[k + 1]) })
+    }
+
+    /// Whether a checkpoint is written at all (records are only serialised then).
+    fn active(&self) -> bool {
+        self.opts.dir.is_some()
+    }
+
+    /// Writes the checkpoint; stops the run when `stop_after` checkpoints are written.
+    fn save(&mut self) -> Result<(), TrainError> {
+        let Some(dir) = &self.opts.dir else { return Ok(()) };
+        let path = dir.join(FLOW_CHECKPOINT_FILE);
+        let progress = Recorder::<burn::backend::NdArray>::save_item(&BinBytesRecorder::<FullPrecisionSettings>::default(), self.progress.clone(), ())
+            .map_err(|e| TrainError::Checkpoint { path: path.display().to_string(), problem: e.to_string() })?;
+        let mut parts: Vec<&[u8]> = vec![&progress];
+        parts.extend(self.parts.iter().map(Vec::as_slice));
+        let crc = parts_crc(&parts);
+        parts.push(&crc);
+        super::trainer::write_parts(&path, &parts)?;
+        self.written += 1;
+        if self.opts.stop_after == Some(self.written) {
+            return Err(TrainError::Interrupted { path: path.display().to_string(), written: self.written });
+        }
+        Ok(())
+    }
+}
+
 /// Holds out whole spatial blocks of pairs (by the control's centroid, blocks of `block_um`
 /// µm drawn in a seeded order) until `test_fraction` of the pairs are held out; training
 /// pairs that share a control or target cell with a held-out pair are dropped. Returns
@@ -260,22 +387,32 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default()
 }
 
-/// Trains the autoencoder on patches of `cells` (MSE, AdamW); returns it and the mean loss
-/// per epoch.
-pub fn train_autoencoder<B: AutodiffBackend>(
+/// Trains the autoencoder on patches of `cells` (MSE, AdamW), checkpointing after every epoch
+/// and continuing after the checkpoint's epochs; returns it and the mean loss per epoch.
+fn train_autoencoder<B: AutodiffBackend>(
     data: &FlowData,
     cells: &[usize],
     spec: &FlowSpec,
     config: &FlowConfig,
     device: &B::Device,
+    ck: &mut Checkpointer,
     log: &mut dyn FnMut(String),
-) -> (PatchAutoencoder<B::InnerBackend>, Vec<f64>) {
+) -> Result<(PatchAutoencoder<B::InnerBackend>, Vec<f64>), TrainError> {
     B::seed(device, config.seed);
     let mut ae = PatchAutoencoder::<B>::init(spec, device);
     let mut optim = AdamWConfig::new().with_weight_decay(1e-4).init::<B, PatchAutoencoder<B>>();
     let mut rng = SplitMix64::new(config.seed ^ 0xAE);
     let (s, mut order, mut history) = (data.patch_px, cells.to_vec(), Vec::new());
-    for epoch in 1..=config.ae_epochs {
+    let done = ck.progress.ae_epochs;
+    if done > 0 {
+        ae = ae.load_record(ck.load::<B, _>(AE, device)?);
+        if done < config.ae_epochs {
+            optim = optim.load_record(ck.load::<B, _>(AE_OPTIM, device)?);
+        }
+        (rng, order, history) = (SplitMix64::new(ck.progress.ae_rng), ck.progress.ae_order.clone(), ck.progress.ae_history.clone());
+        log(format!("autoencoder: resumed after epoch {done}"));
+    }
+    for epoch in done + 1..=config.ae_epochs {
         rng.shuffle(&mut order);
         let (mut sum, mut steps) = (0.0, 0usize);
         for chunk in order.chunks(config.batch) {
@@ -291,8 +428,17 @@ pub fn train_autoencoder<B: AutodiffBackend>(
         if epoch == 1 || epoch % 10 == 0 || epoch == config.ae_epochs {
             log(format!("autoencoder epoch {epoch}/{}: pixel MSE {:.5}", config.ae_epochs, history[epoch - 1]));
         }
+        if ck.active() {
+            let last = epoch == config.ae_epochs;
+            ck.parts[AE] = Checkpointer::record::<B, _>(ae.clone().into_record())?;
+            // The optimizer state is only needed to continue this stage.
+            ck.parts[AE_OPTIM] = if last { Vec::new() } else { Checkpointer::record::<B, _>(optim.to_record())? };
+            ck.progress.ae_epochs = epoch;
+            (ck.progress.ae_history, ck.progress.ae_rng, ck.progress.ae_order) = (history.clone(), rng.state(), order.clone());
+            ck.save()?;
+        }
     }
-    (ae.valid(), history)
+    Ok((ae.valid(), history))
 }
 
 /// Latents `[cells, L]` of patches `[cells, S²]`.
@@ -356,7 +502,9 @@ pub struct FlowLoss {
 }
 
 /// Trains a velocity network on the pairs `train` (targets `targets[i]` for `train[i]`'s
-/// target latent row, so corrupted targets can be passed).
+/// target latent row, so corrupted targets can be passed), checkpointing every loss window
+/// and continuing after the checkpoint's steps.
+#[allow(clippy::too_many_arguments)]
 fn train_velocity<B: AutodiffBackend>(
     inputs: &PairInputs,
     train: &[usize],
@@ -366,7 +514,8 @@ fn train_velocity<B: AutodiffBackend>(
     rho: f32,
     config: &FlowConfig,
     device: &B::Device,
-) -> (VelocityNet<B::InnerBackend>, Vec<FlowLoss>) {
+    ck: &mut Checkpointer,
+) -> Result<(VelocityNet<B::InnerBackend>, Vec<FlowLoss>), TrainError> {
     B::seed(device, config.seed ^ 0xF1);
     let mut net = VelocityNet::<B>::init(spec, conditional, device);
     let mut optim = AdamWConfig::new().with_weight_decay(1e-4).init::<B, VelocityNet<B>>();
@@ -374,7 +523,13 @@ fn train_velocity<B: AutodiffBackend>(
     let (l, b) = (inputs.l, config.batch.min(train.len()).max(2));
     let window = (config.flow_steps / 10).max(1);
     let (mut fm_sum, mut tot_sum, mut history) = (0.0, 0.0, Vec::new());
-    for step in 1..=config.flow_steps {
+    let done = ck.progress.flow_steps;
+    if done > 0 {
+        net = net.load_record(ck.load::<B, _>(NET, device)?);
+        optim = optim.load_record(ck.load::<B, _>(NET_OPTIM, device)?);
+        (rng, history) = (SplitMix64::new(ck.progress.flow_rng), ck.progress.flow_history.clone());
+    }
+    for step in done + 1..=config.flow_steps {
         let pick: Vec<usize> = (0..b).map(|_| rng.below(train.len() as u64) as usize).collect();
         let pairs: Vec<usize> = pick.iter().map(|&i| train[i]).collect();
         let tgt_rows: Vec<usize> = pick.iter().map(|&i| targets[i]).collect();
@@ -402,9 +557,17 @@ fn train_velocity<B: AutodiffBackend>(
             let w = (step - 1) % window + 1;
             history.push(FlowLoss { step, flow_matching: fm_sum / w as f64, total: tot_sum / w as f64 });
             (fm_sum, tot_sum) = (0.0, 0.0);
+            // Checkpoints fall on window ends (the sums are empty there); the last step's is
+            // written by the caller with the finished row.
+            if ck.active() && step < config.flow_steps {
+                ck.parts[NET] = Checkpointer::record::<B, _>(net.clone().into_record())?;
+                ck.parts[NET_OPTIM] = Checkpointer::record::<B, _>(optim.to_record())?;
+                (ck.progress.flow_steps, ck.progress.flow_rng, ck.progress.flow_history) = (step, rng.state(), history.clone());
+                ck.save()?;
+            }
         }
     }
-    (net.valid(), history)
+    Ok((net.valid(), history))
 }
 
 /// Integrates `dℓ/dt = v(ℓ, t | c)` from `start` `[n, L]` at `t = 0` to `t = 1` in `steps`
@@ -460,7 +623,7 @@ pub struct MethodMetrics {
     pub w1: Vec<f64>,
 }
 
-fn morphology(patches: &[f32], s: usize) -> Result<Vec<[f64; 6]>, TrainError> {
+fn morphology(patches: &[f32], s: usize) -> Result<Vec<[f64; NUCLEUS_FEATURES.len()]>, TrainError> {
     patches.chunks(s * s).map(|p| nucleus_features(p, s).map(|f| f.values()).map_err(|e| TrainError::Analysis(e.to_string()))).collect()
 }
 
@@ -472,7 +635,7 @@ pub fn evaluate<B: Backend>(name: &str, ae: &PatchAutoencoder<B>, images: &[f32]
     let an = |e: crate::analysis::AnalysisError| TrainError::Analysis(e.to_string());
     let mse = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64;
     let (ma, mb) = (morphology(images, s)?, morphology(real, s)?);
-    let col = |m: &[[f64; 6]], j: usize| m.iter().map(|r| r[j]).collect::<Vec<f64>>();
+    let col = |m: &[[f64; NUCLEUS_FEATURES.len()]], j: usize| m.iter().map(|r| r[j]).collect::<Vec<f64>>();
     Ok(MethodMetrics {
         name: name.to_string(),
         fid: frechet_distance(&fa, &fb, l).map_err(an)?,
@@ -512,16 +675,28 @@ pub struct FlowRun<B: Backend> {
 
 /// Splits the pairs, trains the autoencoder and the flows, samples the held-out pairs and
 /// evaluates every method. `template` gives the sizes; its `patch_px`, `cell_dim`,
-/// `n_transitions` and `dg_components` are taken from the data.
+/// `n_transitions` and `dg_components` are taken from the data. With `checkpoint.dir` it
+/// writes a checkpoint after every autoencoder epoch and flow loss window; with
+/// `checkpoint.resume` it continues from one (refused if settings, sizes or pairs differ),
+/// giving the same weights, losses and metrics as an uninterrupted run.
 pub fn run_flow<B: AutodiffBackend>(
     data: &FlowData,
     template: FlowSpec,
     config: &FlowConfig,
+    checkpoint: &FlowCheckpoint,
     device: &B::Device,
     log: &mut dyn FnMut(String),
 ) -> Result<FlowRun<B::InnerBackend>, TrainError> {
     config.check()?;
     data.check()?;
+    let mut crc = crc32fast::Hasher::new();
+    for p in &data.pairs {
+        for v in [p.ctrl as u64, p.tgt as u64, p.token as u64] {
+            crc.update(&v.to_le_bytes());
+        }
+    }
+    let run_id = serde_json::json!({ "config": config, "spec": template, "cells": data.n_cells(), "pairs": data.pairs.len(), "pairs_crc32": crc.finalize() }).to_string();
+    let mut ck = Checkpointer::start(checkpoint, run_id)?;
     let (train, test) = split_pairs(data, config.test_fraction, config.block_um, config.seed)?;
     log(format!("{} pairs: {} training, {} held out ({} µm blocks)", data.pairs.len(), train.len(), test.len(), config.block_um));
     let g = data.n_genes;
@@ -542,7 +717,7 @@ pub fn run_flow<B: AutodiffBackend>(
     let held_cells: std::collections::HashSet<usize> = test.iter().flat_map(|&i| [data.pairs[i].ctrl, data.pairs[i].tgt]).collect();
     let ae_cells: Vec<usize> = (0..data.n_cells()).filter(|c| !held_cells.contains(c)).collect();
     let t0 = Instant::now();
-    let (ae, ae_history) = train_autoencoder::<B>(data, &ae_cells, &spec, config, device, log);
+    let (ae, ae_history) = train_autoencoder::<B>(data, &ae_cells, &spec, config, device, &mut ck, log)?;
     let inner = device;
     let s = data.patch_px;
     let held: Vec<usize> = { let mut v: Vec<usize> = held_cells.into_iter().collect(); v.sort_unstable(); v };
@@ -589,8 +764,19 @@ pub fn run_flow<B: AutodiffBackend>(
     let real = PairInputs::rows(&data.patches, s * s, &test.iter().map(|&i| data.pairs[i].tgt).collect::<Vec<_>>());
     let mut metrics = Vec::new();
     let (mut main_net, mut flow_history, mut generated) = (None, Vec::new(), Vec::new());
-    for (name, conditional, rho, corrupt) in variants {
+    for (v, (name, conditional, rho, corrupt)) in variants.into_iter().enumerate() {
         let t = Instant::now();
+        if v < ck.progress.variants {
+            // Finished before the run was interrupted: its row, and the main flow's weights.
+            if v == 0 {
+                let net = VelocityNet::<B::InnerBackend>::init(&spec, true, inner).load_record(ck.load::<B::InnerBackend, _>(MAIN, inner)?);
+                generated = decode_latents(&ae, &sample_pairs(&net, &inputs, &test, ln, config, inner), l, inner);
+                (main_net, flow_history) = (Some(net), ck.progress.main_history.clone());
+            }
+            log(format!("{name}: from the checkpoint"));
+            metrics.push(ck.progress.metrics[v].clone());
+            continue;
+        }
         let mut targets = train.clone();
         if corrupt > 0.0 {
             let mut rng = SplitMix64::new(config.seed ^ 0xC0);
@@ -601,12 +787,22 @@ pub fn run_flow<B: AutodiffBackend>(
                 targets[i] = train[rng.below(train.len() as u64) as usize];
             }
         }
-        let (net, hist) = train_velocity::<B>(&inputs, &train, &targets, &spec, conditional, rho, config, device);
+        let (net, hist) = train_velocity::<B>(&inputs, &train, &targets, &spec, conditional, rho, config, device, &mut ck)?;
         let lat = sample_pairs(&net, &inputs, &test, ln, config, inner);
         let images = decode_latents(&ae, &lat, l, inner);
         let m = evaluate(name, &ae, &images, &real, s, inner)?;
         log(format!("{name}: FID {:.3}, KID {:.4}, latent MSE {:.4} ({:.1} s; flow-matching loss {:.4} → {:.4})", m.fid, m.kid, m.latent_mse, t.elapsed().as_secs_f64(),
             hist.first().map_or(f64::NAN, |h| h.flow_matching), hist.last().map_or(f64::NAN, |h| h.flow_matching)));
+        if ck.active() {
+            if v == 0 {
+                ck.parts[MAIN] = Checkpointer::record::<B::InnerBackend, _>(net.clone().into_record())?;
+                ck.progress.main_history = hist.clone();
+            }
+            (ck.parts[NET], ck.parts[NET_OPTIM]) = (Vec::new(), Vec::new());
+            ck.progress.metrics.push(m.clone());
+            (ck.progress.variants, ck.progress.flow_steps, ck.progress.flow_history) = (v + 1, 0, Vec::new());
+            ck.save()?;
+        }
         metrics.push(m);
         if main_net.is_none() {
             main_net = Some(net);
@@ -647,30 +843,41 @@ pub fn run_flow<B: AutodiffBackend>(
 
 /// Samples generated patches `[pairs, S²]` for `pairs` of `data` with a loaded model.
 pub fn sample_with<B: Backend>(model: &FlowModel<B>, header: &FlowHeader, data: &FlowData, pairs: &[FlowPair], config: &FlowConfig, device: &B::Device) -> Result<Vec<f32>, TrainError> {
+    Ok(sample_latents_with(model, header, data, pairs, config, device)?.1)
+}
+
+/// The conditioning of `pairs` as both samplers read it: transition tokens `[n]`, scaled Δg
+/// PCA coordinates `[n, K]` and control embeddings `[n, Z]`; checks `data` against the model.
+pub fn pair_condition(header: &FlowHeader, data: &FlowData, pairs: &[FlowPair]) -> Result<(Vec<u32>, Vec<f32>, Vec<f32>), TrainError> {
     data.check()?;
-    let (s, l, g) = (data.patch_px, header.spec.latent, data.n_genes);
+    let (s, g) = (data.patch_px, data.n_genes);
     if s != header.spec.patch_px || data.cell_dim != header.spec.cell_dim || g != header.dg_pca.n_genes {
         return Err(TrainError::Options(format!(
             "the data (patches {s} px, cell embedding {}, {g} genes) does not match the model (patches {} px, cell embedding {}, {} genes); sample with the inputs it was trained on",
             data.cell_dim, header.spec.patch_px, header.spec.cell_dim, header.dg_pca.n_genes)));
     }
-    let latents = encode_patches(&model.ae, &data.patches, s, device);
-    let norm: Vec<f32> = latents.iter().enumerate().map(|(i, v)| (v - header.latent_mean[i % l]) / header.latent_scale).collect();
+    if let Some(p) = pairs.iter().find(|p| p.ctrl >= data.n_cells() || p.tgt >= data.n_cells() || p.token as usize >= header.spec.n_transitions) {
+        return Err(TrainError::Options(format!("pair {p:?} refers to a cell or transition that does not exist ({} cells, {} transitions)", data.n_cells(), header.spec.n_transitions)));
+    }
     let dg_raw: Vec<f32> = pairs.iter().flat_map(|p| (0..g).map(move |k| data.x[p.tgt * g + k] - data.x[p.ctrl * g + k])).collect();
+    let dg = header.dg_pca.transform(&dg_raw, pairs.len())?.into_iter().map(|v| v / header.dg_scale).collect();
     let ctrl: Vec<usize> = pairs.iter().map(|p| p.ctrl).collect();
-    let inputs = PairInputs {
-        l,
-        k: header.spec.dg_components,
-        z: data.cell_dim,
-        ctrl: PairInputs::rows(&norm, l, &ctrl),
-        tgt: Vec::new(),
-        dg: header.dg_pca.transform(&dg_raw, pairs.len())?.into_iter().map(|v| v / header.dg_scale).collect(),
-        tokens: pairs.iter().map(|p| p.token as i64).collect(),
-        cell: PairInputs::rows(&data.cell_emb, data.cell_dim, &ctrl),
-    };
+    Ok((pairs.iter().map(|p| p.token).collect(), dg, PairInputs::rows(&data.cell_emb, data.cell_dim, &ctrl)))
+}
+
+/// Generated latents `[pairs, L]` and patches `[pairs, S²]` for `pairs` of `data` with a
+/// loaded model (burn).
+pub fn sample_latents_with<B: Backend>(model: &FlowModel<B>, header: &FlowHeader, data: &FlowData, pairs: &[FlowPair], config: &FlowConfig, device: &B::Device) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+    let (tokens, dg, cell) = pair_condition(header, data, pairs)?;
+    let (s, l) = (data.patch_px, header.spec.latent);
+    let ctrl: Vec<usize> = pairs.iter().map(|p| p.ctrl).collect();
+    let latents = encode_patches(&model.ae, &PairInputs::rows(&data.patches, s * s, &ctrl), s, device);
+    let norm: Vec<f32> = latents.iter().enumerate().map(|(i, v)| (v - header.latent_mean[i % l]) / header.latent_scale).collect();
+    let inputs = PairInputs { l, k: header.spec.dg_components, z: data.cell_dim, ctrl: norm, tgt: Vec::new(), dg, tokens: tokens.into_iter().map(i64::from).collect(), cell };
     let idx: Vec<usize> = (0..pairs.len()).collect();
     let lat = sample_pairs(&model.net, &inputs, &idx, (&header.latent_mean, header.latent_scale), config, device);
-    Ok(decode_latents(&model.ae, &lat, l, device))
+    let images = decode_latents(&model.ae, &lat, l, device);
+    Ok((lat, images))
 }
 
 /// Pairs `control` → `target` cells of `crop` (same lineage, entropic OT on a 50-component
@@ -688,32 +895,17 @@ pub fn crop_flow_data(
     cell_embedding: Option<&Embeddings>,
     log: &mut dyn FnMut(String),
 ) -> Result<(FlowData, Option<Pca>, Vec<ot::PairRecord>), TrainError> {
-    let n = crop.table.n_cells();
-    let g = crop.table.n_genes();
-    let cells_of = |state: &str| -> Vec<usize> { (0..n).filter(|&i| crop.annotation.labels[i].as_deref() == Some(state)).collect() };
-    let (ci, ti) = (cells_of(control), cells_of(target));
-    let rows = |idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied()).collect() };
-    let union: Vec<f32> = rows(&ci).into_iter().chain(rows(&ti)).collect();
-    let n_union = ci.len() + ti.len();
-    if n_union < 3 {
-        return Err(TrainError::Options(format!("{} `{control}` and {} `{target}` cells; name two states with cells (see the label counts)", ci.len(), ti.len())));
-    }
-    let (pca, coords) = ot::pca(&union, n_union, g, &PcaOptions { n_components: ot::DEFAULT_PCA_COMPONENTS.min(g).min(n_union - 1) })?;
-    let d = pca.n_components;
-    let (cc, tc) = coords.split_at(ci.len() * d);
-    let ids = |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect() };
-    let pos = |idx: &[usize]| -> Vec<[f32; 2]> { idx.iter().map(|&i| crop.table.centroids_um[i]).collect() };
-    let (ids_c, ids_t, pos_c, pos_t) = (ids(&ci), ids(&ti), pos(&ci), pos(&ti));
-    let (lin_c, lin_t) = (ot::lineage::breast_lineage(control), ot::lineage::breast_lineage(target));
-    let cs = ot::StateCells { state: control, lineage: &lin_c, ids: &ids_c, coords: cc, positions_um: Some(&pos_c) };
-    let ts = ot::StateCells { state: target, lineage: &lin_t, ids: &ids_t, coords: tc, positions_um: Some(&pos_t) };
+    let t = &crop.table;
+    let states = ot::state_pca(&crop.x_norm, t.n_genes(), &crop.annotation.labels, &t.cell_ids, &t.centroids_um, control, target, ot::DEFAULT_PCA_COMPONENTS, None)?;
+    let (cs, ts) = states.state_cells();
+    let (ci, ti, d, lin_c) = (&states.control, &states.target, states.dim(), &states.lineages[0]);
     let opts = ot::PairingOptions { spatial_lambda, ..Default::default() };
     let pairing = pollster::block_on(ot::pair_states(&cs, &ts, d, &opts, ot::SinkhornEngine::Reference, |_, _| {}))?;
     let mean_um = pairing.records.iter().filter_map(|r| r.spatial_distance_um).sum::<f32>() / pairing.records.len().max(1) as f32;
     let distinct = pairing.pairs.iter().map(|p| p.1).collect::<std::collections::HashSet<_>>().len();
     log(format!("{} pairs {control} → {target} ({distinct} distinct targets; lineage {lin_c}), spatial λ {spatial_lambda:?} per µm, mean pair distance {mean_um:.1} µm", pairing.pairs.len()));
     let pairs = pairing.pairs.iter().map(|&(a, b)| FlowPair { ctrl: ci[a as usize], tgt: ti[b as usize], token: 0 }).collect();
-    let expression_pca = cell_embedding.is_none().then_some(pca);
+    let expression_pca = cell_embedding.is_none().then(|| states.pca.clone());
     let data = crop_cells_data(crop, patch_px, um_per_px, cell_embedding, expression_pca.as_ref(), pairs, vec![format!("{control} → {target}")])?;
     Ok((data, expression_pca, pairing.records))
 }
@@ -760,7 +952,7 @@ pub fn metrics_markdown(metrics: &[MethodMetrics], n_test: usize, reconstruction
         let ks = m.ks.iter().sum::<f64>() / m.ks.len().max(1) as f64;
         md += &format!("| {} | {:.3} | {:.4} | {:.4} | {:.5} | {:.3} |\n", m.name, m.fid, m.kid, m.latent_mse, m.pixel_mse, ks);
     }
-    md += "\nMorphology of the centre nucleus (Otsu threshold, component nearest the centre): KS statistic / 1-D Wasserstein distance (feature units: pixels, intensity in [0, 1]) vs the real targets.\n\n| method |";
+    md += "\nMorphology of the centre nucleus (Otsu threshold, component nearest the centre) and its texture (mean gradient magnitude; GLCM contrast / homogeneity at 8 grey levels): KS statistic / 1-D Wasserstein distance (feature units: pixels, intensity in [0, 1]) vs the real targets.\n\n| method |";
     for f in NUCLEUS_FEATURES {
         md += &format!(" {f} |");
     }

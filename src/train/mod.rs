@@ -122,6 +122,14 @@ pub enum TrainError {
         /// What is wrong and what to do.
         problem: String,
     },
+    /// A run stopped on purpose after writing a checkpoint (`stop_after`).
+    #[error("stopped after writing checkpoint {written} to {path}, as asked; run again with --resume to continue")]
+    Interrupted {
+        /// The checkpoint file.
+        path: String,
+        /// Checkpoints written by this run.
+        written: usize,
+    },
     /// Invalid options.
     #[error("{0}")]
     Options(String),

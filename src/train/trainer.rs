@@ -541,12 +541,40 @@ fn write_checkpoint(
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let json = serde_json::to_vec(header).map_err(|e| bad_checkpoint(dir, e.to_string()))?;
-    let mut out = Vec::with_capacity(32 + json.len() + model.len() + optim.len() + best.len());
-    for part in [&json[..], model, optim, best] {
+    write_parts(&dir.join(CHECKPOINT_FILE), &[&json, model, optim, best])
+}
+
+/// Writes `parts`, each prefixed by its length (u64, little-endian), to `path` atomically: the
+/// container of the training checkpoints (read back by [`read_parts`]).
+pub(crate) fn write_parts(path: &Path, parts: &[&[u8]]) -> Result<(), TrainError> {
+    let mut out = Vec::with_capacity(8 * parts.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    for part in parts {
         out.extend_from_slice(&(part.len() as u64).to_le_bytes());
         out.extend_from_slice(part);
     }
-    Ok(crate::util::write_atomic(&dir.join(CHECKPOINT_FILE), &out)?)
+    Ok(crate::util::write_atomic(path, &out)?)
+}
+
+/// Reads the parts named `names` (in order) of a file written by [`write_parts`].
+pub(crate) fn read_parts(path: &Path, names: &[&str]) -> Result<Vec<Vec<u8>>, TrainError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let mut parts = Vec::with_capacity(names.len());
+    let mut at = 0usize;
+    for what in names {
+        let len = bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+            .ok_or_else(|| bad_checkpoint(path, format!("truncated before the {what} length; the file is incomplete, resume from an earlier copy or retrain")))?;
+        let part = bytes.get(at + 8..at.saturating_add(8).saturating_add(len)).ok_or_else(|| {
+            bad_checkpoint(
+                path,
+                format!("the {what} claims {len} bytes but the file ends first"),
+            )
+        })?;
+        parts.push(part.to_vec());
+        at += 8 + len;
+    }
+    Ok(parts)
 }
 
 /// Creates `dir` if needed and checks that a file can be written in it, so a run fails before
@@ -576,23 +604,7 @@ pub struct Checkpoint {
 /// Read `dir/checkpoint.bin`: header, model, optimizer and best-epoch model records.
 pub fn read_checkpoint(dir: &Path) -> Result<Checkpoint, TrainError> {
     let path = dir.join(CHECKPOINT_FILE);
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let mut parts = Vec::new();
-    let mut at = 0usize;
-    for what in ["header", "model record", "optimizer record", "best-epoch model record"] {
-        let len = bytes
-            .get(at..at + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
-            .ok_or_else(|| bad_checkpoint(&path, format!("truncated before the {what} length; the file is incomplete, resume from an earlier copy or retrain")))?;
-        let part = bytes.get(at + 8..at + 8 + len).ok_or_else(|| {
-            bad_checkpoint(
-                &path,
-                format!("the {what} claims {len} bytes but the file ends first"),
-            )
-        })?;
-        parts.push(part.to_vec());
-        at += 8 + len;
-    }
+    let mut parts = read_parts(&path, &["header", "model record", "optimizer record", "best-epoch model record"])?;
     let header: CheckpointHeader = serde_json::from_slice(&parts[0])
         .map_err(|e| bad_checkpoint(&path, format!("header is not valid JSON ({e})")))?;
     let best = parts.pop().unwrap_or_default();

@@ -47,6 +47,12 @@ impl From<SolverArg> for Solver {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum SampleEngine {
+    Burn,
+    Cpu,
+}
+
 #[derive(Args, Clone)]
 struct CellEmbeddingFlags {
     /// The control cells' embedding (.npy / .safetensors, one row per cell, e.g. SPATIA's
@@ -121,9 +127,14 @@ struct TrainFlowArgs {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Output folder.
+    /// Output folder (also receives flow_checkpoint.bin after every autoencoder epoch and
+    /// every tenth of each flow's steps).
     #[arg(long, default_value = "runs/flow")]
     out: PathBuf,
+    /// Continue from --out's flow_checkpoint.bin (same data and flags); the result equals an
+    /// uninterrupted run's.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args)]
@@ -144,6 +155,10 @@ struct SampleArgs {
     /// Every pair of split.csv, not only the held-out ones.
     #[arg(long)]
     all: bool,
+    /// Sampler: burn (as trained) or the burn-free CPU engine (`engine::flow`, what the
+    /// browser runs).
+    #[arg(long, value_enum, default_value = "burn")]
+    engine: SampleEngine,
     /// Output folder.
     #[arg(long, default_value = "runs/flow/samples")]
     out: PathBuf,
@@ -180,7 +195,8 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
                 ..Default::default()
             };
             let t = std::time::Instant::now();
-            let run = flow::run_flow::<Ad>(&data, FlowSpec::small(1, data.cell_dim), &config, &device, &mut log)?;
+            let checkpoint = flow::FlowCheckpoint { dir: Some(a.out.clone()), resume: a.resume, stop_after: None };
+            let run = flow::run_flow::<Ad>(&data, FlowSpec::small(1, data.cell_dim), &config, &checkpoint, &device, &mut log)?;
             let mut header = run.header.clone();
             header.cell_embedding = a.embedding.cell_embedding.as_ref().map_or("expression PCA (50 components of the paired states)".to_string(), |p| p.display().to_string());
             header.expression_pca = expression_pca;
@@ -247,8 +263,19 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
             if let Some(s) = a.solver {
                 config.solver = s.into();
             }
-            let generated = flow::sample_with(&model, &header, &data, &pairs, &config, &device)?;
             let s2 = data.patch_px * data.patch_px;
+            let generated = match a.engine {
+                SampleEngine::Burn => flow::sample_with(&model, &header, &data, &pairs, &config, &device)?,
+                SampleEngine::Cpu => {
+                    let path = a.model.join("model.safetensors");
+                    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let sampler = cellsymphony::engine::flow::FlowSampler::from_safetensors(&bytes).with_context(|| path.display().to_string())?;
+                    let (tokens, dg, cell) = flow::pair_condition(&header, &data, &pairs)?;
+                    let ctrl = rows(&data.patches, s2, pairs.iter().map(|p| p.ctrl));
+                    let cond = cellsymphony::engine::flow::FlowCondition { tokens: &tokens, dg: &dg, cell: &cell };
+                    sampler.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, config.sample_steps, config.solver)?.patches
+                }
+            };
             std::fs::create_dir_all(&a.out)?;
             write_file(&a.out.join("generated.npy"), &npy_f32_bytes(&generated, pairs.len(), s2))?;
             let mut csv = String::from("row,ctrl_id,tgt_id\n");

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 
-use cellsymphony::ot::lineage::breast_lineage;
 
 use crate::common::*;
 
@@ -78,34 +77,23 @@ pub(crate) fn cmd_pair(a: PairArgs) -> Result<()> {
         anyhow::bail!("--control and --target are both `{}`: pair two different states", a.control);
     }
     let crop = a.data.prepare()?;
-    let n = crop.table.n_cells();
     let g = crop.table.n_genes();
-    let cells_of = |state: &str| -> Vec<usize> {
-        (0..n).filter(|&i| crop.annotation.labels[i].as_deref() == Some(state)).collect()
-    };
-    let (ci, ti) = (cells_of(&a.control), cells_of(&a.target));
-    for (state, idx) in [(&a.control, &ci), (&a.target, &ti)] {
-        if idx.is_empty() {
+    for state in [&a.control, &a.target] {
+        if !crop.annotation.labels.iter().any(|l| l.as_deref() == Some(state.as_str())) {
             let mut names: Vec<String> = crop.annotation.summary().to_string().lines().map(str::to_string).collect();
             names.truncate(30);
             anyhow::bail!("no confidently labelled cells of state `{state}`; the labels are:\n{}", names.join("\n"));
         }
     }
-    let rows = |idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied()).collect() };
-    let (xc, xt) = (rows(&ci), rows(&ti));
-    let union: Vec<f32> = xc.iter().chain(&xt).copied().collect();
     let t = Instant::now();
-    let (pca, coords) = ot::pca(&union, ci.len() + ti.len(), g, &ot::PcaOptions { n_components: a.pca.min(g) })?;
-    let d = pca.n_components;
+    let table = &crop.table;
+    let states = ot::state_pca(&crop.x_norm, g, &crop.annotation.labels, &table.cell_ids, &table.centroids_um, &a.control, &a.target, a.pca, a.lineage.as_deref())?;
     let pca_seconds = t.elapsed().as_secs_f64();
-    let (cc, tc) = coords.split_at(ci.len() * d);
-    let ids = |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| crop.table.cell_ids[i].clone()).collect() };
-    let pos = |idx: &[usize]| -> Vec<[f32; 2]> { idx.iter().map(|&i| crop.table.centroids_um[i]).collect() };
-    let (ids_c, ids_t, pos_c, pos_t) = (ids(&ci), ids(&ti), pos(&ci), pos(&ti));
-    let lin_c = a.lineage.clone().unwrap_or_else(|| breast_lineage(&a.control));
-    let lin_t = a.lineage.clone().unwrap_or_else(|| breast_lineage(&a.target));
-    let control = ot::StateCells { state: &a.control, lineage: &lin_c, ids: &ids_c, coords: cc, positions_um: Some(&pos_c) };
-    let target = ot::StateCells { state: &a.target, lineage: &lin_t, ids: &ids_t, coords: tc, positions_um: Some(&pos_t) };
+    let (pca, d) = (&states.pca, states.dim());
+    let (ci, ti, lin_c) = (&states.control, &states.target, &states.lineages[0]);
+    let (control, target) = states.state_cells();
+    let rows = |idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| crop.x_norm[i * g..(i + 1) * g].iter().copied()).collect() };
+    let (xc, xt) = (rows(ci), rows(ti));
     let opts = ot::PairingOptions {
         sinkhorn: ot::SinkhornOptions {
             epsilon: a.epsilon,

@@ -1,0 +1,439 @@
+//! The flow-matching morphology generator without burn (issue 16): the patch autoencoder, the
+//! perturbation encoder and the FiLM velocity network of `model::flow`, as plain-Rust
+//! forwards on the CPU (they build for wasm32), loaded from the `model.safetensors` that
+//! `cellsymphony flow train` writes. Sizes are read from the tensors' shapes.
+//!
+//! Sampling ([`FlowSampler::sample`]): encode the control patches `[n, S²]` → latents
+//! `[n, L]`, normalise `(ℓ − mean) / scale`, integrate `dℓ/dt = v(ℓ, t | e_pert, z_ctrl)` from
+//! `t = 0` to 1 (Euler or Heun), de-normalise and decode → patches `[n, S²]` in `(0, 1)`. The
+//! same arithmetic as burn's modules (GELU by [`gelu_reference`]'s erf approximation, within
+//! 1e-6 of the exact form); `tests/spatia.rs` checks parity with burn on a trained model.
+
+use serde::{Deserialize, Serialize};
+
+use super::ops::{gelu_reference, layernorm_reference, matmul_int8_reference};
+use super::{EngineError, LayerNormWeights, Linear, LinearWeight};
+use crate::gpu::Activation;
+
+/// burn's LayerNorm epsilon.
+const LN_EPS: f32 = 1e-5;
+
+/// ODE solver of the sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlowSolver {
+    /// Forward Euler (one velocity per step).
+    Euler,
+    /// Heun's method (two velocities per step, second order).
+    Heun,
+}
+
+/// Sizes of a flow model, read from its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FlowSizes {
+    /// Patch side `S`.
+    pub patch_px: usize,
+    /// Channels of the first convolution.
+    pub channels: usize,
+    /// Latent width `L`.
+    pub latent: usize,
+    /// Hidden width of the velocity network.
+    pub hidden: usize,
+    /// Residual FiLM blocks.
+    pub blocks: usize,
+    /// Width of `e_pert`.
+    pub pert_dim: usize,
+    /// Δg PCA components `K`.
+    pub dg_components: usize,
+    /// Transition tokens.
+    pub n_transitions: usize,
+    /// Width `Z` of the control cell's embedding.
+    pub cell_dim: usize,
+    /// Width of the sinusoidal time embedding.
+    pub time_dim: usize,
+}
+
+/// A 3×3 stride-2 convolution (padding 1) or a 4×4 stride-2 transposed one (padding 1).
+#[derive(Debug, Clone)]
+struct Conv {
+    /// burn's layout: `[out, in, k, k]` (convolution) or `[in, out, k, k]` (transposed).
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+}
+
+impl Conv {
+    /// `[n, c_in, side, side]` → `[n, c_out, side / 2, side / 2]`.
+    fn forward(&self, x: &[f32], n: usize, side: usize) -> Vec<f32> {
+        let (k, o_side) = (self.k, side / 2);
+        let mut out = vec![0f32; n * self.c_out * o_side * o_side];
+        for b in 0..n {
+            for co in 0..self.c_out {
+                for oy in 0..o_side {
+                    for ox in 0..o_side {
+                        let mut acc = self.bias[co];
+                        for ci in 0..self.c_in {
+                            for ky in 0..k {
+                                let iy = (oy * 2 + ky) as isize - 1;
+                                if iy < 0 || iy >= side as isize {
+                                    continue;
+                                }
+                                for kx in 0..k {
+                                    let ix = (ox * 2 + kx) as isize - 1;
+                                    if ix < 0 || ix >= side as isize {
+                                        continue;
+                                    }
+                                    acc += x[((b * self.c_in + ci) * side + iy as usize) * side + ix as usize] * self.weight[((co * self.c_in + ci) * k + ky) * k + kx];
+                                }
+                            }
+                        }
+                        out[((b * self.c_out + co) * o_side + oy) * o_side + ox] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Transposed: `[n, c_in, side, side]` → `[n, c_out, 2 side, 2 side]`
+    /// (`out[2 iy + ky − 1] += in[iy] · w`).
+    fn forward_transposed(&self, x: &[f32], n: usize, side: usize) -> Vec<f32> {
+        let (k, o_side) = (self.k, side * 2);
+        let mut out = vec![0f32; n * self.c_out * o_side * o_side];
+        for b in 0..n {
+            for co in 0..self.c_out {
+                out[(b * self.c_out + co) * o_side * o_side..(b * self.c_out + co + 1) * o_side * o_side].fill(self.bias[co]);
+            }
+            for ci in 0..self.c_in {
+                for iy in 0..side {
+                    for ix in 0..side {
+                        let v = x[((b * self.c_in + ci) * side + iy) * side + ix];
+                        for co in 0..self.c_out {
+                            for ky in 0..k {
+                                let oy = (iy * 2 + ky) as isize - 1;
+                                if oy < 0 || oy >= o_side as isize {
+                                    continue;
+                                }
+                                for kx in 0..k {
+                                    let ox = (ix * 2 + kx) as isize - 1;
+                                    if ox < 0 || ox >= o_side as isize {
+                                        continue;
+                                    }
+                                    out[((b * self.c_out + co) * o_side + oy as usize) * o_side + ox as usize] += v * self.weight[((ci * self.c_out + co) * k + ky) * k + kx];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FilmBlock {
+    norm: LayerNormWeights,
+    film: Linear,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// A trained flow model (autoencoder + perturbation encoder + velocity network), burn-free.
+#[derive(Debug, Clone)]
+pub struct FlowSampler {
+    sizes: FlowSizes,
+    enc: Vec<Conv>,
+    to_latent: Linear,
+    from_latent: Linear,
+    dec: Vec<Conv>,
+    token: Vec<f32>,
+    pert_fc1: Linear,
+    pert_fc2: Linear,
+    input: Linear,
+    cell_norm: LayerNormWeights,
+    cond: Linear,
+    blocks: Vec<FilmBlock>,
+    out: Linear,
+}
+
+/// The conditioning of `n` pairs.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowCondition<'a> {
+    /// Transition token per pair `[n]`.
+    pub tokens: &'a [u32],
+    /// Scaled Δg PCA coordinates `[n, K]` (as `train::flow` computes them).
+    pub dg: &'a [f32],
+    /// The control cell's embedding `[n, Z]`.
+    pub cell: &'a [f32],
+}
+
+/// Generated latents and patches of [`FlowSampler::sample`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowSample {
+    /// De-normalised latents `[n, L]`.
+    pub latents: Vec<f32>,
+    /// Decoded patches `[n, S²]` in `(0, 1)`.
+    pub patches: Vec<f32>,
+}
+
+struct Tensors<'a>(safetensors::SafeTensors<'a>);
+
+impl Tensors<'_> {
+    fn get(&self, name: &str, rank: usize) -> Result<(Vec<usize>, Vec<f32>), EngineError> {
+        let view = self.0.tensor(name).map_err(|_| EngineError::MissingTensor { name: name.to_string(), expected: format!("F32, rank {rank}"), hint: " (a flow model written by `cellsymphony flow train`)".to_string() })?;
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(EngineError::WrongDtype { name: name.to_string(), found: format!("{:?}", view.dtype()), expected: "F32".to_string() });
+        }
+        if view.shape().len() != rank {
+            return Err(EngineError::WrongShape { name: name.to_string(), found: view.shape().to_vec(), expected: vec![0; rank] });
+        }
+        let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::NonFinite { name: name.to_string(), index });
+        }
+        Ok((view.shape().to_vec(), values))
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, EngineError> {
+        let (shape, v) = self.get(name, 1)?;
+        if shape != [len] {
+            return Err(EngineError::WrongShape { name: name.to_string(), found: shape, expected: vec![len] });
+        }
+        Ok(v)
+    }
+
+    /// A burn Linear (`weight [in, out]`, `bias [out]`) as the engine's `[out, in]` layer;
+    /// `in_dim` is checked when given.
+    fn linear(&self, prefix: &str, in_dim: Option<usize>) -> Result<Linear, EngineError> {
+        let name = format!("{prefix}.weight");
+        let (shape, w) = self.get(&name, 2)?;
+        let (i, o) = (shape[0], shape[1]);
+        if in_dim.is_some_and(|d| d != i) {
+            return Err(EngineError::WrongShape { name, found: shape, expected: vec![in_dim.unwrap_or(i), o] });
+        }
+        let mut t = vec![0f32; i * o];
+        for r in 0..i {
+            for c in 0..o {
+                t[c * i + r] = w[r * o + c];
+            }
+        }
+        Ok(Linear { out_dim: o, in_dim: i, weight: LinearWeight::F32(t), bias: self.vector(&format!("{prefix}.bias"), o)? })
+    }
+
+    fn conv(&self, prefix: &str, transposed: bool, c_in: usize, k: usize) -> Result<Conv, EngineError> {
+        let name = format!("{prefix}.weight");
+        let (shape, weight) = self.get(&name, 4)?;
+        let (a, b) = (shape[0], shape[1]);
+        let (wi, wo) = if transposed { (a, b) } else { (b, a) };
+        if wi != c_in || shape[2] != k || shape[3] != k {
+            let expected = if transposed { vec![c_in, wo, k, k] } else { vec![wo, c_in, k, k] };
+            return Err(EngineError::WrongShape { name, found: shape, expected });
+        }
+        Ok(Conv { weight, bias: self.vector(&format!("{prefix}.bias"), wo)?, c_in, c_out: wo, k })
+    }
+
+    fn layernorm(&self, prefix: &str, dim: usize) -> Result<LayerNormWeights, EngineError> {
+        Ok(LayerNormWeights { gamma: self.vector(&format!("{prefix}.gamma"), dim)?, beta: self.vector(&format!("{prefix}.beta"), dim)? })
+    }
+}
+
+fn gelu_all(v: &mut [f32]) {
+    for x in v {
+        *x = gelu_reference(*x);
+    }
+}
+
+fn check_len(what: &str, v: &[f32], want: usize) -> Result<(), EngineError> {
+    if v.len() != want {
+        return Err(EngineError::InputShape { what: what.to_string(), expected: want, found: v.len() });
+    }
+    Ok(())
+}
+
+impl FlowSampler {
+    /// Reads a flow model (`model.safetensors` of `cellsymphony flow train`); every size comes
+    /// from the tensors' shapes and must agree between them.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, EngineError> {
+        let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| EngineError::Safetensors { reason: e.to_string() })?;
+        let t = Tensors(file);
+        let mut enc = Vec::new();
+        let mut c_in = 1;
+        for i in 0..3 {
+            let conv = t.conv(&format!("ae.enc.{i}"), false, c_in, 3)?;
+            c_in = conv.c_out;
+            enc.push(conv);
+        }
+        let inner_c = c_in;
+        let to_latent = t.linear("ae.to_latent", None)?;
+        let s8 = ((to_latent.in_dim / inner_c.max(1)) as f64).sqrt().round() as usize;
+        if s8 == 0 || s8 * s8 * inner_c != to_latent.in_dim {
+            return Err(EngineError::Inconsistent { reason: format!("ae.to_latent reads {} features, not {inner_c} channels of a square map", to_latent.in_dim) });
+        }
+        let latent = to_latent.out_dim;
+        let from_latent = t.linear("ae.from_latent", Some(latent))?;
+        let mut dec = Vec::new();
+        let mut c_in = inner_c;
+        for i in 0..3 {
+            let conv = t.conv(&format!("ae.dec.{i}"), true, c_in, 4)?;
+            c_in = conv.c_out;
+            dec.push(conv);
+        }
+        if c_in != 1 || from_latent.out_dim != to_latent.in_dim {
+            return Err(EngineError::Inconsistent { reason: format!("the decoder ends in {c_in} channels and starts from {} features; expected 1 and {}", from_latent.out_dim, to_latent.in_dim) });
+        }
+        let (tshape, token) = t.get("net.pert.token.weight", 2)?;
+        let (n_transitions, pert_dim) = (tshape[0], tshape[1]);
+        let pert_fc1 = t.linear("net.pert.fc1", None)?;
+        let dg_components = pert_fc1.in_dim.checked_sub(pert_dim).ok_or_else(|| EngineError::Inconsistent { reason: format!("net.pert.fc1 reads {} features, fewer than e_pert's {pert_dim}", pert_fc1.in_dim) })?;
+        let pert_fc2 = t.linear("net.pert.fc2", Some(pert_fc1.out_dim))?;
+        let input = t.linear("net.input", Some(latent))?;
+        let hidden = input.out_dim;
+        let (cshape, _) = t.get("net.cell_norm.gamma", 1)?;
+        let cell_dim = cshape[0];
+        let cell_norm = t.layernorm("net.cell_norm", cell_dim)?;
+        let cond = t.linear("net.cond", None)?;
+        let time_dim = cond.in_dim.checked_sub(pert_dim + cell_dim).filter(|d| *d > 0 && d % 2 == 0 && cond.out_dim == hidden).ok_or_else(|| EngineError::Inconsistent {
+            reason: format!("net.cond maps {} → {}; expected an even time width + {pert_dim} + {cell_dim} → {hidden}", cond.in_dim, cond.out_dim),
+        })?;
+        let mut blocks = Vec::new();
+        while t.0.tensor(&format!("net.blocks.{}.film.weight", blocks.len())).is_ok() {
+            let p = format!("net.blocks.{}", blocks.len());
+            let block = FilmBlock {
+                norm: t.layernorm(&format!("{p}.norm"), hidden)?,
+                film: t.linear(&format!("{p}.film"), Some(hidden))?,
+                fc1: t.linear(&format!("{p}.fc1"), Some(hidden))?,
+                fc2: t.linear(&format!("{p}.fc2"), None)?,
+            };
+            if block.film.out_dim != 2 * hidden || block.fc2.in_dim != block.fc1.out_dim || block.fc2.out_dim != hidden {
+                return Err(EngineError::Inconsistent { reason: format!("{p}: FiLM / MLP widths do not match the hidden width {hidden}") });
+            }
+            blocks.push(block);
+        }
+        let out = t.linear("net.out", Some(hidden))?;
+        if out.out_dim != latent || pert_fc2.out_dim != pert_dim {
+            return Err(EngineError::Inconsistent { reason: format!("net.out gives {} (latent {latent}), net.pert.fc2 gives {} (e_pert {pert_dim})", out.out_dim, pert_fc2.out_dim) });
+        }
+        let sizes = FlowSizes { patch_px: s8 * 8, channels: enc[0].c_out, latent, hidden, blocks: blocks.len(), pert_dim, dg_components, n_transitions, cell_dim, time_dim };
+        Ok(Self { sizes, enc, to_latent, from_latent, dec, token, pert_fc1, pert_fc2, input, cell_norm, cond, blocks, out })
+    }
+
+    /// The model's sizes.
+    pub fn sizes(&self) -> FlowSizes {
+        self.sizes
+    }
+
+    /// Latents `[n, L]` of patches `[n, S²]` (values in `[0, 1]`).
+    pub fn encode(&self, patches: &[f32]) -> Result<Vec<f32>, EngineError> {
+        let s = self.sizes.patch_px;
+        if patches.len() % (s * s) != 0 {
+            return Err(EngineError::InputShape { what: format!("patches [n, {s}²]"), expected: patches.len().div_ceil(s * s) * s * s, found: patches.len() });
+        }
+        let n = patches.len() / (s * s);
+        let (mut h, mut side) = (patches.to_vec(), s);
+        for conv in &self.enc {
+            h = conv.forward(&h, n, side);
+            side /= 2;
+            gelu_all(&mut h);
+        }
+        Ok(matmul_int8_reference(&h, n, &self.to_latent, Activation::None, None))
+    }
+
+    /// Patches `[n, S²]` in `(0, 1)` of latents `[n, L]`.
+    pub fn decode(&self, latents: &[f32]) -> Result<Vec<f32>, EngineError> {
+        let l = self.sizes.latent;
+        if latents.len() % l != 0 {
+            return Err(EngineError::InputShape { what: format!("latents [n, {l}]"), expected: latents.len().div_ceil(l) * l, found: latents.len() });
+        }
+        let n = latents.len() / l;
+        let mut h = matmul_int8_reference(latents, n, &self.from_latent, Activation::Gelu, None);
+        let mut side = self.sizes.patch_px / 8;
+        for (i, conv) in self.dec.iter().enumerate() {
+            h = conv.forward_transposed(&h, n, side);
+            side *= 2;
+            if i + 1 < self.dec.len() {
+                gelu_all(&mut h);
+            }
+        }
+        for v in &mut h {
+            *v = 1.0 / (1.0 + (-*v).exp());
+        }
+        Ok(h)
+    }
+
+    /// `e_pert` `[n, P]` of the conditioning (checked by [`Self::sample`]).
+    fn pert(&self, c: &FlowCondition<'_>, n: usize) -> Vec<f32> {
+        let (p, k) = (self.sizes.pert_dim, self.sizes.dg_components);
+        let x: Vec<f32> = (0..n).flat_map(|i| {
+            let tok = c.tokens[i] as usize;
+            self.token[tok * p..(tok + 1) * p].iter().chain(&c.dg[i * k..(i + 1) * k]).copied()
+        }).collect();
+        let h = matmul_int8_reference(&x, n, &self.pert_fc1, Activation::Gelu, None);
+        matmul_int8_reference(&h, n, &self.pert_fc2, Activation::None, None)
+    }
+
+    /// Velocity `[n, L]` at normalised latents `x` `[n, L]` and time `t`, given `e_pert`
+    /// `[n, P]` and the layer-normed control embedding `[n, Z]`.
+    fn velocity(&self, x: &[f32], t: f32, e: &[f32], cell: &[f32], n: usize) -> Vec<f32> {
+        let (half, p, z) = (self.sizes.time_dim / 2, self.sizes.pert_dim, self.sizes.cell_dim);
+        let arg: Vec<f32> = (0..half).map(|k| t * 1000f32.powf(k as f32 / half.max(1) as f32)).collect();
+        let row: Vec<f32> = (0..n).flat_map(|i| arg.iter().map(|a| a.sin()).chain(arg.iter().map(|a| a.cos())).chain(e[i * p..(i + 1) * p].iter().copied()).chain(cell[i * z..(i + 1) * z].iter().copied()).collect::<Vec<f32>>()).collect();
+        let cond = matmul_int8_reference(&row, n, &self.cond, Activation::Gelu, None);
+        let hd = self.sizes.hidden;
+        let mut h = matmul_int8_reference(x, n, &self.input, Activation::None, None);
+        for b in &self.blocks {
+            let gb = matmul_int8_reference(&cond, n, &b.film, Activation::None, None);
+            let mut y = layernorm_reference(&h, n, hd, &b.norm, LN_EPS);
+            for i in 0..n {
+                for j in 0..hd {
+                    y[i * hd + j] = y[i * hd + j] * (gb[i * 2 * hd + j] + 1.0) + gb[i * 2 * hd + hd + j];
+                }
+            }
+            let y = matmul_int8_reference(&y, n, &b.fc1, Activation::Gelu, None);
+            h = matmul_int8_reference(&y, n, &b.fc2, Activation::None, Some(&h));
+        }
+        matmul_int8_reference(&h, n, &self.out, Activation::None, None)
+    }
+
+    /// Generates the target morphology of `n` control patches `[n, S²]`: encode, normalise by
+    /// `latent_mean` `[L]` / `latent_scale`, integrate `steps` steps of `solver` from `t = 0`
+    /// to 1 under `cond`, de-normalise, decode.
+    pub fn sample(&self, control_patches: &[f32], cond: &FlowCondition<'_>, latent_mean: &[f32], latent_scale: f32, steps: usize, solver: FlowSolver) -> Result<FlowSample, EngineError> {
+        let FlowSizes { patch_px: s, latent: l, dg_components: k, cell_dim: z, n_transitions, .. } = self.sizes;
+        let n = cond.tokens.len();
+        check_len("control patches [n, S²]", control_patches, n * s * s)?;
+        check_len("Δg PCA coordinates [n, K]", cond.dg, n * k)?;
+        check_len("cell embedding [n, Z]", cond.cell, n * z)?;
+        check_len("latent mean [L]", latent_mean, l)?;
+        if let Some(&bad) = cond.tokens.iter().find(|&&t| t as usize >= n_transitions) {
+            return Err(EngineError::FlowInput { reason: format!("transition token {bad} is not below the model's {n_transitions} transitions; pass token indices of flow.json's transitions") });
+        }
+        if !(latent_scale.is_finite() && latent_scale > 0.0) || steps == 0 {
+            return Err(EngineError::FlowInput { reason: format!("latent scale {latent_scale} must be positive and finite and steps {steps} at least 1; pass flow.json's latent_scale") });
+        }
+        if let Some(index) = control_patches.iter().chain(cond.dg).chain(cond.cell).position(|v| !v.is_finite()) {
+            return Err(EngineError::FlowInput { reason: format!("non-finite value at flat index {index} of the patches ‖ Δg ‖ cell embedding; clean the inputs") });
+        }
+        let raw = self.encode(control_patches)?;
+        let mut x: Vec<f32> = raw.iter().enumerate().map(|(i, v)| (v - latent_mean[i % l]) / latent_scale).collect();
+        let e = self.pert(cond, n);
+        let cell = layernorm_reference(cond.cell, n, z, &self.cell_norm, LN_EPS);
+        let h = 1.0 / steps as f32;
+        for step in 0..steps {
+            let t = step as f32 * h;
+            let v1 = self.velocity(&x, t, &e, &cell, n);
+            x = match solver {
+                FlowSolver::Euler => x.iter().zip(&v1).map(|(a, v)| a + v * h).collect(),
+                FlowSolver::Heun => {
+                    let mid: Vec<f32> = x.iter().zip(&v1).map(|(a, v)| a + v * h).collect();
+                    let v2 = self.velocity(&mid, t + h, &e, &cell, n);
+                    x.iter().zip(v1.iter().zip(&v2)).map(|(a, (p, q))| a + (p + q) * (h / 2.0)).collect()
+                }
+            };
+        }
+        let latents: Vec<f32> = x.iter().enumerate().map(|(i, v)| v * latent_scale + latent_mean[i % l]).collect();
+        let patches = self.decode(&latents)?;
+        Ok(FlowSample { latents, patches })
+    }
+}
