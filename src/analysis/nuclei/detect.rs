@@ -18,7 +18,7 @@
 
 use crate::analysis::error::AnalysisError;
 use crate::data::image::GrayImage16;
-use crate::util::parallel::map_row_chunks;
+use super::tiles::{Tile, TileGrid};
 
 /// Default expected nucleus diameter in µm (breast tissue nuclei are about 6-10 µm).
 pub const DEFAULT_NUCLEUS_DIAMETER_UM: f32 = 8.0;
@@ -168,10 +168,8 @@ pub fn detect_nuclei(
     // at its centre: the raw Otsu threshold, carried to the smoothed image the same way.
     let (otsu, background) = otsu_threshold(image);
     let threshold = background + (1.0 - (-1.0f64).exp()) as f32 * (otsu * opts.threshold_scale - background);
-    let tile = opts.tile_px;
-    let (tiles_x, tiles_y) = (image.width.div_ceil(tile), image.height.div_ceil(tile));
-    let n_tiles = tiles_x * tiles_y;
-    let side = tile + 2 * halo;
+    let grid = TileGrid { width: image.width, height: image.height, tile: opts.tile_px, halo };
+    let side = grid.region_side();
     let ctx = TileContext {
         image,
         kernel: &kernel,
@@ -179,12 +177,8 @@ pub fn detect_nuclei(
         threshold,
         nms_r2: min_distance_px * min_distance_px,
         nms,
-        halo,
-        tile,
     };
-    let mut nuclei = map_row_chunks(n_tiles, 2, |range| {
-        range.flat_map(|t| ctx.run(t % tiles_x, t / tiles_x)).collect::<Vec<_>>()
-    });
+    let mut nuclei = grid.map(|tile| ctx.run(tile));
     nuclei.sort_by_key(|&(idx, _)| idx);
     Ok(NucleusDetection {
         nuclei: nuclei.into_iter().map(|(_, n)| n).collect(),
@@ -192,7 +186,7 @@ pub fn detect_nuclei(
         min_distance_px,
         threshold,
         halo_px: halo,
-        n_tiles,
+        n_tiles: grid.n_tiles(),
         tile_bytes: 3 * side * side * std::mem::size_of::<f32>(),
     })
 }
@@ -215,60 +209,15 @@ struct TileContext<'a> {
     threshold: f32,
     nms_r2: f32,
     nms: usize,
-    halo: usize,
-    tile: usize,
 }
 
 impl TileContext<'_> {
-    /// Nuclei whose peak lies in tile `(tx, ty)`, with their global raster index.
-    fn run(&self, tx: usize, ty: usize) -> Vec<(usize, Nucleus)> {
+    /// Nuclei whose peak lies in the core of `tile`, with their global raster index.
+    fn run(&self, tile: &Tile) -> Vec<(usize, Nucleus)> {
         let img = self.image;
         let (w, h) = (img.width as isize, img.height as isize);
-        let halo = self.halo as isize;
-        // Region in global coordinates: core ± halo (may extend past the image; those pixels
-        // replicate the nearest edge pixel, as whole-image processing would).
-        let x0 = (tx * self.tile) as isize - halo;
-        let y0 = (ty * self.tile) as isize - halo;
-        let core_w = self.tile.min(img.width - tx * self.tile);
-        let core_h = self.tile.min(img.height - ty * self.tile);
-        let rw = core_w + 2 * self.halo;
-        let rh = core_h + 2 * self.halo;
-        let mut raw = vec![0f32; rw * rh];
-        for r in 0..rh {
-            let gy = (y0 + r as isize).clamp(0, h - 1) as usize;
-            let row = &img.pixels[gy * img.width..(gy + 1) * img.width];
-            for c in 0..rw {
-                let gx = (x0 + c as isize).clamp(0, w - 1) as usize;
-                raw[r * rw + c] = f32::from(row[gx]);
-            }
-        }
-        // Separable Gaussian; taps beyond the region clamp to its edge (those values only
-        // reach halo pixels that no decision reads).
-        let k = self.kernel;
-        let kr = (k.len() / 2) as isize;
-        let mut tmp = vec![0f32; rw * rh];
-        for r in 0..rh {
-            let src = &raw[r * rw..(r + 1) * rw];
-            for c in 0..rw {
-                let mut acc = 0.0f32;
-                for (i, &kv) in k.iter().enumerate() {
-                    let cc = (c as isize + i as isize - kr).clamp(0, rw as isize - 1) as usize;
-                    acc += kv * src[cc];
-                }
-                tmp[r * rw + c] = acc;
-            }
-        }
-        let mut g = raw; // reuse the buffer
-        for r in 0..rh {
-            for c in 0..rw {
-                let mut acc = 0.0f32;
-                for (i, &kv) in k.iter().enumerate() {
-                    let rr = (r as isize + i as isize - kr).clamp(0, rh as isize - 1) as usize;
-                    acc += kv * tmp[rr * rw + c];
-                }
-                g[r * rw + c] = acc;
-            }
-        }
+        let (rw, rh) = (tile.rw, tile.rh);
+        let (g, tmp) = tile.gaussian(tile.read(img), self.kernel);
         // L = -σ² ∇² G on the region minus its outer ring.
         let s2 = self.sigma * self.sigma;
         let mut lap = tmp; // reuse
@@ -280,20 +229,19 @@ impl TileContext<'_> {
                 lap[i] = -s2 * sum;
             }
         }
-        let global = |r: usize, c: usize| -> (isize, isize) { (y0 + r as isize, x0 + c as isize) };
         let index = |gy: isize, gx: isize| (gy * w + gx) as usize;
         // p beats q when its response is larger, or equal with a smaller raster index.
         let beats = |lp: f32, ip: usize, lq: f32, iq: usize| lp > lq || (lp == lq && ip < iq);
         let nms = self.nms as isize;
         let mut found = Vec::new();
-        for r in self.halo..self.halo + core_h {
-            for c in self.halo..self.halo + core_w {
+        for r in tile.halo..tile.halo + tile.core_h {
+            for c in tile.halo..tile.halo + tile.core_w {
                 let i = r * rw + c;
                 let l = lap[i];
                 if !(l > 0.0) || g[i] < self.threshold {
                     continue;
                 }
-                let (gy, gx) = global(r, c);
+                let (gy, gx) = tile.global(r, c);
                 let ip = index(gy, gx);
                 let mut keep = true;
                 // 3×3 first (cheap), then the whole disk.

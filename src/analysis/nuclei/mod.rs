@@ -23,6 +23,7 @@
 pub mod detect;
 pub mod evaluate;
 pub mod stain;
+mod tiles;
 pub mod watershed;
 
 pub use detect::{
