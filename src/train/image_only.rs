@@ -634,7 +634,7 @@ fn summary(
          {} cells, {} classes (SingleR-style reference labels from expression; no expert labels). \
          Split: {} spatial-block fold(s) of {} µm blocks (seed {}), cells train/val/test per fold {}; \
          validation = whole blocks of each fold's training cells, used only to pick the kept epoch.\n\n\
-         Image-only model: {}×{} px DAPI patches at {} µm/px centred on the nucleus; ViT patch {} px, width {}, \
+         Image-only model: {}×{} px {} patches at {} µm/px centred on the nucleus; ViT patch {} px, width {}, \
          {} blocks, {} heads, cell token = mean of the {} centre tokens → linear head. Trained jointly with \
          CE × {} + bidirectional InfoNCE (τ 0.1, to an MLP expression encoder over the {} normalised genes) × {} + \
          distillation (cosine distance to the stop-gradient expression embedding) × {}; AdamW lr {}, weight decay {}, \
@@ -649,6 +649,10 @@ fn summary(
         sizes.join(", "),
         m.image_size,
         m.image_size,
+        match opts.stain {
+            PatchStain::Dapi => "DAPI",
+            PatchStain::He => "H&E (haematoxylin channel, through the alignment matrix)",
+        },
         opts.um_per_px,
         m.vit_patch,
         m.width,
