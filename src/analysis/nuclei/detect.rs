@@ -18,6 +18,7 @@
 
 use crate::analysis::error::AnalysisError;
 use crate::data::image::GrayImage16;
+use crate::data::{PyramidTiff, TiffSource};
 use super::tiles::{Tile, TileGrid};
 
 /// Default expected nucleus diameter in µm (breast tissue nuclei are about 6-10 µm).
@@ -93,7 +94,12 @@ pub fn otsu_threshold(image: &GrayImage16) -> (f32, f32) {
     for &p in &image.pixels {
         hist[usize::from(p)] += 1;
     }
-    let total = image.pixels.len() as f64;
+    otsu_from_histogram(&hist)
+}
+
+/// Otsu's threshold and background mean (as [`otsu_threshold`]) from a 65,536-bin histogram.
+fn otsu_from_histogram(hist: &[u64]) -> (f32, f32) {
+    let total: f64 = hist.iter().map(|&c| c as f64).sum();
     if total == 0.0 {
         return (0.0, 0.0);
     }
@@ -119,6 +125,62 @@ pub fn otsu_threshold(image: &GrayImage16) -> (f32, f32) {
     (best_t as f32, best_m0 as f32)
 }
 
+/// A grayscale image that detection reads window by window: a decoded [`GrayImage16`], or a
+/// TIFF level ([`TiffLevelImage`]) whose strips/tiles are decoded per window, so a whole-slide
+/// level is never held whole.
+pub trait NucleusImage: Sync {
+    /// `(width, height)` in pixels.
+    fn size(&self) -> (usize, usize);
+    /// Pixels of the window `[x0, y0, width, height]` (inside the image), `[height, width]`
+    /// row-major.
+    fn window(&self, window: [usize; 4]) -> Result<Vec<u16>, AnalysisError>;
+}
+
+impl NucleusImage for GrayImage16 {
+    fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+    fn window(&self, [x0, y0, w, h]: [usize; 4]) -> Result<Vec<u16>, AnalysisError> {
+        let mut out = Vec::with_capacity(w * h);
+        for r in y0..y0 + h {
+            out.extend_from_slice(&self.pixels[r * self.width + x0..][..w]);
+        }
+        Ok(out)
+    }
+}
+
+/// One level of one plane of a (OME-)TIFF as a [`NucleusImage`]: each window decodes only the
+/// strips or tiles it touches ([`PyramidTiff::read_gray_window`]).
+pub struct TiffLevelImage<'a, S: TiffSource> {
+    tiff: &'a PyramidTiff<S>,
+    plane: usize,
+    level: usize,
+    size: (usize, usize),
+}
+
+impl<'a, S: TiffSource> TiffLevelImage<'a, S> {
+    /// Level `level` of plane `plane`; fails naming the plane/level when absent.
+    pub fn new(tiff: &'a PyramidTiff<S>, plane: usize, level: usize) -> Result<Self, AnalysisError> {
+        let levels = tiff.levels();
+        let l = levels.get(level).ok_or_else(|| {
+            AnalysisError::param("level", level, format!("a level of {} (it has {})", tiff.path().display(), levels.len()))
+        })?;
+        if plane >= tiff.n_planes() {
+            return Err(AnalysisError::param("plane", plane, format!("a plane of {} (it has {})", tiff.path().display(), tiff.n_planes())));
+        }
+        Ok(TiffLevelImage { tiff, plane, level, size: (l.width, l.height) })
+    }
+}
+
+impl<S: TiffSource + Sync> NucleusImage for TiffLevelImage<'_, S> {
+    fn size(&self) -> (usize, usize) {
+        self.size
+    }
+    fn window(&self, window: [usize; 4]) -> Result<Vec<u16>, AnalysisError> {
+        Ok(self.tiff.read_gray_window(self.plane, self.level, window)?.0.pixels)
+    }
+}
+
 /// Finds nucleus centroids in a DAPI image with pixels of `um_per_px` µm (see the module
 /// documentation for the method).
 ///
@@ -131,6 +193,21 @@ pub fn detect_nuclei(
     um_per_px: f32,
     opts: &NucleusOptions,
 ) -> Result<NucleusDetection, AnalysisError> {
+    detect_nuclei_in(image, um_per_px, opts)
+}
+
+/// [`detect_nuclei`] on any [`NucleusImage`], reading it one tile (plus halo) at a time: a
+/// first pass over the tiles builds the intensity histogram (Otsu), a second detects. With a
+/// [`TiffLevelImage`] the level is never decoded whole: working memory is, per worker, one
+/// tile's window as `u16`, the strips/tiles of the file it touches, and the f32 buffers of
+/// [`NucleusDetection::tile_bytes`]; plus the nuclei found. Identical output to
+/// [`detect_nuclei`] on the decoded level.
+pub fn detect_nuclei_in(
+    image: &dyn NucleusImage,
+    um_per_px: f32,
+    opts: &NucleusOptions,
+) -> Result<NucleusDetection, AnalysisError> {
+    let (width, height) = image.size();
     let positive = |name: &'static str, v: f32, what: &str| {
         if v.is_finite() && v > 0.0 {
             Ok(())
@@ -146,9 +223,9 @@ pub fn detect_nuclei(
     if opts.tile_px < 16 {
         return Err(AnalysisError::param("tile_px", opts.tile_px, "at least 16 pixels (512 is a good default)"));
     }
-    if image.width == 0 || image.height == 0 {
+    if width == 0 || height == 0 {
         return Err(AnalysisError::Empty {
-            what: format!("DAPI image [{}, {}]", image.height, image.width),
+            what: format!("DAPI image [{height}, {width}]"),
         });
     }
     let sigma = opts.diameter_um / (2.0 * std::f32::consts::SQRT_2 * um_per_px);
@@ -166,9 +243,20 @@ pub fn detect_nuclei(
     let halo = radius + 1 + nms + 1;
     // A disk of radius r = σ√2 at intensity n on background b smooths to b + (1 - e⁻¹)(n - b)
     // at its centre: the raw Otsu threshold, carried to the smoothed image the same way.
-    let (otsu, background) = otsu_threshold(image);
+    let bins = TileGrid { width, height, tile: opts.tile_px, halo: 0 }.map(|tile| {
+        vec![image.window([tile.x0 as usize, tile.y0 as usize, tile.core_w, tile.core_h]).map(|px| {
+            let mut hist = vec![0u64; 1 << 16];
+            px.iter().for_each(|&p| hist[usize::from(p)] += 1);
+            hist
+        })]
+    });
+    let mut hist = vec![0u64; 1 << 16];
+    for h in bins {
+        hist.iter_mut().zip(h?).for_each(|(a, b)| *a += b);
+    }
+    let (otsu, background) = otsu_from_histogram(&hist);
     let threshold = background + (1.0 - (-1.0f64).exp()) as f32 * (otsu * opts.threshold_scale - background);
-    let grid = TileGrid { width: image.width, height: image.height, tile: opts.tile_px, halo };
+    let grid = TileGrid { width, height, tile: opts.tile_px, halo };
     let side = grid.region_side();
     let ctx = TileContext {
         image,
@@ -178,7 +266,10 @@ pub fn detect_nuclei(
         nms_r2: min_distance_px * min_distance_px,
         nms,
     };
-    let mut nuclei = grid.map(|tile| ctx.run(tile));
+    let mut nuclei = Vec::new();
+    for found in grid.map(|tile| vec![ctx.run(tile)]) {
+        nuclei.extend(found?);
+    }
     nuclei.sort_by_key(|&(idx, _)| idx);
     Ok(NucleusDetection {
         nuclei: nuclei.into_iter().map(|(_, n)| n).collect(),
@@ -203,7 +294,7 @@ pub(crate) fn gaussian_kernel(sigma: f32) -> Vec<f32> {
 }
 
 struct TileContext<'a> {
-    image: &'a GrayImage16,
+    image: &'a dyn NucleusImage,
     kernel: &'a [f32],
     sigma: f32,
     threshold: f32,
@@ -213,11 +304,11 @@ struct TileContext<'a> {
 
 impl TileContext<'_> {
     /// Nuclei whose peak lies in the core of `tile`, with their global raster index.
-    fn run(&self, tile: &Tile) -> Vec<(usize, Nucleus)> {
-        let img = self.image;
-        let (w, h) = (img.width as isize, img.height as isize);
+    fn run(&self, tile: &Tile) -> Result<Vec<(usize, Nucleus)>, AnalysisError> {
+        let (w, h) = self.image.size();
+        let (w, h) = (w as isize, h as isize);
         let (rw, rh) = (tile.rw, tile.rh);
-        let (g, tmp) = tile.gaussian(tile.read(img), self.kernel);
+        let (g, tmp) = tile.gaussian(tile.read(self.image)?, self.kernel);
         // L = -σ² ∇² G on the region minus its outer ring.
         let s2 = self.sigma * self.sigma;
         let mut lap = tmp; // reuse
@@ -289,6 +380,6 @@ impl TileContext<'_> {
                 ));
             }
         }
-        found
+        Ok(found)
     }
 }

@@ -2,7 +2,8 @@
 //! the image's edge pixels replicated and Gaussian-smoothed on its own, so a tile's core
 //! pixels get exactly the values whole-image processing would give (same taps, same order).
 
-use crate::data::image::GrayImage16;
+use super::detect::NucleusImage;
+use crate::analysis::error::AnalysisError;
 use crate::util::parallel::map_row_chunks;
 
 /// An image of `width × height` pixels cut into `tile × tile` cores with `halo` pixels around.
@@ -68,19 +69,25 @@ impl TileGrid {
 }
 
 impl Tile {
-    /// The region's pixels `[rh, rw]` as f32; pixels past the image replicate the nearest
-    /// edge pixel, as whole-image processing does.
-    pub fn read(&self, image: &GrayImage16) -> Vec<f32> {
-        let (w, h) = (image.width as isize, image.height as isize);
+    /// The region's pixels `[rh, rw]` as f32, read from `image` as one window (the region
+    /// clipped to the image); pixels past the image replicate the nearest edge pixel, as
+    /// whole-image processing does.
+    pub fn read(&self, image: &dyn NucleusImage) -> Result<Vec<f32>, AnalysisError> {
+        let (w, h) = image.size();
+        let (wx0, wy0) = (self.x0.max(0) as usize, self.y0.max(0) as usize);
+        let wx1 = ((self.x0 + self.rw as isize) as usize).min(w);
+        let wy1 = ((self.y0 + self.rh as isize) as usize).min(h);
+        let ww = wx1 - wx0;
+        let win = image.window([wx0, wy0, ww, wy1 - wy0])?;
         let mut raw = vec![0f32; self.rw * self.rh];
         for r in 0..self.rh {
-            let gy = (self.y0 + r as isize).clamp(0, h - 1) as usize;
-            let row = &image.pixels[gy * image.width..(gy + 1) * image.width];
+            let gy = (self.y0 + r as isize).clamp(0, h as isize - 1) as usize - wy0;
+            let row = &win[gy * ww..(gy + 1) * ww];
             for (c, v) in raw[r * self.rw..(r + 1) * self.rw].iter_mut().enumerate() {
-                *v = f32::from(row[(self.x0 + c as isize).clamp(0, w - 1) as usize]);
+                *v = f32::from(row[(self.x0 + c as isize).clamp(0, w as isize - 1) as usize - wx0]);
             }
         }
-        raw
+        Ok(raw)
     }
 
     /// Separable Gaussian of the region `raw` `[rh, rw]` with taps clamped to the region's
