@@ -243,16 +243,22 @@ pub fn detect_nuclei_in(
     let halo = radius + 1 + nms + 1;
     // A disk of radius r = σ√2 at intensity n on background b smooths to b + (1 - e⁻¹)(n - b)
     // at its centre: the raw Otsu threshold, carried to the smoothed image the same way.
-    let bins = TileGrid { width, height, tile: opts.tile_px, halo: 0 }.map(|tile| {
-        vec![image.window([tile.x0 as usize, tile.y0 as usize, tile.core_w, tile.core_h]).map(|px| {
-            let mut hist = vec![0u64; 1 << 16];
-            px.iter().for_each(|&p| hist[usize::from(p)] += 1);
-            hist
-        })]
-    });
+    // The histogram pass folds a few tiles at a time: one 512 KiB histogram per tile in flight,
+    // never one per tile of the image.
+    let cores = TileGrid { width, height, tile: opts.tile_px, halo: 0 };
     let mut hist = vec![0u64; 1 << 16];
-    for h in bins {
-        hist.iter_mut().zip(h?).for_each(|(a, b)| *a += b);
+    let batch = 4 * crate::util::parallel::worker_count().max(1);
+    for start in (0..cores.n_tiles()).step_by(batch) {
+        let end = (start + batch).min(cores.n_tiles());
+        for part in cores.map_range(start..end, |tile| {
+            vec![image.window([tile.x0 as usize, tile.y0 as usize, tile.core_w, tile.core_h]).map(|px| {
+                let mut h = vec![0u64; 1 << 16];
+                px.iter().for_each(|&p| h[usize::from(p)] += 1);
+                h
+            })]
+        }) {
+            hist.iter_mut().zip(part?).for_each(|(a, b)| *a += b);
+        }
     }
     let (otsu, background) = otsu_from_histogram(&hist);
     let threshold = background + (1.0 - (-1.0f64).exp()) as f32 * (otsu * opts.threshold_scale - background);

@@ -64,7 +64,13 @@ impl TileGrid {
 
     /// `f` on every tile (in parallel natively), results concatenated in tile order.
     pub fn map<T: Send>(&self, f: impl Fn(&Tile) -> Vec<T> + Sync) -> Vec<T> {
-        map_row_chunks(self.n_tiles(), 2, |range| range.flat_map(|t| f(&self.tile(t))).collect::<Vec<_>>())
+        self.map_range(0..self.n_tiles(), f)
+    }
+
+    /// `f` on tiles `range` (in parallel natively), results concatenated in tile order.
+    pub fn map_range<T: Send>(&self, range: std::ops::Range<usize>, f: impl Fn(&Tile) -> Vec<T> + Sync) -> Vec<T> {
+        let start = range.start;
+        map_row_chunks(range.len(), 2, |r| r.flat_map(|i| f(&self.tile(start + i))).collect::<Vec<_>>())
     }
 }
 
