@@ -268,6 +268,8 @@ export interface GrayImage {
 export interface TiffImage extends GrayImage {
   /** [height*width] row-major (8-bit samples widened unchanged). */
   pixels: Uint16Array;
+  /** Samples per pixel: 1 (grayscale). */
+  channels: 1;
   /** Index of the level read (0 = full resolution). */
   level: number;
   downsample: number;
@@ -292,6 +294,26 @@ export interface TiffImage extends GrayImage {
  * a {@link CellSymphonyError} (code "input") naming the TIFF field and value. */
 export declare function readTiff(bytes: Uint8Array | ArrayBuffer, options?: ReadTiffOptions): Promise<TiffImage>;
 
+/** An RGB image (e.g. H&E), interleaved R, G, B, row-major `[height*width*3]`. */
+export interface RgbImage {
+  width: number;
+  height: number;
+  pixels: Uint8Array;
+}
+
+/** What {@link readTiffRgb} returns: as {@link TiffImage}, with RGB pixels. */
+export interface RgbTiffImage extends Omit<TiffImage, "pixels" | "channels"> {
+  /** [height*width*3] interleaved R, G, B, row-major. */
+  pixels: Uint8Array;
+  /** Samples per pixel: 3. */
+  channels: 3;
+}
+
+/** Reads one pyramid level of an 8-bit RGB TIFF / OME-TIFF (e.g. H&E) as {@link readTiff}
+ * reads grayscale (same options and limits; `plane` must be 0). A grayscale file rejects
+ * naming `SamplesPerPixel`. Pass the result to `detectNuclei(img, {stain: "he", ...})`. */
+export declare function readTiffRgb(bytes: Uint8Array | ArrayBuffer, options?: ReadTiffOptions): Promise<RgbTiffImage>;
+
 /** Options of {@link detectNuclei}. */
 export interface DetectNucleiOptions {
   /** µm per pixel of the image (required; `readTiff(...).umPerPx`). */
@@ -306,6 +328,25 @@ export interface DetectNucleiOptions {
   tilePx?: number;
   /** Slide position [x, y] (µm) of pixel (0, 0)'s centre, default [0, 0] (`readTiff(...).originUm`). */
   originUm?: [number, number];
+  /** "dapi" (default: a grayscale image, bright nuclei) or "he" (an {@link RgbImage}: colour
+   * deconvolution to the haematoxylin channel, then the same detection). */
+  stain?: "dapi" | "he";
+  /** Also grow nucleus masks by the native marker-controlled watershed (default false). */
+  watershed?: boolean;
+}
+
+/** Nucleus masks, with `detectNuclei(..., {watershed: true})`. */
+export interface NucleusMasks {
+  /** [height*width] row-major: 0 background, i + 1 nucleus i. */
+  labels: Uint32Array;
+  /** [n] mask area in pixels (at least 1, the seed). */
+  areaPx: Uint32Array;
+  /** [n] mask area in µm². */
+  areaUm2: Float32Array;
+  /** [n*2] (col, row) mask centroids. */
+  maskCentroidsPx: Float32Array;
+  /** [n*2] (x, y) µm mask centroids. */
+  maskCentroidsUm: Float32Array;
 }
 
 /** Detected nuclei, in the order of the native `detect-nuclei` CSV. */
@@ -328,9 +369,14 @@ export interface NucleusDetection {
   tileBytes: number;
 }
 
-/** Finds nucleus centroids in a DAPI image with the native `detect-nuclei` method and output
- * (LoG maxima at the nucleus scale above an Otsu threshold, in tiles with a halo). */
-export declare function detectNuclei(image: GrayImage, options: DetectNucleiOptions): Promise<NucleusDetection>;
+/** Finds nucleus centroids in a DAPI image (or, with `stain: "he"`, an RGB H&E image through
+ * its haematoxylin channel) with the native `detect-nuclei` method and output (LoG maxima at
+ * the nucleus scale above an Otsu threshold, in tiles with a halo); with `watershed: true`
+ * also the native watershed masks ({@link NucleusMasks}). */
+export declare function detectNuclei(image: RgbImage, options: DetectNucleiOptions & { stain: "he"; watershed: true }): Promise<NucleusDetection & NucleusMasks>;
+export declare function detectNuclei(image: RgbImage, options: DetectNucleiOptions & { stain: "he" }): Promise<NucleusDetection & Partial<NucleusMasks>>;
+export declare function detectNuclei(image: GrayImage, options: DetectNucleiOptions & { stain?: "dapi"; watershed: true }): Promise<NucleusDetection & NucleusMasks>;
+export declare function detectNuclei(image: GrayImage, options: DetectNucleiOptions & { stain?: "dapi" }): Promise<NucleusDetection & Partial<NucleusMasks>>;
 
 /** Options of {@link cutPatches}. */
 export interface CutPatchesOptions {

@@ -168,6 +168,8 @@ export const readXeniumCells = reader("readXeniumCells");
 export const readXeniumZarr = reader("readXeniumZarr");
 /** One pyramid level of a (OME-)TIFF from its bytes, reading only that level (see index.d.ts). */
 export const readTiff = reader("readTiff");
+/** One pyramid level of an 8-bit RGB (e.g. H&E) TIFF from its bytes (see index.d.ts). */
+export const readTiffRgb = reader("readTiffRgb");
 /** Nucleus centroids in a DAPI image, as the native `detect-nuclei` (see index.d.ts). */
 export const detectNuclei = reader("detectNuclei");
 /** Classifier patches cut at centres (µm) of an image with the native patch code (see index.d.ts). */

@@ -56,11 +56,16 @@ cp "$out/genetok/gene_only_tokens/engine/model.int8.safetensors" "$out/www-data/
   || { cat "$out/genetok_classify.log"; die "classifying the crop with the gene-token model failed"; }
 "$bin" align --epochs 3 --out "$out/align" --www "$out/www-data" > "$out/align.log" 2>&1 \
   || { cat "$out/align.log"; die "alignment for the browser test failed"; }
-# Image-only slide: the crop's DAPI TIFF (no transcripts) and the native detect-nuclei output
-# that readTiff + detectNuclei in the page must reproduce (~2 s).
-mkdir -p "$out/www-data/nuclei"
-cp "$(ls "$CELLSYMPHONY_DATA"/bidcell-*/data/dataset_xenium_breast1_small/morphology_mip_small.tif | head -1)" "$out/www-data/nuclei/dapi.tif"
-"$bin" detect-nuclei --image "$out/www-data/nuclei/dapi.tif" --um-per-px 0.2125 --out "$out/www-data/nuclei/native.csv" > "$out/nuclei.log" 2>&1 \
+# Image-only slide: the crop's DAPI TIFF (no transcripts) and a synthetic H&E TIFF (seeded), and
+# the native detect-nuclei + watershed output that readTiff / readTiffRgb + detectNuclei in the
+# page must reproduce (~4 s).
+nuc="$out/www-data/nuclei"
+mkdir -p "$nuc"
+cp "$(ls "$CELLSYMPHONY_DATA"/bidcell-*/data/dataset_xenium_breast1_small/morphology_mip_small.tif | head -1)" "$nuc/dapi.tif"
+node tests/browser/synth_he.mjs "$nuc/he.tif" > "$out/nuclei.log" 2>&1 \
+  || { cat "$out/nuclei.log"; die "writing the synthetic H&E TIFF failed"; }
+{ "$bin" detect-nuclei --image "$nuc/dapi.tif" --um-per-px 0.2125 --watershed --labels-out "$nuc/dapi_labels.npy" --out "$nuc/native.csv" \
+  && "$bin" detect-nuclei --image "$nuc/he.tif" --stain he --um-per-px 0.5 --watershed --labels-out "$nuc/he_labels.npy" --out "$nuc/he_native.csv"; } >> "$out/nuclei.log" 2>&1 \
   || { cat "$out/nuclei.log"; die "detect-nuclei for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.
 CELLSYMPHONY_REQUIRE_MODELS=1 CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"

@@ -1053,14 +1053,55 @@ pub fn read_tiff(
     #[wasm_bindgen(unchecked_param_type = "{ targetUmPerPx?: number, umPerPx?: number, plane?: number, name?: string } | undefined")]
     options: JsValue,
 ) -> Result<JsValue, JsError> {
+    read_tiff_level("readTiff", bytes, options, |tiff, plane, level| {
+        let read = tiff.read_gray(plane, level)?;
+        let pixels = js_sys::Uint16Array::from(read.image.pixels.as_slice()).into();
+        Ok((read.image.width, read.image.height, pixels, read.downsample, read.um_per_px, read.stats))
+    })
+}
+
+/// Read one pyramid level of an 8-bit RGB TIFF / OME-TIFF (e.g. an H&E image) from its bytes,
+/// as [`read_tiff`] reads grayscale (same options; `plane` must be 0): only the directories
+/// and that level's strips or tiles are copied into wasm memory. Returns what `readTiff`
+/// returns with `pixels: Uint8Array [height*width*3]` (interleaved R, G, B, row-major) and
+/// `channels: 3`; pass it to `detectNuclei(image, {stain: "he", ...})`. A grayscale file
+/// throws naming `SamplesPerPixel`.
+#[wasm_bindgen(js_name = readTiffRgb)]
+pub fn read_tiff_rgb(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] bytes: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "{ targetUmPerPx?: number, umPerPx?: number, plane?: number, name?: string } | undefined")]
+    options: JsValue,
+) -> Result<JsValue, JsError> {
+    read_tiff_level("readTiffRgb", bytes, options, |tiff, plane, level| {
+        if plane != 0 {
+            return Err(data::DataError::InvalidArgument { name: "plane", value: plane.to_string(), expected: "0 (an RGB TIFF has one plane)" });
+        }
+        let read = tiff.read_rgb(level)?;
+        let pixels = js_sys::Uint8Array::from(read.image.pixels.as_slice()).into();
+        Ok((read.image.width, read.image.height, pixels, read.downsample, read.um_per_px, read.stats))
+    })
+}
+
+/// What a level reader of [`read_tiff_level`] returns: width, height, pixels (a typed array),
+/// downsample, µm per pixel of the level, read statistics.
+type TiffLevelRead = (usize, usize, JsValue, f32, Option<f32>, data::ReadStats);
+
+/// The shared part of [`read_tiff`] and [`read_tiff_rgb`]: options, level choice, and the
+/// result object around the pixels `read` decodes.
+fn read_tiff_level(
+    call: &str,
+    bytes: JsValue,
+    options: JsValue,
+    read: impl FnOnce(&data::PyramidTiff<JsBytes>, usize, usize) -> Result<TiffLevelRead, data::DataError>,
+) -> Result<JsValue, JsError> {
     let bytes = bytes_arg("bytes", &bytes)?;
-    let opts: ReadTiffOptions = if options.is_null() || options.is_undefined() { ReadTiffOptions::default() } else { options_from("readTiff options", options)? };
+    let opts: ReadTiffOptions = if options.is_null() || options.is_undefined() { ReadTiffOptions::default() } else { options_from(&format!("{call} options"), options)? };
     let name = opts.name.clone().unwrap_or_else(|| "image.tif".to_string());
     let err = |e: data::DataError| JsError::new(&e.to_string());
     let mut tiff = data::PyramidTiff::from_source(&name, JsBytes(bytes)).map_err(err)?.with_max_decoded_bytes(WASM_TIFF_MAX_DECODED_BYTES);
     if let Some(um) = opts.um_per_px {
         if !(um.is_finite() && um > 0.0) {
-            return Err(JsError::new(&format!("readTiff: `umPerPx` = {um}: pass a positive pixel size in µm (Xenium: 0.2125)")));
+            return Err(JsError::new(&format!("{call}: `umPerPx` = {um}: pass a positive pixel size in µm (Xenium: 0.2125)")));
         }
         tiff = tiff.with_um_per_px(um);
     }
@@ -1068,18 +1109,20 @@ pub fn read_tiff(
         Some(t) => tiff.level_for(t).map_err(err)?,
         None => 0,
     };
-    let read = tiff.read_gray(opts.plane, level).map_err(err)?;
+    let (width, height, pixels, downsample, level_um, stats) = read(&tiff, opts.plane, level).map_err(err)?;
+    let channels = js_length(&pixels) / (width as u64 * height as u64).max(1);
     let out = Object::new();
-    set(&out, "width", &JsValue::from_f64(read.image.width as f64))?;
-    set(&out, "height", &JsValue::from_f64(read.image.height as f64))?;
-    set(&out, "pixels", &js_sys::Uint16Array::from(read.image.pixels.as_slice()).into())?;
+    set(&out, "width", &JsValue::from_f64(width as f64))?;
+    set(&out, "height", &JsValue::from_f64(height as f64))?;
+    set(&out, "pixels", &pixels)?;
+    set(&out, "channels", &JsValue::from_f64(channels as f64))?;
     set(&out, "level", &JsValue::from_f64(level as f64))?;
-    set(&out, "downsample", &JsValue::from_f64(f64::from(read.downsample)))?;
-    let level_um = read.um_per_px.map_or(JsValue::NULL, |u| JsValue::from_f64(f64::from(u)));
+    set(&out, "downsample", &JsValue::from_f64(f64::from(downsample)))?;
+    let level_um = level_um.map_or(JsValue::NULL, |u| JsValue::from_f64(f64::from(u)));
     set(&out, "umPerPx", &level_um)?;
     let origin = match tiff.um_per_px() {
         Some(base) => {
-            let frame = data::morphology::level_frame(&data::ImageFrame::from_corner([0.0, 0.0], base), read.downsample);
+            let frame = data::morphology::level_frame(&data::ImageFrame::from_corner([0.0, 0.0], base), downsample);
             js_sys::Array::of2(&JsValue::from_f64(f64::from(frame.origin_um[0])), &JsValue::from_f64(f64::from(frame.origin_um[1]))).into()
         }
         None => JsValue::NULL,
@@ -1098,8 +1141,8 @@ pub fn read_tiff(
         levels.push(&o);
     }
     set(&out, "levels", &levels.into())?;
-    set(&out, "fileBytesRead", &JsValue::from_f64(read.stats.file_bytes_read as f64))?;
-    set(&out, "decodedBytes", &JsValue::from_f64(read.stats.decoded_bytes as f64))?;
+    set(&out, "fileBytesRead", &JsValue::from_f64(stats.file_bytes_read as f64))?;
+    set(&out, "decodedBytes", &JsValue::from_f64(stats.decoded_bytes as f64))?;
     Ok(out.into())
 }
 
@@ -1195,6 +1238,21 @@ struct DetectNucleiOptions {
     tile_px: Option<usize>,
     #[serde(default)]
     origin_um: [f32; 2],
+    #[serde(default)]
+    stain: NucleusStain,
+    #[serde(default)]
+    watershed: bool,
+}
+
+/// `detectNuclei`'s `stain` option.
+#[derive(serde::Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum NucleusStain {
+    /// A grayscale fluorescent image (bright nuclei).
+    #[default]
+    Dapi,
+    /// An RGB H&E image: colour deconvolution to haematoxylin first.
+    He,
 }
 
 /// Find nucleus centroids in a DAPI image with the native `detect-nuclei` (scale-normalised
@@ -1202,22 +1260,29 @@ struct DetectNucleiOptions {
 /// output). `image` is `{width, height, pixels: Uint16Array | Uint8Array [height*width]}`
 /// (e.g. `readTiff`'s result). `options`: `pixelSizeUm` (required), `diameterUm` (default 8),
 /// `minDistanceUm` (default half the diameter), `thresholdScale` (default 1), `tilePx`
-/// (default 512), `originUm` ([x, y] of pixel (0, 0)'s centre; default [0, 0]). Returns
+/// (default 512), `originUm` ([x, y] of pixel (0, 0)'s centre; default [0, 0]), `stain`
+/// (`"dapi"`, default, or `"he"`: `image` is then RGB `{width, height, pixels: Uint8Array
+/// [height*width*3]}` and detection runs on its haematoxylin channel, Ruifrok–Johnston colour
+/// deconvolution), `watershed` (default false: also the native watershed masks, see
+/// `set_nucleus_masks`). Returns
 /// `{nNuclei, centroidsPx: Float32Array [n*2] (col, row), centroidsUm: Float32Array [n*2]
 /// (x, y = px · pixelSizeUm + originUm), response: Float32Array [n], intensity: Float32Array
 /// [n], sigmaPx, threshold, nTiles, tileBytes}`.
 #[wasm_bindgen(js_name = detectNuclei)]
 pub fn detect_nuclei_js(
     #[wasm_bindgen(unchecked_param_type = "{ width: number, height: number, pixels: Uint16Array | Uint8Array }")] image: JsValue,
-    #[wasm_bindgen(unchecked_param_type = "{ pixelSizeUm: number, diameterUm?: number, minDistanceUm?: number, thresholdScale?: number, tilePx?: number, originUm?: [number, number] }")]
+    #[wasm_bindgen(unchecked_param_type = "{ pixelSizeUm: number, diameterUm?: number, minDistanceUm?: number, thresholdScale?: number, tilePx?: number, originUm?: [number, number], stain?: \"dapi\" | \"he\", watershed?: boolean }")]
     options: JsValue,
 ) -> Result<JsValue, JsError> {
     use crate::analysis::nuclei::{detect_nuclei, NucleusOptions};
-    let image = gray_image_arg("detectNuclei", &image)?;
     if options.is_null() || options.is_undefined() {
         return Err(missing("options", "{pixelSizeUm} at least"));
     }
     let o: DetectNucleiOptions = options_from("detectNuclei options", options)?;
+    let image = match o.stain {
+        NucleusStain::Dapi => gray_image_arg("detectNuclei", &image)?,
+        NucleusStain::He => crate::analysis::nuclei::haematoxylin(&rgb_image_arg("detectNuclei", &image)?),
+    };
     let defaults = NucleusOptions::default();
     let opts = NucleusOptions {
         diameter_um: o.diameter_um.unwrap_or(defaults.diameter_um),
@@ -1239,5 +1304,51 @@ pub fn detect_nuclei_js(
     set(&out, "threshold", &JsValue::from_f64(f64::from(det.threshold)))?;
     set(&out, "nTiles", &JsValue::from_f64(det.n_tiles as f64))?;
     set(&out, "tileBytes", &JsValue::from_f64(det.tile_bytes as f64))?;
+    if o.watershed {
+        set_nucleus_masks(&out, &image, &det, &frame, opts.diameter_um)?;
+    }
     Ok(out.into())
+}
+
+/// `detectNuclei(..., {watershed: true})`: the native watershed masks of `det` on `image`
+/// (the haematoxylin channel for H&E) as `labels: Uint32Array [height*width]` (0 background,
+/// i + 1 nucleus i), `areaPx: Uint32Array [n]`, `areaUm2: Float32Array [n]`,
+/// `maskCentroidsPx` / `maskCentroidsUm: Float32Array [n*2]`.
+fn set_nucleus_masks(
+    out: &Object,
+    image: &data::GrayImage16,
+    det: &crate::analysis::nuclei::NucleusDetection,
+    frame: &data::ImageFrame,
+    diameter_um: f32,
+) -> Result<(), JsError> {
+    let masks = crate::analysis::nuclei::watershed_nuclei(image, det, frame.um_per_px, diameter_um).map_err(|e| JsError::new(&format!("detectNuclei (watershed): {e}")))?;
+    set(out, "labels", &js_sys::Uint32Array::from(masks.labels.as_slice()).into())?;
+    set(out, "areaPx", &js_sys::Uint32Array::from(masks.area_px.as_slice()).into())?;
+    set(out, "areaUm2", &Float32Array::from(masks.area_um2(frame.um_per_px).as_slice()).into())?;
+    set(out, "maskCentroidsPx", &flat_xy(masks.centroid_px.iter().copied()).into())?;
+    set(out, "maskCentroidsUm", &flat_xy(masks.centroid_px.iter().map(|&p| frame.px_to_um(p))).into())?;
+    Ok(())
+}
+
+/// An RGB image argument `{width, height, pixels: Uint8Array [height*width*3]}` (interleaved
+/// R, G, B; e.g. `readTiffRgb`'s result), checked and copied into wasm memory.
+fn rgb_image_arg(call: &str, image: &JsValue) -> Result<data::RgbImage8, JsError> {
+    if image.is_null() || image.is_undefined() {
+        return Err(missing("image", "{width, height, pixels: Uint8Array [height*width*3]}"));
+    }
+    let field = |k: &str| Reflect::get(image, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
+    let width = size_arg("image.width", &field("width"), MAX_COUNT)?;
+    let height = size_arg("image.height", &field("height"), MAX_COUNT)?;
+    let n = (width as u64).saturating_mul(height as u64).saturating_mul(3);
+    if n > WASM_TIFF_MAX_DECODED_BYTES {
+        return Err(JsError::new(&format!("{call}: a {width} x {height} px RGB image is over the {} limit; read a coarser level", mib(WASM_TIFF_MAX_DECODED_BYTES))));
+    }
+    let pixels_js = field("pixels");
+    let Some(a) = pixels_js.dyn_ref::<js_sys::Uint8Array>() else {
+        return Err(JsError::new(&format!("{call}: `image.pixels` is {}: with stain \"he\" pass a Uint8Array [height*width*3] of interleaved RGB (readTiffRgb)", describe(&pixels_js))));
+    };
+    if u64::from(a.length()) != n {
+        return Err(JsError::new(&format!("{call}: `image.pixels` has length {}, expected width * height * 3 = {n} (RGB; stain \"he\")", a.length())));
+    }
+    data::RgbImage8::new(width, height, a.to_vec()).map_err(|e| JsError::new(&e.to_string()))
 }

@@ -566,3 +566,32 @@ fn malformed_tiffs_and_alignment_files_are_typed_errors() {
     std::fs::write(&header, "c0,c1,c2\n0.8,0,1\n0,0.8,2\n0,0,1\n").unwrap();
     assert!(read_he_alignment_csv(&header).is_ok());
 }
+
+/// Whole-slide detection without the whole level: windows decode only the tiles they touch and
+/// equal the decoded level's pixels; streaming detection (tile by tile from the file) gives the
+/// same nuclei as detection on the decoded level.
+#[test]
+fn tiff_windows_and_streaming_nucleus_detection_equal_the_decoded_level() {
+    use cellsymphony::analysis::nuclei::{detect_nuclei, detect_nuclei_in, NucleusOptions, TiffLevelImage};
+    let tiff = PyramidTiff::open(&fixtures().join("pyramid.ome.tif")).unwrap();
+    let level = tiff.read_gray(0, 1).unwrap();
+    let (img, um) = (&level.image, level.um_per_px.unwrap());
+    for window in [[0, 0, 1200, 900], [37, 411, 300, 129], [1199, 899, 1, 1]] {
+        let (got, stats) = tiff.read_gray_window(0, 1, window).unwrap();
+        let [x0, y0, w, h] = window;
+        let want: Vec<u16> = (y0..y0 + h).flat_map(|r| img.pixels[r * img.width + x0..][..w].to_vec()).collect();
+        assert!(got.pixels == want, "window {window:?} differs from the decoded level");
+        if w < 400 {
+            assert!(stats.file_bytes_read < level.stats.file_bytes_read / 2, "window {window:?} read {} bytes", stats.file_bytes_read);
+        }
+    }
+    let e = tiff.read_gray_window(0, 1, [1100, 0, 101, 10]).unwrap_err().to_string();
+    assert!(e.contains("window") && e.contains("1200"), "{e}");
+    let opts = NucleusOptions { tile_px: 256, ..Default::default() };
+    let whole = detect_nuclei(img, um, &opts).unwrap();
+    let streamed = detect_nuclei_in(&TiffLevelImage::new(&tiff, 0, 1).unwrap(), um, &opts).unwrap();
+    assert!(whole.nuclei.len() > 100, "{} nuclei", whole.nuclei.len());
+    assert_eq!(streamed, whole);
+    let e = TiffLevelImage::new(&tiff, 0, 3).err().unwrap().to_string();
+    assert!(e.contains("level") && e.contains("3"), "{e}");
+}

@@ -78,6 +78,10 @@ pub enum AnalysisError {
         /// Number of categories.
         n_categories: usize,
     },
+
+    /// Reading the image an analysis streams (e.g. a TIFF level read window by window) failed.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
 }
 
 impl AnalysisError {

@@ -576,6 +576,26 @@ impl<S: TiffSource> PyramidTiff<S> {
         Ok(self.level_image(level, image, stats))
     }
 
+    /// Decodes the window `[x0, y0, width, height]` (level pixels, inside the level) of level
+    /// `level` of plane `plane` as grayscale: only the strips or tiles it touches are read, one
+    /// at a time (working memory: the window as `u16` plus one strip/tile), so a whole-slide
+    /// level can be processed in tiles without ever being held whole. Fails as
+    /// [`PyramidTiff::read_gray`] for unsupported layouts (naming the TIFF field).
+    pub fn read_gray_window(
+        &self,
+        plane: usize,
+        level: usize,
+        window: [usize; 4],
+    ) -> Result<(GrayImage16, ReadStats), DataError> {
+        const EXPECTED: &str = "a single-channel 8- or 16-bit unsigned grayscale image";
+        let ifd = self.ifd(plane, level)?;
+        self.check(ifd, 1, EXPECTED)?;
+        let reader = self.source.reader().map_err(|e| DataError::io(&self.path, e))?;
+        let (pixels, file_bytes_read) = tiff_ifd::decode_gray_window(&self.path, reader, self.header, ifd, window.map(|v| v as u64))?;
+        let stats = ReadStats { file_bytes_read, decoded_bytes: pixels.len() as u64 * 2 };
+        Ok((GrayImage16::new(window[2], window[3], pixels)?, stats))
+    }
+
     /// Decodes, for plane `plane`, the level [`PyramidTiff::level_for`] picks for
     /// `target_um_per_px`, and nothing else.
     pub fn read_gray_at(

@@ -525,11 +525,30 @@ pub(crate) fn decode_ifd<R: Read + Seek>(
     ifd: &IfdInfo,
     max_decoded_bytes: u64,
 ) -> Result<(Samples, u64), DataError> {
-    use tiff::decoder::{Decoder, DecodingResult, Limits};
-    let tiff_err = |e: tiff::TiffError| DataError::Tiff {
+    let mut decoder = open_decoder(path, reader, header, ifd, max_decoded_bytes)?;
+    let result = decoder.read_image().map_err(|e| tiff_error(path, ifd, e))?;
+    let bytes_read = decoder.inner().inner.get_ref().bytes_read;
+    Ok((samples_of(path, result)?, bytes_read))
+}
+
+type IfdDecoder<R> = tiff::decoder::Decoder<RetargetedTiff<BufReader<CountingReader<R>>>>;
+
+fn tiff_error(path: &Path, ifd: &IfdInfo, e: tiff::TiffError) -> DataError {
+    DataError::Tiff {
         path: path.to_path_buf(),
         message: format!("IFD at offset {}: {e}", ifd.offset),
-    };
+    }
+}
+
+/// A `tiff` decoder positioned on the directory at `ifd.offset`, counting the bytes it reads.
+fn open_decoder<R: Read + Seek>(
+    path: &Path,
+    reader: R,
+    header: TiffHeader,
+    ifd: &IfdInfo,
+    max_decoded_bytes: u64,
+) -> Result<IfdDecoder<R>, DataError> {
+    use tiff::decoder::{Decoder, Limits};
     let counting = CountingReader {
         inner: reader,
         bytes_read: 0,
@@ -540,28 +559,83 @@ pub(crate) fn decode_ifd<R: Read + Seek>(
         ifd.offset,
     )
     .map_err(|e| DataError::io(path, e))?;
-    let mut decoder = Decoder::new(retargeted)
-        .map_err(tiff_err)?
+    Ok(Decoder::new(retargeted)
+        .map_err(|e| tiff_error(path, ifd, e))?
         .with_limits({
             let mut limits = Limits::unlimited();
             limits.decoding_buffer_size = usize::try_from(max_decoded_bytes).unwrap_or(usize::MAX);
             limits
+        }))
+}
+
+fn samples_of(path: &Path, result: tiff::decoder::DecodingResult) -> Result<Samples, DataError> {
+    use tiff::decoder::DecodingResult;
+    match result {
+        DecodingResult::U8(v) => Ok(Samples::U8(v)),
+        DecodingResult::U16(v) => Ok(Samples::U16(v)),
+        other => Err(DataError::TiffField {
+            path: path.to_path_buf(),
+            field: "SampleFormat/BitsPerSample".into(),
+            found: format!("{} samples", decoded_kind(&other)),
+            expected: "unsigned 8- or 16-bit integers",
+        }),
+    }
+}
+
+/// Decodes the window `[y0, y0 + h) × [x0, x0 + w)` (inside the image) of a single-sample
+/// (grayscale) IFD: only the strips or tiles the window touches are read and decoded, one at
+/// a time, so working memory is the window (`u16`) plus one strip/tile. Returns the window's
+/// samples `[h, w]` row-major (8-bit widened) and the bytes read from the file.
+pub(crate) fn decode_gray_window<R: Read + Seek>(
+    path: &Path,
+    reader: R,
+    header: TiffHeader,
+    ifd: &IfdInfo,
+    window: [u64; 4],
+) -> Result<(Vec<u16>, u64), DataError> {
+    let [x0, y0, w, h] = window;
+    if w == 0 || h == 0 || x0 + w > ifd.width || y0 + h > ifd.height {
+        return Err(DataError::InvalidArgument {
+            name: "window",
+            value: format!("x {x0}, y {y0}, {w} × {h} px in a {} × {} px image", ifd.width, ifd.height),
+            expected: "a non-empty window inside the image",
         });
-    let result = decoder.read_image().map_err(tiff_err)?;
-    let bytes_read = decoder.inner().inner.get_ref().bytes_read;
-    let samples = match result {
-        DecodingResult::U8(v) => Samples::U8(v),
-        DecodingResult::U16(v) => Samples::U16(v),
-        other => {
-            return Err(DataError::TiffField {
-                path: path.to_path_buf(),
-                field: "SampleFormat/BitsPerSample".into(),
-                found: format!("{} samples", decoded_kind(&other)),
-                expected: "unsigned 8- or 16-bit integers",
-            })
+    }
+    // One chunk at a time: the limit is a chunk, not the image.
+    let mut decoder = open_decoder(path, reader, header, ifd, u64::MAX)?;
+    let (cw, ch) = decoder.chunk_dimensions();
+    let (cw, ch) = (u64::from(cw.max(1)), u64::from(ch.max(1)));
+    let tiled = matches!(decoder.get_chunk_type(), tiff::decoder::ChunkType::Tile);
+    let across = if tiled { ifd.width.div_ceil(cw) } else { 1 };
+    let n_chunks = if tiled { across * ifd.height.div_ceil(ch) } else { ifd.height.div_ceil(ch) };
+    let mut out = vec![0u16; (w * h) as usize];
+    let (cx_range, cy_range) = if tiled { (x0 / cw..=(x0 + w - 1) / cw, y0 / ch..=(y0 + h - 1) / ch) } else { (0..=0, y0 / ch..=(y0 + h - 1) / ch) };
+    for cy in cy_range {
+        for cx in cx_range.clone() {
+            let index = cy * across + cx;
+            if index >= n_chunks {
+                continue;
+            }
+            let (dw, dh) = decoder.chunk_data_dimensions(index as u32);
+            let (dw, dh) = (u64::from(dw), u64::from(dh));
+            let chunk = samples_of(path, decoder.read_chunk(index as u32).map_err(|e| tiff_error(path, ifd, e))?)?;
+            let (ox, oy) = (cx * if tiled { cw } else { 0 }, cy * ch);
+            // Overlap of the chunk [oy, oy + dh) × [ox, ox + dw) with the window.
+            let (ax, bx) = (ox.max(x0), (ox + dw).min(x0 + w));
+            let (ay, by) = (oy.max(y0), (oy + dh).min(y0 + h));
+            for y in ay..by {
+                let src = ((y - oy) * dw + (ax - ox)) as usize;
+                let dst = ((y - y0) * w + (ax - x0)) as usize;
+                let n = (bx - ax) as usize;
+                match &chunk {
+                    Samples::U16(v) => out[dst..dst + n].copy_from_slice(&v[src..src + n]),
+                    Samples::U8(v) => out[dst..dst + n].iter_mut().zip(&v[src..src + n]).for_each(|(o, &b)| *o = u16::from(b)),
+                }
+            }
         }
-    };
-    Ok((samples, bytes_read))
+    }
+    let bytes_read = decoder.inner().inner.get_ref().bytes_read;
+    Ok((out, bytes_read))
 }
 
 fn decoded_kind(result: &tiff::decoder::DecodingResult) -> &'static str {

@@ -400,6 +400,8 @@ pub struct ImageOnlyRunOptions {
     pub morphology: MorphologyEncoderConfig,
     /// Patch pixel size, µm.
     pub um_per_px: f32,
+    /// Which image the patches are cut from (DAPI, or H&E through the alignment matrix).
+    pub stain: PatchStain,
     /// Training of the image-only model (its `weights` are the full model's; the ablation
     /// uses [`LossWeights::CE_ONLY`] with the same settings).
     pub train: ImageOnlyOptions,
@@ -466,8 +468,11 @@ pub fn run_image_only<B: AutodiffBackend>(
     if let Some(f) = folds.iter().find(|f| f.train.len() < 20 || f.test.is_empty()) {
         return Err(TrainError::TooFewCells { found: f.train.len() + f.val.len() + f.test.len(), classes: c, needed: 25 });
     }
-    log(&format!("reading {side}×{side} px DAPI patches at {} µm/px for {n} cells", opts.um_per_px));
-    let patches = crop_patches(crop, side, opts.um_per_px)?;
+    log(&format!("reading {side}×{side} px {} patches at {} µm/px for {n} cells", opts.stain.name(), opts.um_per_px));
+    let patches = match opts.stain {
+        PatchStain::Dapi => crop_patches(crop, side, opts.um_per_px)?,
+        PatchStain::He => crop_he_patches(crop, side, opts.um_per_px)?,
+    };
     let data = ImageOnlyInputs { n_cells: n, patches: &patches, side, genes: &crop.x_norm, n_genes: g, labels: &labels, n_classes: c };
     let ctx = SplitContext {
         kind: SplitKind::SpatialBlocks,
@@ -580,6 +585,7 @@ pub fn run_image_only<B: AutodiffBackend>(
                 "config": config.to_string(),
                 "class_names": class_names,
                 "um_per_px": opts.um_per_px,
+                "stain": opts.stain.name(),
                 "fold": 0,
                 "test_cell_ids": folds[0].test.iter().map(|&i| &crop.table.cell_ids[i]).collect::<Vec<_>>(),
             })
@@ -628,7 +634,7 @@ fn summary(
          {} cells, {} classes (SingleR-style reference labels from expression; no expert labels). \
          Split: {} spatial-block fold(s) of {} µm blocks (seed {}), cells train/val/test per fold {}; \
          validation = whole blocks of each fold's training cells, used only to pick the kept epoch.\n\n\
-         Image-only model: {}×{} px DAPI patches at {} µm/px centred on the nucleus; ViT patch {} px, width {}, \
+         Image-only model: {}×{} px {} patches at {} µm/px centred on the nucleus; ViT patch {} px, width {}, \
          {} blocks, {} heads, cell token = mean of the {} centre tokens → linear head. Trained jointly with \
          CE × {} + bidirectional InfoNCE (τ 0.1, to an MLP expression encoder over the {} normalised genes) × {} + \
          distillation (cosine distance to the stop-gradient expression embedding) × {}; AdamW lr {}, weight decay {}, \
@@ -643,6 +649,10 @@ fn summary(
         sizes.join(", "),
         m.image_size,
         m.image_size,
+        match opts.stain {
+            PatchStain::Dapi => "DAPI",
+            PatchStain::He => "H&E (haematoxylin channel, through the alignment matrix)",
+        },
         opts.um_per_px,
         m.vit_patch,
         m.width,
@@ -696,4 +706,72 @@ fn summary(
           backbone). Compare the image-only / gene-based ratio above with 0.60 / 0.91 = 0.66; our labels are \
           reference-derived on a small crop, so absolute values are not comparable.\n";
     s
+}
+
+/// Which image the image-only model's nucleus-centred patches are cut from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum PatchStain {
+    /// The DAPI morphology image (intensities stretched to `[0, 1]` by the global 0.5/99.5
+    /// percentiles).
+    #[default]
+    Dapi,
+    /// The bundle's H&E image (`*he_image.ome.tif`), sampled through its alignment matrix
+    /// (`*he_imagealignment.csv`), as the haematoxylin concentration (Ruifrok–Johnston colour
+    /// deconvolution, optical-density units clamped to `[0, 1]`): nuclei bright as in DAPI.
+    He,
+}
+
+impl PatchStain {
+    /// `"dapi"` or `"he"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PatchStain::Dapi => "dapi",
+            PatchStain::He => "he",
+        }
+    }
+}
+
+/// H&E patches `[cells, size·size]` centred on each cell's nucleus (else cell) centroid,
+/// `um_per_px` µm per output pixel, sampled through the bundle's alignment matrix from the H&E
+/// level closest to (not coarser than) that size, as haematoxylin concentration in `[0, 1]`
+/// ([`PatchStain::He`]); pixels outside the H&E image are 0. Fails naming the folder when it has
+/// no `*he_image.ome.tif` + `*he_imagealignment.csv`.
+pub fn crop_he_patches(crop: &PreparedCrop, size: usize, um_per_px: f32) -> Result<Vec<f32>, TrainError> {
+    use crate::analysis::nuclei::deconvolve_pixel;
+    if crop.source.as_os_str().is_empty() {
+        return Err(TrainError::Options(
+            "these cells were not read from a Xenium folder, so there is no H&E image for patches".into(),
+        ));
+    }
+    let bundle = data::XeniumBundle::open(&crop.source)?;
+    let files = match &bundle.he {
+        Some(f) => f.clone(),
+        None => data::find_he_files(&crop.source)?,
+    };
+    let alignment = data::read_he_alignment_csv(&files.alignment)?;
+    // The alignment matrix maps to full-resolution morphology pixels: that frame, from the
+    // coarsest DAPI level (a cheap read) and its downsample.
+    let (level, level_frame) = bundle.read_dapi(Some(f32::MAX))?;
+    let full_width = match bundle.morphology.as_ref().and_then(|m| m.dapi_path()) {
+        Some(p) => data::PyramidTiff::open(p)?.levels().first().map_or(level.width, |l| l.width),
+        None => level.width,
+    };
+    let downsample = full_width as f32 / level.width.max(1) as f32;
+    let half = level_frame.um_per_px / 2.0;
+    let corner = [level_frame.origin_um[0] - half, level_frame.origin_um[1] - half];
+    let frame = data::ImageFrame::from_corner(corner, level_frame.um_per_px / downsample);
+    let tiff = data::PyramidTiff::open(&files.image)?;
+    let (he, level_alignment) = data::read_he_level(&tiff, &alignment, frame.um_per_px, um_per_px)?;
+    let mut out = Vec::with_capacity(crop.table.n_cells() * size * size);
+    for i in 0..crop.table.n_cells() {
+        let centre = crop.table.nucleus_centroids_um[i].unwrap_or(crop.table.centroids_um[i]);
+        match data::extract_he_patch(&he.image, &level_alignment, &frame, centre, size, um_per_px, data::EdgePolicy::Pad) {
+            Some(p) => out.extend(p.pixels.chunks_exact(3).map(|rgb| {
+                let rgb8 = [0, 1, 2].map(|k| (rgb[k] * 255.0).round().clamp(0.0, 255.0) as u8);
+                deconvolve_pixel(rgb8)[0].clamp(0.0, 1.0) as f32
+            })),
+            None => out.extend(std::iter::repeat_n(0.0, size * size)),
+        }
+    }
+    Ok(out)
 }

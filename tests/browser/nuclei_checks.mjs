@@ -1,8 +1,12 @@
 // Image-only slide in the page: the crop's DAPI TIFF bytes (no transcripts) → readTiff (the
-// wasm TIFF reader) → detectNuclei (wasm) → the same nuclei as the native `detect-nuclei`
-// on the same file (test.sh writes nuclei/dapi.tif and nuclei/native.csv into the bundle):
-// identical count and every centroid within 1e-3 px (the CSV has 4 decimals). Also: the
-// level reader picks a coarser level for a larger µm/px, and bad input throws naming the field.
+// wasm TIFF reader) → detectNuclei with watershed (wasm) → the same nuclei and masks as the
+// native `detect-nuclei --watershed` on the same file (test.sh writes nuclei/dapi.tif,
+// nuclei/native.csv and nuclei/dapi_labels.npy into the bundle): identical count, every
+// centroid and mask centroid within 1e-3 px (the CSV has 4 decimals), identical areas and
+// label images. The same for H&E: a synthetic RGB H&E TIFF (tests/browser/synth_he.mjs, seeded)
+// through readTiffRgb → detectNuclei({stain: "he", watershed: true}) vs native `--stain he`.
+// Also: the level reader picks a coarser level for a larger µm/px, and bad input throws naming
+// the field.
 //   await nucleiChecks({ page, dataParam, root, log: console.log });   // throws on a failure
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -11,25 +15,76 @@ import { resolve } from "node:path";
 async function inPage(data) {
   const m = await import("../pkg/cellsymphony.js");
   await m.default();
-  const bytes = new Uint8Array(await (await fetch(data + "nuclei/dapi.tif")).arrayBuffer());
-  const t0 = performance.now();
-  const img = m.readTiff(bytes, { umPerPx: 0.2125, name: "dapi.tif" });
-  const t1 = performance.now();
-  const det = m.detectNuclei(img, { pixelSizeUm: img.umPerPx, originUm: img.originUm });
-  const t2 = performance.now();
+  const fetchBytes = async (name) => new Uint8Array(await (await fetch(data + "nuclei/" + name)).arrayBuffer());
+  /** u32 `.npy` (format 1.x/2.x, little-endian, C order) → Uint32Array. */
+  const npyU32 = (b) => {
+    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    const v1 = b[6] === 1;
+    const start = (v1 ? 10 : 12) + (v1 ? dv.getUint16(8, true) : dv.getUint32(8, true));
+    return new Uint32Array(b.slice(start).buffer);
+  };
+  /** readTiff/readTiffRgb → detectNuclei with watershed → what node compares with native. */
+  const segment = async (file, read, readOpts, stain, labelsFile) => {
+    const bytes = await fetchBytes(file);
+    const t0 = performance.now();
+    const img = read(bytes, readOpts);
+    const t1 = performance.now();
+    const det = m.detectNuclei(img, { pixelSizeUm: img.umPerPx, originUm: img.originUm, stain, watershed: true });
+    const t2 = performance.now();
+    const native = npyU32(await fetchBytes(labelsFile));
+    let labelDiff = native.length === det.labels.length ? 0 : -1;
+    if (labelDiff === 0) for (let i = 0; i < native.length; i++) if (native[i] !== det.labels[i]) labelDiff++;
+    return {
+      img, bytes, t: [t1 - t0, t2 - t1], sigmaPx: det.sigmaPx, labelDiff, nLabels: det.labels.length,
+      centroidsPx: Array.from(det.centroidsPx), centroidsUm: Array.from(det.centroidsUm),
+      areaPx: Array.from(det.areaPx), maskCentroidsPx: Array.from(det.maskCentroidsPx),
+    };
+  };
+  const dapi = await segment("dapi.tif", m.readTiff, { umPerPx: 0.2125, name: "dapi.tif" }, "dapi", "dapi_labels.npy");
+  const he = await segment("he.tif", m.readTiffRgb, { umPerPx: 0.5, name: "he.tif" }, "he", "he_labels.npy");
+  const [img, bytes] = [dapi.img, dapi.bytes];
   const failure = (f) => { try { f(); return "accepted"; } catch (e) { return String(e && e.message || e); } };
+  const strip = ({ img, bytes, ...r }) => ({ ...r, width: img.width, height: img.height, level: img.level, fileBytes: bytes.length, fileBytesRead: img.fileBytesRead });
   return {
-    width: img.width, height: img.height, level: img.level, fileBytes: bytes.length, fileBytesRead: img.fileBytesRead,
-    readMs: t1 - t0, detectMs: t2 - t1, sigmaPx: det.sigmaPx,
-    centroidsPx: Array.from(det.centroidsPx), centroidsUm: Array.from(det.centroidsUm),
+    dapi: strip(dapi), he: strip(he),
     messages: {
       notTiff: failure(() => m.readTiff(new TextEncoder().encode("not a tiff at all"), { name: "drop.tif" })),
       truncated: failure(() => m.readTiff(bytes.subarray(0, 4096), { name: "cut.tif" })),
       noPixelSize: failure(() => m.readTiff(bytes, { targetUmPerPx: 0.5, name: "dapi.tif" })),
       badOption: failure(() => m.detectNuclei(img, { pixelSizeUm: 0.2125, diameter: 8 })),
       shortPixels: failure(() => m.detectNuclei({ width: img.width, height: img.height, pixels: img.pixels.subarray(1) }, { pixelSizeUm: 0.2125 })),
+      grayAsHe: failure(() => m.detectNuclei(img, { pixelSizeUm: 0.2125, stain: "he" })),
+      badStain: failure(() => m.detectNuclei(img, { pixelSizeUm: 0.2125, stain: "ihc" })),
+      grayAsRgb: failure(() => m.readTiffRgb(bytes, { name: "dapi.tif" })),
     },
   };
+}
+
+/** Wasm `r` vs the native CSV at `csv`: counts, centroids, mask areas and centroids, labels. */
+function compareWithNative(what, csv, r, log) {
+  const lines = readFileSync(csv, "utf8").trim().split("\n");
+  const head = lines[0].split(",");
+  const col = (k) => { const i = head.indexOf(k); if (i < 0) throw new Error(`${csv} has no column ${k}`); return i; };
+  const [cx, cy, ux, uy, area, mx, my] = ["x_px", "y_px", "x_um", "y_um", "area_px", "mask_x_px", "mask_y_px"].map(col);
+  const native = lines.slice(1).map((l) => l.split(",").map(Number));
+  const n = r.centroidsPx.length / 2;
+  log(`${what}: ${r.width}×${r.height} px (level ${r.level}), ${r.fileBytesRead} of ${r.fileBytes} bytes read in ${r.t[0].toFixed(0)} ms; ` +
+    `detectNuclei + watershed: ${n} nuclei in ${r.t[1].toFixed(0)} ms (σ ${r.sigmaPx.toFixed(2)} px); native: ${native.length}`);
+  if (n !== native.length) throw new Error(`${what}: detectNuclei found ${n} nuclei, native detect-nuclei ${native.length}`);
+  if (n < 20) throw new Error(`${what}: only ${n} nuclei detected; the check needs a real image`);
+  let maxPx = 0, maxUm = 0, maxMask = 0, areaDiff = 0;
+  native.forEach((row, i) => {
+    maxPx = Math.max(maxPx, Math.abs(row[cx] - r.centroidsPx[2 * i]), Math.abs(row[cy] - r.centroidsPx[2 * i + 1]));
+    maxUm = Math.max(maxUm, Math.abs(row[ux] - r.centroidsUm[2 * i]), Math.abs(row[uy] - r.centroidsUm[2 * i + 1]));
+    maxMask = Math.max(maxMask, Math.abs(row[mx] - r.maskCentroidsPx[2 * i]), Math.abs(row[my] - r.maskCentroidsPx[2 * i + 1]));
+    if (row[area] !== r.areaPx[i]) areaDiff++;
+  });
+  log(`${what} wasm vs native: peaks max |Δ| ${maxPx.toExponential(2)} px / ${maxUm.toExponential(2)} µm; ` +
+    `mask centroids max |Δ| ${maxMask.toExponential(2)} px; areas equal ${n - areaDiff}/${n}; label pixels equal ${r.nLabels - r.labelDiff}/${r.nLabels}`);
+  if (!(maxPx <= 1e-3) || !(maxUm <= 1e-3)) throw new Error(`${what}: wasm centroids differ from native by ${maxPx} px / ${maxUm} µm (tolerance 1e-3)`);
+  if (!(maxMask <= 1e-3)) throw new Error(`${what}: wasm mask centroids differ from native by ${maxMask} px (tolerance 1e-3)`);
+  if (areaDiff !== 0) throw new Error(`${what}: ${areaDiff} of ${n} mask areas differ from native`);
+  if (r.labelDiff !== 0) throw new Error(`${what}: ${r.labelDiff < 0 ? "label image size" : `${r.labelDiff} label pixels`} differ from native`);
 }
 
 export async function nucleiChecks({ page, dataParam, root, log }) {
@@ -38,21 +93,9 @@ export async function nucleiChecks({ page, dataParam, root, log }) {
     if (process.env.CELLSYMPHONY_REQUIRE_MODELS === "1") throw new Error(`${dir}/native.csv is missing: scripts/test.sh writes it with detect-nuclei`);
     return;
   }
-  const lines = readFileSync(resolve(dir, "native.csv"), "utf8").trim().split("\n");
-  const head = lines[0].split(",");
-  const [cx, cy, ux, uy] = ["x_px", "y_px", "x_um", "y_um"].map((k) => head.indexOf(k));
-  const native = lines.slice(1).map((l) => l.split(",").map(Number));
   const r = await page.evaluate(inPage, dataParam);
-  log(`readTiff: ${r.width}×${r.height} px (level ${r.level}), ${r.fileBytesRead} of ${r.fileBytes} bytes read in ${r.readMs.toFixed(0)} ms; ` +
-    `detectNuclei: ${r.centroidsPx.length / 2} nuclei in ${r.detectMs.toFixed(0)} ms (σ ${r.sigmaPx.toFixed(2)} px); native: ${native.length}`);
-  if (r.centroidsPx.length / 2 !== native.length) throw new Error(`detectNuclei found ${r.centroidsPx.length / 2} nuclei, native detect-nuclei ${native.length}`);
-  let maxPx = 0, maxUm = 0;
-  native.forEach((row, i) => {
-    maxPx = Math.max(maxPx, Math.abs(row[cx] - r.centroidsPx[2 * i]), Math.abs(row[cy] - r.centroidsPx[2 * i + 1]));
-    maxUm = Math.max(maxUm, Math.abs(row[ux] - r.centroidsUm[2 * i]), Math.abs(row[uy] - r.centroidsUm[2 * i + 1]));
-  });
-  log(`detectNuclei vs native: max |Δ| ${maxPx.toExponential(2)} px, ${maxUm.toExponential(2)} µm`);
-  if (!(maxPx <= 1e-3) || !(maxUm <= 1e-3)) throw new Error(`wasm centroids differ from native by ${maxPx} px / ${maxUm} µm (tolerance 1e-3)`);
+  compareWithNative("DAPI (crop)", resolve(dir, "native.csv"), r.dapi, log);
+  compareWithNative("H&E (synthetic)", resolve(dir, "he_native.csv"), r.he, log);
   const expect = (name, parts) => {
     const msg = r.messages[name];
     log(`bad image input (${name}): ${msg}`);
@@ -63,4 +106,7 @@ export async function nucleiChecks({ page, dataParam, root, log }) {
   expect("noPixelSize", ["dapi.tif", "pixel size"]);
   expect("badOption", ["diameter"]);
   expect("shortPixels", ["image.pixels", "length"]);
+  expect("grayAsHe", ["image.pixels", "RGB"]);
+  expect("badStain", ["ihc", "`dapi`", "`he`"]);
+  expect("grayAsRgb", ["dapi.tif", "SamplesPerPixel"]);
 }

@@ -18,7 +18,8 @@
 
 use crate::analysis::error::AnalysisError;
 use crate::data::image::GrayImage16;
-use crate::util::parallel::map_row_chunks;
+use crate::data::{PyramidTiff, TiffSource};
+use super::tiles::{Tile, TileGrid};
 
 /// Default expected nucleus diameter in µm (breast tissue nuclei are about 6-10 µm).
 pub const DEFAULT_NUCLEUS_DIAMETER_UM: f32 = 8.0;
@@ -93,7 +94,12 @@ pub fn otsu_threshold(image: &GrayImage16) -> (f32, f32) {
     for &p in &image.pixels {
         hist[usize::from(p)] += 1;
     }
-    let total = image.pixels.len() as f64;
+    otsu_from_histogram(&hist)
+}
+
+/// Otsu's threshold and background mean (as [`otsu_threshold`]) from a 65,536-bin histogram.
+fn otsu_from_histogram(hist: &[u64]) -> (f32, f32) {
+    let total: f64 = hist.iter().map(|&c| c as f64).sum();
     if total == 0.0 {
         return (0.0, 0.0);
     }
@@ -119,6 +125,62 @@ pub fn otsu_threshold(image: &GrayImage16) -> (f32, f32) {
     (best_t as f32, best_m0 as f32)
 }
 
+/// A grayscale image that detection reads window by window: a decoded [`GrayImage16`], or a
+/// TIFF level ([`TiffLevelImage`]) whose strips/tiles are decoded per window, so a whole-slide
+/// level is never held whole.
+pub trait NucleusImage: Sync {
+    /// `(width, height)` in pixels.
+    fn size(&self) -> (usize, usize);
+    /// Pixels of the window `[x0, y0, width, height]` (inside the image), `[height, width]`
+    /// row-major.
+    fn window(&self, window: [usize; 4]) -> Result<Vec<u16>, AnalysisError>;
+}
+
+impl NucleusImage for GrayImage16 {
+    fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+    fn window(&self, [x0, y0, w, h]: [usize; 4]) -> Result<Vec<u16>, AnalysisError> {
+        let mut out = Vec::with_capacity(w * h);
+        for r in y0..y0 + h {
+            out.extend_from_slice(&self.pixels[r * self.width + x0..][..w]);
+        }
+        Ok(out)
+    }
+}
+
+/// One level of one plane of a (OME-)TIFF as a [`NucleusImage`]: each window decodes only the
+/// strips or tiles it touches ([`PyramidTiff::read_gray_window`]).
+pub struct TiffLevelImage<'a, S: TiffSource> {
+    tiff: &'a PyramidTiff<S>,
+    plane: usize,
+    level: usize,
+    size: (usize, usize),
+}
+
+impl<'a, S: TiffSource> TiffLevelImage<'a, S> {
+    /// Level `level` of plane `plane`; fails naming the plane/level when absent.
+    pub fn new(tiff: &'a PyramidTiff<S>, plane: usize, level: usize) -> Result<Self, AnalysisError> {
+        let levels = tiff.levels();
+        let l = levels.get(level).ok_or_else(|| {
+            AnalysisError::param("level", level, format!("a level of {} (it has {})", tiff.path().display(), levels.len()))
+        })?;
+        if plane >= tiff.n_planes() {
+            return Err(AnalysisError::param("plane", plane, format!("a plane of {} (it has {})", tiff.path().display(), tiff.n_planes())));
+        }
+        Ok(TiffLevelImage { tiff, plane, level, size: (l.width, l.height) })
+    }
+}
+
+impl<S: TiffSource + Sync> NucleusImage for TiffLevelImage<'_, S> {
+    fn size(&self) -> (usize, usize) {
+        self.size
+    }
+    fn window(&self, window: [usize; 4]) -> Result<Vec<u16>, AnalysisError> {
+        Ok(self.tiff.read_gray_window(self.plane, self.level, window)?.0.pixels)
+    }
+}
+
 /// Finds nucleus centroids in a DAPI image with pixels of `um_per_px` µm (see the module
 /// documentation for the method).
 ///
@@ -131,6 +193,21 @@ pub fn detect_nuclei(
     um_per_px: f32,
     opts: &NucleusOptions,
 ) -> Result<NucleusDetection, AnalysisError> {
+    detect_nuclei_in(image, um_per_px, opts)
+}
+
+/// [`detect_nuclei`] on any [`NucleusImage`], reading it one tile (plus halo) at a time: a
+/// first pass over the tiles builds the intensity histogram (Otsu), a second detects. With a
+/// [`TiffLevelImage`] the level is never decoded whole: working memory is, per worker, one
+/// tile's window as `u16`, the strips/tiles of the file it touches, and the f32 buffers of
+/// [`NucleusDetection::tile_bytes`]; plus the nuclei found. Identical output to
+/// [`detect_nuclei`] on the decoded level.
+pub fn detect_nuclei_in(
+    image: &dyn NucleusImage,
+    um_per_px: f32,
+    opts: &NucleusOptions,
+) -> Result<NucleusDetection, AnalysisError> {
+    let (width, height) = image.size();
     let positive = |name: &'static str, v: f32, what: &str| {
         if v.is_finite() && v > 0.0 {
             Ok(())
@@ -146,9 +223,9 @@ pub fn detect_nuclei(
     if opts.tile_px < 16 {
         return Err(AnalysisError::param("tile_px", opts.tile_px, "at least 16 pixels (512 is a good default)"));
     }
-    if image.width == 0 || image.height == 0 {
+    if width == 0 || height == 0 {
         return Err(AnalysisError::Empty {
-            what: format!("DAPI image [{}, {}]", image.height, image.width),
+            what: format!("DAPI image [{height}, {width}]"),
         });
     }
     let sigma = opts.diameter_um / (2.0 * std::f32::consts::SQRT_2 * um_per_px);
@@ -166,12 +243,27 @@ pub fn detect_nuclei(
     let halo = radius + 1 + nms + 1;
     // A disk of radius r = σ√2 at intensity n on background b smooths to b + (1 - e⁻¹)(n - b)
     // at its centre: the raw Otsu threshold, carried to the smoothed image the same way.
-    let (otsu, background) = otsu_threshold(image);
+    // The histogram pass folds a few tiles at a time: one 512 KiB histogram per tile in flight,
+    // never one per tile of the image.
+    let cores = TileGrid { width, height, tile: opts.tile_px, halo: 0 };
+    let mut hist = vec![0u64; 1 << 16];
+    let batch = 4 * crate::util::parallel::worker_count().max(1);
+    for start in (0..cores.n_tiles()).step_by(batch) {
+        let end = (start + batch).min(cores.n_tiles());
+        for part in cores.map_range(start..end, |tile| {
+            vec![image.window([tile.x0 as usize, tile.y0 as usize, tile.core_w, tile.core_h]).map(|px| {
+                let mut h = vec![0u64; 1 << 16];
+                px.iter().for_each(|&p| h[usize::from(p)] += 1);
+                h
+            })]
+        }) {
+            hist.iter_mut().zip(part?).for_each(|(a, b)| *a += b);
+        }
+    }
+    let (otsu, background) = otsu_from_histogram(&hist);
     let threshold = background + (1.0 - (-1.0f64).exp()) as f32 * (otsu * opts.threshold_scale - background);
-    let tile = opts.tile_px;
-    let (tiles_x, tiles_y) = (image.width.div_ceil(tile), image.height.div_ceil(tile));
-    let n_tiles = tiles_x * tiles_y;
-    let side = tile + 2 * halo;
+    let grid = TileGrid { width, height, tile: opts.tile_px, halo };
+    let side = grid.region_side();
     let ctx = TileContext {
         image,
         kernel: &kernel,
@@ -179,12 +271,11 @@ pub fn detect_nuclei(
         threshold,
         nms_r2: min_distance_px * min_distance_px,
         nms,
-        halo,
-        tile,
     };
-    let mut nuclei = map_row_chunks(n_tiles, 2, |range| {
-        range.flat_map(|t| ctx.run(t % tiles_x, t / tiles_x)).collect::<Vec<_>>()
-    });
+    let mut nuclei = Vec::new();
+    for found in grid.map(|tile| vec![ctx.run(tile)]) {
+        nuclei.extend(found?);
+    }
     nuclei.sort_by_key(|&(idx, _)| idx);
     Ok(NucleusDetection {
         nuclei: nuclei.into_iter().map(|(_, n)| n).collect(),
@@ -192,7 +283,7 @@ pub fn detect_nuclei(
         min_distance_px,
         threshold,
         halo_px: halo,
-        n_tiles,
+        n_tiles: grid.n_tiles(),
         tile_bytes: 3 * side * side * std::mem::size_of::<f32>(),
     })
 }
@@ -209,66 +300,21 @@ pub(crate) fn gaussian_kernel(sigma: f32) -> Vec<f32> {
 }
 
 struct TileContext<'a> {
-    image: &'a GrayImage16,
+    image: &'a dyn NucleusImage,
     kernel: &'a [f32],
     sigma: f32,
     threshold: f32,
     nms_r2: f32,
     nms: usize,
-    halo: usize,
-    tile: usize,
 }
 
 impl TileContext<'_> {
-    /// Nuclei whose peak lies in tile `(tx, ty)`, with their global raster index.
-    fn run(&self, tx: usize, ty: usize) -> Vec<(usize, Nucleus)> {
-        let img = self.image;
-        let (w, h) = (img.width as isize, img.height as isize);
-        let halo = self.halo as isize;
-        // Region in global coordinates: core ± halo (may extend past the image; those pixels
-        // replicate the nearest edge pixel, as whole-image processing would).
-        let x0 = (tx * self.tile) as isize - halo;
-        let y0 = (ty * self.tile) as isize - halo;
-        let core_w = self.tile.min(img.width - tx * self.tile);
-        let core_h = self.tile.min(img.height - ty * self.tile);
-        let rw = core_w + 2 * self.halo;
-        let rh = core_h + 2 * self.halo;
-        let mut raw = vec![0f32; rw * rh];
-        for r in 0..rh {
-            let gy = (y0 + r as isize).clamp(0, h - 1) as usize;
-            let row = &img.pixels[gy * img.width..(gy + 1) * img.width];
-            for c in 0..rw {
-                let gx = (x0 + c as isize).clamp(0, w - 1) as usize;
-                raw[r * rw + c] = f32::from(row[gx]);
-            }
-        }
-        // Separable Gaussian; taps beyond the region clamp to its edge (those values only
-        // reach halo pixels that no decision reads).
-        let k = self.kernel;
-        let kr = (k.len() / 2) as isize;
-        let mut tmp = vec![0f32; rw * rh];
-        for r in 0..rh {
-            let src = &raw[r * rw..(r + 1) * rw];
-            for c in 0..rw {
-                let mut acc = 0.0f32;
-                for (i, &kv) in k.iter().enumerate() {
-                    let cc = (c as isize + i as isize - kr).clamp(0, rw as isize - 1) as usize;
-                    acc += kv * src[cc];
-                }
-                tmp[r * rw + c] = acc;
-            }
-        }
-        let mut g = raw; // reuse the buffer
-        for r in 0..rh {
-            for c in 0..rw {
-                let mut acc = 0.0f32;
-                for (i, &kv) in k.iter().enumerate() {
-                    let rr = (r as isize + i as isize - kr).clamp(0, rh as isize - 1) as usize;
-                    acc += kv * tmp[rr * rw + c];
-                }
-                g[r * rw + c] = acc;
-            }
-        }
+    /// Nuclei whose peak lies in the core of `tile`, with their global raster index.
+    fn run(&self, tile: &Tile) -> Result<Vec<(usize, Nucleus)>, AnalysisError> {
+        let (w, h) = self.image.size();
+        let (w, h) = (w as isize, h as isize);
+        let (rw, rh) = (tile.rw, tile.rh);
+        let (g, tmp) = tile.gaussian(tile.read(self.image)?, self.kernel);
         // L = -σ² ∇² G on the region minus its outer ring.
         let s2 = self.sigma * self.sigma;
         let mut lap = tmp; // reuse
@@ -280,20 +326,19 @@ impl TileContext<'_> {
                 lap[i] = -s2 * sum;
             }
         }
-        let global = |r: usize, c: usize| -> (isize, isize) { (y0 + r as isize, x0 + c as isize) };
         let index = |gy: isize, gx: isize| (gy * w + gx) as usize;
         // p beats q when its response is larger, or equal with a smaller raster index.
         let beats = |lp: f32, ip: usize, lq: f32, iq: usize| lp > lq || (lp == lq && ip < iq);
         let nms = self.nms as isize;
         let mut found = Vec::new();
-        for r in self.halo..self.halo + core_h {
-            for c in self.halo..self.halo + core_w {
+        for r in tile.halo..tile.halo + tile.core_h {
+            for c in tile.halo..tile.halo + tile.core_w {
                 let i = r * rw + c;
                 let l = lap[i];
                 if !(l > 0.0) || g[i] < self.threshold {
                     continue;
                 }
-                let (gy, gx) = global(r, c);
+                let (gy, gx) = tile.global(r, c);
                 let ip = index(gy, gx);
                 let mut keep = true;
                 // 3×3 first (cheap), then the whole disk.
@@ -341,6 +386,6 @@ impl TileContext<'_> {
                 ));
             }
         }
-        found
+        Ok(found)
     }
 }

@@ -23,11 +23,12 @@
 pub mod detect;
 pub mod evaluate;
 pub mod stain;
+mod tiles;
 pub mod watershed;
 
 pub use detect::{
-    detect_nuclei, otsu_threshold, Nucleus, NucleusDetection, NucleusOptions,
-    DEFAULT_NUCLEUS_DIAMETER_UM,
+    detect_nuclei, detect_nuclei_in, otsu_threshold, Nucleus, NucleusDetection, NucleusImage, NucleusOptions,
+    TiffLevelImage, DEFAULT_NUCLEUS_DIAMETER_UM,
 };
 pub use evaluate::{match_centroids, MatchReport};
 pub use stain::{deconvolve_pixel, haematoxylin, RGB_FROM_HED};

@@ -15,6 +15,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::detect::{gaussian_kernel, otsu_threshold, NucleusDetection};
+use super::tiles::TileGrid;
 use crate::analysis::error::AnalysisError;
 use crate::data::image::GrayImage16;
 
@@ -40,35 +41,23 @@ impl NucleusMasks {
     }
 }
 
-/// Separable Gaussian with taps clamped at the image edges, `[height, width]` f32.
-fn smooth(image: &GrayImage16, sigma: f32) -> Vec<f32> {
+/// Separable Gaussian with taps clamped at the image edges, `[height, width]` f32, computed
+/// in `tile_px` tiles by the detection's tile loop (identical to a whole-image pass).
+fn smooth(image: &GrayImage16, sigma: f32, tile_px: usize) -> Result<Vec<f32>, AnalysisError> {
     let k = gaussian_kernel(sigma);
-    let kr = (k.len() / 2) as isize;
-    let (w, h) = (image.width, image.height);
-    let mut tmp = vec![0f32; w * h];
-    for r in 0..h {
-        let row = &image.pixels[r * w..(r + 1) * w];
-        for c in 0..w {
-            let mut acc = 0.0f32;
-            for (i, &kv) in k.iter().enumerate() {
-                let cc = (c as isize + i as isize - kr).clamp(0, w as isize - 1) as usize;
-                acc += kv * f32::from(row[cc]);
-            }
-            tmp[r * w + c] = acc;
+    let grid = TileGrid { width: image.width, height: image.height, tile: tile_px.max(16), halo: k.len() / 2 };
+    let w = image.width;
+    let cores = grid.map(|tile| vec![tile.read(image).map(|raw| (*tile, tile.gaussian(raw, &k).0))]);
+    let mut out = vec![0f32; w * image.height];
+    for core in cores {
+        let (tile, g) = core?;
+        for r in 0..tile.core_h {
+            let (gy, gx) = tile.global(r + tile.halo, tile.halo);
+            let src = &g[(r + tile.halo) * tile.rw + tile.halo..][..tile.core_w];
+            out[gy as usize * w + gx as usize..][..tile.core_w].copy_from_slice(src);
         }
     }
-    let mut out = vec![0f32; w * h];
-    for r in 0..h {
-        for c in 0..w {
-            let mut acc = 0.0f32;
-            for (i, &kv) in k.iter().enumerate() {
-                let rr = (r as isize + i as isize - kr).clamp(0, h as isize - 1) as usize;
-                acc += kv * tmp[rr * w + c];
-            }
-            out[r * w + c] = acc;
-        }
-    }
-    out
+    Ok(out)
 }
 
 /// Grows one mask per detected nucleus by marker-controlled watershed (see the module
@@ -97,7 +86,7 @@ pub fn watershed_nuclei(
     if w == 0 || h == 0 || n == 0 {
         return Ok(NucleusMasks { width: w, height: h, labels, area_px, centroid_px: vec![[0.0; 2]; n] });
     }
-    let g = smooth(image, (detection.sigma_px / 2.0).max(1.0));
+    let g = smooth(image, (detection.sigma_px / 2.0).max(1.0), 512)?;
     let max_r2 = (diameter_um / um_per_px).powi(2);
     let (_, background) = otsu_threshold(image);
     let seeds: Vec<[usize; 2]> = detection

@@ -9,7 +9,7 @@ use clap::Args;
 
 use cellsymphony::engine::ClassifierConfig;
 use cellsymphony::model::MorphologyEncoderConfig;
-use cellsymphony::train::image_only::{run_image_only, ImageOnlyOptions, ImageOnlyRunOptions, LossWeights};
+use cellsymphony::train::image_only::{run_image_only, ImageOnlyOptions, ImageOnlyRunOptions, LossWeights, PatchStain};
 use cellsymphony::train::{ClassWeighting, Recipe};
 
 use crate::common::*;
@@ -65,12 +65,39 @@ pub(crate) struct ImageOnlyArgs {
     /// Niches with fewer held-out cells are left out of the abundance correlation.
     #[arg(long, default_value_t = 5)]
     pub(crate) min_niche_cells: usize,
+    /// Image the patches are cut from: `dapi`, or `he` (the bundle's `*he_image.ome.tif`
+    /// through `*he_imagealignment.csv`, as haematoxylin concentration).
+    #[arg(long, value_enum, default_value_t = StainArg::Dapi)]
+    pub(crate) stain: StainArg,
+    /// Patch preset: `paper` = CUCA's 224 px at 0.5 µm/px (112 µm field) with 16 px ViT
+    /// patches (196 tokens); replaces --patch-px, --patch-um-per-px and --vit-patch.
+    #[arg(long, value_enum, conflicts_with_all = ["patch_px", "patch_um_per_px", "vit_patch"])]
+    pub(crate) scale: Option<PatchScale>,
     /// Seed of folds, initialisation and batches.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,
 }
 
-pub(crate) fn cmd_image_only(a: ImageOnlyArgs) -> Result<()> {
+/// `--stain`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StainArg {
+    /// The DAPI morphology image.
+    Dapi,
+    /// The bundle's H&E image through its alignment matrix.
+    He,
+}
+
+/// `--scale` presets.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PatchScale {
+    /// CUCA's 224 px at 0.5 µm/px, ViT patch 16 px.
+    Paper,
+}
+
+pub(crate) fn cmd_image_only(mut a: ImageOnlyArgs) -> Result<()> {
+    if a.scale == Some(PatchScale::Paper) {
+        (a.patch.patch_px, a.patch.patch_um_per_px, a.patch.vit_patch) = (224, 0.5, 16);
+    }
     type Ad = burn::backend::Autodiff<burn::backend::NdArray>;
     let t0 = Instant::now();
     let crop = a.data.prepare()?;
@@ -91,6 +118,10 @@ pub(crate) fn cmd_image_only(a: ImageOnlyArgs) -> Result<()> {
         seed: a.seed,
         morphology,
         um_per_px: a.patch.patch_um_per_px,
+        stain: match a.stain {
+            StainArg::Dapi => PatchStain::Dapi,
+            StainArg::He => PatchStain::He,
+        },
         train: ImageOnlyOptions {
             epochs: a.epochs,
             batch_size: a.batch_size,

@@ -8,10 +8,22 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use cellsymphony::analysis::nuclei::{detect_nuclei, match_centroids, NucleusOptions, DEFAULT_NUCLEUS_DIAMETER_UM};
+use cellsymphony::analysis::nuclei::{
+    detect_nuclei, detect_nuclei_in, haematoxylin, match_centroids, watershed_nuclei, NucleusOptions, TiffLevelImage,
+    DEFAULT_NUCLEUS_DIAMETER_UM,
+};
 use cellsymphony::data::{self, default_data_dir, ImageFrame, PyramidTiff};
 
 use crate::common::write_file;
+
+/// Stain of the image nuclei are detected in.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Stain {
+    /// Fluorescent nuclear stain (bright nuclei).
+    Dapi,
+    /// Brightfield haematoxylin & eosin.
+    He,
+}
 
 #[derive(Args)]
 pub(crate) struct DetectNucleiArgs {
@@ -19,9 +31,22 @@ pub(crate) struct DetectNucleiArgs {
     /// default the example crop ($CELLSYMPHONY_DATA).
     #[arg(long, conflicts_with = "image")]
     pub(crate) bundle: Option<PathBuf>,
-    /// A DAPI TIFF / OME-TIFF to read instead of a bundle (first plane; no scoring).
+    /// A DAPI TIFF / OME-TIFF to read instead of a bundle (first plane; no scoring); with
+    /// `--stain he`, an 8-bit RGB H&E TIFF.
     #[arg(long)]
     pub(crate) image: Option<PathBuf>,
+    /// Stain of --image: `dapi` (fluorescent nuclei) or `he` (brightfield H&E: colour
+    /// deconvolution to the haematoxylin channel first).
+    #[arg(long, value_enum, default_value_t = Stain::Dapi)]
+    pub(crate) stain: Stain,
+    /// Also grow nucleus masks by marker-controlled watershed: adds `area_px, area_um2,
+    /// mask_x_px, mask_y_px` (the mask centroid) to the CSV.
+    #[arg(long)]
+    pub(crate) watershed: bool,
+    /// With --watershed: write the label image `[height, width]` u32 (0 background, i + 1 =
+    /// row i of the CSV) to this .npy file.
+    #[arg(long, requires = "watershed")]
+    pub(crate) labels_out: Option<PathBuf>,
     /// Pixel size of --image in µm (overrides the OME-XML; required for plain TIFFs).
     #[arg(long)]
     pub(crate) um_per_px: Option<f32>,
@@ -44,6 +69,11 @@ pub(crate) struct DetectNucleiArgs {
     /// Tile side in pixels (bounds working memory; results do not depend on it).
     #[arg(long, default_value_t = 512)]
     pub(crate) tile_px: usize,
+    /// Decode the whole image level before detecting (default for --image: stream it tile by
+    /// tile from the file, decoding only the strips/tiles each tile + halo touches; bounded
+    /// memory, identical output). Watershed and --stain he always decode the whole level.
+    #[arg(long)]
+    pub(crate) no_stream: bool,
     /// Matching distance for precision/recall against the bundle's nuclei, µm.
     #[arg(long, default_value_t = 3.0)]
     pub(crate) match_um: f32,
@@ -64,11 +94,26 @@ pub(crate) fn cmd_detect_nuclei(a: DetectNucleiArgs) -> Result<()> {
                 Some(t) => tiff.level_for(t)?,
                 None => 0,
             };
-            let read = tiff.read_gray(0, level)?;
-            let frame = data::morphology::level_frame(&ImageFrame::from_corner([0.0, 0.0], base_um), read.downsample);
-            (read.image, frame, None)
+            if a.stain == Stain::Dapi && !a.watershed && !a.no_stream {
+                return detect_streaming(&a, &tiff, base_um, level, t0);
+            }
+            let (image, downsample) = match a.stain {
+                Stain::Dapi => {
+                    let read = tiff.read_gray(0, level)?;
+                    (read.image, read.downsample)
+                }
+                Stain::He => {
+                    let read = tiff.read_rgb(level)?;
+                    (haematoxylin(&read.image), read.downsample)
+                }
+            };
+            let frame = data::morphology::level_frame(&ImageFrame::from_corner([0.0, 0.0], base_um), downsample);
+            (image, frame, None)
         }
         None => {
+            if a.stain == Stain::He {
+                bail!("--stain he reads an RGB H&E TIFF: pass it with --image (and --um-per-px for a plain TIFF)");
+            }
             let dir = match &a.bundle {
                 Some(dir) => dir.clone(),
                 None => {
@@ -92,13 +137,29 @@ pub(crate) fn cmd_detect_nuclei(a: DetectNucleiArgs) -> Result<()> {
     };
     let t1 = Instant::now();
     let det = detect_nuclei(&image, frame.um_per_px, &opts)?;
+    let masks = if a.watershed { Some(watershed_nuclei(&image, &det, frame.um_per_px, a.diameter_um)?) } else { None };
     let detect_s = t1.elapsed().as_secs_f64();
-    let mut csv = String::from("nucleus_id,x_um,y_um,x_px,y_px,response,intensity\n");
+    let mut csv = String::from("nucleus_id,x_um,y_um,x_px,y_px,response,intensity");
+    csv.push_str(if masks.is_some() { ",area_px,area_um2,mask_x_px,mask_y_px\n" } else { "\n" });
     let mut centroids_um = Vec::with_capacity(det.nuclei.len());
     for (i, n) in det.nuclei.iter().enumerate() {
         let um = frame.px_to_um(n.px);
         centroids_um.push(um);
-        writeln!(csv, "{i},{:.4},{:.4},{:.4},{:.4},{:.3},{:.2}", um[0], um[1], n.px[0], n.px[1], n.response, n.intensity)?;
+        write!(csv, "{i},{:.4},{:.4},{:.4},{:.4},{:.3},{:.2}", um[0], um[1], n.px[0], n.px[1], n.response, n.intensity)?;
+        if let Some(m) = &masks {
+            let [mx, my] = m.centroid_px[i];
+            let area = m.area_px[i];
+            write!(csv, ",{area},{:.4},{mx:.4},{my:.4}", area as f32 * frame.um_per_px * frame.um_per_px)?;
+        }
+        csv.push('\n');
+    }
+    if let (Some(path), Some(m)) = (&a.labels_out, &masks) {
+        use npyz::WriterBuilder as _;
+        let mut npy = Vec::with_capacity(m.labels.len() * 4 + 128);
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[m.height as u64, m.width as u64]).writer(&mut npy).begin_nd()?;
+        w.extend(m.labels.iter().copied())?;
+        w.finish()?;
+        write_file(path, npy)?;
     }
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -127,5 +188,40 @@ pub(crate) fn cmd_detect_nuclei(a: DetectNucleiArgs) -> Result<()> {
         }
         None => println!("no reference nuclei (no bundle, or the bundle has no nucleus centroids): not scored"),
     }
+    Ok(())
+}
+
+/// `detect-nuclei --image` on a grayscale level without decoding it whole: tiles (+ halo) are
+/// read window by window from the file ([`TiffLevelImage`]); same CSV as the whole-level path.
+fn detect_streaming(a: &DetectNucleiArgs, tiff: &PyramidTiff, base_um: f32, level: usize, t0: Instant) -> Result<()> {
+    let info = tiff.levels().get(level).copied().context("the chosen level is missing")?;
+    let frame = data::morphology::level_frame(&ImageFrame::from_corner([0.0, 0.0], base_um), info.downsample);
+    let opts = NucleusOptions {
+        diameter_um: a.diameter_um,
+        min_distance_um: a.min_distance_um,
+        threshold_scale: a.threshold_scale,
+        tile_px: a.tile_px,
+    };
+    let det = detect_nuclei_in(&TiffLevelImage::new(tiff, 0, level)?, frame.um_per_px, &opts)?;
+    let mut csv = String::from("nucleus_id,x_um,y_um,x_px,y_px,response,intensity\n");
+    for (i, n) in det.nuclei.iter().enumerate() {
+        let um = frame.px_to_um(n.px);
+        writeln!(csv, "{i},{:.4},{:.4},{:.4},{:.4},{:.3},{:.2}", um[0], um[1], n.px[0], n.px[1], n.response, n.intensity)?;
+    }
+    write_file(&a.out, csv)?;
+    println!(
+        "{} nuclei in a {}×{} px level at {} µm/px, streamed in {} tiles of {} px + {} px halo \
+         ({:.1} MB of f32 buffers per tile and worker; the level is never decoded whole) → {}; {:.2} s",
+        det.nuclei.len(),
+        info.width,
+        info.height,
+        frame.um_per_px,
+        det.n_tiles,
+        a.tile_px,
+        det.halo_px,
+        det.tile_bytes as f64 / 1e6,
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
