@@ -159,3 +159,18 @@ export async function classifyInChunks(clf, input, { chunkCells, onProgress, isC
   }
   return out;
 }
+
+/** The `classify(counts, nCells, genes, opts)` call of `classifyPatches(patches, opts)` on a
+ * classifier (`architecture`, `patchSize`, `patchUmPerPx`): an image-only model reads patches
+ * alone, so counts and genes are empty. Throws a `CellSymphonyError` "input" for a model that
+ * reads genes or patches of the wrong length. Shared by every classifier class. */
+export function patchesOnlyCall(clf, patches, opts = {}) {
+  if (clf.architecture !== "image_only") {
+    throw new CellSymphonyError("input", `classifyPatches: this is a ${clf.architecture} model (it reads genes); classifyPatches runs image-only models (architecture "image_only"): use classify(counts, nCells, genes, {patches, patchSize})`);
+  }
+  const s = clf.patchSize, px = s * s;
+  if (!(patches instanceof Float32Array) || patches.length % px !== 0) {
+    throw new CellSymphonyError("input", `classifyPatches: patches must be a Float32Array [cells*${s}*${s}] (cutPatches with patchSize ${s}, patchUmPerPx ${clf.patchUmPerPx}); got ${patches?.constructor?.name ?? typeof patches} of length ${patches?.length}`);
+  }
+  return [new Float32Array(0), patches.length / px, [], { ...opts, patches, patchSize: s }];
+}

@@ -11,7 +11,7 @@
 // detached here) unless `transfer: false` (then they are copied). Results come back
 // transferred. Failures reject with a `CellSymphonyError` (its `code` and the engine's message);
 // a cancel rejects with a `DOMException` named "AbortError". Types: client.d.ts.
-import { abortError, sliceable, sliceInput, chunkError, DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./chunked.js";
+import { abortError, sliceable, sliceInput, chunkError, DEFAULT_CHUNK_CELLS, defaultChunkCells, patchesOnlyCall } from "./chunked.js";
 import { CellSymphonyError } from "./errors.js";
 import { requestedDevice } from "./device.js";
 
@@ -78,6 +78,21 @@ class WorkerClassifier {
    * sliced by rows into chunks. */
   classifyCsr(indptr, indices, data, nCells, genes, opts = {}) {
     return this._classify("csr", [indptr, indices, data, nCells, genes], opts);
+  }
+
+  /** Cell types of an image-only model (`architecture` "image_only") from nucleus-centred
+   * patches alone: `patches` Float32Array [cells*patchSize*patchSize], e.g. `cutPatches(image,
+   * detectNuclei(image, …).centroidsUm, {…, patchSize: this.patchSize, patchUmPerPx:
+   * this.patchUmPerPx})`. Same `opts` and result as `classify`; rejects with a
+   * CellSymphonyError "input" for a model that reads genes. */
+  classifyPatches(patches, opts = {}) {
+    let args;
+    try {
+      args = patchesOnlyCall(this, patches, opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.classify(...args);
   }
 
   async _classify(kind, args, opts) {
@@ -242,6 +257,21 @@ class PoolClassifier {
 
   classifyCsr(indptr, indices, data, nCells, genes, opts = {}) {
     return this._classify("csr", [indptr, indices, data, nCells, genes], opts);
+  }
+
+  /** Cell types of an image-only model (`architecture` "image_only") from nucleus-centred
+   * patches alone: `patches` Float32Array [cells*patchSize*patchSize], e.g. `cutPatches(image,
+   * detectNuclei(image, …).centroidsUm, {…, patchSize: this.patchSize, patchUmPerPx:
+   * this.patchUmPerPx})`. Same `opts` and result as `classify`; rejects with a
+   * CellSymphonyError "input" for a model that reads genes. */
+  classifyPatches(patches, opts = {}) {
+    let args;
+    try {
+      args = patchesOnlyCall(this, patches, opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.classify(...args);
   }
 
   async _classify(kind, args, opts) {

@@ -104,6 +104,10 @@ export interface ClassifierMethods {
   classify(counts: Float32Array, nCells: number, genes: readonly string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
   /** CSR counts (scipy `csr_matrix` layout): `indptr` [cells+1], `indices` [nnz], `data` [nnz]. */
   classifyCsr(indptr: Uint32Array, indices: Uint32Array, data: Float32Array, nCells: number, genes: readonly string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
+  /** An image-only model (`architecture` "image_only") on nucleus-centred patches alone
+   * `[cells*patchSize*patchSize]` (e.g. from `cutPatches` at `patchSize` / `patchUmPerPx`);
+   * rejects with code "input" for a model that reads genes. */
+  classifyPatches(patches: Float32Array, opts?: Omit<ClassifyOptions, "patches" | "patchSize">): Promise<ClassifyResult>;
   /** Frees the engine's memory (after any call in flight). */
   free(): Promise<void>;
 }

@@ -56,11 +56,17 @@ cp "$out/genetok/gene_only_tokens/engine/model.int8.safetensors" "$out/www-data/
   || { cat "$out/genetok_classify.log"; die "classifying the crop with the gene-token model failed"; }
 "$bin" align --epochs 3 --out "$out/align" --www "$out/www-data" > "$out/align.log" 2>&1 \
   || { cat "$out/align.log"; die "alignment for the browser test failed"; }
-# Image-only slide: the crop's DAPI TIFF (no transcripts) and the native detect-nuclei output
-# that readTiff + detectNuclei in the page must reproduce (~2 s).
+# Image-only slide: the crop's DAPI TIFF (no transcripts), a tiny image-only model (one split,
+# 2 epochs, no gene transformer) and the native detect-nuclei output — nuclei and each one's
+# class from that model — that readTiff + detectNuclei + cutPatches + classifyPatches in the
+# page must reproduce.
 mkdir -p "$out/www-data/nuclei"
+"$bin" image-only --folds 1 --epochs 2 --gene-transformer-epochs 0 --out "$out/image_only" > "$out/image_only.log" 2>&1 \
+  || { cat "$out/image_only.log"; die "image-only training for the browser test failed"; }
+cp "$out/image_only/model.int8.safetensors" "$out/www-data/nuclei/model.int8.safetensors"
 cp "$(ls "$CELLSYMPHONY_DATA"/bidcell-*/data/dataset_xenium_breast1_small/morphology_mip_small.tif | head -1)" "$out/www-data/nuclei/dapi.tif"
-"$bin" detect-nuclei --image "$out/www-data/nuclei/dapi.tif" --um-per-px 0.2125 --out "$out/www-data/nuclei/native.csv" > "$out/nuclei.log" 2>&1 \
+"$bin" detect-nuclei --image "$out/www-data/nuclei/dapi.tif" --um-per-px 0.2125 --out "$out/www-data/nuclei/native.csv" \
+  --model "$out/www-data/nuclei/model.int8.safetensors" --engine cpu --predictions "$out/www-data/nuclei/native_predictions.csv" > "$out/nuclei.log" 2>&1 \
   || { cat "$out/nuclei.log"; die "detect-nuclei for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.
 CELLSYMPHONY_REQUIRE_MODELS=1 CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"
