@@ -160,11 +160,20 @@ export async function classifyInChunks(clf, input, { chunkCells, onProgress, isC
   return out;
 }
 
-/** The `classify(counts, nCells, genes, opts)` call of `classifyPatches(patches, opts)` on a
- * classifier (`architecture`, `patchSize`, `patchUmPerPx`): an image-only model reads patches
- * alone, so counts and genes are empty. Throws a `CellSymphonyError` "input" for a model that
- * reads genes or patches of the wrong length. Shared by every classifier class. */
-export function patchesOnlyCall(clf, patches, opts = {}) {
+/** `clf.classifyPatches(patches, opts)` for every classifier class (`architecture`,
+ * `patchSize`, `patchUmPerPx`, `classify`): an image-only model (architecture "image_only")
+ * reads nucleus-centred patches alone (`Float32Array [cells*patchSize*patchSize]`, e.g. from
+ * `cutPatches` at `patchSize` / `patchUmPerPx`), so counts and genes are empty. Rejects with a
+ * `CellSymphonyError` "input" for a model that reads genes or patches of the wrong length. */
+export function classifyPatchesOnly(clf, patches, opts = {}) {
+  try {
+    return clf.classify(...patchesOnlyCall(clf, patches, opts));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+function patchesOnlyCall(clf, patches, opts) {
   if (clf.architecture !== "image_only") {
     throw new CellSymphonyError("input", `classifyPatches: this is a ${clf.architecture} model (it reads genes); classifyPatches runs image-only models (architecture "image_only"): use classify(counts, nCells, genes, {patches, patchSize})`);
   }

@@ -11,7 +11,7 @@
 // detached here) unless `transfer: false` (then they are copied). Results come back
 // transferred. Failures reject with a `CellSymphonyError` (its `code` and the engine's message);
 // a cancel rejects with a `DOMException` named "AbortError". Types: client.d.ts.
-import { abortError, sliceable, sliceInput, chunkError, DEFAULT_CHUNK_CELLS, defaultChunkCells, patchesOnlyCall } from "./chunked.js";
+import { abortError, sliceable, sliceInput, chunkError, DEFAULT_CHUNK_CELLS, defaultChunkCells, classifyPatchesOnly } from "./chunked.js";
 import { CellSymphonyError } from "./errors.js";
 import { requestedDevice } from "./device.js";
 
@@ -80,19 +80,9 @@ class WorkerClassifier {
     return this._classify("csr", [indptr, indices, data, nCells, genes], opts);
   }
 
-  /** Cell types of an image-only model (`architecture` "image_only") from nucleus-centred
-   * patches alone: `patches` Float32Array [cells*patchSize*patchSize], e.g. `cutPatches(image,
-   * detectNuclei(image, …).centroidsUm, {…, patchSize: this.patchSize, patchUmPerPx:
-   * this.patchUmPerPx})`. Same `opts` and result as `classify`; rejects with a
-   * CellSymphonyError "input" for a model that reads genes. */
+  /** An image-only model on patches alone (`classifyPatches` in index.d.ts). */
   classifyPatches(patches, opts = {}) {
-    let args;
-    try {
-      args = patchesOnlyCall(this, patches, opts);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    return this.classify(...args);
+    return classifyPatchesOnly(this, patches, opts);
   }
 
   async _classify(kind, args, opts) {
@@ -259,19 +249,9 @@ class PoolClassifier {
     return this._classify("csr", [indptr, indices, data, nCells, genes], opts);
   }
 
-  /** Cell types of an image-only model (`architecture` "image_only") from nucleus-centred
-   * patches alone: `patches` Float32Array [cells*patchSize*patchSize], e.g. `cutPatches(image,
-   * detectNuclei(image, …).centroidsUm, {…, patchSize: this.patchSize, patchUmPerPx:
-   * this.patchUmPerPx})`. Same `opts` and result as `classify`; rejects with a
-   * CellSymphonyError "input" for a model that reads genes. */
+  /** An image-only model on patches alone (`classifyPatches` in index.d.ts). */
   classifyPatches(patches, opts = {}) {
-    let args;
-    try {
-      args = patchesOnlyCall(this, patches, opts);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    return this.classify(...args);
+    return classifyPatchesOnly(this, patches, opts);
   }
 
   async _classify(kind, args, opts) {

@@ -8,7 +8,7 @@
 //
 // The same API runs in a module Worker from "cellsymphony/worker" (client.js). Types: index.d.ts.
 import * as wasm from "./wasm.js";
-import { classifyInChunks, abortError, enqueue, yieldToEventLoop, patchesOnlyCall } from "./chunked.js";
+import { classifyInChunks, abortError, enqueue, yieldToEventLoop, classifyPatchesOnly } from "./chunked.js";
 import { CellSymphonyError, asCellSymphonyError } from "./errors.js";
 import { pickDevice, requestedDevice } from "./device.js";
 
@@ -86,19 +86,9 @@ export class Classifier {
     return this._classify({ kind: "csr", indptr, indices, data, nCells, genes }, opts);
   }
 
-  /** Cell types of an image-only model (`architecture` "image_only") from nucleus-centred
-   * patches alone: `patches` Float32Array [cells*patchSize*patchSize], e.g. `cutPatches(image,
-   * detectNuclei(image, …).centroidsUm, {…, patchSize: this.patchSize, patchUmPerPx:
-   * this.patchUmPerPx})`. Same `opts` and result as `classify`; rejects with a
-   * CellSymphonyError "input" for a model that reads genes. */
+  /** An image-only model on patches alone (`classifyPatches` in index.d.ts). */
   classifyPatches(patches, opts = {}) {
-    let args;
-    try {
-      args = patchesOnlyCall(this, patches, opts);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    return this.classify(...args);
+    return classifyPatchesOnly(this, patches, opts);
   }
 
   _classify(input, opts) {

@@ -20,7 +20,7 @@
 use burn::prelude::*;
 
 use super::classifier::{CellBatch, Classifier, ClassifierOptions};
-use super::contrastive::{info_nce_loss, l2_normalise, ProjectionNet, ProjectionNetConfig};
+use super::contrastive::{info_nce_loss, l2_normalise, ProjectionNet, SharedSpaceConfig};
 use super::encoders::MorphologyEncoderConfig;
 use crate::engine::{Architecture, ClassifierConfig, TokenSources};
 
@@ -34,15 +34,9 @@ pub struct ImageOnlyConfig {
     pub n_classes: usize,
     /// Genes of the expression encoder's input (log-normalised counts; training only).
     pub n_genes: usize,
-    /// Width of the shared (aligned) space.
-    #[config(default = 128)]
-    pub d_projection: usize,
-    /// Hidden width of both projection nets.
-    #[config(default = 256)]
-    pub d_hidden: usize,
-    /// InfoNCE temperature τ.
-    #[config(default = 0.1)]
-    pub temperature: f64,
+    /// The aligned space (as the contrastive aligner's) and the InfoNCE temperature.
+    #[config(default = "SharedSpaceConfig::new()")]
+    pub space: SharedSpaceConfig,
     /// Encoder layers over the single morphology token (0: the head reads the final-normed
     /// token).
     #[config(default = 0)]
@@ -73,38 +67,28 @@ impl ImageOnlyConfig {
     pub fn check(&self) -> Result<(), String> {
         self.morphology.check()?;
         self.spec().validate().map_err(|e| e.to_string())?;
-        if self.n_classes < 2 || self.n_genes == 0 || self.d_projection == 0 || self.d_hidden == 0 {
+        if self.n_classes < 2 || self.n_genes == 0 {
             return Err(format!(
-                "image-only model needs ≥ 2 classes (got {}), ≥ 1 gene (got {}) and positive projection \
-                 widths (got {} and {})",
-                self.n_classes, self.n_genes, self.d_projection, self.d_hidden
+                "image-only model needs ≥ 2 classes (got {}) and ≥ 1 gene (got {})",
+                self.n_classes, self.n_genes
             ));
         }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(format!("InfoNCE temperature {} must be finite and > 0", self.temperature));
-        }
-        Ok(())
+        self.space.check().map_err(|e| format!("image-only model: {e}"))
     }
 
     /// Build the model on `device`; a configuration [`Self::check`] rejects is returned as
     /// its message.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<ImageOnlyModel<B>, String> {
         self.check()?;
-        let proj = |d_input| {
-            ProjectionNetConfig::new(d_input)
-                .with_d_hidden(self.d_hidden)
-                .with_d_output(self.d_projection)
-                .init(device)
-        };
         let classifier = ClassifierOptions::new(self.spec())
             .with_dropout(self.morphology.dropout)
             .init(device)
             .map_err(|e| e.to_string())?;
         Ok(ImageOnlyModel {
             classifier,
-            morph_projection: proj(self.morphology.d_model),
-            gene_projection: proj(self.n_genes),
-            temperature: self.temperature,
+            morph_projection: self.space.projection(self.morphology.d_model, device),
+            gene_projection: self.space.projection(self.n_genes, device),
+            temperature: self.space.temperature,
         })
     }
 }
