@@ -99,7 +99,9 @@ fn random_model(arch: Architecture, linear_path: bool, seed: u64) -> Classifier<
 }
 
 /// Random cells: normalised genes `[n, G]` in [0, 4), centroids `[n, 2]` in [0, 5000) µm,
-/// patches `[n, S, S]` in [0, 1).
+/// patches `[n, S, S]` in [0, 1) with a per-cell contrast in [0.1, 1) (uniform noise alone
+/// gives every cell nearly the same ViT feature, so an image-only model's logits would be
+/// near ties everywhere).
 struct Cells {
     n: usize,
     genes: Vec<f32>,
@@ -111,7 +113,9 @@ fn cells(n: usize, seed: u64) -> Cells {
     let mut rng = SplitMix64::new(seed);
     let genes = rng.uniform_vec(n * GENES, 0.0, 4.0);
     let c = rng.uniform_vec(n * 2, 0.0, 5000.0);
-    let patches = rng.uniform_vec(n * SIDE * SIDE, 0.0, 1.0);
+    let contrast = rng.uniform_vec(n, 0.1, 1.0);
+    let noise = rng.uniform_vec(n * SIDE * SIDE, 0.0, 1.0);
+    let patches = noise.chunks(SIDE * SIDE).zip(&contrast).flat_map(|(p, &c)| p.iter().map(move |v| v * c)).collect();
     Cells { n, genes, centroids: c.chunks(2).map(|p| [p[0], p[1]]).collect(), patches }
 }
 
