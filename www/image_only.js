@@ -81,7 +81,7 @@ async function classifyShown() {
   let classes = null;
   if (model) {
     const t0 = performance.now();
-    classes = (await model.classifyPatches(patches(model.patchSize, model.patchUmPerPx))).classes;
+    classes = (await model.classifyPatches(await patches(model.patchSize, model.patchUmPerPx))).classes;
     const counts = new Array(model.classes.length).fill(0);
     for (const c of classes) counts[c]++;
     legend.innerHTML = model.classes.map((name, k) => `<span class="swatch" style="background:${PALETTE[k % PALETTE.length]}"></span> ${name} ${counts[k]}`).join(" · ") +

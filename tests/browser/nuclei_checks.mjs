@@ -29,7 +29,7 @@ async function inPage(data) {
     const modelBytes = new Uint8Array(await modelResponse.arrayBuffer());
     for (const device of ["webgpu", "cpu"]) {
       const clf = await api.Classifier.load(modelBytes, { device });
-      const patches = api.cutPatches(img, det.centroidsUm, { pixelSizeUm: img.umPerPx, originUm: img.originUm, patchSize: clf.patchSize, patchUmPerPx: clf.patchUmPerPx });
+      const patches = await api.cutPatches(img, det.centroidsUm, { pixelSizeUm: img.umPerPx, originUm: img.originUm, patchSize: clf.patchSize, patchUmPerPx: clf.patchUmPerPx });
       const t = performance.now();
       const r = await clf.classifyPatches(patches);
       classified[device] = { backend: clf.backend, architecture: clf.architecture, ms: performance.now() - t, names: Array.from(r.classes).map((c) => clf.classes[c]) };
