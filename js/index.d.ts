@@ -6,7 +6,7 @@
 export type Device = "auto" | "webgpu" | "cpu";
 /** The device a classifier was loaded on. */
 export type LoadedDevice = "webgpu" | "cpu";
-export type Architecture = "gene_only" | "spatial" | "dual_modality" | "multi_input";
+export type Architecture = "gene_only" | "spatial" | "dual_modality" | "multi_input" | "image_only";
 
 /** What a {@link CellSymphonyError} says to fix. */
 export type ErrorCode = "model" | "device" | "options" | "input" | "worker";
