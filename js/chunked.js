@@ -159,3 +159,27 @@ export async function classifyInChunks(clf, input, { chunkCells, onProgress, isC
   }
   return out;
 }
+
+/** `clf.classifyPatches(patches, opts)` for every classifier class (`architecture`,
+ * `patchSize`, `patchUmPerPx`, `classify`): an image-only model (architecture "image_only")
+ * reads nucleus-centred patches alone (`Float32Array [cells*patchSize*patchSize]`, e.g. from
+ * `cutPatches` at `patchSize` / `patchUmPerPx`), so counts and genes are empty. Rejects with a
+ * `CellSymphonyError` "input" for a model that reads genes or patches of the wrong length. */
+export function classifyPatchesOnly(clf, patches, opts = {}) {
+  try {
+    return clf.classify(...patchesOnlyCall(clf, patches, opts));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+function patchesOnlyCall(clf, patches, opts) {
+  if (clf.architecture !== "image_only") {
+    throw new CellSymphonyError("input", `classifyPatches: this is a ${clf.architecture} model (it reads genes); classifyPatches runs image-only models (architecture "image_only"): use classify(counts, nCells, genes, {patches, patchSize})`);
+  }
+  const s = clf.patchSize, px = s * s;
+  if (!(patches instanceof Float32Array) || patches.length % px !== 0) {
+    throw new CellSymphonyError("input", `classifyPatches: patches must be a Float32Array [cells*${s}*${s}] (cutPatches with patchSize ${s}, patchUmPerPx ${clf.patchUmPerPx}); got ${patches?.constructor?.name ?? typeof patches} of length ${patches?.length}`);
+  }
+  return [new Float32Array(0), patches.length / px, [], { ...opts, patches, patchSize: s }];
+}

@@ -11,7 +11,7 @@
 // detached here) unless `transfer: false` (then they are copied). Results come back
 // transferred. Failures reject with a `CellSymphonyError` (its `code` and the engine's message);
 // a cancel rejects with a `DOMException` named "AbortError". Types: client.d.ts.
-import { abortError, sliceable, sliceInput, chunkError, DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./chunked.js";
+import { abortError, sliceable, sliceInput, chunkError, DEFAULT_CHUNK_CELLS, defaultChunkCells, classifyPatchesOnly } from "./chunked.js";
 import { CellSymphonyError } from "./errors.js";
 import { requestedDevice } from "./device.js";
 
@@ -78,6 +78,11 @@ class WorkerClassifier {
    * sliced by rows into chunks. */
   classifyCsr(indptr, indices, data, nCells, genes, opts = {}) {
     return this._classify("csr", [indptr, indices, data, nCells, genes], opts);
+  }
+
+  /** An image-only model on patches alone (`classifyPatches` in index.d.ts). */
+  classifyPatches(patches, opts = {}) {
+    return classifyPatchesOnly(this, patches, opts);
   }
 
   async _classify(kind, args, opts) {
@@ -242,6 +247,11 @@ class PoolClassifier {
 
   classifyCsr(indptr, indices, data, nCells, genes, opts = {}) {
     return this._classify("csr", [indptr, indices, data, nCells, genes], opts);
+  }
+
+  /** An image-only model on patches alone (`classifyPatches` in index.d.ts). */
+  classifyPatches(patches, opts = {}) {
+    return classifyPatchesOnly(this, patches, opts);
   }
 
   async _classify(kind, args, opts) {

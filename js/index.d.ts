@@ -6,7 +6,7 @@
 export type Device = "auto" | "webgpu" | "cpu";
 /** The device a classifier was loaded on. */
 export type LoadedDevice = "webgpu" | "cpu";
-export type Architecture = "gene_only" | "spatial" | "dual_modality" | "multi_input";
+export type Architecture = "gene_only" | "spatial" | "dual_modality" | "multi_input" | "image_only";
 
 /** What a {@link CellSymphonyError} says to fix. */
 export type ErrorCode = "model" | "device" | "options" | "input" | "worker";
@@ -104,6 +104,10 @@ export interface ClassifierMethods {
   classify(counts: Float32Array, nCells: number, genes: readonly string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
   /** CSR counts (scipy `csr_matrix` layout): `indptr` [cells+1], `indices` [nnz], `data` [nnz]. */
   classifyCsr(indptr: Uint32Array, indices: Uint32Array, data: Float32Array, nCells: number, genes: readonly string[], opts?: ClassifyOptions): Promise<ClassifyResult>;
+  /** An image-only model (`architecture` "image_only") on nucleus-centred patches alone
+   * `[cells*patchSize*patchSize]` (e.g. from `cutPatches` at `patchSize` / `patchUmPerPx`);
+   * rejects with code "input" for a model that reads genes. */
+  classifyPatches(patches: Float32Array, opts?: Omit<ClassifyOptions, "patches" | "patchSize">): Promise<ClassifyResult>;
   /** Frees the engine's memory (after any call in flight). */
   free(): Promise<void>;
 }

@@ -8,7 +8,7 @@
 //
 // The same API runs in a module Worker from "cellsymphony/worker" (client.js). Types: index.d.ts.
 import * as wasm from "./wasm.js";
-import { classifyInChunks, abortError, enqueue, yieldToEventLoop } from "./chunked.js";
+import { classifyInChunks, abortError, enqueue, yieldToEventLoop, classifyPatchesOnly } from "./chunked.js";
 import { CellSymphonyError, asCellSymphonyError } from "./errors.js";
 import { pickDevice, requestedDevice } from "./device.js";
 
@@ -84,6 +84,11 @@ export class Classifier {
   /** {@link classify} from CSR counts (`indptr: Uint32Array [cells+1]`, `indices`, `data`). */
   classifyCsr(indptr, indices, data, nCells, genes, opts = {}) {
     return this._classify({ kind: "csr", indptr, indices, data, nCells, genes }, opts);
+  }
+
+  /** An image-only model on patches alone (`classifyPatches` in index.d.ts). */
+  classifyPatches(patches, opts = {}) {
+    return classifyPatchesOnly(this, patches, opts);
   }
 
   _classify(input, opts) {

@@ -56,15 +56,20 @@ cp "$out/genetok/gene_only_tokens/engine/model.int8.safetensors" "$out/www-data/
   || { cat "$out/genetok_classify.log"; die "classifying the crop with the gene-token model failed"; }
 "$bin" align --epochs 3 --out "$out/align" --www "$out/www-data" > "$out/align.log" 2>&1 \
   || { cat "$out/align.log"; die "alignment for the browser test failed"; }
-# Image-only slide: the crop's DAPI TIFF (no transcripts) and a synthetic H&E TIFF (seeded), and
-# the native detect-nuclei + watershed output that readTiff / readTiffRgb + detectNuclei in the
-# page must reproduce (~4 s).
+# Image-only slide: the crop's DAPI TIFF (no transcripts), a synthetic H&E TIFF (seeded), a tiny
+# image-only model (one split, 2 epochs, no gene transformer) and the native detect-nuclei +
+# watershed output — nuclei, masks and each DAPI nucleus's class from that model — that
+# readTiff / readTiffRgb + detectNuclei + cutPatches + classifyPatches in the page must reproduce.
 nuc="$out/www-data/nuclei"
 mkdir -p "$nuc"
+"$bin" image-only --folds 1 --epochs 2 --gene-transformer-epochs 0 --out "$out/image_only" > "$out/image_only.log" 2>&1 \
+  || { cat "$out/image_only.log"; die "image-only training for the browser test failed"; }
+cp "$out/image_only/model.int8.safetensors" "$nuc/model.int8.safetensors"
 cp "$(ls "$CELLSYMPHONY_DATA"/bidcell-*/data/dataset_xenium_breast1_small/morphology_mip_small.tif | head -1)" "$nuc/dapi.tif"
 node tests/browser/synth_he.mjs "$nuc/he.tif" > "$out/nuclei.log" 2>&1 \
   || { cat "$out/nuclei.log"; die "writing the synthetic H&E TIFF failed"; }
 { "$bin" detect-nuclei --image "$nuc/dapi.tif" --um-per-px 0.2125 --watershed --labels-out "$nuc/dapi_labels.npy" --out "$nuc/native.csv" \
+    --model "$nuc/model.int8.safetensors" --engine cpu --predictions "$nuc/native_predictions.csv" \
   && "$bin" detect-nuclei --image "$nuc/he.tif" --stain he --um-per-px 0.5 --watershed --labels-out "$nuc/he_labels.npy" --out "$nuc/he_native.csv"; } >> "$out/nuclei.log" 2>&1 \
   || { cat "$out/nuclei.log"; die "detect-nuclei for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.

@@ -332,7 +332,7 @@ impl Classifier {
         self.model().meta.classes.clone()
     }
 
-    /// `"gene_only"`, `"spatial"`, `"dual_modality"` or `"multi_input"`.
+    /// `"gene_only"`, `"spatial"`, `"dual_modality"`, `"multi_input"` or `"image_only"`.
     #[wasm_bindgen(getter)]
     pub fn architecture(&self) -> String {
         self.model().meta.architecture.clone()

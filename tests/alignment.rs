@@ -8,7 +8,7 @@ use std::path::Path;
 
 use burn::backend::{Autodiff, NdArray};
 
-use cellsymphony::model::ContrastiveAlignerConfig;
+use cellsymphony::model::{ContrastiveAlignerConfig, SharedSpaceConfig};
 use cellsymphony::train::contrastive::{evaluate_held_out, train_alignment, AlignOptions, PairedInputs};
 use cellsymphony::train::embeddings::{npy_f32_bytes, read_embeddings_for_cells, read_row_ids};
 use cellsymphony::train::TrainError;
@@ -31,7 +31,7 @@ fn alignment_metrics_use_held_out_cells_only() {
     let (genes, morph, labels) = paired_cells();
     let n = labels.len();
     let inputs = PairedInputs { n_cells: n, genes: &genes, d_gene: 8, morph: &morph, d_morph: 12 };
-    let config = ContrastiveAlignerConfig::new(8).with_d_morph_input(12).with_d_projection(16).with_d_hidden(32);
+    let config = ContrastiveAlignerConfig::new(8).with_d_morph_input(12).with_space(SharedSpaceConfig::new().with_d_projection(16).with_d_hidden(32));
     let options = AlignOptions { epochs: 3, batch_size: 16, held_out_fraction: 0.3, ..AlignOptions::default() };
     let trained = train_alignment::<AB>(&config, &inputs, &options, &Default::default(), |_| {}).unwrap();
 
@@ -247,7 +247,7 @@ fn image_only_model_learns_a_label_visible_in_the_image_and_beats_chance_on_held
         .with_feature_layer(1)
         .with_d_model(16)
         .with_dropout(0.0);
-    let config = ImageOnlyConfig::new(vit, 3, 8).with_d_projection(16).with_d_hidden(32);
+    let config = ImageOnlyConfig::new(vit, 3, 8).with_space(SharedSpaceConfig::new().with_d_projection(16).with_d_hidden(32));
     let (train, rest): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % 2 == 0);
     let (val, test): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|i| i % 4 == 1);
     let options = ImageOnlyOptions { epochs: 6, batch_size: 24, learning_rate: 3e-3, ..ImageOnlyOptions::default() };

@@ -536,3 +536,57 @@ fn classify_writes_xenium_explorer_cell_groups() {
     }
     assert!(n_low > 0 && n_low < n, "the median splits the cells: {n_low} of {n} low");
 }
+
+/// Issue 15, point 4 natively: `detect-nuclei --image TIFF --model` classifies every detected
+/// nucleus of a bare image (no transcripts) with an image-only model — the same classes with
+/// the CPU engine and burn on the fp32 file — and refuses a gene model before reading the image,
+/// naming what to use instead.
+#[test]
+fn detect_nuclei_classifies_a_bare_tiff_with_an_image_only_model_only() {
+    use cellsymphony::engine::{Architecture, ClassifierConfig, EngineModel, MorphologyTokenConfig, TokenSources};
+    let dir = common::scratch("cli-image-only");
+    let morphology = MorphologyTokenConfig { image_size: 16, vit_patch: 4, width: 16, n_heads: 2, d_ff: 32, n_layers: 1, k_nearest: 4, um_per_px: 0.75 };
+    let config = ClassifierConfig { d_model: 16, n_heads: 2, d_ff: 32, n_layers: 0, ..ClassifierConfig::new(0, 3) }
+        .for_architecture(Architecture::ImageOnly, &TokenSources { morphology, ..TokenSources::default() });
+    let model = common::random_model(config, 9);
+    assert_eq!(model.meta.architecture, "image_only");
+    let path = dir.join("image_only.safetensors");
+    model.save_atomic(&path).unwrap();
+    let tiff = common::crop_files().morphology;
+    let run = |model: &std::path::Path, engine: &str, out: &str| {
+        cli()
+            .args(["detect-nuclei", "--um-per-px", "0.2125", "--engine", engine, "--image"])
+            .arg(&tiff)
+            .arg("--model")
+            .arg(model)
+            .arg("--out")
+            .arg(dir.join("nuclei.csv"))
+            .arg("--predictions")
+            .arg(dir.join(out))
+            .output()
+            .expect("binary runs")
+    };
+    let mut classes = Vec::new();
+    for engine in ["cpu", "burn"] {
+        let out = run(&path, engine, &format!("{engine}.csv"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{engine}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("classified") && text.contains("nuclei"), "{text}");
+        classes.push(predicted(&dir.join(format!("{engine}.csv"))));
+    }
+    let nuclei = std::fs::read_to_string(dir.join("nuclei.csv")).unwrap().lines().count() - 1;
+    assert!(nuclei > 500, "{nuclei} nuclei detected on the crop");
+    assert_eq!(classes[0].len(), nuclei, "one prediction per detected nucleus");
+    assert!(classes[0].iter().all(|c| ["c0", "c1", "c2"].contains(&c.as_str())), "{:?}", &classes[0][..5]);
+    assert_eq!(classes[0], classes[1], "CPU engine and burn give the same classes");
+    // A gene model has nothing to read in a bare image: a clear error, no output.
+    let gene = common::random_model(ClassifierConfig { n_layers: 1, d_model: 16, n_heads: 2, d_ff: 32, ..ClassifierConfig::new(5, 3) }, 3);
+    let gene_path = dir.join("gene_only.safetensors");
+    EngineModel::save_atomic(&gene, &gene_path).unwrap();
+    let out = run(&gene_path, "cpu", "gene.csv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("gene_only") && err.contains("image-only") && err.contains("no transcripts"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!dir.join("gene.csv").exists());
+}

@@ -1,4 +1,4 @@
-//! burn ⇄ engines parity for EVERY architecture, with no download: a seeded random burn
+//! burn ⇄ engines parity for EVERY architecture (the image-only one included), with no download: a seeded random burn
 //! [`Classifier`] (relative bias and modality rows randomised too) → export fp32 + int8 →
 //! - burn fp32 vs the CPU engine on the fp32 file: max |Δlogit| ≤ 1e-5 · max(1, |logit|);
 //! - the CPU engine vs the WGSL engine on the int8 file: ≤ 1e-4 · max(1, |logit|);
@@ -39,10 +39,11 @@ const GENES: usize = 12;
 const CLASSES: usize = 5;
 const SIDE: usize = 16;
 
-/// The architectures checked: all four, then the linear path on gene-only and multi-input.
+/// The architectures checked: all four, the image-only one (its default of no encoder layers:
+/// ViT → token → final norm → head), then the linear path on gene-only and multi-input.
 fn cases() -> Vec<(Architecture, bool)> {
     let mut v: Vec<_> = Architecture::ALL.into_iter().map(|a| (a, false)).collect();
-    v.extend([(Architecture::GeneOnly, true), (Architecture::MultiInput, true)]);
+    v.extend([(Architecture::ImageOnly, false), (Architecture::GeneOnly, true), (Architecture::MultiInput, true)]);
     v
 }
 
@@ -64,7 +65,7 @@ fn spec(arch: Architecture, linear_path: bool) -> ClassifierConfig {
         d_model: 16,
         n_heads: 2,
         d_ff: 32,
-        n_layers: 2,
+        n_layers: if arch == Architecture::ImageOnly { 0 } else { 2 },
         gene_tokens: 3,
         linear_path,
         ..ClassifierConfig::new(GENES, CLASSES)
@@ -98,7 +99,9 @@ fn random_model(arch: Architecture, linear_path: bool, seed: u64) -> Classifier<
 }
 
 /// Random cells: normalised genes `[n, G]` in [0, 4), centroids `[n, 2]` in [0, 5000) µm,
-/// patches `[n, S, S]` in [0, 1).
+/// patches `[n, S, S]` in [0, 1) with a per-cell contrast in [0.1, 1) (uniform noise alone
+/// gives every cell nearly the same ViT feature, so an image-only model's logits would be
+/// near ties everywhere).
 struct Cells {
     n: usize,
     genes: Vec<f32>,
@@ -110,7 +113,9 @@ fn cells(n: usize, seed: u64) -> Cells {
     let mut rng = SplitMix64::new(seed);
     let genes = rng.uniform_vec(n * GENES, 0.0, 4.0);
     let c = rng.uniform_vec(n * 2, 0.0, 5000.0);
-    let patches = rng.uniform_vec(n * SIDE * SIDE, 0.0, 1.0);
+    let contrast = rng.uniform_vec(n, 0.1, 1.0);
+    let noise = rng.uniform_vec(n * SIDE * SIDE, 0.0, 1.0);
+    let patches = noise.chunks(SIDE * SIDE).zip(&contrast).flat_map(|(p, &c)| p.iter().map(move |v| v * c)).collect();
     Cells { n, genes, centroids: c.chunks(2).map(|p| [p[0], p[1]]).collect(), patches }
 }
 
@@ -130,7 +135,9 @@ fn burn_logits(m: &Classifier<B>, c: &Cells) -> Vec<f32> {
 
 /// The engines' input `[n, n_inputs]` and patches (for a morphology model).
 fn engine_input(model: &EngineModel, c: &Cells) -> (Vec<f32>, Option<Vec<f32>>) {
-    let x = engine::model_input(model.config(), c.genes.clone(), Some(&c.centroids)).expect("model input");
+    // An image-only model reads no genes: its model input is empty.
+    let genes = if model.config().n_genes == 0 { Vec::new() } else { c.genes.clone() };
+    let x = engine::model_input(model.config(), genes, Some(&c.centroids)).expect("model input");
     (x, model.config().morphology.as_ref().map(|_| c.patches.clone()))
 }
 
@@ -146,7 +153,7 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn export(m: &Classifier<B>) -> EngineModel {
-    let genes = (0..GENES).map(|i| format!("g{i}")).collect();
+    let genes = (0..m.spec.n_genes).map(|i| format!("g{i}")).collect();
     let classes = (0..CLASSES).map(|i| format!("c{i}")).collect();
     to_engine_model(m, ModelMeta::new(m.spec.clone(), genes, classes)).expect("export")
 }

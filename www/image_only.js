@@ -1,14 +1,23 @@
 // Image-only slide in the demo: a dropped (OME-)TIFF → readTiff (wasm, only the pyramid level
-// needed) → detectNuclei (wasm) → nuclei drawn over the image. The hook for an image-only
-// classifier: window.cellsymphonyImageOnly = {image, detection, patches(patchSize,
-// patchUmPerPx)} (patches cut at the detected centroids with the native patch code).
-import { readTiff, detectNuclei, cutPatches } from "../pkg/index.js";
+// needed) → detectNuclei (wasm) → nuclei drawn over the image; with an image-only model
+// loaded (`cellsymphony image-only`'s model.int8.safetensors), patches are cut at the detected
+// centroids (cutPatches, the native patch code) and each nucleus is coloured by the class
+// Classifier.classifyPatches predicts (WebGPU where found, else the wasm CPU engine).
+// window.cellsymphonyImageOnly = {image, detection, patches(patchSize, patchUmPerPx), classes}.
+import { readTiff, detectNuclei, cutPatches, Classifier } from "../pkg/index.js";
+import { PALETTE } from "./palette.js";
 
 const TARGET_UM_PER_PX = 0.5; // resolves 8 µm nuclei (σ ≈ 2.8 px) and keeps whole slides small
 const input = document.getElementById("tiff-file");
 const umInput = document.getElementById("tiff-um");
 const status = document.getElementById("tiff-status");
 const canvas = document.getElementById("nuclei-canvas");
+const modelInput = document.getElementById("tiff-model");
+const legend = document.getElementById("tiff-legend");
+/** The image-only classifier, once a model file is chosen. */
+let model = null;
+/** The last image shown and its nuclei (re-classified when a model is loaded after it). */
+let last = null;
 
 /** 0.5/99.5 percentiles of a sample of the pixels (display stretch only). */
 function stretch(pixels) {
@@ -20,7 +29,7 @@ function stretch(pixels) {
   return [at(0.5), Math.max(at(99.5), at(0.5) + 1)];
 }
 
-function draw(img, det) {
+function draw(img, det, classes) {
   canvas.width = img.width; canvas.height = img.height;
   canvas.style.width = "100%";
   const ctx = canvas.getContext("2d");
@@ -34,6 +43,7 @@ function draw(img, det) {
   ctx.strokeStyle = "#ff3b30"; ctx.lineWidth = Math.max(1, img.width / 600);
   const r = Math.max(2, det.sigmaPx * Math.SQRT2);
   for (let i = 0; i < det.nNuclei; i++) {
+    if (classes) ctx.strokeStyle = PALETTE[classes[i] % PALETTE.length];
     ctx.beginPath(); ctx.arc(det.centroidsPx[2 * i], det.centroidsPx[2 * i + 1], r, 0, 2 * Math.PI); ctx.stroke();
   }
 }
@@ -53,19 +63,51 @@ async function show(bytes, name) {
     const t0 = performance.now();
     const det = await detectNuclei(img, { pixelSizeUm: img.umPerPx, originUm: img.originUm });
     const ms = performance.now() - t0;
-    draw(img, det);
     status.textContent = `${name}: level ${img.level} (${img.width}×${img.height} px, ${img.umPerPx.toFixed(3)} µm/px), ` +
       `${(img.fileBytesRead / 1e6).toFixed(1)} of ${(bytes.byteLength / 1e6).toFixed(1)} MB read; ${det.nNuclei} nuclei in ${ms.toFixed(0)} ms`;
-    window.cellsymphonyImageOnly = {
-      image: img, detection: det,
-      patches: (patchSize, patchUmPerPx) => cutPatches(img, det.centroidsUm, { pixelSizeUm: img.umPerPx, originUm: img.originUm, patchSize, patchUmPerPx }),
-    };
+    last = { img, det, name };
+    await classifyShown();
     document.body.dataset.imageOnly = "done";
   } catch (e) {
     status.textContent = `${name}: ${e.message}`;
     document.body.dataset.imageOnly = "error";
   }
 }
+
+/** Draws the last image's nuclei, coloured by the image-only model's classes when one is loaded. */
+async function classifyShown() {
+  const { img, det } = last;
+  const patches = (patchSize, patchUmPerPx) => cutPatches(img, det.centroidsUm, { pixelSizeUm: img.umPerPx, originUm: img.originUm, patchSize, patchUmPerPx });
+  let classes = null;
+  if (model) {
+    const t0 = performance.now();
+    classes = (await model.classifyPatches(await patches(model.patchSize, model.patchUmPerPx))).classes;
+    const counts = new Array(model.classes.length).fill(0);
+    for (const c of classes) counts[c]++;
+    legend.innerHTML = model.classes.map((name, k) => `<span class="swatch" style="background:${PALETTE[k % PALETTE.length]}"></span> ${name} ${counts[k]}`).join(" · ") +
+      ` (${model.device}, ${(performance.now() - t0).toFixed(0)} ms)`;
+  }
+  draw(img, det, classes);
+  window.cellsymphonyImageOnly = { image: img, detection: det, patches, classes };
+}
+
+modelInput.addEventListener("change", async () => {
+  const f = modelInput.files?.[0];
+  if (!f) return;
+  try {
+    model = await Classifier.load(new Uint8Array(await f.arrayBuffer()));
+    if (model.architecture !== "image_only") {
+      legend.textContent = `${f.name} is a ${model.architecture} model (it reads genes); choose an image-only model (cellsymphony image-only)`;
+      model = null;
+      return;
+    }
+    legend.textContent = `${f.name}: ${model.classes.length} classes, ${model.patchSize} px patches at ${model.patchUmPerPx} µm/px`;
+    if (last) await classifyShown();
+  } catch (e) {
+    legend.textContent = `${f.name}: ${e.message}`;
+    model = null;
+  }
+});
 
 input.addEventListener("change", async () => {
   const f = input.files?.[0];

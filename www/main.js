@@ -3,10 +3,8 @@
 // pairing run in the package's module Worker (?mode=main: on this thread, the main-thread
 // mode), with a progress bar and a Cancel button.
 import { CellSymphonyWorker, CellSymphonyMainThread } from "../pkg/client.js";
+import { PALETTE } from "./palette.js";
 
-const PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0",
-  "#f032e6", "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000",
-  "#aaffc3", "#808000", "#ffd8b1", "#000075", "#808080"];
 
 // Folder of the bundle written by `cellsymphony classify --www` / `pipeline` (default data/).
 const DATA = new URLSearchParams(location.search).get("data") || "data/";

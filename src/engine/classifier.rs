@@ -207,6 +207,23 @@ impl Classifier {
 }
 
 impl EngineModel {
+    /// Errors unless this is an image-only model ([`super::Architecture::ImageOnly`]): what
+    /// classifies cells of `source`, an image with no transcripts (a gene-based model has
+    /// nothing to read there).
+    pub fn require_image_only(&self, source: &str) -> Result<(), EngineError> {
+        if self.meta.config.is_image_only() {
+            return Ok(());
+        }
+        Err(EngineError::InvalidConfig {
+            reason: format!(
+                "the model is {} (it reads the genes of each cell) but {source} is an image with no \
+                 transcripts; classify it with an image-only model (`cellsymphony image-only` writes \
+                 model.safetensors and model.int8.safetensors)",
+                self.meta.architecture
+            ),
+        })
+    }
+
     /// Model input for `cells` exactly as the model file records it (what
     /// [`Classifier::prepare`] runs; callers that feed several engines prepare once here):
     /// 1. validates the input (shapes, CSR structure, gene names, centroids, patches; values
@@ -219,9 +236,17 @@ impl EngineModel {
     /// 5. appends the centroid features of a model with a centroid token (which then needs
     ///    `centroids_um`), and checks the patches of a model with a morphology token (which
     ///    then needs patches of its `image_size`; they are borrowed, not copied).
+    ///
+    /// An image-only model reads the patches alone: counts and gene names are ignored (they
+    /// may be empty, `n_genes = 0`), the model input is empty and no cell is unclassified.
     pub fn prepare<'a>(&self, cells: CellInput<'a>) -> Result<PreparedCells<'a>, EngineError> {
         let meta = &self.meta;
         let config = &meta.config;
+        if config.is_image_only() {
+            let n_cells = cells.counts.n_cells();
+            let patches = self.checked_patches(cells, n_cells)?;
+            return Ok(PreparedCells { x: Vec::new(), patches, n_cells, no_counts: Vec::new() });
+        }
         let values = if meta.normalisation.reads_counts() { InputValues::Counts } else { InputValues::Finite };
         let valid = cells.validate_as(values)?;
         let n_cells = valid.n_cells();
@@ -241,7 +266,15 @@ impl EngineModel {
             None => x,
         };
         let x = model_input(config, x, valid.centroids_um().as_deref())?;
-        let patches = match (&config.morphology, cells.patches) {
+        let patches = self.checked_patches(cells, n_cells)?;
+        Ok(PreparedCells { x, patches, n_cells, no_counts })
+    }
+
+    /// The patches of `cells` for a model with a morphology token (borrowed), checked against
+    /// its patch size; `None` for a model without one.
+    fn checked_patches<'a>(&self, cells: CellInput<'a>, n_cells: usize) -> Result<Option<Cow<'a, [f32]>>, EngineError> {
+        let config = &self.meta.config;
+        Ok(match (&config.morphology, cells.patches) {
             (None, _) => None,
             (Some(m), Some(p)) if p.size != m.image_size => {
                 return Err(EngineError::InvalidConfig {
@@ -256,8 +289,7 @@ impl EngineModel {
                 check_patches(config, pixels, n_cells)?;
                 pixels.map(Cow::Borrowed)
             }
-        };
-        Ok(PreparedCells { x, patches, n_cells, no_counts })
+        })
     }
 }
 

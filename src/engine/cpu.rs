@@ -352,8 +352,10 @@ fn forward_block(
             let va = layernorm_reference(&vh, n * g2, m.width, &vit.norm, eps);
             let (n_in, stride) = (c.n_inputs(), c.n_embedding_inputs());
             let mut out = vec![0.0f32; n * stride];
-            for (o, xr) in out.chunks_exact_mut(stride).zip(x.chunks_exact(n_in)) {
-                o[..n_in].copy_from_slice(xr);
+            if n_in > 0 {
+                for (o, xr) in out.chunks_exact_mut(stride).zip(x.chunks_exact(n_in)) {
+                    o[..n_in].copy_from_slice(xr);
+                }
             }
             let idx = centre_token_indices(m.grid(), m.k_nearest);
             token_gather_mean_reference(&va, n, g2, m.width, &idx, &mut out, stride, n_in);

@@ -53,7 +53,7 @@ pub use super::spec::{
     centre_token_indices, Architecture, ClassifierConfig, GeneEncoderKind, GeneSelection, GeneTokenPanel,
     DEFAULT_MAX_GENE_TOKENS, MAX_GENE_TOKENS, MorphologyTokenConfig, SpatialTokenConfig,
     TokenSources, ARCHITECTURE_DUAL_MODALITY, ARCHITECTURE_GENE_ONLY, ARCHITECTURE_MULTI_INPUT,
-    ARCHITECTURE_SPATIAL,
+    ARCHITECTURE_IMAGE_ONLY, ARCHITECTURE_SPATIAL,
 };
 pub use crate::quant::{Linear, LinearWeight};
 pub use super::normalisation::{
@@ -226,6 +226,7 @@ impl ModelMeta {
             ARCHITECTURE_SPATIAL,
             ARCHITECTURE_DUAL_MODALITY,
             ARCHITECTURE_MULTI_INPUT,
+            ARCHITECTURE_IMAGE_ONLY,
         ];
         if !known.contains(&self.architecture.as_str()) {
             return Err(ModelFileError::UnsupportedArchitecture {

@@ -453,8 +453,10 @@ impl GpuClassifier {
                     // Rows of n_embedding_inputs: the ViT writes the trailing W columns.
                     let (n_in, stride) = (c.n_inputs(), c.n_embedding_inputs());
                     let mut wide = vec![0.0f32; n * stride];
-                    for (o, xr) in wide.chunks_exact_mut(stride).zip(x_chunk.chunks_exact(n_in)) {
-                        o[..n_in].copy_from_slice(xr);
+                    if n_in > 0 {
+                        for (o, xr) in wide.chunks_exact_mut(stride).zip(x_chunk.chunks_exact(n_in)) {
+                            o[..n_in].copy_from_slice(xr);
+                        }
                     }
                     ctx.queue.write_buffer(&io.x, 0, bytemuck::cast_slice(&wide));
                     let rows = vit_patch_rows(&p[start * m.pixels()..(start + n) * m.pixels()], n, m);

@@ -14,7 +14,11 @@
 //! | sinusoidal centroid | `spatial` | 1 | yes |
 //! | relative positional attention bias | `attention_bias` | — | yes |
 //!
-//! The four CellSymphony classifiers are four [`Architecture`]s of this one spec; adding an
+//! The image-only (CUCA-style) classifier is the morphology ViT alone: `n_genes = 0`,
+//! `gene_tokens = 0`, one morphology token, usually `n_layers = 0`, so the head reads the
+//! final-normed projection of the pooled ViT feature.
+//!
+//! The four CellSymphony classifiers (and the image-only one) are [`Architecture`]s of this one spec; adding an
 //! architecture means one variant here, one token source in the burn module, one in the
 //! engines (and a kernel if it needs one).
 
@@ -34,6 +38,8 @@ pub const ARCHITECTURE_DUAL_MODALITY: &str = "dual_modality";
 /// Architecture name of the multi-input classifier (gene, morphology and centroid tokens with a
 /// learned additive attention bias).
 pub const ARCHITECTURE_MULTI_INPUT: &str = "multi_input";
+/// Architecture name of the image-only (CUCA-style) classifier: the morphology token alone.
+pub const ARCHITECTURE_IMAGE_ONLY: &str = "image_only";
 
 /// The four CellSymphony classifiers: named combinations of the spec's token sources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -47,6 +53,10 @@ pub enum Architecture {
     DualModality,
     /// Gene, morphology and centroid tokens with a learned relative attention bias.
     MultiInput,
+    /// The morphology token alone (no genes, no centroid): cell types from the nucleus
+    /// patch (`cellsymphony image-only`). Not in [`Architecture::ALL`] (the gene-based
+    /// benchmark's table); trained by [`crate::train::image_only`].
+    ImageOnly,
 }
 
 impl Architecture {
@@ -66,6 +76,7 @@ impl Architecture {
             Architecture::Spatial => ARCHITECTURE_SPATIAL,
             Architecture::DualModality => ARCHITECTURE_DUAL_MODALITY,
             Architecture::MultiInput => ARCHITECTURE_MULTI_INPUT,
+            Architecture::ImageOnly => ARCHITECTURE_IMAGE_ONLY,
         }
     }
 
@@ -76,12 +87,18 @@ impl Architecture {
             Architecture::Spatial => "Spatial",
             Architecture::DualModality => "Dual-modality",
             Architecture::MultiInput => "Multi-input",
+            Architecture::ImageOnly => "Image-only",
         }
     }
 
     /// Whether the classifier has a morphology token.
     pub fn has_morphology(self) -> bool {
-        matches!(self, Architecture::DualModality | Architecture::MultiInput)
+        matches!(self, Architecture::DualModality | Architecture::MultiInput | Architecture::ImageOnly)
+    }
+
+    /// Whether the classifier reads genes (every architecture but the image-only one).
+    pub fn has_genes(self) -> bool {
+        self != Architecture::ImageOnly
     }
 
     /// Whether the classifier has a centroid token.
@@ -103,10 +120,11 @@ impl FromStr for Architecture {
         let key = s.trim().to_ascii_lowercase().replace('-', "_");
         Architecture::ALL
             .into_iter()
+            .chain([Architecture::ImageOnly])
             .find(|a| a.name() == key)
             .ok_or_else(|| {
                 format!(
-                    "unknown model {s:?}; choose one of gene-only, spatial, dual-modality, multi-input"
+                    "unknown model {s:?}; choose one of gene-only, spatial, dual-modality, multi-input, image-only"
                 )
             })
     }
@@ -414,6 +432,12 @@ impl ClassifierConfig {
         self.gene_tokens + usize::from(self.has_morphology_token()) + usize::from(self.spatial.is_some())
     }
 
+    /// Whether this is the image-only classifier's spec (no gene tokens; [`Self::kind`] checks
+    /// the rest).
+    pub fn is_image_only(&self) -> bool {
+        self.gene_tokens == 0
+    }
+
     /// Whether the classifier has a morphology token (patch ViT or precomputed image embedding).
     pub fn has_morphology_token(&self) -> bool {
         self.morphology.is_some() || self.morph_embedding_dim.is_some()
@@ -423,6 +447,18 @@ impl ClassifierConfig {
     /// dual-modality (morphology token) or multi-input (both, plus the attention bias).
     /// Errors for other combinations.
     pub fn kind(&self) -> Result<Architecture, ModelFileError> {
+        if self.is_image_only() {
+            return match (self.morphology.is_some(), self.spatial.is_some(), self.attention_bias, self.n_genes, self.linear_path) {
+                (true, false, false, 0, false) => Ok(Architecture::ImageOnly),
+                (m, s, b, g, l) => Err(ModelFileError::InvalidConfig {
+                    reason: format!(
+                        "config has gene_tokens = 0 (image-only) but morphology ViT: {m}, spatial: {s}, \
+                         attention_bias: {b}, n_genes: {g}, linear_path: {l}; an image-only model has \
+                         the patch ViT only (no genes, centroid, bias or linear path)"
+                    ),
+                }),
+            };
+        }
         match (self.has_morphology_token(), self.spatial.is_some(), self.attention_bias) {
             (false, false, false) => Ok(Architecture::GeneOnly),
             (false, true, false) => Ok(Architecture::Spatial),
@@ -449,12 +485,18 @@ impl ClassifierConfig {
     /// multimodal architectures only, as CellSymphony's foundation-model variants do).
     pub fn for_architecture(mut self, arch: Architecture, sources: &TokenSources) -> Self {
         let multimodal = arch != Architecture::GeneOnly;
+        if !arch.has_genes() {
+            self.n_genes = 0;
+            self.gene_tokens = 0;
+            self.linear_path = false;
+            self.gene_token_panel = None;
+        }
         self.spatial = arch.has_centroid().then(|| sources.spatial.clone());
         self.morph_embedding_dim = if arch.has_morphology() { sources.morph_embedding_dim } else { None };
         self.morphology = (arch.has_morphology() && self.morph_embedding_dim.is_none())
             .then(|| sources.morphology.clone());
         self.attention_bias = arch == Architecture::MultiInput;
-        self.gene_embedding_dim = if multimodal { sources.gene_embedding_dim } else { None };
+        self.gene_embedding_dim = if multimodal && arch.has_genes() { sources.gene_embedding_dim } else { None };
         self
     }
 
@@ -491,8 +533,10 @@ impl ClassifierConfig {
             ("n_layers", self.n_layers),
             ("gene_tokens", self.gene_tokens),
         ];
+        // The image-only classifier has no genes and may have no encoder layers.
+        let may_be_zero = |name: &str| self.is_image_only() && matches!(name, "n_genes" | "gene_tokens" | "n_layers");
         for (name, v) in sizes {
-            if v == 0 {
+            if v == 0 && !may_be_zero(name) {
                 return Err(ModelFileError::InvalidConfig {
                     reason: format!("config.{name} is 0; it must be positive"),
                 });

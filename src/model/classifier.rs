@@ -77,7 +77,7 @@ impl ModelInputs {
     /// What a classifier with this spec reads.
     pub fn of(spec: &ClassifierConfig) -> Self {
         Self {
-            genes: spec.gene_embedding_dim.is_none().then_some(spec.n_genes),
+            genes: (spec.gene_embedding_dim.is_none() && !spec.is_image_only()).then_some(spec.n_genes),
             gene_embedding: spec.gene_embedding_dim,
             patches: spec.morphology.as_ref().map(|m| m.image_size),
             morph_embedding: spec.morph_embedding_dim,
@@ -100,6 +100,9 @@ pub struct GeneSource<B: Backend> {
 
 impl<B: Backend> GeneSource<B> {
     fn init(spec: &ClassifierConfig, device: &B::Device) -> Self {
+        if spec.is_image_only() {
+            return Self { counts: None, embedding: None, tokens: None };
+        }
         if let Some(p) = &spec.gene_token_panel {
             return Self { counts: None, embedding: None, tokens: Some(GeneTokenEncoder::new(&p.genes, spec.d_model, device)) };
         }
@@ -126,20 +129,21 @@ impl<B: Backend> GeneSource<B> {
         }
     }
 
-    /// `[batch, gene_tokens, d_model]`.
-    pub fn forward(&self, batch: &CellBatch<B>) -> Tensor<B, 3> {
+    /// `[batch, gene_tokens, d_model]`; `None` for the image-only classifier (no gene
+    /// encoder).
+    pub fn forward(&self, batch: &CellBatch<B>) -> Option<Tensor<B, 3>> {
         if let Some(enc) = &self.tokens {
-            return enc.forward(batch.genes.clone().expect("model needs `genes`"));
+            return Some(enc.forward(batch.genes.clone().expect("model needs `genes`")));
         }
         match (&self.counts, &self.embedding) {
-            (Some(enc), _) => enc.forward(batch.genes.clone().expect("model needs `genes`")),
-            (None, Some(enc)) => enc.forward(
+            (Some(enc), _) => Some(enc.forward(batch.genes.clone().expect("model needs `genes`"))),
+            (None, Some(enc)) => Some(enc.forward(
                 batch
                     .gene_embedding
                     .clone()
                     .expect("model needs `gene_embedding`"),
-            ),
-            (None, None) => unreachable!("GeneSource has one encoder by construction"),
+            )),
+            (None, None) => None,
         }
     }
 }
@@ -316,7 +320,7 @@ impl ClassifierOptions {
                 .with_max_wavelength_um(s.max_wavelength_um)
                 .init(device)
         });
-        let modalities = 1 + usize::from(morphology.is_some()) + usize::from(spatial.is_some());
+        let modalities = usize::from(!spec.is_image_only()) + usize::from(morphology.is_some()) + usize::from(spatial.is_some());
         let modality = (modalities > 1).then(|| token_table(modalities, spec.d_model, device));
         let relative_bias = spec.attention_bias.then(|| {
             Param::from_tensor(Tensor::zeros(
@@ -375,7 +379,7 @@ impl<B: Backend> Classifier<B> {
             }
             None => tokens,
         };
-        let mut parts = vec![with_modality(self.genes.forward(batch))];
+        let mut parts: Vec<Tensor<B, 3>> = self.genes.forward(batch).map(&mut with_modality).into_iter().collect();
         if let Some(m) = &self.morphology {
             parts.push(with_modality(m.forward(batch)));
         }

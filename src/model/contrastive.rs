@@ -60,6 +60,43 @@ impl<B: Backend> ProjectionNet<B> {
     }
 }
 
+/// The shared (aligned) space of two [`ProjectionNet`]s and its InfoNCE temperature: one
+/// struct for the contrastive aligner and the image-only model.
+#[derive(Config, Debug)]
+pub struct SharedSpaceConfig {
+    /// Shared space width.
+    #[config(default = 128)]
+    pub d_projection: usize,
+    /// Hidden width of both projection nets.
+    #[config(default = 256)]
+    pub d_hidden: usize,
+    /// InfoNCE temperature τ (logits are cosine similarities / τ).
+    #[config(default = 0.1)]
+    pub temperature: f64,
+}
+
+impl SharedSpaceConfig {
+    /// A projection net `[batch, d_input] → [batch, d_projection]` into this space.
+    pub fn projection<B: Backend>(&self, d_input: usize, device: &B::Device) -> ProjectionNet<B> {
+        ProjectionNetConfig::new(d_input)
+            .with_d_hidden(self.d_hidden)
+            .with_d_output(self.d_projection)
+            .init(device)
+    }
+
+    /// Why this space cannot be built, if it cannot: zero widths or a temperature that is not
+    /// finite and positive.
+    pub fn check(&self) -> Result<(), String> {
+        if self.d_projection == 0 || self.d_hidden == 0 {
+            return Err(format!("projection widths must be positive (got {} and {})", self.d_projection, self.d_hidden));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(format!("InfoNCE temperature {} must be finite and > 0", self.temperature));
+        }
+        Ok(())
+    }
+}
+
 /// Configuration of a [`ContrastiveAligner`].
 #[derive(Config, Debug)]
 pub struct ContrastiveAlignerConfig {
@@ -71,15 +108,9 @@ pub struct ContrastiveAlignerConfig {
     /// Width of a precomputed morphology embedding (used when `morphology` is `None`).
     #[config(default = 0)]
     pub d_morph_input: usize,
-    /// Shared space width.
-    #[config(default = 128)]
-    pub d_projection: usize,
-    /// Hidden width of both projection nets.
-    #[config(default = 256)]
-    pub d_hidden: usize,
-    /// InfoNCE temperature τ (logits are cosine similarities / τ).
-    #[config(default = 0.1)]
-    pub temperature: f64,
+    /// The shared space and temperature.
+    #[config(default = "SharedSpaceConfig::new()")]
+    pub space: SharedSpaceConfig,
 }
 
 impl ContrastiveAlignerConfig {
@@ -95,17 +126,11 @@ impl ContrastiveAlignerConfig {
                 (None, self.d_morph_input)
             }
         };
-        let proj = |d_input| {
-            ProjectionNetConfig::new(d_input)
-                .with_d_hidden(self.d_hidden)
-                .with_d_output(self.d_projection)
-                .init(device)
-        };
         ContrastiveAligner {
-            gene_projection: proj(self.d_gene_input),
+            gene_projection: self.space.projection(self.d_gene_input, device),
             morphology,
-            morph_projection: proj(d_morph),
-            temperature: self.temperature,
+            morph_projection: self.space.projection(d_morph, device),
+            temperature: self.space.temperature,
         }
     }
 }

@@ -178,6 +178,9 @@ pub fn to_engine_model<B: Backend>(
     if let Some(enc) = &model.genes.tokens {
         return gene_token_model_out(model, enc, meta);
     }
+    if c.is_image_only() {
+        return image_only_model_out(model, meta);
+    }
     let genes = model
         .genes
         .counts
@@ -268,6 +271,28 @@ fn gene_token_model_out<B: Backend>(
     EngineModel::new(meta, weights)
 }
 
+/// The engine form of an image-only model: `gene_embedding` `[D, W]` = the ViT's projection
+/// of the pooled centre tokens, `token_type` `[1, D]` zero (one modality, no table).
+fn image_only_model_out<B: Backend>(model: &Classifier<B>, meta: ModelMeta) -> Result<EngineModel, ModelFileError> {
+    let m = meta.config.morphology.clone().ok_or_else(|| invalid("an image-only spec without a morphology ViT".into()))?;
+    let vit = model
+        .morphology
+        .as_ref()
+        .and_then(|src| src.vit.as_ref())
+        .ok_or_else(|| invalid("the image-only model has no patch ViT".into()))?;
+    let weights = ClassifierWeights {
+        gene_embedding: linear_out(&vit.projection),
+        token_type: vec![0.0; meta.config.d_model],
+        attention_bias: None,
+        morphology: Some(vit_out(vit, &m)?),
+        layers: model.core.encoder.layers.iter().map(layer_out).collect(),
+        final_norm: norm_out(&model.core.encoder.final_norm),
+        head: linear_out(&model.core.head),
+        linear_path: None,
+    };
+    EngineModel::new(meta, weights)
+}
+
 /// The engine form of the linear path: burn's `[G → C]` as `[C, n_inputs]`, zero weights on
 /// a centroid model's sinusoid columns.
 fn linear_path_out<B: Backend>(model: &Classifier<B>) -> Option<LinearW> {
@@ -343,6 +368,26 @@ pub fn from_engine_model<B: Backend>(
         norm_in(&mut m.core.encoder.final_norm, &w.final_norm, device);
         linear_in(&mut m.core.head, &w.head, device);
         linear_path_in(&mut m, w, &c, device)?;
+        return Ok(m);
+    }
+    if c.is_image_only() {
+        // The projection of the pooled ViT feature, token type folded into its bias.
+        let (src, mc, vw) = match (m.morphology.as_mut(), &c.morphology, &w.morphology) {
+            (Some(src), Some(mc), Some(vw)) => (src, mc, vw),
+            _ => return Err(invalid("an image-only file without a morphology ViT".into())),
+        };
+        let vit = src.vit.as_mut().ok_or_else(|| invalid("no patch ViT".into()))?;
+        let mut projection = w.gene_embedding.clone();
+        for (b, t) in projection.bias.iter_mut().zip(&w.token_type) {
+            *b += t;
+        }
+        linear_in(&mut vit.projection, &projection, device);
+        vit_in(vit, vw, mc, device);
+        for (layer, lw) in m.core.encoder.layers.iter_mut().zip(&w.layers) {
+            layer_in(layer, lw, device);
+        }
+        norm_in(&mut m.core.encoder.final_norm, &w.final_norm, device);
+        linear_in(&mut m.core.head, &w.head, device);
         return Ok(m);
     }
     let cols = InputColumns::of(&c);

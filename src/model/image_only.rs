@@ -1,76 +1,94 @@
 //! The image-only (CUCA-style) classifier: cell types from the nucleus-centred DAPI patch alone.
 //!
 //! ```text
-//! patch [batch, S, S] --MorphologyEncoder (ViT)--> features [batch, d_model] --head--> logits [batch, classes]
-//!                                             \--morph_projection--> z_image [batch, d_projection] (unit norm)
+//! patch [batch, S, S] --Classifier (spec Architecture::ImageOnly)--> logits [batch, classes]
+//!     = ViT → pooled centre tokens → projection → token [batch, 1, d_model]
+//!       → n_layers encoder layers (default 0) → final norm → head
+//! token --morph_projection--> z_image [batch, d_projection] (unit norm; training only)
 //! genes [batch, G] --gene_projection--> z_gene [batch, d_projection] (unit norm; training only)
 //! ```
 //!
+//! The inference part is the shared [`Classifier`] built from the image-only spec (the
+//! morphology token alone), so it exports to fp32 / int8 engine files through
+//! [`crate::model::convert`] like every classifier and runs on the CPU and WGSL engines.
 //! Training ([`crate::train::image_only`]) aligns `z_image` to `z_gene` by bidirectional
 //! InfoNCE (as [`super::ContrastiveAligner`]), distils the expression embedding into the image
 //! branch (cosine distance to the stop-gradient `z_gene`) and fits the head by cross-entropy on
-//! the gene-derived reference labels, jointly. At inference only the image branch (ViT +
-//! head) runs: [`ImageOnlyModel::forward`] reads patches and nothing else.
+//! the gene-derived reference labels, jointly. At inference only the classifier runs:
+//! [`ImageOnlyModel::forward`] reads patches and nothing else.
 
-use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
-use super::contrastive::{info_nce_loss, l2_normalise, ProjectionNet, ProjectionNetConfig};
-use super::encoders::{MorphologyEncoder, MorphologyEncoderConfig};
+use super::classifier::{CellBatch, Classifier, ClassifierOptions};
+use super::contrastive::{info_nce_loss, l2_normalise, ProjectionNet, SharedSpaceConfig};
+use super::encoders::MorphologyEncoderConfig;
+use crate::engine::{Architecture, ClassifierConfig, TokenSources};
 
 /// Configuration of an [`ImageOnlyModel`].
 #[derive(Config, Debug)]
 pub struct ImageOnlyConfig {
-    /// The patch ViT (its `d_model` is the feature width the head reads).
+    /// The patch ViT (its `d_model` is the token width the head reads; its dropout and
+    /// LayerNorm epsilon are the classifier's).
     pub morphology: MorphologyEncoderConfig,
     /// Output classes.
     pub n_classes: usize,
-    /// Genes of the expression encoder's input (log-normalised counts).
+    /// Genes of the expression encoder's input (log-normalised counts; training only).
     pub n_genes: usize,
-    /// Width of the shared (aligned) space.
-    #[config(default = 128)]
-    pub d_projection: usize,
-    /// Hidden width of both projection nets.
-    #[config(default = 256)]
-    pub d_hidden: usize,
-    /// InfoNCE temperature τ.
-    #[config(default = 0.1)]
-    pub temperature: f64,
+    /// The aligned space (as the contrastive aligner's) and the InfoNCE temperature.
+    #[config(default = "SharedSpaceConfig::new()")]
+    pub space: SharedSpaceConfig,
+    /// Encoder layers over the single morphology token (0: the head reads the final-normed
+    /// token).
+    #[config(default = 0)]
+    pub n_layers: usize,
+    /// Pixel size the patches are cut at, µm/px (recorded in the spec and model files).
+    #[config(default = 0.75)]
+    pub um_per_px: f64,
 }
 
 impl ImageOnlyConfig {
+    /// The classifier's architecture spec ([`Architecture::ImageOnly`]): width `d_model`,
+    /// the ViT's heads and feed-forward width for any encoder layers.
+    pub fn spec(&self) -> ClassifierConfig {
+        let m = &self.morphology;
+        let base = ClassifierConfig {
+            d_model: m.d_model,
+            n_heads: if m.n_heads > 0 && m.d_model.is_multiple_of(m.n_heads) { m.n_heads } else { 1 },
+            d_ff: m.d_ff,
+            n_layers: self.n_layers,
+            layer_norm_eps: m.layer_norm_eps,
+            ..ClassifierConfig::new(0, self.n_classes)
+        };
+        let sources = TokenSources { morphology: m.to_spec(self.um_per_px), ..Default::default() };
+        base.for_architecture(Architecture::ImageOnly, &sources)
+    }
+
     /// Why this configuration cannot be built, if it cannot.
     pub fn check(&self) -> Result<(), String> {
         self.morphology.check()?;
-        if self.n_classes < 2 || self.n_genes == 0 || self.d_projection == 0 || self.d_hidden == 0 {
+        self.spec().validate().map_err(|e| e.to_string())?;
+        if self.n_classes < 2 || self.n_genes == 0 {
             return Err(format!(
-                "image-only model needs ≥ 2 classes (got {}), ≥ 1 gene (got {}) and positive projection \
-                 widths (got {} and {})",
-                self.n_classes, self.n_genes, self.d_projection, self.d_hidden
+                "image-only model needs ≥ 2 classes (got {}) and ≥ 1 gene (got {})",
+                self.n_classes, self.n_genes
             ));
         }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(format!("InfoNCE temperature {} must be finite and > 0", self.temperature));
-        }
-        Ok(())
+        self.space.check().map_err(|e| format!("image-only model: {e}"))
     }
 
     /// Build the model on `device`; a configuration [`Self::check`] rejects is returned as
     /// its message.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<ImageOnlyModel<B>, String> {
         self.check()?;
-        let proj = |d_input| {
-            ProjectionNetConfig::new(d_input)
-                .with_d_hidden(self.d_hidden)
-                .with_d_output(self.d_projection)
-                .init(device)
-        };
+        let classifier = ClassifierOptions::new(self.spec())
+            .with_dropout(self.morphology.dropout)
+            .init(device)
+            .map_err(|e| e.to_string())?;
         Ok(ImageOnlyModel {
-            vit: self.morphology.init(device),
-            head: LinearConfig::new(self.morphology.d_model, self.n_classes).init(device),
-            morph_projection: proj(self.morphology.d_model),
-            gene_projection: proj(self.n_genes),
-            temperature: self.temperature,
+            classifier,
+            morph_projection: self.space.projection(self.morphology.d_model, device),
+            gene_projection: self.space.projection(self.n_genes, device),
+            temperature: self.space.temperature,
         })
     }
 }
@@ -78,11 +96,9 @@ impl ImageOnlyConfig {
 /// The image-only classifier and its training-time expression encoder (see the module docs).
 #[derive(Module, Debug)]
 pub struct ImageOnlyModel<B: Backend> {
-    /// The patch ViT (MEB).
-    pub vit: MorphologyEncoder<B>,
-    /// Classification head `[d_model → classes]`.
-    pub head: Linear<B>,
-    /// Image features → shared space (training only).
+    /// The inference model: the shared classifier with the image-only spec (ViT + head).
+    pub classifier: Classifier<B>,
+    /// Morphology token → shared space (training only).
     pub morph_projection: ProjectionNet<B>,
     /// Expression → shared space (training only; the teacher of the distillation).
     pub gene_projection: ProjectionNet<B>,
@@ -101,18 +117,33 @@ pub struct ImageOnlyLosses<B: Backend> {
     pub distill: Tensor<B, 1>,
 }
 
+/// A batch holding only patches `[batch, S, S]`.
+fn patch_batch<B: Backend>(patches: Tensor<B, 3>) -> CellBatch<B> {
+    CellBatch { genes: None, gene_embedding: None, patches: Some(patches), morph_embedding: None, centroids_um: None }
+}
+
 impl<B: Backend> ImageOnlyModel<B> {
-    /// Pooled ViT features `[batch, d_model]` of patches `[batch, S, S]`.
+    /// The morphology token `[batch, 1, d_model]` of patches `[batch, S, S]`.
+    fn token(&self, patches: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.classifier
+            .morphology
+            .as_ref()
+            .expect("an image-only classifier has a morphology token by construction")
+            .forward(&patch_batch(patches))
+    }
+
+    /// The morphology token `[batch, d_model]` of patches `[batch, S, S]` (what the
+    /// projection into the shared space reads).
     pub fn features(&self, patches: Tensor<B, 3>) -> Tensor<B, 2> {
-        let token = self.vit.forward(patches);
+        let token = self.token(patches);
         let [b, _, d] = token.dims();
         token.reshape([b, d])
     }
 
     /// Logits `[batch, classes]` from patches `[batch, S, S]` (intensities in `[0, 1]`): the
-    /// image branch only.
+    /// classifier only.
     pub fn forward(&self, patches: Tensor<B, 3>) -> Tensor<B, 2> {
-        self.head.forward(self.features(patches))
+        self.classifier.forward(&patch_batch(patches))
     }
 
     /// Logits `[batch, classes]` and the losses of a training batch: `patches [batch, S, S]`,
@@ -125,9 +156,11 @@ impl<B: Backend> ImageOnlyModel<B> {
         labels: Tensor<B, 1, Int>,
         class_weights: Option<Tensor<B, 1>>,
     ) -> (Tensor<B, 2>, ImageOnlyLosses<B>) {
-        let features = self.features(patches);
-        let logits = self.head.forward(features.clone());
-        let [b, c] = logits.dims();
+        let token = self.token(patches);
+        let [b, _, d] = token.dims();
+        let logits = self.classifier.core.forward(token.clone(), None);
+        let features = token.reshape([b, d]);
+        let [_, c] = logits.dims();
         let log_p = burn::tensor::activation::log_softmax(logits.clone(), 1);
         let one_hot = labels.clone().one_hot::<2>(c).float();
         let per_cell = -(log_p * one_hot).sum_dim(1).reshape([b]);

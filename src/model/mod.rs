@@ -28,7 +28,7 @@ pub mod spatia;
 
 pub use classifier::{CellBatch, Classifier, ClassifierOptions, ModelInputs};
 pub use contrastive::{
-    info_nce_loss, ContrastiveAligner, ContrastiveAlignerConfig, ProjectionNet, ProjectionNetConfig,
+    info_nce_loss, ContrastiveAligner, ContrastiveAlignerConfig, ProjectionNet, ProjectionNetConfig, SharedSpaceConfig,
 };
 pub use encoders::{
     EmbeddingEncoder, EmbeddingEncoderConfig, GeneEncoder, GeneEncoderConfig, GeneTokenEncoder, MorphologyEncoder,

@@ -221,12 +221,12 @@ pub fn train_alignment<B: AutodiffBackend>(
         let valid = model.valid();
         let (held_loss, top1, top5) = if held_out.len() >= 2 {
             let (zg, zm) = project_cells(&valid, inputs, &held_out, device);
-            let d = config.d_projection;
+            let d = config.space.d_projection;
             let h = held_out.len();
             let loss = crate::model::contrastive::info_nce_loss(
                 tensor::<B::InnerBackend>(zg.clone(), h, d, device),
                 tensor::<B::InnerBackend>(zm.clone(), h, d, device),
-                config.temperature,
+                config.space.temperature,
             )
             .into_scalar()
             .elem::<f64>();
@@ -256,7 +256,7 @@ pub fn train_alignment<B: AutodiffBackend>(
         fit_cells: train,
         z_gene,
         z_morph,
-        dim: config.d_projection,
+        dim: config.space.d_projection,
     })
 }
 

@@ -32,6 +32,11 @@ use crate::engine::ClassifierConfig;
 use crate::model::{ClassifierOptions, ImageOnlyConfig, ImageOnlyModel, MorphologyEncoderConfig};
 use crate::util::rng::SplitMix64;
 
+/// How the patches the image-only model reads are normalised (recorded in its model files):
+/// what [`crate::data::model_patches`] does.
+pub const PATCH_NORMALISATION: &str = "DAPI resampled to the patch pixel size, stretched to [0, 1] with the image's global \
+     0.5/99.5 percentiles, zero-padded at the border (data::model_patches)";
+
 /// Weights of the three training losses (total = Σ weight · loss).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossWeights {
@@ -452,7 +457,7 @@ pub fn run_image_only<B: AutodiffBackend>(
         return Err(TrainError::TooFewCells { found: crop.labels.iter().flatten().count(), classes: c, needed: 25 });
     }
     let side = opts.morphology.image_size;
-    let config = ImageOnlyConfig::new(opts.morphology.clone(), c, g);
+    let config = ImageOnlyConfig::new(opts.morphology.clone(), c, g).with_um_per_px(opts.um_per_px as f64);
     config.check().map_err(|e| TrainError::Options(format!("image-only model: {e}")))?;
     let labels: Vec<u32> = crop.labels.iter().map(|l| l.unwrap_or(0)).collect();
     let plan = FoldPlan {
@@ -504,6 +509,7 @@ pub fn run_image_only<B: AutodiffBackend>(
     let mut all_logits: Vec<f32> = Vec::new();
     let mut saved: Option<ImageOnlyModel<B::InnerBackend>> = None;
     let mut histories = Vec::new();
+    let mut kept_epoch0 = 0;
     for (name, title, weights) in [
         ("image_only", "Image-only (CE + InfoNCE + distillation)", opts.train.weights),
         ("image_only_ce", "Image-only, alignment off (CE only)", LossWeights::CE_ONLY),
@@ -534,6 +540,7 @@ pub fn run_image_only<B: AutodiffBackend>(
                 }
                 if f == 0 {
                     histories = trained.history.clone();
+                    kept_epoch0 = trained.best_epoch;
                     saved = Some(trained.model);
                 }
             }
@@ -578,20 +585,27 @@ pub fn run_image_only<B: AutodiffBackend>(
     };
     data::write_predictions_csv(&opts.out.join("predictions.csv"), &predictions)?;
     if let Some(model) = &saved {
-        let meta = std::collections::HashMap::from([(
-            "cellsymphony".to_string(),
-            serde_json::json!({
-                "architecture": "image_only",
-                "config": config.to_string(),
-                "class_names": class_names,
+        // Fold 0's model (selected on fold 0's validation blocks; its test cells are listed).
+        let training = serde_json::json!({
+            "command": "image-only",
+            "fold": 0,
+            "n_folds": folds.len(),
+            "patch": {
+                "size_px": side,
                 "um_per_px": opts.um_per_px,
                 "stain": opts.stain.name(),
-                "fold": 0,
-                "test_cell_ids": folds[0].test.iter().map(|&i| &crop.table.cell_ids[i]).collect::<Vec<_>>(),
-            })
-            .to_string(),
-        )]);
-        super::export::save_named_safetensors::<B::InnerBackend, _>(model, meta, &opts.out.join("model.safetensors"))?;
+                "centre": "nucleus centroid (cell centroid where none)",
+                "normalisation": PATCH_NORMALISATION,
+            },
+            "loss_weights": opts.train.weights,
+            "best_epoch": kept_epoch0,
+            "test_cell_ids": folds[0].test.iter().map(|&i| &crop.table.cell_ids[i]).collect::<Vec<_>>(),
+        });
+        let mut meta = crate::engine::ModelMeta::new(model.classifier.spec.clone(), Vec::new(), class_names.to_vec());
+        meta.normalisation = crate::engine::Normalisation::as_stored();
+        meta.training = training;
+        let (_, files) = super::export::export_fp32_and_int8(&model.classifier, meta, &opts.out)?;
+        log(&format!("wrote {} and {} (fold 0's model)", files.fp32.display(), files.int8.display()));
     }
     let (csv, md) = tables(class_names, &results);
     write_atomic(&opts.out.join("per_class.csv"), csv)?;

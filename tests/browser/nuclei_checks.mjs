@@ -7,6 +7,10 @@
 // through readTiffRgb → detectNuclei({stain: "he", watershed: true}) vs native `--stain he`.
 // Also: the level reader picks a coarser level for a larger µm/px, and bad input throws naming
 // the field.
+// Then the image-only model (test.sh trains a tiny one: nuclei/model.int8.safetensors) on
+// patches cut in wasm (cutPatches) at the detected DAPI nuclei, through the package's
+// Classifier.classifyPatches on WebGPU and on the wasm CPU engine: every nucleus gets the
+// class native `detect-nuclei --model` gave it (nuclei/native_predictions.csv).
 //   await nucleiChecks({ page, dataParam, root, log: console.log });   // throws on a failure
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -35,7 +39,7 @@ async function inPage(data) {
     let labelDiff = native.length === det.labels.length ? 0 : -1;
     if (labelDiff === 0) for (let i = 0; i < native.length; i++) if (native[i] !== det.labels[i]) labelDiff++;
     return {
-      img, bytes, t: [t1 - t0, t2 - t1], sigmaPx: det.sigmaPx, labelDiff, nLabels: det.labels.length,
+      img, bytes, det, t: [t1 - t0, t2 - t1], sigmaPx: det.sigmaPx, labelDiff, nLabels: det.labels.length,
       centroidsPx: Array.from(det.centroidsPx), centroidsUm: Array.from(det.centroidsUm),
       areaPx: Array.from(det.areaPx), maskCentroidsPx: Array.from(det.maskCentroidsPx),
     };
@@ -44,9 +48,27 @@ async function inPage(data) {
   const he = await segment("he.tif", m.readTiffRgb, { umPerPx: 0.5, name: "he.tif" }, "he", "he_labels.npy");
   const [img, bytes] = [dapi.img, dapi.bytes];
   const failure = (f) => { try { f(); return "accepted"; } catch (e) { return String(e && e.message || e); } };
-  const strip = ({ img, bytes, ...r }) => ({ ...r, width: img.width, height: img.height, level: img.level, fileBytes: bytes.length, fileBytesRead: img.fileBytesRead });
+  const classified = {};
+  const modelResponse = await fetch(data + "nuclei/model.int8.safetensors");
+  if (modelResponse.ok) {
+    const api = await import("../pkg/index.js");
+    const modelBytes = new Uint8Array(await modelResponse.arrayBuffer());
+    for (const device of ["webgpu", "cpu"]) {
+      const clf = await api.Classifier.load(modelBytes, { device });
+      const patches = await api.cutPatches(img, dapi.det.centroidsUm, { pixelSizeUm: img.umPerPx, originUm: img.originUm, patchSize: clf.patchSize, patchUmPerPx: clf.patchUmPerPx });
+      const t = performance.now();
+      const r = await clf.classifyPatches(patches);
+      classified[device] = { backend: clf.backend, architecture: clf.architecture, ms: performance.now() - t, names: Array.from(r.classes).map((c) => clf.classes[c]) };
+    }
+    const gene = await fetch(data + "model.int8.safetensors");
+    if (gene.ok) {
+      const geneModel = await api.Classifier.load(new Uint8Array(await gene.arrayBuffer()), { device: "cpu" });
+      classified.geneModelMessage = await geneModel.classifyPatches(new Float32Array(16)).then(() => "accepted", (e) => `${e.code}: ${e.message}`);
+    }
+  }
+  const strip = ({ img, bytes, det, ...r }) => ({ ...r, width: img.width, height: img.height, level: img.level, fileBytes: bytes.length, fileBytesRead: img.fileBytesRead });
   return {
-    dapi: strip(dapi), he: strip(he),
+    dapi: strip(dapi), he: strip(he), classified,
     messages: {
       notTiff: failure(() => m.readTiff(new TextEncoder().encode("not a tiff at all"), { name: "drop.tif" })),
       truncated: failure(() => m.readTiff(bytes.subarray(0, 4096), { name: "cut.tif" })),
@@ -109,4 +131,29 @@ export async function nucleiChecks({ page, dataParam, root, log }) {
   expect("grayAsHe", ["image.pixels", "RGB"]);
   expect("badStain", ["ihc", "`dapi`", "`he`"]);
   expect("grayAsRgb", ["dapi.tif", "SamplesPerPixel"]);
+  // The image-only model's classes against native `detect-nuclei --model` on the same nuclei.
+  const predPath = resolve(dir, "native_predictions.csv");
+  if (!existsSync(predPath)) {
+    if (process.env.CELLSYMPHONY_REQUIRE_MODELS === "1") throw new Error(`${predPath} is missing: scripts/test.sh writes it with detect-nuclei --model`);
+    return;
+  }
+  const nDapi = r.dapi.centroidsPx.length / 2;
+  const pl = readFileSync(predPath, "utf8").trim().split("\n");
+  const col = pl[0].split(",").indexOf("predicted");
+  const nativeClasses = pl.slice(1).map((l) => l.split(",")[col]);
+  if (nativeClasses.length !== nDapi) throw new Error(`native_predictions.csv has ${nativeClasses.length} rows for ${nDapi} nuclei`);
+  for (const device of ["webgpu", "cpu"]) {
+    const c = r.classified[device];
+    if (!c) throw new Error(`the image-only model did not run on ${device} (nuclei/model.int8.safetensors not served?)`);
+    if (c.architecture !== "image_only") throw new Error(`nuclei/model.int8.safetensors loads as ${c.architecture}`);
+    const diff = c.names.filter((n, i) => n !== nativeClasses[i]).length;
+    const counts = {};
+    for (const n of c.names) counts[n] = (counts[n] ?? 0) + 1;
+    log(`image-only model on ${c.names.length} detected nuclei (${c.backend}): ${c.names.length - diff}/${nativeClasses.length} classes equal native, ${c.ms.toFixed(0)} ms; ${JSON.stringify(counts)}`);
+    if (c.names.length !== nativeClasses.length || diff > 0) throw new Error(`image-only model (${c.backend}) differs from native detect-nuclei --model on ${diff} nuclei`);
+  }
+  if (r.classified.geneModelMessage !== undefined) {
+    log(`classifyPatches with a gene model: ${r.classified.geneModelMessage}`);
+    if (!r.classified.geneModelMessage.startsWith("input:") || !r.classified.geneModelMessage.includes("image_only")) throw new Error(`classifyPatches on a gene model should reject (input) naming image_only, got: ${r.classified.geneModelMessage}`);
+  }
 }

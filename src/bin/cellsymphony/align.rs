@@ -75,7 +75,7 @@ pub(crate) struct AlignArgs {
 }
 
 pub(crate) fn cmd_align(a: AlignArgs) -> Result<()> {
-    use cellsymphony::model::{ContrastiveAlignerConfig, MorphologyEncoderConfig};
+    use cellsymphony::model::{ContrastiveAlignerConfig, MorphologyEncoderConfig, SharedSpaceConfig};
     use cellsymphony::train::contrastive::{
         evaluate_held_out, train_alignment, write_alignment_outputs, AlignOptions, PairedInputs,
     };
@@ -122,8 +122,7 @@ pub(crate) fn cmd_align(a: AlignArgs) -> Result<()> {
     let config = ContrastiveAlignerConfig::new(d_gene)
         .with_morphology(morphology)
         .with_d_morph_input(d_morph)
-        .with_d_projection(a.projection_dim)
-        .with_temperature(a.temperature);
+        .with_space(SharedSpaceConfig::new().with_d_projection(a.projection_dim).with_temperature(a.temperature));
     let options = AlignOptions {
         epochs: a.epochs,
         batch_size: a.batch_size,

@@ -45,11 +45,12 @@ pub(crate) fn engine_logits(model: &EngineModel, data: &CellData, idx: &[usize],
             let m = from_engine_model::<Cpu>(model, 0.0, &device)?;
             // burn computes the centroid sinusoid itself: give it the genes block of `x`.
             let width = c.n_inputs();
-            let genes: Vec<f32> = data.cells.x.chunks(width).flat_map(|row| row[..c.n_genes].iter().copied()).collect();
+            // (An image-only model has no model input: no genes.)
+            let genes: Vec<f32> = if width == 0 { Vec::new() } else { data.cells.x.chunks(width).flat_map(|row| row[..c.n_genes].iter().copied()).collect() };
             let pixels = c.morphology.as_ref().map_or(0, |m| m.pixels());
             let inputs = CellInputs {
                 n_cells: data.cells.n_cells,
-                genes: Some(Rows { data: &genes, cols: c.n_genes }),
+                genes: (!c.is_image_only()).then_some(Rows { data: &genes, cols: c.n_genes }),
                 gene_embedding: None,
                 patches: data.cells.patches.as_deref().map(|p| Rows { data: p, cols: pixels }),
                 morph_embedding: None,

@@ -1,5 +1,6 @@
 //! `cellsymphony detect-nuclei`: nucleus centroids from a DAPI image, scored against the
-//! bundle's own nuclei when it has them.
+//! bundle's own nuclei when it has them; with `--model`, every detected nucleus classified by
+//! an image-only model (patches cut around the detected centroids; no transcripts read).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,7 +15,11 @@ use cellsymphony::analysis::nuclei::{
 };
 use cellsymphony::data::{self, default_data_dir, ImageFrame, PyramidTiff};
 
-use crate::common::write_file;
+use cellsymphony::engine::{softmax_max, EngineModel};
+use cellsymphony::train::argmax_rows;
+
+use crate::common::{write_file, Engine};
+use crate::infer::{engine_logits, CellData};
 
 /// Stain of the image nuclei are detected in.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,10 +82,30 @@ pub(crate) struct DetectNucleiArgs {
     /// Matching distance for precision/recall against the bundle's nuclei, µm.
     #[arg(long, default_value_t = 3.0)]
     pub(crate) match_um: f32,
+    /// An image-only model file (`cellsymphony image-only`'s model.safetensors or
+    /// model.int8.safetensors): classify every detected nucleus from its patch alone.
+    #[arg(long)]
+    pub(crate) model: Option<PathBuf>,
+    /// Engine of --model.
+    #[arg(long, value_enum, default_value_t = Engine::Cpu)]
+    pub(crate) engine: Engine,
+    /// Predictions CSV of --model: cell_id (= nucleus_id), x_um, y_um, predicted, confidence.
+    #[arg(long, default_value = "runs/nuclei/predictions.csv")]
+    pub(crate) predictions: PathBuf,
 }
 
 pub(crate) fn cmd_detect_nuclei(a: DetectNucleiArgs) -> Result<()> {
     let t0 = Instant::now();
+    // A model that cannot read a bare image is refused before the image is read.
+    let model = match &a.model {
+        Some(path) => {
+            let model = EngineModel::load(path)?;
+            let source = a.image.as_ref().map_or_else(|| "the bundle's DAPI image".to_string(), |p| p.display().to_string());
+            model.require_image_only(&source).with_context(|| format!("--model {}", path.display()))?;
+            Some(model)
+        }
+        None => None,
+    };
     let (image, frame, reference) = match &a.image {
         Some(path) => {
             let mut tiff = PyramidTiff::open(path)?;
@@ -188,6 +213,49 @@ pub(crate) fn cmd_detect_nuclei(a: DetectNucleiArgs) -> Result<()> {
         }
         None => println!("no reference nuclei (no bundle, or the bundle has no nucleus centroids): not scored"),
     }
+    if let Some(model) = &model {
+        classify_nuclei(model, a.engine, &image, &frame, &centroids_um, &a.predictions)?;
+    }
+    Ok(())
+}
+
+/// Cuts each nucleus's patch at the image-only model's size and µm/px, classifies it with
+/// `engine` and writes the predictions CSV (cell ids = nucleus ids).
+fn classify_nuclei(model: &EngineModel, engine: Engine, image: &data::GrayImage16, frame: &ImageFrame, centroids_um: &[[f32; 2]], out: &std::path::Path) -> Result<()> {
+    let m = model.meta.config.morphology.as_ref().context("an image-only model has a morphology ViT")?;
+    let n = centroids_um.len();
+    let patches = data::model_patches(image, frame, centroids_um, m.image_size, m.um_per_px as f32);
+    let input = data::CellInput {
+        counts: data::CountsInput::Dense { values: &[], n_cells: n, n_genes: 0 },
+        genes: &[],
+        centroids_um: None,
+        patches: Some(data::PatchInput { pixels: &patches, size: m.image_size }),
+        proteins: None,
+    };
+    let cells = model.prepare(input)?.into_owned();
+    let t = Instant::now();
+    let all: Vec<usize> = (0..n).collect();
+    let (logits, engine_name) = engine_logits(model, &CellData { cells, centroids: Vec::new() }, &all, engine)?;
+    let k = model.meta.classes.len();
+    let predictions = data::Predictions {
+        cell_ids: (0..n).map(|i| i.to_string()).collect(),
+        predicted: argmax_rows(&logits, k).iter().map(|&c| model.meta.classes[c as usize].clone()).collect(),
+        confidence: logits.chunks_exact(k).map(softmax_max).collect(),
+        centroids_um: Some(centroids_um.to_vec()),
+    };
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    data::write_predictions_csv(out, &predictions)?;
+    println!(
+        "classified {n} nuclei from {}×{} px patches at {} µm/px with {engine_name} in {:.2} s → {}",
+        m.image_size,
+        m.image_size,
+        m.um_per_px,
+        t.elapsed().as_secs_f64(),
+        out.display()
+    );
+    crate::classify::print_prediction_counts(model, &argmax_rows(&logits, k));
     Ok(())
 }
 
