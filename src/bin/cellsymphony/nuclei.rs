@@ -76,7 +76,7 @@ pub(crate) struct DetectNucleiArgs {
     pub(crate) tile_px: usize,
     /// Decode the whole image level before detecting (default for --image: stream it tile by
     /// tile from the file, decoding only the strips/tiles each tile + halo touches; bounded
-    /// memory, identical output). Watershed and --stain he always decode the whole level.
+    /// memory, identical output). Watershed, --stain he and --model decode the whole level.
     #[arg(long)]
     pub(crate) no_stream: bool,
     /// Matching distance for precision/recall against the bundle's nuclei, µm.
@@ -119,7 +119,8 @@ pub(crate) fn cmd_detect_nuclei(a: DetectNucleiArgs) -> Result<()> {
                 Some(t) => tiff.level_for(t)?,
                 None => 0,
             };
-            if a.stain == Stain::Dapi && !a.watershed && !a.no_stream {
+            // Streaming keeps no image, so masks and patches for --model need the whole level.
+            if a.stain == Stain::Dapi && !a.watershed && model.is_none() && !a.no_stream {
                 return detect_streaming(&a, &tiff, base_um, level, t0);
             }
             let (image, downsample) = match a.stain {
