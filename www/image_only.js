@@ -3,9 +3,11 @@
 // loaded (`cellsymphony image-only`'s model.int8.safetensors), patches are cut at the detected
 // centroids (cutPatches, the native patch code) and each nucleus is coloured by the class
 // Classifier.classifyPatches predicts (WebGPU where found, else the wasm CPU engine).
-// window.cellsymphonyImageOnly = {image, detection, patches(patchSize, patchUmPerPx), classes}.
+// With classes, a per-niche abundance heat map of one chosen type (niche grid of abundance.js).
+// window.cellsymphonyImageOnly = {image, detection, patches(patchSize, patchUmPerPx), classes, abundance}.
 import { readTiff, detectNuclei, cutPatches, Classifier } from "../pkg/index.js";
 import { PALETTE } from "./palette.js";
+import { nicheAbundance } from "./abundance.js";
 
 const TARGET_UM_PER_PX = 0.5; // resolves 8 µm nuclei (σ ≈ 2.8 px) and keeps whole slides small
 const input = document.getElementById("tiff-file");
@@ -14,6 +16,7 @@ const status = document.getElementById("tiff-status");
 const canvas = document.getElementById("nuclei-canvas");
 const modelInput = document.getElementById("tiff-model");
 const legend = document.getElementById("tiff-legend");
+const abundanceSelect = document.getElementById("tiff-abundance");
 /** The image-only classifier, once a model file is chosen. */
 let model = null;
 /** The last image shown and its nuclei (re-classified when a model is loaded after it). */
@@ -29,7 +32,23 @@ function stretch(pixels) {
   return [at(0.5), Math.max(at(99.5), at(0.5) + 1)];
 }
 
-function draw(img, det, classes) {
+/** Fills each niche with the chosen class's colour, opacity = its share of the niche's nuclei. */
+function drawAbundance(ctx, img, abundance, k, nClasses) {
+  const { nx, ny, nicheUm, counts, totals } = abundance;
+  const px = nicheUm / img.umPerPx;
+  ctx.fillStyle = PALETTE[k % PALETTE.length];
+  ctx.strokeStyle = "rgba(255,255,255,0.35)"; ctx.lineWidth = 1;
+  for (let j = 0; j < nx * ny; j++) {
+    const x = (j % nx) * px, y = Math.floor(j / nx) * px;
+    ctx.strokeRect(x, y, px, px);
+    if (totals[j] === 0) continue;
+    ctx.globalAlpha = 0.75 * counts[j * nClasses + k] / totals[j];
+    ctx.fillRect(x, y, px, px);
+  }
+  ctx.globalAlpha = 1;
+}
+
+function draw(img, det, classes, abundance) {
   canvas.width = img.width; canvas.height = img.height;
   canvas.style.width = "100%";
   const ctx = canvas.getContext("2d");
@@ -46,6 +65,8 @@ function draw(img, det, classes) {
     if (classes) ctx.strokeStyle = PALETTE[classes[i] % PALETTE.length];
     ctx.beginPath(); ctx.arc(det.centroidsPx[2 * i], det.centroidsPx[2 * i + 1], r, 0, 2 * Math.PI); ctx.stroke();
   }
+  const k = Number(abundanceSelect.value);
+  if (abundance && abundanceSelect.value !== "" && k < abundance.nClasses) drawAbundance(ctx, img, abundance, k, abundance.nClasses);
 }
 
 async function show(bytes, name) {
@@ -79,6 +100,7 @@ async function classifyShown() {
   const { img, det } = last;
   const patches = (patchSize, patchUmPerPx) => cutPatches(img, det.centroidsUm, { pixelSizeUm: img.umPerPx, originUm: img.originUm, patchSize, patchUmPerPx });
   let classes = null;
+  let abundance = null;
   if (model) {
     const t0 = performance.now();
     classes = (await model.classifyPatches(await patches(model.patchSize, model.patchUmPerPx))).classes;
@@ -86,10 +108,18 @@ async function classifyShown() {
     for (const c of classes) counts[c]++;
     legend.innerHTML = model.classes.map((name, k) => `<span class="swatch" style="background:${PALETTE[k % PALETTE.length]}"></span> ${name} ${counts[k]}`).join(" · ") +
       ` (${model.device}, ${(performance.now() - t0).toFixed(0)} ms)`;
+    abundance = { ...nicheAbundance(det.centroidsUm, classes, model.classes.length,
+      { originUm: img.originUm, widthUm: img.width * img.umPerPx, heightUm: img.height * img.umPerPx }), nClasses: model.classes.length, names: model.classes };
+    const chosen = abundanceSelect.value;
+    abundanceSelect.innerHTML = `<option value="">none</option>` + model.classes.map((name, k) => `<option value="${k}">${name}</option>`).join("");
+    abundanceSelect.value = chosen !== "" && Number(chosen) < model.classes.length ? chosen : "";
   }
-  draw(img, det, classes);
-  window.cellsymphonyImageOnly = { image: img, detection: det, patches, classes };
+  last.classes = classes; last.abundance = abundance;
+  draw(img, det, classes, abundance);
+  window.cellsymphonyImageOnly = { image: img, detection: det, patches, classes, abundance };
 }
+
+abundanceSelect.addEventListener("change", () => { if (last) draw(last.img, last.det, last.classes, last.abundance); });
 
 modelInput.addEventListener("change", async () => {
   const f = modelInput.files?.[0];

@@ -14,6 +14,7 @@
 //   await nucleiChecks({ page, dataParam, root, log: console.log });   // throws on a failure
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 
 /** Runs in the page: every measurement, no assertion. */
 async function inPage(data) {
@@ -59,6 +60,13 @@ async function inPage(data) {
       const t = performance.now();
       const r = await clf.classifyPatches(patches);
       classified[device] = { backend: clf.backend, architecture: clf.architecture, ms: performance.now() - t, names: Array.from(r.classes).map((c) => clf.classes[c]) };
+      if (device === "cpu") {
+        // The demo's per-niche abundance (www/abundance.js) of the wasm classes.
+        const { nicheAbundance } = await import("./abundance.js");
+        const grid = { originUm: Array.from(img.originUm), widthUm: img.width * img.umPerPx, heightUm: img.height * img.umPerPx };
+        const a = nicheAbundance(dapi.det.centroidsUm, r.classes, clf.classes.length, grid);
+        classified.abundance = { grid, classNames: Array.from(clf.classes), nx: a.nx, ny: a.ny, counts: Array.from(a.counts), totals: Array.from(a.totals) };
+      }
     }
     const gene = await fetch(data + "model.int8.safetensors");
     if (gene.ok) {
@@ -152,6 +160,19 @@ export async function nucleiChecks({ page, dataParam, root, log }) {
     log(`image-only model on ${c.names.length} detected nuclei (${c.backend}): ${c.names.length - diff}/${nativeClasses.length} classes equal native, ${c.ms.toFixed(0)} ms; ${JSON.stringify(counts)}`);
     if (c.names.length !== nativeClasses.length || diff > 0) throw new Error(`image-only model (${c.backend}) differs from native detect-nuclei --model on ${diff} nuclei`);
   }
+  // Per-niche abundance in the page vs the same grid counted here from native's CSV.
+  const ab = r.classified.abundance;
+  if (!ab) throw new Error("the page computed no per-niche abundance");
+  const { nicheAbundance } = await import(pathToFileURL(resolve(root, "www", "abundance.js")).href);
+  const xCol = pl[0].split(",").indexOf("x_um"), yCol = pl[0].split(",").indexOf("y_um");
+  const nativeCentroids = pl.slice(1).flatMap((l) => { const f = l.split(","); return [Number(f[xCol]), Number(f[yCol])]; });
+  const nativeIdx = nativeClasses.map((n) => ab.classNames.indexOf(n));
+  const na = nicheAbundance(nativeCentroids, nativeIdx, ab.classNames.length, ab.grid);
+  const differ = ab.counts.filter((c, i) => c !== na.counts[i]).length;
+  const nonEmpty = ab.totals.filter((t) => t > 0).length;
+  log(`per-niche abundance (${ab.nx}×${ab.ny} niches of ${na.nicheUm.toFixed(1)} µm, ${nonEmpty} with nuclei): ${ab.counts.length - differ}/${ab.counts.length} niche×type counts equal native`);
+  if (ab.totals.reduce((x, y) => x + y, 0) !== nDapi) throw new Error(`per-niche abundance counts ${ab.totals.reduce((x, y) => x + y, 0)} nuclei, not ${nDapi}`);
+  if (nonEmpty < 2 || differ > 0) throw new Error(`per-niche abundance: ${differ} niche×type counts differ from native (${nonEmpty} niches with nuclei)`);
   if (r.classified.geneModelMessage !== undefined) {
     log(`classifyPatches with a gene model: ${r.classified.geneModelMessage}`);
     if (!r.classified.geneModelMessage.startsWith("input:") || !r.classified.geneModelMessage.includes("image_only")) throw new Error(`classifyPatches on a gene model should reject (input) naming image_only, got: ${r.classified.geneModelMessage}`);
