@@ -27,12 +27,12 @@ pub enum FlowSolver {
     Heun,
 }
 
-/// Sizes of a flow model, read from its tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct FlowSizes {
-    /// Patch side `S`.
+/// Sizes of the autoencoder, the perturbation encoder and the velocity network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSpec {
+    /// Patch side `S` in pixels (a multiple of 8).
     pub patch_px: usize,
-    /// Channels of the first convolution.
+    /// Channels of the first convolution (`2×` in the next two).
     pub channels: usize,
     /// Latent width `L`.
     pub latent: usize,
@@ -40,16 +40,40 @@ pub struct FlowSizes {
     pub hidden: usize,
     /// Residual FiLM blocks.
     pub blocks: usize,
-    /// Width of `e_pert`.
+    /// Width of `e_pert` (and of the transition-token embedding).
     pub pert_dim: usize,
-    /// Δg PCA components `K`.
+    /// PCA components of Δg fed to the perturbation encoder.
     pub dg_components: usize,
-    /// Transition tokens.
+    /// Transition tokens (ordered state pairs, e.g. Epithelial → Malignant).
     pub n_transitions: usize,
-    /// Width `Z` of the control cell's embedding.
+    /// Width of the control cell's embedding `z_ctrl`.
     pub cell_dim: usize,
-    /// Width of the sinusoidal time embedding.
+    /// Width of the sinusoidal time embedding (even).
     pub time_dim: usize,
+}
+
+impl FlowSpec {
+    /// The CPU default: 32-px patches, 16/32/32 channels, latent 32, hidden 128, 3 blocks,
+    /// e_pert 32, 16 Δg components, 16-d time embedding.
+    pub fn small(n_transitions: usize, cell_dim: usize) -> Self {
+        Self { patch_px: 32, channels: 16, latent: 32, hidden: 128, blocks: 3, pert_dim: 32, dg_components: 16, n_transitions, cell_dim, time_dim: 16 }
+    }
+
+    /// A reason the spec cannot be built, if any.
+    pub fn check(&self) -> Result<(), String> {
+        if self.patch_px < 8 || self.patch_px % 8 != 0 {
+            return Err(format!("patch_px {} must be a positive multiple of 8", self.patch_px));
+        }
+        if self.time_dim % 2 != 0 || self.time_dim == 0 {
+            return Err(format!("time_dim {} must be even and > 0", self.time_dim));
+        }
+        for (name, v) in [("channels", self.channels), ("latent", self.latent), ("hidden", self.hidden), ("pert_dim", self.pert_dim), ("n_transitions", self.n_transitions), ("cell_dim", self.cell_dim)] {
+            if v == 0 {
+                return Err(format!("{name} must be > 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A 3×3 stride-2 convolution (padding 1) or a 4×4 stride-2 transposed one (padding 1).
@@ -143,7 +167,7 @@ struct FilmBlock {
 /// A trained flow model (autoencoder + perturbation encoder + velocity network), burn-free.
 #[derive(Debug, Clone)]
 pub struct FlowSampler {
-    sizes: FlowSizes,
+    sizes: FlowSpec,
     enc: Vec<Conv>,
     to_latent: Linear,
     from_latent: Linear,
@@ -315,12 +339,12 @@ impl FlowSampler {
         if out.out_dim != latent || pert_fc2.out_dim != pert_dim {
             return Err(EngineError::Inconsistent { reason: format!("net.out gives {} (latent {latent}), net.pert.fc2 gives {} (e_pert {pert_dim})", out.out_dim, pert_fc2.out_dim) });
         }
-        let sizes = FlowSizes { patch_px: s8 * 8, channels: enc[0].c_out, latent, hidden, blocks: blocks.len(), pert_dim, dg_components, n_transitions, cell_dim, time_dim };
+        let sizes = FlowSpec { patch_px: s8 * 8, channels: enc[0].c_out, latent, hidden, blocks: blocks.len(), pert_dim, dg_components, n_transitions, cell_dim, time_dim };
         Ok(Self { sizes, enc, to_latent, from_latent, dec, token, pert_fc1, pert_fc2, input, cell_norm, cond, blocks, out })
     }
 
     /// The model's sizes.
-    pub fn sizes(&self) -> FlowSizes {
+    pub fn sizes(&self) -> FlowSpec {
         self.sizes
     }
 
@@ -400,7 +424,7 @@ impl FlowSampler {
     /// `latent_mean` `[L]` / `latent_scale`, integrate `steps` steps of `solver` from `t = 0`
     /// to 1 under `cond`, de-normalise, decode.
     pub fn sample(&self, control_patches: &[f32], cond: &FlowCondition<'_>, latent_mean: &[f32], latent_scale: f32, steps: usize, solver: FlowSolver) -> Result<FlowSample, EngineError> {
-        let FlowSizes { patch_px: s, latent: l, dg_components: k, cell_dim: z, n_transitions, .. } = self.sizes;
+        let FlowSpec { patch_px: s, latent: l, dg_components: k, cell_dim: z, n_transitions, .. } = self.sizes;
         let n = cond.tokens.len();
         check_len("control patches [n, S²]", control_patches, n * s * s)?;
         check_len("Δg PCA coordinates [n, K]", cond.dg, n * k)?;

@@ -313,7 +313,7 @@ impl SpatiaCellModel {
         if patches.len() != n * px {
             return Err(EngineError::InputShape { what: format!("SPATIA patches [cells={n}, {0}, {0}]", s.cell_image.image_size), expected: n * px, found: patches.len() });
         }
-        let packed = Packed::new(&self.weights);
+        let packed = Packed::new(&self.weights)?;
         let mut z_cell = Vec::with_capacity(n * s.d_model);
         let mut logits = self.weights.type_head.as_ref().map(|_| Vec::with_capacity(n * s.n_classes));
         for start in (0..n).step_by(BLOCK_CELLS) {
@@ -380,11 +380,15 @@ struct Packed {
 }
 
 impl Packed {
-    fn new(w: &SpatiaCellWeights) -> Self {
+    /// Errors when the cross block's k and v differ in input width or weight kind (a file
+    /// [`SpatiaCellModel::validate`] accepts always packs).
+    fn new(w: &SpatiaCellWeights) -> Result<Self, EngineError> {
         let c = &w.cross;
-        let kv = Linear::concat_rows(&[&c.k, &c.v]).expect("validated model: k and v share in_dim and weight kind");
+        let kv = Linear::concat_rows(&[&c.k, &c.v]).ok_or_else(|| EngineError::InvalidConfig {
+            reason: "SPATIA cross block: k and v differ in input width or weight kind; re-export the model".into(),
+        })?;
         let layer = |l: &EncoderLayerWeights| PackedLayer::new(l, &fuse_qkv(l), PackedLinear::new);
-        Self {
+        Ok(Self {
             gene_embedding: PackedLinear::new(&w.gene_embedding),
             patch_embedding: PackedLinear::new(&w.vit.patch_embedding),
             vit_layers: w.vit.layers.iter().map(layer).collect(),
@@ -395,6 +399,6 @@ impl Packed {
             fc1: PackedLinear::new(&c.fc1),
             fc2: PackedLinear::new(&c.fc2),
             type_head: w.type_head.as_ref().map(PackedLinear::new),
-        }
+        })
     }
 }

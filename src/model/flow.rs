@@ -9,56 +9,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfi
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
-use serde::{Deserialize, Serialize};
 
-/// Sizes of the autoencoder, the perturbation encoder and the velocity network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowSpec {
-    /// Patch side `S` in pixels (a multiple of 8).
-    pub patch_px: usize,
-    /// Channels of the first convolution (`2×` in the next two).
-    pub channels: usize,
-    /// Latent width `L`.
-    pub latent: usize,
-    /// Hidden width of the velocity network.
-    pub hidden: usize,
-    /// Residual FiLM blocks.
-    pub blocks: usize,
-    /// Width of `e_pert` (and of the transition-token embedding).
-    pub pert_dim: usize,
-    /// PCA components of Δg fed to the perturbation encoder.
-    pub dg_components: usize,
-    /// Transition tokens (ordered state pairs, e.g. Epithelial → Malignant).
-    pub n_transitions: usize,
-    /// Width of the control cell's embedding `z_ctrl`.
-    pub cell_dim: usize,
-    /// Width of the sinusoidal time embedding (even).
-    pub time_dim: usize,
-}
+/// The flow model's sizes: one spec shared by burn and the engine ([`crate::engine::flow`]).
+pub use crate::engine::flow::FlowSpec;
 
-impl FlowSpec {
-    /// The CPU default: 32-px patches, 16/32/32 channels, latent 32, hidden 128, 3 blocks,
-    /// e_pert 32, 16 Δg components, 16-d time embedding.
-    pub fn small(n_transitions: usize, cell_dim: usize) -> Self {
-        Self { patch_px: 32, channels: 16, latent: 32, hidden: 128, blocks: 3, pert_dim: 32, dg_components: 16, n_transitions, cell_dim, time_dim: 16 }
-    }
-
-    /// A reason the spec cannot be built, if any.
-    pub fn check(&self) -> Result<(), String> {
-        if self.patch_px < 8 || self.patch_px % 8 != 0 {
-            return Err(format!("patch_px {} must be a positive multiple of 8", self.patch_px));
-        }
-        if self.time_dim % 2 != 0 || self.time_dim == 0 {
-            return Err(format!("time_dim {} must be even and > 0", self.time_dim));
-        }
-        for (name, v) in [("channels", self.channels), ("latent", self.latent), ("hidden", self.hidden), ("pert_dim", self.pert_dim), ("n_transitions", self.n_transitions), ("cell_dim", self.cell_dim)] {
-            if v == 0 {
-                return Err(format!("{name} must be > 0"));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Convolutional autoencoder of `[n, S, S]` patches in `[0, 1]`: three stride-2 3×3
 /// convolutions (GELU) and a linear map to the latent `[n, L]`; the decoder mirrors it with
