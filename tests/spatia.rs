@@ -114,6 +114,7 @@ fn pretrain_finetune_embed_on_one_region() {
 /// tissue-level model exports `z_cell` only (its head reads the fused embedding).
 #[test]
 fn cpu_engine_cell_level_matches_burn() {
+    let _burn_rng = common::burn_rng_lock();
     use burn::prelude::*;
     use cellsymphony::engine::spec::{SpatiaLevels, SpatiaSpec};
     use cellsymphony::engine::SpatiaCellModel;
@@ -236,6 +237,7 @@ fn flow_fixture() -> cellsymphony::train::flow::FlowData {
 
 #[test]
 fn tiny_flow_learns_is_deterministic_and_reloads() {
+    let _burn_rng = common::burn_rng_lock();
     use cellsymphony::model::flow::FlowSpec;
     use cellsymphony::train::flow::{self, FlowConfig};
     type Ad = burn::backend::Autodiff<burn::backend::NdArray>;
@@ -293,6 +295,7 @@ fn tiny_flow_learns_is_deterministic_and_reloads() {
 
 #[test]
 fn flow_resumed_after_interruptions_equals_an_uninterrupted_run() {
+    let _burn_rng = common::burn_rng_lock();
     use cellsymphony::model::flow::FlowSpec;
     use cellsymphony::train::flow::{self, FlowCheckpoint, FlowConfig};
     use cellsymphony::train::TrainError;

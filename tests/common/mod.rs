@@ -14,6 +14,9 @@
 //! - [`synth`]: small seeded synthetic inputs several suites build (names, random engine
 //!   models, clustered point clouds, gzip).
 //!
+//! - [`burn_rng_lock`]: burn's backend RNG is process-global (`B::seed` then module init), so
+//!   tests that compare two seeded burn runs in one process hold this lock.
+//!
 //! Each test binary uses a subset, hence `allow(dead_code)`.
 #![allow(dead_code, unused_imports)]
 
@@ -37,3 +40,11 @@ pub use gpu::gpu_or_skip;
 pub use python::{python_or_skip, python_script, run_python};
 pub use scratch::{fixture_dir, scratch, Scratch};
 pub use synth::{gzip, max_abs_diff, names, random_model};
+
+/// Serialises the tests of one binary that seed burn's process-global RNG and then build
+/// modules: another test drawing from it in between would change the weights (cargo runs a
+/// binary's tests on several threads). A poisoned lock (a failed test) is still a lock.
+pub fn burn_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
