@@ -160,6 +160,7 @@ fn export(m: &Classifier<B>) -> EngineModel {
 
 #[test]
 fn every_architecture_burn_cpu_wgsl_and_int8_agree() {
+    let _burn_rng = common::burn_rng_lock();
     let ctx = common::gpu_or_skip("every_architecture_burn_cpu_wgsl_and_int8_agree");
     for (arch, linear) in cases() {
         let m = random_model(arch, linear, 7);
@@ -194,6 +195,7 @@ fn every_architecture_burn_cpu_wgsl_and_int8_agree() {
 
 #[test]
 fn every_architecture_imports_into_burn_and_exports_back_unchanged() {
+    let _burn_rng = common::burn_rng_lock();
     let device = Default::default();
     for (arch, linear) in cases() {
         let m = random_model(arch, linear, 21);
@@ -220,6 +222,7 @@ fn every_architecture_imports_into_burn_and_exports_back_unchanged() {
 
 #[test]
 fn a_token_matmul_that_is_not_block_diagonal_is_refused_on_import() {
+    let _burn_rng = common::burn_rng_lock();
     let device = Default::default();
     let m = random_model(Architecture::Spatial, false, 3);
     let mut file = export(&m);
@@ -233,6 +236,7 @@ fn a_token_matmul_that_is_not_block_diagonal_is_refused_on_import() {
 
 #[test]
 fn the_zero_initialised_linear_path_starts_training_where_the_transformer_alone_does() {
+    let _burn_rng = common::burn_rng_lock();
     let device = Default::default();
     let c = cells(16, 9);
     // burn initialises parameters lazily (on first use), so the forward runs under the seed too.
@@ -258,6 +262,7 @@ fn the_zero_initialised_linear_path_starts_training_where_the_transformer_alone_
 
 #[test]
 fn specs_with_precomputed_embeddings_train_in_burn_but_are_refused_by_the_engines() {
+    let _burn_rng = common::burn_rng_lock();
     let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let sources = TokenSources { gene_embedding_dim: Some(8), morph_embedding_dim: Some(6), ..TokenSources::default() };
@@ -284,6 +289,7 @@ fn specs_with_precomputed_embeddings_train_in_burn_but_are_refused_by_the_engine
 /// engine (int8 vs CPU int8 ≤ 1e-4) agree on it. Without the markers: a typed error naming them.
 #[test]
 fn protein_channels_enter_burn_and_every_engine_identically() {
+    let _burn_rng = common::burn_rng_lock();
     let ctx = common::gpu_or_skip("protein_channels_enter_burn_and_every_engine_identically");
     const P: usize = 3;
     let (g, n) = (GENES - P, 48);
