@@ -2,6 +2,7 @@
 import type {
   ClassifierInfo, ClassifierMethods, ClassifyResult, ClassifyOptions, CallOptions, LoadOptions, Device,
   PairEngineOptions, PairProgress, PairResult, Classifier as MainThreadClassifier,
+  NucleusDetection, OpenSlideOptions, SlideInfo, TiffImage,
 } from "./index.js";
 
 export type {
@@ -36,9 +37,40 @@ export interface Runner {
 
 /** The package in a module Worker (bundlers emit worker.js and its wasm files from the
  * `new Worker(new URL("./worker.js", import.meta.url))` in client.js; `workerUrl` overrides). */
+/** Options of {@link CellSymphonyWorker.classifySlide}. */
+export interface ClassifySlideOptions extends OpenSlideOptions {
+  /** `Slide.detectNuclei` options. */
+  detect?: { diameterUm?: number; minDistanceUm?: number; thresholdScale?: number };
+  /** An image-only model loaded by this worker's `loadClassifier`; none: detection only. */
+  classifier?: ChunkedClassifier;
+  /** Patches cut and classified per batch (default 4096). */
+  batchNuclei?: number;
+  /** Larger side (px) of the level returned for display (default 2048; 0: none). */
+  overviewMaxSide?: number;
+}
+
+/** What {@link CellSymphonyWorker.classifySlide} resolves to. */
+export interface SlideClassification {
+  info: SlideInfo;
+  detection: NucleusDetection;
+  /** [n] class index per nucleus (into the classifier's `classes`), or null without a classifier. */
+  classes: Uint32Array | null;
+  /** [n] softmax confidence, or null. */
+  confidence: Float32Array | null;
+  overview: TiffImage | null;
+  detectMs: number;
+  classifyMs: number;
+  /** The worker's wasm memory after the call (it only grows). */
+  wasmMemoryBytes: number;
+}
+
 export declare class CellSymphonyWorker implements Runner {
   constructor(opts?: { workerUrl?: string | URL });
   readonly mode: "worker";
+  /** A whole-slide image-only TIFF in the worker: `file` is read slice by slice (never whole);
+   * nuclei detected and patches cut one window at a time, classified in batches. A cancel
+   * (`signal`) restarts the worker. */
+  classifySlide(file: Blob, options?: ClassifySlideOptions, call?: { onProgress?: (p: { phase: "histogram" | "detect" | "classify"; done: number; total: number }) => void; signal?: AbortSignal }): Promise<SlideClassification>;
   loadClassifier(modelBytes: Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<ChunkedClassifier>;
   pairCells(counts: Float32Array, nCells: number, genes: readonly string[], control: Uint32Array, target: Uint32Array,
     options?: PairEngineOptions, call?: PairCallOptions): Promise<PairResult>;

@@ -158,20 +158,21 @@ export class CellSymphonyWorker {
   }
 
   /** Sends a request; `cancel`: "message" (classify: the worker stops at a chunk boundary) or
-   * "restart" (pairing: the worker is terminated and replaced). */
+   * "restart" (pairing, slides: the worker is terminated and replaced). */
   _request(msg, transfer = [], { signal, onProgress } = {}, cancel = "message") {
-    if (signal?.aborted) return Promise.reject(abortError(msg.op === "pair" ? "pairing" : "classification"));
+    const what = { pair: "pairing", slide: "slide classification" }[msg.op] ?? "classification";
+    if (signal?.aborted) return Promise.reject(abortError(what));
     if (!this._worker) this._spawn();
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
       const onAbort = () => {
         if (!this._pending.has(id)) return;
         this._pending.delete(id);
-        const err = abortError(msg.op === "pair" ? "pairing" : "classification");
+        const err = abortError(what);
         if (cancel === "restart") {
           this._worker.terminate();
           this._worker = null;
-          this._failAll(new DOMException(`the cellsymphony worker was restarted to cancel pairing request ${id}`, "AbortError"));
+          this._failAll(new DOMException(`the cellsymphony worker was restarted to cancel ${what} request ${id}`, "AbortError"));
         } else {
           this._worker.postMessage({ op: "cancel", target: id });
         }
@@ -210,6 +211,28 @@ export class CellSymphonyWorker {
     const list = transfer ? buffersOf([counts, control, target]) : [];
     return this._request({ op: "pair", counts, nCells, genes: Array.from(genes), control, target, options },
       list, { onProgress, signal }, "restart");
+  }
+
+  /** An image-only slide in the worker with bounded memory: `file` (a `Blob`/`File`, read
+   * slice by slice, never whole) is opened as `openSlide` does (`options`: its options, plus
+   * `detect` (`Slide.detectNuclei` options), `classifier` (a model loaded in THIS worker by
+   * `loadClassifier`, image-only; none: detection only), `batchNuclei` (patches cut and
+   * classified per batch, default 4096), `overviewMaxSide` (a level for display, default
+   * 2048 px; 0: none)). `onProgress({phase: "histogram" | "detect" | "classify", done,
+   * total})` (tiles, then nuclei); `signal` cancels at once by restarting the worker
+   * (detection is one synchronous call; classifiers reload themselves on their next call).
+   * Resolves to `{info, detection, classes, confidence, overview, detectMs, classifyMs,
+   * wasmMemoryBytes}`. */
+  async classifySlide(file, options = {}, { onProgress, signal } = {}) {
+    const { classifier, ...rest } = options;
+    let handle = null;
+    if (classifier) {
+      if (classifier._owner !== this) throw new CellSymphonyError("input", "classifySlide: `classifier` was loaded by another runner: load it with this worker's loadClassifier");
+      if (classifier.architecture !== "image_only") throw new CellSymphonyError("input", `classifySlide: \`classifier\` is a ${classifier.architecture} model; a slide without transcripts needs an image-only model (architecture "image_only", from \`cellsymphony image-only\`)`);
+      await classifier._ensureLoaded();
+      handle = classifier._handle;
+    }
+    return this._request({ op: "slide", file, handle, options: rest }, [], { onProgress, signal }, "restart");
   }
 
   /** `{wasmMemoryBytes}`: the size of the worker's wasm memory (it only grows). */

@@ -409,3 +409,56 @@ export declare const simdSupported: boolean;
 export declare const DEFAULT_CHUNK_CELLS: Readonly<{ cpu: number; webgpu: number }>;
 /** Default cells per wasm call for a classifier's `backend` ("webgpu: …" or "cpu: …"). */
 export declare function defaultChunkCells(backend: string): number;
+
+/** Options of {@link openSlide}: {@link ReadTiffOptions} plus the window side. */
+export interface OpenSlideOptions extends ReadTiffOptions {
+  /** Side (px) of the windows read at a time for detection, the histogram and patches
+   * (16–8192, default 512; results do not depend on it). */
+  tilePx?: number;
+}
+
+/** What {@link Slide.info} returns. */
+export interface SlideInfo {
+  name: string;
+  /** Size of the level opened. */
+  width: number;
+  height: number;
+  level: number;
+  downsample: number;
+  umPerPx: number;
+  /** Slide position [x, y] (µm) of pixel (0, 0)'s centre. */
+  originUm: [number, number];
+  plane: number;
+  nPlanes: number;
+  channelName: string;
+  tilePx: number;
+  levels: TiffLevelInfo[];
+  /** Size of the file. */
+  fileBytes: number;
+  /** Bytes read from the file so far (directories, then the windows' strips/tiles). */
+  fileBytesRead: number;
+}
+
+/** A whole-slide grayscale level read window by window (wasm memory: one window, not the
+ * level). Methods throw on bad input naming the field. Call `free()` when done. */
+export interface Slide {
+  info(): SlideInfo;
+  /** {@link detectNuclei} on the level (identical output to the decoded level's), no masks. */
+  detectNuclei(options?: { diameterUm?: number; minDistanceUm?: number; thresholdScale?: number },
+    onProgress?: (phase: "histogram" | "detect", tilesDone: number, tiles: number) => void): NucleusDetection;
+  /** {@link cutPatches} on the level (identical output; the level's stretch comes from a
+   * streamed histogram, computed on the first call). Call on batches of centres. */
+  cutPatches(centresUm: Float32Array, options: { patchSize: number; patchUmPerPx: number }): Float32Array;
+  /** The finest level whose larger side is at most `maxSide` px (else the coarsest), decoded
+   * whole for display (at most 512 MiB). */
+  readOverview(maxSide: number): TiffImage;
+  free(): void;
+}
+
+/** Opens a whole-slide grayscale (OME-)TIFF without decoding it: `file` is a `Blob`/`File`
+ * (read slice by slice with `FileReaderSync`, which only Web Workers have: in a worker the
+ * file is never read whole; `CellSymphonyWorker.classifySlide` does it for you) or the file's
+ * bytes (anywhere; JS then holds the file). Only the directories are read; the level is chosen
+ * as {@link readTiff} chooses it. Rejects naming the field (no pixel size: pass `umPerPx`;
+ * an RGB file; a Blob on the main thread). */
+export declare function openSlide(file: Blob | Uint8Array, options?: OpenSlideOptions): Promise<Slide>;

@@ -179,3 +179,6 @@ export const readTiffRgb = reader("readTiffRgb");
 export const detectNuclei = reader("detectNuclei");
 /** Classifier patches cut at centres (µm) of an image with the native patch code (see index.d.ts). */
 export const cutPatches = reader("cutPatches");
+/** A whole-slide grayscale (OME-)TIFF opened for bounded-memory detection and patch cutting:
+ * a `Blob`/`File` in a worker (read slice by slice) or the file's bytes (see index.d.ts). */
+export const openSlide = reader("openSlide");

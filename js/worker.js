@@ -2,12 +2,13 @@
 // cells by optimal transport off the page's main thread, with the main entry's API (index.js)
 // in the worker. Spoken to by client.js (`CellSymphonyWorker`); the protocol is private to the
 // two files.
-//   main → worker: {id, op: "load" | "classify" | "pair" | "free" | "memory", …} and {op: "cancel", target}
+//   main → worker: {id, op: "load" | "classify" | "pair" | "slide" | "free" | "memory", …} and {op: "cancel", target}
 //   worker → main: {id, type: "progress", progress}, {id, type: "result", value} (typed arrays
 //   transferred), {id, type: "error", name, code, message} (a CellSymphonyError's code; an
 //   engine error's message verbatim).
-import { Classifier, pairCells, wasmMemoryBytes } from "./index.js";
+import { Classifier, pairCells, wasmMemoryBytes, openSlide } from "./index.js";
 import { yieldToEventLoop, abortError } from "./chunked.js";
+import { asCellSymphonyError, CellSymphonyError } from "./errors.js";
 
 const classifiers = new Map(); // handle → Classifier
 let nextHandle = 1;
@@ -49,11 +50,52 @@ async function pair(id, signal, { counts, nCells, genes, control, target, option
   return { value: res, transfer: [res.target.buffer, res.matchScore.buffer, res.delta.buffer] };
 }
 
+/** A whole-slide TIFF (a Blob, read slice by slice): nuclei detected window by window, then,
+ * with a classifier, patches cut and classified `batchNuclei` at a time; wasm memory holds one
+ * window and one batch, never the level. */
+async function slide(id, signal, { file, handle, options }) {
+  const { batchNuclei = 4096, overviewMaxSide = 2048, detect, ...open } = options ?? {};
+  if (!(Number.isInteger(batchNuclei) && batchNuclei > 0)) throw new CellSymphonyError("options", `classifySlide: batchNuclei = ${batchNuclei}: pass a positive whole number (default 4096)`);
+  const onProgress = (progress) => self.postMessage({ id, type: "progress", progress });
+  const clf = handle == null ? null : entry(handle);
+  const s = await openSlide(file, open);
+  // The slide's calls reject bad input and unreadable files naming the field: code "input".
+  const call = (f) => { try { return f(); } catch (e) { throw asCellSymphonyError(e, "input"); } };
+  try {
+    const t0 = performance.now();
+    // Detection is one synchronous wasm call: progress (tiles) is posted from inside it.
+    const det = call(() => s.detectNuclei(detect, (phase, done, total) => onProgress({ phase, done, total })));
+    const detectMs = performance.now() - t0;
+    const n = det.nNuclei;
+    let classes = null, confidence = null, classifyMs = 0;
+    if (clf) {
+      classes = new Uint32Array(n); confidence = new Float32Array(n);
+      const t1 = performance.now();
+      for (let start = 0; start < n; start += batchNuclei) {
+        if (signal.aborted) throw abortError("slide classification");
+        const end = Math.min(n, start + batchNuclei);
+        const patches = call(() => s.cutPatches(det.centroidsUm.subarray(2 * start, 2 * end), { patchSize: clf.patchSize, patchUmPerPx: clf.patchUmPerPx }));
+        const r = await clf.classifyPatches(patches);
+        classes.set(r.classes, start); confidence.set(r.confidence, start);
+        onProgress({ phase: "classify", done: end, total: n });
+      }
+      classifyMs = performance.now() - t1;
+    }
+    const overview = overviewMaxSide > 0 ? call(() => s.readOverview(overviewMaxSide)) : null;
+    const value = { info: s.info(), detection: det, classes, confidence, overview, detectMs, classifyMs, wasmMemoryBytes: await wasmMemoryBytes() };
+    const transfer = [det.centroidsPx, det.centroidsUm, det.response, det.intensity, classes, confidence, overview?.pixels].filter(Boolean).map((a) => a.buffer);
+    return { value, transfer };
+  } finally {
+    s.free();
+  }
+}
+
 async function handle(msg, signal) {
   switch (msg.op) {
     case "load": return load(msg);
     case "classify": return classify(msg.id, signal, msg);
     case "pair": return pair(msg.id, signal, msg);
+    case "slide": return slide(msg.id, signal, msg);
     case "free": {
       const clf = entry(msg.handle);
       classifiers.delete(msg.handle);

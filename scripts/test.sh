@@ -59,7 +59,9 @@ cp "$out/genetok/gene_only_tokens/engine/model.int8.safetensors" "$out/www-data/
 # Image-only slide: the crop's DAPI TIFF (no transcripts), a synthetic H&E TIFF (seeded), a tiny
 # image-only model (one split, 2 epochs, no gene transformer) and the native detect-nuclei +
 # watershed output — nuclei, masks and each DAPI nucleus's class from that model — that
-# readTiff / readTiffRgb + detectNuclei + cutPatches + classifyPatches in the page must reproduce.
+# readTiff / readTiffRgb + detectNuclei + cutPatches + classifyPatches in the page must reproduce;
+# and a synthetic 6000 × 6000 tiled slide (72 MiB, seeded) streamed natively with --model, that
+# the package worker's classifySlide (a Blob, window by window) must reproduce.
 nuc="$out/www-data/nuclei"
 mkdir -p "$nuc"
 "$bin" image-only --folds 1 --epochs 2 --gene-transformer-epochs 0 --out "$out/image_only" > "$out/image_only.log" 2>&1 \
@@ -70,7 +72,10 @@ node tests/browser/synth_he.mjs "$nuc/he.tif" > "$out/nuclei.log" 2>&1 \
   || { cat "$out/nuclei.log"; die "writing the synthetic H&E TIFF failed"; }
 { "$bin" detect-nuclei --image "$nuc/dapi.tif" --um-per-px 0.2125 --watershed --labels-out "$nuc/dapi_labels.npy" --out "$nuc/native.csv" \
     --model "$nuc/model.int8.safetensors" --engine cpu --predictions "$nuc/native_predictions.csv" \
-  && "$bin" detect-nuclei --image "$nuc/he.tif" --stain he --um-per-px 0.5 --watershed --labels-out "$nuc/he_labels.npy" --out "$nuc/he_native.csv"; } >> "$out/nuclei.log" 2>&1 \
+  && "$bin" detect-nuclei --image "$nuc/he.tif" --stain he --um-per-px 0.5 --watershed --labels-out "$nuc/he_labels.npy" --out "$nuc/he_native.csv" \
+  && node scripts/synth_tiled_tiff.mjs "$nuc/slide.tif" 6000 \
+  && "$bin" detect-nuclei --image "$nuc/slide.tif" --um-per-px 0.2125 --out "$nuc/slide_native.csv" \
+    --model "$nuc/model.int8.safetensors" --engine cpu --predictions "$nuc/slide_predictions.csv"; } >> "$out/nuclei.log" 2>&1 \
   || { cat "$out/nuclei.log"; die "detect-nuclei for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.
 CELLSYMPHONY_REQUIRE_MODELS=1 CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"

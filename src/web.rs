@@ -58,6 +58,8 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+mod slide;
+
 use js_sys::{Float32Array, Object, Promise, Reflect, Uint32Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -1109,7 +1111,14 @@ fn read_tiff_level(
         Some(t) => tiff.level_for(t).map_err(err)?,
         None => 0,
     };
-    let (width, height, pixels, downsample, level_um, stats) = read(&tiff, opts.plane, level).map_err(err)?;
+    let read = read(&tiff, opts.plane, level).map_err(err)?;
+    Ok(level_object(&tiff, opts.plane, level, read)?.into())
+}
+
+/// The object [`read_tiff`] returns for level `level` of plane `plane` of `tiff`, read as
+/// `read`.
+fn level_object<S: data::TiffSource>(tiff: &data::PyramidTiff<S>, plane: usize, level: usize, read: TiffLevelRead) -> Result<Object, JsError> {
+    let (width, height, pixels, downsample, level_um, stats) = read;
     let channels = js_length(&pixels) / (width as u64 * height as u64).max(1);
     let out = Object::new();
     set(&out, "width", &JsValue::from_f64(width as f64))?;
@@ -1129,7 +1138,7 @@ fn read_tiff_level(
     };
     set(&out, "originUm", &origin)?;
     set(&out, "nPlanes", &JsValue::from_f64(tiff.n_planes() as f64))?;
-    set(&out, "channelName", &JsValue::from_str(&tiff.channel_name(opts.plane)))?;
+    set(&out, "channelName", &JsValue::from_str(&tiff.channel_name(plane)))?;
     let levels = js_sys::Array::new();
     for l in tiff.levels() {
         let o = Object::new();
@@ -1143,7 +1152,7 @@ fn read_tiff_level(
     set(&out, "levels", &levels.into())?;
     set(&out, "fileBytesRead", &JsValue::from_f64(stats.file_bytes_read as f64))?;
     set(&out, "decodedBytes", &JsValue::from_f64(stats.decoded_bytes as f64))?;
-    Ok(out.into())
+    Ok(out)
 }
 
 /// A grayscale image argument `{width, height, pixels: Uint16Array | Uint8Array}`, checked
@@ -1292,6 +1301,16 @@ pub fn detect_nuclei_js(
     };
     let det = detect_nuclei(&image, o.pixel_size_um, &opts).map_err(|e| JsError::new(&format!("detectNuclei: {e}")))?;
     let frame = data::ImageFrame { origin_um: o.origin_um, um_per_px: o.pixel_size_um };
+    let out = detection_object(&det, &frame)?;
+    if o.watershed {
+        set_nucleus_masks(&out, &image, &det, &frame, opts.diameter_um)?;
+    }
+    Ok(out.into())
+}
+
+/// `detectNuclei`'s result without the masks: `{nNuclei, centroidsPx, centroidsUm, response,
+/// intensity, sigmaPx, threshold, nTiles, tileBytes}`.
+fn detection_object(det: &crate::analysis::nuclei::NucleusDetection, frame: &data::ImageFrame) -> Result<Object, JsError> {
     let out = Object::new();
     set(&out, "nNuclei", &JsValue::from_f64(det.nuclei.len() as f64))?;
     set(&out, "centroidsPx", &flat_xy(det.nuclei.iter().map(|n| n.px)).into())?;
@@ -1304,10 +1323,7 @@ pub fn detect_nuclei_js(
     set(&out, "threshold", &JsValue::from_f64(f64::from(det.threshold)))?;
     set(&out, "nTiles", &JsValue::from_f64(det.n_tiles as f64))?;
     set(&out, "tileBytes", &JsValue::from_f64(det.tile_bytes as f64))?;
-    if o.watershed {
-        set_nucleus_masks(&out, &image, &det, &frame, opts.diameter_um)?;
-    }
-    Ok(out.into())
+    Ok(out)
 }
 
 /// `detectNuclei(..., {watershed: true})`: the native watershed masks of `det` on `image`

@@ -595,3 +595,37 @@ fn tiff_windows_and_streaming_nucleus_detection_equal_the_decoded_level() {
     let e = TiffLevelImage::new(&tiff, 0, 3).err().unwrap().to_string();
     assert!(e.contains("level") && e.contains("3"), "{e}");
 }
+
+/// Whole-slide patches without the whole level: the streamed histogram gives the decoded
+/// level's stretch, and patches cut window by window (any tile size; centres at the border,
+/// off the image, non-finite, in any order) equal `model_patches` on the decoded level
+/// bit for bit.
+#[test]
+fn streamed_patches_equal_the_decoded_levels() {
+    use cellsymphony::analysis::nuclei::{detect_nuclei, level_scale, model_patches_in, NucleusOptions, TiffLevelImage};
+    use cellsymphony::data::{model_patches, ImageFrame, IntensityScale};
+    let tiff = PyramidTiff::open(&fixtures().join("pyramid.ome.tif")).unwrap();
+    let level = tiff.read_gray(0, 1).unwrap();
+    let (img, um) = (&level.image, level.um_per_px.unwrap());
+    let frame = cellsymphony::data::morphology::level_frame(&ImageFrame::from_corner([0.0, 0.0], tiff.um_per_px().unwrap()), level.downsample);
+    let streamed_level = TiffLevelImage::new(&tiff, 0, 1).unwrap();
+    let scale = level_scale(&streamed_level, 128).unwrap();
+    assert_eq!(scale, IntensityScale::global(img));
+    let det = detect_nuclei(img, um, &NucleusOptions::default()).unwrap();
+    let mut centres: Vec<[f32; 2]> = det.nuclei.iter().rev().map(|n| frame.px_to_um(n.px)).collect();
+    let far = frame.px_to_um([img.width as f32 + 500.0, -400.0]);
+    centres.extend([frame.px_to_um([0.0, 0.0]), frame.px_to_um([img.width as f32 - 0.5, img.height as f32 - 1.0]), far, [f32::NAN, 1.0]]);
+    assert!(centres.len() > 100, "{} centres", centres.len());
+    let (size, patch_um) = (24, 0.5);
+    let want = model_patches(img, &frame, &centres, size, patch_um);
+    for tile in [64, 200, 512] {
+        let got = model_patches_in(&streamed_level, &frame, &centres, size, patch_um, &scale, tile).unwrap();
+        assert!(got == want, "tile {tile}: streamed patches differ from the decoded level's");
+    }
+    let last = &want[want.len() - 2 * size * size..];
+    assert!(last.iter().all(|&v| v == 0.0), "an off-image or non-finite centre gives a zero patch");
+    let e = model_patches_in(&streamed_level, &frame, &centres, 0, patch_um, &scale, 512).unwrap_err().to_string();
+    assert!(e.contains("patch_size"), "{e}");
+    let e = model_patches_in(&streamed_level, &frame, &centres, size, patch_um, &scale, 8).unwrap_err().to_string();
+    assert!(e.contains("tile_px"), "{e}");
+}

@@ -186,6 +186,17 @@ impl IntensityScale {
         IntensityScale { lo: p[0], hi: p[1] }
     }
 
+    /// Stretch between the `lo_pct` and `hi_pct` percentiles of the pixels counted in `hist`
+    /// (a 16-bit histogram, `[65536]`): equal to [`IntensityScale::from_percentiles`] on the
+    /// image counted, so a level streamed tile by tile gets the same stretch as when decoded.
+    pub fn from_histogram(hist: &[u64], lo_pct: f32, hi_pct: f32) -> Self {
+        let n = hist.iter().sum();
+        IntensityScale {
+            lo: histogram_percentile(hist, n, lo_pct),
+            hi: histogram_percentile(hist, n, hi_pct),
+        }
+    }
+
     /// Stretch between the 0.5th and 99.5th percentiles of `image`.
     pub fn global(image: &GrayImage16) -> Self {
         let [lo, hi] = DEFAULT_STRETCH_PERCENTILES;

@@ -117,7 +117,8 @@ pub use morphology::{BytesSource, FileSource, PyramidTiff, TiffSource, DEFAULT_M
 pub use morphology::{find_morphology, MorphologyFiles};
 pub use patches::{
     cellsymphony_crops, cellsymphony_he_crops, extents_from_area, extents_from_transcripts,
-    extract_he_patch, extract_patch, extract_patch_scaled, model_patches, nucleus_centres, spatia_crops,
+    extract_he_patch, extract_patch, extract_patch_in, extract_patch_scaled, model_patches, nucleus_centres,
+    patch_reach_px, spatia_crops, PixelWindow,
     CellExtent, CropSpec, EdgePolicy, Patch, RgbPatch, SpatiaCrop, SpatiaScale,
     MIN_CELL_SIDE_UM,
 };

@@ -83,6 +83,57 @@ pub fn extract_patch_scaled(
     edge: EdgePolicy,
     scale: &IntensityScale,
 ) -> Option<Patch> {
+    extract_patch_in(PixelWindow::whole(image), frame, centre_um, size_px, out_um_per_px, edge, scale)
+}
+
+/// A window of a larger grayscale image (a level read tile by tile): `pixels` holds the
+/// image's pixels from column `x0`, row `y0` on; the image is `full_width × full_height`.
+/// Patches cut from a window that covers their footprint ([`patch_reach_px`]) are identical to
+/// patches cut from the whole image.
+#[derive(Debug, Clone, Copy)]
+pub struct PixelWindow<'a> {
+    /// The window's pixels.
+    pub pixels: &'a GrayImage16,
+    /// Image column of the window's first column.
+    pub x0: usize,
+    /// Image row of the window's first row.
+    pub y0: usize,
+    /// Width of the whole image.
+    pub full_width: usize,
+    /// Height of the whole image.
+    pub full_height: usize,
+}
+
+impl<'a> PixelWindow<'a> {
+    /// The whole of `image` as a window.
+    pub fn whole(image: &'a GrayImage16) -> Self {
+        PixelWindow { pixels: image, x0: 0, y0: 0, full_width: image.width, full_height: image.height }
+    }
+
+    /// The pixel at image coordinates `[col, row]`; `None` outside the window.
+    fn get(&self, col: isize, row: isize) -> Option<u16> {
+        self.pixels.get(col - self.x0 as isize, row - self.y0 as isize)
+    }
+}
+
+/// How far (image pixels, either side of the centre) a `size_px` patch at `out_um_per_px` reads
+/// from an image of `image_um_per_px`: a window covering `centre ± reach` (clipped to the
+/// image) gives the same patch as the whole image.
+pub fn patch_reach_px(image_um_per_px: f32, size_px: usize, out_um_per_px: f32) -> usize {
+    (size_px as f32 / 2.0 * out_um_per_px / image_um_per_px).ceil() as usize + 2
+}
+
+/// [`extract_patch_scaled`] on a window of the image; the window must cover the patch's
+/// footprint inside the image ([`patch_reach_px`]).
+pub fn extract_patch_in(
+    image: PixelWindow<'_>,
+    frame: &ImageFrame,
+    centre_um: [f32; 2],
+    size_px: usize,
+    out_um_per_px: f32,
+    edge: EdgePolicy,
+    scale: &IntensityScale,
+) -> Option<Patch> {
     let valid = size_px > 0
         && out_um_per_px.is_finite()
         && out_um_per_px > 0.0
@@ -118,7 +169,7 @@ pub fn extract_patch_scaled(
         let (first, last) = (v[0], v[v.len() - 1]);
         first >= -EPS && last <= len as f32 - 1.0 + EPS
     };
-    let padded = !(inside(&cols, image.width) && inside(&rows, image.height));
+    let padded = !(inside(&cols, image.full_width) && inside(&rows, image.full_height));
     if padded && edge == EdgePolicy::Drop {
         return None;
     }
@@ -145,7 +196,7 @@ pub fn extract_patch_scaled(
 
 /// Bilinear interpolation of the stretched image at continuous `[col, row]`, pixels outside
 /// the image reading as 0.
-fn bilinear(image: &GrayImage16, scale: &IntensityScale, col: f32, row: f32) -> f32 {
+fn bilinear(image: PixelWindow<'_>, scale: &IntensityScale, col: f32, row: f32) -> f32 {
     let (c0, r0) = (col.floor(), row.floor());
     let (fx, fy) = (col - c0, row - r0);
     let (c, r) = (c0 as isize, r0 as isize);

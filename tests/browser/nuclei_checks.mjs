@@ -11,6 +11,10 @@
 // patches cut in wasm (cutPatches) at the detected DAPI nuclei, through the package's
 // Classifier.classifyPatches on WebGPU and on the wasm CPU engine: every nucleus gets the
 // class native `detect-nuclei --model` gave it (nuclei/native_predictions.csv).
+// The whole-slide path: the same TIFF as a Blob through the package worker's classifySlide
+// (openSlide, window by window), and a synthetic 6000 × 6000 slide against the streamed native
+// detect-nuclei --model, with the worker's wasm memory growing by less than half the level;
+// and the demo's image-only panel driven as a user would (choose the model, drop the TIFF).
 //   await nucleiChecks({ page, dataParam, root, log: console.log });   // throws on a failure
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -68,6 +72,36 @@ async function inPage(data) {
         classified.abundance = { grid, classNames: Array.from(clf.classes), nx: a.nx, ny: a.ny, counts: Array.from(a.counts), totals: Array.from(a.totals) };
       }
     }
+    // Whole-slide path: the TIFF as a Blob into the package's worker (CellSymphonyWorker.
+    // classifySlide: openSlide reads it slice by slice; detection, histogram and patches one
+    // window at a time), on the crop and on a synthetic 6000 × 6000 slide (test.sh), with the
+    // worker's wasm memory before and after.
+    const client = await import("../pkg/client.js");
+    const cs = new client.CellSymphonyWorker();
+    try {
+      const clf = await cs.loadClassifier(modelBytes, { device: "cpu" });
+      for (const [key, file, opts] of [["crop", "dapi.tif", { umPerPx: 0.2125, name: "dapi.tif", tilePx: 256, overviewMaxSide: 4096 }],
+        ["synthetic", "slide.tif", { umPerPx: 0.2125, name: "slide.tif", overviewMaxSide: 0 }]]) {
+        const resp = await fetch(data + "nuclei/" + file);
+        if (!resp.ok) continue;
+        const blob = await resp.blob();
+        const before = (await cs.memory()).wasmMemoryBytes;
+        const phases = new Set();
+        const r = await cs.classifySlide(blob, { ...opts, classifier: clf, batchNuclei: 1024 }, { onProgress: (p) => phases.add(p.phase) });
+        classified["slide_" + key] = {
+          before, after: r.wasmMemoryBytes, info: r.info, n: r.detection.nNuclei, detectMs: r.detectMs, classifyMs: r.classifyMs,
+          centroidsPx: Array.from(r.detection.centroidsPx), centroidsUm: Array.from(r.detection.centroidsUm),
+          names: Array.from(r.classes).map((c) => clf.classes[c]), phases: [...phases],
+          overview: r.overview && { width: r.overview.width, height: r.overview.height, level: r.overview.level, pixels: r.overview.pixels.length },
+        };
+      }
+      const mainBlob = await api.openSlide(new Blob([bytes]), { umPerPx: 0.2125, name: "dapi.tif" }).then(() => "accepted", (e) => `${e.code}: ${e.message}`);
+      const s = await api.openSlide(bytes, { umPerPx: 0.2125, name: "dapi.tif" });
+      classified.slideBytes = { mainBlob, n: s.detectNuclei().nNuclei, noPixelSize: failure(() => m.openSlide(bytes, { name: "dapi.tif" })), badTile: failure(() => m.openSlide(bytes, { umPerPx: 0.2125, tilePx: 4 })) };
+      s.free();
+    } finally {
+      cs.terminate();
+    }
     const gene = await fetch(data + "model.int8.safetensors");
     if (gene.ok) {
       const geneModel = await api.Classifier.load(new Uint8Array(await gene.arrayBuffer()), { device: "cpu" });
@@ -117,6 +151,76 @@ function compareWithNative(what, csv, r, log) {
   if (r.labelDiff !== 0) throw new Error(`${what}: ${r.labelDiff < 0 ? "label image size" : `${r.labelDiff} label pixels`} differ from native`);
 }
 
+/** The worker's whole-slide path (classifySlide on a Blob) vs native: the crop's nuclei and
+ * classes (native detect-nuclei --watershed --model), and on the synthetic slide the streamed
+ * native detect-nuclei --model, with the worker's wasm memory growth under half the level. */
+function slideChecks(r, dir, cropClasses, log) {
+  const cmp = (what, got, csvPath, nativeNames) => {
+    if (!got) throw new Error(`${what}: classifySlide did not run (file not served?)`);
+    const lines = readFileSync(csvPath, "utf8").trim().split("\n");
+    const head = lines[0].split(",");
+    const [cx, cy, ux, uy] = ["x_px", "y_px", "x_um", "y_um"].map((k) => head.indexOf(k));
+    const native = lines.slice(1).map((l) => l.split(",").map(Number));
+    let maxPx = 0, maxUm = 0;
+    native.forEach((row, i) => {
+      maxPx = Math.max(maxPx, Math.abs(row[cx] - got.centroidsPx[2 * i]), Math.abs(row[cy] - got.centroidsPx[2 * i + 1]));
+      maxUm = Math.max(maxUm, Math.abs(row[ux] - got.centroidsUm[2 * i]), Math.abs(row[uy] - got.centroidsUm[2 * i + 1]));
+    });
+    const diff = got.names.filter((n, i) => n !== nativeNames[i]).length;
+    const levelBytes = got.info.width * got.info.height * 2;
+    const grew = got.after - got.before;
+    log(`classifySlide (${what}, worker, Blob): ${got.info.width}×${got.info.height} px level (${(levelBytes / 2 ** 20).toFixed(1)} MiB as u16, ${got.info.streamed ? "read window by window" : "small: decoded once"}), ` +
+      `${got.info.fileBytesRead} of ${got.info.fileBytes} file bytes read; ${got.n} nuclei (native ${native.length}) in ${got.detectMs.toFixed(0)} ms, ` +
+      `classes ${got.names.length - diff}/${nativeNames.length} equal native in ${got.classifyMs.toFixed(0)} ms; centroids max |Δ| ${maxPx.toExponential(2)} px; ` +
+      `worker wasm memory ${(got.before / 2 ** 20).toFixed(1)} → ${(got.after / 2 ** 20).toFixed(1)} MiB; phases ${got.phases.join(",")}` +
+      (got.overview ? `; overview level ${got.overview.level} ${got.overview.width}×${got.overview.height}` : ""));
+    if (got.n !== native.length || got.names.length !== nativeNames.length) throw new Error(`${what}: classifySlide found ${got.n} nuclei / ${got.names.length} classes, native ${native.length} / ${nativeNames.length}`);
+    if (!(maxPx <= 1e-3) || !(maxUm <= 1e-3)) throw new Error(`${what}: classifySlide centroids differ from native by ${maxPx} px / ${maxUm} µm (tolerance 1e-3)`);
+    if (diff > 0) throw new Error(`${what}: classifySlide classes differ from native on ${diff} nuclei`);
+    if (!got.phases.includes("detect") || !got.phases.includes("classify")) throw new Error(`${what}: progress phases ${got.phases}`);
+    return { grew, levelBytes };
+  };
+  cmp("crop", r.classified.slide_crop, resolve(dir, "native.csv"), cropClasses);
+  if (!r.classified.slide_crop.overview || r.classified.slide_crop.overview.pixels !== r.classified.slide_crop.overview.width * r.classified.slide_crop.overview.height) throw new Error("classifySlide returned no overview for the crop");
+  const sp = resolve(dir, "slide_predictions.csv");
+  if (!existsSync(sp)) {
+    if (process.env.CELLSYMPHONY_REQUIRE_MODELS === "1") throw new Error(`${sp} is missing: scripts/test.sh writes it with detect-nuclei --model on the synthetic slide`);
+  } else {
+    const pl = readFileSync(sp, "utf8").trim().split("\n");
+    const col = pl[0].split(",").indexOf("predicted");
+    const { grew, levelBytes } = cmp("synthetic slide", r.classified.slide_synthetic, resolve(dir, "slide_native.csv"), pl.slice(1).map((l) => l.split(",")[col]));
+    if (!r.classified.slide_synthetic.info.streamed) throw new Error("the 6000 × 6000 synthetic slide was not read window by window");
+    if (!(grew < levelBytes / 2)) throw new Error(`classifySlide grew the worker's wasm memory by ${grew} bytes on a ${levelBytes}-byte level: the level is not streamed`);
+  }
+  const b = r.classified.slideBytes;
+  log(`openSlide on the main thread: bytes → ${b.n} nuclei; a Blob → ${b.mainBlob}; no pixel size → ${b.noPixelSize}; tilePx 4 → ${b.badTile}`);
+  if (b.n !== r.classified.slide_crop.n) throw new Error(`openSlide(bytes).detectNuclei found ${b.n} nuclei, the worker ${r.classified.slide_crop.n}`);
+  if (!b.mainBlob.includes("worker")) throw new Error(`openSlide(Blob) on the main thread should reject naming workers, got: ${b.mainBlob}`);
+  if (!b.noPixelSize.includes("umPerPx") || !b.badTile.includes("tilePx")) throw new Error(`openSlide bad input messages: ${b.noPixelSize} / ${b.badTile}`);
+}
+
+/** The demo's image-only panel as a user drives it: choose the model, then drop the crop's
+ * DAPI TIFF (no pixel size in the file: the µm/px box's 0.2125 is used) → the page's worker
+ * classifySlide → nuclei and classes equal native. */
+async function demoChecks(page, dir, nativeClasses, log) {
+  if (!(await page.$("#tiff-file"))) throw new Error("the demo page has no #tiff-file input");
+  await page.setInputFiles("#tiff-model", resolve(dir, "model.int8.safetensors"));
+  await page.waitForFunction(() => /classes/.test(document.getElementById("tiff-legend").textContent), null, { timeout: 60000 });
+  await page.setInputFiles("#tiff-file", resolve(dir, "dapi.tif"));
+  await page.waitForSelector("body[data-image-only=done], body[data-image-only=error]", { timeout: 300000 });
+  const d = await page.evaluate(() => {
+    const r = window.cellsymphonyImageOnly;
+    return { state: document.body.dataset.imageOnly, status: document.getElementById("tiff-status").textContent,
+      legend: document.getElementById("tiff-legend").textContent, n: r?.detection.nNuclei, classes: r?.classes ? Array.from(r.classes) : null,
+      classNames: r?.abundance?.names ?? null, overview: r?.overview ? [r.overview.width, r.overview.height] : null };
+  });
+  log(`demo image-only panel: ${d.status} | ${d.legend}`);
+  if (d.state !== "done") throw new Error(`the demo's image-only panel failed: ${d.status}`);
+  if (d.n !== nativeClasses.length) throw new Error(`the demo found ${d.n} nuclei, native ${nativeClasses.length}`);
+  const diff = d.classes ? d.classes.filter((c, i) => d.classNames[c] !== nativeClasses[i]).length : -1;
+  if (diff !== 0) throw new Error(`the demo's classes differ from native on ${diff < 0 ? "all (none shown)" : diff} nuclei`);
+}
+
 export async function nucleiChecks({ page, dataParam, root, log }) {
   const dir = resolve(root, "www", dataParam, "nuclei");
   if (!existsSync(resolve(dir, "native.csv"))) {
@@ -160,6 +264,8 @@ export async function nucleiChecks({ page, dataParam, root, log }) {
     log(`image-only model on ${c.names.length} detected nuclei (${c.backend}): ${c.names.length - diff}/${nativeClasses.length} classes equal native, ${c.ms.toFixed(0)} ms; ${JSON.stringify(counts)}`);
     if (c.names.length !== nativeClasses.length || diff > 0) throw new Error(`image-only model (${c.backend}) differs from native detect-nuclei --model on ${diff} nuclei`);
   }
+  slideChecks(r, dir, nativeClasses, log);
+  await demoChecks(page, dir, nativeClasses, log);
   // Per-niche abundance in the page vs the same grid counted here from native's CSV.
   const ab = r.classified.abundance;
   if (!ab) throw new Error("the page computed no per-niche abundance");

@@ -207,6 +207,18 @@ pub fn detect_nuclei_in(
     um_per_px: f32,
     opts: &NucleusOptions,
 ) -> Result<NucleusDetection, AnalysisError> {
+    detect_nuclei_progress(image, um_per_px, opts, &mut |_, _, _| {})
+}
+
+/// [`detect_nuclei_in`], calling `progress(phase, tiles done, tiles)` on the calling thread
+/// after each batch of tiles: phase `"histogram"` (the Otsu pass), then `"detect"`. For whole
+/// slides, where detection takes minutes.
+pub fn detect_nuclei_progress(
+    image: &dyn NucleusImage,
+    um_per_px: f32,
+    opts: &NucleusOptions,
+    progress: &mut dyn FnMut(&'static str, usize, usize),
+) -> Result<NucleusDetection, AnalysisError> {
     let (width, height) = image.size();
     let positive = |name: &'static str, v: f32, what: &str| {
         if v.is_finite() && v > 0.0 {
@@ -243,23 +255,7 @@ pub fn detect_nuclei_in(
     let halo = radius + 1 + nms + 1;
     // A disk of radius r = σ√2 at intensity n on background b smooths to b + (1 - e⁻¹)(n - b)
     // at its centre: the raw Otsu threshold, carried to the smoothed image the same way.
-    // The histogram pass folds a few tiles at a time: one 512 KiB histogram per tile in flight,
-    // never one per tile of the image.
-    let cores = TileGrid { width, height, tile: opts.tile_px, halo: 0 };
-    let mut hist = vec![0u64; 1 << 16];
-    let batch = 4 * crate::util::parallel::worker_count().max(1);
-    for start in (0..cores.n_tiles()).step_by(batch) {
-        let end = (start + batch).min(cores.n_tiles());
-        for part in cores.map_range(start..end, |tile| {
-            vec![image.window([tile.x0 as usize, tile.y0 as usize, tile.core_w, tile.core_h]).map(|px| {
-                let mut h = vec![0u64; 1 << 16];
-                px.iter().for_each(|&p| h[usize::from(p)] += 1);
-                h
-            })]
-        }) {
-            hist.iter_mut().zip(part?).for_each(|(a, b)| *a += b);
-        }
-    }
+    let hist = super::stream::level_histogram_progress(image, opts.tile_px, &mut |done, total| progress("histogram", done, total))?;
     let (otsu, background) = otsu_from_histogram(&hist);
     let threshold = background + (1.0 - (-1.0f64).exp()) as f32 * (otsu * opts.threshold_scale - background);
     let grid = TileGrid { width, height, tile: opts.tile_px, halo };
@@ -273,8 +269,13 @@ pub fn detect_nuclei_in(
         nms,
     };
     let mut nuclei = Vec::new();
-    for found in grid.map(|tile| vec![ctx.run(tile)]) {
-        nuclei.extend(found?);
+    let batch = 16 * crate::util::parallel::worker_count().max(1);
+    for start in (0..grid.n_tiles()).step_by(batch) {
+        let end = (start + batch).min(grid.n_tiles());
+        for found in grid.map_range(start..end, |tile| vec![ctx.run(tile)]) {
+            nuclei.extend(found?);
+        }
+        progress("detect", end, grid.n_tiles());
     }
     nuclei.sort_by_key(|&(idx, _)| idx);
     Ok(NucleusDetection {

@@ -8,6 +8,8 @@
 //!   areas and mask centroids.
 //! - [`stain`]: H&E colour deconvolution (Ruifrok–Johnston) to a haematoxylin image that
 //!   detection takes like DAPI.
+//! - [`stream`]: the intensity histogram and classifier patches of a level read window by
+//!   window, for whole slides.
 //! - [`evaluate`]: one-to-one greedy matching of detected to reference centroids within a
 //!   distance → precision, recall, F1.
 //!
@@ -23,13 +25,15 @@
 pub mod detect;
 pub mod evaluate;
 pub mod stain;
+pub mod stream;
 mod tiles;
 pub mod watershed;
 
 pub use detect::{
-    detect_nuclei, detect_nuclei_in, otsu_threshold, Nucleus, NucleusDetection, NucleusImage, NucleusOptions,
+    detect_nuclei, detect_nuclei_in, detect_nuclei_progress, otsu_threshold, Nucleus, NucleusDetection, NucleusImage, NucleusOptions,
     TiffLevelImage, DEFAULT_NUCLEUS_DIAMETER_UM,
 };
 pub use evaluate::{match_centroids, MatchReport};
 pub use stain::{deconvolve_pixel, haematoxylin, RGB_FROM_HED};
+pub use stream::{histogram_scale, level_histogram, level_histogram_progress, level_scale, model_patches_in};
 pub use watershed::{watershed_nuclei, NucleusMasks};

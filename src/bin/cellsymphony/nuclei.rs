@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use cellsymphony::analysis::nuclei::{
-    detect_nuclei, detect_nuclei_in, haematoxylin, match_centroids, watershed_nuclei, NucleusOptions, TiffLevelImage,
+    detect_nuclei, detect_nuclei_progress, haematoxylin, match_centroids, watershed_nuclei, NucleusOptions, TiffLevelImage, NucleusImage, level_scale, model_patches_in,
     DEFAULT_NUCLEUS_DIAMETER_UM,
 };
 use cellsymphony::data::{self, default_data_dir, ImageFrame, PyramidTiff};
@@ -76,7 +76,8 @@ pub(crate) struct DetectNucleiArgs {
     pub(crate) tile_px: usize,
     /// Decode the whole image level before detecting (default for --image: stream it tile by
     /// tile from the file, decoding only the strips/tiles each tile + halo touches; bounded
-    /// memory, identical output). Watershed, --stain he and --model decode the whole level.
+    /// memory, identical output; with --model the patches are cut window by window too).
+    /// Watershed and --stain he decode the whole level.
     #[arg(long)]
     pub(crate) no_stream: bool,
     /// Matching distance for precision/recall against the bundle's nuclei, µm.
@@ -119,9 +120,9 @@ pub(crate) fn cmd_detect_nuclei(a: DetectNucleiArgs) -> Result<()> {
                 Some(t) => tiff.level_for(t)?,
                 None => 0,
             };
-            // Streaming keeps no image, so masks and patches for --model need the whole level.
-            if a.stain == Stain::Dapi && !a.watershed && model.is_none() && !a.no_stream {
-                return detect_streaming(&a, &tiff, base_um, level, t0);
+            // Masks need the whole level; detection and --model's patches stream.
+            if a.stain == Stain::Dapi && !a.watershed && !a.no_stream {
+                return detect_streaming(&a, &tiff, base_um, level, model.as_ref(), t0);
             }
             let (image, downsample) = match a.stain {
                 Stain::Dapi => {
@@ -215,33 +216,49 @@ pub(crate) fn cmd_detect_nuclei(a: DetectNucleiArgs) -> Result<()> {
         None => println!("no reference nuclei (no bundle, or the bundle has no nucleus centroids): not scored"),
     }
     if let Some(model) = &model {
-        classify_nuclei(model, a.engine, &image, &frame, &centroids_um, &a.predictions)?;
+        let scale = data::IntensityScale::global(&image);
+        classify_nuclei(model, a.engine, &image, &frame, &scale, a.tile_px, &centroids_um, &a.predictions)?;
     }
     Ok(())
 }
 
-/// Cuts each nucleus's patch at the image-only model's size and µm/px, classifies it with
-/// `engine` and writes the predictions CSV (cell ids = nucleus ids).
-fn classify_nuclei(model: &EngineModel, engine: Engine, image: &data::GrayImage16, frame: &ImageFrame, centroids_um: &[[f32; 2]], out: &std::path::Path) -> Result<()> {
+/// Classifies every nucleus with the image-only `model` on `engine` from its patch at the
+/// model's size and µm/px, cut from `image` (a decoded level or one read window by window,
+/// [`model_patches_in`]) with the level's stretch `scale`, in chunks of [`NUCLEI_PER_CHUNK`]
+/// so a whole slide's patches are never held at once, and writes the predictions CSV (cell
+/// ids = nucleus ids).
+#[allow(clippy::too_many_arguments)]
+fn classify_nuclei(
+    model: &EngineModel,
+    engine: Engine,
+    image: &dyn NucleusImage,
+    frame: &ImageFrame,
+    scale: &data::IntensityScale,
+    tile_px: usize,
+    centroids_um: &[[f32; 2]],
+    out: &std::path::Path,
+) -> Result<()> {
     let m = model.meta.config.morphology.as_ref().context("an image-only model has a morphology ViT")?;
     let n = centroids_um.len();
-    let patches = data::model_patches(image, frame, centroids_um, m.image_size, m.um_per_px as f32);
-    let input = data::CellInput {
-        counts: data::CountsInput::Dense { values: &[], n_cells: n, n_genes: 0 },
-        genes: &[],
-        centroids_um: None,
-        patches: Some(data::PatchInput { pixels: &patches, size: m.image_size }),
-        proteins: None,
-    };
-    let cells = model.prepare(input)?.into_owned();
-    let t = Instant::now();
-    let all: Vec<usize> = (0..n).collect();
-    let (logits, engine_name) = engine_logits(model, &CellData { cells, centroids: Vec::new() }, &all, engine)?;
     let k = model.meta.classes.len();
+    let t = Instant::now();
+    let mut classes = Vec::with_capacity(n);
+    let mut confidence = Vec::with_capacity(n);
+    let mut engine_name = String::new();
+    for (c, chunk) in centroids_um.chunks(NUCLEI_PER_CHUNK).enumerate() {
+        let patches = model_patches_in(image, frame, chunk, m.image_size, m.um_per_px as f32, scale, tile_px)?;
+        let (logits, name) = classify_patches(model, engine, &patches, chunk.len(), m.image_size)?;
+        classes.extend(argmax_rows(&logits, k));
+        confidence.extend(logits.chunks_exact(k).map(softmax_max));
+        engine_name = name;
+        if n > NUCLEI_PER_CHUNK {
+            eprintln!("classified {} of {n} nuclei ({:.1} s)", (c * NUCLEI_PER_CHUNK + chunk.len()), t.elapsed().as_secs_f64());
+        }
+    }
     let predictions = data::Predictions {
         cell_ids: (0..n).map(|i| i.to_string()).collect(),
-        predicted: argmax_rows(&logits, k).iter().map(|&c| model.meta.classes[c as usize].clone()).collect(),
-        confidence: logits.chunks_exact(k).map(softmax_max).collect(),
+        predicted: classes.iter().map(|&c| model.meta.classes[c as usize].clone()).collect(),
+        confidence,
         centroids_um: Some(centroids_um.to_vec()),
     };
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -256,13 +273,32 @@ fn classify_nuclei(model: &EngineModel, engine: Engine, image: &data::GrayImage1
         t.elapsed().as_secs_f64(),
         out.display()
     );
-    crate::classify::print_prediction_counts(model, &argmax_rows(&logits, k));
+    crate::classify::print_prediction_counts(model, &classes);
     Ok(())
+}
+
+/// Nuclei classified per chunk by `detect-nuclei --model` (65,536 patches of 32 × 32 px are
+/// 256 MiB of f32).
+const NUCLEI_PER_CHUNK: usize = 65_536;
+
+/// Logits `[n, classes]` of `n` patches (`[n, size, size]`) and the engine's name.
+fn classify_patches(model: &EngineModel, engine: Engine, patches: &[f32], n: usize, size: usize) -> Result<(Vec<f32>, String)> {
+    let input = data::CellInput {
+        counts: data::CountsInput::Dense { values: &[], n_cells: n, n_genes: 0 },
+        genes: &[],
+        centroids_um: None,
+        patches: Some(data::PatchInput { pixels: patches, size }),
+        proteins: None,
+    };
+    let cells = model.prepare(input)?.into_owned();
+    let all: Vec<usize> = (0..n).collect();
+    let (logits, engine_name) = engine_logits(model, &CellData { cells, centroids: Vec::new() }, &all, engine)?;
+    Ok((logits, engine_name.to_string()))
 }
 
 /// `detect-nuclei --image` on a grayscale level without decoding it whole: tiles (+ halo) are
 /// read window by window from the file ([`TiffLevelImage`]); same CSV as the whole-level path.
-fn detect_streaming(a: &DetectNucleiArgs, tiff: &PyramidTiff, base_um: f32, level: usize, t0: Instant) -> Result<()> {
+fn detect_streaming(a: &DetectNucleiArgs, tiff: &PyramidTiff, base_um: f32, level: usize, model: Option<&EngineModel>, t0: Instant) -> Result<()> {
     let info = tiff.levels().get(level).copied().context("the chosen level is missing")?;
     let frame = data::morphology::level_frame(&ImageFrame::from_corner([0.0, 0.0], base_um), info.downsample);
     let opts = NucleusOptions {
@@ -271,10 +307,21 @@ fn detect_streaming(a: &DetectNucleiArgs, tiff: &PyramidTiff, base_um: f32, leve
         threshold_scale: a.threshold_scale,
         tile_px: a.tile_px,
     };
-    let det = detect_nuclei_in(&TiffLevelImage::new(tiff, 0, level)?, frame.um_per_px, &opts)?;
+    let image = TiffLevelImage::new(tiff, 0, level)?;
+    // Whole slides take minutes: report each pass about every 10 %.
+    let mut last = (0usize, "");
+    let mut progress = |phase: &'static str, done: usize, total: usize| {
+        if total >= 64 && (phase != last.1 || done * 10 / total > last.0 * 10 / total || done == total) {
+            eprintln!("{phase}: {done}/{total} tiles ({:.1} s)", t0.elapsed().as_secs_f64());
+            last = (done, phase);
+        }
+    };
+    let det = detect_nuclei_progress(&image, frame.um_per_px, &opts, &mut progress)?;
     let mut csv = String::from("nucleus_id,x_um,y_um,x_px,y_px,response,intensity\n");
+    let mut centroids_um = Vec::with_capacity(det.nuclei.len());
     for (i, n) in det.nuclei.iter().enumerate() {
         let um = frame.px_to_um(n.px);
+        centroids_um.push(um);
         writeln!(csv, "{i},{:.4},{:.4},{:.4},{:.4},{:.3},{:.2}", um[0], um[1], n.px[0], n.px[1], n.response, n.intensity)?;
     }
     write_file(&a.out, csv)?;
@@ -292,5 +339,10 @@ fn detect_streaming(a: &DetectNucleiArgs, tiff: &PyramidTiff, base_um: f32, leve
         a.out.display(),
         t0.elapsed().as_secs_f64()
     );
+    if let Some(model) = model {
+        // The level's stretch from a streamed histogram: the patches equal the decoded level's.
+        let scale = level_scale(&image, a.tile_px)?;
+        classify_nuclei(model, a.engine, &image, &frame, &scale, a.tile_px, &centroids_um, &a.predictions)?;
+    }
     Ok(())
 }
