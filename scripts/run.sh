@@ -40,6 +40,12 @@ log "SPATIA pretrain → finetune → embed on the crop → $out/spatia"
 log "image-only (CUCA-style) classifier vs gene-based peers on 5 spatial-block folds (≈ 3 min) → $out/image_only"
 "$bin/cellsymphony" image-only --folds 5 --epochs 20 --gene-transformer-epochs 16 --out "$out/image_only" \
   > "$out/image_only.log"
+# ... and applied to the crop's DAPI TIFF as a bare image (no transcripts, no cells table):
+# nuclei detected, patches cut window by window, every nucleus classified (≈ 10 s).
+log "image-only model on the bare DAPI TIFF: detect-nuclei --model → $out/image_only/bare_tiff"
+"$bin/cellsymphony" detect-nuclei --image "$(ls "$CELLSYMPHONY_DATA"/bidcell-*/data/dataset_xenium_breast1_small/morphology_mip_small.tif | head -1)" \
+  --um-per-px 0.2125 --out "$out/image_only/bare_tiff/nuclei.csv" --model "$out/image_only/model.int8.safetensors" \
+  --predictions "$out/image_only/bare_tiff/predictions.csv" | tee "$out/image_only/bare_tiff.log"
 log "OT pairing: Epithelial → Malignant (PCA + log-domain Sinkhorn on the WGSL engine)"
 mkdir -p "$out/pairing"
 "$bin/cellsymphony" pair --control Epithelial --target Malignant --out "$out/pairing" | tee "$out/pairing/summary.txt" \
