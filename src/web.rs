@@ -1211,17 +1211,11 @@ pub fn cut_patches(
     #[wasm_bindgen(unchecked_param_type = "{ pixelSizeUm: number, originUm?: [number, number], patchSize: number, patchUmPerPx: number }")]
     options: JsValue,
 ) -> Result<Float32Array, JsError> {
-    let centres = f32_arg("centresUm", &centres_um, "a Float32Array [n*2] of x, y µm")?;
-    if centres.length() % 2 != 0 {
-        return Err(JsError::new(&format!("cutPatches: `centresUm` has length {}, expected 2 per centre (x, y µm)", centres.length())));
-    }
     if options.is_null() || options.is_undefined() {
         return Err(missing("options", "{pixelSizeUm, patchSize, patchUmPerPx}"));
     }
     let o: CutPatchesOptions = options_from("cutPatches options", options)?;
-    let n = u64::from(centres.length() / 2);
-    let per_cell = (o.patch_size as u64).saturating_mul(o.patch_size as u64).saturating_mul(8);
-    CallSize { n_cells: n, per_cell_input: 8, per_cell_work: per_cell, input_bytes: 0 }.check("cutPatches", "cut patches", &format!("{} px patches", o.patch_size))?;
+    let centres = patch_centres_arg("cutPatches", &centres_um, o.patch_size)?;
     if !(o.pixel_size_um.is_finite() && o.pixel_size_um > 0.0 && o.patch_um_per_px.is_finite() && o.patch_um_per_px > 0.0 && o.patch_size > 0) {
         return Err(JsError::new(&format!(
             "cutPatches: pixelSizeUm = {}, patchSize = {}, patchUmPerPx = {}: pass positive numbers (a classifier's patchSize and patchUmPerPx)",
@@ -1229,11 +1223,22 @@ pub fn cut_patches(
         )));
     }
     let image = gray_image_arg("cutPatches", &image)?;
-    let flat = centres.to_vec();
-    let centres: Vec<[f32; 2]> = flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
     let frame = data::ImageFrame { origin_um: o.origin_um, um_per_px: o.pixel_size_um };
     let patches = data::model_patches(&image, &frame, &centres, o.patch_size, o.patch_um_per_px);
     Ok(Float32Array::from(patches.as_slice()))
+}
+
+/// The `centresUm` argument of `call` (`Float32Array [n*2]`, x, y µm) as points, checked (even
+/// length, the call's size for `patch_size` px patches under the wasm memory limit).
+fn patch_centres_arg(call: &str, centres_um: &JsValue, patch_size: usize) -> Result<Vec<[f32; 2]>, JsError> {
+    let centres = f32_arg("centresUm", centres_um, "a Float32Array [n*2] of x, y µm")?;
+    if centres.length() % 2 != 0 {
+        return Err(JsError::new(&format!("{call}: `centresUm` has length {}, expected 2 per centre (x, y µm)", centres.length())));
+    }
+    let n = u64::from(centres.length() / 2);
+    let per_cell = (patch_size as u64).saturating_mul(patch_size as u64).saturating_mul(8);
+    CallSize { n_cells: n, per_cell_input: 8, per_cell_work: per_cell, input_bytes: 0 }.check(call, "cut patches", &format!("{patch_size} px patches"))?;
+    Ok(centres.to_vec().chunks_exact(2).map(|c| [c[0], c[1]]).collect())
 }
 
 /// Options of [`detect_nuclei_js`] (camelCase in JS).

@@ -112,7 +112,7 @@ pub use morphology::{
     choose_level, level_frame, max_projection, parse_ome_xml, LevelImage, MorphologyLayout,
     OmeMetadata, PyramidLevel, ReadStats, LEGACY_FOCUS_CHANNELS, MORPHOLOGY_EXPECTED,
 };
-pub use morphology::{BytesSource, FileSource, PyramidTiff, TiffSource, DEFAULT_MAX_DECODED_BYTES};
+pub use morphology::{BytesSource, FileSource, PyramidTiff, TiffSource, DEFAULT_MAX_DECODED_BYTES, WINDOW_CACHE_BYTES};
 #[cfg(feature = "native-io")]
 pub use morphology::{find_morphology, MorphologyFiles};
 pub use patches::{

@@ -287,7 +287,13 @@ pub struct PyramidTiff<S: TiffSource = FileSource> {
     planes: Vec<Vec<IfdInfo>>,
     ome: Option<OmeMetadata>,
     um_per_px: Option<f32>,
+    /// Decoded strips/tiles shared by window reads ([`PyramidTiff::read_gray_window`]).
+    chunk_cache: std::sync::Arc<tiff_ifd::ChunkCache>,
 }
+
+/// Bytes of decoded strips/tiles [`PyramidTiff::read_gray_window`] keeps for the next windows
+/// (their halos overlap and rarely align with the file's tiles): 32 MiB.
+pub const WINDOW_CACHE_BYTES: usize = 32 << 20;
 
 /// Default limit on the decoded samples of one level read ([`PyramidTiff::with_max_decoded_bytes`]).
 pub const DEFAULT_MAX_DECODED_BYTES: u64 = 16 << 30;
@@ -361,6 +367,7 @@ impl<S: TiffSource> PyramidTiff<S> {
             planes,
             ome,
             um_per_px,
+            chunk_cache: std::sync::Arc::new(tiff_ifd::ChunkCache::new(WINDOW_CACHE_BYTES)),
         })
     }
 
@@ -383,6 +390,13 @@ impl<S: TiffSource> PyramidTiff<S> {
     /// [`PyramidTiff::with_um_per_px`].
     pub fn um_per_px(&self) -> Option<f32> {
         self.um_per_px
+    }
+
+    /// Keep up to `bytes` of decoded strips/tiles between window reads (default
+    /// [`WINDOW_CACHE_BYTES`]; 0 turns the cache off). A fresh, empty cache.
+    pub fn with_window_cache_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_cache = std::sync::Arc::new(tiff_ifd::ChunkCache::new(bytes));
+        self
     }
 
     /// Limits the decoded samples of one level read to `bytes` (default
@@ -578,7 +592,8 @@ impl<S: TiffSource> PyramidTiff<S> {
 
     /// Decodes the window `[x0, y0, width, height]` (level pixels, inside the level) of level
     /// `level` of plane `plane` as grayscale: only the strips or tiles it touches are read, one
-    /// at a time (working memory: the window as `u16` plus one strip/tile), so a whole-slide
+    /// at a time (working memory: the window as `u16` plus one strip/tile; decoded strips/tiles
+    /// are kept for the next windows up to [`WINDOW_CACHE_BYTES`] per file), so a whole-slide
     /// level can be processed in tiles without ever being held whole. Fails as
     /// [`PyramidTiff::read_gray`] for unsupported layouts (naming the TIFF field).
     pub fn read_gray_window(
@@ -591,7 +606,7 @@ impl<S: TiffSource> PyramidTiff<S> {
         let ifd = self.ifd(plane, level)?;
         self.check(ifd, 1, EXPECTED)?;
         let reader = self.source.reader().map_err(|e| DataError::io(&self.path, e))?;
-        let (pixels, file_bytes_read) = tiff_ifd::decode_gray_window(&self.path, reader, self.header, ifd, window.map(|v| v as u64))?;
+        let (pixels, file_bytes_read) = tiff_ifd::decode_gray_window(&self.path, reader, self.header, ifd, window.map(|v| v as u64), &self.chunk_cache)?;
         let stats = ReadStats { file_bytes_read, decoded_bytes: pixels.len() as u64 * 2 };
         Ok((GrayImage16::new(window[2], window[3], pixels)?, stats))
     }

@@ -14,8 +14,8 @@ use js_sys::{Float32Array, Object};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use super::{detection_object, f32_arg, level_object, missing, options_from, set, CallSize, JsBytes, ReadTiffOptions, TiffLevelRead, WASM_TIFF_MAX_DECODED_BYTES};
-use crate::analysis::nuclei::{detect_nuclei_progress, level_scale, model_patches_in, NucleusImage, NucleusOptions, TiffLevelImage};
+use super::{detection_object, level_object, missing, options_from, patch_centres_arg, set, JsBytes, ReadTiffOptions, TiffLevelRead, WASM_TIFF_MAX_DECODED_BYTES};
+use crate::analysis::nuclei::{detect_nuclei_with_histogram, histogram_scale, level_histogram_progress, level_scale, model_patches_in, NucleusImage, NucleusOptions, TiffLevelImage};
 use crate::data::{self, GrayImage16, ImageFrame, IntensityScale, PyramidTiff, TiffSource};
 
 /// `Blob` reads go through a cache of aligned blocks of this size: TIFF directories, offset
@@ -28,6 +28,9 @@ const BLOB_BLOCKS_KEPT: usize = 8;
 /// Levels up to this size (as `u16`) are decoded once and kept instead of being read window by
 /// window: small files are often one strip, which every window would decode again.
 pub const SMALL_LEVEL_BYTES: u64 = 64 << 20;
+
+/// Decoded file tiles a slide keeps between windows (see [`data::WINDOW_CACHE_BYTES`]).
+pub const SLIDE_WINDOW_CACHE_BYTES: usize = 16 << 20;
 
 /// Where a slide's bytes are: a `Uint8Array` in JS, or a `Blob`/`File` read slice by slice.
 #[derive(Clone)]
@@ -236,7 +239,7 @@ pub fn open_slide(
     let source = CountedSource { source, read: read.clone() };
     let file_bytes = source.len();
     let err = |e: data::DataError| JsError::new(&format!("openSlide: {e}"));
-    let mut tiff = PyramidTiff::from_source(&name, source).map_err(err)?.with_max_decoded_bytes(WASM_TIFF_MAX_DECODED_BYTES);
+    let mut tiff = PyramidTiff::from_source(&name, source).map_err(err)?.with_max_decoded_bytes(WASM_TIFF_MAX_DECODED_BYTES).with_window_cache_bytes(SLIDE_WINDOW_CACHE_BYTES);
     if let Some(um) = opts.um_per_px {
         if !(um.is_finite() && um > 0.0) {
             return Err(JsError::new(&format!("openSlide: `umPerPx` = {um}: pass a positive pixel size in µm (Xenium: 0.2125)")));
@@ -350,8 +353,13 @@ impl Slide {
                 let _ = f.call3(&JsValue::NULL, &JsValue::from_str(phase), &JsValue::from_f64(done as f64), &JsValue::from_f64(total as f64));
             }
         };
+        // One histogram pass for both the Otsu threshold and the patches' stretch.
         let det = self
-            .with_image(|image| detect_nuclei_progress(image, self.frame.um_per_px, &opts, &mut progress))?
+            .with_image(|image| {
+                let hist = level_histogram_progress(image, self.tile_px, &mut |done, total| progress("histogram", done, total))?;
+                *self.scale.borrow_mut() = Some(histogram_scale(&hist));
+                detect_nuclei_with_histogram(image, self.frame.um_per_px, &opts, Some(&hist), &mut progress)
+            })?
             .map_err(|e| JsError::new(&format!("Slide.detectNuclei({}): {e}", self.name)))?;
         Ok(detection_object(&det, &self.frame)?.into())
     }
@@ -367,19 +375,11 @@ impl Slide {
         #[wasm_bindgen(js_name = centresUm, unchecked_param_type = "Float32Array")] centres_um: JsValue,
         #[wasm_bindgen(unchecked_param_type = "{ patchSize: number, patchUmPerPx: number }")] options: JsValue,
     ) -> Result<Float32Array, JsError> {
-        let centres = f32_arg("centresUm", &centres_um, "a Float32Array [n*2] of x, y µm")?;
-        if centres.length() % 2 != 0 {
-            return Err(JsError::new(&format!("Slide.cutPatches: `centresUm` has length {}, expected 2 per centre (x, y µm)", centres.length())));
-        }
         if options.is_null() || options.is_undefined() {
             return Err(missing("options", "{patchSize, patchUmPerPx}"));
         }
         let o: SlidePatchOptions = options_from("Slide.cutPatches options", options)?;
-        let n = u64::from(centres.length() / 2);
-        let per_cell = (o.patch_size as u64).saturating_mul(o.patch_size as u64).saturating_mul(8);
-        CallSize { n_cells: n, per_cell_input: 8, per_cell_work: per_cell, input_bytes: 0 }.check("Slide.cutPatches", "cut patches", &format!("{} px patches", o.patch_size))?;
-        let flat = centres.to_vec();
-        let centres: Vec<[f32; 2]> = flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+        let centres = patch_centres_arg("Slide.cutPatches", &centres_um, o.patch_size)?;
         let cached = *self.scale.borrow();
         let patches = self
             .with_image(|image| {

@@ -219,6 +219,19 @@ pub fn detect_nuclei_progress(
     opts: &NucleusOptions,
     progress: &mut dyn FnMut(&'static str, usize, usize),
 ) -> Result<NucleusDetection, AnalysisError> {
+    detect_nuclei_with_histogram(image, um_per_px, opts, None, progress)
+}
+
+/// [`detect_nuclei_progress`] with the image's intensity histogram already counted
+/// ([`level_histogram`](super::level_histogram) with the same `tile_px`; `None`: counted
+/// here), so a caller that also needs it (the patch stretch) reads the level once less.
+pub fn detect_nuclei_with_histogram(
+    image: &dyn NucleusImage,
+    um_per_px: f32,
+    opts: &NucleusOptions,
+    histogram: Option<&[u64]>,
+    progress: &mut dyn FnMut(&'static str, usize, usize),
+) -> Result<NucleusDetection, AnalysisError> {
     let (width, height) = image.size();
     let positive = |name: &'static str, v: f32, what: &str| {
         if v.is_finite() && v > 0.0 {
@@ -255,8 +268,16 @@ pub fn detect_nuclei_progress(
     let halo = radius + 1 + nms + 1;
     // A disk of radius r = σ√2 at intensity n on background b smooths to b + (1 - e⁻¹)(n - b)
     // at its centre: the raw Otsu threshold, carried to the smoothed image the same way.
-    let hist = super::stream::level_histogram_progress(image, opts.tile_px, &mut |done, total| progress("histogram", done, total))?;
-    let (otsu, background) = otsu_from_histogram(&hist);
+    let counted;
+    let hist = match histogram {
+        Some(h) if h.len() == 1 << 16 => h,
+        Some(h) => return Err(AnalysisError::param("histogram", h.len(), "65,536 bins (a 16-bit histogram from level_histogram)")),
+        None => {
+            counted = super::stream::level_histogram_progress(image, opts.tile_px, &mut |done, total| progress("histogram", done, total))?;
+            &counted
+        }
+    };
+    let (otsu, background) = otsu_from_histogram(hist);
     let threshold = background + (1.0 - (-1.0f64).exp()) as f32 * (otsu * opts.threshold_scale - background);
     let grid = TileGrid { width, height, tile: opts.tile_px, halo };
     let side = grid.region_side();

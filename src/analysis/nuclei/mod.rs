@@ -30,7 +30,7 @@ mod tiles;
 pub mod watershed;
 
 pub use detect::{
-    detect_nuclei, detect_nuclei_in, detect_nuclei_progress, otsu_threshold, Nucleus, NucleusDetection, NucleusImage, NucleusOptions,
+    detect_nuclei, detect_nuclei_in, detect_nuclei_progress, detect_nuclei_with_histogram, otsu_threshold, Nucleus, NucleusDetection, NucleusImage, NucleusOptions,
     TiffLevelImage, DEFAULT_NUCLEUS_DIAMETER_UM,
 };
 pub use evaluate::{match_centroids, MatchReport};

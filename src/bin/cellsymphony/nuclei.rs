@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use cellsymphony::analysis::nuclei::{
-    detect_nuclei, detect_nuclei_progress, haematoxylin, match_centroids, watershed_nuclei, NucleusOptions, TiffLevelImage, NucleusImage, level_scale, model_patches_in,
+    detect_nuclei, detect_nuclei_with_histogram, haematoxylin, histogram_scale, level_histogram_progress, match_centroids, watershed_nuclei, NucleusOptions, TiffLevelImage, NucleusImage, model_patches_in,
     DEFAULT_NUCLEUS_DIAMETER_UM,
 };
 use cellsymphony::data::{self, default_data_dir, ImageFrame, PyramidTiff};
@@ -316,7 +316,9 @@ fn detect_streaming(a: &DetectNucleiArgs, tiff: &PyramidTiff, base_um: f32, leve
             last = (done, phase);
         }
     };
-    let det = detect_nuclei_progress(&image, frame.um_per_px, &opts, &mut progress)?;
+    // One histogram pass for both the Otsu threshold and --model's patch stretch.
+    let hist = level_histogram_progress(&image, a.tile_px, &mut |done, total| progress("histogram", done, total))?;
+    let det = detect_nuclei_with_histogram(&image, frame.um_per_px, &opts, Some(&hist), &mut progress)?;
     let mut csv = String::from("nucleus_id,x_um,y_um,x_px,y_px,response,intensity\n");
     let mut centroids_um = Vec::with_capacity(det.nuclei.len());
     for (i, n) in det.nuclei.iter().enumerate() {
@@ -340,8 +342,8 @@ fn detect_streaming(a: &DetectNucleiArgs, tiff: &PyramidTiff, base_um: f32, leve
         t0.elapsed().as_secs_f64()
     );
     if let Some(model) = model {
-        // The level's stretch from a streamed histogram: the patches equal the decoded level's.
-        let scale = level_scale(&image, a.tile_px)?;
+        // The level's stretch from the streamed histogram: the patches equal the decoded level's.
+        let scale = histogram_scale(&hist);
         classify_nuclei(model, a.engine, &image, &frame, &scale, a.tile_px, &centroids_um, &a.predictions)?;
     }
     Ok(())
