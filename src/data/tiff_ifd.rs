@@ -515,6 +515,16 @@ pub(crate) enum Samples {
     U16(Vec<u16>),
 }
 
+impl Samples {
+    /// Bytes the samples occupy.
+    fn byte_len(&self) -> usize {
+        match self {
+            Samples::U8(v) => v.len(),
+            Samples::U16(v) => v.len() * 2,
+        }
+    }
+}
+
 /// Decodes the image of the directory at `ifd.offset` and only that one, from `reader` (the
 /// whole file). Returns the samples and the number of bytes read from the file. The decoder
 /// refuses a decoded image over `max_decoded_bytes` (its buffer limit).
@@ -582,10 +592,6 @@ fn samples_of(path: &Path, result: tiff::decoder::DecodingResult) -> Result<Samp
     }
 }
 
-/// Decodes the window `[y0, y0 + h) × [x0, x0 + w)` (inside the image) of a single-sample
-/// (grayscale) IFD: only the strips or tiles the window touches are read and decoded, one at
-/// a time, so working memory is the window (`u16`) plus one strip/tile. Returns the window's
-/// samples `[h, w]` row-major (8-bit widened) and the bytes read from the file.
 /// Decoded strips/tiles kept between window reads ([`decode_gray_window`]): detection windows
 /// overlap (halo) and do not align with the file's tiles, so without it each file tile is
 /// decoded ≈ 2–3 times per pass. Least recently used evicted past the byte budget; shared by
@@ -597,8 +603,11 @@ pub(crate) struct ChunkCache {
 
 #[derive(Default)]
 struct ChunkCacheInner {
-    /// `(directory offset, chunk index)` → samples, most recently used last.
-    entries: std::collections::VecDeque<((u64, u64), std::sync::Arc<Samples>)>,
+    /// `(directory offset, chunk index)` → samples and the use stamp of their last use.
+    entries: std::collections::HashMap<(u64, u64), (std::sync::Arc<Samples>, u64)>,
+    /// Use stamp → key, oldest first (the eviction order).
+    order: std::collections::BTreeMap<u64, (u64, u64)>,
+    next_stamp: u64,
     bytes: usize,
 }
 
@@ -616,37 +625,42 @@ impl ChunkCache {
 
     fn get(&self, key: (u64, u64)) -> Option<std::sync::Arc<Samples>> {
         let mut inner = self.inner.lock().ok()?;
-        let i = inner.entries.iter().position(|(k, _)| *k == key)?;
-        let entry = inner.entries.remove(i)?;
-        let samples = entry.1.clone();
-        inner.entries.push_back(entry);
+        let stamp = inner.next_stamp;
+        let (samples, old) = inner.entries.get_mut(&key).map(|(s, at)| (s.clone(), std::mem::replace(at, stamp)))?;
+        inner.next_stamp += 1;
+        inner.order.remove(&old);
+        inner.order.insert(stamp, key);
         Some(samples)
     }
 
     fn put(&self, key: (u64, u64), samples: std::sync::Arc<Samples>) {
-        let size = match samples.as_ref() {
-            Samples::U8(v) => v.len(),
-            Samples::U16(v) => v.len() * 2,
-        };
+        let size = samples.byte_len();
         if size > self.budget {
             return;
         }
         let Ok(mut inner) = self.inner.lock() else { return };
-        if inner.entries.iter().any(|(k, _)| *k == key) {
+        if inner.entries.contains_key(&key) {
             return;
         }
         while inner.bytes + size > self.budget {
-            let Some((_, old)) = inner.entries.pop_front() else { break };
-            inner.bytes -= match old.as_ref() {
-                Samples::U8(v) => v.len(),
-                Samples::U16(v) => v.len() * 2,
-            };
+            let Some((_, oldest)) = inner.order.pop_first() else { break };
+            if let Some((old, _)) = inner.entries.remove(&oldest) {
+                inner.bytes -= old.byte_len();
+            }
         }
+        let stamp = inner.next_stamp;
+        inner.next_stamp += 1;
         inner.bytes += size;
-        inner.entries.push_back((key, samples));
+        inner.entries.insert(key, (samples, stamp));
+        inner.order.insert(stamp, key);
     }
 }
 
+/// Decodes the window `[y0, y0 + h) × [x0, x0 + w)` (inside the image) of a single-sample
+/// (grayscale) IFD: only the strips or tiles the window touches are read and decoded, one at
+/// a time, so working memory is the window (`u16`) plus one strip/tile, plus what `cache`
+/// keeps for the next windows. Returns the window's samples `[h, w]` row-major (8-bit widened)
+/// and the bytes read from the file.
 pub(crate) fn decode_gray_window<R: Read + Seek>(
     path: &Path,
     reader: R,
@@ -715,5 +729,29 @@ fn decoded_kind(result: &tiff::decoder::DecodingResult) -> &'static str {
         D::U32(_) | D::U64(_) => "unsigned 32/64-bit",
         D::I8(_) | D::I16(_) | D::I32(_) | D::I64(_) => "signed integer",
         D::F16(_) | D::F32(_) | D::F64(_) => "floating-point",
+    }
+}
+
+#[cfg(test)]
+mod chunk_cache_tests {
+    use super::{ChunkCache, Samples};
+    use std::sync::Arc;
+
+    /// The least recently used chunk goes first; a lookup refreshes; a chunk over the budget
+    /// is never kept.
+    #[test]
+    fn evicts_the_least_recently_used_chunk() {
+        let cache = ChunkCache::new(8);
+        let chunk = |v: u16| Arc::new(Samples::U16(vec![v, v]));
+        cache.put((0, 0), chunk(0));
+        cache.put((0, 1), chunk(1));
+        assert!(cache.get((0, 0)).is_some());
+        cache.put((0, 2), chunk(2));
+        assert!(cache.get((0, 1)).is_none(), "chunk 1 was the least recently used");
+        assert_eq!(cache.get((0, 0)).as_deref(), Some(&Samples::U16(vec![0, 0])));
+        assert_eq!(cache.get((0, 2)).as_deref(), Some(&Samples::U16(vec![2, 2])));
+        cache.put((1, 0), Arc::new(Samples::U8(vec![0; 9])));
+        assert!(cache.get((1, 0)).is_none(), "over the budget");
+        assert!(cache.get((0, 0)).is_some() && cache.get((0, 2)).is_some());
     }
 }
