@@ -2,12 +2,12 @@
 import type {
   ClassifierInfo, ClassifierMethods, ClassifyResult, ClassifyOptions, CallOptions, LoadOptions, Device,
   PairEngineOptions, PairProgress, PairResult, Classifier as MainThreadClassifier,
-  NucleusDetection, OpenSlideOptions, SlideInfo, TiffImage,
+  NucleusDetection, OpenSlideOptions, SlideInfo, TiffImage, FlowSampleInputs, FlowSampleResult,
 } from "./index.js";
 
 export type {
   Architecture, CallOptions, ClassifierInfo, ClassifyOptions, ClassifyProgress, ClassifyResult, Device, ErrorCode,
-  GeneDelta, LoadedDevice, LoadOptions, PairEngineOptions, PairOptions, PairProgress, PairResult, Progress,
+  GeneDelta, LoadedDevice, LoadOptions, PairEngineOptions, PairOptions, PairProgress, PairResult, Progress, FlowSampleInputs, FlowSampleResult,
 } from "./index.js";
 export { CellSymphonyError, DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./index.js";
 
@@ -15,6 +15,15 @@ export { CellSymphonyError, DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./ind
 export interface PairCallOptions extends CallOptions<PairProgress> {
   /** Worker mode: move `counts`, `control` and `target` to the worker (default true) or copy them. */
   transfer?: boolean;
+}
+
+/** Options of a runner's `sampleFlow`. */
+export interface FlowCallOptions {
+  /** Where the flow runs (default "auto"). */
+  device?: Device;
+  onProgress?: (p: { phase: "flow"; done: number; total: number }) => void;
+  /** Cancels (in a worker: restarts it). */
+  signal?: AbortSignal;
 }
 
 /** A classifier loaded by a runner: in a worker, in a pool of workers, or on this thread. */
@@ -74,6 +83,9 @@ export declare class CellSymphonyWorker implements Runner {
   loadClassifier(modelBytes: Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<ChunkedClassifier>;
   pairCells(counts: Float32Array, nCells: number, genes: readonly string[], control: Uint32Array, target: Uint32Array,
     options?: PairEngineOptions, call?: PairCallOptions): Promise<PairResult>;
+  /** Morphology generation (`FlowModel.load` + `sample` of the main entry) in the worker; the
+   * model is loaded for the call and freed after it. */
+  sampleFlow(modelBytes: Uint8Array | ArrayBuffer, flowJson: string, inputs: FlowSampleInputs, call?: FlowCallOptions): Promise<FlowSampleResult & { device: "webgpu" | "cpu" }>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
   terminate(): void;
 }
@@ -103,6 +115,7 @@ export declare class CellSymphonyMainThread implements Runner {
   loadClassifier(modelBytes: Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<MainThreadClassifier & ChunkedClassifier>;
   pairCells(counts: Float32Array, nCells: number, genes: readonly string[], control: Uint32Array, target: Uint32Array,
     options?: PairEngineOptions, call?: PairCallOptions): Promise<PairResult>;
+  sampleFlow(modelBytes: Uint8Array | ArrayBuffer, flowJson: string, inputs: FlowSampleInputs, call?: FlowCallOptions): Promise<FlowSampleResult & { device: "webgpu" | "cpu" }>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
   terminate(): void;
 }

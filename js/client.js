@@ -160,7 +160,7 @@ export class CellSymphonyWorker {
   /** Sends a request; `cancel`: "message" (classify: the worker stops at a chunk boundary) or
    * "restart" (pairing, slides: the worker is terminated and replaced). */
   _request(msg, transfer = [], { signal, onProgress } = {}, cancel = "message") {
-    const what = { pair: "pairing", slide: "slide classification" }[msg.op] ?? "classification";
+    const what = { pair: "pairing", slide: "slide classification", flow: "morphology generation" }[msg.op] ?? "classification";
     if (signal?.aborted) return Promise.reject(abortError(what));
     if (!this._worker) this._spawn();
     const id = this._nextId++;
@@ -233,6 +233,15 @@ export class CellSymphonyWorker {
       handle = classifier._handle;
     }
     return this._request({ op: "slide", file, handle, options: rest }, [], { onProgress, signal }, "restart");
+  }
+
+  /** Morphology generation in the worker: `FlowModel.load(modelBytes, flowJson, {device})`
+   * then `sample(inputs)` (index.d.ts), the model freed afterwards. `onProgress({phase:
+   * "flow", done, total})` per chunk of pairs; `signal` cancels (restarts the worker). The
+   * inputs' arrays are copied. Resolves to `sample`'s result plus `device`. */
+  sampleFlow(modelBytes, flowJson, inputs, { device = "auto", onProgress, signal } = {}) {
+    return this._request({ op: "flow", modelBytes: new Uint8Array(modelBytes), flowJson, inputs, options: { device } },
+      [], { onProgress, signal }, "restart");
   }
 
   /** `{wasmMemoryBytes}`: the size of the worker's wasm memory (it only grows). */
@@ -393,6 +402,18 @@ export class CellSymphonyMainThread {
   async pairCells(counts, nCells, genes, control, target, options = {}, { onProgress, signal } = {}) {
     const { pairCells } = await this._main();
     return pairCells(counts, nCells, genes, control, target, { ...options, onProgress, signal });
+  }
+
+  async sampleFlow(modelBytes, flowJson, inputs, { device = "auto", onProgress, signal } = {}) {
+    const { FlowModel } = await this._main();
+    const model = await FlowModel.load(modelBytes, flowJson, { device });
+    try {
+      if (signal?.aborted) throw new DOMException("morphology generation was cancelled", "AbortError");
+      const r = await model.sample(inputs, { onProgress: (done, total) => onProgress?.({ phase: "flow", done, total }) });
+      return { ...r, device: model.device };
+    } finally {
+      await model.free();
+    }
   }
 
   async memory() {

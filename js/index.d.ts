@@ -462,3 +462,68 @@ export interface Slide {
  * as {@link readTiff} chooses it. Rejects naming the field (no pixel size: pass `umPerPx`;
  * an RGB file; a Blob on the main thread). */
 export declare function openSlide(file: Blob | Uint8Array, options?: OpenSlideOptions): Promise<Slide>;
+
+/** Inputs of {@link FlowModel.sample} for `n` control cells, each paired with a target cell
+ * (e.g. by {@link pairCells}). */
+export interface FlowSampleInputs {
+  /** [n*patchSize*patchSize] the control cells' nucleus-centred DAPI patches, values in [0, 1],
+   * at `umPerPx` (e.g. from {@link cutPatches} or `Slide.cutPatches`). */
+  controlPatches: Float32Array;
+  /** [n*genes.length] raw counts of the control cells. */
+  controlCounts: Float32Array;
+  /** [n*genes.length] raw counts of each control cell's paired target cell. */
+  targetCounts: Float32Array;
+  /** Column names of the counts; every gene of `FlowModel.genes` must be among them. */
+  genes: string[];
+  /** Transition token (index into `transitions`) or its name; default 0. */
+  transition?: number | string;
+  /** [n*cellDim] the control cells' embedding; required when `needsCellEmbedding` (the flow
+   * was trained on e.g. SPATIA's z_cell), else the expression-PCA embedding is computed. */
+  cellEmbedding?: Float32Array;
+  /** Integration steps (default: as trained). */
+  steps?: number;
+  /** ODE solver (default: as trained). */
+  solver?: "euler" | "heun";
+}
+
+export interface FlowSampleResult {
+  n: number;
+  /** [n*latentDim] generated latents (de-normalised). */
+  latents: Float32Array;
+  /** [n*patchSize*patchSize] predicted target morphology, values in (0, 1). */
+  patches: Float32Array;
+  steps: number;
+  solver: "euler" | "heun";
+  /** "webgpu: <adapter>" or "cpu: …". */
+  backend: string;
+}
+
+/** A trained morphology flow (`cellsymphony flow train`) on the calling thread: SPATIA-style
+ * prediction of how control cells would look in the target state, from their OT pair's
+ * expression shift. */
+export declare class FlowModel {
+  private constructor();
+  /** Loads model.safetensors' bytes and flow.json's text on `options.device` (default
+   * "auto"). Rejects with a {@link CellSymphonyError} ("model", "device" or "options"). */
+  static load(modelBytes: Uint8Array | ArrayBuffer, flowJson: string, options?: { device?: Device; useGpu?: boolean }): Promise<FlowModel>;
+  /** Transition names, one per token ("Epithelial → Malignant"). */
+  readonly transitions: string[];
+  /** Genes the counts are mapped by (empty for older flow files: counts in the model's order). */
+  readonly genes: string[];
+  readonly patchSize: number;
+  readonly umPerPx: number;
+  readonly latentDim: number;
+  readonly cellDim: number;
+  readonly needsCellEmbedding: boolean;
+  /** Trained sampler steps and solver (the defaults of `sample`). */
+  readonly steps: number;
+  readonly solver: "euler" | "heun";
+  /** "webgpu: <adapter>" or "cpu: …". */
+  readonly backend: string;
+  readonly device: "webgpu" | "cpu";
+  /** Samples the pairs (in chunks of 256, `onProgress(done, total)` after each); rejects with
+   * a {@link CellSymphonyError} "input" naming the field for bad input. */
+  sample(inputs: FlowSampleInputs, options?: { onProgress?: (done: number, total: number) => void }): Promise<FlowSampleResult>;
+  /** Frees the model's memory (after any call in flight). */
+  free(): Promise<void>;
+}

@@ -182,3 +182,67 @@ export const cutPatches = reader("cutPatches");
 /** A whole-slide grayscale (OME-)TIFF opened for bounded-memory detection and patch cutting:
  * a `Blob`/`File` in a worker (read slice by slice) or the file's bytes (see index.d.ts). */
 export const openSlide = reader("openSlide");
+
+/** The keys `FlowModel.load` reads. */
+const FLOW_LOAD_OPTIONS = ["device", "useGpu"];
+const FLOW_INFO = ["transitions", "genes", "patchSize", "umPerPx", "latentDim", "cellDim", "needsCellEmbedding", "steps", "solver", "backend"];
+
+/** A trained morphology flow (`cellsymphony flow train`: its model.safetensors and flow.json)
+ * on this thread: predicts the target morphology of OT-paired control cells (SPATIA's
+ * generator). Samples on WebGPU (f32 weights, "auto" skips software adapters) or on the wasm
+ * CPU engine, which is the same code as `flow sample --engine cpu`. */
+export class FlowModel {
+  /** Use {@link FlowModel.load}. */
+  constructor(inner, device) {
+    if (!inner) throw new CellSymphonyError("options", "use `await FlowModel.load(modelBytes, flowJson, {device})` to create a FlowModel");
+    this._wasm = inner;
+    this._queue = { tail: Promise.resolve() };
+    for (const k of FLOW_INFO) this[k] = inner[k];
+    this.device = device;
+  }
+
+  /** Loads `modelBytes` (model.safetensors) and `flowJson` (the text of flow.json) on
+   * `options.device` ("auto" by default). Rejects with a `CellSymphonyError`: "model" for files
+   * the engine cannot load or that do not belong together, "device", "options". */
+  static async load(modelBytes, flowJson, options = {}) {
+    const unknown = Object.keys(options ?? {}).filter((k) => !FLOW_LOAD_OPTIONS.includes(k));
+    if (unknown.length > 0) {
+      throw new CellSymphonyError("options", `FlowModel.load: unknown option ${unknown.map((k) => JSON.stringify(k)).join(", ")}; the options are ${FLOW_LOAD_OPTIONS.join(", ")}`);
+    }
+    const device = await pickDevice(requestedDevice(options));
+    if (!(modelBytes instanceof Uint8Array || modelBytes instanceof ArrayBuffer)) {
+      throw new CellSymphonyError("model", `modelBytes is ${modelBytes === null ? "null" : typeof modelBytes}: pass model.safetensors' bytes as a Uint8Array or ArrayBuffer`);
+    }
+    if (typeof flowJson !== "string") {
+      throw new CellSymphonyError("model", `flowJson is ${flowJson === null ? "null" : typeof flowJson}: pass the text of flow.json (a string)`);
+    }
+    await wasmReady();
+    let inner;
+    try {
+      inner = await wasm.FlowModel.load(new Uint8Array(modelBytes), flowJson, { useGpu: device === "webgpu" });
+    } catch (e) {
+      throw asCellSymphonyError(e, "model");
+    }
+    return new FlowModel(inner, device);
+  }
+
+  /** Predicts the target morphology of `n` paired control cells: `inputs` is
+   * `{controlPatches, controlCounts, targetCounts, genes, transition?, cellEmbedding?, steps?,
+   * solver?}`; resolves to `{n, latents, patches, steps, solver, backend}` (see index.d.ts).
+   * Calls on one model run one after another. */
+  sample(inputs, { onProgress } = {}) {
+    return enqueue(this._queue, async () => {
+      try {
+        return await this._wasm.sample(inputs, onProgress);
+      } catch (e) {
+        throw asCellSymphonyError(e, "input");
+      }
+    });
+  }
+
+  /** Frees the model's wasm (and GPU) memory once pending calls are done. */
+  async free() {
+    await this._queue.tail.catch(() => {});
+    this._wasm.free();
+  }
+}

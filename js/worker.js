@@ -2,11 +2,11 @@
 // cells by optimal transport off the page's main thread, with the main entry's API (index.js)
 // in the worker. Spoken to by client.js (`CellSymphonyWorker`); the protocol is private to the
 // two files.
-//   main → worker: {id, op: "load" | "classify" | "pair" | "slide" | "free" | "memory", …} and {op: "cancel", target}
+//   main → worker: {id, op: "load" | "classify" | "pair" | "slide" | "flow" | "free" | "memory", …} and {op: "cancel", target}
 //   worker → main: {id, type: "progress", progress}, {id, type: "result", value} (typed arrays
 //   transferred), {id, type: "error", name, code, message} (a CellSymphonyError's code; an
 //   engine error's message verbatim).
-import { Classifier, pairCells, wasmMemoryBytes, openSlide } from "./index.js";
+import { Classifier, FlowModel, pairCells, wasmMemoryBytes, openSlide } from "./index.js";
 import { yieldToEventLoop, abortError } from "./chunked.js";
 import { asCellSymphonyError, CellSymphonyError } from "./errors.js";
 
@@ -90,12 +90,27 @@ async function slide(id, signal, { file, handle, options }) {
   }
 }
 
+/** Morphology generation: a flow loaded for this call (small: a few hundred KiB), its pairs
+ * sampled in chunks with progress, then freed. */
+async function flow(id, signal, { modelBytes, flowJson, inputs, options }) {
+  const model = await FlowModel.load(modelBytes, flowJson, options ?? {});
+  try {
+    if (signal.aborted) throw abortError("morphology generation");
+    const onProgress = (done, total) => self.postMessage({ id, type: "progress", progress: { phase: "flow", done, total } });
+    const r = await model.sample(inputs, { onProgress });
+    return { value: { ...r, device: model.device }, transfer: [r.latents.buffer, r.patches.buffer] };
+  } finally {
+    await model.free();
+  }
+}
+
 async function handle(msg, signal) {
   switch (msg.op) {
     case "load": return load(msg);
     case "classify": return classify(msg.id, signal, msg);
     case "pair": return pair(msg.id, signal, msg);
     case "slide": return slide(msg.id, signal, msg);
+    case "flow": return flow(msg.id, signal, msg);
     case "free": {
       const clf = entry(msg.handle);
       classifiers.delete(msg.handle);

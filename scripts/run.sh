@@ -55,7 +55,9 @@ mkdir -p "$out/pairing"
 log "morphology generation: flow train + sample (Epithelial → Malignant) → $out/flow"
 "$bin/cellsymphony" flow train --cell-embedding "$out/spatia/embed/z_cell.npy" --out "$out/flow" 2> "$out/flow.log" \
   | tee "$out/flow.txt"
-"$bin/cellsymphony" flow sample --model "$out/flow" --cell-embedding "$out/spatia/embed/z_cell.npy" --out "$out/flow/samples"
+# --www: the demo's "Predict target morphology" (model, every cell's patch, z_cell rows).
+"$bin/cellsymphony" flow sample --model "$out/flow" --cell-embedding "$out/spatia/embed/z_cell.npy" --out "$out/flow/samples" \
+  --engine cpu --www www/data/flow
 log "building the npm package (pkg/)"
 bash scripts/build_wasm.sh
 log "benchmark: our package vs onnxruntime-web in headless Chromium (cells/s) → $out/bench_web.md"

@@ -77,6 +77,12 @@ node tests/browser/synth_he.mjs "$nuc/he.tif" > "$out/nuclei.log" 2>&1 \
   && "$bin" detect-nuclei --image "$nuc/slide.tif" --um-per-px 0.2125 --out "$nuc/slide_native.csv" \
     --model "$nuc/model.int8.safetensors" --engine cpu --predictions "$nuc/slide_predictions.csv"; } >> "$out/nuclei.log" 2>&1 \
   || { cat "$out/nuclei.log"; die "detect-nuclei for the browser test failed"; }
+# Morphology generation: a small flow (Epithelial → Malignant, 2 autoencoder epochs, 150 flow
+# steps, no baselines) and the native CPU engine's samples of its held-out pairs, which
+# FlowModel in the page must reproduce on the wasm CPU engine and on WebGPU.
+{ "$bin" flow train --ae-epochs 2 --flow-steps 150 --no-baselines --corrupt-fraction 0 --out "$out/flow" \
+  && "$bin" flow sample --model "$out/flow" --engine cpu --out "$out/flow/samples" --www "$out/www-data/flow"; } > "$out/flow.log" 2>&1 \
+  || { cat "$out/flow.log"; die "flow training / sampling for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.
 CELLSYMPHONY_REQUIRE_MODELS=1 CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"
 # The npm package as a JS developer installs it: npm pack → Vite + TypeScript apps (tsc, vite

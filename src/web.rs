@@ -58,6 +58,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+mod flow;
 mod slide;
 
 use js_sys::{Float32Array, Object, Promise, Reflect, Uint32Array};

@@ -299,3 +299,102 @@ fn unconverged_transport_and_overlapping_groups_are_not_written_silently() {
     assert!(matches!(err, OtError::OverlappingStates { shared: 1, .. }), "{err}");
     assert!(err.to_string().contains("a3"), "{err}");
 }
+
+/// A `flow.json` over `genes` genes (the sampling fields `train::flow::FlowHeader` writes, plus
+/// fields the burn-free reader ignores), with PCAs fitted on seeded counts.
+fn flow_json(genes: &[String], expression_pca: bool) -> (String, cellsymphony::ot::Pca, Option<cellsymphony::ot::Pca>) {
+    use cellsymphony::engine::flow::FlowSpec;
+    let g = genes.len();
+    let mut rng = SplitMix64::new(9);
+    let x = rng.uniform_vec(40 * g, 0.0, 3.0);
+    let dg_pca = cellsymphony::ot::Pca::fit(&x, 40, g, &PcaOptions { n_components: 4 }).unwrap();
+    let expr = cellsymphony::ot::Pca::fit(&x, 40, g, &PcaOptions { n_components: 6 }).unwrap();
+    let mut spec = FlowSpec::small(1, 6);
+    spec.dg_components = 4;
+    let json = serde_json::json!({
+        "spec": spec,
+        "config": { "sample_steps": 7, "solver": "Euler", "ae_epochs": 3 },
+        "transitions": ["Epithelial → Malignant"],
+        "latent_mean": vec![0.5f32; spec.latent],
+        "latent_scale": 2.0,
+        "dg_pca": dg_pca,
+        "dg_scale": 1.5,
+        "cell_embedding": if expression_pca { "expression PCA" } else { "z_cell.npy" },
+        "expression_pca": if expression_pca { Some(&expr) } else { None },
+        "um_per_px": 0.5,
+        "genes": genes,
+        "pairing": {}, "metrics": {},
+    });
+    (json.to_string(), dg_pca, expression_pca.then_some(expr))
+}
+
+/// log1p CP10k of one row, as the crop's normalisation.
+fn log1p_cp10k(row: &[f32]) -> Vec<f32> {
+    let total: f32 = row.iter().sum();
+    row.iter().map(|v| (v * 1e4 / total.max(1.0)).ln_1p()).collect()
+}
+
+#[test]
+fn flow_conditioning_maps_genes_by_name_and_matches_the_training_formula() {
+    use cellsymphony::ot::FlowConditioning;
+    let genes = ids("G", 12);
+    let (text, dg_pca, expr) = flow_json(&genes, true);
+    let file = FlowConditioning::from_json(&text).unwrap();
+    assert_eq!((file.config.sample_steps, file.n_genes(), file.needs_cell_embedding()), (7, 12, false));
+    let n = 5;
+    let mut rng = SplitMix64::new(3);
+    let ctrl: Vec<f32> = rng.uniform_vec(n * 12, 0.0, 9.0).into_iter().map(f32::round).collect();
+    let tgt: Vec<f32> = rng.uniform_vec(n * 12, 0.0, 9.0).into_iter().map(f32::round).collect();
+    let c = file.condition(&ctrl, &tgt, n, &genes, 0, None).unwrap();
+    // The training formula: PCA of (x_tgt − x_ctrl) / dg_scale; embedding = PCA of x_ctrl.
+    let xc: Vec<f32> = ctrl.chunks(12).flat_map(log1p_cp10k).collect();
+    let xt: Vec<f32> = tgt.chunks(12).flat_map(log1p_cp10k).collect();
+    let dg: Vec<f32> = xt.iter().zip(&xc).map(|(t, c)| t - c).collect();
+    let want: Vec<f32> = dg_pca.transform(&dg, n).unwrap().into_iter().map(|v| v / 1.5).collect();
+    let err = want.iter().zip(&c.dg).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(err < 1e-5, "Δg coordinates differ by {err}");
+    assert_eq!(c.cell, expr.unwrap().transform(&xc, n).unwrap());
+    assert_eq!(c.tokens, vec![0; n]);
+    // Columns in another order (plus an extra gene) give the same conditions.
+    let mut order: Vec<usize> = (0..12).rev().collect();
+    order.insert(4, usize::MAX);
+    let names: Vec<String> = order.iter().map(|&i| if i == usize::MAX { "EXTRA".into() } else { genes[i].clone() }).collect();
+    let permute = |m: &[f32]| -> Vec<f32> { (0..n).flat_map(|r| order.iter().map(move |&i| if i == usize::MAX { 7.0 } else { m[r * 12 + i] })).collect() };
+    let p = file.condition(&permute(&ctrl), &permute(&tgt), n, &names, 0, None).unwrap();
+    let err = p.dg.iter().zip(&c.dg).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(err < 1e-5, "permuted columns change Δg by {err}");
+    // Errors name what to fix.
+    let msg = |r: Result<cellsymphony::ot::PairConditions, OtError>| r.unwrap_err().to_string();
+    let missing = msg(file.condition(&ctrl[..n * 11], &tgt[..n * 11], n, &genes[..11], 0, None));
+    assert!(missing.contains("G11") && missing.contains("not among"), "{missing}");
+    let token = msg(file.condition(&ctrl, &tgt, n, &genes, 1, None));
+    assert!(token.contains("token 1") && token.contains("Epithelial → Malignant"), "{token}");
+    let short = msg(file.condition(&ctrl, &tgt[1..], n, &genes, 0, None));
+    assert!(short.contains("target counts"), "{short}");
+    let emb = msg(file.condition(&ctrl, &tgt, n, &genes, 0, Some(&[0.0; 3])));
+    assert!(emb.contains("cell embedding"), "{emb}");
+}
+
+#[test]
+fn flow_conditioning_rejects_inconsistent_files_and_missing_embeddings() {
+    use cellsymphony::ot::FlowConditioning;
+    let genes = ids("G", 10);
+    let (text, _, _) = flow_json(&genes, false);
+    let file = FlowConditioning::from_json(&text).unwrap();
+    assert!(file.needs_cell_embedding());
+    let ctrl = vec![1.0; 20];
+    let e = file.condition(&ctrl, &ctrl, 2, &genes, 0, None).unwrap_err().to_string();
+    assert!(e.contains("z_cell.npy") && e.contains("[n, 6]"), "{e}");
+    let ok = file.condition(&ctrl, &ctrl, 2, &genes, 0, Some(&[0.5; 12])).unwrap();
+    assert_eq!(ok.cell, vec![0.5; 12]);
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["latent_mean"] = serde_json::json!([0.0, 1.0]);
+    let e = FlowConditioning::from_json(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("latent_mean") && e.contains("2 values"), "{e}");
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["genes"] = serde_json::json!(["A"]);
+    let e = FlowConditioning::from_json(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("genes") && e.contains("1 genes"), "{e}");
+    let e = FlowConditioning::from_json("{\"spec\": 3}").unwrap_err().to_string();
+    assert!(e.contains("flow.json"), "{e}");
+}

@@ -4,6 +4,7 @@
 // mode), with a progress bar and a Cancel button.
 import { CellSymphonyWorker, CellSymphonyMainThread } from "../pkg/client.js";
 import { PALETTE } from "./palette.js";
+import { setUpFlow } from "./flow.js";
 
 
 // Folder of the bundle written by `cellsymphony classify --www` / `pipeline` (default data/).
@@ -255,6 +256,9 @@ async function main() {
   const perClass = legend(clf.classes, classes);
   const evaluation = await loadEvaluation(clf.classes);
   setUpPairing(meta, counts, useGpu, redraw);
+  await setUpFlow({ data: DATA, meta, counts, useGpu, runner, getPairs: () => lasso.pairs, log }).catch((e) => {
+    document.getElementById("flow-status").textContent = `flow model not loaded: ${e && e.message ? e.message : e}`;
+  });
 
   window.__cellsymphony = { backend: clf.backend, mode: MODE, adapter, classes, perClass, coldMs, warmMs,
     nCells: meta.n_cells, agreement: same, cpu, evaluation,

@@ -119,6 +119,15 @@ pub enum OtError {
     },
 
     /// The GPU engine failed.
+    /// A trained flow's file or the inputs of its conditioning do not fit (issue 16).
+    #[error("flow conditioning, {what}: {reason}")]
+    FlowConditioning {
+        /// The file field or input concerned.
+        what: String,
+        /// What is wrong and what to pass instead.
+        reason: String,
+    },
+
     #[error(transparent)]
     Gpu(#[from] GpuError),
 }

@@ -19,6 +19,7 @@
 
 pub(crate) mod cpu;
 pub mod error;
+pub mod flow_condition;
 pub mod lineage;
 pub mod pairing;
 pub mod pca;
@@ -27,6 +28,7 @@ pub mod sinkhorn;
 pub mod states;
 
 pub use error::OtError;
+pub use flow_condition::{FlowConditioning, PairConditions};
 #[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 pub use pairing::write_pairs_csv;
 pub use pairing::{

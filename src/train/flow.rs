@@ -208,6 +208,14 @@ pub struct FlowHeader {
     pub expression_pca: Option<Pca>,
     /// Patch resolution (µm per pixel).
     pub um_per_px: f32,
+    /// The genes of `dg_pca`'s columns, in order (what a browser maps its counts' columns by;
+    /// files written before session 12 have none).
+    #[serde(default)]
+    pub genes: Vec<String>,
+    /// How counts became the normalised expression the PCAs read (`None` in older files:
+    /// log1p CP10k).
+    #[serde(default)]
+    pub normalisation: Option<crate::engine::Normalisation>,
     /// Control and target states, and the spatial λ of the pairing.
     pub pairing: serde_json::Value,
     /// Metrics of the training run.
@@ -834,6 +842,8 @@ pub fn run_flow<B: AutodiffBackend>(
         cell_embedding: String::new(),
         expression_pca: None,
         um_per_px: 0.0,
+        genes: Vec::new(),
+        normalisation: None,
         pairing: serde_json::Value::Null,
         metrics: serde_json::json!({ "reconstruction_mse": mse, "reconstruction_psnr_db": psnr, "methods": metrics }),
     };

@@ -7,6 +7,7 @@ import { dirname, resolve } from "node:path";
 import { workerChecks } from "./worker_checks.mjs";
 import { boundaryChecks } from "./boundary_checks.mjs";
 import { nucleiChecks } from "./nuclei_checks.mjs";
+import { flowChecks } from "./flow_checks.mjs";
 import { launchChromium, playwrightChromium, serveStatic } from "./launch.mjs";
 
 playwrightChromium(); // exits with what to run when playwright-core is missing
@@ -349,6 +350,9 @@ try {
     console.log(`lasso pairing: WebGPU and CPU engines agree on ${pair.cpu.agreement}/${pair.nA} pairs`);
     if (pair.cpu.agreement < 0.99 * pair.nA) throw new Error("WebGPU and CPU pairings disagree on more than 1% of cells");
   }
+  // Morphology generation: FlowModel on both engines vs native, and the demo's button after
+  // the lasso pairing above.
+  await flowChecks({ page, dataParam, log: console.log });
   await workerChecks({ page, dataParam, bundle, result, log: console.log });
   if (process.env.CELLSYMPHONY_REQUIRE_WEBGPU === "1" && !onGpu) throw new Error("WebGPU required but the page fell back to the CPU engine");
 } catch (e) {

@@ -162,6 +162,13 @@ struct SampleArgs {
     /// Output folder.
     #[arg(long, default_value = "runs/flow/samples")]
     out: PathBuf,
+    /// Also write a web-demo folder for the viewer's "predict target morphology" (and the
+    /// browser test): model.safetensors, flow.json, every cell's patch (patches.f32,
+    /// [cells, S²]), the cell embedding when the flow was trained on one (cell_embedding.f32,
+    /// [cells, Z]), and these samples as the native reference (reference.json,
+    /// reference_latents.f32 [pairs, L], reference_patches.f32 [pairs, S²]).
+    #[arg(long)]
+    www: Option<PathBuf>,
 }
 
 fn log(line: String) {
@@ -201,6 +208,8 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
             header.cell_embedding = a.embedding.cell_embedding.as_ref().map_or("expression PCA (50 components of the paired states)".to_string(), |p| p.display().to_string());
             header.expression_pca = expression_pca;
             header.um_per_px = a.um_per_px;
+            header.genes = crop.table.genes.clone();
+            header.normalisation = Some(crop.normalisation.clone());
             header.pairing = serde_json::json!({ "control": a.control, "target": a.target, "spatial_lambda": lambda });
             std::fs::create_dir_all(&a.out)?;
             flow::save::<Cpu>(&a.out, &header, &run.model)?;
@@ -264,8 +273,8 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
                 config.solver = s.into();
             }
             let s2 = data.patch_px * data.patch_px;
-            let generated = match a.engine {
-                SampleEngine::Burn => flow::sample_with(&model, &header, &data, &pairs, &config, &device)?,
+            let (latents, generated) = match a.engine {
+                SampleEngine::Burn => flow::sample_latents_with(&model, &header, &data, &pairs, &config, &device)?,
                 SampleEngine::Cpu => {
                     let path = a.model.join("model.safetensors");
                     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -273,7 +282,8 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
                     let (tokens, dg, cell) = flow::pair_condition(&header, &data, &pairs)?;
                     let ctrl = rows(&data.patches, s2, pairs.iter().map(|p| p.ctrl));
                     let cond = cellsymphony::engine::flow::FlowCondition { tokens: &tokens, dg: &dg, cell: &cell };
-                    sampler.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, config.sample_steps, config.solver)?.patches
+                    let sample = sampler.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, config.sample_steps, config.solver)?;
+                    (sample.latents, sample.patches)
                 }
             };
             std::fs::create_dir_all(&a.out)?;
@@ -287,6 +297,36 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
             let real = rows(&data.patches, s2, pairs.iter().map(|p| p.tgt));
             flow::grid_png(&a.out.join("grid.png"), data.patch_px, &ctrl, &generated, &real, 8, 3)?;
             println!("{} generated patches ({:?}, {} steps) written to {}", pairs.len(), config.solver, config.sample_steps, a.out.display());
+            if let Some(www) = &a.www {
+                let engine = match a.engine {
+                    SampleEngine::Burn => "burn",
+                    SampleEngine::Cpu => "cpu",
+                };
+                let reference = serde_json::json!({
+                    "engine": engine,
+                    "steps": config.sample_steps,
+                    "solver": config.solver,
+                    "patch_px": data.patch_px,
+                    "latent": header.spec.latent,
+                    "cell_dim": data.cell_dim,
+                    "cell_ids": crop.table.cell_ids,
+                    "cell_embedding": emb.is_some(),
+                    "pairs": pairs.iter().map(|p| serde_json::json!({"ctrl_id": crop.table.cell_ids[p.ctrl], "tgt_id": crop.table.cell_ids[p.tgt], "token": p.token})).collect::<Vec<_>>(),
+                });
+                for f in ["model.safetensors", "flow.json"] {
+                    let bytes = std::fs::read(a.model.join(f)).with_context(|| format!("reading {}", a.model.join(f).display()))?;
+                    write_file(&www.join(f), bytes)?;
+                }
+                let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+                write_file(&www.join("patches.f32"), f32_bytes(&data.patches))?;
+                if emb.is_some() {
+                    write_file(&www.join("cell_embedding.f32"), f32_bytes(&data.cell_emb))?;
+                }
+                write_file(&www.join("reference_latents.f32"), f32_bytes(&latents))?;
+                write_file(&www.join("reference_patches.f32"), f32_bytes(&generated))?;
+                write_file(&www.join("reference.json"), serde_json::to_string(&reference)?)?;
+                println!("web-demo flow folder written to {} ({} cells' patches, {} reference samples)", www.display(), data.n_cells(), pairs.len());
+            }
         }
     }
     Ok(())
