@@ -3,7 +3,7 @@
 CELLSYMPHONY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CELLSYMPHONY_CACHE="${CELLSYMPHONY_CACHE:-$HOME/.cache/cellsymphony}"
 export CELLSYMPHONY_DATA="${CELLSYMPHONY_DATA:-$CELLSYMPHONY_CACHE}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CELLSYMPHONY_CACHE/target-flowgpu}"  # lead: per-worktree target (a shared one mixes worktrees' builds)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CELLSYMPHONY_CACHE/target}"
 TOOLS="$CELLSYMPHONY_CACHE/tools"
 export PATH="$TOOLS/bin:$TOOLS/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 export NODE_PATH="$TOOLS/npm/node_modules"
