@@ -14,7 +14,7 @@ use wasm_bindgen::prelude::*;
 
 use super::{describe, f32_arg, mib, missing, options_from, set, size_arg, strings_arg, bytes_arg, WASM_CALL_BUDGET_BYTES};
 use crate::engine::flow::{FlowCondition, FlowSampler, FlowSolver};
-use crate::engine::flow_gpu::GpuFlowSampler;
+use crate::engine::GpuFlowSampler;
 use crate::gpu::GpuContext;
 use crate::ot::FlowConditioning;
 
@@ -180,7 +180,7 @@ impl FlowModel {
             return Err(JsError::new(&format!("FlowModel.sample: the inputs are {}: pass {{controlPatches, controlCounts, targetCounts, genes, …}}", describe(inputs))));
         }
         const KEYS: [&str; 8] = ["controlPatches", "controlCounts", "targetCounts", "genes", "transition", "cellEmbedding", "steps", "solver"];
-        for key in js_sys::Object::keys(inputs.unchecked_ref()).iter().filter_map(|k| k.as_string()) {
+        for key in js_sys::Object::keys(inputs.unchecked_ref::<Object>()).iter().filter_map(|k| k.as_string()) {
             if !KEYS.contains(&key.as_str()) {
                 return Err(JsError::new(&format!("FlowModel.sample: unknown input `{key}`; allowed: {}", KEYS.join(", "))));
             }
