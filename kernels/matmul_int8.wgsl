@@ -1,4 +1,5 @@
-// Int8-weight matrix multiply with an optional LayerNorm prologue and a fused epilogue.
+// Int8-weight (or f32-weight, F32_WEIGHTS = 1) matrix multiply with an optional LayerNorm
+// prologue and a fused epilogue.
 //
 //   Y[n, out] = act(LN?(X)[n, in] · dequant(Wq)ᵀ + bias)  (+ Y_old[n, out] if RESIDUAL)
 //
@@ -13,6 +14,9 @@
 // 4j+b of a row is byte b of word j), rows padded with zeros to `in_words * 4` inputs, plus
 // one f32 scale per output row (symmetric per-channel quantisation). The kernel accumulates
 // Σ_k x[k] * q[o,k] in f32 and applies `scale[o]` once in the epilogue.
+// With F32_WEIGHTS = 1 each word is instead one f32 weight (its bit pattern), rows
+// `[out_dim, in_dim]` unpadded (`in_words = in_dim`), and `scale[o]` is 1.0 for a plain f32
+// layer or any per-row factor the caller folds in (e.g. an ODE step size).
 //
 // Residual: the output buffer is read_write; with RESIDUAL = 1 each output element adds the
 // value already stored there (e.g. the transformer's residual stream, updated in place).
@@ -24,7 +28,7 @@
 // Dispatch: (ceil(out / TILE_N), ceil(n / TILE_M), 1).
 //
 // Placeholders substituted by the Rust launcher: {{TILE_M}} {{TILE_N}} {{TILE_K}} {{ACT}} {{RESIDUAL}}
-// {{NORM}}.
+// {{NORM}} {{F32_WEIGHTS}}.
 
 struct Params {
     n: u32,        // rows of X and Y
@@ -52,6 +56,7 @@ const TILE_K: u32 = {{TILE_K}}u;  // multiple of 4
 const ACT: u32 = {{ACT}}u;        // 0 = identity, 1 = GELU (erf form)
 const RESIDUAL: u32 = {{RESIDUAL}}u;
 const NORM: u32 = {{NORM}}u;      // 1 = LayerNorm prologue on X
+const F32_WEIGHTS: u32 = {{F32_WEIGHTS}}u; // 1 = one f32 weight per word (bitcast)
 const THREADS: u32 = 256u;        // 16 x 16
 const WORDS_K: u32 = TILE_K / 4u;
 
@@ -127,7 +132,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
     }
 
-    let n_k_tiles = (p.in_words + WORDS_K - 1u) / WORDS_K;
+    // Words of a weight row per K tile: 4 int8 values per word, or one f32.
+    let words_per_tile = select(WORDS_K, TILE_K, F32_WEIGHTS == 1u);
+    let n_k_tiles = (p.in_words + words_per_tile - 1u) / words_per_tile;
     for (var kt = 0u; kt < n_k_tiles; kt++) {
         let k0 = kt * TILE_K;
         // Stage X: TILE_M * TILE_K values, THREADS at a time (zeros outside the matrix).
@@ -144,18 +151,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             }
             xs[e] = v;
         }
-        // Stage W: TILE_N rows x WORDS_K words, unpacked to 4 values each.
-        for (var e = tid; e < TILE_N * WORDS_K; e += THREADS) {
-            let c = e % TILE_N;
-            let kw = e / TILE_N;
-            let col = col0 + c;
-            let word_k = kt * WORDS_K + kw;
-            var word = 0u;
-            if (col < p.out_dim && word_k < p.in_words) {
-                word = wq[col * p.in_words + word_k];
+        if (F32_WEIGHTS == 1u) {
+            // Stage W: TILE_N rows x TILE_K f32 words (zeros outside the matrix).
+            for (var e = tid; e < TILE_N * TILE_K; e += THREADS) {
+                let c = e % TILE_N;
+                let kk = e / TILE_N;
+                let col = col0 + c;
+                let k = k0 + kk;
+                var wv = 0.0;
+                if (col < p.out_dim && k < p.in_words) {
+                    wv = bitcast<f32>(wq[col * p.in_words + k]);
+                }
+                ws[kk * TILE_N + c] = wv;
             }
-            for (var b = 0u; b < 4u; b++) {
-                ws[(kw * 4u + b) * TILE_N + c] = unpack_i8(word, b);
+        } else {
+            // Stage W: TILE_N rows x WORDS_K words, unpacked to 4 values each.
+            for (var e = tid; e < TILE_N * WORDS_K; e += THREADS) {
+                let c = e % TILE_N;
+                let kw = e / TILE_N;
+                let col = col0 + c;
+                let word_k = kt * WORDS_K + kw;
+                var word = 0u;
+                if (col < p.out_dim && word_k < p.in_words) {
+                    word = wq[col * p.in_words + word_k];
+                }
+                for (var b = 0u; b < 4u; b++) {
+                    ws[(kw * 4u + b) * TILE_N + c] = unpack_i8(word, b);
+                }
             }
         }
         workgroupBarrier();

@@ -9,7 +9,7 @@
 //!
 //! Tolerances (absolute, `scale = max(1, max |reference|)`):
 //! - matmul_int8 (incl. fused GELU and residual): `1e-5 * scale` (same f32 math, different
-//!   summation order);
+//!   summation order); the same kernel with f32 weights (`F32_WEIGHTS = 1`): `1e-5 * scale`;
 //! - GELU epilogue over [-8, 8]: `2e-6`;
 //! - attention (with and without a score bias): `1e-5 * scale`; layernorm: `1e-5 * scale`;
 //! - matmul_int8 with the LayerNorm prologue (+ GELU): `1e-5 * scale` vs layernorm then
@@ -139,8 +139,47 @@ fn gelu_epilogue_matches_reference() {
 }
 
 #[test]
-fn matmul_rejects_f32_weights_and_bad_shapes() {
-    let Some(ctx) = gpu_or_skip("matmul_rejects_f32_weights_and_bad_shapes") else {
+fn matmul_f32_weights_match_reference() {
+    let Some(ctx) = gpu_or_skip("matmul_f32_weights_match_reference") else {
+        return;
+    };
+    let mut rng = SplitMix64::new(0x5EED_00F3);
+    // (n, in, out): K tiles of 16 f32 words with a remainder, 64 x 64 output tile edges.
+    for &(n, in_dim, out) in &[
+        (37, 313, 50),
+        (1, 1, 1),
+        (5, 7, 3),
+        (130, 64, 192),
+        (200, 65, 17),
+        (70, 48, 128),
+    ] {
+        let bound = 1.0 / (in_dim as f32).sqrt();
+        let w = Linear {
+            out_dim: out,
+            in_dim,
+            weight: LinearWeight::F32(rng.uniform_vec(out * in_dim, -bound, bound)),
+            bias: rng.uniform_vec(out, -0.5, 0.5),
+        };
+        let x = rng.uniform_vec(n * in_dim, -2.0, 2.0);
+        let residual = rng.uniform_vec(n * out, -1.0, 1.0);
+        for act in [Activation::None, Activation::Gelu] {
+            for res in [None, Some(residual.as_slice())] {
+                let got = pollster::block_on(matmul_int8(&ctx, &x, n, &w, act, res))
+                    .expect("matmul f32 weights");
+                let want = matmul_int8_reference(&x, n, &w, act, res);
+                let what = format!(
+                    "matmul f32 weights n={n} in={in_dim} out={out} act={act:?} residual={}",
+                    res.is_some()
+                );
+                assert_close(&what, &got, &want, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_takes_f32_weights_and_rejects_bad_shapes() {
+    let Some(ctx) = gpu_or_skip("matmul_takes_f32_weights_and_rejects_bad_shapes") else {
         return;
     };
     let w = Linear {
@@ -149,9 +188,23 @@ fn matmul_rejects_f32_weights_and_bad_shapes() {
         weight: LinearWeight::F32(vec![0.5; 6]),
         bias: vec![0.1; 2],
     };
-    let err = pollster::block_on(matmul_int8(&ctx, &[1.0; 3], 1, &w, Activation::None, None))
+    // f32 weights run (`F32_WEIGHTS = 1`): 3 · 0.5 + 0.1 per output.
+    let got = pollster::block_on(matmul_int8(&ctx, &[1.0; 3], 1, &w, Activation::None, None))
+        .expect("f32 weights");
+    assert!(got.iter().all(|v| (v - 1.6).abs() < 1e-6), "{got:?}");
+    // Wrong input length, f32 and int8 weights alike.
+    let err = pollster::block_on(matmul_int8(&ctx, &[1.0; 4], 1, &w, Activation::None, None))
         .unwrap_err();
-    assert!(matches!(err, GpuError::NotQuantized { .. }), "{err}");
+    assert!(matches!(err, GpuError::InputShape { expected: 3, found: 4, .. }), "{err}");
+    // A weight vector that disagrees with the layer's dims.
+    let bad = Linear { weight: LinearWeight::F32(vec![0.5; 5]), ..w.clone() };
+    let err = pollster::block_on(matmul_int8(&ctx, &[1.0; 3], 1, &bad, Activation::None, None))
+        .unwrap_err();
+    assert!(matches!(err, GpuError::InputShape { expected: 6, found: 5, .. }), "{err}");
+    // Kernels that read packed int8 only still refuse f32 weights, naming the layer.
+    let wo = Linear { out_dim: 2, in_dim: 4, weight: LinearWeight::F32(vec![0.5; 8]), bias: vec![0.0; 2] };
+    let err = pollster::block_on(attention_out(&ctx, &[0.1; 12], None, 1, 1, 4, 1, &wo, &[0.0; 2])).unwrap_err();
+    assert!(matches!(err, GpuError::NotQuantized { ref name } if name == "attention_out.o"), "{err}");
     let err = pollster::block_on(matmul_int8(
         &ctx,
         &[1.0; 4],

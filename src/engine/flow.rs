@@ -6,17 +6,17 @@
 //! Sampling ([`FlowSampler::sample`]): encode the control patches `[n, S²]` → latents
 //! `[n, L]`, normalise `(ℓ − mean) / scale`, integrate `dℓ/dt = v(ℓ, t | e_pert, z_ctrl)` from
 //! `t = 0` to 1 (Euler or Heun), de-normalise and decode → patches `[n, S²]` in `(0, 1)`. The
-//! same arithmetic as burn's modules (GELU by [`gelu_reference`]'s erf approximation, within
+//! same arithmetic as burn's modules (GELU by [`gelu_reference`](super::ops::gelu_reference)'s erf approximation, within
 //! 1e-6 of the exact form); `tests/spatia.rs` checks parity with burn on a trained model.
 
 use serde::{Deserialize, Serialize};
 
-use super::ops::{gelu_reference, layernorm_reference, matmul_int8_reference};
+use super::ops::{conv2d_s2_reference, conv_transpose2d_s2_reference, film_layernorm_reference, layernorm_reference, matmul_int8_reference};
 use super::{EngineError, LayerNormWeights, Linear, LinearWeight};
-use crate::gpu::Activation;
+use crate::gpu::{Activation, ConvEpilogue};
 
 /// burn's LayerNorm epsilon.
-const LN_EPS: f32 = 1e-5;
+pub(crate) const LN_EPS: f32 = 1e-5;
 
 /// ODE solver of the sampler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,110 +76,62 @@ impl FlowSpec {
     }
 }
 
-/// A 3×3 stride-2 convolution (padding 1) or a 4×4 stride-2 transposed one (padding 1).
+/// A 3×3 stride-2 convolution (padding 1) or a 4×4 stride-2 transposed one (padding 1);
+/// computed by [`conv2d_s2_reference`] / [`conv_transpose2d_s2_reference`] (the CPU engine is
+/// the GPU kernels' reference).
 #[derive(Debug, Clone)]
-struct Conv {
+pub(crate) struct Conv {
     /// burn's layout: `[out, in, k, k]` (convolution) or `[in, out, k, k]` (transposed).
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    c_in: usize,
-    c_out: usize,
-    k: usize,
+    pub(crate) weight: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
 }
 
 impl Conv {
-    /// `[n, c_in, side, side]` → `[n, c_out, side / 2, side / 2]`.
-    fn forward(&self, x: &[f32], n: usize, side: usize) -> Vec<f32> {
-        let (k, o_side) = (self.k, side / 2);
-        let mut out = vec![0f32; n * self.c_out * o_side * o_side];
-        for b in 0..n {
-            for co in 0..self.c_out {
-                for oy in 0..o_side {
-                    for ox in 0..o_side {
-                        let mut acc = self.bias[co];
-                        for ci in 0..self.c_in {
-                            for ky in 0..k {
-                                let iy = (oy * 2 + ky) as isize - 1;
-                                if iy < 0 || iy >= side as isize {
-                                    continue;
-                                }
-                                for kx in 0..k {
-                                    let ix = (ox * 2 + kx) as isize - 1;
-                                    if ix < 0 || ix >= side as isize {
-                                        continue;
-                                    }
-                                    acc += x[((b * self.c_in + ci) * side + iy as usize) * side + ix as usize] * self.weight[((co * self.c_in + ci) * k + ky) * k + kx];
-                                }
-                            }
-                        }
-                        out[((b * self.c_out + co) * o_side + oy) * o_side + ox] = acc;
-                    }
-                }
-            }
-        }
-        out
+    /// `[n, c_in, side, side]` → `[n, c_out, side / 2, side / 2]`, then `epilogue`.
+    fn forward(&self, x: &[f32], n: usize, side: usize, epilogue: ConvEpilogue) -> Vec<f32> {
+        conv2d_s2_reference(x, n, self.c_in, side, &self.weight, &self.bias, self.c_out, epilogue)
     }
 
-    /// Transposed: `[n, c_in, side, side]` → `[n, c_out, 2 side, 2 side]`
-    /// (`out[2 iy + ky − 1] += in[iy] · w`).
-    fn forward_transposed(&self, x: &[f32], n: usize, side: usize) -> Vec<f32> {
-        let (k, o_side) = (self.k, side * 2);
-        let mut out = vec![0f32; n * self.c_out * o_side * o_side];
-        for b in 0..n {
-            for co in 0..self.c_out {
-                out[(b * self.c_out + co) * o_side * o_side..(b * self.c_out + co + 1) * o_side * o_side].fill(self.bias[co]);
-            }
-            for ci in 0..self.c_in {
-                for iy in 0..side {
-                    for ix in 0..side {
-                        let v = x[((b * self.c_in + ci) * side + iy) * side + ix];
-                        for co in 0..self.c_out {
-                            for ky in 0..k {
-                                let oy = (iy * 2 + ky) as isize - 1;
-                                if oy < 0 || oy >= o_side as isize {
-                                    continue;
-                                }
-                                for kx in 0..k {
-                                    let ox = (ix * 2 + kx) as isize - 1;
-                                    if ox < 0 || ox >= o_side as isize {
-                                        continue;
-                                    }
-                                    out[((b * self.c_out + co) * o_side + oy as usize) * o_side + ox as usize] += v * self.weight[((ci * self.c_out + co) * k + ky) * k + kx];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        out
+    /// Transposed: `[n, c_in, side, side]` → `[n, c_out, 2 side, 2 side]`, then `epilogue`.
+    fn forward_transposed(&self, x: &[f32], n: usize, side: usize, epilogue: ConvEpilogue) -> Vec<f32> {
+        conv_transpose2d_s2_reference(x, n, self.c_in, side, &self.weight, &self.bias, self.c_out, epilogue)
     }
 }
 
+/// A residual FiLM block: `h += fc2(GELU(fc1(LN(h) · (1 + γ) + β)))`, `γ ‖ β = film(cond)`.
 #[derive(Debug, Clone)]
-struct FilmBlock {
-    norm: LayerNormWeights,
-    film: Linear,
-    fc1: Linear,
-    fc2: Linear,
+pub(crate) struct FilmBlock {
+    pub(crate) norm: LayerNormWeights,
+    pub(crate) film: Linear,
+    pub(crate) fc1: Linear,
+    pub(crate) fc2: Linear,
 }
 
 /// A trained flow model (autoencoder + perturbation encoder + velocity network), burn-free.
 #[derive(Debug, Clone)]
+///
+/// Fields are `pub(crate)` for the GPU sampler ([`super::GpuFlowSampler`]), which uploads them.
 pub struct FlowSampler {
-    sizes: FlowSpec,
-    enc: Vec<Conv>,
-    to_latent: Linear,
-    from_latent: Linear,
-    dec: Vec<Conv>,
-    token: Vec<f32>,
-    pert_fc1: Linear,
-    pert_fc2: Linear,
-    input: Linear,
-    cell_norm: LayerNormWeights,
-    cond: Linear,
-    blocks: Vec<FilmBlock>,
-    out: Linear,
+    pub(crate) sizes: FlowSpec,
+    /// Encoder convolutions (3×3, stride 2), each followed by GELU.
+    pub(crate) enc: Vec<Conv>,
+    pub(crate) to_latent: Linear,
+    /// Followed by GELU.
+    pub(crate) from_latent: Linear,
+    /// Decoder transposed convolutions (4×4, stride 2): GELU between, sigmoid after the last.
+    pub(crate) dec: Vec<Conv>,
+    /// Transition-token embedding `[n_transitions, P]`.
+    pub(crate) token: Vec<f32>,
+    pub(crate) pert_fc1: Linear,
+    pub(crate) pert_fc2: Linear,
+    pub(crate) input: Linear,
+    pub(crate) cell_norm: LayerNormWeights,
+    /// `[time ‖ e_pert ‖ cell] → hidden`, followed by GELU.
+    pub(crate) cond: Linear,
+    pub(crate) blocks: Vec<FilmBlock>,
+    pub(crate) out: Linear,
 }
 
 /// The conditioning of `n` pairs.
@@ -255,17 +207,11 @@ impl Tensors<'_> {
             let expected = if transposed { vec![c_in, wo, k, k] } else { vec![wo, c_in, k, k] };
             return Err(EngineError::WrongShape { name, found: shape, expected });
         }
-        Ok(Conv { weight, bias: self.vector(&format!("{prefix}.bias"), wo)?, c_in, c_out: wo, k })
+        Ok(Conv { weight, bias: self.vector(&format!("{prefix}.bias"), wo)?, c_in, c_out: wo })
     }
 
     fn layernorm(&self, prefix: &str, dim: usize) -> Result<LayerNormWeights, EngineError> {
         Ok(LayerNormWeights { gamma: self.vector(&format!("{prefix}.gamma"), dim)?, beta: self.vector(&format!("{prefix}.beta"), dim)? })
-    }
-}
-
-fn gelu_all(v: &mut [f32]) {
-    for x in v {
-        *x = gelu_reference(*x);
     }
 }
 
@@ -357,9 +303,8 @@ impl FlowSampler {
         let n = patches.len() / (s * s);
         let (mut h, mut side) = (patches.to_vec(), s);
         for conv in &self.enc {
-            h = conv.forward(&h, n, side);
+            h = conv.forward(&h, n, side, ConvEpilogue::Gelu);
             side /= 2;
-            gelu_all(&mut h);
         }
         Ok(matmul_int8_reference(&h, n, &self.to_latent, Activation::None, None))
     }
@@ -374,20 +319,15 @@ impl FlowSampler {
         let mut h = matmul_int8_reference(latents, n, &self.from_latent, Activation::Gelu, None);
         let mut side = self.sizes.patch_px / 8;
         for (i, conv) in self.dec.iter().enumerate() {
-            h = conv.forward_transposed(&h, n, side);
+            let epilogue = if i + 1 < self.dec.len() { ConvEpilogue::Gelu } else { ConvEpilogue::Sigmoid };
+            h = conv.forward_transposed(&h, n, side, epilogue);
             side *= 2;
-            if i + 1 < self.dec.len() {
-                gelu_all(&mut h);
-            }
-        }
-        for v in &mut h {
-            *v = 1.0 / (1.0 + (-*v).exp());
         }
         Ok(h)
     }
 
-    /// `e_pert` `[n, P]` of the conditioning (checked by [`Self::sample`]).
-    fn pert(&self, c: &FlowCondition<'_>, n: usize) -> Vec<f32> {
+    /// `e_pert` `[n, P]` of the conditioning (checked by [`Self::check_sample_inputs`]).
+    pub(crate) fn pert(&self, c: &FlowCondition<'_>, n: usize) -> Vec<f32> {
         let (p, k) = (self.sizes.pert_dim, self.sizes.dg_components);
         let x: Vec<f32> = (0..n).flat_map(|i| {
             let tok = c.tokens[i] as usize;
@@ -400,30 +340,34 @@ impl FlowSampler {
     /// Velocity `[n, L]` at normalised latents `x` `[n, L]` and time `t`, given `e_pert`
     /// `[n, P]` and the layer-normed control embedding `[n, Z]`.
     fn velocity(&self, x: &[f32], t: f32, e: &[f32], cell: &[f32], n: usize) -> Vec<f32> {
-        let (half, p, z) = (self.sizes.time_dim / 2, self.sizes.pert_dim, self.sizes.cell_dim);
-        let arg: Vec<f32> = (0..half).map(|k| t * 1000f32.powf(k as f32 / half.max(1) as f32)).collect();
-        let row: Vec<f32> = (0..n).flat_map(|i| arg.iter().map(|a| a.sin()).chain(arg.iter().map(|a| a.cos())).chain(e[i * p..(i + 1) * p].iter().copied()).chain(cell[i * z..(i + 1) * z].iter().copied()).collect::<Vec<f32>>()).collect();
+        let (p, z) = (self.sizes.pert_dim, self.sizes.cell_dim);
+        let temb = self.time_embedding(t);
+        let row: Vec<f32> = (0..n).flat_map(|i| temb.iter().copied().chain(e[i * p..(i + 1) * p].iter().copied()).chain(cell[i * z..(i + 1) * z].iter().copied()).collect::<Vec<f32>>()).collect();
         let cond = matmul_int8_reference(&row, n, &self.cond, Activation::Gelu, None);
         let hd = self.sizes.hidden;
         let mut h = matmul_int8_reference(x, n, &self.input, Activation::None, None);
         for b in &self.blocks {
             let gb = matmul_int8_reference(&cond, n, &b.film, Activation::None, None);
-            let mut y = layernorm_reference(&h, n, hd, &b.norm, LN_EPS);
-            for i in 0..n {
-                for j in 0..hd {
-                    y[i * hd + j] = y[i * hd + j] * (gb[i * 2 * hd + j] + 1.0) + gb[i * 2 * hd + hd + j];
-                }
-            }
+            let y = film_layernorm_reference(&h, &gb, n, hd, &b.norm, LN_EPS);
             let y = matmul_int8_reference(&y, n, &b.fc1, Activation::Gelu, None);
             h = matmul_int8_reference(&y, n, &b.fc2, Activation::None, Some(&h));
         }
         matmul_int8_reference(&h, n, &self.out, Activation::None, None)
     }
 
-    /// Generates the target morphology of `n` control patches `[n, S²]`: encode, normalise by
-    /// `latent_mean` `[L]` / `latent_scale`, integrate `steps` steps of `solver` from `t = 0`
-    /// to 1 under `cond`, de-normalise, decode.
-    pub fn sample(&self, control_patches: &[f32], cond: &FlowCondition<'_>, latent_mean: &[f32], latent_scale: f32, steps: usize, solver: FlowSolver) -> Result<FlowSample, EngineError> {
+    /// The sinusoidal time embedding `[sin(t·f_k) ‖ cos(t·f_k)]` `[time_dim]`,
+    /// `f_k = 1000^(k / (time_dim/2))`.
+    pub(crate) fn time_embedding(&self, t: f32) -> Vec<f32> {
+        let half = self.sizes.time_dim / 2;
+        let arg: Vec<f32> = (0..half).map(|k| t * 1000f32.powf(k as f32 / half.max(1) as f32)).collect();
+        arg.iter().map(|a| a.sin()).chain(arg.iter().map(|a| a.cos())).collect()
+    }
+
+    /// Checks [`Self::sample`]'s inputs (lengths, token range, scale, steps, finiteness);
+    /// returns the number of pairs `n`. Shared by the CPU and GPU samplers, so both give the
+    /// same [`EngineError`] for the same bad input.
+    #[allow(clippy::result_large_err)] // EngineError, as Self::sample returns
+    pub(crate) fn check_sample_inputs(&self, control_patches: &[f32], cond: &FlowCondition<'_>, latent_mean: &[f32], latent_scale: f32, steps: usize) -> Result<usize, EngineError> {
         let FlowSpec { patch_px: s, latent: l, dg_components: k, cell_dim: z, n_transitions, .. } = self.sizes;
         let n = cond.tokens.len();
         check_len("control patches [n, S²]", control_patches, n * s * s)?;
@@ -439,6 +383,15 @@ impl FlowSampler {
         if let Some(index) = control_patches.iter().chain(cond.dg).chain(cond.cell).position(|v| !v.is_finite()) {
             return Err(EngineError::FlowInput { reason: format!("non-finite value at flat index {index} of the patches ‖ Δg ‖ cell embedding; clean the inputs") });
         }
+        Ok(n)
+    }
+
+    /// Generates the target morphology of `n` control patches `[n, S²]`: encode, normalise by
+    /// `latent_mean` `[L]` / `latent_scale`, integrate `steps` steps of `solver` from `t = 0`
+    /// to 1 under `cond`, de-normalise, decode.
+    pub fn sample(&self, control_patches: &[f32], cond: &FlowCondition<'_>, latent_mean: &[f32], latent_scale: f32, steps: usize, solver: FlowSolver) -> Result<FlowSample, EngineError> {
+        let FlowSpec { latent: l, cell_dim: z, .. } = self.sizes;
+        let n = self.check_sample_inputs(control_patches, cond, latent_mean, latent_scale, steps)?;
         let raw = self.encode(control_patches)?;
         let mut x: Vec<f32> = raw.iter().enumerate().map(|(i, v)| (v - latent_mean[i % l]) / latent_scale).collect();
         let e = self.pert(cond, n);

@@ -25,12 +25,13 @@
 //! and the mean of the `k_nearest` tokens nearest the patch centre. See [`format`](mod@format) for the file layout.
 //!
 //! Besides the classifiers, [`flow`](mod@flow) samples the flow-matching morphology generator
-//! (`cellsymphony flow`) without burn.
+//! (`cellsymphony flow`) without burn, on the CPU or, as [`GpuFlowSampler`], on the GPU.
 
 mod classifier;
 pub mod cpu;
 mod error;
 pub mod flow;
+mod flow_gpu;
 pub mod format;
 pub mod gemm;
 mod gemm_i8;
@@ -59,6 +60,7 @@ pub use format::{
 pub use protein::{ProteinChannels, MIN_PROTEIN_STD};
 pub use spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SpatiaCellWeights, SPATIA_METADATA_KEY};
 pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};
+pub use flow_gpu::{GpuFlowSampler, DEFAULT_FLOW_CHUNK_PAIRS};
 pub use preprocess::{
     align_to_panel, check_patches, model_input, normalise_log1p_cp10k, sinusoid_frequencies,
     spatial_features, vit_patch_rows, MAX_LISTED_MISSING_GENES,

@@ -15,11 +15,14 @@
 //! | cross-attention (queries from one buffer, keys/values from another), online softmax | [`cross_attention_reference`] | [`crate::gpu::cross_attention()`](fn@crate::gpu::cross_attention) |
 //! | gene tokens (gather + per-token value vector) | [`gene_token_embedding_reference`] | [`crate::gpu::gene_token_embedding()`](fn@crate::gpu::gene_token_embedding) |
 //! | mean of chosen tokens (ViT centre) | [`token_gather_mean_reference`] | [`crate::gpu::token_gather_mean()`](fn@crate::gpu::token_gather_mean) |
+//! | LayerNorm then FiLM (`· (1 + γ) + β`) | [`film_layernorm_reference`] | [`crate::gpu::film_layernorm()`](fn@crate::gpu::film_layernorm) |
+//! | 3×3 stride-2 convolution (+ GELU / sigmoid) | [`conv2d_s2_reference`] | [`crate::gpu::conv2d_s2()`](fn@crate::gpu::conv2d_s2) |
+//! | 4×4 stride-2 transposed convolution (+ GELU / sigmoid) | [`conv_transpose2d_s2_reference`] | [`crate::gpu::conv_transpose2d_s2()`](fn@crate::gpu::conv_transpose2d_s2) |
 //! | int8 activations × int8 weights (`dot4I8Packed`, + LayerNorm prologue) | [`matmul_dot4_reference`], [`matmul_dot4_sums_reference`] | [`crate::gpu::matmul_dot4()`](fn@crate::gpu::matmul_dot4) |
 
 use super::format::{LayerNormWeights, Linear, LinearWeight};
 use crate::gpu::attention::score_scale;
-use crate::gpu::Activation;
+use crate::gpu::{Activation, ConvEpilogue};
 
 /// Lowest argument [`exp_approx`] evaluates; below it the result is 0 (true `exp` < 1.2e-38).
 const EXP_MIN: f32 = -87.336_55;
@@ -496,6 +499,125 @@ pub fn layernorm_reference(
         );
     }
     y
+}
+
+/// Plain-Rust reference of `kernels/film_layernorm.wgsl`: [`layernorm_reference`] of `h`
+/// `[rows, dim]`, then `y[r, j] = LN(h)[r, j] · (gb[r, j] + 1) + gb[r, dim + j]` with `gb`
+/// `[rows, 2·dim]` (a FiLM block's scale ‖ shift). Returns `[rows, dim]`.
+///
+/// # Panics
+/// If `h` is not `[rows, dim]`, `gb` not `[rows, 2·dim]` or gamma/beta not `[dim]`.
+pub fn film_layernorm_reference(h: &[f32], gb: &[f32], rows: usize, dim: usize, ln: &LayerNormWeights, eps: f32) -> Vec<f32> {
+    assert_eq!(gb.len(), rows * 2 * dim, "film_layernorm reference: gb must be [rows, 2·dim]");
+    let mut y = layernorm_reference(h, rows, dim, ln, eps);
+    for (yr, g) in y.chunks_exact_mut(dim.max(1)).zip(gb.chunks_exact(2 * dim.max(1))) {
+        let (scale, shift) = g.split_at(dim);
+        for ((v, s), b) in yr.iter_mut().zip(scale).zip(shift) {
+            *v = *v * (s + 1.0) + b;
+        }
+    }
+    y
+}
+
+/// The convolution epilogue of the CPU references (the kernels' `EPILOGUE`): identity,
+/// [`gelu_reference`], or the sigmoid `1 / (1 + exp(−x))` (std `exp`).
+fn conv_epilogue(v: &mut [f32], epilogue: ConvEpilogue) {
+    match epilogue {
+        ConvEpilogue::None => {}
+        ConvEpilogue::Gelu => v.iter_mut().for_each(|x| *x = gelu_reference(*x)),
+        ConvEpilogue::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+    }
+}
+
+/// Plain-Rust reference of `kernels/conv2d_s2.wgsl`: 3×3 convolution, stride 2, padding 1 of
+/// `x` `[n, c_in, side, side]` (side even) with `weight` `[c_out, c_in, 3, 3]` (burn's layout)
+/// and `bias` `[c_out]`, then `epilogue`. Returns `[n, c_out, side/2, side/2]`; sums per
+/// output in the kernel's order (bias, then ci, ky, kx ascending).
+///
+/// # Panics
+/// If a slice has the wrong length.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_s2_reference(x: &[f32], n: usize, c_in: usize, side: usize, weight: &[f32], bias: &[f32], c_out: usize, epilogue: ConvEpilogue) -> Vec<f32> {
+    const K: usize = 3;
+    assert_eq!(x.len(), n * c_in * side * side, "conv2d_s2 reference: x must be [n, c_in, side, side]");
+    assert_eq!(weight.len(), c_out * c_in * K * K, "conv2d_s2 reference: weight must be [c_out, c_in, 3, 3]");
+    assert_eq!(bias.len(), c_out, "conv2d_s2 reference: bias must be [c_out]");
+    let o_side = side / 2;
+    let mut out = vec![0f32; n * c_out * o_side * o_side];
+    for b in 0..n {
+        for co in 0..c_out {
+            for oy in 0..o_side {
+                for ox in 0..o_side {
+                    let mut acc = bias[co];
+                    for ci in 0..c_in {
+                        for ky in 0..K {
+                            let iy = (oy * 2 + ky) as isize - 1;
+                            if iy < 0 || iy >= side as isize {
+                                continue;
+                            }
+                            for kx in 0..K {
+                                let ix = (ox * 2 + kx) as isize - 1;
+                                if ix < 0 || ix >= side as isize {
+                                    continue;
+                                }
+                                acc += x[((b * c_in + ci) * side + iy as usize) * side + ix as usize] * weight[((co * c_in + ci) * K + ky) * K + kx];
+                            }
+                        }
+                    }
+                    out[((b * c_out + co) * o_side + oy) * o_side + ox] = acc;
+                }
+            }
+        }
+    }
+    conv_epilogue(&mut out, epilogue);
+    out
+}
+
+/// Plain-Rust reference of `kernels/conv_transpose2d_s2.wgsl`: 4×4 transposed convolution,
+/// stride 2, padding 1 of `x` `[n, c_in, side, side]` with `weight` `[c_in, c_out, 4, 4]`
+/// (burn's layout) and `bias` `[c_out]` (scatter form: `out[2 iy + ky − 1] += in[iy] · w`),
+/// then `epilogue`. Returns `[n, c_out, 2 side, 2 side]`. Each output receives bias, then its
+/// terms in (ci, iy, ix) order, as the kernel's gather form sums them.
+///
+/// # Panics
+/// If a slice has the wrong length.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d_s2_reference(x: &[f32], n: usize, c_in: usize, side: usize, weight: &[f32], bias: &[f32], c_out: usize, epilogue: ConvEpilogue) -> Vec<f32> {
+    const K: usize = 4;
+    assert_eq!(x.len(), n * c_in * side * side, "conv_transpose2d_s2 reference: x must be [n, c_in, side, side]");
+    assert_eq!(weight.len(), c_in * c_out * K * K, "conv_transpose2d_s2 reference: weight must be [c_in, c_out, 4, 4]");
+    assert_eq!(bias.len(), c_out, "conv_transpose2d_s2 reference: bias must be [c_out]");
+    let o_side = side * 2;
+    let mut out = vec![0f32; n * c_out * o_side * o_side];
+    for b in 0..n {
+        for co in 0..c_out {
+            out[(b * c_out + co) * o_side * o_side..(b * c_out + co + 1) * o_side * o_side].fill(bias[co]);
+        }
+        for ci in 0..c_in {
+            for iy in 0..side {
+                for ix in 0..side {
+                    let v = x[((b * c_in + ci) * side + iy) * side + ix];
+                    for co in 0..c_out {
+                        for ky in 0..K {
+                            let oy = (iy * 2 + ky) as isize - 1;
+                            if oy < 0 || oy >= o_side as isize {
+                                continue;
+                            }
+                            for kx in 0..K {
+                                let ox = (ix * 2 + kx) as isize - 1;
+                                if ox < 0 || ox >= o_side as isize {
+                                    continue;
+                                }
+                                out[((b * c_out + co) * o_side + oy as usize) * o_side + ox as usize] += v * weight[((ci * c_out + co) * K + ky) * K + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    conv_epilogue(&mut out, epilogue);
+    out
 }
 
 /// Plain-Rust reference: `out[c, d] = (1/T) Σ_t x[c, t, d]` for `x` `[n_cells, tokens, dim]`;

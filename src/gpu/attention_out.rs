@@ -62,6 +62,7 @@ pub(crate) fn attention_out_dispatch(
             found: d_model / n_heads.max(1),
         });
     }
+    wo.require_int8()?;
     check_len(|| format!("attention_out projection in_dim (d_model={d_model})"), wo.in_dim, d_model)?;
     let rows = n_cells * tokens;
     let (row_tiles, col_tiles) = (rows.div_ceil(TILE_M), wo.out_dim.div_ceil(TILE_N));

@@ -73,8 +73,9 @@ pub enum GpuError {
         found: usize,
     },
 
-    /// A layer has f32 weights where the GPU kernels need int8.
-    #[error("layer `{name}` has f32 weights but the GPU kernels use int8: quantise the model first (EngineModel::quantize_int8)")]
+    /// A layer has f32 weights where a kernel reads packed int8 only (`matmul_dot4.wgsl`,
+    /// `attention_out.wgsl`; `matmul_int8.wgsl` takes both).
+    #[error("layer `{name}` has f32 weights but this kernel reads int8 only: quantise the model first (EngineModel::quantize_int8)")]
     NotQuantized {
         /// Layer name.
         name: String,

@@ -1,5 +1,6 @@
 //! `kernels/matmul_int8.wgsl`: int8-weight linear layer with an optional LayerNorm prologue
-//! and fused GELU and residual add.
+//! and fused GELU and residual add; the same kernel specialised with `F32_WEIGHTS = 1` runs
+//! f32 weights (one f32 per word, per-row scale 1.0 unless the caller folds a factor in).
 //!
 //! `Y[n, out] = act(LN?(X)[n, in] · (q · scale)ᵀ + bias) (+ residual[n, out])`.
 
@@ -29,10 +30,11 @@ pub enum Activation {
     Gelu,
 }
 
-/// The kernel with activation `act`, when `residual` the residual add, and when `norm` the
-/// LayerNorm prologue.
-pub(crate) fn kernel(act: Activation, residual: bool, norm: bool) -> Kernel {
+/// The kernel with activation `act`, when `residual` the residual add, when `norm` the
+/// LayerNorm prologue, and when `f32_weights` one f32 weight per word instead of four int8.
+pub(crate) fn kernel(act: Activation, residual: bool, norm: bool, f32_weights: bool) -> Kernel {
     specialise(Kernel::new("matmul_int8", TEMPLATE), TILE_K, act, residual, norm)
+        .constant("F32_WEIGHTS", u32::from(f32_weights))
 }
 
 /// Substitutes the constants every matmul template shares (this file's and
@@ -52,13 +54,16 @@ pub(crate) fn specialise(k: Kernel, tile_k: usize, act: Activation, residual: bo
 pub(crate) fn all_kernels() -> Vec<Kernel> {
     let plain = [Activation::None, Activation::Gelu]
         .into_iter()
-        .flat_map(|act| [false, true].map(|residual| kernel(act, residual, false)));
-    let normed = [Activation::None, Activation::Gelu].map(|act| kernel(act, false, true));
+        .flat_map(|act| [false, true].map(|residual| kernel(act, residual, false, false)));
+    let normed = [Activation::None, Activation::Gelu].map(|act| kernel(act, false, true, false));
     plain.chain(normed).collect()
 }
 
-/// An int8 linear layer resident on the GPU: packed weights `[out, in_padded/4]` (u32),
-/// scales `[out]`, bias `[out]`.
+/// A linear layer resident on the GPU: int8 weights packed `[out, in_padded/4]` (u32) with
+/// per-row scales `[out]`, or f32 weights `[out, in]` (bit patterns as u32) with scales 1.0;
+/// bias `[out]`. Buffers are reference-counted handles, so a caller may clone a layer and
+/// swap in its own `scale` / `bias` (e.g. a factor folded into every row).
+#[derive(Clone)]
 pub(crate) struct GpuLinear {
     pub words: wgpu::Buffer,
     pub scale: wgpu::Buffer,
@@ -66,15 +71,43 @@ pub(crate) struct GpuLinear {
     pub out_dim: usize,
     pub in_dim: usize,
     pub in_words: usize,
+    /// `words` holds one f32 per word (`F32_WEIGHTS = 1` of `matmul_int8.wgsl`).
+    pub f32_weights: bool,
+    /// The layer's name, for errors.
+    pub name: String,
 }
 
 impl GpuLinear {
-    /// Packs and uploads an int8 layer; `name` is used in errors and buffer labels.
+    /// Uploads a layer, int8 (packed four per word) or f32 (one per word, scales 1.0); `name`
+    /// is used in errors and buffer labels.
     pub(crate) fn upload(ctx: &GpuContext, w: &Linear, name: &str) -> Result<Self, GpuError> {
-        let LinearWeight::Int8 { q, scale } = &w.weight else {
-            return Err(GpuError::NotQuantized {
-                name: name.to_string(),
-            });
+        check_len(
+            || format!("{name}.bias [out={}]", w.out_dim),
+            w.bias.len(),
+            w.out_dim,
+        )?;
+        let (q, scale) = match &w.weight {
+            LinearWeight::Int8 { q, scale } => (q, scale),
+            LinearWeight::F32(wf) => {
+                check_len(
+                    || format!("{name}.weight [out={}, in={}]", w.out_dim, w.in_dim),
+                    wf.len(),
+                    w.out_dim * w.in_dim,
+                )?;
+                return Ok(Self {
+                    words: ctx.storage_init(&format!("{name}.weight (f32)"), bytemuck::cast_slice(wf))?,
+                    scale: ctx.storage_init(
+                        &format!("{name}.scale (1.0)"),
+                        bytemuck::cast_slice(&vec![1.0f32; w.out_dim]),
+                    )?,
+                    bias: ctx.storage_init(&format!("{name}.bias"), bytemuck::cast_slice(&w.bias))?,
+                    out_dim: w.out_dim,
+                    in_dim: w.in_dim,
+                    in_words: w.in_dim,
+                    f32_weights: true,
+                    name: name.to_string(),
+                });
+            }
         };
         check_len(
             || format!("{name}.weight_q [out={}, in={}]", w.out_dim, w.in_dim),
@@ -84,11 +117,6 @@ impl GpuLinear {
         check_len(
             || format!("{name}.weight_scale [out={}]", w.out_dim),
             scale.len(),
-            w.out_dim,
-        )?;
-        check_len(
-            || format!("{name}.bias [out={}]", w.out_dim),
-            w.bias.len(),
             w.out_dim,
         )?;
         let (words, in_padded) = quant::pack_int8_rows_u32(q, w.out_dim, w.in_dim);
@@ -103,7 +131,18 @@ impl GpuLinear {
             out_dim: w.out_dim,
             in_dim: w.in_dim,
             in_words: in_padded / 4,
+            f32_weights: false,
+            name: name.to_string(),
         })
+    }
+
+    /// `Ok` for int8 weights, else [`GpuError::NotQuantized`] (kernels other than
+    /// `matmul_int8.wgsl` read packed int8 only).
+    pub(crate) fn require_int8(&self) -> Result<(), GpuError> {
+        if self.f32_weights {
+            return Err(GpuError::NotQuantized { name: self.name.clone() });
+        }
+        Ok(())
     }
 }
 
@@ -134,7 +173,7 @@ pub(crate) fn matmul_norm_dispatch(
     act: Activation,
     residual: bool,
 ) -> Result<Dispatch, GpuError> {
-    matmul_launch(ctx, &kernel(act, residual, norm.is_some()), x, rows, norm, w, y)
+    matmul_launch(ctx, &kernel(act, residual, norm.is_some(), w.f32_weights), x, rows, norm, w, y)
 }
 
 /// One launch of a matmul `kernel` (this file's or `matmul_dot4.wgsl`, which share the
@@ -193,8 +232,8 @@ pub(crate) fn matmul_launch(
     })
 }
 
-/// Runs `kernels/matmul_int8.wgsl` once: `x` `[n, in]`, int8 layer `w` (`[out, in]` with
-/// per-row scales), optional `residual` `[n, out]`; returns `[n, out]`.
+/// Runs `kernels/matmul_int8.wgsl` once: `x` `[n, in]`, layer `w` (int8 `[out, in]` with
+/// per-row scales, or f32 `[out, in]`), optional `residual` `[n, out]`; returns `[n, out]`.
 /// Compare with `engine::ops::matmul_int8_reference`.
 pub async fn matmul_int8(
     ctx: &GpuContext,

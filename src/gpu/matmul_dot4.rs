@@ -56,6 +56,7 @@ pub(crate) fn matmul_dot4_dispatch(
     residual: bool,
 ) -> Result<Dispatch, GpuError> {
     ctx.require_int8_dot()?;
+    w.require_int8()?;
     matmul_launch(ctx, &kernel(act, residual, norm.is_some()), x, rows, norm, w, y)
 }
 

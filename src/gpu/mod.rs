@@ -15,13 +15,16 @@
 //!
 //! | kernel | launcher | reference (`engine::ops`) |
 //! |---|---|---|
-//! | `matmul_int8.wgsl` (+ fused GELU, residual) | [`matmul_int8`] | `matmul_int8_reference` |
+//! | `matmul_int8.wgsl` (+ fused GELU, residual; int8 or, `F32_WEIGHTS = 1`, f32 weights) | [`matmul_int8`] | `matmul_int8_reference` |
 //! | `matmul_int8.wgsl` with its LayerNorm prologue | [`layernorm_matmul_int8`] | `layernorm_matmul_int8_reference` |
 //! | `matmul_dot4.wgsl` (int8 activations, `dot4I8Packed`; optional, [`GpuContext::supports_int8_dot`]) | [`matmul_dot4()`](fn@matmul_dot4) | `matmul_dot4_reference` |
 //! | `attention_out.wgsl` (attention + output projection + residual) | [`attention_out()`](fn@attention_out) | `attention_out_reference` |
 //! | `attention.wgsl` (+ additive score bias) | [`attention()`](fn@attention), [`attention_biased`] | `attention_reference`, `attention_biased_reference` |
 //! | `cross_attention.wgsl` (queries from one buffer, keys/values from another; online softmax) | [`cross_attention()`](fn@cross_attention) | `cross_attention_reference` |
 //! | `layernorm.wgsl` | [`layernorm()`](fn@layernorm) | `layernorm_reference` |
+//! | `film_layernorm.wgsl` (LayerNorm then FiLM `· (1 + γ) + β`) | [`film_layernorm()`](fn@film_layernorm) | `film_layernorm_reference` |
+//! | `conv2d_s2.wgsl` (3×3, stride 2, pad 1, + GELU / sigmoid) | [`conv2d_s2()`](fn@conv2d_s2) | `conv2d_s2_reference` |
+//! | `conv_transpose2d_s2.wgsl` (4×4 transposed, stride 2, pad 1, gather form, + GELU / sigmoid) | [`conv_transpose2d_s2()`](fn@conv_transpose2d_s2) | `conv_transpose2d_s2_reference` |
 //! | `mean_pool.wgsl` | [`mean_pool()`](fn@mean_pool) | `mean_pool_reference` |
 //! | `token_gather_mean.wgsl` (ViT centre tokens) | [`token_gather_mean()`](fn@token_gather_mean) | `token_gather_mean_reference` |
 //! | `sinkhorn_lse.wgsl`, `sinkhorn_reduce.wgsl` | `ot::sinkhorn` (GPU engine) | `ot::sinkhorn_log_domain_reference` |
@@ -31,12 +34,15 @@
 
 pub mod attention;
 pub mod attention_out;
+pub mod conv2d_s2;
+pub mod conv_transpose2d_s2;
 pub mod cross_attention;
 pub mod flash_attention;
 pub mod gene_token_embedding;
 mod context;
 mod error;
 mod fixed_kernels;
+pub mod film_layernorm;
 pub mod layernorm;
 pub mod matmul;
 pub mod matmul_dot4;
@@ -46,12 +52,15 @@ pub mod token_gather_mean;
 
 pub use attention::{attention, attention_biased};
 pub use attention_out::attention_out;
+pub use conv2d_s2::{conv2d_s2, ConvEpilogue};
+pub use conv_transpose2d_s2::conv_transpose2d_s2;
 pub use cross_attention::cross_attention;
 pub use flash_attention::flash_attention;
 pub use gene_token_embedding::gene_token_embedding;
 pub(crate) use context::{check_len, Dispatch, MAX_WORKGROUPS_PER_DIM};
 pub use context::GpuContext;
 pub use error::GpuError;
+pub use film_layernorm::film_layernorm;
 pub use layernorm::layernorm;
 pub use matmul::{layernorm_matmul_int8, matmul_int8, Activation};
 pub use matmul_dot4::matmul_dot4;
