@@ -110,9 +110,9 @@ pub(crate) struct FilmBlock {
 }
 
 /// A trained flow model (autoencoder + perturbation encoder + velocity network), burn-free.
-#[derive(Debug, Clone)]
 ///
 /// Fields are `pub(crate)` for the GPU sampler ([`super::GpuFlowSampler`]), which uploads them.
+#[derive(Debug, Clone)]
 pub struct FlowSampler {
     pub(crate) sizes: FlowSpec,
     /// Encoder convolutions (3×3, stride 2), each followed by GELU.
