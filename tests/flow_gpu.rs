@@ -186,7 +186,9 @@ fn gpu_flow_sampler_rejects_bad_inputs_like_the_cpu() {
     let short_dg = &dg[..dg.len() - 1];
     let mut nan_cell = cell.clone();
     nan_cell[3] = f32::NAN;
-    let cases: Vec<(&str, FlowCondition<'_>, &[f32], &[f32], f32, usize)> = vec![
+    // (what, conditioning, control patches, latent mean, latent scale, steps)
+    type Case<'a> = (&'static str, FlowCondition<'a>, &'a [f32], &'a [f32], f32, usize);
+    let cases: Vec<Case<'_>> = vec![
         ("token out of range", FlowCondition { tokens: &bad_tokens, dg: &dg, cell: &cell }, &patches, &mean, 1.0, 4),
         ("Δg too short", FlowCondition { tokens: &tokens, dg: short_dg, cell: &cell }, &patches, &mean, 1.0, 4),
         ("patches too short", FlowCondition { tokens: &tokens, dg: &dg, cell: &cell }, &patches[1..], &mean, 1.0, 4),

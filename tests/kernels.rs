@@ -201,6 +201,10 @@ fn matmul_takes_f32_weights_and_rejects_bad_shapes() {
     let err = pollster::block_on(matmul_int8(&ctx, &[1.0; 3], 1, &bad, Activation::None, None))
         .unwrap_err();
     assert!(matches!(err, GpuError::InputShape { expected: 6, found: 5, .. }), "{err}");
+    // Kernels that read packed int8 only still refuse f32 weights, naming the layer.
+    let wo = Linear { out_dim: 2, in_dim: 4, weight: LinearWeight::F32(vec![0.5; 8]), bias: vec![0.0; 2] };
+    let err = pollster::block_on(attention_out(&ctx, &[0.1; 12], None, 1, 1, 4, 1, &wo, &[0.0; 2])).unwrap_err();
+    assert!(matches!(err, GpuError::NotQuantized { ref name } if name == "attention_out.o"), "{err}");
     let err = pollster::block_on(matmul_int8(
         &ctx,
         &[1.0; 4],

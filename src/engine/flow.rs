@@ -110,9 +110,9 @@ pub(crate) struct FilmBlock {
 }
 
 /// A trained flow model (autoencoder + perturbation encoder + velocity network), burn-free.
-#[derive(Debug, Clone)]
 ///
 /// Fields are `pub(crate)` for the GPU sampler ([`super::GpuFlowSampler`]), which uploads them.
+#[derive(Debug, Clone)]
 pub struct FlowSampler {
     pub(crate) sizes: FlowSpec,
     /// Encoder convolutions (3×3, stride 2), each followed by GELU.
@@ -366,6 +366,7 @@ impl FlowSampler {
     /// Checks [`Self::sample`]'s inputs (lengths, token range, scale, steps, finiteness);
     /// returns the number of pairs `n`. Shared by the CPU and GPU samplers, so both give the
     /// same [`EngineError`] for the same bad input.
+    #[allow(clippy::result_large_err)] // EngineError, as Self::sample returns
     pub(crate) fn check_sample_inputs(&self, control_patches: &[f32], cond: &FlowCondition<'_>, latent_mean: &[f32], latent_scale: f32, steps: usize) -> Result<usize, EngineError> {
         let FlowSpec { patch_px: s, latent: l, dg_components: k, cell_dim: z, n_transitions, .. } = self.sizes;
         let n = cond.tokens.len();

@@ -126,6 +126,7 @@ impl GpuFlowSampler {
     ///
     /// Errors: a layer too large for one storage binding ([`GpuError::TooLarge`] in
     /// [`EngineError::Gpu`]), a model whose single pair needs more than one binding.
+    #[allow(clippy::result_large_err)] // EngineError, as every engine entry point returns
     pub fn new(ctx: Arc<GpuContext>, sampler: &FlowSampler) -> Result<Self, EngineError> {
         ctx.take_error()?;
         let s = sampler.sizes;
@@ -222,14 +223,22 @@ impl GpuFlowSampler {
         let mut latents = vec![0f32; n * l];
         let mut patches = vec![0f32; n * s2];
         let ec_w = p + z;
+        // Every full chunk records the same launches; only a last, shorter one needs its own.
+        let full_plan = self.plan(&bufs, &layers, cap, steps, h, solver)?;
         for start in (0..n).step_by(cap) {
             let c = cap.min(n - start);
             let ctx = &*self.ctx;
             ctx.queue.write_buffer(&bufs.patches, 0, bytemuck::cast_slice(&control_patches[start * s2..(start + c) * s2]));
             ctx.queue.write_buffer(&bufs.ec, 0, bytemuck::cast_slice(&ec[start * ec_w..(start + c) * ec_w]));
-            let ops = self.plan(&bufs, &layers, c, steps, h, solver)?;
+            let partial_plan;
+            let ops = if c == cap {
+                &full_plan
+            } else {
+                partial_plan = self.plan(&bufs, &layers, c, steps, h, solver)?;
+                &partial_plan
+            };
             let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("flow chunk") });
-            record(&mut encoder, &ops);
+            record(&mut encoder, ops);
             let out_patches = bufs.dec.last().unwrap_or(&bufs.x);
             encoder.copy_buffer_to_buffer(&bufs.x, 0, &bufs.readback, 0, (c * l * 4) as u64);
             encoder.copy_buffer_to_buffer(out_patches, 0, &bufs.readback, (c * l * 4) as u64, (c * s2 * 4) as u64);
@@ -318,6 +327,7 @@ impl GpuFlowSampler {
 
     /// The velocity network at state `x` `[c, L]` and time `t`, its `out` layer added into
     /// each `(target, out layer)` of `updates` (`target += scale · (W·h + b)`).
+    #[allow(clippy::too_many_arguments)]
     fn velocity_ops(&self, b: &ChunkBuffers, layers: &CallLayers, c: usize, x: &wgpu::Buffer, t: f32, updates: &[(&wgpu::Buffer, &GpuLinear)], ops: &mut Vec<Op>) -> Result<(), GpuError> {
         let ctx = &*self.ctx;
         let cond = layers.cond_at.get(&t.to_bits()).ok_or_else(|| GpuError::Device { message: format!("flow sampler: no cond bias prepared for t = {t} (a bug; please report it)") })?;

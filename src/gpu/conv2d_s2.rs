@@ -1,7 +1,7 @@
 //! `kernels/conv2d_s2.wgsl`: 3×3 convolution, stride 2, padding 1, bias and a fused epilogue
 //! (identity, GELU or sigmoid); `[n, c_in, s, s]` → `[n, c_out, s/2, s/2]`, weights in burn's
 //! `[c_out, c_in, 3, 3]` layout. Also the convolution weights both convolution launchers
-//! bind ([`GpuConv`]) and their epilogue ([`ConvEpilogue`]).
+//! bind (`GpuConv`) and their epilogue ([`ConvEpilogue`]).
 
 use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;

@@ -51,6 +51,8 @@ impl From<SolverArg> for Solver {
 enum SampleEngine {
     Burn,
     Cpu,
+    /// The burn-free sampler on WebGPU (`engine::GpuFlowSampler`; lavapipe works).
+    Wgpu,
 }
 
 #[derive(Args, Clone)]
@@ -155,8 +157,9 @@ struct SampleArgs {
     /// Every pair of split.csv, not only the held-out ones.
     #[arg(long)]
     all: bool,
-    /// Sampler: burn (as trained) or the burn-free CPU engine (`engine::flow`, what the
-    /// browser runs).
+    /// Sampler: burn (as trained), the burn-free CPU engine (`engine::flow`, what the
+    /// browser runs) or the same sampler on WebGPU (`wgpu`: `engine::GpuFlowSampler`, f32
+    /// weights; matches `cpu` within 1e-4).
     #[arg(long, value_enum, default_value = "burn")]
     engine: SampleEngine,
     /// Output folder.
@@ -275,14 +278,21 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
             let s2 = data.patch_px * data.patch_px;
             let (latents, generated) = match a.engine {
                 SampleEngine::Burn => flow::sample_latents_with(&model, &header, &data, &pairs, &config, &device)?,
-                SampleEngine::Cpu => {
+                SampleEngine::Cpu | SampleEngine::Wgpu => {
                     let path = a.model.join("model.safetensors");
                     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                     let sampler = cellsymphony::engine::flow::FlowSampler::from_safetensors(&bytes).with_context(|| path.display().to_string())?;
                     let (tokens, dg, cell) = flow::pair_condition(&header, &data, &pairs)?;
                     let ctrl = rows(&data.patches, s2, pairs.iter().map(|p| p.ctrl));
                     let cond = cellsymphony::engine::flow::FlowCondition { tokens: &tokens, dg: &dg, cell: &cell };
-                    let sample = sampler.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, config.sample_steps, config.solver)?;
+                    let sample = if matches!(a.engine, SampleEngine::Wgpu) {
+                        let ctx = gpu_context()?;
+                        log(format!("flow sample: WebGPU adapter {}", ctx.adapter_summary()));
+                        let gpu = cellsymphony::engine::GpuFlowSampler::new(ctx, &sampler).with_context(|| format!("uploading {} to the GPU", path.display()))?;
+                        pollster::block_on(gpu.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, config.sample_steps, config.solver))?
+                    } else {
+                        sampler.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, config.sample_steps, config.solver)?
+                    };
                     (sample.latents, sample.patches)
                 }
             };
@@ -301,6 +311,7 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
                 let engine = match a.engine {
                     SampleEngine::Burn => "burn",
                     SampleEngine::Cpu => "cpu",
+                    SampleEngine::Wgpu => "wgpu",
                 };
                 let reference = serde_json::json!({
                     "engine": engine,
