@@ -352,7 +352,7 @@ try {
   }
   // Morphology generation: FlowModel on both engines vs native, and the demo's button after
   // the lasso pairing above.
-  await flowChecks({ page, dataParam, log: console.log });
+  await flowChecks({ page, dataParam, screenshot, log: console.log });
   await workerChecks({ page, dataParam, bundle, result, log: console.log });
   if (process.env.CELLSYMPHONY_REQUIRE_WEBGPU === "1" && !onGpu) throw new Error("WebGPU required but the page fell back to the CPU engine");
 } catch (e) {

@@ -8,7 +8,7 @@
 // - Bad input is rejected naming the field.
 // - The demo's "Predict target morphology" after a lasso pairing draws control | generated |
 //   real target rows (driven as a user would, after the lasso check paired two groups).
-//   await flowChecks({ page, dataParam, log: console.log });   // throws on a failure
+//   await flowChecks({ page, dataParam, screenshot, log: console.log });   // throws on a failure
 
 /** Latents: wasm CPU vs native CPU (same Rust code; libm vs the platform's sin/cos/exp). */
 export const CPU_TOLERANCE = 1e-4;
@@ -83,7 +83,7 @@ async function inPage(data) {
   return out;
 }
 
-export async function flowChecks({ page, dataParam, log }) {
+export async function flowChecks({ page, dataParam, screenshot, log }) {
   const r = await page.evaluate(inPage, dataParam);
   log(`flow (${r.n} held-out pairs, ${r.solver} ${r.steps} steps; native latents max |v| ${r.refMaxAbs.toFixed(3)}):`);
   for (const [device, tol] of [["cpu", CPU_TOLERANCE], ["webgpu", GPU_TOLERANCE]]) {
@@ -120,4 +120,9 @@ export async function flowChecks({ page, dataParam, log }) {
   if (ui.failure) throw new Error(`demo morphology prediction failed: ${ui.failure}`);
   log(`  demo: ${ui.n} pairs drawn (control | generated | real target) on ${ui.backend}, ${ui.mode}, in ${ui.ms.toFixed(0)} ms`);
   if (!(ui.n >= 1 && ui.finite && ui.drawnRows === ui.n)) throw new Error(`demo morphology prediction: ${JSON.stringify(ui)}`);
+  if (screenshot) {
+    const shot = screenshot.replace(/\.png$/, "") + "-flow.png";
+    await page.locator("#flow-canvas").screenshot({ path: shot });
+    log(`  demo flow grid screenshot: ${shot}`);
+  }
 }
