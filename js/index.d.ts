@@ -143,6 +143,11 @@ export interface PairEngineOptions {
   topGenes?: number;
   /** Return the pairs of a solve that did not reach `tolerance` instead of rejecting. */
   allowUnconverged?: boolean;
+  /** Float32Array [cells*2], x, y in µm: with `spatialLambda`, pairs prefer nearby cells
+   * (SPATIA pairs within adjacent regions; `flow train` uses 0.02 by default). */
+  centroids?: Float32Array;
+  /** Spatial proximity term, cost units per µm of pair distance (needs `centroids`; default none). */
+  spatialLambda?: number;
 }
 
 export interface PairOptions extends PairEngineOptions, CallOptions<PairProgress> {}
@@ -165,6 +170,10 @@ export interface PairResult {
   pcaComponents: number;
   /** "cpu" or "webgpu: <adapter>". */
   backend: string;
+  /** Mean control–target distance of the pairs in µm (only when `centroids` were given). */
+  meanDistanceUm?: number;
+  /** The spatial term used (null: none). */
+  spatialLambda: number | null;
   /** [genes] mean Δ log1p-cp10k expression, target minus control, over the pairs. */
   delta: Float32Array;
   topUp: GeneDelta[];

@@ -639,6 +639,9 @@ struct PairOptions {
     epsilon_scaling: bool,
     top_genes: Option<usize>,
     allow_unconverged: bool,
+    /// Spatial proximity term, cost units per µm of control–target distance (needs
+    /// `centroids`; none by default, as `cellsymphony pair`).
+    spatial_lambda: Option<f32>,
 }
 
 thread_local! {
@@ -671,6 +674,10 @@ fn top_list(v: Vec<ot::GeneDelta>) -> Result<JsValue, JsError> {
 /// `useGpu`, else the CPU engine), plan-row argmax, and the Δg signature. `counts` is
 /// `[cells, genes]` row-major; `control`/`target` index its rows (each group needs at least
 /// `minCells`, default 50). `progress(iteration, marginalError)` is called while solving.
+/// `options.centroids` (`Float32Array [cells*2]`, µm) with `options.spatialLambda` adds
+/// SPATIA's spatial proximity term, `λ` cost units per µm of control–target distance (as
+/// `cellsymphony pair --spatial-lambda`; none by default); with centroids the result has
+/// `meanDistanceUm` of the pairs.
 #[wasm_bindgen(js_name = pairCells)]
 pub fn pair_cells(
     #[wasm_bindgen(unchecked_param_type = "Float32Array")] counts: JsValue,
@@ -682,13 +689,26 @@ pub fn pair_cells(
     #[wasm_bindgen(unchecked_param_type = "((iteration: number, error: number) => void) | undefined")] progress: JsValue,
 ) -> Promise {
     let args = (|| -> Result<_, JsError> {
-        let opts: PairOptions = if options.is_undefined() || options.is_null() {
-            PairOptions::default()
+        let (opts, centroids): (PairOptions, Option<Float32Array>) = if options.is_undefined() || options.is_null() {
+            (PairOptions::default(), None)
         } else if !options.is_object() || js_sys::Array::is_array(&options) {
             return Err(JsError::new(&format!("pairCells options is {}: pass an object such as {{useGpu: true}}", describe(&options))));
         } else {
-            options_from("pairCells options", options)?
+            // `centroids` is a typed array: read it apart from the serde options.
+            let rest = Object::assign(&Object::new(), options.unchecked_ref::<Object>());
+            let centroids = Reflect::get(&rest, &JsValue::from_str("centroids")).unwrap_or(JsValue::UNDEFINED);
+            let _ = Reflect::delete_property(&rest, &JsValue::from_str("centroids"));
+            let centroids = optional_f32_arg("centroids", &centroids, "a Float32Array [cells*2] of centroids (x, y µm) or undefined")?;
+            (options_from("pairCells options", rest.into())?, centroids)
         };
+        if let Some(l) = opts.spatial_lambda {
+            if !(l.is_finite() && l >= 0.0) {
+                return Err(JsError::new(&format!("pairCells options: spatialLambda = {l}: pass a finite cost per µm ≥ 0 (e.g. 0.02)")));
+            }
+            if centroids.is_none() {
+                return Err(JsError::new("pairCells options: spatialLambda needs `centroids` (Float32Array [cells*2], x, y in µm)"));
+            }
+        }
         let progress = match progress {
             p if p.is_undefined() || p.is_null() => None,
             p => Some(p.dyn_into::<js_sys::Function>().map_err(|p| {
@@ -710,9 +730,22 @@ pub fn pair_cells(
             input_bytes: 4 * u64::from(counts.length()),
         };
         size.check("pairCells", "pair", &format!("{g} genes"))?;
-        Ok((counts.to_vec(), n_cells, genes, control, target, opts, progress))
+        let centroids = match centroids {
+            Some(c) if c.length() as u64 != 2 * n_cells as u64 => {
+                return Err(JsError::new(&format!("centroids has {} values; nCells = {n_cells} needs {} (x, y µm per cell)", c.length(), 2 * n_cells)));
+            }
+            Some(c) => {
+                let v = c.to_vec();
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(JsError::new(&format!("centroids[{i}] = {}: centroids must be finite µm", v[i])));
+                }
+                Some(v.chunks_exact(2).map(|p| [p[0], p[1]]).collect::<Vec<[f32; 2]>>())
+            }
+            None => None,
+        };
+        Ok((counts.to_vec(), n_cells, genes, control, target, opts, centroids, progress))
     })();
-    let (counts, n_cells, genes, control, target, opts, progress) = match args {
+    let (counts, n_cells, genes, control, target, opts, centroids, progress) = match args {
         Ok(a) => a,
         Err(e) => return Promise::reject(&e.into()),
     };
@@ -743,8 +776,10 @@ pub fn pair_cells(
             let (cc, tc) = coords.split_at(control.len() * d);
             let ids = |idx: &[u32]| -> Vec<String> { idx.iter().map(|i| i.to_string()).collect() };
             let (ids_c, ids_t) = (ids(&control), ids(&target));
-            let a = ot::StateCells { state: "A", lineage: "user selection", ids: &ids_c, coords: cc, positions_um: None };
-            let b = ot::StateCells { state: "B", lineage: "user selection", ids: &ids_t, coords: tc, positions_um: None };
+            let positions = |idx: &[u32]| -> Option<Vec<[f32; 2]>> { centroids.as_ref().map(|c| idx.iter().map(|&i| c[i as usize]).collect()) };
+            let (pos_c, pos_t) = (positions(&control), positions(&target));
+            let a = ot::StateCells { state: "A", lineage: "user selection", ids: &ids_c, coords: cc, positions_um: pos_c.as_deref() };
+            let b = ot::StateCells { state: "B", lineage: "user selection", ids: &ids_t, coords: tc, positions_um: pos_t.as_deref() };
             let mut sinkhorn = ot::SinkhornOptions::default();
             if let Some(e) = opts.epsilon { sinkhorn.epsilon = e; }
             if let Some(t) = opts.tolerance { sinkhorn.tolerance = t; }
@@ -754,7 +789,7 @@ pub fn pair_cells(
             let pairing_opts = ot::PairingOptions {
                 sinkhorn,
                 min_cells_per_state: opts.min_cells.unwrap_or(ot::DEFAULT_MIN_CELLS_PER_STATE),
-                spatial_lambda: None,
+                spatial_lambda: opts.spatial_lambda,
                 allow_unconverged: opts.allow_unconverged,
             };
             let ctx = if opts.use_gpu { Some(pair_gpu_context().await?) } else { None };
@@ -783,6 +818,11 @@ pub fn pair_cells(
             set(&out, "converged", &JsValue::from_bool(s.converged))?;
             set(&out, "dispatches", &JsValue::from_f64(s.dispatches as f64))?;
             set(&out, "pcaComponents", &JsValue::from_f64(d as f64))?;
+            let distances: Vec<f32> = pairing.records.iter().filter_map(|r| r.spatial_distance_um).collect();
+            if !distances.is_empty() {
+                set(&out, "meanDistanceUm", &JsValue::from_f64(distances.iter().map(|&d| f64::from(d)).sum::<f64>() / distances.len() as f64))?;
+            }
+            set(&out, "spatialLambda", &opts.spatial_lambda.map_or(JsValue::NULL, |l| JsValue::from_f64(f64::from(l))))?;
             set(&out, "backend", &JsValue::from_str(&ctx.as_ref().map_or("cpu".to_string(), |c| format!("webgpu: {}", c.adapter_summary()))))?;
             set(&out, "delta", &Float32Array::from(sig.delta.as_slice()).into())?;
             let k = opts.top_genes.unwrap_or(10);

@@ -80,6 +80,14 @@ async function inPage(data) {
     await model.free();
   }
   out.progress = progress;
+  // pairCells' spatial term (SPATIA pairs within adjacent regions): the same two groups with
+  // λ = 0.05 / µm give nearer pairs than without; λ without centroids is refused.
+  const ctrlIdx = Uint32Array.from({ length: 150 }, (_, i) => i), tgtIdx = Uint32Array.from({ length: 250 }, (_, i) => 150 + i);
+  const centroids = Float32Array.from(meta.centroids_um.flat());
+  const plain = await pkg.pairCells(counts, meta.n_cells, meta.genes, ctrlIdx, tgtIdx, { centroids });
+  const near = await pkg.pairCells(counts, meta.n_cells, meta.genes, ctrlIdx, tgtIdx, { centroids, spatialLambda: 0.05 });
+  const noCentroids = await pkg.pairCells(counts, meta.n_cells, meta.genes, ctrlIdx, tgtIdx, { spatialLambda: 0.05 }).then(() => "resolved", (e) => `${e.code}: ${e.message}`);
+  out.spatial = { plain: plain.meanDistanceUm, near: near.meanDistanceUm, lambda: near.spatialLambda, plainLambda: plain.spatialLambda, noCentroids };
   return out;
 }
 
@@ -101,6 +109,10 @@ export async function flowChecks({ page, dataParam, screenshot, log }) {
   }
   const done = r.progress.filter((p) => p[0] === "cpu");
   if (done.length === 0 || done[done.length - 1][1] !== r.n || done[done.length - 1][2] !== r.n) throw new Error(`flow progress did not end at ${r.n}: ${JSON.stringify(done)}`);
+  const sp = r.spatial;
+  log(`  pairCells spatial term: mean pair distance ${sp.plain.toFixed(1)} µm without, ${sp.near.toFixed(1)} µm with λ ${sp.lambda.toPrecision(3)}/µm; without centroids: ${sp.noCentroids}`);
+  if (!(sp.near < sp.plain && Math.abs(sp.lambda - 0.05) < 1e-6 && sp.plainLambda === null)) throw new Error(`pairCells spatial term: ${JSON.stringify(sp)}`);
+  if (!sp.noCentroids.includes("centroids")) throw new Error(`pairCells spatialLambda without centroids: ${sp.noCentroids}`);
   const expect = (name, parts) => {
     const msg = name === "badJson" ? r.badJson : r.errors[name];
     log(`  bad input (${name}): ${msg}`);
