@@ -2,7 +2,7 @@
 //! [`FlowSampler::sample`] with the model's f32 weights on the GPU kernels of
 //! [`crate::gpu`] (`matmul_int8.wgsl` with `F32_WEIGHTS = 1`, `conv2d_s2.wgsl`,
 //! `conv_transpose2d_s2.wgsl`, `film_layernorm.wgsl`), natively (Vulkan, e.g. lavapipe) and
-//! in a browser. The CPU sampler is the reference: `tests/flow_gpu.rs` holds the two within
+//! in a browser. The CPU sampler is the reference: `tests/kernels.rs` holds the two within
 //! `1e-4 · max(1, max|ref|)` on latents and `1e-4` on patches.
 //!
 //! Plan per chunk of pairs (one command buffer, one readback of latents ‖ patches):
