@@ -336,11 +336,12 @@ fn log1p_cp10k(row: &[f32]) -> Vec<f32> {
 
 #[test]
 fn flow_conditioning_maps_genes_by_name_and_matches_the_training_formula() {
-    use cellsymphony::ot::FlowConditioning;
+    use cellsymphony::ot::FlowFile;
     let genes = ids("G", 12);
     let (text, dg_pca, expr) = flow_json(&genes, true);
-    let file = FlowConditioning::from_json(&text).unwrap();
-    assert_eq!((file.config.sample_steps, file.n_genes(), file.needs_cell_embedding()), (7, 12, false));
+    let flow_file = FlowFile::from_json(&text).unwrap();
+    let file = &flow_file.conditioning;
+    assert_eq!((flow_file.config.sample_steps, file.n_genes(), file.needs_cell_embedding()), (7, 12, false));
     let n = 5;
     let mut rng = SplitMix64::new(3);
     let ctrl: Vec<f32> = rng.uniform_vec(n * 12, 0.0, 9.0).into_iter().map(f32::round).collect();
@@ -377,10 +378,10 @@ fn flow_conditioning_maps_genes_by_name_and_matches_the_training_formula() {
 
 #[test]
 fn flow_conditioning_rejects_inconsistent_files_and_missing_embeddings() {
-    use cellsymphony::ot::FlowConditioning;
+    use cellsymphony::ot::FlowFile;
     let genes = ids("G", 10);
     let (text, _, _) = flow_json(&genes, false);
-    let file = FlowConditioning::from_json(&text).unwrap();
+    let file = FlowFile::from_json(&text).unwrap().conditioning;
     assert!(file.needs_cell_embedding());
     let ctrl = vec![1.0; 20];
     let e = file.condition(&ctrl, &ctrl, 2, &genes, 0, None).unwrap_err().to_string();
@@ -389,12 +390,12 @@ fn flow_conditioning_rejects_inconsistent_files_and_missing_embeddings() {
     assert_eq!(ok.cell, vec![0.5; 12]);
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["latent_mean"] = serde_json::json!([0.0, 1.0]);
-    let e = FlowConditioning::from_json(&v.to_string()).unwrap_err().to_string();
+    let e = FlowFile::from_json(&v.to_string()).unwrap_err().to_string();
     assert!(e.contains("latent_mean") && e.contains("2 values"), "{e}");
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["genes"] = serde_json::json!(["A"]);
-    let e = FlowConditioning::from_json(&v.to_string()).unwrap_err().to_string();
+    let e = FlowFile::from_json(&v.to_string()).unwrap_err().to_string();
     assert!(e.contains("genes") && e.contains("1 genes"), "{e}");
-    let e = FlowConditioning::from_json("{\"spec\": 3}").unwrap_err().to_string();
+    let e = FlowFile::from_json("{\"spec\": 3}").unwrap_err().to_string();
     assert!(e.contains("flow.json"), "{e}");
 }

@@ -276,20 +276,20 @@ fn tiny_flow_learns_is_deterministic_and_reloads() {
     let sampler = FlowSampler::from_safetensors(&std::fs::read(dir.path().join("model.safetensors")).unwrap()).unwrap();
     let sz = sampler.sizes();
     assert_eq!((sz.patch_px, sz.channels, sz.latent, sz.hidden, sz.blocks, sz.pert_dim, sz.cell_dim, sz.time_dim), (8, 4, 8, 32, 2, 8, 4, 8));
-    assert_eq!(sz.dg_components, header.spec.dg_components);
+    assert_eq!(sz.dg_components, header.sampling.spec.dg_components);
     let (tokens, dg, cell) = flow::pair_condition(&header, &data, &pairs).unwrap();
     let ctrl: Vec<f32> = pairs.iter().flat_map(|p| data.patches[p.ctrl * 64..(p.ctrl + 1) * 64].to_vec()).collect();
     let cond = FlowCondition { tokens: &tokens, dg: &dg, cell: &cell };
     for solver in [flow::Solver::Heun, flow::Solver::Euler] {
         let config = flow::FlowConfig { solver, sample_steps: 6, ..header.config.clone() };
         let (lat, img) = flow::sample_latents_with(&model, &header, &data, &pairs, &config, &device).unwrap();
-        let out = sampler.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, 6, solver).unwrap();
+        let out = sampler.sample(&ctrl, &cond, &header.sampling.latent_mean, header.sampling.latent_scale, 6, solver).unwrap();
         let (dl, di) = (common::max_abs_diff(&out.latents, &lat), common::max_abs_diff(&out.patches, &img));
         eprintln!("engine vs burn flow sampling ({solver:?}, 6 steps): latents max |Δ| {dl:.2e}, patches max |Δ| {di:.2e}");
         assert!(dl < 1e-4 && di < 1e-4, "{solver:?}: latents {dl}, patches {di}");
     }
     let bad = FlowCondition { tokens: &vec![1; tokens.len()], ..cond };
-    assert!(matches!(sampler.sample(&ctrl, &bad, &header.latent_mean, header.latent_scale, 6, flow::Solver::Euler), Err(cellsymphony::engine::EngineError::FlowInput { .. })));
+    assert!(matches!(sampler.sample(&ctrl, &bad, &header.sampling.latent_mean, header.sampling.latent_scale, 6, flow::Solver::Euler), Err(cellsymphony::engine::EngineError::FlowInput { .. })));
     assert!(FlowSampler::from_safetensors(b"not a model").is_err());
 }
 

@@ -9,7 +9,7 @@
 //! - the control cell's embedding `[Z]`: the coordinates of `expression_pca` when the flow was
 //!   trained on it, otherwise rows the caller supplies (e.g. SPATIA's `z_cell`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{check_finite, check_shape, OtError};
 use super::pca::Pca;
@@ -25,14 +25,34 @@ pub struct FlowSamplingDefaults {
     pub solver: FlowSolver,
 }
 
-/// The part of `flow.json` that sampling reads (`train::flow::FlowHeader` writes the whole
-/// file; other fields are ignored here).
+/// A `flow.json` as sampling reads it: the conditioning fields and the sampler defaults of
+/// its `config` (`train::flow::FlowHeader` writes the whole file, with the full training
+/// config and metrics, which are ignored here).
 #[derive(Debug, Clone, Deserialize)]
+pub struct FlowFile {
+    /// Everything the conditioning and the sampler's normalisation read.
+    #[serde(flatten)]
+    pub conditioning: FlowConditioning,
+    /// Sampler defaults.
+    pub config: FlowSamplingDefaults,
+}
+
+impl FlowFile {
+    /// Parses `flow.json`; checks that its sizes agree with each other.
+    pub fn from_json(text: &str) -> Result<Self, OtError> {
+        let f: Self = serde_json::from_str(text).map_err(|e| bad("flow.json", format!("{e}; pass the flow.json written by `cellsymphony flow train`")))?;
+        f.conditioning.check()?;
+        Ok(f)
+    }
+}
+
+/// The fields of `flow.json` besides the training config and metrics: sizes, latent
+/// normalisation, the Δg and expression PCAs, genes. One definition for the writer
+/// (`train::flow::FlowHeader` flattens it) and every reader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FlowConditioning {
     /// Architecture sizes.
     pub spec: FlowSpec,
-    /// Sampler defaults.
-    pub config: FlowSamplingDefaults,
     /// Transition names, one per token (`"Epithelial → Malignant"`).
     pub transitions: Vec<String>,
     /// Per-dimension mean of the training latents `[L]`.
@@ -75,9 +95,9 @@ fn bad(what: &str, reason: String) -> OtError {
 }
 
 impl FlowConditioning {
-    /// Parses `flow.json`; checks that its sizes agree with each other.
-    pub fn from_json(text: &str) -> Result<Self, OtError> {
-        let c: Self = serde_json::from_str(text).map_err(|e| bad("flow.json", format!("{e}; pass the flow.json written by `cellsymphony flow train`")))?;
+    /// Checks that the sizes agree with each other.
+    pub fn check(&self) -> Result<(), OtError> {
+        let c = self;
         c.spec.check().map_err(|r| bad("flow.json spec", r))?;
         let (l, k, g) = (c.spec.latent, c.spec.dg_components, c.dg_pca.n_genes);
         if c.latent_mean.len() != l {
@@ -100,7 +120,7 @@ impl FlowConditioning {
                 return Err(bad("flow.json expression_pca", format!("is {} components over {} genes; expected {} (cell_dim) over {g}", p.n_components, p.n_genes, c.spec.cell_dim)));
             }
         }
-        Ok(c)
+        Ok(())
     }
 
     /// Genes the model reads, `G`.

@@ -28,7 +28,7 @@ pub mod sinkhorn;
 pub mod states;
 
 pub use error::OtError;
-pub use flow_condition::{FlowConditioning, PairConditions};
+pub use flow_condition::{FlowConditioning, FlowFile, PairConditions};
 #[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 pub use pairing::write_pairs_csv;
 pub use pairing::{

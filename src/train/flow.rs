@@ -185,37 +185,16 @@ pub struct FlowModel<B: Backend> {
     pub net: VelocityNet<B>,
 }
 
-/// Everything besides the weights that sampling needs (`flow.json`).
+/// Everything besides the weights that sampling needs (`flow.json`): the conditioning fields
+/// every reader shares ([`ot::FlowConditioning`], flattened into the file), the training
+/// config, the pairing and the metrics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FlowHeader {
-    /// Architecture.
-    pub spec: FlowSpec,
+    /// Sizes, latent normalisation, the Δg / expression PCAs, genes (what sampling reads).
+    #[serde(flatten)]
+    pub sampling: ot::FlowConditioning,
     /// Settings it was trained with.
     pub config: FlowConfig,
-    /// Transition names, one per token.
-    pub transitions: Vec<String>,
-    /// Per-dimension mean of the training latents `[L]`; the flow runs on `(ℓ − mean) / scale`.
-    pub latent_mean: Vec<f32>,
-    /// Scale of the training latents (their standard deviation over all dimensions).
-    pub latent_scale: f32,
-    /// PCA of the training pairs' Δg.
-    pub dg_pca: Pca,
-    /// Δg PCA coordinates are divided by this (root mean variance of the kept components).
-    pub dg_scale: f32,
-    /// How the cell embedding was made (a file, or `expression PCA`).
-    pub cell_embedding: String,
-    /// The expression PCA whose coordinates are the cell embedding, when no file was given.
-    pub expression_pca: Option<Pca>,
-    /// Patch resolution (µm per pixel).
-    pub um_per_px: f32,
-    /// The genes of `dg_pca`'s columns, in order (what a browser maps its counts' columns by;
-    /// files written before session 12 have none).
-    #[serde(default)]
-    pub genes: Vec<String>,
-    /// How counts became the normalised expression the PCAs read (`None` in older files:
-    /// log1p CP10k).
-    #[serde(default)]
-    pub normalisation: Option<crate::engine::Normalisation>,
     /// Control and target states, and the spatial λ of the pairing.
     pub pairing: serde_json::Value,
     /// Metrics of the training run.
@@ -832,18 +811,20 @@ pub fn run_flow<B: AutodiffBackend>(
     }).collect::<Result<_, _>>()?;
     metrics.push(evaluate("nearest real target in expression", &ae, &PairInputs::rows(&data.patches, s * s, &nearest), &real, s, inner)?);
     let header = FlowHeader {
-        spec,
+        sampling: ot::FlowConditioning {
+            spec,
+            transitions: data.transitions.clone(),
+            latent_mean,
+            latent_scale,
+            dg_pca,
+            dg_scale,
+            cell_embedding: String::new(),
+            expression_pca: None,
+            um_per_px: 0.0,
+            genes: Vec::new(),
+            normalisation: None,
+        },
         config: config.clone(),
-        transitions: data.transitions.clone(),
-        latent_mean,
-        latent_scale,
-        dg_pca,
-        dg_scale,
-        cell_embedding: String::new(),
-        expression_pca: None,
-        um_per_px: 0.0,
-        genes: Vec::new(),
-        normalisation: None,
         pairing: serde_json::Value::Null,
         metrics: serde_json::json!({ "reconstruction_mse": mse, "reconstruction_psnr_db": psnr, "methods": metrics }),
     };
@@ -861,16 +842,16 @@ pub fn sample_with<B: Backend>(model: &FlowModel<B>, header: &FlowHeader, data: 
 pub fn pair_condition(header: &FlowHeader, data: &FlowData, pairs: &[FlowPair]) -> Result<(Vec<u32>, Vec<f32>, Vec<f32>), TrainError> {
     data.check()?;
     let (s, g) = (data.patch_px, data.n_genes);
-    if s != header.spec.patch_px || data.cell_dim != header.spec.cell_dim || g != header.dg_pca.n_genes {
+    if s != header.sampling.spec.patch_px || data.cell_dim != header.sampling.spec.cell_dim || g != header.sampling.dg_pca.n_genes {
         return Err(TrainError::Options(format!(
             "the data (patches {s} px, cell embedding {}, {g} genes) does not match the model (patches {} px, cell embedding {}, {} genes); sample with the inputs it was trained on",
-            data.cell_dim, header.spec.patch_px, header.spec.cell_dim, header.dg_pca.n_genes)));
+            data.cell_dim, header.sampling.spec.patch_px, header.sampling.spec.cell_dim, header.sampling.dg_pca.n_genes)));
     }
-    if let Some(p) = pairs.iter().find(|p| p.ctrl >= data.n_cells() || p.tgt >= data.n_cells() || p.token as usize >= header.spec.n_transitions) {
-        return Err(TrainError::Options(format!("pair {p:?} refers to a cell or transition that does not exist ({} cells, {} transitions)", data.n_cells(), header.spec.n_transitions)));
+    if let Some(p) = pairs.iter().find(|p| p.ctrl >= data.n_cells() || p.tgt >= data.n_cells() || p.token as usize >= header.sampling.spec.n_transitions) {
+        return Err(TrainError::Options(format!("pair {p:?} refers to a cell or transition that does not exist ({} cells, {} transitions)", data.n_cells(), header.sampling.spec.n_transitions)));
     }
     let dg_raw: Vec<f32> = pairs.iter().flat_map(|p| (0..g).map(move |k| data.x[p.tgt * g + k] - data.x[p.ctrl * g + k])).collect();
-    let dg = header.dg_pca.transform(&dg_raw, pairs.len())?.into_iter().map(|v| v / header.dg_scale).collect();
+    let dg = header.sampling.dg_pca.transform(&dg_raw, pairs.len())?.into_iter().map(|v| v / header.sampling.dg_scale).collect();
     let ctrl: Vec<usize> = pairs.iter().map(|p| p.ctrl).collect();
     Ok((pairs.iter().map(|p| p.token).collect(), dg, PairInputs::rows(&data.cell_emb, data.cell_dim, &ctrl)))
 }
@@ -879,13 +860,13 @@ pub fn pair_condition(header: &FlowHeader, data: &FlowData, pairs: &[FlowPair]) 
 /// loaded model (burn).
 pub fn sample_latents_with<B: Backend>(model: &FlowModel<B>, header: &FlowHeader, data: &FlowData, pairs: &[FlowPair], config: &FlowConfig, device: &B::Device) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
     let (tokens, dg, cell) = pair_condition(header, data, pairs)?;
-    let (s, l) = (data.patch_px, header.spec.latent);
+    let (s, l) = (data.patch_px, header.sampling.spec.latent);
     let ctrl: Vec<usize> = pairs.iter().map(|p| p.ctrl).collect();
     let latents = encode_patches(&model.ae, &PairInputs::rows(&data.patches, s * s, &ctrl), s, device);
-    let norm: Vec<f32> = latents.iter().enumerate().map(|(i, v)| (v - header.latent_mean[i % l]) / header.latent_scale).collect();
-    let inputs = PairInputs { l, k: header.spec.dg_components, z: data.cell_dim, ctrl: norm, tgt: Vec::new(), dg, tokens: tokens.into_iter().map(i64::from).collect(), cell };
+    let norm: Vec<f32> = latents.iter().enumerate().map(|(i, v)| (v - header.sampling.latent_mean[i % l]) / header.sampling.latent_scale).collect();
+    let inputs = PairInputs { l, k: header.sampling.spec.dg_components, z: data.cell_dim, ctrl: norm, tgt: Vec::new(), dg, tokens: tokens.into_iter().map(i64::from).collect(), cell };
     let idx: Vec<usize> = (0..pairs.len()).collect();
-    let lat = sample_pairs(&model.net, &inputs, &idx, (&header.latent_mean, header.latent_scale), config, device);
+    let lat = sample_pairs(&model.net, &inputs, &idx, (&header.sampling.latent_mean, header.sampling.latent_scale), config, device);
     let images = decode_latents(&model.ae, &lat, l, device);
     Ok((lat, images))
 }
@@ -1014,8 +995,8 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(FlowHeader, F
     let hp = dir.join("flow.json");
     let bytes = std::fs::read(&hp).map_err(|source| TrainError::Io { path: hp.display().to_string(), source })?;
     let header: FlowHeader = serde_json::from_slice(&bytes).map_err(|e| TrainError::Checkpoint { path: hp.display().to_string(), problem: format!("not a flow header ({e}); point --model at the output folder of `flow train`") })?;
-    header.spec.check().map_err(|e| TrainError::Checkpoint { path: hp.display().to_string(), problem: e })?;
-    let model = FlowModel { ae: PatchAutoencoder::init(&header.spec, device), net: VelocityNet::init(&header.spec, true, device) };
+    header.sampling.spec.check().map_err(|e| TrainError::Checkpoint { path: hp.display().to_string(), problem: e })?;
+    let model = FlowModel { ae: PatchAutoencoder::init(&header.sampling.spec, device), net: VelocityNet::init(&header.sampling.spec, true, device) };
     let model = super::export::load_named_safetensors(model, &dir.join("model.safetensors"))?;
     Ok((header, model))
 }

@@ -1,7 +1,7 @@
 //! `FlowModel`: SPATIA-style morphology generation in the browser (issue 16). A flow trained by
 //! `cellsymphony flow train` (its `model.safetensors` + `flow.json`) predicts the target
 //! morphology of control cells from their OT pair's expression shift: the conditioning is
-//! computed here from raw counts ([`FlowConditioning`]), the sampler runs on WebGPU
+//! computed here from raw counts ([`crate::ot::FlowConditioning`]), the sampler runs on WebGPU
 //! ([`GpuFlowSampler`], f32 weights) or on the plain-Rust CPU engine ([`FlowSampler`], the same
 //! code as `flow sample --engine cpu`).
 
@@ -16,7 +16,7 @@ use super::{describe, f32_arg, mib, missing, options_from, set, size_arg, string
 use crate::engine::flow::{FlowCondition, FlowSampler, FlowSolver};
 use crate::engine::GpuFlowSampler;
 use crate::gpu::GpuContext;
-use crate::ot::FlowConditioning;
+use crate::ot::FlowFile;
 
 /// Pairs sampled per engine call: bounds the sampler's intermediate arrays (the CPU engine
 /// holds about 4·S² floats per pair in its widest layer) and paces `onProgress`.
@@ -30,7 +30,7 @@ enum Sampler {
 struct Inner {
     cpu: FlowSampler,
     sampler: Sampler,
-    file: FlowConditioning,
+    file: FlowFile,
     backend: String,
 }
 
@@ -66,12 +66,12 @@ impl FlowModel {
     ) -> Result<FlowModel, JsError> {
         let opts: FlowLoadOptions = if options.is_null() || options.is_undefined() { FlowLoadOptions { use_gpu: false } } else { options_from("FlowModel.load options", options)? };
         let text = flow_json.as_string().ok_or_else(|| if flow_json.is_null() || flow_json.is_undefined() { missing("flowJson", "the text of the flow's flow.json") } else { JsError::new(&format!("`flowJson` is {}: pass the text of flow.json (a string)", describe(&flow_json))) })?;
-        let file = FlowConditioning::from_json(&text).map_err(|e| JsError::new(&e.to_string()))?;
+        let file = FlowFile::from_json(&text).map_err(|e| JsError::new(&e.to_string()))?;
         let bytes = bytes_arg("modelBytes", &model_bytes)?.to_vec();
         let cpu = FlowSampler::from_safetensors(&bytes).map_err(|e| JsError::new(&format!("flow model.safetensors: {e}")))?;
         drop(bytes);
-        if cpu.sizes() != file.spec {
-            return Err(JsError::new(&format!("flow.json describes {:?} but model.safetensors holds {:?}: pass the two files of one `flow train` run", file.spec, cpu.sizes())));
+        if cpu.sizes() != file.conditioning.spec {
+            return Err(JsError::new(&format!("flow.json describes {:?} but model.safetensors holds {:?}: pass the two files of one `flow train` run", file.conditioning.spec, cpu.sizes())));
         }
         let (sampler, backend) = if opts.use_gpu {
             let ctx = GpuContext::new().await.map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
@@ -93,45 +93,45 @@ impl FlowModel {
     /// Transition names, one per token (`"Epithelial → Malignant"`).
     #[wasm_bindgen(getter)]
     pub fn transitions(&self) -> Vec<String> {
-        self.inner.file.transitions.clone()
+        self.inner.file.conditioning.transitions.clone()
     }
 
     /// The genes the counts are mapped by (empty for flows written before they were recorded:
     /// counts must then have the model's genes in its order).
     #[wasm_bindgen(getter)]
     pub fn genes(&self) -> Vec<String> {
-        self.inner.file.genes.clone()
+        self.inner.file.conditioning.genes.clone()
     }
 
     /// Patch side in pixels (patches are `[n, patchSize²]`, values in `[0, 1]`).
     #[wasm_bindgen(getter, js_name = patchSize)]
     pub fn patch_size(&self) -> usize {
-        self.inner.file.spec.patch_px
+        self.inner.file.conditioning.spec.patch_px
     }
 
     /// Patch resolution in µm per pixel.
     #[wasm_bindgen(getter, js_name = umPerPx)]
     pub fn um_per_px(&self) -> f32 {
-        self.inner.file.um_per_px
+        self.inner.file.conditioning.um_per_px
     }
 
     /// Latent width `L`.
     #[wasm_bindgen(getter, js_name = latentDim)]
     pub fn latent_dim(&self) -> usize {
-        self.inner.file.spec.latent
+        self.inner.file.conditioning.spec.latent
     }
 
     /// Width `Z` of the control cell embedding.
     #[wasm_bindgen(getter, js_name = cellDim)]
     pub fn cell_dim(&self) -> usize {
-        self.inner.file.spec.cell_dim
+        self.inner.file.conditioning.spec.cell_dim
     }
 
     /// Whether `sample` needs `cellEmbedding` (the flow was trained on an embedding file, e.g.
     /// SPATIA's z_cell, not on the expression PCA).
     #[wasm_bindgen(getter, js_name = needsCellEmbedding)]
     pub fn needs_cell_embedding(&self) -> bool {
-        self.inner.file.needs_cell_embedding()
+        self.inner.file.conditioning.needs_cell_embedding()
     }
 
     /// The trained sampler steps.
@@ -186,7 +186,7 @@ impl FlowModel {
             }
         }
         let get = |k: &str| js_sys::Reflect::get(inputs, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
-        let (s, l, z) = (inner.file.spec.patch_px, inner.file.spec.latent, inner.file.spec.cell_dim);
+        let (s, l, z) = (inner.file.conditioning.spec.patch_px, inner.file.conditioning.spec.latent, inner.file.conditioning.spec.cell_dim);
         let patches = f32_arg("controlPatches", &get("controlPatches"), &format!("a Float32Array [n*{s}*{s}] of the control cells' patches"))?;
         let genes = strings_arg("genes", &get("genes"))?;
         let control = f32_arg("controlCounts", &get("controlCounts"), "a Float32Array [n*genes.length] of the control cells' counts")?;
@@ -209,8 +209,8 @@ impl FlowModel {
         let token = match get("transition") {
             v if v.is_undefined() || v.is_null() => 0u32,
             v => match v.as_string() {
-                Some(name) => inner.file.transitions.iter().position(|t| *t == name).ok_or_else(|| JsError::new(&format!("`transition` {name:?} is not one of the model's transitions: {}", inner.file.transitions.join(", "))))? as u32,
-                None => size_arg("transition", &v, inner.file.transitions.len().saturating_sub(1) as u64)? as u32,
+                Some(name) => inner.file.conditioning.transitions.iter().position(|t| *t == name).ok_or_else(|| JsError::new(&format!("`transition` {name:?} is not one of the model's transitions: {}", inner.file.conditioning.transitions.join(", "))))? as u32,
+                None => size_arg("transition", &v, inner.file.conditioning.transitions.len().saturating_sub(1) as u64)? as u32,
             },
         };
         let embedding = match get("cellEmbedding") {
@@ -236,7 +236,7 @@ impl FlowModel {
         if !(on_progress.is_undefined() || on_progress.is_null() || progress.is_some()) {
             return Err(JsError::new(&format!("`onProgress` is {}: pass a function or undefined", describe(on_progress))));
         }
-        let cond = inner.file.condition(&control.to_vec(), &target.to_vec(), n, &genes, token, embedding.as_deref()).map_err(|e| JsError::new(&e.to_string()))?;
+        let cond = inner.file.conditioning.condition(&control.to_vec(), &target.to_vec(), n, &genes, token, embedding.as_deref()).map_err(|e| JsError::new(&e.to_string()))?;
         Ok(SampleCall { cond, patches: patches.to_vec(), n, steps, solver, progress })
     }
 }
@@ -244,7 +244,7 @@ impl FlowModel {
 /// Samples a checked call in chunks of [`PAIRS_PER_CHUNK`] pairs.
 async fn sample_chunks(inner: &Inner, call: SampleCall) -> Result<Object, JsError> {
     let SampleCall { cond, patches, n, steps, solver, progress } = call;
-    let (s, l, z, k) = (inner.file.spec.patch_px, inner.file.spec.latent, inner.file.spec.cell_dim, inner.file.spec.dg_components);
+    let (s, l, z, k) = (inner.file.conditioning.spec.patch_px, inner.file.conditioning.spec.latent, inner.file.conditioning.spec.cell_dim, inner.file.conditioning.spec.dg_components);
     let (mut latents, mut images) = (Vec::with_capacity(n * l), Vec::with_capacity(n * s * s));
     let mut start = 0;
     while start < n {
@@ -252,8 +252,8 @@ async fn sample_chunks(inner: &Inner, call: SampleCall) -> Result<Object, JsErro
         let c = FlowCondition { tokens: &cond.tokens[start..end], dg: &cond.dg[start * k..end * k], cell: &cond.cell[start * z..end * z] };
         let px = &patches[start * s * s..end * s * s];
         let out = match &inner.sampler {
-            Sampler::Cpu => inner.cpu.sample(px, &c, &inner.file.latent_mean, inner.file.latent_scale, steps, solver),
-            Sampler::Gpu(g) => g.sample(px, &c, &inner.file.latent_mean, inner.file.latent_scale, steps, solver).await,
+            Sampler::Cpu => inner.cpu.sample(px, &c, &inner.file.conditioning.latent_mean, inner.file.conditioning.latent_scale, steps, solver),
+            Sampler::Gpu(g) => g.sample(px, &c, &inner.file.conditioning.latent_mean, inner.file.conditioning.latent_scale, steps, solver).await,
         }
         .map_err(|e| JsError::new(&format!("FlowModel.sample: {e}")))?;
         latents.extend_from_slice(&out.latents);

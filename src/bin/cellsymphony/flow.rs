@@ -208,18 +208,18 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
             let checkpoint = flow::FlowCheckpoint { dir: Some(a.out.clone()), resume: a.resume, stop_after: None };
             let run = flow::run_flow::<Ad>(&data, FlowSpec::small(1, data.cell_dim), &config, &checkpoint, &device, &mut log)?;
             let mut header = run.header.clone();
-            header.cell_embedding = a.embedding.cell_embedding.as_ref().map_or("expression PCA (50 components of the paired states)".to_string(), |p| p.display().to_string());
-            header.expression_pca = expression_pca;
-            header.um_per_px = a.um_per_px;
-            header.genes = crop.table.genes.clone();
-            header.normalisation = Some(crop.normalisation.clone());
+            header.sampling.cell_embedding = a.embedding.cell_embedding.as_ref().map_or("expression PCA (50 components of the paired states)".to_string(), |p| p.display().to_string());
+            header.sampling.expression_pca = expression_pca;
+            header.sampling.um_per_px = a.um_per_px;
+            header.sampling.genes = crop.table.genes.clone();
+            header.sampling.normalisation = Some(crop.normalisation.clone());
             header.pairing = serde_json::json!({ "control": a.control, "target": a.target, "spatial_lambda": lambda });
             std::fs::create_dir_all(&a.out)?;
             flow::save::<Cpu>(&a.out, &header, &run.model)?;
             let md = flow::metrics_markdown(&run.metrics, run.test.len(), run.reconstruction)
                 + &format!(
                     "\nPairs: {} {} → {} (OT on expression PCA, spatial λ {:?} per µm), {} training / {} held out; ρ = {}, {:?} with {} steps, seed {}; cell embedding: {}; {:.0} s in all.\n",
-                    data.pairs.len(), a.control, a.target, lambda, run.train.len(), run.test.len(), config.rho, config.solver, config.sample_steps, config.seed, header.cell_embedding, t.elapsed().as_secs_f64()
+                    data.pairs.len(), a.control, a.target, lambda, run.train.len(), run.test.len(), config.rho, config.solver, config.sample_steps, config.seed, header.sampling.cell_embedding, t.elapsed().as_secs_f64()
                 );
             print!("{md}");
             write_file(&a.out.join("metrics.md"), md.as_bytes())?;
@@ -249,8 +249,8 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
             let (header, model) = flow::load::<Cpu>(&a.model, &device)?;
             let crop = a.data.prepare()?;
             let emb = a.embedding.read(&crop.table.cell_ids)?;
-            if emb.is_none() && header.expression_pca.is_none() {
-                bail!("{}: the flow was trained with the cell embedding {}; pass it with --cell-embedding", a.model.display(), header.cell_embedding);
+            if emb.is_none() && header.sampling.expression_pca.is_none() {
+                bail!("{}: the flow was trained with the cell embedding {}; pass it with --cell-embedding", a.model.display(), header.sampling.cell_embedding);
             }
             let index: std::collections::HashMap<&str, usize> = crop.table.cell_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
             let split_path = a.model.join("split.csv");
@@ -267,7 +267,7 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
                     _ => bail!("{} line {}: cell {c} or {t} is not in these cells; sample with the data the flow was trained on", split_path.display(), n + 1),
                 }
             }
-            let data = flow::crop_cells_data(&crop, header.spec.patch_px, header.um_per_px, emb.as_ref(), header.expression_pca.as_ref(), pairs.clone(), header.transitions.clone())?;
+            let data = flow::crop_cells_data(&crop, header.sampling.spec.patch_px, header.sampling.um_per_px, emb.as_ref(), header.sampling.expression_pca.as_ref(), pairs.clone(), header.sampling.transitions.clone())?;
             let mut config = header.config.clone();
             if let Some(s) = a.steps {
                 config.sample_steps = s;
@@ -289,9 +289,9 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
                         let ctx = gpu_context()?;
                         log(format!("flow sample: WebGPU adapter {}", ctx.adapter_summary()));
                         let gpu = cellsymphony::engine::GpuFlowSampler::new(ctx, &sampler).with_context(|| format!("uploading {} to the GPU", path.display()))?;
-                        pollster::block_on(gpu.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, config.sample_steps, config.solver))?
+                        pollster::block_on(gpu.sample(&ctrl, &cond, &header.sampling.latent_mean, header.sampling.latent_scale, config.sample_steps, config.solver))?
                     } else {
-                        sampler.sample(&ctrl, &cond, &header.latent_mean, header.latent_scale, config.sample_steps, config.solver)?
+                        sampler.sample(&ctrl, &cond, &header.sampling.latent_mean, header.sampling.latent_scale, config.sample_steps, config.solver)?
                     };
                     (sample.latents, sample.patches)
                 }
@@ -318,7 +318,7 @@ pub(crate) fn cmd_flow(a: FlowArgs) -> Result<()> {
                     "steps": config.sample_steps,
                     "solver": config.solver,
                     "patch_px": data.patch_px,
-                    "latent": header.spec.latent,
+                    "latent": header.sampling.spec.latent,
                     "cell_dim": data.cell_dim,
                     "cell_ids": crop.table.cell_ids,
                     "cell_embedding": emb.is_some(),
