@@ -33,7 +33,7 @@ bash scripts/export_www_models.sh "$bin" "$out/bench" "$out/www-data" "$out"
 # the native CPU engine's classes, and X itself for the page.
 pbmc=$(ls "$CELLSYMPHONY_DATA"/scanpy-*/10x_pbmc68k_reduced.h5ad 2>/dev/null | head -1 || true)
 [ -f "$pbmc" ] || die "pbmc68k_reduced.h5ad is missing under $CELLSYMPHONY_DATA: run scripts/fetch_data.sh"
-"$bin" benchmark --peers none --models gene-only --epochs 3 --layers 1 --lr 1e-3 --h5ad "$pbmc" --out "$out/scaled" > "$out/scaled.log" 2>&1 \
+"$bin" benchmark --peers none --models gene-only --epochs 3 --layers 1 --lr 1e-3 --standardise off --h5ad "$pbmc" --out "$out/scaled" > "$out/scaled.log" 2>&1 \
   || { cat "$out/scaled.log"; die "pbmc68k_reduced benchmark for the browser test failed"; }
 mkdir -p "$out/www-data/scaled_x"
 cp "$out/scaled/gene_only/engine/model.int8.safetensors" "$out/www-data/scaled_x/"

@@ -244,7 +244,9 @@ fn predicted(path: &std::path::Path) -> Vec<String> {
 fn a_model_trained_on_scaled_x_is_fed_x_as_stored_by_every_engine() {
     let pbmc = common::scanpy_files();
     let out = common::scratch("scaled");
-    gene_only_benchmark(&pbmc.pbmc68k_reduced, &out, &["--epochs", "3", "--layers", "1", "--lr", "1e-3"]);
+    // `--standardise off`: the as-stored contract itself (`auto` would standardise this input;
+    // that path is checked by `standardise_fits_on_the_training_cells_and_the_file_applies_it`).
+    gene_only_benchmark(&pbmc.pbmc68k_reduced, &out, &["--epochs", "3", "--layers", "1", "--lr", "1e-3", "--standardise", "off"]);
     let engine_dir = out.join("gene_only").join("engine");
     let (fp32, int8) = (engine_dir.join("model.safetensors"), engine_dir.join("model.int8.safetensors"));
     let meta = cellsymphony::engine::EngineModel::load(&fp32).expect("fp32 file loads").meta;
@@ -589,4 +591,36 @@ fn detect_nuclei_classifies_a_bare_tiff_with_an_image_only_model_only() {
     assert!(err.contains("gene_only") && err.contains("image-only") && err.contains("no transcripts"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!dir.join("gene.csv").exists());
+}
+
+/// `--standardise auto` (the default) resolves by the input's kind without training anything:
+/// on for values not derived from counts (`as_stored`, `arcsinh:*`), off for `log1p_cp10k`
+/// counts (the crop's input, so its figures hold); `on` / `off` override it; the flag parses
+/// `auto|on|off`, alone means `on`, and anything else is a clap error naming the choices.
+#[test]
+fn standardise_auto_resolves_by_normalisation_kind() {
+    use cellsymphony::engine::Normalisation;
+    use cellsymphony::train::benchmark::{BenchmarkOptions, Standardise};
+    assert_eq!(BenchmarkOptions::default().standardise, Standardise::Auto);
+    for (norm, auto) in [
+        (Normalisation::log1p_cp10k(), false),
+        (Normalisation::log1p_with_target_sum(1e6), false),
+        (Normalisation::as_stored(), true),
+        (Normalisation::arcsinh(5.0), true),
+        (Normalisation::arcsinh(150.0), true),
+    ] {
+        let d = Standardise::Auto.resolve(&norm);
+        assert_eq!(d.on, auto, "auto on {}", norm.kind());
+        assert!(d.rule.contains("auto") && d.rule.contains(norm.kind()), "rule names the flag and kind: {}", d.rule);
+        // A normalisation already carrying a standardisation resolves by its transform.
+        assert_eq!(Standardise::Auto.resolve(&norm.clone().with_standardisation(vec![0.0], vec![1.0])).on, auto);
+        assert!(Standardise::On.resolve(&norm).on);
+        assert!(!Standardise::Off.resolve(&norm).on);
+    }
+    let help = cli().args(["benchmark", "--help"]).output().expect("binary runs");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("auto|on|off"));
+    let bad = cli().args(["benchmark", "--standardise", "maybe"]).output().expect("binary runs");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("maybe") && err.contains("auto") && err.contains("off"), "{err}");
 }

@@ -117,10 +117,69 @@ pub struct BenchmarkOptions {
     pub bundle: Option<PathBuf>,
     /// Reference CSV for the labels of `bundle` (default: the example's `sc_breast.csv`).
     pub reference: Option<PathBuf>,
-    /// Standardise the transformers' gene input per gene, `(x − mean) / sd`, with statistics
-    /// of each fold's training cells only; recorded in the model files' normalisation (every
-    /// engine applies it). Off by default (see README "Per-gene standardisation").
-    pub standardise: bool,
+    /// Whether the transformers' gene input is standardised per gene, `(x − mean) / sd`, with
+    /// statistics of each fold's training cells only; recorded in the model files'
+    /// normalisation (every engine applies it). Default [`Standardise::Auto`]: by the input's
+    /// kind (see [`Standardise::resolve`] and README "Per-gene standardisation").
+    pub standardise: Standardise,
+}
+
+/// `--standardise auto|on|off`: whether the transformers read each gene standardised with the
+/// mean and sd of the fold's training cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standardise {
+    /// By the input's kind: on for values not derived from counts (`as_stored`, `arcsinh:*`),
+    /// off for counts (`log1p_cp10k`, the Xenium crop and bundles). Measured: see README.
+    #[default]
+    Auto,
+    /// Always standardise.
+    On,
+    /// Never standardise.
+    Off,
+}
+
+/// What [`Standardise::resolve`] chose and the rule that chose it (printed in summary.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StandardiseDecision {
+    /// Whether the transformers' input is standardised.
+    pub on: bool,
+    /// The rule, in words, e.g. "`--standardise auto`: on for `arcsinh` input (not count-derived)".
+    pub rule: &'static str,
+}
+
+impl Standardise {
+    /// The flag's spelling: `auto`, `on` or `off`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+
+    /// Resolves the choice for an input read with `normalisation` (its transform; any
+    /// standardisation it already carries is ignored): `auto` standardises values that are not
+    /// count-derived (`as_stored`, `arcsinh:*`) and leaves `log1p_cp10k` counts as they are.
+    pub fn resolve(self, normalisation: &crate::engine::Normalisation) -> StandardiseDecision {
+        use crate::engine::normalisation::Transform;
+        match (self, &normalisation.transform) {
+            (Self::On, _) => StandardiseDecision { on: true, rule: "`--standardise on`: asked for" },
+            (Self::Off, _) => StandardiseDecision { on: false, rule: "`--standardise off`: asked for" },
+            (Self::Auto, Transform::Log1pCp10k { .. }) => StandardiseDecision {
+                on: false,
+                rule: "`--standardise auto`: off for count input (`log1p_cp10k`)",
+            },
+            (Self::Auto, Transform::AsStored) => StandardiseDecision {
+                on: true,
+                rule: "`--standardise auto`: on for input not derived from counts (`as_stored`)",
+            },
+            (Self::Auto, Transform::Arcsinh { .. }) => StandardiseDecision {
+                on: true,
+                rule: "`--standardise auto`: on for input not derived from counts (`arcsinh`)",
+            },
+        }
+    }
 }
 
 impl Default for BenchmarkOptions {
@@ -154,7 +213,7 @@ impl Default for BenchmarkOptions {
             peers: Vec::new(),
             bundle: None,
             reference: None,
-            standardise: false,
+            standardise: Standardise::Auto,
         }
     }
 }
@@ -885,7 +944,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                         trial,
                     };
                     // --standardise: this fold's input, standardised with its training cells.
-                    let fold_input = if opts.standardise { Some(standardised_for_fold(&crop, &fold.train)?) } else { None };
+                    let fold_input = if opts.standardise.resolve(&crop.normalisation).on { Some(standardised_for_fold(&crop, &fold.train)?) } else { None };
                     let fold_shared = fold_input.as_ref().map(|(normalisation, x)| Shared {
                         inputs: CellInputs { genes: Some(Rows { data: x, cols: g }), ..shared.inputs },
                         normalisation: normalisation.clone(),
@@ -1082,9 +1141,12 @@ fn summary_markdown(
         opts.architecture.n_layers, opts.architecture.d_model, opts.architecture.n_heads, opts.architecture.d_ff, opts.architecture.gene_tokens, opts.dropout,
         if opts.architecture.linear_path { "; plus a linear path (logits = head + W·x on the normalised genes, W zero-initialised)" } else { "" }
     );
-    if opts.standardise {
-        md += "Input standardisation (`--standardise`): the transformers read every gene as (x − mean) / sd with the mean and sd of each fold's training cells (after the normalisation above); the baselines read their own inputs as before.\n\n";
-    }
+    let standardise = opts.standardise.resolve(&crop.normalisation);
+    md += &if standardise.on {
+        format!("Input standardisation **on** ({}): the transformers read every gene as (x − mean) / sd with the mean and sd of each fold's training cells (after the normalisation above; recorded in the model files); the baselines read their own inputs as before.\n\n", standardise.rule)
+    } else {
+        format!("Input standardisation **off** ({}): the transformers read the normalised genes as they are.\n\n", standardise.rule)
+    };
     if opts.h5ad.is_none() && opts.models.iter().any(|m| m.has_morphology()) {
         let m = &opts.sources.morphology;
         md += &format!(

@@ -29,10 +29,11 @@ pub(crate) struct BenchmarkArgs {
     #[arg(long, default_value = "as_stored", value_parser = parse_normalisation)]
     pub(crate) normalisation: engine::Normalisation,
     /// Standardise the transformers' gene input per gene, (x − mean) / sd, with the statistics
-    /// of each fold's training cells (recorded in the model files; every engine applies it).
-    /// Off by default; see README "Per-gene standardisation (`--standardise`)".
-    #[arg(long)]
-    pub(crate) standardise: bool,
+    /// of each fold's training cells (recorded in the model files; every engine applies it):
+    /// auto = on for as_stored and arcsinh:* input, off for log1p_cp10k counts (and the Xenium
+    /// crop); `--standardise` alone = on. See README "Per-gene standardisation (`--standardise`)".
+    #[arg(long, value_name = "auto|on|off", default_value = "auto", num_args = 0..=1, default_missing_value = "on", value_parser = parse_standardise)]
+    pub(crate) standardise: train::benchmark::Standardise,
     /// Output folder (tables, PNGs, models, checkpoints, summary.md).
     #[arg(long, default_value = "runs/benchmark")]
     pub(crate) out: PathBuf,
@@ -252,6 +253,16 @@ fn peer_list(choices: &[PeerChoice]) -> Vec<Peer> {
         }
     }
     out
+}
+
+fn parse_standardise(s: &str) -> std::result::Result<train::benchmark::Standardise, String> {
+    use train::benchmark::Standardise;
+    match s {
+        "auto" => Ok(Standardise::Auto),
+        "on" => Ok(Standardise::On),
+        "off" => Ok(Standardise::Off),
+        _ => Err(format!("`{s}`: use auto (by the input's normalisation), on or off")),
+    }
 }
 
 fn parse_normalisation(s: &str) -> std::result::Result<engine::Normalisation, String> {
