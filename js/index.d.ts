@@ -530,7 +530,7 @@ export declare class FlowModel {
   /** "webgpu: <adapter>" or "cpu: …". */
   readonly backend: string;
   readonly device: "webgpu" | "cpu";
-  /** Samples the pairs (in chunks of 256, `onProgress(done, total)` after each); rejects with
+  /** Samples the pairs (256 pairs per engine call on the CPU, 1,024 on WebGPU; `onProgress(done, total)` after each); rejects with
    * a {@link CellSymphonyError} "input" naming the field for bad input. */
   sample(inputs: FlowSampleInputs, options?: { onProgress?: (done: number, total: number) => void }): Promise<FlowSampleResult>;
   /** Frees the model's memory (after any call in flight). */

@@ -149,15 +149,6 @@ pub struct StandardiseDecision {
 }
 
 impl Standardise {
-    /// The flag's spelling: `auto`, `on` or `off`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::On => "on",
-            Self::Off => "off",
-        }
-    }
-
     /// Resolves the choice for an input read with `normalisation` (its transform; any
     /// standardisation it already carries is ignored): `auto` standardises values that are not
     /// count-derived (`as_stored`, `arcsinh:*`) and leaves `log1p_cp10k` counts as they are.

@@ -18,9 +18,11 @@ use crate::engine::GpuFlowSampler;
 use crate::gpu::GpuContext;
 use crate::ot::FlowFile;
 
-/// Pairs sampled per engine call: bounds the sampler's intermediate arrays (the CPU engine
-/// holds about 4·S² floats per pair in its widest layer) and paces `onProgress`.
-const PAIRS_PER_CHUNK: usize = 256;
+/// Pairs per CPU engine call: bounds the sampler's intermediate arrays (it holds about 4·S²
+/// floats per pair in its widest layer) and paces `onProgress`. On WebGPU a call is one of the
+/// GPU sampler's own chunks (`GpuFlowSampler::chunk_pairs`): each call uploads its per-call
+/// layers and buffers once, so smaller calls would redo that work.
+const CPU_PAIRS_PER_CALL: usize = 256;
 
 enum Sampler {
     Cpu,
@@ -241,14 +243,19 @@ impl FlowModel {
     }
 }
 
-/// Samples a checked call in chunks of [`PAIRS_PER_CHUNK`] pairs.
+/// Samples a checked call in engine calls of [`CPU_PAIRS_PER_CALL`] pairs (CPU) or one GPU
+/// sampler chunk (WebGPU).
 async fn sample_chunks(inner: &Inner, call: SampleCall) -> Result<Object, JsError> {
     let SampleCall { cond, patches, n, steps, solver, progress } = call;
     let (s, l, z, k) = (inner.file.conditioning.spec.patch_px, inner.file.conditioning.spec.latent, inner.file.conditioning.spec.cell_dim, inner.file.conditioning.spec.dg_components);
     let (mut latents, mut images) = (Vec::with_capacity(n * l), Vec::with_capacity(n * s * s));
     let mut start = 0;
+    let per_call = match &inner.sampler {
+        Sampler::Cpu => CPU_PAIRS_PER_CALL,
+        Sampler::Gpu(g) => g.chunk_pairs(),
+    };
     while start < n {
-        let end = (start + PAIRS_PER_CHUNK).min(n);
+        let end = (start + per_call).min(n);
         let c = FlowCondition { tokens: &cond.tokens[start..end], dg: &cond.dg[start * k..end * k], cell: &cond.cell[start * z..end * z] };
         let px = &patches[start * s * s..end * s * s];
         let out = match &inner.sampler {
