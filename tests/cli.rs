@@ -624,3 +624,108 @@ fn standardise_auto_resolves_by_normalisation_kind() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("maybe") && err.contains("auto") && err.contains("off"), "{err}");
 }
+
+/// `--tune`'s search on one real fold plan (stratified 5 folds of 300 synthetic labels): every
+/// index a trial sees is a training-side index of the fold (train or validation, never test;
+/// the split handed to the trainer has no test cells), the validation scores the trainer
+/// returns decide, and the chosen setting is the argmax of the recorded trials. The trainer is
+/// a scripted stand-in (no burn), so the test checks the search's index handling and choice.
+#[test]
+fn tune_search_sees_only_training_cells_and_keeps_the_argmax() {
+    use cellsymphony::train::tune::{tune_on_training_cells, TuneTrial};
+    use cellsymphony::train::{make_folds, ClassWeighting, FoldPlan, Recipe, SplitKind};
+    use std::collections::HashSet;
+    let labels: Vec<u32> = (0..300u32).map(|i| (i * 7 + i / 13) % 4).collect();
+    let opt: Vec<Option<u32>> = labels.iter().map(|&l| Some(l)).collect();
+    let plan = FoldPlan { kind: SplitKind::Random, k: 5, test_fraction: 0.2, val_fraction: 0.15, block_um: 100.0, centroids: None, seed: 7 };
+    let folds = make_folds(&opt, &plan).expect("folds");
+    let base = Recipe::Default.config(42);
+    // Scripted validation scores: 3e-3 wins the lr stage, `none` the weighting stage, and the
+    // other smoothing (0) loses, so the choice is (3e-3, none, 0.1).
+    let score = |lr: f64, w: ClassWeighting, ls: f32| {
+        let mut s = 0.5;
+        if (lr - 3e-3).abs() < 1e-12 {
+            s += 0.2;
+        } else if (lr - 1e-3 / 3.0).abs() < 1e-12 {
+            s += 0.1;
+        }
+        if w == ClassWeighting::None {
+            s += 0.05;
+        }
+        if ls == 0.0 {
+            s -= 0.3;
+        }
+        s
+    };
+    for fold in &folds {
+        let test: HashSet<usize> = fold.test.iter().copied().collect();
+        let training_side: HashSet<usize> = fold.train.iter().chain(&fold.val).copied().collect();
+        let mut touched: HashSet<usize> = HashSet::new();
+        let mut budgets = Vec::new();
+        let (chosen, trials) = tune_on_training_cells(&base, &labels, 4, &fold.train, &fold.val, &mut |c, split| {
+            assert!(split.test.is_empty(), "a tune trial was given test cells");
+            touched.extend(split.train.iter().chain(split.val).chain(split.test));
+            budgets.push((c.epochs, c.patience));
+            Ok((score(c.learning_rate, c.class_weighting, c.label_smoothing), 3))
+        })
+        .expect("search runs");
+        assert!(touched.is_disjoint(&test), "the search touched test cells");
+        assert_eq!(touched, training_side, "the search should use the fold's training and validation cells");
+        assert_eq!(trials.len(), 5, "default recipe: 3 lr + 1 weighting + 1 smoothing");
+        assert!(budgets.iter().all(|&b| b == (20, Some(5))), "short runs: {budgets:?}");
+        let best = trials.iter().map(|t| t.val_macro_f1).fold(f64::MIN, f64::max);
+        let picked: Vec<&TuneTrial> = trials.iter().filter(|t| t.chosen).collect();
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].val_macro_f1, best, "chosen is not the argmax: {trials:?}");
+        assert_eq!((chosen.learning_rate, chosen.class_weighting, chosen.label_smoothing), (3e-3, ClassWeighting::None, 0.1));
+        assert_eq!((chosen.epochs, chosen.patience), (base.epochs, base.patience), "the full run keeps the recipe's budget");
+    }
+    // Ties keep the recipe's own settings; no validation cells is an error naming the flag.
+    let f = &folds[0];
+    let (tied, _) = tune_on_training_cells(&base, &labels, 4, &f.train, &f.val, &mut |_, _| Ok((0.7, 1))).unwrap();
+    assert_eq!((tied.learning_rate, tied.class_weighting, tied.label_smoothing), (base.learning_rate, base.class_weighting, base.label_smoothing));
+    let err = tune_on_training_cells(&base, &labels, 4, &f.train, &[], &mut |_, _| Ok((0.7, 1))).unwrap_err().to_string();
+    assert!(err.contains("--val-fraction"), "{err}");
+}
+
+/// `benchmark --recipes default,default+tune`: the tuned row sits beside the untuned one on the
+/// same folds; summary.md says `--tune` was on and lists the choice per fold; benchmark.json's
+/// trials per fold have exactly one chosen, the best validation score; stderr shows the search.
+#[test]
+fn tune_flag_round_trips_into_summary_and_json() {
+    let pbmc = common::scanpy_files();
+    let out = common::scratch("tune");
+    let run = cli()
+        .args(["benchmark", "--peers", "none", "--models", "gene-only", "--folds", "2", "--recipes", "default,default+tune"])
+        .args(["--epochs", "2", "--layers", "1", "--d-model", "16", "--h5ad"])
+        .arg(&pbmc.pbmc68k_reduced)
+        .arg("--out")
+        .arg(out.as_os_str())
+        .output()
+        .expect("binary runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("tune gene_only default+tune fold 2/2 trial 5: lr") && stderr.contains("chose lr"), "{stderr}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("Recipe **default+tune**") && summary.contains("**`--tune` on**"), "{summary}");
+    assert!(summary.lines().any(|l| l.starts_with("| Gene-only") && l.contains("| default+tune |") && l.contains(" ± ")), "{summary}");
+    assert!(summary.lines().any(|l| l.starts_with("| Gene-only") && l.contains("| default |")), "untuned row beside it: {summary}");
+    let choices: Vec<&str> = summary.lines().skip_while(|l| !l.contains("`--tune` choices")).filter(|l| l.starts_with("| Gene-only")).collect();
+    assert_eq!(choices.len(), 2, "one choice row per fold: {summary}");
+    let bench: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("benchmark.json")).unwrap()).unwrap();
+    let rows = bench["result"]["results"].as_array().unwrap();
+    let tuned = rows.iter().find(|r| r["recipe"] == "default+tune").expect("tuned row in benchmark.json");
+    let untuned = rows.iter().find(|r| r["recipe"] == "default").expect("untuned row");
+    assert!(untuned["folds"].as_array().unwrap().iter().all(|f| f["tune"].as_array().unwrap().is_empty()));
+    for f in tuned["folds"].as_array().unwrap() {
+        let trials = f["tune"].as_array().unwrap();
+        assert_eq!(trials.len(), 5);
+        let best = trials.iter().map(|t| t["val_macro_f1"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+        let chosen: Vec<_> = trials.iter().filter(|t| t["chosen"] == true).collect();
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0]["val_macro_f1"].as_f64().unwrap(), best);
+        // The trained config is the chosen setting.
+        assert_eq!(f["config"]["learning_rate"], chosen[0]["learning_rate"]);
+        assert_eq!(f["config"]["class_weighting"], chosen[0]["class_weighting"]);
+    }
+}

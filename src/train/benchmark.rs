@@ -42,7 +42,7 @@ use super::trainer::{
     argmax_rows, train_classifier, CellInputs, CheckpointOptions, EpochStats, LabelledSplit, Rows,
     TrainConfig, TrainProgress, CHECKPOINT_FILE,
 };
-use super::tune::{tune_config, TuneTrial};
+use super::tune::{tune_on_training_cells, TuneTrial, TUNE_SUFFIX};
 use super::TrainError;
 use crate::data;
 use crate::engine::{Architecture, ClassifierConfig, TokenSources};
@@ -72,8 +72,9 @@ pub struct BenchmarkOptions {
     pub val_fraction: f64,
     /// Seed of the folds.
     pub seed: u64,
-    /// Search learning rate × class weighting × label smoothing on each fold's validation
-    /// cells before training (see [`super::tune`]).
+    /// Search learning rate, then class weighting, then label smoothing on each fold's
+    /// validation cells before training every recipe (see [`super::tune`]); a recipe whose name
+    /// ends in [`TUNE_SUFFIX`] (`default+tune`) is tuned even without it, beside untuned ones.
     pub tune: bool,
     /// Width, depth, heads and gene tokens shared by every classifier (`n_genes`,
     /// `n_classes` and the token sources are set per model).
@@ -903,6 +904,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
         write_atomic(&folds_path, serde_json::to_string(&folds_json).unwrap_or_default())?;
         files.push(folds_path);
         for (ri, (recipe, config)) in opts.recipes.iter().enumerate() {
+            let tuned = opts.tune || recipe.ends_with(TUNE_SUFFIX);
             for &kind in &opts.models {
                 let model_kinds = model_splits(opts.split, kind, any_spatial);
                 if !model_kinds.contains(kind_of_split) {
@@ -943,9 +945,28 @@ pub fn run_benchmark<B: AutodiffBackend>(
                     });
                     let shared = fold_shared.as_ref().unwrap_or(&shared);
                     let t = Instant::now();
-                    let (config, trials) = if opts.tune {
-                        let mut trial_progress = |c: &TrainConfig| make_progress(&label(c.budget_epochs(fold.train.len()), true));
-                        tune_config::<B>(&options, config, &shared.inputs, shared.labels, n_classes, fold, &crop.class_names, device, &mut trial_progress)?
+                    let (config, trials) = if tuned {
+                        // The search is handed the fold's training and validation indices
+                        // only (never `fold.test`): its trials train on `fold.train` and are
+                        // scored on `fold.val`.
+                        let (train, val) = (&fold.train, &fold.val);
+                        let mut n_trial = 0;
+                        let mut trial = |c: &TrainConfig, split: &LabelledSplit<'_>| -> Result<(f64, usize), TrainError> {
+                            n_trial += 1;
+                            let mut progress = make_progress(&label(c.budget_epochs(split.train.len()), true));
+                            let run = train_classifier::<B>(&options, c, &shared.inputs, split, &crop.class_names, &CheckpointOptions::default(), device, progress.as_mut())?;
+                            let score = run.history.iter().find(|h| h.epoch == run.best_epoch).and_then(|h| h.val_macro_f1).unwrap_or(0.0);
+                            eprintln!(
+                                "tune {} {} fold {}/{} trial {n_trial}: lr {:.1e}, {}, smoothing {} → val {score:.3} (epoch {})",
+                                model_name, recipe, f + 1, folds.len(), c.learning_rate, c.class_weighting, c.label_smoothing, run.best_epoch
+                            );
+                            Ok((score, run.best_epoch))
+                        };
+                        let (chosen, trials) = tune_on_training_cells(config, shared.labels, n_classes, train, val, &mut trial)?;
+                        if let Some(w) = trials.iter().find(|t| t.chosen) {
+                            eprintln!("tune {} {} fold {}/{}: chose {} (val {:.3}); training it in full", model_name, recipe, f + 1, folds.len(), w.setting(), w.val_macro_f1);
+                        }
+                        (chosen, trials)
                     } else {
                         (config.clone(), Vec::new())
                     };
@@ -990,7 +1011,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
                         tune: trials,
                     });
                 }
-                let recipe_name = if opts.tune { format!("{recipe}+tune") } else { recipe.clone() };
+                let recipe_name = if tuned && !recipe.ends_with(TUNE_SUFFIX) { format!("{recipe}{TUNE_SUFFIX}") } else { recipe.clone() };
                 let _ = multi_recipe;
                 results.push(ModelResult::from_outcomes(&model_name, &model_title, &ctx, Some(recipe_name), outcomes));
                 }
@@ -998,7 +1019,7 @@ pub fn run_benchmark<B: AutodiffBackend>(
         }
     }
 
-    let (multi_split, multi_recipe) = (splits.len() > 1, opts.recipes.len() > 1 || opts.tune);
+    let (multi_split, multi_recipe) = (splits.len() > 1, opts.recipes.len() > 1 || any_tuned(opts));
     for r in &results {
         let path = opts.out.join(format!("confusion_{}.png", file_tag(r, multi_split, multi_recipe)));
         confusion_png(
@@ -1055,6 +1076,34 @@ pub fn run_benchmark<B: AutodiffBackend>(
     let mut result = result;
     result.files.extend([json_path, summary_path]);
     Ok(result)
+}
+
+/// Whether `--tune` is on or any recipe is a `+tune` one.
+fn any_tuned(opts: &BenchmarkOptions) -> bool {
+    opts.tune || opts.recipes.iter().any(|(n, _)| n.ends_with(TUNE_SUFFIX))
+}
+
+const TUNE_SENTENCE: &str = "per fold, peak learning rate ∈ {lr, lr/3, 3·lr}, then class weighting ∈ {none, sqrt-balanced, the recipe's}, then label smoothing ∈ {0, 0.1}, searched coordinate-wise on the fold's validation cells (training cells only; short runs of min(epochs, max(5, ⌈epochs/2⌉)) epochs, patience 5, ties keep the recipe's setting); the chosen setting is then trained in full. Choices per fold below.";
+
+/// The `--tune` section of summary.md: per tuned row and fold, every trial with its
+/// validation macro-F1 and the chosen setting (empty when nothing was tuned).
+pub fn tune_markdown(results: &[ModelResult]) -> String {
+    let tuned: Vec<&ModelResult> = results.iter().filter(|r| r.folds.iter().any(|o| !o.tune.is_empty())).collect();
+    if tuned.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\n## `--tune` choices (validation macro-F1 of the short runs; test cells not used)\n\n| Model | split | recipe | fold | chosen | val (chosen) | trials (setting → val) |\n|---|---|---|---:|---|---:|---|\n");
+    for r in tuned {
+        for o in &r.folds {
+            let Some(w) = o.tune.iter().find(|t| t.chosen) else { continue };
+            let trials: Vec<String> = o.tune.iter().map(|t| format!("{}: {} → {:.3}", t.stage, t.setting(), t.val_macro_f1)).collect();
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {:.3} | {} |\n",
+                r.title, r.split.name(), r.recipe.as_deref().unwrap_or("–"), o.fold + 1, w.setting(), w.val_macro_f1, trials.join("; ")
+            );
+        }
+    }
+    md
 }
 
 /// `name[_split][_recipe]` for file names.
@@ -1124,7 +1173,7 @@ fn summary_markdown(
             c.batch_size, c.weight_decay, c.epochs,
             c.min_steps.map_or(String::new(), |m| format!(" or at least {m} optimisation steps (epochs = max({}, ⌈{m} / steps per epoch⌉))", c.epochs)),
             c.patience.map_or("none".to_string(), |p| p.to_string()), c.class_weighting, c.label_smoothing,
-            if opts.tune { " `--tune`: learning rate × class weighting × label smoothing searched on each fold's validation cells (short runs), then the chosen settings trained." } else { "" }
+            if opts.tune || name.ends_with(TUNE_SUFFIX) { format!(" **`--tune` on**: {TUNE_SENTENCE}") } else { String::new() }
         );
     }
     md += &format!(
@@ -1151,7 +1200,7 @@ fn summary_markdown(
         opts.logistic.c, opts.logistic.iterations, opts.logistic.class_weighted
     );
     let multi_split = splits.len() > 1;
-    let multi_recipe = opts.recipes.len() > 1 || opts.tune;
+    let multi_recipe = opts.recipes.len() > 1 || any_tuned(opts);
     md += "| Model | split | recipe | folds | macro-F1 mean ± sd | accuracy mean ± sd | pooled macro-F1 | per-fold macro-F1 | kept epochs | train (s) |\n|---|---|---|---:|---:|---:|---:|---|---|---:|\n";
     for x in &r.results {
         let ((f1, f1_sd), (acc, acc_sd)) = x.fold_stats();
@@ -1171,6 +1220,7 @@ fn summary_markdown(
         );
     }
     md += "\nsd: sample standard deviation over folds. Kept epochs: best validation epoch / epochs run, per fold.\n";
+    md += &tune_markdown(&r.results);
     md += &format!(
         "\n## Per class (test cells pooled over folds{})\n\n",
         if r.n_folds > 1 { ": each labelled cell is tested exactly once" } else { "" }

@@ -1,27 +1,35 @@
-//! `--tune`: a small search of learning rate × class weighting × label smoothing, scored on the
-//! validation cells only (the test cells are not passed in), then the chosen settings.
+//! `--tune`: a small coordinate-wise search of learning rate, then class weighting, then label
+//! smoothing, scored by validation macro-F1 on validation cells carved from a fold's training
+//! cells. The search is given the fold's training and validation indices only: its
+//! [`LabelledSplit`]s have an empty test set, so the test cells can influence nothing.
 //!
-//! Grid (8 settings): peak learning rate {base, base / 3} × class weights {base's, none (or
-//! sqrt-balanced when the base uses none)} × label smoothing {0, 0.1}; each trial trains
-//! `max(5, epochs / 2)` epochs with patience `min(5, patience)`, keeping its best validation
-//! epoch. The winner is the highest best-epoch validation macro-F1 (ties: the earlier trial,
-//! i.e. the base settings first); its learning rate, weighting and smoothing replace the base
-//! config's, which is then trained in full by the caller.
+//! Stages (each keeps the best setting so far and tries the alternatives of one field):
+//! 1. peak learning rate ∈ {base, base / 3, 3 · base} (default recipe: 1e-3, 3.3e-4, 3e-3);
+//! 2. class weighting ∈ {chosen so far, none, sqrt-balanced} (the ones not yet tried);
+//! 3. label smoothing ∈ {chosen so far, the other of 0 / 0.1}.
+//!
+//! The incumbent is never retrained, so the default recipe costs 3 + 1 + 1 = 5 short runs (the
+//! paper recipe, weighting `balanced`, 6). Each short run trains `min(epochs, max(5, ⌈epochs /
+//! 2⌉))` epochs (the default recipe: 20 of 40) with patience `min(5, patience)` and its own warmup + schedule over that budget, and scores the
+//! best validation epoch. A candidate replaces the incumbent only with a strictly higher score,
+//! so ties keep the recipe's own setting. The chosen learning rate, weighting and smoothing
+//! replace the base config's, which the caller then trains in full as usual (the short search
+//! runs are discarded).
 
 use serde::Serialize;
 
-use super::split::Fold;
-use super::trainer::{
-    train_classifier, CellInputs, CheckpointOptions, ClassWeighting, LabelledSplit, TrainConfig,
-    TrainProgress,
-};
+use super::trainer::{ClassWeighting, LabelledSplit, TrainConfig};
 use super::TrainError;
-use crate::model::ClassifierOptions;
-use burn::tensor::backend::AutodiffBackend;
 
-/// One setting tried by [`tune_config`].
-#[derive(Debug, Clone, Serialize)]
+/// Recipe-name suffix that tunes one recipe of `benchmark --recipes` (`default+tune`) beside
+/// untuned ones; `--tune` appends it to every recipe.
+pub const TUNE_SUFFIX: &str = "+tune";
+
+/// One setting tried by [`coordinate_search`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TuneTrial {
+    /// Stage that tried it: `lr`, `weighting` or `smoothing`.
+    pub stage: &'static str,
     /// Peak learning rate.
     pub learning_rate: f64,
     /// Class weighting.
@@ -36,72 +44,74 @@ pub struct TuneTrial {
     pub chosen: bool,
 }
 
-/// The short-run settings [`tune_config`] tries, in order (the base settings first).
-pub fn tune_grid(base: &TrainConfig) -> Vec<TrainConfig> {
-    let short = TrainConfig {
-        epochs: (base.epochs / 2).max(5),
+impl TuneTrial {
+    /// `lr 1e-3, sqrt-balanced, smoothing 0.1`.
+    pub fn setting(&self) -> String {
+        format!("lr {:.1e}, {}, smoothing {}", self.learning_rate, self.class_weighting, self.label_smoothing)
+    }
+}
+
+/// The short-run budget of a search trial: `min(epochs, max(5, ⌈epochs / 2⌉))` epochs (never
+/// more than the full run), patience `min(5, patience)` (5 when the recipe has none), half the
+/// step budget.
+pub fn search_budget(base: &TrainConfig) -> TrainConfig {
+    TrainConfig {
+        epochs: base.epochs.div_ceil(2).max(5).min(base.epochs),
         patience: Some(base.patience.unwrap_or(5).min(5)),
         min_steps: base.min_steps.map(|s| s / 2),
         ..base.clone()
-    };
-    let other_weighting = if base.class_weighting == ClassWeighting::None {
-        ClassWeighting::SqrtBalanced
-    } else {
-        ClassWeighting::None
-    };
-    let mut grid = Vec::with_capacity(8);
-    for lr in [base.learning_rate, base.learning_rate / 3.0] {
-        for w in [base.class_weighting, other_weighting] {
-            for ls in [base.label_smoothing, if base.label_smoothing > 0.0 { 0.0 } else { 0.1 }] {
-                grid.push(TrainConfig { learning_rate: lr, class_weighting: w, label_smoothing: ls, ..short.clone() });
-            }
-        }
     }
-    grid
 }
 
-/// Run [`tune_grid`] on `fold.train` scored on `fold.val` (the fold's test cells are not
-/// given to the trainer), and return `base` with the winner's learning rate, class weighting
-/// and label smoothing, plus every trial.
-#[allow(clippy::too_many_arguments)]
-pub fn tune_config<B: AutodiffBackend>(
-    options: &ClassifierOptions,
+/// Coordinate-wise search from `base` (stages in the module doc). `run` trains one short
+/// setting (already on [`search_budget`]) and returns its best validation macro-F1 and that
+/// epoch. Returns `base` with the chosen learning rate, weighting and smoothing (budget
+/// untouched) and every trial in the order run; exactly one trial is `chosen`, the one with the
+/// highest score (the earliest among equals, i.e. the recipe's own setting first).
+pub fn coordinate_search(
     base: &TrainConfig,
-    inputs: &CellInputs<'_>,
-    labels: &[u32],
-    n_classes: usize,
-    fold: &Fold,
-    class_names: &[String],
-    device: &B::Device,
-    make_progress: &mut dyn FnMut(&TrainConfig) -> Box<dyn TrainProgress>,
+    run: &mut dyn FnMut(&TrainConfig) -> Result<(f64, usize), TrainError>,
 ) -> Result<(TrainConfig, Vec<TuneTrial>), TrainError> {
-    if fold.val.is_empty() {
-        return Err(TrainError::Options("--tune needs validation cells; give a validation fraction above 0".into()));
-    }
-    let split = LabelledSplit { labels, n_classes, train: &fold.train, val: &fold.val, test: &[] };
-    let mut trials = Vec::new();
-    for c in tune_grid(base) {
-        let mut progress = make_progress(&c);
-        let t = train_classifier::<B>(options, &c, inputs, &split, class_names, &CheckpointOptions::default(), device, progress.as_mut())?;
-        let score = t
-            .history
-            .iter()
-            .find(|h| h.epoch == t.best_epoch)
-            .and_then(|h| h.val_macro_f1)
-            .unwrap_or(0.0);
+    let short = search_budget(base);
+    let mut trials: Vec<TuneTrial> = Vec::new();
+    let mut best: Option<usize> = None;
+    let mut try_one = |stage: &'static str, c: TrainConfig, trials: &mut Vec<TuneTrial>, best: &mut Option<usize>| -> Result<(), TrainError> {
+        let (score, epoch) = run(&c)?;
         trials.push(TuneTrial {
+            stage,
             learning_rate: c.learning_rate,
             class_weighting: c.class_weighting,
             label_smoothing: c.label_smoothing,
             val_macro_f1: score,
-            best_epoch: t.best_epoch,
+            best_epoch: epoch,
             chosen: false,
         });
+        let i = trials.len() - 1;
+        // Strictly higher replaces: ties keep the earlier (recipe) setting. NaN never wins.
+        if best.is_none_or(|b| score > trials[b].val_macro_f1) {
+            *best = Some(i);
+        }
+        Ok(())
+    };
+    let incumbent = |trials: &[TuneTrial], best: Option<usize>| {
+        let w = &trials[best.expect("the learning-rate stage ran at least one trial")];
+        TrainConfig { learning_rate: w.learning_rate, class_weighting: w.class_weighting, label_smoothing: w.label_smoothing, ..short.clone() }
+    };
+    for lr in [base.learning_rate, base.learning_rate / 3.0, base.learning_rate * 3.0] {
+        try_one("lr", TrainConfig { learning_rate: lr, ..short.clone() }, &mut trials, &mut best)?;
     }
-    let best = (0..trials.len())
-        .fold(0, |b, i| if trials[i].val_macro_f1 > trials[b].val_macro_f1 { i } else { b });
-    trials[best].chosen = true;
-    let w = &trials[best];
+    let now = incumbent(&trials, best);
+    for w in [ClassWeighting::None, ClassWeighting::SqrtBalanced] {
+        if w != now.class_weighting {
+            try_one("weighting", TrainConfig { class_weighting: w, ..now.clone() }, &mut trials, &mut best)?;
+        }
+    }
+    let now = incumbent(&trials, best);
+    let other = if now.label_smoothing > 0.0 { 0.0 } else { 0.1 };
+    try_one("smoothing", TrainConfig { label_smoothing: other, ..now }, &mut trials, &mut best)?;
+    let b = best.expect("at least one trial ran");
+    trials[b].chosen = true;
+    let w = &trials[b];
     let chosen = TrainConfig {
         learning_rate: w.learning_rate,
         class_weighting: w.class_weighting,
@@ -109,4 +119,26 @@ pub fn tune_config<B: AutodiffBackend>(
         ..base.clone()
     };
     Ok((chosen, trials))
+}
+
+/// [`coordinate_search`] on one fold: every trial gets a [`LabelledSplit`] of `train` (the
+/// gradient) and `val` (the score) with **no test cells**; the caller passes the fold's
+/// training-side indices only. `train_split(config, split)` trains one short run and returns
+/// its best validation macro-F1 and epoch (in `benchmark`: [`super::train_classifier`]).
+pub fn tune_on_training_cells(
+    base: &TrainConfig,
+    labels: &[u32],
+    n_classes: usize,
+    train: &[usize],
+    val: &[usize],
+    train_split: &mut dyn FnMut(&TrainConfig, &LabelledSplit<'_>) -> Result<(f64, usize), TrainError>,
+) -> Result<(TrainConfig, Vec<TuneTrial>), TrainError> {
+    if val.is_empty() {
+        return Err(TrainError::Options(
+            "--tune needs validation cells to score its trials; give --val-fraction above 0".into(),
+        ));
+    }
+    let split = LabelledSplit { labels, n_classes, train, val, test: &[] };
+    split.check_disjoint()?;
+    coordinate_search(base, &mut |c| train_split(c, &split))
 }

@@ -95,12 +95,24 @@ pub(crate) struct BenchmarkArgs {
     #[arg(long, default_value_t = cellsymphony::train::benchmark::DEFAULT_BLOCK_UM)]
     pub(crate) block_um: f64,
     /// Recipes to run side by side, comma-separated (e.g. default,paper); default: --recipe.
-    #[arg(long, value_delimiter = ',', value_parser = parse_recipe)]
-    pub(crate) recipes: Vec<Recipe>,
-    /// Before each model × fold, search learning rate × class weighting × label smoothing (8
-    /// short runs) on the fold's validation cells, then train the chosen settings.
+    /// `NAME+tune` runs recipe NAME with the `--tune` search, beside untuned recipes (e.g.
+    /// default,default+tune,paper).
+    #[arg(long, value_delimiter = ',', value_parser = parse_recipe_run)]
+    pub(crate) recipes: Vec<(Recipe, bool)>,
+    /// Before each model × fold × recipe, search on the fold's validation cells (carved from its
+    /// training cells; the test cells are never seen): peak lr ∈ {lr, lr/3, 3·lr}, then class
+    /// weighting ∈ {none, sqrt-balanced}, then label smoothing ∈ {0, 0.1}, coordinate-wise (5
+    /// short runs of half the epochs for the default recipe); then train the chosen settings.
     #[arg(long)]
     pub(crate) tune: bool,
+}
+
+/// `default`, `paper`, or either with `+tune`.
+fn parse_recipe_run(s: &str) -> std::result::Result<(Recipe, bool), String> {
+    match s.strip_suffix(train::tune::TUNE_SUFFIX) {
+        Some(r) => Ok((parse_recipe(r)?, true)),
+        None => Ok((parse_recipe(s)?, false)),
+    }
 }
 
 fn parse_split(s: &str) -> std::result::Result<SplitChoice, String> {
@@ -124,9 +136,9 @@ pub(crate) fn cmd_benchmark(a: BenchmarkArgs) -> Result<()> {
         data_dir: a.data.dir(),
         labels: a.data.options(),
         out: a.out.clone(),
-        recipes: if a.recipes.is_empty() { vec![a.training.recipe] } else { a.recipes.clone() }
+        recipes: if a.recipes.is_empty() { vec![(a.training.recipe, false)] } else { a.recipes.clone() }
             .into_iter()
-            .map(|r| (r.name().to_string(), a.training.config_for(r)))
+            .map(|(r, tuned)| (format!("{}{}", r.name(), if tuned { train::tune::TUNE_SUFFIX } else { "" }), a.training.config_for(r)))
             .collect(),
         test_fraction: a.training.test_fraction,
         folds: a.folds.max(1),
