@@ -480,6 +480,58 @@ pub fn write_niche_cluster_csv(dir: &Path, data: &SpatiaData, cluster_of: &[Opti
     Ok(())
 }
 
+/// The browser check's bundle of `spatia classify --www DIR`: the model file
+/// (`spatia.safetensors`), every region's inputs in one flat layout — `genes.f32` `[N, G]`,
+/// `patches.f32` `[N, S²]`, `niche_tiles.f32` `[K, S'²]` (little-endian f32), `cell_niche.u32`
+/// `[N]` (index into the K niches), `niche_slot.u32` and `niche_region.u32` `[K]` — with N the
+/// cells and K the niches of all regions, region after region — and `reference.json`: the
+/// cells' ids, the native engine's class per cell (`classes`), the niches' grid indices and
+/// nearest-centroid clusters (`niche_clusters`, −1 without centroids), sizes and class names.
+pub fn write_www_bundle(dir: &Path, model_bytes: &[u8], data: &SpatiaData, e: &SpatiaEmbeddings, niche_clusters: Option<&[Option<u32>]>, cell_ids: &[String], class_names: &[String]) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let u32s = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let (mut genes, mut patches, mut tiles) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cell_niche, mut niche_slot, mut niche_region) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut classes, mut niches, mut clusters) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let pred = argmax_rows(&e.logits, e.n_classes);
+    for (r, rc) in data.regions.iter().enumerate() {
+        let (g, p, t) = engine_region_inputs(data, r);
+        genes.extend(g);
+        patches.extend(p);
+        tiles.extend(t);
+        let first = niche_slot.len() as u32;
+        cell_niche.extend(rc.cell_niche.iter().map(|&k| first + k as u32));
+        niche_slot.extend(rc.slots.iter().map(|&s| s as u32));
+        niche_region.extend(rc.niches.iter().map(|_| r as u32));
+        for &c in &rc.cells {
+            ids.push(cell_ids[c].clone());
+            classes.push(pred[c]);
+        }
+        for &k in &rc.niches {
+            niches.push(k);
+            clusters.push(niche_clusters.and_then(|cl| cl[k]).map_or(-1, |c| c as i64));
+        }
+    }
+    let reference = serde_json::json!({
+        "n_cells": ids.len(), "n_niches": niches.len(), "n_genes": data.n_genes, "patch_px": data.patch_px, "niche_px": data.niche_px,
+        "cell_ids": ids, "classes": classes, "class_names": class_names, "niches": niches, "niche_clusters": clusters,
+    });
+    for (name, bytes) in [
+        ("spatia.safetensors", model_bytes.to_vec()),
+        ("genes.f32", f32s(&genes)),
+        ("patches.f32", f32s(&patches)),
+        ("niche_tiles.f32", f32s(&tiles)),
+        ("cell_niche.u32", u32s(&cell_niche)),
+        ("niche_slot.u32", u32s(&niche_slot)),
+        ("niche_region.u32", u32s(&niche_region)),
+        ("reference.json", reference.to_string().into_bytes()),
+    ] {
+        crate::util::write_atomic(&dir.join(name), &bytes)?;
+    }
+    Ok(())
+}
+
 /// The pre-trained cell level's record must fit `spec` (same cell-level sizes).
 fn check_pretrained(pre: &SpatiaSpec, spec: &SpatiaSpec, path: &Path) -> Result<(), TrainError> {
     let same = pre.n_genes == spec.n_genes

@@ -219,6 +219,10 @@ struct ClassifyArgs {
     /// Output folder.
     #[arg(long, default_value = "runs/spatia/classify")]
     out: PathBuf,
+    /// Also write the browser check's bundle here (the model file, every region's inputs and
+    /// the native predictions and niche clusters; `train::spatia::write_www_bundle`).
+    #[arg(long)]
+    www: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -343,13 +347,22 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
                 data.regions.len(),
                 a.out.display()
             );
-            match &model.meta.niche_centroids {
+            let clusters = match &model.meta.niche_centroids {
                 Some(c) => {
                     let clusters = spatia::assign_niche_clusters(&e, &data, c);
                     spatia::write_niche_cluster_csv(&a.out, &data, &clusters)?;
                     println!("niche clusters ({} centroids) of {} niches written to niche_clusters.csv", c.k, clusters.iter().flatten().count());
+                    Some(clusters)
                 }
-                None => println!("no niche clusters: the file stores no niche centroids (export with --niche-centroids)"),
+                None => {
+                    println!("no niche clusters: the file stores no niche centroids (export with --niche-centroids)");
+                    None
+                }
+            };
+            if let Some(www) = &a.www {
+                let bytes = std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+                spatia::write_www_bundle(www, &bytes, &data, &e, clusters.as_deref(), &crop.table.cell_ids, &model.meta.classes)?;
+                println!("browser bundle written to {}", www.display());
             }
         }
         SpatiaCommand::Ablation(a) => {
