@@ -220,7 +220,10 @@ fn classify_matches_embed_on_the_whole_crop() {
         let res = Command::new(env!("CARGO_BIN_EXE_cellsymphony")).args(&export).output().expect("binary runs");
         assert!(res.status.success(), "export: {}", String::from_utf8_lossy(&res.stderr));
         let out = dir.join(format!("classify_{name}"));
-        let stdout = cli(&["spatia", "classify", "--model", &out_s, "--engine", "cpu", "--out", &s(&out)], &data);
+        let www = dir.join(format!("www_{name}"));
+        let (out_dir, www_s) = (s(&out), s(&www));
+        let stdout = cli(&["spatia", "classify", "--model", &out_s, "--engine", "cpu", "--out", &out_dir, "--www", &www_s], &data);
+        check_www_bundle(&www);
         eprintln!("{stdout}");
         let (cells, niches) = columns(&out);
         assert_eq!(cells.len(), burn_cells.len());
@@ -237,4 +240,32 @@ fn classify_matches_embed_on_the_whole_crop() {
             assert_eq!(same_niche, niches.len(), "fp32 engine = k-means niche clusters");
         }
     }
+}
+
+/// The `--www` bundle read back as the browser reads it (one flat layout, regions by
+/// `niche_region`) through `SpatiaCpu::forward_slide` (the code `classifyWithContext` runs):
+/// the same classes and niche clusters as the native `spatia classify` that wrote it.
+fn check_www_bundle(dir: &Path) {
+    let f32s = |f: &str| -> Vec<f32> { std::fs::read(dir.join(f)).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect() };
+    let usizes = |f: &str| -> Vec<usize> { std::fs::read(dir.join(f)).unwrap().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).collect() };
+    let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let model = SpatiaHierarchyModel::load(dir.join("spatia.safetensors")).unwrap();
+    let (genes, patches, tiles) = (f32s("genes.f32"), f32s("patches.f32"), f32s("niche_tiles.f32"));
+    let (cell_niche, niche_slot, niche_region) = (usizes("cell_niche.u32"), usizes("niche_slot.u32"), usizes("niche_region.u32"));
+    let input = cellsymphony::engine::SpatiaSlideInput { genes: &genes, patches: &patches, niche_images: &tiles, cell_niche: &cell_niche, niche_slot: &niche_slot, niche_region: &niche_region };
+    let t = std::time::Instant::now();
+    let out = model.prepare().unwrap().forward_slide(&input).unwrap();
+    let c = model.meta.spec.n_classes;
+    let classes: Vec<u64> = out.logits.chunks(c).map(|r| r.iter().enumerate().fold(0, |b, (j, &v)| if v > r[b] { j } else { b }) as u64).collect();
+    let want: Vec<u64> = reference["classes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let clusters: Vec<i64> = out.niche_clusters.iter().map(|c| c.map_or(-1, i64::from)).collect();
+    let want_clusters: Vec<i64> = reference["niche_clusters"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    eprintln!("www bundle: {} cells, {} niches through forward_slide in {:.2} s", classes.len(), clusters.len(), t.elapsed().as_secs_f64());
+    assert_eq!(classes.len(), reference["n_cells"].as_u64().unwrap() as usize);
+    assert_eq!(classes, want, "forward_slide classes = native classify");
+    assert!(want_clusters.iter().all(|&c| c >= 0), "every niche of a region is clustered");
+    assert_eq!(clusters, want_clusters, "forward_slide niche clusters = native classify");
+    let mut bad = cell_niche.clone();
+    bad[0] = niche_region.len();
+    assert!(model.prepare().unwrap().forward_slide(&cellsymphony::engine::SpatiaSlideInput { cell_niche: &bad, ..input }).is_err());
 }

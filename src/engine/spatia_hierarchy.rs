@@ -593,3 +593,106 @@ impl SpatiaCpu<'_> {
         Ok(SpatiaRegionOutput { z_cell, z, logits, z_niche: Some(z_niche), z_tissue, composition: Some(composition) })
     }
 }
+
+/// Cells and niches of several tissue regions in one flat layout (the browser's
+/// `classifyWithContext` inputs and `spatia classify --www`'s bundle).
+#[derive(Clone, Copy, Debug)]
+pub struct SpatiaSlideInput<'a> {
+    /// Normalised expression `[N, G]`.
+    pub genes: &'a [f32],
+    /// Nucleus patches `[N, S, S]`.
+    pub patches: &'a [f32],
+    /// Niche tiles `[K, S', S']` (empty for a `--levels cell` model).
+    pub niche_images: &'a [f32],
+    /// Niche (`< K`) of each cell, `[N]`.
+    pub cell_niche: &'a [usize],
+    /// Slot of each niche in its region, `[K]` (empty for a `--levels cell` model).
+    pub niche_slot: &'a [usize],
+    /// Region of each niche, `[K]` (any ids; niches of one id form one region).
+    pub niche_region: &'a [usize],
+}
+
+/// What [`SpatiaCpu::forward_slide`] yields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpatiaSlideOutput {
+    /// Cell-type logits `[N, C]`.
+    pub logits: Vec<f32>,
+    /// `z_niche` `[K, D]` (empty without the niche level; zeros for niches of regions
+    /// without cells).
+    pub z_niche: Vec<f32>,
+    /// Niche-composition logits `[K, C]` (empty without the niche level).
+    pub composition: Vec<f32>,
+    /// Nearest stored centroid of each niche's `z_niche`, `[K]` (`None` without centroids or
+    /// the niche level, or for niches of regions without cells).
+    pub niche_clusters: Vec<Option<u32>>,
+}
+
+impl SpatiaCpu<'_> {
+    /// [`Self::forward_region`] over every region of a flat layout: niches grouped by
+    /// `niche_region` (ascending id), cells by their niche's region, outputs scattered back.
+    ///
+    /// Errors: mis-sized inputs, a niche index `≥ K`, and the region forward's errors.
+    pub fn forward_slide(&self, x: &SpatiaSlideInput<'_>) -> Result<SpatiaSlideOutput, EngineError> {
+        let s = &self.model.meta.spec;
+        let has_niche = s.levels.has_niche();
+        let (g, px, npx) = (s.n_genes, s.cell_image.image_size.pow(2), s.niche_image.image_size.pow(2));
+        let n = x.cell_niche.len();
+        let k = x.niche_region.len();
+        if x.genes.len() != n * g {
+            return Err(EngineError::InputShape { what: format!("SPATIA genes [cells={n}, genes={g}]"), expected: n * g, found: x.genes.len() });
+        }
+        if x.patches.len() != n * px {
+            return Err(EngineError::InputShape { what: format!("SPATIA patches [cells={n}, {px} px]"), expected: n * px, found: x.patches.len() });
+        }
+        if has_niche && (x.niche_slot.len() != k || x.niche_images.len() != k * npx) {
+            return Err(EngineError::InputShape { what: format!("SPATIA niche slots [{k}] and tiles [{k}, {npx} px]"), expected: k * (npx + 1), found: x.niche_slot.len() + x.niche_images.len() });
+        }
+        if let Some((i, &v)) = x.cell_niche.iter().enumerate().find(|(_, &v)| v >= k) {
+            return Err(invalid(format!("cellNiche[{i}] = {v} but there are {k} niches")));
+        }
+        let mut regions: std::collections::BTreeMap<usize, (Vec<usize>, Vec<usize>)> = std::collections::BTreeMap::new();
+        for (nk, &r) in x.niche_region.iter().enumerate() {
+            regions.entry(r).or_default().1.push(nk);
+        }
+        for (c, &nk) in x.cell_niche.iter().enumerate() {
+            if let Some(r) = regions.get_mut(&x.niche_region[nk]) {
+                r.0.push(c);
+            }
+        }
+        let (c, d) = (s.n_classes, s.d_model);
+        let mut out = SpatiaSlideOutput {
+            logits: vec![0.0; n * c],
+            z_niche: vec![0.0; if has_niche { k * d } else { 0 }],
+            composition: vec![0.0; if has_niche { k * c } else { 0 }],
+            niche_clusters: vec![None; k],
+        };
+        let rows = |v: &[f32], w: usize, idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| v[i * w..(i + 1) * w].iter().copied()).collect() };
+        let mut local = vec![0usize; k];
+        for (cells, niches) in regions.values() {
+            if cells.is_empty() {
+                continue;
+            }
+            for (i, &nk) in niches.iter().enumerate() {
+                local[nk] = i;
+            }
+            let cn: Vec<usize> = cells.iter().map(|&ci| local[x.cell_niche[ci]]).collect();
+            let slots: Vec<usize> = if has_niche { niches.iter().map(|&nk| x.niche_slot[nk]).collect() } else { vec![] };
+            let tiles = if has_niche { rows(x.niche_images, npx, niches) } else { vec![] };
+            let (gr, pr) = (rows(x.genes, g, cells), rows(x.patches, px, cells));
+            let input = SpatiaRegionInput { genes: &gr, patches: &pr, niche_images: &tiles, cell_niche: &cn, niche_slot: &slots };
+            let r = self.forward_region(&input)?;
+            for (i, &ci) in cells.iter().enumerate() {
+                out.logits[ci * c..(ci + 1) * c].copy_from_slice(&r.logits[i * c..(i + 1) * c]);
+            }
+            if let (Some(comp), Some(zn)) = (&r.composition, &r.z_niche) {
+                let clusters = self.model.meta.niche_centroids.as_ref().map(|cen| cen.assign(zn));
+                for (i, &nk) in niches.iter().enumerate() {
+                    out.composition[nk * c..(nk + 1) * c].copy_from_slice(&comp[i * c..(i + 1) * c]);
+                    out.z_niche[nk * d..(nk + 1) * d].copy_from_slice(&zn[i * d..(i + 1) * d]);
+                    out.niche_clusters[nk] = clusters.as_ref().map(|cl| cl[i]);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
