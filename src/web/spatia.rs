@@ -117,7 +117,7 @@ impl SpatiaModel {
     /// Where classification runs.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
-        format!("cpu: wasm engine, {} weights", self.model.meta.quantization.as_str())
+        format!("cpu: wasm engine, {} weights", if self.model.is_int8() { "int8" } else { "f32" })
     }
 
     /// Classifies `n` cells in their context (see the module docs for the inputs) →
