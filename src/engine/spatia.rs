@@ -11,8 +11,10 @@
 //! logits       = type_head(z_cell)                                             [C]
 //! ```
 //!
-//! The niche and tissue levels and the fusion are not here: a model fine-tuned with them has
-//! its cell-type head on the fused embedding, so its file holds the cell level only (no head).
+//! The niche and tissue levels, the fusion and the heads are in [`super::spatia_hierarchy`]
+//! (which reuses this file's cell level, ViT, cross block and tensor naming); a version-1 file of
+//! a model fine-tuned with them holds the cell level only (no head: it reads the fused
+//! embedding).
 //!
 //! File: tensors `gene_embedding`, `vit.patch_embedding`, `vit.layers.{i}.*`, `vit.norm`,
 //! `vit.projection`, `cross.norm_q`, `cross.norm_kv`, `cross.attn.{q,k,v,o}`, `cross.norm_ff`,
