@@ -536,3 +536,61 @@ export declare class FlowModel {
   /** Frees the model's memory (after any call in flight). */
   free(): Promise<void>;
 }
+
+/** Inputs of {@link SpatiaModel.classifyWithContext}: `n` cells in `k` niches. */
+export interface SpatiaInputs {
+  /** [n*nGenes] normalised expression (log1p of counts per 10,000), the model's genes in order. */
+  genes: Float32Array;
+  /** [n*patchSize*patchSize] nucleus-centred DAPI patches, values in [0, 1]. */
+  patches: Float32Array;
+  /** [k*nicheSize*nicheSize] niche tiles (block means of each nicheTilePx DAPI tile), in [0, 1]. */
+  nicheTiles: Float32Array;
+  /** [n] niche (< k) of each cell. */
+  cellNiche: Uint32Array;
+  /** [k] slot (row*regionSide + col) of each niche in its tissue region, distinct per region. */
+  nicheSlot: Uint32Array;
+  /** [k] region of each niche (default: all in one region). */
+  nicheRegion?: Uint32Array;
+}
+
+/** What {@link SpatiaModel.classifyWithContext} returns. */
+export interface SpatiaResult {
+  /** [n] index into `classes`. */
+  classes: Uint32Array;
+  /** [n*classes] softmax of the logits. */
+  probabilities: Float32Array;
+  /** [n] probability of the predicted class. */
+  confidence: Float32Array;
+  /** [n*classes]. */
+  logits: Float32Array;
+  /** [k] nearest stored z_niche centroid (−1 without centroids or for niches without cells). */
+  nicheClusters: Int32Array;
+  /** [k*classes] niche-composition logits (empty without the niche level). */
+  composition: Float32Array;
+  /** [k*D] z_niche (empty without the niche level). */
+  zNiche: Float32Array;
+}
+
+/** SPATIA's multi-scale model (`cellsymphony spatia export`) on the wasm CPU engine:
+ * classify-with-context and the niche map. */
+export declare class SpatiaModel {
+  private constructor();
+  /** Loads the exported file. Rejects with a {@link CellSymphonyError} ("model" or "options"). */
+  static load(bytes: Uint8Array | ArrayBuffer, options?: { device?: "cpu" | "auto" }): Promise<SpatiaModel>;
+  readonly classes: string[];
+  readonly levels: "cell" | "niche" | "tissue";
+  readonly nGenes: number;
+  readonly patchSize: number;
+  readonly patchUmPerPx: number;
+  readonly nicheSize: number;
+  readonly nicheTilePx: number;
+  readonly nicheDapiUmPerPx: number;
+  readonly regionSide: number;
+  /** Niche clusters stored in the file (0: none). */
+  readonly nicheClusterCount: number;
+  readonly backend: string;
+  readonly device: "cpu";
+  /** Rejects with a {@link CellSymphonyError} "input" naming the field for bad input. */
+  classifyWithContext(inputs: SpatiaInputs): Promise<SpatiaResult>;
+  free(): Promise<void>;
+}

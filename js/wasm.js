@@ -28,7 +28,7 @@ export const simd = simdSupported && globalThis.CELLSYMPHONY_WASM_SIMD !== false
 const m = simd ? simdBuild : scalarBuild;
 
 // Keep this list equal to the wasm-bindgen module's exports (scripts/build_wasm.sh checks it).
-export const { Classifier, FlowModel, Slide, cutPatches, detectNuclei, initSync, openSlide, pairCells, readTiff, readTiffRgb, readXeniumCells, readXeniumMex, readXeniumTranscripts, readXeniumZarr } = m;
+export const { Classifier, FlowModel, Slide, SpatiaModel, cutPatches, detectNuclei, initSync, openSlide, pairCells, readTiff, readTiffRgb, readXeniumCells, readXeniumMex, readXeniumTranscripts, readXeniumZarr } = m;
 /** The wasm-bindgen init (resolves to the wasm exports, whose `memory` is read for statistics). */
 export const init = m.default;
 export default m.default;

@@ -83,6 +83,15 @@ node tests/browser/synth_he.mjs "$nuc/he.tif" > "$out/nuclei.log" 2>&1 \
 { "$bin" flow train --ae-epochs 2 --flow-steps 150 --no-baselines --corrupt-fraction 0 --out "$out/flow" \
   && "$bin" flow sample --model "$out/flow" --engine cpu --out "$out/flow/samples" --www "$out/www-data/flow"; } > "$out/flow.log" 2>&1 \
   || { cat "$out/flow.log"; die "flow training / sampling for the browser test failed"; }
+# SPATIA: a tiny model (1 fine-tuning epoch on one region), the whole crop embedded (k-means
+# niche clusters), exported with the clusters' centroids and classified by the native CPU
+# engine, which SpatiaModel in the page must reproduce on every cell and niche.
+sp="$out/spatia"
+{ "$bin" spatia finetune --epochs 1 --split random --max-regions 1 --out "$sp/model" \
+  && "$bin" spatia embed --model "$sp/model" --out "$sp/embed" \
+  && "$bin" spatia export --model "$sp/model" --niche-centroids "$sp/embed/niche_centroids.json" --out "$sp/spatia.safetensors" \
+  && "$bin" spatia classify --model "$sp/spatia.safetensors" --engine cpu --out "$sp/classify" --www "$out/www-data/spatia"; } > "$out/spatia.log" 2>&1 \
+  || { cat "$out/spatia.log"; die "SPATIA training / classification for the browser test failed"; }
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.
 CELLSYMPHONY_REQUIRE_MODELS=1 CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"
 # The npm package as a JS developer installs it: npm pack → Vite + TypeScript apps (tsc, vite

@@ -60,6 +60,7 @@ use std::sync::Arc;
 
 mod flow;
 mod slide;
+mod spatia;
 
 use js_sys::{Float32Array, Object, Promise, Reflect, Uint32Array};
 use wasm_bindgen::prelude::*;

@@ -41,6 +41,7 @@ pub mod ops;
 mod preprocess;
 mod protein;
 pub mod spatia;
+pub mod spatia_hierarchy;
 pub mod spec;
 
 pub use classifier::{
@@ -59,6 +60,11 @@ pub use format::{
 };
 pub use protein::{ProteinChannels, MIN_PROTEIN_STD};
 pub use spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SpatiaCellWeights, SPATIA_METADATA_KEY};
+pub use spatia_hierarchy::{
+    NicheCentroids, NicheLevelWeights, SpatiaContextWeights, SpatiaCpu, SpatiaHierarchyMeta, SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput,
+    SpatiaSlideInput, SpatiaSlideOutput,
+    TissueLevelWeights, SPATIA_HIERARCHY_FORMAT_VERSION, SPATIA_HIERARCHY_METADATA_KEY,
+};
 pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};
 pub use flow_gpu::{GpuFlowSampler, DEFAULT_FLOW_CHUNK_PAIRS};
 pub use preprocess::{

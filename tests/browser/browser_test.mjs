@@ -8,6 +8,7 @@ import { workerChecks } from "./worker_checks.mjs";
 import { boundaryChecks } from "./boundary_checks.mjs";
 import { nucleiChecks } from "./nuclei_checks.mjs";
 import { flowChecks } from "./flow_checks.mjs";
+import { spatiaChecks } from "./spatia_checks.mjs";
 import { launchChromium, playwrightChromium, serveStatic } from "./launch.mjs";
 
 playwrightChromium(); // exits with what to run when playwright-core is missing
@@ -353,6 +354,8 @@ try {
   // Morphology generation: FlowModel on both engines vs native, and the demo's button after
   // the lasso pairing above.
   await flowChecks({ page, dataParam, screenshot, log: console.log });
+  // SPATIA's hierarchy: SpatiaModel.classifyWithContext vs the native CPU engine on the crop.
+  await spatiaChecks({ page, dataParam, log: console.log });
   await workerChecks({ page, dataParam, bundle, result, log: console.log });
   if (process.env.CELLSYMPHONY_REQUIRE_WEBGPU === "1" && !onGpu) throw new Error("WebGPU required but the page fell back to the CPU engine");
 } catch (e) {

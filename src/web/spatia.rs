@@ -1,0 +1,224 @@
+//! `SpatiaModel`: SPATIA's whole hierarchy (issue 14) in the browser on the wasm CPU engine
+//! ([`SpatiaHierarchyModel`], the same code as `cellsymphony spatia classify --engine cpu`):
+//! classify cells given where they sit (their niche's tile and its neighbours in the tissue
+//! region) and assign each niche to the nearest stored k-means centroid of `z_niche` (the
+//! "niche map").
+//!
+//! ```js
+//! const m = SpatiaModel.load(bytes /* spatia export's .safetensors */);
+//! const r = m.classifyWithContext({
+//!   genes,       // Float32Array [n*nGenes]: normalised expression (log1p CP10k, the model's genes)
+//!   patches,     // Float32Array [n*patchSize²]: nucleus-centred DAPI patches in [0, 1]
+//!   nicheTiles,  // Float32Array [k*nicheSize²]: niche tiles (block means of the DAPI tile) in [0, 1]
+//!   cellNiche,   // Uint32Array [n]: niche (< k) of each cell
+//!   nicheSlot,   // Uint32Array [k]: slot (row*regionSide + col) of each niche in its region
+//!   nicheRegion, // Uint32Array [k], optional: region of each niche (default: one region)
+//! });
+//! r.classes, r.probabilities, r.confidence, r.nicheClusters, r.composition, r.zNiche
+//! ```
+
+use js_sys::{Float32Array, Int32Array, Object, Uint32Array};
+use wasm_bindgen::prelude::*;
+
+use super::{bytes_arg, describe, f32_arg, options_from, set, u32_arg, WASM_CALL_BUDGET_BYTES};
+use crate::engine::{SpatiaHierarchyModel, SpatiaSlideInput};
+
+/// SPATIA's model (every level of the exported file), loaded for classification.
+#[wasm_bindgen]
+pub struct SpatiaModel {
+    model: SpatiaHierarchyModel,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SpatiaLoadOptions {
+    /// Only the CPU engine exists for SPATIA so far; `true` is refused with a reason.
+    #[serde(default)]
+    use_gpu: bool,
+}
+
+#[wasm_bindgen]
+impl SpatiaModel {
+    /// Loads a file written by `cellsymphony spatia export` (a version-2 hierarchy file, or a
+    /// version-1 cell-level file of a `--levels cell` model); `options` is `{useGpu?: false}`.
+    pub fn load(
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] bytes: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "{ useGpu?: boolean } | undefined")] options: JsValue,
+    ) -> Result<SpatiaModel, JsError> {
+        let opts: SpatiaLoadOptions = if options.is_null() || options.is_undefined() { SpatiaLoadOptions { use_gpu: false } } else { options_from("SpatiaModel.load options", options)? };
+        if opts.use_gpu {
+            return Err(JsError::new("SpatiaModel.load: SPATIA runs on the wasm CPU engine only in this build (useGpu: false)"));
+        }
+        let bytes = bytes_arg("bytes", &bytes)?.to_vec();
+        let model = SpatiaHierarchyModel::from_safetensors_bytes(&bytes).map_err(|e| JsError::new(&format!("SPATIA model file: {e}")))?;
+        Ok(SpatiaModel { model })
+    }
+
+    /// Class names.
+    #[wasm_bindgen(getter)]
+    pub fn classes(&self) -> Vec<String> {
+        self.model.meta.classes.clone()
+    }
+
+    /// `"cell"`, `"niche"` or `"tissue"`.
+    #[wasm_bindgen(getter)]
+    pub fn levels(&self) -> String {
+        self.model.meta.spec.levels.name().to_string()
+    }
+
+    /// Genes per cell (`genes` is `[n, nGenes]`).
+    #[wasm_bindgen(getter, js_name = nGenes)]
+    pub fn n_genes(&self) -> usize {
+        self.model.meta.spec.n_genes
+    }
+
+    /// Nucleus patch side in pixels.
+    #[wasm_bindgen(getter, js_name = patchSize)]
+    pub fn patch_size(&self) -> usize {
+        self.model.meta.spec.cell_image.image_size
+    }
+
+    /// Nucleus patch resolution, µm per pixel.
+    #[wasm_bindgen(getter, js_name = patchUmPerPx)]
+    pub fn patch_um_per_px(&self) -> f64 {
+        self.model.meta.spec.cell_image.um_per_px
+    }
+
+    /// Niche tile side in pixels (after the block-mean downsampling).
+    #[wasm_bindgen(getter, js_name = nicheSize)]
+    pub fn niche_size(&self) -> usize {
+        self.model.meta.spec.niche_image.image_size
+    }
+
+    /// Niche side in DAPI pixels before downsampling.
+    #[wasm_bindgen(getter, js_name = nicheTilePx)]
+    pub fn niche_tile_px(&self) -> usize {
+        self.model.meta.spec.niche_tile_px
+    }
+
+    /// DAPI resolution the niches are cut at, µm per pixel.
+    #[wasm_bindgen(getter, js_name = nicheDapiUmPerPx)]
+    pub fn niche_dapi_um_per_px(&self) -> f64 {
+        self.model.meta.spec.niche_dapi_um_per_px
+    }
+
+    /// Region side in niches.
+    #[wasm_bindgen(getter, js_name = regionSide)]
+    pub fn region_side(&self) -> usize {
+        self.model.meta.spec.region_niches
+    }
+
+    /// Niche clusters stored in the file (0: none, `nicheClusters` are then all −1).
+    #[wasm_bindgen(getter, js_name = nicheClusterCount)]
+    pub fn niche_cluster_count(&self) -> usize {
+        self.model.meta.niche_centroids.as_ref().map_or(0, |c| c.k)
+    }
+
+    /// Where classification runs.
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        format!("cpu: wasm engine, {} weights", if self.model.is_int8() { "int8" } else { "f32" })
+    }
+
+    /// Classifies `n` cells in their context (see the module docs for the inputs) →
+    /// `{classes: Uint32Array [n], probabilities: Float32Array [n·C], confidence: Float32Array
+    /// [n], nicheClusters: Int32Array [k] (−1 without stored centroids or niche level),
+    /// composition: Float32Array [k·C] (niche-composition logits; empty without the niche
+    /// level), zNiche: Float32Array [k·D] (empty without the niche level)}`.
+    #[wasm_bindgen(js_name = classifyWithContext)]
+    pub fn classify_with_context(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "{ genes: Float32Array, patches: Float32Array, nicheTiles: Float32Array, cellNiche: Uint32Array, nicheSlot: Uint32Array, nicheRegion?: Uint32Array }")] inputs: JsValue,
+    ) -> Result<Object, JsError> {
+        if inputs.is_null() || inputs.is_undefined() || !inputs.is_object() {
+            return Err(JsError::new(&format!("SpatiaModel.classifyWithContext: the inputs are {}: pass {{genes, patches, nicheTiles, cellNiche, nicheSlot, nicheRegion?}}", describe(&inputs))));
+        }
+        const KEYS: [&str; 6] = ["genes", "patches", "nicheTiles", "cellNiche", "nicheSlot", "nicheRegion"];
+        for key in Object::keys(inputs.unchecked_ref::<Object>()).iter().filter_map(|k| k.as_string()) {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(JsError::new(&format!("SpatiaModel.classifyWithContext: unknown input `{key}`; allowed: {}", KEYS.join(", "))));
+            }
+        }
+        let get = |k: &str| js_sys::Reflect::get(&inputs, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
+        let s = &self.model.meta.spec;
+        let (g, px, npx, side) = (s.n_genes, s.cell_image.image_size.pow(2), s.niche_image.image_size.pow(2), s.region_niches);
+        let genes = f32_arg("genes", &get("genes"), &format!("a Float32Array [n*{g}] of normalised expression"))?;
+        let patches = f32_arg("patches", &get("patches"), &format!("a Float32Array [n*{px}] of nucleus patches"))?;
+        let cell_niche = u32_arg("cellNiche", &get("cellNiche"), "a Uint32Array [n] of each cell's niche")?;
+        let n = cell_niche.len();
+        let has_niche = s.levels.has_niche();
+        let (tiles, niche_slot) = if has_niche {
+            (Some(f32_arg("nicheTiles", &get("nicheTiles"), &format!("a Float32Array [k*{npx}] of niche tiles"))?), u32_arg("nicheSlot", &get("nicheSlot"), "a Uint32Array [k] of each niche's slot in its region")?)
+        } else {
+            (None, Vec::new())
+        };
+        let k = if has_niche { niche_slot.len() } else { cell_niche.iter().map(|&v| v as usize + 1).max().unwrap_or(0) };
+        let region_of = match get("nicheRegion") {
+            v if v.is_null() || v.is_undefined() => vec![0u32; k],
+            v => u32_arg("nicheRegion", &v, "a Uint32Array [k] of each niche's region")?,
+        };
+        let bytes = 4 * (genes.length() as u64 + 3 * patches.length() as u64 + 3 * tiles.as_ref().map_or(0, |t| t.length() as u64)) + 4 * (n as u64) * 64 * (s.d_model as u64);
+        if bytes > WASM_CALL_BUDGET_BYTES {
+            return Err(JsError::new(&format!("SpatiaModel.classifyWithContext: {n} cells need about {} MiB of wasm memory (budget {} MiB): classify in chunks of whole regions", bytes >> 20, WASM_CALL_BUDGET_BYTES >> 20)));
+        }
+        if genes.length() as usize != n * g || patches.length() as usize != n * px {
+            return Err(JsError::new(&format!(
+                "classifyWithContext: cellNiche has {n} cells, so genes needs {} values (has {}) and patches {} (has {})",
+                n * g,
+                genes.length(),
+                n * px,
+                patches.length()
+            )));
+        }
+        if let Some(t) = &tiles {
+            if t.length() as usize != k * npx {
+                return Err(JsError::new(&format!("classifyWithContext: nicheSlot has {k} niches, so nicheTiles needs {} values (has {})", k * npx, t.length())));
+            }
+        }
+        if region_of.len() != k {
+            return Err(JsError::new(&format!("classifyWithContext: nicheRegion has {} entries but there are {k} niches", region_of.len())));
+        }
+        if let Some((i, &v)) = cell_niche.iter().enumerate().find(|(_, &v)| v as usize >= k) {
+            return Err(JsError::new(&format!("classifyWithContext: cellNiche[{i}] = {v} but there are {k} niches")));
+        }
+        if let Some((i, &v)) = niche_slot.iter().enumerate().find(|(_, &v)| v as usize >= side * side) {
+            return Err(JsError::new(&format!("classifyWithContext: nicheSlot[{i}] = {v} is outside the {side}×{side} region")));
+        }
+        let (genes, patches, tiles) = (genes.to_vec(), patches.to_vec(), tiles.map(|t| t.to_vec()).unwrap_or_default());
+        let (cell_niche, niche_slot, niche_region): (Vec<usize>, Vec<usize>, Vec<usize>) = (
+            cell_niche.iter().map(|&v| v as usize).collect(),
+            niche_slot.iter().map(|&v| v as usize).collect(),
+            region_of.iter().map(|&v| v as usize).collect(),
+        );
+        let cpu = self.model.prepare().map_err(|e| JsError::new(&e.to_string()))?;
+        let input = SpatiaSlideInput { genes: &genes, patches: &patches, niche_images: &tiles, cell_niche: &cell_niche, niche_slot: &niche_slot, niche_region: &niche_region };
+        let res = cpu.forward_slide(&input).map_err(|e| JsError::new(&format!("classifyWithContext: {e}")))?;
+        let c = s.n_classes;
+        let logits = res.logits;
+        // Softmax, argmax (first maximum), confidence.
+        let mut classes = Vec::with_capacity(n);
+        let mut confidence = Vec::with_capacity(n);
+        let mut probabilities = vec![0f32; n * c];
+        for (row, p) in logits.chunks_exact(c).zip(probabilities.chunks_exact_mut(c)) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+            for (pv, v) in p.iter_mut().zip(row) {
+                *pv = (v - max).exp() / sum;
+            }
+            let best = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+            classes.push(best as u32);
+            confidence.push(p[best]);
+        }
+        let clusters: Vec<i32> = res.niche_clusters.iter().map(|cl| cl.map_or(-1, |v| v as i32)).collect();
+        let (composition, z_niche) = (res.composition, res.z_niche);
+        let out = Object::new();
+        set(&out, "classes", &Uint32Array::from(&classes[..]).into())?;
+        set(&out, "probabilities", &Float32Array::from(&probabilities[..]).into())?;
+        set(&out, "confidence", &Float32Array::from(&confidence[..]).into())?;
+        set(&out, "logits", &Float32Array::from(&logits[..]).into())?;
+        set(&out, "nicheClusters", &Int32Array::from(&clusters[..]).into())?;
+        set(&out, "composition", &Float32Array::from(&composition[..]).into())?;
+        set(&out, "zNiche", &Float32Array::from(&z_niche[..]).into())?;
+        Ok(out)
+    }
+}
