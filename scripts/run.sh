@@ -37,6 +37,11 @@ log "SPATIA pretrain → finetune → embed on the crop → $out/spatia"
 "$bin/cellsymphony" spatia finetune --pretrained "$out/spatia/pretrain" --out "$out/spatia" 2> "$out/spatia_finetune.log" \
   | tee "$out/spatia_finetune.txt"
 "$bin/cellsymphony" spatia embed --model "$out/spatia" --out "$out/spatia/embed"
+# The whole hierarchy through the burn-free CPU engine (int8, with the niche clusters' centroids)
+# on every cell, and the demo's SPATIA layers (classify with context, niche map) → www/data/spatia.
+"$bin/cellsymphony" spatia export --model "$out/spatia" --int8 --niche-centroids "$out/spatia/embed/niche_centroids.json" --out "$out/spatia/spatia.int8.safetensors"
+"$bin/cellsymphony" spatia classify --model "$out/spatia/spatia.int8.safetensors" --engine cpu --out "$out/spatia/classify" --www www/data/spatia \
+  | tee "$out/spatia_classify.txt"
 log "image-only (CUCA-style) classifier vs gene-based peers on 5 spatial-block folds (≈ 3 min) → $out/image_only"
 "$bin/cellsymphony" image-only --folds 5 --epochs 20 --gene-transformer-epochs 16 --out "$out/image_only" \
   > "$out/image_only.log"

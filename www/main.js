@@ -5,6 +5,7 @@
 import { CellSymphonyWorker, CellSymphonyMainThread } from "../pkg/client.js";
 import { PALETTE } from "./palette.js";
 import { setUpFlow } from "./flow.js";
+import { loadSpatia, drawNicheMap, nicheLegend } from "./spatia.js";
 
 
 // Folder of the bundle written by `cellsymphony classify --www` / `pipeline` (default data/).
@@ -140,11 +141,13 @@ function draw(meta, image, classes, show) {
   const ctx = canvas.getContext("2d");
   ctx.fillStyle = "#000"; ctx.fillRect(0, 0, width, height);
   if (show.image) ctx.drawImage(image, 0, 0, width, height);
+  if (show.niches) drawNicheMap(ctx, meta, show.niches);
   if (show.cells) {
     ctx.lineWidth = 1.5;
     meta.centroids_um.forEach(([x, y], i) => {
       const px = (x - origin_um[0]) / um_per_px, py = (y - origin_um[1]) / um_per_px;
-      ctx.strokeStyle = PALETTE[classes[i] % PALETTE.length];
+      // −1: no prediction in this layer (e.g. a cell outside SPATIA's tissue regions).
+      ctx.strokeStyle = classes[i] < 0 ? "#777" : PALETTE[classes[i] % PALETTE.length];
       ctx.beginPath(); ctx.arc(px, py, 6, 0, 2 * Math.PI); ctx.stroke();
     });
   }
@@ -153,7 +156,7 @@ function draw(meta, image, classes, show) {
 
 function legend(names, classes) {
   const counts = new Array(names.length).fill(0);
-  for (const c of classes) counts[c]++;
+  for (const c of classes) if (c >= 0) counts[c]++;
   const body = document.querySelector("#legend tbody");
   body.innerHTML = "";
   names.forEach((name, k) => {
@@ -245,10 +248,22 @@ async function main() {
     opt.value = m.name; opt.textContent = `${m.title} prediction`;
     document.getElementById("colour-by").appendChild(opt);
   }
-  const show = { image: true, cells: true, layer: "class" };
+  // Optional: SPATIA's hierarchy (classify with context, niche map) from the data folder's spatia/.
+  const spatia = await loadSpatia(DATA, meta, log).catch((e) => { log(`SPATIA layer: ${e.message || e}`); return null; });
+  const nicheBox = document.getElementById("show-niches");
+  if (spatia) {
+    layers.spatia = { names: spatia.names, colours: spatia.colours };
+    const opt = document.createElement("option");
+    opt.value = "spatia"; opt.textContent = "SPATIA, classified with context";
+    document.getElementById("colour-by").appendChild(opt);
+    nicheBox.disabled = false;
+    nicheLegend(document.getElementById("niche-legend"), spatia.niches);
+  }
+  const show = { image: true, cells: true, layer: "class", niches: null };
   const redraw = () => draw(meta, image, layers[show.layer].colours, show);
   document.getElementById("show-image").onchange = (e) => { show.image = e.target.checked; redraw(); };
   document.getElementById("show-cells").onchange = (e) => { show.cells = e.target.checked; redraw(); };
+  nicheBox.onchange = (e) => { show.niches = e.target.checked && spatia ? spatia.niches : null; redraw(); };
   document.getElementById("colour-by").onchange = (e) => {
     show.layer = e.target.value; redraw(); legend(layers[show.layer].names, layers[show.layer].colours);
   };
@@ -263,7 +278,10 @@ async function main() {
   window.__cellsymphony = { backend: clf.backend, mode: MODE, adapter, classes, perClass, coldMs, warmMs,
     nCells: meta.n_cells, agreement: same, cpu, evaluation,
     models: models.map((m) => ({ name: m.name, architecture: m.architecture, nCells: m.colours.length, ms: m.ms, sameAsMain: m.sameAsMain })),
-    alignment: alignment ? { nClusters: alignment.n_clusters, ari: alignment.ari, nCells: alignment.clusters.length } : null };
+    alignment: alignment ? { nClusters: alignment.n_clusters, ari: alignment.ari, nCells: alignment.clusters.length } : null,
+    spatia: spatia ? { nCells: spatia.nCells, nNiches: spatia.nNiches, sameAsNative: spatia.sameAsNative, ms: spatia.ms, levels: spatia.levels,
+      nicheClusters: spatia.niches.k, drawnNiches: spatia.niches.clusters.filter((c) => c >= 0).length,
+      coloured: spatia.colours.filter((c) => c >= 0).length } : null };
   document.body.dataset.status = "done";
 }
 

@@ -494,6 +494,9 @@ pub fn write_www_bundle(dir: &Path, model_bytes: &[u8], data: &SpatiaData, e: &S
     let (mut genes, mut patches, mut tiles) = (Vec::new(), Vec::new(), Vec::new());
     let (mut cell_niche, mut niche_slot, mut niche_region) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ids, mut classes, mut niches, mut clusters) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Each niche's square on the slide `[x0, y0, width, height]` in µm (pixel edges), for the
+    // page's niche map.
+    let mut rects_um: Vec<[f32; 4]> = Vec::new();
     let pred = argmax_rows(&e.logits, e.n_classes);
     for (r, rc) in data.regions.iter().enumerate() {
         let (g, p, t) = engine_region_inputs(data, r);
@@ -509,13 +512,17 @@ pub fn write_www_bundle(dir: &Path, model_bytes: &[u8], data: &SpatiaData, e: &S
             classes.push(pred[c]);
         }
         for &k in &rc.niches {
+            let n = &data.grid.niches[k];
+            let edge = |axis: usize, px: usize| data.dapi_frame.origin_um[axis] + (px as f32 - 0.5) * data.dapi_frame.um_per_px;
+            let w = data.dapi_frame.um_per_px;
+            rects_um.push([edge(0, n.origin_px[0]), edge(1, n.origin_px[1]), n.extent_px[0] as f32 * w, n.extent_px[1] as f32 * w]);
             niches.push(k);
             clusters.push(niche_clusters.and_then(|cl| cl[k]).map_or(-1, |c| c as i64));
         }
     }
     let reference = serde_json::json!({
         "n_cells": ids.len(), "n_niches": niches.len(), "n_genes": data.n_genes, "patch_px": data.patch_px, "niche_px": data.niche_px,
-        "cell_ids": ids, "classes": classes, "class_names": class_names, "niches": niches, "niche_clusters": clusters,
+        "cell_ids": ids, "classes": classes, "class_names": class_names, "niches": niches, "niche_clusters": clusters, "niche_rects_um": rects_um,
     });
     for (name, bytes) in [
         ("spatia.safetensors", model_bytes.to_vec()),

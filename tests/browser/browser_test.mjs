@@ -95,6 +95,29 @@ try {
     await page.selectOption("#colour-by", "class");
     console.log(`alignment layer: ${result.alignment.nClusters} morphology clusters over ${result.alignment.nCells} cells (ARI ${result.alignment.ari.toFixed(3)})`);
   }
+  // SPATIA's layers in the demo: present when the bundle has spatia/ (test.sh writes it). The page
+  // classifies with context (same class as native on every SPATIA cell), colours cells by it, and
+  // draws the niche map (every niche with a cluster); screenshot with the niche map on.
+  if (existsSync(resolve(root, "www", dataParam, "spatia", "reference.json"))) {
+    const ref = JSON.parse(readFileSync(resolve(root, "www", dataParam, "spatia", "reference.json"), "utf8"));
+    const sp = result.spatia;
+    if (!sp) throw new Error(`spatia/ is in the bundle but the page did not load SPATIA's layers:\n${consoleLines.join("\n")}`);
+    if (sp.nCells !== ref.n_cells || sp.coloured !== ref.n_cells) throw new Error(`SPATIA layer: ${sp.coloured} cells coloured, ${sp.nCells} classified, expected ${ref.n_cells}`);
+    if (sp.sameAsNative !== ref.n_cells) throw new Error(`SPATIA layer: ${ref.n_cells - sp.sameAsNative} cells differ from native`);
+    const clustered = ref.niche_clusters.filter((c) => c >= 0).length;
+    if (sp.nNiches !== ref.n_niches || sp.drawnNiches !== clustered) throw new Error(`niche map: ${sp.drawnNiches} niches drawn, expected ${clustered} of ${ref.n_niches}`);
+    await page.check("#show-niches");
+    await page.selectOption("#colour-by", "spatia");
+    const legendRows = await page.$$eval("#legend tbody tr", (trs) => trs.length);
+    if (legendRows !== ref.class_names.length) throw new Error(`SPATIA legend shows ${legendRows} rows for ${ref.class_names.length} classes`);
+    await page.screenshot({ path: screenshot.replace(/\.png$/, "-niche-map.png"), fullPage: true });
+    await page.uncheck("#show-niches");
+    await page.selectOption("#colour-by", "class");
+    console.log(`page SPATIA layers (${sp.levels}): ${sp.nCells} cells classified with context in ${sp.ms.toFixed(0)} ms, same as native on ${sp.sameAsNative}; ` +
+      `niche map ${sp.drawnNiches}/${sp.nNiches} niches in ${sp.nicheClusters} clusters`);
+  } else if (process.env.CELLSYMPHONY_REQUIRE_MODELS === "1") {
+    throw new Error("spatia/reference.json is missing from the bundle: scripts/test.sh writes it with `spatia classify --www`");
+  }
   // The multimodal classifiers, int8, on the page's engines with the cells' centroids and
   // nucleus-centred DAPI patches: spatial (centroid token), dual-modality (ViT morphology
   // token), multi-input (both + relative attention bias). Classes must equal the native CPU
