@@ -30,6 +30,16 @@ export interface LoadOptions {
    * activations, bit-identical to WebGPU) or "w8a8" (int8 activations too; faster, classes
    * within a stated tolerance). */
   int8Gemm?: "f32" | "w8a8";
+  /** WebGPU only: use the adapter's optional features where it has them (default true); false
+   * opens the device without them (the portable kernels). Today the engine uses `shader-f16`
+   * (with `gpuF16`); wgpu 30 cannot request the browser's `subgroups` feature, so the
+   * subgroup kernels run natively only. The loaded classifier's `backend` string says which
+   * fast paths are on. */
+  gpuFastPaths?: boolean;
+  /** WebGPU only: keep the feed-forward hidden activations as f16 (default false; needs
+   * `shader-f16`, which SwiftShader lacks: the load then rejects). Logits move by ~1e-3;
+   * classes follow the default path except on near ties. */
+  gpuF16?: boolean;
 }
 
 export type ClassifyProgress = { phase: "classify"; done: number; total: number };

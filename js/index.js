@@ -30,7 +30,7 @@ export async function wasmMemoryBytes() {
 }
 
 /** The keys `Classifier.load` reads (an unknown key is a CellSymphonyError "options"). */
-const LOAD_OPTIONS = ["device", "useGpu", "int8Gemm"];
+const LOAD_OPTIONS = ["device", "useGpu", "int8Gemm", "gpuFastPaths", "gpuF16"];
 
 const INFO = ["genes", "classes", "architecture", "backend", "patchSize", "patchUmPerPx", "needsCentroids", "proteinMarkers"];
 
@@ -53,7 +53,10 @@ export class Classifier {
    * `device` ("auto" by default). Rejects with a `CellSymphonyError`: code "model" for a
    * file the engine cannot load, "device" for "webgpu" without an adapter, "options" for an
    * unknown device. `useGpu` (boolean) is the older spelling of `device`; `int8Gemm`
-   * ("f32" default, "w8a8") picks the CPU engine's int8 GEMM (int8 activations with "w8a8"). */
+   * ("f32" default, "w8a8") picks the CPU engine's int8 GEMM (int8 activations with "w8a8");
+   * `gpuFastPaths` (default true) lets WebGPU use the adapter's optional features
+   * (shader-f16), false turns them off; `gpuF16` (default false) keeps the WebGPU engine's
+   * feed-forward hidden as f16 (needs shader-f16; rejects with "device" without it). */
   static async load(modelBytes, options = {}) {
     const unknown = Object.keys(options ?? {}).filter((k) => !LOAD_OPTIONS.includes(k));
     if (unknown.length > 0) {
@@ -67,8 +70,11 @@ export class Classifier {
     let clf;
     try {
       const useGpu = device === "webgpu";
-      // `int8Gemm` ("f32" default, "w8a8") picks the CPU engine's int8 GEMM; the engine checks the value.
-      clf = await wasm.Classifier.load(new Uint8Array(modelBytes), options?.int8Gemm === undefined ? useGpu : { useGpu, int8Gemm: options.int8Gemm });
+      // `int8Gemm` ("f32" default, "w8a8") picks the CPU engine's int8 GEMM; `gpuFastPaths` /
+      // `gpuF16` the WebGPU fast paths; the engine checks the values.
+      const extra = {};
+      for (const k of ["int8Gemm", "gpuFastPaths", "gpuF16"]) if (options?.[k] !== undefined) extra[k] = options[k];
+      clf = await wasm.Classifier.load(new Uint8Array(modelBytes), Object.keys(extra).length === 0 ? useGpu : { useGpu, ...extra });
     } catch (e) {
       throw asCellSymphonyError(e, "model");
     }

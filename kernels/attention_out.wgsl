@@ -1,3 +1,4 @@
+{{ENABLES}}
 // Multi-head self-attention fused with its int8 output projection and the residual add:
 //
 //   Y[n, out] += attention(qkv)[n, D] · dequant(Wq)ᵀ + bias      (n = cells * T rows)
@@ -21,7 +22,15 @@
 // rows (one tile when out ≤ 64).
 // Dispatch: (ceil(out / TILE_N), ceil(n / TILE_M), 1).
 //
-// Placeholders: {{TOKENS}} {{D_MODEL}} {{N_HEADS}} {{HEAD_DIM}} {{HEAD_SUB}} {{SCALE}}.
+// Rows past the end (tile rows ≥ n) compute the last row's attention (clamped) so that
+// every invocation runs the same loops: the subgroup fragment shuffles in uniform control
+// flow; those rows are never written.
+// The scores' dot products are the HEAD_DOT fragment: kernels/head_dot_serial.wgsl (each
+// invocation computes the whole q · k) or, with subgroups, kernels/head_dot_subgroup.wgsl
+// (a quarter each, combined by subgroup shuffles).
+//
+// Placeholders: {{ENABLES}} {{TOKENS}} {{D_MODEL}} {{N_HEADS}} {{HEAD_DIM}} {{HEAD_SUB}} {{SCALE}}
+// and the fragment HEAD_DOT.
 
 struct Params {
     n: u32,        // rows (cells * T)
@@ -51,6 +60,9 @@ const NEG_BIG: f32 = -3.0e38;
 
 var<workgroup> att: array<f32, TILE_M * HD>; // [TILE_M][HD], one head
 var<workgroup> ws: array<f32, KS * TILE_N>;  // [KS][TILE_N], int8 values as f32
+var<private> q: array<f32, HD>;               // the row's query, one head
+
+{{HEAD_DOT}}
 
 // Sign-extends byte `b` (0..3) of `word`.
 fn unpack_i8(word: u32, b: u32) -> f32 {
@@ -74,41 +86,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var j = 0u; j < HD_SUB; j++) {
             o[j] = 0.0;
         }
-        if (arow < p.n) {
-            let cell = arow / T;
-            let i = arow % T;
-            let q_base = arow * 3u * D + head * HD;
-            let bias_base = (head * T + i) * T;
-            var q: array<f32, HD>;
-            for (var e = 0u; e < HD; e++) {
-                q[e] = qkv[q_base + e];
-            }
-            var m = NEG_BIG;
-            var s = 0.0;
-            for (var l = 0u; l < T; l++) {
-                let k_base = (cell * T + l) * 3u * D + D + head * HD;
-                let v_base = k_base + D;
-                var dot = 0.0;
-                for (var e = 0u; e < HD; e++) {
-                    dot = fma(q[e], qkv[k_base + e], dot);
-                }
-                let score = dot * SCALE + sbias[bias_base + l];
-                let m_new = max(m, score);
-                let correction = exp(m - m_new);
-                let w = exp(score - m_new);
-                s = s * correction + w;
-                for (var j = 0u; j < HD_SUB; j++) {
-                    let e = asub + 4u * j;
-                    if (e < HD) {
-                        o[j] = o[j] * correction + w * qkv[v_base + e];
-                    }
-                }
-                m = m_new;
-            }
-            let inv = 1.0 / s;
+        // Rows past the end repeat the last row (never written; see above).
+        let crow = min(arow, max(p.n, 1u) - 1u);
+        let cell = crow / T;
+        let i = crow % T;
+        let q_base = crow * 3u * D + head * HD;
+        let bias_base = (head * T + i) * T;
+        for (var e = 0u; e < HD; e++) {
+            q[e] = qkv[q_base + e];
+        }
+        var m = NEG_BIG;
+        var s = 0.0;
+        for (var l = 0u; l < T; l++) {
+            let k_base = (cell * T + l) * 3u * D + D + head * HD;
+            let v_base = k_base + D;
+            let dot = head_dot(k_base, asub);
+            let score = dot * SCALE + sbias[bias_base + l];
+            let m_new = max(m, score);
+            let correction = exp(m - m_new);
+            let w = exp(score - m_new);
+            s = s * correction + w;
             for (var j = 0u; j < HD_SUB; j++) {
-                o[j] = o[j] * inv;
+                let e = asub + 4u * j;
+                if (e < HD) {
+                    o[j] = o[j] * correction + w * qkv[v_base + e];
+                }
             }
+            m = m_new;
+        }
+        let inv = 1.0 / s;
+        for (var j = 0u; j < HD_SUB; j++) {
+            o[j] = o[j] * inv;
         }
         for (var j = 0u; j < HD_SUB; j++) {
             let e = asub + 4u * j;

@@ -1,3 +1,4 @@
+{{ENABLES}}
 // Int8-weight x int8-activation matrix multiply with `dot4I8Packed` (WGSL language extension
 // `packed_4x8_integer_dot_product`), an optional LayerNorm prologue and a fused epilogue.
 //
@@ -21,8 +22,12 @@
 // strided by 16), staging TILE_M x WORDS_K packed input words and WORDS_K x TILE_N weight
 // words in workgroup memory. Dispatch: (ceil(out / TILE_N), ceil(n / TILE_M), 1).
 //
-// Placeholders substituted by the Rust launcher: {{TILE_M}} {{TILE_N}} {{TILE_K}} {{ACT}}
-// {{RESIDUAL}} {{NORM}}.
+// Subgroup fast path: REDUCE4 = the subgroup fragment (kernels/reduce4_*.wgsl) combines the
+// 4 partial sums / maxima of a row with `subgroupShuffleXor` instead of workgroup memory
+// (the amax is exact either way; the mean and variance may differ in the last bit).
+//
+// Placeholders substituted by the Rust launcher: {{ENABLES}} {{TILE_M}} {{TILE_N}} {{TILE_K}}
+// {{ACT}} {{RESIDUAL}} {{NORM}} {{SUBGROUPS}} and the fragment REDUCE4.
 
 requires packed_4x8_integer_dot_product;
 
@@ -52,6 +57,7 @@ const TILE_K: u32 = {{TILE_K}}u;  // multiple of 4
 const ACT: u32 = {{ACT}}u;        // 0 = identity, 1 = GELU (erf form)
 const RESIDUAL: u32 = {{RESIDUAL}}u;
 const NORM: u32 = {{NORM}}u;      // 1 = LayerNorm prologue on X
+const SUBGROUPS: u32 = {{SUBGROUPS}}u; // 1 = sum4/max4 are the subgroup fragment
 const THREADS: u32 = 256u;        // 16 x 16
 const WORDS_K: u32 = TILE_K / 4u;
 
@@ -91,14 +97,7 @@ fn staged(r: u32, tr: u32, k: u32) -> f32 {
     return v;
 }
 
-// Sums (or, with take_max, maxes) the 4 partials of tile row `sr` held in red[4sr..4sr+4].
-fn reduce4(sr: u32, take_max: bool) -> f32 {
-    let b = sr * 4u;
-    if (take_max) {
-        return max(max(red[b], red[b + 1u]), max(red[b + 2u], red[b + 3u]));
-    }
-    return ((red[b] + red[b + 1u]) + red[b + 2u]) + red[b + 3u];
-}
+{{REDUCE4}}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -119,13 +118,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 part += x[srow * p.in_dim + k];
             }
         }
-        red[tid] = part;
-        workgroupBarrier();
-        if (sl == 0u) {
-            row_mean[sr] = reduce4(sr, false) / dim;
-        }
-        workgroupBarrier();
-        let mean = row_mean[sr];
+        let mean = sum4(part, tid) / dim;
         var part_sq = 0.0;
         if (live) {
             for (var k = sl; k < p.in_dim; k += 4u) {
@@ -133,10 +126,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 part_sq += dv * dv;
             }
         }
-        red[tid] = part_sq;
-        workgroupBarrier();
+        let var_ = sum4(part_sq, tid) / dim;
         if (sl == 0u) {
-            row_inv[sr] = 1.0 / sqrt(reduce4(sr, false) / dim + p.eps);
+            row_mean[sr] = mean;
+            row_inv[sr] = 1.0 / sqrt(var_ + p.eps);
         }
         workgroupBarrier();
     }
@@ -146,10 +139,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             part_max = max(part_max, abs(staged(srow, sr, k)));
         }
     }
-    red[tid] = part_max;
-    workgroupBarrier();
+    let amax = max4(part_max, tid);
     if (sl == 0u) {
-        let amax = reduce4(sr, true);
         if (amax > 0.0) {
             row_qinv[sr] = 127.0 / amax;
             row_scale[sr] = amax / 127.0;

@@ -1,3 +1,4 @@
+{{ENABLES}}
 // Int8-weight (or f32-weight, F32_WEIGHTS = 1) matrix multiply with an optional LayerNorm
 // prologue and a fused epilogue.
 //
@@ -27,8 +28,14 @@
 // weights in workgroup memory (8 KiB for TILE_K = 16).
 // Dispatch: (ceil(out / TILE_N), ceil(n / TILE_M), 1).
 //
-// Placeholders substituted by the Rust launcher: {{TILE_M}} {{TILE_N}} {{TILE_K}} {{ACT}} {{RESIDUAL}}
-// {{NORM}} {{F32_WEIGHTS}}.
+// Fast paths (src/gpu/matmul.rs `MatmulFast`): X_ELEM / Y_ELEM = f16 stores the input /
+// output activations as f16 (`enable f16;`; values converted to f32 on load, products and
+// sums stay f32), halving the traffic of the feed-forward hidden `[n, F]` that fc1 writes
+// and fc2 reads; REDUCE4 = the subgroup fragment reduces the prologue's row statistics with
+// `subgroupShuffleXor` instead of workgroup memory (kernels/reduce4_*.wgsl).
+//
+// Placeholders substituted by the Rust launcher: {{ENABLES}} {{TILE_M}} {{TILE_N}} {{TILE_K}}
+// {{ACT}} {{RESIDUAL}} {{NORM}} {{F32_WEIGHTS}} {{X_ELEM}} {{Y_ELEM}} {{SUBGROUPS}} and the fragment REDUCE4.
 
 struct Params {
     n: u32,        // rows of X and Y
@@ -42,11 +49,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;         // [n, in_dim]
+@group(0) @binding(1) var<storage, read> x: array<{{X_ELEM}}>;  // [n, in_dim]
 @group(0) @binding(2) var<storage, read> wq: array<u32>;        // [out_dim, in_words]
 @group(0) @binding(3) var<storage, read> scale: array<f32>;     // [out_dim]
 @group(0) @binding(4) var<storage, read> bias: array<f32>;      // [out_dim]
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;   // [n, out_dim]
+@group(0) @binding(5) var<storage, read_write> y: array<{{Y_ELEM}}>; // [n, out_dim]
 @group(0) @binding(6) var<storage, read> gamma: array<f32>;     // [in_dim] (NORM = 1)
 @group(0) @binding(7) var<storage, read> beta: array<f32>;      // [in_dim] (NORM = 1)
 
@@ -57,6 +64,7 @@ const ACT: u32 = {{ACT}}u;        // 0 = identity, 1 = GELU (erf form)
 const RESIDUAL: u32 = {{RESIDUAL}}u;
 const NORM: u32 = {{NORM}}u;      // 1 = LayerNorm prologue on X
 const F32_WEIGHTS: u32 = {{F32_WEIGHTS}}u; // 1 = one f32 weight per word (bitcast)
+const SUBGROUPS: u32 = {{SUBGROUPS}}u; // 1 = sum4 below is the subgroup fragment
 const THREADS: u32 = 256u;        // 16 x 16
 const WORDS_K: u32 = TILE_K / 4u;
 
@@ -64,7 +72,8 @@ var<workgroup> xs: array<f32, TILE_M * TILE_K>; // [TILE_M][TILE_K]
 // [TILE_K][TILE_N], int8 values as f32; k-major so that the 16 invocations of a row read
 // 16 consecutive words (no bank conflicts).
 var<workgroup> ws: array<f32, TILE_K * TILE_N>;
-// LayerNorm prologue: partial sums (4 per row), then each row's mean and 1/std.
+// LayerNorm prologue: partial sums (4 per row; unused by the subgroup fragment), then each
+// row's mean and 1/std.
 var<workgroup> red: array<f32, THREADS>;
 var<workgroup> row_mean: array<f32, TILE_M>;
 var<workgroup> row_inv: array<f32, TILE_M>;
@@ -83,6 +92,8 @@ fn gelu(v: f32) -> f32 {
     return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752));
 }
 
+{{REDUCE4}}
+
 // Sign-extends byte `b` (0..3) of `word`.
 fn unpack_i8(word: u32, b: u32) -> f32 {
     return f32(bitcast<i32>(word << (24u - 8u * b)) >> 24u);
@@ -98,7 +109,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
 
     if (NORM == 1u) {
-        // Row statistics: invocation tid sums columns tid%4, tid%4 + 4, ... of tile row tid/4.
+        // Row statistics: invocation tid sums columns tid%4, tid%4 + 4, ... of tile row tid/4;
+        // sum4 combines the 4 partials (every invocation calls it: uniform control flow).
         let sr = tid / 4u;
         let sl = tid % 4u;
         let srow = row0 + sr;
@@ -106,27 +118,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         var part = 0.0;
         if (srow < p.n) {
             for (var k = sl; k < p.in_dim; k += 4u) {
-                part += x[srow * p.in_dim + k];
+                part += f32(x[srow * p.in_dim + k]);
             }
         }
-        red[tid] = part;
-        workgroupBarrier();
-        if (sl == 0u) {
-            row_mean[sr] = (((red[tid] + red[tid + 1u]) + red[tid + 2u]) + red[tid + 3u]) / dim;
-        }
-        workgroupBarrier();
-        let mean = row_mean[sr];
+        let mean = sum4(part, tid) / dim;
         var part_sq = 0.0;
         if (srow < p.n) {
             for (var k = sl; k < p.in_dim; k += 4u) {
-                let dv = x[srow * p.in_dim + k] - mean;
+                let dv = f32(x[srow * p.in_dim + k]) - mean;
                 part_sq += dv * dv;
             }
         }
-        red[tid] = part_sq;
-        workgroupBarrier();
+        let var_ = sum4(part_sq, tid) / dim;
         if (sl == 0u) {
-            let var_ = (((red[tid] + red[tid + 1u]) + red[tid + 2u]) + red[tid + 3u]) / dim;
+            row_mean[sr] = mean;
             row_inv[sr] = 1.0 / sqrt(var_ + p.eps);
         }
         workgroupBarrier();
@@ -143,7 +148,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let k = k0 + e % TILE_K;
             var v = 0.0;
             if (r < p.n && k < p.in_dim) {
-                v = x[r * p.in_dim + k];
+                v = f32(x[r * p.in_dim + k]);
                 if (NORM == 1u) {
                     let tr = e / TILE_K;
                     v = (v - row_mean[tr]) * row_inv[tr] * gamma[k] + beta[k];
@@ -203,9 +208,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 }
                 let idx = r * p.out_dim + c;
                 if (RESIDUAL == 1u) {
-                    v = v + y[idx];
+                    v = v + f32(y[idx]);
                 }
-                y[idx] = v;
+                y[idx] = {{Y_ELEM}}(v);
             }
         }
     }

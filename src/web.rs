@@ -68,7 +68,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::data::{self, CellInput, CountsInput, PatchInput, ProteinInput};
 use crate::engine::{self, EngineModel};
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, GpuOptions};
 use crate::ot;
 
 struct Inner {
@@ -294,27 +294,38 @@ fn set(obj: &Object, key: &str, value: &JsValue) -> Result<(), JsError> {
 #[wasm_bindgen]
 impl Classifier {
     /// Load a model file (safetensors bytes written by `cellsymphony train`/`export`).
-    /// `useGpu` is `true`/`false` or an options object `{useGpu, int8Gemm}` (an unknown key is
-    /// an error listing the allowed ones; `int8Gemm: "w8a8"` runs an int8 file's CPU layers on
-    /// int8 activations, `"f32"` (default) on f32 ones). With `useGpu` the WGSL engine runs on WebGPU (fp32
-    /// files are quantised to int8 first); otherwise the plain-Rust CPU engine runs the file
-    /// as stored.
+    /// `useGpu` is `true`/`false` or an options object `{useGpu, int8Gemm, gpuFastPaths,
+    /// gpuF16}` (an unknown key is an error listing the allowed ones; `int8Gemm: "w8a8"` runs
+    /// an int8 file's CPU layers on int8 activations, `"f32"` (default) on f32 ones;
+    /// `gpuFastPaths: false` opens WebGPU without its optional features (shader-f16), default
+    /// true; `gpuF16: true` keeps the WGSL engine's feed-forward hidden as f16 where the
+    /// adapter has shader-f16, default false). With `useGpu` the WGSL engine runs on WebGPU
+    /// (fp32 files are quantised to int8 first); otherwise the plain-Rust CPU engine runs the
+    /// file as stored.
     pub async fn load(
         #[wasm_bindgen(js_name = modelBytes, unchecked_param_type = "Uint8Array")] model_bytes: JsValue,
-        #[wasm_bindgen(js_name = useGpu, unchecked_param_type = "boolean | { useGpu: boolean, int8Gemm?: \"f32\" | \"w8a8\" }")] use_gpu: JsValue,
+        #[wasm_bindgen(js_name = useGpu, unchecked_param_type = "boolean | { useGpu: boolean, int8Gemm?: \"f32\" | \"w8a8\", gpuFastPaths?: boolean, gpuF16?: boolean }")] use_gpu: JsValue,
     ) -> Result<Classifier, JsError> {
-        let (use_gpu, int8_gemm) = load_options(&use_gpu)?;
+        let LoadChoice { use_gpu, int8_gemm, gpu_fast_paths, gpu_f16 } = load_options(&use_gpu)?;
         let model_bytes = bytes_arg("modelBytes", &model_bytes)?.to_vec();
         let model = EngineModel::from_safetensors_bytes(&model_bytes)
             .map_err(|e| JsError::new(&format!("model file: {e}")))?;
         drop(model_bytes);
         let (classifier, backend) = if use_gpu {
-            let ctx = GpuContext::new()
+            let options = if gpu_fast_paths { GpuOptions::default() } else { GpuOptions::portable() };
+            let ctx = GpuContext::with_options(options)
                 .await
                 .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
-            let backend = format!("webgpu: {}", ctx.adapter_summary());
-            let clf = engine::Classifier::gpu(model, Arc::new(ctx))
+            let backend = format!("webgpu: {}; {}", ctx.adapter_summary(), ctx.fast_paths());
+            let mut clf = engine::Classifier::gpu(model, Arc::new(ctx))
                 .map_err(|e| JsError::new(&format!("WebGPU: {e}")))?;
+            if gpu_f16 {
+                if let engine::Backend::Gpu(g) = clf.backend_mut() {
+                    if !g.set_f16_hidden(true) {
+                        return Err(JsError::new(&format!("WebGPU: gpuF16 needs shader-f16: {}", g.context().fast_paths())));
+                    }
+                }
+            }
             (clf, backend)
         } else {
             let w8a8 = int8_gemm == engine::Int8Gemm::W8A8 && model.meta.quantization != engine::Quantization::None;
@@ -493,16 +504,30 @@ impl Classifier {
 
 /// `load`'s second argument: `true`/`false` or `{useGpu, int8Gemm?}` (`int8Gemm`: `"f32"`, the
 /// default, or `"w8a8"`, see [`engine::Int8Gemm`]).
-fn load_options(v: &JsValue) -> Result<(bool, engine::Int8Gemm), JsError> {
+/// What `Classifier.load`'s second argument asks for.
+struct LoadChoice {
+    use_gpu: bool,
+    int8_gemm: engine::Int8Gemm,
+    /// Request WebGPU's optional features where the adapter has them (default true).
+    gpu_fast_paths: bool,
+    /// Keep the WGSL engine's feed-forward hidden as f16 (default false).
+    gpu_f16: bool,
+}
+
+fn load_options(v: &JsValue) -> Result<LoadChoice, JsError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     struct LoadOptions {
         use_gpu: bool,
         #[serde(default)]
         int8_gemm: Option<String>,
+        #[serde(default)]
+        gpu_fast_paths: Option<bool>,
+        #[serde(default)]
+        gpu_f16: Option<bool>,
     }
     if let Some(b) = v.as_bool() {
-        return Ok((b, engine::Int8Gemm::default()));
+        return Ok(LoadChoice { use_gpu: b, int8_gemm: engine::Int8Gemm::default(), gpu_fast_paths: true, gpu_f16: false });
     }
     if v.is_null() || v.is_undefined() {
         return Err(missing("useGpu", "true to run on WebGPU or false for the CPU engine (or {useGpu})"));
@@ -517,7 +542,7 @@ fn load_options(v: &JsValue) -> Result<(bool, engine::Int8Gemm), JsError> {
             JsError::new(&format!("Classifier.load options: int8Gemm is {name:?}: pass \"f32\" (int8 weights × f32 activations, the default) or \"w8a8\" (int8 activations too, faster)"))
         })?,
     };
-    Ok((o.use_gpu, int8))
+    Ok(LoadChoice { use_gpu: o.use_gpu, int8_gemm: int8, gpu_fast_paths: o.gpu_fast_paths.unwrap_or(true), gpu_f16: o.gpu_f16.unwrap_or(false) })
 }
 
 /// An options object as `T` (`deny_unknown_fields`): an unknown key is an error listing the

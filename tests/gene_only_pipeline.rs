@@ -181,6 +181,49 @@ fn wgsl_engine_agrees_with_fp32_burn_and_cpu_engine() {
     assert!(err <= MAX_ENGINE_LOGIT_ERROR, "engines differ by {err} > {MAX_ENGINE_LOGIT_ERROR}");
 }
 
+/// Bound on |portable WGSL − fast-path WGSL| logits on the crop: subgroups change only the
+/// order of 4-term sums (≈ 1e-6), the f16 feed-forward hidden rounds each hidden value by
+/// ≤ 2⁻¹¹ relative (measured on lavapipe: see the test's output).
+const MAX_FAST_PATH_LOGIT_ERROR: f32 = 0.02;
+/// Class agreement floor, fast paths vs the portable path and vs the CPU engine (all crop
+/// cells); every flip must also be a near tie (`common::quant`).
+const MIN_FAST_PATH_AGREEMENT: f64 = 0.995;
+
+#[test]
+fn wgsl_fast_paths_follow_portable_path_and_cpu_engine_on_the_crop() {
+    let f = fixture();
+    let k = f.crop.class_names.len();
+    let test = "wgsl_fast_paths_follow_portable_path_and_cpu_engine_on_the_crop";
+    let Some(ctx) = common::gpu_or_skip(test) else { return };
+    eprintln!("fast paths: {}", ctx.fast_paths());
+    let n = f.crop.table.n_cells();
+    let x = &f.crop.x_norm;
+    let cpu = engine::cpu::forward_logits(&f.int8, x, n).expect("CPU forward");
+    let mut clf = GpuClassifier::new(ctx.clone(), &f.int8).expect("upload");
+    clf.set_subgroups(false);
+    let portable = pollster::block_on(clf.logits(x, n)).expect("portable WGSL");
+    let (same, err) = common::quant::assert_int8_follows_fp32("CPU int8 vs portable WGSL (all crop cells)", &cpu, &portable, k, MAX_ENGINE_LOGIT_ERROR, 1.0);
+    assert_eq!(same, 1.0);
+    assert!(err <= MAX_ENGINE_LOGIT_ERROR);
+    let mut ran = 0;
+    for (sg, f16) in [(true, false), (false, true), (true, true)] {
+        let lacks = if sg && !ctx.supports_subgroups() { Some("subgroups") } else if f16 && !ctx.supports_f16() { Some("shader-f16") } else { None };
+        if let Some(feature) = lacks {
+            let _ = common::gpu::with_feature(test, ctx.clone(), feature, false);
+            continue;
+        }
+        clf.set_subgroups(sg);
+        clf.set_f16_hidden(f16);
+        let fast = pollster::block_on(clf.logits(x, n)).expect("fast-path WGSL");
+        let name = format!("WGSL subgroups={sg} f16 hidden={f16}");
+        let (_, d_port) = common::quant::assert_int8_follows_fp32(&format!("portable vs {name} (all crop cells)"), &portable, &fast, k, MAX_FAST_PATH_LOGIT_ERROR, MIN_FAST_PATH_AGREEMENT);
+        let (_, d_cpu) = common::quant::assert_int8_follows_fp32(&format!("CPU int8 vs {name} (all crop cells)"), &cpu, &fast, k, MAX_FAST_PATH_LOGIT_ERROR + MAX_ENGINE_LOGIT_ERROR, MIN_FAST_PATH_AGREEMENT);
+        eprintln!("{name}: max |Δlogit| vs portable {d_port:.3e}, vs CPU int8 {d_cpu:.3e} on {n} crop cells");
+        ran += 1;
+    }
+    eprintln!("{ran}/3 fast-path combinations ran on {}", ctx.adapter_summary());
+}
+
 #[test]
 fn python_safetensors_reads_both_files() {
     let f = fixture();

@@ -13,7 +13,7 @@ use clap::Parser;
 use cellsymphony::data::{self, default_data_dir, CellInput, CountsInput, TranscriptOptions};
 use cellsymphony::engine::cpu::argmax_rows;
 use cellsymphony::engine::{Backend, Classifier, EngineModel, GpuClassifier, Int8Gemm};
-use cellsymphony::gpu::GpuContext;
+use cellsymphony::gpu::{GpuContext, GpuOptions};
 use cellsymphony::model::convert::from_engine_model;
 use cellsymphony::train::{predict_cells, CellInputs};
 
@@ -38,6 +38,14 @@ struct Args {
     /// Skip the WGSL engine (on a software adapter it takes minutes).
     #[arg(long)]
     no_gpu: bool,
+    /// Only the WGSL engine (skip burn and the CPU engine; the last column is then relative
+    /// to the first WGSL row).
+    #[arg(long)]
+    only_gpu: bool,
+    /// Open the GPU without its optional features (shader-f16, subgroups): only the
+    /// portable kernels are measured.
+    #[arg(long)]
+    no_gpu_fast_paths: bool,
 }
 
 #[path = "shared/timing.rs"]
@@ -62,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         int8.meta.config.n_layers, int8.meta.config.d_model, int8.meta.config.gene_tokens, g, int8.meta.classes.len(), n, n_crop);
 
     let mut rows: Vec<(String, f64)> = Vec::new();
-    {
+    if !a.only_gpu {
         type B = burn::backend::NdArray;
         let device = Default::default();
         let m = from_engine_model::<B>(&fp32, 0.0, &device)?;
@@ -71,61 +79,87 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let s = time(a.reps, || { predict_cells(&m, &inputs, &idx, 1024, &device); });
         rows.push(("burn fp32, ndarray CPU (peer)".into(), s));
     }
-    pollster::block_on(cpu.logits(&cells))?; // surfaces an engine error before timing
-    let s = time(a.reps, || { let _ = pollster::block_on(cpu.logits(&cells)); });
-    rows.push(("cellsymphony CPU engine, int8".into(), s));
-    let w8a8 = Classifier::cpu_with(int8.clone(), Int8Gemm::W8A8)?;
-    let w8a8_logits = pollster::block_on(w8a8.logits(&cells))?; // surfaces an engine error before timing
-    let s = time(a.reps, || { let _ = pollster::block_on(w8a8.logits(&cells)); });
-    rows.push(("cellsymphony CPU engine, int8 W8A8 (int8 activations)".into(), s));
-    let cpu32 = Classifier::cpu(fp32.clone())?;
-    let fp32_logits = pollster::block_on(cpu32.logits(&cells))?; // surfaces an engine error before timing
-    let s = time(a.reps, || { let _ = pollster::block_on(cpu32.logits(&cells)); });
-    rows.push(("cellsymphony CPU engine, fp32".into(), s));
-    let k = int8.meta.classes.len();
-    let same = argmax_rows(&w8a8_logits, k).iter().zip(argmax_rows(&fp32_logits, k)).filter(|(a, b)| **a == *b).count();
-    println!("CPU W8A8 vs CPU fp32 file: same class on {same}/{n} cells");
-    match if a.no_gpu { Err("--no-gpu".to_string()) } else { pollster::block_on(GpuContext::new()).map_err(|e| e.to_string()) } {
+    if !a.only_gpu {
+        pollster::block_on(cpu.logits(&cells))?; // surfaces an engine error before timing
+        let s = time(a.reps, || { let _ = pollster::block_on(cpu.logits(&cells)); });
+        rows.push(("cellsymphony CPU engine, int8".into(), s));
+        let w8a8 = Classifier::cpu_with(int8.clone(), Int8Gemm::W8A8)?;
+        let w8a8_logits = pollster::block_on(w8a8.logits(&cells))?; // surfaces an engine error before timing
+        let s = time(a.reps, || { let _ = pollster::block_on(w8a8.logits(&cells)); });
+        rows.push(("cellsymphony CPU engine, int8 W8A8 (int8 activations)".into(), s));
+        let cpu32 = Classifier::cpu(fp32.clone())?;
+        let fp32_logits = pollster::block_on(cpu32.logits(&cells))?; // surfaces an engine error before timing
+        let s = time(a.reps, || { let _ = pollster::block_on(cpu32.logits(&cells)); });
+        rows.push(("cellsymphony CPU engine, fp32".into(), s));
+        let k = int8.meta.classes.len();
+        let same = argmax_rows(&w8a8_logits, k).iter().zip(argmax_rows(&fp32_logits, k)).filter(|(a, b)| **a == *b).count();
+        println!("CPU W8A8 vs CPU fp32 file: same class on {same}/{n} cells");
+    }
+    let options = if a.no_gpu_fast_paths { GpuOptions::portable() } else { GpuOptions::default() };
+    match if a.no_gpu { Err("--no-gpu".to_string()) } else { pollster::block_on(GpuContext::with_options(options)).map_err(|e| e.to_string()) } {
         Ok(ctx) => {
             let name = ctx.adapter_summary();
-            // The optional fast paths' features: whether this adapter has them (only the
-            // int8-activation path, a WGSL language extension, is built).
             let f = ctx.adapter.features();
             println!(
-                "adapter features: shader-f16 {}, subgroups {}; int8 activations (WGSL dot4I8Packed): {}",
+                "adapter features: shader-f16 {}, subgroups {} (size {}..{}); fast paths on this context: {}",
                 f.contains(wgpu::Features::SHADER_F16),
                 f.contains(wgpu::Features::SUBGROUP),
-                ctx.int8_dot_status()
+                ctx.adapter.get_info().subgroup_min_size,
+                ctx.adapter.get_info().subgroup_max_size,
+                ctx.fast_paths()
             );
             let ctx = Arc::new(ctx);
             let clf = Classifier::gpu(int8.clone(), ctx.clone())?;
             if let Backend::Gpu(g) = clf.backend() {
-                println!("WGSL engine: {} compute dispatches per encoder layer", g.dispatches_per_layer()?);
+                println!("WGSL engine (default: subgroups {}, f16 hidden {}): {} compute dispatches per encoder layer",
+                    g.subgroups(), g.f16_hidden(), g.dispatches_per_layer()?);
             }
-            let default_logits = pollster::block_on(clf.logits(&cells))?; // surfaces an engine error before timing
-            let s = time(a.reps, || { let _ = pollster::block_on(clf.logits(&cells)); });
-            rows.push((format!("cellsymphony WGSL engine, int8 ({name})"), s));
-            // Same engine with int8 activations (matmul_dot4.wgsl), where the adapter has it.
-            let mut g8 = GpuClassifier::new(ctx, &int8)?;
-            if g8.set_int8_activations(true) {
-                println!("WGSL engine, int8 activations: {} compute dispatches per encoder layer", g8.dispatches_per_layer()?);
-                let l8 = pollster::block_on(g8.logits(&cells.x, n))?;
-                let k = int8.meta.classes.len();
-                let (a0, a8) = (argmax_rows(&default_logits, k), argmax_rows(&l8, k));
-                let same = a0.iter().zip(&a8).filter(|(x, y)| x == y).count();
-                let dmax = default_logits.iter().zip(&l8).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-                println!("int8 vs f32 activations on the WGSL engine: same class on {same}/{n} cells, max |Δlogit| {dmax:.4}");
-                let s = time(a.reps, || { let _ = pollster::block_on(g8.logits(&cells.x, n)); });
-                rows.push((format!("cellsymphony WGSL engine, int8 weights + int8 activations ({name})"), s));
+            // The portable path (no optional feature) is the baseline every fast path is
+            // compared with; then each path on its own and combined, where the context has it.
+            let mut g = GpuClassifier::new(ctx.clone(), &int8)?;
+            let k = int8.meta.classes.len();
+            let mut portable: Option<Vec<f32>> = None;
+            // (label, subgroups, f16 hidden, int8 activations)
+            let paths = [
+                ("portable kernels", false, false, false),
+                ("subgroups", true, false, false),
+                ("f16 hidden", false, true, false),
+                ("subgroups + f16 hidden", true, true, false),
+                ("int8 activations (dot4I8Packed)", false, false, true),
+                ("int8 activations + subgroups", true, false, true),
+            ];
+            for (label, sg, f16, dot4) in paths {
+                let on = (g.set_subgroups(sg), g.set_f16_hidden(f16), g.set_int8_activations(dot4));
+                if on != (sg, f16, dot4) {
+                    println!("WGSL {label}: SKIPPED (not on this context: {})", ctx.fast_paths());
+                    continue;
+                }
+                let logits = pollster::block_on(g.logits(&cells.x, n))?; // surfaces an engine error before timing
+                let dispatches = g.dispatches_per_layer()?;
+                match &portable {
+                    None => {
+                        println!("WGSL {label}: {dispatches} compute dispatches per encoder layer");
+                        portable = Some(logits);
+                    }
+                    Some(base) => {
+                        let (a0, a1) = (argmax_rows(base, k), argmax_rows(&logits, k));
+                        let same = a0.iter().zip(&a1).filter(|(x, y)| x == y).count();
+                        let dmax = base.iter().zip(&logits).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                        println!("WGSL {label}: {dispatches} compute dispatches per encoder layer; vs portable: same class on {same}/{n} cells, max |Δlogit| {dmax:.4}");
+                    }
+                }
+                let s = time(a.reps, || { let _ = pollster::block_on(g.logits(&cells.x, n)); });
+                rows.push((format!("cellsymphony WGSL engine, int8, {label} ({name})"), s));
             }
         }
         Err(e) => println!("WGSL engine: SKIPPED ({e})"),
     }
-    let peer = rows[0].1;
+    let peer = rows.first().map_or(1.0, |r| r.1);
     let load = std::fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "n/a".into());
     println!("\nthreads: {} (rayon pool; RAYON_NUM_THREADS sets it), cores: {}, load average after: {load}",
         rayon::current_num_threads(), std::thread::available_parallelism().map_or(0, |n| n.get()));
-    println!("\n| engine | cells | median s | cells/s | speed vs burn fp32 |\n|---|---|---|---|---|");
+    let versus = if a.only_gpu { "speed vs first row" } else { "speed vs burn fp32" };
+    println!("\n| engine | cells | median s | cells/s | {versus} |\n|---|---|---|---|---|");
     for (name, s) in &rows {
         println!("| {name} | {n} | {s:.3} | {:.0} | {:.2}× |", n as f64 / s, peer / s);
     }

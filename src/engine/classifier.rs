@@ -133,6 +133,12 @@ impl Classifier {
         &self.backend
     }
 
+    /// The engine, mutably (e.g. to turn a GPU engine's fast paths on or off:
+    /// [`GpuClassifier::set_f16_hidden`], [`GpuClassifier::set_subgroups`]).
+    pub fn backend_mut(&mut self) -> &mut Backend {
+        &mut self.backend
+    }
+
     /// What runs the model, for reports: `"CPU engine (int8_per_channel_symmetric)"` or
     /// `"WGSL engine int8 on <adapter>"`.
     pub fn engine_name(&self) -> String {

@@ -14,7 +14,7 @@ use crate::gpu::attention_out::{self, attention_out_dispatch, compile_attention_
 use crate::gpu::flash_attention::{compile_flash_attention, flash_attention_dispatch};
 use crate::gpu::gene_token_embedding::GpuGeneTokens;
 use crate::gpu::layernorm::{layernorm_dispatch, GpuLayerNorm};
-use crate::gpu::matmul::{matmul_dispatch, matmul_norm_dispatch, Activation, GpuLinear, TILE_M};
+use crate::gpu::matmul::{matmul_dispatch, matmul_norm_dispatch, Activation, GpuLinear, MatmulFast, TILE_M};
 use crate::gpu::matmul_dot4::matmul_dot4_dispatch;
 use crate::gpu::mean_pool::mean_pool_dispatch;
 use crate::gpu::token_gather_mean::token_gather_mean_dispatch;
@@ -102,6 +102,12 @@ pub struct GpuClassifier {
     /// Whether the encoder layers' matmuls quantise their activations to int8 and run
     /// `matmul_dot4.wgsl` ([`set_int8_activations`](Self::set_int8_activations)).
     int8_activations: bool,
+    /// Whether the encoder layers' reductions use subgroup shuffles
+    /// ([`set_subgroups`](Self::set_subgroups); on by default where the context has them).
+    subgroups: bool,
+    /// Whether the feed-forward hidden is stored as f16
+    /// ([`set_f16_hidden`](Self::set_f16_hidden); off by default).
+    f16_hidden: bool,
     chunk_cells: usize,
     max_chunk_cells: usize,
 }
@@ -114,7 +120,7 @@ struct VitBuffers {
     a: wgpu::Buffer,
     /// Fused q|k|v `[cells*g², 3W]`.
     qkv: wgpu::Buffer,
-    /// Feed-forward hidden `[cells*g², Fv]`.
+    /// Feed-forward hidden `[cells*g², Fv]` (f32, or f16 two per word).
     ff: wgpu::Buffer,
 }
 
@@ -142,7 +148,7 @@ struct WorkBuffers {
     a: wgpu::Buffer,
     /// Fused q|k|v `[cells*T, 3D]`.
     qkv: wgpu::Buffer,
-    /// Feed-forward hidden `[cells*T, F]`.
+    /// Feed-forward hidden `[cells*T, F]` (f32, or f16 two per word).
     ff: wgpu::Buffer,
     /// Pooled tokens `[cells, D]`.
     pooled: wgpu::Buffer,
@@ -178,6 +184,10 @@ struct LayerBuffers<'a> {
     flash: bool,
     /// Int8 activations: the matmuls run `matmul_dot4.wgsl` instead of `matmul_int8.wgsl`.
     dot4: bool,
+    /// Reductions (LayerNorm prologues, row amax, attention scores) by subgroup shuffles.
+    subgroups: bool,
+    /// `ff` holds f16 (fc1 writes it as f16, fc2 reads it; never with `dot4`).
+    f16: bool,
 }
 
 /// The dispatches of one pre-norm encoder layer over `cells` cells of `t` tokens: four when
@@ -190,7 +200,10 @@ struct LayerBuffers<'a> {
 /// 4. second feed-forward matmul with the residual add into `h`.
 ///
 /// With `b.dot4` every matmul here (not the one inside `attention_out.wgsl`) runs with int8
-/// activations (`matmul_dot4.wgsl`), same dispatch count.
+/// activations (`matmul_dot4.wgsl`), same dispatch count. With `b.subgroups` the
+/// LayerNorm prologues (and the row amax of `matmul_dot4.wgsl`) and the fused attention's
+/// scores reduce by subgroup shuffles; with `b.f16` the feed-forward hidden between 3. and
+/// 4. is f16. Same dispatch count either way.
 #[allow(clippy::too_many_arguments)]
 fn push_layer(
     plan: &mut Vec<Dispatch>,
@@ -206,18 +219,24 @@ fn push_layer(
     let rows = cells * t;
     let none = Activation::None;
     let matmul = if b.dot4 { matmul_dot4_dispatch } else { matmul_norm_dispatch };
-    plan.push(matmul(ctx, b.h, rows, Some((&l.norm1, eps)), &l.qkv, b.qkv, none, false)?);
+    // Only the LayerNorm prologues reduce: the plain matmuls keep the portable kernel.
+    let plain = MatmulFast::default();
+    let normed = MatmulFast { subgroups: b.subgroups, ..plain };
+    let f16 = b.f16 && !b.dot4;
+    plan.push(matmul(ctx, b.h, rows, Some((&l.norm1, eps)), &l.qkv, b.qkv, none, false, normed)?);
     if b.flash {
         plan.push(flash_attention_dispatch(ctx, b.qkv, b.a, cells, t, d, heads)?);
-        plan.push(matmul(ctx, b.a, rows, None, &l.o, b.h, none, true)?);
+        plan.push(matmul(ctx, b.a, rows, None, &l.o, b.h, none, true, plain)?);
     } else if attention_out::supports(d, heads) {
-        plan.push(attention_out_dispatch(ctx, b.qkv, b.bias, &l.o, b.h, cells, t, d, heads)?);
+        plan.push(attention_out_dispatch(ctx, b.qkv, b.bias, &l.o, b.h, cells, t, d, heads, b.subgroups)?);
     } else {
         plan.push(attention_dispatch(ctx, b.qkv, b.bias, b.a, cells, t, d, heads)?);
-        plan.push(matmul(ctx, b.a, rows, None, &l.o, b.h, none, true)?);
+        plan.push(matmul(ctx, b.a, rows, None, &l.o, b.h, none, true, plain)?);
     }
-    plan.push(matmul(ctx, b.h, rows, Some((&l.norm2, eps)), &l.fc1, b.ff, Activation::Gelu, false)?);
-    plan.push(matmul(ctx, b.ff, rows, None, &l.fc2, b.h, none, true)?);
+    let fc1 = MatmulFast { y_f16: f16, ..normed };
+    plan.push(matmul(ctx, b.h, rows, Some((&l.norm2, eps)), &l.fc1, b.ff, Activation::Gelu, false, fc1)?);
+    let fc2 = MatmulFast { x_f16: f16, ..plain };
+    plan.push(matmul(ctx, b.ff, rows, None, &l.fc2, b.h, none, true, fc2)?);
     Ok(())
 }
 
@@ -277,7 +296,7 @@ impl GpuClassifier {
                 }
                 let idx: Vec<u32> = centre_token_indices(m.grid(), m.k_nearest).into_iter().map(|i| i as u32).collect();
                 let g2 = m.n_vit_tokens();
-                compile_layer_attention(gpu, g2, m.width, m.n_heads)?;
+                compile_layer_attention(gpu, g2, m.width, m.n_heads, gpu.supports_subgroups())?;
                 Some(GpuVit {
                     patch_embedding: GpuLinear::upload(gpu, &v.patch_embedding, "morphology.patch_embedding")?,
                     layers: vl,
@@ -294,9 +313,10 @@ impl GpuClassifier {
         if flash {
             compile_flash_attention(gpu, t, c.d_model, c.n_heads)?;
         } else {
-            compile_layer_attention(gpu, t, c.d_model, c.n_heads)?;
+            compile_layer_attention(gpu, t, c.d_model, c.n_heads, gpu.supports_subgroups())?;
         }
         ctx.take_error()?;
+        let ctx_subgroups = ctx.supports_subgroups();
 
         Ok(Self {
             eps: c.layer_norm_eps as f32,
@@ -313,6 +333,8 @@ impl GpuClassifier {
             attention_bias,
             vit,
             int8_activations: false,
+            subgroups: ctx_subgroups,
+            f16_hidden: false,
         })
     }
 
@@ -334,6 +356,47 @@ impl GpuClassifier {
     pub fn set_int8_activations(&mut self, on: bool) -> bool {
         self.int8_activations = on && self.ctx.supports_int8_dot();
         self.int8_activations
+    }
+
+    /// Whether the encoder layers reduce with subgroup shuffles (on by default where the
+    /// context [has subgroups](GpuContext::supports_subgroups)).
+    pub fn subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// Turns the subgroup reductions on or off: the LayerNorm prologues of the q|k|v and fc1
+    /// matmuls (and the row amax with int8 activations) and the fused attention's scores
+    /// use `subgroupShuffleXor` instead of workgroup memory. Only where the context
+    /// [has subgroups](GpuContext::supports_subgroups); elsewhere the request is ignored.
+    /// Returns the value in effect. Logits move by reduction-order rounding only
+    /// (`tests/kernels.rs` states the bound).
+    pub fn set_subgroups(&mut self, on: bool) -> bool {
+        self.subgroups = on && self.ctx.supports_subgroups();
+        self.subgroups
+    }
+
+    /// Whether the feed-forward hidden is stored as f16 (off unless
+    /// [`set_f16_hidden`](Self::set_f16_hidden) turned it on).
+    pub fn f16_hidden(&self) -> bool {
+        self.f16_hidden
+    }
+
+    /// Turns the f16 feed-forward hidden on or off: fc1 writes GELU's output `[rows, F]` as
+    /// f16 and fc2 reads it (f32 products and sums), halving the traffic of the layer's
+    /// largest activation. Only where the context [has shader-f16](GpuContext::supports_f16),
+    /// and not with [int8 activations](Self::set_int8_activations) (which then take
+    /// precedence); elsewhere the request is ignored. Returns the value in effect. Logits
+    /// move by the f16 rounding of the hidden (relative 2⁻¹¹ per value;
+    /// `tests/kernels.rs` states the bound), so classes follow the default path
+    /// except on near ties.
+    pub fn set_f16_hidden(&mut self, on: bool) -> bool {
+        self.f16_hidden = on && self.ctx.supports_f16();
+        self.f16_hidden
+    }
+
+    /// Whether the hidden buffers are f16 for the current settings.
+    fn hidden_f16(&self) -> bool {
+        self.f16_hidden && !self.int8_activations
     }
 
     /// Cells processed per chunk (per command buffer).
@@ -361,7 +424,7 @@ impl GpuClassifier {
         let Some(l) = self.layers.first() else { return Ok(0) };
         let c = &self.config;
         let b = self.work_buffers(1, 1)?;
-        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash, dot4: self.int8_activations };
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash, dot4: self.int8_activations, subgroups: self.subgroups, f16: self.hidden_f16() };
         let mut plan = Vec::new();
         push_layer(&mut plan, &self.ctx, l, &lb, 1, c.n_tokens(), c.d_model, c.n_heads, self.eps)?;
         Ok(plan.len())
@@ -514,6 +577,9 @@ impl GpuClassifier {
         let c = &self.config;
         let rows = cells * c.n_tokens();
         let ctx = &*self.ctx;
+        // An f16 hidden takes two values per word.
+        let f16 = self.hidden_f16();
+        let hidden_words = |len: usize| if f16 { len.div_ceil(2) } else { len };
         let slots = (0..n_slots)
             .map(|i| {
                 Ok(SlotBuffers {
@@ -537,7 +603,7 @@ impl GpuClassifier {
                     h: ctx.storage_zeroed("ViT residual stream", vr * m.width)?,
                     a: ctx.storage_zeroed("ViT normed / attention out", vr * m.width)?,
                     qkv: ctx.storage_zeroed("ViT qkv", vr * 3 * m.width)?,
-                    ff: ctx.storage_zeroed("ViT ffn hidden", vr * m.d_ff)?,
+                    ff: ctx.storage_zeroed("ViT ffn hidden", hidden_words(vr * m.d_ff))?,
                 })
             }
             None => None,
@@ -547,7 +613,7 @@ impl GpuClassifier {
             h: ctx.storage_zeroed("residual stream", rows * c.d_model)?,
             a: ctx.storage_zeroed("normed / attention out", rows * c.d_model)?,
             qkv: ctx.storage_zeroed("qkv", rows * 3 * c.d_model)?,
-            ff: ctx.storage_zeroed("ffn hidden", rows * c.d_ff)?,
+            ff: ctx.storage_zeroed("ffn hidden", hidden_words(rows * c.d_ff))?,
             pooled: ctx.storage_zeroed("pooled", cells * c.d_model)?,
             vit,
         })
@@ -568,7 +634,7 @@ impl GpuClassifier {
             // Patch + position embedding in one matmul, then the blocks, the norm, and the
             // centre-token mean into the model-input columns n_inputs..n_embedding_inputs.
             plan.push(matmul_dispatch(ctx, patch_rows, cells * g2, &vit.patch_embedding, &vb.h, none, false)?);
-            let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias, flash: false, dot4: self.int8_activations };
+            let lb = LayerBuffers { h: &vb.h, a: &vb.a, qkv: &vb.qkv, ff: &vb.ff, bias: &vit.zero_bias, flash: false, dot4: self.int8_activations, subgroups: self.subgroups, f16: self.hidden_f16() };
             for l in &vit.layers {
                 push_layer(&mut plan, ctx, l, &lb, cells, g2, m.width, m.n_heads, eps)?;
             }
@@ -591,7 +657,7 @@ impl GpuClassifier {
             TokenEmbedding::GeneTokens(gt) => gt.dispatch(ctx, &io.x, &b.h, cells)?,
             TokenEmbedding::Summary(ge) => matmul_dispatch(ctx, &io.x, cells, ge, &b.h, none, false)?,
         });
-        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash, dot4: self.int8_activations };
+        let lb = LayerBuffers { h: &b.h, a: &b.a, qkv: &b.qkv, ff: &b.ff, bias: &self.attention_bias, flash: self.flash, dot4: self.int8_activations, subgroups: self.subgroups, f16: self.hidden_f16() };
         for l in &self.layers {
             push_layer(&mut plan, ctx, l, &lb, cells, t, d, c.n_heads, eps)?;
         }
@@ -608,9 +674,9 @@ impl GpuClassifier {
 
 /// Compiles the attention kernel [`push_layer`] uses for this shape (fused with the output
 /// projection where [`attention_out::supports`] it).
-fn compile_layer_attention(ctx: &GpuContext, tokens: usize, d: usize, heads: usize) -> Result<(), GpuError> {
+fn compile_layer_attention(ctx: &GpuContext, tokens: usize, d: usize, heads: usize, subgroups: bool) -> Result<(), GpuError> {
     if attention_out::supports(d, heads) {
-        compile_attention_out(ctx, tokens, d, heads)
+        compile_attention_out(ctx, tokens, d, heads, subgroups)
     } else {
         compile_attention(ctx, tokens, d, heads)
     }

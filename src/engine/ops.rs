@@ -19,6 +19,7 @@
 //! | 3×3 stride-2 convolution (+ GELU / sigmoid) | [`conv2d_s2_reference`] | [`crate::gpu::conv2d_s2()`](fn@crate::gpu::conv2d_s2) |
 //! | 4×4 stride-2 transposed convolution (+ GELU / sigmoid) | [`conv_transpose2d_s2_reference`] | [`crate::gpu::conv_transpose2d_s2()`](fn@crate::gpu::conv_transpose2d_s2) |
 //! | int8 activations × int8 weights (`dot4I8Packed`, + LayerNorm prologue) | [`matmul_dot4_reference`], [`matmul_dot4_sums_reference`] | [`crate::gpu::matmul_dot4()`](fn@crate::gpu::matmul_dot4) |
+//! | fast paths: f16 input / output storage, subgroup reductions (same references; f16 adds its rounding) | [`matmul_int8_f16_reference`], [`layernorm_matmul_int8_reference`], [`matmul_dot4_reference`], [`attention_out_reference`] | [`crate::gpu::matmul_int8_fast`], [`crate::gpu::matmul_dot4_with`], [`crate::gpu::attention_out_with`] |
 
 use super::format::{LayerNormWeights, Linear, LinearWeight};
 use crate::gpu::attention::score_scale;
@@ -766,6 +767,39 @@ pub fn layernorm_matmul_int8_reference(
 ) -> Vec<f32> {
     let normed = layernorm_reference(x, n, w.in_dim, ln, eps);
     matmul_int8_reference(&normed, n, w, act, None)
+}
+
+/// Plain-Rust reference of `matmul_int8.wgsl` on its f16 fast path: `x` `[n, in]` is stored
+/// as f16 when `x_f16` (rounded to nearest, [`crate::quant::round_f16`]), optionally
+/// normalised (`norm`), multiplied as [`matmul_int8_reference`] in f32 with `act` and the
+/// residual add (the residual read from its f16 storage when `y_f16`), and the result is
+/// stored as f16 when `y_f16`. Returns `[n, out]` (f16 values widened exactly).
+///
+/// # Panics
+/// As [`matmul_int8_reference`] does.
+pub fn matmul_int8_f16_reference(
+    x: &[f32],
+    n: usize,
+    norm: Option<(&LayerNormWeights, f32)>,
+    w: &Linear,
+    act: Activation,
+    residual: Option<&[f32]>,
+    x_f16: bool,
+    y_f16: bool,
+) -> Vec<f32> {
+    use crate::quant::round_f16;
+    let xs: Vec<f32> = if x_f16 { x.iter().map(|&v| round_f16(v)).collect() } else { x.to_vec() };
+    let staged = match norm {
+        Some((ln, eps)) => layernorm_reference(&xs, n, w.in_dim, ln, eps),
+        None => xs,
+    };
+    let res: Option<Vec<f32>> = residual.map(|r| if y_f16 { r.iter().map(|&v| round_f16(v)).collect() } else { r.to_vec() });
+    let y = matmul_int8_reference(&staged, n, w, act, res.as_deref());
+    if y_f16 {
+        y.into_iter().map(round_f16).collect()
+    } else {
+        y
+    }
 }
 
 /// Plain-Rust reference of `attention_out.wgsl`: [`attention_biased_reference`] of `qkv`

@@ -84,6 +84,49 @@ fn specialise(template: &str, values: &[(&str, String)]) -> String {
     src
 }
 
+/// Which optional device features a [`GpuContext`] may turn on (the fast paths). Each is
+/// requested only where the adapter has it, never required; what is on is recorded in the
+/// context ([`GpuContext::fast_paths`]). [`GpuOptions::default`] allows both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Request `shader-f16` (WGSL `enable f16;`): lets a classifier keep its feed-forward
+    /// hidden activations as f16 ([`crate::engine::GpuClassifier::set_f16_hidden`]).
+    pub f16: bool,
+    /// Request subgroups: the matmul LayerNorm prologue, the int8-activation row amax and
+    /// the attention scores reduce with `subgroupShuffleXor` instead of workgroup memory.
+    pub subgroups: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self { f16: true, subgroups: true }
+    }
+}
+
+impl GpuOptions {
+    /// No optional feature: the portable kernels only (the CLI's `--no-gpu-fast-paths`).
+    pub fn portable() -> Self {
+        Self { f16: false, subgroups: false }
+    }
+}
+
+/// Smallest subgroup the subgroup kernels assume: they reduce over groups of 4 consecutive
+/// invocations with `subgroupShuffleXor(v, 1)` and `(v, 2)`, so every subgroup must hold
+/// whole, aligned groups of 4 (every adapter reports ≥ 4; lavapipe 8, SwiftShader 4,
+/// NVIDIA 32, AMD 32–64).
+pub(crate) const MIN_SUBGROUP_SIZE: u32 = 4;
+
+/// The WGSL directive a subgroup kernel starts with on this target: browsers require
+/// `enable subgroups;`, while naga 30 (native) rejects it as an unimplemented extension and
+/// takes the capability from the device's `SUBGROUP` feature instead.
+pub(crate) fn subgroups_enable_directive() -> &'static str {
+    if cfg!(target_arch = "wasm32") {
+        "enable subgroups;"
+    } else {
+        ""
+    }
+}
+
 /// A WebGPU device plus the compiled kernels, created once and shared (`Arc`) by
 /// classifiers and launchers.
 ///
@@ -112,6 +155,11 @@ pub struct GpuContext {
     /// Whether `dot4I8Packed` kernels can run (`Ok`), else why not; detected once when the
     /// context is built ([`GpuContext::supports_int8_dot`]).
     pub(crate) int8_dot: Result<(), String>,
+    /// Whether f16 kernels (`enable f16;`) run (`Ok`), else why not; decided once when the
+    /// context is built from [`GpuOptions`] and the adapter's features.
+    pub(crate) f16: Result<(), String>,
+    /// Whether subgroup kernels run (`Ok`), else why not (as `f16`).
+    pub(crate) subgroups: Result<(), String>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -130,7 +178,7 @@ impl GpuContext {
     ///
     /// Errors: [`GpuError::NoAdapter`] when no adapter exists (e.g. no Vulkan driver),
     /// [`GpuError::LimitsUnsupported`], [`GpuError::RequestDevice`].
-    pub(crate) async fn open_device() -> Result<GpuContext, GpuError> {
+    pub(crate) async fn open_device(options: GpuOptions) -> Result<GpuContext, GpuError> {
         // Primary backends only (Vulkan, Metal, DX12, browser WebGPU): wgpu's OpenGL backend
         // cannot provide the WebGPU default compute limits. WGPU_BACKEND overrides this
         // natively.
@@ -161,10 +209,43 @@ impl GpuContext {
                 reason: shortfalls.join("; "),
             });
         }
+        // Optional features: requested where the adapter has them and the caller allows them.
+        let have = adapter.features();
+        let info = adapter.get_info();
+        let f16 = if !options.f16 {
+            Err("turned off by the caller (GpuOptions::f16 = false)".to_string())
+        } else if !have.contains(wgpu::Features::SHADER_F16) {
+            Err("the adapter lacks shader-f16".to_string())
+        } else {
+            Ok(())
+        };
+        let subgroups = if !options.subgroups {
+            Err("turned off by the caller (GpuOptions::subgroups = false)".to_string())
+        } else if cfg!(target_arch = "wasm32") {
+            // wgpu 30's WebGPU backend maps no browser feature to Features::SUBGROUP
+            // (gfx-rs/wgpu#5555), so the browser's `subgroups` cannot be requested.
+            Err("wgpu 30's WebGPU backend cannot request the browser's subgroups feature".to_string())
+        } else if !have.contains(wgpu::Features::SUBGROUP) {
+            Err("the adapter lacks subgroups".to_string())
+        } else if info.subgroup_min_size < MIN_SUBGROUP_SIZE {
+            Err(format!(
+                "subgroup size {} < {MIN_SUBGROUP_SIZE} (the kernels reduce over 4 lanes)",
+                info.subgroup_min_size
+            ))
+        } else {
+            Ok(())
+        };
+        let mut required_features = wgpu::Features::empty();
+        if f16.is_ok() {
+            required_features |= wgpu::Features::SHADER_F16;
+        }
+        if subgroups.is_ok() {
+            required_features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("cellsymphony"),
-                required_features: wgpu::Features::empty(),
+                required_features,
                 required_limits: required,
                 memory_hints: wgpu::MemoryHints::Performance,
                 ..Default::default()
@@ -203,6 +284,8 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             first_error,
             int8_dot,
+            f16,
+            subgroups,
         })
     }
 
@@ -249,6 +332,50 @@ impl GpuContext {
     pub(crate) fn require_int8_dot(&self) -> Result<(), GpuError> {
         self.int8_dot.clone().map_err(|reason| GpuError::Unsupported {
             feature: "int8 activations (WGSL dot4I8Packed)".into(),
+            adapter: self.adapter_summary(),
+            reason,
+        })
+    }
+
+    /// Whether f16 kernels run on this context (`shader-f16` requested and granted).
+    pub fn supports_f16(&self) -> bool {
+        self.f16.is_ok()
+    }
+
+    /// Whether subgroup kernels run on this context (subgroups requested and granted, with
+    /// subgroups of at least 4 invocations).
+    pub fn supports_subgroups(&self) -> bool {
+        self.subgroups.is_ok()
+    }
+
+    /// One line saying which fast paths are on and why the others are off, e.g.
+    /// `shader-f16: on; subgroups: on (size 8..8); dot4I8Packed: available`.
+    pub fn fast_paths(&self) -> String {
+        let info = self.adapter.get_info();
+        let f16 = match &self.f16 {
+            Ok(()) => "on".to_string(),
+            Err(r) => format!("off ({r})"),
+        };
+        let sg = match &self.subgroups {
+            Ok(()) => format!("on (size {}..{})", info.subgroup_min_size, info.subgroup_max_size),
+            Err(r) => format!("off ({r})"),
+        };
+        format!("shader-f16: {f16}; subgroups: {sg}; dot4I8Packed: {}", self.int8_dot_status())
+    }
+
+    /// `Ok` when [`GpuContext::supports_f16`], else [`GpuError::Unsupported`].
+    pub(crate) fn require_f16(&self) -> Result<(), GpuError> {
+        self.f16.clone().map_err(|reason| GpuError::Unsupported {
+            feature: "f16 activations (shader-f16)".into(),
+            adapter: self.adapter_summary(),
+            reason,
+        })
+    }
+
+    /// `Ok` when [`GpuContext::supports_subgroups`], else [`GpuError::Unsupported`].
+    pub(crate) fn require_subgroups(&self) -> Result<(), GpuError> {
+        self.subgroups.clone().map_err(|reason| GpuError::Unsupported {
+            feature: "subgroup reductions".into(),
             adapter: self.adapter_summary(),
             reason,
         })

@@ -13,7 +13,8 @@
 use super::context::{check_len, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
 use super::layernorm::GpuLayerNorm;
-use super::matmul::{matmul_launch, specialise, Activation, GpuLinear, TILE_M, TILE_N};
+use super::matmul::{matmul_launch, specialise, MatmulFast, Activation, GpuLinear, TILE_M, TILE_N};
+use super::reduce4::enables;
 use crate::quant::Linear;
 
 /// Input values staged per step (8 packed words per row).
@@ -23,27 +24,32 @@ const _: () = assert!(TILE_M == 64 && TILE_N == 64 && TILE_K.is_multiple_of(4));
 
 const TEMPLATE: &str = include_str!("../../kernels/matmul_dot4.wgsl");
 
-/// The kernel with activation `act`, when `residual` the residual add, and when `norm` the
-/// LayerNorm prologue.
-pub(crate) fn kernel(act: Activation, residual: bool, norm: bool) -> Kernel {
-    specialise(Kernel::new("matmul_dot4", TEMPLATE), TILE_K, act, residual, norm)
+/// The kernel with activation `act`, when `residual` the residual add, when `norm` the
+/// LayerNorm prologue, and when `subgroups` the prologue's reductions by subgroup shuffles.
+pub(crate) fn kernel(act: Activation, residual: bool, norm: bool, subgroups: bool) -> Kernel {
+    specialise(Kernel::new("matmul_dot4", TEMPLATE), TILE_K, act, residual, norm, subgroups)
+        .constant("ENABLES", enables(false, subgroups))
 }
 
 /// The specialisations a pre-norm encoder layer uses (LayerNorm + identity for q|k|v,
 /// LayerNorm + GELU for the first feed-forward matmul, residual for the second and for the
 /// output projection), compiled when the context is built if the adapter supports them.
-pub(crate) fn layer_kernels() -> Vec<Kernel> {
+/// With `subgroups`, the subgroup-reduction variants.
+pub(crate) fn layer_kernels(subgroups: bool) -> Vec<Kernel> {
     vec![
-        kernel(Activation::None, false, true),
-        kernel(Activation::Gelu, false, true),
-        kernel(Activation::None, true, false),
+        kernel(Activation::None, false, true, subgroups),
+        kernel(Activation::Gelu, false, true, subgroups),
+        kernel(Activation::None, true, false, subgroups),
     ]
 }
 
-/// One launch: `y[rows, out] (+)= act(LN?(x)[rows, in] · wᵀ + b)` with int8 activations.
+/// One launch: `y[rows, out] (+)= act(LN?(x)[rows, in] · wᵀ + b)` with int8 activations,
+/// the row reductions by subgroup shuffles when `fast.subgroups` (`fast`'s f16 flags are not
+/// supported here).
 ///
-/// Errors: [`GpuError::Unsupported`] when the context has no `dot4I8Packed`, as
-/// [`super::matmul`]'s launches otherwise.
+/// Errors: [`GpuError::Unsupported`] when the context has no `dot4I8Packed` (or no
+/// subgroups when asked for), or when `fast` asks for f16; as [`super::matmul`]'s launches
+/// otherwise.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_dot4_dispatch(
     ctx: &GpuContext,
@@ -54,18 +60,27 @@ pub(crate) fn matmul_dot4_dispatch(
     y: &wgpu::Buffer,
     act: Activation,
     residual: bool,
+    fast: MatmulFast,
 ) -> Result<Dispatch, GpuError> {
     ctx.require_int8_dot()?;
     w.require_int8()?;
-    matmul_launch(ctx, &kernel(act, residual, norm.is_some()), x, rows, norm, w, y)
+    if fast.x_f16 || fast.y_f16 {
+        return Err(GpuError::Unsupported {
+            feature: "f16 activations with int8 activations (matmul_dot4.wgsl)".into(),
+            adapter: ctx.adapter_summary(),
+            reason: "matmul_dot4.wgsl reads and writes f32 activations only".into(),
+        });
+    }
+    fast.check(ctx)?;
+    matmul_launch(ctx, &kernel(act, residual, norm.is_some(), fast.subgroups), x, rows, norm, w, y)
 }
 
 /// Runs `kernels/matmul_dot4.wgsl` once: `x` `[n, in]`, optionally normalised per row by the
 /// LayerNorm `norm = (gamma [in], beta [in], eps)`, then quantised per row to int8, times the
-/// int8 layer `w`, `act`, and the optional `residual` `[n, out]`; returns `[n, out]`.
-/// Compare with `engine::ops::matmul_dot4_reference`.
+/// int8 layer `w`, `act`, and the optional `residual` `[n, out]`; returns `[n, out]`. Compare with
+/// `engine::ops::matmul_dot4_reference`.
 ///
-/// Errors: [`GpuError::Unsupported`] without `dot4I8Packed`; [`GpuError::InputShape`] for
+/// Errors: [`GpuError::Unsupported`] without `dot4I8Packed` (or subgroups, when asked); [`GpuError::InputShape`] for
 /// mismatched lengths; [`GpuError::NotQuantized`] for f32 weights.
 pub async fn matmul_dot4(
     ctx: &GpuContext,
@@ -75,6 +90,22 @@ pub async fn matmul_dot4(
     w: &Linear,
     act: Activation,
     residual: Option<&[f32]>,
+) -> Result<Vec<f32>, GpuError> {
+    matmul_dot4_with(ctx, x, n, norm, w, act, residual, false).await
+}
+
+/// [`matmul_dot4()`](fn@matmul_dot4), with the prologue's reductions (mean, variance, row
+/// amax) by subgroup shuffles when `subgroups`.
+#[allow(clippy::too_many_arguments)]
+pub async fn matmul_dot4_with(
+    ctx: &GpuContext,
+    x: &[f32],
+    n: usize,
+    norm: Option<(&[f32], &[f32], f32)>,
+    w: &Linear,
+    act: Activation,
+    residual: Option<&[f32]>,
+    subgroups: bool,
 ) -> Result<Vec<f32>, GpuError> {
     ctx.require_int8_dot()?;
     check_len(|| format!("matmul input x [n={n}, in={}]", w.in_dim), x.len(), n * w.in_dim)?;
@@ -92,6 +123,7 @@ pub async fn matmul_dot4(
         None => ctx.storage_zeroed("matmul y", n * w.out_dim)?,
     };
     let norm = ln.as_ref().map(|(l, eps)| (l, *eps));
-    let d = matmul_dot4_dispatch(ctx, &xb, n, norm, &gw, &yb, act, residual.is_some())?;
+    let fast = MatmulFast { subgroups, ..MatmulFast::default() };
+    let d = matmul_dot4_dispatch(ctx, &xb, n, norm, &gw, &yb, act, residual.is_some(), fast)?;
     ctx.run_and_read("matmul_dot4", &[d], &yb, n * w.out_dim).await
 }

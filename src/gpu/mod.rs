@@ -19,6 +19,7 @@
 //! | `matmul_int8.wgsl` with its LayerNorm prologue | [`layernorm_matmul_int8`] | `layernorm_matmul_int8_reference` |
 //! | `matmul_dot4.wgsl` (int8 activations, `dot4I8Packed`; optional, [`GpuContext::supports_int8_dot`]) | [`matmul_dot4()`](fn@matmul_dot4) | `matmul_dot4_reference` |
 //! | `attention_out.wgsl` (attention + output projection + residual) | [`attention_out()`](fn@attention_out) | `attention_out_reference` |
+//! | fast paths (optional, [`GpuContext::fast_paths`]): `matmul_int8.wgsl` with f16 input/output storage (`shader-f16`) or subgroup LayerNorm statistics (`kernels/reduce4_subgroup.wgsl`); `matmul_dot4.wgsl` with subgroup reductions; `attention_out.wgsl` with subgroup score dots (`kernels/head_dot_subgroup.wgsl`) | [`matmul_int8_fast`], [`matmul_dot4_with`], [`attention_out_with`] | `matmul_int8_f16_reference` and the references above |
 //! | `attention.wgsl` (+ additive score bias) | [`attention()`](fn@attention), [`attention_biased`] | `attention_reference`, `attention_biased_reference` |
 //! | `cross_attention.wgsl` (queries from one buffer, keys/values from another; online softmax) | [`cross_attention()`](fn@cross_attention) | `cross_attention_reference` |
 //! | `layernorm.wgsl` | [`layernorm()`](fn@layernorm) | `layernorm_reference` |
@@ -47,22 +48,23 @@ pub mod layernorm;
 pub mod matmul;
 pub mod matmul_dot4;
 pub mod mean_pool;
+mod reduce4;
 pub(crate) mod sinkhorn;
 pub mod token_gather_mean;
 
 pub use attention::{attention, attention_biased};
-pub use attention_out::attention_out;
+pub use attention_out::{attention_out, attention_out_with};
 pub use conv2d_s2::{conv2d_s2, ConvEpilogue};
 pub use conv_transpose2d_s2::conv_transpose2d_s2;
 pub use cross_attention::cross_attention;
 pub use flash_attention::flash_attention;
 pub use gene_token_embedding::gene_token_embedding;
 pub(crate) use context::{check_len, Dispatch, MAX_WORKGROUPS_PER_DIM};
-pub use context::GpuContext;
+pub use context::{GpuContext, GpuOptions};
 pub use error::GpuError;
 pub use film_layernorm::film_layernorm;
 pub use layernorm::layernorm;
-pub use matmul::{layernorm_matmul_int8, matmul_int8, Activation};
-pub use matmul_dot4::matmul_dot4;
+pub use matmul::{layernorm_matmul_int8, matmul_int8, matmul_int8_fast, Activation};
+pub use matmul_dot4::{matmul_dot4, matmul_dot4_with};
 pub use mean_pool::mean_pool;
 pub use token_gather_mean::token_gather_mean;

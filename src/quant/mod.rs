@@ -13,8 +13,10 @@
 //! The functions here take already-validated slices; length mismatches are programming
 //! errors and panic with a message (see each `# Panics`).
 
+mod half;
 mod linear;
 
+pub use half::{f16_bits_to_f32, f32_to_f16_bits, round_f16};
 pub use linear::{Linear, LinearWeight};
 
 /// Quantises `w` `[out, in]` per output channel; returns `(q [out, in], scale [out])`.

@@ -43,3 +43,23 @@ pub fn gpu_or_skip(test: &str) -> Option<Arc<GpuContext>> {
         Err(e) => panic!("{test}: GPU context creation failed: {e}"),
     }
 }
+
+/// Tests skipped in this process because the adapter lacks an optional feature.
+static FEATURE_SKIPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `Some(ctx)` when `has` (the context has the optional feature `feature`); otherwise prints
+/// `SKIPPED: adapter lacks <feature>: <reason> (<test>; n feature skips so far)` to stderr,
+/// counts it, and returns `None` — loudly, never a silent pass. lavapipe has every optional
+/// feature these tests use (shader-f16, subgroups ≥ 4), so on the test machine nothing skips.
+pub fn with_feature(test: &str, ctx: Arc<GpuContext>, feature: &str, has: bool) -> Option<Arc<GpuContext>> {
+    if has {
+        return Some(ctx);
+    }
+    let n = FEATURE_SKIPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    eprintln!(
+        "SKIPPED: adapter lacks {feature}: {} on {} ({test}; {n} feature skip(s) so far)",
+        ctx.fast_paths(),
+        ctx.adapter_summary()
+    );
+    None
+}

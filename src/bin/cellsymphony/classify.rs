@@ -63,6 +63,8 @@ pub(crate) struct ClassifyArgs {
     /// Cells per block with --stream.
     #[arg(long, default_value_t = 16384)]
     pub(crate) block_cells: usize,
+    #[command(flatten)]
+    pub(crate) gpu_fast: GpuFastArgs,
 }
 
 pub(crate) struct Classified {
@@ -118,6 +120,7 @@ pub(crate) fn predictions_table(model: &EngineModel, crop: &PreparedCrop, c: &Cl
 }
 
 pub(crate) fn cmd_classify(a: ClassifyArgs) -> Result<Classified> {
+    set_gpu_fast(a.gpu_fast);
     let model = EngineModel::load(&a.model)?;
     if a.stream {
         return cmd_classify_stream(&a, &model);

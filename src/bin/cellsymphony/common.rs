@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use cellsymphony::data::{self, default_data_dir};
 use cellsymphony::engine::{self, Architecture, ClassifierConfig};
-use cellsymphony::gpu::GpuContext;
+use cellsymphony::gpu::{GpuContext, GpuOptions};
 use cellsymphony::train::{self, prepare_crop, ClassWeighting, LabelOptions, LrSchedule, PreparedCrop, Recipe, TrainConfig};
 
 #[derive(Args, Clone)]
@@ -293,15 +293,53 @@ pub(crate) fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     Ok(())
 }
 
+/// The GPU fast-path flags of `classify` (and every command that classifies on the GPU).
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub(crate) struct GpuFastArgs {
+    /// Open the GPU without its optional features (shader-f16, subgroups): the portable
+    /// kernels only. By default they are used wherever the adapter has them.
+    #[arg(long)]
+    pub(crate) no_gpu_fast_paths: bool,
+    /// Keep the WGSL engine's feed-forward hidden activations as f16 (needs shader-f16;
+    /// logits move by ~1e-3, classes follow except on near ties). Off by default.
+    #[arg(long)]
+    pub(crate) gpu_f16: bool,
+}
+
+static GPU_FAST: std::sync::OnceLock<GpuFastArgs> = std::sync::OnceLock::new();
+
+/// Records the fast-path flags for [`gpu_context`] and [`gpu_classifier`]; call before the
+/// first GPU use (later calls are ignored, as is a call after the context exists).
+pub(crate) fn set_gpu_fast(flags: GpuFastArgs) {
+    let _ = GPU_FAST.set(flags);
+}
+
 /// The process's GPU context, created on first use and shared by every later GPU step
-/// (the pipeline evaluates, checks parity and classifies on one device).
+/// (the pipeline evaluates, checks parity and classifies on one device), with the optional
+/// features [`set_gpu_fast`] allows.
 pub(crate) fn gpu_context() -> Result<Arc<GpuContext>> {
     static CTX: std::sync::OnceLock<Arc<GpuContext>> = std::sync::OnceLock::new();
     if let Some(ctx) = CTX.get() {
         return Ok(Arc::clone(ctx));
     }
-    let ctx = Arc::new(pollster::block_on(GpuContext::new()).with_context(|| "creating the GPU context".to_string())?);
+    let flags = GPU_FAST.get().copied().unwrap_or_default();
+    let options = if flags.no_gpu_fast_paths { GpuOptions::portable() } else { GpuOptions::default() };
+    let ctx = Arc::new(pollster::block_on(GpuContext::with_options(options)).with_context(|| "creating the GPU context".to_string())?);
     Ok(Arc::clone(CTX.get_or_init(|| ctx)))
+}
+
+/// `model` on the WGSL engine of [`gpu_context`], with the f16 hidden when `--gpu-f16`
+/// asked for it (an error when the adapter lacks shader-f16).
+pub(crate) fn gpu_classifier(model: engine::EngineModel) -> Result<engine::Classifier> {
+    let mut clf = engine::Classifier::gpu(model, gpu_context()?).with_context(|| "uploading the model to the GPU".to_string())?;
+    if GPU_FAST.get().is_some_and(|f| f.gpu_f16) {
+        if let engine::Backend::Gpu(g) = clf.backend_mut() {
+            if !g.set_f16_hidden(true) {
+                anyhow::bail!("--gpu-f16: {}", g.context().fast_paths());
+            }
+        }
+    }
+    Ok(clf)
 }
 
 pub(crate) fn parse_architecture(s: &str) -> std::result::Result<Architecture, String> {

@@ -61,7 +61,7 @@ pub(crate) fn engine_logits(model: &EngineModel, data: &CellData, idx: &[usize],
         }
         Engine::Cpu => engine::Classifier::cpu(model.clone())?,
         Engine::CpuW8a8 => engine::Classifier::cpu_with(model.clone(), engine::Int8Gemm::W8A8)?,
-        Engine::Gpu => engine::Classifier::gpu(model.clone(), gpu_context()?).with_context(|| "uploading the model to the GPU".to_string())?,
+        Engine::Gpu => gpu_classifier(model.clone())?,
     };
     let cells = data.cells.select(idx)?;
     let logits = pollster::block_on(clf.logits(&cells)).with_context(|| format!("running the {}", clf.engine_name()))?;
@@ -137,7 +137,7 @@ pub(crate) fn block_forward(model: &EngineModel, engine: Engine) -> Result<(Bloc
             let clf = match engine {
                 Engine::Cpu => engine::Classifier::cpu(model.clone())?,
                 Engine::CpuW8a8 => engine::Classifier::cpu_with(model.clone(), engine::Int8Gemm::W8A8)?,
-                _ => engine::Classifier::gpu(model.clone(), gpu_context()?).with_context(|| "uploading the model to the GPU".to_string())?,
+                _ => gpu_classifier(model.clone())?,
             };
             let name = clf.engine_name();
             let f: BlockForward = Box::new(move |block| Ok(pollster::block_on(clf.logits(&block.cells))?));
