@@ -296,6 +296,13 @@ pub(crate) fn run_encoder_layer(h: &mut Vec<f32>, n: usize, t: usize, d: usize, 
     encoder_layer(h, n, t, d, heads, eps, layer, packed, None, "", &mut |_, _| true);
 }
 
+/// [`encoder_layer`] with an attention bias `[heads, t, t]` shared by the `n` sequences and
+/// no observer (SPATIA's tissue transformer, [`super::spatia_hierarchy`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_encoder_layer_biased(h: &mut Vec<f32>, n: usize, t: usize, d: usize, heads: usize, eps: f32, layer: &EncoderLayerWeights, packed: &PackedLayer, bias: &[f32]) {
+    encoder_layer(h, n, t, d, heads, eps, layer, packed, Some(bias), "", &mut |_, _| true);
+}
+
 /// An observer of the forward's intermediate outputs: `(stage name, values)` → continue?
 type Stage<'a> = dyn FnMut(&dyn Fn() -> String, &[f32]) -> bool + 'a;
 

@@ -44,6 +44,7 @@ mod preprocess;
 mod protein;
 pub mod spatia;
 mod spatia_gpu;
+pub mod spatia_hierarchy;
 pub mod spec;
 
 pub use classifier::{
@@ -62,6 +63,10 @@ pub use format::{
 };
 pub use protein::{ProteinChannels, MIN_PROTEIN_STD};
 pub use spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SpatiaCellWeights, SPATIA_METADATA_KEY};
+pub use spatia_hierarchy::{
+    NicheCentroids, NicheLevelWeights, SpatiaContextWeights, SpatiaCpu, SpatiaHierarchyMeta, SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput,
+    TissueLevelWeights, SPATIA_HIERARCHY_FORMAT_VERSION, SPATIA_HIERARCHY_METADATA_KEY,
+};
 pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};
 pub use flow_gpu::{GpuFlowSampler, DEFAULT_FLOW_CHUNK_PAIRS};
 pub use spatia_gpu::{GpuSpatiaCell, DEFAULT_SPATIA_CHUNK_CELLS};

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::cpu::{fuse_qkv, run_encoder_layer, PackedLayer};
 use super::error::{EngineError, ModelFileError};
 use super::format::{EncoderLayerWeights, LayerNormWeights, Quantization, TensorReader, TensorWriter, VitWeights};
+use super::spec::MorphologyTokenConfig;
 use super::gemm::{gemm, PackedLinear};
 use super::ops::{cross_attention_cell, layernorm_reference, mean_pool_reference};
 use super::preprocess::vit_patch_rows;
@@ -94,7 +95,7 @@ pub struct SpatiaCellWeights {
 }
 
 impl SpatiaCellWeights {
-    fn linears(&self) -> Vec<&Linear> {
+    pub(crate) fn linears(&self) -> Vec<&Linear> {
         let mut v = vec![&self.gene_embedding, &self.vit.patch_embedding, &self.vit_projection];
         for l in &self.vit.layers {
             v.extend([&l.q, &l.k, &l.v, &l.o, &l.fc1, &l.fc2]);
@@ -105,7 +106,7 @@ impl SpatiaCellWeights {
         v
     }
 
-    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let mut v = vec![&mut self.gene_embedding, &mut self.vit.patch_embedding, &mut self.vit_projection];
         for l in &mut self.vit.layers {
             v.extend([&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.fc1, &mut l.fc2]);
@@ -221,28 +222,8 @@ impl SpatiaCellModel {
     /// Serialises the model (validated first).
     pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, ModelFileError> {
         self.validate()?;
-        let w = &self.weights;
         let mut t = TensorWriter::default();
-        t.linear("gene_embedding", &w.gene_embedding);
-        t.linear("vit.patch_embedding", &w.vit.patch_embedding);
-        for (i, l) in w.vit.layers.iter().enumerate() {
-            t.encoder_layer(&format!("vit.layers.{i}"), l);
-        }
-        t.layer_norm("vit.norm", &w.vit.norm);
-        t.linear("vit.projection", &w.vit_projection);
-        let c = &w.cross;
-        t.layer_norm("cross.norm_q", &c.norm_q);
-        t.layer_norm("cross.norm_kv", &c.norm_kv);
-        for (name, l) in [("q", &c.q), ("k", &c.k), ("v", &c.v), ("o", &c.o)] {
-            t.linear(&format!("cross.attn.{name}"), l);
-        }
-        t.layer_norm("cross.norm_ff", &c.norm_ff);
-        t.linear("cross.ffn.fc1", &c.fc1);
-        t.linear("cross.ffn.fc2", &c.fc2);
-        t.layer_norm("norm", &w.norm);
-        if let Some(h) = &w.type_head {
-            t.linear("type_head", h);
-        }
+        write_cell_tensors(&mut t, &self.weights);
         let json = serde_json::to_string(&self.meta).map_err(|e| invalid(format!("metadata does not serialise: {e}")))?;
         t.finish(SPATIA_METADATA_KEY, json)
     }
@@ -253,32 +234,8 @@ impl SpatiaCellModel {
         let (mut r, json) = TensorReader::open(bytes, SPATIA_METADATA_KEY)?;
         let meta: SpatiaCellMeta = serde_json::from_str(&json).map_err(|e| invalid(format!("{SPATIA_METADATA_KEY} metadata is not a SPATIA cell-level header ({e}); export it with `cellsymphony spatia export`")))?;
         meta.spec.validate()?;
-        let (s, q) = (&meta.spec, meta.quantization);
-        let (d, ci) = (s.d_model, &s.cell_image);
-        let vit = VitWeights {
-            patch_embedding: r.linear("vit.patch_embedding", ci.width, ci.patch_row_width(), q)?,
-            layers: (0..ci.n_layers).map(|i| r.encoder_layer(&format!("vit.layers.{i}"), ci.width, ci.d_ff, q)).collect::<Result<_, _>>()?,
-            norm: r.layer_norm("vit.norm", ci.width)?,
-        };
-        let cross = CrossBlockWeights {
-            norm_q: r.layer_norm("cross.norm_q", d)?,
-            norm_kv: r.layer_norm("cross.norm_kv", d)?,
-            q: r.linear("cross.attn.q", d, d, q)?,
-            k: r.linear("cross.attn.k", d, d, q)?,
-            v: r.linear("cross.attn.v", d, d, q)?,
-            o: r.linear("cross.attn.o", d, d, q)?,
-            norm_ff: r.layer_norm("cross.norm_ff", d)?,
-            fc1: r.linear("cross.ffn.fc1", s.d_ff, d, q)?,
-            fc2: r.linear("cross.ffn.fc2", d, s.d_ff, q)?,
-        };
-        let weights = SpatiaCellWeights {
-            gene_embedding: r.linear("gene_embedding", s.gene_tokens * d, s.n_genes, q)?,
-            vit,
-            vit_projection: r.linear("vit.projection", d, ci.width, q)?,
-            cross,
-            norm: r.layer_norm("norm", d)?,
-            type_head: if s.levels == SpatiaLevels::Cell { Some(r.linear("type_head", s.n_classes, d, q)?) } else { None },
-        };
+        let q = meta.quantization;
+        let weights = read_cell_tensors(&mut r, &meta.spec, q, meta.spec.levels == SpatiaLevels::Cell)?;
         r.check_all_used(q)?;
         Self::new(meta, weights)
     }
@@ -305,99 +262,211 @@ impl SpatiaCellModel {
     ///
     /// Errors with [`EngineError::InputShape`] for mis-sized inputs.
     pub fn forward(&self, genes: &[f32], patches: &[f32], n: usize) -> Result<SpatiaCellOutput, EngineError> {
-        let s = &self.meta.spec;
-        let px = s.cell_image.image_size * s.cell_image.image_size;
-        if genes.len() != n * s.n_genes {
-            return Err(EngineError::InputShape { what: format!("SPATIA genes [cells={n}, genes={}]", s.n_genes), expected: n * s.n_genes, found: genes.len() });
-        }
-        if patches.len() != n * px {
-            return Err(EngineError::InputShape { what: format!("SPATIA patches [cells={n}, {0}, {0}]", s.cell_image.image_size), expected: n * px, found: patches.len() });
-        }
-        let packed = Packed::new(&self.weights)?;
-        let mut z_cell = Vec::with_capacity(n * s.d_model);
-        let mut logits = self.weights.type_head.as_ref().map(|_| Vec::with_capacity(n * s.n_classes));
-        for start in (0..n).step_by(BLOCK_CELLS) {
-            let b = BLOCK_CELLS.min(n - start);
-            let z = self.forward_block(&packed, &genes[start * s.n_genes..(start + b) * s.n_genes], &patches[start * px..(start + b) * px], b);
-            if let (Some(l), Some(h)) = (logits.as_mut(), &packed.type_head) {
-                l.extend(gemm(&z, b, h, Activation::None, None));
-            }
-            z_cell.extend(z);
-        }
+        let packed = PackedCell::new(&self.weights)?;
+        let z_cell = cell_z(&self.meta.spec, &self.weights, &packed, genes, patches, n)?;
+        let logits = packed.type_head.as_ref().map(|h| gemm(&z_cell, n, h, Activation::None, None));
         Ok(SpatiaCellOutput { z_cell, logits })
-    }
-
-    /// `z_cell` `[b, D]` of one block.
-    fn forward_block(&self, p: &Packed, genes: &[f32], patches: &[f32], b: usize) -> Vec<f32> {
-        let (s, w) = (&self.meta.spec, &self.weights);
-        let (d, t, ci) = (s.d_model, s.gene_tokens, &s.cell_image);
-        let eps = s.layer_norm_eps as f32;
-        let g2 = ci.n_vit_tokens();
-        // Gene tokens [b·T, D] (the [b, T·D] output read row-major).
-        let gene_tokens = gemm(genes, b, &p.gene_embedding, Activation::None, None);
-        // Image tokens [b·g², W] → [b·g², D].
-        let rows = vit_patch_rows(patches, b, ci);
-        let mut vh = gemm(&rows, b * g2, &p.patch_embedding, Activation::None, None);
-        for (layer, packed) in w.vit.layers.iter().zip(&p.vit_layers) {
-            run_encoder_layer(&mut vh, b, g2, ci.width, ci.n_heads, eps, layer, packed);
-        }
-        let va = layernorm_reference(&vh, b * g2, ci.width, &w.vit.norm, eps);
-        let mut h = gemm(&va, b * g2, &p.vit_projection, Activation::None, None);
-        // Cross block: queries from the image tokens, keys/values from the gene tokens.
-        let c = &w.cross;
-        let a = layernorm_reference(&h, b * g2, d, &c.norm_q, eps);
-        let q = gemm(&a, b * g2, &p.q, Activation::None, None);
-        let g = layernorm_reference(&gene_tokens, b * t, d, &c.norm_kv, eps);
-        let kv = gemm(&g, b * t, &p.kv, Activation::None, None);
-        let mut att = vec![0.0f32; b * g2 * d];
-        crate::util::parallel::for_each_row_chunk(&mut att, g2 * d, b.div_ceil(4 * crate::util::parallel::worker_count()).max(1), |first, chunk| {
-            for (i, o) in chunk.chunks_exact_mut(g2 * d).enumerate() {
-                let cell = first + i;
-                cross_attention_cell(&q[cell * g2 * d..(cell + 1) * g2 * d], &kv[cell * t * 2 * d..(cell + 1) * t * 2 * d], o, t, d, s.n_heads);
-            }
-        });
-        h = gemm(&att, b * g2, &p.o, Activation::None, Some(&h));
-        let a = layernorm_reference(&h, b * g2, d, &c.norm_ff, eps);
-        let f = gemm(&a, b * g2, &p.fc1, Activation::Gelu, None);
-        h = gemm(&f, b * g2, &p.fc2, Activation::None, Some(&h));
-        let pooled = mean_pool_reference(&h, b, g2, d);
-        layernorm_reference(&pooled, b, d, &w.norm, eps)
     }
 }
 
-/// The cell level's linears packed for the GEMM (ViT q/k/v fused, cross k/v fused).
-struct Packed {
-    gene_embedding: PackedLinear,
-    patch_embedding: PackedLinear,
-    vit_layers: Vec<PackedLayer>,
-    vit_projection: PackedLinear,
+/// Writes a cross block under `{p}.norm_q`, `{p}.norm_kv`, `{p}.attn.{q,k,v,o}`,
+/// `{p}.norm_ff`, `{p}.ffn.{fc1,fc2}`.
+pub(super) fn write_cross(t: &mut TensorWriter, p: &str, c: &CrossBlockWeights) {
+    t.layer_norm(&format!("{p}.norm_q"), &c.norm_q);
+    t.layer_norm(&format!("{p}.norm_kv"), &c.norm_kv);
+    for (name, l) in [("q", &c.q), ("k", &c.k), ("v", &c.v), ("o", &c.o)] {
+        t.linear(&format!("{p}.attn.{name}"), l);
+    }
+    t.layer_norm(&format!("{p}.norm_ff"), &c.norm_ff);
+    t.linear(&format!("{p}.ffn.fc1"), &c.fc1);
+    t.linear(&format!("{p}.ffn.fc2"), &c.fc2);
+}
+
+/// Reads the cross block [`write_cross`] writes (width `d`, feed-forward `ff`).
+pub(super) fn read_cross(r: &mut TensorReader<'_>, p: &str, d: usize, ff: usize, q: Quantization) -> Result<CrossBlockWeights, ModelFileError> {
+    Ok(CrossBlockWeights {
+        norm_q: r.layer_norm(&format!("{p}.norm_q"), d)?,
+        norm_kv: r.layer_norm(&format!("{p}.norm_kv"), d)?,
+        q: r.linear(&format!("{p}.attn.q"), d, d, q)?,
+        k: r.linear(&format!("{p}.attn.k"), d, d, q)?,
+        v: r.linear(&format!("{p}.attn.v"), d, d, q)?,
+        o: r.linear(&format!("{p}.attn.o"), d, d, q)?,
+        norm_ff: r.layer_norm(&format!("{p}.norm_ff"), d)?,
+        fc1: r.linear(&format!("{p}.ffn.fc1"), ff, d, q)?,
+        fc2: r.linear(&format!("{p}.ffn.fc2"), d, ff, q)?,
+    })
+}
+
+/// Writes a ViT under `{p}.patch_embedding`, `{p}.layers.{i}.*`, `{p}.norm` and its
+/// projection under `{p}.projection`.
+pub(super) fn write_vit(t: &mut TensorWriter, p: &str, vit: &VitWeights, projection: &Linear) {
+    t.linear(&format!("{p}.patch_embedding"), &vit.patch_embedding);
+    for (i, l) in vit.layers.iter().enumerate() {
+        t.encoder_layer(&format!("{p}.layers.{i}"), l);
+    }
+    t.layer_norm(&format!("{p}.norm"), &vit.norm);
+    t.linear(&format!("{p}.projection"), projection);
+}
+
+/// Reads the ViT and projection [`write_vit`] writes (`m` its config, projection to `d`).
+pub(super) fn read_vit(r: &mut TensorReader<'_>, p: &str, m: &MorphologyTokenConfig, d: usize, q: Quantization) -> Result<(VitWeights, Linear), ModelFileError> {
+    let vit = VitWeights {
+        patch_embedding: r.linear(&format!("{p}.patch_embedding"), m.width, m.patch_row_width(), q)?,
+        layers: (0..m.n_layers).map(|i| r.encoder_layer(&format!("{p}.layers.{i}"), m.width, m.d_ff, q)).collect::<Result<_, _>>()?,
+        norm: r.layer_norm(&format!("{p}.norm"), m.width)?,
+    };
+    let projection = r.linear(&format!("{p}.projection"), d, m.width, q)?;
+    Ok((vit, projection))
+}
+
+/// Writes the cell level's tensors (the names in the module docs).
+pub(super) fn write_cell_tensors(t: &mut TensorWriter, w: &SpatiaCellWeights) {
+    t.linear("gene_embedding", &w.gene_embedding);
+    write_vit(t, "vit", &w.vit, &w.vit_projection);
+    write_cross(t, "cross", &w.cross);
+    t.layer_norm("norm", &w.norm);
+    if let Some(h) = &w.type_head {
+        t.linear("type_head", h);
+    }
+}
+
+/// Reads the cell level's tensors (`with_head`: the cell-level type head too).
+pub(super) fn read_cell_tensors(r: &mut TensorReader<'_>, s: &SpatiaSpec, q: Quantization, with_head: bool) -> Result<SpatiaCellWeights, ModelFileError> {
+    let d = s.d_model;
+    let (vit, vit_projection) = read_vit(r, "vit", &s.cell_image, d, q)?;
+    Ok(SpatiaCellWeights {
+        gene_embedding: r.linear("gene_embedding", s.gene_tokens * d, s.n_genes, q)?,
+        vit,
+        vit_projection,
+        cross: read_cross(r, "cross", d, s.d_ff, q)?,
+        norm: r.layer_norm("norm", d)?,
+        type_head: if with_head { Some(r.linear("type_head", s.n_classes, d, q)?) } else { None },
+    })
+}
+
+/// `z_cell` `[n, D]` of `n` cells (blocks of [`BLOCK_CELLS`]): `genes` `[n, G]`, `patches`
+/// `[n, S, S]`; errors with [`EngineError::InputShape`] for mis-sized inputs.
+pub(crate) fn cell_z(s: &SpatiaSpec, w: &SpatiaCellWeights, packed: &PackedCell, genes: &[f32], patches: &[f32], n: usize) -> Result<Vec<f32>, EngineError> {
+    let px = s.cell_image.image_size * s.cell_image.image_size;
+    if genes.len() != n * s.n_genes {
+        return Err(EngineError::InputShape { what: format!("SPATIA genes [cells={n}, genes={}]", s.n_genes), expected: n * s.n_genes, found: genes.len() });
+    }
+    if patches.len() != n * px {
+        return Err(EngineError::InputShape { what: format!("SPATIA patches [cells={n}, {0}, {0}]", s.cell_image.image_size), expected: n * px, found: patches.len() });
+    }
+    let mut z_cell = Vec::with_capacity(n * s.d_model);
+    for start in (0..n).step_by(BLOCK_CELLS) {
+        let b = BLOCK_CELLS.min(n - start);
+        z_cell.extend(cell_block(s, w, packed, &genes[start * s.n_genes..(start + b) * s.n_genes], &patches[start * px..(start + b) * px], b));
+    }
+    Ok(z_cell)
+}
+
+/// `z_cell` `[b, D]` of one block.
+fn cell_block(s: &SpatiaSpec, w: &SpatiaCellWeights, p: &PackedCell, genes: &[f32], patches: &[f32], b: usize) -> Vec<f32> {
+    let (d, t, ci) = (s.d_model, s.gene_tokens, &s.cell_image);
+    let eps = s.layer_norm_eps as f32;
+    let g2 = ci.n_vit_tokens();
+    // Gene tokens [b·T, D] (the [b, T·D] output read row-major).
+    let gene_tokens = gemm(genes, b, &p.gene_embedding, Activation::None, None);
+    // Image tokens [b·g², D].
+    let mut h = vit_tokens(&w.vit, &p.vit, patches, b, ci, eps);
+    // Cross block: queries from the image tokens, keys/values from the gene tokens.
+    cross_block(&mut h, &gene_tokens, b, g2, t, d, s.n_heads, eps, &w.cross, &p.cross);
+    let pooled = mean_pool_reference(&h, b, g2, d);
+    layernorm_reference(&pooled, b, d, &w.norm, eps)
+}
+
+/// Projected ViT tokens `[n·g², D]` of `n` images `[n, S, S]` (`m` their config):
+/// `projection(norm(ViT blocks(patch_embedding(unfold(image) ‖ one-hot position))))`.
+pub(crate) fn vit_tokens(vit: &VitWeights, p: &PackedVit, images: &[f32], n: usize, m: &MorphologyTokenConfig, eps: f32) -> Vec<f32> {
+    let g2 = m.n_vit_tokens();
+    let rows = vit_patch_rows(images, n, m);
+    let mut vh = gemm(&rows, n * g2, &p.patch_embedding, Activation::None, None);
+    for (layer, packed) in vit.layers.iter().zip(&p.layers) {
+        run_encoder_layer(&mut vh, n, g2, m.width, m.n_heads, eps, layer, packed);
+    }
+    let va = layernorm_reference(&vh, n * g2, m.width, &vit.norm, eps);
+    gemm(&va, n * g2, &p.projection, Activation::None, None)
+}
+
+/// SPATIA's pre-norm cross block in place on the queries `h` `[n·tq, D]` with the context
+/// `ctx` `[n·tk, D]` (each of the `n` items attends over its own `tk` context rows):
+/// `h += o(Attn(q(LN_q(h)), k(LN_kv(ctx)), v(LN_kv(ctx))))`, then
+/// `h += fc2(GELU(fc1(LN_ff(h))))`. Attention is [`cross_attention_cell`]'s online softmax,
+/// split over the cores by item.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cross_block(h: &mut Vec<f32>, ctx: &[f32], n: usize, tq: usize, tk: usize, d: usize, heads: usize, eps: f32, w: &CrossBlockWeights, p: &PackedCross) {
+    let a = layernorm_reference(h, n * tq, d, &w.norm_q, eps);
+    let q = gemm(&a, n * tq, &p.q, Activation::None, None);
+    let g = layernorm_reference(ctx, n * tk, d, &w.norm_kv, eps);
+    let kv = gemm(&g, n * tk, &p.kv, Activation::None, None);
+    let mut att = vec![0.0f32; n * tq * d];
+    crate::util::parallel::for_each_row_chunk(&mut att, tq * d, n.div_ceil(4 * crate::util::parallel::worker_count()).max(1), |first, chunk| {
+        for (i, o) in chunk.chunks_exact_mut(tq * d).enumerate() {
+            let item = first + i;
+            cross_attention_cell(&q[item * tq * d..(item + 1) * tq * d], &kv[item * tk * 2 * d..(item + 1) * tk * 2 * d], o, tk, d, heads);
+        }
+    });
+    *h = gemm(&att, n * tq, &p.o, Activation::None, Some(h));
+    let a = layernorm_reference(h, n * tq, d, &w.norm_ff, eps);
+    let f = gemm(&a, n * tq, &p.fc1, Activation::Gelu, None);
+    *h = gemm(&f, n * tq, &p.fc2, Activation::None, Some(h));
+}
+
+/// A cross block's linears packed for the GEMM (k and v fused into `[2D, D]`).
+#[derive(Clone, Debug)]
+pub(crate) struct PackedCross {
     q: PackedLinear,
     kv: PackedLinear,
     o: PackedLinear,
     fc1: PackedLinear,
     fc2: PackedLinear,
-    type_head: Option<PackedLinear>,
 }
 
-impl Packed {
+impl PackedCross {
+    /// Errors when k and v differ in input width or weight kind (a validated file always
+    /// packs); `what` names the block in the message.
+    pub(crate) fn new(c: &CrossBlockWeights, what: &str) -> Result<Self, EngineError> {
+        let kv = Linear::concat_rows(&[&c.k, &c.v]).ok_or_else(|| EngineError::InvalidConfig {
+            reason: format!("SPATIA {what}: k and v differ in input width or weight kind; re-export the model"),
+        })?;
+        Ok(Self { q: PackedLinear::new(&c.q), kv: PackedLinear::new(&kv), o: PackedLinear::new(&c.o), fc1: PackedLinear::new(&c.fc1), fc2: PackedLinear::new(&c.fc2) })
+    }
+}
+
+/// A ViT with its projection packed for the GEMM (q/k/v fused per layer).
+#[derive(Clone, Debug)]
+pub(crate) struct PackedVit {
+    patch_embedding: PackedLinear,
+    layers: Vec<PackedLayer>,
+    projection: PackedLinear,
+}
+
+impl PackedVit {
+    pub(crate) fn new(vit: &VitWeights, projection: &Linear) -> Self {
+        let layer = |l: &EncoderLayerWeights| PackedLayer::new(l, &fuse_qkv(l), PackedLinear::new);
+        Self { patch_embedding: PackedLinear::new(&vit.patch_embedding), layers: vit.layers.iter().map(layer).collect(), projection: PackedLinear::new(projection) }
+    }
+}
+
+/// The cell level's linears packed for the GEMM.
+#[derive(Clone, Debug)]
+pub(crate) struct PackedCell {
+    gene_embedding: PackedLinear,
+    vit: PackedVit,
+    cross: PackedCross,
+    pub(crate) type_head: Option<PackedLinear>,
+}
+
+impl PackedCell {
     /// Errors when the cross block's k and v differ in input width or weight kind (a file
     /// [`SpatiaCellModel::validate`] accepts always packs).
-    fn new(w: &SpatiaCellWeights) -> Result<Self, EngineError> {
-        let c = &w.cross;
-        let kv = Linear::concat_rows(&[&c.k, &c.v]).ok_or_else(|| EngineError::InvalidConfig {
-            reason: "SPATIA cross block: k and v differ in input width or weight kind; re-export the model".into(),
-        })?;
-        let layer = |l: &EncoderLayerWeights| PackedLayer::new(l, &fuse_qkv(l), PackedLinear::new);
+    pub(crate) fn new(w: &SpatiaCellWeights) -> Result<Self, EngineError> {
         Ok(Self {
             gene_embedding: PackedLinear::new(&w.gene_embedding),
-            patch_embedding: PackedLinear::new(&w.vit.patch_embedding),
-            vit_layers: w.vit.layers.iter().map(layer).collect(),
-            vit_projection: PackedLinear::new(&w.vit_projection),
-            q: PackedLinear::new(&c.q),
-            kv: PackedLinear::new(&kv),
-            o: PackedLinear::new(&c.o),
-            fc1: PackedLinear::new(&c.fc1),
-            fc2: PackedLinear::new(&c.fc2),
+            vit: PackedVit::new(&w.vit, &w.vit_projection),
+            cross: PackedCross::new(&w.cross, "cell cross block")?,
             type_head: w.type_head.as_ref().map(PackedLinear::new),
         })
     }

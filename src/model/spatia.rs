@@ -23,10 +23,14 @@ use super::encoder::{EncoderLayerConfig, TransformerEncoder, TransformerEncoderC
 use super::encoders::{GeneEncoder, GeneEncoderConfig, MorphologyEncoder, MorphologyEncoderConfig};
 use crate::engine::spec::{grid_positional_encoding, SpatiaSpec};
 use crate::engine::spatia::SPATIA_FORMAT_VERSION;
-use crate::engine::{CrossBlockWeights, ModelFileError, MorphologyTokenConfig, Quantization, SpatiaCellMeta, SpatiaCellModel, SpatiaCellWeights};
+use crate::engine::{
+    CrossBlockWeights, ModelFileError, MorphologyTokenConfig, NicheCentroids, NicheLevelWeights, Quantization, SpatiaCellMeta, SpatiaCellModel, SpatiaCellWeights,
+    SpatiaContextWeights, SpatiaHierarchyMeta, SpatiaHierarchyModel, TissueLevelWeights, SPATIA_HIERARCHY_FORMAT_VERSION,
+};
 
-/// Additive score for masked keys (large negative, finite so a fully masked row stays finite).
-pub const MASKED_SCORE: f32 = -1.0e4;
+/// Additive score for masked keys (large negative, finite so a fully masked row stays finite;
+/// the engine's constant, so both run the same mask).
+pub const MASKED_SCORE: f32 = crate::engine::spatia_hierarchy::TISSUE_MASKED_SCORE;
 
 /// Multi-head attention of queries `[b, nq, d]` over a separate key/value set `[b, nk, d]`.
 #[derive(Module, Debug)]
@@ -366,26 +370,68 @@ impl<B: Backend> SpatiaModel<B> {
         for (b, t) in gene_embedding.bias.iter_mut().zip(&token_type) {
             *b += t;
         }
-        let x = &cell.cross;
         let meta = SpatiaCellMeta { format_version: SPATIA_FORMAT_VERSION, spec: spec.clone(), classes, quantization: Quantization::None };
         let weights = SpatiaCellWeights {
             gene_embedding,
             vit: vit_out(&cell.vit, &spec.cell_image)?,
             vit_projection: linear_out(&cell.vit.projection),
-            cross: CrossBlockWeights {
-                norm_q: norm_out(&x.norm_q),
-                norm_kv: norm_out(&x.norm_kv),
-                q: linear_out(&x.attn.q),
-                k: linear_out(&x.attn.k),
-                v: linear_out(&x.attn.v),
-                o: linear_out(&x.attn.o),
-                norm_ff: norm_out(&x.norm_ff),
-                fc1: linear_out(&x.fc1),
-                fc2: linear_out(&x.fc2),
-            },
+            cross: cross_out(&cell.cross),
             norm: norm_out(&cell.norm),
             type_head: (spec.levels == crate::engine::spec::SpatiaLevels::Cell).then(|| linear_out(&self.type_head)),
         };
         SpatiaCellModel::new(meta, weights)
+    }
+
+    /// The whole hierarchy as the burn-free engine's [`SpatiaHierarchyModel`] (f32;
+    /// `quantize_int8` for int8): the cell level as [`Self::cell_level_to_engine`] gives it and,
+    /// for a niche/tissue model, the niche ViT (position table folded into its patch
+    /// embedding), its cross block and norm, the tissue layers and final norm, the fusion block
+    /// and norm and both heads. `niche_centroids`: k-means centroids of `z_niche` to store.
+    ///
+    /// Errors: as [`Self::cell_level_to_engine`]; a niche ViT that differs from
+    /// `spec.niche_image`; modules that do not match `spec.levels`; invalid centroids.
+    pub fn to_engine(&self, spec: &SpatiaSpec, classes: Vec<String>, niche_centroids: Option<NicheCentroids>) -> Result<SpatiaHierarchyModel, ModelFileError> {
+        use super::convert::{layer_out, linear_out, norm_out, vit_out};
+        let cell = self.cell_level_to_engine(spec, classes)?;
+        let context = match (&self.niche, &self.fusion, &self.fusion_norm, &self.composition_head) {
+            (Some(niche), Some(fusion), Some(fusion_norm), Some(comp)) => Some(SpatiaContextWeights {
+                niche: NicheLevelWeights {
+                    vit: vit_out(&niche.vit, &spec.niche_image)?,
+                    vit_projection: linear_out(&niche.vit.projection),
+                    cross: cross_out(&niche.cross),
+                    norm: norm_out(&niche.norm),
+                },
+                tissue: self.tissue.as_ref().map(|t| TissueLevelWeights { layers: t.layers.iter().map(layer_out).collect(), final_norm: norm_out(&t.final_norm) }),
+                fusion: cross_out(fusion),
+                fusion_norm: norm_out(fusion_norm),
+                type_head: linear_out(&self.type_head),
+                composition_head: linear_out(comp),
+            }),
+            _ => None,
+        };
+        let meta = SpatiaHierarchyMeta {
+            format_version: SPATIA_HIERARCHY_FORMAT_VERSION,
+            spec: spec.clone(),
+            classes: cell.meta.classes,
+            quantization: Quantization::None,
+            niche_centroids,
+        };
+        SpatiaHierarchyModel::new(meta, cell.weights, context)
+    }
+}
+
+/// A burn cross block in engine form.
+fn cross_out<B: Backend>(x: &CrossBlock<B>) -> CrossBlockWeights {
+    use super::convert::{linear_out, norm_out};
+    CrossBlockWeights {
+        norm_q: norm_out(&x.norm_q),
+        norm_kv: norm_out(&x.norm_kv),
+        q: linear_out(&x.attn.q),
+        k: linear_out(&x.attn.k),
+        v: linear_out(&x.attn.v),
+        o: linear_out(&x.attn.o),
+        norm_ff: norm_out(&x.norm_ff),
+        fc1: linear_out(&x.fc1),
+        fc2: linear_out(&x.fc2),
     }
 }

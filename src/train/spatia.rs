@@ -400,6 +400,86 @@ pub fn embed<B: Backend>(model: &SpatiaModel<B>, data: &SpatiaData, n_classes: u
     e
 }
 
+/// The inputs of region `r` (an index into `regions`) for the burn-free engine: genes
+/// `[N, G]`, patches `[N, S²]`, niche tiles `[K, S'²]` (read with the region's `cell_niche`
+/// and `slots` as a [`crate::engine::SpatiaRegionInput`]).
+pub fn engine_region_inputs(data: &SpatiaData, r: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rc = &data.regions[r];
+    let rows = |values: &[f32], w: usize, idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| values[i * w..(i + 1) * w].iter().copied()).collect() };
+    let (s, sn) = (data.patch_px, data.niche_px);
+    (rows(&data.x, data.n_genes, &rc.cells), rows(&data.patches, s * s, &rc.cells), rows(&data.niche_images, sn * sn, &rc.niches))
+}
+
+/// [`embed`] on the burn-free CPU engine ([`crate::engine::SpatiaCpu::forward_region`]):
+/// every region of `data`, outputs scattered to the cells and niches as [`embed`] does.
+///
+/// Errors: the engine's (mis-sized inputs: a model of another spec than `data`'s).
+pub fn embed_engine(model: &crate::engine::SpatiaCpu<'_>, data: &SpatiaData) -> Result<SpatiaEmbeddings, TrainError> {
+    let spec = &model.model().meta.spec;
+    let (n, nn, c, d) = (data.n_cells(), data.grid.niches.len(), spec.n_classes, spec.d_model);
+    let mut e = SpatiaEmbeddings {
+        n_classes: c,
+        d_model: d,
+        logits: vec![0.0; n * c],
+        z_cell: vec![0.0; n * d],
+        z: vec![0.0; n * d],
+        z_niche: vec![0.0; nn * d],
+        z_tissue: vec![0.0; nn * d],
+    };
+    let scatter = |dst: &mut Vec<f32>, src: &[f32], rows: &[usize], w: usize| {
+        for (k, &i) in rows.iter().enumerate() {
+            dst[i * w..(i + 1) * w].copy_from_slice(&src[k * w..(k + 1) * w]);
+        }
+    };
+    for r in 0..data.regions.len() {
+        let rc = &data.regions[r];
+        let (genes, patches, niche_images) = engine_region_inputs(data, r);
+        let input = crate::engine::SpatiaRegionInput { genes: &genes, patches: &patches, niche_images: &niche_images, cell_niche: &rc.cell_niche, niche_slot: &rc.slots };
+        let out = model.forward_region(&input)?;
+        scatter(&mut e.logits, &out.logits, &rc.cells, c);
+        scatter(&mut e.z_cell, &out.z_cell, &rc.cells, d);
+        scatter(&mut e.z, &out.z, &rc.cells, d);
+        if let Some(zn) = &out.z_niche {
+            scatter(&mut e.z_niche, zn, &rc.niches, d);
+        }
+        if let Some(zt) = &out.z_tissue {
+            scatter(&mut e.z_tissue, zt, &rc.niches, d);
+        }
+    }
+    Ok(e)
+}
+
+/// The niches of `data`'s regions (grid indices, ascending, distinct).
+pub fn embedded_niches(data: &SpatiaData) -> Vec<usize> {
+    let mut niches: Vec<usize> = data.regions.iter().flat_map(|r| r.niches.iter().copied()).collect();
+    niches.sort_unstable();
+    niches.dedup();
+    niches
+}
+
+/// Cluster of every embedded niche ([`embedded_niches`]) by its nearest centroid, `[niches]`
+/// of the grid (`None` for niches in no region).
+pub fn assign_niche_clusters(e: &SpatiaEmbeddings, data: &SpatiaData, centroids: &crate::engine::NicheCentroids) -> Vec<Option<u32>> {
+    let d = e.d_model;
+    let mut out = vec![None; data.grid.niches.len()];
+    for k in embedded_niches(data) {
+        out[k] = centroids.assign(&e.z_niche[k * d..(k + 1) * d]).first().copied();
+    }
+    out
+}
+
+/// `niche_clusters.csv`: `niche,col,row,cells,cluster` (empty cluster for niches in no
+/// region), atomically.
+pub fn write_niche_cluster_csv(dir: &Path, data: &SpatiaData, cluster_of: &[Option<u32>]) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+    let mut csv = String::from("niche,col,row,cells,cluster\n");
+    for (k, n) in data.grid.niches.iter().enumerate() {
+        csv += &format!("{k},{},{},{},{}\n", n.niche_col, n.niche_row, n.cells.len(), cluster_of[k].map_or(String::new(), |c| c.to_string()));
+    }
+    crate::util::write_atomic(&dir.join("niche_clusters.csv"), csv.as_bytes())?;
+    Ok(())
+}
+
 /// The pre-trained cell level's record must fit `spec` (same cell-level sizes).
 fn check_pretrained(pre: &SpatiaSpec, spec: &SpatiaSpec, path: &Path) -> Result<(), TrainError> {
     let same = pre.n_genes == spec.n_genes
@@ -633,6 +713,9 @@ pub struct NicheClusters {
     pub clusters: Vec<u32>,
     /// Clusters.
     pub k: usize,
+    /// The k-means centroids of `z_niche` (`niche_centroids.json`: another engine assigns
+    /// each niche to its nearest one, [`assign_niche_clusters`]).
+    pub centroids: crate::engine::NicheCentroids,
     /// `(k, mean silhouette)` of every `k` tried, on `z_niche`.
     pub silhouette: Vec<(usize, f64)>,
     /// Cell types over clusters: each typed cell of a clustered niche counts for its niche's
@@ -660,9 +743,7 @@ pub fn niche_clusters(
     seed: u64,
 ) -> Result<NicheClusters, TrainError> {
     let d = e.d_model;
-    let mut niches: Vec<usize> = data.regions.iter().flat_map(|r| r.niches.iter().copied()).collect();
-    niches.sort_unstable();
-    niches.dedup();
+    let niches = embedded_niches(data);
     let z: Vec<f32> = niches.iter().flat_map(|&k| e.z_niche[k * d..(k + 1) * d].iter().copied()).collect();
     if z.iter().all(|v| *v == 0.0) {
         return Err(TrainError::Options("the model has no niche level (z_niche is zero): fine-tune with --levels niche or tissue to cluster niches".into()));
@@ -693,10 +774,12 @@ pub fn niche_clusters(
         }
     }
     let enrichment = analysis::cluster_enrichment(&cl, km.k, &ty, type_names.len()).map_err(err)?;
+    let centroids = crate::engine::NicheCentroids { k: km.k, dim: d, centroids: km.centroids.clone() };
     Ok(NicheClusters {
         niches,
         clusters: km.labels,
         k: km.k,
+        centroids,
         silhouette,
         enrichment,
         type_names: type_names.to_vec(),
@@ -754,7 +837,7 @@ impl NicheClusters {
 }
 
 /// Write `niche_clusters.csv` (`niche,col,row,cells,cluster`; empty cluster for niches not
-/// embedded), `niche_silhouette.csv`, `niche_enrichment.csv` / `.md` and `niche_map.png` (niches
+/// embedded), `niche_centroids.json` ([`crate::engine::NicheCentroids`]), `niche_silhouette.csv`, `niche_enrichment.csv` / `.md` and `niche_map.png` (niches
 /// coloured by cluster over the DAPI image), atomically.
 pub fn write_niche_clusters(dir: &Path, nc: &NicheClusters, data: &SpatiaData) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
@@ -762,11 +845,9 @@ pub fn write_niche_clusters(dir: &Path, nc: &NicheClusters, data: &SpatiaData) -
     for (&k, &c) in nc.niches.iter().zip(&nc.clusters) {
         cluster_of[k] = Some(c);
     }
-    let mut csv = String::from("niche,col,row,cells,cluster\n");
-    for (k, n) in data.grid.niches.iter().enumerate() {
-        csv += &format!("{k},{},{},{},{}\n", n.niche_col, n.niche_row, n.cells.len(), cluster_of[k].map_or(String::new(), |c| c.to_string()));
-    }
-    crate::util::write_atomic(&dir.join("niche_clusters.csv"), csv.as_bytes())?;
+    write_niche_cluster_csv(dir, data, &cluster_of)?;
+    let centroids = serde_json::to_string_pretty(&nc.centroids).map_err(|e| TrainError::Analysis(e.to_string()))?;
+    crate::util::write_atomic(&dir.join("niche_centroids.json"), centroids.as_bytes())?;
     let mut sil = String::from("k,silhouette\n");
     for (k, s) in &nc.silhouette {
         sil += &format!("{k},{s:.6}\n");

@@ -14,6 +14,7 @@
 //! - [`quant`]: fp32-vs-int8 checks (logit bound, class flips only on near ties).
 //! - [`scratch`]: [`Scratch`] (a `tempfile::TempDir`, removed on drop) and [`fixture_dir`]
 //!   (per-process fixture folders under cargo's target tmp dir, written once per binary).
+//! - [`spatia`]: a seeded random SPATIA region and model for the engine parity tests.
 //! - [`synth`]: small seeded synthetic inputs several suites build (names, random engine
 //!   models, clustered point clouds, gzip).
 //!
@@ -34,6 +35,8 @@ pub mod ot;
 pub mod python;
 pub mod quant;
 pub mod scratch;
+#[cfg(feature = "train")]
+pub mod spatia;
 pub mod synth;
 
 #[cfg(feature = "native-io")]

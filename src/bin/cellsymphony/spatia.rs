@@ -33,9 +33,14 @@ enum SpatiaCommand {
     /// niche level also niche clusters (k by silhouette), their cell-type enrichment and
     /// niche_map.png.
     Embed(EmbedArgs),
-    /// Export the cell level (and a cell-level model's type head) as a safetensors file the
-    /// burn-free engine runs (`engine::SpatiaCellModel`).
+    /// Export the whole hierarchy (cell level, and for --levels niche|tissue the niche and
+    /// tissue levels, fusion and heads) as a safetensors file the burn-free engine runs
+    /// (`engine::SpatiaHierarchyModel`), with the niche clusters' centroids if given.
     Export(ExportArgs),
+    /// Classify every cell in a tissue region with the burn-free engine (the exported file):
+    /// writes cells.csv (cell_id,niche,predicted), the .npy embeddings of `embed` and, when the
+    /// file stores niche centroids, niche_clusters.csv (nearest centroid of each z_niche).
+    Classify(ClassifyArgs),
     /// The level ablation on K spatially blocked folds with our LogReg on the same folds:
     /// writes ablation.md and ablation.json.
     Ablation(AblationArgs),
@@ -181,11 +186,39 @@ struct ExportArgs {
     #[arg(long, default_value = "runs/spatia")]
     model: PathBuf,
     /// Output file.
-    #[arg(long, default_value = "runs/spatia/spatia_cell.safetensors")]
+    #[arg(long, default_value = "runs/spatia/spatia.safetensors")]
     out: PathBuf,
     /// Quantise the linear weights to int8 (per output channel, symmetric).
     #[arg(long)]
     int8: bool,
+    /// niche_centroids.json written by `spatia embed` (stored in the file's metadata, so the
+    /// engine assigns niche clusters without re-running k-means).
+    #[arg(long)]
+    niche_centroids: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Engine {
+    /// The burn-free CPU engine.
+    Cpu,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// File written by `spatia export`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Engine.
+    #[arg(long, value_enum, default_value = "cpu")]
+    engine: Engine,
+    /// Use only the first N tissue regions with cells.
+    #[arg(long)]
+    max_regions: Option<usize>,
+    /// Output folder.
+    #[arg(long, default_value = "runs/spatia/classify")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -270,17 +303,54 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
         }
         SpatiaCommand::Export(a) => {
             let (header, model) = spatia::load_model::<Cpu>(&a.model, &device)?;
-            let mut engine = model.cell_level_to_engine(&header.spec, header.class_names.clone())?;
+            let centroids = match &a.niche_centroids {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                    Some(serde_json::from_str(&text).with_context(|| format!("{}: not a niche_centroids.json of `spatia embed`", p.display()))?)
+                }
+                None => None,
+            };
+            let mut engine = model.to_engine(&header.spec, header.class_names.clone(), centroids)?;
             if a.int8 {
                 engine = engine.quantize_int8();
             }
             engine.save_atomic(&a.out)?;
             println!(
-                "SPATIA cell level ({}, {}) written to {}",
-                if engine.weights.type_head.is_some() { "with its cell-type head" } else { "z_cell only: the type head reads the fused embedding" },
+                "SPATIA model (--levels {}, {}{}) written to {}",
+                header.spec.levels.name(),
                 engine.meta.quantization.as_str(),
+                engine.meta.niche_centroids.as_ref().map_or(String::new(), |c| format!(", {} niche centroids", c.k)),
                 a.out.display()
             );
+        }
+        SpatiaCommand::Classify(a) => {
+            let Engine::Cpu = a.engine;
+            let model = cellsymphony::engine::SpatiaHierarchyModel::load(&a.model)?;
+            let crop = a.data.prepare()?;
+            if crop.class_names != model.meta.classes {
+                bail!("{}: the model was trained on classes {:?} but these cells are labelled {:?}; classify the data it was trained on", a.model.display(), model.meta.classes, crop.class_names);
+            }
+            let data = SpatiaData::build(&crop, &model.meta.spec, a.max_regions)?;
+            let cpu = model.prepare()?;
+            let t = std::time::Instant::now();
+            let e = spatia::embed_engine(&cpu, &data)?;
+            let secs = t.elapsed().as_secs_f64();
+            spatia::write_embeddings(&a.out, &e, &data, &crop.table.cell_ids, &model.meta.classes)?;
+            let cells = data.assigned.iter().filter(|&&x| x).count();
+            println!(
+                "SPATIA engine (cpu, {}): {cells} cells in {} regions classified in {secs:.2} s; cells.csv and embeddings written to {}",
+                model.meta.quantization.as_str(),
+                data.regions.len(),
+                a.out.display()
+            );
+            match &model.meta.niche_centroids {
+                Some(c) => {
+                    let clusters = spatia::assign_niche_clusters(&e, &data, c);
+                    spatia::write_niche_cluster_csv(&a.out, &data, &clusters)?;
+                    println!("niche clusters ({} centroids) of {} niches written to niche_clusters.csv", c.k, clusters.iter().flatten().count());
+                }
+                None => println!("no niche clusters: the file stores no niche centroids (export with --niche-centroids)"),
+            }
         }
         SpatiaCommand::Ablation(a) => {
             let (crop, spec, data) = a.model.prepare()?;
