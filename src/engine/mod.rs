@@ -69,7 +69,7 @@ pub use spatia_hierarchy::{
 };
 pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};
 pub use flow_gpu::{GpuFlowSampler, DEFAULT_FLOW_CHUNK_PAIRS};
-pub use spatia_gpu::{GpuSpatiaCell, DEFAULT_SPATIA_CHUNK_CELLS};
+pub use spatia_gpu::{GpuSpatia, GpuSpatiaCell, DEFAULT_SPATIA_CHUNK_CELLS};
 pub use preprocess::{
     align_to_panel, check_patches, model_input, normalise_log1p_cp10k, sinusoid_frequencies,
     spatial_features, vit_patch_rows, MAX_LISTED_MISSING_GENES,

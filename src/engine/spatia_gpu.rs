@@ -1,4 +1,5 @@
-//! SPATIA's cell level (issue 14) on WebGPU: [`GpuSpatiaCell`] runs
+//! SPATIA (issue 14) on WebGPU: [`GpuSpatia`] runs the whole hierarchy one tissue region at
+//! a time (as `SpatiaCpu::forward_region`), on top of the cell level, [`GpuSpatiaCell`], which runs
 //! [`SpatiaCellModel::forward`] on the kernels of [`crate::gpu`] with the model's own weights
 //! (int8 per output channel, or f32 through `matmul_int8.wgsl`'s `F32_WEIGHTS = 1`),
 //! natively (Vulkan, e.g. lavapipe) and in a browser. The CPU forward is the reference:
@@ -31,14 +32,17 @@ use super::cpu::fuse_qkv;
 use super::format::{MorphologyTokenConfig, VitWeights};
 use super::gpu::{compile_layer_attention, push_layer, upload_layer, upload_norm, GpuEncoderLayer, LayerBuffers};
 use super::preprocess::vit_patch_rows;
-use super::spatia::{CrossBlockWeights, SpatiaCellModel, SpatiaCellOutput};
-use super::spec::SpatiaSpec;
+use super::flow_gpu::{record, Op};
+use super::spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SPATIA_FORMAT_VERSION};
+use super::spatia_hierarchy::{SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput, TISSUE_MASKED_SCORE};
+use super::spec::{grid_positional_encoding, SpatiaSpec};
 use super::EngineError;
 use crate::gpu::attention::compile_attention;
 use crate::gpu::cross_attention::{compile_cross_attention, cross_attention_dispatch};
 use crate::gpu::layernorm::{layernorm_dispatch, GpuLayerNorm};
 use crate::gpu::matmul::{matmul_dispatch, matmul_norm_dispatch, Activation, GpuLinear, TILE_M};
 use crate::gpu::mean_pool::mean_pool_dispatch;
+use crate::gpu::sparse_rows::{sparse_rows_dispatch, GpuCsr};
 use crate::gpu::{Dispatch, GpuContext, GpuError, MAX_WORKGROUPS_PER_DIM};
 use crate::quant::Linear;
 
@@ -377,6 +381,306 @@ impl GpuSpatiaCell {
         plan.push(mean_pool_dispatch(ctx, &b.h, &b.pooled, c, g2, d)?);
         plan.push(layernorm_dispatch(ctx, &b.pooled, c, &self.norm, &b.z, eps)?);
         Ok(())
+    }
+}
+
+/// The levels above the cell level on the GPU (`--levels niche|tissue` models).
+struct GpuContextLevels {
+    niche_vit: GpuVitProj,
+    niche_cross: GpuCrossBlock,
+    niche_norm: GpuLayerNorm,
+    /// Tissue encoder layers and final norm (`--levels tissue`).
+    tissue: Option<(Vec<GpuEncoderLayer>, GpuLayerNorm)>,
+    fusion: GpuCrossBlock,
+    fusion_norm: GpuLayerNorm,
+    type_head: GpuLinear,
+    composition_head: GpuLinear,
+    /// 2-D positional encoding of the region's slots `[R², D]`.
+    pe: wgpu::Buffer,
+}
+
+/// SPATIA's whole hierarchy ([`SpatiaHierarchyModel`]) on the GPU, one tissue region per
+/// call, as [`super::SpatiaCpu::forward_region`] computes it (the module docs of
+/// [`super::spatia_hierarchy`] give the maths). Per region one command buffer:
+/// ```text
+/// cell level (as GpuSpatiaCell)                         → z_cell [N, D]
+/// niche ViT + projection over the tiles [K, S', S']      → t [K·g'², D]
+/// sparse_rows: mean z_cell per niche (weights 1/count)   → m [K, D]
+/// cross block (Q = t, K = V = m_k), mean pool, niche.norm → levels[0 .. K] = z_niche
+/// tissue: sparse_rows (z_niche into its slot, + PE)      → h [R², D]; encoder layers with the
+///         empty-slot key bias [H, R², R²]; final_norm, copied into levels[K .. K + R²]
+/// sparse_rows: each cell's [z_niche, z_tissue] rows      → ctx [N·tk, D]
+/// fusion cross block on a copy of z_cell, fusion_norm    → z [N, D]; type_head → logits
+/// composition_head on levels[0 .. K]                     → composition [K, C]
+/// ```
+/// then one readback of `z_cell ‖ z ‖ logits ‖ levels ‖ composition` (`z_tissue` is read
+/// from the slots). The ViTs and cross blocks are those of [`GpuSpatiaCell`]; the only new
+/// kernel is `sparse_rows.wgsl`. A region's cells must fit one chunk
+/// ([`GpuSpatiaCell::max_chunk_cells`]).
+pub struct GpuSpatia {
+    cell: GpuSpatiaCell,
+    context: Option<GpuContextLevels>,
+}
+
+/// One region's buffers above the cell level.
+struct RegionBuffers {
+    niche_vit: VitBuffers,
+    t: wgpu::Buffer,
+    niche_cross: CrossBuffers,
+    mean: wgpu::Buffer,
+    pooled: wgpu::Buffer,
+    /// `z_niche` `[K, D]` then the tissue transformer's output slots `[R², D]`.
+    levels: wgpu::Buffer,
+    tissue: Option<TissueBuffers>,
+    ctx_rows: wgpu::Buffer,
+    zf: wgpu::Buffer,
+    fusion_cross: CrossBuffers,
+    z: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    composition: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+struct TissueBuffers {
+    h: wgpu::Buffer,
+    a: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    ff: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    y: wgpu::Buffer,
+}
+
+fn invalid(reason: String) -> EngineError {
+    EngineError::InvalidConfig { reason }
+}
+
+impl GpuSpatia {
+    /// Uploads `model` (int8 or f32, as stored) and compiles its kernels.
+    #[allow(clippy::result_large_err)]
+    pub fn new(ctx: Arc<GpuContext>, model: &SpatiaHierarchyModel) -> Result<Self, EngineError> {
+        model.validate()?;
+        let m = &model.meta;
+        let s = &m.spec;
+        let cell_model = SpatiaCellModel::new(
+            SpatiaCellMeta { format_version: SPATIA_FORMAT_VERSION, spec: s.clone(), classes: m.classes.clone(), quantization: m.quantization },
+            model.cell.clone(),
+        )?;
+        let cell = GpuSpatiaCell::new(ctx.clone(), &cell_model)?;
+        let gpu = &*ctx;
+        let context = match &model.context {
+            None => None,
+            Some(c) => {
+                let (d, side, ni) = (s.d_model, s.region_niches, &s.niche_image);
+                compile_cross_attention(gpu, ni.n_vit_tokens(), 1, d, s.n_heads)?;
+                compile_cross_attention(gpu, 1, s.levels.context_tokens(), d, s.n_heads)?;
+                let tissue = match &c.tissue {
+                    Some(t) => {
+                        if model.is_int8() {
+                            compile_layer_attention(gpu, side * side, d, s.n_heads)?;
+                        } else {
+                            compile_attention(gpu, side * side, d, s.n_heads)?;
+                        }
+                        let layers = t.layers.iter().enumerate().map(|(i, l)| upload_layer(gpu, l, &fuse_qkv(l), &format!("tissue.layers.{i}"))).collect::<Result<_, _>>()?;
+                        Some((layers, upload_norm(gpu, &t.final_norm, "tissue.final_norm")?))
+                    }
+                    None => None,
+                };
+                Some(GpuContextLevels {
+                    niche_vit: GpuVitProj::upload(gpu, &c.niche.vit, &c.niche.vit_projection, ni, "niche.vit")?,
+                    niche_cross: GpuCrossBlock::upload(gpu, &c.niche.cross, "niche.cross")?,
+                    niche_norm: upload_norm(gpu, &c.niche.norm, "niche.norm")?,
+                    tissue,
+                    fusion: GpuCrossBlock::upload(gpu, &c.fusion, "fusion")?,
+                    fusion_norm: upload_norm(gpu, &c.fusion_norm, "fusion_norm")?,
+                    type_head: GpuLinear::upload(gpu, &c.type_head, "type_head")?,
+                    composition_head: GpuLinear::upload(gpu, &c.composition_head, "composition_head")?,
+                    pe: gpu.storage_init("tissue positional encoding", bytemuck::cast_slice(&grid_positional_encoding(side, d)))?,
+                })
+            }
+        };
+        ctx.take_error()?;
+        Ok(Self { cell, context })
+    }
+
+    /// The cell level alone (its chunking, its `forward`).
+    pub fn cell_level(&self) -> &GpuSpatiaCell {
+        &self.cell
+    }
+
+    /// One region's forward pass, the outputs of [`super::SpatiaCpu::forward_region`]; same
+    /// input checks and errors.
+    ///
+    /// Never blocks on wasm32; natively it drives the device with `poll` while waiting.
+    pub async fn forward_region(&self, x: &SpatiaRegionInput<'_>) -> Result<SpatiaRegionOutput, EngineError> {
+        let cl = &self.cell;
+        let s = &cl.spec;
+        let (d, eps) = (s.d_model, cl.eps);
+        let n = x.genes.len() / s.n_genes.max(1);
+        check_inputs(s, x.genes, x.patches, n)?;
+        let Some(c) = &self.context else {
+            let out = cl.forward(x.genes, x.patches, n).await?;
+            let logits = out.logits.ok_or_else(|| invalid("the cell-level model has no type head".into()))?;
+            return Ok(SpatiaRegionOutput { z: out.z_cell.clone(), z_cell: out.z_cell, logits, z_niche: None, z_tissue: None, composition: None });
+        };
+        // The CPU engine's checks of the niche inputs, word for word.
+        let k = x.niche_slot.len();
+        let (side, ni) = (s.region_niches, &s.niche_image);
+        let px = ni.image_size * ni.image_size;
+        if x.niche_images.len() != k * px {
+            return Err(EngineError::InputShape { what: format!("SPATIA niche tiles [niches={k}, {0}, {0}]", ni.image_size), expected: k * px, found: x.niche_images.len() });
+        }
+        if x.cell_niche.len() != n {
+            return Err(EngineError::InputShape { what: format!("SPATIA cell niches [cells={n}]"), expected: n, found: x.cell_niche.len() });
+        }
+        if let Some(bad) = x.cell_niche.iter().find(|&&v| v >= k) {
+            return Err(invalid(format!("cellNiche holds {bad} but the region has {k} niches")));
+        }
+        let s2 = side * side;
+        let mut slot_niche = vec![None; s2];
+        for (i, &sl) in x.niche_slot.iter().enumerate() {
+            if sl >= s2 || slot_niche[sl].is_some() {
+                return Err(invalid(format!("niche {i}: slot {sl} is outside the {side}×{side} region or taken by another niche")));
+            }
+            slot_niche[sl] = Some(i);
+        }
+        if n > cl.max_chunk_cells {
+            return Err(invalid(format!("the region has {n} cells, more than the {} one GPU chunk holds; use the CPU engine for it", cl.max_chunk_cells)));
+        }
+        cl.ctx.take_error()?;
+        let ctx = &*cl.ctx;
+        let tk = s.levels.context_tokens();
+        let (g2n, classes) = (ni.n_vit_tokens(), c.type_head.out_dim);
+        // CSR matrices of this region: niche means, slot placement, each cell's context rows.
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); k];
+        for (ci, &nk) in x.cell_niche.iter().enumerate() {
+            members[nk].push(ci as u32);
+        }
+        let (mut mo, mut mc, mut mw) = (vec![0u32], Vec::new(), Vec::new());
+        for m in &members {
+            mc.extend_from_slice(m);
+            mw.extend(std::iter::repeat_n(1.0 / m.len().max(1) as f32, m.len()));
+            mo.push(mc.len() as u32);
+        }
+        let a_mean = GpuCsr::upload(ctx, &mo, &mc, &mw, n.max(1), "SPATIA niche means")?;
+        let (mut so, mut sc) = (vec![0u32], Vec::new());
+        for nk in &slot_niche {
+            if let Some(nk) = nk {
+                sc.push(*nk as u32);
+            }
+            so.push(sc.len() as u32);
+        }
+        let a_slot = GpuCsr::upload(ctx, &so, &sc, &vec![1.0; sc.len()], k.max(1), "SPATIA tissue slots")?;
+        // Context rows of cell i: z_niche of its niche (levels row nk), then its tissue slot
+        // (levels row K + slot).
+        let (mut co, mut cc) = (vec![0u32], Vec::new());
+        for &nk in x.cell_niche {
+            cc.push(nk as u32);
+            co.push(cc.len() as u32);
+            if tk == 2 {
+                cc.push((k + x.niche_slot[nk]) as u32);
+                co.push(cc.len() as u32);
+            }
+        }
+        let a_ctx = GpuCsr::upload(ctx, &co, &cc, &vec![1.0; cc.len()], k + s2, "SPATIA fusion context")?;
+        // Buffers.
+        let cb = cl.chunk_buffers(n.max(1))?;
+        ctx.queue.write_buffer(&cb.genes, 0, bytemuck::cast_slice(x.genes));
+        cl.vit.write_rows(ctx, &cb.vit, x.patches, n);
+        let rb = RegionBuffers {
+            niche_vit: c.niche_vit.buffers(ctx, k.max(1), "SPATIA niche ViT")?,
+            t: ctx.storage_zeroed("SPATIA niche tokens", k.max(1) * g2n * d)?,
+            niche_cross: c.niche_cross.buffers(ctx, k.max(1), g2n, 1, "SPATIA niche cross block")?,
+            mean: ctx.storage_zeroed("SPATIA niche mean z_cell", k.max(1) * d)?,
+            pooled: ctx.storage_zeroed("SPATIA niche pooled", k.max(1) * d)?,
+            levels: ctx.storage_zeroed("SPATIA z_niche ‖ tissue slots", (k + s2) * d)?,
+            tissue: match &c.tissue {
+                Some(_) => {
+                    let mut bias = vec![0.0f32; s.n_heads * s2 * s2];
+                    for row in bias.chunks_exact_mut(s2) {
+                        for (key, b) in row.iter_mut().enumerate() {
+                            if slot_niche[key].is_none() {
+                                *b = TISSUE_MASKED_SCORE;
+                            }
+                        }
+                    }
+                    Some(TissueBuffers {
+                        h: ctx.storage_zeroed("SPATIA tissue stream", s2 * d)?,
+                        a: ctx.storage_zeroed("SPATIA tissue attention out", s2 * d)?,
+                        qkv: ctx.storage_zeroed("SPATIA tissue qkv", s2 * 3 * d)?,
+                        ff: ctx.storage_zeroed("SPATIA tissue ffn hidden", s2 * s.d_ff)?,
+                        bias: ctx.storage_init("SPATIA tissue empty-slot bias", bytemuck::cast_slice(&bias))?,
+                        y: ctx.storage_zeroed("SPATIA tissue output", s2 * d)?,
+                    })
+                }
+                None => None,
+            },
+            ctx_rows: ctx.storage_zeroed("SPATIA fusion context", n.max(1) * tk * d)?,
+            zf: ctx.storage_zeroed("SPATIA fused stream", n.max(1) * d)?,
+            fusion_cross: c.fusion.buffers(ctx, n.max(1), 1, tk, "SPATIA fusion cross block")?,
+            z: ctx.storage_zeroed("SPATIA z", n.max(1) * d)?,
+            logits: ctx.storage_zeroed("SPATIA logits", n.max(1) * classes)?,
+            composition: ctx.storage_zeroed("SPATIA composition", k.max(1) * classes)?,
+            readback: ctx.readback_buffer("SPATIA region readback", 2 * n * d + n * classes + (k + s2) * d + k * classes),
+        };
+        c.niche_vit.write_rows(ctx, &rb.niche_vit, x.niche_images, k);
+        // The launches, in order.
+        let mut ops: Vec<Op> = Vec::new();
+        let mut plan = Vec::new();
+        cl.push_z_cell(&mut plan, &cb, n)?;
+        c.niche_vit.push(&mut plan, ctx, &rb.niche_vit, k, &rb.t, eps)?;
+        plan.push(sparse_rows_dispatch(ctx, &a_mean, &cb.z, None, &rb.mean, d)?);
+        c.niche_cross.push(&mut plan, ctx, &rb.t, &rb.mean, &rb.niche_cross, k, g2n, 1, s.n_heads, eps)?;
+        plan.push(mean_pool_dispatch(ctx, &rb.t, &rb.pooled, k, g2n, d)?);
+        plan.push(layernorm_dispatch(ctx, &rb.pooled, k, &c.niche_norm, &rb.levels, eps)?);
+        if let (Some((layers, final_norm)), Some(tb)) = (&c.tissue, &rb.tissue) {
+            plan.push(sparse_rows_dispatch(ctx, &a_slot, &rb.levels, Some(&c.pe), &tb.h, d)?);
+            let lb = LayerBuffers { h: &tb.h, a: &tb.a, qkv: &tb.qkv, ff: &tb.ff, bias: &tb.bias, flash: false, dot4: false };
+            for l in layers {
+                push_layer(&mut plan, ctx, l, &lb, 1, s2, d, s.n_heads, eps)?;
+            }
+            plan.push(layernorm_dispatch(ctx, &tb.h, s2, final_norm, &tb.y, eps)?);
+            ops.extend(plan.drain(..).map(Op::Run));
+            ops.push(Op::Copy { from: tb.y.clone(), to: rb.levels.clone(), to_offset: (k * d * 4) as u64, bytes: (s2 * d * 4) as u64 });
+        }
+        plan.push(sparse_rows_dispatch(ctx, &a_ctx, &rb.levels, None, &rb.ctx_rows, d)?);
+        ops.extend(plan.drain(..).map(Op::Run));
+        if n > 0 {
+            ops.push(Op::Copy { from: cb.z.clone(), to: rb.zf.clone(), to_offset: 0, bytes: (n * d * 4) as u64 });
+        }
+        c.fusion.push(&mut plan, ctx, &rb.zf, &rb.ctx_rows, &rb.fusion_cross, n, 1, tk, s.n_heads, eps)?;
+        plan.push(layernorm_dispatch(ctx, &rb.zf, n, &c.fusion_norm, &rb.z, eps)?);
+        plan.push(matmul_dispatch(ctx, &rb.z, n, &c.type_head, &rb.logits, Activation::None, false)?);
+        plan.push(matmul_dispatch(ctx, &rb.levels, k, &c.composition_head, &rb.composition, Activation::None, false)?);
+        ops.extend(plan.drain(..).map(Op::Run));
+        // One readback: z_cell ‖ z ‖ logits ‖ levels ‖ composition.
+        let parts: [(&wgpu::Buffer, usize); 5] = [(&cb.z, n * d), (&rb.z, n * d), (&rb.logits, n * classes), (&rb.levels, (k + s2) * d), (&rb.composition, k * classes)];
+        let mut offset = 0u64;
+        for (buf, len) in parts {
+            if len > 0 {
+                ops.push(Op::Copy { from: buf.clone(), to: rb.readback.clone(), to_offset: offset, bytes: (len * 4) as u64 });
+            }
+            offset += (len * 4) as u64;
+        }
+        let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("SPATIA region") });
+        record(&mut encoder, &ops);
+        let submission = ctx.queue.submit([encoder.finish()]);
+        let total = 2 * n * d + n * classes + (k + s2) * d + k * classes;
+        let values = ctx.map_read(&rb.readback, total, submission).await?;
+        cl.ctx.take_error()?;
+        let (z_cell, rest) = values.split_at(n * d);
+        let (z, rest) = rest.split_at(n * d);
+        let (logits, rest) = rest.split_at(n * classes);
+        let (levels, composition) = rest.split_at((k + s2) * d);
+        let z_niche = levels[..k * d].to_vec();
+        let z_tissue = c.tissue.as_ref().map(|_| x.niche_slot.iter().flat_map(|&sl| levels[(k + sl) * d..(k + sl + 1) * d].iter().copied()).collect());
+        Ok(SpatiaRegionOutput {
+            z_cell: z_cell.to_vec(),
+            z: z.to_vec(),
+            logits: logits.to_vec(),
+            z_niche: Some(z_niche),
+            z_tissue,
+            composition: Some(composition.to_vec()),
+        })
     }
 }
 
