@@ -13,14 +13,22 @@
 //   s_j = (q · k_j) * SCALE,  m' = max(m, max_j s_j),  c = exp(m - m'),
 //   l = l * c + Σ_j exp(s_j - m'),  acc = acc * c + Σ_j exp(s_j - m') v_j,  m = m'
 // and finally out = acc / l: the log-sum-exp always subtracts the running max, so huge scores
-// stay finite. Same order of operations as engine::ops::cross_attention_reference.
+// stay finite. Same order of operations as engine::ops::cross_attention_reference (q · k
+// summed element by element, in order).
 //
-// Workgroup memory: 2 * KT * HD floats (KT * HD <= 2048, i.e. <= 16 KiB, WebGPU's default
+// A query's q and acc live in HV = ceil(HD / 4) vec4 registers; every loop over the head
+// dimension is unrolled by the launcher into the LOAD_Q, DOT, RESCALE, UPDATE and STORE
+// placeholder blocks (constant indices only), so an invocation's only loops run over key
+// tiles and the keys of a tile: lavapipe (llvmpipe) cuts an invocation's loops short after
+// 65535 iterations in total (see src/gpu/flash_attention.rs).
+//
+// Workgroup memory: 2 * KT * HV vec4 (KT * HV <= 512, i.e. <= 16 KiB, WebGPU's default
 // limit). Workgroup index = cell * (H * QB) + head * QB + block with QB = ceil(TQ / WG); the
 // dispatch may be 2-D when that needs more than 65535 workgroups (rebuilt below).
 //
 // Placeholders: {{WG}} {{Q_TOKENS}} {{KV_TOKENS}} {{D_MODEL}} {{N_HEADS}} {{HEAD_DIM}}
-// {{KEY_TILE}} {{SCALE}}.
+// {{HEAD_VEC4}} {{KEY_TILE}} {{SCALE}} and the unrolled blocks LOAD_Q, DOT,
+// RESCALE, UPDATE, STORE.
 
 struct Params {
     n_cells: u32,
@@ -40,12 +48,25 @@ const TK: u32 = {{KV_TOKENS}}u;
 const D: u32 = {{D_MODEL}}u;
 const H: u32 = {{N_HEADS}}u;
 const HD: u32 = {{HEAD_DIM}}u;
+const HV: u32 = {{HEAD_VEC4}}u;
 const KT: u32 = {{KEY_TILE}}u;
 const SCALE: f32 = {{SCALE}};
 const QB: u32 = (TQ + WG - 1u) / WG;
 
-var<workgroup> k_tile: array<f32, KT * HD>;
-var<workgroup> v_tile: array<f32, KT * HD>;
+var<workgroup> k_tile: array<vec4<f32>, KT * HV>;
+var<workgroup> v_tile: array<vec4<f32>, KT * HV>;
+
+// Elements e..e+3 of a head whose element e is kv[src]; lanes at or past HD are zero (and
+// read nothing outside the head).
+fn load4(src: u32, e: u32) -> vec4<f32> {
+    let last = src + (HD - 1u - e);
+    return vec4<f32>(
+        kv[src],
+        select(0.0, kv[min(src + 1u, last)], e + 1u < HD),
+        select(0.0, kv[min(src + 2u, last)], e + 2u < HD),
+        select(0.0, kv[min(src + 3u, last)], e + 3u < HD),
+    );
+}
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(
@@ -64,15 +85,12 @@ fn main(
     let i = block * WG + lid;
     let valid = i < TQ;
     let kv_base = cell * TK * 2u * D;
-
-    var q: array<f32, HD>;
-    var acc: array<f32, HD>;
-    var s: array<f32, KT>;
     let q_base = (cell * TQ + min(i, TQ - 1u)) * D + head * HD;
-    for (var e = 0u; e < HD; e++) {
-        q[e] = select(0.0, q_in[q_base + e], valid);
-        acc[e] = 0.0;
-    }
+
+    var q: array<vec4<f32>, HV>;
+    var acc: array<vec4<f32>, HV>; // zero-initialised
+    var s: array<f32, KT>;
+{{LOAD_Q}}
     var m = -3.0e38; // running maximum of the scores (finite, so m - m' is never inf - inf)
     var l = 0.0;     // running Σ exp(score - m)
     var first = true;
@@ -80,20 +98,20 @@ fn main(
     for (var k0 = 0u; k0 < TK; k0 += KT) {
         let kn = min(KT, TK - k0);
         workgroupBarrier();
-        for (var x = lid; x < kn * HD; x += WG) {
-            let j = x / HD;
-            let e = x % HD;
+        // One vec4 of one key (and its value) per step; lanes past the head are zero.
+        for (var x = lid; x < kn * HV; x += WG) {
+            let j = x / HV;
+            let e = (x % HV) * 4u;
             let r = kv_base + (k0 + j) * 2u * D + head * HD + e;
-            k_tile[x] = kv[r];
-            v_tile[x] = kv[r + D];
+            k_tile[x] = load4(r, e);
+            v_tile[x] = load4(r + D, e);
         }
         workgroupBarrier();
         var tile_max = -3.0e38;
         for (var j = 0u; j < kn; j++) {
+            let kb = j * HV;
             var dot = 0.0;
-            for (var e = 0u; e < HD; e++) {
-                dot += q[e] * k_tile[j * HD + e];
-            }
+{{DOT}}
             s[j] = dot * SCALE;
             tile_max = max(tile_max, s[j]);
         }
@@ -101,15 +119,12 @@ fn main(
         let c = select(exp(m - m_new), 0.0, first);
         first = false;
         l = l * c;
-        for (var e = 0u; e < HD; e++) {
-            acc[e] = acc[e] * c;
-        }
+{{RESCALE}}
         for (var j = 0u; j < kn; j++) {
+            let kb = j * HV;
             let pj = exp(s[j] - m_new);
             l += pj;
-            for (var e = 0u; e < HD; e++) {
-                acc[e] += pj * v_tile[j * HD + e];
-            }
+{{UPDATE}}
         }
         m = m_new;
     }
@@ -117,8 +132,6 @@ fn main(
     if (valid) {
         let inv = 1.0 / l;
         let o_base = (cell * TQ + i) * D + head * HD;
-        for (var e = 0u; e < HD; e++) {
-            out[o_base + e] = acc[e] * inv;
-        }
+{{STORE}}
     }
 }

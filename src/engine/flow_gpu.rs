@@ -46,10 +46,12 @@ struct GpuFilmBlock {
     fc2: GpuLinear,
 }
 
-/// One step of a chunk's command buffer: a kernel launch or a buffer copy (Heun's midpoint).
-enum Op {
+/// One step of a command buffer: a kernel launch or a buffer copy (Heun's midpoint here;
+/// SPATIA's level outputs in [`super::spatia_gpu`]) of `bytes` from the start of `from` to
+/// `to_offset` in `to`.
+pub(super) enum Op {
     Run(Dispatch),
-    Copy { from: wgpu::Buffer, to: wgpu::Buffer, bytes: u64 },
+    Copy { from: wgpu::Buffer, to: wgpu::Buffer, to_offset: u64, bytes: u64 },
 }
 
 /// A chunk's work buffers, sized for `cap` pairs.
@@ -364,7 +366,7 @@ impl GpuFlowSampler {
             match solver {
                 FlowSolver::Euler => self.velocity_ops(b, layers, c, &b.x, t, &[(&b.x, &layers.out_h)], &mut ops)?,
                 FlowSolver::Heun => {
-                    ops.push(Op::Copy { from: b.x.clone(), to: b.mid.clone(), bytes: latent_bytes });
+                    ops.push(Op::Copy { from: b.x.clone(), to: b.mid.clone(), to_offset: 0, bytes: latent_bytes });
                     // The midpoint first: the second update changes x, which v1 read.
                     self.velocity_ops(b, layers, c, &b.x, t, &[(&b.mid, &layers.out_h), (&b.x, &layers.out_half)], &mut ops)?;
                     self.velocity_ops(b, layers, c, &b.mid, t + h, &[(&b.x, &layers.out_half)], &mut ops)?;
@@ -397,12 +399,12 @@ fn evaluation_times(steps: usize, h: f32, solver: FlowSolver) -> Vec<f32> {
 }
 
 /// Records `ops` into `encoder`: runs of launches in one compute pass each, copies between.
-fn record(encoder: &mut wgpu::CommandEncoder, ops: &[Op]) {
+pub(super) fn record(encoder: &mut wgpu::CommandEncoder, ops: &[Op]) {
     let mut i = 0;
     while i < ops.len() {
         match &ops[i] {
-            Op::Copy { from, to, bytes } => {
-                encoder.copy_buffer_to_buffer(from, 0, to, 0, *bytes);
+            Op::Copy { from, to, to_offset, bytes } => {
+                encoder.copy_buffer_to_buffer(from, 0, to, *to_offset, *bytes);
                 i += 1;
             }
             Op::Run(_) => {

@@ -24,7 +24,7 @@ use crate::gpu::{check_len, Dispatch, GpuContext, GpuError, MAX_WORKGROUPS_PER_D
 pub const DEFAULT_CHUNK_CELLS: usize = 8192;
 
 /// One encoder layer on the GPU (q, k, v fused into one `[3D, D]` matmul).
-struct GpuEncoderLayer {
+pub(super) struct GpuEncoderLayer {
     norm1: GpuLayerNorm,
     qkv: GpuLinear,
     o: GpuLinear,
@@ -157,12 +157,12 @@ struct WorkBuffers {
 }
 
 /// Uploads LayerNorm parameters under `name`.
-fn upload_norm(ctx: &GpuContext, ln: &LayerNormWeights, name: &str) -> Result<GpuLayerNorm, GpuError> {
+pub(super) fn upload_norm(ctx: &GpuContext, ln: &LayerNormWeights, name: &str) -> Result<GpuLayerNorm, GpuError> {
     GpuLayerNorm::upload(ctx, &ln.gamma, &ln.beta, name)
 }
 
 /// Uploads one encoder layer (q, k, v already fused) under `prefix`.
-fn upload_layer(ctx: &GpuContext, l: &EncoderLayerWeights, qkv: &Linear, p: &str) -> Result<GpuEncoderLayer, GpuError> {
+pub(super) fn upload_layer(ctx: &GpuContext, l: &EncoderLayerWeights, qkv: &Linear, p: &str) -> Result<GpuEncoderLayer, GpuError> {
     Ok(GpuEncoderLayer {
         norm1: upload_norm(ctx, &l.norm1, &format!("{p}.norm1"))?,
         qkv: GpuLinear::upload(ctx, qkv, &format!("{p}.attn.qkv"))?,
@@ -174,25 +174,26 @@ fn upload_layer(ctx: &GpuContext, l: &EncoderLayerWeights, qkv: &Linear, p: &str
 }
 
 /// The buffers one encoder layer works in.
-struct LayerBuffers<'a> {
-    h: &'a wgpu::Buffer,
-    a: &'a wgpu::Buffer,
-    qkv: &'a wgpu::Buffer,
-    ff: &'a wgpu::Buffer,
-    bias: &'a wgpu::Buffer,
+pub(super) struct LayerBuffers<'a> {
+    pub h: &'a wgpu::Buffer,
+    pub a: &'a wgpu::Buffer,
+    pub qkv: &'a wgpu::Buffer,
+    pub ff: &'a wgpu::Buffer,
+    pub bias: &'a wgpu::Buffer,
     /// Run `flash_attention.wgsl` (no bias) instead of `attention.wgsl`.
-    flash: bool,
+    pub flash: bool,
     /// Int8 activations: the matmuls run `matmul_dot4.wgsl` instead of `matmul_int8.wgsl`.
-    dot4: bool,
+    pub dot4: bool,
     /// Reductions (LayerNorm prologues, row amax, attention scores) by subgroup shuffles.
-    subgroups: bool,
+    pub subgroups: bool,
     /// `ff` holds f16 (fc1 writes it as f16, fc2 reads it; never with `dot4`).
-    f16: bool,
+    pub f16: bool,
 }
 
 /// The dispatches of one pre-norm encoder layer over `cells` cells of `t` tokens: four when
-/// the head width allows the fused attention kernel ([`attention_out::supports`]), else
-/// five:
+/// the head width allows the fused attention kernel ([`attention_out::supports`]) and the
+/// output projection is int8 (the fused kernel reads packed int8 only; f32-weight layers, as
+/// `GpuSpatiaCell` uploads them, take the five-dispatch path), else five:
 /// 1. q|k|v matmul with the first LayerNorm in its prologue (`matmul_int8.wgsl`, NORM);
 /// 2. attention + output projection + residual add into `h` (`attention_out.wgsl`), or
 ///    attention into `a` and a residual matmul;
@@ -205,7 +206,7 @@ struct LayerBuffers<'a> {
 /// scores reduce by subgroup shuffles; with `b.f16` the feed-forward hidden between 3. and
 /// 4. is f16. Same dispatch count either way.
 #[allow(clippy::too_many_arguments)]
-fn push_layer(
+pub(super) fn push_layer(
     plan: &mut Vec<Dispatch>,
     ctx: &GpuContext,
     l: &GpuEncoderLayer,
@@ -227,7 +228,7 @@ fn push_layer(
     if b.flash {
         plan.push(flash_attention_dispatch(ctx, b.qkv, b.a, cells, t, d, heads)?);
         plan.push(matmul(ctx, b.a, rows, None, &l.o, b.h, none, true, plain)?);
-    } else if attention_out::supports(d, heads) {
+    } else if attention_out::supports(d, heads) && !l.o.f32_weights {
         plan.push(attention_out_dispatch(ctx, b.qkv, b.bias, &l.o, b.h, cells, t, d, heads, b.subgroups)?);
     } else {
         plan.push(attention_dispatch(ctx, b.qkv, b.bias, b.a, cells, t, d, heads)?);
@@ -674,7 +675,7 @@ impl GpuClassifier {
 
 /// Compiles the attention kernel [`push_layer`] uses for this shape (fused with the output
 /// projection where [`attention_out::supports`] it).
-fn compile_layer_attention(ctx: &GpuContext, tokens: usize, d: usize, heads: usize, subgroups: bool) -> Result<(), GpuError> {
+pub(super) fn compile_layer_attention(ctx: &GpuContext, tokens: usize, d: usize, heads: usize, subgroups: bool) -> Result<(), GpuError> {
     if attention_out::supports(d, heads) {
         compile_attention_out(ctx, tokens, d, heads, subgroups)
     } else {

@@ -25,7 +25,9 @@
 //! and the mean of the `k_nearest` tokens nearest the patch centre. See [`format`](mod@format) for the file layout.
 //!
 //! Besides the classifiers, [`flow`](mod@flow) samples the flow-matching morphology generator
-//! (`cellsymphony flow`) without burn, on the CPU or, as [`GpuFlowSampler`], on the GPU.
+//! (`cellsymphony flow`) without burn, on the CPU or, as [`GpuFlowSampler`], on the GPU, and
+//! [`spatia`](mod@spatia) runs SPATIA's cell level on the CPU or, as [`GpuSpatiaCell`], on the
+//! GPU.
 
 mod classifier;
 pub mod cpu;
@@ -41,6 +43,7 @@ pub mod ops;
 mod preprocess;
 mod protein;
 pub mod spatia;
+mod spatia_gpu;
 pub mod spatia_hierarchy;
 pub mod spec;
 
@@ -67,6 +70,7 @@ pub use spatia_hierarchy::{
 };
 pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};
 pub use flow_gpu::{GpuFlowSampler, DEFAULT_FLOW_CHUNK_PAIRS};
+pub use spatia_gpu::{GpuSpatia, GpuSpatiaCell, DEFAULT_SPATIA_CHUNK_CELLS};
 pub use preprocess::{
     align_to_panel, check_patches, model_input, normalise_log1p_cp10k, sinusoid_frequencies,
     spatial_features, vit_patch_rows, MAX_LISTED_MISSING_GENES,

@@ -621,6 +621,37 @@ pub fn conv_transpose2d_s2_reference(x: &[f32], n: usize, c_in: usize, side: usi
     out
 }
 
+/// Plain-Rust reference of `kernels/sparse_rows.wgsl`: `out[r, d] = Σ_j weights[j] ·
+/// x[cols[j], d] (+ bias[r, d])` over `j` in `offsets[r] .. offsets[r + 1]`, summed in that
+/// order from 0, then the bias; `x` is `[x_rows, dim]`, `offsets` `[rows + 1]`; returns
+/// `[rows, dim]` (a row without entries is its bias, or 0).
+///
+/// # Panics
+/// If the CSR matrix is malformed (offsets not non-decreasing from 0 to `cols.len()`, a column
+/// outside `x`), `weights` and `cols` differ in length, or `bias` is not `[rows, dim]`.
+pub fn sparse_rows_reference(offsets: &[u32], cols: &[u32], weights: &[f32], x: &[f32], dim: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    assert!(!offsets.is_empty() && offsets[0] == 0 && offsets[offsets.len() - 1] as usize == cols.len(), "sparse rows reference: offsets must run from 0 to nnz");
+    assert_eq!(weights.len(), cols.len(), "sparse rows reference: one weight per column entry");
+    let rows = offsets.len() - 1;
+    if let Some(b) = bias {
+        assert_eq!(b.len(), rows * dim, "sparse rows reference: bias must be [rows, dim]");
+    }
+    let mut out = vec![0.0f32; rows * dim];
+    for (r, o) in out.chunks_exact_mut(dim.max(1)).enumerate().take(rows) {
+        for (d, od) in o.iter_mut().enumerate() {
+            let mut sum = 0.0f32;
+            for j in offsets[r] as usize..offsets[r + 1] as usize {
+                sum += weights[j] * x[cols[j] as usize * dim + d];
+            }
+            if let Some(b) = bias {
+                sum += b[r * dim + d];
+            }
+            *od = sum;
+        }
+    }
+    out
+}
+
 /// Plain-Rust reference: `out[c, d] = (1/T) Σ_t x[c, t, d]` for `x` `[n_cells, tokens, dim]`;
 /// returns `[n_cells, dim]`.
 ///

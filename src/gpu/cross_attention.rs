@@ -7,7 +7,7 @@
 use super::attention::score_scale;
 use super::context::{check_len, fold_workgroups, Dispatch, GpuContext, Kernel};
 use super::error::GpuError;
-use super::flash_attention::key_tile;
+use super::flash_attention::{check_loop_budget, head_code, head_vec4, key_tile, loop_iterations};
 
 const TEMPLATE: &str = include_str!("../../kernels/cross_attention.wgsl");
 
@@ -20,15 +20,25 @@ fn workgroup_size(q_tokens: usize) -> usize {
 /// `n_heads` heads.
 pub(crate) fn kernel(q_tokens: usize, kv_tokens: usize, d_model: usize, n_heads: usize) -> Kernel {
     let head_dim = d_model / n_heads.max(1);
-    Kernel::new("cross_attention", TEMPLATE)
+    let mut k = Kernel::new("cross_attention", TEMPLATE)
         .constant("WG", workgroup_size(q_tokens))
         .constant("Q_TOKENS", q_tokens)
         .constant("KV_TOKENS", kv_tokens)
         .constant("D_MODEL", d_model)
         .constant("N_HEADS", n_heads)
         .constant("HEAD_DIM", head_dim)
+        .constant("HEAD_VEC4", head_vec4(head_dim))
         .constant("KEY_TILE", key_tile(head_dim))
-        .constant("SCALE", format!("{:?}", score_scale(head_dim)))
+        .constant("SCALE", format!("{:?}", score_scale(head_dim)));
+    for (name, code) in head_code(head_dim, "q_in[q_base + {e}]") {
+        k = k.constant(name, code);
+    }
+    k
+}
+
+/// Builds the pipeline now (at model upload) so the first forward does not compile it.
+pub(crate) fn compile_cross_attention(ctx: &GpuContext, q_tokens: usize, kv_tokens: usize, d_model: usize, n_heads: usize) -> Result<(), GpuError> {
+    ctx.pipeline(&kernel(q_tokens, kv_tokens, d_model, n_heads)).map(|_| ())
 }
 
 /// One launch over `n` cells reading `q` `[n·Tq, D]` and `kv` `[n·Tk, 2D]`, writing `out`
@@ -45,6 +55,7 @@ pub(crate) fn cross_attention_dispatch(
     d_model: usize,
     n_heads: usize,
 ) -> Result<Dispatch, GpuError> {
+    check_loop_budget(ctx, "cross_attention", loop_iterations(kv_tokens, d_model / n_heads.max(1), workgroup_size(q_tokens)))?;
     let pipeline = ctx.pipeline(&kernel(q_tokens, kv_tokens, d_model, n_heads))?;
     let params = ctx.uniform("cross_attention params", [n as u32, 0, 0, 0]);
     let bind_group = ctx.bind(&pipeline, "cross_attention", &[&params, q, kv, out]);

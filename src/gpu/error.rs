@@ -102,4 +102,24 @@ pub enum GpuError {
         /// Most workgroups allowed.
         limit: u64,
     },
+    /// A launch would run more loop iterations per shader invocation than llvmpipe (lavapipe)
+    /// allows before it silently cuts every loop short (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`).
+    #[error("{kernel} needs {iterations} loop iterations per shader invocation, more than the {limit} llvmpipe (lavapipe) runs before it cuts every loop short (the result would be wrong); use fewer tokens, the CPU engine or a hardware adapter")]
+    LoopBudget {
+        /// The kernel and its shape.
+        kernel: String,
+        /// Iterations one invocation would run.
+        iterations: u64,
+        /// llvmpipe's budget.
+        limit: u64,
+    },
+    /// An input that has the right size but not the right content (e.g. a malformed sparse
+    /// matrix).
+    #[error("{what}: {reason}")]
+    InvalidInput {
+        /// Which input.
+        what: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
 }

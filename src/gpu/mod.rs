@@ -27,6 +27,7 @@
 //! | `conv2d_s2.wgsl` (3×3, stride 2, pad 1, + GELU / sigmoid) | [`conv2d_s2()`](fn@conv2d_s2) | `conv2d_s2_reference` |
 //! | `conv_transpose2d_s2.wgsl` (4×4 transposed, stride 2, pad 1, gather form, + GELU / sigmoid) | [`conv_transpose2d_s2()`](fn@conv_transpose2d_s2) | `conv_transpose2d_s2_reference` |
 //! | `mean_pool.wgsl` | [`mean_pool()`](fn@mean_pool) | `mean_pool_reference` |
+//! | `sparse_rows.wgsl` (CSR matrix times dense rows, + bias: SPATIA's gathers and niche means) | [`sparse_rows()`](fn@sparse_rows) | `sparse_rows_reference` |
 //! | `token_gather_mean.wgsl` (ViT centre tokens) | [`token_gather_mean()`](fn@token_gather_mean) | `token_gather_mean_reference` |
 //! | `sinkhorn_lse.wgsl`, `sinkhorn_reduce.wgsl` | `ot::sinkhorn` (GPU engine) | `ot::sinkhorn_log_domain_reference` |
 //!
@@ -49,6 +50,7 @@ pub mod matmul;
 pub mod matmul_dot4;
 pub mod mean_pool;
 mod reduce4;
+pub mod sparse_rows;
 pub(crate) mod sinkhorn;
 pub mod token_gather_mean;
 
@@ -67,4 +69,5 @@ pub use layernorm::layernorm;
 pub use matmul::{layernorm_matmul_int8, matmul_int8, matmul_int8_fast, Activation};
 pub use matmul_dot4::{matmul_dot4, matmul_dot4_with};
 pub use mean_pool::mean_pool;
+pub use sparse_rows::sparse_rows;
 pub use token_gather_mean::token_gather_mean;

@@ -5,6 +5,7 @@
 //!   `scripts/setup.sh`: CI downloads it first, so a missing file is a broken setup.
 //! - [`flow`]: a seeded random flow model (`model.safetensors` tensor names and layouts) for
 //!   the burn-free flow samplers.
+//! - [`spatia_cell`]: a seeded random SPATIA cell-level engine model (no burn).
 //! - [`gpu`]: [`gpu_or_skip`] opens the wgpu context (lavapipe works) or fails; with
 //!   `CELLSYMPHONY_ALLOW_NO_GPU=1` it prints a `SKIPPED: no GPU adapter: …` line and the test
 //!   returns; `CELLSYMPHONY_REQUIRE_GPU=1` (set by `scripts/test.sh`) always fails without one.
@@ -26,6 +27,7 @@
 #[cfg(feature = "native-io")]
 pub mod data;
 pub mod flow;
+pub mod spatia_cell;
 #[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
 pub mod gpu;
 #[cfg(all(feature = "native-io", not(target_arch = "wasm32")))]
