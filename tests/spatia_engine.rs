@@ -233,6 +233,18 @@ fn classify_matches_embed_on_the_whole_crop() {
         eprintln!("classify {name}: same class as burn embed on {same}/{predicted} cells, same niche cluster on {same_niche}/{} niches", niches.len());
         assert!(predicted > 1000, "the whole crop is classified: {predicted}");
         assert!(niches.iter().zip(&burn_niches).all(|(a, b)| a.is_empty() == b.is_empty()), "the same niches are clustered");
+        // The WGSL engine (`--engine wgpu`) on the same file: the CPU engine's class on every
+        // cell and cluster on every niche (its parity figures are in tests/spatia_gpu.rs).
+        if int8 && common::gpu_or_skip("spatia classify --engine wgpu").is_some() {
+            let gpu_out = dir.join("classify_int8_wgpu");
+            let stdout = cli(&["spatia", "classify", "--model", &out_s, "--engine", "wgpu", "--out", &s(&gpu_out)], &data);
+            eprintln!("{stdout}");
+            assert!(stdout.contains("SPATIA engine (wgpu"), "{stdout}");
+            let (gpu_cells, gpu_niches) = columns(&gpu_out);
+            let same_gpu = gpu_cells.iter().zip(&cells).filter(|(a, b)| a == b).count();
+            assert_eq!(same_gpu, cells.len(), "wgpu = cpu engine on every cell");
+            assert_eq!(gpu_niches, niches, "wgpu = cpu engine on every niche cluster");
+        }
         if int8 {
             assert!(same as f64 >= 0.9 * predicted as f64, "int8: {same}/{predicted}");
         } else {

@@ -415,7 +415,17 @@ pub fn engine_region_inputs(data: &SpatiaData, r: usize) -> (Vec<f32>, Vec<f32>,
 ///
 /// Errors: the engine's (mis-sized inputs: a model of another spec than `data`'s).
 pub fn embed_engine(model: &crate::engine::SpatiaCpu<'_>, data: &SpatiaData) -> Result<SpatiaEmbeddings, TrainError> {
-    let spec = &model.model().meta.spec;
+    embed_regions(&model.model().meta.spec, data, |input| model.forward_region(input))
+}
+
+/// [`embed_engine`] with any engine's forward of one region (the CPU engine's
+/// `SpatiaCpu::forward_region`, or `GpuSpatia::forward_region` awaited): every region of
+/// `data`, outputs scattered back to the slide's cells and niches.
+pub fn embed_regions(
+    spec: &SpatiaSpec,
+    data: &SpatiaData,
+    mut forward: impl FnMut(&crate::engine::SpatiaRegionInput<'_>) -> Result<crate::engine::SpatiaRegionOutput, crate::engine::EngineError>,
+) -> Result<SpatiaEmbeddings, TrainError> {
     let (n, nn, c, d) = (data.n_cells(), data.grid.niches.len(), spec.n_classes, spec.d_model);
     let mut e = SpatiaEmbeddings {
         n_classes: c,
@@ -435,7 +445,7 @@ pub fn embed_engine(model: &crate::engine::SpatiaCpu<'_>, data: &SpatiaData) -> 
         let rc = &data.regions[r];
         let (genes, patches, niche_images) = engine_region_inputs(data, r);
         let input = crate::engine::SpatiaRegionInput { genes: &genes, patches: &patches, niche_images: &niche_images, cell_niche: &rc.cell_niche, niche_slot: &rc.slots };
-        let out = model.forward_region(&input)?;
+        let out = forward(&input)?;
         scatter(&mut e.logits, &out.logits, &rc.cells, c);
         scatter(&mut e.z_cell, &out.z_cell, &rc.cells, d);
         scatter(&mut e.z, &out.z, &rc.cells, d);

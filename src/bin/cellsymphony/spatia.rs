@@ -201,6 +201,10 @@ struct ExportArgs {
 enum Engine {
     /// The burn-free CPU engine.
     Cpu,
+    /// The WGSL engine (wgpu: Vulkan/Metal/DX12, or software Vulkan), one command buffer per
+    /// tissue region; honours `--no-gpu-fast-paths` style defaults (SPATIA uses the portable
+    /// kernels).
+    Wgpu,
 }
 
 #[derive(Args)]
@@ -328,21 +332,30 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
             );
         }
         SpatiaCommand::Classify(a) => {
-            let Engine::Cpu = a.engine;
             let model = cellsymphony::engine::SpatiaHierarchyModel::load(&a.model)?;
             let crop = a.data.prepare()?;
             if crop.class_names != model.meta.classes {
                 bail!("{}: the model was trained on classes {:?} but these cells are labelled {:?}; classify the data it was trained on", a.model.display(), model.meta.classes, crop.class_names);
             }
             let data = SpatiaData::build(&crop, &model.meta.spec, a.max_regions)?;
-            let cpu = model.prepare()?;
             let t = std::time::Instant::now();
-            let e = spatia::embed_engine(&cpu, &data)?;
+            let (e, engine_name) = match a.engine {
+                Engine::Cpu => {
+                    let cpu = model.prepare()?;
+                    (spatia::embed_engine(&cpu, &data)?, "cpu".to_string())
+                }
+                Engine::Wgpu => {
+                    let ctx = crate::common::gpu_context()?;
+                    let name = format!("wgpu: {}", ctx.adapter_summary());
+                    let gpu = cellsymphony::engine::GpuSpatia::new(ctx, &model).with_context(|| format!("uploading {} to the GPU", a.model.display()))?;
+                    (spatia::embed_regions(&model.meta.spec, &data, |input| pollster::block_on(gpu.forward_region(input)))?, name)
+                }
+            };
             let secs = t.elapsed().as_secs_f64();
             spatia::write_embeddings(&a.out, &e, &data, &crop.table.cell_ids, &model.meta.classes)?;
             let cells = data.assigned.iter().filter(|&&x| x).count();
             println!(
-                "SPATIA engine (cpu, {}): {cells} cells in {} regions classified in {secs:.2} s; cells.csv and embeddings written to {}",
+                "SPATIA engine ({engine_name}, {}): {cells} cells in {} regions classified in {secs:.2} s; cells.csv and embeddings written to {}",
                 model.meta.quantization.as_str(),
                 data.regions.len(),
                 a.out.display()
