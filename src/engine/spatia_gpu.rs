@@ -34,7 +34,7 @@ use super::gpu::{compile_layer_attention, push_layer, upload_layer, upload_norm,
 use super::preprocess::vit_patch_rows;
 use super::flow_gpu::{record, Op};
 use super::spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SPATIA_FORMAT_VERSION};
-use super::spatia_hierarchy::{SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput, TISSUE_MASKED_SCORE};
+use super::spatia_hierarchy::{region_slots, SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput, TISSUE_MASKED_SCORE};
 use super::spec::{grid_positional_encoding, SpatiaSpec};
 use super::EngineError;
 use crate::gpu::attention::compile_attention;
@@ -522,27 +522,11 @@ impl GpuSpatia {
             let logits = out.logits.ok_or_else(|| invalid("the cell-level model has no type head".into()))?;
             return Ok(SpatiaRegionOutput { z: out.z_cell.clone(), z_cell: out.z_cell, logits, z_niche: None, z_tissue: None, composition: None });
         };
-        // The CPU engine's checks of the niche inputs, word for word.
+        // The CPU engine's checks of the niche inputs (one function).
+        let slot_niche = region_slots(s, x, n)?;
         let k = x.niche_slot.len();
         let (side, ni) = (s.region_niches, &s.niche_image);
-        let px = ni.image_size * ni.image_size;
-        if x.niche_images.len() != k * px {
-            return Err(EngineError::InputShape { what: format!("SPATIA niche tiles [niches={k}, {0}, {0}]", ni.image_size), expected: k * px, found: x.niche_images.len() });
-        }
-        if x.cell_niche.len() != n {
-            return Err(EngineError::InputShape { what: format!("SPATIA cell niches [cells={n}]"), expected: n, found: x.cell_niche.len() });
-        }
-        if let Some(bad) = x.cell_niche.iter().find(|&&v| v >= k) {
-            return Err(invalid(format!("cellNiche holds {bad} but the region has {k} niches")));
-        }
         let s2 = side * side;
-        let mut slot_niche = vec![None; s2];
-        for (i, &sl) in x.niche_slot.iter().enumerate() {
-            if sl >= s2 || slot_niche[sl].is_some() {
-                return Err(invalid(format!("niche {i}: slot {sl} is outside the {side}×{side} region or taken by another niche")));
-            }
-            slot_niche[sl] = Some(i);
-        }
         if n > cl.max_chunk_cells {
             return Err(invalid(format!("the region has {n} cells, more than the {} one GPU chunk holds; use the CPU engine for it", cl.max_chunk_cells)));
         }

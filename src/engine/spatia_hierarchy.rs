@@ -255,6 +255,35 @@ fn check_layer(p: &str, l: &EncoderLayerWeights, d: usize, ff: usize) -> Result<
     check_shape(&format!("{p}.ffn.fc2"), &l.fc2, d, ff)
 }
 
+/// Checks one region's niche inputs against `spec` for `n` cells (every engine's words) and
+/// returns which niche sits in each of the region's `side²` slots (`None`: empty slot).
+///
+/// Errors with [`EngineError::InputShape`] for mis-sized tiles or cell niches and
+/// [`EngineError::InvalidConfig`] for a niche index `≥ K`, a slot `≥ R²` or a repeated slot.
+pub(crate) fn region_slots(spec: &SpatiaSpec, x: &SpatiaRegionInput<'_>, n: usize) -> Result<Vec<Option<usize>>, EngineError> {
+    let k = x.niche_slot.len();
+    let (side, ni) = (spec.region_niches, &spec.niche_image);
+    let px = ni.image_size * ni.image_size;
+    if x.niche_images.len() != k * px {
+        return Err(EngineError::InputShape { what: format!("SPATIA niche tiles [niches={k}, {0}, {0}]", ni.image_size), expected: k * px, found: x.niche_images.len() });
+    }
+    if x.cell_niche.len() != n {
+        return Err(EngineError::InputShape { what: format!("SPATIA cell niches [cells={n}]"), expected: n, found: x.cell_niche.len() });
+    }
+    let bad = |reason: String| EngineError::InvalidConfig { reason };
+    if let Some(v) = x.cell_niche.iter().find(|&&v| v >= k) {
+        return Err(bad(format!("cellNiche holds {v} but the region has {k} niches")));
+    }
+    let mut slot_niche = vec![None; side * side];
+    for (i, &sl) in x.niche_slot.iter().enumerate() {
+        if sl >= side * side || slot_niche[sl].is_some() {
+            return Err(bad(format!("niche {i}: slot {sl} is outside the {side}×{side} region or taken by another niche")));
+        }
+        slot_niche[sl] = Some(i);
+    }
+    Ok(slot_niche)
+}
+
 impl SpatiaHierarchyModel {
     /// Builds a model after checking the weights against the metadata.
     pub fn new(meta: SpatiaHierarchyMeta, cell: SpatiaCellWeights, context: Option<SpatiaContextWeights>) -> Result<Self, ModelFileError> {
@@ -508,25 +537,9 @@ impl SpatiaCpu<'_> {
             return Ok(SpatiaRegionOutput { z: z_cell.clone(), z_cell, logits, z_niche: None, z_tissue: None, composition: None });
         };
         // Inputs of the niche level.
+        let slot_niche = region_slots(s, x, n)?;
         let k = x.niche_slot.len();
         let (side, ni) = (s.region_niches, &s.niche_image);
-        let px = ni.image_size * ni.image_size;
-        if x.niche_images.len() != k * px {
-            return Err(EngineError::InputShape { what: format!("SPATIA niche tiles [niches={k}, {0}, {0}]", ni.image_size), expected: k * px, found: x.niche_images.len() });
-        }
-        if x.cell_niche.len() != n {
-            return Err(EngineError::InputShape { what: format!("SPATIA cell niches [cells={n}]"), expected: n, found: x.cell_niche.len() });
-        }
-        if let Some(bad) = x.cell_niche.iter().find(|&&v| v >= k) {
-            return Err(invalid(format!("cellNiche holds {bad} but the region has {k} niches")));
-        }
-        let mut slot_niche = vec![None; side * side];
-        for (i, &sl) in x.niche_slot.iter().enumerate() {
-            if sl >= side * side || slot_niche[sl].is_some() {
-                return Err(invalid(format!("niche {i}: slot {sl} is outside the {side}×{side} region or taken by another niche")));
-            }
-            slot_niche[sl] = Some(i);
-        }
         // Mean z_cell per niche.
         let mut counts = vec![0usize; k];
         let mut mean = vec![0.0f32; k * d];
