@@ -113,6 +113,9 @@ try {
     await page.screenshot({ path: screenshot.replace(/\.png$/, "-niche-map.png"), fullPage: true });
     await page.uncheck("#show-niches");
     await page.selectOption("#colour-by", "class");
+    // Checking the box scrolled the page (it sits below the fold at this viewport): the lasso
+    // below draws at the canvas's on-screen box, so scroll back.
+    await page.evaluate(() => window.scrollTo(0, 0));
     console.log(`page SPATIA layers (${sp.levels}): ${sp.nCells} cells classified with context in ${sp.ms.toFixed(0)} ms, same as native on ${sp.sameAsNative}; ` +
       `niche map ${sp.drawnNiches}/${sp.nNiches} niches in ${sp.nicheClusters} clusters`);
   } else if (process.env.CELLSYMPHONY_REQUIRE_MODELS === "1") {
@@ -343,6 +346,7 @@ try {
 
   // Lasso flow: draw group A over the left part of the image and group B over the right part,
   // pair them by OT, and check the result.
+  await page.evaluate(() => window.scrollTo(0, 0));
   const box = await page.locator("#canvas").boundingBox();
   async function drawLasso(button, x0, x1) {
     await page.click(button);
