@@ -346,10 +346,12 @@ try {
 
   // Lasso flow: draw group A over the left part of the image and group B over the right part,
   // pair them by OT, and check the result.
-  await page.evaluate(() => window.scrollTo(0, 0));
-  const box = await page.locator("#canvas").boundingBox();
   async function drawLasso(button, x0, x1) {
     await page.click(button);
+    // Clicking the button may scroll the page (the sidebar runs below the fold): draw at the
+    // canvas's on-screen box measured after the scroll is undone.
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const box = await page.locator("#canvas").boundingBox();
     const pts = [[x0, 0.08], [x1, 0.08], [x1, 0.92], [x0, 0.92], [x0, 0.1]];
     await page.mouse.move(box.x + pts[0][0] * box.width, box.y + pts[0][1] * box.height);
     await page.mouse.down();
