@@ -93,23 +93,25 @@ pub fn coordinate_search(
         }
         Ok(())
     };
-    let incumbent = |trials: &[TuneTrial], best: Option<usize>| {
-        let w = &trials[best.expect("the learning-rate stage ran at least one trial")];
-        TrainConfig { learning_rate: w.learning_rate, class_weighting: w.class_weighting, label_smoothing: w.label_smoothing, ..short.clone() }
+    // The best trial so far; a typed error, not a panic, should a stage ever run no trial.
+    let winner = |best: Option<usize>| best.ok_or_else(|| TrainError::Options("--tune: the search ran no trial (please report this)".into()));
+    let incumbent = |trials: &[TuneTrial], best: Option<usize>| -> Result<TrainConfig, TrainError> {
+        let w = &trials[winner(best)?];
+        Ok(TrainConfig { learning_rate: w.learning_rate, class_weighting: w.class_weighting, label_smoothing: w.label_smoothing, ..short.clone() })
     };
     for lr in [base.learning_rate, base.learning_rate / 3.0, base.learning_rate * 3.0] {
         try_one("lr", TrainConfig { learning_rate: lr, ..short.clone() }, &mut trials, &mut best)?;
     }
-    let now = incumbent(&trials, best);
+    let now = incumbent(&trials, best)?;
     for w in [ClassWeighting::None, ClassWeighting::SqrtBalanced] {
         if w != now.class_weighting {
             try_one("weighting", TrainConfig { class_weighting: w, ..now.clone() }, &mut trials, &mut best)?;
         }
     }
-    let now = incumbent(&trials, best);
+    let now = incumbent(&trials, best)?;
     let other = if now.label_smoothing > 0.0 { 0.0 } else { 0.1 };
     try_one("smoothing", TrainConfig { label_smoothing: other, ..now }, &mut trials, &mut best)?;
-    let b = best.expect("at least one trial ran");
+    let b = winner(best)?;
     trials[b].chosen = true;
     let w = &trials[b];
     let chosen = TrainConfig {
