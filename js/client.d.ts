@@ -3,6 +3,7 @@ import type {
   ClassifierInfo, ClassifierMethods, ClassifyResult, ClassifyOptions, CallOptions, LoadOptions, Device,
   PairEngineOptions, PairProgress, PairResult, Classifier as MainThreadClassifier,
   NucleusDetection, OpenSlideOptions, SlideInfo, TiffImage, FlowSampleInputs, FlowSampleResult,
+  SpatiaInputs, SpatiaResult,
 } from "./index.js";
 
 export type {
@@ -22,6 +23,15 @@ export interface FlowCallOptions {
   /** Where the flow runs (default "auto"). */
   device?: Device;
   onProgress?: (p: { phase: "flow"; done: number; total: number }) => void;
+  /** Cancels (in a worker: restarts it). */
+  signal?: AbortSignal;
+}
+
+/** Options of a runner's `classifyWithContext` (SPATIA). */
+export interface SpatiaCallOptions {
+  /** Where SPATIA runs (default "auto"). */
+  device?: Device;
+  onProgress?: (p: { phase: "spatia"; done: number; total: number }) => void;
   /** Cancels (in a worker: restarts it). */
   signal?: AbortSignal;
 }
@@ -86,6 +96,9 @@ export declare class CellSymphonyWorker implements Runner {
   /** Morphology generation (`FlowModel.load` + `sample` of the main entry) in the worker; the
    * model is loaded for the call and freed after it. */
   sampleFlow(modelBytes: Uint8Array | ArrayBuffer, flowJson: string, inputs: FlowSampleInputs, call?: FlowCallOptions): Promise<FlowSampleResult & { device: "webgpu" | "cpu" }>;
+  /** SPATIA (`SpatiaModel.load` + `classifyWithContext` of the main entry) in the worker; the
+   * model is loaded for the call and freed after it. */
+  classifyWithContext(modelBytes: Uint8Array | ArrayBuffer, inputs: SpatiaInputs, call?: SpatiaCallOptions): Promise<SpatiaResult & { device: "webgpu" | "cpu"; backend: string }>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
   terminate(): void;
 }
@@ -116,6 +129,9 @@ export declare class CellSymphonyMainThread implements Runner {
   pairCells(counts: Float32Array, nCells: number, genes: readonly string[], control: Uint32Array, target: Uint32Array,
     options?: PairEngineOptions, call?: PairCallOptions): Promise<PairResult>;
   sampleFlow(modelBytes: Uint8Array | ArrayBuffer, flowJson: string, inputs: FlowSampleInputs, call?: FlowCallOptions): Promise<FlowSampleResult & { device: "webgpu" | "cpu" }>;
+  /** SPATIA (`SpatiaModel.load` + `classifyWithContext` of the main entry) in the worker; the
+   * model is loaded for the call and freed after it. */
+  classifyWithContext(modelBytes: Uint8Array | ArrayBuffer, inputs: SpatiaInputs, call?: SpatiaCallOptions): Promise<SpatiaResult & { device: "webgpu" | "cpu"; backend: string }>;
   memory(): Promise<{ wasmMemoryBytes: number }>;
   terminate(): void;
 }

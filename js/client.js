@@ -244,6 +244,16 @@ export class CellSymphonyWorker {
       [], { onProgress, signal }, "restart");
   }
 
+  /** SPATIA in the worker: `SpatiaModel.load(modelBytes, {device})` then
+   * `classifyWithContext(inputs)` (index.d.ts), the model freed afterwards.
+   * `onProgress({phase: "spatia", done, total})` after every tissue region; `signal` cancels
+   * (restarts the worker). The inputs' arrays are copied. Resolves to the result plus `device`
+   * and `backend`. */
+  classifyWithContext(modelBytes, inputs, { device = "auto", onProgress, signal } = {}) {
+    return this._request({ op: "spatia", modelBytes: new Uint8Array(modelBytes), inputs, options: { device } },
+      [], { onProgress, signal }, "restart");
+  }
+
   /** `{wasmMemoryBytes}`: the size of the worker's wasm memory (it only grows). */
   memory() {
     return this._request({ op: "memory" });
@@ -411,6 +421,18 @@ export class CellSymphonyMainThread {
       if (signal?.aborted) throw new DOMException("morphology generation was cancelled", "AbortError");
       const r = await model.sample(inputs, { onProgress: (done, total) => onProgress?.({ phase: "flow", done, total }) });
       return { ...r, device: model.device };
+    } finally {
+      await model.free();
+    }
+  }
+
+  async classifyWithContext(modelBytes, inputs, { device = "auto", onProgress, signal } = {}) {
+    const { SpatiaModel } = await this._main();
+    const model = await SpatiaModel.load(modelBytes, { device });
+    try {
+      if (signal?.aborted) throw new DOMException("SPATIA classification was cancelled", "AbortError");
+      const r = await model.classifyWithContext(inputs, { onProgress: (done, total) => onProgress?.({ phase: "spatia", done, total }) });
+      return { ...r, device: model.device, backend: model.backend };
     } finally {
       await model.free();
     }

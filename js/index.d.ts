@@ -581,12 +581,14 @@ export interface SpatiaResult {
   zNiche: Float32Array;
 }
 
-/** SPATIA's multi-scale model (`cellsymphony spatia export`) on the wasm CPU engine:
- * classify-with-context and the niche map. */
+/** SPATIA's multi-scale model (`cellsymphony spatia export`) on WebGPU or the wasm CPU
+ * engine: classify-with-context and the niche map. */
 export declare class SpatiaModel {
   private constructor();
-  /** Loads the exported file. Rejects with a {@link CellSymphonyError} ("model" or "options"). */
-  static load(bytes: Uint8Array | ArrayBuffer, options?: { device?: "cpu" | "auto" }): Promise<SpatiaModel>;
+  /** Loads the exported file on `device` ("auto" by default: WebGPU on a hardware adapter,
+   * else the CPU engine). Rejects with a {@link CellSymphonyError} ("model", "device" or
+   * "options"). */
+  static load(bytes: Uint8Array | ArrayBuffer, options?: { device?: Device; useGpu?: boolean; gpuFastPaths?: boolean }): Promise<SpatiaModel>;
   readonly classes: string[];
   readonly levels: "cell" | "niche" | "tissue";
   readonly nGenes: number;
@@ -599,8 +601,9 @@ export declare class SpatiaModel {
   /** Niche clusters stored in the file (0: none). */
   readonly nicheClusterCount: number;
   readonly backend: string;
-  readonly device: "cpu";
+  readonly device: "webgpu" | "cpu";
   /** Rejects with a {@link CellSymphonyError} "input" naming the field for bad input. */
-  classifyWithContext(inputs: SpatiaInputs): Promise<SpatiaResult>;
+  /** `onProgress(regionsDone, regions)` after every tissue region. */
+  classifyWithContext(inputs: SpatiaInputs, options?: { onProgress?: (regionsDone: number, regions: number) => void }): Promise<SpatiaResult>;
   free(): Promise<void>;
 }

@@ -254,61 +254,65 @@ export class FlowModel {
 }
 
 /** The keys `SpatiaModel.load` reads. */
-const SPATIA_LOAD_OPTIONS = ["device"];
+const SPATIA_LOAD_OPTIONS = ["device", "useGpu", "gpuFastPaths"];
 const SPATIA_INFO = ["classes", "levels", "nGenes", "patchSize", "patchUmPerPx", "nicheSize", "nicheTilePx", "nicheDapiUmPerPx", "regionSide", "nicheClusterCount", "backend"];
 
 /** SPATIA's multi-scale model (`cellsymphony spatia export`: cell, niche and tissue levels,
- * fusion and heads, plus the niche clusters' centroids) on the wasm CPU engine, the same code
- * as `cellsymphony spatia classify --engine cpu`: classifies cells given their niche and
- * tissue region, and assigns each niche to its nearest k-means centroid (the niche map). */
+ * fusion and heads, plus the niche clusters' centroids) on WebGPU (the WGSL engine of
+ * `cellsymphony spatia classify --engine wgpu`) or on the wasm CPU engine (the code of
+ * `--engine cpu`): classifies cells given their niche and tissue region, and assigns each
+ * niche to its nearest k-means centroid (the niche map). */
 export class SpatiaModel {
   /** Use {@link SpatiaModel.load}. */
-  constructor(inner) {
+  constructor(inner, device) {
     if (!inner) throw new CellSymphonyError("options", "use `await SpatiaModel.load(bytes)` to create a SpatiaModel");
     this._wasm = inner;
     this._queue = { tail: Promise.resolve() };
     for (const k of SPATIA_INFO) this[k] = inner[k];
-    this.device = "cpu";
+    this.device = device;
   }
 
-  /** Loads the exported file's bytes. Rejects with a `CellSymphonyError`: "model" for a file
-   * the engine cannot read, "options" for an unknown option or `device: "webgpu"` (SPATIA runs
-   * on the CPU engine in this build). */
+  /** Loads the exported file's bytes on `options.device` ("auto" by default: WebGPU on a
+   * hardware adapter, else the CPU engine; `useGpu` is the older spelling; `gpuFastPaths:
+   * false` opens WebGPU without its optional features). Rejects with a `CellSymphonyError`:
+   * "model" for a file the engine cannot read, "device" for "webgpu" without an adapter,
+   * "options" for an unknown option or device. */
   static async load(bytes, options = {}) {
     const unknown = Object.keys(options ?? {}).filter((k) => !SPATIA_LOAD_OPTIONS.includes(k));
     if (unknown.length > 0) {
       throw new CellSymphonyError("options", `SpatiaModel.load: unknown option ${unknown.map((k) => JSON.stringify(k)).join(", ")}; the options are ${SPATIA_LOAD_OPTIONS.join(", ")}`);
     }
-    if (options?.device !== undefined && options.device !== "cpu" && options.device !== "auto") {
-      throw new CellSymphonyError("options", `SpatiaModel.load: device ${JSON.stringify(options.device)}: SPATIA runs on the wasm CPU engine ("cpu" or "auto")`);
-    }
+    const device = await pickDevice(requestedDevice(options ?? {}));
     if (!(bytes instanceof Uint8Array || bytes instanceof ArrayBuffer)) {
       throw new CellSymphonyError("model", `bytes is ${bytes === null ? "null" : typeof bytes}: pass the exported .safetensors' bytes as a Uint8Array or ArrayBuffer`);
     }
     await wasmReady();
     let inner;
     try {
-      inner = wasm.SpatiaModel.load(new Uint8Array(bytes), { useGpu: false });
+      const opts = { useGpu: device === "webgpu" };
+      if (options?.gpuFastPaths !== undefined) opts.gpuFastPaths = options.gpuFastPaths;
+      inner = await wasm.SpatiaModel.load(new Uint8Array(bytes), opts);
     } catch (e) {
       throw asCellSymphonyError(e, "model");
     }
-    return new SpatiaModel(inner);
+    return new SpatiaModel(inner, device);
   }
 
   /** Classifies cells in context: `inputs` is `{genes, patches, nicheTiles, cellNiche,
    * nicheSlot, nicheRegion?}`; resolves to `{classes, probabilities, confidence, logits,
-   * nicheClusters, composition, zNiche}` (see index.d.ts). Calls run one after another. */
-  classifyWithContext(inputs) {
+   * nicheClusters, composition, zNiche}` (see index.d.ts). `onProgress(regionsDone, regions)`
+   * is called after every tissue region. Calls run one after another. */
+  classifyWithContext(inputs, { onProgress } = {}) {
     return enqueue(this._queue, async () => {
       try {
-        return this._wasm.classifyWithContext(inputs);
+        return await this._wasm.classifyWithContext(inputs, onProgress);
       } catch (e) {
         throw asCellSymphonyError(e, "input");
       }
     });
   }
 
-  /** Frees the model's wasm memory once pending calls are done. */
+  /** Frees the model's wasm (and GPU) memory once pending calls are done. */
   async free() {
     await this._queue.tail.catch(() => {});
     this._wasm.free();

@@ -2,11 +2,11 @@
 // cells by optimal transport off the page's main thread, with the main entry's API (index.js)
 // in the worker. Spoken to by client.js (`CellSymphonyWorker`); the protocol is private to the
 // two files.
-//   main → worker: {id, op: "load" | "classify" | "pair" | "slide" | "flow" | "free" | "memory", …} and {op: "cancel", target}
+//   main → worker: {id, op: "load" | "classify" | "pair" | "slide" | "flow" | "spatia" | "free" | "memory", …} and {op: "cancel", target}
 //   worker → main: {id, type: "progress", progress}, {id, type: "result", value} (typed arrays
 //   transferred), {id, type: "error", name, code, message} (a CellSymphonyError's code; an
 //   engine error's message verbatim).
-import { Classifier, FlowModel, pairCells, wasmMemoryBytes, openSlide } from "./index.js";
+import { Classifier, FlowModel, SpatiaModel, pairCells, wasmMemoryBytes, openSlide } from "./index.js";
 import { yieldToEventLoop, abortError } from "./chunked.js";
 import { asCellSymphonyError, CellSymphonyError } from "./errors.js";
 
@@ -104,6 +104,21 @@ async function flow(id, signal, { modelBytes, flowJson, inputs, options }) {
   }
 }
 
+/** SPATIA classify-with-context: the model loaded for this call, progress after every tissue
+ * region, then freed. */
+async function spatia(id, signal, { modelBytes, inputs, options }) {
+  const model = await SpatiaModel.load(modelBytes, options ?? {});
+  try {
+    if (signal.aborted) throw abortError("SPATIA classification");
+    const onProgress = (done, total) => self.postMessage({ id, type: "progress", progress: { phase: "spatia", done, total } });
+    const r = await model.classifyWithContext(inputs, { onProgress });
+    const transfer = [r.classes, r.probabilities, r.confidence, r.logits, r.nicheClusters, r.composition, r.zNiche].map((a) => a.buffer);
+    return { value: { ...r, device: model.device, backend: model.backend }, transfer };
+  } finally {
+    await model.free();
+  }
+}
+
 async function handle(msg, signal) {
   switch (msg.op) {
     case "load": return load(msg);
@@ -111,6 +126,7 @@ async function handle(msg, signal) {
     case "pair": return pair(msg.id, signal, msg);
     case "slide": return slide(msg.id, signal, msg);
     case "flow": return flow(msg.id, signal, msg);
+    case "spatia": return spatia(msg.id, signal, msg);
     case "free": {
       const clf = entry(msg.handle);
       classifiers.delete(msg.handle);

@@ -54,6 +54,9 @@ log "SPATIA pretrain → finetune → embed on the crop → $out/spatia"
 "$bin/cellsymphony" spatia export --model "$out/spatia" --int8 --niche-centroids "$out/spatia/embed/niche_centroids.json" --out "$out/spatia/spatia.int8.safetensors"
 "$bin/cellsymphony" spatia classify --model "$out/spatia/spatia.int8.safetensors" --engine cpu --out "$out/spatia/classify" --www www/data/spatia \
   | tee "$out/spatia_classify.txt"
+log "SPATIA at slide scale: niches + the whole hierarchy (CPU engine) on 1,000,000 synthetic cells (time, peak RSS) → $out/spatia/scale"
+"$bin/cellsymphony" spatia scale --model "$out/spatia/spatia.int8.safetensors" --cells 1000000 --out "$out/spatia/scale" \
+  2> "$out/spatia_scale.log" | tee "$out/spatia_scale.txt"
 log "image-only (CUCA-style) classifier vs gene-based peers on 5 spatial-block folds (≈ 3 min) → $out/image_only"
 "$bin/cellsymphony" image-only --folds 5 --epochs 20 --gene-transformer-epochs 16 --out "$out/image_only" \
   > "$out/image_only.log"

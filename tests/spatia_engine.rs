@@ -246,12 +246,40 @@ fn classify_matches_embed_on_the_whole_crop() {
             assert_eq!(gpu_niches, niches, "wgpu = cpu engine on every niche cluster");
         }
         if int8 {
+            check_scale(&file, &dir.join("scale"), &data);
+        }
+        if int8 {
             assert!(same as f64 >= 0.9 * predicted as f64, "int8: {same}/{predicted}");
         } else {
             assert_eq!(same, predicted, "fp32 engine = burn on every cell");
             assert_eq!(same_niche, niches.len(), "fp32 engine = k-means niche clusters");
         }
     }
+}
+
+/// `spatia scale` on 5,000 synthetic cells (the crop's whole niches tiled): every synthetic cell
+/// lies in a region and is classified; the tally covers every cell once; most cells keep their
+/// source cell's class (only the seams between copies change context); the stages' memory is
+/// reported on Linux; a zero cell count is a clear error.
+fn check_scale(model: &Path, out: &Path, data: &Path) {
+    let s = |p: &Path| p.display().to_string();
+    let stdout = cli(&["spatia", "scale", "--model", &s(model), "--cells", "5000", "--out", &s(out)], data);
+    eprintln!("{stdout}");
+    assert!(stdout.contains("| niche grid + regions |") && stdout.contains("cells/s"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("scale.json")).unwrap()).unwrap();
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("scale.json {k}: {}", r[k]));
+    assert_eq!(n("cells"), 5000);
+    assert_eq!(n("cells_classified"), 5000, "every synthetic cell lies in a whole niche of a region");
+    assert_eq!(r["class_counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>(), 5000);
+    assert_eq!(r["niche_cluster_counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>(), n("niches_with_cells"), "one stored cluster per non-empty niche");
+    let copies = r["copies"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).product::<u64>();
+    assert!(copies >= 5000u64.div_ceil(n("cells_per_copy")), "copies {copies}");
+    assert!(n("same_class_as_crop") >= 2500, "source-cell class kept on most cells: {}", n("same_class_as_crop"));
+    #[cfg(target_os = "linux")]
+    assert!(n("peak_bytes") >= n("counts_bytes"), "peak RSS covers the counts");
+    let res = Command::new(env!("CARGO_BIN_EXE_cellsymphony")).args(["spatia", "scale", "--model", &s(model), "--cells", "0", "--out", &s(out)]).arg("--data").arg(data).output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success() && err.contains("--cells") && !err.contains("panicked"), "{err}");
 }
 
 /// The `--www` bundle read back as the browser reads it (one flat layout, regions by

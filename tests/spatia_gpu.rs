@@ -208,3 +208,54 @@ fn gpu_spatia_hierarchy_matches_cpu_engine() {
         }
     }
 }
+
+/// A slide of two random regions through the shared slide plan (`SpatiaSlidePlan`): the CPU
+/// engine's `forward_slide` gives each cell exactly its region's `forward_region` logits (the
+/// plan's gather and scatter), and `GpuSpatia::forward_slide` matches it within
+/// `1e-4 · max(1, max |cpu|)` with the same classes and the same nearest stored niche centroid
+/// on every niche; a niche index past the slide is the same error on both.
+#[cfg(feature = "train")]
+#[test]
+fn gpu_spatia_forward_slide_matches_cpu_engine() {
+    use cellsymphony::engine::{GpuSpatia, NicheCentroids, SpatiaSlideInput};
+    use common::spatia::{random_model, RandomRegion};
+    let Some(ctx) = gpu_or_skip("gpu_spatia_forward_slide_matches_cpu_engine") else { return };
+    let _burn_rng = common::burn_rng_lock();
+    let (g, c) = (19, 4);
+    let spec = SpatiaSpec::small(g, c, SpatiaLevels::Tissue);
+    let mut rng = SplitMix64::new(0x51DE);
+    let centroids = NicheCentroids { k: 3, dim: spec.d_model, centroids: rng.uniform_vec(3 * spec.d_model, -1.0, 1.0) };
+    let engine = random_model(&spec, 77).to_engine(&spec, common::names("type ", c), Some(centroids)).unwrap();
+    let (a, b) = (RandomRegion::new(&spec, 29, &[0, 3, 5, 12], 0x5A), RandomRegion::new(&spec, 17, &[1, 2, 6], 0x5B));
+    let ka = a.niche_slot.len();
+    let cat = |x: &[f32], y: &[f32]| [x, y].concat();
+    let cell_niche: Vec<usize> = a.cell_niche.iter().copied().chain(b.cell_niche.iter().map(|&k| k + ka)).collect();
+    let niche_slot: Vec<usize> = a.niche_slot.iter().chain(&b.niche_slot).copied().collect();
+    // Region ids need not be contiguous or ordered: b's niches are region 7, a's region 2.
+    let niche_region: Vec<usize> = (0..ka).map(|_| 2).chain(b.niche_slot.iter().map(|_| 7)).collect();
+    let (genes, patches, tiles) = (cat(&a.genes, &b.genes), cat(&a.patches, &b.patches), cat(&a.niche_images, &b.niche_images));
+    let slide = SpatiaSlideInput { genes: &genes, patches: &patches, niche_images: &tiles, cell_niche: &cell_niche, niche_slot: &niche_slot, niche_region: &niche_region };
+    for model in [engine.clone(), engine.quantize_int8()] {
+        let what = model.meta.quantization.as_str();
+        let cpu_engine = model.prepare().unwrap();
+        let cpu = cpu_engine.forward_slide(&slide).unwrap();
+        let (ra, rb) = (cpu_engine.forward_region(&a.input()).unwrap(), cpu_engine.forward_region(&b.input()).unwrap());
+        assert_eq!(cpu.logits, [ra.logits, rb.logits].concat(), "{what}: the plan's scatter puts each region's logits on its cells");
+        let gpu_model = GpuSpatia::new(ctx.clone(), &model).unwrap();
+        let gpu = pollster::block_on(gpu_model.forward_slide(&slide)).unwrap();
+        for (name, got, want) in [("logits", &gpu.logits, &cpu.logits), ("z_niche", &gpu.z_niche, &cpu.z_niche), ("composition", &gpu.composition, &cpu.composition)] {
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let err = max_abs_diff(got, want);
+            eprintln!("slide {what}: {name} max |Δ| {err:.2e}");
+            assert!(err <= 1e-4 * scale, "slide {what}: {name} max |Δ| {err}");
+        }
+        assert_eq!(argmax_rows(&gpu.logits, c), argmax_rows(&cpu.logits, c), "slide {what}: classes");
+        assert!(cpu.niche_clusters.iter().all(|k| k.is_some()), "slide {what}: every niche gets a stored centroid");
+        assert_eq!(gpu.niche_clusters, cpu.niche_clusters, "slide {what}: niche clusters");
+        let bad: Vec<usize> = cell_niche.iter().map(|_| niche_slot.len()).collect();
+        let x = SpatiaSlideInput { cell_niche: &bad, ..slide };
+        let want = cpu_engine.forward_slide(&x).unwrap_err().to_string();
+        assert!(want.contains("cellNiche[0]"), "{want}");
+        assert_eq!(pollster::block_on(gpu_model.forward_slide(&x)).unwrap_err().to_string(), want);
+    }
+}

@@ -3,8 +3,9 @@
 // colour-by layer, and the "niche map": every niche coloured by its cluster of z_niche (nearest
 // of the k-means centroids stored in the model file) over the DAPI image.
 // Reads the data folder's spatia/ (written by `cellsymphony spatia classify --www <data>/spatia`)
-// and runs the package's SpatiaModel on the wasm CPU engine on this thread (SPATIA has no
-// WebGPU path and no worker op yet).
+// and runs the package's SpatiaModel on this thread (device "auto": WebGPU on a hardware adapter,
+// else the wasm CPU engine; the crop takes a fraction of a second, so the page does not move it
+// to the worker, which `CellSymphonyWorker.classifyWithContext` offers for whole slides).
 
 /**
  * Loads and runs the SPATIA bundle, or returns null when the data folder has none.

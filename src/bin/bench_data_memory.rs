@@ -69,18 +69,9 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// `VmRSS` and `VmHWM` of this process in bytes.
+/// `VmRSS` and `VmHWM` of this process in bytes (0 where the system reports none).
 fn rss_and_peak() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    cellsymphony::util::memory::rss_and_peak_bytes().unwrap_or((0, 0))
 }
 
 /// Child mode: read `dir` with one reader and print `secs peak_bytes matrix_bytes nnz cells genes`.

@@ -65,7 +65,7 @@ pub use protein::{ProteinChannels, MIN_PROTEIN_STD};
 pub use spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SpatiaCellWeights, SPATIA_METADATA_KEY};
 pub use spatia_hierarchy::{
     NicheCentroids, NicheLevelWeights, SpatiaContextWeights, SpatiaCpu, SpatiaHierarchyMeta, SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput,
-    SpatiaSlideInput, SpatiaSlideOutput,
+    SpatiaSlideInput, SpatiaSlideOutput, SpatiaSlidePlan, SpatiaSlideRegion,
     TissueLevelWeights, SPATIA_HIERARCHY_FORMAT_VERSION, SPATIA_HIERARCHY_METADATA_KEY,
 };
 pub use gpu::{GpuClassifier, DEFAULT_CHUNK_CELLS};

@@ -34,7 +34,7 @@ use super::gpu::{compile_layer_attention, push_layer, upload_layer, upload_norm,
 use super::preprocess::vit_patch_rows;
 use super::flow_gpu::{record, Op};
 use super::spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SPATIA_FORMAT_VERSION};
-use super::spatia_hierarchy::{region_slots, SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput, TISSUE_MASKED_SCORE};
+use super::spatia_hierarchy::{region_slots, SpatiaHierarchyMeta, SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput, SpatiaSlideInput, SpatiaSlideOutput, SpatiaSlidePlan, TISSUE_MASKED_SCORE};
 use super::spec::{grid_positional_encoding, SpatiaSpec};
 use super::EngineError;
 use crate::gpu::attention::compile_attention;
@@ -420,6 +420,8 @@ struct GpuContextLevels {
 pub struct GpuSpatia {
     cell: GpuSpatiaCell,
     context: Option<GpuContextLevels>,
+    /// The file's spec, classes and niche centroids (for [`Self::forward_slide`]).
+    meta: SpatiaHierarchyMeta,
 }
 
 /// One region's buffers above the cell level.
@@ -499,7 +501,22 @@ impl GpuSpatia {
             }
         };
         ctx.take_error()?;
-        Ok(Self { cell, context })
+        Ok(Self { cell, context, meta: m.clone() })
+    }
+
+    /// [`Self::forward_region`] over every region of a flat layout, the plan and outputs of
+    /// [`super::SpatiaCpu::forward_slide`] ([`SpatiaSlidePlan`]); one region's buffers on the
+    /// GPU at a time.
+    ///
+    /// Errors: as `SpatiaCpu::forward_slide`, and the GPU's.
+    pub async fn forward_slide(&self, x: &SpatiaSlideInput<'_>) -> Result<SpatiaSlideOutput, EngineError> {
+        let plan = SpatiaSlidePlan::new(&self.meta, x)?;
+        let mut out = plan.output();
+        for i in 0..plan.len() {
+            let r = self.forward_region(&plan.region(i).input()).await?;
+            plan.scatter(i, &r, &mut out);
+        }
+        Ok(out)
     }
 
     /// The cell level alone (its chunking, its `forward`).

@@ -640,13 +640,41 @@ pub struct SpatiaSlideOutput {
     pub niche_clusters: Vec<Option<u32>>,
 }
 
-impl SpatiaCpu<'_> {
-    /// [`Self::forward_region`] over every region of a flat layout: niches grouped by
-    /// `niche_region` (ascending id), cells by their niche's region, outputs scattered back.
+/// The regions of a flat slide layout ([`SpatiaSlideInput`]), checked: niches grouped by
+/// `niche_region` (ascending id), cells by their niche's region. Every engine runs the same plan
+/// ([`SpatiaCpu::forward_slide`], `GpuSpatia::forward_slide`): [`Self::region`] gives region
+/// `i`'s inputs, [`Self::scatter`] puts its outputs back in slide order.
+pub struct SpatiaSlidePlan<'m, 'a> {
+    meta: &'m SpatiaHierarchyMeta,
+    x: &'a SpatiaSlideInput<'a>,
+    /// `(cells, niches)` of each region with at least one cell, slide indices ascending.
+    regions: Vec<(Vec<usize>, Vec<usize>)>,
+    /// Local index of every niche inside its region, `[K]`.
+    local: Vec<usize>,
+}
+
+/// One region's inputs, gathered from the slide (see [`SpatiaSlidePlan::region`]).
+pub struct SpatiaSlideRegion {
+    genes: Vec<f32>,
+    patches: Vec<f32>,
+    tiles: Vec<f32>,
+    cell_niche: Vec<usize>,
+    slots: Vec<usize>,
+}
+
+impl SpatiaSlideRegion {
+    /// The region as [`SpatiaCpu::forward_region`] (or the GPU engine's) reads it.
+    pub fn input(&self) -> SpatiaRegionInput<'_> {
+        SpatiaRegionInput { genes: &self.genes, patches: &self.patches, niche_images: &self.tiles, cell_niche: &self.cell_niche, niche_slot: &self.slots }
+    }
+}
+
+impl<'m, 'a> SpatiaSlidePlan<'m, 'a> {
+    /// Checks `x` against the model's spec (in `meta`) and groups it by region.
     ///
-    /// Errors: mis-sized inputs, a niche index `≥ K`, and the region forward's errors.
-    pub fn forward_slide(&self, x: &SpatiaSlideInput<'_>) -> Result<SpatiaSlideOutput, EngineError> {
-        let s = &self.model.meta.spec;
+    /// Errors: mis-sized inputs, a niche index `≥ K`.
+    pub fn new(meta: &'m SpatiaHierarchyMeta, x: &'a SpatiaSlideInput<'a>) -> Result<Self, EngineError> {
+        let s = &meta.spec;
         let has_niche = s.levels.has_niche();
         let (g, px, npx) = (s.n_genes, s.cell_image.image_size.pow(2), s.niche_image.image_size.pow(2));
         let n = x.cell_niche.len();
@@ -672,39 +700,92 @@ impl SpatiaCpu<'_> {
                 r.0.push(c);
             }
         }
-        let (c, d) = (s.n_classes, s.d_model);
-        let mut out = SpatiaSlideOutput {
+        let regions: Vec<_> = regions.into_values().filter(|(cells, _)| !cells.is_empty()).collect();
+        let mut local = vec![0usize; k];
+        for (_, niches) in &regions {
+            for (i, &nk) in niches.iter().enumerate() {
+                local[nk] = i;
+            }
+        }
+        Ok(Self { meta, x, regions, local })
+    }
+
+    /// Regions with at least one cell.
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Whether no region has a cell.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// Cells of region `i` (slide indices).
+    pub fn region_cells(&self, i: usize) -> usize {
+        self.regions[i].0.len()
+    }
+
+    /// Region `i`'s inputs (`i < len()`).
+    pub fn region(&self, i: usize) -> SpatiaSlideRegion {
+        let s = &self.meta.spec;
+        let has_niche = s.levels.has_niche();
+        let (g, px, npx) = (s.n_genes, s.cell_image.image_size.pow(2), s.niche_image.image_size.pow(2));
+        let (cells, niches) = &self.regions[i];
+        let x = self.x;
+        let rows = |v: &[f32], w: usize, idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| v[i * w..(i + 1) * w].iter().copied()).collect() };
+        SpatiaSlideRegion {
+            genes: rows(x.genes, g, cells),
+            patches: rows(x.patches, px, cells),
+            tiles: if has_niche { rows(x.niche_images, npx, niches) } else { vec![] },
+            cell_niche: cells.iter().map(|&ci| self.local[x.cell_niche[ci]]).collect(),
+            slots: if has_niche { niches.iter().map(|&nk| x.niche_slot[nk]).collect() } else { vec![] },
+        }
+    }
+
+    /// The empty slide output (zeros; `None` clusters).
+    pub fn output(&self) -> SpatiaSlideOutput {
+        let s = &self.meta.spec;
+        let has_niche = s.levels.has_niche();
+        let (n, k, c, d) = (self.x.cell_niche.len(), self.x.niche_region.len(), s.n_classes, s.d_model);
+        SpatiaSlideOutput {
             logits: vec![0.0; n * c],
             z_niche: vec![0.0; if has_niche { k * d } else { 0 }],
             composition: vec![0.0; if has_niche { k * c } else { 0 }],
             niche_clusters: vec![None; k],
-        };
-        let rows = |v: &[f32], w: usize, idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| v[i * w..(i + 1) * w].iter().copied()).collect() };
-        let mut local = vec![0usize; k];
-        for (cells, niches) in regions.values() {
-            if cells.is_empty() {
-                continue;
-            }
+        }
+    }
+
+    /// Region `i`'s outputs into `out` (cells' logits; niches' `z_niche`, composition and
+    /// nearest stored centroid).
+    pub fn scatter(&self, i: usize, r: &SpatiaRegionOutput, out: &mut SpatiaSlideOutput) {
+        let s = &self.meta.spec;
+        let (c, d) = (s.n_classes, s.d_model);
+        let (cells, niches) = &self.regions[i];
+        for (i, &ci) in cells.iter().enumerate() {
+            out.logits[ci * c..(ci + 1) * c].copy_from_slice(&r.logits[i * c..(i + 1) * c]);
+        }
+        if let (Some(comp), Some(zn)) = (&r.composition, &r.z_niche) {
+            let clusters = self.meta.niche_centroids.as_ref().map(|cen| cen.assign(zn));
             for (i, &nk) in niches.iter().enumerate() {
-                local[nk] = i;
+                out.composition[nk * c..(nk + 1) * c].copy_from_slice(&comp[i * c..(i + 1) * c]);
+                out.z_niche[nk * d..(nk + 1) * d].copy_from_slice(&zn[i * d..(i + 1) * d]);
+                out.niche_clusters[nk] = clusters.as_ref().map(|cl| cl[i]);
             }
-            let cn: Vec<usize> = cells.iter().map(|&ci| local[x.cell_niche[ci]]).collect();
-            let slots: Vec<usize> = if has_niche { niches.iter().map(|&nk| x.niche_slot[nk]).collect() } else { vec![] };
-            let tiles = if has_niche { rows(x.niche_images, npx, niches) } else { vec![] };
-            let (gr, pr) = (rows(x.genes, g, cells), rows(x.patches, px, cells));
-            let input = SpatiaRegionInput { genes: &gr, patches: &pr, niche_images: &tiles, cell_niche: &cn, niche_slot: &slots };
-            let r = self.forward_region(&input)?;
-            for (i, &ci) in cells.iter().enumerate() {
-                out.logits[ci * c..(ci + 1) * c].copy_from_slice(&r.logits[i * c..(i + 1) * c]);
-            }
-            if let (Some(comp), Some(zn)) = (&r.composition, &r.z_niche) {
-                let clusters = self.model.meta.niche_centroids.as_ref().map(|cen| cen.assign(zn));
-                for (i, &nk) in niches.iter().enumerate() {
-                    out.composition[nk * c..(nk + 1) * c].copy_from_slice(&comp[i * c..(i + 1) * c]);
-                    out.z_niche[nk * d..(nk + 1) * d].copy_from_slice(&zn[i * d..(i + 1) * d]);
-                    out.niche_clusters[nk] = clusters.as_ref().map(|cl| cl[i]);
-                }
-            }
+        }
+    }
+}
+
+impl SpatiaCpu<'_> {
+    /// [`Self::forward_region`] over every region of a flat layout ([`SpatiaSlidePlan`]),
+    /// outputs scattered back.
+    ///
+    /// Errors: mis-sized inputs, a niche index `≥ K`, and the region forward's errors.
+    pub fn forward_slide(&self, x: &SpatiaSlideInput<'_>) -> Result<SpatiaSlideOutput, EngineError> {
+        let plan = SpatiaSlidePlan::new(&self.model.meta, x)?;
+        let mut out = plan.output();
+        for i in 0..plan.len() {
+            let r = self.forward_region(&plan.region(i).input())?;
+            plan.scatter(i, &r, &mut out);
         }
         Ok(out)
     }

@@ -17,6 +17,8 @@
 //!   training, evaluation on spatial-block folds with gene-based peers and ablations, niche abundance.
 //! - [`spatia`]: SPATIA's multi-scale model: region data, masked-reconstruction pre-training,
 //!   fine-tuning, embeddings and the level ablation.
+//! - [`spatia_scale`]: SPATIA's niches and hierarchy on N synthetic cells (the crop tiled), time
+//!   and memory per stage.
 //! - [`flow`]: morphology generation by conditional contrastive flow matching on OT pairs
 //!   (patch autoencoder, velocity network, Euler/Heun sampling, FID/KID and morphology metrics).
 //! - [`tune`]: `--tune`, a small learning-rate × weighting × smoothing search on validation cells.
@@ -39,6 +41,7 @@ pub mod plot;
 pub mod report;
 pub mod slide;
 pub mod spatia;
+pub mod spatia_scale;
 pub mod split;
 pub mod trainer;
 pub mod tune;

@@ -5,10 +5,13 @@
 //! - [`parallel`]: row-chunked parallel loops (rayon natively, serial on wasm32).
 //! - [`argmax_rows`]: class index per row of a logits matrix (NaN is never the maximum).
 //! - [`atomic_write`] (native only): write a temporary file beside the target, then rename.
+//! - [`memory`] (native only): this process's resident and peak memory.
 
 mod argmax;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod atomic_write;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod memory;
 pub mod parallel;
 pub mod rng;
 

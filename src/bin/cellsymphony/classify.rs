@@ -242,15 +242,8 @@ fn cmd_classify_stream(a: &ClassifyArgs, model: &EngineModel) -> Result<Classifi
     }
     cellsymphony::train::slide::write_slide_predictions(&a.out, &p, &model.meta.classes)?;
     println!("wrote {}", a.out.display());
-    if let Some(peak) = peak_rss_bytes() {
+    if let Some(peak) = cellsymphony::util::memory::peak_rss_bytes() {
         println!("peak RSS {:.1} MiB (VmHWM)", peak as f64 / (1u64 << 20) as f64);
     }
     Ok(Classified { pred: p.classes, logits: Vec::new(), engine_name, seconds })
-}
-
-/// This process's peak resident memory (`VmHWM` of /proc/self/status), where there is one.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

@@ -44,6 +44,10 @@ enum SpatiaCommand {
     /// The level ablation on K spatially blocked folds with our LogReg on the same folds:
     /// writes ablation.md and ablation.json.
     Ablation(AblationArgs),
+    /// Slide scale: the niche grid and the whole hierarchy (CPU engine) on N synthetic cells
+    /// (the crop's whole niches tiled), with time and memory per stage: writes scale.md and
+    /// scale.json.
+    Scale(ScaleArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -246,6 +250,21 @@ struct AblationArgs {
     out: PathBuf,
 }
 
+#[derive(Args)]
+struct ScaleArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// File written by `spatia export` (int8 or f32).
+    #[arg(long)]
+    model: PathBuf,
+    /// Synthetic cells.
+    #[arg(long, default_value_t = 1_000_000)]
+    cells: usize,
+    /// Output folder.
+    #[arg(long, default_value = "runs/spatia/scale")]
+    out: PathBuf,
+}
+
 pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
     let device = Default::default();
     match a.command {
@@ -330,6 +349,20 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
                 engine.meta.niche_centroids.as_ref().map_or(String::new(), |c| format!(", {} niche centroids", c.k)),
                 a.out.display()
             );
+        }
+        SpatiaCommand::Scale(a) => {
+            let model = cellsymphony::engine::SpatiaHierarchyModel::load(&a.model)?;
+            let crop = a.data.prepare()?;
+            if crop.table.genes.len() != model.meta.spec.n_genes {
+                bail!("{}: the model reads {} genes but the cells have {}; use the data it was trained on", a.model.display(), model.meta.spec.n_genes, crop.table.genes.len());
+            }
+            let data = SpatiaData::build(&crop, &model.meta.spec, None)?;
+            let report = cellsymphony::train::spatia_scale::run_scale(&model, &crop, &data, a.cells, &mut log)?;
+            let md = report.markdown();
+            print!("{md}");
+            write_file(&a.out.join("scale.md"), md.as_bytes())?;
+            write_file(&a.out.join("scale.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+            println!("wrote {}", a.out.display());
         }
         SpatiaCommand::Classify(a) => {
             let model = cellsymphony::engine::SpatiaHierarchyModel::load(&a.model)?;
