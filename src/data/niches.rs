@@ -130,6 +130,30 @@ impl NicheGrid {
         image_size: [usize; 2],
         opts: &NicheOptions,
     ) -> Result<NicheGrid, DataError> {
+        let n_cells = centroids_um.len();
+        let expected = n_cells.saturating_mul(n_genes);
+        if counts.len() != expected {
+            return Err(DataError::Shape {
+                what: "counts [cells, genes] of the niche grid",
+                expected,
+                found: counts.len(),
+            });
+        }
+        Self::build_from_rows(centroids_um, |cell| &counts[cell * n_genes..(cell + 1) * n_genes], n_genes, frame, image_size, opts)
+    }
+
+    /// [`Self::build`] with each cell's counts read through `row(cell)` (`[n_genes]`) instead
+    /// of a dense `[cells, n_genes]` matrix, so a caller holding counts in another layout
+    /// (sparse, or shared rows) need not materialise them. Same grid and errors; a row of
+    /// another length is a [`DataError::InvalidValue`] naming the cell.
+    pub fn build_from_rows<'r>(
+        centroids_um: &[[f32; 2]],
+        row: impl Fn(usize) -> &'r [f32],
+        n_genes: usize,
+        frame: &ImageFrame,
+        image_size: [usize; 2],
+        opts: &NicheOptions,
+    ) -> Result<NicheGrid, DataError> {
         check_options(opts)?;
         let [width, height] = image_size;
         if width == 0 || height == 0 {
@@ -150,14 +174,6 @@ impl NicheGrid {
             });
         }
         let n_cells = centroids_um.len();
-        let expected = n_cells.saturating_mul(n_genes);
-        if counts.len() != expected {
-            return Err(DataError::Shape {
-                what: "counts [cells, genes] of the niche grid",
-                expected,
-                found: counts.len(),
-            });
-        }
         let tile = opts.tile_px;
         let (n_cols, n_rows) = match opts.edge {
             EdgePolicy::Pad => (width.div_ceil(tile), height.div_ceil(tile)),
@@ -204,7 +220,14 @@ impl NicheGrid {
             match slot {
                 Some(n) => {
                     niches[n].cells.push(cell as u32);
-                    let row = &counts[cell * n_genes..(cell + 1) * n_genes];
+                    let row = row(cell);
+                    if row.len() != n_genes {
+                        return Err(DataError::InvalidValue {
+                            field: format!("counts row of cell {cell}"),
+                            value: format!("{} values", row.len()),
+                            expected: format!("{n_genes} values (one per gene)"),
+                        });
+                    }
                     for (acc, &v) in sums[n * n_genes..(n + 1) * n_genes].iter_mut().zip(row) {
                         *acc += f64::from(v);
                     }
@@ -370,6 +393,15 @@ mod tests {
         assert!(g.niches[5].padded && g.niches[5].extent_px == [2, 3]);
         assert_eq!(g.unassigned, vec![3, 4]);
         assert_eq!(g.gene_sum(5).unwrap(), &[4.0, 5.0]);
+
+        // Rows read through a closure (here: every cell's counts from cell 4 − cell, reversed
+        // order) give the grid of the matrix holding those rows.
+        let reversed: Vec<f32> = (0..5).rev().flat_map(|c| [counts[2 * c], counts[2 * c + 1]]).collect();
+        let from_rows = NicheGrid::build_from_rows(&cells, |c| &counts[2 * (4 - c)..2 * (4 - c) + 2], 2, &UNIT, [10, 7], &opts).unwrap();
+        assert_eq!(from_rows, NicheGrid::build(&cells, &reversed, 2, &UNIT, [10, 7], &opts).unwrap());
+        assert_ne!(from_rows.gene_sums, g.gene_sums);
+        let short = NicheGrid::build_from_rows(&cells, |c| &counts[c..c + 1], 2, &UNIT, [10, 7], &opts).unwrap_err().to_string();
+        assert!(short.contains("cell 0") && short.contains("1 values"), "{short}");
 
         let drop = NicheOptions {
             edge: EdgePolicy::Drop,

@@ -10,9 +10,10 @@
 //! and niches). Cells are taken copy by copy until `N` are placed.
 //!
 //! Stages:
-//! 1. **niches**: [`NicheGrid::build`] over all `N` centroids and their counts `[N, G]` (the
-//!    data layer sums every niche's gene vectors, so the dense counts are materialised here:
-//!    `4·N·G` bytes, then dropped), then the tissue regions ([`region_assignment`]).
+//! 1. **niches**: [`NicheGrid::build_from_rows`] over all `N` centroids, summing every niche's
+//!    gene vectors (each synthetic cell's counts row read from its source cell, so the dense
+//!    `[N, G]` counts, `4·N·G` bytes, are never materialised), then the tissue regions
+//!    ([`region_assignment`]).
 //! 2. **hierarchy**: every region through the CPU engine ([`SpatiaCpu::forward_region`]),
 //!    regions in parallel (rayon), one region's inputs in memory per worker; the class of every
 //!    cell and the niche cluster of every niche (when the file stores centroids) are counted,
@@ -52,7 +53,7 @@ pub struct ScaleReport {
     pub regions: usize,
     /// Cells in a region (classified).
     pub cells_classified: usize,
-    /// Seconds to synthesise centroids and counts.
+    /// Seconds to synthesise the centroids (and each cell's source cell).
     pub synth_seconds: f64,
     /// Seconds of [`NicheGrid::build`] + [`region_assignment`].
     pub niche_seconds: f64,
@@ -62,9 +63,10 @@ pub struct ScaleReport {
     pub cells_per_second: f64,
     /// Worker threads of the hierarchy stage.
     pub threads: usize,
-    /// Bytes of the dense counts `[N, G]` the niche stage materialised.
+    /// Bytes a dense counts matrix `[N, G]` would take (the niche stage reads each synthetic
+    /// cell's counts from its source cell instead, [`NicheGrid::build_from_rows`]).
     pub counts_bytes: u64,
-    /// Resident memory (VmRSS) after the niche stage, counts dropped; `None` off Linux.
+    /// Resident memory (VmRSS) after the niche stage; `None` off Linux.
     pub rss_after_niches_bytes: Option<u64>,
     /// Peak resident memory (VmHWM) after the niche stage.
     pub peak_after_niches_bytes: Option<u64>,
@@ -87,9 +89,9 @@ impl ScaleReport {
             self.cells, self.copies[0], self.copies[1], self.cells_per_copy, self.slide_px[0], self.slide_px[1], self.threads
         );
         s += "| stage | seconds | result | memory |\n|---|---:|---|---|\n";
-        s += &format!("| synthesise centroids + counts | {:.2} | {} cells, counts {:.0} MiB | – |\n", self.synth_seconds, self.cells, self.counts_bytes as f64 / (1u64 << 20) as f64);
+        s += &format!("| synthesise centroids | {:.2} | {} cells (dense counts would be {:.0} MiB; rows are read from the source cells) | – |\n", self.synth_seconds, self.cells, self.counts_bytes as f64 / (1u64 << 20) as f64);
         s += &format!(
-            "| niche grid + regions | {:.2} | {} niches ({} with cells), {} regions | peak {} (RSS after, counts dropped: {}) |\n",
+            "| niche grid (gene sums) + regions | {:.2} | {} niches ({} with cells), {} regions | peak {} (RSS after: {}) |\n",
             self.niche_seconds,
             self.niches,
             self.niches_with_cells,
@@ -157,7 +159,7 @@ pub fn run_scale(model: &SpatiaHierarchyModel, crop: &PreparedCrop, data: &Spati
     let frame = data.dapi_frame;
     let upp = frame.um_per_px;
 
-    // Stage 0: centroids, source index, counts.
+    // Stage 0: centroids and each synthetic cell's source cell.
     let t = Instant::now();
     let mut centroids = Vec::with_capacity(cells);
     let mut src_of = Vec::with_capacity(cells);
@@ -172,21 +174,16 @@ pub fn run_scale(model: &SpatiaHierarchyModel, crop: &PreparedCrop, data: &Spati
             src_of.push(s);
         }
     }
-    let counts_bytes = (cells * g * 4) as u64;
-    let mut counts = Vec::new();
-    counts.try_reserve_exact(cells * g).map_err(|_| TrainError::Options(format!("{cells} cells × {g} genes of counts ({} MiB) do not fit in memory: use fewer --cells", counts_bytes >> 20)))?;
-    for &s in &src_of {
-        counts.extend_from_slice(&crop.table.counts[s as usize * g..(s as usize + 1) * g]);
-    }
     let synth_seconds = t.elapsed().as_secs_f64();
+    let counts_bytes = (cells * g * 4) as u64;
     progress(format!("synthesised {cells} cells ({a}×{b} copies of {} cells) in {synth_seconds:.2} s", source.len()));
 
     // Stage 1: niche grid and regions.
     let t = Instant::now();
     let slide_px = [a * period_px[0], b * period_px[1]];
     let opts = NicheOptions { tile_px: tile, edge: data::EdgePolicy::Pad, region_niches: spec.region_niches };
-    let grid = NicheGrid::build(&centroids, &counts, g, &frame, slide_px, &opts)?;
-    drop(counts);
+    let counts = &crop.table.counts;
+    let grid = NicheGrid::build_from_rows(&centroids, |cell| &counts[src_of[cell] as usize * g..(src_of[cell] as usize + 1) * g], g, &frame, slide_px, &opts)?;
     drop(centroids);
     let regions = region_assignment(&grid, spec.region_niches)?;
     let niche_seconds = t.elapsed().as_secs_f64();
