@@ -783,6 +783,12 @@ impl FromStr for SpatiaLevels {
 /// heads:  cell type Linear(D → C) on z ; niche composition Linear(D → C) on z_niche
 /// ```
 /// `CrossBlock(x, c) = x + Attn(LN(x), LN(c)); x + FFN(LN(x))` (pre-norm, multi-head).
+///
+/// Without images (`images: false`) the two ViTs are learned tokens:
+/// ```text
+/// cell:   z_cell  = LN(mean(CrossBlock(Q = learned [Tq, D] (every cell), K = V = gene tokens)))
+/// niche:  z_niche = LN(mean(CrossBlock(Q = learned [Tn, D] (every niche), K = V = [mean z_cell])))
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpatiaSpec {
     /// Input genes `G`.
