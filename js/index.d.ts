@@ -551,10 +551,12 @@ export declare class FlowModel {
 export interface SpatiaInputs {
   /** [n*nGenes] normalised expression (log1p of counts per 10,000), the model's genes in order. */
   genes: Float32Array;
-  /** [n*patchSize*patchSize] nucleus-centred DAPI patches, values in [0, 1]. */
-  patches: Float32Array;
-  /** [k*nicheSize*nicheSize] niche tiles (block means of each nicheTilePx DAPI tile), in [0, 1]. */
-  nicheTiles: Float32Array;
+  /** [n*patchSize*patchSize] nucleus-centred DAPI patches, values in [0, 1] (leave out for an
+   * image-free model, `images: false`). */
+  patches?: Float32Array;
+  /** [k*nicheSize*nicheSize] niche tiles (block means of each nicheTilePx DAPI tile), in [0, 1]
+   * (leave out for an image-free model). */
+  nicheTiles?: Float32Array;
   /** [n] niche (< k) of each cell. */
   cellNiche: Uint32Array;
   /** [k] slot (row*regionSide + col) of each niche in its tissue region, distinct per region. */
@@ -591,6 +593,8 @@ export declare class SpatiaModel {
   static load(bytes: Uint8Array | ArrayBuffer, options?: { device?: Device; useGpu?: boolean; gpuFastPaths?: boolean }): Promise<SpatiaModel>;
   readonly classes: string[];
   readonly levels: "cell" | "niche" | "tissue";
+  /** false for an image-free model (imaging panels): `patches` and `nicheTiles` may be left out. */
+  readonly images: boolean;
   readonly nGenes: number;
   readonly patchSize: number;
   readonly patchUmPerPx: number;

@@ -255,7 +255,7 @@ export class FlowModel {
 
 /** The keys `SpatiaModel.load` reads. */
 const SPATIA_LOAD_OPTIONS = ["device", "useGpu", "gpuFastPaths"];
-const SPATIA_INFO = ["classes", "levels", "nGenes", "patchSize", "patchUmPerPx", "nicheSize", "nicheTilePx", "nicheDapiUmPerPx", "regionSide", "nicheClusterCount", "backend"];
+const SPATIA_INFO = ["classes", "levels", "images", "nGenes", "patchSize", "patchUmPerPx", "nicheSize", "nicheTilePx", "nicheDapiUmPerPx", "regionSide", "nicheClusterCount", "backend"];
 
 /** SPATIA's multi-scale model (`cellsymphony spatia export`: cell, niche and tissue levels,
  * fusion and heads, plus the niche clusters' centroids) on WebGPU (the WGSL engine of

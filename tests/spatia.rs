@@ -415,3 +415,116 @@ mod generative_metrics {
         assert!(nucleus_features(&[0.0; 10], side).is_err());
     }
 }
+
+/// The image-free spec (`images: false`): an imaged spec's JSON is unchanged (no new keys) and
+/// an old JSON without them reads as imaged; the image-free one round-trips; validation names
+/// the field for missing learned queries and for learned queries on an imaged model.
+#[test]
+fn image_free_spec_round_trips_and_validates() {
+    use cellsymphony::engine::spec::{SpatiaLevels, SpatiaSpec};
+    let imaged = SpatiaSpec::small(9, 4, SpatiaLevels::Tissue);
+    let json = serde_json::to_string(&imaged).unwrap();
+    assert!(!json.contains("images") && !json.contains("query_tokens"), "{json}");
+    let back: SpatiaSpec = serde_json::from_str(&json).unwrap();
+    assert!(back.images && back == imaged);
+    let free = imaged.clone().without_images();
+    assert!(!free.images && free.cell_query_tokens == 4 && free.niche_query_tokens == 4);
+    free.validate().unwrap();
+    let json = serde_json::to_string(&free).unwrap();
+    assert!(json.contains("\"images\":false"), "{json}");
+    assert_eq!(serde_json::from_str::<SpatiaSpec>(&json).unwrap(), free);
+    assert_eq!(free.cell_queries(), 4);
+    assert_eq!(imaged.cell_queries(), imaged.cell_image.n_vit_tokens());
+    assert!((free.niche_side_um() - 54.4).abs() < 1e-9);
+    let e = SpatiaSpec { cell_query_tokens: 0, ..free.clone() }.validate().unwrap_err().to_string();
+    assert!(e.contains("spatia.cell_query_tokens") && e.contains("images = false"), "{e}");
+    let e = SpatiaSpec { niche_query_tokens: 0, ..free.clone() }.validate().unwrap_err().to_string();
+    assert!(e.contains("spatia.niche_query_tokens"), "{e}");
+    let e = SpatiaSpec { cell_query_tokens: 4, ..imaged.clone() }.validate().unwrap_err().to_string();
+    assert!(e.contains("cell_query_tokens") && e.contains("images = false only"), "{e}");
+}
+
+/// burn's image-free model: no ViT and no pixel decoder, learned queries `[4, D]`; one
+/// region's outputs have the documented shapes on every level; reconstruction returns genes
+/// only.
+#[test]
+fn image_free_burn_forward_shapes() {
+    use cellsymphony::engine::spec::{SpatiaLevels, SpatiaSpec};
+    use common::spatia::{random_model, RandomRegion};
+    let _burn_rng = common::burn_rng_lock();
+    let (g, c, n) = (9, 4, 23);
+    let slots = [0, 3, 5, 12, 15];
+    for levels in SpatiaLevels::ALL {
+        let spec = SpatiaSpec::small(g, c, levels).without_images();
+        let d = spec.d_model;
+        let model = random_model(&spec, 7);
+        assert!(model.cell.vit.is_none() && model.cell.pixel_hidden.is_none() && model.cell.pixel_out.is_none());
+        assert_eq!(model.cell.queries.as_ref().unwrap().tokens.dims(), [4, d]);
+        let device = Default::default();
+        let region = RandomRegion::new(&spec, n, &slots, 3);
+        let x = region.burn::<common::spatia::Cpu>(&spec, &device);
+        assert_eq!(x.patches.dims(), [n, 0, 0]);
+        let out = model.forward(&x);
+        assert_eq!(out.z_cell.dims(), [n, d]);
+        assert_eq!(out.z.dims(), [n, d]);
+        assert_eq!(out.logits.dims(), [n, c]);
+        assert_eq!(out.z_niche.as_ref().map(|t| t.dims()), levels.has_niche().then_some([slots.len(), d]));
+        assert_eq!(out.z_tissue.as_ref().map(|t| t.dims()), levels.has_tissue().then_some([slots.len(), d]));
+        assert_eq!(out.composition.as_ref().map(|t| t.dims()), levels.has_niche().then_some([slots.len(), c]));
+        assert!(common::spatia::values(out.logits).iter().all(|v| v.is_finite()));
+        if levels.has_niche() {
+            assert!(model.niche.as_ref().unwrap().vit.is_none());
+            // Different niches' cells give different z_niche (the learned queries attend to them).
+            let zn = common::spatia::values(out.z_niche.unwrap());
+            assert!(zn[..d].iter().zip(&zn[d..2 * d]).any(|(a, b)| (a - b).abs() > 1e-6));
+        }
+        let (genes, pixels) = model.cell.reconstruct(x.genes.clone(), x.patches.clone());
+        assert_eq!(genes.dims(), [n, g]);
+        assert!(pixels.is_none());
+    }
+}
+
+/// `spatia pretrain → finetune → embed → export → classify` on two tissue regions of scimap's
+/// 33-plex panel (`--h5ad`, image-free chosen automatically): every step succeeds, the
+/// pre-training log has no pixel loss, the exported file runs on the CPU engine with the same
+/// classes as burn's embed, and `--images on` with `--h5ad` is refused.
+#[test]
+fn image_free_pipeline_on_scimap_33plex() {
+    let h5ad = common::data::scimap_33plex();
+    let h = h5ad.display().to_string();
+    let dir = common::scratch("spatia_free");
+    let run = |args: &[&str]| {
+        let res = Command::new(env!("CARGO_BIN_EXE_cellsymphony")).arg("spatia").args(args).output().expect("binary runs");
+        (res.status.success(), String::from_utf8_lossy(&res.stdout).to_string(), String::from_utf8_lossy(&res.stderr).to_string())
+    };
+    let (pre, model, emb, cls) = (dir.join("pre"), dir.join("model"), dir.join("embed"), dir.join("classify"));
+    let (pre_s, model_s, emb_s, cls_s) = (pre.display().to_string(), model.display().to_string(), emb.display().to_string(), cls.display().to_string());
+    let data = ["--h5ad", &h, "--normalisation", "arcsinh:5", "--max-regions", "2"];
+    let (ok, _, err) = run(&[&["pretrain", "--epochs", "2", "--out", &pre_s][..], &data].concat());
+    assert!(ok && !err.contains("panicked"), "{err}");
+    assert!(err.contains("image-free") && err.contains("(no images)"), "{err}");
+    let loss = std::fs::read_to_string(pre.join("pretrain_loss.csv")).unwrap();
+    assert_eq!(loss.lines().count(), 3, "{loss}");
+    let (ok, out, err) = run(&[&["finetune", "--epochs", "1", "--split", "random", "--pretrained", &pre_s, "--out", &model_s][..], &data].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("test macro-F1"), "{out}");
+    let header = std::fs::read_to_string(model.join("spatia_model.json")).unwrap();
+    assert!(header.contains("\"images\": false"), "{header}");
+    let (ok, _, err) = run(&["embed", "--model", &model_s, "--h5ad", &h, "--normalisation", "arcsinh:5", "--max-regions", "2", "--out", &emb_s]);
+    assert!(ok, "{err}");
+    let (rows, dim, _) = npy(&emb.join("z_cell.npy"));
+    let cells = std::fs::read_to_string(emb.join("cells.csv")).unwrap().lines().count() - 1;
+    assert!(rows == cells && rows > 3000 && dim == 64, "z_cell [{rows}, {dim}] for {cells} cells");
+    let file = dir.join("spatia.safetensors");
+    let file_s = file.display().to_string();
+    let (ok, _, err) = run(&["export", "--model", &model_s, "--out", &file_s]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["classify", "--model", &file_s, "--h5ad", &h, "--normalisation", "arcsinh:5", "--max-regions", "2", "--engine", "cpu", "--out", &cls_s]);
+    assert!(ok, "{err}");
+    let (a, b) = (std::fs::read_to_string(emb.join("cells.csv")).unwrap(), std::fs::read_to_string(cls.join("cells.csv")).unwrap());
+    let predicted = a.lines().skip(1).filter(|l| !l.ends_with(",,")).count();
+    assert!(predicted > 0, "no cell of the two regions was predicted");
+    assert_eq!(a, b, "the CPU engine's classes are burn's");
+    let (ok, _, err) = run(&["finetune", "--images", "on", "--h5ad", &h, "--epochs", "1", "--out", &model_s]);
+    assert!(!ok && err.contains("--images on") && !err.contains("panicked"), "{err}");
+}

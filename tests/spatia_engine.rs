@@ -309,3 +309,50 @@ fn check_www_bundle(dir: &Path) {
     bad[0] = niche_region.len();
     assert!(model.prepare().unwrap().forward_slide(&cellsymphony::engine::SpatiaSlideInput { cell_niche: &bad, ..input }).is_err());
 }
+
+/// The image-free hierarchy (`SpatiaSpec::without_images`: learned query tokens instead of
+/// both ViTs, no patches or tiles) against burn on every level, with the tolerances above
+/// (fp32 ≤ 1e-4, int8 ≤ 5e-2 relative, classes following fp32); the file round-trips with the
+/// learned tokens stored as f32 tensors; patches given to it, and a spec that disagrees with
+/// the stored queries, are errors naming what is wrong.
+#[test]
+fn image_free_hierarchy_matches_burn() {
+    use cellsymphony::engine::SpatiaQueries;
+    let _burn_rng = common::burn_rng_lock();
+    let (g, c) = (9, 5);
+    for (i, levels) in SpatiaLevels::ALL.into_iter().enumerate() {
+        let spec = SpatiaSpec::small(g, c, levels).without_images();
+        let model = random_model(&spec, 31 + i as u64);
+        let engine = model.to_engine(&spec, classes(c), None).unwrap();
+        assert!(matches!(&engine.cell.queries, SpatiaQueries::Learned { n: 4, tokens } if tokens.len() == 4 * spec.d_model));
+        if let Some(ctx) = &engine.context {
+            assert!(matches!(&ctx.niche.queries, SpatiaQueries::Learned { n: 4, .. }));
+        }
+        let bytes = engine.to_safetensors_bytes().unwrap();
+        let read = SpatiaHierarchyModel::from_safetensors_bytes(&bytes).unwrap();
+        assert_eq!(read, engine, "safetensors round trip");
+        // Its int8 twin keeps the learned tokens in f32.
+        assert_eq!(read.quantize_int8().cell.queries, engine.cell.queries);
+        let region = RandomRegion::new(&spec, 37, &[0, 1, 2, 5, 6, 9, 10, 15], 0x77 + i as u64);
+        assert!(region.patches.is_empty() && region.niche_images.is_empty());
+        let (e32, e8) = compare(&model, &read, &region, &format!("image-free {}", levels.name()));
+        eprintln!("image-free SPATIA --levels {}: worst relative error fp32 {e32:.2e}, int8 {e8:.2e}", levels.name());
+
+        // Patches given to an image-free model are an input error.
+        let patches = vec![0.5f32; region.n_cells * 32 * 32];
+        let mut x = region.input();
+        x.patches = &patches;
+        let e = read.prepare().unwrap().forward_region(&x).unwrap_err().to_string();
+        assert!(e.contains("patches") && e.contains("images: false"), "{e}");
+        // A spec saying "images" over stored learned queries is refused, naming the queries.
+        let mut bad = engine.clone();
+        bad.meta.spec = SpatiaSpec::small(g, c, levels);
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("queries") && e.contains("images"), "{e}");
+        // Too few stored tokens for the spec.
+        let mut bad = engine.clone();
+        bad.meta.spec.cell_query_tokens = 5;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("queries"), "{e}");
+    }
+}

@@ -259,3 +259,56 @@ fn gpu_spatia_forward_slide_matches_cpu_engine() {
         assert_eq!(pollster::block_on(gpu_model.forward_slide(&x)).unwrap_err().to_string(), want);
     }
 }
+
+/// The image-free model (`SpatiaSpec::without_images`: learned query tokens written into the
+/// residual stream instead of the ViTs) on WebGPU vs the CPU engine: the cell level (random
+/// engine weights, f32 and int8, one chunk and chunks of 16) and the whole hierarchy on every
+/// level (burn-initialised), every output within `1e-4 · max(1, max |cpu|)`, classes equal.
+#[cfg(feature = "train")]
+#[test]
+fn gpu_spatia_image_free_matches_cpu_engine() {
+    use cellsymphony::engine::{GpuSpatia, SpatiaRegionOutput};
+    use common::spatia::{random_model, RandomRegion};
+    let Some(ctx) = gpu_or_skip("gpu_spatia_image_free_matches_cpu_engine") else { return };
+    let _burn_rng = common::burn_rng_lock();
+    let (g, c, n) = (9, 5, 37);
+    // Cell level.
+    for levels in [SpatiaLevels::Cell, SpatiaLevels::Tissue] {
+        let spec = SpatiaSpec::small(g, c, levels).without_images();
+        let genes = SplitMix64::new(0x1F).uniform_vec(n * g, 0.0, 3.0);
+        let f32_model = random_spatia_cell(spec.clone(), 0x1F_0001);
+        for model in [f32_model.clone(), f32_model.quantize_int8()] {
+            let kind = format!("image-free {} {}", levels.name(), model.meta.quantization.as_str());
+            let cpu = model.forward(&genes, &[], n).unwrap();
+            assert_matches(&format!("{kind}, one chunk"), &run(&ctx, &model, &genes, &[], n, None), &cpu, c);
+            assert_matches(&format!("{kind}, chunks of 16"), &run(&ctx, &model, &genes, &[], n, Some(16)), &cpu, c);
+        }
+        let gpu = GpuSpatiaCell::new(ctx.clone(), &f32_model).unwrap();
+        let patches = vec![0.5f32; n];
+        let want = f32_model.forward(&genes, &patches, n).unwrap_err().to_string();
+        assert_eq!(pollster::block_on(gpu.forward(&genes, &patches, n)).unwrap_err().to_string(), want, "patches given to an image-free model");
+    }
+    // Whole hierarchy.
+    let fields = |o: SpatiaRegionOutput| [("z_cell", Some(o.z_cell)), ("z", Some(o.z)), ("logits", Some(o.logits)), ("z_niche", o.z_niche), ("z_tissue", o.z_tissue), ("composition", o.composition)];
+    for (i, levels) in SpatiaLevels::ALL.into_iter().enumerate() {
+        let spec = SpatiaSpec::small(g, c, levels).without_images();
+        let engine = random_model(&spec, 41 + i as u64).to_engine(&spec, common::names("type ", c), None).unwrap();
+        let region = RandomRegion::new(&spec, 37, &[0, 1, 2, 5, 6, 9, 10, 15], 0x7A + i as u64);
+        for model in [engine.clone(), engine.quantize_int8()] {
+            let what = format!("image-free --levels {} {}", levels.name(), model.meta.quantization.as_str());
+            let cpu = model.prepare().unwrap().forward_region(&region.input()).unwrap();
+            let gpu = pollster::block_on(GpuSpatia::new(ctx.clone(), &model).unwrap().forward_region(&region.input())).unwrap();
+            let (cpu_logits, gpu_logits) = (cpu.logits.clone(), gpu.logits.clone());
+            for ((name, want), (_, got)) in fields(cpu).into_iter().zip(fields(gpu)) {
+                assert_eq!(want.is_some(), got.is_some(), "{what}: {name} present on the CPU iff on the GPU");
+                let (Some(want), Some(got)) = (want, got) else { continue };
+                assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite GPU {name}");
+                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let err = max_abs_diff(&got, &want);
+                eprintln!("{what}: {name} max |Δ| {err:.2e} (max |cpu| {scale:.2})");
+                assert!(err <= 1e-4 * scale, "{what}: {name} max |Δ| {err}");
+            }
+            assert_eq!(argmax_rows(&gpu_logits, c), argmax_rows(&cpu_logits, c), "{what}: classes differ");
+        }
+    }
+}

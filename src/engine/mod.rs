@@ -62,7 +62,7 @@ pub use format::{
     NORMALISATION_ARCSINH, NORMALISATION_AS_STORED, NORMALISATION_LOG1P_CP10K,
 };
 pub use protein::{ProteinChannels, MIN_PROTEIN_STD};
-pub use spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SpatiaCellWeights, SPATIA_METADATA_KEY};
+pub use spatia::{CrossBlockWeights, SpatiaQueries, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SpatiaCellWeights, SPATIA_METADATA_KEY};
 pub use spatia_hierarchy::{
     NicheCentroids, NicheLevelWeights, SpatiaContextWeights, SpatiaCpu, SpatiaHierarchyMeta, SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput,
     SpatiaSlideInput, SpatiaSlideOutput, SpatiaSlidePlan, SpatiaSlideRegion,

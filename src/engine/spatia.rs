@@ -11,6 +11,10 @@
 //! logits       = type_head(z_cell)                                             [C]
 //! ```
 //!
+//! Without images (`spec.images == false`) the image tokens are `spec.cell_query_tokens`
+//! learned tokens `[Tq, D]`, the same for every cell (stored as the f32 tensor `queries`;
+//! never quantised), and `patches` is empty.
+//!
 //! The niche and tissue levels, the fusion and the heads are in [`super::spatia_hierarchy`]
 //! (which reuses this file's cell level, ViT, cross block and tensor naming); a version-1 file of
 //! a model fine-tuned with them holds the cell level only (no head: it reads the fused
@@ -78,17 +82,106 @@ pub struct CrossBlockWeights {
     pub fc2: Linear,
 }
 
+/// Where a SPATIA level's queries come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpatiaQueries {
+    /// A ViT over the level's images (position table folded into the patch embedding) and the
+    /// projection of every ViT token to `D` (`[D, W]`).
+    Vit {
+        /// The ViT.
+        vit: VitWeights,
+        /// Projection `[D, W]`.
+        projection: Linear,
+    },
+    /// Learned tokens `[T, D]` row-major (image-free models), the same for every item.
+    Learned {
+        /// `T`.
+        n: usize,
+        /// `[T, D]`.
+        tokens: Vec<f32>,
+    },
+}
+
+impl SpatiaQueries {
+    pub(crate) fn linears(&self) -> Vec<&Linear> {
+        match self {
+            SpatiaQueries::Vit { vit, projection } => {
+                let mut v = vec![&vit.patch_embedding, projection];
+                for l in &vit.layers {
+                    v.extend([&l.q, &l.k, &l.v, &l.o, &l.fc1, &l.fc2]);
+                }
+                v
+            }
+            SpatiaQueries::Learned { .. } => vec![],
+        }
+    }
+
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        match self {
+            SpatiaQueries::Vit { vit, projection } => {
+                let mut v = vec![&mut vit.patch_embedding, projection];
+                for l in &mut vit.layers {
+                    v.extend([&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.fc1, &mut l.fc2]);
+                }
+                v
+            }
+            SpatiaQueries::Learned { .. } => vec![],
+        }
+    }
+
+    /// Checks the queries against the level's config: a ViT of `m` projecting to `d` when
+    /// `images`, else `t` finite learned tokens of width `d`; `p` prefixes the tensor names.
+    pub(crate) fn validate(&self, p: &str, images: bool, m: &MorphologyTokenConfig, t: usize, d: usize) -> Result<(), ModelFileError> {
+        match (self, images) {
+            (SpatiaQueries::Vit { vit, projection }, true) => {
+                check_linear(&format!("{p}vit.patch_embedding"), &vit.patch_embedding, m.width, m.patch_row_width())?;
+                if vit.layers.len() != m.n_layers {
+                    return Err(invalid(format!("spec: {p}ViT has n_layers {} but {} ViT layers are stored", m.n_layers, vit.layers.len())));
+                }
+                for (i, l) in vit.layers.iter().enumerate() {
+                    for (n, x) in [("q", &l.q), ("k", &l.k), ("v", &l.v), ("o", &l.o)] {
+                        check_linear(&format!("{p}vit.layers.{i}.attn.{n}"), x, m.width, m.width)?;
+                    }
+                    check_linear(&format!("{p}vit.layers.{i}.ffn.fc1"), &l.fc1, m.d_ff, m.width)?;
+                    check_linear(&format!("{p}vit.layers.{i}.ffn.fc2"), &l.fc2, m.width, m.d_ff)?;
+                }
+                check_linear(&format!("{p}vit.projection"), projection, d, m.width)
+            }
+            (SpatiaQueries::Learned { n, tokens }, false) => {
+                if *n != t || tokens.len() != t * d {
+                    return Err(ModelFileError::WrongShape { name: format!("{p}queries"), expected: vec![t, d], found: vec![*n, tokens.len() / d.max(1)] });
+                }
+                if !tokens.iter().all(|v| v.is_finite()) {
+                    return Err(invalid(format!("{p}queries hold non-finite values; re-export the model")));
+                }
+                Ok(())
+            }
+            (_, images) => Err(invalid(format!(
+                "spec.images is {images} but the {p}queries are {}; re-export the model with `cellsymphony spatia export`",
+                if images { "learned tokens (an image-free model)" } else { "a ViT (a model with images)" }
+            ))),
+        }
+    }
+}
+
+fn check_linear(name: &str, l: &Linear, out: usize, in_dim: usize) -> Result<(), ModelFileError> {
+    if (l.out_dim, l.in_dim) == (out, in_dim) && l.bias.len() == out {
+        Ok(())
+    } else {
+        Err(ModelFileError::WrongShape { name: name.to_string(), expected: vec![out, in_dim], found: vec![l.out_dim, l.in_dim] })
+    }
+}
+
 /// All weights of SPATIA's cell level.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpatiaCellWeights {
     /// Gene tokens `[T·D, G]`, the token-type table folded into the bias.
     pub gene_embedding: Linear,
-    /// The nucleus-patch ViT (position table folded into the patch embedding, as the
-    /// classifiers' morphology token stores it).
-    pub vit: VitWeights,
-    /// Projection of every ViT token `[D, W]`.
-    pub vit_projection: Linear,
-    /// Image tokens attend to gene tokens.
+    /// The queries: the nucleus-patch ViT (position table folded into the patch embedding, as
+    /// the classifiers' morphology token stores it) and its projection `[D, W]`, or
+    /// `cell_query_tokens` learned tokens (image-free models).
+    pub queries: SpatiaQueries,
+    /// Image tokens (or learned queries) attend to gene tokens.
     pub cross: CrossBlockWeights,
     /// LayerNorm of the pooled `z_cell` `[D]`.
     pub norm: LayerNormWeights,
@@ -98,10 +191,8 @@ pub struct SpatiaCellWeights {
 
 impl SpatiaCellWeights {
     pub(crate) fn linears(&self) -> Vec<&Linear> {
-        let mut v = vec![&self.gene_embedding, &self.vit.patch_embedding, &self.vit_projection];
-        for l in &self.vit.layers {
-            v.extend([&l.q, &l.k, &l.v, &l.o, &l.fc1, &l.fc2]);
-        }
+        let mut v = vec![&self.gene_embedding];
+        v.extend(self.queries.linears());
         let c = &self.cross;
         v.extend([&c.q, &c.k, &c.v, &c.o, &c.fc1, &c.fc2]);
         v.extend(self.type_head.as_ref());
@@ -109,10 +200,8 @@ impl SpatiaCellWeights {
     }
 
     pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
-        let mut v = vec![&mut self.gene_embedding, &mut self.vit.patch_embedding, &mut self.vit_projection];
-        for l in &mut self.vit.layers {
-            v.extend([&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.fc1, &mut l.fc2]);
-        }
+        let mut v = vec![&mut self.gene_embedding];
+        v.extend(self.queries.linears_mut());
         let c = &mut self.cross;
         v.extend([&mut c.q, &mut c.k, &mut c.v, &mut c.o, &mut c.fc1, &mut c.fc2]);
         v.extend(self.type_head.as_mut());
@@ -189,11 +278,7 @@ impl SpatiaCellModel {
         };
         let w = &self.weights;
         shape("gene_embedding", &w.gene_embedding, t * d, s.n_genes)?;
-        shape("vit.patch_embedding", &w.vit.patch_embedding, ci.width, ci.patch_row_width())?;
-        if w.vit.layers.len() != ci.n_layers {
-            return Err(invalid(format!("spec.cell_image.n_layers is {} but {} ViT layers are stored", ci.n_layers, w.vit.layers.len())));
-        }
-        shape("vit.projection", &w.vit_projection, d, ci.width)?;
+        w.queries.validate("", s.images, ci, s.cell_query_tokens, d)?;
         shape("cross.attn.q", &w.cross.q, d, d)?;
         shape("cross.attn.k", &w.cross.k, d, d)?;
         shape("cross.attn.v", &w.cross.v, d, d)?;
@@ -321,10 +406,30 @@ pub(super) fn read_vit(r: &mut TensorReader<'_>, p: &str, m: &MorphologyTokenCon
     Ok((vit, projection))
 }
 
+/// Writes a level's queries: the ViT under `{p}vit.*` or the learned tokens as `{p}queries`
+/// (f32 `[T, D]`).
+pub(super) fn write_queries(t: &mut TensorWriter, p: &str, q: &SpatiaQueries) {
+    match q {
+        SpatiaQueries::Vit { vit, projection } => write_vit(t, &format!("{p}vit"), vit, projection),
+        SpatiaQueries::Learned { n, tokens } => t.f32(format!("{p}queries"), vec![*n, tokens.len() / (*n).max(1)], tokens),
+    }
+}
+
+/// Reads the queries [`write_queries`] writes for `s` (`m`: the level's image config, `tq`
+/// its learned-token count).
+pub(super) fn read_queries(r: &mut TensorReader<'_>, p: &str, s: &SpatiaSpec, m: &MorphologyTokenConfig, tq: usize, q: Quantization) -> Result<SpatiaQueries, ModelFileError> {
+    if s.images {
+        let (vit, projection) = read_vit(r, &format!("{p}vit"), m, s.d_model, q)?;
+        Ok(SpatiaQueries::Vit { vit, projection })
+    } else {
+        Ok(SpatiaQueries::Learned { n: tq, tokens: r.f32(&format!("{p}queries"), &[tq, s.d_model])? })
+    }
+}
+
 /// Writes the cell level's tensors (the names in the module docs).
 pub(super) fn write_cell_tensors(t: &mut TensorWriter, w: &SpatiaCellWeights) {
     t.linear("gene_embedding", &w.gene_embedding);
-    write_vit(t, "vit", &w.vit, &w.vit_projection);
+    write_queries(t, "", &w.queries);
     write_cross(t, "cross", &w.cross);
     t.layer_norm("norm", &w.norm);
     if let Some(h) = &w.type_head {
@@ -335,48 +440,70 @@ pub(super) fn write_cell_tensors(t: &mut TensorWriter, w: &SpatiaCellWeights) {
 /// Reads the cell level's tensors (`with_head`: the cell-level type head too).
 pub(super) fn read_cell_tensors(r: &mut TensorReader<'_>, s: &SpatiaSpec, q: Quantization, with_head: bool) -> Result<SpatiaCellWeights, ModelFileError> {
     let d = s.d_model;
-    let (vit, vit_projection) = read_vit(r, "vit", &s.cell_image, d, q)?;
+    let queries = read_queries(r, "", s, &s.cell_image, s.cell_query_tokens, q)?;
     Ok(SpatiaCellWeights {
         gene_embedding: r.linear("gene_embedding", s.gene_tokens * d, s.n_genes, q)?,
-        vit,
-        vit_projection,
+        queries,
         cross: read_cross(r, "cross", d, s.d_ff, q)?,
         norm: r.layer_norm("norm", d)?,
         type_head: if with_head { Some(r.linear("type_head", s.n_classes, d, q)?) } else { None },
     })
 }
 
+/// Pixels per cell the cell level reads: `S²` with images, 0 without.
+pub(crate) fn cell_pixels(s: &SpatiaSpec) -> usize {
+    if s.images { s.cell_image.pixels() } else { 0 }
+}
+
+/// Pixels per niche the niche level reads: `S'²` with images, 0 without.
+pub(crate) fn niche_pixels(s: &SpatiaSpec) -> usize {
+    if s.images { s.niche_image.pixels() } else { 0 }
+}
+
 /// `z_cell` `[n, D]` of `n` cells (blocks of [`BLOCK_CELLS`]): `genes` `[n, G]`, `patches`
-/// `[n, S, S]`; errors with [`EngineError::InputShape`] for mis-sized inputs.
+/// `[n, S, S]` (empty without images); errors with [`EngineError::InputShape`] for mis-sized
+/// inputs.
 pub(crate) fn cell_z(s: &SpatiaSpec, w: &SpatiaCellWeights, packed: &PackedCell, genes: &[f32], patches: &[f32], n: usize) -> Result<Vec<f32>, EngineError> {
-    let px = s.cell_image.image_size * s.cell_image.image_size;
+    let px = cell_pixels(s);
     if genes.len() != n * s.n_genes {
         return Err(EngineError::InputShape { what: format!("SPATIA genes [cells={n}, genes={}]", s.n_genes), expected: n * s.n_genes, found: genes.len() });
     }
     if patches.len() != n * px {
-        return Err(EngineError::InputShape { what: format!("SPATIA patches [cells={n}, {0}, {0}]", s.cell_image.image_size), expected: n * px, found: patches.len() });
+        let side = if s.images { s.cell_image.image_size } else { 0 };
+        return Err(EngineError::InputShape { what: format!("SPATIA patches [cells={n}, {side}, {side}] (images: {})", s.images), expected: n * px, found: patches.len() });
     }
     let mut z_cell = Vec::with_capacity(n * s.d_model);
     for start in (0..n).step_by(BLOCK_CELLS) {
         let b = BLOCK_CELLS.min(n - start);
-        z_cell.extend(cell_block(s, w, packed, &genes[start * s.n_genes..(start + b) * s.n_genes], &patches[start * px..(start + b) * px], b));
+        z_cell.extend(cell_block(s, w, packed, &genes[start * s.n_genes..(start + b) * s.n_genes], &patches[start * px..(start + b) * px], b)?);
     }
     Ok(z_cell)
 }
 
 /// `z_cell` `[b, D]` of one block.
-fn cell_block(s: &SpatiaSpec, w: &SpatiaCellWeights, p: &PackedCell, genes: &[f32], patches: &[f32], b: usize) -> Vec<f32> {
+fn cell_block(s: &SpatiaSpec, w: &SpatiaCellWeights, p: &PackedCell, genes: &[f32], patches: &[f32], b: usize) -> Result<Vec<f32>, EngineError> {
     let (d, t, ci) = (s.d_model, s.gene_tokens, &s.cell_image);
     let eps = s.layer_norm_eps as f32;
-    let g2 = ci.n_vit_tokens();
+    let g2 = s.cell_queries();
     // Gene tokens [b·T, D] (the [b, T·D] output read row-major).
     let gene_tokens = gemm(genes, b, &p.gene_embedding, Activation::None, None);
-    // Image tokens [b·g², D].
-    let mut h = vit_tokens(&w.vit, &p.vit, patches, b, ci, eps);
+    // Image tokens [b·g², D] (or the learned queries [b·Tq, D]).
+    let mut h = query_tokens(&w.queries, p.vit.as_ref(), patches, b, ci, eps)?;
     // Cross block: queries from the image tokens, keys/values from the gene tokens.
     cross_block(&mut h, &gene_tokens, b, g2, t, d, s.n_heads, eps, &w.cross, &p.cross);
     let pooled = mean_pool_reference(&h, b, g2, d);
-    layernorm_reference(&pooled, b, d, &w.norm, eps)
+    Ok(layernorm_reference(&pooled, b, d, &w.norm, eps))
+}
+
+/// The queries of `n` items `[n·T, D]`: the projected ViT tokens of their images (`packed`
+/// must be the ViT's packing) or the learned tokens repeated `n` times (images ignored).
+/// Errors when a ViT comes without its packing (weights and packing of different models).
+pub(crate) fn query_tokens(q: &SpatiaQueries, packed: Option<&PackedVit>, images: &[f32], n: usize, m: &MorphologyTokenConfig, eps: f32) -> Result<Vec<f32>, EngineError> {
+    match (q, packed) {
+        (SpatiaQueries::Vit { vit, .. }, Some(p)) => Ok(vit_tokens(vit, p, images, n, m, eps)),
+        (SpatiaQueries::Learned { tokens, .. }, _) => Ok(tokens.repeat(n)),
+        (SpatiaQueries::Vit { .. }, None) => Err(EngineError::InvalidConfig { reason: "SPATIA: a ViT's weights were given without their packing; prepare the model again".into() }),
+    }
 }
 
 /// Projected ViT tokens `[n·g², D]` of `n` images `[n, S, S]` (`m` their config):
@@ -450,13 +577,21 @@ impl PackedVit {
         let layer = |l: &EncoderLayerWeights| PackedLayer::new(l, &fuse_qkv(l), PackedLinear::new);
         Self { patch_embedding: PackedLinear::new(&vit.patch_embedding), layers: vit.layers.iter().map(layer).collect(), projection: PackedLinear::new(projection) }
     }
+
+    /// The ViT of `q` packed (`None` for learned queries).
+    pub(crate) fn for_queries(q: &SpatiaQueries) -> Option<Self> {
+        match q {
+            SpatiaQueries::Vit { vit, projection } => Some(Self::new(vit, projection)),
+            SpatiaQueries::Learned { .. } => None,
+        }
+    }
 }
 
 /// The cell level's linears packed for the GEMM.
 #[derive(Clone, Debug)]
 pub(crate) struct PackedCell {
     gene_embedding: PackedLinear,
-    vit: PackedVit,
+    vit: Option<PackedVit>,
     cross: PackedCross,
     pub(crate) type_head: Option<PackedLinear>,
 }
@@ -467,7 +602,7 @@ impl PackedCell {
     pub(crate) fn new(w: &SpatiaCellWeights) -> Result<Self, EngineError> {
         Ok(Self {
             gene_embedding: PackedLinear::new(&w.gene_embedding),
-            vit: PackedVit::new(&w.vit, &w.vit_projection),
+            vit: PackedVit::for_queries(&w.queries),
             cross: PackedCross::new(&w.cross, "cell cross block")?,
             type_head: w.type_head.as_ref().map(PackedLinear::new),
         })

@@ -21,6 +21,10 @@
 //! z_cell       z   = LN(mean over the g² tokens of h)                [c, D]    mean_pool, layernorm
 //! logits           = z · type_headᵀ                                  [c, C]    matmul (cell-level models)
 //! ```
+//! Image-free models (`spec.images == false`) have no ViT: the learned query tokens `[Tq, D]`
+//! (and the niche level's `[Tn, D]`) are written, repeated per cell (niche), straight into the
+//! cross block's residual stream on the host, and `g²` reads `Tq` (`Tn`) above.
+//!
 //! The ViT patch rows (unfolded patch ‖ one-hot position) are built on the host with
 //! [`super::vit_patch_rows`], as the CPU forward does. Every buffer of a chunk fits one
 //! storage binding and every launch the per-dimension workgroup limit of WebGPU's defaults
@@ -33,7 +37,7 @@ use super::format::{MorphologyTokenConfig, VitWeights};
 use super::gpu::{compile_layer_attention, push_layer, upload_layer, upload_norm, GpuEncoderLayer, LayerBuffers};
 use super::preprocess::vit_patch_rows;
 use super::flow_gpu::{record, Op};
-use super::spatia::{CrossBlockWeights, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SPATIA_FORMAT_VERSION};
+use super::spatia::{cell_pixels, CrossBlockWeights, SpatiaQueries, SpatiaCellMeta, SpatiaCellModel, SpatiaCellOutput, SPATIA_FORMAT_VERSION};
 use super::spatia_hierarchy::{region_slots, SpatiaHierarchyMeta, SpatiaHierarchyModel, SpatiaRegionInput, SpatiaRegionOutput, SpatiaSlideInput, SpatiaSlideOutput, SpatiaSlidePlan, TISSUE_MASKED_SCORE};
 use super::spec::{grid_positional_encoding, SpatiaSpec};
 use super::EngineError;
@@ -124,6 +128,61 @@ impl GpuVitProj {
     }
 }
 
+/// A level's queries on the GPU: a ViT with its projection, or learned tokens written on the
+/// host (repeated per item) into the residual stream.
+pub(super) enum GpuQueries {
+    /// ViT + projection.
+    Vit(GpuVitProj),
+    /// Learned tokens `[T, D]` row-major.
+    Learned(Vec<f32>),
+}
+
+/// A [`GpuQueries`]' work buffers (none for learned tokens).
+pub(super) enum QueryBuffers {
+    /// The ViT's.
+    Vit(VitBuffers),
+    /// Learned tokens need none.
+    Learned,
+}
+
+impl GpuQueries {
+    /// Uploads `q` (`cfg`: the level's image config) under `name`.
+    pub(super) fn upload(ctx: &GpuContext, q: &SpatiaQueries, cfg: &MorphologyTokenConfig, name: &str) -> Result<Self, GpuError> {
+        Ok(match q {
+            SpatiaQueries::Vit { vit, projection } => GpuQueries::Vit(GpuVitProj::upload(ctx, vit, projection, cfg, name)?),
+            SpatiaQueries::Learned { tokens, .. } => GpuQueries::Learned(tokens.clone()),
+        })
+    }
+
+    /// Work buffers for up to `n` items.
+    pub(super) fn buffers(&self, ctx: &GpuContext, n: usize, name: &str) -> Result<QueryBuffers, GpuError> {
+        Ok(match self {
+            GpuQueries::Vit(v) => QueryBuffers::Vit(v.buffers(ctx, n, name)?),
+            GpuQueries::Learned(_) => QueryBuffers::Learned,
+        })
+    }
+
+    /// Host side before the launches of `n` items: the ViT's patch rows of `images`, or the
+    /// learned tokens repeated `n` times written into `out` (the residual stream).
+    pub(super) fn write(&self, ctx: &GpuContext, b: &QueryBuffers, out: &wgpu::Buffer, images: &[f32], n: usize) {
+        match (self, b) {
+            (GpuQueries::Vit(v), QueryBuffers::Vit(vb)) => v.write_rows(ctx, vb, images, n),
+            (GpuQueries::Learned(t), _) if n > 0 => ctx.queue.write_buffer(out, 0, bytemuck::cast_slice(&t.repeat(n))),
+            _ => {}
+        }
+    }
+
+    /// The ViT's launches writing `[n·g², D]` into `out` (none for learned tokens: [`Self::write`]
+    /// put them there).
+    pub(super) fn push(&self, plan: &mut Vec<Dispatch>, ctx: &GpuContext, b: &QueryBuffers, n: usize, out: &wgpu::Buffer, eps: f32) -> Result<(), GpuError> {
+        match (self, b) {
+            (GpuQueries::Vit(v), QueryBuffers::Vit(vb)) => v.push(plan, ctx, vb, n, out, eps),
+            (GpuQueries::Learned(_), _) => Ok(()),
+            (GpuQueries::Vit(_), QueryBuffers::Learned) => Err(GpuError::InvalidInput { what: "SPATIA query buffers".into(), reason: "a ViT's launches were asked for with the buffers of learned tokens; build the buffers with GpuQueries::buffers".into() }),
+        }
+    }
+}
+
 /// SPATIA's pre-norm cross block on the GPU (k and v fused into one `[2D, D]` layer):
 /// `h += o(Attn(q(LN_q h), [k ‖ v](LN_kv ctx)))`, then `h += fc2(GELU(fc1(LN_ff h)))`.
 pub(super) struct GpuCrossBlock {
@@ -199,7 +258,7 @@ struct ChunkBuffers {
     genes: wgpu::Buffer,
     /// Gene tokens `[c·T, D]`.
     gene_tokens: wgpu::Buffer,
-    vit: VitBuffers,
+    vit: QueryBuffers,
     /// Image tokens (the cross block's residual stream) `[c·g², D]`.
     h: wgpu::Buffer,
     cross: CrossBuffers,
@@ -219,7 +278,7 @@ pub struct GpuSpatiaCell {
     spec: SpatiaSpec,
     eps: f32,
     gene_embedding: GpuLinear,
-    vit: GpuVitProj,
+    vit: GpuQueries,
     cross: GpuCrossBlock,
     norm: GpuLayerNorm,
     type_head: Option<GpuLinear>,
@@ -238,11 +297,11 @@ impl GpuSpatiaCell {
         ctx.take_error()?;
         let (s, w) = (&model.meta.spec, &model.weights);
         let gpu = &*ctx;
-        compile_cross_attention(gpu, s.cell_image.n_vit_tokens(), s.gene_tokens, s.d_model, s.n_heads)?;
+        compile_cross_attention(gpu, s.cell_queries(), s.gene_tokens, s.d_model, s.n_heads)?;
         let max_chunk_cells = max_chunk_cells(s, gpu.max_binding_bytes())?;
         let this = Self {
             gene_embedding: GpuLinear::upload(gpu, &w.gene_embedding, "gene_embedding")?,
-            vit: GpuVitProj::upload(gpu, &w.vit, &w.vit_projection, &s.cell_image, "vit")?,
+            vit: GpuQueries::upload(gpu, &w.queries, &s.cell_image, "vit")?,
             cross: GpuCrossBlock::upload(gpu, &w.cross, "cross")?,
             norm: upload_norm(gpu, &w.norm, "norm")?,
             type_head: w.type_head.as_ref().map(|h| GpuLinear::upload(gpu, h, "type_head")).transpose()?,
@@ -294,7 +353,7 @@ impl GpuSpatiaCell {
         }
         self.ctx.take_error()?;
         let ctx = &*self.ctx;
-        let (g, px) = (s.n_genes, s.cell_image.pixels());
+        let (g, px) = (s.n_genes, cell_pixels(s));
         let cap = n.min(self.chunk_cells);
         let bufs = self.chunk_buffers(cap)?;
         // Every full chunk records the same launches; only a last, shorter one needs its own.
@@ -302,7 +361,7 @@ impl GpuSpatiaCell {
         for start in (0..n).step_by(cap) {
             let c = cap.min(n - start);
             ctx.queue.write_buffer(&bufs.genes, 0, bytemuck::cast_slice(&genes[start * g..(start + c) * g]));
-            self.vit.write_rows(ctx, &bufs.vit, &patches[start * px..(start + c) * px], c);
+            self.vit.write(ctx, &bufs.vit, &bufs.h, &patches[start * px..(start + c) * px], c);
             let partial_plan;
             let plan = if c == cap {
                 &full_plan
@@ -342,7 +401,7 @@ impl GpuSpatiaCell {
     fn chunk_buffers(&self, cap: usize) -> Result<ChunkBuffers, GpuError> {
         let ctx = &*self.ctx;
         let s = &self.spec;
-        let (d, t, g2) = (s.d_model, s.gene_tokens, s.cell_image.n_vit_tokens());
+        let (d, t, g2) = (s.d_model, s.gene_tokens, s.cell_queries());
         let c_out = self.type_head.as_ref().map_or(0, |h| h.out_dim);
         Ok(ChunkBuffers {
             genes: ctx.storage_zeroed("SPATIA genes", cap * s.n_genes)?,
@@ -371,7 +430,7 @@ impl GpuSpatiaCell {
     fn push_z_cell(&self, plan: &mut Vec<Dispatch>, b: &ChunkBuffers, c: usize) -> Result<(), GpuError> {
         let ctx = &*self.ctx;
         let s = &self.spec;
-        let (d, t, g2, eps) = (s.d_model, s.gene_tokens, s.cell_image.n_vit_tokens(), self.eps);
+        let (d, t, g2, eps) = (s.d_model, s.gene_tokens, s.cell_queries(), self.eps);
         // Gene tokens [c·T, D] (the [c, T·D] output read row-major).
         plan.push(matmul_dispatch(ctx, &b.genes, c, &self.gene_embedding, &b.gene_tokens, Activation::None, false)?);
         // Image tokens [c·g², D], then the cross block over the gene tokens.
@@ -386,7 +445,7 @@ impl GpuSpatiaCell {
 
 /// The levels above the cell level on the GPU (`--levels niche|tissue` models).
 struct GpuContextLevels {
-    niche_vit: GpuVitProj,
+    niche_vit: GpuQueries,
     niche_cross: GpuCrossBlock,
     niche_norm: GpuLayerNorm,
     /// Tissue encoder layers and final norm (`--levels tissue`).
@@ -426,7 +485,7 @@ pub struct GpuSpatia {
 
 /// One region's buffers above the cell level.
 struct RegionBuffers {
-    niche_vit: VitBuffers,
+    niche_vit: QueryBuffers,
     t: wgpu::Buffer,
     niche_cross: CrossBuffers,
     mean: wgpu::Buffer,
@@ -473,7 +532,7 @@ impl GpuSpatia {
             None => None,
             Some(c) => {
                 let (d, side, ni) = (s.d_model, s.region_niches, &s.niche_image);
-                compile_cross_attention(gpu, ni.n_vit_tokens(), 1, d, s.n_heads)?;
+                compile_cross_attention(gpu, s.niche_queries(), 1, d, s.n_heads)?;
                 compile_cross_attention(gpu, 1, s.levels.context_tokens(), d, s.n_heads)?;
                 let tissue = match &c.tissue {
                     Some(t) => {
@@ -488,7 +547,7 @@ impl GpuSpatia {
                     None => None,
                 };
                 Some(GpuContextLevels {
-                    niche_vit: GpuVitProj::upload(gpu, &c.niche.vit, &c.niche.vit_projection, ni, "niche.vit")?,
+                    niche_vit: GpuQueries::upload(gpu, &c.niche.queries, ni, "niche.vit")?,
                     niche_cross: GpuCrossBlock::upload(gpu, &c.niche.cross, "niche.cross")?,
                     niche_norm: upload_norm(gpu, &c.niche.norm, "niche.norm")?,
                     tissue,
@@ -542,7 +601,7 @@ impl GpuSpatia {
         // The CPU engine's checks of the niche inputs (one function).
         let slot_niche = region_slots(s, x, n)?;
         let k = x.niche_slot.len();
-        let (side, ni) = (s.region_niches, &s.niche_image);
+        let side = s.region_niches;
         let s2 = side * side;
         if n > cl.max_chunk_cells {
             return Err(invalid(format!("the region has {n} cells, more than the {} one GPU chunk holds; use the CPU engine for it", cl.max_chunk_cells)));
@@ -550,7 +609,7 @@ impl GpuSpatia {
         cl.ctx.take_error()?;
         let ctx = &*cl.ctx;
         let tk = s.levels.context_tokens();
-        let (g2n, classes) = (ni.n_vit_tokens(), c.type_head.out_dim);
+        let (g2n, classes) = (s.niche_queries(), c.type_head.out_dim);
         // CSR matrices of this region: niche means, slot placement, each cell's context rows.
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); k];
         for (ci, &nk) in x.cell_niche.iter().enumerate() {
@@ -586,7 +645,7 @@ impl GpuSpatia {
         // Buffers.
         let cb = cl.chunk_buffers(n.max(1))?;
         ctx.queue.write_buffer(&cb.genes, 0, bytemuck::cast_slice(x.genes));
-        cl.vit.write_rows(ctx, &cb.vit, x.patches, n);
+        cl.vit.write(ctx, &cb.vit, &cb.h, x.patches, n);
         let rb = RegionBuffers {
             niche_vit: c.niche_vit.buffers(ctx, k.max(1), "SPATIA niche ViT")?,
             t: ctx.storage_zeroed("SPATIA niche tokens", k.max(1) * g2n * d)?,
@@ -623,7 +682,7 @@ impl GpuSpatia {
             composition: ctx.storage_zeroed("SPATIA composition", k.max(1) * classes)?,
             readback: ctx.readback_buffer("SPATIA region readback", 2 * n * d + n * classes + (k + s2) * d + k * classes),
         };
-        c.niche_vit.write_rows(ctx, &rb.niche_vit, x.niche_images, k);
+        c.niche_vit.write(ctx, &rb.niche_vit, &rb.t, x.niche_images, k);
         // The launches, in order.
         let mut ops: Vec<Op> = Vec::new();
         let mut plan = Vec::new();
@@ -688,12 +747,13 @@ impl GpuSpatia {
 /// The CPU forward's input checks ([`SpatiaCellModel::forward`]), word for word.
 #[allow(clippy::result_large_err)]
 fn check_inputs(s: &SpatiaSpec, genes: &[f32], patches: &[f32], n: usize) -> Result<(), EngineError> {
-    let px = s.cell_image.image_size * s.cell_image.image_size;
+    let px = cell_pixels(s);
     if genes.len() != n * s.n_genes {
         return Err(EngineError::InputShape { what: format!("SPATIA genes [cells={n}, genes={}]", s.n_genes), expected: n * s.n_genes, found: genes.len() });
     }
     if patches.len() != n * px {
-        return Err(EngineError::InputShape { what: format!("SPATIA patches [cells={n}, {0}, {0}]", s.cell_image.image_size), expected: n * px, found: patches.len() });
+        let side = if s.images { s.cell_image.image_size } else { 0 };
+        return Err(EngineError::InputShape { what: format!("SPATIA patches [cells={n}, {side}, {side}] (images: {})", s.images), expected: n * px, found: patches.len() });
     }
     Ok(())
 }
@@ -703,13 +763,14 @@ fn check_inputs(s: &SpatiaSpec, genes: &[f32], patches: &[f32], n: usize) -> Res
 /// `cells·max(T, g²)` rows; the other kernels fold into two dimensions).
 fn max_chunk_cells(s: &SpatiaSpec, max_binding: u64) -> Result<usize, GpuError> {
     let ci = &s.cell_image;
-    let (d, t, g2) = (s.d_model, s.gene_tokens, ci.n_vit_tokens());
+    let (d, t, g2) = (s.d_model, s.gene_tokens, s.cell_queries());
+    let vit = usize::from(s.images);
     let per_cell = [
         ("genes [G]", s.n_genes),
-        ("ViT patch rows [g², p²+g²]", g2 * ci.patch_row_width()),
+        ("ViT patch rows [g², p²+g²]", vit * g2 * ci.patch_row_width()),
         ("keys ‖ values [T, 2D]", t * 2 * d),
-        ("ViT qkv [g², 3W]", g2 * 3 * ci.width),
-        ("ViT ffn hidden [g², Fv]", g2 * ci.d_ff),
+        ("ViT qkv [g², 3W]", vit * g2 * 3 * ci.width),
+        ("ViT ffn hidden [g², Fv]", vit * g2 * ci.d_ff),
         ("cross ffn hidden [g², F]", g2 * s.d_ff),
         ("image tokens [g², D]", g2 * d),
         ("logits [C]", s.n_classes),

@@ -24,6 +24,10 @@
 //! A `--levels cell` model has no context: `z = z_cell`, `logits = type_head(z_cell)` (the cell
 //! level's own head).
 //!
+//! Without images (`spec.images == false`) `t` is the `spec.niche_query_tokens` learned tokens
+//! repeated for every niche (stored as the f32 tensor `niche.queries` `[Tn, D]`), and the cell
+//! level's queries are its learned tokens ([`super::spatia`]); patches and tiles are empty.
+//!
 //! Every op is the engine's: the packed GEMM ([`super::gemm`], int8 weights with f32
 //! activations), [`super::spatia::vit_tokens`], [`super::spatia::cross_block`] (online-softmax
 //! cross attention), the pre-norm encoder layer of [`super::cpu`] with an attention bias.
@@ -41,10 +45,10 @@ use serde::{Deserialize, Serialize};
 
 use super::cpu::{fuse_qkv, run_encoder_layer_biased, PackedLayer};
 use super::error::{EngineError, ModelFileError};
-use super::format::{EncoderLayerWeights, LayerNormWeights, Quantization, TensorReader, TensorWriter, VitWeights};
+use super::format::{EncoderLayerWeights, LayerNormWeights, Quantization, TensorReader, TensorWriter};
 use super::gemm::{gemm, PackedLinear};
 use super::ops::{layernorm_reference, mean_pool_reference};
-use super::spatia::{cell_z, cross_block, read_cell_tensors, read_cross, read_vit, vit_tokens, write_cell_tensors, write_cross, write_vit, CrossBlockWeights, PackedCell, PackedCross, PackedVit, SpatiaCellWeights, SpatiaCellModel, SPATIA_METADATA_KEY};
+use super::spatia::{cell_pixels, cell_z, cross_block, niche_pixels, query_tokens, read_cell_tensors, read_cross, read_queries, write_cell_tensors, write_cross, write_queries, CrossBlockWeights, PackedCell, PackedCross, PackedVit, SpatiaCellWeights, SpatiaCellModel, SpatiaQueries, SPATIA_METADATA_KEY};
 use super::spec::{grid_positional_encoding, SpatiaLevels, SpatiaSpec};
 use crate::gpu::Activation;
 use crate::quant::Linear;
@@ -125,10 +129,9 @@ pub struct SpatiaHierarchyMeta {
 /// mean `z_cell` of the niche.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NicheLevelWeights {
-    /// Niche-tile ViT (position table folded into the patch embedding), width `W'`.
-    pub vit: VitWeights,
-    /// Projection of every niche token `[D, W']`.
-    pub vit_projection: Linear,
+    /// The queries: the niche-tile ViT (position table folded into the patch embedding, width
+    /// `W'`) and its projection `[D, W']`, or `niche_query_tokens` learned tokens (image-free).
+    pub queries: SpatiaQueries,
     /// Niche tokens attend to the mean cell embedding.
     pub cross: CrossBlockWeights,
     /// LayerNorm of the pooled `z_niche` `[D]`.
@@ -165,10 +168,7 @@ pub struct SpatiaContextWeights {
 impl SpatiaContextWeights {
     fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let n = &mut self.niche;
-        let mut v = vec![&mut n.vit.patch_embedding, &mut n.vit_projection];
-        for l in &mut n.vit.layers {
-            v.extend([&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.fc1, &mut l.fc2]);
-        }
+        let mut v = n.queries.linears_mut();
         let c = &mut n.cross;
         v.extend([&mut c.q, &mut c.k, &mut c.v, &mut c.o, &mut c.fc1, &mut c.fc2]);
         if let Some(t) = &mut self.tissue {
@@ -262,10 +262,11 @@ fn check_layer(p: &str, l: &EncoderLayerWeights, d: usize, ff: usize) -> Result<
 /// [`EngineError::InvalidConfig`] for a niche index `≥ K`, a slot `≥ R²` or a repeated slot.
 pub(crate) fn region_slots(spec: &SpatiaSpec, x: &SpatiaRegionInput<'_>, n: usize) -> Result<Vec<Option<usize>>, EngineError> {
     let k = x.niche_slot.len();
-    let (side, ni) = (spec.region_niches, &spec.niche_image);
-    let px = ni.image_size * ni.image_size;
+    let side = spec.region_niches;
+    let px = niche_pixels(spec);
     if x.niche_images.len() != k * px {
-        return Err(EngineError::InputShape { what: format!("SPATIA niche tiles [niches={k}, {0}, {0}]", ni.image_size), expected: k * px, found: x.niche_images.len() });
+        let t = if spec.images { spec.niche_image.image_size } else { 0 };
+        return Err(EngineError::InputShape { what: format!("SPATIA niche tiles [niches={k}, {t}, {t}] (images: {})", spec.images), expected: k * px, found: x.niche_images.len() });
     }
     if x.cell_niche.len() != n {
         return Err(EngineError::InputShape { what: format!("SPATIA cell niches [cells={n}]"), expected: n, found: x.cell_niche.len() });
@@ -313,15 +314,7 @@ impl SpatiaHierarchyModel {
                 if c.tissue.is_some() != levels.has_tissue() {
                     return Err(invalid(format!("spec.levels = {} but the tissue transformer is {}", levels.name(), if c.tissue.is_some() { "stored" } else { "missing" })));
                 }
-                let ni = &s.niche_image;
-                check_shape("niche.vit.patch_embedding", &c.niche.vit.patch_embedding, ni.width, ni.patch_row_width())?;
-                if c.niche.vit.layers.len() != ni.n_layers {
-                    return Err(invalid(format!("spec.niche_image.n_layers is {} but {} niche ViT layers are stored", ni.n_layers, c.niche.vit.layers.len())));
-                }
-                for (i, l) in c.niche.vit.layers.iter().enumerate() {
-                    check_layer(&format!("niche.vit.layers.{i}"), l, ni.width, ni.d_ff)?;
-                }
-                check_shape("niche.vit.projection", &c.niche.vit_projection, d, ni.width)?;
+                c.niche.queries.validate("niche.", s.images, &s.niche_image, s.niche_query_tokens, d)?;
                 check_cross("niche.cross", &c.niche.cross, d, ff)?;
                 if let Some(t) = &c.tissue {
                     if t.layers.len() != s.tissue_layers {
@@ -383,7 +376,7 @@ impl SpatiaHierarchyModel {
         let mut t = TensorWriter::default();
         write_cell_tensors(&mut t, &self.cell);
         if let Some(c) = &self.context {
-            write_vit(&mut t, "niche.vit", &c.niche.vit, &c.niche.vit_projection);
+            write_queries(&mut t, "niche.", &c.niche.queries);
             write_cross(&mut t, "niche.cross", &c.niche.cross);
             t.layer_norm("niche.norm", &c.niche.norm);
             if let Some(tl) = &c.tissue {
@@ -438,8 +431,8 @@ impl SpatiaHierarchyModel {
         let (d, ff) = (s.d_model, s.d_ff);
         let cell = read_cell_tensors(&mut r, s, q, s.levels == SpatiaLevels::Cell)?;
         let context = if s.levels.has_niche() {
-            let (vit, vit_projection) = read_vit(&mut r, "niche.vit", &s.niche_image, d, q)?;
-            let niche = NicheLevelWeights { vit, vit_projection, cross: read_cross(&mut r, "niche.cross", d, ff, q)?, norm: r.layer_norm("niche.norm", d)? };
+            let queries = read_queries(&mut r, "niche.", s, &s.niche_image, s.niche_query_tokens, q)?;
+            let niche = NicheLevelWeights { queries, cross: read_cross(&mut r, "niche.cross", d, ff, q)?, norm: r.layer_norm("niche.norm", d)? };
             let tissue = if s.levels.has_tissue() {
                 Some(TissueLevelWeights {
                     layers: (0..s.tissue_layers).map(|i| r.encoder_layer(&format!("tissue.layers.{i}"), d, ff, q)).collect::<Result<_, _>>()?,
@@ -486,7 +479,7 @@ impl SpatiaHierarchyModel {
             Some(c) => {
                 let layer = |l: &EncoderLayerWeights| PackedLayer::new(l, &fuse_qkv(l), PackedLinear::new);
                 Some(PackedContext {
-                    niche_vit: PackedVit::new(&c.niche.vit, &c.niche.vit_projection),
+                    niche_vit: PackedVit::for_queries(&c.niche.queries),
                     niche_cross: PackedCross::new(&c.niche.cross, "niche cross block")?,
                     tissue: c.tissue.as_ref().map(|t| t.layers.iter().map(layer).collect()).unwrap_or_default(),
                     fusion: PackedCross::new(&c.fusion, "fusion block")?,
@@ -500,7 +493,7 @@ impl SpatiaHierarchyModel {
 }
 
 struct PackedContext {
-    niche_vit: PackedVit,
+    niche_vit: Option<PackedVit>,
     niche_cross: PackedCross,
     tissue: Vec<PackedLayer>,
     fusion: PackedCross,
@@ -556,8 +549,8 @@ impl SpatiaCpu<'_> {
             }
         }
         // Niche level.
-        let g2 = ni.n_vit_tokens();
-        let mut t = vit_tokens(&c.niche.vit, &p.niche_vit, x.niche_images, k, ni, eps);
+        let g2 = s.niche_queries();
+        let mut t = query_tokens(&c.niche.queries, p.niche_vit.as_ref(), x.niche_images, k, ni, eps)?;
         cross_block(&mut t, &mean, k, g2, 1, d, s.n_heads, eps, &c.niche.cross, &p.niche_cross);
         let z_niche = layernorm_reference(&mean_pool_reference(&t, k, g2, d), k, d, &c.niche.norm, eps);
         // Tissue level.
@@ -676,7 +669,7 @@ impl<'m, 'a> SpatiaSlidePlan<'m, 'a> {
     pub fn new(meta: &'m SpatiaHierarchyMeta, x: &'a SpatiaSlideInput<'a>) -> Result<Self, EngineError> {
         let s = &meta.spec;
         let has_niche = s.levels.has_niche();
-        let (g, px, npx) = (s.n_genes, s.cell_image.image_size.pow(2), s.niche_image.image_size.pow(2));
+        let (g, px, npx) = (s.n_genes, cell_pixels(s), niche_pixels(s));
         let n = x.cell_niche.len();
         let k = x.niche_region.len();
         if x.genes.len() != n * g {
@@ -729,7 +722,7 @@ impl<'m, 'a> SpatiaSlidePlan<'m, 'a> {
     pub fn region(&self, i: usize) -> SpatiaSlideRegion {
         let s = &self.meta.spec;
         let has_niche = s.levels.has_niche();
-        let (g, px, npx) = (s.n_genes, s.cell_image.image_size.pow(2), s.niche_image.image_size.pow(2));
+        let (g, px, npx) = (s.n_genes, cell_pixels(s), niche_pixels(s));
         let (cells, niches) = &self.regions[i];
         let x = self.x;
         let rows = |v: &[f32], w: usize, idx: &[usize]| -> Vec<f32> { idx.iter().flat_map(|&i| v[i * w..(i + 1) * w].iter().copied()).collect() };

@@ -783,6 +783,12 @@ impl FromStr for SpatiaLevels {
 /// heads:  cell type Linear(D → C) on z ; niche composition Linear(D → C) on z_niche
 /// ```
 /// `CrossBlock(x, c) = x + Attn(LN(x), LN(c)); x + FFN(LN(x))` (pre-norm, multi-head).
+///
+/// Without images (`images: false`) the two ViTs are learned tokens:
+/// ```text
+/// cell:   z_cell  = LN(mean(CrossBlock(Q = learned [Tq, D] (every cell), K = V = gene tokens)))
+/// niche:  z_niche = LN(mean(CrossBlock(Q = learned [Tn, D] (every niche), K = V = [mean z_cell])))
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpatiaSpec {
     /// Input genes `G`.
@@ -814,6 +820,33 @@ pub struct SpatiaSpec {
     pub levels: SpatiaLevels,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f64,
+    /// Whether the model reads images (nucleus patches and niche tiles; default true, omitted
+    /// from files when true). Without images (`false`: labelled spatial sets with centroids
+    /// only, e.g. imaging panels in an h5ad) the ViT queries are replaced by learned tokens:
+    /// the cell level's `cell_query_tokens` tokens `[Tq, D]` (the same for every cell)
+    /// cross-attend to the gene tokens, the niche level's `niche_query_tokens` tokens
+    /// `[Tn, D]` to the niche's mean `z_cell`; `cell_image`/`niche_image` are then unused
+    /// (`niche_tile_px × niche_dapi_um_per_px` still gives the niche side in µm).
+    #[serde(default = "spatia_images_default", skip_serializing_if = "is_true")]
+    pub images: bool,
+    /// Learned query tokens `Tq` of the image-free cell level (0 with images).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cell_query_tokens: usize,
+    /// Learned query tokens `Tn` of the image-free niche level (0 with images).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub niche_query_tokens: usize,
+}
+
+fn spatia_images_default() -> bool {
+    true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl SpatiaSpec {
@@ -847,7 +880,32 @@ impl SpatiaSpec {
             tissue_layers: 1,
             levels,
             layer_norm_eps: 1e-5,
+            images: true,
+            cell_query_tokens: 0,
+            niche_query_tokens: 0,
         }
+    }
+
+    /// This spec without images: 4 learned cell query tokens and 4 learned niche query tokens
+    /// replace the two ViTs (`cell_image`/`niche_image` are kept but unused; the niche side in
+    /// µm stays `niche_tile_px × niche_dapi_um_per_px`).
+    pub fn without_images(self) -> Self {
+        Self { images: false, cell_query_tokens: 4, niche_query_tokens: 4, ..self }
+    }
+
+    /// Queries of the cell level per cell: ViT tokens `g²` with images, else `Tq`.
+    pub fn cell_queries(&self) -> usize {
+        if self.images { self.cell_image.n_vit_tokens() } else { self.cell_query_tokens }
+    }
+
+    /// Queries of the niche level per niche: niche ViT tokens `g'²` with images, else `Tn`.
+    pub fn niche_queries(&self) -> usize {
+        if self.images { self.niche_image.n_vit_tokens() } else { self.niche_query_tokens }
+    }
+
+    /// Niche side in µm (`niche_tile_px × niche_dapi_um_per_px`).
+    pub fn niche_side_um(&self) -> f64 {
+        self.niche_tile_px as f64 * self.niche_dapi_um_per_px
     }
 
     /// The GPU-scale option (our choice, not the paper's exact sizes): D 256, 8 heads, FFN 1024,
@@ -917,6 +975,20 @@ impl SpatiaSpec {
         }
         if !(self.niche_dapi_um_per_px > 0.0 && self.niche_dapi_um_per_px.is_finite()) {
             return bad(format!("spatia.niche_dapi_um_per_px {} must be positive", self.niche_dapi_um_per_px));
+        }
+        if self.images {
+            if self.cell_query_tokens != 0 || self.niche_query_tokens != 0 {
+                return bad(format!(
+                    "spatia.cell_query_tokens {} / niche_query_tokens {} are for images = false only (with images the ViT tokens are the queries); set them to 0",
+                    self.cell_query_tokens, self.niche_query_tokens
+                ));
+            }
+        } else {
+            for (name, v) in [("cell_query_tokens", self.cell_query_tokens), ("niche_query_tokens", self.niche_query_tokens)] {
+                if v == 0 {
+                    return bad(format!("spatia.{name} must be at least 1 when images = false (the learned queries replace the ViT)"));
+                }
+            }
         }
         Ok(())
     }

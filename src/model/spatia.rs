@@ -12,9 +12,16 @@
 //! - fusion: `z_cell` cross-attends to `[z_niche, z_tissue]`; heads for cell type (on the fused
 //!   `z`) and niche composition (on `z_niche`).
 //!
+//! Without images (`spec.images == false`) the two ViTs are replaced by learned query tokens
+//! ([`LearnedQueries`]): `cell_query_tokens` tokens `[Tq, D]` (the same for every cell) attend
+//! to the gene tokens, `niche_query_tokens` tokens `[Tn, D]` to the niche's mean `z_cell`; no
+//! pixel decoder exists (pre-training reconstructs masked genes only) and the patches and
+//! niche tiles of [`RegionInputs`] are ignored (empty `[n, 0, 0]` tensors).
+//!
 //! One forward pass is one tissue region ([`RegionInputs`]): all cells of its niches, so the
 //! niche means and the tissue transformer see the whole region.
 
+use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
@@ -24,7 +31,7 @@ use super::encoders::{GeneEncoder, GeneEncoderConfig, MorphologyEncoder, Morphol
 use crate::engine::spec::{grid_positional_encoding, SpatiaSpec};
 use crate::engine::spatia::SPATIA_FORMAT_VERSION;
 use crate::engine::{
-    CrossBlockWeights, ModelFileError, MorphologyTokenConfig, NicheCentroids, NicheLevelWeights, Quantization, SpatiaCellMeta, SpatiaCellModel, SpatiaCellWeights,
+    CrossBlockWeights, ModelFileError, MorphologyTokenConfig, NicheCentroids, SpatiaQueries, NicheLevelWeights, Quantization, SpatiaCellMeta, SpatiaCellModel, SpatiaCellWeights,
     SpatiaContextWeights, SpatiaHierarchyMeta, SpatiaHierarchyModel, TissueLevelWeights, SPATIA_HIERARCHY_FORMAT_VERSION,
 };
 
@@ -110,6 +117,27 @@ impl<B: Backend> CrossBlock<B> {
     }
 }
 
+/// Learned query tokens `[T, D]` (the image-free SPATIA's replacement of a ViT), broadcast to
+/// every item.
+#[derive(Module, Debug)]
+pub struct LearnedQueries<B: Backend> {
+    /// `[T, D]`.
+    pub tokens: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> LearnedQueries<B> {
+    /// `T` tokens of width `d`, normal with sd 0.02 (the cross block's LayerNorm rescales them).
+    pub fn init(t: usize, d: usize, device: &B::Device) -> Self {
+        Self { tokens: burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 }.init([t, d], device) }
+    }
+
+    /// `[b, T, D]`: the tokens repeated for `b` items.
+    pub fn forward(&self, b: usize) -> Tensor<B, 3> {
+        let [t, d] = self.tokens.dims();
+        self.tokens.val().unsqueeze_dim::<3>(0).expand([b, t, d])
+    }
+}
+
 fn vit<B: Backend>(m: &MorphologyTokenConfig, spec: &SpatiaSpec, dropout: f64, device: &B::Device) -> MorphologyEncoder<B> {
     MorphologyEncoderConfig::from_spec(m, spec.d_model, dropout, spec.layer_norm_eps).init(device)
 }
@@ -125,39 +153,49 @@ fn pool<B: Backend>(h: Tensor<B, 3>) -> Tensor<B, 2> {
 pub struct CellEncoder<B: Backend> {
     /// Gene tokens `[b, T, D]` from normalised expression.
     pub genes: GeneEncoder<B>,
-    /// Nucleus-patch ViT (its `projection` maps every token to `D`).
-    pub vit: MorphologyEncoder<B>,
-    /// Image tokens attend to gene tokens.
+    /// Nucleus-patch ViT (its `projection` maps every token to `D`; with images).
+    pub vit: Option<MorphologyEncoder<B>>,
+    /// Learned query tokens `[Tq, D]` (without images).
+    pub queries: Option<LearnedQueries<B>>,
+    /// Image tokens (or learned queries) attend to gene tokens.
     pub cross: CrossBlock<B>,
     /// LayerNorm of the pooled `z_cell`.
     pub norm: LayerNorm<B>,
     /// Masked-gene decoder `[D → G]` on `z_cell`.
     pub gene_decoder: Linear<B>,
-    /// Pixel decoder, hidden layer `[D → d_ff]` per image token.
-    pub pixel_hidden: Linear<B>,
-    /// Pixel decoder, output `[d_ff → p²]` per image token.
-    pub pixel_out: Linear<B>,
+    /// Pixel decoder, hidden layer `[D → d_ff]` per image token (with images).
+    pub pixel_hidden: Option<Linear<B>>,
+    /// Pixel decoder, output `[d_ff → p²]` per image token (with images).
+    pub pixel_out: Option<Linear<B>>,
 }
 
 impl<B: Backend> CellEncoder<B> {
     /// Build from the spec.
     pub fn init(spec: &SpatiaSpec, dropout: f64, device: &B::Device) -> Self {
         let p = spec.cell_image.vit_patch;
+        let im = spec.images;
         Self {
             genes: GeneEncoderConfig::new(spec.n_genes, spec.d_model).with_tokens(spec.gene_tokens).init(device),
-            vit: vit(&spec.cell_image, spec, dropout, device),
+            vit: im.then(|| vit(&spec.cell_image, spec, dropout, device)),
+            queries: (!im).then(|| LearnedQueries::init(spec.cell_query_tokens, spec.d_model, device)),
             cross: cross_block(spec, dropout, device),
             norm: norm(spec.d_model, spec.layer_norm_eps, device),
             gene_decoder: LinearConfig::new(spec.d_model, spec.n_genes).init(device),
-            pixel_hidden: LinearConfig::new(spec.d_model, spec.d_ff).init(device),
-            pixel_out: LinearConfig::new(spec.d_ff, p * p).init(device),
+            pixel_hidden: im.then(|| LinearConfig::new(spec.d_model, spec.d_ff).init(device)),
+            pixel_out: im.then(|| LinearConfig::new(spec.d_ff, p * p).init(device)),
         }
     }
 
-    /// Fused image tokens `[b, g², D]` of `genes: [b, G]`, `patches: [b, S, S]`.
+    /// Fused query tokens `[b, g², D]` (image tokens) or `[b, Tq, D]` (learned queries) of
+    /// `genes: [b, G]`, `patches: [b, S, S]` (ignored without images).
     pub fn tokens(&self, genes: Tensor<B, 2>, patches: Tensor<B, 3>) -> Tensor<B, 3> {
-        let img = self.vit.projection.forward(self.vit.tokens(patches));
-        self.cross.forward(img, self.genes.forward(genes))
+        let [b, _] = genes.dims();
+        let q = match (&self.vit, &self.queries) {
+            (Some(vit), _) => vit.projection.forward(vit.tokens(patches)),
+            (None, Some(q)) => q.forward(b),
+            (None, None) => unreachable!("CellEncoder::init builds a ViT or learned queries"),
+        };
+        self.cross.forward(q, self.genes.forward(genes))
     }
 
     /// `z_cell: [b, D]`.
@@ -165,13 +203,16 @@ impl<B: Backend> CellEncoder<B> {
         self.norm.forward(pool(self.tokens(genes, patches)))
     }
 
-    /// Masked reconstruction from masked inputs: predicted genes `[b, G]` (from `z_cell`) and
-    /// predicted pixels `[b, g², p²]` of every ViT patch (from its fused token; row-major
-    /// pixels, the layout of [`MorphologyEncoder::unfold`]).
-    pub fn reconstruct(&self, genes: Tensor<B, 2>, patches: Tensor<B, 3>) -> (Tensor<B, 2>, Tensor<B, 3>) {
+    /// Masked reconstruction from masked inputs: predicted genes `[b, G]` (from `z_cell`) and,
+    /// with images, predicted pixels `[b, g², p²]` of every ViT patch (from its fused token;
+    /// row-major pixels, the layout of [`MorphologyEncoder::unfold`]).
+    pub fn reconstruct(&self, genes: Tensor<B, 2>, patches: Tensor<B, 3>) -> (Tensor<B, 2>, Option<Tensor<B, 3>>) {
         let h = self.tokens(genes, patches);
         let z = self.norm.forward(pool(h.clone()));
-        let pixels = self.pixel_out.forward(gelu(self.pixel_hidden.forward(h)));
+        let pixels = match (&self.pixel_hidden, &self.pixel_out) {
+            (Some(hidden), Some(out)) => Some(out.forward(gelu(hidden.forward(h)))),
+            _ => None,
+        };
         (self.gene_decoder.forward(z), pixels)
     }
 }
@@ -179,8 +220,10 @@ impl<B: Backend> CellEncoder<B> {
 /// The niche level.
 #[derive(Module, Debug)]
 pub struct NicheEncoder<B: Backend> {
-    /// Niche-tile ViT.
-    pub vit: MorphologyEncoder<B>,
+    /// Niche-tile ViT (with images).
+    pub vit: Option<MorphologyEncoder<B>>,
+    /// Learned query tokens `[Tn, D]` (without images).
+    pub queries: Option<LearnedQueries<B>>,
     /// Niche tokens attend to the mean cell embedding.
     pub cross: CrossBlock<B>,
     /// LayerNorm of the pooled `z_niche`.
@@ -188,9 +231,14 @@ pub struct NicheEncoder<B: Backend> {
 }
 
 impl<B: Backend> NicheEncoder<B> {
-    /// `images: [n, S', S']`, `cell_mean: [n, D]` → `z_niche: [n, D]`.
+    /// `images: [n, S', S']` (ignored without images), `cell_mean: [n, D]` → `z_niche: [n, D]`.
     pub fn forward(&self, images: Tensor<B, 3>, cell_mean: Tensor<B, 2>) -> Tensor<B, 2> {
-        let t = self.vit.projection.forward(self.vit.tokens(images));
+        let [n, _] = cell_mean.dims();
+        let t = match (&self.vit, &self.queries) {
+            (Some(vit), _) => vit.projection.forward(vit.tokens(images)),
+            (None, Some(q)) => q.forward(n),
+            (None, None) => unreachable!("SpatiaModel::init builds a niche ViT or learned queries"),
+        };
         self.norm.forward(pool(self.cross.forward(t, cell_mean.unsqueeze_dim::<3>(1))))
     }
 }
@@ -200,9 +248,9 @@ impl<B: Backend> NicheEncoder<B> {
 pub struct RegionInputs<B: Backend> {
     /// Normalised expression `[cells, G]`.
     pub genes: Tensor<B, 2>,
-    /// Nucleus patches `[cells, S, S]` in `[0, 1]`.
+    /// Nucleus patches `[cells, S, S]` in `[0, 1]` (`[cells, 0, 0]` without images).
     pub patches: Tensor<B, 3>,
-    /// Niche tiles `[niches, S', S']` in `[0, 1]`.
+    /// Niche tiles `[niches, S', S']` in `[0, 1]` (`[niches, 0, 0]` without images).
     pub niche_images: Tensor<B, 3>,
     /// Local niche (row of `niche_images`) of each cell, `[cells]`.
     pub cell_niche: Vec<usize>,
@@ -261,7 +309,8 @@ impl<B: Backend> SpatiaModel<B> {
         let levels = spec.levels;
         let d = spec.d_model;
         let niche = levels.has_niche().then(|| NicheEncoder {
-            vit: vit(&spec.niche_image, spec, dropout, device),
+            vit: spec.images.then(|| vit(&spec.niche_image, spec, dropout, device)),
+            queries: (!spec.images).then(|| LearnedQueries::init(spec.niche_query_tokens, d, device)),
             cross: cross_block(spec, dropout, device),
             norm: norm(d, spec.layer_norm_eps, device),
         });
@@ -363,7 +412,7 @@ impl<B: Backend> SpatiaModel<B> {
     /// Errors: `classes` not matching `spec.n_classes`, a ViT that differs from
     /// `spec.cell_image`.
     pub fn cell_level_to_engine(&self, spec: &SpatiaSpec, classes: Vec<String>) -> Result<SpatiaCellModel, ModelFileError> {
-        use super::convert::{linear_out, norm_out, vit_out};
+        use super::convert::{linear_out, norm_out};
         let cell = &self.cell;
         let mut gene_embedding = linear_out(&cell.genes.embedding);
         let token_type: Vec<f32> = cell.genes.token_type.val().into_data().convert::<f32>().into_vec::<f32>().map_err(|e| ModelFileError::InvalidConfig { reason: format!("token_type: {e:?}") })?;
@@ -373,8 +422,7 @@ impl<B: Backend> SpatiaModel<B> {
         let meta = SpatiaCellMeta { format_version: SPATIA_FORMAT_VERSION, spec: spec.clone(), classes, quantization: Quantization::None };
         let weights = SpatiaCellWeights {
             gene_embedding,
-            vit: vit_out(&cell.vit, &spec.cell_image)?,
-            vit_projection: linear_out(&cell.vit.projection),
+            queries: queries_out(cell.vit.as_ref(), cell.queries.as_ref(), &spec.cell_image, "cell")?,
             cross: cross_out(&cell.cross),
             norm: norm_out(&cell.norm),
             type_head: (spec.levels == crate::engine::spec::SpatiaLevels::Cell).then(|| linear_out(&self.type_head)),
@@ -391,13 +439,12 @@ impl<B: Backend> SpatiaModel<B> {
     /// Errors: as [`Self::cell_level_to_engine`]; a niche ViT that differs from
     /// `spec.niche_image`; modules that do not match `spec.levels`; invalid centroids.
     pub fn to_engine(&self, spec: &SpatiaSpec, classes: Vec<String>, niche_centroids: Option<NicheCentroids>) -> Result<SpatiaHierarchyModel, ModelFileError> {
-        use super::convert::{layer_out, linear_out, norm_out, vit_out};
+        use super::convert::{layer_out, linear_out, norm_out};
         let cell = self.cell_level_to_engine(spec, classes)?;
         let context = match (&self.niche, &self.fusion, &self.fusion_norm, &self.composition_head) {
             (Some(niche), Some(fusion), Some(fusion_norm), Some(comp)) => Some(SpatiaContextWeights {
                 niche: NicheLevelWeights {
-                    vit: vit_out(&niche.vit, &spec.niche_image)?,
-                    vit_projection: linear_out(&niche.vit.projection),
+                    queries: queries_out(niche.vit.as_ref(), niche.queries.as_ref(), &spec.niche_image, "niche")?,
                     cross: cross_out(&niche.cross),
                     norm: norm_out(&niche.norm),
                 },
@@ -417,6 +464,21 @@ impl<B: Backend> SpatiaModel<B> {
             niche_centroids,
         };
         SpatiaHierarchyModel::new(meta, cell.weights, context)
+    }
+}
+
+/// A level's queries in engine form: the ViT (position table folded) and its projection, or
+/// the learned tokens.
+fn queries_out<B: Backend>(vit: Option<&MorphologyEncoder<B>>, learned: Option<&LearnedQueries<B>>, cfg: &MorphologyTokenConfig, level: &str) -> Result<SpatiaQueries, ModelFileError> {
+    use super::convert::{linear_out, vit_out};
+    match (vit, learned) {
+        (Some(v), _) => Ok(SpatiaQueries::Vit { vit: vit_out(v, cfg)?, projection: linear_out(&v.projection) }),
+        (None, Some(q)) => {
+            let [n, _] = q.tokens.dims();
+            let tokens = q.tokens.val().into_data().convert::<f32>().into_vec::<f32>().map_err(|e| ModelFileError::InvalidConfig { reason: format!("{level} queries: {e:?}") })?;
+            Ok(SpatiaQueries::Learned { n, tokens })
+        }
+        (None, None) => Err(ModelFileError::InvalidConfig { reason: format!("the {level} level has neither a ViT nor learned queries") }),
     }
 }
 

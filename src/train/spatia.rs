@@ -9,6 +9,12 @@
 //! Cells in no niche (centroid outside the image) are in no region: they are not trained on,
 //! not predicted, and left out of the ablation's folds (counted).
 //!
+//! Without images (`spec.images == false`, [`SpatiaData::build`] on any `PreparedCrop` with
+//! centroids, e.g. an h5ad imaging panel) there are no patches and no niche tiles: the niche
+//! grid covers the centroids' bounding box (a virtual frame at `spec.niche_dapi_um_per_px`,
+//! so a niche is still `niche_tile_px × niche_dapi_um_per_px` µm on a side), `patches` and
+//! `niche_images` are empty and pre-training reconstructs masked genes only.
+//!
 //! Pre-training is label-free and reads every cell (test cells' expression and images too,
 //! never a label); fine-tuning sees the labels of its fold's training cells only, selects the
 //! epoch on its validation cells and reports its test cells once. The niche-composition target
@@ -89,13 +95,14 @@ pub struct SpatiaData {
     pub n_genes: usize,
     /// Normalised expression `[cells, G]`.
     pub x: Vec<f32>,
-    /// Nucleus patches `[cells, S²]` in `[0, 1]`.
+    /// Nucleus patches `[cells, S²]` in `[0, 1]` (empty without images).
     pub patches: Vec<f32>,
-    /// Patch side `S`.
+    /// Patch side `S` (0 without images).
     pub patch_px: usize,
-    /// Niche tiles `[niches, S'²]` in `[0, 1]` (block means of the DAPI tile).
+    /// Niche tiles `[niches, S'²]` in `[0, 1]` (block means of the DAPI tile; empty without
+    /// images).
     pub niche_images: Vec<f32>,
-    /// Niche tile side `S'`.
+    /// Niche tile side `S'` (0 without images).
     pub niche_px: usize,
     /// The niche grid.
     pub grid: NicheGrid,
@@ -103,9 +110,11 @@ pub struct SpatiaData {
     pub regions: Vec<RegionCells>,
     /// Whether each cell lies in one of `regions`, `[cells]`.
     pub assigned: Vec<bool>,
-    /// The DAPI image the niches were cut from (at `spec.niche_dapi_um_per_px`).
-    pub dapi: data::GrayImage16,
-    /// Where `dapi` lies on the slide.
+    /// The DAPI image the niches were cut from (at `spec.niche_dapi_um_per_px`; `None`
+    /// without images).
+    pub dapi: Option<data::GrayImage16>,
+    /// Where `dapi` lies on the slide (without images: the virtual pixel grid over the
+    /// centroids' bounding box the niche grid was cut from).
     pub dapi_frame: data::ImageFrame,
 }
 
@@ -117,6 +126,9 @@ impl SpatiaData {
         let g = crop.table.n_genes();
         if g != spec.n_genes {
             return Err(TrainError::Options(format!("the cells have {g} genes but the SPATIA spec expects {}; use the panel the model was trained on", spec.n_genes)));
+        }
+        if !spec.images {
+            return Self::build_image_free(crop, spec, max_regions);
         }
         let patch_px = spec.cell_image.image_size;
         let patches = crop_patches(crop, patch_px, spec.cell_image.um_per_px as f32)?;
@@ -142,17 +154,54 @@ impl SpatiaData {
                 }
             }
         }
-        let mut regions = region_assignment(&grid, spec.region_niches)?;
+        let (regions, assigned) = Self::regions(&grid, spec, crop.table.n_cells(), max_regions)?;
+        Ok(Self { n_genes: g, x: crop.x_norm.clone(), patches, patch_px, niche_images, niche_px, grid, regions, assigned, dapi: Some(image), dapi_frame: frame })
+    }
+
+    /// The image-free data: the niche grid over the centroids' bounding box (a virtual pixel
+    /// grid at `spec.niche_dapi_um_per_px` whose pixel (0, 0) is centred on the smallest x and
+    /// y), no patches, no tiles.
+    fn build_image_free(crop: &PreparedCrop, spec: &SpatiaSpec, max_regions: Option<usize>) -> Result<Self, TrainError> {
+        let c = &crop.table.centroids_um;
+        if let Some(i) = c.iter().position(|p| !(p[0].is_finite() && p[1].is_finite())) {
+            return Err(TrainError::Options(format!(
+                "cell {} ({}) has no finite centroid; the image-free SPATIA needs every cell's position (an h5ad's obsm['spatial'])",
+                i, crop.table.cell_ids.get(i).map_or("?", String::as_str)
+            )));
+        }
+        if c.is_empty() {
+            return Err(TrainError::Options("no cells to build SPATIA niches from".into()));
+        }
+        let um = spec.niche_dapi_um_per_px as f32;
+        let (mut lo, mut hi) = ([f32::INFINITY; 2], [f32::NEG_INFINITY; 2]);
+        for p in c {
+            for a in 0..2 {
+                lo[a] = lo[a].min(p[a]);
+                hi[a] = hi[a].max(p[a]);
+            }
+        }
+        let size = |a: usize| ((hi[a] - lo[a]) / um).ceil() as usize + 1;
+        let frame = data::ImageFrame { origin_um: lo, um_per_px: um };
+        let opts = NicheOptions { tile_px: spec.niche_tile_px, edge: data::EdgePolicy::Pad, region_niches: spec.region_niches };
+        let g = crop.table.n_genes();
+        let grid = NicheGrid::build(c, &crop.table.counts, g, &frame, [size(0), size(1)], &opts)?;
+        let (regions, assigned) = Self::regions(&grid, spec, crop.table.n_cells(), max_regions)?;
+        Ok(Self { n_genes: g, x: crop.x_norm.clone(), patches: vec![], patch_px: 0, niche_images: vec![], niche_px: 0, grid, regions, assigned, dapi: None, dapi_frame: frame })
+    }
+
+    /// The regions with cells (the first `max_regions` of them) and which cells they hold.
+    fn regions(grid: &NicheGrid, spec: &SpatiaSpec, n_cells: usize, max_regions: Option<usize>) -> Result<(Vec<RegionCells>, Vec<bool>), TrainError> {
+        let mut regions = region_assignment(grid, spec.region_niches)?;
         if let Some(m) = max_regions {
             regions.truncate(m.max(1));
         }
-        let mut assigned = vec![false; crop.table.n_cells()];
+        let mut assigned = vec![false; n_cells];
         for r in &regions {
             for &c in &r.cells {
                 assigned[c] = true;
             }
         }
-        Ok(Self { n_genes: g, x: crop.x_norm.clone(), patches, patch_px, niche_images, niche_px, grid, regions, assigned, dapi: image, dapi_frame: frame })
+        Ok((regions, assigned))
     }
 
     /// Cells.
@@ -161,6 +210,14 @@ impl SpatiaData {
     }
 
     /// Rows `idx` of the row-major `[_, width]` matrix `values` as a tensor `[idx.len(), width]`.
+    /// `[n, S, S]` images of rows `idx` (`[n, 0, 0]` when `s` is 0: no images).
+    fn images<B: Backend>(values: &[f32], s: usize, idx: &[usize], device: &B::Device) -> Tensor<B, 3> {
+        if s == 0 {
+            return Tensor::from_data(TensorData::new(Vec::<f32>::new(), [idx.len(), 0, 0]), device);
+        }
+        Self::rows::<B>(values, s * s, idx, device).reshape([idx.len(), s, s])
+    }
+
     pub(crate) fn rows<B: Backend>(values: &[f32], width: usize, idx: &[usize], device: &B::Device) -> Tensor<B, 2> {
         let mut v = Vec::with_capacity(idx.len() * width);
         for &i in idx {
@@ -173,7 +230,7 @@ impl SpatiaData {
     pub fn cell_tensors<B: Backend>(&self, idx: &[usize], device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 3>) {
         let s = self.patch_px;
         let genes = Self::rows::<B>(&self.x, self.n_genes, idx, device);
-        let patches = Self::rows::<B>(&self.patches, s * s, idx, device).reshape([idx.len(), s, s]);
+        let patches = Self::images::<B>(&self.patches, s, idx, device);
         (genes, patches)
     }
 
@@ -182,7 +239,7 @@ impl SpatiaData {
         let rc = &self.regions[r];
         let (genes, patches) = self.cell_tensors::<B>(&rc.cells, device);
         let s = self.niche_px;
-        let niche_images = Self::rows::<B>(&self.niche_images, s * s, &rc.niches, device).reshape([rc.niches.len(), s, s]);
+        let niche_images = Self::images::<B>(&self.niche_images, s, &rc.niches, device);
         RegionInputs { genes, patches, niche_images, cell_niche: rc.cell_niche.clone(), niche_slot: rc.slots.clone() }
     }
 }
@@ -220,7 +277,7 @@ pub struct PretrainEpoch {
     pub epoch: usize,
     /// Mean squared error on masked genes.
     pub gene_loss: f64,
-    /// Mean squared error on the pixels of masked patches.
+    /// Mean squared error on the pixels of masked patches (0 without images).
     pub image_loss: f64,
     /// Seconds.
     pub seconds: f64,
@@ -253,7 +310,10 @@ pub fn pretrain<B: AutodiffBackend>(
     let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay).init::<B, CellEncoder<B>>();
     let mut rng = SplitMix64::new(config.seed ^ 0x5A7_1A);
     let (s, p, g) = (data.patch_px, spec.cell_image.vit_patch, data.n_genes);
-    let grid = s / p;
+    if spec.images != (s > 0) {
+        return Err(TrainError::Options(format!("the spec has images = {} but the data were built {} images; build SpatiaData with this spec", spec.images, if s > 0 { "with" } else { "without" })));
+    }
+    let grid = if spec.images { s / p } else { 0 };
     let mut history = Vec::new();
     let mut order: Vec<usize> = (0..data.n_cells()).collect();
     for epoch in 1..=config.epochs {
@@ -272,23 +332,41 @@ pub fn pretrain<B: AutodiffBackend>(
             }
             let (n_gm, n_tm) = (gm.iter().sum::<f32>().max(1.0), tm.iter().sum::<f32>().max(1.0));
             let gm = Tensor::<B, 2>::from_data(TensorData::new(gm, [b, g]), device);
-            let tm = Tensor::<B, 2>::from_data(TensorData::new(tm, [b, grid * grid]), device);
-            let pm = Tensor::<B, 3>::from_data(TensorData::new(pm, [b, s, s]), device);
-            let target = cell.vit.unfold(patches.clone());
-            let (pg, pi) = cell.reconstruct(genes.clone() * (gm.clone().neg() + 1.0), patches * (pm.neg() + 1.0));
-            let eg = pg - genes;
-            let gene_loss = (eg.clone() * eg * gm).sum().div_scalar(n_gm);
-            let ei = pi - target;
-            let image_loss = (ei.clone() * ei * tm.unsqueeze_dim::<3>(2)).sum().div_scalar(n_tm * (p * p) as f32);
-            lg += gene_loss.clone().into_scalar().elem::<f64>();
-            li += image_loss.clone().into_scalar().elem::<f64>();
+            let masked_genes = genes.clone() * (gm.clone().neg() + 1.0);
+            let loss = match &cell.vit {
+                Some(vit) => {
+                    let tm = Tensor::<B, 2>::from_data(TensorData::new(tm, [b, grid * grid]), device);
+                    let pm = Tensor::<B, 3>::from_data(TensorData::new(pm, [b, s, s]), device);
+                    let target = vit.unfold(patches.clone());
+                    let (pg, pi) = cell.reconstruct(masked_genes, patches * (pm.neg() + 1.0));
+                    let eg = pg - genes;
+                    let gene_loss = (eg.clone() * eg * gm).sum().div_scalar(n_gm);
+                    let pi = pi.ok_or_else(|| TrainError::Options("the cell level has a ViT but no pixel decoder".into()))?;
+                    let ei = pi - target;
+                    let image_loss = (ei.clone() * ei * tm.unsqueeze_dim::<3>(2)).sum().div_scalar(n_tm * (p * p) as f32);
+                    lg += gene_loss.clone().into_scalar().elem::<f64>();
+                    li += image_loss.clone().into_scalar().elem::<f64>();
+                    gene_loss + image_loss
+                }
+                None => {
+                    // Image-free: masked genes only.
+                    let (pg, _) = cell.reconstruct(masked_genes, patches);
+                    let eg = pg - genes;
+                    let gene_loss = (eg.clone() * eg * gm).sum().div_scalar(n_gm);
+                    lg += gene_loss.clone().into_scalar().elem::<f64>();
+                    gene_loss
+                }
+            };
             steps += 1;
-            let loss = gene_loss + image_loss;
             let grads = GradientsParams::from_grads(loss.backward(), &cell);
             cell = optim.step(config.learning_rate, cell, grads);
         }
         let e = PretrainEpoch { epoch, gene_loss: lg / steps.max(1) as f64, image_loss: li / steps.max(1) as f64, seconds: t.elapsed().as_secs_f64() };
-        log(format!("pretrain epoch {epoch}/{}: masked-gene MSE {:.4}, masked-pixel MSE {:.4} ({:.1} s)", config.epochs, e.gene_loss, e.image_loss, e.seconds));
+        if spec.images {
+            log(format!("pretrain epoch {epoch}/{}: masked-gene MSE {:.4}, masked-pixel MSE {:.4} ({:.1} s)", config.epochs, e.gene_loss, e.image_loss, e.seconds));
+        } else {
+            log(format!("pretrain epoch {epoch}/{}: masked-gene MSE {:.4} (no images) ({:.1} s)", config.epochs, e.gene_loss, e.seconds));
+        }
         history.push(e);
     }
     Ok(Pretrained { cell: cell.valid(), history })
@@ -556,7 +634,9 @@ fn check_pretrained(pre: &SpatiaSpec, spec: &SpatiaSpec, path: &Path) -> Result<
         && pre.n_heads == spec.n_heads
         && pre.d_ff == spec.d_ff
         && pre.gene_tokens == spec.gene_tokens
-        && pre.cell_image == spec.cell_image;
+        && pre.images == spec.images
+        && pre.cell_query_tokens == spec.cell_query_tokens
+        && (!spec.images || pre.cell_image == spec.cell_image);
     if same {
         Ok(())
     } else {
@@ -907,7 +987,7 @@ impl NicheClusters {
 
 /// Write `niche_clusters.csv` (`niche,col,row,cells,cluster`; empty cluster for niches not
 /// embedded), `niche_centroids.json` ([`crate::engine::NicheCentroids`]), `niche_silhouette.csv`, `niche_enrichment.csv` / `.md` and `niche_map.png` (niches
-/// coloured by cluster over the DAPI image), atomically.
+/// coloured by cluster over the DAPI image; not written without images), atomically.
 pub fn write_niche_clusters(dir: &Path, nc: &NicheClusters, data: &SpatiaData) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
     let mut cluster_of = vec![None; data.grid.niches.len()];
@@ -933,10 +1013,40 @@ pub fn write_niche_clusters(dir: &Path, nc: &NicheClusters, data: &SpatiaData) -
         })
         .collect();
     let names: Vec<String> = (0..nc.k).map(|c| format!("niche cluster {c}")).collect();
-    let title = format!("SPATIA niche clusters (k-means of z_niche, k = {} by silhouette) over DAPI", nc.k);
-    crate::plot::tile_map_png(&dir.join("niche_map.png"), &data.dapi, &data.dapi_frame, &tiles, &nc.clusters, &names, &title)
-        .map_err(|e| TrainError::Analysis(e.to_string()))?;
+    // Without images there is no DAPI image to draw the map over (niche_clusters.csv holds it).
+    if let Some(dapi) = &data.dapi {
+        let title = format!("SPATIA niche clusters (k-means of z_niche, k = {} by silhouette) over DAPI", nc.k);
+        crate::plot::tile_map_png(&dir.join("niche_map.png"), dapi, &data.dapi_frame, &tiles, &nc.clusters, &names, &title)
+            .map_err(|e| TrainError::Analysis(e.to_string()))?;
+    }
     Ok(())
+}
+
+/// Standardises every gene of `x` `[cells, G]` in place to mean 0, sd 1 over all cells
+/// (label-free; a gene with sd 0 is only centred). Returns the per-gene `(mean, sd)`.
+pub fn standardise_genes(x: &mut [f32], g: usize) -> Vec<(f32, f32)> {
+    let n = x.len() / g.max(1);
+    let mut stats = Vec::with_capacity(g);
+    for j in 0..g {
+        let mean = (0..n).map(|i| x[i * g + j] as f64).sum::<f64>() / n.max(1) as f64;
+        let var = (0..n).map(|i| (x[i * g + j] as f64 - mean).powi(2)).sum::<f64>() / n.max(1) as f64;
+        let sd = var.sqrt();
+        let inv = if sd > 0.0 { 1.0 / sd } else { 1.0 };
+        for i in 0..n {
+            x[i * g + j] = ((x[i * g + j] as f64 - mean) * inv) as f32;
+        }
+        stats.push((mean as f32, sd as f32));
+    }
+    stats
+}
+
+/// Scales every centroid of `crop` by `um_per_px` (centroids given in pixels → µm), so the
+/// niches, regions and spatial blocks are sized in µm.
+pub fn scale_centroids(crop: &mut PreparedCrop, um_per_px: f32) {
+    for c in &mut crop.table.centroids_um {
+        c[0] *= um_per_px;
+        c[1] *= um_per_px;
+    }
 }
 
 /// One row of the ablation table: per-fold test macro-F1.

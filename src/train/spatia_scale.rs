@@ -127,10 +127,12 @@ pub fn run_scale(model: &SpatiaHierarchyModel, crop: &PreparedCrop, data: &Spati
     if cells == 0 {
         return Err(TrainError::Options("--cells must be at least 1".into()));
     }
-    if spec.n_genes != data.n_genes || spec.cell_image.image_size != data.patch_px || spec.niche_image.image_size != data.niche_px {
+    // An image-free model's data has no patches and no tiles (sides 0).
+    let (patch_side, niche_side) = if spec.images { (spec.cell_image.image_size, spec.niche_image.image_size) } else { (0, 0) };
+    if spec.n_genes != data.n_genes || patch_side != data.patch_px || niche_side != data.niche_px {
         return Err(TrainError::Options(format!(
             "the model's spec (genes {}, patch {} px, niche tile {} px) differs from the data built for it (genes {}, patch {} px, niche tile {} px)",
-            spec.n_genes, spec.cell_image.image_size, spec.niche_image.image_size, data.n_genes, data.patch_px, data.niche_px
+            spec.n_genes, patch_side, niche_side, data.n_genes, data.patch_px, data.niche_px
         )));
     }
     let cpu = model.prepare()?;

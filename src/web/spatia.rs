@@ -118,6 +118,13 @@ impl SpatiaModel {
         self.inner.model.meta.spec.n_genes
     }
 
+    /// Whether the model reads images (nucleus patches and niche tiles); `false` for an
+    /// image-free model (imaging panels: expression and centroids only).
+    #[wasm_bindgen(getter)]
+    pub fn images(&self) -> bool {
+        self.inner.model.meta.spec.images
+    }
+
     /// Nucleus patch side in pixels.
     #[wasm_bindgen(getter, js_name = patchSize)]
     pub fn patch_size(&self) -> usize {
@@ -237,14 +244,21 @@ impl SpatiaModel {
         }
         let get = |k: &str| js_sys::Reflect::get(&inputs, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
         let s = &self.inner.model.meta.spec;
-        let (g, px, npx, side) = (s.n_genes, s.cell_image.image_size.pow(2), s.niche_image.image_size.pow(2), s.region_niches);
+        // An image-free model (`spec.images == false`) reads no patches and no niche tiles: they
+        // may be left out (or passed empty).
+        let (px, npx) = if s.images { (s.cell_image.image_size.pow(2), s.niche_image.image_size.pow(2)) } else { (0, 0) };
+        let (g, side) = (s.n_genes, s.region_niches);
+        let get_image = |k: &str| match get(k) {
+            v if !s.images && (v.is_null() || v.is_undefined()) => Float32Array::new_with_length(0).into(),
+            v => v,
+        };
         let genes = f32_arg("genes", &get("genes"), &format!("a Float32Array [n*{g}] of normalised expression"))?;
-        let patches = f32_arg("patches", &get("patches"), &format!("a Float32Array [n*{px}] of nucleus patches"))?;
+        let patches = f32_arg("patches", &get_image("patches"), &format!("a Float32Array [n*{px}] of nucleus patches"))?;
         let cell_niche = u32_arg("cellNiche", &get("cellNiche"), "a Uint32Array [n] of each cell's niche")?;
         let n = cell_niche.len();
         let has_niche = s.levels.has_niche();
         let (tiles, niche_slot) = if has_niche {
-            (Some(f32_arg("nicheTiles", &get("nicheTiles"), &format!("a Float32Array [k*{npx}] of niche tiles"))?), u32_arg("nicheSlot", &get("nicheSlot"), "a Uint32Array [k] of each niche's slot in its region")?)
+            (Some(f32_arg("nicheTiles", &get_image("nicheTiles"), &format!("a Float32Array [k*{npx}] of niche tiles"))?), u32_arg("nicheSlot", &get("nicheSlot"), "a Uint32Array [k] of each niche's slot in its region")?)
         } else {
             (None, Vec::new())
         };

@@ -39,6 +39,19 @@ pub fn scanpy_files() -> ScanpyData {
     ScanpyData::from_default_dir().unwrap_or_else(|e| missing(e))
 }
 
+/// scimap's 33-plex CyCIF panel (`scimap_example_33plex.h5ad`: 3,029 cells, obs `cell_type`,
+/// obsm `spatial` in pixels) under `$CELLSYMPHONY_DATA/scimap-2.4.1`; panics when missing.
+pub fn scimap_33plex() -> PathBuf {
+    let root = std::env::var_os("CELLSYMPHONY_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cellsymphony"));
+    let path = root.join("scimap-2.4.1/scimap_example_33plex.h5ad");
+    if !path.exists() {
+        missing(format!("{} is missing", path.display()));
+    }
+    path
+}
+
 /// The crop's transcripts (default options: qv ≥ 20, controls dropped), read once.
 pub fn crop_transcripts() -> &'static Transcripts {
     static T: OnceLock<Transcripts> = OnceLock::new();

@@ -29,10 +29,11 @@ pub struct RandomRegion {
 
 impl RandomRegion {
     /// `n_cells` cells over the niches in `slots` (cells drawn uniformly among the niches, so
-    /// a niche may hold none), random genes, patches and tiles.
+    /// a niche may hold none), random genes, patches and tiles (no patches or tiles for an
+    /// image-free spec).
     pub fn new(spec: &SpatiaSpec, n_cells: usize, slots: &[usize], seed: u64) -> Self {
         let mut rng = SplitMix64::new(seed);
-        let (s, sn) = (spec.cell_image.image_size, spec.niche_image.image_size);
+        let (s, sn) = image_sides(spec);
         let k = slots.len();
         Self {
             n_cells,
@@ -51,7 +52,7 @@ impl RandomRegion {
 
     /// burn's view.
     pub fn burn<B: Backend>(&self, spec: &SpatiaSpec, device: &B::Device) -> RegionInputs<B> {
-        let (s, sn, n, k) = (spec.cell_image.image_size, spec.niche_image.image_size, self.n_cells, self.niche_slot.len());
+        let ((s, sn), n, k) = (image_sides(spec), self.n_cells, self.niche_slot.len());
         RegionInputs {
             genes: Tensor::from_data(TensorData::new(self.genes.clone(), [n, spec.n_genes]), device),
             patches: Tensor::from_data(TensorData::new(self.patches.clone(), [n, s, s]), device),
@@ -59,6 +60,15 @@ impl RandomRegion {
             cell_niche: self.cell_niche.clone(),
             niche_slot: self.niche_slot.clone(),
         }
+    }
+}
+
+/// Sides of the nucleus patches and niche tiles `spec` reads (0 and 0 without images).
+pub fn image_sides(spec: &SpatiaSpec) -> (usize, usize) {
+    if spec.images {
+        (spec.cell_image.image_size, spec.niche_image.image_size)
+    } else {
+        (0, 0)
     }
 }
 

@@ -4,7 +4,7 @@ use cellsymphony::engine::spatia::SPATIA_FORMAT_VERSION;
 use cellsymphony::engine::spec::SpatiaSpec;
 use cellsymphony::engine::{
     CrossBlockWeights, EncoderLayerWeights, LayerNormWeights, Linear, LinearWeight, Quantization, SpatiaCellMeta, SpatiaCellModel,
-    SpatiaCellWeights, VitWeights,
+    SpatiaCellWeights, SpatiaQueries, VitWeights,
 };
 use cellsymphony::util::rng::SplitMix64;
 
@@ -31,19 +31,25 @@ fn layer(rng: &mut SplitMix64, d: usize, f: usize) -> EncoderLayerWeights {
 }
 
 /// A seeded random f32 cell-level model of `spec` (classes `c0…`; a type head when
-/// `spec.levels` is `cell`): weights uniform in `±1/sqrt(in)`, biases `±0.1`, LayerNorm scales
+/// `spec.levels` is `cell`; learned query tokens in `±1` when `spec.images` is false): weights uniform in `±1/sqrt(in)`, biases `±0.1`, LayerNorm scales
 /// in `[0.8, 1.2]`. `quantize_int8()` gives its int8 twin.
 pub fn random_spatia_cell(spec: SpatiaSpec, seed: u64) -> SpatiaCellModel {
     let mut rng = SplitMix64::new(seed);
     let (d, ci) = (spec.d_model, spec.cell_image.clone());
     let weights = SpatiaCellWeights {
         gene_embedding: linear(&mut rng, spec.gene_tokens * d, spec.n_genes),
-        vit: VitWeights {
-            patch_embedding: linear(&mut rng, ci.width, ci.patch_row_width()),
-            layers: (0..ci.n_layers).map(|_| layer(&mut rng, ci.width, ci.d_ff)).collect(),
-            norm: norm(&mut rng, ci.width),
+        queries: if spec.images {
+            SpatiaQueries::Vit {
+                vit: VitWeights {
+                    patch_embedding: linear(&mut rng, ci.width, ci.patch_row_width()),
+                    layers: (0..ci.n_layers).map(|_| layer(&mut rng, ci.width, ci.d_ff)).collect(),
+                    norm: norm(&mut rng, ci.width),
+                },
+                projection: linear(&mut rng, d, ci.width),
+            }
+        } else {
+            SpatiaQueries::Learned { n: spec.cell_query_tokens, tokens: rng.uniform_vec(spec.cell_query_tokens * d, -1.0, 1.0) }
         },
-        vit_projection: linear(&mut rng, d, ci.width),
         cross: CrossBlockWeights {
             norm_q: norm(&mut rng, d),
             norm_kv: norm(&mut rng, d),

@@ -58,10 +58,100 @@ enum Scale {
     Large,
 }
 
+/// `--images auto|on|off`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Images {
+    /// On for the Xenium crop or a bundle (DAPI patches and niche tiles), off for --h5ad.
+    Auto,
+    /// The imaged model (not possible with --h5ad: it has no image).
+    On,
+    /// The image-free model: learned query tokens replace both ViTs.
+    Off,
+}
+
+/// Labelled spatial sets without images (an AnnData with `obsm['spatial']`).
+#[derive(Args, Clone)]
+struct H5adFlags {
+    /// Read cells, labels and centroids (`obsm['spatial']`) from this AnnData .h5ad instead of
+    /// the Xenium crop; the image-free SPATIA is then chosen automatically (no image exists:
+    /// learned query tokens replace both ViTs, pre-training reconstructs masked genes only).
+    #[arg(long)]
+    h5ad: Option<PathBuf>,
+    /// obs column of --h5ad holding the expert labels.
+    #[arg(long, default_value = "cell_type")]
+    label_key: String,
+    /// How X of --h5ad becomes the model input: as_stored, log1p_cp10k or arcsinh:COFACTOR
+    /// (e.g. arcsinh:5 for imaging intensities).
+    #[arg(long, default_value = "as_stored", value_parser = parse_normalisation)]
+    normalisation: cellsymphony::engine::Normalisation,
+    /// Standardise every gene/marker of --h5ad over all cells (mean 0, sd 1; label-free)
+    /// after the normalisation: on or off.
+    #[arg(long, default_value = "on", value_parser = parse_on_off)]
+    standardise: bool,
+    /// Micrometres per unit of the h5ad's `obsm['spatial']` (scimap's centroids are image
+    /// pixels; default 1: the units are taken as µm). Niches (`niche_tile_px ×
+    /// niche_dapi_um_per_px` = 54.4 µm), tissue regions and spatial blocks are sized in µm.
+    #[arg(long, default_value_t = 1.0)]
+    um_per_px: f32,
+}
+
+fn parse_on_off(s: &str) -> std::result::Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("`{s}`: use on or off")),
+    }
+}
+
+fn parse_normalisation(s: &str) -> std::result::Result<cellsymphony::engine::Normalisation, String> {
+    use cellsymphony::engine::Normalisation;
+    match s.split_once(':') {
+        None if s == "as_stored" => Ok(Normalisation::as_stored()),
+        None if s == "log1p_cp10k" => Ok(Normalisation::log1p_with_target_sum(1e4)),
+        Some(("arcsinh", c)) => match c.parse::<f64>() {
+            Ok(c) if c.is_finite() && c > 0.0 => Ok(Normalisation::arcsinh(c)),
+            _ => Err(format!("arcsinh cofactor `{c}` must be a number > 0, e.g. arcsinh:5")),
+        },
+        _ => Err(format!("`{s}`: use as_stored, log1p_cp10k or arcsinh:COFACTOR (e.g. arcsinh:5)")),
+    }
+}
+
+impl H5adFlags {
+    /// The cells: the h5ad (normalised, standardised, centroids in µm) or the crop/bundle.
+    fn prepare(&self, data: &DataArgs) -> Result<PreparedCrop> {
+        let Some(path) = &self.h5ad else { return data.prepare() };
+        if !(self.um_per_px.is_finite() && self.um_per_px > 0.0) {
+            bail!("--um-per-px {} must be a positive number", self.um_per_px);
+        }
+        let mut crop = cellsymphony::train::dataset::prepare_h5ad_with(path, &self.label_key, &data.options(), &self.normalisation)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if self.standardise {
+            let g = crop.table.n_genes();
+            spatia::standardise_genes(&mut crop.x_norm, g);
+        }
+        spatia::scale_centroids(&mut crop, self.um_per_px);
+        eprintln!(
+            "{}: {} cells, {} genes/markers, {} classes; centroids × {} µm per unit",
+            path.display(),
+            crop.table.n_cells(),
+            crop.table.n_genes(),
+            crop.class_names.len(),
+            self.um_per_px
+        );
+        Ok(crop)
+    }
+}
+
 #[derive(Args, Clone)]
 struct ModelFlags {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    h5ad: H5adFlags,
+    /// Images: auto (on for the crop/bundle, off for --h5ad), on, or off (the image-free
+    /// model: learned query tokens instead of the ViTs).
+    #[arg(long, value_enum, default_value = "auto")]
+    images: Images,
     /// Model size.
     #[arg(long, value_enum, default_value = "small")]
     scale: Scale,
@@ -78,17 +168,25 @@ struct ModelFlags {
 
 impl ModelFlags {
     fn prepare(&self) -> Result<(PreparedCrop, SpatiaSpec, SpatiaData)> {
-        let crop = self.data.prepare()?;
+        let images = match (self.images, self.h5ad.h5ad.is_some()) {
+            (Images::On, true) => bail!("--images on: an --h5ad set has no images; use --images auto or off (the image-free model)"),
+            (Images::Auto, h5ad) => !h5ad,
+            (i, _) => i == Images::On,
+        };
+        let crop = self.h5ad.prepare(&self.data)?;
         let (g, c) = (crop.table.n_genes(), crop.class_names.len());
         let spec = match self.scale {
             Scale::Small => SpatiaSpec::small(g, c, self.levels),
             Scale::Large => SpatiaSpec::large(g, c, self.levels),
         };
+        let spec = if images { spec } else { spec.without_images() };
         let data = SpatiaData::build(&crop, &spec, self.max_regions).context("building SPATIA niches and regions")?;
         eprintln!(
-            "SPATIA data: {} niches of {} px, {} regions with cells, {} of {} cells in a region",
+            "SPATIA data ({}): {} niches of {} px ({:.1} µm), {} regions with cells, {} of {} cells in a region",
+            if spec.images { "with images" } else { "image-free" },
             data.grid.niches.len(),
             spec.niche_tile_px,
+            spec.niche_side_um(),
             data.regions.len(),
             data.assigned.iter().filter(|&&a| a).count(),
             data.n_cells()
@@ -133,9 +231,13 @@ struct SplitFlags {
     /// Share of the training cells used for validation.
     #[arg(long, default_value_t = 0.15)]
     val_fraction: f64,
-    /// Fine-tuning epochs (at most; patience 8 on validation macro-F1).
+    /// Fine-tuning epochs (at most; early stop after --patience epochs without a better
+    /// validation macro-F1).
     #[arg(long, default_value_t = 30)]
     epochs: usize,
+    /// Early-stopping patience in epochs.
+    #[arg(long, default_value_t = 8)]
+    patience: usize,
 }
 
 impl SplitFlags {
@@ -170,6 +272,8 @@ struct FinetuneArgs {
 struct EmbedArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    h5ad: H5adFlags,
     /// Folder holding spatia_model.{json,bin}.
     #[arg(long, default_value = "runs/spatia")]
     model: PathBuf,
@@ -215,6 +319,8 @@ enum Engine {
 struct ClassifyArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    h5ad: H5adFlags,
     /// File written by `spatia export`.
     #[arg(long)]
     model: PathBuf,
@@ -290,7 +396,8 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
             let labels: Vec<Option<u32>> = crop.labels.iter().zip(&data.assigned).map(|(l, &x)| if x { *l } else { None }).collect();
             let folds = make_folds(&labels, &a.split.plan(1, &crop, a.model.seed)).map_err(anyhow::Error::msg)?;
             let Some(fold) = folds.first() else { bail!("no fold could be made from the labelled cells") };
-            let config = FinetuneConfig::new(a.split.epochs, a.model.seed);
+            let mut config = FinetuneConfig::new(a.split.epochs, a.model.seed);
+            config.train.patience = Some(a.split.patience.max(1));
             let ft = spatia::finetune::<Ad>(&data, &labels, &crop.class_names, fold, &spec, &config, pre.as_ref(), &device, &mut log)?;
             println!(
                 "SPATIA ({}) test macro-F1 {:.3} on {} test cells ({} split), best epoch {}",
@@ -311,7 +418,7 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
         }
         SpatiaCommand::Embed(a) => {
             let (header, model) = spatia::load_model::<Cpu>(&a.model, &device)?;
-            let crop = a.data.prepare()?;
+            let crop = a.h5ad.prepare(&a.data)?;
             if crop.class_names != header.class_names {
                 bail!("{}: the model was trained on classes {:?} but these cells are labelled {:?}; embed the data it was trained on", a.model.display(), header.class_names, crop.class_names);
             }
@@ -366,7 +473,7 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
         }
         SpatiaCommand::Classify(a) => {
             let model = cellsymphony::engine::SpatiaHierarchyModel::load(&a.model)?;
-            let crop = a.data.prepare()?;
+            let crop = a.h5ad.prepare(&a.data)?;
             if crop.class_names != model.meta.classes {
                 bail!("{}: the model was trained on classes {:?} but these cells are labelled {:?}; classify the data it was trained on", a.model.display(), model.meta.classes, crop.class_names);
             }
@@ -413,14 +520,17 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
         }
         SpatiaCommand::Ablation(a) => {
             let (crop, spec, data) = a.model.prepare()?;
-            let config = FinetuneConfig::new(a.split.epochs, a.model.seed);
+            let mut config = FinetuneConfig::new(a.split.epochs, a.model.seed);
+            config.train.patience = Some(a.split.patience.max(1));
             let pre = PretrainConfig { epochs: a.pretrain_epochs, seed: a.model.seed, ..Default::default() };
             let t = std::time::Instant::now();
             let plan = a.split.plan(a.folds, &crop, a.model.seed);
             let (rows, test) = spatia::run_ablation::<Ad>(&crop, &data, &spec, &config, &pre, &plan, &device, &mut log)?;
             let mut md = spatia::ablation_markdown(&rows, &test);
-            md += &format!("\nSplit {} ({} µm blocks), seed {}, {} epochs at most (patience 8), pre-training {} epochs; total {:.0} s.\n",
-                a.split.split.name(), a.split.block_um, a.model.seed, a.split.epochs, a.pretrain_epochs, t.elapsed().as_secs_f64());
+            md += &format!("\nSplit {} ({} µm blocks), seed {}, {} epochs at most (patience {}), pre-training {} epochs, {}; total {:.0} s.\n",
+                a.split.split.name(), a.split.block_um, a.model.seed, a.split.epochs, a.split.patience, a.pretrain_epochs,
+                if spec.images { "with images".to_string() } else { format!("image-free ({} cell / {} niche query tokens)", spec.cell_query_tokens, spec.niche_query_tokens) },
+                t.elapsed().as_secs_f64());
             print!("{md}");
             std::fs::create_dir_all(&a.out)?;
             write_file(&a.out.join("ablation.md"), md.as_bytes())?;
