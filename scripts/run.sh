@@ -57,7 +57,7 @@ log "SPATIA pretrain → finetune → embed on the crop → $out/spatia"
 # Issue 14: the image-free SPATIA's level ablation on a larger labelled spatial set (scimap's
 # exemplar-001 9-plex, 11,201 cells, centroids only) on ONE spatially blocked split (fold 1 of
 # the 5-fold partition; the 5-fold run takes ≈ 40 min on 2 cores, see README), with our LogReg
-# on the same split (≈ 8 min).
+# on the same split (440 s at load 3–4 on 2 cores).
 log "image-free SPATIA ablation on scimap's 9-plex panel, one spatial-block split → $out/spatia_9plex"
 "$bin/cellsymphony" spatia ablation --h5ad "$CELLSYMPHONY_DATA/scimap-2.4.1/scimap_exemplar001_9plex.h5ad" --label-key cell_type \
   --normalisation arcsinh:5 --folds 1 --out "$out/spatia_9plex" 2> "$out/spatia_9plex.log" | tee "$out/spatia_9plex.txt"
