@@ -57,6 +57,15 @@ log "SPATIA pretrain → finetune → embed on the crop → $out/spatia"
 log "SPATIA at slide scale: niches + the whole hierarchy (CPU engine) on 1,000,000 synthetic cells (time, peak RSS) → $out/spatia/scale"
 "$bin/cellsymphony" spatia scale --model "$out/spatia/spatia.int8.safetensors" --cells 1000000 --out "$out/spatia/scale" \
   2> "$out/spatia_scale.log" | tee "$out/spatia_scale.txt"
+# Issue 14: SPATIA's level ablation (cell / + niche / + niche + tissue / + pre-training, our
+# LogReg on the same folds) on 5 spatially blocked folds: the crop (≈ 14 min on 2 cores) and,
+# image-free, a larger labelled spatial set: scimap's exemplar-001 9-plex (11,201 cells,
+# centroids only; ≈ 40 min on 2 cores).
+log "SPATIA level ablation on the crop, 5 spatial-block folds → $out/spatia_ablation"
+"$bin/cellsymphony" spatia ablation --folds 5 --out "$out/spatia_ablation" 2> "$out/spatia_ablation.log" | tee "$out/spatia_ablation.txt"
+log "image-free SPATIA level ablation on scimap's 9-plex panel, 5 spatial-block folds → $out/spatia_9plex"
+"$bin/cellsymphony" spatia ablation --h5ad "$CELLSYMPHONY_DATA/scimap-2.4.1/scimap_exemplar001_9plex.h5ad" --label-key cell_type \
+  --normalisation arcsinh:5 --folds 5 --out "$out/spatia_9plex" 2> "$out/spatia_9plex.log" | tee "$out/spatia_9plex.txt"
 log "image-only (CUCA-style) classifier vs gene-based peers on 5 spatial-block folds (≈ 3 min) → $out/image_only"
 "$bin/cellsymphony" image-only --folds 5 --epochs 20 --gene-transformer-epochs 16 --out "$out/image_only" \
   > "$out/image_only.log"

@@ -487,7 +487,8 @@ fn image_free_burn_forward_shapes() {
 /// `spatia pretrain → finetune → embed → export → classify` on two tissue regions of scimap's
 /// 33-plex panel (`--h5ad`, image-free chosen automatically): every step succeeds, the
 /// pre-training log has no pixel loss, the exported file runs on the CPU engine with the same
-/// classes as burn's embed, and `--images on` with `--h5ad` is refused.
+/// classes as burn's embed, `--images on` with `--h5ad` is refused, and a model folder of the
+/// old record layout is refused with a reason (not a panic).
 #[test]
 fn image_free_pipeline_on_scimap_33plex() {
     let h5ad = common::data::scimap_33plex();
@@ -527,4 +528,11 @@ fn image_free_pipeline_on_scimap_33plex() {
     assert_eq!(a, b, "the CPU engine's classes are burn's");
     let (ok, _, err) = run(&["finetune", "--images", "on", "--h5ad", &h, "--epochs", "1", "--out", &model_s]);
     assert!(!ok && err.contains("--images on") && !err.contains("panicked"), "{err}");
+    // A header of the old record layout (no record_version) is refused with a reason.
+    let mut header: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("spatia_model.json")).unwrap()).unwrap();
+    assert_eq!(header["record_version"], 2);
+    header.as_object_mut().unwrap().remove("record_version");
+    std::fs::write(model.join("spatia_model.json"), header.to_string()).unwrap();
+    let (ok, _, err) = run(&["export", "--model", &model_s, "--out", &file_s]);
+    assert!(!ok && err.contains("record_version 1") && !err.contains("panicked"), "{err}");
 }

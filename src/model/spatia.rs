@@ -203,6 +203,30 @@ impl<B: Backend> CellEncoder<B> {
         self.norm.forward(pool(self.tokens(genes, patches)))
     }
 
+    /// [`Module::load_record`] without drawing from the backend RNG: burn's
+    /// `Option<Module>::load_record` first counts the parameters, which initialises lazy
+    /// parameters from the (seeded, process-global) RNG and so shifts every later
+    /// initialisation of a seeded run. The optional parts are loaded one by one instead, so
+    /// fine-tuning from a pre-trained cell level draws what it drew before they were optional.
+    pub fn load_record_keeping_rng(self, r: CellEncoderRecord<B>) -> Self {
+        fn opt<B: Backend, M: Module<B>>(m: Option<M>, r: Option<M::Record>) -> Option<M> {
+            match (m, r) {
+                (Some(m), Some(r)) => Some(m.load_record(r)),
+                (m, _) => m,
+            }
+        }
+        Self {
+            genes: self.genes.load_record(r.genes),
+            vit: opt(self.vit, r.vit),
+            queries: opt(self.queries, r.queries),
+            cross: self.cross.load_record(r.cross),
+            norm: self.norm.load_record(r.norm),
+            gene_decoder: self.gene_decoder.load_record(r.gene_decoder),
+            pixel_hidden: opt(self.pixel_hidden, r.pixel_hidden),
+            pixel_out: opt(self.pixel_out, r.pixel_out),
+        }
+    }
+
     /// Masked reconstruction from masked inputs: predicted genes `[b, G]` (from `z_cell`) and,
     /// with images, predicted pixels `[b, g², p²]` of every ViT patch (from its fused token;
     /// row-major pixels, the layout of [`MorphologyEncoder::unfold`]).

@@ -669,7 +669,7 @@ pub fn finetune<B: AutodiffBackend>(
         let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
         let bytes = Recorder::<B::InnerBackend>::record(&recorder, cell.clone().into_record(), ()).map_err(|e| TrainError::Options(e.to_string()))?;
         let record = Recorder::<B>::load(&recorder, bytes, device).map_err(|e| TrainError::Options(format!("pre-trained cell level does not load: {e}")))?;
-        model.cell = model.cell.load_record(record);
+        model.cell = model.cell.load_record_keeping_rng(record);
     }
     let mut is_train = vec![false; labels.len()];
     for &i in &fold.train {
@@ -772,6 +772,26 @@ pub struct SpatiaHeader {
     pub class_names: Vec<String>,
     /// Free-form training record (configs, loss curve, split, test macro-F1).
     pub training: serde_json::Value,
+    /// Layout of the burn record beside it ([`SPATIA_RECORD_VERSION`]; 1 when absent: written
+    /// before the cell level's ViT and pixel decoder became optional).
+    #[serde(default = "record_version_1")]
+    pub record_version: u32,
+}
+
+/// Layout of the burn records [`save`] writes: 2 since the image-free model (the cell and
+/// niche levels' ViTs, the pixel decoder and the learned queries are optional modules, which
+/// burn's bincode record tags), so version-1 records do not decode.
+pub const SPATIA_RECORD_VERSION: u32 = 2;
+
+fn record_version_1() -> u32 {
+    1
+}
+
+impl SpatiaHeader {
+    /// A header of the current record layout.
+    pub fn new(spec: SpatiaSpec, class_names: Vec<String>, training: serde_json::Value) -> Self {
+        Self { spec, class_names, training, record_version: SPATIA_RECORD_VERSION }
+    }
 }
 
 /// File names of a saved model (`spatia_model`) or pre-trained cell level (`spatia_pretrain`).
@@ -800,6 +820,13 @@ pub fn load_parts(dir: &Path, stem: &str) -> Result<(SpatiaHeader, Vec<u8>), Tra
     };
     let text = std::fs::read_to_string(&json).map_err(io(&json))?;
     let header: SpatiaHeader = serde_json::from_str(&text).map_err(|e| TrainError::Options(format!("{}: not a SPATIA header ({e}); write it with `cellsymphony spatia`", json.display())))?;
+    if header.record_version != SPATIA_RECORD_VERSION {
+        return Err(TrainError::Options(format!(
+            "{}: record_version {} was written by an older build (this one reads {SPATIA_RECORD_VERSION}: the ViTs and pixel decoder became optional for the image-free model); re-run `cellsymphony spatia pretrain` / `finetune`",
+            json.display(),
+            header.record_version
+        )));
+    }
     let bytes = std::fs::read(&bin).map_err(io(&bin))?;
     Ok((header, bytes))
 }

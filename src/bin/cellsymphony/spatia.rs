@@ -383,7 +383,7 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
                 csv += &format!("{},{:.6},{:.6},{:.2}\n", e.epoch, e.gene_loss, e.image_loss, e.seconds);
             }
             let training = serde_json::json!({ "pretrain": config, "history": pre.history });
-            spatia::save::<Cpu, _>(&a.out, "spatia_pretrain", &SpatiaHeader { spec, class_names: vec![], training }, &pre.cell)?;
+            spatia::save::<Cpu, _>(&a.out, "spatia_pretrain", &SpatiaHeader::new(spec, vec![], training), &pre.cell)?;
             write_file(&a.out.join("pretrain_loss.csv"), csv.as_bytes())?;
             println!("pre-trained cell level written to {}", a.out.display());
         }
@@ -412,7 +412,7 @@ pub(crate) fn cmd_spatia(a: SpatiaArgs) -> Result<()> {
                 "split": a.split.split.name(), "test_cells": ft.test_cells.len(), "test_macro_f1": ft.report.macro_f1,
                 "pretrained": a.pretrained.as_ref().map(|p| p.display().to_string()),
             });
-            spatia::save::<Cpu, _>(&a.out, "spatia_model", &SpatiaHeader { spec, class_names: crop.class_names.clone(), training }, &ft.model)?;
+            spatia::save::<Cpu, _>(&a.out, "spatia_model", &SpatiaHeader::new(spec, crop.class_names.clone(), training), &ft.model)?;
             write_file(&a.out.join("finetune_history.csv"), csv.as_bytes())?;
             println!("model written to {}", a.out.display());
         }
