@@ -158,6 +158,26 @@ fn sparse_rows_kernel_matches_reference() {
     assert!(pollster::block_on(sparse_rows(&ctx, &[0, 1], &[0], &[1.0], &x, 3, 2, Some(&[1.0]))).is_err(), "bias too short");
 }
 
+/// Every output of one region (z_cell, z, logits, z_niche, z_tissue, composition) on the GPU
+/// within `1e-4 · max(1, max |cpu|)` of the CPU engine's, present on one iff on the other,
+/// finite; classes equal.
+#[cfg(feature = "train")]
+fn assert_region_outputs_match(what: &str, cpu: cellsymphony::engine::SpatiaRegionOutput, gpu: cellsymphony::engine::SpatiaRegionOutput, c: usize) {
+    use cellsymphony::engine::SpatiaRegionOutput;
+    let fields = |o: SpatiaRegionOutput| [("z_cell", Some(o.z_cell)), ("z", Some(o.z)), ("logits", Some(o.logits)), ("z_niche", o.z_niche), ("z_tissue", o.z_tissue), ("composition", o.composition)];
+    let (cpu_logits, gpu_logits) = (cpu.logits.clone(), gpu.logits.clone());
+    for ((name, want), (_, got)) in fields(cpu).into_iter().zip(fields(gpu)) {
+        assert_eq!(want.is_some(), got.is_some(), "{what}: {name} present on the CPU iff on the GPU");
+        let (Some(want), Some(got)) = (want, got) else { continue };
+        assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite GPU {name}");
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = max_abs_diff(&got, &want);
+        eprintln!("{what}: {name} max |Δ| {err:.2e} (max |cpu| {scale:.2})");
+        assert!(err <= 1e-4 * scale, "{what}: {name} max |Δ| {err}");
+    }
+    assert_eq!(argmax_rows(&gpu_logits, c), argmax_rows(&cpu_logits, c), "{what}: classes differ");
+}
+
 /// SPATIA's whole hierarchy on WebGPU (`engine::GpuSpatia`) vs the CPU engine
 /// (`SpatiaCpu::forward_region`) on a seeded random model per level (burn-initialised, as the
 /// engine parity tests build them) and a region with 8 of 16 slots filled: every output
@@ -166,12 +186,11 @@ fn sparse_rows_kernel_matches_reference() {
 #[cfg(feature = "train")]
 #[test]
 fn gpu_spatia_hierarchy_matches_cpu_engine() {
-    use cellsymphony::engine::{GpuSpatia, SpatiaRegionOutput};
+    use cellsymphony::engine::GpuSpatia;
     use common::spatia::{random_model, RandomRegion};
     let Some(ctx) = gpu_or_skip("gpu_spatia_hierarchy_matches_cpu_engine") else { return };
     let _burn_rng = common::burn_rng_lock();
     let (g, c) = (23, 5);
-    let fields = |o: SpatiaRegionOutput| [("z_cell", Some(o.z_cell)), ("z", Some(o.z)), ("logits", Some(o.logits)), ("z_niche", o.z_niche), ("z_tissue", o.z_tissue), ("composition", o.composition)];
     for (i, levels) in SpatiaLevels::ALL.into_iter().enumerate() {
         let spec = SpatiaSpec::small(g, c, levels);
         let engine = random_model(&spec, 21 + i as u64).to_engine(&spec, common::names("type ", c), None).unwrap();
@@ -181,17 +200,7 @@ fn gpu_spatia_hierarchy_matches_cpu_engine() {
             let cpu = model.prepare().unwrap().forward_region(&region.input()).unwrap();
             let gpu_model = GpuSpatia::new(ctx.clone(), &model).unwrap();
             let gpu = pollster::block_on(gpu_model.forward_region(&region.input())).unwrap();
-            let (cpu_logits, gpu_logits) = (cpu.logits.clone(), gpu.logits.clone());
-            for ((name, want), (_, got)) in fields(cpu).into_iter().zip(fields(gpu)) {
-                assert_eq!(want.is_some(), got.is_some(), "{what}: {name} present on the CPU iff on the GPU");
-                let (Some(want), Some(got)) = (want, got) else { continue };
-                assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite GPU {name}");
-                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-                let err = max_abs_diff(&got, &want);
-                eprintln!("{what}: {name} max |Δ| {err:.2e} (max |cpu| {scale:.2})");
-                assert!(err <= 1e-4 * scale, "{what}: {name} max |Δ| {err}");
-            }
-            assert_eq!(argmax_rows(&gpu_logits, c), argmax_rows(&cpu_logits, c), "{what}: classes differ");
+            assert_region_outputs_match(&what, cpu, gpu, c);
             // Bad inputs: the CPU's errors.
             let cpu_engine = model.prepare().unwrap();
             let mut x = region.input();
@@ -267,7 +276,7 @@ fn gpu_spatia_forward_slide_matches_cpu_engine() {
 #[cfg(feature = "train")]
 #[test]
 fn gpu_spatia_image_free_matches_cpu_engine() {
-    use cellsymphony::engine::{GpuSpatia, SpatiaRegionOutput};
+    use cellsymphony::engine::GpuSpatia;
     use common::spatia::{random_model, RandomRegion};
     let Some(ctx) = gpu_or_skip("gpu_spatia_image_free_matches_cpu_engine") else { return };
     let _burn_rng = common::burn_rng_lock();
@@ -289,7 +298,6 @@ fn gpu_spatia_image_free_matches_cpu_engine() {
         assert_eq!(pollster::block_on(gpu.forward(&genes, &patches, n)).unwrap_err().to_string(), want, "patches given to an image-free model");
     }
     // Whole hierarchy.
-    let fields = |o: SpatiaRegionOutput| [("z_cell", Some(o.z_cell)), ("z", Some(o.z)), ("logits", Some(o.logits)), ("z_niche", o.z_niche), ("z_tissue", o.z_tissue), ("composition", o.composition)];
     for (i, levels) in SpatiaLevels::ALL.into_iter().enumerate() {
         let spec = SpatiaSpec::small(g, c, levels).without_images();
         let engine = random_model(&spec, 41 + i as u64).to_engine(&spec, common::names("type ", c), None).unwrap();
@@ -298,17 +306,7 @@ fn gpu_spatia_image_free_matches_cpu_engine() {
             let what = format!("image-free --levels {} {}", levels.name(), model.meta.quantization.as_str());
             let cpu = model.prepare().unwrap().forward_region(&region.input()).unwrap();
             let gpu = pollster::block_on(GpuSpatia::new(ctx.clone(), &model).unwrap().forward_region(&region.input())).unwrap();
-            let (cpu_logits, gpu_logits) = (cpu.logits.clone(), gpu.logits.clone());
-            for ((name, want), (_, got)) in fields(cpu).into_iter().zip(fields(gpu)) {
-                assert_eq!(want.is_some(), got.is_some(), "{what}: {name} present on the CPU iff on the GPU");
-                let (Some(want), Some(got)) = (want, got) else { continue };
-                assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite GPU {name}");
-                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-                let err = max_abs_diff(&got, &want);
-                eprintln!("{what}: {name} max |Δ| {err:.2e} (max |cpu| {scale:.2})");
-                assert!(err <= 1e-4 * scale, "{what}: {name} max |Δ| {err}");
-            }
-            assert_eq!(argmax_rows(&gpu_logits, c), argmax_rows(&cpu_logits, c), "{what}: classes differ");
+            assert_region_outputs_match(&what, cpu, gpu, c);
         }
     }
 }
