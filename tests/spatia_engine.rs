@@ -356,3 +356,40 @@ fn image_free_hierarchy_matches_burn() {
         assert!(e.contains("queries"), "{e}");
     }
 }
+
+/// `--region-niches slide`: one tissue region over the crop's whole niche grid (10×8 niches →
+/// a 10×10 region): fine-tuning reads it as one region, and the exported file classifies every
+/// cell of the crop on the CPU engine and on WebGPU with the same classes; a zero side is
+/// refused naming the flag.
+#[test]
+fn tissue_level_over_the_whole_slide() {
+    let data = common::data::data_dir();
+    let dir = common::scratch("spatia_slide_region");
+    let s = |p: &Path| p.display().to_string();
+    let model = dir.join("model");
+    let res = Command::new(env!("CARGO_BIN_EXE_cellsymphony"))
+        .args(["spatia", "finetune", "--epochs", "1", "--split", "random", "--region-niches", "slide", "--out", &s(&model), "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    assert!(err.contains("1 regions of 10×10 niches"), "{err}");
+    let file = dir.join("spatia.safetensors");
+    let res = Command::new(env!("CARGO_BIN_EXE_cellsymphony")).args(["spatia", "export", "--model", &s(&model), "--out", &s(&file)]).output().unwrap();
+    assert!(res.status.success(), "export: {}", String::from_utf8_lossy(&res.stderr));
+    let out = dir.join("classify");
+    let stdout = cli(&["spatia", "classify", "--model", &s(&file), "--engine", "cpu", "--out", &s(&out)], &data);
+    assert!(stdout.contains("in 1 regions"), "{stdout}");
+    let cells = std::fs::read_to_string(out.join("cells.csv")).unwrap();
+    let predicted: Vec<&str> = cells.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    assert!(predicted.iter().filter(|p| !p.is_empty()).count() > 1000, "the whole crop is classified");
+    if common::gpu_or_skip("tissue_level_over_the_whole_slide --engine wgpu").is_some() {
+        let gpu_out = dir.join("classify_wgpu");
+        cli(&["spatia", "classify", "--model", &s(&file), "--engine", "wgpu", "--out", &s(&gpu_out)], &data);
+        assert_eq!(std::fs::read_to_string(gpu_out.join("cells.csv")).unwrap(), cells, "wgpu = cpu on every cell of the 10×10 region");
+    }
+    let res = Command::new(env!("CARGO_BIN_EXE_cellsymphony")).args(["spatia", "finetune", "--region-niches", "0", "--out", &s(&model)]).output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success() && err.contains("--region-niches") && err.contains("at least 1 niche"), "{err}");
+}

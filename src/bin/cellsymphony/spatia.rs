@@ -161,9 +161,34 @@ struct ModelFlags {
     /// Use only the first N tissue regions with cells (a quick subset).
     #[arg(long)]
     max_regions: Option<usize>,
+    /// Tissue-region side in niches (SPATIA: 4, i.e. 4×4 niches), or `slide`: one region over
+    /// the whole slide's niche grid when it fits (at most 32×32 niches).
+    #[arg(long, default_value = "4", value_parser = parse_region_side)]
+    region_niches: RegionSide,
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+}
+
+/// `--region-niches`: a side in niches, or the whole slide.
+#[derive(Clone, Copy, Debug)]
+enum RegionSide {
+    Niches(usize),
+    Slide,
+}
+
+/// The most niches per side of one tissue region for `--region-niches slide` (the tissue
+/// transformer attends over side² slots).
+const MAX_SLIDE_REGION_SIDE: usize = 32;
+
+fn parse_region_side(v: &str) -> Result<RegionSide, String> {
+    match v {
+        "slide" => Ok(RegionSide::Slide),
+        _ => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(RegionSide::Niches(n)),
+            _ => Err(format!("`{v}`: give a region side of at least 1 niche (SPATIA: 4) or `slide`")),
+        },
+    }
 }
 
 impl ModelFlags {
@@ -179,15 +204,34 @@ impl ModelFlags {
             Scale::Small => SpatiaSpec::small(g, c, self.levels),
             Scale::Large => SpatiaSpec::large(g, c, self.levels),
         };
-        let spec = if images { spec } else { spec.without_images() };
-        let data = SpatiaData::build(&crop, &spec, self.max_regions).context("building SPATIA niches and regions")?;
+        let mut spec = if images { spec } else { spec.without_images() };
+        if let RegionSide::Niches(side) = self.region_niches {
+            spec.region_niches = side;
+        }
+        let mut data = SpatiaData::build(&crop, &spec, self.max_regions).context("building SPATIA niches and regions")?;
+        if let RegionSide::Slide = self.region_niches {
+            // One region over the whole niche grid: the grid does not depend on the region side,
+            // so the data is rebuilt once with the side it needs.
+            let side = data.grid.n_cols.max(data.grid.n_rows);
+            if side > MAX_SLIDE_REGION_SIDE {
+                bail!(
+                    "--region-niches slide: the slide's niche grid is {}×{} niches, more than one tissue transformer takes ({MAX_SLIDE_REGION_SIDE}×{MAX_SLIDE_REGION_SIDE}); give a region side such as 4",
+                    data.grid.n_cols,
+                    data.grid.n_rows
+                );
+            }
+            spec.region_niches = side;
+            data = SpatiaData::build(&crop, &spec, self.max_regions).context("building SPATIA niches and regions")?;
+        }
         eprintln!(
-            "SPATIA data ({}): {} niches of {} px ({:.1} µm), {} regions with cells, {} of {} cells in a region",
+            "SPATIA data ({}): {} niches of {} px ({:.1} µm), {} regions of {}×{} niches with cells, {} of {} cells in a region",
             if spec.images { "with images" } else { "image-free" },
             data.grid.niches.len(),
             spec.niche_tile_px,
             spec.niche_side_um(),
             data.regions.len(),
+            spec.region_niches,
+            spec.region_niches,
             data.assigned.iter().filter(|&&a| a).count(),
             data.n_cells()
         );
