@@ -92,6 +92,17 @@ sp="$out/spatia"
   && "$bin" spatia export --model "$sp/model" --niche-centroids "$sp/embed/niche_centroids.json" --out "$sp/spatia.safetensors" \
   && "$bin" spatia classify --model "$sp/spatia.safetensors" --engine cpu --out "$sp/classify" --www "$out/www-data/spatia"; } > "$out/spatia.log" 2>&1 \
   || { cat "$out/spatia.log"; die "SPATIA training / classification for the browser test failed"; }
+# SPATIA without images (scimap's 33-plex panel, centroids only): a tiny model classified by the
+# native CPU engine, which the wasm package (in Node) must reproduce on every cell from
+# expression, niches and regions alone.
+spf="$out/spatia_free"
+h5="$CELLSYMPHONY_DATA/scimap-2.4.1/scimap_example_33plex.h5ad"
+{ "$bin" spatia finetune --h5ad "$h5" --label-key cell_type --normalisation arcsinh:5 --epochs 1 --split random --max-regions 2 --out "$spf/model" \
+  && "$bin" spatia export --model "$spf/model" --out "$spf/spatia.safetensors" \
+  && "$bin" spatia classify --h5ad "$h5" --label-key cell_type --normalisation arcsinh:5 --model "$spf/spatia.safetensors" --engine cpu --out "$spf/classify" --www "$spf/www" \
+  && node tests/browser/spatia_free_check.mjs "$spf/www/"; } > "$out/spatia_free.log" 2>&1 \
+  || { cat "$out/spatia_free.log"; die "image-free SPATIA in the wasm package failed"; }
+grep "image-free SPATIA" "$out/spatia_free.log"
 # WebGPU is known to work headless on SwiftShader here: a CPU fallback fails the test.
 CELLSYMPHONY_REQUIRE_MODELS=1 CELLSYMPHONY_REQUIRE_WEBGPU="${CELLSYMPHONY_REQUIRE_WEBGPU:-1}" node tests/browser/browser_test.mjs --data "../$out/www-data/" --screenshot "$out/screenshot.png"
 # The npm package as a JS developer installs it: npm pack → Vite + TypeScript apps (tsc, vite
