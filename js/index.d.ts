@@ -103,8 +103,11 @@ export interface ClassifierInfo {
   readonly needsCentroids: boolean;
   /** Protein markers the model reads beside the genes (trained with `--protein`; empty otherwise). */
   readonly proteinMarkers: string[];
-  /** Whether the wasm SIMD128 build runs this classifier. */
+  /** Whether a wasm SIMD build (SIMD128, with or without relaxed SIMD) runs this classifier. */
   readonly wasmSimd: boolean;
+  /** The wasm build that runs this classifier: "relaxed" (SIMD128 + relaxed SIMD's fused
+   * multiply-add in the f32 GEMM), "simd" (SIMD128, bit-identical to scalar) or "scalar". */
+  readonly wasmBuild: "relaxed" | "simd" | "scalar";
 }
 
 /** The classification methods, on this thread (Classifier) or in workers (worker entry). */
@@ -425,6 +428,12 @@ export declare function wasmMemoryBytes(): Promise<number>;
 export declare const simd: boolean;
 /** Whether this wasm engine supports SIMD128. */
 export declare const simdSupported: boolean;
+/** Whether the relaxed-SIMD build is used on this thread. */
+export declare const relaxedSimd: boolean;
+/** Whether this wasm engine supports relaxed SIMD. */
+export declare const relaxedSimdSupported: boolean;
+/** The wasm build used on this thread. */
+export declare const wasmBuild: "relaxed" | "simd" | "scalar";
 export declare const DEFAULT_CHUNK_CELLS: Readonly<{ cpu: number; webgpu: number }>;
 /** Default cells per wasm call for a classifier's `backend` ("webgpu: …" or "cpu: …"). */
 export declare function defaultChunkCells(backend: string): number;

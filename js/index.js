@@ -14,7 +14,9 @@ import { pickDevice, requestedDevice } from "./device.js";
 
 export { CellSymphonyError } from "./errors.js";
 export { DEFAULT_CHUNK_CELLS, defaultChunkCells } from "./chunked.js";
-export const { simd, simdSupported } = wasm;
+export const { simd, simdSupported, relaxedSimd, relaxedSimdSupported } = wasm;
+/** The wasm build loaded on this thread: "relaxed", "simd" or "scalar" (js/wasm.js). */
+export const wasmBuild = wasm.build;
 
 let ready = null;
 /** Instantiates the wasm module once (the SIMD128 or the scalar build, see wasm.js); resolves
@@ -47,6 +49,7 @@ export class Classifier {
     for (const k of INFO) this[k] = clf[k];
     this.device = device;
     this.wasmSimd = wasm.simd;
+    this.wasmBuild = wasm.build;
   }
 
   /** Loads a model file (safetensors bytes written by `cellsymphony train`/`export`) on

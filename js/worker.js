@@ -15,8 +15,8 @@ let nextHandle = 1;
 const running = new Map(); // request id → AbortController
 
 function describe(clf) {
-  const { genes, classes, architecture, backend, patchSize, patchUmPerPx, needsCentroids, proteinMarkers, device, wasmSimd } = clf;
-  return { genes, classes, architecture, backend, patchSize, patchUmPerPx, needsCentroids, proteinMarkers, device, wasmSimd };
+  const { genes, classes, architecture, backend, patchSize, patchUmPerPx, needsCentroids, proteinMarkers, device, wasmSimd, wasmBuild } = clf;
+  return { genes, classes, architecture, backend, patchSize, patchUmPerPx, needsCentroids, proteinMarkers, device, wasmSimd, wasmBuild };
 }
 
 function entry(handle) {

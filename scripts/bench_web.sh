@@ -21,7 +21,7 @@ data="${CELLSYMPHONY_BENCH_DATA:-www/data}"
 for f in "$fp32" "$int8" "$data/counts.f32" "$data/cells.json"; do
   [ -f "$f" ] || die "$f is missing: run scripts/run.sh (or pass the model files; CELLSYMPHONY_BENCH_DATA names the web bundle)"
 done
-[ -f pkg/cellsymphony_simd_bg.wasm ] && [ -f pkg/cellsymphony_scalar_bg.wasm ] || bash scripts/build_wasm.sh
+[ -f pkg/cellsymphony_relaxed_bg.wasm ] && [ -f pkg/cellsymphony_simd_bg.wasm ] && [ -f pkg/cellsymphony_scalar_bg.wasm ] || bash scripts/build_wasm.sh
 # onnxruntime-web, pinned, in its own folder of the tools cache.
 ort_dir="${CELLSYMPHONY_ORT_WEB_DIR:-$TOOLS/onnxruntime-web-$ORT_WEB_VERSION}"
 if [ ! -f "$ort_dir/node_modules/onnxruntime-web/dist/ort.wasm.min.mjs" ]; then

@@ -1,14 +1,14 @@
 // Benchmark page: times our package (wasm CPU engine, WebGPU engine) and onnxruntime-web
 // (WASM EP, WebGPU EP) on the same model and the same cells. Driven by
 // tests/browser/bench_web.mjs, which calls `window.runBench(plan)` with
-//   {arms: [{name, kind: "ours"|"ort", file, gpu, threads, scalar, sizes: [cells…], warm: cells}],
+//   {arms: [{name, kind: "ours"|"ort", file, gpu, threads, build, sizes: [cells…], warm: cells}],
 //    data: {counts, cells}, meta}
 // and gets, per arm, {name, backend, threads, dispatchesPerLayer, runs: [{cells, ms}],
 // classes: first cells' classes of the largest run}. Every arm starts from the raw counts
 // `[cells, genes]` (the crop's cells repeated) and ends with classes: ours on the CPU through a
 // pool of `threads` module workers (pkg/client.js CellSymphonyWorkerPool: chunks of 2,048
-// cells, each through `Classifier.classify`: normalisation, checks, forward, argmax; `scalar`
-// forces the scalar wasm build in the workers), ours on WebGPU on the page's thread;
+// cells, each through `Classifier.classify`: normalisation, checks, forward, argmax; `build`
+// forces a wasm build in the workers: "relaxed", "simd" or "scalar"; default the best the browser validates), ours on WebGPU on the page's thread;
 // onnxruntime with the same normalisation in JS, `session.run` and an argmax. One warm-up run
 // per arm, then one timed run per size.
 import init, { Classifier } from "../pkg/cellsymphony.js";
@@ -75,11 +75,12 @@ async function runOurs(arm, data) {
     clf = await Classifier.load(bytes, true);
     backend = clf.backend;
   } else {
-    const workerUrl = new URL(`../pkg/worker.js${arm.scalar ? "?cellsymphony-wasm=scalar" : ""}`, import.meta.url);
+    const workerUrl = new URL(`../pkg/worker.js${arm.build ? `?cellsymphony-wasm=${arm.build}` : ""}`, import.meta.url);
     pool = new CellSymphonyWorkerPool({ threads, workerUrl });
     clf = await pool.loadClassifier(bytes, arm.int8Gemm ? { device: "cpu", int8Gemm: arm.int8Gemm } : { device: "cpu" });
-    backend = `${clf.backend}, ${clf.wasmSimd ? "SIMD128" : "scalar"} wasm build, ${threads} worker(s)`;
-    if (!!clf.wasmSimd === !!arm.scalar) throw new Error(`the workers loaded the ${clf.wasmSimd ? "SIMD128" : "scalar"} build, not the one this arm asks for`);
+    const buildName = { relaxed: "relaxed-SIMD", simd: "SIMD128", scalar: "scalar" }[clf.wasmBuild];
+    backend = `${clf.backend}, ${buildName} wasm build, ${threads} worker(s)`;
+    if (arm.build && clf.wasmBuild !== arm.build) throw new Error(`the workers loaded the ${buildName} build, not the ${arm.build} build this arm asks for`);
   }
   const classify = async (n) => {
     const counts = repeatRows(data.counts, data.nCrop, data.genes.length, n);

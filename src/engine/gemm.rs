@@ -11,7 +11,11 @@
 //!   reference's results bit for bit (same products, same order);
 //! - the x86-64 AVX2+FMA kernel (chosen at run time by `is_x86_feature_detected!`) fuses each
 //!   multiply-add, a rounding difference of at most ~1 ulp per step (relative ≤ 1e-6 on the
-//!   dot products of these models; the tests hold it to 1e-5 relative to `Σ|x·w|`).
+//!   dot products of these models; the tests hold it to 1e-5 relative to `Σ|x·w|`);
+//! - the wasm relaxed-SIMD build (cargo feature `relaxed-simd`, a third package build) uses
+//!   `f32x4.relaxed_madd`, fused where the CPU has FMA (then the same sums as the AVX2+FMA
+//!   kernel), separate otherwise; the browser test holds it to 1e-3 per logit of the SIMD128
+//!   build.
 //!
 //! The epilogue (scale, bias, GELU, residual) runs on the tile while it is in registers/L1.
 //! Natively the rows are split over rayon's pool ([`crate::util::parallel`]); on wasm32 it is
@@ -48,8 +52,11 @@ pub struct PackedLinear {
     /// Inputs.
     pub in_dim: usize,
     pub(super) panels: Panels,
-    pub(super) scale: Vec<f32>,
-    pub(super) bias: Vec<f32>,
+    /// Per panel, its NR outputs' scales (padding 1): one bounds check per micro-tile, and
+    /// fixed-length lanes that vectorise in the epilogue.
+    pub(super) scale: Vec<[f32; NR]>,
+    /// Per panel, its NR outputs' biases (padding 0).
+    pub(super) bias: Vec<[f32; NR]>,
 }
 
 /// The packed weight values of a [`PackedLinear`].
@@ -100,12 +107,14 @@ impl PackedLinear {
     }
 
     fn with_panels(w: &Linear, panels: Panels) -> Self {
-        let padded = w.out_dim.div_ceil(NR) * NR;
-        let mut scale = vec![1.0f32; padded];
-        let mut bias = vec![0.0f32; padded];
-        bias[..w.out_dim].copy_from_slice(&w.bias);
-        if let LinearWeight::Int8 { scale: s, .. } = &w.weight {
-            scale[..w.out_dim].copy_from_slice(s);
+        let n_panels = w.out_dim.div_ceil(NR);
+        let mut scale = vec![[1.0f32; NR]; n_panels];
+        let mut bias = vec![[0.0f32; NR]; n_panels];
+        for o in 0..w.out_dim {
+            bias[o / NR][o % NR] = w.bias[o];
+            if let LinearWeight::Int8 { scale: s, .. } = &w.weight {
+                scale[o / NR][o % NR] = s[o];
+            }
         }
         Self { out_dim: w.out_dim, in_dim: w.in_dim, panels, scale, bias }
     }
@@ -130,7 +139,9 @@ pub enum Kernel {
     /// x86-64 AVX2 + FMA (fused multiply-add).
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
-    /// wasm32 SIMD128 (separate multiply and add, bit-exact with the reference).
+    /// wasm32 SIMD128: separate multiply and add, bit-exact with the reference; in the
+    /// relaxed-SIMD build (cargo feature `relaxed-simd`) `f32x4.relaxed_madd`, fused where the
+    /// CPU has FMA (the AVX2+FMA kernel's numerics and tolerance).
     #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
     Simd128,
 }
@@ -269,7 +280,7 @@ pub fn gemm_sparse_input_with(
             Kernel::Avx2Fma => unsafe { sparse_rows_avx2_fma(xc, nr, w, act, rc, yc) },
             #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
             Kernel::Simd128 => sparse_rows_simd128(xc, nr, w, act, rc, yc),
-            Kernel::Portable => sparse_rows::<false>(xc, nr, w, act, rc, yc),
+            Kernel::Portable => sparse_rows(xc, nr, w, act, rc, yc, sparse_panel::<false>),
         }
     });
     y
@@ -279,37 +290,81 @@ pub fn gemm_sparse_input_with(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn sparse_rows_avx2_fma(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
-    sparse_rows::<true>(x, n, w, act, residual, y);
+    sparse_rows(x, n, w, act, residual, y, sparse_panel::<true>);
 }
 
-/// [`sparse_rows`] compiled with SIMD128 (separate multiply and add, as the dense kernel).
+/// [`sparse_rows`] compiled with SIMD128: `acc + x_k·w[k]` as [`madd_f32x4`] (separate
+/// multiply and add as the dense kernel; fused in the relaxed-SIMD build, as the dense kernel).
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-#[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "simd128,relaxed-simd"))]
+#[cfg_attr(not(feature = "relaxed-simd"), target_feature(enable = "simd128"))]
 fn sparse_rows_simd128(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
-    sparse_rows::<false>(x, n, w, act, residual, y);
+    use core::arch::wasm32::*;
+    sparse_rows(x, n, w, act, residual, y, |nz, panel| {
+        let (mut a0, mut a1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        for &(off, v) in nz {
+            let wk = &panel[off..off + NR];
+            // SAFETY: `wk` holds NR = 8 f32 (two unaligned 16-byte loads).
+            let (w0, w1) = unsafe { (v128_load(wk.as_ptr() as *const v128), v128_load(wk.as_ptr().add(4) as *const v128)) };
+            let xv = f32x4_splat(v);
+            a0 = madd_f32x4(xv, w0, a0);
+            a1 = madd_f32x4(xv, w1, a1);
+        }
+        let mut acc = [0.0f32; NR];
+        // SAFETY: `acc` holds NR = 8 f32.
+        unsafe {
+            v128_store(acc.as_mut_ptr() as *mut v128, a0);
+            v128_store(acc.as_mut_ptr().add(4) as *mut v128, a1);
+        }
+        acc
+    });
 }
 
-/// The serial sparse-input GEMM over rows `x` `[n, in]` into `y` `[n, out]`: per row, the
-/// non-zero inputs `(k, x_k)` in order, then per panel of NR outputs `acc += x_k · w[k]`
-/// (fused when `FMA`), then the shared epilogue.
+/// One panel's sums over one row's non-zero inputs `nz` (`(k·NR, x_k)`): `acc_j = Σ x_k ·
+/// panel[k·NR + j]` in order from +0, fused when `FMA`.
 #[inline(always)]
-fn sparse_rows<const FMA: bool>(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
+fn sparse_panel<const FMA: bool>(nz: &[(usize, f32)], panel: &[f32]) -> [f32; NR] {
+    let mut acc = [0.0f32; NR];
+    for &(off, v) in nz {
+        let wk = &panel[off..off + NR];
+        for (a, wj) in acc.iter_mut().zip(wk) {
+            *a = if FMA { v.mul_add(*wj, *a) } else { *a + v * wj };
+        }
+    }
+    acc
+}
+
+/// The serial sparse-input GEMM over rows `x` `[n, in]` into `y` `[n, out]`: first every row's
+/// non-zero inputs `(k, x_k)` in order (compressed rows), then per panel of NR outputs and per
+/// row the sums `panel_sums(row's non-zeros, panel)` and the shared epilogue. Panels
+/// outermost: one panel (`in·NR` values, ~10 KiB for 313 genes) stays in L1 while every row
+/// passes over it, where row-outer order streamed the whole layer from L2 for each row.
+#[inline(always)]
+fn sparse_rows(
+    x: &[f32],
+    n: usize,
+    w: &PackedLinear,
+    act: Activation,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    panel_sums: impl Fn(&[(usize, f32)], &[f32]) -> [f32; NR],
+) {
     let (in_dim, out_dim) = (w.in_dim, w.out_dim);
-    let mut nz: Vec<(usize, f32)> = Vec::with_capacity(in_dim);
+    // (offset k·NR into a panel, x_k) of each row's non-zero inputs; row r's are nz[starts[r]..starts[r + 1]].
+    let mut nz: Vec<(usize, f32)> = Vec::with_capacity(n * in_dim / 2 + 1);
+    let mut starts = Vec::with_capacity(n + 1);
+    starts.push(0);
     for r in 0..n {
-        nz.clear();
-        nz.extend(x[r * in_dim..(r + 1) * in_dim].iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(k, v)| (k, *v)));
-        for p in 0..out_dim.div_ceil(NR) {
-            let panel = w.panel(p);
-            let o0 = p * NR;
-            let mut acc = [0.0f32; NR];
-            for &(k, v) in &nz {
-                let wk = &panel[k * NR..(k + 1) * NR];
-                for (a, wj) in acc.iter_mut().zip(wk) {
-                    *a = if FMA { v.mul_add(*wj, *a) } else { *a + v * wj };
-                }
-            }
-            epilogue(y, out_dim, r, 1, o0, NR.min(out_dim - o0), act, residual, |_, j| acc[j] * w.scale[o0 + j] + w.bias[o0 + j]);
+        nz.extend(x[r * in_dim..(r + 1) * in_dim].iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(k, v)| (k * NR, *v)));
+        starts.push(nz.len());
+    }
+    for p in 0..out_dim.div_ceil(NR) {
+        let panel = w.panel(p);
+        let o0 = p * NR;
+        for (r, bounds) in starts.windows(2).enumerate() {
+            let acc = panel_sums(&nz[bounds[0]..bounds[1]], panel);
+            let (sc, bi) = (&w.scale[p], &w.bias[p]);
+            epilogue(y, out_dim, r, 1, o0, NR.min(out_dim - o0), act, residual, |_, j| acc[j] * sc[j] + bi[j]);
         }
     }
 }
@@ -380,7 +435,8 @@ fn gelu_lanes(v: &mut [f32; NR]) {
 
 /// [`gemm_rows`] compiled with SIMD128 enabled (the epilogue and tail copies vectorise too).
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-#[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "simd128,relaxed-simd"))]
+#[cfg_attr(not(feature = "relaxed-simd"), target_feature(enable = "simd128"))]
 fn gemm_rows_simd128(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
     gemm_rows(Kernel::Simd128, x, n, w, act, residual, y);
 }
@@ -420,7 +476,8 @@ fn gemm_rows(
                 };
                 micro_kernel(kernel, xt, in_dim, panel, &mut acc);
                 // Epilogue: the reference's `acc·scale + b`, then GELU, then the residual.
-                epilogue(y, out_dim, r, rows, o0, cols, act, residual, |i, j| acc[i][j] * w.scale[o0 + j] + w.bias[o0 + j]);
+                let (sc, bi) = (&w.scale[p], &w.bias[p]);
+                epilogue(y, out_dim, r, rows, o0, cols, act, residual, |i, j| acc[i][j] * sc[j] + bi[j]);
                 r += rows;
             }
         }
@@ -497,8 +554,28 @@ unsafe fn micro_avx2_fma(x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32
     }
 }
 
+/// `c + a·b` on four lanes: separate multiply and add (bit-exact with the reference), or in
+/// the relaxed-SIMD build `f32x4.relaxed_madd` (fused where the CPU has FMA: the numerics of
+/// the native AVX2+FMA kernel, within the same tolerance of the reference).
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-#[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "simd128,relaxed-simd"))]
+#[cfg_attr(not(feature = "relaxed-simd"), target_feature(enable = "simd128"))]
+#[inline]
+fn madd_f32x4(a: core::arch::wasm32::v128, b: core::arch::wasm32::v128, c: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    #[cfg(feature = "relaxed-simd")]
+    {
+        f32x4_relaxed_madd(a, b, c)
+    }
+    #[cfg(not(feature = "relaxed-simd"))]
+    {
+        f32x4_add(c, f32x4_mul(a, b))
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "simd128,relaxed-simd"))]
+#[cfg_attr(not(feature = "relaxed-simd"), target_feature(enable = "simd128"))]
 fn micro_simd128(x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32; NR]; MR]) {
     use core::arch::wasm32::*;
     assert!(x.len() >= MR * k_len && panel.len() >= k_len * NR);
@@ -512,17 +589,17 @@ fn micro_simd128(x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32; NR]; M
             let w = wp.add(k * NR);
             let (w0, w1) = (v128_load(w as *const v128), v128_load(w.add(4) as *const v128));
             let x0 = f32x4_splat(*xp.add(k));
-            c00 = f32x4_add(c00, f32x4_mul(x0, w0));
-            c01 = f32x4_add(c01, f32x4_mul(x0, w1));
+            c00 = madd_f32x4(x0, w0, c00);
+            c01 = madd_f32x4(x0, w1, c01);
             let x1 = f32x4_splat(*xp.add(k_len + k));
-            c10 = f32x4_add(c10, f32x4_mul(x1, w0));
-            c11 = f32x4_add(c11, f32x4_mul(x1, w1));
+            c10 = madd_f32x4(x1, w0, c10);
+            c11 = madd_f32x4(x1, w1, c11);
             let x2 = f32x4_splat(*xp.add(2 * k_len + k));
-            c20 = f32x4_add(c20, f32x4_mul(x2, w0));
-            c21 = f32x4_add(c21, f32x4_mul(x2, w1));
+            c20 = madd_f32x4(x2, w0, c20);
+            c21 = madd_f32x4(x2, w1, c21);
             let x3 = f32x4_splat(*xp.add(3 * k_len + k));
-            c30 = f32x4_add(c30, f32x4_mul(x3, w0));
-            c31 = f32x4_add(c31, f32x4_mul(x3, w1));
+            c30 = madd_f32x4(x3, w0, c30);
+            c31 = madd_f32x4(x3, w1, c31);
         }
     }
     for (row, (lo, hi)) in acc.iter_mut().zip([(c00, c01), (c10, c11), (c20, c21), (c30, c31)]) {

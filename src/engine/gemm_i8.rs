@@ -108,9 +108,8 @@ fn gemm_i8_rows(
             while r < b1 - b0 {
                 let rows = MR.min(b1 - b0 - r);
                 micro_i8(kernel, &xq[r * stride..(r + MR) * stride], k_pairs, panel, &mut acc);
-                epilogue(y, out_dim, b0 + r, rows, o0, cols, act, residual, |i, j| {
-                    (acc[i][j] as f32) * (xs[r + i] * w.scale[o0 + j]) + w.bias[o0 + j]
-                });
+                let (sc, bi) = (&w.scale[p], &w.bias[p]);
+                epilogue(y, out_dim, b0 + r, rows, o0, cols, act, residual, |i, j| (acc[i][j] as f32) * (xs[r + i] * sc[j]) + bi[j]);
                 r += rows;
             }
         }

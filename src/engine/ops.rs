@@ -90,6 +90,120 @@ pub fn erf_approx(x: f32) -> f32 {
     }
 }
 
+/// Σ `a_i · b_i` in the CPU engine's lane order: product `i` is added to partial sum `i mod 4`
+/// (in index order, from +0), and the result is `(s₀ + s₁) + (s₂ + s₃)`. A SIMD128 or SSE
+/// register adds the four partial sums at once in exactly this order (the functions that call
+/// this are compiled with SIMD128 in the wasm SIMD build and vectorised by LLVM, which never
+/// reorders f32 additions), so the scalar and SIMD builds agree bit for bit.
+///
+/// # Panics
+/// If `a` and `b` differ in length.
+#[inline(always)]
+pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_lanes: lengths differ");
+    let mut s = [0.0f32; 4];
+    for (ca, cb) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
+        for l in 0..4 {
+            s[l] += ca[l] * cb[l];
+        }
+    }
+    let tail = a.len() / 4 * 4;
+    for (l, (x, y)) in a[tail..].iter().zip(&b[tail..]).enumerate() {
+        s[l] += x * y;
+    }
+    (s[0] + s[1]) + (s[2] + s[3])
+}
+
+/// Σ `x_i` in the lane order of [`dot_lanes`].
+#[inline(always)]
+pub fn sum_lanes(x: &[f32]) -> f32 {
+    let mut s = [0.0f32; 4];
+    for c in x.chunks_exact(4) {
+        for l in 0..4 {
+            s[l] += c[l];
+        }
+    }
+    let tail = x.len() / 4 * 4;
+    for (l, v) in x[tail..].iter().enumerate() {
+        s[l] += v;
+    }
+    (s[0] + s[1]) + (s[2] + s[3])
+}
+
+/// Σ `(x_i − mean)²` in the lane order of [`dot_lanes`].
+#[inline(always)]
+fn sum_sq_dev_lanes(x: &[f32], mean: f32) -> f32 {
+    let mut s = [0.0f32; 4];
+    for c in x.chunks_exact(4) {
+        for l in 0..4 {
+            let d = c[l] - mean;
+            s[l] += d * d;
+        }
+    }
+    let tail = x.len() / 4 * 4;
+    for (l, v) in x[tail..].iter().enumerate() {
+        let d = v - mean;
+        s[l] += d * d;
+    }
+    (s[0] + s[1]) + (s[2] + s[3])
+}
+
+/// [`exp_approx`] on four lanes with wasm SIMD128: the same f32 operations in the same order,
+/// so bit-identical lane by lane (NaN stays NaN: `trunc_sat` maps it to 0 as `as i32` does).
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+#[target_feature(enable = "simd128")]
+#[inline]
+pub(crate) fn exp_f32x4(e: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let c = f32x4_splat;
+    let (add, mul) = (f32x4_add, f32x4_mul);
+    let below = f32x4_lt(e, c(EXP_MIN));
+    let ec = v128_bitselect(c(EXP_MIN), v128_bitselect(c(EXP_MAX), e, f32x4_gt(e, c(EXP_MAX))), below);
+    let n = f32x4_sub(add(mul(ec, c(LOG2E)), c(ROUND)), c(ROUND));
+    let r = f32x4_sub(f32x4_sub(ec, mul(n, c(LN2_HI))), mul(n, c(LN2_LO)));
+    let z = mul(r, r);
+    let mut p = c(EXP_P[0]);
+    for &k in &EXP_P[1..] {
+        p = add(mul(p, r), c(k));
+    }
+    p = add(add(mul(p, z), r), c(1.0));
+    let scale = i32x4_shl(i32x4_add(i32x4_trunc_sat_f32x4(n), i32x4_splat(127)), 23);
+    let ex = mul(p, scale);
+    v128_bitselect(c(0.0), v128_bitselect(c(f32::INFINITY), ex, f32x4_gt(e, c(EXP_MAX_INF))), below)
+}
+
+/// `[q·k₀, q·k₁, q·k₂, q·k₃]`, each in the lane order of [`dot_lanes`] (bit-identical to it),
+/// with wasm SIMD128: four keys' partial sums side by side, then a 4×4 transpose so that
+/// `(s₀ + s₁) + (s₂ + s₃)` is one vector sum. `q` and every `k` hold the same multiple of 4
+/// values.
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+#[target_feature(enable = "simd128")]
+#[inline]
+fn dot4_lanes_f32x4(q: &[f32], k: [&[f32]; 4]) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let z = f32x4_splat(0.0);
+    let mut s = [z; 4];
+    for (c, qc) in q.chunks_exact(4).enumerate() {
+        // SAFETY: `qc` holds 4 f32; every key holds as many values as `q` (callers' slices).
+        let qv = unsafe { v128_load(qc.as_ptr() as *const v128) };
+        for (sl, kl) in s.iter_mut().zip(&k) {
+            let kc = &kl[4 * c..4 * c + 4];
+            // SAFETY: `kc` holds 4 f32.
+            *sl = f32x4_add(*sl, f32x4_mul(qv, unsafe { v128_load(kc.as_ptr() as *const v128) }));
+        }
+    }
+    let t0 = i32x4_shuffle::<0, 4, 1, 5>(s[0], s[1]);
+    let t1 = i32x4_shuffle::<2, 6, 3, 7>(s[0], s[1]);
+    let t2 = i32x4_shuffle::<0, 4, 1, 5>(s[2], s[3]);
+    let t3 = i32x4_shuffle::<2, 6, 3, 7>(s[2], s[3]);
+    // u_j = [partial sum j of keys 0..4].
+    let u0 = i32x4_shuffle::<0, 1, 4, 5>(t0, t2);
+    let u1 = i32x4_shuffle::<2, 3, 6, 7>(t0, t2);
+    let u2 = i32x4_shuffle::<0, 1, 4, 5>(t1, t3);
+    let u3 = i32x4_shuffle::<2, 3, 6, 7>(t1, t3);
+    f32x4_add(f32x4_add(u0, u1), f32x4_add(u2, u3))
+}
+
 /// [`gelu_reference`] on four lanes with wasm SIMD128: the same f32 operations in the same
 /// order (no fused multiply-add in SIMD128), so bit-identical lane by lane.
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
@@ -109,20 +223,7 @@ pub(crate) fn gelu_f32x4(x: core::arch::wasm32::v128) -> core::arch::wasm32::v12
     }
     poly = mul(poly, t);
     // exp(e), e = (−a)·a.
-    let e = mul(f32x4_neg(a), a);
-    let below = f32x4_lt(e, c(EXP_MIN));
-    let ec = v128_bitselect(c(EXP_MIN), v128_bitselect(c(EXP_MAX), e, f32x4_gt(e, c(EXP_MAX))), below);
-    let n = f32x4_sub(add(mul(ec, c(LOG2E)), c(ROUND)), c(ROUND));
-    let r = f32x4_sub(f32x4_sub(ec, mul(n, c(LN2_HI))), mul(n, c(LN2_LO)));
-    let z = mul(r, r);
-    let mut p = c(EXP_P[0]);
-    for &k in &EXP_P[1..] {
-        p = add(mul(p, r), c(k));
-    }
-    p = add(add(mul(p, z), r), c(1.0));
-    let scale = i32x4_shl(i32x4_add(i32x4_trunc_sat_f32x4(n), i32x4_splat(127)), 23);
-    let ex = mul(p, scale);
-    let ex = v128_bitselect(c(0.0), v128_bitselect(c(f32::INFINITY), ex, f32x4_gt(e, c(EXP_MAX_INF))), below);
+    let ex = exp_f32x4(mul(f32x4_neg(a), a));
     let r = f32x4_sub(c(1.0), mul(poly, ex));
     let erf = v128_bitselect(r, f32x4_neg(r), f32x4_ge(y, c(0.0)));
     mul(mul(c(0.5), x), add(c(1.0), erf))
@@ -235,10 +336,11 @@ pub fn attention_reference(
 /// `[n_cells * tokens, d_model]` with heads concatenated. Per (cell, head, query i):
 /// `p = softmax_l((q_i · k_l) / sqrt(d_model / n_heads) + bias[head, i, l])` (two-pass, max
 /// subtracted) and `out_i = Σ_l p_l v_l`. `bias` is `[n_heads, tokens, tokens]`, shared by
-/// all cells.
+/// all cells. `q_i · k_l` is summed in the lane order of [`dot_lanes`].
 ///
 /// # Panics
 /// If `qkv` or `bias` has the wrong length or `n_heads` does not divide `d_model`.
+#[cfg_attr(all(target_arch = "wasm32", feature = "simd128"), target_feature(enable = "simd128"))]
 pub fn attention_biased_reference(
     qkv: &[f32],
     bias: Option<&[f32]>,
@@ -270,15 +372,45 @@ pub fn attention_biased_reference(
             let off = head * hd;
             for i in 0..tokens {
                 let q = &rows[i * stride + off..i * stride + off + hd];
-                for (l, s) in scores.iter_mut().enumerate() {
-                    let k = &rows[l * stride + d_model + off..l * stride + d_model + off + hd];
-                    *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
-                        + bias.map_or(0.0, |b| b[(head * tokens + i) * tokens + l]);
+                let key = |l: usize| &rows[l * stride + d_model + off..l * stride + d_model + off + hd];
+                let bias_at = |l: usize| bias.map_or(0.0, |b| b[(head * tokens + i) * tokens + l]);
+                // Groups of four keys on wasm SIMD128 (the same sums, bit for bit), then the rest.
+                #[allow(unused_mut)]
+                let mut first_scalar = 0;
+                #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+                if hd % 4 == 0 {
+                    use core::arch::wasm32::*;
+                    while first_scalar + 4 <= tokens {
+                        let l = first_scalar;
+                        let dots = dot4_lanes_f32x4(q, [key(l), key(l + 1), key(l + 2), key(l + 3)]);
+                        let b = f32x4(bias_at(l), bias_at(l + 1), bias_at(l + 2), bias_at(l + 3));
+                        let sc = &mut scores[l..l + 4];
+                        // SAFETY: `sc` holds 4 f32.
+                        unsafe { v128_store(sc.as_mut_ptr() as *mut v128, f32x4_add(f32x4_mul(dots, f32x4_splat(scale)), b)) };
+                        first_scalar += 4;
+                    }
+                }
+                for (l, s) in scores.iter_mut().enumerate().skip(first_scalar) {
+                    *s = dot_lanes(q, key(l)) * scale + bias_at(l);
                 }
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut denom = 0.0f32;
-                for s in scores.iter_mut() {
+                #[allow(unused_mut)]
+                let mut first_scalar = 0;
+                #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+                for sc in scores.chunks_exact_mut(4) {
+                    use core::arch::wasm32::*;
+                    // SAFETY: `sc` holds 4 f32.
+                    unsafe {
+                        let v = f32x4_sub(v128_load(sc.as_ptr() as *const v128), f32x4_splat(max));
+                        v128_store(sc.as_mut_ptr() as *mut v128, exp_f32x4(v));
+                    }
+                    first_scalar += 4;
+                }
+                for s in scores.iter_mut().skip(first_scalar) {
                     *s = exp_approx(*s - max);
+                }
+                let mut denom = 0.0f32;
+                for s in &scores {
                     denom += *s;
                 }
                 let o = &mut out
@@ -331,6 +463,7 @@ pub fn flash_attention_reference(qkv: &[f32], n_cells: usize, tokens: usize, d_m
 }
 
 /// [`flash_attention_reference`] of one cell: `qkv` `[tokens, 3D]` → `out` `[tokens, D]`.
+#[cfg_attr(all(target_arch = "wasm32", feature = "simd128"), target_feature(enable = "simd128"))]
 pub(crate) fn flash_attention_cell(qkv: &[f32], out: &mut [f32], tokens: usize, d_model: usize, n_heads: usize) {
     let hd = d_model / n_heads;
     let stride = 3 * d_model;
@@ -373,7 +506,7 @@ fn online_softmax_row(q: &[f32], keys: &KeyRows<'_>, acc: &mut [f32], out: &mut 
         for (j, sj) in s.iter_mut().enumerate().take(kn) {
             let r = (k0 + j) * stride + keys.k_off;
             let k = &keys.rows[r..r + hd];
-            *sj = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+            *sj = dot_lanes(q, k) * scale;
             tile_max = tile_max.max(*sj);
         }
         let m_new = m.max(tile_max);
@@ -468,10 +601,12 @@ pub fn gene_token_embedding_reference(x: &[f32], n_cells: usize, n_inputs: usize
 }
 
 /// Plain-Rust reference: `y = (x - mean) / sqrt(var + eps) * gamma + beta` per row of `x`
-/// `[rows, dim]`, biased variance, two passes in f32. Returns `[rows, dim]`.
+/// `[rows, dim]`, biased variance, two passes in f32, sums in the lane order of
+/// [`dot_lanes`]. Returns `[rows, dim]`.
 ///
 /// # Panics
 /// If `x.len() != rows * dim` or gamma/beta are not `[dim]`.
+#[cfg_attr(all(target_arch = "wasm32", feature = "simd128"), target_feature(enable = "simd128"))]
 pub fn layernorm_reference(
     x: &[f32],
     rows: usize,
@@ -488,16 +623,14 @@ pub fn layernorm_reference(
         ln.gamma.len() == dim && ln.beta.len() == dim,
         "layernorm reference: gamma/beta must be [dim]"
     );
-    let mut y = Vec::with_capacity(x.len());
-    for row in x.chunks_exact(dim.max(1)).take(rows) {
-        let mean = row.iter().sum::<f32>() / dim as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+    let mut y = vec![0.0f32; x.len()];
+    for (row, yr) in x.chunks_exact(dim.max(1)).zip(y.chunks_exact_mut(dim.max(1))).take(rows) {
+        let mean = sum_lanes(row) / dim as f32;
+        let var = sum_sq_dev_lanes(row, mean) / dim as f32;
         let inv_std = 1.0 / (var + eps).sqrt();
-        y.extend(
-            row.iter()
-                .zip(ln.gamma.iter().zip(&ln.beta))
-                .map(|(v, (g, b))| (v - mean) * inv_std * g + b),
-        );
+        for (((o, v), g), b) in yr.iter_mut().zip(row).zip(&ln.gamma).zip(&ln.beta) {
+            *o = (v - mean) * inv_std * g + b;
+        }
     }
     y
 }
