@@ -506,7 +506,8 @@ fn online_softmax_row(q: &[f32], keys: &KeyRows<'_>, acc: &mut [f32], out: &mut 
         for (j, sj) in s.iter_mut().enumerate().take(kn) {
             let r = (k0 + j) * stride + keys.k_off;
             let k = &keys.rows[r..r + hd];
-            *sj = dot_lanes(q, k) * scale;
+            // Serial sum, as `kernels/flash_attention.wgsl` (huge scores amplify any reordering).
+            *sj = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
             tile_max = tile_max.max(*sj);
         }
         let m_new = m.max(tile_max);
