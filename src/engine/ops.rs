@@ -868,6 +868,31 @@ mod tests {
         assert_eq!(erf_approx(-10.0), -1.0);
     }
 
+    /// The lane order the SIMD128 build's LayerNorm and attention reproduce (their bit-exactness
+    /// with the scalar build rests on it): element `i` into partial sum `i mod 4`, then
+    /// `(s₀ + s₁) + (s₂ + s₃)`, for every length (tails included); and the sums stay within
+    /// f32 rounding of an f64 reference.
+    #[test]
+    fn lane_ordered_sums_follow_the_stated_order() {
+        let mut rng = crate::util::rng::SplitMix64::new(41);
+        for len in 0..=37usize {
+            let a = rng.uniform_vec(len, -3.0, 3.0);
+            let b = rng.uniform_vec(len, -3.0, 3.0);
+            let mut s = [0.0f32; 4];
+            let mut t = [0.0f32; 4];
+            for i in 0..len {
+                s[i % 4] += a[i] * b[i];
+                t[i % 4] += a[i];
+            }
+            let (dot, sum) = ((s[0] + s[1]) + (s[2] + s[3]), (t[0] + t[1]) + (t[2] + t[3]));
+            assert_eq!(dot_lanes(&a, &b).to_bits(), dot.to_bits(), "dot_lanes, length {len}");
+            assert_eq!(sum_lanes(&a).to_bits(), sum.to_bits(), "sum_lanes, length {len}");
+            let exact: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+            let mag: f64 = a.iter().zip(&b).map(|(x, y)| (f64::from(*x) * f64::from(*y)).abs()).sum();
+            assert!((f64::from(dot) - exact).abs() <= 1e-6 * mag + 1e-30, "dot_lanes, length {len}: {dot} vs {exact}");
+        }
+    }
+
     #[test]
     fn exp_approx_accuracy() {
         // 400,001 evenly spaced arguments on [-87, 88]: relative error vs f64.
