@@ -296,8 +296,8 @@ unsafe fn sparse_rows_avx2_fma(x: &[f32], n: usize, w: &PackedLinear, act: Activ
 /// [`sparse_rows`] compiled with SIMD128: `acc + x_k·w[k]` as [`madd_f32x4`] (separate
 /// multiply and add as the dense kernel; fused in the relaxed-SIMD build, as the dense kernel).
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "simd128,relaxed-simd"))]
-#[cfg_attr(not(feature = "relaxed-simd"), target_feature(enable = "simd128"))]
+#[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 fn sparse_rows_simd128(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
     use core::arch::wasm32::*;
     sparse_rows(x, n, w, act, residual, y, |nz, panel| {
@@ -435,8 +435,8 @@ fn gelu_lanes(v: &mut [f32; NR]) {
 
 /// [`gemm_rows`] compiled with SIMD128 enabled (the epilogue and tail copies vectorise too).
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "simd128,relaxed-simd"))]
-#[cfg_attr(not(feature = "relaxed-simd"), target_feature(enable = "simd128"))]
+#[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 fn gemm_rows_simd128(x: &[f32], n: usize, w: &PackedLinear, act: Activation, residual: Option<&[f32]>, y: &mut [f32]) {
     gemm_rows(Kernel::Simd128, x, n, w, act, residual, y);
 }
@@ -558,8 +558,8 @@ unsafe fn micro_avx2_fma(x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32
 /// the relaxed-SIMD build `f32x4.relaxed_madd` (fused where the CPU has FMA: the numerics of
 /// the native AVX2+FMA kernel, within the same tolerance of the reference).
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "simd128,relaxed-simd"))]
-#[cfg_attr(not(feature = "relaxed-simd"), target_feature(enable = "simd128"))]
+#[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 #[inline]
 fn madd_f32x4(a: core::arch::wasm32::v128, b: core::arch::wasm32::v128, c: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
@@ -574,8 +574,8 @@ fn madd_f32x4(a: core::arch::wasm32::v128, b: core::arch::wasm32::v128, c: core:
 }
 
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "simd128,relaxed-simd"))]
-#[cfg_attr(not(feature = "relaxed-simd"), target_feature(enable = "simd128"))]
+#[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 fn micro_simd128(x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32; NR]; MR]) {
     use core::arch::wasm32::*;
     assert!(x.len() >= MR * k_len && panel.len() >= k_len * NR);
