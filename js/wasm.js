@@ -49,7 +49,7 @@ export const relaxedSimd = build === "relaxed";
 const m = { relaxed: relaxedBuild, simd: simdBuild, scalar: scalarBuild }[build];
 
 // Keep this list equal to the wasm-bindgen module's exports (scripts/build_wasm.sh checks it).
-export const { Classifier, FlowModel, Slide, SpatiaModel, cutPatches, detectNuclei, initSync, openSlide, pairCells, readTiff, readTiffRgb, readXeniumCells, readXeniumMex, readXeniumTranscripts, readXeniumZarr } = m;
+export const { Classifier, FlowModel, Slide, SpatiaModel, cutPatches, detectNuclei, initSync, openSlide, pairCells, readTiff, readTiffRgb, readXeniumCells, readXeniumMex, readXeniumTranscripts, readXeniumZarr, simdMathCheck } = m;
 /** The wasm-bindgen init (resolves to the wasm exports, whose `memory` is read for statistics). */
 export const init = m.default;
 export default m.default;

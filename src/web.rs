@@ -76,6 +76,20 @@ struct Inner {
     backend: String,
 }
 
+/// Checks this package build's SIMD GELU and exp against the plain-Rust references
+/// (`{ checked, mismatches, maxError, worstArgument }`): the SIMD128 build must give the same bits
+/// (`mismatches: 0`), the relaxed-SIMD build fuses multiply-adds (`maxError` small, relative to
+/// `max(1, |value|)`), the scalar build has nothing to check (`checked: 0`).
+#[wasm_bindgen(js_name = simdMathCheck)]
+pub fn simd_math_check() -> Result<JsValue, JsError> {
+    let c = engine::ops::simd_math_check();
+    let o = Object::new();
+    for (k, v) in [("checked", c.checked as f64), ("mismatches", c.mismatches as f64), ("maxError", f64::from(c.max_error)), ("worstArgument", f64::from(c.worst_argument))] {
+        Reflect::set(&o, &k.into(), &v.into()).map_err(|_| JsError::new("simdMathCheck: could not build the result object"))?;
+    }
+    Ok(o.into())
+}
+
 /// A loaded cell-type classifier (int8 model) running on WebGPU or on the CPU.
 #[wasm_bindgen]
 pub struct Classifier {

@@ -16,7 +16,7 @@ use super::error::EngineError;
 use super::format::{centre_token_indices, ClassifierWeights, EncoderLayerWeights, EngineModel, Linear};
 use super::gemm::{gemm, gemm_sparse_input, PackedLinear};
 use super::ops::{
-    attention_biased_reference, flash_attention_cell, gene_token_embedding_reference, layernorm_reference,
+    attention_biased_cell, flash_attention_cell, gene_token_embedding_reference, layernorm_reference,
     mean_pool_reference, token_gather_mean_reference,
 };
 use super::preprocess::vit_patch_rows;
@@ -34,7 +34,21 @@ pub const FLASH_MIN_TOKENS: usize = 32;
 /// long unbiased sequences, else the two-pass reference.
 fn attention(qkv: &[f32], bias: Option<&[f32]>, n: usize, t: usize, d: usize, heads: usize) -> Vec<f32> {
     if bias.is_some() || t < FLASH_MIN_TOKENS {
-        return attention_biased_reference(qkv, bias, n, t, d, heads);
+        // The reference's own per-cell function, over cells in parallel natively.
+        if let Some(b) = bias {
+            assert_eq!(b.len(), heads * t * t, "attention: bias must be [H, T, T]");
+        }
+        assert_eq!(qkv.len(), n * t * 3 * d, "attention: qkv must be [cells*T, 3D]");
+        let mut out = vec![0.0f32; n * t * d];
+        let cells_per_chunk = n.div_ceil(4 * crate::util::parallel::worker_count()).max(1);
+        crate::util::parallel::for_each_row_chunk(&mut out, t * d, cells_per_chunk, |first, chunk| {
+            let mut scores = vec![0.0f32; t];
+            for (i, o) in chunk.chunks_exact_mut(t * d).enumerate() {
+                let cell = first + i;
+                attention_biased_cell(&qkv[cell * t * 3 * d..(cell + 1) * t * 3 * d], bias, t, d, heads, &mut scores, o);
+            }
+        });
+        return out;
     }
     let mut out = vec![0.0f32; n * t * d];
     let cells_per_chunk = n.div_ceil(4 * crate::util::parallel::worker_count()).max(1);

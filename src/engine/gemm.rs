@@ -24,6 +24,8 @@
 use super::format::{Linear, LinearWeight};
 use crate::gpu::Activation;
 use crate::util::parallel::{for_each_row_chunk, worker_count};
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+use super::ops::madd_f32x4;
 
 
 /// Outputs per packed panel (columns of a micro-tile): two AVX 8-lane registers natively,
@@ -409,10 +411,27 @@ pub(super) fn epilogue(
             // All NR lanes (padding lanes are discarded below).
             gelu_lanes(&mut v);
         }
+        if cols == NR {
+            // A whole tile row: fixed-length stores. A variable-length `copy_from_slice`
+            // becomes wasm `memory.copy`, which V8 runs as a call into the runtime (measured:
+            // 6 % of a classify in `memmove`, for 32-byte copies).
+            // (Slices of the constant length NR: no bounds check per lane.)
+            let yr = &mut y[row..row + NR];
+            match residual {
+                Some(res) => {
+                    let rr = &res[row..row + NR];
+                    for j in 0..NR {
+                        yr[j] = v[j] + rr[j];
+                    }
+                }
+                None => yr.copy_from_slice(&v),
+            }
+            continue;
+        }
         let yr = &mut y[row..row + cols];
         match residual {
             Some(res) => yr.iter_mut().zip(&v).zip(&res[row..row + cols]).for_each(|((yo, vj), rj)| *yo = vj + rj),
-            None => yr.copy_from_slice(&v[..cols]),
+            None => yr.iter_mut().zip(&v).for_each(|(yo, vj)| *yo = *vj),
         }
     }
 }
@@ -551,25 +570,6 @@ unsafe fn micro_avx2_fma(x: &[f32], k_len: usize, panel: &[f32], acc: &mut [[f32
     for (row, (lo, hi)) in acc.iter_mut().zip([(c00, c01), (c10, c11), (c20, c21), (c30, c31)]) {
         _mm256_storeu_ps(row.as_mut_ptr(), lo);
         _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
-    }
-}
-
-/// `c + a·b` on four lanes: separate multiply and add (bit-exact with the reference), or in
-/// the relaxed-SIMD build `f32x4.relaxed_madd` (fused where the CPU has FMA: the numerics of
-/// the native AVX2+FMA kernel, within the same tolerance of the reference).
-#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-#[target_feature(enable = "simd128")]
-#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
-#[inline]
-fn madd_f32x4(a: core::arch::wasm32::v128, b: core::arch::wasm32::v128, c: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
-    use core::arch::wasm32::*;
-    #[cfg(feature = "relaxed-simd")]
-    {
-        f32x4_relaxed_madd(a, b, c)
-    }
-    #[cfg(not(feature = "relaxed-simd"))]
-    {
-        f32x4_add(c, f32x4_mul(a, b))
     }
 }
 

@@ -148,28 +148,93 @@ fn sum_sq_dev_lanes(x: &[f32], mean: f32) -> f32 {
     (s[0] + s[1]) + (s[2] + s[3])
 }
 
-/// [`exp_approx`] on four lanes with wasm SIMD128: the same f32 operations in the same order,
-/// so bit-identical lane by lane (NaN stays NaN: `trunc_sat` maps it to 0 as `as i32` does).
+
+/// The SIMD GELU/exp constants as splatted vectors in linear memory, read with a volatile
+/// load (so LLVM keeps the load instead of folding it back into `v128.const`): V8 builds
+/// each `v128.const` with three instructions at every use, a load is one.
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+mod simd_consts {
+    use core::arch::wasm32::{f32x4, v128};
+    const fn s(k: f32) -> v128 {
+        f32x4(k, k, k, k)
+    }
+    pub(super) static K: [v128; 20] = [
+        s(std::f32::consts::FRAC_1_SQRT_2), // 0
+        s(1.0),                              // 1
+        s(super::ERF_P),                     // 2
+        s(super::ERF_A[0]),                  // 3
+        s(super::ERF_A[1]),
+        s(super::ERF_A[2]),
+        s(super::ERF_A[3]),
+        s(super::ERF_A[4]),                  // 7
+        s(-0.0),                             // 8
+        s(0.5),                              // 9
+        s(super::EXP_MIN),                   // 10
+        s(super::LOG2E),                     // 11
+        s(super::ROUND),                     // 12
+        s(super::LN2_HI),                    // 13
+        s(super::LN2_LO),                    // 14
+        s(super::EXP_P[0]),                  // 15
+        s(super::EXP_P[1]),
+        s(super::EXP_P[2]),
+        s(super::EXP_P[3]),
+        s(super::EXP_P[4]),                  // 19
+    ];
+    pub(super) static K2: [v128; 1] = [s(super::EXP_P[5])];
+    #[inline(always)]
+    pub(super) fn k(i: usize) -> v128 {
+        // SAFETY: a read of an initialised static (volatile only to keep it a load).
+        unsafe { core::ptr::read_volatile(&K[i]) }
+    }
+    #[inline(always)]
+    pub(super) fn p5() -> v128 {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&K2[0]) }
+    }
+}
+
+/// [`exp_approx`] on four lanes with wasm SIMD128 for arguments `≤ 0` or NaN (GELU's
+/// `exp(−a²)`, softmax's `exp(s − max)`, the only uses): the same f32 operations in the same
+/// order, so bit-identical lane by lane there (NaN stays NaN: `trunc_sat` maps it to 0 as
+/// `as i32` does). The upper clamps of `exp_approx` never apply to such arguments and are
+/// left out; a bit select is its lower clamp exactly (`e < min ? min : e`, NaN kept) and
+/// `andnot` zeroes the lanes below it. The relaxed-SIMD build fuses the polynomial steps
+/// ([`madd_f32x4`]; within that build's tolerance).
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
 #[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 #[inline]
-pub(crate) fn exp_f32x4(e: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+pub(crate) fn exp_nonpositive_f32x4(e: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
-    let c = f32x4_splat;
+    let min = simd_consts::k(10);
+    let below = f32x4_lt(e, min);
+    // (Not `f32x4_pmax(e, min)`, the same select in one instruction: with relaxed SIMD
+    // enabled LLVM turns it into `f32x4.relaxed_max`, whose NaN result is the engine's
+    // choice; V8 on x86 returned `min` for a NaN, hiding it. A bit select keeps NaN.)
+    v128_andnot(exp_core_f32x4(v128_bitselect(min, e, below)), below)
+}
+
+/// [`exp_approx`]'s reduction and polynomial on clamped arguments `ec`.
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+#[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
+#[inline]
+fn exp_core_f32x4(ec: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    use simd_consts::k;
     let (add, mul) = (f32x4_add, f32x4_mul);
-    let below = f32x4_lt(e, c(EXP_MIN));
-    let ec = v128_bitselect(c(EXP_MIN), v128_bitselect(c(EXP_MAX), e, f32x4_gt(e, c(EXP_MAX))), below);
-    let n = f32x4_sub(add(mul(ec, c(LOG2E)), c(ROUND)), c(ROUND));
-    let r = f32x4_sub(f32x4_sub(ec, mul(n, c(LN2_HI))), mul(n, c(LN2_LO)));
+    let round = k(12);
+    let n = f32x4_sub(add(mul(ec, k(11)), round), round);
+    let r = f32x4_sub(f32x4_sub(ec, mul(n, k(13))), mul(n, k(14)));
     let z = mul(r, r);
-    let mut p = c(EXP_P[0]);
-    for &k in &EXP_P[1..] {
-        p = add(mul(p, r), c(k));
+    let mut p = k(15);
+    for i in 16..20 {
+        p = madd_f32x4(p, r, k(i));
     }
-    p = add(add(mul(p, z), r), c(1.0));
+    p = madd_f32x4(p, r, simd_consts::p5());
+    p = add(madd_f32x4(p, z, r), k(1));
     let scale = i32x4_shl(i32x4_add(i32x4_trunc_sat_f32x4(n), i32x4_splat(127)), 23);
-    let ex = mul(p, scale);
-    v128_bitselect(c(0.0), v128_bitselect(c(f32::INFINITY), ex, f32x4_gt(e, c(EXP_MAX_INF))), below)
+    mul(p, scale)
 }
 
 /// `[q·k₀, q·k₁, q·k₂, q·k₃]`, each in the lane order of [`dot_lanes`] (bit-identical to it),
@@ -205,28 +270,53 @@ fn dot4_lanes_f32x4(q: &[f32], k: [&[f32]; 4]) -> core::arch::wasm32::v128 {
 }
 
 /// [`gelu_reference`] on four lanes with wasm SIMD128: the same f32 operations in the same
-/// order (no fused multiply-add in SIMD128), so bit-identical lane by lane.
+/// order (no fused multiply-add in SIMD128), so bit-identical lane by lane. Two shortcuts
+/// keep every output bit: `exp(−a²)` takes [`exp_nonpositive_f32x4`], and erf's sign is the
+/// sign bit of `y` (it differs from `y ≥ 0` only at `y = −0`, where the output is
+/// `½·(−0)·(1 ± r) = −0` either way, and at NaN, which stays NaN). The relaxed-SIMD build
+/// fuses the polynomial steps ([`madd_f32x4`]; within the tolerance of that build).
 #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
 #[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 #[inline]
 pub(crate) fn gelu_f32x4(x: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
-    let c = f32x4_splat;
+    use simd_consts::k;
     let (add, mul) = (f32x4_add, f32x4_mul);
+    let one = k(1);
     // erf(y), y = x/√2.
-    let y = mul(x, c(std::f32::consts::FRAC_1_SQRT_2));
+    let y = mul(x, k(0));
     let a = f32x4_abs(y);
-    let t = f32x4_div(c(1.0), add(c(1.0), mul(c(ERF_P), a)));
-    let mut poly = c(ERF_A[0]);
-    for &k in &ERF_A[1..] {
-        poly = add(mul(poly, t), c(k));
+    let t = f32x4_div(one, madd_f32x4(k(2), a, one));
+    let mut poly = k(3);
+    for i in 4..8 {
+        poly = madd_f32x4(poly, t, k(i));
     }
     poly = mul(poly, t);
-    // exp(e), e = (−a)·a.
-    let ex = exp_f32x4(mul(f32x4_neg(a), a));
-    let r = f32x4_sub(c(1.0), mul(poly, ex));
-    let erf = v128_bitselect(r, f32x4_neg(r), f32x4_ge(y, c(0.0)));
-    mul(mul(c(0.5), x), add(c(1.0), erf))
+    // exp(e), e = (−a)·a ≤ 0.
+    let ex = exp_nonpositive_f32x4(mul(f32x4_neg(a), a));
+    let r = f32x4_sub(one, mul(poly, ex));
+    let erf = v128_xor(r, v128_and(y, k(8)));
+    mul(mul(k(9), x), add(one, erf))
+}
+
+/// `a·b + c` on four lanes: a separate multiply and add (bit-exact with the scalar
+/// references), or in the relaxed-SIMD build `f32x4.relaxed_madd` (fused where the CPU has
+/// FMA: the numerics of the native AVX2+FMA kernels; that build is held to a tolerance).
+#[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+#[target_feature(enable = "simd128")]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
+#[inline]
+pub(crate) fn madd_f32x4(a: core::arch::wasm32::v128, b: core::arch::wasm32::v128, c: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    #[cfg(feature = "relaxed-simd")]
+    {
+        f32x4_relaxed_madd(a, b, c)
+    }
+    #[cfg(not(feature = "relaxed-simd"))]
+    {
+        f32x4_add(f32x4_mul(a, b), c)
+    }
 }
 
 /// GELU (erf form) with [`erf_approx`]: `x/2 · (1 + erf(x/√2))`; the error vs exact GELU
@@ -235,6 +325,69 @@ pub(crate) fn gelu_f32x4(x: core::arch::wasm32::v128) -> core::arch::wasm32::v12
 #[inline]
 pub fn gelu_reference(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// This build's SIMD GELU and exp ([`gelu_f32x4`], [`exp_nonpositive_f32x4`]) against their
+/// plain-Rust references ([`gelu_reference`], [`exp_approx`]) on special arguments (±0, NaN,
+/// ±∞, the clamp bounds, subnormals, ±f32::MAX) and 40,001 spread over [-20, 20].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SimdMathCheck {
+    /// Values compared (0 in the scalar build, which has no SIMD path to check).
+    pub checked: usize,
+    /// Values whose bits differ from the reference (NaN = NaN counts as equal). The SIMD128
+    /// build's contract is 0; the relaxed-SIMD build fuses multiply-adds and may differ.
+    pub mismatches: usize,
+    /// Largest `|simd − reference| / max(1, |reference|)` (∞ where exactly one of them is
+    /// not finite).
+    pub max_error: f32,
+    /// The argument of the largest error (NaN if none differ).
+    pub worst_argument: f32,
+}
+
+/// Runs [`SimdMathCheck`] for this build (the browser test runs it in every package build).
+pub fn simd_math_check() -> SimdMathCheck {
+    #[allow(unused_mut)]
+    let mut check = SimdMathCheck { worst_argument: f32::NAN, ..SimdMathCheck::default() };
+    #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+    {
+        use core::arch::wasm32::*;
+        let mut args = vec![
+            0.0f32, -0.0, f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, EXP_MIN, -EXP_MIN,
+            EXP_MIN - 1e-3, EXP_MIN + 1e-3, -87.4, -100.0, 1e-30, -1e-30, 1e-40, -1e-40, 3.9, -3.9,
+            f32::MAX, -f32::MAX, f32::MIN_POSITIVE, -f32::MIN_POSITIVE,
+        ];
+        args.extend((0..=40_000).map(|i| -20.0 + 40.0 * (i as f32 / 40_000.0)));
+        let mut note = |arg: f32, got: f32, want: f32| {
+            check.checked += 1;
+            let same = got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan());
+            if !same {
+                check.mismatches += 1;
+                let err = if got.is_finite() && want.is_finite() { (got - want).abs() / want.abs().max(1.0) } else { f32::INFINITY };
+                if err >= check.max_error {
+                    (check.max_error, check.worst_argument) = (err, arg);
+                }
+            }
+        };
+        for chunk in args.chunks(4) {
+            let mut lanes = [0.0f32; 4];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            let neg = lanes.map(|v| if v.is_nan() { v } else { -v.abs() });
+            // SAFETY: both arrays hold 4 f32 (16 bytes; unaligned v128 accesses are allowed).
+            let (g, e) = unsafe {
+                let g = gelu_f32x4(v128_load(lanes.as_ptr() as *const v128));
+                let e = exp_nonpositive_f32x4(v128_load(neg.as_ptr() as *const v128));
+                let (mut go, mut eo) = ([0.0f32; 4], [0.0f32; 4]);
+                v128_store(go.as_mut_ptr() as *mut v128, g);
+                v128_store(eo.as_mut_ptr() as *mut v128, e);
+                (go, eo)
+            };
+            for j in 0..chunk.len() {
+                note(lanes[j], g[j], gelu_reference(lanes[j]));
+                note(neg[j], e[j], exp_approx(neg[j]));
+            }
+        }
+    }
+    check
 }
 
 /// Plain-Rust reference of the matmul kernel: `x` `[n, in]` times `w`ᵀ plus bias, then
@@ -361,71 +514,114 @@ pub fn attention_biased_reference(
         n_cells * tokens * 3 * d_model,
         "attention reference: qkv must be [cells*T, 3D]"
     );
-    let hd = d_model / n_heads;
-    let scale = score_scale(hd);
-    let stride = 3 * d_model;
     let mut out = vec![0.0f32; n_cells * tokens * d_model];
     let mut scores = vec![0.0f32; tokens];
     for cell in 0..n_cells {
-        let rows = &qkv[cell * tokens * stride..(cell + 1) * tokens * stride];
-        for head in 0..n_heads {
-            let off = head * hd;
-            for i in 0..tokens {
-                let q = &rows[i * stride + off..i * stride + off + hd];
-                let key = |l: usize| &rows[l * stride + d_model + off..l * stride + d_model + off + hd];
-                let bias_at = |l: usize| bias.map_or(0.0, |b| b[(head * tokens + i) * tokens + l]);
-                // Groups of four keys on wasm SIMD128 (the same sums, bit for bit), then the rest.
-                #[allow(unused_mut)]
-                let mut first_scalar = 0;
-                #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-                if hd % 4 == 0 {
-                    use core::arch::wasm32::*;
-                    while first_scalar + 4 <= tokens {
-                        let l = first_scalar;
-                        let dots = dot4_lanes_f32x4(q, [key(l), key(l + 1), key(l + 2), key(l + 3)]);
-                        let b = f32x4(bias_at(l), bias_at(l + 1), bias_at(l + 2), bias_at(l + 3));
-                        let sc = &mut scores[l..l + 4];
-                        // SAFETY: `sc` holds 4 f32.
-                        unsafe { v128_store(sc.as_mut_ptr() as *mut v128, f32x4_add(f32x4_mul(dots, f32x4_splat(scale)), b)) };
-                        first_scalar += 4;
-                    }
-                }
-                for (l, s) in scores.iter_mut().enumerate().skip(first_scalar) {
-                    *s = dot_lanes(q, key(l)) * scale + bias_at(l);
-                }
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                #[allow(unused_mut)]
-                let mut first_scalar = 0;
-                #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
-                for sc in scores.chunks_exact_mut(4) {
-                    use core::arch::wasm32::*;
+        attention_biased_cell(
+            &qkv[cell * tokens * 3 * d_model..(cell + 1) * tokens * 3 * d_model],
+            bias,
+            tokens,
+            d_model,
+            n_heads,
+            &mut scores,
+            &mut out[cell * tokens * d_model..(cell + 1) * tokens * d_model],
+        );
+    }
+    out
+}
+
+/// [`attention_biased_reference`] of one cell: `rows` `[tokens, 3 * d_model]` into `out`
+/// `[tokens, d_model]` (written, not added to), with `scores` `[tokens]` as scratch. The CPU
+/// engine runs it per cell in parallel (natively), so the engine and the reference give the
+/// same bits. Shapes are the caller's to check ([`attention_biased_reference`] asserts them).
+#[cfg_attr(all(target_arch = "wasm32", feature = "simd128"), target_feature(enable = "simd128"))]
+#[cfg_attr(all(target_arch = "wasm32", feature = "relaxed-simd"), target_feature(enable = "relaxed-simd"))]
+pub(crate) fn attention_biased_cell(
+    rows: &[f32],
+    bias: Option<&[f32]>,
+    tokens: usize,
+    d_model: usize,
+    n_heads: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = d_model / n_heads;
+    let scale = score_scale(hd);
+    let stride = 3 * d_model;
+    let scores = &mut scores[..tokens];
+    for head in 0..n_heads {
+        let off = head * hd;
+        for i in 0..tokens {
+            let q = &rows[i * stride + off..i * stride + off + hd];
+            let key = |l: usize| &rows[l * stride + d_model + off..l * stride + d_model + off + hd];
+            let bias_at = |l: usize| bias.map_or(0.0, |b| b[(head * tokens + i) * tokens + l]);
+            // Groups of four keys on wasm SIMD128 (the same sums, bit for bit), then the rest.
+            #[allow(unused_mut)]
+            let mut first_scalar = 0;
+            #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+            if hd % 4 == 0 {
+                use core::arch::wasm32::*;
+                while first_scalar + 4 <= tokens {
+                    let l = first_scalar;
+                    let dots = dot4_lanes_f32x4(q, [key(l), key(l + 1), key(l + 2), key(l + 3)]);
+                    let b = f32x4(bias_at(l), bias_at(l + 1), bias_at(l + 2), bias_at(l + 3));
+                    let sc = &mut scores[l..l + 4];
                     // SAFETY: `sc` holds 4 f32.
-                    unsafe {
-                        let v = f32x4_sub(v128_load(sc.as_ptr() as *const v128), f32x4_splat(max));
-                        v128_store(sc.as_mut_ptr() as *mut v128, exp_f32x4(v));
-                    }
+                    unsafe { v128_store(sc.as_mut_ptr() as *mut v128, f32x4_add(f32x4_mul(dots, f32x4_splat(scale)), b)) };
                     first_scalar += 4;
                 }
-                for s in scores.iter_mut().skip(first_scalar) {
-                    *s = exp_approx(*s - max);
+            }
+            for (l, s) in scores.iter_mut().enumerate().skip(first_scalar) {
+                *s = dot_lanes(q, key(l)) * scale + bias_at(l);
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            #[allow(unused_mut)]
+            let mut first_scalar = 0;
+            #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+            for sc in scores.chunks_exact_mut(4) {
+                use core::arch::wasm32::*;
+                // SAFETY: `sc` holds 4 f32.
+                unsafe {
+                    let v = f32x4_sub(v128_load(sc.as_ptr() as *const v128), f32x4_splat(max));
+                    v128_store(sc.as_mut_ptr() as *mut v128, exp_nonpositive_f32x4(v));
                 }
-                let mut denom = 0.0f32;
-                for s in &scores {
-                    denom += *s;
-                }
-                let o = &mut out
-                    [(cell * tokens + i) * d_model + off..(cell * tokens + i) * d_model + off + hd];
-                for (l, &p) in scores.iter().enumerate() {
-                    let v =
-                        &rows[l * stride + 2 * d_model + off..l * stride + 2 * d_model + off + hd];
-                    for (oe, ve) in o.iter_mut().zip(v) {
-                        *oe += p / denom * ve;
+                first_scalar += 4;
+            }
+            for s in scores.iter_mut().skip(first_scalar) {
+                *s = exp_approx(*s - max);
+            }
+            let mut denom = 0.0f32;
+            for s in scores.iter() {
+                denom += *s;
+            }
+            let o = &mut out[i * d_model + off..i * d_model + off + hd];
+            o.fill(0.0);  // (`out` may be reused scratch)
+            for (l, &p) in scores.iter().enumerate() {
+                let w = p / denom;
+                let v = &rows[l * stride + 2 * d_model + off..l * stride + 2 * d_model + off + hd];
+                // SIMD128: `o += w·v` four lanes at a time (the same operations; the
+                // relaxed-SIMD build fuses them), then the scalar rest.
+                #[cfg(not(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128"))))]
+                let done = 0;
+                #[cfg(all(target_arch = "wasm32", any(target_feature = "simd128", feature = "simd128")))]
+                let done = {
+                    use core::arch::wasm32::*;
+                    let ws = f32x4_splat(w);
+                    for (oc, vc) in o.chunks_exact_mut(4).zip(v.chunks_exact(4)) {
+                        // SAFETY: `oc` and `vc` hold 4 f32 each (unaligned v128 accesses).
+                        unsafe {
+                            let acc = v128_load(oc.as_ptr() as *const v128);
+                            v128_store(oc.as_mut_ptr() as *mut v128, madd_f32x4(ws, v128_load(vc.as_ptr() as *const v128), acc));
+                        }
                     }
+                    hd / 4 * 4
+                };
+                for (oe, ve) in o[done..].iter_mut().zip(&v[done..]) {
+                    *oe += w * ve;
                 }
             }
         }
     }
-    out
 }
 
 /// Most keys per tile of the online-softmax attention ([`flash_attention_reference`] and

@@ -6,8 +6,9 @@
 // classifies (the wasm API called directly on the main thread is the peer that blocks them);
 // a pool of 2 workers gives the main thread's classes; the page loads the relaxed-SIMD build
 // (Chromium has relaxed SIMD), whose fused multiply-adds follow the SIMD128 build (forced in a
-// worker) within a stated tolerance, and the scalar fallback build (forced in a worker) gives
-// the SIMD128 build's logits bit for bit.
+// worker) within a stated tolerance, the scalar fallback build (forced in a worker) gives
+// the SIMD128 build's logits bit for bit, and each build's SIMD GELU/exp match the Rust
+// references (bit for bit in SIMD128, within 1e-6 in the relaxed build).
 //   await workerChecks({ page, dataParam, bundle, result, log: console.log });   // throws on a failure
 // (`result`: the page's window.__cellsymphony, whose classes the caller already compared with native)
 
@@ -93,6 +94,15 @@ async function inPage(data) {
     maxLogit: mainRes.logits.reduce((mx, v) => Math.max(mx, Math.abs(v)), 0) };
   out.scalar = { classes: Array.from(scalarRun.res.classes), simdClasses: Array.from(simdRun.res.classes), simd: scalarRun.simd,
     build: scalarRun.build, backend: scalarRun.backend, maxLogitDiff: maxDiff(scalarRun.res.logits, simdRun.res.logits) };
+
+  // Each build's SIMD GELU and exp against the plain-Rust references, inside the module
+  // (special arguments: ±0, NaN, ±∞, clamp bounds, subnormals; 40,001 spread over [-20, 20]).
+  out.mathChecks = {};
+  for (const b of ["relaxed", "simd", "scalar"]) {
+    const mb = await import(`../pkg/cellsymphony_${b}.js`);
+    await mb.default();
+    out.mathChecks[b] = mb.simdMathCheck();
+  }
 
   // The main-thread mode of the client (same chunks, on this thread).
   const local = await new client.CellSymphonyMainThread().loadClassifier(model, { useGpu: false });
@@ -207,6 +217,13 @@ export async function workerChecks({ page, dataParam, bundle, result, log = cons
   log(`scalar fallback build (forced, ${r.scalar.backend}): ${r.scalar.classes.filter((c, i) => c === r.scalar.simdClasses[i]).length}/${n} cells equal the SIMD128 build, max |Δlogit| ${r.scalar.maxLogitDiff}`);
   if (r.scalar.simd !== false || r.scalar.build !== "scalar") fail("?cellsymphony-wasm=scalar on the worker's URL did not load the scalar build");
   if (!same(r.scalar.classes, r.scalar.simdClasses) || r.scalar.maxLogitDiff !== 0) fail(`the scalar build's logits differ from the SIMD128 build's (max ${r.scalar.maxLogitDiff}; they must be bit-identical)`);
+  const mc = r.mathChecks;
+  log(`SIMD GELU/exp vs the Rust references: SIMD128 build ${mc.simd.mismatches}/${mc.simd.checked} values differ; ` +
+    `relaxed build ${mc.relaxed.mismatches}/${mc.relaxed.checked} differ, max error ${mc.relaxed.maxError.toExponential(2)}; scalar build: ${mc.scalar.checked} checked (no SIMD path)`);
+  if (!(mc.simd.checked > 80000) || mc.simd.mismatches !== 0) fail(`the SIMD128 build's GELU/exp are not bit-identical to the references: ${JSON.stringify(mc.simd)}`);
+  // Fused multiply-adds in the polynomials: relative error (to max(1, |value|)) ≤ 1e-6.
+  if (!(mc.relaxed.checked > 80000) || !(mc.relaxed.maxError <= 1e-6)) fail(`the relaxed build's GELU/exp stray from the references: ${JSON.stringify(mc.relaxed)}`);
+  if (mc.scalar.checked !== 0) fail(`the scalar build claims a SIMD path: ${JSON.stringify(mc.scalar)}`);
   const done = r.events.map((e) => e.done);
   log(`progress events: ${done.join(", ")}`);
   if (r.events.length !== Math.ceil(n / 256) || r.events.some((e) => e.total !== n || e.phase !== "classify") ||
