@@ -158,38 +158,48 @@ mod simd_consts {
     const fn s(k: f32) -> v128 {
         f32x4(k, k, k, k)
     }
-    pub(super) static K: [v128; 20] = [
-        s(std::f32::consts::FRAC_1_SQRT_2), // 0
-        s(1.0),                              // 1
-        s(super::ERF_P),                     // 2
-        s(super::ERF_A[0]),                  // 3
+    /// Indices into [`K`].
+    pub(super) const FRAC_1_SQRT_2: usize = 0;
+    pub(super) const ONE: usize = 1;
+    pub(super) const ERF_P: usize = 2;
+    /// First of the five `ERF_A` coefficients.
+    pub(super) const ERF_A: usize = 3;
+    pub(super) const SIGN_BIT: usize = 8;
+    pub(super) const HALF: usize = 9;
+    pub(super) const EXP_MIN: usize = 10;
+    pub(super) const LOG2E: usize = 11;
+    pub(super) const ROUND: usize = 12;
+    pub(super) const LN2_HI: usize = 13;
+    pub(super) const LN2_LO: usize = 14;
+    /// First of the six `EXP_P` coefficients.
+    pub(super) const EXP_P: usize = 15;
+    pub(super) static K: [v128; 21] = [
+        s(std::f32::consts::FRAC_1_SQRT_2),
+        s(1.0),
+        s(super::ERF_P),
+        s(super::ERF_A[0]),
         s(super::ERF_A[1]),
         s(super::ERF_A[2]),
         s(super::ERF_A[3]),
-        s(super::ERF_A[4]),                  // 7
-        s(-0.0),                             // 8
-        s(0.5),                              // 9
-        s(super::EXP_MIN),                   // 10
-        s(super::LOG2E),                     // 11
-        s(super::ROUND),                     // 12
-        s(super::LN2_HI),                    // 13
-        s(super::LN2_LO),                    // 14
-        s(super::EXP_P[0]),                  // 15
+        s(super::ERF_A[4]),
+        s(-0.0),
+        s(0.5),
+        s(super::EXP_MIN),
+        s(super::LOG2E),
+        s(super::ROUND),
+        s(super::LN2_HI),
+        s(super::LN2_LO),
+        s(super::EXP_P[0]),
         s(super::EXP_P[1]),
         s(super::EXP_P[2]),
         s(super::EXP_P[3]),
-        s(super::EXP_P[4]),                  // 19
+        s(super::EXP_P[4]),
+        s(super::EXP_P[5]),
     ];
-    pub(super) static K2: [v128; 1] = [s(super::EXP_P[5])];
     #[inline(always)]
     pub(super) fn k(i: usize) -> v128 {
         // SAFETY: a read of an initialised static (volatile only to keep it a load).
         unsafe { core::ptr::read_volatile(&K[i]) }
-    }
-    #[inline(always)]
-    pub(super) fn p5() -> v128 {
-        // SAFETY: as above.
-        unsafe { core::ptr::read_volatile(&K2[0]) }
     }
 }
 
@@ -206,7 +216,7 @@ mod simd_consts {
 #[inline]
 pub(crate) fn exp_nonpositive_f32x4(e: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
-    let min = simd_consts::k(10);
+    let min = simd_consts::k(simd_consts::EXP_MIN);
     let below = f32x4_lt(e, min);
     // (Not `f32x4_pmax(e, min)`, the same select in one instruction: with relaxed SIMD
     // enabled LLVM turns it into `f32x4.relaxed_max`, whose NaN result is the engine's
@@ -221,18 +231,17 @@ pub(crate) fn exp_nonpositive_f32x4(e: core::arch::wasm32::v128) -> core::arch::
 #[inline]
 fn exp_core_f32x4(ec: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
-    use simd_consts::k;
+    use simd_consts::*;
     let (add, mul) = (f32x4_add, f32x4_mul);
-    let round = k(12);
-    let n = f32x4_sub(add(mul(ec, k(11)), round), round);
-    let r = f32x4_sub(f32x4_sub(ec, mul(n, k(13))), mul(n, k(14)));
+    let round = k(ROUND);
+    let n = f32x4_sub(add(mul(ec, k(LOG2E)), round), round);
+    let r = f32x4_sub(f32x4_sub(ec, mul(n, k(LN2_HI))), mul(n, k(LN2_LO)));
     let z = mul(r, r);
-    let mut p = k(15);
-    for i in 16..20 {
+    let mut p = k(EXP_P);
+    for i in EXP_P + 1..EXP_P + 6 {
         p = madd_f32x4(p, r, k(i));
     }
-    p = madd_f32x4(p, r, simd_consts::p5());
-    p = add(madd_f32x4(p, z, r), k(1));
+    p = add(madd_f32x4(p, z, r), k(ONE));
     let scale = i32x4_shl(i32x4_add(i32x4_trunc_sat_f32x4(n), i32x4_splat(127)), 23);
     mul(p, scale)
 }
@@ -281,23 +290,23 @@ fn dot4_lanes_f32x4(q: &[f32], k: [&[f32]; 4]) -> core::arch::wasm32::v128 {
 #[inline]
 pub(crate) fn gelu_f32x4(x: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
-    use simd_consts::k;
+    use simd_consts::*;
     let (add, mul) = (f32x4_add, f32x4_mul);
-    let one = k(1);
+    let one = k(ONE);
     // erf(y), y = x/√2.
-    let y = mul(x, k(0));
+    let y = mul(x, k(FRAC_1_SQRT_2));
     let a = f32x4_abs(y);
-    let t = f32x4_div(one, madd_f32x4(k(2), a, one));
-    let mut poly = k(3);
-    for i in 4..8 {
+    let t = f32x4_div(one, madd_f32x4(k(ERF_P), a, one));
+    let mut poly = k(ERF_A);
+    for i in ERF_A + 1..ERF_A + 5 {
         poly = madd_f32x4(poly, t, k(i));
     }
     poly = mul(poly, t);
     // exp(e), e = (−a)·a ≤ 0.
     let ex = exp_nonpositive_f32x4(mul(f32x4_neg(a), a));
     let r = f32x4_sub(one, mul(poly, ex));
-    let erf = v128_xor(r, v128_and(y, k(8)));
-    mul(mul(k(9), x), add(one, erf))
+    let erf = v128_xor(r, v128_and(y, k(SIGN_BIT)));
+    mul(mul(k(HALF), x), add(one, erf))
 }
 
 /// `a·b + c` on four lanes: a separate multiply and add (bit-exact with the scalar
@@ -536,6 +545,7 @@ pub fn attention_biased_reference(
 /// same bits. Shapes are the caller's to check ([`attention_biased_reference`] asserts them).
 #[cfg_attr(all(target_arch = "wasm32", feature = "simd128"), target_feature(enable = "simd128"))]
 #[cfg_attr(all(target_arch = "wasm32", feature = "relaxed-simd"), target_feature(enable = "relaxed-simd"))]
+#[inline]
 pub(crate) fn attention_biased_cell(
     rows: &[f32],
     bias: Option<&[f32]>,
