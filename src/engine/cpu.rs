@@ -30,32 +30,26 @@ const CPU_BLOCK_CELLS: usize = 512;
 /// two-pass reference.
 pub const FLASH_MIN_TOKENS: usize = 32;
 
-/// Attention over `qkv` `[n·t, 3d]` → `[n·t, d]`: flash attention (parallel over cells) for
-/// long unbiased sequences, else the two-pass reference.
+/// Attention over `qkv` `[n·t, 3d]` → `[n·t, d]`, in parallel over cells natively: flash
+/// attention for long unbiased sequences, else the two-pass reference's own per-cell function
+/// (so the engine and `attention_biased_reference` give the same bits).
 fn attention(qkv: &[f32], bias: Option<&[f32]>, n: usize, t: usize, d: usize, heads: usize) -> Vec<f32> {
-    if bias.is_some() || t < FLASH_MIN_TOKENS {
-        // The reference's own per-cell function, over cells in parallel natively.
-        if let Some(b) = bias {
-            assert_eq!(b.len(), heads * t * t, "attention: bias must be [H, T, T]");
-        }
-        assert_eq!(qkv.len(), n * t * 3 * d, "attention: qkv must be [cells*T, 3D]");
-        let mut out = vec![0.0f32; n * t * d];
-        let cells_per_chunk = n.div_ceil(4 * crate::util::parallel::worker_count()).max(1);
-        crate::util::parallel::for_each_row_chunk(&mut out, t * d, cells_per_chunk, |first, chunk| {
-            let mut scores = vec![0.0f32; t];
-            for (i, o) in chunk.chunks_exact_mut(t * d).enumerate() {
-                let cell = first + i;
-                attention_biased_cell(&qkv[cell * t * 3 * d..(cell + 1) * t * 3 * d], bias, t, d, heads, &mut scores, o);
-            }
-        });
-        return out;
+    assert_eq!(qkv.len(), n * t * 3 * d, "attention: qkv must be [cells*T, 3D]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), heads * t * t, "attention: bias must be [H, T, T]");
     }
+    let flash = bias.is_none() && t >= FLASH_MIN_TOKENS;
     let mut out = vec![0.0f32; n * t * d];
     let cells_per_chunk = n.div_ceil(4 * crate::util::parallel::worker_count()).max(1);
     crate::util::parallel::for_each_row_chunk(&mut out, t * d, cells_per_chunk, |first, chunk| {
+        let mut scores = if flash { Vec::new() } else { vec![0.0f32; t] };
         for (i, o) in chunk.chunks_exact_mut(t * d).enumerate() {
-            let cell = first + i;
-            flash_attention_cell(&qkv[cell * t * 3 * d..(cell + 1) * t * 3 * d], o, t, d, heads);
+            let rows = &qkv[(first + i) * t * 3 * d..(first + i + 1) * t * 3 * d];
+            if flash {
+                flash_attention_cell(rows, o, t, d, heads);
+            } else {
+                attention_biased_cell(rows, bias, t, d, heads, &mut scores, o);
+            }
         }
     });
     out

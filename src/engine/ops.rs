@@ -605,7 +605,8 @@ pub(crate) fn attention_biased_cell(
                 denom += *s;
             }
             let o = &mut out[i * d_model + off..i * d_model + off + hd];
-            o.fill(0.0);  // (`out` may be reused scratch)
+            // `out` is written, not added to (a caller may pass reused scratch).
+            o.fill(0.0);
             for (l, &p) in scores.iter().enumerate() {
                 let w = p / denom;
                 let v = &rows[l * stride + 2 * d_model + off..l * stride + 2 * d_model + off + hd];
